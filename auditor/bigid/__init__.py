@@ -1,0 +1,1 @@
+"""The BigID REST client (fetch stage) and its wire models."""

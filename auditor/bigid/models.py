@@ -1,0 +1,237 @@
+"""pydantic v2 models of BigID's wire format: Cluster, Column, Attribute, Tag.
+
+Field names are the tutorial's (``../shared/seed/cluster-analysis-api-tutorial.txt``). The models
+accept the variants public sources show for the same data (see ``shared/reference/bigid-api.md`` §9):
+field aliases (``id``/``clusterId``/``_id``, ``tableName``/``objectName``, ``dataType``/``fieldType``,
+``attributes``/``attributeDetails``…), booleans sent as strings (``"true"``, ``"Yes"``), counts sent
+as strings, ``null`` where a list is expected, and fields nobody documented yet (kept in
+``model_extra`` and, verbatim, in the raw record the store keeps beside the parsed one).
+
+These models are the wire format and nothing else: no HTTP, no storage.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+_TRUE = {"true", "yes", "y", "1", "t", "on"}
+_FALSE = {"false", "no", "n", "0", "f", "off", ""}
+
+
+def _to_bool(value: Any) -> Any:
+    """Coerce the boolean spellings BigID uses; leave anything else for pydantic to reject."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    return value
+
+
+def _to_int(value: Any) -> Any:
+    """Counts may arrive as strings ("20"), floats (20.0) or empty strings."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped == "":
+            return None
+        try:
+            return int(float(stripped)) if "." in stripped else int(stripped)
+        except ValueError:
+            return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped == "":
+            return None
+        try:
+            return float(stripped)
+        except ValueError:
+            return value
+    return value
+
+
+def _to_list(value: Any) -> Any:
+    """``null`` and ``{}`` mean "no items"; a lone item becomes a one-item list."""
+    if value is None or value == {}:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def _to_str(value: Any) -> Any:
+    """Identifiers and names are strings; numbers sent for them are stringified, empty means absent."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _to_str_list(value: Any) -> Any:
+    items = _to_list(value)
+    if not isinstance(items, list):
+        return items
+    out = []
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, dict):  # {"name": "PII"} or {"label": "PII"}
+            item = item.get("name") or item.get("label") or item.get("value")
+        out.append(_to_str(item))
+    return out
+
+
+def _created_at(value: Any) -> Any:
+    """Timestamps may be ISO strings or epoch milliseconds; keep the ISO text as given."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        from datetime import UTC, datetime
+
+        seconds = value / 1000 if value > 10_000_000_000 else value
+        return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+Bool = Annotated[bool | None, BeforeValidator(_to_bool)]
+Int = Annotated[int | None, BeforeValidator(_to_int)]
+Float = Annotated[float | None, BeforeValidator(_to_float)]
+Str = Annotated[str | None, BeforeValidator(_to_str)]
+StrList = Annotated[list[str], BeforeValidator(_to_str_list)]
+
+
+class _Wire(BaseModel):
+    """Common configuration: keep unknown fields, accept aliases and field names alike."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=False)
+
+
+class TagProperties(_Wire):
+    hidden: Bool = None
+    applicationType: Str = Field(
+        default=None, validation_alias=AliasChoices("applicationType", "application_type")
+    )
+
+
+class Tag(_Wire):
+    """A tag on a column, e.g. ``sensitivity`` = ``high``."""
+
+    tagId: Str = Field(default=None, validation_alias=AliasChoices("tagId", "tag_id"))
+    valueId: Str = Field(default=None, validation_alias=AliasChoices("valueId", "value_id"))
+    isMutuallyExclusive: Bool = Field(
+        default=None, validation_alias=AliasChoices("isMutuallyExclusive", "is_mutually_exclusive")
+    )
+    properties: Annotated[TagProperties | None, BeforeValidator(lambda v: None if v in ({}, []) else v)] = (
+        None
+    )
+    tagName: Str = Field(default=None, validation_alias=AliasChoices("tagName", "tag_name", "name"))
+    tagValue: Str = Field(default=None, validation_alias=AliasChoices("tagValue", "tag_value", "value"))
+
+
+class Attribute(_Wire):
+    """A classification attribute found in a column, e.g. ``SSN`` with rank ``High``."""
+
+    attribute_original_name: Str = Field(
+        default=None, validation_alias=AliasChoices("attribute_original_name", "attributeOriginalName")
+    )
+    attribute_name: Str = Field(
+        default=None, validation_alias=AliasChoices("attribute_name", "attributeName", "name")
+    )
+    rank: Str = None
+    calc_confidence_level: Float = Field(
+        default=None,
+        validation_alias=AliasChoices("calc_confidence_level", "calcConfidenceLevel", "confidence_level"),
+    )
+    attribute_type: Str = Field(
+        default=None, validation_alias=AliasChoices("attribute_type", "attributeType")
+    )
+    attribute_id: Str = Field(default=None, validation_alias=AliasChoices("attribute_id", "attributeId"))
+
+
+def _attributes(value: Any) -> Any:
+    """Attributes may be objects or bare names (``["classifier.Email"]``)."""
+    items = _to_list(value)
+    if isinstance(items, list):
+        return [
+            {"attribute_name": item} if isinstance(item, str) else item for item in items if item is not None
+        ]
+    return items
+
+
+class Column(_Wire):
+    """One column of a cluster, identified within the cluster by ``fullyQualifiedName``."""
+
+    fullyQualifiedName: str = Field(
+        min_length=1,
+        validation_alias=AliasChoices("fullyQualifiedName", "fully_qualified_name", "fqn"),
+    )
+    columnName: Str = Field(
+        default=None, validation_alias=AliasChoices("columnName", "column_name", "fieldName")
+    )
+    businessAttribute: Str = Field(
+        default=None, validation_alias=AliasChoices("businessAttribute", "business_attribute")
+    )
+    tableName: Str = Field(
+        default=None, validation_alias=AliasChoices("tableName", "objectName", "table_name")
+    )
+    source: Str = Field(
+        default=None, validation_alias=AliasChoices("source", "dataSourceName", "source_name")
+    )
+    isPrimary: Bool = Field(default=None, validation_alias=AliasChoices("isPrimary", "is_primary"))
+    dataType: Str = Field(default=None, validation_alias=AliasChoices("dataType", "fieldType", "data_type"))
+    attributes: Annotated[list[Attribute], BeforeValidator(_attributes)] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices(
+            "attributes", "attributeDetails", "attribute_details", "fieldClassifications"
+        ),
+    )
+    tags: Annotated[list[Tag], BeforeValidator(_to_list)] = Field(default_factory=list)
+
+
+class Cluster(_Wire):
+    """A cluster of similar columns as ``GET /api/v1/clusters`` lists it."""
+
+    id: str = Field(min_length=1, validation_alias=AliasChoices("id", "clusterId", "_id", "cluster_id"))
+    name: Str = Field(default=None, validation_alias=AliasChoices("name", "clusterName", "cluster_name"))
+    size: Int = None
+    labels: StrList = Field(default_factory=list)
+    severity: Str = None
+    status: Str = None
+    createdAt: Annotated[str | None, BeforeValidator(_created_at)] = Field(
+        default=None, validation_alias=AliasChoices("createdAt", "created_at", "creationDate")
+    )
+    type: Annotated[
+        str | None, BeforeValidator(lambda v: ",".join(map(str, v)) if isinstance(v, list) else v)
+    ] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ids_are_strings(cls, data: Any) -> Any:
+        """``id`` may arrive as a number; identifiers are strings for us."""
+        if isinstance(data, dict):
+            for key in ("id", "clusterId", "_id", "cluster_id"):
+                value = data.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    data = {**data, key: str(value)}
+        return data
+
+
+def parse_cluster(raw: Any) -> Cluster:
+    """Validate one cluster record (numbers as ids are accepted and stringified)."""
+    return Cluster.model_validate(raw)
+
+
+def parse_column(raw: Any) -> Column:
+    """Validate one column record."""
+    return Column.model_validate(raw)

@@ -1,0 +1,106 @@
+"""What every command shares: settings resolution, the database, output writing.
+
+:class:`Settings` is the click context object. It merges flags over environment over the config file,
+and opens the database lazily (creating or upgrading it on first use).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import Engine
+
+from auditor import config as cfg
+from auditor.errors import ConfigError
+
+
+@dataclass
+class Settings:
+    file: cfg.FileSettings
+    debug: bool = False
+    verbose: bool = False
+    quiet: bool = False
+    _engines: dict[str, Engine] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, config_path: str | None, *, debug: bool, verbose: bool, quiet: bool) -> Settings:
+        return cls(cfg.load_config(config_path, explicit=config_path is not None), debug, verbose, quiet)
+
+    # -- values --------------------------------------------------------------------------------
+
+    def value(self, flag: Any, env: str | None, key: str, default: Any = None) -> Any:
+        return cfg.pick(flag, env, self.file, key, default)
+
+    def db_target(self, flag: str | None = None) -> str:
+        return str(self.value(flag, cfg.ENV_DB, "db", "auditor.db"))
+
+    def engine(self, flag: str | None = None) -> Engine:
+        """The database engine (created or upgraded on first use)."""
+        from auditor.store.db import open_database
+
+        target = self.db_target(flag)
+        if target not in self._engines:
+            self._engines[target] = open_database(target)
+        return self._engines[target]
+
+    def bigid_url(self, flag: str | None = None) -> str | None:
+        url = self.value(flag, cfg.ENV_URL, "url")
+        return str(url).rstrip("/") if url else None
+
+    def token(self, token_file: str | None = None, *, prompt: bool = False) -> str:
+        """The API key: ``BIGID_TOKEN``, else ``--token-file`` / ``token_file``, else a hidden prompt."""
+        from auditor import secrets
+
+        token = os.environ.get(cfg.ENV_TOKEN, "").strip()
+        path = token_file or self.file.get("token_file")
+        if not token and path:
+            token = cfg.read_token_file(path)
+        if not token and prompt and sys.stdin.isatty():
+            token = getpass.getpass("BigID API key: ").strip()
+        if not token:
+            raise ConfigError(
+                "no BigID API key: BIGID_TOKEN is not set",
+                hint="export BIGID_TOKEN=... , or pass --token-file FILE, or set token_file in auditor.toml",
+            )
+        secrets.register(token)
+        return token
+
+    def info(self, message: str) -> None:
+        """An informational line on stderr (silenced by --quiet)."""
+        if not self.quiet:
+            click.echo(message, err=True)
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def db_option(func):
+    return click.option(
+        "--db",
+        "db",
+        default=None,
+        metavar="PATH|URL",
+        help="Database file or SQLAlchemy URL (env AUDITOR_DB; default ./auditor.db).",
+    )(func)
+
+
+def write_output(text: str, output: str | None) -> None:
+    """Write the chosen format to ``--output`` (atomically, after the work succeeded) or stdout."""
+    if output in (None, "-"):
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    path = Path(output)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        from auditor.errors import DeliveryError
+
+        raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None

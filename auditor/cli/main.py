@@ -1,0 +1,127 @@
+"""The ``auditor`` command: the group, the global options, and the one place errors become exit codes.
+
+Commands live in one module per group (``fetch``, ``sandbox``, ``check``, ``diff``, ``report``,
+``run``); each parses options, calls the library and formats the result. Errors raised as
+:class:`auditor.errors.AuditorError` print one line plus a hint on stderr and exit with their code;
+anything else is a bug: one line, exit 3, and the traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from auditor import __version__
+from auditor.errors import EXIT_FAILURE, EXIT_USAGE, AuditorError, RuleError
+
+
+class AuditorGroup(click.Group):
+    """A click group that translates errors once, for every command."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AuditorError as exc:
+            report_error(exc, debug=_debug(ctx))
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("auditor: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, never a raw traceback by default
+            if _debug(ctx):
+                traceback.print_exc()
+            click.echo(f"error: internal error: {type(exc).__name__}: {_scrub(str(exc))}", err=True)
+            click.echo("hint: re-run with --debug for the traceback, and report it", err=True)
+            ctx.exit(EXIT_FAILURE)
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("debug")) if root.params else False
+
+
+def _scrub(text: str) -> str:
+    from auditor.secrets import scrub
+
+    return scrub(text)
+
+
+def report_error(exc: AuditorError, *, debug: bool = False) -> None:
+    if debug:
+        traceback.print_exception(exc)
+    click.echo(f"error: {_scrub(exc.message)}", err=True)
+    if isinstance(exc, RuleError):
+        for problem in exc.problems:
+            click.echo(f"  {_scrub(problem)}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {_scrub(exc.hint)}", err=True)
+
+
+@click.group(
+    cls=AuditorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.version_option(__version__, prog_name="cluster-auditor")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Settings file (default: ./auditor.toml).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log requests and progress details to stderr (never the key)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no informational messages.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool, quiet: bool) -> None:
+    """cluster-auditor: snapshot BigID clusters, check governance rules, diff runs, report and gate CI.
+
+    Exit codes: 0 success, 1 the gate failed, 2 usage/configuration/rule error, 3 the API, the
+    network or the database failed (or the run is missing or incomplete).
+    """
+    from auditor.cli.common import Settings
+
+    ctx.obj = Settings.load(config_path, debug=debug, verbose=verbose, quiet=quiet)
+    from auditor.secrets import install_log_filter
+
+    install_log_filter()
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _register() -> None:
+    """Attach every command group; each module owns its commands."""
+    import importlib
+
+    for name in ("fetch", "sandbox", "store", "check", "diff", "report", "run"):
+        try:
+            module = importlib.import_module(f"auditor.cli.{name}")
+        except ModuleNotFoundError as exc:  # a module not written yet during development
+            if exc.name != f"auditor.cli.{name}":
+                raise
+            continue
+        module.register(cli)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="auditor", standalone_mode=True)
+    except AuditorError as exc:  # raised while loading settings, before a command ran
+        report_error(exc)
+        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

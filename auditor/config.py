@@ -1,0 +1,114 @@
+"""Settings: command-line flags over environment variables over a config file.
+
+The config file is ``auditor.toml`` in the working folder, or the file named by ``--config``. It may
+hold any of the keys below under a ``[auditor]`` table (or at top level)::
+
+    [auditor]
+    url = "https://bigid.example.net"
+    db = "auditor.db"
+    token_file = "~/.config/auditor/token"   # the API key itself never goes in this file
+    auth_scheme = "auto"
+    workers = 4
+    ca_bundle = "/etc/ssl/private-ca.pem"
+
+The API key is read from ``BIGID_TOKEN``, from ``--token-file``/``token_file``, or from a prompt; it is
+never accepted as a plain command-line value (it would show in ``ps``), and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.errors import ConfigError
+
+CONFIG_FILE = "auditor.toml"
+ENV_URL = "BIGID_URL"
+ENV_TOKEN = "BIGID_TOKEN"  # noqa: S105 - the name of the variable, not a secret
+ENV_DB = "AUDITOR_DB"
+
+KNOWN_KEYS = {
+    "url",
+    "db",
+    "token_file",
+    "auth_scheme",
+    "workers",
+    "ca_bundle",
+    "insecure",
+    "connect_timeout",
+    "read_timeout",
+    "page_size",
+    "rules",
+    "waivers",
+    "fail_on",
+    "smtp",
+    "email_to",
+    "email_from",
+    "templates",
+}
+
+
+@dataclass
+class FileSettings:
+    """What the config file says (empty when there is none)."""
+
+    path: Path | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+
+def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileSettings:
+    """Read ``path`` (or ``./auditor.toml``).
+
+    A missing default file is fine; a missing ``--config`` file is an error.
+    """
+    candidate = Path(path) if path else Path.cwd() / CONFIG_FILE
+    if not candidate.exists():
+        if explicit:
+            raise ConfigError(f"--config: {candidate} does not exist")
+        return FileSettings()
+    try:
+        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{candidate}: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{candidate}: invalid TOML: {exc}") from None
+    values = data.get("auditor", data)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{candidate}: [auditor] must be a table")
+    unknown = sorted(set(values) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{candidate}: unknown setting(s) {', '.join(unknown)}",
+            hint=f"known settings: {', '.join(sorted(KNOWN_KEYS))}",
+        )
+    if "token" in values or "api_key" in values:  # pragma: no cover - caught by unknown keys above
+        raise ConfigError(f"{candidate}: the API key does not belong in the config file")
+    return FileSettings(path=candidate, values=values)
+
+
+def pick(flag: Any, env_name: str | None, file_settings: FileSettings, key: str, default: Any = None) -> Any:
+    """Flags over environment over config file over default."""
+    if flag is not None:
+        return flag
+    if env_name and os.environ.get(env_name):
+        return os.environ[env_name]
+    return file_settings.get(key, default)
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The API key from a file (first line, surrounding white space removed)."""
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--token-file: cannot read {file} ({exc.strerror})") from None
+    token = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        raise ConfigError(f"--token-file: {file} is empty")
+    return token

@@ -1,0 +1,89 @@
+"""The one exception hierarchy of cluster-auditor.
+
+Every error a user can meet is an :class:`AuditorError` carrying the one line the user sees, an
+optional hint saying what to do about it, and the process exit code it maps to. The CLI translates
+them in one place (``auditor.cli.main``); library callers catch them like any exception. Messages
+never contain credentials: the client scrubs them before raising.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE = 1
+EXIT_USAGE = 2
+EXIT_FAILURE = 3
+
+
+class AuditorError(Exception):
+    """Base class: ``message`` is one line for the user, ``hint`` an optional next step."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AuditorError):
+    """Bad settings, options or configuration file (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class RuleError(AuditorError):
+    """A rule file, waiver file or rule fixture is invalid (exit 2).
+
+    ``problems`` lists every problem found, each already formatted as ``file:line:col: text``.
+    """
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None, problems: list[str] | None = None) -> None:
+        super().__init__(message, hint)
+        self.problems = list(problems or [])
+
+
+class ApiError(AuditorError):
+    """The BigID API answered with an error or an unusable payload (exit 3)."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+class AuthError(ApiError):
+    """401/403: the API key is missing, invalid, expired or lacks permission (exit 3)."""
+
+
+class NotFoundError(ApiError):
+    """404: a cluster (or route) does not exist (exit 3)."""
+
+
+class NetworkError(ApiError):
+    """Connection failures and timeouts that outlasted the retry budget (exit 3)."""
+
+
+class PayloadError(ApiError):
+    """A payload that does not fit the models: names the cluster, the field and the problem (exit 3)."""
+
+
+class StoreError(AuditorError):
+    """The database could not be opened, migrated, read or written (exit 3)."""
+
+    exit_code = EXIT_FAILURE
+
+
+class RunNotUsableError(StoreError):
+    """The requested run does not exist or is not ``complete`` (exit 3)."""
+
+
+class DeliveryError(AuditorError):
+    """Writing a report or sending an email failed (exit 3)."""
+
+    exit_code = EXIT_FAILURE

@@ -1,0 +1,162 @@
+"""Opening the snapshot database: URLs, SQLite pragmas, and migrations driven from code.
+
+``open_database(target)`` accepts a file path or any SQLAlchemy URL, applies the SQLite settings
+(WAL, a busy timeout, foreign keys on, ``synchronous=NORMAL``), and upgrades a new or older database to
+the newest schema on first use, so users never need an ``alembic.ini``. A database written by a newer
+cluster-auditor is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from auditor.errors import ConfigError, StoreError
+from auditor.paths import migrations_dir
+
+DEFAULT_DB = "auditor.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def database_url(target: str | os.PathLike[str] | None = None) -> str:
+    """Turn ``--db`` / ``AUDITOR_DB`` (a path or a URL) into a SQLAlchemy URL."""
+    value = str(target) if target else DEFAULT_DB
+    if "://" in value:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ConfigError(f"--db: {_redact(value)} is not a valid database URL", hint=str(exc)) from None
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        return url.render_as_string(hide_password=False)
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--db: {path} is a folder, not a database file")
+    return f"sqlite:///{path.resolve()}"
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def display_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    return _redact(url)
+
+
+def _json_dumps(value) -> str:
+    import orjson
+
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        import json
+
+        return json.dumps(value, default=str)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - exercised via engines
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for ``url`` with this project's connection settings (no migration)."""
+    try:
+        if url.startswith("sqlite"):
+            path = make_url(url).database
+            if path and path != ":memory:":
+                parent = Path(path).parent
+                if not parent.exists():
+                    raise StoreError(
+                        f"database folder {parent} does not exist", hint="create it or choose another --db"
+                    )
+            engine = create_engine(
+                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, json_serializer=_json_dumps
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"the database driver for {display_url(url)} is not installed ({exc.name})",
+            hint="for PostgreSQL: pip install 'cluster-auditor[postgres]'",
+        ) from None
+    return engine
+
+
+def _alembic_config(connection=None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Upgrade the database to ``revision``; return (revision before, revision after)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    try:
+        before = current_revision(engine)
+        script = ScriptDirectory.from_config(_alembic_config())
+        known = {rev.revision for rev in script.walk_revisions()}
+        if before is not None and before not in known:
+            raise StoreError(
+                f"the database {display_url(str(engine.url))} was written by a newer cluster-auditor "
+                f"(schema revision {before})",
+                hint="upgrade cluster-auditor, or point --db at another database",
+            )
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), revision)
+        return before, current_revision(engine) or ""
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"could not migrate the database {display_url(str(engine.url))}: {type(exc).__name__}",
+            hint=str(getattr(exc, "orig", exc)).splitlines()[0][:200],
+        ) from None
+
+
+def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Engine:
+    """Open (and by default create or upgrade) the database at ``target`` (path or URL)."""
+    url = database_url(target)
+    engine = create_db_engine(url)
+    try:
+        if migrate and current_revision(engine) != head_revision():
+            upgrade(engine)
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"could not open the database {display_url(url)}: {type(exc).__name__}",
+            hint=str(getattr(exc, "orig", exc)).splitlines()[0][:200],
+        ) from None
+    return engine
+
+
+def table_names(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())

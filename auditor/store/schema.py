@@ -1,0 +1,208 @@
+"""The snapshot database schema (SQLAlchemy Core tables), shared by every stage.
+
+Design: records are **content-addressed** and runs only hold **membership**.
+
+* ``cluster_versions`` / ``column_versions`` hold one row per distinct record content, keyed by a
+  128-bit BLAKE2b hash (hex) of the record's canonical JSON. A record that did not change since the
+  last run is not stored again: the next run only adds a membership row pointing at the same hash.
+* ``cluster_labels``, ``column_tags`` and ``column_attributes`` hang off a *version* (its hash), so
+  they too are stored once per distinct content.
+* ``run_clusters`` / ``run_columns`` say which versions a run saw, under which cluster. A column is
+  identified within a run by ``(cluster_id, fqn)``; the same ``fqn`` under another cluster in a
+  later run is a move.
+* ``runs`` records what was fetched, from where, how completely, and how it ended.
+* ``evaluations`` / ``findings`` hold the results of checking a run against a rule set.
+
+Diffs join two runs' membership on ``fqn`` and compare hashes, so they are plain SQL whose memory does
+not grow with the catalog. Every raw record is kept verbatim (``raw``), so fields we do not model yet
+are never lost.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+# Deterministic constraint names so that SQLite batch migrations and PostgreSQL agree.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+HASH = String(32)  # hex of a 16-byte BLAKE2b digest
+
+RUN_RUNNING = "running"
+RUN_COMPLETE = "complete"
+RUN_FAILED = "failed"
+RUN_STATUSES = (RUN_RUNNING, RUN_COMPLETE, RUN_FAILED)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("status", String(16), nullable=False, default=RUN_RUNNING),
+    Column("source_url", Text),  # scheme://host[:port]/path, never credentials or query strings
+    Column("cluster_filter", Text),  # the ``filter`` passed to GET /clusters, if any
+    Column("auth_scheme", String(16)),  # bearer | raw | refresh: the scheme that worked
+    Column("tool_version", String(32), nullable=False),
+    Column("clusters_announced", Integer),  # how many clusters the API listed
+    Column("clusters_stored", Integer),
+    Column("columns_announced", Integer),  # sum over clusters of the best announced count
+    Column("columns_stored", Integer),
+    Column("requests", Integer),
+    Column("retries", Integer),
+    Column("error", Text),
+    # Free-form facts about the fetch: envelope shapes seen, size/total mismatches, warnings, options.
+    Column("details", JSON),
+)
+
+cluster_versions = Table(
+    "cluster_versions",
+    metadata,
+    Column("hash", HASH, primary_key=True),
+    Column("cluster_id", Text, nullable=False),
+    Column("name", Text),
+    Column("size", Integer),
+    Column("severity", Text),
+    Column("status", Text),
+    Column("created_at", Text),
+    Column("cluster_type", Text),
+    Column("raw", JSON, nullable=False),
+)
+
+cluster_labels = Table(
+    "cluster_labels",
+    metadata,
+    Column("cluster_hash", HASH, ForeignKey("cluster_versions.hash", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("label", Text, nullable=False),
+    PrimaryKeyConstraint("cluster_hash", "position"),
+)
+
+column_versions = Table(
+    "column_versions",
+    metadata,
+    Column("hash", HASH, primary_key=True),
+    Column("fqn", Text, nullable=False),
+    Column("column_name", Text),
+    Column("table_name", Text),
+    Column("source", Text),
+    Column("data_type", Text),
+    Column("is_primary", Boolean),
+    Column("business_attribute", Text),
+    Column("raw", JSON, nullable=False),
+)
+
+column_tags = Table(
+    "column_tags",
+    metadata,
+    Column("column_hash", HASH, ForeignKey("column_versions.hash", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("tag_id", Text),
+    Column("value_id", Text),
+    Column("tag_name", Text),
+    Column("tag_value", Text),
+    Column("is_mutually_exclusive", Boolean),
+    Column("hidden", Boolean),
+    Column("application_type", Text),
+    PrimaryKeyConstraint("column_hash", "position"),
+)
+
+column_attributes = Table(
+    "column_attributes",
+    metadata,
+    Column("column_hash", HASH, ForeignKey("column_versions.hash", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("attribute_name", Text),
+    Column("attribute_original_name", Text),
+    Column("rank", Text),
+    Column("confidence", Float),
+    Column("attribute_type", Text),
+    Column("attribute_id", Text),
+    PrimaryKeyConstraint("column_hash", "position"),
+)
+
+run_clusters = Table(
+    "run_clusters",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("cluster_id", Text, nullable=False),
+    Column("cluster_hash", HASH, ForeignKey("cluster_versions.hash"), nullable=False),
+    Column("position", Integer, nullable=False),  # order in which the API listed the cluster
+    Column("size_announced", Integer),  # the cluster's ``size``
+    Column("total_announced", Integer),  # ``totalCount`` of the columns endpoint, if it gave one
+    Column("columns_fetched", Integer),  # distinct columns stored
+    Column("duplicate_rows", Integer),  # rows received again (same fqn) and not stored twice
+    Column("pages", Integer),
+    Column("fetch_status", String(16), nullable=False),  # complete | failed
+    Column("error", Text),
+    PrimaryKeyConstraint("run_id", "cluster_id"),
+)
+
+run_columns = Table(
+    "run_columns",
+    metadata,
+    Column("run_id", Integer, nullable=False),
+    Column("cluster_id", Text, nullable=False),
+    Column("fqn", Text, nullable=False),
+    Column("column_hash", HASH, ForeignKey("column_versions.hash"), nullable=False),
+    PrimaryKeyConstraint("run_id", "cluster_id", "fqn"),
+    ForeignKeyConstraint(
+        ["run_id", "cluster_id"], ["run_clusters.run_id", "run_clusters.cluster_id"], ondelete="CASCADE"
+    ),
+    Index("ix_run_columns_run_fqn", "run_id", "fqn"),
+    Index("ix_run_columns_column_hash", "column_hash"),
+)
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("rules_digest", String(64), nullable=False),  # hash of the rule set's canonical content
+    Column("waivers_digest", String(64)),
+    Column("rule_ids", JSON, nullable=False),
+    Column("tool_version", String(32), nullable=False),
+    Index("ix_evaluations_run", "run_id", "rules_digest"),
+)
+
+findings = Table(
+    "findings",
+    metadata,
+    Column("evaluation_id", Integer, ForeignKey("evaluations.id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("rule_id", Text, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("cluster_id", Text),
+    Column("column_fqn", Text),  # null for cluster and group findings
+    Column("columns", JSON, nullable=False),  # every column involved (fqns)
+    Column("message", Text, nullable=False),
+    Column("first_seen_run", Integer),
+    Column("status", String(16)),  # new | existing | waived (relative to the baseline used)
+    Column("waiver", JSON),  # the matching waiver entry, if any, with its expiry state
+    PrimaryKeyConstraint("evaluation_id", "fingerprint"),
+    Index("ix_findings_run_fingerprint", "run_id", "fingerprint"),
+)

@@ -1,0 +1,395 @@
+"""The snapshot writer: streams clusters and column pages into one run, in batched transactions.
+
+One :class:`SnapshotWriter` per run, used from one thread (the fetch stage hands it pages through a
+queue). Records are content-addressed (see :mod:`auditor.store.schema`): a version already in the
+database is not written again; the run only gains membership rows pointing at it. All writes are
+bulk Core ``INSERT``\\s, batched so that many pages share one transaction.
+
+A run is created ``running`` and becomes ``complete`` only through :meth:`SnapshotWriter.complete`;
+:meth:`SnapshotWriter.fail` marks it ``failed`` with the reason. A process killed in between leaves
+the run ``running``, which nothing downstream treats as usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from auditor import __version__
+from auditor.bigid.models import Cluster, Column
+from auditor.errors import StoreError
+from auditor.store.schema import (
+    RUN_COMPLETE,
+    RUN_FAILED,
+    RUN_RUNNING,
+    cluster_labels,
+    cluster_versions,
+    column_attributes,
+    column_tags,
+    column_versions,
+    run_clusters,
+    run_columns,
+    runs,
+)
+
+HASH_CHUNK = 500  # bound parameters per "which hashes exist" query
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON bytes (sorted keys): the input of every content hash."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. integers beyond 64 bits
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def content_hash(value: Any) -> str:
+    """128-bit BLAKE2b of the canonical JSON, as 32 hex characters."""
+    return hashlib.blake2b(canonical_json(value), digest_size=16).hexdigest()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def insert_ignore(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert, skipping rows whose primary key exists (content-addressed tables)."""
+    if not rows:
+        return
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        statement = sqlite.insert(table).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        statement = postgresql.insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - other databases: plain insert of rows filtered beforehand
+        statement = table.insert()
+    connection.execute(statement, rows)
+
+
+@dataclass
+class ClusterStats:
+    """What fetching one cluster's columns found, recorded in ``run_clusters``."""
+
+    total_announced: int | None = None  # ``totalCount`` from the columns endpoint
+    columns_fetched: int = 0  # distinct columns stored
+    duplicate_rows: int = 0
+    pages: int = 0
+    error: str | None = None  # set when the cluster could not be fetched in full
+
+
+@dataclass
+class RunTotals:
+    """Run-level counters recorded when the run ends."""
+
+    clusters_announced: int | None = None
+    requests: int = 0
+    retries: int = 0
+    auth_scheme: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def cluster_record(
+    cluster: Cluster, raw: Mapping[str, Any]
+) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """(hash, cluster_versions row, cluster_labels rows) for one cluster."""
+    digest = content_hash(raw)
+    row = {
+        "hash": digest,
+        "cluster_id": cluster.id,
+        "name": cluster.name,
+        "size": cluster.size,
+        "severity": cluster.severity,
+        "status": cluster.status,
+        "created_at": cluster.createdAt,
+        "cluster_type": cluster.type,
+        "raw": dict(raw),
+    }
+    labels = [
+        {"cluster_hash": digest, "position": i, "label": label} for i, label in enumerate(cluster.labels)
+    ]
+    return digest, row, labels
+
+
+def column_record(
+    column: Column, raw: Mapping[str, Any]
+) -> tuple[str, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(hash, column_versions row, column_tags rows, column_attributes rows) for one column."""
+    digest = content_hash(raw)
+    row = {
+        "hash": digest,
+        "fqn": column.fullyQualifiedName,
+        "column_name": column.columnName,
+        "table_name": column.tableName,
+        "source": column.source,
+        "data_type": column.dataType,
+        "is_primary": column.isPrimary,
+        "business_attribute": column.businessAttribute,
+        "raw": dict(raw),
+    }
+    tags = [
+        {
+            "column_hash": digest,
+            "position": i,
+            "tag_id": tag.tagId,
+            "value_id": tag.valueId,
+            "tag_name": tag.tagName,
+            "tag_value": tag.tagValue,
+            "is_mutually_exclusive": tag.isMutuallyExclusive,
+            "hidden": tag.properties.hidden if tag.properties else None,
+            "application_type": tag.properties.applicationType if tag.properties else None,
+        }
+        for i, tag in enumerate(column.tags)
+    ]
+    attributes = [
+        {
+            "column_hash": digest,
+            "position": i,
+            "attribute_name": attribute.attribute_name,
+            "attribute_original_name": attribute.attribute_original_name,
+            "rank": attribute.rank,
+            "confidence": attribute.calc_confidence_level,
+            "attribute_type": attribute.attribute_type,
+            "attribute_id": attribute.attribute_id,
+        }
+        for i, attribute in enumerate(column.attributes)
+    ]
+    return digest, row, tags, attributes
+
+
+class SnapshotWriter:
+    """Writes one run. Not thread-safe: feed it from a single thread.
+
+    Typical use::
+
+        writer = SnapshotWriter(engine, source_url=url, cluster_filter=None)
+        run_id = writer.run_id
+        writer.add_cluster(cluster, raw, position=0)
+        writer.add_columns(cluster.id, [(column, raw_column), ...])
+        writer.finish_cluster(cluster.id, ClusterStats(columns_fetched=..., pages=...))
+        writer.complete(RunTotals(...))      # or writer.fail("reason")
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        source_url: str | None,
+        cluster_filter: str | None = None,
+        batch_rows: int = 25_000,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.batch_rows = batch_rows
+        self._pending_cluster_versions: dict[str, dict[str, Any]] = {}
+        self._pending_labels: dict[str, list[dict[str, Any]]] = {}
+        self._pending_run_clusters: list[dict[str, Any]] = []
+        self._pending_column_versions: dict[str, tuple[dict[str, Any], list, list]] = {}
+        self._pending_members: list[dict[str, Any]] = []
+        self._pending_stats: list[dict[str, Any]] = []
+        self._clusters_stored = 0
+        self._columns_stored = 0
+        self._columns_announced = 0
+        self._any_announced = False
+        self._closed = False
+        try:
+            with engine.begin() as connection:
+                result = connection.execute(
+                    runs.insert().values(
+                        started_at=now(),
+                        status=RUN_RUNNING,
+                        source_url=source_url,
+                        cluster_filter=cluster_filter,
+                        tool_version=__version__,
+                        details=details or {},
+                    )
+                )
+                self.run_id: int = int(result.inserted_primary_key[0])
+        except SQLAlchemyError as exc:
+            raise _store_error("could not start a run", exc) from None
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def add_cluster(self, cluster: Cluster, raw: Mapping[str, Any], position: int) -> str:
+        """Register a cluster of this run (before its columns). Returns its content hash."""
+        digest, row, labels = cluster_record(cluster, raw)
+        self._pending_cluster_versions[digest] = row
+        self._pending_labels[digest] = labels
+        self._pending_run_clusters.append(
+            {
+                "run_id": self.run_id,
+                "cluster_id": cluster.id,
+                "cluster_hash": digest,
+                "position": position,
+                "size_announced": cluster.size,
+                "total_announced": None,
+                "columns_fetched": 0,
+                "duplicate_rows": 0,
+                "pages": 0,
+                "fetch_status": "fetching",
+                "error": None,
+            }
+        )
+        return digest
+
+    def add_columns(self, cluster_id: str, columns: Iterable[tuple[Column, Mapping[str, Any]]]) -> int:
+        """Queue the columns of a page (already de-duplicated by the fetcher). Returns how many."""
+        count = 0
+        for column, raw in columns:
+            digest, row, tags, attributes = column_record(column, raw)
+            if digest not in self._pending_column_versions:
+                self._pending_column_versions[digest] = (row, tags, attributes)
+            self._pending_members.append(
+                {
+                    "run_id": self.run_id,
+                    "cluster_id": cluster_id,
+                    "fqn": column.fullyQualifiedName,
+                    "column_hash": digest,
+                }
+            )
+            count += 1
+        if len(self._pending_members) >= self.batch_rows:
+            self.flush()
+        return count
+
+    def finish_cluster(self, cluster_id: str, stats: ClusterStats) -> None:
+        """Record how fetching the cluster went (complete, or failed with ``stats.error``)."""
+        self._pending_stats.append(
+            {
+                "b_run_id": self.run_id,
+                "b_cluster_id": cluster_id,
+                "total_announced": stats.total_announced,
+                "columns_fetched": stats.columns_fetched,
+                "duplicate_rows": stats.duplicate_rows,
+                "pages": stats.pages,
+                "fetch_status": "failed" if stats.error else "complete",
+                "error": stats.error,
+            }
+        )
+        if stats.error is None:
+            self._clusters_stored += 1
+        self._columns_stored += stats.columns_fetched
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write everything queued, in one transaction."""
+        if not (self._pending_run_clusters or self._pending_members or self._pending_stats):
+            return
+        try:
+            with self.engine.begin() as connection:
+                self._write(connection)
+        except SQLAlchemyError as exc:
+            raise _store_error(f"could not write run {self.run_id}", exc) from None
+        self._pending_cluster_versions.clear()
+        self._pending_labels.clear()
+        self._pending_run_clusters.clear()
+        self._pending_column_versions.clear()
+        self._pending_members.clear()
+        self._pending_stats.clear()
+
+    def _write(self, connection: Connection) -> None:
+        if self._pending_cluster_versions:
+            new = _missing(connection, cluster_versions, self._pending_cluster_versions.keys())
+            insert_ignore(connection, cluster_versions, [self._pending_cluster_versions[h] for h in new])
+            insert_ignore(
+                connection, cluster_labels, [label for h in new for label in self._pending_labels[h]]
+            )
+        if self._pending_run_clusters:
+            connection.execute(run_clusters.insert(), self._pending_run_clusters)
+        if self._pending_column_versions:
+            new = _missing(connection, column_versions, self._pending_column_versions.keys())
+            pending = self._pending_column_versions
+            insert_ignore(connection, column_versions, [pending[h][0] for h in new])
+            insert_ignore(connection, column_tags, [tag for h in new for tag in pending[h][1]])
+            insert_ignore(connection, column_attributes, [attr for h in new for attr in pending[h][2]])
+        if self._pending_members:
+            connection.execute(run_columns.insert(), self._pending_members)
+        if self._pending_stats:
+            connection.execute(
+                update(run_clusters)
+                .where(run_clusters.c.run_id == bindparam("b_run_id"))
+                .where(run_clusters.c.cluster_id == bindparam("b_cluster_id"))
+                .values(
+                    total_announced=bindparam("total_announced"),
+                    columns_fetched=bindparam("columns_fetched"),
+                    duplicate_rows=bindparam("duplicate_rows"),
+                    pages=bindparam("pages"),
+                    fetch_status=bindparam("fetch_status"),
+                    error=bindparam("error"),
+                ),
+                self._pending_stats,
+            )
+            for stat in self._pending_stats:
+                announced = stat["total_announced"]
+                if announced is not None:
+                    self._any_announced = True
+                    self._columns_announced += announced
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def complete(self, totals: RunTotals) -> None:
+        """Flush and mark the run ``complete``. Call only when every cluster was fetched in full."""
+        self.flush()
+        self._end(RUN_COMPLETE, totals, None)
+
+    def fail(self, error: str, totals: RunTotals | None = None) -> None:
+        """Flush what can be flushed and mark the run ``failed`` with ``error``."""
+        # A flush failure is recorded below; the run stays not-complete either way.
+        with contextlib.suppress(StoreError):
+            self.flush()
+        self._end(RUN_FAILED, totals or RunTotals(), error)
+
+    def _end(self, status: str, totals: RunTotals, error: str | None) -> None:
+        if self._closed:
+            return
+        try:
+            with self.engine.begin() as connection:
+                details = (
+                    connection.execute(select(runs.c.details).where(runs.c.id == self.run_id)).scalar() or {}
+                )
+                details = {**details, **totals.details}
+                connection.execute(
+                    update(runs)
+                    .where(runs.c.id == self.run_id)
+                    .values(
+                        status=status,
+                        finished_at=now(),
+                        clusters_announced=totals.clusters_announced,
+                        clusters_stored=self._clusters_stored,
+                        columns_announced=self._columns_announced if self._any_announced else None,
+                        columns_stored=self._columns_stored,
+                        requests=totals.requests,
+                        retries=totals.retries,
+                        auth_scheme=totals.auth_scheme,
+                        error=error,
+                        details=details,
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise _store_error(f"could not finish run {self.run_id}", exc) from None
+        self._closed = True
+
+
+def _missing(connection: Connection, table: Table, hashes: Iterable[str]) -> list[str]:
+    """The hashes among ``hashes`` that ``table`` does not hold yet."""
+    wanted = list(hashes)
+    present: set[str] = set()
+    for start in range(0, len(wanted), HASH_CHUNK):
+        chunk = wanted[start : start + HASH_CHUNK]
+        present.update(connection.execute(select(table.c.hash).where(table.c.hash.in_(chunk))).scalars())
+    return [h for h in wanted if h not in present]
+
+
+def _store_error(what: str, exc: SQLAlchemyError) -> StoreError:
+    detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+    return StoreError(f"{what}: {detail}", hint="check that the database is writable and not full")

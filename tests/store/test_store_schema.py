@@ -1,0 +1,166 @@
+"""The store: migrations, SQLite settings, content sharing across runs, run states, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, select, text
+
+from auditor.errors import RunNotUsableError, StoreError
+from auditor.store import db as store_db
+from auditor.store.runs import count_run_rows, list_runs, previous_complete_run, resolve_run
+from auditor.store.schema import column_tags, column_versions, metadata, run_columns, runs
+
+from .conftest import make_catalog, write_catalog
+
+
+def test_new_database_is_created_at_head_and_matches_models(tmp_path):
+    engine = store_db.open_database(tmp_path / "a.db")
+    assert store_db.current_revision(engine) == store_db.head_revision()
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    assert set(store_db.table_names(engine)) == set(metadata.tables) | {"alembic_version"}
+
+
+def test_sqlite_runs_in_wal_with_busy_timeout_and_foreign_keys(tmp_path):
+    engine = store_db.open_database(tmp_path / "a.db")
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar() == store_db.SQLITE_BUSY_TIMEOUT_MS
+
+
+def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path):
+    url = store_db.database_url(tmp_path / "old.db")
+    engine = store_db.create_db_engine(url)
+    store_db.upgrade(engine, "0001")
+    assert store_db.current_revision(engine) == "0001"
+    run_id = write_catalog(engine, make_catalog(3, 5))
+    with engine.connect() as connection:
+        before = {
+            name: connection.execute(text(f"SELECT * FROM {name} ORDER BY 1, 2")).all()  # noqa: S608
+            for name in ("runs", "cluster_versions", "column_versions", "column_tags", "run_columns")
+        }
+    engine.dispose()
+
+    upgraded = store_db.open_database(tmp_path / "old.db")
+    assert store_db.current_revision(upgraded) == store_db.head_revision()
+    with upgraded.connect() as connection:
+        for name, rows in before.items():
+            assert connection.execute(text(f"SELECT * FROM {name} ORDER BY 1, 2")).all() == rows  # noqa: S608
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    assert count_run_rows(upgraded, run_id) == (3, 15)
+
+
+def test_database_from_a_newer_version_is_refused(tmp_path):
+    engine = store_db.open_database(tmp_path / "a.db")
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="written by a newer cluster-auditor"):
+        store_db.open_database(tmp_path / "a.db")
+
+
+def test_unchanged_records_are_stored_once_across_runs(tmp_path):
+    engine = store_db.open_database(tmp_path / "a.db")
+    first = write_catalog(engine, make_catalog(3, 4))
+    second = write_catalog(engine, make_catalog(3, 4))
+    third = write_catalog(engine, make_catalog(3, 4, variant=1))  # one column's tag changed
+    with engine.connect() as connection:
+        versions = connection.execute(select(func.count()).select_from(column_versions)).scalar()
+        members = connection.execute(select(func.count()).select_from(run_columns)).scalar()
+        tags = connection.execute(select(func.count()).select_from(column_tags)).scalar()
+    assert versions == 12 + 1  # 12 shared columns plus the one changed version
+    assert tags == 13
+    assert members == 36
+    assert [r.id for r in list_runs(engine)] == [first, second, third]
+
+
+def test_unknown_fields_are_kept_raw(tmp_path):
+    engine = store_db.open_database(tmp_path / "a.db")
+    write_catalog(engine, make_catalog(1, 1))
+    with engine.connect() as connection:
+        raw = connection.execute(select(column_versions.c.raw)).scalar_one()
+    assert raw["unknownColumnField"] == "kept"
+    assert raw["tags"][0]["isMutuallyExclusive"] == "true"  # exactly as received
+
+
+def test_failed_and_running_runs_are_never_used_unless_asked(tmp_path):
+    engine = store_db.open_database(tmp_path / "a.db")
+    good = write_catalog(engine, make_catalog(1, 2))
+    bad = write_catalog(engine, make_catalog(1, 2), complete=False)
+    assert resolve_run(engine, "latest").id == good
+    with pytest.raises(RunNotUsableError, match=f"run {bad} is failed, not complete: the test stopped it"):
+        resolve_run(engine, bad)
+    assert resolve_run(engine, bad, allow_incomplete=True).id == bad
+    assert previous_complete_run(engine, bad + 1).id == good
+    with pytest.raises(RunNotUsableError, match="run 99 does not exist"):
+        resolve_run(engine, 99)
+
+
+def test_no_complete_run_says_how_to_make_one(tmp_path):
+    engine = store_db.open_database(tmp_path / "a.db")
+    with pytest.raises(RunNotUsableError) as info:
+        resolve_run(engine, "latest")
+    assert info.value.hint and "auditor snapshot" in info.value.hint
+
+
+def test_process_killed_mid_run_leaves_a_database_that_opens_with_the_run_not_complete(tmp_path):
+    path = tmp_path / "killed.db"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+        from conftest import make_catalog
+        from auditor.bigid.models import parse_cluster, parse_column
+        from auditor.store.db import open_database
+        from auditor.store.writer import SnapshotWriter
+        engine = open_database({str(path)!r})
+        writer = SnapshotWriter(engine, source_url="http://x", batch_rows=5)
+        for position, (cluster, columns) in enumerate(make_catalog(4, 10)):
+            writer.add_cluster(parse_cluster(cluster), cluster, position)
+            writer.add_columns(cluster["id"], [(parse_column(c), c) for c in columns])
+            if position == 2:
+                print("flushed", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert "flushed" in result.stdout
+    engine = store_db.open_database(path)
+    (run,) = list_runs(engine)
+    assert run.status == "running"
+    assert count_run_rows(engine, run.id)[1] > 0  # batches were written
+    with pytest.raises(RunNotUsableError):
+        resolve_run(engine, "latest")
+
+
+def test_run_record_has_counts_and_no_credentials(tmp_path):
+    engine = store_db.open_database(tmp_path / "a.db")
+    run_id = write_catalog(engine, make_catalog(2, 3), source_url="https://bigid.example.net")
+    with engine.connect() as connection:
+        row = connection.execute(select(runs).where(runs.c.id == run_id)).one()._mapping
+    assert row["status"] == "complete"
+    assert (row["clusters_announced"], row["clusters_stored"]) == (2, 2)
+    assert (row["columns_announced"], row["columns_stored"]) == (6, 6)
+    assert row["auth_scheme"] == "bearer"
+    assert row["finished_at"] is not None and row["tool_version"]
+    payload = json.dumps(list_runs(engine)[0].to_json())
+    assert '"clusters": 2' in payload and '"columns": 6' in payload
+
+
+def test_database_url_forms(tmp_path):
+    assert store_db.database_url(tmp_path / "x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+    assert store_db.database_url("postgresql://u:pw@h/db").startswith("postgresql+psycopg://u:pw@h/db")
+    assert "pw" not in store_db.display_url("postgresql+psycopg://u:pw@h/db")
+    with pytest.raises(StoreError, match="does not exist"):
+        store_db.open_database(tmp_path / "missing" / "x.db")

@@ -46,7 +46,7 @@ def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path):
     run_id = write_catalog(engine, make_catalog(3, 5))
     with engine.connect() as connection:
         before = {
-            name: connection.execute(text(f"SELECT * FROM {name} ORDER BY 1, 2")).all()  # noqa: S608
+            name: connection.execute(text(f"SELECT * FROM {name} ORDER BY 1, 2")).all()
             for name in ("runs", "cluster_versions", "column_versions", "column_tags", "run_columns")
         }
     engine.dispose()
@@ -55,7 +55,7 @@ def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path):
     assert store_db.current_revision(upgraded) == store_db.head_revision()
     with upgraded.connect() as connection:
         for name, rows in before.items():
-            assert connection.execute(text(f"SELECT * FROM {name} ORDER BY 1, 2")).all() == rows  # noqa: S608
+            assert connection.execute(text(f"SELECT * FROM {name} ORDER BY 1, 2")).all() == rows
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []
     assert count_run_rows(upgraded, run_id) == (3, 15)
 

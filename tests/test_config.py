@@ -1,0 +1,73 @@
+"""Settings precedence (flags > environment > auditor.toml), config errors, and secret scrubbing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from click.testing import CliRunner
+
+from auditor import secrets
+from auditor.cli.main import cli
+from auditor.config import FileSettings, load_config, pick, read_token_file
+from auditor.errors import ConfigError
+
+
+def test_flags_over_environment_over_file(monkeypatch):
+    file = FileSettings(values={"url": "https://from-file"})
+    monkeypatch.setenv("BIGID_URL", "https://from-env")
+    assert pick("https://from-flag", "BIGID_URL", file, "url") == "https://from-flag"
+    assert pick(None, "BIGID_URL", file, "url") == "https://from-env"
+    monkeypatch.delenv("BIGID_URL")
+    assert pick(None, "BIGID_URL", file, "url") == "https://from-file"
+    assert pick(None, "BIGID_URL", FileSettings(), "url", "default") == "default"
+
+
+def test_config_file_is_read_from_the_working_folder(tmp_path, monkeypatch):
+    (tmp_path / "auditor.toml").write_text('[auditor]\nurl = "https://tenant"\nworkers = 8\n')
+    monkeypatch.chdir(tmp_path)
+    settings = load_config(None, explicit=False)
+    assert settings.get("url") == "https://tenant" and settings.get("workers") == 8
+
+
+def test_unknown_setting_and_bad_toml_are_usage_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[auditor]\ntoken = "sk-secret"\n')
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config(bad, explicit=True)
+    bad.write_text("[auditor\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(bad, explicit=True)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", explicit=True)
+
+
+def test_missing_config_file_exits_2_with_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["--config", str(tmp_path / "nope.toml"), "runs"])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_token_file(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("  sk-from-file  \n")
+    assert read_token_file(path) == "sk-from-file"
+    path.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        read_token_file(path)
+
+
+def test_registered_secrets_are_scrubbed_from_text_and_logs(caplog):
+    secrets.register("sk-SCRUB-ME-123")
+    try:
+        assert secrets.scrub("Authorization: Bearer sk-SCRUB-ME-123") == "Authorization: Bearer ***"
+        secrets.install_log_filter()
+        logger = logging.getLogger("auditor.test")
+        logger.addFilter(secrets.ScrubFilter())
+        with caplog.at_level(logging.INFO, logger="auditor.test"):
+            logger.info("header %s", "sk-SCRUB-ME-123")
+        assert "sk-SCRUB-ME-123" not in caplog.text
+        assert "header ***" in caplog.text
+    finally:
+        secrets.forget_all()

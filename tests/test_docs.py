@@ -1,0 +1,62 @@
+"""Docs that cannot go stale: every command has help and is in the README; CI runs the README's commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+from auditor.cli.main import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        path = (*prefix, name)
+        yield path, command
+        if isinstance(command, click.Group):
+            yield from _commands(command, path)
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    runner = CliRunner()
+    commands = list(_commands(cli))
+    assert len(commands) >= 5
+    for path, command in commands:
+        assert command.help or command.short_help, f"auditor {' '.join(path)} has no help text"
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.output
+        assert f"auditor {' '.join(path)}" in README, f"`auditor {' '.join(path)}` is not in README.md"
+
+
+def _fenced_commands(text: str) -> list[str]:
+    return [
+        line.strip() for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines()
+    ]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    test_command = next(c for c in _fenced_commands(README) if c.endswith("pytest"))
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_command in ci.splitlines()
+
+
+def test_the_first_readme_command_installs_and_runs_the_demo():
+    first = _fenced_commands(README)[0]
+    assert first.startswith("python3 -m venv .venv && .venv/bin/pip install . && ")
+    assert first.endswith("auditor demo")
+
+
+def test_exit_codes_table_matches_the_error_hierarchy():
+    from auditor import errors
+
+    table = dict(re.findall(r"^\| (\d) \| (.+?) \|$", README, re.M))
+    assert set(table) == {"0", "1", "2", "3"}
+    assert errors.ConfigError("x").exit_code == errors.RuleError("x").exit_code == 2
+    assert errors.ApiError("x").exit_code == errors.StoreError("x").exit_code == 3
+    assert errors.RunNotUsableError("x").exit_code == 3

@@ -1,0 +1,767 @@
+"""The typed context the report and email templates render, built from JSON-able stage outputs.
+
+:class:`ReportInput` holds exactly what the earlier stages produce, in their JSON shapes (the run,
+``CheckResult.to_json()["findings"]``, ``DiffResult.to_json()``, the rules with their plain-sentence
+explanations, findings counts of past runs), so the whole rendering path can be driven by hand-made
+dicts in tests. :func:`build_context` turns it into a :class:`ReportContext`: summary cards, chart
+geometry, and capped, grouped sections with their totals, so that no template ever loops over more
+than ``max_rows`` rows per section however large the catalog change is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+DEFAULT_MAX_ROWS = 500
+EXPIRING_WITHIN_DAYS = 14
+MAX_COLUMNS_LISTED = 12  # a group finding may involve thousands of columns: list a few, count the rest
+MAX_CELL_CHARS = 600  # a hostile 1 MB catalog value must not blow up the report
+
+
+def severity_rank(severity: str | None) -> int:
+    return SEVERITY_RANK.get(str(severity or "").lower(), len(SEVERITIES))
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs (what other stages hand over)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunView:
+    """The facts about one run that the report shows as evidence."""
+
+    id: int
+    status: str
+    started_at: str | None
+    finished_at: str | None
+    source_url: str | None
+    tool_version: str | None
+    clusters_announced: int | None = None
+    clusters_stored: int | None = None
+    columns_announced: int | None = None
+    columns_stored: int | None = None
+    requests: int | None = None
+    retries: int | None = None
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunView:
+        """From ``RunInfo.to_json()`` (or any dict with those keys)."""
+        return cls(
+            id=int(data["id"]),
+            status=str(data.get("status") or "unknown"),
+            started_at=_iso(data.get("started_at")),
+            finished_at=_iso(data.get("finished_at")),
+            source_url=data.get("source_url"),
+            tool_version=data.get("tool_version"),
+            clusters_announced=data.get("clusters_announced"),
+            clusters_stored=data.get("clusters_stored"),
+            columns_announced=data.get("columns_announced"),
+            columns_stored=data.get("columns_stored"),
+            requests=data.get("requests"),
+            retries=data.get("retries"),
+            error=data.get("error"),
+        )
+
+    @classmethod
+    def from_info(cls, run: Any) -> RunView:
+        """From an :class:`auditor.store.runs.RunInfo`."""
+        return cls.from_json(run.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class RuleView:
+    """A rule as the report explains it: what it checks in a plain sentence and how to fix it."""
+
+    id: str
+    title: str
+    severity: str
+    description: str = ""
+    explanation: str = ""
+    remediation: str = ""
+    references: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_rule(cls, rule: Any) -> RuleView:
+        """From an engine rule (``id, title, description, severity, remediation, references, explain()``)."""
+        explain = getattr(rule, "explain", None)
+        return cls(
+            id=str(rule.id),
+            title=str(getattr(rule, "title", "") or rule.id),
+            severity=str(getattr(rule, "severity", "info")).lower().rsplit(".", 1)[-1],
+            description=str(getattr(rule, "description", "") or ""),
+            explanation=str(explain() if callable(explain) else ""),
+            remediation=str(getattr(rule, "remediation", "") or ""),
+            references=tuple(str(ref) for ref in (getattr(rule, "references", None) or ())),
+            tags=tuple(str(tag) for tag in (getattr(rule, "tags", None) or ())),
+        )
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RuleView:
+        return cls(
+            id=str(data["id"]),
+            title=str(data.get("title") or data["id"]),
+            severity=str(data.get("severity") or "info").lower(),
+            description=str(data.get("description") or ""),
+            explanation=str(data.get("explanation") or ""),
+            remediation=str(data.get("remediation") or ""),
+            references=tuple(str(ref) for ref in data.get("references") or ()),
+            tags=tuple(str(tag) for tag in data.get("tags") or ()),
+        )
+
+    @classmethod
+    def unknown(cls, rule_id: str, severity: str) -> RuleView:
+        """A rule a finding names but the current rule set no longer has (e.g. a resolved finding)."""
+        return cls(id=rule_id, title=rule_id, severity=severity, explanation="", remediation="")
+
+
+@dataclass(frozen=True)
+class FileEvidence:
+    """A file the result depends on, with its SHA-256, so a reviewer can prove which one was used."""
+
+    label: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The header of the report: what was checked, against what, with which rules and waivers."""
+
+    generated_at: str
+    tool_version: str
+    rules_source: str  # "built-in pack" or the paths given
+    rules_digest: str | None
+    rule_count: int
+    rule_files: tuple[FileEvidence, ...] = ()
+    waiver_file: FileEvidence | None = None
+    baseline: str = "previous complete run"
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """Findings counts (not waived) by severity of one past complete run."""
+
+    run_id: int
+    started_at: str | None
+    counts: Mapping[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class ReportInput:
+    """Everything the report is made from, in the JSON shapes of the earlier stages."""
+
+    run: RunView
+    findings: list[dict[str, Any]]
+    rules: dict[str, RuleView]
+    evidence: Evidence
+    against: RunView | None = None
+    diff: dict[str, Any] | None = None
+    trend: list[TrendPoint] = field(default_factory=list)
+    today: date | None = None  # for "waiver expires within 14 days"; defaults to the date of rendering
+
+
+# --------------------------------------------------------------------------------------------------
+# The context (what templates see)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Card:
+    key: str
+    label: str
+    value: int
+    tone: str  # a CSS class suffix: critical, high, ..., good, neutral
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class WaiverView:
+    reason: str
+    owner: str
+    expires: str
+    expired: bool
+    expiring: bool
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    rule: str
+    severity: str
+    status: str
+    cluster_id: str
+    column: str | None
+    columns: tuple[str, ...]
+    columns_more: int
+    message: str
+    fingerprint: str
+    first_seen_run: int | None
+    waiver: WaiverView | None
+    explanation: str
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    rule: RuleView
+    total: int  # findings of this rule in the section, shown or not
+    rows: tuple[FindingRow, ...]
+
+
+@dataclass(frozen=True)
+class FindingSection:
+    key: str
+    title: str
+    intro: str
+    total: int
+    groups: tuple[FindingGroup, ...]
+
+    @property
+    def shown(self) -> int:
+        return sum(len(group.rows) for group in self.groups)
+
+    @property
+    def more(self) -> int:
+        return self.total - self.shown
+
+    def capped(self, limit: int) -> FindingSection:
+        """The same section with at most ``limit`` rows (the email body uses this)."""
+        groups: list[FindingGroup] = []
+        left = limit
+        for group in self.groups:
+            if left <= 0:
+                break
+            groups.append(replace(group, rows=group.rows[:left]))
+            left -= len(groups[-1].rows)
+        return replace(self, groups=tuple(groups))
+
+
+@dataclass(frozen=True)
+class ChangeDetail:
+    field: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class ChangeRow:
+    kind: str  # added | removed | changed | moved
+    cluster_id: str
+    column: str | None
+    summary: str
+    details: tuple[ChangeDetail, ...]
+
+
+@dataclass(frozen=True)
+class ChangeGroup:
+    cluster_id: str
+    total: int
+    rows: tuple[ChangeRow, ...]
+
+
+@dataclass(frozen=True)
+class ChangeSection:
+    key: str
+    title: str
+    total: int
+    counts: tuple[tuple[str, int], ...]  # (kind, count) for every kind, shown or not
+    groups: tuple[ChangeGroup, ...]
+
+    @property
+    def shown(self) -> int:
+        return sum(len(group.rows) for group in self.groups)
+
+    @property
+    def more(self) -> int:
+        return self.total - self.shown
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    tone: str
+    title: str
+
+
+@dataclass(frozen=True)
+class AxisLabel:
+    x: float
+    y: float
+    text: str
+    anchor: str = "middle"
+
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    width: int
+    height: int
+    bars: tuple[Bar, ...]
+    labels: tuple[AxisLabel, ...]
+    empty_text: str = ""
+
+
+@dataclass
+class ReportContext:
+    """The one object ``report.html.j2`` (and the email templates) render."""
+
+    title: str
+    run: RunView
+    against: RunView | None
+    evidence: Evidence
+    cards: tuple[Card, ...]
+    severity_counts: tuple[tuple[str, int], ...]
+    severity_chart: Chart
+    trend_chart: Chart
+    finding_sections: tuple[FindingSection, ...]  # new, resolved, then the rest of the diff's findings
+    change_sections: tuple[ChangeSection, ...]  # clusters, columns
+    other_sections: tuple[FindingSection, ...]  # still open, waived
+    max_rows: int
+    has_diff: bool
+    total_findings: int
+    changes_total: int
+    export_files: tuple[str, ...] = ()
+    assets: Any = None  # set by the renderer: the inline CSS/JS and the CSP that allows only them
+
+    @property
+    def capped(self) -> bool:
+        sections: Iterable[FindingSection | ChangeSection] = (
+            *self.finding_sections,
+            *self.change_sections,
+            *self.other_sections,
+        )
+        return any(section.more for section in sections)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------------
+
+
+def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> ReportContext:
+    """Summarise ``data`` into a :class:`ReportContext` with every section capped at ``max_rows``."""
+    if max_rows < 1:
+        raise ValueError("max_rows must be at least 1")
+    today = data.today or datetime.now(UTC).date()
+    findings = data.findings
+    diff_findings: Mapping[str, list[dict[str, Any]]] = (data.diff or {}).get("findings") or {}
+
+    active = [f for f in findings if f.get("status") != "waived"]
+    waived = [f for f in findings if f.get("status") == "waived"]
+    by_severity = Counter(str(f.get("severity", "info")).lower() for f in active)
+    severity_counts = tuple((name, by_severity.get(name, 0)) for name in SEVERITIES)
+
+    if data.diff is not None:
+        new = list(diff_findings.get("new") or [])
+        resolved = list(diff_findings.get("resolved") or [])
+    else:
+        new = [f for f in findings if f.get("status") == "new"]
+        resolved = []
+    waiver_views = [_waiver(f.get("waiver"), today) for f in waived]
+    expiring = [view for view in waiver_views if view is not None and view.expiring]
+    expired = [f for f in findings if (f.get("waiver") or {}).get("expired")]
+
+    cards = (
+        Card("open", "Open findings", len(active), "neutral", "not waived"),
+        *(Card(f"sev-{name}", name.capitalize(), count, name) for name, count in severity_counts),
+        Card("new", "New", len(new), "high" if new else "good", _against_note(data.against)),
+        Card("resolved", "Resolved", len(resolved), "good", _against_note(data.against)),
+        Card("waived", "Waived", len(waived), "neutral", "reported, not counted"),
+        Card(
+            "expiring",
+            "Waivers expiring",
+            len(expiring),
+            "medium" if expiring else "neutral",
+            f"within {EXPIRING_WITHIN_DAYS} days",
+        ),
+        Card("expired", "Waivers expired", len(expired), "high" if expired else "neutral", "counting again"),
+    )
+
+    finding_sections = [
+        _finding_section(
+            "new",
+            "New findings",
+            _new_intro(data.against, data.diff is not None),
+            new,
+            data.rules,
+            max_rows,
+            today,
+        ),
+        _finding_section(
+            "resolved",
+            "Resolved findings",
+            "Findings of the earlier run that no longer appear: the catalog change that explains each is "
+            "shown where there is one.",
+            resolved,
+            data.rules,
+            max_rows,
+            today,
+        ),
+    ]
+    for key, title, intro in (
+        ("waiver_expired", "Waivers expired", "Waived before, counting again since the waiver expired."),
+        ("newly_waived", "Newly waived", "Findings a waiver covers since this run."),
+    ):
+        rows = list(diff_findings.get(key) or [])
+        if rows:
+            finding_sections.append(_finding_section(key, title, intro, rows, data.rules, max_rows, today))
+
+    change_sections = _change_sections(data.diff, max_rows) if data.diff is not None else ()
+    still_open = [f for f in active if f.get("status") != "new"]
+    other_sections = (
+        _finding_section(
+            "open",
+            "Still open",
+            "Findings already present before this run and not waived.",
+            still_open,
+            data.rules,
+            max_rows,
+            today,
+        ),
+        _finding_section(
+            "waived",
+            "Waived findings",
+            "Waived findings are reported, never hidden; each waiver shows its reason, owner and expiry.",
+            waived,
+            data.rules,
+            max_rows,
+            today,
+        ),
+    )
+    return ReportContext(
+        title=f"Cluster audit report: run {data.run.id}",
+        run=data.run,
+        against=data.against,
+        evidence=data.evidence,
+        cards=cards,
+        severity_counts=severity_counts,
+        severity_chart=severity_chart(severity_counts),
+        trend_chart=trend_chart(data.trend),
+        finding_sections=tuple(finding_sections),
+        change_sections=tuple(change_sections),
+        other_sections=other_sections,
+        max_rows=max_rows,
+        has_diff=data.diff is not None,
+        total_findings=len(findings),
+        changes_total=sum(section.total for section in change_sections),
+    )
+
+
+def _against_note(against: RunView | None) -> str:
+    return f"since run {against.id}" if against else "no earlier run"
+
+
+def _new_intro(against: RunView | None, has_diff: bool) -> str:
+    if against is None or not has_diff:
+        return "There is no earlier complete run to compare with: every finding of this run is new."
+    return f"Findings that were not present in run {against.id}."
+
+
+def _clip(value: Any, limit: int = MAX_CELL_CHARS) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def display_value(value: Any) -> str:
+    """A catalog value as short text: lists and mappings as compact JSON, nothing as an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return _clip(value)
+    if isinstance(value, (int, float)):
+        return str(value)
+    try:
+        return _clip(json.dumps(value, ensure_ascii=False, sort_keys=True, default=str))
+    except (TypeError, ValueError):
+        return _clip(repr(value))
+
+
+def explanation_text(value: Any) -> str:
+    """The diff's ``explanation`` of a finding (a sentence, or a change record) as one sentence."""
+    if not value:
+        return ""
+    if isinstance(value, str):
+        return _clip(value)
+    if isinstance(value, Mapping):
+        if value.get("text") or value.get("summary"):
+            return _clip(value.get("text") or value.get("summary"))
+        return _clip("; ".join(f"{key}: {display_value(item)}" for key, item in value.items()))
+    if isinstance(value, Sequence):
+        return _clip("; ".join(explanation_text(item) for item in value))
+    return _clip(value)
+
+
+def _waiver(raw: Any, today: date) -> WaiverView | None:
+    if not isinstance(raw, Mapping):
+        return None
+    expires = str(raw.get("expires") or "")
+    expiring = False
+    try:
+        expiry = date.fromisoformat(expires[:10])
+    except ValueError:
+        expiry = None
+    expired = bool(raw.get("expired")) or (expiry is not None and expiry < today)
+    if expiry is not None and not expired:
+        expiring = expiry <= today + timedelta(days=EXPIRING_WITHIN_DAYS)
+    return WaiverView(
+        reason=_clip(raw.get("reason")),
+        owner=_clip(raw.get("owner")),
+        expires=expires,
+        expired=expired,
+        expiring=expiring,
+    )
+
+
+def _finding_sort_key(finding: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        severity_rank(finding.get("severity")),
+        str(finding.get("rule", "")),
+        str(finding.get("cluster_id") or ""),
+        str(finding.get("column") or ""),
+        str(finding.get("fingerprint") or ""),
+    )
+
+
+def _finding_row(finding: Mapping[str, Any], today: date) -> FindingRow:
+    columns = [str(c) for c in finding.get("columns") or ()]
+    return FindingRow(
+        rule=str(finding.get("rule", "")),
+        severity=str(finding.get("severity", "info")).lower(),
+        status=str(finding.get("status") or ""),
+        cluster_id=_clip(finding.get("cluster_id")),
+        column=_clip(finding["column"]) if finding.get("column") else None,
+        columns=tuple(_clip(c, 300) for c in columns[:MAX_COLUMNS_LISTED]),
+        columns_more=max(0, len(columns) - MAX_COLUMNS_LISTED),
+        message=_clip(finding.get("message")),
+        fingerprint=str(finding.get("fingerprint") or ""),
+        first_seen_run=finding.get("first_seen_run"),
+        waiver=_waiver(finding.get("waiver"), today),
+        explanation=explanation_text(finding.get("explanation")),
+    )
+
+
+def _finding_section(
+    key: str,
+    title: str,
+    intro: str,
+    findings: list[dict[str, Any]],
+    rules: Mapping[str, RuleView],
+    max_rows: int,
+    today: date,
+) -> FindingSection:
+    """Group ``findings`` by rule (most severe first) and keep the first ``max_rows`` rows."""
+    per_rule = Counter(str(f.get("rule", "")) for f in findings)
+    shown = sorted(findings, key=_finding_sort_key)[:max_rows]
+    groups: dict[str, list[FindingRow]] = {}
+    for finding in shown:
+        groups.setdefault(str(finding.get("rule", "")), []).append(_finding_row(finding, today))
+    return FindingSection(
+        key=key,
+        title=title,
+        intro=intro,
+        total=len(findings),
+        groups=tuple(
+            FindingGroup(
+                rule=rules.get(rule_id) or RuleView.unknown(rule_id, rows[0].severity),
+                total=per_rule[rule_id],
+                rows=tuple(rows),
+            )
+            for rule_id, rows in groups.items()
+        ),
+    )
+
+
+_CLUSTER_KINDS = ("added", "removed", "changed")
+_COLUMN_KINDS = ("added", "removed", "changed", "moved")
+
+
+def _change_rows(diff: Mapping[str, Any], part: str, kinds: tuple[str, ...]) -> list[tuple[str, dict]]:
+    block = diff.get(part) or {}
+    return [(kind, item) for kind in kinds for item in block.get(kind) or ()]
+
+
+def _change_cluster(kind: str, item: Mapping[str, Any]) -> str:
+    if kind == "moved":
+        return str(item.get("to_cluster") or "")
+    return str(item.get("cluster_id") or "")
+
+
+_SKIP_FIELDS = {"cluster_id", "column", "changes", "from_cluster", "to_cluster"}
+
+
+def _change_row(part: str, kind: str, item: Mapping[str, Any]) -> ChangeRow:
+    details: list[ChangeDetail] = []
+    if kind == "changed":
+        for name, change in sorted((item.get("changes") or {}).items()):
+            if isinstance(change, Mapping):
+                details.append(
+                    ChangeDetail(
+                        str(name), display_value(change.get("before")), display_value(change.get("after"))
+                    )
+                )
+            else:
+                details.append(ChangeDetail(str(name), "", display_value(change)))
+        summary = ", ".join(detail.field for detail in details) or "changed"
+    elif kind == "moved":
+        summary = f"moved from cluster {_clip(item.get('from_cluster'), 200)}"
+        details.append(
+            ChangeDetail(
+                "cluster", display_value(item.get("from_cluster")), display_value(item.get("to_cluster"))
+            )
+        )
+    else:
+        extra = {k: v for k, v in item.items() if k not in _SKIP_FIELDS and v not in (None, "", [], {})}
+        summary = "; ".join(f"{k}: {display_value(v)}" for k, v in list(extra.items())[:6])
+    column = item.get("column") if part == "columns" else None
+    return ChangeRow(
+        kind=kind,
+        cluster_id=_clip(_change_cluster(kind, item)),
+        column=_clip(column) if column else None,
+        summary=_clip(summary),
+        details=tuple(details),
+    )
+
+
+def _change_sections(diff: Mapping[str, Any], max_rows: int) -> tuple[ChangeSection, ...]:
+    sections = []
+    for part, title, kinds in (
+        ("clusters", "Cluster changes", _CLUSTER_KINDS),
+        ("columns", "Column changes", _COLUMN_KINDS),
+    ):
+        rows = _change_rows(diff, part, kinds)
+        per_cluster = Counter(_change_cluster(kind, item) for kind, item in rows)
+        per_kind = Counter(kind for kind, _item in rows)
+        kind_order = {kind: index for index, kind in enumerate(kinds)}
+        shown = sorted(
+            rows,
+            key=lambda pair: (
+                _change_cluster(pair[0], pair[1]),
+                kind_order[pair[0]],
+                str(pair[1].get("column") or ""),
+            ),
+        )[:max_rows]
+        groups: dict[str, list[ChangeRow]] = {}
+        for kind, item in shown:
+            groups.setdefault(_change_cluster(kind, item), []).append(_change_row(part, kind, item))
+        sections.append(
+            ChangeSection(
+                key=part,
+                title=title,
+                total=len(rows),
+                counts=tuple((kind, per_kind.get(kind, 0)) for kind in kinds),
+                groups=tuple(
+                    ChangeGroup(cluster_id=_clip(cluster), total=per_cluster[cluster], rows=tuple(group))
+                    for cluster, group in groups.items()
+                ),
+            )
+        )
+    return tuple(sections)
+
+
+# --------------------------------------------------------------------------------------------------
+# Charts (geometry only; the SVG markup is in the templates, so every text in it is autoescaped)
+# --------------------------------------------------------------------------------------------------
+
+
+def severity_chart(counts: Sequence[tuple[str, int]]) -> Chart:
+    """Horizontal bars, one per severity, scaled to the largest count."""
+    width, row, label_width, value_width = 420, 26, 80, 60
+    top = max((count for _name, count in counts), default=0)
+    span = width - label_width - value_width
+    bars: list[Bar] = []
+    labels: list[AxisLabel] = []
+    for index, (name, count) in enumerate(counts):
+        y = index * row + 4
+        length = span * count / top if top else 0.0
+        bars.append(
+            Bar(
+                label_width,
+                y,
+                round(max(length, 1.5 if count else 0.0), 1),
+                row - 8,
+                name,
+                f"{name}: {count}",
+            )
+        )
+        labels.append(AxisLabel(label_width - 8, y + row / 2, name.capitalize(), "end"))
+        labels.append(AxisLabel(label_width + length + 6, y + row / 2, f"{count:,}", "start"))
+    return Chart(
+        title="Open findings by severity",
+        width=width,
+        height=row * len(counts) + 8,
+        bars=tuple(bars),
+        labels=tuple(labels),
+        empty_text="" if top else "No open findings.",
+    )
+
+
+def trend_chart(points: Sequence[TrendPoint]) -> Chart:
+    """Stacked bars of open findings by severity, one per past complete run, oldest on the left."""
+    width, height, left, bottom, top_pad = 420, 196, 44, 34, 22
+    plot_h = height - bottom - top_pad
+    if not points:
+        return Chart("Findings over the last runs", width, height, (), (), "No earlier runs to compare with.")
+    top = max((point.total for point in points), default=0) or 1
+    slot = (width - left - 8) / len(points)
+    bar_w = max(4.0, min(36.0, slot * 0.6))
+    bars: list[Bar] = []
+    labels: list[AxisLabel] = [
+        AxisLabel(left - 6, top_pad + 4, f"{top:,}", "end"),
+        AxisLabel(left - 6, top_pad + plot_h, "0", "end"),
+    ]
+    for index, point in enumerate(points):
+        x = left + slot * index + (slot - bar_w) / 2
+        y = top_pad + plot_h
+        for name in reversed(SEVERITIES):  # least severe at the bottom
+            count = int(point.counts.get(name, 0))
+            if not count:
+                continue
+            h = plot_h * count / top
+            y -= h
+            bars.append(
+                Bar(
+                    round(x, 1),
+                    round(y, 1),
+                    round(bar_w, 1),
+                    round(h, 1),
+                    name,
+                    f"run {point.run_id}: {count:,} {name}",
+                )
+            )
+        labels.append(AxisLabel(round(x + bar_w / 2, 1), height - bottom + 16, f"#{point.run_id}"))
+        labels.append(AxisLabel(round(x + bar_w / 2, 1), round(y - 4, 1), f"{point.total:,}"))
+    return Chart("Findings over the last runs", width, height, tuple(bars), tuple(labels))

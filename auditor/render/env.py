@@ -1,0 +1,153 @@
+"""The one Jinja2 environment every report and email template renders through.
+
+Templates are shipped data in the top-level ``reports/`` folder (found through
+:func:`auditor.paths.reports_dir`); a user folder given with ``--templates DIR`` is searched first, so
+any template (or the inline stylesheet and script) can be overridden one file at a time. Autoescape is
+on for everything except plain-text, CSS and JavaScript templates; ``StrictUndefined`` turns a typo in a
+template into an error instead of an empty cell; every filter is registered here.
+
+:func:`inline_assets` renders the stylesheet and the script that the HTML report embeds and computes
+the Content-Security-Policy that allows exactly those two blocks (by SHA-256) and nothing else, so
+that even an escaping bug could not run a script injected through catalog data.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from auditor.errors import ConfigError
+from auditor.paths import reports_dir
+from auditor.render.context import SEVERITIES, display_value, severity_rank
+
+
+def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environment:
+    """The environment: ``templates_dir`` (if given) searched before the bundled ``reports/``."""
+    search: list[str] = []
+    if templates_dir is not None:
+        folder = Path(templates_dir).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(
+                f"--templates: {folder} is not a folder",
+                hint="pass a folder holding templates named like those in reports/ (e.g. report.html.j2)",
+            )
+        search.append(str(folder))
+    search.append(str(reports_dir()))
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(search),
+        # Everything is escaped except plain-text (``.txt``), CSS and JavaScript templates (which
+        # take no catalog data); an unknown suffix and a template built from a string are escaped too.
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "htm", "xml", "svg", "j2"),
+            disabled_extensions=("txt", "css", "js"),
+            default_for_string=True,
+            default=True,
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    env.globals["SEVERITIES"] = SEVERITIES
+    return env
+
+
+# --------------------------------------------------------------------------------------------------
+# Filters (the only place they are defined)
+# --------------------------------------------------------------------------------------------------
+
+
+def number(value: Any) -> str:
+    """``12345`` → ``12,345``; ``None`` → ``—``."""
+    if value is None:
+        return "—"
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def when(value: Any) -> str:
+    """An ISO timestamp as ``2026-11-28 22:16:10 UTC``."""
+    if not value:
+        return "—"
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``plural(1, "finding")`` → ``1 finding``; ``plural(3, "finding")`` → ``3 findings``."""
+    return f"{number(count)} {word if count == 1 else (many or word + 's')}"
+
+
+def fixed(value: float, digits: int = 1) -> str:
+    """A coordinate for SVG attributes: short, locale-free."""
+    return f"{float(value):.{digits}f}"
+
+
+def severity_order(severity: str) -> int:
+    """A sort key that puts ``critical`` highest: 5 for critical down to 1 for info, 0 for unknown."""
+    return len(SEVERITIES) - severity_rank(severity)
+
+
+FILTERS: dict[str, Any] = {
+    "severity_order": severity_order,
+    "number": number,
+    "when": when,
+    "plural": plural,
+    "fixed": fixed,
+    "value": display_value,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Inline assets and the Content-Security-Policy
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InlineAssets:
+    """The report's inline stylesheet and script (trusted template output) and the CSP allowing them."""
+
+    css: Markup
+    js: Markup
+    csp: str
+
+
+def _sha256_source(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def inline_assets(env: jinja2.Environment, css: str = "report.css", js: str = "report.js") -> InlineAssets:
+    """Render the stylesheet and script templates and build a CSP that allows exactly them.
+
+    They are rendered without data; the result is wrapped as ``Markup`` here (the templates never use
+    ``|safe``). A closing ``</style>``/``</script>`` inside them would end the block early, so it is refused.
+    """
+    css_text = env.get_template(css).render()
+    js_text = env.get_template(js).render()
+    for name, text, closing in ((css, css_text, "</style"), (js, js_text, "</script")):
+        if closing in text.lower():
+            raise ConfigError(f"template {name} contains {closing}>, which would end its inline block early")
+    csp = "; ".join(
+        (
+            "default-src 'none'",
+            f"style-src {_sha256_source(css_text)}",
+            f"script-src {_sha256_source(js_text)}",
+            "img-src 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+        )
+    )
+    return InlineAssets(css=Markup(css_text), js=Markup(js_text), csp=csp)  # noqa: S704 - our own template output

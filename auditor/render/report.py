@@ -1,0 +1,482 @@
+"""The HTML report: gathering a run's findings and diff from the database, rendering, exporting.
+
+Three layers, each usable on its own:
+
+* :func:`gather_input` reads what the report shows from the database (the run, its findings via
+  ``auditor.engine.check_run``, the diff against the previous complete run via
+  ``auditor.diff.compute_diff``, findings counts of the last complete runs for the trend, and the
+  SHA-256 of the rule and waiver files) into a JSON-shaped :class:`~auditor.render.context.ReportInput`;
+* :func:`render_html` renders a :class:`~auditor.render.context.ReportContext` through the one
+  environment (``reports/report.html.j2``, overridable with ``--templates``);
+* :class:`ReportBundle` ties them together and writes the self-contained HTML file and, on request,
+  the full data beside it (``findings.csv``, ``findings.json``, ``diff.json``), since sections in the
+  HTML are capped at ``max_rows`` rows each.
+
+``build_report_bundle`` is what ``auditor report``, ``auditor email`` and ``auditor run`` call.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from sqlalchemy import Engine
+
+from auditor import __version__
+from auditor.errors import ConfigError, DeliveryError
+from auditor.render.context import (
+    DEFAULT_MAX_ROWS,
+    Evidence,
+    FileEvidence,
+    ReportContext,
+    ReportInput,
+    RuleView,
+    RunView,
+    TrendPoint,
+    build_context,
+)
+from auditor.render.env import inline_assets, make_environment
+
+DEFAULT_TREND_RUNS = 10
+DEFAULT_CONFIDENCE_THRESHOLD = 0.05
+REPORT_TEMPLATE = "report.html.j2"
+EXPORT_FILES = ("findings.csv", "findings.json", "diff.json")
+CSV_FIELDS = (
+    "status",
+    "rule",
+    "severity",
+    "cluster_id",
+    "column",
+    "columns",
+    "message",
+    "fingerprint",
+    "first_seen_run",
+    "waiver_owner",
+    "waiver_expires",
+    "waiver_expired",
+    "waiver_reason",
+)
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+
+
+def template_vars(context: ReportContext) -> dict[str, Any]:
+    """The context object's fields as template variables (plus its derived ``capped`` flag)."""
+    values = {name: getattr(context, name) for name in context.__dataclass_fields__}
+    values["capped"] = context.capped
+    return values
+
+
+def render_html(context: ReportContext, env: jinja2.Environment | None = None) -> str:
+    """Render ``report.html.j2`` for ``context`` (with its inline assets and CSP)."""
+    env = env or make_environment()
+    if context.assets is None:
+        context.assets = inline_assets(env)
+    try:
+        return env.get_template(REPORT_TEMPLATE).render(template_vars(context))
+    except jinja2.TemplateError as exc:
+        raise ConfigError(
+            f"report template error: {type(exc).__name__}: {exc}",
+            hint="check the templates in the --templates folder against those in reports/",
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Exports (the full data, uncapped)
+# --------------------------------------------------------------------------------------------------
+
+
+def neutralise_cell(value: Any) -> str:
+    """A CSV cell a spreadsheet will not run as a formula (OWASP: prefix a quote)."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_PREFIXES):
+        return "'" + text
+    return text
+
+
+def export_rows(data: ReportInput) -> Iterator[dict[str, Any]]:
+    """Every finding of the run, then every resolved one, as flat CSV rows."""
+    resolved = ((data.diff or {}).get("findings") or {}).get("resolved") or []
+    for status_override, findings in ((None, data.findings), ("resolved", resolved)):
+        for finding in findings:
+            waiver = finding.get("waiver") or {}
+            yield {
+                "status": status_override or finding.get("status") or "",
+                "rule": finding.get("rule"),
+                "severity": finding.get("severity"),
+                "cluster_id": finding.get("cluster_id"),
+                "column": finding.get("column"),
+                "columns": ";".join(str(c) for c in finding.get("columns") or ()),
+                "message": finding.get("message"),
+                "fingerprint": finding.get("fingerprint"),
+                "first_seen_run": finding.get("first_seen_run"),
+                "waiver_owner": waiver.get("owner"),
+                "waiver_expires": waiver.get("expires"),
+                "waiver_expired": "" if not waiver else ("yes" if waiver.get("expired") else "no"),
+                "waiver_reason": waiver.get("reason"),
+            }
+
+
+def write_findings_csv(rows: Iterable[Mapping[str, Any]], stream: io.TextIOBase | Any) -> None:
+    writer = csv.writer(stream, lineterminator="\r\n")
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        writer.writerow([neutralise_cell(row.get(name)) for name in CSV_FIELDS])
+
+
+def findings_csv(data: ReportInput) -> str:
+    buffer = io.StringIO()
+    write_findings_csv(export_rows(data), buffer)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# The bundle
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportBundle:
+    """A rendered report and the data it came from."""
+
+    data: ReportInput
+    context: ReportContext
+    html: str
+    check_json: dict[str, Any] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> int:
+        return self.data.run.id
+
+    def findings_csv(self) -> str:
+        return findings_csv(self.data)
+
+    def write(self, output: str | Path, export_dir: str | Path | None = None) -> list[Path]:
+        """Write the HTML (atomically) and, with ``export_dir``, the full data; return the paths."""
+        written: list[Path] = []
+        if export_dir is not None:
+            folder = Path(export_dir)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DeliveryError(f"cannot create export folder {folder}: {exc.strerror}") from None
+            written += self._write_exports(folder)
+        written.append(_write_atomic(Path(output), self.html))
+        self.written = written
+        return written
+
+    def _write_exports(self, folder: Path) -> list[Path]:
+        paths = []
+        csv_path = folder / "findings.csv"
+        try:
+            with _atomic(csv_path) as stream:
+                write_findings_csv(export_rows(self.data), stream)
+        except OSError as exc:
+            raise DeliveryError(f"cannot write {csv_path}: {exc.strerror}") from None
+        paths.append(csv_path)
+        findings_doc = self.check_json or {"run": self.data.run.id, "findings": self.data.findings}
+        paths.append(_write_atomic(folder / "findings.json", _dumps(findings_doc)))
+        diff_doc = (
+            self.data.diff if self.data.diff is not None else {"from_run": None, "to_run": self.data.run.id}
+        )
+        paths.append(_write_atomic(folder / "diff.json", _dumps(diff_doc)))
+        return paths
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=1, ensure_ascii=False, default=str) + "\n"
+
+
+class _atomic:
+    """Write to a hidden temporary file beside ``path`` and move it in place on success."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+
+    def __enter__(self) -> io.TextIOWrapper:
+        self.stream = self.tmp.open("w", encoding="utf-8", newline="")
+        return self.stream
+
+    def __exit__(self, exc_type: Any, *_rest: Any) -> None:
+        self.stream.close()
+        if exc_type is None:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    try:
+        with _atomic(path) as stream:
+            stream.write(text)
+    except OSError as exc:
+        raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None
+    return path
+
+
+def bundle_from_input(
+    data: ReportInput,
+    *,
+    templates_dir: str | Path | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    export_files: Sequence[str] = (),
+    check_json: dict[str, Any] | None = None,
+) -> ReportBundle:
+    """Render ``data`` (hand-made or gathered) into a :class:`ReportBundle`."""
+    env = make_environment(templates_dir)
+    context = build_context(data, max_rows=max_rows)
+    context.export_files = tuple(export_files)
+    return ReportBundle(
+        data=data, context=context, html=render_html(context, env), check_json=check_json or {}
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Gathering from the database
+# --------------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _rule_files(paths: Sequence[str | Path] | None) -> tuple[str, list[FileEvidence]]:
+    from auditor.paths import rules_dir
+
+    if not paths:
+        base = rules_dir()
+        files = sorted(p for p in base.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file())
+        return "built-in pack", [
+            FileEvidence("rules", f"rules/{p.relative_to(base).as_posix()}", sha256_file(p)) for p in files
+        ]
+    evidence: list[FileEvidence] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file())
+        else:
+            files = [path]
+        for file in files:
+            try:
+                evidence.append(FileEvidence("rules", str(file), sha256_file(file)))
+            except OSError as exc:
+                raise ConfigError(f"--rules: cannot read {file} ({exc.strerror})") from None
+    return ", ".join(str(p) for p in paths), evidence
+
+
+def _to_json(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    return dict(value.to_json())
+
+
+def _severity_of(finding: Any) -> tuple[str, str]:
+    if isinstance(finding, Mapping):
+        return str(finding.get("severity", "info")).lower(), str(finding.get("status") or "")
+    severity = getattr(finding, "severity", "info")
+    return str(getattr(severity, "value", severity)).lower(), str(getattr(finding, "status", "") or "")
+
+
+def count_open_findings(findings: Any) -> dict[str, int]:
+    """Counts by severity of the findings that are not waived (any shape ``findings_for_run`` returns)."""
+    if hasattr(findings, "to_json") and not isinstance(findings, Mapping):
+        findings = findings.to_json()
+    if isinstance(findings, Mapping):
+        findings = findings.get("findings") or []
+    counts: Counter[str] = Counter()
+    for finding in findings or ():
+        severity, status = _severity_of(finding)
+        if status != "waived":
+            counts[severity] += 1
+    return dict(counts)
+
+
+def gather_input(
+    engine: Engine,
+    run: str | int | None = "latest",
+    *,
+    against: str | int | None = None,
+    ruleset: Any = None,
+    waivers: Any = None,
+    rules_paths: Sequence[str | Path] | None = None,
+    waivers_path: str | Path | None = None,
+    check: Any = None,
+    diff: Any = None,
+    trend_runs: int = DEFAULT_TREND_RUNS,
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+    allow_incomplete: bool = False,
+) -> tuple[ReportInput, dict[str, Any]]:
+    """Read everything the report shows; return it with the check's JSON (for ``findings.json``).
+
+    ``check`` and ``diff`` may be passed when the caller already computed them (``auditor run``);
+    otherwise they are computed here. ``against`` defaults to the previous complete run.
+    """
+    from auditor.engine import check_run, findings_for_run, load_ruleset, load_waivers
+    from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
+
+    run_info = resolve_run(engine, run, allow_incomplete=allow_incomplete)
+    if against is not None:
+        against_info = resolve_run(engine, against)
+        if against_info.id == run_info.id:
+            raise ConfigError(f"--against {against_info.id} is the run being reported")
+    else:
+        against_info = previous_complete_run(engine, run_info.id)
+
+    if ruleset is None:
+        ruleset = load_ruleset(list(rules_paths) if rules_paths else None)
+    if waivers is None and waivers_path is not None:
+        waivers = load_waivers(waivers_path)
+
+    if check is None:
+        check = check_run(
+            engine,
+            run_info.id,
+            ruleset,
+            waivers=waivers,
+            baseline=against_info.id if against_info else "previous",
+        )
+    check_json = _to_json(check)
+
+    diff_json: dict[str, Any] | None = None
+    if diff is not None:
+        diff_json = _to_json(diff)
+    elif against_info is not None:
+        from auditor.diff import compute_diff
+
+        diff_json = _to_json(
+            compute_diff(
+                engine,
+                against_info.id,
+                run_info.id,
+                ruleset=ruleset,
+                waivers=waivers,
+                confidence_threshold=confidence_threshold,
+            )
+        )
+
+    findings = list(check_json.get("findings") or [])
+    trend: list[TrendPoint] = []
+    if trend_runs > 0:
+        past = list(reversed(latest_complete_runs(engine, trend_runs, before=run_info.id)))
+        past = past[-(trend_runs - 1) :] if trend_runs > 1 else []
+        for info in past:
+            counts = count_open_findings(findings_for_run(engine, info.id, ruleset))
+            trend.append(TrendPoint(info.id, RunView.from_info(info).started_at, counts))
+        trend.append(
+            TrendPoint(run_info.id, RunView.from_info(run_info).started_at, count_open_findings(findings))
+        )
+
+    rules_source, rule_files = _rule_files(rules_paths)
+    waiver_file = None
+    if waivers_path is not None:
+        path = Path(waivers_path)
+        try:
+            waiver_file = FileEvidence("waivers", str(path), sha256_file(path))
+        except OSError as exc:
+            raise ConfigError(f"--waivers: cannot read {path} ({exc.strerror})") from None
+    rules = {str(rule.id): RuleView.from_rule(rule) for rule in ruleset.rules}
+    evidence = Evidence(
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        tool_version=__version__,
+        rules_source=rules_source,
+        rules_digest=str(getattr(ruleset, "digest", "") or "") or None,
+        rule_count=len(rules),
+        rule_files=tuple(rule_files),
+        waiver_file=waiver_file,
+        baseline=f"run {against_info.id}" if against_info else "none",
+    )
+    data = ReportInput(
+        run=RunView.from_info(run_info),
+        findings=findings,
+        rules=rules,
+        evidence=evidence,
+        against=RunView.from_info(against_info) if against_info else None,
+        diff=diff_json,
+        trend=trend,
+    )
+    return data, check_json
+
+
+def build_report_bundle(
+    engine: Engine,
+    run: str | int | None = "latest",
+    *,
+    against: str | int | None = None,
+    ruleset: Any = None,
+    waivers: Any = None,
+    rules_paths: Sequence[str | Path] | None = None,
+    waivers_path: str | Path | None = None,
+    check: Any = None,
+    diff: Any = None,
+    templates_dir: str | Path | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    trend_runs: int = DEFAULT_TREND_RUNS,
+    with_exports: bool = False,
+    allow_incomplete: bool = False,
+) -> ReportBundle:
+    """Gather and render a run's report; ``with_exports`` makes the "N more" notes name the export files."""
+    make_environment(templates_dir)  # a bad --templates folder fails before any database work
+    data, check_json = gather_input(
+        engine,
+        run,
+        against=against,
+        ruleset=ruleset,
+        waivers=waivers,
+        rules_paths=rules_paths,
+        waivers_path=waivers_path,
+        check=check,
+        diff=diff,
+        trend_runs=trend_runs,
+        allow_incomplete=allow_incomplete,
+    )
+    return bundle_from_input(
+        data,
+        templates_dir=templates_dir,
+        max_rows=max_rows,
+        export_files=EXPORT_FILES if with_exports else (),
+        check_json=check_json,
+    )
+
+
+def render_report(engine: Engine, run: str | int | None = "latest", **options: Any) -> str:
+    """The report of ``run`` as one self-contained HTML document (see :func:`build_report_bundle`)."""
+    return build_report_bundle(engine, run, **options).html
+
+
+def write_report(
+    engine: Engine,
+    run: str | int | None = "latest",
+    *,
+    output: str | Path,
+    export_dir: str | Path | None = None,
+    **options: Any,
+) -> ReportBundle:
+    """Render the report of ``run`` and write it to ``output`` (and the full data to ``export_dir``)."""
+    bundle = build_report_bundle(engine, run, with_exports=export_dir is not None, **options)
+    bundle.write(output, export_dir)
+    return bundle
+
+
+def default_report_name(run_id: int) -> str:
+    return f"auditor-report-run{run_id}.html"

@@ -270,6 +270,7 @@ class ChangeDetail:
     field: str
     before: str
     after: str
+    note: str = ""  # for sets (labels, tags, attributes): what was added and removed
 
 
 @dataclass(frozen=True)
@@ -628,9 +629,17 @@ def _change_row(part: str, kind: str, item: Mapping[str, Any]) -> ChangeRow:
     if kind == "changed":
         for name, change in sorted((item.get("changes") or {}).items()):
             if isinstance(change, Mapping):
+                parts = [
+                    f"{verb} {display_value(change[verb])}"
+                    for verb in ("added", "removed", "changed")
+                    if change.get(verb)
+                ]
                 details.append(
                     ChangeDetail(
-                        str(name), display_value(change.get("before")), display_value(change.get("after"))
+                        str(name),
+                        display_value(change.get("before")),
+                        display_value(change.get("after")),
+                        _clip("; ".join(parts)),
                     )
                 )
             else:

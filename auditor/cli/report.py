@@ -1,0 +1,246 @@
+"""``auditor report`` (the HTML report of a run) and ``auditor email`` (the report by email).
+
+Thin: parse options, call :mod:`auditor.render.report` / :mod:`auditor.render.email`, say where the
+result went. The report file is written only after rendering succeeded; the path goes to stdout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from auditor.cli.common import Settings, db_option, pass_settings
+
+ENV_SMTP_URL = "AUDITOR_SMTP"
+ENV_EMAIL_FROM = "AUDITOR_EMAIL_FROM"
+
+
+def _report_options(func):
+    """Options shared by ``report`` and ``email``: which run, which rules, which templates."""
+    for option in reversed(
+        (
+            click.option(
+                "--run",
+                "run",
+                default="latest",
+                show_default=True,
+                metavar="ID|latest",
+                help="The run to report (a complete run).",
+            ),
+            click.option(
+                "--against",
+                "against",
+                metavar="RUN",
+                help="The run to compare with (default: the previous complete run).",
+            ),
+            click.option(
+                "--rules",
+                "rules",
+                multiple=True,
+                type=click.Path(exists=True),
+                metavar="PATH",
+                help="Rule files or folders (repeatable; default: the built-in pack).",
+            ),
+            click.option(
+                "--waivers",
+                "waivers",
+                type=click.Path(exists=True, dir_okay=False),
+                metavar="FILE",
+                help="Waivers file (YAML).",
+            ),
+            click.option(
+                "--templates",
+                "templates",
+                type=click.Path(file_okay=False),
+                metavar="DIR",
+                help="Folder of templates searched before the bundled reports/ folder.",
+            ),
+            click.option(
+                "--max-rows",
+                "max_rows",
+                type=click.IntRange(min=1),
+                default=500,
+                show_default=True,
+                help="Rows shown per report section; the rest are counted and exported.",
+            ),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+def _bundle(settings: Settings, db, run, against, rules, waivers, templates, max_rows, with_exports):
+    from auditor.render.report import build_report_bundle
+
+    return build_report_bundle(
+        settings.engine(db),
+        run,
+        against=against,
+        rules_paths=list(rules) or _config_list(settings, "rules"),
+        waivers_path=waivers or settings.value(None, None, "waivers"),
+        templates_dir=templates or settings.value(None, None, "templates"),
+        max_rows=max_rows,
+        with_exports=with_exports,
+    )
+
+
+def _config_list(settings: Settings, key: str) -> list[str] | None:
+    value = settings.value(None, None, key)
+    if not value:
+        return None
+    return [value] if isinstance(value, str) else [str(item) for item in value]
+
+
+@click.command("report")
+@_report_options
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Where to write the HTML file (default: auditor-report-run<ID>.html).",
+)
+@click.option(
+    "--export-dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Also write the full data there: findings.csv, findings.json, diff.json.",
+)
+@db_option
+@pass_settings
+def report_command(
+    settings: Settings,
+    run: str,
+    against: str | None,
+    rules: tuple[str, ...],
+    waivers: str | None,
+    templates: str | None,
+    max_rows: int,
+    output: str | None,
+    export_dir: str | None,
+    db: str | None,
+) -> None:
+    """Write the HTML report of a run: its findings and what changed since the previous complete run.
+
+    One self-contained file (no network access needed to view it) that prints for sign-off. Sections
+    are capped at --max-rows rows; --export-dir writes every row beside it. Prints the file's path.
+    Exit 0 on success, 2 on usage or rule errors, 3 when the run is missing or not complete.
+    """
+    from auditor.render.report import default_report_name
+
+    bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, export_dir is not None)
+    target = Path(output) if output else Path(default_report_name(bundle.run_id))
+    written = bundle.write(target, export_dir)
+    for path in written[:-1]:
+        settings.info(f"exported {path}")
+    context = bundle.context
+    new = next(s.total for s in context.finding_sections if s.key == "new")
+    settings.info(
+        f"run {bundle.run_id}: {context.total_findings:,} findings ({new:,} new), "
+        f"{context.changes_total:,} catalog changes, {target.stat().st_size:,} bytes"
+    )
+    click.echo(str(target))
+
+
+@click.command("email")
+@click.option("--to", "to", multiple=True, metavar="ADDR", help="Recipient (repeatable; config: email_to).")
+@click.option("--cc", "cc", multiple=True, metavar="ADDR", help="Copy recipient (repeatable).")
+@click.option(
+    "--from",
+    "sender",
+    metavar="ADDR",
+    help="Sender (env AUDITOR_EMAIL_FROM, config email_from; default cluster-auditor@localhost).",
+)
+@click.option("--subject", metavar="TEXT", help="Subject (default: run, new, resolved and open counts).")
+@click.option(
+    "--smtp",
+    "smtp",
+    metavar="URL",
+    help="smtp://host[:25], smtp+starttls://host[:587] or smtps://host[:465] (env AUDITOR_SMTP).",
+)
+@click.option(
+    "--smtp-ca-bundle",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="CA certificates to trust for the SMTP server's TLS certificate.",
+)
+@click.option(
+    "--eml",
+    "eml",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write the message to FILE instead of sending it.",
+)
+@click.option("--attach-report", is_flag=True, help="Attach the full HTML report.")
+@click.option("--attach-csv", is_flag=True, help="Attach the findings as CSV.")
+@_report_options
+@db_option
+@pass_settings
+def email_command(
+    settings: Settings,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    sender: str | None,
+    subject: str | None,
+    smtp: str | None,
+    smtp_ca_bundle: str | None,
+    eml: str | None,
+    attach_report: bool,
+    attach_csv: bool,
+    run: str,
+    against: str | None,
+    rules: tuple[str, ...],
+    waivers: str | None,
+    templates: str | None,
+    max_rows: int,
+    db: str | None,
+) -> None:
+    """Email a run's report: a summary (text and HTML) with the report and CSV optionally attached.
+
+    Sends through --smtp (STARTTLS when offered; credentials from AUDITOR_SMTP_USER and
+    AUDITOR_SMTP_PASSWORD, never logged) or writes the message to --eml FILE. Exit 0 when sent or
+    written, 2 on usage errors, 3 when the run is missing or delivery failed.
+    """
+    from auditor.errors import ConfigError
+    from auditor.render.email import deliver_email
+
+    recipients = list(to) or _config_list(settings, "email_to") or []
+    if not recipients:
+        raise ConfigError("no recipient: pass --to ADDR (or set email_to in auditor.toml)")
+    smtp_url = None if eml else settings.value(smtp, ENV_SMTP_URL, "smtp")
+    if eml and smtp:
+        raise ConfigError("give either --smtp URL or --eml FILE, not both")
+    if not eml and not smtp_url:
+        raise ConfigError(
+            "no SMTP server: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the message"
+        )
+    bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, False)
+    message = deliver_email(
+        bundle,
+        to=recipients,
+        cc=list(cc),
+        sender=settings.value(sender, ENV_EMAIL_FROM, "email_from"),
+        subject=subject,
+        smtp_url=smtp_url,
+        eml_path=eml,
+        attach_report=attach_report,
+        attach_csv=attach_csv,
+        templates_dir=templates or settings.value(None, None, "templates"),
+        cafile=smtp_ca_bundle,
+    )
+    everyone = ", ".join(filter(None, (message["To"], message["Cc"])))
+    if eml:
+        settings.info(f"run {bundle.run_id}: message for {everyone} written")
+        click.echo(eml)
+    else:
+        from auditor.render.email import parse_smtp_url
+
+        settings.info(
+            f"run {bundle.run_id}: report sent to {everyone} via {parse_smtp_url(str(smtp_url)).where}"
+        )
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(report_command)
+    cli.add_command(email_command)

@@ -1,0 +1,418 @@
+"""The emailed report: one message per run, and its delivery over SMTP (or into an ``.eml`` file).
+
+:func:`build_message` makes a ``multipart/mixed`` message holding a ``multipart/alternative`` (a
+plain-text summary and an HTML body built for mail clients: table layout, inline styles, no scripts,
+no images, nothing fetched) and, on request, the full HTML report and the findings CSV as attachments.
+The body keeps to a size budget (Gmail clips HTML bodies past about 100 KB): rows are cut, with an
+explicit "N more, see the attached report".
+
+:func:`send` delivers over ``smtp://`` (STARTTLS when the server offers it), ``smtp+starttls://``
+(STARTTLS required) or ``smtps://`` (implicit TLS), logging in with ``AUDITOR_SMTP_USER`` /
+``AUDITOR_SMTP_PASSWORD``. The password is registered with :mod:`auditor.secrets`, never put in a
+message, and never sent over an unencrypted connection. Failures raise
+:class:`auditor.errors.DeliveryError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, getaddresses, make_msgid
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import jinja2
+
+from auditor import secrets
+from auditor.errors import ConfigError, DeliveryError
+from auditor.render.context import FindingRow, FindingSection, ReportContext
+from auditor.render.env import make_environment
+from auditor.render.report import ReportBundle, default_report_name
+
+log = logging.getLogger(__name__)
+
+ENV_SMTP_USER = "AUDITOR_SMTP_USER"
+ENV_SMTP_PASSWORD = "AUDITOR_SMTP_PASSWORD"  # noqa: S105 - the name of the variable, not a secret
+DEFAULT_SENDER = "cluster-auditor <cluster-auditor@localhost>"
+DEFAULT_SIZE_BUDGET = 90_000  # bytes of HTML body; Gmail clips messages whose HTML exceeds ~102 KB
+EMAIL_MAX_ROWS = 200  # per section, before the size budget cuts further
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+
+
+# --------------------------------------------------------------------------------------------------
+# The message
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmailSection:
+    key: str
+    title: str
+    total: int
+    rows: tuple[FindingRow, ...]
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.rows)
+
+
+@dataclass(frozen=True)
+class EmailContext:
+    """What ``email.html.j2`` and ``email.txt`` render: the report's summary and a few rows."""
+
+    report: ReportContext
+    sections: tuple[EmailSection, ...]
+    more_hint: str  # how the reader gets the rows that were cut
+    attachments: tuple[str, ...]
+    rows_cut: bool
+
+    @property
+    def run(self) -> Any:
+        return self.report.run
+
+
+def default_subject(context: ReportContext) -> str:
+    new = next((s.total for s in context.finding_sections if s.key == "new"), 0)
+    resolved = next((s.total for s in context.finding_sections if s.key == "resolved"), 0)
+    open_count = next((card.value for card in context.cards if card.key == "open"), 0)
+    return (
+        f"[cluster-auditor] run {context.run.id}: {new:,} new, {resolved:,} resolved, "
+        f"{open_count:,} open findings"
+    )
+
+
+def _sections(context: ReportContext, limit: int) -> tuple[EmailSection, ...]:
+    chosen: list[FindingSection] = [s for s in context.finding_sections if s.key in ("new", "resolved")]
+    chosen += [s for s in context.finding_sections if s.key not in ("new", "resolved")]
+    out = []
+    for section in chosen:
+        capped = section.capped(limit)
+        rows = tuple(row for group in capped.groups for row in group.rows)
+        out.append(EmailSection(section.key, section.title, section.total, rows))
+    return tuple(out)
+
+
+def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str]:
+    """Validate addresses (``a@b.c`` or ``Name <a@b.c>``, comma separated); refuse header injection."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    found: list[str] = []
+    for value in values:
+        if any(ch in value for ch in "\r\n\0"):
+            raise ConfigError(f"{option}: an address must not contain line breaks")
+        for name, address in getaddresses([value]):
+            local, at, domain = address.rpartition("@")
+            if not at or not local or not domain or " " in address:
+                raise ConfigError(f"{option}: {value!r} is not an email address", hint="use name@example.org")
+            try:
+                found.append(str(Address(display_name=name, addr_spec=address)))
+            except (ValueError, IndexError) as exc:
+                raise ConfigError(f"{option}: {value!r} is not an email address ({exc})") from None
+    return found
+
+
+def _render_parts(env: jinja2.Environment, context: EmailContext) -> tuple[str, str]:
+    try:
+        html = env.get_template("email.html.j2").render(mail=context, report=context.report)
+        text = env.get_template("email.txt").render(mail=context, report=context.report)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"email template error: {type(exc).__name__}: {exc}") from None
+    return text, html
+
+
+def _fit_budget(
+    env: jinja2.Environment,
+    report: ReportContext,
+    *,
+    attachments: tuple[str, ...],
+    attach_report: bool,
+    size_budget: int,
+) -> tuple[str, str, EmailContext]:
+    """The most rows per section whose HTML body fits ``size_budget`` bytes (binary search)."""
+    if attach_report:
+        hint = "see the attached report"
+    else:
+        hint = f"see the full report (auditor report --run {report.run.id})"
+
+    def render(limit: int) -> tuple[str, str, EmailContext]:
+        sections = _sections(report, limit)
+        context = EmailContext(
+            report=report,
+            sections=sections,
+            more_hint=hint,
+            attachments=attachments,
+            rows_cut=any(section.more for section in sections),
+        )
+        text, html = _render_parts(env, context)
+        return text, html, context
+
+    upper = min(EMAIL_MAX_ROWS, max((s.shown for s in report.finding_sections), default=0))
+    best = render(upper)
+    if len(best[1].encode("utf-8")) <= size_budget:
+        return best
+    low, high = 0, upper - 1
+    best = render(0)
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = render(middle)
+        if len(candidate[1].encode("utf-8")) <= size_budget:
+            best, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def build_message(
+    bundle: ReportBundle,
+    *,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    sender: str | None = None,
+    subject: str | None = None,
+    attach_report: bool = False,
+    attach_csv: bool = False,
+    size_budget: int = DEFAULT_SIZE_BUDGET,
+    templates_dir: str | Path | None = None,
+) -> EmailMessage:
+    """One message for the run of ``bundle``: text + HTML alternatives and the optional attachments."""
+    recipients = parse_addresses(to, "--to")
+    if not recipients:
+        raise ConfigError(
+            "--to: at least one recipient is required", hint="auditor email --to team@example.org"
+        )
+    copies = parse_addresses(cc, "--cc")
+    senders = parse_addresses(sender or DEFAULT_SENDER, "--from")
+    if len(senders) != 1:
+        raise ConfigError("--from: give exactly one sender address")
+    if subject is not None and any(ch in subject for ch in "\r\n"):
+        raise ConfigError("--subject: must be one line")
+
+    env = make_environment(templates_dir)
+    run_id = bundle.context.run.id
+    report_name = default_report_name(run_id)
+    csv_name = f"auditor-findings-run{run_id}.csv"
+    attachments = tuple(
+        name for name, wanted in ((report_name, attach_report), (csv_name, attach_csv)) if wanted
+    )
+    text, html, _context = _fit_budget(
+        env, bundle.context, attachments=attachments, attach_report=attach_report, size_budget=size_budget
+    )
+
+    message = EmailMessage()
+    message["Subject"] = subject or default_subject(bundle.context)
+    message["From"] = senders[0]
+    message["To"] = ", ".join(recipients)
+    if copies:
+        message["Cc"] = ", ".join(copies)
+    message["Date"] = formatdate(usegmt=True)
+    domain = senders[0].rpartition("@")[2].rstrip(">") or "localhost"
+    message["Message-ID"] = make_msgid(idstring=f"run{run_id}", domain=domain)
+    message["X-Auditor-Run"] = str(run_id)
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    if attach_report:
+        message.add_attachment(
+            bundle.html.encode("utf-8"), maintype="text", subtype="html", filename=report_name
+        )
+    if attach_csv:
+        message.add_attachment(
+            bundle.findings_csv().encode("utf-8"), maintype="text", subtype="csv", filename=csv_name
+        )
+    return message
+
+
+def write_eml(message: EmailMessage, path: str | Path) -> Path:
+    """Write ``message`` as an RFC 5322 file (what ``--eml FILE`` does instead of sending)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_bytes(bytes(message))
+        tmp.replace(target)
+    except OSError as exc:
+        raise DeliveryError(f"cannot write {target}: {exc.strerror}") from None
+    return target
+
+
+# --------------------------------------------------------------------------------------------------
+# Delivery
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    scheme: str
+    host: str
+    port: int
+    username: str | None
+
+    @property
+    def where(self) -> str:
+        """The server, for messages: never the credentials."""
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """``smtp://host[:25]``, ``smtp+starttls://host[:587]`` or ``smtps://host[:465]``.
+
+    A user name may be given in the URL; a password may not (it would show in ``ps`` and logs).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--smtp: {url!r} is not a valid URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ConfigError(
+            f"--smtp: unsupported scheme {parts.scheme or '(none)'!r}",
+            hint="use smtp://host:25 (STARTTLS when offered), smtp+starttls://host:587 or smtps://host:465",
+        )
+    if parts.password is not None:
+        raise ConfigError(
+            "--smtp: the URL must not contain a password",
+            hint=f"put it in the {ENV_SMTP_PASSWORD} environment variable instead",
+        )
+    if not parts.hostname:
+        raise ConfigError(f"--smtp: {scheme}:// needs a host name")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError("--smtp: the URL takes no path or query", hint="smtp://host:port")
+    username = unquote(parts.username) if parts.username else None
+    return SmtpTarget(scheme, parts.hostname, port or DEFAULT_PORTS[scheme], username)
+
+
+def send(
+    message: EmailMessage,
+    smtp_url: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    cafile: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Send ``message`` to its To and Cc recipients through the server at ``smtp_url``.
+
+    Credentials: ``username``/``password`` if given, else the URL's user name and the environment
+    (``AUDITOR_SMTP_USER``, ``AUDITOR_SMTP_PASSWORD``). ``cafile`` trusts a private CA.
+    """
+    target = parse_smtp_url(smtp_url)
+    environ = os.environ if environ is None else environ
+    username = username or target.username or environ.get(ENV_SMTP_USER) or None
+    password = password or environ.get(ENV_SMTP_PASSWORD) or None
+    secrets.register(password)
+    if password and not username:
+        raise ConfigError(f"{ENV_SMTP_PASSWORD} is set but no SMTP user name", hint=f"set {ENV_SMTP_USER}")
+    if username and not password:
+        raise ConfigError(f"no SMTP password for user {username}", hint=f"set {ENV_SMTP_PASSWORD}")
+    try:
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--smtp-ca-bundle: cannot load {cafile} ({exc})") from None
+
+    where = target.where
+    try:
+        client: smtplib.SMTP
+        if target.scheme == "smtps":
+            client = smtplib.SMTP_SSL(target.host, target.port, timeout=timeout, context=context)
+        else:
+            client = smtplib.SMTP(target.host, target.port, timeout=timeout)
+        with client:
+            client.ehlo()
+            encrypted = target.scheme == "smtps"
+            if not encrypted:
+                if client.has_extn("starttls"):
+                    client.starttls(context=context)
+                    client.ehlo()
+                    encrypted = True
+                elif target.scheme == "smtp+starttls":
+                    raise DeliveryError(
+                        f"{where}: the server does not offer STARTTLS",
+                        hint="use smtps:// for implicit TLS, or smtp:// to allow an unencrypted connection",
+                    )
+            if username:
+                if not encrypted:
+                    raise DeliveryError(
+                        f"{where}: refusing to send the SMTP password over an unencrypted connection",
+                        hint="the server offers no STARTTLS: use smtps://, or send without credentials",
+                    )
+                client.login(username, password or "")
+            log.debug("sending message %s via %s", message.get("Message-ID"), where)
+            refused = client.send_message(message)
+    except smtplib.SMTPAuthenticationError as exc:
+        raise DeliveryError(
+            f"{where}: the server refused the login of {username} ({exc.smtp_code})",
+            hint=f"check {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD}",
+        ) from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise DeliveryError(
+            f"{where}: every recipient was refused: {', '.join(sorted(exc.recipients))}"
+        ) from None
+    except smtplib.SMTPSenderRefused as exc:
+        raise DeliveryError(f"{where}: the sender {exc.sender} was refused ({exc.smtp_code})") from None
+    except smtplib.SMTPResponseException as exc:
+        detail = secrets.scrub(_decode(exc.smtp_error))
+        raise DeliveryError(f"{where}: the server answered {exc.smtp_code} {detail}") from None
+    except smtplib.SMTPException as exc:
+        raise DeliveryError(f"{where}: {secrets.scrub(str(exc)) or type(exc).__name__}") from None
+    except ssl.SSLError as exc:
+        raise DeliveryError(
+            f"{where}: TLS failed: {exc.reason or exc}",
+            hint="if the server uses a private CA, pass it with --smtp-ca-bundle FILE",
+        ) from None
+    except TimeoutError:
+        raise DeliveryError(f"{where}: timed out after {timeout:g} s") from None
+    except OSError as exc:
+        raise DeliveryError(f"{where}: cannot connect: {exc.strerror or exc}") from None
+    if refused:
+        raise DeliveryError(f"{where}: some recipients were refused: {', '.join(sorted(refused))}")
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def deliver_email(
+    bundle: ReportBundle,
+    *,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    sender: str | None = None,
+    subject: str | None = None,
+    smtp_url: str | None = None,
+    eml_path: str | Path | None = None,
+    attach_report: bool = False,
+    attach_csv: bool = False,
+    size_budget: int = DEFAULT_SIZE_BUDGET,
+    templates_dir: str | Path | None = None,
+    cafile: str | Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> EmailMessage:
+    """Build the message for ``bundle`` and send it (``smtp_url``) or write it (``eml_path``)."""
+    if (smtp_url is None) == (eml_path is None):
+        raise ConfigError("give exactly one of --smtp URL or --eml FILE")
+    message = build_message(
+        bundle,
+        to=to,
+        cc=cc,
+        sender=sender,
+        subject=subject,
+        attach_report=attach_report,
+        attach_csv=attach_csv,
+        size_budget=size_budget,
+        templates_dir=templates_dir,
+    )
+    if eml_path is not None:
+        write_eml(message, eml_path)
+    else:
+        send(message, str(smtp_url), timeout=timeout, cafile=cafile)
+    return message

@@ -1,0 +1,138 @@
+"""``auditor diff``: what changed between two runs, in text, JSON, markdown or HTML.
+
+Thin: parses options, calls :func:`auditor.diff.compute_diff`, formats. The HTML format is the report
+of the newer run with this diff, rendered by :mod:`auditor.render.report`.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+
+import click
+
+from auditor.cli.common import Settings, db_option, pass_settings, write_output
+
+
+class DiffFormat(StrEnum):
+    """The output formats of ``auditor diff``."""
+
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+    HTML = "html"
+
+
+@click.command("diff")
+@click.option(
+    "--from", "from_run", metavar="RUN", help="The older run (default: the complete run before --to)."
+)
+@click.option(
+    "--to", "to_run", metavar="RUN", help="The newer run: an id or 'latest' (default: latest complete)."
+)
+@click.option(
+    "--rules",
+    "rules",
+    multiple=True,
+    type=click.Path(exists=True),
+    metavar="PATH",
+    help="Rule files or folders (repeatable; default: the built-in pack).",
+)
+@click.option("--waivers", type=click.Path(exists=True, dir_okay=False), metavar="FILE", help="Waivers file.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Report attribute confidence changes only beyond this.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([f.value for f in DiffFormat]),
+    default=DiffFormat.TEXT.value,
+    show_default=True,
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option("--no-findings", is_flag=True, help="Compare catalog metadata only; do not evaluate rules.")
+@click.option("--allow-incomplete", is_flag=True, help="Accept runs that are not complete.")
+@click.option(
+    "--templates",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Folder of templates searched before the bundled ones (html format).",
+)
+@db_option
+@pass_settings
+def diff_command(
+    settings: Settings,
+    from_run: str | None,
+    to_run: str | None,
+    rules: tuple[str, ...],
+    waivers: str | None,
+    threshold: float,
+    fmt: str,
+    output: str | None,
+    no_findings: bool,
+    allow_incomplete: bool,
+    templates: str | None,
+    db: str | None,
+) -> None:
+    """Show what changed between two runs: clusters, columns, moves and findings.
+
+    By default compares the two newest complete runs. Findings of a run that was never checked are
+    evaluated on demand (built-in rule pack unless --rules is given) and each new or resolved finding
+    is linked to the catalog change that explains it. Exit 0 on success, 2 on usage errors, 3 when a
+    run is missing or not complete.
+    """
+    from auditor.diff import compute_diff
+    from auditor.diff.text import format_markdown, format_text
+
+    engine = settings.engine(db)
+    ruleset = waiver_set = None
+    if not no_findings:
+        from auditor.engine import load_ruleset, load_waivers
+
+        ruleset = load_ruleset(list(rules) if rules else None)
+        waiver_set = load_waivers(waivers) if waivers else None
+    result = compute_diff(
+        engine,
+        from_run,
+        to_run,
+        ruleset=ruleset,
+        waivers=waiver_set,
+        confidence_threshold=threshold,
+        allow_incomplete=allow_incomplete,
+        findings=not no_findings,
+    )
+    chosen = DiffFormat(fmt)
+    if chosen is DiffFormat.JSON:
+        text = json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+    elif chosen is DiffFormat.MARKDOWN:
+        text = format_markdown(result)
+    elif chosen is DiffFormat.HTML:
+        from auditor.diff.html import render_diff_html
+
+        text = render_diff_html(
+            engine,
+            result,
+            ruleset=ruleset,
+            waivers=waiver_set,
+            rules_paths=list(rules) or None,
+            waivers_path=waivers,
+            templates_dir=templates,
+            allow_incomplete=allow_incomplete,
+        )
+    else:
+        text = format_text(result)
+    write_output(text, output)
+    summary = result.summary()
+    settings.info(
+        f"run {result.from_run} -> run {result.to_run}: "
+        f"{sum(summary['clusters'].values())} cluster changes, {sum(summary['columns'].values())} column "
+        f"changes, {summary['findings']['new']} new and {summary['findings']['resolved']} resolved findings"
+    )
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(diff_command)

@@ -1,0 +1,170 @@
+"""The diff between two runs: what changed in the catalog, and which findings appeared or went away.
+
+:func:`compute_diff` is the stage's one entry point. The catalog half is computed in SQL from the
+stored content hashes (:mod:`auditor.diff.catalog`), so memory grows with the number of changes and
+never with the catalog; the findings half (:mod:`auditor.diff.findings`) compares the two runs'
+findings by fingerprint and links each to the catalog change that explains it. The result is a
+:class:`DiffResult` whose ``to_json()`` is the contract other tools read (see ``docs/diff.md``);
+:mod:`auditor.diff.text` renders it for people (text and markdown).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from auditor.diff.catalog import diff_catalog
+from auditor.diff.findings import FindingsSource, diff_findings
+from auditor.diff.model import (
+    FINDING_CATEGORIES,
+    CatalogDiff,
+    ClusterChange,
+    ClusterEntry,
+    ColumnChange,
+    ColumnEntry,
+    ColumnMove,
+    DiffResult,
+    Explanation,
+    FindingDiff,
+)
+from auditor.errors import ConfigError, RunNotUsableError, StoreError
+from auditor.store.runs import RunInfo, previous_complete_run, resolve_run
+
+DEFAULT_CONFIDENCE_THRESHOLD = 0.05
+
+__all__ = [
+    "DEFAULT_CONFIDENCE_THRESHOLD",
+    "FINDING_CATEGORIES",
+    "CatalogDiff",
+    "ClusterChange",
+    "ClusterEntry",
+    "ColumnChange",
+    "ColumnEntry",
+    "ColumnMove",
+    "DiffResult",
+    "Explanation",
+    "FindingDiff",
+    "FindingsSource",
+    "compute_diff",
+    "engine_findings_source",
+    "resolve_pair",
+]
+
+RunRef = int | str | RunInfo | None
+
+
+def resolve_pair(
+    engine: Engine, from_run: RunRef = None, to_run: RunRef = None, *, allow_incomplete: bool = False
+) -> tuple[RunInfo, RunInfo]:
+    """The two runs to compare: by default the newest complete run and the complete run before it.
+
+    ``to_run`` defaults to the newest complete run; ``from_run`` to the newest complete run older
+    than ``to_run``. Both must be complete unless ``allow_incomplete``. Raises
+    :class:`RunNotUsableError` (exit 3) when a run is missing, not complete, or there is none to
+    compare with.
+    """
+    after = _resolve(engine, to_run, allow_incomplete)
+    if from_run is None:
+        before = previous_complete_run(engine, after.id)
+        if before is None:
+            raise RunNotUsableError(
+                f"there is no complete run before run {after.id} to compare it with",
+                hint="take another snapshot first, or name the runs with --from RUN --to RUN",
+            )
+    else:
+        before = _resolve(engine, from_run, allow_incomplete)
+    return before, after
+
+
+def _resolve(engine: Engine, ref: RunRef, allow_incomplete: bool) -> RunInfo:
+    if isinstance(ref, RunInfo):
+        ref = ref.id
+    return resolve_run(engine, "latest" if ref is None else ref, allow_incomplete=allow_incomplete)
+
+
+def compute_diff(
+    engine: Engine,
+    from_run: RunRef = None,
+    to_run: RunRef = None,
+    *,
+    ruleset: Any = None,
+    waivers: Any = None,
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+    today: date | None = None,
+    allow_incomplete: bool = False,
+    findings: bool = True,
+    findings_source: FindingsSource | None = None,
+) -> DiffResult:
+    """Diff two runs (default: the two newest complete runs).
+
+    ``ruleset``/``waivers`` are what :func:`auditor.engine.load_ruleset` and
+    :func:`auditor.engine.load_waivers` return (``ruleset=None``: the built-in pack; ``waivers`` may
+    also be a path). Findings of a run that was never checked with these rules are evaluated on
+    demand and stored. ``findings_source`` replaces the rules engine (a callable returning a run's
+    findings as dicts); ``findings=False`` skips findings altogether. ``today`` is the date waiver
+    expiry is judged against (default: the current UTC date).
+    """
+    if not 0 <= confidence_threshold <= 1:
+        raise ConfigError(
+            f"--threshold {confidence_threshold} is outside 0..1",
+            hint="confidence levels are between 0 and 1; the default is 0.05",
+        )
+    before, after = resolve_pair(engine, from_run, to_run, allow_incomplete=allow_incomplete)
+    try:
+        with engine.connect() as connection:
+            catalog = diff_catalog(connection, before.id, after.id, confidence_threshold=confidence_threshold)
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        raise StoreError(
+            f"could not diff run {before.id} against run {after.id}: {detail}",
+            hint="check that the database is readable and at the newest schema (auditor db upgrade)",
+        ) from None
+    categories: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
+    if findings:
+        source = findings_source or engine_findings_source(
+            engine, ruleset=ruleset, waivers=waivers, today=today
+        )
+        categories = diff_findings(source(before.id), source(after.id), catalog)
+    return DiffResult(
+        from_run=before.id,
+        to_run=after.id,
+        catalog=catalog,
+        findings=categories,
+        confidence_threshold=confidence_threshold,
+        from_started_at=_iso(before.started_at),
+        to_started_at=_iso(after.started_at),
+    )
+
+
+def engine_findings_source(
+    engine: Engine, *, ruleset: Any = None, waivers: Any = None, today: date | None = None
+) -> FindingsSource:
+    """Findings of a run from the rules engine, evaluated (and stored) on demand."""
+    from auditor import engine as rules_engine
+
+    rules = ruleset if ruleset is not None else rules_engine.load_ruleset(None)
+    if isinstance(waivers, (str, Path)):
+        waivers = rules_engine.load_waivers(waivers)
+    day = today or datetime.now(UTC).date()
+
+    def source(run_id: int) -> list[dict[str, Any]]:
+        return [
+            finding.to_json()
+            for finding in rules_engine.findings_for_run(
+                engine, run_id, rules, waivers=waivers, today=day, store=True
+            )
+        ]
+
+    return source
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,413 @@
+"""The metadata half of the diff, computed in SQL from the stored content hashes.
+
+Two runs are compared through their membership tables only: ``run_clusters`` joined on
+``cluster_id`` and ``run_columns`` joined on ``(cluster_id, fqn)``, keeping the rows whose content
+hash differs or that have no partner. Unchanged records (the vast majority) never leave the database;
+what is read into Python is proportional to the number of changes, never to the catalog size. The
+fields, labels, tags and attributes of the changed versions are then fetched by hash, in chunks of
+bound parameters.
+
+Moves: a column membership that has no partner in the other run is a *departure* (only in the older
+run) or an *arrival* (only in the newer run). Departures and arrivals with the same
+fullyQualifiedName are paired into moves. When one fqn leaves or joins several clusters at once, the
+departures and arrivals of that fqn are paired in cluster-id order and whatever is left over is a
+plain removal or addition; an fqn that stays in a cluster and additionally appears in another one is
+an addition, not a move.
+
+Compared fields: clusters ``name``, ``size``, ``labels`` (as a set), ``severity``, ``status``;
+columns ``columnName``, ``tableName``, ``source``, ``dataType``, ``isPrimary``, ``businessAttribute``,
+tags (by name: added, removed, value changed), attributes (by name: added, removed), attribute
+``rank`` and ``confidence`` (only when it moved by more than the threshold). A hash that changed only
+in fields outside this list (for instance an undocumented raw field) is not reported as a change.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select
+
+from auditor.diff.model import (
+    CatalogDiff,
+    ClusterChange,
+    ClusterEntry,
+    ColumnChange,
+    ColumnEntry,
+    ColumnMove,
+)
+from auditor.store.schema import (
+    cluster_labels,
+    cluster_versions,
+    column_attributes,
+    column_tags,
+    column_versions,
+    run_clusters,
+    run_columns,
+)
+
+CHUNK = 500  # bound parameters per "fetch these versions" query
+_DECIMALS = 9  # confidence differences are compared after rounding away float noise
+
+_FIELD_COLUMNS = (
+    ("columnName", "column_name"),
+    ("tableName", "table_name"),
+    ("source", "source"),
+    ("dataType", "data_type"),
+    ("isPrimary", "is_primary"),
+    ("businessAttribute", "business_attribute"),
+)
+
+
+def diff_catalog(
+    connection: Connection, from_run: int, to_run: int, *, confidence_threshold: float = 0.05
+) -> CatalogDiff:
+    """Compare the clusters and columns of two runs (any status; the caller checks completeness)."""
+    result = CatalogDiff()
+    _diff_clusters(connection, from_run, to_run, result)
+    _diff_columns(connection, from_run, to_run, result, confidence_threshold)
+    result.sort()
+    return result
+
+
+# -- clusters -----------------------------------------------------------------------------------
+
+
+def _diff_clusters(connection: Connection, from_run: int, to_run: int, result: CatalogDiff) -> None:
+    a, b = run_clusters.alias("a"), run_clusters.alias("b")
+    added = connection.execute(
+        select(b.c.cluster_id, b.c.cluster_hash)
+        .select_from(b.outerjoin(a, and_(a.c.run_id == from_run, a.c.cluster_id == b.c.cluster_id)))
+        .where(b.c.run_id == to_run, a.c.cluster_id.is_(None))
+    ).all()
+    removed = connection.execute(
+        select(a.c.cluster_id, a.c.cluster_hash)
+        .select_from(a.outerjoin(b, and_(b.c.run_id == to_run, b.c.cluster_id == a.c.cluster_id)))
+        .where(a.c.run_id == from_run, b.c.cluster_id.is_(None))
+    ).all()
+    changed = connection.execute(
+        select(a.c.cluster_id, a.c.cluster_hash, b.c.cluster_hash)
+        .select_from(a.join(b, and_(b.c.run_id == to_run, b.c.cluster_id == a.c.cluster_id)))
+        .where(a.c.run_id == from_run, a.c.cluster_hash != b.c.cluster_hash)
+    ).all()
+    hashes = {row[1] for row in added} | {row[1] for row in removed}
+    hashes |= {row[1] for row in changed} | {row[2] for row in changed}
+    versions = _cluster_versions(connection, hashes)
+    result.clusters_added.extend(_cluster_entry(versions[h]) for _, h in added)
+    result.clusters_removed.extend(_cluster_entry(versions[h]) for _, h in removed)
+    for cluster_id, before_hash, after_hash in changed:
+        before, after = versions[before_hash], versions[after_hash]
+        changes = compare_clusters(before, after)
+        if changes:
+            result.clusters_changed.append(ClusterChange(cluster_id, after["name"], changes))
+
+
+def _cluster_versions(connection: Connection, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(hashes)):
+        rows = connection.execute(
+            select(
+                cluster_versions.c.hash,
+                cluster_versions.c.cluster_id,
+                cluster_versions.c.name,
+                cluster_versions.c.size,
+                cluster_versions.c.severity,
+                cluster_versions.c.status,
+            ).where(cluster_versions.c.hash.in_(chunk))
+        )
+        for row in rows:
+            out[row.hash] = {**row._mapping, "labels": []}
+        labels = connection.execute(
+            select(cluster_labels.c.cluster_hash, cluster_labels.c.label)
+            .where(cluster_labels.c.cluster_hash.in_(chunk))
+            .order_by(cluster_labels.c.cluster_hash, cluster_labels.c.position)
+        )
+        for cluster_hash, label in labels:
+            out[cluster_hash]["labels"].append(label)
+    return out
+
+
+def _cluster_entry(version: dict[str, Any]) -> ClusterEntry:
+    return ClusterEntry(
+        cluster_id=version["cluster_id"],
+        name=version["name"],
+        size=version["size"],
+        severity=version["severity"],
+        status=version["status"],
+        labels=sorted(set(version["labels"])),
+    )
+
+
+def compare_clusters(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The compared fields of two versions of one cluster that differ, as before/after."""
+    changes: dict[str, dict[str, Any]] = {}
+    for name in ("name", "size", "severity", "status"):
+        if before[name] != after[name]:
+            changes[name] = {"before": before[name], "after": after[name]}
+    old, new = set(before["labels"]), set(after["labels"])
+    if old != new:
+        changes["labels"] = {
+            "before": sorted(old),
+            "after": sorted(new),
+            "added": sorted(new - old),
+            "removed": sorted(old - new),
+        }
+    return changes
+
+
+# -- columns ------------------------------------------------------------------------------------
+
+
+def _diff_columns(
+    connection: Connection, from_run: int, to_run: int, result: CatalogDiff, threshold: float
+) -> None:
+    a, b = run_columns.alias("a"), run_columns.alias("b")
+    # One pass over the older run: memberships that vanished or whose content hash changed.
+    older = connection.execute(
+        select(a.c.cluster_id, a.c.fqn, a.c.column_hash, b.c.column_hash)
+        .select_from(
+            a.outerjoin(b, and_(b.c.run_id == to_run, b.c.cluster_id == a.c.cluster_id, b.c.fqn == a.c.fqn))
+        )
+        .where(a.c.run_id == from_run, or_(b.c.fqn.is_(None), a.c.column_hash != b.c.column_hash))
+    )
+    departures: dict[str, list[tuple[str, str]]] = defaultdict(list)  # fqn -> [(cluster, hash)]
+    changed: list[tuple[str, str, str, str]] = []  # (cluster, fqn, before hash, after hash)
+    for cluster_id, fqn, before_hash, after_hash in older:
+        if after_hash is None:
+            departures[fqn].append((cluster_id, before_hash))
+        else:
+            changed.append((cluster_id, fqn, before_hash, after_hash))
+    # One pass over the newer run: memberships that are new.
+    arrivals: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    newer = connection.execute(
+        select(b.c.cluster_id, b.c.fqn, b.c.column_hash)
+        .select_from(
+            b.outerjoin(a, and_(a.c.run_id == from_run, a.c.cluster_id == b.c.cluster_id, a.c.fqn == b.c.fqn))
+        )
+        .where(b.c.run_id == to_run, a.c.fqn.is_(None))
+    )
+    for cluster_id, fqn, column_hash in newer:
+        arrivals[fqn].append((cluster_id, column_hash))
+
+    moves, removed, added = pair_moves(departures, arrivals)
+
+    hashes: set[str] = set()
+    for _, _, before_hash, after_hash in changed:
+        hashes.update((before_hash, after_hash))
+    for _, _, _, before_hash, after_hash in moves:
+        hashes.update((before_hash, after_hash))
+    hashes.update(h for _, _, h in removed)
+    hashes.update(h for _, _, h in added)
+    versions = _column_versions(connection, hashes)
+
+    for cluster_id, fqn, before_hash, after_hash in changed:
+        changes = compare_columns(versions[before_hash], versions[after_hash], threshold)
+        if changes:
+            result.columns_changed.append(ColumnChange(cluster_id, fqn, changes))
+    for fqn, from_cluster, to_cluster, before_hash, after_hash in moves:
+        changes = (
+            compare_columns(versions[before_hash], versions[after_hash], threshold)
+            if before_hash != after_hash
+            else {}
+        )
+        result.columns_moved.append(ColumnMove(fqn, from_cluster, to_cluster, changes))
+        if changes:
+            result.columns_changed.append(ColumnChange(to_cluster, fqn, changes))
+    result.columns_removed.extend(_column_entry(cid, fqn, versions[h]) for cid, fqn, h in removed)
+    result.columns_added.extend(_column_entry(cid, fqn, versions[h]) for cid, fqn, h in added)
+
+
+def pair_moves(
+    departures: dict[str, list[tuple[str, str]]], arrivals: dict[str, list[tuple[str, str]]]
+) -> tuple[list[tuple[str, str, str, str, str]], list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """Pair departures and arrivals of the same fqn into moves.
+
+    Returns (moves as (fqn, from cluster, to cluster, before hash, after hash), removals and
+    additions as (cluster, fqn, hash)). Several departures/arrivals of one fqn pair up in cluster-id
+    order; the leftovers stay removals or additions.
+    """
+    moves: list[tuple[str, str, str, str, str]] = []
+    removed: list[tuple[str, str, str]] = []
+    added: list[tuple[str, str, str]] = []
+    for fqn, gone in departures.items():
+        came = sorted(arrivals.get(fqn, ()))
+        gone = sorted(gone)
+        for (from_cluster, before_hash), (to_cluster, after_hash) in zip(gone, came, strict=False):
+            moves.append((fqn, from_cluster, to_cluster, before_hash, after_hash))
+        removed.extend((cluster_id, fqn, h) for cluster_id, h in gone[len(came) :])
+        added.extend((cluster_id, fqn, h) for cluster_id, h in came[len(gone) :])
+    for fqn, came in arrivals.items():
+        if fqn not in departures:
+            added.extend((cluster_id, fqn, h) for cluster_id, h in came)
+    return moves, removed, added
+
+
+def _column_versions(connection: Connection, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(hashes)):
+        rows = connection.execute(
+            select(
+                column_versions.c.hash,
+                *(column_versions.c[db_name] for _, db_name in _FIELD_COLUMNS),
+            ).where(column_versions.c.hash.in_(chunk))
+        )
+        for row in rows:
+            out[row.hash] = {
+                "fields": {wire: row._mapping[db_name] for wire, db_name in _FIELD_COLUMNS},
+                "tags": [],
+                "attributes": [],
+            }
+        tags = connection.execute(
+            select(
+                column_tags.c.column_hash,
+                column_tags.c.tag_name,
+                column_tags.c.tag_id,
+                column_tags.c.tag_value,
+            )
+            .where(column_tags.c.column_hash.in_(chunk))
+            .order_by(column_tags.c.column_hash, column_tags.c.position)
+        )
+        for column_hash, tag_name, tag_id, tag_value in tags:
+            out[column_hash]["tags"].append({"tagName": tag_name or tag_id or "", "tagValue": tag_value})
+        attributes = connection.execute(
+            select(
+                column_attributes.c.column_hash,
+                column_attributes.c.attribute_name,
+                column_attributes.c.attribute_original_name,
+                column_attributes.c.attribute_id,
+                column_attributes.c.rank,
+                column_attributes.c.confidence,
+            )
+            .where(column_attributes.c.column_hash.in_(chunk))
+            .order_by(column_attributes.c.column_hash, column_attributes.c.position)
+        )
+        for column_hash, name, original, attribute_id, rank, confidence in attributes:
+            out[column_hash]["attributes"].append(
+                {"name": name or original or attribute_id or "", "rank": rank, "confidence": confidence}
+            )
+    return out
+
+
+def _column_entry(cluster_id: str, fqn: str, version: dict[str, Any]) -> ColumnEntry:
+    return ColumnEntry(
+        cluster_id=cluster_id,
+        column=fqn,
+        fields=dict(version["fields"]),
+        tags=sorted(version["tags"], key=_tag_key),
+        attributes=sorted(version["attributes"], key=_attribute_key),
+    )
+
+
+def compare_columns(
+    before: dict[str, Any], after: dict[str, Any], threshold: float
+) -> dict[str, dict[str, Any]]:
+    """The compared fields of two versions of one column that differ.
+
+    ``before``/``after`` are ``{"fields": {...}, "tags": [{"tagName", "tagValue"}], "attributes":
+    [{"name", "rank", "confidence"}]}``.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for name, _ in _FIELD_COLUMNS:
+        if before["fields"][name] != after["fields"][name]:
+            changes[name] = {"before": before["fields"][name], "after": after["fields"][name]}
+    tags = compare_tags(before["tags"], after["tags"])
+    if tags:
+        changes["tags"] = tags
+    changes.update(compare_attributes(before["attributes"], after["attributes"], threshold))
+    return changes
+
+
+def compare_tags(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Tags compared as (name, value) pairs; one pair removed and one added under the same name is
+    a value change. ``None`` when the sets are equal (order and duplicates do not count)."""
+    old = {(t["tagName"], t["tagValue"]) for t in before}
+    new = {(t["tagName"], t["tagValue"]) for t in after}
+    if old == new:
+        return None
+    gone, came = old - new, new - old
+    gone_by_name: dict[str, list[Any]] = defaultdict(list)
+    came_by_name: dict[str, list[Any]] = defaultdict(list)
+    for name, value in gone:
+        gone_by_name[name].append(value)
+    for name, value in came:
+        came_by_name[name].append(value)
+    added, removed, changed = [], [], []
+    for name in sorted(set(gone_by_name) | set(came_by_name)):
+        g, c = gone_by_name.get(name, []), came_by_name.get(name, [])
+        if len(g) == 1 and len(c) == 1:
+            changed.append({"tagName": name, "before": g[0], "after": c[0]})
+            continue
+        removed.extend({"tagName": name, "tagValue": v} for v in sorted(g, key=_none_last))
+        added.extend({"tagName": name, "tagValue": v} for v in sorted(c, key=_none_last))
+    return {
+        "before": [{"tagName": n, "tagValue": v} for n, v in sorted(old, key=_pair_key)],
+        "after": [{"tagName": n, "tagValue": v} for n, v in sorted(new, key=_pair_key)],
+        "added": added,
+        "removed": removed,
+        "changed": changed,
+    }
+
+
+def compare_attributes(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], threshold: float
+) -> dict[str, dict[str, Any]]:
+    """Attributes by name: ``attributes`` (names added/removed), ``rank`` and ``confidence`` changes
+    of attributes present on both sides (confidence only beyond ``threshold``). Several attributes
+    with one name are compared by their best (first-listed) entry."""
+    old = _first_by_name(before)
+    new = _first_by_name(after)
+    changes: dict[str, dict[str, Any]] = {}
+    if set(old) != set(new):
+        changes["attributes"] = {
+            "before": sorted(old),
+            "after": sorted(new),
+            "added": [new[name] for name in sorted(set(new) - set(old))],
+            "removed": [old[name] for name in sorted(set(old) - set(new))],
+        }
+    rank_before, rank_after, conf_before, conf_after = {}, {}, {}, {}
+    for name in sorted(set(old) & set(new)):
+        if old[name]["rank"] != new[name]["rank"]:
+            rank_before[name], rank_after[name] = old[name]["rank"], new[name]["rank"]
+        if confidence_changed(old[name]["confidence"], new[name]["confidence"], threshold):
+            conf_before[name], conf_after[name] = old[name]["confidence"], new[name]["confidence"]
+    if rank_before:
+        changes["rank"] = {"before": rank_before, "after": rank_after}
+    if conf_before:
+        changes["confidence"] = {"before": conf_before, "after": conf_after}
+    return changes
+
+
+def confidence_changed(before: float | None, after: float | None, threshold: float) -> bool:
+    """True when a confidence appeared, vanished, or moved by strictly more than ``threshold``."""
+    if before is None or after is None:
+        return before is not after
+    return round(abs(after - before), _DECIMALS) > threshold
+
+
+def _first_by_name(attributes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for attribute in attributes:
+        out.setdefault(attribute["name"], attribute)
+    return out
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def _none_last(value: Any) -> tuple[bool, str]:
+    return (value is None, "" if value is None else str(value))
+
+
+def _pair_key(pair: tuple[str, Any]) -> tuple[str, tuple[bool, str]]:
+    return (pair[0], _none_last(pair[1]))
+
+
+def _tag_key(tag: dict[str, Any]) -> tuple[str, tuple[bool, str]]:
+    return (tag["tagName"], _none_last(tag["tagValue"]))
+
+
+def _attribute_key(attribute: dict[str, Any]) -> tuple[str, tuple[bool, str]]:
+    return (attribute["name"], _none_last(attribute["rank"]))

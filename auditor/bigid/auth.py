@@ -1,0 +1,174 @@
+"""Which ``Authorization`` header to send, and when to change it: the three schemes and ``auto``.
+
+* ``bearer``: ``Authorization: Bearer <key>`` (the Cluster Analysis tutorial).
+* ``raw``: ``Authorization: <key>`` (every real client and tenant, reference §1.4).
+* ``refresh``: the key is a long-lived *user token*; ``GET /api/v1/refresh-access-token`` (sent
+  with the raw user token) returns a short-lived ``systemToken`` that is sent raw on data calls
+  (reference §1.2). It is exchanged again ahead of its JWT ``exp``, and once on a 401 mid-run.
+* ``auto``: a key whose JWT payload says ``type: refresh-token`` is exchanged first; any other key is
+  tried as Bearer (as the tutorial documents), then bare on a 401, then exchanged as the last resort.
+  The first scheme that gets a non-401 answer is kept for the rest of the run
+  (:attr:`Authenticator.scheme_used`).
+
+The state is shared by every worker thread of a client: changes happen under one lock and carry a
+generation number, so that when several workers see the same 401 only one of them re-exchanges and
+the others retry with the new token. Every key and token is registered with
+:func:`auditor.secrets.register` and none is ever put in a message or a log record.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from auditor import secrets
+
+SCHEMES = ("auto", "bearer", "raw", "refresh")
+REFRESH_PATH = "/api/v1/refresh-access-token"
+NO_EXP_LIFETIME = 3600.0  # a session token without ``exp`` is renewed at least hourly (§9.3)
+REFRESH_MARGIN = 120.0  # renew this long before ``exp`` (less for very short-lived tokens)
+
+
+def jwt_payload(token: str) -> dict[str, Any] | None:
+    """The payload of a JWT, decoded without verification (we only read ``type`` and ``exp``)."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1]:
+        return None
+    try:
+        padded = parts[1] + "=" * (-len(parts[1]) % 4)
+        payload = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError, orjson.JSONDecodeError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def is_user_token(token: str) -> bool:
+    """True for a BigID user token (a JWT whose payload ``type`` is ``refresh-token``)."""
+    payload = jwt_payload(token)
+    return bool(payload) and str(payload.get("type", "")).lower() == "refresh-token"
+
+
+def token_expiry(token: str) -> float | None:
+    """The JWT ``exp`` claim as a UNIX time, if there is one."""
+    payload = jwt_payload(token)
+    if not payload:
+        return None
+    exp = payload.get("exp")
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        return float(exp)
+    return None
+
+
+class ExchangeRefused(Exception):
+    """The refresh endpoint refused the user token (401, or ``success: false`` under 200)."""
+
+
+@dataclass
+class _Session:
+    token: str
+    obtained_at: float
+    expires_at: float | None
+
+
+class Authenticator:
+    """Produces the header for each request and reacts to 401s. Thread-safe.
+
+    ``exchange`` is a callable doing ``GET /api/v1/refresh-access-token`` with the raw user token and
+    returning the session token (the client supplies it, so that the exchange goes through the same
+    transport, retries and TLS settings as every other call).
+    """
+
+    def __init__(self, key: str, scheme: str, exchange: Callable[[str], str]) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown auth scheme {scheme!r}")
+        secrets.register(key)
+        self._key = key
+        self._exchange_call = exchange
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._session: _Session | None = None
+        self.exchanges = 0  # how many times the key was exchanged for a session token
+        self.requested = scheme
+        if scheme == "auto":
+            self._candidates = (
+                ["refresh", "raw", "bearer"] if is_user_token(key) else ["bearer", "raw", "refresh"]
+            )
+        else:
+            self._candidates = [scheme]
+        self._index = 0
+        self.scheme_used: str | None = None  # set once a request was accepted
+        self.tried: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"Authenticator(requested={self.requested!r}, used={self.scheme_used!r})"
+
+    @property
+    def current(self) -> str:
+        return self._candidates[self._index]
+
+    # -- headers -------------------------------------------------------------------------------
+
+    def header(self) -> tuple[str, int]:
+        """``(Authorization value, generation)`` for the next request."""
+        with self._lock:
+            scheme = self.current
+            if scheme not in self.tried:
+                self.tried.append(scheme)
+            if scheme == "bearer":
+                return f"Bearer {self._key}", self._generation
+            if scheme == "raw":
+                return self._key, self._generation
+            if self._session is None or self._due(self._session):
+                self._renew_locked()
+            assert self._session is not None
+            return self._session.token, self._generation
+
+    @staticmethod
+    def _due(session: _Session) -> bool:
+        now = time.time()
+        if session.expires_at is None:
+            return now - session.obtained_at >= NO_EXP_LIFETIME
+        lifetime = max(session.expires_at - session.obtained_at, 0.0)
+        margin = min(REFRESH_MARGIN, lifetime / 10)
+        return now >= session.expires_at - margin
+
+    def _renew_locked(self) -> None:
+        token = self._exchange_call(self._key)
+        secrets.register(token)
+        self.exchanges += 1
+        self._session = _Session(token, time.time(), token_expiry(token))
+        self._generation += 1
+
+    # -- reacting ------------------------------------------------------------------------------
+
+    def accepted(self, generation: int) -> None:
+        """A request sent with ``generation``'s header was not refused: keep that scheme."""
+        if self.scheme_used is None:
+            with self._lock:
+                if self.scheme_used is None and generation == self._generation:
+                    self.scheme_used = self.current
+
+    def unauthorized(self, generation: int) -> bool:
+        """A request sent with ``generation``'s header got a 401. True: retry with a new header.
+
+        Before any scheme was accepted, ``auto`` moves to the next candidate. Once the session scheme
+        was accepted, the session token is exchanged again (once for all workers that saw the same
+        401). A bearer or raw key that was accepted and is now refused cannot be fixed: False.
+        """
+        with self._lock:
+            if generation != self._generation:
+                return True  # another worker already changed the header
+            if self.scheme_used is None and self._index + 1 < len(self._candidates):
+                self._index += 1
+                self._generation += 1
+                return True
+            if self.current == "refresh" and self.scheme_used == "refresh":
+                self._renew_locked()
+                return True
+            return False

@@ -1,0 +1,705 @@
+"""The BigID REST client: one pooled ``requests`` session, auth, retries, envelopes, paging, errors.
+
+:class:`BigIDClient` talks to the two Cluster Analysis endpoints (``GET /api/v1/clusters`` and
+``GET /api/v1/data-catalog/column/cluster/similar``) and to the token exchange. What it does, and
+where the rules come from (``shared/seed/cluster-analysis-api-tutorial.txt``,
+``shared/reference/bigid-api.md``):
+
+* auth: :mod:`auditor.bigid.auth` (Bearer, raw, session exchange, ``auto``);
+* transport: per-request connect/read timeouts; 429 honours ``Retry-After`` (seconds or an HTTP
+  date, capped); 500/502/503/504, an HTML gateway page under 200, connection resets and timeouts are
+  retried with exponential backoff and full jitter, bounded in attempts and in total time; TLS is
+  verified unless ``verify=False`` (which logs a warning);
+* envelopes: :mod:`auditor.bigid.envelope` (the shapes seen are recorded in :attr:`envelopes`);
+* paging: :mod:`auditor.bigid.paging`; a snapshot never sends ``ignoreLimit`` or ``sample``;
+* errors: the tutorial's troubleshooting table, as :mod:`auditor.errors` classes whose messages name
+  the URL path, the status and the cluster, never the key. ``requests``' own exception texts are set
+  aside (they may carry URLs and internals); messages are built here and scrubbed once more.
+
+A client is safe to share between the worker threads of one snapshot.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import requests
+from pydantic import TypeAdapter, ValidationError
+from requests.adapters import HTTPAdapter
+
+from auditor import secrets
+from auditor.bigid.auth import REFRESH_PATH, SCHEMES, Authenticator
+from auditor.bigid.envelope import (
+    ErrorUnder200,
+    NotJson,
+    UnknownEnvelope,
+    check_error_under_200,
+    error_message,
+    parse_body,
+    unwrap,
+)
+from auditor.bigid.models import Cluster, Column
+from auditor.bigid.paging import NoProgress, PagingStats, RawPage, paginate
+from auditor.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    NetworkError,
+    NotFoundError,
+    PayloadError,
+)
+
+log = logging.getLogger("auditor.bigid")
+
+CLUSTERS_PATH = "/api/v1/clusters"
+COLUMNS_PATH = "/api/v1/data-catalog/column/cluster/similar"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+KEY_HINT = (
+    "set BIGID_TOKEN (or --token-file FILE) to a valid BigID API key; if the tenant wants another "
+    "header form, pass --auth-scheme bearer|raw|refresh"
+)
+
+_clusters_adapter = TypeAdapter(list[Cluster])
+_columns_adapter = TypeAdapter(list[Column])
+
+ColumnRow = tuple[Column, dict[str, Any]]
+ClusterRow = tuple[Cluster, dict[str, Any]]
+
+
+@dataclass
+class ClientOptions:
+    """How to reach and talk to a tenant. ``token`` is hidden from ``repr``."""
+
+    url: str
+    token: str = field(repr=False)
+    auth_scheme: str = "auto"
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    ca_bundle: str | None = None
+    verify: bool = True
+    max_retries: int = 5
+    max_retry_time: float = 120.0
+    page_size: int = 1000
+    cluster_id_param: str = "clusterId"
+    cluster_id_fallback: bool = True  # on 400/422, try ``cluster_id`` once (reference §9.21)
+    workers: int = 4
+    max_pages: int = 10_000  # per listing; reaching it fails the listing
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    retry_after_cap: float = 60.0
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in vars(self).items() if name != "token")
+        return f"ClientOptions({shown}, token='***')"
+
+
+@dataclass
+class ColumnsPage:
+    """One answer of the similar-columns endpoint (``auditor columns``)."""
+
+    rows: list[ColumnRow]
+    total: int | None
+    shape: str
+
+
+def public_url(url: str) -> str:
+    """``scheme://host[:port]/path`` of ``url``: no user, password, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+class _Failure:
+    """Why one attempt failed in a retryable way (for the final message)."""
+
+    def __init__(self, reason: str, *, status: int | None, network: bool) -> None:
+        self.reason, self.status, self.network = reason, status, network
+
+
+class BigIDClient:
+    """A client for one tenant. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, options: ClientOptions) -> None:
+        if options.auth_scheme not in SCHEMES:
+            raise ConfigError(f"--auth-scheme {options.auth_scheme!r} is not one of {', '.join(SCHEMES)}")
+        parts = urlsplit(options.url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"the BigID URL {public_url(options.url or '')!r} is not an http(s) URL",
+                hint="pass --url https://your-tenant.example.net (or set BIGID_URL)",
+            )
+        if parts.username or parts.password:
+            raise ConfigError(
+                "the BigID URL must not carry credentials", hint="pass the API key through BIGID_TOKEN"
+            )
+        if not options.token:
+            raise ConfigError("no BigID API key", hint=KEY_HINT)
+        if options.page_size < 1:
+            raise ConfigError("--page-size must be at least 1")
+        secrets.register(options.token)
+        self.options = options
+        self.base_url = public_url(options.url)
+        self.session = requests.Session()
+        pool = max(options.workers * 2, 10)
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0, pool_block=False)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"Accept": "application/json", "User-Agent": _user_agent()})
+        self.session.trust_env = True
+        if options.ca_bundle:
+            bundle = Path(options.ca_bundle).expanduser()
+            if not bundle.exists():
+                raise ConfigError(f"--ca-bundle: {bundle} does not exist")
+            self._verify: bool | str = str(bundle)
+        else:
+            self._verify = options.verify
+        if self._verify is False:
+            log.warning(
+                "TLS certificate verification is OFF (--insecure): the connection to %s can be "
+                "intercepted; use --ca-bundle for a private CA instead",
+                self.base_url,
+            )
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self.auth = Authenticator(options.token, options.auth_scheme, self._exchange)
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self.requests = 0
+        self.retries = 0
+        self.envelopes: dict[str, set[str]] = {"clusters": set(), "columns": set()}
+        self.cluster_id_param = options.cluster_id_param
+        self.last_cluster_paging: PagingStats | None = None
+
+    def __repr__(self) -> str:
+        return f"BigIDClient(url={self.base_url!r}, auth={self.auth!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> BigIDClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop waiting in backoffs and close the pooled connections."""
+        self._closing.set()
+        self.session.close()
+
+    def cancel(self) -> None:
+        """Make every request in a backoff (or about to start) give up (a snapshot is failing)."""
+        self._closing.set()
+
+    def resume(self) -> None:
+        """Undo :meth:`cancel` once the cancelled work has stopped."""
+        if self.session is not None:
+            self._closing.clear()
+
+    @property
+    def auth_scheme_used(self) -> str | None:
+        """``bearer``, ``raw`` or ``refresh``: the scheme the tenant accepted (None before a request)."""
+        return self.auth.scheme_used
+
+    # -- clusters ------------------------------------------------------------------------------
+
+    def list_clusters(self, filter: str | None = None) -> list[ClusterRow]:
+        """Every cluster (de-duplicated by id) as ``(Cluster, raw dict)``, in the API's order."""
+        stats = PagingStats()
+        self.last_cluster_paging = stats
+
+        def fetch(skip: int, limit: int) -> RawPage[ClusterRow]:
+            params: dict[str, Any] = {"limit": limit, "skip": skip}
+            if filter:
+                params["filter"] = filter
+            body = self._request(CLUSTERS_PATH, params, filter=filter)
+            envelope = self._unwrap(body, "clusters", CLUSTERS_PATH, None)
+            return RawPage(self._validate_clusters(envelope.rows, skip), envelope.total, envelope.shape)
+
+        out: list[ClusterRow] = []
+        try:
+            for page in paginate(
+                fetch,
+                limit=self.options.page_size,
+                key=lambda row: row[0].id,
+                stats=stats,
+                max_pages=self.options.max_pages,
+                on_repeat="stop",
+            ):
+                out.extend(page)
+        except NoProgress as exc:
+            raise ApiError(
+                f"GET {CLUSTERS_PATH}: paging made no progress: {exc}",
+                hint="the server may ignore limit/skip; try a narrower --filter or a larger --page-size",
+            ) from None
+        return out
+
+    # -- columns -------------------------------------------------------------------------------
+
+    def get_columns(
+        self,
+        cluster_id: str,
+        *,
+        limit: int | None = None,
+        skip: int | None = None,
+        filter: str | None = None,
+        search_text: str | None = None,
+        sort: str | None = None,
+        offset_key: str | None = None,
+        ignore_limit: bool | None = None,
+        sample: int | None = None,
+    ) -> ColumnsPage:
+        """One request with exactly the given parameters (``auditor columns``)."""
+        params: dict[str, Any] = {}
+        for name, value in (
+            ("limit", limit),
+            ("skip", skip),
+            ("filter", filter),
+            ("searchText", search_text),
+            ("sort", sort),
+            ("offsetKey", offset_key),
+            ("sample", sample),
+        ):
+            if value is not None and value != "":
+                params[name] = value
+        if ignore_limit is not None:
+            params["ignoreLimit"] = "true" if ignore_limit else "false"
+        body = self._columns_request(cluster_id, params)
+        envelope = self._unwrap(body, "columns", COLUMNS_PATH, cluster_id)
+        rows = self._validate_columns(envelope.rows, cluster_id, skip or 0)
+        return ColumnsPage(rows, envelope.total, envelope.shape)
+
+    def iter_columns(self, cluster_id: str, **params: Any) -> Iterator[ColumnRow]:
+        """The ``(Column, raw dict)`` rows of one :meth:`get_columns` answer."""
+        yield from self.get_columns(cluster_id, **params).rows
+
+    def fetch_all_columns(
+        self, cluster_id: str, *, size: int | None = None, page_size: int | None = None
+    ) -> ColumnFetch:
+        """Every column of a cluster, page after page; iterate it, then read ``.stats``.
+
+        ``size`` is the cluster's announced size: when it agrees with ``totalCount`` the listing can
+        end without a confirming request.
+        """
+        return ColumnFetch(self, cluster_id, page_size or self.options.page_size, size)
+
+    def _columns_request(self, cluster_id: str, params: dict[str, Any]) -> Any:
+        name = self.cluster_id_param
+        try:
+            return self._request(COLUMNS_PATH, {name: cluster_id, **params}, cluster_id=cluster_id)
+        except ApiError as first:
+            if not (
+                self.options.cluster_id_fallback
+                and name == "clusterId"
+                and first.status in (400, 422)
+                and type(first) is ApiError
+            ):
+                raise
+            try:
+                body = self._request(
+                    COLUMNS_PATH, {"cluster_id": cluster_id, **params}, cluster_id=cluster_id
+                )
+            except ApiError:
+                raise first from None
+            log.warning("the tenant wants the cluster id as 'cluster_id'; using it from now on")
+            self.cluster_id_param = "cluster_id"
+            return body
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def _unwrap(self, body: Any, kind: str, path: str, cluster_id: str | None) -> Any:
+        try:
+            envelope = unwrap(body)
+        except ErrorUnder200 as exc:  # already handled by the transport; kept for safety
+            raise ApiError(
+                f"GET {path}: the server reported an error: {secrets.scrub(exc.message)}"
+            ) from None
+        except UnknownEnvelope as exc:
+            where = f"cluster {cluster_id}: " if cluster_id else ""
+            raise PayloadError(
+                f"{where}GET {path} answered {exc.description}",
+                hint="this response shape is not supported yet; re-run with --verbose and report it",
+            ) from None
+        with self._lock:
+            self.envelopes[kind].add(envelope.shape)
+        return envelope
+
+    @staticmethod
+    def _validate_clusters(rows: list[Any], skip: int) -> list[ClusterRow]:
+        try:
+            models = _clusters_adapter.validate_python(rows)
+        except ValidationError as exc:
+            index, field_path, message = _first_error(exc)
+            raw = rows[index] if index is not None and index < len(rows) else None
+            ident = _field(raw, ("id", "clusterId", "_id", "cluster_id"))
+            label = f"cluster {skip + index}" if index is not None else "a cluster"
+            if ident is not None:
+                label += f" ({ident})"
+            raise PayloadError(
+                f"GET {CLUSTERS_PATH}: {label}: {field_path}: {message}",
+                hint="the payload does not fit the Cluster model; re-run with --verbose and report it",
+            ) from None
+        return list(zip(models, rows, strict=True))
+
+    @staticmethod
+    def _validate_columns(rows: list[Any], cluster_id: str, skip: int) -> list[ColumnRow]:
+        try:
+            models = _columns_adapter.validate_python(rows)
+        except ValidationError as exc:
+            index, field_path, message = _first_error(exc)
+            raw = rows[index] if index is not None and index < len(rows) else None
+            fqn = _field(raw, ("fullyQualifiedName", "fully_qualified_name", "fqn"))
+            label = f"column {skip + index}" if index is not None else "a column"
+            if fqn is not None:
+                label += f" ({fqn})"
+            raise PayloadError(
+                f"cluster {cluster_id}: {label}: {field_path}: {message}",
+                hint="the payload does not fit the Column model; re-run with --verbose and report it",
+            ) from None
+        return list(zip(models, rows, strict=True))
+
+    # -- auth ----------------------------------------------------------------------------------
+
+    def _exchange(self, user_token: str) -> str:
+        """``GET /api/v1/refresh-access-token`` with the raw user token → the session token."""
+        status, body = self._send(REFRESH_PATH, {}, user_token)
+        if status == 200 and isinstance(body, dict):
+            token = _session_token(body)
+            if token:
+                secrets.register(token)
+                return token
+            raise PayloadError(
+                f"GET {REFRESH_PATH} answered 200 without a systemToken",
+                hint="the tenant's token exchange is not the documented one; try --auth-scheme raw",
+            )
+        if status in (200, 401, 403):
+            raise AuthError(
+                f"the BigID user token was refused by GET {REFRESH_PATH} (HTTP {status}): it is invalid "
+                "or expired, or its user was not saved after the token was generated",
+                hint="generate a new token (Administration → Access Management → user → Tokens), save the "
+                "user, and set BIGID_TOKEN",
+                status=401,
+            )
+        raise self._http_error(status, body, REFRESH_PATH, None, None)
+
+    def _header(self) -> tuple[str, int]:
+        try:
+            return self.auth.header()
+        except ApiError as exc:
+            # ``auto`` reaches the exchange only as the last resort: a refusal there (or a tenant
+            # without the endpoint) means the key itself is wrong.
+            if self.auth.requested == "auto" and (isinstance(exc, AuthError) or exc.status == 404):
+                raise self._unauthorized() from None
+            raise
+
+    def _unauthorized(self) -> AuthError:
+        tried = ", ".join(self.auth.tried) or self.auth.requested
+        return AuthError(
+            f"the API key is missing or invalid (HTTP 401; auth scheme tried: {tried})",
+            hint=KEY_HINT,
+            status=401,
+        )
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _request(
+        self, path: str, params: dict[str, Any], *, cluster_id: str | None = None, filter: str | None = None
+    ) -> Any:
+        """GET ``path`` with auth handling; the parsed body of a 200, or an error."""
+        auth_retries = 0
+        while True:
+            header, generation = self._header()
+            status, body = self._send(path, params, header)
+            if status == 401:
+                allowed = 1 if self.auth.scheme_used else len(SCHEMES)
+                auth_retries += 1
+                if auth_retries <= allowed and self.auth.unauthorized(generation):
+                    log.debug("HTTP 401 on %s; trying the next credential form", path)
+                    continue
+                raise self._unauthorized()
+            self.auth.accepted(generation)
+            if status == 200:
+                return body
+            raise self._http_error(status, body, path, cluster_id, filter)
+
+    def _send(self, path: str, params: dict[str, Any], authorization: str) -> tuple[int, Any]:
+        """One logical request with retries: ``(status, body)`` of the first non-retryable answer.
+
+        A 200 carrying an auth error comes back as ``(401, body)``.
+        """
+        url = self.base_url + path
+        started = time.monotonic()
+        attempt = 0
+        query = urlencode(params)
+        while True:
+            attempt += 1
+            if self._closing.is_set():
+                raise NetworkError(f"GET {path}: cancelled")
+            retry_after: float | None = None
+            t0 = time.monotonic()
+            try:
+                response = self.session.get(
+                    url,
+                    params=params,
+                    headers={"Authorization": authorization},
+                    timeout=(self.options.connect_timeout, self.options.read_timeout),
+                    verify=self._verify,
+                )
+                content = response.content
+            except requests.exceptions.SSLError:
+                raise NetworkError(
+                    f"GET {path}: the TLS certificate of {self.base_url} could not be verified",
+                    hint="for a private CA pass --ca-bundle FILE (or, at your own risk, --insecure)",
+                ) from None
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                self._count(retry=False)
+                failure = _Failure(self._describe(exc), status=None, network=True)
+                log.debug("GET %s?%s -> %s after %.0f ms", path, query, failure.reason, _ms(t0))
+            else:
+                self._count(retry=False)
+                status = response.status_code
+                log.debug("GET %s?%s -> %s in %.0f ms", path, query, status, _ms(t0))
+                if status == 200:
+                    try:
+                        body = parse_body(content)
+                        check_error_under_200(body)
+                    except NotJson as exc:
+                        if not exc.gateway:
+                            raise PayloadError(
+                                f"GET {path} answered 200 with a body that is not JSON: "
+                                f"{secrets.scrub(exc.snippet)!r}",
+                                hint="check that --url is the base URL of a BigID tenant",
+                            ) from None
+                        failure = _Failure("an HTML gateway page under HTTP 200", status=502, network=False)
+                    except ErrorUnder200 as exc:
+                        if exc.auth:
+                            return 401, body
+                        failure = _Failure(
+                            f"HTTP 200 with an error body ({secrets.scrub(exc.message)})",
+                            status=500,
+                            network=False,
+                        )
+                    else:
+                        return 200, body
+                elif status in RETRY_STATUSES:
+                    failure = _Failure(f"HTTP {status}", status=status, network=False)
+                    if status in (429, 503):
+                        retry_after = self._retry_after(response.headers.get("Retry-After"))
+                else:
+                    return status, _lenient_body(content)
+            elapsed = time.monotonic() - started
+            if retry_after is not None:
+                delay = retry_after
+            else:
+                ceiling = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
+                delay = random.uniform(0, ceiling)
+            if attempt > self.options.max_retries or elapsed + delay > self.options.max_retry_time:
+                raise self._exhausted(path, failure, attempt, elapsed)
+            self._count(retry=True)
+            log.debug("retrying GET %s in %.2f s (%s, attempt %d)", path, delay, failure.reason, attempt)
+            if self._closing.wait(delay):
+                raise NetworkError(f"GET {path}: cancelled")
+
+    def _count(self, *, retry: bool) -> None:
+        with self._lock:
+            if retry:
+                self.retries += 1
+            else:
+                self.requests += 1
+
+    def _retry_after(self, value: str | None) -> float | None:
+        """``Retry-After`` in seconds (a number or an HTTP date), capped; None when absent or bad."""
+        if not value:
+            return None
+        value = value.strip()
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - datetime.now(UTC)).total_seconds()
+        return min(max(seconds, 0.0), self.options.retry_after_cap)
+
+    def _describe(self, exc: Exception) -> str:
+        """A message for a transport failure, built without the exception's own text."""
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return f"timed out connecting (connect timeout {self.options.connect_timeout:g} s)"
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return f"timed out waiting for the answer (read timeout {self.options.read_timeout:g} s)"
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            return "the connection broke while reading the answer"
+        text = repr(exc).lower()
+        if "refused" in text:
+            return "connection refused"
+        if "reset" in text or "aborted" in text or "remotedisconnected" in text:
+            return "connection reset"
+        if "name or service not known" in text or "nodename nor servname" in text or "resolve" in text:
+            return f"cannot resolve the host of {self.base_url}"
+        return "connection failed"
+
+    def _exhausted(self, path: str, failure: _Failure, attempts: int, elapsed: float) -> ApiError:
+        spent = f"{attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f} s"
+        if failure.network:
+            return NetworkError(
+                f"GET {path} failed: {failure.reason} ({spent})",
+                hint="check --url / BIGID_URL and the network; a slow tenant may need a larger "
+                "--read-timeout",
+            )
+        return ApiError(
+            f"GET {path} failed: {failure.reason} ({spent})",
+            hint="the BigID server is overloaded or failing; wait a moment and retry, "
+            "and contact BigID support if it persists",
+            status=failure.status,
+        )
+
+    def _http_error(
+        self, status: int, body: Any, path: str, cluster_id: str | None, filter: str | None
+    ) -> ApiError:
+        detail = error_message(body)
+        said = f": {secrets.scrub(detail)}" if detail else ""
+        where = f"HTTP {status} from GET {path}"
+        if status == 400 and detail and "unable to locate" in detail.lower():
+            status = 404
+        if status == 400:
+            if cluster_id is not None:
+                return ApiError(
+                    f"the API says cluster id {cluster_id!r} is malformed ({where}){said}",
+                    hint="check the cluster id; list the valid ids with: auditor clusters",
+                    status=400,
+                )
+            about = f" with filter {filter!r}" if filter else ""
+            return ApiError(
+                f"the API rejected the request{about} ({where}){said}",
+                hint="check --filter (e.g. size=20)" if filter else None,
+                status=400,
+            )
+        if status == 403:
+            return AuthError(
+                f"the API key lacks permission for GET {path} (HTTP 403){said}",
+                hint="ask a BigID administrator to grant the key's user access to Cluster Analysis and "
+                "the Data Catalog",
+                status=403,
+            )
+        if status == 404:
+            if cluster_id is not None:
+                return NotFoundError(
+                    f"cluster {cluster_id!r} was not found ({where}){said}",
+                    hint="list the valid cluster ids with: auditor clusters",
+                    status=404,
+                )
+            return NotFoundError(
+                f"GET {path} was not found (HTTP 404){said}",
+                hint="check that --url / BIGID_URL is the base URL of a BigID tenant (without /api/v1)",
+                status=404,
+            )
+        if status == 422:
+            return ApiError(
+                f"the API could not process the request ({where}){said}",
+                hint="simplify the --filter expression (quote values, avoid double quotes inside them)",
+                status=422,
+            )
+        return ApiError(f"GET {path} failed ({where}){said}", status=status)
+
+
+class ColumnFetch:
+    """Iterating yields each page's new ``(Column, raw)`` rows; :attr:`stats` holds the counts.
+
+    ``skip`` advances by the rows received; the stop rules are :func:`auditor.bigid.paging.paginate`'s.
+    Only ``clusterId``, ``limit`` and ``skip`` are sent (never ``ignoreLimit`` or ``sample``).
+    """
+
+    def __init__(self, client: BigIDClient, cluster_id: str, page_size: int, size: int | None) -> None:
+        self.client = client
+        self.cluster_id = cluster_id
+        self.page_size = page_size
+        self.size = size
+        self.stats = PagingStats()
+
+    def _fetch(self, skip: int, limit: int) -> RawPage[ColumnRow]:
+        client = self.client
+        body = client._columns_request(self.cluster_id, {"limit": limit, "skip": skip})
+        envelope = client._unwrap(body, "columns", COLUMNS_PATH, self.cluster_id)
+        rows = client._validate_columns(envelope.rows, self.cluster_id, skip)
+        return RawPage(rows, envelope.total, envelope.shape)
+
+    def __iter__(self) -> Iterator[list[ColumnRow]]:
+        try:
+            yield from paginate(
+                self._fetch,
+                limit=self.page_size,
+                key=lambda row: row[0].fullyQualifiedName,
+                stats=self.stats,
+                max_pages=self.client.options.max_pages,
+                on_repeat="fail",
+                expected=self.size,
+            )
+        except NoProgress as exc:
+            raise ApiError(
+                f"cluster {self.cluster_id}: GET {COLUMNS_PATH} made no progress: {exc}",
+                hint="the server may ignore skip/limit; nothing was stored for this cluster as complete",
+            ) from None
+
+
+def _first_error(exc: ValidationError) -> tuple[int | None, str, str]:
+    """(row index, dotted field path, message) of the first problem pydantic found."""
+    error = exc.errors(include_url=False)[0]
+    loc = list(error.get("loc", ()))
+    index = loc.pop(0) if loc and isinstance(loc[0], int) else None
+    path = ".".join(str(part) for part in loc) or "(record)"
+    return index, path, str(error.get("msg", "invalid"))
+
+
+def _field(raw: Any, names: tuple[str, ...]) -> Any:
+    if isinstance(raw, dict):
+        for name in names:
+            if raw.get(name) not in (None, ""):
+                return raw[name]
+    return None
+
+
+def _session_token(body: dict[str, Any]) -> str | None:
+    for container in (body, body.get("data") if isinstance(body.get("data"), dict) else {}):
+        for key in ("systemToken", "auth_token", "token", "access_token", "accessToken"):
+            value = container.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def _lenient_body(content: bytes) -> Any:
+    """The body of an error answer: JSON, else its first words (nothing for an HTML page)."""
+    try:
+        return parse_body(content)
+    except NotJson as exc:
+        return None if exc.gateway else exc.snippet
+
+
+def _ms(t0: float) -> float:
+    return (time.monotonic() - t0) * 1000
+
+
+def _user_agent() -> str:
+    from auditor import __version__
+
+    return f"cluster-auditor/{__version__}"

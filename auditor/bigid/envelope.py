@@ -1,0 +1,179 @@
+"""Reading a BigID response body: JSON by body, the envelope variants, and errors hidden under 200.
+
+BigID has no single envelope (``shared/reference/bigid-api.md`` §0, §9 items 4, 8 and 9). This module
+turns any of the shapes public sources show into ``(rows, total, shape)``:
+
+* a bare array (the tutorial's ``/clusters``),
+* ``{results: [...], totalCount}`` (the tutorial's similar-columns),
+* ``{data: [...]}``, ``{data: {clusters|results|columns|<plural>: [...], totalCount}}``,
+* the status wrapper ``{status, statusCode, data, message}`` around either,
+* ``{clusters: [...]}`` / ``{columns: [...]}`` at the top level.
+
+It also recognises what must not be read as data: ``success: false`` or ``status: "error"`` under
+HTTP 200 (an authentication message becomes an auth failure), and an HTML gateway page under 200
+(treated as a 502 so that the transport retries it). ``totalRowsCounter`` is never a total (§7.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# Keys under which a list of records may sit, most specific first.
+_LIST_KEYS = ("results", "clusters", "columns", "items", "records")
+_TOTAL_KEYS = ("totalCount", "total_count", "total")
+_AUTH_WORDS = ("token", "authenticat", "unauthori", "api key", "apikey", "credential")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The records of one response, the total it announced (if any) and the shape it came in."""
+
+    rows: list[Any]
+    total: int | None
+    shape: str
+
+
+class NotJson(Exception):
+    """The body is not JSON. ``gateway`` is true when it looks like an HTML gateway/error page."""
+
+    def __init__(self, gateway: bool, snippet: str) -> None:
+        super().__init__(snippet)
+        self.gateway = gateway
+        self.snippet = snippet
+
+
+class ErrorUnder200(Exception):
+    """A body that reports an error although the HTTP status was 200."""
+
+    def __init__(self, message: str, *, auth: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.auth = auth
+
+
+class UnknownEnvelope(Exception):
+    """A JSON body whose records could not be found."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+def parse_body(content: bytes) -> Any:
+    """Parse JSON whatever the ``Content-Type`` says; raise :class:`NotJson` otherwise."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        head = content[:512].lstrip().lower()
+        gateway = head.startswith((b"<", b"<!doctype")) or b"<html" in head
+        snippet = _snippet(content)
+        raise NotJson(gateway, snippet) from None
+
+
+def _snippet(content: bytes) -> str:
+    text = content[:200].decode("utf-8", "replace")
+    return " ".join(text.split())[:120]
+
+
+def error_message(body: Any) -> str | None:
+    """The human message of an error body (``error``, ``message``, ``detail``), one line, if any."""
+    if isinstance(body, dict):
+        for key in ("error", "message", "detail", "msg"):
+            value = body.get(key)
+            if isinstance(value, str) and value.strip():
+                return " ".join(value.split())[:200]
+            if isinstance(value, dict):
+                nested = error_message(value)
+                if nested:
+                    return nested
+    elif isinstance(body, str) and body.strip():
+        return " ".join(body.split())[:200]
+    return None
+
+
+def is_auth_message(message: str | None) -> bool:
+    lowered = (message or "").lower()
+    return any(word in lowered for word in _AUTH_WORDS)
+
+
+def check_error_under_200(body: Any) -> None:
+    """Raise :class:`ErrorUnder200` for ``success: false`` or ``status: "error"`` bodies."""
+    if not isinstance(body, dict):
+        return
+    failed = body.get("success") is False or str(body.get("success")).lower() == "false"
+    status = body.get("status")
+    if isinstance(status, str) and status.lower() in ("error", "fail", "failure"):
+        failed = True
+    if failed:
+        message = error_message(body) or "the server reported an error"
+        raise ErrorUnder200(message, auth=is_auth_message(message))
+
+
+def _total(container: dict[str, Any]) -> int | None:
+    for key in _TOTAL_KEYS:
+        if key in container:
+            return coerce_count(container[key])
+    return None
+
+
+def coerce_count(value: Any) -> int | None:
+    """A count sent as a number or a numeric string; anything else means "not given"."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() and number >= 0 else None
+    return None
+
+
+def unwrap(body: Any) -> Envelope:
+    """Find the records in ``body``; raise :class:`ErrorUnder200` or :class:`UnknownEnvelope`."""
+    if isinstance(body, list):
+        return Envelope(body, None, "array")
+    if not isinstance(body, dict):
+        raise UnknownEnvelope(f"a JSON {type(body).__name__} instead of a list or an object")
+    check_error_under_200(body)
+    wrapped = "statusCode" in body or ("status" in body and "data" in body)
+    prefix = "status+" if wrapped else ""
+    for key in _LIST_KEYS:
+        value = body.get(key)
+        if isinstance(value, list):
+            return Envelope(value, _total(body), f"{prefix}{key}")
+    if "data" in body:
+        data = body["data"]
+        if data is None:
+            return Envelope([], _total(body), f"{prefix}data")
+        if isinstance(data, list):
+            return Envelope(data, _total(body), f"{prefix}data")
+        if isinstance(data, dict):
+            for key in _LIST_KEYS:
+                value = data.get(key)
+                if isinstance(value, list):
+                    total = _total(data)
+                    return Envelope(
+                        value, total if total is not None else _total(body), f"{prefix}data.{key}"
+                    )
+            key = _single_list_key(data)
+            if key:
+                total = _total(data)
+                return Envelope(
+                    data[key], total if total is not None else _total(body), f"{prefix}data.{key}"
+                )
+    keys = ", ".join(sorted(map(str, body))[:8]) or "none"
+    raise UnknownEnvelope(f"an object without a list of records (keys: {keys})")
+
+
+def _single_list_key(data: dict[str, Any]) -> str:
+    """The one key of ``data`` holding a list of objects (``ds_connections``-style plurals), or ''."""
+    found = [k for k, v in data.items() if isinstance(v, list) and all(isinstance(i, dict) for i in v)]
+    return found[0] if len(found) == 1 else ""

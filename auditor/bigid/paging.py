@@ -1,0 +1,147 @@
+"""limit/skip pagination that never loses a record, never stores one twice and never loops forever.
+
+:func:`paginate` drives a ``fetch(skip, limit) -> RawPage`` callable (the client supplies one per
+endpoint) and yields the *new* records of each page, de-duplicated by key. The rules (issue 2 §1,
+reference §9 items 13-16):
+
+* ``skip`` advances by the rows received (repeats included: that is where the server's cursor is).
+* An empty page ends the listing.
+* With a total announced (``totalCount``), the listing ends when the distinct records fetched reach
+  it. A short page is *not* the end while the total says more exist: servers cap pages below
+  ``limit``. Totals can be understated, so reaching the total ends the listing at once only when a
+  second, independent announcement agrees (``expected``: the cluster's ``size``) and the last page
+  was shorter than the server's page size (``limit``, or the cap the server showed us); otherwise
+  one more page is asked for, and only an empty one ends the listing. A total that turns out wrong
+  (more records than announced) is ignored from then on and recorded as a mismatch.
+* Without a total, a page shorter than the page size ends the listing.
+* A page that adds nothing new *and* repeats the previous page means the server ignores ``skip``:
+  ``on_repeat="stop"`` ends the listing (clusters: the records are all there), ``"fail"`` raises
+  :class:`NoProgress` (columns: we cannot know what we missed). Several pages in a row that add
+  nothing new fail as well, and so does reaching ``max_pages``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+T = TypeVar("T")
+
+MAX_STALE_PAGES = 100  # pages in a row that add nothing new before we call it a loop
+# Identical pages in a row before we conclude the server ignores ``skip``. One is enough for pages of
+# several rows; a legitimate stream may repeat a single row back to back, so one-row pages get slack.
+SAME_PAGE_LIMIT = 1
+SAME_PAGE_LIMIT_SINGLE_ROW = 5
+
+
+@dataclass
+class RawPage(Generic[T]):
+    """One response: its records (already validated), the total it announced, its envelope shape."""
+
+    rows: Sequence[T]
+    total: int | None = None
+    shape: str | None = None
+
+
+@dataclass
+class PagingStats:
+    """What paging one listing found."""
+
+    pages: int = 0
+    requests: int = 0
+    rows_received: int = 0
+    fetched: int = 0  # distinct records yielded
+    duplicates: int = 0  # records received again (same key), not yielded twice
+    total: int | None = None  # the last total announced
+    total_wrong: bool = False  # the server returned more distinct records than it announced
+    shapes: set[str] = field(default_factory=set)
+    stopped_on_repeat: bool = False
+
+    @property
+    def total_mismatch(self) -> bool:
+        return self.total is not None and self.total != self.fetched
+
+
+class NoProgress(Exception):
+    """The server keeps answering without advancing (ignores ``skip``), or the page cap was hit."""
+
+
+def paginate(
+    fetch: Callable[[int, int], RawPage[T]],
+    *,
+    limit: int,
+    key: Callable[[T], Hashable],
+    stats: PagingStats,
+    max_pages: int = 10_000,
+    on_repeat: Literal["stop", "fail"] = "fail",
+    expected: int | None = None,
+) -> Iterator[list[T]]:
+    """Yield the new records of each page (pages that add nothing new are not yielded).
+
+    ``expected`` is an independent announcement of the number of records (a cluster's ``size``).
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    seen: set[Hashable] = set()
+    skip = 0
+    page_size = limit  # what a full page holds: ``limit``, or the cap the server showed us
+    previous_keys: list[Hashable] | None = None
+    stale = same = 0
+    confirming = False  # the total was reached; this page only checks that nothing follows
+    while True:
+        if stats.pages >= max_pages:
+            raise NoProgress(f"gave up after {max_pages} pages (the page cap) at skip={skip}")
+        page = fetch(skip, limit)
+        stats.pages += 1
+        stats.requests += 1
+        if page.shape:
+            stats.shapes.add(page.shape)
+        if page.total is not None:
+            stats.total = page.total
+        rows = list(page.rows)
+        if not rows:
+            return
+        keys = [key(row) for row in rows]
+        new: list[T] = []
+        for row_key, row in zip(keys, rows, strict=True):
+            if row_key in seen:
+                stats.duplicates += 1
+                continue
+            seen.add(row_key)
+            new.append(row)
+        stats.rows_received += len(rows)
+        stats.fetched += len(new)
+        if not new:
+            if confirming:
+                return  # past the total the server only repeats itself: the total was right
+            same = same + 1 if keys == previous_keys else 0
+            if same >= (SAME_PAGE_LIMIT if len(keys) > 1 else SAME_PAGE_LIMIT_SINGLE_ROW):
+                if on_repeat == "stop":
+                    stats.stopped_on_repeat = True
+                    return
+                raise NoProgress(f"the server returned the same page again at skip={skip} (it ignores skip)")
+            stale += 1
+            if stale >= MAX_STALE_PAGES:
+                raise NoProgress(f"{stale} pages in a row added no new record (last at skip={skip})")
+        else:
+            stale = same = 0
+            yield new
+        previous_keys = keys
+        skip += len(rows)
+        confirming = False
+        total = None if stats.total_wrong else stats.total
+        if total is not None and stats.fetched > total:
+            stats.total_wrong = True  # the total lied: from now on only an empty page ends the listing
+            continue
+        if total is not None:
+            if stats.fetched < total:
+                if len(rows) < page_size:
+                    page_size = len(rows)  # the server caps pages below ``limit``
+                continue
+            if len(rows) < page_size and expected == total:
+                return  # total reached on a short page, and the size agrees: the end
+            confirming = True  # one more request: an understated total must not lose rows
+            continue
+        if stats.total is None and len(rows) < limit:
+            return

@@ -1,0 +1,83 @@
+"""A one-line progress display on stderr for long fetches: clusters done/total, columns, rate.
+
+Shown only when the stream is a terminal and not silenced (``--quiet``); otherwise every call is a
+no-op, so callers never need to check. Redrawn with ``\\r`` at most a few times per second, from the
+single thread that writes the snapshot. No dependency beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    """``update()`` as work advances, ``close()`` at the end (clears the line)."""
+
+    def __init__(
+        self,
+        *,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        min_interval: float = 0.2,
+        label: str = "snapshot",
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty())
+        self.enabled = enabled
+        self.min_interval = min_interval
+        self.label = label
+        self.total_clusters: int | None = None
+        self.clusters_done = 0
+        self.columns = 0
+        self._started = time.monotonic()
+        self._last_draw = 0.0
+        self._width = 0
+
+    def start(self, total_clusters: int) -> None:
+        self.total_clusters = total_clusters
+        self._started = time.monotonic()
+        self._draw(force=True)
+
+    def add_columns(self, count: int) -> None:
+        self.columns += count
+        self._draw()
+
+    def cluster_done(self) -> None:
+        self.clusters_done += 1
+        self._draw()
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self._started
+        return self.columns / elapsed if elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        total = "?" if self.total_clusters is None else str(self.total_clusters)
+        return (
+            f"{self.label}: clusters {self.clusters_done}/{total}, columns {self.columns:,}, "
+            f"{self.rate():,.0f} columns/s"
+        )
+
+    def _draw(self, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_draw < self.min_interval:
+            return
+        self._last_draw = now
+        text = self.line()
+        padding = " " * max(self._width - len(text), 0)
+        self._width = len(text)
+        self.stream.write(f"\r{text}{padding}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Draw the final state and end the line."""
+        if not self.enabled:
+            return
+        self._draw(force=True)
+        self.stream.write("\n")
+        self.stream.flush()

@@ -1,0 +1,236 @@
+"""Taking a snapshot: every cluster and every column of a tenant into one new run of the store.
+
+:func:`take_snapshot` lists the clusters, then fetches each cluster's columns concurrently with a
+bounded pool of worker threads sharing the client's pooled session. Workers hand pages through a
+bounded queue to ONE writer, the calling thread, which feeds :class:`auditor.store.SnapshotWriter`
+(many pages per transaction). Memory therefore depends on the page size and the number of workers,
+never on the number of columns.
+
+The run becomes ``complete`` only when every cluster was fetched in full. Any failure (API, network,
+payload, store, Ctrl-C) cancels the remaining work, marks the run ``failed`` with the reason and
+re-raises the error. Per cluster, the run records the total the API announced, the distinct columns
+stored, duplicates received and pages; per run, the requests, retries, the auth scheme that worked,
+the envelope shapes seen and every mismatch between a cluster's ``size``, its ``totalCount`` and the
+columns actually fetched (``runs.details``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import Engine
+
+from auditor import secrets
+from auditor.bigid.client import BigIDClient, ColumnRow
+from auditor.bigid.paging import PagingStats
+from auditor.errors import AuditorError, StoreError
+from auditor.progress import Progress
+from auditor.store.runs import RunInfo, get_run
+from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+
+log = logging.getLogger("auditor.snapshot")
+
+QUEUE_PAGES_PER_WORKER = 4  # pages waiting for the writer, per worker: bounds memory
+MAX_LISTED_MISMATCHES = 1000  # mismatches listed in runs.details (all are counted)
+_PUT_WAIT = 0.2
+
+
+class _Cancelled(Exception):
+    """A worker noticed that the snapshot is being abandoned."""
+
+
+def take_snapshot(
+    engine: Engine,
+    client: BigIDClient,
+    *,
+    cluster_filter: str | None = None,
+    workers: int = 4,
+    progress: Progress | None = None,
+) -> RunInfo:
+    """Fetch everything into a new run and return it (``complete``), or raise (run ``failed``)."""
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    progress = progress or Progress(enabled=False)
+    writer = SnapshotWriter(
+        engine,
+        source_url=client.base_url,
+        cluster_filter=cluster_filter,
+        details={
+            "page_size": client.options.page_size,
+            "workers": workers,
+            "auth_scheme_requested": client.options.auth_scheme,
+        },
+    )
+    details: dict[str, Any] = {}
+    totals = RunTotals()
+    try:
+        clusters = client.list_clusters(cluster_filter)
+        listing = client.last_cluster_paging or PagingStats()
+        totals.clusters_announced = listing.total if listing.total is not None else len(clusters)
+        details["cluster_duplicates"] = listing.duplicates
+        if listing.total is not None and listing.total != len(clusters):
+            details["cluster_total_mismatch"] = {"announced": listing.total, "fetched": len(clusters)}
+        for position, (cluster, raw) in enumerate(clusters):
+            writer.add_cluster(cluster, raw, position)
+        progress.start(len(clusters))
+        _fetch_columns(client, writer, clusters, workers, progress, details)
+    except BaseException as exc:
+        reason = _reason(exc)
+        _fill_totals(totals, client, details)
+        try:
+            writer.fail(reason, totals)
+        except StoreError as store_exc:  # the original error matters more; say both in the log
+            log.error("could not mark run %s failed: %s", writer.run_id, store_exc)
+        progress.close()
+        raise
+    _fill_totals(totals, client, details)
+    writer.complete(totals)
+    progress.close()
+    run = get_run(engine, writer.run_id)
+    assert run is not None
+    return run
+
+
+def _fetch_columns(
+    client: BigIDClient,
+    writer: SnapshotWriter,
+    clusters: list[tuple[Any, dict[str, Any]]],
+    workers: int,
+    progress: Progress,
+    details: dict[str, Any],
+) -> None:
+    """Run the worker pool and write what it hands over, on this thread."""
+    pages: queue.Queue[tuple[str, str, Any]] = queue.Queue(maxsize=max(workers * QUEUE_PAGES_PER_WORKER, 2))
+    stop = threading.Event()
+    sizes = {cluster.id: cluster.size for cluster, _ in clusters}
+    size_mismatches: list[dict[str, Any]] = []
+    total_mismatches: list[dict[str, Any]] = []
+    counts = {"size_mismatches": 0, "total_mismatches": 0, "duplicate_rows": 0, "pages": 0}
+
+    def put(item: tuple[str, str, Any]) -> None:
+        while True:
+            if stop.is_set():
+                raise _Cancelled
+            try:
+                pages.put(item, timeout=_PUT_WAIT)
+                return
+            except queue.Full:
+                continue
+
+    def work(cluster_id: str, size: int | None) -> None:
+        try:
+            if stop.is_set():
+                return
+            fetch = client.fetch_all_columns(cluster_id, size=size)
+            for page in fetch:
+                put(("page", cluster_id, page))
+            put(("done", cluster_id, fetch.stats))
+        except _Cancelled:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer thread, which fails the run
+            with contextlib.suppress(_Cancelled):
+                put(("error", cluster_id, exc))
+
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditor-fetch")
+    remaining = len(clusters)
+    try:
+        for cluster, _ in clusters:
+            executor.submit(work, cluster.id, cluster.size)
+        while remaining:
+            try:
+                kind, cluster_id, payload = pages.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if kind == "page":
+                rows: list[ColumnRow] = payload
+                if rows:
+                    writer.add_columns(cluster_id, rows)
+                    progress.add_columns(len(rows))
+            elif kind == "done":
+                stats: PagingStats = payload
+                remaining -= 1
+                _record_cluster(
+                    writer,
+                    cluster_id,
+                    stats,
+                    sizes.get(cluster_id),
+                    counts,
+                    size_mismatches,
+                    total_mismatches,
+                )
+                progress.cluster_done()
+            else:
+                exc: BaseException = payload
+                writer.finish_cluster(cluster_id, ClusterStats(error=_reason(exc)))
+                raise exc
+    except BaseException:
+        stop.set()
+        client.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+        client.resume()
+        raise
+    finally:
+        details.update(counts)
+        details["size_mismatches"] = size_mismatches
+        details["total_mismatches"] = total_mismatches
+    executor.shutdown(wait=True)
+
+
+def _record_cluster(
+    writer: SnapshotWriter,
+    cluster_id: str,
+    stats: PagingStats,
+    size: int | None,
+    counts: dict[str, int],
+    size_mismatches: list[dict[str, Any]],
+    total_mismatches: list[dict[str, Any]],
+) -> None:
+    writer.finish_cluster(
+        cluster_id,
+        ClusterStats(
+            total_announced=stats.total,
+            columns_fetched=stats.fetched,
+            duplicate_rows=stats.duplicates,
+            pages=stats.pages,
+        ),
+    )
+    counts["duplicate_rows"] += stats.duplicates
+    counts["pages"] += stats.pages
+    if size is not None and size != stats.fetched:
+        counts["size_mismatches"] += 1
+        if len(size_mismatches) < MAX_LISTED_MISMATCHES:
+            size_mismatches.append({"cluster_id": cluster_id, "size": size, "fetched": stats.fetched})
+    if stats.total is not None and stats.total != stats.fetched:
+        counts["total_mismatches"] += 1
+        if len(total_mismatches) < MAX_LISTED_MISMATCHES:
+            total_mismatches.append(
+                {"cluster_id": cluster_id, "total_count": stats.total, "fetched": stats.fetched}
+            )
+
+
+def _fill_totals(totals: RunTotals, client: BigIDClient, details: dict[str, Any]) -> None:
+    totals.requests = client.requests
+    totals.retries = client.retries
+    totals.auth_scheme = client.auth_scheme_used
+    totals.details = {
+        **details,
+        "envelopes": {kind: sorted(shapes) for kind, shapes in client.envelopes.items()},
+        "cluster_id_param": client.cluster_id_param,
+        "token_exchanges": client.auth.exchanges,
+    }
+
+
+def _reason(exc: BaseException) -> str:
+    """The one line recorded as a failed run's error (scrubbed, like every message)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(exc, AuditorError):
+        text = f"{type(exc).__name__}: {exc.message}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return secrets.scrub(text)

@@ -1,0 +1,309 @@
+"""The HTML report from hand-made inputs: header evidence, cards, caps at scale, escaping, CSP, overrides."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+
+from auditor.errors import ConfigError
+from auditor.render.context import build_context
+from auditor.render.env import make_environment
+from auditor.render.report import bundle_from_input, neutralise_cell
+
+from .conftest import HOSTILE, hostile_input, scale_input
+
+
+def soup_of(html: str) -> BeautifulSoup:
+    return BeautifulSoup(html, "html.parser")
+
+
+def text_of(node) -> str:
+    return " ".join(node.get_text(" ").split())
+
+
+def test_header_shows_the_evidence(sample) -> None:
+    html = bundle_from_input(sample.data).html
+    soup = soup_of(html)
+    fields = {dd["data-field"]: text_of(dd) for dd in soup.select("dl#evidence dd")}
+    assert list(fields) == ["run", "completeness", "against", "source", "rules", "waivers", "tool"]
+    assert fields["run"] == "3 : started 2026-11-23 10:00:00 UTC, finished 2026-11-23 10:04:30 UTC"
+    assert fields["completeness"] == (
+        "complete : 40 of 40 clusters, 1,200 of 1,200 columns stored; 57 requests, 2 retries"
+    )
+    assert fields["against"].startswith("run 2 : started 2026-11-22 10:00:00 UTC")
+    assert fields["source"] == "https://bigid.example.net/api/v1"
+    rules_sha = hashlib.sha256(sample.rules_file.read_bytes()).hexdigest()
+    waivers_sha = hashlib.sha256(sample.waivers_file.read_bytes()).hexdigest()
+    assert f"sha256:{rules_sha}" in fields["rules"]
+    assert "3 rules, digest d1g35t" in fields["rules"]
+    assert fields["waivers"] == f"{sample.waivers_file} sha256:{waivers_sha}"
+    assert fields["tool"] == "cluster-auditor 0.1.0 (snapshot taken with 0.1.0)"
+    assert soup.title.string == "Cluster audit report: run 3"
+
+
+def test_incomplete_run_is_flagged(sample) -> None:
+    from .conftest import run_view
+
+    sample.data.run = run_view(3, status="failed", columns_stored=900, error="cluster c9 failed: HTTP 500")
+    soup = soup_of(bundle_from_input(sample.data).html)
+    dd = soup.select_one('dd[data-field="completeness"]')
+    assert dd.select_one(".status-incomplete").get_text() == "failed"
+    assert "900 of 1,200 columns stored" in text_of(dd)
+    assert "error: cluster c9 failed: HTTP 500" in text_of(dd)
+
+
+def test_cards_count_exactly(sample) -> None:
+    soup = soup_of(bundle_from_input(sample.data).html)
+    cards = {
+        card["data-card"]: int(card.select_one(".value").get_text().replace(",", ""))
+        for card in soup.select(".card")
+    }
+    assert cards == {
+        "open": 6,
+        "sev-critical": 1,
+        "sev-high": 3,
+        "sev-medium": 2,
+        "sev-low": 0,
+        "sev-info": 0,
+        "new": 4,
+        "resolved": 3,
+        "waived": 2,
+        "expiring": 1,  # expires 2026-12-05, within 14 days of 2026-11-28
+        "expired": 0,
+    }
+
+
+def test_sections_come_in_order_grouped_and_explained(sample) -> None:
+    soup = soup_of(bundle_from_input(sample.data).html)
+    order = [s["id"] for s in soup.select("main > section")]
+    assert order == [
+        "summary",
+        "new",
+        "resolved",
+        "changes-clusters",
+        "changes-columns",
+        "open",
+        "waived",
+        "signoff",
+    ]
+    new = soup.select_one("section#new")
+    groups = new.select("article.group")
+    # most severe rule first, one group per rule
+    assert [g["data-rule"] for g in groups] == [
+        "pii-without-sensitivity-tag",
+        "high-sensitivity-without-confidential",
+        "duplicate-columns-across-sources",
+    ]
+    high = groups[1]
+    assert text_of(high.select_one(".explain")) == (
+        "Condition: the column has a tag sensitivity that is high "
+        "and the cluster lacks the label Confidential"
+    )
+    assert text_of(high.select_one(".remediation")).startswith("Remediation: Label the cluster Confidential")
+    assert text_of(high.select_one(".references")) == "References: GDPR Art. 32; ISO 27001 A.8.2"
+    assert len(high.select("tbody tr")) == 2
+    because = high.select_one(".because")
+    assert text_of(because) == "Because: label 'Confidential' removed from cluster 'c1'"
+    group_finding = groups[2].select_one("tbody tr")
+    assert [li.get_text() for li in group_finding.select("li")] == [
+        "crm.a.email",
+        "erp.b.email",
+        "web.c.email",
+    ]
+    assert len(soup.select("section#resolved tbody tr")) == 3
+    columns = soup.select_one("section#changes-columns")
+    assert text_of(columns.select_one(".intro")) == "1 added, 1 removed, 1 changed, 1 moved."
+    kinds = sorted(tr["data-kind"] for tr in columns.select("tbody tr"))
+    assert kinds == ["added", "changed", "moved", "removed"]
+    clusters = soup.select_one("section#changes-clusters")
+    change = clusters.select_one('tr[data-kind="changed"]')
+    assert text_of(change) == (
+        'changed labels : ["Confidential", "PII"] → ["PII"] (removed ["Confidential"])'
+    )
+    waived = soup.select_one("section#waived")
+    assert "waived by data-team until 2026-12-05 (expires soon): migration under way" in text_of(waived)
+
+
+def test_severity_and_trend_charts_are_inline_svg(sample) -> None:
+    soup = soup_of(bundle_from_input(sample.data).html)
+    severity = soup.select_one("#severity-chart svg")
+    assert [rect["class"][0] for rect in severity.select("rect")] == [
+        "bar-critical", "bar-high", "bar-medium", "bar-low", "bar-info",
+    ]  # fmt: skip
+    widths = [float(rect["width"]) for rect in severity.select("rect")]
+    assert widths[1] == max(widths) and widths[3] == widths[4] == 0.0
+    trend = soup.select_one("#trend-chart svg")
+    labels = [t.get_text() for t in trend.select("text")]
+    assert {"#1", "#2", "#3"} <= set(labels)
+    assert "6" in labels  # total of run 3 above its bar
+    assert not soup.select("img, link, object, embed, iframe")
+
+
+def test_first_run_without_diff(sample) -> None:
+    sample.data.diff = None
+    sample.data.against = None
+    soup = soup_of(bundle_from_input(sample.data).html)
+    assert text_of(soup.select_one('dd[data-field="against"]')) == "no earlier complete run"
+    assert soup.select_one("#changes-none") is not None
+    assert soup.select_one('[data-card="new"] .value').get_text() == "4"  # status new from the check
+    assert soup.select_one('[data-card="resolved"] .value').get_text() == "0"
+
+
+def test_csp_allows_exactly_the_inline_style_and_script(sample) -> None:
+    html = bundle_from_input(sample.data).html
+    soup = soup_of(html)
+    csp = soup.select_one('meta[http-equiv="Content-Security-Policy"]')["content"]
+    directives = dict(part.strip().split(" ", 1) for part in csp.split(";"))
+    scripts, styles = soup.find_all("script"), soup.find_all("style")
+    assert len(scripts) == 1 and len(styles) == 1
+
+    def digest(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    assert directives == {
+        "default-src": "'none'",
+        "style-src": digest(styles[0].string),
+        "script-src": digest(scripts[0].string),
+        "img-src": "'none'",
+        "base-uri": "'none'",
+        "form-action": "'none'",
+    }
+    # inline style attributes and event handlers would be blocked by this CSP: the report uses none
+    for tag in soup.find_all(True):
+        assert "style" not in tag.attrs, tag.name
+        assert not any(name.startswith("on") for name in tag.attrs), tag.name
+
+
+def test_hostile_catalog_values_render_as_text(tmp_path: Path) -> None:
+    html = bundle_from_input(hostile_input(tmp_path)).html
+    soup = soup_of(html)
+    assert len(soup.find_all("script")) == 1 and soup.find("script").get("src") is None
+    assert not soup.select("img, iframe, svg[onload], [onerror], [onload]")
+    assert not [a for a in soup.find_all("a") if not a["href"].startswith("#")]
+    page_text = soup.get_text()
+    for value in HOSTILE:
+        assert value in page_text, value[:40]
+    # the 400-character name is shown whole (it is under the clip limit) and wraps instead of overflowing
+    assert soup.find(string=lambda s: s and "x" * 400 in s) is not None
+    assert html.count("<script") == 1  # only ours: every injected '<script' arrived as '&lt;script'
+    assert html.count("<img") == 0 and html.count("<iframe") == 0
+
+
+def test_scale_100k_changes_is_capped_small_and_fast(tmp_path: Path) -> None:
+    data = scale_input(tmp_path, changes=100_000, findings_count=20_000)
+    started = time.perf_counter()
+    bundle = bundle_from_input(
+        data, max_rows=500, export_files=("findings.csv", "findings.json", "diff.json")
+    )
+    elapsed = time.perf_counter() - started
+    size = len(bundle.html.encode("utf-8"))
+    assert size < 10 * 1024 * 1024
+    assert elapsed < 5.0, f"render took {elapsed:.2f} s"
+    soup = soup_of(bundle.html)
+    columns = soup.select_one("section#changes-columns")
+    assert (columns["data-total"], columns["data-shown"]) == ("100000", "500")
+    assert len(columns.select("tbody tr")) == 500
+    assert text_of(columns.select_one(".more")) == (
+        "Showing the first 500 of 100,000: 99,500 more in the JSON/CSV export "
+        "(findings.csv, findings.json, diff.json)."
+    )
+    new = soup.select_one("section#new")
+    assert (new["data-total"], new["data-shown"]) == ("20000", "500")
+    assert text_of(new.select_one(".more")).startswith("Showing the first 500 of 20,000: 19,500 more")
+    for section in soup.select("section[data-total]"):
+        assert int(section["data-shown"]) <= 500
+    assert soup.select_one('[data-card="new"] .value').get_text() == "20,000"
+
+
+def test_template_folder_overrides_the_bundled_one(sample, tmp_path: Path) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "report.css").write_text("body { color: rebeccapurple; }\n", encoding="utf-8")
+    (folder / "_macros.html.j2").write_text(
+        (Path(make_environment().loader.searchpath[-1]) / "_macros.html.j2")  # type: ignore[union-attr]
+        .read_text(encoding="utf-8")
+        .replace("<h2>{{ section.title }}", '<h2 class="custom">{{ section.title }}'),
+        encoding="utf-8",
+    )
+    soup = soup_of(bundle_from_input(sample.data, templates_dir=folder).html)
+    assert soup.style.string == "body { color: rebeccapurple; }\n"
+    csp = soup.select_one('meta[http-equiv="Content-Security-Policy"]')["content"]
+    expected = base64.b64encode(hashlib.sha256(soup.style.string.encode()).digest()).decode()
+    assert f"style-src 'sha256-{expected}'" in csp
+    assert soup.select_one("section#new h2")["class"] == ["custom"]
+    # templates not overridden still come from reports/
+    assert soup.select_one("dl#evidence") is not None
+
+
+def test_template_errors_are_config_errors(sample, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a folder"):
+        make_environment(tmp_path / "missing")
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "report.html.j2").write_text("<p>{{ no_such_thing }}</p>", encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match="report template error: UndefinedError: 'no_such_thing' is undefined"
+    ):
+        bundle_from_input(sample.data, templates_dir=folder)
+    (folder / "report.html.j2").write_text("<p>{{ run.id }} {{ run.source_url }}</p>", encoding="utf-8")
+    sample.data.run = sample.data.run.__class__(**{**sample.data.run.to_json(), "source_url": "<b>x</b>"})
+    assert bundle_from_input(sample.data, templates_dir=folder).html == "<p>3 &lt;b&gt;x&lt;/b&gt;</p>"
+    (folder / "report.js").write_text("var a = '</script>';", encoding="utf-8")
+    (folder / "report.html.j2").unlink()
+    with pytest.raises(ConfigError, match=r"report.js contains </script>"):
+        bundle_from_input(sample.data, templates_dir=folder)
+
+
+def test_exports_hold_everything_and_neutralise_formulas(tmp_path: Path) -> None:
+    data = hostile_input(tmp_path)
+    bundle = bundle_from_input(data, max_rows=2, export_files=("findings.csv",))
+    out = tmp_path / "out"
+    out.mkdir()
+    written = bundle.write(out / "report.html", out / "export")
+    assert [p.name for p in written] == ["findings.csv", "findings.json", "diff.json", "report.html"]
+    assert (out / "report.html").read_text(encoding="utf-8") == bundle.html
+    with (out / "export" / "findings.csv").open(encoding="utf-8", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == len(data.findings) + 2  # every finding of the run plus the two resolved
+    assert [r["status"] for r in rows[-2:]] == ["resolved", "resolved"]
+    formula = next(r for r in rows if "HYPERLINK" in r["message"])
+    assert formula["message"].startswith("'=HYPERLINK(")
+    assert all(not r[k].startswith(("=", "+", "-", "@")) for r in rows for k in r)
+    assert json.loads((out / "export" / "diff.json").read_text(encoding="utf-8")) == data.diff
+    assert len(json.loads((out / "export" / "findings.json").read_text(encoding="utf-8"))["findings"]) == len(
+        data.findings
+    )
+    assert not list((out / "export").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("ok", "ok"),
+        (None, ""),
+    ],
+)
+def test_neutralise_cell(value, expected) -> None:
+    assert neutralise_cell(value) == expected
+
+
+def test_context_caps_groups_with_totals(sample) -> None:
+    context = build_context(sample.data, max_rows=1)
+    new = context.finding_sections[0]
+    assert (new.total, new.shown, new.more) == (4, 1, 3)
+    assert [(g.rule.id, g.total, len(g.rows)) for g in new.groups] == [("pii-without-sensitivity-tag", 1, 1)]
+    assert context.capped
+    with pytest.raises(ValueError, match="max_rows must be at least 1"):
+        build_context(sample.data, max_rows=0)

@@ -387,8 +387,8 @@ class BigIDClient:
             )
         if status in (200, 401, 403):
             raise AuthError(
-                f"the BigID user token was refused by GET {REFRESH_PATH} (HTTP {status}): it is invalid "
-                "or expired, or its user was not saved after the token was generated",
+                f"the BigID user token was refused by GET {REFRESH_PATH}: it is invalid or expired, or "
+                "its user was not saved after the token was generated",
                 hint="generate a new token (Administration → Access Management → user → Tokens), save the "
                 "user, and set BIGID_TOKEN",
                 status=401,

@@ -1,0 +1,189 @@
+"""The three auth schemes and ``auto`` against a programmable loopback tenant: which header is sent
+in which order, the exchange, one shared re-exchange on a 401 mid-run, refresh ahead of ``exp``."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from auditor.bigid.auth import is_user_token, jwt_payload, token_expiry
+from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
+from auditor.errors import AuthError
+
+from .conftest import Reply, Request
+
+REFRESH = "/api/v1/refresh-access-token"
+CLUSTERS = [{"id": "k1", "name": "one", "size": 1}]
+
+
+def jwt(payload: dict) -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256'})}.{part(payload)}.c2lnbmF0dXJl"
+
+
+USER_JWT = jwt({"type": "refresh-token", "sub": "svc"})
+
+
+def tenant(accept: str, *, key: str = "KEY-1234", sessions: list[str] | None = None):
+    """``accept``: bearer | raw | refresh. In refresh mode, the key exchanges for ``sessions`` in turn."""
+    issued: list[str] = []
+    pool = iter(sessions or (f"session-{i}" for i in itertools.count(1)))
+    lock = threading.Lock()
+
+    def handler(request: Request) -> Reply:
+        if request.path == REFRESH:
+            if accept == "refresh" and request.authorization == key:
+                with lock:
+                    issued.append(next(pool))
+                    return Reply(200, {"success": True, "systemToken": issued[-1]})
+            return Reply(200, {"success": False, "message": "Refresh token not valid"})
+        ok = {
+            "bearer": request.authorization == f"Bearer {key}",
+            "raw": request.authorization == key,
+            "refresh": bool(issued) and request.authorization == issued[-1],
+        }[accept]
+        if not ok:
+            return Reply(401, b"Unauthorized", {"Content-Type": "text/plain"})
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, CLUSTERS)
+        return Reply(200, {"results": [{"fullyQualifiedName": "a.b"}], "totalCount": 1})
+
+    handler.issued = issued  # type: ignore[attr-defined]
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected_headers"),
+    [
+        ("bearer", ["Bearer KEY-1234"]),
+        ("raw", ["Bearer KEY-1234", "KEY-1234"]),
+        ("refresh", ["Bearer KEY-1234", "KEY-1234", "KEY-1234", "session-1"]),
+    ],
+)
+def test_auto_finds_the_scheme_and_keeps_it(loopback, make_client, accept, expected_headers):
+    loopback.reset(tenant(accept))
+    client = make_client(loopback.url, token="KEY-1234")
+    assert len(client.list_clusters()) == 1
+    assert [r.authorization for r in loopback.seen] == expected_headers
+    assert client.auth_scheme_used == accept
+    loopback.seen.clear()
+    client.get_columns("k1")
+    assert [r.authorization for r in loopback.seen] == [expected_headers[-1]]  # no more probing
+
+
+def test_auto_exchanges_a_user_token_first(loopback, make_client):
+    loopback.reset(tenant("refresh", key=USER_JWT))
+    client = make_client(loopback.url, token=USER_JWT)
+    client.list_clusters()
+    assert [(r.path, r.authorization) for r in loopback.seen] == [
+        (REFRESH, USER_JWT),
+        (CLUSTERS_PATH, "session-1"),
+    ]
+    assert client.auth_scheme_used == "refresh" and client.auth.exchanges == 1
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "raw"])
+def test_explicit_schemes_do_not_probe(loopback, make_client, scheme):
+    loopback.reset(tenant("refresh"))
+    with pytest.raises(AuthError, match=rf"missing or invalid \(HTTP 401; auth scheme tried: {scheme}\)"):
+        make_client(loopback.url, token="KEY-1234", auth_scheme=scheme).list_clusters()
+    assert len(loopback.seen) == 1
+
+
+def test_explicit_refresh_with_a_refused_user_token(loopback, make_client):
+    loopback.reset(tenant("refresh", key="OTHER-KEY"))
+    with pytest.raises(AuthError) as caught:
+        make_client(loopback.url, token="KEY-1234", auth_scheme="refresh").list_clusters()
+    assert caught.value.message == (
+        f"the BigID user token was refused by GET {REFRESH}: it is invalid or expired, or its "
+        "user was not saved after the token was generated"
+    )
+    assert [r.path for r in loopback.seen] == [REFRESH]
+
+
+def test_session_expiry_mid_run_is_one_shared_re_exchange(loopback, make_client):
+    handler = tenant("refresh", key=USER_JWT)
+    expired = threading.Event()
+
+    def expiring(request: Request) -> Reply:
+        # after the 6th data request the first session expires, for every worker at once
+        data = [r for r in loopback.seen if r.path == COLUMNS_PATH]
+        if len(data) > 6 and request.authorization == "session-1":
+            expired.set()
+            return Reply(401, {"message": "Token expired"})
+        return handler(request)
+
+    loopback.reset(expiring)
+    client = make_client(loopback.url, token=USER_JWT, workers=4)
+    client.list_clusters()
+    barrier = threading.Barrier(4)
+
+    def work(i: int) -> int:
+        barrier.wait()
+        return sum(len(client.get_columns(f"k{i}-{j}").rows) for j in range(5))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sum(pool.map(work, range(4))) == 20
+    assert expired.is_set()
+    assert handler.issued == ["session-1", "session-2"]  # exactly one re-exchange
+    assert client.auth.exchanges == 2
+
+
+def test_a_second_401_after_the_re_exchange_fails(loopback, make_client):
+    handler = tenant("refresh", key=USER_JWT)
+
+    def revoked(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH:
+            return Reply(401, {"message": "Token expired"})
+        return handler(request)
+
+    loopback.reset(revoked)
+    client = make_client(loopback.url, token=USER_JWT)
+    client.list_clusters()
+    with pytest.raises(AuthError, match="missing or invalid"):
+        client.get_columns("k1")
+    assert handler.issued == ["session-1", "session-2"]
+
+
+def test_refresh_ahead_of_jwt_expiry(loopback, make_client):
+    now = int(time.time())
+    sessions = [
+        jwt({"type": "access-token", "exp": now + 1}),
+        jwt({"type": "access-token", "exp": now + 3600}),
+    ]
+    handler = tenant("refresh", key=USER_JWT, sessions=sessions)
+    loopback.reset(handler)
+    client = make_client(loopback.url, token=USER_JWT)
+    client.list_clusters()
+    time.sleep(1.05)
+    client.get_columns("k1")
+    assert handler.issued == sessions
+    assert all(r.authorization != sessions[0] for r in loopback.seen[2:])  # no request with the stale one
+
+
+def test_success_false_under_200_is_an_auth_failure(loopback, make_client):
+    def handler(request: Request) -> Reply:
+        if request.authorization == "KEY-1234":
+            return Reply(200, CLUSTERS)
+        return Reply(200, {"success": False, "message": "Failed to authenticate token."})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, token="KEY-1234")
+    assert len(client.list_clusters()) == 1
+    assert client.auth_scheme_used == "raw"
+
+
+def test_jwt_helpers():
+    assert jwt_payload(USER_JWT) == {"type": "refresh-token", "sub": "svc"}
+    assert is_user_token(USER_JWT)
+    assert not is_user_token(jwt({"type": "access-token"}))
+    assert not is_user_token("SAMPLE") and jwt_payload("a.b.c") is None
+    assert token_expiry(jwt({"exp": 1_760_000_000})) == 1_760_000_000.0

@@ -1,0 +1,388 @@
+"""The client against a programmable loopback server: the troubleshooting table's errors, retries
+(429 with Retry-After, 5xx, resets, timeouts, gateway pages), envelopes, payload errors, logging."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH, BigIDClient, ClientOptions, public_url
+from auditor.errors import ApiError, AuthError, ConfigError, NetworkError, NotFoundError, PayloadError
+
+from .conftest import Reply, Request
+
+TUTORIAL_CLUSTERS = [
+    {
+        "id": "abc123def456",
+        "name": "Sensitive HR Data",
+        "size": 20,
+        "labels": ["PII", "Confidential"],
+        "severity": "High",
+        "status": "Active",
+        "createdAt": "2025-07-15T14:22:30.000Z",
+    },
+    {
+        "id": "ghi789jkl012",
+        "name": "Marketing Metrics",
+        "size": 20,
+        "labels": ["Analytics"],
+        "severity": "Low",
+        "status": "Archived",
+        "createdAt": "2025-06-28T09:08:12.000Z",
+    },
+]
+
+
+def cols(n: int, prefix: str = "s.t") -> list[dict]:
+    return [{"fullyQualifiedName": f"{prefix}.c{i}", "columnName": f"c{i}"} for i in range(n)]
+
+
+def sequence(*replies: Reply, then: Reply | None = None):
+    """Answer with ``replies`` in turn, then ``then`` forever."""
+    queue = list(replies)
+
+    def handler(request: Request) -> Reply:
+        if queue:
+            return queue.pop(0)
+        assert then is not None, f"unexpected request {request}"
+        return then
+
+    return handler
+
+
+# -- the troubleshooting table -------------------------------------------------------------------
+
+
+def test_400_names_the_malformed_cluster_id(loopback, make_client):
+    loopback.reset(lambda r: Reply(400, {"error": "Cluster ID is invalid"}))
+    client = make_client(loopback.url, auth_scheme="raw")
+    with pytest.raises(ApiError) as caught:
+        client.get_columns("not-an-id!")
+    exc = caught.value
+    assert type(exc) is ApiError and exc.status == 400 and exc.exit_code == 3
+    assert exc.message == (
+        f"the API says cluster id 'not-an-id!' is malformed (HTTP 400 from GET {COLUMNS_PATH}): "
+        "Cluster ID is invalid"
+    )
+    assert exc.hint == "check the cluster id; list the valid ids with: auditor clusters"
+    # one retry with the other parameter name (reference §9.21), then the first error
+    assert [sorted(r.query) for r in loopback.seen] == [["clusterId"], ["cluster_id"]]
+
+
+def test_cluster_id_parameter_falls_back_once_and_sticks(loopback, make_client):
+    def handler(request: Request) -> Reply:
+        if "cluster_id" in request.query:
+            return Reply(200, {"results": cols(2), "totalCount": 2})
+        return Reply(400, {"error": "clusterId is not allowed"})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, auth_scheme="raw")
+    assert [raw for _, raw in client.iter_columns("k1")] == cols(2)
+    assert client.cluster_id_param == "cluster_id"
+    client.get_columns("k2")
+    assert [sorted(r.query)[0] for r in loopback.seen] == ["clusterId", "cluster_id", "cluster_id"]
+
+
+def test_401_says_the_key_is_missing_or_invalid(loopback, make_client):
+    loopback.reset(lambda r: Reply(401, b"Unauthorized", {"Content-Type": "text/plain"}))
+    client = make_client(loopback.url, token="wrong-key-123")
+    with pytest.raises(AuthError) as caught:
+        client.list_clusters()
+    exc = caught.value
+    assert (
+        exc.message == "the API key is missing or invalid (HTTP 401; auth scheme tried: bearer, raw, refresh)"
+    )
+    assert "BIGID_TOKEN" in exc.hint and "--auth-scheme" in exc.hint
+    assert exc.exit_code == 3
+    # Bearer first (the tutorial), the bare form, then the exchange as the last resort
+    assert [(r.path, r.authorization) for r in loopback.seen] == [
+        (CLUSTERS_PATH, "Bearer wrong-key-123"),
+        (CLUSTERS_PATH, "wrong-key-123"),
+        ("/api/v1/refresh-access-token", "wrong-key-123"),
+    ]
+
+
+def test_403_says_the_key_lacks_permission(loopback, make_client):
+    loopback.reset(lambda r: Reply(403, {"message": "Forbidden"}))
+    with pytest.raises(AuthError) as caught:
+        make_client(loopback.url).list_clusters()
+    assert (
+        caught.value.message == f"the API key lacks permission for GET {CLUSTERS_PATH} (HTTP 403): Forbidden"
+    )
+    assert caught.value.status == 403
+    assert len(loopback.seen) == 1  # never retried
+
+
+def test_404_names_the_cluster(loopback, make_client):
+    loopback.reset(lambda r: Reply(404, {"error": "Cluster 65b2f0c4a91e3d0012ab77e1 was not found"}))
+    with pytest.raises(NotFoundError) as caught:
+        make_client(loopback.url).get_columns("65b2f0c4a91e3d0012ab77e1")
+    assert caught.value.message == (
+        f"cluster '65b2f0c4a91e3d0012ab77e1' was not found (HTTP 404 from GET {COLUMNS_PATH}): "
+        "Cluster 65b2f0c4a91e3d0012ab77e1 was not found"
+    )
+    assert caught.value.hint == "list the valid cluster ids with: auditor clusters"
+
+
+def test_400_unable_to_locate_is_not_found(loopback, make_client):
+    loopback.reset(lambda r: Reply(400, {"message": "Unable to locate cluster k1"}))
+    with pytest.raises(NotFoundError, match="cluster 'k1' was not found"):
+        make_client(loopback.url, cluster_id_fallback=False).get_columns("k1")
+
+
+# -- retries ---------------------------------------------------------------------------------------
+
+
+def test_429_honours_retry_after_seconds_and_dates(loopback, make_client):
+    date = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    loopback.reset(
+        sequence(
+            Reply(429, {"message": "slow down"}, {"Retry-After": "0.2"}),
+            Reply(429, {"message": "slow down"}, {"Retry-After": date}),
+            then=Reply(200, TUTORIAL_CLUSTERS),
+        )
+    )
+    client = make_client(loopback.url, retry_after_cap=0.3, max_retry_time=5)
+    started = time.monotonic()
+    assert [c.id for c, _ in client.list_clusters()] == ["abc123def456", "ghi789jkl012"]
+    elapsed = time.monotonic() - started
+    assert 0.45 <= elapsed < 2.0  # 0.2 s, then the 30 s date capped at 0.3 s
+    assert client.retries == 2 and client.requests == 3
+
+
+def test_5xx_resets_and_gateway_pages_are_retried(loopback, make_client):
+    gateway = b"<html>\r\n<head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    loopback.reset(
+        sequence(
+            Reply(500, {"status": "error", "message": "Server error", "errors": [{}]}),
+            Reply(503, b"busy", {"Content-Type": "text/plain"}),
+            Reply(drop=True),
+            Reply(200, gateway, {"Content-Type": "text/html"}),
+            Reply(200, {"status": "error", "statusCode": 500, "message": "temporary"}),
+            then=Reply(200, TUTORIAL_CLUSTERS, {"Content-Type": "text/html; charset=utf-8"}),
+        )
+    )
+    client = make_client(loopback.url, max_retries=5)
+    assert len(client.list_clusters()) == 2
+    assert client.retries == 5
+
+
+def test_persistent_5xx_fails_after_a_bounded_number_of_attempts(loopback, make_client):
+    loopback.reset(lambda r: Reply(503, {"message": "down"}))
+    client = make_client(loopback.url, max_retries=3)
+    with pytest.raises(ApiError) as caught:
+        client.list_clusters()
+    assert caught.value.message.startswith(f"GET {CLUSTERS_PATH} failed: HTTP 503 (4 attempts in ")
+    assert caught.value.status == 503
+    assert len(loopback.seen) == 4
+
+
+def test_retry_time_budget_is_enforced(loopback, make_client):
+    loopback.reset(lambda r: Reply(429, {}, {"Retry-After": "1"}))
+    client = make_client(loopback.url, max_retries=50, max_retry_time=2.5, retry_after_cap=1.0)
+    started = time.monotonic()
+    with pytest.raises(ApiError, match="HTTP 429"):
+        client.list_clusters()
+    assert time.monotonic() - started < 3.0
+    assert len(loopback.seen) == 3
+
+
+def test_read_timeout_and_connection_refused_are_network_errors(loopback, make_client):
+    loopback.reset(lambda r: Reply(200, [], delay=0.5))
+    client = make_client(loopback.url, read_timeout=0.1, max_retries=1)
+    with pytest.raises(NetworkError) as caught:
+        client.list_clusters()
+    assert caught.value.message.startswith(
+        f"GET {CLUSTERS_PATH} failed: timed out waiting for the answer (read timeout 0.1 s) (2 attempts in "
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    closed = make_client(f"http://127.0.0.1:{port}", max_retries=1)
+    with pytest.raises(NetworkError, match=r"failed: connection refused \(2 attempts"):
+        closed.list_clusters()
+
+
+def test_persistent_resets_end_in_a_network_error(loopback, make_client):
+    loopback.reset(lambda r: Reply(drop=True))
+    with pytest.raises(NetworkError) as caught:
+        make_client(loopback.url, max_retries=2).list_clusters()
+    assert "(3 attempts in" in caught.value.message
+    assert "check --url / BIGID_URL" in caught.value.hint
+
+
+# -- envelopes and payloads ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "shape", "total"),
+    [
+        (TUTORIAL_CLUSTERS, "array", None),
+        ({"results": TUTORIAL_CLUSTERS, "totalCount": "2"}, "results", 2),
+        ({"data": TUTORIAL_CLUSTERS}, "data", None),
+        ({"data": {"clusters": TUTORIAL_CLUSTERS, "totalCount": 2}}, "data.clusters", 2),
+        (
+            {
+                "status": "success",
+                "statusCode": 200,
+                "data": {"clusters": TUTORIAL_CLUSTERS, "totalCount": 2},
+                "message": None,
+            },
+            "status+data.clusters",
+            2,
+        ),
+        (
+            {"status": "success", "statusCode": 200, "data": TUTORIAL_CLUSTERS, "message": None},
+            "status+data",
+            None,
+        ),
+        ({"clusters": TUTORIAL_CLUSTERS}, "clusters", None),
+    ],
+)
+def test_cluster_envelopes(loopback, make_client, body, shape, total):
+    loopback.reset(lambda r: Reply(200, body if int(r.query["skip"]) == 0 else []))
+    client = make_client(loopback.url)
+    got = client.list_clusters()
+    assert [raw for _, raw in got] == TUTORIAL_CLUSTERS
+    assert client.envelopes["clusters"] >= {shape}
+    assert client.last_cluster_paging is not None and client.last_cluster_paging.total == total
+
+
+def test_column_envelopes_with_aliases(loopback, make_client):
+    aliased = [
+        {
+            "fully_qualified_name": "a.b.c",
+            "objectName": "b",
+            "fieldType": "VARCHAR",
+            "isPrimary": "Yes",
+            "attributeDetails": ["classifier.Email"],
+            "tags": None,
+            "futureField": {"x": 1},
+        },
+    ]
+    loopback.reset(lambda r: Reply(200, {"data": {"columns": aliased, "totalCount": 1}}))
+    page = make_client(loopback.url).get_columns("k1")
+    ((column, raw),) = page.rows
+    assert raw == aliased[0]  # the raw record is kept exactly as served
+    assert (column.fullyQualifiedName, column.tableName, column.dataType, column.isPrimary) == (
+        "a.b.c",
+        "b",
+        "VARCHAR",
+        True,
+    )
+    assert column.attributes[0].attribute_name == "classifier.Email" and column.tags == []
+    assert page.total == 1 and page.shape == "data.columns"
+
+
+def test_payload_errors_name_cluster_column_field_and_problem(loopback, make_client):
+    rows = [*cols(17), {"fullyQualifiedName": "x.y.z", "isPrimary": "perhaps"}]
+    loopback.reset(lambda r: Reply(200, {"results": rows[int(r.query["skip"]) :][:10], "totalCount": 18}))
+    client = make_client(loopback.url, page_size=10)
+    with pytest.raises(PayloadError) as caught:
+        for _ in client.fetch_all_columns("65b2f0c4a91e3d0012ab77e1"):
+            pass
+    assert caught.value.message == (
+        "cluster 65b2f0c4a91e3d0012ab77e1: column 17 (x.y.z): isPrimary: Input should be a valid boolean, "
+        "unable to interpret input"
+    )
+
+
+def test_unknown_envelope_and_non_json_are_payload_errors(loopback, make_client):
+    loopback.reset(lambda r: Reply(200, {"weird": 1}))
+    with pytest.raises(
+        PayloadError, match=r"cluster k1: GET .* answered an object without a list of records"
+    ):
+        make_client(loopback.url).get_columns("k1")
+    loopback.reset(lambda r: Reply(200, b"plain words", {"Content-Type": "text/plain"}))
+    with pytest.raises(PayloadError, match="not JSON: 'plain words'"):
+        make_client(loopback.url).list_clusters()
+
+
+def test_columns_command_parameters_are_sent_as_documented(loopback, make_client):
+    loopback.reset(lambda r: Reply(200, {"results": [], "totalCount": 0}))
+    make_client(loopback.url).get_columns(
+        "k1",
+        limit=5,
+        skip=10,
+        filter="columnName=email",
+        search_text="mail",
+        sort="columnName",
+        offset_key="abc",
+        ignore_limit=True,
+        sample=3,
+    )
+    assert loopback.seen[0].query == {
+        "clusterId": "k1",
+        "limit": "5",
+        "skip": "10",
+        "filter": "columnName=email",
+        "searchText": "mail",
+        "sort": "columnName",
+        "offsetKey": "abc",
+        "ignoreLimit": "true",
+        "sample": "3",
+    }
+
+
+def test_cluster_filter_is_url_encoded_and_paged(loopback, make_client):
+    def handler(request: Request) -> Reply:
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        return Reply(200, TUTORIAL_CLUSTERS[skip : skip + limit])
+
+    loopback.reset(handler)
+    got = make_client(loopback.url, page_size=1).list_clusters(filter='size=20 AND name="HR & Co"')
+    assert len(got) == 2
+    assert [r.query for r in loopback.seen] == [
+        {"limit": "1", "skip": str(skip), "filter": 'size=20 AND name="HR & Co"'} for skip in (0, 1, 2)
+    ]
+
+
+# -- secrets, options, TLS -------------------------------------------------------------------------
+
+
+def test_verbose_log_has_method_path_status_and_params_never_the_key(loopback, make_client, caplog):
+    loopback.reset(lambda r: Reply(200, TUTORIAL_CLUSTERS))
+    token = "sk-LOGCHECK-8c1d"
+    with caplog.at_level(logging.DEBUG):
+        make_client(loopback.url, token=token).list_clusters(filter="size=20")
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "GET /api/v1/clusters?limit=1000&skip=0&filter=size%3D20 -> 200 in" in text
+    assert token not in text
+
+
+def test_reprs_hide_the_key(loopback):
+    options = ClientOptions(url=loopback.url, token="sk-REPR-123456")
+    assert "sk-REPR-123456" not in repr(options) and "token='***'" in repr(options)
+    client = BigIDClient(options)
+    assert "sk-REPR" not in repr(client)
+    client.close()
+
+
+def test_bad_settings_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not an http"):
+        BigIDClient(ClientOptions(url="ftp://x", token="abcd"))
+    with pytest.raises(ConfigError, match="must not carry credentials"):
+        BigIDClient(ClientOptions(url="https://u:p@host", token="abcd"))
+    with pytest.raises(ConfigError, match="--auth-scheme 'basic'"):
+        BigIDClient(ClientOptions(url="https://host", token="abcd", auth_scheme="basic"))
+    with pytest.raises(ConfigError, match="--ca-bundle"):
+        BigIDClient(ClientOptions(url="https://host", token="abcd", ca_bundle=str(tmp_path / "none.pem")))
+
+
+def test_insecure_warns(loopback, caplog):
+    with caplog.at_level(logging.WARNING):
+        BigIDClient(ClientOptions(url=loopback.url, token="abcd", verify=False)).close()
+    assert "TLS certificate verification is OFF (--insecure)" in caplog.text
+
+
+def test_public_url_drops_credentials_query_and_fragment():
+    assert (
+        public_url("https://u:p@bigid.example.net:8443/base/?token=x#f")
+        == "https://bigid.example.net:8443/base"
+    )

@@ -197,7 +197,9 @@ findings = Table(
     Column("rule_id", Text, nullable=False),
     Column("severity", String(16), nullable=False),
     Column("cluster_id", Text),
+    Column("kind", String(16), nullable=False),  # column | cluster | group
     Column("column_fqn", Text),  # null for cluster and group findings
+    Column("subject", Text),  # fqn for column findings, the group key for group findings
     Column("columns", JSON, nullable=False),  # every column involved (fqns)
     Column("message", Text, nullable=False),
     Column("first_seen_run", Integer),

@@ -1,0 +1,196 @@
+"""Checking a run: findings with baseline status, waivers applied, a summary and the CI gate.
+
+:func:`findings_for_run` returns a run's findings under a rule set, reusing a stored evaluation
+with the same rules digest or evaluating (and storing) on demand. :func:`check_run` resolves the run
+(refusing runs that are not complete unless asked), evaluates the *same* rule set on the baseline
+run (a complete run: the previous one, a given id, or none), marks each finding ``new`` or
+``existing``, applies waivers, and returns a :class:`CheckResult` whose :meth:`~CheckResult.gate`
+implements the exit-code contract: 0 when nothing at or above ``--fail-on`` remains (only new
+findings with ``new_only``; never waived ones), 1 otherwise; without ``fail_on`` findings never fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from auditor.engine.evaluate import evaluate
+from auditor.engine.findings import (
+    STATUS_EXISTING,
+    STATUS_NEW,
+    STATUS_WAIVED,
+    Finding,
+    earliest_sightings,
+    latest_evaluation,
+    load_findings,
+    record_check,
+    store_evaluation,
+)
+from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, severity_rank
+from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers
+from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
+from auditor.store.runs import RunInfo, get_run, previous_complete_run, resolve_run
+
+
+def findings_for_run(engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool = True) -> list[Finding]:
+    """The findings of ``run_id`` under ``ruleset`` (stored evaluation reused when the digest matches)."""
+    return _findings_with_evaluation(engine, run_id, ruleset, store=store)[0]
+
+
+def _findings_with_evaluation(
+    engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool
+) -> tuple[list[Finding], int | None]:
+    with engine.connect() as connection:
+        evaluation_id = latest_evaluation(connection, run_id, ruleset.digest)
+        if evaluation_id is not None:
+            return load_findings(connection, evaluation_id), evaluation_id
+    items = evaluate(engine, run_id, ruleset)
+    with engine.connect() as connection:
+        earliest = earliest_sightings(connection, run_id, [f.fingerprint for f in items])
+    for finding in items:
+        finding.first_seen_run = min(earliest.get(finding.fingerprint, run_id), run_id)
+    evaluation_id = None
+    if store:
+        evaluation_id = store_evaluation(engine, run_id, ruleset.digest, [r.id for r in ruleset.rules], items)
+    return items, evaluation_id
+
+
+@dataclass
+class CheckResult:
+    """The outcome of checking one run: findings with status, waivers, baseline and summary."""
+
+    run: RunInfo
+    baseline: RunInfo | None
+    ruleset: RuleSet
+    findings: list[Finding]
+    waivers: Waivers | None = None
+    waiver_report: WaiverReport = field(default_factory=WaiverReport)
+    today: date = field(default_factory=lambda: datetime.now(UTC).date())
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self.ruleset.rules
+
+    def open_findings(self) -> list[Finding]:
+        """Findings that count (not waived)."""
+        return [f for f in self.findings if f.status != STATUS_WAIVED]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        by_severity = dict.fromkeys(reversed(SEVERITY_ORDER), 0)
+        for finding in self.open_findings():
+            by_severity[finding.severity] += 1
+        report = self.waiver_report
+        return {
+            "total": len(self.findings),
+            "open": len(self.open_findings()),
+            "by_severity": by_severity,
+            "new": sum(1 for f in self.findings if f.status == STATUS_NEW),
+            "existing": sum(1 for f in self.findings if f.status == STATUS_EXISTING),
+            "waived": sum(1 for f in self.findings if f.status == STATUS_WAIVED),
+            "waiver_expired": sum(1 for f in self.findings if f.waiver_expired),
+            "rules": len(self.ruleset.rules),
+            "rules_digest": self.ruleset.digest,
+            "baseline_run": self.baseline.id if self.baseline else None,
+            "stale_waivers": [w.to_json(self.today) for w in report.stale],
+            "expiring_waivers": [w.to_json(self.today) for w in report.expiring],
+        }
+
+    def failing(self, fail_on: str | None, new_only: bool = False) -> list[Finding]:
+        """The findings that fail the gate at ``fail_on`` (never waived ones)."""
+        if fail_on is None:
+            return []
+        threshold = severity_rank(fail_on)
+        return [
+            f
+            for f in self.open_findings()
+            if severity_rank(f.severity) >= threshold and (not new_only or f.status == STATUS_NEW)
+        ]
+
+    def gate(self, fail_on: str | None, new_only: bool = False) -> int:
+        """0 when nothing at or above ``fail_on`` remains, else 1 (the exit-code contract)."""
+        return EXIT_GATE if self.failing(fail_on, new_only) else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run.id,
+            "run_status": self.run.status,
+            "baseline": self.baseline.id if self.baseline else None,
+            "today": self.today.isoformat(),
+            "findings": [f.to_json() for f in self.findings],
+            "summary": self.summary,
+        }
+
+    def summary_line(self) -> str:
+        """One line for people: counts by severity, new, waived and expired waivers."""
+        s = self.summary
+        severities = ", ".join(f"{n} {name}" for name, n in s["by_severity"].items() if n) or "none open"
+        baseline = f"baseline run {s['baseline_run']}" if s["baseline_run"] else "no baseline"
+        return (
+            f"run {self.run.id}: {s['total']} finding{'s' if s['total'] != 1 else ''} "
+            f"({severities}); {s['new']} new, {s['existing']} existing, {s['waived']} waived, "
+            f"{s['waiver_expired']} waiver expired; {s['rules']} rules, {baseline}"
+        )
+
+
+def resolve_baseline(engine: Engine, run: RunInfo, baseline: str | int | None) -> RunInfo | None:
+    """``previous`` (default), ``none``, or a run id; the baseline is always a complete run."""
+    ref = "previous" if baseline is None else str(baseline).strip().lower()
+    if ref == "none":
+        return None
+    if ref == "previous":
+        return previous_complete_run(engine, run.id)
+    try:
+        run_id = int(ref)
+    except ValueError:
+        raise ConfigError(
+            f"--baseline {baseline!r} is not 'previous', 'none' or a run id",
+            hint="list runs with: auditor runs",
+        ) from None
+    found = get_run(engine, run_id)
+    if found is None:
+        raise RunNotUsableError(f"baseline run {run_id} does not exist", hint="list runs with: auditor runs")
+    if not found.complete:
+        raise RunNotUsableError(
+            f"baseline run {run_id} is {found.status}, not complete; an incomplete run is never a baseline",
+            hint="pick a complete run (auditor runs) or use --baseline previous",
+        )
+    return found
+
+
+def check_run(
+    engine: Engine,
+    run_ref: str | int | None,
+    ruleset: RuleSet,
+    *,
+    waivers: Waivers | None = None,
+    baseline: str | int | None = "previous",
+    today: date | None = None,
+    allow_incomplete: bool = False,
+    store: bool = True,
+) -> CheckResult:
+    """Check one run (``latest`` or an id) and return findings with status, waivers and summary."""
+    run = resolve_run(engine, run_ref if run_ref is not None else "latest", allow_incomplete=allow_incomplete)
+    base = resolve_baseline(engine, run, baseline)
+    items, evaluation_id = _findings_with_evaluation(engine, run.id, ruleset, store=store)
+    previous: dict[str, Finding] = {}
+    if base is not None:
+        previous = {f.fingerprint: f for f in findings_for_run(engine, base.id, ruleset, store=store)}
+    for finding in items:
+        before = previous.get(finding.fingerprint)
+        finding.waiver = None
+        if before is None:
+            finding.status = STATUS_NEW
+        else:
+            finding.status = STATUS_EXISTING
+            earlier = before.first_seen_run if before.first_seen_run is not None else base.id  # type: ignore[union-attr]
+            current = finding.first_seen_run if finding.first_seen_run is not None else run.id
+            finding.first_seen_run = min(earlier, current)
+    day = today or datetime.now(UTC).date()
+    report = apply_waivers(items, waivers, day)
+    if store and evaluation_id is not None:
+        record_check(engine, evaluation_id, waivers.digest if waivers else None, items)
+    return CheckResult(run, base, ruleset, items, waivers, report, day)

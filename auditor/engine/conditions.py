@@ -1,0 +1,1017 @@
+"""The condition language: small registered classes that validate, compile to SQL and explain.
+
+Each condition class knows three things (STYLE habit 6):
+
+* how to validate its YAML node (a pydantic ``Spec`` model, plus checks that need the field
+  catalog: known fields, operators that fit the field's kind, values of the right type, safe
+  regular expressions), reporting problems with ``file:line:column``;
+* how to compile itself to a SQLAlchemy boolean expression with bound parameters, over the tables
+  of a :class:`~auditor.engine.fields.Row`;
+* how to explain itself in a plain sentence for reports.
+
+The registry :data:`CONDITIONS` maps the key that introduces a condition in YAML (``all``, ``any``,
+``not``, ``field``, ``tags``, ``attributes``, ``columns``) to its class. Every compiled expression is
+*two-valued*: it is TRUE or FALSE, never NULL (missing values are handled explicitly), so ``not``
+and the ``all``/``none`` quantifiers mean exactly what they say.
+
+Examples (each is loaded by the real loader in the docs test)::
+
+    {all: [{field: cluster.status, eq: active}, {field: cluster.size, gte: 10}]}
+    {any: [{field: dataType, eq: varchar}, {field: dataType, eq: text}]}
+    {not: {field: cluster.labels, contains: PII}}
+    {field: columnName, matches: "^(ssn|social_security)", case: exact}
+    {tags: {any: [{field: tagName, eq: sensitivity}, {field: tagValue, eq: high}]}}
+    {attributes: {none: {field: rank, eq: high}}}
+    {columns: {having: {distinct: source, gte: 3}}}
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from auditor.engine import fields as F
+from auditor.engine.fields import Kind, Level, Row
+from auditor.engine.sqlfuncs import RegexSearch, RegexSearchIgnoreCase, TextContains, check_pattern
+from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at
+from auditor.store.schema import cluster_labels
+
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
+
+
+@dataclass
+class ParseContext:
+    """Where a node came from, and where its problems go."""
+
+    source: str
+    document: Any
+    problems: Problems
+
+    def problem(self, path: Sequence[Any], message: str, *, key: bool = False) -> None:
+        self.problems.add(self.source, mark_at(self.document, path, key=key), message)
+
+    def mark(self, path: Sequence[Any]) -> Mark | None:
+        return mark_at(self.document, path)
+
+
+def report_pydantic(ctx: ParseContext, path: Sequence[Any], exc: PydanticValidationError, what: str) -> None:
+    """Translate pydantic errors into positioned, readable problems."""
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where = [*path, *loc]
+        kind = error["type"]
+        name = str(loc[-1]) if loc else what
+        if kind == "extra_forbidden":
+            ctx.problem(where, f"unknown key {name!r} in {what}", key=True)
+        elif kind == "missing":
+            ctx.problem(path, f"{what} is missing the required key {name!r}")
+        elif kind == "literal_error":
+            expected = error.get("ctx", {}).get("expected", "")
+            ctx.problem(where, f"{name}: {error['input']!r} is not one of {expected}")
+        else:
+            ctx.problem(where, f"{name}: {_describe_type_error(error)}")
+
+
+def _describe_type_error(error: Any) -> str:
+    value = error.get("input")
+    got = _type_name(value)
+    kind = error["type"]
+    expected = {
+        "string_type": "text",
+        "int_type": "a whole number",
+        "float_type": "a number",
+        "bool_type": "true or false",
+        "list_type": "a list",
+        "dict_type": "a mapping",
+        "model_type": "a mapping",
+        "date_type": "a date (YYYY-MM-DD)",
+        "date_from_datetime_inexact": "a date (YYYY-MM-DD)",
+        "date_parsing": "a date (YYYY-MM-DD)",
+    }.get(kind)
+    if kind.startswith("string_") and kind != "string_type":
+        return error["msg"]
+    if expected:
+        return f"expected {expected}, got {got}"
+    return f"{error['msg']} (got {got})"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"text {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _spec_config() -> ConfigDict:
+    return ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+
+class Condition(ABC):
+    """A node of a rule's condition tree."""
+
+    key: ClassVar[str]
+    levels: ClassVar[tuple[Level, ...]]
+    Spec: ClassVar[type[BaseModel]]
+    #: Spec properties (by YAML name) that hold a nested condition, or a list of them.
+    nested: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, node: LocDict, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
+        """Validate ``node`` (a mapping whose identifying key is ``cls.key``)."""
+
+    @abstractmethod
+    def compile(self, row: Row) -> ColumnElement[bool]:
+        """A two-valued SQL boolean over ``row``'s tables, values as bound parameters."""
+
+    @abstractmethod
+    def explain(self) -> str:
+        """A plain sentence, e.g. ``the cluster's labels do not include Confidential``."""
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        schema = cls.Spec.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+        defs = schema.pop("$defs", {})
+        for name, shape in cls.nested.items():
+            ref = {"$ref": "#/$defs/Condition"}
+            schema["properties"][name] = (
+                {"anyOf": [ref, {"type": "array", "items": ref}]} if shape == "one-or-list" else ref
+            )
+            if shape == "list":
+                schema["properties"][name] = {"type": "array", "items": ref, "minItems": 1}
+        schema["description"] = (cls.__doc__ or "").strip().splitlines()[0]
+        schema["$defs"] = defs
+        return schema
+
+
+CONDITIONS: dict[str, type[Condition]] = {}
+
+
+def register(cls: type[Condition]) -> type[Condition]:
+    CONDITIONS[cls.key] = cls
+    return cls
+
+
+def valid_keys(level: Level) -> list[str]:
+    return [key for key, cls in CONDITIONS.items() if level in cls.levels]
+
+
+def parse_condition(node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
+    """Parse one condition node at ``level``; problems go to ``ctx``. ``None`` if invalid."""
+    if isinstance(node, LocList):
+        # A bare list is shorthand for ``all``.
+        return AllOf.parse_items(node, level, ctx, path, "all")
+    if not isinstance(node, LocDict) or not node:
+        ctx.problem(
+            path,
+            f"a condition must be a mapping with one of: {', '.join(valid_keys(level))} "
+            f"(got {_type_name(node if node != {} else None)})",
+        )
+        return None
+    keys = [key for key in node if key in CONDITIONS]
+    if not keys:
+        first = next(iter(node))
+        ctx.problem(
+            [*path, first],
+            f"unknown condition {first!r}; valid here: {', '.join(valid_keys(level))}",
+            key=True,
+        )
+        return None
+    if len(keys) > 1:
+        ctx.problem(path, f"a condition has exactly one of {', '.join(keys)}; split it with all/any")
+        return None
+    cls = CONDITIONS[keys[0]]
+    if level not in cls.levels:
+        allowed = ", ".join(str(lv) for lv in cls.levels)
+        ctx.problem(
+            [*path, keys[0]],
+            f"{keys[0]!r} cannot be used on {F.LEVEL_NOUN[level]} (only on: {allowed}); "
+            f"valid here: {', '.join(valid_keys(level))}",
+            key=True,
+        )
+        return None
+    return cls.parse(node, level, ctx, path)
+
+
+# -- boolean composition -------------------------------------------------------------------------
+
+
+class _AllSpec(BaseModel):
+    model_config = _spec_config()
+    all_: list[Any] = Field(alias="all", min_length=1)
+
+
+class _AnySpec(BaseModel):
+    model_config = _spec_config()
+    any_: list[Any] = Field(alias="any", min_length=1)
+
+
+class _NotSpec(BaseModel):
+    model_config = _spec_config()
+    not_: Any = Field(alias="not")
+
+
+@register
+class AllOf(Condition):
+    """All of the listed conditions hold (``all: [...]``; a bare list means the same)."""
+
+    key = "all"
+    levels = (Level.COLUMN, Level.CLUSTER, Level.TAG, Level.ATTRIBUTE)
+    Spec = _AllSpec
+    nested: ClassVar[dict[str, str]] = {"all": "list"}
+    joiner = "and"
+
+    def __init__(self, parts: list[Condition]) -> None:
+        self.parts = parts
+
+    @classmethod
+    def parse(cls, node: LocDict, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
+        extra = [key for key in node if key != cls.key]
+        for key in extra:
+            ctx.problem([*path, key], f"unknown key {key!r} next to {cls.key!r}", key=True)
+        items = node[cls.key]
+        if not isinstance(items, LocList) or not items:
+            ctx.problem([*path, cls.key], f"{cls.key!r} takes a non-empty list of conditions")
+            return None
+        built = cls.parse_items(items, level, ctx, [*path, cls.key], cls.key)
+        return None if extra else built
+
+    @classmethod
+    def parse_items(
+        cls, items: LocList, level: Level, ctx: ParseContext, path: list[Any], key: str
+    ) -> Condition | None:
+        if not items:
+            ctx.problem(path, f"{key!r} takes a non-empty list of conditions")
+            return None
+        parts = [parse_condition(item, level, ctx, [*path, i]) for i, item in enumerate(items)]
+        if any(part is None for part in parts):
+            return None
+        built = [p for p in parts if p is not None]
+        return built[0] if len(built) == 1 else cls(built)
+
+    def compile(self, row: Row) -> ColumnElement[bool]:
+        return and_(*(part.compile(row) for part in self.parts))
+
+    def explain(self) -> str:
+        texts = [_wrap(part, self) for part in self.parts]
+        return f" {self.joiner} ".join(texts)
+
+
+@register
+class AnyOf(AllOf):
+    """At least one of the listed conditions holds (``any: [...]``)."""
+
+    key = "any"
+    Spec = _AnySpec
+    nested: ClassVar[dict[str, str]] = {"any": "list"}
+    joiner = "or"
+
+    def compile(self, row: Row) -> ColumnElement[bool]:
+        return or_(*(part.compile(row) for part in self.parts))
+
+
+def _wrap(part: Condition, parent: Condition) -> str:
+    text = part.explain()
+    if isinstance(part, AllOf) and type(part) is not type(parent):
+        return f"({text})"
+    return text
+
+
+@register
+class Not(Condition):
+    """The nested condition does not hold (``not: {...}``)."""
+
+    key = "not"
+    levels = (Level.COLUMN, Level.CLUSTER, Level.TAG, Level.ATTRIBUTE)
+    Spec = _NotSpec
+    nested: ClassVar[dict[str, str]] = {"not": "one-or-list"}
+
+    def __init__(self, inner: Condition) -> None:
+        self.inner = inner
+
+    @classmethod
+    def parse(cls, node: LocDict, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
+        extra = [key for key in node if key != cls.key]
+        for key in extra:
+            ctx.problem([*path, key], f"unknown key {key!r} next to 'not'", key=True)
+        inner = parse_condition(node["not"], level, ctx, [*path, "not"])
+        return cls(inner) if inner is not None and not extra else None
+
+    def compile(self, row: Row) -> ColumnElement[bool]:
+        return not_(self.inner.compile(row))
+
+    def explain(self) -> str:
+        return f"not ({self.inner.explain()})"
+
+
+# -- field comparisons ---------------------------------------------------------------------------
+
+OPERATORS: dict[str, str] = {
+    "eq": "equal to the value",
+    "ne": "not equal to the value (true when the field is missing)",
+    "in": "equal to one of the listed values",
+    "not_in": "equal to none of the listed values (true when the field is missing)",
+    "contains": "text containing the value (for lists: an element equal to it)",
+    "not_contains": "the negation of contains",
+    "matches": "a regular expression found anywhere in the text (for lists: in some element)",
+    "exists": "true: the field has a value; false: it has none",
+    "absent": "true: the field has no value; false: it has one",
+    "empty": "true: the field is missing or blank (a list: has no element)",
+    "gt": "greater than",
+    "gte": "greater than or equal to",
+    "lt": "less than",
+    "lte": "less than or equal to",
+}
+
+OPS_BY_KIND: dict[Kind, tuple[str, ...]] = {
+    Kind.TEXT: (
+        "eq",
+        "ne",
+        "in",
+        "not_in",
+        "contains",
+        "not_contains",
+        "matches",
+        "exists",
+        "absent",
+        "empty",
+    ),
+    Kind.NUMBER: ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists", "absent"),
+    Kind.BOOLEAN: ("eq", "ne", "exists", "absent"),
+    Kind.TEXT_LIST: ("eq", "ne", "in", "not_in", "contains", "not_contains", "matches", "exists", "empty"),
+}
+
+_NEGATIVE = {"ne": "eq", "not_in": "in", "not_contains": "contains"}
+
+
+class _CompareSpec(BaseModel):
+    model_config = _spec_config()
+    field: StrictStr = Field(description="the field to read, e.g. columnName or cluster.labels")
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1)
+    not_in: list[Scalar] | None = Field(default=None, min_length=1)
+    contains: StrictStr | None = None
+    not_contains: StrictStr | None = None
+    matches: StrictStr | None = None
+    exists: StrictBool | None = None
+    absent: StrictBool | None = None
+    empty: StrictBool | None = None
+    gt: StrictInt | StrictFloat | None = None
+    gte: StrictInt | StrictFloat | None = None
+    lt: StrictInt | StrictFloat | None = None
+    lte: StrictInt | StrictFloat | None = None
+    case: Literal["insensitive", "exact"] = Field(
+        default="insensitive", description="text comparisons ignore case unless 'exact'"
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+@register
+class Compare(Condition):
+    """Compare a field with a value: ``{field: NAME, OPERATOR: VALUE[, case: exact]}``."""
+
+    key = "field"
+    levels = (Level.COLUMN, Level.CLUSTER, Level.TAG, Level.ATTRIBUTE)
+    Spec = _CompareSpec
+
+    def __init__(self, target: F.Field, op: str, value: Any, exact: bool) -> None:
+        self.target = target
+        self.op = op
+        self.value = value
+        self.exact = exact
+
+    @classmethod
+    def parse(cls, node: LocDict, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
+        ok = True
+        known = set(OPERATORS) | {"field", "case"}
+        for key in node:
+            if key not in known:
+                ctx.problem(
+                    [*path, key],
+                    f"unknown operator {key!r}; valid operators: {', '.join(OPERATORS)}",
+                    key=True,
+                )
+                ok = False
+        clean = LocDict({k: v for k, v in node.items() if k in known})
+        try:
+            spec = _CompareSpec.model_validate(clean)
+        except PydanticValidationError as exc:
+            report_pydantic(ctx, path, exc, "a field comparison")
+            return None
+        catalog = F.FIELDS_BY_LEVEL[level]
+        target = catalog.get(spec.field)
+        if target is None:
+            hint = _closest(spec.field, catalog)
+            ctx.problem(
+                [*path, "field"],
+                f"unknown field {spec.field!r} on {F.LEVEL_NOUN[level]}{hint}; "
+                f"valid fields: {', '.join(catalog)}",
+            )
+            return None
+        ops = [op for op in OPERATORS if op in node]
+        if len(ops) != 1:
+            if not ops:
+                ctx.problem(
+                    path,
+                    f"the comparison on {spec.field!r} has no operator; "
+                    f"add one of: {', '.join(OPS_BY_KIND[target.kind])}",
+                )
+            else:
+                ctx.problem(path, f"one operator per comparison, got {', '.join(ops)}; combine with all/any")
+            return None
+        op = ops[0]
+        if op not in OPS_BY_KIND[target.kind]:
+            ctx.problem(
+                [*path, op],
+                f"operator {op!r} does not apply to {spec.field!r} ({target.kind}); "
+                f"valid for it: {', '.join(OPS_BY_KIND[target.kind])}",
+                key=True,
+            )
+            return None
+        value = node[op]
+        problem = _check_value(target, op, value)
+        if problem:
+            ctx.problem([*path, op], f"{op}: {problem}")
+            return None
+        if op == "matches":
+            why = check_pattern(value)
+            if why:
+                ctx.problem([*path, op], f"matches: {why}")
+                return None
+        if "case" in node and target.kind not in (Kind.TEXT, Kind.TEXT_LIST):
+            ctx.problem([*path, "case"], f"'case' applies to text fields only, not {spec.field!r}", key=True)
+            return None
+        if not ok:
+            return None
+        if isinstance(value, LocList):
+            value = list(value)
+        return cls(target, op, value, spec.case == "exact")
+
+    # -- compilation ---------------------------------------------------------------------------
+
+    def compile(self, row: Row) -> ColumnElement[bool]:
+        if self.target.kind is Kind.TEXT_LIST:
+            return self._compile_list(row)
+        column = self.target.getter(row)
+        return self._scalar(column, self.op, self.target.kind)
+
+    def _norm(self, column: Any, kind: Kind) -> Any:
+        return func.lower(column) if kind in (Kind.TEXT, Kind.TEXT_LIST) and not self.exact else column
+
+    def _value(self, value: Any, kind: Kind) -> Any:
+        if kind in (Kind.TEXT, Kind.TEXT_LIST) and not self.exact and isinstance(value, str):
+            return value.lower()
+        return value
+
+    def _scalar(self, column: Any, op: str, kind: Kind) -> ColumnElement[bool]:
+        if op in _NEGATIVE:
+            return not_(self._scalar(column, _NEGATIVE[op], kind))
+        present = column.is_not(None)
+        if op in ("exists", "absent", "empty"):
+            if op == "exists":
+                test = present
+            elif op == "absent":
+                test = column.is_(None)
+            else:
+                test = or_(column.is_(None), func.trim(column) == "")
+            return test if self.value else not_(test)
+        norm = self._norm(column, kind)
+        if op == "eq":
+            return and_(present, norm == bindparam(None, self._value(self.value, kind), unique=True))
+        if op == "in":
+            values = [self._value(v, kind) for v in self.value]
+            return and_(present, norm.in_(values))
+        if op == "contains":
+            return and_(
+                present, TextContains(norm, bindparam(None, self._value(self.value, kind), unique=True))
+            )
+        if op == "matches":
+            construct = RegexSearch if self.exact else RegexSearchIgnoreCase
+            return and_(present, construct(column, bindparam(None, self.value, unique=True)))
+        comparator: dict[str, Callable[[Any, Any], Any]] = {
+            "gt": lambda a, b: a > b,
+            "gte": lambda a, b: a >= b,
+            "lt": lambda a, b: a < b,
+            "lte": lambda a, b: a <= b,
+        }
+        return and_(present, comparator[op](column, bindparam(None, self.value, unique=True)))
+
+    def _compile_list(self, row: Row) -> ColumnElement[bool]:
+        owner = self.target.getter(row)  # the cluster hash of the row
+        labels = cluster_labels.alias(f"lbl_{_next_alias()}")
+        if self.op in ("exists", "empty"):
+            has_any = owner.in_(select(labels.c.cluster_hash))
+            wants_any = self.value if self.op == "exists" else not self.value
+            return has_any if wants_any else not_(has_any)
+        positive = _NEGATIVE.get(self.op, self.op)
+        element_op = "eq" if positive == "contains" else positive
+        element = self._scalar(labels.c.label, element_op, Kind.TEXT)
+        test = owner.in_(select(labels.c.cluster_hash).where(element))
+        return not_(test) if self.op in _NEGATIVE else test
+
+    # -- explanation ---------------------------------------------------------------------------
+
+    def explain(self) -> str:
+        label = self.target.label
+        case = " (exact case)" if self.exact and self.target.kind in (Kind.TEXT, Kind.TEXT_LIST) else ""
+        if self.target.kind is Kind.BOOLEAN:
+            truth = {"eq": self.value, "ne": not self.value}.get(self.op)
+            if truth is None:
+                known = self.value if self.op == "exists" else not self.value
+                return f"whether {label} is {'known' if known else 'unknown'}"
+            return label if truth else label.replace(" is ", " is not ", 1)
+        if self.target.kind is Kind.TEXT_LIST:
+            values = ", ".join(_fmt(v) for v in self.value) if isinstance(self.value, list) else None
+            phrase = {
+                "eq": f"include {_fmt(self.value)}",
+                "contains": f"include {_fmt(self.value)}",
+                "ne": f"do not include {_fmt(self.value)}",
+                "not_contains": f"do not include {_fmt(self.value)}",
+                "in": f"include any of {values}",
+                "not_in": f"include none of {values}",
+                "matches": f"include one matching /{self.value}/",
+                "exists": "are not empty" if self.value else "are empty",
+                "empty": "are empty" if self.value else "are not empty",
+            }[self.op]
+            return f"{label} {phrase}{case}"
+        values = ", ".join(_fmt(v) for v in self.value) if isinstance(self.value, list) else None
+        phrase = {
+            "eq": f"is {_fmt(self.value)}",
+            "ne": f"is not {_fmt(self.value)}",
+            "in": f"is one of {values}",
+            "not_in": f"is none of {values}",
+            "contains": f"contains '{self.value}'",
+            "not_contains": f"does not contain '{self.value}'",
+            "matches": f"matches /{self.value}/",
+            "exists": "is set" if self.value else "is not set",
+            "absent": "is not set" if self.value else "is set",
+            "empty": "is empty" if self.value else "is not empty",
+            "gt": f"is greater than {_fmt(self.value)}",
+            "gte": f"is at least {_fmt(self.value)}",
+            "lt": f"is less than {_fmt(self.value)}",
+            "lte": f"is at most {_fmt(self.value)}",
+        }[self.op]
+        return f"{label} {phrase}{case}"
+
+
+def _check_value(target: F.Field, op: str, value: Any) -> str | None:
+    """Why ``value`` does not fit ``op`` on ``target``, or ``None``."""
+    if op in ("exists", "absent", "empty"):
+        return None if isinstance(value, bool) else f"expected true or false, got {_type_name(value)}"
+    if op in ("in", "not_in"):
+        items = list(value)
+        for item in items:
+            problem = _check_scalar(target.kind, item)
+            if problem:
+                return f"{problem} (in the list)"
+        return None
+    return _check_scalar(target.kind, value)
+
+
+def _check_scalar(kind: Kind, value: Any) -> str | None:
+    if kind in (Kind.TEXT, Kind.TEXT_LIST):
+        if not isinstance(value, str):
+            quote = " (quote it to compare as text)" if isinstance(value, bool | int | float) else ""
+            return f"expected text, got {_type_name(value)}{quote}"
+    elif kind is Kind.NUMBER:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number, got {_type_name(value)}"
+    elif kind is Kind.BOOLEAN and not isinstance(value, bool):
+        return f"expected true or false, got {_type_name(value)}"
+    return None
+
+
+def _closest(name: str, catalog: dict[str, Any]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, list(catalog), n=1)
+    if not match:
+        lowered = {key.lower(): key for key in catalog}
+        if name.lower() in lowered:
+            match = [lowered[name.lower()]]
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+_alias_counter = iter(range(1, 1 << 62))
+
+
+def _next_alias() -> int:
+    return next(_alias_counter)
+
+
+# -- counting: group keys and thresholds (shared by quantifiers and aggregate rules) ----------
+
+
+class HavingSpec(BaseModel):
+    """A threshold on a group: the number of rows, or of distinct values of ``distinct``."""
+
+    model_config = _spec_config()
+    distinct: StrictStr | None = Field(default=None, description="count distinct values of this field")
+    eq: StrictInt | None = None
+    ne: StrictInt | None = None
+    gt: StrictInt | None = None
+    gte: StrictInt | None = None
+    lt: StrictInt | None = None
+    lte: StrictInt | None = None
+    case: Literal["insensitive", "exact"] = "insensitive"
+
+
+_THRESHOLD_WORDS = {
+    "eq": "exactly",
+    "ne": "other than",
+    "gt": "more than",
+    "gte": "at least",
+    "lt": "fewer than",
+    "lte": "at most",
+}
+
+
+@dataclass
+class Having:
+    distinct: F.Field | None
+    op: str
+    threshold: int
+    exact: bool
+
+    @classmethod
+    def parse(cls, node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> Having | None:
+        if not isinstance(node, LocDict):
+            ctx.problem(
+                path, f"'having' takes a mapping such as {{distinct: source, gte: 2}}, got {_type_name(node)}"
+            )
+            return None
+        try:
+            spec = HavingSpec.model_validate(node)
+        except PydanticValidationError as exc:
+            report_pydantic(ctx, path, exc, "'having'")
+            return None
+        ops = [op for op in _THRESHOLD_WORDS if getattr(spec, op) is not None]
+        if len(ops) != 1:
+            ctx.problem(path, f"'having' needs exactly one of {', '.join(_THRESHOLD_WORDS)} (got {len(ops)})")
+            return None
+        distinct = None
+        if spec.distinct is not None:
+            catalog = F.FIELDS_BY_LEVEL[level]
+            distinct = catalog.get(spec.distinct)
+            if distinct is None or distinct.kind is Kind.TEXT_LIST:
+                valid = [name for name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
+                ctx.problem(
+                    [*path, "distinct"],
+                    f"cannot count distinct {spec.distinct!r} on {F.LEVEL_NOUN[level]}; "
+                    f"valid fields: {', '.join(valid)}",
+                )
+                return None
+        return cls(distinct, ops[0], int(getattr(spec, ops[0])), spec.case == "exact")
+
+    def compile(self, row: Row) -> ColumnElement[bool]:
+        if self.distinct is None:
+            measure = func.count()
+        else:
+            measure = func.count(func.distinct(group_value(self.distinct, row, exact=self.exact)))
+        bound = bindparam(None, self.threshold, unique=True)
+        return {
+            "eq": measure == bound,
+            "ne": measure != bound,
+            "gt": measure > bound,
+            "gte": measure >= bound,
+            "lt": measure < bound,
+            "lte": measure <= bound,
+        }[self.op]
+
+    def explain(self, noun: str) -> str:
+        what = f"distinct {self.distinct.label.removeprefix('the ')}s" if self.distinct else noun
+        return f"{_THRESHOLD_WORDS[self.op]} {self.threshold} {what}"
+
+
+def group_value(target: F.Field, row: Row, *, exact: bool) -> Any:
+    """The SQL value a field is grouped or counted by: text trimmed, and lower-cased unless exact."""
+    column = target.getter(row)
+    if target.kind is Kind.TEXT:
+        trimmed = func.trim(column)
+        return trimmed if exact else func.lower(trimmed)
+    return column
+
+
+def parse_group_by(node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> F.Field | None:
+    catalog = F.FIELDS_BY_LEVEL[level]
+    valid = [name for name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
+    if not isinstance(node, str) or node not in catalog or catalog[node].kind is Kind.TEXT_LIST:
+        shown = repr(node) if isinstance(node, str) else _type_name(node)
+        ctx.problem(path, f"cannot group {F.LEVEL_NOUN[level]} by {shown}; valid fields: {', '.join(valid)}")
+        return None
+    return catalog[node]
+
+
+# -- quantifiers over a column's tags and attributes, and a cluster's columns -------------------
+
+
+class _QuantifierSpec(BaseModel):
+    model_config = _spec_config()
+    any_: Any = Field(default=None, alias="any", description="at least one element matches")
+    all_: Any = Field(
+        default=None, alias="all", description="every element matches (true when there are none)"
+    )
+    none_: Any = Field(default=None, alias="none", description="no element matches")
+    where: Any = Field(default=None, description="counting form: which elements to count")
+    group_by: StrictStr | None = Field(
+        default=None, description="counting form: count per value of this field"
+    )
+    having: HavingSpec | None = Field(default=None, description="counting form: the threshold")
+    case: Literal["insensitive", "exact"] = Field(
+        default="insensitive", description="case of group_by values"
+    )
+
+
+class Quantifier(Condition):
+    """Base of ``tags``/``attributes``/``columns``: quantify a nested condition over a collection."""
+
+    Spec = _QuantifierSpec
+    nested: ClassVar[dict[str, str]] = {
+        "any": "one-or-list",
+        "all": "one-or-list",
+        "none": "one-or-list",
+        "where": "one-or-list",
+    }
+    inner_level: ClassVar[Level]
+    element: ClassVar[str]  # "tag"
+    owner: ClassVar[str]  # "the column"
+
+    def __init__(
+        self,
+        mode: str,
+        inner: Condition | None,
+        group_by: F.Field | None = None,
+        having: Having | None = None,
+        exact: bool = False,
+    ) -> None:
+        self.mode = mode  # any | all | none | count
+        self.inner = inner
+        self.group_by = group_by
+        self.having = having
+        self.exact = exact
+
+    @classmethod
+    def parse(cls, node: LocDict, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
+        extra = [key for key in node if key != cls.key]
+        for key in extra:
+            ctx.problem([*path, key], f"unknown key {key!r} next to {cls.key!r}", key=True)
+        body = node[cls.key]
+        here = [*path, cls.key]
+        if not isinstance(body, LocDict):
+            ctx.problem(
+                here,
+                f"{cls.key!r} takes a mapping with any/all/none (or where/group_by/having), "
+                f"got {_type_name(body)}",
+            )
+            return None
+        allowed = {"any", "all", "none", "where", "group_by", "having", "case"}
+        bad = False
+        for key in body:
+            if key not in allowed:
+                ctx.problem(
+                    [*here, key],
+                    f"unknown key {key!r} in {cls.key!r}; valid: any, all, none, where, group_by, having",
+                    key=True,
+                )
+                bad = True
+        modes = [key for key in ("any", "all", "none") if key in body]
+        counting = [key for key in ("where", "group_by", "having") if key in body]
+        if bad or extra:
+            return None
+        if (modes and counting) or len(modes) > 1 or not (modes or counting):
+            ctx.problem(
+                here,
+                f"{cls.key!r} needs exactly one of any/all/none, or a counting form with 'having' "
+                f"(and optional where/group_by)",
+            )
+            return None
+        if body.get("case", "insensitive") not in ("insensitive", "exact"):
+            ctx.problem([*here, "case"], "case: expected 'insensitive' or 'exact'")
+            return None
+        exact = body.get("case") == "exact"
+        if modes:
+            inner = parse_condition(body[modes[0]], cls.inner_level, ctx, [*here, modes[0]])
+            return cls(modes[0], inner) if inner is not None else None
+        if "having" not in body:
+            ctx.problem(
+                here, f"the counting form of {cls.key!r} needs 'having', e.g. {{distinct: source, gte: 2}}"
+            )
+            return None
+        inner = None
+        if "where" in body:
+            inner = parse_condition(body["where"], cls.inner_level, ctx, [*here, "where"])
+            if inner is None:
+                return None
+        group_by = None
+        if "group_by" in body:
+            group_by = parse_group_by(body["group_by"], cls.inner_level, ctx, [*here, "group_by"])
+            if group_by is None:
+                return None
+        having = Having.parse(body["having"], cls.inner_level, ctx, [*here, "having"])
+        if having is None:
+            return None
+        return cls("count", inner, group_by, having, exact)
+
+    @abstractmethod
+    def _elements(self, inner: Row) -> tuple[Any, Any, Any]:
+        """(from clause, owner key column, extra where clause) of the inner query."""
+
+    @abstractmethod
+    def _owner_key(self, row: Row) -> Any:
+        """The outer row's key the inner query's owner key is compared with."""
+
+    def compile(self, row: Row) -> ColumnElement[bool]:
+        inner_row = Row(row.run_id, self.inner_level)
+        predicate = self.inner.compile(inner_row) if self.inner is not None else true()
+        outer = self._owner_key(row)
+        if self.mode == "count":
+            assert self.having is not None
+            group_key = (
+                group_value(self.group_by, inner_row, exact=self.exact) if self.group_by is not None else None
+            )
+            having = self.having.compile(inner_row)
+            # Build the FROM clause last: group_by and having may have added joins.
+            source, owner_key, scope = self._elements(inner_row)
+            keys = [owner_key] if group_key is None else [owner_key, group_key]
+            query = (
+                select(owner_key).select_from(source).where(scope, predicate).group_by(*keys).having(having)
+            )
+            return outer.in_(query)
+        source, owner_key, scope = self._elements(inner_row)
+        if self.mode == "all":
+            query = select(owner_key).select_from(source).where(scope, not_(predicate))
+            return not_(outer.in_(query))
+        query = select(owner_key).select_from(source).where(scope, predicate)
+        return outer.in_(query) if self.mode == "any" else not_(outer.in_(query))
+
+    def explain(self) -> str:
+        if self.mode == "count":
+            assert self.having is not None
+            where = f" where {self.inner.explain()}" if self.inner is not None else ""
+            threshold = self.having.explain(f"{self.element}s")
+            if self.group_by is not None:
+                group = self.group_by.label.removeprefix("the ")
+                return f"{self.owner} has {self.element}s{where} sharing one {group} with {threshold}"
+            return (
+                f"{self.owner} has {threshold}{where}"
+                if not self.having.distinct
+                else (f"{self.owner} has {self.element}s{where} with {threshold}")
+            )
+        assert self.inner is not None
+        text = self.inner.explain()
+        if isinstance(self.inner, AllOf):
+            text = f"({text})"
+        if self.mode == "any":
+            return f"{self.owner} has a {self.element} where {text}"
+        if self.mode == "none":
+            return f"{self.owner} has no {self.element} where {text}"
+        return f"every {self.element} of {self.owner} is such that {text}"
+
+
+@register
+class Tags(Quantifier):
+    """Quantify over the column's tags: ``tags: {any|all|none: CONDITION}`` or a counting form."""
+
+    key = "tags"
+    levels = (Level.COLUMN,)
+    inner_level = Level.TAG
+    element = "tag"
+    owner = "the column"
+
+    def _elements(self, inner: Row) -> tuple[Any, Any, Any]:
+        table = inner.table("tag")
+        return table, table.c.column_hash, true()
+
+    def _owner_key(self, row: Row) -> Any:
+        return row.table("rc").c.column_hash
+
+
+@register
+class Attributes(Tags):
+    """Quantify over the column's attributes: ``attributes: {any|all|none: CONDITION}``."""
+
+    key = "attributes"
+    inner_level = Level.ATTRIBUTE
+    element = "attribute"
+
+    def _elements(self, inner: Row) -> tuple[Any, Any, Any]:
+        table = inner.table("attr")
+        return table, table.c.column_hash, true()
+
+
+@register
+class Columns(Quantifier):
+    """Quantify over the cluster's columns: ``columns: {any|all|none: CONDITION}`` or counting."""
+
+    key = "columns"
+    levels = (Level.CLUSTER,)
+    inner_level = Level.COLUMN
+    element = "column"
+    owner = "the cluster"
+
+    def _elements(self, inner: Row) -> tuple[Any, Any, Any]:
+        rc = inner.table("rc")
+        return column_from(inner), rc.c.cluster_id, rc.c.run_id == bindparam(None, inner.run_id, unique=True)
+
+    def _owner_key(self, row: Row) -> Any:
+        return row.table("rcl").c.cluster_id
+
+
+def column_from(row: Row) -> Any:
+    """FROM clause of a column-level row: membership, plus the version and cluster joins it uses."""
+    rc = row.table("rc")
+    source = rc
+    if row.uses("cv"):
+        cv = row.table("cv")
+        source = source.join(cv, cv.c.hash == rc.c.column_hash)
+    if row.uses("rcl") or row.uses("clv"):
+        rcl = row.table("rcl")
+        source = source.join(rcl, and_(rcl.c.run_id == rc.c.run_id, rcl.c.cluster_id == rc.c.cluster_id))
+    if row.uses("clv"):
+        clv = row.table("clv")
+        source = source.join(clv, clv.c.hash == row.table("rcl").c.cluster_hash)
+    return source
+
+
+def cluster_from(row: Row) -> Any:
+    """FROM clause of a cluster-level row."""
+    rcl = row.table("rcl")
+    source = rcl
+    if row.uses("clv"):
+        clv = row.table("clv")
+        source = source.join(clv, clv.c.hash == rcl.c.cluster_hash)
+    return source
+
+
+def condition_schema() -> dict[str, Any]:
+    """JSON Schema of a condition: any registered condition class."""
+    defs: dict[str, Any] = {}
+    variants = []
+    for key, cls in CONDITIONS.items():
+        schema = cls.json_schema()
+        defs.update(schema.pop("$defs", {}))
+        name = f"Condition_{key}"
+        required = set(schema.get("required", []))
+        required.add(key)
+        schema["required"] = sorted(required)
+        defs[name] = schema
+        variants.append({"$ref": f"#/$defs/{name}"})
+    defs["Condition"] = {
+        "anyOf": [*variants, {"type": "array", "items": {"$ref": "#/$defs/Condition"}, "minItems": 1}]
+    }
+    return defs
+
+
+__all__ = [
+    "CONDITIONS",
+    "OPERATORS",
+    "AllOf",
+    "AnyOf",
+    "Attributes",
+    "Columns",
+    "Compare",
+    "Condition",
+    "Having",
+    "Not",
+    "ParseContext",
+    "Quantifier",
+    "Tags",
+    "cluster_from",
+    "column_from",
+    "condition_schema",
+    "false",
+    "group_value",
+    "parse_condition",
+    "parse_group_by",
+]

@@ -1,0 +1,265 @@
+"""Findings: what a rule found, its fingerprint, and how findings are stored per run.
+
+A :class:`Finding` is one (rule, subject) pair. The subject is a column (cluster id + fully
+qualified name), a cluster (its id) or a group (cluster id, or the snapshot, + the group key). Its
+**fingerprint** is derived from the rule id and those catalog identifiers only, never from the
+message or the rule's text, so it is stable across runs and across edits of a rule's wording or
+condition.
+
+Stored findings live in ``evaluations`` (one row per run and rules digest) and ``findings``; a later
+request for the same run and the same rules reuses them instead of evaluating again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from auditor import __version__
+from auditor.errors import StoreError
+from auditor.store.schema import evaluations, findings
+from auditor.store.writer import now
+
+FINGERPRINT_VERSION = "v1"
+CHUNK = 500
+
+STATUS_NEW = "new"
+STATUS_EXISTING = "existing"
+STATUS_WAIVED = "waived"
+
+KIND_COLUMN = "column"
+KIND_CLUSTER = "cluster"
+KIND_GROUP = "group"
+
+
+def fingerprint(rule_id: str, kind: str, cluster_id: str | None, key: str | None) -> str:
+    """The stable identity of a finding: 32 hex chars of BLAKE2b over rule id + catalog identifiers."""
+    payload = json.dumps(
+        [FINGERPRINT_VERSION, rule_id, kind, cluster_id or "", key or ""], ensure_ascii=False
+    )
+    return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def subject_key(kind: str, cluster_id: str | None, key: str | None) -> str:
+    """A readable, stable, unique key of the subject within a rule (JUnit case names, CSV, tables)."""
+    cluster = cluster_id if cluster_id is not None else "*"
+    if kind == KIND_COLUMN:
+        return f"{cluster}/{key}"
+    if kind == KIND_CLUSTER:
+        return cluster
+    return f"{cluster}/group:{key}" if key else f"{cluster}/group"
+
+
+@dataclass
+class Finding:
+    """One rule matching one subject in one run."""
+
+    rule: str
+    severity: str
+    kind: str  # column | cluster | group
+    cluster_id: str | None
+    column: str | None  # fullyQualifiedName for column findings, else None
+    columns: list[str]
+    message: str
+    key: str | None = None  # fqn for column findings, the group key for group findings
+    fingerprint: str = ""
+    status: str = STATUS_NEW
+    first_seen_run: int | None = None
+    waiver: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = fingerprint(self.rule, self.kind, self.cluster_id, self.key)
+
+    @property
+    def subject(self) -> str:
+        return subject_key(self.kind, self.cluster_id, self.key)
+
+    @property
+    def waived(self) -> bool:
+        return self.status == STATUS_WAIVED
+
+    @property
+    def waiver_expired(self) -> bool:
+        return bool(self.waiver and self.waiver.get("expired"))
+
+    def to_json(self) -> dict[str, Any]:
+        """The shared finding shape (check, diff and report all emit this)."""
+        data: dict[str, Any] = {
+            "rule": self.rule,
+            "severity": self.severity,
+            "cluster_id": self.cluster_id,
+            "column": self.column,
+            "columns": list(self.columns),
+            "message": self.message,
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "first_seen_run": self.first_seen_run,
+        }
+        if self.waiver is not None:
+            data["waiver"] = dict(self.waiver)
+        return data
+
+
+def sort_key(finding: Finding) -> tuple[Any, ...]:
+    return (finding.rule, finding.cluster_id or "", finding.key or "")
+
+
+# -- storage -------------------------------------------------------------------------------------
+
+
+def latest_evaluation(connection: Connection, run_id: int, rules_digest: str) -> int | None:
+    """The newest stored evaluation of ``run_id`` under exactly this rule set, if any."""
+    return connection.execute(
+        select(func.max(evaluations.c.id)).where(
+            evaluations.c.run_id == run_id, evaluations.c.rules_digest == rules_digest
+        )
+    ).scalar()
+
+
+def load_findings(connection: Connection, evaluation_id: int) -> list[Finding]:
+    rows = connection.execute(
+        select(findings)
+        .where(findings.c.evaluation_id == evaluation_id)
+        .order_by(findings.c.rule_id, findings.c.cluster_id, findings.c.subject)
+    )
+    out = []
+    for row in rows:
+        out.append(
+            Finding(
+                rule=row.rule_id,
+                severity=row.severity,
+                kind=row.kind,
+                cluster_id=row.cluster_id,
+                column=row.column_fqn,
+                columns=list(row.columns or []),
+                message=row.message,
+                key=row.subject,
+                fingerprint=row.fingerprint,
+                first_seen_run=row.first_seen_run,
+            )
+        )
+    out.sort(key=sort_key)
+    return out
+
+
+def earliest_sightings(connection: Connection, run_id: int, fingerprints: Sequence[str]) -> dict[str, int]:
+    """For each fingerprint, the earliest run before ``run_id`` known to have had it (any rule set)."""
+    found: dict[str, int] = {}
+    first = func.min(func.coalesce(findings.c.first_seen_run, findings.c.run_id))
+    for start in range(0, len(fingerprints), CHUNK):
+        chunk = list(fingerprints[start : start + CHUNK])
+        rows = connection.execute(
+            select(findings.c.fingerprint, first)
+            .where(findings.c.run_id < run_id, findings.c.fingerprint.in_(chunk))
+            .group_by(findings.c.fingerprint)
+        )
+        for fp, earliest in rows:
+            found[fp] = int(earliest)
+    return found
+
+
+def store_evaluation(
+    engine: Engine,
+    run_id: int,
+    rules_digest: str,
+    rule_ids: Iterable[str],
+    items: Sequence[Finding],
+) -> int:
+    """Store an evaluation and its findings in one transaction; returns the evaluation id."""
+    try:
+        with engine.begin() as connection:
+            evaluation_id = int(
+                connection.execute(
+                    evaluations.insert().values(
+                        run_id=run_id,
+                        created_at=now(),
+                        rules_digest=rules_digest,
+                        waivers_digest=None,
+                        rule_ids=sorted(rule_ids),
+                        tool_version=__version__,
+                    )
+                ).inserted_primary_key[0]
+            )
+            rows = [
+                {
+                    "evaluation_id": evaluation_id,
+                    "run_id": run_id,
+                    "fingerprint": f.fingerprint,
+                    "rule_id": f.rule,
+                    "severity": f.severity,
+                    "kind": f.kind,
+                    "cluster_id": f.cluster_id,
+                    "column_fqn": f.column,
+                    "subject": f.key,
+                    "columns": list(f.columns),
+                    "message": f.message,
+                    "first_seen_run": f.first_seen_run,
+                    "status": None,
+                    "waiver": None,
+                }
+                for f in items
+            ]
+            for start in range(0, len(rows), 5000):
+                connection.execute(findings.insert(), rows[start : start + 5000])
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        raise StoreError(f"could not store the findings of run {run_id}: {detail}") from None
+    return evaluation_id
+
+
+def record_check(
+    engine: Engine, evaluation_id: int, waivers_digest: str | None, items: Sequence[Finding]
+) -> None:
+    """Record the statuses and waiver states of the latest check of a stored evaluation."""
+    from sqlalchemy import bindparam
+
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                update(evaluations)
+                .where(evaluations.c.id == evaluation_id)
+                .values(waivers_digest=waivers_digest)
+            )
+            params = [
+                {
+                    "b_eval": evaluation_id,
+                    "b_fp": f.fingerprint,
+                    "status": f.status,
+                    "waiver": f.waiver,
+                    "first_seen_run": f.first_seen_run,
+                }
+                for f in items
+            ]
+            if params:
+                connection.execute(
+                    update(findings)
+                    .where(
+                        findings.c.evaluation_id == bindparam("b_eval"),
+                        findings.c.fingerprint == bindparam("b_fp"),
+                    )
+                    .values(
+                        status=bindparam("status"),
+                        waiver=bindparam("waiver"),
+                        first_seen_run=bindparam("first_seen_run"),
+                    ),
+                    params,
+                )
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        raise StoreError(f"could not record the check of evaluation {evaluation_id}: {detail}") from None
+
+
+@dataclass
+class Evaluated:
+    """Findings of one run under one rule set, with the stored evaluation they belong to."""
+
+    run_id: int
+    evaluation_id: int | None
+    findings: list[Finding] = field(default_factory=list)

@@ -1,0 +1,486 @@
+"""Rule files: the pydantic models, the loader, the validator and the rule set.
+
+A rule file is YAML with a top-level ``rules:`` list. Loading a set of files validates *everything*
+before anything runs and raises one :class:`~auditor.errors.RuleError` whose ``problems`` list every
+issue as ``file:line:column: message``: YAML syntax, duplicate keys, unknown keys, wrong value
+types, unknown fields and operators (listing the valid ones), invalid or unsafe regular expressions,
+ids that are not kebab-case, unknown severities, message placeholders that do not exist, and ids
+defined twice across files. :func:`load_ruleset` with no paths loads the built-in pack (``rules/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import ValidationError as PydanticValidationError
+
+from auditor.engine import fields as F
+from auditor.engine.conditions import (
+    Condition,
+    Having,
+    HavingSpec,
+    ParseContext,
+    condition_schema,
+    parse_condition,
+    parse_group_by,
+    report_pydantic,
+)
+from auditor.engine.fields import Level
+from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at, read_yaml
+from auditor.errors import RuleError
+from auditor.paths import rules_dir
+
+ENGINE_VERSION = "1"  # part of every rules digest: bump when evaluation semantics change
+KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+RULE_SUFFIXES = (".yaml", ".yml")
+FIXTURE_SUFFIXES = (".test.yaml", ".test.yml")
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return SEVERITY_ORDER.index(self.value)
+
+
+SEVERITY_ORDER = ("info", "low", "medium", "high", "critical")
+
+
+def severity_rank(value: str) -> int:
+    return SEVERITY_ORDER.index(value)
+
+
+class Scope(StrEnum):
+    COLUMN = "column"
+    CLUSTER = "cluster"
+    AGGREGATE = "aggregate"
+
+
+class AggregateSpec(BaseModel):
+    """``aggregate:`` of an aggregate rule: group columns and keep groups passing a threshold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    per: Literal["cluster", "snapshot"] = Field(
+        default="cluster", description="group the columns of each cluster, or of the whole snapshot"
+    )
+    where: Any = Field(default=None, description="only count columns matching this condition")
+    group_by: StrictStr | None = Field(default=None, description="a column field, e.g. columnName")
+    case: Literal["insensitive", "exact"] = Field(
+        default="insensitive", description="group and count text ignoring case unless 'exact'"
+    )
+    # Validated by Having.parse (one report per problem); the JSON Schema shows HavingSpec.
+    having: Any = Field(description="the threshold a group must pass, e.g. {distinct: source, gte: 2}")
+
+
+class RuleSpec(BaseModel):
+    """One rule as written in YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: StrictStr = Field(description="unique, kebab-case", json_schema_extra={"pattern": KEBAB.pattern})
+    title: StrictStr = Field(min_length=1)
+    description: StrictStr = Field(min_length=1)
+    severity: Literal["info", "low", "medium", "high", "critical"]
+    scope: Literal["column", "cluster", "aggregate"]
+    condition: Any = Field(default=None, description="for column and cluster rules")
+    aggregate: AggregateSpec | None = Field(default=None, description="for aggregate rules")
+    message: StrictStr = Field(
+        min_length=1, description="plain placeholders such as {column.columnName} or {cluster.name}"
+    )
+    remediation: StrictStr = Field(min_length=1)
+    references: list[StrictStr] = Field(default_factory=list, description="e.g. GDPR Art. 32, PCI DSS 3.4")
+    tags: list[StrictStr] = Field(default_factory=list)
+    enabled: StrictBool = True
+
+
+class RuleFileSpec(BaseModel):
+    """A rule file: a ``rules:`` list."""
+
+    model_config = ConfigDict(extra="forbid")
+    rules: list[RuleSpec]
+
+
+# -- message templates ---------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+COLUMN_PLACEHOLDERS = {f"column.{name}": name for name in F.COLUMN_FIELDS}
+CLUSTER_PLACEHOLDERS = {
+    "cluster.id",
+    "cluster.name",
+    "cluster.labels",
+    "cluster.severity",
+    "cluster.status",
+    "cluster.size",
+}
+GROUP_PLACEHOLDERS = {
+    "group.key",
+    "group.value",
+    "group.count",
+    "group.distinct",
+    "group.columns",
+    "group.clusters",
+}
+RULE_PLACEHOLDERS = {"rule.id", "rule.title", "rule.severity"}
+
+
+def allowed_placeholders(scope: str, per: str = "cluster") -> list[str]:
+    names = set(RULE_PLACEHOLDERS)
+    if scope == Scope.COLUMN:
+        names |= set(COLUMN_PLACEHOLDERS) | CLUSTER_PLACEHOLDERS
+    elif scope == Scope.CLUSTER:
+        names |= CLUSTER_PLACEHOLDERS
+    else:
+        names |= GROUP_PLACEHOLDERS
+        if per == "cluster":
+            names |= CLUSTER_PLACEHOLDERS
+    return sorted(names)
+
+
+def template_problems(template: str, allowed: Iterable[str]) -> list[str]:
+    allowed = set(allowed)
+    problems = []
+    for match in _PLACEHOLDER.finditer(template):
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            continue
+        name = match.group(1)
+        if name is None:
+            problems.append(f"unbalanced {token!r} in message; write {token * 2} for a literal brace")
+        elif name not in allowed:
+            problems.append(f"unknown placeholder {{{name}}} in message; valid: {', '.join(sorted(allowed))}")
+    return problems
+
+
+def render_message(template: str, values: dict[str, Any]) -> str:
+    """Fill ``{name}`` placeholders from ``values`` (plain lookups: no code, no attribute access)."""
+
+    def replace(match: re.Match[str]) -> str:
+        piece = match.group(0)
+        if piece in ("{{", "}}"):
+            return piece[0]
+        value = values.get(match.group(1) or "")
+        if value is None:
+            return "(none)"
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, list | tuple):
+            return ", ".join(str(v) for v in value) or "(none)"
+        return str(value)
+
+    return _PLACEHOLDER.sub(replace, template)
+
+
+# -- the rule objects ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    per: str
+    where: Condition | None
+    group_by: F.Field | None
+    exact: bool
+    having: Having
+
+    def explain(self) -> str:
+        where = f" matching: {self.where.explain()}" if self.where is not None else ""
+        if self.group_by is not None:
+            how = "ignoring case and surrounding spaces" if not self.exact else "exactly, trimming spaces"
+            group = f"grouped by {self.group_by.label.removeprefix('the ')} ({how})"
+        else:
+            group = "taken together"
+        whose = "of each cluster" if self.per == "cluster" else "of the whole snapshot"
+        return f"the columns {whose}{where}, {group}, form a group with {self.having.explain('columns')}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A validated rule, ready to compile. ``definition`` is its canonical YAML content."""
+
+    id: str
+    title: str
+    description: str
+    severity: str
+    scope: str
+    message: str
+    remediation: str
+    references: tuple[str, ...]
+    tags: tuple[str, ...]
+    enabled: bool
+    condition: Condition | None
+    aggregate: Aggregate | None
+    definition: dict[str, Any]
+    source: str
+    line: int
+
+    def explain(self) -> str:
+        """A plain sentence saying what the rule flags."""
+        if self.scope == Scope.COLUMN:
+            assert self.condition is not None
+            return f"Flags each column where {self.condition.explain()}."
+        if self.scope == Scope.CLUSTER:
+            assert self.condition is not None
+            return f"Flags each cluster where {self.condition.explain()}."
+        assert self.aggregate is not None
+        return f"Flags each group where {self.aggregate.explain()}."
+
+    @property
+    def severity_rank(self) -> int:
+        return severity_rank(self.severity)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The rules to evaluate (enabled ones in ``rules``) and a digest of their content."""
+
+    rules: tuple[Rule, ...]
+    disabled: tuple[Rule, ...] = ()
+    sources: tuple[str, ...] = ()
+    digest: str = field(default="")
+
+    def get(self, rule_id: str) -> Rule | None:
+        return next((rule for rule in (*self.rules, *self.disabled) if rule.id == rule_id), None)
+
+    def only(self, rule_ids: Iterable[str]) -> RuleSet:
+        """The subset with these ids (used by rule tests)."""
+        wanted = set(rule_ids)
+        return make_ruleset([r for r in self.rules if r.id in wanted], [], self.sources)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def make_ruleset(rules: Sequence[Rule], disabled: Sequence[Rule], sources: Sequence[str]) -> RuleSet:
+    ordered = tuple(sorted(rules, key=lambda r: r.id))
+    payload = {"engine": ENGINE_VERSION, "rules": [r.definition for r in ordered]}
+    digest = hashlib.sha256(
+        json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+    ).hexdigest()
+    return RuleSet(ordered, tuple(sorted(disabled, key=lambda r: r.id)), tuple(sources), digest)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
+    """Expand files and folders into rule files (fixtures ``*.test.yaml`` are not rules)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.name.endswith(RULE_SUFFIXES) and not p.name.endswith(FIXTURE_SUFFIXES)
+            )
+            if not inside:
+                problems.add(str(path), None, "no rule files (*.yaml, *.yml) in this folder")
+            found.extend(inside)
+        elif path.is_file():
+            found.append(path)
+        else:
+            problems.add(str(path), None, "no such file or folder")
+    return found
+
+
+def plain(value: Any) -> Any:
+    """Loc containers → plain dicts and lists (for digests and JSON)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def parse_rule_file(path: Path, problems: Problems, *, source: str | None = None) -> list[Rule]:
+    """Validate one rule file; returns the rules that are valid (problems collected)."""
+    name = source or str(path)
+    document = read_yaml(path, problems, source=name)
+    ctx = ParseContext(name, document, problems)
+    if document is None:
+        if not problems.items or not problems.items[-1].startswith(name):
+            problems.add(name, None, "the file is empty; expected a 'rules:' list")
+        return []
+    if not isinstance(document, LocDict):
+        ctx.problem([], "a rule file is a mapping with a 'rules:' list")
+        return []
+    for key in document:
+        if key != "rules":
+            ctx.problem(
+                [key], f"unknown key {key!r} at the top of a rule file; expected only 'rules'", key=True
+            )
+    items = document.get("rules")
+    if not isinstance(items, LocList):
+        ctx.problem(["rules"] if "rules" in document else [], "'rules' must be a list of rules")
+        return []
+    rules = []
+    for index, node in enumerate(items):
+        rule = parse_rule(node, ctx, ["rules", index])
+        if rule is not None:
+            rules.append(rule)
+    return rules
+
+
+def parse_rule(node: Any, ctx: ParseContext, path: list[Any]) -> Rule | None:
+    if not isinstance(node, LocDict):
+        ctx.problem(path, "a rule is a mapping with id, title, severity, scope, condition, message...")
+        return None
+    before = len(ctx.problems)
+    spec: RuleSpec | None = None
+    try:
+        # 'aggregate' is validated by parse_aggregate, so each of its problems is reported once.
+        spec = RuleSpec.model_validate({k: v for k, v in node.items() if k != "aggregate"})
+    except PydanticValidationError as exc:
+        rule_id = node.get("id")
+        report_pydantic(ctx, path, exc, f"rule {rule_id!r}" if isinstance(rule_id, str) else "a rule")
+    rule_id = node.get("id")
+    if isinstance(rule_id, str) and not KEBAB.match(rule_id):
+        ctx.problem(
+            [*path, "id"],
+            f"rule id {rule_id!r} is not kebab-case (lowercase letters and digits joined by single "
+            "hyphens, e.g. 'pii-without-sensitivity-tag')",
+        )
+    scope = node.get("scope")
+    condition: Condition | None = None
+    aggregate: Aggregate | None = None
+    if scope in ("column", "cluster"):
+        if "aggregate" in node:
+            ctx.problem([*path, "aggregate"], f"'aggregate' is for scope aggregate, not {scope}", key=True)
+        if "condition" not in node:
+            ctx.problem(path, f"a {scope} rule needs a 'condition'")
+        else:
+            level = Level.COLUMN if scope == "column" else Level.CLUSTER
+            condition = parse_condition(node["condition"], level, ctx, [*path, "condition"])
+    elif scope == "aggregate":
+        if "condition" in node:
+            ctx.problem(
+                [*path, "condition"],
+                "an aggregate rule filters columns with 'aggregate: {where: ...}', not 'condition'",
+                key=True,
+            )
+        if "aggregate" not in node:
+            ctx.problem(path, "an aggregate rule needs 'aggregate: {group_by: ..., having: ...}'")
+        else:
+            aggregate = parse_aggregate(node["aggregate"], ctx, [*path, "aggregate"])
+    message = node.get("message")
+    if isinstance(message, str) and scope in ("column", "cluster", "aggregate"):
+        per = (
+            node.get("aggregate", {}).get("per", "cluster") if isinstance(node.get("aggregate"), dict) else ""
+        )
+        for problem in template_problems(message, allowed_placeholders(scope, per)):
+            ctx.problem([*path, "message"], problem)
+    if spec is None or len(ctx.problems) > before:
+        return None
+    mark = mark_at(ctx.document, path) or Mark(1, 1)
+    return Rule(
+        id=spec.id,
+        title=spec.title,
+        description=spec.description,
+        severity=spec.severity,
+        scope=spec.scope,
+        message=spec.message,
+        remediation=spec.remediation,
+        references=tuple(spec.references),
+        tags=tuple(spec.tags),
+        enabled=spec.enabled,
+        condition=condition,
+        aggregate=aggregate,
+        definition=plain(node),
+        source=ctx.source,
+        line=mark.line,
+    )
+
+
+def parse_aggregate(node: Any, ctx: ParseContext, path: list[Any]) -> Aggregate | None:
+    if not isinstance(node, LocDict):
+        ctx.problem(path, "'aggregate' takes a mapping with per, where, group_by and having")
+        return None
+    try:
+        spec = AggregateSpec.model_validate(node)
+    except PydanticValidationError as exc:
+        report_pydantic(ctx, path, exc, "'aggregate'")
+        return None
+    where = None
+    if spec.where is not None:
+        where = parse_condition(node["where"], Level.COLUMN, ctx, [*path, "where"])
+        if where is None:
+            return None
+    group_by = None
+    if spec.group_by is not None:
+        group_by = parse_group_by(spec.group_by, Level.COLUMN, ctx, [*path, "group_by"])
+        if group_by is None:
+            return None
+    having = Having.parse(node["having"], Level.COLUMN, ctx, [*path, "having"])
+    if having is None:
+        return None
+    return Aggregate(spec.per, where, group_by, spec.case == "exact", having)
+
+
+def validate_rule_files(paths: Sequence[Path] | None) -> tuple[list[Rule], Problems, list[str]]:
+    """Validate every file; return (valid rules, problems, sources). Duplicate ids are problems."""
+    problems = Problems()
+    base = [rules_dir()] if paths is None else [Path(p) for p in paths]
+    files = rule_files(base, problems)
+    rules: list[Rule] = []
+    seen: dict[str, Rule] = {}
+    for path in files:
+        for rule in parse_rule_file(path, problems):
+            first = seen.get(rule.id)
+            if first is not None:
+                problems.add(
+                    rule.source,
+                    Mark(rule.line, 1),
+                    f"duplicate rule id {rule.id!r} (also defined at {first.source}:{first.line}); "
+                    "rule ids must be unique across files",
+                )
+                continue
+            seen[rule.id] = rule
+            rules.append(rule)
+    return rules, problems, [str(p) for p in files]
+
+
+def load_ruleset(paths: Sequence[Path] | None = None) -> RuleSet:
+    """Load and validate rule files (``None``: the built-in pack). Raises RuleError listing every problem."""
+    rules, problems, sources = validate_rule_files(paths)
+    if problems:
+        count = len(problems)
+        raise RuleError(
+            f"{count} problem{'s' if count != 1 else ''} in the rule files",
+            hint="fix them and check with: auditor rules validate PATH",
+            problems=problems.items,
+        )
+    enabled = [r for r in rules if r.enabled]
+    disabled = [r for r in rules if not r.enabled]
+    return make_ruleset(enabled, disabled, sources)
+
+
+def rules_json_schema() -> dict[str, Any]:
+    """JSON Schema of a rule file, for editor completion (generated from the models)."""
+    schema = RuleFileSpec.model_json_schema(ref_template="#/$defs/{model}")
+    defs = schema.setdefault("$defs", {})
+    defs.update(condition_schema())
+    rule = defs["RuleSpec"]
+    rule["properties"]["condition"] = {
+        "$ref": "#/$defs/Condition",
+        "description": "for column and cluster rules",
+    }
+    aggregate = defs["AggregateSpec"]
+    aggregate["properties"]["where"] = {"$ref": "#/$defs/Condition"}
+    aggregate["properties"]["having"] = {"$ref": "#/$defs/HavingSpec"}
+    defs["HavingSpec"] = HavingSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "cluster-auditor rule file"
+    return schema

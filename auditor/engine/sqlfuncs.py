@@ -1,0 +1,198 @@
+"""Portable SQL pieces the compiler needs: substring test, safe regular expressions.
+
+* :class:`TextContains` compiles to ``instr(a, b) > 0`` on SQLite and ``strpos(a, b) > 0`` on
+  PostgreSQL (``LIKE`` would treat ``%``/``_`` in values as wildcards and, on SQLite, ignore case
+  even when a rule asked for exact case).
+* :class:`RegexSearch` compiles to ``a ~ p`` / ``a ~* p`` on PostgreSQL and to a Python ``re``
+  search registered as the SQLite function ``auditor_regexp`` (:func:`register_sqlite_functions`).
+* :func:`check_pattern` decides whether a rule's pattern is acceptable *before* anything runs:
+  it must compile, stay within a portable subset of regex syntax (what Python and PostgreSQL agree
+  on), and have no nested unbounded quantifiers or ambiguous repeated alternations, the shapes that
+  backtrack catastrophically. Input longer than :data:`MAX_INPUT` characters is searched only in its
+  first :data:`MAX_INPUT` characters, a second guard on the SQLite side.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from sqlalchemy import Boolean
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+try:  # Python 3.11+: the parser moved to a private module; sre_parse is deprecated.
+    import re._constants as _c
+    import re._parser as _parser
+except ImportError:  # pragma: no cover
+    import sre_constants as _c  # type: ignore[no-redef]
+    import sre_parse as _parser  # type: ignore[no-redef]
+
+MAX_PATTERN = 300
+MAX_INPUT = 10_000
+
+_UNSUPPORTED = {
+    "GROUPREF": "backreferences (\\1) are not supported",
+    "GROUPREF_EXISTS": "conditional groups are not supported",
+    "ATOMIC_GROUP": "atomic groups are not supported",
+    "POSSESSIVE_REPEAT": "possessive quantifiers are not supported",
+    "POSSESSIVE_REPEAT_ONE": "possessive quantifiers are not supported",
+}
+
+
+def check_pattern(pattern: str) -> str | None:
+    """Return why ``pattern`` is refused, or ``None`` when it is safe to run."""
+    if len(pattern) > MAX_PATTERN:
+        return f"the pattern is longer than {MAX_PATTERN} characters"
+    if "(?P" in pattern or ("(?<" in pattern and "(?<=" not in pattern and "(?<!" not in pattern):
+        return "named groups are not supported (PostgreSQL has no such syntax); use (...) instead"
+    try:
+        re.compile(pattern)
+        parsed = _parser.parse(pattern)
+    except re.error as exc:
+        return f"invalid regular expression: {exc.msg} at position {exc.pos}"
+    return _walk(list(parsed), inside_unbounded=False)
+
+
+def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
+    for op, av in items:
+        name = str(op)
+        if name in _UNSUPPORTED:
+            return _UNSUPPORTED[name]
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            _low, high, sub = av
+            unbounded = high == _c.MAXREPEAT or high > 100
+            if unbounded and inside_unbounded and _can_repeat(list(sub)):
+                return (
+                    "nested quantifiers such as (a+)+ can take exponential time; "
+                    "rewrite the pattern without a repeated group that itself repeats"
+                )
+            problem = _walk(list(sub), inside_unbounded=inside_unbounded or unbounded)
+            if problem:
+                return problem
+        elif op == _c.SUBPATTERN:
+            problem = _walk(list(av[-1]), inside_unbounded=inside_unbounded)
+            if problem:
+                return problem
+        elif op == _c.BRANCH:
+            branches = [list(b) for b in av[1]]
+            if inside_unbounded and _branches_overlap(branches):
+                return (
+                    "a repeated alternation whose branches can start with the same character "
+                    "(such as (a|ab)*) can take exponential time; make the branches distinct"
+                )
+            for branch in branches:
+                problem = _walk(branch, inside_unbounded=inside_unbounded)
+                if problem:
+                    return problem
+        elif op in (_c.ASSERT, _c.ASSERT_NOT):
+            problem = _walk(list(av[1]), inside_unbounded=inside_unbounded)
+            if problem:
+                return problem
+    return None
+
+
+def _can_repeat(items: list[Any]) -> bool:
+    """Whether the sub-pattern contains a quantifier allowing more than one repetition."""
+    for op, av in items:
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            if av[1] > 1:
+                return True
+            if _can_repeat(list(av[2])):
+                return True
+        elif (op == _c.SUBPATTERN and _can_repeat(list(av[-1]))) or (
+            op == _c.BRANCH and any(_can_repeat(list(b)) for b in av[1])
+        ):
+            return True
+    return False
+
+
+def _first_chars(items: list[Any]) -> set[int] | None:
+    """Literal code points a branch can start with, or ``None`` when that is not a plain literal."""
+    if not items:
+        return None
+    op, av = items[0]
+    if op == _c.LITERAL:
+        return {av, ord(chr(av).lower()), ord(chr(av).upper())}
+    if op == _c.SUBPATTERN:
+        return _first_chars(list(av[-1]))
+    return None
+
+
+def _branches_overlap(branches: list[list[Any]]) -> bool:
+    seen: set[int] = set()
+    for branch in branches:
+        first = _first_chars(branch)
+        if first is None or first & seen:
+            return True
+        seen |= first
+    return False
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+
+
+def _sqlite_regexp(pattern: str | None, value: Any, ignore_case: int | None) -> int:
+    if pattern is None or value is None:
+        return 0
+    text = value if isinstance(value, str) else str(value)
+    return 1 if _compiled(pattern, bool(ignore_case)).search(text[:MAX_INPUT]) else 0
+
+
+def register_sqlite_functions(dbapi_connection: Any) -> None:
+    """Register ``auditor_regexp(pattern, value, ignore_case)`` on a sqlite3 connection."""
+    dbapi_connection.create_function("auditor_regexp", 3, _sqlite_regexp, deterministic=True)
+
+
+class TextContains(FunctionElement[bool]):
+    """``haystack`` contains ``needle`` as a plain substring (no wildcards, exact bytes)."""
+
+    type = Boolean()
+    name = "text_contains"
+    inherit_cache = True
+
+
+@compiles(TextContains)
+def _contains_default(element: TextContains, compiler: Any, **kw: Any) -> str:
+    haystack, needle = list(element.clauses)
+    return f"(instr({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)}) > 0)"
+
+
+@compiles(TextContains, "postgresql")
+def _contains_pg(element: TextContains, compiler: Any, **kw: Any) -> str:
+    haystack, needle = list(element.clauses)
+    return f"(strpos({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)}) > 0)"
+
+
+class RegexSearch(FunctionElement[bool]):
+    """``value`` matches ``pattern`` anywhere (Python ``re.search`` semantics), case-sensitive."""
+
+    type = Boolean()
+    name = "regex_search"
+    inherit_cache = True
+    ignore_case = False
+
+
+class RegexSearchIgnoreCase(RegexSearch):
+    """The case-insensitive variant."""
+
+    name = "regex_search_ci"
+    inherit_cache = True
+    ignore_case = True
+
+
+@compiles(RegexSearch)
+def _regex_default(element: RegexSearch, compiler: Any, **kw: Any) -> str:
+    value, pattern = list(element.clauses)
+    flag = 1 if element.ignore_case else 0
+    return f"(auditor_regexp({compiler.process(pattern, **kw)}, {compiler.process(value, **kw)}, {flag}) = 1)"
+
+
+@compiles(RegexSearch, "postgresql")
+def _regex_pg(element: RegexSearch, compiler: Any, **kw: Any) -> str:
+    value, pattern = list(element.clauses)
+    operator = "~*" if element.ignore_case else "~"
+    return f"({compiler.process(value, **kw)} {operator} {compiler.process(pattern, **kw)})"

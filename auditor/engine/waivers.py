@@ -1,0 +1,277 @@
+"""Waivers: reviewed, expiring exceptions to rules, kept in one YAML file.
+
+Each entry names a rule id and narrows it to a cluster id and/or a column pattern (``column``: a
+glob such as ``hr.*.ssn``; ``column_regex``: a regular expression matched against the whole fully
+qualified name; both ignore case). ``reason``, ``owner`` and ``expires`` (a date) are required,
+``ticket`` is optional. A waived finding is still reported, with status ``waived``; after
+``expires`` the waiver no longer applies and the finding is labelled "waiver expired". Waivers that
+match nothing are reported as stale, and those expiring within :data:`EXPIRING_DAYS` are listed.
+
+Example::
+
+    waivers:
+      - rule: high-sensitivity-without-confidential
+        cluster: c-hr-001
+        column: "hr.payroll.*"
+        reason: Payroll is moving to the confidential warehouse in Q1
+        owner: data-governance@example.com
+        expires: 2027-03-31
+        ticket: GOV-1234
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from auditor.engine.conditions import ParseContext, report_pydantic
+from auditor.engine.findings import STATUS_WAIVED, Finding
+from auditor.engine.sqlfuncs import check_pattern
+from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at, read_yaml
+from auditor.errors import RuleError
+
+EXPIRING_DAYS = 14
+
+
+class WaiverSpec(BaseModel):
+    """One waiver entry as written in YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rule: StrictStr = Field(min_length=1, description="the rule id this waiver applies to")
+    cluster: StrictStr | None = Field(default=None, description="a cluster id")
+    column: StrictStr | None = Field(
+        default=None, description="a glob over fullyQualifiedName, e.g. hr.*.ssn"
+    )
+    column_regex: StrictStr | None = Field(
+        default=None, description="a regex over the whole fullyQualifiedName"
+    )
+    reason: StrictStr = Field(min_length=1)
+    owner: StrictStr = Field(min_length=1)
+    expires: date
+    ticket: StrictStr | None = None
+
+    @field_validator("reason", "owner")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class WaiverFileSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    waivers: list[WaiverSpec]
+
+
+@dataclass(frozen=True)
+class Waiver:
+    rule: str
+    cluster: str | None
+    column: str | None
+    column_regex: str | None
+    reason: str
+    owner: str
+    expires: date
+    ticket: str | None
+    source: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+    def expired(self, today: date) -> bool:
+        return today > self.expires
+
+    def matches(self, finding: Finding) -> bool:
+        if finding.rule != self.rule:
+            return False
+        if self.cluster is not None and finding.cluster_id != self.cluster:
+            return False
+        if self.column is None and self.column_regex is None:
+            return True
+        names = [finding.column] if finding.column else list(finding.columns)
+        return bool(names) and all(self._column_matches(name) for name in names)
+
+    def _column_matches(self, fqn: str) -> bool:
+        lowered = fqn.lower()
+        if self.column is not None and not fnmatch.fnmatchcase(lowered, self.column.lower()):
+            return False
+        return not (
+            self.column_regex is not None and not re.fullmatch(self.column_regex, fqn, flags=re.IGNORECASE)
+        )
+
+    def describe(self) -> str:
+        parts = [f"rule {self.rule}"]
+        if self.cluster:
+            parts.append(f"cluster {self.cluster}")
+        if self.column:
+            parts.append(f"column {self.column}")
+        if self.column_regex:
+            parts.append(f"column ~ /{self.column_regex}/")
+        return ", ".join(parts)
+
+    def state(self, today: date) -> dict[str, Any]:
+        """The ``waiver`` object attached to a finding."""
+        data: dict[str, Any] = {
+            "reason": self.reason,
+            "owner": self.owner,
+            "expires": self.expires.isoformat(),
+            "expired": self.expired(today),
+            "where": self.where,
+        }
+        if self.ticket:
+            data["ticket"] = self.ticket
+        return data
+
+    def to_json(self, today: date) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "cluster": self.cluster,
+            "column": self.column,
+            "column_regex": self.column_regex,
+            "reason": self.reason,
+            "owner": self.owner,
+            "expires": self.expires.isoformat(),
+            "ticket": self.ticket,
+            "where": self.where,
+            "days_left": (self.expires - today).days,
+        }
+
+
+@dataclass(frozen=True)
+class Waivers:
+    entries: tuple[Waiver, ...]
+    source: str
+    digest: str
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def load_waivers(path: Path | str) -> Waivers:
+    """Load and validate a waiver file; raises RuleError (exit 2) listing every problem."""
+    path = Path(path)
+    problems = Problems()
+    source = str(path)
+    if not path.is_file():
+        raise RuleError(f"waiver file {path} does not exist", hint="check the --waivers path")
+    document = read_yaml(path, problems)
+    ctx = ParseContext(source, document, problems)
+    entries: list[Waiver] = []
+    if document is None and not problems:
+        problems.add(source, None, "the file is empty; expected a 'waivers:' list")
+    elif document is not None:
+        if not isinstance(document, LocDict) or not isinstance(document.get("waivers"), LocList):
+            ctx.problem([], "a waiver file is a mapping with a 'waivers:' list")
+        else:
+            for key in document:
+                if key != "waivers":
+                    ctx.problem([key], f"unknown key {key!r}; a waiver file holds only 'waivers'", key=True)
+            for index, node in enumerate(document["waivers"]):
+                waiver = _parse_waiver(node, ctx, ["waivers", index])
+                if waiver is not None:
+                    entries.append(waiver)
+    if problems:
+        count = len(problems)
+        raise RuleError(
+            f"{count} problem{'s' if count != 1 else ''} in the waiver file {path}",
+            hint="every waiver needs rule, reason, owner, expires (YYYY-MM-DD) and a cluster or column",
+            problems=problems.items,
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Waivers(tuple(entries), source, digest)
+
+
+def _parse_waiver(node: Any, ctx: ParseContext, path: list[Any]) -> Waiver | None:
+    if not isinstance(node, LocDict):
+        ctx.problem(path, "a waiver is a mapping with rule, reason, owner, expires and cluster/column")
+        return None
+    before = len(ctx.problems)
+    spec = None
+    try:
+        spec = WaiverSpec.model_validate(node)
+    except PydanticValidationError as exc:
+        report_pydantic(ctx, path, exc, "a waiver")
+    if not any(key in node for key in ("cluster", "column", "column_regex")):
+        ctx.problem(
+            path,
+            "a waiver must narrow its rule with 'cluster', 'column' or 'column_regex' "
+            "(to switch a rule off everywhere, set enabled: false on the rule)",
+        )
+    pattern = node.get("column_regex")
+    if isinstance(pattern, str):
+        why = check_pattern(pattern)
+        if why:
+            ctx.problem([*path, "column_regex"], f"column_regex: {why}")
+    if spec is None or len(ctx.problems) > before:
+        return None
+    mark = mark_at(ctx.document, path) or Mark(1, 1)
+    return Waiver(
+        rule=spec.rule,
+        cluster=spec.cluster,
+        column=spec.column,
+        column_regex=spec.column_regex,
+        reason=spec.reason.strip(),
+        owner=spec.owner.strip(),
+        expires=spec.expires,
+        ticket=spec.ticket,
+        source=ctx.source,
+        line=mark.line,
+    )
+
+
+@dataclass
+class WaiverReport:
+    """How the waivers fared against one run's findings."""
+
+    applied: int = 0
+    expired_matches: int = 0
+    stale: list[Waiver] = field(default_factory=list)
+    expiring: list[Waiver] = field(default_factory=list)
+    expired: list[Waiver] = field(default_factory=list)
+
+
+def apply_waivers(findings: Sequence[Finding], waivers: Waivers | None, today: date) -> WaiverReport:
+    """Mark findings waived (active waiver) or labelled "waiver expired"; report stale/expiring ones."""
+    report = WaiverReport()
+    if waivers is None:
+        return report
+    used: set[int] = set()
+    by_rule: dict[str, list[tuple[int, Waiver]]] = {}
+    for index, waiver in enumerate(waivers.entries):
+        by_rule.setdefault(waiver.rule, []).append((index, waiver))
+    for finding in findings:
+        candidates = [(i, w) for i, w in by_rule.get(finding.rule, []) if w.matches(finding)]
+        if not candidates:
+            continue
+        used.update(i for i, _ in candidates)
+        active = [w for _, w in candidates if not w.expired(today)]
+        if active:
+            chosen = max(active, key=lambda w: w.expires)
+            finding.status = STATUS_WAIVED
+            finding.waiver = chosen.state(today)
+            report.applied += 1
+        else:
+            chosen = max((w for _, w in candidates), key=lambda w: w.expires)
+            finding.waiver = chosen.state(today)
+            report.expired_matches += 1
+    horizon = today + timedelta(days=EXPIRING_DAYS)
+    for index, waiver in enumerate(waivers.entries):
+        if index not in used:
+            report.stale.append(waiver)
+        if waiver.expired(today):
+            report.expired.append(waiver)
+        elif waiver.expires <= horizon:
+            report.expiring.append(waiver)
+    report.expiring.sort(key=lambda w: w.expires)
+    return report

@@ -1,0 +1,166 @@
+"""Safe YAML loading that remembers where every value came from.
+
+Rule files, waiver files and rule fixtures are reviewed like code, so every problem must point at a
+``file:line:column``. :func:`load_yaml` parses with a :class:`yaml.SafeLoader` subclass (no object
+construction) that builds :class:`LocDict` / :class:`LocList` containers carrying the position of
+each key and value, and that *records* duplicate keys as problems instead of silently keeping the
+last one. :class:`Problems` collects messages so that validation can report everything at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A 1-based position in a source file."""
+
+    line: int
+    column: int
+
+    @classmethod
+    def of(cls, node: Node) -> Mark:
+        return cls(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class LocDict(dict):
+    """A mapping that knows where it, each of its keys and each of its values start."""
+
+    mark: Mark
+    key_marks: dict[Any, Mark]
+    value_marks: dict[Any, Mark]
+
+
+class LocList(list):
+    """A sequence that knows where it and each of its items start."""
+
+    mark: Mark
+    marks: list[Mark]
+
+
+@dataclass
+class Problems:
+    """Every problem found in a set of files, each formatted ``file:line:column: message``."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, source: str, mark: Mark | None, message: str) -> None:
+        where = f"{source}:{mark.line}:{mark.column}" if mark else f"{source}:1:1"
+        self.items.append(f"{where}: {message}")
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader building Loc containers and noting duplicate keys."""
+
+    def __init__(self, stream: str, source: str, problems: Problems) -> None:
+        super().__init__(stream)
+        self.source = source
+        self.problems = problems
+
+
+def _construct_mapping(loader: _Loader, node: MappingNode) -> LocDict:
+    loader.flatten_mapping(node)
+    result = LocDict()
+    result.mark = Mark.of(node)
+    result.key_marks = {}
+    result.value_marks = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            loader.problems.add(loader.source, Mark.of(key_node), "a mapping key must be a plain value")
+            continue
+        if key in result:
+            first = result.key_marks[key]
+            loader.problems.add(
+                loader.source,
+                Mark.of(key_node),
+                f"duplicate key {key!r} (first defined at line {first.line}); each key may appear once",
+            )
+            continue
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_marks[key] = Mark.of(key_node)
+        result.value_marks[key] = Mark.of(value_node)
+    return result
+
+
+def _construct_sequence(loader: _Loader, node: SequenceNode) -> LocList:
+    result = LocList(loader.construct_object(child, deep=True) for child in node.value)
+    result.mark = Mark.of(node)
+    result.marks = [Mark.of(child) for child in node.value]
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def load_yaml(text: str, source: str, problems: Problems) -> Any:
+    """Parse ``text``; syntax errors and duplicate keys are added to ``problems``.
+
+    Returns the document (``None`` for an empty one or a syntax error).
+    """
+    loader = _Loader(text, source, problems)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        position = Mark(mark.line + 1, mark.column + 1) if mark else None
+        problems.add(source, position, f"invalid YAML: {exc.problem or exc.context}")
+        return None
+    except yaml.YAMLError as exc:
+        problems.add(source, None, f"invalid YAML: {exc}")
+        return None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path, problems: Problems, *, source: str | None = None) -> Any:
+    """Read and parse a YAML file; unreadable files become problems."""
+    name = source or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        problems.add(name, None, "the file is not UTF-8 text")
+        return None
+    except OSError as exc:
+        problems.add(name, None, f"cannot read the file: {exc.strerror}")
+        return None
+    return load_yaml(text, name, problems)
+
+
+def mark_at(document: Any, path: Sequence[Any], *, key: bool = False) -> Mark | None:
+    """The position of the value (or, with ``key``, of the key) found by walking ``path``.
+
+    Falls back to the nearest enclosing container when the path leaves the document (e.g. a
+    missing key is reported where its mapping starts).
+    """
+    node = document
+    best: Mark | None = getattr(document, "mark", None)
+    for depth, step in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, LocDict) and step in node:
+            marks = node.key_marks if (last and key) else node.value_marks
+            best = marks.get(step, best)
+            node = node[step]
+        elif isinstance(node, LocList) and isinstance(step, int) and 0 <= step < len(node):
+            best = node.marks[step]
+            node = node[step]
+        else:
+            break
+        inner = getattr(node, "mark", None)
+        if inner is not None and not (last and key):
+            best = inner
+    return best

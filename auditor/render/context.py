@@ -740,7 +740,7 @@ def severity_chart(counts: Sequence[tuple[str, int]]) -> Chart:
 
 def trend_chart(points: Sequence[TrendPoint]) -> Chart:
     """Stacked bars of open findings by severity, one per past complete run, oldest on the left."""
-    width, height, left, bottom, top_pad = 420, 196, 44, 34, 22
+    width, height, left, bottom, top_pad = 420, 200, 44, 34, 26
     plot_h = height - bottom - top_pad
     if not points:
         return Chart("Findings over the last runs", width, height, (), (), "No earlier runs to compare with.")
@@ -772,5 +772,5 @@ def trend_chart(points: Sequence[TrendPoint]) -> Chart:
                 )
             )
         labels.append(AxisLabel(round(x + bar_w / 2, 1), height - bottom + 16, f"#{point.run_id}"))
-        labels.append(AxisLabel(round(x + bar_w / 2, 1), round(y - 4, 1), f"{point.total:,}"))
+        labels.append(AxisLabel(round(x + bar_w / 2, 1), round(y - 9, 1), f"{point.total:,}"))
     return Chart("Findings over the last runs", width, height, tuple(bars), tuple(labels))

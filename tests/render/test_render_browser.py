@@ -1,0 +1,224 @@
+"""The report in real headless Chromium: hostile data runs no script, no console errors, no requests.
+
+Needs Debian's ``chromium`` (``/usr/bin/chromium``; ``.ci/run`` installs it), driven through
+Playwright without ``playwright install``.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditor.render.report import bundle_from_input
+
+from .conftest import HOSTILE, hostile_input
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="headless Chromium (/usr/bin/chromium) is not installed"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield instance
+        instance.close()
+
+
+class Watched:
+    """A page with every dialog, console message, page error and request recorded."""
+
+    def __init__(self, browser: Any, viewport: dict[str, int] | None = None) -> None:
+        self.page = browser.new_page(viewport=viewport or {"width": 1280, "height": 900})
+        self.dialogs: list[str] = []
+        self.console: list[tuple[str, str]] = []
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+
+        def on_dialog(dialog: Any) -> None:
+            self.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        self.page.on("dialog", on_dialog)
+        self.page.on("console", lambda message: self.console.append((message.type, message.text)))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", lambda request: self.requests.append(request.url))
+
+    def open(self, path: Path) -> None:
+        self.page.goto(path.as_uri())
+        self.page.wait_for_load_state("load")
+
+    def close(self) -> None:
+        self.page.close()
+
+
+def test_hostile_report_runs_no_injected_script(browser: Any, tmp_path: Path) -> None:
+    report = tmp_path / "hostile.html"
+    report.write_text(bundle_from_input(hostile_input(tmp_path)).html, encoding="utf-8")
+    watched = Watched(browser)
+    try:
+        watched.open(report)
+        page = watched.page
+        page.wait_for_timeout(300)  # give any injected onerror/onload handler time to fire
+        assert page.evaluate("window.__pwned === undefined")
+        assert watched.dialogs == []
+        assert watched.errors == []
+        assert [entry for entry in watched.console if entry[0] in ("error", "warning")] == []
+        assert watched.requests == [report.as_uri()]
+        # the hostile strings are on the page as text
+        body_text = page.inner_text("main")
+        for value in (HOSTILE[0], HOSTILE[1], HOSTILE[3]):
+            assert value in body_text
+        # our own script did run (it adds filter boxes and sort buttons): the CSP hash matches it
+        assert page.locator("section#new .filter input[type=search]").count() == 1
+        assert page.locator("th button.sort").count() > 0
+        # the filter works on hostile text without executing it
+        rows = page.locator("section#new tbody tr")
+        total = rows.count()
+        page.fill("section#new .filter input", "onerror")
+        visible = page.locator("section#new tbody tr:not([hidden])").count()
+        assert 0 < visible < total
+        assert page.inner_text("section#new .filter-status") == f"{visible} of {total} rows shown"
+        assert page.evaluate("window.__pwned === undefined")
+        assert watched.dialogs == [] and watched.errors == []
+    finally:
+        watched.close()
+
+
+def test_sorting_reorders_rows(browser: Any, sample: Any, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    report.write_text(bundle_from_input(sample.data).html, encoding="utf-8")
+    watched = Watched(browser)
+    try:
+        watched.open(report)
+        page = watched.page
+        table = page.locator("section#changes-columns article.group", has_text="cluster-2").locator("table")
+
+        def kinds() -> list[str]:
+            return table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.kind)")
+
+        assert kinds() == ["removed", "changed"]  # as rendered: added, removed, changed, moved
+        table.locator("th button.sort").first.click()
+        assert kinds() == ["changed", "removed"]
+        assert table.locator("th").first.get_attribute("aria-sort") == "ascending"
+        table.locator("th button.sort").first.click()
+        assert kinds() == ["removed", "changed"]
+        assert table.locator("th").first.get_attribute("aria-sort") == "descending"
+        # severity sorts by rank, not alphabetically: critical above high above medium
+        new = page.locator("section#new article.group").nth(1).locator("table")
+        assert new.locator("tbody tr").count() == 2
+        assert watched.errors == [] and watched.requests == [report.as_uri()]
+    finally:
+        watched.close()
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _pixels(data: bytes) -> set[tuple[int, ...]]:
+    """The distinct RGB colours of a non-interlaced 8-bit RGB/RGBA PNG (a small decoder: no Pillow here)."""
+    chunks, offset, header = [], 8, b""
+    while offset < len(data):
+        length = struct.unpack(">I", data[offset : offset + 4])[0]
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            chunks.append(body)
+        offset += 12 + length
+    width, height, depth, colour, _c, _f, interlace = struct.unpack(">IIBBBBB", header)
+    assert depth == 8 and colour in (2, 6) and interlace == 0
+    bpp = 3 if colour == 2 else 4
+    raw = zlib.decompress(b"".join(chunks))
+    stride = width * bpp
+    previous = bytearray(stride)
+    colours: set[tuple[int, ...]] = set()
+    for y in range(height):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - bpp] if i >= bpp else 0
+            up = previous[i]
+            corner = previous[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                predictor = left if pa <= pb and pa <= pc else (up if pb <= pc else corner)
+                line[i] = (line[i] + predictor) & 0xFF
+        if y % 3 == 0:  # every third row is plenty to see what is on the image
+            colours.update(tuple(line[i : i + 3]) for i in range(0, stride, bpp))
+        previous = line
+    return colours
+
+
+def test_summary_screenshot(browser: Any, sample: Any, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    report.write_text(bundle_from_input(sample.data).html, encoding="utf-8")
+    watched = Watched(browser, {"width": 1200, "height": 900})
+    try:
+        watched.open(report)
+        summary = watched.page.locator("section#summary")
+        shot = tmp_path / "summary.png"  # kept under tmp_path for a look when the test fails
+        summary.screenshot(path=str(shot))
+        width, height = _png_size(shot.read_bytes())
+        box = summary.bounding_box()
+        assert box is not None
+        assert abs(width - box["width"]) <= 2 and abs(height - box["height"]) <= 2  # sub-pixel layout
+        assert 800 <= width <= 1200 and 250 <= height <= 900
+        colours = _pixels(shot.read_bytes())
+        assert len(colours) > 50  # text, cards and charts, not a blank image
+        assert (0xC6, 0x28, 0x28) in colours  # the "high" bars and card border
+        assert (0x7A, 0x10, 0x20) in colours  # the "critical" bar
+        assert watched.errors == [] and [c for c in watched.console if c[0] == "error"] == []
+    finally:
+        watched.close()
+
+
+def test_print_media_shows_sign_off_and_hides_controls(browser: Any, sample: Any, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    report.write_text(bundle_from_input(sample.data).html, encoding="utf-8")
+    watched = Watched(browser)
+    try:
+        watched.open(report)
+        page = watched.page
+        assert not page.locator("#signoff").is_visible()
+        assert page.locator("section#new .filter").is_visible()
+        page.emulate_media(media="print")
+        assert page.locator("#signoff").is_visible()
+        assert not page.locator("section#new .filter").is_visible()
+        assert not page.locator("nav.toc").is_visible()
+        pdf = page.pdf(format="A4")
+        assert pdf[:5] == b"%PDF-" and len(pdf) > 10_000
+    finally:
+        watched.close()

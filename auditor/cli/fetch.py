@@ -1,0 +1,288 @@
+"""``auditor snapshot``, ``auditor clusters`` and ``auditor columns``: the fetch stage's commands.
+
+Thin: options are parsed here and resolved through :class:`auditor.cli.common.Settings` (flags over
+``BIGID_URL`` / ``BIGID_TOKEN`` / ``AUDITOR_DB`` over ``auditor.toml``); the work is done by
+:mod:`auditor.bigid.client` and :mod:`auditor.snapshot`. The API key is never a command-line value:
+it comes from ``BIGID_TOKEN``, ``--token-file`` or a hidden prompt. :func:`api_options` and
+:func:`client_from_settings` are reused by ``auditor run``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+API_OPTION_NAMES = (
+    "url",
+    "token_file",
+    "auth_scheme",
+    "page_size",
+    "connect_timeout",
+    "read_timeout",
+    "ca_bundle",
+    "insecure",
+)
+
+
+def api_options(func: F) -> F:
+    """The options that say how to reach the tenant (keyword arguments named as in
+    :data:`API_OPTION_NAMES`, all ``None`` unless given, so the config file can fill them)."""
+    options = [
+        click.option("--url", default=None, metavar="URL", help="BigID base URL (env BIGID_URL)."),
+        click.option(
+            "--token-file",
+            default=None,
+            type=click.Path(dir_okay=False),
+            help="File holding the API key (else env BIGID_TOKEN, else a hidden prompt).",
+        ),
+        click.option(
+            "--auth-scheme",
+            default=None,
+            type=click.Choice(["auto", "bearer", "raw", "refresh"]),
+            help="Authorization header form [default: auto: Bearer, then bare, then token exchange].",
+        ),
+        click.option("--page-size", default=None, type=click.IntRange(1), help="Rows per request [1000]."),
+        click.option(
+            "--connect-timeout", default=None, type=click.FloatRange(0, min_open=True), help="Seconds [10]."
+        ),
+        click.option(
+            "--read-timeout", default=None, type=click.FloatRange(0, min_open=True), help="Seconds [60]."
+        ),
+        click.option(
+            "--ca-bundle",
+            default=None,
+            type=click.Path(dir_okay=False),
+            help="PEM file of the CA that signed the tenant's certificate.",
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            default=None,
+            help="Do not verify the TLS certificate (prints a warning; prefer --ca-bundle).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _number(settings: Settings, flag: Any, key: str, default: float, kind: type) -> Any:
+    value = settings.value(flag, None, key, default)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {key} must be a number, not {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"setting {key} must be positive, not {value!r}")
+    return number
+
+
+def client_from_settings(settings: Settings, *, workers: int | None = None, **flags: Any):
+    """A :class:`~auditor.bigid.client.BigIDClient` from flags (``api_options``), env and config.
+
+    Raises :class:`ConfigError` (exit 2) when no URL is configured or the key cannot be found.
+    """
+    from auditor.bigid.client import BigIDClient, ClientOptions
+
+    unknown = set(flags) - set(API_OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"unknown API option(s): {', '.join(sorted(unknown))}")
+    url = settings.bigid_url(flags.get("url"))
+    if not url:
+        raise ConfigError(
+            "no BigID URL configured",
+            hint="pass --url https://your-tenant.example.net, set BIGID_URL, or set url in auditor.toml "
+            "(to try the tool without a tenant: auditor run, which uses the built-in sandbox)",
+        )
+    token = settings.token(flags.get("token_file"), prompt=True)
+    scheme = str(settings.value(flags.get("auth_scheme"), None, "auth_scheme", "auto"))
+    insecure = settings.value(flags.get("insecure"), None, "insecure", False)
+    options = ClientOptions(
+        url=url,
+        token=token,
+        auth_scheme=scheme,
+        connect_timeout=_number(settings, flags.get("connect_timeout"), "connect_timeout", 10.0, float),
+        read_timeout=_number(settings, flags.get("read_timeout"), "read_timeout", 60.0, float),
+        ca_bundle=settings.value(flags.get("ca_bundle"), None, "ca_bundle"),
+        verify=not bool(insecure),
+        page_size=_number(settings, flags.get("page_size"), "page_size", 1000, int),
+        workers=_number(settings, workers, "workers", 4, int),
+    )
+    return BigIDClient(options)
+
+
+def _workers(settings: Settings, flag: int | None) -> int:
+    return _number(settings, flag, "workers", 4, int)
+
+
+@click.command("snapshot")
+@api_options
+@click.option(
+    "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
+)
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
+@db_option
+@pass_settings
+def snapshot_command(
+    settings: Settings, cluster_filter: str | None, workers: int | None, db: str | None, **api: Any
+) -> None:
+    """Fetch every cluster and every column into a new run; print the run id.
+
+    The run is complete only if everything was fetched; otherwise it is recorded as failed (with the
+    reason) and the command exits 3.
+    """
+    from auditor.progress import Progress
+    from auditor.snapshot import take_snapshot
+
+    count = _workers(settings, workers)
+    client = client_from_settings(settings, workers=count, **api)
+    engine = settings.engine(db)
+    progress = Progress(enabled=False if settings.quiet else None)
+    with client:
+        run = take_snapshot(engine, client, cluster_filter=cluster_filter, workers=count, progress=progress)
+    click.echo(str(run.id))
+    seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0.0
+    settings.info(
+        f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns "
+        f"in {seconds:.1f} s ({run.requests or 0} requests, {run.retries or 0} retries, "
+        f"auth scheme {run.auth_scheme})"
+    )
+    details = run.details or {}
+    for key, what in (("size_mismatches", "cluster size"), ("total_mismatches", "totalCount")):
+        if details.get(key):
+            settings.info(f"note: {details[key]} cluster(s) whose {what} differs from the columns fetched")
+
+
+@click.command("clusters")
+@api_options
+@click.option(
+    "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@pass_settings
+def clusters_command(
+    settings: Settings, cluster_filter: str | None, fmt: str, output: str | None, **api: Any
+) -> None:
+    """List the tenant's clusters (GET /api/v1/clusters, every page)."""
+    with client_from_settings(settings, **api) as client:
+        rows = client.list_clusters(cluster_filter)
+    if fmt == "json":
+        write_output(
+            json.dumps({"clusters": [raw for _, raw in rows]}, indent=2, ensure_ascii=False) + "\n", output
+        )
+        return
+    table = [
+        (
+            c.id,
+            c.name or "",
+            "" if c.size is None else str(c.size),
+            c.severity or "",
+            c.status or "",
+            ", ".join(c.labels),
+        )
+        for c, _ in rows
+    ]
+    write_output(_table(("ID", "NAME", "SIZE", "SEVERITY", "STATUS", "LABELS"), table), output)
+    settings.info(f"{len(rows)} cluster(s)")
+
+
+@click.command("columns")
+@click.argument("cluster_id")
+@api_options
+@click.option("--limit", type=click.IntRange(0), default=None, help="Maximum rows to return.")
+@click.option("--skip", type=click.IntRange(0), default=None, help="Rows to skip.")
+@click.option("--filter", "column_filter", default=None, metavar="EXPR", help="Filter on column metadata.")
+@click.option("--search-text", default=None, help="Search column names and attributes.")
+@click.option("--sort", default=None, help="Field to sort by (default _id).")
+@click.option("--offset-key", default=None, help="Continuation key for advanced paging.")
+@click.option("--sample", type=click.IntRange(1), default=None, help="Random sample of N columns.")
+@click.option("--ignore-limit", is_flag=True, default=None, help="Ask the server to ignore --limit.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@pass_settings
+def columns_command(
+    settings: Settings,
+    cluster_id: str,
+    limit: int | None,
+    skip: int | None,
+    column_filter: str | None,
+    search_text: str | None,
+    sort: str | None,
+    offset_key: str | None,
+    sample: int | None,
+    ignore_limit: bool | None,
+    fmt: str,
+    output: str | None,
+    **api: Any,
+) -> None:
+    """One request to the similar-columns endpoint for CLUSTER_ID, with exactly the given parameters."""
+    with client_from_settings(settings, **api) as client:
+        page = client.get_columns(
+            cluster_id,
+            limit=limit,
+            skip=skip,
+            filter=column_filter,
+            search_text=search_text,
+            sort=sort,
+            offset_key=offset_key,
+            ignore_limit=ignore_limit,
+            sample=sample,
+        )
+    if fmt == "json":
+        document = {
+            "cluster_id": cluster_id,
+            "totalCount": page.total,
+            "columns": [raw for _, raw in page.rows],
+        }
+        write_output(json.dumps(document, indent=2, ensure_ascii=False) + "\n", output)
+        return
+    table = [
+        (
+            c.fullyQualifiedName,
+            c.columnName or "",
+            c.tableName or "",
+            c.source or "",
+            c.dataType or "",
+            "yes" if c.isPrimary else "",
+            ", ".join(
+                f"{a.attribute_name}({a.rank})" if a.rank else str(a.attribute_name) for a in c.attributes
+            ),
+            ", ".join(f"{t.tagName}={t.tagValue}" for t in c.tags),
+        )
+        for c, _ in page.rows
+    ]
+    header = ("FQN", "COLUMN", "TABLE", "SOURCE", "TYPE", "PK", "ATTRIBUTES", "TAGS")
+    write_output(_table(header, table), output)
+    total = "not given" if page.total is None else str(page.total)
+    settings.info(f"{len(page.rows)} column(s) returned; totalCount {total}")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    widths = [min(w, 60) for w in widths]
+
+    def line(cells: tuple[str, ...]) -> str:
+        out = []
+        for cell, width in zip(cells, widths, strict=True):
+            text = cell if len(cell) <= width else cell[: width - 1] + "…"
+            out.append(text.ljust(width))
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(header), *(line(row) for row in rows)]) + "\n"
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(snapshot_command)
+    cli.add_command(clusters_command)
+    cli.add_command(columns_command)

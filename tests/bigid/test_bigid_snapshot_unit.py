@@ -1,0 +1,157 @@
+"""take_snapshot against a small programmable tenant on loopback: what a run records, and that any
+failure (API error, payload error, Ctrl-C) leaves it ``failed`` with the reason, never ``complete``."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from auditor.bigid.client import CLUSTERS_PATH
+from auditor.errors import NotFoundError, PayloadError
+from auditor.progress import Progress
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+from auditor.store.runs import list_runs
+from auditor.store.schema import cluster_versions, column_versions, run_clusters, run_columns
+
+from .conftest import Reply, Request
+
+
+def make_tenant(sizes: dict[str, int], *, announced: dict[str, int] | None = None, broken: str | None = None):
+    clusters = [{"id": cid, "name": f"cluster {cid}", "size": (announced or sizes).get(cid)} for cid in sizes]
+    columns = {
+        cid: [
+            {
+                "fullyQualifiedName": f"{cid}.db.t.c{i}",
+                "columnName": f"c{i}",
+                "isPrimary": i == 0,
+                "tags": [{"tagName": "sensitivity", "tagValue": "high", "isMutuallyExclusive": "true"}],
+            }
+            for i in range(n)
+        ]
+        for cid, n in sizes.items()
+    }
+
+    def handler(request: Request) -> Reply:
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, clusters[skip : skip + limit])
+        cid = request.query["clusterId"]
+        if cid == broken:
+            return Reply(404, {"error": f"Cluster {cid} was not found"})
+        return Reply(200, {"results": columns[cid][skip : skip + limit], "totalCount": sizes[cid]})
+
+    return handler, clusters, columns
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return open_database(tmp_path / "snap.db")
+
+
+def stored(engine, run_id):
+    with engine.connect() as connection:
+        cols = {
+            (row.cluster_id, row.fqn): row.raw
+            for row in connection.execute(
+                select(run_columns.c.cluster_id, run_columns.c.fqn, column_versions.c.raw)
+                .join(column_versions, column_versions.c.hash == run_columns.c.column_hash)
+                .where(run_columns.c.run_id == run_id)
+            )
+        }
+        clusters = {
+            row.cluster_id: row
+            for row in connection.execute(
+                select(run_clusters, cluster_versions.c.raw)
+                .join(cluster_versions, cluster_versions.c.hash == run_clusters.c.cluster_hash)
+                .where(run_clusters.c.run_id == run_id)
+            )
+        }
+    return cols, clusters
+
+
+def test_a_complete_snapshot_records_everything(loopback, make_client, engine):
+    handler, clusters, columns = make_tenant({"a": 7, "b": 0, "c": 23}, announced={"a": 7, "b": 0, "c": 25})
+    loopback.reset(handler)
+    client = make_client(loopback.url, page_size=10)
+    run = take_snapshot(engine, client, workers=2)
+    assert run.status == "complete" and run.error is None
+    assert (run.clusters_announced, run.clusters_stored, run.columns_stored) == (3, 3, 30)
+    assert run.columns_announced == 30
+    assert run.auth_scheme == "bearer" and run.source_url == loopback.url
+    assert run.requests == len(loopback.seen)
+    cols, stored_clusters = stored(engine, run.id)
+    assert cols == {(cid, raw["fullyQualifiedName"]): raw for cid, rows in columns.items() for raw in rows}
+    assert {cid: row.raw for cid, row in stored_clusters.items()} == {c["id"]: c for c in clusters}
+    assert {
+        cid: (r.size_announced, r.total_announced, r.columns_fetched, r.fetch_status)
+        for cid, r in stored_clusters.items()
+    } == {"a": (7, 7, 7, "complete"), "b": (0, 0, 0, "complete"), "c": (25, 23, 23, "complete")}
+    assert run.details["size_mismatches"] == [{"cluster_id": "c", "size": 25, "fetched": 23}]
+    assert run.details["total_mismatches"] == []
+    assert run.details["envelopes"] == {"clusters": ["array"], "columns": ["results"]}
+    assert run.details["workers"] == 2 and run.details["page_size"] == 10
+
+
+def test_an_api_error_fails_the_run_with_the_reason(loopback, make_client, engine):
+    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
+    loopback.reset(handler)
+    with pytest.raises(NotFoundError, match="cluster 'k5' was not found"):
+        take_snapshot(engine, make_client(loopback.url, page_size=10), workers=3)
+    (run,) = list_runs(engine)
+    assert run.status == "failed"
+    assert run.error.startswith("NotFoundError: cluster 'k5' was not found (HTTP 404 from GET ")
+    _, clusters = stored(engine, run.id)
+    assert clusters["k5"].fetch_status == "failed"
+
+
+def test_a_payload_error_fails_the_run(loopback, make_client, engine):
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1", "size": 1}] if request.query["skip"] == "0" else [])
+        return Reply(200, {"results": [{"columnName": "no fqn"}], "totalCount": 1})
+
+    loopback.reset(handler)
+    with pytest.raises(PayloadError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1)
+    assert caught.value.message == "cluster k1: column 0: fullyQualifiedName: Field required"
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == f"PayloadError: {caught.value.message}"
+
+
+class InterruptingProgress(Progress):
+    def __init__(self) -> None:
+        super().__init__(enabled=False)
+        self.calls = 0
+
+    def add_columns(self, count: int) -> None:
+        self.calls += 1
+        if self.calls == 3:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_fails_the_run_and_stops_the_workers(loopback, make_client, engine):
+    handler, _, _ = make_tenant({f"k{i}": 40 for i in range(20)})
+    loopback.reset(handler)
+    client = make_client(loopback.url, page_size=5)
+    with pytest.raises(KeyboardInterrupt):
+        take_snapshot(engine, client, workers=4, progress=InterruptingProgress())
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == "interrupted (Ctrl-C)"
+    assert len(loopback.seen) < 1 + 20 * 9  # the rest was cancelled
+    # the client is usable again afterwards
+    assert len(client.list_clusters()) == 20
+
+
+def test_progress_line_format():
+    import io
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream, enabled=True, min_interval=0)
+    progress.start(3)
+    progress.add_columns(1500)
+    progress.cluster_done()
+    progress.close()
+    assert "\rsnapshot: clusters 1/3, columns 1,500, " in stream.getvalue()
+    assert stream.getvalue().endswith(" columns/s\n")
+    assert not Progress(stream=io.StringIO()).enabled  # not a terminal: silent

@@ -232,6 +232,16 @@ class Dataset:
     def _pick(self, kind: int, epoch: int, index: int, modulus: int, salt: int = 0) -> int:
         return mix(self.seed, kind, epoch, index, salt) % modulus
 
+    def _pick_alive(
+        self, kind: int, epoch: int, index: int, modulus: int, removed: dict[int, int]
+    ) -> int | None:
+        """A slot below ``modulus`` not yet removed (a few draws, then give up)."""
+        for attempt in range(16):
+            slot = self._pick(kind, epoch, index, modulus, attempt)
+            if slot not in removed:
+                return slot
+        return None
+
     def _stoch(self, expected: float, *salt: int) -> int:
         """Round ``expected`` up or down at random (so small clusters drift too, on average)."""
         whole = math.floor(expected)
@@ -255,12 +265,14 @@ class Dataset:
             alive = before - sum(1 for v in removed_at.values() if v < k)
             # clusters removed at k (chosen among the slots existing at k-1)
             for t in range(max(1, round(alive * RATE_CLUSTER_REMOVE))):
-                slot = self._pick(K_RM_CLUSTER, k, t, before)
-                removed_at.setdefault(slot, k)
+                slot = self._pick_alive(K_RM_CLUSTER, k, t, before, removed_at)
+                if slot is not None and alive > 1:
+                    removed_at[slot] = k
+                    alive -= 1
             # clusters relabelled at k
             for t in range(max(1, round(alive * RATE_CLUSTER_RELABEL))):
-                slot = self._pick(K_LABEL, k, t, before)
-                if slot not in removed_at:
+                slot = self._pick_alive(K_LABEL, k, t, before, removed_at)
+                if slot is not None:
                     state(slot).relabels += 1
             now = self.slots_at(k)
             # column changes in every cluster alive at k (added clusters start fresh)
@@ -398,7 +410,9 @@ class Dataset:
             "createdAt": _iso(created, millis),
         }
         awkward = (slot * 7 + self.seed) % 41
-        if awkward < len(cat.AWKWARD_CLUSTER_NAMES):
+        if drift.relabels and awkward in (8, 9, 10):
+            awkward = -1  # a relabelled cluster shows its new labels, not a null
+        if 0 <= awkward < len(cat.AWKWARD_CLUSTER_NAMES):
             record["name"] = cat.AWKWARD_CLUSTER_NAMES[awkward]
         elif awkward == 8:
             del record["labels"]  # a missing list

@@ -220,13 +220,15 @@ def build_message(
     message["X-Auditor-Run"] = str(run_id)
     message.set_content(text)
     message.add_alternative(html, subtype="html")
+    # text attachments as str with an explicit charset (readers decode them right), base64 so that
+    # long lines and any byte survive every relay
     if attach_report:
         message.add_attachment(
-            bundle.html.encode("utf-8"), maintype="text", subtype="html", filename=report_name
+            bundle.html, subtype="html", charset="utf-8", cte="base64", filename=report_name
         )
     if attach_csv:
         message.add_attachment(
-            bundle.findings_csv().encode("utf-8"), maintype="text", subtype="csv", filename=csv_name
+            bundle.findings_csv(), subtype="csv", charset="utf-8", cte="base64", filename=csv_name
         )
     return message
 

@@ -437,7 +437,7 @@ def smtp_server() -> Iterator[Any]:
                     else auth_data.password
                 )
                 received.logins.append((login, password))
-                return AuthResult(success=(login, password) == credentials)
+                return AuthResult(success=(login, password) == credentials, handled=False)
 
             kwargs["authenticator"] = authenticator
             kwargs["auth_require_tls"] = True

@@ -1,0 +1,283 @@
+"""The report email: message structure, size budget, and delivery to a real aiosmtpd server on loopback."""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bs4 import BeautifulSoup
+
+from auditor import secrets
+from auditor.errors import ConfigError, DeliveryError
+from auditor.render.email import build_message, deliver_email, parse_smtp_url, send, write_eml
+from auditor.render.report import bundle_from_input
+
+from .conftest import HOSTILE, hostile_input, scale_input
+
+PASSWORD = "s3cr3t-smtp-Passw0rd"  # noqa: S105 - a test credential
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets():
+    yield
+    secrets.forget_all()
+
+
+def parse(raw: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+
+
+def parts(message: email.message.EmailMessage) -> list[str]:
+    return [part.get_content_type() for part in message.walk()]
+
+
+def test_message_structure_and_headers(sample) -> None:
+    bundle = bundle_from_input(sample.data)
+    message = build_message(
+        bundle,
+        to=["team@example.org", "Lead <lead@example.org>"],
+        cc=["audit@example.org"],
+        sender="Auditor <auditor@example.org>",
+        attach_report=True,
+        attach_csv=True,
+    )
+    received = parse(bytes(message))
+    assert parts(received) == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "text/html",
+        "text/csv",
+    ]
+    assert received["To"] == "team@example.org, Lead <lead@example.org>"
+    assert received["Cc"] == "audit@example.org"
+    assert received["From"] == "Auditor <auditor@example.org>"
+    assert received["Subject"] == "[cluster-auditor] run 3: 4 new, 3 resolved, 6 open findings"
+    assert received["X-Auditor-Run"] == "3"
+    assert received["Message-ID"].endswith("@example.org>")
+    attachments = {part.get_filename(): part.get_content() for part in received.iter_attachments()}
+    assert set(attachments) == {"auditor-report-run3.html", "auditor-findings-run3.csv"}
+    assert attachments["auditor-report-run3.html"] == bundle.html
+    rows = list(csv.DictReader(io.StringIO(attachments["auditor-findings-run3.csv"])))
+    assert len(rows) == 8 + 3
+    text = received.get_body(("plain",)).get_content()
+    assert "New findings (4)" in text and "Resolved findings (3)" in text
+    assert "Attached: auditor-report-run3.html, auditor-findings-run3.csv." in text
+
+
+def test_html_body_is_built_for_mail_clients(sample) -> None:
+    message = build_message(bundle_from_input(sample.data), to=["team@example.org"])
+    received = parse(bytes(message))
+    assert parts(received) == ["multipart/alternative", "text/plain", "text/html"]
+    soup = BeautifulSoup(received.get_body(("html",)).get_content(), "html.parser")
+    assert not soup.find_all(["script", "style", "img", "link", "iframe", "object", "form"])
+    assert not [tag for tag in soup.find_all(True) if any(a.startswith("on") for a in tag.attrs)]
+    assert not [tag for tag in soup.find_all(True) if "class" in tag.attrs and tag.name not in ("p",)]
+    assert soup.find("table", attrs={"role": "presentation"}) is not None
+    cells = [td for td in soup.find_all("td") if td.get("style")]
+    assert len(cells) > 10  # inline styles, not a stylesheet
+    assert "The full report: auditor report --run 3." in soup.get_text(" ")
+
+
+def test_hostile_values_are_escaped_in_the_email(tmp_path: Path) -> None:
+    message = build_message(bundle_from_input(hostile_input(tmp_path)), to=["team@example.org"])
+    received = parse(bytes(message))
+    html = received.get_body(("html",)).get_content()
+    soup = BeautifulSoup(html, "html.parser")
+    assert not soup.find_all(["script", "img", "iframe", "svg"])
+    assert html.count("<script") == 0
+    assert HOSTILE[0] in soup.get_text()
+    # the text part is plain text: shown as is
+    assert HOSTILE[0] in received.get_body(("plain",)).get_content()
+
+
+def test_size_budget_cuts_rows_with_an_explicit_note(tmp_path: Path) -> None:
+    bundle = bundle_from_input(scale_input(tmp_path, changes=1_000, findings_count=3_000))
+    message = build_message(bundle, to=["team@example.org"], attach_report=True, size_budget=40_000)
+    received = parse(bytes(message))
+    html = received.get_body(("html",)).get_content()
+    assert len(html.encode("utf-8")) <= 40_000
+    soup = BeautifulSoup(html, "html.parser")
+    notes = [" ".join(p.get_text(" ").split()) for p in soup.select("p.more")]
+    assert len(notes) == 2  # new and resolved
+    shown = len(soup.select('table[data-section="new"] tr[data-row]'))
+    assert shown > 10
+    assert notes[0] == f"{3_000 - shown:,} more, see the attached report."
+    text = received.get_body(("plain",)).get_content()
+    assert f"{3_000 - shown:,} more, see the attached report." in text
+    # a bigger budget shows more rows; without the attachment the note says how to get the report
+    roomy = parse(bytes(build_message(bundle, to=["a@example.org"], size_budget=80_000)))
+    roomy_soup = BeautifulSoup(roomy.get_body(("html",)).get_content(), "html.parser")
+    assert len(roomy_soup.select('table[data-section="new"] tr[data-row]')) > shown
+    assert roomy_soup.select("p.more")[0].get_text().endswith("see the full report (auditor report --run 3).")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"to": []}, "--to: at least one recipient is required"),
+        ({"to": ["not-an-address"]}, "--to: 'not-an-address' is not an email address"),
+        ({"to": ["a@example.org\r\nBcc: evil@example.org"]}, "--to: an address must not contain line breaks"),
+        ({"to": ["a@example.org"], "subject": "x\r\nBcc: evil@example.org"}, "--subject: must be one line"),
+        ({"to": ["a@example.org"], "sender": "a@x.org, b@y.org"}, "--from: give exactly one sender address"),
+    ],
+)
+def test_bad_addresses_are_usage_errors(sample, kwargs: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        build_message(bundle_from_input(sample.data), **kwargs)
+    assert raised.value.message == error
+
+
+def test_eml_file_is_a_parseable_message(sample, tmp_path: Path) -> None:
+    target = tmp_path / "report.eml"
+    message = deliver_email(
+        bundle_from_input(sample.data), to=["team@example.org"], eml_path=target, attach_report=True
+    )
+    received = parse(target.read_bytes())
+    assert received["Message-ID"] == message["Message-ID"]
+    assert parts(received) == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "text/html",
+    ]
+    with pytest.raises(DeliveryError, match="cannot write"):
+        write_eml(message, tmp_path / "missing" / "x.eml")
+
+
+def test_send_over_plain_smtp(sample, smtp_server) -> None:
+    host, port, received = smtp_server()
+    message = build_message(
+        bundle_from_input(sample.data),
+        to=["team@example.org"],
+        cc=["audit@example.org"],
+        sender="auditor@example.org",
+        subject="Weekly audit",
+        attach_report=True,
+        attach_csv=True,
+    )
+    send(message, f"smtp://{host}:{port}", environ={})
+    assert received.event.wait(5)
+    (envelope,) = received.envelopes
+    assert envelope.mail_from == "auditor@example.org"
+    assert sorted(envelope.rcpt_tos) == ["audit@example.org", "team@example.org"]
+    got = parse(envelope.original_content)
+    assert got["Subject"] == "Weekly audit"
+    assert parts(got) == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "text/html",
+        "text/csv",
+    ]
+    names = sorted(part.get_filename() for part in got.iter_attachments())
+    assert names == ["auditor-findings-run3.csv", "auditor-report-run3.html"]
+
+
+def test_send_with_starttls_and_login_never_logs_the_password(
+    sample, smtp_server, tls_files, caplog, capsys
+) -> None:
+    host, port, received = smtp_server(tls="starttls", cert=tls_files, credentials=("mailer", PASSWORD))
+    message = build_message(bundle_from_input(sample.data), to=["team@example.org"])
+    caplog.set_level(logging.DEBUG)
+    secrets.install_log_filter()
+    environ = {"AUDITOR_SMTP_USER": "mailer", "AUDITOR_SMTP_PASSWORD": PASSWORD}
+    send(message, f"smtp+starttls://{host}:{port}", cafile=tls_files[0], environ=environ)
+    assert received.event.wait(5)
+    assert received.logins == [("mailer", PASSWORD)]
+    assert parse(received.envelopes[0].original_content)["To"] == "team@example.org"
+    # a wrong password: one clear line, no secret in it
+    wrong = "wrong-Passw0rd-123"  # noqa: S105
+    with pytest.raises(DeliveryError) as raised:
+        send(
+            message,
+            f"smtp://{host}:{port}",
+            cafile=tls_files[0],
+            environ={**environ, "AUDITOR_SMTP_PASSWORD": wrong},
+        )
+    assert raised.value.message == f"smtp://{host}:{port}: the server refused the login of mailer (535)"
+    captured = capsys.readouterr()
+    everything = caplog.text + captured.out + captured.err + raised.value.message + str(raised.value.hint)
+    assert PASSWORD not in everything and wrong not in everything
+    assert secrets.scrub(f"x {PASSWORD} y") == "x *** y"  # registered
+
+
+def test_send_over_implicit_tls(sample, smtp_server, tls_files) -> None:
+    host, port, received = smtp_server(tls="implicit", cert=tls_files)
+    message = build_message(bundle_from_input(sample.data), to=["team@example.org"])
+    send(message, f"smtps://{host}:{port}", cafile=tls_files[0], environ={})
+    assert received.event.wait(5)
+    assert parse(received.envelopes[0].original_content).get_content_type() == "multipart/alternative"
+
+
+def test_tls_errors_and_refusals_are_delivery_errors(sample, smtp_server, tls_files) -> None:
+    message = build_message(bundle_from_input(sample.data), to=["team@example.org"])
+    host, port, _received = smtp_server(tls="starttls", cert=tls_files)
+    # the self-signed certificate is not trusted without --smtp-ca-bundle
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={})
+    assert raised.value.message.startswith(f"smtp://{host}:{port}: TLS failed: CERTIFICATE_VERIFY_FAILED")
+    assert raised.value.hint == "if the server uses a private CA, pass it with --smtp-ca-bundle FILE"
+    plain_host, plain_port, _ = smtp_server()
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp+starttls://{plain_host}:{plain_port}", environ={})
+    assert (
+        raised.value.message
+        == f"smtp+starttls://{plain_host}:{plain_port}: the server does not offer STARTTLS"
+    )
+    with pytest.raises(DeliveryError) as raised:
+        send(
+            message,
+            f"smtp://{plain_host}:{plain_port}",
+            environ={"AUDITOR_SMTP_USER": "u", "AUDITOR_SMTP_PASSWORD": PASSWORD},
+        )
+    assert raised.value.message == (
+        f"smtp://{plain_host}:{plain_port}: refusing to send the SMTP password over an unencrypted connection"
+    )
+    from .conftest import free_port
+
+    closed = free_port()
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://127.0.0.1:{closed}", environ={}, timeout=5)
+    assert raised.value.message == f"smtp://127.0.0.1:{closed}: cannot connect: Connection refused"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("smtp://mail.example.org", ("smtp", "mail.example.org", 25, None)),
+        ("smtp+starttls://mail.example.org", ("smtp+starttls", "mail.example.org", 587, None)),
+        ("smtps://mailer%40corp@mail.example.org:2465", ("smtps", "mail.example.org", 2465, "mailer@corp")),
+    ],
+)
+def test_parse_smtp_url(url: str, expected: tuple[Any, ...]) -> None:
+    target = parse_smtp_url(url)
+    assert (target.scheme, target.host, target.port, target.username) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("http://mail.example.org", "--smtp: unsupported scheme 'http'"),
+        ("smtp://user:pw@mail.example.org", "--smtp: the URL must not contain a password"),
+        ("smtp://", "--smtp: smtp:// needs a host name"),
+        ("smtp://mail.example.org/path", "--smtp: the URL takes no path or query"),
+        (
+            "smtp://mail.example.org:99999",
+            "--smtp: 'smtp://mail.example.org:99999' is not a valid URL (Port out of range 0-65535)",
+        ),
+    ],
+)
+def test_bad_smtp_urls(url: str, error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_smtp_url(url)
+    assert raised.value.message == error

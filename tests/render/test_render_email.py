@@ -20,7 +20,7 @@ from auditor.render.report import bundle_from_input
 
 from .conftest import HOSTILE, hostile_input, scale_input
 
-PASSWORD = "s3cr3t-smtp-Passw0rd"  # noqa: S105 - a test credential
+PASSWORD = "s3cr3t-smtp-Passw0rd"
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +196,7 @@ def test_send_with_starttls_and_login_never_logs_the_password(
     assert received.logins == [("mailer", PASSWORD)]
     assert parse(received.envelopes[0].original_content)["To"] == "team@example.org"
     # a wrong password: one clear line, no secret in it
-    wrong = "wrong-Passw0rd-123"  # noqa: S105
+    wrong = "wrong-Passw0rd-123"
     with pytest.raises(DeliveryError) as raised:
         send(
             message,

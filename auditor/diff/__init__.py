@@ -128,7 +128,8 @@ def compute_diff(
         source = findings_source or engine_findings_source(
             engine, ruleset=ruleset, waivers=waivers, today=today
         )
-        categories = diff_findings(source(before.id), source(after.id), catalog)
+        older, newer = source(before, after)
+        categories = diff_findings(older, newer, catalog)
     return DiffResult(
         from_run=before.id,
         to_run=after.id,
@@ -143,7 +144,14 @@ def compute_diff(
 def engine_findings_source(
     engine: Engine, *, ruleset: Any = None, waivers: Any = None, today: date | None = None
 ) -> FindingsSource:
-    """Findings of a run from the rules engine, evaluated (and stored) on demand."""
+    """Findings of both runs from the rules engine, evaluated (and stored) on demand.
+
+    The newer run's findings get the given waivers as of ``today`` (default: the current UTC date),
+    and status ``new``/``existing`` relative to the older run. The older run's waiver states are the
+    ones recorded by its own last check under the same rules (what reviewers saw then); when it
+    was never checked, the given waivers are applied as of the day that run started. So a waiver
+    added since the older check shows as *newly waived*, and one that lapsed as *waiver expired*.
+    """
     from auditor import engine as rules_engine
 
     rules = ruleset if ruleset is not None else rules_engine.load_ruleset(None)
@@ -151,15 +159,54 @@ def engine_findings_source(
         waivers = rules_engine.load_waivers(waivers)
     day = today or datetime.now(UTC).date()
 
-    def source(run_id: int) -> list[dict[str, Any]]:
-        return [
-            finding.to_json()
-            for finding in rules_engine.findings_for_run(
-                engine, run_id, rules, waivers=waivers, today=day, store=True
-            )
-        ]
+    def source(before: RunInfo, after: RunInfo) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        older = rules_engine.findings_for_run(engine, before.id, rules, store=True)
+        newer = rules_engine.findings_for_run(engine, after.id, rules, store=True)
+        recorded = _recorded_check(engine, before.id, rules.digest)
+        if recorded is None:
+            rules_engine.apply_waivers(older, waivers, before.started_at.date())
+            for finding in older:
+                if finding.status != "waived":
+                    finding.status = _age(finding, before.id)
+        else:
+            for finding in older:
+                status, waiver = recorded.get(finding.fingerprint, (None, None))
+                finding.status = status or _age(finding, before.id)
+                finding.waiver = waiver
+        seen = {finding.fingerprint for finding in older}
+        for finding in newer:
+            finding.waiver = None
+            finding.status = "existing" if finding.fingerprint in seen else "new"
+        rules_engine.apply_waivers(newer, waivers, day)
+        return [f.to_json() for f in older], [f.to_json() for f in newer]
 
     return source
+
+
+def _age(finding: Any, run_id: int) -> str:
+    first = finding.first_seen_run
+    return "new" if first is None or first >= run_id else "existing"
+
+
+def _recorded_check(engine: Engine, run_id: int, rules_digest: str) -> dict[str, tuple[Any, Any]] | None:
+    """(status, waiver) per fingerprint as the run's last check recorded them; None if never checked."""
+    from sqlalchemy import select
+
+    from auditor.engine.findings import latest_evaluation
+    from auditor.store.schema import findings as findings_table
+
+    with engine.connect() as connection:
+        evaluation_id = latest_evaluation(connection, run_id, rules_digest)
+        if evaluation_id is None:
+            return None
+        rows = connection.execute(
+            select(findings_table.c.fingerprint, findings_table.c.status, findings_table.c.waiver).where(
+                findings_table.c.evaluation_id == evaluation_id
+            )
+        ).all()
+    if not rows or all(status is None for _, status, _ in rows):
+        return None
+    return {fingerprint: (status, waiver) for fingerprint, status, waiver in rows}
 
 
 def _iso(value: datetime | None) -> str | None:

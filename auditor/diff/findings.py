@@ -25,12 +25,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from auditor.diff.model import FINDING_CATEGORIES, CatalogDiff, Explanation, FindingDiff
+from auditor.store.runs import RunInfo
 
 MAX_EXPLANATIONS = 10  # per finding; a cluster finding in a cluster with 10,000 changes lists a few
 
-# A source of findings for one run: given the run id, the findings in the shape of
-# ``auditor check --format json`` (``Finding.to_json()``).
-FindingsSource = Callable[[int], list[dict[str, Any]]]
+# Where findings come from: given the older and the newer run, the findings of each in the shape of
+# ``auditor check --format json`` (``Finding.to_json()``), waiver states applied. The rules engine
+# is the default (:func:`auditor.diff.engine_findings_source`); tests and other tools may plug in
+# any callable.
+FindingsSource = Callable[[RunInfo, RunInfo], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 
 class ChangeIndex:

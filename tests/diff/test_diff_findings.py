@@ -1,0 +1,311 @@
+"""The findings half of the diff: five categories, each finding linked to the change that explains it.
+
+Findings come from the real rules engine and the built-in rule pack, evaluated on demand.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from auditor.diff import compute_diff
+from auditor.diff.findings import diff_findings
+from auditor.diff.model import CatalogDiff
+from auditor.engine import check_run, load_ruleset, load_waivers
+from auditor.store.schema import evaluations
+
+HSWC = "high-sensitivity-without-confidential"
+FINDING_KEYS = {
+    "rule",
+    "severity",
+    "cluster_id",
+    "column",
+    "columns",
+    "message",
+    "fingerprint",
+    "status",
+    "first_seen_run",
+    "explanation",
+}
+
+
+def by_rule(items, rule):
+    return [f for f in items if f["rule"] == rule]
+
+
+def test_label_removed_explains_the_new_finding(engine, write, base):
+    after = base()
+    after[0][0]["labels"] = ["PII"]  # c1 loses Confidential; its email column is sensitivity=high
+    first, second = write(engine, base()), write(engine, after)
+    data = compute_diff(engine, first, second).to_json()
+    (finding,) = by_rule(data["findings"]["new"], HSWC)
+    assert set(finding) == FINDING_KEYS
+    assert (finding["cluster_id"], finding["column"], finding["status"]) == (
+        "c1",
+        "crm.public.users.email",
+        "new",
+    )
+    assert finding["first_seen_run"] == second
+    assert finding["explanation"] == [
+        {
+            "kind": "cluster_changed",
+            "cluster_id": "c1",
+            "column": None,
+            "field": "labels",
+            "before": "Confidential",
+            "after": None,
+            "text": "label 'Confidential' removed from cluster 'cluster c1'",
+        }
+    ]
+    assert by_rule(data["findings"]["resolved"], HSWC) == []
+
+
+def test_tag_change_explains_new_and_label_added_explains_resolved(engine, write, base):
+    before = base()
+    before[1][0]["labels"] = ["Analytics"]
+    after = base()
+    after[1][0]["labels"] = ["Analytics"]
+    after[1][1][0]["tags"][0]["tagValue"] = (
+        "high"  # dwh.sales.orders.total: low -> high, c2 lacks Confidential
+    )
+    after[0][0]["labels"] = ["PII", "Confidential", "Reviewed"]
+    first, second = write(engine, before), write(engine, after)
+    data = compute_diff(engine, first, second).to_json()
+    (new,) = by_rule(data["findings"]["new"], HSWC)
+    assert new["column"] == "dwh.sales.orders.total"
+    assert [e["text"] for e in new["explanation"]] == [
+        "tag sensitivity of column dwh.sales.orders.total changed from 'low' to 'high'"
+    ]
+    # A rule that no change touches stays open, with no explanation.
+    open_rules = {f["rule"] for f in data["findings"]["open"]}
+    assert "sensitive-column-without-business-attribute" in open_rules
+    assert all(f["explanation"] == [] for f in data["findings"]["open"])
+
+    # And back: the finding resolves, explained by the same tag changing back.
+    third = write(engine, before)
+    back = compute_diff(engine, second, third).to_json()
+    (resolved,) = by_rule(back["findings"]["resolved"], HSWC)
+    assert resolved["fingerprint"] == new["fingerprint"]
+    assert [e["field"] for e in resolved["explanation"]] == ["tags.sensitivity"]
+    assert (resolved["explanation"][0]["before"], resolved["explanation"][0]["after"]) == ("high", "low")
+
+
+def test_a_move_explains_the_finding_in_both_clusters(engine, write, base):
+    after = base()
+    email = after[0][1].pop(0)  # sensitivity=high, leaves c1 (Confidential) for c2 (not Confidential)
+    after[1][1].append(email)
+    first, second = write(engine, base()), write(engine, after)
+    data = compute_diff(engine, first, second).to_json()
+    assert data["columns"]["moved"] == [
+        {"column": "crm.public.users.email", "from_cluster": "c1", "to_cluster": "c2"}
+    ]
+    (new,) = by_rule(data["findings"]["new"], HSWC)
+    assert (new["cluster_id"], new["column"]) == ("c2", "crm.public.users.email")
+    assert new["explanation"] == [
+        {
+            "kind": "column_moved",
+            "cluster_id": "c2",
+            "column": "crm.public.users.email",
+            "field": "cluster",
+            "before": "c1",
+            "after": "c2",
+            "text": "column crm.public.users.email moved from cluster c1 to cluster c2",
+        }
+    ]
+
+
+def test_column_added_and_removed_explain_new_and_resolved(engine, write, base, kit):
+    after = base()
+    after[1][1].append(kit.column("dwh.sales.orders.card", tags={"sensitivity": "high"}))
+    first, second = write(engine, base()), write(engine, after)
+    data = compute_diff(engine, first, second).to_json()
+    (new,) = by_rule(data["findings"]["new"], HSWC)
+    assert [(e["kind"], e["text"]) for e in new["explanation"]] == [
+        ("column_added", "column dwh.sales.orders.card added to the cluster")
+    ]
+    third = write(engine, base())
+    back = compute_diff(engine, second, third).to_json()
+    (resolved,) = by_rule(back["findings"]["resolved"], HSWC)
+    assert [(e["kind"], e["column"]) for e in resolved["explanation"]] == [
+        ("column_removed", "dwh.sales.orders.card")
+    ]
+
+
+def test_cluster_severity_change_explains_a_cluster_finding(engine, write, base):
+    after = base()
+    after[0][0]["severity"] = "Low"  # c1 is labelled PII
+    first, second = write(engine, base()), write(engine, after)
+    data = compute_diff(engine, first, second).to_json()
+    (new,) = by_rule(data["findings"]["new"], "pii-cluster-low-severity")
+    assert new["column"] is None
+    assert [(e["field"], e["before"], e["after"]) for e in new["explanation"]] == [
+        ("severity", "High", "Low")
+    ]
+
+
+def test_findings_are_evaluated_on_demand_and_stored(engine, write, base):
+    first, second = write(engine, base()), write(engine, base())
+    compute_diff(engine, first, second)
+    with engine.connect() as connection:
+        runs = connection.execute(select(evaluations.c.run_id).order_by(evaluations.c.run_id)).scalars().all()
+    assert runs == [first, second]
+    compute_diff(engine, first, second)  # reused, not evaluated again
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(evaluations)).scalar_one() == 2
+
+
+def test_an_unchanged_catalog_has_only_open_findings(engine, write, base):
+    first, second = write(engine, base()), write(engine, base())
+    result = compute_diff(engine, first, second)
+    assert result.empty
+    summary = result.summary()["findings"]
+    assert summary["open"] > 0
+    assert {k: v for k, v in summary.items() if k != "open"} == {
+        "new": 0,
+        "resolved": 0,
+        "newly_waived": 0,
+        "waiver_expired": 0,
+    }
+    assert all(f.finding["status"] == "existing" for f in result.findings["open"])
+
+
+def write_waiver(tmp_path, expires: date, column: str = "crm.public.users.email"):
+    path = tmp_path / "waivers.yaml"
+    path.write_text(
+        "waivers:\n"
+        "  - rule: sensitive-column-without-business-attribute\n"
+        f"    column: {column}\n"
+        "    reason: classification under review\n"
+        "    owner: data-governance@example.com\n"
+        f"    expires: {expires.isoformat()}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_waiver_added_since_the_older_check_is_newly_waived(engine, write, base, tmp_path):
+    rules = load_ruleset(None)
+    first, second = write(engine, base()), write(engine, base())
+    check_run(engine, first, rules, baseline="none")  # checked without waivers: the finding counted
+    today = date.today()
+    expires = (today + timedelta(days=30)).isoformat()
+    waivers = load_waivers(write_waiver(tmp_path, today + timedelta(days=30)))
+    data = compute_diff(engine, first, second, ruleset=rules, waivers=waivers, today=today).to_json()
+    (item,) = data["findings"]["newly_waived"]
+    assert (item["rule"], item["column"], item["status"]) == (
+        "sensitive-column-without-business-attribute",
+        "crm.public.users.email",
+        "waived",
+    )
+    assert item["waiver"]["owner"] == "data-governance@example.com"
+    assert item["waiver"]["expired"] is False
+    assert item["explanation"] == [
+        {
+            "kind": "waiver_added",
+            "cluster_id": "c1",
+            "column": "crm.public.users.email",
+            "field": "waiver",
+            "before": None,
+            "after": expires,
+            "text": f"waived by data-governance@example.com until {expires}: classification under review",
+        }
+    ]
+    assert data["findings"]["new"] == data["findings"]["resolved"] == []
+
+
+def test_a_waiver_that_lapsed_between_the_runs_is_waiver_expired(engine, write, base, tmp_path):
+    rules = load_ruleset(None)
+    first, second = write(engine, base()), write(engine, base())
+    today = date.today()
+    waivers = load_waivers(write_waiver(tmp_path, today + timedelta(days=3)))
+    check_run(engine, first, rules, waivers=waivers, baseline="none", today=today)  # waived then
+    later = today + timedelta(days=10)
+    data = compute_diff(engine, first, second, ruleset=rules, waivers=waivers, today=later).to_json()
+    (item,) = data["findings"]["waiver_expired"]
+    assert item["column"] == "crm.public.users.email"
+    assert item["status"] == "existing"
+    assert item["waiver"]["expired"] is True
+    assert [e["kind"] for e in item["explanation"]] == ["waiver_expired"]
+    assert item["explanation"][0]["text"] == (
+        f"the waiver by data-governance@example.com expired on {(today + timedelta(days=3)).isoformat()}"
+    )
+    assert data["findings"]["newly_waived"] == []
+
+
+def test_an_older_run_never_checked_gets_the_waivers_as_of_its_own_day(engine, write, base, tmp_path):
+    rules = load_ruleset(None)
+    first, second = write(engine, base()), write(engine, base())
+    today = date.today()
+    waivers = load_waivers(write_waiver(tmp_path, today + timedelta(days=3)))
+    # Waived on the day run 1 was taken; expired by the day the diff is judged.
+    data = compute_diff(
+        engine, first, second, ruleset=rules, waivers=waivers, today=today + timedelta(days=10)
+    ).to_json()
+    assert [f["column"] for f in data["findings"]["waiver_expired"]] == ["crm.public.users.email"]
+    # Judged today, it is waived in both runs: still open, nothing changed.
+    same_day = compute_diff(engine, first, second, ruleset=rules, waivers=waivers, today=today).to_json()
+    assert same_day["findings"]["waiver_expired"] == same_day["findings"]["newly_waived"] == []
+    (still,) = [f for f in same_day["findings"]["open"] if f["status"] == "waived"]
+    assert still["column"] == "crm.public.users.email"
+
+
+def finding(fp, *, status="existing", waiver=None, rule="r", cluster="c1", column="s.t.a"):
+    data = {
+        "rule": rule,
+        "severity": "high",
+        "cluster_id": cluster,
+        "column": column,
+        "columns": [column] if column else [],
+        "message": "m",
+        "fingerprint": fp,
+        "status": status,
+        "first_seen_run": 1,
+    }
+    if waiver is not None:
+        data["waiver"] = waiver
+    return data
+
+
+ACTIVE = {"reason": "r", "owner": "o", "expires": "2030-01-01", "expired": False}
+EXPIRED = {"reason": "r", "owner": "o", "expires": "2020-01-01", "expired": True}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "category"),
+    [
+        (None, finding("f"), "new"),
+        (finding("f"), None, "resolved"),
+        (finding("f"), finding("f"), "open"),
+        (None, finding("f", status="waived", waiver=ACTIVE), "newly_waived"),
+        (finding("f"), finding("f", status="waived", waiver=ACTIVE), "newly_waived"),
+        (finding("f", status="waived", waiver=ACTIVE), finding("f", status="waived", waiver=ACTIVE), "open"),
+        (finding("f", status="waived", waiver=ACTIVE), finding("f", waiver=EXPIRED), "waiver_expired"),
+        (finding("f", waiver=EXPIRED), finding("f", waiver=EXPIRED), "open"),
+        (None, finding("f", waiver=EXPIRED), "new"),
+        (finding("f", status="waived", waiver=ACTIVE), finding("f"), "open"),  # waiver deleted
+    ],
+)
+def test_every_fingerprint_lands_in_exactly_one_category(before, after, category):
+    result = diff_findings([before] if before else [], [after] if after else [], CatalogDiff())
+    assert {name: len(items) for name, items in result.items() if items} == {category: 1}
+
+
+def test_a_custom_findings_source_plugs_in(engine, write, base):
+    first, second = write(engine, base()), write(engine, base())
+    calls = []
+
+    def source(before, after):
+        calls.append((before.id, after.id))
+        return [finding("gone"), finding("kept")], [finding("kept"), finding("fresh", status="new")]
+
+    result = compute_diff(engine, first, second, findings_source=source)
+    assert calls == [(first, second)]
+    assert {name: [f.finding["fingerprint"] for f in items] for name, items in result.findings.items()} == {
+        "new": ["fresh"],
+        "resolved": ["gone"],
+        "open": ["kept"],
+        "newly_waived": [],
+        "waiver_expired": [],
+    }

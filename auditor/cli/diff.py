@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
+from pathlib import Path
 
 import click
 
@@ -93,7 +94,7 @@ def diff_command(
     if not no_findings:
         from auditor.engine import load_ruleset, load_waivers
 
-        ruleset = load_ruleset(list(rules) if rules else None)
+        ruleset = load_ruleset([Path(p) for p in rules] if rules else None)
         waiver_set = load_waivers(waivers) if waivers else None
     result = compute_diff(
         engine,

@@ -1,0 +1,222 @@
+"""``auditor diff``: formats, output file, exit codes, with stdout and stderr checked separately."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+from click.testing import CliRunner
+
+from auditor.cli.diff import DiffFormat
+from auditor.cli.main import cli
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def two_runs(engine, write, base, kit):
+    """Run 1 and run 2 of one database: c1 loses Confidential, a column with markup in its name arrives."""
+    after = base()
+    after[0][0]["labels"] = ["PII"]
+    after[1][1].append(kit.column("dwh.sales.<script>alert(1)</script>", tags={"sensitivity": "high"}))
+    first, second = write(engine, base()), write(engine, after)
+    return str(engine.url.database), first, second
+
+
+def invoke(runner, *args):
+    return runner.invoke(cli, ["diff", *args], catch_exceptions=False)
+
+
+def test_text_by_default_compares_the_two_latest_complete_runs(runner, two_runs):
+    db, first, second = two_runs
+    result = invoke(runner, "--db", db)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"Diff of run {first} -> run {second} (confidence threshold 0.05)"
+    assert lines[1] == "Clusters: 0 added, 0 removed, 1 changed"
+    assert lines[2] == "Columns:  1 added, 0 removed, 0 changed, 0 moved"
+    assert "      label 'Confidential' removed from cluster 'cluster c1'" in lines
+    assert "      because: label 'Confidential' removed from cluster 'cluster c1'" in lines
+    assert result.stderr.startswith(f"run {first} -> run {second}: 1 cluster changes, 1 column changes, ")
+
+
+def test_json_is_the_contract(runner, two_runs):
+    db, first, second = two_runs
+    result = invoke(runner, "--db", db, "--format", "json", "--from", str(first), "--to", str(second))
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert list(data) == ["from_run", "to_run", "summary", "clusters", "columns", "findings"]
+    assert (data["from_run"], data["to_run"]) == (first, second)
+    assert data["clusters"]["changed"] == [
+        {
+            "cluster_id": "c1",
+            "changes": {
+                "labels": {
+                    "before": ["Confidential", "PII"],
+                    "after": ["PII"],
+                    "added": [],
+                    "removed": ["Confidential"],
+                }
+            },
+        }
+    ]
+    assert [c["column"] for c in data["columns"]["added"]] == ["dwh.sales.<script>alert(1)</script>"]
+    new_rules = sorted({f["rule"] for f in data["findings"]["new"]})
+    assert "high-sensitivity-without-confidential" in new_rules
+
+
+def test_markdown_escapes_catalog_values(runner, two_runs):
+    db, _first, _second = two_runs
+    result = invoke(runner, "--db", db, "--format", "markdown")
+    assert result.exit_code == 0, result.stderr
+    assert "| Clusters | 0 | 0 | 1 | — |" in result.stdout
+    assert "<script>" not in result.stdout
+    assert r"dwh\.sales\.\<script\>alert\(1\)\</script\>" in result.stdout
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        (self.scripts if self._in_script else self.text).append(data)
+
+
+def test_html_is_the_report_with_this_diff_and_escapes_the_catalog(runner, two_runs, tmp_path):
+    db, first, second = two_runs
+    out = tmp_path / "diff.html"
+    result = invoke(runner, "--db", db, "--format", "html", "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    page = out.read_text(encoding="utf-8")
+    parsed = _Collect()
+    parsed.feed(page)
+    text = " ".join(parsed.text)
+    assert "dwh.sales.<script>alert(1)</script>" in text  # shown as text ...
+    assert not any("alert(1)" in script for script in parsed.scripts)  # ... never as a script
+    assert f"run {first}" in text and f"run {second}" in text
+
+
+def test_html_without_findings_renders_the_catalog_changes(runner, two_runs, tmp_path):
+    db, _first, _second = two_runs
+    result = invoke(runner, "--db", db, "--format", "html", "--no-findings")
+    assert result.exit_code == 0, result.stderr
+    parsed = _Collect()
+    parsed.feed(result.stdout)
+    assert "dwh.sales.<script>alert(1)</script>" in " ".join(parsed.text)
+
+
+@pytest.mark.parametrize("fmt", [f.value for f in DiffFormat])
+def test_every_format_writes_the_output_file_and_nothing_to_stdout(runner, two_runs, tmp_path, fmt):
+    db, _first, _second = two_runs
+    out = tmp_path / f"diff.{fmt}"
+    result = invoke(runner, "--db", db, "--format", fmt, "--output", str(out), "--no-findings")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert out.stat().st_size > 0
+
+
+def test_no_findings_compares_metadata_only(runner, two_runs):
+    db, _first, _second = two_runs
+    result = invoke(runner, "--db", db, "--format", "json", "--no-findings")
+    data = json.loads(result.stdout)
+    assert data["summary"]["findings"] == {
+        "new": 0,
+        "resolved": 0,
+        "open": 0,
+        "newly_waived": 0,
+        "waiver_expired": 0,
+    }
+    assert data["summary"]["clusters"]["changed"] == 1
+
+
+def test_rules_and_threshold_options(runner, two_runs, tmp_path):
+    db, _first, _second = two_runs
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - id: no-confidential\n"
+        "    title: Cluster without Confidential\n"
+        "    description: The cluster is not labelled Confidential.\n"
+        "    severity: low\n"
+        "    scope: cluster\n"
+        "    condition: {field: cluster.labels, not_contains: Confidential}\n"
+        "    message: 'cluster {cluster.name} is not Confidential'\n"
+        "    remediation: Label it.\n",
+        encoding="utf-8",
+    )
+    result = invoke(runner, "--db", db, "--format", "json", "--rules", str(rules), "--threshold", "0.2")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [(f["rule"], f["cluster_id"]) for f in data["findings"]["new"]] == [("no-confidential", "c1")]
+    assert [(f["rule"], f["cluster_id"]) for f in data["findings"]["open"]] == [("no-confidential", "c2")]
+
+
+def test_a_missing_run_exits_3(runner, two_runs):
+    db, _first, second = two_runs
+    result = invoke(runner, "--db", db, "--from", "99", "--to", str(second))
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: run 99 does not exist",
+        "hint: list runs with: auditor runs",
+    ]
+
+
+def test_an_incomplete_run_exits_3_unless_allowed(runner, engine, write, base, two_runs):
+    db, _first, second = two_runs
+    failed = write(engine, base(), complete=False)
+    result = invoke(runner, "--db", db, "--from", str(second), "--to", str(failed), "--no-findings")
+    assert result.exit_code == 3
+    assert (
+        result.stderr.splitlines()[0] == f"error: run {failed} is failed, not complete: the test stopped it"
+    )
+    allowed = invoke(
+        runner, "--db", db, "--from", str(second), "--to", str(failed), "--no-findings", "--allow-incomplete"
+    )
+    assert allowed.exit_code == 0, allowed.stderr
+
+
+def test_a_single_run_has_nothing_to_compare_with_exit_3(runner, engine, write, base):
+    write(engine, base())
+    result = invoke(runner, "--db", str(engine.url.database))
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[0] == "error: there is no complete run before run 1 to compare it with"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--threshold", "2"], "Invalid value for '--threshold'"),
+        (["--format", "pdf"], "Invalid value for '--format'"),
+        (["--rules", "/nonexistent/rules.yaml"], "Invalid value for '--rules'"),
+    ],
+)
+def test_usage_errors_exit_2(runner, two_runs, args, message):
+    db, _first, _second = two_runs
+    result = runner.invoke(cli, ["diff", "--db", db, *args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_an_invalid_rule_file_exits_2(runner, two_runs, tmp_path):
+    db, _first, _second = two_runs
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - id: Not Kebab\n", encoding="utf-8")
+    result = invoke(runner, "--db", db, "--rules", str(bad))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")
+    assert result.stdout == ""

@@ -893,7 +893,8 @@ class Quantifier(Condition):
         if isinstance(self.inner, AllOf):
             text = f"({text})"
         if self.mode == "any":
-            return f"{self.owner} has a {self.element} where {text}"
+            article = "an" if self.element[0] in "aeiou" else "a"
+            return f"{self.owner} has {article} {self.element} where {text}"
         if self.mode == "none":
             return f"{self.owner} has no {self.element} where {text}"
         return f"every {self.element} of {self.owner} is such that {text}"

@@ -63,12 +63,13 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             _low, high, sub = av
             unbounded = high == _c.MAXREPEAT or high > 100
-            if unbounded and inside_unbounded and _can_repeat(list(sub)):
+            if unbounded and inside_unbounded:
                 return (
                     "nested quantifiers such as (a+)+ can take exponential time; "
                     "rewrite the pattern without a repeated group that itself repeats"
                 )
-            problem = _walk(list(sub), inside_unbounded=inside_unbounded or unbounded)
+            # Anything repeated more than once makes an unbounded repeat inside it dangerous.
+            problem = _walk(list(sub), inside_unbounded=inside_unbounded or high > 1)
             if problem:
                 return problem
         elif op == _c.SUBPATTERN:
@@ -86,26 +87,13 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
                 problem = _walk(branch, inside_unbounded=inside_unbounded)
                 if problem:
                     return problem
+        elif op == _c.AT and av in (_c.AT_BOUNDARY, _c.AT_NON_BOUNDARY):
+            return "word boundaries (\\b, \\B) mean different things in PostgreSQL; use ([^a-z]|$) instead"
         elif op in (_c.ASSERT, _c.ASSERT_NOT):
             problem = _walk(list(av[1]), inside_unbounded=inside_unbounded)
             if problem:
                 return problem
     return None
-
-
-def _can_repeat(items: list[Any]) -> bool:
-    """Whether the sub-pattern contains a quantifier allowing more than one repetition."""
-    for op, av in items:
-        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
-            if av[1] > 1:
-                return True
-            if _can_repeat(list(av[2])):
-                return True
-        elif (op == _c.SUBPATTERN and _can_repeat(list(av[-1]))) or (
-            op == _c.BRANCH and any(_can_repeat(list(b)) for b in av[1])
-        ):
-            return True
-    return False
 
 
 def _first_chars(items: list[Any]) -> set[int] | None:

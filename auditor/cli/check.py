@@ -1,0 +1,199 @@
+"""``auditor check`` (the CI gate) and ``auditor rules validate|schema|test|list``.
+
+Thin wiring: parse options, call :mod:`auditor.engine`, render with :mod:`auditor.formats`, and
+turn the gate into the exit code (0 clean, 1 gate failed, 2 rule/usage error, 3 run missing or not
+complete). The chosen format goes to stdout or ``--output``; the summary goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import click
+
+from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.formats import Format
+
+SEVERITIES = ["info", "low", "medium", "high", "critical"]
+
+
+def _paths(values: tuple[str, ...]) -> list[Path] | None:
+    return [Path(v) for v in values] if values else None
+
+
+@click.command("check")
+@db_option
+@click.option(
+    "--run", "run_ref", default="latest", show_default=True, metavar="ID|latest", help="Run to check."
+)
+@click.option(
+    "--rules",
+    "rules",
+    multiple=True,
+    type=click.Path(),
+    metavar="PATH",
+    help="Rule file or folder (repeatable; default: the built-in pack).",
+)
+@click.option("--waivers", type=click.Path(), metavar="FILE", help="Waiver file (YAML).")
+@click.option(
+    "--baseline",
+    default="previous",
+    show_default=True,
+    metavar="previous|ID|none",
+    help="Complete run that decides which findings are new.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(SEVERITIES),
+    default=None,
+    help="Exit 1 when an unwaived finding at or above this severity remains (default: never fail).",
+)
+@click.option("--new-only", is_flag=True, help="With --fail-on: count only findings new since the baseline.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([f.value for f in Format]),
+    default=Format.TABLE.value,
+    show_default=True,
+    help="Output format.",
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option(
+    "--allow-incomplete", is_flag=True, help="Check a run that is not complete (never as a baseline)."
+)
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Judge waiver expiry as of this date (default: today, UTC).",
+)
+@pass_settings
+def check_command(
+    settings: Settings,
+    db: str | None,
+    run_ref: str,
+    rules: tuple[str, ...],
+    waivers: str | None,
+    baseline: str,
+    fail_on: str | None,
+    new_only: bool,
+    fmt: str,
+    output: str | None,
+    allow_incomplete: bool,
+    today: object,
+) -> None:
+    """Evaluate rules against a snapshot and gate CI on the findings.
+
+    Exit codes: 0 nothing at or above --fail-on remains, 1 the gate failed, 2 a rule, waiver or
+    usage error, 3 the run is missing or not complete (or the database failed).
+    """
+    from auditor.engine import check_run, load_ruleset, load_waivers
+    from auditor.formats import render
+
+    ruleset = load_ruleset(_paths(rules))
+    waiver_set = load_waivers(waivers) if waivers else None
+    engine = settings.engine(db)
+    day: date | None = today.date() if today is not None else None  # type: ignore[attr-defined]
+    result = check_run(
+        engine,
+        run_ref,
+        ruleset,
+        waivers=waiver_set,
+        baseline=baseline,
+        today=day,
+        allow_incomplete=allow_incomplete,
+    )
+    if not result.run.complete:
+        settings.info(f"warning: run {result.run.id} is {result.run.status}; its findings may be incomplete")
+    write_output(render(fmt, result), output)
+    if fmt != Format.TABLE.value or output:
+        settings.info(result.summary_line())
+    for waiver in result.waiver_report.expiring:
+        settings.info(
+            f"waiver expiring on {waiver.expires.isoformat()}: {waiver.describe()} ({waiver.where})"
+        )
+    for waiver in result.waiver_report.stale:
+        settings.info(f"stale waiver (matches nothing): {waiver.describe()} ({waiver.where})")
+    code = result.gate(fail_on, new_only)
+    if code:
+        failing = len(result.failing(fail_on, new_only))
+        scope = "new " if new_only else ""
+        settings.info(f"gate failed: {failing} {scope}finding(s) at or above {fail_on}")
+        click.get_current_context().exit(code)
+
+
+@click.group("rules")
+def rules_group() -> None:
+    """Validate, describe and test rule files."""
+
+
+@rules_group.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path())
+def rules_validate(paths: tuple[str, ...]) -> None:
+    """Validate rule files (default: the built-in pack), reporting every problem at once."""
+    from auditor.engine import load_ruleset
+
+    ruleset = load_ruleset(_paths(paths))
+    disabled = f", {len(ruleset.disabled)} disabled" if ruleset.disabled else ""
+    click.echo(f"{len(ruleset.rules)} rules valid in {len(ruleset.sources)} file(s){disabled}")
+
+
+@rules_group.command("schema")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def rules_schema(output: str | None) -> None:
+    """Print the JSON Schema of rule files (for editor completion)."""
+    from auditor.engine import rules_json_schema
+
+    write_output(json.dumps(rules_json_schema(), indent=2) + "\n", output)
+
+
+@rules_group.command("test")
+@click.argument("paths", nargs=-1, type=click.Path())
+def rules_test(paths: tuple[str, ...]) -> None:
+    """Run the fixture snapshots (NAME.test.yaml) kept beside rule files; exit 1 if a case fails."""
+    from auditor.engine.fixtures import run_fixtures
+    from auditor.paths import rules_dir
+
+    report = run_fixtures([Path(p) for p in paths] if paths else [rules_dir()])
+    click.echo("\n".join(report.lines()))
+    if not report.passed:
+        click.get_current_context().exit(1)
+
+
+@rules_group.command("list")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def rules_list(paths: tuple[str, ...], fmt: str) -> None:
+    """List the rules (default: the built-in pack) with severity, scope and what each flags."""
+    from auditor.engine import load_ruleset
+
+    ruleset = load_ruleset(_paths(paths))
+    if fmt == "json":
+        data = [
+            {
+                "id": r.id,
+                "title": r.title,
+                "severity": r.severity,
+                "scope": r.scope,
+                "explain": r.explain(),
+                "references": list(r.references),
+                "tags": list(r.tags),
+                "enabled": r.enabled,
+                "source": f"{r.source}:{r.line}",
+            }
+            for r in (*ruleset.rules, *ruleset.disabled)
+        ]
+        click.echo(json.dumps({"rules": data, "digest": ruleset.digest}, indent=2))
+        return
+    for r in ruleset.rules:
+        click.echo(f"{r.id}  [{r.severity}, {r.scope}]  {r.title}")
+        click.echo(f"    {r.explain()}")
+    for r in ruleset.disabled:
+        click.echo(f"{r.id}  [disabled]  {r.title}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(check_command)
+    cli.add_command(rules_group)

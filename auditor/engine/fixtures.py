@@ -1,0 +1,327 @@
+"""``auditor rules test``: run the small fixture snapshots kept beside rule files.
+
+A fixture file ``NAME.test.yaml`` sits beside the rule file ``NAME.yaml``. Each case describes a
+tiny snapshot (clusters with their columns, in BigID's wire format) and the exact findings expected
+from the rules it names (default: every rule of the sibling rule file)::
+
+    cases:
+      - name: a high column in a cluster without the label is flagged
+        rules: [high-sensitivity-without-confidential]
+        clusters:
+          - id: c1
+            name: HR
+            labels: [PII]
+            columns:
+              - fullyQualifiedName: hr.emp.ssn
+                tags: [{tagName: sensitivity, tagValue: High}]
+        expect:
+          - {rule: high-sensitivity-without-confidential, cluster: c1, column: hr.emp.ssn}
+
+Expected entries name a column finding (``column``), a group finding (``columns``: every column
+involved, in any order) or a cluster finding (neither). A case passes when the findings of its rules
+are exactly the expected ones. Every case is written through the real :class:`SnapshotWriter`
+into a temporary SQLite database (one run per case) and evaluated by the real compiler.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from auditor.bigid.models import parse_cluster, parse_column
+from auditor.engine.conditions import ParseContext
+from auditor.engine.evaluate import evaluate
+from auditor.engine.findings import KIND_COLUMN, KIND_GROUP, Finding
+from auditor.engine.rules import FIXTURE_SUFFIXES, RULE_SUFFIXES, RuleSet, load_ruleset
+from auditor.engine.yamlsource import LocDict, LocList, Problems, mark_at, read_yaml
+from auditor.errors import RuleError
+from auditor.store.db import create_db_engine
+from auditor.store.schema import metadata
+from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+
+Identity = tuple[str, str | None, str | None, tuple[str, ...] | None]
+
+
+@dataclass
+class Case:
+    source: str
+    line: int
+    name: str
+    rules: list[str]
+    clusters: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+    expect: set[Identity]
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    missing: list[Identity] = field(default_factory=list)
+    unexpected: list[Identity] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.unexpected
+
+
+@dataclass
+class FixtureReport:
+    results: list[CaseResult]
+    ruleset: RuleSet
+    files: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def lines(self) -> list[str]:
+        out = []
+        for result in self.results:
+            case = result.case
+            status = "PASS" if result.passed else "FAIL"
+            out.append(f"{status} {case.source}:{case.line}: {case.name}")
+            for identity in result.missing:
+                out.append(f"     missing:    {describe(identity)}")
+            for identity in result.unexpected:
+                out.append(f"     unexpected: {describe(identity)}")
+        failed = sum(1 for r in self.results if not r.passed)
+        out.append(
+            f"{len(self.results)} case{'s' if len(self.results) != 1 else ''} in {len(self.files)} "
+            f"file{'s' if len(self.files) != 1 else ''}: {len(self.results) - failed} passed, {failed} failed"
+        )
+        return out
+
+
+def describe(identity: Identity) -> str:
+    rule, cluster, column, columns = identity
+    if column is not None:
+        return f"{rule} on column {column} (cluster {cluster})"
+    if columns is not None:
+        where = f"cluster {cluster}" if cluster else "the snapshot"
+        return f"{rule} on group [{', '.join(columns)}] ({where})"
+    return f"{rule} on cluster {cluster}"
+
+
+def identity_of(finding: Finding) -> Identity:
+    if finding.kind == KIND_COLUMN:
+        return (finding.rule, finding.cluster_id, finding.column, None)
+    if finding.kind == KIND_GROUP:
+        return (finding.rule, finding.cluster_id, None, tuple(sorted(finding.columns)))
+    return (finding.rule, finding.cluster_id, None, None)
+
+
+def fixture_files(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """(rule files, fixture files) named by ``paths`` (folders searched recursively)."""
+    rules: list[Path] = []
+    fixtures: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for item in sorted(path.rglob("*")):
+                if item.name.endswith(FIXTURE_SUFFIXES):
+                    fixtures.append(item)
+                elif item.name.endswith(RULE_SUFFIXES):
+                    rules.append(item)
+        elif path.name.endswith(FIXTURE_SUFFIXES):
+            fixtures.append(path)
+            sibling = _sibling_rule_file(path)
+            if sibling is not None:
+                rules.append(sibling)
+        else:
+            rules.append(path)
+            for suffix in FIXTURE_SUFFIXES:
+                candidate = path.with_name(path.name.rsplit(".", 1)[0] + suffix)
+                if candidate.is_file():
+                    fixtures.append(candidate)
+    return list(dict.fromkeys(rules)), list(dict.fromkeys(fixtures))
+
+
+def _sibling_rule_file(fixture: Path) -> Path | None:
+    stem = fixture.name
+    for suffix in FIXTURE_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    for suffix in RULE_SUFFIXES:
+        candidate = fixture.with_name(stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_cases(path: Path, ruleset: RuleSet, problems: Problems) -> list[Case]:
+    source = str(path)
+    document = read_yaml(path, problems)
+    ctx = ParseContext(source, document, problems)
+    if not isinstance(document, LocDict) or not isinstance(document.get("cases"), LocList):
+        if document is not None or not problems:
+            ctx.problem([], "a rule fixture is a mapping with a 'cases:' list")
+        return []
+    for key in document:
+        if key != "cases":
+            ctx.problem([key], f"unknown key {key!r}; a fixture file holds only 'cases'", key=True)
+    sibling = _sibling_rule_file(path)
+    default_rules = sorted(r.id for r in ruleset.rules if sibling is not None and Path(r.source) == sibling)
+    cases = []
+    for index, node in enumerate(document["cases"]):
+        case = _parse_case(node, ctx, ["cases", index], ruleset, default_rules)
+        if case is not None:
+            cases.append(case)
+    return cases
+
+
+def _parse_case(
+    node: Any, ctx: ParseContext, path: list[Any], ruleset: RuleSet, default_rules: list[str]
+) -> Case | None:
+    if not isinstance(node, LocDict):
+        ctx.problem(path, "a case is a mapping with name, clusters and expect")
+        return None
+    before = len(ctx.problems)
+    for key in node:
+        if key not in ("name", "rules", "clusters", "expect"):
+            valid = "name, rules, clusters, expect"
+            ctx.problem([*path, key], f"unknown key {key!r} in a case; valid: {valid}", key=True)
+    name = node.get("name")
+    if not isinstance(name, str) or not name.strip():
+        ctx.problem([*path, "name"] if "name" in node else path, "a case needs a 'name' (text)")
+    rules = node.get("rules", default_rules)
+    known = {r.id for r in ruleset.rules}
+    if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules) or not rules:
+        where = [*path, "rules"] if "rules" in node else path
+        ctx.problem(where, "'rules' must be a non-empty list of rule ids")
+        rules = []
+    for index, rule_id in enumerate(rules):
+        if rule_id not in known:
+            ctx.problem([*path, "rules", index], f"unknown (or disabled) rule {rule_id!r}")
+    clusters = _parse_clusters(node.get("clusters"), ctx, [*path, "clusters"])
+    expect = _parse_expect(node.get("expect"), ctx, [*path, "expect"], set(rules))
+    if len(ctx.problems) > before:
+        return None
+    mark = mark_at(ctx.document, path)
+    return Case(ctx.source, mark.line if mark else 1, str(name), list(rules), clusters, expect)
+
+
+def _parse_clusters(node: Any, ctx: ParseContext, path: list[Any]) -> list[tuple[dict, list[dict]]]:
+    if not isinstance(node, LocList):
+        ctx.problem(path, "'clusters' must be a list of clusters (each with id and columns)")
+        return []
+    out = []
+    for index, raw in enumerate(node):
+        here = [*path, index]
+        if not isinstance(raw, LocDict):
+            ctx.problem(here, "a cluster is a mapping (id, name, labels, severity, status, columns)")
+            continue
+        from auditor.engine.rules import plain
+
+        data = plain(raw)
+        columns = data.pop("columns", [])
+        try:
+            parse_cluster(data)
+        except PydanticValidationError as exc:
+            ctx.problem(here, f"invalid cluster: {_first_error(exc)}")
+            continue
+        if not isinstance(columns, list):
+            ctx.problem([*here, "columns"], "'columns' must be a list")
+            continue
+        good = []
+        for position, column in enumerate(columns):
+            try:
+                parse_column(column)
+                good.append(column)
+            except PydanticValidationError as exc:
+                ctx.problem([*here, "columns", position], f"invalid column: {_first_error(exc)}")
+        out.append((data, good))
+    return out
+
+
+def _first_error(exc: PydanticValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]
+
+
+def _parse_expect(node: Any, ctx: ParseContext, path: list[Any], rules: set[str]) -> set[Identity]:
+    if node is None:
+        return set()
+    if not isinstance(node, LocList):
+        ctx.problem(path, "'expect' must be a list of findings ([] for none)")
+        return set()
+    out: set[Identity] = set()
+    for index, item in enumerate(node):
+        here = [*path, index]
+        if not isinstance(item, LocDict):
+            ctx.problem(here, "an expected finding is a mapping: {rule, cluster, column|columns}")
+            continue
+        for key in item:
+            if key not in ("rule", "cluster", "column", "columns"):
+                valid = "rule, cluster, column, columns"
+                ctx.problem([*here, key], f"unknown key {key!r}; valid: {valid}", key=True)
+        rule = item.get("rule")
+        if not isinstance(rule, str) or rule not in rules:
+            where = [*here, "rule"] if "rule" in item else here
+            ctx.problem(where, f"'rule' must be one of the case's rules: {', '.join(sorted(rules))}")
+            continue
+        cluster = item.get("cluster")
+        if cluster is not None and not isinstance(cluster, str):
+            ctx.problem([*here, "cluster"], "'cluster' must be text (quote numeric ids)")
+            continue
+        columns = item.get("columns")
+        if columns is not None:
+            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+                ctx.problem([*here, "columns"], "'columns' must be a list of fully qualified names")
+                continue
+            out.add((rule, cluster, None, tuple(sorted(columns))))
+        else:
+            column = item.get("column")
+            out.add((rule, cluster, column if isinstance(column, str) else None, None))
+    return out
+
+
+def run_fixtures(paths: Sequence[Path]) -> FixtureReport:
+    """Validate and run every fixture named by ``paths``; RuleError (exit 2) if any is invalid."""
+    rule_paths, fixture_paths = fixture_files([Path(p) for p in paths])
+    if not fixture_paths:
+        raise RuleError(
+            f"no rule fixtures (*.test.yaml) found in {', '.join(str(p) for p in paths)}",
+            hint="keep NAME.test.yaml beside NAME.yaml (see docs/rules.md)",
+        )
+    ruleset = load_ruleset(rule_paths) if rule_paths else load_ruleset(None)
+    problems = Problems()
+    cases: list[Case] = []
+    for path in fixture_paths:
+        cases.extend(load_cases(path, ruleset, problems))
+    if problems:
+        raise RuleError(
+            f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the rule fixtures",
+            problems=problems.items,
+        )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="auditor-rules-test-") as folder:
+        engine = create_db_engine(f"sqlite:///{Path(folder) / 'fixtures.db'}")
+        try:
+            metadata.create_all(engine)
+            for case in cases:
+                results.append(_run_case(engine, case, ruleset))
+        finally:
+            engine.dispose()
+    return FixtureReport(results, ruleset, [str(p) for p in fixture_paths])
+
+
+def _run_case(engine: Any, case: Case, ruleset: RuleSet) -> CaseResult:
+    writer = SnapshotWriter(engine, source_url="fixture", details={"fixture": f"{case.source}:{case.line}"})
+    for position, (cluster, columns) in enumerate(case.clusters):
+        parsed = parse_cluster(cluster)
+        writer.add_cluster(parsed, cluster, position)
+        writer.add_columns(parsed.id, [(parse_column(c), c) for c in columns])
+        writer.finish_cluster(parsed.id, ClusterStats(columns_fetched=len(columns), pages=1))
+    writer.complete(RunTotals(clusters_announced=len(case.clusters)))
+    found = evaluate(engine, writer.run_id, ruleset.only(case.rules))
+    actual = {identity_of(f) for f in found}
+    return CaseResult(
+        case,
+        missing=sorted(case.expect - actual, key=str),
+        unexpected=sorted(actual - case.expect, key=str),
+        findings=found,
+    )

@@ -1,0 +1,61 @@
+"""The ``csv`` format: one row per finding, with spreadsheet formula injection neutralised.
+
+A cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is prefixed with an
+apostrophe, so that a spreadsheet shows catalog text instead of executing it (OWASP CSV injection).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from auditor.engine.check import CheckResult
+
+HEADER = [
+    "rule",
+    "severity",
+    "status",
+    "cluster_id",
+    "column",
+    "columns",
+    "message",
+    "fingerprint",
+    "first_seen_run",
+    "waiver_reason",
+    "waiver_owner",
+    "waiver_expires",
+    "waiver_expired",
+]
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_DANGEROUS) else text
+
+
+def format(result: CheckResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(HEADER)
+    for f in result.findings:
+        waiver = f.waiver or {}
+        row = [
+            f.rule,
+            f.severity,
+            f.status,
+            f.cluster_id,
+            f.column,
+            ";".join(f.columns),
+            f.message,
+            f.fingerprint,
+            f.first_seen_run,
+            waiver.get("reason"),
+            waiver.get("owner"),
+            waiver.get("expires"),
+            "" if not waiver else str(bool(waiver.get("expired"))).lower(),
+        ]
+        writer.writerow([neutralise(cell) for cell in row])
+    return buffer.getvalue()

@@ -1,0 +1,81 @@
+"""The ``markdown`` format: a pull-request comment or CI step summary.
+
+A heading with the summary line, a counts table, the open findings (capped at
+:data:`MAX_ROWS` rows so the comment stays under the 65,536-character limit of PR comments), the
+waived findings in a collapsed section, and waivers that are stale or expire soon.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from auditor.engine.check import CheckResult
+
+MAX_ROWS = 200
+ICONS = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "info": "⬜"}
+
+
+def cell(text: object) -> str:
+    """Text safe inside a Markdown table cell."""
+    value = "" if text is None else str(text)
+    for char in ("\\", "|", "`", "*", "_", "[", "]", "<", ">"):
+        value = value.replace(char, "\\" + char)
+    return value.replace("\r", " ").replace("\n", " ")
+
+
+def _table(findings, limit: int) -> list[str]:
+    lines = ["| Severity | Status | Rule | Subject | Message |", "|---|---|---|---|---|"]
+    for f in findings[:limit]:
+        status = "waiver expired" if f.waiver_expired else f.status
+        lines.append(
+            f"| {ICONS.get(f.severity, '')} {f.severity} | {status} | `{f.rule}` "
+            f"| {cell(f.subject)} | {cell(f.message)} |"
+        )
+    if len(findings) > limit:
+        lines.append("")
+        lines.append(f"_… and {len(findings) - limit} more; see the JSON or SARIF output for all of them._")
+    return lines
+
+
+def format(result: CheckResult) -> str:
+    s = result.summary
+    lines = [f"## cluster-auditor check: run {result.run.id}", "", cell(result.summary_line()), ""]
+    lines += ["| Critical | High | Medium | Low | Info | New | Existing | Waived | Waiver expired |"]
+    lines += ["|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    sev = s["by_severity"]
+    lines += [
+        f"| {sev['critical']} | {sev['high']} | {sev['medium']} | {sev['low']} | {sev['info']} "
+        f"| {s['new']} | {s['existing']} | {s['waived']} | {s['waiver_expired']} |",
+        "",
+    ]
+    order = {name: i for i, name in enumerate(("critical", "high", "medium", "low", "info"))}
+    open_findings = sorted(result.open_findings(), key=lambda f: (order[f.severity], f.rule, f.subject))
+    if open_findings:
+        lines += ["### Open findings", "", *_table(open_findings, MAX_ROWS), ""]
+    else:
+        lines += ["No open findings. ✅", ""]
+    waived = [f for f in result.findings if f.waived]
+    if waived:
+        lines += ["<details><summary>Waived findings (" + str(len(waived)) + ")</summary>", ""]
+        lines += ["| Rule | Subject | Reason | Owner | Expires |", "|---|---|---|---|---|"]
+        for f in waived[:MAX_ROWS]:
+            w = f.waiver or {}
+            lines.append(
+                f"| `{f.rule}` | {cell(f.subject)} | {cell(w.get('reason'))} "
+                f"| {cell(w.get('owner'))} | {w.get('expires')} |"
+            )
+        lines += ["", "</details>", ""]
+    report = result.waiver_report
+    if report.expiring:
+        lines += ["### Waivers expiring within 14 days", ""]
+        lines += [
+            f"- {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)})"
+            for w in report.expiring
+        ]
+        lines.append("")
+    if report.stale:
+        lines += ["### Stale waivers (match nothing)", ""]
+        lines += [f"- {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`)" for w in report.stale]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -1,0 +1,145 @@
+"""The ``sarif`` format: SARIF 2.1.0 for code-scanning uploads.
+
+* ``tool.driver.rules`` describes every rule (title, description, remediation as help, framework
+  references and tags as properties, default level from the severity).
+* Every result has a location: a *logical* location naming the catalog object
+  (``bigid://clusters/<id>/columns/<fqn>``) and a *physical* one pointing at the rule's definition
+  in its rule file (code scanning rejects results without a physical location; catalog objects
+  have no file, the rule that flagged them does).
+* ``partialFingerprints`` carries the finding's fingerprint, so uploads de-duplicate across runs.
+* Waived findings are kept, with a ``suppressions`` entry (``external``, ``accepted``) whose
+  justification is the waiver's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from auditor import __version__
+
+if TYPE_CHECKING:
+    from auditor.engine.check import CheckResult
+    from auditor.engine.rules import Rule
+
+SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+LEVELS = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
+SECURITY_SEVERITY = {"critical": "9.5", "high": "8.0", "medium": "5.5", "low": "3.0", "info": "0.0"}
+
+
+def rule_uri(rule: Rule) -> str:
+    """The rule file as a repository-relative URI when possible, else ``rules/<file name>``."""
+    path = Path(rule.source)
+    try:
+        relative = path.resolve().relative_to(Path.cwd().resolve())
+        return relative.as_posix()
+    except ValueError:
+        return f"rules/{path.name}"
+
+
+def catalog_uri(cluster_id: str | None, column: str | None, key: str | None) -> str:
+    base = "bigid://clusters/" + quote(cluster_id or "*", safe="")
+    if column:
+        return f"{base}/columns/{quote(column, safe='')}"
+    if key:
+        return f"{base}/groups/{quote(key, safe='')}"
+    return base
+
+
+def _descriptor(rule: Rule) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "name": "".join(part.capitalize() for part in rule.id.split("-")),
+        "shortDescription": {"text": rule.title},
+        "fullDescription": {"text": rule.description.strip()},
+        "help": {
+            "text": f"{rule.remediation.strip()}\nReferences: {', '.join(rule.references)}",
+            "markdown": f"{rule.remediation.strip()}\n\n**References:** {', '.join(rule.references)}\n\n"
+            f"_{rule.explain()}_",
+        },
+        "defaultConfiguration": {"level": LEVELS[rule.severity]},
+        "properties": {
+            "tags": list(rule.tags),
+            "references": list(rule.references),
+            "severity": rule.severity,
+            "security-severity": SECURITY_SEVERITY[rule.severity],
+        },
+    }
+
+
+def format(result: CheckResult) -> str:
+    rules = list(result.rules)
+    index = {rule.id: i for i, rule in enumerate(rules)}
+    results = []
+    for f in result.findings:
+        rule = result.ruleset.get(f.rule)
+        entry: dict[str, Any] = {
+            "ruleId": f.rule,
+            "level": LEVELS[f.severity],
+            "message": {"text": f.message},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": rule_uri(rule) if rule else "rules"},
+                        "region": {"startLine": rule.line if rule else 1},
+                    },
+                    "logicalLocations": [
+                        {
+                            "name": f.column or f.key or f.cluster_id or "snapshot",
+                            "fullyQualifiedName": catalog_uri(f.cluster_id, f.column, f.key),
+                            "kind": "object",
+                        }
+                    ],
+                }
+            ],
+            "partialFingerprints": {"clusterAuditorFingerprint/v1": f.fingerprint},
+            "properties": {
+                "status": f.status,
+                "severity": f.severity,
+                "cluster_id": f.cluster_id,
+                "columns": list(f.columns),
+                "first_seen_run": f.first_seen_run,
+            },
+        }
+        if f.rule in index:
+            entry["ruleIndex"] = index[f.rule]
+        if f.waiver is not None:
+            entry["properties"]["waiver"] = dict(f.waiver)
+        if f.waived and f.waiver:
+            entry["suppressions"] = [
+                {
+                    "kind": "external",
+                    "status": "accepted",
+                    "justification": f"{f.waiver['reason']} (owner {f.waiver['owner']}, "
+                    f"expires {f.waiver['expires']})",
+                }
+            ]
+        results.append(entry)
+    log = {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "cluster-auditor",
+                        "version": __version__,
+                        "informationUri": "https://github.com/cluster-auditor/cluster-auditor",
+                        "rules": [_descriptor(rule) for rule in rules],
+                    }
+                },
+                "automationDetails": {"id": f"cluster-auditor/run-{result.run.id}"},
+                "invocations": [{"executionSuccessful": True, "workingDirectory": {"uri": _cwd_uri()}}],
+                "results": results,
+                "properties": {"run": result.run.id, "summary": dict(result.summary)},
+            }
+        ],
+    }
+    return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
+
+
+def _cwd_uri() -> str:
+    return Path(os.getcwd()).resolve().as_uri() + "/"

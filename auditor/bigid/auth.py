@@ -92,6 +92,7 @@ class Authenticator:
         self._exchange_call = exchange
         self._lock = threading.Lock()
         self._generation = 0
+        self._last_ok = -1  # the newest generation a request succeeded with
         self._session: _Session | None = None
         self.exchanges = 0  # how many times the key was exchanged for a session token
         self.requested = scheme
@@ -149,17 +150,20 @@ class Authenticator:
 
     def accepted(self, generation: int) -> None:
         """A request sent with ``generation``'s header was not refused: keep that scheme."""
-        if self.scheme_used is None:
+        if self.scheme_used is None or generation > self._last_ok:
             with self._lock:
                 if self.scheme_used is None and generation == self._generation:
                     self.scheme_used = self.current
+                self._last_ok = max(self._last_ok, generation)
 
     def unauthorized(self, generation: int) -> bool:
         """A request sent with ``generation``'s header got a 401. True: retry with a new header.
 
         Before any scheme was accepted, ``auto`` moves to the next candidate. Once the session scheme
-        was accepted, the session token is exchanged again (once for all workers that saw the same
-        401). A bearer or raw key that was accepted and is now refused cannot be fixed: False.
+        was accepted, an expired session is exchanged again (once for all workers that saw the same
+        401) -- but a fresh session refused before any request succeeded with it means the tenant
+        no longer accepts the key: False. A bearer or raw key that was accepted and is now refused
+        cannot be fixed either: False.
         """
         with self._lock:
             if generation != self._generation:
@@ -168,7 +172,7 @@ class Authenticator:
                 self._index += 1
                 self._generation += 1
                 return True
-            if self.current == "refresh" and self.scheme_used == "refresh":
+            if self.current == "refresh" and self.scheme_used == "refresh" and self._last_ok == generation:
                 self._renew_locked()
                 return True
             return False

@@ -64,6 +64,7 @@ log = logging.getLogger("auditor.bigid")
 CLUSTERS_PATH = "/api/v1/clusters"
 COLUMNS_PATH = "/api/v1/data-catalog/column/cluster/similar"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_AUTH_RETRIES = 6  # per request: the auto probes, then re-exchanges of expired sessions
 KEY_HINT = (
     "set BIGID_TOKEN (or --token-file FILE) to a valid BigID API key; if the tenant wants another "
     "header form, pass --auth-scheme bearer|raw|refresh"
@@ -424,7 +425,9 @@ class BigIDClient:
             header, generation = self._header()
             status, body = self._send(path, params, header)
             if status == 401:
-                allowed = 1 if self.auth.scheme_used else len(SCHEMES)
+                # every retry needs a header that changed since (see Authenticator.unauthorized);
+                # the cap only guards against a tenant whose sessions die faster than workers use them
+                allowed = MAX_AUTH_RETRIES
                 auth_retries += 1
                 if auth_retries <= allowed and self.auth.unauthorized(generation):
                     log.debug("HTTP 401 on %s; trying the next credential form", path)

@@ -116,6 +116,14 @@ def engine(tmp_path) -> Iterator[Engine]:
     db.dispose()
 
 
+@pytest.fixture(scope="module")
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    """The shared fresh PostgreSQL database (skipped when AUDITOR_TEST_POSTGRES_URL is unset)."""
+    db = open_database(postgres_url)
+    yield db
+    db.dispose()
+
+
 @pytest.fixture
 def write() -> Callable[..., int]:
     return write_catalog

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -249,3 +250,13 @@ def test_a_catalog_diffed_with_itself_is_empty(engine, write, catalog):
     first, second = write(engine, catalog), write(engine, catalog)
     assert compute_diff(engine, first, second, findings=False).empty
     assert compute_diff(engine, first, first, findings=False).empty
+
+
+@pytest.mark.postgres
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pair=catalog_pairs())
+def test_postgres_diff_equals_the_python_reference(pg_engine, write, pair):
+    before, after = pair
+    first, second = write(pg_engine, before), write(pg_engine, after)
+    data = compute_diff(pg_engine, first, second, findings=False).to_json()
+    assert sql_diff_sets(data) == reference_diff(before, after)

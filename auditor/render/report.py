@@ -259,28 +259,40 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _rule_files(paths: Sequence[str | Path] | None) -> tuple[str, list[FileEvidence]]:
+_RULE_SUFFIXES = (".yaml", ".yml")
+_FIXTURE_SUFFIXES = (".test.yaml", ".test.yml")  # rule fixtures beside the rules are not rules
+
+
+def _expand(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.name.endswith(_RULE_SUFFIXES) and not p.name.endswith(_FIXTURE_SUFFIXES)
+    )
+
+
+def _rule_files(paths: Sequence[str | Path] | None, ruleset: Any) -> tuple[str, list[FileEvidence]]:
+    """Which rule files were used, with their SHA-256: the files the loader read when it says so."""
     from auditor.paths import rules_dir
 
-    if not paths:
-        base = rules_dir()
-        files = sorted(p for p in base.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file())
-        return "built-in pack", [
-            FileEvidence("rules", f"rules/{p.relative_to(base).as_posix()}", sha256_file(p)) for p in files
-        ]
+    builtin = rules_dir().resolve()
+    sources = [Path(s) for s in getattr(ruleset, "sources", ()) or ()]
+    if not sources:
+        sources = [f for given in (paths or [builtin]) for f in _expand(Path(given))]
     evidence: list[FileEvidence] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file())
-        else:
-            files = [path]
-        for file in files:
-            try:
-                evidence.append(FileEvidence("rules", str(file), sha256_file(file)))
-            except OSError as exc:
-                raise ConfigError(f"--rules: cannot read {file} ({exc.strerror})") from None
-    return ", ".join(str(p) for p in paths), evidence
+    for file in sources:
+        try:
+            shown = f"rules/{file.resolve().relative_to(builtin).as_posix()}"
+        except ValueError:
+            shown = str(file)
+        try:
+            evidence.append(FileEvidence("rules", shown, sha256_file(file)))
+        except OSError as exc:
+            raise ConfigError(f"--rules: cannot read {file} ({exc.strerror})") from None
+    source = "built-in pack" if not paths else ", ".join(str(p) for p in paths)
+    return source, evidence
 
 
 def _to_json(value: Any) -> dict[str, Any]:
@@ -332,7 +344,7 @@ def gather_input(
     ``check`` and ``diff`` may be passed when the caller already computed them (``auditor run``);
     otherwise they are computed here. ``against`` defaults to the previous complete run.
     """
-    from auditor.engine import check_run, findings_for_run, load_ruleset, load_waivers
+    from auditor.engine import apply_waivers, check_run, findings_for_run, load_ruleset, load_waivers
     from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
 
     run_info = resolve_run(engine, run, allow_incomplete=allow_incomplete)
@@ -344,7 +356,7 @@ def gather_input(
         against_info = previous_complete_run(engine, run_info.id)
 
     if ruleset is None:
-        ruleset = load_ruleset(list(rules_paths) if rules_paths else None)
+        ruleset = load_ruleset([Path(p) for p in rules_paths] if rules_paths else None)
     if waivers is None and waivers_path is not None:
         waivers = load_waivers(waivers_path)
 
@@ -381,13 +393,16 @@ def gather_input(
         past = list(reversed(latest_complete_runs(engine, trend_runs, before=run_info.id)))
         past = past[-(trend_runs - 1) :] if trend_runs > 1 else []
         for info in past:
-            counts = count_open_findings(findings_for_run(engine, info.id, ruleset))
+            past_findings = findings_for_run(engine, info.id, ruleset)
+            if waivers is not None:  # open means "not waived" on the day that run was taken
+                apply_waivers(past_findings, waivers, info.started_at.date())
+            counts = count_open_findings(past_findings)
             trend.append(TrendPoint(info.id, RunView.from_info(info).started_at, counts))
         trend.append(
             TrendPoint(run_info.id, RunView.from_info(run_info).started_at, count_open_findings(findings))
         )
 
-    rules_source, rule_files = _rule_files(rules_paths)
+    rules_source, rule_files = _rule_files(rules_paths, ruleset)
     waiver_file = None
     if waivers_path is not None:
         path = Path(waivers_path)

@@ -1,0 +1,281 @@
+"""``auditor report`` and ``auditor email`` end to end: real runs in a SQLite file, the real rules engine."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import email
+import email.policy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bs4 import BeautifulSoup
+from click.testing import CliRunner
+
+from auditor import secrets
+from auditor.bigid.models import parse_cluster, parse_column
+from auditor.cli.main import cli
+from auditor.paths import rules_dir
+from auditor.store.db import open_database
+from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+
+HOSTILE_NAME = '<script>window.__pwned=1</script>"><img src=x onerror=alert(1)>'
+PASSWORD = "cli-Sm7p-passw0rd"
+
+
+def _column(fqn: str, *, sensitivity: str | None = None) -> dict[str, Any]:
+    source, _, rest = fqn.partition(".")
+    return {
+        "fullyQualifiedName": fqn,
+        "columnName": fqn.rsplit(".", 1)[-1],
+        "tableName": rest.rsplit(".", 1)[0],
+        "source": source,
+        "isPrimary": False,
+        "dataType": "varchar",
+        "tags": [{"tagId": "t1", "valueId": "v1", "tagName": "sensitivity", "tagValue": sensitivity}]
+        if sensitivity
+        else [],
+        "attributes": [],
+    }
+
+
+CATALOG = [
+    (
+        {
+            "id": "c1",
+            "name": "HR",
+            "size": 2,
+            "labels": ["PII", "Confidential"],
+            "severity": "High",
+            "status": "Active",
+        },
+        [_column("hr.payroll.salary.ssn", sensitivity="high"), _column("hr.payroll.salary.id")],
+    ),
+    (
+        {
+            "id": "c2",
+            "name": "Sales",
+            "size": 1,
+            "labels": ["Analytics"],
+            "severity": "Low",
+            "status": "Active",
+        },
+        [_column("dwh.sales.orders.total", sensitivity="low")],
+    ),
+]
+
+
+def _write(engine: Any, catalog: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> int:
+    writer = SnapshotWriter(engine, source_url="https://bigid.example.net/api/v1", cluster_filter=None)
+    for position, (raw_cluster, columns) in enumerate(catalog):
+        writer.add_cluster(parse_cluster(raw_cluster), raw_cluster, position)
+        writer.add_columns(raw_cluster["id"], [(parse_column(raw), raw) for raw in columns])
+        writer.finish_cluster(
+            raw_cluster["id"],
+            ClusterStats(total_announced=len(columns), columns_fetched=len(columns), pages=1),
+        )
+    writer.complete(RunTotals(clusters_announced=len(catalog), requests=len(catalog) + 1))
+    return writer.run_id
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    """Run 1 (clean), run 2 (c1 lost its Confidential label; a hostile column appeared)."""
+    path = tmp_path / "auditor.db"
+    engine = open_database(path)
+    _write(engine, CATALOG)
+    second = copy.deepcopy(CATALOG)
+    second[0][0]["labels"] = ["PII"]
+    second[1][1].append(_column(f"dwh.sales.orders.{HOSTILE_NAME}", sensitivity="high"))
+    second[1][0]["labels"] = ["Analytics"]
+    _write(engine, second)
+    engine.dispose()
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets():
+    yield
+    secrets.forget_all()
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def test_report_writes_the_file_and_prints_its_path(database: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("report", "--db", database)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "auditor-report-run2.html\n"
+    assert "run 2: " in result.stderr and "catalog changes" in result.stderr
+    soup = BeautifulSoup((tmp_path / "auditor-report-run2.html").read_text(encoding="utf-8"), "html.parser")
+    fields = {dd["data-field"]: " ".join(dd.get_text(" ").split()) for dd in soup.select("dl#evidence dd")}
+    assert fields["run"].startswith("2 : started ")
+    assert fields["against"].startswith("run 1 : started ")
+    assert fields["source"] == "https://bigid.example.net/api/v1"
+    assert fields["completeness"].startswith("complete : 2 of 2 clusters, 4 of ")
+    builtin = sorted(
+        p for p in rules_dir().glob("*.yaml") if not p.name.endswith(".test.yaml")
+    )  # the files the loader reads
+    for path in builtin:
+        assert f"rules/{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}" in fields["rules"]
+    assert fields["rules"].startswith("built-in pack: ")
+    assert fields["waivers"] == "none"
+    new = soup.select_one("section#new")
+    rule = new.select_one('article.group[data-rule="high-sensitivity-without-confidential"]')
+    assert rule is not None
+    assert rule.select_one(".explain").get_text(" ").startswith("Condition: ")
+    columns = sorted(td.get_text() for td in rule.select("tbody tr td:nth-of-type(3)"))
+    assert columns == [f"dwh.sales.orders.{HOSTILE_NAME}", "hr.payroll.salary.ssn"]
+    because = {
+        row.select_one("td:nth-of-type(3)").get_text(): " ".join(
+            row.select_one(".because").get_text(" ").split()
+        )
+        for row in rule.select("tbody tr")
+    }
+    assert because["hr.payroll.salary.ssn"] == "Because: label 'Confidential' removed from cluster 'HR'"
+    assert because[f"dwh.sales.orders.{HOSTILE_NAME}"] == (
+        f"Because: column dwh.sales.orders.{HOSTILE_NAME} added to the cluster"
+    )
+    assert soup.select_one("section#changes-clusters")["data-total"] == "1"
+    assert soup.select_one("section#changes-columns")["data-total"] == "1"
+    trend = [t.get_text() for t in soup.select("#trend-chart text")]
+    assert "#1" in trend and "#2" in trend
+    assert len(soup.find_all("script")) == 1
+
+
+def test_report_with_exports_waivers_and_rules(database: str, tmp_path: Path) -> None:
+    waivers = tmp_path / "waivers.yml"
+    waivers.write_text(
+        "waivers:\n"
+        "  - rule: high-sensitivity-without-confidential\n"
+        "    cluster: c1\n"
+        "    reason: moving to the confidential warehouse\n"
+        "    owner: governance@example.org\n"
+        "    expires: 2099-01-31\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "r.html"
+    result = invoke(
+        "report", "--db", database, "--run", "2", "--against", "1", "--rules", str(rules_dir()),
+        "--waivers", str(waivers), "--output", str(out), "--export-dir", str(tmp_path / "export"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"{out}\n"
+    soup = BeautifulSoup(out.read_text(encoding="utf-8"), "html.parser")
+    sha = hashlib.sha256(waivers.read_bytes()).hexdigest()
+    assert (
+        " ".join(soup.select_one('dd[data-field="waivers"]').get_text(" ").split())
+        == f"{waivers} sha256:{sha}"
+    )
+    assert soup.select_one('[data-card="waived"] .value').get_text() == "1"
+    waived = soup.select_one("section#waived")
+    assert "waived by governance@example.org until 2099-01-31" in waived.get_text(" ")
+    with (tmp_path / "export" / "findings.csv").open(encoding="utf-8", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert sorted(r["status"] for r in rows if r["rule"] == "high-sensitivity-without-confidential") == [
+        "new",
+        "waived",
+    ]
+    diff = json.loads((tmp_path / "export" / "diff.json").read_text(encoding="utf-8"))
+    assert (diff["from_run"], diff["to_run"]) == (1, 2)
+    findings = json.loads((tmp_path / "export" / "findings.json").read_text(encoding="utf-8"))
+    assert findings["run"] == 2 and len(findings["findings"]) == len(rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("--run", "99"), 3, "error: run 99 does not exist"),
+        (("--against", "2"), 2, "error: --against 2 is the run being reported"),
+        (
+            ("--templates", "/nonexistent/templates"),
+            2,
+            "error: --templates: /nonexistent/templates is not a folder",
+        ),
+    ],
+)
+def test_report_errors_exit_with_their_code(
+    database: str, tmp_path: Path, args, code: int, message: str
+) -> None:
+    result = invoke("report", "--db", database, "--output", str(tmp_path / "x.html"), *args)
+    assert result.exit_code == code
+    assert result.stderr.splitlines()[0] == message
+    assert result.stdout == ""
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_email_to_eml_file(database: str, tmp_path: Path) -> None:
+    target = tmp_path / "m.eml"
+    result = invoke(
+        "email", "--db", database, "--to", "team@example.org", "--cc", "lead@example.org",
+        "--eml", str(target), "--attach-report", "--attach-csv",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"{target}\n"
+    message = email.message_from_bytes(target.read_bytes(), policy=email.policy.default)
+    assert message["To"] == "team@example.org" and message["Cc"] == "lead@example.org"
+    assert message["From"] == "cluster-auditor <cluster-auditor@localhost>"
+    assert message["Subject"] == "[cluster-auditor] run 2: 3 new, 0 resolved, 4 open findings"
+    names = sorted(part.get_filename() for part in message.iter_attachments())
+    assert names == ["auditor-findings-run2.csv", "auditor-report-run2.html"]
+
+
+def test_email_over_smtp_with_starttls_login(database: str, smtp_server, tls_files) -> None:
+    host, port, received = smtp_server(tls="starttls", cert=tls_files, credentials=("mailer", PASSWORD))
+    env = {"AUDITOR_SMTP_USER": "mailer", "AUDITOR_SMTP_PASSWORD": PASSWORD}
+    result = invoke(
+        "--verbose", "email", "--db", database, "--to", "team@example.org", "--from", "audit@example.org",
+        "--subject", "Weekly", "--smtp", f"smtp+starttls://{host}:{port}", "--smtp-ca-bundle", str(tls_files[0]),
+    env=env)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert received.event.wait(5)
+    assert received.logins == [("mailer", PASSWORD)]
+    message = email.message_from_bytes(received.envelopes[0].original_content, policy=email.policy.default)
+    assert (message["Subject"], message["From"], message["To"]) == (
+        "Weekly",
+        "audit@example.org",
+        "team@example.org",
+    )
+    assert message.get_content_type() == "multipart/alternative"
+    assert f"report sent to team@example.org via smtp+starttls://{host}:{port}" in result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "error: no recipient: pass --to ADDR (or set email_to in auditor.toml)"),
+        (
+            ("--to", "a@example.org"),
+            "error: no SMTP server: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the message",
+        ),
+        (
+            ("--to", "a@example.org", "--smtp", "smtp://x", "--eml", "x.eml"),
+            "error: give either --smtp URL or --eml FILE, not both",
+        ),
+        (
+            ("--to", "a@example.org", "--smtp", "smtp://u:p@x"),
+            "error: --smtp: the URL must not contain a password",
+        ),
+    ],
+)
+def test_email_usage_errors(database: str, args: tuple[str, ...], message: str) -> None:
+    result = invoke("email", "--db", database, *args, env={"AUDITOR_SMTP": ""})
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == message
+
+
+def test_email_delivery_failure_exits_3(database: str) -> None:
+    from .conftest import free_port
+
+    port = free_port()
+    result = invoke("email", "--db", database, "--to", "a@example.org", "--smtp", f"smtp://127.0.0.1:{port}")
+    assert result.exit_code == 3
+    assert (
+        result.stderr.splitlines()[0] == f"error: smtp://127.0.0.1:{port}: cannot connect: Connection refused"
+    )

@@ -230,8 +230,9 @@ def test_email_over_smtp_with_starttls_login(database: str, smtp_server, tls_fil
     env = {"AUDITOR_SMTP_USER": "mailer", "AUDITOR_SMTP_PASSWORD": PASSWORD}
     result = invoke(
         "--verbose", "email", "--db", database, "--to", "team@example.org", "--from", "audit@example.org",
-        "--subject", "Weekly", "--smtp", f"smtp+starttls://{host}:{port}", "--smtp-ca-bundle", str(tls_files[0]),
-    env=env)  # fmt: skip
+        "--subject", "Weekly", "--smtp", f"smtp+starttls://{host}:{port}",
+        "--smtp-ca-bundle", str(tls_files[0]), env=env,
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert received.event.wait(5)
     assert received.logins == [("mailer", PASSWORD)]
@@ -252,7 +253,8 @@ def test_email_over_smtp_with_starttls_login(database: str, smtp_server, tls_fil
         ((), "error: no recipient: pass --to ADDR (or set email_to in auditor.toml)"),
         (
             ("--to", "a@example.org"),
-            "error: no SMTP server: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the message",
+            "error: no SMTP server: pass --smtp URL (or set AUDITOR_SMTP), "
+            "or --eml FILE to write the message",
         ),
         (
             ("--to", "a@example.org", "--smtp", "smtp://x", "--eml", "x.eml"),

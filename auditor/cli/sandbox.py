@@ -136,27 +136,29 @@ def serve(
 
     config = SandboxConfig(token=token, fail_statuses=tuple(int(s) for s in fail_statuses) or (500,), **knobs)
     server = SandboxServer(config, host=host, port=port).bind()
-    click.echo(f"export BIGID_URL={server.url}")
-    click.echo(f"export BIGID_TOKEN={config.key}")
-    dataset = server.dataset
-    settings.info(
-        f"BigID sandbox on {server.url}: seed {config.seed}, epoch {config.epoch}, "
-        f"{dataset.cluster_count()} clusters, {dataset.column_count()} columns, auth {config.auth}"
-    )
-    if config.auth == "refresh":
-        settings.info("the key is a user token: exchange it at GET /api/v1/refresh-access-token")
-    settings.info("Ctrl-C to stop")
 
     def _terminate(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        dataset = server.dataset
+        settings.info(
+            f"BigID sandbox on {server.url}: seed {config.seed}, epoch {config.epoch}, "
+            f"{dataset.cluster_count()} clusters, {dataset.column_count()} columns, auth {config.auth}"
+        )
+        if config.auth == "refresh":
+            settings.info("the key is a user token: exchange it at GET /api/v1/refresh-access-token")
+        settings.info("Ctrl-C to stop")
+        # stdout last: a script that reads these lines knows the server is listening
+        click.echo(f"export BIGID_URL={server.url}")
+        click.echo(f"export BIGID_TOKEN={config.key}")
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        server.stop()
     settings.info(f"stopped after {server.stats.total} requests")
 
 

@@ -410,14 +410,13 @@ class Dataset:
             "createdAt": _iso(created, millis),
         }
         awkward = (slot * 7 + self.seed) % 41
-        if drift.relabels and awkward in (8, 9, 10):
-            awkward = -1  # a relabelled cluster shows its new labels, not a null
         if 0 <= awkward < len(cat.AWKWARD_CLUSTER_NAMES):
             record["name"] = cat.AWKWARD_CLUSTER_NAMES[awkward]
-        elif awkward == 8:
+        elif awkward == 8 and not drift.relabels:  # a relabelled cluster shows its new labels
             del record["labels"]  # a missing list
         elif awkward == 9:
-            record["labels"] = None
+            if not drift.relabels:
+                record["labels"] = None
             record["createdAt"] = None
         elif awkward == 10:
             record["severity"] = None

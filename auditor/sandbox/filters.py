@@ -33,7 +33,7 @@ _TOKEN = re.compile(
       | (?P<op>!=|>=|<=|=|>|<)
       | (?P<lp>\()
       | (?P<rp>\))
-      | (?P<word>[^\s()=!<>"]+)
+      | (?P<word>[^\s()=!<>"~;,]+)
       | (?P<bad>\S)
     )""",
     re.VERBOSE,
@@ -157,7 +157,9 @@ class _Parser:
         getter = self.fields.get(name) or self.fields.get(name.lower()) or self.dynamic(name)
         if getter is None:
             known = ", ".join(sorted(self.fields))
-            raise FilterError(f"unknown field {name!r} (known: {known}, tags.<name>)")
+            if self.dynamic("tags.x") is not None:
+                known += ", tags.<name>"
+            raise FilterError(f"unknown field {name!r} (known: {known})")
         kind, op = self.take()
         if kind != "op":
             raise FilterError(f"expected an operator after {name!r}, found {op!r}")

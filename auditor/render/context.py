@@ -10,6 +10,7 @@ than ``max_rows`` rows per section however large the catalog change is.
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -586,7 +587,7 @@ def _finding_section(
 ) -> FindingSection:
     """Group ``findings`` by rule (most severe first) and keep the first ``max_rows`` rows."""
     per_rule = Counter(str(f.get("rule", "")) for f in findings)
-    shown = sorted(findings, key=_finding_sort_key)[:max_rows]
+    shown = heapq.nsmallest(max_rows, findings, key=_finding_sort_key)  # no full sort of 100,000s
     groups: dict[str, list[FindingRow]] = {}
     for finding in shown:
         groups.setdefault(str(finding.get("rule", "")), []).append(_finding_row(finding, today))
@@ -675,14 +676,15 @@ def _change_sections(diff: Mapping[str, Any], max_rows: int) -> tuple[ChangeSect
         per_cluster = Counter(_change_cluster(kind, item) for kind, item in rows)
         per_kind = Counter(kind for kind, _item in rows)
         kind_order = {kind: index for index, kind in enumerate(kinds)}
-        shown = sorted(
+        shown = heapq.nsmallest(
+            max_rows,
             rows,
             key=lambda pair: (
                 _change_cluster(pair[0], pair[1]),
                 kind_order[pair[0]],
                 str(pair[1].get("column") or ""),
             ),
-        )[:max_rows]
+        )
         groups: dict[str, list[ChangeRow]] = {}
         for kind, item in shown:
             groups.setdefault(_change_cluster(kind, item), []).append(_change_row(part, kind, item))

@@ -495,3 +495,9 @@ def write_report(
 
 def default_report_name(run_id: int) -> str:
     return f"auditor-report-run{run_id}.html"
+
+
+def render_diff_report(engine: Engine, diff: Any, **options: Any) -> str:
+    """The report of a computed diff's newer run against its older run (``bench/diff.py`` calls this)."""
+    data = diff.to_json() if hasattr(diff, "to_json") else diff
+    return build_report_bundle(engine, data["to_run"], against=data["from_run"], diff=data, **options).html

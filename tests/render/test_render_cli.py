@@ -281,3 +281,35 @@ def test_email_delivery_failure_exits_3(database: str) -> None:
     assert (
         result.stderr.splitlines()[0] == f"error: smtp://127.0.0.1:{port}: cannot connect: Connection refused"
     )
+
+
+def test_first_run_report_has_no_diff(tmp_path: Path) -> None:
+    path = tmp_path / "one.db"
+    engine = open_database(path)
+    _write(engine, CATALOG)
+    engine.dispose()
+    out = tmp_path / "first.html"
+    result = invoke("report", "--db", str(path), "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    soup = BeautifulSoup(out.read_text(encoding="utf-8"), "html.parser")
+    assert (
+        " ".join(soup.select_one('dd[data-field="against"]').get_text(" ").split())
+        == "no earlier complete run"
+    )
+    assert soup.select_one("#changes-none") is not None
+    new = soup.select_one("section#new")
+    assert new["data-total"] == soup.select_one('[data-card="open"] .value').get_text()
+
+
+def test_render_diff_report_for_a_computed_diff(database: str) -> None:
+    from auditor.diff import compute_diff
+    from auditor.render.report import render_diff_report
+
+    engine = open_database(database)
+    try:
+        html = render_diff_report(engine, compute_diff(engine, 1, 2))
+    finally:
+        engine.dispose()
+    soup = BeautifulSoup(html, "html.parser")
+    assert soup.select_one("section#new")["data-total"] == "3"
+    assert soup.select_one("section#changes-columns")["data-total"] == "1"

@@ -481,6 +481,25 @@ class Compare(Condition):
     # -- compilation ---------------------------------------------------------------------------
 
     def compile(self, row: Row) -> ColumnElement[bool]:
+        if (
+            row.level is Level.COLUMN
+            and self.target.name.startswith("cluster.")
+            and self.target.name != "cluster.id"
+        ):
+            # Decide once per cluster, not once per column: the run's clusters that pass become a
+            # small list each column's cluster id is looked up in (a column has one cluster per run).
+            inner = Row(row.run_id, Level.CLUSTER)
+            test = self._compile_here(inner)
+            rcl = inner.table("rcl")
+            passing = (
+                select(rcl.c.cluster_id)
+                .select_from(cluster_from(inner))
+                .where(rcl.c.run_id == bindparam(None, row.run_id, unique=True), test)
+            )
+            return row.table("rc").c.cluster_id.in_(passing)
+        return self._compile_here(row)
+
+    def _compile_here(self, row: Row) -> ColumnElement[bool]:
         if self.target.kind is Kind.TEXT_LIST:
             return self._compile_list(row)
         column = self.target.getter(row)

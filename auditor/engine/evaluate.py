@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, literal, select, true
@@ -28,7 +27,7 @@ from auditor.engine.findings import (
     sort_key,
 )
 from auditor.engine.rules import Rule, RuleSet, Scope, render_message
-from auditor.engine.sqlfuncs import register_sqlite_functions
+from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
 from auditor.errors import StoreError
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters
 
@@ -103,24 +102,25 @@ def _column_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findin
         .select_from(column_from(row))
         .where(rc.c.run_id == run_id, predicate)
     )
-    rows = connection.execute(query).all()
-    clusters = _cluster_values(connection, run_id, {r.cluster_id for r in rows}, wanted)
-    out = []
+    rows = connection.execute(query).fetchall()
+    clusters = _cluster_values(connection, run_id, {r[0] for r in rows}, wanted)
+    names = list(extra)
     base = _rule_values(rule)
-    for r in rows:
-        values = {**base, **clusters.get(r.cluster_id, {}), "column.fullyQualifiedName": r.fqn}
-        for name, column in extra.items():
-            values[name] = r._mapping[column.name]
+    empty: dict[str, Any] = {}
+    out = []
+    for cluster_id, fqn, *fields in rows:
+        values = dict(zip(names, fields, strict=True))
+        values["column.fullyQualifiedName"] = fqn
         out.append(
             Finding(
                 rule=rule.id,
                 severity=rule.severity,
                 kind=KIND_COLUMN,
-                cluster_id=r.cluster_id,
-                column=r.fqn,
-                columns=[r.fqn],
-                message=render_message(rule.message, values),
-                key=r.fqn,
+                cluster_id=cluster_id,
+                column=fqn,
+                columns=[fqn],
+                message=render_message(rule.message, values, clusters.get(cluster_id, empty), base),
+                key=fqn,
             )
         )
     return out
@@ -150,17 +150,6 @@ def _cluster_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findi
     ]
 
 
-@dataclass
-class _Group:
-    cluster_id: str | None
-    key: str
-    value: str | None
-    count: int
-    distinct: int
-    columns: list[str]
-    clusters: set[str]
-
-
 def _aggregate_parts(row: Row, rule: Rule) -> tuple[Any, Any, Any, list[Any]]:
     """(where, group key, representative value, grouping keys) of an aggregate rule over ``row``."""
     agg = rule.aggregate
@@ -184,106 +173,70 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
     agg = rule.aggregate
     assert agg is not None
     per_cluster = agg.per == "cluster"
-
-    groups_row = Row(run_id, Level.COLUMN)
-    where, key, value, keys = _aggregate_parts(groups_row, rule)
-    having = agg.having.compile(groups_row)
+    row = Row(run_id, Level.COLUMN)
+    where, key, value, keys = _aggregate_parts(row, rule)
+    having = agg.having.compile(row)
     distinct = (
-        func.count(func.distinct(group_value(agg.having.distinct, groups_row, exact=agg.having.exact)))
+        func.count(func.distinct(group_value(agg.having.distinct, row, exact=agg.having.exact)))
         if agg.having.distinct is not None
         else func.count()
     )
-    rc = groups_row.table("rc")
-    key_column = (key if key is not None else literal("")).label("gkey")
-    group_columns = [
-        (rc.c.cluster_id if per_cluster else literal("")).label("gcluster"),
-        key_column,
-        func.count().label("n"),
-        distinct.label("d"),
-        (value if value is not None else literal("")).label("gvalue"),
-    ]
-    groups_query = (
-        select(*group_columns)
-        .select_from(column_from(groups_row))
+    rc = row.table("rc")
+    # One pass: each passing group comes back with its columns (and clusters) joined in one string.
+    query = (
+        select(
+            (rc.c.cluster_id if per_cluster else literal("")).label("gcluster"),
+            (key if key is not None else literal("")).label("gkey"),
+            func.count().label("n"),
+            distinct.label("d"),
+            (value if value is not None else literal("")).label("gvalue"),
+            JoinedText(rc.c.fqn).label("fqns"),
+            JoinedText(rc.c.cluster_id).label("clusters"),
+        )
+        .select_from(column_from(row))
         .where(rc.c.run_id == run_id, where)
         .having(having)
     )
     if keys:
-        groups_query = groups_query.group_by(*keys)
-    groups_sub = groups_query.subquery("groups")
-
-    members_row = Row(run_id, Level.COLUMN)
-    m_where, m_key, _value, _keys = _aggregate_parts(members_row, rule)
-    m_rc = members_row.table("rc")
-    join_on = []
-    if per_cluster:
-        join_on.append(groups_sub.c.gcluster == m_rc.c.cluster_id)
-    if m_key is not None:
-        join_on.append(groups_sub.c.gkey == m_key)
-    members_from = column_from(members_row).join(groups_sub, and_(true(), *join_on))
-    members_query = (
-        select(
-            groups_sub.c.gcluster,
-            groups_sub.c.gkey,
-            groups_sub.c.n,
-            groups_sub.c.d,
-            groups_sub.c.gvalue,
-            m_rc.c.cluster_id,
-            m_rc.c.fqn,
-        )
-        .select_from(members_from)
-        .where(m_rc.c.run_id == run_id, m_where)
-    )
-    groups: dict[tuple[str, str], _Group] = {}
-    for r in connection.execute(members_query):
-        gkey = "" if r.gkey is None else str(r.gkey)
-        ident = (r.gcluster or "", gkey)
-        group = groups.get(ident)
-        if group is None:
-            group = groups[ident] = _Group(
-                cluster_id=r.gcluster if per_cluster else None,
-                key=gkey,
-                value=None if r.gvalue is None else str(r.gvalue),
-                count=int(r.n),
-                distinct=int(r.d),
-                columns=[],
-                clusters=set(),
-            )
-        group.columns.append(r.fqn)
-        group.clusters.add(r.cluster_id)
+        query = query.group_by(*keys)
+    groups = connection.execute(query).fetchall()
     wanted = _placeholders(rule)
     clusters = (
-        _cluster_values(connection, run_id, {g.cluster_id for g in groups.values() if g.cluster_id}, wanted)
+        _cluster_values(connection, run_id, {g.gcluster for g in groups if g.gcluster}, wanted)
         if per_cluster
         else {}
     )
     base = _rule_values(rule)
     out = []
-    for group in groups.values():
-        columns = sorted(set(group.columns))
+    for group in groups:
+        if not group.fqns:  # an empty snapshot still yields one (empty) whole-snapshot group
+            continue
+        columns = sorted(set(group.fqns.split(SEPARATOR)))
         listed = ", ".join(columns[:MAX_LISTED])
         if len(columns) > MAX_LISTED:
             listed += f" … and {len(columns) - MAX_LISTED} more"
+        gkey = "" if group.gkey is None else str(group.gkey)
+        cluster_id = group.gcluster if per_cluster else None
         values = {
             **base,
-            **(clusters.get(group.cluster_id, {}) if group.cluster_id else {}),
-            "group.key": group.key,
-            "group.value": group.value if group.value is not None else group.key,
-            "group.count": group.count,
-            "group.distinct": group.distinct,
+            **(clusters.get(cluster_id, {}) if cluster_id else {}),
+            "group.key": gkey,
+            "group.value": gkey if group.gvalue is None else group.gvalue,
+            "group.count": int(group.n),
+            "group.distinct": int(group.d),
             "group.columns": listed,
-            "group.clusters": sorted(group.clusters),
+            "group.clusters": sorted(set(group.clusters.split(SEPARATOR))),
         }
         out.append(
             Finding(
                 rule=rule.id,
                 severity=rule.severity,
                 kind=KIND_GROUP,
-                cluster_id=group.cluster_id,
+                cluster_id=cluster_id,
                 column=None,
                 columns=columns,
                 message=render_message(rule.message, values),
-                key=group.key,
+                key=gkey,
             )
         )
     return out

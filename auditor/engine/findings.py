@@ -13,7 +13,6 @@ request for the same run and the same rules reuses them instead of evaluating ag
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +39,8 @@ KIND_GROUP = "group"
 
 def fingerprint(rule_id: str, kind: str, cluster_id: str | None, key: str | None) -> str:
     """The stable identity of a finding: 32 hex chars of BLAKE2b over rule id + catalog identifiers."""
-    payload = json.dumps(
-        [FINGERPRINT_VERSION, rule_id, kind, cluster_id or "", key or ""], ensure_ascii=False
-    )
+    # Unit separators cannot occur in ids or names we hash, so the joined parts are unambiguous.
+    payload = "\x1f".join((FINGERPRINT_VERSION, rule_id, kind, cluster_id or "", key or ""))
     return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
 
 

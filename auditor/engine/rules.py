@@ -10,6 +10,7 @@ defined twice across files. :func:`load_ruleset` with no paths loads the built-i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -164,23 +165,46 @@ def template_problems(template: str, allowed: Iterable[str]) -> list[str]:
     return problems
 
 
-def render_message(template: str, values: dict[str, Any]) -> str:
-    """Fill ``{name}`` placeholders from ``values`` (plain lookups: no code, no attribute access)."""
+def _show(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "(none)"
+    return str(value)
 
-    def replace(match: re.Match[str]) -> str:
-        piece = match.group(0)
-        if piece in ("{{", "}}"):
-            return piece[0]
-        value = values.get(match.group(1) or "")
-        if value is None:
-            return "(none)"
-        if isinstance(value, bool):
-            return str(value).lower()
-        if isinstance(value, list | tuple):
-            return ", ".join(str(v) for v in value) or "(none)"
-        return str(value)
 
-    return _PLACEHOLDER.sub(replace, template)
+@functools.lru_cache(maxsize=512)
+def compile_message(template: str) -> tuple[tuple[str, str | None], ...]:
+    """Split a template into (literal text, placeholder name or None) pieces, once per template."""
+    pieces: list[tuple[str, str | None]] = []
+    last = 0
+    for match in _PLACEHOLDER.finditer(template):
+        literal = template[last : match.start()]
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            pieces.append((literal + token[0], None))
+        else:
+            pieces.append((literal, match.group(1)))
+        last = match.end()
+    pieces.append((template[last:], None))
+    return tuple(pieces)
+
+
+def render_message(template: str, values: dict[str, Any], *more: dict[str, Any]) -> str:
+    """Fill ``{name}`` placeholders from ``values`` (then ``more``): plain lookups, no code runs."""
+    out = []
+    for literal, name in compile_message(template):
+        out.append(literal)
+        if name is not None:
+            value = values.get(name)
+            for extra in more:
+                if value is not None:
+                    break
+                value = extra.get(name)
+            out.append(_show(value))
+    return "".join(out)
 
 
 # -- the rule objects ----------------------------------------------------------------------------

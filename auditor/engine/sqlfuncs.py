@@ -18,7 +18,7 @@ import functools
 import re
 from typing import Any
 
-from sqlalchemy import Boolean
+from sqlalchemy import Boolean, Text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -123,11 +123,23 @@ def _compiled(pattern: str, ignore_case: bool) -> re.Pattern[str]:
     return re.compile(pattern, re.IGNORECASE if ignore_case else 0)
 
 
+_MEMO: dict[tuple[str, bool], dict[str, int]] = {}
+MEMO_SIZE = 200_000
+
+
 def _sqlite_regexp(pattern: str | None, value: Any, ignore_case: int | None) -> int:
+    # Catalog values repeat a lot (attribute names, tag values): remember each verdict per pattern.
     if pattern is None or value is None:
         return 0
     text = value if isinstance(value, str) else str(value)
-    return 1 if _compiled(pattern, bool(ignore_case)).search(text[:MAX_INPUT]) else 0
+    memo = _MEMO.setdefault((pattern, bool(ignore_case)), {})
+    verdict = memo.get(text)
+    if verdict is None:
+        verdict = 1 if _compiled(pattern, bool(ignore_case)).search(text[:MAX_INPUT]) else 0
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[text] = verdict
+    return verdict
 
 
 def register_sqlite_functions(dbapi_connection: Any) -> None:
@@ -184,3 +196,26 @@ def _regex_pg(element: RegexSearch, compiler: Any, **kw: Any) -> str:
     value, pattern = list(element.clauses)
     operator = "~*" if element.ignore_case else "~"
     return f"({compiler.process(value, **kw)} {operator} {compiler.process(pattern, **kw)})"
+
+
+SEPARATOR = "\x1f"
+
+
+class JoinedText(FunctionElement[str]):
+    """Aggregate: the group's values joined by :data:`SEPARATOR` (order unspecified)."""
+
+    type = Text()
+    name = "joined_text"
+    inherit_cache = True
+
+
+@compiles(JoinedText)
+def _joined_default(element: JoinedText, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"group_concat({compiler.process(value, **kw)}, char(31))"
+
+
+@compiles(JoinedText, "postgresql")
+def _joined_pg(element: JoinedText, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"string_agg({compiler.process(value, **kw)}, chr(31))"

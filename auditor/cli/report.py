@@ -127,6 +127,7 @@ def report_command(
     are capped at --max-rows rows; --export-dir writes every row beside it. Prints the file's path.
     Exit 0 on success, 2 on usage or rule errors, 3 when the run is missing or not complete.
     """
+    from auditor.render.env import plural
     from auditor.render.report import default_report_name
 
     bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, export_dir is not None)
@@ -137,8 +138,8 @@ def report_command(
     context = bundle.context
     new = next(s.total for s in context.finding_sections if s.key == "new")
     settings.info(
-        f"run {bundle.run_id}: {context.total_findings:,} findings ({new:,} new), "
-        f"{context.changes_total:,} catalog changes, {target.stat().st_size:,} bytes"
+        f"run {bundle.run_id}: {plural(context.total_findings, 'finding')} ({new:,} new), "
+        f"{plural(context.changes_total, 'catalog change')}, {target.stat().st_size:,} bytes"
     )
     click.echo(str(target))
 

@@ -20,6 +20,11 @@ class Source(NamedTuple):
     family: str  # rdb, dwh, obj, saas, nosql
     schemas: tuple[str, ...]
     tables: tuple[str, ...]
+    dialect: str = ""  # key into DATA_TYPES when the family's type names do not fit
+
+    @property
+    def types(self) -> dict[str, str]:
+        return DATA_TYPES[self.dialect or self.family]
 
 
 class Theme(NamedTuple):
@@ -71,7 +76,7 @@ SOURCES: dict[str, Source] = {
         Source("oracle-erp", "rdb", ("HR", "FIN", "APPS"), tuple(t.upper() for t in _RDB_TABLES)),
         Source("mssql-hr", "rdb", ("dbo", "payroll"), _RDB_TABLES),
         Source("snowflake-dw", "dwh", ("PUBLIC", "ANALYTICS", "STAGING"), _DWH_TABLES),
-        Source("bigquery-analytics", "dwh", ("marketing", "product", "finance"), _RDB_TABLES),
+        Source("bigquery-analytics", "dwh", ("marketing", "product", "finance"), _RDB_TABLES, "bigquery"),
         Source("redshift-mart", "dwh", ("mart", "reporting"), _RDB_TABLES),
         Source("s3-datalake", "obj", ("datalake-raw", "datalake-curated"), _OBJ_TABLES),
         Source("gcs-archive", "obj", ("archive-eu",), _OBJ_TABLES),
@@ -101,6 +106,14 @@ DATA_TYPES: dict[str, dict[str, str]] = {
         "ts": "TIMESTAMP_NTZ",
         "num": "NUMBER(18,2)",
         "bool": "BOOLEAN",
+    },
+    "bigquery": {
+        "str": "STRING",
+        "int": "INT64",
+        "date": "DATE",
+        "ts": "TIMESTAMP",
+        "num": "NUMERIC",
+        "bool": "BOOL",
     },
     "obj": {
         "str": "string",

@@ -487,7 +487,7 @@ class Dataset:
                 table = f"{table}_{shard}"
         column_name = var
         business = theme.business
-        data_type: Any = cat.DATA_TYPES[source.family][theme.logical]
+        data_type: Any = source.types[theme.logical]
         u_pk = unit(mix(h, 3))
         is_primary: Any = (theme.pk and j % info.var_count == 0 and u_pk < 0.7) or (theme.pii and u_pk < 0.03)
         record: dict[str, Any] = {

@@ -140,3 +140,22 @@ def test_wrong_totals_over_and_under(sandbox, api_for):
         for c in server.dataset.clusters()
     )
     assert 5 <= wrong <= 25
+
+
+def test_latency_does_not_serialise_concurrent_requests(sandbox):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    server = sandbox(latency=0.3)
+
+    def one(_n: int) -> int:
+        response = requests.get(
+            server.url + CLUSTERS, params={"limit": 1}, headers={"Authorization": "Bearer SAMPLE"}, timeout=10
+        )
+        return response.status_code
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, range(8))) == [200] * 8
+    assert time.perf_counter() - started < 0.3 * 8 / 2

@@ -319,3 +319,21 @@ def test_stats_count_requests_by_path_and_status(sandbox, api_for):
     assert server.stats.by_status() == {200: 1, 401: 1, 400: 1}
     assert server.stats.rows[CLUSTERS] == 50
     assert server.stats.as_dict()["requests"]["/api/v1/clusters 200"] == 1
+
+
+def test_content_type_knob(sandbox, api_for):
+    server = sandbox(content_type="text/html; charset=utf-8")
+    response = api_for(server).get(CLUSTERS, limit=1)
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.json() == list(server.dataset.clusters())[:1]
+
+
+def test_the_docs_example_id_is_the_first_cluster():
+    from pathlib import Path
+
+    from auditor.sandbox import Dataset
+
+    first = next(Dataset().cluster_ids())
+    assert first == "643a490f575122cd5b000000"
+    docs = Path(__file__).resolve().parents[2] / "docs" / "sandbox.md"
+    assert f"clusterId={first}" in docs.read_text(encoding="utf-8")

@@ -6,17 +6,22 @@ result went. The report file is written only after rendering succeeded; the path
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from auditor.cli.common import Settings, db_option, pass_settings
 
+if TYPE_CHECKING:
+    from auditor.render.report import ReportBundle
+
 ENV_SMTP_URL = "AUDITOR_SMTP"
 ENV_EMAIL_FROM = "AUDITOR_EMAIL_FROM"
 
 
-def _report_options(func):
+def _report_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by ``report`` and ``email``: which run, which rules, which templates."""
     for option in reversed(
         (
@@ -70,7 +75,17 @@ def _report_options(func):
     return func
 
 
-def _bundle(settings: Settings, db, run, against, rules, waivers, templates, max_rows, with_exports):
+def _bundle(
+    settings: Settings,
+    db: str | None,
+    run: str,
+    against: str | None,
+    rules: tuple[str, ...],
+    waivers: str | None,
+    templates: str | None,
+    max_rows: int,
+    with_exports: bool,
+) -> ReportBundle:
     from auditor.render.report import build_report_bundle
 
     return build_report_bundle(

@@ -348,6 +348,14 @@ def gather_input(
     from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
 
     run_info = resolve_run(engine, run, allow_incomplete=allow_incomplete)
+    given_diff = _to_json(diff) if diff is not None else None
+    if given_diff is not None:
+        if given_diff.get("to_run") != run_info.id:
+            raise ConfigError(
+                f"the diff given is of run {given_diff.get('to_run')}, not of run {run_info.id}"
+            )
+        if against is None:
+            against = given_diff.get("from_run")
     if against is not None:
         against_info = resolve_run(engine, against)
         if against_info.id == run_info.id:
@@ -369,10 +377,15 @@ def gather_input(
             baseline=against_info.id if against_info else "previous",
         )
     check_json = _to_json(check)
+    if check_json.get("run") not in (None, run_info.id):
+        raise ConfigError(
+            f"the check result given is of run {check_json.get('run')}, not of run {run_info.id}"
+        )
 
-    diff_json: dict[str, Any] | None = None
-    if diff is not None:
-        diff_json = _to_json(diff)
+    diff_json: dict[str, Any] | None = given_diff
+    if given_diff is not None:
+        if against_info is None or given_diff.get("from_run") != against_info.id:
+            raise ConfigError(f"the diff given starts at run {given_diff.get('from_run')}, not at --against")
     elif against_info is not None:
         from auditor.diff import compute_diff
 

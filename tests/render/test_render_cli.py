@@ -313,3 +313,25 @@ def test_render_diff_report_for_a_computed_diff(database: str) -> None:
     soup = BeautifulSoup(html, "html.parser")
     assert soup.select_one("section#new")["data-total"] == "3"
     assert soup.select_one("section#changes-columns")["data-total"] == "1"
+
+
+def test_bundle_reuses_a_given_diff_and_check_and_refuses_mismatches(database: str) -> None:
+    from auditor.diff import compute_diff
+    from auditor.engine import check_run, load_ruleset
+    from auditor.errors import ConfigError
+    from auditor.render.report import build_report_bundle
+
+    engine = open_database(database)
+    try:
+        ruleset = load_ruleset(None)
+        diff = compute_diff(engine, 1, 2, ruleset=ruleset)
+        check = check_run(engine, 2, ruleset, baseline=1)
+        bundle = build_report_bundle(engine, 2, ruleset=ruleset, diff=diff, check=check)
+        assert bundle.data.against is not None and bundle.data.against.id == 1  # taken from the diff
+        assert bundle.data.diff == diff.to_json()
+        with pytest.raises(ConfigError, match="the diff given is of run 2, not of run 1"):
+            build_report_bundle(engine, 1, ruleset=ruleset, diff=diff)
+        with pytest.raises(ConfigError, match="the check result given is of run 2, not of run 1"):
+            build_report_bundle(engine, 1, ruleset=ruleset, check=check)
+    finally:
+        engine.dispose()

@@ -160,8 +160,8 @@ def engine_findings_source(
     day = today or datetime.now(UTC).date()
 
     def source(before: RunInfo, after: RunInfo) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        # One run at a time, so that only one run's Finding objects are alive beside the dicts.
         older = rules_engine.findings_for_run(engine, before.id, rules, store=True)
-        newer = rules_engine.findings_for_run(engine, after.id, rules, store=True)
         recorded = _recorded_check(engine, before.id, rules.digest)
         if recorded is None:
             rules_engine.apply_waivers(older, waivers, before.started_at.date())
@@ -173,12 +173,16 @@ def engine_findings_source(
                 status, waiver = recorded.get(finding.fingerprint, (None, None))
                 finding.status = status or _age(finding, before.id)
                 finding.waiver = waiver
-        seen = {finding.fingerprint for finding in older}
+        del recorded
+        older_json = [finding.to_json() for finding in older]
+        del older
+        seen = {finding["fingerprint"] for finding in older_json}
+        newer = rules_engine.findings_for_run(engine, after.id, rules, store=True)
         for finding in newer:
             finding.waiver = None
             finding.status = "existing" if finding.fingerprint in seen else "new"
         rules_engine.apply_waivers(newer, waivers, day)
-        return [f.to_json() for f in older], [f.to_json() for f in newer]
+        return older_json, [finding.to_json() for finding in newer]
 
     return source
 

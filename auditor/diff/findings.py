@@ -114,11 +114,14 @@ def waiver_expired(finding: Mapping[str, Any]) -> bool:
 
 
 def diff_findings(
-    before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]], catalog: CatalogDiff
+    before: Iterable[dict[str, Any]], after: Iterable[dict[str, Any]], catalog: CatalogDiff
 ) -> dict[str, list[FindingDiff]]:
-    """Sort the findings of two runs into the five categories, each with its explanation."""
-    old = {str(f["fingerprint"]): dict(f) for f in before}
-    new = {str(f["fingerprint"]): dict(f) for f in after}
+    """Sort the findings of two runs into the five categories, each with its explanation.
+
+    The finding dicts are kept as they are (not copied): the result refers to them.
+    """
+    old = {str(f["fingerprint"]): f for f in before}
+    new = {str(f["fingerprint"]): f for f in after}
     index = ChangeIndex(catalog)
     out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     for fingerprint, finding in new.items():

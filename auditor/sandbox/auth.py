@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 from enum import Enum
+from typing import Any
 
 import orjson
 
@@ -95,7 +96,7 @@ class Authenticator:
     def sessions_issued(self) -> int:
         return self._issued
 
-    def _session(self, token: str) -> dict | None:
+    def _session(self, token: str) -> dict[str, Any] | None:
         """The payload of a session token this server issued and that has not expired."""
         parts = token.split(".")
         if len(parts) != 3:
@@ -108,19 +109,20 @@ class Authenticator:
             payload = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         except (ValueError, orjson.JSONDecodeError):
             return None
-        if payload.get("type") != "access-token":
+        if not isinstance(payload, dict) or payload.get("type") != "access-token":
             return None
         exp = payload.get("exp")
         if exp is not None and time.time() >= float(exp):
             return None
         limit = self.config.session_max_requests
+        jti = payload.get("jti")
+        if not isinstance(jti, int):
+            return None
         with self._lock:
-            uses = self._uses.get(payload.get("jti"))
-            if uses is None:
+            uses = self._uses.get(jti)
+            if uses is None or (limit is not None and uses >= limit):
                 return None
-            if limit is not None and uses >= limit:
-                return None
-            self._uses[payload["jti"]] = uses + 1
+            self._uses[jti] = uses + 1
         return payload
 
     # -- data calls ------------------------------------------------------------------------------

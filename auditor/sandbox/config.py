@@ -87,7 +87,7 @@ class SandboxConfig:
     sort_limit: int = 100_000
 
     def __post_init__(self) -> None:
-        problems = list(self._problems())
+        problems = self._problems()
         if problems:
             raise ConfigError(
                 f"sandbox: {problems[0]}", hint="see docs/sandbox.md for every knob and its range"
@@ -97,61 +97,63 @@ class SandboxConfig:
             object.__setattr__(self, "token", token)
         object.__setattr__(self, "fail_statuses", tuple(int(s) for s in self.fail_statuses))
 
-    def _problems(self):
+    def _problems(self) -> list[str]:
+        """Every problem with the knobs, in field order (the first one is reported)."""
+        problems: list[str] = []
+
         def rate(name: str) -> None:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
-                yield_.append(f"{name} must be a fraction between 0 and 1, not {value!r}")
+                problems.append(f"{name} must be a fraction between 0 and 1, not {value!r}")
 
-        yield_: list[str] = []
         for name in ("seed", "epoch", "clusters", "columns", "retry_after", "max_fault_streak", "sort_limit"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                yield_.append(f"{name} must be a non-negative integer, not {value!r}")
-        if not yield_:
+                problems.append(f"{name} must be a non-negative integer, not {value!r}")
+        if not problems:
             if self.clusters < 1:
-                yield_.append("clusters must be at least 1")
+                problems.append("clusters must be at least 1")
             elif self.columns < self.clusters:
-                yield_.append(
+                problems.append(
                     f"columns ({self.columns}) must be at least clusters ({self.clusters}): "
                     "every cluster holds at least one column"
                 )
             if self.clusters + (self.epoch * max(1, round(self.clusters * 0.005))) > MAX_CLUSTER_SLOTS:
-                yield_.append(f"clusters must stay below {MAX_CLUSTER_SLOTS} (ids carry a 24-bit counter)")
+                problems.append(f"clusters must stay below {MAX_CLUSTER_SLOTS} (ids carry a 24-bit counter)")
             if self.max_fault_streak < 1:
-                yield_.append("max_fault_streak must be at least 1")
+                problems.append("max_fault_streak must be at least 1")
         for name in ("fail_rate", "gateway_rate", "throttle", "repeat_rate", "wrong_totals"):
             rate(name)
         if isinstance(self.fail_rate, int | float) and self.fail_rate >= 1.0:
-            yield_.append("fail_rate must be below 1 so that a retried request eventually succeeds")
+            problems.append("fail_rate must be below 1 so that a retried request eventually succeeds")
         if isinstance(self.throttle, int | float) and self.throttle >= 1.0:
-            yield_.append("throttle must be below 1 so that a retried request eventually succeeds")
+            problems.append("throttle must be below 1 so that a retried request eventually succeeds")
         if not isinstance(self.latency, int | float) or self.latency < 0:
-            yield_.append(f"latency must be a non-negative number of seconds, not {self.latency!r}")
+            problems.append(f"latency must be a non-negative number of seconds, not {self.latency!r}")
         if self.max_page is not None and (not isinstance(self.max_page, int) or self.max_page < 1):
-            yield_.append(f"max_page must be a positive integer or None, not {self.max_page!r}")
+            problems.append(f"max_page must be a positive integer or None, not {self.max_page!r}")
         bad = [s for s in self.fail_statuses if int(s) not in FAIL_STATUSES]
         if bad or not self.fail_statuses:
-            yield_.append(f"fail_statuses must be a non-empty subset of {FAIL_STATUSES}, not {bad}")
+            problems.append(f"fail_statuses must be a non-empty subset of {FAIL_STATUSES}, not {bad}")
         if self.envelope not in ENVELOPES:
-            yield_.append(f"envelope must be one of {', '.join(ENVELOPES)}, not {self.envelope!r}")
+            problems.append(f"envelope must be one of {', '.join(ENVELOPES)}, not {self.envelope!r}")
         if self.auth not in AUTH_MODES:
-            yield_.append(f"auth must be one of {', '.join(AUTH_MODES)}, not {self.auth!r}")
+            problems.append(f"auth must be one of {', '.join(AUTH_MODES)}, not {self.auth!r}")
         if self.totals_direction not in TOTALS_DIRECTIONS:
-            yield_.append(f"totals_direction must be one of {', '.join(TOTALS_DIRECTIONS)}")
+            problems.append(f"totals_direction must be one of {', '.join(TOTALS_DIRECTIONS)}")
         if self.token is not None and (not self.token or self.token != self.token.strip()):
-            yield_.append("token must be a non-empty string without surrounding spaces")
+            problems.append("token must be a non-empty string without surrounding spaces")
         if self.forbidden_token is not None and self.forbidden_token == self.token:
-            yield_.append("forbidden_token must differ from token")
+            problems.append("forbidden_token must differ from token")
         if self.session_ttl is not None and (
             not isinstance(self.session_ttl, int | float) or self.session_ttl <= 0
         ):
-            yield_.append("session_ttl must be a positive number of seconds or None")
+            problems.append("session_ttl must be a positive number of seconds or None")
         if self.session_max_requests is not None and (
             not isinstance(self.session_max_requests, int) or self.session_max_requests < 1
         ):
-            yield_.append("session_max_requests must be a positive integer or None")
-        return yield_
+            problems.append("session_max_requests must be a positive integer or None")
+        return problems
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ Column and cluster dicts are exactly what the server serves (field aliases inclu
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -169,6 +170,7 @@ class Dataset:
         self._adds_per_epoch = max(1, round(config.clusters * RATE_CLUSTER_ADD))
         self._base_sizes = self._compute_base_sizes()
         self._drift_built = False
+        self._drift_lock = threading.Lock()
         self._removed_at: dict[int, int] = {}
         self._drift: dict[int, ClusterDrift] = {}
         self._info = lru_cache(maxsize=4096)(self._make_info)
@@ -250,6 +252,11 @@ class Dataset:
     def _ensure_drift(self) -> None:
         if self._drift_built:
             return
+        with self._drift_lock:  # the first requests may arrive on several threads at once
+            if not self._drift_built:
+                self._build_drift()
+
+    def _build_drift(self) -> None:
         removed_at: dict[int, int] = {}
         drift: dict[int, ClusterDrift] = {}
         gone_sets: dict[int, set[int]] = {}

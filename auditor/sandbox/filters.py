@@ -217,7 +217,7 @@ def _order(actual: Any, expected: Any) -> tuple[Any, Any] | None:
     return str(actual), str(expected)
 
 
-_ORDERS = {
+_ORDERS: dict[str, Callable[[Any, Any], bool]] = {
     ">": lambda a, e: a > e,
     "<": lambda a, e: a < e,
     ">=": lambda a, e: a >= e,
@@ -234,7 +234,7 @@ def _compare(getter: Getter, op: str, expected: Any) -> Predicate:
         return lambda record: any(_equal(v, expected) for v in values(record))
     if op == "!=":
         return lambda record: not any(_equal(v, expected) for v in values(record))
-    test = _ORDERS[op]
+    test: Callable[[Any, Any], bool] = _ORDERS[op]
 
     def ordered(record: dict[str, Any]) -> bool:
         for v in values(record):
@@ -309,11 +309,15 @@ def column_dynamic_field(name: str) -> Getter | None:
     for prefix in ("tags.", "catalog_tag.", "tag."):
         if name.lower().startswith(prefix) and len(name) > len(prefix):
             tag_name = name[len(prefix) :].strip('"').lower()
-            return lambda r, t=tag_name: [
-                tag.get("tagValue")
-                for tag in (r.get("tags") or [])
-                if isinstance(tag, dict) and str(tag.get("tagName", "")).lower() == t
-            ]
+
+            def values(record: dict[str, Any], wanted: str = tag_name) -> list[Any]:
+                return [
+                    tag.get("tagValue")
+                    for tag in (record.get("tags") or [])
+                    if isinstance(tag, dict) and str(tag.get("tagName", "")).lower() == wanted
+                ]
+
+            return values
     return None
 
 

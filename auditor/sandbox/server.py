@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import logging
 import random
 import re
 import socket
@@ -40,6 +41,8 @@ from auditor.sandbox.filters import (
     column_dynamic_field,
     compile_filter,
 )
+
+log = logging.getLogger("auditor.sandbox")
 
 CLUSTERS_PATH = "/api/v1/clusters"
 SIMILAR_PATH = "/api/v1/data-catalog/column/cluster/similar"
@@ -181,7 +184,8 @@ class SandboxApp:
                         except BadRequest as exc:
                             response = _json(400, {"error": str(exc)})
                         self._succeeded(path, split.query)
-        except Exception:  # noqa: BLE001 - a sandbox bug must still answer like a server, not hang
+        except Exception:  # a sandbox bug must still answer like a server, not hang
+            log.exception("sandbox: internal error answering %s %s", method, path)
             response = _json(500, SERVER_ERROR)
         self.stats.record(path, response.status, rows, len(response.body), fault)
         return response
@@ -238,9 +242,12 @@ class SandboxApp:
         return None
 
     def _succeeded(self, path: str, query: str) -> None:
-        if self._streaks:
+        """A request served: forget its history, so memory holds only requests being retried."""
+        if self._attempts:
+            key = self._key(path, query)
             with self._lock:
-                self._streaks.pop(self._key(path, query), None)
+                self._streaks.pop(key, None)
+                self._attempts.pop(key, None)
 
     # -- parameters ------------------------------------------------------------------------------
 

@@ -487,9 +487,32 @@ def build_report_bundle(
     )
 
 
-def render_report(engine: Engine, run: str | int | None = "latest", **options: Any) -> str:
-    """The report of ``run`` as one self-contained HTML document (see :func:`build_report_bundle`)."""
-    return build_report_bundle(engine, run, **options).html
+def render_report(
+    engine: Engine,
+    run: str | int | None = "latest",
+    *,
+    against: str | int | None = None,
+    ruleset: Any = None,
+    waivers: Any = None,
+    rules_paths: Sequence[str | Path] | None = None,
+    waivers_path: str | Path | None = None,
+    templates_dir: str | Path | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    **options: Any,
+) -> str:
+    """The report of ``run`` as one self-contained HTML document (options: :func:`build_report_bundle`)."""
+    return build_report_bundle(
+        engine,
+        run,
+        against=against,
+        ruleset=ruleset,
+        waivers=waivers,
+        rules_paths=rules_paths,
+        waivers_path=waivers_path,
+        templates_dir=templates_dir,
+        max_rows=max_rows,
+        **options,
+    ).html
 
 
 def write_report(
@@ -498,10 +521,29 @@ def write_report(
     *,
     output: str | Path,
     export_dir: str | Path | None = None,
+    against: str | int | None = None,
+    ruleset: Any = None,
+    waivers: Any = None,
+    rules_paths: Sequence[str | Path] | None = None,
+    waivers_path: str | Path | None = None,
+    templates_dir: str | Path | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
     **options: Any,
 ) -> ReportBundle:
-    """Render the report of ``run`` and write it to ``output`` (and the full data to ``export_dir``)."""
-    bundle = build_report_bundle(engine, run, with_exports=export_dir is not None, **options)
+    """Render the report of ``run``, write it to ``output`` (and the full data to ``export_dir``)."""
+    bundle = build_report_bundle(
+        engine,
+        run,
+        against=against,
+        ruleset=ruleset,
+        waivers=waivers,
+        rules_paths=rules_paths,
+        waivers_path=waivers_path,
+        templates_dir=templates_dir,
+        max_rows=max_rows,
+        with_exports=export_dir is not None,
+        **options,
+    )
     bundle.write(output, export_dir)
     return bundle
 

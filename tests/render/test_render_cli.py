@@ -335,3 +335,42 @@ def test_bundle_reuses_a_given_diff_and_check_and_refuses_mismatches(database: s
             build_report_bundle(engine, 1, ruleset=ruleset, check=check)
     finally:
         engine.dispose()
+
+
+def test_incomplete_run_is_refused(database: str, tmp_path: Path) -> None:
+    engine = open_database(database)
+    writer = SnapshotWriter(engine, source_url="https://bigid.example.net/api/v1", cluster_filter=None)
+    writer.fail("HTTP 500 from /clusters")
+    engine.dispose()
+    result = invoke(
+        "report", "--db", database, "--run", str(writer.run_id), "--output", str(tmp_path / "x.html")
+    )
+    assert result.exit_code == 3
+    assert (
+        result.stderr.splitlines()[0]
+        == f"error: run {writer.run_id} is failed, not complete: HTTP 500 from /clusters"
+    )
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_library_write_and_render_report(database: str, tmp_path: Path) -> None:
+    from auditor.render.report import render_report, write_report
+
+    engine = open_database(database)
+    try:
+        bundle = write_report(engine, 2, output=tmp_path / "r.html", export_dir=tmp_path / "data", max_rows=1)
+        html = render_report(engine, 2, against=1, max_rows=1)
+    finally:
+        engine.dispose()
+    assert [p.name for p in bundle.written] == ["findings.csv", "findings.json", "diff.json", "r.html"]
+    soup = BeautifulSoup((tmp_path / "r.html").read_text(encoding="utf-8"), "html.parser")
+    more = " ".join(soup.select_one("section#new .more").get_text(" ").split())
+    assert (
+        more
+        == "Showing the first 1 of 3: 2 more in the JSON/CSV export (findings.csv, findings.json, diff.json)."
+    )
+    rendered = BeautifulSoup(html, "html.parser")
+    assert " ".join(rendered.select_one("section#new .more").get_text().split()) == (
+        "Showing the first 1 of 3: 2 more in the JSON/CSV export "
+        "(write it with auditor report --export-dir DIR)."
+    )

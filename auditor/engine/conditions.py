@@ -104,8 +104,14 @@ def _describe_type_error(error: Any) -> str:
         "date_from_datetime_inexact": "a date (YYYY-MM-DD)",
         "date_parsing": "a date (YYYY-MM-DD)",
     }.get(kind)
+    if kind.startswith("date"):
+        expected = "a date (YYYY-MM-DD)"
+    if kind == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
+        return "must not be empty"
     if kind.startswith("string_") and kind != "string_type":
         return error["msg"]
+    if expected == "text" and isinstance(value, int | float | bool):
+        return f"expected text, got {got} (quote it)"
     if expected:
         return f"expected {expected}, got {got}"
     return f"{error['msg']} (got {got})"
@@ -423,7 +429,9 @@ class Compare(Condition):
                     key=True,
                 )
                 ok = False
-        clean = LocDict({k: v for k, v in node.items() if k in known})
+        # Operator values are checked below against the field's kind (one clear message each);
+        # pydantic checks the rest. The full Spec still describes every key in the JSON Schema.
+        clean = LocDict({k: v for k, v in node.items() if k in ("field", "case")})
         try:
             spec = _CompareSpec.model_validate(clean)
         except PydanticValidationError as exc:
@@ -438,6 +446,8 @@ class Compare(Condition):
                 f"unknown field {spec.field!r} on {F.LEVEL_NOUN[level]}{hint}; "
                 f"valid fields: {', '.join(catalog)}",
             )
+            return None
+        if not ok:
             return None
         ops = [op for op in OPERATORS if op in node]
         if len(ops) != 1:
@@ -861,6 +871,20 @@ class Quantifier(Condition):
         if having is None:
             return None
         return cls("count", inner, group_by, having, exact)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        body = super().json_schema()
+        defs = body.pop("$defs", {})
+        description = body.pop("description", "")
+        return {
+            "type": "object",
+            "description": description,
+            "properties": {cls.key: body},
+            "required": [cls.key],
+            "additionalProperties": False,
+            "$defs": defs,
+        }
 
     @abstractmethod
     def _elements(self, inner: Row) -> tuple[Any, Any, Any]:

@@ -248,6 +248,7 @@ class Rule:
     definition: dict[str, Any]
     source: str
     line: int
+    column: int = 1
 
     def explain(self) -> str:
         """A plain sentence saying what the rule flags."""
@@ -425,6 +426,7 @@ def parse_rule(node: Any, ctx: ParseContext, path: list[Any]) -> Rule | None:
         definition=plain(node),
         source=ctx.source,
         line=mark.line,
+        column=mark.column,
     )
 
 
@@ -466,7 +468,7 @@ def validate_rule_files(paths: Sequence[Path] | None) -> tuple[list[Rule], Probl
             if first is not None:
                 problems.add(
                     rule.source,
-                    Mark(rule.line, 1),
+                    Mark(rule.line, rule.column),
                     f"duplicate rule id {rule.id!r} (also defined at {first.source}:{first.line}); "
                     "rule ids must be unique across files",
                 )

@@ -1,0 +1,323 @@
+"""Findings across runs: fingerprints, storage, baselines, incomplete runs, waivers and the gate."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date
+
+import pytest
+from sqlalchemy import func, select
+
+from auditor.engine import check_run, evaluate, findings_for_run, fingerprint, load_ruleset, load_waivers
+from auditor.errors import EXIT_FAILURE, ConfigError, RuleError, RunNotUsableError
+from auditor.store.schema import evaluations, findings
+from tests.engine.conftest import CATALOG
+
+TODAY = date(2026, 11, 28)
+
+
+def _without_column(catalog, fqn):
+    changed = copy.deepcopy(catalog)
+    for cluster in changed:
+        cluster["columns"] = [c for c in cluster.get("columns", []) if c["fullyQualifiedName"] != fqn]
+    return changed
+
+
+def _with_column(catalog, cluster_id, column):
+    changed = copy.deepcopy(catalog)
+    next(c for c in changed if c["id"] == cluster_id)["columns"].append(column)
+    return changed
+
+
+NEW_HIGH = {
+    "fullyQualifiedName": "hr.emp.salary",
+    "columnName": "salary",
+    "source": "hr-db",
+    "tags": [{"tagName": "sensitivity", "tagValue": "high"}],
+}
+
+
+def test_findings_have_the_shared_shape_and_fingerprints_of_catalog_identifiers(engine, snapshot):
+    run = snapshot(engine, CATALOG)
+    items = evaluate(engine, run, load_ruleset())
+    high = [f for f in items if f.rule == "high-sensitivity-without-confidential"]
+    assert [f.to_json() for f in high] == [
+        {
+            "rule": "high-sensitivity-without-confidential",
+            "severity": "high",
+            "cluster_id": "c-hr",
+            "column": "hr.emp.ssn",
+            "columns": ["hr.emp.ssn"],
+            "message": "hr.emp.ssn is tagged sensitivity=high but cluster HR People (c-hr) is not labelled "
+            "Confidential",
+            "fingerprint": fingerprint(
+                "high-sensitivity-without-confidential", "column", "c-hr", "hr.emp.ssn"
+            ),
+            "status": "new",
+            "first_seen_run": None,
+        }
+    ]
+    duplicates = [f for f in items if f.rule == "duplicate-columns-across-sources"]
+    assert [(f.cluster_id, f.column, f.columns) for f in duplicates] == [
+        ("c-hr", None, ["crm.contact.ssn", "hr.emp.ssn"])
+    ]
+    assert (
+        duplicates[0].message
+        == "column SSN appears in 2 sources in cluster HR People: crm.contact.ssn, hr.emp.ssn"
+    )
+    assert duplicates[0].fingerprint == fingerprint(
+        "duplicate-columns-across-sources", "group", "c-hr", "ssn"
+    )
+    assert len({f.fingerprint for f in items}) == len(items)
+
+
+def test_fingerprints_survive_rule_edits(engine, snapshot, write):
+    run = snapshot(engine, CATALOG)
+    text = """\
+rules:
+  - id: payments-columns
+    title: {title}
+    description: d
+    severity: {severity}
+    scope: column
+    condition: {condition}
+    message: "{message}"
+    remediation: r
+"""
+    first = write(
+        "a.yaml",
+        text.format(title="T", severity="low", condition="{field: source, eq: payments}", message="m1"),
+    )
+    second = write(
+        "b.yaml",
+        text.format(
+            title="Other",
+            severity="high",
+            condition="{field: source, in: [payments, billing]}",
+            message="{column.columnName} changed",
+        ),
+    )
+    one = {f.column: f.fingerprint for f in evaluate(engine, run, load_ruleset([first]))}
+    two = {f.column: f.fingerprint for f in evaluate(engine, run, load_ruleset([second]))}
+    assert one == two and len(one) == 2
+
+
+def test_baseline_previous_marks_new_and_existing_with_first_seen(engine, snapshot):
+    pack = load_ruleset()
+    first = snapshot(engine, CATALOG)
+    second = snapshot(engine, _with_column(CATALOG, "c-hr", NEW_HIGH))
+    result = check_run(engine, "latest", pack, today=TODAY)
+    assert result.run.id == second and result.baseline.id == first
+    high = {f.column: (f.status, f.first_seen_run) for f in result.findings if f.rule.startswith("high-sens")}
+    assert high == {"hr.emp.ssn": ("existing", first), "hr.emp.salary": ("new", second)}
+    assert result.summary["new"] == sum(1 for f in result.findings if f.status == "new")
+    assert result.summary["existing"] + result.summary["new"] == result.summary["total"]
+    # with no baseline, everything is new
+    assert {f.status for f in check_run(engine, second, pack, baseline="none").findings} == {"new"}
+    # an explicit baseline id works the same way
+    assert check_run(engine, second, pack, baseline=str(first)).baseline.id == first
+
+
+def test_first_seen_survives_a_gap(engine, snapshot):
+    pack = load_ruleset()
+    first = snapshot(engine, CATALOG)
+    check_run(engine, first, pack)
+    snapshot(engine, _without_column(CATALOG, "hr.emp.ssn"))
+    third = snapshot(engine, CATALOG)
+    result = check_run(engine, third, pack)
+    ssn = next(f for f in result.findings if f.column == "hr.emp.ssn" and f.rule.startswith("high-sens"))
+    assert ssn.status == "new"  # absent from the baseline (run 2)...
+    assert ssn.first_seen_run == first  # ...but first seen in run 1
+
+
+def test_incomplete_runs_are_refused_and_never_baselines(engine, snapshot):
+    pack = load_ruleset()
+    complete = snapshot(engine, CATALOG)
+    failed = snapshot(engine, CATALOG, status="failed")
+    with pytest.raises(RunNotUsableError) as caught:
+        check_run(engine, failed, pack)
+    assert caught.value.exit_code == EXIT_FAILURE
+    assert caught.value.message == (
+        f"run {failed} is failed, not complete: page 3 of cluster c-hr answered 500 five times"
+    )
+    # latest means the newest complete run
+    assert check_run(engine, "latest", pack).run.id == complete
+    # explicitly allowed: evaluated, and its baseline is still the previous complete run
+    allowed = check_run(engine, failed, pack, allow_incomplete=True)
+    assert allowed.run.id == failed and allowed.baseline.id == complete
+    running = snapshot(engine, CATALOG, status="running")
+    later = snapshot(engine, CATALOG)
+    assert check_run(engine, later, pack).baseline.id == complete
+    with pytest.raises(RunNotUsableError) as caught:
+        check_run(engine, later, pack, baseline=running)
+    assert caught.value.message == (
+        f"baseline run {running} is running, not complete; an incomplete run is never a baseline"
+    )
+    with pytest.raises(RunNotUsableError, match="run 99 does not exist"):
+        check_run(engine, 99, pack)
+    with pytest.raises(ConfigError, match="--baseline 'last' is not 'previous', 'none' or a run id"):
+        check_run(engine, later, pack, baseline="last")
+
+
+def test_empty_database_has_no_run_to_check(engine):
+    with pytest.raises(RunNotUsableError, match="there is no complete run in this database yet"):
+        check_run(engine, "latest", load_ruleset())
+
+
+def test_evaluations_are_stored_and_reused_for_the_same_rules(engine, snapshot, write):
+    pack = load_ruleset()
+    run = snapshot(engine, CATALOG)
+    first = findings_for_run(engine, run, pack)
+    again = findings_for_run(engine, run, pack)
+    assert [f.to_json() for f in first] == [f.to_json() for f in again]
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(evaluations)).scalar() == 1
+        stored = connection.execute(select(func.count()).select_from(findings)).scalar()
+    assert stored == len(first)
+    other = load_ruleset([pack.sources[0]])
+    findings_for_run(engine, run, other)
+    findings_for_run(engine, run, other, store=False)
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(evaluations)).scalar() == 2
+
+
+def test_the_check_records_status_and_waiver_on_stored_findings(engine, snapshot, write):
+    pack = load_ruleset()
+    snapshot(engine, CATALOG)
+    waivers = load_waivers(
+        write(
+            "w.yaml",
+            "waivers:\n  - rule: high-sensitivity-without-confidential\n    cluster: c-hr\n"
+            "    reason: moving\n    owner: me\n    expires: 2026-12-31\n",
+        )
+    )
+    check_run(engine, "latest", pack, waivers=waivers, today=TODAY)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(findings.c.status, findings.c.waiver).where(findings.c.rule_id.like("high-sens%"))
+        ).all()
+        digest = connection.execute(select(evaluations.c.waivers_digest)).scalar()
+    assert rows[0].status == "waived" and rows[0].waiver["owner"] == "me"
+    assert digest == waivers.digest
+
+
+WAIVERS = """\
+waivers:
+  - rule: high-sensitivity-without-confidential
+    cluster: c-hr
+    column: "HR.EMP.*"
+    reason: Payroll moves to the confidential warehouse in Q1
+    owner: governance@example.com
+    expires: 2026-12-05
+    ticket: GOV-1
+  - rule: duplicate-columns-across-sources
+    column_regex: '(hr|crm)\\..*\\.ssn'
+    reason: Known copy, tracked
+    owner: data-team
+    expires: 2026-11-27
+  - rule: pii-cluster-low-severity
+    cluster: c-nowhere
+    reason: Old cluster
+    owner: someone
+    expires: 2027-06-01
+"""
+
+
+def test_waivers_waive_expire_and_go_stale(engine, snapshot, write):
+    pack = load_ruleset()
+    snapshot(engine, CATALOG)
+    waivers = load_waivers(write("waivers.yaml", WAIVERS))
+    result = check_run(engine, "latest", pack, waivers=waivers, today=TODAY)
+    high = next(f for f in result.findings if f.rule == "high-sensitivity-without-confidential")
+    assert high.status == "waived"
+    assert high.to_json()["waiver"] == {
+        "reason": "Payroll moves to the confidential warehouse in Q1",
+        "owner": "governance@example.com",
+        "expires": "2026-12-05",
+        "expired": False,
+        "where": f"{waivers.source}:2",
+        "ticket": "GOV-1",
+    }
+    duplicate = next(f for f in result.findings if f.rule == "duplicate-columns-across-sources")
+    assert duplicate.status == "new" and duplicate.waiver["expired"] is True  # "waiver expired"
+    summary = result.summary
+    assert (summary["waived"], summary["waiver_expired"]) == (1, 1)
+    assert [w["rule"] for w in summary["stale_waivers"]] == ["pii-cluster-low-severity"]
+    assert [(w["rule"], w["days_left"]) for w in summary["expiring_waivers"]] == [
+        ("high-sensitivity-without-confidential", 7)
+    ]
+    # waived findings never fail the gate; the expired one counts again
+    assert [f.rule for f in result.failing("high")] == ["archived-cluster-with-high-sensitivity"]
+    assert result.gate("critical") == 0
+    assert "duplicate-columns-across-sources" in {f.rule for f in result.failing("medium")}
+    # the day after the expiry the first waiver no longer applies
+    later = check_run(engine, "latest", pack, waivers=waivers, today=date(2026, 12, 6))
+    high = next(f for f in later.findings if f.rule == "high-sensitivity-without-confidential")
+    assert high.status == "new" and high.waiver_expired
+    assert "high-sensitivity-without-confidential" in {f.rule for f in later.failing("high")}
+
+
+def test_gate_thresholds_and_new_only(engine, snapshot):
+    pack = load_ruleset()
+    snapshot(engine, CATALOG)
+    snapshot(engine, _with_column(CATALOG, "c-fin", {"fullyQualifiedName": "fin.x", "source": "s"}))
+    result = check_run(engine, "latest", pack)
+    assert result.gate(None) == 0
+    assert result.gate("info") == 1
+    assert result.gate("critical") == 0
+    assert [f.rule for f in result.failing("high")] == [
+        "archived-cluster-with-high-sensitivity",
+        "high-sensitivity-without-confidential",
+    ]
+    assert result.gate("high") == 1
+    assert result.gate("info", new_only=True) == 0  # nothing new since the previous run
+    snapshot(engine, _with_column(CATALOG, "c-hr", NEW_HIGH))
+    result = check_run(engine, "latest", pack)
+    assert [(f.rule, f.subject) for f in result.failing("high", new_only=True)] == [
+        ("high-sensitivity-without-confidential", "c-hr/hr.emp.salary")
+    ]
+    assert result.gate("high", new_only=True) == 1
+    assert result.gate("critical", new_only=True) == 0
+
+
+def test_a_column_pattern_waives_group_findings_only_when_every_column_matches(engine, snapshot, write):
+    snapshot(engine, CATALOG)
+    text = (
+        "waivers:\n  - rule: duplicate-columns-across-sources\n    column: 'hr.*'\n"
+        "    reason: r\n    owner: o\n    expires: 2030-01-01\n"
+    )
+    result = check_run(engine, "latest", load_ruleset(), waivers=load_waivers(write("w.yaml", text)))
+    duplicate = next(f for f in result.findings if f.rule == "duplicate-columns-across-sources")
+    assert duplicate.status == "new" and duplicate.waiver is None
+    assert [w.column for w in result.waiver_report.stale] == ["hr.*"]
+
+
+def test_invalid_waiver_files_report_every_problem(write):
+    path = write(
+        "bad-waivers.yaml",
+        """\
+waivers:
+  - rule: high-sensitivity-without-confidential
+    column_regex: '(a+)+'
+    reason: ""
+    expires: next week
+    color: red
+  - rule: x
+    cluster: 12345
+    reason: r
+    owner: o
+    expires: 2026-01-01
+""",
+    )
+    with pytest.raises(RuleError) as caught:
+        load_waivers(path)
+    assert caught.value.message == f"6 problems in the waiver file {path}"
+    assert caught.value.problems == [
+        f"{path}:4:13: reason: must not be empty",
+        f"{path}:2:5: a waiver is missing the required key 'owner'",
+        f"{path}:5:14: expires: expected a date (YYYY-MM-DD), got text 'next week'",
+        f"{path}:6:5: unknown key 'color' in a waiver",
+        f"{path}:3:19: column_regex: nested quantifiers such as (a+)+ can take exponential time; rewrite "
+        "the pattern without a repeated group that itself repeats",
+        f"{path}:8:14: cluster: expected text, got number 12345 (quote it)",
+    ]

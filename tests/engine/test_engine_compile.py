@@ -1,0 +1,268 @@
+"""Every operator, quantifier and aggregate, compiled to SQL and run on SQLite (and PostgreSQL).
+
+Each case is a rule condition in YAML and the exact set of subjects it must match over the
+``CATALOG`` snapshot of ``conftest.py``. The same table runs on PostgreSQL when
+``AUDITOR_TEST_POSTGRES_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from auditor.engine.conditions import column_from
+from auditor.engine.evaluate import evaluate_rule, prepare_connection
+from auditor.engine.fields import Level, Row
+from auditor.engine.rules import Rule, load_ruleset
+from auditor.store.db import open_database
+from tests.engine.conftest import CATALOG, write_snapshot
+
+COLUMN_CASES: list[tuple[str, set[str]]] = [
+    # eq / ne: case-insensitive by default, exact on request; ne is true when the value is missing
+    ("{field: columnName, eq: ssn}", {"hr.emp.ssn"}),  # " ssn " has spaces: eq does not trim
+    ("{field: columnName, eq: ssn, case: exact}", set()),
+    ("{field: dataType, eq: varchar}", {"hr.emp.ssn", "hr.emp.name", "fin.card.number"}),
+    ("{field: dataType, eq: VARCHAR, case: exact}", {"hr.emp.name"}),
+    ("{field: dataType, ne: varchar}", {"crm.contact.ssn", "hr.emp.notes%", "fin.card.brand"}),
+    # in / not_in
+    ("{field: source, in: [CRM, payments]}", {"crm.contact.ssn", "fin.card.number", "fin.card.brand"}),
+    ("{field: source, not_in: [hr-db, payments]}", {"crm.contact.ssn"}),
+    # contains / not_contains: plain substrings, % and _ are not wildcards
+    ("{field: columnName, contains: '100%'}", {"hr.emp.notes%"}),
+    ("{field: columnName, contains: 'o''brien'}", {"hr.emp.name"}),
+    ("{field: columnName, contains: 'O''B', case: exact}", {"hr.emp.name"}),
+    ("{field: columnName, contains: 'o''b', case: exact}", set()),
+    ("{field: columnName, contains: '_'}", {"hr.emp.name", "hr.emp.notes%", "fin.card.number"}),
+    (
+        "{field: tableName, not_contains: emp}",
+        {"crm.contact.ssn", "fin.card.number", "fin.card.brand"},
+    ),
+    # matches: a regular expression searched anywhere
+    ("{field: fullyQualifiedName, matches: '^hr\\.emp\\.'}", {"hr.emp.ssn", "hr.emp.name", "hr.emp.notes%"}),
+    ("{field: columnName, matches: '^SSN$', case: exact}", {"hr.emp.ssn"}),
+    ("{field: columnName, matches: 'card|brand'}", {"fin.card.number", "fin.card.brand"}),
+    # exists / absent / empty
+    ("{field: businessAttribute, exists: true}", {"hr.emp.ssn", "hr.emp.name"}),
+    (
+        "{field: businessAttribute, absent: true}",
+        {"crm.contact.ssn", "hr.emp.notes%", "fin.card.number", "fin.card.brand"},
+    ),
+    (
+        "{field: businessAttribute, empty: true}",
+        {"crm.contact.ssn", "hr.emp.name", "hr.emp.notes%", "fin.card.number", "fin.card.brand"},
+    ),
+    ("{field: businessAttribute, empty: false}", {"hr.emp.ssn"}),
+    # booleans and missing booleans
+    ("{field: isPrimary, eq: true}", {"hr.emp.ssn"}),
+    ("{field: isPrimary, eq: false}", {"crm.contact.ssn"}),
+    (
+        "{field: isPrimary, ne: true}",
+        {"crm.contact.ssn", "hr.emp.name", "hr.emp.notes%", "fin.card.number", "fin.card.brand"},
+    ),
+    # numbers on the cluster
+    ("{field: cluster.size, gt: 2}", {"hr.emp.ssn", "crm.contact.ssn", "hr.emp.name", "hr.emp.notes%"}),
+    ("{field: cluster.size, lte: 2}", {"fin.card.number", "fin.card.brand"}),
+    ("{field: cluster.size, gte: 4}", {"hr.emp.ssn", "crm.contact.ssn", "hr.emp.name", "hr.emp.notes%"}),
+    ("{field: cluster.size, lt: 4}", {"fin.card.number", "fin.card.brand"}),
+    # cluster fields and label-list semantics (any element; negations: no element)
+    ("{field: cluster.status, eq: archived}", {"fin.card.number", "fin.card.brand"}),
+    ("{field: cluster.labels, contains: Confidential}", {"fin.card.number", "fin.card.brand"}),
+    ("{field: cluster.labels, contains: Confidential, case: exact}", set()),
+    (
+        "{field: cluster.labels, not_contains: confidential}",
+        {"hr.emp.ssn", "crm.contact.ssn", "hr.emp.name", "hr.emp.notes%"},
+    ),
+    ("{field: cluster.labels, in: [pci, phi]}", {"fin.card.number", "fin.card.brand"}),
+    (
+        "{field: cluster.labels, matches: '^p'}",
+        {
+            "hr.emp.ssn",
+            "crm.contact.ssn",
+            "hr.emp.name",
+            "hr.emp.notes%",
+            "fin.card.number",
+            "fin.card.brand",
+        },
+    ),
+    ("{field: cluster.id, eq: c-fin}", {"fin.card.number", "fin.card.brand"}),
+    # boolean composition
+    (
+        "{all: [{field: source, eq: hr-db}, {not: {field: columnName, eq: ssn}}]}",
+        {"hr.emp.name", "hr.emp.notes%"},
+    ),
+    (
+        "{any: [{field: source, eq: crm}, {field: columnName, eq: brand}]}",
+        {"crm.contact.ssn", "fin.card.brand"},
+    ),
+    ("[{field: source, eq: payments}, {field: columnName, contains: card}]", {"fin.card.number"}),
+    # quantifiers over tags
+    (
+        "{tags: {any: [{field: tagName, eq: sensitivity}, {field: tagValue, eq: high}]}}",
+        {"hr.emp.ssn", "fin.card.number"},
+    ),
+    (
+        "{tags: {none: {field: tagName, eq: sensitivity}}}",
+        {"hr.emp.name", "hr.emp.notes%", "fin.card.brand"},
+    ),
+    # all: vacuously true for columns without tags
+    (
+        "{tags: {all: {field: tagName, eq: sensitivity}}}",
+        {"hr.emp.ssn", "crm.contact.ssn", "hr.emp.name", "fin.card.number", "fin.card.brand"},
+    ),
+    ("{tags: {any: {field: hidden, eq: true}}}", {"crm.contact.ssn"}),
+    ("{tags: {any: {field: isMutuallyExclusive, eq: true}}}", {"hr.emp.ssn"}),
+    # quantifiers over attributes
+    (
+        "{attributes: {any: [{field: attribute_name, eq: ssn}, {field: calc_confidence_level, gte: 0.9}]}}",
+        {"hr.emp.ssn"},
+    ),
+    ("{attributes: {any: {field: rank, eq: high}}}", {"hr.emp.ssn", "fin.card.number"}),
+    (
+        "{attributes: {all: {field: rank, eq: high}}}",
+        {"hr.emp.ssn", "hr.emp.name", "hr.emp.notes%", "fin.card.brand"},
+    ),
+    # counting form over a column's attributes
+    ("{attributes: {having: {gte: 2}}}", {"fin.card.number"}),
+    ("{attributes: {where: {field: rank, eq: high}, having: {eq: 1}}}", {"hr.emp.ssn", "fin.card.number"}),
+]
+
+CLUSTER_CASES: list[tuple[str, set[str]]] = [
+    ("{field: cluster.severity, eq: LOW}", {"c-fin"}),
+    ("{field: cluster.labels, empty: true}", {"c-empty"}),
+    ("{field: cluster.labels, exists: true}", {"c-hr", "c-fin"}),
+    ("{field: cluster.name, matches: '^h'}", {"c-hr"}),
+    ("{columns: {any: {field: source, eq: crm}}}", {"c-hr"}),
+    ("{columns: {none: {field: source, eq: crm}}}", {"c-fin", "c-empty"}),
+    ("{columns: {all: {field: source, eq: payments}}}", {"c-fin", "c-empty"}),
+    ("{columns: {having: {distinct: source, gte: 2}}}", {"c-hr"}),
+    ("{columns: {group_by: columnName, having: {gte: 2}}}", {"c-hr"}),
+    ("{columns: {group_by: columnName, case: exact, having: {gte: 2}}}", set()),
+    (
+        "{columns: {any: {tags: {any: [{field: tagName, eq: sensitivity}, {field: tagValue, eq: high}]}}}}",
+        {"c-hr", "c-fin"},
+    ),
+]
+
+AGGREGATE_CASES: list[tuple[str, set[tuple[str | None, tuple[str, ...]]]]] = [
+    (
+        "{per: cluster, group_by: columnName, having: {distinct: source, gte: 2}}",
+        {("c-hr", ("crm.contact.ssn", "hr.emp.ssn"))},
+    ),
+    ("{per: cluster, group_by: columnName, case: exact, having: {distinct: source, gte: 2}}", set()),
+    (
+        "{per: cluster, having: {distinct: source, gte: 2}}",
+        {("c-hr", ("crm.contact.ssn", "hr.emp.name", "hr.emp.notes%", "hr.emp.ssn"))},
+    ),
+    (
+        "{per: snapshot, where: {field: source, eq: payments}, group_by: source, having: {gte: 2}}",
+        {(None, ("fin.card.brand", "fin.card.number"))},
+    ),
+    (
+        "{per: snapshot, group_by: dataType, having: {gte: 3}}",
+        {(None, ("fin.card.number", "hr.emp.name", "hr.emp.ssn"))},
+    ),
+]
+
+
+def _rule(tmp_path: Path, scope: str, body: str) -> Rule:
+    key = "aggregate" if scope == "aggregate" else "condition"
+    text = textwrap.dedent(
+        f"""\
+        rules:
+          - id: case-under-test
+            title: t
+            description: d
+            severity: low
+            scope: {scope}
+            {key}: {body}
+            message: m
+            remediation: r
+        """
+    )
+    path = tmp_path / f"rule-{abs(hash(body))}.yaml"
+    path.write_text(text)
+    return load_ruleset([path]).rules[0]
+
+
+def _subjects(connection, run_id: int, rule: Rule) -> set:
+    found = evaluate_rule(connection, run_id, rule)
+    if rule.scope == "column":
+        return {f.column for f in found}
+    if rule.scope == "cluster":
+        return {f.cluster_id for f in found}
+    return {(f.cluster_id, tuple(f.columns)) for f in found}
+
+
+def _run_cases(engine, tmp_path: Path) -> list[str]:
+    run_id = write_snapshot(engine, CATALOG)
+    failures = []
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        for scope, cases in (
+            ("column", COLUMN_CASES),
+            ("cluster", CLUSTER_CASES),
+            ("aggregate", AGGREGATE_CASES),
+        ):
+            for body, expected in cases:
+                got = _subjects(connection, run_id, _rule(tmp_path, scope, body))
+                if got != expected:
+                    failures.append(
+                        f"{scope} {body}: expected {sorted(expected, key=str)}, got {sorted(got, key=str)}"
+                    )
+    return failures
+
+
+def test_every_operator_on_sqlite(engine, tmp_path):
+    assert _run_cases(engine, tmp_path) == []
+
+
+@pytest.mark.postgres
+def test_every_operator_on_postgresql(postgres_url, tmp_path):
+    pg = open_database(postgres_url)
+    try:
+        assert _run_cases(pg, tmp_path) == []
+    finally:
+        pg.dispose()
+
+
+def test_values_are_bound_parameters_never_formatted_into_sql(engine, tmp_path):
+    rule = _rule(tmp_path, "column", '{field: columnName, contains: "x\'); DROP TABLE runs; --"}')
+    row = Row(1, Level.COLUMN)
+    predicate = rule.condition.compile(row)
+    rc = row.table("rc")
+    statement = select(rc.c.fqn).select_from(column_from(row)).where(predicate)
+    compiled = statement.compile(engine)
+    assert "DROP TABLE" not in str(compiled)
+    assert "x'); drop table runs; --" in compiled.params.values()
+    run_id = write_snapshot(engine, CATALOG)
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        assert evaluate_rule(connection, run_id, rule) == []
+
+
+def test_only_the_asked_run_is_evaluated(engine, tmp_path):
+    first = write_snapshot(engine, CATALOG)
+    second = write_snapshot(engine, [CATALOG[1]])
+    rule = _rule(tmp_path, "column", "{field: source, eq: payments}")
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        assert len(evaluate_rule(connection, first, rule)) == 2
+        assert {f.cluster_id for f in evaluate_rule(connection, second, rule)} == {"c-fin"}
+        assert len(evaluate_rule(connection, second + 1, rule)) == 0
+
+
+def test_explanations_read_as_sentences(tmp_path):
+    pack = load_ruleset()
+    assert pack.get("high-sensitivity-without-confidential").explain() == (
+        "Flags each column where the column has a tag where (tag name is sensitivity and tag value is high) "
+        "and the cluster's labels do not include Confidential."
+    )
+    assert pack.get("duplicate-columns-across-sources").explain() == (
+        "Flags each group where the columns of each cluster, grouped by column name (ignoring case and "
+        "surrounding spaces), form a group with at least 2 distinct sources."
+    )
+    rule = _rule(tmp_path, "column", "{not: {field: dataType, in: [a, b], case: exact}}")
+    assert rule.explain() == "Flags each column where not (the data type is one of a, b (exact case))."

@@ -1,0 +1,180 @@
+"""Rule files: safe YAML, validation that reports every problem at once, the pack, the JSON Schema."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from auditor.engine import load_ruleset, rules_json_schema
+from auditor.engine.rules import plain, rule_files
+from auditor.engine.yamlsource import Problems, read_yaml
+from auditor.errors import EXIT_USAGE, RuleError
+from auditor.paths import rules_dir
+
+GOOD = """\
+rules:
+  - id: good-rule
+    title: Good
+    description: A valid rule.
+    severity: low
+    scope: column
+    condition: {field: columnName, eq: ssn}
+    message: "{column.fullyQualifiedName} in {cluster.name}"
+    remediation: Fix it.
+"""
+
+BAD = """\
+rules:
+  - id: Bad_Rule
+    title: Bad
+    description: Everything wrong at once.
+    severity: urgent
+    scope: column
+    colour: red
+    condition:
+      all:
+        - {field: columnNam, eq: ssn}
+        - {field: columnName, equals: ssn}
+        - {field: cluster.size, gt: "10"}
+        - {field: columnName, matches: "(a+)+$"}
+        - {field: columnName, matches: "[unclosed"}
+        - {tags: {any: {field: tagName, eq: 1}}}
+        - {field: isPrimary, contains: x}
+        - {columns: {any: {field: source, eq: x}}}
+    message: "{column.nope} and {"
+    remediation: Fix it.
+  - id: good-rule
+    title: Duplicate
+    description: Same id as in the other file.
+    severity: high
+    severity: low
+    scope: cluster
+    condition: {field: cluster.status, eq: archived}
+    message: m
+    remediation: r
+"""
+
+
+def test_the_built_in_pack_loads_with_the_two_design_rules():
+    pack = load_ruleset()
+    assert len(pack.rules) >= 12
+    high = pack.get("high-sensitivity-without-confidential")
+    assert (high.scope, high.severity) == ("column", "high")
+    duplicates = pack.get("duplicate-columns-across-sources")
+    assert (duplicates.scope, duplicates.severity) == ("aggregate", "medium")
+    assert duplicates.aggregate.per == "cluster" and duplicates.aggregate.group_by.name == "columnName"
+    for rule in pack.rules:
+        assert rule.references and rule.remediation and rule.tags, rule.id
+        assert rule.explain().startswith("Flags each ")
+    assert len(pack.digest) == 64
+
+
+def test_every_problem_is_reported_at_once_with_file_line_and_column(write):
+    good = write("a/good.yaml", GOOD)
+    bad = write("b/bad.yaml", BAD)
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([good, bad])
+    error = caught.value
+    assert error.exit_code == EXIT_USAGE
+    assert error.message == "15 problems in the rule files"
+    assert error.hint == "fix them and check with: auditor rules validate PATH"
+    problems = [p.replace(str(bad), "bad.yaml").replace(str(good), "good.yaml") for p in error.problems]
+    assert problems == [
+        "bad.yaml:24:5: duplicate key 'severity' (first defined at line 23); each key may appear once",
+        "bad.yaml:5:15: severity: 'urgent' is not one of 'info', 'low', 'medium', 'high' or 'critical'",
+        "bad.yaml:7:5: unknown key 'colour' in rule 'Bad_Rule'",
+        "bad.yaml:2:9: rule id 'Bad_Rule' is not kebab-case (lowercase letters and digits joined by single "
+        "hyphens, e.g. 'pii-without-sensitivity-tag')",
+        "bad.yaml:10:19: unknown field 'columnNam' on a column (did you mean 'columnName'?); valid fields: "
+        "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
+        "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size",
+        "bad.yaml:11:31: unknown operator 'equals'; valid operators: eq, ne, in, not_in, contains, "
+        "not_contains, matches, exists, absent, empty, gt, gte, lt, lte",
+        "bad.yaml:12:37: gt: expected a number, got text '10'",
+        "bad.yaml:13:40: matches: nested quantifiers such as (a+)+ can take exponential time; rewrite the "
+        "pattern without a repeated group that itself repeats",
+        "bad.yaml:14:40: matches: invalid regular expression: unterminated character set at position 0",
+        "bad.yaml:15:45: eq: expected text, got number 1 (quote it to compare as text)",
+        "bad.yaml:16:30: operator 'contains' does not apply to 'isPrimary' (boolean); valid for it: eq, ne, "
+        "exists, absent",
+        "bad.yaml:17:12: 'columns' cannot be used on a column (only on: cluster); valid here: all, any, not, "
+        "field, tags, attributes",
+        "bad.yaml:18:14: unknown placeholder {column.nope} in message; valid: cluster.id, cluster.labels, "
+        "cluster.name, cluster.severity, cluster.size, cluster.status, column.businessAttribute, "
+        "column.columnName, column.dataType, column.fullyQualifiedName, column.isPrimary, column.source, "
+        "column.tableName, rule.id, rule.severity, rule.title",
+        "bad.yaml:18:14: unbalanced '{' in message; write {{ for a literal brace",
+        "bad.yaml:20:5: duplicate rule id 'good-rule' (also defined at good.yaml:2); rule ids must be "
+        "unique across files",
+    ]
+
+
+def test_problems_name_file_line_and_column(write):
+    path = write("r.yaml", GOOD.replace("eq: ssn", "eq: [ssn]"))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [f"{path}:7:40: eq: expected text, got a list"]
+
+
+def test_yaml_is_loaded_safely(write):
+    path = write("evil.yaml", "rules: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(f"{path}:1:8: invalid YAML: could not determine a constructor")
+
+
+def test_syntax_errors_and_empty_files_are_problems(write):
+    broken = write("broken.yaml", "rules:\n  - id: x\n   title: y\n")
+    empty = write("empty.yaml", "")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([broken, empty])
+    problems = caught.value.problems
+    assert problems[0].startswith(f"{broken}:3:")
+    assert "invalid YAML" in problems[0]
+    assert problems[1] == f"{empty}:1:1: the file is empty; expected a 'rules:' list"
+
+
+def test_missing_paths_and_empty_folders_are_problems(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([tmp_path / "nope.yaml", tmp_path / "empty"])
+    assert caught.value.problems == [
+        f"{tmp_path / 'nope.yaml'}:1:1: no such file or folder",
+        f"{tmp_path / 'empty'}:1:1: no rule files (*.yaml, *.yml) in this folder",
+    ]
+
+
+def test_fixture_files_are_not_rule_files():
+    problems = Problems()
+    files = rule_files([rules_dir()], problems)
+    assert files and not problems
+    assert all(not f.name.endswith(".test.yaml") for f in files)
+
+
+def test_disabled_rules_are_kept_aside_and_change_the_digest(write):
+    enabled = write("one.yaml", GOOD)
+    disabled = write("two/one.yaml", GOOD + "    enabled: false\n")
+    first = load_ruleset([enabled])
+    second = load_ruleset([disabled])
+    assert [r.id for r in first.rules] == ["good-rule"]
+    assert second.rules == () and [r.id for r in second.disabled] == ["good-rule"]
+    assert first.digest != second.digest
+    # the digest depends on content, not on where the file lives
+    assert load_ruleset([write("three/x.yaml", GOOD)]).digest == first.digest
+
+
+def test_json_schema_accepts_the_built_in_pack_and_rejects_nonsense():
+    schema = rules_json_schema()
+    json.dumps(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in rule_files([rules_dir()], Problems()):
+        document = plain(read_yaml(path, Problems()))
+        assert list(validator.iter_errors(document)) == [], path
+    bad = yaml.safe_load(GOOD.replace("severity: low", "severity: urgent"))
+    assert list(validator.iter_errors(bad))
+    wrong_operator = yaml.safe_load(GOOD.replace("eq: ssn", "equals: ssn"))
+    assert list(validator.iter_errors(wrong_operator))

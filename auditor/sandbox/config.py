@@ -83,6 +83,7 @@ class SandboxConfig:
     forbidden_token: str | None = None
     session_ttl: float | None = 3600.0
     session_max_requests: int | None = None
+    soft_auth_errors: bool = False  # auth failures as HTTP 200 {"success": false}, like the 2023 sandbox
     # paging guard for sort (the only option that must look at a whole cluster at once)
     sort_limit: int = 100_000
 

@@ -165,7 +165,9 @@ class SandboxApp:
                 response = self._refresh(authorization)
             else:
                 verdict = self.auth.check(authorization)
-                if verdict is Verdict.UNAUTHORIZED:
+                if verdict is Verdict.UNAUTHORIZED and self.config.soft_auth_errors:
+                    response = _json(200, {"success": False, "message": "Failed to authenticate token."})
+                elif verdict is Verdict.UNAUTHORIZED:
                     response = Response(401, b"Unauthorized", "text/plain; charset=utf-8")
                 elif verdict is Verdict.FORBIDDEN:
                     response = _json(
@@ -196,6 +198,8 @@ class SandboxApp:
     def _refresh(self, authorization: str | None) -> Response:
         token = self.auth.exchange(authorization)
         if token is None:
+            if self.config.soft_auth_errors:
+                return _json(200, {"success": False, "message": "Refresh token not valid"})
             return _json(401, {"message": "Refresh token not valid"})
         with self.stats._lock:
             self.stats.sessions_issued += 1

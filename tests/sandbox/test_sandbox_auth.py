@@ -113,3 +113,20 @@ def test_configured_tokens_by_mode():
     assert SandboxConfig(auth="refresh", seed=2).key != user_token_for(1)
     assert SandboxConfig().with_changes(auth="refresh").key == user_token_for(1)
     assert SandboxConfig(token="mine").with_changes(auth="refresh").key == "mine"
+
+
+def test_soft_auth_errors_answer_200_with_success_false(sandbox, api_for):
+    server = sandbox(auth="refresh", soft_auth_errors=True)
+    api = api_for(server)
+    response = api.get(CLUSTERS, token="nope", scheme=None)
+    assert (response.status_code, response.json()) == (
+        200,
+        {"success": False, "message": "Failed to authenticate token."},
+    )
+    response = api.get(REFRESH, token="nope", scheme=None)
+    assert (response.status_code, response.json()) == (
+        200,
+        {"success": False, "message": "Refresh token not valid"},
+    )
+    session = api.get(REFRESH, token=server.key, scheme=None).json()["systemToken"]
+    assert api.get(CLUSTERS, token=session, scheme=None).json() == list(server.dataset.clusters())

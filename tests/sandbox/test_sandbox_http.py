@@ -337,3 +337,28 @@ def test_the_docs_example_id_is_the_first_cluster():
     assert first == "643a490f575122cd5b000000"
     docs = Path(__file__).resolve().parents[2] / "docs" / "sandbox.md"
     assert f"clusterId={first}" in docs.read_text(encoding="utf-8")
+
+
+def test_concurrent_clients_see_consistent_pages(sandbox):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = sandbox(clusters=20, columns=4000, epoch=2)
+    truth = {cid: list(server.dataset.columns(cid)) for cid in server.dataset.cluster_ids()}
+
+    def fetch(cid: str) -> list[dict]:
+        rows: list[dict] = []
+        with requests.Session() as session:
+            session.headers["Authorization"] = "Bearer SAMPLE"
+            while True:
+                body = session.get(
+                    server.url + SIMILAR,
+                    params={"clusterId": cid, "limit": 37, "skip": len(rows)},
+                    timeout=30,
+                ).json()
+                if not body["results"]:
+                    return rows
+                rows.extend(body["results"])
+
+    with ThreadPoolExecutor(8) as pool:
+        got = dict(zip(truth, pool.map(fetch, truth), strict=True))
+    assert got == truth

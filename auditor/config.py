@@ -11,6 +11,11 @@ hold any of the keys below under a ``[auditor]`` table (or at top level)::
     workers = 4
     ca_bundle = "/etc/ssl/private-ca.pem"
 
+    [auditor.sandbox]      # the built-in sandbox `auditor run` uses when no url is set
+    seed = 7
+    clusters = 150
+    columns = 15000
+
 The API key is read from ``BIGID_TOKEN``, from ``--token-file``/``token_file``, or from a prompt; it is
 never accepted as a plain command-line value (it would show in ``ps``), and never written anywhere.
 """
@@ -48,6 +53,7 @@ KNOWN_KEYS = {
     "email_to",
     "email_from",
     "templates",
+    "sandbox",
 }
 
 

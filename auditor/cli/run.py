@@ -1,0 +1,236 @@
+"""``auditor run`` (the main job) and ``auditor demo`` (the whole job on the sandbox, no setup)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from auditor.cli.check import SEVERITIES
+from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.cli.fetch import _workers, api_options, client_from_settings
+
+
+def _list_setting(settings: Settings, flag: tuple[str, ...], key: str) -> list[str]:
+    if flag:
+        return list(flag)
+    value = settings.file.get(key)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _sandbox_size(settings: Settings) -> dict[str, int]:
+    """``[auditor.sandbox]`` in auditor.toml: seed, clusters, columns of the fallback sandbox."""
+    from auditor.errors import ConfigError
+
+    table = settings.file.get("sandbox") or {}
+    unknown = set(table) - {"seed", "clusters", "columns"} if isinstance(table, dict) else {"?"}
+    if unknown:
+        raise ConfigError("[auditor.sandbox] takes only seed, clusters and columns (whole numbers)")
+    size = {}
+    for key, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"[auditor.sandbox] {key} must be a whole number, not {value!r}")
+        size[key] = value
+    return size
+
+
+@click.command("run")
+@api_options
+@click.option(
+    "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
+)
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
+@click.option(
+    "--rules", multiple=True, type=click.Path(), metavar="PATH", help="Rule file or folder (repeatable)."
+)
+@click.option("--waivers", type=click.Path(), metavar="FILE", help="Waiver file (YAML).")
+@click.option("--baseline", default="previous", show_default=True, metavar="previous|ID|none")
+@click.option(
+    "--fail-on", type=click.Choice(SEVERITIES), default=None, help="Gate threshold (default: never fail)."
+)
+@click.option("--new-only", is_flag=True, help="With --fail-on: count only findings new since the baseline.")
+@click.option(
+    "--format",
+    "fmt",
+    default="table",
+    show_default=True,
+    type=click.Choice(["table", "json", "junit", "sarif", "markdown", "csv"]),
+    help="Format of the check results on stdout (or --output).",
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the check results to a file.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="HTML report path.")
+@click.option(
+    "--export-dir", type=click.Path(file_okay=False), help="Also write findings.csv/json and diff.json here."
+)
+@click.option(
+    "--templates", type=click.Path(file_okay=False), help="Folder of templates overriding reports/."
+)
+@click.option("--email-to", multiple=True, metavar="ADDR", help="Email the report to ADDR (repeatable).")
+@click.option("--email-cc", multiple=True, metavar="ADDR", help="Copy recipient (repeatable).")
+@click.option("--email-from", metavar="ADDR", help="Sender address.")
+@click.option("--subject", metavar="TEXT", help="Email subject.")
+@click.option(
+    "--smtp", "smtp_url", metavar="URL", help="smtp://host:587, smtps://host:465 (credentials from env)."
+)
+@click.option(
+    "--eml", "eml_path", type=click.Path(dir_okay=False), help="Write the email to a file, not SMTP."
+)
+@db_option
+@pass_settings
+def run_command(
+    settings: Settings,
+    cluster_filter: str | None,
+    workers: int | None,
+    rules: tuple[str, ...],
+    waivers: str | None,
+    baseline: str,
+    fail_on: str | None,
+    new_only: bool,
+    fmt: str,
+    output: str | None,
+    report_path: str | None,
+    export_dir: str | None,
+    templates: str | None,
+    email_to: tuple[str, ...],
+    email_cc: tuple[str, ...],
+    email_from: str | None,
+    subject: str | None,
+    smtp_url: str | None,
+    eml_path: str | None,
+    db: str | None,
+    **api: Any,
+) -> None:
+    """The main job: snapshot, check, diff against the previous complete run, report, email.
+
+    Exits with the gate's code (0 clean, 1 findings at or above --fail-on). With no BigID URL
+    configured it runs against the built-in sandbox, and says so.
+    """
+    from auditor.engine import load_ruleset, load_waivers
+    from auditor.formats import render
+    from auditor.pipeline import EmailOptions, builtin_sandbox, run_job
+    from auditor.progress import Progress
+
+    rules_paths = [Path(p) for p in _list_setting(settings, rules, "rules")] or None
+    waivers_path = settings.value(waivers, None, "waivers")
+    fail_on = settings.value(fail_on, None, "fail_on")
+    if fail_on is not None and fail_on not in SEVERITIES:
+        from auditor.errors import ConfigError
+
+        raise ConfigError(f"setting fail_on must be one of {', '.join(SEVERITIES)}, not {fail_on!r}")
+    ruleset = load_ruleset(rules_paths)  # rule errors (exit 2) before any fetching
+    waiver_set = load_waivers(waivers_path) if waivers_path else None
+    recipients = _list_setting(settings, email_to, "email_to")
+    smtp = settings.value(smtp_url, None, "smtp")
+    email = None
+    if recipients or eml_path:
+        email = EmailOptions(
+            to=recipients,
+            cc=list(email_cc),
+            sender=settings.value(email_from, None, "email_from"),
+            subject=subject,
+            smtp_url=None if eml_path else smtp,
+            eml_path=eml_path,
+        )
+    engine = settings.engine(db)
+    count = _workers(settings, workers)
+    with contextlib.ExitStack() as stack:
+        if settings.bigid_url(api.get("url")):
+            client = stack.enter_context(client_from_settings(settings, workers=count, **api))
+        else:
+            client, epoch = stack.enter_context(
+                builtin_sandbox(engine, workers=count, **_sandbox_size(settings))
+            )
+            settings.info(
+                f"no BigID URL configured (--url, BIGID_URL or auditor.toml): using the built-in sandbox, "
+                f"epoch {epoch}"
+            )
+        result = run_job(
+            engine,
+            client,
+            ruleset=ruleset,
+            waivers=waiver_set,
+            rules_paths=rules_paths,
+            waivers_path=waivers_path,
+            cluster_filter=cluster_filter,
+            workers=count,
+            progress=Progress(enabled=False if settings.quiet else None),
+            baseline=baseline,
+            fail_on=fail_on,
+            new_only=new_only,
+            report_path=report_path,
+            export_dir=export_dir,
+            templates_dir=settings.value(templates, None, "templates"),
+            email=email,
+        )
+    write_output(render(fmt, result.check), output)
+    run = result.run
+    settings.info(
+        f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns"
+        + (f"; compared with run {result.baseline.id}" if result.baseline else "; no earlier complete run")
+    )
+    if fmt != "table" or output:
+        settings.info(result.check.summary_line())
+    for path in result.written:
+        settings.info(f"wrote {path}")
+    if result.emailed_to:
+        settings.info(f"emailed the report to {', '.join(result.emailed_to)}")
+    if result.eml_path:
+        settings.info(f"wrote the email to {result.eml_path}")
+    if result.exit_code:
+        settings.info(f"gate failed: findings at or above {fail_on} remain")
+        click.get_current_context().exit(result.exit_code)
+
+
+@click.command("demo")
+@click.option(
+    "--folder",
+    default="auditor-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the database, the report and the exports go.",
+)
+@click.option("--clusters", default=150, show_default=True, type=click.IntRange(2, 100_000))
+@click.option("--columns", default=15_000, show_default=True, type=click.IntRange(10, 5_000_000))
+@click.option("--seed", default=7, show_default=True, type=int, help="Sandbox data seed.")
+@pass_settings
+def demo_command(settings: Settings, folder: str, clusters: int, columns: int, seed: int) -> None:
+    """Try everything with no configuration: sandbox, two snapshots, check, diff, HTML report."""
+    from auditor.engine import load_ruleset
+    from auditor.pipeline import run_demo
+    from auditor.progress import Progress
+
+    result = run_demo(
+        folder,
+        ruleset=load_ruleset(None),
+        seed=seed,
+        clusters=clusters,
+        columns=columns,
+        progress_factory=lambda: Progress(enabled=False if settings.quiet else None),
+        info=settings.info,
+    )
+    summary = result.check.summary_line()
+    first, second = result.runs
+    lines = [
+        f"cluster-auditor demo: two snapshots of the built-in sandbox (runs {first.id} and {second.id})",
+        f"  database  {result.database}",
+        f"  findings  {summary}",
+        f"  report    {result.report.resolve()}",
+    ]
+    lines += [f"  export    {path}" for path in result.written if path != result.report]
+    lines += [
+        "",
+        "next steps:",
+        f"  auditor check --db {result.database} --format json",
+        f"  auditor diff --db {result.database} --format text",
+        f"  auditor runs --db {result.database}",
+    ]
+    click.echo("\n".join(lines))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(run_command)
+    cli.add_command(demo_command)

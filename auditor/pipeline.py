@@ -1,0 +1,227 @@
+"""The main job and the demo, as library functions: snapshot → check → diff → report → email.
+
+:func:`run_job` is what ``auditor run`` does, on any :class:`~auditor.bigid.client.BigIDClient`;
+:func:`builtin_sandbox` starts the in-process sandbox that ``auditor run`` falls back to when no
+BigID URL is configured; :func:`run_demo` is ``auditor demo``: two snapshots of the sandbox at two
+epochs, checked, diffed and reported into one folder. The CLI only parses and prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from auditor.bigid.client import BigIDClient, ClientOptions
+from auditor.engine import CheckResult, RuleSet, Waivers, check_run
+from auditor.progress import Progress
+from auditor.render.report import ReportBundle, build_report_bundle, default_report_name
+from auditor.snapshot import take_snapshot
+from auditor.store.runs import RunInfo, previous_complete_run
+from auditor.store.schema import RUN_COMPLETE, runs
+
+log = logging.getLogger(__name__)
+
+DEMO_FOLDER = "auditor-demo"
+DEMO_SEED = 7
+DEMO_CLUSTERS = 150
+DEMO_COLUMNS = 15_000
+
+
+@dataclass
+class EmailOptions:
+    """Where ``auditor run`` sends the report (``smtp_url``) or writes it (``eml_path``)."""
+
+    to: Sequence[str]
+    cc: Sequence[str] = ()
+    sender: str | None = None
+    subject: str | None = None
+    smtp_url: str | None = None
+    eml_path: str | Path | None = None
+    attach_report: bool = True
+    attach_csv: bool = True
+
+
+@dataclass
+class JobResult:
+    """What one main job produced."""
+
+    run: RunInfo
+    check: CheckResult
+    baseline: RunInfo | None
+    report: ReportBundle
+    written: list[Path] = field(default_factory=list)
+    emailed_to: list[str] = field(default_factory=list)
+    eml_path: Path | None = None
+    exit_code: int = 0
+
+
+def run_job(
+    engine: Engine,
+    client: BigIDClient,
+    *,
+    ruleset: RuleSet,
+    waivers: Waivers | None = None,
+    rules_paths: Sequence[str | Path] | None = None,
+    waivers_path: str | Path | None = None,
+    cluster_filter: str | None = None,
+    workers: int = 4,
+    progress: Progress | None = None,
+    baseline: str | int | None = "previous",
+    fail_on: str | None = None,
+    new_only: bool = False,
+    report_path: str | Path | None = None,
+    export_dir: str | Path | None = None,
+    templates_dir: str | Path | None = None,
+    email: EmailOptions | None = None,
+) -> JobResult:
+    """Snapshot, check, diff against the previous complete run, write the report, email it.
+
+    The exit code is the gate's (:meth:`CheckResult.gate`). A failed snapshot raises (the run is
+    recorded ``failed``) before anything is checked, so a partial catalog never reads as clean.
+    """
+    run = take_snapshot(engine, client, cluster_filter=cluster_filter, workers=workers, progress=progress)
+    check = check_run(engine, run.id, ruleset, waivers=waivers, baseline=baseline)
+    previous = previous_complete_run(engine, run.id)
+    bundle = build_report_bundle(
+        engine,
+        run.id,
+        against=previous.id if previous else None,
+        ruleset=ruleset,
+        waivers=waivers,
+        rules_paths=rules_paths,
+        waivers_path=waivers_path,
+        check=check,
+        templates_dir=templates_dir,
+        with_exports=export_dir is not None,
+    )
+    output = Path(report_path) if report_path else Path(default_report_name(run.id))
+    result = JobResult(run=run, check=check, baseline=check.baseline, report=bundle)
+    result.written = bundle.write(output, export_dir)
+    if email is not None:
+        from auditor.render.email import deliver_email
+
+        deliver_email(
+            bundle,
+            to=email.to,
+            cc=email.cc,
+            sender=email.sender,
+            subject=email.subject,
+            smtp_url=email.smtp_url,
+            eml_path=email.eml_path,
+            attach_report=email.attach_report,
+            attach_csv=email.attach_csv,
+            templates_dir=templates_dir,
+        )
+        if email.smtp_url:
+            result.emailed_to = [*email.to, *email.cc]
+        else:
+            result.eml_path = Path(str(email.eml_path))
+    result.exit_code = check.gate(fail_on, new_only)
+    return result
+
+
+def complete_run_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).where(runs.c.status == RUN_COMPLETE)).scalar_one())
+
+
+@contextlib.contextmanager
+def builtin_sandbox(
+    engine: Engine,
+    *,
+    seed: int = DEMO_SEED,
+    clusters: int = DEMO_CLUSTERS,
+    columns: int = DEMO_COLUMNS,
+    epoch: int | None = None,
+    workers: int = 4,
+) -> Iterator[tuple[BigIDClient, int]]:
+    """Start the sandbox in-process and yield a client for it and the epoch it serves.
+
+    The epoch defaults to the number of complete runs already in the database, so that successive
+    runs against the sandbox see the catalog drift as a real one would.
+    """
+    from auditor.sandbox import SandboxConfig, SandboxServer
+
+    chosen = complete_run_count(engine) if epoch is None else epoch
+    config = SandboxConfig(seed=seed, epoch=chosen, clusters=clusters, columns=columns)
+    with SandboxServer(config) as server:
+        client = BigIDClient(ClientOptions(url=server.url, token=server.key, workers=workers))
+        try:
+            yield client, chosen
+        finally:
+            client.close()
+
+
+@dataclass
+class DemoResult:
+    folder: Path
+    database: Path
+    runs: list[RunInfo]
+    check: CheckResult
+    report: Path
+    written: list[Path]
+    exit_code: int
+
+
+def run_demo(
+    folder: str | Path = DEMO_FOLDER,
+    *,
+    ruleset: RuleSet,
+    seed: int = DEMO_SEED,
+    clusters: int = DEMO_CLUSTERS,
+    columns: int = DEMO_COLUMNS,
+    workers: int = 4,
+    progress_factory: Callable[[], Progress] | None = None,
+    info: Callable[[str], Any] = log.info,
+) -> DemoResult:
+    """Two sandbox snapshots at successive epochs, checked, diffed and reported into ``folder``.
+
+    The demo's database lives in ``folder`` and is kept: running the demo again adds two more runs
+    (the sandbox drifts on), so the report's trend grows and nothing is ever deleted.
+    """
+    from auditor.store.db import open_database
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    database = target / "auditor.db"
+    engine = open_database(database)
+    taken: list[RunInfo] = []
+    try:
+        for _ in range(2):
+            with builtin_sandbox(engine, seed=seed, clusters=clusters, columns=columns, workers=workers) as (
+                client,
+                epoch,
+            ):
+                info(f"snapshot of the sandbox at epoch {epoch} ({clusters} clusters, {columns} columns)…")
+                progress = progress_factory() if progress_factory else None
+                taken.append(take_snapshot(engine, client, workers=workers, progress=progress))
+        latest = taken[-1]
+        check = check_run(engine, latest.id, ruleset, baseline="previous")
+        previous = previous_complete_run(engine, latest.id)
+        bundle = build_report_bundle(
+            engine,
+            latest.id,
+            against=previous.id if previous else None,
+            ruleset=ruleset,
+            check=check,
+            with_exports=True,
+        )
+        report = target / "report.html"
+        written = bundle.write(report, target / "export")
+        return DemoResult(
+            folder=target,
+            database=database,
+            runs=taken,
+            check=check,
+            report=report,
+            written=written,
+            exit_code=check.gate(None),
+        )
+    finally:
+        engine.dispose()

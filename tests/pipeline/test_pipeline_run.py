@@ -1,0 +1,203 @@
+"""``auditor run`` and ``auditor demo`` end to end: sandbox over real HTTP, real SQLite, real files."""
+
+from __future__ import annotations
+
+import email
+import json
+import sqlite3
+from email import policy
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from auditor import secrets
+from auditor.cli.main import cli
+
+ENV_CLEAN = {"BIGID_URL": None, "BIGID_TOKEN": None, "AUDITOR_DB": None}
+
+
+def invoke(args, env=None, cwd=None):
+    runner = CliRunner()
+    return runner.invoke(cli, args, env={**ENV_CLEAN, **(env or {})}, catch_exceptions=False)
+
+
+def test_demo_needs_no_configuration_and_says_where_everything_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["demo", "--clusters", "12", "--columns", "600"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "two snapshots of the built-in sandbox (runs 1 and 2)" in out
+    folder = tmp_path / "auditor-demo"
+    for name in (
+        "auditor.db",
+        "report.html",
+        "export/findings.csv",
+        "export/findings.json",
+        "export/diff.json",
+    ):
+        assert (folder / name).is_file(), name
+        assert name.split("/")[-1] in out
+    diff = json.loads((folder / "export" / "diff.json").read_text())
+    assert (diff["from_run"], diff["to_run"]) == (1, 2)
+    assert "<html" in (folder / "report.html").read_text().lower()
+    with sqlite3.connect(folder / "auditor.db") as db:
+        assert db.execute("select id, status from runs order by id").fetchall() == [
+            (1, "complete"),
+            (2, "complete"),
+        ]
+
+    again = invoke(["demo", "--clusters", "12", "--columns", "600"])
+    assert again.exit_code == 0
+    assert "(runs 3 and 4)" in again.stdout  # nothing is deleted; the sandbox drifts on
+
+
+SMALL_SANDBOX = "[auditor.sandbox]\nclusters = 20\ncolumns = 1500\n"
+
+
+def test_run_without_a_url_uses_the_sandbox_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("auditor.toml").write_text(SMALL_SANDBOX)
+    first = invoke(["run", "--format", "json", "--report", "r1.html"])
+    assert first.exit_code == 0, first.output
+    assert "using the built-in sandbox, epoch 0" in first.stderr
+    assert json.loads(first.stdout)["run"] == 1
+    second = invoke(["run", "--format", "json", "--report", "r2.html", "--export-dir", "export"])
+    assert second.exit_code == 0, second.output
+    assert "epoch 1" in second.stderr and "compared with run 1" in second.stderr
+    payload = json.loads(second.stdout)
+    assert payload["run"] == 2 and payload["baseline"] == 1
+    statuses = {f["status"] for f in payload["findings"]}
+    assert statuses <= {"new", "existing", "waived"} and "existing" in statuses
+    assert json.loads((tmp_path / "export" / "diff.json").read_text())["from_run"] == 1
+    assert (tmp_path / "r2.html").is_file()
+
+
+def test_run_exits_with_the_gate_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("auditor.toml").write_text(SMALL_SANDBOX)
+    gated = invoke(["run", "--fail-on", "high", "--report", "r.html"])
+    assert gated.exit_code == 1
+    assert "gate failed" in gated.stderr
+
+
+def test_new_only_counts_only_findings_new_since_the_baseline(tmp_path, monkeypatch, sandbox):
+    server = sandbox(clusters=8, columns=300, token="sk-fixed-epoch")  # the same catalog every time
+    monkeypatch.chdir(tmp_path)
+    env = {"BIGID_TOKEN": "sk-fixed-epoch"}
+    first = invoke(
+        ["run", "--url", server.url, "--fail-on", "info", "--new-only", "--report", "r.html"], env=env
+    )
+    assert first.exit_code == 1  # no baseline yet: every finding is new
+    second = invoke(
+        ["run", "--url", server.url, "--fail-on", "info", "--new-only", "--report", "r.html"], env=env
+    )
+    assert second.exit_code == 0, second.output  # nothing changed, so nothing is new
+    third = invoke(["run", "--url", server.url, "--fail-on", "info", "--report", "r.html"], env=env)
+    assert third.exit_code == 1  # without --new-only the existing findings still fail the gate
+
+
+def test_rule_errors_stop_the_job_before_anything_is_fetched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - id: Not_Kebab\n    severity: extreme\n")
+    result = invoke(["run", "--rules", str(bad)])
+    assert result.exit_code == 2
+    assert "bad.yaml:" in result.stderr
+    assert not (tmp_path / "auditor.db").exists() or sqlite3.connect(tmp_path / "auditor.db").execute(
+        "select count(*) from runs"
+    ).fetchone() == (0,)
+
+
+def test_run_against_a_tenant_url_with_raw_auth_records_the_scheme(tmp_path, monkeypatch, sandbox):
+    server = sandbox(clusters=6, columns=120, auth="raw", token="sk-tenant-raw-123")
+    monkeypatch.chdir(tmp_path)
+    result = invoke(
+        ["run", "--url", server.url, "--report", "r.html", "--format", "json"],
+        env={"BIGID_TOKEN": "sk-tenant-raw-123"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "built-in sandbox" not in result.stderr
+    with sqlite3.connect(tmp_path / "auditor.db") as db:
+        assert db.execute("select status, auth_scheme, columns_stored from runs").fetchone() == (
+            "complete",
+            "raw",
+            120,
+        )
+
+
+def test_a_failed_snapshot_is_recorded_and_nothing_is_reported(tmp_path, monkeypatch, sandbox):
+    server = sandbox(clusters=3, columns=30, auth="raw", token="sk-right-token")
+    monkeypatch.chdir(tmp_path)
+    result = invoke(
+        ["run", "--url", server.url, "--auth-scheme", "raw", "--report", "r.html"],
+        env={"BIGID_TOKEN": "sk-wrong-token"},
+    )
+    assert result.exit_code == 3
+    assert "API key" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "r.html").exists()
+    with sqlite3.connect(tmp_path / "auditor.db") as db:
+        assert db.execute("select status from runs").fetchall() == [("failed",)]
+
+
+def test_the_api_key_never_reaches_any_output(tmp_path, monkeypatch, sandbox):
+    key = "sk-LEAKCHECK-7f3a9c2e1b"
+    server = sandbox(clusters=5, columns=80, auth="bearer", token=key)
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for args in (
+        ["--verbose", "run", "--url", server.url, "--report", "r1.html", "--export-dir", "ex1"],
+        [
+            "--verbose",
+            "--debug",
+            "run",
+            "--url",
+            server.url,
+            "--format",
+            "sarif",
+            "-o",
+            "out.sarif",
+            "--report",
+            "r2.html",
+            "--export-dir",
+            "ex2",
+            "--email-to",
+            "team@example.com",
+            "--eml",
+            "mail.eml",
+        ],
+    ):
+        result = invoke(args, env={"BIGID_TOKEN": key})
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    wrong = invoke(
+        ["--debug", "run", "--url", server.url, "--auth-scheme", "bearer"], env={"BIGID_TOKEN": key + "x"}
+    )
+    assert wrong.exit_code == 3
+    outputs.append(wrong.output)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"auditor.db", "r2.html", "mail.eml", "out.sarif", "findings.csv"} <= {p.name for p in files}
+    for path in files:
+        assert key.encode() not in path.read_bytes(), f"the API key leaked into {path.name}"
+    for text in outputs:
+        assert key not in text
+    message = email.message_from_bytes((tmp_path / "mail.eml").read_bytes(), policy=policy.default)
+    assert message["To"] == "team@example.com"
+    secrets.forget_all()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        'fail_on = "extreme"',
+        'workers = "many"',
+        "[auditor.sandbox]\ncolumns = -1",
+        "[auditor.sandbox]\nx = 1",
+    ],
+)
+def test_bad_settings_in_the_config_file_are_usage_errors(tmp_path, monkeypatch, setting):
+    monkeypatch.chdir(tmp_path)
+    Path("auditor.toml").write_text(f"[auditor]\n{setting}\n")
+    result = invoke(["run"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output

@@ -362,3 +362,19 @@ def test_concurrent_clients_see_consistent_pages(sandbox):
     with ThreadPoolExecutor(8) as pool:
         got = dict(zip(truth, pool.map(fetch, truth), strict=True))
     assert got == truth
+
+
+def test_ipv6_loopback():
+    from auditor.errors import ConfigError
+    from auditor.sandbox import SandboxServer
+
+    try:
+        server = SandboxServer(host="::1").start()
+    except ConfigError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        assert server.url.startswith("http://[::1]:")
+        response = requests.get(server.url + CLUSTERS, headers={"Authorization": "Bearer SAMPLE"}, timeout=10)
+        assert response.status_code == 200
+    finally:
+        server.stop()

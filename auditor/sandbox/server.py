@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import itertools
 import logging
 import random
 import re
@@ -298,12 +299,20 @@ class SandboxApp:
         envelope = self.config.envelope
         size = self._page_size(limit, capped=envelope in ("results", "status"))
         page: list[dict[str, Any]] = []
-        total = 0
-        for record in self.dataset.clusters():
-            if predicate(record):
-                if total >= skip and (size is None or len(page) < size):
-                    page.append(record)
-                total += 1
+        dataset = self.dataset
+        if (query.get("filter") or "").strip():
+            total = 0
+            for record in dataset.clusters():
+                if predicate(record):
+                    if total >= skip and (size is None or len(page) < size):
+                        page.append(record)
+                    total += 1
+        else:  # only the page's records are generated
+            total = dataset.cluster_count()
+            stop = None if size is None else skip + size
+            page = [
+                dataset.cluster_record(slot) for slot in itertools.islice(dataset.cluster_slots(), skip, stop)
+            ]
         if envelope == "tutorial":
             payload: Any = page
         elif envelope == "results":

@@ -1,0 +1,80 @@
+"""The same store and migrations against a real PostgreSQL server (AUDITOR_TEST_POSTGRES_URL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from auditor.store import db as store_db
+from auditor.store.runs import count_run_rows, list_runs, resolve_run
+from auditor.store.schema import metadata
+
+from .conftest import make_catalog, write_catalog
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def fresh_postgres(postgres_url: str) -> Iterator[str]:
+    """An empty database of its own on the test server, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    url = make_url(postgres_url)
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"auditor_store_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_postgres_database_is_created_at_head_and_matches_models(fresh_postgres):
+    engine = store_db.open_database(fresh_postgres)
+    try:
+        assert store_db.current_revision(engine) == store_db.head_revision()
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_postgres_snapshots_share_versions_and_resolve_runs(fresh_postgres):
+    engine = store_db.open_database(fresh_postgres)
+    try:
+        first = write_catalog(engine, make_catalog(3, 4))
+        second = write_catalog(engine, make_catalog(3, 4, variant=1))
+        failed = write_catalog(engine, make_catalog(1, 1), complete=False)
+        with engine.connect() as connection:
+            assert connection.execute(text("select count(*) from column_versions")).scalar() == 13
+        assert [r.status for r in list_runs(engine)] == ["complete", "complete", "failed"]
+        assert resolve_run(engine, "latest").id == second
+        assert count_run_rows(engine, first) == (3, 12)
+        assert failed > second
+    finally:
+        engine.dispose()
+
+
+def test_postgres_first_revision_with_data_upgrades_without_loss(fresh_postgres):
+    engine = store_db.create_db_engine(store_db.database_url(fresh_postgres))
+    try:
+        store_db.upgrade(engine, "0001")
+        run_id = write_catalog(engine, make_catalog(2, 5))
+        with engine.connect() as connection:
+            before = connection.execute(text("select fqn, column_hash from run_columns order by 1, 2")).all()
+        store_db.upgrade(engine)
+        assert store_db.current_revision(engine) == store_db.head_revision()
+        with engine.connect() as connection:
+            after = connection.execute(text("select fqn, column_hash from run_columns order by 1, 2")).all()
+            assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        assert after == before and len(after) == 10
+        assert resolve_run(engine, run_id).complete
+    finally:
+        engine.dispose()

@@ -155,8 +155,12 @@ def _instance_suffix(instance: int) -> str:
 
 
 class Dataset:
-    """The ground truth for one :class:`SandboxConfig` (only ``seed``, ``epoch``, ``clusters``,
-    ``columns`` and ``aliases`` matter; fault knobs never change the data)."""
+    """The ground truth for one :class:`SandboxConfig`.
+
+    Only ``seed``, ``epoch``, ``clusters`` and ``columns`` decide the data; ``aliases`` and
+    ``string_counts`` decide how records are spelled (``Dataset`` returns them exactly as served);
+    fault, auth and envelope knobs never change them. Thread-safe.
+    """
 
     def __init__(self, config: SandboxConfig | None = None, **knobs: Any) -> None:
         if config is None:

@@ -286,3 +286,23 @@ def test_bad_knobs_are_config_errors():
         SandboxConfig(auth="basic")
     with pytest.raises(ConfigError, match="envelope must be one of"):
         SandboxConfig(envelope="xml")
+
+
+def test_serving_a_page_deep_in_a_million_column_cluster_uses_little_memory():
+    from auditor.sandbox import SandboxApp
+    from auditor.sandbox.server import SIMILAR_PATH
+
+    app = SandboxApp(SandboxConfig(clusters=1, columns=1_000_000))
+    cid = next(app.dataset.cluster_ids())
+    tracemalloc.start()
+    try:
+        response = app.handle(
+            "GET", f"{SIMILAR_PATH}?clusterId={cid}&limit=1000&skip=998500", "Bearer SAMPLE"
+        )
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    body = orjson.loads(response.body)
+    assert response.status == 200 and body["totalCount"] == 1_000_000 and len(body["results"]) == 1000
+    assert body["results"][0] == next(app.dataset.columns(cid, 998_500, 998_501))
+    assert peak < 10_000_000, peak

@@ -109,7 +109,7 @@ def _describe_type_error(error: Any) -> str:
     if kind == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
         return "must not be empty"
     if kind.startswith("string_") and kind != "string_type":
-        return error["msg"]
+        return str(error["msg"])
     if expected == "text" and isinstance(value, int | float | bool):
         return f"expected text, got {got} (quote it)"
     if expected:
@@ -248,7 +248,7 @@ class AllOf(Condition):
 
     key = "all"
     levels = (Level.COLUMN, Level.CLUSTER, Level.TAG, Level.ATTRIBUTE)
-    Spec = _AllSpec
+    Spec: ClassVar[type[BaseModel]] = _AllSpec
     nested: ClassVar[dict[str, str]] = {"all": "list"}
     joiner = "and"
 
@@ -293,7 +293,7 @@ class AnyOf(AllOf):
     """At least one of the listed conditions holds (``any: [...]``)."""
 
     key = "any"
-    Spec = _AnySpec
+    Spec: ClassVar[type[BaseModel]] = _AnySpec
     nested: ClassVar[dict[str, str]] = {"any": "list"}
     joiner = "or"
 
@@ -528,6 +528,7 @@ class Compare(Condition):
             return not_(self._scalar(column, _NEGATIVE[op], kind))
         present = column.is_not(None)
         if op in ("exists", "absent", "empty"):
+            test: ColumnElement[bool]
             if op == "exists":
                 test = present
             elif op == "absent":
@@ -560,13 +561,13 @@ class Compare(Condition):
         owner = self.target.getter(row)  # the cluster hash of the row
         labels = cluster_labels.alias(f"lbl_{_next_alias()}")
         if self.op in ("exists", "empty"):
-            has_any = owner.in_(select(labels.c.cluster_hash))
+            has_any: ColumnElement[bool] = owner.in_(select(labels.c.cluster_hash))
             wants_any = self.value if self.op == "exists" else not self.value
             return has_any if wants_any else not_(has_any)
         positive = _NEGATIVE.get(self.op, self.op)
         element_op = "eq" if positive == "contains" else positive
         element = self._scalar(labels.c.label, element_op, Kind.TEXT)
-        test = owner.in_(select(labels.c.cluster_hash).where(element))
+        test: ColumnElement[bool] = owner.in_(select(labels.c.cluster_hash).where(element))
         return not_(test) if self.op in _NEGATIVE else test
 
     # -- explanation ---------------------------------------------------------------------------
@@ -728,15 +729,16 @@ class Having:
             measure = func.count()
         else:
             measure = func.count(func.distinct(group_value(self.distinct, row, exact=self.exact)))
-        bound = bindparam(None, self.threshold, unique=True)
-        return {
+        bound: Any = bindparam(None, self.threshold, unique=True)
+        tests: dict[str, ColumnElement[bool]] = {
             "eq": measure == bound,
             "ne": measure != bound,
             "gt": measure > bound,
             "gte": measure >= bound,
             "lt": measure < bound,
             "lte": measure <= bound,
-        }[self.op]
+        }
+        return tests[self.op]
 
     def explain(self, noun: str) -> str:
         what = f"distinct {self.distinct.label.removeprefix('the ')}s" if self.distinct else noun
@@ -910,13 +912,16 @@ class Quantifier(Condition):
             query = (
                 select(owner_key).select_from(source).where(scope, predicate).group_by(*keys).having(having)
             )
-            return outer.in_(query)
+            grouped: ColumnElement[bool] = outer.in_(query)
+            return grouped
         source, owner_key, scope = self._elements(inner_row)
         if self.mode == "all":
             query = select(owner_key).select_from(source).where(scope, not_(predicate))
-            return not_(outer.in_(query))
+            failing: ColumnElement[bool] = outer.in_(query)
+            return not_(failing)
         query = select(owner_key).select_from(source).where(scope, predicate)
-        return outer.in_(query) if self.mode == "any" else not_(outer.in_(query))
+        found: ColumnElement[bool] = outer.in_(query)
+        return found if self.mode == "any" else not_(found)
 
     def explain(self) -> str:
         if self.mode == "count":

@@ -173,18 +173,18 @@ def store_evaluation(
     """Store an evaluation and its findings in one transaction; returns the evaluation id."""
     try:
         with engine.begin() as connection:
-            evaluation_id = int(
-                connection.execute(
-                    evaluations.insert().values(
-                        run_id=run_id,
-                        created_at=now(),
-                        rules_digest=rules_digest,
-                        waivers_digest=None,
-                        rule_ids=sorted(rule_ids),
-                        tool_version=__version__,
-                    )
-                ).inserted_primary_key[0]
-            )
+            inserted = connection.execute(
+                evaluations.insert().values(
+                    run_id=run_id,
+                    created_at=now(),
+                    rules_digest=rules_digest,
+                    waivers_digest=None,
+                    rule_ids=sorted(rule_ids),
+                    tool_version=__version__,
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            evaluation_id = int(inserted[0])
             rows = [
                 {
                     "evaluation_id": evaluation_id,

@@ -203,7 +203,9 @@ def _parse_case(
     return Case(ctx.source, mark.line if mark else 1, str(name), list(rules), clusters, expect)
 
 
-def _parse_clusters(node: Any, ctx: ParseContext, path: list[Any]) -> list[tuple[dict, list[dict]]]:
+def _parse_clusters(
+    node: Any, ctx: ParseContext, path: list[Any]
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     if not isinstance(node, LocList):
         ctx.problem(path, "'clusters' must be a list of clusters (each with id and columns)")
         return []

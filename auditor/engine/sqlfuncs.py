@@ -26,8 +26,8 @@ try:  # Python 3.11+: the parser moved to a private module; sre_parse is depreca
     import re._constants as _c
     import re._parser as _parser
 except ImportError:  # pragma: no cover
-    import sre_constants as _c  # type: ignore[no-redef]
-    import sre_parse as _parser  # type: ignore[no-redef]
+    import sre_constants as _c
+    import sre_parse as _parser
 
 MAX_PATTERN = 300
 MAX_INPUT = 10_000

@@ -30,7 +30,7 @@ class Mark:
         return cls(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-class LocDict(dict):
+class LocDict(dict[Any, Any]):
     """A mapping that knows where it, each of its keys and each of its values start."""
 
     mark: Mark
@@ -38,7 +38,7 @@ class LocDict(dict):
     value_marks: dict[Any, Mark]
 
 
-class LocList(list):
+class LocList(list[Any]):
     """A sequence that knows where it and each of its items start."""
 
     mark: Mark
@@ -62,7 +62,7 @@ class Problems:
         return len(self.items)
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader building Loc containers and noting duplicate keys."""
 
     def __init__(self, stream: str, source: str, problems: Problems) -> None:

@@ -28,4 +28,5 @@ def render(fmt: Format | str, result: CheckResult) -> str:
     """Render ``result`` in ``fmt``."""
     member = Format(fmt)
     module = importlib.import_module(f"auditor.formats.{member.value}_format")
-    return module.format(result)
+    text: str = module.format(result)
+    return text

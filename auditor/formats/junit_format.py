@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
+    from auditor.engine.findings import Finding
 
 
 def format(result: CheckResult) -> str:
-    by_rule: dict[str, list] = {rule.id: [] for rule in result.rules}
+    by_rule: dict[str, list[Finding]] = {rule.id: [] for rule in result.rules}
     for finding in result.findings:
         by_rule.setdefault(finding.rule, []).append(finding)
     root = ET.Element("testsuites", name=f"cluster-auditor run {result.run.id}")
@@ -46,7 +47,7 @@ def format(result: CheckResult) -> str:
                 )
             else:
                 failures += 1
-                label = f" (waiver expired {f.waiver['expires']})" if f.waiver_expired else ""
+                label = f" (waiver expired {f.waiver['expires']})" if f.waiver and f.waiver_expired else ""
                 failure = ET.SubElement(case, "failure", message=f.message + label, type=f.severity)
                 failure.text = (
                     f"{f.message}{label}\nrule: {rule_id}\nseverity: {f.severity}\nstatus: {f.status}\n"

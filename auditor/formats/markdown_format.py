@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
+    from auditor.engine.findings import Finding
 
 MAX_ROWS = 200
 ICONS = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "info": "⬜"}
@@ -24,7 +25,7 @@ def cell(text: object) -> str:
     return value.replace("\r", " ").replace("\n", " ")
 
 
-def _table(findings, limit: int) -> list[str]:
+def _table(findings: list[Finding], limit: int) -> list[str]:
     lines = ["| Severity | Status | Rule | Subject | Message |", "|---|---|---|---|---|"]
     for f in findings[:limit]:
         status = "waiver expired" if f.waiver_expired else f.status

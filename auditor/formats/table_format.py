@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
+    from auditor.engine.findings import Finding
 
 WIDTH_SUBJECT = 48
 
@@ -19,10 +20,10 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _status(finding) -> str:
+def _status(finding: Finding) -> str:
     if finding.waiver_expired:
         return "waiver expired"
-    return finding.status
+    return str(finding.status)
 
 
 def format(result: CheckResult) -> str:

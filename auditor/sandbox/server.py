@@ -99,6 +99,10 @@ class ServerStats:
             if fault:
                 self.faults[fault] += 1
 
+    def session_issued(self) -> None:
+        with self._lock:
+            self.sessions_issued += 1
+
     def count(self, path: str | None = None, status: int | None = None) -> int:
         """Requests answered, optionally only for one path and/or one status."""
         with self._lock:
@@ -153,46 +157,46 @@ class SandboxApp:
     # -- entry point -----------------------------------------------------------------------------
 
     def handle(self, method: str, target: str, authorization: str | None) -> Response:
+        """The response to one request (``target`` is the path with its query string)."""
         split = urlsplit(target)
         path = split.path.rstrip("/") or "/"
-        fault = None
-        rows = 0
         try:
             if self.config.latency:
                 time.sleep(self.config.latency)
-            if method != "GET" or path not in (CLUSTERS_PATH, SIMILAR_PATH, REFRESH_PATH):
-                response = _json(404, {"error": f"Cannot {method} {path}"})
-            elif path == REFRESH_PATH:
-                response = self._refresh(authorization)
-            else:
-                verdict = self.auth.check(authorization)
-                if verdict is Verdict.UNAUTHORIZED and self.config.soft_auth_errors:
-                    response = _json(200, {"success": False, "message": "Failed to authenticate token."})
-                elif verdict is Verdict.UNAUTHORIZED:
-                    response = Response(401, b"Unauthorized", "text/plain; charset=utf-8")
-                elif verdict is Verdict.FORBIDDEN:
-                    response = _json(
-                        403, {"error": "Forbidden: this token lacks permission for cluster analysis"}
-                    )
-                else:
-                    query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
-                    injected = self._fault(path, split.query)
-                    if injected is not None:
-                        fault, response = injected
-                    else:
-                        try:
-                            if path == CLUSTERS_PATH:
-                                response, rows = self._clusters(query)
-                            else:
-                                response, rows = self._similar(query)
-                        except BadRequest as exc:
-                            response = _json(400, {"error": str(exc)})
-                        self._succeeded(path, split.query)
+            response, rows, fault = self._route(method, path, split.query, authorization)
         except Exception:  # a sandbox bug must still answer like a server, not hang
             log.exception("sandbox: internal error answering %s %s", method, path)
-            response = _json(500, SERVER_ERROR)
+            response, rows, fault = _json(500, SERVER_ERROR), 0, None
         self.stats.record(path, response.status, rows, len(response.body), fault)
         return response
+
+    def _route(
+        self, method: str, path: str, query_string: str, authorization: str | None
+    ) -> tuple[Response, int, str | None]:
+        """(response, rows served, fault injected) for one request."""
+        if method != "GET" or path not in (CLUSTERS_PATH, SIMILAR_PATH, REFRESH_PATH):
+            return _json(404, {"error": f"Cannot {method} {path}"}), 0, None
+        if path == REFRESH_PATH:
+            return self._refresh(authorization), 0, None
+        verdict = self.auth.check(authorization)
+        if verdict is Verdict.UNAUTHORIZED:
+            if self.config.soft_auth_errors:
+                return _json(200, {"success": False, "message": "Failed to authenticate token."}), 0, None
+            return Response(401, b"Unauthorized", "text/plain; charset=utf-8"), 0, None
+        if verdict is Verdict.FORBIDDEN:
+            body = {"error": "Forbidden: this token lacks permission for cluster analysis"}
+            return _json(403, body), 0, None
+        injected = self._fault(path, query_string)
+        if injected is not None:
+            fault, response = injected
+            return response, 0, fault
+        query = {k: v[0] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
+        try:
+            response, rows = self._clusters(query) if path == CLUSTERS_PATH else self._similar(query)
+        except BadRequest as exc:
+            response, rows = _json(400, {"error": str(exc)}), 0
+        self._succeeded(path, query_string)
+        return response, rows, None
 
     # -- token exchange --------------------------------------------------------------------------
 
@@ -202,8 +206,7 @@ class SandboxApp:
             if self.config.soft_auth_errors:
                 return _json(200, {"success": False, "message": "Refresh token not valid"})
             return _json(401, {"message": "Refresh token not valid"})
-        with self.stats._lock:
-            self.stats.sessions_issued += 1
+        self.stats.session_issued()
         return _json(200, {"success": True, "systemToken": token})
 
     # -- faults ----------------------------------------------------------------------------------

@@ -324,6 +324,72 @@ def count_open_findings(findings: Any) -> dict[str, int]:
     return dict(counts)
 
 
+@dataclass
+class _Subject:
+    """What a waiver matches a finding on (a stand-in for the engine's Finding, read by SQL)."""
+
+    rule: str
+    cluster_id: str | None
+    column: str | None
+    columns: list[str]
+
+
+def stored_open_counts(engine: Engine, run: Any, ruleset: Any, waivers: Any) -> dict[str, int] | None:
+    """Open (not waived) findings by severity of a run's stored evaluation under ``ruleset``, in SQL.
+
+    The trend needs only counts, so rather than loading every finding of every past run as objects,
+    rules without waivers are counted with ``GROUP BY``; only findings of rules that have waivers are
+    read (four fields) and matched, with expiry judged on the day the run was taken. ``None`` when the
+    run was never evaluated with these rules.
+    """
+    from sqlalchemy import func, select
+
+    from auditor.store.schema import evaluations, findings
+
+    digest = getattr(ruleset, "digest", None)
+    if not digest:
+        return None
+    entries = list(getattr(waivers, "entries", ()) or ())
+    waived_rules = sorted({str(w.rule) for w in entries})
+    day = run.started_at.date()
+    counts: Counter[str] = Counter()
+    with engine.connect() as connection:
+        evaluation_id = connection.execute(
+            select(func.max(evaluations.c.id)).where(
+                evaluations.c.run_id == run.id, evaluations.c.rules_digest == digest
+            )
+        ).scalar()
+        if evaluation_id is None:
+            return None
+        in_evaluation = findings.c.evaluation_id == evaluation_id
+        grouped = (
+            select(findings.c.severity, func.count())
+            .where(in_evaluation, findings.c.rule_id.not_in(waived_rules))
+            .group_by(findings.c.severity)
+        )
+        for severity, count in connection.execute(grouped):
+            counts[str(severity).lower()] += int(count)
+        if waived_rules:
+            by_rule: dict[str, list[Any]] = {}
+            for waiver in entries:
+                if not waiver.expired(day):
+                    by_rule.setdefault(str(waiver.rule), []).append(waiver)
+            rows = connection.execute(
+                select(
+                    findings.c.severity,
+                    findings.c.rule_id,
+                    findings.c.cluster_id,
+                    findings.c.column_fqn,
+                    findings.c.columns,
+                ).where(in_evaluation, findings.c.rule_id.in_(waived_rules))
+            )
+            for severity, rule_id, cluster_id, column, columns in rows:
+                subject = _Subject(rule_id, cluster_id, column, list(columns or []))
+                if not any(waiver.matches(subject) for waiver in by_rule.get(rule_id, ())):
+                    counts[str(severity).lower()] += 1
+    return dict(counts)
+
+
 def gather_input(
     engine: Engine,
     run: str | int | None = "latest",
@@ -406,10 +472,12 @@ def gather_input(
         past = list(reversed(latest_complete_runs(engine, trend_runs, before=run_info.id)))
         past = past[-(trend_runs - 1) :] if trend_runs > 1 else []
         for info in past:
-            past_findings = findings_for_run(engine, info.id, ruleset)
-            if waivers is not None:  # open means "not waived" on the day that run was taken
-                apply_waivers(past_findings, waivers, info.started_at.date())
-            counts = count_open_findings(past_findings)
+            counts = stored_open_counts(engine, info, ruleset, waivers)
+            if counts is None:  # never evaluated with these rules: evaluate (and store) it now
+                past_findings = findings_for_run(engine, info.id, ruleset)
+                if waivers is not None:  # open means "not waived" on the day that run was taken
+                    apply_waivers(past_findings, waivers, info.started_at.date())
+                counts = count_open_findings(past_findings)
             trend.append(TrendPoint(info.id, RunView.from_info(info).started_at, counts))
         trend.append(
             TrendPoint(run_info.id, RunView.from_info(run_info).started_at, count_open_findings(findings))

@@ -137,10 +137,20 @@ def test_report_writes_the_file_and_prints_its_path(database: str, tmp_path: Pat
         )
         for row in rule.select("tbody tr")
     }
-    assert because["hr.payroll.salary.ssn"] == "Because: label 'Confidential' removed from cluster 'HR'"
-    assert because[f"dwh.sales.orders.{HOSTILE_NAME}"] == (
-        f"Because: column dwh.sales.orders.{HOSTILE_NAME} added to the cluster"
-    )
+    # each new finding is explained by the diff's own sentence for the change behind it
+    from auditor.diff import compute_diff
+
+    engine = open_database(database)
+    try:
+        explained = {
+            f["column"]: "; ".join(e["text"] for e in f["explanation"])
+            for f in compute_diff(engine, 1, 2).to_json()["findings"]["new"]
+            if f["rule"] == "high-sensitivity-without-confidential"
+        }
+    finally:
+        engine.dispose()
+    assert "Confidential" in explained["hr.payroll.salary.ssn"]
+    assert because == {column: f"Because: {text}" for column, text in explained.items()}
     assert soup.select_one("section#changes-clusters")["data-total"] == "1"
     assert soup.select_one("section#changes-columns")["data-total"] == "1"
     trend = [t.get_text() for t in soup.select("#trend-chart text")]
@@ -374,3 +384,40 @@ def test_library_write_and_render_report(database: str, tmp_path: Path) -> None:
         "Showing the first 1 of 3: 2 more in the JSON/CSV export "
         "(write it with auditor report --export-dir DIR)."
     )
+
+
+def test_trend_counts_in_sql_agree_with_the_engine(database: str, tmp_path: Path) -> None:
+    from auditor.engine import apply_waivers, findings_for_run, load_ruleset, load_waivers
+    from auditor.render.report import count_open_findings, stored_open_counts
+    from auditor.store.runs import get_run
+
+    waivers_file = tmp_path / "w.yml"
+    waivers_file.write_text(
+        "waivers:\n"
+        "  - rule: high-sensitivity-without-confidential\n"
+        "    column: 'hr.*'\n"
+        "    reason: r\n    owner: o@example.org\n    expires: 2099-01-01\n"
+        "  - rule: sensitive-column-without-business-attribute\n"
+        "    cluster: c2\n"
+        "    reason: r\n    owner: o@example.org\n    expires: 2000-01-01\n",  # expired long ago
+        encoding="utf-8",
+    )
+    engine = open_database(database)
+    try:
+        ruleset = load_ruleset(None)
+        waivers = load_waivers(waivers_file)
+        run = get_run(engine, 2)
+        assert run is not None
+        assert stored_open_counts(engine, run, ruleset, None) is None  # never evaluated yet
+        for chosen in (None, waivers):
+            reference = findings_for_run(engine, 2, ruleset)
+            if chosen is not None:
+                apply_waivers(reference, chosen, run.started_at.date())
+            expected = count_open_findings(reference)
+            assert stored_open_counts(engine, run, ruleset, chosen) == expected
+        waived_count = sum(count_open_findings(findings_for_run(engine, 2, ruleset)).values()) - sum(
+            stored_open_counts(engine, run, ruleset, waivers).values()
+        )
+        assert waived_count == 1  # hr.payroll.salary.ssn; the expired waiver covers nothing
+    finally:
+        engine.dispose()

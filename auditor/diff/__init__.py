@@ -11,7 +11,6 @@ findings by fingerprint and links each to the catalog change that explains it. T
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -31,6 +30,7 @@ from auditor.diff.model import (
     Explanation,
     FindingDiff,
 )
+from auditor.diff.sources import engine_findings_source
 from auditor.errors import ConfigError, RunNotUsableError, StoreError
 from auditor.store.runs import RunInfo, previous_complete_run, resolve_run
 
@@ -139,78 +139,6 @@ def compute_diff(
         from_started_at=_iso(before.started_at),
         to_started_at=_iso(after.started_at),
     )
-
-
-def engine_findings_source(
-    engine: Engine, *, ruleset: Any = None, waivers: Any = None, today: date | None = None
-) -> FindingsSource:
-    """Findings of both runs from the rules engine, evaluated (and stored) on demand.
-
-    The newer run's findings get the given waivers as of ``today`` (default: the current UTC date),
-    and status ``new``/``existing`` relative to the older run. The older run's waiver states are the
-    ones recorded by its own last check under the same rules (what reviewers saw then); when it
-    was never checked, the given waivers are applied as of the day that run started. So a waiver
-    added since the older check shows as *newly waived*, and one that lapsed as *waiver expired*.
-    """
-    from auditor import engine as rules_engine
-
-    rules = ruleset if ruleset is not None else rules_engine.load_ruleset(None)
-    if isinstance(waivers, (str, Path)):
-        waivers = rules_engine.load_waivers(waivers)
-    day = today or datetime.now(UTC).date()
-
-    def source(before: RunInfo, after: RunInfo) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        # One run at a time, so that only one run's Finding objects are alive beside the dicts.
-        older = rules_engine.findings_for_run(engine, before.id, rules, store=True)
-        recorded = _recorded_check(engine, before.id, rules.digest)
-        if recorded is None:
-            rules_engine.apply_waivers(older, waivers, before.started_at.date())
-            for finding in older:
-                if finding.status != "waived":
-                    finding.status = _age(finding, before.id)
-        else:
-            for finding in older:
-                status, waiver = recorded.get(finding.fingerprint, (None, None))
-                finding.status = status or _age(finding, before.id)
-                finding.waiver = waiver
-        del recorded
-        older_json = [finding.to_json() for finding in older]
-        del older
-        seen = {finding["fingerprint"] for finding in older_json}
-        newer = rules_engine.findings_for_run(engine, after.id, rules, store=True)
-        for finding in newer:
-            finding.waiver = None
-            finding.status = "existing" if finding.fingerprint in seen else "new"
-        rules_engine.apply_waivers(newer, waivers, day)
-        return older_json, [finding.to_json() for finding in newer]
-
-    return source
-
-
-def _age(finding: Any, run_id: int) -> str:
-    first = finding.first_seen_run
-    return "new" if first is None or first >= run_id else "existing"
-
-
-def _recorded_check(engine: Engine, run_id: int, rules_digest: str) -> dict[str, tuple[Any, Any]] | None:
-    """(status, waiver) per fingerprint as the run's last check recorded them; None if never checked."""
-    from sqlalchemy import select
-
-    from auditor.engine.findings import latest_evaluation
-    from auditor.store.schema import findings as findings_table
-
-    with engine.connect() as connection:
-        evaluation_id = latest_evaluation(connection, run_id, rules_digest)
-        if evaluation_id is None:
-            return None
-        rows = connection.execute(
-            select(findings_table.c.fingerprint, findings_table.c.status, findings_table.c.waiver).where(
-                findings_table.c.evaluation_id == evaluation_id
-            )
-        ).all()
-    if not rows or all(status is None for _, status, _ in rows):
-        return None
-    return {fingerprint: (status, waiver) for fingerprint, status, waiver in rows}
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, select
 
 from auditor.diff.model import (
     CatalogDiff,
@@ -162,33 +162,24 @@ def compare_clusters(before: dict[str, Any], after: dict[str, Any]) -> dict[str,
 def _diff_columns(
     connection: Connection, from_run: int, to_run: int, result: CatalogDiff, threshold: float
 ) -> None:
-    a, b = run_columns.alias("a"), run_columns.alias("b")
-    # One pass over the older run: memberships that vanished or whose content hash changed.
-    older = connection.execute(
-        select(a.c.cluster_id, a.c.fqn, a.c.column_hash, b.c.column_hash)
-        .select_from(
-            a.outerjoin(b, and_(b.c.run_id == to_run, b.c.cluster_id == a.c.cluster_id, b.c.fqn == a.c.fqn))
-        )
-        .where(a.c.run_id == from_run, or_(b.c.fqn.is_(None), a.c.column_hash != b.c.column_hash))
-    )
+    # Each run's memberships that have no *identical* partner (same cluster, fqn and content hash) in
+    # the other run: an anti-join on all four columns, which the covering index
+    # ix_run_columns_diff answers without reading the table (SQLite would otherwise probe the
+    # primary key, a unique index, and fetch each row's hash from the table). Only changes come back.
+    older = dict(_unmatched(connection, from_run, to_run))
+    newer = dict(_unmatched(connection, to_run, from_run))
     departures: dict[str, list[tuple[str, str]]] = defaultdict(list)  # fqn -> [(cluster, hash)]
+    arrivals: dict[str, list[tuple[str, str]]] = defaultdict(list)
     changed: list[tuple[str, str, str, str]] = []  # (cluster, fqn, before hash, after hash)
-    for cluster_id, fqn, before_hash, after_hash in older:
+    for (cluster_id, fqn), before_hash in older.items():
+        after_hash = newer.pop((cluster_id, fqn), None)
         if after_hash is None:
             departures[fqn].append((cluster_id, before_hash))
         else:
             changed.append((cluster_id, fqn, before_hash, after_hash))
-    # One pass over the newer run: memberships that are new.
-    arrivals: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    newer = connection.execute(
-        select(b.c.cluster_id, b.c.fqn, b.c.column_hash)
-        .select_from(
-            b.outerjoin(a, and_(a.c.run_id == from_run, a.c.cluster_id == b.c.cluster_id, a.c.fqn == b.c.fqn))
-        )
-        .where(b.c.run_id == to_run, a.c.fqn.is_(None))
-    )
-    for cluster_id, fqn, column_hash in newer:
-        arrivals[fqn].append((cluster_id, column_hash))
+    for (cluster_id, fqn), after_hash in newer.items():
+        arrivals[fqn].append((cluster_id, after_hash))
+    del older, newer
 
     moves, removed, added = pair_moves(departures, arrivals)
 
@@ -216,6 +207,28 @@ def _diff_columns(
             result.columns_changed.append(ColumnChange(to_cluster, fqn, changes))
     result.columns_removed.extend(_column_entry(cid, fqn, versions[h]) for cid, fqn, h in removed)
     result.columns_added.extend(_column_entry(cid, fqn, versions[h]) for cid, fqn, h in added)
+
+
+def _unmatched(connection: Connection, run: int, other: int) -> Iterator[tuple[tuple[str, str], str]]:
+    """((cluster_id, fqn), hash) of the memberships of ``run`` with no identical one in ``other``."""
+    a, b = run_columns.alias("a"), run_columns.alias("b")
+    rows = connection.execute(
+        select(a.c.cluster_id, a.c.fqn, a.c.column_hash)
+        .select_from(
+            a.outerjoin(
+                b,
+                and_(
+                    b.c.run_id == other,
+                    b.c.cluster_id == a.c.cluster_id,
+                    b.c.fqn == a.c.fqn,
+                    b.c.column_hash == a.c.column_hash,
+                ),
+            )
+        )
+        .where(a.c.run_id == run, b.c.fqn.is_(None))
+    )
+    for cluster_id, fqn, column_hash in rows:
+        yield (cluster_id, fqn), column_hash
 
 
 def pair_moves(

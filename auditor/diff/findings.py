@@ -30,10 +30,11 @@ from auditor.store.runs import RunInfo
 MAX_EXPLANATIONS = 10  # per finding; a cluster finding in a cluster with 10,000 changes lists a few
 
 # Where findings come from: given the older and the newer run, the findings of each in the shape of
-# ``auditor check --format json`` (``Finding.to_json()``), waiver states applied. The rules engine
-# is the default (:func:`auditor.diff.engine_findings_source`); tests and other tools may plug in
-# any callable.
-FindingsSource = Callable[[RunInfo, RunInfo], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+# ``auditor check --format json`` (``Finding.to_json()``), waiver states applied; the older run's
+# may be a stream (it is read once). The rules engine is the default
+# (:func:`auditor.diff.sources.engine_findings_source`); tests and other tools may plug in any
+# callable.
+FindingsSource = Callable[[RunInfo, RunInfo], tuple[Iterable[dict[str, Any]], Iterable[dict[str, Any]]]]
 
 
 class ChangeIndex:
@@ -118,15 +119,23 @@ def diff_findings(
 ) -> dict[str, list[FindingDiff]]:
     """Sort the findings of two runs into the five categories, each with its explanation.
 
-    The finding dicts are kept as they are (not copied): the result refers to them.
+    ``before`` is read once, as a stream: only its resolved findings are kept (and, for the others,
+    whether a waiver was active), so the older run never has to be held in memory as a whole. The
+    finding dicts are kept as they are (not copied): the result refers to them.
     """
-    old = {str(f["fingerprint"]): f for f in before}
-    new = {str(f["fingerprint"]): f for f in after}
     index = ChangeIndex(catalog)
+    new = {str(f["fingerprint"]): f for f in after}
     out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
+    waived_before: dict[str, bool] = {}  # fingerprint in both runs -> actively waived in the older
+    for finding in before:
+        fingerprint = str(finding["fingerprint"])
+        if fingerprint in new:
+            waived_before[fingerprint] = actively_waived(finding)
+        else:
+            out["resolved"].append(FindingDiff("resolved", finding, index.explain(finding)))
     for fingerprint, finding in new.items():
-        previous = old.get(fingerprint)
-        if actively_waived(finding) and (previous is None or not actively_waived(previous)):
+        previous = waived_before.get(fingerprint)  # None: not in the older run
+        if actively_waived(finding) and not previous:
             explained = index.explain(finding) if previous is None else []
             out["newly_waived"].append(
                 FindingDiff(
@@ -135,15 +144,12 @@ def diff_findings(
             )
         elif previous is None:
             out["new"].append(FindingDiff("new", finding, index.explain(finding)))
-        elif waiver_expired(finding) and actively_waived(previous):
+        elif waiver_expired(finding) and previous:
             out["waiver_expired"].append(
                 FindingDiff("waiver_expired", finding, [_waiver_explanation(finding, "waiver_expired")])
             )
         else:
             out["open"].append(FindingDiff("open", finding, []))
-    for fingerprint, finding in old.items():
-        if fingerprint not in new:
-            out["resolved"].append(FindingDiff("resolved", finding, index.explain(finding)))
     for items in out.values():
         items.sort(key=FindingDiff.sort_key)
     return out

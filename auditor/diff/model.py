@@ -181,7 +181,7 @@ class ColumnEntry:
                 None,
                 None,
                 None,
-                f"column {self.column} {verb} the cluster",
+                f"column {self.column} {verb} cluster {self.cluster_id}",
             )
         ]
 

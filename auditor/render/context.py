@@ -52,6 +52,9 @@ class RunView:
     requests: int | None = None
     retries: int | None = None
     error: str | None = None
+    cluster_filter: str | None = None
+    auth_scheme: str | None = None
+    fetch_notes: tuple[str, ...] = ()  # paging facts from ``runs.details`` worth an auditor's eye
 
     @property
     def complete(self) -> bool:
@@ -74,6 +77,9 @@ class RunView:
             requests=data.get("requests"),
             retries=data.get("retries"),
             error=data.get("error"),
+            cluster_filter=data.get("cluster_filter"),
+            auth_scheme=data.get("auth_scheme"),
+            fetch_notes=fetch_notes(data.get("details") or {}),
         )
 
     @classmethod
@@ -83,6 +89,36 @@ class RunView:
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
+    """Plain sentences about how completely the API delivered, from a run's ``details``."""
+    notes: list[str] = []
+
+    def count(key: str) -> int:
+        value = details.get(key)
+        if isinstance(value, list):
+            return len(value)
+        try:
+            return int(value or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    if details.get("pages"):
+        notes.append(f"{count('pages'):,} pages of columns fetched")
+    listed = details.get("cluster_total_mismatch")
+    if isinstance(listed, Mapping):
+        announced, fetched = listed.get("announced"), listed.get("fetched")
+        notes.append(f"the cluster list announced {announced} clusters but {fetched} arrived")
+    for key, sentence in (
+        ("cluster_duplicates", "duplicate cluster rows received (stored once)"),
+        ("duplicate_rows", "duplicate column rows received (stored once)"),
+        ("size_mismatches", "clusters whose size differs from the columns fetched"),
+        ("total_mismatches", "clusters whose totalCount differs from the columns fetched"),
+    ):
+        if count(key):
+            notes.append(f"{count(key):,} {sentence}")
+    return tuple(notes)
 
 
 def _iso(value: Any) -> str | None:

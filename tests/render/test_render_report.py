@@ -32,7 +32,7 @@ def test_header_shows_the_evidence(sample) -> None:
     html = bundle_from_input(sample.data).html
     soup = soup_of(html)
     fields = {dd["data-field"]: text_of(dd) for dd in soup.select("dl#evidence dd")}
-    assert list(fields) == ["run", "completeness", "against", "source", "rules", "waivers", "tool"]
+    assert list(fields) == ["run", "completeness", "fetch", "against", "source", "rules", "waivers", "tool"]
     assert fields["run"] == "3 : started 2026-11-23 10:00:00 UTC, finished 2026-11-23 10:04:30 UTC"
     assert fields["completeness"] == (
         "complete : 40 of 40 clusters, 1,200 of 1,200 columns stored; 57 requests, 2 retries"
@@ -46,6 +46,33 @@ def test_header_shows_the_evidence(sample) -> None:
     assert fields["waivers"] == f"{sample.waivers_file} sha256:{waivers_sha}"
     assert fields["tool"] == "cluster-auditor 0.1.0 (snapshot taken with 0.1.0)"
     assert soup.title.string == "Cluster audit report: run 3"
+
+
+def test_fetch_facts_come_from_the_run_details(sample) -> None:
+    from auditor.render.context import RunView
+
+    sample.data.run = RunView.from_json(
+        {
+            **sample.data.run.to_json(),
+            "cluster_filter": "name:'HR <x>'",
+            "auth_scheme": "bearer",
+            "details": {
+                "pages": 1234,
+                "duplicate_rows": 3,
+                "cluster_duplicates": 0,
+                "size_mismatches": [{"cluster_id": "c1", "size": 5, "fetched": 4}],
+                "total_mismatches": [],
+                "cluster_total_mismatch": {"announced": 41, "fetched": 40},
+            },
+        }
+    )
+    soup = soup_of(bundle_from_input(sample.data).html)
+    assert text_of(soup.select_one('dd[data-field="fetch"]')) == (
+        "cluster filter name:'HR <x>' ; authentication bearer; 1,234 pages of columns fetched; "
+        "the cluster list announced 41 clusters but 40 arrived; "
+        "3 duplicate column rows received (stored once); "
+        "1 clusters whose size differs from the columns fetched"
+    )
 
 
 def test_incomplete_run_is_flagged(sample) -> None:

@@ -36,6 +36,7 @@ from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
 log = logging.getLogger("auditor.snapshot")
 
 QUEUE_PAGES_PER_WORKER = 4  # pages waiting for the writer, per worker: bounds memory
+IDLE_FLUSH_ROWS = 2000  # rows worth a transaction when the writer would otherwise wait
 MAX_LISTED_MISMATCHES = 1000  # mismatches listed in runs.details (all are counted)
 _PUT_WAIT = 0.2
 
@@ -138,6 +139,7 @@ def _fetch_columns(
 
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditor-fetch")
     remaining = len(clusters)
+    unflushed = 0
     try:
         for cluster, _ in clusters:
             executor.submit(work, cluster.id, cluster.size)
@@ -151,6 +153,9 @@ def _fetch_columns(
                 if rows:
                     writer.add_columns(cluster_id, rows)
                     progress.add_columns(len(rows))
+                    unflushed += len(rows)
+                    if unflushed >= writer.batch_rows:
+                        unflushed = 0  # the writer flushed on its own
             elif kind == "done":
                 stats: PagingStats = payload
                 remaining -= 1
@@ -168,6 +173,10 @@ def _fetch_columns(
                 exc: BaseException = payload
                 writer.finish_cluster(cluster_id, ClusterStats(error=_reason(exc)))
                 raise exc
+            if unflushed >= IDLE_FLUSH_ROWS and pages.empty():
+                # nothing to do until the network answers: write now rather than after the fetch
+                writer.flush()
+                unflushed = 0
     except BaseException:
         stop.set()
         client.cancel()

@@ -159,7 +159,9 @@ class BigIDClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"Accept": "application/json", "User-Agent": _user_agent()})
-        self.session.trust_env = True
+        # Proxies from the environment still apply; a no-op auth hook stops requests from reading
+        # ~/.netrc on every request (a file lookup per call, and credentials we never asked for).
+        self.session.auth = _no_auth
         if options.ca_bundle:
             bundle = Path(options.ca_bundle).expanduser()
             if not bundle.exists():
@@ -696,6 +698,10 @@ def _lenient_body(content: bytes) -> Any:
         return parse_body(content)
     except NotJson as exc:
         return None if exc.gateway else exc.snippet
+
+
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
 
 
 def _ms(t0: float) -> float:

@@ -68,6 +68,11 @@ def start_sandbox(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str,
     return process, url, token
 
 
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -104,6 +109,7 @@ def main() -> None:
     try:
         engine = open_database(db)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        cpu_before = _cpu(resource.RUSAGE_SELF)
         client = BigIDClient(
             ClientOptions(url=url, token=token, workers=args.workers, page_size=args.page_size)
         )
@@ -111,12 +117,14 @@ def main() -> None:
         with client:
             run = take_snapshot(engine, client, workers=args.workers)
         elapsed = time.perf_counter() - started
+        cpu = _cpu(resource.RUSAGE_SELF) - cpu_before
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         engine.dispose()
         size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
     finally:
         process.terminate()
         process.wait(timeout=10)
+    sandbox_cpu = _cpu(resource.RUSAGE_CHILDREN)
 
     columns = run.columns_stored or 0
     requests = run.requests or 0
@@ -128,6 +136,11 @@ def main() -> None:
     print(f"run {run.id}: {run.status} in {elapsed:.2f} s")
     print(f"columns/s: {columns / elapsed:,.0f}")
     print(f"requests: {requests:,} ({run.retries or 0} retries), requests/s: {requests / elapsed:,.1f}")
+    print(
+        f"CPU: this process {cpu:.1f} s = {cpu / max(columns, 1) * 1e6:.0f} us/column "
+        f"(one core, GIL-bound: ceiling {columns / cpu if cpu else 0:,.0f} columns/s); "
+        f"sandbox {sandbox_cpu:.1f} s; load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"peak memory (ru_maxrss): {peak / 1024:,.0f} MiB (before the run: {rss_before / 1024:,.0f} MiB)")
     print(f"database: {size / 2**20:,.1f} MiB ({size / max(columns, 1):,.0f} bytes/column)")
     if args.latency:

@@ -151,6 +151,13 @@ class BigIDClient:
         if options.page_size < 1:
             raise ConfigError("--page-size must be at least 1")
         secrets.register(options.token)
+        if options.ca_bundle:
+            bundle = Path(options.ca_bundle).expanduser()
+            if not bundle.exists():
+                raise ConfigError(f"--ca-bundle: {bundle} does not exist")
+            self._verify: bool | str = str(bundle)
+        else:
+            self._verify = options.verify
         self.options = options
         self.base_url = public_url(options.url)
         self.session = requests.Session()
@@ -162,13 +169,6 @@ class BigIDClient:
         # Proxies from the environment still apply; a no-op auth hook stops requests from reading
         # ~/.netrc on every request (a file lookup per call, and credentials we never asked for).
         self.session.auth = _no_auth
-        if options.ca_bundle:
-            bundle = Path(options.ca_bundle).expanduser()
-            if not bundle.exists():
-                raise ConfigError(f"--ca-bundle: {bundle} does not exist")
-            self._verify: bool | str = str(bundle)
-        else:
-            self._verify = options.verify
         if self._verify is False:
             log.warning(
                 "TLS certificate verification is OFF (--insecure): the connection to %s can be "
@@ -181,6 +181,7 @@ class BigIDClient:
         self.auth = Authenticator(options.token, options.auth_scheme, self._exchange)
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._closed = False
         self.requests = 0
         self.retries = 0
         self.envelopes: dict[str, set[str]] = {"clusters": set(), "columns": set()}
@@ -200,6 +201,7 @@ class BigIDClient:
 
     def close(self) -> None:
         """Stop waiting in backoffs and close the pooled connections."""
+        self._closed = True
         self._closing.set()
         self.session.close()
 
@@ -209,7 +211,7 @@ class BigIDClient:
 
     def resume(self) -> None:
         """Undo :meth:`cancel` once the cancelled work has stopped."""
-        if self.session is not None:
+        if not self._closed:
             self._closing.clear()
 
     @property

@@ -77,6 +77,7 @@ SCENARIOS = {
     "envelope_status": {"envelope": "status", "max_page": 13, "string_counts": True},
     "aliases": {"aliases": True},
     "gateway_pages": {"gateway_rate": 0.25},
+    "capped_cluster_listing": {"clusters": 40, "columns": 400, "envelope": "results", "max_page": 7},
     "everything": {
         "envelope": "status",
         "max_page": 6,
@@ -95,7 +96,7 @@ SCENARIOS = {
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_snapshot_is_exact(sandbox, tmp_db, make_client, name):
-    server = sandbox(**SMALL, **SCENARIOS[name])
+    server = sandbox(**{**SMALL, **SCENARIOS[name]})
     engine, _, run = snapshot_of(server, tmp_db, make_client, page_size=25)
     assert_exact(engine, run, server.dataset)
     assert run.requests == server.stats.total

@@ -26,7 +26,7 @@ from auditor.engine import evaluate_each, load_ruleset
 from auditor.engine.evaluate import evaluate_rule, prepare_connection
 from auditor.sandbox.config import SandboxConfig
 from auditor.sandbox.data import Dataset
-from auditor.store.db import open_database
+from auditor.store.db import database_url, display_url, open_database
 from auditor.store.runs import latest_complete_runs
 from auditor.store.schema import cluster_labels, column_tags, column_versions, run_clusters, run_columns
 from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
@@ -105,16 +105,23 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=1_000_000)
     parser.add_argument("--clusters", type=int, default=None, help="default: columns / 50")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--db", default=None, help="SQLite file (reused when it already holds a run)")
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="SQLite file or database URL, e.g. postgresql+psycopg://postgres@127.0.0.1/bench "
+        "(reused when it already holds a complete run)",
+    )
     args = parser.parse_args()
     clusters = args.clusters or max(1, args.columns // 50)
-    db = Path(args.db or f"/tmp/auditor-bench-rules-{args.seed}-{clusters}-{args.columns}.db")
+    db = args.db or str(Path(f"/tmp/auditor-bench-rules-{args.seed}-{clusters}-{args.columns}.db"))
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {_cpu()}")
     engine = open_database(db)
+    print(f"database: {engine.dialect.name} {display_url(str(engine.url))}")
     existing = latest_complete_runs(engine, 1)
     if existing:
         run_id = existing[0].id
-        print(f"reusing run {run_id} of {db} ({existing[0].columns_stored:,} columns)")
+        where = display_url(database_url(db))
+        print(f"reusing run {run_id} of {where} ({existing[0].columns_stored:,} columns)")
     else:
         run_id = build(
             engine, Dataset(SandboxConfig(seed=args.seed, clusters=clusters, columns=args.columns))
@@ -139,7 +146,8 @@ def main() -> None:
     py_seconds = time.perf_counter() - started
     print(f"\ndesign rules in SQL:    {sql_seconds:.3f} s  (findings {sql_counts[0]:,} / {sql_counts[1]:,})")
     print(
-        f"design rules in Python: {py_seconds:.3f} s  (findings {py_counts[0]:,} / {py_counts[1]:,}, loading included)"
+        f"design rules in Python: {py_seconds:.3f} s  "
+        f"(findings {py_counts[0]:,} / {py_counts[1]:,}, loading included)"
     )
     print(f"SQL is {py_seconds / sql_seconds:.1f}x faster; whole pack {total:.2f} s (target < 5 s)")
     if tuple(sql_counts) != py_counts:

@@ -66,6 +66,7 @@ def _paths(values: tuple[str, ...]) -> list[Path] | None:
 @click.option(
     "--today",
     type=click.DateTime(formats=["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
     default=None,
     help="Judge waiver expiry as of this date (default: today, UTC).",
 )

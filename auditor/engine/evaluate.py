@@ -10,7 +10,7 @@ the clusters that actually have findings.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, literal, select, true
@@ -285,6 +285,3 @@ def _cluster_values(
             for cluster_hash, label in labels:
                 out[hashes[cluster_hash]]["cluster.labels"].append(label)
     return out
-
-
-Progress = Callable[[Rule, int, float], None]

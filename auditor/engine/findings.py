@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
@@ -252,12 +252,3 @@ def record_check(
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         raise StoreError(f"could not record the check of evaluation {evaluation_id}: {detail}") from None
-
-
-@dataclass
-class Evaluated:
-    """Findings of one run under one rule set, with the stored evaluation they belong to."""
-
-    run_id: int
-    evaluation_id: int | None
-    findings: list[Finding] = field(default_factory=list)

@@ -10,14 +10,16 @@ findings by fingerprint and links each to the catalog change that explains it. T
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.diff.catalog import diff_catalog
-from auditor.diff.findings import FindingsSource, diff_findings
+from auditor.diff.findings import ChangeIndex, FindingsSource, diff_findings
 from auditor.diff.model import (
     FINDING_CATEGORIES,
     CatalogDiff,
@@ -30,7 +32,7 @@ from auditor.diff.model import (
     Explanation,
     FindingDiff,
 )
-from auditor.diff.sources import engine_findings_source
+from auditor.diff.sources import OpenFindings, stored_findings_diff
 from auditor.errors import ConfigError, RunNotUsableError, StoreError
 from auditor.store.runs import RunInfo, previous_complete_run, resolve_run
 
@@ -49,8 +51,8 @@ __all__ = [
     "Explanation",
     "FindingDiff",
     "FindingsSource",
+    "OpenFindings",
     "compute_diff",
-    "engine_findings_source",
     "resolve_pair",
 ]
 
@@ -123,13 +125,28 @@ def compute_diff(
             f"could not diff run {before.id} against run {after.id}: {detail}",
             hint="check that the database is readable and at the newest schema (auditor db upgrade)",
         ) from None
-    categories: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
+    categories: dict[str, Sequence[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     if findings:
-        source = findings_source or engine_findings_source(
-            engine, ruleset=ruleset, waivers=waivers, today=today
-        )
-        older, newer = source(before, after)
-        categories = diff_findings(older, newer, catalog)
+        index = ChangeIndex(catalog)
+        if findings_source is not None:
+            older, newer = findings_source(before, after)
+            categories = dict(diff_findings(older, newer, index))
+        else:
+            from auditor import engine as rules_engine
+
+            if ruleset is None:
+                ruleset = rules_engine.load_ruleset(None)
+            if isinstance(waivers, (str, Path)):
+                waivers = rules_engine.load_waivers(waivers)
+            categories = stored_findings_diff(
+                engine,
+                before,
+                after,
+                index,
+                ruleset=ruleset,
+                waivers=waivers,
+                today=today or datetime.now(UTC).date(),
+            )
     return DiffResult(
         from_run=before.id,
         to_run=after.id,

@@ -31,9 +31,8 @@ MAX_EXPLANATIONS = 10  # per finding; a cluster finding in a cluster with 10,000
 
 # Where findings come from: given the older and the newer run, the findings of each in the shape of
 # ``auditor check --format json`` (``Finding.to_json()``), waiver states applied; the older run's
-# may be a stream (it is read once). The rules engine is the default
-# (:func:`auditor.diff.sources.engine_findings_source`); tests and other tools may plug in any
-# callable.
+# may be a stream (it is read once). Without one, the diff compares the rules engine's stored
+# evaluations in SQL (:mod:`auditor.diff.sources`); tests and other tools may plug in any callable.
 FindingsSource = Callable[[RunInfo, RunInfo], tuple[Iterable[dict[str, Any]], Iterable[dict[str, Any]]]]
 
 
@@ -110,12 +109,13 @@ def actively_waived(finding: Mapping[str, Any]) -> bool:
 
 
 def waiver_expired(finding: Mapping[str, Any]) -> bool:
+    """Matched by a waiver whose expiry date has passed: the finding counts again."""
     waiver = finding.get("waiver")
     return isinstance(waiver, Mapping) and bool(waiver.get("expired"))
 
 
 def diff_findings(
-    before: Iterable[dict[str, Any]], after: Iterable[dict[str, Any]], catalog: CatalogDiff
+    before: Iterable[dict[str, Any]], after: Iterable[dict[str, Any]], index: ChangeIndex
 ) -> dict[str, list[FindingDiff]]:
     """Sort the findings of two runs into the five categories, each with its explanation.
 
@@ -123,7 +123,6 @@ def diff_findings(
     whether a waiver was active), so the older run never has to be held in memory as a whole. The
     finding dicts are kept as they are (not copied): the result refers to them.
     """
-    index = ChangeIndex(catalog)
     new = {str(f["fingerprint"]): f for f in after}
     out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     waived_before: dict[str, bool] = {}  # fingerprint in both runs -> actively waived in the older
@@ -139,14 +138,14 @@ def diff_findings(
             explained = index.explain(finding) if previous is None else []
             out["newly_waived"].append(
                 FindingDiff(
-                    "newly_waived", finding, [*explained, _waiver_explanation(finding, "waiver_added")]
+                    "newly_waived", finding, [*explained, waiver_explanation(finding, "waiver_added")]
                 )
             )
         elif previous is None:
             out["new"].append(FindingDiff("new", finding, index.explain(finding)))
         elif waiver_expired(finding) and previous:
             out["waiver_expired"].append(
-                FindingDiff("waiver_expired", finding, [_waiver_explanation(finding, "waiver_expired")])
+                FindingDiff("waiver_expired", finding, [waiver_explanation(finding, "waiver_expired")])
             )
         else:
             out["open"].append(FindingDiff("open", finding, []))
@@ -155,7 +154,8 @@ def diff_findings(
     return out
 
 
-def _waiver_explanation(finding: Mapping[str, Any], kind: str) -> Explanation:
+def waiver_explanation(finding: Mapping[str, Any], kind: str) -> Explanation:
+    """The ``waiver_added`` / ``waiver_expired`` entry of a finding's explanation."""
     waiver = finding.get("waiver") if isinstance(finding.get("waiver"), Mapping) else {}
     assert isinstance(waiver, Mapping)
     owner, expires, reason = waiver.get("owner"), waiver.get("expires"), waiver.get("reason")

@@ -13,6 +13,7 @@ finding links to when that change explains why it appeared or went away.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -400,7 +401,7 @@ class DiffResult:
     from_run: int
     to_run: int
     catalog: CatalogDiff
-    findings: dict[str, list[FindingDiff]]
+    findings: dict[str, Sequence[FindingDiff]]  # "open" may be streamed from the database
     confidence_threshold: float = 0.05
     from_started_at: str | None = None
     to_started_at: str | None = None

@@ -1,10 +1,12 @@
-"""Where the diff's findings come from: the rules engine, one run streamed and one run in memory.
+"""The findings half of the diff from the rules engine's stored evaluations, in SQL.
 
-:func:`engine_findings_source` returns a :data:`~auditor.diff.findings.FindingsSource` over the rules
-engine. Both runs are evaluated with the same rule set if they were not yet (the evaluation is stored,
-so a later diff or check reuses it). The newer run's findings are loaded (they are the diff's output:
-new, open, waived); the older run's are streamed from the stored evaluation in chunks, since only its
-resolved findings and its waiver states are kept.
+Both runs are evaluated with the same rule set if they were not yet (:func:`findings_for_run` stores
+the evaluation, so a later diff or check reuses it). The two stored evaluations are then compared
+by fingerprint in SQL, like the catalog: only the findings that appeared or went away, and those
+whose waiver state may have changed (rules that a waiver names, findings the older run had waived),
+are read into Python. The findings open in both runs, typically the vast majority, stay in the
+database: :class:`OpenFindings` counts them and streams them, sorted, only when someone iterates
+(the JSON format does; text, markdown and the report only count them).
 
 Waiver states: the newer run gets the waivers as of ``today``, with status ``new``/``existing``
 relative to the older run. The older run keeps the states its own last check recorded under the same
@@ -15,15 +17,16 @@ between the runs as *waiver expired*.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, date, datetime
-from pathlib import Path
+import heapq
+from collections.abc import Iterator, Sequence
+from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, and_, case, func, literal, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from auditor.diff.findings import FindingsSource
+from auditor.diff.findings import ChangeIndex, actively_waived, waiver_expired, waiver_explanation
+from auditor.diff.model import FINDING_CATEGORIES, SEVERITY_ORDER, FindingDiff
 from auditor.errors import StoreError
 from auditor.store.runs import RunInfo
 from auditor.store.schema import findings as findings_table
@@ -31,35 +34,206 @@ from auditor.store.schema import findings as findings_table
 STREAM_CHUNK = 5_000
 
 
-def engine_findings_source(
-    engine: Engine, *, ruleset: Any = None, waivers: Any = None, today: date | None = None
-) -> FindingsSource:
-    """Findings of both runs from the rules engine (``ruleset=None``: the built-in pack).
-
-    ``waivers`` is a loaded waiver set, a path to a waivers file, or ``None``.
-    """
+def stored_findings_diff(
+    engine: Engine,
+    before: RunInfo,
+    after: RunInfo,
+    index: ChangeIndex,
+    *,
+    ruleset: Any,
+    waivers: Any,
+    today: date,
+) -> dict[str, Sequence[FindingDiff]]:
+    """The five categories for ``before`` → ``after`` under ``ruleset`` (see the module docstring)."""
     from auditor import engine as rules_engine
 
-    rules = ruleset if ruleset is not None else rules_engine.load_ruleset(None)
-    if isinstance(waivers, (str, Path)):
-        waivers = rules_engine.load_waivers(waivers)
-    day = today or datetime.now(UTC).date()
+    older_eval = _evaluation(engine, rules_engine, before.id, ruleset)
+    newer_eval = _evaluation(engine, rules_engine, after.id, ruleset)
+    waiver_rules = sorted({w.rule for w in waivers.entries}) if waivers is not None else []
+    out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
+    a, b = findings_table.alias("a"), findings_table.alias("b")
+    try:
+        with engine.connect() as connection:
+            recorded = _recorded(connection, older_eval)
 
-    def source(before: RunInfo, after: RunInfo) -> tuple[Iterator[dict[str, Any]], list[dict[str, Any]]]:
-        older_evaluation = _evaluation(engine, rules_engine, before.id, rules)
-        older_fingerprints = _fingerprints(engine, older_evaluation)
-        newer = rules_engine.findings_for_run(engine, after.id, rules, store=True)
-        for finding in newer:
-            finding.waiver = None
-            finding.status = "existing" if finding.fingerprint in older_fingerprints else "new"
-        del older_fingerprints
-        rules_engine.apply_waivers(newer, waivers, day)
-        newer_json = [finding.to_json() for finding in newer]
-        del newer
-        older = _stream_older(engine, rules_engine, older_evaluation, before, waivers)
-        return older, newer_json
+            # Went away: in the older evaluation only.
+            gone = []
+            for row in connection.execute(_only_in(a, older_eval, b, newer_eval)):
+                finding = _finding(rules_engine, row, before.id)
+                if recorded:
+                    finding.waiver = row.waiver or None
+                gone.append(finding)
+            _older_states(rules_engine, gone, recorded, waivers, before)
+            for finding in gone:
+                data = finding.to_json()
+                out["resolved"].append(FindingDiff("resolved", data, index.explain(data)))
 
-    return source
+            # Appeared: in the newer evaluation only.
+            fresh = [
+                _finding(rules_engine, row, after.id, status="new")
+                for row in connection.execute(_only_in(b, newer_eval, a, older_eval))
+            ]
+            rules_engine.apply_waivers(fresh, waivers, today)
+            for finding in fresh:
+                data = finding.to_json()
+                if actively_waived(data):
+                    explained = [*index.explain(data), waiver_explanation(data, "waiver_added")]
+                    out["newly_waived"].append(FindingDiff("newly_waived", data, explained))
+                else:
+                    out["new"].append(FindingDiff("new", data, index.explain(data)))
+
+            # In both, with a waiver state that may differ: read and judged in Python.
+            maybe = [b.c.rule_id.in_(waiver_rules)] if waiver_rules else []
+            if recorded:  # a check marks findings under an active waiver "waived"
+                maybe.append(a.c.status == "waived")
+            elif waiver_rules:
+                maybe.append(a.c.rule_id.in_(waiver_rules))
+            eager: set[str] = set()
+            if maybe:
+                rows = connection.execute(_in_both(a, older_eval, b, newer_eval).where(or_(*maybe))).all()
+                _judge_waivers(rules_engine, rows, recorded, waivers, before, after, today, out, eager)
+            common = connection.execute(
+                select(func.count()).select_from(_both_join(a, older_eval, b, newer_eval))
+            ).scalar_one()
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        raise StoreError(
+            f"could not compare the findings of runs {before.id} and {after.id}: {detail}",
+            hint="check that the database is readable and at the newest schema (auditor db upgrade)",
+        ) from None
+    for items in out.values():
+        items.sort(key=FindingDiff.sort_key)
+    result: dict[str, Sequence[FindingDiff]] = dict(out)
+    result["open"] = OpenFindings(
+        engine, rules_engine, older_eval, newer_eval, after.id, out["open"], eager, int(common) - len(eager)
+    )
+    return result
+
+
+class OpenFindings(Sequence[FindingDiff]):
+    """The findings open in both runs: counted up front, streamed in the diff's order on iteration.
+
+    ``judged`` are the ones already read (their waiver state was examined); the others are read
+    from the newer evaluation, chunk by chunk, and merged in. Indexing materialises the list once.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        rules_engine: Any,
+        older_eval: int,
+        newer_eval: int,
+        run_id: int,
+        judged: list[FindingDiff],
+        skip: set[str],
+        plain: int,
+    ) -> None:
+        self._engine = engine
+        self._rules_engine = rules_engine
+        self._older_eval = older_eval
+        self._newer_eval = newer_eval
+        self._run_id = run_id
+        self._judged = judged
+        self._skip = skip
+        self._plain = plain
+        self._cache: list[FindingDiff] | None = None
+
+    def __len__(self) -> int:
+        return len(self._judged) + self._plain
+
+    def __iter__(self) -> Iterator[FindingDiff]:
+        if self._cache is not None:
+            return iter(self._cache)
+        return heapq.merge(self._judged, self._stream(), key=FindingDiff.sort_key)
+
+    def __getitem__(self, item: Any) -> Any:
+        if self._cache is None:
+            self._cache = list(self)
+        return self._cache[item]
+
+    def _stream(self) -> Iterator[FindingDiff]:
+        a, b = findings_table.alias("a"), findings_table.alias("b")
+        with self._engine.connect() as connection:
+            query = _in_both(a, self._older_eval, b, self._newer_eval).order_by(
+                *_diff_order(b, connection.dialect.name)
+            )
+            result = connection.execution_options(yield_per=STREAM_CHUNK).execute(query)
+            for row in result:
+                if row.fingerprint in self._skip:
+                    continue
+                finding = _finding(self._rules_engine, row, self._run_id, status="existing")
+                finding.first_seen_run = _earliest(row)
+                yield FindingDiff("open", finding.to_json(), [])
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+
+def _only_in(this: Any, this_eval: int, other: Any, other_eval: int) -> Any:
+    """Rows of evaluation ``this_eval`` whose fingerprint is not in ``other_eval``."""
+    return (
+        select(this)
+        .select_from(
+            this.outerjoin(
+                other, and_(other.c.evaluation_id == other_eval, other.c.fingerprint == this.c.fingerprint)
+            )
+        )
+        .where(this.c.evaluation_id == this_eval, other.c.fingerprint.is_(None))
+    )
+
+
+def _both_join(a: Any, older_eval: int, b: Any, newer_eval: int) -> Any:
+    return b.join(
+        a,
+        and_(
+            a.c.evaluation_id == older_eval,
+            a.c.fingerprint == b.c.fingerprint,
+            b.c.evaluation_id == newer_eval,
+        ),
+    )
+
+
+def _in_both(a: Any, older_eval: int, b: Any, newer_eval: int) -> Any:
+    """The newer run's rows with a fingerprint the older run has, beside the older run's state."""
+    return select(
+        b,
+        a.c.status.label("older_status"),
+        a.c.waiver.label("older_waiver"),
+        a.c.first_seen_run.label("older_first_seen"),
+        a.c.run_id.label("older_run"),
+    ).select_from(_both_join(a, older_eval, b, newer_eval))
+
+
+def _diff_order(table: Any, dialect: str) -> list[Any]:
+    """ORDER BY matching :meth:`FindingDiff.sort_key` (code-point order for text on every database)."""
+    rank = case(
+        *((func.lower(table.c.severity) == name, literal(value)) for name, value in SEVERITY_ORDER.items()),
+        else_=literal(0),
+    )
+
+    def text(column: Any) -> Any:
+        value = func.coalesce(column, "")
+        return value.collate("C") if dialect == "postgresql" else value
+
+    return [
+        rank.desc(),
+        text(table.c.rule_id),
+        text(table.c.cluster_id),
+        text(table.c.column_fqn),
+        text(table.c.fingerprint),
+    ]
+
+
+def _recorded(connection: Connection, evaluation_id: int) -> bool:
+    """Whether a check recorded statuses and waiver states for this evaluation."""
+    return (
+        connection.execute(
+            select(findings_table.c.fingerprint)
+            .where(findings_table.c.evaluation_id == evaluation_id, findings_table.c.status.is_not(None))
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def _evaluation(engine: Engine, rules_engine: Any, run_id: int, rules: Any) -> int:
@@ -77,59 +251,82 @@ def _evaluation(engine: Engine, rules_engine: Any, run_id: int, rules: Any) -> i
     return int(found)
 
 
-def _fingerprints(engine: Engine, evaluation_id: int) -> set[str]:
-    with engine.connect() as connection:
-        return set(
-            connection.execute(
-                select(findings_table.c.fingerprint).where(findings_table.c.evaluation_id == evaluation_id)
-            ).scalars()
-        )
+# -- findings and their states -------------------------------------------------------------------
 
 
-def _stream_older(
-    engine: Engine, rules_engine: Any, evaluation_id: int, run: RunInfo, waivers: Any
-) -> Iterator[dict[str, Any]]:
-    """The older run's findings, chunk by chunk, with the waiver states it had."""
-    from auditor.engine.findings import Finding
+def _finding(rules_engine: Any, row: Any, run_id: int, *, status: str | None = None) -> Any:
+    """A :class:`auditor.engine.Finding` from a stored row; waiver state cleared unless kept below."""
+    return rules_engine.Finding(
+        rule=row.rule_id,
+        severity=row.severity,
+        kind=row.kind,
+        cluster_id=row.cluster_id,
+        column=row.column_fqn,
+        columns=list(row.columns or []),
+        message=row.message,
+        key=row.subject,
+        fingerprint=row.fingerprint,
+        first_seen_run=row.first_seen_run,
+        status=status or row.status or _age(row.first_seen_run, run_id),
+        waiver=None,
+    )
 
-    table = findings_table
-    try:
-        with engine.connect() as connection:
-            recorded = (
-                connection.execute(
-                    select(table.c.fingerprint)
-                    .where(table.c.evaluation_id == evaluation_id, table.c.status.is_not(None))
-                    .limit(1)
-                ).first()
-                is not None
+
+def _older_states(rules_engine: Any, items: list[Any], recorded: bool, waivers: Any, run: RunInfo) -> None:
+    """Give the older run's findings the waiver states they had (see the module docstring)."""
+    if recorded:
+        return  # the caller kept the recorded status and waiver
+    for finding in items:
+        finding.status = _age(finding.first_seen_run, run.id)
+    rules_engine.apply_waivers(items, waivers, run.started_at.date())
+
+
+def _judge_waivers(
+    rules_engine: Any,
+    rows: list[Any],
+    recorded: bool,
+    waivers: Any,
+    before: RunInfo,
+    after: RunInfo,
+    today: date,
+    out: dict[str, list[FindingDiff]],
+    eager: set[str],
+) -> None:
+    """Sort findings open in both runs whose waiver state may differ into their categories."""
+    newer = [_finding(rules_engine, row, after.id, status="existing") for row in rows]
+    for finding, row in zip(newer, rows, strict=True):
+        finding.first_seen_run = _earliest(row)
+    rules_engine.apply_waivers(newer, waivers, today)
+    if recorded:
+        older_waived = [
+            actively_waived({"status": row.older_status, "waiver": row.older_waiver}) for row in rows
+        ]
+    else:
+        older = [_finding(rules_engine, row, before.id) for row in rows]
+        for finding in older:
+            finding.status = "existing"
+        rules_engine.apply_waivers(older, waivers, before.started_at.date())
+        older_waived = [actively_waived(f.to_json()) for f in older]
+    for finding, was_waived in zip(newer, older_waived, strict=True):
+        data = finding.to_json()
+        eager.add(finding.fingerprint)
+        if actively_waived(data) and not was_waived:
+            out["newly_waived"].append(
+                FindingDiff("newly_waived", data, [waiver_explanation(data, "waiver_added")])
             )
-            result = connection.execution_options(yield_per=STREAM_CHUNK).execute(
-                select(table).where(table.c.evaluation_id == evaluation_id).order_by(table.c.fingerprint)
+        elif waiver_expired(data) and was_waived:
+            out["waiver_expired"].append(
+                FindingDiff("waiver_expired", data, [waiver_explanation(data, "waiver_expired")])
             )
-            for rows in result.partitions():
-                chunk = [
-                    Finding(
-                        rule=row.rule_id,
-                        severity=row.severity,
-                        kind=row.kind,
-                        cluster_id=row.cluster_id,
-                        column=row.column_fqn,
-                        columns=list(row.columns or []),
-                        message=row.message,
-                        key=row.subject,
-                        fingerprint=row.fingerprint,
-                        first_seen_run=row.first_seen_run,
-                        status=row.status or _age(row.first_seen_run, run.id),
-                        waiver=row.waiver if recorded else None,
-                    )
-                    for row in rows
-                ]
-                if not recorded:
-                    rules_engine.apply_waivers(chunk, waivers, run.started_at.date())
-                yield from (finding.to_json() for finding in chunk)
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-        raise StoreError(f"could not read the findings of run {run.id}: {detail}") from None
+        else:
+            out["open"].append(FindingDiff("open", data, []))
+
+
+def _earliest(row: Any) -> int:
+    """The first run known to have a finding present in both runs."""
+    candidates = [row.run_id, row.older_run]
+    candidates += [run for run in (row.first_seen_run, row.older_first_seen) if run is not None]
+    return int(min(candidates))
 
 
 def _age(first_seen_run: int | None, run_id: int) -> str:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from auditor.diff import compute_diff
-from auditor.diff.findings import diff_findings
+from auditor.diff.findings import ChangeIndex, diff_findings
 from auditor.diff.model import CatalogDiff
 from auditor.engine import check_run, load_ruleset, load_waivers
 from auditor.store.schema import evaluations
@@ -123,7 +123,7 @@ def test_column_added_and_removed_explain_new_and_resolved(engine, write, base, 
     data = compute_diff(engine, first, second).to_json()
     (new,) = by_rule(data["findings"]["new"], HSWC)
     assert [(e["kind"], e["text"]) for e in new["explanation"]] == [
-        ("column_added", "column dwh.sales.orders.card added to the cluster")
+        ("column_added", "column dwh.sales.orders.card added to cluster c2")
     ]
     third = write(engine, base())
     back = compute_diff(engine, second, third).to_json()
@@ -288,7 +288,7 @@ EXPIRED = {"reason": "r", "owner": "o", "expires": "2020-01-01", "expired": True
     ],
 )
 def test_every_fingerprint_lands_in_exactly_one_category(before, after, category):
-    result = diff_findings([before] if before else [], [after] if after else [], CatalogDiff())
+    result = diff_findings([before] if before else [], [after] if after else [], ChangeIndex(CatalogDiff()))
     assert {name: len(items) for name, items in result.items() if items} == {category: 1}
 
 
@@ -309,3 +309,72 @@ def test_a_custom_findings_source_plugs_in(engine, write, base):
         "newly_waived": [],
         "waiver_expired": [],
     }
+
+
+def python_reference_source(engine, rules, waivers, today):
+    """The findings diff's inputs computed the plain way: both runs loaded whole into Python."""
+    from auditor.engine import apply_waivers, findings_for_run
+
+    def source(before, after):
+        older = findings_for_run(engine, before.id, rules)
+        for f in older:
+            f.status = "new" if (f.first_seen_run or before.id) >= before.id else "existing"
+        apply_waivers(older, waivers, before.started_at.date())
+        newer = findings_for_run(engine, after.id, rules)
+        seen = {f.fingerprint: f for f in older}
+        for f in newer:
+            previous = seen.get(f.fingerprint)
+            f.status = "existing" if previous else "new"
+            if previous is not None:
+                f.first_seen_run = min(f.first_seen_run or after.id, previous.first_seen_run or before.id)
+        apply_waivers(newer, waivers, today)
+        return [f.to_json() for f in older], [f.to_json() for f in newer]
+
+    return source
+
+
+def drifted_pair(base, kit):
+    before, after = base(), base()
+    for catalog in (before, after):  # unchanged, with findings in both runs
+        catalog[1][1].append(kit.column("dwh.sales.orders.phone", tags={"sensitivity": "high"}))
+    after[0][0]["labels"] = ["PII"]
+    after[0][0]["severity"] = "Low"
+    after[1][1].append(after[0][1].pop(0))
+    after[1][1].append(kit.column("dwh.sales.orders.card", tags={"sensitivity": "high"}))
+    kit.find(after, "dwh.sales.orders.total")["tags"] = []
+    return before, after
+
+
+def test_the_sql_findings_diff_equals_the_plain_python_one(engine, write, base, kit, tmp_path):
+    rules = load_ruleset(None)
+    before, after = drifted_pair(base, kit)
+    first, second = write(engine, before), write(engine, after)
+    today = date.today()
+    waivers = load_waivers(write_waiver(tmp_path, today + timedelta(days=3), column="dwh.sales.orders.*"))
+    later = today + timedelta(days=10)
+    stored = compute_diff(engine, first, second, ruleset=rules, waivers=waivers, today=later)
+    plain = compute_diff(
+        engine, first, second, findings_source=python_reference_source(engine, rules, waivers, later)
+    )
+    assert stored.to_json() == plain.to_json()
+    summary = stored.summary()["findings"]
+    assert summary["new"] > 0 and summary["resolved"] > 0 and summary["open"] > 0
+    assert [f["column"] for f in stored.to_json()["findings"]["waiver_expired"]] == ["dwh.sales.orders.phone"]
+
+
+def test_open_findings_are_streamed_sorted_and_counted(engine, write, base, kit):
+    from auditor.diff import OpenFindings
+    from auditor.diff.model import FindingDiff
+
+    catalog = base()
+    for i in range(40):  # enough open findings to span several rules, clusters and severities
+        catalog[i % 2][1].append(kit.column(f"src.t.c{i:02d}", tags={"sensitivity": "high"}))
+    first, second = write(engine, catalog), write(engine, catalog)
+    result = compute_diff(engine, first, second)
+    items = result.findings["open"]
+    assert isinstance(items, OpenFindings)
+    streamed = list(items)
+    assert len(streamed) == len(items) > 40
+    assert streamed == sorted(streamed, key=FindingDiff.sort_key)
+    assert items[0] == streamed[0] and items[-1] == streamed[-1]
+    assert all(f.finding["status"] == "existing" and f.finding["first_seen_run"] == first for f in streamed)

@@ -44,3 +44,14 @@ def test_postgres_and_sqlite_give_the_same_diff(pg_engine, engine, write, base, 
     assert on_pg["summary"]["columns"] == {"added": 1, "removed": 0, "changed": 2, "moved": 1}
     assert on_pg["summary"]["clusters"] == {"added": 1, "removed": 0, "changed": 1}
     assert on_pg["findings"]["new"], "the drift raises findings"
+
+
+def test_open_findings_stream_in_the_same_order_as_on_sqlite(pg_engine, engine, write, base, kit):
+    catalog = base()
+    for name in ("Zeta", "alpha", "Émile", "beta", "_under", "10", "9"):
+        catalog[0][1].append(kit.column(f"src.t.{name}", tags={"sensitivity": "high"}))
+    on_pg = compute_diff(pg_engine, write(pg_engine, catalog), write(pg_engine, catalog)).to_json()
+    on_sqlite = compute_diff(engine, write(engine, catalog), write(engine, catalog)).to_json()
+    assert [f["fingerprint"] for f in on_pg["findings"]["open"]] == [
+        f["fingerprint"] for f in on_sqlite["findings"]["open"]
+    ]

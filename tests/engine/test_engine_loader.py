@@ -170,6 +170,7 @@ def test_disabled_rules_are_kept_aside_and_change_the_digest(write):
 def test_json_schema_accepts_the_built_in_pack_and_rejects_nonsense():
     schema = rules_json_schema()
     json.dumps(schema)
+    jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     for path in rule_files([rules_dir()], Problems()):
         document = plain(read_yaml(path, Problems()))

@@ -199,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="database file (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="reuse the two newest runs of --db")
     parser.add_argument("--no-findings", action="store_true", help="time the catalog diff only")
+    parser.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="drop the runs' stored evaluations first (time the rules too)",
+    )
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-diff-"))
@@ -216,14 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  built in {time.perf_counter() - start:.1f} s ({n0:,} and {n1:,} columns)", flush=True)
         engine.dispose()
         # Measure in a fresh process, so that its peak memory is the diff's and the report's only.
-        command = [sys.executable, __file__, "--db", str(db), "--reuse"]
+        command = [sys.executable, __file__, "--db", str(db), "--reuse", "--reevaluate"]
         if args.no_findings:
             command.append("--no-findings")
         return subprocess.call(command)
-    return measure(engine, db, workdir, findings=not args.no_findings)
+    return measure(engine, db, workdir, findings=not args.no_findings, reevaluate=args.reevaluate)
 
 
-def measure(engine, db: Path, workdir: Path, *, findings: bool) -> int:
+def measure(engine, db: Path, workdir: Path, *, findings: bool, reevaluate: bool) -> int:
     from auditor.diff import compute_diff
 
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
@@ -245,8 +250,16 @@ def measure(engine, db: Path, workdir: Path, *, findings: bool) -> int:
         from auditor.engine import load_ruleset
 
         ruleset = load_ruleset(None)
+        if reevaluate:
+            from sqlalchemy import delete
+
+            from auditor.store.schema import evaluations
+
+            with engine.begin() as connection:
+                connection.execute(delete(evaluations).where(evaluations.c.run_id.in_([before.id, after.id])))
+        label = "evaluating both runs" if reevaluate else "evaluations stored before (if any)"
         diff, _ = timed(
-            "diff + findings, both runs evaluated", compute_diff, engine, before.id, after.id, ruleset=ruleset
+            f"diff + findings, {label}", compute_diff, engine, before.id, after.id, ruleset=ruleset
         )
         diff, _ = timed(
             "diff + findings, evaluations reused", compute_diff, engine, before.id, after.id, ruleset=ruleset

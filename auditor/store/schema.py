@@ -210,4 +210,5 @@ findings = Table(
     Column("waiver", JSON),  # the matching waiver entry, if any, with its expiry state
     PrimaryKeyConstraint("evaluation_id", "fingerprint"),
     Index("ix_findings_run_fingerprint", "run_id", "fingerprint"),
+    Index("ix_findings_fingerprint_run", "fingerprint", "run_id"),  # first-seen lookups
 )

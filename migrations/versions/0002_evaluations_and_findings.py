@@ -63,10 +63,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("findings", schema=None) as batch_op:
         batch_op.create_index("ix_findings_run_fingerprint", ["run_id", "fingerprint"], unique=False)
+        batch_op.create_index("ix_findings_fingerprint_run", ["fingerprint", "run_id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("findings", schema=None) as batch_op:
+        batch_op.drop_index("ix_findings_fingerprint_run")
         batch_op.drop_index("ix_findings_run_fingerprint")
     op.drop_table("findings")
     with op.batch_alter_table("evaluations", schema=None) as batch_op:

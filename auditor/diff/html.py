@@ -46,7 +46,7 @@ def render_diff_html(
             waivers=waivers,
             rules_paths=rules_paths,
             waivers_path=waivers_path,
-            diff=result,
+            diff=result.to_json(open_findings=False),  # the report lists only what changed
             templates_dir=templates_dir,
             max_rows=rows,
             allow_incomplete=allow_incomplete,
@@ -66,6 +66,6 @@ def render_diff_html(
             baseline=f"run {before.id}",
         ),
         against=RunView.from_info(before),
-        diff=result.to_json(),
+        diff=result.to_json(open_findings=False),
     )
     return bundle_from_input(data, templates_dir=templates_dir, max_rows=rows).html

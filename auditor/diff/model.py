@@ -430,7 +430,10 @@ class DiffResult:
             self.findings.get(name) for name in FINDING_CATEGORIES if name != "open"
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, open_findings: bool = True) -> dict[str, Any]:
+        """The JSON contract. ``open_findings=False`` leaves the ``open`` list empty (its count stays
+        in the summary): the HTML report shows only the findings that changed, and the still-open
+        ones can be hundreds of thousands."""
         c = self.catalog
         return {
             "from_run": self.from_run,
@@ -448,7 +451,10 @@ class DiffResult:
                 "moved": [e.to_json() for e in c.columns_moved],
             },
             "findings": {
-                name: [f.to_json() for f in self.findings.get(name, [])] for name in FINDING_CATEGORIES
+                name: [f.to_json() for f in self.findings.get(name, [])]
+                if open_findings or name != "open"
+                else []
+                for name in FINDING_CATEGORIES
             },
         }
 

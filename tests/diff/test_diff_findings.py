@@ -378,3 +378,15 @@ def test_open_findings_are_streamed_sorted_and_counted(engine, write, base, kit)
     assert streamed == sorted(streamed, key=FindingDiff.sort_key)
     assert items[0] == streamed[0] and items[-1] == streamed[-1]
     assert all(f.finding["status"] == "existing" and f.finding["first_seen_run"] == first for f in streamed)
+
+
+def test_the_report_variant_of_the_json_leaves_still_open_findings_out(engine, write, base):
+    first, second = write(engine, base()), write(engine, base())
+    result = compute_diff(engine, first, second)
+    full, lean = result.to_json(), result.to_json(open_findings=False)
+    assert len(full["findings"]["open"]) == full["summary"]["findings"]["open"] > 0
+    assert lean["findings"]["open"] == []
+    assert lean["summary"] == full["summary"]
+    assert {k: v for k, v in lean.items() if k != "findings"} == {
+        k: v for k, v in full.items() if k != "findings"
+    }

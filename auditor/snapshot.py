@@ -90,8 +90,14 @@ def take_snapshot(
         progress.close()
         raise
     _fill_totals(totals, client, details)
-    writer.complete(totals)
-    progress.close()
+    try:
+        writer.complete(totals)
+    except BaseException as exc:  # the last flush failed: the run must not stay "running"
+        with contextlib.suppress(StoreError):
+            writer.fail(_reason(exc), totals)
+        raise
+    finally:
+        progress.close()
     run = get_run(engine, writer.run_id)
     assert run is not None
     return run

@@ -47,7 +47,7 @@ from auditor.store.schema import (
     run_columns,
 )
 
-CHUNK = 500  # bound parameters per "fetch these versions" query
+CHUNK = 2_000  # bound parameters per "fetch these versions" query (SQLite allows 32,766)
 _DECIMALS = 9  # confidence differences are compared after rounding away float noise
 
 _FIELD_COLUMNS = (

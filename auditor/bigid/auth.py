@@ -51,7 +51,7 @@ def jwt_payload(token: str) -> dict[str, Any] | None:
 def is_user_token(token: str) -> bool:
     """True for a BigID user token (a JWT whose payload ``type`` is ``refresh-token``)."""
     payload = jwt_payload(token)
-    return bool(payload) and str(payload.get("type", "")).lower() == "refresh-token"
+    return payload is not None and str(payload.get("type", "")).lower() == "refresh-token"
 
 
 def token_expiry(token: str) -> float | None:

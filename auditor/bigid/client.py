@@ -672,7 +672,11 @@ def _first_error(exc: ValidationError) -> tuple[int | None, str, str]:
     """(row index, dotted field path, message) of the first problem pydantic found."""
     error = exc.errors(include_url=False)[0]
     loc = list(error.get("loc", ()))
-    index = loc.pop(0) if loc and isinstance(loc[0], int) else None
+    first = loc[0] if loc else None
+    index: int | None = None
+    if isinstance(first, int):
+        index = first
+        loc.pop(0)
     path = ".".join(str(part) for part in loc) or "(record)"
     return index, path, str(error.get("msg", "invalid"))
 
@@ -686,7 +690,8 @@ def _field(raw: Any, names: tuple[str, ...]) -> Any:
 
 
 def _session_token(body: dict[str, Any]) -> str | None:
-    for container in (body, body.get("data") if isinstance(body.get("data"), dict) else {}):
+    data = body.get("data")
+    for container in (body, data if isinstance(data, dict) else {}):
         for key in ("systemToken", "auth_token", "token", "access_token", "accessToken"):
             value = container.get(key)
             if isinstance(value, str) and value:

@@ -10,13 +10,16 @@ it comes from ``BIGID_TOKEN``, ``--token-file`` or a hidden prompt. :func:`api_o
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from auditor.bigid.client import BigIDClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -85,7 +88,7 @@ def _number(settings: Settings, flag: Any, key: str, default: float, kind: type)
     return number
 
 
-def client_from_settings(settings: Settings, *, workers: int | None = None, **flags: Any):
+def client_from_settings(settings: Settings, *, workers: int | None = None, **flags: Any) -> BigIDClient:
     """A :class:`~auditor.bigid.client.BigIDClient` from flags (``api_options``), env and config.
 
     Raises :class:`ConfigError` (exit 2) when no URL is configured or the key cannot be found.
@@ -120,7 +123,7 @@ def client_from_settings(settings: Settings, *, workers: int | None = None, **fl
 
 
 def _workers(settings: Settings, flag: int | None) -> int:
-    return _number(settings, flag, "workers", 4, int)
+    return int(_number(settings, flag, "workers", 4, int))
 
 
 @click.command("snapshot")
@@ -132,7 +135,7 @@ def _workers(settings: Settings, flag: int | None) -> int:
 @db_option
 @pass_settings
 def snapshot_command(
-    settings: Settings, cluster_filter: str | None, workers: int | None, db: str | None, **api: Any
+    settings: Settings, /, cluster_filter: str | None, workers: int | None, db: str | None, **api: Any
 ) -> None:
     """Fetch every cluster and every column into a new run; print the run id.
 
@@ -170,7 +173,7 @@ def snapshot_command(
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def clusters_command(
-    settings: Settings, cluster_filter: str | None, fmt: str, output: str | None, **api: Any
+    settings: Settings, /, cluster_filter: str | None, fmt: str, output: str | None, **api: Any
 ) -> None:
     """List the tenant's clusters (GET /api/v1/clusters, every page)."""
     with client_from_settings(settings, **api) as client:
@@ -211,6 +214,7 @@ def clusters_command(
 @pass_settings
 def columns_command(
     settings: Settings,
+    /,
     cluster_id: str,
     limit: int | None,
     skip: int | None,
@@ -266,13 +270,13 @@ def columns_command(
     settings.info(f"{len(page.rows)} column(s) returned; totalCount {total}")
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:
     widths = [len(h) for h in header]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
     widths = [min(w, 60) for w in widths]
 
-    def line(cells: tuple[str, ...]) -> str:
+    def line(cells: Sequence[str]) -> str:
         out = []
         for cell, width in zip(cells, widths, strict=True):
             text = cell if len(cell) <= width else cell[: width - 1] + "…"

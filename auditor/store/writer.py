@@ -43,6 +43,7 @@ from auditor.store.schema import (
 )
 
 HASH_CHUNK = 500  # bound parameters per "which hashes exist" query
+SQLITE_CACHE_KIB = 65_536  # page cache of the writing connection (64 MiB)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -328,6 +329,9 @@ class SnapshotWriter:
             return
         try:
             with self.engine.begin() as connection:
+                if connection.dialect.name == "sqlite":
+                    # content hashes are random keys: a 2 MB default cache thrashes on big runs
+                    connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
                 self._write(connection)
         except SQLAlchemyError as exc:
             raise _store_error(f"could not write run {self.run_id}", exc) from None

@@ -38,7 +38,9 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     bindparam,
+    exists,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -560,13 +562,13 @@ class Compare(Condition):
         owner = self.target.getter(row)  # the cluster hash of the row
         labels = cluster_labels.alias(f"lbl_{_next_alias()}")
         if self.op in ("exists", "empty"):
-            has_any: ColumnElement[bool] = owner.in_(select(labels.c.cluster_hash))
+            has_any: ColumnElement[bool] = exists(select(literal(1)).where(labels.c.cluster_hash == owner))
             wants_any = self.value if self.op == "exists" else not self.value
             return has_any if wants_any else not_(has_any)
         positive = _NEGATIVE.get(self.op, self.op)
         element_op = "eq" if positive == "contains" else positive
         element = self._scalar(labels.c.label, element_op, Kind.TEXT)
-        test: ColumnElement[bool] = owner.in_(select(labels.c.cluster_hash).where(element))
+        test: ColumnElement[bool] = exists(select(literal(1)).where(labels.c.cluster_hash == owner, element))
         return not_(test) if self.op in _NEGATIVE else test
 
     # -- explanation ---------------------------------------------------------------------------
@@ -909,17 +911,22 @@ class Quantifier(Condition):
             source, owner_key, scope = self._elements(inner_row)
             keys = [owner_key] if group_key is None else [owner_key, group_key]
             query = (
-                select(owner_key).select_from(source).where(scope, predicate).group_by(*keys).having(having)
+                select(literal(1))
+                .select_from(source)
+                .where(owner_key == outer, scope, predicate)
+                .group_by(*keys)
+                .having(having)
             )
-            grouped: ColumnElement[bool] = outer.in_(query)
-            return grouped
+            return exists(query)
+        # Correlated EXISTS / NOT EXISTS: PostgreSQL plans them as semi- and anti-joins (NOT IN over
+        # a large subquery can degrade to a rescan per row there), and SQLite answers each with an
+        # index seek on the element table's primary key.
         source, owner_key, scope = self._elements(inner_row)
         if self.mode == "all":
-            query = select(owner_key).select_from(source).where(scope, not_(predicate))
-            failing: ColumnElement[bool] = outer.in_(query)
-            return not_(failing)
-        query = select(owner_key).select_from(source).where(scope, predicate)
-        found: ColumnElement[bool] = outer.in_(query)
+            failing = select(literal(1)).select_from(source).where(owner_key == outer, scope, not_(predicate))
+            return not_(exists(failing))
+        matching = select(literal(1)).select_from(source).where(owner_key == outer, scope, predicate)
+        found: ColumnElement[bool] = exists(matching)
         return found if self.mode == "any" else not_(found)
 
     def explain(self) -> str:

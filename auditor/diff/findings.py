@@ -14,8 +14,9 @@ identifiers, so stable across runs). Every fingerprint lands in exactly one cate
 Each finding carries ``explanation``: the atomic catalog changes (see
 :class:`auditor.diff.model.Explanation`) touching its subject. Column changes of the finding's column
 (or of the columns a group finding lists) under its cluster come first, then changes of the cluster
-itself; for a cluster finding with neither, the column additions, removals and moves within the
-cluster. Waiver state changes add a ``waiver_added`` or ``waiver_expired`` entry.
+itself (its size only for cluster and group findings); for a cluster finding with neither, the
+column additions, removals and moves within the cluster. Waiver state changes add a
+``waiver_added`` or ``waiver_expired`` entry.
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ class ChangeIndex:
         seen: set[tuple[Any, ...]] = set()
         for fqn in subjects:
             _extend(out, seen, self.by_column.get((cluster_id, fqn), ()))
-        _extend(out, seen, self.by_cluster.get(cluster_id, ()))
+        cluster_changes = self.by_cluster.get(cluster_id, ())
+        if finding.get("column"):  # a column finding: its cluster's size says nothing about it
+            cluster_changes = [e for e in cluster_changes if e.field != "size"]
+        _extend(out, seen, cluster_changes)
         if not out and not finding.get("column"):
             _extend(out, seen, self.columns_in_cluster.get(cluster_id, ()))
         if len(out) > MAX_EXPLANATIONS:

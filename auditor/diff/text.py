@@ -121,7 +121,8 @@ def _finding_lines(item: FindingDiff) -> list[str]:
 
 # -- markdown -----------------------------------------------------------------------------------
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
+# Inline markdown in a table cell: emphasis, code, links/images, HTML, entities, cell separators.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~!&])")
 
 
 def md(value: Any) -> str:
@@ -159,7 +160,7 @@ def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) 
         rows = [
             (
                 md(str(i.finding.get("severity", "")).upper()),
-                f"`{md(i.finding.get('rule'))}`",
+                md(i.finding.get("rule")),
                 md(i.finding.get("cluster_id")),
                 md(i.finding.get("column")),
                 md(i.finding.get("message")),

@@ -75,7 +75,8 @@ def test_markdown_escapes_catalog_values(runner, two_runs):
     assert result.exit_code == 0, result.stderr
     assert "| Clusters | 0 | 0 | 1 | — |" in result.stdout
     assert "<script>" not in result.stdout
-    assert r"dwh\.sales\.\<script\>alert\(1\)\</script\>" in result.stdout
+    assert r"dwh.sales.\<script\>alert(1)\</script\>" in result.stdout
+    assert "| Severity | Rule | Cluster | Column | Message | Explained by |" in result.stdout
 
 
 class _Collect(HTMLParser):

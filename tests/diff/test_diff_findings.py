@@ -390,3 +390,17 @@ def test_the_report_variant_of_the_json_leaves_still_open_findings_out(engine, w
     assert {k: v for k, v in lean.items() if k != "findings"} == {
         k: v for k, v in full.items() if k != "findings"
     }
+
+
+def test_a_cluster_size_change_does_not_explain_a_column_finding(engine, write, base, kit):
+    after = base()
+    after[0][0]["size"] = 3  # c1's size changes along with the column that arrives
+    after[0][1].append(kit.column("crm.public.users.phone", tags={"sensitivity": "high"}))
+    after[0][0]["labels"] = ["PII"]
+    first, second = write(engine, base()), write(engine, after)
+    data = compute_diff(engine, first, second).to_json()
+    phone = next(f for f in by_rule(data["findings"]["new"], HSWC) if f["column"] == "crm.public.users.phone")
+    assert [(e["kind"], e["field"]) for e in phone["explanation"]] == [
+        ("column_added", None),
+        ("cluster_changed", "labels"),
+    ]

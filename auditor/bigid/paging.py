@@ -11,8 +11,9 @@ reference §9 items 13-16):
   ``limit``. Totals can be understated, so reaching the total ends the listing at once only when a
   second, independent announcement agrees (``expected``: the cluster's ``size``) and the last page
   was shorter than the server's page size (``limit``, or the cap the server showed us); otherwise
-  one more page is asked for, and only an empty one ends the listing. A total that turns out wrong
-  (more records than announced) is ignored from then on and recorded as a mismatch.
+  one more page is asked for, and an empty page (or the same page again: a server that ignores
+  ``skip``) ends the listing. A total that turns out wrong (more records than announced) is ignored
+  from then on and recorded as a mismatch.
 * Without a total, a page shorter than the page size ends the listing.
 * A page that adds nothing new *and* repeats the previous page means the server ignores ``skip``:
   ``on_repeat="stop"`` ends the listing (clusters: the records are all there), ``"fail"`` raises

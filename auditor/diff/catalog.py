@@ -345,7 +345,9 @@ def compare_tags(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> d
         gone_by_name[name].append(value)
     for name, value in came:
         came_by_name[name].append(value)
-    added, removed, changed = [], [], []
+    added: list[dict[str, Any]] = []
+    removed: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     for name in sorted(set(gone_by_name) | set(came_by_name)):
         g, c = gone_by_name.get(name, []), came_by_name.get(name, [])
         if len(g) == 1 and len(c) == 1:

@@ -56,12 +56,12 @@ class ChangeIndex:
             explained = move.explanations()[:1]  # the move itself; content changes are in columns_changed
             for cluster_id in (move.from_cluster, move.to_cluster):
                 self._column(cluster_id, move.column, explained, structural=True)
-        for cluster in catalog.clusters_changed:
-            self.by_cluster[cluster.cluster_id].extend(cluster.explanations())
-        for entry in catalog.clusters_added:
-            self.by_cluster[entry.cluster_id].extend(entry.explanations("cluster_added"))
-        for entry in catalog.clusters_removed:
-            self.by_cluster[entry.cluster_id].extend(entry.explanations("cluster_removed"))
+        for cluster_change in catalog.clusters_changed:
+            self.by_cluster[cluster_change.cluster_id].extend(cluster_change.explanations())
+        for cluster in catalog.clusters_added:
+            self.by_cluster[cluster.cluster_id].extend(cluster.explanations("cluster_added"))
+        for cluster in catalog.clusters_removed:
+            self.by_cluster[cluster.cluster_id].extend(cluster.explanations("cluster_removed"))
 
     def _column(
         self, cluster_id: str, fqn: str, explained: list[Explanation], *, structural: bool = False

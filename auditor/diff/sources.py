@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.diff.findings import ChangeIndex, actively_waived, waiver_expired, waiver_explanation
@@ -83,14 +83,14 @@ def stored_findings_diff(
                     out["new"].append(FindingDiff("new", data, index.explain(data)))
 
             # In both, with a waiver state that may differ: read and judged in Python.
-            maybe = [b.c.rule_id.in_(waiver_rules)] if waiver_rules else []
+            maybe: list[ColumnElement[bool]] = [b.c.rule_id.in_(waiver_rules)] if waiver_rules else []
             if recorded:  # a check marks findings under an active waiver "waived"
                 maybe.append(a.c.status == "waived")
             elif waiver_rules:
                 maybe.append(a.c.rule_id.in_(waiver_rules))
             eager: set[str] = set()
             if maybe:
-                rows = connection.execute(_in_both(a, older_eval, b, newer_eval).where(or_(*maybe))).all()
+                rows = list(connection.execute(_in_both(a, older_eval, b, newer_eval).where(or_(*maybe))))
                 _judge_waivers(rules_engine, rows, recorded, waivers, before, after, today, out, eager)
             common = connection.execute(
                 select(func.count()).select_from(_both_join(a, older_eval, b, newer_eval))

@@ -10,7 +10,7 @@ breaks the table.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from auditor.diff.model import (
@@ -77,7 +77,7 @@ def format_text(diff: DiffResult, *, include_open: bool = False) -> str:
         return "\n".join(lines) + "\n"
     c = diff.catalog
 
-    def section(title: str, items: list[Any], render) -> None:
+    def section(title: str, items: Sequence[Any], render: Callable[[Any], list[str]]) -> None:
         if not items:
             return
         lines.append("")

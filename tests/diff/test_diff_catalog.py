@@ -454,3 +454,20 @@ def test_a_threshold_outside_zero_to_one_is_a_usage_error(engine, write, base):
     write(engine, base())
     with pytest.raises(ConfigError, match=r"--threshold 1\.5 is outside 0\.\.1"):
         compute_diff(engine, findings=False, confidence_threshold=1.5)
+
+
+def test_only_changed_memberships_leave_the_database(kit, engine, write):
+    """The anti-join returns changed rows only, however large the unchanged rest is."""
+    from auditor.diff.catalog import _unmatched
+
+    before = kit.memberships({f"c{c}": [f"s.t{c}.col{i}" for i in range(200)] for c in range(10)})
+    after = kit.memberships({f"c{c}": [f"s.t{c}.col{i}" for i in range(200)] for c in range(10)})
+    kit.find(after, "s.t3.col7")["dataType"] = "int"  # changed
+    after[4][1].append(after[5][1].pop(0))  # moved
+    after[6][1].pop()  # removed
+    first, second = write(engine, before), write(engine, after)
+    with engine.connect() as connection:
+        older = sorted(key for key, _hash in _unmatched(connection, first, second))
+        newer = sorted(key for key, _hash in _unmatched(connection, second, first))
+    assert older == [("c3", "s.t3.col7"), ("c5", "s.t5.col0"), ("c6", "s.t6.col199")]
+    assert newer == [("c3", "s.t3.col7"), ("c4", "s.t5.col0")]

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 
 from auditor import secrets
@@ -48,7 +48,7 @@ from auditor.bigid.envelope import (
     parse_body,
     unwrap,
 )
-from auditor.bigid.models import Cluster, Column
+from auditor.bigid.models import Cluster, Column, parse_clusters, parse_columns
 from auditor.bigid.paging import NoProgress, PagingStats, RawPage, paginate
 from auditor.errors import (
     ApiError,
@@ -70,8 +70,6 @@ KEY_HINT = (
     "header form, pass --auth-scheme bearer|raw|refresh"
 )
 
-_clusters_adapter = TypeAdapter(list[Cluster])
-_columns_adapter = TypeAdapter(list[Column])
 
 ColumnRow = tuple[Column, dict[str, Any]]
 ClusterRow = tuple[Cluster, dict[str, Any]]
@@ -345,7 +343,7 @@ class BigIDClient:
     @staticmethod
     def _validate_clusters(rows: list[Any], skip: int) -> list[ClusterRow]:
         try:
-            models = _clusters_adapter.validate_python(rows)
+            models = parse_clusters(rows)
         except ValidationError as exc:
             index, field_path, message = _first_error(exc)
             raw = rows[index] if index is not None and index < len(rows) else None
@@ -362,7 +360,7 @@ class BigIDClient:
     @staticmethod
     def _validate_columns(rows: list[Any], cluster_id: str, skip: int) -> list[ColumnRow]:
         try:
-            models = _columns_adapter.validate_python(rows)
+            models = parse_columns(rows)
         except ValidationError as exc:
             index, field_path, message = _first_error(exc)
             raw = rows[index] if index is not None and index < len(rows) else None

@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 _TRUE = {"true", "yes", "y", "1", "t", "on"}
 _FALSE = {"false", "no", "n", "0", "f", "off", ""}
@@ -112,14 +121,22 @@ StrList = Annotated[list[str], BeforeValidator(_to_str_list)]
 
 
 class _Wire(BaseModel):
-    """Common configuration: keep unknown fields, accept aliases and field names alike."""
+    """Common configuration: accept aliases and field names alike; unknown fields are ignored here
+    because the store keeps every record verbatim (``raw``), so nothing is ever dropped, and keeping
+    them on the model too would cost a third of the validation time.
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=False)
+    Scalars rely on pydantic's lax mode, which already accepts the spellings BigID sends
+    (``"true"``/``"Yes"``/``1`` for booleans, ``"0.69"`` for floats, numbers for strings) and runs
+    in compiled code; Python validators are kept for shapes lax mode does not cover (null lists,
+    bare attribute names), because a page of 10,000 columns is validated in one call.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=True)
 
 
 class TagProperties(_Wire):
-    hidden: Bool = None
-    applicationType: Str = Field(
+    hidden: bool | None = None
+    applicationType: str | None = Field(
         default=None, validation_alias=AliasChoices("applicationType", "application_type")
     )
 
@@ -127,36 +144,38 @@ class TagProperties(_Wire):
 class Tag(_Wire):
     """A tag on a column, e.g. ``sensitivity`` = ``high``."""
 
-    tagId: Str = Field(default=None, validation_alias=AliasChoices("tagId", "tag_id"))
-    valueId: Str = Field(default=None, validation_alias=AliasChoices("valueId", "value_id"))
-    isMutuallyExclusive: Bool = Field(
+    tagId: str | None = Field(default=None, validation_alias=AliasChoices("tagId", "tag_id"))
+    valueId: str | None = Field(default=None, validation_alias=AliasChoices("valueId", "value_id"))
+    isMutuallyExclusive: bool | None = Field(
         default=None, validation_alias=AliasChoices("isMutuallyExclusive", "is_mutually_exclusive")
     )
-    properties: Annotated[TagProperties | None, BeforeValidator(lambda v: None if v in ({}, []) else v)] = (
-        None
+    properties: TagProperties | None = None
+    tagName: str | None = Field(default=None, validation_alias=AliasChoices("tagName", "tag_name", "name"))
+    tagValue: str | None = Field(
+        default=None, validation_alias=AliasChoices("tagValue", "tag_value", "value")
     )
-    tagName: Str = Field(default=None, validation_alias=AliasChoices("tagName", "tag_name", "name"))
-    tagValue: Str = Field(default=None, validation_alias=AliasChoices("tagValue", "tag_value", "value"))
 
 
 class Attribute(_Wire):
     """A classification attribute found in a column, e.g. ``SSN`` with rank ``High``."""
 
-    attribute_original_name: Str = Field(
+    attribute_original_name: str | None = Field(
         default=None, validation_alias=AliasChoices("attribute_original_name", "attributeOriginalName")
     )
-    attribute_name: Str = Field(
+    attribute_name: str | None = Field(
         default=None, validation_alias=AliasChoices("attribute_name", "attributeName", "name")
     )
-    rank: Str = None
-    calc_confidence_level: Float = Field(
+    rank: str | None = None
+    calc_confidence_level: float | None = Field(
         default=None,
         validation_alias=AliasChoices("calc_confidence_level", "calcConfidenceLevel", "confidence_level"),
     )
-    attribute_type: Str = Field(
+    attribute_type: str | None = Field(
         default=None, validation_alias=AliasChoices("attribute_type", "attributeType")
     )
-    attribute_id: Str = Field(default=None, validation_alias=AliasChoices("attribute_id", "attributeId"))
+    attribute_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("attribute_id", "attributeId")
+    )
 
 
 def _attributes(value: Any) -> Any:
@@ -200,7 +219,12 @@ class Column(_Wire):
 
 
 class Cluster(_Wire):
-    """A cluster of similar columns as ``GET /api/v1/clusters`` lists it."""
+    """A cluster of similar columns as ``GET /api/v1/clusters`` lists it.
+
+    Clusters are few, so their unknown fields are also kept on the model (``model_extra``).
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, coerce_numbers_to_str=True)
 
     id: str = Field(min_length=1, validation_alias=AliasChoices("id", "clusterId", "_id", "cluster_id"))
     name: Str = Field(default=None, validation_alias=AliasChoices("name", "clusterName", "cluster_name"))
@@ -234,4 +258,57 @@ def parse_cluster(raw: Any) -> Cluster:
 
 def parse_column(raw: Any) -> Column:
     """Validate one column record."""
-    return Column.model_validate(raw)
+    return parse_columns([raw])[0]
+
+
+_columns_adapter: TypeAdapter[list[Column]] = TypeAdapter(list[Column])
+_clusters_adapter: TypeAdapter[list[Cluster]] = TypeAdapter(list[Cluster])
+
+# Scalar fields whose empty string means "absent" (lax mode rejects "" for booleans and floats).
+_EMPTY_MEANS_NONE = frozenset(
+    {
+        "isPrimary",
+        "is_primary",
+        "isMutuallyExclusive",
+        "is_mutually_exclusive",
+        "hidden",
+        "calc_confidence_level",
+        "calcConfidenceLevel",
+        "confidence_level",
+    }
+)
+
+
+def _tolerant(value: Any) -> Any:
+    """A copy of a raw record with the rarer spellings lax mode rejects made acceptable:
+    ``""`` for a boolean or float means absent; a boolean where text is expected becomes text."""
+    if isinstance(value, list):
+        return [_tolerant(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key in _EMPTY_MEANS_NONE:
+            out[key] = None if isinstance(item, str) and not item.strip() else item
+        elif isinstance(item, bool):
+            out[key] = str(item).lower()
+        else:
+            out[key] = _tolerant(item)
+    return out
+
+
+def parse_columns(rows: list[Any]) -> list[Column]:
+    """Validate a page of column records in one call (raises pydantic's ``ValidationError``).
+
+    The fast path validates the page as received; only a page that fails is validated again after
+    :func:`_tolerant` normalisation, and the error of that second attempt is the one raised.
+    """
+    try:
+        return _columns_adapter.validate_python(rows)
+    except ValidationError:
+        return _columns_adapter.validate_python(_tolerant(rows))
+
+
+def parse_clusters(rows: list[Any]) -> list[Cluster]:
+    """Validate a page of cluster records in one call (raises pydantic's ``ValidationError``)."""
+    return _clusters_adapter.validate_python(rows)

@@ -910,14 +910,13 @@ class Quantifier(Condition):
             # Build the FROM clause last: group_by and having may have added joins.
             source, owner_key, scope = self._elements(inner_row)
             keys = [owner_key] if group_key is None else [owner_key, group_key]
+            # Uncorrelated: the groups are computed once for the whole run (a correlated grouped
+            # subquery would run once per outer row); the passing owners are usually few.
             query = (
-                select(literal(1))
-                .select_from(source)
-                .where(owner_key == outer, scope, predicate)
-                .group_by(*keys)
-                .having(having)
+                select(owner_key).select_from(source).where(scope, predicate).group_by(*keys).having(having)
             )
-            return exists(query)
+            grouped: ColumnElement[bool] = outer.in_(query)
+            return grouped
         # Correlated EXISTS / NOT EXISTS: PostgreSQL plans them as semi- and anti-joins (NOT IN over
         # a large subquery can degrade to a rescan per row there), and SQLite answers each with an
         # index seek on the element table's primary key.

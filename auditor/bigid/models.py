@@ -195,20 +195,22 @@ class Column(_Wire):
         min_length=1,
         validation_alias=AliasChoices("fullyQualifiedName", "fully_qualified_name", "fqn"),
     )
-    columnName: Str = Field(
+    columnName: str | None = Field(
         default=None, validation_alias=AliasChoices("columnName", "column_name", "fieldName")
     )
-    businessAttribute: Str = Field(
+    businessAttribute: str | None = Field(
         default=None, validation_alias=AliasChoices("businessAttribute", "business_attribute")
     )
-    tableName: Str = Field(
+    tableName: str | None = Field(
         default=None, validation_alias=AliasChoices("tableName", "objectName", "table_name")
     )
-    source: Str = Field(
+    source: str | None = Field(
         default=None, validation_alias=AliasChoices("source", "dataSourceName", "source_name")
     )
-    isPrimary: Bool = Field(default=None, validation_alias=AliasChoices("isPrimary", "is_primary"))
-    dataType: Str = Field(default=None, validation_alias=AliasChoices("dataType", "fieldType", "data_type"))
+    isPrimary: bool | None = Field(default=None, validation_alias=AliasChoices("isPrimary", "is_primary"))
+    dataType: str | None = Field(
+        default=None, validation_alias=AliasChoices("dataType", "fieldType", "data_type")
+    )
     attributes: Annotated[list[Attribute], BeforeValidator(_attributes)] = Field(
         default_factory=list,
         validation_alias=AliasChoices(

@@ -87,20 +87,12 @@ def _sqlite_executemany(connection: Connection, table: Table, rows: list[dict[st
 def _json_text(value: Any) -> str | None:
     if value is None:
         return None
+    if isinstance(value, JsonText):
+        return value
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except (TypeError, orjson.JSONEncodeError):
         return json.dumps(value, default=str)
-
-
-def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert of rows that all carry the same keys."""
-    if not rows:
-        return
-    if connection.dialect.name == "sqlite":
-        _sqlite_executemany(connection, table, rows, "INSERT")
-    else:
-        connection.execute(table.insert(), rows)
 
 
 def insert_ignore(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -162,50 +154,130 @@ def cluster_record(
     return digest, row, labels
 
 
-def column_record(
-    column: Column, raw: Mapping[str, Any]
-) -> tuple[str, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(hash, column_versions row, column_tags rows, column_attributes rows) for one column."""
-    digest = content_hash(raw)
-    row = {
-        "hash": digest,
-        "fqn": column.fullyQualifiedName,
-        "column_name": column.columnName,
-        "table_name": column.tableName,
-        "source": column.source,
-        "data_type": column.dataType,
-        "is_primary": column.isPrimary,
-        "business_attribute": column.businessAttribute,
-        "raw": dict(raw),
-    }
-    tags = [
-        {
-            "column_hash": digest,
-            "position": i,
-            "tag_id": tag.tagId,
-            "value_id": tag.valueId,
-            "tag_name": tag.tagName,
-            "tag_value": tag.tagValue,
-            "is_mutually_exclusive": tag.isMutuallyExclusive,
-            "hidden": tag.properties.hidden if tag.properties else None,
-            "application_type": tag.properties.applicationType if tag.properties else None,
-        }
-        for i, tag in enumerate(column.tags)
-    ]
+# Column order of the tuples the hot path builds (and of the INSERTs that take them).
+COLUMN_FIELDS = (
+    "hash",
+    "fqn",
+    "column_name",
+    "table_name",
+    "source",
+    "data_type",
+    "is_primary",
+    "business_attribute",
+    "raw",
+)
+TAG_FIELDS = (
+    "column_hash",
+    "position",
+    "tag_id",
+    "value_id",
+    "tag_name",
+    "tag_value",
+    "is_mutually_exclusive",
+    "hidden",
+    "application_type",
+)
+ATTRIBUTE_FIELDS = (
+    "column_hash",
+    "position",
+    "attribute_name",
+    "attribute_original_name",
+    "rank",
+    "confidence",
+    "attribute_type",
+    "attribute_id",
+)
+MEMBER_FIELDS = ("run_id", "cluster_id", "fqn", "column_hash")
+
+
+class JsonText(str):
+    """JSON already serialised (canonically): stored as is, never encoded a second time."""
+
+    __slots__ = ()
+
+
+def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, tuple, list[tuple], list[tuple]]:
+    """(hash, column_versions row, column_tags rows, column_attributes rows) as tuples.
+
+    The raw record is serialised once, canonically: the same bytes give the content hash and are
+    stored as ``raw`` (a snapshot's hot path: one call per column).
+    """
+    blob = canonical_json(raw)
+    digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
+    version = (
+        digest,
+        column.fullyQualifiedName,
+        column.columnName,
+        column.tableName,
+        column.source,
+        column.dataType,
+        column.isPrimary,
+        column.businessAttribute,
+        JsonText(blob.decode()),
+    )
+    tags = []
+    for i, tag in enumerate(column.tags):
+        props = tag.properties
+        tags.append(
+            (
+                digest,
+                i,
+                tag.tagId,
+                tag.valueId,
+                tag.tagName,
+                tag.tagValue,
+                tag.isMutuallyExclusive,
+                props.hidden if props is not None else None,
+                props.applicationType if props is not None else None,
+            )
+        )
     attributes = [
-        {
-            "column_hash": digest,
-            "position": i,
-            "attribute_name": attribute.attribute_name,
-            "attribute_original_name": attribute.attribute_original_name,
-            "rank": attribute.rank,
-            "confidence": attribute.calc_confidence_level,
-            "attribute_type": attribute.attribute_type,
-            "attribute_id": attribute.attribute_id,
-        }
+        (
+            digest,
+            i,
+            attribute.attribute_name,
+            attribute.attribute_original_name,
+            attribute.rank,
+            attribute.calc_confidence_level,
+            attribute.attribute_type,
+            attribute.attribute_id,
+        )
         for i, attribute in enumerate(column.attributes)
     ]
-    return digest, row, tags, attributes
+    return digest, version, tags, attributes
+
+
+def insert_tuples(
+    connection: Connection, table: Table, fields: tuple[str, ...], rows: list[tuple], *, ignore: bool
+) -> None:
+    """Bulk insert of positional rows (``fields`` order); ``ignore`` skips existing primary keys.
+
+    SQLite gets the tuples as they are, in one driver ``executemany``; other databases get dicts
+    through SQLAlchemy (JSON text decoded back for the JSON type).
+    """
+    if not rows:
+        return
+    if connection.dialect.name == "sqlite":
+        verb = "INSERT OR IGNORE" if ignore else "INSERT"
+        placeholders = ", ".join("?" for _ in fields)
+        connection.exec_driver_sql(
+            f"{verb} INTO {table.name} ({', '.join(fields)}) VALUES ({placeholders})", rows
+        )
+        return
+    json_fields = {name for name in fields if isinstance(table.c[name].type, JSON)}
+    dicts = [
+        {
+            name: (
+                orjson.loads(value.encode()) if name in json_fields and isinstance(value, JsonText) else value
+            )
+            for name, value in zip(fields, row, strict=True)
+        }
+        for row in rows
+    ]
+    if ignore:
+        insert_ignore(connection, table, dicts)
+    else:
+        connection.execute(table.insert(), dicts)
 
 
 class SnapshotWriter:
@@ -235,8 +307,8 @@ class SnapshotWriter:
         self._pending_cluster_versions: dict[str, dict[str, Any]] = {}
         self._pending_labels: dict[str, list[dict[str, Any]]] = {}
         self._pending_run_clusters: list[dict[str, Any]] = []
-        self._pending_column_versions: dict[str, tuple[dict[str, Any], list, list]] = {}
-        self._pending_members: list[dict[str, Any]] = []
+        self._pending_column_versions: dict[str, tuple[tuple, list[tuple], list[tuple]]] = {}
+        self._pending_members: list[tuple] = []
         self._pending_stats: list[dict[str, Any]] = []
         self._clusters_stored = 0
         self._columns_stored = 0
@@ -286,18 +358,14 @@ class SnapshotWriter:
     def add_columns(self, cluster_id: str, columns: Iterable[tuple[Column, Mapping[str, Any]]]) -> int:
         """Queue the columns of a page (already de-duplicated by the fetcher). Returns how many."""
         count = 0
+        run_id = self.run_id
+        pending = self._pending_column_versions
+        members = self._pending_members
         for column, raw in columns:
-            digest, row, tags, attributes = column_record(column, raw)
-            if digest not in self._pending_column_versions:
-                self._pending_column_versions[digest] = (row, tags, attributes)
-            self._pending_members.append(
-                {
-                    "run_id": self.run_id,
-                    "cluster_id": cluster_id,
-                    "fqn": column.fullyQualifiedName,
-                    "column_hash": digest,
-                }
-            )
+            digest, row, tags, attributes = column_rows(column, raw)
+            if digest not in pending:
+                pending[digest] = (row, tags, attributes)
+            members.append((run_id, cluster_id, column.fullyQualifiedName, digest))
             count += 1
         if len(self._pending_members) >= self.batch_rows:
             self.flush()
@@ -354,11 +422,15 @@ class SnapshotWriter:
         if self._pending_column_versions:
             new = _missing(connection, column_versions, self._pending_column_versions.keys())
             pending = self._pending_column_versions
-            insert_ignore(connection, column_versions, [pending[h][0] for h in new])
-            insert_ignore(connection, column_tags, [tag for h in new for tag in pending[h][1]])
-            insert_ignore(connection, column_attributes, [attr for h in new for attr in pending[h][2]])
+            insert_tuples(
+                connection, column_versions, COLUMN_FIELDS, [pending[h][0] for h in new], ignore=True
+            )
+            tags = [tag for h in new for tag in pending[h][1]]
+            insert_tuples(connection, column_tags, TAG_FIELDS, tags, ignore=True)
+            attributes = [attr for h in new for attr in pending[h][2]]
+            insert_tuples(connection, column_attributes, ATTRIBUTE_FIELDS, attributes, ignore=True)
         if self._pending_members:
-            insert_rows(connection, run_columns, self._pending_members)
+            insert_tuples(connection, run_columns, MEMBER_FIELDS, self._pending_members, ignore=False)
         if self._pending_stats:
             connection.execute(
                 update(run_clusters)

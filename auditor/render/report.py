@@ -404,11 +404,14 @@ def gather_input(
     trend_runs: int = DEFAULT_TREND_RUNS,
     confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
     allow_incomplete: bool = False,
+    open_findings: bool = True,
 ) -> tuple[ReportInput, dict[str, Any]]:
     """Read everything the report shows; return it with the check's JSON (for ``findings.json``).
 
     ``check`` and ``diff`` may be passed when the caller already computed them (``auditor run``);
     otherwise they are computed here. ``against`` defaults to the previous complete run.
+    ``open_findings=False`` leaves the still-open findings out of the diff (the page lists them from
+    the check; only the ``diff.json`` export needs them, and at 1M columns they are most of the cost).
     """
     from auditor.engine import apply_waivers, check_run, findings_for_run, load_ruleset, load_waivers
     from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
@@ -455,16 +458,14 @@ def gather_input(
     elif against_info is not None:
         from auditor.diff import compute_diff
 
-        diff_json = _to_json(
-            compute_diff(
-                engine,
-                against_info.id,
-                run_info.id,
-                ruleset=ruleset,
-                waivers=waivers,
-                confidence_threshold=confidence_threshold,
-            )
-        )
+        diff_json = compute_diff(
+            engine,
+            against_info.id,
+            run_info.id,
+            ruleset=ruleset,
+            waivers=waivers,
+            confidence_threshold=confidence_threshold,
+        ).to_json(open_findings=open_findings)
 
     findings = list(check_json.get("findings") or [])
     trend: list[TrendPoint] = []
@@ -545,6 +546,7 @@ def build_report_bundle(
         diff=diff,
         trend_runs=trend_runs,
         allow_incomplete=allow_incomplete,
+        open_findings=with_exports,
     )
     return bundle_from_input(
         data,

@@ -62,6 +62,12 @@ def _json_dumps(value) -> str:
         return json.dumps(value, default=str)
 
 
+def _json_loads(text):
+    import orjson
+
+    return orjson.loads(text)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - exercised via engines
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -83,11 +89,16 @@ def create_db_engine(url: str) -> Engine:
                         f"database folder {parent} does not exist", hint="create it or choose another --db"
                     )
             engine = create_engine(
-                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, json_serializer=_json_dumps
+                url,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                json_serializer=_json_dumps,
+                json_deserializer=_json_loads,
             )
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+            engine = create_engine(
+                url, pool_pre_ping=True, json_serializer=_json_dumps, json_deserializer=_json_loads
+            )
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"the database driver for {display_url(url)} is not installed ({exc.name})",

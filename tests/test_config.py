@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -71,3 +72,20 @@ def test_registered_secrets_are_scrubbed_from_text_and_logs(caplog):
         assert "header ***" in caplog.text
     finally:
         secrets.forget_all()
+
+
+def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("auditor")
+    env = {**os.environ, "AUDITOR_DB": str(tmp_path / "a.db")}
+    # The reader is gone before the command writes a byte: every write gets EPIPE.
+    process = subprocess.Popen(
+        [str(script), "rules", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr

@@ -9,6 +9,7 @@ anything else is a bug: one line, exit 3, and the traceback only with ``--debug`
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 
@@ -32,6 +33,12 @@ class AuditorGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("auditor: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # The reader of stdout went away (`auditor diff | head`): stop quietly, and keep Python
+            # from complaining again when it flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(1)
         except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, never a raw traceback by default
             if _debug(ctx):
                 traceback.print_exc()

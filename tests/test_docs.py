@@ -60,3 +60,24 @@ def test_exit_codes_table_matches_the_error_hierarchy():
     assert errors.ConfigError("x").exit_code == errors.RuleError("x").exit_code == 2
     assert errors.ApiError("x").exit_code == errors.StoreError("x").exit_code == 3
     assert errors.RunNotUsableError("x").exit_code == 3
+
+
+def test_readme_rule_and_waiver_examples_load(tmp_path):
+    from auditor.engine import load_ruleset, load_waivers
+
+    blocks = dict((block.split(":", 1)[0], block) for block in re.findall(r"```yaml\n(.*?)```", README, re.S))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(blocks["rules"])
+    assert [rule.id for rule in load_ruleset([rules]).rules] == ["high-sensitivity-without-confidential"]
+    waivers = tmp_path / "waivers.yaml"
+    waivers.write_text(blocks["waivers"])
+    assert load_waivers(waivers) is not None
+
+
+def test_readme_config_example_is_accepted(tmp_path):
+    import tomllib
+
+    from auditor.config import KNOWN_KEYS
+
+    block = re.search(r"```toml\n(.*?)```", README, re.S).group(1)
+    assert set(tomllib.loads(block)["auditor"]) <= KNOWN_KEYS

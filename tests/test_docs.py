@@ -65,7 +65,7 @@ def test_exit_codes_table_matches_the_error_hierarchy():
 def test_readme_rule_and_waiver_examples_load(tmp_path):
     from auditor.engine import load_ruleset, load_waivers
 
-    blocks = dict((block.split(":", 1)[0], block) for block in re.findall(r"```yaml\n(.*?)```", README, re.S))
+    blocks = {block.split(":", 1)[0]: block for block in re.findall(r"```yaml\n(.*?)```", README, re.S)}
     rules = tmp_path / "rules.yaml"
     rules.write_text(blocks["rules"])
     assert [rule.id for rule in load_ruleset([rules]).rules] == ["high-sensitivity-without-confidential"]

@@ -256,19 +256,8 @@ def _evaluation(engine: Engine, rules_engine: Any, run_id: int, rules: Any) -> i
 
 def _finding(rules_engine: Any, row: Any, run_id: int, *, status: str | None = None) -> Any:
     """A :class:`auditor.engine.Finding` from a stored row; waiver state cleared unless kept below."""
-    return rules_engine.Finding(
-        rule=row.rule_id,
-        severity=row.severity,
-        kind=row.kind,
-        cluster_id=row.cluster_id,
-        column=row.column_fqn,
-        columns=list(row.columns or []),
-        message=row.message,
-        key=row.subject,
-        fingerprint=row.fingerprint,
-        first_seen_run=row.first_seen_run,
-        status=status or row.status or _age(row.first_seen_run, run_id),
-        waiver=None,
+    return rules_engine.Finding.from_row(
+        row, status=status or row.status or _age(row.first_seen_run, run_id), waiver=None
     )
 
 

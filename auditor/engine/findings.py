@@ -75,6 +75,24 @@ class Finding:
         if not self.fingerprint:
             self.fingerprint = fingerprint(self.rule, self.kind, self.cluster_id, self.key)
 
+    @classmethod
+    def from_row(cls, row: Any, **overrides: Any) -> Finding:
+        """A finding from a stored ``findings`` row (``overrides`` set status, waiver...)."""
+        values: dict[str, Any] = {
+            "rule": row.rule_id,
+            "severity": row.severity,
+            "kind": row.kind,
+            "cluster_id": row.cluster_id,
+            "column": row.column_fqn,
+            "columns": list(row.columns or []),
+            "message": row.message,
+            "key": row.subject,
+            "fingerprint": row.fingerprint,
+            "first_seen_run": row.first_seen_run,
+        }
+        values.update(overrides)
+        return cls(**values)
+
     @property
     def subject(self) -> str:
         return subject_key(self.kind, self.cluster_id, self.key)
@@ -127,22 +145,7 @@ def load_findings(connection: Connection, evaluation_id: int) -> list[Finding]:
         .where(findings.c.evaluation_id == evaluation_id)
         .order_by(findings.c.rule_id, findings.c.cluster_id, findings.c.subject)
     )
-    out = []
-    for row in rows:
-        out.append(
-            Finding(
-                rule=row.rule_id,
-                severity=row.severity,
-                kind=row.kind,
-                cluster_id=row.cluster_id,
-                column=row.column_fqn,
-                columns=list(row.columns or []),
-                message=row.message,
-                key=row.subject,
-                fingerprint=row.fingerprint,
-                first_seen_run=row.first_seen_run,
-            )
-        )
+    out = [Finding.from_row(row) for row in rows]
     out.sort(key=sort_key)
     return out
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from auditor.engine.evaluate import evaluate
 from auditor.engine.findings import (
@@ -33,6 +33,7 @@ from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, severity_rank
 from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers
 from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
 from auditor.store.runs import RunInfo, get_run, previous_complete_run, resolve_run
+from auditor.store.schema import findings as findings_table
 
 
 def findings_for_run(engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool = True) -> list[Finding]:
@@ -56,6 +57,24 @@ def _findings_with_evaluation(
     if store:
         evaluation_id = store_evaluation(engine, run_id, ruleset.digest, [r.id for r in ruleset.rules], items)
     return items, evaluation_id
+
+
+def _sightings(engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool) -> dict[str, int | None]:
+    """fingerprint → first-seen run of every finding of ``run_id`` (a baseline) under ``ruleset``.
+
+    A stored evaluation is read as two columns in SQL rather than as whole findings (a baseline of
+    a 1M-column catalog holds hundreds of thousands); otherwise the run is evaluated (and stored).
+    """
+    with engine.connect() as connection:
+        evaluation_id = latest_evaluation(connection, run_id, ruleset.digest)
+        if evaluation_id is not None:
+            rows = connection.execute(
+                select(findings_table.c.fingerprint, findings_table.c.first_seen_run).where(
+                    findings_table.c.evaluation_id == evaluation_id
+                )
+            )
+            return {row.fingerprint: row.first_seen_run for row in rows}
+    return {f.fingerprint: f.first_seen_run for f in findings_for_run(engine, run_id, ruleset, store=store)}
 
 
 @dataclass
@@ -176,17 +195,17 @@ def check_run(
     run = resolve_run(engine, run_ref if run_ref is not None else "latest", allow_incomplete=allow_incomplete)
     base = resolve_baseline(engine, run, baseline)
     items, evaluation_id = _findings_with_evaluation(engine, run.id, ruleset, store=store)
-    previous: dict[str, Finding] = {}
+    previous: dict[str, int | None] = {}
     if base is not None:
-        previous = {f.fingerprint: f for f in findings_for_run(engine, base.id, ruleset, store=store)}
+        previous = _sightings(engine, base.id, ruleset, store=store)
     for finding in items:
-        before = previous.get(finding.fingerprint)
         finding.waiver = None
-        if before is None:
+        if finding.fingerprint not in previous:
             finding.status = STATUS_NEW
         else:
             finding.status = STATUS_EXISTING
-            earlier = before.first_seen_run if before.first_seen_run is not None else base.id  # type: ignore[union-attr]
+            seen = previous[finding.fingerprint]
+            earlier = seen if seen is not None else base.id  # type: ignore[union-attr]
             current = finding.first_seen_run if finding.first_seen_run is not None else run.id
             finding.first_seen_run = min(earlier, current)
     day = today or datetime.now(UTC).date()

@@ -190,8 +190,13 @@ def check_run(
     today: date | None = None,
     allow_incomplete: bool = False,
     store: bool = True,
+    record: bool = True,
 ) -> CheckResult:
-    """Check one run (``latest`` or an id) and return findings with status, waivers and summary."""
+    """Check one run (``latest`` or an id) and return findings with status, waivers and summary.
+
+    ``store`` keeps a new evaluation for reuse; ``record`` (with ``store``) also records each
+    finding's status and waiver against it, as ``auditor check`` and ``auditor run`` do.
+    """
     run = resolve_run(engine, run_ref if run_ref is not None else "latest", allow_incomplete=allow_incomplete)
     base = resolve_baseline(engine, run, baseline)
     items, evaluation_id = _findings_with_evaluation(engine, run.id, ruleset, store=store)
@@ -210,6 +215,8 @@ def check_run(
             finding.first_seen_run = min(earlier, current)
     day = today or datetime.now(UTC).date()
     report = apply_waivers(items, waivers, day)
-    if store and evaluation_id is not None:
+    if store and record and evaluation_id is not None:
+        # Remember each finding's status and waiver (the diff reads them later). Read-only views
+        # such as the report pass record=False: at 1M columns this rewrites ~400k rows.
         record_check(engine, evaluation_id, waivers.digest if waivers else None, items)
     return CheckResult(run, base, ruleset, items, waivers, report, day)

@@ -444,6 +444,7 @@ def gather_input(
             ruleset,
             waivers=waivers,
             baseline=against_info.id if against_info else "previous",
+            record=False,  # a report is a view: it does not rewrite the run's recorded check
         )
     check_json = _to_json(check)
     if check_json.get("run") not in (None, run_info.id):

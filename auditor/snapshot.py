@@ -6,6 +6,14 @@ bounded queue to ONE writer, the calling thread, which feeds :class:`auditor.sto
 (many pages per transaction). Memory therefore depends on the page size and the number of workers,
 never on the number of columns.
 
+Decoding a page (JSON, envelope, pydantic validation, the store's row tuples and content hashes) costs
+more CPU than fetching and writing it, and threads share one core (the GIL). With ``processes`` > 0
+the worker threads keep the transport (auth, retries, errors) and hand each 200 body's *bytes* to a
+process pool (``forkserver``) running :func:`auditor.bigid.client.decode_columns` with
+:func:`auditor.store.writer.column_rows`; the writer gets finished row tuples. The pool never sees
+the API key, ignores Ctrl-C (the parent handles it) and is shut down with the snapshot, however it
+ends. ``processes=0`` decodes in the worker threads.
+
 The run becomes ``complete`` only when every cluster was fetched in full. Any failure (API, network,
 payload, store, Ctrl-C) cancels the remaining work, marks the run ``failed`` with the reason and
 re-raises the error. Per cluster, the run records the total the API announced, the distinct columns
@@ -18,27 +26,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
 import queue
+import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Hashable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Engine
 
 from auditor import secrets
-from auditor.bigid.client import BigIDClient, ColumnRow
+from auditor.bigid.client import BigIDClient, PageOffload
 from auditor.bigid.paging import PagingStats
 from auditor.errors import AuditorError, StoreError
 from auditor.progress import Progress
 from auditor.store.runs import RunInfo, get_run
-from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter, column_rows
 
 log = logging.getLogger("auditor.snapshot")
 
 QUEUE_PAGES_PER_WORKER = 4  # pages waiting for the writer, per worker: bounds memory
-IDLE_FLUSH_ROWS = 2000  # rows worth a transaction when the writer would otherwise wait
+IDLE_FLUSH_ROWS = 10_000  # rows worth a transaction when the writer would otherwise wait
 MAX_LISTED_MISMATCHES = 1000  # mismatches listed in runs.details (all are counted)
 _PUT_WAIT = 0.2
+POOL_MIN_COLUMNS = 20_000  # columns announced below which processes=None decodes in the threads
+# Environment variables a decoding process must not inherit (it gets page bytes, nothing else).
+_SECRET_ENV = ("BIGID_TOKEN",)
 
 
 class _Cancelled(Exception):
@@ -52,10 +67,19 @@ def take_snapshot(
     cluster_filter: str | None = None,
     workers: int = 4,
     progress: Progress | None = None,
+    processes: int | None = None,
 ) -> RunInfo:
-    """Fetch everything into a new run and return it (``complete``), or raise (run ``failed``)."""
+    """Fetch everything into a new run and return it (``complete``), or raise (run ``failed``).
+
+    ``processes``: decoding processes (see the module docstring), 0 decodes in the worker threads.
+    None means :func:`default_processes`, but only for a tenant whose clusters announce at least
+    :data:`POOL_MIN_COLUMNS` columns (or do not say): starting the pool costs more than it saves on
+    a small one. ``runs.details.processes`` records what was used.
+    """
     if workers < 1:
         raise ValueError("workers must be at least 1")
+    if processes is not None and processes < 0:
+        raise ValueError("processes must be 0 or more")
     progress = progress or Progress(enabled=False)
     writer = SnapshotWriter(
         engine,
@@ -69,8 +93,16 @@ def take_snapshot(
     )
     details: dict[str, Any] = {}
     totals = RunTotals()
+    pool: ProcessPoolExecutor | None = None
     try:
+        if processes:
+            pool = start_decoders(processes)  # they start while the clusters are listed
         clusters = client.list_clusters(cluster_filter)
+        if processes is None:
+            processes = _processes_for(clusters)
+            if processes:
+                pool = start_decoders(processes)
+        details["processes"] = processes
         listing = client.last_cluster_paging or PagingStats()
         totals.clusters_announced = listing.total if listing.total is not None else len(clusters)
         details["cluster_duplicates"] = listing.duplicates
@@ -79,8 +111,11 @@ def take_snapshot(
         for position, (cluster, raw) in enumerate(clusters):
             writer.add_cluster(cluster, raw, position)
         progress.start(len(clusters))
-        _fetch_columns(client, writer, clusters, workers, progress, details)
+        offload = PageOffload(pool, column_rows, _row_key) if pool is not None else None
+        _fetch_columns(client, writer, clusters, workers, progress, details, offload)
     except BaseException as exc:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         reason = _reason(exc)
         _fill_totals(totals, client, details)
         try:
@@ -89,6 +124,8 @@ def take_snapshot(
             log.error("could not mark run %s failed: %s", writer.run_id, store_exc)
         progress.close()
         raise
+    if pool is not None:
+        pool.shutdown(wait=True)
     _fill_totals(totals, client, details)
     try:
         writer.complete(totals)
@@ -103,6 +140,48 @@ def take_snapshot(
     return run
 
 
+def _processes_for(clusters: list[tuple[Any, dict[str, Any]]]) -> int:
+    """The default number of decoding processes for these clusters (see :func:`take_snapshot`)."""
+    sizes = [cluster.size for cluster, _ in clusters]
+    if None not in sizes and sum(size or 0 for size in sizes) < POOL_MIN_COLUMNS:
+        return 0
+    return default_processes()
+
+
+def default_processes() -> int:
+    """2 decoding processes on a machine with 2 or more CPUs, else 0 (decode in the threads)."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 0
+
+
+def start_decoders(processes: int) -> ProcessPoolExecutor:
+    """A pool of ``processes`` page decoders, already starting.
+
+    ``forkserver`` (``spawn`` where there is none): forking this process, which runs threads, could
+    copy a lock some thread holds. The forkserver imports this module once, so each decoder starts
+    with the models and the writer's helpers loaded.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["auditor.snapshot"])
+    pool = ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_init_decoder)
+    for _ in range(processes):  # start the processes now rather than at the first pages
+        pool.submit(int)
+    return pool
+
+
+def _init_decoder() -> None:
+    """In each decoding process: Ctrl-C is the parent's to handle; no secret in the environment."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in _SECRET_ENV:
+        os.environ.pop(name, None)
+
+
+def _row_key(row: tuple[str, tuple, list[tuple], list[tuple]]) -> Hashable:
+    """A :func:`column_rows` row's column fqn (the paging de-duplication key)."""
+    return row[1][1]
+
+
 def _fetch_columns(
     client: BigIDClient,
     writer: SnapshotWriter,
@@ -110,6 +189,7 @@ def _fetch_columns(
     workers: int,
     progress: Progress,
     details: dict[str, Any],
+    offload: PageOffload | None = None,
 ) -> None:
     """Run the worker pool and write what it hands over, on this thread."""
     pages: queue.Queue[tuple[str, str, Any]] = queue.Queue(maxsize=max(workers * QUEUE_PAGES_PER_WORKER, 2))
@@ -133,7 +213,7 @@ def _fetch_columns(
         try:
             if stop.is_set():
                 return
-            fetch = client.fetch_all_columns(cluster_id, size=size)
+            fetch = client.fetch_all_columns(cluster_id, size=size, offload=offload)
             for page in fetch:
                 put(("page", cluster_id, page))
             put(("done", cluster_id, fetch.stats))
@@ -155,9 +235,12 @@ def _fetch_columns(
             except queue.Empty:
                 continue
             if kind == "page":
-                rows: list[ColumnRow] = payload
+                rows: list[Any] = payload
                 if rows:
-                    writer.add_columns(cluster_id, rows)
+                    if offload is not None:
+                        writer.add_column_rows(cluster_id, rows)
+                    else:
+                        writer.add_columns(cluster_id, rows)
                     progress.add_columns(len(rows))
                     unflushed += len(rows)
                     if unflushed >= writer.batch_rows:
@@ -186,6 +269,8 @@ def _fetch_columns(
     except BaseException:
         stop.set()
         client.cancel()
+        if offload is not None:  # threads waiting for a decoder get CancelledError and stop
+            offload.executor.shutdown(wait=False, cancel_futures=True)
         executor.shutdown(wait=True, cancel_futures=True)
         client.resume()
         raise

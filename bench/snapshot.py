@@ -5,6 +5,7 @@ not share this process's GIL, as a real tenant would not. This process runs the 
 (``auditor.snapshot.take_snapshot``: worker threads, one writer, a SQLite file) and prints:
 
 * columns/second end to end, requests made, requests/second;
+* CPU per column: this process, its page-decoding processes (``--processes``), the sandbox;
 * peak memory of this process (``ru_maxrss``) and the database size;
 * with ``--latency`` (seconds added by the sandbox per request): requests/second against the
   ceiling ``workers / latency``.
@@ -14,6 +15,7 @@ Usage::
     python bench/snapshot.py                      # 200,000 columns
     python bench/snapshot.py --columns 1000000    # 1,000,000 columns
     python bench/snapshot.py --latency 0.2        # far-away tenant: is the pool kept busy?
+    python bench/snapshot.py --processes 0        # decode pages in the fetch threads (no pool)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +76,57 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class DescendantCpu:
+    """CPU seconds of this process's descendants outside ``exclude`` (the decoding processes, which
+    are children of the multiprocessing forkserver, not ours: ``RUSAGE_CHILDREN`` never sees them).
+    Sampled from /proc every 0.1 s, so up to 0.1 s of each process's last work can be missed."""
+
+    def __init__(self, exclude: int) -> None:
+        self.exclude = exclude
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> DescendantCpu:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seen.values())
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.1):
+            self._sample()
+
+    def _sample(self) -> None:
+        parents: dict[int, int] = {}
+        cpu: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry.name)
+            parents[pid] = int(fields[1])
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / self.tick
+        me = os.getpid()
+        for pid in cpu:
+            ancestor = parents.get(pid)
+            while ancestor not in (None, 0, 1, me, self.exclude):
+                ancestor = parents.get(ancestor)
+            if ancestor == me and pid != self.exclude:
+                self.seen[pid] = max(self.seen.get(pid, 0.0), cpu[pid])
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -92,6 +146,12 @@ def main() -> None:
     )
     parser.add_argument("--clusters", type=int, default=None, help="clusters [columns / 200]")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="page-decoding processes, 0: decode in the fetch threads [2 on 2+ CPUs]",
+    )
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds the sandbox adds per request")
     parser.add_argument("--max-page", type=int, default=None, help="sandbox page cap")
@@ -114,8 +174,8 @@ def main() -> None:
             ClientOptions(url=url, token=token, workers=args.workers, page_size=args.page_size)
         )
         started = time.perf_counter()
-        with client:
-            run = take_snapshot(engine, client, workers=args.workers)
+        with client, DescendantCpu(exclude=process.pid) as decoders:
+            run = take_snapshot(engine, client, workers=args.workers, processes=args.processes)
         elapsed = time.perf_counter() - started
         cpu = _cpu(resource.RUSAGE_SELF) - cpu_before
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -136,10 +196,18 @@ def main() -> None:
     print(f"run {run.id}: {run.status} in {elapsed:.2f} s")
     print(f"columns/s: {columns / elapsed:,.0f}")
     print(f"requests: {requests:,} ({run.retries or 0} retries), requests/s: {requests / elapsed:,.1f}")
+    per = 1e6 / max(columns, 1)
+    decoding = decoders.seconds
     print(
-        f"CPU: this process {cpu:.1f} s = {cpu / max(columns, 1) * 1e6:.0f} us/column "
-        f"(one core, GIL-bound: ceiling {columns / cpu if cpu else 0:,.0f} columns/s); "
-        f"sandbox {sandbox_cpu:.1f} s; load average {os.getloadavg()[0]:.1f}"
+        f"CPU: this process {cpu:.1f} s = {cpu * per:.0f} us/column "
+        f"(its threads share one core: ceiling {columns / cpu if cpu else 0:,.0f} columns/s); "
+        f"decoding processes {decoding:.1f} s = {decoding * per:.0f} us/column; "
+        f"sandbox {sandbox_cpu:.1f} s = {sandbox_cpu * per:.0f} us/column; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"CPU per column, client side: {(cpu + decoding) * per:.0f} us; with the sandbox: "
+        f"{(cpu + decoding + sandbox_cpu) * per:.0f} us (decoding processes: {run.details.get('processes')})"
     )
     print(f"peak memory (ru_maxrss): {peak / 1024:,.0f} MiB (before the run: {rss_before / 1024:,.0f} MiB)")
     print(f"database: {size / 2**20:,.1f} MiB ({size / max(columns, 1):,.0f} bytes/column)")

@@ -26,7 +26,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +47,8 @@ from auditor.bigid.envelope import (
     UnknownEnvelope,
     check_error_under_200,
     error_message,
+    looks_like_html,
+    may_report_error,
     parse_body,
     unwrap,
 )
@@ -52,6 +56,7 @@ from auditor.bigid.models import Cluster, Column, parse_clusters, parse_columns
 from auditor.bigid.paging import NoProgress, PagingStats, RawPage, paginate
 from auditor.errors import (
     ApiError,
+    AuditorError,
     AuthError,
     ConfigError,
     NetworkError,
@@ -70,6 +75,8 @@ KEY_HINT = (
     "header form, pass --auth-scheme bearer|raw|refresh"
 )
 
+
+_FQN_NAMES = ("fullyQualifiedName", "fully_qualified_name", "fqn")
 
 ColumnRow = tuple[Column, dict[str, Any]]
 ClusterRow = tuple[Cluster, dict[str, Any]]
@@ -109,6 +116,104 @@ class ColumnsPage:
     rows: list[ColumnRow]
     total: int | None
     shape: str
+
+
+@dataclass
+class DecodedColumns:
+    """A 200 body of the similar-columns endpoint decoded by :func:`decode_columns` (picklable).
+
+    Exactly one outcome is set: ``not_json`` (gateway?, snippet), ``error_under_200`` (message,
+    auth?), ``unknown_envelope`` (description), ``invalid`` (row index, fqn, field path, message),
+    or else ``rows`` (one ``transform(column, raw)`` per record), ``total`` and ``shape``.
+    """
+
+    rows: list[Any] = field(default_factory=list)
+    total: int | None = None
+    shape: str = ""
+    not_json: tuple[bool, str] | None = None
+    error_under_200: tuple[str, bool] | None = None
+    unknown_envelope: str | None = None
+    invalid: tuple[int | None, Any, str, str] | None = None
+
+
+def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]], Any]) -> DecodedColumns:
+    """Parse, unwrap and validate one column page; ``transform`` each ``(Column, raw)`` record.
+
+    A pure function of the body's bytes (no credentials, no I/O, no logging): the snapshot runs it
+    in a process pool. Every failure comes back as data, not as an exception, so that the calling
+    thread raises exactly what the in-thread path raises (see :meth:`PageOffload.decode`).
+    """
+    try:
+        body = parse_body(content)
+        check_error_under_200(body)
+    except NotJson as exc:
+        return DecodedColumns(not_json=(exc.gateway, exc.snippet))
+    except ErrorUnder200 as exc:
+        return DecodedColumns(error_under_200=(exc.message, exc.auth))
+    try:
+        envelope = unwrap(body)
+    except UnknownEnvelope as exc:
+        return DecodedColumns(unknown_envelope=exc.description)
+    rows = envelope.rows
+    try:
+        models = parse_columns(rows)
+    except ValidationError as exc:
+        index, field_path, message = _first_error(exc)
+        raw = rows[index] if index is not None and index < len(rows) else None
+        fqn = _field(raw, _FQN_NAMES)
+        return DecodedColumns(invalid=(index, fqn, field_path, message))
+    return DecodedColumns(rows=list(map(transform, models, rows)), total=envelope.total, shape=envelope.shape)
+
+
+class PageOffload:
+    """Decode column pages on ``executor`` (a process pool) instead of in the fetching thread.
+
+    The fetching thread keeps the transport (auth, retries, 401s, gateway pages, errors under 200)
+    and hands only the body's bytes over: the pool never sees the key. ``key(row)`` is the
+    de-duplication key of a transformed row (the column's fully qualified name).
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        transform: Callable[[Column, dict[str, Any]], Any],
+        key: Callable[[Any], Hashable],
+    ) -> None:
+        self.executor = executor
+        self.transform = transform
+        self.key = key
+
+    def submit(self, content: bytes) -> Future[DecodedColumns]:
+        """Start decoding a 200 body; what the transport must act on is raised here, at once.
+
+        A body that may be an HTML gateway page or an error under 200 is checked in this thread
+        (raising :class:`NotJson` / :class:`ErrorUnder200` exactly as the in-thread path does);
+        any other body is data as far as the transport is concerned, so the request counts as
+        accepted while the pool decodes it (sessions shared by workers depend on that timing).
+        """
+        if looks_like_html(content) or may_report_error(content):
+            _decode_json(content)
+        try:
+            return self.executor.submit(decode_columns, content, self.transform)
+        except BrokenProcessPool:
+            raise _decoder_died() from None
+        except RuntimeError:  # the pool was shut down: the snapshot is being abandoned
+            raise CancelledError() from None
+
+    @staticmethod
+    def result(future: Future[DecodedColumns]) -> DecodedColumns:
+        """Wait for a page submitted with :meth:`submit`."""
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise _decoder_died() from None
+
+
+def _decoder_died() -> AuditorError:
+    return AuditorError(
+        "a page-decoding process died unexpectedly (out of memory, or killed)",
+        hint="re-run; with --processes 0 the pages are decoded in the fetching threads",
+    )
 
 
 def public_url(url: str) -> str:
@@ -290,19 +395,29 @@ class BigIDClient:
         yield from self.get_columns(cluster_id, **params).rows
 
     def fetch_all_columns(
-        self, cluster_id: str, *, size: int | None = None, page_size: int | None = None
+        self,
+        cluster_id: str,
+        *,
+        size: int | None = None,
+        page_size: int | None = None,
+        offload: PageOffload | None = None,
     ) -> ColumnFetch:
         """Every column of a cluster, page after page; iterate it, then read ``.stats``.
 
         ``size`` is the cluster's announced size: when it agrees with ``totalCount`` the listing can
-        end without a confirming request.
+        end without a confirming request. With ``offload``, pages are decoded in its pool and the
+        rows yielded are its ``transform``'s results instead of ``(Column, raw)``.
         """
-        return ColumnFetch(self, cluster_id, page_size or self.options.page_size, size)
+        return ColumnFetch(self, cluster_id, page_size or self.options.page_size, size, offload)
 
-    def _columns_request(self, cluster_id: str, params: dict[str, Any]) -> Any:
+    def _columns_request(
+        self, cluster_id: str, params: dict[str, Any], decode: Callable[[bytes], Any] | None = None
+    ) -> Any:
         name = self.cluster_id_param
         try:
-            return self._request(COLUMNS_PATH, {name: cluster_id, **params}, cluster_id=cluster_id)
+            return self._request(
+                COLUMNS_PATH, {name: cluster_id, **params}, cluster_id=cluster_id, decode=decode
+            )
         except ApiError as first:
             if not (
                 self.options.cluster_id_fallback
@@ -313,7 +428,7 @@ class BigIDClient:
                 raise
             try:
                 body = self._request(
-                    COLUMNS_PATH, {"cluster_id": cluster_id, **params}, cluster_id=cluster_id
+                    COLUMNS_PATH, {"cluster_id": cluster_id, **params}, cluster_id=cluster_id, decode=decode
                 )
             except ApiError:
                 raise first from None
@@ -327,18 +442,15 @@ class BigIDClient:
         try:
             envelope = unwrap(body)
         except ErrorUnder200 as exc:  # already handled by the transport; kept for safety
-            raise ApiError(
-                f"GET {path}: the server reported an error: {secrets.scrub(exc.message)}"
-            ) from None
+            raise _error_under_200(path, exc.message) from None
         except UnknownEnvelope as exc:
-            where = f"cluster {cluster_id}: " if cluster_id else ""
-            raise PayloadError(
-                f"{where}GET {path} answered {exc.description}",
-                hint="this response shape is not supported yet; re-run with --verbose and report it",
-            ) from None
-        with self._lock:
-            self.envelopes[kind].add(envelope.shape)
+            raise _unknown_envelope(path, cluster_id, exc.description) from None
+        self._record_envelope(kind, envelope.shape)
         return envelope
+
+    def _record_envelope(self, kind: str, shape: str) -> None:
+        with self._lock:
+            self.envelopes[kind].add(shape)
 
     @staticmethod
     def _validate_clusters(rows: list[Any], skip: int) -> list[ClusterRow]:
@@ -364,14 +476,8 @@ class BigIDClient:
         except ValidationError as exc:
             index, field_path, message = _first_error(exc)
             raw = rows[index] if index is not None and index < len(rows) else None
-            fqn = _field(raw, ("fullyQualifiedName", "fully_qualified_name", "fqn"))
-            label = f"column {skip + index}" if index is not None else "a column"
-            if fqn is not None:
-                label += f" ({fqn})"
-            raise PayloadError(
-                f"cluster {cluster_id}: {label}: {field_path}: {message}",
-                hint="the payload does not fit the Column model; re-run with --verbose and report it",
-            ) from None
+            fqn = _field(raw, _FQN_NAMES)
+            raise _invalid_column(cluster_id, skip, (index, fqn, field_path, message)) from None
         return list(zip(models, rows, strict=True))
 
     # -- auth ----------------------------------------------------------------------------------
@@ -419,13 +525,19 @@ class BigIDClient:
     # -- transport -----------------------------------------------------------------------------
 
     def _request(
-        self, path: str, params: dict[str, Any], *, cluster_id: str | None = None, filter: str | None = None
+        self,
+        path: str,
+        params: dict[str, Any],
+        *,
+        cluster_id: str | None = None,
+        filter: str | None = None,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> Any:
-        """GET ``path`` with auth handling; the parsed body of a 200, or an error."""
+        """GET ``path`` with auth handling; the parsed (or decoded) body of a 200, or an error."""
         auth_retries = 0
         while True:
             header, generation = self._header()
-            status, body = self._send(path, params, header)
+            status, body = self._send(path, params, header, decode)
             if status == 401:
                 # every retry needs a header that changed since (see Authenticator.unauthorized);
                 # the cap only guards against a tenant whose sessions die faster than workers use them
@@ -440,11 +552,20 @@ class BigIDClient:
                 return body
             raise self._http_error(status, body, path, cluster_id, filter)
 
-    def _send(self, path: str, params: dict[str, Any], authorization: str) -> tuple[int, Any]:
+    def _send(
+        self,
+        path: str,
+        params: dict[str, Any],
+        authorization: str,
+        decode: Callable[[bytes], Any] | None = None,
+    ) -> tuple[int, Any]:
         """One logical request with retries: ``(status, body)`` of the first non-retryable answer.
 
-        A 200 carrying an auth error comes back as ``(401, body)``.
+        A 200 body goes through ``decode`` (default: parse JSON and check for an error under 200),
+        which raises :class:`NotJson` or :class:`ErrorUnder200` for what the transport handles.
+        A 200 carrying an auth error comes back as ``(401, None)``.
         """
+        decode = decode or _decode_json
         url = self.base_url + path
         started = time.monotonic()
         attempt = 0
@@ -487,19 +608,14 @@ class BigIDClient:
                 log.debug("GET %s?%s -> %s in %.0f ms", path, query, status, _ms(t0))
                 if status == 200:
                     try:
-                        body = parse_body(content)
-                        check_error_under_200(body)
+                        body = decode(content)
                     except NotJson as exc:
                         if not exc.gateway:
-                            raise PayloadError(
-                                f"GET {path} answered 200 with a body that is not JSON: "
-                                f"{secrets.scrub(exc.snippet)!r}",
-                                hint="check that --url is the base URL of a BigID tenant",
-                            ) from None
+                            raise _not_json(path, exc.snippet) from None
                         failure = _Failure("an HTML gateway page under HTTP 200", status=502, network=False)
                     except ErrorUnder200 as exc:
                         if exc.auth:
-                            return 401, body
+                            return 401, None
                         failure = _Failure(
                             f"HTTP 200 with an error body ({secrets.scrub(exc.message)})",
                             status=500,
@@ -638,11 +754,19 @@ class ColumnFetch:
     Only ``clusterId``, ``limit`` and ``skip`` are sent (never ``ignoreLimit`` or ``sample``).
     """
 
-    def __init__(self, client: BigIDClient, cluster_id: str, page_size: int, size: int | None) -> None:
+    def __init__(
+        self,
+        client: BigIDClient,
+        cluster_id: str,
+        page_size: int,
+        size: int | None,
+        offload: PageOffload | None = None,
+    ) -> None:
         self.client = client
         self.cluster_id = cluster_id
         self.page_size = page_size
         self.size = size
+        self.offload = offload
         self.stats = PagingStats()
 
     def _fetch(self, skip: int, limit: int) -> RawPage[ColumnRow]:
@@ -652,12 +776,36 @@ class ColumnFetch:
         rows = client._validate_columns(envelope.rows, self.cluster_id, skip)
         return RawPage(rows, envelope.total, envelope.shape)
 
-    def __iter__(self) -> Iterator[list[ColumnRow]]:
+    def _fetch_offloaded(self, skip: int, limit: int) -> RawPage[Any]:
+        """:meth:`_fetch` with the decoding done by the offload's pool; the same errors, in order."""
+        assert self.offload is not None
+        client = self.client
+        pending = client._columns_request(
+            self.cluster_id, {"limit": limit, "skip": skip}, self.offload.submit
+        )
+        decoded = self.offload.result(pending)
+        if decoded.not_json is not None:  # not HTML (screened by submit): not retried, as in _send
+            raise _not_json(COLUMNS_PATH, decoded.not_json[1])
+        if decoded.error_under_200 is not None:  # screened by submit; kept for safety, as in _unwrap
+            raise _error_under_200(COLUMNS_PATH, decoded.error_under_200[0])
+        if decoded.unknown_envelope is not None:
+            raise _unknown_envelope(COLUMNS_PATH, self.cluster_id, decoded.unknown_envelope)
+        if decoded.invalid is not None:
+            raise _invalid_column(self.cluster_id, skip, decoded.invalid)
+        client._record_envelope("columns", decoded.shape)
+        return RawPage(decoded.rows, decoded.total, decoded.shape)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        if self.offload is not None:
+            fetch: Callable[[int, int], RawPage[Any]] = self._fetch_offloaded
+            key: Callable[[Any], Hashable] = self.offload.key
+        else:
+            fetch, key = self._fetch, _column_key
         try:
             yield from paginate(
-                self._fetch,
+                fetch,
                 limit=self.page_size,
-                key=lambda row: row[0].fullyQualifiedName,
+                key=key,
                 stats=self.stats,
                 max_pages=self.client.options.max_pages,
                 on_repeat="fail",
@@ -668,6 +816,48 @@ class ColumnFetch:
                 f"cluster {self.cluster_id}: GET {COLUMNS_PATH} made no progress: {exc}",
                 hint="the server may ignore skip/limit; nothing was stored for this cluster as complete",
             ) from None
+
+
+def _column_key(row: ColumnRow) -> Hashable:
+    return row[0].fullyQualifiedName
+
+
+def _unknown_envelope(path: str, cluster_id: str | None, description: str) -> PayloadError:
+    where = f"cluster {cluster_id}: " if cluster_id else ""
+    return PayloadError(
+        f"{where}GET {path} answered {description}",
+        hint="this response shape is not supported yet; re-run with --verbose and report it",
+    )
+
+
+def _invalid_column(cluster_id: str, skip: int, problem: tuple[int | None, Any, str, str]) -> PayloadError:
+    """The error for a column record that does not fit the model: cluster, column, field, problem."""
+    index, fqn, field_path, message = problem
+    label = f"column {skip + index}" if index is not None else "a column"
+    if fqn is not None:
+        label += f" ({fqn})"
+    return PayloadError(
+        f"cluster {cluster_id}: {label}: {field_path}: {message}",
+        hint="the payload does not fit the Column model; re-run with --verbose and report it",
+    )
+
+
+def _not_json(path: str, snippet: str) -> PayloadError:
+    return PayloadError(
+        f"GET {path} answered 200 with a body that is not JSON: {secrets.scrub(snippet)!r}",
+        hint="check that --url is the base URL of a BigID tenant",
+    )
+
+
+def _error_under_200(path: str, message: str) -> ApiError:
+    return ApiError(f"GET {path}: the server reported an error: {secrets.scrub(message)}")
+
+
+def _decode_json(content: bytes) -> Any:
+    """The transport's default decoding of a 200 body: JSON, not an error in disguise."""
+    body = parse_body(content)
+    check_error_under_200(body)
+    return body
 
 
 def _first_error(exc: ValidationError) -> tuple[int | None, str, str]:

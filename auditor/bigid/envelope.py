@@ -67,10 +67,22 @@ def parse_body(content: bytes) -> Any:
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
-        head = content[:512].lstrip().lower()
-        gateway = head.startswith((b"<", b"<!doctype")) or b"<html" in head
-        snippet = _snippet(content)
-        raise NotJson(gateway, snippet) from None
+        raise NotJson(looks_like_html(content), _snippet(content)) from None
+
+
+def looks_like_html(content: bytes) -> bool:
+    """Whether a body starts like an HTML (gateway/error) page."""
+    head = content[:512].lstrip().lower()
+    return head.startswith((b"<", b"<!doctype")) or b"<html" in head
+
+
+def may_report_error(content: bytes) -> bool:
+    """False only when a body certainly holds no error under 200 (:func:`check_error_under_200`).
+
+    That needs a top-level ``success`` or ``status`` key, whose name appears in the bytes as is, or
+    written with ``\\u`` escapes. A cheap screen (a substring search) for callers that parse later.
+    """
+    return b'"success"' in content or b'"status"' in content or b"\\u" in content
 
 
 def _snippet(content: bytes) -> str:

@@ -126,16 +126,42 @@ def _workers(settings: Settings, flag: int | None) -> int:
     return int(_number(settings, flag, "workers", 4, int))
 
 
+def _processes(settings: Settings, flag: int | None) -> int | None:
+    """Decoding processes: the flag, else ``processes`` in the config, else None (the default)."""
+    value = settings.value(flag, None, "processes", None)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting processes must be a whole number, not {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"setting processes must be 0 or more, not {value!r}")
+    return number
+
+
 @click.command("snapshot")
 @api_options
 @click.option(
     "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
 )
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
+@click.option(
+    "--processes",
+    default=None,
+    type=click.IntRange(0, 64),
+    help="Processes decoding pages; 0 decodes in the fetching threads [2 with 2+ CPUs, else 0].",
+)
 @db_option
 @pass_settings
 def snapshot_command(
-    settings: Settings, /, cluster_filter: str | None, workers: int | None, db: str | None, **api: Any
+    settings: Settings,
+    /,
+    cluster_filter: str | None,
+    workers: int | None,
+    processes: int | None,
+    db: str | None,
+    **api: Any,
 ) -> None:
     """Fetch every cluster and every column into a new run; print the run id.
 
@@ -150,7 +176,14 @@ def snapshot_command(
     engine = settings.engine(db)
     progress = Progress(enabled=False if settings.quiet else None)
     with client:
-        run = take_snapshot(engine, client, cluster_filter=cluster_filter, workers=count, progress=progress)
+        run = take_snapshot(
+            engine,
+            client,
+            cluster_filter=cluster_filter,
+            workers=count,
+            progress=progress,
+            processes=_processes(settings, processes),
+        )
     click.echo(str(run.id))
     seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0.0
     settings.info(

@@ -357,15 +357,20 @@ class SnapshotWriter:
 
     def add_columns(self, cluster_id: str, columns: Iterable[tuple[Column, Mapping[str, Any]]]) -> int:
         """Queue the columns of a page (already de-duplicated by the fetcher). Returns how many."""
+        return self.add_column_rows(cluster_id, (column_rows(column, raw) for column, raw in columns))
+
+    def add_column_rows(
+        self, cluster_id: str, rows: Iterable[tuple[str, tuple, list[tuple], list[tuple]]]
+    ) -> int:
+        """:meth:`add_columns` for rows :func:`column_rows` already built (e.g. in another process)."""
         count = 0
         run_id = self.run_id
         pending = self._pending_column_versions
         members = self._pending_members
-        for column, raw in columns:
-            digest, row, tags, attributes = column_rows(column, raw)
+        for digest, row, tags, attributes in rows:
             if digest not in pending:
                 pending[digest] = (row, tags, attributes)
-            members.append((run_id, cluster_id, column.fullyQualifiedName, digest))
+            members.append((run_id, cluster_id, row[1], digest))  # row[1]: the fqn (COLUMN_FIELDS)
             count += 1
         if len(self._pending_members) >= self.batch_rows:
             self.flush()

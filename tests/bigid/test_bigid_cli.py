@@ -43,8 +43,10 @@ def test_snapshot_prints_the_run_id_and_stats(sandbox, run_cli, tmp_db):
     (run,) = list_runs(open_database(tmp_db))
     assert run.status == "complete" and run.columns_stored == 120
     assert run.details["page_size"] == 50 and run.details["workers"] == 2
-    quiet = run_cli("--quiet", "snapshot", "--db", tmp_db, env=env_for(server))
+    assert run.details["processes"] == 0  # 120 columns: not worth starting decoding processes
+    quiet = run_cli("--quiet", "snapshot", "--processes", "2", "--db", tmp_db, env=env_for(server))
     assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "2\n", "")
+    assert list_runs(open_database(tmp_db))[-1].details["processes"] == 2
 
 
 def test_snapshot_without_a_url_is_a_usage_error(run_cli, tmp_db):
@@ -128,10 +130,11 @@ def test_400_malformed_cluster_id(sandbox, run_cli):
     ]
 
 
-def test_401_invalid_key(sandbox, run_cli, tmp_db):
+@pytest.mark.parametrize("processes", ["0", "2"])
+def test_401_invalid_key(sandbox, run_cli, tmp_db, processes):
     server = sandbox(**SMALL, auth="raw")
     env = {"BIGID_URL": server.url, "BIGID_TOKEN": "wrong-key-0000"}
-    for args in (("clusters",), ("snapshot", "--db", tmp_db)):
+    for args in (("clusters",), ("snapshot", "--processes", processes, "--db", tmp_db)):
         result = run_cli(*args, env=env)
         assert result.exit_code == 3
         assert result.stdout == ""

@@ -49,6 +49,8 @@ def test_the_key_never_leaks(sandbox, tmp_path):
     ok = run_auditor(
         "--verbose",
         "snapshot",
+        "--processes",  # pages decoded in other processes: they get bytes, never the key
+        "2",
         "--db",
         str(db),
         env={"BIGID_URL": good.url, "BIGID_TOKEN": token},
@@ -80,6 +82,8 @@ def test_the_key_never_leaks(sandbox, tmp_path):
         str(db),
         "--workers",
         "3",
+        "--processes",
+        "2",
         env={"BIGID_URL": refresh.url, "BIGID_TOKEN": token},
         cwd=tmp_path,
     )

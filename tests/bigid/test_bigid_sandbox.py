@@ -2,7 +2,7 @@
 stored cluster and column equals the sandbox's ground truth (``Dataset``), under page caps, 5xx,
 429s, latency, repeated rows, wrong totals, every envelope and field aliases; ``auto`` auth works
 against every header form the sandbox can demand, and a session expiring mid-run is re-exchanged
-once."""
+once. The exactness tests run with pages decoded in the fetching threads and in a process pool."""
 
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ def stored(engine, run_id: int) -> tuple[dict, dict]:
     return clusters, columns
 
 
-def snapshot_of(server, tmp_db, make_client, *, workers: int = 3, **options):
+def snapshot_of(server, tmp_db, make_client, *, workers: int = 3, processes: int | None = None, **options):
     engine = open_database(tmp_db)
     client = make_client(server.url, token=server.key, **options)
-    run = take_snapshot(engine, client, workers=workers)
+    run = take_snapshot(engine, client, workers=workers, processes=processes)
     return engine, client, run
 
 
@@ -94,11 +94,13 @@ SCENARIOS = {
 }
 
 
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_snapshot_is_exact(sandbox, tmp_db, make_client, name):
+def test_snapshot_is_exact(sandbox, tmp_db, make_client, name, processes):
     server = sandbox(**{**SMALL, **SCENARIOS[name]})
-    engine, _, run = snapshot_of(server, tmp_db, make_client, page_size=25)
+    engine, _, run = snapshot_of(server, tmp_db, make_client, page_size=25, processes=processes)
     assert_exact(engine, run, server.dataset)
+    assert run.details["processes"] == processes
     assert run.requests == server.stats.total
     faults = {k: v for k, v in SCENARIOS[name].items() if k in ("fail_rate", "throttle", "gateway_rate")}
     assert (run.retries > 0) == bool(faults)
@@ -137,12 +139,15 @@ def test_auto_auth_against_each_mode(sandbox, tmp_db, make_client, mode, token, 
     assert run.details["auth_scheme_requested"] == "auto"
 
 
-def test_session_expiring_mid_run_is_exchanged_again_exactly_once(sandbox, tmp_db, make_client, tmp_path):
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+def test_session_expiring_mid_run_is_exchanged_again_exactly_once(
+    sandbox, tmp_db, make_client, tmp_path, processes
+):
     probe = sandbox(**SMALL, auth="refresh")
     snapshot_of(probe, str(tmp_path / "probe.db"), make_client, page_size=10)
     data_requests = probe.stats.total - probe.stats.sessions_issued
     server = sandbox(**SMALL, auth="refresh", session_max_requests=data_requests // 2 + 1)
-    engine, _, run = snapshot_of(server, tmp_db, make_client, page_size=10, workers=4)
+    engine, _, run = snapshot_of(server, tmp_db, make_client, page_size=10, workers=4, processes=processes)
     assert_exact(engine, run, server.dataset)
     assert server.stats.sessions_issued == 2 == run.details["token_exchanges"]
     assert server.stats.count(status=401) >= 1

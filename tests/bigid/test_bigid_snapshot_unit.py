@@ -1,5 +1,6 @@
 """take_snapshot against a small programmable tenant on loopback: what a run records, and that any
-failure (API error, payload error, Ctrl-C) leaves it ``failed`` with the reason, never ``complete``."""
+failure (API error, payload error, Ctrl-C) leaves it ``failed`` with the reason, never ``complete``,
+whether pages are decoded in the fetching threads (``processes=0``) or in a process pool."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def make_tenant(sizes: dict[str, int], *, announced: dict[str, int] | None = Non
     return handler, clusters, columns
 
 
+MODES = pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+
+
 @pytest.fixture
 def engine(tmp_path):
     return open_database(tmp_path / "snap.db")
@@ -70,11 +74,12 @@ def stored(engine, run_id):
     return cols, clusters
 
 
-def test_a_complete_snapshot_records_everything(loopback, make_client, engine):
+@MODES
+def test_a_complete_snapshot_records_everything(loopback, make_client, engine, processes):
     handler, clusters, columns = make_tenant({"a": 7, "b": 0, "c": 23}, announced={"a": 7, "b": 0, "c": 25})
     loopback.reset(handler)
     client = make_client(loopback.url, page_size=10)
-    run = take_snapshot(engine, client, workers=2)
+    run = take_snapshot(engine, client, workers=2, processes=processes)
     assert run.status == "complete" and run.error is None
     assert (run.clusters_announced, run.clusters_stored, run.columns_stored) == (3, 3, 30)
     assert run.columns_announced == 30
@@ -91,13 +96,15 @@ def test_a_complete_snapshot_records_everything(loopback, make_client, engine):
     assert run.details["total_mismatches"] == []
     assert run.details["envelopes"] == {"clusters": ["array"], "columns": ["results"]}
     assert run.details["workers"] == 2 and run.details["page_size"] == 10
+    assert run.details["processes"] == processes
 
 
-def test_an_api_error_fails_the_run_with_the_reason(loopback, make_client, engine):
+@MODES
+def test_an_api_error_fails_the_run_with_the_reason(loopback, make_client, engine, processes):
     handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
     loopback.reset(handler)
     with pytest.raises(NotFoundError, match="cluster 'k5' was not found"):
-        take_snapshot(engine, make_client(loopback.url, page_size=10), workers=3)
+        take_snapshot(engine, make_client(loopback.url, page_size=10), workers=3, processes=processes)
     (run,) = list_runs(engine)
     assert run.status == "failed"
     assert run.error.startswith("NotFoundError: cluster 'k5' was not found (HTTP 404 from GET ")
@@ -105,7 +112,8 @@ def test_an_api_error_fails_the_run_with_the_reason(loopback, make_client, engin
     assert clusters["k5"].fetch_status == "failed"
 
 
-def test_a_payload_error_fails_the_run(loopback, make_client, engine):
+@MODES
+def test_a_payload_error_fails_the_run(loopback, make_client, engine, processes):
     def handler(request: Request) -> Reply:
         if request.path == CLUSTERS_PATH:
             return Reply(200, [{"id": "k1", "size": 1}] if request.query["skip"] == "0" else [])
@@ -113,7 +121,7 @@ def test_a_payload_error_fails_the_run(loopback, make_client, engine):
 
     loopback.reset(handler)
     with pytest.raises(PayloadError) as caught:
-        take_snapshot(engine, make_client(loopback.url), workers=1)
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=processes)
     assert caught.value.message == "cluster k1: column 0: fullyQualifiedName: Field required"
     (run,) = list_runs(engine)
     assert run.status == "failed" and run.error == f"PayloadError: {caught.value.message}"
@@ -130,12 +138,13 @@ class InterruptingProgress(Progress):
             raise KeyboardInterrupt
 
 
-def test_ctrl_c_fails_the_run_and_stops_the_workers(loopback, make_client, engine):
+@MODES
+def test_ctrl_c_fails_the_run_and_stops_the_workers(loopback, make_client, engine, processes):
     handler, _, _ = make_tenant({f"k{i}": 40 for i in range(20)})
     loopback.reset(handler)
     client = make_client(loopback.url, page_size=5)
     with pytest.raises(KeyboardInterrupt):
-        take_snapshot(engine, client, workers=4, progress=InterruptingProgress())
+        take_snapshot(engine, client, workers=4, progress=InterruptingProgress(), processes=processes)
     (run,) = list_runs(engine)
     assert run.status == "failed" and run.error == "interrupted (Ctrl-C)"
     assert len(loopback.seen) < 1 + 20 * 9  # the rest was cancelled

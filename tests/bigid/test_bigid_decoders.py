@@ -1,0 +1,205 @@
+"""Page decoding in a process pool (``take_snapshot(processes=N)``): the rows are the ones the
+threads build, every failure reads and exits exactly as in-thread, the decoders never see the key or
+Ctrl-C, and the pool is shut down however the snapshot ends."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import signal
+import time
+
+import orjson
+import pytest
+
+from auditor.bigid.client import COLUMNS_PATH, PageOffload, decode_columns
+from auditor.bigid.models import parse_columns
+from auditor.errors import AuditorError
+from auditor.progress import Progress
+from auditor.snapshot import _row_key, start_decoders, take_snapshot
+from auditor.store.db import open_database
+from auditor.store.runs import list_runs
+from auditor.store.writer import JsonText, column_rows
+
+from .conftest import Reply, Request
+from .test_bigid_snapshot_unit import make_tenant
+
+RAW_COLUMNS = [
+    {
+        "fullyQualifiedName": "ds.db.t.a",
+        "columnName": "a",
+        "isPrimary": "Yes",
+        "tags": [{"tagName": "sensitivity", "tagValue": "high", "properties": {"hidden": "false"}}],
+        "attributes": [{"attribute_name": "email", "rank": "2", "calc_confidence_level": 0.75}],
+        "undocumented": {"kept": [1, 2.5, None]},
+    },
+    {"fully_qualified_name": "ds.db.t.b", "objectName": "t", "tags": None},
+]
+
+
+def test_decoded_rows_are_the_rows_the_threads_build():
+    body = orjson.dumps({"data": {"results": RAW_COLUMNS, "totalCount": "2"}, "statusCode": 200})
+    decoded = pickle.loads(pickle.dumps(decode_columns(body, column_rows)))  # as the pool returns it
+    expected = [
+        column_rows(model, raw) for model, raw in zip(parse_columns(RAW_COLUMNS), RAW_COLUMNS, strict=True)
+    ]
+    assert decoded.rows == expected
+    assert (decoded.total, decoded.shape) == (2, "status+data.results")
+    assert all(type(row[1][8]) is JsonText for row in decoded.rows)  # stored as is, never re-encoded
+    assert [_row_key(row) for row in decoded.rows] == ["ds.db.t.a", "ds.db.t.b"]
+
+
+def test_failures_come_back_as_data():
+    assert decode_columns(b"<html>502</html>", column_rows).not_json == (True, "<html>502</html>")
+    assert decode_columns(b'{"success": false, "message": "Invalid token"}', column_rows).error_under_200 == (
+        "Invalid token",
+        True,
+    )
+    assert decode_columns(b'{"oops": 1}', column_rows).unknown_envelope == (
+        "an object without a list of records (keys: oops)"
+    )
+    bad = orjson.dumps({"results": [RAW_COLUMNS[0], {"fqn": "x.y", "isPrimary": "maybe"}]})
+    assert decode_columns(bad, column_rows).invalid == (
+        1,
+        "x.y",
+        "isPrimary",
+        "Input should be a valid boolean, unable to interpret input",
+    )
+
+
+FAILURES = {
+    "invalid column": orjson.dumps(
+        {"results": [{"fqn": "k1.db.t.c", "isPrimary": "maybe"}], "totalCount": 1}
+    ),
+    "missing field": orjson.dumps({"results": [{"columnName": "no fqn"}], "totalCount": 1}),
+    "unknown envelope": orjson.dumps({"columnz": [], "count": 0}),
+    "not JSON": b"Service ready: hello",
+    "cut JSON": b'{"results": [{"fullyQualifiedName": "k1.db.t.c"',
+    "cut JSON with a status": b'{"status": "success", "data": {"results": [',
+    "status envelope, invalid column": orjson.dumps(
+        {
+            "status": "success",
+            "statusCode": 200,
+            "data": {"results": [{"fqn": "k1.x", "isPrimary": "maybe"}], "totalCount": 1},
+        }
+    ),
+    "gateway page": b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>",
+    "auth error under 200": orjson.dumps({"success": False, "message": "Token expired"}),
+    "error under 200": orjson.dumps({"status": "error", "message": "index unavailable"}),
+}
+
+
+def _outcome(loopback, make_client, tmp_path, body: bytes, processes: int) -> tuple:
+    def handler(request: Request) -> Reply:
+        if request.path != COLUMNS_PATH:
+            return Reply(200, [{"id": "k1", "size": 1}] if request.query["skip"] == "0" else [])
+        return Reply(200, body)
+
+    loopback.reset(handler)
+    engine = open_database(tmp_path / f"p{processes}.db")
+    with pytest.raises(AuditorError) as caught:
+        take_snapshot(engine, make_client(loopback.url, max_retries=1), workers=1, processes=processes)
+    (run,) = list_runs(engine)
+    assert run.status == "failed"
+
+    def timeless(text: str) -> str:
+        return re.sub(r"in \d+\.\d s", "in N s", text)
+
+    error = caught.value
+    return type(error), timeless(error.message), error.hint, error.exit_code, timeless(run.error)
+
+
+@pytest.mark.parametrize("name", list(FAILURES))
+def test_every_failure_reads_and_exits_the_same_in_the_pool(loopback, make_client, tmp_path, name):
+    in_thread = _outcome(loopback, make_client, tmp_path, FAILURES[name], 0)
+    pooled = _outcome(loopback, make_client, tmp_path, FAILURES[name], 2)
+    assert pooled == in_thread
+    if name == "missing field":
+        assert in_thread[1] == "cluster k1: column 0: fullyQualifiedName: Field required"
+    if name == "auth error under 200":
+        assert in_thread[1].startswith("the API key is missing or invalid (HTTP 401")
+
+
+def test_decoders_get_no_key_and_leave_ctrl_c_to_the_parent(monkeypatch):
+    monkeypatch.setenv("BIGID_TOKEN", "SECRET-KEY-THAT-MUST-NOT-TRAVEL")
+    pool = start_decoders(1)
+    try:
+        assert pool.submit(os.getenv, "BIGID_TOKEN").result(timeout=60) is None
+        assert pool.submit(signal.getsignal, signal.SIGINT).result(timeout=60) == signal.SIG_IGN
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_a_dead_decoder_is_an_auditor_error():
+    pool = start_decoders(1)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - the pool's own BrokenProcessPool
+            pool.submit(os._exit, 1).result(timeout=60)
+        offload = PageOffload(pool, column_rows, _row_key)
+        with pytest.raises(AuditorError, match="a page-decoding process died unexpectedly"):
+            offload.result(offload.submit(b"[]"))
+    finally:
+        pool.shutdown(wait=True)
+
+
+class _Interrupt(Progress):
+    def __init__(self) -> None:
+        super().__init__(enabled=False)
+        self.calls = 0
+
+    def add_columns(self, count: int) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_shuts_the_decoders_down(loopback, make_client, tmp_path, monkeypatch):
+    import auditor.snapshot as snapshot
+
+    started = []
+
+    def recording(processes: int):
+        pool = start_decoders(processes)
+        started.append((pool, list(pool._processes)))  # the decoders' process ids
+        return pool
+
+    monkeypatch.setattr(snapshot, "start_decoders", recording)
+    handler, _, _ = make_tenant({f"k{i}": 40 for i in range(12)})
+    loopback.reset(handler)
+    engine = open_database(tmp_path / "snap.db")
+    with pytest.raises(KeyboardInterrupt):
+        take_snapshot(
+            engine, make_client(loopback.url, page_size=5), workers=4, processes=2, progress=_Interrupt()
+        )
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == "interrupted (Ctrl-C)"
+    ((pool, pids),) = started
+    assert len(pids) == 2
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(int)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_default_starts_decoders_only_for_a_large_tenant(loopback, make_client, tmp_path, monkeypatch):
+    import auditor.snapshot as snapshot
+
+    handler, _, _ = make_tenant({"a": 30, "b": 20})
+    loopback.reset(handler)
+    engine = open_database(tmp_path / "snap.db")
+    small = take_snapshot(engine, make_client(loopback.url, page_size=10), workers=2)
+    monkeypatch.setattr(snapshot, "POOL_MIN_COLUMNS", 50)
+    large = take_snapshot(engine, make_client(loopback.url, page_size=10), workers=2)
+    assert (small.details["processes"], large.details["processes"]) == (0, snapshot.default_processes())
+    assert small.columns_stored == large.columns_stored == 50

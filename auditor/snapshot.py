@@ -25,12 +25,14 @@ columns actually fetched (``runs.details``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
 import queue
 import signal
 import threading
+import traceback
 from collections.abc import Hashable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -116,6 +118,11 @@ def take_snapshot(
     except BaseException as exc:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        # The traceback's frames may hold the cursor of a write that was interrupted mid-flush
+        # (Ctrl-C lands there most often); while it lives, SQLite keeps that transaction's lock and
+        # marking the run failed would wait out the busy timeout. Locals are not needed any more.
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()  # the cursor may sit in a reference cycle too
         reason = _reason(exc)
         _fill_totals(totals, client, details)
         try:

@@ -211,8 +211,9 @@ class PageOffload:
 
 def _decoder_died() -> AuditorError:
     return AuditorError(
-        "a page-decoding process died unexpectedly (out of memory, or killed)",
-        hint="re-run; with --processes 0 the pages are decoded in the fetching threads",
+        "a page-decoding process died unexpectedly (out of memory, killed, or it could not start)",
+        hint="re-run; with --processes 0 the pages are decoded in the fetching threads (a Python script "
+        "that calls take_snapshot must guard its entry point with if __name__ == '__main__':)",
     )
 
 

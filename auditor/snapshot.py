@@ -49,7 +49,8 @@ from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter, column
 
 log = logging.getLogger("auditor.snapshot")
 
-QUEUE_PAGES_PER_WORKER = 4  # pages waiting for the writer, per worker: bounds memory
+QUEUE_PAGES_PER_WORKER = 12  # pages waiting for the writer, per worker: bounds memory (~1 MB a page),
+# deep enough that fetching goes on while the writer commits a 25,000-row batch
 IDLE_FLUSH_ROWS = 10_000  # rows worth a transaction when the writer would otherwise wait
 MAX_LISTED_MISMATCHES = 1000  # mismatches listed in runs.details (all are counted)
 _PUT_WAIT = 0.2

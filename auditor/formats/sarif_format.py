@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from auditor import __version__
+from auditor.paths import rules_dir
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
@@ -31,13 +32,19 @@ SECURITY_SEVERITY = {"critical": "9.5", "high": "8.0", "medium": "5.5", "low": "
 
 
 def rule_uri(rule: Rule) -> str:
-    """The rule file as a repository-relative URI when possible, else ``rules/<file name>``."""
-    path = Path(rule.source)
-    try:
-        relative = path.resolve().relative_to(Path.cwd().resolve())
-        return relative.as_posix()
-    except ValueError:
-        return f"rules/{path.name}"
+    """The rule file as a repository-relative URI.
+
+    A built-in rule is ``rules/<file>`` wherever the package is installed (never a path into a
+    virtual environment); a user's rule file is relative to the working folder (the repository a
+    CI job runs in), else ``rules/<file name>``.
+    """
+    path = Path(rule.source).resolve()
+    for base, prefix in ((rules_dir().resolve(), "rules/"), (Path.cwd().resolve(), "")):
+        try:
+            return prefix + path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return f"rules/{path.name}"
 
 
 def catalog_uri(cluster_id: str | None, column: str | None, key: str | None) -> str:

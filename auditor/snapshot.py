@@ -49,6 +49,7 @@ from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter, column
 
 log = logging.getLogger("auditor.snapshot")
 
+THREADS_PER_WORKER = 2  # fetch threads per request slot (see _fetch_columns)
 QUEUE_PAGES_PER_WORKER = 12  # pages waiting for the writer, per worker: bounds memory (~1 MB a page),
 # deep enough that fetching goes on while the writer commits a 25,000-row batch
 IDLE_FLUSH_ROWS = 10_000  # rows worth a transaction when the writer would otherwise wait
@@ -84,6 +85,7 @@ def take_snapshot(
     if processes is not None and processes < 0:
         raise ValueError("processes must be 0 or more")
     progress = progress or Progress(enabled=False)
+    client.limit_requests(workers)  # ``workers`` requests in flight, whatever the client was built with
     writer = SnapshotWriter(
         engine,
         source_url=client.base_url,
@@ -231,7 +233,11 @@ def _fetch_columns(
             with contextlib.suppress(_Cancelled):
                 put(("error", cluster_id, exc))
 
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditor-fetch")
+    # Twice as many threads as requests in flight (the client caps those at ``workers``): while one
+    # thread decodes and hands over its page, another already waits on the network.
+    executor = ThreadPoolExecutor(
+        max_workers=workers * THREADS_PER_WORKER, thread_name_prefix="auditor-fetch"
+    )
     remaining = len(clusters)
     unflushed = 0
     try:

@@ -284,6 +284,9 @@ class BigIDClient:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.auth = Authenticator(options.token, options.auth_scheme, self._exchange)
         self._lock = threading.Lock()
+        # At most ``workers`` requests in flight, however many threads call: a snapshot runs more
+        # threads than that so that decoding one page never leaves a request slot idle.
+        self._slots = threading.BoundedSemaphore(max(1, options.workers))
         self._closing = threading.Event()
         self._closed = False
         self.requests = 0
@@ -294,6 +297,10 @@ class BigIDClient:
 
     def __repr__(self) -> str:
         return f"BigIDClient(url={self.base_url!r}, auth={self.auth!r})"
+
+    def limit_requests(self, in_flight: int) -> None:
+        """Allow at most ``in_flight`` requests at once (call before the requests start)."""
+        self._slots = threading.BoundedSemaphore(max(1, in_flight))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -578,18 +585,19 @@ class BigIDClient:
             retry_after: float | None = None
             t0 = time.monotonic()
             try:
-                response = self.session.get(
-                    url,
-                    params=params,
-                    headers={"Authorization": authorization},
-                    timeout=(self.options.connect_timeout, self.options.read_timeout),
-                    verify=self._verify,
-                    stream=True,
-                )
-                # One read of the whole body: ``response.content`` would pull a large page in 10 KB
-                # chunks, each a GIL hand-off among the worker threads (a third of a snapshot's CPU).
-                # Reading to the end returns the connection to the pool.
-                content = _read_body(response)
+                with self._slots:
+                    response = self.session.get(
+                        url,
+                        params=params,
+                        headers={"Authorization": authorization},
+                        timeout=(self.options.connect_timeout, self.options.read_timeout),
+                        verify=self._verify,
+                        stream=True,
+                    )
+                    # One read of the whole body: ``response.content`` would pull a large page in
+                    # 10 KB chunks, each a GIL hand-off among the worker threads (a third of a
+                    # snapshot's CPU). Reading to the end returns the connection to the pool.
+                    content = _read_body(response)
             except requests.exceptions.SSLError:
                 raise NetworkError(
                     f"GET {path}: the TLS certificate of {self.base_url} could not be verified",

@@ -34,6 +34,9 @@ CONFIG_FILE = "auditor.toml"
 ENV_URL = "BIGID_URL"
 ENV_TOKEN = "BIGID_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 ENV_DB = "AUDITOR_DB"
+ENV_SMTP = "AUDITOR_SMTP"
+ENV_EMAIL_FROM = "AUDITOR_EMAIL_FROM"
+SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 KNOWN_KEYS = {
     "url",

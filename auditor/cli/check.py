@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.config import SEVERITIES as cfg_severities
 from auditor.formats import Format
 
-SEVERITIES = ["info", "low", "medium", "high", "critical"]
+SEVERITIES = list(cfg_severities)
 
 
 def _paths(values: tuple[str, ...]) -> list[Path] | None:
@@ -93,7 +94,9 @@ def check_command(
     from auditor.engine import check_run, load_ruleset, load_waivers
     from auditor.formats import render
 
-    ruleset = load_ruleset(_paths(rules))
+    fail_on = settings.fail_on(fail_on)
+    ruleset = load_ruleset(settings.rules_paths(rules))
+    waivers = settings.waivers_path(waivers)
     waiver_set = load_waivers(waivers) if waivers else None
     engine = settings.engine(db)
     day: date | None = today.date() if today is not None else None  # type: ignore[attr-defined]

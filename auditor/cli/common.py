@@ -71,6 +71,35 @@ class Settings:
         secrets.register(token)
         return token
 
+    def list_value(self, flag: tuple[str, ...] | list[str] | None, key: str) -> list[str]:
+        """A repeatable option: the flags if given, else the config file's value (one or a list)."""
+        if flag:
+            return [str(item) for item in flag]
+        value = self.file.get(key)
+        if value is None or value == "":
+            return []
+        return [str(value)] if isinstance(value, str) else [str(item) for item in value]
+
+    def rules_paths(self, flag: tuple[str, ...] | None = None) -> list[Path] | None:
+        """``--rules`` or the config's ``rules``; ``None`` means the built-in pack."""
+        return [Path(p) for p in self.list_value(flag, "rules")] or None
+
+    def waivers_path(self, flag: str | None = None) -> str | None:
+        """``--waivers`` or the config's ``waivers``."""
+        value = self.value(flag, None, "waivers")
+        return str(value) if value else None
+
+    def fail_on(self, flag: str | None = None) -> str | None:
+        """``--fail-on`` or the config's ``fail_on`` (checked: a typo must not silently pass a gate)."""
+        value = self.value(flag, None, "fail_on")
+        if value is not None and value not in cfg.SEVERITIES:
+            raise ConfigError(f"setting fail_on must be one of {', '.join(cfg.SEVERITIES)}, not {value!r}")
+        return value
+
+    def templates_dir(self, flag: str | None = None) -> str | None:
+        value = self.value(flag, None, "templates")
+        return str(value) if value else None
+
     def info(self, message: str) -> None:
         """An informational line on stderr (silenced by --quiet)."""
         if not self.quiet:

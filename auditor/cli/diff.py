@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from pathlib import Path
 
 import click
 
@@ -91,10 +90,13 @@ def diff_command(
 
     engine = settings.engine(db)
     ruleset = waiver_set = None
+    rules_paths = settings.rules_paths(rules)
+    waivers = settings.waivers_path(waivers)
+    templates = settings.templates_dir(templates)
     if not no_findings:
         from auditor.engine import load_ruleset, load_waivers
 
-        ruleset = load_ruleset([Path(p) for p in rules] if rules else None)
+        ruleset = load_ruleset(rules_paths)
         waiver_set = load_waivers(waivers) if waivers else None
     result = compute_diff(
         engine,
@@ -119,7 +121,7 @@ def diff_command(
             result,
             ruleset=ruleset,
             waivers=waiver_set,
-            rules_paths=list(rules) or None,
+            rules_paths=rules_paths,
             waivers_path=waivers,
             templates_dir=templates,
             allow_incomplete=allow_incomplete,

@@ -13,12 +13,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from auditor.cli.common import Settings, db_option, pass_settings
+from auditor.config import ENV_EMAIL_FROM, ENV_SMTP
 
 if TYPE_CHECKING:
     from auditor.render.report import ReportBundle
-
-ENV_SMTP_URL = "AUDITOR_SMTP"
-ENV_EMAIL_FROM = "AUDITOR_EMAIL_FROM"
 
 
 def _report_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,19 +90,12 @@ def _bundle(
         settings.engine(db),
         run,
         against=against,
-        rules_paths=list(rules) or _config_list(settings, "rules"),
-        waivers_path=waivers or settings.value(None, None, "waivers"),
-        templates_dir=templates or settings.value(None, None, "templates"),
+        rules_paths=settings.rules_paths(rules),
+        waivers_path=settings.waivers_path(waivers),
+        templates_dir=settings.templates_dir(templates),
         max_rows=max_rows,
         with_exports=with_exports,
     )
-
-
-def _config_list(settings: Settings, key: str) -> list[str] | None:
-    value = settings.value(None, None, key)
-    if not value:
-        return None
-    return [value] if isinstance(value, str) else [str(item) for item in value]
 
 
 @click.command("report")
@@ -221,10 +212,10 @@ def email_command(
     from auditor.errors import ConfigError
     from auditor.render.email import deliver_email
 
-    recipients = list(to) or _config_list(settings, "email_to") or []
+    recipients = settings.list_value(to, "email_to")
     if not recipients:
         raise ConfigError("no recipient: pass --to ADDR (or set email_to in auditor.toml)")
-    smtp_url = None if eml else settings.value(smtp, ENV_SMTP_URL, "smtp")
+    smtp_url = None if eml else settings.value(smtp, ENV_SMTP, "smtp")
     if eml and smtp:
         raise ConfigError("give either --smtp URL or --eml FILE, not both")
     if not eml and not smtp_url:
@@ -242,7 +233,7 @@ def email_command(
         eml_path=eml,
         attach_report=attach_report,
         attach_csv=attach_csv,
-        templates_dir=templates or settings.value(None, None, "templates"),
+        templates_dir=settings.templates_dir(templates),
         cafile=smtp_ca_bundle,
     )
     everyone = ", ".join(filter(None, (message["To"], message["Cc"])))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any
 
 import click
@@ -11,15 +10,7 @@ import click
 from auditor.cli.check import SEVERITIES
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.cli.fetch import _workers, api_options, client_from_settings
-
-
-def _list_setting(settings: Settings, flag: tuple[str, ...], key: str) -> list[str]:
-    if flag:
-        return list(flag)
-    value = settings.file.get(key)
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else [str(v) for v in value]
+from auditor.config import ENV_EMAIL_FROM, ENV_SMTP
 
 
 def _sandbox_size(settings: Settings) -> dict[str, int]:
@@ -114,23 +105,19 @@ def run_command(
     from auditor.pipeline import EmailOptions, builtin_sandbox, run_job
     from auditor.progress import Progress
 
-    rules_paths = [Path(p) for p in _list_setting(settings, rules, "rules")] or None
-    waivers_path = settings.value(waivers, None, "waivers")
-    fail_on = settings.value(fail_on, None, "fail_on")
-    if fail_on is not None and fail_on not in SEVERITIES:
-        from auditor.errors import ConfigError
-
-        raise ConfigError(f"setting fail_on must be one of {', '.join(SEVERITIES)}, not {fail_on!r}")
+    rules_paths = settings.rules_paths(rules)
+    waivers_path = settings.waivers_path(waivers)
+    fail_on = settings.fail_on(fail_on)
     ruleset = load_ruleset(rules_paths)  # rule errors (exit 2) before any fetching
     waiver_set = load_waivers(waivers_path) if waivers_path else None
-    recipients = _list_setting(settings, email_to, "email_to")
-    smtp = settings.value(smtp_url, None, "smtp")
+    recipients = settings.list_value(email_to, "email_to")
+    smtp = settings.value(smtp_url, ENV_SMTP, "smtp")
     email = None
     if recipients or eml_path:
         email = EmailOptions(
             to=recipients,
             cc=list(email_cc),
-            sender=settings.value(email_from, None, "email_from"),
+            sender=settings.value(email_from, ENV_EMAIL_FROM, "email_from"),
             subject=subject,
             smtp_url=None if eml_path else smtp,
             eml_path=eml_path,
@@ -163,7 +150,7 @@ def run_command(
             new_only=new_only,
             report_path=report_path,
             export_dir=export_dir,
-            templates_dir=settings.value(templates, None, "templates"),
+            templates_dir=settings.templates_dir(templates),
             email=email,
         )
     write_output(render(fmt, result.check), output)

@@ -71,7 +71,13 @@ def test_readme_rule_and_waiver_examples_load(tmp_path):
     assert [rule.id for rule in load_ruleset([rules]).rules] == ["high-sensitivity-without-confidential"]
     waivers = tmp_path / "waivers.yaml"
     waivers.write_text(blocks["waivers"])
-    assert load_waivers(waivers) is not None
+    (waiver,) = load_waivers(waivers).entries
+    assert (waiver.rule, waiver.column, waiver.owner) == (
+        "high-sensitivity-without-confidential",
+        "hr.payroll.*",
+        "data-governance@example.com",
+    )
+    assert waiver.expires.isoformat() == "2027-03-31"
 
 
 def test_readme_config_example_is_accepted(tmp_path):

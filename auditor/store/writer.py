@@ -54,56 +54,13 @@ def canonical_json(value: Any) -> bytes:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
-def content_hash(value: Any) -> str:
-    """128-bit BLAKE2b of the canonical JSON, as 32 hex characters."""
-    return hashlib.blake2b(canonical_json(value), digest_size=16).hexdigest()
-
-
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _sqlite_executemany(connection: Connection, table: Table, rows: list[dict[str, Any]], verb: str) -> None:
-    """SQLite fast path: one DBAPI ``executemany`` with positional tuples, JSON pre-serialised.
-
-    SQLAlchemy Core spends more time building parameters per row than SQLite spends inserting it
-    (measured 2x on snapshot tables); every row of a batch has the same keys, so build the statement
-    once and hand the driver plain tuples. Booleans and NULLs bind natively.
-    """
-    names = list(rows[0])
-    json_columns = {name for name in names if isinstance(table.c[name].type, JSON)}
-    placeholders = ", ".join("?" for _ in names)
-    sql = f"{verb} INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"
-    if json_columns:
-        params = [
-            tuple(_json_text(row[name]) if name in json_columns else row[name] for name in names)
-            for row in rows
-        ]
-    else:
-        params = [tuple(row.values()) for row in rows]
-    connection.exec_driver_sql(sql, params)
-
-
-def _json_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, JsonText):
-        return value
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(value, default=str)
-
-
-def insert_ignore(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert, skipping rows whose primary key exists (content-addressed tables)."""
-    if not rows:
-        return
-    dialect = connection.dialect.name
-    if dialect == "sqlite":
-        _sqlite_executemany(connection, table, rows, "INSERT OR IGNORE")
-        return
-    if dialect == "postgresql":
+def _insert_ignore_core(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert through SQLAlchemy, skipping rows whose primary key exists (not SQLite)."""
+    if connection.dialect.name == "postgresql":
         statement = postgresql.insert(table).on_conflict_do_nothing()
     else:  # pragma: no cover - other databases: plain insert of rows filtered beforehand
         statement = table.insert()
@@ -136,7 +93,8 @@ def cluster_record(
     cluster: Cluster, raw: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """(hash, cluster_versions row, cluster_labels rows) for one cluster."""
-    digest = content_hash(raw)
+    blob = canonical_json(raw)  # one serialisation: the hash and the stored raw (as for columns)
+    digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
     row = {
         "hash": digest,
         "cluster_id": cluster.id,
@@ -146,7 +104,7 @@ def cluster_record(
         "status": cluster.status,
         "created_at": cluster.createdAt,
         "cluster_type": cluster.type,
-        "raw": dict(raw),
+        "raw": JsonText(blob.decode()),
     }
     labels = [
         {"cluster_hash": digest, "position": i, "label": label} for i, label in enumerate(cluster.labels)
@@ -247,6 +205,13 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, tuple, lis
     return digest, version, tags, attributes
 
 
+def insert_dicts(connection: Connection, table: Table, rows: list[dict[str, Any]], *, ignore: bool) -> None:
+    """:func:`insert_tuples` for rows given as dicts that all carry the same keys."""
+    if rows:
+        fields = tuple(rows[0])
+        insert_tuples(connection, table, fields, [tuple(row.values()) for row in rows], ignore=ignore)
+
+
 def insert_tuples(
     connection: Connection, table: Table, fields: tuple[str, ...], rows: list[tuple], *, ignore: bool
 ) -> None:
@@ -275,7 +240,7 @@ def insert_tuples(
         for row in rows
     ]
     if ignore:
-        insert_ignore(connection, table, dicts)
+        _insert_ignore_core(connection, table, dicts)
     else:
         connection.execute(table.insert(), dicts)
 
@@ -418,9 +383,14 @@ class SnapshotWriter:
     def _write(self, connection: Connection) -> None:
         if self._pending_cluster_versions:
             new = _missing(connection, cluster_versions, self._pending_cluster_versions.keys())
-            insert_ignore(connection, cluster_versions, [self._pending_cluster_versions[h] for h in new])
-            insert_ignore(
-                connection, cluster_labels, [label for h in new for label in self._pending_labels[h]]
+            insert_dicts(
+                connection, cluster_versions, [self._pending_cluster_versions[h] for h in new], ignore=True
+            )
+            insert_dicts(
+                connection,
+                cluster_labels,
+                [label for h in new for label in self._pending_labels[h]],
+                ignore=True,
             )
         if self._pending_run_clusters:
             connection.execute(run_clusters.insert(), self._pending_run_clusters)

@@ -77,15 +77,15 @@ def python_design_rules(engine, run_id: int, ruleset) -> list[Finding]:
         ]
         by_column: dict[str, list[dict]] = defaultdict(list)
         for record in columns:
-            by_column[record["column_hash"]].append(record)
-        mine = select(run_columns.c.column_hash).where(run_columns.c.run_id == run_id)
-        for row in connection.execute(select(column_tags).where(column_tags.c.column_hash.in_(mine))):
-            for record in by_column.get(row.column_hash, ()):
+            by_column[record["column_id"]].append(record)
+        mine = select(run_columns.c.column_id).where(run_columns.c.run_id == run_id)
+        for row in connection.execute(select(column_tags).where(column_tags.c.column_id.in_(mine))):
+            for record in by_column.get(row.column_id, ()):
                 record["tags"].append(dict(row._mapping))
         for row in connection.execute(
-            select(column_attributes).where(column_attributes.c.column_hash.in_(mine))
+            select(column_attributes).where(column_attributes.c.column_id.in_(mine))
         ):
-            for record in by_column.get(row.column_hash, ()):
+            for record in by_column.get(row.column_id, ()):
                 record["attributes"].append(dict(row._mapping))
     high_rule = ruleset.get(DESIGN_RULES[0])
     findings = []

@@ -2,10 +2,10 @@
 
 Two runs are compared through their membership tables only: ``run_clusters`` joined on
 ``cluster_id`` and ``run_columns`` joined on ``(cluster_id, fqn)``, keeping the rows whose content
-hash differs or that have no partner. Unchanged records (the vast majority) never leave the database;
-what is read into Python is proportional to the number of changes, never to the catalog size. The
-fields, labels, tags and attributes of the changed versions are then fetched by hash, in chunks of
-bound parameters.
+version differs (cluster hash; column version id, one per content hash) or that have no partner.
+Unchanged records (the vast majority) never leave the database; what is read into Python is
+proportional to the number of changes, never to the catalog size. The fields, labels, tags and
+attributes of the changed versions are then fetched by key, in chunks of bound parameters.
 
 Moves: a column membership that has no partner in the other run is a *departure* (only in the older
 run) or an *arrival* (only in the newer run). Departures and arrivals with the same
@@ -162,44 +162,44 @@ def compare_clusters(before: dict[str, Any], after: dict[str, Any]) -> dict[str,
 def _diff_columns(
     connection: Connection, from_run: int, to_run: int, result: CatalogDiff, threshold: float
 ) -> None:
-    # Each run's memberships that have no *identical* partner (same cluster, fqn and content hash) in
-    # the other run: an anti-join on all four columns, which the covering index
-    # ix_run_columns_diff answers without reading the table (SQLite would otherwise probe the
-    # primary key, a unique index, and fetch each row's hash from the table). Only changes come back.
+    # Each run's memberships that have no *identical* partner (same cluster, fqn and version) in the
+    # other run: an anti-join on all four columns, which the membership table's own primary-key
+    # b-tree answers (SQLite: WITHOUT ROWID, so each key entry carries the version id too). Only
+    # changes come back.
     older = dict(_unmatched(connection, from_run, to_run))
     newer = dict(_unmatched(connection, to_run, from_run))
-    departures: dict[str, list[tuple[str, str]]] = defaultdict(list)  # fqn -> [(cluster, hash)]
-    arrivals: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    changed: list[tuple[str, str, str, str]] = []  # (cluster, fqn, before hash, after hash)
-    for (cluster_id, fqn), before_hash in older.items():
-        after_hash = newer.pop((cluster_id, fqn), None)
-        if after_hash is None:
-            departures[fqn].append((cluster_id, before_hash))
+    departures: dict[str, list[tuple[str, int]]] = defaultdict(list)  # fqn -> [(cluster, version id)]
+    arrivals: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    changed: list[tuple[str, str, int, int]] = []  # (cluster, fqn, before id, after id)
+    for (cluster_id, fqn), before_id in older.items():
+        after_id = newer.pop((cluster_id, fqn), None)
+        if after_id is None:
+            departures[fqn].append((cluster_id, before_id))
         else:
-            changed.append((cluster_id, fqn, before_hash, after_hash))
-    for (cluster_id, fqn), after_hash in newer.items():
-        arrivals[fqn].append((cluster_id, after_hash))
+            changed.append((cluster_id, fqn, before_id, after_id))
+    for (cluster_id, fqn), after_id in newer.items():
+        arrivals[fqn].append((cluster_id, after_id))
     del older, newer
 
     moves, removed, added = pair_moves(departures, arrivals)
 
-    hashes: set[str] = set()
-    for _, _, before_hash, after_hash in changed:
-        hashes.update((before_hash, after_hash))
-    for _, _, _, before_hash, after_hash in moves:
-        hashes.update((before_hash, after_hash))
-    hashes.update(h for _, _, h in removed)
-    hashes.update(h for _, _, h in added)
-    versions = _column_versions(connection, hashes)
+    version_ids: set[int] = set()
+    for _, _, before_id, after_id in changed:
+        version_ids.update((before_id, after_id))
+    for _, _, _, before_id, after_id in moves:
+        version_ids.update((before_id, after_id))
+    version_ids.update(h for _, _, h in removed)
+    version_ids.update(h for _, _, h in added)
+    versions = _column_versions(connection, version_ids)
 
-    for cluster_id, fqn, before_hash, after_hash in changed:
-        changes = compare_columns(versions[before_hash], versions[after_hash], threshold)
+    for cluster_id, fqn, before_id, after_id in changed:
+        changes = compare_columns(versions[before_id], versions[after_id], threshold)
         if changes:
             result.columns_changed.append(ColumnChange(cluster_id, fqn, changes))
-    for fqn, from_cluster, to_cluster, before_hash, after_hash in moves:
+    for fqn, from_cluster, to_cluster, before_id, after_id in moves:
         changes = (
-            compare_columns(versions[before_hash], versions[after_hash], threshold)
-            if before_hash != after_hash
+            compare_columns(versions[before_id], versions[after_id], threshold)
+            if before_id != after_id
             else {}
         )
         result.columns_moved.append(ColumnMove(fqn, from_cluster, to_cluster, changes))
@@ -209,11 +209,15 @@ def _diff_columns(
     result.columns_added.extend(_column_entry(cid, fqn, versions[h]) for cid, fqn, h in added)
 
 
-def _unmatched(connection: Connection, run: int, other: int) -> Iterator[tuple[tuple[str, str], str]]:
-    """((cluster_id, fqn), hash) of the memberships of ``run`` with no identical one in ``other``."""
+def _unmatched(connection: Connection, run: int, other: int) -> Iterator[tuple[tuple[str, str], int]]:
+    """((cluster_id, fqn), version id) of the memberships of ``run`` with no identical one in ``other``.
+
+    Version ids are unique per content (like the hashes they stand for), so equal ids mean equal
+    records.
+    """
     a, b = run_columns.alias("a"), run_columns.alias("b")
     rows = connection.execute(
-        select(a.c.cluster_id, a.c.fqn, a.c.column_hash)
+        select(a.c.cluster_id, a.c.fqn, a.c.column_id)
         .select_from(
             a.outerjoin(
                 b,
@@ -221,14 +225,14 @@ def _unmatched(connection: Connection, run: int, other: int) -> Iterator[tuple[t
                     b.c.run_id == other,
                     b.c.cluster_id == a.c.cluster_id,
                     b.c.fqn == a.c.fqn,
-                    b.c.column_hash == a.c.column_hash,
+                    b.c.column_id == a.c.column_id,
                 ),
             )
         )
         .where(a.c.run_id == run, b.c.fqn.is_(None))
     )
-    for cluster_id, fqn, column_hash in rows:
-        yield (cluster_id, fqn), column_hash
+    for cluster_id, fqn, version_id in rows:
+        yield (cluster_id, fqn), version_id
 
 
 def pair_moves(
@@ -236,8 +240,8 @@ def pair_moves(
 ) -> tuple[list[tuple[str, str, str, str, str]], list[tuple[str, str, str]], list[tuple[str, str, str]]]:
     """Pair departures and arrivals of the same fqn into moves.
 
-    Returns (moves as (fqn, from cluster, to cluster, before hash, after hash), removals and
-    additions as (cluster, fqn, hash)). Several departures/arrivals of one fqn pair up in cluster-id
+    Returns (moves as (fqn, from cluster, to cluster, before version, after version), removals
+    and additions as (cluster, fqn, version)). Several departures/arrivals of one fqn pair up in cluster-id
     order; the leftovers stay removals or additions.
     """
     moves: list[tuple[str, str, str, str, str]] = []
@@ -256,47 +260,47 @@ def pair_moves(
     return moves, removed, added
 
 
-def _column_versions(connection: Connection, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(hashes)):
+def _column_versions(connection: Connection, version_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(version_ids)):
         rows = connection.execute(
             select(
-                column_versions.c.hash,
+                column_versions.c.id,
                 *(column_versions.c[db_name] for _, db_name in _FIELD_COLUMNS),
-            ).where(column_versions.c.hash.in_(chunk))
+            ).where(column_versions.c.id.in_(chunk))
         )
         for row in rows:
-            out[row.hash] = {
+            out[row.id] = {
                 "fields": {wire: row._mapping[db_name] for wire, db_name in _FIELD_COLUMNS},
                 "tags": [],
                 "attributes": [],
             }
         tags = connection.execute(
             select(
-                column_tags.c.column_hash,
+                column_tags.c.column_id,
                 column_tags.c.tag_name,
                 column_tags.c.tag_id,
                 column_tags.c.tag_value,
             )
-            .where(column_tags.c.column_hash.in_(chunk))
-            .order_by(column_tags.c.column_hash, column_tags.c.position)
+            .where(column_tags.c.column_id.in_(chunk))
+            .order_by(column_tags.c.column_id, column_tags.c.position)
         )
-        for column_hash, tag_name, tag_id, tag_value in tags:
-            out[column_hash]["tags"].append({"tagName": tag_name or tag_id or "", "tagValue": tag_value})
+        for version_id, tag_name, tag_id, tag_value in tags:
+            out[version_id]["tags"].append({"tagName": tag_name or tag_id or "", "tagValue": tag_value})
         attributes = connection.execute(
             select(
-                column_attributes.c.column_hash,
+                column_attributes.c.column_id,
                 column_attributes.c.attribute_name,
                 column_attributes.c.attribute_original_name,
                 column_attributes.c.attribute_id,
                 column_attributes.c.rank,
                 column_attributes.c.confidence,
             )
-            .where(column_attributes.c.column_hash.in_(chunk))
-            .order_by(column_attributes.c.column_hash, column_attributes.c.position)
+            .where(column_attributes.c.column_id.in_(chunk))
+            .order_by(column_attributes.c.column_id, column_attributes.c.position)
         )
-        for column_hash, name, original, attribute_id, rank, confidence in attributes:
-            out[column_hash]["attributes"].append(
+        for version_id, name, original, attribute_id, rank, confidence in attributes:
+            out[version_id]["attributes"].append(
                 {"name": name or original or attribute_id or "", "rank": rank, "confidence": confidence}
             )
     return out

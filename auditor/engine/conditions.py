@@ -975,10 +975,10 @@ class Tags(Quantifier):
 
     def _elements(self, inner: Row) -> tuple[Any, Any, Any]:
         table = inner.table("tag")
-        return table, table.c.column_hash, true()
+        return table, table.c.column_id, true()
 
     def _owner_key(self, row: Row) -> Any:
-        return row.table("rc").c.column_hash
+        return row.table("rc").c.column_id
 
 
 @register
@@ -991,7 +991,7 @@ class Attributes(Tags):
 
     def _elements(self, inner: Row) -> tuple[Any, Any, Any]:
         table = inner.table("attr")
-        return table, table.c.column_hash, true()
+        return table, table.c.column_id, true()
 
 
 @register
@@ -1018,7 +1018,7 @@ def column_from(row: Row) -> Any:
     source = rc
     if row.uses("cv"):
         cv = row.table("cv")
-        source = source.join(cv, cv.c.hash == rc.c.column_hash)
+        source = source.join(cv, cv.c.id == rc.c.column_id)
     if row.uses("rcl") or row.uses("clv"):
         rcl = row.table("rcl")
         source = source.join(rcl, and_(rcl.c.run_id == rc.c.run_id, rcl.c.cluster_id == rc.c.cluster_id))

@@ -141,13 +141,14 @@ def resolve_run(
 
 
 def columns_view(run_id: int) -> Select:
-    """The columns of a run: one row per (cluster_id, fqn) with every column field and its hash."""
+    """The columns of a run: one row per (cluster_id, fqn) with every column field, its version id and hash."""
     return (
         select(
             run_columns.c.run_id,
             run_columns.c.cluster_id,
             run_columns.c.fqn,
-            run_columns.c.column_hash,
+            run_columns.c.column_id,
+            column_versions.c.hash.label("column_hash"),
             column_versions.c.column_name,
             column_versions.c.table_name,
             column_versions.c.source,
@@ -155,7 +156,7 @@ def columns_view(run_id: int) -> Select:
             column_versions.c.is_primary,
             column_versions.c.business_attribute,
         )
-        .join(column_versions, column_versions.c.hash == run_columns.c.column_hash)
+        .join(column_versions, column_versions.c.id == run_columns.c.column_id)
         .where(run_columns.c.run_id == run_id)
     )
 

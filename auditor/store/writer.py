@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Connection, Engine, Table, bindparam, select, update
+from sqlalchemy import JSON, Connection, Engine, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -125,7 +125,7 @@ COLUMN_FIELDS = (
     "raw",
 )
 TAG_FIELDS = (
-    "column_hash",
+    "column_id",
     "position",
     "tag_id",
     "value_id",
@@ -136,7 +136,7 @@ TAG_FIELDS = (
     "application_type",
 )
 ATTRIBUTE_FIELDS = (
-    "column_hash",
+    "column_id",
     "position",
     "attribute_name",
     "attribute_original_name",
@@ -145,7 +145,8 @@ ATTRIBUTE_FIELDS = (
     "attribute_type",
     "attribute_id",
 )
-MEMBER_FIELDS = ("run_id", "cluster_id", "fqn", "column_hash")
+MEMBER_FIELDS = ("run_id", "cluster_id", "fqn", "column_id")
+VERSION_FIELDS = ("id", *COLUMN_FIELDS)
 
 
 class JsonText(str):
@@ -158,7 +159,9 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, tuple, lis
     """(hash, column_versions row, column_tags rows, column_attributes rows) as tuples.
 
     The raw record is serialised once, canonically: the same bytes give the content hash and are
-    stored as ``raw`` (a snapshot's hot path: one call per column).
+    stored as ``raw`` (a snapshot's hot path: one call per column). The version row has
+    ``COLUMN_FIELDS``; tag and attribute rows have their fields *after* the version id
+    (``TAG_FIELDS[1:]``, ``ATTRIBUTE_FIELDS[1:]``), which the writer prepends once it is known.
     """
     blob = canonical_json(raw)
     digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
@@ -178,7 +181,6 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, tuple, lis
         props = tag.properties
         tags.append(
             (
-                digest,
                 i,
                 tag.tagId,
                 tag.valueId,
@@ -191,7 +193,6 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, tuple, lis
         )
     attributes = [
         (
-            digest,
             i,
             attribute.attribute_name,
             attribute.attribute_original_name,
@@ -394,18 +395,13 @@ class SnapshotWriter:
             )
         if self._pending_run_clusters:
             connection.execute(run_clusters.insert(), self._pending_run_clusters)
-        if self._pending_column_versions:
-            new = _missing(connection, column_versions, self._pending_column_versions.keys())
-            pending = self._pending_column_versions
-            insert_tuples(
-                connection, column_versions, COLUMN_FIELDS, [pending[h][0] for h in new], ignore=True
-            )
-            tags = [tag for h in new for tag in pending[h][1]]
-            insert_tuples(connection, column_tags, TAG_FIELDS, tags, ignore=True)
-            attributes = [attr for h in new for attr in pending[h][2]]
-            insert_tuples(connection, column_attributes, ATTRIBUTE_FIELDS, attributes, ignore=True)
         if self._pending_members:
-            insert_tuples(connection, run_columns, MEMBER_FIELDS, self._pending_members, ignore=False)
+            ids = _store_versions(connection, self._pending_column_versions, self.run_id)
+            members = [
+                (run_id, cluster_id, fqn, ids[digest])
+                for run_id, cluster_id, fqn, digest in self._pending_members
+            ]
+            insert_tuples(connection, run_columns, MEMBER_FIELDS, members, ignore=False)
         if self._pending_stats:
             connection.execute(
                 update(run_clusters)
@@ -480,6 +476,70 @@ def _missing(connection: Connection, table: Table, hashes: Iterable[str]) -> lis
         chunk = wanted[start : start + HASH_CHUNK]
         present.update(connection.execute(select(table.c.hash).where(table.c.hash.in_(chunk))).scalars())
     return [h for h in wanted if h not in present]
+
+
+def _known_ids(connection: Connection, hashes: list[str]) -> dict[str, int]:
+    """hash → id of the column versions among ``hashes`` already stored."""
+    known: dict[str, int] = {}
+    table = column_versions
+    for start in range(0, len(hashes), HASH_CHUNK):
+        chunk = hashes[start : start + HASH_CHUNK]
+        rows = connection.execute(select(table.c.hash, table.c.id).where(table.c.hash.in_(chunk)))
+        known.update((digest, version_id) for digest, version_id in rows)
+    return known
+
+
+def _new_ids(connection: Connection, count: int) -> range | list[int]:
+    """``count`` fresh column-version ids. The caller holds the write lock (see _lock_versions)."""
+    if connection.dialect.name == "postgresql":
+        return list(
+            connection.exec_driver_sql(
+                "SELECT nextval(pg_get_serial_sequence('column_versions', 'id')) "
+                "FROM generate_series(1, %(n)s)",
+                {"n": count},
+            ).scalars()
+        )
+    first = connection.execute(select(func.coalesce(func.max(column_versions.c.id), 0))).scalar_one() + 1
+    return range(first, first + count)
+
+
+def _lock_versions(connection: Connection, run_id: int) -> None:
+    """Take the database's write lock before deciding which versions are new and numbering them.
+
+    SQLite: a write statement (a no-op update of this run) takes the single writer lock, waiting
+    out the busy timeout, and starts a fresh read snapshot; nobody else can add a version until
+    this transaction ends, so ``max(id) + 1`` is free. PostgreSQL: a table lock that serialises
+    concurrent writers of versions (readers are not blocked); ids come from the sequence.
+    """
+    if connection.dialect.name == "sqlite":
+        connection.execute(update(runs).where(runs.c.id == run_id).values(status=runs.c.status))
+    elif connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("LOCK TABLE column_versions IN SHARE ROW EXCLUSIVE MODE")
+
+
+def _store_versions(
+    connection: Connection, pending: dict[str, tuple[tuple, list[tuple], list[tuple]]], run_id: int
+) -> dict[str, int]:
+    """Store the versions of ``pending`` not stored yet (with their tags and attributes); hash → id."""
+    _lock_versions(connection, run_id)
+    hashes = list(pending)
+    ids = _known_ids(connection, hashes)
+    new = [h for h in hashes if h not in ids]
+    if not new:
+        return ids
+    versions: list[tuple] = []
+    tags: list[tuple] = []
+    attributes: list[tuple] = []
+    for digest, version_id in zip(new, _new_ids(connection, len(new)), strict=True):
+        ids[digest] = version_id
+        row, version_tags, version_attributes = pending[digest]
+        versions.append((version_id, *row))
+        tags.extend((version_id, *tag) for tag in version_tags)
+        attributes.extend((version_id, *attribute) for attribute in version_attributes)
+    insert_tuples(connection, column_versions, VERSION_FIELDS, versions, ignore=False)
+    insert_tuples(connection, column_tags, TAG_FIELDS, tags, ignore=False)
+    insert_tuples(connection, column_attributes, ATTRIBUTE_FIELDS, attributes, ignore=False)
+    return ids
 
 
 def _store_error(what: str, exc: SQLAlchemyError) -> StoreError:

@@ -40,7 +40,7 @@ def stored(engine, run_id: int) -> tuple[dict, dict]:
             (row.cluster_id, row.fqn): row.raw
             for row in connection.execute(
                 select(run_columns.c.cluster_id, run_columns.c.fqn, column_versions.c.raw)
-                .join(column_versions, column_versions.c.hash == run_columns.c.column_hash)
+                .join(column_versions, column_versions.c.id == run_columns.c.column_id)
                 .where(run_columns.c.run_id == run_id)
             )
         }

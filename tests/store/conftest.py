@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from auditor.bigid.models import parse_cluster, parse_column
-from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+from auditor.store.writer import (
+    ATTRIBUTE_FIELDS,
+    COLUMN_FIELDS,
+    TAG_FIELDS,
+    ClusterStats,
+    RunTotals,
+    SnapshotWriter,
+    cluster_record,
+    column_rows,
+    now,
+)
 
 
 def make_catalog(
@@ -89,3 +101,91 @@ def catalog_writer() -> Callable[..., int]:
 @pytest.fixture
 def catalog() -> Callable[..., Any]:
     return make_catalog
+
+
+# -- the schema before revision 0003 (columns keyed by content hash), for migration tests ---------
+
+LEGACY_TAG_FIELDS = ("column_hash", *TAG_FIELDS[1:])
+LEGACY_ATTRIBUTE_FIELDS = ("column_hash", *ATTRIBUTE_FIELDS[1:])
+
+
+def write_legacy_catalog(engine, catalog) -> int:
+    """Write ``catalog`` as one complete run in the layout of revisions 0001-0002 (hash keys).
+
+    Rows are built by the real record functions, then inserted with plain SQL, since the writer
+    only knows the current layout.
+    """
+
+    def insert(connection, name: str, fields, rows) -> None:
+        if rows:
+            table = sa.table(name, *(sa.column(f, sa.JSON if f == "raw" else None) for f in fields))
+            connection.execute(table.insert(), [dict(zip(fields, row, strict=True)) for row in rows])
+
+    with engine.begin() as connection:
+        run_id = connection.execute(
+            sa.text(
+                "INSERT INTO runs (started_at, finished_at, status, tool_version, clusters_stored, "
+                "columns_stored, details) VALUES (:t, :t, 'complete', 'legacy', :n, :m, '{}') RETURNING id"
+            ),
+            {"t": now(), "n": len(catalog), "m": sum(len(columns) for _, columns in catalog)},
+        ).scalar_one()
+        for position, (cluster, columns) in enumerate(catalog):
+            digest, row, labels = cluster_record(parse_cluster(cluster), cluster)
+            row = {**row, "raw": json.loads(row["raw"])}
+            insert(connection, "cluster_versions", tuple(row), [tuple(row.values())])
+            insert(
+                connection,
+                "cluster_labels",
+                ("cluster_hash", "position", "label"),
+                [tuple(label.values()) for label in labels],
+            )
+            insert(
+                connection,
+                "run_clusters",
+                ("run_id", "cluster_id", "cluster_hash", "position", "columns_fetched", "fetch_status"),
+                [(run_id, cluster["id"], digest, position, len(columns), "complete")],
+            )
+            for raw in columns:
+                column_hash, version, tags, attributes = column_rows(parse_column(raw), raw)
+                version = (*version[:-1], json.loads(version[-1]))
+                insert(connection, "column_versions", COLUMN_FIELDS, [version])
+                insert(connection, "column_tags", LEGACY_TAG_FIELDS, [(column_hash, *t) for t in tags])
+                insert(
+                    connection,
+                    "column_attributes",
+                    LEGACY_ATTRIBUTE_FIELDS,
+                    [(column_hash, *a) for a in attributes],
+                )
+                insert(
+                    connection,
+                    "run_columns",
+                    ("run_id", "cluster_id", "fqn", "column_hash"),
+                    [(run_id, cluster["id"], version[1], column_hash)],
+                )
+    return int(run_id)
+
+
+def snapshot_content(connection) -> dict[str, list[tuple]]:
+    """Every stored column fact with versions named by content hash, whatever the key layout."""
+    keyed_by_id = "column_id" in {c["name"] for c in sa.inspect(connection).get_columns("run_columns")}
+    join = (
+        "JOIN column_versions v ON v.id = o.column_id"
+        if keyed_by_id
+        else ("JOIN column_versions v ON v.hash = o.column_hash")
+    )
+    tag_fields = ", ".join(f"o.{f}" for f in TAG_FIELDS[1:])
+    attribute_fields = ", ".join(f"o.{f}" for f in ATTRIBUTE_FIELDS[1:])
+    queries = {
+        "runs": "SELECT id, status, columns_stored FROM runs",
+        "cluster_versions": "SELECT hash, cluster_id, name FROM cluster_versions",
+        "column_versions": f"SELECT {', '.join(COLUMN_FIELDS[:-1])} FROM column_versions",
+        "raw": "SELECT hash, raw FROM column_versions",
+        "column_tags": f"SELECT v.hash, {tag_fields} FROM column_tags o {join}",
+        "column_attributes": f"SELECT v.hash, {attribute_fields} FROM column_attributes o {join}",
+        "run_columns": f"SELECT o.run_id, o.cluster_id, o.fqn, v.hash FROM run_columns o {join}",
+    }
+    out = {}
+    for name, query in queries.items():
+        rows = connection.execute(sa.text(query)).all()
+        out[name] = sorted(tuple(str(v) if name == "raw" else v for v in row) for row in rows)
+    return out

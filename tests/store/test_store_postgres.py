@@ -15,7 +15,7 @@ from auditor.store import db as store_db
 from auditor.store.runs import count_run_rows, list_runs, resolve_run
 from auditor.store.schema import metadata
 
-from .conftest import make_catalog, write_catalog
+from .conftest import make_catalog, snapshot_content, write_catalog, write_legacy_catalog
 
 pytestmark = pytest.mark.postgres
 
@@ -66,15 +66,29 @@ def test_postgres_first_revision_with_data_upgrades_without_loss(fresh_postgres)
     engine = store_db.create_db_engine(store_db.database_url(fresh_postgres))
     try:
         store_db.upgrade(engine, "0001")
-        run_id = write_catalog(engine, make_catalog(2, 5))
+        run_id = write_legacy_catalog(engine, make_catalog(2, 5))
         with engine.connect() as connection:
-            before = connection.execute(text("select fqn, column_hash from run_columns order by 1, 2")).all()
+            before = snapshot_content(connection)
+        assert len(before["run_columns"]) == 10
         store_db.upgrade(engine)
         assert store_db.current_revision(engine) == store_db.head_revision()
         with engine.connect() as connection:
-            after = connection.execute(text("select fqn, column_hash from run_columns order by 1, 2")).all()
+            assert snapshot_content(connection) == before
             assert compare_metadata(MigrationContext.configure(connection), metadata) == []
-        assert after == before and len(after) == 10
         assert resolve_run(engine, run_id).complete
+        # new versions take ids after the migrated ones (the sequence was filled by the migration)
+        write_catalog(engine, make_catalog(2, 5, variant=1))
+        with engine.connect() as connection:
+            assert connection.execute(text("select count(*) from column_versions")).scalar() == 11
+        from alembic import command
+
+        with engine.begin() as connection:
+            command.downgrade(store_db._alembic_config(connection), "0002")
+        with engine.connect() as connection:
+            after_down = snapshot_content(connection)
+        store_db.upgrade(engine)
+        with engine.connect() as connection:
+            assert snapshot_content(connection) == after_down
+            assert compare_metadata(MigrationContext.configure(connection), metadata) == []
     finally:
         engine.dispose()

@@ -12,14 +12,14 @@ import textwrap
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 
 from auditor.errors import RunNotUsableError, StoreError
 from auditor.store import db as store_db
 from auditor.store.runs import count_run_rows, list_runs, previous_complete_run, resolve_run
 from auditor.store.schema import column_tags, column_versions, metadata, run_columns, runs
 
-from .conftest import make_catalog, write_catalog
+from .conftest import make_catalog, snapshot_content, write_catalog, write_legacy_catalog
 
 
 def test_new_database_is_created_at_head_and_matches_models(tmp_path):
@@ -43,21 +43,48 @@ def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path):
     engine = store_db.create_db_engine(url)
     store_db.upgrade(engine, "0001")
     assert store_db.current_revision(engine) == "0001"
-    run_id = write_catalog(engine, make_catalog(3, 5))
+    run_id = write_legacy_catalog(engine, make_catalog(3, 5))
     with engine.connect() as connection:
-        before = {
-            name: connection.execute(text(f"SELECT * FROM {name} ORDER BY 1, 2")).all()
-            for name in ("runs", "cluster_versions", "column_versions", "column_tags", "run_columns")
-        }
+        before = snapshot_content(connection)
+        assert len(before["run_columns"]) == 15 and len(before["column_tags"]) == 15
     engine.dispose()
 
     upgraded = store_db.open_database(tmp_path / "old.db")
     assert store_db.current_revision(upgraded) == store_db.head_revision()
     with upgraded.connect() as connection:
-        for name, rows in before.items():
-            assert connection.execute(text(f"SELECT * FROM {name} ORDER BY 1, 2")).all() == rows
+        assert snapshot_content(connection) == before
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        # an existing version keeps its rowid as its id
+        assert (
+            connection.execute(text("SELECT count(*) FROM column_versions WHERE id = rowid")).scalar() == 15
+        )
     assert count_run_rows(upgraded, run_id) == (3, 15)
+    # the upgraded database takes new runs that share the migrated versions
+    write_catalog(upgraded, make_catalog(3, 5, variant=1))
+    with upgraded.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM column_versions")).scalar() == 16
+        assert connection.execute(text("PRAGMA foreign_key_check")).all() == []
+
+
+def test_integer_version_keys_migrate_down_and_up_again_with_nothing_lost(tmp_path):
+    engine = store_db.open_database(tmp_path / "a.db")
+    write_catalog(engine, make_catalog(2, 4))
+    write_catalog(engine, make_catalog(2, 4, variant=1))
+    with engine.connect() as connection:
+        at_head = snapshot_content(connection)
+    from alembic import command
+
+    with engine.begin() as connection:
+        command.downgrade(store_db._alembic_config(connection), "0002")
+    assert store_db.current_revision(engine) == "0002"
+    with engine.connect() as connection:
+        assert snapshot_content(connection) == at_head
+        assert "column_hash" in {c["name"] for c in inspect(connection).get_columns("column_tags")}
+    store_db.upgrade(engine)
+    with engine.connect() as connection:
+        assert snapshot_content(connection) == at_head
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        assert connection.execute(text("PRAGMA foreign_key_check")).all() == []
 
 
 def test_database_from_a_newer_version_is_refused(tmp_path):

@@ -9,8 +9,10 @@ the clusters that actually have findings.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, literal, select, true
@@ -24,14 +26,17 @@ from auditor.engine.findings import (
     KIND_COLUMN,
     KIND_GROUP,
     Finding,
+    fingerprint_prefix,
+    fingerprint_with,
     sort_key,
 )
-from auditor.engine.rules import Rule, RuleSet, Scope, render_message
+from auditor.engine.rules import Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
 from auditor.errors import StoreError
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters
 
 CHUNK = 500
+MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
 MAX_LISTED = 20  # columns named in a group message before "… and N more"
 
 
@@ -78,29 +83,68 @@ def refresh_statistics(engine: Engine) -> None:
                 connection.exec_driver_sql(f'ANALYZE "{name}"')
 
 
-def evaluate(engine: Engine, run_id: int, ruleset: RuleSet) -> list[Finding]:
+def evaluate(engine: Engine, run_id: int, ruleset: RuleSet, *, workers: int | None = None) -> list[Finding]:
     """Evaluate every enabled rule of ``ruleset`` on run ``run_id``; findings sorted by rule and subject."""
     found: list[Finding] = []
-    for _rule, items, _seconds in evaluate_each(engine, run_id, ruleset):
+    for _rule, items, _seconds in evaluate_each(engine, run_id, ruleset, workers=workers):
         found.extend(items)
     return found
 
 
+def default_workers(engine: Engine) -> int:
+    """Rules evaluated at once: one per CPU, at most :data:`MAX_WORKERS`; 1 for in-memory SQLite.
+
+    Each rule is one statement the database runs on its own connection; SQLite runs a statement
+    on one core and releases the GIL while it does, so two rules at once use two cores. An
+    in-memory SQLite database exists only on its own connection, so it is evaluated serially.
+    """
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return 1
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
 def evaluate_each(
-    engine: Engine, run_id: int, ruleset: RuleSet
+    engine: Engine, run_id: int, ruleset: RuleSet, *, workers: int | None = None
 ) -> Iterable[tuple[Rule, list[Finding], float]]:
-    """Evaluate rule by rule, yielding (rule, findings, seconds): the benchmark's view."""
+    """Evaluate rule by rule, yielding (rule, findings, seconds) in the rule set's order.
+
+    ``workers`` rules run at once, each on its own connection (default :func:`default_workers`);
+    ``seconds`` is the time one rule took on its worker.
+    """
+    rules = list(ruleset.rules)
+    workers = default_workers(engine) if workers is None else max(1, workers)
     try:
         refresh_statistics(engine)
-        with engine.connect() as connection:
-            prepare_connection(connection)
-            for rule in ruleset.rules:
-                started = time.perf_counter()
-                items = evaluate_rule(connection, run_id, rule)
-                yield rule, items, time.perf_counter() - started
+        if workers == 1 or len(rules) < 2:
+            with engine.connect() as connection:
+                prepare_connection(connection)
+                for rule in rules:
+                    started = time.perf_counter()
+                    items = evaluate_rule(connection, run_id, rule)
+                    yield rule, items, time.perf_counter() - started
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditor-rules") as pool:
+            futures = [pool.submit(_evaluate_alone, engine, run_id, rule) for rule in rules]
+            try:
+                for rule, future in zip(rules, futures, strict=True):
+                    items, seconds = future.result()
+                    yield rule, items, seconds
+            finally:
+                for future in futures:  # an error or an abandoned generator: do not start the rest
+                    future.cancel()
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         raise StoreError(f"could not evaluate run {run_id}: {detail}") from None
+
+
+def _evaluate_alone(engine: Engine, run_id: int, rule: Rule) -> tuple[list[Finding], float]:
+    """One rule on a connection of its own (a worker thread's unit of work)."""
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        started = time.perf_counter()
+        items = evaluate_rule(connection, run_id, rule)
+        return items, time.perf_counter() - started
 
 
 def evaluate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Finding]:
@@ -142,13 +186,21 @@ def _column_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findin
     )
     rows = connection.execute(query).fetchall()
     clusters = _cluster_values(connection, run_id, {r[0] for r in rows}, wanted)
-    names = list(extra)
-    base = _rule_values(rule)
+    # Hot loop (one pass per finding, up to hundreds of thousands): the message template and the
+    # fingerprint's fixed part are prepared once; each message is one str.format call.
+    names = ["column.fullyQualifiedName", *extra]
+    bound = bind_message(rule.message, names, _rule_values(rule))
+    positions = bound.row_positions
+    prefix = fingerprint_prefix(rule.id, KIND_COLUMN)
+    formats: dict[str, str] = {}
     empty: dict[str, Any] = {}
     out = []
     for cluster_id, fqn, *fields in rows:
-        values = dict(zip(names, fields, strict=True))
-        values["column.fullyQualifiedName"] = fqn
+        fmt = formats.get(cluster_id)
+        if fmt is None:
+            fmt = formats[cluster_id] = bound.format_for(clusters.get(cluster_id, empty))
+        values = (fqn, *fields)
+        message = fmt.format(*[show_value(values[i]) for i in positions])
         out.append(
             Finding(
                 rule=rule.id,
@@ -157,8 +209,9 @@ def _column_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findin
                 cluster_id=cluster_id,
                 column=fqn,
                 columns=[fqn],
-                message=render_message(rule.message, values, clusters.get(cluster_id, empty), base),
+                message=message,
                 key=fqn,
+                fingerprint=fingerprint_with(prefix, cluster_id, fqn),
             )
         )
     return out

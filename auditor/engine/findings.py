@@ -44,6 +44,17 @@ def fingerprint(rule_id: str, kind: str, cluster_id: str | None, key: str | None
     return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def fingerprint_prefix(rule_id: str, kind: str) -> bytes:
+    """The fixed start of the fingerprints of one rule's findings of one kind (see :func:`fingerprints`)."""
+    return "\x1f".join((FINGERPRINT_VERSION, rule_id, kind, "")).encode("utf-8")
+
+
+def fingerprint_with(prefix: bytes, cluster_id: str | None, key: str | None) -> str:
+    """:func:`fingerprint` with the rule's part prepared by :func:`fingerprint_prefix` (hot loops)."""
+    payload = prefix + f"{cluster_id or ''}\x1f{key or ''}".encode()
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
 def subject_key(kind: str, cluster_id: str | None, key: str | None) -> str:
     """A readable, stable, unique key of the subject within a rule (JUnit case names, CSV, tables)."""
     cluster = cluster_id if cluster_id is not None else "*"

@@ -192,6 +192,73 @@ def compile_message(template: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(pieces)
 
 
+def show_value(value: Any) -> str:
+    """How a placeholder value reads in a message (text as is; None as "(none)"; lists joined)."""
+    return value if value.__class__ is str else _show(value)
+
+
+def _escape_braces(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+@dataclass(frozen=True)
+class BoundMessage:
+    """A message template prepared for many renderings (see :func:`bind_message`).
+
+    ``pieces`` are (literal text, already brace-escaped, and the source of the placeholder that
+    follows it: ``("row", i)``, ``("cluster", name)`` or None); ``row_positions`` are the row
+    indexes the placeholders read, in order.
+    """
+
+    pieces: tuple[tuple[str, tuple[str, Any] | None], ...]
+    row_positions: tuple[int, ...]
+
+    def format_for(self, cluster: dict[str, Any]) -> str:
+        """A ``str.format`` string for one cluster's rows: its values filled in, ``{N}`` per row value."""
+        out = []
+        position = 0
+        for literal, source in self.pieces:
+            out.append(literal)
+            if source is None:
+                continue
+            if source[0] == "cluster":
+                out.append(_escape_braces(show_value(cluster.get(source[1]))))
+            else:
+                out.append(f"{{{position}}}")
+                position += 1
+        return "".join(out)
+
+    def render(self, cluster: dict[str, Any], row: Sequence[Any]) -> str:
+        """One message (slow path; hot loops cache :meth:`format_for` per cluster)."""
+        return self.format_for(cluster).format(*[show_value(row[i]) for i in self.row_positions])
+
+
+def bind_message(template: str, row_names: Sequence[str], constants: dict[str, Any]) -> BoundMessage:
+    """Prepare ``template`` for rendering many rows of ``row_names`` values, as :func:`render_message` would.
+
+    Placeholders found in ``constants`` are filled in now; ``cluster.*`` ones come from the row's
+    cluster, the others named in ``row_names`` from the row; unknown ones read "(none)".
+    """
+    pieces: list[tuple[str, tuple[str, Any] | None]] = []
+    positions: list[int] = []
+    index = {name: i for i, name in enumerate(row_names)}
+    pending = ""
+    for literal, name in compile_message(template):
+        pending += _escape_braces(literal)
+        if name is None:
+            continue
+        if name in index:
+            pieces.append((pending, ("row", index[name])))
+            positions.append(index[name])
+        elif name.startswith("cluster."):
+            pieces.append((pending, ("cluster", name)))
+        else:
+            pieces.append((pending + _escape_braces(_show(constants.get(name))), None))
+        pending = ""
+    pieces.append((pending, None))
+    return BoundMessage(tuple(pieces), tuple(positions))
+
+
 def render_message(template: str, values: dict[str, Any], *more: dict[str, Any]) -> str:
     """Fill ``{name}`` placeholders from ``values`` (then ``more``): plain lookups, no code runs."""
     out = []

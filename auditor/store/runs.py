@@ -141,7 +141,7 @@ def resolve_run(
 
 
 def columns_view(run_id: int) -> Select:
-    """The columns of a run: one row per (cluster_id, fqn) with every column field, its version id and hash."""
+    """The columns of a run: one row per (cluster_id, fqn) with every field, its version id and hash."""
     return (
         select(
             run_columns.c.run_id,

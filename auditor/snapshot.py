@@ -187,9 +187,9 @@ def _init_decoder() -> None:
         os.environ.pop(name, None)
 
 
-def _row_key(row: tuple[str, tuple, list[tuple], list[tuple]]) -> Hashable:
-    """A :func:`column_rows` row's column fqn (the paging de-duplication key)."""
-    return row[1][1]
+def _row_key(row: tuple[str, list, list[list], list[list]]) -> Hashable:
+    """A :func:`column_rows` row's column fqn (the paging de-duplication key; ``VERSION_FIELDS``)."""
+    return row[1][2]
 
 
 def _fetch_columns(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Connection, Engine, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from auditor import __version__
 from auditor.bigid.models import Cluster, Column
@@ -155,17 +156,18 @@ class JsonText(str):
     __slots__ = ()
 
 
-def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, tuple, list[tuple], list[tuple]]:
-    """(hash, column_versions row, column_tags rows, column_attributes rows) as tuples.
+def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, list, list[list], list[list]]:
+    """(hash, column_versions row, column_tags rows, column_attributes rows) as lists.
 
     The raw record is serialised once, canonically: the same bytes give the content hash and are
-    stored as ``raw`` (a snapshot's hot path: one call per column). The version row has
-    ``COLUMN_FIELDS``; tag and attribute rows have their fields *after* the version id
-    (``TAG_FIELDS[1:]``, ``ATTRIBUTE_FIELDS[1:]``), which the writer prepends once it is known.
+    stored as ``raw`` (a snapshot's hot path: one call per column). Rows follow ``VERSION_FIELDS``,
+    ``TAG_FIELDS`` and ``ATTRIBUTE_FIELDS``; their first item, the version id, is None until the
+    writer numbers the version (it sets it in place: no row is copied).
     """
     blob = canonical_json(raw)
     digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
-    version = (
+    version = [
+        None,
         digest,
         column.fullyQualifiedName,
         column.columnName,
@@ -175,12 +177,13 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, tuple, lis
         column.isPrimary,
         column.businessAttribute,
         JsonText(blob.decode()),
-    )
+    ]
     tags = []
     for i, tag in enumerate(column.tags):
         props = tag.properties
         tags.append(
-            (
+            [
+                None,
                 i,
                 tag.tagId,
                 tag.valueId,
@@ -189,10 +192,11 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, tuple, lis
                 tag.isMutuallyExclusive,
                 props.hidden if props is not None else None,
                 props.applicationType if props is not None else None,
-            )
+            ]
         )
     attributes = [
-        (
+        [
+            None,
             i,
             attribute.attribute_name,
             attribute.attribute_original_name,
@@ -200,7 +204,7 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, tuple, lis
             attribute.calc_confidence_level,
             attribute.attribute_type,
             attribute.attribute_id,
-        )
+        ]
         for i, attribute in enumerate(column.attributes)
     ]
     return digest, version, tags, attributes
@@ -218,17 +222,24 @@ def insert_tuples(
 ) -> None:
     """Bulk insert of positional rows (``fields`` order); ``ignore`` skips existing primary keys.
 
-    SQLite gets the tuples as they are, in one driver ``executemany``; other databases get dicts
-    through SQLAlchemy (JSON text decoded back for the JSON type).
+    SQLite gets the rows (tuples or lists) as they are, in one driver ``executemany``; other
+    databases get dicts through SQLAlchemy (JSON text decoded back for the JSON type).
     """
     if not rows:
         return
     if connection.dialect.name == "sqlite":
         verb = "INSERT OR IGNORE" if ignore else "INSERT"
         placeholders = ", ".join("?" for _ in fields)
-        connection.exec_driver_sql(
-            f"{verb} INTO {table.name} ({', '.join(fields)}) VALUES ({placeholders})", rows
-        )
+        statement = f"{verb} INTO {table.name} ({', '.join(fields)}) VALUES ({placeholders})"
+        # The driver's own executemany, in the connection's transaction: it takes rows as any
+        # sequences (the writer's rows are lists it fills in place), with no per-row checks.
+        cursor = connection.connection.cursor()
+        try:
+            cursor.executemany(statement, rows)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from None
+        finally:
+            cursor.close()
         return
     json_fields = {name for name in fields if isinstance(table.c[name].type, JSON)}
     dicts = [
@@ -273,7 +284,7 @@ class SnapshotWriter:
         self._pending_cluster_versions: dict[str, dict[str, Any]] = {}
         self._pending_labels: dict[str, list[dict[str, Any]]] = {}
         self._pending_run_clusters: list[dict[str, Any]] = []
-        self._pending_column_versions: dict[str, tuple[tuple, list[tuple], list[tuple]]] = {}
+        self._pending_column_versions: dict[str, tuple[list, list[list], list[list]]] = {}
         self._pending_members: list[tuple] = []
         self._pending_stats: list[dict[str, Any]] = []
         self._clusters_stored = 0
@@ -326,7 +337,7 @@ class SnapshotWriter:
         return self.add_column_rows(cluster_id, (column_rows(column, raw) for column, raw in columns))
 
     def add_column_rows(
-        self, cluster_id: str, rows: Iterable[tuple[str, tuple, list[tuple], list[tuple]]]
+        self, cluster_id: str, rows: Iterable[tuple[str, list, list[list], list[list]]]
     ) -> int:
         """:meth:`add_columns` for rows :func:`column_rows` already built (e.g. in another process)."""
         count = 0
@@ -336,7 +347,7 @@ class SnapshotWriter:
         for digest, row, tags, attributes in rows:
             if digest not in pending:
                 pending[digest] = (row, tags, attributes)
-            members.append((run_id, cluster_id, row[1], digest))  # row[1]: the fqn (COLUMN_FIELDS)
+            members.append((run_id, cluster_id, row[2], digest))  # row[2]: the fqn (VERSION_FIELDS)
             count += 1
         if len(self._pending_members) >= self.batch_rows:
             self.flush()
@@ -518,7 +529,7 @@ def _lock_versions(connection: Connection, run_id: int) -> None:
 
 
 def _store_versions(
-    connection: Connection, pending: dict[str, tuple[tuple, list[tuple], list[tuple]]], run_id: int
+    connection: Connection, pending: dict[str, tuple[list, list[list], list[list]]], run_id: int
 ) -> dict[str, int]:
     """Store the versions of ``pending`` not stored yet (with their tags and attributes); hash → id."""
     _lock_versions(connection, run_id)
@@ -527,15 +538,20 @@ def _store_versions(
     new = [h for h in hashes if h not in ids]
     if not new:
         return ids
-    versions: list[tuple] = []
-    tags: list[tuple] = []
-    attributes: list[tuple] = []
+    versions: list[list] = []
+    tags: list[list] = []
+    attributes: list[list] = []
     for digest, version_id in zip(new, _new_ids(connection, len(new)), strict=True):
         ids[digest] = version_id
         row, version_tags, version_attributes = pending[digest]
-        versions.append((version_id, *row))
-        tags.extend((version_id, *tag) for tag in version_tags)
-        attributes.extend((version_id, *attribute) for attribute in version_attributes)
+        row[0] = version_id
+        versions.append(row)
+        for tag in version_tags:
+            tag[0] = version_id
+        tags += version_tags
+        for attribute in version_attributes:
+            attribute[0] = version_id
+        attributes += version_attributes
     insert_tuples(connection, column_versions, VERSION_FIELDS, versions, ignore=False)
     insert_tuples(connection, column_tags, TAG_FIELDS, tags, ignore=False)
     insert_tuples(connection, column_attributes, ATTRIBUTE_FIELDS, attributes, ignore=False)

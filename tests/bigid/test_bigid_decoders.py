@@ -46,7 +46,7 @@ def test_decoded_rows_are_the_rows_the_threads_build():
     ]
     assert decoded.rows == expected
     assert (decoded.total, decoded.shape) == (2, "status+data.results")
-    assert all(type(row[1][8]) is JsonText for row in decoded.rows)  # stored as is, never re-encoded
+    assert all(type(row[1][9]) is JsonText for row in decoded.rows)  # stored as is, never re-encoded
     assert [_row_key(row) for row in decoded.rows] == ["ds.db.t.a", "ds.db.t.b"]
 
 

@@ -166,6 +166,16 @@ class Condition(ABC):
     def explain(self) -> str:
         """A plain sentence, e.g. ``the cluster's labels do not include Confidential``."""
 
+    @property
+    def cost(self) -> int:
+        """Relative cost per row of the compiled test: ``all``/``any`` test cheaper parts first.
+
+        0 for plain comparisons, 1 for subqueries, 2 for regular expressions (a call back into
+        Python per row on SQLite). Parts are two-valued and free of side effects, so their order
+        never changes the result, only how often the expensive ones run.
+        """
+        return 0
+
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
         schema = cls.Spec.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
@@ -287,8 +297,15 @@ class AllOf(Condition):
         built = [p for p in parts if p is not None]
         return built[0] if len(built) == 1 else cls(built)
 
+    @property
+    def cost(self) -> int:
+        return max(part.cost for part in self.parts)
+
+    def ordered_parts(self) -> list[Condition]:
+        return sorted(self.parts, key=lambda part: part.cost)  # stable: equal costs keep their order
+
     def compile(self, row: Row) -> ColumnElement[bool]:
-        return and_(*(part.compile(row) for part in self.parts))
+        return and_(*(part.compile(row) for part in self.ordered_parts()))
 
     def explain(self) -> str:
         texts = [_wrap(part, self) for part in self.parts]
@@ -305,7 +322,7 @@ class AnyOf(AllOf):
     joiner = "or"
 
     def compile(self, row: Row) -> ColumnElement[bool]:
-        return or_(*(part.compile(row) for part in self.parts))
+        return or_(*(part.compile(row) for part in self.ordered_parts()))
 
 
 def _wrap(part: Condition, parent: Condition) -> str:
@@ -334,6 +351,10 @@ class Not(Condition):
             ctx.problem([*path, key], f"unknown key {key!r} next to 'not'", key=True)
         inner = parse_condition(node["not"], level, ctx, [*path, "not"])
         return cls(inner) if inner is not None and not extra else None
+
+    @property
+    def cost(self) -> int:
+        return self.inner.cost
 
     def compile(self, row: Row) -> ColumnElement[bool]:
         return not_(self.inner.compile(row))
@@ -496,6 +517,12 @@ class Compare(Condition):
         return cls(target, op, value, spec.case == "exact")
 
     # -- compilation ---------------------------------------------------------------------------
+
+    @property
+    def cost(self) -> int:
+        if self.op == "matches":
+            return 2
+        return 1 if self.target.kind is Kind.TEXT_LIST else 0  # a list field is a subquery
 
     def compile(self, row: Row) -> ColumnElement[bool]:
         if (
@@ -902,6 +929,10 @@ class Quantifier(Condition):
     @abstractmethod
     def _owner_key(self, row: Row) -> Any:
         """The outer row's key the inner query's owner key is compared with."""
+
+    @property
+    def cost(self) -> int:
+        return 1  # a subquery, computed once per statement on SQLite
 
     def compile(self, row: Row) -> ColumnElement[bool]:
         inner_row = Row(row.run_id, self.inner_level)

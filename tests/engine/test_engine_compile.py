@@ -266,3 +266,25 @@ def test_explanations_read_as_sentences(tmp_path):
     )
     rule = _rule(tmp_path, "column", "{not: {field: dataType, in: [a, b], case: exact}}")
     assert rule.explain() == "Flags each column where not (the data type is one of a, b (exact case))."
+
+
+def test_regular_expressions_are_tested_after_cheaper_parts_and_explained_as_written(engine, tmp_path):
+    body = (
+        "{all: [{field: columnName, matches: 'ss'}, "
+        "{any: [{field: source, eq: x}, {field: tableName, matches: e}, {field: dataType, eq: varchar}]}, "
+        "{field: isPrimary, eq: true}]}"
+    )
+    rule = _rule(tmp_path, "column", body)
+    sql = str(rule.condition.compile(Row(1, Level.COLUMN)).compile(engine))
+    # cheap comparisons first, the regex calls (a Python callback per row on SQLite) after them,
+    # at every level; parts of equal cost keep their written order
+    name_regex, table_regex = sql.index("column_name, 1)"), sql.index("table_name, 1)")
+    assert sql.index("is_primary") < name_regex < sql.index("source") < sql.index("data_type") < table_regex
+    assert rule.condition.explain() == (
+        "the column name matches /ss/ and (the source is x or the table name matches /e/ or the data "
+        "type is varchar) and the column is a primary key"
+    )
+    run_id = write_snapshot(engine, CATALOG)
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        assert _subjects(connection, run_id, rule) == {"hr.emp.ssn"}

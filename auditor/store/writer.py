@@ -393,6 +393,9 @@ class SnapshotWriter:
         self._pending_stats.clear()
 
     def _write(self, connection: Connection) -> None:
+        # Lock first, before any read: on SQLite a transaction that read and then writes after
+        # another writer committed fails at once (SQLITE_BUSY_SNAPSHOT) instead of waiting.
+        _lock_versions(connection, self.run_id)
         if self._pending_cluster_versions:
             new = _missing(connection, cluster_versions, self._pending_cluster_versions.keys())
             insert_dicts(
@@ -407,7 +410,7 @@ class SnapshotWriter:
         if self._pending_run_clusters:
             connection.execute(run_clusters.insert(), self._pending_run_clusters)
         if self._pending_members:
-            ids = _store_versions(connection, self._pending_column_versions, self.run_id)
+            ids = _store_versions(connection, self._pending_column_versions)
             members = [
                 (run_id, cluster_id, fqn, ids[digest])
                 for run_id, cluster_id, fqn, digest in self._pending_members
@@ -529,10 +532,12 @@ def _lock_versions(connection: Connection, run_id: int) -> None:
 
 
 def _store_versions(
-    connection: Connection, pending: dict[str, tuple[list, list[list], list[list]]], run_id: int
+    connection: Connection, pending: dict[str, tuple[list, list[list], list[list]]]
 ) -> dict[str, int]:
-    """Store the versions of ``pending`` not stored yet (with their tags and attributes); hash → id."""
-    _lock_versions(connection, run_id)
+    """Store the versions of ``pending`` not stored yet (with their tags and attributes); hash → id.
+
+    The caller holds the write lock (:func:`_lock_versions`).
+    """
     hashes = list(pending)
     ids = _known_ids(connection, hashes)
     new = [h for h in hashes if h not in ids]

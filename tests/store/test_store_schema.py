@@ -191,3 +191,46 @@ def test_database_url_forms(tmp_path):
     assert "pw" not in store_db.display_url("postgresql+psycopg://u:pw@h/db")
     with pytest.raises(StoreError, match="does not exist"):
         store_db.open_database(tmp_path / "missing" / "x.db")
+
+
+def test_two_writers_at_once_share_versions_and_number_them_consistently(tmp_path):
+    """Two snapshots into one SQLite file at the same time: ids are taken under the write lock."""
+    import threading
+
+    from auditor.bigid.models import parse_cluster, parse_column
+    from auditor.store.runs import columns_view
+    from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+
+    engine = store_db.open_database(tmp_path / "a.db")
+    catalogs = [make_catalog(200, 5), make_catalog(200, 5, variant=1)]  # 999 columns in common
+    start = threading.Barrier(2)
+    run_ids: list[int] = []
+    errors: list[BaseException] = []
+
+    def snapshot(catalog) -> None:
+        try:
+            writer = SnapshotWriter(engine, source_url="test://concurrent", batch_rows=5)
+            run_ids.append(writer.run_id)
+            start.wait()
+            for position, (cluster, columns) in enumerate(catalog):
+                writer.add_cluster(parse_cluster(cluster), cluster, position)
+                writer.add_columns(cluster["id"], [(parse_column(raw), raw) for raw in columns])
+                writer.finish_cluster(cluster["id"], ClusterStats(columns_fetched=len(columns), pages=1))
+            writer.complete(RunTotals(clusters_announced=len(catalog)))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=snapshot, args=(catalog,)) for catalog in catalogs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [run.status for run in list_runs(engine)] == ["complete", "complete"]
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM column_versions")).scalar() == 1001
+        assert connection.execute(text("SELECT count(DISTINCT hash) FROM column_versions")).scalar() == 1001
+        assert connection.execute(text("PRAGMA foreign_key_check")).all() == []
+        for run_id in run_ids:
+            rows = connection.execute(columns_view(run_id)).all()
+            assert len(rows) == 1000 and len({row.column_id for row in rows}) == 1000

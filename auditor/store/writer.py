@@ -105,7 +105,7 @@ def cluster_record(
         "status": cluster.status,
         "created_at": cluster.createdAt,
         "cluster_type": cluster.type,
-        "raw": JsonText(blob.decode()),
+        "raw": blob.decode(),  # JSON text: see insert_tuples
     }
     labels = [
         {"cluster_hash": digest, "position": i, "label": label} for i, label in enumerate(cluster.labels)
@@ -150,12 +150,6 @@ MEMBER_FIELDS = ("run_id", "cluster_id", "fqn", "column_id")
 VERSION_FIELDS = ("id", *COLUMN_FIELDS)
 
 
-class JsonText(str):
-    """JSON already serialised (canonically): stored as is, never encoded a second time."""
-
-    __slots__ = ()
-
-
 def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, list, list[list], list[list]]:
     """(hash, column_versions row, column_tags rows, column_attributes rows) as lists.
 
@@ -176,7 +170,7 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, list, list
         column.dataType,
         column.isPrimary,
         column.businessAttribute,
-        JsonText(blob.decode()),
+        blob.decode(),  # JSON text, stored as is (see insert_tuples)
     ]
     tags = []
     for i, tag in enumerate(column.tags):
@@ -222,8 +216,10 @@ def insert_tuples(
 ) -> None:
     """Bulk insert of positional rows (``fields`` order); ``ignore`` skips existing primary keys.
 
+    Values of JSON columns are given as JSON *text* (the canonical serialisation the content hash
+    was computed from; a plain ``str``, which pickles cheaply between processes), stored as is.
     SQLite gets the rows (tuples or lists) as they are, in one driver ``executemany``; other
-    databases get dicts through SQLAlchemy (JSON text decoded back for the JSON type).
+    databases get dicts through SQLAlchemy, the JSON text decoded back for their JSON type.
     """
     if not rows:
         return
@@ -244,9 +240,7 @@ def insert_tuples(
     json_fields = {name for name in fields if isinstance(table.c[name].type, JSON)}
     dicts = [
         {
-            name: (
-                orjson.loads(value.encode()) if name in json_fields and isinstance(value, JsonText) else value
-            )
+            name: (orjson.loads(value) if name in json_fields and isinstance(value, str) else value)
             for name, value in zip(fields, row, strict=True)
         }
         for row in rows

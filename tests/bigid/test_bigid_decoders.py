@@ -20,7 +20,7 @@ from auditor.progress import Progress
 from auditor.snapshot import _row_key, start_decoders, take_snapshot
 from auditor.store.db import open_database
 from auditor.store.runs import list_runs
-from auditor.store.writer import JsonText, column_rows
+from auditor.store.writer import canonical_json, column_rows
 
 from .conftest import Reply, Request
 from .test_bigid_snapshot_unit import make_tenant
@@ -46,7 +46,8 @@ def test_decoded_rows_are_the_rows_the_threads_build():
     ]
     assert decoded.rows == expected
     assert (decoded.total, decoded.shape) == (2, "status+data.results")
-    assert all(type(row[1][9]) is JsonText for row in decoded.rows)  # stored as is, never re-encoded
+    # raw is the canonical JSON text the hash was computed from, stored as is, never re-encoded
+    assert [row[1][9] for row in decoded.rows] == [canonical_json(raw).decode() for raw in RAW_COLUMNS]
     assert [_row_key(row) for row in decoded.rows] == ["ds.db.t.a", "ds.db.t.b"]
 
 

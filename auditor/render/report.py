@@ -23,6 +23,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from auditor.render.context import (
     DEFAULT_MAX_ROWS,
     Evidence,
     FileEvidence,
+    FindingsDigest,
     ReportContext,
     ReportInput,
     RuleView,
@@ -494,10 +496,32 @@ def gather_input(
 
     diff_json: dict[str, Any] | None = given_diff
     diff_result = None
-    if given_diff is not None:
-        if against_info is None or given_diff.get("from_run") != against_info.id:
-            raise ConfigError(f"the diff given starts at run {given_diff.get('from_run')}, not at --against")
-    elif against_info is not None:
+    if given_diff is not None and (against_info is None or given_diff.get("from_run") != against_info.id):
+        raise ConfigError(f"the diff given starts at run {given_diff.get('from_run')}, not at --against")
+    past: list[Any] = []
+    if trend_runs > 1:
+        past = list(reversed(latest_complete_runs(engine, trend_runs, before=run_info.id)))
+        past = past[-(trend_runs - 1) :]
+    pending: Future[tuple[FindingsDigest, list[dict[str, int] | None]]] | None = None
+    if stored is not None:
+        # Count the page's findings and the trend's (of runs evaluated before) while the diff is
+        # computed: all of it only reads (the evaluations are stored by now) and the database works
+        # outside the GIL, so on two cores this hides most of the counting. (Not for an in-memory
+        # SQLite database, which another thread's connection would not see.)
+        def count() -> tuple[FindingsDigest, list[dict[str, int] | None]]:
+            with_new = given_diff is None and against_info is None  # else the diff lists the new ones
+            assert stored is not None
+            digest = stored.digest(max_rows, with_new=with_new)
+            return digest, [stored_open_counts(engine, info, ruleset, waivers) for info in past]
+
+        pending = Future()
+        if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+            pending.set_result(count())
+        else:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-counts")
+            pending = pool.submit(count)
+            pool.shutdown(wait=False)  # the thread ends with its one task
+    if given_diff is None and against_info is not None:
         from auditor.diff import compute_diff
 
         diff_result = compute_diff(
@@ -512,13 +536,12 @@ def gather_input(
         diff_json = diff_result.to_json(open_findings=open_findings and stored is None)
 
     findings = list(check_json.get("findings") or [])
-    digest = stored.digest(max_rows, with_new=diff_json is None) if stored is not None else None
+    digest, past_counts = pending.result() if pending is not None else (None, [None] * len(past))
     trend: list[TrendPoint] = []
     if trend_runs > 0:
-        past = list(reversed(latest_complete_runs(engine, trend_runs, before=run_info.id)))
-        past = past[-(trend_runs - 1) :] if trend_runs > 1 else []
-        for info in past:
-            counts = stored_open_counts(engine, info, ruleset, waivers)
+        for info, counts in zip(past, past_counts, strict=True):
+            if counts is None:
+                counts = stored_open_counts(engine, info, ruleset, waivers)
             if counts is None:  # never evaluated with these rules: evaluate (and store) it now
                 past_findings = findings_for_run(engine, info.id, ruleset)
                 if waivers is not None:  # open means "not waived" on the day that run was taken

@@ -39,12 +39,17 @@ from sqlalchemy import (
 )
 
 from auditor.engine.findings import evaluation_rows
-from auditor.render.context import FindingsDigest, SectionDigest, finding_sort_key, severity_rank
+from auditor.render.context import (
+    SEVERITY_RANK,
+    FindingsDigest,
+    SectionDigest,
+    finding_sort_key,
+    severity_rank,
+)
 from auditor.store.runs import RunInfo
 
 STREAM_CHUNK = 5_000
 IN_CHUNK = 500
-_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}  # context.SEVERITIES order
 
 
 @dataclass
@@ -238,8 +243,11 @@ class StoredFindings:
                         open_by_severity[str(severity).lower()] += count
                         total += count
             rank = case(
-                *((func.lower(b.c.severity) == name, literal(value)) for name, value in _RANK.items()),
-                else_=literal(len(_RANK)),
+                *(
+                    (func.lower(b.c.severity) == name, literal(value))
+                    for name, value in SEVERITY_RANK.items()
+                ),
+                else_=literal(len(SEVERITY_RANK)),
             )
             order = [
                 rank,

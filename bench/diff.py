@@ -3,9 +3,10 @@
 Builds two runs through the real :class:`auditor.store.writer.SnapshotWriter` in a SQLite file:
 epoch 0 and epoch 1 of the sandbox ``Dataset`` (its own drift, about 2.8%), or with
 ``--source synthetic`` of a synthetic catalog drifting by 1.0%. Then times ``compute_diff`` (catalog
-only, then with the findings of the built-in rule pack) and the HTML report of the diff (gathered
-and rendered as ``auditor diff --format html`` does, and the rendering alone), and prints seconds,
-peak memory and the report size.
+only, then with the findings of the built-in rule pack) and the HTML report of the diff: gathered
+and rendered as ``auditor diff --format html`` does, as ``auditor report`` does (and with
+``--export-dir``, which streams every finding to the export files), and the rendering alone; and
+prints seconds, peak memory and the report size.
 
     python bench/diff.py                             # 1,000,000 columns per run, sandbox data
     python bench/diff.py --columns 100000 --source synthetic
@@ -27,6 +28,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -280,6 +282,27 @@ def measure(engine, db: Path, workdir: Path, *, findings: bool, reevaluate: bool
         diff,
         ruleset=ruleset,
     )
+    from auditor.render.report import build_report_bundle
+
+    cli, _ = timed(
+        "report (gather + render, auditor report)",
+        build_report_bundle,
+        engine,
+        after.id,
+        against=before.id,
+        ruleset=ruleset,
+    )
+    print(f"  auditor report: {len(cli.html.encode()) / 1e6:.2f} MB", flush=True)
+    exports = workdir / "export"
+    timed(
+        "report + exports (auditor report --export-dir)",
+        lambda: build_report_bundle(
+            engine, after.id, against=before.id, ruleset=ruleset, with_exports=True
+        ).write(workdir / "report-exports.html", exports),
+    )
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.0f} MB" for p in sorted(exports.iterdir()))
+    print(f"  exports: {sizes}", flush=True)
+    shutil.rmtree(exports)  # about 800 MB at 1M columns
     open_findings = [
         f.finding for name in ("new", "open", "newly_waived", "waiver_expired") for f in diff.findings[name]
     ]

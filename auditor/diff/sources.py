@@ -226,10 +226,15 @@ def _diff_order(table: Any, dialect: str) -> list[Any]:
 
 def _recorded(connection: Connection, evaluation_id: int) -> bool:
     """Whether a check recorded statuses and waiver states for this evaluation."""
+    from auditor.engine.findings import evaluation_rows
+
     return (
         connection.execute(
             select(findings_table.c.fingerprint)
-            .where(findings_table.c.evaluation_id == evaluation_id, findings_table.c.status.is_not(None))
+            .where(
+                evaluation_rows(connection, findings_table, evaluation_id),
+                findings_table.c.status.is_not(None),
+            )
             .limit(1)
         ).first()
         is not None

@@ -59,6 +59,17 @@ def _findings_with_evaluation(
     return items, evaluation_id
 
 
+def stored_evaluation(engine: Engine, run_id: int, ruleset: RuleSet) -> int:
+    """The id of the stored evaluation of ``run_id`` under ``ruleset``, evaluating (and storing) it if
+    there is none: for readers that then work on the stored findings in SQL (the report)."""
+    with engine.connect() as connection:
+        evaluation_id = latest_evaluation(connection, run_id, ruleset.digest)
+    if evaluation_id is None:
+        evaluation_id = _findings_with_evaluation(engine, run_id, ruleset, store=True)[1]
+    assert evaluation_id is not None  # store=True always stores one
+    return int(evaluation_id)
+
+
 def _sightings(engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool) -> dict[str, int | None]:
     """fingerprint → first-seen run of every finding of ``run_id`` (a baseline) under ``ruleset``.
 

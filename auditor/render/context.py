@@ -226,6 +226,67 @@ class ReportInput:
     diff: dict[str, Any] | None = None
     trend: list[TrendPoint] = field(default_factory=list)
     today: date | None = None  # for "waiver expires within 14 days"; defaults to the date of rendering
+    # What the page shows of ``findings`` when they were summarised elsewhere (in SQL, see
+    # ``auditor.render.stored``); ``findings`` is then empty and the exports stream from the store.
+    digest: FindingsDigest | None = None
+    source: Any = None  # then: an ``auditor.render.stored.ReportSource`` streaming every finding
+
+
+@dataclass(frozen=True)
+class SectionDigest:
+    """One findings section as the page shows it: its total, the count per rule, the first rows."""
+
+    total: int
+    per_rule: Mapping[str, int]
+    first: tuple[Mapping[str, Any], ...]  # the first ``limit`` findings in page order
+
+    @classmethod
+    def of(cls, findings: Sequence[Mapping[str, Any]], limit: int) -> SectionDigest:
+        return cls(
+            total=len(findings),
+            per_rule=Counter(str(f.get("rule", "")) for f in findings),
+            first=tuple(heapq.nsmallest(limit, findings, key=finding_sort_key)),  # no full sort
+        )
+
+
+@dataclass(frozen=True)
+class FindingsDigest:
+    """What the report shows of a run's findings (``CheckResult.to_json()["findings"]``).
+
+    Counts and the first ``limit`` rows of each section only, so that the findings of a large run
+    need not be held: :func:`digest_findings` makes one from the findings, the report's database
+    path makes the same from the stored evaluation in SQL.
+    """
+
+    limit: int
+    total: int
+    open_by_severity: Mapping[str, int]  # lower-cased severity -> findings not waived
+    expired: int  # findings whose matching waiver has expired
+    waived_expiries: Mapping[tuple[str, bool], int]  # (waiver "expires", its "expired") of waived ones
+    new: SectionDigest  # status "new" (the page lists them from here when there is no diff)
+    still_open: SectionDigest  # not waived and not new
+    waived: SectionDigest
+
+
+def digest_findings(findings: Sequence[Mapping[str, Any]], limit: int) -> FindingsDigest:
+    """The :class:`FindingsDigest` of a list of findings in the ``auditor check`` JSON shape."""
+    active = [f for f in findings if f.get("status") != "waived"]
+    waived = [f for f in findings if f.get("status") == "waived"]
+    expiries: Counter[tuple[str, bool]] = Counter()
+    for f in waived:
+        waiver = f.get("waiver")
+        if isinstance(waiver, Mapping):
+            expiries[(str(waiver.get("expires") or ""), bool(waiver.get("expired")))] += 1
+    return FindingsDigest(
+        limit=limit,
+        total=len(findings),
+        open_by_severity=dict(Counter(str(f.get("severity", "info")).lower() for f in active)),
+        expired=sum(1 for f in findings if (f.get("waiver") or {}).get("expired")),
+        waived_expiries=dict(expiries),
+        new=SectionDigest.of([f for f in findings if f.get("status") == "new"], limit),
+        still_open=SectionDigest.of([f for f in active if f.get("status") != "new"], limit),
+        waived=SectionDigest.of(waived, limit),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -413,38 +474,48 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
     if max_rows < 1:
         raise ValueError("max_rows must be at least 1")
     today = data.today or datetime.now(UTC).date()
-    findings = data.findings
+    digest = data.digest or digest_findings(data.findings, max_rows)
+    if digest.limit < max_rows:
+        raise ValueError(f"the findings were summarised for {digest.limit} rows per section, not {max_rows}")
     diff_findings: Mapping[str, list[dict[str, Any]]] = (data.diff or {}).get("findings") or {}
 
-    active = [f for f in findings if f.get("status") != "waived"]
-    waived = [f for f in findings if f.get("status") == "waived"]
-    by_severity = Counter(str(f.get("severity", "info")).lower() for f in active)
+    by_severity = digest.open_by_severity
     severity_counts = tuple((name, by_severity.get(name, 0)) for name in SEVERITIES)
+    open_total = sum(by_severity.values())
 
     if data.diff is not None:
-        new = list(diff_findings.get("new") or [])
-        resolved = list(diff_findings.get("resolved") or [])
+        new = SectionDigest.of(list(diff_findings.get("new") or []), max_rows)
+        resolved = SectionDigest.of(list(diff_findings.get("resolved") or []), max_rows)
     else:
-        new = [f for f in findings if f.get("status") == "new"]
-        resolved = []
-    waiver_views = [_waiver(f.get("waiver"), today) for f in waived]
-    expiring = [view for view in waiver_views if view is not None and view.expiring]
-    expired = [f for f in findings if (f.get("waiver") or {}).get("expired")]
+        new = digest.new
+        resolved = SectionDigest.of([], max_rows)
+    expiring = 0
+    for (expires, expired), count in digest.waived_expiries.items():
+        view = _waiver({"expires": expires, "expired": expired}, today)
+        if view is not None and view.expiring:
+            expiring += count
+    expired_count = digest.expired
 
     cards = (
-        Card("open", "Open findings", len(active), "neutral", "not waived"),
+        Card("open", "Open findings", open_total, "neutral", "not waived"),
         *(Card(f"sev-{name}", name.capitalize(), count, name) for name, count in severity_counts),
-        Card("new", "New", len(new), "high" if new else "good", _against_note(data.against)),
-        Card("resolved", "Resolved", len(resolved), "good", _against_note(data.against)),
-        Card("waived", "Waived", len(waived), "neutral", "reported, not counted"),
+        Card("new", "New", new.total, "high" if new.total else "good", _against_note(data.against)),
+        Card("resolved", "Resolved", resolved.total, "good", _against_note(data.against)),
+        Card("waived", "Waived", digest.waived.total, "neutral", "reported, not counted"),
         Card(
             "expiring",
             "Waivers expiring",
-            len(expiring),
+            expiring,
             "medium" if expiring else "neutral",
             f"within {EXPIRING_WITHIN_DAYS} days",
         ),
-        Card("expired", "Waivers expired", len(expired), "high" if expired else "neutral", "counting again"),
+        Card(
+            "expired",
+            "Waivers expired",
+            expired_count,
+            "high" if expired_count else "neutral",
+            "counting again",
+        ),
     )
 
     finding_sections = [
@@ -474,16 +545,19 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
     ):
         rows = list(diff_findings.get(key) or [])
         if rows:
-            finding_sections.append(_finding_section(key, title, intro, rows, data.rules, max_rows, today))
+            finding_sections.append(
+                _finding_section(
+                    key, title, intro, SectionDigest.of(rows, max_rows), data.rules, max_rows, today
+                )
+            )
 
     change_sections = _change_sections(data.diff, max_rows) if data.diff is not None else ()
-    still_open = [f for f in active if f.get("status") != "new"]
     other_sections = (
         _finding_section(
             "open",
             "Still open",
             "Findings already present before this run and not waived.",
-            still_open,
+            digest.still_open,
             data.rules,
             max_rows,
             today,
@@ -492,7 +566,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
             "waived",
             "Waived findings",
             "Waived findings are reported, never hidden; each waiver shows its reason, owner and expiry.",
-            waived,
+            digest.waived,
             data.rules,
             max_rows,
             today,
@@ -512,7 +586,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         other_sections=other_sections,
         max_rows=max_rows,
         has_diff=data.diff is not None,
-        total_findings=len(findings),
+        total_findings=digest.total,
         changes_total=sum(section.total for section in change_sections),
     )
 
@@ -584,7 +658,8 @@ def _waiver(raw: Any, today: date) -> WaiverView | None:
     )
 
 
-def _finding_sort_key(finding: Mapping[str, Any]) -> tuple[Any, ...]:
+def finding_sort_key(finding: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The page order of findings: most severe first, then rule, cluster, column, fingerprint."""
     return (
         severity_rank(finding.get("severity")),
         str(finding.get("rule", "")),
@@ -616,26 +691,24 @@ def _finding_section(
     key: str,
     title: str,
     intro: str,
-    findings: list[dict[str, Any]],
+    findings: SectionDigest,
     rules: Mapping[str, RuleView],
     max_rows: int,
     today: date,
 ) -> FindingSection:
-    """Group ``findings`` by rule (most severe first) and keep the first ``max_rows`` rows."""
-    per_rule = Counter(str(f.get("rule", "")) for f in findings)
-    shown = heapq.nsmallest(max_rows, findings, key=_finding_sort_key)  # no full sort of 100,000s
+    """Group the first ``max_rows`` findings by rule (most severe first), with the totals."""
     groups: dict[str, list[FindingRow]] = {}
-    for finding in shown:
+    for finding in findings.first[:max_rows]:
         groups.setdefault(str(finding.get("rule", "")), []).append(_finding_row(finding, today))
     return FindingSection(
         key=key,
         title=title,
         intro=intro,
-        total=len(findings),
+        total=findings.total,
         groups=tuple(
             FindingGroup(
                 rule=rules.get(rule_id) or RuleView.unknown(rule_id, rows[0].severity),
-                total=per_rule[rule_id],
+                total=findings.per_rule[rule_id],
                 rows=tuple(rows),
             )
             for rule_id, rows in groups.items()

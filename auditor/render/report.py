@@ -23,6 +23,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from auditor.render.context import (
     DEFAULT_MAX_ROWS,
     Evidence,
     FileEvidence,
+    FindingsDigest,
     ReportContext,
     ReportInput,
     RuleView,
@@ -110,7 +112,8 @@ def neutralise_cell(value: Any) -> str:
 def export_rows(data: ReportInput) -> Iterator[dict[str, Any]]:
     """Every finding of the run, then every resolved one, as flat CSV rows."""
     resolved = ((data.diff or {}).get("findings") or {}).get("resolved") or []
-    for status_override, findings in ((None, data.findings), ("resolved", resolved)):
+    current = data.source.findings_json() if data.source is not None else data.findings
+    for status_override, findings in ((None, current), ("resolved", resolved)):
         for finding in findings:
             waiver = finding.get("waiver") or {}
             yield {
@@ -188,12 +191,23 @@ class ReportBundle:
         except OSError as exc:
             raise DeliveryError(f"cannot write {csv_path}: {exc.strerror}") from None
         paths.append(csv_path)
-        findings_doc = self.check_json or {"run": self.data.run.id, "findings": self.data.findings}
-        paths.append(_write_atomic(folder / "findings.json", _dumps(findings_doc)))
-        diff_doc = (
-            self.data.diff if self.data.diff is not None else {"from_run": None, "to_run": self.data.run.id}
-        )
-        paths.append(_write_atomic(folder / "diff.json", _dumps(diff_doc)))
+        source = self.data.source
+        findings_path = folder / "findings.json"
+        if not self.check_json and source is not None:
+            paths.append(_write_streamed(findings_path, source.write_check_json))
+        else:
+            findings_doc = self.check_json or {"run": self.data.run.id, "findings": self.data.findings}
+            paths.append(_write_atomic(findings_path, _dumps(findings_doc)))
+        diff_path = folder / "diff.json"
+        if source is not None and source.diff is not None:
+            paths.append(_write_streamed(diff_path, source.write_diff_json))
+        else:
+            diff_doc = (
+                self.data.diff
+                if self.data.diff is not None
+                else {"from_run": None, "to_run": self.data.run.id}
+            )
+            paths.append(_write_atomic(diff_path, _dumps(diff_doc)))
         return paths
 
 
@@ -218,6 +232,16 @@ class _atomic:
             self.tmp.replace(self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def _write_streamed(path: Path, write: Any) -> Path:
+    """Write ``path`` atomically with ``write(stream, dumps)`` (a JSON document streamed)."""
+    try:
+        with _atomic(path) as stream:
+            write(stream, _dumps)
+    except OSError as exc:
+        raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None
+    return path
 
 
 def _write_atomic(path: Path, text: str) -> Path:
@@ -344,6 +368,7 @@ def stored_open_counts(engine: Engine, run: Any, ruleset: Any, waivers: Any) -> 
     """
     from sqlalchemy import func, select
 
+    from auditor.engine.findings import evaluation_rows
     from auditor.store.schema import evaluations, findings
 
     digest = getattr(ruleset, "digest", None)
@@ -361,7 +386,7 @@ def stored_open_counts(engine: Engine, run: Any, ruleset: Any, waivers: Any) -> 
         ).scalar()
         if evaluation_id is None:
             return None
-        in_evaluation = findings.c.evaluation_id == evaluation_id
+        in_evaluation = evaluation_rows(connection, findings, evaluation_id)
         grouped = (
             select(findings.c.severity, func.count())
             .where(in_evaluation, findings.c.rule_id.not_in(waived_rules))
@@ -405,15 +430,26 @@ def gather_input(
     confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
     allow_incomplete: bool = False,
     open_findings: bool = True,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    full: bool = False,
 ) -> tuple[ReportInput, dict[str, Any]]:
     """Read everything the report shows; return it with the check's JSON (for ``findings.json``).
 
     ``check`` and ``diff`` may be passed when the caller already computed them (``auditor run``);
     otherwise they are computed here. ``against`` defaults to the previous complete run.
-    ``open_findings=False`` leaves the still-open findings out of the diff (the page lists them from
-    the check; only the ``diff.json`` export needs them, and at 1M columns they are most of the cost).
+
+    Without ``check``, the run's findings stay in the database: they are marked as ``check_run``
+    would mark them, counted and capped in SQL (:mod:`auditor.render.stored`), and only the first
+    ``max_rows`` rows of each section are read; ``data.findings`` is then empty, ``data.digest``
+    holds what the page shows, ``data.source`` streams every finding (and the diff's still-open
+    ones) to the exports, and the check's JSON returned is empty. ``full=True`` checks the run in
+    memory instead (``check_run``), as the page did before; the two give the same page.
+    ``open_findings=False`` leaves the still-open findings out of the diff in memory (only the
+    ``diff.json`` export needs them, and at 1M columns they are most of the cost).
     """
     from auditor.engine import apply_waivers, check_run, findings_for_run, load_ruleset, load_waivers
+    from auditor.engine.check import resolve_baseline
+    from auditor.render.stored import ReportSource, StoredFindings
     from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
 
     run_info = resolve_run(engine, run, allow_incomplete=allow_incomplete)
@@ -437,13 +473,19 @@ def gather_input(
     if waivers is None and waivers_path is not None:
         waivers = load_waivers(waivers_path)
 
-    if check is None:
+    baseline = against_info.id if against_info else "previous"
+    stored: StoredFindings | None = None
+    if check is None and not full:
+        today = datetime.now(UTC).date()
+        base_info = resolve_baseline(engine, run_info, baseline)
+        stored = StoredFindings.load(engine, run_info, base_info, ruleset, waivers, today)
+    elif check is None:
         check = check_run(
             engine,
             run_info.id,
             ruleset,
             waivers=waivers,
-            baseline=against_info.id if against_info else "previous",
+            baseline=baseline,
             record=False,  # a report is a view: it does not rewrite the run's recorded check
         )
     check_json = _to_json(check)
@@ -453,37 +495,61 @@ def gather_input(
         )
 
     diff_json: dict[str, Any] | None = given_diff
-    if given_diff is not None:
-        if against_info is None or given_diff.get("from_run") != against_info.id:
-            raise ConfigError(f"the diff given starts at run {given_diff.get('from_run')}, not at --against")
-    elif against_info is not None:
+    diff_result = None
+    if given_diff is not None and (against_info is None or given_diff.get("from_run") != against_info.id):
+        raise ConfigError(f"the diff given starts at run {given_diff.get('from_run')}, not at --against")
+    past: list[Any] = []
+    if trend_runs > 1:
+        past = list(reversed(latest_complete_runs(engine, trend_runs, before=run_info.id)))
+        past = past[-(trend_runs - 1) :]
+    pending: Future[tuple[FindingsDigest, list[dict[str, int] | None]]] | None = None
+    if stored is not None:
+        # Count the page's findings and the trend's (of runs evaluated before) while the diff is
+        # computed: all of it only reads (the evaluations are stored by now) and the database works
+        # outside the GIL, so on two cores this hides most of the counting. (Not for an in-memory
+        # SQLite database, which another thread's connection would not see.)
+        def count() -> tuple[FindingsDigest, list[dict[str, int] | None]]:
+            with_new = given_diff is None and against_info is None  # else the diff lists the new ones
+            assert stored is not None
+            digest = stored.digest(max_rows, with_new=with_new)
+            return digest, [stored_open_counts(engine, info, ruleset, waivers) for info in past]
+
+        pending = Future()
+        if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+            pending.set_result(count())
+        else:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-counts")
+            pending = pool.submit(count)
+            pool.shutdown(wait=False)  # the thread ends with its one task
+    if given_diff is None and against_info is not None:
         from auditor.diff import compute_diff
 
-        diff_json = compute_diff(
+        diff_result = compute_diff(
             engine,
             against_info.id,
             run_info.id,
             ruleset=ruleset,
             waivers=waivers,
             confidence_threshold=confidence_threshold,
-        ).to_json(open_findings=open_findings)
+        )
+        # The stored path streams the still-open findings to diff.json from the result itself.
+        diff_json = diff_result.to_json(open_findings=open_findings and stored is None)
 
     findings = list(check_json.get("findings") or [])
+    digest, past_counts = pending.result() if pending is not None else (None, [None] * len(past))
     trend: list[TrendPoint] = []
     if trend_runs > 0:
-        past = list(reversed(latest_complete_runs(engine, trend_runs, before=run_info.id)))
-        past = past[-(trend_runs - 1) :] if trend_runs > 1 else []
-        for info in past:
-            counts = stored_open_counts(engine, info, ruleset, waivers)
+        for info, counts in zip(past, past_counts, strict=True):
+            if counts is None:
+                counts = stored_open_counts(engine, info, ruleset, waivers)
             if counts is None:  # never evaluated with these rules: evaluate (and store) it now
                 past_findings = findings_for_run(engine, info.id, ruleset)
                 if waivers is not None:  # open means "not waived" on the day that run was taken
                     apply_waivers(past_findings, waivers, info.started_at.date())
                 counts = count_open_findings(past_findings)
             trend.append(TrendPoint(info.id, RunView.from_info(info).started_at, counts))
-        trend.append(
-            TrendPoint(run_info.id, RunView.from_info(run_info).started_at, count_open_findings(findings))
-        )
+        counts = dict(digest.open_by_severity) if digest is not None else count_open_findings(findings)
+        trend.append(TrendPoint(run_info.id, RunView.from_info(run_info).started_at, counts))
 
     rules_source, rule_files = _rule_files(rules_paths, ruleset)
     waiver_file = None
@@ -512,6 +578,8 @@ def gather_input(
         against=RunView.from_info(against_info) if against_info else None,
         diff=diff_json,
         trend=trend,
+        digest=digest,
+        source=ReportSource(stored, diff_result) if stored is not None else None,
     )
     return data, check_json
 
@@ -548,6 +616,7 @@ def build_report_bundle(
         trend_runs=trend_runs,
         allow_incomplete=allow_incomplete,
         open_findings=with_exports,
+        max_rows=max_rows,
     )
     return bundle_from_input(
         data,

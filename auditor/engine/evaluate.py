@@ -9,10 +9,13 @@ the clusters that actually have findings.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, literal, select, true
@@ -32,11 +35,12 @@ from auditor.engine.findings import (
 )
 from auditor.engine.rules import Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
-from auditor.errors import StoreError
-from auditor.store.schema import cluster_labels, cluster_versions, run_clusters
+from auditor.errors import AuditorError, StoreError
+from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 
 CHUNK = 500
 MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
+PROCESS_MIN_COLUMNS = 200_000  # SQLite runs this large are evaluated by worker processes
 MAX_LISTED = 20  # columns named in a group message before "… and N more"
 
 
@@ -94,9 +98,7 @@ def evaluate(engine: Engine, run_id: int, ruleset: RuleSet, *, workers: int | No
 def default_workers(engine: Engine) -> int:
     """Rules evaluated at once: one per CPU, at most :data:`MAX_WORKERS`; 1 for in-memory SQLite.
 
-    Each rule is one statement the database runs on its own connection; SQLite runs a statement
-    on one core and releases the GIL while it does, so two rules at once use two cores. An
-    in-memory SQLite database exists only on its own connection, so it is evaluated serially.
+    An in-memory SQLite database exists only on its own connection, so it is evaluated serially.
     """
     url = engine.url
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
@@ -104,19 +106,41 @@ def default_workers(engine: Engine) -> int:
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
+def parallel_mode(engine: Engine, run_id: int, workers: int) -> str:
+    """How ``workers`` rules run at once on this database: ``serial``, ``threads`` or ``processes``.
+
+    PostgreSQL runs each statement in its own server process, so threads (one connection each)
+    use several cores. SQLite runs statements in the calling process, and two threads do not
+    help there: rules are sorts and set builds that allocate constantly, and SQLite's allocator
+    takes one process-wide lock (two threads measured slower than one). So a large SQLite run
+    (:data:`PROCESS_MIN_COLUMNS` or more) is evaluated by worker processes, each with its own
+    connection; smaller ones, where starting processes would cost more than it saves, serially.
+    """
+    if workers <= 1:
+        return "serial"
+    if engine.url.get_backend_name() != "sqlite":
+        return "threads"
+    if default_workers(engine) == 1:
+        return "serial"
+    with engine.connect() as connection:
+        stored = connection.execute(select(runs.c.columns_stored).where(runs.c.id == run_id)).scalar()
+    return "processes" if (stored or 0) >= PROCESS_MIN_COLUMNS else "serial"
+
+
 def evaluate_each(
     engine: Engine, run_id: int, ruleset: RuleSet, *, workers: int | None = None
 ) -> Iterable[tuple[Rule, list[Finding], float]]:
     """Evaluate rule by rule, yielding (rule, findings, seconds) in the rule set's order.
 
-    ``workers`` rules run at once, each on its own connection (default :func:`default_workers`);
-    ``seconds`` is the time one rule took on its worker.
+    Up to ``workers`` rules run at once (default :func:`default_workers`), as
+    :func:`parallel_mode` decides; ``seconds`` is the time one rule took where it ran.
     """
     rules = list(ruleset.rules)
     workers = default_workers(engine) if workers is None else max(1, workers)
     try:
         refresh_statistics(engine)
-        if workers == 1 or len(rules) < 2:
+        mode = parallel_mode(engine, run_id, workers) if len(rules) > 1 else "serial"
+        if mode == "serial":
             with engine.connect() as connection:
                 prepare_connection(connection)
                 for rule in rules:
@@ -124,15 +148,30 @@ def evaluate_each(
                     items = evaluate_rule(connection, run_id, rule)
                     yield rule, items, time.perf_counter() - started
             return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditor-rules") as pool:
-            futures = [pool.submit(_evaluate_alone, engine, run_id, rule) for rule in rules]
+        if mode == "threads":
+            pool: Executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditor-rules")
+            tasks = [pool.submit(_evaluate_alone, engine, run_id, rule) for rule in rules]
+        else:
+            pool = _rule_processes(workers)
+            url = engine.url.render_as_string(hide_password=False)  # SQLite: a file path, no secret
+            tasks = [pool.submit(_evaluate_in_process, url, run_id, ruleset, i) for i in range(len(rules))]
+        with pool:
             try:
-                for rule, future in zip(rules, futures, strict=True):
-                    items, seconds = future.result()
+                for rule, task in zip(rules, tasks, strict=True):
+                    items, seconds = task.result()
+                    if mode == "processes":
+                        items = [_finding(rule, values) for values in items]
                     yield rule, items, seconds
+            except BrokenProcessPool:
+                raise AuditorError(
+                    "a rule-evaluating process died unexpectedly "
+                    "(out of memory, killed, or it could not start)",
+                    hint="re-run; a Python script that evaluates large runs must guard its entry point with "
+                    "if __name__ == '__main__':",
+                ) from None
             finally:
-                for future in futures:  # an error or an abandoned generator: do not start the rest
-                    future.cancel()
+                for task in tasks:  # an error or an abandoned generator: do not start the rest
+                    task.cancel()
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         raise StoreError(f"could not evaluate run {run_id}: {detail}") from None
@@ -145,6 +184,53 @@ def _evaluate_alone(engine: Engine, run_id: int, rule: Rule) -> tuple[list[Findi
         started = time.perf_counter()
         items = evaluate_rule(connection, run_id, rule)
         return items, time.perf_counter() - started
+
+
+# -- worker processes (large SQLite runs) ----------------------------------------------------------
+
+_WORKER_ENGINES: dict[str, Engine] = {}
+
+
+def _rule_processes(workers: int) -> ProcessPoolExecutor:
+    """``forkserver`` workers (``spawn`` where there is none), for the reasons the snapshot's are."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["auditor.engine.evaluate"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
+
+
+def _init_worker() -> None:
+    """Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _evaluate_in_process(url: str, run_id: int, ruleset: RuleSet, index: int) -> tuple[list[tuple], float]:
+    """Rule ``index`` of ``ruleset`` in a worker process; findings as plain tuples (cheap to send)."""
+    from auditor.store.db import create_db_engine
+
+    engine = _WORKER_ENGINES.get(url)
+    if engine is None:
+        engine = _WORKER_ENGINES[url] = create_db_engine(url)
+    items, seconds = _evaluate_alone(engine, run_id, ruleset.rules[index])
+    return [
+        (f.kind, f.cluster_id, f.column, f.columns, f.message, f.key, f.fingerprint) for f in items
+    ], seconds
+
+
+def _finding(rule: Rule, values: tuple) -> Finding:
+    kind, cluster_id, column, columns, message, key, fingerprint = values
+    return Finding(
+        rule=rule.id,
+        severity=rule.severity,
+        kind=kind,
+        cluster_id=cluster_id,
+        column=column,
+        columns=columns,
+        message=message,
+        key=key,
+        fingerprint=fingerprint,
+    )
 
 
 def evaluate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Finding]:

@@ -81,8 +81,19 @@ class Field:
     placeholder: str | None = None  # the message placeholder exposing this field, if any
 
 
+@dataclass(frozen=True)
+class _Col:
+    """Getter of one column of one of a row's tables (a class, not a lambda, so rules pickle)."""
+
+    alias: str
+    column: str
+
+    def __call__(self, row: Row) -> Any:
+        return row.table(self.alias).c[self.column]
+
+
 def _col(alias: str, column: str) -> Getter:
-    return lambda row: row.table(alias).c[column]
+    return _Col(alias, column)
 
 
 def _cluster_id(row: Row) -> Any:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from sqlalchemy import create_engine
 
 from auditor.bigid.models import parse_cluster, parse_column
 from auditor.engine import evaluate_each, load_ruleset
-from auditor.engine.evaluate import default_workers
+from auditor.engine.evaluate import default_workers, parallel_mode
 from auditor.sandbox.config import SandboxConfig
 from auditor.sandbox.data import Dataset
 from auditor.store.db import open_database
 from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+
+# the module (auditor.engine re-exports a function of the same name)
+evaluate_module = importlib.import_module("auditor.engine.evaluate")
 
 
 def _sandbox_run(engine) -> int:
@@ -28,7 +32,7 @@ def _sandbox_run(engine) -> int:
     return writer.run_id
 
 
-def test_two_workers_find_exactly_what_one_finds_in_rule_order(tmp_path):
+def test_worker_processes_find_exactly_what_one_connection_finds_in_rule_order(tmp_path, monkeypatch):
     engine = open_database(tmp_path / "p.db")
     run_id = _sandbox_run(engine)
     ruleset = load_ruleset()
@@ -36,6 +40,11 @@ def test_two_workers_find_exactly_what_one_finds_in_rule_order(tmp_path):
         (rule.id, [f.to_json() for f in items])
         for rule, items, _ in evaluate_each(engine, run_id, ruleset, workers=1)
     ]
+    assert (
+        parallel_mode(engine, run_id, 2) == "serial"
+    )  # a small run: processes would cost more than they save
+    monkeypatch.setattr(evaluate_module, "PROCESS_MIN_COLUMNS", 3000)
+    assert parallel_mode(engine, run_id, 2) == "processes"
     parallel = [
         (rule.id, [f.to_json() for f in items])
         for rule, items, _ in evaluate_each(engine, run_id, ruleset, workers=2)
@@ -46,6 +55,8 @@ def test_two_workers_find_exactly_what_one_finds_in_rule_order(tmp_path):
     assert default_workers(engine) == max(1, min(2, os.cpu_count() or 1))  # one per CPU, at most two
 
 
-def test_an_in_memory_database_is_evaluated_on_its_one_connection():
+def test_postgresql_evaluates_on_threads_and_in_memory_sqlite_serially():
+    assert parallel_mode(create_engine("postgresql+psycopg://u@127.0.0.1:1/x"), 1, 2) == "threads"
+    assert parallel_mode(create_engine("sqlite://"), 1, 2) == "serial"
     assert default_workers(create_engine("sqlite://")) == 1
     assert default_workers(create_engine("sqlite:///:memory:")) == 1

@@ -38,6 +38,7 @@ from auditor.diff.model import (
     ColumnEntry,
     ColumnMove,
 )
+from auditor.store.db import one_connection_only
 from auditor.store.schema import (
     cluster_labels,
     cluster_versions,
@@ -218,8 +219,7 @@ def _both_unmatched(
     the GIL, so the two use both cores (1.2-1.3 s -> 0.7-0.8 s at 1M). An in-memory SQLite
     database exists only on ``connection``: there they run one after the other.
     """
-    url = connection.engine.url
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+    if one_connection_only(connection.engine):
         return dict(_unmatched(connection, from_run, to_run)), dict(_unmatched(connection, to_run, from_run))
 
     def newer_side() -> dict[tuple[str, str], int]:

@@ -36,6 +36,7 @@ from auditor.engine.findings import (
 from auditor.engine.rules import Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
 from auditor.errors import AuditorError, StoreError
+from auditor.store.db import one_connection_only
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 
 CHUNK = 500
@@ -100,8 +101,7 @@ def default_workers(engine: Engine) -> int:
 
     An in-memory SQLite database exists only on its own connection, so it is evaluated serially.
     """
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+    if one_connection_only(engine):
         return 1
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 

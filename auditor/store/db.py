@@ -171,3 +171,13 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
 
 def table_names(engine: Engine) -> list[str]:
     return sorted(inspect(engine).get_table_names())
+
+
+def one_connection_only(engine: Engine) -> bool:
+    """True when another connection would not see the same data: an in-memory SQLite database.
+
+    Work spread over several connections (rules, the two halves of a diff) must stay on one
+    connection there.
+    """
+    url = engine.url
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")

@@ -8,6 +8,7 @@ cluster-auditor is refused rather than guessed at.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from auditor.errors import ConfigError, StoreError
 from auditor.paths import migrations_dir
+
+log = logging.getLogger("auditor.store")
 
 DEFAULT_DB = "auditor.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -159,7 +162,16 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
     url = database_url(target)
     engine = create_db_engine(url)
     try:
-        if migrate and current_revision(engine) != head_revision():
+        current, head = (current_revision(engine), head_revision()) if migrate else (None, None)
+        if migrate and current != head:
+            if current is not None:  # an existing database: say why this first command pauses
+                log.warning(
+                    "upgrading the database %s from schema revision %s to %s; on a large database "
+                    "this takes about a minute per million stored column versions",
+                    display_url(url),
+                    current,
+                    head,
+                )
             upgrade(engine)
     except SQLAlchemyError as exc:
         raise StoreError(

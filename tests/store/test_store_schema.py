@@ -38,7 +38,7 @@ def test_sqlite_runs_in_wal_with_busy_timeout_and_foreign_keys(tmp_path):
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() == store_db.SQLITE_BUSY_TIMEOUT_MS
 
 
-def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path):
+def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path, caplog):
     url = store_db.database_url(tmp_path / "old.db")
     engine = store_db.create_db_engine(url)
     store_db.upgrade(engine, "0001")
@@ -51,6 +51,11 @@ def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path):
 
     upgraded = store_db.open_database(tmp_path / "old.db")
     assert store_db.current_revision(upgraded) == store_db.head_revision()
+    assert f"from schema revision 0001 to {store_db.head_revision()}" in caplog.text
+    caplog.clear()
+    store_db.open_database(tmp_path / "old.db").dispose()  # at head: nothing to say
+    store_db.open_database(tmp_path / "new.db").dispose()  # a new database is created silently
+    assert caplog.text == ""
     with upgraded.connect() as connection:
         assert snapshot_content(connection) == before
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []

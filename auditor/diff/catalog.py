@@ -60,6 +60,7 @@ _FIELD_COLUMNS = (
     ("isPrimary", "is_primary"),
     ("businessAttribute", "business_attribute"),
 )
+_WIRE_NAMES = tuple(wire for wire, _ in _FIELD_COLUMNS)
 
 
 def diff_catalog(
@@ -292,9 +293,9 @@ def _column_versions(connection: Connection, version_ids: Iterable[int]) -> dict
                 *(column_versions.c[db_name] for _, db_name in _FIELD_COLUMNS),
             ).where(column_versions.c.id.in_(chunk))
         )
-        for row in rows:
-            out[row.id] = {
-                "fields": {wire: row._mapping[db_name] for wire, db_name in _FIELD_COLUMNS},
+        for version_id, *values in rows:  # positional: one dict per changed version, ~23k at 1M
+            out[version_id] = {
+                "fields": dict(zip(_WIRE_NAMES, values, strict=True)),
                 "tags": [],
                 "attributes": [],
             }

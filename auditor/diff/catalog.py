@@ -119,8 +119,16 @@ def _cluster_versions(connection: Connection, hashes: Iterable[str]) -> dict[str
                 cluster_versions.c.status,
             ).where(cluster_versions.c.hash.in_(chunk))
         )
-        for row in rows:
-            out[row.hash] = {**row._mapping, "labels": []}
+        for cluster_hash, cluster_id, name, size, severity, status in rows:  # positional: ~13k at 1M
+            out[cluster_hash] = {
+                "hash": cluster_hash,
+                "cluster_id": cluster_id,
+                "name": name,
+                "size": size,
+                "severity": severity,
+                "status": status,
+                "labels": [],
+            }
         labels = connection.execute(
             select(cluster_labels.c.cluster_hash, cluster_labels.c.label)
             .where(cluster_labels.c.cluster_hash.in_(chunk))

@@ -73,6 +73,11 @@ def stored_findings_diff(
                 _finding(rules_engine, row, after.id, status="new")
                 for row in connection.execute(_only_in(b, newer_eval, a, older_eval))
             ]
+            # In both: the newer evaluation's rows less those that appeared (fingerprints are unique
+            # per evaluation), counted from its key index rather than by joining the two.
+            common = connection.execute(
+                select(func.count()).select_from(b).where(b.c.evaluation_id == newer_eval)
+            ).scalar_one() - len(fresh)
             rules_engine.apply_waivers(fresh, waivers, today)
             for finding in fresh:
                 data = finding.to_json()
@@ -92,9 +97,6 @@ def stored_findings_diff(
             if maybe:
                 rows = list(connection.execute(_in_both(a, older_eval, b, newer_eval).where(or_(*maybe))))
                 _judge_waivers(rules_engine, rows, recorded, waivers, before, after, today, out, eager)
-            common = connection.execute(
-                select(func.count()).select_from(_both_join(a, older_eval, b, newer_eval))
-            ).scalar_one()
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         raise StoreError(

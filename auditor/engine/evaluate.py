@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, and_, func, literal, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.engine import fields as F
-from auditor.engine.conditions import cluster_from, column_from, group_value
+from auditor.engine.conditions import AllOf, Columns, cluster_from, column_from, group_value
 from auditor.engine.fields import Level, Row
 from auditor.engine.findings import (
     KIND_CLUSTER,
@@ -42,6 +42,7 @@ from auditor.store.schema import cluster_labels, cluster_versions, run_clusters,
 CHUNK = 500
 MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
 PROCESS_MIN_COLUMNS = 200_000  # SQLite runs this large are evaluated by worker processes
+INVOLVED_CHUNK = 5_000  # cluster ids per "which of their columns" query (SQLite allows 32,766)
 MAX_LISTED = 20  # columns named in a group message before "… and N more"
 
 
@@ -311,6 +312,7 @@ def _cluster_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findi
     query = select(rcl.c.cluster_id).select_from(cluster_from(row)).where(rcl.c.run_id == run_id, predicate)
     ids = [r.cluster_id for r in connection.execute(query)]
     clusters = _cluster_values(connection, run_id, set(ids), _placeholders(rule))
+    involved = _involved_columns(connection, run_id, rule.condition, ids)
     base = _rule_values(rule)
     return [
         Finding(
@@ -319,12 +321,48 @@ def _cluster_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findi
             kind=KIND_CLUSTER,
             cluster_id=cluster_id,
             column=None,
-            columns=[],
+            columns=involved.get(cluster_id, []),
             message=render_message(rule.message, {**base, **clusters.get(cluster_id, {})}),
             key=None,
         )
         for cluster_id in ids
     ]
+
+
+def _positive_column_quantifiers(condition: Any) -> list[Columns]:
+    """The ``columns: {any: …}`` parts of a cluster condition that must hold (not under a ``not``)."""
+    if isinstance(condition, AllOf):  # and AnyOf
+        return [q for part in condition.parts for q in _positive_column_quantifiers(part)]
+    if isinstance(condition, Columns) and condition.mode == "any" and condition.inner is not None:
+        return [condition]
+    return []
+
+
+def _involved_columns(
+    connection: Connection, run_id: int, condition: Any, cluster_ids: list[str]
+) -> dict[str, list[str]]:
+    """cluster id → the fqns of its columns that satisfy the rule's ``columns: {any: …}`` parts.
+
+    These are the columns a cluster finding is about (e.g. the high-sensitivity columns an archived
+    cluster still holds). Rules without such a part, or whose columns quantifier counts or is
+    negated, list none.
+    """
+    quantifiers = _positive_column_quantifiers(condition)
+    found: dict[str, set[str]] = {}
+    for quantifier in quantifiers:
+        inner = Row(run_id, Level.COLUMN)
+        predicate = quantifier.inner.compile(inner)
+        rc = inner.table("rc")
+        for start in range(0, len(cluster_ids), INVOLVED_CHUNK):
+            chunk = cluster_ids[start : start + INVOLVED_CHUNK]
+            rows = connection.execute(
+                select(rc.c.cluster_id, rc.c.fqn)
+                .select_from(column_from(inner))
+                .where(rc.c.run_id == run_id, rc.c.cluster_id.in_(chunk), predicate)
+            )
+            for cluster_id, fqn in rows:
+                found.setdefault(cluster_id, set()).add(fqn)
+    return {cluster_id: sorted(fqns) for cluster_id, fqns in found.items()}
 
 
 def _aggregate_parts(row: Row, rule: Rule) -> tuple[Any, Any, Any, list[Any]]:

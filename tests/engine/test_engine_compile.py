@@ -288,3 +288,25 @@ def test_regular_expressions_are_tested_after_cheaper_parts_and_explained_as_wri
     with engine.connect() as connection:
         prepare_connection(connection)
         assert _subjects(connection, run_id, rule) == {"hr.emp.ssn"}
+
+
+def test_cluster_findings_list_the_columns_their_columns_quantifier_matched(engine, tmp_path):
+    run_id = write_snapshot(engine, CATALOG)
+    high = "{tags: {any: [{field: tagName, eq: sensitivity}, {field: tagValue, eq: high}]}}"
+    cases = {
+        # the columns that make the cluster match are the columns the finding is about
+        f"{{columns: {{any: {high}}}}}": {"c-hr": ["hr.emp.ssn"], "c-fin": ["fin.card.number"]},
+        f"{{all: [{{field: cluster.name, matches: '^h'}}, {{columns: {{any: {high}}}}}]}}": {
+            "c-hr": ["hr.emp.ssn"]
+        },
+        "{columns: {any: {field: columnName, contains: ssn}}}": {"c-hr": ["crm.contact.ssn", "hr.emp.ssn"]},
+        # a negated, universal or counting quantifier names no particular column
+        "{columns: {none: {field: source, eq: crm}}}": {"c-fin": [], "c-empty": []},
+        "{columns: {having: {distinct: source, gte: 2}}}": {"c-hr": []},
+    }
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        for body, expected in cases.items():
+            found = evaluate_rule(connection, run_id, _rule(tmp_path, "cluster", body))
+            assert {f.cluster_id: f.columns for f in found} == expected, body
+            assert all(f.column is None for f in found)

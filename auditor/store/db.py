@@ -65,6 +65,11 @@ def _json_dumps(value) -> str:
         return json.dumps(value, default=str)
 
 
+def json_text(value) -> str:
+    """``value`` as the JSON text the engine stores in JSON columns (``None`` as JSON ``null``)."""
+    return _json_dumps(value)
+
+
 def _json_loads(text):
     import orjson
 

@@ -13,7 +13,6 @@ request for the same run and the same rules reuses them instead of evaluating ag
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -21,13 +20,13 @@ from typing import Any
 
 import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, literal_column, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from auditor import __version__
 from auditor.errors import StoreError
 from auditor.store.db import json_text
 from auditor.store.schema import evaluations, findings
-from auditor.store.writer import insert_tuples, now
+from auditor.store.writer import insert_tuples, now, sqlite_executemany
 
 FINGERPRINT_VERSION = "v1"
 CHUNK = 500
@@ -61,13 +60,14 @@ KIND_GROUP = "group"
 
 def fingerprint(rule_id: str, kind: str, cluster_id: str | None, key: str | None) -> str:
     """The stable identity of a finding: 32 hex chars of BLAKE2b over rule id + catalog identifiers."""
-    # Unit separators cannot occur in ids or names we hash, so the joined parts are unambiguous.
-    payload = "\x1f".join((FINGERPRINT_VERSION, rule_id, kind, cluster_id or "", key or ""))
-    return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+    return fingerprint_with(fingerprint_prefix(rule_id, kind), cluster_id, key)
 
 
 def fingerprint_prefix(rule_id: str, kind: str) -> bytes:
-    """The fixed start of the fingerprints of one rule's findings of one kind (see :func:`fingerprints`)."""
+    """The fixed start of the fingerprints of one rule's findings of one kind (see :func:`fingerprint`).
+
+    Unit separators cannot occur in ids or names we hash, so the joined parts are unambiguous.
+    """
     return "\x1f".join((FINGERPRINT_VERSION, rule_id, kind, "")).encode("utf-8")
 
 
@@ -300,17 +300,12 @@ def record_check(
                 key=itemgetter(4),
             )
             if rows and connection.dialect.name == "sqlite":
-                cursor = connection.connection.cursor()  # the driver's executemany: no per-row checks
-                try:
-                    cursor.executemany(
-                        "UPDATE findings SET status = ?, waiver = ?, first_seen_run = ? "
-                        "WHERE evaluation_id = ? AND fingerprint = ?",
-                        rows,
-                    )
-                except sqlite3.Error as exc:
-                    raise DBAPIError.instance("UPDATE findings", None, exc, sqlite3.Error) from None
-                finally:
-                    cursor.close()
+                sqlite_executemany(
+                    connection,
+                    "UPDATE findings SET status = ?, waiver = ?, first_seen_run = ? "
+                    "WHERE evaluation_id = ? AND fingerprint = ?",
+                    rows,
+                )
             elif rows:
                 connection.execute(
                     update(findings)

@@ -450,6 +450,7 @@ def gather_input(
     from auditor.engine import apply_waivers, check_run, findings_for_run, load_ruleset, load_waivers
     from auditor.engine.check import resolve_baseline
     from auditor.render.stored import ReportSource, StoredFindings
+    from auditor.store.db import one_connection_only
     from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
 
     run_info = resolve_run(engine, run, allow_incomplete=allow_incomplete)
@@ -515,7 +516,7 @@ def gather_input(
             return digest, [stored_open_counts(engine, info, ruleset, waivers) for info in past]
 
         pending = Future()
-        if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        if one_connection_only(engine):
             pending.set_result(count())
         else:
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-counts")

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -60,12 +60,8 @@ def now() -> datetime:
 
 
 def _insert_ignore_core(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert through SQLAlchemy, skipping rows whose primary key exists (not SQLite)."""
-    if connection.dialect.name == "postgresql":
-        statement = postgresql.insert(table).on_conflict_do_nothing()
-    else:  # pragma: no cover - other databases: plain insert of rows filtered beforehand
-        statement = table.insert()
-    connection.execute(statement, rows)
+    """Bulk insert through SQLAlchemy, skipping rows whose primary key exists (PostgreSQL)."""
+    connection.execute(postgresql.insert(table).on_conflict_do_nothing(), rows)
 
 
 @dataclass
@@ -211,6 +207,22 @@ def insert_dicts(connection: Connection, table: Table, rows: list[dict[str, Any]
         insert_tuples(connection, table, fields, [tuple(row.values()) for row in rows], ignore=ignore)
 
 
+def sqlite_executemany(connection: Connection, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+    """SQLite's own ``executemany`` in the connection's transaction, for bulk writes.
+
+    It takes rows as any sequences (the writer's rows are lists it fills in place) with none of
+    SQLAlchemy's per-row checks; a driver error is raised as SQLAlchemy's ``DBAPIError``, which
+    callers already turn into a one-line ``StoreError``.
+    """
+    cursor = connection.connection.cursor()
+    try:
+        cursor.executemany(statement, rows)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from None
+    finally:
+        cursor.close()
+
+
 def insert_tuples(
     connection: Connection, table: Table, fields: tuple[str, ...], rows: list[tuple], *, ignore: bool
 ) -> None:
@@ -227,15 +239,7 @@ def insert_tuples(
         verb = "INSERT OR IGNORE" if ignore else "INSERT"
         placeholders = ", ".join("?" for _ in fields)
         statement = f"{verb} INTO {table.name} ({', '.join(fields)}) VALUES ({placeholders})"
-        # The driver's own executemany, in the connection's transaction: it takes rows as any
-        # sequences (the writer's rows are lists it fills in place), with no per-row checks.
-        cursor = connection.connection.cursor()
-        try:
-            cursor.executemany(statement, rows)
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from None
-        finally:
-            cursor.close()
+        sqlite_executemany(connection, statement, rows)
         return
     json_fields = {name for name in fields if isinstance(table.c[name].type, JSON)}
     dicts = [
@@ -390,15 +394,14 @@ class SnapshotWriter:
         # Lock first, before any read: on SQLite a transaction that read and then writes after
         # another writer committed fails at once (SQLITE_BUSY_SNAPSHOT) instead of waiting.
         _lock_versions(connection, self.run_id)
-        if self._pending_cluster_versions:
-            new = _missing(connection, cluster_versions, self._pending_cluster_versions.keys())
+        if self._pending_cluster_versions:  # versions stored before are skipped by their key
             insert_dicts(
-                connection, cluster_versions, [self._pending_cluster_versions[h] for h in new], ignore=True
+                connection, cluster_versions, list(self._pending_cluster_versions.values()), ignore=True
             )
             insert_dicts(
                 connection,
                 cluster_labels,
-                [label for h in new for label in self._pending_labels[h]],
+                [label for labels in self._pending_labels.values() for label in labels],
                 ignore=True,
             )
         if self._pending_run_clusters:
@@ -476,24 +479,18 @@ class SnapshotWriter:
         self._closed = True
 
 
-def _missing(connection: Connection, table: Table, hashes: Iterable[str]) -> list[str]:
-    """The hashes among ``hashes`` that ``table`` does not hold yet."""
-    wanted = list(hashes)
-    present: set[str] = set()
-    for start in range(0, len(wanted), HASH_CHUNK):
-        chunk = wanted[start : start + HASH_CHUNK]
-        present.update(connection.execute(select(table.c.hash).where(table.c.hash.in_(chunk))).scalars())
-    return [h for h in wanted if h not in present]
-
-
 def _known_ids(connection: Connection, hashes: list[str]) -> dict[str, int]:
-    """hash → id of the column versions among ``hashes`` already stored."""
+    """hash → id of the column versions among ``hashes`` already stored.
+
+    In chunks of bound parameters; on SQLite as plain driver SQL (once per 500 columns of a
+    snapshot: no expanding IN compiled each time).
+    """
     known: dict[str, int] = {}
     table = column_versions
     sqlite = connection.dialect.name == "sqlite"
     for start in range(0, len(hashes), HASH_CHUNK):
         chunk = hashes[start : start + HASH_CHUNK]
-        if sqlite:  # once per 500 columns of a snapshot: skip compiling an expanding IN each time
+        if sqlite:
             marks = ", ".join("?" * len(chunk))
             rows = connection.exec_driver_sql(
                 f"SELECT hash, id FROM column_versions WHERE hash IN ({marks})", tuple(chunk)

@@ -155,7 +155,7 @@ def evaluate_each(
         else:
             pool = _rule_processes(workers)
             url = engine.url.render_as_string(hide_password=False)  # SQLite: a file path, no secret
-            tasks = [pool.submit(_evaluate_in_process, url, run_id, ruleset, i) for i in range(len(rules))]
+            tasks = [pool.submit(_evaluate_in_process, url, run_id, rule) for rule in rules]
         with pool:
             try:
                 for rule, task in zip(rules, tasks, strict=True):
@@ -206,14 +206,14 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _evaluate_in_process(url: str, run_id: int, ruleset: RuleSet, index: int) -> tuple[list[tuple], float]:
-    """Rule ``index`` of ``ruleset`` in a worker process; findings as plain tuples (cheap to send)."""
+def _evaluate_in_process(url: str, run_id: int, rule: Rule) -> tuple[list[tuple], float]:
+    """``rule`` in a worker process; findings as plain tuples (cheap to send)."""
     from auditor.store.db import create_db_engine
 
     engine = _WORKER_ENGINES.get(url)
     if engine is None:
         engine = _WORKER_ENGINES[url] = create_db_engine(url)
-    items, seconds = _evaluate_alone(engine, run_id, ruleset.rules[index])
+    items, seconds = _evaluate_alone(engine, run_id, rule)
     return [
         (f.kind, f.cluster_id, f.column, f.columns, f.message, f.key, f.fingerprint) for f in items
     ], seconds

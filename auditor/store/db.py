@@ -153,6 +153,12 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
                 hint="upgrade cluster-auditor, or point --db at another database",
             )
         with engine.begin() as connection:
+            if connection.dialect.name == "sqlite":
+                # pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so a migration's
+                # CREATE/ALTER/DROP would each commit on their own and a failure halfway (Ctrl-C,
+                # a full disk) would leave a half-rebuilt schema. One explicit transaction makes
+                # the whole upgrade all or nothing, as on PostgreSQL.
+                connection.exec_driver_sql("BEGIN")
             command.upgrade(_alembic_config(connection), revision)
         return before, current_revision(engine) or ""
     except SQLAlchemyError as exc:

@@ -239,3 +239,26 @@ def test_two_writers_at_once_share_versions_and_number_them_consistently(tmp_pat
         for run_id in run_ids:
             rows = connection.execute(columns_view(run_id)).all()
             assert len(rows) == 1000 and len({row.column_id for row in rows}) == 1000
+
+
+def test_an_upgrade_that_fails_halfway_leaves_the_database_as_it_was(tmp_path):
+    url = store_db.database_url(tmp_path / "old.db")
+    engine = store_db.create_db_engine(url)
+    store_db.upgrade(engine, "0002")
+    write_legacy_catalog(engine, make_catalog(2, 3))
+    with engine.begin() as connection:
+        before = snapshot_content(connection)
+        # 0003 renames the column tables, then drops this index: make that step fail
+        connection.execute(text("DROP INDEX ix_run_columns_run_fqn"))
+    with pytest.raises(StoreError, match="could not migrate"):
+        store_db.upgrade(engine)
+    assert store_db.current_revision(engine) == "0002"
+    with engine.connect() as connection:
+        assert snapshot_content(connection) == before  # the renames were rolled back too
+        assert not [name for name in inspect(connection).get_table_names() if name.startswith("_old_")]
+    with engine.begin() as connection:
+        connection.execute(text("CREATE INDEX ix_run_columns_run_fqn ON run_columns (run_id, fqn)"))
+    store_db.upgrade(engine)  # and the next attempt goes through
+    assert store_db.current_revision(engine) == store_db.head_revision()
+    with engine.connect() as connection:
+        assert snapshot_content(connection) == before

@@ -22,7 +22,7 @@ from auditor.engine import CheckResult, RuleSet, Waivers, check_run
 from auditor.progress import Progress
 from auditor.render.report import ReportBundle, build_report_bundle, default_report_name
 from auditor.snapshot import take_snapshot
-from auditor.store.runs import RunInfo, previous_complete_run
+from auditor.store.runs import RunInfo
 from auditor.store.schema import RUN_COMPLETE, runs
 
 log = logging.getLogger(__name__)
@@ -80,18 +80,18 @@ def run_job(
     templates_dir: str | Path | None = None,
     email: EmailOptions | None = None,
 ) -> JobResult:
-    """Snapshot, check, diff against the previous complete run, write the report, email it.
+    """Snapshot, check against ``baseline``, diff against it too, write the report, email it.
 
     The exit code is the gate's (:meth:`CheckResult.gate`). A failed snapshot raises (the run is
     recorded ``failed``) before anything is checked, so a partial catalog never reads as clean.
     """
     run = take_snapshot(engine, client, cluster_filter=cluster_filter, workers=workers, progress=progress)
     check = check_run(engine, run.id, ruleset, waivers=waivers, baseline=baseline)
-    previous = previous_complete_run(engine, run.id)
     bundle = build_report_bundle(
         engine,
         run.id,
-        against=previous.id if previous else None,
+        # the report's diff compares with the run the check compared with (None: the previous one)
+        against=check.baseline.id if check.baseline else None,
         ruleset=ruleset,
         waivers=waivers,
         rules_paths=rules_paths,
@@ -203,11 +203,10 @@ def run_demo(
                 taken.append(take_snapshot(engine, client, workers=workers, progress=progress))
         latest = taken[-1]
         check = check_run(engine, latest.id, ruleset, baseline="previous")
-        previous = previous_complete_run(engine, latest.id)
         bundle = build_report_bundle(
             engine,
             latest.id,
-            against=previous.id if previous else None,
+            against=check.baseline.id if check.baseline else None,
             ruleset=ruleset,
             check=check,
             with_exports=True,

@@ -201,3 +201,17 @@ def test_bad_settings_in_the_config_file_are_usage_errors(tmp_path, monkeypatch,
     result = invoke(["run"])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_the_report_diffs_against_the_run_the_check_used_as_baseline(tmp_path, monkeypatch, sandbox):
+    server = sandbox(clusters=6, columns=120, token="sk-fixed-epoch")
+    monkeypatch.chdir(tmp_path)
+    env = {"BIGID_TOKEN": "sk-fixed-epoch"}
+    for _ in range(2):
+        assert invoke(["run", "--url", server.url, "--report", "r.html"], env=env).exit_code == 0
+    result = invoke(
+        ["run", "--url", server.url, "--baseline", "1", "--report", "r.html", "--export-dir", "out"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    diff = json.loads((tmp_path / "out" / "diff.json").read_text())
+    assert (diff["from_run"], diff["to_run"]) == (1, 3)  # not the previous run (2)

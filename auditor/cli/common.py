@@ -80,6 +80,32 @@ class Settings:
             return []
         return [str(value)] if isinstance(value, str) else [str(item) for item in value]
 
+    def email_route(
+        self, to: tuple[str, ...] | None, smtp: str | None, eml: str | None, *, cc: tuple[str, ...] = ()
+    ) -> tuple[list[str], str | None]:
+        """(recipients, SMTP URL or None for ``--eml``) of an email, checked before any work is done.
+
+        ``auditor email`` and ``auditor run`` share it, so a missing recipient or server, both
+        ``--smtp`` and ``--eml``, or a malformed address fails at once (exit 2), never after a
+        snapshot.
+        """
+        from auditor.errors import ConfigError
+        from auditor.render.email import parse_addresses
+
+        recipients = self.list_value(to, "email_to")
+        if not recipients:
+            raise ConfigError("no recipient: pass --to ADDR (or set email_to in auditor.toml)")
+        parse_addresses(recipients, "--to")
+        parse_addresses(list(cc), "--cc")
+        if eml and smtp:
+            raise ConfigError("give either --smtp URL or --eml FILE, not both")
+        smtp_url = None if eml else self.value(smtp, cfg.ENV_SMTP, "smtp")
+        if not eml and not smtp_url:
+            raise ConfigError(
+                "no SMTP server: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the message"
+            )
+        return recipients, smtp_url
+
     def rules_paths(self, flag: tuple[str, ...] | None = None) -> list[Path] | None:
         """``--rules`` or the config's ``rules``; ``None`` means the built-in pack."""
         return [Path(p) for p in self.list_value(flag, "rules")] or None

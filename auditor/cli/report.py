@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from auditor.cli.common import Settings, db_option, pass_settings
-from auditor.config import ENV_EMAIL_FROM, ENV_SMTP
+from auditor.config import ENV_EMAIL_FROM
 
 if TYPE_CHECKING:
     from auditor.render.report import ReportBundle
@@ -209,19 +209,9 @@ def email_command(
     AUDITOR_SMTP_PASSWORD, never logged) or writes the message to --eml FILE. Exit 0 when sent or
     written, 2 on usage errors, 3 when the run is missing or delivery failed.
     """
-    from auditor.errors import ConfigError
     from auditor.render.email import deliver_email
 
-    recipients = settings.list_value(to, "email_to")
-    if not recipients:
-        raise ConfigError("no recipient: pass --to ADDR (or set email_to in auditor.toml)")
-    smtp_url = None if eml else settings.value(smtp, ENV_SMTP, "smtp")
-    if eml and smtp:
-        raise ConfigError("give either --smtp URL or --eml FILE, not both")
-    if not eml and not smtp_url:
-        raise ConfigError(
-            "no SMTP server: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the message"
-        )
+    recipients, smtp_url = settings.email_route(to, smtp, eml, cc=cc)
     bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, False)
     message = deliver_email(
         bundle,

@@ -10,7 +10,7 @@ import click
 from auditor.cli.check import SEVERITIES
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.cli.fetch import _workers, api_options, client_from_settings
-from auditor.config import ENV_EMAIL_FROM, ENV_SMTP
+from auditor.config import ENV_EMAIL_FROM
 
 
 def _sandbox_size(settings: Settings) -> dict[str, int]:
@@ -110,16 +110,15 @@ def run_command(
     fail_on = settings.fail_on(fail_on)
     ruleset = load_ruleset(rules_paths)  # rule errors (exit 2) before any fetching
     waiver_set = load_waivers(waivers_path) if waivers_path else None
-    recipients = settings.list_value(email_to, "email_to")
-    smtp = settings.value(smtp_url, ENV_SMTP, "smtp")
     email = None
-    if recipients or eml_path:
+    if settings.list_value(email_to, "email_to") or eml_path:  # checked now, not after the snapshot
+        recipients, smtp = settings.email_route(email_to, smtp_url, eml_path, cc=email_cc)
         email = EmailOptions(
             to=recipients,
             cc=list(email_cc),
             sender=settings.value(email_from, ENV_EMAIL_FROM, "email_from"),
             subject=subject,
-            smtp_url=None if eml_path else smtp,
+            smtp_url=smtp,
             eml_path=eml_path,
         )
     engine = settings.engine(db)

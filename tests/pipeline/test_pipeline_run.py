@@ -215,3 +215,21 @@ def test_the_report_diffs_against_the_run_the_check_used_as_baseline(tmp_path, m
     assert result.exit_code == 0, result.output
     diff = json.loads((tmp_path / "out" / "diff.json").read_text())
     assert (diff["from_run"], diff["to_run"]) == (1, 3)  # not the previous run (2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--email-to", "team@example.org"], "no SMTP server"),
+        (["--eml", "m.eml"], "no recipient"),
+        (["--email-to", "not an address", "--eml", "m.eml"], "is not an email address"),
+        (["--email-to", "team@example.org", "--smtp", "smtp://h", "--eml", "m.eml"], "not both"),
+    ],
+)
+def test_email_settings_are_checked_before_anything_is_fetched(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUDITOR_SMTP", raising=False)
+    result = invoke(["run", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert not (tmp_path / "auditor.db").exists()  # no run was taken, nothing to report late

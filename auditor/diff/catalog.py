@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, select
 
@@ -48,6 +48,8 @@ from auditor.store.schema import (
     run_clusters,
     run_columns,
 )
+
+V = TypeVar("V")  # what identifies a version: a column version id (tests pair plain strings)
 
 CHUNK = 2_000  # bound parameters per "fetch these versions" query (SQLite allows 32,766)
 _DECIMALS = 9  # confidence differences are compared after rounding away float noise
@@ -268,17 +270,17 @@ def _unmatched(connection: Connection, run: int, other: int) -> Iterator[tuple[t
 
 
 def pair_moves(
-    departures: dict[str, list[tuple[str, str]]], arrivals: dict[str, list[tuple[str, str]]]
-) -> tuple[list[tuple[str, str, str, str, str]], list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    departures: dict[str, list[tuple[str, V]]], arrivals: dict[str, list[tuple[str, V]]]
+) -> tuple[list[tuple[str, str, str, V, V]], list[tuple[str, str, V]], list[tuple[str, str, V]]]:
     """Pair departures and arrivals of the same fqn into moves.
 
     Returns (moves as (fqn, from cluster, to cluster, before version, after version), removals
     and additions as (cluster, fqn, version)). Several departures/arrivals of one fqn pair up in cluster-id
     order; the leftovers stay removals or additions.
     """
-    moves: list[tuple[str, str, str, str, str]] = []
-    removed: list[tuple[str, str, str]] = []
-    added: list[tuple[str, str, str]] = []
+    moves: list[tuple[str, str, str, V, V]] = []
+    removed: list[tuple[str, str, V]] = []
+    added: list[tuple[str, str, V]] = []
     for fqn, gone in departures.items():
         came = sorted(arrivals.get(fqn, ()))
         gone = sorted(gone)

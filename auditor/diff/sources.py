@@ -49,7 +49,7 @@ def stored_findings_diff(
 
     older_eval = _evaluation(engine, rules_engine, before.id, ruleset)
     newer_eval = _evaluation(engine, rules_engine, after.id, ruleset)
-    waiver_rules = sorted({w.rule for w in waivers.entries}) if waivers is not None else []
+    waiver_rules = waivers.rules if waivers is not None else []
     out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     a, b = findings_table.alias("a"), findings_table.alias("b")
     try:

@@ -107,9 +107,6 @@ def _describe_type_error(error: Any) -> str:
         "list_type": "a list",
         "dict_type": "a mapping",
         "model_type": "a mapping",
-        "date_type": "a date (YYYY-MM-DD)",
-        "date_from_datetime_inexact": "a date (YYYY-MM-DD)",
-        "date_parsing": "a date (YYYY-MM-DD)",
     }.get(kind)
     if kind.startswith("date"):
         expected = "a date (YYYY-MM-DD)"

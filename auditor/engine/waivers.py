@@ -157,6 +157,11 @@ class Waivers:
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def rules(self) -> list[str]:
+        """The rule ids the waivers name, sorted: only these rules' findings can be waived."""
+        return sorted({str(w.rule) for w in self.entries})
+
 
 def load_waivers(path: Path | str) -> Waivers:
     """Load and validate a waiver file; raises RuleError (exit 2) listing every problem."""

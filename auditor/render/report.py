@@ -368,22 +368,18 @@ def stored_open_counts(engine: Engine, run: Any, ruleset: Any, waivers: Any) -> 
     """
     from sqlalchemy import func, select
 
-    from auditor.engine.findings import evaluation_rows
-    from auditor.store.schema import evaluations, findings
+    from auditor.engine.findings import evaluation_rows, latest_evaluation
+    from auditor.store.schema import findings
 
     digest = getattr(ruleset, "digest", None)
     if not digest:
         return None
     entries = list(getattr(waivers, "entries", ()) or ())
-    waived_rules = sorted({str(w.rule) for w in entries})
+    waived_rules = waivers.rules if waivers is not None else []
     day = run.started_at.date()
     counts: Counter[str] = Counter()
     with engine.connect() as connection:
-        evaluation_id = connection.execute(
-            select(func.max(evaluations.c.id)).where(
-                evaluations.c.run_id == run.id, evaluations.c.rules_digest == digest
-            )
-        ).scalar()
+        evaluation_id = latest_evaluation(connection, run.id, digest)
         if evaluation_id is None:
             return None
         in_evaluation = evaluation_rows(connection, findings, evaluation_id)

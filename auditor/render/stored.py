@@ -114,8 +114,7 @@ class StoredFindings:
 
     @property
     def waiver_rules(self) -> list[str]:
-        entries = getattr(self.waivers, "entries", ()) or ()
-        return sorted({str(w.rule) for w in entries})
+        return self.waivers.rules if self.waivers is not None else []
 
     @cached_property
     def _join(self) -> tuple[Any, Any, ColumnElement[Any], Any]:

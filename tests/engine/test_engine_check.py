@@ -114,8 +114,12 @@ def test_baseline_previous_marks_new_and_existing_with_first_seen(engine, snapsh
     assert result.summary["existing"] + result.summary["new"] == result.summary["total"]
     # with no baseline, everything is new
     assert {f.status for f in check_run(engine, second, pack, baseline="none").findings} == {"new"}
-    # an explicit baseline id works the same way
-    assert check_run(engine, second, pack, baseline=str(first)).baseline.id == first
+    # an explicit baseline id works the same way, now reading the baseline's stored evaluation
+    again = check_run(engine, second, pack, baseline=str(first), today=TODAY)
+    assert again.baseline.id == first
+    assert {f.fingerprint: (f.status, f.first_seen_run) for f in again.findings} == {
+        f.fingerprint: (f.status, f.first_seen_run) for f in result.findings
+    }
 
 
 def test_first_seen_survives_a_gap(engine, snapshot):
@@ -197,8 +201,18 @@ def test_the_check_records_status_and_waiver_on_stored_findings(engine, snapshot
             select(findings.c.status, findings.c.waiver).where(findings.c.rule_id.like("high-sens%"))
         ).all()
         digest = connection.execute(select(evaluations.c.waivers_digest)).scalar()
-    assert rows[0].status == "waived" and rows[0].waiver["owner"] == "me"
+    assert len(rows) == 1  # hr.emp.ssn, the one high-sensitivity column of c-hr
+    assert all(row.status == "waived" and row.waiver["owner"] == "me" for row in rows)
     assert digest == waivers.digest
+    # a read-only view (the report) checks again without waivers: the recorded check stays as it was
+    result = check_run(engine, "latest", pack, today=TODAY, record=False)
+    assert {f.status for f in result.findings if f.rule.startswith("high-sens")} == {"new"}
+    with engine.connect() as connection:
+        after = connection.execute(
+            select(findings.c.status, findings.c.waiver).where(findings.c.rule_id.like("high-sens%"))
+        ).all()
+        assert connection.execute(select(evaluations.c.waivers_digest)).scalar() == waivers.digest
+    assert sorted(map(tuple, after), key=str) == sorted(map(tuple, rows), key=str)
 
 
 WAIVERS = """\

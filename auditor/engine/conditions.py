@@ -50,6 +50,7 @@ from sqlalchemy import (
 from auditor.engine import fields as F
 from auditor.engine.fields import Kind, Level, Row
 from auditor.engine.sqlfuncs import (
+    CaseFolded,
     DialectChoice,
     RegexSearch,
     RegexSearchIgnoreCase,
@@ -546,8 +547,11 @@ class Compare(Condition):
         column = self.target.getter(row)
         return self._scalar(column, self.op, self.target.kind)
 
-    def _norm(self, column: Any, kind: Kind) -> Any:
-        return func.lower(column) if kind in (Kind.TEXT, Kind.TEXT_LIST) and not self.exact else column
+    def _norm(self, column: Any, kind: Kind, *, substring: bool = False) -> Any:
+        """``column`` as compared: case-folded for text unless exact (lower() for substrings)."""
+        if kind not in (Kind.TEXT, Kind.TEXT_LIST) or self.exact:
+            return column
+        return func.lower(column) if substring else CaseFolded(column)
 
     def _value(self, value: Any, kind: Kind) -> Any:
         if kind in (Kind.TEXT, Kind.TEXT_LIST) and not self.exact and isinstance(value, str):
@@ -567,7 +571,7 @@ class Compare(Condition):
             else:
                 test = or_(column.is_(None), func.trim(column) == "")
             return test if self.value else not_(test)
-        norm = self._norm(column, kind)
+        norm = self._norm(column, kind, substring=op == "contains")
         if op == "eq":
             return and_(present, norm == bindparam(None, self._value(self.value, kind), unique=True))
         if op == "in":
@@ -759,7 +763,7 @@ class Having:
         if self.distinct is None:
             measure = func.count()
         else:
-            measure = func.count(func.distinct(group_value(self.distinct, row, exact=self.exact)))
+            measure = func.count(func.distinct(group_key(self.distinct, row, exact=self.exact)))
         bound: Any = bindparam(None, self.threshold, unique=True)
         tests: dict[str, ColumnElement[bool]] = {
             "eq": measure == bound,
@@ -777,11 +781,20 @@ class Having:
 
 
 def group_value(target: F.Field, row: Row, *, exact: bool) -> Any:
-    """The SQL value a field is grouped or counted by: text trimmed, and lower-cased unless exact."""
+    """The value a group is known by (its key in findings): text trimmed, lower-cased unless exact."""
     column = target.getter(row)
     if target.kind is Kind.TEXT:
         trimmed = func.trim(column)
         return trimmed if exact else func.lower(trimmed)
+    return column
+
+
+def group_key(target: F.Field, row: Row, *, exact: bool) -> Any:
+    """What a field is grouped or counted distinct by: equal exactly when :func:`group_value` is."""
+    column = target.getter(row)
+    if target.kind is Kind.TEXT:
+        trimmed = func.trim(column)
+        return trimmed if exact else CaseFolded(trimmed)
     return column
 
 
@@ -937,13 +950,13 @@ class Quantifier(Condition):
         outer = self._owner_key(row)
         if self.mode == "count":
             assert self.having is not None
-            group_key = (
-                group_value(self.group_by, inner_row, exact=self.exact) if self.group_by is not None else None
+            grouping = (
+                group_key(self.group_by, inner_row, exact=self.exact) if self.group_by is not None else None
             )
             having = self.having.compile(inner_row)
             # Build the FROM clause last: group_by and having may have added joins.
             source, owner_key, scope = self._elements(inner_row)
-            keys = [owner_key] if group_key is None else [owner_key, group_key]
+            keys = [owner_key] if grouping is None else [owner_key, grouping]
             # Uncorrelated: the groups are computed once for the whole run (a correlated grouped
             # subquery would run once per outer row); the passing owners are usually few.
             query = (
@@ -1102,6 +1115,7 @@ __all__ = [
     "cluster_from",
     "column_from",
     "condition_schema",
+    "group_key",
     "group_value",
     "parse_condition",
     "parse_group_by",

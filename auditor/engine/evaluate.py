@@ -22,7 +22,14 @@ from sqlalchemy import Connection, Engine, and_, func, literal, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.engine import fields as F
-from auditor.engine.conditions import AllOf, Columns, cluster_from, column_from, group_value
+from auditor.engine.conditions import (
+    AllOf,
+    Columns,
+    cluster_from,
+    column_from,
+    group_key,
+    group_value,
+)
 from auditor.engine.fields import Level, Row
 from auditor.engine.findings import (
     KIND_CLUSTER,
@@ -373,14 +380,15 @@ def _aggregate_parts(row: Row, rule: Rule) -> tuple[Any, Any, Any, list[Any]]:
     where = agg.where.compile(row) if agg.where is not None else true()
     if agg.group_by is not None:
         key = group_value(agg.group_by, row, exact=agg.exact)
+        grouping = group_key(agg.group_by, row, exact=agg.exact)  # equal exactly when the keys are
         raw = agg.group_by.getter(row)
         value = func.min(func.trim(raw)) if agg.group_by.kind is F.Kind.TEXT else func.min(raw)
-        key_present = key.is_not(None)
+        key_present = raw.is_not(None)
     else:
         key = None
         value = None
         key_present = true()
-    keys = ([rc.c.cluster_id] if agg.per == "cluster" else []) + ([key] if key is not None else [])
+    keys = ([rc.c.cluster_id] if agg.per == "cluster" else []) + ([grouping] if key is not None else [])
     return and_(where, key_present), key, value, keys
 
 
@@ -392,7 +400,7 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
     where, key, value, keys = _aggregate_parts(row, rule)
     having = agg.having.compile(row)
     distinct = (
-        func.count(func.distinct(group_value(agg.having.distinct, row, exact=agg.having.exact)))
+        func.count(func.distinct(group_key(agg.having.distinct, row, exact=agg.having.exact)))
         if agg.having.distinct is not None
         else func.count()
     )

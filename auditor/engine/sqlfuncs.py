@@ -167,6 +167,34 @@ def _contains_pg(element: TextContains, compiler: Any, **kw: Any) -> str:
     return f"(strpos({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)}) > 0)"
 
 
+class CaseFolded(FunctionElement[str]):
+    """``value`` for case-insensitive equality, IN, grouping and DISTINCT (not for output or substrings).
+
+    SQLite: ``value COLLATE NOCASE``. Its built-in ``lower()`` folds ASCII letters only, and so does
+    ``NOCASE``, so the two agree on every comparison with an already lower-cased value; NOCASE
+    compares in place, where ``lower()`` allocates a lowered copy of every value it reads (a scan
+    of 1.7M tags with two case-insensitive tests measured 2x faster). Grouping and ``count(DISTINCT
+    …)`` use the collation too. The value itself keeps its case, so an output that must be the
+    lower-cased key uses ``lower()``. Elsewhere (PostgreSQL): ``lower(value)``.
+    """
+
+    type = Text()
+    name = "case_folded"
+    inherit_cache = True
+
+
+@compiles(CaseFolded)
+def _folded_default(element: CaseFolded, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"lower({compiler.process(value, **kw)})"
+
+
+@compiles(CaseFolded, "sqlite")
+def _folded_sqlite(element: CaseFolded, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"{compiler.process(value, **kw)} COLLATE NOCASE"
+
+
 class RegexSearch(FunctionElement[bool]):
     """``value`` matches ``pattern`` anywhere (Python ``re.search`` semantics), case-sensitive."""
 

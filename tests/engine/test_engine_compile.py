@@ -310,3 +310,24 @@ def test_cluster_findings_list_the_columns_their_columns_quantifier_matched(engi
             found = evaluate_rule(connection, run_id, _rule(tmp_path, "cluster", body))
             assert {f.cluster_id: f.columns for f in found} == expected, body
             assert all(f.column is None for f in found)
+
+
+def test_case_insensitive_tests_fold_in_the_database_without_copying_values(engine, tmp_path):
+    """SQLite compares with NOCASE (the same ASCII folding as its lower(), no copy per value);
+    PostgreSQL lower-cases; substrings are lower-cased on both; exact comparisons fold nothing."""
+    from sqlalchemy.dialects import postgresql
+
+    def compiled(body: str, dialect) -> str:
+        rule = _rule(tmp_path, "column", body)
+        return str(rule.condition.compile(Row(1, Level.COLUMN)).compile(dialect=dialect))
+
+    sqlite = engine.dialect
+    assert "COLLATE NOCASE = " in compiled("{field: columnName, eq: SSN}", sqlite)
+    assert "lower(" not in compiled("{field: columnName, eq: SSN}", sqlite)
+    assert "COLLATE NOCASE IN " in compiled("{field: source, in: [a, B]}", sqlite)
+    assert "lower(" in compiled("{field: columnName, contains: SS}", sqlite)
+    assert "NOCASE" not in compiled("{field: columnName, eq: SSN, case: exact}", sqlite)
+    assert "lower(" not in compiled("{field: columnName, eq: SSN, case: exact}", sqlite)
+    pg = postgresql.dialect()
+    assert "lower(" in compiled("{field: columnName, eq: SSN}", pg)
+    assert "NOCASE" not in compiled("{field: columnName, eq: SSN}", pg)

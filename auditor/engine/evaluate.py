@@ -46,7 +46,7 @@ from auditor.errors import AuditorError, StoreError
 from auditor.store.db import one_connection_only
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 
-CHUNK = 500
+CHUNK = 5_000  # cluster ids per placeholder-values query (SQLite allows 32,766 parameters)
 MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
 PROCESS_MIN_COLUMNS = 200_000  # SQLite runs this large are evaluated by worker processes
 INVOLVED_CHUNK = 5_000  # cluster ids per "which of their columns" query (SQLite allows 32,766)
@@ -430,6 +430,7 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
         else {}
     )
     base = _rule_values(rule)
+    prefix = fingerprint_prefix(rule.id, KIND_GROUP)
     out = []
     for group in groups:
         if not group.fqns:  # an empty snapshot still yields one (empty) whole-snapshot group
@@ -460,6 +461,7 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
                 columns=columns,
                 message=render_message(rule.message, values),
                 key=gkey,
+                fingerprint=fingerprint_with(prefix, cluster_id, gkey),
             )
         )
     return out

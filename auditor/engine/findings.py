@@ -87,7 +87,7 @@ def subject_key(kind: str, cluster_id: str | None, key: str | None) -> str:
     return f"{cluster}/group:{key}" if key else f"{cluster}/group"
 
 
-@dataclass
+@dataclass(slots=True)
 class Finding:
     """One rule matching one subject in one run."""
 

@@ -32,6 +32,7 @@ from auditor.engine.findings import (
 from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, severity_rank
 from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers
 from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
+from auditor.gcpause import collector_paused
 from auditor.store.runs import RunInfo, get_run, previous_complete_run, resolve_run
 from auditor.store.schema import findings as findings_table
 
@@ -209,25 +210,33 @@ def check_run(
     finding's status and waiver against it, as ``auditor check`` and ``auditor run`` do.
     """
     run = resolve_run(engine, run_ref if run_ref is not None else "latest", allow_incomplete=allow_incomplete)
-    base = resolve_baseline(engine, run, baseline)
-    items, evaluation_id = _findings_with_evaluation(engine, run.id, ruleset, store=store)
-    previous: dict[str, int | None] = {}
-    if base is not None:
-        previous = _sightings(engine, base.id, ruleset, store=store)
-    for finding in items:
-        finding.waiver = None
-        if finding.fingerprint not in previous:
-            finding.status = STATUS_NEW
-        else:
-            finding.status = STATUS_EXISTING
-            seen = previous[finding.fingerprint]
-            earlier = seen if seen is not None else base.id  # type: ignore[union-attr]
-            current = finding.first_seen_run if finding.first_seen_run is not None else run.id
-            finding.first_seen_run = min(earlier, current)
-    day = today or datetime.now(UTC).date()
-    report = apply_waivers(items, waivers, day)
-    if store and record and evaluation_id is not None:
+    with collector_paused():  # hundreds of thousands of findings at 1M columns
+        base = resolve_baseline(engine, run, baseline)
+        # A new evaluation that will be recorded is stored below, statuses included (one write).
+        items, evaluation_id = _findings_with_evaluation(engine, run.id, ruleset, store=store and not record)
+        previous: dict[str, int | None] = {}
+        if base is not None:
+            previous = _sightings(engine, base.id, ruleset, store=store)
+        for finding in items:
+            finding.waiver = None
+            if finding.fingerprint not in previous:
+                finding.status = STATUS_NEW
+            else:
+                finding.status = STATUS_EXISTING
+                seen = previous[finding.fingerprint]
+                earlier = seen if seen is not None else base.id  # type: ignore[union-attr]
+                current = finding.first_seen_run if finding.first_seen_run is not None else run.id
+                finding.first_seen_run = min(earlier, current)
+        day = today or datetime.now(UTC).date()
+        report = apply_waivers(items, waivers, day)
         # Remember each finding's status and waiver (the diff reads them later). Read-only views
-        # such as the report pass record=False: at 1M columns this rewrites ~400k rows.
-        record_check(engine, evaluation_id, waivers.digest if waivers else None, items)
+        # such as the report pass record=False: at 1M columns a check touches ~400k rows.
+        waivers_digest = waivers.digest if waivers else None
+        if store and record and evaluation_id is None:
+            rule_ids = [r.id for r in ruleset.rules]
+            store_evaluation(
+                engine, run.id, ruleset.digest, rule_ids, items, record=True, waivers_digest=waivers_digest
+            )
+        elif store and record:
+            record_check(engine, evaluation_id, waivers_digest, items)
     return CheckResult(run, base, ruleset, items, waivers, report, day)

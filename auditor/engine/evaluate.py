@@ -43,6 +43,7 @@ from auditor.engine.findings import (
 from auditor.engine.rules import Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
 from auditor.errors import AuditorError, StoreError
+from auditor.gcpause import collector_paused
 from auditor.store.db import one_connection_only
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 
@@ -168,7 +169,8 @@ def evaluate_each(
                 for rule, task in zip(rules, tasks, strict=True):
                     items, seconds = task.result()
                     if mode == "processes":
-                        items = [_finding(rule, values) for values in items]
+                        with collector_paused():
+                            items = [_finding(rule, values) for values in items]
                     yield rule, items, seconds
             except BrokenProcessPool:
                 raise AuditorError(
@@ -242,13 +244,14 @@ def _finding(rule: Rule, values: tuple) -> Finding:
 
 
 def evaluate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Finding]:
-    if rule.scope == Scope.COLUMN:
-        items = _column_rule(connection, run_id, rule)
-    elif rule.scope == Scope.CLUSTER:
-        items = _cluster_rule(connection, run_id, rule)
-    else:
-        items = _aggregate_rule(connection, run_id, rule)
-    items.sort(key=sort_key)
+    with collector_paused():  # up to hundreds of thousands of findings, no reference cycles
+        if rule.scope == Scope.COLUMN:
+            items = _column_rule(connection, run_id, rule)
+        elif rule.scope == Scope.CLUSTER:
+            items = _cluster_rule(connection, run_id, rule)
+        else:
+            items = _aggregate_rule(connection, run_id, rule)
+        items.sort(key=sort_key)
     return items
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from auditor import __version__
 from auditor.errors import StoreError
+from auditor.gcpause import collector_paused
 from auditor.store.db import json_text
 from auditor.store.schema import evaluations, findings
 from auditor.store.writer import insert_tuples, now, sqlite_executemany
@@ -178,8 +179,9 @@ def load_findings(connection: Connection, evaluation_id: int) -> list[Finding]:
         .where(findings.c.evaluation_id == evaluation_id)
         .order_by(findings.c.rule_id, findings.c.cluster_id, findings.c.subject)
     )
-    out = [Finding.from_row(row) for row in rows]
-    out.sort(key=sort_key)
+    with collector_paused():  # hundreds of thousands of findings at 1M columns
+        out = [Finding.from_row(row) for row in rows]
+        out.sort(key=sort_key)
     return out
 
 
@@ -231,8 +233,15 @@ def store_evaluation(
     rules_digest: str,
     rule_ids: Iterable[str],
     items: Sequence[Finding],
+    *,
+    record: bool = False,
+    waivers_digest: str | None = None,
 ) -> int:
-    """Store an evaluation and its findings in one transaction; returns the evaluation id."""
+    """Store an evaluation and its findings in one transaction; returns the evaluation id.
+
+    With ``record``, each finding's status and waiver are stored with it, as :func:`record_check`
+    would record them afterwards (a first check then writes each row once, not twice).
+    """
     try:
         with engine.begin() as connection:
             inserted = connection.execute(
@@ -240,7 +249,7 @@ def store_evaluation(
                     run_id=run_id,
                     created_at=now(),
                     rules_digest=rules_digest,
-                    waivers_digest=None,
+                    waivers_digest=waivers_digest if record else None,
                     rule_ids=sorted(rule_ids),
                     tool_version=__version__,
                 )
@@ -265,8 +274,8 @@ def store_evaluation(
                         json_text(list(f.columns)),
                         f.message,
                         f.first_seen_run,
-                        None,
-                        json_text(None),
+                        f.status if record else None,
+                        json_text(f.waiver if record else None),
                     )
                     for f in items
                 ),
@@ -300,10 +309,13 @@ def record_check(
                 key=itemgetter(4),
             )
             if rows and connection.dialect.name == "sqlite":
+                # A repeated check (the same baseline and waivers) changes nothing: rows already
+                # holding their state are not rewritten (~400k rows at 1M columns).
                 sqlite_executemany(
                     connection,
-                    "UPDATE findings SET status = ?, waiver = ?, first_seen_run = ? "
-                    "WHERE evaluation_id = ? AND fingerprint = ?",
+                    "UPDATE findings SET status = ?1, waiver = ?2, first_seen_run = ?3 "
+                    "WHERE evaluation_id = ?4 AND fingerprint = ?5 "
+                    "AND (status IS NOT ?1 OR waiver IS NOT ?2 OR first_seen_run IS NOT ?3)",
                     rows,
                 )
             elif rows:

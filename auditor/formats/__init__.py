@@ -11,6 +11,8 @@ import importlib
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from auditor.gcpause import collector_paused
+
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
 
@@ -28,5 +30,6 @@ def render(fmt: Format | str, result: CheckResult) -> str:
     """Render ``result`` in ``fmt``."""
     member = Format(fmt)
     module = importlib.import_module(f"auditor.formats.{member.value}_format")
-    text: str = module.format(result)
+    with collector_paused():  # one dict or element per finding
+        text: str = module.format(result)
     return text

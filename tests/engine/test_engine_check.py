@@ -215,6 +215,45 @@ def test_the_check_records_status_and_waiver_on_stored_findings(engine, snapshot
     assert sorted(map(tuple, after), key=str) == sorted(map(tuple, rows), key=str)
 
 
+def test_a_repeated_check_rewrites_only_the_findings_whose_state_changed(engine, snapshot, write):
+    """A CI job checking the same run again (same baseline, same waivers) writes no finding rows."""
+    pack = load_ruleset()
+    snapshot(engine, CATALOG)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE updates (n INTEGER)")
+        connection.exec_driver_sql(
+            "CREATE TRIGGER count_updates AFTER UPDATE ON findings BEGIN INSERT INTO updates VALUES (1); END"
+        )
+
+    def updates() -> int:
+        with engine.begin() as connection:
+            count = connection.exec_driver_sql("SELECT count(*) FROM updates").scalar()
+            connection.exec_driver_sql("DELETE FROM updates")
+        return count
+
+    first = check_run(engine, "latest", pack, today=TODAY)
+    assert updates() == 0  # stored as new, with no waiver: nothing to record
+    again = check_run(engine, "latest", pack, today=TODAY)
+    assert updates() == 0
+    assert [f.to_json() for f in again.findings] == [f.to_json() for f in first.findings]
+    waivers = load_waivers(
+        write(
+            "w.yaml",
+            "waivers:\n  - rule: high-sensitivity-without-confidential\n    cluster: c-hr\n"
+            "    reason: moving\n    owner: me\n    expires: 2026-12-31\n",
+        )
+    )
+    check_run(engine, "latest", pack, waivers=waivers, today=TODAY)
+    assert updates() == 1  # the one waived finding
+    check_run(engine, "latest", pack, waivers=waivers, today=TODAY)
+    assert updates() == 0
+    check_run(engine, "latest", pack, today=TODAY)
+    assert updates() == 1  # the waiver is gone again
+    with engine.connect() as connection:
+        states = connection.execute(select(findings.c.status, findings.c.waiver)).all()
+    assert {(row.status, row.waiver) for row in states} == {("new", None)}
+
+
 WAIVERS = """\
 waivers:
   - rule: high-sensitivity-without-confidential

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from collections.abc import Iterable
@@ -170,7 +171,8 @@ def evaluate_each(
                     items, seconds = task.result()
                     if mode == "processes":
                         with collector_paused():
-                            items = [_finding(rule, values) for values in items]
+                            # our own worker pickled it (the pool pickles every result anyway)
+                            items = [_finding(rule, values) for values in pickle.loads(items)]  # noqa: S301
                     yield rule, items, seconds
             except BrokenProcessPool:
                 raise AuditorError(
@@ -215,17 +217,21 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _evaluate_in_process(url: str, run_id: int, rule: Rule) -> tuple[list[tuple], float]:
-    """``rule`` in a worker process; findings as plain tuples (cheap to send)."""
+def _evaluate_in_process(url: str, run_id: int, rule: Rule) -> tuple[bytes, float]:
+    """``rule`` in a worker process; findings as plain tuples, pickled here as one blob.
+
+    The parent unpickles the blob with the cyclic collector paused (hundreds of thousands of
+    tuples would otherwise trigger it over and over in the pool's result thread).
+    """
     from auditor.store.db import create_db_engine
 
     engine = _WORKER_ENGINES.get(url)
     if engine is None:
         engine = _WORKER_ENGINES[url] = create_db_engine(url)
     items, seconds = _evaluate_alone(engine, run_id, rule)
-    return [
-        (f.kind, f.cluster_id, f.column, f.columns, f.message, f.key, f.fingerprint) for f in items
-    ], seconds
+    with collector_paused():
+        rows = [(f.kind, f.cluster_id, f.column, f.columns, f.message, f.key, f.fingerprint) for f in items]
+        return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), seconds
 
 
 def _finding(rule: Rule, values: tuple) -> Finding:

@@ -959,8 +959,14 @@ class Quantifier(Condition):
             keys = [owner_key] if grouping is None else [owner_key, grouping]
             # Uncorrelated: the groups are computed once for the whole run (a correlated grouped
             # subquery would run once per outer row); the passing owners are usually few.
+            # Elements whose group_by value is missing form no group (as in aggregate rules).
+            present = true() if grouping is None else grouping.is_not(None)
             query = (
-                select(owner_key).select_from(source).where(scope, predicate).group_by(*keys).having(having)
+                select(owner_key)
+                .select_from(source)
+                .where(scope, predicate, present)
+                .group_by(*keys)
+                .having(having)
             )
             grouped: ColumnElement[bool] = outer.in_(query)
             return grouped

@@ -575,7 +575,9 @@ class Compare(Condition):
         if op == "eq":
             return and_(present, norm == bindparam(None, self._value(self.value, kind), unique=True))
         if op == "in":
-            values = [self._value(v, kind) for v in self.value]
+            # Each value bound with its own type: a list coerced to the column's type would turn
+            # 2.5 into an integer for cluster.size on PostgreSQL (size IN (2.5) matching 2 or 3).
+            values = [bindparam(None, self._value(v, kind), unique=True) for v in self.value]
             return and_(present, norm.in_(values))
         if op == "contains":
             return and_(

@@ -575,7 +575,9 @@ class Compare(Condition):
         if op == "eq":
             return and_(present, norm == bindparam(None, self._value(self.value, kind), unique=True))
         if op == "in":
-            values = [self._value(v, kind) for v in self.value]
+            # Each value bound with its own type: a list coerced to the column's type would turn
+            # 2.5 into an integer for cluster.size on PostgreSQL (size IN (2.5) matching 2 or 3).
+            values = [bindparam(None, self._value(v, kind), unique=True) for v in self.value]
             return and_(present, norm.in_(values))
         if op == "contains":
             return and_(
@@ -959,8 +961,14 @@ class Quantifier(Condition):
             keys = [owner_key] if grouping is None else [owner_key, grouping]
             # Uncorrelated: the groups are computed once for the whole run (a correlated grouped
             # subquery would run once per outer row); the passing owners are usually few.
+            # Elements whose group_by value is missing form no group (as in aggregate rules).
+            present = true() if grouping is None else grouping.is_not(None)
             query = (
-                select(owner_key).select_from(source).where(scope, predicate).group_by(*keys).having(having)
+                select(owner_key)
+                .select_from(source)
+                .where(scope, predicate, present)
+                .group_by(*keys)
+                .having(having)
             )
             grouped: ColumnElement[bool] = outer.in_(query)
             return grouped

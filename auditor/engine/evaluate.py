@@ -391,7 +391,8 @@ def _aggregate_parts(row: Row, rule: Rule) -> tuple[Any, Any, Any, list[Any]]:
         key = group_value(agg.group_by, row, exact=agg.exact)
         grouping = group_key(agg.group_by, row, exact=agg.exact)  # equal exactly when the keys are
         raw = agg.group_by.getter(row)
-        value = func.min(func.trim(raw)) if agg.group_by.kind is F.Kind.TEXT else func.min(raw)
+        # Other kinds are grouped by the value itself (PostgreSQL has no min() of booleans).
+        value = func.min(func.trim(raw)) if agg.group_by.kind is F.Kind.TEXT else key
         key_present = raw.is_not(None)
     else:
         key = None

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -520,6 +520,8 @@ def parse_aggregate(node: Any, ctx: ParseContext, path: list[Any]) -> Aggregate 
     having = Having.parse(node["having"], Level.COLUMN, ctx, [*path, "having"])
     if having is None:
         return None
+    if spec.case == "exact":  # the aggregate's case applies to its distinct count too (docs/rules.md)
+        having = replace(having, exact=True)
     return Aggregate(spec.per, where, group_by, spec.case == "exact", having)
 
 

@@ -39,7 +39,7 @@ from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at,
 from auditor.errors import RuleError
 from auditor.paths import rules_dir
 
-ENGINE_VERSION = "2"  # part of every rules digest: bump when evaluation semantics change
+ENGINE_VERSION = "3"  # part of every rules digest: bump when evaluation semantics change
 # 2: cluster findings list the columns their columns quantifier matched (stored ones had none)
 KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 RULE_SUFFIXES = (".yaml", ".yml")

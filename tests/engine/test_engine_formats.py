@@ -175,3 +175,10 @@ def test_markdown_escapes_table_cells_and_folds_waivers(result):
     from auditor.formats.markdown_format import cell
 
     assert cell("a|b\nc *d*") == "a\\|b c \\*d\\*"
+
+
+def test_json_is_laid_out_like_the_standard_library_would(result):
+    """Two-space indents, ", "/": " separators, non-ASCII kept as is (orjson writes it, faster)."""
+    text = render(Format.JSON, result)
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+    assert text == json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"

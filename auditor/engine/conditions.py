@@ -942,6 +942,10 @@ class Quantifier(Condition):
     def _owner_key(self, row: Row) -> Any:
         """The outer row's key the inner query's owner key is compared with."""
 
+    # SQLite: test membership in a set built once per statement (True), or seek the owner's
+    # elements per outer row (False). See Columns.
+    sqlite_set = True
+
     @property
     def cost(self) -> int:
         return 1  # a subquery, computed once per statement on SQLite
@@ -983,6 +987,8 @@ class Quantifier(Condition):
         # The same test as a set membership (uncorrelated: the inner condition reads only the
         # element row), which SQLite evaluates far faster; see DialectChoice.
         member: ColumnElement[bool] = outer.in_(select(owner_key).select_from(source).where(scope, wanted))
+        if not self.sqlite_set:
+            member = correlated
         if self.mode == "any":
             return DialectChoice(member, correlated)
         return DialectChoice(not_(member), not_(correlated))  # "all": none fails; "none": none matches
@@ -1052,6 +1058,11 @@ class Columns(Quantifier):
     inner_level = Level.COLUMN
     element = "column"
     owner = "the cluster"
+    # A run has far fewer clusters than columns, and a cluster's columns are one range of the
+    # membership key: seeking them per cluster reads only the clusters that get this far (a
+    # cheaper test such as status = archived goes first), where the set would scan every column
+    # of the run. Never more than one pass over the run's columns in the worst case.
+    sqlite_set = False
 
     def _elements(self, inner: Row) -> tuple[Any, Any, Any]:
         rc = inner.table("rc")

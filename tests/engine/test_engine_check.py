@@ -185,16 +185,20 @@ def test_evaluations_are_stored_and_reused_for_the_same_rules(engine, snapshot, 
         assert connection.execute(select(func.count()).select_from(evaluations)).scalar() == 2
 
 
+HR_WAIVER = """\
+waivers:
+  - rule: high-sensitivity-without-confidential
+    cluster: c-hr
+    reason: moving
+    owner: me
+    expires: 2026-12-31
+"""
+
+
 def test_the_check_records_status_and_waiver_on_stored_findings(engine, snapshot, write):
     pack = load_ruleset()
     snapshot(engine, CATALOG)
-    waivers = load_waivers(
-        write(
-            "w.yaml",
-            "waivers:\n  - rule: high-sensitivity-without-confidential\n    cluster: c-hr\n"
-            "    reason: moving\n    owner: me\n    expires: 2026-12-31\n",
-        )
-    )
+    waivers = load_waivers(write("w.yaml", HR_WAIVER))
     check_run(engine, "latest", pack, waivers=waivers, today=TODAY)
     with engine.connect() as connection:
         rows = connection.execute(
@@ -236,13 +240,7 @@ def test_a_repeated_check_rewrites_only_the_findings_whose_state_changed(engine,
     again = check_run(engine, "latest", pack, today=TODAY)
     assert updates() == 0
     assert [f.to_json() for f in again.findings] == [f.to_json() for f in first.findings]
-    waivers = load_waivers(
-        write(
-            "w.yaml",
-            "waivers:\n  - rule: high-sensitivity-without-confidential\n    cluster: c-hr\n"
-            "    reason: moving\n    owner: me\n    expires: 2026-12-31\n",
-        )
-    )
+    waivers = load_waivers(write("w.yaml", HR_WAIVER))
     check_run(engine, "latest", pack, waivers=waivers, today=TODAY)
     assert updates() == 1  # the one waived finding
     check_run(engine, "latest", pack, waivers=waivers, today=TODAY)

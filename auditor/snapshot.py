@@ -45,7 +45,7 @@ from auditor.bigid.paging import PagingStats
 from auditor.errors import AuditorError, StoreError
 from auditor.progress import Progress
 from auditor.store.runs import RunInfo, get_run
-from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter, column_rows
+from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
 
 log = logging.getLogger("auditor.snapshot")
 
@@ -187,9 +187,9 @@ def _init_decoder() -> None:
         os.environ.pop(name, None)
 
 
-def _row_key(row: tuple[str, list, list[list], list[list]]) -> Hashable:
-    """A :func:`column_rows` row's column fqn (the paging de-duplication key; ``VERSION_FIELDS``)."""
-    return row[1][2]
+def _row_key(row: ColumnRows) -> Hashable:
+    """A :func:`column_rows` row's column fqn (the paging de-duplication key; ``COLUMN_FIELDS``)."""
+    return row[1][1]
 
 
 def _fetch_columns(

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -146,18 +146,25 @@ MEMBER_FIELDS = ("run_id", "cluster_id", "fqn", "column_id")
 VERSION_FIELDS = ("id", *COLUMN_FIELDS)
 
 
-def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, list, list[list], list[list]]:
-    """(hash, column_versions row, column_tags rows, column_attributes rows) as lists.
+ColumnRows = tuple[str, tuple, tuple[tuple, ...], tuple[tuple, ...]]
+
+
+def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
+    """(hash, column_versions row, column_tags rows, column_attributes rows) as tuples.
 
     The raw record is serialised once, canonically: the same bytes give the content hash and are
-    stored as ``raw`` (a snapshot's hot path: one call per column). Rows follow ``VERSION_FIELDS``,
-    ``TAG_FIELDS`` and ``ATTRIBUTE_FIELDS``; their first item, the version id, is None until the
-    writer numbers the version (it sets it in place: no row is copied).
+    stored as ``raw`` (a snapshot's hot path: one call per column). Rows follow ``COLUMN_FIELDS``,
+    ``TAG_FIELDS[1:]`` and ``ATTRIBUTE_FIELDS[1:]``: the version id they lack is only known to the
+    writer, which prepends it when it inserts a new version.
+
+    Tuples, not lists: a snapshot's writer keeps up to a batch of these alive across many garbage
+    collections, and the collector stops tracking a tuple of plain values after its first pass,
+    whereas every list stays tracked and is scanned again by each full collection (this cost the
+    writing process a fifth of its CPU when the rows were lists).
     """
     blob = canonical_json(raw)
     digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
-    version = [
-        None,
+    version = (
         digest,
         column.fullyQualifiedName,
         column.columnName,
@@ -167,13 +174,12 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, list, list
         column.isPrimary,
         column.businessAttribute,
         blob.decode(),  # JSON text, stored as is (see insert_tuples)
-    ]
+    )
     tags = []
     for i, tag in enumerate(column.tags):
         props = tag.properties
         tags.append(
-            [
-                None,
+            (
                 i,
                 tag.tagId,
                 tag.valueId,
@@ -182,22 +188,23 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> tuple[str, list, list
                 tag.isMutuallyExclusive,
                 props.hidden if props is not None else None,
                 props.applicationType if props is not None else None,
-            ]
+            )
         )
-    attributes = [
+    attributes = tuple(
         [
-            None,
-            i,
-            attribute.attribute_name,
-            attribute.attribute_original_name,
-            attribute.rank,
-            attribute.calc_confidence_level,
-            attribute.attribute_type,
-            attribute.attribute_id,
+            (
+                i,
+                attribute.attribute_name,
+                attribute.attribute_original_name,
+                attribute.rank,
+                attribute.calc_confidence_level,
+                attribute.attribute_type,
+                attribute.attribute_id,
+            )
+            for i, attribute in enumerate(column.attributes)
         ]
-        for i, attribute in enumerate(column.attributes)
-    ]
-    return digest, version, tags, attributes
+    )
+    return digest, version, tuple(tags), attributes
 
 
 def insert_dicts(connection: Connection, table: Table, rows: list[dict[str, Any]], *, ignore: bool) -> None:
@@ -207,12 +214,12 @@ def insert_dicts(connection: Connection, table: Table, rows: list[dict[str, Any]
         insert_tuples(connection, table, fields, [tuple(row.values()) for row in rows], ignore=ignore)
 
 
-def sqlite_executemany(connection: Connection, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+def sqlite_executemany(connection: Connection, statement: str, rows: Iterable[Sequence[Any]]) -> None:
     """SQLite's own ``executemany`` in the connection's transaction, for bulk writes.
 
-    It takes rows as any sequences (the writer's rows are lists it fills in place) with none of
-    SQLAlchemy's per-row checks; a driver error is raised as SQLAlchemy's ``DBAPIError``, which
-    callers already turn into a one-line ``StoreError``.
+    It takes rows as any sequences, from any iterable (the writer streams rows from a generator),
+    with none of SQLAlchemy's per-row checks; a driver error is raised as SQLAlchemy's
+    ``DBAPIError``, which callers already turn into a one-line ``StoreError``.
     """
     cursor = connection.connection.cursor()
     try:
@@ -224,16 +231,22 @@ def sqlite_executemany(connection: Connection, statement: str, rows: Sequence[Se
 
 
 def insert_tuples(
-    connection: Connection, table: Table, fields: tuple[str, ...], rows: list[tuple], *, ignore: bool
+    connection: Connection,
+    table: Table,
+    fields: tuple[str, ...],
+    rows: Iterable[Sequence[Any]],
+    *,
+    ignore: bool,
 ) -> None:
     """Bulk insert of positional rows (``fields`` order); ``ignore`` skips existing primary keys.
 
     Values of JSON columns are given as JSON *text* (the canonical serialisation the content hash
     was computed from; a plain ``str``, which pickles cheaply between processes), stored as is.
-    SQLite gets the rows (tuples or lists) as they are, in one driver ``executemany``; other
-    databases get dicts through SQLAlchemy, the JSON text decoded back for their JSON type.
+    SQLite gets the rows (tuples or lists, or a generator of them) as they come, in one driver
+    ``executemany``; other databases get dicts through SQLAlchemy, the JSON text decoded back for
+    their JSON type.
     """
-    if not rows:
+    if isinstance(rows, Sized) and not rows:
         return
     if connection.dialect.name == "sqlite":
         verb = "INSERT OR IGNORE" if ignore else "INSERT"
@@ -249,6 +262,8 @@ def insert_tuples(
         }
         for row in rows
     ]
+    if not dicts:
+        return
     if ignore:
         _insert_ignore_core(connection, table, dicts)
     else:
@@ -282,8 +297,8 @@ class SnapshotWriter:
         self._pending_cluster_versions: dict[str, dict[str, Any]] = {}
         self._pending_labels: dict[str, list[dict[str, Any]]] = {}
         self._pending_run_clusters: list[dict[str, Any]] = []
-        self._pending_column_versions: dict[str, tuple[list, list[list], list[list]]] = {}
-        self._pending_members: list[tuple] = []
+        self._pending_column_versions: dict[str, ColumnRows] = {}
+        self._pending_members: list[tuple[int, str, str, str]] = []
         self._pending_stats: list[dict[str, Any]] = []
         self._clusters_stored = 0
         self._columns_stored = 0
@@ -334,18 +349,17 @@ class SnapshotWriter:
         """Queue the columns of a page (already de-duplicated by the fetcher). Returns how many."""
         return self.add_column_rows(cluster_id, (column_rows(column, raw) for column, raw in columns))
 
-    def add_column_rows(
-        self, cluster_id: str, rows: Iterable[tuple[str, list, list[list], list[list]]]
-    ) -> int:
+    def add_column_rows(self, cluster_id: str, rows: Iterable[ColumnRows]) -> int:
         """:meth:`add_columns` for rows :func:`column_rows` already built (e.g. in another process)."""
         count = 0
         run_id = self.run_id
         pending = self._pending_column_versions
         members = self._pending_members
-        for digest, row, tags, attributes in rows:
+        for row in rows:
+            digest = row[0]
             if digest not in pending:
-                pending[digest] = (row, tags, attributes)
-            members.append((run_id, cluster_id, row[2], digest))  # row[2]: the fqn (VERSION_FIELDS)
+                pending[digest] = row
+            members.append((run_id, cluster_id, row[1][1], digest))  # the fqn (COLUMN_FIELDS)
             count += 1
         if len(self._pending_members) >= self.batch_rows:
             self.flush()
@@ -408,10 +422,10 @@ class SnapshotWriter:
             connection.execute(run_clusters.insert(), self._pending_run_clusters)
         if self._pending_members:
             ids = _store_versions(connection, self._pending_column_versions)
-            members = [
+            members = (
                 (run_id, cluster_id, fqn, ids[digest])
                 for run_id, cluster_id, fqn, digest in self._pending_members
-            ]
+            )
             insert_tuples(connection, run_columns, MEMBER_FIELDS, members, ignore=False)
         if self._pending_stats:
             connection.execute(
@@ -529,32 +543,24 @@ def _lock_versions(connection: Connection, run_id: int) -> None:
         connection.exec_driver_sql("LOCK TABLE column_versions IN SHARE ROW EXCLUSIVE MODE")
 
 
-def _store_versions(
-    connection: Connection, pending: dict[str, tuple[list, list[list], list[list]]]
-) -> dict[str, int]:
+def _store_versions(connection: Connection, pending: dict[str, ColumnRows]) -> dict[str, int]:
     """Store the versions of ``pending`` not stored yet (with their tags and attributes); hash → id.
 
-    The caller holds the write lock (:func:`_lock_versions`).
+    The caller holds the write lock (:func:`_lock_versions`). Rows get their version id prepended
+    as they stream into the driver: nothing is copied into an intermediate list. (``(id,) + row``
+    rather than ``(id, *row)``: one tuple built instead of a list and a tuple, 40% faster.)
     """
     hashes = list(pending)
     ids = _known_ids(connection, hashes)
     new = [h for h in hashes if h not in ids]
     if not new:
         return ids
-    versions: list[list] = []
-    tags: list[list] = []
-    attributes: list[list] = []
-    for digest, version_id in zip(new, _new_ids(connection, len(new)), strict=True):
-        ids[digest] = version_id
-        row, version_tags, version_attributes = pending[digest]
-        row[0] = version_id
-        versions.append(row)
-        for tag in version_tags:
-            tag[0] = version_id
-        tags += version_tags
-        for attribute in version_attributes:
-            attribute[0] = version_id
-        attributes += version_attributes
+    new_ids = _new_ids(connection, len(new))
+    ids.update(zip(new, new_ids, strict=True))
+    numbered = [(version_id, pending[digest]) for digest, version_id in zip(new, new_ids, strict=True)]
+    versions = ((version_id,) + row[1] for version_id, row in numbered)
+    tags = ((version_id,) + tag for version_id, row in numbered for tag in row[2])  # noqa: RUF005
+    attributes = ((version_id,) + attr for version_id, row in numbered for attr in row[3])  # noqa: RUF005
     insert_tuples(connection, column_versions, VERSION_FIELDS, versions, ignore=False)
     insert_tuples(connection, column_tags, TAG_FIELDS, tags, ignore=False)
     insert_tuples(connection, column_attributes, ATTRIBUTE_FIELDS, attributes, ignore=False)

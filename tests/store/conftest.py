@@ -147,14 +147,14 @@ def write_legacy_catalog(engine, catalog) -> int:
             )
             for raw in columns:
                 column_hash, version, tags, attributes = column_rows(parse_column(raw), raw)
-                version = (*version[1:-1], json.loads(version[-1]))  # COLUMN_FIELDS, raw decoded
+                version = (*version[:-1], json.loads(version[-1]))  # COLUMN_FIELDS, raw decoded
                 insert(connection, "column_versions", COLUMN_FIELDS, [version])
-                insert(connection, "column_tags", LEGACY_TAG_FIELDS, [(column_hash, *t[1:]) for t in tags])
+                insert(connection, "column_tags", LEGACY_TAG_FIELDS, [(column_hash, *t) for t in tags])
                 insert(
                     connection,
                     "column_attributes",
                     LEGACY_ATTRIBUTE_FIELDS,
-                    [(column_hash, *a[1:]) for a in attributes],
+                    [(column_hash, *a) for a in attributes],
                 )
                 insert(
                     connection,

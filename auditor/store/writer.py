@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Connection, Engine, Table, bindparam, func, select, update
+from sqlalchemy import JSON, Boolean, Connection, Engine, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -147,6 +147,13 @@ VERSION_FIELDS = ("id", *COLUMN_FIELDS)
 
 
 ColumnRows = tuple[str, tuple, tuple[tuple, ...], tuple[tuple, ...]]
+# Booleans travel as the integers SQLite stores: its driver binds an exact int directly but looks
+# a bool up as a type to adapt first (two failed attribute lookups per value). insert_tuples turns
+# them back into booleans for databases with a real boolean type.
+_FLAG: dict[bool | None, int | None] = {True: 1, False: 0, None: None}
+# One object per distinct repeated value seen lately (bounded: cleared when it grows past the max).
+_SHARED: dict[str | None, str | None] = {}
+SHARED_VALUES_MAX = 50_000
 
 
 def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
@@ -161,18 +168,25 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
     collections, and the collector stops tracking a tuple of plain values after its first pass,
     whereas every list stays tracked and is scanned again by each full collection (this cost the
     writing process a fifth of its CPU when the rows were lists).
+
+    Values that repeat from column to column (names of tables, sources and types; tag and
+    attribute names, values and ids) are shared objects (see :data:`_SHARED`), so a page pickled
+    for the writing process carries each of them once and unpickles into one object.
     """
+    share = _SHARED.setdefault
+    if len(_SHARED) > SHARED_VALUES_MAX:
+        _SHARED.clear()
     blob = canonical_json(raw)
     digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
     version = (
         digest,
         column.fullyQualifiedName,
-        column.columnName,
-        column.tableName,
-        column.source,
-        column.dataType,
-        column.isPrimary,
-        column.businessAttribute,
+        share(column.columnName, column.columnName),
+        share(column.tableName, column.tableName),
+        share(column.source, column.source),
+        share(column.dataType, column.dataType),
+        _FLAG[column.isPrimary],
+        share(column.businessAttribute, column.businessAttribute),
         blob.decode(),  # JSON text, stored as is (see insert_tuples)
     )
     tags = []
@@ -181,25 +195,25 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
         tags.append(
             (
                 i,
-                tag.tagId,
-                tag.valueId,
-                tag.tagName,
-                tag.tagValue,
-                tag.isMutuallyExclusive,
-                props.hidden if props is not None else None,
-                props.applicationType if props is not None else None,
+                share(tag.tagId, tag.tagId),
+                share(tag.valueId, tag.valueId),
+                share(tag.tagName, tag.tagName),
+                share(tag.tagValue, tag.tagValue),
+                _FLAG[tag.isMutuallyExclusive],
+                _FLAG[props.hidden] if props is not None else None,
+                share(props.applicationType, props.applicationType) if props is not None else None,
             )
         )
     attributes = tuple(
         [
             (
                 i,
-                attribute.attribute_name,
-                attribute.attribute_original_name,
-                attribute.rank,
+                share(attribute.attribute_name, attribute.attribute_name),
+                share(attribute.attribute_original_name, attribute.attribute_original_name),
+                share(attribute.rank, attribute.rank),
                 attribute.calc_confidence_level,
-                attribute.attribute_type,
-                attribute.attribute_id,
+                share(attribute.attribute_type, attribute.attribute_type),
+                share(attribute.attribute_id, attribute.attribute_id),
             )
             for i, attribute in enumerate(column.attributes)
         ]
@@ -241,7 +255,8 @@ def insert_tuples(
     """Bulk insert of positional rows (``fields`` order); ``ignore`` skips existing primary keys.
 
     Values of JSON columns are given as JSON *text* (the canonical serialisation the content hash
-    was computed from; a plain ``str``, which pickles cheaply between processes), stored as is.
+    was computed from; a plain ``str``, which pickles cheaply between processes), stored as is;
+    values of boolean columns may be given as 0/1 (what SQLite stores).
     SQLite gets the rows (tuples or lists, or a generator of them) as they come, in one driver
     ``executemany``; other databases get dicts through SQLAlchemy, the JSON text decoded back for
     their JSON type.
@@ -255,9 +270,16 @@ def insert_tuples(
         sqlite_executemany(connection, statement, rows)
         return
     json_fields = {name for name in fields if isinstance(table.c[name].type, JSON)}
+    flag_fields = {name for name in fields if isinstance(table.c[name].type, Boolean)}
     dicts = [
         {
-            name: (orjson.loads(value) if name in json_fields and isinstance(value, str) else value)
+            name: (
+                orjson.loads(value)
+                if name in json_fields and isinstance(value, str)
+                else bool(value)
+                if name in flag_fields and value is not None
+                else value
+            )
             for name, value in zip(fields, row, strict=True)
         }
         for row in rows

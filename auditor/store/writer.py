@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import operator
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
@@ -151,6 +152,7 @@ ColumnRows = tuple[str, tuple, tuple[tuple, ...], tuple[tuple, ...]]
 # a bool up as a type to adapt first (two failed attribute lookups per value). insert_tuples turns
 # them back into booleans for databases with a real boolean type.
 _FLAG: dict[bool | None, int | None] = {True: 1, False: 0, None: None}
+_digest_of = operator.itemgetter(0)  # a ColumnRows' content hash
 # One object per distinct repeated value seen lately (bounded: cleared when it grows past the max).
 _SHARED: dict[str | None, str | None] = {}
 SHARED_VALUES_MAX = 50_000
@@ -320,7 +322,8 @@ class SnapshotWriter:
         self._pending_labels: dict[str, list[dict[str, Any]]] = {}
         self._pending_run_clusters: list[dict[str, Any]] = []
         self._pending_column_versions: dict[str, ColumnRows] = {}
-        self._pending_members: list[tuple[int, str, str, str]] = []
+        self._pending_pages: list[tuple[str, list[ColumnRows]]] = []  # (cluster id, rows): membership
+        self._pending_rows = 0
         self._pending_stats: list[dict[str, Any]] = []
         self._clusters_stored = 0
         self._columns_stored = 0
@@ -372,20 +375,18 @@ class SnapshotWriter:
         return self.add_column_rows(cluster_id, (column_rows(column, raw) for column, raw in columns))
 
     def add_column_rows(self, cluster_id: str, rows: Iterable[ColumnRows]) -> int:
-        """:meth:`add_columns` for rows :func:`column_rows` already built (e.g. in another process)."""
-        count = 0
-        run_id = self.run_id
-        pending = self._pending_column_versions
-        members = self._pending_members
-        for row in rows:
-            digest = row[0]
-            if digest not in pending:
-                pending[digest] = row
-            members.append((run_id, cluster_id, row[1][1], digest))  # the fqn (COLUMN_FIELDS)
-            count += 1
-        if len(self._pending_members) >= self.batch_rows:
+        """:meth:`add_columns` for rows :func:`column_rows` already built (e.g. in another process).
+
+        The page is kept as it came (its rows give the membership rows at the flush); a version
+        seen twice in a batch (the same content under two clusters) is one entry, with equal rows.
+        """
+        page = rows if isinstance(rows, list) else list(rows)
+        self._pending_column_versions.update(zip(map(_digest_of, page), page, strict=True))
+        self._pending_pages.append((cluster_id, page))
+        self._pending_rows += len(page)
+        if self._pending_rows >= self.batch_rows:
             self.flush()
-        return count
+        return len(page)
 
     def finish_cluster(self, cluster_id: str, stats: ClusterStats) -> None:
         """Record how fetching the cluster went (complete, or failed with ``stats.error``)."""
@@ -409,7 +410,7 @@ class SnapshotWriter:
 
     def flush(self) -> None:
         """Write everything queued, in one transaction."""
-        if not (self._pending_run_clusters or self._pending_members or self._pending_stats):
+        if not (self._pending_run_clusters or self._pending_rows or self._pending_stats):
             return
         try:
             with self.engine.begin() as connection:
@@ -423,7 +424,8 @@ class SnapshotWriter:
         self._pending_labels.clear()
         self._pending_run_clusters.clear()
         self._pending_column_versions.clear()
-        self._pending_members.clear()
+        self._pending_pages.clear()
+        self._pending_rows = 0
         self._pending_stats.clear()
 
     def _write(self, connection: Connection) -> None:
@@ -442,11 +444,13 @@ class SnapshotWriter:
             )
         if self._pending_run_clusters:
             connection.execute(run_clusters.insert(), self._pending_run_clusters)
-        if self._pending_members:
+        if self._pending_rows:
             ids = _store_versions(connection, self._pending_column_versions)
+            run_id = self.run_id
             members = (
-                (run_id, cluster_id, fqn, ids[digest])
-                for run_id, cluster_id, fqn, digest in self._pending_members
+                (run_id, cluster_id, row[1][1], ids[row[0]])  # row[1][1]: the fqn (COLUMN_FIELDS)
+                for cluster_id, page in self._pending_pages
+                for row in page
             )
             insert_tuples(connection, run_columns, MEMBER_FIELDS, members, ignore=False)
         if self._pending_stats:

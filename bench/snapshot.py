@@ -106,6 +106,41 @@ class DescendantCpu:
             self._sample()
 
     def _sample(self) -> None:
+        """Walk the process tree from this process through ``/proc/PID/task/TID/children`` (a few
+        small files per sample: a scan of all of ``/proc`` every 0.1 s cost this process ~4% of its
+        CPU); fall back to that scan where the kernel does not offer the children files."""
+        me = os.getpid()
+        if not Path(f"/proc/{me}/task/{me}/children").exists():
+            self._scan_all()
+            return
+        stack = [me]
+        while stack:
+            pid = stack.pop()
+            try:
+                tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    children = (task / "children").read_text().split()
+                except OSError:
+                    continue
+                for child in map(int, children):
+                    if child == self.exclude:
+                        continue
+                    stack.append(child)
+                    seconds = self._cpu_of(child)
+                    if seconds is not None:
+                        self.seen[child] = max(self.seen.get(child, 0.0), seconds)
+
+    def _cpu_of(self, pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def _scan_all(self) -> None:
         parents: dict[int, int] = {}
         cpu: dict[int, float] = {}
         for entry in Path("/proc").iterdir():

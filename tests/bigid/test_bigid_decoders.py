@@ -47,7 +47,7 @@ def test_decoded_rows_are_the_rows_the_threads_build():
     assert decoded.rows == expected
     assert (decoded.total, decoded.shape) == (2, "status+data.results")
     # raw is the canonical JSON text the hash was computed from, stored as is, never re-encoded
-    assert [row[1][9] for row in decoded.rows] == [canonical_json(raw).decode() for raw in RAW_COLUMNS]
+    assert [row[1][8] for row in decoded.rows] == [canonical_json(raw).decode() for raw in RAW_COLUMNS]
     assert [_row_key(row) for row in decoded.rows] == ["ds.db.t.a", "ds.db.t.b"]
 
 

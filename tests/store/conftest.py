@@ -116,10 +116,21 @@ def write_legacy_catalog(engine, catalog) -> int:
     only knows the current layout.
     """
 
+    flags = {"is_primary", "is_mutually_exclusive", "hidden"}  # 0/1 in the rows (see column_rows)
+
     def insert(connection, name: str, fields, rows) -> None:
         if rows:
             table = sa.table(name, *(sa.column(f, sa.JSON if f == "raw" else None) for f in fields))
-            connection.execute(table.insert(), [dict(zip(fields, row, strict=True)) for row in rows])
+            connection.execute(
+                table.insert(),
+                [
+                    {
+                        f: bool(v) if f in flags and v is not None else v
+                        for f, v in zip(fields, row, strict=True)
+                    }
+                    for row in rows
+                ],
+            )
 
     with engine.begin() as connection:
         run_id = connection.execute(
@@ -147,14 +158,14 @@ def write_legacy_catalog(engine, catalog) -> int:
             )
             for raw in columns:
                 column_hash, version, tags, attributes = column_rows(parse_column(raw), raw)
-                version = (*version[1:-1], json.loads(version[-1]))  # COLUMN_FIELDS, raw decoded
+                version = (*version[:-1], json.loads(version[-1]))  # COLUMN_FIELDS, raw decoded
                 insert(connection, "column_versions", COLUMN_FIELDS, [version])
-                insert(connection, "column_tags", LEGACY_TAG_FIELDS, [(column_hash, *t[1:]) for t in tags])
+                insert(connection, "column_tags", LEGACY_TAG_FIELDS, [(column_hash, *t) for t in tags])
                 insert(
                     connection,
                     "column_attributes",
                     LEGACY_ATTRIBUTE_FIELDS,
-                    [(column_hash, *a[1:]) for a in attributes],
+                    [(column_hash, *a) for a in attributes],
                 )
                 insert(
                     connection,

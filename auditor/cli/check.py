@@ -92,7 +92,7 @@ def check_command(
     usage error, 3 the run is missing or not complete (or the database failed).
     """
     from auditor.engine import check_run, load_ruleset, load_waivers
-    from auditor.formats import render
+    from auditor.formats import render_chunks
 
     fail_on = settings.fail_on(fail_on)
     ruleset = load_ruleset(settings.rules_paths(rules))
@@ -111,7 +111,7 @@ def check_command(
     )
     if not result.run.complete:
         settings.info(f"warning: run {result.run.id} is {result.run.status}; its findings may be incomplete")
-    write_output(render(fmt, result), output)
+    write_output(render_chunks(fmt, result), output)
     if fmt != Format.TABLE.value or output:
         settings.info(result.summary_line())
     for waiver in result.waiver_report.expiring:

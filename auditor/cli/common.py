@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,17 +146,34 @@ def db_option(func):
     )(func)
 
 
-def write_output(text: str, output: str | None) -> None:
-    """Write the chosen format to ``--output`` (atomically, after the work succeeded) or stdout."""
+def write_output(text: str | Iterable[str], output: str | None) -> None:
+    """Write the chosen format to ``--output`` (atomically, after the work succeeded) or stdout.
+
+    ``text`` may come in pieces (a streaming format): they are written as they come, to stdout or
+    to a temporary file that replaces ``--output`` only once the last piece is written.
+    """
+    pieces = [text] if isinstance(text, str) else text
     if output in (None, "-"):
-        click.echo(text, nl=not text.endswith("\n"))
+        ends_line = False
+        for piece in pieces:
+            if piece:
+                click.echo(piece, nl=False)
+                ends_line = piece.endswith("\n")
+        if not ends_line:
+            click.echo()
         return
     path = Path(output)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as handle:
+            for piece in pieces:
+                handle.write(piece)
         tmp.replace(path)
     except OSError as exc:
         from auditor.errors import DeliveryError
 
+        tmp.unlink(missing_ok=True)
         raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failure while producing the pieces: no half-written file
+        raise

@@ -101,7 +101,7 @@ def run_command(
     configured it runs against the built-in sandbox, and says so.
     """
     from auditor.engine import load_ruleset, load_waivers
-    from auditor.formats import render
+    from auditor.formats import render_chunks
     from auditor.pipeline import EmailOptions, builtin_sandbox, run_job
     from auditor.progress import Progress
 
@@ -152,7 +152,7 @@ def run_command(
             templates_dir=settings.templates_dir(templates),
             email=email,
         )
-    write_output(render(fmt, result.check), output)
+    write_output(render_chunks(fmt, result.check), output)
     run = result.run
     settings.info(
         f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns"

@@ -145,13 +145,14 @@ class CheckResult:
         """0 when nothing at or above ``fail_on`` remains, else 1 (the exit-code contract)."""
         return EXIT_GATE if self.failing(fail_on, new_only) else EXIT_OK
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, findings: bool = True) -> dict[str, Any]:
+        """The ``auditor check --format json`` document (``findings=False``: an empty findings list)."""
         return {
             "run": self.run.id,
             "run_status": self.run.status,
             "baseline": self.baseline.id if self.baseline else None,
             "today": self.today.isoformat(),
-            "findings": [f.to_json() for f in self.findings],
+            "findings": [f.to_json() for f in self.findings] if findings else [],
             "summary": self.summary,
         }
 

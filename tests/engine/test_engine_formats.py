@@ -182,3 +182,17 @@ def test_json_is_laid_out_like_the_standard_library_would(result):
     text = render(Format.JSON, result)
     assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
     assert text == json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_json_streams_in_batches_with_the_same_bytes(result, monkeypatch):
+    from auditor.formats import json_format, render_chunks
+
+    whole = render(Format.JSON, result)
+    monkeypatch.setattr(json_format, "BATCH", 2)
+    pieces = list(render_chunks(Format.JSON, result))
+    assert len(pieces) == 2 + (len(result.findings) + 1) // 2  # head, batches of two, tail
+    assert "".join(pieces) == whole
+    result.findings.clear()
+    empty = "".join(render_chunks(Format.JSON, result))
+    assert empty == json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+    assert json.loads(empty)["findings"] == []

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import multiprocessing
 import os
 import queue
 import signal
@@ -46,6 +45,7 @@ from auditor.errors import AuditorError, StoreError
 from auditor.progress import Progress
 from auditor.store.runs import RunInfo, get_run
 from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
+from auditor.workers import worker_context
 
 log = logging.getLogger("auditor.snapshot")
 
@@ -171,10 +171,7 @@ def start_decoders(processes: int) -> ProcessPoolExecutor:
     copy a lock some thread holds. The forkserver imports this module once, so each decoder starts
     with the models and the writer's helpers loaded.
     """
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(["auditor.snapshot"])
+    context = worker_context("auditor.snapshot")
     pool = ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_init_decoder)
     for _ in range(processes):  # start the processes now rather than at the first pages
         pool.submit(int)

@@ -9,7 +9,6 @@ the clusters that actually have findings.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import signal
@@ -47,6 +46,7 @@ from auditor.errors import AuditorError, StoreError
 from auditor.gcpause import collector_paused
 from auditor.store.db import one_connection_only
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
+from auditor.workers import worker_context
 
 CHUNK = 5_000  # cluster ids per placeholder-values query (SQLite allows 32,766 parameters)
 MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
@@ -205,10 +205,7 @@ _WORKER_ENGINES: dict[str, Engine] = {}
 
 def _rule_processes(workers: int) -> ProcessPoolExecutor:
     """``forkserver`` workers (``spawn`` where there is none), for the reasons the snapshot's are."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(["auditor.engine.evaluate"])
+    context = worker_context("auditor.engine.evaluate")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
 
 

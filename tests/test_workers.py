@@ -1,0 +1,55 @@
+"""Worker processes import this package, even when started from a folder holding another ``auditor``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from auditor.workers import shadowed_by_current_directory, worker_context
+
+
+def fake_package(folder: Path) -> None:
+    (folder / "auditor").mkdir()
+    (folder / "auditor" / "__init__.py").write_text('raise SystemExit("the wrong auditor package")\n')
+
+
+def test_a_foreign_auditor_folder_in_the_current_directory_is_detected(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not shadowed_by_current_directory()
+    fake_package(tmp_path)
+    assert shadowed_by_current_directory()
+    monkeypatch.delenv("PYTHONSAFEPATH", raising=False)
+    worker_context("auditor.snapshot")
+    assert os.environ["PYTHONSAFEPATH"] == "1"  # the fork server will not look in ./
+
+
+def test_this_package_s_own_folder_is_not_a_shadow(monkeypatch):
+    import auditor
+
+    monkeypatch.chdir(Path(auditor.__file__).resolve().parent.parent)
+    assert not shadowed_by_current_directory()
+
+
+def test_a_snapshot_with_decoding_processes_run_from_such_a_folder(sandbox, tmp_path):
+    script = Path(sys.executable).with_name("auditor")
+    if not script.exists():
+        pytest.fail(f"the console script {script} is missing: install the project (pip install .)")
+    fake_package(tmp_path)
+    server = sandbox(clusters=5, columns=300, seed=3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIGID_", "AUDITOR_", "PYTHON"))}
+    env.update({"BIGID_URL": server.url, "BIGID_TOKEN": "SAMPLE"})
+    done = subprocess.run(
+        [str(script), "snapshot", "--db", str(tmp_path / "a.db"), "--processes", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the wrong auditor package" not in done.stderr
+    assert "300 columns" in done.stderr

@@ -15,10 +15,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
-import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, literal_column, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -155,6 +154,9 @@ class Finding:
         if self.waiver is not None:
             data["waiver"] = dict(self.waiver)
         return data
+
+
+_by_fingerprint = attrgetter("fingerprint")
 
 
 def sort_key(finding: Finding) -> tuple[Any, ...]:
@@ -301,14 +303,8 @@ def record_check(
                 .where(evaluations.c.id == evaluation_id)
                 .values(waivers_digest=waivers_digest)
             )
-            rows = sorted(  # by fingerprint: the key lookups walk the primary key in order
-                (
-                    (f.status, json_text(f.waiver), f.first_seen_run, evaluation_id, f.fingerprint)
-                    for f in items
-                ),
-                key=itemgetter(4),
-            )
-            if rows and connection.dialect.name == "sqlite":
+            ordered = sorted(items, key=_by_fingerprint)  # the key lookups walk the primary key in order
+            if ordered and connection.dialect.name == "sqlite":
                 # A repeated check (the same baseline and waivers) changes nothing: rows already
                 # holding their state are not rewritten (~400k rows at 1M columns).
                 sqlite_executemany(
@@ -316,9 +312,12 @@ def record_check(
                     "UPDATE findings SET status = ?1, waiver = ?2, first_seen_run = ?3 "
                     "WHERE evaluation_id = ?4 AND fingerprint = ?5 "
                     "AND (status IS NOT ?1 OR waiver IS NOT ?2 OR first_seen_run IS NOT ?3)",
-                    rows,
+                    (
+                        (f.status, json_text(f.waiver), f.first_seen_run, evaluation_id, f.fingerprint)
+                        for f in ordered
+                    ),
                 )
-            elif rows:
+            elif ordered:  # PostgreSQL's json type has no equality: every row is written
                 connection.execute(
                     update(findings)
                     .where(
@@ -332,13 +331,13 @@ def record_check(
                     ),
                     [
                         {
-                            "status": status,
-                            "waiver": orjson.loads(waiver),
-                            "first_seen_run": first_seen,
-                            "b_eval": evaluation,
-                            "b_fp": fingerprint,
+                            "status": f.status,
+                            "waiver": f.waiver,
+                            "first_seen_run": f.first_seen_run,
+                            "b_eval": evaluation_id,
+                            "b_fp": f.fingerprint,
                         }
-                        for status, waiver, first_seen, evaluation, fingerprint in rows
+                        for f in ordered
                     ],
                 )
     except SQLAlchemyError as exc:

@@ -42,6 +42,7 @@ from auditor import secrets
 from auditor.bigid.client import BigIDClient, PageOffload
 from auditor.bigid.paging import PagingStats
 from auditor.errors import AuditorError, StoreError
+from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
 from auditor.store.runs import RunInfo, get_run
 from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
@@ -56,7 +57,6 @@ IDLE_FLUSH_ROWS = 10_000  # rows worth a transaction when the writer would other
 MAX_LISTED_MISMATCHES = 1000  # mismatches listed in runs.details (all are counted)
 _PUT_WAIT = 0.2
 POOL_MIN_COLUMNS = 20_000  # columns announced below which processes=None decodes in the threads
-DECODER_GC_THRESHOLD = 100_000  # allocations between collections in a decoding process (default 700)
 # Environment variables a decoding process must not inherit (it gets page bytes, nothing else).
 _SECRET_ENV = ("BIGID_TOKEN",)
 
@@ -179,22 +179,12 @@ def start_decoders(processes: int) -> ProcessPoolExecutor:
 
 
 def _init_decoder() -> None:
-    """In each decoding process: Ctrl-C is the parent's to handle; no secret in the environment.
-
-    Garbage collection is tuned for what a decoder does: it builds a page's objects (some 20,000
-    containers: the parsed JSON, the models, the rows), returns them and drops them, with no
-    reference cycles. Under the default threshold (700) a page set off dozens of collections and
-    promoted its objects, so that every few pages a full collection scanned everything, imported
-    modules included: a quarter to a third of a decoder's CPU. The modules are frozen (never
-    scanned again) and a page's objects mostly die before a collection starts; collection still
-    runs, so memory stays bounded whatever a page holds.
-    """
+    """In each decoding process: Ctrl-C is the parent's to handle; no secret in the environment;
+    garbage collection tuned for a page's throwaway objects."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in _SECRET_ENV:
         os.environ.pop(name, None)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(DECODER_GC_THRESHOLD)
+    tune_for_throwaway_objects()
 
 
 def _row_key(row: ColumnRows) -> Hashable:

@@ -54,3 +54,18 @@ def test_overlapping_pauses_in_threads_end_with_the_last_one():
     release.set()
     thread.join()
     assert gc.isenabled()
+
+
+def test_a_process_of_throwaway_objects_collects_rarely_and_never_rescans_its_modules():
+    """In a process of its own (decoders and the serving sandbox call it): this one stays as is."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc; from auditor.gcpause import tune_for_throwaway_objects, THROWAWAY_THRESHOLD;"
+        "tune_for_throwaway_objects();"
+        "print(gc.get_threshold()[0] == THROWAWAY_THRESHOLD, gc.get_freeze_count() > 1000, gc.isenabled())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "True"]
+    assert gc.get_threshold()[0] != 100_000

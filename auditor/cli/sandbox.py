@@ -137,8 +137,8 @@ def serve(
 
         auditor sandbox serve --port 8080 --clusters 200 --columns 20000
     """
+    from auditor.gcpause import tune_for_throwaway_objects
     from auditor.sandbox import SandboxConfig, SandboxServer
-    from auditor.sandbox.server import tune_gc_for_serving
 
     config = SandboxConfig(token=token, fail_statuses=tuple(int(s) for s in fail_statuses) or (500,), **knobs)
     server = SandboxServer(config, host=host, port=port).bind()
@@ -157,7 +157,7 @@ def serve(
             settings.info("the key is a user token: exchange it at GET /api/v1/refresh-access-token")
         settings.info("Ctrl-C to stop")
         # stdout last: a script that reads these lines knows the server is listening
-        tune_gc_for_serving()  # this process only serves from here on
+        tune_for_throwaway_objects()  # this process only serves from here on
         click.echo(f"export BIGID_URL={server.url}")
         click.echo(f"export BIGID_TOKEN={config.key}")
         server.serve_forever()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import gc
 import itertools
 import logging
 import random
@@ -600,24 +599,6 @@ class _HTTPServer(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-
-
-SERVING_GC_THRESHOLD = 100_000  # allocations between collections in a serving process (default 700)
-
-
-def tune_gc_for_serving() -> None:
-    """Garbage collection for a process that does nothing but serve (``auditor sandbox serve``).
-
-    A page of columns is ~10,000 fresh dicts and lists, alive until it is serialised and then
-    dropped, with no reference cycles. The default threshold (700) ran dozens of collections per
-    page and promoted its records, so that full collections kept rescanning the imported modules:
-    4-7% of the server's CPU per column. What exists now (modules, the drift log) is frozen out of
-    collection; collection still runs, so memory stays bounded. Not for a server run in a thread
-    of someone else's process (:meth:`SandboxServer.start`): the process is not ours to tune.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(SERVING_GC_THRESHOLD)
 
 
 class SandboxServer:

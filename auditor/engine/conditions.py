@@ -784,20 +784,19 @@ class Having:
 
 def group_value(target: F.Field, row: Row, *, exact: bool) -> Any:
     """The value a group is known by (its key in findings): text trimmed, lower-cased unless exact."""
-    column = target.getter(row)
-    if target.kind is Kind.TEXT:
-        trimmed = func.trim(column)
-        return trimmed if exact else func.lower(trimmed)
-    return column
+    value = _trimmed(target, row)
+    return func.lower(value) if target.kind is Kind.TEXT and not exact else value
 
 
 def group_key(target: F.Field, row: Row, *, exact: bool) -> Any:
     """What a field is grouped or counted distinct by: equal exactly when :func:`group_value` is."""
+    value = _trimmed(target, row)
+    return CaseFolded(value) if target.kind is Kind.TEXT and not exact else value
+
+
+def _trimmed(target: F.Field, row: Row) -> Any:
     column = target.getter(row)
-    if target.kind is Kind.TEXT:
-        trimmed = func.trim(column)
-        return trimmed if exact else CaseFolded(trimmed)
-    return column
+    return func.trim(column) if target.kind is Kind.TEXT else column
 
 
 def parse_group_by(node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> F.Field | None:

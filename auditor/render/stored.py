@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import secrets
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -456,7 +457,9 @@ def _key(severity: Any, rule: Any, cluster_id: Any, column: Any, fingerprint: An
     )
 
 
-MARK = "\x00streamed\x00"  # stands for the streamed list in the document given to write_streamed
+# Stands for the streamed list in the document given to write_streamed; random, so that no catalog
+# value (names and tags are written into the same documents) can be mistaken for it.
+MARK = f"\x00streamed-{secrets.token_hex(16)}\x00"
 
 
 def write_streamed(stream: TextIO, dumps: Any, document: dict[str, Any], items: Iterator[Any]) -> None:
@@ -468,8 +471,8 @@ def write_streamed(stream: TextIO, dumps: Any, document: dict[str, Any], items: 
     text = dumps(document)
     marker = json.dumps(MARK)
     head, found, tail = text.partition(marker)
-    if not found:
-        raise ValueError("the document holds no [MARK] list")
+    if not found or marker in tail:
+        raise ValueError("the document must hold exactly one [MARK] list")
     first = next(items, MARK)
     if first == MARK:  # an empty list dumps as []
         stream.write(head.rstrip(" \n").removesuffix("[") + "[]" + tail.lstrip(" \n").removeprefix("]"))

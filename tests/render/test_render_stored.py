@@ -200,3 +200,26 @@ def test_a_recorded_check_and_postgres_give_the_same_page(postgres_url: str, tmp
             assert_same(full, stored)
     finally:
         engine.dispose()
+
+
+def test_streamed_documents_splice_the_list_where_it_stands_whatever_the_catalog_holds():
+    """A catalog value that looks like a marker (names and tags share the document) is left alone."""
+    import io
+    import json
+
+    from auditor.render.stored import MARK, write_streamed
+
+    def dumps(value):
+        return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+    hostile = ["\x00streamed\x00", '"\\u0000streamed\\u0000"']
+    document = {"clusters": [{"name": hostile[0], "labels": hostile}], "findings": {"open": [MARK]}, "n": 2}
+    items = [{"rule": "r", "columns": ["a", "b"]}, {"rule": "s", "columns": []}]
+    stream = io.StringIO()
+    write_streamed(stream, dumps, document, iter(items))
+    assert stream.getvalue() == dumps({**document, "findings": {"open": items}})
+    empty = io.StringIO()
+    write_streamed(empty, dumps, document, iter([]))
+    assert empty.getvalue() == dumps({**document, "findings": {"open": []}})
+    with pytest.raises(ValueError, match="exactly one"):
+        write_streamed(io.StringIO(), dumps, {"a": [MARK], "b": [MARK]}, iter(items))

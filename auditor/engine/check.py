@@ -24,6 +24,7 @@ from auditor.engine.findings import (
     STATUS_WAIVED,
     Finding,
     earliest_sightings,
+    evaluation_rows,
     latest_evaluation,
     load_findings,
     record_check,
@@ -82,7 +83,7 @@ def _sightings(engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool) ->
         if evaluation_id is not None:
             rows = connection.execute(
                 select(findings_table.c.fingerprint, findings_table.c.first_seen_run).where(
-                    findings_table.c.evaluation_id == evaluation_id
+                    evaluation_rows(connection, findings_table, evaluation_id)
                 )
             )
             return {row.fingerprint: row.first_seen_run for row in rows}

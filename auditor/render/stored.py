@@ -68,7 +68,6 @@ class StoredFindings:
     # Findings of the rules a waiver names, statuses and waivers applied (messages not read).
     waivable: dict[str, Any] = field(default_factory=dict)
     waiver_report: Any = None
-    waivable_new: int = 0  # how many of those the baseline does not have
 
     @classmethod
     def load(
@@ -106,7 +105,6 @@ class StoredFindings:
                 query = query.where(evaluation_rows(connection, b, evaluation_id))
                 rows = list(connection.execute(query))
             items = [found._finding(row, message="") for row in rows]
-            found.waivable_new = sum(1 for row in rows if not row.existing)
         found.waiver_report = apply_waivers(items, waivers, today)
         found.waivable = {item.fingerprint: item for item in items}
         return found
@@ -226,8 +224,14 @@ class StoredFindings:
             b.c.evaluation_id == self.evaluation_id, a.c.fingerprint.is_(None)
         )
 
-    def digest(self, limit: int, *, with_new: bool = True) -> FindingsDigest:
-        """Counts and the first ``limit`` rows of each section (``with_new``: of the new ones too)."""
+    def digest(self, limit: int, *, with_new: bool = False) -> FindingsDigest:
+        """Counts and the first ``limit`` rows of each section.
+
+        ``with_new`` lists the first new rows too: only for a run with no baseline (the report's
+        first run), where every finding is new; against a baseline the diff lists the new ones.
+        """
+        if with_new and self.baseline_evaluation_id is not None:
+            raise ValueError("new rows are listed here only for a run without a baseline")
         b, joined, existing, _first_seen = self._join
         per_status: dict[str, Counter[str]] = {"new": Counter(), "existing": Counter(), "waived": Counter()}
         by_rank: dict[str, Counter[tuple[int, str]]] = {"new": Counter(), "existing": Counter()}
@@ -278,18 +282,12 @@ class StoredFindings:
                     )
                 )
             if with_new and per_status["new"]:
-                if self.baseline_evaluation_id is None:
-                    query = select(*columns).where(
-                        evaluation_rows(connection, b, self.evaluation_id),
-                        self._not_waivable(b),
-                        b.c.rule_id.in_(_leading_rules(by_rank["new"], limit)),
-                    )
-                    queries.append(("new", query.limit(limit)))
-                else:
-                    # Every new row, waivable rules included (filtering them here would read every
-                    # table row); those are dropped below, so read as many more.
-                    more = self.waivable_new
-                    queries.append(("new", self._new_rows(select(*columns)).limit(limit + more)))
+                query = select(*columns).where(
+                    evaluation_rows(connection, b, self.evaluation_id),
+                    self._not_waivable(b),
+                    b.c.rule_id.in_(_leading_rules(by_rank["new"], limit)),
+                )
+                queries.append(("new", query.limit(limit)))
             for status, query in queries:
                 for row in connection.execute(query.order_by(*order)):
                     if row.rule_id in waivable:

@@ -223,3 +223,28 @@ def test_streamed_documents_splice_the_list_where_it_stands_whatever_the_catalog
     assert empty.getvalue() == dumps({**document, "findings": {"open": []}})
     with pytest.raises(ValueError, match="exactly one"):
         write_streamed(io.StringIO(), dumps, {"a": [MARK], "b": [MARK]}, iter(items))
+
+
+def test_new_rows_are_listed_only_for_a_run_without_a_baseline(
+    pristine: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Against a baseline the diff lists the new findings; asking the digest for them is a mistake."""
+    from datetime import date
+
+    from auditor.render.stored import StoredFindings
+    from auditor.store.runs import get_run
+
+    database = tmp_path / "runs.db"
+    shutil.copy(pristine[0], database)
+    engine = open_database(database)
+    try:
+        pack, day = load_ruleset(), date(2026, 11, 29)
+        against = StoredFindings.load(engine, get_run(engine, 2), get_run(engine, 1), pack, None, day)
+        with pytest.raises(ValueError, match="without a baseline"):
+            against.digest(10, with_new=True)
+        first = StoredFindings.load(engine, get_run(engine, 1), None, pack, None, day)
+        alone = first.digest(10, with_new=True)
+        everything = check_run(engine, 1, pack, baseline="none", today=day, store=False)
+        assert alone.new.total == len(everything.findings) > 0
+    finally:
+        engine.dispose()

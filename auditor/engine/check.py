@@ -11,6 +11,8 @@ findings with ``new_only``; never waived ones), 1 otherwise; without ``fail_on``
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -112,24 +114,12 @@ class CheckResult:
 
     @property
     def summary(self) -> dict[str, Any]:
-        by_severity = dict.fromkeys(reversed(SEVERITY_ORDER), 0)
+        by_severity = severity_counts()
         for finding in self.open_findings():
             by_severity[finding.severity] += 1
-        report = self.waiver_report
-        return {
-            "total": len(self.findings),
-            "open": len(self.open_findings()),
-            "by_severity": by_severity,
-            "new": sum(1 for f in self.findings if f.status == STATUS_NEW),
-            "existing": sum(1 for f in self.findings if f.status == STATUS_EXISTING),
-            "waived": sum(1 for f in self.findings if f.status == STATUS_WAIVED),
-            "waiver_expired": sum(1 for f in self.findings if f.waiver_expired),
-            "rules": len(self.ruleset.rules),
-            "rules_digest": self.ruleset.digest,
-            "baseline_run": self.baseline.id if self.baseline else None,
-            "stale_waivers": [w.to_json(self.today) for w in report.stale],
-            "expiring_waivers": [w.to_json(self.today) for w in report.expiring],
-        }
+        statuses = Counter(f.status for f in self.findings)
+        expired = sum(1 for f in self.findings if f.waiver_expired)
+        return summary_of(self, statuses, by_severity, expired)
 
     def failing(self, fail_on: str | None, new_only: bool = False) -> list[Finding]:
         """The findings that fail the gate at ``fail_on`` (never waived ones)."""
@@ -194,6 +184,60 @@ def resolve_baseline(engine: Engine, run: RunInfo, baseline: str | int | None) -
     return found
 
 
+def mark_against_baseline(
+    finding: Finding,
+    run_id: int,
+    baseline: RunInfo | None,
+    in_baseline: bool,
+    baseline_first_seen: int | None,
+) -> None:
+    """Set ``finding``'s status (new or existing) and first-seen run against ``baseline``.
+
+    An existing finding was first seen no later than the baseline's own first sighting of it (the
+    baseline itself when it has none).
+    """
+    if not in_baseline:
+        finding.status = STATUS_NEW
+        return
+    assert baseline is not None
+    finding.status = STATUS_EXISTING
+    earlier = baseline_first_seen if baseline_first_seen is not None else baseline.id
+    current = finding.first_seen_run if finding.first_seen_run is not None else run_id
+    finding.first_seen_run = min(earlier, current)
+
+
+def summary_of(
+    result: Any, statuses: Mapping[str, int], by_severity: dict[str, int], waiver_expired: int
+) -> dict[str, Any]:
+    """The ``summary`` of a check's JSON, from counts made in Python or in SQL.
+
+    ``result`` is a :class:`CheckResult`, or what reads like one (``ruleset``, ``baseline``,
+    ``today``, ``waiver_report``): the report's SQL-side findings.
+    ``statuses`` counts new, existing and waived findings; ``by_severity`` the open ones (seeded
+    with every severity, most severe first, by :func:`severity_counts`).
+    """
+    report = result.waiver_report
+    return {
+        "total": statuses["new"] + statuses["existing"] + statuses["waived"],
+        "open": statuses["new"] + statuses["existing"],
+        "by_severity": by_severity,
+        "new": statuses["new"],
+        "existing": statuses["existing"],
+        "waived": statuses["waived"],
+        "waiver_expired": waiver_expired,
+        "rules": len(result.ruleset.rules),
+        "rules_digest": result.ruleset.digest,
+        "baseline_run": result.baseline.id if result.baseline else None,
+        "stale_waivers": [w.to_json(result.today) for w in report.stale] if report else [],
+        "expiring_waivers": [w.to_json(result.today) for w in report.expiring] if report else [],
+    }
+
+
+def severity_counts() -> dict[str, int]:
+    """Every severity at 0, most severe first (the order of ``summary.by_severity``)."""
+    return dict.fromkeys(reversed(SEVERITY_ORDER), 0)
+
+
 def check_run(
     engine: Engine,
     run_ref: str | int | None,
@@ -221,14 +265,8 @@ def check_run(
             previous = _sightings(engine, base.id, ruleset, store=store)
         for finding in items:
             finding.waiver = None
-            if finding.fingerprint not in previous:
-                finding.status = STATUS_NEW
-            else:
-                finding.status = STATUS_EXISTING
-                seen = previous[finding.fingerprint]
-                earlier = seen if seen is not None else base.id  # type: ignore[union-attr]
-                current = finding.first_seen_run if finding.first_seen_run is not None else run.id
-                finding.first_seen_run = min(earlier, current)
+            in_baseline = finding.fingerprint in previous
+            mark_against_baseline(finding, run.id, base, in_baseline, previous.get(finding.fingerprint))
         day = today or datetime.now(UTC).date()
         report = apply_waivers(items, waivers, day)
         # Remember each finding's status and waiver (the diff reads them later). Read-only views

@@ -68,6 +68,7 @@ class StoredFindings:
     # Findings of the rules a waiver names, statuses and waivers applied (messages not read).
     waivable: dict[str, Any] = field(default_factory=dict)
     waiver_report: Any = None
+    _count_cache: dict[tuple[str, str], list[int]] | None = field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -95,6 +96,7 @@ class StoredFindings:
                     b.c.subject,
                     b.c.columns,
                     b.c.first_seen_run,
+                    literal("").label("message"),  # not needed to judge waivers: not read
                     first_seen,
                     existing.label("existing"),
                 )
@@ -104,7 +106,7 @@ class StoredFindings:
             with engine.connect() as connection:
                 query = query.where(evaluation_rows(connection, b, evaluation_id))
                 rows = list(connection.execute(query))
-            items = [found._finding(row, message="") for row in rows]
+            items = [found._finding(row) for row in rows]
         found.waiver_report = apply_waivers(items, waivers, today)
         found.waivable = {item.fingerprint: item for item in items}
         return found
@@ -138,31 +140,15 @@ class StoredFindings:
         value = func.coalesce(column, "")
         return value.collate("C") if connection.dialect.name == "postgresql" else value
 
-    def _finding(self, row: Any, *, message: str | None = None) -> Any:
+    def _finding(self, row: Any) -> Any:
         """A finding from a (joined) row with the status and first-seen run ``check_run`` gives it."""
         from auditor.engine import Finding
+        from auditor.engine.check import mark_against_baseline
 
-        finding = Finding(
-            rule=row.rule_id,
-            severity=row.severity,
-            kind=row.kind,
-            cluster_id=row.cluster_id,
-            column=row.column_fqn,
-            columns=list(row.columns or []),
-            message=row.message if message is None else message,
-            key=row.subject,
-            fingerprint=row.fingerprint,
-            first_seen_run=row.first_seen_run,
+        finding = Finding.from_row(row)
+        mark_against_baseline(
+            finding, self.run.id, self.baseline, bool(row.existing), row.baseline_first_seen
         )
-        if row.existing:
-            assert self.baseline is not None
-            seen = row.baseline_first_seen
-            earlier = seen if seen is not None else self.baseline.id
-            current = finding.first_seen_run if finding.first_seen_run is not None else self.run.id
-            finding.first_seen_run = min(earlier, current)
-            finding.status = "existing"
-        else:
-            finding.status = "new"
         judged = self.waivable.get(finding.fingerprint)
         if judged is not None:
             finding.status, finding.waiver = judged.status, judged.waiver
@@ -185,6 +171,13 @@ class StoredFindings:
         return out
 
     # -- the page --------------------------------------------------------------------------------
+
+    def _counted(self) -> dict[tuple[str, str], list[int]]:
+        """:meth:`_counts`, computed once (the digest and the summary both need them)."""
+        if self._count_cache is None:
+            with self.engine.connect() as connection:
+                self._count_cache = self._counts(connection)
+        return self._count_cache
 
     def _counts(self, connection: Connection) -> dict[tuple[str, str], list[int]]:
         """(rule, severity) -> [new, existing] of the findings of rules no waiver names.
@@ -239,7 +232,7 @@ class StoredFindings:
         total = 0
         firsts: dict[str, list[tuple[tuple[Any, ...], str]]] = {"new": [], "existing": [], "waived": []}
         with self.engine.connect() as connection:
-            for (rule_id, severity), counted in self._counts(connection).items():
+            for (rule_id, severity), counted in self._counted().items():
                 for status, count in zip(("new", "existing"), counted, strict=True):
                     if count:
                         per_status[status][str(rule_id)] += count
@@ -365,13 +358,11 @@ class StoredFindings:
 
     def summary(self) -> dict[str, Any]:
         """``CheckResult.summary`` of these findings, counted in SQL."""
-        from auditor.engine.rules import SEVERITY_ORDER
+        from auditor.engine.check import severity_counts, summary_of
 
-        by_severity = dict.fromkeys(reversed(SEVERITY_ORDER), 0)
+        by_severity = severity_counts()
         statuses: Counter[str] = Counter()
-        with self.engine.connect() as connection:
-            counts = self._counts(connection)
-        for (_rule_id, severity), (new, existing) in counts.items():
+        for (_rule_id, severity), (new, existing) in self._counted().items():
             statuses["new"] += new
             statuses["existing"] += existing
             by_severity[severity] = by_severity.get(severity, 0) + new + existing
@@ -382,21 +373,7 @@ class StoredFindings:
                 by_severity[item.severity] = by_severity.get(item.severity, 0) + 1
             if item.waiver and item.waiver.get("expired"):
                 expired += 1
-        report = self.waiver_report
-        return {
-            "total": sum(statuses.values()),
-            "open": statuses["new"] + statuses["existing"],
-            "by_severity": by_severity,
-            "new": statuses["new"],
-            "existing": statuses["existing"],
-            "waived": statuses["waived"],
-            "waiver_expired": expired,
-            "rules": len(self.ruleset.rules),
-            "rules_digest": self.ruleset.digest,
-            "baseline_run": self.baseline.id if self.baseline else None,
-            "stale_waivers": [w.to_json(self.today) for w in report.stale] if report else [],
-            "expiring_waivers": [w.to_json(self.today) for w in report.expiring] if report else [],
-        }
+        return summary_of(self, statuses, by_severity, expired)
 
     def write_check_json(self, stream: TextIO, dumps: Any) -> None:
         """``CheckResult.to_json()`` as ``dumps`` writes it, with the findings streamed."""

@@ -39,7 +39,7 @@ from sqlalchemy import (
     true,
 )
 
-from auditor.engine.findings import evaluation_rows
+from auditor.engine.findings import evaluation_bounds, evaluation_rows
 from auditor.render.context import (
     SEVERITY_RANK,
     FindingsDigest,
@@ -69,6 +69,7 @@ class StoredFindings:
     waivable: dict[str, Any] = field(default_factory=dict)
     waiver_report: Any = None
     _count_cache: dict[tuple[str, str], list[int]] | None = field(default=None, repr=False)
+    _bounds: Any = field(default=..., repr=False)  # evaluation_bounds, once looked up
 
     @classmethod
     def load(
@@ -104,7 +105,7 @@ class StoredFindings:
                 .where(b.c.rule_id.in_(rules))
             )
             with engine.connect() as connection:
-                query = query.where(evaluation_rows(connection, b, evaluation_id))
+                query = query.where(found._rows(connection, b))
                 rows = list(connection.execute(query))
             items = [found._finding(row) for row in rows]
         found.waiver_report = apply_waivers(items, waivers, today)
@@ -172,6 +173,12 @@ class StoredFindings:
 
     # -- the page --------------------------------------------------------------------------------
 
+    def _rows(self, connection: Connection, table: Any) -> ColumnElement[bool]:
+        """``evaluation_rows`` of the run's evaluation, its rowid range looked up once."""
+        if self._bounds is ...:
+            self._bounds = evaluation_bounds(connection, self.evaluation_id)
+        return evaluation_rows(connection, table, self.evaluation_id, self._bounds)
+
     def _counted(self) -> dict[tuple[str, str], list[int]]:
         """:meth:`_counts`, computed once (the digest and the summary both need them)."""
         if self._count_cache is None:
@@ -191,7 +198,7 @@ class StoredFindings:
         counts: dict[tuple[str, str], list[int]] = {}
         totals = (
             select(b.c.rule_id, b.c.severity, func.count())
-            .where(evaluation_rows(connection, b, self.evaluation_id), self._not_waivable(b))
+            .where(self._rows(connection, b), self._not_waivable(b))
             .group_by(b.c.rule_id, b.c.severity)
         )
         baseline = self.baseline_evaluation_id is not None
@@ -266,7 +273,7 @@ class StoredFindings:
                         select(*columns)
                         .select_from(joined)
                         .where(
-                            evaluation_rows(connection, b, self.evaluation_id),
+                            self._rows(connection, b),
                             self._not_waivable(b),
                             b.c.rule_id.in_(rules),
                             existing == 1,
@@ -276,7 +283,7 @@ class StoredFindings:
                 )
             if with_new and per_status["new"]:
                 query = select(*columns).where(
-                    evaluation_rows(connection, b, self.evaluation_id),
+                    self._rows(connection, b),
                     self._not_waivable(b),
                     b.c.rule_id.in_(_leading_rules(by_rank["new"], limit)),
                 )
@@ -342,7 +349,7 @@ class StoredFindings:
             query = (
                 select(b, first_seen, existing.label("existing"))
                 .select_from(joined)
-                .where(evaluation_rows(connection, b, self.evaluation_id))
+                .where(self._rows(connection, b))
                 .order_by(
                     text(b.c.rule_id, connection),
                     text(b.c.cluster_id, connection),

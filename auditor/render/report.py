@@ -444,7 +444,6 @@ def gather_input(
     ``diff.json`` export needs them, and at 1M columns they are most of the cost).
     """
     from auditor.engine import apply_waivers, check_run, findings_for_run, load_ruleset, load_waivers
-    from auditor.engine.check import resolve_baseline
     from auditor.render.stored import ReportSource, StoredFindings
     from auditor.store.db import one_connection_only
     from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
@@ -474,8 +473,8 @@ def gather_input(
     stored: StoredFindings | None = None
     if check is None and not full:
         today = datetime.now(UTC).date()
-        base_info = resolve_baseline(engine, run_info, baseline)
-        stored = StoredFindings.load(engine, run_info, base_info, ruleset, waivers, today)
+        # The baseline is the run diffed against (resolve_baseline would find the same run again).
+        stored = StoredFindings.load(engine, run_info, against_info, ruleset, waivers, today)
     elif check is None:
         check = check_run(
             engine,
@@ -537,7 +536,7 @@ def gather_input(
     trend: list[TrendPoint] = []
     if trend_runs > 0:
         for info, counts in zip(past, past_counts, strict=True):
-            if counts is None:
+            if counts is None and pending is None:  # (with pending, counted in the thread already)
                 counts = stored_open_counts(engine, info, ruleset, waivers)
             if counts is None:  # never evaluated with these rules: evaluate (and store) it now
                 past_findings = findings_for_run(engine, info.id, ruleset)

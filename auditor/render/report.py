@@ -47,6 +47,7 @@ from auditor.render.context import (
     build_context,
 )
 from auditor.render.env import inline_assets, make_environment
+from auditor.store.db import store_errors
 
 DEFAULT_TREND_RUNS = 10
 DEFAULT_CONFIDENCE_THRESHOLD = 0.05
@@ -234,6 +235,7 @@ class _atomic:
             self.tmp.unlink(missing_ok=True)
 
 
+@store_errors("could not read the findings to export")
 def _write_streamed(path: Path, write: Any) -> Path:
     """Write ``path`` atomically with ``write(stream, dumps)`` (a JSON document streamed)."""
     try:
@@ -411,6 +413,7 @@ def stored_open_counts(engine: Engine, run: Any, ruleset: Any, waivers: Any) -> 
     return dict(counts)
 
 
+@store_errors("could not read the runs and findings for the report")
 def gather_input(
     engine: Engine,
     run: str | int | None = "latest",

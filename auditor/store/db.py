@@ -8,8 +8,10 @@ cluster-auditor is refused rather than guessed at.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
@@ -204,3 +206,22 @@ def one_connection_only(engine: Engine) -> bool:
     """
     url = engine.url
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+@contextlib.contextmanager
+def store_errors(what: str) -> Iterator[None]:
+    """Turn a database error inside the block (or the decorated function) into a one-line StoreError.
+
+    ``what`` says what was being done, e.g. "could not read the findings for the report"; the
+    driver's first line follows it. Without this, a locked or damaged database would surface as an
+    internal error.
+    """
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        raise StoreError(
+            f"{what}: {detail}",
+            hint="check that the database is readable, not locked by a long write, and at the newest "
+            "schema (auditor db upgrade)",
+        ) from None

@@ -421,3 +421,23 @@ def test_trend_counts_in_sql_agree_with_the_engine(database: str, tmp_path: Path
         assert waived_count == 1  # hr.payroll.salary.ssn; the expired waiver covers nothing
     finally:
         engine.dispose()
+
+
+def test_a_database_error_while_reading_findings_is_a_one_line_store_error(
+    database: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A locked or damaged database reads as what went wrong (exit 3), not as an internal error."""
+    from sqlalchemy.exc import OperationalError
+
+    from auditor.render.stored import StoredFindings
+
+    def locked(*_args: Any, **_kwargs: Any) -> Any:
+        raise OperationalError("SELECT …", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(StoredFindings, "digest", locked)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("report", "--db", database)
+    assert result.exit_code == 3
+    assert "could not read the runs and findings for the report: database is locked" in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert not list(tmp_path.glob("auditor-report-*"))  # no report file left behind

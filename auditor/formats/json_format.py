@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from auditor import jsonstream
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
@@ -19,25 +21,23 @@ def format(result: CheckResult) -> str:
 
 
 def chunks(result: CheckResult) -> Iterator[str]:
-    """The document piece by piece, a batch of findings at a time.
+    """The document piece by piece, a batch of findings at a time (never held whole: ~300 MB at 1M).
 
     The bytes are those of ``json.dumps(result.to_json(), indent=2, ensure_ascii=False)`` (tested):
-    orjson writes that layout, 1.4x faster, and each finding is dumped alone and indented into the
-    ``findings`` list, so the document is never held whole (~300 MB at 1M columns).
+    orjson writes that layout, 1.4x faster.
     """
-    head = orjson.dumps(result.to_json(findings=False), option=orjson.OPT_INDENT_2).decode()
-    if not result.findings:
-        yield head + "\n"
-        return
-    marker = '\n  "findings": []'  # a top-level key: string values cannot hold a raw newline
-    cut = head.index(marker) + len(marker) - 1
-    yield head[:cut]
-    separator = "\n    "
-    for start in range(0, len(result.findings), BATCH):
-        items = []
-        for finding in result.findings[start : start + BATCH]:
-            text = orjson.dumps(finding.to_json(), option=orjson.OPT_INDENT_2).decode()
-            items.append(separator + text.replace("\n", "\n    "))
-            separator = ",\n    "
-        yield "".join(items)
-    yield "\n  " + head[cut:] + "\n"
+    document = result.to_json(findings=False)
+    document["findings"] = [jsonstream.MARK]
+    items = (finding.to_json() for finding in result.findings)
+    batch: list[str] = []
+    for piece in jsonstream.pieces(_dumps, document, items):
+        batch.append(piece)
+        if len(batch) >= BATCH:
+            yield "".join(batch)
+            batch.clear()
+    if batch:
+        yield "".join(batch)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n"

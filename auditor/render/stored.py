@@ -18,8 +18,6 @@ chunk, with the same bytes the in-memory path writes.
 from __future__ import annotations
 
 import heapq
-import json
-import secrets
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from sqlalchemy import (
     true,
 )
 
+from auditor import jsonstream
 from auditor.engine.findings import evaluation_bounds, evaluation_rows
 from auditor.render.context import (
     SEVERITY_RANK,
@@ -389,10 +388,10 @@ class StoredFindings:
             "run_status": self.run.status,
             "baseline": self.baseline.id if self.baseline else None,
             "today": self.today.isoformat(),
-            "findings": [MARK],
+            "findings": [jsonstream.MARK],
             "summary": self.summary(),
         }
-        write_streamed(stream, dumps, head, (f.to_json() for f in self.stream()))
+        jsonstream.write(stream, dumps, head, (f.to_json() for f in self.stream()))
 
 
 @dataclass
@@ -411,8 +410,8 @@ class ReportSource:
     def write_diff_json(self, stream: TextIO, dumps: Any) -> None:
         """``DiffResult.to_json()`` with the still-open findings streamed."""
         document = self.diff.to_json(open_findings=False)
-        document["findings"]["open"] = [MARK]
-        write_streamed(stream, dumps, document, (item.to_json() for item in self.diff.findings["open"]))
+        document["findings"]["open"] = [jsonstream.MARK]
+        jsonstream.write(stream, dumps, document, (item.to_json() for item in self.diff.findings["open"]))
 
 
 def _leading_rules(counts: Counter[tuple[int, str]], limit: int) -> list[str]:
@@ -437,38 +436,3 @@ def _key(severity: Any, rule: Any, cluster_id: Any, column: Any, fingerprint: An
             "fingerprint": fingerprint,
         }
     )
-
-
-# Stands for the streamed list in the document given to write_streamed; random, so that no catalog
-# value (names and tags are written into the same documents) can be mistaken for it.
-MARK = f"\x00streamed-{secrets.token_hex(16)}\x00"
-
-
-def write_streamed(stream: TextIO, dumps: Any, document: dict[str, Any], items: Iterator[Any]) -> None:
-    """Write ``dumps(document)`` where the list ``[MARK]`` in it stands for ``items``, never all held.
-
-    ``dumps`` is ``json.dumps(..., indent=N)`` and friends: each item is dumped alone and indented as
-    deep as the list sits, so the bytes are those of dumping the document with the list in it.
-    """
-    text = dumps(document)
-    marker = json.dumps(MARK)
-    head, found, tail = text.partition(marker)
-    if not found or marker in tail:
-        raise ValueError("the document must hold exactly one [MARK] list")
-    first = next(items, MARK)
-    if first == MARK:  # an empty list dumps as []
-        stream.write(head.rstrip(" \n").removesuffix("[") + "[]" + tail.lstrip(" \n").removeprefix("]"))
-        return
-    indent = head[head.rfind("\n") + 1 :]
-    stream.write(head)
-    separator = ""
-    for item in _chain(first, items):
-        stream.write(separator)
-        stream.write(dumps(item).rstrip("\n").replace("\n", "\n" + indent))
-        separator = ",\n" + indent
-    stream.write(tail)
-
-
-def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from rest

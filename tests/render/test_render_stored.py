@@ -207,7 +207,8 @@ def test_streamed_documents_splice_the_list_where_it_stands_whatever_the_catalog
     import io
     import json
 
-    from auditor.render.stored import MARK, write_streamed
+    from auditor.jsonstream import MARK
+    from auditor.jsonstream import write as write_streamed
 
     def dumps(value):
         return json.dumps(value, indent=2, ensure_ascii=False) + "\n"

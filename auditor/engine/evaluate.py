@@ -14,7 +14,7 @@ import pickle
 import signal
 import time
 from collections.abc import Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -25,6 +25,9 @@ from auditor.engine import fields as F
 from auditor.engine.conditions import (
     AllOf,
     Columns,
+    Compare,
+    Not,
+    Quantifier,
     cluster_from,
     column_from,
     group_key,
@@ -158,13 +161,20 @@ def evaluate_each(
                     items = evaluate_rule(connection, run_id, rule)
                     yield rule, items, time.perf_counter() - started
             return
+        # Submitted heaviest first (the pools start tasks in submission order), so that the last
+        # rules to start are short ones and the workers finish together; yielded in rule order.
+        heaviest_first = sorted(range(len(rules)), key=lambda i: -rule_weight(rules[i]))
+        submitted: dict[int, Future[Any]] = {}
         if mode == "threads":
             pool: Executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditor-rules")
-            tasks = [pool.submit(_evaluate_alone, engine, run_id, rule) for rule in rules]
+            for i in heaviest_first:
+                submitted[i] = pool.submit(_evaluate_alone, engine, run_id, rules[i])
         else:
             pool = _rule_processes(workers)
             url = engine.url.render_as_string(hide_password=False)  # SQLite: a file path, no secret
-            tasks = [pool.submit(_evaluate_in_process, url, run_id, rule) for rule in rules]
+            for i in heaviest_first:
+                submitted[i] = pool.submit(_evaluate_in_process, url, run_id, rules[i])
+        tasks = [submitted[i] for i in range(len(rules))]
         with pool:
             try:
                 for rule, task in zip(rules, tasks, strict=True):
@@ -187,6 +197,38 @@ def evaluate_each(
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         raise StoreError(f"could not evaluate run {run_id}: {detail}") from None
+
+
+def rule_weight(rule: Rule) -> float:
+    """A rough, static estimate of the work ``rule`` does on a whole run (only its order matters).
+
+    Each scope starts from what every rule of it reads (the run's column membership, or its few
+    clusters); aggregates sort the run's columns; each quantifier builds a set or groups its
+    elements, a counting one more so; regular expressions call back into Python per element.
+    Measured at 1M columns, aggregates and counting quantifiers take 2-6 s, a set 0.5-1.5 s, and
+    cluster rules with no quantifier under 0.2 s.
+    """
+    base = {Scope.COLUMN: 1.0, Scope.CLUSTER: 0.1}.get(rule.scope, 8.0)
+    return (
+        base
+        + _condition_weight(rule.condition)
+        + _condition_weight(rule.aggregate.where if rule.aggregate is not None else None)
+    )
+
+
+def _condition_weight(condition: Any) -> float:
+    if condition is None:
+        return 0.0
+    if isinstance(condition, AllOf):  # and AnyOf
+        return sum(_condition_weight(part) for part in condition.parts)
+    if isinstance(condition, Not):
+        return _condition_weight(condition.inner)
+    if isinstance(condition, Quantifier):
+        own = 3.0 if condition.mode == "count" or isinstance(condition, Columns) else 1.0
+        return own + _condition_weight(condition.inner)
+    if isinstance(condition, Compare):
+        return 0.5 if condition.op == "matches" else 0.0
+    return 0.0
 
 
 def _evaluate_alone(engine: Engine, run_id: int, rule: Rule) -> tuple[list[Finding], float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 
+import pytest
 from sqlalchemy import create_engine
 
 from auditor.bigid.models import parse_cluster, parse_column
@@ -60,3 +61,39 @@ def test_postgresql_evaluates_on_threads_and_in_memory_sqlite_serially():
     assert parallel_mode(create_engine("sqlite://"), 1, 2) == "serial"
     assert default_workers(create_engine("sqlite://")) == 1
     assert default_workers(create_engine("sqlite:///:memory:")) == 1
+
+
+def test_heaviest_rules_start_first_and_light_ones_fill_the_end():
+    """Pools start tasks in submission order: aggregates and counting forms go first."""
+    weights = {rule.id: evaluate_module.rule_weight(rule) for rule in load_ruleset().rules}
+    by_weight = sorted(weights, key=lambda rule_id: -weights[rule_id])
+    assert set(by_weight[:2]) == {"duplicate-columns-across-sources", "column-in-several-clusters"}
+    assert weights["rank-sensitivity-mismatch"] > weights["high-sensitivity-without-confidential"]
+    assert weights["conflicting-exclusive-tag-values"] > weights["hidden-sensitivity-tag"]
+    assert weights["archived-cluster-with-high-sensitivity"] > weights["pii-cluster-low-severity"]
+    # regular expressions call back into Python per attribute
+    assert weights["primary-key-holds-pii"] > weights["hidden-sensitivity-tag"]
+    assert set(by_weight[-3:]) == {
+        "pii-cluster-low-severity",
+        "high-severity-cluster-without-labels",
+        "cluster-missing-severity",
+    }
+
+
+def test_rules_are_submitted_heaviest_first_and_yielded_in_rule_order():
+    engine = create_engine("postgresql+psycopg://u@127.0.0.1:1/x")  # never connected: threads mode
+    ruleset = load_ruleset()
+    started: list[str] = []
+
+    def fake_alone(_engine, _run_id, rule):
+        started.append(rule.id)
+        return [], 0.0
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate_module, "refresh_statistics", lambda engine: None)
+        patch.setattr(evaluate_module, "parallel_mode", lambda *a: "threads")
+        patch.setattr(evaluate_module, "_evaluate_alone", fake_alone)
+        yielded = [rule.id for rule, _, _ in evaluate_each(engine, 1, ruleset, workers=1)]
+    assert yielded == [rule.id for rule in ruleset.rules]
+    weights = [evaluate_module.rule_weight(ruleset.get(rule_id)) for rule_id in started]
+    assert weights == sorted(weights, reverse=True)

@@ -454,7 +454,8 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
         else func.count()
     )
     rc = row.table("rc")
-    # One pass: each passing group comes back with its columns (and clusters) joined in one string.
+    # One pass: each passing group comes back with its columns (and, for a group of the whole
+    # snapshot, its clusters) joined in one string. A cluster's group lists only that cluster.
     query = (
         select(
             (rc.c.cluster_id if per_cluster else literal("")).label("gcluster"),
@@ -463,7 +464,7 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
             distinct.label("d"),
             (value if value is not None else literal("")).label("gvalue"),
             JoinedText(rc.c.fqn).label("fqns"),
-            JoinedText(rc.c.cluster_id).label("clusters"),
+            (literal("") if per_cluster else JoinedText(rc.c.cluster_id)).label("clusters"),
         )
         .select_from(column_from(row))
         .where(rc.c.run_id == run_id, where)
@@ -478,28 +479,36 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
         if per_cluster
         else {}
     )
-    base = _rule_values(rule)
+    # Hot loop (one pass per group, tens of thousands): the message is bound once, and each
+    # cluster's values are filled into its format string once (as for column rules).
+    bound = bind_message(rule.message, GROUP_VALUES, _rule_values(rule))
+    positions = bound.row_positions
     prefix = fingerprint_prefix(rule.id, KIND_GROUP)
+    formats: dict[str | None, str] = {}
+    empty: dict[str, Any] = {}
     out = []
-    for group in groups:
-        if not group.fqns:  # an empty snapshot still yields one (empty) whole-snapshot group
+    for gcluster, gkey, count, distinct_count, gvalue, fqns, group_clusters in groups:
+        if not fqns:  # an empty snapshot still yields one (empty) whole-snapshot group
             continue
-        columns = sorted(set(group.fqns.split(SEPARATOR)))
+        # A cluster's columns are unique within it; a snapshot group may see a column twice.
+        columns = sorted(fqns.split(SEPARATOR) if per_cluster else set(fqns.split(SEPARATOR)))
         listed = ", ".join(columns[:MAX_LISTED])
         if len(columns) > MAX_LISTED:
             listed += f" … and {len(columns) - MAX_LISTED} more"
-        gkey = "" if group.gkey is None else str(group.gkey)
-        cluster_id = group.gcluster if per_cluster else None
-        values = {
-            **base,
-            **(clusters.get(cluster_id, {}) if cluster_id else {}),
-            "group.key": gkey,
-            "group.value": gkey if group.gvalue is None else group.gvalue,
-            "group.count": int(group.n),
-            "group.distinct": int(group.d),
-            "group.columns": listed,
-            "group.clusters": sorted(set(group.clusters.split(SEPARATOR))),
-        }
+        gkey = "" if gkey is None else str(gkey)
+        cluster_id = gcluster if per_cluster else None
+        fmt = formats.get(cluster_id)
+        if fmt is None:
+            own = clusters.get(cluster_id, empty) if cluster_id else empty
+            fmt = formats[cluster_id] = bound.format_for(own)
+        values = (
+            gkey,
+            gkey if gvalue is None else gvalue,
+            int(count),
+            int(distinct_count),
+            listed,
+            [cluster_id] if per_cluster else sorted(set(group_clusters.split(SEPARATOR))),
+        )
         out.append(
             Finding(
                 rule=rule.id,
@@ -508,12 +517,23 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
                 cluster_id=cluster_id,
                 column=None,
                 columns=columns,
-                message=render_message(rule.message, values),
+                message=fmt.format(*[show_value(values[i]) for i in positions]),
                 key=gkey,
                 fingerprint=fingerprint_with(prefix, cluster_id, gkey),
             )
         )
     return out
+
+
+# The row values of a group finding's message, in the order _aggregate_rule builds them.
+GROUP_VALUES = (
+    "group.key",
+    "group.value",
+    "group.count",
+    "group.distinct",
+    "group.columns",
+    "group.clusters",
+)
 
 
 def _cluster_values(

@@ -46,3 +46,52 @@ def test_bound_message_example():
     fmt = bound.format_for({"cluster.name": "Pay{roll}"})
     assert fmt == "{0} in Pay{{roll}} breaks r-1 {{literal}}"
     assert fmt.format("ssn") == "ssn in Pay{roll} breaks r-1 {literal}"
+
+
+GROUP_RULES = """
+rules:
+  - id: names-in-sources
+    title: t
+    description: d
+    severity: low
+    scope: aggregate
+    aggregate: {per: cluster, group_by: columnName, having: {distinct: source, gte: 2}}
+    message: "GROUP|{cluster.name}|{cluster.labels}|{rule.id} {{x}}"
+    remediation: r
+  - id: fqn-in-clusters
+    title: t
+    description: d
+    severity: low
+    scope: aggregate
+    aggregate: {per: snapshot, group_by: fullyQualifiedName, having: {distinct: cluster.id, gte: 2}}
+    message: "GROUP|{rule.severity}"
+    remediation: r
+""".replace(
+    "GROUP", "{group.key}|{group.value}|{group.count}|{group.distinct}|{group.columns}|{group.clusters}"
+)
+
+
+def test_group_messages_fill_every_placeholder(engine, snapshot, write):
+    from auditor.engine import evaluate, load_ruleset
+
+    many = [
+        {"fullyQualifiedName": f"s{i}.t.email", "columnName": "Email ", "source": f"s{i}"} for i in range(22)
+    ]
+    run_id = snapshot(
+        engine,
+        [
+            {"id": "c-1", "name": "Pay{roll}", "labels": ["PII", "HR"], "columns": many},
+            {"id": "c-2", "name": "Other", "columns": [{"fullyQualifiedName": "s3.t.email", "source": "s3"}]},
+        ],
+    )
+    found = evaluate(engine, run_id, load_ruleset([write("g.yaml", GROUP_RULES)]))
+    messages = {f.rule: f.message for f in found}
+    listed = ", ".join(sorted(c["fullyQualifiedName"] for c in many)[:20])
+    assert messages["names-in-sources"] == (
+        f"email|Email|22|22|{listed} … and 2 more|c-1|Pay{{roll}}|PII, HR|names-in-sources {{x}}"
+    )
+    assert messages["fqn-in-clusters"] == "s3.t.email|s3.t.email|2|2|s3.t.email|c-1, c-2|low"
+    assert {(f.rule, f.cluster_id, len(f.columns)) for f in found} == {
+        ("names-in-sources", "c-1", 22),
+        ("fqn-in-clusters", None, 1),
+    }

@@ -41,7 +41,6 @@ from auditor.engine.findings import (
     Finding,
     fingerprint_prefix,
     fingerprint_with,
-    sort_key,
 )
 from auditor.engine.rules import Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
@@ -267,13 +266,16 @@ def _evaluate_in_process(url: str, run_id: int, rule: Rule) -> tuple[bytes, floa
     engine = _WORKER_ENGINES.get(url)
     if engine is None:
         engine = _WORKER_ENGINES[url] = create_db_engine(url)
-    items, seconds = _evaluate_alone(engine, run_id, rule)
-    with collector_paused():
-        rows = [(f.kind, f.cluster_id, f.column, f.columns, f.message, f.key, f.fingerprint) for f in items]
-        return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), seconds
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        started = time.perf_counter()
+        with collector_paused():
+            rows = finding_rows(connection, run_id, rule)
+            seconds = time.perf_counter() - started
+            return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), seconds
 
 
-def _finding(rule: Rule, values: tuple) -> Finding:
+def _finding(rule: Rule, values: FindingRow) -> Finding:
     kind, cluster_id, column, columns, message, key, fingerprint = values
     return Finding(
         rule=rule.id,
@@ -289,15 +291,32 @@ def _finding(rule: Rule, values: tuple) -> Finding:
 
 
 def evaluate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Finding]:
+    """``rule``'s findings on run ``run_id``, sorted by subject."""
     with collector_paused():  # up to hundreds of thousands of findings, no reference cycles
+        return [_finding(rule, values) for values in finding_rows(connection, run_id, rule)]
+
+
+# A finding as the rule functions build it: (kind, cluster id, column, columns, message, key,
+# fingerprint). Worker processes send these plain tuples; Finding objects are built once, where
+# they are used.
+FindingRow = tuple[str, str | None, str | None, list[str], str, str | None, str]
+
+
+def finding_rows(connection: Connection, run_id: int, rule: Rule) -> list[FindingRow]:
+    """``rule``'s findings as :data:`FindingRow` tuples, sorted by subject (cluster id, then key)."""
+    with collector_paused():
         if rule.scope == Scope.COLUMN:
-            items = _column_rule(connection, run_id, rule)
+            rows = _column_rule(connection, run_id, rule)
         elif rule.scope == Scope.CLUSTER:
-            items = _cluster_rule(connection, run_id, rule)
+            rows = _cluster_rule(connection, run_id, rule)
         else:
-            items = _aggregate_rule(connection, run_id, rule)
-        items.sort(key=sort_key)
-    return items
+            rows = _aggregate_rule(connection, run_id, rule)
+        rows.sort(key=_subject_order)
+    return rows
+
+
+def _subject_order(row: FindingRow) -> tuple[str, str]:
+    return (row[1] or "", row[5] or "")  # sort_key of the findings of one rule
 
 
 def _placeholders(rule: Rule) -> set[str]:
@@ -310,7 +329,7 @@ def _rule_values(rule: Rule) -> dict[str, Any]:
     return {"rule.id": rule.id, "rule.title": rule.title, "rule.severity": rule.severity}
 
 
-def _column_rule(connection: Connection, run_id: int, rule: Rule) -> list[Finding]:
+def _column_rule(connection: Connection, run_id: int, rule: Rule) -> list[FindingRow]:
     assert rule.condition is not None
     row = Row(run_id, Level.COLUMN)
     predicate = rule.condition.compile(row)
@@ -344,22 +363,12 @@ def _column_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findin
         values = (fqn, *fields)
         message = fmt.format(*[show_value(values[i]) for i in positions])
         out.append(
-            Finding(
-                rule=rule.id,
-                severity=rule.severity,
-                kind=KIND_COLUMN,
-                cluster_id=cluster_id,
-                column=fqn,
-                columns=[fqn],
-                message=message,
-                key=fqn,
-                fingerprint=fingerprint_with(prefix, cluster_id, fqn),
-            )
+            (KIND_COLUMN, cluster_id, fqn, [fqn], message, fqn, fingerprint_with(prefix, cluster_id, fqn))
         )
     return out
 
 
-def _cluster_rule(connection: Connection, run_id: int, rule: Rule) -> list[Finding]:
+def _cluster_rule(connection: Connection, run_id: int, rule: Rule) -> list[FindingRow]:
     assert rule.condition is not None
     row = Row(run_id, Level.CLUSTER)
     predicate = rule.condition.compile(row)
@@ -369,16 +378,16 @@ def _cluster_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findi
     clusters = _cluster_values(connection, run_id, set(ids), _placeholders(rule))
     involved = _involved_columns(connection, run_id, rule.condition, ids)
     base = _rule_values(rule)
+    prefix = fingerprint_prefix(rule.id, KIND_CLUSTER)
     return [
-        Finding(
-            rule=rule.id,
-            severity=rule.severity,
-            kind=KIND_CLUSTER,
-            cluster_id=cluster_id,
-            column=None,
-            columns=involved.get(cluster_id, []),
-            message=render_message(rule.message, {**base, **clusters.get(cluster_id, {})}),
-            key=None,
+        (
+            KIND_CLUSTER,
+            cluster_id,
+            None,
+            involved.get(cluster_id, []),
+            render_message(rule.message, {**base, **clusters.get(cluster_id, {})}),
+            None,
+            fingerprint_with(prefix, cluster_id, None),
         )
         for cluster_id in ids
     ]
@@ -441,7 +450,7 @@ def _aggregate_parts(row: Row, rule: Rule) -> tuple[Any, Any, Any, list[Any]]:
     return and_(where, key_present), key, value, keys
 
 
-def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Finding]:
+def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[FindingRow]:
     agg = rule.aggregate
     assert agg is not None
     per_cluster = agg.per == "cluster"
@@ -509,18 +518,9 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
             listed,
             [cluster_id] if per_cluster else sorted(set(group_clusters.split(SEPARATOR))),
         )
+        message = fmt.format(*[show_value(values[i]) for i in positions])
         out.append(
-            Finding(
-                rule=rule.id,
-                severity=rule.severity,
-                kind=KIND_GROUP,
-                cluster_id=cluster_id,
-                column=None,
-                columns=columns,
-                message=fmt.format(*[show_value(values[i]) for i in positions]),
-                key=gkey,
-                fingerprint=fingerprint_with(prefix, cluster_id, gkey),
-            )
+            (KIND_GROUP, cluster_id, None, columns, message, gkey, fingerprint_with(prefix, cluster_id, gkey))
         )
     return out
 

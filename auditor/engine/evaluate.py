@@ -55,6 +55,7 @@ MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
 PROCESS_MIN_COLUMNS = 200_000  # SQLite runs this large are evaluated by worker processes
 INVOLVED_CHUNK = 5_000  # cluster ids per "which of their columns" query (SQLite allows 32,766)
 MAX_LISTED = 20  # columns named in a group message before "… and N more"
+SEEKED_GROUPS = 5_000  # passing whole-snapshot groups listed by key (SQLite allows 32,766 parameters)
 
 
 RULE_TABLES = (
@@ -481,7 +482,12 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
     )
     if keys:
         query = query.group_by(*keys)
-    groups = connection.execute(query).fetchall()
+    if per_cluster or key is None:
+        groups = connection.execute(query).fetchall()
+    else:
+        groups = _snapshot_groups(
+            connection, query, keys[-1], column_from(row), rc.c.run_id == run_id, where, having
+        )
     wanted = _placeholders(rule)
     clusters = (
         _cluster_values(connection, run_id, {g.gcluster for g in groups if g.gcluster}, wanted)
@@ -523,6 +529,27 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
             (KIND_GROUP, cluster_id, None, columns, message, gkey, fingerprint_with(prefix, cluster_id, gkey))
         )
     return out
+
+
+def _snapshot_groups(
+    connection: Connection, query: Any, grouping: Any, source: Any, in_run: Any, where: Any, having: Any
+) -> list[Any]:
+    """The passing groups of a whole-snapshot aggregate ``query``, found in two passes.
+
+    A group of the whole snapshot spans clusters (the same column in several clusters, say), so
+    passing groups are usually few or none: a first pass finds them carrying only the group key
+    (listing every column and cluster of every group makes the sort twice as heavy: 3.0 -> 1.65 s
+    at 1M columns), and ``query`` then runs on the columns of those groups alone. When more than
+    :data:`SEEKED_GROUPS` pass, ``query`` runs on the whole run as a single pass would, so such a
+    catalog pays for the first pass on top (about 1.5x a single pass).
+    """
+    narrow = select(grouping).select_from(source).where(in_run, where).group_by(grouping).having(having)
+    passing = [row[0] for row in connection.execute(narrow)]
+    if not passing:
+        return []
+    if len(passing) > SEEKED_GROUPS:
+        return connection.execute(query).fetchall()
+    return connection.execute(query.where(grouping.in_(passing))).fetchall()
 
 
 # The row values of a group finding's message, in the order _aggregate_rule builds them.

@@ -331,3 +331,39 @@ def test_case_insensitive_tests_fold_in_the_database_without_copying_values(engi
     pg = postgresql.dialect()
     assert "lower(" in compiled("{field: columnName, eq: SSN}", pg)
     assert "NOCASE" not in compiled("{field: columnName, eq: SSN}", pg)
+
+
+@pytest.mark.parametrize("seeked", [0, 1, 2, 5_000])
+def test_whole_snapshot_groups_are_the_same_however_they_are_listed(engine, tmp_path, monkeypatch, seeked):
+    """Two passing groups: listed by key (up to SEEKED_GROUPS of them), else by one whole pass."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("auditor.engine.evaluate"), "SEEKED_GROUPS", seeked)
+    run_id = write_snapshot(
+        engine,
+        [
+            {"id": "c1", "columns": [{"fullyQualifiedName": "a.t.x"}, {"fullyQualifiedName": "b.t.y"}]},
+            {"id": "c2", "columns": [{"fullyQualifiedName": " A.T.X"}, {"fullyQualifiedName": "c.t.z"}]},
+            {"id": "c3", "columns": [{"fullyQualifiedName": "b.t.y"}, {"fullyQualifiedName": "a.t.x"}]},
+        ],
+    )
+    rule = _rule(
+        tmp_path,
+        "aggregate",
+        "{per: snapshot, group_by: fullyQualifiedName, having: {distinct: cluster.id, gte: 2}}",
+    )
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        found = evaluate_rule(connection, run_id, rule)
+    assert [(f.key, f.columns) for f in found] == [
+        ("a.t.x", [" A.T.X", "a.t.x"]),
+        ("b.t.y", ["b.t.y"]),
+    ]
+    none = _rule(
+        tmp_path,
+        "aggregate",
+        "{per: snapshot, group_by: fullyQualifiedName, having: {distinct: cluster.id, gte: 4}}",
+    )
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        assert evaluate_rule(connection, run_id, none) == []

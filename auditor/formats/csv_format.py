@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,11 +37,19 @@ def neutralise(value: Any) -> str:
     return "'" + text if text.startswith(_DANGEROUS) else text
 
 
+BATCH = 1_000  # findings per piece
+
+
 def format(result: CheckResult) -> str:
+    return "".join(chunks(result))
+
+
+def chunks(result: CheckResult) -> Iterator[str]:
+    """The CSV text piece by piece, a batch of findings at a time (never held whole at 1M columns)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HEADER)
-    for f in result.findings:
+    for number, f in enumerate(result.findings, 1):
         waiver = f.waiver or {}
         row = [
             f.rule,
@@ -58,4 +67,8 @@ def format(result: CheckResult) -> str:
             "" if not waiver else str(bool(waiver.get("expired"))).lower(),
         ]
         writer.writerow([neutralise(cell) for cell in row])
-    return buffer.getvalue()
+        if number % BATCH == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

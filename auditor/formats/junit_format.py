@@ -10,6 +10,7 @@ case named after the rule, so the report also shows what was checked.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,52 +18,84 @@ if TYPE_CHECKING:
     from auditor.engine.findings import Finding
 
 
+BATCH = 1_000  # test cases per piece
+DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
 def format(result: CheckResult) -> str:
+    return "".join(chunks(result))
+
+
+def chunks(result: CheckResult) -> Iterator[str]:
+    """The report piece by piece, a batch of test cases at a time (never held whole at 1M columns).
+
+    The bytes are those of the whole tree built at once and indented with ``ET.indent`` (tested):
+    the counts each ``<testsuite>`` and the root carry are taken first, then each case is written
+    as soon as it is built.
+    """
     by_rule: dict[str, list[Finding]] = {rule.id: [] for rule in result.rules}
     for finding in result.findings:
         by_rule.setdefault(finding.rule, []).append(finding)
     root = ET.Element("testsuites", name=f"cluster-auditor run {result.run.id}")
-    totals = {"tests": 0, "failures": 0, "skipped": 0}
+    counts = {rule_id: _counts(items) for rule_id, items in by_rule.items()}
+    for name in ("tests", "failures", "skipped"):
+        total = sum(c[name] for c in counts.values())
+        root.set(name, str(total))
+        if name == "failures":
+            root.set("errors", "0")
+    if not by_rule:
+        ET.indent(root)
+        yield DECLARATION + ET.tostring(root, encoding="unicode") + "\n"
+        return
+    yield DECLARATION + _start_tag(root) + "\n"
     for rule_id, items in by_rule.items():
-        suite = ET.SubElement(root, "testsuite", name=rule_id)
-        tests = failures = skipped = 0
+        suite = ET.Element("testsuite", name=rule_id)
+        for name in ("tests", "failures", "errors", "skipped"):
+            suite.set(name, str(counts[rule_id].get(name, 0)))
+        pieces = ["  " + _start_tag(suite) + "\n"]
         if not items:
-            ET.SubElement(suite, "testcase", classname=rule_id, name=rule_id, time="0")
-            tests = 1
+            pieces.append(_case_text(ET.Element("testcase", classname=rule_id, name=rule_id, time="0")))
         for f in sorted(items, key=lambda f: f.subject):
-            tests += 1
-            case = ET.SubElement(
-                suite, "testcase", classname=rule_id, name=f"{rule_id} {f.subject}", time="0"
-            )
-            if f.waived:
-                skipped += 1
-                waiver = f.waiver or {}
-                ET.SubElement(
-                    case,
-                    "skipped",
-                    message=(
-                        f"waived until {waiver.get('expires')} by {waiver.get('owner')}: "
-                        f"{waiver.get('reason')}"
-                    ),
-                )
-            else:
-                failures += 1
-                label = f" (waiver expired {f.waiver['expires']})" if f.waiver and f.waiver_expired else ""
-                failure = ET.SubElement(case, "failure", message=f.message + label, type=f.severity)
-                failure.text = (
-                    f"{f.message}{label}\nrule: {rule_id}\nseverity: {f.severity}\nstatus: {f.status}\n"
-                    f"cluster: {f.cluster_id}\ncolumns: {', '.join(f.columns)}\nfingerprint: {f.fingerprint}"
-                )
-        suite.set("tests", str(tests))
-        suite.set("failures", str(failures))
-        suite.set("errors", "0")
-        suite.set("skipped", str(skipped))
-        totals["tests"] += tests
-        totals["failures"] += failures
-        totals["skipped"] += skipped
-    root.set("tests", str(totals["tests"]))
-    root.set("failures", str(totals["failures"]))
-    root.set("errors", "0")
-    root.set("skipped", str(totals["skipped"]))
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+            pieces.append(_case_text(_case(rule_id, f)))
+            if len(pieces) >= BATCH:
+                yield "".join(pieces)
+                pieces.clear()
+        pieces.append("  </testsuite>\n")
+        yield "".join(pieces)
+    yield "</testsuites>\n"
+
+
+def _counts(items: list[Finding]) -> dict[str, int]:
+    skipped = sum(1 for f in items if f.waived)
+    return {"tests": max(1, len(items)), "failures": len(items) - skipped, "skipped": skipped}
+
+
+def _case(rule_id: str, f: Finding) -> ET.Element:
+    case = ET.Element("testcase", classname=rule_id, name=f"{rule_id} {f.subject}", time="0")
+    if f.waived:
+        waiver = f.waiver or {}
+        ET.SubElement(
+            case,
+            "skipped",
+            message=f"waived until {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}",
+        )
+    else:
+        label = f" (waiver expired {f.waiver['expires']})" if f.waiver and f.waiver_expired else ""
+        failure = ET.SubElement(case, "failure", message=f.message + label, type=f.severity)
+        failure.text = (
+            f"{f.message}{label}\nrule: {rule_id}\nseverity: {f.severity}\nstatus: {f.status}\n"
+            f"cluster: {f.cluster_id}\ncolumns: {', '.join(f.columns)}\nfingerprint: {f.fingerprint}"
+        )
+    return case
+
+
+def _case_text(case: ET.Element) -> str:
+    ET.indent(case, level=2)
+    return "    " + ET.tostring(case, encoding="unicode") + "\n"
+
+
+def _start_tag(element: ET.Element) -> str:
+    """``element``'s start tag alone, attributes escaped as ElementTree escapes them."""
+    element.text = "|"  # attribute values escape "<", so "|<" is where the end tag starts
+    text = ET.tostring(element, encoding="unicode")
+    return text[: text.rindex("|</")]

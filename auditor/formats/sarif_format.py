@@ -13,13 +13,15 @@
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from auditor import __version__
+import orjson
+
+from auditor import __version__, jsonstream
 from auditor.paths import rules_dir
 
 if TYPE_CHECKING:
@@ -77,22 +79,67 @@ def _descriptor(rule: Rule) -> dict[str, Any]:
     }
 
 
+BATCH = 1_000  # results per piece
+
+
 def format(result: CheckResult) -> str:
+    return "".join(chunks(result))
+
+
+def chunks(result: CheckResult) -> Iterator[str]:
+    """The log piece by piece, a batch of results at a time (never held whole at 1M columns).
+
+    The bytes are those of ``json.dumps(log, indent=2, ensure_ascii=False)`` (tested).
+    """
     rules = list(result.rules)
+    log = {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "cluster-auditor",
+                        "version": __version__,
+                        "informationUri": "https://github.com/cluster-auditor/cluster-auditor",
+                        "rules": [_descriptor(rule) for rule in rules],
+                    }
+                },
+                "automationDetails": {"id": f"cluster-auditor/run-{result.run.id}"},
+                "invocations": [{"executionSuccessful": True, "workingDirectory": {"uri": _cwd_uri()}}],
+                "results": [jsonstream.MARK],
+                "properties": {"run": result.run.id, "summary": dict(result.summary)},
+            }
+        ],
+    }
+    batch: list[str] = []
+    for piece in jsonstream.pieces(_dumps, log, _results(result, rules)):
+        batch.append(piece)
+        if len(batch) >= BATCH:
+            yield "".join(batch)
+            batch.clear()
+    if batch:
+        yield "".join(batch)
+
+
+def _results(result: CheckResult, rules: list[Rule]) -> Iterator[dict[str, Any]]:
     index = {rule.id: i for i, rule in enumerate(rules)}
-    results = []
+    files: dict[str, dict[str, Any]] = {}  # rule id -> its physical location (resolved once)
     for f in result.findings:
-        rule = result.ruleset.get(f.rule)
+        physical = files.get(f.rule)
+        if physical is None:
+            rule = result.ruleset.get(f.rule)
+            physical = files[f.rule] = {
+                "artifactLocation": {"uri": rule_uri(rule) if rule else "rules"},
+                "region": {"startLine": rule.line if rule else 1},
+            }
         entry: dict[str, Any] = {
             "ruleId": f.rule,
             "level": LEVELS[f.severity],
             "message": {"text": f.message},
             "locations": [
                 {
-                    "physicalLocation": {
-                        "artifactLocation": {"uri": rule_uri(rule) if rule else "rules"},
-                        "region": {"startLine": rule.line if rule else 1},
-                    },
+                    "physicalLocation": physical,
                     "logicalLocations": [
                         {
                             "name": f.column or f.key or f.cluster_id or "snapshot",
@@ -124,28 +171,12 @@ def format(result: CheckResult) -> str:
                     f"expires {f.waiver['expires']})",
                 }
             ]
-        results.append(entry)
-    log = {
-        "$schema": SCHEMA,
-        "version": "2.1.0",
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "cluster-auditor",
-                        "version": __version__,
-                        "informationUri": "https://github.com/cluster-auditor/cluster-auditor",
-                        "rules": [_descriptor(rule) for rule in rules],
-                    }
-                },
-                "automationDetails": {"id": f"cluster-auditor/run-{result.run.id}"},
-                "invocations": [{"executionSuccessful": True, "workingDirectory": {"uri": _cwd_uri()}}],
-                "results": results,
-                "properties": {"run": result.run.id, "summary": dict(result.summary)},
-            }
-        ],
-    }
-    return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
+        yield entry
+
+
+def _dumps(value: Any) -> str:
+    # orjson writes json.dumps(indent=2, ensure_ascii=False)'s layout, several times faster
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
 def _cwd_uri() -> str:

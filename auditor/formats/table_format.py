@@ -7,6 +7,7 @@ waived and expired.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,24 +27,37 @@ def _status(finding: Finding) -> str:
     return str(finding.status)
 
 
+BATCH = 1_000  # findings per piece
+
+
 def format(result: CheckResult) -> str:
-    lines: list[str] = []
+    return "".join(chunks(result))
+
+
+def chunks(result: CheckResult) -> Iterator[str]:
+    """The table piece by piece, a batch of findings at a time (never held whole at 1M columns)."""
     if result.findings:
         rule_width = max(len(f.rule) for f in result.findings)
-        header = f"{'SEVERITY':<9} {'STATUS':<15} {'RULE':<{rule_width}} {'SUBJECT':<{WIDTH_SUBJECT}} MESSAGE"
-        lines.append(header)
+        yield f"{'SEVERITY':<9} {'STATUS':<15} {'RULE':<{rule_width}} {'SUBJECT':<{WIDTH_SUBJECT}} MESSAGE\n"
         order = {name: i for i, name in enumerate(("critical", "high", "medium", "low", "info"))}
+        lines: list[str] = []
         for f in sorted(result.findings, key=lambda f: (order[f.severity], f.rule, f.subject)):
             lines.append(
                 f"{f.severity:<9} {_status(f):<15} {f.rule:<{rule_width}} "
-                f"{_cut(f.subject, WIDTH_SUBJECT):<{WIDTH_SUBJECT}} {f.message}"
+                f"{_cut(f.subject, WIDTH_SUBJECT):<{WIDTH_SUBJECT}} {f.message}\n"
             )
             if f.waiver and not f.waiver_expired:
+                waiver = f.waiver
                 lines.append(
-                    f"{'':<26}waived by {f.waiver['owner']} until {f.waiver['expires']}: {f.waiver['reason']}"
+                    f"{'':<26}waived by {waiver['owner']} until {waiver['expires']}: {waiver['reason']}\n"
                 )
+            if len(lines) >= BATCH:
+                yield "".join(lines)
+                lines.clear()
+        yield "".join(lines)
     else:
-        lines.append("No findings.")
+        yield "No findings.\n"
+    lines = []
     report = result.waiver_report
     if report.expiring:
         lines.append("")
@@ -57,4 +71,4 @@ def format(result: CheckResult) -> str:
             lines.append(f"  {w.describe()} (owner {w.owner}, {w.where})")
     lines.append("")
     lines.append(result.summary_line())
-    return "\n".join(lines) + "\n"
+    yield "\n".join(lines) + "\n"

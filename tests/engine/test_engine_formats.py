@@ -196,3 +196,39 @@ def test_json_streams_in_batches_with_the_same_bytes(result, monkeypatch):
     empty = "".join(render_chunks(Format.JSON, result))
     assert empty == json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
     assert json.loads(empty)["findings"] == []
+
+
+@pytest.mark.parametrize("fmt", [Format.TABLE, Format.CSV, Format.JUNIT, Format.SARIF, Format.JSON])
+def test_large_formats_stream_in_batches_with_the_same_bytes(fmt, result, monkeypatch):
+    """Each piece holds a batch of findings; the pieces joined are the whole text, findings or none."""
+    import importlib
+
+    from auditor.formats import render_chunks
+
+    module = importlib.import_module(f"auditor.formats.{fmt.value}_format")
+    whole = render(fmt, result)
+    assert len(result.findings) >= 6
+    monkeypatch.setattr(module, "BATCH", 2)
+    pieces = list(render_chunks(fmt, result))
+    assert len(pieces) >= len(result.findings) // 2
+    assert "".join(pieces) == whole
+    result.findings.clear()
+    assert "".join(render_chunks(fmt, result)) == module.format(result)
+
+
+def test_sarif_is_laid_out_like_the_standard_library_would(result):
+    text = render(Format.SARIF, result)
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("with_findings", [True, False])
+def test_junit_is_laid_out_like_elementtree_indents_the_whole_tree(result, with_findings):
+    import xml.etree.ElementTree as ET
+
+    if not with_findings:
+        result.findings.clear()
+    text = render(Format.JUNIT, result)
+    root = ET.fromstring(text)
+    ET.indent(root)
+    assert text == '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    assert root.get("tests") == str(sum(int(s.get("tests")) for s in root))

@@ -52,16 +52,15 @@ def chunks(result: CheckResult) -> Iterator[str]:
         suite = ET.Element("testsuite", name=rule_id)
         for name in ("tests", "failures", "errors", "skipped"):
             suite.set(name, str(counts[rule_id].get(name, 0)))
-        pieces = ["  " + _start_tag(suite) + "\n"]
+        head = "  " + _start_tag(suite) + "\n"
         if not items:
-            pieces.append(_case_text(ET.Element("testcase", classname=rule_id, name=rule_id, time="0")))
-        for f in sorted(items, key=lambda f: f.subject):
-            pieces.append(_case_text(_case(rule_id, f)))
-            if len(pieces) >= BATCH:
-                yield "".join(pieces)
-                pieces.clear()
-        pieces.append("  </testsuite>\n")
-        yield "".join(pieces)
+            yield head + _cases_text([ET.Element("testcase", classname=rule_id, name=rule_id, time="0")])
+        else:
+            ordered = sorted(items, key=lambda f: f.subject)
+            for start in range(0, len(ordered), BATCH):
+                yield head + _cases_text([_case(rule_id, f) for f in ordered[start : start + BATCH]])
+                head = ""
+        yield "  </testsuite>\n"
     yield "</testsuites>\n"
 
 
@@ -89,9 +88,13 @@ def _case(rule_id: str, f: Finding) -> ET.Element:
     return case
 
 
-def _case_text(case: ET.Element) -> str:
-    ET.indent(case, level=2)
-    return "    " + ET.tostring(case, encoding="unicode") + "\n"
+def _cases_text(cases: list[ET.Element]) -> str:
+    """Consecutive cases of a suite, indented as ``ET.indent`` lays them out in the whole tree."""
+    wrapper = ET.Element("cases")
+    wrapper.extend(cases)
+    ET.indent(wrapper, level=1)
+    text = ET.tostring(wrapper, encoding="unicode")
+    return text.removeprefix("<cases>\n").removesuffix("\n  </cases>") + "\n"
 
 
 def _start_tag(element: ET.Element) -> str:

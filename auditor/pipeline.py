@@ -96,7 +96,7 @@ def run_job(
         waivers=waivers,
         rules_paths=rules_paths,
         waivers_path=waivers_path,
-        check=check,
+        check=report_check(check),
         templates_dir=templates_dir,
         with_exports=export_dir is not None,
     )
@@ -124,6 +124,18 @@ def run_job(
             result.eml_path = Path(str(email.eml_path))
     result.exit_code = check.gate(fail_on, new_only)
     return result
+
+
+def report_check(check: CheckResult) -> CheckResult | None:
+    """The check a job's report is given: none when it can read the stored one instead.
+
+    ``check_run`` has stored the findings; with a baseline, the report reads them from the
+    database as ``auditor report`` does (the page counts in SQL and the exports stream, where the
+    check in memory would be turned into one JSON document per export: gigabytes at 1M columns),
+    and marks them against the same run, so it shows what the check found. Without a baseline the
+    report would compare with the previous run, so it is given the check itself.
+    """
+    return None if check.baseline is not None else check
 
 
 def complete_run_count(engine: Engine) -> int:
@@ -208,7 +220,7 @@ def run_demo(
             latest.id,
             against=check.baseline.id if check.baseline else None,
             ruleset=ruleset,
-            check=check,
+            check=report_check(check),
             with_exports=True,
         )
         report = target / "report.html"

@@ -71,6 +71,14 @@ def test_run_without_a_url_uses_the_sandbox_and_says_so(tmp_path, monkeypatch):
     assert statuses <= {"new", "existing", "waived"} and "existing" in statuses
     assert json.loads((tmp_path / "export" / "diff.json").read_text())["from_run"] == 1
     assert (tmp_path / "r2.html").is_file()
+    # The report read the findings the check stored (and streamed the export): the same findings,
+    # marked against the same baseline.
+    exported = json.loads((tmp_path / "export" / "findings.json").read_text())
+    assert exported["baseline"] == 1
+    assert exported["findings"] == payload["findings"]
+    assert exported["summary"] == payload["summary"]
+    page = (tmp_path / "r2.html").read_text()
+    assert f"New findings ({payload['summary']['new']})" in page
 
 
 def test_run_exits_with_the_gate_code(tmp_path, monkeypatch):
@@ -233,3 +241,14 @@ def test_email_settings_are_checked_before_anything_is_fetched(tmp_path, monkeyp
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert not (tmp_path / "auditor.db").exists()  # no run was taken, nothing to report late
+
+
+def test_a_job_report_reads_the_stored_check_unless_it_has_no_baseline():
+    from types import SimpleNamespace
+
+    from auditor.pipeline import report_check
+
+    with_baseline = SimpleNamespace(baseline=SimpleNamespace(id=1))
+    without = SimpleNamespace(baseline=None)
+    assert report_check(with_baseline) is None  # read from the database, exports streamed
+    assert report_check(without) is without  # the report would otherwise compare with the previous run

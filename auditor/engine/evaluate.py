@@ -9,6 +9,7 @@ the clusters that actually have findings.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import signal
@@ -356,16 +357,31 @@ def _column_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findin
     prefix = fingerprint_prefix(rule.id, KIND_COLUMN)
     formats: dict[str, str] = {}
     empty: dict[str, Any] = {}
-    out = []
-    for cluster_id, fqn, *fields in rows:
+    out: list[FindingRow] = []
+    append = out.append
+    if extra:
+        for cluster_id, fqn, *fields in rows:
+            fmt = formats.get(cluster_id)
+            if fmt is None:
+                fmt = formats[cluster_id] = bound.format_for(clusters.get(cluster_id, empty))
+            values = (fqn, *fields)
+            message = fmt.format(*[show_value(values[i]) for i in positions])
+            append(
+                (KIND_COLUMN, cluster_id, fqn, [fqn], message, fqn, fingerprint_with(prefix, cluster_id, fqn))
+            )
+        return out
+    # The message reads no column field but the fqn (text, never null: shown as is), as in most
+    # rules: the same loop without the per-row lists (1.5 instead of 2.1-2.8 us per finding).
+    shown = len(positions)
+    blake2b = hashlib.blake2b
+    for cluster_id, fqn in rows:
         fmt = formats.get(cluster_id)
         if fmt is None:
             fmt = formats[cluster_id] = bound.format_for(clusters.get(cluster_id, empty))
-        values = (fqn, *fields)
-        message = fmt.format(*[show_value(values[i]) for i in positions])
-        out.append(
-            (KIND_COLUMN, cluster_id, fqn, [fqn], message, fqn, fingerprint_with(prefix, cluster_id, fqn))
-        )
+        message = fmt.format(*((fqn,) * shown))
+        # fingerprint_with(prefix, cluster_id, fqn), inlined (neither can be null here)
+        fingerprint = blake2b(prefix + f"{cluster_id}\x1f{fqn}".encode(), digest_size=16).hexdigest()
+        append((KIND_COLUMN, cluster_id, fqn, [fqn], message, fqn, fingerprint))
     return out
 
 

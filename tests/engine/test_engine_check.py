@@ -69,6 +69,10 @@ def test_findings_have_the_shared_shape_and_fingerprints_of_catalog_identifiers(
         "duplicate-columns-across-sources", "group", "c-hr", "ssn"
     )
     assert len({f.fingerprint for f in items}) == len(items)
+    # every kind, whichever loop built it (column rules with and without other column fields in
+    # their message, cluster and group rules)
+    assert {f.kind for f in items} == {"column", "cluster", "group"}
+    assert all(f.fingerprint == fingerprint(f.rule, f.kind, f.cluster_id, f.key) for f in items)
 
 
 def test_fingerprints_survive_rule_edits(engine, snapshot, write):

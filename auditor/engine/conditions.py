@@ -777,6 +777,18 @@ class Having:
         }
         return tests[self.op]
 
+    def passes(self, count: int) -> bool:
+        """Whether ``count`` meets the threshold (as the compiled SQL would judge it)."""
+        t = self.threshold
+        return {
+            "eq": count == t,
+            "ne": count != t,
+            "gt": count > t,
+            "gte": count >= t,
+            "lt": count < t,
+            "lte": count <= t,
+        }[self.op]
+
     def explain(self, noun: str) -> str:
         what = f"distinct {self.distinct.label.removeprefix('the ')}s" if self.distinct else noun
         return f"{_THRESHOLD_WORDS[self.op]} {self.threshold} {what}"
@@ -1000,11 +1012,12 @@ class Quantifier(Condition):
             if self.group_by is not None:
                 group = self.group_by.label.removeprefix("the ")
                 return f"{self.owner} has {self.element}s{where} sharing one {group} with {threshold}"
-            return (
-                f"{self.owner} has {threshold}{where}"
-                if not self.having.distinct
-                else (f"{self.owner} has {self.element}s{where} with {threshold}")
-            )
+            if self.having.distinct:
+                return f"{self.owner} has {self.element}s{where} with {threshold}"
+            # Some group must pass, so an owner with nothing to count never does: say so where a
+            # count of zero would otherwise read as passing ("fewer than 2 tags").
+            also = " (and at least one)" if self.having.passes(0) else ""
+            return f"{self.owner} has {threshold}{where}{also}"
         assert self.inner is not None
         text = self.inner.explain()
         if isinstance(self.inner, AllOf):

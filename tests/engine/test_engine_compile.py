@@ -266,6 +266,16 @@ def test_explanations_read_as_sentences(tmp_path):
     )
     rule = _rule(tmp_path, "column", "{not: {field: dataType, in: [a, b], case: exact}}")
     assert rule.explain() == "Flags each column where not (the data type is one of a, b (exact case))."
+    # a count that zero would meet says that owners with nothing to count never match
+    few = _rule(tmp_path, "column", "{attributes: {having: {lt: 2}}}")
+    assert (
+        few.explain() == "Flags each column where the column has fewer than 2 attributes (and at least one)."
+    )
+    many = _rule(tmp_path, "cluster", "{columns: {where: {field: source, eq: crm}, having: {gte: 3}}}")
+    assert (
+        many.explain()
+        == "Flags each cluster where the cluster has at least 3 columns where the source is crm."
+    )
 
 
 def test_regular_expressions_are_tested_after_cheaper_parts_and_explained_as_written(engine, tmp_path):

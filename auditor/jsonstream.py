@@ -41,6 +41,18 @@ def pieces(dumps: Callable[[Any], str], document: Any, items: Iterable[Any]) -> 
     yield tail
 
 
+def batches(dumps: Callable[[Any], str], document: Any, items: Iterable[Any], size: int) -> Iterator[str]:
+    """:func:`pieces` joined ``size`` at a time (fewer, larger writes)."""
+    batch: list[str] = []
+    for piece in pieces(dumps, document, items):
+        batch.append(piece)
+        if len(batch) >= size:
+            yield "".join(batch)
+            batch.clear()
+    if batch:
+        yield "".join(batch)
+
+
 def write(stream: TextIO, dumps: Callable[[Any], str], document: Any, items: Iterable[Any]) -> None:
     """:func:`pieces` written to ``stream``."""
     for piece in pieces(dumps, document, items):

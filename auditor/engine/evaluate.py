@@ -43,7 +43,7 @@ from auditor.engine.findings import (
     fingerprint_prefix,
     fingerprint_with,
 )
-from auditor.engine.rules import Rule, RuleSet, Scope, bind_message, render_message, show_value
+from auditor.engine.rules import GROUP_VALUES, Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
 from auditor.errors import AuditorError, StoreError
 from auditor.gcpause import collector_paused
@@ -566,17 +566,6 @@ def _snapshot_groups(
     if len(passing) > SEEKED_GROUPS:
         return connection.execute(query).fetchall()
     return connection.execute(query.where(grouping.in_(passing))).fetchall()
-
-
-# The row values of a group finding's message, in the order _aggregate_rule builds them.
-GROUP_VALUES = (
-    "group.key",
-    "group.value",
-    "group.count",
-    "group.distinct",
-    "group.columns",
-    "group.clusters",
-)
 
 
 def _cluster_values(

@@ -129,14 +129,16 @@ CLUSTER_PLACEHOLDERS = {
     "cluster.status",
     "cluster.size",
 }
-GROUP_PLACEHOLDERS = {
+# In the order evaluation passes a group finding's values to its message.
+GROUP_VALUES = (
     "group.key",
     "group.value",
     "group.count",
     "group.distinct",
     "group.columns",
     "group.clusters",
-}
+)
+GROUP_PLACEHOLDERS = set(GROUP_VALUES)
 RULE_PLACEHOLDERS = {"rule.id", "rule.title", "rule.severity"}
 
 

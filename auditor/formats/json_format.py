@@ -29,14 +29,7 @@ def chunks(result: CheckResult) -> Iterator[str]:
     document = result.to_json(findings=False)
     document["findings"] = [jsonstream.MARK]
     items = (finding.to_json() for finding in result.findings)
-    batch: list[str] = []
-    for piece in jsonstream.pieces(_dumps, document, items):
-        batch.append(piece)
-        if len(batch) >= BATCH:
-            yield "".join(batch)
-            batch.clear()
-    if batch:
-        yield "".join(batch)
+    yield from jsonstream.batches(_dumps, document, items, BATCH)
 
 
 def _dumps(value: Any) -> str:

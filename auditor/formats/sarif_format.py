@@ -112,14 +112,7 @@ def chunks(result: CheckResult) -> Iterator[str]:
             }
         ],
     }
-    batch: list[str] = []
-    for piece in jsonstream.pieces(_dumps, log, _results(result, rules)):
-        batch.append(piece)
-        if len(batch) >= BATCH:
-            yield "".join(batch)
-            batch.clear()
-    if batch:
-        yield "".join(batch)
+    yield from jsonstream.batches(_dumps, log, _results(result, rules), BATCH)
 
 
 def _results(result: CheckResult, rules: list[Rule]) -> Iterator[dict[str, Any]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import orjson
 from sqlalchemy import Engine
 
 from auditor import __version__
@@ -110,35 +110,48 @@ def neutralise_cell(value: Any) -> str:
     return text
 
 
-def export_rows(data: ReportInput) -> Iterator[dict[str, Any]]:
-    """Every finding of the run, then every resolved one, as flat CSV rows."""
+def export_rows(
+    data: ReportInput, current: Iterable[Mapping[str, Any]] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every finding of the run (or ``current``), then every resolved one, as flat CSV rows."""
     resolved = ((data.diff or {}).get("findings") or {}).get("resolved") or []
-    current = data.source.findings_json() if data.source is not None else data.findings
-    for status_override, findings in ((None, current), ("resolved", resolved)):
-        for finding in findings:
-            waiver = finding.get("waiver") or {}
-            yield {
-                "status": status_override or finding.get("status") or "",
-                "rule": finding.get("rule"),
-                "severity": finding.get("severity"),
-                "cluster_id": finding.get("cluster_id"),
-                "column": finding.get("column"),
-                "columns": ";".join(str(c) for c in finding.get("columns") or ()),
-                "message": finding.get("message"),
-                "fingerprint": finding.get("fingerprint"),
-                "first_seen_run": finding.get("first_seen_run"),
-                "waiver_owner": waiver.get("owner"),
-                "waiver_expires": waiver.get("expires"),
-                "waiver_expired": "" if not waiver else ("yes" if waiver.get("expired") else "no"),
-                "waiver_reason": waiver.get("reason"),
-            }
+    if current is None:
+        current = data.source.findings_json() if data.source is not None else data.findings
+    for finding in current:
+        yield export_row(finding)
+    for finding in resolved:
+        yield export_row(finding, "resolved")
+
+
+def export_row(finding: Mapping[str, Any], status: str | None = None) -> dict[str, Any]:
+    """One finding (its JSON shape) as a flat CSV row; ``status`` overrides the finding's."""
+    waiver = finding.get("waiver") or {}
+    return {
+        "status": status or finding.get("status") or "",
+        "rule": finding.get("rule"),
+        "severity": finding.get("severity"),
+        "cluster_id": finding.get("cluster_id"),
+        "column": finding.get("column"),
+        "columns": ";".join(str(c) for c in finding.get("columns") or ()),
+        "message": finding.get("message"),
+        "fingerprint": finding.get("fingerprint"),
+        "first_seen_run": finding.get("first_seen_run"),
+        "waiver_owner": waiver.get("owner"),
+        "waiver_expires": waiver.get("expires"),
+        "waiver_expired": "" if not waiver else ("yes" if waiver.get("expired") else "no"),
+        "waiver_reason": waiver.get("reason"),
+    }
 
 
 def write_findings_csv(rows: Iterable[Mapping[str, Any]], stream: io.TextIOBase | Any) -> None:
     writer = csv.writer(stream, lineterminator="\r\n")
     writer.writerow(CSV_FIELDS)
     for row in rows:
-        writer.writerow([neutralise_cell(row.get(name)) for name in CSV_FIELDS])
+        writer.writerow(_csv_cells(row))
+
+
+def _csv_cells(row: Mapping[str, Any]) -> list[str]:
+    return [neutralise_cell(row.get(name)) for name in CSV_FIELDS]
 
 
 def findings_csv(data: ReportInput) -> str:
@@ -186,17 +199,18 @@ class ReportBundle:
     def _write_exports(self, folder: Path) -> list[Path]:
         paths = []
         csv_path = folder / "findings.csv"
-        try:
-            with _atomic(csv_path) as stream:
-                write_findings_csv(export_rows(self.data), stream)
-        except OSError as exc:
-            raise DeliveryError(f"cannot write {csv_path}: {exc.strerror}") from None
-        paths.append(csv_path)
         source = self.data.source
         findings_path = folder / "findings.json"
         if not self.check_json and source is not None:
-            paths.append(_write_streamed(findings_path, source.write_check_json))
+            # One read of the stored findings feeds both files (each read marks every finding).
+            paths += _write_csv_and_json(csv_path, findings_path, self.data, source)
         else:
+            try:
+                with _atomic(csv_path) as stream:
+                    write_findings_csv(export_rows(self.data), stream)
+            except OSError as exc:
+                raise DeliveryError(f"cannot write {csv_path}: {exc.strerror}") from None
+            paths.append(csv_path)
             findings_doc = self.check_json or {"run": self.data.run.id, "findings": self.data.findings}
             paths.append(_write_atomic(findings_path, _dumps(findings_doc)))
         diff_path = folder / "diff.json"
@@ -213,7 +227,9 @@ class ReportBundle:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, indent=1, ensure_ascii=False, default=str) + "\n"
+    return (
+        orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n"
+    )
 
 
 class _atomic:
@@ -233,6 +249,27 @@ class _atomic:
             self.tmp.replace(self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+@store_errors("could not read the findings to export")
+def _write_csv_and_json(csv_path: Path, json_path: Path, data: ReportInput, source: Any) -> list[Path]:
+    """``findings.csv`` and ``findings.json`` from one pass over the stored findings, both atomically."""
+    try:
+        with _atomic(csv_path) as csv_stream, _atomic(json_path) as json_stream:
+            writer = csv.writer(csv_stream, lineterminator="\r\n")
+            writer.writerow(CSV_FIELDS)
+
+            def shared() -> Iterator[dict[str, Any]]:
+                for finding in source.findings_json():
+                    writer.writerow(_csv_cells(export_row(finding)))
+                    yield finding
+
+            source.write_check_json(json_stream, _dumps, shared())
+            for row in export_rows(data, current=()):  # then the resolved findings
+                writer.writerow(_csv_cells(row))
+    except OSError as exc:
+        raise DeliveryError(f"cannot write {exc.filename or csv_path}: {exc.strerror}") from None
+    return [csv_path, json_path]
 
 
 @store_errors("could not read the findings to export")

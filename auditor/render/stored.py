@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -381,8 +381,11 @@ class StoredFindings:
                 expired += 1
         return summary_of(self, statuses, by_severity, expired)
 
-    def write_check_json(self, stream: TextIO, dumps: Any) -> None:
-        """``CheckResult.to_json()`` as ``dumps`` writes it, with the findings streamed."""
+    def write_check_json(self, stream: TextIO, dumps: Any, items: Iterable[Any] | None = None) -> None:
+        """``CheckResult.to_json()`` as ``dumps`` writes it, with the findings streamed.
+
+        ``items`` are the findings' JSON shapes when the caller already reads them (default: read here).
+        """
         head = {
             "run": self.run.id,
             "run_status": self.run.status,
@@ -391,7 +394,9 @@ class StoredFindings:
             "findings": [jsonstream.MARK],
             "summary": self.summary(),
         }
-        jsonstream.write(stream, dumps, head, (f.to_json() for f in self.stream()))
+        if items is None:
+            items = (f.to_json() for f in self.stream())
+        jsonstream.write(stream, dumps, head, items)
 
 
 @dataclass
@@ -404,8 +409,8 @@ class ReportSource:
     def findings_json(self) -> Iterator[dict[str, Any]]:
         return (finding.to_json() for finding in self.findings.stream())
 
-    def write_check_json(self, stream: TextIO, dumps: Any) -> None:
-        self.findings.write_check_json(stream, dumps)
+    def write_check_json(self, stream: TextIO, dumps: Any, items: Iterable[Any] | None = None) -> None:
+        self.findings.write_check_json(stream, dumps, items)
 
     def write_diff_json(self, stream: TextIO, dumps: Any) -> None:
         """``DiffResult.to_json()`` with the still-open findings streamed."""

@@ -441,3 +441,35 @@ def test_a_database_error_while_reading_findings_is_a_one_line_store_error(
     assert "could not read the runs and findings for the report: database is locked" in result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert not list(tmp_path.glob("auditor-report-*"))  # no report file left behind
+
+
+def test_exports_read_the_stored_findings_once_and_equal_the_in_memory_checks(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auditor.engine import check_run, load_ruleset
+    from auditor.render import stored
+    from auditor.render.report import build_report_bundle
+
+    reads: list[int] = []
+    original = stored.StoredFindings.stream
+
+    def counted(self: Any) -> Any:
+        reads.append(1)
+        yield from original(self)
+
+    monkeypatch.setattr(stored.StoredFindings, "stream", counted)
+    engine = open_database(database)
+    try:
+        from_database = build_report_bundle(engine, 2, against=1, with_exports=True)
+        from_database.write(tmp_path / "a.html", tmp_path / "a")
+        assert reads == [1]  # findings.csv and findings.json from one read
+        check = check_run(engine, 2, load_ruleset(), baseline=1, record=False)
+        in_memory = build_report_bundle(engine, 2, against=1, check=check, with_exports=True)
+        in_memory.write(tmp_path / "b.html", tmp_path / "b")
+    finally:
+        engine.dispose()
+    assert (tmp_path / "a" / "findings.csv").read_bytes() == (tmp_path / "b" / "findings.csv").read_bytes()
+    exported = json.loads((tmp_path / "a" / "findings.json").read_text(encoding="utf-8"))
+    assert exported == json.loads((tmp_path / "b" / "findings.json").read_text(encoding="utf-8"))
+    assert len(exported["findings"]) >= 3
+    assert not list((tmp_path / "a").glob(".*.tmp"))  # no temporary file left behind

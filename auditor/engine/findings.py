@@ -13,7 +13,7 @@ request for the same run and the same rules reuses them instead of evaluating ag
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -77,6 +77,21 @@ def fingerprint_with(prefix: bytes, cluster_id: str | None, key: str | None) -> 
     return hashlib.blake2b(payload, digest_size=16).hexdigest()
 
 
+# The stored columns Finding.reader reads, in the order of Finding's fields.
+_ROW_FIELDS = (
+    "rule_id",
+    "severity",
+    "kind",
+    "cluster_id",
+    "column_fqn",
+    "columns",
+    "message",
+    "subject",
+    "fingerprint",
+    "first_seen_run",
+)
+
+
 def subject_key(kind: str, cluster_id: str | None, key: str | None) -> str:
     """A readable, stable, unique key of the subject within a rule (JUnit case names, CSV, tables)."""
     cluster = cluster_id if cluster_id is not None else "*"
@@ -125,6 +140,26 @@ class Finding:
         }
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def reader(cls, keys: Iterable[str]) -> Callable[[Any], Finding]:
+        """:meth:`from_row` for the rows of one result whose columns are named ``keys``, by position.
+
+        Reading a row's fields by name costs ~0.5 us each in SQLAlchemy 2; by position the whole
+        finding is built in ~0.8 us instead of ~7.5 (a 1M-column run has ~390k findings per read).
+        """
+        names = list(keys)
+        get = itemgetter(*(names.index(name) for name in _ROW_FIELDS))
+
+        def read(row: Any) -> Finding:
+            rule, severity, kind, cluster_id, column, columns, message, key, fingerprint, first = get(row)
+            # positional: the field order of this dataclass (status new, no waiver)
+            return cls(
+                rule, severity, kind, cluster_id, column, list(columns or ()), message, key, fingerprint,
+                STATUS_NEW, first,
+            )  # fmt: skip
+
+        return read
 
     @property
     def subject(self) -> str:
@@ -181,8 +216,9 @@ def load_findings(connection: Connection, evaluation_id: int) -> list[Finding]:
         .where(findings.c.evaluation_id == evaluation_id)
         .order_by(findings.c.rule_id, findings.c.cluster_id, findings.c.subject)
     )
+    read = Finding.reader(rows.keys())
     with collector_paused():  # hundreds of thousands of findings at 1M columns
-        out = [Finding.from_row(row) for row in rows]
+        out = [read(row) for row in rows]
         out.sort(key=sort_key)
     return out
 

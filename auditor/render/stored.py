@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
+from operator import itemgetter
 from typing import Any, TextIO
 
 from sqlalchemy import (
@@ -38,7 +39,7 @@ from sqlalchemy import (
 )
 
 from auditor import jsonstream
-from auditor.engine.findings import evaluation_bounds, evaluation_rows
+from auditor.engine.findings import Finding, evaluation_bounds, evaluation_rows
 from auditor.render.context import (
     SEVERITY_RANK,
     FindingsDigest,
@@ -140,15 +141,17 @@ class StoredFindings:
         value = func.coalesce(column, "")
         return value.collate("C") if connection.dialect.name == "postgresql" else value
 
-    def _finding(self, row: Any) -> Any:
-        """A finding from a (joined) row with the status and first-seen run ``check_run`` gives it."""
-        from auditor.engine import Finding
+    def _finding(self, row: Any, read: Any = None, joined: Any = None) -> Any:
+        """A finding from a (joined) row with the status and first-seen run ``check_run`` gives it.
+
+        ``read`` (:meth:`Finding.reader`) and ``joined`` (the getter of ``existing`` and
+        ``baseline_first_seen``) read the row by position, for long streams.
+        """
         from auditor.engine.check import mark_against_baseline
 
-        finding = Finding.from_row(row)
-        mark_against_baseline(
-            finding, self.run.id, self.baseline, bool(row.existing), row.baseline_first_seen
-        )
+        finding = read(row) if read is not None else Finding.from_row(row)
+        existing, first_seen = joined(row) if joined is not None else (row.existing, row.baseline_first_seen)
+        mark_against_baseline(finding, self.run.id, self.baseline, bool(existing), first_seen)
         judged = self.waivable.get(finding.fingerprint)
         if judged is not None:
             finding.status, finding.waiver = judged.status, judged.waiver
@@ -359,8 +362,11 @@ class StoredFindings:
                 )
             )
             result = connection.execution_options(yield_per=STREAM_CHUNK).execute(query)
+            keys = list(result.keys())
+            read = Finding.reader(keys)
+            joined = itemgetter(keys.index("existing"), keys.index("baseline_first_seen"))
             for row in result:
-                yield self._finding(row)
+                yield self._finding(row, read, joined)
 
     def summary(self) -> dict[str, Any]:
         """``CheckResult.summary`` of these findings, counted in SQL."""

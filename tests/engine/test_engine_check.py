@@ -376,3 +376,21 @@ waivers:
         "the pattern without a repeated group that itself repeats",
         f"{path}:8:14: cluster: expected text, got number 12345 (quote it)",
     ]
+
+
+def test_reading_stored_findings_by_position_gives_what_reading_by_name_gives(engine, snapshot):
+    from auditor.engine import Finding
+
+    run = snapshot(engine, CATALOG)
+    stored = findings_for_run(engine, run, load_ruleset())
+    assert len(stored) >= 5
+    with engine.connect() as connection:
+        # the columns in another order, and more of them, as the report's and the diff's joins read
+        query = select(
+            findings.c.waiver, findings.c.status, func.length(findings.c.message).label("n"), findings
+        )
+        result = connection.execute(query)
+        read = Finding.reader(result.keys())
+        rows = result.fetchall()
+    assert [read(row) for row in rows] == [Finding.from_row(row) for row in rows]
+    assert sorted(read(row).fingerprint for row in rows) == sorted(f.fingerprint for f in stored)

@@ -88,7 +88,8 @@ def _sightings(engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool) ->
                     evaluation_rows(connection, findings_table, evaluation_id)
                 )
             )
-            return {row.fingerprint: row.first_seen_run for row in rows}
+            # pairs by position (a row's fields read by name cost ~0.5 us each)
+            return dict(rows.all())
     return {f.fingerprint: f.first_seen_run for f in findings_for_run(engine, run_id, ruleset, store=store)}
 
 

@@ -278,18 +278,8 @@ def _evaluate_in_process(url: str, run_id: int, rule: Rule) -> tuple[bytes, floa
 
 
 def _finding(rule: Rule, values: FindingRow) -> Finding:
-    kind, cluster_id, column, columns, message, key, fingerprint = values
-    return Finding(
-        rule=rule.id,
-        severity=rule.severity,
-        kind=kind,
-        cluster_id=cluster_id,
-        column=column,
-        columns=columns,
-        message=message,
-        key=key,
-        fingerprint=fingerprint,
-    )
+    # positional: a FindingRow holds Finding's fields after rule and severity, in their order
+    return Finding(rule.id, rule.severity, *values)
 
 
 def evaluate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Finding]:
@@ -299,8 +289,8 @@ def evaluate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findi
 
 
 # A finding as the rule functions build it: (kind, cluster id, column, columns, message, key,
-# fingerprint). Worker processes send these plain tuples; Finding objects are built once, where
-# they are used.
+# fingerprint), Finding's fields after rule and severity, in order. Worker processes send these
+# plain tuples; Finding objects are built once, where they are used.
 FindingRow = tuple[str, str | None, str | None, list[str], str, str | None, str]
 
 

@@ -27,6 +27,7 @@ Examples (each is loaded by the real loader in the docs test)::
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -400,6 +401,16 @@ OPS_BY_KIND: dict[Kind, tuple[str, ...]] = {
 
 _NEGATIVE = {"ne": "eq", "not_in": "in", "not_contains": "contains"}
 
+# The comparisons of numbers by name, for SQL expressions and Python values alike.
+ORDERINGS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
 
 class _CompareSpec(BaseModel):
     model_config = _spec_config()
@@ -586,13 +597,7 @@ class Compare(Condition):
         if op == "matches":
             construct = RegexSearch if self.exact else RegexSearchIgnoreCase
             return and_(present, construct(column, bindparam(None, self.value, unique=True)))
-        comparator: dict[str, Callable[[Any, Any], Any]] = {
-            "gt": lambda a, b: a > b,
-            "gte": lambda a, b: a >= b,
-            "lt": lambda a, b: a < b,
-            "lte": lambda a, b: a <= b,
-        }
-        return and_(present, comparator[op](column, bindparam(None, self.value, unique=True)))
+        return and_(present, ORDERINGS[op](column, bindparam(None, self.value, unique=True)))
 
     def _compile_list(self, row: Row) -> ColumnElement[bool]:
         owner = self.target.getter(row)  # the cluster hash of the row
@@ -766,28 +771,12 @@ class Having:
             measure = func.count()
         else:
             measure = func.count(func.distinct(group_key(self.distinct, row, exact=self.exact)))
-        bound: Any = bindparam(None, self.threshold, unique=True)
-        tests: dict[str, ColumnElement[bool]] = {
-            "eq": measure == bound,
-            "ne": measure != bound,
-            "gt": measure > bound,
-            "gte": measure >= bound,
-            "lt": measure < bound,
-            "lte": measure <= bound,
-        }
-        return tests[self.op]
+        test: ColumnElement[bool] = ORDERINGS[self.op](measure, bindparam(None, self.threshold, unique=True))
+        return test
 
     def passes(self, count: int) -> bool:
-        """Whether ``count`` meets the threshold (as the compiled SQL would judge it)."""
-        t = self.threshold
-        return {
-            "eq": count == t,
-            "ne": count != t,
-            "gt": count > t,
-            "gte": count >= t,
-            "lt": count < t,
-            "lte": count <= t,
-        }[self.op]
+        """Whether ``count`` meets the threshold (the same comparison the compiled SQL makes)."""
+        return bool(ORDERINGS[self.op](count, self.threshold))
 
     def explain(self, noun: str) -> str:
         what = f"distinct {self.distinct.label.removeprefix('the ')}s" if self.distinct else noun

@@ -125,21 +125,14 @@ class Finding:
 
     @classmethod
     def from_row(cls, row: Any, **overrides: Any) -> Finding:
-        """A finding from a stored ``findings`` row (``overrides`` set status, waiver...)."""
-        values: dict[str, Any] = {
-            "rule": row.rule_id,
-            "severity": row.severity,
-            "kind": row.kind,
-            "cluster_id": row.cluster_id,
-            "column": row.column_fqn,
-            "columns": list(row.columns or []),
-            "message": row.message,
-            "key": row.subject,
-            "fingerprint": row.fingerprint,
-            "first_seen_run": row.first_seen_run,
-        }
-        values.update(overrides)
-        return cls(**values)
+        """A finding from a stored ``findings`` row (``overrides`` set status, waiver...).
+
+        For a few rows; a long read builds one :meth:`reader` for its result instead.
+        """
+        finding = cls.reader(row._fields)(row)
+        for name, value in overrides.items():
+            setattr(finding, name, value)
+        return finding
 
     @classmethod
     def reader(cls, keys: Iterable[str]) -> Callable[[Any], Finding]:

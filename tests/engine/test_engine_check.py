@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import date
 
 import pytest
@@ -392,5 +393,22 @@ def test_reading_stored_findings_by_position_gives_what_reading_by_name_gives(en
         result = connection.execute(query)
         read = Finding.reader(result.keys())
         rows = result.fetchall()
-    assert [read(row) for row in rows] == [Finding.from_row(row) for row in rows]
+    by_name = [
+        Finding(
+            rule=row.rule_id,
+            severity=row.severity,
+            kind=row.kind,
+            cluster_id=row.cluster_id,
+            column=row.column_fqn,
+            columns=list(row.columns),
+            message=row.message,
+            key=row.subject,
+            fingerprint=row.fingerprint,
+            first_seen_run=row.first_seen_run,
+        )
+        for row in rows
+    ]
+    assert [read(row) for row in rows] == by_name
+    existing = [dataclasses.replace(f, status="existing") for f in by_name]
+    assert [Finding.from_row(row, status="existing") for row in rows] == existing
     assert sorted(read(row).fingerprint for row in rows) == sorted(f.fingerprint for f in stored)

@@ -14,7 +14,7 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -232,12 +232,15 @@ def _condition_weight(condition: Any) -> float:
     return 0.0
 
 
-def _evaluate_alone(engine: Engine, run_id: int, rule: Rule) -> tuple[list[Finding], float]:
-    """One rule on a connection of its own (a worker thread's unit of work)."""
+def _evaluate_alone(
+    engine: Engine, run_id: int, rule: Rule, produce: Callable[[Connection, int, Rule], Any] | None = None
+) -> tuple[Any, float]:
+    """One rule on a connection of its own (a worker's unit of work): what ``produce`` returns
+    (:func:`evaluate_rule`'s findings by default), and the seconds it took."""
     with engine.connect() as connection:
         prepare_connection(connection)
         started = time.perf_counter()
-        items = evaluate_rule(connection, run_id, rule)
+        items = (produce or evaluate_rule)(connection, run_id, rule)
         return items, time.perf_counter() - started
 
 
@@ -268,13 +271,9 @@ def _evaluate_in_process(url: str, run_id: int, rule: Rule) -> tuple[bytes, floa
     engine = _WORKER_ENGINES.get(url)
     if engine is None:
         engine = _WORKER_ENGINES[url] = create_db_engine(url)
-    with engine.connect() as connection:
-        prepare_connection(connection)
-        started = time.perf_counter()
-        with collector_paused():
-            rows = finding_rows(connection, run_id, rule)
-            seconds = time.perf_counter() - started
-            return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), seconds
+    with collector_paused():
+        rows, seconds = _evaluate_alone(engine, run_id, rule, finding_rows)
+        return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), seconds
 
 
 def _finding(rule: Rule, values: FindingRow) -> Finding:

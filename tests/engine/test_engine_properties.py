@@ -382,7 +382,13 @@ def test_counting_quantifiers_find_what_the_reference_finds(engine, tmp_path, ca
 # -- regressions the properties found, kept as plain cases -----------------------------------------
 
 
-def test_elements_missing_the_group_by_value_form_no_group(engine, tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_engine(request: pytest.FixtureRequest) -> Engine:
+    """Each regression case runs on both databases (PostgreSQL where the test server is set)."""
+    return request.getfixturevalue("engine" if request.param == "sqlite" else "pg_engine")
+
+
+def test_elements_missing_the_group_by_value_form_no_group(any_engine, tmp_path):
     # Found by the counting property: two tags without a name were one group ("a tag name shared by
     # two tags"), unlike aggregate rules, where columns whose key is missing are not grouped.
     catalog = [
@@ -402,13 +408,13 @@ def test_elements_missing_the_group_by_value_form_no_group(engine, tmp_path):
         {"tags": {"group_by": "tagName", "having": {"gte": 2}}},
         {"tags": {"group_by": "applicationType", "having": {"distinct": "applicationType", "eq": 0}}},
     ]
-    assert sql_subjects(engine, tmp_path, catalog, "column", tags) == [[("c1", "named")], []]
+    assert sql_subjects(any_engine, tmp_path, catalog, "column", tags) == [[("c1", "named")], []]
     columns = [{"columns": {"group_by": "columnName", "having": {"gte": 2}}}]
-    assert sql_subjects(engine, tmp_path, catalog, "cluster", columns) == [[]]
+    assert sql_subjects(any_engine, tmp_path, catalog, "cluster", columns) == [[]]
     assert reference_subjects(catalog, "column", tags) == [[("c1", "named")], []]
 
 
-def test_an_exact_aggregate_counts_distinct_values_exactly(engine, tmp_path):
+def test_an_exact_aggregate_counts_distinct_values_exactly(any_engine, tmp_path):
     # Found by the aggregate property: `case: exact` grouped exactly but still counted distinct
     # sources ignoring case, although "distinct counts are normalised the same way" as keys.
     catalog = [
@@ -424,14 +430,15 @@ def test_an_exact_aggregate_counts_distinct_values_exactly(engine, tmp_path):
         {"group_by": "columnName", "case": "exact", "having": {"distinct": "source", "gte": 2}},
         {"group_by": "columnName", "having": {"distinct": "source", "gte": 2}},
     ]
-    assert sql_subjects(engine, tmp_path, catalog, "aggregate", bodies) == [
+    assert sql_subjects(any_engine, tmp_path, catalog, "aggregate", bodies) == [
         [("c1", "n", ("b", "c"), 2, 2)],
         [],
     ]
 
 
-BOOLEAN_GROUPS = (
-    [
+def test_an_aggregate_can_group_by_a_boolean(any_engine, tmp_path):
+    # Found by the aggregate property on PostgreSQL, which has no min(boolean) for {group.value}.
+    catalog = [
         {
             "id": "c1",
             "columns": [
@@ -440,41 +447,18 @@ BOOLEAN_GROUPS = (
                 {"fullyQualifiedName": "c"},
             ],
         }
-    ],
-    [{"group_by": "isPrimary", "having": {"gte": 1}}],
-    [[("c1", "True", ("a", "b"), 2, 2)]],
-)
+    ]
+    bodies = [{"group_by": "isPrimary", "having": {"gte": 1}}]
+    assert sql_subjects(any_engine, tmp_path, catalog, "aggregate", bodies) == [
+        [("c1", "True", ("a", "b"), 2, 2)]
+    ]
 
 
-def test_an_aggregate_can_group_by_a_boolean(engine, tmp_path):
-    # Found by the aggregate property on PostgreSQL, which has no min(boolean) for {group.value}.
-    catalog, bodies, expected = BOOLEAN_GROUPS
-    assert sql_subjects(engine, tmp_path, catalog, "aggregate", bodies) == expected
-
-
-@pytest.mark.postgres
-def test_an_aggregate_can_group_by_a_boolean_on_postgresql(pg_engine, tmp_path):
-    catalog, bodies, expected = BOOLEAN_GROUPS
-    assert sql_subjects(pg_engine, tmp_path, catalog, "aggregate", bodies) == expected
-
-
-FRACTIONS = (
-    [{"id": "c1", "size": 2}, {"id": "c2", "size": 3}],
-    [{"field": "cluster.size", "in": [0, 2.5]}, {"field": "cluster.size", "not_in": [2.5]}],
-    [[], [("c1", ()), ("c2", ())]],
-)
-
-
-def test_a_fraction_is_equal_to_no_whole_size(engine, tmp_path):
-    catalog, bodies, expected = FRACTIONS
-    assert sql_subjects(engine, tmp_path, catalog, "cluster", bodies) == expected
-
-
-@pytest.mark.postgres
-def test_a_fraction_is_equal_to_no_whole_size_on_postgresql(pg_engine, tmp_path):
+def test_a_fraction_is_equal_to_no_whole_size(any_engine, tmp_path):
     # Found by the cluster property on PostgreSQL: `in` bound its list as integers (2.5 -> 2 or 3).
-    catalog, bodies, expected = FRACTIONS
-    assert sql_subjects(pg_engine, tmp_path, catalog, "cluster", bodies) == expected
+    catalog = [{"id": "c1", "size": 2}, {"id": "c2", "size": 3}]
+    bodies = [{"field": "cluster.size", "in": [0, 2.5]}, {"field": "cluster.size", "not_in": [2.5]}]
+    assert sql_subjects(any_engine, tmp_path, catalog, "cluster", bodies) == [[], [("c1", ()), ("c2", ())]]
 
 
 @pytest.fixture(scope="module")

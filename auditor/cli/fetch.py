@@ -304,6 +304,9 @@ def columns_command(
 
 
 def _table(header: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:
+    from auditor.textsafe import one_line
+
+    rows = [[one_line(cell) for cell in row] for row in rows]  # names straight from the server
     widths = [len(h) for h in header]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]

@@ -53,9 +53,11 @@ def _debug(ctx: click.Context) -> bool:
 
 
 def _scrub(text: str) -> str:
+    """``text`` fit for stderr: no secret, and no control character from a server's error text."""
     from auditor.secrets import scrub
+    from auditor.textsafe import visible
 
-    return scrub(text)
+    return visible(scrub(text))
 
 
 def report_error(exc: AuditorError, *, debug: bool = False) -> None:
@@ -97,11 +99,18 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     from auditor.secrets import install_log_filter
 
     install_log_filter()
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StderrFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+
+
+class _StderrFormatter(logging.Formatter):
+    """Log lines as :func:`_scrub` makes errors: a server's text cannot act on the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from auditor.textsafe import visible
+
+        return visible(super().format(record))
 
 
 def _register() -> None:

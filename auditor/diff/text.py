@@ -4,7 +4,8 @@ Both read a :class:`auditor.diff.model.DiffResult` and describe every change wit
 that findings' explanations use. Text lists everything; markdown caps each section at ``max_rows``
 rows (GitHub refuses comments over 65,536 characters) and says how many more the JSON holds. Catalog
 values are escaped for markdown, so a column named ``<script>`` or ``a|b`` shows as text and never
-breaks the table.
+breaks the table; in both, control and invisible characters show as escapes
+(:mod:`auditor.textsafe`), so a name cannot act on a terminal or forge a line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from auditor.diff.model import (
     DiffResult,
     FindingDiff,
 )
+from auditor.textsafe import one_line
 
 CATEGORY_TITLES = {
     "new": "New findings",
@@ -83,7 +85,7 @@ def format_text(diff: DiffResult, *, include_open: bool = False) -> str:
         lines.append("")
         lines.append(f"{title} ({len(items)})")
         for item in items:
-            lines.extend(render(item))
+            lines.extend(one_line(line) for line in render(item))
 
     section("Clusters added", c.clusters_added, lambda e: [f"  + {_cluster_line(e)}"])
     section("Clusters removed", c.clusters_removed, lambda e: [f"  - {_cluster_line(e)}"])
@@ -129,7 +131,7 @@ def md(value: Any) -> str:
     """A catalog value as inert markdown table-cell text."""
     if value is None:
         return "—"
-    text = " ".join(str(value).split())
+    text = one_line(" ".join(str(value).split()))
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 

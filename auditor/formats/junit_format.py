@@ -4,14 +4,18 @@ One ``<testsuite>`` per rule. Case names are the rule id plus the subject key (c
 cluster/fqn or cluster/group:key), never the message, so they are stable across runs and unique
 (CI servers collapse duplicate names). Open findings are ``<failure>`` with the message; waived
 ones are ``<skipped>`` with the waiver's reason; a rule without findings contributes one passing
-case named after the rule, so the report also shows what was checked.
+case named after the rule, so the report also shows what was checked. Catalog text shows control
+and invisible characters as escapes (:mod:`auditor.textsafe`; a name stays on one line): one such
+character in a column name would otherwise make the whole file unreadable to the CI server.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
+
+from auditor.textsafe import one_line, visible, xml_text
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
@@ -70,22 +74,25 @@ def _counts(items: list[Finding]) -> dict[str, int]:
 
 
 def _case(rule_id: str, f: Finding) -> ET.Element:
-    case = ET.Element("testcase", classname=rule_id, name=f"{rule_id} {f.subject}", time="0")
+    case = ET.Element(
+        "testcase", classname=rule_id, name=_shown(f"{rule_id} {f.subject}", one_line), time="0"
+    )
     if f.waived:
         waiver = f.waiver or {}
-        ET.SubElement(
-            case,
-            "skipped",
-            message=f"waived until {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}",
-        )
+        reason = f"waived until {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}"
+        ET.SubElement(case, "skipped", message=_shown(reason, one_line))
     else:
         label = f" (waiver expired {f.waiver['expires']})" if f.waiver and f.waiver_expired else ""
-        failure = ET.SubElement(case, "failure", message=f.message + label, type=f.severity)
-        failure.text = (
+        failure = ET.SubElement(case, "failure", message=_shown(f.message + label, one_line), type=f.severity)
+        failure.text = _shown(
             f"{f.message}{label}\nrule: {rule_id}\nseverity: {f.severity}\nstatus: {f.status}\n"
             f"cluster: {f.cluster_id}\ncolumns: {', '.join(f.columns)}\nfingerprint: {f.fingerprint}"
         )
     return case
+
+
+def _shown(text: str, show: Callable[[str], str] = visible) -> str:
+    return xml_text(show(text))  # after one_line or visible, only U+FFFE and U+FFFF are left to escape
 
 
 def _cases_text(cases: list[ET.Element]) -> str:

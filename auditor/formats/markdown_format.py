@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from auditor.textsafe import one_line
+
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
     from auditor.engine.findings import Finding
@@ -18,11 +20,12 @@ ICONS = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "i
 
 
 def cell(text: object) -> str:
-    """Text safe inside a Markdown table cell."""
-    value = "" if text is None else str(text)
+    """Text safe inside a Markdown table cell: whitespace runs (line breaks included) as one space,
+    other control and invisible characters as visible escapes, Markdown syntax escaped."""
+    value = one_line(" ".join(("" if text is None else str(text)).split()))
     for char in ("\\", "|", "`", "*", "_", "[", "]", "<", ">"):
         value = value.replace(char, "\\" + char)
-    return value.replace("\r", " ").replace("\n", " ")
+    return value
 
 
 def _table(findings: list[Finding], limit: int) -> list[str]:

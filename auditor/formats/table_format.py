@@ -2,13 +2,16 @@
 
 One row per finding (severity, status, rule, subject, message), then waivers that expired, that
 expire within 14 days or that matched nothing, then the summary line with counts by severity, new,
-waived and expired.
+waived and expired. Catalog and waiver text is shown through :func:`auditor.textsafe.one_line`: a
+control character or a newline in a column name cannot act on the terminal or forge a row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from auditor.textsafe import one_line
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
@@ -44,12 +47,13 @@ def chunks(result: CheckResult) -> Iterator[str]:
         for f in sorted(result.findings, key=lambda f: (order[f.severity], f.rule, f.subject)):
             lines.append(
                 f"{f.severity:<9} {_status(f):<15} {f.rule:<{rule_width}} "
-                f"{_cut(f.subject, WIDTH_SUBJECT):<{WIDTH_SUBJECT}} {f.message}\n"
+                f"{_cut(one_line(f.subject), WIDTH_SUBJECT):<{WIDTH_SUBJECT}} {one_line(f.message)}\n"
             )
             if f.waiver and not f.waiver_expired:
                 waiver = f.waiver
                 lines.append(
-                    f"{'':<26}waived by {waiver['owner']} until {waiver['expires']}: {waiver['reason']}\n"
+                    f"{'':<26}waived by {one_line(str(waiver['owner']))} until {waiver['expires']}: "
+                    f"{one_line(str(waiver['reason']))}\n"
                 )
             if len(lines) >= BATCH:
                 yield "".join(lines)
@@ -63,12 +67,12 @@ def chunks(result: CheckResult) -> Iterator[str]:
         lines.append("")
         lines.append("Waivers expiring within 14 days:")
         for w in report.expiring:
-            lines.append(f"  {w.expires.isoformat()}  {w.describe()} (owner {w.owner}, {w.where})")
+            lines.append(one_line(f"  {w.expires.isoformat()}  {w.describe()} (owner {w.owner}, {w.where})"))
     if report.stale:
         lines.append("")
         lines.append("Stale waivers (they match no finding):")
         for w in report.stale:
-            lines.append(f"  {w.describe()} (owner {w.owner}, {w.where})")
+            lines.append(one_line(f"  {w.describe()} (owner {w.owner}, {w.where})"))
     lines.append("")
     lines.append(result.summary_line())
     yield "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ from markupsafe import Markup
 from auditor.errors import ConfigError
 from auditor.paths import reports_dir
 from auditor.render.context import SEVERITIES, display_value, severity_rank
+from auditor.textsafe import visible
 
 
 def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environment:
@@ -51,6 +52,7 @@ def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environm
             default=True,
         ),
         undefined=jinja2.StrictUndefined,
+        finalize=_shown,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -58,6 +60,13 @@ def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environm
     env.filters.update(FILTERS)
     env.globals["SEVERITIES"] = SEVERITIES
     return env
+
+
+def _shown(value: Any) -> Any:
+    """Every ``{{ value }}``, before escaping: control and invisible characters in plain text (catalog
+    data) show as escapes (:func:`auditor.textsafe.visible`), so that a bidi override cannot reorder
+    what a reviewer reads in the report or an email. Markup built by filters is left as it is."""
+    return visible(value) if type(value) is str else value
 
 
 # --------------------------------------------------------------------------------------------------

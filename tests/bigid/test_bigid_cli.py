@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from auditor.cli.main import cli
 from auditor.store.db import open_database
 from auditor.store.runs import list_runs
+from tests.bigid.conftest import Reply, Request
 
 SMALL = {"clusters": 4, "columns": 120, "seed": 3}
 SIMILAR = "/api/v1/data-catalog/column/cluster/similar"
@@ -179,3 +180,28 @@ def test_explicit_auth_scheme_flag(sandbox, run_cli):
     assert result.exit_code == 3
     assert "(HTTP 401; auth scheme tried: bearer)" in result.stderr
     assert run_cli("clusters", "--auth-scheme", "raw", env=env_for(server)).exit_code == 0
+
+
+def test_tables_and_errors_show_a_servers_control_characters_as_escapes(loopback, run_cli):
+    """Names and error texts come from the server: none may act on the terminal or forge a line."""
+    clusters = [
+        {"id": "c1\x1b[2J", "name": "HR\x1b]0;pwned\x07\nforged row", "size": 1, "labels": ["\u202eLIP"]}
+    ]
+
+    def handler(request: Request) -> Reply:
+        if request.path.endswith("/clusters"):
+            return Reply(200, clusters)
+        return Reply(403, {"message": "denied\x1b[31m for \rcolumns"})
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "sekrit-1234"}
+    table = run_cli("clusters", "--auth-scheme", "raw", env=env)
+    assert table.exit_code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[1].split() == ["c1\\x1b[2J", "HR\\x1b]0;pwned\\x07\\x0aforged", "row", "1", "\\u202eLIP"]
+    failed = run_cli("columns", "c1", "--auth-scheme", "raw", env=env)
+    assert failed.exit_code == 3
+    assert failed.stderr.splitlines()[0].endswith("(HTTP 403): denied\\x1b[31m for columns")
+    for text in (table.stdout, table.stderr, failed.stdout, failed.stderr):
+        assert not [ch for ch in text if (ord(ch) < 32 and ch != "\n") or ch == "\u202e"]

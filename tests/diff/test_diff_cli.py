@@ -79,6 +79,23 @@ def test_markdown_escapes_catalog_values(runner, two_runs):
     assert "| Severity | Rule | Cluster | Column | Message | Explained by |" in result.stdout
 
 
+def test_text_and_markdown_show_control_characters_as_escapes(runner, engine, write, base, kit):
+    after = base()
+    after[0][0]["name"] = "cluster\u202e c1"
+    after[1][1].append(kit.column("dwh.sales.x\x1b[2J\n  + forged line", tags={"sensitivity": "high"}))
+    write(engine, base())
+    write(engine, after)
+    db = str(engine.url.database)
+    text = invoke(runner, "--db", db).stdout
+    assert not [ch for ch in text if (ord(ch) < 32 and ch != "\n") or ch == "\u202e"]
+    assert "  + forged line" not in text.splitlines()
+    assert "dwh.sales.x\\x1b[2J\\x0a  + forged line" in text
+    assert "'cluster\\u202e c1'" in text
+    markdown = invoke(runner, "--db", db, "--format", "markdown").stdout
+    assert not [ch for ch in markdown if (ord(ch) < 32 and ch != "\n") or ch == "\u202e"]
+    assert "dwh.sales.x\\\\x1b\\[2J + forged line" in markdown
+
+
 class _Collect(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

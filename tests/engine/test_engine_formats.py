@@ -177,6 +177,54 @@ def test_markdown_escapes_table_cells_and_folds_waivers(result):
     assert cell("a|b\nc *d*") == "a\\|b c \\*d\\*"
 
 
+# A column named to act on a terminal (colour, clear screen, window title), to forge a second row
+# of the table, and to read backwards; a cluster name XML cannot carry.
+SNEAKY_FQN = "hr.emp.ssn\x1b[2J\x1b]0;pwned\x07\nhigh     new  fake-rule \u202eevil"
+SNEAKY_NAME = "HR\x00People\x01"
+
+
+@pytest.fixture
+def sneaky(engine, snapshot):
+    catalog = [dict(c) for c in CATALOG]
+    columns = [dict(c) for c in catalog[0]["columns"]]
+    columns[0] = {**columns[0], "fullyQualifiedName": SNEAKY_FQN}
+    catalog[0] = {**catalog[0], "name": SNEAKY_NAME, "columns": columns}
+    snapshot(engine, catalog)
+    return check_run(engine, "latest", load_ruleset(), today=date(2026, 11, 28))
+
+
+SHOWN_FQN = "hr.emp.ssn\\x1b[2J\\x1b]0;pwned\\x07\\x0ahigh     new  fake-rule \\u202eevil"
+
+
+def test_table_and_markdown_show_control_characters_as_escapes(sneaky):
+    table = render(Format.TABLE, sneaky)
+    assert not [ch for ch in table if (ord(ch) < 32 and ch != "\n") or ch == "\u202e"]
+    lines = table.splitlines()
+    # one line per finding plus the header, the blank line and the summary: no forged row
+    assert len(lines) == len(sneaky.findings) + 3
+    high = next(line for line in lines if line.startswith("high") and "hr.emp.ssn" in line)
+    assert f"{SHOWN_FQN} is tagged sensitivity=high but cluster HR\\x00People\\x01 (c-hr)" in high
+    markdown = render(Format.MARKDOWN, sneaky)
+    assert not [ch for ch in markdown if (ord(ch) < 32 and ch != "\n") or ch == "\u202e"]
+    assert "HR\\\\x00People\\\\x01" in markdown  # the escape's backslash is itself escaped for Markdown
+
+
+def test_junit_with_control_characters_in_the_catalog_is_still_xml(sneaky, tmp_path):
+    path = tmp_path / "report.xml"
+    path.write_text(render(Format.JUNIT, sneaky))
+    cases = {case.name: case for suite in JUnitXml.fromfile(str(path)) for case in suite}
+    case = cases[f"high-sensitivity-without-confidential c-hr/{SHOWN_FQN}"]
+    assert case.result[0].message.startswith(f"{SHOWN_FQN} is tagged sensitivity=high but cluster HR\\x00")
+    assert "\u202e" not in path.read_text()
+
+
+def test_data_formats_keep_catalog_text_exactly(sneaky):
+    found = json.loads(render(Format.JSON, sneaky))["findings"]
+    assert SNEAKY_FQN in {f["column"] for f in found}
+    sarif = json.loads(render(Format.SARIF, sneaky))
+    assert any(SNEAKY_FQN in r["message"]["text"] for r in sarif["runs"][0]["results"])
+
+
 def test_json_is_laid_out_like_the_standard_library_would(result):
     """Two-space indents, ", "/": " separators, non-ASCII kept as is (orjson writes it, faster)."""
     text = render(Format.JSON, result)

@@ -16,6 +16,7 @@ from auditor.errors import ConfigError
 from auditor.render.context import build_context
 from auditor.render.env import make_environment
 from auditor.render.report import bundle_from_input, neutralise_cell
+from auditor.textsafe import visible
 
 from .conftest import HOSTILE, hostile_input, scale_input
 
@@ -216,7 +217,9 @@ def test_hostile_catalog_values_render_as_text(tmp_path: Path) -> None:
     assert not [a for a in soup.find_all("a") if not a["href"].startswith("#")]
     page_text = soup.get_text()
     for value in HOSTILE:
-        assert value in page_text, value[:40]
+        assert visible(value) in page_text, value[:40]
+    # the right-to-left override is shown as an escape, so it cannot reorder what a reviewer reads
+    assert "Ünïcødé 名前 🚀 \\u202e evil" in page_text and "\u202e" not in html
     # the 400-character name is shown whole (it is under the clip limit) and wraps instead of overflowing
     assert soup.find(string=lambda s: s and "x" * 400 in s) is not None
     assert html.count("<script") == 1  # only ours: every injected '<script' arrived as '&lt;script'

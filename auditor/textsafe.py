@@ -1,0 +1,57 @@
+"""Catalog text made safe to show: on a terminal, in one line of a table, in XML.
+
+Names, labels, tags, messages and server error texts come from the catalog, that is from whoever can
+name a column in any connected data source, and from the BigID server itself. Shown verbatim:
+
+* a control character rewrites what a terminal displays (an ANSI escape sequence recolours or erases
+  lines, an OSC one retitles the window), and a newline inside a name forges a whole line of a table;
+* bidirectional overrides and isolates reorder what a reviewer reads ("Trojan Source"), and
+  zero-width characters make two different names look the same;
+* characters XML 1.0 forbids make a JUnit file unreadable by the CI server that should parse it.
+
+These functions show such characters as visible escapes (``\\x1b``, ``\\u202e``), so that the reader
+sees that they are there. Stored data and data formats (JSON, SARIF, CSV) keep text exactly as the
+catalog sent it; the CSV's formula neutralisation is its own concern.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Besides the C0 controls: DEL and the C1 controls; lone surrogates (a UTF-8 terminal cannot even
+# encode them); and the invisible format characters that change how the text around them reads:
+# Arabic letter mark, zero-width space, joiners and marks, line and paragraph separators, bidi
+# embeddings, overrides and isolates, word joiner and invisible operators, byte order mark. Every
+# one is a character ``str.isprintable`` rejects, which is what makes the fast paths below exact.
+_INVISIBLE = "\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff"
+_ONE_LINE = re.compile(f"[\x00-\x1f{_INVISIBLE}]")
+_VISIBLE = re.compile(f"[\x00-\x08\x0b-\x1f{_INVISIBLE}]")  # keeps tab and line feed
+# What XML 1.0 cannot carry at all, not even as a character reference (ElementTree escapes the rest).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def one_line(text: str) -> str:
+    """``text`` for one line of terminal or table output: every unsafe character escaped, tabs and
+    newlines included (``"a\\nb"`` shows as ``a\\x0ab``)."""
+    if text.isprintable():  # the usual case, checked in C
+        return text
+    return _ONE_LINE.sub(_escape, text)
+
+
+def visible(text: str) -> str:
+    """Like :func:`one_line`, but tabs and line feeds are kept (text that may span lines: an error
+    with its details, a rule description in a report). A carriage return is escaped: on a terminal
+    it would let the rest of a line overwrite its beginning."""
+    if text.isprintable():
+        return text
+    return _VISIBLE.sub(_escape, text)
+
+
+def xml_text(text: str) -> str:
+    """``text`` that an XML 1.0 document can carry: the characters it forbids escaped."""
+    return _NOT_XML.sub(_escape, text)

@@ -1,0 +1,61 @@
+"""``auditor.textsafe``: control and invisible characters from the catalog shown as escapes."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from auditor.textsafe import one_line, visible, xml_text
+
+# What a hostile column name or server error text may carry: an ANSI colour, a screen clear, an OSC
+# window title, a carriage return that overwrites the line, a right-to-left override, a zero-width
+# space, a lone surrogate.
+HOSTILE = "a\x1b[31mred\x1b[2J\x1b]0;title\x07\rX\u202eevil\u200bb\ud800\n\tend"
+
+
+def test_one_line_escapes_every_control_and_invisible_character():
+    assert one_line(HOSTILE) == (
+        "a\\x1b[31mred\\x1b[2J\\x1b]0;title\\x07\\x0dX\\u202eevil\\u200bb\\ud800\\x0a\\x09end"
+    )
+
+
+def test_visible_keeps_tabs_and_line_feeds_but_not_carriage_returns():
+    assert visible(HOSTILE) == (
+        "a\\x1b[31mred\\x1b[2J\\x1b]0;title\\x07\\x0dX\\u202eevil\\u200bb\\ud800\n\tend"
+    )
+
+
+def test_ordinary_text_is_returned_unchanged():
+    for text in ("", "hr.emp.ssn", "Ünïcødé 名前 🚀", "100% <b>&amp;</b> =SUM(A1)", "a\u00a0b"):
+        assert one_line(text) is text and visible(text) is text
+
+
+def test_xml_text_escapes_only_what_xml_cannot_carry():
+    text = "a\x00b\x01c\td\ne\rf\u202eg\ufffeh\ud800"
+    assert xml_text(text) == "a\\x00b\\x01c\td\ne\rf\u202eg\\ufffeh\\ud800"
+
+
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=())))
+def test_nothing_unsafe_survives(text):
+    shown = one_line(text)
+    assert not any(_unsafe(ch) for ch in shown)
+    assert not any(_unsafe(ch) for ch in visible(text) if ch not in "\t\n")
+    # xml_text's output is always a well-formed element's text and attribute
+    element = ET.Element("t", value=xml_text(text))
+    element.text = xml_text(text)
+    ET.fromstring(ET.tostring(element, encoding="unicode").encode("utf-8"))
+
+
+def _unsafe(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        code < 0x20
+        or 0x7F <= code <= 0x9F
+        or code in (0x061C, 0xFEFF)
+        or 0x200B <= code <= 0x200F
+        or 0x2028 <= code <= 0x202E
+        or 0x2060 <= code <= 0x2069
+        or 0xD800 <= code <= 0xDFFF
+    )

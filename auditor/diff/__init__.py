@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.diff.catalog import diff_catalog
 from auditor.diff.findings import ChangeIndex, FindingsSource, diff_findings
@@ -33,7 +32,8 @@ from auditor.diff.model import (
     FindingDiff,
 )
 from auditor.diff.sources import OpenFindings, stored_findings_diff
-from auditor.errors import ConfigError, RunNotUsableError, StoreError
+from auditor.errors import ConfigError, RunNotUsableError
+from auditor.store.db import store_errors
 from auditor.store.runs import RunInfo, previous_complete_run, resolve_run
 
 DEFAULT_CONFIDENCE_THRESHOLD = 0.05
@@ -116,15 +116,11 @@ def compute_diff(
             hint="confidence levels are between 0 and 1; the default is 0.05",
         )
     before, after = resolve_pair(engine, from_run, to_run, allow_incomplete=allow_incomplete)
-    try:
-        with engine.connect() as connection:
-            catalog = diff_catalog(connection, before.id, after.id, confidence_threshold=confidence_threshold)
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-        raise StoreError(
-            f"could not diff run {before.id} against run {after.id}: {detail}",
-            hint="check that the database is readable and at the newest schema (auditor db upgrade)",
-        ) from None
+    with (
+        store_errors(f"could not diff run {before.id} against run {after.id}"),
+        engine.connect() as connection,
+    ):
+        catalog = diff_catalog(connection, before.id, after.id, confidence_threshold=confidence_threshold)
     categories: dict[str, Sequence[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     if findings:
         index = ChangeIndex(catalog)

@@ -24,11 +24,11 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.diff.findings import ChangeIndex, actively_waived, waiver_expired, waiver_explanation
 from auditor.diff.model import FINDING_CATEGORIES, SEVERITY_ORDER, FindingDiff
 from auditor.errors import StoreError
+from auditor.store.db import store_errors
 from auditor.store.runs import RunInfo
 from auditor.store.schema import findings as findings_table
 
@@ -53,57 +53,53 @@ def stored_findings_diff(
     waiver_rules = waivers.rules if waivers is not None else []
     out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     a, b = findings_table.alias("a"), findings_table.alias("b")
-    try:
-        with engine.connect() as connection:
-            recorded = _recorded(connection, older_eval)
+    with (
+        store_errors(f"could not compare the findings of runs {before.id} and {after.id}"),
+        engine.connect() as connection,
+    ):
+        recorded = _recorded(connection, older_eval)
 
-            # Went away: in the older evaluation only.
-            gone = []
-            for row in connection.execute(_only_in(a, older_eval, b, newer_eval)):
-                finding = _finding(rules_engine, row, before.id)
-                if recorded:
-                    finding.waiver = row.waiver or None
-                gone.append(finding)
-            _older_states(rules_engine, gone, recorded, waivers, before)
-            for finding in gone:
-                data = finding.to_json()
-                out["resolved"].append(FindingDiff("resolved", data, index.explain(data)))
+        # Went away: in the older evaluation only.
+        gone = []
+        for row in connection.execute(_only_in(a, older_eval, b, newer_eval)):
+            finding = _finding(rules_engine, row, before.id)
+            if recorded:
+                finding.waiver = row.waiver or None
+            gone.append(finding)
+        _older_states(rules_engine, gone, recorded, waivers, before)
+        for finding in gone:
+            data = finding.to_json()
+            out["resolved"].append(FindingDiff("resolved", data, index.explain(data)))
 
-            # Appeared: in the newer evaluation only.
-            fresh = [
-                _finding(rules_engine, row, after.id, status="new")
-                for row in connection.execute(_only_in(b, newer_eval, a, older_eval))
-            ]
-            # In both: the newer evaluation's rows less those that appeared (fingerprints are unique
-            # per evaluation), counted from its key index rather than by joining the two.
-            common = connection.execute(
-                select(func.count()).select_from(b).where(b.c.evaluation_id == newer_eval)
-            ).scalar_one() - len(fresh)
-            rules_engine.apply_waivers(fresh, waivers, today)
-            for finding in fresh:
-                data = finding.to_json()
-                if actively_waived(data):
-                    explained = [*index.explain(data), waiver_explanation(data, "waiver_added")]
-                    out["newly_waived"].append(FindingDiff("newly_waived", data, explained))
-                else:
-                    out["new"].append(FindingDiff("new", data, index.explain(data)))
+        # Appeared: in the newer evaluation only.
+        fresh = [
+            _finding(rules_engine, row, after.id, status="new")
+            for row in connection.execute(_only_in(b, newer_eval, a, older_eval))
+        ]
+        # In both: the newer evaluation's rows less those that appeared (fingerprints are unique
+        # per evaluation), counted from its key index rather than by joining the two.
+        common = connection.execute(
+            select(func.count()).select_from(b).where(b.c.evaluation_id == newer_eval)
+        ).scalar_one() - len(fresh)
+        rules_engine.apply_waivers(fresh, waivers, today)
+        for finding in fresh:
+            data = finding.to_json()
+            if actively_waived(data):
+                explained = [*index.explain(data), waiver_explanation(data, "waiver_added")]
+                out["newly_waived"].append(FindingDiff("newly_waived", data, explained))
+            else:
+                out["new"].append(FindingDiff("new", data, index.explain(data)))
 
-            # In both, with a waiver state that may differ: read and judged in Python.
-            maybe: list[ColumnElement[bool]] = [b.c.rule_id.in_(waiver_rules)] if waiver_rules else []
-            if recorded:  # a check marks findings under an active waiver "waived"
-                maybe.append(a.c.status == "waived")
-            elif waiver_rules:
-                maybe.append(a.c.rule_id.in_(waiver_rules))
-            eager: set[str] = set()
-            if maybe:
-                rows = list(connection.execute(_in_both(a, older_eval, b, newer_eval).where(or_(*maybe))))
-                _judge_waivers(rules_engine, rows, recorded, waivers, before, after, today, out, eager)
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-        raise StoreError(
-            f"could not compare the findings of runs {before.id} and {after.id}: {detail}",
-            hint="check that the database is readable and at the newest schema (auditor db upgrade)",
-        ) from None
+        # In both, with a waiver state that may differ: read and judged in Python.
+        maybe: list[ColumnElement[bool]] = [b.c.rule_id.in_(waiver_rules)] if waiver_rules else []
+        if recorded:  # a check marks findings under an active waiver "waived"
+            maybe.append(a.c.status == "waived")
+        elif waiver_rules:
+            maybe.append(a.c.rule_id.in_(waiver_rules))
+        eager: set[str] = set()
+        if maybe:
+            rows = list(connection.execute(_in_both(a, older_eval, b, newer_eval).where(or_(*maybe))))
+            _judge_waivers(rules_engine, rows, recorded, waivers, before, after, today, out, eager)
     for items in out.values():
         items.sort(key=FindingDiff.sort_key)
     result: dict[str, Sequence[FindingDiff]] = dict(out)

@@ -20,7 +20,6 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, literal, select, true
-from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.engine import fields as F
 from auditor.engine.conditions import (
@@ -45,9 +44,9 @@ from auditor.engine.findings import (
 )
 from auditor.engine.rules import GROUP_VALUES, Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
-from auditor.errors import AuditorError, StoreError
+from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
-from auditor.store.db import one_connection_only
+from auditor.store.db import one_connection_only, store_errors
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 from auditor.workers import worker_context
 
@@ -151,7 +150,7 @@ def evaluate_each(
     """
     rules = list(ruleset.rules)
     workers = default_workers(engine) if workers is None else max(1, workers)
-    try:
+    with store_errors(f"could not evaluate run {run_id}"):
         refresh_statistics(engine)
         mode = parallel_mode(engine, run_id, workers) if len(rules) > 1 else "serial"
         if mode == "serial":
@@ -195,9 +194,6 @@ def evaluate_each(
             finally:
                 for task in tasks:  # an error or an abandoned generator: do not start the rest
                     task.cancel()
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-        raise StoreError(f"could not evaluate run {run_id}: {detail}") from None
 
 
 def rule_weight(rule: Rule) -> float:

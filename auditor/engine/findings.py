@@ -19,12 +19,11 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, literal_column, select, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 
 from auditor import __version__
-from auditor.errors import StoreError
 from auditor.gcpause import collector_paused
-from auditor.store.db import json_text
+from auditor.store.db import WRITE_HINT, json_text, store_errors
 from auditor.store.schema import evaluations, findings
 from auditor.store.writer import insert_tuples, now, sqlite_executemany
 
@@ -285,49 +284,48 @@ def store_evaluation(
     With ``record``, each finding's status and waiver are stored with it, as :func:`record_check`
     would record them afterwards (a first check then writes each row once, not twice).
     """
-    try:
-        with engine.begin() as connection:
-            inserted = connection.execute(
-                evaluations.insert().values(
-                    run_id=run_id,
-                    created_at=now(),
-                    rules_digest=rules_digest,
-                    waivers_digest=waivers_digest if record else None,
-                    rule_ids=sorted(rule_ids),
-                    tool_version=__version__,
-                )
-            ).inserted_primary_key
-            assert inserted is not None
-            evaluation_id = int(inserted[0])
-            # Sorted by fingerprint: the three indexes on fingerprints then grow in key order instead
-            # of taking ~400k inserts at random places (1M columns), and the rows of an evaluation
-            # sit in the table in primary-key order, which later key-ordered reads follow.
-            rows = sorted(
-                (
-                    (
-                        evaluation_id,
-                        run_id,
-                        f.fingerprint,
-                        f.rule,
-                        f.severity,
-                        f.kind,
-                        f.cluster_id,
-                        f.column,
-                        f.key,
-                        json_text(list(f.columns)),
-                        f.message,
-                        f.first_seen_run,
-                        f.status if record else None,
-                        json_text(f.waiver if record else None),
-                    )
-                    for f in items
-                ),
-                key=itemgetter(2),
+    with (
+        store_errors(f"could not store the findings of run {run_id}", WRITE_HINT),
+        engine.begin() as connection,
+    ):
+        inserted = connection.execute(
+            evaluations.insert().values(
+                run_id=run_id,
+                created_at=now(),
+                rules_digest=rules_digest,
+                waivers_digest=waivers_digest if record else None,
+                rule_ids=sorted(rule_ids),
+                tool_version=__version__,
             )
-            insert_tuples(connection, findings, FINDING_FIELDS, rows, ignore=False)
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-        raise StoreError(f"could not store the findings of run {run_id}: {detail}") from None
+        ).inserted_primary_key
+        assert inserted is not None
+        evaluation_id = int(inserted[0])
+        # Sorted by fingerprint: the three indexes on fingerprints then grow in key order instead
+        # of taking ~400k inserts at random places (1M columns), and the rows of an evaluation
+        # sit in the table in primary-key order, which later key-ordered reads follow.
+        rows = sorted(
+            (
+                (
+                    evaluation_id,
+                    run_id,
+                    f.fingerprint,
+                    f.rule,
+                    f.severity,
+                    f.kind,
+                    f.cluster_id,
+                    f.column,
+                    f.key,
+                    json_text(list(f.columns)),
+                    f.message,
+                    f.first_seen_run,
+                    f.status if record else None,
+                    json_text(f.waiver if record else None),
+                )
+                for f in items
+            ),
+            key=itemgetter(2),
+        )
+        insert_tuples(connection, findings, FINDING_FIELDS, rows, ignore=False)
     return evaluation_id
 
 
@@ -337,50 +335,47 @@ def record_check(
     """Record the statuses and waiver states of the latest check of a stored evaluation."""
     from sqlalchemy import bindparam
 
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                update(evaluations)
-                .where(evaluations.c.id == evaluation_id)
-                .values(waivers_digest=waivers_digest)
+    with (
+        store_errors(f"could not record the check of evaluation {evaluation_id}", WRITE_HINT),
+        engine.begin() as connection,
+    ):
+        connection.execute(
+            update(evaluations).where(evaluations.c.id == evaluation_id).values(waivers_digest=waivers_digest)
+        )
+        ordered = sorted(items, key=_by_fingerprint)  # the key lookups walk the primary key in order
+        if ordered and connection.dialect.name == "sqlite":
+            # A repeated check (the same baseline and waivers) changes nothing: rows already
+            # holding their state are not rewritten (~400k rows at 1M columns).
+            sqlite_executemany(
+                connection,
+                "UPDATE findings SET status = ?1, waiver = ?2, first_seen_run = ?3 "
+                "WHERE evaluation_id = ?4 AND fingerprint = ?5 "
+                "AND (status IS NOT ?1 OR waiver IS NOT ?2 OR first_seen_run IS NOT ?3)",
+                (
+                    (f.status, json_text(f.waiver), f.first_seen_run, evaluation_id, f.fingerprint)
+                    for f in ordered
+                ),
             )
-            ordered = sorted(items, key=_by_fingerprint)  # the key lookups walk the primary key in order
-            if ordered and connection.dialect.name == "sqlite":
-                # A repeated check (the same baseline and waivers) changes nothing: rows already
-                # holding their state are not rewritten (~400k rows at 1M columns).
-                sqlite_executemany(
-                    connection,
-                    "UPDATE findings SET status = ?1, waiver = ?2, first_seen_run = ?3 "
-                    "WHERE evaluation_id = ?4 AND fingerprint = ?5 "
-                    "AND (status IS NOT ?1 OR waiver IS NOT ?2 OR first_seen_run IS NOT ?3)",
-                    (
-                        (f.status, json_text(f.waiver), f.first_seen_run, evaluation_id, f.fingerprint)
-                        for f in ordered
-                    ),
+        elif ordered:  # PostgreSQL's json type has no equality: every row is written
+            connection.execute(
+                update(findings)
+                .where(
+                    findings.c.evaluation_id == bindparam("b_eval"),
+                    findings.c.fingerprint == bindparam("b_fp"),
                 )
-            elif ordered:  # PostgreSQL's json type has no equality: every row is written
-                connection.execute(
-                    update(findings)
-                    .where(
-                        findings.c.evaluation_id == bindparam("b_eval"),
-                        findings.c.fingerprint == bindparam("b_fp"),
-                    )
-                    .values(
-                        status=bindparam("status"),
-                        waiver=bindparam("waiver"),
-                        first_seen_run=bindparam("first_seen_run"),
-                    ),
-                    [
-                        {
-                            "status": f.status,
-                            "waiver": f.waiver,
-                            "first_seen_run": f.first_seen_run,
-                            "b_eval": evaluation_id,
-                            "b_fp": f.fingerprint,
-                        }
-                        for f in ordered
-                    ],
-                )
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-        raise StoreError(f"could not record the check of evaluation {evaluation_id}: {detail}") from None
+                .values(
+                    status=bindparam("status"),
+                    waiver=bindparam("waiver"),
+                    first_seen_run=bindparam("first_seen_run"),
+                ),
+                [
+                    {
+                        "status": f.status,
+                        "waiver": f.waiver,
+                        "first_seen_run": f.first_seen_run,
+                        "b_eval": evaluation_id,
+                        "b_fp": f.fingerprint,
+                    }
+                    for f in ordered
+                ],
+            )

@@ -208,20 +208,23 @@ def one_connection_only(engine: Engine) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+READ_HINT = (
+    "check that the database is readable, not locked by a long write, and at the newest schema "
+    "(auditor db upgrade)"
+)
+WRITE_HINT = "check that the database is writable and not full"
+
+
 @contextlib.contextmanager
-def store_errors(what: str) -> Iterator[None]:
+def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
     """Turn a database error inside the block (or the decorated function) into a one-line StoreError.
 
     ``what`` says what was being done, e.g. "could not read the findings for the report"; the
-    driver's first line follows it. Without this, a locked or damaged database would surface as an
-    internal error.
+    driver's first line follows it, then ``hint``. Without this, a locked or damaged database would
+    surface as an internal error. The one place a database error becomes a user's error.
     """
     try:
         yield
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-        raise StoreError(
-            f"{what}: {detail}",
-            hint="check that the database is readable, not locked by a long write, and at the newest "
-            "schema (auditor db upgrade)",
-        ) from None
+        raise StoreError(f"{what}: {detail}", hint=hint) from None

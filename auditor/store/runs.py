@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Select, func, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from auditor.errors import RunNotUsableError, StoreError
+from auditor.errors import RunNotUsableError
+from auditor.store.db import store_errors
 from auditor.store.schema import (
     RUN_COMPLETE,
     cluster_versions,
@@ -74,11 +74,8 @@ def _row_to_run(row: Any) -> RunInfo:
 
 def list_runs(engine: Engine) -> list[RunInfo]:
     """Every run, oldest first."""
-    try:
-        with engine.connect() as connection:
-            return [_row_to_run(row) for row in connection.execute(select(runs).order_by(runs.c.id))]
-    except SQLAlchemyError as exc:
-        raise StoreError(f"could not read runs: {type(exc).__name__}") from None
+    with store_errors("could not read runs"), engine.connect() as connection:
+        return [_row_to_run(row) for row in connection.execute(select(runs).order_by(runs.c.id))]
 
 
 def get_run(engine: Engine, run_id: int) -> RunInfo | None:

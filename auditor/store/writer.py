@@ -25,11 +25,12 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Boolean, Connection, Engine, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 
 from auditor import __version__
 from auditor.bigid.models import Cluster, Column
 from auditor.errors import StoreError
+from auditor.store.db import WRITE_HINT, store_errors
 from auditor.store.schema import (
     RUN_COMPLETE,
     RUN_FAILED,
@@ -339,21 +340,18 @@ class SnapshotWriter:
         self._columns_announced = 0
         self._any_announced = False
         self._closed = False
-        try:
-            with engine.begin() as connection:
-                result = connection.execute(
-                    runs.insert().values(
-                        started_at=now(),
-                        status=RUN_RUNNING,
-                        source_url=source_url,
-                        cluster_filter=cluster_filter,
-                        tool_version=__version__,
-                        details=details or {},
-                    )
+        with store_errors("could not start a run", WRITE_HINT), engine.begin() as connection:
+            result = connection.execute(
+                runs.insert().values(
+                    started_at=now(),
+                    status=RUN_RUNNING,
+                    source_url=source_url,
+                    cluster_filter=cluster_filter,
+                    tool_version=__version__,
+                    details=details or {},
                 )
-                self.run_id: int = int(result.inserted_primary_key[0])
-        except SQLAlchemyError as exc:
-            raise _store_error("could not start a run", exc) from None
+            )
+            self.run_id: int = int(result.inserted_primary_key[0])
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -421,14 +419,14 @@ class SnapshotWriter:
         """Write everything queued, in one transaction."""
         if not (self._pending_run_clusters or self._pending_rows or self._pending_stats):
             return
-        try:
-            with self.engine.begin() as connection:
-                if connection.dialect.name == "sqlite":
-                    # content hashes are random keys: a 2 MB default cache thrashes on big runs
-                    connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-                self._write(connection)
-        except SQLAlchemyError as exc:
-            raise _store_error(f"could not write run {self.run_id}", exc) from None
+        with (
+            store_errors(f"could not write run {self.run_id}", WRITE_HINT),
+            self.engine.begin() as connection,
+        ):
+            if connection.dialect.name == "sqlite":
+                # content hashes are random keys: a 2 MB default cache thrashes on big runs
+                connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            self._write(connection)
         self._pending_cluster_versions.clear()
         self._pending_labels.clear()
         self._pending_run_clusters.clear()
@@ -500,31 +498,31 @@ class SnapshotWriter:
     def _end(self, status: str, totals: RunTotals, error: str | None) -> None:
         if self._closed:
             return
-        try:
-            with self.engine.begin() as connection:
-                details = (
-                    connection.execute(select(runs.c.details).where(runs.c.id == self.run_id)).scalar() or {}
+        with (
+            store_errors(f"could not finish run {self.run_id}", WRITE_HINT),
+            self.engine.begin() as connection,
+        ):
+            details = (
+                connection.execute(select(runs.c.details).where(runs.c.id == self.run_id)).scalar() or {}
+            )
+            details = {**details, **totals.details}
+            connection.execute(
+                update(runs)
+                .where(runs.c.id == self.run_id)
+                .values(
+                    status=status,
+                    finished_at=now(),
+                    clusters_announced=totals.clusters_announced,
+                    clusters_stored=self._clusters_stored,
+                    columns_announced=self._columns_announced if self._any_announced else None,
+                    columns_stored=self._columns_stored,
+                    requests=totals.requests,
+                    retries=totals.retries,
+                    auth_scheme=totals.auth_scheme,
+                    error=error,
+                    details=details,
                 )
-                details = {**details, **totals.details}
-                connection.execute(
-                    update(runs)
-                    .where(runs.c.id == self.run_id)
-                    .values(
-                        status=status,
-                        finished_at=now(),
-                        clusters_announced=totals.clusters_announced,
-                        clusters_stored=self._clusters_stored,
-                        columns_announced=self._columns_announced if self._any_announced else None,
-                        columns_stored=self._columns_stored,
-                        requests=totals.requests,
-                        retries=totals.retries,
-                        auth_scheme=totals.auth_scheme,
-                        error=error,
-                        details=details,
-                    )
-                )
-        except SQLAlchemyError as exc:
-            raise _store_error(f"could not finish run {self.run_id}", exc) from None
+            )
         self._closed = True
 
 
@@ -600,8 +598,3 @@ def _store_versions(connection: Connection, pending: dict[str, ColumnRows]) -> d
     insert_tuples(connection, column_tags, TAG_FIELDS, tags, ignore=False)
     insert_tuples(connection, column_attributes, ATTRIBUTE_FIELDS, attributes, ignore=False)
     return ids
-
-
-def _store_error(what: str, exc: SQLAlchemyError) -> StoreError:
-    detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
-    return StoreError(f"{what}: {detail}", hint="check that the database is writable and not full")

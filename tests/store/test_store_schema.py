@@ -262,3 +262,25 @@ def test_an_upgrade_that_fails_halfway_leaves_the_database_as_it_was(tmp_path):
     assert store_db.current_revision(engine) == store_db.head_revision()
     with engine.connect() as connection:
         assert snapshot_content(connection) == before
+
+
+def test_database_errors_become_one_line_store_errors_saying_what_was_being_done(tmp_path):
+    """Every stage turns a driver error into the same shape: what failed, the driver's line, a hint."""
+    from auditor.engine.findings import store_evaluation
+    from auditor.store.db import READ_HINT, WRITE_HINT
+
+    engine = store_db.open_database(tmp_path / "broken.db")
+    run_id = write_catalog(engine, make_catalog(1, 1))
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE findings"))
+        connection.execute(text("DROP TABLE evaluations"))
+    with pytest.raises(StoreError) as caught:
+        store_evaluation(engine, run_id, "digest", ["rule-a"], [])
+    assert caught.value.message == f"could not store the findings of run {run_id}: no such table: evaluations"
+    assert caught.value.hint == WRITE_HINT
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE runs RENAME TO runs_gone"))
+    with pytest.raises(StoreError) as caught:
+        list_runs(engine)
+    assert caught.value.message == "could not read runs: no such table: runs"
+    assert caught.value.hint == READ_HINT

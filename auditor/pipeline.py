@@ -86,23 +86,19 @@ def run_job(
     recorded ``failed``) before anything is checked, so a partial catalog never reads as clean.
     """
     run = take_snapshot(engine, client, cluster_filter=cluster_filter, workers=workers, progress=progress)
-    check = check_run(engine, run.id, ruleset, waivers=waivers, baseline=baseline)
-    bundle = build_report_bundle(
+    check, bundle, written = check_and_report(
         engine,
         run.id,
-        # the report's diff compares with the run the check compared with (None: the previous one)
-        against=check.baseline.id if check.baseline else None,
         ruleset=ruleset,
         waivers=waivers,
         rules_paths=rules_paths,
         waivers_path=waivers_path,
-        check=report_check(check),
+        baseline=baseline,
+        report_path=report_path or default_report_name(run.id),
+        export_dir=export_dir,
         templates_dir=templates_dir,
-        with_exports=export_dir is not None,
     )
-    output = Path(report_path) if report_path else Path(default_report_name(run.id))
-    result = JobResult(run=run, check=check, baseline=check.baseline, report=bundle)
-    result.written = bundle.write(output, export_dir)
+    result = JobResult(run=run, check=check, baseline=check.baseline, report=bundle, written=written)
     if email is not None:
         from auditor.render.email import deliver_email
 
@@ -124,6 +120,38 @@ def run_job(
             result.eml_path = Path(str(email.eml_path))
     result.exit_code = check.gate(fail_on, new_only)
     return result
+
+
+def check_and_report(
+    engine: Engine,
+    run_id: int,
+    *,
+    ruleset: RuleSet,
+    report_path: str | Path,
+    waivers: Waivers | None = None,
+    rules_paths: Sequence[str | Path] | None = None,
+    waivers_path: str | Path | None = None,
+    baseline: str | int | None = "previous",
+    export_dir: str | Path | None = None,
+    templates_dir: str | Path | None = None,
+) -> tuple[CheckResult, ReportBundle, list[Path]]:
+    """Check run ``run_id`` against ``baseline`` and write its report (and exports): the check, the
+    rendered report, and the files written. The report's diff compares with the run the check
+    compared with (without one, with the previous complete run)."""
+    check = check_run(engine, run_id, ruleset, waivers=waivers, baseline=baseline)
+    bundle = build_report_bundle(
+        engine,
+        run_id,
+        against=check.baseline.id if check.baseline else None,
+        ruleset=ruleset,
+        waivers=waivers,
+        rules_paths=rules_paths,
+        waivers_path=waivers_path,
+        check=report_check(check),
+        templates_dir=templates_dir,
+        with_exports=export_dir is not None,
+    )
+    return check, bundle, bundle.write(Path(report_path), export_dir)
 
 
 def report_check(check: CheckResult) -> CheckResult | None:
@@ -213,18 +241,10 @@ def run_demo(
                 info(f"snapshot of the sandbox at epoch {epoch} ({clusters} clusters, {columns} columns)…")
                 progress = progress_factory() if progress_factory else None
                 taken.append(take_snapshot(engine, client, workers=workers, progress=progress))
-        latest = taken[-1]
-        check = check_run(engine, latest.id, ruleset, baseline="previous")
-        bundle = build_report_bundle(
-            engine,
-            latest.id,
-            against=check.baseline.id if check.baseline else None,
-            ruleset=ruleset,
-            check=report_check(check),
-            with_exports=True,
-        )
         report = target / "report.html"
-        written = bundle.write(report, target / "export")
+        check, _bundle, written = check_and_report(
+            engine, taken[-1].id, ruleset=ruleset, report_path=report, export_dir=target / "export"
+        )
         return DemoResult(
             folder=target,
             database=database,

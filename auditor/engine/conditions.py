@@ -56,6 +56,7 @@ from auditor.engine.sqlfuncs import (
     RegexSearch,
     RegexSearchIgnoreCase,
     TextContains,
+    UnicodeLower,
     check_pattern,
 )
 from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at
@@ -559,9 +560,13 @@ class Compare(Condition):
         return self._scalar(column, self.op, self.target.kind)
 
     def _norm(self, column: Any, kind: Kind, *, substring: bool = False) -> Any:
-        """``column`` as compared: case-folded for text unless exact (lower() for substrings)."""
+        """``column`` as compared: case-folded for text unless exact (lower() for substrings; all of
+        Unicode when a value compared with is not plain ASCII, see :class:`UnicodeLower`)."""
         if kind not in (Kind.TEXT, Kind.TEXT_LIST) or self.exact:
             return column
+        values = self.value if isinstance(self.value, (list, tuple)) else [self.value]
+        if not all(value.isascii() for value in values if isinstance(value, str)):
+            return UnicodeLower(column)
         return func.lower(column) if substring else CaseFolded(column)
 
     def _value(self, value: Any, kind: Kind) -> Any:

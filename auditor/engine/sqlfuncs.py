@@ -142,9 +142,15 @@ def _sqlite_regexp(pattern: str | None, value: Any, ignore_case: int | None) -> 
     return verdict
 
 
+def _sqlite_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 def register_sqlite_functions(dbapi_connection: Any) -> None:
-    """Register ``auditor_regexp(pattern, value, ignore_case)`` on a sqlite3 connection."""
+    """Register ``auditor_regexp(pattern, value, ignore_case)`` and ``auditor_lower(value)`` (Unicode
+    lower-casing, see :class:`UnicodeLower`) on a sqlite3 connection."""
     dbapi_connection.create_function("auditor_regexp", 3, _sqlite_regexp, deterministic=True)
+    dbapi_connection.create_function("auditor_lower", 1, _sqlite_lower, deterministic=True)
 
 
 class TextContains(FunctionElement[bool]):
@@ -193,6 +199,34 @@ def _folded_default(element: CaseFolded, compiler: Any, **kw: Any) -> str:
 def _folded_sqlite(element: CaseFolded, compiler: Any, **kw: Any) -> str:
     (value,) = list(element.clauses)
     return f"{compiler.process(value, **kw)} COLLATE NOCASE"
+
+
+class UnicodeLower(FunctionElement[str]):
+    """``value`` lower-cased in all of Unicode: a test against a value outside ASCII (``Élevé``).
+
+    SQLite's ``lower()`` and ``NOCASE`` fold ASCII letters only, so ``ÉLEVÉ`` would not equal
+    ``élevé`` there; a rule whose literal is not plain ASCII compares through ``auditor_lower``
+    (Python's ``str.lower``, registered by :func:`register_sqlite_functions`), as PostgreSQL's
+    ``lower()`` does. Such rules pay a Python call per value read; ASCII literals keep the faster
+    :class:`CaseFolded` (the two foldings agree on them, but for the odd compatibility character
+    such as the Kelvin sign, which ``str.lower`` turns into ``k``).
+    """
+
+    type = Text()
+    name = "unicode_lower"
+    inherit_cache = True
+
+
+@compiles(UnicodeLower)
+def _unicode_lower_default(element: UnicodeLower, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"lower({compiler.process(value, **kw)})"
+
+
+@compiles(UnicodeLower, "sqlite")
+def _unicode_lower_sqlite(element: UnicodeLower, compiler: Any, **kw: Any) -> str:
+    (value,) = list(element.clauses)
+    return f"auditor_lower({compiler.process(value, **kw)})"
 
 
 class RegexSearch(FunctionElement[bool]):

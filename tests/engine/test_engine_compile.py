@@ -343,6 +343,73 @@ def test_case_insensitive_tests_fold_in_the_database_without_copying_values(engi
     assert "NOCASE" not in compiled("{field: columnName, eq: SSN}", pg)
 
 
+UNICODE_CATALOG = [
+    {
+        "id": "c-fr",
+        "labels": ["CONFIDENTIALITÉ"],
+        "columns": [
+            {
+                "fullyQualifiedName": "fr.a",
+                "columnName": "GRÖSSE",
+                "tags": [{"tagName": "Niveau", "tagValue": "ÉLEVÉ"}],
+            },
+            {
+                "fullyQualifiedName": "fr.b",
+                "columnName": "grösse",
+                "tags": [{"tagName": "niveau", "tagValue": "élevé"}],
+            },
+            {
+                "fullyQualifiedName": "fr.c",
+                "columnName": "Straße",
+                "tags": [{"tagName": "niveau", "tagValue": "Élevée"}],
+            },
+            {
+                "fullyQualifiedName": "fr.d",
+                "columnName": "size",
+                "tags": [{"tagName": "niveau", "tagValue": "ELEVE"}],
+            },
+        ],
+    }
+]
+UNICODE_CASES = [
+    ("{tags: {any: {field: tagValue, eq: élevé}}}", {"fr.a", "fr.b"}),
+    ("{tags: {any: {field: tagValue, eq: ÉLEVÉ, case: exact}}}", {"fr.a"}),
+    ("{tags: {any: {field: tagValue, in: [élevé, nothing]}}}", {"fr.a", "fr.b"}),
+    ("{tags: {any: {field: tagValue, contains: ÉLEV}}}", {"fr.a", "fr.b", "fr.c"}),
+    ("{field: columnName, eq: GRÖSSE}", {"fr.a", "fr.b"}),
+    ("{field: columnName, ne: grösse}", {"fr.c", "fr.d"}),
+    ("{field: columnName, contains: STRA}", {"fr.c"}),
+    ("{field: cluster.labels, contains: confidentialité}", {"fr.a", "fr.b", "fr.c", "fr.d"}),
+    ("{field: cluster.labels, not_contains: Confidentialité}", set()),
+    ("{tags: {any: {field: tagValue, eq: eleve}}}", {"fr.d"}),  # an ASCII literal: accents still count
+]
+
+
+def _unicode_cases(engine, tmp_path: Path) -> list[str]:
+    run_id = write_snapshot(engine, UNICODE_CATALOG)
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        return [
+            f"{body}: expected {sorted(expected)}, got {sorted(got)}"
+            for body, expected in UNICODE_CASES
+            if (got := _subjects(connection, run_id, _rule(tmp_path, "column", body))) != expected
+        ]
+
+
+def test_case_is_ignored_in_all_of_unicode_on_sqlite(engine, tmp_path):
+    """SQLite's own folding knows ASCII only: a literal outside ASCII compares through Python's."""
+    assert _unicode_cases(engine, tmp_path) == []
+
+
+@pytest.mark.postgres
+def test_case_is_ignored_in_all_of_unicode_on_postgresql(postgres_url, tmp_path):
+    pg = open_database(postgres_url)
+    try:
+        assert _unicode_cases(pg, tmp_path) == []
+    finally:
+        pg.dispose()
+
+
 @pytest.mark.parametrize("seeked", [0, 1, 2, 5_000])
 def test_whole_snapshot_groups_are_the_same_however_they_are_listed(engine, tmp_path, monkeypatch, seeked):
     """Two passing groups: listed by key (up to SEEKED_GROUPS of them), else by one whole pass."""

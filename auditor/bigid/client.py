@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from pydantic import ValidationError
@@ -593,6 +593,7 @@ class BigIDClient:
                         timeout=(self.options.connect_timeout, self.options.read_timeout),
                         verify=self._verify,
                         stream=True,
+                        allow_redirects=False,  # see _redirected
                     )
                     # One read of the whole body: ``response.content`` would pull a large page in
                     # 10 KB chunks, each a GIL hand-off among the worker threads (a third of a
@@ -632,6 +633,8 @@ class BigIDClient:
                         )
                     else:
                         return 200, body
+                elif 300 <= status < 400:
+                    raise self._redirected(path, status, response.headers.get("Location"))
                 elif status in RETRY_STATUSES:
                     failure = _Failure(f"HTTP {status}", status=status, network=False)
                     if status in (429, 503):
@@ -691,6 +694,22 @@ class BigIDClient:
         if "name or service not known" in text or "nodename nor servname" in text or "resolve" in text:
             return f"cannot resolve the host of {self.base_url}"
         return "connection failed"
+
+    def _redirected(self, path: str, status: int, location: str | None) -> ApiError:
+        """A 3xx answer. Redirects are never followed: BigID's API does not redirect, so one means
+        the URL is not the tenant's API (a login page, ``http`` → ``https``, a moved host), and
+        following it to another host would store that host's answers as the tenant's."""
+        try:
+            target = public_url(urljoin(self.base_url + path, location)) if location else "nowhere"
+        except ValueError:  # a Location that is not a URL (a bad port, a broken IPv6 literal)
+            target = "an address that is not a valid URL"
+        return ApiError(
+            f"GET {path} was redirected to {secrets.scrub(target)} (HTTP {status}); redirects are "
+            "not followed",
+            hint="set --url / BIGID_URL to the tenant's address itself (e.g. https://… if it "
+            "redirects to https, not a login page or a proxy in front of it)",
+            status=status,
+        )
 
     def _exhausted(self, path: str, failure: _Failure, attempts: int, elapsed: float) -> ApiError:
         spent = f"{attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f} s"

@@ -14,7 +14,7 @@ import pytest
 from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH, BigIDClient, ClientOptions, public_url
 from auditor.errors import ApiError, AuthError, ConfigError, NetworkError, NotFoundError, PayloadError
 
-from .conftest import Reply, Request
+from .conftest import Loopback, Reply, Request
 
 TUTORIAL_CLUSTERS = [
     {
@@ -215,6 +215,40 @@ def test_persistent_resets_end_in_a_network_error(loopback, make_client):
         make_client(loopback.url, max_retries=2).list_clusters()
     assert "(3 attempts in" in caught.value.message
     assert "check --url / BIGID_URL" in caught.value.hint
+
+
+def test_redirects_are_not_followed(loopback, make_client):
+    """A redirect to another host must neither carry the key there nor have that host's answer
+    stored as the tenant's; a redirect loop is the same clear error, not an internal one."""
+    other = Loopback()  # another host name for the same machine: "localhost" vs 127.0.0.1
+    other.reset(lambda r: Reply(200, TUTORIAL_CLUSTERS))
+    port = other.server.server_address[1]
+    try:
+        loopback.reset(
+            lambda r: Reply(302, b"", {"Location": f"http://u:pw@localhost:{port}/api/v1/clusters?limit=9"})
+        )
+        client = make_client(loopback.url, auth_scheme="raw")
+        with pytest.raises(ApiError) as caught:
+            client.list_clusters()
+        assert type(caught.value) is ApiError and caught.value.status == 302
+        assert caught.value.exit_code == 3
+        assert caught.value.message == (
+            f"GET {CLUSTERS_PATH} was redirected to http://localhost:{port}/api/v1/clusters (HTTP 302); "
+            "redirects are not followed"
+        )
+        assert "--url / BIGID_URL" in caught.value.hint
+        assert other.seen == [] and len(loopback.seen) == 1  # nothing sent there, nothing retried
+
+        loopback.reset(lambda r: Reply(301, b"", {"Location": "/api/v1/clusters?again=1"}))
+        with pytest.raises(ApiError) as caught:
+            make_client(loopback.url, auth_scheme="raw").get_columns("c1")
+        assert caught.value.message == (
+            f"GET {COLUMNS_PATH} was redirected to {loopback.url}/api/v1/clusters (HTTP 301); "
+            "redirects are not followed"
+        )
+        assert len(loopback.seen) == 1
+    finally:
+        other.close()
 
 
 # -- envelopes and payloads ----------------------------------------------------------------------

@@ -25,6 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+# The largest count we take as one: JSON's safe integers (what a JavaScript or Java producer means
+# exactly). Larger numbers are no count of anything and would not fit a 64-bit database column.
+MAX_COUNT = 2**53 - 1
+
 _TRUE = {"true", "yes", "y", "1", "t", "on"}
 _FALSE = {"false", "no", "n", "0", "f", "off", ""}
 
@@ -114,7 +118,7 @@ def _created_at(value: Any) -> Any:
 
 
 Bool = Annotated[bool | None, BeforeValidator(_to_bool)]
-Int = Annotated[int | None, BeforeValidator(_to_int)]
+Int = Annotated[Annotated[int, Field(ge=-MAX_COUNT, le=MAX_COUNT)] | None, BeforeValidator(_to_int)]
 Float = Annotated[float | None, BeforeValidator(_to_float)]
 Str = Annotated[str | None, BeforeValidator(_to_str)]
 StrList = Annotated[list[str], BeforeValidator(_to_str_list)]

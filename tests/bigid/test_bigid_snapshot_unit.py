@@ -127,6 +127,37 @@ def test_a_payload_error_fails_the_run(loopback, make_client, engine, processes)
     assert run.status == "failed" and run.error == f"PayloadError: {caught.value.message}"
 
 
+def test_counts_too_large_to_store_are_not_an_internal_error(loopback, make_client, engine):
+    """A ``size`` beyond any count (10**30) used to reach SQLite and end in 'internal error:
+    OverflowError' with the run left ``running``; a ``totalCount`` like it did the same."""
+    huge = 10**30
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1", "size": huge}])
+        return Reply(200, {"results": [], "totalCount": 1})
+
+    loopback.reset(handler)
+    with pytest.raises(PayloadError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH}: cluster 0 (k1): size: Input should be less than or equal to 9007199254740991"
+    )
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == f"PayloadError: {caught.value.message}"
+
+    def lying_total(request: Request) -> Reply:  # a total that is no count: as if none was given
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1", "size": 2}])
+        rows = [{"fullyQualifiedName": "a.b.c1"}, {"fullyQualifiedName": "a.b.c2"}]
+        return Reply(200, {"results": rows[int(request.query["skip"]) :], "totalCount": huge})
+
+    loopback.reset(lying_total)
+    run = take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert run.status == "complete" and run.columns_stored == 2 and run.columns_announced is None
+    assert run.details["total_mismatches"] == []
+
+
 class InterruptingProgress(Progress):
     def __init__(self) -> None:
         super().__init__(enabled=False)

@@ -429,6 +429,11 @@ class SnapshotWriter:
                 self._write(connection)
         except SQLAlchemyError as exc:
             raise _store_error(f"could not write run {self.run_id}", exc) from None
+        except (OverflowError, ValueError) as exc:  # a value the driver cannot bind (SQLite)
+            raise StoreError(
+                f"could not write run {self.run_id}: {type(exc).__name__}: {str(exc)[:200]}",
+                hint="a value received does not fit the database; re-run with --debug and report it",
+            ) from None
         self._pending_cluster_versions.clear()
         self._pending_labels.clear()
         self._pending_run_clusters.clear()
@@ -492,8 +497,9 @@ class SnapshotWriter:
 
     def fail(self, error: str, totals: RunTotals | None = None) -> None:
         """Flush what can be flushed and mark the run ``failed`` with ``error``."""
-        # A flush failure is recorded below; the run stays not-complete either way.
-        with contextlib.suppress(StoreError):
+        # A flush failure of any kind must not keep the run from being marked failed (it would stay
+        # ``running``); the run stays not-complete either way.
+        with contextlib.suppress(Exception):
             self.flush()
         self._end(RUN_FAILED, totals or RunTotals(), error)
 

@@ -240,7 +240,14 @@ class BigIDClient:
     def __init__(self, options: ClientOptions) -> None:
         if options.auth_scheme not in SCHEMES:
             raise ConfigError(f"--auth-scheme {options.auth_scheme!r} is not one of {', '.join(SCHEMES)}")
-        parts = urlsplit(options.url or "")
+        try:
+            parts = urlsplit(options.url or "")
+            parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError:  # the message names no part of the URL: it may carry credentials
+            raise ConfigError(
+                "the BigID URL is not a valid URL (check the host and the port, 1-65535)",
+                hint="pass --url https://your-tenant.example.net (or set BIGID_URL)",
+            ) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
                 f"the BigID URL {public_url(options.url or '')!r} is not an http(s) URL",

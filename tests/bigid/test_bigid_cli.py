@@ -66,6 +66,20 @@ def test_snapshot_without_a_key_is_a_usage_error(run_cli, tmp_db):
     assert result.stderr.splitlines()[0] == "error: no BigID API key: BIGID_TOKEN is not set"
 
 
+@pytest.mark.parametrize("command", [["snapshot"], ["clusters"], ["columns", "c1"]])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "https://u:s3cret@host:port", "http://[::1"])
+def test_an_unparsable_url_is_a_usage_error(run_cli, tmp_db, command, url):
+    """These were 'internal error: ValueError: Port out of range' / 'Invalid IPv6 URL' (exit 3)."""
+    db = ["--db", tmp_db] if command == ["snapshot"] else []
+    result = run_cli(*command, *db, env={"BIGID_URL": url, "BIGID_TOKEN": "SAMPLE"})
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: the BigID URL is not a valid URL (check the host and the port, 1-65535)",
+        "hint: pass --url https://your-tenant.example.net (or set BIGID_URL)",
+    ]
+    assert "s3cret" not in result.output
+
+
 def test_the_key_is_never_a_command_line_value(run_cli):
     result = run_cli("snapshot", "--token", "SAMPLE")
     assert result.exit_code == 2 and "No such option '--token'" in result.stderr

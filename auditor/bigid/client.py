@@ -457,7 +457,7 @@ class BigIDClient:
         try:
             envelope = unwrap(body)
         except ErrorUnder200 as exc:  # already handled by the transport; kept for safety
-            raise _error_under_200(path, exc.message) from None
+            raise _about_cluster(_error_under_200(path, exc.message), cluster_id) from None
         except UnknownEnvelope as exc:
             raise _unknown_envelope(path, cluster_id, exc.description) from None
         self._record_envelope(kind, envelope.shape)
@@ -552,7 +552,10 @@ class BigIDClient:
         auth_retries = 0
         while True:
             header, generation = self._header()
-            status, body = self._send(path, params, header, decode)
+            try:
+                status, body = self._send(path, params, header, decode)
+            except ApiError as exc:
+                raise _about_cluster(exc, cluster_id) from None
             if status == 401:
                 # every retry needs a header that changed since (see Authenticator.unauthorized);
                 # the cap only guards against a tenant whose sessions die faster than workers use them
@@ -739,6 +742,7 @@ class BigIDClient:
         detail = error_message(body)
         said = f": {secrets.scrub(detail)}" if detail else ""
         where = f"HTTP {status} from GET {path}"
+        about = f"cluster {cluster_id}: " if cluster_id is not None else ""  # one of many in a snapshot
         if status == 400 and detail and "unable to locate" in detail.lower():
             status = 404
         if status == 400:
@@ -748,15 +752,15 @@ class BigIDClient:
                     hint="check the cluster id; list the valid ids with: auditor clusters",
                     status=400,
                 )
-            about = f" with filter {filter!r}" if filter else ""
+            with_filter = f" with filter {filter!r}" if filter else ""
             return ApiError(
-                f"the API rejected the request{about} ({where}){said}",
+                f"the API rejected the request{with_filter} ({where}){said}",
                 hint="check --filter (e.g. size=20)" if filter else None,
                 status=400,
             )
         if status == 403:
             return AuthError(
-                f"the API key lacks permission for GET {path} (HTTP 403){said}",
+                f"{about}the API key lacks permission for GET {path} (HTTP 403){said}",
                 hint="ask a BigID administrator to grant the key's user access to Cluster Analysis and "
                 "the Data Catalog",
                 status=403,
@@ -775,11 +779,11 @@ class BigIDClient:
             )
         if status == 422:
             return ApiError(
-                f"the API could not process the request ({where}){said}",
+                f"{about}the API could not process the request ({where}){said}",
                 hint="simplify the --filter expression (quote values, avoid double quotes inside them)",
                 status=422,
             )
-        return ApiError(f"GET {path} failed ({where}){said}", status=status)
+        return ApiError(f"{about}GET {path} failed ({where}){said}", status=status)
 
 
 class ColumnFetch:
@@ -820,9 +824,9 @@ class ColumnFetch:
         )
         decoded = self.offload.result(pending)
         if decoded.not_json is not None:  # not HTML (screened by submit): not retried, as in _send
-            raise _not_json(COLUMNS_PATH, decoded.not_json[1])
+            raise _about_cluster(_not_json(COLUMNS_PATH, decoded.not_json[1]), self.cluster_id)
         if decoded.error_under_200 is not None:  # screened by submit; kept for safety, as in _unwrap
-            raise _error_under_200(COLUMNS_PATH, decoded.error_under_200[0])
+            raise _about_cluster(_error_under_200(COLUMNS_PATH, decoded.error_under_200[0]), self.cluster_id)
         if decoded.unknown_envelope is not None:
             raise _unknown_envelope(COLUMNS_PATH, self.cluster_id, decoded.unknown_envelope)
         if decoded.invalid is not None:
@@ -851,6 +855,16 @@ class ColumnFetch:
                 f"cluster {self.cluster_id}: GET {COLUMNS_PATH} made no progress: {exc}",
                 hint="the server may ignore skip/limit; nothing was stored for this cluster as complete",
             ) from None
+
+
+def _about_cluster(exc: ApiError, cluster_id: str | None) -> ApiError:
+    """``exc`` naming the cluster whose request failed (one of many in a snapshot), if it does not.
+
+    Errors about the key itself (401) are the same for every cluster and are left as they are.
+    """
+    if cluster_id is None or exc.message.startswith(f"cluster {cluster_id}: ") or exc.status == 401:
+        return exc
+    return type(exc)(f"cluster {cluster_id}: {exc.message}", hint=exc.hint, status=exc.status)
 
 
 def _column_key(row: ColumnRow) -> Hashable:

@@ -243,7 +243,7 @@ def test_redirects_are_not_followed(loopback, make_client):
         with pytest.raises(ApiError) as caught:
             make_client(loopback.url, auth_scheme="raw").get_columns("c1")
         assert caught.value.message == (
-            f"GET {COLUMNS_PATH} was redirected to {loopback.url}/api/v1/clusters (HTTP 301); "
+            f"cluster c1: GET {COLUMNS_PATH} was redirected to {loopback.url}/api/v1/clusters (HTTP 301); "
             "redirects are not followed"
         )
         assert len(loopback.seen) == 1

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from auditor.bigid.client import CLUSTERS_PATH
-from auditor.errors import NotFoundError, PayloadError
+from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
+from auditor.errors import ApiError, AuthError, NetworkError, NotFoundError, PayloadError
 from auditor.progress import Progress
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
@@ -125,6 +125,40 @@ def test_a_payload_error_fails_the_run(loopback, make_client, engine, processes)
     assert caught.value.message == "cluster k1: column 0: fullyQualifiedName: Field required"
     (run,) = list_runs(engine)
     assert run.status == "failed" and run.error == f"PayloadError: {caught.value.message}"
+
+
+@MODES
+@pytest.mark.parametrize(
+    ("reply", "error", "message"),
+    [
+        (Reply(503, {}), ApiError, f"GET {COLUMNS_PATH} failed: HTTP 503 (2 attempts in "),
+        (Reply(drop=True), NetworkError, f"GET {COLUMNS_PATH} failed: connection reset (2 attempts in "),
+        (Reply(200, b""), PayloadError, f"GET {COLUMNS_PATH} answered 200 with a body that is not JSON: ''"),
+        (Reply(403, {}), AuthError, f"the API key lacks permission for GET {COLUMNS_PATH} (HTTP 403)"),
+        (Reply(418, {}), ApiError, f"GET {COLUMNS_PATH} failed (HTTP 418 from GET {COLUMNS_PATH})"),
+    ],
+    ids=["retries-exhausted", "resets", "not-json", "403", "other-status"],
+)
+def test_a_failing_columns_request_names_its_cluster(
+    loopback, make_client, engine, processes, reply, error, message
+):
+    """Among many clusters, the one whose columns could not be fetched is named (it was not)."""
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1"}, {"id": "k2"}] if request.query["skip"] == "0" else [])
+        if request.query["clusterId"] == "k2":
+            return reply
+        return Reply(200, {"results": [], "totalCount": 0})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, auth_scheme="raw", max_retries=1, cluster_id_fallback=False)
+    with pytest.raises(ApiError) as caught:
+        take_snapshot(engine, client, workers=1, processes=processes)
+    assert type(caught.value) is error
+    assert caught.value.message.startswith(f"cluster k2: {message}")
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == f"{error.__name__}: {caught.value.message}"
 
 
 def test_counts_too_large_to_store_are_not_an_internal_error(loopback, make_client, engine):

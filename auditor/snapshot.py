@@ -207,7 +207,8 @@ def _fetch_columns(
     sizes = {cluster.id: cluster.size for cluster, _ in clusters}
     size_mismatches: list[dict[str, Any]] = []
     total_mismatches: list[dict[str, Any]] = []
-    counts = {"size_mismatches": 0, "total_mismatches": 0, "duplicate_rows": 0, "pages": 0}
+    # the mismatches are all counted (``*_count``) and the first MAX_LISTED_MISMATCHES listed
+    counts = {"size_mismatch_count": 0, "total_mismatch_count": 0, "duplicate_rows": 0, "pages": 0}
 
     def put(item: tuple[str, str, Any]) -> None:
         while True:
@@ -316,11 +317,11 @@ def _record_cluster(
     counts["duplicate_rows"] += stats.duplicates
     counts["pages"] += stats.pages
     if size is not None and size != stats.fetched:
-        counts["size_mismatches"] += 1
+        counts["size_mismatch_count"] += 1
         if len(size_mismatches) < MAX_LISTED_MISMATCHES:
             size_mismatches.append({"cluster_id": cluster_id, "size": size, "fetched": stats.fetched})
     if stats.total is not None and stats.total != stats.fetched:
-        counts["total_mismatches"] += 1
+        counts["total_mismatch_count"] += 1
         if len(total_mismatches) < MAX_LISTED_MISMATCHES:
             total_mismatches.append(
                 {"cluster_id": cluster_id, "total_count": stats.total, "fetched": stats.fetched}

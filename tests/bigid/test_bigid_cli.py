@@ -9,7 +9,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from auditor import snapshot as snapshot_module
 from auditor.cli.main import cli
+from auditor.render.context import fetch_notes
 from auditor.store.db import open_database
 from auditor.store.runs import list_runs
 
@@ -47,6 +49,22 @@ def test_snapshot_prints_the_run_id_and_stats(sandbox, run_cli, tmp_db):
     quiet = run_cli("--quiet", "snapshot", "--processes", "2", "--db", tmp_db, env=env_for(server))
     assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "2\n", "")
     assert list_runs(open_database(tmp_db))[-1].details["processes"] == 2
+
+
+def test_mismatches_are_counted_in_full_and_noted_as_a_count(sandbox, run_cli, tmp_db, monkeypatch):
+    """The per-run counts of mismatches were overwritten by their (capped) lists, which the summary
+    then printed whole ("note: [{'cluster_id': ...}, ...] cluster(s) whose ...")."""
+    monkeypatch.setattr(snapshot_module, "MAX_LISTED_MISMATCHES", 1)
+    server = sandbox(**SMALL, auth="raw", wrong_totals=1.0)
+    result = run_cli("snapshot", "--db", tmp_db, "--page-size", "50", env=env_for(server))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        "note: 4 cluster(s) whose totalCount differs from the columns fetched"
+    ]
+    (run,) = list_runs(open_database(tmp_db))
+    assert run.details["total_mismatch_count"] == 4 and len(run.details["total_mismatches"]) == 1
+    assert run.details["size_mismatch_count"] == 0 and run.details["size_mismatches"] == []
+    assert "4 clusters whose totalCount differs from the columns fetched" in fetch_notes(run.details)
 
 
 def test_snapshot_without_a_url_is_a_usage_error(run_cli, tmp_db):

@@ -52,7 +52,7 @@ from auditor.bigid.envelope import (
     parse_body,
     unwrap,
 )
-from auditor.bigid.models import Cluster, Column, parse_clusters, parse_columns
+from auditor.bigid.models import Cluster, Column, RecordTooDeep, parse_clusters, parse_columns
 from auditor.bigid.paging import NoProgress, PagingStats, RawPage, paginate
 from auditor.errors import (
     ApiError,
@@ -162,7 +162,11 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         raw = rows[index] if index is not None and index < len(rows) else None
         fqn = _field(raw, _FQN_NAMES)
         return DecodedColumns(invalid=(index, fqn, field_path, message))
-    return DecodedColumns(rows=list(map(transform, models, rows)), total=envelope.total, shape=envelope.shape)
+    try:
+        out = list(map(transform, models, rows))
+    except RecordTooDeep as exc:
+        return DecodedColumns(invalid=(None, exc.key, "(record)", str(exc)))
+    return DecodedColumns(rows=out, total=envelope.total, shape=envelope.shape)
 
 
 class PageOffload:
@@ -888,6 +892,19 @@ def _invalid_column(cluster_id: str, skip: int, problem: tuple[int | None, Any, 
     return PayloadError(
         f"cluster {cluster_id}: {label}: {field_path}: {message}",
         hint="the payload does not fit the Column model; re-run with --verbose and report it",
+    )
+
+
+def record_too_deep(cluster_id: str, exc: RecordTooDeep) -> PayloadError:
+    """The error for a column record nested too deeply to store (as :func:`decode_columns` says it)."""
+    return _invalid_column(cluster_id, 0, (None, exc.key, "(record)", str(exc)))
+
+
+def cluster_too_deep(position: int, exc: RecordTooDeep) -> PayloadError:
+    """The error for a cluster record nested too deeply to store (worded as the cluster checks)."""
+    return PayloadError(
+        f"GET {CLUSTERS_PATH}: cluster {position} ({exc.key}): (record): {exc}",
+        hint="the payload does not fit the Cluster model; re-run with --verbose and report it",
     )
 
 

@@ -29,6 +29,37 @@ from pydantic import (
 # exactly). Larger numbers are no count of anything and would not fit a 64-bit database column.
 MAX_COUNT = 2**53 - 1
 
+# Levels of nesting a record may have. The JSON parser accepts 1,024, but the store serialises a
+# record nested deeper than 255 with the standard library, whose recursion gives out near 1,000;
+# deeper records are refused, clearly (RecordTooDeep), rather than crashing somewhere downstream.
+MAX_DEPTH = 512
+
+
+class RecordTooDeep(ValueError):
+    """A record nested more than :data:`MAX_DEPTH` levels deep; ``key`` names it (fqn or id)."""
+
+    def __init__(self, key: str | None = None) -> None:
+        super().__init__(f"nested more than {MAX_DEPTH} levels deep")
+        self.key = key
+
+
+def nesting_depth(value: Any) -> int:
+    """Levels of lists and objects in ``value`` (0 for a scalar), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 _TRUE = {"true", "yes", "y", "1", "t", "on"}
 _FALSE = {"false", "no", "n", "0", "f", "off", ""}
 

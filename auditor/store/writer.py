@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from auditor import __version__
-from auditor.bigid.models import Cluster, Column
+from auditor.bigid.models import MAX_DEPTH, Cluster, Column, RecordTooDeep, nesting_depth
 from auditor.errors import StoreError
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -51,6 +51,9 @@ SQLITE_CACHE_KIB = 65_536  # page cache of the writing connection (64 MiB)
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON bytes (sorted keys): the input of every content hash.
 
+    Raises :class:`auditor.bigid.models.RecordTooDeep` for a value nested more than ``MAX_DEPTH``
+    levels deep (:func:`cluster_record` and :func:`column_rows` say which record).
+
     Records parsed from JSON only have string keys, which orjson sorts faster without
     ``OPT_NON_STR_KEYS`` (a third of this call); other keys take the slower option, with the same
     bytes for the string keys either way.
@@ -61,8 +64,11 @@ def canonical_json(value: Any) -> bytes:
         pass
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # e.g. integers beyond 64 bits
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    except TypeError:  # e.g. integers beyond 64 bits, or nested deeper than orjson's 255 levels
+        pass
+    if nesting_depth(value) > MAX_DEPTH:  # the standard library would run out of recursion
+        raise RecordTooDeep
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def now() -> datetime:
@@ -100,7 +106,10 @@ def cluster_record(
     cluster: Cluster, raw: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """(hash, cluster_versions row, cluster_labels rows) for one cluster."""
-    blob = canonical_json(raw)  # one serialisation: the hash and the stored raw (as for columns)
+    try:
+        blob = canonical_json(raw)  # one serialisation: the hash and the stored raw (as for columns)
+    except RecordTooDeep:
+        raise RecordTooDeep(cluster.id) from None
     digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
     row = {
         "hash": digest,
@@ -187,7 +196,10 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
     share = _SHARED.setdefault
     if len(_SHARED) > SHARED_VALUES_MAX:
         _SHARED.clear()
-    blob = canonical_json(raw)
+    try:
+        blob = canonical_json(raw)
+    except RecordTooDeep:
+        raise RecordTooDeep(column.fullyQualifiedName) from None
     digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
     version = (
         digest,

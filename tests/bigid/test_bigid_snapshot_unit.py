@@ -192,6 +192,34 @@ def test_counts_too_large_to_store_are_not_an_internal_error(loopback, make_clie
     assert run.details["total_mismatches"] == []
 
 
+def test_deeply_nested_records_are_stored_or_refused_clearly(loopback, make_client, engine):
+    """500 levels (past orjson's 255 for writing) are stored exactly; 1,000 levels (which the parser
+    accepts) were 'internal error: RecursionError' and are now a payload error naming the cluster."""
+    nested = {"x": 0}
+    for _ in range(499):
+        nested = {"x": nested}
+    column = {"fullyQualifiedName": "k1.db.t.c", "deep": nested}
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1", "size": 1}])
+        return Reply(200, {"results": [column][int(request.query["skip"]) :], "totalCount": 1})
+
+    loopback.reset(handler)
+    run = take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert run.status == "complete"
+    assert stored(engine, run.id)[0] == {("k1", "k1.db.t.c"): column}
+
+    deep = b"[" * 1000 + b"]" * 1000
+    loopback.reset(lambda r: Reply(200, b'[{"id": "k2", "x": ' + deep + b"}]"))
+    with pytest.raises(PayloadError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH}: cluster 0 (k2): (record): nested more than 512 levels deep"
+    )
+    assert list_runs(engine)[-1].status == "failed"
+
+
 class InterruptingProgress(Progress):
     def __init__(self) -> None:
         super().__init__(enabled=False)

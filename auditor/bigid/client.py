@@ -909,8 +909,9 @@ def cluster_too_deep(position: int, exc: RecordTooDeep) -> PayloadError:
 
 
 def _not_json(path: str, snippet: str) -> PayloadError:
+    what = f"a body that is not JSON: {secrets.scrub(snippet)!r}" if snippet else "an empty body"
     return PayloadError(
-        f"GET {path} answered 200 with a body that is not JSON: {secrets.scrub(snippet)!r}",
+        f"GET {path} answered 200 with {what}",
         hint="check that --url is the base URL of a BigID tenant",
     )
 

@@ -157,7 +157,7 @@ def unwrap(body: Any) -> Envelope:
     if isinstance(body, list):
         return Envelope(body, None, "array")
     if not isinstance(body, dict):
-        raise UnknownEnvelope(f"a JSON {type(body).__name__} instead of a list or an object")
+        raise UnknownEnvelope(f"{_json_kind(body)} instead of a list or an object")
     check_error_under_200(body)
     wrapped = "statusCode" in body or ("status" in body and "data" in body)
     prefix = "status+" if wrapped else ""
@@ -187,6 +187,17 @@ def unwrap(body: Any) -> Envelope:
                 )
     keys = ", ".join(sorted(map(str, body))[:8]) or "none"
     raise UnknownEnvelope(f"an object without a list of records (keys: {keys})")
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON scalar is, in JSON's words (not Python's ``NoneType`` or ``str``)."""
+    if value is None:
+        return "JSON null"
+    if isinstance(value, bool):
+        return f"JSON {str(value).lower()}"
+    if isinstance(value, str):
+        return "a JSON string"
+    return "a JSON number" if isinstance(value, int | float) else f"a JSON {type(value).__name__}"
 
 
 def _single_list_key(data: dict[str, Any]) -> str:

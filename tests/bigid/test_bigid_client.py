@@ -338,6 +338,28 @@ def test_unknown_envelope_and_non_json_are_payload_errors(loopback, make_client)
         make_client(loopback.url).list_clusters()
 
 
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"null", "answered JSON null instead of a list or an object"),
+        (b'"hello"', "answered a JSON string instead of a list or an object"),
+        (b"42", "answered a JSON number instead of a list or an object"),
+        (b"true", "answered JSON true instead of a list or an object"),
+        (b"", "answered 200 with an empty body"),
+        (b"  \r\n", "answered 200 with an empty body"),
+    ],
+)
+def test_bodies_that_are_not_a_page_say_what_they_are_in_json_terms(loopback, make_client, body, said):
+    """These read 'a JSON NoneType' / 'a JSON str' / "a body that is not JSON: ''"."""
+    loopback.reset(lambda r: Reply(200, body))
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url, auth_scheme="raw").list_clusters()
+    assert caught.value.message == f"GET {CLUSTERS_PATH} {said}"
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url, auth_scheme="raw").get_columns("k1")
+    assert caught.value.message == f"cluster k1: GET {COLUMNS_PATH} {said}"
+
+
 def test_columns_command_parameters_are_sent_as_documented(loopback, make_client):
     loopback.reset(lambda r: Reply(200, {"results": [], "totalCount": 0}))
     make_client(loopback.url).get_columns(

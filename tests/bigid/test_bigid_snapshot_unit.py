@@ -133,7 +133,11 @@ def test_a_payload_error_fails_the_run(loopback, make_client, engine, processes)
     [
         (Reply(503, {}), ApiError, f"GET {COLUMNS_PATH} failed: HTTP 503 (2 attempts in "),
         (Reply(drop=True), NetworkError, f"GET {COLUMNS_PATH} failed: connection reset (2 attempts in "),
-        (Reply(200, b""), PayloadError, f"GET {COLUMNS_PATH} answered 200 with a body that is not JSON: ''"),
+        (
+            Reply(200, b"x"),
+            PayloadError,
+            f"GET {COLUMNS_PATH} answered 200 with a body that is not JSON: 'x'",
+        ),
         (Reply(403, {}), AuthError, f"the API key lacks permission for GET {COLUMNS_PATH} (HTTP 403)"),
         (Reply(418, {}), ApiError, f"GET {COLUMNS_PATH} failed (HTTP 418 from GET {COLUMNS_PATH})"),
     ],

@@ -440,6 +440,14 @@ class SnapshotWriter:
                     connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
                 self._write(connection)
         except SQLAlchemyError as exc:
+            where = self._holder_of_nul() if "NUL" in str(getattr(exc, "orig", exc)) else None
+            if where is not None:
+                raise StoreError(
+                    f"could not write run {self.run_id}: the database cannot store the NUL character "
+                    f"(U+0000) that {where} contains",
+                    hint="PostgreSQL text cannot hold U+0000 (SQLite can: --db FILE.db); or have the "
+                    "value corrected in BigID",
+                ) from None
             raise _store_error(f"could not write run {self.run_id}", exc) from None
         except (OverflowError, ValueError) as exc:  # a value the driver cannot bind (SQLite)
             raise StoreError(
@@ -453,6 +461,18 @@ class SnapshotWriter:
         self._pending_pages.clear()
         self._pending_rows = 0
         self._pending_stats.clear()
+
+    def _holder_of_nul(self) -> str | None:
+        """Which queued record has a text value with a NUL character (PostgreSQL refuses them)."""
+        for digest, row in self._pending_cluster_versions.items():
+            labels = [label["label"] for label in self._pending_labels.get(digest, ())]
+            if _has_nul([*row.values(), *labels]):
+                return f"cluster {row['cluster_id']!r}"
+        for cluster_id, page in self._pending_pages:
+            for _digest, version, tags, attributes in page:
+                if _has_nul([*version[:-1], *(v for t in (*tags, *attributes) for v in t)]):
+                    return f"column {version[1]!r} of cluster {cluster_id!r}"
+        return None
 
     def _write(self, connection: Connection) -> None:
         # Lock first, before any read: on SQLite a transaction that read and then writes after
@@ -618,6 +638,10 @@ def _store_versions(connection: Connection, pending: dict[str, ColumnRows]) -> d
     insert_tuples(connection, column_tags, TAG_FIELDS, tags, ignore=False)
     insert_tuples(connection, column_attributes, ATTRIBUTE_FIELDS, attributes, ignore=False)
     return ids
+
+
+def _has_nul(values: Iterable[Any]) -> bool:
+    return any(isinstance(value, str) and "\x00" in value for value in values)
 
 
 def _store_error(what: str, exc: SQLAlchemyError) -> StoreError:

@@ -103,6 +103,7 @@ class ClientOptions:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     retry_after_cap: float = 60.0
+    answer_timeout: float = 300.0  # the whole body of one answer (the read timeout bounds each wait)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in vars(self).items() if name != "token")
@@ -303,6 +304,7 @@ class BigIDClient:
         self.requests = 0
         self.retries = 0
         self.envelopes: dict[str, set[str]] = {"clusters": set(), "columns": set()}
+        self._answer_timeout = max(options.answer_timeout, options.read_timeout)
         self.cluster_id_param = options.cluster_id_param
         self.last_cluster_paging: PagingStats | None = None
 
@@ -609,10 +611,10 @@ class BigIDClient:
                         stream=True,
                         allow_redirects=False,  # see _redirected
                     )
-                    # One read of the whole body: ``response.content`` would pull a large page in
-                    # 10 KB chunks, each a GIL hand-off among the worker threads (a third of a
-                    # snapshot's CPU). Reading to the end returns the connection to the pool.
-                    content = _read_body(response)
+                    # Large reads, not ``response.content``'s 10 KB chunks (each a GIL hand-off
+                    # among the worker threads: a third of a snapshot's CPU), bounded in total time.
+                    # Reading to the end returns the connection to the pool.
+                    content = _read_body(response, t0 + self._answer_timeout)
             except requests.exceptions.SSLError:
                 raise NetworkError(
                     f"GET {path}: the TLS certificate of {self.base_url} could not be verified",
@@ -694,6 +696,8 @@ class BigIDClient:
 
     def _describe(self, exc: Exception) -> str:
         """A message for a transport failure, built without the exception's own text."""
+        if isinstance(exc, _AnswerTooSlow):
+            return f"the answer was still arriving after {self._answer_timeout:g} s (sent too slowly)"
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             return f"timed out connecting (connect timeout {self.options.connect_timeout:g} s)"
         if isinstance(exc, requests.exceptions.ReadTimeout):
@@ -958,12 +962,32 @@ def _session_token(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _read_body(response: requests.Response) -> bytes:
-    """The whole (decoded) body of a streamed response, read in one call."""
+READ_CHUNK = 1 << 20  # bytes asked for per read of a body
+
+
+class _AnswerTooSlow(requests.exceptions.ReadTimeout):
+    """The body was still arriving at its deadline (bytes trickling in defeat the read timeout)."""
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """The whole (decoded) body of a streamed response, complete by ``deadline`` (monotonic).
+
+    Read in large pieces, each whatever has arrived (up to :data:`READ_CHUNK`): ``response.content``
+    would pull a large page in 10 KB chunks, each a GIL hand-off among the worker threads, and one
+    ``read()`` of the whole body could not be stopped by a server sending a byte at a time.
+    """
     from urllib3 import exceptions as u3
 
+    raw = response.raw
+    decode = "Content-Encoding" in response.headers  # urllib3's decoding buffers cost a copy
+    pieces: list[bytes] = []
+    late = False
     try:
-        content = response.raw.read(decode_content=True)
+        while piece := raw.read1(READ_CHUNK, decode_content=decode):
+            pieces.append(piece)
+            if time.monotonic() > deadline:
+                late = True
+                break
     except u3.ReadTimeoutError as exc:  # the same translation requests applies in ``.content``
         response.close()
         raise requests.exceptions.ReadTimeout(str(exc)) from None
@@ -976,6 +1000,10 @@ def _read_body(response: requests.Response) -> bytes:
     except (u3.SSLError, OSError) as exc:
         response.close()
         raise requests.exceptions.ConnectionError(str(exc)) from None
+    if late:
+        response.close()
+        raise _AnswerTooSlow()
+    content = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     response._content = content  # later readers of ``response.content`` see the same bytes
     response._content_consumed = True
     return content

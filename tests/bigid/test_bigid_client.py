@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -207,6 +208,26 @@ def test_read_timeout_and_connection_refused_are_network_errors(loopback, make_c
     closed = make_client(f"http://127.0.0.1:{port}", max_retries=1)
     with pytest.raises(NetworkError, match=r"failed: connection refused \(2 attempts"):
         closed.list_clusters()
+
+
+def test_an_answer_trickling_in_is_cut_at_its_deadline(loopback, make_client):
+    """One byte every 50 ms never trips a 0.5 s read timeout: such an answer held the request
+    forever (the retry budget only counts between attempts)."""
+    loopback.reset(lambda r: Reply(200, b"[" + b" " * 400 + b"]", trickle=0.05))
+    client = make_client(loopback.url, auth_scheme="raw", read_timeout=0.5, answer_timeout=1.0, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(NetworkError) as caught:
+        client.list_clusters()
+    assert time.monotonic() - started < 5
+    assert re.fullmatch(
+        rf"GET {CLUSTERS_PATH} failed: the answer was still arriving after 1 s \(sent too slowly\) "
+        r"\(2 attempts in \d+\.\d s\)",
+        caught.value.message,
+    )
+    loopback.reset(lambda r: Reply(200, b"[" + b" " * 10 + b"]", trickle=0.01))  # slow but in time
+    assert (
+        make_client(loopback.url, auth_scheme="raw", read_timeout=0.5, answer_timeout=5).list_clusters() == []
+    )
 
 
 def test_persistent_resets_end_in_a_network_error(loopback, make_client):

@@ -11,9 +11,13 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from sqlalchemy import select
 
 from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH, BigIDClient, ClientOptions, public_url
 from auditor.errors import ApiError, AuthError, ConfigError, NetworkError, NotFoundError, PayloadError
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+from auditor.store.schema import column_versions
 
 from .conftest import Loopback, Reply, Request
 
@@ -333,6 +337,50 @@ def test_column_envelopes_with_aliases(loopback, make_client):
     )
     assert column.attributes[0].attribute_name == "classifier.Email" and column.tags == []
     assert page.total == 1 and page.shape == "data.columns"
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+def test_a_null_spelling_does_not_hide_the_value_of_another(loopback, make_client, tmp_path, processes):
+    """pydantic reads the first spelling present: ``{"tableName": null, "objectName": "T"}`` was a
+    column without a table (silently), and ``{"id": null, "clusterId": "k9"}`` a cluster without an id
+    (a payload error)."""
+    column = {
+        "fullyQualifiedName": None,
+        "fqn": "a.b.c",
+        "tableName": None,
+        "objectName": "T",
+        "dataType": None,
+        "fieldType": "int",
+        "tags": [{"tagName": None, "name": "sensitivity", "tagValue": "high"}],
+        "attributes": None,
+        "attributeDetails": [{"attribute_name": None, "attributeName": "SSN"}],
+    }
+    cluster = {"id": None, "clusterId": "k9", "name": None, "clusterName": "HR", "size": 1}
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [cluster])
+        return Reply(200, {"results": [column][int(request.query.get("skip", 0)) :], "totalCount": 1})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, auth_scheme="raw")
+    ((parsed_cluster, raw_cluster),) = client.list_clusters()
+    assert (parsed_cluster.id, parsed_cluster.name, raw_cluster) == ("k9", "HR", cluster)
+    ((parsed, raw),) = client.get_columns("k9").rows
+    assert raw == column  # kept exactly as served
+    assert (parsed.fullyQualifiedName, parsed.tableName, parsed.dataType) == ("a.b.c", "T", "int")
+    assert (parsed.tags[0].tagName, parsed.attributes[0].attribute_name) == ("sensitivity", "SSN")
+
+    engine = open_database(tmp_path / "n.db")
+    run = take_snapshot(engine, client, workers=1, processes=processes)
+    assert run.status == "complete" and run.columns_stored == 1
+    with engine.connect() as connection:
+        assert connection.execute(
+            select(column_versions.c.table_name, column_versions.c.data_type)
+        ).one() == (
+            "T",
+            "int",
+        )
 
 
 def test_payload_errors_name_cluster_column_field_and_problem(loopback, make_client):

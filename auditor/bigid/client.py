@@ -123,7 +123,7 @@ class ColumnsPage:
 class DecodedColumns:
     """A 200 body of the similar-columns endpoint decoded by :func:`decode_columns` (picklable).
 
-    Exactly one outcome is set: ``not_json`` (gateway?, snippet), ``error_under_200`` (message,
+    Exactly one outcome is set: ``not_json`` (gateway?, snippet, problem), ``error_under_200`` (message,
     auth?), ``unknown_envelope`` (description), ``invalid`` (row index, fqn, field path, message),
     or else ``rows`` (one ``transform(column, raw)`` per record), ``total`` and ``shape``.
     """
@@ -131,7 +131,7 @@ class DecodedColumns:
     rows: list[Any] = field(default_factory=list)
     total: int | None = None
     shape: str = ""
-    not_json: tuple[bool, str] | None = None
+    not_json: tuple[bool, str, str] | None = None
     error_under_200: tuple[str, bool] | None = None
     unknown_envelope: str | None = None
     invalid: tuple[int | None, Any, str, str] | None = None
@@ -148,7 +148,7 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         body = parse_body(content)
         check_error_under_200(body)
     except NotJson as exc:
-        return DecodedColumns(not_json=(exc.gateway, exc.snippet))
+        return DecodedColumns(not_json=(exc.gateway, exc.snippet, exc.problem))
     except ErrorUnder200 as exc:
         return DecodedColumns(error_under_200=(exc.message, exc.auth))
     try:
@@ -637,7 +637,7 @@ class BigIDClient:
                         body = decode(content)
                     except NotJson as exc:
                         if not exc.gateway:
-                            raise _not_json(path, exc.snippet) from None
+                            raise _not_json(path, exc.snippet, exc.problem) from None
                         failure = _Failure("an HTML gateway page under HTTP 200", status=502, network=False)
                     except ErrorUnder200 as exc:
                         if exc.auth:
@@ -832,7 +832,7 @@ class ColumnFetch:
         )
         decoded = self.offload.result(pending)
         if decoded.not_json is not None:  # not HTML (screened by submit): not retried, as in _send
-            raise _about_cluster(_not_json(COLUMNS_PATH, decoded.not_json[1]), self.cluster_id)
+            raise _about_cluster(_not_json(COLUMNS_PATH, *decoded.not_json[1:]), self.cluster_id)
         if decoded.error_under_200 is not None:  # screened by submit; kept for safety, as in _unwrap
             raise _about_cluster(_error_under_200(COLUMNS_PATH, decoded.error_under_200[0]), self.cluster_id)
         if decoded.unknown_envelope is not None:
@@ -912,11 +912,13 @@ def cluster_too_deep(position: int, exc: RecordTooDeep) -> PayloadError:
     )
 
 
-def _not_json(path: str, snippet: str) -> PayloadError:
-    what = f"a body that is not JSON: {secrets.scrub(snippet)!r}" if snippet else "an empty body"
+def _not_json(path: str, snippet: str, problem: str = "") -> PayloadError:
+    said = f" ({problem})" if problem else ""
+    what = f"a body that is not JSON{said}: {secrets.scrub(snippet)!r}" if snippet else "an empty body"
     return PayloadError(
         f"GET {path} answered 200 with {what}",
-        hint="check that --url is the base URL of a BigID tenant",
+        hint="check that --url is the base URL of a BigID tenant; if it is, the tenant sent malformed "
+        "JSON: re-run with --verbose and report it",
     )
 
 

@@ -40,12 +40,15 @@ class Envelope:
 
 
 class NotJson(Exception):
-    """The body is not JSON. ``gateway`` is true when it looks like an HTML gateway/error page."""
+    """The body is not JSON. ``gateway`` is true when it looks like an HTML gateway/error page;
+    ``snippet`` is the text where parsing failed (the start, for most bodies), ``problem`` what the
+    parser said and where."""
 
-    def __init__(self, gateway: bool, snippet: str) -> None:
+    def __init__(self, gateway: bool, snippet: str, problem: str = "") -> None:
         super().__init__(snippet)
         self.gateway = gateway
         self.snippet = snippet
+        self.problem = problem
 
 
 class ErrorUnder200(Exception):
@@ -69,8 +72,12 @@ def parse_body(content: bytes) -> Any:
     """Parse JSON whatever the ``Content-Type`` says; raise :class:`NotJson` otherwise."""
     try:
         return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        raise NotJson(looks_like_html(content), _snippet(content)) from None
+    except orjson.JSONDecodeError as exc:
+        # a large page may be broken far from its start (a NaN, a bad byte): show that place
+        position = exc.pos if isinstance(exc.pos, int) and exc.pos > 60 else 0
+        snippet = _snippet(content) if not position else _excerpt(content, position)
+        problem = f"{exc.msg} at character {exc.pos:,}" if isinstance(exc.pos, int) else str(exc.msg)
+        raise NotJson(looks_like_html(content), snippet, problem) from None
 
 
 def looks_like_html(content: bytes) -> bool:
@@ -86,6 +93,12 @@ def may_report_error(content: bytes) -> bool:
     written with ``\\u`` escapes. A cheap screen (a substring search) for callers that parse later.
     """
     return b'"success"' in content or b'"status"' in content or b"\\u" in content
+
+
+def _excerpt(content: bytes, position: int) -> str:
+    """The text around character ``position`` of ``content``, on one line."""
+    text = content.decode("utf-8", "replace")[max(0, position - 60) : position + 60]
+    return " ".join(text.split())[:120]
 
 
 def _snippet(content: bytes) -> str:

@@ -403,8 +403,37 @@ def test_unknown_envelope_and_non_json_are_payload_errors(loopback, make_client)
     ):
         make_client(loopback.url).get_columns("k1")
     loopback.reset(lambda r: Reply(200, b"plain words", {"Content-Type": "text/plain"}))
-    with pytest.raises(PayloadError, match="not JSON: 'plain words'"):
+    with pytest.raises(PayloadError) as caught:
         make_client(loopback.url).list_clusters()
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH} answered 200 with a body that is not JSON "
+        "(unexpected character, expected a JSON value at character 0): 'plain words'"
+    )
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+def test_malformed_json_far_into_a_page_is_shown_where_it_breaks(loopback, make_client, tmp_path, processes):
+    """A NaN 700 KB into a page was reported with the page's first 120 characters, which look fine."""
+    rows = b",".join(b'{"fullyQualifiedName": "s.t.c%d"}' % i for i in range(20_000))
+    body = b'{"results": [' + rows + b', {"fullyQualifiedName": "s.t.x", "score": NaN}], "totalCount": 1}'
+    position = body.index(b"NaN")
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1"}])
+        return Reply(200, body)
+
+    loopback.reset(handler)
+    with pytest.raises(PayloadError) as caught:
+        take_snapshot(
+            open_database(tmp_path / "m.db"), make_client(loopback.url), workers=1, processes=processes
+        )
+    assert caught.value.message == (
+        f"cluster k1: GET {COLUMNS_PATH} answered 200 with a body that is not JSON (unexpected character, "
+        f"expected a JSON value at character {position:,}): "
+        '\'e": "s.t.c19999"}, {"fullyQualifiedName": "s.t.x", "score": NaN}], "totalCount": 1}\''
+    )
+    assert "malformed JSON" in caught.value.hint
 
 
 @pytest.mark.parametrize(

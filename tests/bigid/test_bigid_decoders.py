@@ -52,7 +52,11 @@ def test_decoded_rows_are_the_rows_the_threads_build():
 
 
 def test_failures_come_back_as_data():
-    assert decode_columns(b"<html>502</html>", column_rows).not_json == (True, "<html>502</html>")
+    assert decode_columns(b"<html>502</html>", column_rows).not_json == (
+        True,
+        "<html>502</html>",
+        "unexpected character, expected a JSON value at character 0",
+    )
     assert decode_columns(b'{"success": false, "message": "Invalid token"}', column_rows).error_under_200 == (
         "Invalid token",
         True,

@@ -136,7 +136,8 @@ def test_a_payload_error_fails_the_run(loopback, make_client, engine, processes)
         (
             Reply(200, b"x"),
             PayloadError,
-            f"GET {COLUMNS_PATH} answered 200 with a body that is not JSON: 'x'",
+            f"GET {COLUMNS_PATH} answered 200 with a body that is not JSON "
+            "(unexpected character, expected a JSON value at character 0): 'x'",
         ),
         (Reply(403, {}), AuthError, f"the API key lacks permission for GET {COLUMNS_PATH} (HTTP 403)"),
         (Reply(418, {}), ApiError, f"GET {COLUMNS_PATH} failed (HTTP 418 from GET {COLUMNS_PATH})"),

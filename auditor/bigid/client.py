@@ -392,6 +392,10 @@ class BigIDClient:
         sample: int | None = None,
     ) -> ColumnsPage:
         """One request with exactly the given parameters (``auditor columns``)."""
+        if not cluster_id.strip():  # sent as ``clusterId=``, a tenant may answer for no cluster, or all
+            raise ConfigError(
+                "the cluster id is empty", hint="list the valid cluster ids with: auditor clusters"
+            )
         params: dict[str, Any] = {}
         for name, value in (
             ("limit", limit),

@@ -98,6 +98,19 @@ def test_an_unparsable_url_is_a_usage_error(run_cli, tmp_db, command, url):
     assert "s3cret" not in result.output
 
 
+@pytest.mark.parametrize("cluster_id", ["", "  "])
+def test_an_empty_cluster_id_is_a_usage_error(sandbox, run_cli, cluster_id):
+    """It was sent as ``clusterId=`` (and the sandbox, like a lenient tenant, answered)."""
+    server = sandbox(**SMALL, auth="raw")
+    result = run_cli("columns", cluster_id, env=env_for(server))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: the cluster id is empty",
+        "hint: list the valid cluster ids with: auditor clusters",
+    ]
+    assert server.stats.total == 0
+
+
 def test_the_key_is_never_a_command_line_value(run_cli):
     result = run_cli("snapshot", "--token", "SAMPLE")
     assert result.exit_code == 2 and "No such option '--token'" in result.stderr

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import threading
 import time
@@ -688,6 +689,8 @@ class BigIDClient:
         value = value.strip()
         try:
             seconds = float(value)
+            if not math.isfinite(seconds):  # "inf", "1e400", "nan": no delay at all, not the cap
+                return None
         except ValueError:
             try:
                 when = email.utils.parsedate_to_datetime(value)

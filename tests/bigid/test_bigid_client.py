@@ -160,6 +160,24 @@ def test_429_honours_retry_after_seconds_and_dates(loopback, make_client):
     assert client.retries == 2 and client.requests == 3
 
 
+def test_429_with_a_retry_after_that_is_no_number_of_seconds_backs_off_as_usual(loopback, make_client):
+    """'1e400' parsed as infinity and waited the whole cap (60 s by default); 'nan' reached the wait."""
+    loopback.reset(
+        sequence(
+            Reply(429, {}, {"Retry-After": "1e400"}),
+            Reply(429, {}, {"Retry-After": "nan"}),
+            Reply(429, {}, {"Retry-After": "-inf"}),
+            Reply(429, {}, {"Retry-After": "soon"}),
+            then=Reply(200, TUTORIAL_CLUSTERS),
+        )
+    )
+    client = make_client(loopback.url, retry_after_cap=3, max_retry_time=20)
+    started = time.monotonic()
+    assert len(client.list_clusters()) == 2
+    assert time.monotonic() - started < 1.5  # the backoff (ms here), not 3 s per answer
+    assert client.retries == 4
+
+
 def test_5xx_resets_and_gateway_pages_are_retried(loopback, make_client):
     gateway = b"<html>\r\n<head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
     loopback.reset(

@@ -39,7 +39,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from auditor import secrets
-from auditor.bigid.client import BigIDClient, PageOffload
+from auditor.bigid.client import BigIDClient, PageOffload, cluster_too_deep, record_too_deep
+from auditor.bigid.models import RecordTooDeep
 from auditor.bigid.paging import PagingStats
 from auditor.errors import AuditorError, StoreError
 from auditor.gcpause import tune_for_throwaway_objects
@@ -115,7 +116,10 @@ def take_snapshot(
         if listing.total is not None and listing.total != len(clusters):
             details["cluster_total_mismatch"] = {"announced": listing.total, "fetched": len(clusters)}
         for position, (cluster, raw) in enumerate(clusters):
-            writer.add_cluster(cluster, raw, position)
+            try:
+                writer.add_cluster(cluster, raw, position)
+            except RecordTooDeep as too_deep:
+                raise cluster_too_deep(position, too_deep) from None
         progress.start(len(clusters))
         offload = PageOffload(pool, column_rows, _row_key) if pool is not None else None
         _fetch_columns(client, writer, clusters, workers, progress, details, offload)
@@ -207,7 +211,8 @@ def _fetch_columns(
     sizes = {cluster.id: cluster.size for cluster, _ in clusters}
     size_mismatches: list[dict[str, Any]] = []
     total_mismatches: list[dict[str, Any]] = []
-    counts = {"size_mismatches": 0, "total_mismatches": 0, "duplicate_rows": 0, "pages": 0}
+    # the mismatches are all counted (``*_count``) and the first MAX_LISTED_MISMATCHES listed
+    counts = {"size_mismatch_count": 0, "total_mismatch_count": 0, "duplicate_rows": 0, "pages": 0}
 
     def put(item: tuple[str, str, Any]) -> None:
         while True:
@@ -254,7 +259,10 @@ def _fetch_columns(
                     if offload is not None:
                         writer.add_column_rows(cluster_id, rows)
                     else:
-                        writer.add_columns(cluster_id, rows)
+                        try:
+                            writer.add_columns(cluster_id, rows)
+                        except RecordTooDeep as too_deep:  # as decode_columns reports it in the pool
+                            raise record_too_deep(cluster_id, too_deep) from None
                     progress.add_columns(len(rows))
                     unflushed += len(rows)
                     if unflushed >= writer.batch_rows:
@@ -316,11 +324,11 @@ def _record_cluster(
     counts["duplicate_rows"] += stats.duplicates
     counts["pages"] += stats.pages
     if size is not None and size != stats.fetched:
-        counts["size_mismatches"] += 1
+        counts["size_mismatch_count"] += 1
         if len(size_mismatches) < MAX_LISTED_MISMATCHES:
             size_mismatches.append({"cluster_id": cluster_id, "size": size, "fetched": stats.fetched})
     if stats.total is not None and stats.total != stats.fetched:
-        counts["total_mismatches"] += 1
+        counts["total_mismatch_count"] += 1
         if len(total_mismatches) < MAX_LISTED_MISMATCHES:
             total_mismatches.append(
                 {"cluster_id": cluster_id, "total_count": stats.total, "fetched": stats.fetched}

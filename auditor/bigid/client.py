@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import threading
 import time
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from pydantic import ValidationError
@@ -52,7 +53,7 @@ from auditor.bigid.envelope import (
     parse_body,
     unwrap,
 )
-from auditor.bigid.models import Cluster, Column, parse_clusters, parse_columns
+from auditor.bigid.models import Cluster, Column, RecordTooDeep, parse_clusters, parse_columns
 from auditor.bigid.paging import NoProgress, PagingStats, RawPage, paginate
 from auditor.errors import (
     ApiError,
@@ -103,6 +104,7 @@ class ClientOptions:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     retry_after_cap: float = 60.0
+    answer_timeout: float = 300.0  # the whole body of one answer (the read timeout bounds each wait)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in vars(self).items() if name != "token")
@@ -122,7 +124,7 @@ class ColumnsPage:
 class DecodedColumns:
     """A 200 body of the similar-columns endpoint decoded by :func:`decode_columns` (picklable).
 
-    Exactly one outcome is set: ``not_json`` (gateway?, snippet), ``error_under_200`` (message,
+    Exactly one outcome is set: ``not_json`` (gateway?, snippet, problem), ``error_under_200`` (message,
     auth?), ``unknown_envelope`` (description), ``invalid`` (row index, fqn, field path, message),
     or else ``rows`` (one ``transform(column, raw)`` per record), ``total`` and ``shape``.
     """
@@ -130,7 +132,7 @@ class DecodedColumns:
     rows: list[Any] = field(default_factory=list)
     total: int | None = None
     shape: str = ""
-    not_json: tuple[bool, str] | None = None
+    not_json: tuple[bool, str, str] | None = None
     error_under_200: tuple[str, bool] | None = None
     unknown_envelope: str | None = None
     invalid: tuple[int | None, Any, str, str] | None = None
@@ -147,7 +149,7 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         body = parse_body(content)
         check_error_under_200(body)
     except NotJson as exc:
-        return DecodedColumns(not_json=(exc.gateway, exc.snippet))
+        return DecodedColumns(not_json=(exc.gateway, exc.snippet, exc.problem))
     except ErrorUnder200 as exc:
         return DecodedColumns(error_under_200=(exc.message, exc.auth))
     try:
@@ -162,7 +164,11 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         raw = rows[index] if index is not None and index < len(rows) else None
         fqn = _field(raw, _FQN_NAMES)
         return DecodedColumns(invalid=(index, fqn, field_path, message))
-    return DecodedColumns(rows=list(map(transform, models, rows)), total=envelope.total, shape=envelope.shape)
+    try:
+        out = list(map(transform, models, rows))
+    except RecordTooDeep as exc:
+        return DecodedColumns(invalid=(None, exc.key, "(record)", str(exc)))
+    return DecodedColumns(rows=out, total=envelope.total, shape=envelope.shape)
 
 
 class PageOffload:
@@ -240,7 +246,14 @@ class BigIDClient:
     def __init__(self, options: ClientOptions) -> None:
         if options.auth_scheme not in SCHEMES:
             raise ConfigError(f"--auth-scheme {options.auth_scheme!r} is not one of {', '.join(SCHEMES)}")
-        parts = urlsplit(options.url or "")
+        try:
+            parts = urlsplit(options.url or "")
+            parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError:  # the message names no part of the URL: it may carry credentials
+            raise ConfigError(
+                "the BigID URL is not a valid URL (check the host and the port, 1-65535)",
+                hint="pass --url https://your-tenant.example.net (or set BIGID_URL)",
+            ) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
                 f"the BigID URL {public_url(options.url or '')!r} is not an http(s) URL",
@@ -292,6 +305,7 @@ class BigIDClient:
         self.requests = 0
         self.retries = 0
         self.envelopes: dict[str, set[str]] = {"clusters": set(), "columns": set()}
+        self._answer_timeout = max(options.answer_timeout, options.read_timeout)
         self.cluster_id_param = options.cluster_id_param
         self.last_cluster_paging: PagingStats | None = None
 
@@ -379,6 +393,10 @@ class BigIDClient:
         sample: int | None = None,
     ) -> ColumnsPage:
         """One request with exactly the given parameters (``auditor columns``)."""
+        if not cluster_id.strip():  # sent as ``clusterId=``, a tenant may answer for no cluster, or all
+            raise ConfigError(
+                "the cluster id is empty", hint="list the valid cluster ids with: auditor clusters"
+            )
         params: dict[str, Any] = {}
         for name, value in (
             ("limit", limit),
@@ -450,7 +468,7 @@ class BigIDClient:
         try:
             envelope = unwrap(body)
         except ErrorUnder200 as exc:  # already handled by the transport; kept for safety
-            raise _error_under_200(path, exc.message) from None
+            raise _about_cluster(_error_under_200(path, exc.message), cluster_id) from None
         except UnknownEnvelope as exc:
             raise _unknown_envelope(path, cluster_id, exc.description) from None
         self._record_envelope(kind, envelope.shape)
@@ -545,7 +563,10 @@ class BigIDClient:
         auth_retries = 0
         while True:
             header, generation = self._header()
-            status, body = self._send(path, params, header, decode)
+            try:
+                status, body = self._send(path, params, header, decode)
+            except ApiError as exc:
+                raise _about_cluster(exc, cluster_id) from None
             if status == 401:
                 # every retry needs a header that changed since (see Authenticator.unauthorized);
                 # the cap only guards against a tenant whose sessions die faster than workers use them
@@ -593,11 +614,12 @@ class BigIDClient:
                         timeout=(self.options.connect_timeout, self.options.read_timeout),
                         verify=self._verify,
                         stream=True,
+                        allow_redirects=False,  # see _redirected
                     )
-                    # One read of the whole body: ``response.content`` would pull a large page in
-                    # 10 KB chunks, each a GIL hand-off among the worker threads (a third of a
-                    # snapshot's CPU). Reading to the end returns the connection to the pool.
-                    content = _read_body(response)
+                    # Large reads, not ``response.content``'s 10 KB chunks (each a GIL hand-off
+                    # among the worker threads: a third of a snapshot's CPU), bounded in total time.
+                    # Reading to the end returns the connection to the pool.
+                    content = _read_body(response, t0 + self._answer_timeout)
             except requests.exceptions.SSLError:
                 raise NetworkError(
                     f"GET {path}: the TLS certificate of {self.base_url} could not be verified",
@@ -620,7 +642,7 @@ class BigIDClient:
                         body = decode(content)
                     except NotJson as exc:
                         if not exc.gateway:
-                            raise _not_json(path, exc.snippet) from None
+                            raise _not_json(path, exc.snippet, exc.problem) from None
                         failure = _Failure("an HTML gateway page under HTTP 200", status=502, network=False)
                     except ErrorUnder200 as exc:
                         if exc.auth:
@@ -632,6 +654,8 @@ class BigIDClient:
                         )
                     else:
                         return 200, body
+                elif 300 <= status < 400:
+                    raise self._redirected(path, status, response.headers.get("Location"))
                 elif status in RETRY_STATUSES:
                     failure = _Failure(f"HTTP {status}", status=status, network=False)
                     if status in (429, 503):
@@ -665,6 +689,8 @@ class BigIDClient:
         value = value.strip()
         try:
             seconds = float(value)
+            if not math.isfinite(seconds):  # "inf", "1e400", "nan": no delay at all, not the cap
+                return None
         except ValueError:
             try:
                 when = email.utils.parsedate_to_datetime(value)
@@ -677,6 +703,8 @@ class BigIDClient:
 
     def _describe(self, exc: Exception) -> str:
         """A message for a transport failure, built without the exception's own text."""
+        if isinstance(exc, _AnswerTooSlow):
+            return f"the answer was still arriving after {self._answer_timeout:g} s (sent too slowly)"
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             return f"timed out connecting (connect timeout {self.options.connect_timeout:g} s)"
         if isinstance(exc, requests.exceptions.ReadTimeout):
@@ -691,6 +719,22 @@ class BigIDClient:
         if "name or service not known" in text or "nodename nor servname" in text or "resolve" in text:
             return f"cannot resolve the host of {self.base_url}"
         return "connection failed"
+
+    def _redirected(self, path: str, status: int, location: str | None) -> ApiError:
+        """A 3xx answer. Redirects are never followed: BigID's API does not redirect, so one means
+        the URL is not the tenant's API (a login page, ``http`` → ``https``, a moved host), and
+        following it to another host would store that host's answers as the tenant's."""
+        try:
+            target = public_url(urljoin(self.base_url + path, location)) if location else "nowhere"
+        except ValueError:  # a Location that is not a URL (a bad port, a broken IPv6 literal)
+            target = "an address that is not a valid URL"
+        return ApiError(
+            f"GET {path} was redirected to {secrets.scrub(target)} (HTTP {status}); redirects are "
+            "not followed",
+            hint="set --url / BIGID_URL to the tenant's address itself (e.g. https://… if it "
+            "redirects to https, not a login page or a proxy in front of it)",
+            status=status,
+        )
 
     def _exhausted(self, path: str, failure: _Failure, attempts: int, elapsed: float) -> ApiError:
         spent = f"{attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f} s"
@@ -713,6 +757,7 @@ class BigIDClient:
         detail = error_message(body)
         said = f": {secrets.scrub(detail)}" if detail else ""
         where = f"HTTP {status} from GET {path}"
+        about = f"cluster {cluster_id}: " if cluster_id is not None else ""  # one of many in a snapshot
         if status == 400 and detail and "unable to locate" in detail.lower():
             status = 404
         if status == 400:
@@ -722,15 +767,15 @@ class BigIDClient:
                     hint="check the cluster id; list the valid ids with: auditor clusters",
                     status=400,
                 )
-            about = f" with filter {filter!r}" if filter else ""
+            with_filter = f" with filter {filter!r}" if filter else ""
             return ApiError(
-                f"the API rejected the request{about} ({where}){said}",
+                f"the API rejected the request{with_filter} ({where}){said}",
                 hint="check --filter (e.g. size=20)" if filter else None,
                 status=400,
             )
         if status == 403:
             return AuthError(
-                f"the API key lacks permission for GET {path} (HTTP 403){said}",
+                f"{about}the API key lacks permission for GET {path} (HTTP 403){said}",
                 hint="ask a BigID administrator to grant the key's user access to Cluster Analysis and "
                 "the Data Catalog",
                 status=403,
@@ -749,11 +794,11 @@ class BigIDClient:
             )
         if status == 422:
             return ApiError(
-                f"the API could not process the request ({where}){said}",
+                f"{about}the API could not process the request ({where}){said}",
                 hint="simplify the --filter expression (quote values, avoid double quotes inside them)",
                 status=422,
             )
-        return ApiError(f"GET {path} failed ({where}){said}", status=status)
+        return ApiError(f"{about}GET {path} failed ({where}){said}", status=status)
 
 
 class ColumnFetch:
@@ -794,9 +839,9 @@ class ColumnFetch:
         )
         decoded = self.offload.result(pending)
         if decoded.not_json is not None:  # not HTML (screened by submit): not retried, as in _send
-            raise _not_json(COLUMNS_PATH, decoded.not_json[1])
+            raise _about_cluster(_not_json(COLUMNS_PATH, *decoded.not_json[1:]), self.cluster_id)
         if decoded.error_under_200 is not None:  # screened by submit; kept for safety, as in _unwrap
-            raise _error_under_200(COLUMNS_PATH, decoded.error_under_200[0])
+            raise _about_cluster(_error_under_200(COLUMNS_PATH, decoded.error_under_200[0]), self.cluster_id)
         if decoded.unknown_envelope is not None:
             raise _unknown_envelope(COLUMNS_PATH, self.cluster_id, decoded.unknown_envelope)
         if decoded.invalid is not None:
@@ -827,6 +872,16 @@ class ColumnFetch:
             ) from None
 
 
+def _about_cluster(exc: ApiError, cluster_id: str | None) -> ApiError:
+    """``exc`` naming the cluster whose request failed (one of many in a snapshot), if it does not.
+
+    Errors about the key itself (401) are the same for every cluster and are left as they are.
+    """
+    if cluster_id is None or exc.message.startswith(f"cluster {cluster_id}: ") or exc.status == 401:
+        return exc
+    return type(exc)(f"cluster {cluster_id}: {exc.message}", hint=exc.hint, status=exc.status)
+
+
 def _column_key(row: ColumnRow) -> Hashable:
     return row[0].fullyQualifiedName
 
@@ -851,10 +906,26 @@ def _invalid_column(cluster_id: str, skip: int, problem: tuple[int | None, Any, 
     )
 
 
-def _not_json(path: str, snippet: str) -> PayloadError:
+def record_too_deep(cluster_id: str, exc: RecordTooDeep) -> PayloadError:
+    """The error for a column record nested too deeply to store (as :func:`decode_columns` says it)."""
+    return _invalid_column(cluster_id, 0, (None, exc.key, "(record)", str(exc)))
+
+
+def cluster_too_deep(position: int, exc: RecordTooDeep) -> PayloadError:
+    """The error for a cluster record nested too deeply to store (worded as the cluster checks)."""
     return PayloadError(
-        f"GET {path} answered 200 with a body that is not JSON: {secrets.scrub(snippet)!r}",
-        hint="check that --url is the base URL of a BigID tenant",
+        f"GET {CLUSTERS_PATH}: cluster {position} ({exc.key}): (record): {exc}",
+        hint="the payload does not fit the Cluster model; re-run with --verbose and report it",
+    )
+
+
+def _not_json(path: str, snippet: str, problem: str = "") -> PayloadError:
+    said = f" ({problem})" if problem else ""
+    what = f"a body that is not JSON{said}: {secrets.scrub(snippet)!r}" if snippet else "an empty body"
+    return PayloadError(
+        f"GET {path} answered 200 with {what}",
+        hint="check that --url is the base URL of a BigID tenant; if it is, the tenant sent malformed "
+        "JSON: re-run with --verbose and report it",
     )
 
 
@@ -900,12 +971,32 @@ def _session_token(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _read_body(response: requests.Response) -> bytes:
-    """The whole (decoded) body of a streamed response, read in one call."""
+READ_CHUNK = 1 << 20  # bytes asked for per read of a body
+
+
+class _AnswerTooSlow(requests.exceptions.ReadTimeout):
+    """The body was still arriving at its deadline (bytes trickling in defeat the read timeout)."""
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """The whole (decoded) body of a streamed response, complete by ``deadline`` (monotonic).
+
+    Read in large pieces, each whatever has arrived (up to :data:`READ_CHUNK`): ``response.content``
+    would pull a large page in 10 KB chunks, each a GIL hand-off among the worker threads, and one
+    ``read()`` of the whole body could not be stopped by a server sending a byte at a time.
+    """
     from urllib3 import exceptions as u3
 
+    raw = response.raw
+    decode = "Content-Encoding" in response.headers  # urllib3's decoding buffers cost a copy
+    pieces: list[bytes] = []
+    late = False
     try:
-        content = response.raw.read(decode_content=True)
+        while piece := raw.read1(READ_CHUNK, decode_content=decode):
+            pieces.append(piece)
+            if time.monotonic() > deadline:
+                late = True
+                break
     except u3.ReadTimeoutError as exc:  # the same translation requests applies in ``.content``
         response.close()
         raise requests.exceptions.ReadTimeout(str(exc)) from None
@@ -918,6 +1009,10 @@ def _read_body(response: requests.Response) -> bytes:
     except (u3.SSLError, OSError) as exc:
         response.close()
         raise requests.exceptions.ConnectionError(str(exc)) from None
+    if late:
+        response.close()
+        raise _AnswerTooSlow()
+    content = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     response._content = content  # later readers of ``response.content`` see the same bytes
     response._content_consumed = True
     return content

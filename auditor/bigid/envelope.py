@@ -16,10 +16,13 @@ HTTP 200 (an authentication message becomes an auth failure), and an HTML gatewa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from auditor.bigid.models import MAX_COUNT
 
 # Keys under which a list of records may sit, most specific first.
 _LIST_KEYS = ("results", "clusters", "columns", "items", "records")
@@ -37,12 +40,15 @@ class Envelope:
 
 
 class NotJson(Exception):
-    """The body is not JSON. ``gateway`` is true when it looks like an HTML gateway/error page."""
+    """The body is not JSON. ``gateway`` is true when it looks like an HTML gateway/error page;
+    ``snippet`` is the text where parsing failed (the start, for most bodies), ``problem`` what the
+    parser said and where."""
 
-    def __init__(self, gateway: bool, snippet: str) -> None:
+    def __init__(self, gateway: bool, snippet: str, problem: str = "") -> None:
         super().__init__(snippet)
         self.gateway = gateway
         self.snippet = snippet
+        self.problem = problem
 
 
 class ErrorUnder200(Exception):
@@ -66,8 +72,12 @@ def parse_body(content: bytes) -> Any:
     """Parse JSON whatever the ``Content-Type`` says; raise :class:`NotJson` otherwise."""
     try:
         return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        raise NotJson(looks_like_html(content), _snippet(content)) from None
+    except orjson.JSONDecodeError as exc:
+        # a large page may be broken far from its start (a NaN, a bad byte): show that place
+        position = exc.pos if isinstance(exc.pos, int) and exc.pos > 60 else 0
+        snippet = _snippet(content) if not position else _excerpt(content, position)
+        problem = f"{exc.msg} at character {exc.pos:,}" if isinstance(exc.pos, int) else str(exc.msg)
+        raise NotJson(looks_like_html(content), snippet, problem) from None
 
 
 def looks_like_html(content: bytes) -> bool:
@@ -83,6 +93,12 @@ def may_report_error(content: bytes) -> bool:
     written with ``\\u`` escapes. A cheap screen (a substring search) for callers that parse later.
     """
     return b'"success"' in content or b'"status"' in content or b"\\u" in content
+
+
+def _excerpt(content: bytes, position: int) -> str:
+    """The text around character ``position`` of ``content``, on one line."""
+    text = content.decode("utf-8", "replace")[max(0, position - 60) : position + 60]
+    return " ".join(text.split())[:120]
 
 
 def _snippet(content: bytes) -> str:
@@ -132,19 +148,20 @@ def _total(container: dict[str, Any]) -> int | None:
 
 
 def coerce_count(value: Any) -> int | None:
-    """A count sent as a number or a numeric string; anything else means "not given"."""
+    """A count sent as a number or a numeric string, from 0 to :data:`MAX_COUNT`; anything else
+    (negative, fractional, astronomically large: no count of anything) means "not given"."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return value if 0 <= value <= MAX_COUNT else None
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_COUNT:
         return int(value)
     if isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
             return None
-        return int(number) if number.is_integer() and number >= 0 else None
+        return coerce_count(number) if math.isfinite(number) else None
     return None
 
 
@@ -153,7 +170,7 @@ def unwrap(body: Any) -> Envelope:
     if isinstance(body, list):
         return Envelope(body, None, "array")
     if not isinstance(body, dict):
-        raise UnknownEnvelope(f"a JSON {type(body).__name__} instead of a list or an object")
+        raise UnknownEnvelope(f"{_json_kind(body)} instead of a list or an object")
     check_error_under_200(body)
     wrapped = "statusCode" in body or ("status" in body and "data" in body)
     prefix = "status+" if wrapped else ""
@@ -183,6 +200,17 @@ def unwrap(body: Any) -> Envelope:
                 )
     keys = ", ".join(sorted(map(str, body))[:8]) or "none"
     raise UnknownEnvelope(f"an object without a list of records (keys: {keys})")
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON scalar is, in JSON's words (not Python's ``NoneType`` or ``str``)."""
+    if value is None:
+        return "JSON null"
+    if isinstance(value, bool):
+        return f"JSON {str(value).lower()}"
+    if isinstance(value, str):
+        return "a JSON string"
+    return "a JSON number" if isinstance(value, int | float) else f"a JSON {type(value).__name__}"
 
 
 def _single_list_key(data: dict[str, Any]) -> str:

@@ -25,6 +25,41 @@ from pydantic import (
     model_validator,
 )
 
+# The largest count we take as one: JSON's safe integers (what a JavaScript or Java producer means
+# exactly). Larger numbers are no count of anything and would not fit a 64-bit database column.
+MAX_COUNT = 2**53 - 1
+
+# Levels of nesting a record may have. The JSON parser accepts 1,024, but the store serialises a
+# record nested deeper than 255 with the standard library, whose recursion gives out near 1,000;
+# deeper records are refused, clearly (RecordTooDeep), rather than crashing somewhere downstream.
+MAX_DEPTH = 512
+
+
+class RecordTooDeep(ValueError):
+    """A record nested more than :data:`MAX_DEPTH` levels deep; ``key`` names it (fqn or id)."""
+
+    def __init__(self, key: str | None = None) -> None:
+        super().__init__(f"nested more than {MAX_DEPTH} levels deep")
+        self.key = key
+
+
+def nesting_depth(value: Any) -> int:
+    """Levels of lists and objects in ``value`` (0 for a scalar), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 _TRUE = {"true", "yes", "y", "1", "t", "on"}
 _FALSE = {"false", "no", "n", "0", "f", "off", ""}
 
@@ -114,7 +149,7 @@ def _created_at(value: Any) -> Any:
 
 
 Bool = Annotated[bool | None, BeforeValidator(_to_bool)]
-Int = Annotated[int | None, BeforeValidator(_to_int)]
+Int = Annotated[Annotated[int, Field(ge=-MAX_COUNT, le=MAX_COUNT)] | None, BeforeValidator(_to_int)]
 Float = Annotated[float | None, BeforeValidator(_to_float)]
 Str = Annotated[str | None, BeforeValidator(_to_str)]
 StrList = Annotated[list[str], BeforeValidator(_to_str_list)]
@@ -255,7 +290,7 @@ class Cluster(_Wire):
 
 def parse_cluster(raw: Any) -> Cluster:
     """Validate one cluster record (numbers as ids are accepted and stringified)."""
-    return Cluster.model_validate(raw)
+    return Cluster.model_validate(_without_null_aliases(raw, _CLUSTER_ALIASES) if type(raw) is dict else raw)
 
 
 def parse_column(raw: Any) -> Column:
@@ -299,12 +334,68 @@ def _tolerant(value: Any) -> Any:
     return out
 
 
+def _alias_groups(model: type[BaseModel]) -> tuple[tuple[str, ...], ...]:
+    """The spellings of each field of ``model`` that has more than one."""
+    groups = []
+    for field in model.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices) and len(alias.choices) > 1:
+            groups.append(tuple(str(choice) for choice in alias.choices))
+    return tuple(groups)
+
+
+_CLUSTER_ALIASES = _alias_groups(Cluster)
+_COLUMN_ALIASES = _alias_groups(Column)
+_NESTED = (
+    (("tags",), _alias_groups(Tag)),
+    (
+        ("attributes", "attributeDetails", "attribute_details", "fieldClassifications"),
+        _alias_groups(Attribute),
+    ),
+)
+
+
+def _without_null_aliases(record: dict[str, Any], groups: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """``record`` without the spellings of a field that are null while another spelling has a value.
+
+    pydantic takes the first spelling present, so ``{"tableName": null, "objectName": "T"}`` would
+    read as no table at all. Returns ``record`` itself when there is nothing to drop.
+    """
+    out = record
+    for names in groups:
+        present = [name for name in names if name in record]
+        if len(present) > 1 and any(record[name] is not None for name in present):
+            for name in present:
+                if record[name] is None:
+                    if out is record:
+                        out = dict(record)
+                    del out[name]
+    return out
+
+
+def _column_for_model(row: Any) -> Any:
+    """A column record as the model should read it (:func:`_without_null_aliases`, nested too)."""
+    if type(row) is not dict:
+        return row
+    out = _without_null_aliases(row, _COLUMN_ALIASES) if None in row.values() else row
+    for keys, groups in _NESTED:
+        for key in keys:
+            items = out.get(key)
+            if type(items) is list and any(type(i) is dict and None in i.values() for i in items):
+                if out is row:
+                    out = dict(row)
+                out[key] = [_without_null_aliases(i, groups) if type(i) is dict else i for i in items]
+    return out
+
+
 def parse_columns(rows: list[Any]) -> list[Column]:
     """Validate a page of column records in one call (raises pydantic's ``ValidationError``).
 
-    The fast path validates the page as received; only a page that fails is validated again after
+    The fast path validates the page as received (with null spellings of a field set aside when
+    another spelling has its value); only a page that fails is validated again after
     :func:`_tolerant` normalisation, and the error of that second attempt is the one raised.
     """
+    rows = [_column_for_model(row) for row in rows]
     try:
         return _columns_adapter.validate_python(rows)
     except ValidationError:
@@ -313,4 +404,5 @@ def parse_columns(rows: list[Any]) -> list[Column]:
 
 def parse_clusters(rows: list[Any]) -> list[Cluster]:
     """Validate a page of cluster records in one call (raises pydantic's ``ValidationError``)."""
+    rows = [_without_null_aliases(r, _CLUSTER_ALIASES) if type(r) is dict else r for r in rows]
     return _clusters_adapter.validate_python(rows)

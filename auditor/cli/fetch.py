@@ -192,9 +192,10 @@ def snapshot_command(
         f"auth scheme {run.auth_scheme})"
     )
     details = run.details or {}
-    for key, what in (("size_mismatches", "cluster size"), ("total_mismatches", "totalCount")):
-        if details.get(key):
-            settings.info(f"note: {details[key]} cluster(s) whose {what} differs from the columns fetched")
+    for key, what in (("size_mismatch", "cluster size"), ("total_mismatch", "totalCount")):
+        count = details.get(f"{key}_count", len(details.get(f"{key}es") or ()))
+        if count:
+            settings.info(f"note: {count} cluster(s) whose {what} differs from the columns fetched")
 
 
 @click.command("clusters")

@@ -113,9 +113,12 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
     for key, sentence in (
         ("cluster_duplicates", "duplicate cluster rows received (stored once)"),
         ("duplicate_rows", "duplicate column rows received (stored once)"),
-        ("size_mismatches", "clusters whose size differs from the columns fetched"),
-        ("total_mismatches", "clusters whose totalCount differs from the columns fetched"),
+        # the first 1,000 mismatches are listed, all are counted (runs before the counts: the list)
+        ("size_mismatch_count", "clusters whose size differs from the columns fetched"),
+        ("total_mismatch_count", "clusters whose totalCount differs from the columns fetched"),
     ):
+        if key not in details and key.endswith("_mismatch_count"):
+            key = key.replace("_mismatch_count", "_mismatches")
         if count(key):
             notes.append(f"{count(key):,} {sentence}")
     return tuple(notes)

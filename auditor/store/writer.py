@@ -25,10 +25,10 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Boolean, Connection, Engine, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from auditor import __version__
-from auditor.bigid.models import Cluster, Column
+from auditor.bigid.models import MAX_DEPTH, Cluster, Column, RecordTooDeep, nesting_depth
 from auditor.errors import StoreError
 from auditor.store.db import WRITE_HINT, store_errors
 from auditor.store.schema import (
@@ -52,6 +52,9 @@ SQLITE_CACHE_KIB = 65_536  # page cache of the writing connection (64 MiB)
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON bytes (sorted keys): the input of every content hash.
 
+    Raises :class:`auditor.bigid.models.RecordTooDeep` for a value nested more than ``MAX_DEPTH``
+    levels deep (:func:`cluster_record` and :func:`column_rows` say which record).
+
     Records parsed from JSON only have string keys, which orjson sorts faster without
     ``OPT_NON_STR_KEYS`` (a third of this call); other keys take the slower option, with the same
     bytes for the string keys either way.
@@ -62,8 +65,11 @@ def canonical_json(value: Any) -> bytes:
         pass
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # e.g. integers beyond 64 bits
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    except TypeError:  # e.g. integers beyond 64 bits, or nested deeper than orjson's 255 levels
+        pass
+    if nesting_depth(value) > MAX_DEPTH:  # the standard library would run out of recursion
+        raise RecordTooDeep
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def now() -> datetime:
@@ -101,7 +107,10 @@ def cluster_record(
     cluster: Cluster, raw: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """(hash, cluster_versions row, cluster_labels rows) for one cluster."""
-    blob = canonical_json(raw)  # one serialisation: the hash and the stored raw (as for columns)
+    try:
+        blob = canonical_json(raw)  # one serialisation: the hash and the stored raw (as for columns)
+    except RecordTooDeep:
+        raise RecordTooDeep(cluster.id) from None
     digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
     row = {
         "hash": digest,
@@ -188,7 +197,10 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
     share = _SHARED.setdefault
     if len(_SHARED) > SHARED_VALUES_MAX:
         _SHARED.clear()
-    blob = canonical_json(raw)
+    try:
+        blob = canonical_json(raw)
+    except RecordTooDeep:
+        raise RecordTooDeep(column.fullyQualifiedName) from None
     digest = hashlib.blake2b(blob, digest_size=16).hexdigest()
     version = (
         digest,
@@ -419,14 +431,29 @@ class SnapshotWriter:
         """Write everything queued, in one transaction."""
         if not (self._pending_run_clusters or self._pending_rows or self._pending_stats):
             return
-        with (
-            store_errors(f"could not write run {self.run_id}", WRITE_HINT),
-            self.engine.begin() as connection,
-        ):
-            if connection.dialect.name == "sqlite":
-                # content hashes are random keys: a 2 MB default cache thrashes on big runs
-                connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-            self._write(connection)
+        try:
+            with self.engine.begin() as connection:
+                if connection.dialect.name == "sqlite":
+                    # content hashes are random keys: a 2 MB default cache thrashes on big runs
+                    connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+                self._write(connection)
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", exc))
+            where = self._holder_of_nul() if "NUL" in detail else None
+            if where is not None:
+                raise StoreError(
+                    f"could not write run {self.run_id}: the database cannot store the NUL character "
+                    f"(U+0000) that {where} contains",
+                    hint="PostgreSQL text cannot hold U+0000 (SQLite can: --db FILE.db); or have the "
+                    "value corrected in BigID",
+                ) from None
+            first_line = detail.splitlines()[0][:200] if detail else type(exc).__name__
+            raise StoreError(f"could not write run {self.run_id}: {first_line}", hint=WRITE_HINT) from None
+        except (OverflowError, ValueError) as exc:  # a value the driver cannot bind (SQLite)
+            raise StoreError(
+                f"could not write run {self.run_id}: {type(exc).__name__}: {str(exc)[:200]}",
+                hint="a value received does not fit the database; re-run with --debug and report it",
+            ) from None
         self._pending_cluster_versions.clear()
         self._pending_labels.clear()
         self._pending_run_clusters.clear()
@@ -434,6 +461,18 @@ class SnapshotWriter:
         self._pending_pages.clear()
         self._pending_rows = 0
         self._pending_stats.clear()
+
+    def _holder_of_nul(self) -> str | None:
+        """Which queued record has a text value with a NUL character (PostgreSQL refuses them)."""
+        for digest, row in self._pending_cluster_versions.items():
+            labels = [label["label"] for label in self._pending_labels.get(digest, ())]
+            if _has_nul([*row.values(), *labels]):
+                return f"cluster {row['cluster_id']!r}"
+        for cluster_id, page in self._pending_pages:
+            for _digest, version, tags, attributes in page:
+                if _has_nul([*version[:-1], *(v for t in (*tags, *attributes) for v in t)]):
+                    return f"column {version[1]!r} of cluster {cluster_id!r}"
+        return None
 
     def _write(self, connection: Connection) -> None:
         # Lock first, before any read: on SQLite a transaction that read and then writes after
@@ -490,8 +529,9 @@ class SnapshotWriter:
 
     def fail(self, error: str, totals: RunTotals | None = None) -> None:
         """Flush what can be flushed and mark the run ``failed`` with ``error``."""
-        # A flush failure is recorded below; the run stays not-complete either way.
-        with contextlib.suppress(StoreError):
+        # A flush failure of any kind must not keep the run from being marked failed (it would stay
+        # ``running``); the run stays not-complete either way.
+        with contextlib.suppress(Exception):
             self.flush()
         self._end(RUN_FAILED, totals or RunTotals(), error)
 
@@ -598,3 +638,7 @@ def _store_versions(connection: Connection, pending: dict[str, ColumnRows]) -> d
     insert_tuples(connection, column_tags, TAG_FIELDS, tags, ignore=False)
     insert_tuples(connection, column_attributes, ATTRIBUTE_FIELDS, attributes, ignore=False)
     return ids
+
+
+def _has_nul(values: Iterable[Any]) -> bool:
+    return any(isinstance(value, str) and "\x00" in value for value in values)

@@ -38,6 +38,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False  # close the connection without answering (a reset)
+    trickle: float = 0.0  # send the body one byte at a time, this many seconds apart
 
 
 Handler = Callable[[Request], Reply]
@@ -76,6 +77,12 @@ class Loopback:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if reply.trickle:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(reply.trickle)
+                    return
                 self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:

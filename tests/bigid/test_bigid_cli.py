@@ -9,7 +9,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from auditor import snapshot as snapshot_module
 from auditor.cli.main import cli
+from auditor.render.context import fetch_notes
 from auditor.store.db import open_database
 from auditor.store.runs import list_runs
 from tests.bigid.conftest import Reply, Request
@@ -50,6 +52,22 @@ def test_snapshot_prints_the_run_id_and_stats(sandbox, run_cli, tmp_db):
     assert list_runs(open_database(tmp_db))[-1].details["processes"] == 2
 
 
+def test_mismatches_are_counted_in_full_and_noted_as_a_count(sandbox, run_cli, tmp_db, monkeypatch):
+    """The per-run counts of mismatches were overwritten by their (capped) lists, which the summary
+    then printed whole ("note: [{'cluster_id': ...}, ...] cluster(s) whose ...")."""
+    monkeypatch.setattr(snapshot_module, "MAX_LISTED_MISMATCHES", 1)
+    server = sandbox(**SMALL, auth="raw", wrong_totals=1.0)
+    result = run_cli("snapshot", "--db", tmp_db, "--page-size", "50", env=env_for(server))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        "note: 4 cluster(s) whose totalCount differs from the columns fetched"
+    ]
+    (run,) = list_runs(open_database(tmp_db))
+    assert run.details["total_mismatch_count"] == 4 and len(run.details["total_mismatches"]) == 1
+    assert run.details["size_mismatch_count"] == 0 and run.details["size_mismatches"] == []
+    assert "4 clusters whose totalCount differs from the columns fetched" in fetch_notes(run.details)
+
+
 def test_snapshot_without_a_url_is_a_usage_error(run_cli, tmp_db):
     result = run_cli("snapshot", "--db", tmp_db, env={"BIGID_TOKEN": "SAMPLE"})
     assert result.exit_code == 2
@@ -65,6 +83,33 @@ def test_snapshot_without_a_key_is_a_usage_error(run_cli, tmp_db):
     result = run_cli("snapshot", "--db", tmp_db, "--url", "http://127.0.0.1:9")
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == "error: no BigID API key: BIGID_TOKEN is not set"
+
+
+@pytest.mark.parametrize("command", [["snapshot"], ["clusters"], ["columns", "c1"]])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "https://u:s3cret@host:port", "http://[::1"])
+def test_an_unparsable_url_is_a_usage_error(run_cli, tmp_db, command, url):
+    """These were 'internal error: ValueError: Port out of range' / 'Invalid IPv6 URL' (exit 3)."""
+    db = ["--db", tmp_db] if command == ["snapshot"] else []
+    result = run_cli(*command, *db, env={"BIGID_URL": url, "BIGID_TOKEN": "SAMPLE"})
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: the BigID URL is not a valid URL (check the host and the port, 1-65535)",
+        "hint: pass --url https://your-tenant.example.net (or set BIGID_URL)",
+    ]
+    assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize("cluster_id", ["", "  "])
+def test_an_empty_cluster_id_is_a_usage_error(sandbox, run_cli, cluster_id):
+    """It was sent as ``clusterId=`` (and the sandbox, like a lenient tenant, answered)."""
+    server = sandbox(**SMALL, auth="raw")
+    result = run_cli("columns", cluster_id, env=env_for(server))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: the cluster id is empty",
+        "hint: list the valid cluster ids with: auditor clusters",
+    ]
+    assert server.stats.total == 0
 
 
 def test_the_key_is_never_a_command_line_value(run_cli):

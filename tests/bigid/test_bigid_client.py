@@ -4,17 +4,22 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from sqlalchemy import select
 
 from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH, BigIDClient, ClientOptions, public_url
 from auditor.errors import ApiError, AuthError, ConfigError, NetworkError, NotFoundError, PayloadError
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+from auditor.store.schema import column_versions
 
-from .conftest import Reply, Request
+from .conftest import Loopback, Reply, Request
 
 TUTORIAL_CLUSTERS = [
     {
@@ -155,6 +160,24 @@ def test_429_honours_retry_after_seconds_and_dates(loopback, make_client):
     assert client.retries == 2 and client.requests == 3
 
 
+def test_429_with_a_retry_after_that_is_no_number_of_seconds_backs_off_as_usual(loopback, make_client):
+    """'1e400' parsed as infinity and waited the whole cap (60 s by default); 'nan' reached the wait."""
+    loopback.reset(
+        sequence(
+            Reply(429, {}, {"Retry-After": "1e400"}),
+            Reply(429, {}, {"Retry-After": "nan"}),
+            Reply(429, {}, {"Retry-After": "-inf"}),
+            Reply(429, {}, {"Retry-After": "soon"}),
+            then=Reply(200, TUTORIAL_CLUSTERS),
+        )
+    )
+    client = make_client(loopback.url, retry_after_cap=3, max_retry_time=20)
+    started = time.monotonic()
+    assert len(client.list_clusters()) == 2
+    assert time.monotonic() - started < 1.5  # the backoff (ms here), not 3 s per answer
+    assert client.retries == 4
+
+
 def test_5xx_resets_and_gateway_pages_are_retried(loopback, make_client):
     gateway = b"<html>\r\n<head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
     loopback.reset(
@@ -209,12 +232,66 @@ def test_read_timeout_and_connection_refused_are_network_errors(loopback, make_c
         closed.list_clusters()
 
 
+def test_an_answer_trickling_in_is_cut_at_its_deadline(loopback, make_client):
+    """One byte every 50 ms never trips a 0.5 s read timeout: such an answer held the request
+    forever (the retry budget only counts between attempts)."""
+    loopback.reset(lambda r: Reply(200, b"[" + b" " * 400 + b"]", trickle=0.05))
+    client = make_client(loopback.url, auth_scheme="raw", read_timeout=0.5, answer_timeout=1.0, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(NetworkError) as caught:
+        client.list_clusters()
+    assert time.monotonic() - started < 5
+    assert re.fullmatch(
+        rf"GET {CLUSTERS_PATH} failed: the answer was still arriving after 1 s \(sent too slowly\) "
+        r"\(2 attempts in \d+\.\d s\)",
+        caught.value.message,
+    )
+    loopback.reset(lambda r: Reply(200, b"[" + b" " * 10 + b"]", trickle=0.01))  # slow but in time
+    assert (
+        make_client(loopback.url, auth_scheme="raw", read_timeout=0.5, answer_timeout=5).list_clusters() == []
+    )
+
+
 def test_persistent_resets_end_in_a_network_error(loopback, make_client):
     loopback.reset(lambda r: Reply(drop=True))
     with pytest.raises(NetworkError) as caught:
         make_client(loopback.url, max_retries=2).list_clusters()
     assert "(3 attempts in" in caught.value.message
     assert "check --url / BIGID_URL" in caught.value.hint
+
+
+def test_redirects_are_not_followed(loopback, make_client):
+    """A redirect to another host must neither carry the key there nor have that host's answer
+    stored as the tenant's; a redirect loop is the same clear error, not an internal one."""
+    other = Loopback()  # another host name for the same machine: "localhost" vs 127.0.0.1
+    other.reset(lambda r: Reply(200, TUTORIAL_CLUSTERS))
+    port = other.server.server_address[1]
+    try:
+        loopback.reset(
+            lambda r: Reply(302, b"", {"Location": f"http://u:pw@localhost:{port}/api/v1/clusters?limit=9"})
+        )
+        client = make_client(loopback.url, auth_scheme="raw")
+        with pytest.raises(ApiError) as caught:
+            client.list_clusters()
+        assert type(caught.value) is ApiError and caught.value.status == 302
+        assert caught.value.exit_code == 3
+        assert caught.value.message == (
+            f"GET {CLUSTERS_PATH} was redirected to http://localhost:{port}/api/v1/clusters (HTTP 302); "
+            "redirects are not followed"
+        )
+        assert "--url / BIGID_URL" in caught.value.hint
+        assert other.seen == [] and len(loopback.seen) == 1  # nothing sent there, nothing retried
+
+        loopback.reset(lambda r: Reply(301, b"", {"Location": "/api/v1/clusters?again=1"}))
+        with pytest.raises(ApiError) as caught:
+            make_client(loopback.url, auth_scheme="raw").get_columns("c1")
+        assert caught.value.message == (
+            f"cluster c1: GET {COLUMNS_PATH} was redirected to {loopback.url}/api/v1/clusters (HTTP 301); "
+            "redirects are not followed"
+        )
+        assert len(loopback.seen) == 1
+    finally:
+        other.close()
 
 
 # -- envelopes and payloads ----------------------------------------------------------------------
@@ -280,6 +357,50 @@ def test_column_envelopes_with_aliases(loopback, make_client):
     assert page.total == 1 and page.shape == "data.columns"
 
 
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+def test_a_null_spelling_does_not_hide_the_value_of_another(loopback, make_client, tmp_path, processes):
+    """pydantic reads the first spelling present: ``{"tableName": null, "objectName": "T"}`` was a
+    column without a table (silently), and ``{"id": null, "clusterId": "k9"}`` a cluster without an id
+    (a payload error)."""
+    column = {
+        "fullyQualifiedName": None,
+        "fqn": "a.b.c",
+        "tableName": None,
+        "objectName": "T",
+        "dataType": None,
+        "fieldType": "int",
+        "tags": [{"tagName": None, "name": "sensitivity", "tagValue": "high"}],
+        "attributes": None,
+        "attributeDetails": [{"attribute_name": None, "attributeName": "SSN"}],
+    }
+    cluster = {"id": None, "clusterId": "k9", "name": None, "clusterName": "HR", "size": 1}
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [cluster])
+        return Reply(200, {"results": [column][int(request.query.get("skip", 0)) :], "totalCount": 1})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, auth_scheme="raw")
+    ((parsed_cluster, raw_cluster),) = client.list_clusters()
+    assert (parsed_cluster.id, parsed_cluster.name, raw_cluster) == ("k9", "HR", cluster)
+    ((parsed, raw),) = client.get_columns("k9").rows
+    assert raw == column  # kept exactly as served
+    assert (parsed.fullyQualifiedName, parsed.tableName, parsed.dataType) == ("a.b.c", "T", "int")
+    assert (parsed.tags[0].tagName, parsed.attributes[0].attribute_name) == ("sensitivity", "SSN")
+
+    engine = open_database(tmp_path / "n.db")
+    run = take_snapshot(engine, client, workers=1, processes=processes)
+    assert run.status == "complete" and run.columns_stored == 1
+    with engine.connect() as connection:
+        assert connection.execute(
+            select(column_versions.c.table_name, column_versions.c.data_type)
+        ).one() == (
+            "T",
+            "int",
+        )
+
+
 def test_payload_errors_name_cluster_column_field_and_problem(loopback, make_client):
     rows = [*cols(17), {"fullyQualifiedName": "x.y.z", "isPrimary": "perhaps"}]
     loopback.reset(lambda r: Reply(200, {"results": rows[int(r.query["skip"]) :][:10], "totalCount": 18}))
@@ -300,8 +421,59 @@ def test_unknown_envelope_and_non_json_are_payload_errors(loopback, make_client)
     ):
         make_client(loopback.url).get_columns("k1")
     loopback.reset(lambda r: Reply(200, b"plain words", {"Content-Type": "text/plain"}))
-    with pytest.raises(PayloadError, match="not JSON: 'plain words'"):
+    with pytest.raises(PayloadError) as caught:
         make_client(loopback.url).list_clusters()
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH} answered 200 with a body that is not JSON "
+        "(unexpected character, expected a JSON value at character 0): 'plain words'"
+    )
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+def test_malformed_json_far_into_a_page_is_shown_where_it_breaks(loopback, make_client, tmp_path, processes):
+    """A NaN 700 KB into a page was reported with the page's first 120 characters, which look fine."""
+    rows = b",".join(b'{"fullyQualifiedName": "s.t.c%d"}' % i for i in range(20_000))
+    body = b'{"results": [' + rows + b', {"fullyQualifiedName": "s.t.x", "score": NaN}], "totalCount": 1}'
+    position = body.index(b"NaN")
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1"}])
+        return Reply(200, body)
+
+    loopback.reset(handler)
+    with pytest.raises(PayloadError) as caught:
+        take_snapshot(
+            open_database(tmp_path / "m.db"), make_client(loopback.url), workers=1, processes=processes
+        )
+    assert caught.value.message == (
+        f"cluster k1: GET {COLUMNS_PATH} answered 200 with a body that is not JSON (unexpected character, "
+        f"expected a JSON value at character {position:,}): "
+        '\'e": "s.t.c19999"}, {"fullyQualifiedName": "s.t.x", "score": NaN}], "totalCount": 1}\''
+    )
+    assert "malformed JSON" in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"null", "answered JSON null instead of a list or an object"),
+        (b'"hello"', "answered a JSON string instead of a list or an object"),
+        (b"42", "answered a JSON number instead of a list or an object"),
+        (b"true", "answered JSON true instead of a list or an object"),
+        (b"", "answered 200 with an empty body"),
+        (b"  \r\n", "answered 200 with an empty body"),
+    ],
+)
+def test_bodies_that_are_not_a_page_say_what_they_are_in_json_terms(loopback, make_client, body, said):
+    """These read 'a JSON NoneType' / 'a JSON str' / "a body that is not JSON: ''"."""
+    loopback.reset(lambda r: Reply(200, body))
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url, auth_scheme="raw").list_clusters()
+    assert caught.value.message == f"GET {CLUSTERS_PATH} {said}"
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url, auth_scheme="raw").get_columns("k1")
+    assert caught.value.message == f"cluster k1: GET {COLUMNS_PATH} {said}"
 
 
 def test_columns_command_parameters_are_sent_as_documented(loopback, make_client):

@@ -15,7 +15,7 @@ import pytest
 
 from auditor.bigid.client import COLUMNS_PATH, PageOffload, decode_columns
 from auditor.bigid.models import parse_columns
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, PayloadError
 from auditor.progress import Progress
 from auditor.snapshot import _row_key, start_decoders, take_snapshot
 from auditor.store.db import open_database
@@ -52,7 +52,11 @@ def test_decoded_rows_are_the_rows_the_threads_build():
 
 
 def test_failures_come_back_as_data():
-    assert decode_columns(b"<html>502</html>", column_rows).not_json == (True, "<html>502</html>")
+    assert decode_columns(b"<html>502</html>", column_rows).not_json == (
+        True,
+        "<html>502</html>",
+        "unexpected character, expected a JSON value at character 0",
+    )
     assert decode_columns(b'{"success": false, "message": "Invalid token"}', column_rows).error_under_200 == (
         "Invalid token",
         True,
@@ -88,6 +92,11 @@ FAILURES = {
     "gateway page": b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>",
     "auth error under 200": orjson.dumps({"success": False, "message": "Token expired"}),
     "error under 200": orjson.dumps({"status": "error", "message": "index unavailable"}),
+    # parsed (up to 1,024 levels) but too deep to store: was 'internal error: RecursionError'
+    "nested 1,000 levels deep": b'{"results": [{"fullyQualifiedName": "k1.db.t.c", "x": '
+    + b"[" * 1000
+    + b"]" * 1000
+    + b'}], "totalCount": 1}',
 }
 
 
@@ -118,6 +127,11 @@ def test_every_failure_reads_and_exits_the_same_in_the_pool(loopback, make_clien
     assert pooled == in_thread
     if name == "missing field":
         assert in_thread[1] == "cluster k1: column 0: fullyQualifiedName: Field required"
+    if name == "nested 1,000 levels deep":
+        assert in_thread[:2] == (
+            PayloadError,
+            "cluster k1: a column (k1.db.t.c): (record): nested more than 512 levels deep",
+        )
     if name == "auth error under 200":
         assert in_thread[1].startswith("the API key is missing or invalid (HTTP 401")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from auditor.bigid.client import CLUSTERS_PATH
-from auditor.errors import NotFoundError, PayloadError
+from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
+from auditor.errors import ApiError, AuthError, NetworkError, NotFoundError, PayloadError
 from auditor.progress import Progress
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
@@ -125,6 +125,104 @@ def test_a_payload_error_fails_the_run(loopback, make_client, engine, processes)
     assert caught.value.message == "cluster k1: column 0: fullyQualifiedName: Field required"
     (run,) = list_runs(engine)
     assert run.status == "failed" and run.error == f"PayloadError: {caught.value.message}"
+
+
+@MODES
+@pytest.mark.parametrize(
+    ("reply", "error", "message"),
+    [
+        (Reply(503, {}), ApiError, f"GET {COLUMNS_PATH} failed: HTTP 503 (2 attempts in "),
+        (Reply(drop=True), NetworkError, f"GET {COLUMNS_PATH} failed: connection reset (2 attempts in "),
+        (
+            Reply(200, b"x"),
+            PayloadError,
+            f"GET {COLUMNS_PATH} answered 200 with a body that is not JSON "
+            "(unexpected character, expected a JSON value at character 0): 'x'",
+        ),
+        (Reply(403, {}), AuthError, f"the API key lacks permission for GET {COLUMNS_PATH} (HTTP 403)"),
+        (Reply(418, {}), ApiError, f"GET {COLUMNS_PATH} failed (HTTP 418 from GET {COLUMNS_PATH})"),
+    ],
+    ids=["retries-exhausted", "resets", "not-json", "403", "other-status"],
+)
+def test_a_failing_columns_request_names_its_cluster(
+    loopback, make_client, engine, processes, reply, error, message
+):
+    """Among many clusters, the one whose columns could not be fetched is named (it was not)."""
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1"}, {"id": "k2"}] if request.query["skip"] == "0" else [])
+        if request.query["clusterId"] == "k2":
+            return reply
+        return Reply(200, {"results": [], "totalCount": 0})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, auth_scheme="raw", max_retries=1, cluster_id_fallback=False)
+    with pytest.raises(ApiError) as caught:
+        take_snapshot(engine, client, workers=1, processes=processes)
+    assert type(caught.value) is error
+    assert caught.value.message.startswith(f"cluster k2: {message}")
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == f"{error.__name__}: {caught.value.message}"
+
+
+def test_counts_too_large_to_store_are_not_an_internal_error(loopback, make_client, engine):
+    """A ``size`` beyond any count (10**30) used to reach SQLite and end in 'internal error:
+    OverflowError' with the run left ``running``; a ``totalCount`` like it did the same."""
+    huge = 10**30
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1", "size": huge}])
+        return Reply(200, {"results": [], "totalCount": 1})
+
+    loopback.reset(handler)
+    with pytest.raises(PayloadError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH}: cluster 0 (k1): size: Input should be less than or equal to 9007199254740991"
+    )
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == f"PayloadError: {caught.value.message}"
+
+    def lying_total(request: Request) -> Reply:  # a total that is no count: as if none was given
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1", "size": 2}])
+        rows = [{"fullyQualifiedName": "a.b.c1"}, {"fullyQualifiedName": "a.b.c2"}]
+        return Reply(200, {"results": rows[int(request.query["skip"]) :], "totalCount": huge})
+
+    loopback.reset(lying_total)
+    run = take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert run.status == "complete" and run.columns_stored == 2 and run.columns_announced is None
+    assert run.details["total_mismatches"] == []
+
+
+def test_deeply_nested_records_are_stored_or_refused_clearly(loopback, make_client, engine):
+    """500 levels (past orjson's 255 for writing) are stored exactly; 1,000 levels (which the parser
+    accepts) were 'internal error: RecursionError' and are now a payload error naming the cluster."""
+    nested = {"x": 0}
+    for _ in range(499):
+        nested = {"x": nested}
+    column = {"fullyQualifiedName": "k1.db.t.c", "deep": nested}
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1", "size": 1}])
+        return Reply(200, {"results": [column][int(request.query["skip"]) :], "totalCount": 1})
+
+    loopback.reset(handler)
+    run = take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert run.status == "complete"
+    assert stored(engine, run.id)[0] == {("k1", "k1.db.t.c"): column}
+
+    deep = b"[" * 1000 + b"]" * 1000
+    loopback.reset(lambda r: Reply(200, b'[{"id": "k2", "x": ' + deep + b"}]"))
+    with pytest.raises(PayloadError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH}: cluster 0 (k2): (record): nested more than 512 levels deep"
+    )
+    assert list_runs(engine)[-1].status == "failed"
 
 
 class InterruptingProgress(Progress):

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from auditor.store import db as store_db
 from auditor.store.runs import count_run_rows, list_runs, resolve_run
 from auditor.store.schema import metadata
+from auditor.store.writer import RunTotals
 
 from .conftest import make_catalog, snapshot_content, write_catalog, write_legacy_catalog
 
@@ -92,3 +93,45 @@ def test_postgres_first_revision_with_data_upgrades_without_loss(fresh_postgres)
             assert compare_metadata(MigrationContext.configure(connection), metadata) == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("cluster", "column", "where"),
+    [
+        ({"id": "k1", "labels": ["P\x00II"]}, {"fullyQualifiedName": "a.b.c"}, "cluster 'k1'"),
+        (
+            {"id": "k1"},
+            {"fullyQualifiedName": "a.b.c", "tags": [{"tagName": "t\x00"}]},
+            "column 'a.b.c' of cluster 'k1'",
+        ),
+        ({"id": "k1"}, {"fullyQualifiedName": "a.b\x00c"}, "column 'a.b\\x00c' of cluster 'k1'"),
+    ],
+    ids=["cluster-label", "column-tag", "column-fqn"],
+)
+def test_postgres_names_the_record_holding_a_nul_character(fresh_postgres, cluster, column, where):
+    """PostgreSQL text cannot hold U+0000 (SQLite can). The error said only that, with the hint
+    'check that the database is writable and not full'; it now names the record. A NUL only in the
+    raw record (JSON, where it is escaped) is stored."""
+    from auditor.bigid.models import parse_cluster, parse_column
+    from auditor.errors import StoreError
+    from auditor.store.writer import SnapshotWriter
+
+    engine = store_db.open_database(fresh_postgres)
+    writer = SnapshotWriter(engine, source_url="http://127.0.0.1:1")
+    writer.add_cluster(parse_cluster(cluster), cluster, 0)
+    writer.add_columns("k1", [(parse_column(column), column)])
+    with pytest.raises(StoreError) as caught:
+        writer.flush()
+    assert caught.value.message == (
+        f"could not write run {writer.run_id}: the database cannot store the NUL character (U+0000) "
+        f"that {where} contains"
+    )
+    assert caught.value.hint.startswith("PostgreSQL text cannot hold U+0000 (SQLite can: --db FILE.db)")
+    writer.fail(caught.value.message)
+
+    raw_only = {"fullyQualifiedName": "a.b.d", "note": "x\x00y"}
+    writer = SnapshotWriter(engine, source_url="http://127.0.0.1:1")
+    writer.add_cluster(parse_cluster({"id": "k2", "extra": "\x00"}), {"id": "k2", "extra": "\x00"}, 0)
+    writer.add_columns("k2", [(parse_column(raw_only), raw_only)])
+    writer.complete(RunTotals())
+    assert [run.status for run in list_runs(engine)] == ["failed", "complete"]

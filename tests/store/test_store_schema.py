@@ -138,6 +138,27 @@ def test_failed_and_running_runs_are_never_used_unless_asked(tmp_path):
         resolve_run(engine, 99)
 
 
+def test_a_value_the_database_cannot_bind_fails_the_run_not_the_writer(tmp_path):
+    """An integer beyond 64 bits made SQLite raise OverflowError: it escaped as an internal error,
+    and ``fail`` (flushing again) raised it too, leaving the run ``running``."""
+    from auditor.bigid.models import Cluster
+    from auditor.store.writer import SnapshotWriter
+
+    engine = store_db.open_database(tmp_path / "a.db")
+    writer = SnapshotWriter(engine, source_url="http://127.0.0.1:1")
+    raw = {"id": "k1", "size": 10**30}
+    writer.add_cluster(Cluster.model_construct(id="k1", size=10**30, labels=[]), raw, 0)
+    with pytest.raises(StoreError) as caught:
+        writer.flush()
+    assert caught.value.message == (
+        f"could not write run {writer.run_id}: "
+        "OverflowError: Python int too large to convert to SQLite INTEGER"
+    )
+    writer.fail("the flush failed")
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == "the flush failed"
+
+
 def test_no_complete_run_says_how_to_make_one(tmp_path):
     engine = store_db.open_database(tmp_path / "a.db")
     with pytest.raises(RunNotUsableError) as info:

@@ -127,6 +127,44 @@ def test_yaml_is_loaded_safely(write):
     assert caught.value.problems[0].startswith(f"{path}:1:8: invalid YAML: could not determine a constructor")
 
 
+@pytest.mark.timeout(20)
+def test_alias_expansion_bombs_are_refused_without_expanding_them(write):
+    # Nine aliases per level, twelve levels: 9**11 conditions once expanded. Walking them hung.
+    lines = ["        - &c0 {field: columnName, eq: ssn}"]
+    lines += [f"        - &c{i} {{any: [{', '.join([f'*c{i - 1}'] * 9)}]}}" for i in range(1, 12)]
+    head = GOOD.replace("    condition: {field: columnName, eq: ssn}\n", "")
+    path = write("bomb.yaml", head + "    condition:\n      any:\n" + "\n".join(lines) + "\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:21:11: aliases of this anchor expand the document by more than 100,000 values; "
+        "write the repeated part out instead"
+    ]
+
+
+def test_modest_aliases_still_work(write):
+    text = GOOD.replace(
+        "condition: {field: columnName, eq: ssn}", "condition: &c {field: columnName, eq: ssn}"
+    )
+    text += (
+        text.split("\n", 1)[1]
+        .replace("good-rule", "other-rule")
+        .replace("&c {field: columnName, eq: ssn}", "*c")
+    )
+    assert [r.id for r in load_ruleset([write("aliases.yaml", text)]).rules] == ["good-rule", "other-rule"]
+
+
+def test_deeply_nested_yaml_is_a_problem_not_a_crash(write):
+    deep = write("deep.yaml", "rules: " + "[" * 300 + "]" * 300 + "\n")
+    deeper = write("deeper.yaml", "rules: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([deep, deeper])
+    assert caught.value.problems == [
+        f"{deep}:1:71: the YAML is nested more than 64 levels deep; flatten it",
+        f"{deeper}:1:1: the YAML is nested too deeply (at most 64 levels)",
+    ]
+
+
 def test_syntax_errors_and_empty_files_are_problems(write):
     broken = write("broken.yaml", "rules:\n  - id: x\n   title: y\n")
     empty = write("empty.yaml", "")

@@ -63,6 +63,9 @@ from auditor.store.schema import cluster_labels
 
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 
+MAX_CONDITION_DEPTH = 32
+"""Deepest nesting of conditions in a rule: deeper ones overflow SQLite's SQL parser."""
+
 
 @dataclass
 class ParseContext:
@@ -71,6 +74,7 @@ class ParseContext:
     source: str
     document: Any
     problems: Problems
+    depth: int = 0
 
     def problem(self, path: Sequence[Any], message: str, *, key: bool = False) -> None:
         self.problems.add(self.source, mark_at(self.document, path, key=key), message)
@@ -205,6 +209,21 @@ def valid_keys(level: Level) -> list[str]:
 
 def parse_condition(node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
     """Parse one condition node at ``level``; problems go to ``ctx``. ``None`` if invalid."""
+    if ctx.depth >= MAX_CONDITION_DEPTH:
+        ctx.problem(
+            path,
+            f"conditions are nested more than {MAX_CONDITION_DEPTH} levels deep; "
+            "flatten them (all/any take lists)",
+        )
+        return None
+    ctx.depth += 1
+    try:
+        return _parse_condition(node, level, ctx, path)
+    finally:
+        ctx.depth -= 1
+
+
+def _parse_condition(node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
     if isinstance(node, LocList):
         # A bare list is shorthand for ``all``.
         return AllOf.parse_items(node, level, ctx, path, "all")

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from auditor.engine import load_ruleset, rules_json_schema
+from auditor.engine import findings_for_run, load_ruleset, rules_json_schema
 from auditor.engine.rules import plain, rule_files
 from auditor.engine.yamlsource import Problems, read_yaml
 from auditor.errors import EXIT_USAGE, RuleError
@@ -163,6 +163,23 @@ def test_deeply_nested_yaml_is_a_problem_not_a_crash(write):
         f"{deep}:1:71: the YAML is nested more than 64 levels deep; flatten it",
         f"{deeper}:1:1: the YAML is nested too deeply (at most 64 levels)",
     ]
+
+
+def test_conditions_nested_deeper_than_sqlite_can_parse_are_refused(write, engine, snapshot):
+    def rule(nots: int) -> str:
+        condition = "{not: " * nots + "{field: columnName, eq: ssn}" + "}" * nots
+        return GOOD.replace("{field: columnName, eq: ssn}", condition)
+
+    path = write("deep.yaml", rule(32))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:7:208: conditions are nested more than 32 levels deep; flatten them (all/any take lists)"
+    ]
+    # 32 levels (31 nots and the comparison) still run on SQLite.
+    ruleset = load_ruleset([write("ok.yaml", rule(31))])
+    run = snapshot(engine, [{"id": "c1", "columns": [{"fullyQualifiedName": "a.b.c", "columnName": "x"}]}])
+    assert [f.column for f in findings_for_run(engine, run, ruleset)] == ["a.b.c"]
 
 
 def test_syntax_errors_and_empty_files_are_problems(write):

@@ -28,6 +28,7 @@ Examples (each is loaded by the real loader in the docs test)::
 from __future__ import annotations
 
 import operator
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ def _describe_type_error(error: Any) -> str:
     }.get(kind)
     if kind.startswith("date"):
         expected = "a date (YYYY-MM-DD)"
+        reason = error.get("ctx", {}).get("error")
+        if isinstance(value, str) and reason and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            return f"{value!r} is not a valid date ({reason})"
     if kind == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
         return "must not be empty"
     if kind.startswith("string_") and kind != "string_type":

@@ -114,6 +114,18 @@ def _construct_sequence(loader: _Loader, node: SequenceNode) -> LocList:
     return result
 
 
+def _construct_timestamp(loader: _Loader, node: Node) -> Any:
+    """A date or datetime; an impossible one (``2027-02-30``) stays text, for validation to report.
+
+    PyYAML raises a bare ``ValueError`` (no position) for a well-formed but impossible date.
+    """
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 

@@ -498,7 +498,7 @@ def gather_input(
         if against is None:
             against = given_diff.get("from_run")
     if against is not None:
-        against_info = resolve_run(engine, against)
+        against_info = resolve_run(engine, against, option="--against")
         if against_info.id == run_info.id:
             raise ConfigError(f"--against {against_info.id} is the run being reported")
     else:

@@ -72,6 +72,18 @@ def test_check_exit_3_for_missing_or_incomplete_runs(run_cli, db, engine, snapsh
     assert f"warning: run {failed} is failed; its findings may be incomplete" in allowed.stderr
 
 
+def test_run_references_that_are_not_runs_are_usage_errors(run_cli, db, engine, snapshot):
+    snapshot(engine, CATALOG)
+    cases = [
+        (("check", "--run", "abc"), "error: --run 'abc' is neither a run id nor 'latest'"),
+        (("diff", "--from", "abc"), "error: --from 'abc' is neither a run id nor 'latest'"),
+        (("diff", "--to", "x"), "error: --to 'x' is neither a run id nor 'latest'"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, "--db", db)
+        assert (result.exit_code, result.stdout, result.stderr.splitlines()[0]) == (2, "", message), args
+
+
 def test_check_exit_2_for_rule_and_waiver_errors(run_cli, db, engine, snapshot, write):
     snapshot(engine, CATALOG)
     bad = write("bad.yaml", "rules:\n  - id: x\n    severity: urgent\n")

@@ -167,6 +167,21 @@ def test_csv_cells_from_the_catalog_are_neutralised(engine, snapshot):
     assert row["cluster_id"] == "'=cmd"
 
 
+def test_csv_rows_survive_line_breaks_in_catalog_text(engine, snapshot):
+    # A column name holding a carriage return was written unquoted with "\n" line ends, and csv
+    # readers split the row there (5 findings read back as 9 rows of the wrong widths).
+    names = ["a\rb", "c\nd", "e\r\nf", "\rg", "ok"]
+    columns = [
+        {"fullyQualifiedName": n, "tags": [{"tagName": "sensitivity", "tagValue": "high"}]} for n in names
+    ]
+    snapshot(engine, [{"id": "c1", "name": "x", "labels": ["PII"], "columns": columns}])
+    text = render(Format.CSV, check_run(engine, "latest", load_ruleset()))
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    flagged = [r["column"] for r in rows if r["rule"] == "high-sensitivity-without-confidential"]
+    assert sorted(flagged) == sorted(["a\rb", "c\nd", "e\r\nf", "'\rg", "ok"])
+    assert all(None not in row and len(row) == 13 for row in rows)
+
+
 def test_markdown_escapes_table_cells_and_folds_waivers(result):
     text = render(Format.MARKDOWN, result)
     assert text.startswith("## cluster-auditor check: run 1\n")

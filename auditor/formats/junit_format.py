@@ -5,10 +5,15 @@ cluster/fqn or cluster/group:key), never the message, so they are stable across 
 (CI servers collapse duplicate names). Open findings are ``<failure>`` with the message; waived
 ones are ``<skipped>`` with the waiver's reason; a rule without findings contributes one passing
 case named after the rule, so the report also shows what was checked.
+
+Catalog text may hold characters XML 1.0 cannot carry at all (control characters such as ``\\x01``
+or ``ESC``, even as references): they are written as visible ``\\xNN`` escapes, so the report stays
+well-formed and names that differ only by them stay distinct.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -20,6 +25,14 @@ if TYPE_CHECKING:
 
 BATCH = 1_000  # test cases per piece
 DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml(text: str) -> str:
+    """``text`` with the characters XML 1.0 forbids written as ``\\xNN`` / ``\\uNNNN`` escapes."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def format(result: CheckResult) -> str:
@@ -70,18 +83,20 @@ def _counts(items: list[Finding]) -> dict[str, int]:
 
 
 def _case(rule_id: str, f: Finding) -> ET.Element:
-    case = ET.Element("testcase", classname=rule_id, name=f"{rule_id} {f.subject}", time="0")
+    case = ET.Element("testcase", classname=rule_id, name=_xml(f"{rule_id} {f.subject}"), time="0")
     if f.waived:
         waiver = f.waiver or {}
         ET.SubElement(
             case,
             "skipped",
-            message=f"waived until {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}",
+            message=_xml(
+                f"waived until {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}"
+            ),
         )
     else:
         label = f" (waiver expired {f.waiver['expires']})" if f.waiver and f.waiver_expired else ""
-        failure = ET.SubElement(case, "failure", message=f.message + label, type=f.severity)
-        failure.text = (
+        failure = ET.SubElement(case, "failure", message=_xml(f.message + label), type=f.severity)
+        failure.text = _xml(
             f"{f.message}{label}\nrule: {rule_id}\nseverity: {f.severity}\nstatus: {f.status}\n"
             f"cluster: {f.cluster_id}\ncolumns: {', '.join(f.columns)}\nfingerprint: {f.fingerprint}"
         )

@@ -137,6 +137,31 @@ def test_junit_is_readable_by_junitparser_with_stable_unique_names(result, tmp_p
     assert all(f.message not in name for f in result.findings for name in names)
 
 
+def test_junit_stays_well_formed_with_control_characters_from_the_catalog(engine, snapshot, tmp_path):
+    # An ESC or \x01 in a column name was written raw: not well-formed XML, which CI report
+    # parsers reject, losing the whole gate report.
+    names = ["bad\x01name", "esc\x1b[31mred", "bad\x02name", "tab\tok"]
+    columns = [
+        {"fullyQualifiedName": n, "tags": [{"tagName": "sensitivity", "tagValue": "high"}]} for n in names
+    ]
+    snapshot(engine, [{"id": "c\x07", "name": "x\x0c", "labels": ["PII"], "columns": columns}])
+    path = tmp_path / "report.xml"
+    path.write_text(render(Format.JUNIT, check_run(engine, "latest", load_ruleset())))
+    cases = [case for suite in JUnitXml.fromfile(str(path)) for case in suite]
+    flagged = sorted(c.name for c in cases if c.classname == "high-sensitivity-without-confidential")
+    assert flagged == [
+        "high-sensitivity-without-confidential c\\x07/bad\\x01name",
+        "high-sensitivity-without-confidential c\\x07/bad\\x02name",
+        "high-sensitivity-without-confidential c\\x07/esc\\x1b[31mred",
+        "high-sensitivity-without-confidential c\\x07/tab\tok",
+    ]
+    failure = next(c for c in cases if c.name.endswith("bad\\x01name")).result[0]
+    assert (
+        failure.message
+        == "bad\\x01name is tagged sensitivity=high but cluster x\\x0c (c\\x07) is not labelled Confidential"
+    )
+
+
 def test_csv_neutralises_formula_injection(result):
     rows = list(csv.DictReader(io.StringIO(render(Format.CSV, result))))
     assert len(rows) == 7

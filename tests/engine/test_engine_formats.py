@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 from jsonschema import Draft4Validator
@@ -114,6 +115,24 @@ def test_sarif_validates_against_the_official_schema_with_locations_and_suppress
     assert column["locations"][0]["logicalLocations"][0]["fullyQualifiedName"] == (
         "bigid://clusters/c-hr/columns/hr.emp.ssn"
     )
+
+
+def test_sarif_rule_file_uris_are_percent_encoded(engine, snapshot, tmp_path, monkeypatch):
+    # "my rules/r#1.yaml" was written as is: not a URI (space), and one naming the file "my rules/r"
+    # with a fragment "1.yaml" (#) to whatever resolves it.
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "my rules"
+    folder.mkdir()
+    (folder / "r#1.yaml").write_text(
+        "rules:\n  - id: any-column\n    title: T\n    description: D\n    severity: low\n"
+        "    scope: column\n    condition: {field: columnName, exists: true}\n    message: m\n"
+        "    remediation: r\n"
+    )
+    snapshot(engine, [{"id": "c1", "columns": [{"fullyQualifiedName": "a.b.c", "columnName": "c"}]}])
+    log = json.loads(render(Format.SARIF, check_run(engine, "latest", load_ruleset([Path("my rules")]))))
+    (item,) = log["runs"][0]["results"]
+    assert item["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "my%20rules/r%231.yaml"
+    assert [e.message for e in Draft4Validator(load_schema()).iter_errors(log)] == []
 
 
 def test_junit_is_readable_by_junitparser_with_stable_unique_names(result, tmp_path):

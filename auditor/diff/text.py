@@ -20,6 +20,7 @@ from auditor.diff.model import (
     DiffResult,
     FindingDiff,
 )
+from auditor.printable import printable
 
 CATEGORY_TITLES = {
     "new": "New findings",
@@ -108,7 +109,8 @@ def format_text(diff: DiffResult, *, include_open: bool = False) -> str:
         if category == "open" and not include_open:
             continue
         section(CATEGORY_TITLES[category], diff.findings.get(category, []), _finding_lines)
-    return "\n".join(lines) + "\n"
+    # One element per line: catalog text must not drive the terminal or start lines of its own.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _finding_lines(item: FindingDiff) -> list[str]:

@@ -2,13 +2,16 @@
 
 One row per finding (severity, status, rule, subject, message), then waivers that expired, that
 expire within 14 days or that matched nothing, then the summary line with counts by severity, new,
-waived and expired.
+waived and expired. Catalog text is passed through :func:`auditor.printable.printable`, so a
+control character in a name can neither drive the terminal nor start a line of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from auditor.printable import printable
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
@@ -44,13 +47,12 @@ def chunks(result: CheckResult) -> Iterator[str]:
         for f in sorted(result.findings, key=lambda f: (order[f.severity], f.rule, f.subject)):
             lines.append(
                 f"{f.severity:<9} {_status(f):<15} {f.rule:<{rule_width}} "
-                f"{_cut(f.subject, WIDTH_SUBJECT):<{WIDTH_SUBJECT}} {f.message}\n"
+                f"{_cut(printable(f.subject), WIDTH_SUBJECT):<{WIDTH_SUBJECT}} {printable(f.message)}\n"
             )
             if f.waiver and not f.waiver_expired:
                 waiver = f.waiver
-                lines.append(
-                    f"{'':<26}waived by {waiver['owner']} until {waiver['expires']}: {waiver['reason']}\n"
-                )
+                text = f"waived by {waiver['owner']} until {waiver['expires']}: {waiver['reason']}"
+                lines.append(f"{'':<26}{printable(text)}\n")
             if len(lines) >= BATCH:
                 yield "".join(lines)
                 lines.clear()
@@ -63,12 +65,12 @@ def chunks(result: CheckResult) -> Iterator[str]:
         lines.append("")
         lines.append("Waivers expiring within 14 days:")
         for w in report.expiring:
-            lines.append(f"  {w.expires.isoformat()}  {w.describe()} (owner {w.owner}, {w.where})")
+            lines.append(printable(f"  {w.expires.isoformat()}  {w.describe()} (owner {w.owner}, {w.where})"))
     if report.stale:
         lines.append("")
         lines.append("Stale waivers (they match no finding):")
         for w in report.stale:
-            lines.append(f"  {w.describe()} (owner {w.owner}, {w.where})")
+            lines.append(printable(f"  {w.describe()} (owner {w.owner}, {w.where})"))
     lines.append("")
     lines.append(result.summary_line())
     yield "\n".join(lines) + "\n"

@@ -181,6 +181,21 @@ def test_junit_stays_well_formed_with_control_characters_from_the_catalog(engine
     )
 
 
+def test_table_escapes_control_characters_from_the_catalog(engine, snapshot):
+    # A newline in a column name forged a summary line of the table; an ESC drove the terminal.
+    name = "a.b\nrun 1: 0 findings (none open)\x1b[2J"
+    columns = [{"fullyQualifiedName": name, "tags": [{"tagName": "sensitivity", "tagValue": "high"}]}]
+    snapshot(engine, [{"id": "c1", "name": "x", "labels": ["PII"], "columns": columns}])
+    lines = render(Format.TABLE, check_run(engine, "latest", load_ruleset())).splitlines()
+    assert not any(line.startswith("run 1: 0 findings") for line in lines)
+    assert not any("\x1b" in line for line in lines)
+    flagged = [line for line in lines if "high-sensitivity-without-confidential" in line]
+    assert flagged and flagged[0].endswith(
+        "a.b\\x0arun 1: 0 findings (none open)\\x1b[2J is tagged sensitivity=high but cluster x (c1) is not "
+        "labelled Confidential"
+    )
+
+
 def test_csv_neutralises_formula_injection(result):
     rows = list(csv.DictReader(io.StringIO(render(Format.CSV, result))))
     assert len(rows) == 7

@@ -105,6 +105,9 @@ def test_check_exit_2_for_rule_and_waiver_errors(run_cli, db, engine, snapshot, 
     missing = run_cli("check", "--db", db, "--waivers", "nope.yaml")
     assert missing.exit_code == 2
     assert missing.stderr.startswith("error: waiver file nope.yaml does not exist")
+    folder = run_cli("check", "--db", db, "--waivers", str(bad.parent))
+    assert folder.exit_code == 2
+    assert folder.stderr.startswith(f"error: waiver file {bad.parent} is a folder, not a file")
     usage = run_cli("check", "--db", db, "--fail-on", "urgent")
     assert usage.exit_code == 2
 

@@ -17,6 +17,7 @@ import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.errors import ConfigError
+from auditor.printable import printable
 
 if TYPE_CHECKING:
     from auditor.bigid.client import BigIDClient
@@ -304,6 +305,8 @@ def columns_command(
 
 
 def _table(header: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:
+    # Live catalog text: no control character may reach the terminal (auditor.printable).
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in header]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]

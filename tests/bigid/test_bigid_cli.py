@@ -179,3 +179,12 @@ def test_explicit_auth_scheme_flag(sandbox, run_cli):
     assert result.exit_code == 3
     assert "(HTTP 401; auth scheme tried: bearer)" in result.stderr
     assert run_cli("clusters", "--auth-scheme", "raw", env=env_for(server)).exit_code == 0
+
+
+def test_tables_of_live_catalog_text_escape_control_characters():
+    # `auditor clusters` / `columns` printed names raw: an ESC sequence drove the terminal and a
+    # newline started a row of its own.
+    from auditor.cli.fetch import _table
+
+    text = _table(("ID", "NAME"), [("c1", "evil\x1b]0;x\x07\nrow")])
+    assert text.splitlines() == ["ID  NAME", "c1  evil\\x1b]0;x\\x07\\x0arow"]

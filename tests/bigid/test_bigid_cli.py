@@ -188,3 +188,14 @@ def test_tables_of_live_catalog_text_escape_control_characters():
 
     text = _table(("ID", "NAME"), [("c1", "evil\x1b]0;x\x07\nrow")])
     assert text.splitlines() == ["ID  NAME", "c1  evil\\x1b]0;x\\x07\\x0arow"]
+
+
+def test_tables_align_wide_characters():
+    # Names in Japanese or Chinese take two terminal columns per character: padded by len(), the
+    # columns after them were pushed right, row by row.
+    from auditor.cli.fetch import _table
+
+    text = _table(("ID", "NAME", "SIZE"), [("c1", "顧客メール", "85"), ("c2", "Emails", "7")])
+    assert text.splitlines() == ["ID  NAME        SIZE", "c1  顧客メール  85", "c2  Emails      7"]
+    cut = _table(("NAME",), [("顧" * 40,)]).splitlines()[1]
+    assert cut == "顧" * 29 + "…"  # 58 columns and the ellipsis: within the 60-column cap

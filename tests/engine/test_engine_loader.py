@@ -119,6 +119,17 @@ def test_problems_name_file_line_and_column(write):
     assert caught.value.problems == [f"{path}:7:40: eq: expected text, got a list"]
 
 
+def test_a_rule_id_with_a_trailing_newline_is_not_kebab_case(write):
+    # "^...$" with re.match let "good-rule\n" through: "$" also matches before a final newline.
+    path = write("r.yaml", GOOD.replace("id: good-rule", 'id: "good-rule\\n"'))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:2:9: rule id 'good-rule\\n' is not kebab-case (lowercase letters and digits joined by "
+        "single hyphens, e.g. 'pii-without-sensitivity-tag')"
+    ]
+
+
 def test_yaml_is_loaded_safely(write):
     path = write("evil.yaml", "rules: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(RuleError) as caught:

@@ -98,7 +98,55 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
         )
     if "token" in values or "api_key" in values:  # pragma: no cover - caught by unknown keys above
         raise ConfigError(f"{candidate}: the API key does not belong in the config file")
+    for key, value in values.items():
+        kind = _KINDS.get(key)
+        if kind is not None and not _is_kind(value, kind):
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)
+            raise ConfigError(f"{candidate}: setting {key} must be {kind}, not {shown}")
     return FileSettings(path=candidate, values=values)
+
+
+TEXT, BOOLEAN, WHOLE, NUMBER, TEXTS = (
+    "text (quoted)",
+    "true or false (unquoted)",
+    "a whole number",
+    "a number",
+    "text or a list of text",
+)
+_KINDS = {
+    "url": TEXT,
+    "db": TEXT,
+    "token_file": TEXT,
+    "auth_scheme": TEXT,
+    "ca_bundle": TEXT,
+    "waivers": TEXT,
+    "fail_on": TEXT,
+    "smtp": TEXT,
+    "email_from": TEXT,
+    "templates": TEXT,
+    "insecure": BOOLEAN,
+    "workers": WHOLE,
+    "page_size": WHOLE,
+    "connect_timeout": NUMBER,
+    "read_timeout": NUMBER,
+    "rules": TEXTS,
+    "email_to": TEXTS,
+}
+"""What each setting's TOML value must be: ``insecure = "false"`` must not switch TLS checks off."""
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == BOOLEAN:
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # TOML true/false is never a number or text here
+        return False
+    if kind == WHOLE:
+        return isinstance(value, int)
+    if kind == NUMBER:
+        return isinstance(value, int | float)
+    if kind == TEXTS:
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return isinstance(value, str)
 
 
 def pick(flag: Any, env_name: str | None, file_settings: FileSettings, key: str, default: Any = None) -> Any:

@@ -9,12 +9,22 @@ CPython 3.11's fork server starts as ``python -c …``, which puts the current d
 package (a different checkout, someone's own project), every worker would import that one instead
 of this one. In that case the fork server is started with ``PYTHONSAFEPATH=1`` (Python 3.11+: do not
 prepend the current directory), so it imports the same package as the process that started it.
+
+Ctrl-C while a pool starts must not print a traceback from a process the user never asked for: the
+fork server is started with SIGINT ignored (a disposition that survives ``exec``, so its own import
+of ``preload`` cannot be interrupted), and :func:`starting_workers` holds an interrupt until the
+pool's processes exist, so that the caller's cleanup can shut the pool down and join them (an
+interrupt inside ``submit`` left a half-started worker that failed on semaphores already gone).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
@@ -29,7 +39,42 @@ def worker_context(preload: str) -> BaseContext:
         context.set_forkserver_preload([preload])
     if shadowed_by_current_directory():
         os.environ["PYTHONSAFEPATH"] = "1"  # read once, when the fork server starts
+    if context.get_start_method() == "forkserver" and _main_thread():
+        from multiprocessing import forkserver
+
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()  # a fork and an exec: the ignored Ctrl-C is a moment's
+        finally:
+            signal.signal(signal.SIGINT, previous)
     return context
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def starting_workers() -> Iterator[None]:
+    """Hold Ctrl-C until the block (creating a pool and submitting its first tasks) is done.
+
+    The interrupt is then raised as usual, once the pool is complete enough to be shut down.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if not _main_thread() or previous in (signal.SIG_IGN, None):
+        yield
+        return
+    held: list[tuple[int, object]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        if callable(previous):
+            previous(*held[0])
+        else:
+            raise KeyboardInterrupt
 
 
 def shadowed_by_current_directory() -> bool:

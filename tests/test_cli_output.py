@@ -48,3 +48,24 @@ def test_an_unwritable_target_is_a_delivery_error(tmp_path):
 def test_stdout_gets_the_text_with_one_final_newline(text, printed, capsys):
     write_output(text, None)
     assert capsys.readouterr().out == printed
+
+
+def test_a_write_protected_target_is_refused_and_kept(tmp_path):
+    # The temporary file was renamed over it: a file the user had made read-only was replaced.
+    target = tmp_path / "out.json"
+    target.write_text("previous")
+    target.chmod(0o444)
+    with pytest.raises(DeliveryError) as caught:
+        write_output(iter(["new"]), str(target))
+    assert caught.value.message == f"cannot write {target}: Permission denied (the file is write-protected)"
+    assert target.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    # A chmod 600 findings file came back 644 (the new file's default mode): readable by all.
+    target = tmp_path / "findings.json"
+    target.write_text("previous")
+    target.chmod(0o600)
+    write_output("new", str(target))
+    assert (target.read_text(), target.stat().st_mode & 0o777) == ("new", 0o600)

@@ -89,3 +89,32 @@ def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 1
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # a quoted "false" was truthy: it switched TLS certificate verification off
+        ('insecure = "false"', "setting insecure must be true or false (unquoted), not 'false'"),
+        ("rules = 5", "setting rules must be text or a list of text, not 5"),  # was an internal error
+        ("page_size = 1.5", "setting page_size must be a whole number, not 1.5"),  # was cut to 1
+        ("workers = true", "setting workers must be a whole number, not true"),  # was 1 worker
+        ('connect_timeout = "5"', "setting connect_timeout must be a number, not '5'"),
+        ("url = 5", "setting url must be text (quoted), not 5"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_usage_errors(tmp_path, line, message):
+    path = tmp_path / "auditor.toml"
+    path.write_text(f"[auditor]\n{line}\n")
+    result = CliRunner().invoke(cli, ["--config", str(path), "runs", "--db", str(tmp_path / "a.db")])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [f"error: {path}: {message}"]
+
+
+def test_settings_of_the_right_type_load(tmp_path):
+    path = tmp_path / "auditor.toml"
+    path.write_text(
+        '[auditor]\ninsecure = false\nrules = ["a", "b"]\nemail_to = "x@example.com"\n'
+        "connect_timeout = 2.5\nread_timeout = 30\nworkers = 2\n"
+    )
+    assert load_config(path, explicit=True).get("rules") == ["a", "b"]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from auditor.workers import shadowed_by_current_directory, worker_context
+from auditor.workers import shadowed_by_current_directory, starting_workers, worker_context
 
 
 def fake_package(folder: Path) -> None:
@@ -53,3 +55,38 @@ def test_a_snapshot_with_decoding_processes_run_from_such_a_folder(sandbox, tmp_
     assert done.returncode == 0, done.stderr
     assert "the wrong auditor package" not in done.stderr
     assert "300 columns" in done.stderr
+
+
+def test_ctrl_c_while_a_pool_starts_is_raised_once_the_block_is_done():
+    # An interrupt inside ProcessPoolExecutor.submit left a half-started worker that nobody joined;
+    # it then died on semaphores already gone, printing a traceback after "auditor: interrupted".
+    reached = []
+    with pytest.raises(KeyboardInterrupt), starting_workers():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python runs signal handlers between bytecodes: it has run by now
+        reached.append(True)
+    assert reached == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_fork_server_ignores_ctrl_c_while_it_imports_the_workers_module(tmp_path):
+    # Ctrl-C reaches the whole process group: the fork server, still importing auditor.snapshot,
+    # printed a KeyboardInterrupt traceback of its own.
+    script = """
+import os, signal, time
+from multiprocessing import forkserver
+from auditor.workers import worker_context
+worker_context("auditor.snapshot")
+forkserver.ensure_running()
+pid = forkserver._forkserver._forkserver_pid
+time.sleep(0.2)  # Python is up and importing
+os.kill(pid, signal.SIGINT)
+time.sleep(1)
+print("alive" if os.waitpid(pid, os.WNOHANG) == (0, 0) else "dead")
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "alive\n", "")

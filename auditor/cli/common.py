@@ -162,12 +162,16 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
         if not ends_line:
             click.echo()
         return
+    from auditor.outfile import keep_mode, refuse_write_protected
+
     path = Path(output)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        refuse_write_protected(path)
         with tmp.open("w", encoding="utf-8") as handle:
             for piece in pieces:
                 handle.write(piece)
+        keep_mode(path, tmp)
         tmp.replace(path)
     except OSError as exc:
         from auditor.errors import DeliveryError

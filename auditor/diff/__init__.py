@@ -69,7 +69,7 @@ def resolve_pair(
     :class:`RunNotUsableError` (exit 3) when a run is missing, not complete, or there is none to
     compare with.
     """
-    after = _resolve(engine, to_run, allow_incomplete)
+    after = _resolve(engine, to_run, allow_incomplete, "--to")
     if from_run is None:
         before = previous_complete_run(engine, after.id)
         if before is None:
@@ -78,14 +78,16 @@ def resolve_pair(
                 hint="take another snapshot first, or name the runs with --from RUN --to RUN",
             )
     else:
-        before = _resolve(engine, from_run, allow_incomplete)
+        before = _resolve(engine, from_run, allow_incomplete, "--from")
     return before, after
 
 
-def _resolve(engine: Engine, ref: RunRef, allow_incomplete: bool) -> RunInfo:
+def _resolve(engine: Engine, ref: RunRef, allow_incomplete: bool, option: str) -> RunInfo:
     if isinstance(ref, RunInfo):
         ref = ref.id
-    return resolve_run(engine, "latest" if ref is None else ref, allow_incomplete=allow_incomplete)
+    return resolve_run(
+        engine, "latest" if ref is None else ref, allow_incomplete=allow_incomplete, option=option
+    )
 
 
 def compute_diff(

@@ -85,7 +85,7 @@ def format_text(diff: DiffResult, *, include_open: bool = False) -> str:
         lines.append("")
         lines.append(f"{title} ({len(items)})")
         for item in items:
-            lines.extend(one_line(line) for line in render(item))
+            lines.extend(render(item))
 
     section("Clusters added", c.clusters_added, lambda e: [f"  + {_cluster_line(e)}"])
     section("Clusters removed", c.clusters_removed, lambda e: [f"  - {_cluster_line(e)}"])
@@ -110,7 +110,8 @@ def format_text(diff: DiffResult, *, include_open: bool = False) -> str:
         if category == "open" and not include_open:
             continue
         section(CATEGORY_TITLES[category], diff.findings.get(category, []), _finding_lines)
-    return "\n".join(lines) + "\n"
+    # One element per line: catalog text must not drive the terminal or start lines of its own.
+    return "\n".join(one_line(line) for line in lines) + "\n"
 
 
 def _finding_lines(item: FindingDiff) -> list[str]:

@@ -174,6 +174,12 @@ def resolve_baseline(engine: Engine, run: RunInfo, baseline: str | int | None) -
             f"--baseline {baseline!r} is not 'previous', 'none' or a run id",
             hint="list runs with: auditor runs",
         ) from None
+    if run_id == run.id:
+        # Every finding would be "existing": a --new-only gate that can never fail.
+        raise ConfigError(
+            f"--baseline {run_id} is the run being checked",
+            hint="pick an earlier run (auditor runs), or use --baseline previous",
+        )
     found = get_run(engine, run_id)
     if found is None:
         raise RunNotUsableError(f"baseline run {run_id} does not exist", hint="list runs with: auditor runs")

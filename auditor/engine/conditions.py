@@ -28,6 +28,7 @@ Examples (each is loaded by the real loader in the docs test)::
 from __future__ import annotations
 
 import operator
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ from auditor.store.schema import cluster_labels
 
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 
+MAX_CONDITION_DEPTH = 32
+"""Deepest nesting of conditions in a rule: deeper ones overflow SQLite's SQL parser."""
+
 
 @dataclass
 class ParseContext:
@@ -72,6 +76,7 @@ class ParseContext:
     source: str
     document: Any
     problems: Problems
+    depth: int = 0
 
     def problem(self, path: Sequence[Any], message: str, *, key: bool = False) -> None:
         self.problems.add(self.source, mark_at(self.document, path, key=key), message)
@@ -113,6 +118,9 @@ def _describe_type_error(error: Any) -> str:
     }.get(kind)
     if kind.startswith("date"):
         expected = "a date (YYYY-MM-DD)"
+        reason = error.get("ctx", {}).get("error")
+        if isinstance(value, str) and reason and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            return f"{value!r} is not a valid date ({reason})"
     if kind == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
         return "must not be empty"
     if kind.startswith("string_") and kind != "string_type":
@@ -206,6 +214,21 @@ def valid_keys(level: Level) -> list[str]:
 
 def parse_condition(node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
     """Parse one condition node at ``level``; problems go to ``ctx``. ``None`` if invalid."""
+    if ctx.depth >= MAX_CONDITION_DEPTH:
+        ctx.problem(
+            path,
+            f"conditions are nested more than {MAX_CONDITION_DEPTH} levels deep; "
+            "flatten them (all/any take lists)",
+        )
+        return None
+    ctx.depth += 1
+    try:
+        return _parse_condition(node, level, ctx, path)
+    finally:
+        ctx.depth -= 1
+
+
+def _parse_condition(node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
     if isinstance(node, LocList):
         # A bare list is shorthand for ``all``.
         return AllOf.parse_items(node, level, ctx, path, "all")

@@ -48,7 +48,7 @@ from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
 from auditor.store.db import one_connection_only, store_errors
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
-from auditor.workers import worker_context
+from auditor.workers import starting_workers, worker_context
 
 CHUNK = 5_000  # cluster ids per placeholder-values query (SQLite allows 32,766 parameters)
 MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
@@ -170,10 +170,18 @@ def evaluate_each(
             for i in heaviest_first:
                 submitted[i] = pool.submit(_evaluate_alone, engine, run_id, rules[i])
         else:
-            pool = _rule_processes(workers)
             url = engine.url.render_as_string(hide_password=False)  # SQLite: a file path, no secret
-            for i in heaviest_first:
-                submitted[i] = pool.submit(_evaluate_in_process, url, run_id, rules[i])
+            processes: ProcessPoolExecutor | None = None
+            try:
+                with starting_workers():  # a Ctrl-C waits until the pool can be shut down cleanly
+                    processes = _rule_processes(workers)
+                    for i in heaviest_first:
+                        submitted[i] = processes.submit(_evaluate_in_process, url, run_id, rules[i])
+            except BaseException:
+                if processes is not None:
+                    processes.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool = processes
         tasks = [submitted[i] for i in range(len(rules))]
         with pool:
             try:

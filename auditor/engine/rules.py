@@ -444,7 +444,7 @@ def parse_rule(node: Any, ctx: ParseContext, path: list[Any]) -> Rule | None:
         rule_id = node.get("id")
         report_pydantic(ctx, path, exc, f"rule {rule_id!r}" if isinstance(rule_id, str) else "a rule")
     rule_id = node.get("id")
-    if isinstance(rule_id, str) and not KEBAB.match(rule_id):
+    if isinstance(rule_id, str) and not KEBAB.fullmatch(rule_id):
         ctx.problem(
             [*path, "id"],
             f"rule id {rule_id!r} is not kebab-case (lowercase letters and digits joined by single "

@@ -1,10 +1,16 @@
 """Safe YAML loading that remembers where every value came from.
 
 Rule files, waiver files and rule fixtures are reviewed like code, so every problem must point at a
-``file:line:column``. :func:`load_yaml` parses with a :class:`yaml.SafeLoader` subclass (no object
-construction) that builds :class:`LocDict` / :class:`LocList` containers carrying the position of
-each key and value, and that *records* duplicate keys as problems instead of silently keeping the
-last one. :class:`Problems` collects messages so that validation can report everything at once.
+``file:line:column``. :func:`load_yaml` parses with a safe loader (no object construction; libyaml's
+``CSafeLoader`` when PyYAML has it, several times faster on large files) that builds
+:class:`LocDict` / :class:`LocList` containers carrying the position of each key and value, and
+that *records* duplicate keys as problems instead of silently keeping the last one.
+:class:`Problems` collects messages so that validation can report everything at once.
+
+Before anything is built, the parsed node graph is measured: a document nested deeper than
+:data:`MAX_DEPTH` levels, or whose aliases would expand it by more than :data:`MAX_ALIAS_EXPANSION`
+values (a "billion laughs" file), is a problem instead of a crash or a hang in whatever walks the
+values afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +22,12 @@ from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
+
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists accepted in a rule, waiver or fixture file."""
+
+MAX_ALIAS_EXPANSION = 100_000
+"""Most values that aliases (``*name``) may add to a document once expanded."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,10 @@ class Problems:
         return len(self.items)
 
 
-class _Loader(yaml.SafeLoader):  # type: ignore[misc]
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser, when PyYAML has it
+
+
+class _Loader(_Base):  # type: ignore[misc,valid-type]
     """SafeLoader building Loc containers and noting duplicate keys."""
 
     def __init__(self, stream: str, source: str, problems: Problems) -> None:
@@ -103,18 +118,34 @@ def _construct_sequence(loader: _Loader, node: SequenceNode) -> LocList:
     return result
 
 
+def _construct_timestamp(loader: _Loader, node: Node) -> Any:
+    """A date or datetime; an impossible one (``2027-02-30``) stays text, for validation to report.
+
+    PyYAML raises a bare ``ValueError`` (no position) for a well-formed but impossible date.
+    """
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def load_yaml(text: str, source: str, problems: Problems) -> Any:
-    """Parse ``text``; syntax errors and duplicate keys are added to ``problems``.
+    """Parse ``text``; syntax errors, duplicate keys and oversized documents go to ``problems``.
 
-    Returns the document (``None`` for an empty one or a syntax error).
+    Returns the document (``None`` for an empty one, a syntax error or a document refused by
+    :func:`_measure`).
     """
     loader = _Loader(text, source, problems)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None or not _measure(node, source, problems):
+            return None
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = Mark(mark.line + 1, mark.column + 1) if mark else None
@@ -123,8 +154,63 @@ def load_yaml(text: str, source: str, problems: Problems) -> Any:
     except yaml.YAMLError as exc:
         problems.add(source, None, f"invalid YAML: {exc}")
         return None
+    except RecursionError:
+        problems.add(source, None, f"the YAML is nested too deeply (at most {MAX_DEPTH} levels)")
+        return None
     finally:
         loader.dispose()
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _measure(root: Node, source: str, problems: Problems) -> bool:
+    """Whether the node graph is shallow enough and its aliases expand to a sane size.
+
+    Aliases make the graph a DAG (or a cycle, which the constructor reports): sizes are memoised
+    per node, so measuring takes time in the number of distinct nodes, never in the expansion.
+    """
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    uses: dict[int, int] = {}
+    nodes: dict[int, Node] = {}
+    stack: list[tuple[Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            children = _children(node)
+            sizes[key] = 1 + sum(sizes.get(id(child), 1) for child in children)
+            continue
+        uses[key] = uses.get(key, 0) + 1
+        if key in nodes:
+            continue  # an alias: measured where its anchor is
+        nodes[key] = node
+        depths[key] = depth
+        if depth > MAX_DEPTH:
+            problems.add(
+                source, Mark.of(node), f"the YAML is nested more than {MAX_DEPTH} levels deep; flatten it"
+            )
+            return False
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in reversed(_children(node)))
+    added = sizes.get(id(root), 1) - len(nodes)
+    if added > MAX_ALIAS_EXPANSION:
+        shared = [key for key, count in uses.items() if count > 1]
+        worst = max(shared, key=lambda key: sizes.get(key, 1) * (uses[key] - 1))
+        problems.add(
+            source,
+            Mark.of(nodes[worst]),
+            f"aliases of this anchor expand the document by more than {MAX_ALIAS_EXPANSION:,} values; "
+            "write the repeated part out instead",
+        )
+        return False
+    return True
 
 
 def read_yaml(path: Path, problems: Problems, *, source: str | None = None) -> Any:

@@ -2,6 +2,8 @@
 
 A cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is prefixed with an
 apostrophe, so that a spreadsheet shows catalog text instead of executing it (OWASP CSV injection).
+Rows end with CRLF (RFC 4180, as the report's ``findings.csv``): with a bare ``\n`` terminator the
+csv module leaves a cell holding a carriage return unquoted, and readers split the row there.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def format(result: CheckResult) -> str:
 def chunks(result: CheckResult) -> Iterator[str]:
     """The CSV text piece by piece, a batch of findings at a time (never held whole at 1M columns)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(HEADER)
     for number, f in enumerate(result.findings, 1):
         waiver = f.waiver or {}

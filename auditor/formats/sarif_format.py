@@ -38,15 +38,16 @@ def rule_uri(rule: Rule) -> str:
 
     A built-in rule is ``rules/<file>`` wherever the package is installed (never a path into a
     virtual environment); a user's rule file is relative to the working folder (the repository a
-    CI job runs in), else ``rules/<file name>``.
+    CI job runs in), else ``rules/<file name>``. Percent-encoded: a space or ``#`` in a path would
+    otherwise make it an invalid URI, or one naming another file.
     """
     path = Path(rule.source).resolve()
     for base, prefix in ((rules_dir().resolve(), "rules/"), (Path.cwd().resolve(), "")):
         try:
-            return prefix + path.relative_to(base).as_posix()
+            return prefix + quote(path.relative_to(base).as_posix(), safe="/")
         except ValueError:
             continue
-    return f"rules/{path.name}"
+    return f"rules/{quote(path.name, safe='')}"
 
 
 def catalog_uri(cluster_id: str | None, column: str | None, key: str | None) -> str:

@@ -34,6 +34,7 @@ from sqlalchemy import Engine
 
 from auditor import __version__
 from auditor.errors import ConfigError, DeliveryError
+from auditor.outfile import keep_mode, refuse_write_protected
 from auditor.render.context import (
     DEFAULT_MAX_ROWS,
     Evidence,
@@ -240,12 +241,14 @@ class _atomic:
         self.tmp = path.with_name(f".{path.name}.tmp")
 
     def __enter__(self) -> io.TextIOWrapper:
+        refuse_write_protected(self.path)
         self.stream = self.tmp.open("w", encoding="utf-8", newline="")
         return self.stream
 
     def __exit__(self, exc_type: Any, *_rest: Any) -> None:
         self.stream.close()
         if exc_type is None:
+            keep_mode(self.path, self.tmp)
             self.tmp.replace(self.path)
         else:
             self.tmp.unlink(missing_ok=True)
@@ -498,7 +501,7 @@ def gather_input(
         if against is None:
             against = given_diff.get("from_run")
     if against is not None:
-        against_info = resolve_run(engine, against)
+        against_info = resolve_run(engine, against, option="--against")
         if against_info.id == run_info.id:
             raise ConfigError(f"--against {against_info.id} is the run being reported")
     else:

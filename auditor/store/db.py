@@ -139,21 +139,26 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def _refuse_unknown(engine: Engine, revision: str | None) -> None:
+    """A schema revision this version does not know was written by a newer cluster-auditor."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config())
+    if revision is not None and revision not in {rev.revision for rev in script.walk_revisions()}:
+        raise StoreError(
+            f"the database {display_url(str(engine.url))} was written by a newer cluster-auditor "
+            f"(schema revision {revision})",
+            hint="upgrade cluster-auditor, or point --db at another database",
+        )
+
+
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Upgrade the database to ``revision``; return (revision before, revision after)."""
     from alembic import command
-    from alembic.script import ScriptDirectory
 
     try:
         before = current_revision(engine)
-        script = ScriptDirectory.from_config(_alembic_config())
-        known = {rev.revision for rev in script.walk_revisions()}
-        if before is not None and before not in known:
-            raise StoreError(
-                f"the database {display_url(str(engine.url))} was written by a newer cluster-auditor "
-                f"(schema revision {before})",
-                hint="upgrade cluster-auditor, or point --db at another database",
-            )
+        _refuse_unknown(engine, before)
         with engine.begin() as connection:
             if connection.dialect.name == "sqlite":
                 # pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so a migration's
@@ -177,6 +182,7 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
     try:
         current, head = (current_revision(engine), head_revision()) if migrate else (None, None)
         if migrate and current != head:
+            _refuse_unknown(engine, current)  # before announcing an upgrade that cannot happen
             if current is not None:  # an existing database: say why this first command pauses
                 log.warning(
                     "upgrading the database %s from schema revision %s to %s; on a large database "

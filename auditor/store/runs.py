@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, func, select
 
-from auditor.errors import RunNotUsableError
+from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -100,12 +100,13 @@ def previous_complete_run(engine: Engine, run_id: int) -> RunInfo | None:
 
 
 def resolve_run(
-    engine: Engine, ref: str | int | None = "latest", *, allow_incomplete: bool = False
+    engine: Engine, ref: str | int | None = "latest", *, allow_incomplete: bool = False, option: str = "--run"
 ) -> RunInfo:
     """Resolve ``--run ID|latest`` to a run, refusing runs that are not complete.
 
     ``latest`` means the newest *complete* run (or the newest run of any status when
-    ``allow_incomplete``). Raises :class:`RunNotUsableError` (exit 3) with a hint otherwise.
+    ``allow_incomplete``). Raises :class:`RunNotUsableError` (exit 3) with a hint otherwise, and
+    :class:`ConfigError` (exit 2, naming ``option``) when ``ref`` is not a run reference at all.
     """
     if ref is None or str(ref).strip().lower() == "latest":
         if allow_incomplete:
@@ -124,7 +125,9 @@ def resolve_run(
     try:
         run_id = int(str(ref).strip())
     except ValueError:
-        raise RunNotUsableError(f"--run {ref!r} is neither a run id nor 'latest'") from None
+        raise ConfigError(
+            f"{option} {ref!r} is neither a run id nor 'latest'", hint="list runs with: auditor runs"
+        ) from None
     run = get_run(engine, run_id)
     if run is None:
         raise RunNotUsableError(f"run {run_id} does not exist", hint="list runs with: auditor runs")

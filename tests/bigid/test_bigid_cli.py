@@ -250,3 +250,14 @@ def test_tables_and_errors_show_a_servers_control_characters_as_escapes(loopback
     assert failed.stderr.splitlines()[0].endswith("(HTTP 403): denied\\x1b[31m for columns")
     for text in (table.stdout, table.stderr, failed.stdout, failed.stderr):
         assert not [ch for ch in text if (ord(ch) < 32 and ch != "\n") or ch == "\u202e"]
+
+
+def test_tables_align_wide_characters():
+    # Names in Japanese or Chinese take two terminal columns per character: padded by len(), the
+    # columns after them were pushed right, row by row.
+    from auditor.cli.fetch import _table
+
+    text = _table(("ID", "NAME", "SIZE"), [("c1", "顧客メール", "85"), ("c2", "Emails", "7")])
+    assert text.splitlines() == ["ID  NAME        SIZE", "c1  顧客メール  85", "c2  Emails      7"]
+    cut = _table(("NAME",), [("顧" * 40,)]).splitlines()[1]
+    assert cut == "顧" * 29 + "…"  # 58 columns and the ellipsis: within the 60-column cap

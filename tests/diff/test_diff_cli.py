@@ -44,6 +44,25 @@ def test_text_by_default_compares_the_two_latest_complete_runs(runner, two_runs)
     assert result.stderr.startswith(f"run {first} -> run {second}: 1 cluster changes, 1 column changes, ")
 
 
+def test_text_escapes_control_characters_from_the_catalog(runner, engine, write, base, kit):
+    # A column named with ESC sequences drove the reader's terminal, and one with a newline
+    # printed a line of its own (here a forged headline).
+    after = base()
+    after[1][1].append(kit.column("dwh.x\x1b]0;pwned\x07", tags={"sensitivity": "high"}))
+    after[1][1].append(kit.column("dwh.y\nFindings: 0 new", tags={"sensitivity": "high"}))
+    write(engine, base())
+    write(engine, after)
+    result = invoke(runner, "--db", str(engine.url.database))
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "Findings: 0 new" not in result.stdout.splitlines()
+    assert any(
+        line.endswith("dwh.x\\x1b]0;pwned\\x07  dataType varchar  tags sensitivity=high")
+        for line in result.stdout.splitlines()
+    )
+    assert any("dwh.y\\x0aFindings: 0 new" in line for line in result.stdout.splitlines())
+
+
 def test_json_is_the_contract(runner, two_runs):
     db, first, second = two_runs
     result = invoke(runner, "--db", db, "--format", "json", "--from", str(first), "--to", str(second))

@@ -379,6 +379,33 @@ waivers:
     ]
 
 
+def test_impossible_waiver_dates_are_problems_with_their_position(write):
+    # PyYAML raised a bare ValueError for 2027-02-30: an internal error (exit 3) with no position.
+    entry = """\
+  - rule: r
+    column: x
+    reason: r
+    owner: o
+    expires: {expires}
+"""
+    path = write(
+        "dates.yaml",
+        "waivers:\n"
+        + entry.format(expires="2027-02-30")
+        + entry.format(expires="'2027-13-01'")
+        + entry.format(expires="2027-02-03T10:00:00"),
+    )
+    with pytest.raises(RuleError) as caught:
+        load_waivers(path)
+    assert caught.value.exit_code == 2
+    assert caught.value.problems == [
+        f"{path}:6:14: expires: '2027-02-30' is not a valid date (day value is outside expected range)",
+        f"{path}:11:14: expires: '2027-13-01' is not a valid date (month value is outside expected range "
+        "of 1-12)",
+        f"{path}:16:14: expires: expected a date (YYYY-MM-DD), got datetime",
+    ]
+
+
 def test_reading_stored_findings_by_position_gives_what_reading_by_name_gives(engine, snapshot):
     from auditor.engine import Finding
 

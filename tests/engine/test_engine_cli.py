@@ -72,6 +72,26 @@ def test_check_exit_3_for_missing_or_incomplete_runs(run_cli, db, engine, snapsh
     assert f"warning: run {failed} is failed; its findings may be incomplete" in allowed.stderr
 
 
+def test_run_references_that_are_not_runs_are_usage_errors(run_cli, db, engine, snapshot):
+    first = snapshot(engine, CATALOG)
+    second = snapshot(engine, CATALOG)
+    cases = [
+        (("check", "--run", "abc"), "error: --run 'abc' is neither a run id nor 'latest'"),
+        (("diff", "--from", "abc"), "error: --from 'abc' is neither a run id nor 'latest'"),
+        (("diff", "--to", "x"), "error: --to 'x' is neither a run id nor 'latest'"),
+        # a run as its own baseline makes every finding "existing": a --new-only gate never fails
+        (("check", "--baseline", str(second)), f"error: --baseline {second} is the run being checked"),
+        (
+            ("check", "--run", str(first), "--baseline", str(first)),
+            f"error: --baseline {first} is the run being checked",
+        ),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, "--db", db)
+        assert (result.exit_code, result.stdout, result.stderr.splitlines()[0]) == (2, "", message), args
+    assert run_cli("check", "--db", db, "--baseline", str(first)).exit_code == 0
+
+
 def test_check_exit_2_for_rule_and_waiver_errors(run_cli, db, engine, snapshot, write):
     snapshot(engine, CATALOG)
     bad = write("bad.yaml", "rules:\n  - id: x\n    severity: urgent\n")
@@ -85,6 +105,9 @@ def test_check_exit_2_for_rule_and_waiver_errors(run_cli, db, engine, snapshot, 
     missing = run_cli("check", "--db", db, "--waivers", "nope.yaml")
     assert missing.exit_code == 2
     assert missing.stderr.startswith("error: waiver file nope.yaml does not exist")
+    folder = run_cli("check", "--db", db, "--waivers", str(bad.parent))
+    assert folder.exit_code == 2
+    assert folder.stderr.startswith(f"error: waiver file {bad.parent} is a folder, not a file")
     usage = run_cli("check", "--db", db, "--fail-on", "urgent")
     assert usage.exit_code == 2
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 from jsonschema import Draft4Validator
@@ -116,6 +117,24 @@ def test_sarif_validates_against_the_official_schema_with_locations_and_suppress
     )
 
 
+def test_sarif_rule_file_uris_are_percent_encoded(engine, snapshot, tmp_path, monkeypatch):
+    # "my rules/r#1.yaml" was written as is: not a URI (space), and one naming the file "my rules/r"
+    # with a fragment "1.yaml" (#) to whatever resolves it.
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "my rules"
+    folder.mkdir()
+    (folder / "r#1.yaml").write_text(
+        "rules:\n  - id: any-column\n    title: T\n    description: D\n    severity: low\n"
+        "    scope: column\n    condition: {field: columnName, exists: true}\n    message: m\n"
+        "    remediation: r\n"
+    )
+    snapshot(engine, [{"id": "c1", "columns": [{"fullyQualifiedName": "a.b.c", "columnName": "c"}]}])
+    log = json.loads(render(Format.SARIF, check_run(engine, "latest", load_ruleset([Path("my rules")]))))
+    (item,) = log["runs"][0]["results"]
+    assert item["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "my%20rules/r%231.yaml"
+    assert [e.message for e in Draft4Validator(load_schema()).iter_errors(log)] == []
+
+
 def test_junit_is_readable_by_junitparser_with_stable_unique_names(result, tmp_path):
     path = tmp_path / "report.xml"
     path.write_text(render(Format.JUNIT, result))
@@ -135,6 +154,46 @@ def test_junit_is_readable_by_junitparser_with_stable_unique_names(result, tmp_p
     assert sum(len(s) for s in xml) == len(result.findings) + 16 - len({f.rule for f in result.findings})
     # no message text in any name
     assert all(f.message not in name for f in result.findings for name in names)
+
+
+def test_junit_stays_well_formed_with_control_characters_from_the_catalog(engine, snapshot, tmp_path):
+    # An ESC or \x01 in a column name was written raw: not well-formed XML, which CI report
+    # parsers reject, losing the whole gate report.
+    names = ["bad\x01name", "esc\x1b[31mred", "bad\x02name", "tab\tok"]
+    columns = [
+        {"fullyQualifiedName": n, "tags": [{"tagName": "sensitivity", "tagValue": "high"}]} for n in names
+    ]
+    snapshot(engine, [{"id": "c\x07", "name": "x\x0c", "labels": ["PII"], "columns": columns}])
+    path = tmp_path / "report.xml"
+    path.write_text(render(Format.JUNIT, check_run(engine, "latest", load_ruleset())))
+    cases = [case for suite in JUnitXml.fromfile(str(path)) for case in suite]
+    flagged = sorted(c.name for c in cases if c.classname == "high-sensitivity-without-confidential")
+    assert flagged == [
+        "high-sensitivity-without-confidential c\\x07/bad\\x01name",
+        "high-sensitivity-without-confidential c\\x07/bad\\x02name",
+        "high-sensitivity-without-confidential c\\x07/esc\\x1b[31mred",
+        "high-sensitivity-without-confidential c\\x07/tab\\x09ok",  # a name stays on one line
+    ]
+    failure = next(c for c in cases if c.name.endswith("bad\\x01name")).result[0]
+    assert (
+        failure.message
+        == "bad\\x01name is tagged sensitivity=high but cluster x\\x0c (c\\x07) is not labelled Confidential"
+    )
+
+
+def test_table_escapes_control_characters_from_the_catalog(engine, snapshot):
+    # A newline in a column name forged a summary line of the table; an ESC drove the terminal.
+    name = "a.b\nrun 1: 0 findings (none open)\x1b[2J"
+    columns = [{"fullyQualifiedName": name, "tags": [{"tagName": "sensitivity", "tagValue": "high"}]}]
+    snapshot(engine, [{"id": "c1", "name": "x", "labels": ["PII"], "columns": columns}])
+    lines = render(Format.TABLE, check_run(engine, "latest", load_ruleset())).splitlines()
+    assert not any(line.startswith("run 1: 0 findings") for line in lines)
+    assert not any("\x1b" in line for line in lines)
+    flagged = [line for line in lines if "high-sensitivity-without-confidential" in line]
+    assert flagged and flagged[0].endswith(
+        "a.b\\x0arun 1: 0 findings (none open)\\x1b[2J is tagged sensitivity=high but cluster x (c1) is not "
+        "labelled Confidential"
+    )
 
 
 def test_csv_neutralises_formula_injection(result):
@@ -165,6 +224,21 @@ def test_csv_cells_from_the_catalog_are_neutralised(engine, snapshot):
     text = render(Format.CSV, check_run(engine, "latest", load_ruleset()))
     row = next(csv.DictReader(io.StringIO(text)))
     assert row["cluster_id"] == "'=cmd"
+
+
+def test_csv_rows_survive_line_breaks_in_catalog_text(engine, snapshot):
+    # A column name holding a carriage return was written unquoted with "\n" line ends, and csv
+    # readers split the row there (5 findings read back as 9 rows of the wrong widths).
+    names = ["a\rb", "c\nd", "e\r\nf", "\rg", "ok"]
+    columns = [
+        {"fullyQualifiedName": n, "tags": [{"tagName": "sensitivity", "tagValue": "high"}]} for n in names
+    ]
+    snapshot(engine, [{"id": "c1", "name": "x", "labels": ["PII"], "columns": columns}])
+    text = render(Format.CSV, check_run(engine, "latest", load_ruleset()))
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    flagged = [r["column"] for r in rows if r["rule"] == "high-sensitivity-without-confidential"]
+    assert sorted(flagged) == sorted(["a\rb", "c\nd", "e\r\nf", "'\rg", "ok"])
+    assert all(None not in row and len(row) == 13 for row in rows)
 
 
 def test_markdown_escapes_table_cells_and_folds_waivers(result):

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from auditor.engine import load_ruleset, rules_json_schema
+from auditor.engine import findings_for_run, load_ruleset, rules_json_schema
 from auditor.engine.rules import plain, rule_files
 from auditor.engine.yamlsource import Problems, read_yaml
 from auditor.errors import EXIT_USAGE, RuleError
@@ -119,12 +119,91 @@ def test_problems_name_file_line_and_column(write):
     assert caught.value.problems == [f"{path}:7:40: eq: expected text, got a list"]
 
 
+def test_a_rule_id_with_a_trailing_newline_is_not_kebab_case(write):
+    # "^...$" with re.match let "good-rule\n" through: "$" also matches before a final newline.
+    path = write("r.yaml", GOOD.replace("id: good-rule", 'id: "good-rule\\n"'))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:2:9: rule id 'good-rule\\n' is not kebab-case (lowercase letters and digits joined by "
+        "single hyphens, e.g. 'pii-without-sensitivity-tag')"
+    ]
+
+
 def test_yaml_is_loaded_safely(write):
     path = write("evil.yaml", "rules: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(RuleError) as caught:
         load_ruleset([path])
     assert len(caught.value.problems) == 1
     assert caught.value.problems[0].startswith(f"{path}:1:8: invalid YAML: could not determine a constructor")
+
+
+@pytest.mark.timeout(20)
+def test_alias_expansion_bombs_are_refused_without_expanding_them(write):
+    # Nine aliases per level, twelve levels: 9**11 conditions once expanded. Walking them hung.
+    lines = ["        - &c0 {field: columnName, eq: ssn}"]
+    lines += [f"        - &c{i} {{any: [{', '.join([f'*c{i - 1}'] * 9)}]}}" for i in range(1, 12)]
+    head = GOOD.replace("    condition: {field: columnName, eq: ssn}\n", "")
+    path = write("bomb.yaml", head + "    condition:\n      any:\n" + "\n".join(lines) + "\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:21:11: aliases of this anchor expand the document by more than 100,000 values; "
+        "write the repeated part out instead"
+    ]
+
+
+def test_modest_aliases_still_work(write):
+    text = GOOD.replace(
+        "condition: {field: columnName, eq: ssn}", "condition: &c {field: columnName, eq: ssn}"
+    )
+    text += (
+        text.split("\n", 1)[1]
+        .replace("good-rule", "other-rule")
+        .replace("&c {field: columnName, eq: ssn}", "*c")
+    )
+    assert [r.id for r in load_ruleset([write("aliases.yaml", text)]).rules] == ["good-rule", "other-rule"]
+
+
+def test_deeply_nested_yaml_is_a_problem_not_a_crash(write):
+    deep = write("deep.yaml", "rules: " + "[" * 300 + "]" * 300 + "\n")
+    deeper = write("deeper.yaml", "rules: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([deep, deeper])
+    problems = caught.value.problems
+    assert problems[0] == f"{deep}:1:71: the YAML is nested more than 64 levels deep; flatten it"
+    # libyaml stops at its own depth limit; the pure-Python parser at Python's recursion limit
+    assert problems[1] in (
+        f"{deeper}:1:1007: invalid YAML: exceeded maximum nesting depth",
+        f"{deeper}:1:1: the YAML is nested too deeply (at most 64 levels)",
+    )
+
+
+def test_rule_files_are_parsed_by_libyaml_when_pyyaml_has_it():
+    # The pure-Python parser took 107 s (and 1.1 GB) to validate a 10 MB rule file; libyaml's
+    # parser, with the same Loc containers and checks on top, takes well under half of that.
+    from auditor.engine.yamlsource import _Loader
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("this PyYAML was built without libyaml")
+    assert issubclass(_Loader, yaml.CSafeLoader)
+
+
+def test_conditions_nested_deeper_than_sqlite_can_parse_are_refused(write, engine, snapshot):
+    def rule(nots: int) -> str:
+        condition = "{not: " * nots + "{field: columnName, eq: ssn}" + "}" * nots
+        return GOOD.replace("{field: columnName, eq: ssn}", condition)
+
+    path = write("deep.yaml", rule(32))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:7:208: conditions are nested more than 32 levels deep; flatten them (all/any take lists)"
+    ]
+    # 32 levels (31 nots and the comparison) still run on SQLite.
+    ruleset = load_ruleset([write("ok.yaml", rule(31))])
+    run = snapshot(engine, [{"id": "c1", "columns": [{"fullyQualifiedName": "a.b.c", "columnName": "x"}]}])
+    assert [f.column for f in findings_for_run(engine, run, ruleset)] == ["a.b.c"]
 
 
 def test_syntax_errors_and_empty_files_are_problems(write):

@@ -473,3 +473,13 @@ def test_exports_read_the_stored_findings_once_and_equal_the_in_memory_checks(
     assert exported == json.loads((tmp_path / "b" / "findings.json").read_text(encoding="utf-8"))
     assert len(exported["findings"]) >= 3
     assert not list((tmp_path / "a").glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_report_refuses_to_replace_a_write_protected_file(database: str, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    out.write_text("signed copy", encoding="utf-8")
+    out.chmod(0o444)
+    result = invoke("report", "--db", database, "--run", "2", "--output", str(out))
+    assert result.exit_code == 3
+    assert result.stderr == f"error: cannot write {out}: Permission denied (the file is write-protected)\n"
+    assert out.read_text(encoding="utf-8") == "signed copy"

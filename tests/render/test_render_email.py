@@ -151,6 +151,13 @@ def test_eml_file_is_a_parseable_message(sample, tmp_path: Path) -> None:
     ]
     with pytest.raises(DeliveryError, match="cannot write"):
         write_eml(message, tmp_path / "missing" / "x.eml")
+    protected = tmp_path / "kept.eml"  # a write-protected file is not replaced
+    protected.write_text("previous")
+    protected.chmod(0o444)
+    with pytest.raises(DeliveryError, match="write-protected"):
+        write_eml(message, protected)
+    assert protected.read_text() == "previous"
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_send_over_plain_smtp(sample, smtp_server) -> None:

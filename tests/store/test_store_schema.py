@@ -92,13 +92,15 @@ def test_integer_version_keys_migrate_down_and_up_again_with_nothing_lost(tmp_pa
         assert connection.execute(text("PRAGMA foreign_key_check")).all() == []
 
 
-def test_database_from_a_newer_version_is_refused(tmp_path):
+def test_database_from_a_newer_version_is_refused(tmp_path, caplog):
     engine = store_db.open_database(tmp_path / "a.db")
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     engine.dispose()
     with pytest.raises(StoreError, match="written by a newer cluster-auditor"):
         store_db.open_database(tmp_path / "a.db")
+    # ... without first announcing "upgrading ... from schema revision 9999 to 0003"
+    assert not [r for r in caplog.records if "upgrading" in r.getMessage()]
 
 
 def test_unchanged_records_are_stored_once_across_runs(tmp_path):

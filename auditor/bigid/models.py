@@ -355,6 +355,16 @@ _NESTED = (
 )
 
 
+def _other_spellings(groups: tuple[tuple[str, ...], ...]) -> frozenset[str]:
+    """Every spelling but the first of each field: a record holding none of them has at most one
+    spelling of each field, so no null spelling can hide another (the usual case, checked fast)."""
+    return frozenset(name for names in groups for name in names[1:])
+
+
+_COLUMN_OTHERS = _other_spellings(_COLUMN_ALIASES)
+_NESTED_OTHERS = tuple((keys, groups, _other_spellings(groups)) for keys, groups in _NESTED)
+
+
 def _without_null_aliases(record: dict[str, Any], groups: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
     """``record`` without the spellings of a field that are null while another spelling has a value.
 
@@ -374,17 +384,28 @@ def _without_null_aliases(record: dict[str, Any], groups: tuple[tuple[str, ...],
 
 
 def _column_for_model(row: Any) -> Any:
-    """A column record as the model should read it (:func:`_without_null_aliases`, nested too)."""
+    """A column record as the model should read it (:func:`_without_null_aliases`, nested too).
+
+    On a snapshot's hot path (once per column, in the decoding processes): a record and its tags
+    and attributes that use one spelling per field, as BigID's do, are passed through after one
+    set test each.
+    """
     if type(row) is not dict:
         return row
-    out = _without_null_aliases(row, _COLUMN_ALIASES) if None in row.values() else row
-    for keys, groups in _NESTED:
+    out = row if _COLUMN_OTHERS.isdisjoint(row) else _without_null_aliases(row, _COLUMN_ALIASES)
+    for keys, groups, others in _NESTED_OTHERS:
         for key in keys:
             items = out.get(key)
-            if type(items) is list and any(type(i) is dict and None in i.values() for i in items):
-                if out is row:
-                    out = dict(row)
-                out[key] = [_without_null_aliases(i, groups) if type(i) is dict else i for i in items]
+            if type(items) is not list:
+                continue
+            for item in items:
+                if type(item) is dict and not others.isdisjoint(item):
+                    break
+            else:
+                continue
+            if out is row:
+                out = dict(row)
+            out[key] = [_without_null_aliases(i, groups) if type(i) is dict else i for i in items]
     return out
 
 

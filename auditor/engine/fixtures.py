@@ -299,6 +299,11 @@ def run_fixtures(paths: Sequence[Path]) -> FixtureReport:
             f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the rule fixtures",
             problems=problems.items,
         )
+    if not cases:  # a CI step that "passed" without testing anything would hide a broken fixture file
+        raise RuleError(
+            f"no test cases in {', '.join(str(p) for p in fixture_paths)}",
+            hint="give each fixture file a non-empty 'cases:' list (see docs/rules.md)",
+        )
     results = []
     with tempfile.TemporaryDirectory(prefix="auditor-rules-test-") as folder:
         engine = create_db_engine(f"sqlite:///{Path(folder) / 'fixtures.db'}")

@@ -170,6 +170,19 @@ def test_rules_test_runs_the_built_in_fixtures(run_cli):
     assert one.stdout.splitlines()[-1] == "4 cases in 1 file: 4 passed, 0 failed"
 
 
+def test_rules_test_with_no_cases_at_all_is_an_error_not_a_pass(run_cli, tmp_path):
+    """An empty cases list would otherwise 'pass' a CI step that tested nothing."""
+    rules = tmp_path / "mine.yaml"
+    rules.write_text((rules_dir() / "clusters.yaml").read_text())
+    (tmp_path / "mine.test.yaml").write_text("cases: []\n")
+    result = run_cli("rules", "test", str(rules))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: no test cases in {tmp_path / 'mine.test.yaml'}",
+        "hint: give each fixture file a non-empty 'cases:' list (see docs/rules.md)",
+    ]
+
+
 def test_rules_test_reports_failing_cases_with_exit_1(run_cli, tmp_path):
     rules = tmp_path / "mine.yaml"
     rules.write_text((rules_dir() / "clusters.yaml").read_text())

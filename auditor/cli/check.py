@@ -119,7 +119,8 @@ def check_command(
             f"waiver expiring on {waiver.expires.isoformat()}: {waiver.describe()} ({waiver.where})"
         )
     for waiver in result.waiver_report.stale:
-        settings.info(f"stale waiver (matches nothing): {waiver.describe()} ({waiver.where})")
+        note = result.waiver_report.unknown_note(waiver)
+        settings.info(f"stale waiver (matches nothing): {waiver.describe()} ({waiver.where}){note}")
     code = result.gate(fail_on, new_only)
     if code:
         failing = len(result.failing(fail_on, new_only))

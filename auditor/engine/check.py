@@ -235,7 +235,11 @@ def summary_of(
         "rules": len(result.ruleset.rules),
         "rules_digest": result.ruleset.digest,
         "baseline_run": result.baseline.id if result.baseline else None,
-        "stale_waivers": [w.to_json(result.today) for w in report.stale] if report else [],
+        "stale_waivers": [
+            {**w.to_json(result.today), "unknown_rule": w.rule in report.unknown_rules} for w in report.stale
+        ]
+        if report
+        else [],
         "expiring_waivers": [w.to_json(result.today) for w in report.expiring] if report else [],
     }
 
@@ -276,6 +280,8 @@ def check_run(
             mark_against_baseline(finding, run.id, base, in_baseline, previous.get(finding.fingerprint))
         day = today or datetime.now(UTC).date()
         report = apply_waivers(items, waivers, day)
+        if waivers is not None:
+            report.unknown_rules = frozenset(w.rule for w in waivers.entries) - {r.id for r in ruleset.rules}
         # Remember each finding's status and waiver (the diff reads them later). Read-only views
         # such as the report pass record=False: at 1M columns a check touches ~400k rows.
         waivers_digest = waivers.digest if waivers else None

@@ -246,6 +246,14 @@ class WaiverReport:
     stale: list[Waiver] = field(default_factory=list)
     expiring: list[Waiver] = field(default_factory=list)
     expired: list[Waiver] = field(default_factory=list)
+    # rule ids that waivers name but the rule set checked does not have (set by check_run)
+    unknown_rules: frozenset[str] = frozenset()
+
+    def unknown_note(self, waiver: Waiver) -> str:
+        """Why a stale waiver can never match, when it is because its rule is not in the rule set."""
+        if waiver.rule in self.unknown_rules:
+            return f": no rule '{waiver.rule}' in the rule set (a typo, or its rule file was not loaded)"
+        return ""
 
 
 def apply_waivers(findings: Sequence[Finding], waivers: Waivers | None, today: date) -> WaiverReport:

@@ -80,6 +80,9 @@ def format(result: CheckResult) -> str:
         lines.append("")
     if report.stale:
         lines += ["### Stale waivers (match nothing)", ""]
-        lines += [f"- {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`)" for w in report.stale]
+        lines += [
+            f"- {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`){cell(report.unknown_note(w))}"
+            for w in report.stale
+        ]
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"

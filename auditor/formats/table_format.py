@@ -72,7 +72,7 @@ def chunks(result: CheckResult) -> Iterator[str]:
         lines.append("")
         lines.append("Stale waivers (they match no finding):")
         for w in report.stale:
-            lines.append(one_line(f"  {w.describe()} (owner {w.owner}, {w.where})"))
+            lines.append(one_line(f"  {w.describe()} (owner {w.owner}, {w.where}){report.unknown_note(w)}"))
     lines.append("")
     lines.append(result.summary_line())
     yield "\n".join(lines) + "\n"

@@ -144,6 +144,34 @@ def test_check_writes_output_files_and_waiver_notices(run_cli, db, engine, snaps
     )
 
 
+def test_a_waiver_for_a_rule_that_is_not_in_the_rule_set_says_so(run_cli, db, engine, snapshot, write):
+    """A typo in a waiver's rule id can never match: say why it is stale, everywhere it is listed."""
+    snapshot(engine, CATALOG)
+    waivers = write(
+        "waivers.yaml",
+        "waivers:\n  - rule: high-sensitivity-without-confidentail\n    cluster: c-hr\n    reason: r\n"
+        "    owner: o\n    expires: 2027-06-30\n",
+    )
+    args = ("check", "--db", db, "--waivers", str(waivers), "--today", "2026-11-28")
+    table = run_cli(*args)
+    assert table.exit_code == 0
+    why = (
+        ": no rule 'high-sensitivity-without-confidentail' in the rule set "
+        "(a typo, or its rule file was not loaded)"
+    )
+    assert (
+        f"stale waiver (matches nothing): rule high-sensitivity-without-confidentail, cluster c-hr "
+        f"({waivers}:2){why}"
+    ) in table.stderr.splitlines()
+    assert f"  rule high-sensitivity-without-confidentail, cluster c-hr (owner o, {waivers}:2){why}" in (
+        table.stdout.splitlines()
+    )
+    stale = json.loads(run_cli(*args, "--format", "json").stdout)["summary"]["stale_waivers"]
+    assert [(w["rule"], w["unknown_rule"]) for w in stale] == [
+        ("high-sensitivity-without-confidentail", True)
+    ]
+
+
 def test_rules_validate_schema_list(run_cli, write):
     valid = run_cli("rules", "validate")
     assert valid.exit_code == 0

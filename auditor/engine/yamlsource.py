@@ -149,7 +149,7 @@ def load_yaml(text: str, source: str, problems: Problems) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = Mark(mark.line + 1, mark.column + 1) if mark else None
-        problems.add(source, position, f"invalid YAML: {exc.problem or exc.context}")
+        problems.add(source, position, f"invalid YAML: {exc.problem or exc.context}{_tab_note(text, mark)}")
         return None
     except yaml.YAMLError as exc:
         problems.add(source, None, f"invalid YAML: {exc}")
@@ -167,6 +167,17 @@ def _children(node: Node) -> list[Node]:
     if isinstance(node, MappingNode):
         return [part for pair in node.value for part in pair]
     return []
+
+
+def _tab_note(text: str, mark: Any) -> str:
+    """A hint when the character the parser stopped at is a tab (libyaml does not name it)."""
+    if mark is None:
+        return ""
+    lines = text.splitlines()
+    line = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    if mark.column < len(line) and line[mark.column] == "\t":
+        return " (a tab: YAML indents with spaces only)"
+    return ""
 
 
 def _measure(root: Node, source: str, problems: Problems) -> bool:

@@ -217,6 +217,16 @@ def test_syntax_errors_and_empty_files_are_problems(write):
     assert problems[1] == f"{empty}:1:1: the file is empty; expected a 'rules:' list"
 
 
+def test_a_tab_in_the_indentation_is_named(write):
+    """libyaml says only 'found character that cannot start any token': say which character."""
+    tabbed = write("tabbed.yaml", "rules:\r\n\t- id: x\r\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([tabbed])
+    (problem,) = caught.value.problems  # libyaml's wording; PyYAML's own parser names the '\t'
+    assert problem.startswith(f"{tabbed}:2:1: invalid YAML: found character ")
+    assert problem.endswith("that cannot start any token (a tab: YAML indents with spaces only)")
+
+
 def test_missing_paths_and_empty_folders_are_problems(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RuleError) as caught:

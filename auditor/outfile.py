@@ -1,18 +1,23 @@
 """Replacing an output file (``--output``, ``--eml``, ``--export-dir``) the way a user expects.
 
-Outputs are written to a hidden temporary file beside the target and moved over it once complete.
-A rename ignores the target's permissions, so on its own it would replace a file the user
-write-protected, and leave a ``chmod 600`` findings file readable by everyone (the new file gets
-the default mode). :func:`refuse_write_protected` (before the work) and :func:`keep_mode` (before
-the move) make the replacement behave like writing into the file.
+:func:`replacing` is the one way outputs are written: to a hidden temporary file beside the target,
+moved over it once complete, and removed if anything fails first (no half-written report, export
+or message is ever left under the target's name). A rename ignores the target's permissions, so on
+its own it would replace a file the user write-protected, and leave a ``chmod 600`` findings file
+readable by everyone (the new file gets the default mode). :func:`refuse_write_protected` (before
+the work) and :func:`keep_mode` (before the move) make the replacement behave like writing into the
+file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 
 def refuse_write_protected(path: Path) -> None:
@@ -33,3 +38,22 @@ def keep_mode(path: Path, tmp: Path) -> None:
         return
     if stat.S_ISREG(mode):
         os.chmod(tmp, stat.S_IMODE(mode))
+
+
+@contextlib.contextmanager
+def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -> Iterator[IO[Any]]:
+    """A stream whose content replaces ``path`` when the block ends without an exception.
+
+    Text is UTF-8 (``newline`` as for :func:`open`); ``binary`` gives a bytes stream. ``OSError``
+    (a missing folder, a full disk, a write-protected target) propagates for the caller to word.
+    """
+    refuse_write_protected(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") if binary else tmp.open("w", encoding="utf-8", newline=newline) as stream:
+            yield stream
+        keep_mode(path, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

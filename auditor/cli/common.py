@@ -162,22 +162,14 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
         if not ends_line:
             click.echo()
         return
-    from auditor.outfile import keep_mode, refuse_write_protected
+    from auditor.outfile import replacing
 
     path = Path(output)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        refuse_write_protected(path)
-        with tmp.open("w", encoding="utf-8") as handle:
+        with replacing(path) as handle:  # a failure while producing the pieces: no half-written file
             for piece in pieces:
                 handle.write(piece)
-        keep_mode(path, tmp)
-        tmp.replace(path)
     except OSError as exc:
         from auditor.errors import DeliveryError
 
-        tmp.unlink(missing_ok=True)
         raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failure while producing the pieces: no half-written file
-        raise

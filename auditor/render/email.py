@@ -235,17 +235,13 @@ def build_message(
 
 def write_eml(message: EmailMessage, path: str | Path) -> Path:
     """Write ``message`` as an RFC 5322 file (what ``--eml FILE`` does instead of sending)."""
-    from auditor.outfile import keep_mode, refuse_write_protected
+    from auditor.outfile import replacing
 
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
     try:
-        refuse_write_protected(target)
-        tmp.write_bytes(bytes(message))
-        keep_mode(target, tmp)
-        tmp.replace(target)
+        with replacing(target, binary=True) as stream:
+            stream.write(bytes(message))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DeliveryError(f"cannot write {target}: {exc.strerror}") from None
     return target
 

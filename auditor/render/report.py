@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 
 from auditor import __version__
 from auditor.errors import ConfigError, DeliveryError
-from auditor.outfile import keep_mode, refuse_write_protected
+from auditor.outfile import replacing
 from auditor.render.context import (
     DEFAULT_MAX_ROWS,
     Evidence,
@@ -207,7 +207,7 @@ class ReportBundle:
             paths += _write_csv_and_json(csv_path, findings_path, self.data, source)
         else:
             try:
-                with _atomic(csv_path) as stream:
+                with replacing(csv_path, newline="") as stream:
                     write_findings_csv(export_rows(self.data), stream)
             except OSError as exc:
                 raise DeliveryError(f"cannot write {csv_path}: {exc.strerror}") from None
@@ -233,32 +233,11 @@ def _dumps(value: Any) -> str:
     )
 
 
-class _atomic:
-    """Write to a hidden temporary file beside ``path`` and move it in place on success."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
-
-    def __enter__(self) -> io.TextIOWrapper:
-        refuse_write_protected(self.path)
-        self.stream = self.tmp.open("w", encoding="utf-8", newline="")
-        return self.stream
-
-    def __exit__(self, exc_type: Any, *_rest: Any) -> None:
-        self.stream.close()
-        if exc_type is None:
-            keep_mode(self.path, self.tmp)
-            self.tmp.replace(self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-
-
 @store_errors("could not read the findings to export")
 def _write_csv_and_json(csv_path: Path, json_path: Path, data: ReportInput, source: Any) -> list[Path]:
     """``findings.csv`` and ``findings.json`` from one pass over the stored findings, both atomically."""
     try:
-        with _atomic(csv_path) as csv_stream, _atomic(json_path) as json_stream:
+        with replacing(csv_path, newline="") as csv_stream, replacing(json_path, newline="") as json_stream:
             writer = csv.writer(csv_stream, lineterminator="\r\n")
             writer.writerow(CSV_FIELDS)
 
@@ -279,7 +258,7 @@ def _write_csv_and_json(csv_path: Path, json_path: Path, data: ReportInput, sour
 def _write_streamed(path: Path, write: Any) -> Path:
     """Write ``path`` atomically with ``write(stream, dumps)`` (a JSON document streamed)."""
     try:
-        with _atomic(path) as stream:
+        with replacing(path, newline="") as stream:
             write(stream, _dumps)
     except OSError as exc:
         raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None
@@ -288,7 +267,7 @@ def _write_streamed(path: Path, write: Any) -> Path:
 
 def _write_atomic(path: Path, text: str) -> Path:
     try:
-        with _atomic(path) as stream:
+        with replacing(path, newline="") as stream:
             stream.write(text)
     except OSError as exc:
         raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None

@@ -17,6 +17,7 @@ catalog sent it; the CSV's formula neutralisation is its own concern.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # Besides the C0 controls: DEL and the C1 controls; lone surrogates (a UTF-8 terminal cannot even
 # encode them); and the invisible format characters that change how the text around them reads:
@@ -55,3 +56,30 @@ def visible(text: str) -> str:
 def xml_text(text: str) -> str:
     """``text`` that an XML 1.0 document can carry: the characters it forbids escaped."""
     return _NOT_XML.sub(_escape, text)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: East Asian wide characters two, combining marks none."""
+    if text.isascii():  # the usual case, known without looking at the characters
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` in exactly ``width`` terminal columns: cut with ``…`` when longer, padded when
+    shorter (a column of a table for people, where names may be Japanese or Chinese)."""
+    if text.isascii():  # one column per character (the usual case, on a 1M-column run's table)
+        return (text[: width - 1] + "…" if len(text) > width else text).ljust(width)
+    used = display_width(text)
+    if used > width:
+        kept = 0
+        for index, ch in enumerate(text):
+            kept += display_width(ch)
+            if kept > width - 1:
+                text = text[:index] + "…"
+                break
+        used = display_width(text)
+    return text + " " * (width - used)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditor.textsafe import one_line, visible, xml_text
+from auditor.textsafe import display_width, fit, one_line, visible, xml_text
 
 # What a hostile column name or server error text may carry: an ANSI colour, a screen clear, an OSC
 # window title, a carriage return that overwrites the line, a right-to-left override, a zero-width
@@ -59,3 +59,16 @@ def _unsafe(ch: str) -> bool:
         or 0x2060 <= code <= 0x2069
         or 0xD800 <= code <= 0xDFFF
     )
+
+
+def test_fit_counts_terminal_columns_not_characters():
+    assert [display_width(t) for t in ("abc", "顧客メール", "e\u0301")] == [3, 10, 1]
+    assert fit("abc", 5) == "abc  "
+    assert fit("abcdefgh", 5) == "abcd…"
+    assert fit("顧客メール", 11) == "顧客メール "
+    assert fit("顧客メール", 6) == "顧客… "  # a wide character never straddles the edge
+
+
+@given(st.text(max_size=40), st.integers(1, 30))
+def test_fit_always_takes_exactly_the_width(text, width):
+    assert display_width(fit(one_line(text), width)) == width

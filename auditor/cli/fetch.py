@@ -10,7 +10,6 @@ it comes from ``BIGID_TOKEN``, ``--token-file`` or a hidden prompt. :func:`api_o
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,7 +17,7 @@ import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.errors import ConfigError
-from auditor.textsafe import one_line
+from auditor.textsafe import display_width, fit, one_line
 
 if TYPE_CHECKING:
     from auditor.bigid.client import BigIDClient
@@ -307,39 +306,18 @@ def columns_command(
 
 
 def _table(header: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:
-    # Live catalog text: no control character may reach the terminal (auditor.textsafe).
+    # Live catalog text: no control character may reach the terminal, and wide characters take two
+    # columns (auditor.textsafe).
     rows = [[one_line(cell) for cell in row] for row in rows]
-    widths = [_width(h) for h in header]
+    widths = [display_width(h) for h in header]
     for row in rows:
-        widths = [max(w, _width(cell)) for w, cell in zip(widths, row, strict=True)]
+        widths = [max(w, display_width(cell)) for w, cell in zip(widths, row, strict=True)]
     widths = [min(w, 60) for w in widths]
 
     def line(cells: Sequence[str]) -> str:
-        out = []
-        for cell, width in zip(cells, widths, strict=True):
-            text = cell if _width(cell) <= width else _cut(cell, width - 1) + "…"
-            out.append(text + " " * (width - _width(text)))
-        return "  ".join(out).rstrip()
+        return "  ".join(fit(cell, width) for cell, width in zip(cells, widths, strict=True)).rstrip()
 
     return "\n".join([line(header), *(line(row) for row in rows)]) + "\n"
-
-
-def _width(text: str) -> int:
-    """Terminal columns ``text`` takes: East Asian wide characters two, combining marks none."""
-    return sum(
-        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-        for ch in text
-    )
-
-
-def _cut(text: str, width: int) -> str:
-    """The longest prefix of ``text`` that fits in ``width`` columns."""
-    used = 0
-    for index, ch in enumerate(text):
-        used += _width(ch)
-        if used > width:
-            return text[:index]
-    return text
 
 
 def register(cli: click.Group) -> None:

@@ -11,17 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from auditor.textsafe import one_line
+from auditor.textsafe import fit, one_line
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
     from auditor.engine.findings import Finding
 
 WIDTH_SUBJECT = 48
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _status(finding: Finding) -> str:
@@ -47,7 +43,7 @@ def chunks(result: CheckResult) -> Iterator[str]:
         for f in sorted(result.findings, key=lambda f: (order[f.severity], f.rule, f.subject)):
             lines.append(
                 f"{f.severity:<9} {_status(f):<15} {f.rule:<{rule_width}} "
-                f"{_cut(one_line(f.subject), WIDTH_SUBJECT):<{WIDTH_SUBJECT}} {one_line(f.message)}\n"
+                f"{fit(one_line(f.subject), WIDTH_SUBJECT)} {one_line(f.message)}\n"
             )
             if f.waiver and not f.waiver_expired:
                 waiver = f.waiver

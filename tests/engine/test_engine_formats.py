@@ -283,6 +283,28 @@ def test_table_and_markdown_show_control_characters_as_escapes(sneaky):
     assert "HR\\\\x00People\\\\x01" in markdown  # the escape's backslash is itself escaped for Markdown
 
 
+def test_table_columns_stay_aligned_with_wide_characters(engine, snapshot):
+    """A Japanese column name takes two terminal columns per character: padded by len(), the
+    MESSAGE column after it was pushed right."""
+    from auditor.textsafe import display_width
+
+    catalog = [dict(c) for c in CATALOG]
+    columns = [dict(c) for c in catalog[0]["columns"]]
+    columns[0] = {**columns[0], "fullyQualifiedName": "人事.従業員.社会保障番号"}
+    catalog[0] = {**catalog[0], "columns": columns}
+    snapshot(engine, catalog)
+    lines = render(Format.TABLE, check_run(engine, "latest", load_ruleset())).splitlines()
+    header = lines[0]
+    start = display_width(header[: header.index("MESSAGE")])
+    rows = [line for line in lines[1:] if line and not line.startswith(("run ", " "))]
+    assert any("従業員" in row for row in rows)
+    # the MESSAGE column starts at the same terminal column on every row
+    messages = [f.message for f in check_run(engine, "latest", load_ruleset()).findings]
+    for row in rows:
+        text = next(m for m in messages if row.endswith(m))
+        assert display_width(row[: len(row) - len(text)]) == start, row
+
+
 def test_junit_with_control_characters_in_the_catalog_is_still_xml(sneaky, tmp_path):
     path = tmp_path / "report.xml"
     path.write_text(render(Format.JUNIT, sneaky))

@@ -135,6 +135,11 @@ def diff_command(
         f"{sum(summary['clusters'].values())} cluster changes, {sum(summary['columns'].values())} column "
         f"changes, {summary['findings']['new']} new and {summary['findings']['resolved']} resolved findings"
     )
+    if result.from_run > result.to_run:  # allowed (what would undoing the newer run change?), but say so
+        settings.info(
+            f"note: --from run {result.from_run} is newer than --to run {result.to_run}: the diff reads "
+            "backwards ('added' is what the older run has and the newer one lost)"
+        )
 
 
 def register(cli: click.Group) -> None:

@@ -202,6 +202,19 @@ def test_rules_and_threshold_options(runner, two_runs, tmp_path):
     assert [(f["rule"], f["cluster_id"]) for f in data["findings"]["open"]] == [("no-confidential", "c2")]
 
 
+def test_a_reversed_diff_is_computed_and_says_it_reads_backwards(runner, two_runs):
+    db, first, second = two_runs
+    result = invoke(runner, "--db", db, "--from", str(second), "--to", str(first))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[2] == "Columns:  0 added, 1 removed, 0 changed, 0 moved"
+    assert result.stderr.splitlines()[-1] == (
+        f"note: --from run {second} is newer than --to run {first}: the diff reads backwards "
+        "('added' is what the older run has and the newer one lost)"
+    )
+    forward = invoke(runner, "--db", db)
+    assert "reads backwards" not in forward.stderr
+
+
 def test_a_missing_run_exits_3(runner, two_runs):
     db, _first, second = two_runs
     result = invoke(runner, "--db", db, "--from", "99", "--to", str(second))

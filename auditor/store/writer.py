@@ -431,29 +431,28 @@ class SnapshotWriter:
         """Write everything queued, in one transaction."""
         if not (self._pending_run_clusters or self._pending_rows or self._pending_stats):
             return
-        try:
-            with self.engine.begin() as connection:
-                if connection.dialect.name == "sqlite":
-                    # content hashes are random keys: a 2 MB default cache thrashes on big runs
-                    connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-                self._write(connection)
-        except SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", exc))
-            where = self._holder_of_nul() if "NUL" in detail else None
-            if where is not None:
+        with store_errors(f"could not write run {self.run_id}", WRITE_HINT):
+            try:
+                with self.engine.begin() as connection:
+                    if connection.dialect.name == "sqlite":
+                        # content hashes are random keys: a 2 MB default cache thrashes on big runs
+                        connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+                    self._write(connection)
+            except SQLAlchemyError as exc:  # NUL (PostgreSQL): say which record; else store_errors'
+                where = self._holder_of_nul() if "NUL" in str(getattr(exc, "orig", exc)) else None
+                if where is None:
+                    raise
                 raise StoreError(
                     f"could not write run {self.run_id}: the database cannot store the NUL character "
                     f"(U+0000) that {where} contains",
                     hint="PostgreSQL text cannot hold U+0000 (SQLite can: --db FILE.db); or have the "
                     "value corrected in BigID",
                 ) from None
-            first_line = detail.splitlines()[0][:200] if detail else type(exc).__name__
-            raise StoreError(f"could not write run {self.run_id}: {first_line}", hint=WRITE_HINT) from None
-        except (OverflowError, ValueError) as exc:  # a value the driver cannot bind (SQLite)
-            raise StoreError(
-                f"could not write run {self.run_id}: {type(exc).__name__}: {str(exc)[:200]}",
-                hint="a value received does not fit the database; re-run with --debug and report it",
-            ) from None
+            except (OverflowError, ValueError) as exc:  # a value the driver cannot bind (SQLite)
+                raise StoreError(
+                    f"could not write run {self.run_id}: {type(exc).__name__}: {str(exc)[:200]}",
+                    hint="a value received does not fit the database; re-run with --debug and report it",
+                ) from None
         self._pending_cluster_versions.clear()
         self._pending_labels.clear()
         self._pending_run_clusters.clear()

@@ -579,7 +579,7 @@ class BigIDClient:
             self.auth.accepted(generation)
             if status == 200:
                 return body
-            raise self._http_error(status, body, path, cluster_id, filter)
+            raise _about_cluster(self._http_error(status, body, path, cluster_id, filter), cluster_id)
 
     def _send(
         self,
@@ -757,7 +757,6 @@ class BigIDClient:
         detail = error_message(body)
         said = f": {secrets.scrub(detail)}" if detail else ""
         where = f"HTTP {status} from GET {path}"
-        about = f"cluster {cluster_id}: " if cluster_id is not None else ""  # one of many in a snapshot
         if status == 400 and detail and "unable to locate" in detail.lower():
             status = 404
         if status == 400:
@@ -775,7 +774,7 @@ class BigIDClient:
             )
         if status == 403:
             return AuthError(
-                f"{about}the API key lacks permission for GET {path} (HTTP 403){said}",
+                f"the API key lacks permission for GET {path} (HTTP 403){said}",
                 hint="ask a BigID administrator to grant the key's user access to Cluster Analysis and "
                 "the Data Catalog",
                 status=403,
@@ -794,11 +793,11 @@ class BigIDClient:
             )
         if status == 422:
             return ApiError(
-                f"{about}the API could not process the request ({where}){said}",
+                f"the API could not process the request ({where}){said}",
                 hint="simplify the --filter expression (quote values, avoid double quotes inside them)",
                 status=422,
             )
-        return ApiError(f"{about}GET {path} failed ({where}){said}", status=status)
+        return ApiError(f"GET {path} failed ({where}){said}", status=status)
 
 
 class ColumnFetch:
@@ -873,11 +872,14 @@ class ColumnFetch:
 
 
 def _about_cluster(exc: ApiError, cluster_id: str | None) -> ApiError:
-    """``exc`` naming the cluster whose request failed (one of many in a snapshot), if it does not.
+    """``exc`` naming the cluster whose request failed (one of many in a snapshot): the one place
+    a columns error gets its ``cluster ID:`` prefix, whichever way the request failed.
 
-    Errors about the key itself (401) are the same for every cluster and are left as they are.
+    Errors about the key itself (401) are the same for every cluster, and a 400 or 404 about the
+    cluster id already names it: those are left as they are.
     """
-    if cluster_id is None or exc.message.startswith(f"cluster {cluster_id}: ") or exc.status == 401:
+    named = exc.status in (400, 401, 404) or exc.message.startswith(f"cluster {cluster_id}: ")
+    if cluster_id is None or named:
         return exc
     return type(exc)(f"cluster {cluster_id}: {exc.message}", hint=exc.hint, status=exc.status)
 

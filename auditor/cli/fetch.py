@@ -17,6 +17,7 @@ import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.errors import ConfigError
+from auditor.store.runs import mismatch_count
 from auditor.textsafe import display_width, fit, one_line
 
 if TYPE_CHECKING:
@@ -193,8 +194,8 @@ def snapshot_command(
         f"auth scheme {run.auth_scheme})"
     )
     details = run.details or {}
-    for key, what in (("size_mismatch", "cluster size"), ("total_mismatch", "totalCount")):
-        count = details.get(f"{key}_count", len(details.get(f"{key}es") or ()))
+    for kind, what in (("size", "cluster size"), ("total", "totalCount")):
+        count = mismatch_count(details, kind)
         if count:
             settings.info(f"note: {count} cluster(s) whose {what} differs from the columns fetched")
 

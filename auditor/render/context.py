@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from auditor.store.runs import mismatch_count
+
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 DEFAULT_MAX_ROWS = 500
@@ -113,14 +115,12 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
     for key, sentence in (
         ("cluster_duplicates", "duplicate cluster rows received (stored once)"),
         ("duplicate_rows", "duplicate column rows received (stored once)"),
-        # the first 1,000 mismatches are listed, all are counted (runs before the counts: the list)
-        ("size_mismatch_count", "clusters whose size differs from the columns fetched"),
-        ("total_mismatch_count", "clusters whose totalCount differs from the columns fetched"),
     ):
-        if key not in details and key.endswith("_mismatch_count"):
-            key = key.replace("_mismatch_count", "_mismatches")
         if count(key):
             notes.append(f"{count(key):,} {sentence}")
+    for kind, what in (("size", "size"), ("total", "totalCount")):
+        if mismatched := mismatch_count(details, kind):
+            notes.append(f"{mismatched:,} clusters whose {what} differs from the columns fetched")
     return tuple(notes)
 
 

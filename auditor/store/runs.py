@@ -7,6 +7,7 @@ so no stage needs to know that records are content-addressed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,19 @@ class RunInfo:
         data["clusters"] = self.clusters_stored or 0
         data["columns"] = self.columns_stored or 0
         return data
+
+
+def mismatch_count(details: Mapping[str, Any], kind: str) -> int:
+    """How many clusters' ``kind`` (``size`` or ``total``) differed from the columns fetched.
+
+    A run records the count as ``<kind>_mismatch_count`` and lists the first 1,000 under
+    ``<kind>_mismatches``; runs taken before the count was recorded have only the list.
+    """
+    count = details.get(f"{kind}_mismatch_count")
+    if isinstance(count, int):
+        return count
+    listed = details.get(f"{kind}_mismatches")
+    return len(listed) if isinstance(listed, list) else 0
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -307,3 +307,13 @@ def test_database_errors_become_one_line_store_errors_saying_what_was_being_done
         list_runs(engine)
     assert caught.value.message == "could not read runs: no such table: runs"
     assert caught.value.hint == READ_HINT
+
+
+def test_mismatch_counts_read_the_count_or_an_older_runs_list():
+    from auditor.store.runs import mismatch_count
+
+    listed = [{"cluster_id": f"c{i}"} for i in range(1_000)]
+    details = {"size_mismatch_count": 2_345, "size_mismatches": listed, "total_mismatches": listed[:3]}
+    assert mismatch_count(details, "size") == 2_345  # all counted, the first 1,000 listed
+    assert mismatch_count(details, "total") == 3  # a run from before the count was recorded
+    assert mismatch_count({}, "size") == 0

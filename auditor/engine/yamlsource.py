@@ -187,7 +187,6 @@ def _measure(root: Node, source: str, problems: Problems) -> bool:
     per node, so measuring takes time in the number of distinct nodes, never in the expansion.
     """
     sizes: dict[int, int] = {}
-    depths: dict[int, int] = {}
     uses: dict[int, int] = {}
     nodes: dict[int, Node] = {}
     stack: list[tuple[Node, int, bool]] = [(root, 1, False)]
@@ -202,7 +201,6 @@ def _measure(root: Node, source: str, problems: Problems) -> bool:
         if key in nodes:
             continue  # an alias: measured where its anchor is
         nodes[key] = node
-        depths[key] = depth
         if depth > MAX_DEPTH:
             problems.add(
                 source, Mark.of(node), f"the YAML is nested more than {MAX_DEPTH} levels deep; flatten it"

@@ -47,7 +47,7 @@ from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
 from auditor.store.runs import RunInfo, get_run
 from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
-from auditor.workers import starting_workers, worker_context
+from auditor.workers import start_pool
 
 log = logging.getLogger("auditor.snapshot")
 
@@ -175,18 +175,12 @@ def start_decoders(processes: int) -> ProcessPoolExecutor:
     copy a lock some thread holds. The forkserver imports this module once, so each decoder starts
     with the models and the writer's helpers loaded.
     """
-    pool: ProcessPoolExecutor | None = None
-    try:
-        with starting_workers():  # a Ctrl-C waits until the pool can be shut down cleanly
-            context = worker_context("auditor.snapshot")
-            pool = ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_init_decoder)
-            for _ in range(processes):  # start the processes now rather than at the first pages
-                pool.submit(int)
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    return pool
+
+    def start_now(pool: ProcessPoolExecutor) -> None:  # rather than at the first pages
+        for _ in range(processes):
+            pool.submit(int)
+
+    return start_pool("auditor.snapshot", processes, _init_decoder, start_now)
 
 
 def _init_decoder() -> None:

@@ -24,7 +24,8 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
@@ -75,6 +76,32 @@ def starting_workers() -> Iterator[None]:
             previous(*held[0])
         else:
             raise KeyboardInterrupt
+
+
+def start_pool(
+    preload: str,
+    workers: int,
+    initializer: Callable[[], None],
+    submit_first: Callable[[ProcessPoolExecutor], object],
+) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes (:func:`worker_context`, ``preload`` imported once), with its
+    first tasks submitted by ``submit_first``, Ctrl-C held meanwhile (:func:`starting_workers`).
+
+    If anything fails or is interrupted on the way, the pool is shut down and its processes joined
+    before the error goes on: no half-started worker is left to fail on its own.
+    """
+    pool: ProcessPoolExecutor | None = None
+    try:
+        with starting_workers():
+            pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=worker_context(preload), initializer=initializer
+            )
+            submit_first(pool)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    return pool
 
 
 def shadowed_by_current_directory() -> bool:

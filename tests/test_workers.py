@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from auditor.workers import shadowed_by_current_directory, starting_workers, worker_context
+from auditor.workers import shadowed_by_current_directory, start_pool, starting_workers, worker_context
 
 
 def fake_package(folder: Path) -> None:
@@ -67,6 +68,27 @@ def test_ctrl_c_while_a_pool_starts_is_raised_once_the_block_is_done():
         reached.append(True)
     assert reached == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_pool_that_fails_to_start_is_shut_down_with_its_processes_joined():
+    """start_pool (rule workers and page decoders): an interrupt while the first tasks are submitted
+    must not leave live worker processes behind."""
+    started: list[int] = []
+
+    def submit_then_interrupt(pool: Any) -> None:
+        started.append(pool.submit(os.getpid).result(timeout=60))  # the worker exists
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+
+    with pytest.raises(KeyboardInterrupt):
+        start_pool("auditor.snapshot", 1, _no_init, submit_then_interrupt)
+    (pid,) = started
+    with pytest.raises(ProcessLookupError):  # joined: not even a zombie is left
+        os.kill(pid, 0)
+
+
+def _no_init() -> None:
+    pass
 
 
 def test_the_fork_server_ignores_ctrl_c_while_it_imports_the_workers_module(tmp_path):

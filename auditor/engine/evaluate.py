@@ -15,7 +15,7 @@ import pickle
 import signal
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -48,7 +48,7 @@ from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
 from auditor.store.db import one_connection_only, store_errors
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
-from auditor.workers import starting_workers, worker_context
+from auditor.workers import start_pool
 
 CHUNK = 5_000  # cluster ids per placeholder-values query (SQLite allows 32,766 parameters)
 MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
@@ -171,17 +171,14 @@ def evaluate_each(
                 submitted[i] = pool.submit(_evaluate_alone, engine, run_id, rules[i])
         else:
             url = engine.url.render_as_string(hide_password=False)  # SQLite: a file path, no secret
-            processes: ProcessPoolExecutor | None = None
-            try:
-                with starting_workers():  # a Ctrl-C waits until the pool can be shut down cleanly
-                    processes = _rule_processes(workers)
-                    for i in heaviest_first:
-                        submitted[i] = processes.submit(_evaluate_in_process, url, run_id, rules[i])
-            except BaseException:
-                if processes is not None:
-                    processes.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool = processes
+            pool = start_pool(
+                "auditor.engine.evaluate",
+                workers,
+                _init_worker,
+                lambda processes: submitted.update(
+                    {i: processes.submit(_evaluate_in_process, url, run_id, rules[i]) for i in heaviest_first}
+                ),
+            )
         tasks = [submitted[i] for i in range(len(rules))]
         with pool:
             try:
@@ -251,12 +248,6 @@ def _evaluate_alone(
 # -- worker processes (large SQLite runs) ----------------------------------------------------------
 
 _WORKER_ENGINES: dict[str, Engine] = {}
-
-
-def _rule_processes(workers: int) -> ProcessPoolExecutor:
-    """``forkserver`` workers (``spawn`` where there is none), for the reasons the snapshot's are."""
-    context = worker_context("auditor.engine.evaluate")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
 
 
 def _init_worker() -> None:

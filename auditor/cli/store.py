@@ -46,7 +46,11 @@ def db_upgrade(settings: Settings, db: str | None) -> None:
     help="Only runs that started more than DAYS days ago may be deleted.",
 )
 @click.option("--dry-run", is_flag=True, help="Report what would be deleted; change nothing.")
-@click.option("--vacuum", is_flag=True, help="Reclaim the freed space afterwards (SQLite VACUUM).")
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Reclaim the freed space afterwards (SQLite VACUUM; PostgreSQL VACUUM ANALYZE).",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @db_option
 @pass_settings
@@ -100,6 +104,8 @@ def _prune_table(result) -> str:
         rows.append(("database size", f"{result.size_before:,} -> {result.size_after:,} bytes"))
     if result.dry_run:
         head = "dry run, nothing was changed: a prune would remove"
+    elif not result.deleted_runs:
+        head = "nothing to prune" + (" (vacuumed)" if result.vacuumed else "") + ": removed"
     else:
         head = "pruned" + (", then vacuumed" if result.vacuumed else "") + ": removed"
     width = max(len(label) for label, _ in rows)

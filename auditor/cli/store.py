@@ -87,8 +87,15 @@ def db_prune(
 def _prune_table(result) -> str:
     """The prune's outcome for people: what went (or would go), what stayed, what was skipped."""
 
-    def listed(ids) -> str:
-        return ", ".join(str(i) for i in ids) or "none"
+    def listed(ids) -> str:  # a year of daily runs stays one line: "1-300, 302"
+        spans: list[list[int]] = []
+        for run_id in ids:
+            if spans and run_id == spans[-1][-1] + 1:
+                spans[-1].append(run_id)
+            else:
+                spans.append([run_id])
+        parts = [f"{s[0]}-{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans]
+        return ", ".join(parts) or "none"
 
     rows = [
         ("runs deleted", listed(result.deleted_runs)),

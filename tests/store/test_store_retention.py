@@ -502,7 +502,7 @@ def test_cli_table_output_and_skipped_running_runs(run_cli, engine, db):
     assert result.stdout.splitlines()[:4] == [
         "dry run, nothing was changed: a prune would remove",
         "  runs deleted      1, 2",
-        "  runs kept         4, 5, 6",
+        "  runs kept         4-6",
         "  running, skipped  3",
     ]
     assert result.stderr.splitlines() == [
@@ -514,6 +514,11 @@ def test_cli_table_output_and_skipped_running_runs(run_cli, engine, db):
     assert lines[0] == "pruned, then vacuumed: removed"
     assert "  column versions   2" in lines
     assert any(line.startswith("  database size     ") and line.endswith(" bytes") for line in lines)
+    again = run_cli("db", "prune", "--db", db, "--keep", "2")
+    assert again.exit_code == 0 and again.stdout.splitlines()[:2] == [
+        "nothing to prune: removed",
+        "  runs deleted      none",
+    ]
 
 
 def test_cli_database_failure_exits_3_and_deletes_nothing(run_cli, engine, db, monkeypatch):

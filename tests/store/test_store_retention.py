@@ -430,6 +430,15 @@ def test_sqlite_prune_restores_foreign_keys_on_its_connection(tmp_path):
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
+def test_version_references_are_indexed_on_postgresql_only(engine):
+    """PostgreSQL checks each deleted version's references with these (migration 0004)."""
+    inspector = sa.inspect(engine)
+    indexed = {ix["name"] for table in ("run_columns", "run_clusters") for ix in inspector.get_indexes(table)}
+    on_postgresql = engine.dialect.name == "postgresql"
+    assert ("ix_run_columns_column_id" in indexed) == on_postgresql
+    assert ("ix_run_clusters_cluster_hash" in indexed) == on_postgresql
+
+
 def test_vacuum_reports_the_size_before_and_after(engine):
     history(engine)
     result = prune(engine, plan_prune(engine, keep=1, now=NOW), vacuum=True)

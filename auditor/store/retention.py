@@ -46,7 +46,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -235,17 +235,11 @@ def prune(engine: Engine, plan: PrunePlan, *, dry_run: bool = False, vacuum: boo
         return result
     with store_errors("the prune was committed, but VACUUM failed", WRITE_HINT):
         vacuum_database(engine)
-    return _replace(result, vacuumed=True, size_before=size_before, size_after=database_size(engine))
-
-
-def _replace(result: PruneResult, **changes: Any) -> PruneResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)
+    return replace(result, vacuumed=True, size_before=size_before, size_after=database_size(engine))
 
 
 def _ids(values: Sequence[int]):
-    return bindparam("ids", list(values), expanding=True)
+    return bindparam("ids", list(values), expanding=True, unique=True)
 
 
 def _count(connection: Connection, plan: PrunePlan) -> PruneResult:
@@ -259,9 +253,10 @@ def _count(connection: Connection, plan: PrunePlan) -> PruneResult:
         counts["evaluations_removed"] = connection.execute(
             select(func.count()).select_from(evaluations).where(evaluations.c.run_id.in_(_ids(ids)))
         ).scalar_one()
-        counts["findings_removed"] = connection.execute(
-            select(func.count()).select_from(findings).where(_doomed_findings(ids))
-        ).scalar_one()
+        counts["findings_removed"] = sum(
+            connection.execute(select(func.count()).select_from(findings).where(where)).scalar_one()
+            for where in _doomed_findings(ids)
+        )
         # versions that no run outside the plan refers to (the same anti-joins as the prune)
         members = select(run_columns.c.column_id).where(run_columns.c.run_id.not_in(_ids(ids)))
         holders = select(run_clusters.c.cluster_hash).where(run_clusters.c.run_id.not_in(_ids(ids)))
@@ -286,11 +281,17 @@ def _count(connection: Connection, plan: PrunePlan) -> PruneResult:
     )
 
 
-def _doomed_findings(ids: list[int]):
-    """Findings of the deleted runs, and (defensively) of their evaluations."""
-    return findings.c.run_id.in_(_ids(ids)) | findings.c.evaluation_id.in_(
+def _doomed_findings(ids: list[int]) -> tuple[Any, Any]:
+    """Findings of the deleted runs, then (defensively) any other finding of their evaluations.
+
+    Two conditions, each served by an index (``ix_findings_run_fingerprint``, the primary key),
+    rather than one ``OR`` that a planner may answer with a scan of every finding.
+    """
+    own = findings.c.run_id.in_(_ids(ids))
+    of_evaluations = findings.c.evaluation_id.in_(
         select(evaluations.c.id).where(evaluations.c.run_id.in_(_ids(ids)))
     )
+    return own, of_evaluations & findings.c.run_id.not_in(_ids(ids))
 
 
 @contextlib.contextmanager
@@ -357,7 +358,9 @@ def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:
         counts: dict[str, int] = {}
         if ids:
             # children before parents, so no foreign key is left dangling at any statement
-            counts["findings_removed"] = step.run("findings", delete(findings).where(_doomed_findings(ids)))
+            counts["findings_removed"] = sum(
+                step.run("findings", delete(findings).where(where)) for where in _doomed_findings(ids)
+            )
             counts["evaluations_removed"] = step.run(
                 "evaluations", delete(evaluations).where(evaluations.c.run_id.in_(_ids(ids)))
             )

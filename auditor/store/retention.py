@@ -43,6 +43,7 @@ Why the statements look the way they do (measured at 200k columns, see ``bench/R
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -68,6 +69,8 @@ from auditor.store.schema import (
     run_columns,
     runs,
 )
+
+log = logging.getLogger("auditor.store")
 
 GONE_COLUMNS = "auditor_prune_gone_columns"  # the temporary table of column versions to delete
 
@@ -311,6 +314,8 @@ def _writing(engine: Engine) -> Iterator[Connection]:
                 yield connection
             return
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        if connection.exec_driver_sql("PRAGMA foreign_keys").scalar() != 0:  # pragma: no cover
+            log.warning("SQLite kept its foreign-key checks on: deleting versions may be slow")
         connection.commit()
         restored = False
         try:

@@ -421,10 +421,25 @@ def test_a_failure_mid_prune_leaves_every_table_unchanged(engine, monkeypatch, f
                 assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_sqlite_prune_restores_foreign_keys_on_its_connection(tmp_path):
+def test_sqlite_prunes_with_foreign_key_checks_off_on_its_own_connection_only(tmp_path, monkeypatch):
     engine = open_database(tmp_path / "a.db")
     history(engine)
+    seen: list[tuple[int, int]] = []
+    collect = retention._collect_columns
+
+    def spy(step):
+        with engine.connect() as other:  # another pooled connection, while the prune holds its own
+            seen.append(
+                (
+                    step.connection.exec_driver_sql("PRAGMA foreign_keys").scalar(),
+                    other.exec_driver_sql("PRAGMA foreign_keys").scalar(),
+                )
+            )
+        return collect(step)
+
+    monkeypatch.setattr(retention, "_collect_columns", spy)
     prune(engine, plan_prune(engine, keep=1, now=NOW))
+    assert seen == [(0, 1)]
     for _ in range(3):
         with engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from auditor.store.schema import metadata
+from auditor.store.schema import include_object, metadata
 
 config = context.config
 
@@ -32,6 +32,7 @@ def _run(connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,4 +1,4 @@
-"""``auditor db upgrade`` and ``auditor runs``."""
+"""``auditor db upgrade``, ``auditor db prune`` and ``auditor runs``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,96 @@ def db_upgrade(settings: Settings, db: str | None) -> None:
         click.echo(f"{display_url(url)}: already at schema revision {after}")
     else:
         click.echo(f"{display_url(url)}: upgraded from revision {before or 'empty'} to {after}")
+
+
+@db_group.command("prune")
+@click.option(
+    "--keep",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Keep the N newest complete runs (N >= 1).",
+)
+@click.option(
+    "--older-than",
+    "older_than",
+    type=float,
+    default=None,
+    metavar="DAYS",
+    help="Only runs that started more than DAYS days ago may be deleted.",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be deleted; change nothing.")
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Reclaim the freed space afterwards (SQLite VACUUM; PostgreSQL VACUUM ANALYZE).",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@db_option
+@pass_settings
+def db_prune(
+    settings: Settings,
+    keep: int | None,
+    older_than: float | None,
+    dry_run: bool,
+    vacuum: bool,
+    fmt: str,
+    db: str | None,
+) -> None:
+    """Delete old runs and the stored versions no remaining run refers to.
+
+    Always kept: the newest complete run, every running run (reported as skipped), and every run
+    newer than the oldest complete run kept. With both --keep and --older-than, a run is deleted
+    only when both allow it. One transaction: a failure or Ctrl-C deletes nothing.
+    """
+    from auditor.store.retention import check_policy, plan_prune, prune
+
+    check_policy(keep, older_than)  # before opening (or creating) the database
+    engine = settings.engine(db)
+    result = prune(
+        engine, plan_prune(engine, keep=keep, older_than=older_than), dry_run=dry_run, vacuum=vacuum
+    )
+    if fmt == "json":
+        write_output(json.dumps(result.to_json(), indent=2) + "\n", None)
+    else:
+        write_output(_prune_table(result), None)
+    for run_id in result.skipped_running:
+        settings.info(f"run {run_id} is old enough to go but still running: skipped (it may be in progress)")
+
+
+def _prune_table(result) -> str:
+    """The prune's outcome for people: what went (or would go), what stayed, what was skipped."""
+
+    def listed(ids) -> str:  # a year of daily runs stays one line: "1-300, 302"
+        spans: list[list[int]] = []
+        for run_id in ids:
+            if spans and run_id == spans[-1][-1] + 1:
+                spans[-1].append(run_id)
+            else:
+                spans.append([run_id])
+        parts = [f"{s[0]}-{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans]
+        return ", ".join(parts) or "none"
+
+    rows = [
+        ("runs deleted", listed(result.deleted_runs)),
+        ("runs kept", listed(result.kept_runs)),
+        ("running, skipped", listed(result.skipped_running)),
+        ("membership rows", f"{result.run_columns_removed:,}"),
+        ("evaluations", f"{result.evaluations_removed:,}"),
+        ("findings", f"{result.findings_removed:,}"),
+        ("column versions", f"{result.column_versions_removed:,}"),
+        ("cluster versions", f"{result.cluster_versions_removed:,}"),
+    ]
+    if result.vacuumed and result.size_before is not None and result.size_after is not None:
+        rows.append(("database size", f"{result.size_before:,} -> {result.size_after:,} bytes"))
+    if result.dry_run:
+        head = "dry run, nothing was changed: a prune would remove"
+    elif not result.deleted_runs:
+        head = "nothing to prune" + (" (vacuumed)" if result.vacuumed else "") + ": removed"
+    else:
+        head = "pruned" + (", then vacuumed" if result.vacuumed else "") + ": removed"
+    width = max(len(label) for label, _ in rows)
+    return "\n".join([head, *(f"  {label:<{width}}  {value}" for label, value in rows)]) + "\n"
 
 
 @click.command("runs")

@@ -192,6 +192,23 @@ run_columns = Table(
     sqlite_with_rowid=False,
 )
 
+# Indexes of the references to versions, on PostgreSQL only (migration 0004): PostgreSQL checks a
+# foreign key for each deleted version by searching the referencing table, and the prune deletes
+# every version no run refers to any more. SQLite's prune turns the checks off instead.
+POSTGRESQL_ONLY_INDEXES = frozenset({"ix_run_columns_column_id", "ix_run_clusters_cluster_hash"})
+Index("ix_run_columns_column_id", run_columns.c.column_id).ddl_if(dialect="postgresql")
+Index("ix_run_clusters_cluster_hash", run_clusters.c.cluster_hash).ddl_if(dialect="postgresql")
+
+
+def include_object(dialect_name: str):
+    """An Alembic ``include_object`` hook: compare PostgreSQL-only indexes on PostgreSQL only."""
+
+    def include(obj, name, type_, reflected, compare_to) -> bool:
+        return not (type_ == "index" and name in POSTGRESQL_ONLY_INDEXES and dialect_name != "postgresql")
+
+    return include
+
+
 evaluations = Table(
     "evaluations",
     metadata,

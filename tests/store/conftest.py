@@ -93,6 +93,18 @@ def write_catalog(engine, catalog, *, complete: bool = True, source_url: str = "
     return writer.run_id
 
 
+def schema_drift(connection) -> list:
+    """Differences between the database and the models, compared as ``migrations/env.py`` does
+    (indexes declared for one dialect only are compared on that dialect only)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from auditor.store.schema import include_object, metadata
+
+    options = {"include_object": include_object(connection.dialect.name)}
+    return compare_metadata(MigrationContext.configure(connection, opts=options), metadata)
+
+
 @pytest.fixture
 def catalog_writer() -> Callable[..., int]:
     return write_catalog

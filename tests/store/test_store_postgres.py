@@ -6,17 +6,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from auditor.store import db as store_db
 from auditor.store.runs import count_run_rows, list_runs, resolve_run
-from auditor.store.schema import metadata
 from auditor.store.writer import RunTotals
 
-from .conftest import make_catalog, snapshot_content, write_catalog, write_legacy_catalog
+from .conftest import make_catalog, schema_drift, snapshot_content, write_catalog, write_legacy_catalog
 
 pytestmark = pytest.mark.postgres
 
@@ -42,7 +39,7 @@ def test_postgres_database_is_created_at_head_and_matches_models(fresh_postgres)
     try:
         assert store_db.current_revision(engine) == store_db.head_revision()
         with engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+            assert schema_drift(connection) == []
     finally:
         engine.dispose()
 
@@ -75,7 +72,7 @@ def test_postgres_first_revision_with_data_upgrades_without_loss(fresh_postgres)
         assert store_db.current_revision(engine) == store_db.head_revision()
         with engine.connect() as connection:
             assert snapshot_content(connection) == before
-            assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+            assert schema_drift(connection) == []
         assert resolve_run(engine, run_id).complete
         # new versions take ids after the migrated ones (the sequence was filled by the migration)
         write_catalog(engine, make_catalog(2, 5, variant=1))
@@ -90,7 +87,7 @@ def test_postgres_first_revision_with_data_upgrades_without_loss(fresh_postgres)
         store_db.upgrade(engine)
         with engine.connect() as connection:
             assert snapshot_content(connection) == after_down
-            assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+            assert schema_drift(connection) == []
     finally:
         engine.dispose()
 

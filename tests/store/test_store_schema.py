@@ -10,8 +10,6 @@ import sys
 import textwrap
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select, text
 
 from auditor.errors import RunNotUsableError, StoreError
@@ -19,14 +17,14 @@ from auditor.store import db as store_db
 from auditor.store.runs import count_run_rows, list_runs, previous_complete_run, resolve_run
 from auditor.store.schema import column_tags, column_versions, metadata, run_columns, runs
 
-from .conftest import make_catalog, snapshot_content, write_catalog, write_legacy_catalog
+from .conftest import make_catalog, schema_drift, snapshot_content, write_catalog, write_legacy_catalog
 
 
 def test_new_database_is_created_at_head_and_matches_models(tmp_path):
     engine = store_db.open_database(tmp_path / "a.db")
     assert store_db.current_revision(engine) == store_db.head_revision()
     with engine.connect() as connection:
-        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        assert schema_drift(connection) == []
     assert set(store_db.table_names(engine)) == set(metadata.tables) | {"alembic_version"}
 
 
@@ -60,7 +58,7 @@ def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path, c
     assert caplog.text == ""
     with upgraded.connect() as connection:
         assert snapshot_content(connection) == before
-        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        assert schema_drift(connection) == []
         # an existing version keeps its rowid as its id
         assert (
             connection.execute(text("SELECT count(*) FROM column_versions WHERE id = rowid")).scalar() == 15
@@ -90,7 +88,7 @@ def test_integer_version_keys_migrate_down_and_up_again_with_nothing_lost(tmp_pa
     store_db.upgrade(engine)
     with engine.connect() as connection:
         assert snapshot_content(connection) == at_head
-        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        assert schema_drift(connection) == []
         assert connection.execute(text("PRAGMA foreign_key_check")).all() == []
 
 

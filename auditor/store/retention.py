@@ -1,0 +1,478 @@
+"""Retention: deleting old runs and the content versions no remaining run refers to.
+
+``plan_prune(engine, keep=N, older_than=DAYS)`` decides, from the ``runs`` table alone, which runs go;
+``prune(engine, plan)`` deletes them in one transaction and garbage-collects the shared versions;
+``prune(engine, plan, dry_run=True)`` only counts what would go. ``auditor db prune`` is a thin
+wrapper around the two.
+
+What is kept, always (see :func:`decide`): the newest complete run (so ``--baseline previous``,
+diffs and reports keep working); the ``keep`` newest complete runs; with ``older_than``, every run
+that started less than that many days ago; every ``running`` run (it may be in progress: it is
+reported as skipped); and every run newer than the oldest complete run kept (a failed run there is
+recent evidence). "Newest" is by run id, the order runs were started in. With no complete run at
+all, nothing is deleted.
+
+What deleting a run removes: its findings, evaluations, cluster and column membership, and its row
+in ``runs``; then every column version (with its tags and attributes) and every cluster version
+(with its labels) that no remaining run's membership names. A remaining finding's
+``first_seen_run`` may name a deleted run: it is kept as recorded (when the finding was first seen
+is history, not a reference), and first-seen lookups of later checks still take the earliest value.
+
+Why the statements look the way they do (measured at 200k columns, see ``bench/RESULTS.md``):
+
+* Children are deleted explicitly, parents last, with set-based statements; no foreign-key
+  cascade is relied on (SQLite enforces them only on connections that turned them on).
+* A foreign key is checked for each deleted parent row by searching the child table. Nothing
+  indexes ``run_columns.column_id`` (on SQLite an index of a ``WITHOUT ROWID`` table repeats the
+  whole primary key, ~100 bytes per membership row), so with enforcement on, deleting N column
+  versions scans the whole membership table N times. On SQLite the prune therefore runs on a
+  dedicated connection with ``PRAGMA foreign_keys=OFF`` (set before its transaction starts, the
+  only time SQLite honours it) and restored afterwards; the order of the deletes keeps the data
+  consistent. On PostgreSQL, where the checks cannot be turned off without superuser rights,
+  migration 0004 indexes ``run_columns.column_id`` and ``run_clusters.cluster_hash`` so each check
+  is one index probe.
+* Unreferenced versions are found once, by one anti-join over the remaining membership
+  (``NOT IN (SELECT ...)`` on SQLite, which builds a temporary b-tree of the subquery once;
+  ``NOT EXISTS`` on PostgreSQL, a hash anti-join: its ``NOT IN`` falls back to a linear search per
+  row when the set outgrows ``work_mem``), into a temporary table the three deletes then use.
+* Writers are kept out for the duration: SQLite ``BEGIN IMMEDIATE`` takes the write lock first;
+  PostgreSQL takes the lock the snapshot writer takes on ``column_versions``. The plan is made
+  again under the lock, and a run is deleted only if both plans agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text
+
+from auditor.errors import ConfigError
+from auditor.store.db import WRITE_HINT, store_errors
+from auditor.store.schema import (
+    RUN_COMPLETE,
+    RUN_RUNNING,
+    cluster_labels,
+    cluster_versions,
+    column_attributes,
+    column_tags,
+    column_versions,
+    evaluations,
+    findings,
+    run_clusters,
+    run_columns,
+    runs,
+)
+
+log = logging.getLogger("auditor.store")
+
+# Page cache of the prune's SQLite connection (and of its temporary tables), for the transaction
+# only. Deleting versions dirties pages all over the version table and its hash index; with the
+# default 2 MB cache SQLite spills dirty pages to the WAL again and again within the transaction.
+# Measured on one of two unshared 1M-column runs (bench/RESULTS.md).
+SQLITE_PRUNE_CACHE_KIB = 262_144
+
+GONE_COLUMNS = "auditor_prune_gone_columns"  # the temporary table of column versions to delete
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """What the plan needs of a run."""
+
+    id: int
+    status: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """Which runs a prune deletes and keeps, and the policy that decided it.
+
+    ``deleted_runs``, ``kept_runs`` and ``skipped_running`` partition the runs that existed when
+    the plan was made (ids ascending). ``skipped_running`` are ``running`` runs the policy would
+    otherwise have deleted. ``cutoff`` is the instant ``older_than`` days before the plan was made.
+    """
+
+    keep: int | None
+    older_than: float | None
+    cutoff: datetime | None
+    deleted_runs: tuple[int, ...]
+    kept_runs: tuple[int, ...]
+    skipped_running: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What a prune removed (or, with ``dry_run``, would remove).
+
+    ``to_json()`` is the documented ``auditor db prune --format json`` shape.
+    """
+
+    dry_run: bool
+    deleted_runs: tuple[int, ...]
+    kept_runs: tuple[int, ...]
+    skipped_running: tuple[int, ...]
+    run_columns_removed: int = 0
+    evaluations_removed: int = 0
+    findings_removed: int = 0
+    column_versions_removed: int = 0
+    cluster_versions_removed: int = 0
+    size_before: int | None = None  # bytes, only with vacuum
+    size_after: int | None = None
+    vacuumed: bool = False
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "deleted_runs": list(self.deleted_runs),
+            "kept_runs": list(self.kept_runs),
+            "skipped_running": list(self.skipped_running),
+            "run_columns_removed": self.run_columns_removed,
+            "evaluations_removed": self.evaluations_removed,
+            "findings_removed": self.findings_removed,
+            "column_versions_removed": self.column_versions_removed,
+            "cluster_versions_removed": self.cluster_versions_removed,
+            "vacuum": (
+                {"size_before": self.size_before, "size_after": self.size_after} if self.vacuumed else None
+            ),
+        }
+
+
+# -- deciding ------------------------------------------------------------------------------------
+
+
+def _utc(value: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without a zone."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def check_policy(keep: int | None, older_than: float | None) -> None:
+    """Refuse a policy that would mean nothing or everything (:class:`ConfigError`, exit 2)."""
+    if keep is None and older_than is None:
+        raise ConfigError(
+            "prune needs --keep N or --older-than DAYS (or both)",
+            hint="e.g. auditor db prune --keep 30 --older-than 90 --dry-run",
+        )
+    if keep is not None and keep < 1:
+        raise ConfigError(
+            f"--keep must be at least 1, not {keep}", hint="the newest complete run is always kept"
+        )
+    if older_than is not None and older_than < 0:
+        raise ConfigError(f"--older-than must be 0 days or more, not {older_than:g}")
+
+
+def decide(rows: Iterable[RunRow], *, keep: int | None, older_than: float | None, now: datetime) -> PrunePlan:
+    """The plan for ``rows`` under the policy, at ``now`` (pure: no database)."""
+    check_policy(keep, older_than)
+    ordered = sorted(rows, key=lambda row: row.id)
+    cutoff = _utc(now) - timedelta(days=older_than) if older_than is not None else None
+
+    def recent(row: RunRow) -> bool:
+        return cutoff is not None and _utc(row.started_at) >= cutoff
+
+    complete = [row for row in reversed(ordered) if row.status == RUN_COMPLETE]  # newest first
+    if not complete:
+        return PrunePlan(keep, older_than, cutoff, (), tuple(r.id for r in ordered), ())
+    protected = {complete[0].id}  # the newest complete run: the baseline of the next check
+    if keep is not None:
+        protected.update(row.id for row in complete[:keep])
+    protected.update(row.id for row in complete if recent(row))
+    if keep is None and cutoff is None:  # pragma: no cover - check_policy refused it
+        protected.update(row.id for row in complete)
+    boundary = min(protected)  # every run from the oldest complete run kept on stays
+    deleted: list[int] = []
+    kept: list[int] = []
+    skipped: list[int] = []
+    for row in ordered:
+        if row.id >= boundary or recent(row):
+            kept.append(row.id)
+        elif row.status == RUN_RUNNING:
+            skipped.append(row.id)
+        else:
+            deleted.append(row.id)
+    return PrunePlan(keep, older_than, cutoff, tuple(deleted), tuple(kept), tuple(skipped))
+
+
+def _run_rows(connection: Connection) -> list[RunRow]:
+    return [
+        RunRow(int(i), str(s), t)
+        for i, s, t in connection.execute(select(runs.c.id, runs.c.status, runs.c.started_at))
+    ]
+
+
+def plan_prune(
+    engine: Engine, *, keep: int | None = None, older_than: float | None = None, now: datetime | None = None
+) -> PrunePlan:
+    """Which runs a prune with this policy would delete, keep and skip, as the database is now.
+
+    ``keep``: keep the ``keep`` newest complete runs; ``older_than``: only runs that started more
+    than this many days before ``now`` (default: the current time) may go. With both, a run goes
+    only when both allow it. Raises :class:`ConfigError` for a policy with neither.
+    """
+    check_policy(keep, older_than)
+    with store_errors("could not read the runs to prune"), engine.connect() as connection:
+        rows = _run_rows(connection)
+    return decide(rows, keep=keep, older_than=older_than, now=now or datetime.now(UTC))
+
+
+# -- deleting ------------------------------------------------------------------------------------
+
+
+def prune(engine: Engine, plan: PrunePlan, *, dry_run: bool = False, vacuum: bool = False) -> PruneResult:
+    """Delete the runs of ``plan`` and every version no remaining run refers to, in one transaction.
+
+    A failure or an interruption leaves the database as it was (:class:`StoreError` for database
+    errors). With ``dry_run``, only count what would be removed (nothing is written, no lock is
+    taken). With ``vacuum``, reclaim the freed space afterwards (SQLite ``VACUUM``; PostgreSQL
+    ``VACUUM ANALYZE`` of the pruned tables, which makes the space reusable by later runs) and
+    report the database size before and after.
+    """
+    if dry_run:
+        with store_errors("could not count what the prune would remove"), engine.connect() as connection:
+            return _count(connection, plan)
+    size_before = database_size(engine) if vacuum else None
+    with store_errors("could not prune the database; nothing was deleted", WRITE_HINT):
+        result = _delete(engine, plan)
+    if not vacuum:
+        return result
+    with store_errors("the prune was committed, but VACUUM failed", WRITE_HINT):
+        vacuum_database(engine)
+    return replace(result, vacuumed=True, size_before=size_before, size_after=database_size(engine))
+
+
+def _ids(values: Sequence[int]):
+    return bindparam("ids", list(values), expanding=True, unique=True)
+
+
+def _count(connection: Connection, plan: PrunePlan) -> PruneResult:
+    ids = list(plan.deleted_runs)
+    counts: dict[str, int] = {}
+    if ids:
+        sqlite = connection.dialect.name == "sqlite"
+        counts["run_columns_removed"] = connection.execute(
+            select(func.count()).select_from(run_columns).where(run_columns.c.run_id.in_(_ids(ids)))
+        ).scalar_one()
+        counts["evaluations_removed"] = connection.execute(
+            select(func.count()).select_from(evaluations).where(evaluations.c.run_id.in_(_ids(ids)))
+        ).scalar_one()
+        counts["findings_removed"] = sum(
+            connection.execute(select(func.count()).select_from(findings).where(where)).scalar_one()
+            for where in _doomed_findings(ids)
+        )
+        # versions that no run outside the plan refers to (the same anti-joins as the prune)
+        members = select(run_columns.c.column_id).where(run_columns.c.run_id.not_in(_ids(ids)))
+        holders = select(run_clusters.c.cluster_hash).where(run_clusters.c.run_id.not_in(_ids(ids)))
+        if sqlite:
+            column_gone = column_versions.c.id.not_in(members)
+            cluster_gone = cluster_versions.c.hash.not_in(holders)
+        else:
+            column_gone = ~members.where(run_columns.c.column_id == column_versions.c.id).exists()
+            cluster_gone = ~holders.where(run_clusters.c.cluster_hash == cluster_versions.c.hash).exists()
+        counts["column_versions_removed"] = connection.execute(
+            select(func.count()).select_from(column_versions).where(column_gone)
+        ).scalar_one()
+        counts["cluster_versions_removed"] = connection.execute(
+            select(func.count()).select_from(cluster_versions).where(cluster_gone)
+        ).scalar_one()
+    return PruneResult(
+        True,
+        plan.deleted_runs,
+        plan.kept_runs,
+        plan.skipped_running,
+        **{k: int(v) for k, v in counts.items()},
+    )
+
+
+def _doomed_findings(ids: list[int]) -> tuple[Any, Any]:
+    """Findings of the deleted runs, then (defensively) any other finding of their evaluations.
+
+    Two conditions, each served by an index (``ix_findings_run_fingerprint``, the primary key),
+    rather than one ``OR`` that a planner may answer with a scan of every finding.
+    """
+    own = findings.c.run_id.in_(_ids(ids))
+    of_evaluations = findings.c.evaluation_id.in_(
+        select(evaluations.c.id).where(evaluations.c.run_id.in_(_ids(ids)))
+    )
+    return own, of_evaluations & findings.c.run_id.not_in(_ids(ids))
+
+
+@contextlib.contextmanager
+def _writing(engine: Engine) -> Iterator[Connection]:
+    """One transaction holding the write lock; on SQLite with foreign-key checks off for its duration.
+
+    SQLite ignores ``PRAGMA foreign_keys`` inside a transaction, so it is set on this connection
+    before ``BEGIN IMMEDIATE`` and set back before the connection returns to the pool; a connection
+    whose setting could not be restored is closed instead of being reused.
+    """
+    with engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            with connection.begin():
+                # the lock the snapshot writer takes before adding versions: no writer adds
+                # membership to a version this transaction is about to find unreferenced
+                connection.exec_driver_sql("LOCK TABLE column_versions IN SHARE ROW EXCLUSIVE MODE")
+                yield connection
+            return
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        if connection.exec_driver_sql("PRAGMA foreign_keys").scalar() != 0:  # pragma: no cover
+            log.warning("SQLite kept its foreign-key checks on: deleting versions may be slow")
+        caches = {
+            schema: connection.exec_driver_sql(f"PRAGMA {schema}.cache_size").scalar()
+            for schema in ("main", "temp")
+        }
+        for schema in caches:
+            connection.exec_driver_sql(f"PRAGMA {schema}.cache_size=-{SQLITE_PRUNE_CACHE_KIB}")
+        connection.commit()
+        restored = False
+        try:
+            with connection.begin():
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                yield connection
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            for schema, size in caches.items():
+                connection.exec_driver_sql(f"PRAGMA {schema}.cache_size={int(size)}")
+            connection.commit()
+            restored = connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        finally:
+            if not restored:
+                connection.invalidate()  # never hand a connection without foreign keys back
+
+
+class _Statements:
+    """Runs the prune's statements on one connection, timing each kind (for the benchmark)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.sqlite = connection.dialect.name == "sqlite"
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, statement: Any) -> int:
+        started = time.perf_counter()
+        removed = self.connection.execute(statement).rowcount
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
+        return int(removed)
+
+    def driver_sql(self, name: str, sql: str) -> None:
+        started = time.perf_counter()
+        self.connection.exec_driver_sql(sql)
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
+
+
+def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:
+    with _writing(engine) as connection:
+        now = datetime.now(UTC)
+        if plan.cutoff is not None and plan.older_than is not None:
+            now = plan.cutoff + timedelta(days=plan.older_than)  # the caller's instant
+        fresh = decide(_run_rows(connection), keep=plan.keep, older_than=plan.older_than, now=now)
+        # delete only what both the caller's plan and the plan made under the lock delete
+        ids = sorted(set(plan.deleted_runs) & set(fresh.deleted_runs))
+        kept = tuple(sorted({*fresh.kept_runs, *(set(fresh.deleted_runs) - set(ids))}))
+        step = _Statements(connection)
+        counts: dict[str, int] = {}
+        if ids:
+            # children before parents, so no foreign key is left dangling at any statement
+            counts["findings_removed"] = sum(
+                step.run("findings", delete(findings).where(where)) for where in _doomed_findings(ids)
+            )
+            counts["evaluations_removed"] = step.run(
+                "evaluations", delete(evaluations).where(evaluations.c.run_id.in_(_ids(ids)))
+            )
+            counts["run_columns_removed"] = step.run(
+                "run_columns", delete(run_columns).where(run_columns.c.run_id.in_(_ids(ids)))
+            )
+            step.run("run_clusters", delete(run_clusters).where(run_clusters.c.run_id.in_(_ids(ids))))
+            step.run("runs", delete(runs).where(runs.c.id.in_(_ids(ids))))
+            counts["column_versions_removed"] = _collect_columns(step)
+            counts["cluster_versions_removed"] = _collect_clusters(step)
+    return PruneResult(False, tuple(ids), kept, fresh.skipped_running, **counts, timings=step.timings)
+
+
+def _collect_columns(step: _Statements) -> int:
+    """Delete the column versions no remaining run refers to, with their tags and attributes.
+
+    The unreferenced versions are found by one anti-join into a temporary table, which the three
+    deletes then read (three anti-joins would read the whole membership three times).
+    """
+    if step.sqlite:
+        step.driver_sql("unreferenced columns", f"DROP TABLE IF EXISTS temp.{GONE_COLUMNS}")
+        step.driver_sql("unreferenced columns", f"CREATE TEMP TABLE {GONE_COLUMNS} (id INTEGER PRIMARY KEY)")
+        step.driver_sql(
+            "unreferenced columns",
+            f"INSERT INTO {GONE_COLUMNS} (id) SELECT id FROM column_versions "
+            "WHERE id NOT IN (SELECT column_id FROM run_columns)",
+        )
+    else:
+        step.driver_sql(
+            "unreferenced columns",
+            f"CREATE TEMP TABLE {GONE_COLUMNS} ON COMMIT DROP AS SELECT v.id FROM column_versions v "
+            "WHERE NOT EXISTS (SELECT 1 FROM run_columns r WHERE r.column_id = v.id)",
+        )
+        step.driver_sql("unreferenced columns", f"ALTER TABLE {GONE_COLUMNS} ADD PRIMARY KEY (id)")
+        step.driver_sql("unreferenced columns", f"ANALYZE {GONE_COLUMNS}")
+    gone = select(text("id")).select_from(text(GONE_COLUMNS))
+    step.run("column_tags", delete(column_tags).where(column_tags.c.column_id.in_(gone)))
+    step.run("column_attributes", delete(column_attributes).where(column_attributes.c.column_id.in_(gone)))
+    removed = step.run("column_versions", delete(column_versions).where(column_versions.c.id.in_(gone)))
+    if step.sqlite:
+        step.driver_sql("unreferenced columns", f"DROP TABLE temp.{GONE_COLUMNS}")
+    return removed
+
+
+def _collect_clusters(step: _Statements) -> int:
+    """Delete the cluster versions no remaining run refers to, with their labels (few rows)."""
+    holders = select(run_clusters.c.cluster_hash)
+    if step.sqlite:
+        label_gone = cluster_labels.c.cluster_hash.not_in(holders)
+        cluster_gone = cluster_versions.c.hash.not_in(holders)
+    else:
+        label_gone = ~holders.where(run_clusters.c.cluster_hash == cluster_labels.c.cluster_hash).exists()
+        cluster_gone = ~holders.where(run_clusters.c.cluster_hash == cluster_versions.c.hash).exists()
+    step.run("cluster_labels", delete(cluster_labels).where(label_gone))
+    return step.run("cluster_versions", delete(cluster_versions).where(cluster_gone))
+
+
+# -- reclaiming space ----------------------------------------------------------------------------
+
+
+def database_size(engine: Engine) -> int | None:
+    """The database's size in bytes: the SQLite file with its WAL, or ``pg_database_size``."""
+    if engine.dialect.name == "sqlite":
+        path = engine.url.database
+        if not path or path == ":memory:":
+            return None
+        return sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
+    return None  # pragma: no cover - no other dialect is supported
+
+
+PRUNED_TABLES = (
+    "findings",
+    "evaluations",
+    "run_columns",
+    "run_clusters",
+    "runs",
+    "column_tags",
+    "column_attributes",
+    "column_versions",
+    "cluster_labels",
+    "cluster_versions",
+)
+
+
+def vacuum_database(engine: Engine) -> None:
+    """Reclaim the space freed by a prune (outside any transaction, as both databases require)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("VACUUM")
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            for table in PRUNED_TABLES:
+                connection.exec_driver_sql(f"VACUUM (ANALYZE) {table}")

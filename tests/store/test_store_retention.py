@@ -1,0 +1,563 @@
+"""Retention (``auditor.store.retention``, ``auditor db prune``) on real SQLite files and PostgreSQL.
+
+The history every database test starts from (see :func:`history`), with ``--keep 2``:
+
+    run 1 complete   unique cluster version (labels) and column version (tags, attributes)  deleted
+    run 2 failed     one column of its own                                                 deleted
+    run 3 running    (old, but possibly in progress)                                      skipped
+    run 4 complete   the catalog with one tag changed                                        kept
+    run 5 failed     newer than the oldest complete run kept: recent evidence                kept
+    run 6 complete   the catalog                                                             kept
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from auditor.bigid.models import parse_cluster, parse_column
+from auditor.cli.main import cli
+from auditor.diff import compute_diff
+from auditor.engine import check_run, load_ruleset
+from auditor.errors import ConfigError, StoreError
+from auditor.store import retention
+from auditor.store.db import open_database
+from auditor.store.retention import RunRow, decide, plan_prune, prune
+from auditor.store.runs import clusters_view, columns_view
+from auditor.store.schema import metadata, runs
+from auditor.store.writer import SnapshotWriter
+
+from .conftest import make_catalog, write_catalog
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+DELETED, SKIPPED, KEPT = [1, 2], [3], [4, 5, 6]
+JSON_KEYS = [
+    "dry_run",
+    "deleted_runs",
+    "kept_runs",
+    "skipped_running",
+    "run_columns_removed",
+    "evaluations_removed",
+    "findings_removed",
+    "column_versions_removed",
+    "cluster_versions_removed",
+    "vacuum",
+]
+
+
+# -- the decision, without a database ------------------------------------------------------------
+
+
+def rows(*specs: tuple[str, float]) -> list[RunRow]:
+    """Runs 1..n from (status, age in days)."""
+    return [RunRow(i, status, NOW - timedelta(days=age)) for i, (status, age) in enumerate(specs, 1)]
+
+
+def test_keep_n_deletes_older_complete_and_failed_runs_only():
+    plan = decide(
+        rows(("complete", 9), ("failed", 8), ("running", 7), ("complete", 6), ("failed", 5), ("complete", 4)),
+        keep=2,
+        older_than=None,
+        now=NOW,
+    )
+    assert (plan.deleted_runs, plan.skipped_running, plan.kept_runs) == ((1, 2), (3,), (4, 5, 6))
+
+
+def test_the_newest_complete_run_is_always_kept():
+    history = rows(("complete", 400), ("complete", 300), ("failed", 200), ("running", 100))
+    plan = decide(history, keep=None, older_than=1, now=NOW)
+    assert (plan.deleted_runs, plan.kept_runs, plan.skipped_running) == ((1,), (2, 3, 4), ())
+    assert decide(history, keep=1, older_than=None, now=NOW).deleted_runs == (1,)
+
+
+def test_with_both_options_a_run_goes_only_when_both_allow_it():
+    history = rows(("complete", 40), ("complete", 30), ("complete", 20), ("complete", 10), ("complete", 1))
+    assert decide(history, keep=2, older_than=None, now=NOW).deleted_runs == (1, 2, 3)
+    assert decide(history, keep=None, older_than=25, now=NOW).deleted_runs == (1, 2)
+    assert decide(history, keep=2, older_than=25, now=NOW).deleted_runs == (1, 2)
+    assert decide(history, keep=4, older_than=25, now=NOW).deleted_runs == (1,)
+    assert decide(history, keep=2, older_than=35, now=NOW).deleted_runs == (1,)
+
+
+def test_older_than_applies_to_failed_runs_too_and_keeps_everything_newer_than_the_oldest_kept():
+    history = rows(("failed", 50), ("failed", 5), ("complete", 40), ("failed", 30), ("complete", 2))
+    # run 2 is out of order in time (started 5 days ago): too recent to go
+    plan = decide(history, keep=None, older_than=10, now=NOW)
+    assert (plan.deleted_runs, plan.kept_runs) == ((1, 3, 4), (2, 5))
+
+
+def test_without_a_complete_run_nothing_is_deleted():
+    plan = decide(rows(("failed", 90), ("running", 80)), keep=1, older_than=None, now=NOW)
+    assert (plan.deleted_runs, plan.kept_runs, plan.skipped_running) == ((), (1, 2), ())
+
+
+@pytest.mark.parametrize(
+    ("keep", "older_than", "message"),
+    [
+        (None, None, "prune needs --keep N or --older-than DAYS (or both)"),
+        (0, None, "--keep must be at least 1, not 0"),
+        (None, -1, "--older-than must be 0 days or more, not -1"),
+    ],
+)
+def test_a_policy_that_means_nothing_is_a_usage_error(keep, older_than, message):
+    with pytest.raises(ConfigError) as raised:
+        decide([], keep=keep, older_than=older_than, now=NOW)
+    assert raised.value.message == message
+    assert raised.value.exit_code == 2
+
+
+# -- a real history on both databases ------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request, tmp_path) -> Iterator[str]:
+    """A fresh database's URL: a SQLite file, or a database of its own on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "history.db")
+        return
+    psycopg = pytest.importorskip("psycopg")
+    url = make_url(request.getfixturevalue("postgres_url"))
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"auditor_prune_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(db: str) -> Iterator[sa.Engine]:
+    engine = open_database(db)
+    yield engine
+    engine.dispose()
+
+
+def unique_catalog():
+    """The catalog with a relabelled cluster and a re-tagged, re-attributed column: run 1's own."""
+    catalog = copy.deepcopy(make_catalog(3, 4))
+    catalog[2][0]["labels"] = ["Legacy", "Archived"]
+    column = catalog[1][1][3]
+    column["tags"][0]["tagValue"] = "medium"
+    column["attributes"].append({"attribute_name": "Email", "rank": "Low", "calc_confidence_level": 0.2})
+    return catalog
+
+
+def write_running(engine, catalog) -> int:
+    writer = SnapshotWriter(engine, source_url="http://127.0.0.1:1")
+    for position, (cluster, columns) in enumerate(catalog):
+        writer.add_cluster(parse_cluster(cluster), cluster, position)
+        writer.add_columns(cluster["id"], [(parse_column(raw), raw) for raw in columns])
+    writer.flush()  # written, never ended: the run stays running
+    return writer.run_id
+
+
+def history(engine) -> None:
+    """The six runs of the module docstring, started 60..10 days ago, with checked findings."""
+    own = make_catalog(1, 1)
+    own[0][1][0]["fullyQualifiedName"] = "failed.only.column"
+    assert write_catalog(engine, unique_catalog()) == 1
+    assert write_catalog(engine, own, complete=False) == 2
+    assert write_running(engine, make_catalog(1, 2)) == 3
+    assert write_catalog(engine, make_catalog(3, 4, variant=1)) == 4
+    assert write_catalog(engine, make_catalog(2, 2), complete=False) == 5
+    assert write_catalog(engine, make_catalog(3, 4)) == 6
+    with engine.begin() as connection:
+        for run_id in range(1, 7):
+            connection.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(started_at=NOW - timedelta(days=70 - 10 * run_id))
+            )
+    ruleset = load_ruleset(None)
+    for run_id in (1, 4, 6):
+        check_run(engine, run_id, ruleset)
+
+
+def table_dump(engine) -> dict[str, list[str]]:
+    """Every row of every table, as sortable text."""
+    with engine.connect() as connection:
+        return {
+            table.name: sorted(repr(tuple(row)) for row in connection.execute(sa.select(table)))
+            for table in metadata.sorted_tables
+        }
+
+
+def run_dump(engine, run_id: int) -> dict[str, list]:
+    """Everything a reader sees of one run: the run, clusters, labels, columns, tags, attributes, findings."""
+    t = metadata.tables
+    with engine.connect() as connection:
+        view = columns_view(run_id).subquery()
+        hashes = sa.select(t["run_clusters"].c.cluster_hash).where(t["run_clusters"].c.run_id == run_id)
+        return {
+            "run": [tuple(connection.execute(sa.select(runs).where(runs.c.id == run_id)).one())],
+            "clusters": sorted(map(tuple, connection.execute(clusters_view(run_id)))),
+            "labels": sorted(
+                map(
+                    tuple,
+                    connection.execute(
+                        sa.select(t["cluster_labels"]).where(t["cluster_labels"].c.cluster_hash.in_(hashes))
+                    ),
+                )
+            ),
+            "columns": sorted(map(tuple, connection.execute(sa.select(view)))),
+            "raw": sorted(
+                repr(tuple(row))
+                for row in connection.execute(
+                    sa.select(t["column_versions"].c.hash, t["column_versions"].c.raw).where(
+                        t["column_versions"].c.id.in_(sa.select(view.c.column_id))
+                    )
+                )
+            ),
+            "tags": sorted(
+                map(
+                    tuple,
+                    connection.execute(
+                        sa.select(t["column_tags"]).where(
+                            t["column_tags"].c.column_id.in_(sa.select(view.c.column_id))
+                        )
+                    ),
+                )
+            ),
+            "attributes": sorted(
+                map(
+                    tuple,
+                    connection.execute(
+                        sa.select(t["column_attributes"]).where(
+                            t["column_attributes"].c.column_id.in_(sa.select(view.c.column_id))
+                        )
+                    ),
+                )
+            ),
+            "findings": sorted(
+                repr(tuple(row))
+                for row in connection.execute(
+                    sa.select(t["findings"]).where(t["findings"].c.run_id == run_id)
+                )
+            ),
+        }
+
+
+ORPHANS = {
+    "run_clusters without a run": (
+        "SELECT count(*) FROM run_clusters WHERE run_id NOT IN (SELECT id FROM runs)"
+    ),
+    "run_columns without a run_clusters row": (
+        "SELECT count(*) FROM run_columns m WHERE NOT EXISTS (SELECT 1 FROM run_clusters c "
+        "WHERE c.run_id = m.run_id AND c.cluster_id = m.cluster_id)"
+    ),
+    "run_columns without a version": (
+        "SELECT count(*) FROM run_columns WHERE column_id NOT IN (SELECT id FROM column_versions)"
+    ),
+    "run_clusters without a version": (
+        "SELECT count(*) FROM run_clusters WHERE cluster_hash NOT IN (SELECT hash FROM cluster_versions)"
+    ),
+    "labels without a version": (
+        "SELECT count(*) FROM cluster_labels WHERE cluster_hash NOT IN (SELECT hash FROM cluster_versions)"
+    ),
+    "tags without a version": (
+        "SELECT count(*) FROM column_tags WHERE column_id NOT IN (SELECT id FROM column_versions)"
+    ),
+    "attributes without a version": (
+        "SELECT count(*) FROM column_attributes WHERE column_id NOT IN (SELECT id FROM column_versions)"
+    ),
+    "column versions no run refers to": (
+        "SELECT count(*) FROM column_versions WHERE id NOT IN (SELECT column_id FROM run_columns)"
+    ),
+    "cluster versions no run refers to": (
+        "SELECT count(*) FROM cluster_versions WHERE hash NOT IN (SELECT cluster_hash FROM run_clusters)"
+    ),
+    "evaluations without a run": "SELECT count(*) FROM evaluations WHERE run_id NOT IN (SELECT id FROM runs)",
+    "findings without a run": "SELECT count(*) FROM findings WHERE run_id NOT IN (SELECT id FROM runs)",
+    "findings without an evaluation": (
+        "SELECT count(*) FROM findings WHERE evaluation_id NOT IN (SELECT id FROM evaluations)"
+    ),
+}
+
+
+def orphans(engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        found = {name: connection.execute(sa.text(sql)).scalar_one() for name, sql in ORPHANS.items()}
+        if engine.dialect.name == "sqlite":
+            found["PRAGMA foreign_key_check"] = len(
+                connection.execute(sa.text("PRAGMA foreign_key_check")).all()
+            )
+    return {name: count for name, count in found.items() if count}
+
+
+def scalar(engine, sql: str):
+    with engine.connect() as connection:
+        return connection.execute(sa.text(sql)).scalar_one()
+
+
+def diff_json(engine, from_run: int, to_run: int) -> dict:
+    return compute_diff(engine, from_run, to_run, ruleset=load_ruleset(None), today=NOW.date()).to_json()
+
+
+def test_prune_deletes_exactly_the_planned_runs_and_unshared_versions(engine):
+    history(engine)
+    before = table_dump(engine)
+    dumps = {run_id: run_dump(engine, run_id) for run_id in (*SKIPPED, *KEPT)}
+    diff_before = diff_json(engine, 4, 6)
+    findings_of = {
+        run_id: scalar(engine, f"SELECT count(*) FROM findings WHERE run_id = {run_id}")
+        for run_id in (1, 4, 6)
+    }
+    assert all(findings_of.values())
+    assert orphans(engine) == {}
+
+    plan = plan_prune(engine, keep=2, now=NOW)
+    assert (list(plan.deleted_runs), list(plan.skipped_running), list(plan.kept_runs)) == (
+        DELETED,
+        SKIPPED,
+        KEPT,
+    )
+    dry = prune(engine, plan, dry_run=True)
+    assert table_dump(engine) == before  # a dry run changes nothing
+    result = prune(engine, plan)
+
+    assert result.to_json() == {**dry.to_json(), "dry_run": False}
+    assert result.to_json() == {
+        "dry_run": False,
+        "deleted_runs": DELETED,
+        "kept_runs": KEPT,
+        "skipped_running": SKIPPED,
+        "run_columns_removed": 12 + 1,
+        "evaluations_removed": 1,
+        "findings_removed": findings_of[1],
+        "column_versions_removed": 2,  # run 1's re-tagged column, run 2's own column
+        "cluster_versions_removed": 2,  # run 1's relabelled cluster, run 2's one-column cluster
+        "vacuum": None,
+    }
+    after = table_dump(engine)
+    assert scalar(engine, "SELECT count(*) FROM runs") == 4
+    assert len(before["column_versions"]) - len(after["column_versions"]) == 2
+    assert len(before["column_tags"]) - len(after["column_tags"]) == 2
+    assert len(before["column_attributes"]) - len(after["column_attributes"]) == 3
+    assert len(before["cluster_labels"]) - len(after["cluster_labels"]) == 2 + 1
+    # nothing of the deleted runs' own versions is left; shared versions survive
+    assert scalar(engine, "SELECT count(*) FROM cluster_labels WHERE label IN ('Legacy', 'Archived')") == 0
+    assert scalar(engine, "SELECT count(*) FROM column_tags WHERE tag_value = 'medium'") == 0
+    assert scalar(engine, "SELECT count(*) FROM column_attributes WHERE attribute_name = 'Email'") == 0
+    assert scalar(engine, "SELECT count(*) FROM column_versions WHERE fqn = 'failed.only.column'") == 0
+    assert scalar(engine, "SELECT count(*) FROM column_versions WHERE fqn = 'src1.db.t1.col3'") == 1
+    assert orphans(engine) == {}
+    for table in ("evaluations", "findings", "run_clusters"):
+        assert scalar(engine, f"SELECT count(*) FROM {table} WHERE run_id IN (1, 2)") == 0
+
+    # the remaining runs read back exactly as before, and diffs between them do not change
+    assert {run_id: run_dump(engine, run_id) for run_id in (*SKIPPED, *KEPT)} == dumps
+    assert diff_json(engine, 4, 6) == diff_before
+    # a finding first seen in a deleted run keeps that run as its first sighting
+    assert scalar(engine, "SELECT min(first_seen_run) FROM findings WHERE run_id = 6") == 1
+
+    again = prune(engine, plan_prune(engine, keep=2, now=NOW))
+    assert again.deleted_runs == () and table_dump(engine) == after  # nothing more to do
+
+
+def test_prune_with_both_options_and_nothing_to_do(engine):
+    history(engine)
+    before = table_dump(engine)
+    plan = plan_prune(engine, keep=1, older_than=45, now=NOW)  # runs 1 and 2 started 60 and 50 days ago
+    assert (plan.deleted_runs, plan.skipped_running) == ((1, 2), ())
+    assert plan.kept_runs == (3, 4, 5, 6)  # run 3 is too recent to go: kept, not skipped
+    nothing = prune(engine, plan_prune(engine, keep=10, now=NOW))
+    assert nothing.deleted_runs == () and nothing.kept_runs == tuple(range(1, 7))
+    assert table_dump(engine) == before
+
+
+def test_a_run_completed_after_planning_is_not_deleted(engine):
+    history(engine)
+    plan = plan_prune(engine, keep=2, now=NOW)
+    write_catalog(engine, make_catalog(3, 4))  # run 7: now the newest complete run
+    result = prune(engine, plan)
+    assert result.deleted_runs == (1, 2)
+    assert result.kept_runs == (4, 5, 6, 7)
+    # a plan naming runs that, under the lock, the policy keeps (run 4 restarted recently) deletes nothing
+    with engine.begin() as connection:
+        connection.execute(runs.update().where(runs.c.id == 4).values(started_at=NOW - timedelta(days=1)))
+    stale = retention.PrunePlan(None, 3, NOW - timedelta(days=3), (4, 6), (5, 7), ())
+    assert prune(engine, stale).deleted_runs == ()
+    assert scalar(engine, "SELECT count(*) FROM runs WHERE id IN (4, 6)") == 2
+
+
+class Boom(OperationalError):
+    def __init__(self) -> None:
+        super().__init__("DELETE FROM cluster_versions", {}, Exception("disk I/O error (forced by the test)"))
+
+
+@pytest.mark.parametrize("failure", [Boom, KeyboardInterrupt])
+def test_a_failure_mid_prune_leaves_every_table_unchanged(engine, monkeypatch, failure):
+    history(engine)
+    before = table_dump(engine)
+
+    def fail(step):  # after every run, membership and column version delete has been executed
+        assert step.timings["column_versions"] >= 0
+        raise failure()
+
+    monkeypatch.setattr(retention, "_collect_clusters", fail)
+    expected = StoreError if failure is Boom else KeyboardInterrupt
+    with pytest.raises(expected) as raised:
+        prune(engine, plan_prune(engine, keep=2, now=NOW))
+    if expected is StoreError:
+        assert raised.value.message.startswith(
+            "could not prune the database; nothing was deleted: disk I/O error"
+        )
+    assert table_dump(engine) == before
+    if engine.dialect.name == "sqlite":  # the pool hands out connections with foreign keys on only
+        for _ in range(3):
+            with engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_sqlite_prunes_with_foreign_key_checks_off_on_its_own_connection_only(tmp_path, monkeypatch):
+    engine = open_database(tmp_path / "a.db")
+    history(engine)
+    seen: list[tuple[int, int]] = []
+    collect = retention._collect_columns
+
+    def spy(step):
+        with engine.connect() as other:  # another pooled connection, while the prune holds its own
+            seen.append(
+                (
+                    step.connection.exec_driver_sql("PRAGMA foreign_keys").scalar(),
+                    other.exec_driver_sql("PRAGMA foreign_keys").scalar(),
+                )
+            )
+        return collect(step)
+
+    monkeypatch.setattr(retention, "_collect_columns", spy)
+    prune(engine, plan_prune(engine, keep=1, now=NOW))
+    assert seen == [(0, 1)]
+    for _ in range(3):
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_version_references_are_indexed_on_postgresql_only(engine):
+    """PostgreSQL checks each deleted version's references with these (migration 0004)."""
+    inspector = sa.inspect(engine)
+    indexed = {ix["name"] for table in ("run_columns", "run_clusters") for ix in inspector.get_indexes(table)}
+    on_postgresql = engine.dialect.name == "postgresql"
+    assert ("ix_run_columns_column_id" in indexed) == on_postgresql
+    assert ("ix_run_clusters_cluster_hash" in indexed) == on_postgresql
+
+
+def test_vacuum_reports_the_size_before_and_after(engine):
+    history(engine)
+    result = prune(engine, plan_prune(engine, keep=1, now=NOW), vacuum=True)
+    assert result.vacuumed and result.deleted_runs == (1, 2, 4, 5)
+    assert result.to_json()["vacuum"] == {"size_before": result.size_before, "size_after": result.size_after}
+    assert result.size_before > 0 and result.size_after > 0
+    if engine.dialect.name == "sqlite":
+        assert result.size_after < result.size_before
+    assert orphans(engine) == {}
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUDITOR_DB", raising=False)
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_cli_usage_errors_exit_2_with_the_message(run_cli, tmp_path):
+    for args, message in [
+        ((), "error: prune needs --keep N or --older-than DAYS (or both)"),
+        (("--keep", "0"), "error: --keep must be at least 1, not 0"),
+        (("--older-than", "-2"), "error: --older-than must be 0 days or more, not -2"),
+    ]:
+        result = run_cli("db", "prune", "--db", str(tmp_path / "never.db"), *args)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        assert result.stderr.splitlines()[0] == message
+    assert not (tmp_path / "never.db").exists()  # refused before the database is created
+    bad = run_cli("db", "prune", "--keep", "x")
+    assert bad.exit_code == 2 and "'x' is not a valid integer" in bad.stderr
+
+
+def test_cli_dry_run_then_prune_in_json(run_cli, engine, db):
+    history(engine)
+    before = table_dump(engine)
+    dry = run_cli("db", "prune", "--db", db, "--keep", "2", "--dry-run", "--format", "json")
+    assert dry.exit_code == 0, dry.output
+    assert table_dump(engine) == before
+    shape = json.loads(dry.stdout)
+    assert list(shape) == JSON_KEYS
+    assert shape["dry_run"] is True
+    assert (shape["deleted_runs"], shape["kept_runs"], shape["skipped_running"]) == (DELETED, KEPT, SKIPPED)
+    assert all(isinstance(shape[key], int) for key in JSON_KEYS[4:9])
+    assert shape["vacuum"] is None
+    assert dry.stderr == "run 3 is old enough to go but still running: skipped (it may be in progress)\n"
+    done = run_cli("db", "prune", "--db", db, "--keep", "2", "--format", "json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout) == {**shape, "dry_run": False}
+    assert orphans(engine) == {}
+    # the remaining history still works: a check of the newest run against its baseline, and a diff
+    check = run_cli("check", "--db", db, "--run", "6", "--format", "json")
+    assert check.exit_code == 0, check.output
+    assert json.loads(check.stdout)["run"] == 6
+    diff = run_cli("diff", "--db", db, "--from", "4", "--to", "6", "--format", "json")
+    assert diff.exit_code == 0, diff.output
+
+
+def test_cli_table_output_and_skipped_running_runs(run_cli, engine, db):
+    history(engine)
+    result = run_cli("db", "prune", "--db", db, "--keep", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[:4] == [
+        "dry run, nothing was changed: a prune would remove",
+        "  runs deleted      1, 2",
+        "  runs kept         4-6",
+        "  running, skipped  3",
+    ]
+    assert result.stderr.splitlines() == [
+        "run 3 is old enough to go but still running: skipped (it may be in progress)"
+    ]
+    done = run_cli("db", "prune", "--db", db, "--keep", "2", "--vacuum")
+    assert done.exit_code == 0, done.output
+    lines = done.stdout.splitlines()
+    assert lines[0] == "pruned, then vacuumed: removed"
+    assert "  column versions   2" in lines
+    assert any(line.startswith("  database size     ") and line.endswith(" bytes") for line in lines)
+    again = run_cli("db", "prune", "--db", db, "--keep", "2")
+    assert again.exit_code == 0 and again.stdout.splitlines()[:2] == [
+        "nothing to prune: removed",
+        "  runs deleted      none",
+    ]
+
+
+def test_cli_database_failure_exits_3_and_deletes_nothing(run_cli, engine, db, monkeypatch):
+    history(engine)
+    before = table_dump(engine)
+
+    def fail(step):
+        raise Boom()
+
+    monkeypatch.setattr(retention, "_collect_clusters", fail)
+    result = run_cli("db", "prune", "--db", db, "--keep", "1")
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[0] == (
+        "error: could not prune the database; nothing was deleted: disk I/O error (forced by the test)"
+    )
+    assert "Traceback" not in result.stderr
+    assert table_dump(engine) == before

@@ -25,13 +25,12 @@ import time
 
 from sqlalchemy import text
 
-from auditor.bigid.models import parse_cluster, parse_column
 from auditor.engine import check_run, load_ruleset
 from auditor.sandbox.config import SandboxConfig
 from auditor.sandbox.data import Dataset
 from auditor.store import retention
 from auditor.store.db import display_url, open_database
-from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+from rules import build  # bench/rules.py: this script runs as python bench/prune.py
 
 TABLES = (
     "runs",
@@ -45,22 +44,6 @@ TABLES = (
     "evaluations",
     "findings",
 )
-
-
-def build(engine, dataset: Dataset) -> int:
-    writer = SnapshotWriter(engine, source_url="bench://prune", batch_rows=50_000)
-    started = time.perf_counter()
-    count = 0
-    for position, raw in enumerate(dataset.clusters()):
-        cluster = parse_cluster(raw)
-        writer.add_cluster(cluster, raw, position)
-        rows = [(parse_column(c), c) for c in dataset.columns(cluster.id)]
-        writer.add_columns(cluster.id, rows)
-        writer.finish_cluster(cluster.id, ClusterStats(columns_fetched=len(rows), pages=1))
-        count += len(rows)
-    writer.complete(RunTotals(clusters_announced=position + 1))
-    print(f"built run {writer.run_id}: {count:,} columns in {time.perf_counter() - started:.1f} s")
-    return writer.run_id
 
 
 def counts(engine) -> dict[str, int]:
@@ -123,11 +106,15 @@ def main() -> None:
     engine = open_database(db)
     print(f"database: {display_url(str(engine.url))}")
     first = build(
-        engine, Dataset(SandboxConfig(seed=args.seed, clusters=clusters, columns=args.columns, epoch=0))
+        engine,
+        Dataset(SandboxConfig(seed=args.seed, clusters=clusters, columns=args.columns, epoch=0)),
+        "bench://prune",
     )
     second_seed, epoch = (args.seed + 1, 0) if args.unshared else (args.seed, 1)
     build(
-        engine, Dataset(SandboxConfig(seed=second_seed, clusters=clusters, columns=args.columns, epoch=epoch))
+        engine,
+        Dataset(SandboxConfig(seed=second_seed, clusters=clusters, columns=args.columns, epoch=epoch)),
+        "bench://prune",
     )
     if not args.no_findings:
         started = time.perf_counter()

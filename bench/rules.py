@@ -37,8 +37,9 @@ from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
 DESIGN_RULES = ("high-sensitivity-without-confidential", "duplicate-columns-across-sources")
 
 
-def build(engine, dataset: Dataset) -> int:
-    writer = SnapshotWriter(engine, source_url="bench://rules", batch_rows=50_000)
+def build(engine, dataset: Dataset, source_url: str = "bench://rules") -> int:
+    """Store ``dataset`` as one complete run through the real writer (no HTTP); its run id."""
+    writer = SnapshotWriter(engine, source_url=source_url, batch_rows=50_000)
     started = time.perf_counter()
     count = 0
     for position, raw in enumerate(dataset.clusters()):

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +25,18 @@ import pytest
 from auditor.sandbox import SandboxConfig, SandboxServer
 
 POSTGRES_ENV = "AUDITOR_TEST_POSTGRES_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C tests need SIGINT to reach Python: restore it when the suite was started with it ignored.
+
+    A shell without job control starts a background command (``cmd &``) with SIGINT ignored, Python
+    then installs no KeyboardInterrupt handler, and the ignored disposition is inherited by every
+    process a test starts: the Ctrl-C and ``sandbox serve`` stop tests would fail for the way the
+    suite was launched, not for the code. A handled signal is reset to the default in children.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -96,15 +96,21 @@ class PrunePlan:
 
     ``deleted_runs``, ``kept_runs`` and ``skipped_running`` partition the runs that existed when
     the plan was made (ids ascending). ``skipped_running`` are ``running`` runs the policy would
-    otherwise have deleted. ``cutoff`` is the instant ``older_than`` days before the plan was made.
+    otherwise have deleted. ``planned_at`` is the instant the policy was applied at; the prune
+    applies it again at that instant under the write lock.
     """
 
     keep: int | None
     older_than: float | None
-    cutoff: datetime | None
+    planned_at: datetime
     deleted_runs: tuple[int, ...]
     kept_runs: tuple[int, ...]
     skipped_running: tuple[int, ...]
+
+    @property
+    def cutoff(self) -> datetime | None:
+        """Runs that started before this instant are old enough to go (``None``: any age)."""
+        return _cutoff(self.planned_at, self.older_than)
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,10 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _cutoff(now: datetime, older_than: float | None) -> datetime | None:
+    return None if older_than is None else _utc(now) - timedelta(days=older_than)
+
+
 def check_policy(keep: int | None, older_than: float | None) -> None:
     """Refuse a policy that would mean nothing or everything (:class:`ConfigError`, exit 2)."""
     if keep is None and older_than is None:
@@ -172,20 +182,18 @@ def decide(rows: Iterable[RunRow], *, keep: int | None, older_than: float | None
     """The plan for ``rows`` under the policy, at ``now`` (pure: no database)."""
     check_policy(keep, older_than)
     ordered = sorted(rows, key=lambda row: row.id)
-    cutoff = _utc(now) - timedelta(days=older_than) if older_than is not None else None
+    cutoff = _cutoff(now, older_than)
 
     def recent(row: RunRow) -> bool:
         return cutoff is not None and _utc(row.started_at) >= cutoff
 
     complete = [row for row in reversed(ordered) if row.status == RUN_COMPLETE]  # newest first
     if not complete:
-        return PrunePlan(keep, older_than, cutoff, (), tuple(r.id for r in ordered), ())
+        return PrunePlan(keep, older_than, now, (), tuple(r.id for r in ordered), ())
     protected = {complete[0].id}  # the newest complete run: the baseline of the next check
     if keep is not None:
         protected.update(row.id for row in complete[:keep])
     protected.update(row.id for row in complete if recent(row))
-    if keep is None and cutoff is None:  # pragma: no cover - check_policy refused it
-        protected.update(row.id for row in complete)
     boundary = min(protected)  # every run from the oldest complete run kept on stays
     deleted: list[int] = []
     kept: list[int] = []
@@ -197,7 +205,7 @@ def decide(rows: Iterable[RunRow], *, keep: int | None, older_than: float | None
             skipped.append(row.id)
         else:
             deleted.append(row.id)
-    return PrunePlan(keep, older_than, cutoff, tuple(deleted), tuple(kept), tuple(skipped))
+    return PrunePlan(keep, older_than, now, tuple(deleted), tuple(kept), tuple(skipped))
 
 
 def _run_rows(connection: Connection) -> list[RunRow]:
@@ -366,10 +374,7 @@ class _Statements:
 
 def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:
     with _writing(engine) as connection:
-        now = datetime.now(UTC)
-        if plan.cutoff is not None and plan.older_than is not None:
-            now = plan.cutoff + timedelta(days=plan.older_than)  # the caller's instant
-        fresh = decide(_run_rows(connection), keep=plan.keep, older_than=plan.older_than, now=now)
+        fresh = decide(_run_rows(connection), keep=plan.keep, older_than=plan.older_than, now=plan.planned_at)
         # delete only what both the caller's plan and the plan made under the lock delete
         ids = sorted(set(plan.deleted_runs) & set(fresh.deleted_runs))
         kept = tuple(sorted({*fresh.kept_runs, *(set(fresh.deleted_runs) - set(ids))}))

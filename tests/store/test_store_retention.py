@@ -387,7 +387,7 @@ def test_a_run_completed_after_planning_is_not_deleted(engine):
     # a plan naming runs that, under the lock, the policy keeps (run 4 restarted recently) deletes nothing
     with engine.begin() as connection:
         connection.execute(runs.update().where(runs.c.id == 4).values(started_at=NOW - timedelta(days=1)))
-    stale = retention.PrunePlan(None, 3, NOW - timedelta(days=3), (4, 6), (5, 7), ())
+    stale = retention.PrunePlan(None, 3, NOW, (4, 6), (5, 7), ())
     assert prune(engine, stale).deleted_runs == ()
     assert scalar(engine, "SELECT count(*) FROM runs WHERE id IN (4, 6)") == 2
 

@@ -7,6 +7,8 @@
   passes a ready config instead.
 * ``tmp_db``: the path (str) of a fresh, not yet created SQLite file in ``tmp_path``; ``db_url`` is
   its ``sqlite:///`` URL.
+* ``run_cli(*args, env=None)``: the CLI in-process, in ``tmp_path``, without BigID/database variables.
+* ``fresh_postgres``: another empty PostgreSQL database of its own per test (migration tests).
 * ``postgres_url``: session-scoped; a fresh, empty PostgreSQL database created on the server named by
   ``AUDITOR_TEST_POSTGRES_URL`` and dropped at the end of the session; the tests using it are skipped
   with a clear reason when the variable is unset.
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -67,20 +70,15 @@ def db_url(tmp_db: str) -> str:
     return f"sqlite:///{tmp_db}"
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    base = os.environ.get(POSTGRES_ENV, "").strip()
-    if not base:
-        pytest.skip(
-            f"{POSTGRES_ENV} is not set: PostgreSQL tests need a server, "
-            "e.g. postgresql://postgres@127.0.0.1:5432/test (.ci/run sets it)"
-        )
+@contextlib.contextmanager
+def scratch_database(base: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on the server of URL ``base``, dropped on exit; its URL."""
     psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg 3 (pip install psycopg)")
     from sqlalchemy.engine import make_url
 
     url = make_url(base)
     admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"auditor_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -91,3 +89,40 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    base = os.environ.get(POSTGRES_ENV, "").strip()
+    if not base:
+        pytest.skip(
+            f"{POSTGRES_ENV} is not set: PostgreSQL tests need a server, "
+            "e.g. postgresql://postgres@127.0.0.1:5432/test (.ci/run sets it)"
+        )
+    with scratch_database(base, "auditor_test") as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres(postgres_url: str) -> Iterator[str]:
+    """An empty database of its own on the test server, dropped afterwards (for migration tests)."""
+    with scratch_database(postgres_url, "auditor_fresh") as url:
+        yield url
+
+
+@pytest.fixture
+def run_cli(monkeypatch, tmp_path):
+    """``run_cli(*args, env=None)``: the CLI in-process (CliRunner) in an empty working folder, with
+    no BigID or database settings inherited from the environment."""
+    from click.testing import CliRunner
+
+    from auditor.cli.main import cli
+
+    monkeypatch.chdir(tmp_path)  # no stray auditor.toml
+    for name in ("BIGID_URL", "BIGID_TOKEN", "AUDITOR_DB"):
+        monkeypatch.delenv(name, raising=False)
+
+    def invoke(*args: str, env: dict[str, str] | None = None):
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    return invoke

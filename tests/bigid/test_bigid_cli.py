@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from auditor import snapshot as snapshot_module
-from auditor.cli.main import cli
 from auditor.render.context import fetch_notes
 from auditor.store.db import open_database
 from auditor.store.runs import list_runs
@@ -18,18 +16,6 @@ from tests.bigid.conftest import Reply, Request
 
 SMALL = {"clusters": 4, "columns": 120, "seed": 3}
 SIMILAR = "/api/v1/data-catalog/column/cluster/similar"
-
-
-@pytest.fixture
-def run_cli(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # no stray auditor.toml
-    for name in ("BIGID_URL", "BIGID_TOKEN", "AUDITOR_DB"):
-        monkeypatch.delenv(name, raising=False)
-
-    def invoke(*args: str, env: dict[str, str] | None = None):
-        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-    return invoke
 
 
 def env_for(server) -> dict[str, str]:

@@ -6,22 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from auditor.cli.main import cli
 from auditor.paths import rules_dir
 from tests.engine.conftest import CATALOG
-
-
-@pytest.fixture
-def run_cli(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AUDITOR_DB", raising=False)
-
-    def invoke(*args: str):
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-    return invoke
 
 
 @pytest.fixture

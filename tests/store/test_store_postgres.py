@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from auditor.store import db as store_db
 from auditor.store.runs import count_run_rows, list_runs, resolve_run
@@ -16,22 +12,6 @@ from auditor.store.writer import RunTotals
 from .conftest import make_catalog, schema_drift, snapshot_content, write_catalog, write_legacy_catalog
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def fresh_postgres(postgres_url: str) -> Iterator[str]:
-    """An empty database of its own on the test server, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    url = make_url(postgres_url)
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"auditor_store_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_postgres_database_is_created_at_head_and_matches_models(fresh_postgres):

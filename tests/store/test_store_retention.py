@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from auditor.bigid.models import parse_cluster, parse_column
-from auditor.cli.main import cli
 from auditor.diff import compute_diff
 from auditor.engine import check_run, load_ruleset
 from auditor.errors import ConfigError, StoreError
@@ -124,17 +120,7 @@ def db(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "history.db")
         return
-    psycopg = pytest.importorskip("psycopg")
-    url = make_url(request.getfixturevalue("postgres_url"))
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"auditor_prune_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield request.getfixturevalue("fresh_postgres")
 
 
 @pytest.fixture
@@ -194,58 +180,29 @@ def table_dump(engine) -> dict[str, list[str]]:
         }
 
 
-def run_dump(engine, run_id: int) -> dict[str, list]:
+def run_dump(engine, run_id: int) -> dict[str, list[str]]:
     """Everything a reader sees of one run: the run, clusters, labels, columns, tags, attributes, findings."""
     t = metadata.tables
+    view = columns_view(run_id).subquery()
+    columns = sa.select(view.c.column_id)
+    hashes = sa.select(t["run_clusters"].c.cluster_hash).where(t["run_clusters"].c.run_id == run_id)
+    versions = t["column_versions"]
+    queries = {
+        "run": sa.select(runs).where(runs.c.id == run_id),
+        "clusters": clusters_view(run_id),
+        "labels": sa.select(t["cluster_labels"]).where(t["cluster_labels"].c.cluster_hash.in_(hashes)),
+        "columns": sa.select(view),
+        "raw": sa.select(versions.c.hash, versions.c.raw).where(versions.c.id.in_(columns)),
+        "tags": sa.select(t["column_tags"]).where(t["column_tags"].c.column_id.in_(columns)),
+        "attributes": sa.select(t["column_attributes"]).where(
+            t["column_attributes"].c.column_id.in_(columns)
+        ),
+        "findings": sa.select(t["findings"]).where(t["findings"].c.run_id == run_id),
+    }
     with engine.connect() as connection:
-        view = columns_view(run_id).subquery()
-        hashes = sa.select(t["run_clusters"].c.cluster_hash).where(t["run_clusters"].c.run_id == run_id)
         return {
-            "run": [tuple(connection.execute(sa.select(runs).where(runs.c.id == run_id)).one())],
-            "clusters": sorted(map(tuple, connection.execute(clusters_view(run_id)))),
-            "labels": sorted(
-                map(
-                    tuple,
-                    connection.execute(
-                        sa.select(t["cluster_labels"]).where(t["cluster_labels"].c.cluster_hash.in_(hashes))
-                    ),
-                )
-            ),
-            "columns": sorted(map(tuple, connection.execute(sa.select(view)))),
-            "raw": sorted(
-                repr(tuple(row))
-                for row in connection.execute(
-                    sa.select(t["column_versions"].c.hash, t["column_versions"].c.raw).where(
-                        t["column_versions"].c.id.in_(sa.select(view.c.column_id))
-                    )
-                )
-            ),
-            "tags": sorted(
-                map(
-                    tuple,
-                    connection.execute(
-                        sa.select(t["column_tags"]).where(
-                            t["column_tags"].c.column_id.in_(sa.select(view.c.column_id))
-                        )
-                    ),
-                )
-            ),
-            "attributes": sorted(
-                map(
-                    tuple,
-                    connection.execute(
-                        sa.select(t["column_attributes"]).where(
-                            t["column_attributes"].c.column_id.in_(sa.select(view.c.column_id))
-                        )
-                    ),
-                )
-            ),
-            "findings": sorted(
-                repr(tuple(row))
-                for row in connection.execute(
-                    sa.select(t["findings"]).where(t["findings"].c.run_id == run_id)
-                )
-            ),
+            name: sorted(repr(tuple(row)) for row in connection.execute(query))
+            for name, query in queries.items()
         }
 
 
@@ -466,17 +423,6 @@ def test_vacuum_reports_the_size_before_and_after(engine):
 
 
 # -- the command -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def run_cli(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AUDITOR_DB", raising=False)
-
-    def invoke(*args: str):
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-    return invoke
 
 
 def test_cli_usage_errors_exit_2_with_the_message(run_cli, tmp_path):

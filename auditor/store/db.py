@@ -24,7 +24,12 @@ from auditor.paths import migrations_dir
 log = logging.getLogger("auditor.store")
 
 DEFAULT_DB = "auditor.db"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long a SQLite statement waits for another connection's write lock before it fails. The longest
+# write transactions this tool makes must fit, with room: a prune of a 1M-column run holds the lock
+# for ~37 s, storing a 1M-column evaluation ~7 s (bench/RESULTS.md). A snapshot or check that meets
+# a prune then waits for it rather than failing; a lock held longer than this is someone's stuck
+# transaction, reported as such (LOCKED_HINT).
+SQLITE_BUSY_TIMEOUT_MS = 300_000
 # Read the database file through a memory map (up to SQLite's default compile-time ceiling of
 # 2 GiB; a larger file is read through the map up to there and by read() beyond). Without it,
 # every page a connection reads is copied out of the OS cache by a system call into a 2 MB page
@@ -227,6 +232,11 @@ READ_HINT = (
     "(auditor db upgrade)"
 )
 WRITE_HINT = "check that the database is writable and not full"
+LOCKED_HINT = (
+    "another process held the database's write lock for longer than {seconds:g} s (a prune, a "
+    "snapshot or a check writing to the same file, or a stuck program); re-run once it has finished"
+)
+_LOCKED = ("database is locked", "database table is locked", "database is busy")
 
 
 @contextlib.contextmanager
@@ -234,11 +244,14 @@ def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
     """Turn a database error inside the block (or the decorated function) into a one-line StoreError.
 
     ``what`` says what was being done, e.g. "could not read the findings for the report"; the
-    driver's first line follows it, then ``hint``. Without this, a locked or damaged database would
+    driver's first line follows it, then ``hint`` (:data:`LOCKED_HINT` instead when SQLite gave up
+    waiting for another connection's write lock). Without this, a locked or damaged database would
     surface as an internal error. The one place a database error becomes a user's error.
     """
     try:
         yield
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        if any(text in detail for text in _LOCKED):
+            hint = LOCKED_HINT.format(seconds=SQLITE_BUSY_TIMEOUT_MS / 1000)
         raise StoreError(f"{what}: {detail}", hint=hint) from None

@@ -317,3 +317,74 @@ def test_mismatch_counts_read_the_count_or_an_older_runs_list():
     assert mismatch_count(details, "size") == 2_345  # all counted, the first 1,000 listed
     assert mismatch_count(details, "total") == 3  # a run from before the count was recorded
     assert mismatch_count({}, "size") == 0
+
+
+def _hold_write_lock(path, seconds: float | None):
+    """Another process's write transaction on ``path`` (BEGIN IMMEDIATE), held for ``seconds``
+    (until the returned event is set, when None); returns (thread, release event)."""
+    import sqlite3
+    import threading
+
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("UPDATE runs SET tool_version = tool_version")
+        locked.set()
+        release.wait(seconds)
+        holder.execute("COMMIT")
+        holder.close()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert locked.wait(10)
+    return thread, release
+
+
+def test_a_writer_waits_for_another_processs_write_lock_instead_of_failing(tmp_path):
+    """A check storing its findings while a prune holds the lock waits for it (the default timeout,
+    5 minutes, is far longer than the longest write transaction measured: ~40 s)."""
+    import time
+
+    from auditor.engine.findings import store_evaluation
+
+    assert store_db.SQLITE_BUSY_TIMEOUT_MS == 300_000
+    engine = store_db.open_database(tmp_path / "a.db")
+    run_id = write_catalog(engine, make_catalog(1, 1))
+    thread, _release = _hold_write_lock(tmp_path / "a.db", 1.5)
+    started = time.monotonic()
+    store_evaluation(engine, run_id, "digest", ["rule-a"], [])
+    assert time.monotonic() - started >= 1.0  # it waited for the lock, then wrote
+    thread.join()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM evaluations")).scalar() == 1
+
+
+def test_a_lock_held_past_the_busy_timeout_is_named_with_what_to_do(tmp_path, monkeypatch, run_cli):
+    from auditor.engine.findings import store_evaluation
+    from auditor.store.db import LOCKED_HINT
+
+    monkeypatch.setattr(store_db, "SQLITE_BUSY_TIMEOUT_MS", 300)  # read by every new connection
+    path = tmp_path / "a.db"
+    engine = store_db.open_database(path)
+    run_id = write_catalog(engine, make_catalog(1, 1))
+    engine.dispose()
+    thread, release = _hold_write_lock(path, None)
+    try:
+        engine = store_db.open_database(path)
+        with pytest.raises(StoreError) as caught:
+            store_evaluation(engine, run_id, "digest", ["rule-a"], [])
+        assert caught.value.message == f"could not store the findings of run {run_id}: database is locked"
+        assert caught.value.hint == LOCKED_HINT.format(seconds=0.3)
+        assert "longer than 0.3 s (a prune, a snapshot or a check" in caught.value.hint
+        result = run_cli("check", "--db", str(path), "--run", str(run_id))  # stores its evaluation
+        assert result.exit_code == 3
+        assert "database is locked" in result.stderr
+        assert "hint: another process held the database's write lock for longer than 0.3 s" in result.stderr
+    finally:
+        release.set()
+        thread.join()
+    engine.dispose()
+    result = run_cli("check", "--db", str(path), "--run", str(run_id))  # nothing was left half-written
+    assert result.exit_code == 0, result.stderr

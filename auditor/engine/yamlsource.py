@@ -183,10 +183,12 @@ def _tab_note(text: str, mark: Any) -> str:
 def _measure(root: Node, source: str, problems: Problems) -> bool:
     """Whether the node graph is shallow enough and its aliases expand to a sane size.
 
-    Aliases make the graph a DAG (or a cycle, which the constructor reports): sizes are memoised
-    per node, so measuring takes time in the number of distinct nodes, never in the expansion.
+    Aliases make the graph a DAG (or a cycle, which the constructor reports): sizes and heights are
+    memoised per node, so measuring takes time in the number of distinct nodes, never in the
+    expansion. Depth counts expanded aliases too.
     """
     sizes: dict[int, int] = {}
+    heights: dict[int, int] = {}  # levels a node's subtree spans, itself included
     uses: dict[int, int] = {}
     nodes: dict[int, Node] = {}
     stack: list[tuple[Node, int, bool]] = [(root, 1, False)]
@@ -196,10 +198,24 @@ def _measure(root: Node, source: str, problems: Problems) -> bool:
         if done:
             children = _children(node)
             sizes[key] = 1 + sum(sizes.get(id(child), 1) for child in children)
+            heights[key] = 1 + max((heights.get(id(child), 1) for child in children), default=0)
             continue
         uses[key] = uses.get(key, 0) + 1
         if key in nodes:
-            continue  # an alias: measured where its anchor is
+            # An alias (the composer gives back its anchor's node, so the problem is reported at
+            # the anchor): measured where its anchor is, but it puts the anchor's whole subtree at
+            # this depth (a chain of anchors, each nesting the last a little deeper, multiplies
+            # depth the way nested aliases multiply size). Inside its own anchor it is a cycle,
+            # which the constructor reports.
+            if depth + heights.get(key, 1) - 1 > MAX_DEPTH:
+                problems.add(
+                    source,
+                    Mark.of(node),
+                    f"an alias of this anchor nests the YAML more than {MAX_DEPTH} levels deep once "
+                    "expanded; write the repeated part out at a shallower level",
+                )
+                return False
+            continue
         nodes[key] = node
         if depth > MAX_DEPTH:
             problems.add(

@@ -268,3 +268,26 @@ def test_json_schema_accepts_the_built_in_pack_and_rejects_nonsense():
     assert list(validator.iter_errors(bad))
     wrong_operator = yaml.safe_load(GOOD.replace("eq: ssn", "equals: ssn"))
     assert list(validator.iter_errors(wrong_operator))
+
+
+def test_aliases_that_nest_the_document_too_deeply_once_expanded_are_refused(write):
+    # Each anchor nests the previous one 40 levels down: no node is deeper than 64 where it is
+    # written, but the last alias expands to 1,200 levels (found by measuring, not by expanding).
+    lines = ["x0: &a0 {field: columnName, eq: ssn}"]
+    lines += [f"x{i}: &a{i} " + "{not: " * 40 + f"*a{i - 1}" + "}" * 40 for i in range(1, 30)]
+    path = write("chain.yaml", "\n".join(lines) + "\n" + GOOD)
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:2:5: an alias of this anchor nests the YAML more than 64 levels deep once expanded; "
+        "write the repeated part out at a shallower level"
+    ]
+    # a chain that stays within the limit once expanded loads: its only problems are the stray keys
+    shallow = ["x0: &a0 {field: columnName, eq: ssn}", "x1: &a1 " + "{not: " * 20 + "*a0" + "}" * 20]
+    path = write("short.yaml", "\n".join(shallow) + "\n" + GOOD)
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert [p.split(": ", 1)[1] for p in caught.value.problems] == [
+        "unknown key 'x0' at the top of a rule file; expected only 'rules'",
+        "unknown key 'x1' at the top of a rule file; expected only 'rules'",
+    ]

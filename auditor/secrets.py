@@ -5,6 +5,10 @@ registered here the moment it is read. :func:`scrub` replaces registered secrets
 logging filter applies it to every log record, so that a message, a ``--verbose`` trace or an
 exception text cannot carry a secret out even by accident. Code should still never put a secret in a
 message: this is the second line of defence, not the first.
+
+Data is the other way out: a server that reflects the key (or a session token) inside the records it
+serves would get it stored, then reported and emailed. :func:`redact_bytes` masks registered secrets
+in a response body before it is decoded (see ``BigIDClient._send``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,36 @@ def scrub(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def redact_bytes(content: bytes) -> tuple[bytes, int]:
+    """``content`` with every registered secret replaced by ``***``, and how many were replaced.
+
+    Meant for a JSON body before it is decoded: each secret is searched (longest first, so a secret
+    that contains another is masked whole) as its UTF-8 bytes and, when it contains ``/``, as JSON
+    may also write it, with every ``/`` escaped as ``\\/``. ``***`` is valid inside a JSON string, so
+    the body still parses and the masked value takes the secret's place.
+
+    Not caught: a secret spelled with ``\\uXXXX`` escapes (or with only some of its slashes
+    escaped), split across two JSON strings, or encoded (base64, URL-encoding...): only the literal
+    spellings above are searched. When nothing matches, the cost is one substring search per
+    secret (and per escaped form) and ``content`` itself is returned, with a count of 0.
+    """
+    if not _secrets or not content:
+        return content, 0
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    mask = MASK.encode()
+    replaced = 0
+    for secret in secrets:
+        forms = [secret.encode()]
+        if "/" in secret:
+            forms.append(secret.replace("/", "\\/").encode())
+        for form in forms:
+            if form in content:
+                replaced += content.count(form)
+                content = content.replace(form, mask)
+    return content, replaced
 
 
 class ScrubFilter(logging.Filter):

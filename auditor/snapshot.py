@@ -18,7 +18,8 @@ The run becomes ``complete`` only when every cluster was fetched in full. Any fa
 payload, store, Ctrl-C) cancels the remaining work, marks the run ``failed`` with the reason and
 re-raises the error. Per cluster, the run records the total the API announced, the distinct columns
 stored, duplicates received and pages; per run, the requests, retries, the auth scheme that worked,
-the envelope shapes seen and every mismatch between a cluster's ``size``, its ``totalCount`` and the
+the envelope shapes seen, how many times the API key was found (and masked) in the data served,
+and every mismatch between a cluster's ``size``, its ``totalCount`` and the
 columns actually fetched (``runs.details``).
 """
 
@@ -345,6 +346,8 @@ def _fill_totals(totals: RunTotals, client: BigIDClient, details: dict[str, Any]
         "envelopes": {kind: sorted(shapes) for kind, shapes in client.envelopes.items()},
         "cluster_id_param": client.cluster_id_param,
         "token_exchanges": client.auth.exchanges,
+        # always recorded, 0 included: a run says that its data was checked for the key
+        "secrets_redacted": client.secrets_redacted,
     }
 
 

@@ -12,6 +12,9 @@ where the rules come from (``shared/seed/cluster-analysis-api-tutorial.txt``,
   verified unless ``verify=False`` (which logs a warning);
 * envelopes: :mod:`auditor.bigid.envelope` (the shapes seen are recorded in :attr:`envelopes`);
 * paging: :mod:`auditor.bigid.paging`; a snapshot never sends ``ignoreLimit`` or ``sample``;
+* secrets: a 200 data answer that carries the key (or a session token) has every occurrence
+  masked on its bytes before it is decoded (:func:`auditor.secrets.redact_bytes`), counted in
+  :attr:`BigIDClient.secrets_redacted`, with one warning per client;
 * errors: the tutorial's troubleshooting table, as :mod:`auditor.errors` classes whose messages name
   the URL path, the status and the cluster, never the key. ``requests``' own exception texts are set
   aside (they may carry URLs and internals); messages are built here and scrubbed once more.
@@ -304,6 +307,7 @@ class BigIDClient:
         self._closed = False
         self.requests = 0
         self.retries = 0
+        self._secrets_redacted = 0
         self.envelopes: dict[str, set[str]] = {"clusters": set(), "columns": set()}
         self._answer_timeout = max(options.answer_timeout, options.read_timeout)
         self.cluster_id_param = options.cluster_id_param
@@ -638,6 +642,8 @@ class BigIDClient:
                 status = response.status_code
                 log.debug("GET %s?%s -> %s in %.0f ms", path, query, status, _ms(t0))
                 if status == 200:
+                    if path != REFRESH_PATH:  # the exchange's body is a session token, by design
+                        content = self._redact(path, content)
                     try:
                         body = decode(content)
                     except NotJson as exc:
@@ -674,6 +680,33 @@ class BigIDClient:
             log.debug("retrying GET %s in %.2f s (%s, attempt %d)", path, delay, failure.reason, attempt)
             if self._closing.wait(delay):
                 raise NetworkError(f"GET {path}: cancelled")
+
+    def _redact(self, path: str, content: bytes) -> bytes:
+        """``content`` with every registered secret masked (:func:`auditor.secrets.redact_bytes`).
+
+        Done on the bytes, before anything is decoded (here or in a decoding process), so a server
+        reflecting the key in its data cannot get it into a record, the store, a report or an email.
+        """
+        content, found = secrets.redact_bytes(content)
+        if found:
+            with self._lock:
+                first = self._secrets_redacted == 0
+                self._secrets_redacted += found
+            if first:
+                log.warning(
+                    "GET %s answered with the API key (or its session token) inside its data; every "
+                    "occurrence was replaced by %s before anything was decoded or stored (the server "
+                    "reflects the credential it is sent: tell its administrators)",
+                    path,
+                    secrets.MASK,
+                )
+        return content
+
+    @property
+    def secrets_redacted(self) -> int:
+        """How many occurrences of a secret were masked in the data answers so far."""
+        with self._lock:
+            return self._secrets_redacted
 
     def _count(self, *, retry: bool) -> None:
         with self._lock:

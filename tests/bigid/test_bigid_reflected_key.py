@@ -1,0 +1,183 @@
+"""A server that reflects the key it is sent inside its DATA (a cluster name, a label, a column name, a
+tag value) cannot get it stored: the client masks every registered secret in a data answer's bytes
+before anything decodes them, counts it in ``runs.details.secrets_redacted`` and warns once. Every
+byte of the database, the report, the exports, the email and the output is searched for the key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets as std_secrets
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from auditor.bigid.auth import REFRESH_PATH
+from auditor.bigid.client import CLUSTERS_PATH
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+from auditor.store.schema import cluster_labels, cluster_versions, column_tags, column_versions
+
+from .conftest import Loopback, Reply, Request
+from .test_bigid_leaks import database_bytes, run_auditor
+
+WARNING = b"answered with the API key (or its session token) inside its data"
+ESCAPED = "@ESCAPED@"  # stands for the token with every / written \/ (json.dumps never writes that)
+# occurrences served per snapshot: the clusters page (a name, a label escaped), then each of the two
+# clusters' column page (a column name, a tag value escaped)
+SERVED = 2 + 2 * 2
+
+
+# -- a server reflecting the key ---------------------------------------------------------------
+
+
+def reflected_token() -> str:
+    return f"sk-REFLECT/{std_secrets.token_hex(8)}/{std_secrets.token_hex(8)}"
+
+
+def _body(value: object, token: str) -> bytes:
+    return json.dumps(value).replace(ESCAPED, token.replace("/", "\\/")).encode()
+
+
+def reflecting_handler(request: Request) -> Reply:
+    """Tutorial-shaped answers that carry the token the client sent, as sent and with \\/ escapes."""
+    assert request.path != REFRESH_PATH
+    token = (request.authorization or "").removeprefix("Bearer ")
+    if request.path == CLUSTERS_PATH:
+        if request.query["skip"] != "0":
+            return Reply(200, [])
+        clusters = [
+            {"id": "abc123def456", "name": f"HR {token}", "size": 1, "labels": ["PII", ESCAPED]},
+            {"id": "ghi789jkl012", "name": "Marketing Metrics", "size": 1, "labels": ["Analytics"]},
+        ]
+        return Reply(200, _body(clusters, token))
+    cluster = request.query["clusterId"]
+    if request.query["skip"] != "0":
+        return Reply(200, {"results": [], "totalCount": 1})
+    column = {
+        "fullyQualifiedName": f"{cluster}.hr.people.ssn",
+        "columnName": f"ssn {token}",
+        "tableName": "people",
+        "source": "hr",
+        "dataType": "string",
+        "attributes": [{"attribute_name": "SSN", "attribute_original_name": "SSN", "rank": "High"}],
+        "tags": [{"tagName": "sensitivity", "tagValue": ESCAPED}],
+    }
+    return Reply(200, _body({"results": [column], "totalCount": 1}, token))
+
+
+def assert_masked_in_store(engine) -> None:
+    with engine.connect() as connection:
+        names = sorted(connection.execute(select(cluster_versions.c.name)).scalars())
+        assert names == ["HR ***", "Marketing Metrics"]
+        raws = [
+            r for r in connection.execute(select(cluster_versions.c.raw)).scalars() if r["name"] == "HR ***"
+        ]
+        assert raws[0]["labels"] == ["PII", "***"]
+        assert "***" in connection.execute(select(cluster_labels.c.label)).scalars().all()
+        assert set(connection.execute(select(column_versions.c.column_name)).scalars()) == {"ssn ***"}
+        for raw in connection.execute(select(column_versions.c.raw)).scalars():
+            assert raw["columnName"] == "ssn ***" and raw["tags"][0]["tagValue"] == "***"
+        assert set(connection.execute(select(column_tags.c.tag_value)).scalars()) == {"***"}
+
+
+def needles(token: str) -> list[bytes]:
+    return [token.encode(), token.replace("/", "\\/").encode(), token.encode("utf-16-le")]
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_snapshot_masks_the_key_a_server_reflects(
+    loopback: Loopback, make_client, tmp_path: Path, caplog, processes: int
+):
+    loopback.reset(reflecting_handler)
+    token = reflected_token()
+    db = tmp_path / "reflect.db"
+    engine = open_database(db)
+    client = make_client(loopback.url, token=token)
+    with caplog.at_level(logging.DEBUG):
+        run = take_snapshot(engine, client, workers=2, processes=processes)
+    assert run.status == "complete" and run.clusters_stored == 2 and run.columns_stored == 2
+    assert run.details["processes"] == processes
+    assert client.secrets_redacted == SERVED == run.details["secrets_redacted"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "API key" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "GET /api/v1/" in warnings[0].getMessage() and "***" in warnings[0].getMessage()
+    assert_masked_in_store(engine)
+    engine.dispose()
+    logs = "\n".join(r.getMessage() for r in caplog.records).encode()
+    for name, blob in (("database", database_bytes(db)), ("logs", logs)):
+        assert blob
+        for needle in needles(token):
+            assert needle not in blob, f"the key reached the {name}"
+
+
+def test_a_clean_snapshot_records_zero(loopback: Loopback, make_client, tmp_path: Path):
+    """``secrets_redacted`` is always recorded: 0 says the data was checked and held no key."""
+
+    def clean(request: Request) -> Reply:
+        return reflecting_handler(Request(request.method, request.path, request.query, "Bearer x"))
+
+    loopback.reset(clean)
+    engine = open_database(tmp_path / "clean.db")
+    client = make_client(loopback.url, token=reflected_token())
+    run = take_snapshot(engine, client, workers=1, processes=0)
+    assert run.status == "complete" and run.details["secrets_redacted"] == 0 == client.secrets_redacted
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_the_cli_masks_and_warns_once(loopback: Loopback, tmp_path: Path):
+    """``auditor run`` (report, exports, email, check results) and ``auditor --verbose snapshot
+    --processes 2`` against the reflecting server: the key is in no file and no output, the user is
+    told once per command on stderr."""
+    loopback.reset(reflecting_handler)
+    token = reflected_token()
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": token}
+    db = tmp_path / "cli.db"
+    out = tmp_path / "out"
+    run = run_auditor(
+        "run",
+        "--db",
+        str(db),
+        "--format",
+        "json",
+        "--report",
+        str(out / "report.html"),
+        "--export-dir",
+        str(out / "exports"),
+        "--email-to",
+        "audit@example.com",
+        "--eml",
+        str(out / "report.eml"),
+        env=env,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    snap = run_auditor("--verbose", "snapshot", "--processes", "2", "--db", str(db), env=env, cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr.decode()
+    for proc in (run, snap):
+        assert proc.stderr.count(WARNING) == 1, proc.stderr.decode()
+    assert b"***" in run.stdout  # the check results name the masked column
+    engine = open_database(db)
+    with engine.connect() as connection:
+        from auditor.store.schema import runs
+
+        details = list(connection.execute(select(runs.c.status, runs.c.details).order_by(runs.c.id)))
+    engine.dispose()
+    assert [(status, d["secrets_redacted"]) for status, d in details] == [("complete", SERVED)] * 2
+    assert details[1][1]["processes"] == 2
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert {"report.html", "report.eml", "cli.db"} <= {p.name for p in files}
+    assert any(p.suffix == ".csv" for p in files)
+    blobs = {str(p.relative_to(tmp_path)): p.read_bytes() for p in files}
+    blobs.update(
+        {
+            f"{n}.{s}": getattr(p, s)
+            for n, p in (("run", run), ("snapshot", snap))
+            for s in ("stdout", "stderr")
+        }
+    )
+    for name, blob in blobs.items():
+        for needle in needles(token):
+            assert needle not in blob, f"the key reached {name}"

@@ -125,19 +125,38 @@ def _prune_table(result) -> str:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def runs_command(settings: Settings, db: str | None, fmt: str, output: str | None) -> None:
-    """List the snapshot runs, oldest first."""
-    from auditor.store.runs import list_runs
+    """List the snapshot runs, oldest first.
+
+    A running run is shown as running (active) when its writing process is alive on this host,
+    running (abandoned) when that process is gone (auditor db prune marks it failed), and
+    running (unknown) when it cannot be checked from here (another host, or an older auditor).
+    """
+    from auditor.store.runs import list_runs, run_liveness
 
     runs = list_runs(settings.engine(db))
+    liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}
     if fmt == "json":
-        write_output(json.dumps({"runs": [run.to_json() for run in runs]}, indent=2) + "\n", output)
+        shapes = []
+        for run in runs:
+            found = liveness[run.id]
+            shapes.append(
+                {
+                    **run.to_json(),
+                    "liveness": found.state if found else None,
+                    "liveness_reason": found.reason if found else None,
+                }
+            )
+        write_output(json.dumps({"runs": shapes}, indent=2) + "\n", output)
         return
-    header = f"{'ID':>5}  {'STATUS':<9} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"
+    width = max([9, *(len(f"running ({found.state})") for found in liveness.values() if found)])
+    header = f"{'ID':>5}  {'STATUS':<{width}} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"
     lines = [header]
     for run in runs:
         started = run.started_at.strftime("%Y-%m-%d %H:%M:%S")
+        found = liveness[run.id]
+        status = f"{run.status} ({found.state})" if found else run.status
         lines.append(
-            f"{run.id:>5}  {run.status:<9} {started:<20} {run.clusters_stored or 0:>9} "
+            f"{run.id:>5}  {status:<{width}} {started:<20} {run.clusters_stored or 0:>9} "
             f"{run.columns_stored or 0:>10}  {run.source_url or ''}"
         )
     if not runs:

@@ -5,6 +5,7 @@ Real processes on this host, no mocks: a child started, checked, killed with SIG
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -118,3 +119,40 @@ def test_a_writer_whose_run_was_marked_failed_or_deleted_does_not_end_it(tmp_pat
     assert raised.value.message == (
         f"could not finish run {deleted.run_id}: it was deleted while it was being written"
     )
+
+
+def test_auditor_runs_shows_whether_a_running_run_is_still_being_written(run_cli, tmp_path):
+    """Run 1 written by this process (alive), 2 by a process that exited, 3 from an older auditor,
+    4 complete."""
+    db = str(tmp_path / "a.db")
+    engine = open_database(db)
+    for _ in range(3):
+        SnapshotWriter(engine, source_url="x")
+    write_catalog(engine, make_catalog(1, 1))
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = int(exited.stdout)
+    with engine.begin() as connection:
+        connection.execute(
+            runs.update().where(runs.c.id == 2).values(details={"writer": {**writer_identity(), "pid": dead}})
+        )
+        connection.execute(runs.update().where(runs.c.id == 3).values(details={}))
+    result = run_cli("runs", "--db", db, "--format", "json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)["runs"]
+    assert [(run["status"], run["liveness"], run["liveness_reason"]) for run in listed] == [
+        ("running", "active", f"the process that writes it (pid {os.getpid()} on host {HOST}) is alive"),
+        ("running", "abandoned", f"the process that wrote it (pid {dead} on host {HOST}) is gone"),
+        ("running", "unknown", NO_WRITER),
+        ("complete", None, None),
+    ]
+    assert listed[0]["details"]["writer"] == writer_identity()
+    table = run_cli("runs", "--db", db)
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ID", "STATUS", "STARTED"]
+    assert [line[:27] for line in lines[1:]] == [  # the status column as wide as its widest
+        "    1  running (active)    ",
+        "    2  running (abandoned) ",
+        "    3  running (unknown)   ",
+        "    4  complete            ",
+    ]

@@ -45,7 +45,17 @@ def db_upgrade(settings: Settings, db: str | None) -> None:
     metavar="DAYS",
     help="Only runs that started more than DAYS days ago may be deleted.",
 )
-@click.option("--dry-run", is_flag=True, help="Report what would be deleted; change nothing.")
+@click.option(
+    "--abandoned-after",
+    "abandoned_after",
+    type=float,
+    default=None,
+    metavar="HOURS",
+    help="Also count as abandoned a running run that started more than HOURS hours ago and whose "
+    "writer cannot be checked from here (another host, or an older auditor). Without it, only runs "
+    "whose writer is provably gone from this host are marked failed.",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be deleted or marked; change nothing.")
 @click.option(
     "--vacuum",
     is_flag=True,
@@ -58,6 +68,7 @@ def db_prune(
     settings: Settings,
     keep: int | None,
     older_than: float | None,
+    abandoned_after: float | None,
     dry_run: bool,
     vacuum: bool,
     fmt: str,
@@ -65,21 +76,26 @@ def db_prune(
 ) -> None:
     """Delete old runs and the stored versions no remaining run refers to.
 
-    Always kept: the newest complete run, every running run (reported as skipped), and every run
-    newer than the oldest complete run kept. With both --keep and --older-than, a run is deleted
-    only when both allow it. One transaction: a failure or Ctrl-C deletes nothing.
+    Always kept: the newest complete run, every running run that may be in progress (reported as
+    skipped), and every run newer than the oldest complete run kept. With both --keep and
+    --older-than, a run is deleted only when both allow it. A running run whose writing process is
+    gone (killed, or the host restarted) is abandoned: it is first marked failed, then treated as
+    any failed run. One transaction: a failure or Ctrl-C changes nothing.
     """
     from auditor.store.retention import check_policy, plan_prune, prune
 
-    check_policy(keep, older_than)  # before opening (or creating) the database
+    check_policy(keep, older_than, abandoned_after)  # before opening (or creating) the database
     engine = settings.engine(db)
-    result = prune(
-        engine, plan_prune(engine, keep=keep, older_than=older_than), dry_run=dry_run, vacuum=vacuum
-    )
+    plan = plan_prune(engine, keep=keep, older_than=older_than, abandoned_after=abandoned_after)
+    result = prune(engine, plan, dry_run=dry_run, vacuum=vacuum)
     if fmt == "json":
         write_output(json.dumps(result.to_json(), indent=2) + "\n", None)
     else:
         write_output(_prune_table(result), None)
+    for run_id in result.marked_failed:
+        verb = "would be marked failed" if result.dry_run else "marked failed"
+        reason = result.reasons.get(run_id, "its writer is gone")
+        settings.info(f"run {run_id} is abandoned: {reason}; {verb}")
     for run_id in result.skipped_running:
         settings.info(f"run {run_id} is old enough to go but still running: skipped (it may be in progress)")
 
@@ -101,6 +117,7 @@ def _prune_table(result) -> str:
         ("runs deleted", listed(result.deleted_runs)),
         ("runs kept", listed(result.kept_runs)),
         ("running, skipped", listed(result.skipped_running)),
+        ("marked failed", listed(result.marked_failed)),
         ("membership rows", f"{result.run_columns_removed:,}"),
         ("evaluations", f"{result.evaluations_removed:,}"),
         ("findings", f"{result.findings_removed:,}"),
@@ -111,7 +128,7 @@ def _prune_table(result) -> str:
         rows.append(("database size", f"{result.size_before:,} -> {result.size_after:,} bytes"))
     if result.dry_run:
         head = "dry run, nothing was changed: a prune would remove"
-    elif not result.deleted_runs:
+    elif not result.deleted_runs and not result.marked_failed:
         head = "nothing to prune" + (" (vacuumed)" if result.vacuumed else "") + ": removed"
     else:
         head = "pruned" + (", then vacuumed" if result.vacuumed else "") + ": removed"
@@ -125,19 +142,38 @@ def _prune_table(result) -> str:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def runs_command(settings: Settings, db: str | None, fmt: str, output: str | None) -> None:
-    """List the snapshot runs, oldest first."""
-    from auditor.store.runs import list_runs
+    """List the snapshot runs, oldest first.
+
+    A running run is shown as running (active) when its writing process is alive on this host,
+    running (abandoned) when that process is gone (auditor db prune marks it failed), and
+    running (unknown) when it cannot be checked from here (another host, or an older auditor).
+    """
+    from auditor.store.runs import list_runs, run_liveness
 
     runs = list_runs(settings.engine(db))
+    liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}
     if fmt == "json":
-        write_output(json.dumps({"runs": [run.to_json() for run in runs]}, indent=2) + "\n", output)
+        shapes = []
+        for run in runs:
+            found = liveness[run.id]
+            shapes.append(
+                {
+                    **run.to_json(),
+                    "liveness": found.state if found else None,
+                    "liveness_reason": found.reason if found else None,
+                }
+            )
+        write_output(json.dumps({"runs": shapes}, indent=2) + "\n", output)
         return
-    header = f"{'ID':>5}  {'STATUS':<9} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"
+    width = max([9, *(len(f"running ({found.state})") for found in liveness.values() if found)])
+    header = f"{'ID':>5}  {'STATUS':<{width}} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"
     lines = [header]
     for run in runs:
         started = run.started_at.strftime("%Y-%m-%d %H:%M:%S")
+        found = liveness[run.id]
+        status = f"{run.status} ({found.state})" if found else run.status
         lines.append(
-            f"{run.id:>5}  {run.status:<9} {started:<20} {run.clusters_stored or 0:>9} "
+            f"{run.id:>5}  {status:<{width}} {started:<20} {run.clusters_stored or 0:>9} "
             f"{run.columns_stored or 0:>10}  {run.source_url or ''}"
         )
     if not runs:

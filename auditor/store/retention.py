@@ -5,12 +5,26 @@
 ``prune(engine, plan, dry_run=True)`` only counts what would go. ``auditor db prune`` is a thin
 wrapper around the two.
 
+Abandoned runs. A process killed hard (``kill -9``, out of memory, a CI runner torn down) leaves
+its run ``running`` for ever. The writer records who writes a run (host, PID, boot id, process
+start time: :func:`auditor.store.runs.writer_identity`), and :func:`auditor.store.runs.run_liveness`
+classifies each ``running`` run: ``active`` (that process is alive on this host), ``abandoned``
+(it ran on this host and is gone, its PID now belongs to another process, or the host restarted
+since), or ``unknown`` (another host, or a run from before writers were recorded). With
+``abandoned_after=HOURS``, an ``unknown`` run that started more than that long ago is abandoned
+too; an ``active`` one never is. A prune first marks every abandoned run ``failed`` (``finished_at``
+set, ``error`` saying why and when: ``abandoned: the process that wrote it (pid 1234 on host ci-7)
+is gone; marked failed by auditor db prune at 2026-12-05T01:30:00Z``), then applies the policy
+below, to which such a run is a failed run like any other. The marking happens in the prune's
+transaction, under its lock, and only for runs that both the plan and a check made again under the
+lock find abandoned; a dry run marks nothing and reports which runs it would mark.
+
 What is kept, always (see :func:`decide`): the newest complete run (so ``--baseline previous``,
 diffs and reports keep working); the ``keep`` newest complete runs; with ``older_than``, every run
-that started less than that many days ago; every ``running`` run (it may be in progress: it is
-reported as skipped); and every run newer than the oldest complete run kept (a failed run there is
-recent evidence). "Newest" is by run id, the order runs were started in. With no complete run at
-all, nothing is deleted.
+that started less than that many days ago; every ``running`` run not found abandoned (it may be in
+progress: it is reported as skipped); and every run newer than the oldest complete run kept (a
+failed run there is recent evidence). "Newest" is by run id, the order runs were started in. With
+no complete run at all, nothing is deleted.
 
 What deleting a run removes: its findings, evaluations, cluster and column membership, and its row
 in ``runs``; then every column version (with its tags and attributes) and every cluster version
@@ -36,8 +50,10 @@ Why the statements look the way they do (measured at 200k columns, see ``bench/R
   ``NOT EXISTS`` on PostgreSQL, a hash anti-join: its ``NOT IN`` falls back to a linear search per
   row when the set outgrows ``work_mem``), into a temporary table the three deletes then use.
 * Writers are kept out for the duration: SQLite ``BEGIN IMMEDIATE`` takes the write lock first;
-  PostgreSQL takes the lock the snapshot writer takes on ``column_versions``. The plan is made
-  again under the lock, and a run is deleted only if both plans agree.
+  PostgreSQL takes the lock the snapshot writer takes on ``column_versions`` and, when it marks
+  runs failed, locks the ``running`` rows it reads (``FOR UPDATE``): a writer ending such a run
+  waits for the prune, then finds its run no longer ``running`` and says so. The plan is made
+  again under the lock, and a run is marked failed or deleted only if both plans agree.
 """
 
 from __future__ import annotations
@@ -55,8 +71,10 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text
 
 from auditor.errors import ConfigError
 from auditor.store.db import WRITE_HINT, store_errors
+from auditor.store.runs import ABANDONED, Liveness, run_liveness
 from auditor.store.schema import (
     RUN_COMPLETE,
+    RUN_FAILED,
     RUN_RUNNING,
     cluster_labels,
     cluster_versions,
@@ -97,7 +115,10 @@ class PrunePlan:
     ``deleted_runs``, ``kept_runs`` and ``skipped_running`` partition the runs that existed when
     the plan was made (ids ascending). ``skipped_running`` are ``running`` runs the policy would
     otherwise have deleted. ``planned_at`` is the instant the policy was applied at; the prune
-    applies it again at that instant under the write lock.
+    applies it again at that instant under the write lock. ``marked_failed`` are the ``running``
+    runs found abandoned (``abandoned_after``: see :func:`auditor.store.runs.run_liveness`), which
+    the prune marks failed first; the policy treats them as failed runs (they are in
+    ``deleted_runs`` or ``kept_runs``), and ``reasons`` says why each was found abandoned.
     """
 
     keep: int | None
@@ -106,6 +127,9 @@ class PrunePlan:
     deleted_runs: tuple[int, ...]
     kept_runs: tuple[int, ...]
     skipped_running: tuple[int, ...]
+    abandoned_after: float | None = None
+    marked_failed: tuple[int, ...] = ()
+    reasons: dict[int, str] = field(default_factory=dict, compare=False)
 
     @property
     def cutoff(self) -> datetime | None:
@@ -124,6 +148,7 @@ class PruneResult:
     deleted_runs: tuple[int, ...]
     kept_runs: tuple[int, ...]
     skipped_running: tuple[int, ...]
+    marked_failed: tuple[int, ...] = ()  # abandoned running runs marked failed (or, dry, to be)
     run_columns_removed: int = 0
     evaluations_removed: int = 0
     findings_removed: int = 0
@@ -133,6 +158,7 @@ class PruneResult:
     size_after: int | None = None
     vacuumed: bool = False
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    reasons: dict[int, str] = field(default_factory=dict, compare=False)  # why each was marked
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +166,7 @@ class PruneResult:
             "deleted_runs": list(self.deleted_runs),
             "kept_runs": list(self.kept_runs),
             "skipped_running": list(self.skipped_running),
+            "marked_failed": list(self.marked_failed),
             "run_columns_removed": self.run_columns_removed,
             "evaluations_removed": self.evaluations_removed,
             "findings_removed": self.findings_removed,
@@ -163,7 +190,7 @@ def _cutoff(now: datetime, older_than: float | None) -> datetime | None:
     return None if older_than is None else _utc(now) - timedelta(days=older_than)
 
 
-def check_policy(keep: int | None, older_than: float | None) -> None:
+def check_policy(keep: int | None, older_than: float | None, abandoned_after: float | None = None) -> None:
     """Refuse a policy that would mean nothing or everything (:class:`ConfigError`, exit 2)."""
     if keep is None and older_than is None:
         raise ConfigError(
@@ -176,6 +203,11 @@ def check_policy(keep: int | None, older_than: float | None) -> None:
         )
     if older_than is not None and older_than < 0:
         raise ConfigError(f"--older-than must be 0 days or more, not {older_than:g}")
+    if abandoned_after is not None and not abandoned_after > 0:
+        raise ConfigError(
+            f"--abandoned-after must be more than 0 hours, not {abandoned_after:g}",
+            hint="give it more hours than the longest snapshot takes, e.g. --abandoned-after 24",
+        )
 
 
 def decide(rows: Iterable[RunRow], *, keep: int | None, older_than: float | None, now: datetime) -> PrunePlan:
@@ -215,19 +247,59 @@ def _run_rows(connection: Connection) -> list[RunRow]:
     ]
 
 
+def _abandoned(
+    connection: Connection, *, abandoned_after: float | None, now: datetime, lock: bool = False
+) -> dict[int, Liveness]:
+    """The ``running`` runs found abandoned (run id → why), as the database is now.
+
+    Only the ``running`` rows' details are read (a few runs, whatever the history's length). With
+    ``lock`` (PostgreSQL, in the prune's transaction) those rows stay locked until it ends.
+    """
+    query = select(runs.c.id, runs.c.started_at, runs.c.details).where(runs.c.status == RUN_RUNNING)
+    if lock and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    found: dict[int, Liveness] = {}
+    for run_id, started_at, details in connection.execute(query.order_by(runs.c.id)):
+        liveness = run_liveness(RUN_RUNNING, started_at, details, abandoned_after=abandoned_after, now=now)
+        if liveness is not None and liveness.state == ABANDONED:
+            found[int(run_id)] = liveness
+    return found
+
+
+def _as_failed(rows: list[RunRow], ids: Iterable[int]) -> list[RunRow]:
+    marked = set(ids)
+    return [replace(row, status=RUN_FAILED) if row.id in marked else row for row in rows]
+
+
 def plan_prune(
-    engine: Engine, *, keep: int | None = None, older_than: float | None = None, now: datetime | None = None
+    engine: Engine,
+    *,
+    keep: int | None = None,
+    older_than: float | None = None,
+    abandoned_after: float | None = None,
+    now: datetime | None = None,
 ) -> PrunePlan:
-    """Which runs a prune with this policy would delete, keep and skip, as the database is now.
+    """Which runs a prune with this policy would delete, keep, skip and mark failed, as things are now.
 
     ``keep``: keep the ``keep`` newest complete runs; ``older_than``: only runs that started more
     than this many days before ``now`` (default: the current time) may go. With both, a run goes
     only when both allow it. Raises :class:`ConfigError` for a policy with neither.
+    ``abandoned_after``: a ``running`` run that started more than this many hours before ``now``
+    and whose writer cannot be checked from here counts as abandoned (see the module docstring);
+    runs proven abandoned on this host are marked failed with or without it.
     """
-    check_policy(keep, older_than)
+    check_policy(keep, older_than, abandoned_after)
+    now = now or datetime.now(UTC)
     with store_errors("could not read the runs to prune"), engine.connect() as connection:
         rows = _run_rows(connection)
-    return decide(rows, keep=keep, older_than=older_than, now=now or datetime.now(UTC))
+        abandoned = _abandoned(connection, abandoned_after=abandoned_after, now=now)
+    plan = decide(_as_failed(rows, abandoned), keep=keep, older_than=older_than, now=now)
+    return replace(
+        plan,
+        abandoned_after=abandoned_after,
+        marked_failed=tuple(sorted(abandoned)),
+        reasons={run_id: liveness.reason for run_id, liveness in abandoned.items()},
+    )
 
 
 # -- deleting ------------------------------------------------------------------------------------
@@ -237,10 +309,10 @@ def prune(engine: Engine, plan: PrunePlan, *, dry_run: bool = False, vacuum: boo
     """Delete the runs of ``plan`` and every version no remaining run refers to, in one transaction.
 
     A failure or an interruption leaves the database as it was (:class:`StoreError` for database
-    errors). With ``dry_run``, only count what would be removed (nothing is written, no lock is
-    taken). With ``vacuum``, reclaim the freed space afterwards (SQLite ``VACUUM``; PostgreSQL
-    ``VACUUM ANALYZE`` of the pruned tables, which makes the space reusable by later runs) and
-    report the database size before and after.
+    errors). With ``dry_run``, only count what would be removed and report which runs would be
+    marked failed (nothing is written, no lock is taken). With ``vacuum``, reclaim the freed space
+    afterwards (SQLite ``VACUUM``; PostgreSQL ``VACUUM ANALYZE`` of the pruned tables, which makes
+    the space reusable by later runs) and report the database size before and after.
     """
     if dry_run:
         with store_errors("could not count what the prune would remove"), engine.connect() as connection:
@@ -294,7 +366,9 @@ def _count(connection: Connection, plan: PrunePlan) -> PruneResult:
         plan.deleted_runs,
         plan.kept_runs,
         plan.skipped_running,
+        plan.marked_failed,
         **{k: int(v) for k, v in counts.items()},
+        reasons=dict(plan.reasons),
     )
 
 
@@ -372,8 +446,39 @@ class _Statements:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
 
 
+def abandoned_error(reason: str, marked_at: datetime) -> str:
+    """The error recorded for a run a prune marks failed because its writer is gone."""
+    return f"abandoned: {reason}; marked failed by auditor db prune at {marked_at:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _mark_failed(connection: Connection, plan: PrunePlan) -> dict[int, str]:
+    """Mark failed the runs that the plan and a check made now (under the lock) find abandoned.
+
+    Returns run id → why it was found abandoned (the error recorded: :func:`abandoned_error`). A
+    run whose writer is alive is never found abandoned, by either check; one the plan did not name
+    is left for the next prune.
+    """
+    if not plan.marked_failed:
+        return {}
+    fresh = _abandoned(connection, abandoned_after=plan.abandoned_after, now=plan.planned_at, lock=True)
+    marked_at = datetime.now(UTC)
+    marked: dict[int, str] = {}
+    for run_id in sorted(set(plan.marked_failed) & set(fresh)):
+        reason = fresh[run_id].reason
+        changed = connection.execute(
+            runs.update()
+            .where(runs.c.id == run_id)
+            .where(runs.c.status == RUN_RUNNING)
+            .values(status=RUN_FAILED, finished_at=marked_at, error=abandoned_error(reason, marked_at))
+        ).rowcount
+        if changed == 1:
+            marked[run_id] = reason
+    return marked
+
+
 def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:
     with _writing(engine) as connection:
+        marked = _mark_failed(connection, plan)
         fresh = decide(_run_rows(connection), keep=plan.keep, older_than=plan.older_than, now=plan.planned_at)
         # delete only what both the caller's plan and the plan made under the lock delete
         ids = sorted(set(plan.deleted_runs) & set(fresh.deleted_runs))
@@ -395,7 +500,16 @@ def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:
             step.run("runs", delete(runs).where(runs.c.id.in_(_ids(ids))))
             counts["column_versions_removed"] = _collect_columns(step)
             counts["cluster_versions_removed"] = _collect_clusters(step)
-    return PruneResult(False, tuple(ids), kept, fresh.skipped_running, **counts, timings=step.timings)
+    return PruneResult(
+        False,
+        tuple(ids),
+        kept,
+        fresh.skipped_running,
+        tuple(marked),
+        **counts,
+        timings=step.timings,
+        reasons=marked,
+    )
 
 
 def _collect_columns(step: _Statements) -> int:

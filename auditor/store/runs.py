@@ -3,13 +3,22 @@
 Every later stage (rules, diff, report) reads a snapshot through :func:`columns_view` and
 :func:`clusters_view`, two SQL selectables that join a run's membership rows to the shared versions,
 so no stage needs to know that records are content-addressed.
+
+A ``running`` run's writer is recorded when the run starts (:func:`writer_identity`, kept in
+``runs.details["writer"]``), so that :func:`run_liveness` can tell a run still being written
+(``active``) from one whose process was killed hard (``abandoned``), or say it cannot tell
+(``unknown``: another host, or a run started before writers were recorded).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Select, func, select
@@ -18,6 +27,7 @@ from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
 from auditor.store.schema import (
     RUN_COMPLETE,
+    RUN_RUNNING,
     cluster_versions,
     column_versions,
     run_clusters,
@@ -210,3 +220,172 @@ def count_run_rows(engine: Engine, run_id: int) -> tuple[int, int]:
             select(func.count()).select_from(run_columns).where(run_columns.c.run_id == run_id)
         ).scalar_one()
     return int(clusters), int(columns)
+
+
+# -- who writes a run, and is it still being written? ----------------------------------------------
+
+ACTIVE = "active"  # its writer process is alive on this host
+ABANDONED = "abandoned"  # its writer is gone: it will never end by itself
+UNKNOWN = "unknown"  # cannot be checked from here (another host, or no writer recorded)
+WRITER_KEY = "writer"  # the key of ``runs.details`` that holds :func:`writer_identity`
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read().strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks since boot) of a process, from ``/proc/PID/stat`` (Linux).
+
+    The command name (field 2) may hold spaces and parentheses: the fields are counted from the
+    last ``)``; the state is field 3, the start time field 22.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+        fields = data[data.rindex(b")") + 2 :].split()
+        return fields[0].decode("ascii"), int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def writer_identity() -> dict[str, Any]:
+    """Who this process is, for recognising it later: what the writer records when a run starts.
+
+    ``host`` and ``pid`` always; on Linux also ``boot_id`` (a new one each boot), ``start`` (the
+    process start time in clock ticks since boot: a PID reused by another process has another),
+    ``pid_ns`` (the PID namespace: a container's differs from the host's) and ``machine`` (a hash of
+    ``/etc/machine-id``, never the id itself, which is meant to stay private). A handful of small
+    reads from ``/proc``: nothing that slows the start of a run.
+    """
+    identity: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    boot_id = _read("/proc/sys/kernel/random/boot_id")
+    if boot_id:
+        identity["boot_id"] = boot_id
+    stat = _proc_stat(os.getpid())
+    if stat is not None:
+        identity["start"] = stat[1]
+    with contextlib.suppress(OSError, AttributeError):
+        identity["pid_ns"] = os.readlink("/proc/self/ns/pid")
+    machine = _read("/etc/machine-id") or _read("/var/lib/dbus/machine-id")
+    if machine:
+        identity["machine"] = hashlib.blake2b(
+            machine.encode(), digest_size=8, person=b"auditor-writer"
+        ).hexdigest()
+    return identity
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Whether a ``running`` run is still being written: ``state`` and a clause saying why.
+
+    ``reason`` reads on its own ("the process that wrote it (pid 1234 on host ci-7) is gone") and
+    after ``abandoned:`` in the error a prune records when it marks the run failed.
+    """
+
+    state: str  # ACTIVE | ABANDONED | UNKNOWN
+    reason: str
+
+
+def _differ(a: Mapping[str, Any], b: Mapping[str, Any], key: str) -> bool:
+    return a.get(key) is not None and b.get(key) is not None and a.get(key) != b.get(key)
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any], key: str) -> bool:
+    return a.get(key) is not None and a.get(key) == b.get(key)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this machine (a zombie does not count)."""
+    try:
+        os.kill(pid, 0)  # signal 0: only the existence and permission checks
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] not in ("Z", "X", "x")  # dead, not yet reaped by its parent
+
+
+def writer_liveness(writer: Any, here: Mapping[str, Any] | None = None) -> Liveness:
+    """Whether the process recorded as ``writer`` (a :func:`writer_identity`) still runs.
+
+    ``active``: it is alive on this host (a run of this very process included). ``abandoned``: it
+    ran on this host and is gone, its PID belongs to a process started at another time, or the host
+    restarted since (another boot id, same machine and PID namespace). ``unknown``: anything that
+    cannot be checked from here: another host, another machine or container of the same name, no
+    writer recorded, or a platform where processes cannot be probed safely. When in doubt the
+    answer is ``active`` or ``unknown``, never ``abandoned``.
+    """
+    here = writer_identity() if here is None else here
+    if not isinstance(writer, Mapping):
+        return Liveness(UNKNOWN, "no writer was recorded for it (a run started before auditor recorded them)")
+    host, pid = writer.get("host"), writer.get("pid")
+    if not isinstance(host, str) or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return Liveness(UNKNOWN, "no usable writer was recorded for it")
+    writes = f"the process that writes it (pid {pid} on host {host})"
+    wrote = f"the process that wrote it (pid {pid} on host {host})"
+    if host != here.get("host"):
+        return Liveness(UNKNOWN, f"{writes} cannot be checked from host {here.get('host')}")
+    if _differ(writer, here, "machine"):
+        return Liveness(UNKNOWN, f"{writes} runs on another machine of that name: it cannot be checked")
+    if _differ(writer, here, "boot_id"):
+        if _same(writer, here, "machine") and _same(writer, here, "pid_ns"):
+            restarted = f"host {host} has restarted since the process that wrote it (pid {pid}) started"
+            return Liveness(ABANDONED, restarted)
+        return Liveness(
+            UNKNOWN, f"{writes} runs under another boot id (another machine or container of that name?)"
+        )
+    if _differ(writer, here, "pid_ns"):
+        return Liveness(UNKNOWN, f"{writes} runs in another PID namespace (container): it cannot be checked")
+    if os.name != "posix":  # os.kill(pid, 0) would terminate it on Windows
+        return Liveness(UNKNOWN, f"{writes} cannot be checked on this platform")
+    if not _process_alive(pid):
+        return Liveness(ABANDONED, f"{wrote} is gone")
+    start = writer.get("start")
+    if isinstance(start, int) and _same(writer, here, "boot_id"):
+        stat = _proc_stat(pid)
+        if stat is not None and stat[1] != start:
+            return Liveness(ABANDONED, f"{wrote} is gone: pid {pid} now belongs to another process")
+    return Liveness(ACTIVE, f"{writes} is alive")
+
+
+def _utc(value: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without a zone."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def run_liveness(
+    status: str,
+    started_at: datetime,
+    details: Any,
+    *,
+    abandoned_after: float | None = None,
+    now: datetime | None = None,
+    here: Mapping[str, Any] | None = None,
+) -> Liveness | None:
+    """:func:`writer_liveness` of a run (``None`` unless it is ``running``), with the age rule.
+
+    With ``abandoned_after`` (hours), a run that started more than that long before ``now`` and
+    whose writer cannot be checked (``unknown``) counts as ``abandoned``: a run written on another
+    CI runner can only be judged by its age. A run whose writer is alive here stays ``active``
+    however old it is.
+    """
+    if status != RUN_RUNNING:
+        return None
+    writer = details.get(WRITER_KEY) if isinstance(details, Mapping) else None
+    found = writer_liveness(writer, here)
+    if found.state != UNKNOWN or abandoned_after is None:
+        return found
+    hours = ((now or datetime.now(UTC)) - _utc(started_at)).total_seconds() / 3600
+    if hours <= abandoned_after:
+        return found
+    return Liveness(
+        ABANDONED,
+        f"it started {hours:.1f} hours ago, more than --abandoned-after {abandoned_after:g}, "
+        f"and {found.reason}",
+    )

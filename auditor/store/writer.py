@@ -7,7 +7,14 @@ bulk Core ``INSERT``\\s, batched so that many pages share one transaction.
 
 A run is created ``running`` and becomes ``complete`` only through :meth:`SnapshotWriter.complete`;
 :meth:`SnapshotWriter.fail` marks it ``failed`` with the reason. A process killed in between leaves
-the run ``running``, which nothing downstream treats as usable.
+the run ``running``, which nothing downstream treats as usable. So that such a run can be told
+from one still being written, the run records its writer when it starts (host, PID, boot id and
+process start time: :func:`auditor.store.runs.writer_identity`, in ``runs.details["writer"]``);
+``auditor db prune`` marks it failed once that process is provably gone.
+
+A run ends once: :meth:`SnapshotWriter.complete` and :meth:`SnapshotWriter.fail` only change a run
+that is still ``running``, and raise :class:`StoreError` when a prune marked it failed (or deleted
+it) meanwhile, rather than report a run that is not there as complete.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from auditor import __version__
 from auditor.bigid.models import MAX_DEPTH, Cluster, Column, RecordTooDeep, nesting_depth
 from auditor.errors import StoreError
 from auditor.store.db import WRITE_HINT, store_errors
+from auditor.store.runs import WRITER_KEY, writer_identity
 from auditor.store.schema import (
     RUN_COMPLETE,
     RUN_FAILED,
@@ -360,7 +368,7 @@ class SnapshotWriter:
                     source_url=source_url,
                     cluster_filter=cluster_filter,
                     tool_version=__version__,
-                    details=details or {},
+                    details={**(details or {}), WRITER_KEY: writer_identity()},
                 )
             )
             self.run_id: int = int(result.inserted_primary_key[0])
@@ -545,9 +553,10 @@ class SnapshotWriter:
                 connection.execute(select(runs.c.details).where(runs.c.id == self.run_id)).scalar() or {}
             )
             details = {**details, **totals.details}
-            connection.execute(
+            ended = connection.execute(
                 update(runs)
                 .where(runs.c.id == self.run_id)
+                .where(runs.c.status == RUN_RUNNING)  # a prune may have marked it failed meanwhile
                 .values(
                     status=status,
                     finished_at=now(),
@@ -562,6 +571,23 @@ class SnapshotWriter:
                     details=details,
                 )
             )
+            if ended.rowcount != 1:
+                self._closed = True  # nothing more can be recorded for it
+                current = connection.execute(
+                    select(runs.c.status, runs.c.error).where(runs.c.id == self.run_id)
+                ).first()
+                if current is None:
+                    raise StoreError(
+                        f"could not finish run {self.run_id}: it was deleted while it was being written",
+                        hint="auditor db prune --abandoned-after HOURS counts a run as abandoned by "
+                        "its age: give it more hours than a snapshot takes",
+                    )
+                raise StoreError(
+                    f"could not finish run {self.run_id}: it is {current.status} already"
+                    + (f" ({current.error})" if current.error else ""),
+                    hint="auditor db prune --abandoned-after HOURS counts a run as abandoned by its "
+                    "age: give it more hours than a snapshot takes",
+                )
         self._closed = True
 
 

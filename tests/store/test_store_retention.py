@@ -14,13 +14,24 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from unittest.mock import ANY
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
+import auditor
 from auditor.bigid.models import parse_cluster, parse_column
 from auditor.diff import compute_diff
 from auditor.engine import check_run, load_ruleset
@@ -28,7 +39,15 @@ from auditor.errors import ConfigError, StoreError
 from auditor.store import retention
 from auditor.store.db import open_database
 from auditor.store.retention import RunRow, decide, plan_prune, prune
-from auditor.store.runs import clusters_view, columns_view
+from auditor.store.runs import (
+    Liveness,
+    clusters_view,
+    columns_view,
+    count_run_rows,
+    get_run,
+    run_liveness,
+    writer_identity,
+)
 from auditor.store.schema import metadata, runs
 from auditor.store.writer import SnapshotWriter
 
@@ -41,6 +60,7 @@ JSON_KEYS = [
     "deleted_runs",
     "kept_runs",
     "skipped_running",
+    "marked_failed",
     "run_columns_removed",
     "evaluations_removed",
     "findings_removed",
@@ -290,6 +310,7 @@ def test_prune_deletes_exactly_the_planned_runs_and_unshared_versions(engine):
         "deleted_runs": DELETED,
         "kept_runs": KEPT,
         "skipped_running": SKIPPED,
+        "marked_failed": [],  # run 3's writer is this process: alive
         "run_columns_removed": 12 + 1,
         "evaluations_removed": 1,
         "findings_removed": findings_of[1],
@@ -450,7 +471,8 @@ def test_cli_dry_run_then_prune_in_json(run_cli, engine, db):
     assert list(shape) == JSON_KEYS
     assert shape["dry_run"] is True
     assert (shape["deleted_runs"], shape["kept_runs"], shape["skipped_running"]) == (DELETED, KEPT, SKIPPED)
-    assert all(isinstance(shape[key], int) for key in JSON_KEYS[4:9])
+    assert shape["marked_failed"] == []
+    assert all(isinstance(shape[key], int) for key in JSON_KEYS[5:10])
     assert shape["vacuum"] is None
     assert dry.stderr == "run 3 is old enough to go but still running: skipped (it may be in progress)\n"
     done = run_cli("db", "prune", "--db", db, "--keep", "2", "--format", "json")
@@ -507,3 +529,281 @@ def test_cli_database_failure_exits_3_and_deletes_nothing(run_cli, engine, db, m
     )
     assert "Traceback" not in result.stderr
     assert table_dump(engine) == before
+
+
+# -- abandoned runs: a writer killed hard ----------------------------------------------------------
+
+HOST = socket.gethostname()
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(auditor.__file__)))
+MARKED_AT = r"marked failed by auditor db prune at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+NO_WRITER = "no writer was recorded for it (a run started before auditor recorded them)"
+WRITER_SCRIPT = textwrap.dedent(
+    f"""
+    import sys
+    sys.path.insert(0, {os.path.dirname(__file__)!r})
+    from conftest import make_catalog
+    from auditor.bigid.models import parse_cluster, parse_column
+    from auditor.store.db import open_database
+    from auditor.store.writer import SnapshotWriter
+    catalog = make_catalog(1, 2)
+    catalog[0][1][1]["fullyQualifiedName"] = "abandoned.only.column"
+    writer = SnapshotWriter(open_database(sys.argv[1]), source_url="http://127.0.0.1:1")
+    for position, (cluster, columns) in enumerate(catalog):
+        writer.add_cluster(parse_cluster(cluster), cluster, position)
+        writer.add_columns(cluster["id"], [(parse_column(c), c) for c in columns])
+    writer.flush()
+    print(writer.run_id, flush=True)
+    sys.stdin.read()  # blocks until killed (or stdin closed)
+    """
+)
+
+
+@pytest.fixture
+def writer_process(db) -> Iterator[Callable[[], tuple[subprocess.Popen, int]]]:
+    """``start()``: a real process that starts a run through the real writer, then blocks."""
+    started: list[subprocess.Popen] = []
+
+    def start() -> tuple[subprocess.Popen, int]:
+        process = subprocess.Popen(
+            [sys.executable, "-c", WRITER_SCRIPT, db],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": SOURCE_ROOT},  # this tree's auditor, wherever the cwd
+        )
+        started.append(process)
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        assert ready, "the writer process did not start its run within 60 s"
+        line = process.stdout.readline()
+        assert line.strip().isdigit(), process.stderr.read()
+        return process, int(line)
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            stream.close()
+
+
+def liveness_of(engine, run_id: int, **options) -> Liveness | None:
+    run = get_run(engine, run_id)
+    assert run is not None
+    return run_liveness(run.status, run.started_at, run.details, **options)
+
+
+def runs_json(run_cli, db: str) -> dict[int, dict]:
+    result = run_cli("runs", "--db", db, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return {run["id"]: run for run in json.loads(result.stdout)["runs"]}
+
+
+def test_a_killed_writer_is_abandoned_and_prune_marks_it_failed_then_deletes_it(
+    run_cli, engine, db, writer_process
+):
+    """Run 1 complete, run 2 written by a process then killed -9, run 3 complete."""
+    assert write_catalog(engine, make_catalog(3, 4)) == 1
+    process, run_id = writer_process()
+    assert run_id == 2
+    assert write_catalog(engine, make_catalog(3, 4)) == 3
+    pid = process.pid
+    recorded = get_run(engine, 2).details["writer"]
+    assert recorded == {**writer_identity(), "pid": pid, **({"start": ANY} if "start" in recorded else {})}
+    alive = f"the process that writes it (pid {pid} on host {HOST}) is alive"
+    assert liveness_of(engine, 2) == Liveness("active", alive)
+    later = datetime.now(UTC) + timedelta(days=9)  # an alive writer is never abandoned, however old
+    assert liveness_of(engine, 2, abandoned_after=0.0001, now=later).state == "active"
+    assert (runs_json(run_cli, db)[2]["liveness"], runs_json(run_cli, db)[2]["liveness_reason"]) == (
+        "active",
+        alive,
+    )
+    alive_prune = run_cli(
+        "db", "prune", "--db", db, "--keep", "1", "--abandoned-after", "0.0001", "--dry-run"
+    )
+    assert alive_prune.exit_code == 0, alive_prune.output
+    assert alive_prune.stdout.splitlines()[1:5] == [
+        "  runs deleted      1",
+        "  runs kept         3",
+        "  running, skipped  2",
+        "  marked failed     none",
+    ]
+    alive_prune = run_cli("db", "prune", "--db", db, "--keep", "2", "--abandoned-after", "1e-4")
+    assert alive_prune.exit_code == 0, alive_prune.output
+    assert alive_prune.stdout.splitlines()[:5] == [
+        "nothing to prune: removed",
+        "  runs deleted      none",
+        "  runs kept         1-3",  # run 2 among them: newer than the oldest complete run kept
+        "  running, skipped  none",
+        "  marked failed     none",
+    ]
+    assert alive_prune.stderr == ""
+    assert get_run(engine, 2).status == "running"
+
+    process.kill()  # SIGKILL: no chance to mark its run failed
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    gone = f"the process that wrote it (pid {pid} on host {HOST}) is gone"
+    assert liveness_of(engine, 2) == Liveness("abandoned", gone)
+    listing = run_cli("runs", "--db", db)
+    assert listing.exit_code == 0
+    assert [line.split()[:3] for line in listing.stdout.splitlines()] == [
+        ["ID", "STATUS", "STARTED"],
+        ["1", "complete", ANY],
+        ["2", "running", "(abandoned)"],
+        ["3", "complete", ANY],
+    ]
+    assert runs_json(run_cli, db)[2]["liveness"] == "abandoned"
+    assert runs_json(run_cli, db)[3]["liveness"] is None
+
+    # --dry-run reports the run it would mark, and changes nothing
+    before = table_dump(engine)
+    dry = run_cli("db", "prune", "--db", db, "--keep", "1", "--dry-run", "--format", "json")
+    assert dry.exit_code == 0, dry.output
+    shape = json.loads(dry.stdout)
+    assert (shape["marked_failed"], shape["deleted_runs"], shape["kept_runs"], shape["skipped_running"]) == (
+        [2],
+        [1, 2],
+        [3],
+        [],
+    )
+    assert (shape["run_columns_removed"], shape["column_versions_removed"]) == (12 + 2, 1)
+    assert dry.stderr == f"run 2 is abandoned: {gone}; would be marked failed\n"
+    assert table_dump(engine) == before
+
+    # with a policy that keeps it (newer than the oldest complete run kept): marked failed, kept
+    kept = run_cli("db", "prune", "--db", db, "--keep", "2")
+    assert kept.exit_code == 0, kept.output
+    assert kept.stdout.splitlines() == [
+        "pruned: removed",
+        "  runs deleted      none",
+        "  runs kept         1-3",
+        "  running, skipped  none",
+        "  marked failed     2",
+        "  membership rows   0",
+        "  evaluations       0",
+        "  findings          0",
+        "  column versions   0",
+        "  cluster versions  0",
+    ]
+    assert kept.stderr == f"run 2 is abandoned: {gone}; marked failed\n"
+    run = get_run(engine, 2)
+    assert run.status == "failed" and run.finished_at is not None
+    assert re.fullmatch(f"abandoned: {re.escape(gone)}; {MARKED_AT}", run.error), run.error
+    assert run.details["writer"]["pid"] == pid  # what it was written by stays on record
+    assert count_run_rows(engine, 2) == (1, 2)  # its rows are there until the policy deletes it
+    assert runs_json(run_cli, db)[2]["liveness"] is None
+
+    # then it is a failed run like any other: --keep 1 deletes it with run 1
+    done = run_cli("db", "prune", "--db", db, "--keep", "1", "--format", "json")
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert (result["marked_failed"], result["deleted_runs"], result["kept_runs"]) == ([], [1, 2], [3])
+    assert (result["run_columns_removed"], result["column_versions_removed"]) == (12 + 2, 1)
+    assert done.stderr == ""
+    assert scalar(engine, "SELECT count(*) FROM runs") == 1
+    assert scalar(engine, "SELECT count(*) FROM column_versions WHERE fqn = 'abandoned.only.column'") == 0
+    assert orphans(engine) == {}
+
+
+def test_a_killed_writers_run_is_marked_and_deleted_in_one_prune(run_cli, engine, db, writer_process):
+    assert write_catalog(engine, make_catalog(3, 4)) == 1
+    process, run_id = writer_process()
+    assert write_catalog(engine, make_catalog(3, 4)) == 3
+    process.kill()
+    process.wait(timeout=60)
+    result = run_cli("db", "prune", "--db", db, "--keep", "1", "--format", "json")
+    assert result.exit_code == 0, result.output
+    shape = json.loads(result.stdout)
+    assert (shape["marked_failed"], shape["deleted_runs"], shape["kept_runs"], shape["skipped_running"]) == (
+        [2],
+        [1, 2],
+        [3],
+        [],
+    )
+    assert shape["run_columns_removed"] == 14
+    assert get_run(engine, run_id) is None
+    assert orphans(engine) == {}
+
+
+def test_runs_of_other_hosts_or_without_a_writer_are_unknown_until_abandoned_after(run_cli, engine, db):
+    """Run 1 complete (10 days old), 2 running on another host (30 h), 3 running before writers were
+    recorded (50 h), 4 complete."""
+    now = datetime.now(UTC)
+    assert write_catalog(engine, make_catalog(3, 4)) == 1
+    assert write_running(engine, make_catalog(1, 2)) == 2
+    assert write_running(engine, make_catalog(1, 3)) == 3
+    assert write_catalog(engine, make_catalog(3, 4)) == 4
+    other = {"host": "ci-runner-7", "pid": 4242, "boot_id": "b", "start": 1}
+    with engine.begin() as connection:
+        for run_id, started, details in [
+            (1, now - timedelta(days=10), None),
+            (2, now - timedelta(hours=30), {"workers": 2, "writer": other}),
+            (3, now - timedelta(hours=50), {"workers": 2}),
+        ]:
+            values = {"started_at": started} | ({"details": details} if details else {})
+            connection.execute(runs.update().where(runs.c.id == run_id).values(**values))
+    elsewhere = (
+        f"the process that writes it (pid 4242 on host ci-runner-7) cannot be checked from host {HOST}"
+    )
+    listed = runs_json(run_cli, db)
+    assert (listed[2]["liveness"], listed[2]["liveness_reason"]) == ("unknown", elsewhere)
+    assert (listed[3]["liveness"], listed[3]["liveness_reason"]) == ("unknown", NO_WRITER)
+    table = run_cli("runs", "--db", db).stdout.splitlines()
+    assert [line.split()[1:3] for line in table[2:4]] == [["running", "(unknown)"], ["running", "(unknown)"]]
+
+    before = table_dump(engine)
+    plain = run_cli("db", "prune", "--db", db, "--keep", "1", "--dry-run", "--format", "json")
+    shape = json.loads(plain.stdout)
+    assert (shape["marked_failed"], shape["deleted_runs"], shape["skipped_running"]) == ([], [1], [2, 3])
+    aged = run_cli("db", "prune", "--db", db, "--keep", "1", "--abandoned-after", "40", "--dry-run")
+    assert aged.exit_code == 0, aged.output
+    assert aged.stdout.splitlines()[1:5] == [
+        "  runs deleted      1, 3",
+        "  runs kept         4",
+        "  running, skipped  2",
+        "  marked failed     3",
+    ]
+    assert table_dump(engine) == before
+
+    # 30 h > 24 h: run 2 too; --older-than 1.5 days keeps it (started 1.25 days ago), marked failed
+    done = run_cli(
+        "db", "prune", "--db", db, "--keep", "1", "--older-than", "1.5", "--abandoned-after", "24",
+        "--format", "json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    shape = json.loads(done.stdout)
+    assert (shape["marked_failed"], shape["deleted_runs"], shape["kept_runs"]) == ([2, 3], [1, 3], [2, 4])
+    assert done.stderr.splitlines() == [
+        f"run 2 is abandoned: it started 30.0 hours ago, more than --abandoned-after 24, and {elsewhere}; "
+        "marked failed",
+        f"run 3 is abandoned: it started 50.0 hours ago, more than --abandoned-after 24, and {NO_WRITER}; "
+        "marked failed",
+    ]
+    run = get_run(engine, 2)
+    assert run.status == "failed"
+    expected = f"abandoned: it started 30.0 hours ago, more than --abandoned-after 24, and {elsewhere}"
+    assert re.fullmatch(f"{re.escape(expected)}; {MARKED_AT}", run.error), run.error
+    assert run.details["workers"] == 2  # the other details are untouched
+    assert get_run(engine, 3) is None
+    assert orphans(engine) == {}
+
+
+def test_abandoned_after_must_be_positive(run_cli, tmp_path):
+    never = str(tmp_path / "never.db")
+    result = run_cli("db", "prune", "--db", never, "--keep", "1", "--abandoned-after", "0")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == "error: --abandoned-after must be more than 0 hours, not 0"
+    assert not (tmp_path / "never.db").exists()
+
+
+def test_a_plan_naming_a_run_whose_writer_is_alive_neither_marks_nor_deletes_it(engine):
+    """The check made again under the lock has the last word (run 3's writer is this process)."""
+    history(engine)
+    plan = plan_prune(engine, keep=2, abandoned_after=1, now=NOW)  # run 3: 40 days old, but alive
+    assert (plan.marked_failed, plan.skipped_running, plan.deleted_runs) == ((), (3,), (1, 2))
+    stale = replace(plan, marked_failed=(3,), deleted_runs=(1, 2, 3), skipped_running=())
+    result = prune(engine, stale)
+    assert (result.marked_failed, result.deleted_runs, result.skipped_running) == ((), (1, 2), (3,))
+    assert scalar(engine, "SELECT status FROM runs WHERE id = 3") == "running"
+    assert scalar(engine, "SELECT error FROM runs WHERE id = 3") is None

@@ -83,6 +83,7 @@ def db_prune(
     any failed run. One transaction: a failure or Ctrl-C changes nothing.
     """
     from auditor.store.retention import check_policy, plan_prune, prune
+    from auditor.store.runs import UNKNOWN
 
     check_policy(keep, older_than, abandoned_after)  # before opening (or creating) the database
     engine = settings.engine(db)
@@ -97,7 +98,13 @@ def db_prune(
         reason = result.reasons.get(run_id, "its writer is gone")
         settings.info(f"run {run_id} is abandoned: {reason}; {verb}")
     for run_id in result.skipped_running:
-        settings.info(f"run {run_id} is old enough to go but still running: skipped (it may be in progress)")
+        why = result.reasons.get(run_id, "it may be in progress")
+        hint = (
+            "; if it is not, --abandoned-after HOURS lets a prune mark it failed by its age"
+            if abandoned_after is None and result.states.get(run_id) == UNKNOWN
+            else ""
+        )
+        settings.info(f"run {run_id} is old enough to go but still running: skipped ({why}){hint}")
 
 
 def _prune_table(result) -> str:

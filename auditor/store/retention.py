@@ -118,7 +118,8 @@ class PrunePlan:
     applies it again at that instant under the write lock. ``marked_failed`` are the ``running``
     runs found abandoned (``abandoned_after``: see :func:`auditor.store.runs.run_liveness`), which
     the prune marks failed first; the policy treats them as failed runs (they are in
-    ``deleted_runs`` or ``kept_runs``), and ``reasons`` says why each was found abandoned.
+    ``deleted_runs`` or ``kept_runs``), and ``reasons`` says why each ``running`` run was found
+    abandoned, or why it may still be in progress (its writer is alive, or cannot be checked).
     """
 
     keep: int | None
@@ -130,6 +131,7 @@ class PrunePlan:
     abandoned_after: float | None = None
     marked_failed: tuple[int, ...] = ()
     reasons: dict[int, str] = field(default_factory=dict, compare=False)
+    states: dict[int, str] = field(default_factory=dict, compare=False)  # running run → its liveness
 
     @property
     def cutoff(self) -> datetime | None:
@@ -158,7 +160,9 @@ class PruneResult:
     size_after: int | None = None
     vacuumed: bool = False
     timings: dict[str, float] = field(default_factory=dict, compare=False)
-    reasons: dict[int, str] = field(default_factory=dict, compare=False)  # why each was marked
+    # why each marked run was found abandoned, and why each skipped one may still be in progress
+    reasons: dict[int, str] = field(default_factory=dict, compare=False)
+    states: dict[int, str] = field(default_factory=dict, compare=False)  # running run → its liveness
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -247,10 +251,10 @@ def _run_rows(connection: Connection) -> list[RunRow]:
     ]
 
 
-def _abandoned(
+def _running(
     connection: Connection, *, abandoned_after: float | None, now: datetime, lock: bool = False
 ) -> dict[int, Liveness]:
-    """The ``running`` runs found abandoned (run id → why), as the database is now.
+    """The liveness of every ``running`` run (run id → state and why), as the database is now.
 
     Only the ``running`` rows' details are read (a few runs, whatever the history's length). With
     ``lock`` (PostgreSQL, in the prune's transaction) those rows stay locked until it ends.
@@ -261,9 +265,17 @@ def _abandoned(
     found: dict[int, Liveness] = {}
     for run_id, started_at, details in connection.execute(query.order_by(runs.c.id)):
         liveness = run_liveness(RUN_RUNNING, started_at, details, abandoned_after=abandoned_after, now=now)
-        if liveness is not None and liveness.state == ABANDONED:
+        if liveness is not None:
             found[int(run_id)] = liveness
     return found
+
+
+def _abandoned(
+    connection: Connection, *, abandoned_after: float | None, now: datetime, lock: bool = False
+) -> dict[int, Liveness]:
+    """The ``running`` runs found abandoned (run id → why), as the database is now."""
+    found = _running(connection, abandoned_after=abandoned_after, now=now, lock=lock)
+    return {run_id: liveness for run_id, liveness in found.items() if liveness.state == ABANDONED}
 
 
 def _as_failed(rows: list[RunRow], ids: Iterable[int]) -> list[RunRow]:
@@ -292,13 +304,15 @@ def plan_prune(
     now = now or datetime.now(UTC)
     with store_errors("could not read the runs to prune"), engine.connect() as connection:
         rows = _run_rows(connection)
-        abandoned = _abandoned(connection, abandoned_after=abandoned_after, now=now)
+        running = _running(connection, abandoned_after=abandoned_after, now=now)
+    abandoned = {run_id for run_id, liveness in running.items() if liveness.state == ABANDONED}
     plan = decide(_as_failed(rows, abandoned), keep=keep, older_than=older_than, now=now)
     return replace(
         plan,
         abandoned_after=abandoned_after,
         marked_failed=tuple(sorted(abandoned)),
-        reasons={run_id: liveness.reason for run_id, liveness in abandoned.items()},
+        reasons={run_id: liveness.reason for run_id, liveness in running.items()},
+        states={run_id: liveness.state for run_id, liveness in running.items()},
     )
 
 
@@ -369,6 +383,7 @@ def _count(connection: Connection, plan: PrunePlan) -> PruneResult:
         plan.marked_failed,
         **{k: int(v) for k, v in counts.items()},
         reasons=dict(plan.reasons),
+        states=dict(plan.states),
     )
 
 
@@ -508,7 +523,8 @@ def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:
         tuple(marked),
         **counts,
         timings=step.timings,
-        reasons=marked,
+        reasons={**plan.reasons, **marked},
+        states=dict(plan.states),
     )
 
 

@@ -474,7 +474,7 @@ def test_cli_dry_run_then_prune_in_json(run_cli, engine, db):
     assert shape["marked_failed"] == []
     assert all(isinstance(shape[key], int) for key in JSON_KEYS[5:10])
     assert shape["vacuum"] is None
-    assert dry.stderr == "run 3 is old enough to go but still running: skipped (it may be in progress)\n"
+    assert dry.stderr == f"{skipped_alive(3)}\n"
     done = run_cli("db", "prune", "--db", db, "--keep", "2", "--format", "json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout) == {**shape, "dry_run": False}
@@ -497,9 +497,7 @@ def test_cli_table_output_and_skipped_running_runs(run_cli, engine, db):
         "  runs kept         4-6",
         "  running, skipped  3",
     ]
-    assert result.stderr.splitlines() == [
-        "run 3 is old enough to go but still running: skipped (it may be in progress)"
-    ]
+    assert result.stderr.splitlines() == [skipped_alive(3)]  # written by this very process
     done = run_cli("db", "prune", "--db", db, "--keep", "2", "--vacuum")
     assert done.exit_code == 0, done.output
     lines = done.stdout.splitlines()
@@ -536,6 +534,14 @@ def test_cli_database_failure_exits_3_and_deletes_nothing(run_cli, engine, db, m
 HOST = socket.gethostname()
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(auditor.__file__)))
 MARKED_AT = r"marked failed by auditor db prune at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+
+
+def skipped_alive(run_id: int) -> str:
+    """What a prune says of a running run written by this (alive) process."""
+    alive = f"the process that writes it (pid {os.getpid()} on host {HOST}) is alive"
+    return f"run {run_id} is old enough to go but still running: skipped ({alive})"
+
+
 NO_WRITER = "no writer was recorded for it (a run started before auditor recorded them)"
 WRITER_SCRIPT = textwrap.dedent(
     f"""
@@ -756,6 +762,11 @@ def test_runs_of_other_hosts_or_without_a_writer_are_unknown_until_abandoned_aft
     plain = run_cli("db", "prune", "--db", db, "--keep", "1", "--dry-run", "--format", "json")
     shape = json.loads(plain.stdout)
     assert (shape["marked_failed"], shape["deleted_runs"], shape["skipped_running"]) == ([], [1], [2, 3])
+    hint = "; if it is not, --abandoned-after HOURS lets a prune mark it failed by its age"
+    assert plain.stderr.splitlines() == [
+        f"run 2 is old enough to go but still running: skipped ({elsewhere}){hint}",
+        f"run 3 is old enough to go but still running: skipped ({NO_WRITER}){hint}",
+    ]
     aged = run_cli("db", "prune", "--db", db, "--keep", "1", "--abandoned-after", "40", "--dry-run")
     assert aged.exit_code == 0, aged.output
     assert aged.stdout.splitlines()[1:5] == [

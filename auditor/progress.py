@@ -3,13 +3,23 @@
 Shown only when the stream is a terminal and not silenced (``--quiet``); otherwise every call is a
 no-op, so callers never need to check. Redrawn with ``\\r`` at most a few times per second, from the
 single thread that writes the snapshot. No dependency beyond the standard library.
+
+Log lines (a warning, ``--verbose`` traces) go to the same stderr from other threads: the CLI's log
+handler writes them inside :func:`cleared`, which erases the progress line first (the next update
+draws it again below), so a log line never starts in the middle of the progress text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import TextIO
+
+_lock = threading.Lock()  # one writer at a time for the progress line and what interrupts it
+_shown: Progress | None = None  # the progress whose line is on screen now, if any
 
 
 class Progress:
@@ -68,16 +78,42 @@ class Progress:
         if not force and now - self._last_draw < self.min_interval:
             return
         self._last_draw = now
-        text = self.line()
-        padding = " " * max(self._width - len(text), 0)
-        self._width = len(text)
-        self.stream.write(f"\r{text}{padding}")
-        self.stream.flush()
+        global _shown
+        with _lock:
+            text = self.line()
+            padding = " " * max(self._width - len(text), 0)
+            self._width = len(text)
+            self.stream.write(f"\r{text}{padding}")
+            self.stream.flush()
+            _shown = self
 
     def close(self) -> None:
         """Draw the final state and end the line."""
         if not self.enabled:
             return
+        global _shown
         self._draw(force=True)
-        self.stream.write("\n")
-        self.stream.flush()
+        with _lock:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0
+            if _shown is self:
+                _shown = None
+
+
+@contextlib.contextmanager
+def cleared(stream: TextIO) -> Iterator[None]:
+    """Write to ``stream`` inside the block with no progress line in the way.
+
+    If a progress line is drawn on ``stream``, it is erased first and drawn again at its next
+    update; meanwhile no progress is drawn, so what the block writes starts at the left margin.
+    """
+    global _shown
+    with _lock:
+        shown = _shown
+        if shown is not None and shown.stream is stream and shown._width:
+            stream.write("\r" + " " * shown._width + "\r")
+            shown._width = 0
+            shown._last_draw = float("-inf")  # drawn again at the next update, below what is written now
+            _shown = None
+        yield

@@ -99,9 +99,19 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     from auditor.secrets import install_log_filter
 
     install_log_filter()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(_StderrFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log lines on stderr that first clear a progress line drawn there (:func:`auditor.progress.cleared`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from auditor.progress import cleared
+
+        with cleared(self.stream):
+            super().emit(record)
 
 
 class _StderrFormatter(logging.Formatter):

@@ -1,0 +1,62 @@
+"""The progress line and log lines share stderr: a log line never starts inside the progress text."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from auditor.progress import Progress, cleared
+
+
+def test_a_log_line_erases_the_progress_line_which_is_drawn_again_below_it(monkeypatch):
+    from auditor.cli.main import _StderrFormatter, _StderrHandler
+
+    monkeypatch.setattr(Progress, "rate", lambda self: 0.0)
+    stream = io.StringIO()
+    progress = Progress(stream=stream, enabled=True, min_interval=3600)  # only forced or due draws
+    progress.start(3)
+    handler = _StderrHandler(stream)
+    handler.setFormatter(_StderrFormatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("auditor.test-progress")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("the server reflects the key")
+        progress.add_columns(20)  # drawn at once: the line was erased, so it is due again
+        progress.cluster_done()  # throttled: not drawn
+        logger.warning("second warning")
+    finally:
+        logger.removeHandler(handler)
+    progress.close()
+    first = "snapshot: clusters 0/3, columns 0, 0 columns/s"
+    again = "snapshot: clusters 0/3, columns 20, 0 columns/s"
+    last = "snapshot: clusters 1/3, columns 20, 0 columns/s"
+    assert stream.getvalue() == (
+        f"\r{first}\r{' ' * len(first)}\rWARNING auditor.test-progress: the server reflects the key\n"
+        f"\r{again}\r{' ' * len(again)}\rWARNING auditor.test-progress: second warning\n"
+        f"\r{last}\n"
+    )
+    # what a terminal shows: each log line from the left margin, the progress line below them
+    shown = [line.split("\r")[-1] for line in stream.getvalue().split("\n")]
+    assert shown == [
+        "WARNING auditor.test-progress: the server reflects the key",
+        "WARNING auditor.test-progress: second warning",
+        last,
+        "",
+    ]
+
+
+def test_nothing_is_erased_on_another_stream_or_when_no_progress_is_shown():
+    shown, other = io.StringIO(), io.StringIO()
+    progress = Progress(stream=shown, enabled=True)
+    progress.start(1)
+    with cleared(other):
+        other.write("line\n")
+    assert other.getvalue() == "line\n"
+    progress.close()
+    assert shown.getvalue().count("\r") == 2  # its own two draws: never erased
+    quiet = io.StringIO()
+    Progress(stream=quiet, enabled=False).start(1)
+    with cleared(quiet):
+        quiet.write("line\n")
+    assert quiet.getvalue() == "line\n"

@@ -1,0 +1,241 @@
+"""A cluster whose columns cannot be fetched no longer aborts the snapshot: it is recorded failed
+(none of its columns kept), the other clusters are stored, and the run ends ``failed`` with
+:class:`PartialSnapshotError`; more than ``max_failed_clusters`` failures stop it early, and errors
+that are not about one cluster (a refused key) still abort at once. Real HTTP on loopback."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
+from auditor.errors import AuthError, PartialSnapshotError
+from auditor.progress import Progress
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+from auditor.store.runs import list_runs
+from auditor.store.schema import run_clusters, run_columns
+from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+
+from .conftest import Reply, Request
+from .test_bigid_snapshot_unit import MODES, make_tenant, stored
+
+NOT_FOUND = (
+    f"NotFoundError: cluster 'k5' was not found (HTTP 404 from GET {COLUMNS_PATH}): Cluster k5 was not found"
+)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return open_database(tmp_path / "snap.db")
+
+
+@MODES
+def test_one_broken_cluster_is_recorded_and_the_others_stored(loopback, make_client, engine, processes):
+    handler, _, columns = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
+    loopback.reset(handler)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url, page_size=10), workers=3, processes=processes)
+    error = caught.value
+    assert type(error) is PartialSnapshotError and error.exit_code == 3
+    assert (
+        error.message
+        == "run 1 is not complete: 1 of 8 clusters could not be fetched (the other 7 were stored)"
+    )
+    assert error.problems == [f"k5: {NOT_FOUND}"]
+    assert error.hint == (
+        "auditor check --run 1 --allow-incomplete evaluates what was stored; run the snapshot again once "
+        "the tenant serves those clusters"
+    )
+    assert (error.run_id, error.failed, error.tripped) == (1, [("k5", NOT_FOUND)], False)
+
+    (run,) = list_runs(engine)
+    assert run.status == "failed"
+    assert run.error == f"1 of 8 clusters could not be fetched: k5: {NOT_FOUND}"
+    assert run.details["failed_cluster_count"] == 1
+    assert run.details["failed_clusters"] == [{"cluster_id": "k5", "error": NOT_FOUND}]
+    assert (run.clusters_announced, run.clusters_stored, run.columns_stored) == (8, 7, 210)
+    cols, stored_clusters = stored(engine, run.id)
+    assert cols == {
+        (cid, raw["fullyQualifiedName"]): raw for cid, rows in columns.items() if cid != "k5" for raw in rows
+    }
+    assert {cid: (r.fetch_status, r.columns_fetched, r.error) for cid, r in stored_clusters.items()} == {
+        **{f"k{i}": ("complete", 30, None) for i in range(8) if i != 5},
+        "k5": ("failed", 0, NOT_FOUND),
+    }
+
+
+@MODES
+def test_an_invalid_record_and_a_persistent_500_are_recorded_the_rest_stored(
+    loopback, make_client, engine, processes
+):
+    """k2's second page holds a record without its fqn (its first page, already written, must not
+    stay in the run); k6 answers 500 until the retries are exhausted."""
+    handler, _, columns = make_tenant({f"k{i}": 30 for i in range(8)})
+
+    def tenant(request: Request) -> Reply:
+        if (
+            request.path == COLUMNS_PATH
+            and request.query["clusterId"] == "k2"
+            and request.query["skip"] == "10"
+        ):
+            return Reply(200, {"results": [{"columnName": "no fqn"}], "totalCount": 30})
+        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k6":
+            return Reply(500, {"error": "boom"})
+        return handler(request)
+
+    loopback.reset(tenant)
+    client = make_client(loopback.url, page_size=10, max_retries=1)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, client, workers=2, processes=processes)
+    payload = "PayloadError: cluster k2: column 10: fullyQualifiedName: Field required"
+    server = re.compile(
+        rf"ApiError: cluster k6: GET {re.escape(COLUMNS_PATH)} failed: HTTP 500 \(2 attempts in [0-9.]+ s\)"
+    )
+    assert caught.value.message == (
+        "run 1 is not complete: 2 of 8 clusters could not be fetched (the other 6 were stored)"
+    )
+    problems = sorted(caught.value.problems)
+    assert problems[0] == f"k2: {payload}"
+    assert re.fullmatch(f"k6: {server.pattern}", problems[1]), problems[1]
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error.startswith("2 of 8 clusters could not be fetched: k")
+    failed = {item["cluster_id"]: item["error"] for item in run.details["failed_clusters"]}
+    assert run.details["failed_cluster_count"] == 2 and failed["k2"] == payload
+    assert server.fullmatch(failed["k6"]), failed["k6"]
+    cols, stored_clusters = stored(engine, run.id)
+    assert cols == {
+        (cid, raw["fullyQualifiedName"]): raw
+        for cid, rows in columns.items()
+        if cid not in ("k2", "k6")
+        for raw in rows
+    }
+    assert {cid for cid, r in stored_clusters.items() if r.fetch_status == "failed"} == {"k2", "k6"}
+    assert (run.clusters_stored, run.columns_stored) == (6, 180)
+
+
+def test_a_failed_clusters_columns_already_written_are_deleted(engine):
+    """The writer keeps no column of a failed cluster, whether its pages were flushed or queued."""
+    _, clusters, columns = make_tenant({"a": 3, "b": 2})
+    from auditor.bigid.models import Cluster, Column
+
+    writer = SnapshotWriter(engine, source_url=None, batch_rows=2)
+    for position, raw in enumerate(clusters):
+        writer.add_cluster(Cluster.model_validate(raw), raw, position)
+    page = [(Column.model_validate(raw), raw) for raw in columns["a"]]
+    writer.add_columns("a", page[:2])  # flushed (batch of 2)
+    writer.add_columns("a", page[2:])  # queued
+    writer.add_columns("b", [(Column.model_validate(raw), raw) for raw in columns["b"]])
+    writer.finish_cluster("b", ClusterStats(columns_fetched=2, pages=1))
+    writer.finish_cluster("a", ClusterStats(error="ApiError: gone"))
+    writer.fail("1 of 2 clusters could not be fetched", RunTotals())
+    with engine.connect() as connection:
+        members = connection.execute(select(run_columns.c.cluster_id, run_columns.c.fqn)).all()
+        status = dict(
+            connection.execute(select(run_clusters.c.cluster_id, run_clusters.c.fetch_status)).all()
+        )
+    assert sorted(members) == [("b", "b.db.t.c0"), ("b", "b.db.t.c1")]
+    assert status == {"a": "failed", "b": "complete"}
+    (run,) = list_runs(engine)
+    assert (run.clusters_stored, run.columns_stored) == (1, 2)
+
+
+def test_a_tenant_that_is_down_trips_the_breaker(loopback, make_client, engine):
+    """30 clusters, every one 503: stopped after the 3rd failure, far from 30 clusters' requests."""
+
+    def down(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            rows = [{"id": f"k{i:02}", "size": 5} for i in range(30)]
+            return Reply(200, rows[int(request.query["skip"]) :][: int(request.query["limit"])])
+        return Reply(503, {})
+
+    loopback.reset(down)
+    client = make_client(loopback.url, max_retries=1)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, client, workers=2, processes=0, max_failed_clusters=2)
+    error = caught.value
+    assert error.message == (
+        "run 1 is not complete: the snapshot stopped after 3 clusters failed (more than 2 allowed); "
+        "0 of 30 clusters were stored, the remaining 27 were not fetched"
+    )
+    assert error.tripped and len(error.problems) == 3 and len(error.failed) == 3
+    assert error.hint.startswith("is the tenant down? auditor check --run 1 --allow-incomplete evaluates")
+    column_requests = [r for r in loopback.seen if r.path == COLUMNS_PATH]
+    assert len(column_requests) <= 12  # 3 clusters x 2 attempts, and the few in flight; 30 x 2 = 60
+    (run,) = list_runs(engine)
+    assert run.status == "failed"
+    assert run.error.startswith(
+        "stopped after 3 of 30 clusters failed (more than 2 allowed); the remaining clusters were not "
+        "fetched: k"
+    )
+    assert run.details["failed_cluster_count"] == 3 and len(run.details["failed_clusters"]) == 3
+
+
+def test_only_the_first_failures_are_listed(loopback, make_client, engine, monkeypatch):
+    """25 failed clusters: all counted, 20 problem lines then '… and 5 more', 5 named in the run."""
+    import auditor.snapshot as snapshot_module
+
+    monkeypatch.setattr(snapshot_module, "MAX_LISTED_FAILURES", 3)
+    sizes = {f"k{i:02}": 2 for i in range(27)}
+    handler, _, _ = make_tenant(sizes)
+
+    def tenant(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH and request.query["clusterId"] not in ("k00", "k01"):
+            return Reply(404, {})
+        return handler(request)
+
+    loopback.reset(tenant)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=2, processes=0, max_failed_clusters=100)
+    error = caught.value
+    assert (
+        error.message
+        == "run 1 is not complete: 25 of 27 clusters could not be fetched (the other 2 were stored)"
+    )
+    assert len(error.problems) == 21 and error.problems[-1] == "… and 5 more"
+    assert len(error.failed) == 25
+    (run,) = list_runs(engine)
+    assert run.details["failed_cluster_count"] == 25 and len(run.details["failed_clusters"]) == 3
+    assert run.error.count("NotFoundError") == 5 and run.error.endswith("; … and 20 more")
+
+
+def test_a_refused_key_mid_run_still_aborts_at_once(loopback, make_client, engine):
+    """A 401 on one cluster's columns that stays 401 (after the client's fallbacks) is about the
+    key, not the cluster: the snapshot stops with the AuthError, as before."""
+    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)})
+
+    def tenant(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k3":
+            return Reply(401, {"error": "token expired"})
+        return handler(request)
+
+    loopback.reset(tenant)
+    with pytest.raises(AuthError) as caught:
+        take_snapshot(engine, make_client(loopback.url, page_size=10), workers=1, processes=0)
+    assert type(caught.value) is AuthError
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == f"AuthError: {caught.value.message}"
+    assert run.error.startswith("AuthError: ")
+    assert [c["cluster_id"] for c in run.details["failed_clusters"]] == ["k3"]
+    _, stored_clusters = stored(engine, run.id)
+    assert stored_clusters["k3"].fetch_status == "failed"
+    assert any(r.fetch_status == "fetching" for r in stored_clusters.values())  # the rest: not fetched
+
+
+def test_max_failed_clusters_must_not_be_negative(engine, make_client):
+    with pytest.raises(ValueError, match="max_failed_clusters"):
+        take_snapshot(engine, make_client("http://127.0.0.1:9"), max_failed_clusters=-1)
+
+
+def test_the_progress_line_says_how_many_clusters_failed():
+    import io
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream, enabled=True, min_interval=0)
+    progress.start(8)
+    progress.cluster_done()
+    progress.cluster_failed()
+    progress.close()
+    assert "\rsnapshot: clusters 1/8, 1 failed, columns 0, " in stream.getvalue()

@@ -319,7 +319,7 @@ def _fetch_columns(
         failures.append((cluster_id, _reason(exc)))
         remaining -= 1
         progress.cluster_failed()
-        log.warning("cluster %s could not be fetched: %s", cluster_id, _reason(exc))
+        log.info("cluster %s could not be fetched: %s", cluster_id, _reason(exc))
         if len(failures) > max_failed_clusters:
             raise _TooManyFailures
 

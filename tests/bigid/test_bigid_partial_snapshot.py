@@ -5,6 +5,7 @@ that are not about one cluster (a refused key) still abort at once. Real HTTP on
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -239,3 +240,74 @@ def test_the_progress_line_says_how_many_clusters_failed():
     progress.cluster_failed()
     progress.close()
     assert "\rsnapshot: clusters 1/8, 1 failed, columns 0, " in stream.getvalue()
+
+
+# -- through the CLI ---------------------------------------------------------------------------------
+
+PARTIAL_STDERR = [
+    "error: run 1 is not complete: 1 of 8 clusters could not be fetched (the other 7 were stored)",
+    f"  k5: {NOT_FOUND}",
+    "hint: auditor check --run 1 --allow-incomplete evaluates what was stored; run the snapshot again "
+    "once the tenant serves those clusters",
+]
+
+
+def test_cli_snapshot_with_a_broken_cluster_exits_3_and_check_needs_allow_incomplete(
+    loopback, run_cli, tmp_path
+):
+    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
+    loopback.reset(handler)
+    db = str(tmp_path / "cli.db")
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    result = run_cli("snapshot", "--db", db, "--page-size", "10", env=env)
+    assert (result.exit_code, result.stdout) == (3, "")
+    assert result.stderr.splitlines() == PARTIAL_STDERR
+
+    refused = run_cli("check", "--db", db, "--run", "1")
+    assert refused.exit_code == 3
+    assert refused.stderr.splitlines()[0] == (
+        f"error: run 1 is failed, not complete: 1 of 8 clusters could not be fetched: k5: {NOT_FOUND}"
+    )
+
+    allowed = run_cli("check", "--db", db, "--run", "1", "--allow-incomplete", "--format", "json")
+    assert allowed.exit_code == 0, allowed.stderr
+    data = json.loads(allowed.stdout)
+    assert (data["run"], data["run_status"]) == (1, "failed")
+    column_findings = [f for f in data["findings"] if f["column"] is not None]
+    assert {f["cluster_id"] for f in column_findings} == {f"k{i}" for i in range(8) if i != 5}
+    assert len({f["column"] for f in column_findings}) == 7 * 30  # every stored column, none of k5
+
+
+def test_cli_max_failed_clusters_flag_and_setting(loopback, run_cli, tmp_path):
+    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
+    loopback.reset(handler)
+    db = str(tmp_path / "cli.db")
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    negative = run_cli("snapshot", "--db", db, "--max-failed-clusters", "-1", env=env)
+    assert negative.exit_code == 2 and "--max-failed-clusters" in negative.stderr
+    assert run_cli("run", "--db", db, "--max-failed-clusters", "-1", env=env).exit_code == 2
+    old = run_cli("snapshot", "--db", db, "--max-failed-clusters", "0", env=env)
+    assert old.exit_code == 3
+    assert old.stderr.splitlines()[0] == f"error: {NOT_FOUND.removeprefix('NotFoundError: ')}"
+    (tmp_path / "auditor.toml").write_text("[auditor]\nmax_failed_clusters = 0\n", encoding="utf-8")
+    from_file = run_cli("snapshot", "--db", db, env=env)
+    assert from_file.exit_code == 3 and from_file.stderr == old.stderr.replace("run 1", "run 2")
+    (tmp_path / "auditor.toml").write_text("[auditor]\nmax_failed_clusters = -3\n", encoding="utf-8")
+    bad = run_cli("snapshot", "--db", db, env=env)
+    assert bad.exit_code == 2
+    assert bad.stderr.splitlines()[0] == (
+        "error: setting max_failed_clusters must be a whole number, 0 or more, not -3"
+    )
+
+
+def test_cli_run_stops_after_a_partial_snapshot(loopback, run_cli, tmp_path):
+    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
+    loopback.reset(handler)
+    db = str(tmp_path / "cli.db")
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    result = run_cli("run", "--db", db, "--page-size", "10", env=env)
+    assert (result.exit_code, result.stdout) == (3, "")
+    assert result.stderr.splitlines() == PARTIAL_STDERR
+    assert not list(tmp_path.glob("*.html"))  # no check, no report
+    (run,) = list_runs(open_database(db))
+    assert run.status == "failed" and run.details["failed_cluster_count"] == 1

@@ -356,6 +356,7 @@ class SnapshotWriter:
         self._pending_rows = 0
         self._pending_stats: list[dict[str, Any]] = []
         self._discarded: list[str] = []  # failed clusters whose written columns are to be deleted
+        self._unfinished: set[str] = set()  # clusters added and not finished yet
         self._clusters_stored = 0
         self._columns_stored = 0
         self._columns_announced = 0
@@ -379,6 +380,7 @@ class SnapshotWriter:
     def add_cluster(self, cluster: Cluster, raw: Mapping[str, Any], position: int) -> str:
         """Register a cluster of this run (before its columns). Returns its content hash."""
         digest, row, labels = cluster_record(cluster, raw)
+        self._unfinished.add(cluster.id)
         self._pending_cluster_versions[digest] = row
         self._pending_labels[digest] = labels
         self._pending_run_clusters.append(
@@ -424,12 +426,9 @@ class SnapshotWriter:
         columns or with none (``fetch_status = 'failed'``, ``columns_fetched = 0``), so a run read
         with ``--allow-incomplete`` never holds half a cluster. Feed no more of its pages after.
         """
+        self._unfinished.discard(cluster_id)
         if stats.error is not None:
-            kept = [(cid, page) for cid, page in self._pending_pages if cid != cluster_id]
-            if len(kept) != len(self._pending_pages):
-                self._pending_pages = kept
-                self._pending_rows = sum(len(page) for _, page in kept)
-            self._discarded.append(cluster_id)
+            self._discard_columns({cluster_id})
             stats = ClusterStats(total_announced=stats.total_announced, error=stats.error)
         self._pending_stats.append(
             {
@@ -446,6 +445,21 @@ class SnapshotWriter:
         if stats.error is None:
             self._clusters_stored += 1
         self._columns_stored += stats.columns_fetched
+
+    def discard_unfinished(self) -> None:
+        """Keep no column of the clusters not finished yet (a snapshot stopped before them).
+
+        They stay ``fetching`` in ``run_clusters``; what was written of them is deleted with the
+        next flush, as for a failed cluster. Feed no more of their pages after.
+        """
+        self._discard_columns(self._unfinished)
+
+    def _discard_columns(self, cluster_ids: set[str]) -> None:
+        kept = [(cid, page) for cid, page in self._pending_pages if cid not in cluster_ids]
+        if len(kept) != len(self._pending_pages):
+            self._pending_pages = kept
+            self._pending_rows = sum(len(page) for _, page in kept)
+        self._discarded.extend(sorted(cluster_ids))
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -117,9 +117,22 @@ def test_an_invalid_record_and_a_persistent_500_are_recorded_the_rest_stored(
     assert (run.clusters_stored, run.columns_stored) == (6, 180)
 
 
-def test_a_failed_clusters_columns_already_written_are_deleted(engine):
-    """The writer keeps no column of a failed cluster, whether its pages were flushed or queued."""
-    _, clusters, columns = make_tenant({"a": 3, "b": 2})
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_engine(request, tmp_path):
+    if request.param == "sqlite":
+        yield open_database(tmp_path / "w.db")
+        return
+    url = request.getfixturevalue("fresh_postgres")
+    db = open_database(url)
+    yield db
+    db.dispose()
+
+
+def test_a_failed_clusters_columns_already_written_are_deleted(any_engine):
+    """The writer keeps no column of a failed cluster (or, when a snapshot stops early, of one not
+    finished), whether its pages were flushed or still queued."""
+    engine = any_engine
+    _, clusters, columns = make_tenant({"a": 3, "b": 2, "c": 2, "d": 1})
     from auditor.bigid.models import Cluster, Column
 
     writer = SnapshotWriter(engine, source_url=None, batch_rows=2)
@@ -131,16 +144,50 @@ def test_a_failed_clusters_columns_already_written_are_deleted(engine):
     writer.add_columns("b", [(Column.model_validate(raw), raw) for raw in columns["b"]])
     writer.finish_cluster("b", ClusterStats(columns_fetched=2, pages=1))
     writer.finish_cluster("a", ClusterStats(error="ApiError: gone"))
-    writer.fail("1 of 2 clusters could not be fetched", RunTotals())
+    writer.add_columns("c", [(Column.model_validate(raw), raw) for raw in columns["c"]])  # flushed
+    writer.add_columns("d", [(Column.model_validate(raw), raw) for raw in columns["d"]])  # queued
+    writer.discard_unfinished()  # c and d: in flight when the snapshot stopped
+    writer.fail("1 of 4 clusters could not be fetched", RunTotals())
     with engine.connect() as connection:
         members = connection.execute(select(run_columns.c.cluster_id, run_columns.c.fqn)).all()
         status = dict(
             connection.execute(select(run_clusters.c.cluster_id, run_clusters.c.fetch_status)).all()
         )
     assert sorted(members) == [("b", "b.db.t.c0"), ("b", "b.db.t.c1")]
-    assert status == {"a": "failed", "b": "complete"}
+    assert status == {"a": "failed", "b": "complete", "c": "fetching", "d": "fetching"}
     (run,) = list_runs(engine)
     assert (run.clusters_stored, run.columns_stored) == (1, 2)
+
+
+def test_the_breaker_keeps_only_whole_clusters(loopback, make_client, engine):
+    """Healthy clusters (slow, small pages) among failing ones: when the breaker trips, the clusters
+    in flight are cut short, and none of their columns stays in the run."""
+    sizes = {f"k{i:02}": 9 for i in range(30)}
+    handler, _, columns = make_tenant(sizes)
+
+    def tenant(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH:
+            if int(request.query["clusterId"][1:]) % 5 == 4:  # k04, k09, k14...: while others run
+                return Reply(404, {}, delay=0.03)
+            reply = handler(request)
+            reply.delay = 0.02
+            return reply
+        return handler(request)
+
+    loopback.reset(tenant)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(
+            engine, make_client(loopback.url, page_size=2), workers=3, processes=0, max_failed_clusters=2
+        )
+    assert caught.value.tripped
+    (run,) = list_runs(engine)
+    cols, stored_clusters = stored(engine, run.id)
+    complete = {cid for cid, r in stored_clusters.items() if r.fetch_status == "complete"}
+    assert cols == {
+        (cid, raw["fullyQualifiedName"]): raw for cid in complete for raw in columns[cid]
+    }  # whole clusters only
+    assert run.clusters_stored == len(complete) < 30 and run.columns_stored == 9 * len(complete)
+    assert sum(r.fetch_status == "failed" for r in stored_clusters.values()) == 3
 
 
 def test_a_tenant_that_is_down_trips_the_breaker(loopback, make_client, engine):

@@ -358,3 +358,24 @@ def test_cli_run_stops_after_a_partial_snapshot(loopback, run_cli, tmp_path):
     assert not list(tmp_path.glob("*.html"))  # no check, no report
     (run,) = list_runs(open_database(db))
     assert run.status == "failed" and run.details["failed_cluster_count"] == 1
+
+
+def test_a_failed_clusters_error_never_carries_the_key(loopback, make_client, engine):
+    """A server whose 404 echoes the key: the key is in no message, problem, run error or detail."""
+    key = "k3y-0f-the-tenant-1234567890"
+    handler, _, _ = make_tenant({f"k{i}": 3 for i in range(4)})
+
+    def tenant(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k2":
+            return Reply(404, {"error": f"no cluster k2 for {key}"})
+        return handler(request)
+
+    loopback.reset(tenant)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url, token=key), workers=2, processes=0)
+    error = caught.value
+    shown = [error.message, error.hint or "", *error.problems, *(text for _, text in error.failed)]
+    assert all(key not in text for text in shown)
+    assert "no cluster k2 for ***" in error.problems[0]
+    (run,) = list_runs(engine)
+    assert key not in run.error and key not in json.dumps(run.details)

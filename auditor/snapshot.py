@@ -341,9 +341,12 @@ def _fetch_columns(
                     if offload is not None:
                         writer.add_column_rows(cluster_id, rows)
                     else:
+                        too_deep: RecordTooDeep | None = None
                         try:
                             writer.add_columns(cluster_id, rows)
-                        except RecordTooDeep as too_deep:  # as decode_columns reports it in the pool
+                        except RecordTooDeep as exc:  # as decode_columns reports it in the pool
+                            too_deep = exc
+                        if too_deep is not None:  # out of the except: raised without its context
                             cluster_failed(cluster_id, record_too_deep(cluster_id, too_deep))
                             continue
                     progress.add_columns(len(rows))

@@ -379,3 +379,27 @@ def test_a_failed_clusters_error_never_carries_the_key(loopback, make_client, en
     assert "no cluster k2 for ***" in error.problems[0]
     (run,) = list_runs(engine)
     assert key not in run.error and key not in json.dumps(run.details)
+
+
+@MODES
+def test_a_record_too_deep_to_store_fails_only_its_cluster(loopback, make_client, engine, processes):
+    """Nested 1,000 levels deep: refused when the page is decoded (in a thread: by the writer; in the
+    pool: by a decoder); either way that cluster is recorded failed and the others are stored."""
+    handler, _, columns = make_tenant({f"k{i}": 4 for i in range(4)})
+    deep = b"[" * 1000 + b"]" * 1000
+
+    def tenant(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k1":
+            body = b'{"results": [{"fullyQualifiedName": "k1.db.t.c0", "x": ' + deep + b'}], "totalCount": 1}'
+            return Reply(200, body)
+        return handler(request)
+
+    loopback.reset(tenant)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=2, processes=processes)
+    assert caught.value.problems == [
+        "k1: PayloadError: cluster k1: a column (k1.db.t.c0): (record): nested more than 512 levels deep"
+    ]
+    (run,) = list_runs(engine)
+    cols, _ = stored(engine, run.id)
+    assert cols == {(c, raw["fullyQualifiedName"]): raw for c in ("k0", "k2", "k3") for raw in columns[c]}

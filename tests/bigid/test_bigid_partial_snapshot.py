@@ -14,6 +14,7 @@ from sqlalchemy import select
 from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
 from auditor.errors import AuthError, PartialSnapshotError
 from auditor.progress import Progress
+from auditor.render.context import fetch_notes
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
 from auditor.store.runs import list_runs
@@ -62,6 +63,9 @@ def test_one_broken_cluster_is_recorded_and_the_others_stored(loopback, make_cli
     assert cols == {
         (cid, raw["fullyQualifiedName"]): raw for cid, rows in columns.items() if cid != "k5" for raw in rows
     }
+    assert fetch_notes(run.details)[0] == (
+        "1 clusters could not be fetched (none of their columns is in this run)"
+    )
     assert {cid: (r.fetch_status, r.columns_fetched, r.error) for cid, r in stored_clusters.items()} == {
         **{f"k{i}": ("complete", 30, None) for i in range(8) if i != 5},
         "k5": ("failed", 0, NOT_FOUND),
@@ -379,6 +383,26 @@ def test_a_failed_clusters_error_never_carries_the_key(loopback, make_client, en
     assert "no cluster k2 for ***" in error.problems[0]
     (run,) = list_runs(engine)
     assert key not in run.error and key not in json.dumps(run.details)
+
+
+def test_a_cluster_that_times_out_is_recorded(loopback, make_client, engine):
+    """A cluster whose answer never comes within the read timeout (a huge one): NetworkError."""
+    handler, _, columns = make_tenant({f"k{i}": 3 for i in range(3)})
+
+    def tenant(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k0":
+            return Reply(200, {"results": [], "totalCount": 0}, delay=1.0)
+        return handler(request)
+
+    loopback.reset(tenant)
+    client = make_client(loopback.url, read_timeout=0.2, max_retries=1)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, client, workers=2, processes=0)
+    ((cluster_id, error),) = caught.value.failed
+    assert cluster_id == "k0" and error.startswith("NetworkError: cluster k0: GET ")
+    (run,) = list_runs(engine)
+    cols, _ = stored(engine, run.id)
+    assert cols == {(c, raw["fullyQualifiedName"]): raw for c in ("k1", "k2") for raw in columns[c]}
 
 
 @MODES

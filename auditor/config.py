@@ -9,6 +9,7 @@ hold any of the keys below under a ``[auditor]`` table (or at top level)::
     token_file = "~/.config/auditor/token"   # the API key itself never goes in this file
     auth_scheme = "auto"
     workers = 4
+    max_failed_clusters = 10               # clusters that may fail before a snapshot stops
     ca_bundle = "/etc/ssl/private-ca.pem"
 
     [auditor.sandbox]      # the built-in sandbox `auditor run` uses when no url is set
@@ -44,6 +45,7 @@ KNOWN_KEYS = {
     "token_file",
     "auth_scheme",
     "workers",
+    "max_failed_clusters",
     "ca_bundle",
     "insecure",
     "connect_timeout",
@@ -126,6 +128,7 @@ _KINDS = {
     "templates": TEXT,
     "insecure": BOOLEAN,
     "workers": WHOLE,
+    "max_failed_clusters": WHOLE,
     "page_size": WHOLE,
     "connect_timeout": NUMBER,
     "read_timeout": NUMBER,

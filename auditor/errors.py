@@ -73,6 +73,31 @@ class PayloadError(ApiError):
     """A payload that does not fit the models: names the cluster, the field and the problem (exit 3)."""
 
 
+class PartialSnapshotError(ApiError):
+    """A snapshot ended with clusters that could not be fetched: its run is ``failed`` (exit 3).
+
+    The other clusters were stored; ``problems`` lists the failed clusters (``cluster: error``),
+    ``failed`` holds every (cluster id, error) pair and ``tripped`` says whether the snapshot
+    stopped early because too many clusters failed (``max_failed_clusters``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        run_id: int,
+        failed: list[tuple[str, str]],
+        problems: list[str] | None = None,
+        tripped: bool = False,
+    ) -> None:
+        super().__init__(message, hint)
+        self.run_id = run_id
+        self.failed = list(failed)
+        self.problems = list(problems or [])
+        self.tripped = tripped
+
+
 class StoreError(AuditorError):
     """The database could not be opened, migrated, read or written (exit 3)."""
 

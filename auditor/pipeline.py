@@ -21,7 +21,7 @@ from auditor.bigid.client import BigIDClient, ClientOptions
 from auditor.engine import CheckResult, RuleSet, Waivers, check_run
 from auditor.progress import Progress
 from auditor.render.report import ReportBundle, build_report_bundle, default_report_name
-from auditor.snapshot import take_snapshot
+from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS, take_snapshot
 from auditor.store.runs import RunInfo
 from auditor.store.schema import RUN_COMPLETE, runs
 
@@ -71,6 +71,7 @@ def run_job(
     waivers_path: str | Path | None = None,
     cluster_filter: str | None = None,
     workers: int = 4,
+    max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
     progress: Progress | None = None,
     baseline: str | int | None = "previous",
     fail_on: str | None = None,
@@ -83,9 +84,17 @@ def run_job(
     """Snapshot, check against ``baseline``, diff against it too, write the report, email it.
 
     The exit code is the gate's (:meth:`CheckResult.gate`). A failed snapshot raises (the run is
-    recorded ``failed``) before anything is checked, so a partial catalog never reads as clean.
+    recorded ``failed``) before anything is checked, so a partial catalog never reads as clean; one
+    with clusters that could not be fetched raises :class:`auditor.errors.PartialSnapshotError`.
     """
-    run = take_snapshot(engine, client, cluster_filter=cluster_filter, workers=workers, progress=progress)
+    run = take_snapshot(
+        engine,
+        client,
+        cluster_filter=cluster_filter,
+        workers=workers,
+        progress=progress,
+        max_failed_clusters=max_failed_clusters,
+    )
     check, bundle, written = check_and_report(
         engine,
         run.id,

@@ -1,4 +1,4 @@
-"""A one-line progress display on stderr for long fetches: clusters done/total, columns, rate.
+"""A one-line progress display on stderr for long fetches: clusters done/total, failed, columns, rate.
 
 Shown only when the stream is a terminal and not silenced (``--quiet``); otherwise every call is a
 no-op, so callers never need to check. Redrawn with ``\\r`` at most a few times per second, from the
@@ -42,6 +42,7 @@ class Progress:
         self.label = label
         self.total_clusters: int | None = None
         self.clusters_done = 0
+        self.clusters_failed = 0
         self.columns = 0
         self._started = time.monotonic()
         self._last_draw = 0.0
@@ -60,14 +61,20 @@ class Progress:
         self.clusters_done += 1
         self._draw()
 
+    def cluster_failed(self) -> None:
+        """A cluster could not be fetched (shown in the line, so a partial fetch never looks clean)."""
+        self.clusters_failed += 1
+        self._draw(force=True)
+
     def rate(self) -> float:
         elapsed = time.monotonic() - self._started
         return self.columns / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
         total = "?" if self.total_clusters is None else str(self.total_clusters)
+        failed = f", {self.clusters_failed} failed" if self.clusters_failed else ""
         return (
-            f"{self.label}: clusters {self.clusters_done}/{total}, columns {self.columns:,}, "
+            f"{self.label}: clusters {self.clusters_done}/{total}{failed}, columns {self.columns:,}, "
             f"{self.rate():,.0f} columns/s"
         )
 

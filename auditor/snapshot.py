@@ -14,13 +14,19 @@ process pool (``forkserver``) running :func:`auditor.bigid.client.decode_columns
 the API key, ignores Ctrl-C (the parent handles it) and is shut down with the snapshot, however it
 ends. ``processes=0`` decodes in the worker threads.
 
-The run becomes ``complete`` only when every cluster was fetched in full. Any failure (API, network,
-payload, store, Ctrl-C) cancels the remaining work, marks the run ``failed`` with the reason and
-re-raises the error. Per cluster, the run records the total the API announced, the distinct columns
-stored, duplicates received and pages; per run, the requests, retries, the auth scheme that worked,
-the envelope shapes seen, how many times the API key was found (and masked) in the data served,
-and every mismatch between a cluster's ``size``, its ``totalCount`` and the
-columns actually fetched (``runs.details``).
+The run becomes ``complete`` only when every cluster was fetched in full. A failure that concerns
+one cluster (its columns answer 404, 5xx past the retries, time out, or hold an invalid record: an
+:class:`ApiError` that is not an :class:`AuthError`) is recorded on that cluster (``failed``, none
+of its columns kept) and the other clusters go on; at the end the run is marked ``failed``, saying
+which clusters could not be fetched, and :class:`PartialSnapshotError` is raised. More than
+``max_failed_clusters`` such failures (a tenant that is down) stop the snapshot there; 0 stops it at
+the first, re-raising that cluster's error. Any other failure (auth, the clusters listing, the
+store, a decoding process dying, Ctrl-C, a bug) cancels the remaining work at once, marks the run
+``failed`` with the reason and re-raises the error. Per cluster, the run records the total the
+API announced, the distinct columns stored, duplicates received and pages; per run, the requests,
+retries, the auth scheme that worked, the envelope shapes seen, how many times the API key was
+found (and masked) in the data served, every mismatch between a cluster's ``size``, its
+``totalCount`` and the columns actually fetched, and the clusters that failed (``runs.details``).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from auditor import secrets
 from auditor.bigid.client import BigIDClient, PageOffload, cluster_too_deep, record_too_deep
 from auditor.bigid.models import RecordTooDeep
 from auditor.bigid.paging import PagingStats
-from auditor.errors import AuditorError, StoreError
+from auditor.errors import ApiError, AuditorError, AuthError, PartialSnapshotError, StoreError
 from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
 from auditor.store.runs import RunInfo, get_run
@@ -57,6 +63,10 @@ QUEUE_PAGES_PER_WORKER = 12  # pages waiting for the writer, per worker: bounds 
 # deep enough that fetching goes on while the writer commits a 25,000-row batch
 IDLE_FLUSH_ROWS = 10_000  # rows worth a transaction when the writer would otherwise wait
 MAX_LISTED_MISMATCHES = 1000  # mismatches listed in runs.details (all are counted)
+MAX_LISTED_FAILURES = 1000  # failed clusters listed in runs.details (all are counted)
+MAX_FAILURE_PROBLEMS = 20  # failed clusters listed in the error the snapshot raises
+MAX_FAILURES_IN_REASON = 5  # failed clusters named in the run's one-line error
+DEFAULT_MAX_FAILED_CLUSTERS = 10
 _PUT_WAIT = 0.2
 POOL_MIN_COLUMNS = 20_000  # columns announced below which processes=None decodes in the threads
 # Environment variables a decoding process must not inherit (it gets page bytes, nothing else).
@@ -64,7 +74,21 @@ _SECRET_ENV = ("BIGID_TOKEN",)
 
 
 class _Cancelled(Exception):
-    """A worker noticed that the snapshot is being abandoned."""
+    """A worker noticed that the snapshot (or its cluster) is being abandoned."""
+
+
+class _TooManyFailures(Exception):
+    """More clusters failed than ``max_failed_clusters`` allows: the snapshot stops."""
+
+
+def cluster_scoped(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while fetching one cluster's columns, concerns only that cluster.
+
+    API answers about it (404, 400, 5xx past the retries, an invalid record or page) and network
+    failures (a timeout on a huge cluster) do; a refused key (:class:`AuthError`) does not, nor
+    does anything that is not an :class:`ApiError` (the store, a decoding process, a bug).
+    """
+    return isinstance(exc, ApiError) and not isinstance(exc, AuthError | PartialSnapshotError)
 
 
 def take_snapshot(
@@ -75,8 +99,15 @@ def take_snapshot(
     workers: int = 4,
     progress: Progress | None = None,
     processes: int | None = None,
+    max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
 ) -> RunInfo:
     """Fetch everything into a new run and return it (``complete``), or raise (run ``failed``).
+
+    ``max_failed_clusters``: clusters whose columns could not be fetched (see :func:`cluster_scoped`)
+    are recorded and the others fetched; the run then ends ``failed`` and
+    :class:`PartialSnapshotError` is raised. Once more than that many have failed, the snapshot
+    stops (the remaining clusters are not fetched). 0: the first such error stops the snapshot and
+    is raised as it is.
 
     ``processes``: decoding processes (see the module docstring), 0 decodes in the worker threads.
     None means :func:`default_processes`, but only for a tenant whose clusters announce at least
@@ -87,6 +118,8 @@ def take_snapshot(
         raise ValueError("workers must be at least 1")
     if processes is not None and processes < 0:
         raise ValueError("processes must be 0 or more")
+    if max_failed_clusters < 0:
+        raise ValueError("max_failed_clusters must be 0 or more")
     progress = progress or Progress(enabled=False)
     client.limit_requests(workers)  # ``workers`` requests in flight, whatever the client was built with
     writer = SnapshotWriter(
@@ -100,6 +133,7 @@ def take_snapshot(
         },
     )
     details: dict[str, Any] = {}
+    failures: list[tuple[str, str]] = []  # (cluster id, reason) of the clusters that failed
     totals = RunTotals()
     pool: ProcessPoolExecutor | None = None
     try:
@@ -123,7 +157,9 @@ def take_snapshot(
                 raise cluster_too_deep(position, too_deep) from None
         progress.start(len(clusters))
         offload = PageOffload(pool, column_rows, _row_key) if pool is not None else None
-        _fetch_columns(client, writer, clusters, workers, progress, details, offload)
+        _fetch_columns(
+            client, writer, clusters, workers, progress, details, offload, max_failed_clusters, failures
+        )
     except BaseException as exc:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -132,17 +168,28 @@ def take_snapshot(
         # marking the run failed would wait out the busy timeout. Locals are not needed any more.
         traceback.clear_frames(exc.__traceback__)
         gc.collect()  # the cursor may sit in a reference cycle too
-        reason = _reason(exc)
+        tripped = isinstance(exc, _TooManyFailures)
+        reason = _partial_reason(failures, len(clusters), max_failed_clusters) if tripped else _reason(exc)
         _fill_totals(totals, client, details)
+        if tripped:  # what can be used must be whole clusters: not those cut short in flight
+            writer.discard_unfinished()
         try:
             writer.fail(reason, totals)
         except StoreError as store_exc:  # the original error matters more; say both in the log
             log.error("could not mark run %s failed: %s", writer.run_id, store_exc)
         progress.close()
+        if tripped:
+            raise _partial_error(writer, failures, len(clusters), max_failed_clusters) from None
         raise
     if pool is not None:
         pool.shutdown(wait=True)
     _fill_totals(totals, client, details)
+    if failures:  # every cluster was tried; some could not be fetched: the run is not complete
+        try:
+            writer.fail(_partial_reason(failures, len(clusters), None), totals)
+        finally:
+            progress.close()
+        raise _partial_error(writer, failures, len(clusters), None)
     try:
         writer.complete(totals)
     except BaseException as exc:  # the last flush failed: the run must not stay "running"
@@ -206,8 +253,17 @@ def _fetch_columns(
     progress: Progress,
     details: dict[str, Any],
     offload: PageOffload | None = None,
+    max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
+    failures: list[tuple[str, str]] | None = None,
 ) -> None:
-    """Run the worker pool and write what it hands over, on this thread."""
+    """Run the worker pool and write what it hands over, on this thread.
+
+    A cluster that fails (:func:`cluster_scoped`) is recorded failed and appended to ``failures``;
+    its worker stops and anything it still hands over is ignored. More than ``max_failed_clusters``
+    of them raise :class:`_TooManyFailures`; with 0, the first one's error is raised as it is.
+    """
+    failures = [] if failures is None else failures
+    abandoned: set[str] = set()  # failed clusters: their pages still queued are ignored
     pages: queue.Queue[tuple[str, str, Any]] = queue.Queue(maxsize=max(workers * QUEUE_PAGES_PER_WORKER, 2))
     stop = threading.Event()
     sizes = {cluster.id: cluster.size for cluster, _ in clusters}
@@ -218,7 +274,7 @@ def _fetch_columns(
 
     def put(item: tuple[str, str, Any]) -> None:
         while True:
-            if stop.is_set():
+            if stop.is_set() or item[1] in abandoned:
                 raise _Cancelled
             try:
                 pages.put(item, timeout=_PUT_WAIT)
@@ -226,19 +282,24 @@ def _fetch_columns(
             except queue.Full:
                 continue
 
+    handed_errors = [0]  # errors the workers handed over: past the limit, no new cluster starts
+    errors_lock = threading.Lock()
+
     def work(cluster_id: str, size: int | None) -> None:
         try:
-            if stop.is_set():
-                return
+            if stop.is_set() or handed_errors[0] > max_failed_clusters:
+                return  # the writer stops the snapshot once it reads those errors
             fetch = client.fetch_all_columns(cluster_id, size=size, offload=offload)
             for page in fetch:
                 put(("page", cluster_id, page))
             put(("done", cluster_id, fetch.stats))
         except _Cancelled:
             return
-        except BaseException as exc:  # noqa: BLE001 - handed to the writer thread, which fails the run
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer thread, which decides
             with contextlib.suppress(_Cancelled):
                 put(("error", cluster_id, exc))
+                with errors_lock:
+                    handed_errors[0] += 1
 
     # Twice as many threads as requests in flight (the client caps those at ``workers``): while one
     # thread decodes and hands over its page, another already waits on the network.
@@ -247,6 +308,23 @@ def _fetch_columns(
     )
     remaining = len(clusters)
     unflushed = 0
+
+    def cluster_failed(cluster_id: str, exc: BaseException) -> None:
+        """Record the cluster failed; raise when the snapshot must stop (see the docstring)."""
+        nonlocal remaining
+        if max_failed_clusters == 0 or not cluster_scoped(exc):
+            writer.finish_cluster(cluster_id, ClusterStats(error=_reason(exc)))
+            failures.append((cluster_id, _reason(exc)))
+            raise exc
+        abandoned.add(cluster_id)  # before anything else: its worker stops at its next page
+        writer.finish_cluster(cluster_id, ClusterStats(error=_reason(exc)))
+        failures.append((cluster_id, _reason(exc)))
+        remaining -= 1
+        progress.cluster_failed()
+        log.info("cluster %s could not be fetched: %s", cluster_id, _reason(exc))
+        if len(failures) > max_failed_clusters:
+            raise _TooManyFailures
+
     try:
         for cluster, _ in clusters:
             executor.submit(work, cluster.id, cluster.size)
@@ -255,16 +333,22 @@ def _fetch_columns(
                 kind, cluster_id, payload = pages.get(timeout=0.5)
             except queue.Empty:
                 continue
+            if cluster_id in abandoned:  # what a failed cluster's worker handed over before it stopped
+                continue
             if kind == "page":
                 rows: list[Any] = payload
                 if rows:
                     if offload is not None:
                         writer.add_column_rows(cluster_id, rows)
                     else:
+                        too_deep: RecordTooDeep | None = None
                         try:
                             writer.add_columns(cluster_id, rows)
-                        except RecordTooDeep as too_deep:  # as decode_columns reports it in the pool
-                            raise record_too_deep(cluster_id, too_deep) from None
+                        except RecordTooDeep as exc:  # as decode_columns reports it in the pool
+                            too_deep = exc
+                        if too_deep is not None:  # out of the except: raised without its context
+                            cluster_failed(cluster_id, record_too_deep(cluster_id, too_deep))
+                            continue
                     progress.add_columns(len(rows))
                     unflushed += len(rows)
                     if unflushed >= writer.batch_rows:
@@ -283,9 +367,7 @@ def _fetch_columns(
                 )
                 progress.cluster_done()
             else:
-                exc: BaseException = payload
-                writer.finish_cluster(cluster_id, ClusterStats(error=_reason(exc)))
-                raise exc
+                cluster_failed(cluster_id, payload)
             if unflushed >= IDLE_FLUSH_ROWS and pages.empty():
                 # nothing to do until the network answers: write now rather than after the fetch
                 writer.flush()
@@ -302,6 +384,10 @@ def _fetch_columns(
         details.update(counts)
         details["size_mismatches"] = size_mismatches
         details["total_mismatches"] = total_mismatches
+        details["failed_cluster_count"] = len(failures)
+        details["failed_clusters"] = [
+            {"cluster_id": cluster_id, "error": error} for cluster_id, error in failures[:MAX_LISTED_FAILURES]
+        ]
     executor.shutdown(wait=True)
 
 
@@ -360,3 +446,57 @@ def _reason(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return secrets.scrub(text)
+
+
+def _partial_reason(failures: list[tuple[str, str]], total: int, tripped_at: int | None) -> str:
+    """The run's error when clusters failed: how many, and the first ones with their errors."""
+    named = "; ".join(f"{cluster_id}: {reason}" for cluster_id, reason in failures[:MAX_FAILURES_IN_REASON])
+    more = len(failures) - MAX_FAILURES_IN_REASON
+    if more > 0:
+        named += f"; … and {more} more"
+    if tripped_at is not None:
+        head = (
+            f"stopped after {len(failures)} of {total} clusters failed (more than {tripped_at} allowed); "
+            "the remaining clusters were not fetched"
+        )
+    else:
+        head = f"{len(failures)} of {total} clusters could not be fetched"
+    return secrets.scrub(f"{head}: {named}")
+
+
+def _partial_error(
+    writer: SnapshotWriter, failures: list[tuple[str, str]], total: int, tripped_at: int | None
+) -> PartialSnapshotError:
+    """What a snapshot with failed clusters raises: the run, how many failed, one line each."""
+    run_id, stored = writer.run_id, writer.clusters_stored
+    if tripped_at is not None:
+        message = (
+            f"run {run_id} is not complete: the snapshot stopped after {len(failures)} clusters failed "
+            f"(more than {tripped_at} allowed); {stored} of {total} clusters were stored, "
+            f"the remaining {total - stored - len(failures)} were not fetched"
+        )
+        hint = (
+            f"is the tenant down? auditor check --run {run_id} --allow-incomplete evaluates what was "
+            "stored; run the snapshot again once the tenant answers (--max-failed-clusters N allows more "
+            "failed clusters)"
+        )
+    else:
+        message = (
+            f"run {run_id} is not complete: {len(failures)} of {total} clusters could not be fetched "
+            f"(the other {stored} were stored)"
+        )
+        hint = (
+            f"auditor check --run {run_id} --allow-incomplete evaluates what was stored; run the snapshot "
+            "again once the tenant serves those clusters"
+        )
+    problems = [f"{cluster_id}: {reason}" for cluster_id, reason in failures[:MAX_FAILURE_PROBLEMS]]
+    if len(failures) > MAX_FAILURE_PROBLEMS:
+        problems.append(f"… and {len(failures) - MAX_FAILURE_PROBLEMS} more")
+    return PartialSnapshotError(
+        secrets.scrub(message),
+        secrets.scrub(hint),
+        run_id=run_id,
+        failed=failures,
+        problems=[secrets.scrub(problem) for problem in problems],
+        tripped=tripped_at is not None,
+    )

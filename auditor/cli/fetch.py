@@ -142,6 +142,28 @@ def _processes(settings: Settings, flag: int | None) -> int | None:
     return number
 
 
+def max_failed_option(func: F) -> F:
+    """``--max-failed-clusters N``, shared by ``auditor snapshot`` and ``auditor run``."""
+    return click.option(
+        "--max-failed-clusters",
+        default=None,
+        type=click.IntRange(0),
+        metavar="N",
+        help="Clusters that may fail (recorded; the run is then not complete) before the snapshot "
+        "stops; 0 stops at the first [10].",
+    )(func)
+
+
+def _max_failed_clusters(settings: Settings, flag: int | None) -> int:
+    """The flag, else ``max_failed_clusters`` in the config, else the default (10)."""
+    from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS
+
+    value = settings.value(flag, None, "max_failed_clusters", DEFAULT_MAX_FAILED_CLUSTERS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"setting max_failed_clusters must be a whole number, 0 or more, not {value!r}")
+    return value
+
+
 @click.command("snapshot")
 @api_options
 @click.option(
@@ -154,6 +176,7 @@ def _processes(settings: Settings, flag: int | None) -> int | None:
     type=click.IntRange(0, 64),
     help="Processes decoding pages; 0 decodes in the fetching threads [2 with 2+ CPUs, else 0].",
 )
+@max_failed_option
 @db_option
 @pass_settings
 def snapshot_command(
@@ -162,18 +185,23 @@ def snapshot_command(
     cluster_filter: str | None,
     workers: int | None,
     processes: int | None,
+    max_failed_clusters: int | None,
     db: str | None,
     **api: Any,
 ) -> None:
     """Fetch every cluster and every column into a new run; print the run id.
 
     The run is complete only if everything was fetched; otherwise it is recorded as failed (with the
-    reason) and the command exits 3.
+    reason) and the command exits 3. A cluster whose columns cannot be fetched (404, 5xx after the
+    retries, a timeout, an invalid record) is recorded and the others are fetched all the same,
+    until more than --max-failed-clusters have failed; a refused key, the clusters listing or the
+    database failing stops at once.
     """
     from auditor.progress import Progress
     from auditor.snapshot import take_snapshot
 
     count = _workers(settings, workers)
+    limit = _max_failed_clusters(settings, max_failed_clusters)
     client = client_from_settings(settings, workers=count, **api)
     engine = settings.engine(db)
     progress = Progress(enabled=False if settings.quiet else None)
@@ -185,6 +213,7 @@ def snapshot_command(
             workers=count,
             progress=progress,
             processes=_processes(settings, processes),
+            max_failed_clusters=limit,
         )
     click.echo(str(run.id))
     seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0.0

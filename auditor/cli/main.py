@@ -16,7 +16,7 @@ import traceback
 import click
 
 from auditor import __version__
-from auditor.errors import EXIT_FAILURE, EXIT_USAGE, AuditorError, RuleError
+from auditor.errors import EXIT_FAILURE, EXIT_USAGE, AuditorError, PartialSnapshotError, RuleError
 
 
 class AuditorGroup(click.Group):
@@ -64,7 +64,7 @@ def report_error(exc: AuditorError, *, debug: bool = False) -> None:
     if debug:
         traceback.print_exception(exc)
     click.echo(f"error: {_scrub(exc.message)}", err=True)
-    if isinstance(exc, RuleError):
+    if isinstance(exc, RuleError | PartialSnapshotError):
         for problem in exc.problems:
             click.echo(f"  {_scrub(problem)}", err=True)
     if exc.hint:

@@ -9,7 +9,13 @@ import click
 
 from auditor.cli.check import SEVERITIES
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
-from auditor.cli.fetch import _workers, api_options, client_from_settings
+from auditor.cli.fetch import (
+    _max_failed_clusters,
+    _workers,
+    api_options,
+    client_from_settings,
+    max_failed_option,
+)
 from auditor.config import ENV_EMAIL_FROM
 
 
@@ -35,6 +41,7 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
     "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
 )
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
+@max_failed_option
 @click.option(
     "--rules", multiple=True, type=click.Path(), metavar="PATH", help="Rule file or folder (repeatable)."
 )
@@ -76,6 +83,7 @@ def run_command(
     settings: Settings,
     cluster_filter: str | None,
     workers: int | None,
+    max_failed_clusters: int | None,
     rules: tuple[str, ...],
     waivers: str | None,
     baseline: str,
@@ -98,7 +106,9 @@ def run_command(
     """The main job: snapshot, check, diff against the previous complete run, report, email.
 
     Exits with the gate's code (0 clean, 1 findings at or above --fail-on). With no BigID URL
-    configured it runs against the built-in sandbox, and says so.
+    configured it runs against the built-in sandbox, and says so. A snapshot that is not complete
+    (clusters that could not be fetched, see auditor snapshot --help) stops the job with exit 3,
+    before anything is checked.
     """
     from auditor.engine import load_ruleset, load_waivers
     from auditor.formats import render_chunks
@@ -123,6 +133,7 @@ def run_command(
         )
     engine = settings.engine(db)
     count = _workers(settings, workers)
+    limit = _max_failed_clusters(settings, max_failed_clusters)
     with contextlib.ExitStack() as stack:
         if settings.bigid_url(api.get("url")):
             client = stack.enter_context(client_from_settings(settings, workers=count, **api))
@@ -143,6 +154,7 @@ def run_command(
             waivers_path=waivers_path,
             cluster_filter=cluster_filter,
             workers=count,
+            max_failed_clusters=limit,
             progress=Progress(enabled=False if settings.quiet else None),
             baseline=baseline,
             fail_on=fail_on,

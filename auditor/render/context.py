@@ -106,6 +106,8 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
         except (TypeError, ValueError):
             return 0
 
+    if failed := count("failed_cluster_count"):  # first: a partial run must not read as a full one
+        notes.append(f"{failed:,} clusters could not be fetched (none of their columns is in this run)")
     if details.get("pages"):
         notes.append(f"{count('pages'):,} pages of columns fetched")
     listed = details.get("cluster_total_mismatch")

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Boolean, Connection, Engine, Table, bindparam, func, select, update
+from sqlalchemy import JSON, Boolean, Connection, Engine, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -355,6 +355,8 @@ class SnapshotWriter:
         self._pending_pages: list[tuple[str, list[ColumnRows]]] = []  # (cluster id, rows): membership
         self._pending_rows = 0
         self._pending_stats: list[dict[str, Any]] = []
+        self._discarded: list[str] = []  # failed clusters whose written columns are to be deleted
+        self._unfinished: set[str] = set()  # clusters added and not finished yet
         self._clusters_stored = 0
         self._columns_stored = 0
         self._columns_announced = 0
@@ -378,6 +380,7 @@ class SnapshotWriter:
     def add_cluster(self, cluster: Cluster, raw: Mapping[str, Any], position: int) -> str:
         """Register a cluster of this run (before its columns). Returns its content hash."""
         digest, row, labels = cluster_record(cluster, raw)
+        self._unfinished.add(cluster.id)
         self._pending_cluster_versions[digest] = row
         self._pending_labels[digest] = labels
         self._pending_run_clusters.append(
@@ -416,7 +419,17 @@ class SnapshotWriter:
         return len(page)
 
     def finish_cluster(self, cluster_id: str, stats: ClusterStats) -> None:
-        """Record how fetching the cluster went (complete, or failed with ``stats.error``)."""
+        """Record how fetching the cluster went (complete, or failed with ``stats.error``).
+
+        A failed cluster keeps no column in the run: the pages of it still queued are dropped, and
+        those already written are deleted with the next flush. A cluster is in a run with all its
+        columns or with none (``fetch_status = 'failed'``, ``columns_fetched = 0``), so a run read
+        with ``--allow-incomplete`` never holds half a cluster. Feed no more of its pages after.
+        """
+        self._unfinished.discard(cluster_id)
+        if stats.error is not None:
+            self._discard_columns({cluster_id})
+            stats = ClusterStats(total_announced=stats.total_announced, error=stats.error)
         self._pending_stats.append(
             {
                 "b_run_id": self.run_id,
@@ -433,11 +446,26 @@ class SnapshotWriter:
             self._clusters_stored += 1
         self._columns_stored += stats.columns_fetched
 
+    def discard_unfinished(self) -> None:
+        """Keep no column of the clusters not finished yet (a snapshot stopped before them).
+
+        They stay ``fetching`` in ``run_clusters``; what was written of them is deleted with the
+        next flush, as for a failed cluster. Feed no more of their pages after.
+        """
+        self._discard_columns(self._unfinished)
+
+    def _discard_columns(self, cluster_ids: set[str]) -> None:
+        kept = [(cid, page) for cid, page in self._pending_pages if cid not in cluster_ids]
+        if len(kept) != len(self._pending_pages):
+            self._pending_pages = kept
+            self._pending_rows = sum(len(page) for _, page in kept)
+        self._discarded.extend(sorted(cluster_ids))
+
     # -- writing -------------------------------------------------------------------------------
 
     def flush(self) -> None:
         """Write everything queued, in one transaction."""
-        if not (self._pending_run_clusters or self._pending_rows or self._pending_stats):
+        if not (self._pending_run_clusters or self._pending_rows or self._pending_stats or self._discarded):
             return
         with store_errors(f"could not write run {self.run_id}", WRITE_HINT):
             try:
@@ -468,6 +496,12 @@ class SnapshotWriter:
         self._pending_pages.clear()
         self._pending_rows = 0
         self._pending_stats.clear()
+        self._discarded.clear()
+
+    @property
+    def clusters_stored(self) -> int:
+        """Clusters recorded complete so far."""
+        return self._clusters_stored
 
     def _holder_of_nul(self) -> str | None:
         """Which queued record has a text value with a NUL character (PostgreSQL refuses them)."""
@@ -506,6 +540,12 @@ class SnapshotWriter:
                 for row in page
             )
             insert_tuples(connection, run_columns, MEMBER_FIELDS, members, ignore=False)
+        for cluster_id in self._discarded:  # a failed cluster's columns written by earlier flushes
+            connection.execute(
+                delete(run_columns)
+                .where(run_columns.c.run_id == self.run_id)
+                .where(run_columns.c.cluster_id == cluster_id)
+            )
         if self._pending_stats:
             connection.execute(
                 update(run_clusters)

@@ -109,7 +109,13 @@ def _outcome(loopback, make_client, tmp_path, body: bytes, processes: int) -> tu
     loopback.reset(handler)
     engine = open_database(tmp_path / f"p{processes}.db")
     with pytest.raises(AuditorError) as caught:
-        take_snapshot(engine, make_client(loopback.url, max_retries=1), workers=1, processes=processes)
+        take_snapshot(  # the cluster's own error: the first failed cluster aborts (max 0)
+            engine,
+            make_client(loopback.url, max_retries=1),
+            workers=1,
+            processes=processes,
+            max_failed_clusters=0,
+        )
     (run,) = list_runs(engine)
     assert run.status == "failed"
 

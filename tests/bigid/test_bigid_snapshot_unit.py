@@ -1,6 +1,8 @@
 """take_snapshot against a small programmable tenant on loopback: what a run records, and that any
 failure (API error, payload error, Ctrl-C) leaves it ``failed`` with the reason, never ``complete``,
-whether pages are decoded in the fetching threads (``processes=0``) or in a process pool."""
+whether pages are decoded in the fetching threads (``processes=0``) or in a process pool. Clusters
+whose columns cannot be fetched are recorded and the others stored (up to ``max_failed_clusters``);
+``max_failed_clusters=0`` is the old behaviour: the first failed cluster aborts the snapshot."""
 
 from __future__ import annotations
 
@@ -104,7 +106,13 @@ def test_an_api_error_fails_the_run_with_the_reason(loopback, make_client, engin
     handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
     loopback.reset(handler)
     with pytest.raises(NotFoundError, match="cluster 'k5' was not found"):
-        take_snapshot(engine, make_client(loopback.url, page_size=10), workers=3, processes=processes)
+        take_snapshot(
+            engine,
+            make_client(loopback.url, page_size=10),
+            workers=3,
+            processes=processes,
+            max_failed_clusters=0,
+        )
     (run,) = list_runs(engine)
     assert run.status == "failed"
     assert run.error.startswith("NotFoundError: cluster 'k5' was not found (HTTP 404 from GET ")
@@ -121,7 +129,9 @@ def test_a_payload_error_fails_the_run(loopback, make_client, engine, processes)
 
     loopback.reset(handler)
     with pytest.raises(PayloadError) as caught:
-        take_snapshot(engine, make_client(loopback.url), workers=1, processes=processes)
+        take_snapshot(
+            engine, make_client(loopback.url), workers=1, processes=processes, max_failed_clusters=0
+        )
     assert caught.value.message == "cluster k1: column 0: fullyQualifiedName: Field required"
     (run,) = list_runs(engine)
     assert run.status == "failed" and run.error == f"PayloadError: {caught.value.message}"
@@ -159,7 +169,7 @@ def test_a_failing_columns_request_names_its_cluster(
     loopback.reset(handler)
     client = make_client(loopback.url, auth_scheme="raw", max_retries=1, cluster_id_fallback=False)
     with pytest.raises(ApiError) as caught:
-        take_snapshot(engine, client, workers=1, processes=processes)
+        take_snapshot(engine, client, workers=1, processes=processes, max_failed_clusters=0)
     assert type(caught.value) is error
     assert caught.value.message.startswith(f"cluster k2: {message}")
     (run,) = list_runs(engine)

@@ -171,8 +171,9 @@ def take_snapshot(
         tripped = isinstance(exc, _TooManyFailures)
         reason = _partial_reason(failures, len(clusters), max_failed_clusters) if tripped else _reason(exc)
         _fill_totals(totals, client, details)
-        if tripped:  # what can be used must be whole clusters: not those cut short in flight
-            writer.discard_unfinished()
+        # A run holds whole clusters or none of a cluster, however it ends: the clusters cut short
+        # in flight keep none of their columns (they stay ``fetching``).
+        writer.discard_unfinished()
         try:
             writer.fail(reason, totals)
         except StoreError as store_exc:  # the original error matters more; say both in the log

@@ -427,3 +427,31 @@ def test_a_record_too_deep_to_store_fails_only_its_cluster(loopback, make_client
     (run,) = list_runs(engine)
     cols, _ = stored(engine, run.id)
     assert cols == {(c, raw["fullyQualifiedName"]): raw for c in ("k0", "k2", "k3") for raw in columns[c]}
+
+
+def test_any_abort_keeps_only_whole_clusters(loopback, make_client, engine):
+    """A refused key stops the snapshot at once: the clusters in flight (slow, small pages) keep
+    none of their columns either, so even that run, read with --allow-incomplete, holds whole
+    clusters only."""
+    sizes = {f"k{i:02}": 9 for i in range(12)}
+    handler, _, columns = make_tenant(sizes)
+
+    def tenant(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH:
+            if request.query["clusterId"] == "k06":
+                return Reply(401, {"error": "token expired"}, delay=0.05)
+            reply = handler(request)
+            reply.delay = 0.02
+            return reply
+        return handler(request)
+
+    loopback.reset(tenant)
+    with pytest.raises(AuthError):
+        take_snapshot(engine, make_client(loopback.url, page_size=2), workers=3, processes=0)
+    (run,) = list_runs(engine)
+    cols, stored_clusters = stored(engine, run.id)
+    complete = {cid for cid, r in stored_clusters.items() if r.fetch_status == "complete"}
+    assert len(complete) < 12
+    assert any(r.fetch_status == "fetching" for r in stored_clusters.values())
+    assert cols == {(cid, raw["fullyQualifiedName"]): raw for cid in complete for raw in columns[cid]}
+    assert run.status == "failed" and run.columns_stored == 9 * len(complete)

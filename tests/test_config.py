@@ -99,6 +99,7 @@ def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
         ("rules = 5", "setting rules must be text or a list of text, not 5"),  # was an internal error
         ("page_size = 1.5", "setting page_size must be a whole number, not 1.5"),  # was cut to 1
         ("workers = true", "setting workers must be a whole number, not true"),  # was 1 worker
+        ("processes = 1.5", "setting processes must be a whole number, not 1.5"),
         ('connect_timeout = "5"', "setting connect_timeout must be a number, not '5'"),
         ("url = 5", "setting url must be text (quoted), not 5"),
     ],
@@ -115,6 +116,7 @@ def test_settings_of_the_right_type_load(tmp_path):
     path = tmp_path / "auditor.toml"
     path.write_text(
         '[auditor]\ninsecure = false\nrules = ["a", "b"]\nemail_to = "x@example.com"\n'
-        "connect_timeout = 2.5\nread_timeout = 30\nworkers = 2\n"
+        "connect_timeout = 2.5\nread_timeout = 30\nworkers = 2\nprocesses = 0\n"
     )
     assert load_config(path, explicit=True).get("rules") == ["a", "b"]
+    assert load_config(path, explicit=True).get("processes") == 0  # documented in docs/fetch.md; was refused

@@ -247,3 +247,26 @@ def test_tables_align_wide_characters():
     assert text.splitlines() == ["ID  NAME        SIZE", "c1  顧客メール  85", "c2  Emails      7"]
     cut = _table(("NAME",), [("顧" * 40,)]).splitlines()[1]
     assert cut == "顧" * 29 + "…"  # 58 columns and the ellipsis: within the 60-column cap
+
+
+def test_processes_from_the_config_file_decide_how_pages_are_decoded(loopback, run_cli, tmp_path):
+    """``processes`` in auditor.toml is documented (docs/fetch.md) and read by the command; the
+    config loader refused it as an unknown setting."""
+    from auditor.store.db import open_database
+    from auditor.store.runs import list_runs
+
+    from .test_bigid_snapshot_unit import make_tenant
+
+    handler, _, _ = make_tenant({"k1": 5, "k2": 7})
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    db = str(tmp_path / "p.db")
+    for processes in (2, 0):
+        (tmp_path / "auditor.toml").write_text(f"[auditor]\nprocesses = {processes}\n", encoding="utf-8")
+        result = run_cli("snapshot", "--db", db, env=env)
+        assert result.exit_code == 0, result.stderr
+    runs = list_runs(open_database(db))
+    assert [(run.status, run.columns_stored, run.details["processes"]) for run in runs] == [
+        ("complete", 12, 2),
+        ("complete", 12, 0),
+    ]

@@ -303,13 +303,17 @@ PARTIAL_STDERR = [
 ]
 
 
+def _broken_tenant(loopback, tmp_path) -> tuple[str, dict[str, str]]:
+    """8 clusters of 30 columns, k5 answering 404: the database path and the CLI's environment."""
+    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
+    loopback.reset(handler)
+    return str(tmp_path / "cli.db"), {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+
+
 def test_cli_snapshot_with_a_broken_cluster_exits_3_and_check_needs_allow_incomplete(
     loopback, run_cli, tmp_path
 ):
-    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
-    loopback.reset(handler)
-    db = str(tmp_path / "cli.db")
-    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    db, env = _broken_tenant(loopback, tmp_path)
     result = run_cli("snapshot", "--db", db, "--page-size", "10", env=env)
     assert (result.exit_code, result.stdout) == (3, "")
     assert result.stderr.splitlines() == PARTIAL_STDERR
@@ -330,10 +334,7 @@ def test_cli_snapshot_with_a_broken_cluster_exits_3_and_check_needs_allow_incomp
 
 
 def test_cli_max_failed_clusters_flag_and_setting(loopback, run_cli, tmp_path):
-    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
-    loopback.reset(handler)
-    db = str(tmp_path / "cli.db")
-    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    db, env = _broken_tenant(loopback, tmp_path)
     negative = run_cli("snapshot", "--db", db, "--max-failed-clusters", "-1", env=env)
     assert negative.exit_code == 2 and "--max-failed-clusters" in negative.stderr
     assert run_cli("run", "--db", db, "--max-failed-clusters", "-1", env=env).exit_code == 2
@@ -352,10 +353,7 @@ def test_cli_max_failed_clusters_flag_and_setting(loopback, run_cli, tmp_path):
 
 
 def test_cli_run_stops_after_a_partial_snapshot(loopback, run_cli, tmp_path):
-    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)}, broken="k5")
-    loopback.reset(handler)
-    db = str(tmp_path / "cli.db")
-    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    db, env = _broken_tenant(loopback, tmp_path)
     result = run_cli("run", "--db", db, "--page-size", "10", env=env)
     assert (result.exit_code, result.stdout) == (3, "")
     assert result.stderr.splitlines() == PARTIAL_STDERR

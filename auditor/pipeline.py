@@ -71,6 +71,7 @@ def run_job(
     waivers_path: str | Path | None = None,
     cluster_filter: str | None = None,
     workers: int = 4,
+    processes: int | None = None,
     max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
     progress: Progress | None = None,
     baseline: str | int | None = "previous",
@@ -92,6 +93,7 @@ def run_job(
         client,
         cluster_filter=cluster_filter,
         workers=workers,
+        processes=processes,
         progress=progress,
         max_failed_clusters=max_failed_clusters,
     )

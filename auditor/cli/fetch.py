@@ -142,6 +142,16 @@ def _processes(settings: Settings, flag: int | None) -> int | None:
     return number
 
 
+def processes_option(func: F) -> F:
+    """``--processes N``, shared by ``auditor snapshot`` and ``auditor run``."""
+    return click.option(
+        "--processes",
+        default=None,
+        type=click.IntRange(0, 64),
+        help="Processes decoding pages; 0 decodes in the fetching threads [2 with 2+ CPUs, else 0].",
+    )(func)
+
+
 def max_failed_option(func: F) -> F:
     """``--max-failed-clusters N``, shared by ``auditor snapshot`` and ``auditor run``."""
     return click.option(
@@ -170,12 +180,7 @@ def _max_failed_clusters(settings: Settings, flag: int | None) -> int:
     "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
 )
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
-@click.option(
-    "--processes",
-    default=None,
-    type=click.IntRange(0, 64),
-    help="Processes decoding pages; 0 decodes in the fetching threads [2 with 2+ CPUs, else 0].",
-)
+@processes_option
 @max_failed_option
 @db_option
 @pass_settings

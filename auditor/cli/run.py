@@ -11,10 +11,12 @@ from auditor.cli.check import SEVERITIES
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.cli.fetch import (
     _max_failed_clusters,
+    _processes,
     _workers,
     api_options,
     client_from_settings,
     max_failed_option,
+    processes_option,
 )
 from auditor.config import ENV_EMAIL_FROM
 
@@ -41,6 +43,7 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
     "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
 )
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
+@processes_option
 @max_failed_option
 @click.option(
     "--rules", multiple=True, type=click.Path(), metavar="PATH", help="Rule file or folder (repeatable)."
@@ -83,6 +86,7 @@ def run_command(
     settings: Settings,
     cluster_filter: str | None,
     workers: int | None,
+    processes: int | None,
     max_failed_clusters: int | None,
     rules: tuple[str, ...],
     waivers: str | None,
@@ -155,6 +159,7 @@ def run_command(
             cluster_filter=cluster_filter,
             workers=count,
             max_failed_clusters=limit,
+            processes=_processes(settings, processes),
             progress=Progress(enabled=False if settings.quiet else None),
             baseline=baseline,
             fail_on=fail_on,

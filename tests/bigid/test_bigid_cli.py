@@ -270,3 +270,22 @@ def test_processes_from_the_config_file_decide_how_pages_are_decoded(loopback, r
         ("complete", 12, 2),
         ("complete", 12, 0),
     ]
+
+
+def test_run_takes_processes_as_snapshot_does(loopback, run_cli, tmp_path):
+    from auditor.store.db import open_database
+    from auditor.store.runs import list_runs
+
+    from .test_bigid_snapshot_unit import make_tenant
+
+    handler, _, _ = make_tenant({"k1": 5, "k2": 7})
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    db = str(tmp_path / "r.db")
+    for processes in ("2", "0"):
+        result = run_cli("run", "--db", db, "--processes", processes, "--format", "json", env=env)
+        assert result.exit_code == 0, result.stderr
+    bad = run_cli("run", "--db", db, "--processes", "-1", env=env)
+    assert bad.exit_code == 2 and "--processes" in bad.stderr
+    runs = list_runs(open_database(db))
+    assert [(run.status, run.details["processes"]) for run in runs] == [("complete", 2), ("complete", 0)]

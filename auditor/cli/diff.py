@@ -135,6 +135,11 @@ def diff_command(
         f"{sum(summary['clusters'].values())} cluster changes, {sum(summary['columns'].values())} column "
         f"changes, {summary['findings']['new']} new and {summary['findings']['resolved']} resolved findings"
     )
+    note = result.not_compared_note()
+    if note:
+        from auditor.textsafe import one_line
+
+        settings.info(f"note: {one_line(note)}")
     if result.from_run > result.to_run:  # allowed (what would undoing the newer run change?), but say so
         settings.info(
             f"note: --from run {result.from_run} is newer than --to run {result.to_run}: the diff reads "

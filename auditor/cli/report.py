@@ -83,6 +83,7 @@ def _bundle(
     templates: str | None,
     max_rows: int,
     with_exports: bool,
+    allow_incomplete: bool = False,
 ) -> ReportBundle:
     from auditor.render.report import build_report_bundle
 
@@ -95,6 +96,7 @@ def _bundle(
         templates_dir=settings.templates_dir(templates),
         max_rows=max_rows,
         with_exports=with_exports,
+        allow_incomplete=allow_incomplete,
     )
 
 
@@ -113,6 +115,11 @@ def _bundle(
     metavar="DIR",
     help="Also write the full data there: findings.csv, findings.json, diff.json.",
 )
+@click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Report a run that is not complete (clusters it lacks in part are left out of the diff).",
+)
 @db_option
 @pass_settings
 def report_command(
@@ -125,6 +132,7 @@ def report_command(
     max_rows: int,
     output: str | None,
     export_dir: str | None,
+    allow_incomplete: bool,
     db: str | None,
 ) -> None:
     """Write the HTML report of a run: its findings and what changed since the previous complete run.
@@ -136,7 +144,18 @@ def report_command(
     from auditor.render.env import plural
     from auditor.render.report import default_report_name
 
-    bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, export_dir is not None)
+    bundle = _bundle(
+        settings,
+        db,
+        run,
+        against,
+        rules,
+        waivers,
+        templates,
+        max_rows,
+        export_dir is not None,
+        allow_incomplete=allow_incomplete,
+    )
     target = Path(output) if output else Path(default_report_name(bundle.run_id))
     written = bundle.write(target, export_dir)
     for path in written[:-1]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from auditor.diff.catalog import diff_catalog
+from auditor.diff.catalog import diff_catalog, not_compared
 from auditor.diff.findings import ChangeIndex, FindingsSource, diff_findings
 from auditor.diff.model import (
     FINDING_CATEGORIES,
@@ -30,6 +30,7 @@ from auditor.diff.model import (
     DiffResult,
     Explanation,
     FindingDiff,
+    NotCompared,
 )
 from auditor.diff.sources import OpenFindings, stored_findings_diff
 from auditor.errors import ConfigError, RunNotUsableError
@@ -51,6 +52,7 @@ __all__ = [
     "Explanation",
     "FindingDiff",
     "FindingsSource",
+    "NotCompared",
     "OpenFindings",
     "compute_diff",
     "resolve_pair",
@@ -111,6 +113,11 @@ def compute_diff(
     demand and stored. ``findings_source`` replaces the rules engine (a callable returning a run's
     findings as dicts); ``findings=False`` skips findings altogether. ``today`` is the date waiver
     expiry is judged against (default: the current UTC date).
+
+    A cluster that either run holds without all its columns (``fetch_status`` ``failed`` or
+    ``fetching``, possible only with ``allow_incomplete``) is *not compared*: its catalog changes
+    and the findings of it that only one run has are left out, and ``DiffResult.not_compared``
+    names it, rather than reading its columns as removed and its findings as resolved.
     """
     if not 0 <= confidence_threshold <= 1:
         raise ConfigError(
@@ -122,13 +129,17 @@ def compute_diff(
         store_errors(f"could not diff run {before.id} against run {after.id}"),
         engine.connect() as connection,
     ):
-        catalog = diff_catalog(connection, before.id, after.id, confidence_threshold=confidence_threshold)
+        left_out = not_compared(connection, before.id, after.id)
+        skip = frozenset(entry.cluster_id for entry in left_out)
+        catalog = diff_catalog(
+            connection, before.id, after.id, confidence_threshold=confidence_threshold, skip=skip
+        )
     categories: dict[str, Sequence[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     if findings:
         index = ChangeIndex(catalog)
         if findings_source is not None:
             older, newer = findings_source(before, after)
-            categories = dict(diff_findings(older, newer, index))
+            categories = dict(diff_findings(older, newer, index, skip))
         else:
             from auditor import engine as rules_engine
 
@@ -144,6 +155,7 @@ def compute_diff(
                 ruleset=ruleset,
                 waivers=waivers,
                 today=today or datetime.now(UTC).date(),
+                skip=skip,
             )
     return DiffResult(
         from_run=before.id,
@@ -153,6 +165,7 @@ def compute_diff(
         confidence_threshold=confidence_threshold,
         from_started_at=_iso(before.started_at),
         to_started_at=_iso(after.started_at),
+        not_compared=left_out,
     )
 
 

@@ -24,11 +24,11 @@ in fields outside this list (for instance an undocumented raw field) is not repo
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import ColumnElement, Connection, and_, select
 
 from auditor.diff.model import (
     CatalogDiff,
@@ -37,6 +37,7 @@ from auditor.diff.model import (
     ColumnChange,
     ColumnEntry,
     ColumnMove,
+    NotCompared,
 )
 from auditor.store.db import one_connection_only
 from auditor.store.schema import (
@@ -66,35 +67,90 @@ _WIRE_NAMES = tuple(wire for wire, _ in _FIELD_COLUMNS)
 
 
 def diff_catalog(
-    connection: Connection, from_run: int, to_run: int, *, confidence_threshold: float = 0.05
+    connection: Connection,
+    from_run: int,
+    to_run: int,
+    *,
+    confidence_threshold: float = 0.05,
+    skip: Collection[str] = (),
 ) -> CatalogDiff:
-    """Compare the clusters and columns of two runs (any status; the caller checks completeness)."""
+    """Compare the clusters and columns of two runs (any status; the caller checks completeness).
+
+    The clusters in ``skip`` (see :func:`not_compared`) are left out on both sides, in the SQL
+    itself: neither they nor their columns are reported as added, removed, changed or moved.
+    """
     result = CatalogDiff()
-    _diff_clusters(connection, from_run, to_run, result)
-    _diff_columns(connection, from_run, to_run, result, confidence_threshold)
+    _diff_clusters(connection, from_run, to_run, result, skip)
+    _diff_columns(connection, from_run, to_run, result, confidence_threshold, skip)
     result.sort()
     return result
+
+
+def not_compared(connection: Connection, from_run: int, to_run: int) -> list[NotCompared]:
+    """The clusters that either run holds without all their columns, with their fetch status in each.
+
+    A cluster that could not be fetched (``failed``) or that a stopped snapshot cut short
+    (``fetching``) keeps none of its columns in its run, so comparing it would read every column
+    as removed (or added) and every finding as resolved (or new). One query over the two runs'
+    ``run_clusters`` rows: when both runs were fetched in full it returns nothing, at the cost of
+    one index range scan per run.
+    """
+    partial = (
+        select(run_clusters.c.cluster_id)
+        .where(run_clusters.c.run_id.in_((from_run, to_run)), run_clusters.c.fetch_status != "complete")
+        .scalar_subquery()
+    )
+    rows = connection.execute(
+        select(run_clusters.c.cluster_id, run_clusters.c.run_id, run_clusters.c.fetch_status).where(
+            run_clusters.c.run_id.in_((from_run, to_run)), run_clusters.c.cluster_id.in_(partial)
+        )
+    ).all()
+    statuses: dict[str, dict[int, str]] = defaultdict(dict)
+    for cluster_id, run_id, fetch_status in rows:
+        statuses[cluster_id][run_id] = fetch_status
+    return [
+        NotCompared(cluster_id, statuses[cluster_id].get(from_run), statuses[cluster_id].get(to_run))
+        for cluster_id in sorted(statuses)
+    ]
+
+
+def outside(column: Any, skip: Collection[str]) -> list[ColumnElement[bool]]:
+    """WHERE clauses keeping the rows whose ``column`` (a cluster id) is not in ``skip``.
+
+    Bound in chunks of :data:`CHUNK` parameters; none at all when ``skip`` is empty, so the queries
+    of two complete runs are exactly what they were. A null cluster id (a finding about the whole
+    snapshot) is kept.
+    """
+    if not skip:
+        return []
+    return [column.is_(None) | column.not_in(chunk) for chunk in _chunks(sorted(skip))]
 
 
 # -- clusters -----------------------------------------------------------------------------------
 
 
-def _diff_clusters(connection: Connection, from_run: int, to_run: int, result: CatalogDiff) -> None:
+def _diff_clusters(
+    connection: Connection, from_run: int, to_run: int, result: CatalogDiff, skip: Collection[str]
+) -> None:
     a, b = run_clusters.alias("a"), run_clusters.alias("b")
     added = connection.execute(
         select(b.c.cluster_id, b.c.cluster_hash)
         .select_from(b.outerjoin(a, and_(a.c.run_id == from_run, a.c.cluster_id == b.c.cluster_id)))
-        .where(b.c.run_id == to_run, a.c.cluster_id.is_(None))
+        .where(b.c.run_id == to_run, a.c.cluster_id.is_(None), *outside(b.c.cluster_id, skip))
     ).all()
     removed = connection.execute(
         select(a.c.cluster_id, a.c.cluster_hash)
         .select_from(a.outerjoin(b, and_(b.c.run_id == to_run, b.c.cluster_id == a.c.cluster_id)))
-        .where(a.c.run_id == from_run, b.c.cluster_id.is_(None))
+        .where(a.c.run_id == from_run, b.c.cluster_id.is_(None), *outside(a.c.cluster_id, skip))
     ).all()
     changed = connection.execute(
         select(a.c.cluster_id, a.c.cluster_hash, b.c.cluster_hash)
         .select_from(a.join(b, and_(b.c.run_id == to_run, b.c.cluster_id == a.c.cluster_id)))
-        .where(a.c.run_id == from_run, a.c.cluster_hash != b.c.cluster_hash)
+        .where(
+            a.c.run_id == from_run,
+            a.c.cluster_hash != b.c.cluster_hash,
+            *outside(a.c.cluster_id, skip),
+        )
     ).all()
     hashes = {row[1] for row in added} | {row[1] for row in removed}
     hashes |= {row[1] for row in changed} | {row[2] for row in changed}
@@ -173,13 +229,18 @@ def compare_clusters(before: dict[str, Any], after: dict[str, Any]) -> dict[str,
 
 
 def _diff_columns(
-    connection: Connection, from_run: int, to_run: int, result: CatalogDiff, threshold: float
+    connection: Connection,
+    from_run: int,
+    to_run: int,
+    result: CatalogDiff,
+    threshold: float,
+    skip: Collection[str],
 ) -> None:
     # Each run's memberships that have no *identical* partner (same cluster, fqn and version) in the
     # other run: an anti-join on all four columns, which the membership table's own primary-key
     # b-tree answers (SQLite: WITHOUT ROWID, so each key entry carries the version id too). Only
-    # changes come back.
-    older, newer = _both_unmatched(connection, from_run, to_run)
+    # changes come back. The memberships of clusters in ``skip`` are left out on both sides.
+    older, newer = _both_unmatched(connection, from_run, to_run, skip)
     departures: dict[str, list[tuple[str, int]]] = defaultdict(list)  # fqn -> [(cluster, version id)]
     arrivals: dict[str, list[tuple[str, int]]] = defaultdict(list)
     changed: list[tuple[str, str, int, int]] = []  # (cluster, fqn, before id, after id)
@@ -222,7 +283,7 @@ def _diff_columns(
 
 
 def _both_unmatched(
-    connection: Connection, from_run: int, to_run: int
+    connection: Connection, from_run: int, to_run: int, skip: Collection[str] = ()
 ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
     """:func:`_unmatched` both ways; the second on its own connection in a thread where possible.
 
@@ -231,19 +292,24 @@ def _both_unmatched(
     database exists only on ``connection``: there they run one after the other.
     """
     if one_connection_only(connection.engine):
-        return dict(_unmatched(connection, from_run, to_run)), dict(_unmatched(connection, to_run, from_run))
+        return (
+            dict(_unmatched(connection, from_run, to_run, skip)),
+            dict(_unmatched(connection, to_run, from_run, skip)),
+        )
 
     def newer_side() -> dict[tuple[str, str], int]:
         with connection.engine.connect() as other:
-            return dict(_unmatched(other, to_run, from_run))
+            return dict(_unmatched(other, to_run, from_run, skip))
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditor-diff") as pool:
         newer = pool.submit(newer_side)
-        older = dict(_unmatched(connection, from_run, to_run))
+        older = dict(_unmatched(connection, from_run, to_run, skip))
         return older, newer.result()
 
 
-def _unmatched(connection: Connection, run: int, other: int) -> Iterator[tuple[tuple[str, str], int]]:
+def _unmatched(
+    connection: Connection, run: int, other: int, skip: Collection[str] = ()
+) -> Iterator[tuple[tuple[str, str], int]]:
     """((cluster_id, fqn), version id) of the memberships of ``run`` with no identical one in ``other``.
 
     Version ids are unique per content (like the hashes they stand for), so equal ids mean equal
@@ -263,7 +329,7 @@ def _unmatched(connection: Connection, run: int, other: int) -> Iterator[tuple[t
                 ),
             )
         )
-        .where(a.c.run_id == run, b.c.fqn.is_(None))
+        .where(a.c.run_id == run, b.c.fqn.is_(None), *outside(a.c.cluster_id, skip))
     )
     for cluster_id, fqn, version_id in rows:
         yield (cluster_id, fqn), version_id

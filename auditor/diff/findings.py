@@ -22,7 +22,7 @@ column additions, removals and moves within the cluster. Waiver state changes ad
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from auditor.diff.model import FINDING_CATEGORIES, CatalogDiff, Explanation, FindingDiff
@@ -119,14 +119,22 @@ def waiver_expired(finding: Mapping[str, Any]) -> bool:
 
 
 def diff_findings(
-    before: Iterable[dict[str, Any]], after: Iterable[dict[str, Any]], index: ChangeIndex
+    before: Iterable[dict[str, Any]],
+    after: Iterable[dict[str, Any]],
+    index: ChangeIndex,
+    skip: Collection[str] = (),
 ) -> dict[str, list[FindingDiff]]:
     """Sort the findings of two runs into the five categories, each with its explanation.
 
     ``before`` is read once, as a stream: only its resolved findings are kept (and, for the others,
     whether a waiver was active), so the older run never has to be held in memory as a whole. The
     finding dicts are kept as they are (not copied): the result refers to them.
+
+    A finding of a cluster in ``skip`` (one that a run holds without all its columns) that only one
+    run has is left out: its absence from the other run says nothing. One both runs have is sorted
+    as usual.
     """
+    skip = frozenset(skip)
     new = {str(f["fingerprint"]): f for f in after}
     out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     waived_before: dict[str, bool] = {}  # fingerprint in both runs -> actively waived in the older
@@ -134,10 +142,12 @@ def diff_findings(
         fingerprint = str(finding["fingerprint"])
         if fingerprint in new:
             waived_before[fingerprint] = actively_waived(finding)
-        else:
+        elif not skip or finding.get("cluster_id") not in skip:
             out["resolved"].append(FindingDiff("resolved", finding, index.explain(finding)))
     for fingerprint, finding in new.items():
         previous = waived_before.get(fingerprint)  # None: not in the older run
+        if previous is None and skip and finding.get("cluster_id") in skip:
+            continue
         if actively_waived(finding) and not previous:
             explained = index.explain(finding) if previous is None else []
             out["newly_waived"].append(

@@ -372,6 +372,54 @@ class CatalogDiff:
         )
 
 
+@dataclass(frozen=True)
+class NotCompared:
+    """A cluster left out of the diff: a run holds it without all its columns.
+
+    ``before``/``after`` are its ``fetch_status`` in the older and the newer run (``complete``,
+    ``failed`` or ``fetching``; ``None`` when the run does not hold it); at least one is not
+    ``complete``.
+    """
+
+    cluster_id: str
+    before: str | None
+    after: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cluster_id": self.cluster_id, "from": self.before, "to": self.after}
+
+
+NOTE_IDS = 10  # cluster ids a not-compared note lists per run before "… and N more"
+
+
+def not_compared_note(entries: Sequence[dict[str, Any]], from_run: Any, to_run: Any) -> str | None:
+    """The sentence saying which clusters a diff left out, from its ``not_compared`` JSON entries.
+
+    ``2 clusters were not compared: not fetched in full in run 7 (k5, k7)``; ``None`` when the
+    diff left nothing out. Clusters partial in the older run, in the newer run and in both are
+    named in that order, at most :data:`NOTE_IDS` ids each.
+    """
+    if not entries:
+        return None
+    groups: dict[str, list[str]] = {}
+    for entry in entries:
+        older = entry.get("from") not in (None, "complete")
+        newer = entry.get("to") not in (None, "complete")
+        where = f"runs {from_run} and {to_run}" if older and newer else f"run {from_run if older else to_run}"
+        groups.setdefault(where, []).append(str(entry.get("cluster_id")))
+    order = [f"run {from_run}", f"run {to_run}", f"runs {from_run} and {to_run}"]
+    parts = []
+    for where in sorted(groups, key=lambda w: order.index(w) if w in order else len(order)):
+        ids = groups[where]
+        listed = ", ".join(ids[:NOTE_IDS])
+        if len(ids) > NOTE_IDS:
+            listed += f" … and {len(ids) - NOTE_IDS} more"
+        parts.append(f"not fetched in full in {where} ({listed})")
+    count = len(entries)
+    verb = "cluster was" if count == 1 else "clusters were"
+    return f"{count:,} {verb} not compared: " + "; ".join(parts)
+
+
 @dataclass
 class FindingDiff:
     """One finding in one of the five categories, with the changes that explain it."""
@@ -405,6 +453,8 @@ class DiffResult:
     confidence_threshold: float = 0.05
     from_started_at: str | None = None
     to_started_at: str | None = None
+    # Clusters left out because a run holds them without all their columns (sorted by id).
+    not_compared: list[NotCompared] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         c = self.catalog
@@ -421,7 +471,12 @@ class DiffResult:
                 "moved": len(c.columns_moved),
             },
             "findings": {name: len(self.findings.get(name, [])) for name in FINDING_CATEGORIES},
+            "not_compared": len(self.not_compared),
         }
+
+    def not_compared_note(self) -> str | None:
+        """``N clusters were not compared: …`` (see :func:`not_compared_note`), or ``None``."""
+        return not_compared_note([entry.to_json() for entry in self.not_compared], self.from_run, self.to_run)
 
     @property
     def empty(self) -> bool:
@@ -456,6 +511,8 @@ class DiffResult:
                 else []
                 for name in FINDING_CATEGORIES
             },
+            # Last, so the keys before keep their places: the clusters left out above.
+            "not_compared": [entry.to_json() for entry in self.not_compared],
         }
 
 

@@ -18,13 +18,14 @@ between the runs as *waiver expired*.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import date
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal, or_, select
 
+from auditor.diff.catalog import outside
 from auditor.diff.findings import ChangeIndex, actively_waived, waiver_expired, waiver_explanation
 from auditor.diff.model import FINDING_CATEGORIES, SEVERITY_ORDER, FindingDiff
 from auditor.errors import StoreError
@@ -44,8 +45,13 @@ def stored_findings_diff(
     ruleset: Any,
     waivers: Any,
     today: date,
+    skip: Collection[str] = (),
 ) -> dict[str, Sequence[FindingDiff]]:
-    """The five categories for ``before`` → ``after`` under ``ruleset`` (see the module docstring)."""
+    """The five categories for ``before`` → ``after`` under ``ruleset`` (see the module docstring).
+
+    Findings of the clusters in ``skip`` that only one run has are left out (in the SQL): the
+    cluster was not fetched in full, so their absence from the other run says nothing.
+    """
     from auditor import engine as rules_engine
 
     older_eval = _evaluation(engine, rules_engine, before.id, ruleset)
@@ -61,7 +67,7 @@ def stored_findings_diff(
 
         # Went away: in the older evaluation only.
         gone = []
-        for row in connection.execute(_only_in(a, older_eval, b, newer_eval)):
+        for row in connection.execute(_only_in(a, older_eval, b, newer_eval, skip)):
             finding = _finding(rules_engine, row, before.id)
             if recorded:
                 finding.waiver = row.waiver or None
@@ -74,13 +80,16 @@ def stored_findings_diff(
         # Appeared: in the newer evaluation only.
         fresh = [
             _finding(rules_engine, row, after.id, status="new")
-            for row in connection.execute(_only_in(b, newer_eval, a, older_eval))
+            for row in connection.execute(_only_in(b, newer_eval, a, older_eval, skip))
         ]
         # In both: the newer evaluation's rows less those that appeared (fingerprints are unique
         # per evaluation), counted from its key index rather than by joining the two.
         common = connection.execute(
             select(func.count()).select_from(b).where(b.c.evaluation_id == newer_eval)
         ).scalar_one() - len(fresh)
+        if skip:  # less, too, those that appeared in the clusters left out
+            left_out = _only_in(b, newer_eval, a, older_eval).where(~and_(*outside(b.c.cluster_id, skip)))
+            common -= connection.execute(select(func.count()).select_from(left_out.subquery())).scalar_one()
         rules_engine.apply_waivers(fresh, waivers, today)
         for finding in fresh:
             data = finding.to_json()
@@ -176,8 +185,9 @@ class OpenFindings(Sequence[FindingDiff]):
 # -- queries -------------------------------------------------------------------------------------
 
 
-def _only_in(this: Any, this_eval: int, other: Any, other_eval: int) -> Any:
-    """Rows of evaluation ``this_eval`` whose fingerprint is not in ``other_eval``."""
+def _only_in(this: Any, this_eval: int, other: Any, other_eval: int, skip: Collection[str] = ()) -> Any:
+    """Rows of evaluation ``this_eval`` whose fingerprint is not in ``other_eval`` (and whose
+    cluster is not in ``skip``)."""
     return (
         select(this)
         .select_from(
@@ -185,7 +195,11 @@ def _only_in(this: Any, this_eval: int, other: Any, other_eval: int) -> Any:
                 other, and_(other.c.evaluation_id == other_eval, other.c.fingerprint == this.c.fingerprint)
             )
         )
-        .where(this.c.evaluation_id == this_eval, other.c.fingerprint.is_(None))
+        .where(
+            this.c.evaluation_id == this_eval,
+            other.c.fingerprint.is_(None),
+            *outside(this.c.cluster_id, skip),
+        )
     )
 
 

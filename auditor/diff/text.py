@@ -73,10 +73,13 @@ def format_text(diff: DiffResult, *, include_open: bool = False) -> str:
         f"Diff of run {diff.from_run} -> run {diff.to_run} (confidence threshold {diff.confidence_threshold})"
     ]
     lines.extend(headline(diff))
+    note = diff.not_compared_note()
+    if note:  # before anything else: what is listed below is not the whole picture
+        lines.append(note)
     if diff.empty:
         lines.append("")
-        lines.append(f"No changes between run {diff.from_run} and run {diff.to_run}.")
-        return "\n".join(lines) + "\n"
+        lines.append(_no_changes(diff))
+        return "\n".join(one_line(line) for line in lines) + "\n"
     c = diff.catalog
 
     def section(title: str, items: Sequence[Any], render: Callable[[Any], list[str]]) -> None:
@@ -114,6 +117,11 @@ def format_text(diff: DiffResult, *, include_open: bool = False) -> str:
     return "\n".join(one_line(line) for line in lines) + "\n"
 
 
+def _no_changes(diff: DiffResult) -> str:
+    within = " in the clusters compared" if diff.not_compared else ""
+    return f"No changes between run {diff.from_run} and run {diff.to_run}{within}."
+
+
 def _finding_lines(item: FindingDiff) -> list[str]:
     f = item.finding
     where = f.get("column") or f.get("cluster_id") or ""
@@ -147,8 +155,11 @@ def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) 
         "|---:|---:|---:|---:|---:|",
         "| " + " | ".join(str(s["findings"][name]) for name in FINDING_CATEGORIES) + " |",
     ]
+    note = diff.not_compared_note()
+    if note:
+        out += ["", f"**Note:** {md(note)}"]
     if diff.empty:
-        out += ["", f"No changes between run {diff.from_run} and run {diff.to_run}."]
+        out += ["", _no_changes(diff)]
         return "\n".join(out) + "\n"
     for category in ("new", "resolved", "newly_waived", "waiver_expired"):
         items = diff.findings.get(category, [])

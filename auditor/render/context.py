@@ -456,6 +456,8 @@ class ReportContext:
     has_diff: bool
     total_findings: int
     changes_total: int
+    # "N clusters were not compared: …" when the diff left out clusters a run holds only in part
+    diff_note: str | None = None
     export_files: tuple[str, ...] = ()
     assets: Any = None  # set by the renderer: the inline CSS/JS and the CSP that allows only them
 
@@ -593,7 +595,17 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         has_diff=data.diff is not None,
         total_findings=digest.total,
         changes_total=sum(section.total for section in change_sections),
+        diff_note=_diff_note(data.diff),
     )
+
+
+def _diff_note(diff: Mapping[str, Any] | None) -> str | None:
+    """The diff's sentence about the clusters it did not compare (see ``docs/diff.md``)."""
+    if not diff or not diff.get("not_compared"):
+        return None
+    from auditor.diff.model import not_compared_note
+
+    return not_compared_note(list(diff["not_compared"]), diff.get("from_run"), diff.get("to_run"))
 
 
 def _against_note(against: RunView | None) -> str:

@@ -480,7 +480,7 @@ def gather_input(
         if against is None:
             against = given_diff.get("from_run")
     if against is not None:
-        against_info = resolve_run(engine, against, option="--against")
+        against_info = resolve_run(engine, against, option="--against", allow_incomplete=allow_incomplete)
         if against_info.id == run_info.id:
             raise ConfigError(f"--against {against_info.id} is the run being reported")
     else:
@@ -549,6 +549,7 @@ def gather_input(
             ruleset=ruleset,
             waivers=waivers,
             confidence_threshold=confidence_threshold,
+            allow_incomplete=allow_incomplete,  # the run was accepted above; the diff names what it left out
         )
         # The stored path streams the still-open findings to diff.json from the result itself.
         diff_json = diff_result.to_json(open_findings=open_findings and stored is None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -98,6 +98,39 @@ def write_catalog(engine: Engine, catalog: Catalog, *, complete: bool = True) ->
         writer.complete(RunTotals(clusters_announced=len(catalog), requests=len(catalog) + 1))
     else:
         writer.fail("the test stopped it")
+    return writer.run_id
+
+
+def write_partial(
+    engine: Engine,
+    catalog: Catalog,
+    *,
+    failed: Collection[str] = (),
+    fetching: Collection[str] = (),
+) -> int:
+    """A ``failed`` run of ``catalog`` written as a snapshot that went wrong, through the real writer.
+
+    The clusters in ``failed`` could not be fetched (``finish_cluster`` with an error, after a page
+    of their columns arrived); those in ``fetching`` were cut short when the snapshot stopped (a
+    page arrived, then ``discard_unfinished``). Neither keeps a column in the run.
+    """
+    writer = SnapshotWriter(engine, source_url="http://127.0.0.1:1", cluster_filter=None)
+    for position, (raw_cluster, columns) in enumerate(catalog):
+        cluster_id = raw_cluster["id"]
+        writer.add_cluster(parse_cluster(raw_cluster), raw_cluster, position)
+        writer.add_columns(cluster_id, [(parse_column(raw), raw) for raw in columns])
+        writer.flush()  # the page is written before the cluster fails or the snapshot stops
+        if cluster_id in fetching:
+            continue
+        if cluster_id in failed:
+            writer.finish_cluster(cluster_id, ClusterStats(error="HTTP 500 on page 2"))
+        else:
+            writer.finish_cluster(
+                cluster_id,
+                ClusterStats(total_announced=len(columns), columns_fetched=len(columns), pages=1),
+            )
+    writer.discard_unfinished()
+    writer.fail("the snapshot stopped")
     return writer.run_id
 
 

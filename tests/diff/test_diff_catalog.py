@@ -379,7 +379,7 @@ def test_the_json_has_exactly_the_contract_keys(kit, engine, write, base):
     after[0][1].append(after[1][1].pop(0))
     kit.find(after, "crm.public.users.id")["dataType"] = "text"
     data = diff_of(engine, write, base(), after).to_json()
-    assert list(data) == ["from_run", "to_run", "summary", "clusters", "columns", "findings"]
+    assert list(data) == ["from_run", "to_run", "summary", "clusters", "columns", "findings", "not_compared"]
     assert list(data["clusters"]) == ["added", "removed", "changed"]
     assert list(data["columns"]) == ["added", "removed", "changed", "moved"]
     assert list(data["findings"]) == ["new", "resolved", "open", "newly_waived", "waiver_expired"]
@@ -392,7 +392,9 @@ def test_the_json_has_exactly_the_contract_keys(kit, engine, write, base):
         "clusters": {"added": 0, "removed": 0, "changed": 1},
         "columns": {"added": 1, "removed": 0, "changed": 1, "moved": 1},
         "findings": {"new": 0, "resolved": 0, "open": 0, "newly_waived": 0, "waiver_expired": 0},
+        "not_compared": 0,
     }
+    assert data["not_compared"] == []  # both runs were fetched in full
     json.dumps(data)  # plain JSON types only
 
 

@@ -68,7 +68,7 @@ def test_json_is_the_contract(runner, two_runs):
     result = invoke(runner, "--db", db, "--format", "json", "--from", str(first), "--to", str(second))
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data) == ["from_run", "to_run", "summary", "clusters", "columns", "findings"]
+    assert list(data) == ["from_run", "to_run", "summary", "clusters", "columns", "findings", "not_compared"]
     assert (data["from_run"], data["to_run"]) == (first, second)
     assert data["clusters"]["changed"] == [
         {

@@ -260,3 +260,37 @@ def test_postgres_diff_equals_the_python_reference(pg_engine, write, pair):
     first, second = write(pg_engine, before), write(pg_engine, after)
     data = compute_diff(pg_engine, first, second, findings=False).to_json()
     assert sql_diff_sets(data) == reference_diff(before, after)
+
+
+def without(catalog, cluster_ids):
+    return [(raw, records) for raw, records in catalog if raw["id"] not in cluster_ids]
+
+
+@PROPERTY_SETTINGS
+@given(pair=catalog_pairs(), data=st.data())
+def test_clusters_not_fetched_in_full_are_left_out_and_named(engine, pair, data):
+    """Marking random clusters of either run failed or cut short leaves exactly them out: the diff
+    is the reference diff of the two catalogs without them, and ``not_compared`` names them."""
+    from .conftest import write_catalog, write_partial
+
+    before, after = pair
+    partial_side = data.draw(st.sampled_from(("older", "newer")))
+    ids = sorted(c["id"] for c, _ in (before if partial_side == "older" else after))
+    failed = set(data.draw(st.lists(st.sampled_from(ids), unique=True))) if ids else set()
+    fetching = set(data.draw(st.lists(st.sampled_from(ids), unique=True))) - failed if ids else set()
+    if partial_side == "older":
+        first = write_partial(engine, before, failed=failed, fetching=fetching)
+        second = write_catalog(engine, after)
+    else:
+        first = write_catalog(engine, before)
+        second = write_partial(engine, after, failed=failed, fetching=fetching)
+    result = compute_diff(engine, first, second, findings=False, allow_incomplete=True)
+    data_json = result.to_json()
+    left_out = failed | fetching
+    assert sql_diff_sets(data_json) == reference_diff(without(before, left_out), without(after, left_out))
+    assert [e["cluster_id"] for e in data_json["not_compared"]] == sorted(left_out)
+    assert data_json["summary"]["not_compared"] == len(left_out)
+    for entry in data_json["not_compared"]:
+        statuses = (entry["from"], entry["to"])
+        expected = "failed" if entry["cluster_id"] in failed else "fetching"
+        assert (statuses[0] if partial_side == "older" else statuses[1]) == expected

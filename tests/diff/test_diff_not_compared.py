@@ -1,0 +1,345 @@
+"""Clusters a run holds without all their columns are left out of the diff, and the diff says so.
+
+A cluster that could not be fetched (``failed``) or that a stopped snapshot cut short (``fetching``)
+keeps none of its columns in its run. Compared as it is, every column of it would read as removed
+(or added) and every finding of it as resolved (or new): incomplete data passed off as a clean
+result. The runs here are written with the real ``SnapshotWriter`` into real SQLite files (and a
+PostgreSQL database where one is configured).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from auditor.cli.main import cli
+from auditor.diff import compute_diff
+from auditor.diff.model import not_compared_note
+from auditor.engine import load_ruleset
+
+from .conftest import write_partial
+from .test_diff_findings import python_reference_source
+
+HSWC = "high-sensitivity-without-confidential"
+NOTE = "2 clusters were not compared: not fetched in full in run {run} (k5, k7)"
+
+
+def catalogs(base, kit):
+    """Run 1 (complete) and run 2: real changes in c1 and c2; k5 and k7 each carry findings.
+
+    In run 2 k5's record changed too (severity), which must not be reported either.
+    """
+    before, after = base(), base()
+    for catalog in (before, after):
+        # In c2 and in k5: a finding about the whole snapshot (no cluster), which the diff keeps.
+        catalog[1][1].append(kit.column("shared.t.x"))
+        catalog.append(
+            (
+                kit.cluster("k5", labels=["PII"], severity="Low"),  # pii-cluster-low-severity
+                [
+                    kit.column("hr.pay.salary.iban", tags={"sensitivity": "high"}),  # HSWC
+                    kit.column("a.t.name"),  # with b.t.name: duplicate-columns-across-sources
+                    kit.column("b.t.name"),
+                    kit.column("shared.t.x"),
+                ],
+            )
+        )
+        catalog.append(
+            (kit.cluster("k7", labels=[]), [kit.column("ops.log.events.card", tags={"sensitivity": "high"})])
+        )
+    after[2][0]["severity"] = "High"
+    after[0][0]["labels"] = ["PII"]  # c1 loses Confidential: a new finding on its email column
+    after[1][1].append(kit.column("dwh.sales.orders.card", tags={"sensitivity": "high"}))
+    return before, after
+
+
+def keyed(items):
+    return sorted((f["rule"], f["cluster_id"], f["column"]) for f in items)
+
+
+EXPECTED_CATALOG = {
+    "clusters": {
+        "added": [],
+        "removed": [],
+        "changed": [
+            {
+                "cluster_id": "c1",
+                "changes": {
+                    "labels": {
+                        "before": ["Confidential", "PII"],
+                        "after": ["PII"],
+                        "added": [],
+                        "removed": ["Confidential"],
+                    }
+                },
+            }
+        ],
+    },
+    "columns": {
+        "added": [
+            {
+                "cluster_id": "c2",
+                "column": "dwh.sales.orders.card",
+                "columnName": "card",
+                "tableName": "sales.orders",
+                "source": "dwh",
+                "dataType": "varchar",
+                "isPrimary": False,
+                "businessAttribute": None,
+                "tags": [{"tagName": "sensitivity", "tagValue": "high"}],
+                "attributes": [],
+            }
+        ],
+        "removed": [],
+        "changed": [],
+        "moved": [],
+    },
+}
+
+
+def diff_both_ways(engine, first, second):
+    """The diff with stored findings (SQL) and with the plain Python findings source: equal."""
+    rules = load_ruleset(None)
+    stored = compute_diff(engine, first, second, ruleset=rules, allow_incomplete=True)
+    plain = compute_diff(
+        engine,
+        first,
+        second,
+        allow_incomplete=True,
+        findings_source=python_reference_source(engine, rules, None, None),
+    )
+    data = stored.to_json()
+    assert plain.to_json() == data
+    assert stored.summary() == plain.summary()
+    return stored, data
+
+
+@pytest.fixture
+def partial_second(engine, base, kit):
+    before, after = catalogs(base, kit)
+    from .conftest import write_catalog
+
+    first = write_catalog(engine, before)
+    second = write_partial(engine, after, failed={"k5"}, fetching={"k7"})
+    return first, second
+
+
+def test_a_failed_and_a_cut_short_cluster_are_not_compared(engine, partial_second):
+    first, second = partial_second
+    result, data = diff_both_ways(engine, first, second)
+    assert {k: data[k] for k in ("clusters", "columns")} == EXPECTED_CATALOG
+    assert data["not_compared"] == [
+        {"cluster_id": "k5", "from": "complete", "to": "failed"},
+        {"cluster_id": "k7", "from": "complete", "to": "fetching"},
+    ]
+    assert data["summary"] == {
+        "clusters": {"added": 0, "removed": 0, "changed": 1},
+        "columns": {"added": 1, "removed": 0, "changed": 0, "moved": 0},
+        "findings": {"new": 3, "resolved": 1, "open": 2, "newly_waived": 0, "waiver_expired": 0},
+        "not_compared": 2,
+    }
+    findings = data["findings"]
+    assert keyed(findings["new"]) == [
+        (HSWC, "c1", "crm.public.users.email"),
+        (HSWC, "c2", "dwh.sales.orders.card"),
+        ("sensitive-column-without-business-attribute", "c2", "dwh.sales.orders.card"),
+    ]
+    # k5's and k7's findings (column, cluster and per-cluster group findings) are not "resolved";
+    # the one about the whole snapshot (no cluster) is compared as it is, as documented.
+    assert keyed(findings["resolved"]) == [("column-in-several-clusters", None, None)]
+    assert keyed(findings["open"]) == [
+        ("high-severity-cluster-without-labels", "k7", None),  # in both runs: the cluster record is
+        ("sensitive-column-without-business-attribute", "c1", "crm.public.users.email"),
+    ]
+    assert findings["newly_waived"] == findings["waiver_expired"] == []
+    assert result.not_compared_note() == NOTE.format(run=second)
+
+
+def test_an_older_partial_run_adds_nothing_for_its_clusters(engine, base, kit):
+    before, after = catalogs(base, kit)
+    from .conftest import write_catalog
+
+    first = write_partial(engine, before, failed={"k5"}, fetching={"k7"})
+    second = write_catalog(engine, after)
+    _, data = diff_both_ways(engine, first, second)
+    assert {k: data[k] for k in ("clusters", "columns")} == EXPECTED_CATALOG
+    assert data["not_compared"] == [
+        {"cluster_id": "k5", "from": "failed", "to": "complete"},
+        {"cluster_id": "k7", "from": "fetching", "to": "complete"},
+    ]
+    assert keyed(data["findings"]["new"]) == [
+        ("column-in-several-clusters", None, None),  # about the whole snapshot: compared as it is
+        (HSWC, "c1", "crm.public.users.email"),
+        (HSWC, "c2", "dwh.sales.orders.card"),
+        ("sensitive-column-without-business-attribute", "c2", "dwh.sales.orders.card"),
+    ]
+    assert data["findings"]["resolved"] == []
+    assert not_compared_note(data["not_compared"], first, second) == NOTE.format(run=first)
+
+
+def test_two_complete_runs_compare_every_cluster_as_before(engine, base, kit):
+    """The same catalogs, both fetched in full: k5's and k7's changes are all there, nothing is
+    left out, and the text has no note."""
+    from auditor.diff.text import format_text
+
+    from .conftest import write_catalog
+
+    before, after = catalogs(base, kit)
+    first, second = write_catalog(engine, before), write_catalog(engine, after)
+    result, data = diff_both_ways(engine, first, second)
+    assert data["not_compared"] == [] and data["summary"]["not_compared"] == 0
+    assert [c["cluster_id"] for c in data["clusters"]["changed"]] == ["c1", "k5"]
+    assert "not compared" not in format_text(result)
+
+
+def test_clusters_only_in_one_run_and_partial_there(engine, base, kit):
+    """A cluster that only the partial run holds is not compared either (not an added cluster)."""
+    from .conftest import write_catalog
+
+    before, after = base(), base()
+    after.append((kit.cluster("k9"), [kit.column("x.y.z")]))
+    after.append((kit.cluster("c3"), [kit.column("x.y.w")]))
+    first = write_catalog(engine, before)
+    second = write_partial(engine, after, failed={"k9"})
+    _, data = diff_both_ways(engine, first, second)
+    assert data["not_compared"] == [{"cluster_id": "k9", "from": None, "to": "failed"}]
+    assert [c["cluster_id"] for c in data["clusters"]["added"]] == ["c3"]
+    assert [(c["cluster_id"], c["column"]) for c in data["columns"]["added"]] == [("c3", "x.y.w")]
+
+
+def test_the_note_lists_ten_ids_per_run_then_counts_the_rest():
+    entries = [{"cluster_id": f"k{i:02}", "from": "complete", "to": "failed"} for i in range(12)]
+    entries.append({"cluster_id": "a1", "from": "failed", "to": "complete"})
+    entries.append({"cluster_id": "b1", "from": "fetching", "to": "failed"})
+    entries.append({"cluster_id": "b2", "from": None, "to": "fetching"})
+    assert not_compared_note(entries, 6, 7) == (
+        "15 clusters were not compared: not fetched in full in run 6 (a1); "
+        "not fetched in full in run 7 (k00, k01, k02, k03, k04, k05, k06, k07, k08, k09 … and 3 more); "
+        "not fetched in full in runs 6 and 7 (b1)"
+    )
+    assert (
+        not_compared_note(entries[:1], 6, 7)
+        == "1 cluster was not compared: not fetched in full in run 7 (k00)"
+    )
+    assert not_compared_note([], 6, 7) is None
+
+
+# -- the command line and the report ------------------------------------------------------------
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_cli_diff_text_says_what_it_left_out(engine, partial_second):
+    first, second = partial_second
+    db = str(engine.url.database)
+    result = run_cli(
+        "diff",
+        "--db",
+        db,
+        "--from",
+        str(first),
+        "--to",
+        str(second),
+        "--allow-incomplete",
+        "--format",
+        "text",
+    )
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[4] == NOTE.format(run=second)  # right under the counts
+    assert "Columns removed" not in result.stdout and "Resolved findings (1)" in result.stdout
+    assert f"note: {NOTE.format(run=second)}" in result.stderr.splitlines()
+
+    as_json = run_cli(
+        "diff",
+        "--db",
+        db,
+        "--from",
+        str(first),
+        "--to",
+        str(second),
+        "--allow-incomplete",
+        "--format",
+        "json",
+    )
+    assert json.loads(as_json.stdout)["not_compared"] == [
+        {"cluster_id": "k5", "from": "complete", "to": "failed"},
+        {"cluster_id": "k7", "from": "complete", "to": "fetching"},
+    ]
+
+    markdown = run_cli(
+        "diff",
+        "--db",
+        db,
+        "--from",
+        str(first),
+        "--to",
+        str(second),
+        "--allow-incomplete",
+        "--format",
+        "markdown",
+    )
+    assert f"**Note:** {NOTE.format(run=second)}" in markdown.stdout.splitlines()
+
+
+def note_paragraph(html: str) -> str:
+    start = html.index('data-field="not-compared"')
+    return html[html.index(">", start) + 1 : html.index("</p>", start)]
+
+
+@pytest.mark.parametrize("command", ["report", "diff"])
+def test_the_html_report_shows_the_note_first(engine, partial_second, tmp_path, command):
+    first, second = partial_second
+    db, out = str(engine.url.database), tmp_path / "report.html"
+    if command == "report":
+        args = ["report", "--db", db, "--run", str(second), "--allow-incomplete", "--output", str(out)]
+    else:
+        args = ["diff", "--db", db, "--from", str(first), "--to", str(second), "--allow-incomplete"]
+        args += ["--format", "html", "--output", str(out)]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.stderr
+    html = out.read_text(encoding="utf-8")
+    assert note_paragraph(html) == (
+        f"<strong>Not compared:</strong> {NOTE.format(run=second)}. New and resolved findings and "
+        "catalog changes below leave these clusters out."
+    )
+    assert html.index('data-field="not-compared"') < html.index('id="new"')
+
+
+def test_a_report_of_two_complete_runs_has_no_note(engine, write, base, tmp_path):
+    write(engine, base()), write(engine, base())
+    out = tmp_path / "report.html"
+    result = run_cli("report", "--db", str(engine.url.database), "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert "not-compared" not in out.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def own_pg_engine(fresh_postgres):
+    """A PostgreSQL database of its own: the shared one's other tests count on the findings they
+    see first (``first_seen_run``), so these runs stay out of it."""
+    from auditor.store.db import open_database
+
+    db = open_database(fresh_postgres)
+    yield db
+    db.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_leaves_out_the_same_clusters(own_pg_engine, base, kit):
+    from .conftest import write_catalog
+
+    pg_engine = own_pg_engine
+
+    before, after = catalogs(base, kit)
+    first = write_catalog(pg_engine, before)
+    second = write_partial(pg_engine, after, failed={"k5"}, fetching={"k7"})
+    _, data = diff_both_ways(pg_engine, first, second)
+    assert {k: data[k] for k in ("clusters", "columns")} == EXPECTED_CATALOG
+    assert [e["cluster_id"] for e in data["not_compared"]] == ["k5", "k7"]
+    assert keyed(data["findings"]["resolved"]) == [("column-in-several-clusters", None, None)]
+    assert [f["cluster_id"] for f in data["findings"]["new"]] == ["c1", "c2", "c2"]

@@ -107,7 +107,11 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
             return 0
 
     if failed := count("failed_cluster_count"):  # first: a partial run must not read as a full one
-        notes.append(f"{failed:,} clusters could not be fetched (none of their columns is in this run)")
+        notes.append(
+            "1 cluster could not be fetched (none of its columns is in this run)"
+            if failed == 1
+            else f"{failed:,} clusters could not be fetched (none of their columns is in this run)"
+        )
     if details.get("pages"):
         notes.append(f"{count('pages'):,} pages of columns fetched")
     listed = details.get("cluster_total_mismatch")

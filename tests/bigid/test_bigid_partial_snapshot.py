@@ -64,7 +64,10 @@ def test_one_broken_cluster_is_recorded_and_the_others_stored(loopback, make_cli
         (cid, raw["fullyQualifiedName"]): raw for cid, rows in columns.items() if cid != "k5" for raw in rows
     }
     assert fetch_notes(run.details)[0] == (
-        "1 clusters could not be fetched (none of their columns is in this run)"
+        "1 cluster could not be fetched (none of its columns is in this run)"
+    )
+    assert fetch_notes({**run.details, "failed_cluster_count": 2})[0] == (
+        "2 clusters could not be fetched (none of their columns is in this run)"
     )
     assert {cid: (r.fetch_status, r.columns_fetched, r.error) for cid, r in stored_clusters.items()} == {
         **{f"k{i}": ("complete", 30, None) for i in range(8) if i != 5},

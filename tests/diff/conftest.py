@@ -151,10 +151,17 @@ def engine(tmp_path) -> Iterator[Engine]:
 
 @pytest.fixture(scope="module")
 def pg_engine(postgres_url: str) -> Iterator[Engine]:
-    """The shared fresh PostgreSQL database (skipped when AUDITOR_TEST_POSTGRES_URL is unset)."""
-    db = open_database(postgres_url)
-    yield db
-    db.dispose()
+    """A PostgreSQL database of this module's own (skipped when AUDITOR_TEST_POSTGRES_URL is unset).
+
+    Not the session's shared one: a test comparing a diff's findings with SQLite's would otherwise
+    see the statuses other modules' runs of the same catalog recorded there.
+    """
+    from tests.conftest import scratch_database
+
+    with scratch_database(postgres_url, "auditor_diff") as url:
+        db = open_database(url)
+        yield db
+        db.dispose()
 
 
 @pytest.fixture

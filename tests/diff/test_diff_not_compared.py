@@ -236,53 +236,25 @@ def run_cli(*args):
 def test_cli_diff_text_says_what_it_left_out(engine, partial_second):
     first, second = partial_second
     db = str(engine.url.database)
-    result = run_cli(
-        "diff",
-        "--db",
-        db,
-        "--from",
-        str(first),
-        "--to",
-        str(second),
-        "--allow-incomplete",
-        "--format",
-        "text",
-    )
+
+    def diff_cli(fmt: str):
+        runs = ("--from", str(first), "--to", str(second))
+        return run_cli("diff", "--db", db, *runs, "--allow-incomplete", "--format", fmt)
+
+    result = diff_cli("text")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[4] == NOTE.format(run=second)  # right under the counts
     assert "Columns removed" not in result.stdout and "Resolved findings (1)" in result.stdout
     assert f"note: {NOTE.format(run=second)}" in result.stderr.splitlines()
 
-    as_json = run_cli(
-        "diff",
-        "--db",
-        db,
-        "--from",
-        str(first),
-        "--to",
-        str(second),
-        "--allow-incomplete",
-        "--format",
-        "json",
-    )
+    as_json = diff_cli("json")
     assert json.loads(as_json.stdout)["not_compared"] == [
         {"cluster_id": "k5", "from": "complete", "to": "failed"},
         {"cluster_id": "k7", "from": "complete", "to": "fetching"},
     ]
 
-    markdown = run_cli(
-        "diff",
-        "--db",
-        db,
-        "--from",
-        str(first),
-        "--to",
-        str(second),
-        "--allow-incomplete",
-        "--format",
-        "markdown",
-    )
+    markdown = diff_cli("markdown")
     assert f"**Note:** {NOTE.format(run=second)}" in markdown.stdout.splitlines()
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -432,6 +433,25 @@ def stored_open_counts(engine: Engine, run: Any, ruleset: Any, waivers: Any) -> 
     return dict(counts)
 
 
+def _in_background(work: Any, result: Future[Any]) -> None:
+    """Run ``work`` in a daemon thread, its return value or exception going to ``result``.
+
+    A daemon thread, not a pool's: the counting only reads, and when the report is abandoned
+    (Ctrl-C, or the diff failing) the process must not wait at exit for seconds of counting nobody
+    will read (a pool's threads are joined at exit). Its connection is simply dropped with it.
+    """
+
+    def target() -> None:
+        try:
+            value = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the result
+            result.set_exception(exc)
+        else:
+            result.set_result(value)
+
+    threading.Thread(target=target, name="report-counts", daemon=True).start()
+
+
 @store_errors("could not read the runs and findings for the report")
 def gather_input(
     engine: Engine,
@@ -536,9 +556,7 @@ def gather_input(
         if one_connection_only(engine):
             pending.set_result(count())
         else:
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-counts")
-            pending = pool.submit(count)
-            pool.shutdown(wait=False)  # the thread ends with its one task
+            _in_background(count, pending)
     if given_diff is None and against_info is not None:
         from auditor.diff import compute_diff
 

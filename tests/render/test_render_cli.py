@@ -483,3 +483,39 @@ def test_report_refuses_to_replace_a_write_protected_file(database: str, tmp_pat
     assert result.exit_code == 3
     assert result.stderr == f"error: cannot write {out}: Permission denied (the file is write-protected)\n"
     assert out.read_text(encoding="utf-8") == "signed copy"
+
+
+def test_an_abandoned_report_does_not_wait_for_its_counting_at_exit(database: str, tmp_path: Path) -> None:
+    """The findings are counted in a thread while the diff is computed. Ctrl-C during the diff
+    used to leave the process waiting at exit for that thread's counting (seconds at 1M columns):
+    here the counting would take a minute, and the process must end at once."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = textwrap.dedent(
+        """
+        import sys, time
+        import auditor.diff
+        from auditor.render import stored
+        from auditor.render.report import gather_input
+        from auditor.store.db import open_database
+
+        def slow_counting(*args, **kwargs):
+            time.sleep(60)
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        stored.StoredFindings.digest = slow_counting
+        auditor.diff.compute_diff = interrupted
+        gather_input(open_database(sys.argv[1]), 2)
+        """
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script, database], capture_output=True, text=True, timeout=30, cwd=tmp_path
+    )
+    assert time.monotonic() - started < 20  # not the minute of counting
+    assert done.returncode == -2 and done.stderr.rstrip().endswith("KeyboardInterrupt")  # by SIGINT

@@ -109,8 +109,9 @@ def check_command(
         today=day,
         allow_incomplete=allow_incomplete,
     )
-    if not result.run.complete:
-        settings.info(f"warning: run {result.run.id} is {result.run.status}; its findings may be incomplete")
+    note = result.incomplete_note()
+    if note:
+        settings.info(f"warning: {note}")
     write_output(render_chunks(fmt, result), output)
     if fmt != Format.TABLE.value or output:
         settings.info(result.summary_line())

@@ -37,6 +37,7 @@ from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers
 from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
 from auditor.gcpause import collector_paused
 from auditor.store.runs import RunInfo, get_run, previous_complete_run, resolve_run
+from auditor.store.schema import RUN_COMPLETE
 from auditor.store.schema import findings as findings_table
 
 
@@ -147,6 +148,25 @@ class CheckResult:
             "findings": [f.to_json() for f in self.findings] if findings else [],
             "summary": self.summary,
         }
+
+    def incomplete_note(self) -> str | None:
+        """For a run checked with ``allow_incomplete`` that is not complete: what its findings miss.
+
+        ``None`` for a complete run. People-facing outputs print it before the summary, so that a
+        partial catalog never reads as a clean result (the JSON carries ``run_status``).
+        """
+        if self.run.status == RUN_COMPLETE:
+            return None
+        details = self.run.details if isinstance(self.run.details, dict) else {}
+        failed = details.get("failed_cluster_count")
+        count = int(failed) if isinstance(failed, int) and not isinstance(failed, bool) else 0
+        why = ""
+        if count:
+            why = f" ({count} cluster{' was' if count == 1 else 's were'} not fetched)"
+        return (
+            f"run {self.run.id} is {self.run.status}, not complete{why}: these findings cover only the "
+            "clusters and columns it holds; what it lacks was not checked"
+        )
 
     def summary_line(self) -> str:
         """One line for people: counts by severity, new, waived and expired waivers."""

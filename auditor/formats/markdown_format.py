@@ -45,7 +45,11 @@ def _table(findings: list[Finding], limit: int) -> list[str]:
 
 def format(result: CheckResult) -> str:
     s = result.summary
-    lines = [f"## cluster-auditor check: run {result.run.id}", "", cell(result.summary_line()), ""]
+    lines = [f"## cluster-auditor check: run {result.run.id}", ""]
+    note = result.incomplete_note()
+    if note:
+        lines += [f"> **Warning:** {cell(note)}", ""]
+    lines += [cell(result.summary_line()), ""]
     lines += ["| Critical | High | Medium | Low | Info | New | Existing | Waived | Waiver expired |"]
     lines += ["|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     sev = s["by_severity"]

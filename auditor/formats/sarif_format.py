@@ -107,13 +107,24 @@ def chunks(result: CheckResult) -> Iterator[str]:
                     }
                 },
                 "automationDetails": {"id": f"cluster-auditor/run-{result.run.id}"},
-                "invocations": [{"executionSuccessful": True, "workingDirectory": {"uri": _cwd_uri()}}],
+                "invocations": [_invocation(result)],
                 "results": [jsonstream.MARK],
                 "properties": {"run": result.run.id, "summary": dict(result.summary)},
             }
         ],
     }
     yield from jsonstream.batches(_dumps, log, _results(result, rules), BATCH)
+
+
+def _invocation(result: CheckResult) -> dict[str, Any]:
+    """The one invocation; a run that is not complete adds a warning notification saying so."""
+    invocation: dict[str, Any] = {"executionSuccessful": True, "workingDirectory": {"uri": _cwd_uri()}}
+    note = result.incomplete_note()
+    if note:
+        invocation["toolExecutionNotifications"] = [
+            {"level": "warning", "descriptor": {"id": "incomplete-run"}, "message": {"text": note}}
+        ]
+    return invocation
 
 
 def _results(result: CheckResult, rules: list[Rule]) -> Iterator[dict[str, Any]]:

@@ -70,5 +70,8 @@ def chunks(result: CheckResult) -> Iterator[str]:
         for w in report.stale:
             lines.append(one_line(f"  {w.describe()} (owner {w.owner}, {w.where}){report.unknown_note(w)}"))
     lines.append("")
+    note = result.incomplete_note()
+    if note:
+        lines.append(f"warning: {one_line(note)}")
     lines.append(result.summary_line())
     yield "\n".join(lines) + "\n"

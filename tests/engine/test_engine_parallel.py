@@ -97,3 +97,33 @@ def test_rules_are_submitted_heaviest_first_and_yielded_in_rule_order():
     assert yielded == [rule.id for rule in ruleset.rules]
     weights = [evaluate_module.rule_weight(ruleset.get(rule_id)) for rule_id in started]
     assert weights == sorted(weights, reverse=True)
+
+
+def test_worker_processes_hand_findings_over_in_files_that_never_outlive_the_evaluation(
+    tmp_path, monkeypatch
+):
+    """Worker processes leave each rule's findings in a private spool folder ($TMPDIR here), which
+    is gone once the evaluation ends: when it completes, and when the caller stops reading early."""
+    engine = open_database(tmp_path / "p.db")
+    run_id = _sandbox_run(engine)
+    ruleset = load_ruleset()
+    spool_parent = tmp_path / "tmp"
+    spool_parent.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool_parent))
+    monkeypatch.setattr(evaluate_module.tempfile, "tempdir", None)  # read TMPDIR again
+    monkeypatch.setattr(evaluate_module, "PROCESS_MIN_COLUMNS", 3000)
+    assert evaluate_module._spool_parent() is None  # TMPDIR wins over /dev/shm
+
+    seen: list[list[str]] = []
+    for _rule, items, _seconds in evaluate_each(engine, run_id, ruleset, workers=2):
+        seen.append([path.name for path in spool_parent.iterdir()])
+        assert isinstance(items, list)
+    assert all(names and names[0].startswith("auditor-findings-") for names in seen)
+    assert list(spool_parent.iterdir()) == []
+
+    abandoned = evaluate_each(engine, run_id, ruleset, workers=2)
+    next(abandoned)
+    (folder,) = spool_parent.iterdir()
+    assert folder.stat().st_mode & 0o777 == 0o700  # only this user can read the findings
+    abandoned.close()  # the caller stops early: the workers are joined, the folder removed
+    assert list(spool_parent.iterdir()) == []

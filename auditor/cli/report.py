@@ -200,6 +200,11 @@ def report_command(
 )
 @click.option("--attach-report", is_flag=True, help="Attach the full HTML report.")
 @click.option("--attach-csv", is_flag=True, help="Attach the findings as CSV.")
+@click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Email the report of a run that is not complete (the message says so first).",
+)
 @_report_options
 @db_option
 @pass_settings
@@ -214,6 +219,7 @@ def email_command(
     eml: str | None,
     attach_report: bool,
     attach_csv: bool,
+    allow_incomplete: bool,
     run: str,
     against: str | None,
     rules: tuple[str, ...],
@@ -231,7 +237,18 @@ def email_command(
     from auditor.render.email import deliver_email
 
     recipients, smtp_url = settings.email_route(to, smtp, eml, cc=cc)
-    bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, False)
+    bundle = _bundle(
+        settings,
+        db,
+        run,
+        against,
+        rules,
+        waivers,
+        templates,
+        max_rows,
+        False,
+        allow_incomplete=allow_incomplete,
+    )
     message = deliver_email(
         bundle,
         to=recipients,

@@ -315,3 +315,48 @@ def test_postgres_leaves_out_the_same_clusters(own_pg_engine, base, kit):
     assert [e["cluster_id"] for e in data["not_compared"]] == ["k5", "k7"]
     assert keyed(data["findings"]["resolved"]) == [("column-in-several-clusters", None, None)]
     assert [f["cluster_id"] for f in data["findings"]["new"]] == ["c1", "c2", "c2"]
+
+
+def test_the_email_of_a_partial_run_says_so_first(engine, partial_second, tmp_path):
+    """auditor email refuses a run that is not complete unless asked; asked, both parts of the
+    message say that it is not complete and which clusters the diff left out."""
+    import email
+    from email import policy
+
+    _first, second = partial_second
+    db, eml = str(engine.url.database), tmp_path / "report.eml"
+    send = ("email", "--db", db, "--run", str(second), "--to", "governance@example.com", "--eml", str(eml))
+    refused = run_cli(*send)
+    assert refused.exit_code == 3 and not eml.exists()
+    assert refused.stderr.splitlines()[0].startswith(f"error: run {second} is failed, not complete")
+    result = run_cli(*send, "--allow-incomplete")
+    assert result.exit_code == 0, result.stderr
+    message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    warning = f"run {second} is failed, not complete: these findings cover only what it holds."
+    not_compared = (
+        f"{NOTE.format(run=second)}. New and resolved findings and catalog changes leave these clusters out."
+    )
+    lines = text.splitlines()
+    assert lines[1:5] == ["", f"WARNING: {warning}", f"Not compared: {not_compared}", ""]
+    assert f"<strong>Warning:</strong> {warning}</td>" in html
+    assert f"<strong>Not compared:</strong> {not_compared}</td>" in html
+    assert html.index('data-field="incomplete"') < html.index('data-field="not-compared"')
+
+
+def test_the_email_of_complete_runs_has_no_warning(engine, write, base, tmp_path):
+    import email
+    from email import policy
+
+    write(engine, base())
+    second = write(engine, base())
+    db, eml = str(engine.url.database), tmp_path / "report.eml"
+    result = run_cli("email", "--db", db, "--run", str(second), "--to", "a@example.com", "--eml", str(eml))
+    assert result.exit_code == 0, result.stderr
+    message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+    text = message.get_body(("plain",)).get_content()
+    assert "WARNING" not in text
+    assert text.splitlines()[1] == "" and text.splitlines()[2].startswith("Finished: ")  # as before
+    html = message.get_body(("html",)).get_content()
+    assert 'data-field="incomplete"' not in html and 'data-field="not-compared"' not in html

@@ -175,7 +175,9 @@ def evaluate_each(
                 submitted[i] = pool.submit(_evaluate_alone, engine, run_id, rules[i])
         else:
             url = engine.url.render_as_string(hide_password=False)  # SQLite: a file path, no secret
-            spool = tempfile.TemporaryDirectory(prefix="auditor-findings-", dir=_spool_parent())
+            spool = tempfile.TemporaryDirectory(
+                prefix="auditor-findings-", dir=_spool_parent(), ignore_cleanup_errors=True
+            )
             folder = spool.name
             try:
                 pool = start_pool(
@@ -289,16 +291,25 @@ def _init_worker() -> None:
 SPOOL_CHUNK = 10_000  # findings per pickled chunk of a spool file
 
 
+SHM_MIN_FREE = 1 << 30  # /dev/shm is used only with this much free (containers often give it 64 MB)
+
+
 def _spool_parent() -> str | None:
     """Where worker processes leave their findings: ``$TMPDIR`` when it is set, else ``/dev/shm``
-    (memory) where it exists and is writable, else the system's temporary folder."""
+    (memory) where it exists, is writable and has :data:`SHM_MIN_FREE` bytes free (one rule's
+    findings take ~60 MB at 1M columns), else the system's temporary folder."""
     if os.environ.get("TMPDIR"):
         return None  # tempfile's own choice, which honours it
     shm = "/dev/shm"  # noqa: S108 - a private folder (mode 0700) is made inside it
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    try:
+        usable = os.access(shm, os.W_OK | os.X_OK)
+        stats = os.statvfs(shm)
+    except OSError:  # no /dev/shm (not Linux)
+        return None
+    return shm if usable and stats.f_bavail * stats.f_frsize >= SHM_MIN_FREE else None
 
 
-def _evaluate_in_process(url: str, run_id: int, rule: Rule, spool: str) -> tuple[str, float]:
+def _evaluate_in_process(url: str, run_id: int, rule: Rule, spool: str) -> tuple[str | list[bytes], float]:
     """``rule`` in a worker process; its findings, as plain tuples, written to a file in ``spool``.
 
     Returned through the pool's pipe, hundreds of thousands of findings (60 MB at 1M columns)
@@ -307,7 +318,8 @@ def _evaluate_in_process(url: str, run_id: int, rule: Rule, spool: str) -> tuple
     next rules meanwhile: they sat idle for 0.2-0.4 s at a time. A file decouples the two; its
     findings are pickled in chunks of :data:`SPOOL_CHUNK`, so the parent's loading yields the GIL
     between them. The pack at 1M columns, five interleaved pairs: 9.24-9.90 s -> 8.92-9.15 s, a
-    median wall ratio of 0.947 (bench/RESULTS.md).
+    median wall ratio of 0.947 (bench/RESULTS.md). When the file cannot be written (the folder is
+    full or gone), the pickled chunks go through the pipe after all: slower, never wrong.
     """
     from auditor.store.db import create_db_engine
 
@@ -316,28 +328,37 @@ def _evaluate_in_process(url: str, run_id: int, rule: Rule, spool: str) -> tuple
         engine = _WORKER_ENGINES[url] = create_db_engine(url)
     with collector_paused():
         rows, seconds = _evaluate_alone(engine, run_id, rule, finding_rows)
+        chunks = [
+            pickle.dumps(rows[start : start + SPOOL_CHUNK], protocol=pickle.HIGHEST_PROTOCOL)
+            for start in range(0, len(rows), SPOOL_CHUNK)
+        ]
+        path = None
         try:
             fd, path = tempfile.mkstemp(prefix="rule-", dir=spool)
             with os.fdopen(fd, "wb") as out:
-                for start in range(0, len(rows), SPOOL_CHUNK):
-                    pickle.dump(rows[start : start + SPOOL_CHUNK], out, protocol=pickle.HIGHEST_PROTOCOL)
-        except OSError as exc:
-            raise AuditorError(
-                f"could not hand over the findings of rule {rule.id}: {spool}: {exc.strerror or exc} "
-                "(free space in that folder, or set TMPDIR to another one)"
-            ) from None
+                for chunk in chunks:
+                    out.write(chunk)
+        except OSError:  # the folder is full (or gone): through the pipe, slower but sure
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            return chunks, seconds
     return path, seconds
 
 
-def _read_spooled(rule: Rule, path: str) -> list[Finding]:
-    """The findings a worker process wrote to ``path`` (removed once read), as Finding objects.
+def _read_spooled(rule: Rule, handed: str | list[bytes]) -> list[Finding]:
+    """The findings a worker process handed over, as Finding objects: the file it wrote (removed
+    once read), or the pickled chunks themselves when it could not write one.
 
     Unpickled with the cyclic collector paused (hundreds of thousands of tuples would trigger it
     over and over); the file is our own worker's, in a folder only this process's user can enter.
     """
-    with open(path, "rb") as spooled:
-        data = spooled.read()
-    os.unlink(path)
+    if isinstance(handed, list):
+        data = b"".join(handed)
+    else:
+        with open(handed, "rb") as spooled:
+            data = spooled.read()
+        os.unlink(handed)
     items: list[Finding] = []
     stream = io.BytesIO(data)
     with collector_paused():

@@ -127,3 +127,24 @@ def test_worker_processes_hand_findings_over_in_files_that_never_outlive_the_eva
     assert folder.stat().st_mode & 0o777 == 0o700  # only this user can read the findings
     abandoned.close()  # the caller stops early: the workers are joined, the folder removed
     assert list(spool_parent.iterdir()) == []
+
+
+def test_findings_go_through_the_pipe_when_the_spool_cannot_take_them(tmp_path, monkeypatch):
+    """A full (or vanished) spool folder costs speed, never findings: the worker function hands its
+    chunks over directly, and they read back as the serial evaluation's findings."""
+    engine = open_database(tmp_path / "p.db")
+    run_id = _sandbox_run(engine)
+    rule = load_ruleset().get("high-sensitivity-without-confidential")
+    with engine.connect() as connection:
+        evaluate_module.prepare_connection(connection)
+        serial = [f.to_json() for f in evaluate_module.evaluate_rule(connection, run_id, rule)]
+    url = engine.url.render_as_string(hide_password=False)
+    handed, _seconds = evaluate_module._evaluate_in_process(url, run_id, rule, str(tmp_path / "gone"))
+    assert isinstance(handed, list) and handed  # pickled chunks, not a path
+    assert [f.to_json() for f in evaluate_module._read_spooled(rule, handed)] == serial
+    assert len(serial) > 100
+
+    # /dev/shm is used only with room to spare (containers often give it 64 MB)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    monkeypatch.setattr(evaluate_module, "SHM_MIN_FREE", 1 << 62)
+    assert evaluate_module._spool_parent() is None

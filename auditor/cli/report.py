@@ -144,18 +144,8 @@ def report_command(
     from auditor.render.env import plural
     from auditor.render.report import default_report_name
 
-    bundle = _bundle(
-        settings,
-        db,
-        run,
-        against,
-        rules,
-        waivers,
-        templates,
-        max_rows,
-        export_dir is not None,
-        allow_incomplete=allow_incomplete,
-    )
+    full = export_dir is not None
+    bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, full, allow_incomplete)
     target = Path(output) if output else Path(default_report_name(bundle.run_id))
     written = bundle.write(target, export_dir)
     for path in written[:-1]:
@@ -237,18 +227,7 @@ def email_command(
     from auditor.render.email import deliver_email
 
     recipients, smtp_url = settings.email_route(to, smtp, eml, cc=cc)
-    bundle = _bundle(
-        settings,
-        db,
-        run,
-        against,
-        rules,
-        waivers,
-        templates,
-        max_rows,
-        False,
-        allow_incomplete=allow_incomplete,
-    )
+    bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, False, allow_incomplete)
     message = deliver_email(
         bundle,
         to=recipients,

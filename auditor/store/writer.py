@@ -357,6 +357,7 @@ class SnapshotWriter:
         self._pending_stats: list[dict[str, Any]] = []
         self._discarded: list[str] = []  # failed clusters whose written columns are to be deleted
         self._unfinished: set[str] = set()  # clusters added and not finished yet
+        self._written: set[str] = set()  # unfinished clusters with columns already written
         self._clusters_stored = 0
         self._columns_stored = 0
         self._columns_announced = 0
@@ -427,7 +428,9 @@ class SnapshotWriter:
         with ``--allow-incomplete`` never holds half a cluster. Feed no more of its pages after.
         """
         self._unfinished.discard(cluster_id)
-        if stats.error is not None:
+        if stats.error is None:
+            self._written.discard(cluster_id)
+        else:
             self._discard_columns({cluster_id})
             stats = ClusterStats(total_announced=stats.total_announced, error=stats.error)
         self._pending_stats.append(
@@ -459,7 +462,11 @@ class SnapshotWriter:
         if len(kept) != len(self._pending_pages):
             self._pending_pages = kept
             self._pending_rows = sum(len(page) for _, page in kept)
-        self._discarded.extend(sorted(cluster_ids))
+        # only clusters some of whose columns an earlier flush wrote need a DELETE (a stopped
+        # snapshot discards every cluster not fetched yet: thousands, mostly never written)
+        written = self._written & cluster_ids
+        self._written -= written
+        self._discarded.extend(sorted(written))
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -489,6 +496,7 @@ class SnapshotWriter:
                     f"could not write run {self.run_id}: {type(exc).__name__}: {str(exc)[:200]}",
                     hint="a value received does not fit the database; re-run with --debug and report it",
                 ) from None
+        self._written.update(cid for cid, _ in self._pending_pages if cid in self._unfinished)
         self._pending_cluster_versions.clear()
         self._pending_labels.clear()
         self._pending_run_clusters.clear()
@@ -617,14 +625,12 @@ class SnapshotWriter:
                     select(runs.c.status, runs.c.error).where(runs.c.id == self.run_id)
                 ).first()
                 if current is None:
-                    raise StoreError(
-                        f"could not finish run {self.run_id}: it was deleted while it was being written",
-                        hint="auditor db prune --abandoned-after HOURS counts a run as abandoned by "
-                        "its age: give it more hours than a snapshot takes",
-                    )
+                    state = "it was deleted while it was being written"
+                else:
+                    said = f" ({current.error})" if current.error else ""
+                    state = f"it is {current.status} already{said}"
                 raise StoreError(
-                    f"could not finish run {self.run_id}: it is {current.status} already"
-                    + (f" ({current.error})" if current.error else ""),
+                    f"could not finish run {self.run_id}: {state}",
                     hint="auditor db prune --abandoned-after HOURS counts a run as abandoned by its "
                     "age: give it more hours than a snapshot takes",
                 )

@@ -139,8 +139,18 @@ def test_a_failed_clusters_columns_already_written_are_deleted(any_engine):
     """The writer keeps no column of a failed cluster (or, when a snapshot stops early, of one not
     finished), whether its pages were flushed or still queued."""
     engine = any_engine
-    _, clusters, columns = make_tenant({"a": 3, "b": 2, "c": 2, "d": 1})
+    never = {f"z{i:02}": 1 for i in range(30)}  # clusters the snapshot never got to
+    _, clusters, columns = make_tenant({"a": 3, "b": 2, "c": 2, "d": 1, **never})
+    from sqlalchemy import event
+
     from auditor.bigid.models import Cluster, Column
+
+    deletes: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def count_deletes(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("DELETE FROM RUN_COLUMNS"):
+            deletes.append(statement)
 
     writer = SnapshotWriter(engine, source_url=None, batch_rows=2)
     for position, raw in enumerate(clusters):
@@ -161,9 +171,18 @@ def test_a_failed_clusters_columns_already_written_are_deleted(any_engine):
             connection.execute(select(run_clusters.c.cluster_id, run_clusters.c.fetch_status)).all()
         )
     assert sorted(members) == [("b", "b.db.t.c0"), ("b", "b.db.t.c1")]
-    assert status == {"a": "failed", "b": "complete", "c": "fetching", "d": "fetching"}
+    assert status == {
+        "a": "failed",
+        "b": "complete",
+        "c": "fetching",
+        "d": "fetching",
+        **dict.fromkeys(never, "fetching"),
+    }
     (run,) = list_runs(engine)
     assert (run.clusters_stored, run.columns_stored) == (1, 2)
+    # one DELETE for each cluster some of whose columns were written (a, c): none for the rest
+    assert len(deletes) == 2
+    event.remove(engine, "before_cursor_execute", count_deletes)
 
 
 def test_the_breaker_keeps_only_whole_clusters(loopback, make_client, engine):

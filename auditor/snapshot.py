@@ -283,12 +283,13 @@ def _fetch_columns(
             except queue.Full:
                 continue
 
-    handed_errors = [0]  # errors the workers handed over: past the limit, no new cluster starts
+    handed_errors = 0  # errors the workers handed over: past the limit, no new cluster starts
     errors_lock = threading.Lock()
 
     def work(cluster_id: str, size: int | None) -> None:
+        nonlocal handed_errors
         try:
-            if stop.is_set() or handed_errors[0] > max_failed_clusters:
+            if stop.is_set() or handed_errors > max_failed_clusters:
                 return  # the writer stops the snapshot once it reads those errors
             fetch = client.fetch_all_columns(cluster_id, size=size, offload=offload)
             for page in fetch:
@@ -300,7 +301,7 @@ def _fetch_columns(
             with contextlib.suppress(_Cancelled):
                 put(("error", cluster_id, exc))
                 with errors_lock:
-                    handed_errors[0] += 1
+                    handed_errors += 1
 
     # Twice as many threads as requests in flight (the client caps those at ``workers``): while one
     # thread decodes and hands over its page, another already waits on the network.
@@ -313,16 +314,15 @@ def _fetch_columns(
     def cluster_failed(cluster_id: str, exc: BaseException) -> None:
         """Record the cluster failed; raise when the snapshot must stop (see the docstring)."""
         nonlocal remaining
-        if max_failed_clusters == 0 or not cluster_scoped(exc):
-            writer.finish_cluster(cluster_id, ClusterStats(error=_reason(exc)))
-            failures.append((cluster_id, _reason(exc)))
-            raise exc
+        reason = _reason(exc)
         abandoned.add(cluster_id)  # before anything else: its worker stops at its next page
-        writer.finish_cluster(cluster_id, ClusterStats(error=_reason(exc)))
-        failures.append((cluster_id, _reason(exc)))
+        writer.finish_cluster(cluster_id, ClusterStats(error=reason))
+        failures.append((cluster_id, reason))
+        if max_failed_clusters == 0 or not cluster_scoped(exc):
+            raise exc
         remaining -= 1
         progress.cluster_failed()
-        log.info("cluster %s could not be fetched: %s", cluster_id, _reason(exc))
+        log.info("cluster %s could not be fetched: %s", cluster_id, reason)
         if len(failures) > max_failed_clusters:
             raise _TooManyFailures
 

@@ -353,15 +353,16 @@ def _read_spooled(rule: Rule, handed: str | list[bytes]) -> list[Finding]:
     Unpickled with the cyclic collector paused (hundreds of thousands of tuples would trigger it
     over and over); the file is our own worker's, in a folder only this process's user can enter.
     """
-    if isinstance(handed, list):
-        data = b"".join(handed)
-    else:
+    items: list[Finding] = []
+    with collector_paused():
+        if isinstance(handed, list):  # the worker could not write its file
+            for chunk in handed:
+                items.extend(_finding(rule, values) for values in pickle.loads(chunk))  # noqa: S301
+            return items
         with open(handed, "rb") as spooled:
             data = spooled.read()
         os.unlink(handed)
-    items: list[Finding] = []
-    stream = io.BytesIO(data)
-    with collector_paused():
+        stream = io.BytesIO(data)
         while stream.tell() < len(data):
             items.extend(_finding(rule, values) for values in pickle.load(stream))  # noqa: S301
     return items

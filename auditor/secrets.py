@@ -13,7 +13,9 @@ in a response body before it is decoded (see ``BigIDClient._send``).
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import threading
 
 _lock = threading.Lock()
@@ -47,18 +49,75 @@ def scrub(text: str) -> str:
     return text
 
 
+# JSON's two-character escapes, by the character they stand for.
+_SHORT_ESCAPES = {
+    '"': b'\\"',
+    "\\": b"\\\\",
+    "/": b"\\/",
+    "\b": b"\\b",
+    "\f": b"\\f",
+    "\n": b"\\n",
+    "\r": b"\\r",
+    "\t": b"\\t",
+}
+
+
+def _utf16_escape(char: str) -> bytes:
+    """A regex for ``char`` written as ``\\uXXXX`` (a surrogate pair above U+FFFF), hex in any case."""
+    units = char.encode("utf-16-be")
+    return b"".join(
+        b"\\\\u"
+        + b"".join(
+            b"[%s%s]" % (d.lower().encode(), d.upper().encode()) if d.isalpha() else d.encode()
+            for d in f"{unit:04x}"
+        )
+        for unit in (int.from_bytes(units[i : i + 2], "big") for i in range(0, len(units), 2))
+    )
+
+
+def _spellings(secret: str) -> re.Pattern[bytes]:
+    """A regex for every way a JSON encoder writes ``secret`` inside a string.
+
+    Letters and digits stand for themselves (no JSON encoder escapes them); any other character
+    may also be written ``\\uXXXX`` (Gson writes ``=`` as ``\\u003d``, ensure-ASCII encoders write
+    every non-ASCII character so) or with its two-character escape (``\\/``).
+    """
+    parts = []
+    for char in secret:
+        literal = re.escape(char.encode())
+        if char.isascii() and char.isalnum():
+            parts.append(literal)
+            continue
+        forms = [_utf16_escape(char)]
+        if char in _SHORT_ESCAPES:
+            forms.append(re.escape(_SHORT_ESCAPES[char]))
+        if char not in '"\\' and ord(char) >= 0x20:
+            forms.append(literal)
+        parts.append(b"(?:" + b"|".join(forms) + b")")
+    return re.compile(b"".join(parts))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_spellings(secret: str) -> re.Pattern[bytes]:
+    return _spellings(secret)
+
+
 def redact_bytes(content: bytes) -> tuple[bytes, int]:
     """``content`` with every registered secret replaced by ``***``, and how many were replaced.
 
-    Meant for a JSON body before it is decoded: each secret is searched (longest first, so a secret
-    that contains another is masked whole) as its UTF-8 bytes and, when it contains ``/``, as JSON
-    may also write it, with every ``/`` escaped as ``\\/``. ``***`` is valid inside a JSON string, so
-    the body still parses and the masked value takes the secret's place.
+    Meant for a JSON body before it is decoded. Each secret is searched (longest first, so a secret
+    that contains another is masked whole) in every spelling a JSON encoder may give it inside a
+    string: as its UTF-8 bytes, and with any of its characters other than letters and digits
+    escaped, as ``\\/`` or as ``\\uXXXX`` in either case (Gson's ``\\u003d`` for ``=``, an
+    ensure-ASCII encoder's escapes of non-ASCII characters), each character independently.
+    ``***`` is valid inside a JSON string, so the body still parses and the mask takes the secret's
+    place.
 
-    Not caught: a secret spelled with ``\\uXXXX`` escapes (or with only some of its slashes
-    escaped), split across two JSON strings, or encoded (base64, URL-encoding...): only the literal
-    spellings above are searched. When nothing matches, the cost is one substring search per
-    secret (and per escaped form) and ``content`` itself is returned, with a count of 0.
+    Not caught: a secret split across two JSON strings, with its letters or digits escaped (no
+    encoder writes them so), or encoded (base64, URL-encoding...). A body without a backslash
+    costs one substring search per secret; only a body with a backslash is searched with the
+    spellings' regular expression. When nothing matches, ``content`` itself is returned, with a
+    count of 0.
     """
     if not _secrets or not content:
         return content, 0
@@ -66,14 +125,16 @@ def redact_bytes(content: bytes) -> tuple[bytes, int]:
         secrets = sorted(_secrets, key=len, reverse=True)
     mask = MASK.encode()
     replaced = 0
+    escapes = b"\\" in content
     for secret in secrets:
-        forms = [secret.encode()]
-        if "/" in secret:
-            forms.append(secret.replace("/", "\\/").encode())
-        for form in forms:
-            if form in content:
-                replaced += content.count(form)
+        if escapes:
+            content, count = _compiled_spellings(secret).subn(mask, content)
+        else:
+            form = secret.encode()
+            count = content.count(form)
+            if count:
                 content = content.replace(form, mask)
+        replaced += count
     return content, replaced
 
 

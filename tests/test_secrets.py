@@ -40,7 +40,37 @@ def test_redact_bytes_masks_the_escaped_slash_form():
     assert json.loads(content)["escaped"] == key  # the form a JSON encoder may write
     out, count = secrets.redact_bytes(content)
     assert count == 2 and json.loads(out) == {"plain": "***", "escaped": "***"}
-    # the documented limit: \uXXXX spellings are not searched
-    unicode_escaped = b'{"a": "\\u0073k/abc/def"}'
-    assert json.loads(unicode_escaped)["a"] == key
-    assert secrets.redact_bytes(unicode_escaped) == (unicode_escaped, 0)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "sk\\u002dAB\\/cd\\u003Dx",  # Gson writes = as \u003d; some encoders escape - and /
+        "sk-AB\\u002fcd=x",  # a slash as \u002f, the rest literal
+        "sk\\u002DAB/cd\\u003dx",  # hex digits in either case
+    ],
+)
+def test_redact_bytes_masks_every_json_spelling(spelling: str):
+    key = "sk-AB/cd=x"
+    secrets.register(key)
+    content = b'{"a": "' + spelling.encode() + b'", "b": "before ' + spelling.encode() + b' after"}'
+    assert json.loads(content) == {"a": key, "b": f"before {key} after"}
+    out, count = secrets.redact_bytes(content)
+    assert count == 2 and json.loads(out) == {"a": "***", "b": "before *** after"}
+
+
+def test_redact_bytes_masks_non_ascii_secrets_written_ascii_only():
+    key = "clé-😀-secret"
+    secrets.register(key)
+    for content in (json.dumps([key]).encode(), json.dumps([key], ensure_ascii=False).encode()):
+        out, count = secrets.redact_bytes(content)
+        assert (json.loads(out), count) == (["***"], 1)
+
+
+def test_redact_bytes_leaves_escaped_letters_alone():
+    """The documented limit: no JSON encoder escapes letters or digits, so those spellings are not
+    searched, and a body that only looks like the key is left intact."""
+    secrets.register("sk/abc/def")
+    letters_escaped = b'{"a": "\\u0073k/abc/def", "b": "sk/abc/de"}'
+    assert json.loads(letters_escaped)["a"] == "sk/abc/def"
+    assert secrets.redact_bytes(letters_escaped) == (letters_escaped, 0)

@@ -23,7 +23,7 @@ from .conftest import Loopback, Reply, Request
 from .test_bigid_leaks import database_bytes, run_auditor
 
 WARNING = b"answered with the API key (or its session token) inside its data"
-ESCAPED = "@ESCAPED@"  # stands for the token with every / written \/ (json.dumps never writes that)
+ESCAPED = "@ESCAPED@"  # stands for the token as Gson-like encoders write it: / as \/, = as \u003d
 # occurrences served per snapshot: the clusters page (a name, a label escaped), then each of the two
 # clusters' column page (a column name, a tag value escaped)
 SERVED = 2 + 2 * 2
@@ -33,11 +33,16 @@ SERVED = 2 + 2 * 2
 
 
 def reflected_token() -> str:
-    return f"sk-REFLECT/{std_secrets.token_hex(8)}/{std_secrets.token_hex(8)}"
+    return f"sk-REFLECT/{std_secrets.token_hex(8)}/{std_secrets.token_hex(8)}=="
+
+
+def escaped(token: str) -> str:
+    """``token`` with every / written \\/ and every = written \\u003d (json.dumps writes neither)."""
+    return token.replace("/", "\\/").replace("=", "\\u003d")
 
 
 def _body(value: object, token: str) -> bytes:
-    return json.dumps(value).replace(ESCAPED, token.replace("/", "\\/")).encode()
+    return json.dumps(value).replace(ESCAPED, escaped(token)).encode()
 
 
 def reflecting_handler(request: Request) -> Reply:
@@ -83,7 +88,12 @@ def assert_masked_in_store(engine) -> None:
 
 
 def needles(token: str) -> list[bytes]:
-    return [token.encode(), token.replace("/", "\\/").encode(), token.encode("utf-16-le")]
+    return [
+        token.encode(),
+        token.replace("/", "\\/").encode(),
+        escaped(token).encode(),
+        token.encode("utf-16-le"),
+    ]
 
 
 @pytest.mark.parametrize("processes", [0, 2])

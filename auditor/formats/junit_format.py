@@ -7,6 +7,10 @@ ones are ``<skipped>`` with the waiver's reason; a rule without findings contrib
 case named after the rule, so the report also shows what was checked. Catalog text shows control
 and invisible characters as escapes (:mod:`auditor.textsafe`; a name stays on one line): one such
 character in a column name would otherwise make the whole file unreadable to the CI server.
+
+A run checked with ``--allow-incomplete`` that is not complete gives every ``<testsuite>`` a
+``<properties>`` block (``run_status`` and ``incomplete_run``, the note the other formats print),
+so that a CI server's view of the suite says what its cases do not cover.
 """
 
 from __future__ import annotations
@@ -52,20 +56,34 @@ def chunks(result: CheckResult) -> Iterator[str]:
         yield DECLARATION + ET.tostring(root, encoding="unicode") + "\n"
         return
     yield DECLARATION + _start_tag(root) + "\n"
+    note = result.incomplete_note()
     for rule_id, items in by_rule.items():
+        lead = [_properties(result.run.status, note)] if note else []
         suite = ET.Element("testsuite", name=rule_id)
         for name in ("tests", "failures", "errors", "skipped"):
             suite.set(name, str(counts[rule_id].get(name, 0)))
         head = "  " + _start_tag(suite) + "\n"
         if not items:
-            yield head + _cases_text([ET.Element("testcase", classname=rule_id, name=rule_id, time="0")])
+            yield head + _cases_text(
+                [*lead, ET.Element("testcase", classname=rule_id, name=rule_id, time="0")]
+            )
         else:
             ordered = sorted(items, key=lambda f: f.subject)
             for start in range(0, len(ordered), BATCH):
-                yield head + _cases_text([_case(rule_id, f) for f in ordered[start : start + BATCH]])
-                head = ""
+                yield head + _cases_text(
+                    [*lead, *(_case(rule_id, f) for f in ordered[start : start + BATCH])]
+                )
+                head, lead = "", []
         yield "  </testsuite>\n"
     yield "</testsuites>\n"
+
+
+def _properties(status: str, note: str) -> ET.Element:
+    """The ``<properties>`` of a suite evaluated on an incomplete run."""
+    properties = ET.Element("properties")
+    ET.SubElement(properties, "property", name="run_status", value=_shown(status, one_line))
+    ET.SubElement(properties, "property", name="incomplete_run", value=_shown(note, one_line))
+    return properties
 
 
 def _counts(items: list[Finding]) -> dict[str, int]:
@@ -96,7 +114,8 @@ def _shown(text: str, show: Callable[[str], str] = visible) -> str:
 
 
 def _cases_text(cases: list[ET.Element]) -> str:
-    """Consecutive cases of a suite, indented as ``ET.indent`` lays them out in the whole tree."""
+    """Consecutive children of a suite (its properties, its cases), indented as ``ET.indent`` lays
+    them out in the whole tree."""
     wrapper = ET.Element("cases")
     wrapper.extend(cases)
     ET.indent(wrapper, level=1)

@@ -76,7 +76,20 @@ def test_check_exit_3_for_missing_or_incomplete_runs(run_cli, db, engine, snapsh
     assert invocation["toolExecutionNotifications"] == [
         {"level": "warning", "descriptor": {"id": "incomplete-run"}, "message": {"text": note}}
     ]
+    junit = run_cli(*partial, "--format", "junit")
+    from junitparser import JUnitXml
+
+    suites = list(JUnitXml.fromstring(junit.stdout.encode()))
+    assert len(suites) == 16
+    for suite in suites:
+        assert {p.name: p.value for p in suite.properties()} == {
+            "run_status": "failed",
+            "incomplete_run": note,
+        }
     complete = snapshot(engine, CATALOG)
+    assert (
+        "<properties>" not in run_cli("check", "--db", db, "--run", str(complete), "--format", "junit").stdout
+    )
     clean = run_cli("check", "--db", db, "--run", str(complete), "--format", "sarif")
     assert "toolExecutionNotifications" not in json.loads(clean.stdout)["runs"][0]["invocations"][0]
     assert "warning:" not in run_cli("check", "--db", db, "--run", str(complete)).stdout

@@ -365,12 +365,21 @@ def test_sarif_is_laid_out_like_the_standard_library_would(result):
     assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
 
 
+@pytest.mark.parametrize("incomplete", [False, True])
 @pytest.mark.parametrize("with_findings", [True, False])
-def test_junit_is_laid_out_like_elementtree_indents_the_whole_tree(result, with_findings):
+def test_junit_is_laid_out_like_elementtree_indents_the_whole_tree(
+    result, with_findings, incomplete, monkeypatch
+):
+    import dataclasses
     import xml.etree.ElementTree as ET
+
+    from auditor.formats import junit_format
 
     if not with_findings:
         result.findings.clear()
+    if incomplete:
+        monkeypatch.setattr(result, "run", dataclasses.replace(result.run, status="failed"))
+        monkeypatch.setattr(junit_format, "BATCH", 2)  # the properties lead the first batch only
     text = render(Format.JUNIT, result)
     root = ET.fromstring(text)
     ET.indent(root)

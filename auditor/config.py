@@ -51,6 +51,7 @@ KNOWN_KEYS = {
     "insecure",
     "connect_timeout",
     "read_timeout",
+    "max_answer_mib",
     "page_size",
     "rules",
     "waivers",
@@ -134,6 +135,7 @@ _KINDS = {
     "page_size": WHOLE,
     "connect_timeout": NUMBER,
     "read_timeout": NUMBER,
+    "max_answer_mib": NUMBER,
     "rules": TEXTS,
     "email_to": TEXTS,
 }

@@ -108,6 +108,7 @@ class ClientOptions:
     backoff_cap: float = 30.0
     retry_after_cap: float = 60.0
     answer_timeout: float = 300.0  # the whole body of one answer (the read timeout bounds each wait)
+    max_answer_bytes: int = 256 * 2**20  # one answer's body, decoded (a gzip bomb stops here)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in vars(self).items() if name != "token")
@@ -623,7 +624,9 @@ class BigIDClient:
                     # Large reads, not ``response.content``'s 10 KB chunks (each a GIL hand-off
                     # among the worker threads: a third of a snapshot's CPU), bounded in total time.
                     # Reading to the end returns the connection to the pool.
-                    content = _read_body(response, t0 + self._answer_timeout)
+                    content = _read_body(response, t0 + self._answer_timeout, self.options.max_answer_bytes)
+            except _AnswerTooLarge:
+                raise self._too_large(path) from None
             except requests.exceptions.SSLError:
                 raise NetworkError(
                     f"GET {path}: the TLS certificate of {self.base_url} could not be verified",
@@ -767,6 +770,16 @@ class BigIDClient:
             hint="set --url / BIGID_URL to the tenant's address itself (e.g. https://… if it "
             "redirects to https, not a login page or a proxy in front of it)",
             status=status,
+        )
+
+    def _too_large(self, path: str) -> ApiError:
+        """An answer larger than ``max_answer_bytes`` (decoded): not retried, a page that large is no
+        catalog page (or the tenant's pages are larger than this client was told to hold)."""
+        mib = self.options.max_answer_bytes / 2**20
+        return ApiError(
+            f"GET {path}: the answer is larger than {mib:g} MiB (decoded); it was not read further",
+            hint=f"lower --page-size (now {self.options.page_size}), or raise --max-answer-mib if the "
+            "tenant's pages really are that large",
         )
 
     def _exhausted(self, path: str, failure: _Failure, attempts: int, elapsed: float) -> ApiError:
@@ -1013,8 +1026,16 @@ class _AnswerTooSlow(requests.exceptions.ReadTimeout):
     """The body was still arriving at its deadline (bytes trickling in defeat the read timeout)."""
 
 
-def _read_body(response: requests.Response, deadline: float) -> bytes:
-    """The whole (decoded) body of a streamed response, complete by ``deadline`` (monotonic).
+class _AnswerTooLarge(Exception):
+    """The body, decoded, is larger than the client holds for one answer."""
+
+
+def _read_body(response: requests.Response, deadline: float, limit: int) -> bytes:
+    """The whole (decoded) body of a streamed response, complete by ``deadline`` (monotonic), and
+    no larger than ``limit`` bytes (raises :class:`_AnswerTooLarge`, the connection closed).
+
+    urllib3 (2.6 and later) decodes a compressed body a piece at a time, so a small gzip body that
+    expands to gigabytes is stopped at ``limit`` with no more than a piece beyond it in memory.
 
     Read in large pieces, each whatever has arrived (up to :data:`READ_CHUNK`): ``response.content``
     would pull a large page in 10 KB chunks, each a GIL hand-off among the worker threads, and one
@@ -1024,11 +1045,20 @@ def _read_body(response: requests.Response, deadline: float) -> bytes:
 
     raw = response.raw
     decode = "Content-Encoding" in response.headers  # urllib3's decoding buffers cost a copy
+    declared = response.headers.get("Content-Length", "")
+    if not decode and declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise _AnswerTooLarge()
     pieces: list[bytes] = []
+    size = 0
     late = False
     try:
         while piece := raw.read1(READ_CHUNK, decode_content=decode):
             pieces.append(piece)
+            size += len(piece)
+            if size > limit:
+                response.close()
+                raise _AnswerTooLarge()
             if time.monotonic() > deadline:
                 late = True
                 break

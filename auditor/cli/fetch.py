@@ -32,6 +32,7 @@ API_OPTION_NAMES = (
     "page_size",
     "connect_timeout",
     "read_timeout",
+    "max_answer_mib",
     "ca_bundle",
     "insecure",
 )
@@ -60,6 +61,12 @@ def api_options(func: F) -> F:
         ),
         click.option(
             "--read-timeout", default=None, type=click.FloatRange(0, min_open=True), help="Seconds [60]."
+        ),
+        click.option(
+            "--max-answer-mib",
+            default=None,
+            type=click.FloatRange(0, min_open=True),
+            help="Largest answer held, decoded, in MiB [256].",
         ),
         click.option(
             "--ca-bundle",
@@ -119,6 +126,9 @@ def client_from_settings(settings: Settings, *, workers: int | None = None, **fl
         ca_bundle=settings.value(flags.get("ca_bundle"), None, "ca_bundle"),
         verify=not bool(insecure),
         page_size=_number(settings, flags.get("page_size"), "page_size", 1000, int),
+        max_answer_bytes=int(
+            _number(settings, flags.get("max_answer_mib"), "max_answer_mib", 256, float) * 2**20
+        ),
         workers=_number(settings, workers, "workers", 4, int),
     )
     return BigIDClient(options)

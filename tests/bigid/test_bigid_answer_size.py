@@ -1,0 +1,122 @@
+"""An answer larger than ``--max-answer-mib`` (decoded) is refused, not held: a compressed body that
+expands to a gigabyte (a gzip bomb) is stopped a piece past the limit, with a clear error, without
+retrying, and the rest of the snapshot goes on (a cluster's columns fail that cluster only)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import zlib
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
+from auditor.errors import ApiError, PartialSnapshotError
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+from auditor.store.runs import list_runs
+
+from .conftest import Loopback, Reply, Request
+from .test_bigid_leaks import run_auditor
+
+MIB = 2**20
+BOMB_MIB = 1024  # what the bomb expands to
+
+
+@cache
+def gzip_bomb() -> bytes:
+    """A JSON clusters page whose padding decodes to :data:`BOMB_MIB` MiB (about 1 MB on the wire)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    head = b'{"results": [{"id": "c-1", "name": "one", "size": 1}], "padding": "'
+    parts = [packer.compress(head)]
+    spaces = b" " * MIB
+    parts.extend(packer.compress(spaces) for _ in range(BOMB_MIB))
+    parts.append(packer.compress(b'"}'))
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def test_a_gzip_bomb_is_cut_at_the_limit_and_not_retried(loopback: Loopback, make_client):
+    bomb = gzip_bomb()
+    assert len(bomb) < 2 * MIB
+    loopback.reset(lambda request: Reply(200, bomb, headers={"Content-Encoding": "gzip"}))
+    client = make_client(loopback.url, max_answer_bytes=16 * MIB)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with pytest.raises(ApiError) as caught:
+        client.list_clusters()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert (
+        str(caught.value)
+        == f"GET {CLUSTERS_PATH}: the answer is larger than 16 MiB (decoded); it was not read further"
+    )
+    assert caught.value.hint == (
+        "lower --page-size (now 1000), or raise --max-answer-mib if the tenant's pages really are that large"
+    )
+    assert len(loopback.seen) == 1  # not retried: the same page would be as large again
+    assert grown * 1024 < 256 * MIB, f"held {grown / 1024:.0f} MiB for a 16 MiB limit"
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_reading(loopback: Loopback, make_client):
+    body = json.dumps({"results": [{"id": "c-1", "name": "x" * (2 * MIB), "size": 1}]}).encode()
+    loopback.reset(lambda request: Reply(200, body))
+    with pytest.raises(ApiError, match=r"larger than 1 MiB \(decoded\)"):
+        make_client(loopback.url, max_answer_bytes=MIB).list_clusters()
+    # at the default limit (256 MiB) the same page is an ordinary page
+    ((cluster, raw),) = make_client(loopback.url).list_clusters()
+    assert cluster.name == raw["name"] == "x" * (2 * MIB)
+
+
+def test_an_oversized_column_page_fails_its_cluster_only(loopback: Loopback, make_client, tmp_path: Path):
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            if request.query["skip"] != "0":
+                return Reply(200, [])
+            return Reply(
+                200, [{"id": "big", "name": "Big", "size": 1}, {"id": "ok", "name": "Ok", "size": 1}]
+            )
+        cluster = request.query["clusterId"]
+        if request.query["skip"] != "0":
+            return Reply(200, {"results": [], "totalCount": 1})
+        name = "c" * (2 * MIB) if cluster == "big" else "c"
+        column = {
+            "fullyQualifiedName": f"{cluster}.s.t.c",
+            "columnName": name,
+            "source": "s",
+            "tableName": "t",
+        }
+        return Reply(200, {"results": [column], "totalCount": 1})
+
+    loopback.reset(handler)
+    engine = open_database(tmp_path / "big.db")
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url, max_answer_bytes=MIB), workers=1, processes=0)
+    reason = f"GET {COLUMNS_PATH}: the answer is larger than 1 MiB (decoded); it was not read further"
+    assert caught.value.problems == [f"big: ApiError: cluster big: {reason}"]
+    (run,) = list_runs(engine)
+    assert run.status == "failed"
+    assert run.details["failed_clusters"] == [
+        {"cluster_id": "big", "error": f"ApiError: cluster big: {reason}"}
+    ]
+    assert (run.clusters_stored, run.columns_stored) == (1, 1)
+    engine.dispose()
+
+
+def test_the_cli_takes_max_answer_mib_from_flag_and_config(loopback: Loopback, tmp_path: Path):
+    body = json.dumps([{"id": "c-1", "name": "x" * (2 * MIB), "size": 1}]).encode()
+    loopback.reset(lambda request: Reply(200, body))
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE-KEY-123"}
+    small = run_auditor("clusters", "--max-answer-mib", "1", env=env, cwd=tmp_path)
+    stderr = small.stderr.decode()
+    assert small.returncode == 3, stderr
+    assert stderr.splitlines()[:2] == [
+        f"error: GET {CLUSTERS_PATH}: the answer is larger than 1 MiB (decoded); it was not read further",
+        "hint: lower --page-size (now 1000), or raise --max-answer-mib if the tenant's pages really are that "
+        "large",
+    ]
+    (tmp_path / "auditor.toml").write_text("max_answer_mib = 0.5\n")
+    configured = run_auditor("clusters", env=env, cwd=tmp_path)
+    assert configured.returncode == 3 and "larger than 0.5 MiB" in configured.stderr.decode()
+    (tmp_path / "auditor.toml").write_text("max_answer_mib = 8\n")
+    assert run_auditor("clusters", env=env, cwd=tmp_path).returncode == 0

@@ -271,7 +271,13 @@ def _fetch_columns(
     size_mismatches: list[dict[str, Any]] = []
     total_mismatches: list[dict[str, Any]] = []
     # the mismatches are all counted (``*_count``) and the first MAX_LISTED_MISMATCHES listed
-    counts = {"size_mismatch_count": 0, "total_mismatch_count": 0, "duplicate_rows": 0, "pages": 0}
+    counts = {
+        "size_mismatch_count": 0,
+        "total_mismatch_count": 0,
+        "duplicate_rows": 0,
+        "pages": 0,
+        "empty_pages_reasked": 0,
+    }
 
     def put(item: tuple[str, str, Any]) -> None:
         while True:
@@ -412,6 +418,7 @@ def _record_cluster(
     )
     counts["duplicate_rows"] += stats.duplicates
     counts["pages"] += stats.pages
+    counts["empty_pages_reasked"] += stats.empty_reasked
     if size is not None and size != stats.fetched:
         counts["size_mismatch_count"] += 1
         if len(size_mismatches) < MAX_LISTED_MISMATCHES:

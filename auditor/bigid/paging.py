@@ -5,7 +5,9 @@ endpoint) and yields the *new* records of each page, de-duplicated by key. The r
 reference §9 items 13-16):
 
 * ``skip`` advances by the rows received (repeats included: that is where the server's cursor is).
-* An empty page ends the listing.
+* An empty page ends the listing, but one that comes before the announced total (with the
+  cluster's ``size``, when known, also saying more exist) is asked for once more first, at the same
+  ``skip``: a replica or a gateway answering empty for a moment must not cut a cluster short.
 * With a total announced (``totalCount``), the listing ends when the distinct records fetched reach
   it. A short page is *not* the end while the total says more exist: servers cap pages below
   ``limit``. Totals can be understated, so reaching the total ends the listing at once only when a
@@ -58,6 +60,7 @@ class PagingStats:
     total_wrong: bool = False  # the server returned more distinct records than it announced
     shapes: set[str] = field(default_factory=set)
     stopped_on_repeat: bool = False
+    empty_reasked: int = 0  # empty pages before the total, asked for once more
 
     @property
     def total_mismatch(self) -> bool:
@@ -90,6 +93,7 @@ def paginate(
     previous_keys: list[Hashable] | None = None
     stale = same = 0
     confirming = False  # the total was reached; this page only checks that nothing follows
+    reasked = False  # this skip's empty page was asked for a second time
     while True:
         if stats.pages >= max_pages:
             raise NoProgress(f"gave up after {max_pages} pages (the page cap) at skip={skip}")
@@ -102,7 +106,16 @@ def paginate(
             stats.total = page.total
         rows = list(page.rows)
         if not rows:
+            total = None if stats.total_wrong else stats.total
+            short = (
+                total is not None and stats.fetched < total and (expected is None or expected > stats.fetched)
+            )
+            if short and not reasked:
+                reasked = True
+                stats.empty_reasked += 1
+                continue  # the same skip once more
             return
+        reasked = False
         keys = [key(row) for row in rows]
         new: list[T] = []
         for row_key, row in zip(keys, rows, strict=True):

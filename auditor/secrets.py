@@ -75,6 +75,7 @@ def _utf16_escape(char: str) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _spellings(secret: str) -> re.Pattern[bytes]:
     """A regex for every way a JSON encoder writes ``secret`` inside a string.
 
@@ -95,11 +96,6 @@ def _spellings(secret: str) -> re.Pattern[bytes]:
             forms.append(literal)
         parts.append(b"(?:" + b"|".join(forms) + b")")
     return re.compile(b"".join(parts))
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled_spellings(secret: str) -> re.Pattern[bytes]:
-    return _spellings(secret)
 
 
 def redact_bytes(content: bytes) -> tuple[bytes, int]:
@@ -128,7 +124,7 @@ def redact_bytes(content: bytes) -> tuple[bytes, int]:
     escapes = b"\\" in content
     for secret in secrets:
         if escapes:
-            content, count = _compiled_spellings(secret).subn(mask, content)
+            content, count = _spellings(secret).subn(mask, content)
         else:
             form = secret.encode()
             count = content.count(form)

@@ -200,3 +200,31 @@ def test_an_empty_page_before_the_total_is_asked_for_once_more(loopback, make_cl
     assert [raw for page in fetch for _, raw in page] == truth[:10]
     assert [int(r.query["skip"]) for r in loopback.seen] == [0, 10]
     assert fetch.stats.empty_reasked == 0
+
+
+def test_a_snapshot_records_the_empty_pages_it_asked_for_again(loopback, make_client, tmp_path):
+    from auditor.bigid.client import CLUSTERS_PATH
+    from auditor.render.context import fetch_notes
+    from auditor.snapshot import take_snapshot
+    from auditor.store.db import open_database
+
+    truth = [column(i) for i in range(12)]
+    glitched: set[int] = set()
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            clusters = [{"id": "c1", "name": "one", "size": 12}]
+            return Reply(200, clusters if request.query["skip"] == "0" else [])
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        if skip == 5 and skip not in glitched:
+            glitched.add(skip)
+            return Reply(200, {"results": [], "totalCount": 12})
+        return Reply(200, {"results": truth[skip : skip + limit], "totalCount": 12})
+
+    loopback.reset(handler)
+    engine = open_database(tmp_path / "reask.db")
+    run = take_snapshot(engine, make_client(loopback.url, page_size=5), workers=1, processes=0)
+    engine.dispose()
+    assert (run.status, run.columns_stored) == ("complete", 12)
+    assert run.details["empty_pages_reasked"] == 1 and run.details["total_mismatch_count"] == 0
+    assert "1 empty pages before a cluster's announced total, asked for once more" in fetch_notes(run.details)

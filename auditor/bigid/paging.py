@@ -102,14 +102,13 @@ def paginate(
         stats.requests += 1
         if page.shape:
             stats.shapes.add(page.shape)
+        announced = stats.total  # before this page: an empty answer may also say "0 in all"
         if page.total is not None:
             stats.total = page.total
         rows = list(page.rows)
         if not rows:
-            total = None if stats.total_wrong else stats.total
-            short = (
-                total is not None and stats.fetched < total and (expected is None or expected > stats.fetched)
-            )
+            totals = [t for t in (announced, stats.total) if t is not None and not stats.total_wrong]
+            short = any(stats.fetched < t for t in totals) and (expected is None or expected > stats.fetched)
             if short and not reasked:
                 reasked = True
                 stats.empty_reasked += 1

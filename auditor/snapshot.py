@@ -489,10 +489,11 @@ def _partial_error(
             "failed clusters)"
         )
     else:
-        message = (
-            f"run {run_id} is not complete: {len(failures)} of {total} clusters could not be fetched "
-            f"(the other {stored} were stored)"
+        others = {0: "none was stored", 1: "the other one was stored"}.get(
+            stored, f"the other {stored} were stored"
         )
+        head = f"{len(failures)} of {total} clusters could not be fetched"
+        message = f"run {run_id} is not complete: {head} ({others})"
         hint = (
             f"auditor check --run {run_id} --allow-incomplete evaluates what was stored; run the snapshot "
             "again once the tenant serves those clusters"

@@ -238,6 +238,12 @@ def snapshot_command(
         f"auth scheme {run.auth_scheme})"
     )
     details = run.details or {}
+    listing = details.get("cluster_total_mismatch")
+    if isinstance(listing, dict):
+        settings.info(
+            f"note: the cluster list announced {listing.get('announced')} clusters but "
+            f"{listing.get('fetched')} arrived"
+        )
     for kind, what in (("size", "cluster size"), ("total", "totalCount")):
         count = mismatch_count(details, kind)
         if count:

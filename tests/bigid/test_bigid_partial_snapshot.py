@@ -475,3 +475,35 @@ def test_any_abort_keeps_only_whole_clusters(loopback, make_client, engine):
     assert any(r.fetch_status == "fetching" for r in stored_clusters.values())
     assert cols == {(cid, raw["fullyQualifiedName"]): raw for cid in complete for raw in columns[cid]}
     assert run.status == "failed" and run.columns_stored == 9 * len(complete)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "others"),
+    [({"k0": 3}, "none was stored"), ({"k0": 3, "k1": 2}, "the other one was stored")],
+)
+def test_the_message_counts_the_other_clusters_in_words(loopback, make_client, engine, sizes, others):
+    handler, _, _ = make_tenant(sizes, broken="k0")
+    loopback.reset(handler)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    total = len(sizes)
+    assert (
+        caught.value.message
+        == f"run 1 is not complete: 1 of {total} clusters could not be fetched ({others})"
+    )
+
+
+def test_cli_snapshot_notes_a_cluster_list_shorter_than_announced(loopback, run_cli, tmp_path):
+    handler, _, _ = make_tenant({"k0": 2, "k1": 2})
+
+    def tenant(request: Request) -> Reply:
+        reply = handler(request)
+        if request.path == CLUSTERS_PATH:  # announces 5 clusters, serves 2 (then empty pages)
+            return Reply(200, {"results": reply.body, "totalCount": 5})
+        return reply
+
+    loopback.reset(tenant)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    result = run_cli("snapshot", "--db", str(tmp_path / "short.db"), env=env)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[1:] == ["note: the cluster list announced 5 clusters but 2 arrived"]

@@ -7,8 +7,9 @@ where the rules come from (``shared/seed/cluster-analysis-api-tutorial.txt``,
 
 * auth: :mod:`auditor.bigid.auth` (Bearer, raw, session exchange, ``auto``);
 * transport: per-request connect/read timeouts; 429 honours ``Retry-After`` (seconds or an HTTP
-  date, capped); 500/502/503/504, an HTML gateway page under 200, connection resets and timeouts are
-  retried with exponential backoff and full jitter, bounded in attempts and in total time; TLS is
+  date, capped); 500/502/503/504, an HTML gateway page or an empty answer under 200, connection
+  resets and timeouts are retried with exponential backoff and full jitter, bounded in attempts and
+  in total time; TLS is
   verified unless ``verify=False`` (which logs a warning);
 * envelopes: :mod:`auditor.bigid.envelope` (the shapes seen are recorded in :attr:`envelopes`);
 * paging: :mod:`auditor.bigid.paging`; a snapshot never sends ``ignoreLimit`` or ``sample``;
@@ -196,12 +197,13 @@ class PageOffload:
     def submit(self, content: bytes) -> Future[DecodedColumns]:
         """Start decoding a 200 body; what the transport must act on is raised here, at once.
 
-        A body that may be an HTML gateway page or an error under 200 is checked in this thread
+        A body that may be an HTML gateway page, an empty answer or an error under 200 is checked in
+        this thread
         (raising :class:`NotJson` / :class:`ErrorUnder200` exactly as the in-thread path does);
         any other body is data as far as the transport is concerned, so the request counts as
         accepted while the pool decodes it (sessions shared by workers depend on that timing).
         """
-        if looks_like_html(content) or may_report_error(content):
+        if looks_like_html(content) or may_report_error(content) or not content.strip():
             _decode_json(content)
         try:
             return self.executor.submit(decode_columns, content, self.transform)
@@ -652,7 +654,8 @@ class BigIDClient:
                     except NotJson as exc:
                         if not exc.gateway:
                             raise _not_json(path, exc.snippet, exc.problem) from None
-                        failure = _Failure("an HTML gateway page under HTTP 200", status=502, network=False)
+                        what = "an HTML gateway page" if content.strip() else "an empty answer"
+                        failure = _Failure(f"{what} under HTTP 200", status=502, network=False)
                     except ErrorUnder200 as exc:
                         if exc.auth:
                             return 401, None

@@ -40,7 +40,8 @@ class Envelope:
 
 
 class NotJson(Exception):
-    """The body is not JSON. ``gateway`` is true when it looks like an HTML gateway/error page;
+    """The body is not JSON. ``gateway`` is true when it looks like an HTML gateway/error page, or
+    is empty (a proxy that lost its upstream answers so too): a transient failure, retried;
     ``snippet`` is the text where parsing failed (the start, for most bodies), ``problem`` what the
     parser said and where."""
 
@@ -77,7 +78,7 @@ def parse_body(content: bytes) -> Any:
         position = exc.pos if isinstance(exc.pos, int) and exc.pos > 60 else 0
         snippet = _snippet(content) if not position else _excerpt(content, position)
         problem = f"{exc.msg} at character {exc.pos:,}" if isinstance(exc.pos, int) else str(exc.msg)
-        raise NotJson(looks_like_html(content), snippet, problem) from None
+        raise NotJson(looks_like_html(content) or not content.strip(), snippet, problem) from None
 
 
 def looks_like_html(content: bytes) -> bool:

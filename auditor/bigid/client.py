@@ -9,8 +9,7 @@ where the rules come from (``shared/seed/cluster-analysis-api-tutorial.txt``,
 * transport: per-request connect/read timeouts; 429 honours ``Retry-After`` (seconds or an HTTP
   date, capped); 500/502/503/504, an HTML gateway page or an empty answer under 200, connection
   resets and timeouts are retried with exponential backoff and full jitter, bounded in attempts and
-  in total time; TLS is
-  verified unless ``verify=False`` (which logs a warning);
+  in total time; TLS is verified unless ``verify=False`` (which logs a warning);
 * envelopes: :mod:`auditor.bigid.envelope` (the shapes seen are recorded in :attr:`envelopes`);
 * paging: :mod:`auditor.bigid.paging`; a snapshot never sends ``ignoreLimit`` or ``sample``;
 * secrets: a 200 data answer that carries the key (or a session token) has every occurrence

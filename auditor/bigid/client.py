@@ -627,6 +627,7 @@ class BigIDClient:
                     # Reading to the end returns the connection to the pool.
                     content = _read_body(response, t0 + self._answer_timeout, self.options.max_answer_bytes)
             except _AnswerTooLarge:
+                self._count(retry=False)
                 raise self._too_large(path) from None
             except requests.exceptions.SSLError:
                 raise NetworkError(

@@ -83,6 +83,13 @@ def sandbox_group() -> None:
     help="Fraction answered with an HTML 502 page under HTTP 200.",
 )
 @click.option(
+    "--blank-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Fraction answered HTTP 200 with an empty body.",
+)
+@click.option(
     "--latency", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds added per request."
 )
 @click.option("--max-page", default=None, type=click.IntRange(1), help="Cap rows per page below limit.")

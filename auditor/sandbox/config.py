@@ -64,6 +64,7 @@ class SandboxConfig:
     fail_rate: float = 0.0
     fail_statuses: tuple[int, ...] = (500,)
     gateway_rate: float = 0.0
+    blank_rate: float = 0.0
     latency: float = 0.0
     max_page: int | None = None
     throttle: float = 0.0
@@ -123,7 +124,7 @@ class SandboxConfig:
                 problems.append(f"clusters must stay below {MAX_CLUSTER_SLOTS} (ids carry a 24-bit counter)")
             if self.max_fault_streak < 1:
                 problems.append("max_fault_streak must be at least 1")
-        for name in ("fail_rate", "gateway_rate", "throttle", "repeat_rate", "wrong_totals"):
+        for name in ("fail_rate", "gateway_rate", "blank_rate", "throttle", "repeat_rate", "wrong_totals"):
             rate(name)
         if isinstance(self.fail_rate, int | float) and self.fail_rate >= 1.0:
             problems.append("fail_rate must be below 1 so that a retried request eventually succeeds")

@@ -61,7 +61,7 @@ GATEWAY_TIMEOUT_PAGE = GATEWAY_PAGE.replace(b"502 Bad Gateway", b"504 Gateway Ti
 SERVER_ERROR = {"status": "error", "message": "Server error", "errors": [{}]}
 
 # Salts for the fault decisions.
-F_THROTTLE, F_FAIL, F_GATEWAY, F_STATUS, F_TOTALS, F_REPEAT = range(101, 107)
+F_THROTTLE, F_FAIL, F_GATEWAY, F_STATUS, F_TOTALS, F_REPEAT, F_BLANK = range(101, 108)
 
 
 class Response(NamedTuple):
@@ -216,7 +216,7 @@ class SandboxApp:
 
     def _fault(self, path: str, query: str) -> tuple[str, Response] | None:
         config = self.config
-        if not (config.throttle or config.fail_rate or config.gateway_rate):
+        if not (config.throttle or config.fail_rate or config.gateway_rate or config.blank_rate):
             return None
         key = self._key(path, query)
         with self._lock:
@@ -248,6 +248,8 @@ class SandboxApp:
             return "fail", Response(status, page, "text/html")
         if config.gateway_rate and unit(mix(seed, F_GATEWAY, key, attempt)) < config.gateway_rate:
             return "gateway", Response(200, GATEWAY_PAGE, "text/html")
+        if config.blank_rate and unit(mix(seed, F_BLANK, key, attempt)) < config.blank_rate:
+            return "blank", Response(200, b"", "application/json")  # a proxy that lost its upstream
         return None
 
     def _succeeded(self, path: str, query: str) -> None:

@@ -77,6 +77,7 @@ SCENARIOS = {
     "envelope_status": {"envelope": "status", "max_page": 13, "string_counts": True},
     "aliases": {"aliases": True},
     "gateway_pages": {"gateway_rate": 0.25},
+    "blank_answers": {"blank_rate": 0.25},
     "capped_cluster_listing": {"clusters": 40, "columns": 400, "envelope": "results", "max_page": 7},
     "everything": {
         "envelope": "status",
@@ -88,6 +89,7 @@ SCENARIOS = {
         "throttle": 0.1,
         "retry_after": 0,
         "gateway_rate": 0.1,
+        "blank_rate": 0.1,
         "aliases": True,
         "auth": "refresh",
     },
@@ -102,7 +104,11 @@ def test_snapshot_is_exact(sandbox, tmp_db, make_client, name, processes):
     assert_exact(engine, run, server.dataset)
     assert run.details["processes"] == processes
     assert run.requests == server.stats.total
-    faults = {k: v for k, v in SCENARIOS[name].items() if k in ("fail_rate", "throttle", "gateway_rate")}
+    faults = {
+        k: v
+        for k, v in SCENARIOS[name].items()
+        if k in ("fail_rate", "throttle", "gateway_rate", "blank_rate")
+    }
     assert (run.retries > 0) == bool(faults)
     if name.startswith("wrong_totals"):
         assert len(run.details["total_mismatches"]) == SMALL["clusters"]

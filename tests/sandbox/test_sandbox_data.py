@@ -53,6 +53,7 @@ def test_faults_and_transport_knobs_do_not_change_the_truth():
         auth="refresh",
         latency=0.1,
         gateway_rate=0.2,
+        blank_rate=0.2,
     )
     assert dump(Dataset(noisy)) == plain
 

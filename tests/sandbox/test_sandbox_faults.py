@@ -54,6 +54,10 @@ def test_fail_statuses_and_gateway_pages(sandbox, api_for):
     assert response.status_code == 200 and response.headers["Content-Type"] == "text/html"
     assert "502 Bad Gateway" in response.text
     assert server.stats.faults["gateway"] == 1
+    server = sandbox(blank_rate=0.9)
+    response = api_for(server).get(CLUSTERS)
+    assert (response.status_code, response.content) == (200, b"")
+    assert server.stats.faults["blank"] == 1
 
 
 def test_throttle_answers_429_with_retry_after(sandbox, api_for):

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from auditor import __version__
 from auditor.bigid.models import MAX_DEPTH, Cluster, Column, RecordTooDeep, nesting_depth
 from auditor.errors import StoreError
-from auditor.store.db import WRITE_HINT, store_errors
+from auditor.store.db import WRITE_HINT, json_text, store_errors
 from auditor.store.runs import WRITER_KEY, writer_identity
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -276,6 +276,36 @@ def sqlite_executemany(connection: Connection, statement: str, rows: Iterable[Se
         cursor.close()
 
 
+def _copy_rows(
+    connection: Connection, table: Table, fields: tuple[str, ...], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Rows into a PostgreSQL table with ``COPY … FROM STDIN`` (psycopg 3), in the connection's
+    transaction, written as they come.
+
+    An ``executemany`` of ``INSERT`` sends one statement per row (psycopg pipelines them, but each
+    row is still bound and executed on its own): ~20 µs of client time per row, three quarters of a
+    PostgreSQL snapshot's writing. JSON values arrive as JSON text and are sent as such (``None``
+    as JSON ``null``, as SQLAlchemy's JSON type stores it); flags as 0/1, which PostgreSQL's boolean
+    input accepts. A driver error (a NUL character in a text value, say) is raised as SQLAlchemy's
+    ``DBAPIError``, as the ``INSERT`` would raise it.
+    """
+    json_positions = [i for i, name in enumerate(fields) if isinstance(table.c[name].type, JSON)]
+    statement = f"COPY {table.name} ({', '.join(fields)}) FROM STDIN"
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                if json_positions:
+                    row = list(row)
+                    for i in json_positions:
+                        value = row[i]
+                        if not isinstance(value, str):
+                            row[i] = json_text(value)
+                copy.write_row(row)
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
+
+
 def insert_tuples(
     connection: Connection,
     table: Table,
@@ -290,8 +320,9 @@ def insert_tuples(
     was computed from; a plain ``str``, which pickles cheaply between processes), stored as is;
     values of boolean columns may be given as 0/1 (what SQLite stores).
     SQLite gets the rows (tuples or lists, or a generator of them) as they come, in one driver
-    ``executemany``; other databases get dicts through SQLAlchemy, the JSON text decoded back for
-    their JSON type.
+    ``executemany``; PostgreSQL through psycopg 3, the same, in one ``COPY`` (:func:`_copy_rows`);
+    other databases, and rows to skip on PostgreSQL, go as dicts through SQLAlchemy, the JSON text
+    decoded back for their JSON type.
     """
     if isinstance(rows, Sized) and not rows:
         return
@@ -300,6 +331,9 @@ def insert_tuples(
         placeholders = ", ".join("?" for _ in fields)
         statement = f"{verb} INTO {table.name} ({', '.join(fields)}) VALUES ({placeholders})"
         sqlite_executemany(connection, statement, rows)
+        return
+    if not ignore and connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
+        _copy_rows(connection, table, fields, rows)
         return
     json_fields = {name for name in fields if isinstance(table.c[name].type, JSON)}
     flag_fields = {name for name in fields if isinstance(table.c[name].type, Boolean)}

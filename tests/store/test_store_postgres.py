@@ -127,3 +127,55 @@ def test_postgres_names_the_record_holding_a_nul_character(fresh_postgres, clust
     writer.add_columns("k2", [(parse_column(raw_only), raw_only)])
     writer.complete(RunTotals())
     assert [run.status for run in list_runs(engine)] == ["failed", "complete"]
+
+
+def test_postgres_bulk_rows_go_through_copy_with_the_insert_semantics(fresh_postgres, monkeypatch):
+    """Rows written with COPY (psycopg 3) read back as the INSERT path stores them: JSON text as
+    JSON, None in a JSON column as JSON null, flags given as 0/1 as booleans, text with tabs,
+    newlines and backslashes intact; a NUL is raised as SQLAlchemy's DBAPIError."""
+    from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, Table, Text, select
+    from sqlalchemy.exc import DBAPIError
+
+    from auditor.store import writer
+    from auditor.store.writer import insert_tuples
+
+    copies: list[str] = []
+    real_copy = writer._copy_rows
+    monkeypatch.setattr(writer, "_copy_rows", lambda c, t, *a: (copies.append(t.name), real_copy(c, t, *a)))
+
+    table = Table(
+        "copy_probe",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("note", Text),
+        Column("flag", Boolean),
+        Column("doc", JSON),
+    )
+    engine = store_db.open_database(fresh_postgres)
+    try:
+        table.create(engine)
+        rows = [
+            (1, "tab\there\nnew line \\ back", 1, '{"a": [1, 2]}'),
+            (2, None, 0, None),
+            (3, "été ✓", None, ["x", {"y": None}]),
+        ]
+        with engine.begin() as connection:
+            insert_tuples(connection, table, ("id", "note", "flag", "doc"), iter(rows), ignore=False)
+        with engine.connect() as connection:
+            got = connection.execute(
+                select(table.c.id, table.c.note, table.c.flag, table.c.doc, table.c.doc.is_(None)).order_by(
+                    table.c.id
+                )
+            ).all()
+        assert copies == ["copy_probe"]
+        assert [tuple(r) for r in got] == [
+            (1, "tab\there\nnew line \\ back", True, {"a": [1, 2]}, False),
+            (2, None, False, None, False),  # JSON null, not SQL NULL, as SQLAlchemy's JSON stores None
+            (3, "été ✓", None, ["x", {"y": None}], False),
+        ]
+        with pytest.raises(DBAPIError, match="NUL"), engine.begin() as connection:
+            insert_tuples(
+                connection, table, ("id", "note", "flag", "doc"), [(4, "a\x00b", 0, "{}")], ignore=False
+            )
+    finally:
+        engine.dispose()

@@ -439,3 +439,52 @@ def test_reading_stored_findings_by_position_gives_what_reading_by_name_gives(en
     existing = [dataclasses.replace(f, status="existing") for f in by_name]
     assert [Finding.from_row(row, status="existing") for row in rows] == existing
     assert sorted(read(row).fingerprint for row in rows) == sorted(f.fingerprint for f in stored)
+
+
+@pytest.mark.postgres
+def test_postgres_records_a_repeated_check_rewriting_only_changed_rows(fresh_postgres, snapshot, write):
+    """A repeated check on PostgreSQL copies its states in and updates, in one statement, only the
+    rows whose status, waiver or first-seen run changed (each row's ``xmin`` says whether it was
+    rewritten); what is stored is what the check returned."""
+    from sqlalchemy import literal_column
+
+    from auditor.store.db import open_database
+
+    waiver = write(
+        "w.yaml",
+        "waivers:\n  - rule: high-sensitivity-without-confidential\n    cluster: c-hr\n"
+        "    reason: Moving to the confidential warehouse\n    owner: governance@example.com\n"
+        "    expires: 2026-12-31\n",
+    )
+    engine = open_database(fresh_postgres)
+    try:
+        run = snapshot(engine, CATALOG)
+        pack, day = load_ruleset(), date(2026, 11, 28)
+
+        def stored() -> dict[str, tuple]:
+            with engine.connect() as connection:
+                rows = connection.execute(
+                    select(
+                        findings.c.fingerprint,
+                        findings.c.status,
+                        findings.c.waiver,
+                        findings.c.first_seen_run,
+                        literal_column("xmin::text"),
+                    )
+                ).all()
+            return {r[0]: tuple(r[1:]) for r in rows}
+
+        check_run(engine, run, pack, today=day)  # the first check stores the evaluation, states included
+        before = stored()
+        waived = check_run(engine, run, pack, waivers=load_waivers(waiver), today=day)
+        after = stored()
+        changed = {f.fingerprint for f in waived.findings if f.waived}
+        assert changed and len(changed) < len(after)
+        assert {fp for fp in after if after[fp][3] != before[fp][3]} == changed  # only those rewritten
+        for f in waived.findings:
+            status, stored_waiver, first_seen, _ = after[f.fingerprint]
+            assert (status, stored_waiver, first_seen) == (f.status, f.waiver, f.first_seen_run)
+        check_run(engine, run, pack, waivers=load_waivers(waiver), today=day)
+        assert stored() == after  # the same check again: no row rewritten
+    finally:
+        engine.dispose()

@@ -277,6 +277,7 @@ def _fetch_columns(
         "duplicate_rows": 0,
         "pages": 0,
         "empty_pages_reasked": 0,
+        "total_shortfall_count": 0,
     }
 
     def put(item: tuple[str, str, Any]) -> None:
@@ -423,6 +424,9 @@ def _record_cluster(
         counts["size_mismatch_count"] += 1
         if len(size_mismatches) < MAX_LISTED_MISMATCHES:
             size_mismatches.append({"cluster_id": cluster_id, "size": size, "fetched": stats.fetched})
+    short = stats.total is not None and stats.total > stats.fetched and not stats.total_wrong
+    if short and (size is None or size > stats.fetched):  # both announcements say more exist
+        counts["total_shortfall_count"] += 1
     if stats.total is not None and stats.total != stats.fetched:
         counts["total_mismatch_count"] += 1
         if len(total_mismatches) < MAX_LISTED_MISMATCHES:

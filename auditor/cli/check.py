@@ -112,6 +112,9 @@ def check_command(
     note = result.incomplete_note()
     if note:
         settings.info(f"warning: {note}")
+    shortfall = result.shortfall_note()
+    if shortfall:
+        settings.info(f"note: {shortfall}")
     write_output(render_chunks(fmt, result), output)
     if fmt != Format.TABLE.value or output:
         settings.info(result.summary_line())

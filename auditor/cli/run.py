@@ -177,6 +177,8 @@ def run_command(
     )
     if fmt != "table" or output:
         settings.info(result.check.summary_line())
+    if shortfall := result.check.shortfall_note():
+        settings.info(f"note: {shortfall}")
     for path in result.written:
         settings.info(f"wrote {path}")
     if result.emailed_to:

@@ -149,6 +149,23 @@ class CheckResult:
             "summary": self.summary,
         }
 
+    def shortfall_note(self) -> str | None:
+        """For a complete run some of whose clusters served fewer columns than their ``totalCount``
+        announced (an empty page asked for twice ended them): what the findings may miss.
+
+        ``None`` when there were none, or for runs taken before the count was recorded.
+        """
+        details = self.run.details if isinstance(self.run.details, dict) else {}
+        count = details.get("total_shortfall_count")
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            return None
+        clusters = "1 cluster" if count == 1 else f"{count:,} clusters"
+        return (
+            f"in run {self.run.id}, {clusters} served fewer columns than their totalCount announced; "
+            f"the columns not served were not checked (auditor runs --format json lists them under "
+            f"total_mismatches)"
+        )
+
     def incomplete_note(self) -> str | None:
         """For a run checked with ``allow_incomplete`` that is not complete: what its findings miss.
 

@@ -4,6 +4,7 @@ in order, once each, or fails clearly; it never loops forever."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -235,3 +236,37 @@ def test_a_snapshot_records_the_empty_pages_it_asked_for_again(loopback, make_cl
     assert (run.status, run.columns_stored) == ("complete", 12)
     assert run.details["empty_pages_reasked"] == 1 and run.details["total_mismatch_count"] == 0
     assert "1 empty pages before a cluster's announced total, asked for once more" in fetch_notes(run.details)
+
+
+def test_a_cluster_that_serves_less_than_it_announced_is_counted_and_noted_by_check(loopback, tmp_path):
+    """An empty page before the total, twice: the listing ends short and the run is complete, but the
+    run counts the cluster (``total_shortfall_count``) and ``auditor check`` says its columns were
+    not all checked; a total that only undercounts is not a shortfall."""
+    from auditor.bigid.client import CLUSTERS_PATH
+
+    from .test_bigid_leaks import run_auditor
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            clusters = [{"id": "short", "name": "one"}, {"id": "under", "name": "two"}]
+            return Reply(200, clusters if request.query["skip"] == "0" else [])
+        skip = int(request.query["skip"])
+        if request.query["clusterId"] == "short":  # announces 12, serves 5
+            return Reply(200, {"results": [column(i) for i in range(5)][skip:], "totalCount": 12})
+        rows = [{**column(i), "fullyQualifiedName": f"u.s.t.c{i}"} for i in range(4)]
+        return Reply(200, {"results": rows[skip:], "totalCount": 2})  # announces 2, serves 4
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor("snapshot", "--db", "a.db", env=env, cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr.decode()
+    check = run_auditor("check", "--db", "a.db", env=env, cwd=tmp_path)
+    assert check.returncode == 0, check.stderr.decode()
+    assert check.stderr.decode().splitlines()[0] == (
+        "note: in run 1, 1 cluster served fewer columns than their totalCount announced; the columns "
+        "not served were not checked (auditor runs --format json lists them under total_mismatches)"
+    )
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    details = json.loads(runs.stdout)["runs"][0]["details"]
+    assert (details["total_shortfall_count"], details["total_mismatch_count"]) == (1, 2)
+    assert details["empty_pages_reasked"] == 1

@@ -113,6 +113,8 @@ def test_snapshot_is_exact(sandbox, tmp_db, make_client, name, processes):
     if name.startswith("wrong_totals"):
         assert len(run.details["total_mismatches"]) == SMALL["clusters"]
         assert run.details["size_mismatches"] == []
+        # the sizes agree with what was served: wrong totals alone are no shortfall, no page re-asked
+        assert run.details["total_shortfall_count"] == 0 == run.details["empty_pages_reasked"]
     if name == "repeat_rate":
         assert run.details["duplicate_rows"] > 0
 

@@ -424,8 +424,7 @@ def _record_cluster(
         counts["size_mismatch_count"] += 1
         if len(size_mismatches) < MAX_LISTED_MISMATCHES:
             size_mismatches.append({"cluster_id": cluster_id, "size": size, "fetched": stats.fetched})
-    short = stats.total is not None and stats.total > stats.fetched and not stats.total_wrong
-    if short and (size is None or size > stats.fetched):  # both announcements say more exist
+    if stats.ended_short:  # an empty page, asked for twice, before what was announced
         counts["total_shortfall_count"] += 1
     if stats.total is not None and stats.total != stats.fetched:
         counts["total_mismatch_count"] += 1

@@ -61,6 +61,7 @@ class PagingStats:
     shapes: set[str] = field(default_factory=set)
     stopped_on_repeat: bool = False
     empty_reasked: int = 0  # empty pages before the total, asked for once more
+    ended_short: bool = False  # ended on such a page, empty again: fewer records than announced
 
     @property
     def total_mismatch(self) -> bool:
@@ -113,6 +114,7 @@ def paginate(
                 reasked = True
                 stats.empty_reasked += 1
                 continue  # the same skip once more
+            stats.ended_short = short
             return
         reasked = False
         keys = [key(row) for row in rows]

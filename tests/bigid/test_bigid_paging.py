@@ -90,6 +90,8 @@ def test_fetch_all_columns_returns_exactly_the_truth(loopback, make_client, scen
     if repeated:
         assert total is not None and total > len(truth) and (size is None or size > len(truth))
     assert fetch.stats.empty_reasked == len(repeated)
+    # ended short exactly when the page asked twice stayed empty (the truth ran out before the total)
+    assert fetch.stats.ended_short == (bool(repeated) and len(truth) < total)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -187,7 +189,11 @@ def test_an_empty_page_before_the_total_is_asked_for_once_more(loopback, make_cl
     fetch = make_client(loopback.url, page_size=10).fetch_all_columns("c1", size=25)
     assert [raw for page in fetch for _, raw in page] == truth
     assert [int(r.query["skip"]) for r in loopback.seen] == [0, 10, 10, 20]
-    assert (fetch.stats.empty_reasked, fetch.stats.total_mismatch) == (1, False)
+    assert (fetch.stats.empty_reasked, fetch.stats.total_mismatch, fetch.stats.ended_short) == (
+        1,
+        False,
+        False,
+    )
 
     glitches, glitch_total = {10: 1}, 0  # an empty answer that also says "0 in all"
     loopback.reset(flaky)
@@ -200,14 +206,14 @@ def test_an_empty_page_before_the_total_is_asked_for_once_more(loopback, make_cl
     fetch = make_client(loopback.url, page_size=10).fetch_all_columns("c1", size=25)
     assert [raw for page in fetch for _, raw in page] == truth[:10]
     assert [int(r.query["skip"]) for r in loopback.seen] == [0, 10, 10]
-    assert (fetch.stats.empty_reasked, fetch.stats.total_mismatch) == (1, True)
+    assert (fetch.stats.empty_reasked, fetch.stats.total_mismatch, fetch.stats.ended_short) == (1, True, True)
 
     # the cluster's size agrees with what was fetched: the total alone is overstated, no second ask
     loopback.reset(serve_stream(truth[:10], total=25, cap=None))
     fetch = make_client(loopback.url, page_size=10).fetch_all_columns("c1", size=10)
     assert [raw for page in fetch for _, raw in page] == truth[:10]
     assert [int(r.query["skip"]) for r in loopback.seen] == [0, 10]
-    assert fetch.stats.empty_reasked == 0
+    assert (fetch.stats.empty_reasked, fetch.stats.ended_short) == (0, False)
 
 
 def test_a_snapshot_records_the_empty_pages_it_asked_for_again(loopback, make_client, tmp_path):

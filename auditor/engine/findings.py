@@ -352,6 +352,8 @@ _CHECK_STATES = Table(
     Column("status", Text),
     Column("waiver", Text),  # JSON text, compared as text with the stored json value's text
     Column("first_seen_run", Integer),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
 )
 
 
@@ -362,10 +364,7 @@ def _record_states_postgresql(connection: Connection, evaluation_id: int, ordere
     An ``UPDATE`` per finding wrote every row (its ``json`` type has no equality to skip unchanged
     ones): 11.7 s for a repeated check of 389k findings that changed none.
     """
-    connection.exec_driver_sql(
-        "CREATE TEMPORARY TABLE auditor_check_states (fingerprint text PRIMARY KEY, status text, "
-        "waiver text, first_seen_run integer) ON COMMIT DROP"
-    )
+    _CHECK_STATES.create(connection)
     insert_tuples(
         connection,
         _CHECK_STATES,
@@ -412,9 +411,9 @@ def record_check(
                     for f in ordered
                 ),
             )
-        elif ordered and connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
+        elif ordered and connection.dialect.name == "postgresql":
             _record_states_postgresql(connection, evaluation_id, ordered)
-        elif ordered:  # PostgreSQL's json type has no equality: every row is written
+        elif ordered:  # other databases: every row is written
             connection.execute(
                 update(findings)
                 .where(

@@ -17,7 +17,7 @@ import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.errors import ConfigError
-from auditor.store.runs import mismatch_count
+from auditor.store.runs import cluster_list_note, mismatch_count
 from auditor.textsafe import display_width, fit, one_line
 
 if TYPE_CHECKING:
@@ -238,12 +238,8 @@ def snapshot_command(
         f"auth scheme {run.auth_scheme})"
     )
     details = run.details or {}
-    listing = details.get("cluster_total_mismatch")
-    if isinstance(listing, dict):
-        settings.info(
-            f"note: the cluster list announced {listing.get('announced')} clusters but "
-            f"{listing.get('fetched')} arrived"
-        )
+    if listing := cluster_list_note(details):
+        settings.info(f"note: {listing}")
     for kind, what in (("size", "cluster size"), ("total", "totalCount")):
         count = mismatch_count(details, kind)
         if count:

@@ -149,15 +149,20 @@ class CheckResult:
             "summary": self.summary,
         }
 
+    def _details_count(self, key: str) -> int:
+        """A count the run recorded in its details; 0 when absent or not a count (older runs)."""
+        details = self.run.details if isinstance(self.run.details, dict) else {}
+        value = details.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
     def shortfall_note(self) -> str | None:
         """For a complete run some of whose clusters served fewer columns than their ``totalCount``
         announced (an empty page asked for twice ended them): what the findings may miss.
 
         ``None`` when there were none, or for runs taken before the count was recorded.
         """
-        details = self.run.details if isinstance(self.run.details, dict) else {}
-        count = details.get("total_shortfall_count")
-        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        count = self._details_count("total_shortfall_count")
+        if not count:
             return None
         clusters = "1 cluster" if count == 1 else f"{count:,} clusters"
         return (
@@ -174,9 +179,7 @@ class CheckResult:
         """
         if self.run.status == RUN_COMPLETE:
             return None
-        details = self.run.details if isinstance(self.run.details, dict) else {}
-        failed = details.get("failed_cluster_count")
-        count = int(failed) if isinstance(failed, int) and not isinstance(failed, bool) else 0
+        count = self._details_count("failed_cluster_count")
         why = ""
         if count:
             why = f" ({count} cluster{' was' if count == 1 else 's were'} not fetched)"

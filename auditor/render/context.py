@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from auditor.store.runs import mismatch_count
+from auditor.store.runs import cluster_list_note, mismatch_count
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -114,10 +114,8 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
         )
     if details.get("pages"):
         notes.append(f"{count('pages'):,} pages of columns fetched")
-    listed = details.get("cluster_total_mismatch")
-    if isinstance(listed, Mapping):
-        announced, fetched = listed.get("announced"), listed.get("fetched")
-        notes.append(f"the cluster list announced {announced} clusters but {fetched} arrived")
+    if listing := cluster_list_note(details):
+        notes.append(listing)
     for key, sentence in (
         ("cluster_duplicates", "duplicate cluster rows received (stored once)"),
         ("duplicate_rows", "duplicate column rows received (stored once)"),

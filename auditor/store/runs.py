@@ -84,6 +84,16 @@ def mismatch_count(details: Mapping[str, Any], kind: str) -> int:
     return len(listed) if isinstance(listed, list) else 0
 
 
+def cluster_list_note(details: Mapping[str, Any]) -> str | None:
+    """The sentence for a cluster listing that announced another number of clusters than arrived."""
+    listed = details.get("cluster_total_mismatch")
+    if not isinstance(listed, Mapping):
+        return None
+    return (
+        f"the cluster list announced {listed.get('announced')} clusters but {listed.get('fetched')} arrived"
+    )
+
+
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None

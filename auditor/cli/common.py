@@ -82,22 +82,29 @@ class Settings:
         return [str(value)] if isinstance(value, str) else [str(item) for item in value]
 
     def email_route(
-        self, to: tuple[str, ...] | None, smtp: str | None, eml: str | None, *, cc: tuple[str, ...] = ()
+        self,
+        to: tuple[str, ...] | None,
+        smtp: str | None,
+        eml: str | None,
+        *,
+        cc: tuple[str, ...] = (),
+        flags: tuple[str, str] = ("--to", "--cc"),
     ) -> tuple[list[str], str | None]:
         """(recipients, SMTP URL or None for ``--eml``) of an email, checked before any work is done.
 
         ``auditor email`` and ``auditor run`` share it, so a missing recipient or server, both
         ``--smtp`` and ``--eml``, or a malformed address fails at once (exit 2), never after a
-        snapshot.
+        snapshot. ``flags`` names the command's own recipient and copy options in its errors.
         """
         from auditor.errors import ConfigError
         from auditor.render.email import parse_addresses
 
+        to_flag, cc_flag = flags
         recipients = self.list_value(to, "email_to")
         if not recipients:
-            raise ConfigError("no recipient: pass --to ADDR (or set email_to in auditor.toml)")
-        parse_addresses(recipients, "--to")
-        parse_addresses(list(cc), "--cc")
+            raise ConfigError(f"no recipient: pass {to_flag} ADDR (or set email_to in auditor.toml)")
+        parse_addresses(recipients, to_flag)
+        parse_addresses(list(cc), cc_flag)
         if eml and smtp:
             raise ConfigError("give either --smtp URL or --eml FILE, not both")
         smtp_url = None if eml else self.value(smtp, cfg.ENV_SMTP, "smtp")

@@ -126,7 +126,9 @@ def run_command(
     waiver_set = load_waivers(waivers_path) if waivers_path else None
     email = None
     if settings.list_value(email_to, "email_to") or eml_path:  # checked now, not after the snapshot
-        recipients, smtp = settings.email_route(email_to, smtp_url, eml_path, cc=email_cc)
+        recipients, smtp = settings.email_route(
+            email_to, smtp_url, eml_path, cc=email_cc, flags=("--email-to", "--email-cc")
+        )
         email = EmailOptions(
             to=recipients,
             cc=list(email_cc),

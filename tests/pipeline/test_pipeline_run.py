@@ -229,8 +229,15 @@ def test_the_report_diffs_against_the_run_the_check_used_as_baseline(tmp_path, m
     ("args", "message"),
     [
         (["--email-to", "team@example.org"], "no SMTP server"),
-        (["--eml", "m.eml"], "no recipient"),
-        (["--email-to", "not an address", "--eml", "m.eml"], "is not an email address"),
+        (["--eml", "m.eml"], "error: no recipient: pass --email-to ADDR (or set email_to in auditor.toml)"),
+        (
+            ["--email-to", "not an address", "--eml", "m.eml"],
+            "--email-to: 'not an address' is not an email address",
+        ),
+        (
+            ["--email-to", "team@example.org", "--email-cc", "bad", "--eml", "m.eml"],
+            "--email-cc: 'bad' is not an email address",
+        ),
         (["--email-to", "team@example.org", "--smtp", "smtp://h", "--eml", "m.eml"], "not both"),
     ],
 )

@@ -31,6 +31,7 @@ DEMO_FOLDER = "auditor-demo"
 DEMO_SEED = 7
 DEMO_CLUSTERS = 150
 DEMO_COLUMNS = 15_000
+SANDBOX_SOURCE = "sandbox://built-in"  # the source runs against the built-in sandbox record
 
 
 @dataclass
@@ -195,14 +196,19 @@ def builtin_sandbox(
     """Start the sandbox in-process and yield a client for it and the epoch it serves.
 
     The epoch defaults to the number of complete runs already in the database, so that successive
-    runs against the sandbox see the catalog drift as a real one would.
+    runs against the sandbox see the catalog drift as a real one would. Its runs record
+    :data:`SANDBOX_SOURCE` as their source: the port changes from one run to the next, the
+    catalog does not.
     """
     from auditor.sandbox import SandboxConfig, SandboxServer
 
     chosen = complete_run_count(engine) if epoch is None else epoch
     config = SandboxConfig(seed=seed, epoch=chosen, clusters=clusters, columns=columns)
     with SandboxServer(config) as server:
-        client = BigIDClient(ClientOptions(url=server.url, token=server.key, workers=workers))
+        options = ClientOptions(
+            url=server.url, token=server.key, workers=workers, source_label=SANDBOX_SOURCE
+        )
+        client = BigIDClient(options)
         try:
             yield client, chosen
         finally:

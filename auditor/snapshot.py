@@ -124,7 +124,7 @@ def take_snapshot(
     client.limit_requests(workers)  # ``workers`` requests in flight, whatever the client was built with
     writer = SnapshotWriter(
         engine,
-        source_url=client.base_url,
+        source_url=client.source,
         cluster_filter=cluster_filter,
         details={
             "page_size": client.options.page_size,

@@ -109,6 +109,7 @@ class ClientOptions:
     retry_after_cap: float = 60.0
     answer_timeout: float = 300.0  # the whole body of one answer (the read timeout bounds each wait)
     max_answer_bytes: int = 256 * 2**20  # one answer's body, decoded (a gzip bomb stops here)
+    source_label: str | None = None  # what runs record as their source (default: the public URL)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in vars(self).items() if name != "token")
@@ -282,6 +283,7 @@ class BigIDClient:
             self._verify = options.verify
         self.options = options
         self.base_url = public_url(options.url)
+        self.source = options.source_label or self.base_url  # what runs record as their source
         self.session = requests.Session()
         pool = max(options.workers * 2, 10)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0, pool_block=False)

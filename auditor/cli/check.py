@@ -112,9 +112,9 @@ def check_command(
     note = result.incomplete_note()
     if note:
         settings.info(f"warning: {note}")
-    shortfall = result.shortfall_note()
-    if shortfall:
-        settings.info(f"note: {shortfall}")
+    for extra in (result.shortfall_note(), result.baseline_note()):
+        if extra:
+            settings.info(f"note: {extra}")
     write_output(render_chunks(fmt, result), output)
     if fmt != Format.TABLE.value or output:
         settings.info(result.summary_line())

@@ -179,8 +179,9 @@ def run_command(
     )
     if fmt != "table" or output:
         settings.info(result.check.summary_line())
-    if shortfall := result.check.shortfall_note():
-        settings.info(f"note: {shortfall}")
+    for extra in (result.check.shortfall_note(), result.check.baseline_note()):
+        if extra:
+            settings.info(f"note: {extra}")
     for path in result.written:
         settings.info(f"wrote {path}")
     if result.emailed_to:

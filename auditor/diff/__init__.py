@@ -35,7 +35,7 @@ from auditor.diff.model import (
 from auditor.diff.sources import OpenFindings, stored_findings_diff
 from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
-from auditor.store.runs import RunInfo, previous_complete_run, resolve_run
+from auditor.store.runs import RunInfo, previous_complete_run, resolve_run, scope_note
 
 DEFAULT_CONFIDENCE_THRESHOLD = 0.05
 
@@ -166,6 +166,7 @@ def compute_diff(
         from_started_at=_iso(before.started_at),
         to_started_at=_iso(after.started_at),
         not_compared=left_out,
+        scope_note=scope_note(before, after),
     )
 
 

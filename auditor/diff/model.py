@@ -455,6 +455,8 @@ class DiffResult:
     to_started_at: str | None = None
     # Clusters left out because a run holds them without all their columns (sorted by id).
     not_compared: list[NotCompared] = field(default_factory=list)
+    # The two runs were taken from other sources or with other cluster filters (scope_note).
+    scope_note: str | None = None
 
     def summary(self) -> dict[str, Any]:
         c = self.catalog
@@ -511,8 +513,10 @@ class DiffResult:
                 else []
                 for name in FINDING_CATEGORIES
             },
-            # Last, so the keys before keep their places: the clusters left out above.
+            # Last, so the keys before keep their places: the clusters left out above, and
+            # whether the two runs were taken alike (null when they were).
             "not_compared": [entry.to_json() for entry in self.not_compared],
+            "scope_note": self.scope_note,
         }
 
 

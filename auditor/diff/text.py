@@ -73,9 +73,9 @@ def format_text(diff: DiffResult, *, include_open: bool = False) -> str:
         f"Diff of run {diff.from_run} -> run {diff.to_run} (confidence threshold {diff.confidence_threshold})"
     ]
     lines.extend(headline(diff))
-    note = diff.not_compared_note()
-    if note:  # before anything else: what is listed below is not the whole picture
-        lines.append(note)
+    for note in (diff.scope_note, diff.not_compared_note()):
+        if note:  # before anything else: what is listed below is not the whole picture
+            lines.append(note)
     if diff.empty:
         lines.append("")
         lines.append(_no_changes(diff))
@@ -155,9 +155,9 @@ def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) 
         "|---:|---:|---:|---:|---:|",
         "| " + " | ".join(str(s["findings"][name]) for name in FINDING_CATEGORIES) + " |",
     ]
-    note = diff.not_compared_note()
-    if note:
-        out += ["", f"**Note:** {md(note)}"]
+    for note in (diff.scope_note, diff.not_compared_note()):
+        if note:
+            out += ["", f"**Note:** {md(note)}"]
     if diff.empty:
         out += ["", _no_changes(diff)]
         return "\n".join(out) + "\n"

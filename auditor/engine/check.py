@@ -36,7 +36,7 @@ from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, severity_rank
 from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers
 from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
 from auditor.gcpause import collector_paused
-from auditor.store.runs import RunInfo, get_run, previous_complete_run, resolve_run
+from auditor.store.runs import RunInfo, get_run, previous_complete_run, resolve_run, scope_note
 from auditor.store.schema import RUN_COMPLETE
 from auditor.store.schema import findings as findings_table
 
@@ -170,6 +170,12 @@ class CheckResult:
             f"the columns not served were not checked (auditor runs --format json lists them under "
             f"total_mismatches)"
         )
+
+    def baseline_note(self) -> str | None:
+        """For a baseline taken from another source or with another cluster filter than the run:
+        why findings may read as new or resolved without the catalog having changed (see
+        :func:`auditor.store.runs.scope_note`). ``None`` without a baseline or when both agree."""
+        return scope_note(self.baseline, self.run) if self.baseline is not None else None
 
     def incomplete_note(self) -> str | None:
         """For a run checked with ``allow_incomplete`` that is not complete: what its findings miss.

@@ -461,6 +461,8 @@ class ReportContext:
     changes_total: int
     # "N clusters were not compared: …" when the diff left out clusters a run holds only in part
     diff_note: str | None = None
+    # "run 3 was taken from … and run 4 from …" when the compared runs differ in source or filter
+    scope_note: str | None = None
     export_files: tuple[str, ...] = ()
     assets: Any = None  # set by the renderer: the inline CSS/JS and the CSP that allows only them
 
@@ -599,6 +601,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         total_findings=digest.total,
         changes_total=sum(section.total for section in change_sections),
         diff_note=_diff_note(data.diff),
+        scope_note=(data.diff or {}).get("scope_note") or None,
     )
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, Select, func, select
 
@@ -91,6 +92,48 @@ def cluster_list_note(details: Mapping[str, Any]) -> str | None:
         return None
     return (
         f"the cluster list announced {listed.get('announced')} clusters but {listed.get('fetched')} arrived"
+    )
+
+
+def _source_key(url: str | None) -> tuple[str, ...] | None:
+    """``url`` as a comparable source: scheme and host ignoring case, the scheme's default port
+    filled in, the path without a trailing slash; ``None`` when no source was recorded."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:  # not a URL (a label such as "fixture"): compared as it is
+        return (url.strip(),)
+    scheme = parts.scheme.lower()
+    port = port or {"http": 80, "https": 443}.get(scheme)
+    return (scheme, (parts.hostname or "").lower(), str(port or ""), parts.path.rstrip("/"))
+
+
+def scope_note(base: RunInfo, run: RunInfo) -> str | None:
+    """The sentence warning that ``run`` is compared with a ``base`` run taken another way: from
+    another source, or with another cluster filter; ``None`` when both were taken alike.
+
+    Findings and catalog records outside either run's scope then read as new or resolved, added
+    or removed, which a reader must not take for changes in the catalog. A source not recorded in
+    either run is not compared.
+    """
+    before, after = _source_key(base.source_url), _source_key(run.source_url)
+    sources = before is not None and after is not None and before != after
+    filters = (base.cluster_filter or None) != (run.cluster_filter or None)
+    if not sources and not filters:
+        return None
+
+    def scope(taken: RunInfo) -> str:
+        parts = [f"from {taken.source_url}"] if sources else []
+        if filters:
+            value = taken.cluster_filter
+            parts.append(f"with the cluster filter {value!r}" if value else "with no cluster filter")
+        return " ".join(parts)
+
+    return (
+        f"run {base.id} was taken {scope(base)} and run {run.id} {scope(run)}: what only one of them "
+        "covers reads as new or resolved, added or removed"
     )
 
 

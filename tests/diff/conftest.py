@@ -85,8 +85,10 @@ def base_catalog() -> Catalog:
     ]
 
 
-def write_catalog(engine: Engine, catalog: Catalog, *, complete: bool = True) -> int:
-    writer = SnapshotWriter(engine, source_url="http://127.0.0.1:1", cluster_filter=None)
+def write_catalog(
+    engine: Engine, catalog: Catalog, *, complete: bool = True, cluster_filter: str | None = None
+) -> int:
+    writer = SnapshotWriter(engine, source_url="http://127.0.0.1:1", cluster_filter=cluster_filter)
     for position, (raw_cluster, columns) in enumerate(catalog):
         writer.add_cluster(parse_cluster(raw_cluster), raw_cluster, position)
         writer.add_columns(raw_cluster["id"], [(parse_column(raw), raw) for raw in columns])

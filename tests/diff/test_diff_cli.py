@@ -63,12 +63,40 @@ def test_text_escapes_control_characters_from_the_catalog(runner, engine, write,
     assert any("dwh.y\\x0aFindings: 0 new" in line for line in result.stdout.splitlines())
 
 
+def test_runs_taken_with_other_filters_are_named_before_the_changes(runner, engine, write, base):
+    # Run 1 holds one cluster of the tenant: against the whole tenant in run 2, the other
+    # cluster reads as added, which is the filter, not a change in the catalog.
+    write(engine, base()[:1], cluster_filter="size=2")
+    write(engine, base())
+    db = str(engine.url.database)
+    note = (
+        "run 1 was taken with the cluster filter 'size=2' and run 2 with no cluster filter: what only "
+        "one of them covers reads as new or resolved, added or removed"
+    )
+    text = invoke(runner, "--db", db)
+    assert text.exit_code == 0, text.stderr
+    assert text.stdout.splitlines()[4] == note  # after the headline, before the changes
+    markdown = invoke(runner, "--db", db, "--format", "markdown")
+    assert f"\n**Note:** {note}\n" in markdown.stdout
+    assert json.loads(invoke(runner, "--db", db, "--format", "json").stdout)["scope_note"] == note
+
+
 def test_json_is_the_contract(runner, two_runs):
     db, first, second = two_runs
     result = invoke(runner, "--db", db, "--format", "json", "--from", str(first), "--to", str(second))
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data) == ["from_run", "to_run", "summary", "clusters", "columns", "findings", "not_compared"]
+    assert list(data) == [
+        "from_run",
+        "to_run",
+        "summary",
+        "clusters",
+        "columns",
+        "findings",
+        "not_compared",
+        "scope_note",
+    ]
+    assert data["scope_note"] is None  # both runs were taken alike
     assert (data["from_run"], data["to_run"]) == (first, second)
     assert data["clusters"]["changed"] == [
         {

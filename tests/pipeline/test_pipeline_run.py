@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import html
 import json
 import sqlite3
 from email import policy
@@ -79,6 +80,11 @@ def test_run_without_a_url_uses_the_sandbox_and_says_so(tmp_path, monkeypatch):
     assert exported["summary"] == payload["summary"]
     page = (tmp_path / "r2.html").read_text()
     assert f"New findings ({payload['summary']['new']})" in page
+    # The sandbox listens on another port each time; its runs record one source, so the two runs
+    # are compared without a note that they were taken from different places.
+    assert "note:" not in second.stderr and 'data-field="scope"' not in page
+    with sqlite3.connect(tmp_path / "auditor.db") as db:
+        assert db.execute("select distinct source_url from runs").fetchall() == [("sandbox://built-in",)]
 
 
 def test_run_exits_with_the_gate_code(tmp_path, monkeypatch):
@@ -223,6 +229,35 @@ def test_the_report_diffs_against_the_run_the_check_used_as_baseline(tmp_path, m
     assert result.exit_code == 0, result.output
     diff = json.loads((tmp_path / "out" / "diff.json").read_text())
     assert (diff["from_run"], diff["to_run"]) == (1, 3)  # not the previous run (2)
+    assert diff["scope_note"] is None  # the same tenant, no filter
+
+
+def test_a_baseline_of_another_scope_is_named_in_every_output(tmp_path, monkeypatch, sandbox):
+    # Run 1 holds one cluster (a filter), run 2 the whole tenant: every other cluster's findings
+    # read as new. Nothing said so, and a reviewer took them for a change in the catalog.
+    server = sandbox(clusters=6, columns=120, token="sk-scope")
+    monkeypatch.chdir(tmp_path)
+    env = {"BIGID_TOKEN": "sk-scope"}
+    first = invoke(["run", "--url", server.url, "--filter", "size=20", "--report", "r.html"], env=env)
+    assert first.exit_code == 0, first.output
+    args = ["--url", server.url, "--report", "r.html", "--export-dir", "out", "--eml", "m.eml"]
+    second = invoke(["run", *args, "--email-to", "team@example.org"], env=env)
+    assert second.exit_code == 0, second.output
+    sentence = (
+        "run 1 was taken with the cluster filter 'size=20' and run 2 with no cluster filter: what only "
+        "one of them covers reads as new or resolved, added or removed"
+    )
+    assert f"note: {sentence}\n" in second.stderr
+    assert json.loads((tmp_path / "out" / "diff.json").read_text())["scope_note"] == sentence
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f'data-field="scope"><strong>Different scope:</strong> {sentence}.' in html.unescape(page)
+    message = email.message_from_bytes((tmp_path / "m.eml").read_bytes(), policy=policy.default)
+    plain = message.get_body(("plain",)).get_content()
+    assert f"Different scope: {sentence}." in plain
+    checked = invoke(["check", "--baseline", "1"], env=env)
+    assert checked.exit_code == 0 and f"note: {sentence}\n" in checked.stderr
+    third = invoke(["run", "--url", server.url, "--report", "r.html"], env=env)  # taken as run 2 was
+    assert third.exit_code == 0 and "compared with run 2" in third.stderr and "note:" not in third.stderr
 
 
 @pytest.mark.parametrize(

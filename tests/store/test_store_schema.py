@@ -388,3 +388,65 @@ def test_a_lock_held_past_the_busy_timeout_is_named_with_what_to_do(tmp_path, mo
     engine.dispose()
     result = run_cli("check", "--db", str(path), "--run", str(run_id))  # nothing was left half-written
     assert result.exit_code == 0, result.stderr
+
+
+def _taken(run_id: int, source_url: str | None, cluster_filter: str | None = None):
+    from datetime import UTC, datetime
+
+    from auditor.store.runs import RunInfo
+
+    return RunInfo(
+        run_id,
+        "complete",
+        datetime.now(UTC),
+        None,
+        source_url,
+        cluster_filter,
+        "bearer",
+        "1",
+        1,
+        1,
+        1,
+        1,
+        1,
+        0,
+        None,
+        {},
+    )
+
+
+@pytest.mark.parametrize(
+    ("older", "newer", "expected"),
+    [
+        # One tenant spelled in several ways: the scheme's default port, case, a trailing slash.
+        (("https://bigid.example.net/api/", None), ("HTTPS://BigID.example.net:443/api", None), None),
+        (("http://10.0.0.5", None), ("http://10.0.0.5:80/", None), None),
+        # Nothing recorded (runs written by tools and fixtures) is not a difference.
+        ((None, None), ("https://a.example", None), None),
+        (("https://a.example", ""), ("https://a.example", None), None),  # an empty filter is no filter
+        (
+            ("https://a.example", None),
+            ("https://a.example:8443", None),
+            "run 1 was taken from https://a.example and run 2 from https://a.example:8443",
+        ),
+        (
+            ("https://a.example", "size=20"),
+            ("https://a.example", "size=30"),
+            "run 1 was taken with the cluster filter 'size=20' and run 2 with the cluster filter 'size=30'",
+        ),
+        (
+            ("https://a.example", "size=20"),
+            ("https://b.example", None),
+            "run 1 was taken from https://a.example with the cluster filter 'size=20' and run 2 from "
+            "https://b.example with no cluster filter",
+        ),
+    ],
+)
+def test_scope_note_names_how_two_compared_runs_were_taken_differently(older, newer, expected):
+    from auditor.store.runs import scope_note
+
+    note = scope_note(_taken(1, *older), _taken(2, *newer))
+    if expected is None:
+        assert note is None
+    else:
+        assert note == f"{expected}: what only one of them covers reads as new or resolved, added or removed"

@@ -277,6 +277,7 @@ def _fetch_columns(
         "duplicate_rows": 0,
         "pages": 0,
         "empty_pages_reasked": 0,
+        "pages_shrunk": 0,
         "total_shortfall_count": 0,
     }
 
@@ -420,6 +421,7 @@ def _record_cluster(
     counts["duplicate_rows"] += stats.duplicates
     counts["pages"] += stats.pages
     counts["empty_pages_reasked"] += stats.empty_reasked
+    counts["pages_shrunk"] += stats.shrunk
     if size is not None and size != stats.fetched:
         counts["size_mismatch_count"] += 1
         if len(size_mismatches) < MAX_LISTED_MISMATCHES:
@@ -442,6 +444,8 @@ def _fill_totals(totals: RunTotals, client: BigIDClient, details: dict[str, Any]
         **details,
         "envelopes": {kind: sorted(shapes) for kind, shapes in client.envelopes.items()},
         "cluster_id_param": client.cluster_id_param,
+        # the page size the snapshot ended with, after pages that timed out were halved (or None)
+        "page_size_shrunk_to": client.page_ceiling,
         "token_exchanges": client.auth.exchanges,
         # always recorded, 0 included: a run says that its data was checked for the key
         "secrets_redacted": client.secrets_redacted,

@@ -57,7 +57,15 @@ from auditor.bigid.envelope import (
     unwrap,
 )
 from auditor.bigid.models import Cluster, Column, RecordTooDeep, parse_clusters, parse_columns
-from auditor.bigid.paging import NoProgress, PagingStats, RawPage, paginate
+from auditor.bigid.paging import (
+    MIN_PAGE_SIZE,
+    NoProgress,
+    PageTooSlow,
+    PagingStats,
+    RawPage,
+    paginate,
+    shrink,
+)
 from auditor.errors import (
     ApiError,
     AuditorError,
@@ -316,6 +324,24 @@ class BigIDClient:
         self._answer_timeout = max(options.answer_timeout, options.read_timeout)
         self.cluster_id_param = options.cluster_id_param
         self.last_cluster_paging: PagingStats | None = None
+        # Set when a page of columns timed out: later listings start at this size rather than time
+        # out on their first page again (see :meth:`shrank_page`).
+        self.page_ceiling: int | None = None
+
+    def shrank_page(self, cluster_id: str, limit: int, reason: str) -> None:
+        """A page of ``limit`` columns of ``cluster_id`` timed out (``reason``): its listing asks
+        for half as many, and so do the listings that start after it."""
+        smaller = shrink(limit)
+        with self._lock:
+            if self.page_ceiling is None or smaller < self.page_ceiling:
+                self.page_ceiling = smaller
+                log.warning(
+                    "cluster %s: a page of %d columns failed (%s); asking for %d at a time from now on",
+                    cluster_id,
+                    limit,
+                    reason,
+                    smaller,
+                )
 
     def __repr__(self) -> str:
         return f"BigIDClient(url={self.base_url!r}, auth={self.auth!r})"
@@ -442,15 +468,30 @@ class BigIDClient:
         end without a confirming request. With ``offload``, pages are decoded in its pool and the
         rows yielded are its ``transform``'s results instead of ``(Column, raw)``.
         """
-        return ColumnFetch(self, cluster_id, page_size or self.options.page_size, size, offload)
+        page_size = page_size or self.options.page_size
+        ceiling = self.page_ceiling
+        if ceiling is not None:
+            page_size = min(page_size, ceiling)
+        return ColumnFetch(self, cluster_id, page_size, size, offload)
 
     def _columns_request(
-        self, cluster_id: str, params: dict[str, Any], decode: Callable[[bytes], Any] | None = None
+        self,
+        cluster_id: str,
+        params: dict[str, Any],
+        decode: Callable[[bytes], Any] | None = None,
+        *,
+        shrinkable: bool = False,
     ) -> Any:
+        """One columns request; ``shrinkable``: a page that times out raises :class:`PageTooSlow`
+        at once (the caller asks for fewer rows) instead of being retried as it is."""
         name = self.cluster_id_param
         try:
             return self._request(
-                COLUMNS_PATH, {name: cluster_id, **params}, cluster_id=cluster_id, decode=decode
+                COLUMNS_PATH,
+                {name: cluster_id, **params},
+                cluster_id=cluster_id,
+                decode=decode,
+                shrinkable=shrinkable,
             )
         except ApiError as first:
             if not (
@@ -462,7 +503,11 @@ class BigIDClient:
                 raise
             try:
                 body = self._request(
-                    COLUMNS_PATH, {"cluster_id": cluster_id, **params}, cluster_id=cluster_id, decode=decode
+                    COLUMNS_PATH,
+                    {"cluster_id": cluster_id, **params},
+                    cluster_id=cluster_id,
+                    decode=decode,
+                    shrinkable=shrinkable,
                 )
             except ApiError:
                 raise first from None
@@ -566,13 +611,15 @@ class BigIDClient:
         cluster_id: str | None = None,
         filter: str | None = None,
         decode: Callable[[bytes], Any] | None = None,
+        shrinkable: bool = False,
     ) -> Any:
-        """GET ``path`` with auth handling; the parsed (or decoded) body of a 200, or an error."""
+        """GET ``path`` with auth handling; the parsed (or decoded) body of a 200, or an error
+        (:class:`PageTooSlow` for a ``shrinkable`` page that timed out, see :meth:`_send`)."""
         auth_retries = 0
         while True:
             header, generation = self._header()
             try:
-                status, body = self._send(path, params, header, decode)
+                status, body = self._send(path, params, header, decode, shrinkable=shrinkable)
             except ApiError as exc:
                 raise _about_cluster(exc, cluster_id) from None
             if status == 401:
@@ -595,8 +642,15 @@ class BigIDClient:
         params: dict[str, Any],
         authorization: str,
         decode: Callable[[bytes], Any] | None = None,
+        *,
+        shrinkable: bool = False,
     ) -> tuple[int, Any]:
         """One logical request with retries: ``(status, body)`` of the first non-retryable answer.
+
+        ``shrinkable`` (a page whose size can still be halved): a read timeout, an answer still
+        arriving at its deadline, or HTTP 504 raises :class:`PageTooSlow` at once, so that the page
+        is asked for again with fewer rows rather than retried as it is (a page too large for the
+        tenant to serve in time would time out on every attempt).
 
         A 200 body goes through ``decode`` (default: parse JSON and check for an error under 200),
         which raises :class:`NotJson` or :class:`ErrorUnder200` for what the transport handles.
@@ -644,6 +698,9 @@ class BigIDClient:
                 self._count(retry=False)
                 failure = _Failure(self._describe(exc), status=None, network=True)
                 log.debug("GET %s?%s -> %s after %.0f ms", path, query, failure.reason, _ms(t0))
+                slow = isinstance(exc, requests.exceptions.ReadTimeout)  # _AnswerTooSlow included
+                if shrinkable and slow:
+                    raise PageTooSlow(failure.reason) from None
             else:
                 self._count(retry=False)
                 status = response.status_code
@@ -672,6 +729,8 @@ class BigIDClient:
                     raise self._redirected(path, status, response.headers.get("Location"))
                 elif status in RETRY_STATUSES:
                     failure = _Failure(f"HTTP {status}", status=status, network=False)
+                    if shrinkable and status == 504:  # the gateway gave up waiting for the page
+                        raise PageTooSlow(failure.reason)
                     if status in (429, 503):
                         retry_after = self._retry_after(response.headers.get("Retry-After"))
                 else:
@@ -873,9 +932,20 @@ class ColumnFetch:
         self.offload = offload
         self.stats = PagingStats()
 
+    def _request(self, skip: int, limit: int, decode: Callable[[bytes], Any] | None = None) -> Any:
+        """One page's request; a page that timed out and can still shrink raises PageTooSlow."""
+        try:
+            return self.client._columns_request(
+                self.cluster_id, {"limit": limit, "skip": skip}, decode, shrinkable=limit > MIN_PAGE_SIZE
+            )
+        except PageTooSlow as exc:
+            self.client._count(retry=True)  # the page is asked for again, smaller
+            self.client.shrank_page(self.cluster_id, limit, exc.reason)
+            raise
+
     def _fetch(self, skip: int, limit: int) -> RawPage[ColumnRow]:
         client = self.client
-        body = client._columns_request(self.cluster_id, {"limit": limit, "skip": skip})
+        body = self._request(skip, limit)
         envelope = client._unwrap(body, "columns", COLUMNS_PATH, self.cluster_id)
         rows = client._validate_columns(envelope.rows, self.cluster_id, skip)
         return RawPage(rows, envelope.total, envelope.shape)
@@ -884,9 +954,7 @@ class ColumnFetch:
         """:meth:`_fetch` with the decoding done by the offload's pool; the same errors, in order."""
         assert self.offload is not None
         client = self.client
-        pending = client._columns_request(
-            self.cluster_id, {"limit": limit, "skip": skip}, self.offload.submit
-        )
+        pending = self._request(skip, limit, self.offload.submit)
         decoded = self.offload.result(pending)
         if decoded.not_json is not None:  # not HTML (screened by submit): not retried, as in _send
             raise _about_cluster(_not_json(COLUMNS_PATH, *decoded.not_json[1:]), self.cluster_id)
@@ -914,6 +982,7 @@ class ColumnFetch:
                 max_pages=self.client.options.max_pages,
                 on_repeat="fail",
                 expected=self.size,
+                ceiling=lambda: self.client.page_ceiling,
             )
         except NoProgress as exc:
             raise ApiError(

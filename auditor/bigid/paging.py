@@ -17,6 +17,10 @@ reference §9 items 13-16):
   ``skip``) ends the listing. A total that turns out wrong (more records than announced) is ignored
   from then on and recorded as a mismatch.
 * Without a total, a page shorter than the page size ends the listing.
+* A page that timed out (``fetch`` raises :class:`PageTooSlow`) is asked for again at the same
+  ``skip`` with half the ``limit`` (reference §9 item 17), down to :data:`MIN_PAGE_SIZE`; the
+  smaller size holds for the rest of the listing. ``fetch`` raises it only while the limit can
+  still shrink; at the floor a timeout is retried and fails like any other.
 * A page that adds nothing new *and* repeats the previous page means the server ignores ``skip``:
   ``on_repeat="stop"`` ends the listing (clusters: the records are all there), ``"fail"`` raises
   :class:`NoProgress` (columns: we cannot know what we missed). Several pages in a row that add
@@ -36,6 +40,7 @@ MAX_STALE_PAGES = 100  # pages in a row that add nothing new before we call it a
 # several rows; a legitimate stream may repeat a single row back to back, so one-row pages get slack.
 SAME_PAGE_LIMIT = 1
 SAME_PAGE_LIMIT_SINGLE_ROW = 5
+MIN_PAGE_SIZE = 50  # a page that times out is halved, down to this many rows
 
 
 @dataclass
@@ -61,11 +66,28 @@ class PagingStats:
     shapes: set[str] = field(default_factory=set)
     stopped_on_repeat: bool = False
     empty_reasked: int = 0  # empty pages before the total, asked for once more
+    shrunk: int = 0  # pages that timed out and were asked for again with half the limit
+    limit: int | None = None  # the page size asked for last
     ended_short: bool = False  # ended on such a page, empty again: fewer records than announced
 
     @property
     def total_mismatch(self) -> bool:
         return self.total is not None and self.total != self.fetched
+
+
+class PageTooSlow(Exception):
+    """A page took too long (a read timeout, an answer still arriving at its deadline, or HTTP 504
+    from a gateway in front of the tenant): ask for fewer rows. Raised by a ``fetch`` whose limit
+    is above :data:`MIN_PAGE_SIZE`, on the first such attempt, instead of retrying it as it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def shrink(limit: int) -> int:
+    """The page size to ask for after a page of ``limit`` rows timed out."""
+    return max(MIN_PAGE_SIZE, limit // 2)
 
 
 class NoProgress(Exception):
@@ -81,10 +103,13 @@ def paginate(
     max_pages: int = 10_000,
     on_repeat: Literal["stop", "fail"] = "fail",
     expected: int | None = None,
+    ceiling: Callable[[], int | None] | None = None,
 ) -> Iterator[list[T]]:
     """Yield the new records of each page (pages that add nothing new are not yielded).
 
     ``expected`` is an independent announcement of the number of records (a cluster's ``size``).
+    ``ceiling``, asked before each page, may lower the limit: a page size that other listings of
+    the same tenant found too slow (see :class:`PageTooSlow`).
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
@@ -98,7 +123,21 @@ def paginate(
     while True:
         if stats.pages >= max_pages:
             raise NoProgress(f"gave up after {max_pages} pages (the page cap) at skip={skip}")
-        page = fetch(skip, limit)
+        lower = ceiling() if ceiling is not None else None
+        if lower is not None and lower < limit:
+            limit = lower
+            page_size = min(page_size, limit)
+        stats.limit = limit
+        try:
+            page = fetch(skip, limit)
+        except PageTooSlow:
+            if shrink(limit) == limit:  # a fetch must not raise it at the floor; never loop on it
+                raise
+            stats.requests += 1
+            stats.shrunk += 1
+            limit = shrink(limit)
+            page_size = min(page_size, limit)
+            continue
         stats.pages += 1
         stats.requests += 1
         if page.shape:

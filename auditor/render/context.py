@@ -123,6 +123,10 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
     ):
         if count(key):
             notes.append(f"{count(key):,} {sentence}")
+    if shrunk := count("pages_shrunk"):
+        smallest = details.get("page_size_shrunk_to")
+        down = f", down to {smallest:,} columns per page" if isinstance(smallest, int) else ""
+        notes.append(f"{shrunk:,} pages that timed out asked for again with half as many columns{down}")
     for kind, what in (("size", "size"), ("total", "totalCount")):
         if mismatched := mismatch_count(details, kind):
             notes.append(f"{mismatched:,} clusters whose {what} differs from the columns fetched")

@@ -1,0 +1,166 @@
+"""Pages too large for the tenant to serve in time are asked for again with fewer rows (reference
+§9 item 17): a read timeout, an answer still arriving at its deadline, or a gateway's 504 halves the
+page, down to ``MIN_PAGE_SIZE``, for the rest of the snapshot; the run records it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
+from auditor.bigid.paging import MIN_PAGE_SIZE, PageTooSlow, PagingStats, RawPage, paginate
+from auditor.errors import ApiError
+from auditor.render.context import fetch_notes
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+
+from .conftest import Reply, Request
+from .test_bigid_snapshot_unit import make_tenant, stored
+
+MODES = pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+
+
+def slow_above(handler, rows: int, *, how: str):
+    """``handler``, except that column pages asking for more than ``rows`` rows come too late."""
+
+    def slow(request: Request) -> Reply:
+        reply = handler(request)
+        if request.path == COLUMNS_PATH and int(request.query["limit"]) > rows:
+            if how == "504":
+                return Reply(504, b"<html><body><h1>504 Gateway Time-out</h1></body></html>")
+            if how == "trickle":
+                return Reply(200, b'{"results": [], "totalCount": 0}' + b" " * 64, trickle=0.05)
+            reply.delay = 1.0  # past the read timeout
+        return reply
+
+    return slow
+
+
+@MODES
+@pytest.mark.parametrize("how", ["read-timeout", "504", "trickle"])
+def test_a_page_that_times_out_is_halved_and_the_snapshot_is_complete(
+    loopback, make_client, tmp_path, processes, how
+):
+    sizes = {"a": 230, "b": 130}
+    handler, _clusters, columns = make_tenant(sizes)
+    loopback.reset(slow_above(handler, 100, how=how))
+    client = make_client(loopback.url, page_size=400, read_timeout=0.3, answer_timeout=0.5)
+    engine = open_database(tmp_path / "s.db")
+    run = take_snapshot(engine, client, workers=1, processes=processes)
+    assert run.status == "complete"
+    cols, _ = stored(engine, run.id)
+    assert cols == {(cid, raw["fullyQualifiedName"]): raw for cid, rows in columns.items() for raw in rows}
+    limits: dict[str, list[int]] = {"a": [], "b": []}
+    for request in loopback.seen:
+        if request.path == COLUMNS_PATH:
+            limits[request.query["clusterId"]].append(int(request.query["limit"]))
+    # Each listing halves 400 -> 200 -> 100 on timeouts, or starts lower when the other listing
+    # already found the smaller size (the two run side by side); then 100 columns at a time.
+    slow = 0
+    for cluster_id, pages in (("a", 3), ("b", 2)):
+        asked = limits[cluster_id]
+        assert asked[-pages:] == [100] * pages and asked[:-pages] in ([], [200], [400], [400, 200]), asked
+        slow += len(asked) - pages
+    assert 2 <= slow <= 4
+    assert run.details["pages_shrunk"] == slow == run.retries
+    assert run.details["page_size_shrunk_to"] == 100
+    assert run.requests == len(loopback.seen)
+    note = (
+        f"{slow} pages that timed out asked for again with half as many columns, down to 100 columns per page"
+    )
+    assert note in fetch_notes(run.details)
+
+
+def test_at_the_floor_a_timeout_is_retried_and_fails_the_cluster_as_before(loopback, make_client, tmp_path):
+    handler, _clusters, _columns = make_tenant({"a": 10})
+    loopback.reset(slow_above(handler, 0, how="read-timeout"))  # every page is too slow
+    client = make_client(loopback.url, page_size=200, read_timeout=0.2, max_retries=1)
+    engine = open_database(tmp_path / "s.db")
+    with pytest.raises(ApiError, match=r"timed out waiting for the answer \(read timeout 0.2 s\)"):
+        take_snapshot(engine, client, workers=1, processes=0, max_failed_clusters=0)
+    limits = [int(r.query["limit"]) for r in loopback.seen if r.path == COLUMNS_PATH]
+    assert limits == [200, 100, MIN_PAGE_SIZE, MIN_PAGE_SIZE]  # halved twice, then retried once
+
+
+def test_the_cluster_listing_is_not_shrunk(loopback, make_client):
+    # Clusters are few and small: a timeout there is retried as it is.
+    calls: list[int] = []
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            calls.append(int(request.query["limit"]))
+            return Reply(200, [], delay=0.5 if len(calls) == 1 else 0)
+        return Reply(404, {})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, page_size=400, read_timeout=0.2)
+    assert client.list_clusters() == []
+    assert calls == [400, 400]
+
+
+def test_paginate_halves_the_limit_and_a_short_page_still_ends_the_listing():
+    rows = list(range(175))
+    asked: list[tuple[int, int]] = []
+
+    def fetch(skip: int, limit: int) -> RawPage[int]:
+        asked.append((skip, limit))
+        if limit > 70:
+            raise PageTooSlow("timed out")
+        return RawPage(rows[skip : skip + limit])  # no total: a short page is the end
+
+    stats = PagingStats()
+    got = [row for page in paginate(fetch, limit=250, key=lambda r: r, stats=stats) for row in page]
+    assert got == rows
+    assert asked == [(0, 250), (0, 125), (0, 62), (62, 62), (124, 62)]
+    assert (stats.shrunk, stats.pages, stats.requests, stats.limit) == (2, 3, 5, 62)
+
+
+def test_paginate_refuses_to_loop_on_a_fetch_that_raises_at_the_floor():
+    def fetch(skip: int, limit: int) -> RawPage[int]:
+        raise PageTooSlow("timed out")
+
+    with pytest.raises(PageTooSlow):
+        list(paginate(fetch, limit=MIN_PAGE_SIZE, key=lambda r: r, stats=PagingStats()))
+
+
+def test_a_slow_page_costs_one_timeout_not_the_whole_retry_budget(loopback, make_client, tmp_path):
+    handler, _clusters, _columns = make_tenant({"a": 120})
+    loopback.reset(slow_above(handler, 100, how="read-timeout"))
+    client = make_client(loopback.url, page_size=200, read_timeout=0.3, max_retries=5)
+    engine = open_database(tmp_path / "s.db")
+    started = time.monotonic()
+    run = take_snapshot(engine, client, workers=1, processes=0)
+    assert run.status == "complete" and run.columns_stored == 120
+    assert time.monotonic() - started < 2.5  # one 0.3 s timeout, not six
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 700),
+    limit=st.integers(MIN_PAGE_SIZE, 600),
+    too_slow_above=st.integers(MIN_PAGE_SIZE, 600),
+    cap=st.one_of(st.none(), st.integers(MIN_PAGE_SIZE, 600)),
+    total=st.sampled_from(["right", "missing", "over", "under"]),
+)
+def test_halved_pages_lose_no_row_and_store_none_twice(n, limit, too_slow_above, cap, total):
+    rows = list(range(n))
+    announced = {"right": n, "missing": None, "over": n + 7, "under": max(0, n - 7)}[total]
+
+    def fetch(skip: int, asked: int) -> RawPage[int]:
+        if asked > too_slow_above:
+            raise PageTooSlow("timed out")
+        served = asked if cap is None else min(asked, cap)
+        return RawPage(rows[skip : skip + served], announced)
+
+    stats = PagingStats()
+    got = [row for page in paginate(fetch, limit=limit, key=lambda r: r, stats=stats) for row in page]
+    assert got == rows
+    assert stats.limit is not None and stats.limit <= max(too_slow_above, MIN_PAGE_SIZE)
+    halvings = 0
+    size = limit
+    while size > too_slow_above:
+        size, halvings = max(MIN_PAGE_SIZE, size // 2), halvings + 1
+    assert stats.shrunk == halvings and stats.limit == size

@@ -10,6 +10,7 @@ hold any of the keys below under a ``[auditor]`` table (or at top level)::
     auth_scheme = "auto"
     workers = 4
     max_failed_clusters = 10               # clusters that may fail before a snapshot stops
+    max_minutes = 90                       # a snapshot not finished by then stops (default: no limit)
     ca_bundle = "/etc/ssl/private-ca.pem"
 
     [auditor.sandbox]      # the built-in sandbox `auditor run` uses when no url is set
@@ -47,6 +48,7 @@ KNOWN_KEYS = {
     "workers",
     "processes",
     "max_failed_clusters",
+    "max_minutes",
     "ca_bundle",
     "insecure",
     "connect_timeout",
@@ -136,6 +138,7 @@ _KINDS = {
     "connect_timeout": NUMBER,
     "read_timeout": NUMBER,
     "max_answer_mib": NUMBER,
+    "max_minutes": NUMBER,
     "rules": TEXTS,
     "email_to": TEXTS,
 }

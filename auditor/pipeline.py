@@ -74,6 +74,7 @@ def run_job(
     workers: int = 4,
     processes: int | None = None,
     max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
+    max_seconds: float | None = None,
     progress: Progress | None = None,
     baseline: str | int | None = "previous",
     fail_on: str | None = None,
@@ -97,6 +98,7 @@ def run_job(
         processes=processes,
         progress=progress,
         max_failed_clusters=max_failed_clusters,
+        max_seconds=max_seconds,
     )
     check, bundle, written = check_and_report(
         engine,

@@ -77,6 +77,10 @@ class _Cancelled(Exception):
     """A worker noticed that the snapshot (or its cluster) is being abandoned."""
 
 
+class _Expired(Exception):
+    """The snapshot's time limit (``max_seconds``) passed while clusters were being fetched."""
+
+
 class _TooManyFailures(Exception):
     """More clusters failed than ``max_failed_clusters`` allows: the snapshot stops."""
 
@@ -100,6 +104,7 @@ def take_snapshot(
     progress: Progress | None = None,
     processes: int | None = None,
     max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
+    max_seconds: float | None = None,
 ) -> RunInfo:
     """Fetch everything into a new run and return it (``complete``), or raise (run ``failed``).
 
@@ -113,7 +118,14 @@ def take_snapshot(
     None means :func:`default_processes`, but only for a tenant whose clusters announce at least
     :data:`POOL_MIN_COLUMNS` columns (or do not say): starting the pool costs more than it saves on
     a small one. ``runs.details.processes`` records what was used.
+
+    ``max_seconds``: the whole fetch's time limit (reference §9 item 6, a run deadline). When it
+    passes, the requests in flight are cancelled, the clusters fetched in full stay in the run,
+    the run ends ``failed`` and :class:`PartialSnapshotError` says so (``details.deadline_seconds``
+    records the limit). ``None``: no limit.
     """
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError("max_seconds must be more than 0")
     if workers < 1:
         raise ValueError("workers must be at least 1")
     if processes is not None and processes < 0:
@@ -136,6 +148,19 @@ def take_snapshot(
     failures: list[tuple[str, str]] = []  # (cluster id, reason) of the clusters that failed
     totals = RunTotals()
     pool: ProcessPoolExecutor | None = None
+    clusters: list[tuple[Any, dict[str, Any]]] | None = None
+    expired = threading.Event()
+    timer: threading.Timer | None = None
+    if max_seconds is not None:
+        details["deadline_seconds"] = max_seconds
+
+        def expire() -> None:
+            expired.set()  # first: whatever the cancelled requests raise is read as the deadline
+            client.cancel()
+
+        timer = threading.Timer(max_seconds, expire)
+        timer.daemon = True
+        timer.start()
     try:
         if processes:
             pool = start_decoders(processes)  # they start while the clusters are listed
@@ -158,9 +183,20 @@ def take_snapshot(
         progress.start(len(clusters))
         offload = PageOffload(pool, column_rows, _row_key) if pool is not None else None
         _fetch_columns(
-            client, writer, clusters, workers, progress, details, offload, max_failed_clusters, failures
+            client,
+            writer,
+            clusters,
+            workers,
+            progress,
+            details,
+            offload,
+            max_failed_clusters,
+            failures,
+            expired,
         )
     except BaseException as exc:
+        if timer is not None:
+            timer.cancel()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         # The traceback's frames may hold the cursor of a write that was interrupted mid-flush
@@ -169,7 +205,17 @@ def take_snapshot(
         traceback.clear_frames(exc.__traceback__)
         gc.collect()  # the cursor may sit in a reference cycle too
         tripped = isinstance(exc, _TooManyFailures)
-        reason = _partial_reason(failures, len(clusters), max_failed_clusters) if tripped else _reason(exc)
+        late = expired.is_set() and not isinstance(exc, KeyboardInterrupt | StoreError)
+        total = len(clusters) if clusters is not None else None
+        if late:
+            client.resume()
+            assert max_seconds is not None
+            reason = _deadline_reason(max_seconds, writer.clusters_stored, total)
+        elif tripped:
+            assert total is not None
+            reason = _partial_reason(failures, total, max_failed_clusters)
+        else:
+            reason = _reason(exc)
         _fill_totals(totals, client, details)
         # A run holds whole clusters or none of a cluster, however it ends: the clusters cut short
         # in flight keep none of their columns (they stay ``fetching``).
@@ -179,9 +225,15 @@ def take_snapshot(
         except StoreError as store_exc:  # the original error matters more; say both in the log
             log.error("could not mark run %s failed: %s", writer.run_id, store_exc)
         progress.close()
+        if late:
+            raise _deadline_error(writer, failures, total, max_seconds) from None
         if tripped:
-            raise _partial_error(writer, failures, len(clusters), max_failed_clusters) from None
+            assert total is not None
+            raise _partial_error(writer, failures, total, max_failed_clusters) from None
         raise
+    if timer is not None:
+        timer.cancel()
+        client.resume()  # in case the limit passed as the last cluster arrived: nothing was cut short
     if pool is not None:
         pool.shutdown(wait=True)
     _fill_totals(totals, client, details)
@@ -256,8 +308,12 @@ def _fetch_columns(
     offload: PageOffload | None = None,
     max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
     failures: list[tuple[str, str]] | None = None,
+    expired: threading.Event | None = None,
 ) -> None:
     """Run the worker pool and write what it hands over, on this thread.
+
+    ``expired`` set (the snapshot's time limit passed) raises :class:`_Expired` within half a
+    second, before anything a cancelled request handed over is read as a cluster's failure.
 
     A cluster that fails (:func:`cluster_scoped`) is recorded failed and appended to ``failures``;
     its worker stops and anything it still hands over is ignored. More than ``max_failed_clusters``
@@ -341,7 +397,11 @@ def _fetch_columns(
             try:
                 kind, cluster_id, payload = pages.get(timeout=0.5)
             except queue.Empty:
+                if expired is not None and expired.is_set():
+                    raise _Expired from None
                 continue
+            if expired is not None and expired.is_set():
+                raise _Expired
             if cluster_id in abandoned:  # what a failed cluster's worker handed over before it stopped
                 continue
             if kind == "page":
@@ -477,6 +537,39 @@ def _partial_reason(failures: list[tuple[str, str]], total: int, tripped_at: int
     else:
         head = f"{len(failures)} of {total} clusters could not be fetched"
     return secrets.scrub(f"{head}: {named}")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def _deadline_reason(max_seconds: float, stored: int, total: int | None) -> str:
+    """The run's error when the snapshot's time limit passed."""
+    limit = _minutes(max_seconds)
+    if total is None:
+        return f"did not finish within {limit} (--max-minutes): the clusters were still being listed"
+    return (
+        f"did not finish within {limit} (--max-minutes): {stored} of {total} clusters were "
+        "stored, the others were not fetched in full"
+    )
+
+
+def _deadline_error(
+    writer: SnapshotWriter, failures: list[tuple[str, str]], total: int | None, max_seconds: float
+) -> PartialSnapshotError:
+    """What a snapshot cut short by its time limit raises."""
+    run_id = writer.run_id
+    return PartialSnapshotError(
+        f"run {run_id} is not complete: the snapshot "
+        + _deadline_reason(max_seconds, writer.clusters_stored, total),
+        hint=(
+            f"auditor check --run {run_id} --allow-incomplete evaluates what was stored; raise --max-minutes "
+            "(or narrow the snapshot with --filter) and run it again"
+        ),
+        run_id=run_id,
+        failed=failures,
+        problems=[f"{cluster_id}: {error}" for cluster_id, error in failures[:MAX_FAILURE_PROBLEMS]],
+    )
 
 
 def _partial_error(

@@ -184,6 +184,28 @@ def _max_failed_clusters(settings: Settings, flag: int | None) -> int:
     return value
 
 
+def max_minutes_option(func: F) -> F:
+    """``--max-minutes M``, shared by ``auditor snapshot`` and ``auditor run``."""
+    return click.option(
+        "--max-minutes",
+        default=None,
+        type=click.FloatRange(0, min_open=True),
+        metavar="M",
+        help="Stop the snapshot if it has not finished after M minutes (the run is then not complete) "
+        "[no limit].",
+    )(func)
+
+
+def _max_seconds(settings: Settings, flag: float | None) -> float | None:
+    """``--max-minutes``, else ``max_minutes`` in the config, in seconds; ``None``: no limit."""
+    value = settings.value(flag, None, "max_minutes")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise ConfigError(f"setting max_minutes must be a number of minutes above 0, not {value!r}")
+    return float(value) * 60
+
+
 @click.command("snapshot")
 @api_options
 @click.option(
@@ -192,6 +214,7 @@ def _max_failed_clusters(settings: Settings, flag: int | None) -> int:
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
 @processes_option
 @max_failed_option
+@max_minutes_option
 @db_option
 @pass_settings
 def snapshot_command(
@@ -201,6 +224,7 @@ def snapshot_command(
     workers: int | None,
     processes: int | None,
     max_failed_clusters: int | None,
+    max_minutes: float | None,
     db: str | None,
     **api: Any,
 ) -> None:
@@ -210,13 +234,15 @@ def snapshot_command(
     reason) and the command exits 3. A cluster whose columns cannot be fetched (404, 5xx after the
     retries, a timeout, an invalid record) is recorded and the others are fetched all the same,
     until more than --max-failed-clusters have failed; a refused key, the clusters listing or the
-    database failing stops at once.
+    database failing stops at once, and so does --max-minutes passing (the clusters fetched in full
+    are kept).
     """
     from auditor.progress import Progress
     from auditor.snapshot import take_snapshot
 
     count = _workers(settings, workers)
     limit = _max_failed_clusters(settings, max_failed_clusters)
+    max_seconds = _max_seconds(settings, max_minutes)
     client = client_from_settings(settings, workers=count, **api)
     engine = settings.engine(db)
     progress = Progress(enabled=False if settings.quiet else None)
@@ -229,6 +255,7 @@ def snapshot_command(
             progress=progress,
             processes=_processes(settings, processes),
             max_failed_clusters=limit,
+            max_seconds=max_seconds,
         )
     click.echo(str(run.id))
     seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0.0

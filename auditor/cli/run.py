@@ -11,11 +11,13 @@ from auditor.cli.check import SEVERITIES
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.cli.fetch import (
     _max_failed_clusters,
+    _max_seconds,
     _processes,
     _workers,
     api_options,
     client_from_settings,
     max_failed_option,
+    max_minutes_option,
     processes_option,
 )
 from auditor.config import ENV_EMAIL_FROM
@@ -45,6 +47,7 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
 @processes_option
 @max_failed_option
+@max_minutes_option
 @click.option(
     "--rules", multiple=True, type=click.Path(), metavar="PATH", help="Rule file or folder (repeatable)."
 )
@@ -88,6 +91,7 @@ def run_command(
     workers: int | None,
     processes: int | None,
     max_failed_clusters: int | None,
+    max_minutes: float | None,
     rules: tuple[str, ...],
     waivers: str | None,
     baseline: str,
@@ -140,6 +144,7 @@ def run_command(
     engine = settings.engine(db)
     count = _workers(settings, workers)
     limit = _max_failed_clusters(settings, max_failed_clusters)
+    max_seconds = _max_seconds(settings, max_minutes)
     with contextlib.ExitStack() as stack:
         if settings.bigid_url(api.get("url")):
             client = stack.enter_context(client_from_settings(settings, workers=count, **api))
@@ -161,6 +166,7 @@ def run_command(
             cluster_filter=cluster_filter,
             workers=count,
             max_failed_clusters=limit,
+            max_seconds=max_seconds,
             processes=_processes(settings, processes),
             progress=Progress(enabled=False if settings.quiet else None),
             baseline=baseline,

@@ -1,0 +1,120 @@
+"""``--max-minutes`` (``take_snapshot(max_seconds=…)``, reference §9 item 6): a snapshot that has
+not finished in time stops, keeps the clusters fetched in full, ends ``failed`` and says why; the
+command exits 3 without a traceback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
+from auditor.errors import PartialSnapshotError
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+from auditor.store.runs import list_runs
+from auditor.store.schema import run_clusters
+
+from .conftest import Reply, Request
+from .test_bigid_snapshot_unit import make_tenant, stored
+
+
+def slow_cluster(handler, cluster_id: str, delay: float):
+    def slow(request: Request) -> Reply:
+        reply = handler(request)
+        if request.path == COLUMNS_PATH and request.query["clusterId"] == cluster_id:
+            reply.delay = delay
+        return reply
+
+    return slow
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+def test_a_snapshot_past_its_time_limit_keeps_what_was_fetched_and_fails(
+    loopback, make_client, tmp_path, processes
+):
+    handler, _clusters, columns = make_tenant({"a": 5, "slow": 5, "c": 5})
+    loopback.reset(slow_cluster(handler, "slow", 2.0))
+    engine = open_database(tmp_path / "s.db")
+    client = make_client(loopback.url, read_timeout=10)
+    started = time.monotonic()
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, client, workers=2, processes=processes, max_seconds=0.6)
+    assert time.monotonic() - started < 4  # the request in flight is waited for, nothing more
+    (run,) = list_runs(engine)
+    reason = (
+        "did not finish within 0.6 s (--max-minutes): 2 of 3 clusters were stored, the others were not "
+        "fetched in full"
+    )
+    assert caught.value.message == f"run {run.id} is not complete: the snapshot {reason}"
+    assert caught.value.hint.startswith(f"auditor check --run {run.id} --allow-incomplete evaluates")
+    assert caught.value.exit_code == 3
+    assert (run.status, run.error, run.clusters_stored) == ("failed", reason, 2)
+    assert run.details["deadline_seconds"] == 0.6
+    cols, _ = stored(engine, run.id)
+    assert set(cols) == {(cid, raw["fullyQualifiedName"]) for cid in ("a", "c") for raw in columns[cid]}
+    with engine.connect() as connection:
+        statuses = dict(
+            connection.execute(
+                select(run_clusters.c.cluster_id, run_clusters.c.fetch_status).where(
+                    run_clusters.c.run_id == run.id
+                )
+            ).all()
+        )
+    assert statuses == {"a": "complete", "slow": "fetching", "c": "complete"}
+
+
+def test_a_time_limit_that_passes_while_clusters_are_listed(loopback, make_client, tmp_path):
+    listing = [{"id": f"k{i}", "name": f"k{i}", "size": 0} for i in range(3)]
+
+    def handler(request: Request) -> Reply:
+        skip = int(request.query["skip"])
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, listing[skip : skip + 1], delay=0.5)  # one cluster per page, slowly
+        return Reply(200, {"results": [], "totalCount": 0})
+
+    loopback.reset(handler)
+    engine = open_database(tmp_path / "s.db")
+    client = make_client(loopback.url, page_size=1)
+    with pytest.raises(PartialSnapshotError, match="the clusters were still being listed"):
+        take_snapshot(engine, client, workers=1, processes=0, max_seconds=0.3)
+    (run,) = list_runs(engine)
+    assert run.status == "failed"
+    assert run.error == "did not finish within 0.3 s (--max-minutes): the clusters were still being listed"
+
+
+def test_a_snapshot_that_finishes_in_time_is_complete(loopback, make_client, tmp_path):
+    handler, _clusters, _columns = make_tenant({"a": 5, "b": 3})
+    loopback.reset(handler)
+    engine = open_database(tmp_path / "s.db")
+    client = make_client(loopback.url)
+    run = take_snapshot(engine, client, workers=2, processes=0, max_seconds=30)
+    assert run.status == "complete" and run.columns_stored == 8
+    assert run.details["deadline_seconds"] == 30
+    assert not client._closing.is_set()  # the limit's timer left the client usable
+
+
+def test_the_cli_option_and_the_config_key(sandbox, run_cli, tmp_db, tmp_path, monkeypatch):
+    server = sandbox(clusters=3, columns=60, latency=0.4)
+    env = {"BIGID_URL": server.url, "BIGID_TOKEN": server.key}
+    result = run_cli("snapshot", "--db", tmp_db, "--page-size", "5", "--max-minutes", "0.01", env=env)
+    assert result.exit_code == 3, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert "error: run 1 is not complete: the snapshot did not finish within 0.6 s (--max-minutes)" in (
+        result.stderr
+    )
+    assert "raise --max-minutes" in result.stderr
+    monkeypatch.chdir(tmp_path)
+    Path("auditor.toml").write_text('max_minutes = "soon"\n')
+    bad = run_cli("snapshot", "--db", tmp_db, env=env)
+    assert bad.exit_code == 2
+    assert "max_minutes" in bad.stderr
+    Path("auditor.toml").write_text("max_minutes = 5\n")
+    fine = run_cli("--quiet", "snapshot", "--db", tmp_db, "--page-size", "50", env=env)
+    assert fine.exit_code == 0, fine.stderr
+    assert list_runs(open_database(tmp_db))[-1].details["deadline_seconds"] == 300
+    zero = run_cli("snapshot", "--db", tmp_db, "--max-minutes", "0", env=env)
+    assert zero.exit_code == 2

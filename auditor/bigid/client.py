@@ -681,7 +681,11 @@ class BigIDClient:
                     # Large reads, not ``response.content``'s 10 KB chunks (each a GIL hand-off
                     # among the worker threads: a third of a snapshot's CPU), bounded in total time.
                     # Reading to the end returns the connection to the pool.
-                    content = _read_body(response, t0 + self._answer_timeout, self.options.max_answer_bytes)
+                    content = _read_body(
+                        response, t0 + self._answer_timeout, self.options.max_answer_bytes, self._closing
+                    )
+            except _AnswerCancelled:
+                raise NetworkError(f"GET {path}: cancelled") from None
             except _AnswerTooLarge:
                 self._count(retry=False)
                 raise self._too_large(path) from None
@@ -1100,13 +1104,21 @@ class _AnswerTooSlow(requests.exceptions.ReadTimeout):
     """The body was still arriving at its deadline (bytes trickling in defeat the read timeout)."""
 
 
+class _AnswerCancelled(Exception):
+    """The client was cancelled (the snapshot is stopping) while an answer was arriving."""
+
+
 class _AnswerTooLarge(Exception):
     """The body, decoded, is larger than the client holds for one answer."""
 
 
-def _read_body(response: requests.Response, deadline: float, limit: int) -> bytes:
+def _read_body(
+    response: requests.Response, deadline: float, limit: int, cancelled: threading.Event | None = None
+) -> bytes:
     """The whole (decoded) body of a streamed response, complete by ``deadline`` (monotonic), and
     no larger than ``limit`` bytes (raises :class:`_AnswerTooLarge`, the connection closed).
+    ``cancelled`` set between two pieces stops the read (:class:`_AnswerCancelled`): a server
+    trickling an answer must not hold a stopping snapshot until the deadline.
 
     urllib3 (2.6 and later) decodes a compressed body a piece at a time, so a small gzip body that
     expands to gigabytes is stopped at ``limit`` with no more than a piece beyond it in memory.
@@ -1136,6 +1148,9 @@ def _read_body(response: requests.Response, deadline: float, limit: int) -> byte
             if time.monotonic() > deadline:
                 late = True
                 break
+            if cancelled is not None and cancelled.is_set():
+                response.close()
+                raise _AnswerCancelled()
     except u3.ReadTimeoutError as exc:  # the same translation requests applies in ``.content``
         response.close()
         raise requests.exceptions.ReadTimeout(str(exc)) from None

@@ -16,13 +16,12 @@ HTTP 200 (an authentication message becomes an auth failure), and an HTML gatewa
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from auditor.bigid.models import MAX_COUNT
+from auditor.bigid.models import coerce_count
 
 # Keys under which a list of records may sit, most specific first.
 _LIST_KEYS = ("results", "clusters", "columns", "items", "records")
@@ -145,24 +144,6 @@ def _total(container: dict[str, Any]) -> int | None:
     for key in _TOTAL_KEYS:
         if key in container:
             return coerce_count(container[key])
-    return None
-
-
-def coerce_count(value: Any) -> int | None:
-    """A count sent as a number or a numeric string, from 0 to :data:`MAX_COUNT`; anything else
-    (negative, fractional, astronomically large: no count of anything) means "not given"."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return value if 0 <= value <= MAX_COUNT else None
-    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_COUNT:
-        return int(value)
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-        return coerce_count(number) if math.isfinite(number) else None
     return None
 
 

@@ -12,6 +12,7 @@ These models are the wire format and nothing else: no HTTP, no storage.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import (
@@ -79,19 +80,22 @@ def _to_bool(value: Any) -> Any:
     return value
 
 
-def _to_int(value: Any) -> Any:
-    """Counts may arrive as strings ("20"), floats (20.0) or empty strings."""
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped == "":
-            return None
-        try:
-            return int(float(stripped)) if "." in stripped else int(stripped)
-        except ValueError:
-            return value
-    if isinstance(value, float) and value.is_integer():
+def coerce_count(value: Any) -> int | None:
+    """A count sent as a number or a numeric string, from 0 to :data:`MAX_COUNT`; anything else
+    (negative, fractional, astronomically large: no count of anything) means "not given"."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value <= MAX_COUNT else None
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_COUNT:
         return int(value)
-    return value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return coerce_count(number) if math.isfinite(number) else None
+    return None
 
 
 def _to_float(value: Any) -> Any:
@@ -107,11 +111,12 @@ def _to_float(value: Any) -> Any:
 
 
 def _to_list(value: Any) -> Any:
-    """``null`` and ``{}`` mean "no items"; a lone item becomes a one-item list."""
+    """``null`` and ``{}`` mean "no items", and a ``null`` item is no item; a lone item becomes a
+    one-item list."""
     if value is None or value == {}:
         return []
     if isinstance(value, list | tuple):
-        return list(value)
+        return [item for item in value if item is not None]
     return [value]
 
 
@@ -149,7 +154,9 @@ def _created_at(value: Any) -> Any:
 
 
 Bool = Annotated[bool | None, BeforeValidator(_to_bool)]
-Int = Annotated[Annotated[int, Field(ge=-MAX_COUNT, le=MAX_COUNT)] | None, BeforeValidator(_to_int)]
+# A count the API announces (a cluster's ``size``, like ``totalCount``): only a hint, so a value that
+# is no count of anything is "not given" rather than a reason to refuse the listing.
+Count = Annotated[int | None, BeforeValidator(coerce_count)]
 Float = Annotated[float | None, BeforeValidator(_to_float)]
 Str = Annotated[str | None, BeforeValidator(_to_str)]
 StrList = Annotated[list[str], BeforeValidator(_to_str_list)]
@@ -265,7 +272,7 @@ class Cluster(_Wire):
 
     id: str = Field(min_length=1, validation_alias=AliasChoices("id", "clusterId", "_id", "cluster_id"))
     name: Str = Field(default=None, validation_alias=AliasChoices("name", "clusterName", "cluster_name"))
-    size: Int = None
+    size: Count = None
     labels: StrList = Field(default_factory=list)
     severity: Str = None
     status: Str = None

@@ -146,6 +146,8 @@ def test_a_slow_page_costs_one_timeout_not_the_whole_retry_budget(loopback, make
     total=st.sampled_from(["right", "missing", "over", "under"]),
 )
 def test_halved_pages_lose_no_row_and_store_none_twice(n, limit, too_slow_above, cap, total):
+    if total == "missing":
+        cap = None  # a server capping pages without a total cannot be told from the end (as ever)
     rows = list(range(n))
     announced = {"right": n, "missing": None, "over": n + 7, "under": max(0, n - 7)}[total]
 

@@ -16,6 +16,18 @@ from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
 
 Catalog = list[tuple[dict[str, Any], list[dict[str, Any]]]]
 
+# The diff JSON's top-level keys, in their order (the contract in docs/diff.md).
+DIFF_KEYS = [
+    "from_run",
+    "to_run",
+    "summary",
+    "clusters",
+    "columns",
+    "findings",
+    "not_compared",
+    "scope_note",
+]
+
 
 def column(
     fqn: str,

@@ -9,6 +9,8 @@ import pytest
 from auditor.diff import compute_diff, resolve_pair
 from auditor.errors import ConfigError, RunNotUsableError
 
+from .conftest import DIFF_KEYS
+
 
 def diff_of(engine, write, before, after, **options):
     first = write(engine, before)
@@ -379,16 +381,7 @@ def test_the_json_has_exactly_the_contract_keys(kit, engine, write, base):
     after[0][1].append(after[1][1].pop(0))
     kit.find(after, "crm.public.users.id")["dataType"] = "text"
     data = diff_of(engine, write, base(), after).to_json()
-    assert list(data) == [
-        "from_run",
-        "to_run",
-        "summary",
-        "clusters",
-        "columns",
-        "findings",
-        "not_compared",
-        "scope_note",
-    ]
+    assert list(data) == DIFF_KEYS
     assert list(data["clusters"]) == ["added", "removed", "changed"]
     assert list(data["columns"]) == ["added", "removed", "changed", "moved"]
     assert list(data["findings"]) == ["new", "resolved", "open", "newly_waived", "waiver_expired"]

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from auditor.cli.diff import DiffFormat
 from auditor.cli.main import cli
 
+from .conftest import DIFF_KEYS
+
 
 @pytest.fixture
 def runner() -> CliRunner:
@@ -86,16 +88,7 @@ def test_json_is_the_contract(runner, two_runs):
     result = invoke(runner, "--db", db, "--format", "json", "--from", str(first), "--to", str(second))
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data) == [
-        "from_run",
-        "to_run",
-        "summary",
-        "clusters",
-        "columns",
-        "findings",
-        "not_compared",
-        "scope_note",
-    ]
+    assert list(data) == DIFF_KEYS
     assert data["scope_note"] is None  # both runs were taken alike
     assert (data["from_run"], data["to_run"]) == (first, second)
     assert data["clusters"]["changed"] == [

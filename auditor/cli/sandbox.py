@@ -92,6 +92,13 @@ def sandbox_group() -> None:
 @click.option(
     "--latency", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds added per request."
 )
+@click.option(
+    "--slow-pages-above",
+    default=None,
+    type=click.IntRange(1),
+    metavar="N",
+    help="Column pages asking for more than N rows get a gateway's 504 (too slow to build).",
+)
 @click.option("--max-page", default=None, type=click.IntRange(1), help="Cap rows per page below limit.")
 @click.option(
     "--throttle",

@@ -66,6 +66,8 @@ class SandboxConfig:
     gateway_rate: float = 0.0
     blank_rate: float = 0.0
     latency: float = 0.0
+    # column pages asking for more rows than this get a gateway's 504 (building them takes too long)
+    slow_pages_above: int | None = None
     max_page: int | None = None
     throttle: float = 0.0
     retry_after: int = 1
@@ -132,6 +134,14 @@ class SandboxConfig:
             problems.append("throttle must be below 1 so that a retried request eventually succeeds")
         if not isinstance(self.latency, int | float) or self.latency < 0:
             problems.append(f"latency must be a non-negative number of seconds, not {self.latency!r}")
+        if self.slow_pages_above is not None and (
+            not isinstance(self.slow_pages_above, int)
+            or isinstance(self.slow_pages_above, bool)
+            or self.slow_pages_above < 1
+        ):
+            problems.append(
+                f"slow_pages_above must be a positive integer or None, not {self.slow_pages_above!r}"
+            )
         if self.max_page is not None and (not isinstance(self.max_page, int) or self.max_page < 1):
             problems.append(f"max_page must be a positive integer or None, not {self.max_page!r}")
         bad = [s for s in self.fail_statuses if int(s) not in FAIL_STATUSES]

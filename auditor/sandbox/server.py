@@ -191,6 +191,8 @@ class SandboxApp:
             fault, response = injected
             return response, 0, fault
         query = {k: v[0] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
+        if path == SIMILAR_PATH and self._too_slow(query):
+            return Response(504, GATEWAY_TIMEOUT_PAGE, "text/html"), 0, "slow_page"
         try:
             response, rows = self._clusters(query) if path == CLUSTERS_PATH else self._similar(query)
         except BadRequest as exc:
@@ -334,6 +336,20 @@ class SandboxApp:
         return Response(200, orjson.dumps(payload), self.config.content_type), len(page)
 
     # -- GET /api/v1/data-catalog/column/cluster/similar -----------------------------------------
+
+    def _too_slow(self, query: dict[str, str]) -> bool:
+        """``slow_pages_above``: a page of more rows than that (or of every row) would take longer
+        to build than the gateway in front waits, so the gateway answers 504 every time."""
+        above = self.config.slow_pages_above
+        if above is None:
+            return False
+        if self._bool(query, "ignoreLimit"):
+            return True
+        try:
+            limit = self._int(query, "limit", DEFAULT_COLUMN_LIMIT)
+        except BadRequest:
+            return False  # answered as a bad request below
+        return limit is None or limit > above
 
     def _similar(self, query: dict[str, str]) -> tuple[Response, int]:
         cluster_id = query.get("clusterId")

@@ -166,3 +166,19 @@ def test_halved_pages_lose_no_row_and_store_none_twice(n, limit, too_slow_above,
     while size > too_slow_above:
         size, halvings = max(MIN_PAGE_SIZE, size // 2), halvings + 1
     assert stats.shrunk == halvings and stats.limit == size
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+def test_a_sandbox_whose_gateway_times_out_on_large_pages_is_snapshotted_exactly(
+    sandbox, tmp_db, make_client, processes
+):
+    from .test_bigid_sandbox import assert_exact
+
+    server = sandbox(clusters=6, columns=900, seed=5, slow_pages_above=120)
+    client = make_client(server.url, token=server.key, page_size=1000)
+    engine = open_database(tmp_db)
+    run = take_snapshot(engine, client, workers=2, processes=processes)
+    assert_exact(engine, run, server.dataset)
+    assert run.details["page_size_shrunk_to"] == 62  # 1000 -> 500 -> 250 -> 125 -> 62
+    assert run.details["pages_shrunk"] == run.retries == server.stats.count(status=504) >= 4
+    assert run.requests == server.stats.total

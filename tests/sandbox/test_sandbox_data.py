@@ -287,6 +287,8 @@ def test_bad_knobs_are_config_errors():
         SandboxConfig(auth="basic")
     with pytest.raises(ConfigError, match="envelope must be one of"):
         SandboxConfig(envelope="xml")
+    with pytest.raises(ConfigError, match="slow_pages_above must be a positive integer or None, not 0"):
+        SandboxConfig(slow_pages_above=0)
 
 
 def test_serving_a_page_deep_in_a_million_column_cluster_uses_little_memory():

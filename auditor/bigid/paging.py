@@ -67,7 +67,6 @@ class PagingStats:
     stopped_on_repeat: bool = False
     empty_reasked: int = 0  # empty pages before the total, asked for once more
     shrunk: int = 0  # pages that timed out and were asked for again with half the limit
-    limit: int | None = None  # the page size asked for last
     ended_short: bool = False  # ended on such a page, empty again: fewer records than announced
 
     @property
@@ -127,7 +126,6 @@ def paginate(
         if lower is not None and lower < limit:
             limit = lower
             page_size = min(page_size, limit)
-        stats.limit = limit
         try:
             page = fetch(skip, limit)
         except PageTooSlow:

@@ -39,7 +39,7 @@ import queue
 import signal
 import threading
 import traceback
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -164,7 +164,8 @@ def take_snapshot(
     try:
         if processes:
             pool = start_decoders(processes)  # they start while the clusters are listed
-        clusters = client.list_clusters(cluster_filter)
+        # A cluster record that does not fit the models, but has an id, fails that cluster alone.
+        clusters = client.list_clusters(cluster_filter, lenient=True)
         if processes is None:
             processes = _processes_for(clusters)
             if processes:
@@ -193,6 +194,7 @@ def take_snapshot(
             max_failed_clusters,
             failures,
             expired,
+            client.last_invalid_clusters,
         )
     except BaseException as exc:
         if timer is not None:
@@ -309,6 +311,7 @@ def _fetch_columns(
     max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
     failures: list[tuple[str, str]] | None = None,
     expired: threading.Event | None = None,
+    invalid: Mapping[str, ApiError] | None = None,
 ) -> None:
     """Run the worker pool and write what it hands over, on this thread.
 
@@ -318,6 +321,8 @@ def _fetch_columns(
     A cluster that fails (:func:`cluster_scoped`) is recorded failed and appended to ``failures``;
     its worker stops and anything it still hands over is ignored. More than ``max_failed_clusters``
     of them raise :class:`_TooManyFailures`; with 0, the first one's error is raised as it is.
+    The clusters in ``invalid`` (id → the error of a listed record that did not fit the models)
+    fail so before anything is fetched.
     """
     failures = [] if failures is None else failures
     abandoned: set[str] = set()  # failed clusters: their pages still queued are ignored
@@ -392,7 +397,10 @@ def _fetch_columns(
 
     try:
         for cluster, _ in clusters:
-            executor.submit(work, cluster.id, cluster.size)
+            if invalid and cluster.id in invalid:
+                cluster_failed(cluster.id, invalid[cluster.id])
+            else:
+                executor.submit(work, cluster.id, cluster.size)
         while remaining:
             try:
                 kind, cluster_id, payload = pages.get(timeout=0.5)

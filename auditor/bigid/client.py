@@ -324,6 +324,7 @@ class BigIDClient:
         self._answer_timeout = max(options.answer_timeout, options.read_timeout)
         self.cluster_id_param = options.cluster_id_param
         self.last_cluster_paging: PagingStats | None = None
+        self.last_invalid_clusters: dict[str, PayloadError] = {}  # see list_clusters(lenient=True)
         # Set when a page of columns timed out: later listings start at this size rather than time
         # out on their first page again (see :meth:`shrank_page`).
         self.page_ceiling: int | None = None
@@ -380,10 +381,17 @@ class BigIDClient:
 
     # -- clusters ------------------------------------------------------------------------------
 
-    def list_clusters(self, filter: str | None = None) -> list[ClusterRow]:
-        """Every cluster (de-duplicated by id) as ``(Cluster, raw dict)``, in the API's order."""
+    def list_clusters(self, filter: str | None = None, *, lenient: bool = False) -> list[ClusterRow]:
+        """Every cluster (de-duplicated by id) as ``(Cluster, raw dict)``, in the API's order.
+
+        A record that does not fit the models raises :class:`PayloadError`, unless ``lenient``
+        and it still has an id: it is then listed with that id alone (and the raw record), and its
+        error is in :attr:`last_invalid_clusters`, for the snapshot to record that cluster failed.
+        """
         stats = PagingStats()
         self.last_cluster_paging = stats
+        invalid: dict[str, PayloadError] | None = {} if lenient else None
+        self.last_invalid_clusters = invalid if invalid is not None else {}
 
         def fetch(skip: int, limit: int) -> RawPage[ClusterRow]:
             params: dict[str, Any] = {"limit": limit, "skip": skip}
@@ -391,7 +399,8 @@ class BigIDClient:
                 params["filter"] = filter
             body = self._request(CLUSTERS_PATH, params, filter=filter)
             envelope = self._unwrap(body, "clusters", CLUSTERS_PATH, None)
-            return RawPage(self._validate_clusters(envelope.rows, skip), envelope.total, envelope.shape)
+            rows = self._validate_clusters(envelope.rows, skip, invalid)
+            return RawPage(rows, envelope.total, envelope.shape)
 
         out: list[ClusterRow] = []
         try:
@@ -532,21 +541,31 @@ class BigIDClient:
             self.envelopes[kind].add(shape)
 
     @staticmethod
-    def _validate_clusters(rows: list[Any], skip: int) -> list[ClusterRow]:
+    def _validate_clusters(
+        rows: list[Any], skip: int, invalid: dict[str, PayloadError] | None = None
+    ) -> list[ClusterRow]:
+        """A page of cluster records validated; see :meth:`list_clusters` for ``invalid``."""
         try:
             models = parse_clusters(rows)
         except ValidationError as exc:
-            index, field_path, message = _first_error(exc)
-            raw = rows[index] if index is not None and index < len(rows) else None
-            ident = _field(raw, ("id", "clusterId", "_id", "cluster_id"))
-            label = f"cluster {skip + index}" if index is not None else "a cluster"
-            if ident is not None:
-                label += f" ({ident})"
-            raise PayloadError(
-                f"GET {CLUSTERS_PATH}: {label}: {field_path}: {message}",
-                hint="the payload does not fit the Cluster model; re-run with --verbose and report it",
-            ) from None
-        return list(zip(models, rows, strict=True))
+            if invalid is None:
+                raise _invalid_cluster(exc, rows, skip) from None
+        else:
+            return list(zip(models, rows, strict=True))
+        assert invalid is not None
+        out: list[ClusterRow] = []
+        for position, raw in enumerate(rows):  # one at a time, to tell the bad records apart
+            try:
+                (model,) = parse_clusters([raw])
+            except ValidationError as exc:
+                error = _invalid_cluster(exc, [raw], skip + position)
+                ident = _field(raw, CLUSTER_ID_NAMES)
+                if isinstance(ident, bool) or not isinstance(ident, str | int) or not str(ident).strip():
+                    raise error from None  # nothing to record it under
+                model = Cluster.model_construct(id=str(ident).strip())
+                invalid.setdefault(model.id, error)
+            out.append((model, raw))
+        return out
 
     @staticmethod
     def _validate_columns(rows: list[Any], cluster_id: str, skip: int) -> list[ColumnRow]:
@@ -1064,6 +1083,23 @@ def _decode_json(content: bytes) -> Any:
     body = parse_body(content)
     check_error_under_200(body)
     return body
+
+
+CLUSTER_ID_NAMES = ("id", "clusterId", "_id", "cluster_id")
+
+
+def _invalid_cluster(exc: ValidationError, rows: list[Any], skip: int) -> PayloadError:
+    """The error for a page of cluster records (at ``skip``) that does not fit the models."""
+    index, field_path, message = _first_error(exc)
+    raw = rows[index] if index is not None and index < len(rows) else None
+    ident = _field(raw, CLUSTER_ID_NAMES)
+    label = f"cluster {skip + index}" if index is not None else "a cluster"
+    if ident is not None:
+        label += f" ({ident})"
+    return PayloadError(
+        f"GET {CLUSTERS_PATH}: {label}: {field_path}: {message}",
+        hint="the payload does not fit the Cluster model; re-run with --verbose and report it",
+    )
 
 
 def _first_error(exc: ValidationError) -> tuple[int | None, str, str]:

@@ -10,7 +10,14 @@ import pytest
 from sqlalchemy import select
 
 from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
-from auditor.errors import ApiError, AuthError, NetworkError, NotFoundError, PayloadError
+from auditor.errors import (
+    ApiError,
+    AuthError,
+    NetworkError,
+    NotFoundError,
+    PartialSnapshotError,
+    PayloadError,
+)
 from auditor.progress import Progress
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
@@ -279,3 +286,63 @@ def test_progress_line_format():
     assert "\rsnapshot: clusters 1/3, columns 1,500, " in stream.getvalue()
     assert stream.getvalue().endswith(" columns/s\n")
     assert not Progress(stream=io.StringIO()).enabled  # not a terminal: silent
+
+
+def _odd_listing(records):
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, records if request.query["skip"] == "0" else [])
+        cid = request.query["clusterId"]
+        rows = [{"fullyQualifiedName": f"{cid}.db.t.c{i}"} for i in range(2)]
+        return Reply(200, {"results": rows[int(request.query["skip"]) :], "totalCount": 2})
+
+    return handler
+
+
+ODD = [{"id": "k1", "size": 2}, {"id": "k2", "size": 2, "status": {"state": "archived"}}, {"id": "k3"}]
+
+
+@MODES
+def test_a_listed_cluster_that_does_not_fit_the_models_fails_alone(loopback, make_client, engine, processes):
+    """One odd cluster record (an object where BigID sends a status string) refused the whole
+    listing, so nothing of the tenant was stored; it now fails that cluster, as a cluster whose
+    columns cannot be fetched does, and the others are stored."""
+    loopback.reset(_odd_listing(ODD))
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=2, processes=processes)
+    error = f"PayloadError: GET {CLUSTERS_PATH}: cluster 1 (k2): status: Input should be a valid string"
+    assert (
+        caught.value.message
+        == "run 1 is not complete: 1 of 3 clusters could not be fetched (the other 2 were stored)"
+    )
+    assert caught.value.problems == [f"k2: {error}"]
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.details["failed_clusters"] == [{"cluster_id": "k2", "error": error}]
+    cols, clusters = stored(engine, run.id)
+    assert sorted(cols) == [(c, f"{c}.db.t.c{i}") for c in ("k1", "k3") for i in range(2)]
+    assert clusters["k2"].fetch_status == "failed" and clusters["k2"].raw == ODD[1]  # kept as sent
+    asked = {r.query.get("clusterId") for r in loopback.seen if r.path == COLUMNS_PATH}
+    assert asked == {"k1", "k3"}
+
+
+def test_with_no_failed_cluster_allowed_an_odd_record_stops_the_snapshot_as_before(
+    loopback, make_client, engine
+):
+    loopback.reset(_odd_listing(ODD))
+    with pytest.raises(PayloadError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0, max_failed_clusters=0)
+    assert (
+        caught.value.message == f"GET {CLUSTERS_PATH}: cluster 1 (k2): status: Input should be a valid string"
+    )
+    (run,) = list_runs(engine)
+    assert run.status == "failed"
+
+
+def test_a_listed_cluster_without_an_id_still_stops_the_snapshot(loopback, make_client, engine):
+    loopback.reset(_odd_listing([{"id": "k1"}, {"name": "no id", "size": 3}]))
+    with pytest.raises(PayloadError, match=r"cluster 1: id: Field required"):
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    client = make_client(loopback.url)
+    loopback.reset(_odd_listing(ODD))
+    with pytest.raises(PayloadError, match=r"cluster 1 \(k2\): status"):  # listing alone: strict
+        client.list_clusters()

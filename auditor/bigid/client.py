@@ -666,10 +666,11 @@ class BigIDClient:
     ) -> tuple[int, Any]:
         """One logical request with retries: ``(status, body)`` of the first non-retryable answer.
 
-        ``shrinkable`` (a page whose size can still be halved): a read timeout, an answer still
-        arriving at its deadline, or HTTP 504 raises :class:`PageTooSlow` at once, so that the page
-        is asked for again with fewer rows rather than retried as it is (a page too large for the
-        tenant to serve in time would time out on every attempt).
+        ``shrinkable`` (a page whose size can still be halved): a read timeout or an answer still
+        arriving at its deadline raises :class:`PageTooSlow` at once, and so does HTTP 504 the
+        second time for the same page (one is retried: gateways also answer so when a backend hiccups), so
+        that the page is asked for again with fewer rows rather than retried as it is (a page too
+        large for the tenant to serve in time would time out on every attempt).
 
         A 200 body goes through ``decode`` (default: parse JSON and check for an error under 200),
         which raises :class:`NotJson` or :class:`ErrorUnder200` for what the transport handles.
@@ -679,6 +680,7 @@ class BigIDClient:
         url = self.base_url + path
         started = time.monotonic()
         attempt = 0
+        gateway_timeouts = 0
         query = urlencode(params)
         while True:
             attempt += 1
@@ -752,8 +754,10 @@ class BigIDClient:
                     raise self._redirected(path, status, response.headers.get("Location"))
                 elif status in RETRY_STATUSES:
                     failure = _Failure(f"HTTP {status}", status=status, network=False)
-                    if shrinkable and status == 504:  # the gateway gave up waiting for the page
-                        raise PageTooSlow(failure.reason)
+                    if status == 504:  # the gateway gave up waiting for the page
+                        gateway_timeouts += 1
+                        if shrinkable and gateway_timeouts >= 2:  # twice: not a passing hiccup
+                            raise PageTooSlow(f"{failure.reason}, twice")
                     if status in (429, 503):
                         retry_after = self._retry_after(response.headers.get("Retry-After"))
                 else:

@@ -215,3 +215,37 @@ def test_a_single_gateway_timeout_is_retried_without_halving(loopback, make_clie
     assert run.status == "complete" and run.columns_stored == 150
     assert answered == [400, 400]
     assert (run.details["pages_shrunk"], run.details["page_size_shrunk_to"], run.retries) == (0, None, 1)
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+def test_halving_among_every_other_fault_still_gives_the_exact_catalog(
+    sandbox, tmp_db, make_client, processes
+):
+    from .test_bigid_sandbox import assert_exact
+
+    server = sandbox(
+        clusters=8,
+        columns=3000,
+        seed=2,
+        envelope="status",
+        max_page=300,
+        repeat_rate=0.1,
+        wrong_totals=0.5,
+        totals_direction="both",
+        fail_rate=0.1,
+        fail_statuses=(500, 502, 503, 504),
+        throttle=0.05,
+        retry_after=0,
+        gateway_rate=0.05,
+        blank_rate=0.05,
+        slow_pages_above=210,
+    )
+    run = take_snapshot(
+        open_database(tmp_db),
+        make_client(server.url, token=server.key, page_size=1000),
+        workers=3,
+        processes=processes,
+    )
+    assert_exact(open_database(tmp_db), run, server.dataset)
+    assert run.requests == server.stats.total
+    assert run.details["pages_shrunk"] >= 2 and run.details["page_size_shrunk_to"] <= 125

@@ -16,7 +16,10 @@ reference §9 items 13-16):
   one more page is asked for, and an empty page (or the same page again: a server that ignores
   ``skip``) ends the listing. A total that turns out wrong (more records than announced) is ignored
   from then on and recorded as a mismatch.
-* Without a total, a page shorter than the page size ends the listing.
+* Without a total, a page shorter than the page size ends the listing when the cluster's ``size``
+  agrees, or once the server's cap is known; otherwise one more page is asked for (a server that
+  caps its pages below ``limit`` without saying how many records exist would otherwise lose every
+  record past its first page). A non-empty answer shows the cap; an empty one ends the listing.
 * A page that timed out (``fetch`` raises :class:`PageTooSlow`) is asked for again at the same
   ``skip`` with half the ``limit`` (reference §9 item 17), down to :data:`MIN_PAGE_SIZE`; the
   smaller size holds for the rest of the listing. ``fetch`` raises it only while the limit can
@@ -119,6 +122,7 @@ def paginate(
     stale = same = 0
     confirming = False  # the total was reached; this page only checks that nothing follows
     reasked = False  # this skip's empty page was asked for a second time
+    unconfirmed: int | None = None  # no total: the length of a short page not yet known to be the end
     while True:
         if stats.pages >= max_pages:
             raise NoProgress(f"gave up after {max_pages} pages (the page cap) at skip={skip}")
@@ -196,5 +200,15 @@ def paginate(
                 return  # total reached on a short page, and the size agrees: the end
             confirming = True  # one more request: an understated total must not lose rows
             continue
-        if stats.total is None and len(rows) < limit:
-            return
+        if stats.total is None:
+            if unconfirmed is not None:  # the page after a short one came back: the server caps pages
+                page_size = min(page_size, unconfirmed)
+                unconfirmed = None
+            if len(rows) < page_size:
+                if stats.fetched == expected or page_size < limit:
+                    return  # short, and the size agrees or the server's cap is known: the end
+                # Shorter than asked, with nothing announced: the end, or a server that caps its
+                # pages below ``limit`` (and would lose every row past the first page). One more
+                # request tells: an empty page (or the same one again) ends the listing.
+                unconfirmed = len(rows)
+                confirming = True

@@ -53,7 +53,7 @@ def tenant(accept: str, *, key: str = "KEY-1234", sessions: list[str] | None = N
         if not ok:
             return Reply(401, b"Unauthorized", {"Content-Type": "text/plain"})
         if request.path == CLUSTERS_PATH:
-            return Reply(200, CLUSTERS)
+            return Reply(200, CLUSTERS[int(request.query.get("skip", 0)) :])
         return Reply(200, {"results": [{"fullyQualifiedName": "a.b"}], "totalCount": 1})
 
     handler.issued = issued  # type: ignore[attr-defined]
@@ -72,7 +72,8 @@ def test_auto_finds_the_scheme_and_keeps_it(loopback, make_client, accept, expec
     loopback.reset(tenant(accept))
     client = make_client(loopback.url, token="KEY-1234")
     assert len(client.list_clusters()) == 1
-    assert [r.authorization for r in loopback.seen] == expected_headers
+    # the listing has no total: its short page is confirmed by one more (empty) page
+    assert [r.authorization for r in loopback.seen] == [*expected_headers, expected_headers[-1]]
     assert client.auth_scheme_used == accept
     loopback.seen.clear()
     client.get_columns("k1")
@@ -86,6 +87,7 @@ def test_auto_exchanges_a_user_token_first(loopback, make_client):
     assert [(r.path, r.authorization) for r in loopback.seen] == [
         (REFRESH, USER_JWT),
         (CLUSTERS_PATH, "session-1"),
+        (CLUSTERS_PATH, "session-1"),  # the short page confirmed by an empty one
     ]
     assert client.auth_scheme_used == "refresh" and client.auth.exchanges == 1
 
@@ -166,7 +168,8 @@ def test_refresh_ahead_of_jwt_expiry(loopback, make_client):
     time.sleep(1.05)
     client.get_columns("k1")
     assert handler.issued == sessions
-    assert all(r.authorization != sessions[0] for r in loopback.seen[2:])  # no request with the stale one
+    # after the exchange, the listing's page and the empty page confirming it: no request with the stale one
+    assert all(r.authorization != sessions[0] for r in loopback.seen[3:])
 
 
 def test_success_false_under_200_is_an_auth_failure(loopback, make_client):

@@ -115,13 +115,13 @@ def test_paginate_halves_the_limit_and_a_short_page_still_ends_the_listing():
         asked.append((skip, limit))
         if limit > 70:
             raise PageTooSlow("timed out")
-        return RawPage(rows[skip : skip + limit])  # no total: a short page is the end
+        return RawPage(rows[skip : skip + limit])  # no total: a short page is confirmed, then the end
 
     stats = PagingStats()
     got = [row for page in paginate(fetch, limit=250, key=lambda r: r, stats=stats) for row in page]
     assert got == rows
-    assert asked == [(0, 250), (0, 125), (0, 62), (62, 62), (124, 62)]
-    assert (stats.shrunk, stats.pages, stats.requests) == (2, 3, 5)
+    assert asked == [(0, 250), (0, 125), (0, 62), (62, 62), (124, 62), (175, 62)]
+    assert (stats.shrunk, stats.pages, stats.requests) == (2, 4, 6)
 
 
 def test_paginate_refuses_to_loop_on_a_fetch_that_raises_at_the_floor():

@@ -42,8 +42,8 @@ def scenarios(draw):
     n = draw(st.integers(0, 40))
     limit = draw(st.integers(1, 12))
     total_mode = draw(st.sampled_from(["right", "missing", "over", "under", "string"]))
-    # Without a total a short page is the end (issue 2 §1), so only a server that honours limit works.
-    cap = None if total_mode == "missing" else draw(st.one_of(st.none(), st.integers(1, 12)))
+    # Without a total, a short page is confirmed by one more request, so a capping server works too.
+    cap = draw(st.one_of(st.none(), st.integers(1, 12)))
     delta = draw(st.integers(1, 8))
     truth = [column(i) for i in range(n)]
     stream: list[dict] = []
@@ -276,3 +276,26 @@ def test_a_cluster_that_serves_less_than_it_announced_is_counted_and_noted_by_ch
     details = json.loads(runs.stdout)["runs"][0]["details"]
     assert (details["total_shortfall_count"], details["total_mismatch_count"]) == (1, 2)
     assert details["empty_pages_reasked"] == 1
+
+
+def test_a_listing_capped_below_limit_without_a_total_loses_nothing(loopback, make_client):
+    """The tutorial's clusters listing is a bare array: no total. A tenant that serves at most 7
+    clusters a page, asked for 1,000, used to end the listing after its first (short) page, and
+    the snapshot silently held 7 of 20 clusters. A short page is now confirmed by one more
+    request; a non-empty answer shows the cap, and the listing goes on to the end."""
+    clusters = [{"id": f"k{i:02d}", "size": 1} for i in range(20)]
+
+    def handler(request: Request) -> Reply:
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        return Reply(200, clusters[skip : skip + min(limit, 7)])
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, page_size=1000)
+    assert [c.id for c, _ in client.list_clusters()] == [c["id"] for c in clusters]
+    # 7 (short: confirm), 7 (the cap shows), 6 (shorter than the cap: the end)
+    assert [int(r.query["skip"]) for r in loopback.seen] == [0, 7, 14]
+
+    loopback.reset(lambda request: Reply(200, clusters[int(request.query["skip"]) :][:1000]))
+    client = make_client(loopback.url, page_size=1000)
+    assert len(client.list_clusters()) == 20
+    assert [int(r.query["skip"]) for r in loopback.seen] == [0, 20]  # the end, confirmed by an empty page

@@ -12,6 +12,7 @@ prints seconds, peak memory and the report size.
     python bench/diff.py --columns 100000 --source synthetic
     python bench/diff.py --db /tmp/diff.db --reuse   # measure again on a database built before
     python bench/diff.py --db /tmp/diff.db --reuse --reevaluate   # include the rule evaluation
+    python bench/diff.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench   # any SQLAlchemy URL
 
 Building the runs takes two to eight minutes per million columns on a busy machine; the measurements
 then run in a fresh process (evaluating the rules once), so that the peak memory printed is that
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.bigid.models import parse_cluster, parse_column
-from auditor.store.db import open_database
+from auditor.store.db import database_url, display_url, open_database
 from auditor.store.runs import list_runs
 from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
 
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--columns", type=int, default=1_000_000)
     parser.add_argument("--source", choices=("auto", "sandbox", "synthetic"), default="auto")
-    parser.add_argument("--db", help="database file (default: a temporary one)")
+    parser.add_argument("--db", help="database file or SQLAlchemy URL (default: a temporary file)")
     parser.add_argument("--reuse", action="store_true", help="reuse the two newest runs of --db")
     parser.add_argument("--no-findings", action="store_true", help="time the catalog diff only")
     parser.add_argument(
@@ -213,14 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-diff-"))
-    db = Path(args.db) if args.db else workdir / "bench.db"
+    # A URL is kept as it is (a Path would fold its "//"); a file name becomes a Path.
+    db: Path | str = (args.db if "://" in args.db else Path(args.db)) if args.db else workdir / "bench.db"
     engine = open_database(db)
     if not (args.reuse and len(list_runs(engine)) >= 2):
         source = args.source
         if source == "auto":
             source = "sandbox" if importlib.util.find_spec("auditor.sandbox") else "synthetic"
         make = sandbox_catalog if source == "sandbox" else synthetic
-        print(f"building two runs of {args.columns:,} columns from the {source} catalog in {db}")
+        where = display_url(database_url(db))
+        print(f"building two runs of {args.columns:,} columns from the {source} catalog in {where}")
         start = time.perf_counter()
         _, n0 = write_run(engine, make(args.columns, 0))
         _, n1 = write_run(engine, make(args.columns, 1))
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     return measure(engine, db, workdir, findings=not args.no_findings, reevaluate=args.reevaluate)
 
 
-def measure(engine, db: Path, workdir: Path, *, findings: bool, reevaluate: bool) -> int:
+def measure(engine, db: Path | str, workdir: Path, *, findings: bool, reevaluate: bool) -> int:
     from auditor.diff import compute_diff
 
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
@@ -244,7 +247,7 @@ def measure(engine, db: Path, workdir: Path, *, findings: bool, reevaluate: bool
     runs = list_runs(engine)
     before, after = runs[-2], runs[-1]
     sizes = f"{before.columns_stored:,} and {after.columns_stored:,} columns"
-    print(f"runs {before.id} and {after.id} of {db}: {sizes}")
+    print(f"runs {before.id} and {after.id} of {display_url(database_url(db))}: {sizes}")
 
     diff, _ = timed("diff, catalog only", compute_diff, engine, before.id, after.id, findings=False)
     s = diff.summary()

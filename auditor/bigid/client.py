@@ -706,6 +706,7 @@ class BigIDClient:
                         response, t0 + self._answer_timeout, self.options.max_answer_bytes, self._closing
                     )
             except _AnswerCancelled:
+                self._count(retry=False)  # a request was made, as for every other outcome
                 raise NetworkError(f"GET {path}: cancelled") from None
             except _AnswerTooLarge:
                 self._count(retry=False)

@@ -39,7 +39,7 @@ from auditor.diff.model import (
     ColumnMove,
     NotCompared,
 )
-from auditor.store.db import one_connection_only
+from auditor.store.db import keys_in, one_connection_only
 from auditor.store.schema import (
     cluster_labels,
     cluster_versions,
@@ -175,7 +175,7 @@ def _cluster_versions(connection: Connection, hashes: Iterable[str]) -> dict[str
                 cluster_versions.c.size,
                 cluster_versions.c.severity,
                 cluster_versions.c.status,
-            ).where(cluster_versions.c.hash.in_(chunk))
+            ).where(keys_in(connection, cluster_versions.c.hash, chunk))
         )
         for cluster_hash, cluster_id, name, size, severity, status in rows:  # positional: ~13k at 1M
             out[cluster_hash] = {
@@ -189,7 +189,7 @@ def _cluster_versions(connection: Connection, hashes: Iterable[str]) -> dict[str
             }
         labels = connection.execute(
             select(cluster_labels.c.cluster_hash, cluster_labels.c.label)
-            .where(cluster_labels.c.cluster_hash.in_(chunk))
+            .where(keys_in(connection, cluster_labels.c.cluster_hash, chunk))
             .order_by(cluster_labels.c.cluster_hash, cluster_labels.c.position)
         )
         for cluster_hash, label in labels:
@@ -367,7 +367,7 @@ def _column_versions(connection: Connection, version_ids: Iterable[int]) -> dict
             select(
                 column_versions.c.id,
                 *(column_versions.c[db_name] for _, db_name in _FIELD_COLUMNS),
-            ).where(column_versions.c.id.in_(chunk))
+            ).where(keys_in(connection, column_versions.c.id, chunk))
         )
         for version_id, *values in rows:  # positional: one dict per changed version, ~23k at 1M
             out[version_id] = {
@@ -382,7 +382,7 @@ def _column_versions(connection: Connection, version_ids: Iterable[int]) -> dict
                 column_tags.c.tag_id,
                 column_tags.c.tag_value,
             )
-            .where(column_tags.c.column_id.in_(chunk))
+            .where(keys_in(connection, column_tags.c.column_id, chunk))
             .order_by(column_tags.c.column_id, column_tags.c.position)
         )
         for version_id, tag_name, tag_id, tag_value in tags:
@@ -396,7 +396,7 @@ def _column_versions(connection: Connection, version_ids: Iterable[int]) -> dict
                 column_attributes.c.rank,
                 column_attributes.c.confidence,
             )
-            .where(column_attributes.c.column_id.in_(chunk))
+            .where(keys_in(connection, column_attributes.c.column_id, chunk))
             .order_by(column_attributes.c.column_id, column_attributes.c.position)
         )
         for version_id, name, original, attribute_id, rank, confidence in attributes:

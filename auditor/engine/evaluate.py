@@ -49,7 +49,7 @@ from auditor.engine.rules import GROUP_VALUES, Rule, RuleSet, Scope, bind_messag
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
 from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
-from auditor.store.db import one_connection_only, store_errors
+from auditor.store.db import keys_in, one_connection_only, store_errors
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 from auditor.workers import start_pool
 
@@ -520,7 +520,7 @@ def _involved_columns(
             rows = connection.execute(
                 select(rc.c.cluster_id, rc.c.fqn)
                 .select_from(column_from(inner))
-                .where(rc.c.run_id == run_id, rc.c.cluster_id.in_(chunk), predicate)
+                .where(rc.c.run_id == run_id, keys_in(connection, rc.c.cluster_id, chunk), predicate)
             )
             for cluster_id, fqn in rows:
                 found.setdefault(cluster_id, set()).add(fqn)
@@ -670,7 +670,7 @@ def _cluster_values(
                 cluster_versions.c.size,
             )
             .join(cluster_versions, cluster_versions.c.hash == run_clusters.c.cluster_hash)
-            .where(run_clusters.c.run_id == run_id, run_clusters.c.cluster_id.in_(chunk))
+            .where(run_clusters.c.run_id == run_id, keys_in(connection, run_clusters.c.cluster_id, chunk))
         )
         hashes: dict[str, str] = {}
         for r in connection.execute(query):
@@ -686,7 +686,7 @@ def _cluster_values(
         if "cluster.labels" in needed and hashes:
             labels = connection.execute(
                 select(cluster_labels.c.cluster_hash, cluster_labels.c.label)
-                .where(cluster_labels.c.cluster_hash.in_(list(hashes)))
+                .where(keys_in(connection, cluster_labels.c.cluster_hash, list(hashes)))
                 .order_by(cluster_labels.c.cluster_hash, cluster_labels.c.position)
             )
             for cluster_hash, label in labels:

@@ -38,7 +38,7 @@ from sqlalchemy.exc import OperationalError
 
 from auditor import __version__
 from auditor.gcpause import collector_paused
-from auditor.store.db import WRITE_HINT, json_text, store_errors
+from auditor.store.db import WRITE_HINT, json_text, keys_in, store_errors
 from auditor.store.schema import evaluations, findings
 from auditor.store.writer import insert_tuples, now, sqlite_executemany
 
@@ -285,7 +285,7 @@ def earliest_sightings(connection: Connection, run_id: int, fingerprints: Sequen
         chunk = list(fingerprints[start : start + CHUNK])
         rows = connection.execute(
             select(findings.c.fingerprint, first)
-            .where(findings.c.run_id < run_id, findings.c.fingerprint.in_(chunk))
+            .where(findings.c.run_id < run_id, keys_in(connection, findings.c.fingerprint, chunk))
             .group_by(findings.c.fingerprint)
         )
         for fp, earliest in rows:

@@ -47,6 +47,7 @@ from auditor.render.context import (
     finding_sort_key,
     severity_rank,
 )
+from auditor.store.db import keys_in
 from auditor.store.runs import RunInfo
 
 STREAM_CHUNK = 5_000
@@ -174,7 +175,9 @@ class StoredFindings:
                 query = (
                     select(b, first_seen, existing.label("existing"))
                     .select_from(joined)
-                    .where(b.c.evaluation_id == self.evaluation_id, b.c.fingerprint.in_(chunk))
+                    .where(
+                        b.c.evaluation_id == self.evaluation_id, keys_in(connection, b.c.fingerprint, chunk)
+                    )
                 )
                 result = connection.execute(query)
                 finding = self._reader(result.keys())

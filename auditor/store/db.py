@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -245,6 +246,21 @@ def one_connection_only(engine: Engine) -> bool:
     """
     url = engine.url
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def keys_in(connection: Connection, column: Any, keys: Sequence[Any]) -> ColumnElement[bool]:
+    """``column`` is one of ``keys`` (a chunk of a few thousand), as the database reads it fastest.
+
+    PostgreSQL: ``column = ANY(%(keys)s)``, the keys bound as one array. An ``IN`` list binds each
+    key as its own parameter, and psycopg re-parses the statement text with its thousands of
+    placeholders on every call (~30 ms a chunk of 2,000: 1.5 s of a 1M-column diff). Elsewhere
+    (SQLite): ``column IN (…)``.
+    """
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(keys), type_=ARRAY(column.type)))
+    return column.in_(keys)
 
 
 READ_HINT = (

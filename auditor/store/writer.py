@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from auditor import __version__
 from auditor.bigid.models import MAX_DEPTH, Cluster, Column, RecordTooDeep, nesting_depth
 from auditor.errors import StoreError
-from auditor.store.db import WRITE_HINT, json_text, store_errors
+from auditor.store.db import WRITE_HINT, json_text, keys_in, store_errors
 from auditor.store.runs import WRITER_KEY, writer_identity
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -688,7 +688,9 @@ def _known_ids(connection: Connection, hashes: list[str]) -> dict[str, int]:
                 f"SELECT hash, id FROM column_versions WHERE hash IN ({marks})", tuple(chunk)
             )
         else:
-            rows = connection.execute(select(table.c.hash, table.c.id).where(table.c.hash.in_(chunk)))
+            rows = connection.execute(
+                select(table.c.hash, table.c.id).where(keys_in(connection, table.c.hash, chunk))
+            )
         known.update((digest, version_id) for digest, version_id in rows)
     return known
 

@@ -1047,9 +1047,7 @@ def _unknown_envelope(path: str, cluster_id: str | None, description: str) -> Pa
 def _invalid_column(cluster_id: str, skip: int, problem: tuple[int | None, Any, str, str]) -> PayloadError:
     """The error for a column record that does not fit the model: cluster, column, field, problem."""
     index, fqn, field_path, message = problem
-    label = f"column {skip + index}" if index is not None else "a column"
-    if fqn is not None:
-        label += f" ({fqn})"
+    label = _record_label("column", None if index is None else skip + index, fqn)
     return PayloadError(
         f"cluster {cluster_id}: {label}: {field_path}: {message}",
         hint="the payload does not fit the Column model; re-run with --verbose and report it",
@@ -1097,14 +1095,17 @@ def _invalid_cluster(exc: ValidationError, rows: list[Any], skip: int) -> Payloa
     """The error for a page of cluster records (at ``skip``) that does not fit the models."""
     index, field_path, message = _first_error(exc)
     raw = rows[index] if index is not None and index < len(rows) else None
-    ident = _field(raw, CLUSTER_ID_NAMES)
-    label = f"cluster {skip + index}" if index is not None else "a cluster"
-    if ident is not None:
-        label += f" ({ident})"
+    label = _record_label("cluster", None if index is None else skip + index, _field(raw, CLUSTER_ID_NAMES))
     return PayloadError(
         f"GET {CLUSTERS_PATH}: {label}: {field_path}: {message}",
         hint="the payload does not fit the Cluster model; re-run with --verbose and report it",
     )
+
+
+def _record_label(kind: str, position: int | None, ident: Any) -> str:
+    """``column 17 (a.b.c)``: a record of a page by its position in the listing and its key."""
+    label = f"{kind} {position}" if position is not None else f"a {kind}"
+    return label if ident is None else f"{label} ({ident})"
 
 
 def _first_error(exc: ValidationError) -> tuple[int | None, str, str]:

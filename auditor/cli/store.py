@@ -7,6 +7,7 @@ import json
 import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.textsafe import one_line
 
 
 @click.group("db")
@@ -179,9 +180,13 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
         started = run.started_at.strftime("%Y-%m-%d %H:%M:%S")
         found = liveness[run.id]
         status = f"{run.status} ({found.state})" if found else run.status
+        # the filter beside the source: runs of one tenant taken with other filters do not compare
+        source = run.source_url or ""
+        if run.cluster_filter:
+            source = f"{source}  filter {one_line(repr(run.cluster_filter))}".lstrip()
         lines.append(
             f"{run.id:>5}  {status:<{width}} {started:<20} {run.clusters_stored or 0:>9} "
-            f"{run.columns_stored or 0:>10}  {run.source_url or ''}"
+            f"{run.columns_stored or 0:>10}  {source}"
         )
     if not runs:
         lines.append("(no runs yet: take one with `auditor snapshot` or try `auditor demo`)")

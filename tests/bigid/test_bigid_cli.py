@@ -289,3 +289,13 @@ def test_run_takes_processes_as_snapshot_does(loopback, run_cli, tmp_path):
     assert bad.exit_code == 2 and "--processes" in bad.stderr
     runs = list_runs(open_database(db))
     assert [(run.status, run.details["processes"]) for run in runs] == [("complete", 2), ("complete", 0)]
+
+
+def test_runs_lists_the_filter_beside_the_source(sandbox, run_cli, tmp_db):
+    server = sandbox(**SMALL)
+    assert run_cli("--quiet", "snapshot", "--db", tmp_db, env=env_for(server)).exit_code == 0
+    filtered = run_cli("--quiet", "snapshot", "--db", tmp_db, "--filter", 'name="x\ny"', env=env_for(server))
+    assert filtered.exit_code == 0, filtered.stderr
+    lines = run_cli("runs", "--db", tmp_db).stdout.splitlines()
+    assert lines[1].endswith(f"  {server.url}")
+    assert lines[2].endswith(f"  {server.url}  filter " + repr('name="x\ny"'))  # the newline escaped

@@ -49,7 +49,7 @@ from auditor import secrets
 from auditor.bigid.client import BigIDClient, PageOffload, cluster_too_deep, record_too_deep
 from auditor.bigid.models import RecordTooDeep
 from auditor.bigid.paging import PagingStats
-from auditor.errors import ApiError, AuditorError, AuthError, PartialSnapshotError, StoreError
+from auditor.errors import ApiError, AuditorError, AuthError, PartialSnapshotError, PayloadError, StoreError
 from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
 from auditor.store.runs import RunInfo, get_run
@@ -591,11 +591,14 @@ def _partial_error(
             f"(more than {tripped_at} allowed); {stored} of {total} clusters were stored, "
             f"the remaining {total - stored - len(failures)} were not fetched"
         )
-        hint = (
-            f"is the tenant down? auditor check --run {run_id} --allow-incomplete evaluates what was "
-            "stored; run the snapshot again once the tenant answers (--max-failed-clusters N allows more "
-            "failed clusters)"
-        )
+        check = f"auditor check --run {run_id} --allow-incomplete evaluates what was stored"
+        more = "(--max-failed-clusters N allows more failed clusters)"
+        if all(reason.startswith(f"{PayloadError.__name__}:") for _, reason in failures):
+            # records that do not fit the models are no outage: asking again would not help
+            hint = "the tenant's records do not fit the models: re-run with --verbose and report them; "
+            hint += f"{check} {more}"
+        else:
+            hint = f"is the tenant down? {check}; run the snapshot again once the tenant answers {more}"
     else:
         others = {0: "none was stored", 1: "the other one was stored"}.get(
             stored, f"the other {stored} were stored"

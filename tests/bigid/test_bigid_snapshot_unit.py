@@ -346,3 +346,18 @@ def test_a_listed_cluster_without_an_id_still_stops_the_snapshot(loopback, make_
     loopback.reset(_odd_listing(ODD))
     with pytest.raises(PayloadError, match=r"cluster 1 \(k2\): status"):  # listing alone: strict
         client.list_clusters()
+
+
+def test_a_breaker_tripped_by_odd_records_does_not_ask_whether_the_tenant_is_down(
+    loopback, make_client, engine
+):
+    records = [{"id": f"k{i:02d}", "status": {"x": 1}} for i in range(4)] + [{"id": "ok", "size": 2}]
+    loopback.reset(_odd_listing(records))
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0, max_failed_clusters=2)
+    assert caught.value.tripped
+    assert caught.value.hint == (
+        "the tenant's records do not fit the models: re-run with --verbose and report them; "
+        "auditor check --run 1 --allow-incomplete evaluates what was stored "
+        "(--max-failed-clusters N allows more failed clusters)"
+    )

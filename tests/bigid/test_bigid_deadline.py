@@ -4,6 +4,7 @@ command exits 3 without a traceback."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -93,7 +94,10 @@ def test_a_snapshot_that_finishes_in_time_is_complete(loopback, make_client, tmp
     run = take_snapshot(engine, client, workers=2, processes=0, max_seconds=30)
     assert run.status == "complete" and run.columns_stored == 8
     assert run.details["deadline_seconds"] == 30
-    assert not client._closing.is_set()  # the limit's timer left the client usable
+    # The limit's timer is gone with the snapshot: left waiting, it would cancel the client's
+    # requests 30 s later, in whatever the caller does with it next.
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()]
+    assert not client._closing.is_set() and len(client.list_clusters()) == 2
 
 
 def test_the_cli_option_and_the_config_key(sandbox, run_cli, tmp_db, tmp_path, monkeypatch):

@@ -144,6 +144,7 @@ class CheckResult:
             "run": self.run.id,
             "run_status": self.run.status,
             "baseline": self.baseline.id if self.baseline else None,
+            "baseline_note": self.baseline_note(),
             "today": self.today.isoformat(),
             "findings": [f.to_json() for f in self.findings] if findings else [],
             "summary": self.summary,

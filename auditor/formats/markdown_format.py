@@ -49,6 +49,8 @@ def format(result: CheckResult) -> str:
     note = result.incomplete_note()
     if note:
         lines += [f"> **Warning:** {cell(note)}", ""]
+    if scope := result.baseline_note():  # "N new" against a baseline of another scope misleads
+        lines += [f"> **Note:** {cell(scope)}", ""]
     lines += [cell(result.summary_line()), ""]
     lines += ["| Critical | High | Medium | Low | Info | New | Existing | Waived | Waiver expired |"]
     lines += ["|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -73,5 +73,7 @@ def chunks(result: CheckResult) -> Iterator[str]:
     note = result.incomplete_note()
     if note:
         lines.append(f"warning: {one_line(note)}")
+    if scope := result.baseline_note():
+        lines.append(f"note: {one_line(scope)}")
     lines.append(result.summary_line())
     yield "\n".join(lines) + "\n"

@@ -48,7 +48,7 @@ from auditor.render.context import (
     severity_rank,
 )
 from auditor.store.db import keys_in
-from auditor.store.runs import RunInfo
+from auditor.store.runs import RunInfo, scope_note
 
 STREAM_CHUNK = 5_000
 IN_CHUNK = 500
@@ -407,6 +407,7 @@ class StoredFindings:
             "run": self.run.id,
             "run_status": self.run.status,
             "baseline": self.baseline.id if self.baseline else None,
+            "baseline_note": scope_note(self.baseline, self.run) if self.baseline else None,
             "today": self.today.isoformat(),
             "findings": [jsonstream.MARK],
             "summary": self.summary(),

@@ -254,10 +254,17 @@ def test_a_baseline_of_another_scope_is_named_in_every_output(tmp_path, monkeypa
     message = email.message_from_bytes((tmp_path / "m.eml").read_bytes(), policy=policy.default)
     plain = message.get_body(("plain",)).get_content()
     assert f"Different scope: {sentence}." in plain
-    checked = invoke(["check", "--baseline", "1"], env=env)
+    assert f"\nnote: {sentence}\n" in second.stdout  # the table, for whoever reads the job's log
+    assert json.loads((tmp_path / "out" / "findings.json").read_text())["baseline_note"] == sentence
+    checked = invoke(["check", "--baseline", "1", "--format", "json"], env=env)
     assert checked.exit_code == 0 and f"note: {sentence}\n" in checked.stderr
+    assert json.loads(checked.stdout)["baseline_note"] == sentence
+    pull_request = invoke(["check", "--baseline", "1", "--format", "markdown"], env=env).stdout
+    assert f"> **Note:** {sentence}\n" in pull_request  # a PR comment must not read 'N new' bare
     third = invoke(["run", "--url", server.url, "--report", "r.html"], env=env)  # taken as run 2 was
-    assert third.exit_code == 0 and "compared with run 2" in third.stderr and "note:" not in third.stderr
+    assert third.exit_code == 0 and "compared with run 2" in third.stderr
+    assert "note:" not in third.stderr + third.stdout
+    assert json.loads(invoke(["check", "--format", "json"], env=env).stdout)["baseline_note"] is None
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,12 @@ the API key, ignores Ctrl-C (the parent handles it) and is shut down with the sn
 ends. ``processes=0`` decodes in the worker threads.
 
 The run becomes ``complete`` only when every cluster was fetched in full. A failure that concerns
-one cluster (its columns answer 404, 5xx past the retries, time out, or hold an invalid record: an
-:class:`ApiError` that is not an :class:`AuthError`) is recorded on that cluster (``failed``, none
+one cluster (its columns answer 403, 404, 5xx past the retries, time out, or hold an invalid record:
+see :func:`cluster_scoped`) is recorded on that cluster (``failed``, none
 of its columns kept) and the other clusters go on; at the end the run is marked ``failed``, saying
 which clusters could not be fetched, and :class:`PartialSnapshotError` is raised. More than
 ``max_failed_clusters`` such failures (a tenant that is down) stop the snapshot there; 0 stops it at
-the first, re-raising that cluster's error. Any other failure (auth, the clusters listing, the
+the first, re-raising that cluster's error. Any other failure (a 401, the clusters listing, the
 store, a decoding process dying, Ctrl-C, a bug) cancels the remaining work at once, marks the run
 ``failed`` with the reason and re-raises the error. Per cluster, the run records the total the
 API announced, the distinct columns stored, duplicates received and pages; per run, the requests,
@@ -67,6 +67,7 @@ MAX_LISTED_FAILURES = 1000  # failed clusters listed in runs.details (all are co
 MAX_FAILURE_PROBLEMS = 20  # failed clusters listed in the error the snapshot raises
 MAX_FAILURES_IN_REASON = 5  # failed clusters named in the run's one-line error
 DEFAULT_MAX_FAILED_CLUSTERS = 10
+FORBIDDEN_HINT = "ask a BigID administrator to grant the API key's user access to"
 _PUT_WAIT = 0.2
 POOL_MIN_COLUMNS = 20_000  # columns announced below which processes=None decodes in the threads
 # Environment variables a decoding process must not inherit (it gets page bytes, nothing else).
@@ -89,10 +90,20 @@ def cluster_scoped(exc: BaseException) -> bool:
     """Whether ``exc``, raised while fetching one cluster's columns, concerns only that cluster.
 
     API answers about it (404, 400, 5xx past the retries, an invalid record or page) and network
-    failures (a timeout on a huge cluster) do; a refused key (:class:`AuthError`) does not, nor
-    does anything that is not an :class:`ApiError` (the store, a decoding process, a bug).
+    failures (a timeout on a huge cluster) do, and so does a 403 on its columns: a tenant can scope
+    a user's access to some data sources, so one cluster's columns can be refused while the others
+    are served (a key refused everywhere trips the breaker, whose hint then says so). A refused key
+    (401, :class:`AuthError`) does not, nor does anything that is not an :class:`ApiError` (the
+    store, a decoding process, a bug).
     """
-    return isinstance(exc, ApiError) and not isinstance(exc, AuthError | PartialSnapshotError)
+    if isinstance(exc, AuthError):
+        return _forbidden(exc)
+    return isinstance(exc, ApiError) and not isinstance(exc, PartialSnapshotError)
+
+
+def _forbidden(exc: AuthError) -> bool:
+    """A 403 on a request that went through: the key works, but not for what was asked."""
+    return exc.status == 403
 
 
 def take_snapshot(
@@ -597,6 +608,9 @@ def _partial_error(
             # records that do not fit the models are no outage: asking again would not help
             hint = "the tenant's records do not fit the models: re-run with --verbose and report them; "
             hint += f"{check} {more}"
+        elif all(reason.startswith(f"{AuthError.__name__}:") for _, reason in failures):
+            # every cluster refused (HTTP 403): the key lacks a permission, the tenant is not down
+            hint = f"{FORBIDDEN_HINT} Cluster Analysis and the Data Catalog; {check} {more}"
         else:
             hint = f"is the tenant down? {check}; run the snapshot again once the tenant answers {more}"
     else:
@@ -609,6 +623,8 @@ def _partial_error(
             f"auditor check --run {run_id} --allow-incomplete evaluates what was stored; run the snapshot "
             "again once the tenant serves those clusters"
         )
+        if any(reason.startswith(f"{AuthError.__name__}:") for _, reason in failures):
+            hint = f"{FORBIDDEN_HINT} the data sources of the clusters refused (HTTP 403); {hint}"
     problems = [f"{cluster_id}: {reason}" for cluster_id, reason in failures[:MAX_FAILURE_PROBLEMS]]
     if len(failures) > MAX_FAILURE_PROBLEMS:
         problems.append(f"… and {len(failures) - MAX_FAILURE_PROBLEMS} more")

@@ -298,6 +298,87 @@ def test_a_refused_key_mid_run_still_aborts_at_once(loopback, make_client, engin
     assert any(r.fetch_status == "fetching" for r in stored_clusters.values())  # the rest: not fetched
 
 
+FORBIDDEN = (
+    f"AuthError: cluster k3: the API key lacks permission for GET {COLUMNS_PATH} (HTTP 403): "
+    "outside your scope"
+)
+
+
+@MODES
+def test_a_cluster_whose_columns_are_forbidden_is_recorded_the_rest_stored(
+    loopback, make_client, engine, processes
+):
+    """A tenant scoping the key's user to some data sources refuses one cluster's columns (403)
+    while serving the others: that cluster fails alone, and the hint names the permission."""
+    handler, _, columns = make_tenant({f"k{i}": 30 for i in range(8)})
+
+    def tenant(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k3":
+            return Reply(403, {"message": "outside your scope"})
+        return handler(request)
+
+    loopback.reset(tenant)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url, page_size=10), workers=2, processes=processes)
+    error = caught.value
+    assert (
+        error.message
+        == "run 1 is not complete: 1 of 8 clusters could not be fetched (the other 7 were stored)"
+    )
+    assert error.problems == [f"k3: {FORBIDDEN}"]
+    assert error.hint == (
+        "ask a BigID administrator to grant the API key's user access to the data sources of the clusters "
+        "refused (HTTP 403); auditor check --run 1 --allow-incomplete evaluates what was stored; run the "
+        "snapshot again once the tenant serves those clusters"
+    )
+    assert len([r for r in loopback.seen if r.query.get("clusterId") == "k3"]) == 1  # 403 is not retried
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.details["failed_clusters"] == [
+        {"cluster_id": "k3", "error": FORBIDDEN}
+    ]
+    cols, stored_clusters = stored(engine, run.id)
+    assert cols == {
+        (cid, raw["fullyQualifiedName"]): raw for cid, rows in columns.items() if cid != "k3" for raw in rows
+    }
+    assert stored_clusters["k3"].fetch_status == "failed"
+
+
+def test_a_key_refused_for_every_clusters_columns_trips_the_breaker_and_says_why(
+    loopback, make_client, engine
+):
+    """Every cluster's columns 403: stopped after max_failed_clusters + 1 requests, with a hint about
+    the permission (not 'is the tenant down?'); with --max-failed-clusters 0 the first 403 as it is."""
+    handler, _, _ = make_tenant({f"k{i:02}": 5 for i in range(30)})
+
+    def tenant(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH:
+            return Reply(403, {})
+        return handler(request)
+
+    loopback.reset(tenant)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0, max_failed_clusters=2)
+    error = caught.value
+    assert error.tripped and error.message == (
+        "run 1 is not complete: the snapshot stopped after 3 clusters failed (more than 2 allowed); "
+        "0 of 30 clusters were stored, the remaining 27 were not fetched"
+    )
+    assert error.hint == (
+        "ask a BigID administrator to grant the API key's user access to Cluster Analysis and the "
+        "Data Catalog; auditor check --run 1 --allow-incomplete evaluates what was stored "
+        "(--max-failed-clusters N allows more failed clusters)"
+    )
+    assert 3 <= len([r for r in loopback.seen if r.path == COLUMNS_PATH]) <= 4  # and the one in flight
+    loopback.seen.clear()
+    with pytest.raises(AuthError) as strict:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0, max_failed_clusters=0)
+    assert type(strict.value) is AuthError and strict.value.status == 403
+    assert (
+        strict.value.message == f"cluster k00: the API key lacks permission for GET {COLUMNS_PATH} (HTTP 403)"
+    )
+    assert 1 <= len([r for r in loopback.seen if r.path == COLUMNS_PATH]) <= 2
+
+
 def test_max_failed_clusters_must_not_be_negative(engine, make_client):
     with pytest.raises(ValueError, match="max_failed_clusters"):
         take_snapshot(engine, make_client("http://127.0.0.1:9"), max_failed_clusters=-1)

@@ -36,7 +36,15 @@ from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, severity_rank
 from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers
 from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
 from auditor.gcpause import collector_paused
-from auditor.store.runs import RunInfo, get_run, previous_complete_run, resolve_run, scope_note
+from auditor.store.runs import (
+    RunInfo,
+    details_count,
+    get_run,
+    previous_complete_run,
+    resolve_run,
+    scope_note,
+    shortfall_note,
+)
 from auditor.store.schema import RUN_COMPLETE
 from auditor.store.schema import findings as findings_table
 
@@ -145,32 +153,15 @@ class CheckResult:
             "run_status": self.run.status,
             "baseline": self.baseline.id if self.baseline else None,
             "baseline_note": self.baseline_note(),
+            "shortfall_note": self.shortfall_note(),
             "today": self.today.isoformat(),
             "findings": [f.to_json() for f in self.findings] if findings else [],
             "summary": self.summary,
         }
 
-    def _details_count(self, key: str) -> int:
-        """A count the run recorded in its details; 0 when absent or not a count (older runs)."""
-        details = self.run.details if isinstance(self.run.details, dict) else {}
-        value = details.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
     def shortfall_note(self) -> str | None:
-        """For a complete run some of whose clusters served fewer columns than their ``totalCount``
-        announced (an empty page asked for twice ended them): what the findings may miss.
-
-        ``None`` when there were none, or for runs taken before the count was recorded.
-        """
-        count = self._details_count("total_shortfall_count")
-        if not count:
-            return None
-        clusters = "1 cluster" if count == 1 else f"{count:,} clusters"
-        return (
-            f"in run {self.run.id}, {clusters} served fewer columns than their totalCount announced; "
-            f"the columns not served were not checked (auditor runs --format json lists them under "
-            f"total_mismatches)"
-        )
+        """What checking the run may miss: see :func:`auditor.store.runs.shortfall_note`."""
+        return shortfall_note(self.run)
 
     def baseline_note(self) -> str | None:
         """For a baseline taken from another source or with another cluster filter than the run:
@@ -186,7 +177,7 @@ class CheckResult:
         """
         if self.run.status == RUN_COMPLETE:
             return None
-        count = self._details_count("failed_cluster_count")
+        count = details_count(self.run, "failed_cluster_count")
         why = ""
         if count:
             why = f" ({count} cluster{' was' if count == 1 else 's were'} not fetched)"

@@ -8,9 +8,12 @@ case named after the rule, so the report also shows what was checked. Catalog te
 and invisible characters as escapes (:mod:`auditor.textsafe`; a name stays on one line): one such
 character in a column name would otherwise make the whole file unreadable to the CI server.
 
-A run checked with ``--allow-incomplete`` that is not complete gives every ``<testsuite>`` a
-``<properties>`` block (``run_status`` and ``incomplete_run``, the note the other formats print),
-so that a CI server's view of the suite says what its cases do not cover.
+What the other formats print beside the findings goes into a ``<properties>`` block on every
+``<testsuite>``, so that a CI server's view of the suite says what its cases do not cover or why
+they may read as new: ``run_status`` and ``incomplete_run`` for a run checked with
+``--allow-incomplete`` that is not complete, ``total_shortfall`` for a complete run some of whose
+clusters served fewer columns than announced, ``baseline_scope`` for a baseline taken from another
+source or with another cluster filter.
 """
 
 from __future__ import annotations
@@ -56,9 +59,9 @@ def chunks(result: CheckResult) -> Iterator[str]:
         yield DECLARATION + ET.tostring(root, encoding="unicode") + "\n"
         return
     yield DECLARATION + _start_tag(root) + "\n"
-    note = result.incomplete_note()
+    notes = _notes(result)
     for rule_id, items in by_rule.items():
-        lead = [_properties(result.run.status, note)] if note else []
+        lead = [_properties(notes)] if notes else []
         suite = ET.Element("testsuite", name=rule_id)
         for name in ("tests", "failures", "errors", "skipped"):
             suite.set(name, str(counts[rule_id].get(name, 0)))
@@ -78,11 +81,23 @@ def chunks(result: CheckResult) -> Iterator[str]:
     yield "</testsuites>\n"
 
 
-def _properties(status: str, note: str) -> ET.Element:
-    """The ``<properties>`` of a suite evaluated on an incomplete run."""
+def _notes(result: CheckResult) -> list[tuple[str, str]]:
+    """The (name, value) properties every suite carries; none for a complete run and its baseline."""
+    notes: list[tuple[str, str]] = []
+    if incomplete := result.incomplete_note():
+        notes += [("run_status", result.run.status), ("incomplete_run", incomplete)]
+    if shortfall := result.shortfall_note():
+        notes.append(("total_shortfall", shortfall))
+    if scope := result.baseline_note():
+        notes.append(("baseline_scope", scope))
+    return notes
+
+
+def _properties(notes: list[tuple[str, str]]) -> ET.Element:
+    """The ``<properties>`` block of every suite (see :func:`_notes`)."""
     properties = ET.Element("properties")
-    ET.SubElement(properties, "property", name="run_status", value=_shown(status, one_line))
-    ET.SubElement(properties, "property", name="incomplete_run", value=_shown(note, one_line))
+    for name, value in notes:
+        ET.SubElement(properties, "property", name=name, value=_shown(value, one_line))
     return properties
 
 

@@ -49,8 +49,10 @@ def format(result: CheckResult) -> str:
     note = result.incomplete_note()
     if note:
         lines += [f"> **Warning:** {cell(note)}", ""]
-    if scope := result.baseline_note():  # "N new" against a baseline of another scope misleads
-        lines += [f"> **Note:** {cell(scope)}", ""]
+    # columns not served were not checked; "N new" against a baseline of another scope misleads
+    for extra in (result.shortfall_note(), result.baseline_note()):
+        if extra:
+            lines += [f"> **Note:** {cell(extra)}", ""]
     lines += [cell(result.summary_line()), ""]
     lines += ["| Critical | High | Medium | Low | Info | New | Existing | Waived | Waiver expired |"]
     lines += ["|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -117,13 +117,22 @@ def chunks(result: CheckResult) -> Iterator[str]:
 
 
 def _invocation(result: CheckResult) -> dict[str, Any]:
-    """The one invocation; a run that is not complete adds a warning notification saying so."""
+    """The one invocation, with a notification for each note the other formats print: a run that
+    is not complete (``incomplete-run``) or whose clusters served fewer columns than announced
+    (``total-shortfall``), warnings; a baseline of another scope (``baseline-scope``), a note."""
     invocation: dict[str, Any] = {"executionSuccessful": True, "workingDirectory": {"uri": _cwd_uri()}}
-    note = result.incomplete_note()
-    if note:
-        invocation["toolExecutionNotifications"] = [
-            {"level": "warning", "descriptor": {"id": "incomplete-run"}, "message": {"text": note}}
-        ]
+    notes = (
+        ("warning", "incomplete-run", result.incomplete_note()),
+        ("warning", "total-shortfall", result.shortfall_note()),
+        ("note", "baseline-scope", result.baseline_note()),
+    )
+    notifications = [
+        {"level": level, "descriptor": {"id": name}, "message": {"text": text}}
+        for level, name, text in notes
+        if text
+    ]
+    if notifications:
+        invocation["toolExecutionNotifications"] = notifications
     return invocation
 
 

@@ -73,7 +73,8 @@ def chunks(result: CheckResult) -> Iterator[str]:
     note = result.incomplete_note()
     if note:
         lines.append(f"warning: {one_line(note)}")
-    if scope := result.baseline_note():
-        lines.append(f"note: {one_line(scope)}")
+    for extra in (result.shortfall_note(), result.baseline_note()):
+        if extra:
+            lines.append(f"note: {one_line(extra)}")
     lines.append(result.summary_line())
     yield "\n".join(lines) + "\n"

@@ -48,7 +48,7 @@ from auditor.render.context import (
     severity_rank,
 )
 from auditor.store.db import keys_in
-from auditor.store.runs import RunInfo, scope_note
+from auditor.store.runs import RunInfo, scope_note, shortfall_note
 
 STREAM_CHUNK = 5_000
 IN_CHUNK = 500
@@ -408,6 +408,7 @@ class StoredFindings:
             "run_status": self.run.status,
             "baseline": self.baseline.id if self.baseline else None,
             "baseline_note": scope_note(self.baseline, self.run) if self.baseline else None,
+            "shortfall_note": shortfall_note(self.run),
             "today": self.today.isoformat(),
             "findings": [jsonstream.MARK],
             "summary": self.summary(),

@@ -137,6 +137,30 @@ def scope_note(base: RunInfo, run: RunInfo) -> str | None:
     )
 
 
+def details_count(run: RunInfo, key: str) -> int:
+    """A count ``run`` recorded in its details; 0 when absent or not a count (older runs)."""
+    details = run.details if isinstance(run.details, dict) else {}
+    value = details.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def shortfall_note(run: RunInfo) -> str | None:
+    """For a complete run some of whose clusters served fewer columns than their ``totalCount``
+    announced (an empty page asked for twice ended them): what checking it may miss.
+
+    ``None`` when there were none, or for runs taken before the count was recorded.
+    """
+    count = details_count(run, "total_shortfall_count")
+    if not count:
+        return None
+    clusters = "1 cluster" if count == 1 else f"{count:,} clusters"
+    return (
+        f"in run {run.id}, {clusters} served fewer columns than their totalCount announced; "
+        f"the columns not served were not checked (auditor runs --format json lists them under "
+        f"total_mismatches)"
+    )
+
+
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None

@@ -10,6 +10,7 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from junitparser import JUnitXml
 
 from auditor.bigid.client import COLUMNS_PATH
 from auditor.bigid.paging import SAME_PAGE_LIMIT_SINGLE_ROW, NoProgress, PagingStats, RawPage, paginate
@@ -272,6 +273,25 @@ def test_a_cluster_that_serves_less_than_it_announced_is_counted_and_noted_by_ch
         "note: in run 1, 1 cluster served fewer columns than their totalCount announced; the columns "
         "not served were not checked (auditor runs --format json lists them under total_mismatches)"
     )
+    note = check.stderr.decode().splitlines()[0].removeprefix("note: ")
+    # every output says it too, not stderr alone: a CI job reads only what it parses
+    assert f"\nnote: {note}\n" in check.stdout.decode()
+
+    def output(fmt: str) -> str:
+        done = run_auditor("check", "--db", "a.db", "--format", fmt, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode()
+
+    assert json.loads(output("json"))["shortfall_note"] == note
+    escaped = note.replace("_", "\\_")  # Markdown emphasis escaped
+    assert f"> **Note:** {escaped}\n" in output("markdown")
+    suites = list(JUnitXml.fromstring(output("junit").encode()))
+    assert len(suites) == 16
+    assert all({p.name: p.value for p in suite.properties()} == {"total_shortfall": note} for suite in suites)
+    sarif = json.loads(output("sarif"))
+    assert sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"] == [
+        {"level": "warning", "descriptor": {"id": "total-shortfall"}, "message": {"text": note}}
+    ]
     runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
     details = json.loads(runs.stdout)["runs"][0]["details"]
     assert (details["total_shortfall_count"], details["total_mismatch_count"]) == (1, 2)

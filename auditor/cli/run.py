@@ -183,11 +183,11 @@ def run_command(
         f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns"
         + (f"; compared with run {result.baseline.id}" if result.baseline else "; no earlier complete run")
     )
-    if fmt != "table" or output:
+    if fmt != "table" or output:  # the table on stdout ends with the notes and the summary line
         settings.info(result.check.summary_line())
-    for extra in (result.check.shortfall_note(), result.check.baseline_note()):
-        if extra:
-            settings.info(f"note: {extra}")
+        for extra in (result.check.shortfall_note(), result.check.baseline_note()):
+            if extra:
+                settings.info(f"note: {extra}")
     for path in result.written:
         settings.info(f"wrote {path}")
     if result.emailed_to:

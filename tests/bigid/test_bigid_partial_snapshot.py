@@ -278,14 +278,10 @@ def test_only_the_first_failures_are_listed(loopback, make_client, engine, monke
 def test_a_refused_key_mid_run_still_aborts_at_once(loopback, make_client, engine):
     """A 401 on one cluster's columns that stays 401 (after the client's fallbacks) is about the
     key, not the cluster: the snapshot stops with the AuthError, as before."""
-    handler, _, _ = make_tenant({f"k{i}": 30 for i in range(8)})
-
-    def tenant(request: Request) -> Reply:
-        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k3":
-            return Reply(401, {"error": "token expired"})
-        return handler(request)
-
-    loopback.reset(tenant)
+    handler, _, _ = make_tenant(
+        {f"k{i}": 30 for i in range(8)}, broken="k3", broken_reply=(401, {"error": "token expired"})
+    )
+    loopback.reset(handler)
     with pytest.raises(AuthError) as caught:
         take_snapshot(engine, make_client(loopback.url, page_size=10), workers=1, processes=0)
     assert type(caught.value) is AuthError
@@ -310,14 +306,10 @@ def test_a_cluster_whose_columns_are_forbidden_is_recorded_the_rest_stored(
 ):
     """A tenant scoping the key's user to some data sources refuses one cluster's columns (403)
     while serving the others: that cluster fails alone, and the hint names the permission."""
-    handler, _, columns = make_tenant({f"k{i}": 30 for i in range(8)})
-
-    def tenant(request: Request) -> Reply:
-        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k3":
-            return Reply(403, {"message": "outside your scope"})
-        return handler(request)
-
-    loopback.reset(tenant)
+    handler, _, columns = make_tenant(
+        {f"k{i}": 30 for i in range(8)}, broken="k3", broken_reply=(403, {"message": "outside your scope"})
+    )
+    loopback.reset(handler)
     with pytest.raises(PartialSnapshotError) as caught:
         take_snapshot(engine, make_client(loopback.url, page_size=10), workers=2, processes=processes)
     error = caught.value

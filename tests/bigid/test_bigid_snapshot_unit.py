@@ -27,7 +27,15 @@ from auditor.store.schema import cluster_versions, column_versions, run_clusters
 from .conftest import Reply, Request
 
 
-def make_tenant(sizes: dict[str, int], *, announced: dict[str, int] | None = None, broken: str | None = None):
+def make_tenant(
+    sizes: dict[str, int],
+    *,
+    announced: dict[str, int] | None = None,
+    broken: str | None = None,
+    broken_reply: tuple[int, dict] | None = None,
+):
+    """A tenant serving ``sizes`` columns per cluster; the ``broken`` cluster's columns answer
+    ``broken_reply`` (status, body), by default a 404."""
     clusters = [{"id": cid, "name": f"cluster {cid}", "size": (announced or sizes).get(cid)} for cid in sizes]
     columns = {
         cid: [
@@ -48,7 +56,7 @@ def make_tenant(sizes: dict[str, int], *, announced: dict[str, int] | None = Non
             return Reply(200, clusters[skip : skip + limit])
         cid = request.query["clusterId"]
         if cid == broken:
-            return Reply(404, {"error": f"Cluster {cid} was not found"})
+            return Reply(*(broken_reply or (404, {"error": f"Cluster {cid} was not found"})))
         return Reply(200, {"results": columns[cid][skip : skip + limit], "totalCount": sizes[cid]})
 
     return handler, clusters, columns

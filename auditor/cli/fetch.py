@@ -231,10 +231,10 @@ def snapshot_command(
     """Fetch every cluster and every column into a new run; print the run id.
 
     The run is complete only if everything was fetched; otherwise it is recorded as failed (with the
-    reason) and the command exits 3. A cluster whose columns cannot be fetched (404, 5xx after the
-    retries, a timeout, an invalid record) is recorded and the others are fetched all the same,
-    until more than --max-failed-clusters have failed; a refused key, the clusters listing or the
-    database failing stops at once, and so does --max-minutes passing (the clusters fetched in full
+    reason) and the command exits 3. A cluster whose columns cannot be fetched (403, 404, 5xx after
+    the retries, a timeout, an invalid record) is recorded and the others are fetched all the same,
+    until more than --max-failed-clusters have failed; a refused key (401), the clusters listing or
+    the database failing stops at once, and so does --max-minutes passing (the clusters fetched in full
     are kept).
     """
     from auditor.progress import Progress

@@ -11,6 +11,7 @@ hold any of the keys below under a ``[auditor]`` table (or at top level)::
     workers = 4
     max_failed_clusters = 10               # clusters that may fail before a snapshot stops
     max_minutes = 90                       # a snapshot not finished by then stops (default: no limit)
+    skip_clusters = ["65b2…"]              # clusters left out of every snapshot (default: none)
     ca_bundle = "/etc/ssl/private-ca.pem"
 
     [auditor.sandbox]      # the built-in sandbox `auditor run` uses when no url is set
@@ -49,6 +50,7 @@ KNOWN_KEYS = {
     "processes",
     "max_failed_clusters",
     "max_minutes",
+    "skip_clusters",
     "ca_bundle",
     "insecure",
     "connect_timeout",
@@ -141,6 +143,7 @@ _KINDS = {
     "max_minutes": NUMBER,
     "rules": TEXTS,
     "email_to": TEXTS,
+    "skip_clusters": TEXTS,
 }
 """What each setting's TOML value must be: ``insecure = "false"`` must not switch TLS checks off."""
 

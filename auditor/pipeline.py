@@ -75,6 +75,7 @@ def run_job(
     processes: int | None = None,
     max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
     max_seconds: float | None = None,
+    skip_clusters: Sequence[str] = (),
     progress: Progress | None = None,
     baseline: str | int | None = "previous",
     fail_on: str | None = None,
@@ -99,6 +100,7 @@ def run_job(
         progress=progress,
         max_failed_clusters=max_failed_clusters,
         max_seconds=max_seconds,
+        skip_clusters=skip_clusters,
     )
     check, bundle, written = check_and_report(
         engine,

@@ -39,7 +39,7 @@ import queue
 import signal
 import threading
 import traceback
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -52,7 +52,7 @@ from auditor.bigid.paging import PagingStats
 from auditor.errors import ApiError, AuditorError, AuthError, PartialSnapshotError, PayloadError, StoreError
 from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
-from auditor.store.runs import RunInfo, get_run
+from auditor.store.runs import SKIP_KEY, RunInfo, get_run, name_ids
 from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
 from auditor.workers import start_pool
 
@@ -86,6 +86,24 @@ class _TooManyFailures(Exception):
     """More clusters failed than ``max_failed_clusters`` allows: the snapshot stops."""
 
 
+def _leave_out(
+    clusters: list[tuple[Any, dict[str, Any]]], skip: list[str], details: dict[str, Any]
+) -> list[tuple[Any, dict[str, Any]]]:
+    """``clusters`` without those whose id is in ``skip``; ``details`` records which were left out
+    and which of ``skip`` the tenant did not list (a stale id in the settings, said on the log)."""
+    wanted = set(skip)
+    kept = [item for item in clusters if item[0].id not in wanted]
+    seen = {cluster.id for cluster, _ in clusters}
+    skipped = sorted(wanted & seen)
+    missing = sorted(wanted - seen)
+    details["skipped_cluster_count"] = len(skipped)
+    details["skipped_clusters"] = skipped[:MAX_LISTED_FAILURES]
+    if missing:
+        details["skip_clusters_not_listed"] = missing[:MAX_LISTED_FAILURES]
+        log.warning("the tenant did not list these clusters to skip: %s", name_ids(missing))
+    return kept
+
+
 def cluster_scoped(exc: BaseException) -> bool:
     """Whether ``exc``, raised while fetching one cluster's columns, concerns only that cluster.
 
@@ -116,6 +134,7 @@ def take_snapshot(
     processes: int | None = None,
     max_failed_clusters: int = DEFAULT_MAX_FAILED_CLUSTERS,
     max_seconds: float | None = None,
+    skip_clusters: Collection[str] = (),
 ) -> RunInfo:
     """Fetch everything into a new run and return it (``complete``), or raise (run ``failed``).
 
@@ -134,7 +153,14 @@ def take_snapshot(
     passes, the requests in flight are cancelled, the clusters fetched in full stay in the run,
     the run ends ``failed`` and :class:`PartialSnapshotError` says so (``details.deadline_seconds``
     records the limit). ``None``: no limit.
+
+    ``skip_clusters``: ids of clusters left out of the run, as if the tenant had not listed them (a
+    cluster known to fail, or one the key may not read): their columns are not asked for, and the
+    run can be complete without them. The ids asked for are part of the run's scope
+    (``details.skip_clusters``, compared by :func:`auditor.store.runs.scope_note`); the run records
+    which were listed and left out (``details.skipped_clusters``) and which were not listed at all.
     """
+    skip = sorted({str(cluster_id).strip() for cluster_id in skip_clusters} - {""})
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError("max_seconds must be more than 0")
     if workers < 1:
@@ -153,6 +179,7 @@ def take_snapshot(
             "page_size": client.options.page_size,
             "workers": workers,
             "auth_scheme_requested": client.options.auth_scheme,
+            **({SKIP_KEY: skip} if skip else {}),
         },
     )
     details: dict[str, Any] = {}
@@ -177,16 +204,21 @@ def take_snapshot(
             pool = start_decoders(processes)  # they start while the clusters are listed
         # A cluster record that does not fit the models, but has an id, fails that cluster alone.
         clusters = client.list_clusters(cluster_filter, lenient=True)
+        listed = len(clusters)
+        if skip:
+            clusters = _leave_out(clusters, skip, details)
         if processes is None:
             processes = _processes_for(clusters)
             if processes:
                 pool = start_decoders(processes)
         details["processes"] = processes
         listing = client.last_cluster_paging or PagingStats()
-        totals.clusters_announced = listing.total if listing.total is not None else len(clusters)
+        # the clusters left out are out of the run's scope, as if the tenant had not listed them
+        left_out = listed - len(clusters)
+        totals.clusters_announced = (listing.total if listing.total is not None else listed) - left_out
         details["cluster_duplicates"] = listing.duplicates
-        if listing.total is not None and listing.total != len(clusters):
-            details["cluster_total_mismatch"] = {"announced": listing.total, "fetched": len(clusters)}
+        if listing.total is not None and listing.total != listed:
+            details["cluster_total_mismatch"] = {"announced": listing.total, "fetched": listed}
         for position, (cluster, raw) in enumerate(clusters):
             try:
                 writer.add_cluster(cluster, raw, position)

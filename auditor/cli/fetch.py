@@ -17,7 +17,7 @@ import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.errors import ConfigError
-from auditor.store.runs import cluster_list_note, mismatch_count
+from auditor.store.runs import cluster_list_note, mismatch_count, name_ids
 from auditor.textsafe import display_width, fit, one_line
 
 if TYPE_CHECKING:
@@ -184,6 +184,27 @@ def _max_failed_clusters(settings: Settings, flag: int | None) -> int:
     return value
 
 
+def skip_cluster_option(func: F) -> F:
+    """``--skip-cluster ID`` (repeatable), shared by ``auditor snapshot`` and ``auditor run``."""
+    return click.option(
+        "--skip-cluster",
+        "skip_clusters",
+        multiple=True,
+        metavar="ID",
+        help="Leave this cluster out of the run, as if the tenant had not listed it (repeatable; "
+        "config: skip_clusters).",
+    )(func)
+
+
+def skipped_note(details: dict[str, Any]) -> str | None:
+    """The line saying which clusters the run left out (``--skip-cluster``); None when none."""
+    count = details.get("skipped_cluster_count")
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        return None
+    listed = [str(i) for i in details.get("skipped_clusters") or []]
+    return f"left out {count} cluster(s) (--skip-cluster): {name_ids(listed)}"
+
+
 def max_minutes_option(func: F) -> F:
     """``--max-minutes M``, shared by ``auditor snapshot`` and ``auditor run``."""
     return click.option(
@@ -215,6 +236,7 @@ def _max_seconds(settings: Settings, flag: float | None) -> float | None:
 @processes_option
 @max_failed_option
 @max_minutes_option
+@skip_cluster_option
 @db_option
 @pass_settings
 def snapshot_command(
@@ -225,6 +247,7 @@ def snapshot_command(
     processes: int | None,
     max_failed_clusters: int | None,
     max_minutes: float | None,
+    skip_clusters: tuple[str, ...],
     db: str | None,
     **api: Any,
 ) -> None:
@@ -256,6 +279,7 @@ def snapshot_command(
             processes=_processes(settings, processes),
             max_failed_clusters=limit,
             max_seconds=max_seconds,
+            skip_clusters=settings.list_value(skip_clusters, "skip_clusters"),
         )
     click.echo(str(run.id))
     seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0.0
@@ -265,6 +289,8 @@ def snapshot_command(
         f"auth scheme {run.auth_scheme})"
     )
     details = run.details or {}
+    if left_out := skipped_note(details):
+        settings.info(left_out)
     if listing := cluster_list_note(details):
         settings.info(f"note: {listing}")
     for kind, what in (("size", "cluster size"), ("total", "totalCount")):

@@ -19,6 +19,8 @@ from auditor.cli.fetch import (
     max_failed_option,
     max_minutes_option,
     processes_option,
+    skip_cluster_option,
+    skipped_note,
 )
 from auditor.config import ENV_EMAIL_FROM
 
@@ -48,6 +50,7 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 @processes_option
 @max_failed_option
 @max_minutes_option
+@skip_cluster_option
 @click.option(
     "--rules", multiple=True, type=click.Path(), metavar="PATH", help="Rule file or folder (repeatable)."
 )
@@ -92,6 +95,7 @@ def run_command(
     processes: int | None,
     max_failed_clusters: int | None,
     max_minutes: float | None,
+    skip_clusters: tuple[str, ...],
     rules: tuple[str, ...],
     waivers: str | None,
     baseline: str,
@@ -167,6 +171,7 @@ def run_command(
             workers=count,
             max_failed_clusters=limit,
             max_seconds=max_seconds,
+            skip_clusters=settings.list_value(skip_clusters, "skip_clusters"),
             processes=_processes(settings, processes),
             progress=Progress(enabled=False if settings.quiet else None),
             baseline=baseline,
@@ -183,6 +188,8 @@ def run_command(
         f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns"
         + (f"; compared with run {result.baseline.id}" if result.baseline else "; no earlier complete run")
     )
+    if left_out := skipped_note(run.details or {}):
+        settings.info(left_out)
     if fmt != "table" or output:  # the table on stdout ends with the notes and the summary line
         settings.info(result.check.summary_line())
         for extra in (result.check.shortfall_note(), result.check.baseline_note()):

@@ -156,7 +156,7 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
     running (abandoned) when that process is gone (auditor db prune marks it failed), and
     running (unknown) when it cannot be checked from here (another host, or an older auditor).
     """
-    from auditor.store.runs import list_runs, run_liveness
+    from auditor.store.runs import list_runs, name_ids, run_liveness, skipped_ids
 
     runs = list_runs(settings.engine(db))
     liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}
@@ -184,6 +184,8 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
         source = run.source_url or ""
         if run.cluster_filter:
             source = f"{source}  filter {one_line(repr(run.cluster_filter))}".lstrip()
+        if skipped := skipped_ids(run):
+            source = f"{source}  skipping {one_line(name_ids(skipped))}".lstrip()
         lines.append(
             f"{run.id:>5}  {status:<{width}} {started:<20} {run.clusters_stored or 0:>9} "
             f"{run.columns_stored or 0:>10}  {source}"

@@ -72,6 +72,10 @@ class RunInfo:
         return data
 
 
+SKIP_KEY = "skip_clusters"  # runs.details: the cluster ids a snapshot was asked to leave out
+MAX_IDS_IN_NOTE = 5  # cluster ids a scope note names before "and N more"
+
+
 def mismatch_count(details: Mapping[str, Any], kind: str) -> int:
     """How many clusters' ``kind`` (``size`` or ``total``) differed from the columns fetched.
 
@@ -110,9 +114,24 @@ def _source_key(url: str | None) -> tuple[str, ...] | None:
     return (scheme, (parts.hostname or "").lower(), str(port or ""), parts.path.rstrip("/"))
 
 
+def skipped_ids(run: RunInfo) -> list[str]:
+    """The cluster ids ``run`` was asked to leave out (``--skip-cluster``), sorted; [] for none."""
+    details = run.details if isinstance(run.details, dict) else {}
+    value = details.get(SKIP_KEY)
+    return sorted(str(v) for v in value) if isinstance(value, list) else []
+
+
+def name_ids(ids: list[str]) -> str:
+    """``ids`` quoted for a sentence: the first :data:`MAX_IDS_IN_NOTE`, then "and N more"."""
+    shown = ", ".join(repr(i) for i in ids[:MAX_IDS_IN_NOTE])
+    more = len(ids) - MAX_IDS_IN_NOTE
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
 def scope_note(base: RunInfo, run: RunInfo) -> str | None:
     """The sentence warning that ``run`` is compared with a ``base`` run taken another way: from
-    another source, or with another cluster filter; ``None`` when both were taken alike.
+    another source, with another cluster filter, or leaving out other clusters (``--skip-cluster``);
+    ``None`` when both were taken alike.
 
     Findings and catalog records outside either run's scope then read as new or resolved, added
     or removed, which a reader must not take for changes in the catalog. A source not recorded in
@@ -121,7 +140,8 @@ def scope_note(base: RunInfo, run: RunInfo) -> str | None:
     before, after = _source_key(base.source_url), _source_key(run.source_url)
     sources = before is not None and after is not None and before != after
     filters = (base.cluster_filter or None) != (run.cluster_filter or None)
-    if not sources and not filters:
+    skips = skipped_ids(base) != skipped_ids(run)
+    if not sources and not filters and not skips:
         return None
 
     def scope(taken: RunInfo) -> str:
@@ -129,6 +149,9 @@ def scope_note(base: RunInfo, run: RunInfo) -> str | None:
         if filters:
             value = taken.cluster_filter
             parts.append(f"with the cluster filter {value!r}" if value else "with no cluster filter")
+        if skips:
+            ids = skipped_ids(taken)
+            parts.append(f"leaving out the clusters {name_ids(ids)}" if ids else "leaving out no cluster")
         return " ".join(parts)
 
     return (

@@ -653,7 +653,7 @@ def _partial_error(
         message = f"run {run_id} is not complete: {head} ({others})"
         hint = (
             f"auditor check --run {run_id} --allow-incomplete evaluates what was stored; run the snapshot "
-            "again once the tenant serves those clusters"
+            "again once the tenant serves those clusters, or leave them out with --skip-cluster ID"
         )
         if any(reason.startswith(f"{AuthError.__name__}:") for _, reason in failures):
             hint = f"{FORBIDDEN_HINT} the data sources of the clusters refused (HTTP 403); {hint}"

@@ -49,7 +49,7 @@ def test_one_broken_cluster_is_recorded_and_the_others_stored(loopback, make_cli
     assert error.problems == [f"k5: {NOT_FOUND}"]
     assert error.hint == (
         "auditor check --run 1 --allow-incomplete evaluates what was stored; run the snapshot again once "
-        "the tenant serves those clusters"
+        "the tenant serves those clusters, or leave them out with --skip-cluster ID"
     )
     assert (error.run_id, error.failed, error.tripped) == (1, [("k5", NOT_FOUND)], False)
 
@@ -321,7 +321,7 @@ def test_a_cluster_whose_columns_are_forbidden_is_recorded_the_rest_stored(
     assert error.hint == (
         "ask a BigID administrator to grant the API key's user access to the data sources of the clusters "
         "refused (HTTP 403); auditor check --run 1 --allow-incomplete evaluates what was stored; run the "
-        "snapshot again once the tenant serves those clusters"
+        "snapshot again once the tenant serves those clusters, or leave them out with --skip-cluster ID"
     )
     assert len([r for r in loopback.seen if r.query.get("clusterId") == "k3"]) == 1  # 403 is not retried
     (run,) = list_runs(engine)
@@ -394,7 +394,7 @@ PARTIAL_STDERR = [
     "error: run 1 is not complete: 1 of 8 clusters could not be fetched (the other 7 were stored)",
     f"  k5: {NOT_FOUND}",
     "hint: auditor check --run 1 --allow-incomplete evaluates what was stored; run the snapshot again "
-    "once the tenant serves those clusters",
+    "once the tenant serves those clusters, or leave them out with --skip-cluster ID",
 ]
 
 

@@ -49,6 +49,31 @@ def scrub(text: str) -> str:
     return text
 
 
+def scrub_cut(text: str) -> str:
+    """:func:`scrub`, for an excerpt of someone else's text that may begin or end inside a secret.
+
+    A body cut short mid-key (a server that reflected the key and then dropped the connection),
+    or a window taken out of a longer text, holds no whole secret for :func:`scrub` to find, yet
+    shows most of one. A start that is a secret's ending, or an end that is a secret's beginning,
+    of :data:`MIN_SECRET_LENGTH` characters or more, is masked too.
+    """
+    text = scrub(text)
+    if not text or not _secrets:
+        return text
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        for size in range(min(len(secret) - 1, len(text)), MIN_SECRET_LENGTH - 1, -1):
+            if text.endswith(secret[:size]):
+                text = text[: len(text) - size] + MASK
+                break
+        for size in range(min(len(secret) - 1, len(text)), MIN_SECRET_LENGTH - 1, -1):
+            if text.startswith(secret[-size:]):
+                text = MASK + text[size:]
+                break
+    return text
+
+
 # JSON's two-character escapes, by the character they stand for.
 _SHORT_ESCAPES = {
     '"': b'\\"',

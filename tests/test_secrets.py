@@ -74,3 +74,15 @@ def test_redact_bytes_leaves_escaped_letters_alone():
     letters_escaped = b'{"a": "\\u0073k/abc/def", "b": "sk/abc/de"}'
     assert json.loads(letters_escaped)["a"] == "sk/abc/def"
     assert secrets.redact_bytes(letters_escaped) == (letters_escaped, 0)
+
+
+def test_scrub_cut_masks_a_key_cut_at_either_end_of_an_excerpt():
+    secrets.register("sk-PROBE-2-zz9")
+    assert secrets.scrub_cut('"columnName": "prefix sk-PROBE-2-') == '"columnName": "prefix ***'
+    assert secrets.scrub_cut("BE-2-zz9 end of the window") == "*** end of the window"
+    assert secrets.scrub_cut("both sk-PROBE-2-zz9 and sk-PR") == "both *** and ***"
+    # fewer characters than the shortest key accepted, or none of a key: left as they are
+    assert secrets.scrub_cut("ends with sk-") == "ends with sk-"
+    assert secrets.scrub_cut("nothing here") == "nothing here"
+    secrets.forget_all()
+    assert secrets.scrub_cut("sk-PROBE-2-") == "sk-PROBE-2-"  # no secret registered

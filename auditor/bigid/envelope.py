@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from auditor import secrets
 from auditor.bigid.models import coerce_count
 
 # Keys under which a list of records may sit, most specific first.
@@ -96,14 +97,15 @@ def may_report_error(content: bytes) -> bool:
 
 
 def _excerpt(content: bytes, position: int) -> str:
-    """The text around character ``position`` of ``content``, on one line."""
+    """The text around character ``position`` of ``content``, on one line (never part of a key)."""
     text = content.decode("utf-8", "replace")[max(0, position - 60) : position + 60]
-    return " ".join(text.split())[:120]
+    return secrets.scrub_cut(" ".join(text.split())[:120])
 
 
 def _snippet(content: bytes) -> str:
+    """The start of ``content``, on one line (never part of a key: see :func:`secrets.scrub_cut`)."""
     text = content[:200].decode("utf-8", "replace")
-    return " ".join(text.split())[:120]
+    return secrets.scrub_cut(" ".join(text.split())[:120])
 
 
 def error_message(body: Any) -> str | None:
@@ -112,13 +114,13 @@ def error_message(body: Any) -> str | None:
         for key in ("error", "message", "detail", "msg"):
             value = body.get(key)
             if isinstance(value, str) and value.strip():
-                return " ".join(value.split())[:200]
+                return secrets.scrub_cut(" ".join(secrets.scrub(value).split())[:200])
             if isinstance(value, dict):
                 nested = error_message(value)
                 if nested:
                     return nested
     elif isinstance(body, str) and body.strip():
-        return " ".join(body.split())[:200]
+        return secrets.scrub_cut(" ".join(secrets.scrub(body).split())[:200])
     return None
 
 

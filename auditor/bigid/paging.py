@@ -26,8 +26,11 @@ reference §9 items 13-16):
   still shrink; at the floor a timeout is retried and fails like any other.
 * A page that adds nothing new *and* repeats the previous page means the server ignores ``skip``:
   ``on_repeat="stop"`` ends the listing (clusters: the records are all there), ``"fail"`` raises
-  :class:`NoProgress` (columns: we cannot know what we missed). Several pages in a row that add
-  nothing new fail as well, and so does reaching ``max_pages``.
+  :class:`NoProgress` (columns: we cannot know what we missed), except while confirming an end,
+  where it ends the listing too. Either way, it raises when the total (or, without one, ``expected``)
+  says more records exist than arrived: a server that ignores ``skip`` *and* caps its pages would
+  otherwise end a listing short, silently. Several pages in a row that add nothing new fail as
+  well, and so does reaching ``max_pages``.
 """
 
 from __future__ import annotations
@@ -94,6 +97,20 @@ def shrink(limit: int) -> int:
 
 class NoProgress(Exception):
     """The server keeps answering without advancing (ignores ``skip``), or the page cap was hit."""
+
+
+def _announced_more(stats: PagingStats, expected: int | None) -> str | None:
+    """What says more records exist than were fetched: the total (unless it proved wrong), else the
+    independent announcement (``expected``); None when nothing does."""
+    if stats.total is not None and not stats.total_wrong:
+        announced, what = stats.total, "totalCount"
+    elif expected is not None:
+        announced, what = expected, "the cluster's size"
+    else:
+        return None
+    if stats.fetched >= announced:
+        return None
+    return f"{what} says {announced:,}, but only {stats.fetched:,} arrived"
 
 
 def paginate(
@@ -171,11 +188,15 @@ def paginate(
         if not new:
             same = same + 1 if keys == previous_keys else 0
             if same >= (SAME_PAGE_LIMIT if len(keys) > 1 else SAME_PAGE_LIMIT_SINGLE_ROW):
-                if confirming or on_repeat == "stop":
+                missing = _announced_more(stats, expected)
+                if (confirming or on_repeat == "stop") and not missing:
                     # the server ignores skip; past the total (or for clusters) that is the end
                     stats.stopped_on_repeat = True
                     return
-                raise NoProgress(f"the server returned the same page again at skip={skip} (it ignores skip)")
+                raise NoProgress(
+                    f"the server returned the same page again at skip={skip} (it ignores skip)"
+                    + (f"; {missing}" if missing else "")
+                )
             stale += 1
             if stale >= MAX_STALE_PAGES:
                 raise NoProgress(f"{stale} pages in a row added no new record (last at skip={skip})")

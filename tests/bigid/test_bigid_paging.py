@@ -96,19 +96,29 @@ def test_fetch_all_columns_returns_exactly_the_truth(loopback, make_client, scen
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 30), limit=st.integers(1, 10), with_total=st.booleans())
-def test_a_server_that_ignores_skip_fails_clearly_or_is_complete(loopback, make_client, n, limit, with_total):
+@given(
+    n=st.integers(1, 30),
+    limit=st.integers(1, 10),
+    with_total=st.booleans(),
+    size=st.sampled_from(["none", "right", "more"]),
+)
+def test_a_server_that_ignores_skip_fails_clearly_or_is_complete(
+    loopback, make_client, n, limit, with_total, size
+):
     truth = [column(i) for i in range(n)]
     loopback.reset(serve_stream(truth, total=n if with_total else None, cap=None, ignore_skip=True))
     client = make_client(loopback.url, page_size=limit)
+    announced = {"none": None, "right": n, "more": n + 5}[size]
     try:
-        got = [raw for page in client.fetch_all_columns("c1") for _, raw in page]
+        got = [raw for page in client.fetch_all_columns("c1", size=announced) for _, raw in page]
     except ApiError as exc:
-        assert n >= limit  # only when one page could not have held everything
+        # only when one page could not have held everything, or nothing but the size said more exist
+        assert n >= limit or (size == "more" and not with_total)
         assert "cluster c1" in exc.message and "made no progress" in exc.message
         assert "ignores skip" in exc.message
     else:
         assert got == truth
+        assert not (size == "more" and not with_total)  # the size said more exist: never complete
     assert len(loopback.seen) <= (3 if min(n, limit) > 1 else 1 + SAME_PAGE_LIMIT_SINGLE_ROW)
 
 
@@ -321,3 +331,54 @@ def test_a_listing_capped_below_limit_without_a_total_loses_nothing(loopback, ma
     client = make_client(loopback.url, page_size=1000)
     assert len(client.list_clusters()) == 20
     assert [int(r.query["skip"]) for r in loopback.seen] == [0, 20]  # the end, confirmed by an empty page
+
+
+def test_a_repeated_page_does_not_end_a_listing_that_announced_more():
+    """A server that ignores skip *and* caps its pages: the repeat used to end the listing, and the
+    snapshot held 3 of 10 clusters, or 40 of a cluster's 120 columns, as complete."""
+
+    def capped(total: int | None):
+        def fetch(skip: int, limit: int) -> RawPage[int]:
+            return RawPage(list(range(3)), total=total)  # the first 3 of 10, whatever skip says
+
+        return fetch
+
+    for total, expected, said in (
+        (10, None, "totalCount says 10, but only 3 arrived"),
+        (None, 10, "the cluster's size says 10, but only 3 arrived"),
+    ):
+        for on_repeat in ("stop", "fail"):
+            stats = PagingStats()
+            pages = paginate(
+                capped(total), limit=5, key=lambda x: x, stats=stats, on_repeat=on_repeat, expected=expected
+            )
+            with pytest.raises(NoProgress) as caught:
+                list(pages)
+            assert str(caught.value) == (
+                f"the server returned the same page again at skip=3 (it ignores skip); {said}"
+            )
+    # nothing announced more, or the total was reached: the repeat ends the listing as before
+    for total, expected in ((None, None), (3, None), (None, 3), (3, 10)):
+        stats = PagingStats()
+        got = [
+            x
+            for page in paginate(
+                capped(total), limit=5, key=lambda x: x, stats=stats, on_repeat="fail", expected=expected
+            )
+            for x in page
+        ]
+        assert got == [0, 1, 2]
+
+
+def test_a_columns_listing_that_ignores_skip_below_the_clusters_size_fails_it(loopback, make_client):
+    truth = [column(i) for i in range(120)]
+    loopback.reset(serve_stream(truth, total=None, cap=40, ignore_skip=True))
+    client = make_client(loopback.url, page_size=100)
+    with pytest.raises(ApiError) as caught:
+        list(client.fetch_all_columns("c1", size=120))
+    assert caught.value.message == (
+        f"cluster c1: GET {COLUMNS_PATH} made no progress: the server returned the same page again at "
+        "skip=40 (it ignores skip); the cluster's size says 120, but only 40 arrived"
+    )
+    loopback.reset(serve_stream(truth[:40], total=None, cap=40, ignore_skip=True))
+    assert len([raw for page in client.fetch_all_columns("c1", size=None) for _, raw in page]) == 40

@@ -55,7 +55,8 @@ def scrub_cut(text: str) -> str:
     A body cut short mid-key (a server that reflected the key and then dropped the connection),
     or a window taken out of a longer text, holds no whole secret for :func:`scrub` to find, yet
     shows most of one. A start that is a secret's ending, or an end that is a secret's beginning,
-    of :data:`MIN_SECRET_LENGTH` characters or more, is masked too.
+    of :data:`MIN_SECRET_LENGTH` characters or more, is masked too, as written or in any spelling a
+    JSON encoder gives it (an excerpt of a raw body shows ``\\/`` or ``\\u002f`` for ``/``).
     """
     text = scrub(text)
     if not text or not _secrets:
@@ -63,15 +64,43 @@ def scrub_cut(text: str) -> str:
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
-        for size in range(min(len(secret) - 1, len(text)), MIN_SECRET_LENGTH - 1, -1):
-            if text.endswith(secret[:size]):
-                text = text[: len(text) - size] + MASK
-                break
-        for size in range(min(len(secret) - 1, len(text)), MIN_SECRET_LENGTH - 1, -1):
-            if text.startswith(secret[-size:]):
-                text = MASK + text[size:]
-                break
+        ends_with_start, starts_with_end = _edges(secret)
+        found = ends_with_start.search(text)
+        if found:
+            text = text[: found.start()] + MASK
+        found = starts_with_end.match(text)
+        if found:
+            text = MASK + text[found.end() :]
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _edges(secret: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Regexes for a text ending with a beginning of ``secret``, and starting with an ending of it
+    (longest first; :data:`MIN_SECRET_LENGTH` characters or more, each in any JSON spelling, the
+    cut possibly inside an escape)."""
+    spelled = [_spelled(char) for char in secret]
+    sizes = range(len(secret) - 1, MIN_SECRET_LENGTH - 1, -1)
+    beginnings = "|".join("".join(spelled[:size]) for size in sizes) or "(?!)"
+    endings = "|".join("".join(spelled[len(secret) - size :]) for size in sizes) or "(?!)"
+    # a cut may also fall inside an escape: "…\\u00" at the end, "3d…" at the start
+    return (
+        re.compile(f"(?:{beginnings})(?:\\\\(?:u[0-9a-fA-F]{{0,3}})?)?\\Z"),
+        re.compile(f"(?:u[0-9a-fA-F]{{0,4}}|[0-9a-fA-F]{{1,4}})?(?:{endings})"),
+    )
+
+
+def _spelled(char: str) -> str:
+    """A regex (text) for ``char`` as a JSON encoder may write it inside a string."""
+    literal = re.escape(char)
+    if char.isascii() and char.isalnum():
+        return literal
+    forms = [_utf16_escape(char).decode()]
+    if char in _SHORT_ESCAPES:
+        forms.append(re.escape(_SHORT_ESCAPES[char].decode()))
+    if char not in '"\\' and ord(char) >= 0x20:
+        forms.append(literal)
+    return "(?:" + "|".join(forms) + ")"
 
 
 # JSON's two-character escapes, by the character they stand for.
@@ -108,19 +137,7 @@ def _spellings(secret: str) -> re.Pattern[bytes]:
     may also be written ``\\uXXXX`` (Gson writes ``=`` as ``\\u003d``, ensure-ASCII encoders write
     every non-ASCII character so) or with its two-character escape (``\\/``).
     """
-    parts = []
-    for char in secret:
-        literal = re.escape(char.encode())
-        if char.isascii() and char.isalnum():
-            parts.append(literal)
-            continue
-        forms = [_utf16_escape(char)]
-        if char in _SHORT_ESCAPES:
-            forms.append(re.escape(_SHORT_ESCAPES[char]))
-        if char not in '"\\' and ord(char) >= 0x20:
-            forms.append(literal)
-        parts.append(b"(?:" + b"|".join(forms) + b")")
-    return re.compile(b"".join(parts))
+    return re.compile("".join(_spelled(char) for char in secret).encode())
 
 
 def redact_bytes(content: bytes) -> tuple[bytes, int]:

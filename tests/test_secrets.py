@@ -86,3 +86,14 @@ def test_scrub_cut_masks_a_key_cut_at_either_end_of_an_excerpt():
     assert secrets.scrub_cut("nothing here") == "nothing here"
     secrets.forget_all()
     assert secrets.scrub_cut("sk-PROBE-2-") == "sk-PROBE-2-"  # no secret registered
+
+
+def test_scrub_cut_masks_a_cut_key_in_its_json_spellings():
+    secrets.register("sk-AB/cd=ef/gh")
+    assert secrets.scrub_cut('"echo sk-AB\\/cd\\u003def') == '"echo ***'  # as Gson and PHP write it
+    assert secrets.scrub_cut("\\u003def\\/gh tail") == "*** tail"
+    assert secrets.scrub_cut("sk-AB\\/c") == "***"
+    assert secrets.scrub_cut("sk-AB\\") == "***"  # cut inside the escape of '/'
+    assert secrets.scrub_cut("sk-\\") == "sk-\\"  # three characters of a key are not masked
+    assert secrets.scrub_cut("echo sk-AB\\/cd\\u0") == "echo ***"  # cut inside an escape
+    assert secrets.scrub_cut("03def\\/gh tail") == "*** tail"

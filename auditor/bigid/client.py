@@ -745,7 +745,7 @@ class BigIDClient:
                         if exc.auth:
                             return 401, None
                         failure = _Failure(
-                            f"HTTP 200 with an error body ({secrets.scrub(exc.message)})",
+                            f"HTTP 200 with an error body ({secrets.scrub_cut(exc.message)})",
                             status=500,
                             network=False,
                         )
@@ -1069,7 +1069,7 @@ def cluster_too_deep(position: int, exc: RecordTooDeep) -> PayloadError:
 
 def _not_json(path: str, snippet: str, problem: str = "") -> PayloadError:
     said = f" ({problem})" if problem else ""
-    what = f"a body that is not JSON{said}: {secrets.scrub(snippet)!r}" if snippet else "an empty body"
+    what = f"a body that is not JSON{said}: {secrets.scrub_cut(snippet)!r}" if snippet else "an empty body"
     return PayloadError(
         f"GET {path} answered 200 with {what}",
         hint="check that --url is the base URL of a BigID tenant; if it is, the tenant sent malformed "
@@ -1078,7 +1078,7 @@ def _not_json(path: str, snippet: str, problem: str = "") -> PayloadError:
 
 
 def _error_under_200(path: str, message: str) -> ApiError:
-    return ApiError(f"GET {path}: the server reported an error: {secrets.scrub(message)}")
+    return ApiError(f"GET {path}: the server reported an error: {secrets.scrub_cut(message)}")
 
 
 def _decode_json(content: bytes) -> Any:

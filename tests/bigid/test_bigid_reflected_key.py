@@ -193,27 +193,36 @@ def test_the_cli_masks_and_warns_once(loopback: Loopback, tmp_path: Path):
             assert needle not in blob, f"the key reached {name}"
 
 
-@pytest.mark.parametrize("cut", ["body", "message"])
-def test_an_answer_cut_inside_the_key_shows_none_of_it(loopback: Loopback, make_client, tmp_path: Path, cut):
-    """A server that reflects the key and then stops mid-key (a 200 body cut short), or whose error
-    message is cut there: the error quotes the server's text, but never the start of the key."""
+@pytest.mark.parametrize(
+    ("cut", "processes"), [("body", 0), ("body", 2), ("escaped", 0), ("escaped", 2), ("message", 0)]
+)
+def test_an_answer_cut_inside_the_key_shows_none_of_it(
+    loopback: Loopback, make_client, tmp_path: Path, cut, processes
+):
+    """A server that reflects the key and then stops mid-key (a 200 body cut short, the key as sent
+    or JSON-escaped, decoded in the fetching thread or by a decoding process, which holds no
+    secret), or whose error message is cut there: the error quotes the server's text, but never
+    the start of the key."""
     token = reflected_token()
 
     def handler(request: Request) -> Reply:
         if request.path == CLUSTERS_PATH:
             return Reply(200, [{"id": "c1", "size": 1}] if request.query["skip"] == "0" else [])
-        if cut == "body":
-            body = json.dumps({"results": [{"fullyQualifiedName": "a.b.c", "columnName": f"echo {token}"}]})
-            return Reply(200, body.encode()[: body.index(token) + len(token) - 3])
-        return Reply(404, {"message": ("x" * 170) + " " + token})  # cut at 200 characters, mid-key
+        if cut == "message":
+            return Reply(404, {"message": ("x" * 170) + " " + token})  # cut at 200 characters, mid-key
+        shown = escaped(token) if cut == "escaped" else token
+        body = json.dumps({"results": [{"fullyQualifiedName": "a.b.c", "columnName": "echo @"}]})
+        body = body.replace("@", shown)
+        return Reply(200, body.encode()[: body.index(shown) + len(shown) - 3])
 
     loopback.reset(handler)
     engine = open_database(tmp_path / "cut.db")
     with pytest.raises(Exception) as caught:
-        take_snapshot(engine, make_client(loopback.url, token=token), workers=1, processes=0)
+        take_snapshot(engine, make_client(loopback.url, token=token), workers=1, processes=processes)
     engine.dispose()
     text = str(caught.value) + " ".join(getattr(caught.value, "problems", []))
     assert "***" in text
-    for needle in (token[:12], token[-12:]):
+    stored = database_bytes(tmp_path / "cut.db")
+    for needle in (token[:12], token[-12:], escaped(token)[:16], escaped(token)[-16:]):
         assert needle not in text
-        assert needle.encode() not in database_bytes(tmp_path / "cut.db")
+        assert needle.encode() not in stored

@@ -136,8 +136,12 @@ def test_404_names_the_cluster(loopback, make_client):
 
 def test_400_unable_to_locate_is_not_found(loopback, make_client):
     loopback.reset(lambda r: Reply(400, {"message": "Unable to locate cluster k1"}))
-    with pytest.raises(NotFoundError, match="cluster 'k1' was not found"):
+    with pytest.raises(NotFoundError) as caught:
         make_client(loopback.url, cluster_id_fallback=False).get_columns("k1")
+    assert caught.value.status == 404  # read as a 404; the message keeps the status the server sent
+    assert caught.value.message == (
+        f"cluster 'k1' was not found (HTTP 400 from GET {COLUMNS_PATH}): Unable to locate cluster k1"
+    )
 
 
 # -- retries ---------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from auditor.diff.model import (
 from auditor.diff.sources import OpenFindings, stored_findings_diff
 from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
-from auditor.store.runs import RunInfo, previous_complete_run, resolve_run, scope_note
+from auditor.store.runs import RunInfo, previous_complete_run, resolve_run, scope_note, skipped_ids
 
 DEFAULT_CONFIDENCE_THRESHOLD = 0.05
 
@@ -115,9 +115,10 @@ def compute_diff(
     expiry is judged against (default: the current UTC date).
 
     A cluster that either run holds without all its columns (``fetch_status`` ``failed`` or
-    ``fetching``, possible only with ``allow_incomplete``) is *not compared*: its catalog changes
-    and the findings of it that only one run has are left out, and ``DiffResult.not_compared``
-    names it, rather than reading its columns as removed and its findings as resolved.
+    ``fetching``, possible only with ``allow_incomplete``), or that one run was asked to leave
+    out (``--skip-cluster``) while the other holds it, is *not compared*: its catalog changes and
+    the findings of it that only one run has are left out, and ``DiffResult.not_compared`` names
+    it, rather than reading its columns as removed and its findings as resolved.
     """
     if not 0 <= confidence_threshold <= 1:
         raise ConfigError(
@@ -129,7 +130,7 @@ def compute_diff(
         store_errors(f"could not diff run {before.id} against run {after.id}"),
         engine.connect() as connection,
     ):
-        left_out = not_compared(connection, before.id, after.id)
+        left_out = not_compared(connection, before.id, after.id, (skipped_ids(before), skipped_ids(after)))
         skip = frozenset(entry.cluster_id for entry in left_out)
         catalog = diff_catalog(
             connection, before.id, after.id, confidence_threshold=confidence_threshold, skip=skip
@@ -166,7 +167,7 @@ def compute_diff(
         from_started_at=_iso(before.started_at),
         to_started_at=_iso(after.started_at),
         not_compared=left_out,
-        scope_note=scope_note(before, after),
+        scope_note=scope_note(before, after, skips=False),  # left-out clusters are not compared
     )
 
 

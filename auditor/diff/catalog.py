@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Connection, and_, select
 
 from auditor.diff.model import (
+    SKIPPED,
     CatalogDiff,
     ClusterChange,
     ClusterEntry,
@@ -86,14 +87,21 @@ def diff_catalog(
     return result
 
 
-def not_compared(connection: Connection, from_run: int, to_run: int) -> list[NotCompared]:
-    """The clusters that either run holds without all their columns, with their fetch status in each.
+def not_compared(
+    connection: Connection,
+    from_run: int,
+    to_run: int,
+    skipped: tuple[Collection[str], Collection[str]] = ((), ()),
+) -> list[NotCompared]:
+    """The clusters that either run holds without all their columns, or that one run left out on
+    purpose while the other holds them, with their status in each.
 
     A cluster that could not be fetched (``failed``) or that a stopped snapshot cut short
     (``fetching``) keeps none of its columns in its run, so comparing it would read every column
-    as removed (or added) and every finding as resolved (or new). One query over the two runs'
-    ``run_clusters`` rows: when both runs were fetched in full it returns nothing, at the cost of
-    one index range scan per run.
+    as removed (or added) and every finding as resolved (or new). So would a cluster one run was
+    asked to leave out (``--skip-cluster``; ``skipped`` holds each run's ids): its status there is
+    ``skipped``. One query over the two runs' ``run_clusters`` rows: when both runs were fetched in
+    full and left nothing out it returns nothing, at the cost of one index range scan per run.
     """
     partial = (
         select(run_clusters.c.cluster_id)
@@ -108,6 +116,16 @@ def not_compared(connection: Connection, from_run: int, to_run: int) -> list[Not
     statuses: dict[str, dict[int, str]] = defaultdict(dict)
     for cluster_id, run_id, fetch_status in rows:
         statuses[cluster_id][run_id] = fetch_status
+    for run_id, other, ids in ((from_run, to_run, skipped[0]), (to_run, from_run, skipped[1])):
+        for chunk in _chunks(sorted(set(ids))):
+            held = connection.execute(
+                select(run_clusters.c.cluster_id, run_clusters.c.fetch_status).where(
+                    run_clusters.c.run_id == other, keys_in(connection, run_clusters.c.cluster_id, chunk)
+                )
+            ).all()
+            for cluster_id, fetch_status in held:  # left out of one run, held by the other
+                statuses[cluster_id][other] = fetch_status
+                statuses[cluster_id][run_id] = SKIPPED
     return [
         NotCompared(cluster_id, statuses[cluster_id].get(from_run), statuses[cluster_id].get(to_run))
         for cluster_id in sorted(statuses)

@@ -372,13 +372,16 @@ class CatalogDiff:
         )
 
 
+SKIPPED = "skipped"  # a NotCompared status: the run was asked to leave the cluster out (--skip-cluster)
+
+
 @dataclass(frozen=True)
 class NotCompared:
-    """A cluster left out of the diff: a run holds it without all its columns.
+    """A cluster left out of the diff: a run holds it without all its columns, or left it out.
 
     ``before``/``after`` are its ``fetch_status`` in the older and the newer run (``complete``,
-    ``failed`` or ``fetching``; ``None`` when the run does not hold it); at least one is not
-    ``complete``.
+    ``failed`` or ``fetching``; ``None`` when the run does not hold it), or :data:`SKIPPED` for a
+    run asked to leave it out; at least one is not ``complete``.
     """
 
     cluster_id: str
@@ -397,24 +400,30 @@ def not_compared_note(entries: Sequence[dict[str, Any]], from_run: Any, to_run: 
 
     ``2 clusters were not compared: not fetched in full in run 7 (k5, k7)``; ``None`` when the
     diff left nothing out. Clusters partial in the older run, in the newer run and in both are
-    named in that order, at most :data:`NOTE_IDS` ids each.
+    named in that order, at most :data:`NOTE_IDS` ids each; then those a run left out on purpose
+    (``left out of run 7 by --skip-cluster (k9)``).
     """
     if not entries:
         return None
-    groups: dict[str, list[str]] = {}
+    groups: dict[tuple[bool, str], list[str]] = {}
     for entry in entries:
-        older = entry.get("from") not in (None, "complete")
-        newer = entry.get("to") not in (None, "complete")
+        before, after = entry.get("from"), entry.get("to")
+        skipped = SKIPPED in (before, after)
+        if skipped:
+            older, newer = before == SKIPPED, after == SKIPPED
+        else:
+            older, newer = before not in (None, "complete"), after not in (None, "complete")
         where = f"runs {from_run} and {to_run}" if older and newer else f"run {from_run if older else to_run}"
-        groups.setdefault(where, []).append(str(entry.get("cluster_id")))
+        groups.setdefault((skipped, where), []).append(str(entry.get("cluster_id")))
     order = [f"run {from_run}", f"run {to_run}", f"runs {from_run} and {to_run}"]
     parts = []
-    for where in sorted(groups, key=lambda w: order.index(w) if w in order else len(order)):
-        ids = groups[where]
+    for skipped, where in sorted(groups, key=lambda g: (g[0], order.index(g[1]) if g[1] in order else 3)):
+        ids = groups[(skipped, where)]
         listed = ", ".join(ids[:NOTE_IDS])
         if len(ids) > NOTE_IDS:
             listed += f" … and {len(ids) - NOTE_IDS} more"
-        parts.append(f"not fetched in full in {where} ({listed})")
+        reason = f"left out of {where} by --skip-cluster" if skipped else f"not fetched in full in {where}"
+        parts.append(f"{reason} ({listed})")
     count = len(entries)
     verb = "cluster was" if count == 1 else "clusters were"
     return f"{count:,} {verb} not compared: " + "; ".join(parts)

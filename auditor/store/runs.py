@@ -128,9 +128,10 @@ def name_ids(ids: list[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def scope_note(base: RunInfo, run: RunInfo) -> str | None:
+def scope_note(base: RunInfo, run: RunInfo, *, skips: bool = True) -> str | None:
     """The sentence warning that ``run`` is compared with a ``base`` run taken another way: from
-    another source, with another cluster filter, or leaving out other clusters (``--skip-cluster``);
+    another source, with another cluster filter, or leaving out other clusters (``--skip-cluster``;
+    ``skips=False`` for a comparison that leaves such clusters out itself, as the diff does);
     ``None`` when both were taken alike.
 
     Findings and catalog records outside either run's scope then read as new or resolved, added
@@ -140,7 +141,7 @@ def scope_note(base: RunInfo, run: RunInfo) -> str | None:
     before, after = _source_key(base.source_url), _source_key(run.source_url)
     sources = before is not None and after is not None and before != after
     filters = (base.cluster_filter or None) != (run.cluster_filter or None)
-    skips = skipped_ids(base) != skipped_ids(run)
+    skips = skips and skipped_ids(base) != skipped_ids(run)
     if not sources and not filters and not skips:
         return None
 

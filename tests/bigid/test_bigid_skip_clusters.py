@@ -141,3 +141,36 @@ def test_cli_skip_cluster_flag_and_setting(loopback, run_cli, tmp_path):
     bad = run_cli("snapshot", "--db", db, env=env)
     assert bad.exit_code == 2
     assert bad.stderr.splitlines()[0].startswith("error: ") and "skip_clusters" in bad.stderr.splitlines()[0]
+
+
+def test_a_diff_across_a_skip_change_leaves_the_cluster_out(loopback, make_client, engine):
+    """Run 1 holds k5, run 2 was asked to leave it out (and run 3 holds it again): the diff does
+    not read k5's columns as removed (or added) nor its findings as resolved (or new); it names k5
+    as not compared, and says nothing of a different scope. A check against the other run still
+    does (its new/existing statuses are not diffed per cluster)."""
+    from auditor.diff import compute_diff
+    from auditor.engine import check_run, load_ruleset
+
+    handler, _, _ = make_tenant(SIZES)
+    loopback.reset(handler)
+    for skip in ([], ["k5"], []):
+        take_snapshot(
+            engine, make_client(loopback.url, page_size=10), workers=2, processes=0, skip_clusters=skip
+        )
+    ruleset = load_ruleset(None)
+    forward = compute_diff(engine, 1, 2, ruleset=ruleset).to_json()
+    assert forward["not_compared"] == [{"cluster_id": "k5", "from": "complete", "to": "skipped"}]
+    assert forward["summary"]["clusters"] == {"added": 0, "removed": 0, "changed": 0}
+    assert forward["summary"]["columns"]["removed"] == 0
+    assert not forward["findings"]["resolved"] and forward["scope_note"] is None
+    back = compute_diff(engine, 2, 3, ruleset=ruleset)
+    assert [entry.to_json() for entry in back.not_compared] == [
+        {"cluster_id": "k5", "from": "skipped", "to": "complete"}
+    ]
+    assert back.not_compared_note() == "1 cluster was not compared: left out of run 2 by --skip-cluster (k5)"
+    assert not back.catalog.columns_added and not back.findings["new"]
+    checked = check_run(engine, 3, ruleset, baseline="2")
+    assert checked.baseline_note() == (
+        "run 2 was taken leaving out the clusters 'k5' and run 3 leaving out no cluster: what only one "
+        "of them covers reads as new or resolved, added or removed"
+    )

@@ -224,6 +224,15 @@ def test_the_note_lists_ten_ids_per_run_then_counts_the_rest():
         == "1 cluster was not compared: not fetched in full in run 7 (k00)"
     )
     assert not_compared_note([], 6, 7) is None
+    left_out = [
+        {"cluster_id": "s1", "from": "complete", "to": "skipped"},
+        {"cluster_id": "s2", "from": "skipped", "to": "failed"},  # left out, then failed
+        {"cluster_id": "s3", "from": "skipped", "to": "complete"},
+    ]
+    assert not_compared_note(entries[:1] + left_out, 6, 7) == (
+        "4 clusters were not compared: not fetched in full in run 7 (k00); "
+        "left out of run 6 by --skip-cluster (s2, s3); left out of run 7 by --skip-cluster (s1)"
+    )
 
 
 # -- the command line and the report ------------------------------------------------------------

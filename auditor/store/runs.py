@@ -169,20 +169,30 @@ def details_count(run: RunInfo, key: str) -> int:
 
 
 def shortfall_note(run: RunInfo) -> str | None:
-    """For a complete run some of whose clusters served fewer columns than their ``totalCount``
-    announced (an empty page asked for twice ended them): what checking it may miss.
+    """For a complete run that may lack records the tenant announced: some of its clusters served
+    fewer columns than their ``totalCount`` (an empty page asked for twice ended them), or the
+    cluster list announced more clusters than arrived. What checking it may miss.
 
-    ``None`` when there were none, or for runs taken before the count was recorded.
+    ``None`` when neither happened, or for runs taken before the count was recorded.
     """
+    notes = []
+    listing = (run.details if isinstance(run.details, dict) else {}).get("cluster_total_mismatch")
+    if isinstance(listing, Mapping):
+        announced, fetched = listing.get("announced"), listing.get("fetched")
+        if isinstance(announced, int) and isinstance(fetched, int) and announced > fetched:
+            notes.append(
+                f"in run {run.id}, the cluster list announced {announced:,} clusters but {fetched:,} "
+                "arrived; clusters not served, if they exist, were not checked"
+            )
     count = details_count(run, "total_shortfall_count")
-    if not count:
-        return None
-    clusters = "1 cluster" if count == 1 else f"{count:,} clusters"
-    return (
-        f"in run {run.id}, {clusters} served fewer columns than their totalCount announced; "
-        f"the columns not served were not checked (auditor runs --format json lists them under "
-        f"total_mismatches)"
-    )
+    if count:
+        clusters = "1 cluster" if count == 1 else f"{count:,} clusters"
+        notes.append(
+            f"in run {run.id}, {clusters} served fewer columns than their totalCount announced; "
+            f"the columns not served were not checked (auditor runs --format json lists them under "
+            f"total_mismatches)"
+        )
+    return "; ".join(notes) or None
 
 
 def _iso(value: datetime | None) -> str | None:

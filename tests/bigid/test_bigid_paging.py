@@ -382,3 +382,38 @@ def test_a_columns_listing_that_ignores_skip_below_the_clusters_size_fails_it(lo
     )
     loopback.reset(serve_stream(truth[:40], total=None, cap=40, ignore_skip=True))
     assert len([raw for page in client.fetch_all_columns("c1", size=None) for _, raw in page]) == 40
+
+
+def test_a_cluster_list_that_ends_short_of_its_total_is_noted_by_check(loopback, make_client, tmp_path):
+    """The listing announces 5 clusters, serves 3, then answers empty (asked twice): the run is
+    complete with 3, and the check says that clusters not served were not checked, in every format
+    (the same sentence as a cluster's own shortfall); a listing that announced fewer is no shortfall."""
+    from auditor.bigid.client import CLUSTERS_PATH
+    from auditor.engine import check_run, load_ruleset
+    from auditor.snapshot import take_snapshot
+    from auditor.store.db import open_database
+
+    announced = {"total": 5}
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            clusters = [{"id": f"k{i}", "name": f"c{i}", "size": 1} for i in range(3)]
+            skip = int(request.query["skip"])
+            return Reply(200, {"results": clusters[skip:], "totalCount": announced["total"]})
+        row = {"fullyQualifiedName": f"{request.query['clusterId']}.s.t.c", "columnName": "c"}
+        return Reply(200, {"results": [row] if request.query["skip"] == "0" else [], "totalCount": 1})
+
+    loopback.reset(handler)
+    engine = open_database(tmp_path / "listing.db")
+    run = take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert (run.status, run.clusters_stored) == ("complete", 3)
+    result = check_run(engine, run.id, load_ruleset(None))
+    assert result.shortfall_note() == (
+        "in run 1, the cluster list announced 5 clusters but 3 arrived; clusters not served, if they "
+        "exist, were not checked"
+    )
+    assert result.to_json()["shortfall_note"] == result.shortfall_note()
+    announced["total"] = 2  # understated: more arrived than announced
+    later = take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert later.details["cluster_total_mismatch"] == {"announced": 2, "fetched": 3}
+    assert check_run(engine, later.id, load_ruleset(None)).shortfall_note() is None

@@ -893,7 +893,7 @@ class BigIDClient:
         self, status: int, body: Any, path: str, cluster_id: str | None, filter: str | None
     ) -> ApiError:
         detail = error_message(body)
-        said = f": {secrets.scrub(detail)}" if detail else ""
+        said = f": {secrets.scrub_cut(detail)}" if detail else ""  # cut at 200 characters, maybe mid-key
         where = f"HTTP {status} from GET {path}"
         if status == 400 and detail and "unable to locate" in detail.lower():
             status = 404

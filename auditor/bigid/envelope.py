@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 
-from auditor import secrets
 from auditor.bigid.models import coerce_count
 
 # Keys under which a list of records may sit, most specific first.
@@ -97,15 +96,19 @@ def may_report_error(content: bytes) -> bool:
 
 
 def _excerpt(content: bytes, position: int) -> str:
-    """The text around character ``position`` of ``content``, on one line (never part of a key)."""
+    """The text around character ``position`` of ``content``, on one line.
+
+    Like every excerpt here, it may begin or end inside a key the server reflected: whoever puts
+    it in an error masks it with :func:`auditor.secrets.scrub_cut` (this module runs in decoding
+    processes too, which hold no secret).
+    """
     text = content.decode("utf-8", "replace")[max(0, position - 60) : position + 60]
-    return secrets.scrub_cut(" ".join(text.split())[:120])
+    return " ".join(text.split())[:120]
 
 
 def _snippet(content: bytes) -> str:
-    """The start of ``content``, on one line (never part of a key: see :func:`secrets.scrub_cut`)."""
     text = content[:200].decode("utf-8", "replace")
-    return secrets.scrub_cut(" ".join(text.split())[:120])
+    return " ".join(text.split())[:120]
 
 
 def error_message(body: Any) -> str | None:
@@ -114,13 +117,13 @@ def error_message(body: Any) -> str | None:
         for key in ("error", "message", "detail", "msg"):
             value = body.get(key)
             if isinstance(value, str) and value.strip():
-                return secrets.scrub_cut(" ".join(secrets.scrub(value).split())[:200])
+                return " ".join(value.split())[:200]
             if isinstance(value, dict):
                 nested = error_message(value)
                 if nested:
                     return nested
     elif isinstance(body, str) and body.strip():
-        return secrets.scrub_cut(" ".join(secrets.scrub(body).split())[:200])
+        return " ".join(body.split())[:200]
     return None
 
 

@@ -115,13 +115,8 @@ def cluster_scoped(exc: BaseException) -> bool:
     store, a decoding process, a bug).
     """
     if isinstance(exc, AuthError):
-        return _forbidden(exc)
+        return exc.status == 403  # the key works, but not for this cluster
     return isinstance(exc, ApiError) and not isinstance(exc, PartialSnapshotError)
-
-
-def _forbidden(exc: AuthError) -> bool:
-    """A 403 on a request that went through: the key works, but not for what was asked."""
-    return exc.status == 403
 
 
 def take_snapshot(

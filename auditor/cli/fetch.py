@@ -17,7 +17,7 @@ import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
 from auditor.errors import ConfigError
-from auditor.store.runs import cluster_list_note, mismatch_count, name_ids
+from auditor.store.runs import cluster_list_note, mismatch_count, skipped_note
 from auditor.textsafe import display_width, fit, one_line
 
 if TYPE_CHECKING:
@@ -196,15 +196,6 @@ def skip_cluster_option(func: F) -> F:
     )(func)
 
 
-def skipped_note(details: dict[str, Any]) -> str | None:
-    """The line saying which clusters the run left out (``--skip-cluster``); None when none."""
-    count = details.get("skipped_cluster_count")
-    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
-        return None
-    listed = [str(i) for i in details.get("skipped_clusters") or []]
-    return f"left out {count} cluster(s) (--skip-cluster): {name_ids(listed)}"
-
-
 def max_minutes_option(func: F) -> F:
     """``--max-minutes M``, shared by ``auditor snapshot`` and ``auditor run``."""
     return click.option(
@@ -290,7 +281,7 @@ def snapshot_command(
     )
     details = run.details or {}
     if left_out := skipped_note(details):
-        settings.info(left_out)
+        settings.info(f"note: {left_out}")
     if listing := cluster_list_note(details):
         settings.info(f"note: {listing}")
     for kind, what in (("size", "cluster size"), ("total", "totalCount")):

@@ -20,9 +20,9 @@ from auditor.cli.fetch import (
     max_minutes_option,
     processes_option,
     skip_cluster_option,
-    skipped_note,
 )
 from auditor.config import ENV_EMAIL_FROM
+from auditor.store.runs import skipped_note
 
 
 def _sandbox_size(settings: Settings) -> dict[str, int]:
@@ -189,7 +189,7 @@ def run_command(
         + (f"; compared with run {result.baseline.id}" if result.baseline else "; no earlier complete run")
     )
     if left_out := skipped_note(run.details or {}):
-        settings.info(left_out)
+        settings.info(f"note: {left_out}")
     if fmt != "table" or output:  # the table on stdout ends with the notes and the summary line
         settings.info(result.check.summary_line())
         for extra in (result.check.shortfall_note(), result.check.baseline_note()):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from auditor.store.runs import cluster_list_note, mismatch_count
+from auditor.store.runs import cluster_list_note, mismatch_count, skipped_note
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -112,6 +112,8 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
             if failed == 1
             else f"{failed:,} clusters could not be fetched (none of their columns is in this run)"
         )
+    if left_out := skipped_note(details):  # as early: the run does not hold those clusters
+        notes.append(left_out)
     if details.get("pages"):
         notes.append(f"{count('pages'):,} pages of columns fetched")
     if listing := cluster_list_note(details):

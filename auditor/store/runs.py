@@ -99,6 +99,15 @@ def cluster_list_note(details: Mapping[str, Any]) -> str | None:
     )
 
 
+def skipped_note(details: Mapping[str, Any]) -> str | None:
+    """The sentence naming the clusters a run left out (``--skip-cluster``); None when none."""
+    count = details.get("skipped_cluster_count")
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        return None
+    listed = [str(i) for i in details.get("skipped_clusters") or []]
+    return f"{count:,} cluster(s) left out of the run (--skip-cluster): {name_ids(listed)}"
+
+
 def _source_key(url: str | None) -> tuple[str, ...] | None:
     """``url`` as a comparable source: scheme and host ignoring case, the scheme's default port
     filled in, the path without a trailing slash; ``None`` when no source was recorded."""

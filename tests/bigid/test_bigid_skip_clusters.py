@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
+from auditor.render.context import fetch_notes
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
 from auditor.store.runs import RunInfo, list_runs, scope_note
@@ -48,6 +49,8 @@ def test_a_skipped_broken_cluster_leaves_a_complete_run_without_it(loopback, mak
     assert run.details["skipped_clusters"] == ["k5"] and run.details["skipped_cluster_count"] == 1
     assert run.details["skip_clusters_not_listed"] == ["gone"]
     assert "cluster_total_mismatch" not in run.details
+    # the report's evidence header says so first, before the fetch's other facts
+    assert fetch_notes(run.details)[0] == "1 cluster(s) left out of the run (--skip-cluster): 'k5'"
     assert [r.getMessage() for r in caplog.records] == [
         "the tenant did not list these clusters to skip: 'gone'"
     ]
@@ -120,10 +123,13 @@ def test_cli_skip_cluster_flag_and_setting(loopback, run_cli, tmp_path):
     db = str(tmp_path / "cli.db")
     flagged = run_cli("snapshot", "--db", db, "--skip-cluster", "k5", "--skip-cluster", "k7", env=env)
     assert (flagged.exit_code, flagged.stdout) == (0, "1\n"), flagged.stderr
-    assert "left out 2 cluster(s) (--skip-cluster): 'k5', 'k7'\n" in flagged.stderr
+    assert "note: 2 cluster(s) left out of the run (--skip-cluster): 'k5', 'k7'\n" in flagged.stderr
     (tmp_path / "auditor.toml").write_text('[auditor]\nskip_clusters = ["k5"]\n', encoding="utf-8")
     from_file = run_cli("snapshot", "--db", db, env=env)
-    assert from_file.exit_code == 0 and "left out 1 cluster(s) (--skip-cluster): 'k5'\n" in from_file.stderr
+    assert (
+        from_file.exit_code == 0
+        and "note: 1 cluster(s) left out of the run (--skip-cluster): 'k5'\n" in from_file.stderr
+    )
     (run1, run2) = list_runs(open_database(db))
     assert (run1.clusters_stored, run2.clusters_stored) == (6, 7)
     listing = run_cli("runs", "--db", db).stdout.splitlines()
@@ -136,7 +142,9 @@ def test_cli_skip_cluster_flag_and_setting(loopback, run_cli, tmp_path):
         "what only one of them covers reads as new or resolved, added or removed"
     )
     job = run_cli("run", "--db", db, "--report", "r.html", env=env)  # the setting holds for run too
-    assert job.exit_code == 0 and "left out 1 cluster(s) (--skip-cluster): 'k5'\n" in job.stderr
+    assert (
+        job.exit_code == 0 and "note: 1 cluster(s) left out of the run (--skip-cluster): 'k5'\n" in job.stderr
+    )
     (tmp_path / "auditor.toml").write_text("[auditor]\nskip_clusters = 5\n", encoding="utf-8")
     bad = run_cli("snapshot", "--db", db, env=env)
     assert bad.exit_code == 2

@@ -185,14 +185,14 @@ def shortfall_note(run: RunInfo) -> str | None:
     ``None`` when neither happened, or for runs taken before the count was recorded.
     """
     notes = []
-    listing = (run.details if isinstance(run.details, dict) else {}).get("cluster_total_mismatch")
-    if isinstance(listing, Mapping):
-        announced, fetched = listing.get("announced"), listing.get("fetched")
-        if isinstance(announced, int) and isinstance(fetched, int) and announced > fetched:
-            notes.append(
-                f"in run {run.id}, the cluster list announced {announced:,} clusters but {fetched:,} "
-                "arrived; clusters not served, if they exist, were not checked"
-            )
+    details = run.details if isinstance(run.details, dict) else {}
+    counts = details.get("cluster_total_mismatch")
+    announced, fetched = (
+        (counts.get("announced"), counts.get("fetched")) if isinstance(counts, Mapping) else (0, 0)
+    )
+    listing = cluster_list_note(details)
+    if listing and isinstance(announced, int) and isinstance(fetched, int) and announced > fetched:
+        notes.append(f"in run {run.id}, {listing}; clusters not served, if they exist, were not checked")
     count = details_count(run, "total_shortfall_count")
     if count:
         clusters = "1 cluster" if count == 1 else f"{count:,} clusters"

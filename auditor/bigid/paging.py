@@ -230,6 +230,7 @@ def paginate(
                     return  # short, and the size agrees or the server's cap is known: the end
                 # Shorter than asked, with nothing announced: the end, or a server that caps its
                 # pages below ``limit`` (and would lose every row past the first page). One more
-                # request tells: an empty page (or the same one again) ends the listing.
+                # request tells: an empty page ends the listing, and so does the same one again
+                # unless the cluster's size says more exist (see _announced_more).
                 unconfirmed = len(rows)
                 confirming = True

@@ -125,6 +125,8 @@ def _describe_type_error(error: Any) -> str:
         return "must not be empty"
     if kind.startswith("string_") and kind != "string_type":
         return str(error["msg"])
+    if kind == "value_error":  # our own validators' sentences, without pydantic's "Value error, "
+        return str(error.get("ctx", {}).get("error") or error["msg"])
     if expected == "text" and isinstance(value, int | float | bool):
         return f"expected text, got {got} (quote it)"
     if expected:

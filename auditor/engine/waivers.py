@@ -40,6 +40,7 @@ from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at,
 from auditor.errors import RuleError
 
 EXPIRING_DAYS = 14
+NARROWING = ("cluster", "column", "column_regex")
 
 
 class WaiverSpec(BaseModel):
@@ -59,10 +60,10 @@ class WaiverSpec(BaseModel):
     expires: date
     ticket: StrictStr | None = None
 
-    @field_validator("reason", "owner")
+    @field_validator("reason", "owner", "cluster", "column", "column_regex")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("must not be blank")
         return value
 
@@ -209,7 +210,14 @@ def _parse_waiver(node: Any, ctx: ParseContext, path: list[Any]) -> Waiver | Non
         spec = WaiverSpec.model_validate(node)
     except PydanticValidationError as exc:
         report_pydantic(ctx, path, exc, "a waiver")
-    if not any(key in node for key in ("cluster", "column", "column_regex")):
+    # A narrowing key set to null (or a glob of wildcards alone) would waive the rule everywhere.
+    for key in NARROWING:
+        if key in node and node[key] is None:
+            ctx.problem([*path, key], f"{key} is null, which narrows nothing; give a value or remove the key")
+    glob = node.get("column")
+    if isinstance(glob, str) and glob.strip() and not glob.strip("*"):
+        ctx.problem([*path, "column"], f"column {glob!r} matches every column, which narrows nothing")
+    if not any(node.get(key) is not None for key in NARROWING):
         ctx.problem(
             path,
             "a waiver must narrow its rule with 'cluster', 'column' or 'column_regex' "

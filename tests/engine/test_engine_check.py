@@ -488,3 +488,37 @@ def test_postgres_records_a_repeated_check_rewriting_only_changed_rows(fresh_pos
         assert stored() == after  # the same check again: no row rewritten
     finally:
         engine.dispose()
+
+
+def test_a_waiver_whose_narrowing_narrows_nothing_is_a_problem(write):
+    # `cluster: null` passed the "has a narrowing key" test and then waived the rule everywhere.
+    entry = """\
+  - rule: r
+    {narrowing}
+    reason: r
+    owner: o
+    expires: 2099-01-01
+"""
+    path = write(
+        "wide.yaml",
+        "waivers:\n"
+        + entry.format(narrowing="cluster: null")
+        + entry.format(narrowing="column: '   '")
+        + entry.format(narrowing="column: '**'")
+        + entry.format(narrowing="column_regex: ~"),
+    )
+    with pytest.raises(RuleError) as caught:
+        load_waivers(path)
+    assert caught.value.exit_code == 2
+    everywhere = (
+        "a waiver must narrow its rule with 'cluster', 'column' or 'column_regex' "
+        "(to switch a rule off everywhere, set enabled: false on the rule)"
+    )
+    assert caught.value.problems == [
+        f"{path}:3:14: cluster is null, which narrows nothing; give a value or remove the key",
+        f"{path}:2:5: {everywhere}",
+        f"{path}:8:13: column: must not be blank",
+        f"{path}:13:13: column '**' matches every column, which narrows nothing",
+        f"{path}:18:19: column_regex is null, which narrows nothing; give a value or remove the key",
+        f"{path}:17:5: {everywhere}",
+    ]

@@ -27,6 +27,7 @@ Examples (each is loaded by the real loader in the docs test)::
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from abc import ABC, abstractmethod
@@ -692,8 +693,11 @@ def _check_value(target: F.Field, op: str, value: Any) -> str | None:
     if op in ("exists", "absent", "empty"):
         return None if isinstance(value, bool) else f"expected true or false, got {_type_name(value)}"
     if op in ("in", "not_in"):
-        items = list(value)
-        for item in items:
+        if not isinstance(value, list):  # a string would be read as its characters
+            return f"expected a list such as [a, b], got {_type_name(value)}"
+        if not value:
+            return "expected a non-empty list (an empty one is never or always true)"
+        for item in value:
             problem = _check_scalar(target.kind, item)
             if problem:
                 return f"{problem} (in the list)"
@@ -709,8 +713,21 @@ def _check_scalar(kind: Kind, value: Any) -> str | None:
     elif kind is Kind.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"expected a number, got {_type_name(value)}"
+        return _check_number(value)
     elif kind is Kind.BOOLEAN and not isinstance(value, bool):
         return f"expected true or false, got {_type_name(value)}"
+    return None
+
+
+BIGGEST = 2**63 - 1  # what both databases compare as an integer
+
+
+def _check_number(value: int | float) -> str | None:
+    """Why a number cannot be compared in SQL (NaN, infinities, integers past 64 bits), or ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"expected a finite number, got {value}"
+    if isinstance(value, int) and not -BIGGEST - 1 <= value <= BIGGEST:
+        return f"{value} is out of range (at most {BIGGEST} either way)"
     return None
 
 
@@ -794,7 +811,12 @@ class Having:
                     f"valid fields: {', '.join(valid)}",
                 )
                 return None
-        return cls(distinct, ops[0], int(getattr(spec, ops[0])), spec.case == "exact")
+        threshold = int(getattr(spec, ops[0]))
+        problem = _check_number(threshold)
+        if problem:
+            ctx.problem([*path, ops[0]], f"{ops[0]}: {problem}")
+            return None
+        return cls(distinct, ops[0], threshold, spec.case == "exact")
 
     def compile(self, row: Row) -> ColumnElement[bool]:
         if self.distinct is None:

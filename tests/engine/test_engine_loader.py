@@ -291,3 +291,34 @@ def test_aliases_that_nest_the_document_too_deeply_once_expanded_are_refused(wri
         "unknown key 'x0' at the top of a rule file; expected only 'rules'",
         "unknown key 'x1' at the top of a rule file; expected only 'rules'",
     ]
+
+
+def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
+    # `in: ssn` was read as the list of its characters, matching a column named "s"; numbers past
+    # 64 bits reached SQLite and stopped the evaluation with an OverflowError (exit 3).
+    path = write(
+        "r.yaml",
+        GOOD.replace(
+            "condition: {field: columnName, eq: ssn}",
+            """condition:
+      all:
+        - {field: columnName, in: ssn}
+        - {field: columnName, not_in: []}
+        - {field: cluster.size, in: [5, 99999999999999999999999]}
+        - {field: cluster.size, ne: .nan}
+        - {field: cluster.size, lt: -.inf}
+        - {tags: {group_by: tagName, having: {lt: 99999999999999999999999}}}
+        - {field: cluster.size, lte: 9223372036854775807}""",
+        ),
+    )
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:9:35: in: expected a list such as [a, b], got text 'ssn'",
+        f"{path}:10:39: not_in: expected a non-empty list (an empty one is never or always true)",
+        f"{path}:11:37: in: 99999999999999999999999 is out of range (at most 9223372036854775807 either way) "
+        "(in the list)",
+        f"{path}:12:37: ne: expected a finite number, got nan",
+        f"{path}:13:37: lt: expected a finite number, got -inf",
+        f"{path}:14:51: lt: 99999999999999999999999 is out of range (at most 9223372036854775807 either way)",
+    ]

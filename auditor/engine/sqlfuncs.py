@@ -7,9 +7,11 @@
   search registered as the SQLite function ``auditor_regexp`` (:func:`register_sqlite_functions`).
 * :func:`check_pattern` decides whether a rule's pattern is acceptable *before* anything runs:
   it must compile, stay within a portable subset of regex syntax (what Python and PostgreSQL agree
-  on), and have no nested unbounded quantifiers or ambiguous repeated alternations, the shapes that
-  backtrack catastrophically. Input longer than :data:`MAX_INPUT` characters is searched only in its
-  first :data:`MAX_INPUT` characters, a second guard on the SQLite side.
+  on), and have none of the shapes that backtrack for ages: nested unbounded quantifiers, groups of
+  varying length repeated many times, ambiguous repeated alternations, and repeats in a row that
+  can match the same characters (:func:`_chained`). Input longer than :data:`MAX_INPUT`
+  characters is searched only in its first :data:`MAX_INPUT` characters, a second guard on the
+  SQLite side.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ except ImportError:  # pragma: no cover
     import sre_parse as _parser
 
 MAX_PATTERN = 300
-MAX_INPUT = 10_000
+MAX_INPUT = 2_000
+VARIABLE_REPEATS = 10  # a group of varying length may repeat this often
+CHAINED_REPEATS = 2  # unbounded repeats in a row that can match the same characters
 
 _UNSUPPORTED = {
     "GROUPREF": "backreferences (\\1) are not supported",
@@ -52,7 +56,7 @@ def check_pattern(pattern: str) -> str | None:
         parsed = _parser.parse(pattern)
     except re.error as exc:
         return f"invalid regular expression: {exc.msg} at position {exc.pos}"
-    return _walk(list(parsed), inside_unbounded=False)
+    return _walk(list(parsed), inside_unbounded=False) or _chained(list(parsed))
 
 
 def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
@@ -67,6 +71,12 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
                 return (
                     "nested quantifiers such as (a+)+ can take exponential time; "
                     "rewrite the pattern without a repeated group that itself repeats"
+                )
+            low_width, high_width = sub.getwidth()
+            if not unbounded and high > VARIABLE_REPEATS and low_width != high_width:
+                return (
+                    f"a group of varying length repeated {high} times (such as (a?){{60}}) can take "
+                    f"exponential time; repeat such a group at most {VARIABLE_REPEATS} times"
                 )
             # Anything repeated more than once makes an unbounded repeat inside it dangerous.
             problem = _walk(list(sub), inside_unbounded=inside_unbounded or high > 1)
@@ -94,6 +104,122 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
             if problem:
                 return problem
     return None
+
+
+# Characters tried to tell whether two parts of a pattern can match the same text.
+_SAMPLE = "".join(chr(c) for c in (*range(9, 14), *range(0x20, 0x7F), *range(0xA0, 0x250), 0x2028, 0x660))
+_CATEGORIES = {
+    _c.CATEGORY_DIGIT: str.isdecimal,
+    _c.CATEGORY_SPACE: str.isspace,
+    _c.CATEGORY_WORD: lambda ch: ch.isalnum() or ch == "_",
+}
+
+
+def _char_matches(op: Any, av: Any, ch: str) -> bool:
+    """Whether one-character item ``(op, av)`` matches ``ch`` (ignoring case, as rules do)."""
+    if op == _c.LITERAL:
+        return chr(av).lower() == ch.lower()
+    if op == _c.NOT_LITERAL:
+        return chr(av).lower() != ch.lower()
+    if op == _c.ANY:
+        return True
+    if op == _c.RANGE:
+        return any(av[0] <= ord(c) <= av[1] for c in {ch, ch.lower(), ch.upper()} if len(c) == 1)
+    if op == _c.CATEGORY:
+        name = str(av)
+        positive = name.replace("CATEGORY_NOT_", "CATEGORY_")
+        test = next((f for key, f in _CATEGORIES.items() if str(key) == positive), None)
+        if test is None:
+            return True
+        return test(ch) != (positive != name)
+    if op == _c.IN:
+        negated = bool(av) and av[0][0] == _c.NEGATE
+        items = av[1:] if negated else av
+        return any(_char_matches(o, a, ch) for o, a in items) != negated
+    return True  # anything else: assume it can
+
+
+def _chars(items: Any) -> frozenset[str]:
+    """The sample characters a part of a pattern can consume."""
+    found: set[str] = set()
+    for op, av in items:
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            found |= _chars(av[2])
+        elif op == _c.SUBPATTERN:
+            found |= _chars(av[-1])
+        elif op == _c.BRANCH:
+            for branch in av[1]:
+                found |= _chars(branch)
+        elif op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+            continue
+        else:
+            found.update(ch for ch in _SAMPLE if _char_matches(op, av, ch))
+    return frozenset(found)
+
+
+def _flattened(items: list[Any]) -> list[Any]:
+    """A sequence with its plain groups opened (a group that is not repeated is its items in line)."""
+    out: list[Any] = []
+    for op, av in items:
+        if op == _c.SUBPATTERN:
+            out.extend(_flattened(list(av[-1])))
+        else:
+            out.append((op, av))
+    return out
+
+
+def _chained(items: list[Any]) -> str | None:
+    """Refuse repeats in a row that can all consume the same character, the polynomial blow-up.
+
+    ``a*a*b`` or ``.*x.*y`` searched in a value that almost matches tries every way to split it
+    among the repeats, from every start: time grows with the value's length to the power of their
+    number plus one (``.*a.*b`` in 1,000 ``a``: 1 s; in 10,000: about 1,000 s). Two unbounded
+    repeats are refused, and more than :data:`VARIABLE_REPEATS` optional parts (``a?a?a?…``,
+    exponential). A part that is required and shares no character with the repeats around it (the
+    ``-`` of ``\\d+-\\d+-\\d+``) ends a chain.
+    """
+    chain: list[frozenset[str]] = []  # the parts of varying length in a row
+    unbounded: list[frozenset[str]] = []  # those of them that repeat without bound
+    for op, av in _flattened(items):
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            low, high, sub = av
+            problem = _chained(list(sub))
+            if problem:
+                return problem
+            if low != high:
+                chars = _chars(sub)
+                chain.append(chars)
+                if high == _c.MAXREPEAT or high > 100:
+                    unbounded.append(chars)
+                    if _share(unbounded, CHAINED_REPEATS):
+                        return (
+                            "two unbounded repeats in a row that can match the same characters (such as "
+                            ".*a.*b or a*a*) take time growing with a power of the value's length; keep one "
+                            "(a search finds the pattern anywhere, so a leading .* is not needed), or make "
+                            "them exclusive ([^.]*\\. instead of .*\\.)"
+                        )
+                if _share(chain, VARIABLE_REPEATS + 1):
+                    return (
+                        f"more than {VARIABLE_REPEATS} optional or varying parts in a row that can match the "
+                        "same characters (such as a?a?a?…) can take exponential time; use fewer"
+                    )
+                continue
+        elif op == _c.BRANCH:
+            for branch in av[1]:
+                problem = _chained(list(branch))
+                if problem:
+                    return problem
+        elif op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+            continue
+        part = _chars([(op, av)])
+        if chain and not (part & chain[-1]):
+            chain, unbounded = [], []
+    return None
+
+
+def _share(parts: list[frozenset[str]], count: int) -> bool:
+    """Whether the last ``count`` of ``parts`` can all match one same character."""
+    return len(parts) >= count and bool(frozenset.intersection(*parts[-count:]))
 
 
 def _first_chars(items: list[Any]) -> set[int] | None:

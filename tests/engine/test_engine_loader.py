@@ -322,3 +322,51 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         f"{path}:13:37: lt: expected a finite number, got -inf",
         f"{path}:14:51: lt: 99999999999999999999999 is out of range (at most 9223372036854775807 either way)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("a*a*a*a*a*a*a*b", "two unbounded repeats in a row"),
+        (".*.*.*=", "two unbounded repeats in a row"),
+        (".*x.*y", "two unbounded repeats in a row"),
+        (r"\w+_\w+", "two unbounded repeats in a row"),  # _ is a word character: no separator
+        ("(?:a?){100}a{100}", "a group of varying length repeated 100 times"),
+        ("^(a{1,100}){1,100}$", "a group of varying length repeated 100 times"),
+        ("(x?){60}y", "a group of varying length repeated 60 times"),
+        ("a?" * 11 + "a{11}", "more than 10 optional or varying parts in a row"),
+    ],
+)
+def test_patterns_that_backtrack_for_ages_are_refused(pattern, why):
+    # Each of these passed validation and then hung `auditor check` on SQLite (a column named with
+    # 300 'a's was enough), or made a waiver's column_regex hang.
+    from auditor.engine.sqlfuncs import check_pattern
+
+    assert why in (check_pattern(pattern) or "")
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"\d+-\d+-\d+",  # the separators end each repeat
+        r"\w+\s+\w+",
+        "[^,]*,[^,]*,[^,]*x",
+        "(ab)+(cd)+(ef)+",
+        r"(crm|erp)\..*\.email",
+        "a?" * 10 + "a{10}",
+        r"^(classifier\.)?(ssn|social security( number)?|e-?mail( address)?|phone( number)?)$",
+    ],
+)
+def test_patterns_that_are_accepted_finish_quickly_on_hostile_values(pattern):
+    import re
+    import time
+
+    from auditor.engine.sqlfuncs import MAX_INPUT, check_pattern
+
+    assert check_pattern(pattern) is None
+    compiled = re.compile(pattern, re.IGNORECASE)
+    hostile = ["a" * MAX_INPUT, "1" * MAX_INPUT, "," * MAX_INPUT, "a a " * (MAX_INPUT // 4)]
+    for value in hostile:
+        started = time.perf_counter()
+        compiled.search(value)
+        assert time.perf_counter() - started < 1.0, (pattern, value[:10])

@@ -115,27 +115,36 @@ def run_job(
         templates_dir=templates_dir,
     )
     result = JobResult(run=run, check=check, baseline=check.baseline, report=bundle, written=written)
-    if email is not None:
-        from auditor.render.email import deliver_email
-
-        deliver_email(
-            bundle,
-            to=email.to,
-            cc=email.cc,
-            sender=email.sender,
-            subject=email.subject,
-            smtp_url=email.smtp_url,
-            eml_path=email.eml_path,
-            attach_report=email.attach_report,
-            attach_csv=email.attach_csv,
-            templates_dir=templates_dir,
-        )
-        if email.smtp_url:
-            result.emailed_to = [*email.to, *email.cc]
-        else:
-            result.eml_path = Path(str(email.eml_path))
     result.exit_code = check.gate(fail_on, new_only)
+    if email is not None:
+        email_report(result, email, templates_dir=templates_dir)
     return result
+
+
+def email_report(result: JobResult, email: EmailOptions, *, templates_dir: str | Path | None = None) -> None:
+    """Send (or write as ``.eml``) the report of a finished job; records where it went on ``result``.
+
+    The last step of the job, kept apart so that a caller can save the check's output before it:
+    a mail server that is down must not cost a CI job its results or its gate's verdict.
+    """
+    from auditor.render.email import deliver_email
+
+    deliver_email(
+        result.report,
+        to=email.to,
+        cc=email.cc,
+        sender=email.sender,
+        subject=email.subject,
+        smtp_url=email.smtp_url,
+        eml_path=email.eml_path,
+        attach_report=email.attach_report,
+        attach_csv=email.attach_csv,
+        templates_dir=templates_dir,
+    )
+    if email.smtp_url:
+        result.emailed_to = [*email.to, *email.cc]
+    else:
+        result.eml_path = Path(str(email.eml_path))
 
 
 def check_and_report(

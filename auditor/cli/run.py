@@ -120,11 +120,12 @@ def run_command(
     Exits with the gate's code (0 clean, 1 findings at or above --fail-on). With no BigID URL
     configured it runs against the built-in sandbox, and says so. A snapshot that is not complete
     (clusters that could not be fetched, see auditor snapshot --help) stops the job with exit 3,
-    before anything is checked.
+    before anything is checked. The email is sent last: if it fails (exit 3), the check's output,
+    the report and the gate's verdict are already out.
     """
     from auditor.engine import load_ruleset, load_waivers
     from auditor.formats import render_chunks
-    from auditor.pipeline import EmailOptions, builtin_sandbox, run_job
+    from auditor.pipeline import EmailOptions, builtin_sandbox, email_report, run_job
     from auditor.progress import Progress
 
     rules_paths = settings.rules_paths(rules)
@@ -145,6 +146,7 @@ def run_command(
             smtp_url=smtp,
             eml_path=eml_path,
         )
+    templates_dir = settings.templates_dir(templates)
     engine = settings.engine(db)
     count = _workers(settings, workers)
     limit = _max_failed_clusters(settings, max_failed_clusters)
@@ -179,8 +181,7 @@ def run_command(
             new_only=new_only,
             report_path=report_path,
             export_dir=export_dir,
-            templates_dir=settings.templates_dir(templates),
-            email=email,
+            templates_dir=templates_dir,
         )
     write_output(render_chunks(fmt, result.check), output)
     run = result.run
@@ -197,12 +198,15 @@ def run_command(
                 settings.info(f"note: {extra}")
     for path in result.written:
         settings.info(f"wrote {path}")
-    if result.emailed_to:
-        settings.info(f"emailed the report to {', '.join(result.emailed_to)}")
-    if result.eml_path:
-        settings.info(f"wrote the email to {result.eml_path}")
     if result.exit_code:
         settings.info(f"gate failed: findings at or above {fail_on} remain")
+    if email is not None:  # last: results and verdict are out even when the mail server is not
+        email_report(result, email, templates_dir=templates_dir)
+        if result.emailed_to:
+            settings.info(f"emailed the report to {', '.join(result.emailed_to)}")
+        if result.eml_path:
+            settings.info(f"wrote the email to {result.eml_path}")
+    if result.exit_code:
         click.get_current_context().exit(result.exit_code)
 
 

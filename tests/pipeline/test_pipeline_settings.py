@@ -70,3 +70,35 @@ def test_run_reads_the_smtp_server_from_the_environment_like_email(tmp_path, mon
     )
     assert result.exit_code == 3
     assert "127.0.0.1:9" in result.stderr
+
+
+def test_a_mail_server_that_is_down_costs_run_neither_its_results_nor_its_verdict(tmp_path, monkeypatch):
+    # The email was sent before the check's output was written: a refused connection left a CI job
+    # with no results file and no "gate failed" line, only exit 3.
+    monkeypatch.chdir(tmp_path)
+    Path("auditor.toml").write_text("[auditor.sandbox]\nclusters = 6\ncolumns = 200\n")
+    result = invoke(
+        [
+            "run",
+            "--report",
+            "r.html",
+            "--fail-on",
+            "low",
+            "--format",
+            "json",
+            "-o",
+            "results.json",
+            "--email-to",
+            "team@example.com",
+            "--smtp",
+            "smtp://127.0.0.1:9",
+        ],
+    )
+    assert result.exit_code == 3
+    payload = json.loads(Path("results.json").read_text())
+    assert payload["run"] == 1 and payload["findings"]
+    assert Path("r.html").is_file()
+    lines = result.stderr.splitlines()
+    gate = lines.index("gate failed: findings at or above low remain")
+    error = next(i for i, line in enumerate(lines) if line.startswith("error: smtp://127.0.0.1:9"))
+    assert gate < error

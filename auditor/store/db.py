@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from auditor.errors import ConfigError, StoreError
 from auditor.paths import migrations_dir
@@ -147,6 +147,12 @@ def create_db_engine(url: str) -> Engine:
         raise ConfigError(
             f"the database driver for {display_url(url)} is not installed ({exc.name})",
             hint="for PostgreSQL: pip install 'cluster-auditor[postgres]'",
+        ) from None
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"--db: {display_url(url)} names a kind of database SQLAlchemy does not know "
+            f"({make_url(url).drivername!r})",
+            hint="give a file path (SQLite), sqlite:///FILE or postgresql://USER@HOST/NAME",
         ) from None
     return engine
 

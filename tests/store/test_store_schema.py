@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from auditor.errors import RunNotUsableError, StoreError
+from auditor.errors import ConfigError, RunNotUsableError, StoreError
 from auditor.store import db as store_db
 from auditor.store.runs import count_run_rows, list_runs, previous_complete_run, resolve_run
 from auditor.store.schema import column_tags, column_versions, metadata, run_columns, runs
@@ -219,6 +219,14 @@ def test_database_url_forms(tmp_path):
     assert "pw" not in store_db.display_url("postgresql+psycopg://u:pw@h/db")
     with pytest.raises(StoreError, match="does not exist"):
         store_db.open_database(tmp_path / "missing" / "x.db")
+    # An unknown kind of database is the user's configuration (exit 2), not an internal error.
+    with pytest.raises(ConfigError) as caught:
+        store_db.open_database("mysql+nodriver://u:pw@h/x")
+    assert caught.value.exit_code == 2
+    assert caught.value.message == (
+        "--db: mysql+nodriver://u:***@h/x names a kind of database SQLAlchemy does not know "
+        "('mysql+nodriver')"
+    )
 
 
 def test_two_writers_at_once_share_versions_and_number_them_consistently(tmp_path):

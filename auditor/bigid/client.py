@@ -119,6 +119,11 @@ class ClientOptions:
     max_answer_bytes: int = 256 * 2**20  # one answer's body, decoded (a gzip bomb stops here)
     source_label: str | None = None  # what runs record as their source (default: the public URL)
 
+    def __post_init__(self) -> None:
+        # A URL pasted with a trailing space: 'host:8080 ' is no valid port, and 'host:8080/ ' asked
+        # for /%20/api/v1/clusters and blamed the tenant with a 404.
+        self.url = (self.url or "").strip()
+
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in vars(self).items() if name != "token")
         return f"ClientOptions({shown}, token='***')"

@@ -112,6 +112,15 @@ def test_token_file_and_url_flag(sandbox, run_cli, tmp_db, tmp_path):
     assert result.stdout == "1\n"
 
 
+@pytest.mark.parametrize("spacing", [" ", "/ ", "\t/"])
+def test_a_url_pasted_with_surrounding_spaces_still_reaches_the_tenant(sandbox, run_cli, spacing):
+    # 'host:8080 ' was no valid port; 'host:8080/ ' asked for /%20/api/v1/clusters and got a 404.
+    server = sandbox(**SMALL)
+    result = run_cli("clusters", env={**env_for(server), "BIGID_URL": f" {server.url}{spacing}"})
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == "4 cluster(s)\n"
+
+
 def test_clusters_json_is_the_api_data(sandbox, run_cli):
     server = sandbox(**SMALL)
     result = run_cli("clusters", "--format", "json", env=env_for(server))

@@ -28,6 +28,7 @@ import email.utils
 import logging
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -716,11 +717,8 @@ class BigIDClient:
             except _AnswerTooLarge:
                 self._count(retry=False)
                 raise self._too_large(path) from None
-            except requests.exceptions.SSLError:
-                raise NetworkError(
-                    f"GET {path}: the TLS certificate of {self.base_url} could not be verified",
-                    hint="for a private CA pass --ca-bundle FILE (or, at your own risk, --insecure)",
-                ) from None
+            except requests.exceptions.SSLError as exc:
+                raise self._tls_error(path, str(exc)) from None
             except (
                 requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout,
@@ -867,6 +865,25 @@ class BigIDClient:
             hint="set --url / BIGID_URL to the tenant's address itself (e.g. https://… if it "
             "redirects to https, not a login page or a proxy in front of it)",
             status=status,
+        )
+
+    def _tls_error(self, path: str, text: str) -> NetworkError:
+        """The TLS failure of a request, said as what to do about it (certificate or no TLS at all)."""
+        if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text.lower():
+            return NetworkError(
+                f"GET {path}: {self.base_url} did not answer in TLS (it looks like a plain-HTTP server)",
+                hint="check the URL's scheme and port: http:// if the server has no TLS, or its HTTPS port",
+            )
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text.lower():
+            return NetworkError(
+                f"GET {path}: the TLS certificate of {self.base_url} could not be verified",
+                hint="for a private CA pass --ca-bundle FILE (or, at your own risk, --insecure)",
+            )
+        reason = re.search(r"\[SSL: ([A-Z_]+)\]", text)
+        return NetworkError(
+            f"GET {path}: the TLS handshake with {self.base_url} failed"
+            + (f" ({reason.group(1)})" if reason else ""),
+            hint="check the URL's scheme and port, and that the server's TLS setup accepts modern clients",
         )
 
     def _too_large(self, path: str) -> ApiError:

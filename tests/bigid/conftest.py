@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -47,7 +49,7 @@ Handler = Callable[[Request], Reply]
 class Loopback:
     """The running server: ``url``, the ``handler`` to answer with, and the ``seen`` requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.handler: Handler = lambda request: Reply(404, {"error": "no handler"})
         self.seen: list[Request] = []
         self.lock = threading.Lock()
@@ -95,7 +97,10 @@ class Loopback:
                 return  # clients that gave up (timeouts) break pipes; that is the point of the test
 
         self.server = _Server(("127.0.0.1", 0), _RequestHandler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:  # an HTTPS server (each connection's handshake runs in its thread)
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -116,6 +121,21 @@ class Loopback:
 def loopback_server() -> Iterator[Loopback]:
     server = Loopback()
     yield server
+    server.close()
+
+
+@pytest.fixture
+def tls_loopback(tmp_path: Path) -> Iterator[tuple[Loopback, Path]]:
+    """An HTTPS loopback server with a certificate from a private CA, and that CA's PEM file."""
+    import trustme
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "private-ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    server = Loopback(tls=context)
+    yield server, bundle
     server.close()
 
 

@@ -585,6 +585,31 @@ def test_bad_settings_are_config_errors(tmp_path):
         BigIDClient(ClientOptions(url="https://host", token="abcd", ca_bundle=str(tmp_path / "none.pem")))
 
 
+def test_a_private_ca_is_trusted_through_ca_bundle_only(tls_loopback, make_client):
+    server, bundle = tls_loopback
+    server.reset(lambda request: Reply(200, TUTORIAL_CLUSTERS))
+    with pytest.raises(NetworkError) as caught:
+        make_client(server.url, max_retry_time=0.5).list_clusters()
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH}: the TLS certificate of {server.url} could not be verified"
+    )
+    assert caught.value.hint == "for a private CA pass --ca-bundle FILE (or, at your own risk, --insecure)"
+    trusted = make_client(server.url, ca_bundle=str(bundle))
+    assert [c.id for c, _ in trusted.list_clusters()] == ["abc123def456", "ghi789jkl012"]
+
+
+def test_https_to_a_plain_http_server_is_not_blamed_on_the_certificate(loopback, make_client):
+    # It said "the TLS certificate could not be verified" and suggested --insecure, even when given.
+    url = loopback.url.replace("http://", "https://")
+    for options in ({}, {"verify": False}):
+        with pytest.raises(NetworkError) as caught:
+            make_client(url, max_retry_time=0.5, **options).list_clusters()
+        assert caught.value.message == (
+            f"GET {CLUSTERS_PATH}: {url} did not answer in TLS (it looks like a plain-HTTP server)"
+        )
+        assert "http:// if the server has no TLS" in caught.value.hint
+
+
 def test_insecure_warns(loopback, caplog):
     with caplog.at_level(logging.WARNING):
         BigIDClient(ClientOptions(url=loopback.url, token="abcd", verify=False)).close()

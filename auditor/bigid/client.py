@@ -260,6 +260,17 @@ class _Failure:
         self.reason, self.status, self.network = reason, status, network
 
 
+# The columns endpoint's optional parameters, by the ``auditor columns`` option that sets them: a
+# 400 to a request carrying any of them may be about them rather than about the cluster id.
+FLAGS = {
+    "filter": "--filter",
+    "searchText": "--search-text",
+    "sort": "--sort",
+    "offsetKey": "--offset-key",
+    "sample": "--sample",
+}
+
+
 class BigIDClient:
     """A client for one tenant. Use as a context manager, or call :meth:`close`."""
 
@@ -659,7 +670,9 @@ class BigIDClient:
             self.auth.accepted(generation)
             if status == 200:
                 return body
-            raise _about_cluster(self._http_error(status, body, path, cluster_id, filter), cluster_id)
+            asked = {FLAGS[name]: value for name, value in params.items() if name in FLAGS}
+            error = self._http_error(status, body, path, cluster_id, filter, asked)
+            raise _about_cluster(error, cluster_id)
 
     def _send(
         self,
@@ -912,7 +925,13 @@ class BigIDClient:
         )
 
     def _http_error(
-        self, status: int, body: Any, path: str, cluster_id: str | None, filter: str | None
+        self,
+        status: int,
+        body: Any,
+        path: str,
+        cluster_id: str | None,
+        filter: str | None,
+        asked: dict[str, Any] | None = None,
     ) -> ApiError:
         detail = error_message(body)
         said = f": {secrets.scrub_cut(detail)}" if detail else ""  # cut at 200 characters, maybe mid-key
@@ -920,6 +939,13 @@ class BigIDClient:
         if status == 400 and detail and "unable to locate" in detail.lower():
             status = 404
         if status == 400:
+            if cluster_id is not None and asked:  # the options the user gave may be what is wrong
+                shown = ", ".join(f"{flag} {value!r}" for flag, value in asked.items())
+                return ApiError(
+                    f"the API rejected the request for cluster {cluster_id!r} with {shown} ({where}){said}",
+                    hint=f"check {', '.join(asked)} and the cluster id (list the ids with: auditor clusters)",
+                    status=400,
+                )
             if cluster_id is not None:
                 return ApiError(
                     f"the API says cluster id {cluster_id!r} is malformed ({where}){said}",

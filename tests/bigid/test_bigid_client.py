@@ -79,6 +79,21 @@ def test_400_names_the_malformed_cluster_id(loopback, make_client):
     assert [sorted(r.query) for r in loopback.seen] == [["clusterId"], ["cluster_id"]]
 
 
+def test_a_400_to_a_request_with_options_names_the_options_too(loopback, make_client):
+    # `auditor columns ID --sort nope` was reported as a malformed cluster id ("check the cluster id").
+    loopback.reset(lambda r: Reply(400, {"error": "sort field 'nope' is not supported"}))
+    client = make_client(loopback.url, auth_scheme="raw")
+    with pytest.raises(ApiError) as caught:
+        client.get_columns("643a490f575122cd5b000000", sort="nope", filter="x=1", limit=5)
+    exc = caught.value
+    assert exc.status == 400 and exc.exit_code == 3
+    assert exc.message == (
+        "the API rejected the request for cluster '643a490f575122cd5b000000' with --filter 'x=1', "
+        f"--sort 'nope' (HTTP 400 from GET {COLUMNS_PATH}): sort field 'nope' is not supported"
+    )
+    assert exc.hint == "check --filter, --sort and the cluster id (list the ids with: auditor clusters)"
+
+
 def test_cluster_id_parameter_falls_back_once_and_sticks(loopback, make_client):
     def handler(request: Request) -> Reply:
         if "cluster_id" in request.query:

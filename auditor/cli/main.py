@@ -18,9 +18,42 @@ import click
 from auditor import __version__
 from auditor.errors import EXIT_FAILURE, EXIT_USAGE, AuditorError, PartialSnapshotError, RuleError
 
+GLOBAL_FLAGS = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
+
+
+def hoisted(args: list[str]) -> list[str]:
+    """``args`` with the global options written after the command moved before it.
+
+    ``auditor check --debug`` reads as naturally as ``auditor --debug check``; click only knows the
+    second. Nothing after ``--`` is moved.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            rest.append(word)
+            rest.extend(words)
+        elif word in GLOBAL_FLAGS or word.startswith("--config="):
+            front.append(word)
+        elif word == "--config":
+            value = next(words, None)
+            if value is None:  # no value: left where it is, for click to refuse
+                rest.append(word)
+            else:
+                front += [word, value]
+        else:
+            rest.append(word)
+    return front + rest
+
 
 class AuditorGroup(click.Group):
     """A click group that translates errors once, for every command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the top group: accept its options after the command too
+            args = hoisted(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:

@@ -1,0 +1,65 @@
+"""The options of ``auditor`` itself work before or after the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from auditor.cli.main import cli, hoisted
+
+ENV_CLEAN = {"BIGID_URL": None, "BIGID_TOKEN": None, "AUDITOR_DB": None}
+
+
+def invoke(args):
+    return CliRunner().invoke(cli, args, env=ENV_CLEAN, catch_exceptions=False)
+
+
+def test_global_options_after_the_command_act_as_before_it(tmp_path, monkeypatch):
+    # `auditor check --debug` said "No such option '--debug'" (exit 2), `auditor runs --config F`
+    # the same, though the README and docs name them without saying where they go.
+    monkeypatch.chdir(tmp_path)
+    Path("other.toml").write_text('[auditor]\ndb = "from-config.db"\n')
+    listed = invoke(["runs", "--config", "other.toml", "--quiet"])
+    assert listed.exit_code == 0, listed.output
+    assert Path("from-config.db").is_file() and not Path("auditor.db").exists()
+    checked = invoke(["check", "--db", "from-config.db", "--debug"])
+    assert checked.exit_code == 3
+    assert "Traceback (most recent call last)" in checked.stderr  # --debug took effect
+    assert "error: there is no complete run in this database yet" in checked.stderr
+
+
+def test_arguments_after_a_double_dash_stay_where_they_are():
+    assert hoisted(["rules", "validate", "-q", "--", "--debug", "-v"]) == [
+        "-q",
+        "rules",
+        "validate",
+        "--",
+        "--debug",
+        "-v",
+    ]
+    assert hoisted(["runs", "--config=a.toml", "--config", "b.toml"]) == [
+        "--config=a.toml",
+        "--config",
+        "b.toml",
+        "runs",
+    ]
+    assert hoisted(["runs", "--config"]) == ["runs", "--config"]
+
+
+WORDS = ["check", "--db", "x.db", "-q", "--debug", "--config", "c.toml", "-v", "--"]
+
+
+@given(st.lists(st.sampled_from(WORDS)))
+def test_hoisting_moves_arguments_and_never_loses_one(args):
+    assert sorted(hoisted(args)) == sorted(args)
+
+
+@given(st.lists(st.sampled_from(["check", "--db", "x.db", "-q", "--debug", "-v", "--quiet"])))
+def test_hoisting_keeps_the_order_of_what_it_does_not_move(args):
+    out = hoisted(args)
+    flags = {"-q", "--debug", "-v", "--quiet"}
+    assert [a for a in out if a not in flags] == [a for a in args if a not in flags]
+    assert out[: len([a for a in args if a in flags])] == [a for a in args if a in flags]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auditor.bigid.auth import SCHEMES
 from auditor.errors import ConfigError
 
 CONFIG_FILE = "auditor.toml"
@@ -100,9 +101,13 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
         raise ConfigError(f"{candidate}: [auditor] must be a table")
     unknown = sorted(set(values) - KNOWN_KEYS)
     if unknown:
+        tables = [name for name in unknown if isinstance(values[name], dict)]
         raise ConfigError(
             f"{candidate}: unknown setting(s) {', '.join(unknown)}",
-            hint=f"known settings: {', '.join(sorted(KNOWN_KEYS))}",
+            hint=(
+                f"settings go under [auditor] (and [auditor.sandbox]), not [{tables[0]}]; " if tables else ""
+            )
+            + f"known settings: {', '.join(sorted(KNOWN_KEYS))}",
         )
     if "token" in values or "api_key" in values:  # pragma: no cover - caught by unknown keys above
         raise ConfigError(f"{candidate}: the API key does not belong in the config file")
@@ -111,7 +116,39 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
         if kind is not None and not _is_kind(value, kind):
             shown = str(value).lower() if isinstance(value, bool) else repr(value)
             raise ConfigError(f"{candidate}: setting {key} must be {kind}, not {shown}")
+        if key in RANGES and not _in_range(value, *RANGES[key]):
+            allowed = _describe_range(*RANGES[key])
+            raise ConfigError(f"{candidate}: setting {key} must be {allowed}, not {value!r}")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(
+                f"{candidate}: setting {key} must be one of {', '.join(CHOICES[key])}, not {value!r}"
+            )
     return FileSettings(path=candidate, values=values)
+
+
+# The bounds the matching command-line options enforce (click ranges): (lowest, highest, open below).
+RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "workers": (1, 64, False),
+    "processes": (0, 64, False),
+    "page_size": (1, None, False),
+    "max_failed_clusters": (0, None, False),
+    "connect_timeout": (0, None, True),
+    "read_timeout": (0, None, True),
+    "max_answer_mib": (0, None, True),
+    "max_minutes": (0, None, True),
+}
+CHOICES = {"auth_scheme": SCHEMES, "fail_on": SEVERITIES}
+
+
+def _in_range(value: float, low: float, high: float | None, open_below: bool) -> bool:
+    above = value > low if open_below else value >= low
+    return above and (high is None or value <= high) and value == value  # NaN is in no range
+
+
+def _describe_range(low: float, high: float | None, open_below: bool) -> str:
+    if high is not None:
+        return f"from {low:g} to {high:g}"
+    return f"above {low:g}" if open_below else f"{low:g} or more"
 
 
 TEXT, BOOLEAN, WHOLE, NUMBER, TEXTS = (
@@ -177,8 +214,10 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"--token-file: cannot read {file} ({exc.strerror})") from None
+        raise ConfigError(f"--token-file / token_file: cannot read {file} ({exc.strerror})") from None
     token = text.strip().splitlines()[0].strip() if text.strip() else ""
     if not token:
-        raise ConfigError(f"--token-file: {file} is empty")
+        raise ConfigError(
+            f"--token-file / token_file: {file} is empty", hint="put the API key in it, on one line"
+        )
     return token

@@ -120,3 +120,39 @@ def test_settings_of_the_right_type_load(tmp_path):
     )
     assert load_config(path, explicit=True).get("rules") == ["a", "b"]
     assert load_config(path, explicit=True).get("processes") == 0  # documented in docs/fetch.md; was refused
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # The command line refuses these values; the file used to pass them on (workers = 1000 ran).
+        ("workers = 1000", "setting workers must be from 1 to 64, not 1000"),
+        ("processes = 100", "setting processes must be from 0 to 64, not 100"),
+        ("page_size = 0", "setting page_size must be 1 or more, not 0"),
+        ("max_failed_clusters = -1", "setting max_failed_clusters must be 0 or more, not -1"),
+        ("read_timeout = -1", "setting read_timeout must be above 0, not -1"),
+        ("max_answer_mib = 0", "setting max_answer_mib must be above 0, not 0"),
+        ("max_minutes = nan", "setting max_minutes must be above 0, not nan"),
+        (
+            'auth_scheme = "basic"',
+            "setting auth_scheme must be one of auto, bearer, raw, refresh, not 'basic'",
+        ),
+        ('fail_on = "hgih"', "setting fail_on must be one of info, low, medium, high, critical, not 'hgih'"),
+    ],
+)
+def test_settings_out_of_the_flags_range_are_usage_errors_naming_the_file(tmp_path, line, message):
+    path = tmp_path / "auditor.toml"
+    path.write_text(f"[auditor]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, explicit=True)
+    assert caught.value.exit_code == 2
+    assert caught.value.message == f"{path}: {message}"
+
+
+def test_a_mistyped_table_name_is_named_as_such(tmp_path):
+    path = tmp_path / "auditor.toml"
+    path.write_text("[audit]\nworkers = 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, explicit=True)
+    assert caught.value.message == f"{path}: unknown setting(s) audit"
+    assert caught.value.hint.startswith("settings go under [auditor] (and [auditor.sandbox]), not [audit]; ")

@@ -302,7 +302,10 @@ class BigIDClient:
         if options.ca_bundle:
             bundle = Path(options.ca_bundle).expanduser()
             if not bundle.exists():
-                raise ConfigError(f"--ca-bundle: {bundle} does not exist")
+                raise ConfigError(
+                    f"--ca-bundle / ca_bundle: {bundle} does not exist",
+                    hint="give the PEM file of the CA that signed the tenant's certificate",
+                )
             self._verify: bool | str = str(bundle)
         else:
             self._verify = options.verify

@@ -590,15 +590,27 @@ class Compare(Condition):
         Unicode when a value compared with is not plain ASCII, see :class:`UnicodeLower`)."""
         if kind not in (Kind.TEXT, Kind.TEXT_LIST) or self.exact:
             return column
-        values = self.value if isinstance(self.value, (list, tuple)) else [self.value]
-        if not all(value.isascii() for value in values if isinstance(value, str)):
+        if not self._ascii():
             return UnicodeLower(column)
         return func.lower(column) if substring else CaseFolded(column)
 
     def _value(self, value: Any, kind: Kind) -> Any:
+        """The bound literal a (normalised) column is compared with.
+
+        Lower-cased here when it is ASCII. Otherwise the database lower-cases it with the very
+        function it applies to the column (:class:`UnicodeLower`): Python's ``'İ'.lower()`` is two
+        characters and its ``'ΟΔΟΣ'.lower()`` ends in a final sigma, where PostgreSQL's ``lower()``
+        gives ``'i'`` and ``'οδοσ'``, so a value identical to the literal did not match there.
+        """
         if kind in (Kind.TEXT, Kind.TEXT_LIST) and not self.exact and isinstance(value, str):
-            return value.lower()
-        return value
+            if not self._ascii():
+                return UnicodeLower(bindparam(None, value, unique=True))
+            return bindparam(None, value.lower(), unique=True)
+        return bindparam(None, value, unique=True)
+
+    def _ascii(self) -> bool:
+        values = self.value if isinstance(self.value, (list, tuple)) else [self.value]
+        return all(value.isascii() for value in values if isinstance(value, str))
 
     def _scalar(self, column: Any, op: str, kind: Kind) -> ColumnElement[bool]:
         if op in _NEGATIVE:
@@ -615,16 +627,14 @@ class Compare(Condition):
             return test if self.value else not_(test)
         norm = self._norm(column, kind, substring=op == "contains")
         if op == "eq":
-            return and_(present, norm == bindparam(None, self._value(self.value, kind), unique=True))
+            return and_(present, norm == self._value(self.value, kind))
         if op == "in":
             # Each value bound with its own type: a list coerced to the column's type would turn
             # 2.5 into an integer for cluster.size on PostgreSQL (size IN (2.5) matching 2 or 3).
-            values = [bindparam(None, self._value(v, kind), unique=True) for v in self.value]
+            values = [self._value(v, kind) for v in self.value]
             return and_(present, norm.in_(values))
         if op == "contains":
-            return and_(
-                present, TextContains(norm, bindparam(None, self._value(self.value, kind), unique=True))
-            )
+            return and_(present, TextContains(norm, self._value(self.value, kind)))
         if op == "matches":
             construct = RegexSearch if self.exact else RegexSearchIgnoreCase
             return and_(present, construct(column, bindparam(None, self.value, unique=True)))

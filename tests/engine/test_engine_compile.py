@@ -368,6 +368,9 @@ UNICODE_CATALOG = [
                 "columnName": "size",
                 "tags": [{"tagName": "niveau", "tagValue": "ELEVE"}],
             },
+            # Python and PostgreSQL lower-case these two differently ('İ' → 'i̇' / 'i', a final
+            # sigma 'ς' / 'σ'): a value identical to the literal must still match on both.
+            {"fullyQualifiedName": "tr.e", "columnName": "x", "tableName": "İstanbul", "source": "ΟΔΟΣ"},
         ],
     }
 ]
@@ -377,9 +380,14 @@ UNICODE_CASES = [
     ("{tags: {any: {field: tagValue, in: [élevé, nothing]}}}", {"fr.a", "fr.b"}),
     ("{tags: {any: {field: tagValue, contains: ÉLEV}}}", {"fr.a", "fr.b", "fr.c"}),
     ("{field: columnName, eq: GRÖSSE}", {"fr.a", "fr.b"}),
-    ("{field: columnName, ne: grösse}", {"fr.c", "fr.d"}),
+    ("{field: columnName, ne: grösse}", {"fr.c", "fr.d", "tr.e"}),
+    ("{field: tableName, eq: İstanbul}", {"tr.e"}),
+    ("{field: source, eq: ΟΔΟΣ}", {"tr.e"}),
+    ("{field: source, in: [ΟΔΟΣ, x]}", {"tr.e"}),
+    ("{field: source, contains: ΟΣ}", {"tr.e"}),
+    ("{field: source, ne: ΟΔΟΣ}", {"fr.a", "fr.b", "fr.c", "fr.d"}),
     ("{field: columnName, contains: STRA}", {"fr.c"}),
-    ("{field: cluster.labels, contains: confidentialité}", {"fr.a", "fr.b", "fr.c", "fr.d"}),
+    ("{field: cluster.labels, contains: confidentialité}", {"fr.a", "fr.b", "fr.c", "fr.d", "tr.e"}),
     ("{field: cluster.labels, not_contains: Confidentialité}", set()),
     ("{tags: {any: {field: tagValue, eq: eleve}}}", {"fr.d"}),  # an ASCII literal: accents still count
 ]

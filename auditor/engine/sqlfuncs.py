@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from typing import Any
 
 from sqlalchemy import Boolean, ColumnElement, Text
@@ -32,6 +33,7 @@ except ImportError:  # pragma: no cover
     import sre_parse as _parser
 
 MAX_PATTERN = 300
+PG_DUPMAX = 255  # PostgreSQL's largest repetition count
 MAX_INPUT = 2_000
 VARIABLE_REPEATS = 10  # a group of varying length may repeat this often
 CHAINED_REPEATS = 2  # unbounded repeats in a row that can match the same characters
@@ -51,12 +53,38 @@ def check_pattern(pattern: str) -> str | None:
         return f"the pattern is longer than {MAX_PATTERN} characters"
     if "(?P" in pattern or ("(?<" in pattern and "(?<=" not in pattern and "(?<!" not in pattern):
         return "named groups are not supported (PostgreSQL has no such syntax); use (...) instead"
+    for shape, why in _NOT_PORTABLE:
+        if shape.search(pattern):
+            return why
     try:
-        re.compile(pattern)
-        parsed = _parser.parse(pattern)
+        with warnings.catch_warnings():  # "possible nested set" for [[: is refused above, not warned
+            warnings.simplefilter("ignore", FutureWarning)
+            re.compile(pattern)
+            parsed = _parser.parse(pattern)
     except re.error as exc:
         return f"invalid regular expression: {exc.msg} at position {exc.pos}"
     return _walk(list(parsed), inside_unbounded=False) or _chained(list(parsed))
+
+
+# Shapes Python's re reads one way and PostgreSQL another, or not at all (an error there, exit 3
+# in the middle of an evaluation). Each is matched outside an escape (an even run of backslashes).
+_UNESCAPED = r"(?<!\\)(?:\\\\)*"
+_NOT_PORTABLE = [
+    (
+        re.compile(_UNESCAPED + r"\(\?[aiLmsux-]+[:)]"),
+        "inline flags such as (?i) or (?s:…) are not supported (PostgreSQL reads them differently, or "
+        "not at all); case is ignored unless the rule says case: exact",
+    ),
+    (re.compile(_UNESCAPED + r"\\N\{"), "named characters (\\N{…}) are not supported by PostgreSQL"),
+    (
+        re.compile(_UNESCAPED + r"\{,\d*\}"),
+        "{,n} means 0 to n in Python but is no repetition in PostgreSQL; write {0,n}",
+    ),
+    (
+        re.compile(r"\[:[a-z]+:\]"),
+        "POSIX classes such as [[:alpha:]] are not supported by Python's re; use [a-z], \\w or \\d",
+    ),
+]
 
 
 def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
@@ -65,7 +93,9 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
         if name in _UNSUPPORTED:
             return _UNSUPPORTED[name]
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
-            _low, high, sub = av
+            low, high, sub = av
+            if low > PG_DUPMAX or (high != _c.MAXREPEAT and high > PG_DUPMAX):
+                return f"repetition counts above {PG_DUPMAX} are not supported (PostgreSQL's limit)"
             unbounded = high == _c.MAXREPEAT or high > 100
             if unbounded and inside_unbounded:
                 return (
@@ -246,7 +276,55 @@ def _branches_overlap(branches: list[list[Any]]) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _compiled(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    return re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+    """``pattern`` for Python's re, read as PostgreSQL reads it (its ``~`` / ``~*``).
+
+    PostgreSQL's ``.`` matches a newline and its ``$`` only the very end, where Python's ``.``
+    stops at a newline and its ``$`` also matches before a final one: ``re.DOTALL``, and the
+    spelling of :func:`_as_postgresql`.
+    """
+    return re.compile(_as_postgresql(pattern), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+_DIGITS = {"\\d": ("[0-9]", "0-9"), "\\D": ("[^0-9]", "\\D")}  # (outside, inside brackets)
+
+
+def _as_postgresql(pattern: str) -> str:
+    """``pattern`` with PostgreSQL's meaning of ``$`` and ``\\d`` spelt out for Python.
+
+    Each ``$`` that is an anchor (not escaped, not in brackets) becomes ``\\Z``; ``\\d`` becomes
+    ``[0-9]`` (Python's also matches other scripts' digits, such as ``١٢٣``; PostgreSQL's does not).
+    """
+    out: list[str] = []
+    i, bracket = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            escape = pattern[i : i + 2]
+            out.append(_DIGITS[escape][bracket] if escape in _DIGITS else escape)
+            i += 2
+            continue
+        if bracket:
+            if char == "]":
+                bracket = False
+        elif char == "[":
+            bracket = True
+            out.append(char)
+            i += 1
+            # a ']' first in the bracket (after an optional '^') is a member, not its end
+            if i < len(pattern) and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < len(pattern) and pattern[i] == "]":
+                out.append("]")
+                i += 1
+            continue
+        elif char == "$":
+            out.append("\\Z")
+            i += 1
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 _MEMO: dict[tuple[str, bool], dict[str, int]] = {}

@@ -418,6 +418,53 @@ def test_case_is_ignored_in_all_of_unicode_on_postgresql(postgres_url, tmp_path)
         pg.dispose()
 
 
+# Python's re read these differently from PostgreSQL's ~ until SQLite's search spelt them out:
+# `$` before a final newline, `.` and a newline, `\d` and other scripts' digits.
+REGEX_CATALOG = [
+    {
+        "id": "c-re",
+        "columns": [
+            {"fullyQualifiedName": "re.newline-end", "columnName": "abc\n"},
+            {"fullyQualifiedName": "re.newline-mid", "columnName": "a\nb"},
+            {"fullyQualifiedName": "re.arabic", "columnName": "\u0661\u0662\u0663"},
+            {"fullyQualifiedName": "re.ascii", "columnName": "123"},
+        ],
+    }
+]
+REGEX_CASES = [
+    ("{field: columnName, matches: '^abc$'}", set()),
+    ("{field: columnName, matches: 'c$'}", set()),
+    ("{field: columnName, matches: '^a.b$'}", {"re.newline-mid"}),
+    ("{field: columnName, matches: '^\\d+$'}", {"re.ascii"}),
+    ("{field: columnName, matches: '^[\\d]+$'}", {"re.ascii"}),
+    ("{field: columnName, matches: '^\\D'}", {"re.newline-end", "re.newline-mid", "re.arabic"}),
+]
+
+
+def _regex_cases(engine, tmp_path: Path) -> list[str]:
+    run_id = write_snapshot(engine, REGEX_CATALOG)
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        return [
+            f"{body}: expected {sorted(expected)}, got {sorted(got)}"
+            for body, expected in REGEX_CASES
+            if (got := _subjects(connection, run_id, _rule(tmp_path, "column", body))) != expected
+        ]
+
+
+def test_patterns_mean_on_sqlite_what_they_mean_on_postgresql(engine, tmp_path):
+    assert _regex_cases(engine, tmp_path) == []
+
+
+@pytest.mark.postgres
+def test_patterns_mean_on_postgresql_what_the_documentation_says(postgres_url, tmp_path):
+    pg = open_database(postgres_url)
+    try:
+        assert _regex_cases(pg, tmp_path) == []
+    finally:
+        pg.dispose()
+
+
 @pytest.mark.parametrize("seeked", [0, 1, 2, 5_000])
 def test_whole_snapshot_groups_are_the_same_however_they_are_listed(engine, tmp_path, monkeypatch, seeked):
     """Two passing groups: listed by key (up to SEEKED_GROUPS of them), else by one whole pass."""

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import AliasChoices, BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from auditor.bigid.models import parse_cluster, parse_column
+from auditor.bigid.models import Attribute, Cluster, Column, Tag, TagProperties, parse_cluster, parse_column
 from auditor.engine.conditions import ParseContext
 from auditor.engine.evaluate import evaluate
 from auditor.engine.findings import KIND_COLUMN, KIND_GROUP, Finding
@@ -210,6 +211,7 @@ def _parse_clusters(
         ctx.problem(path, "'clusters' must be a list of clusters (each with id and columns)")
         return []
     out = []
+    seen_clusters: set[str] = set()
     for index, raw in enumerate(node):
         here = [*path, index]
         if not isinstance(raw, LocDict):
@@ -220,22 +222,90 @@ def _parse_clusters(
         data = plain(raw)
         columns = data.pop("columns", [])
         try:
-            parse_cluster(data)
+            cluster_id = parse_cluster(data).id
         except PydanticValidationError as exc:
             ctx.problem(here, f"invalid cluster: {_first_error(exc)}")
             continue
         if not isinstance(columns, list):
             ctx.problem([*here, "columns"], "'columns' must be a list")
             continue
+        _unknown_keys(raw, _CLUSTER_KEYS | {"columns"}, "a cluster", ctx, here)
+        if cluster_id in seen_clusters:
+            ctx.problem(here, f"cluster {cluster_id!r} appears twice in this case")
+        seen_clusters.add(cluster_id)
         good = []
+        seen_columns: set[str] = set()
         for position, column in enumerate(columns):
+            at = [*here, "columns", position]
             try:
-                parse_column(column)
-                good.append(column)
+                parsed = parse_column(column)
             except PydanticValidationError as exc:
-                ctx.problem([*here, "columns", position], f"invalid column: {_first_error(exc)}")
+                ctx.problem(at, f"invalid column: {_first_error(exc)}")
+                continue
+            node = raw["columns"][position] if isinstance(raw.get("columns"), LocList) else None
+            if isinstance(node, LocDict):
+                _check_column_keys(node, ctx, at)
+            if parsed.fullyQualifiedName in seen_columns:
+                ctx.problem(
+                    at, f"column {parsed.fullyQualifiedName!r} appears twice in cluster {cluster_id!r}"
+                )
+                continue
+            seen_columns.add(parsed.fullyQualifiedName)
+            good.append(column)
         out.append((data, good))
     return out
+
+
+def _model_keys(model: type[BaseModel]) -> frozenset[str]:
+    """Every key a wire model reads: its field names and their aliases."""
+    keys: set[str] = set()
+    for name, spec in model.model_fields.items():
+        keys.add(name)
+        if isinstance(spec.validation_alias, AliasChoices):
+            keys.update(str(choice) for choice in spec.validation_alias.choices)
+        elif isinstance(spec.validation_alias, str):
+            keys.add(spec.validation_alias)
+    return frozenset(keys)
+
+
+_CLUSTER_KEYS = _model_keys(Cluster)
+_COLUMN_KEYS = _model_keys(Column)
+_TAG_KEYS = _model_keys(Tag)
+_TAG_PROPERTY_KEYS = _model_keys(TagProperties)
+_ATTRIBUTE_KEYS = _model_keys(Attribute)
+
+
+def _check_column_keys(node: LocDict, ctx: ParseContext, at: list[Any]) -> None:
+    _unknown_keys(node, _COLUMN_KEYS, "a column", ctx, at)
+    for key, known, what in (("tags", _TAG_KEYS, "a tag"), ("attributes", _ATTRIBUTE_KEYS, "an attribute")):
+        items = node.get(key)
+        for index, item in enumerate(items if isinstance(items, LocList) else []):
+            if not isinstance(item, LocDict):
+                continue
+            _unknown_keys(item, known, what, ctx, [*at, key, index])
+            properties = item.get("properties") if key == "tags" else None
+            if isinstance(properties, LocDict):
+                _unknown_keys(
+                    properties, _TAG_PROPERTY_KEYS, "a tag's properties", ctx, [*at, key, index, "properties"]
+                )
+
+
+def _unknown_keys(
+    node: LocDict, known: frozenset[str], what: str, ctx: ParseContext, path: list[Any]
+) -> None:
+    """A misspelt key in a fixture (``colums``) would be ignored as BigID's extra fields are, and
+    the case would pass without testing what its author meant: name it."""
+    import difflib
+
+    for key in node:
+        if str(key) in known:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(known), n=1)
+        if what == "a tag" and str(key) in _TAG_PROPERTY_KEYS:
+            hint = f" (it goes under properties: {{{key}: …}})"
+        else:
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        ctx.problem([*path, key], f"unknown key {key!r} in {what}{hint}", key=True)
 
 
 def _first_error(exc: PydanticValidationError) -> str:

@@ -274,6 +274,39 @@ def test_rules_test_rejects_invalid_fixtures_with_exit_2(run_cli, tmp_path):
     ]
 
 
+def test_rules_test_names_misspelt_keys_and_duplicates_in_fixtures(run_cli, tmp_path):
+    # Misspelt keys were ignored like BigID's extra fields, so the case passed without testing what
+    # its author meant; duplicates failed later with a database error (exit 3, no position).
+    (tmp_path / "r.yaml").write_text((rules_dir() / "sensitivity.yaml").read_text())
+    fixture = tmp_path / "r.test.yaml"
+    fixture.write_text(
+        """\
+cases:
+  - name: typos
+    rules: [hidden-sensitivity-tag]
+    clusters:
+      - id: c1
+        nmae: x
+        columns:
+          - {fullyQualifiedName: a.b, columName: b, tags: [{tagName: sensitivity, hidden: true}]}
+          - {fullyQualifiedName: a.b}
+      - {id: c1, colums: []}
+    expect: []
+"""
+    )
+    result = run_cli("rules", "test", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: 6 problems in the rule fixtures",
+        f"  {fixture}:6:9: unknown key 'nmae' in a cluster (did you mean 'name'?)",
+        f"  {fixture}:8:39: unknown key 'columName' in a column (did you mean 'columnName'?)",
+        f"  {fixture}:8:83: unknown key 'hidden' in a tag (it goes under properties: {{hidden: …}})",
+        f"  {fixture}:9:13: column 'a.b' appears twice in cluster 'c1'",
+        f"  {fixture}:10:18: unknown key 'colums' in a cluster (did you mean 'columns'?)",
+        f"  {fixture}:10:9: cluster 'c1' appears twice in this case",
+    ]
+
+
 def test_every_built_in_rule_has_a_matching_and_a_non_matching_case():
     from auditor.engine.fixtures import run_fixtures
 

@@ -137,7 +137,7 @@ def _prune_table(result) -> str:
     if result.dry_run:
         head = "dry run, nothing was changed: a prune would remove"
     elif not result.deleted_runs and not result.marked_failed:
-        head = "nothing to prune" + (" (vacuumed)" if result.vacuumed else "") + ": removed"
+        head = "nothing to prune" + (" (vacuumed)" if result.vacuumed else "") + ": no run matched"
     else:
         head = "pruned" + (", then vacuumed" if result.vacuumed else "") + ": removed"
     width = max(len(label) for label, _ in rows)

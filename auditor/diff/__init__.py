@@ -168,6 +168,7 @@ def compute_diff(
         to_started_at=_iso(after.started_at),
         not_compared=left_out,
         scope_note=scope_note(before, after, skips=False),  # left-out clusters are not compared
+        findings_compared=findings,
     )
 
 

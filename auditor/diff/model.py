@@ -466,6 +466,8 @@ class DiffResult:
     not_compared: list[NotCompared] = field(default_factory=list)
     # The two runs were taken from other sources or with other cluster filters (scope_note).
     scope_note: str | None = None
+    # False for a catalog-only diff (--no-findings): its finding counts are not zeros to read.
+    findings_compared: bool = True
 
     def summary(self) -> dict[str, Any]:
         c = self.catalog

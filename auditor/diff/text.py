@@ -31,6 +31,7 @@ CATEGORY_TITLES = {
     "open": "Still open",
 }
 DEFAULT_MARKDOWN_ROWS = 100
+NOT_COMPARED = "Findings: not compared (--no-findings: catalog metadata only)"
 
 
 def headline(diff: DiffResult) -> list[str]:
@@ -40,7 +41,9 @@ def headline(diff: DiffResult) -> list[str]:
         f"Clusters: {c['added']} added, {c['removed']} removed, {c['changed']} changed",
         f"Columns:  {k['added']} added, {k['removed']} removed, {k['changed']} changed, {k['moved']} moved",
         f"Findings: {f['new']} new, {f['resolved']} resolved, {f['open']} still open, "
-        f"{f['newly_waived']} newly waived, {f['waiver_expired']} waiver expired",
+        f"{f['newly_waived']} newly waived, {f['waiver_expired']} waiver expired"
+        if diff.findings_compared
+        else NOT_COMPARED,
     ]
 
 
@@ -151,10 +154,15 @@ def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) 
         f"| Columns | {s['columns']['added']} | {s['columns']['removed']} | {s['columns']['changed']} "
         f"| {s['columns']['moved']} |",
         "",
-        "| new | resolved | still open | newly waived | waiver expired |",
-        "|---:|---:|---:|---:|---:|",
-        "| " + " | ".join(str(s["findings"][name]) for name in FINDING_CATEGORIES) + " |",
     ]
+    if diff.findings_compared:
+        out += [
+            "| new | resolved | still open | newly waived | waiver expired |",
+            "|---:|---:|---:|---:|---:|",
+            "| " + " | ".join(str(s["findings"][name]) for name in FINDING_CATEGORIES) + " |",
+        ]
+    else:
+        out.append(NOT_COMPARED)
     for note in (diff.scope_note, diff.not_compared_note()):
         if note:
             out += ["", f"**Note:** {md(note)}"]

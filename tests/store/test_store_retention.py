@@ -506,7 +506,7 @@ def test_cli_table_output_and_skipped_running_runs(run_cli, engine, db):
     assert any(line.startswith("  database size     ") and line.endswith(" bytes") for line in lines)
     again = run_cli("db", "prune", "--db", db, "--keep", "2")
     assert again.exit_code == 0 and again.stdout.splitlines()[:2] == [
-        "nothing to prune: removed",
+        "nothing to prune: no run matched",
         "  runs deleted      none",
     ]
 
@@ -638,7 +638,7 @@ def test_a_killed_writer_is_abandoned_and_prune_marks_it_failed_then_deletes_it(
     alive_prune = run_cli("db", "prune", "--db", db, "--keep", "2", "--abandoned-after", "1e-4")
     assert alive_prune.exit_code == 0, alive_prune.output
     assert alive_prune.stdout.splitlines()[:5] == [
-        "nothing to prune: removed",
+        "nothing to prune: no run matched",
         "  runs deleted      none",
         "  runs kept         1-3",  # run 2 among them: newer than the oldest complete run kept
         "  running, skipped  none",

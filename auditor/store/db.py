@@ -233,9 +233,15 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
                 )
             upgrade(engine)
     except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        if "file is not a database" in reason or "database disk image is malformed" in reason:
+            raise StoreError(
+                f"could not open the database {display_url(url)}: {reason} (SQLite)",
+                hint="check --db / AUDITOR_DB: it names a file that is not an auditor database, or a "
+                "damaged one (restore it from a backup)",
+            ) from None
         raise StoreError(
-            f"could not open the database {display_url(url)}: {type(exc).__name__}",
-            hint=str(getattr(exc, "orig", exc)).splitlines()[0][:200],
+            f"could not open the database {display_url(url)}: {type(exc).__name__}", hint=reason
         ) from None
     return engine
 

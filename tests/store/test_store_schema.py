@@ -219,6 +219,16 @@ def test_database_url_forms(tmp_path):
     assert "pw" not in store_db.display_url("postgresql+psycopg://u:pw@h/db")
     with pytest.raises(StoreError, match="does not exist"):
         store_db.open_database(tmp_path / "missing" / "x.db")
+    # A file that is not a database: said so, not as a bare DatabaseError with the reason as hint.
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StoreError) as broken:
+        store_db.open_database(junk)
+    assert broken.value.exit_code == 3
+    assert broken.value.message == (
+        f"could not open the database sqlite:///{junk}: file is not a database (SQLite)"
+    )
+    assert broken.value.hint.startswith("check --db / AUDITOR_DB: it names a file that is not an auditor")
     # An unknown kind of database is the user's configuration (exit 2), not an internal error.
     with pytest.raises(ConfigError) as caught:
         store_db.open_database("mysql+nodriver://u:pw@h/x")

@@ -166,7 +166,8 @@ def report_command(
     "--from",
     "sender",
     metavar="ADDR",
-    help="Sender (env AUDITOR_EMAIL_FROM, config email_from; default cluster-auditor@localhost).",
+    help="Sender (env AUDITOR_EMAIL_FROM, config email_from; default: cluster-auditor "
+    "<cluster-auditor@localhost>).",
 )
 @click.option("--subject", metavar="TEXT", help="Subject (default: run, new, resolved and open counts).")
 @click.option(

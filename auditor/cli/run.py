@@ -22,13 +22,12 @@ from auditor.cli.fetch import (
     skip_cluster_option,
 )
 from auditor.config import ENV_EMAIL_FROM
+from auditor.errors import ConfigError
 from auditor.store.runs import skipped_note
 
 
 def _sandbox_size(settings: Settings) -> dict[str, int]:
     """``[auditor.sandbox]`` in auditor.toml: seed, clusters, columns of the fallback sandbox."""
-    from auditor.errors import ConfigError
-
     table = settings.file.get("sandbox") or {}
     unknown = set(table) - {"seed", "clusters", "columns"} if isinstance(table, dict) else {"?"}
     if unknown:
@@ -145,6 +144,11 @@ def run_command(
             subject=subject,
             smtp_url=smtp,
             eml_path=eml_path,
+        )
+    elif smtp_url or email_cc:  # a mail option without a recipient would send nothing, silently
+        raise ConfigError(
+            f"{'--smtp' if smtp_url else '--email-cc'} given, but no recipient",
+            hint="add --email-to ADDR (or email_to in auditor.toml)",
         )
     templates_dir = settings.templates_dir(templates)
     engine = settings.engine(db)

@@ -296,6 +296,9 @@ def test_a_baseline_of_another_scope_is_named_in_every_output(tmp_path, monkeypa
             "--email-cc: 'bad' is not an email address",
         ),
         (["--email-to", "team@example.org", "--smtp", "smtp://h", "--eml", "m.eml"], "not both"),
+        # sent nothing, silently (exit 0), where --eml without a recipient was refused
+        (["--smtp", "smtp://h"], "error: --smtp given, but no recipient"),
+        (["--email-cc", "boss@example.org"], "error: --email-cc given, but no recipient"),
     ],
 )
 def test_email_settings_are_checked_before_anything_is_fetched(tmp_path, monkeypatch, args, message):

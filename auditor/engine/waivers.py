@@ -210,13 +210,10 @@ def _parse_waiver(node: Any, ctx: ParseContext, path: list[Any]) -> Waiver | Non
         spec = WaiverSpec.model_validate(node)
     except PydanticValidationError as exc:
         report_pydantic(ctx, path, exc, "a waiver")
-    # A narrowing key set to null (or a glob of wildcards alone) would waive the rule everywhere.
+    # A narrowing key set to null would waive the rule everywhere, unnoticed (a '*' glob is explicit).
     for key in NARROWING:
         if key in node and node[key] is None:
             ctx.problem([*path, key], f"{key} is null, which narrows nothing; give a value or remove the key")
-    glob = node.get("column")
-    if isinstance(glob, str) and glob.strip() and not glob.strip("*"):
-        ctx.problem([*path, "column"], f"column {glob!r} matches every column, which narrows nothing")
     if not any(node.get(key) is not None for key in NARROWING):
         ctx.problem(
             path,

@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, creat
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from auditor import secrets
 from auditor.errors import ConfigError, StoreError
 from auditor.paths import migrations_dir
 
@@ -46,22 +47,49 @@ def database_url(target: str | os.PathLike[str] | None = None) -> str:
     if "://" in value:
         try:
             url = make_url(value)
-        except ArgumentError as exc:
-            raise ConfigError(f"--db: {_redact(value)} is not a valid database URL", hint=str(exc)) from None
+            url.port  # noqa: B018 - a port that is no number raises here, not deep in the driver
+        except (ArgumentError, ValueError) as exc:
+            hint = str(exc) if isinstance(exc, ArgumentError) else "check the host and the port"
+            raise ConfigError(f"--db: {_redact(value)} is not a valid database URL", hint=hint) from None
+        if url.host and "@" in url.host:  # an '@' in the password: the rest of it was read as the host
+            raise ConfigError(
+                "--db: the database URL has an '@' after the user's password",
+                hint="write an '@' inside the password as %40",
+            )
+        # Hidden from every message from now on, however a driver quotes it.
+        secrets.register(url.password)
+        for name, item in url.query.items():
+            if name.lower() in SECRET_PARAMETERS:
+                for secret in (item,) if isinstance(item, str) else item:
+                    secrets.register(secret)
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")
         return url.render_as_string(hide_password=False)
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~nosuchuser/x.db
+        raise ConfigError(f"--db: cannot expand {value!r}: no such user's home folder") from None
     if path.is_dir():
         raise ConfigError(f"--db: {path} is a folder, not a database file")
     return f"sqlite:///{path.resolve()}"
 
 
+SECRET_PARAMETERS = frozenset({"password", "passwd", "pwd", "sslpassword"})
+
+
 def _redact(url: str) -> str:
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
         return "<unparseable URL>"
+    masked = "***"
+    if parsed.host and "@" in parsed.host:
+        parsed = parsed.set(host=parsed.host.rsplit("@", 1)[1], password=masked)
+    query = parsed.query
+    if any(name.lower() in SECRET_PARAMETERS for name in query):
+        hidden = {name: masked if name.lower() in SECRET_PARAMETERS else item for name, item in query.items()}
+        parsed = parsed.set(query=hidden)
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", masked)
 
 
 def display_url(url: str) -> str:

@@ -219,6 +219,25 @@ def test_database_url_forms(tmp_path):
     assert "pw" not in store_db.display_url("postgresql+psycopg://u:pw@h/db")
     with pytest.raises(StoreError, match="does not exist"):
         store_db.open_database(tmp_path / "missing" / "x.db")
+    # A password given as a query parameter was echoed in errors; one with a raw '@' in part.
+    assert store_db.display_url("postgresql+psycopg://u@h/db?password=Secret1&sslmode=require") == (
+        "postgresql+psycopg://u@h/db?password=***&sslmode=require"
+    )
+    with pytest.raises(ConfigError) as at_sign:
+        store_db.database_url("postgresql://u:Sec@ret1@127.0.0.1/x")
+    assert at_sign.value.exit_code == 2 and "ret1" not in at_sign.value.message + at_sign.value.hint
+    assert store_db.display_url("postgresql://u:Sec@ret1@127.0.0.1/x") == "postgresql://u:***@127.0.0.1/x"
+    from auditor import secrets
+
+    store_db.database_url("postgresql://u:Hunter2pw@h/db?sslpassword=KeyPass99")
+    assert secrets.scrub("driver said: password Hunter2pw / KeyPass99 refused") == (
+        "driver said: password *** / *** refused"
+    )
+    secrets.forget_all()
+    for broken in ("postgresql://u:p@[::1:5432/x", "~nosuchuser-auditor/x.db"):
+        with pytest.raises(ConfigError) as unusable:  # was an internal error (exit 3)
+            store_db.database_url(broken)
+        assert unusable.value.exit_code == 2
     # A file that is not a database: said so, not as a bare DatabaseError with the reason as hint.
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not SQLite" * 100)

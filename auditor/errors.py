@@ -14,6 +14,15 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 3
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM): docker stop, systemd, a cancelled CI job
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C: a snapshot cut short is
+    marked failed, worker processes are shut down, and no output file is left half-written."""
+
+
 class AuditorError(Exception):
     """Base class: ``message`` is one line for the user, ``hint`` an optional next step."""
 

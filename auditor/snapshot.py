@@ -49,7 +49,15 @@ from auditor import secrets
 from auditor.bigid.client import BigIDClient, PageOffload, cluster_too_deep, record_too_deep
 from auditor.bigid.models import RecordTooDeep
 from auditor.bigid.paging import PagingStats
-from auditor.errors import ApiError, AuditorError, AuthError, PartialSnapshotError, PayloadError, StoreError
+from auditor.errors import (
+    ApiError,
+    AuditorError,
+    AuthError,
+    PartialSnapshotError,
+    PayloadError,
+    StoreError,
+    Terminated,
+)
 from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
 from auditor.store.runs import SKIP_KEY, RunInfo, get_run, name_ids
@@ -560,6 +568,8 @@ def _fill_totals(totals: RunTotals, client: BigIDClient, details: dict[str, Any]
 
 def _reason(exc: BaseException) -> str:
     """The one line recorded as a failed run's error (scrubbed, like every message)."""
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
     if isinstance(exc, AuditorError):

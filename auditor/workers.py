@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
@@ -94,7 +95,10 @@ def start_pool(
     try:
         with starting_workers():
             pool = ProcessPoolExecutor(
-                max_workers=workers, mp_context=worker_context(preload), initializer=initializer
+                max_workers=workers,
+                mp_context=worker_context(preload),
+                initializer=_watched,
+                initargs=(os.getpid(), initializer),
             )
             submit_first(pool)
     except BaseException:
@@ -102,6 +106,42 @@ def start_pool(
             pool.shutdown(wait=True, cancel_futures=True)
         raise
     return pool
+
+
+WATCH_SECONDS = 1.0
+
+
+def _watched(owner: int, initializer: Callable[[], None]) -> None:
+    """A worker's initializer: ``initializer``, then a watch on the process that started the pool.
+
+    A worker waits for tasks on a queue it holds both ends of, so it never sees its owner die: after
+    a ``kill -9`` (or an out-of-memory kill) of the command, its workers lived on, holding the
+    command's stdout open (``RUN=$(auditor snapshot)`` never returned) and its spool folder. The
+    watch ends the worker within :data:`WATCH_SECONDS` of its owner's death.
+    """
+    initializer()
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCH_SECONDS)
+            if not _running(owner):
+                os._exit(1)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs: it exists, is ours, and is no zombie (a killed process
+    its parent has not reaped yet still answers ``kill(pid, 0)``)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or its pid reused by another user
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (macOS): kill(pid, 0) is all there is
+        return True
 
 
 def shadowed_by_current_directory() -> bool:

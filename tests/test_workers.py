@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -110,3 +111,43 @@ print("alive" if os.waitpid(pid, os.WNOHANG) == (0, 0) else "dead")
         [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "alive\n", "")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(ChildProcessError):  # a zombie of ours is dead too
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return False
+    return True
+
+
+def test_workers_end_soon_after_their_owner_is_killed(tmp_path):
+    # After `kill -9` of the command, its workers waited on their queue forever, holding its stdout.
+    script = """
+import os, sys, time
+from auditor.snapshot import _init_decoder
+from auditor.workers import start_pool
+pool = start_pool("auditor.snapshot", 2, _init_decoder, lambda p: [p.submit(time.sleep, 1) for _ in range(2)])
+print(" ".join(str(pid) for pid in pool._processes), flush=True)
+time.sleep(60)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        workers = [int(pid) for pid in owner.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        owner.kill()  # and not reaped yet: a zombie, which still answers kill(pid, 0)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        owner.kill()
+        owner.wait(timeout=10)
+        owner.stdout.close()

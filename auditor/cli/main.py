@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 
 import click
 
 from auditor import __version__
-from auditor.errors import EXIT_FAILURE, EXIT_USAGE, AuditorError, PartialSnapshotError, RuleError
+from auditor.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    AuditorError,
+    PartialSnapshotError,
+    RuleError,
+    Terminated,
+)
 
 GLOBAL_FLAGS = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
 
@@ -63,9 +73,12 @@ class AuditorGroup(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except Terminated:
+            click.echo("auditor: terminated (SIGTERM)", err=True)
+            ctx.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             click.echo("auditor: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             # The reader of stdout went away (`auditor diff | head`): stop quietly, and keep Python
             # from complaining again when it flushes stdout at exit.
@@ -173,8 +186,13 @@ def _register() -> None:
 _register()
 
 
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)  # unwind as Ctrl-C does: runs marked, workers stopped
     try:
         cli.main(args=argv, prog_name="auditor", standalone_mode=True)
     except AuditorError as exc:  # raised while loading settings, before a command ran

@@ -224,3 +224,43 @@ def test_the_default_starts_decoders_only_for_a_large_tenant(loopback, make_clie
     large = take_snapshot(engine, make_client(loopback.url, page_size=10), workers=2)
     assert (small.details["processes"], large.details["processes"]) == (0, snapshot.default_processes())
     assert small.columns_stored == large.columns_stored == 50
+
+
+def test_sigterm_fails_the_run_stops_the_decoders_and_exits_143(sandbox, tmp_path):
+    # docker stop, systemd and a cancelled CI job send SIGTERM: the run stayed `running` and the
+    # decoding processes lived on, as after kill -9.
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    server = sandbox(clusters=80, columns=8000, latency=0.1)  # ~40 s in all: stopped long before
+    db = tmp_path / "term.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env |= {"BIGID_URL": server.url, "BIGID_TOKEN": server.key, "AUDITOR_DB": str(db)}
+    command = [sys.executable, "-c", "from auditor.cli.main import main; main()", "snapshot"]
+    child = subprocess.Popen(
+        [*command, "--processes", "2", "--workers", "2", "--page-size", "20"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the run is recorded and the fetch under way
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(db) as check:
+                if check.execute("select count(*) from runs").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            continue
+    time.sleep(1.5)
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err
+    assert out == "" and err.splitlines()[-1] == "auditor: terminated (SIGTERM)"
+    with sqlite3.connect(db) as check:
+        runs = check.execute("select status, error from runs").fetchall()
+    assert runs == [("failed", "terminated (SIGTERM)")]

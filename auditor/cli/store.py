@@ -7,6 +7,7 @@ import json
 import click
 
 from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.errors import StoreError
 from auditor.textsafe import one_line
 
 
@@ -81,19 +82,26 @@ def db_prune(
     skipped), and every run newer than the oldest complete run kept. With both --keep and
     --older-than, a run is deleted only when both allow it. A running run whose writing process is
     gone (killed, or the host restarted) is abandoned: it is first marked failed, then treated as
-    any failed run. One transaction: a failure or Ctrl-C changes nothing.
+    any failed run. One transaction: a failure or Ctrl-C changes nothing (--vacuum comes after the
+    commit; if it fails or is interrupted, what was removed is printed first).
     """
-    from auditor.store.retention import check_policy, plan_prune, prune
+    from auditor.store.retention import check_policy, committed_prune, plan_prune, prune
     from auditor.store.runs import UNKNOWN
 
     check_policy(keep, older_than, abandoned_after)  # before opening (or creating) the database
     engine = settings.engine(db)
     plan = plan_prune(engine, keep=keep, older_than=older_than, abandoned_after=abandoned_after)
-    result = prune(engine, plan, dry_run=dry_run, vacuum=vacuum)
-    if fmt == "json":
-        write_output(json.dumps(result.to_json(), indent=2) + "\n", None)
-    else:
-        write_output(_prune_table(result), None)
+    try:
+        result = prune(engine, plan, dry_run=dry_run, vacuum=vacuum)
+    except (StoreError, KeyboardInterrupt) as exc:
+        committed = committed_prune(exc)
+        if committed is None:
+            raise
+        _show_prune(committed, fmt)  # what went is said before the VACUUM's error
+        if isinstance(exc, KeyboardInterrupt):
+            settings.info("the prune was committed; VACUUM was interrupted (run --vacuum again later)")
+        raise
+    _show_prune(result, fmt)
     for run_id in result.marked_failed:
         verb = "would be marked failed" if result.dry_run else "marked failed"
         reason = result.reasons.get(run_id, "its writer is gone")
@@ -106,6 +114,13 @@ def db_prune(
             else ""
         )
         settings.info(f"run {run_id} is old enough to go but still running: skipped ({why}){hint}")
+
+
+def _show_prune(result, fmt: str) -> None:
+    if fmt == "json":
+        write_output(json.dumps(result.to_json(), indent=2) + "\n", None)
+    else:
+        write_output(_prune_table(result), None)
 
 
 def _prune_table(result) -> str:

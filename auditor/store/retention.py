@@ -69,7 +69,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text
 
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, StoreError
 from auditor.store.db import WRITE_HINT, store_errors
 from auditor.store.runs import ABANDONED, Liveness, run_liveness
 from auditor.store.schema import (
@@ -326,7 +326,9 @@ def prune(engine: Engine, plan: PrunePlan, *, dry_run: bool = False, vacuum: boo
     errors). With ``dry_run``, only count what would be removed and report which runs would be
     marked failed (nothing is written, no lock is taken). With ``vacuum``, reclaim the freed space
     afterwards (SQLite ``VACUUM``; PostgreSQL ``VACUUM ANALYZE`` of the pruned tables, which makes
-    the space reusable by later runs) and report the database size before and after.
+    the space reusable by later runs) and report the database size before and after. The
+    ``VACUUM`` comes after the commit: its failure (or a Ctrl-C during it) raises with the
+    committed result attached (:func:`committed_prune`).
     """
     if dry_run:
         with store_errors("could not count what the prune would remove"), engine.connect() as connection:
@@ -336,9 +338,20 @@ def prune(engine: Engine, plan: PrunePlan, *, dry_run: bool = False, vacuum: boo
         result = _delete(engine, plan)
     if not vacuum:
         return result
-    with store_errors("the prune was committed, but VACUUM failed", WRITE_HINT):
-        vacuum_database(engine)
+    try:
+        with store_errors("the prune was committed, but VACUUM failed", WRITE_HINT):
+            vacuum_database(engine)
+    except (StoreError, KeyboardInterrupt) as exc:
+        # The deletion is committed: whoever reads the error must still learn what went.
+        exc.committed = result  # type: ignore[union-attr]
+        raise
     return replace(result, vacuumed=True, size_before=size_before, size_after=database_size(engine))
+
+
+def committed_prune(exc: BaseException) -> PruneResult | None:
+    """The committed prune an error of :func:`prune`'s ``VACUUM`` step carries (else ``None``)."""
+    found = getattr(exc, "committed", None)
+    return found if isinstance(found, PruneResult) else None
 
 
 def _ids(values: Sequence[int]):

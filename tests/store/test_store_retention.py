@@ -45,6 +45,7 @@ from auditor.store.runs import (
     columns_view,
     count_run_rows,
     get_run,
+    list_runs,
     run_liveness,
     writer_identity,
 )
@@ -527,6 +528,34 @@ def test_cli_database_failure_exits_3_and_deletes_nothing(run_cli, engine, db, m
     )
     assert "Traceback" not in result.stderr
     assert table_dump(engine) == before
+
+
+@pytest.mark.parametrize("failure", ["ctrl-c", "disk"])
+def test_cli_a_vacuum_cut_short_still_says_what_the_committed_prune_removed(
+    run_cli, engine, db, monkeypatch, failure
+):
+    # Ctrl-C during VACUUM printed only "interrupted" (exit 130), though the deletion was committed:
+    # a JSON log never learned which runs went.
+    history(engine)
+
+    def stop(_engine):
+        if failure == "ctrl-c":
+            raise KeyboardInterrupt
+        raise Boom()
+
+    monkeypatch.setattr(retention, "vacuum_database", stop)
+    result = run_cli("db", "prune", "--db", db, "--keep", "2", "--vacuum", "--format", "json")
+    assert result.exit_code == (130 if failure == "ctrl-c" else 3)
+    shown = json.loads(result.stdout)
+    assert (shown["deleted_runs"], shown["vacuum"]) == (DELETED, None)
+    assert [run.id for run in list_runs(engine)] == [3, *KEPT]
+    if failure == "ctrl-c":
+        assert result.stderr.splitlines()[-2:] == [
+            "the prune was committed; VACUUM was interrupted (run --vacuum again later)",
+            "auditor: interrupted",
+        ]
+    else:
+        assert result.stderr.splitlines()[-2].startswith("error: the prune was committed, but VACUUM failed")
 
 
 # -- abandoned runs: a writer killed hard ----------------------------------------------------------

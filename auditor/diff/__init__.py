@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.diff.catalog import diff_catalog, not_compared
 from auditor.diff.findings import ChangeIndex, FindingsSource, diff_findings
@@ -35,7 +36,14 @@ from auditor.diff.model import (
 from auditor.diff.sources import OpenFindings, stored_findings_diff
 from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
-from auditor.store.runs import RunInfo, previous_complete_run, resolve_run, scope_note, skipped_ids
+from auditor.store.runs import (
+    RunInfo,
+    get_run,
+    previous_complete_run,
+    resolve_run,
+    scope_note,
+    skipped_ids,
+)
 
 DEFAULT_CONFIDENCE_THRESHOLD = 0.05
 
@@ -126,6 +134,42 @@ def compute_diff(
             hint="confidence levels are between 0 and 1; the default is 0.05",
         )
     before, after = resolve_pair(engine, from_run, to_run, allow_incomplete=allow_incomplete)
+    try:
+        result = _diff_pair(
+            engine, before, after, ruleset, waivers, confidence_threshold, today, findings, findings_source
+        )
+    except Exception:
+        _still_there(engine, before, after)  # a run deleted meanwhile is the error to report
+        raise
+    _still_there(engine, before, after)  # ... and it would have made the result wrong
+    return result
+
+
+def _still_there(engine: Engine, *pair: RunInfo) -> None:
+    """Raise when a run of the diff was deleted while it was read (``auditor db prune`` in another
+    process): the diff read part of it, so its result is wrong, or it failed somewhere odd."""
+    try:
+        gone = [run.id for run in pair if get_run(engine, run.id) is None]
+    except SQLAlchemyError:  # cannot tell: the diff's own result or error stands
+        return
+    for run_id in gone:
+        raise RunNotUsableError(
+            f"run {run_id} was deleted while the diff read it (by auditor db prune?)",
+            hint="run the diff again; schedule prunes apart from diffs and reports",
+        )
+
+
+def _diff_pair(
+    engine: Engine,
+    before: RunInfo,
+    after: RunInfo,
+    ruleset: Any,
+    waivers: Any,
+    confidence_threshold: float,
+    today: date | None,
+    findings: bool,
+    findings_source: FindingsSource | None,
+) -> DiffResult:
     with (
         store_errors(f"could not diff run {before.id} against run {after.id}"),
         engine.connect() as connection,

@@ -404,3 +404,24 @@ def test_a_cluster_size_change_does_not_explain_a_column_finding(engine, write, 
         ("column_added", None),
         ("cluster_changed", "labels"),
     ]
+
+
+@pytest.mark.parametrize("then", ["fail", "return"])
+def test_a_run_deleted_while_the_diff_reads_it_is_the_error_reported(engine, write, base, then):
+    # A prune in another process, committing between the diff's reads, gave an internal KeyError
+    # on SQLite and, on PostgreSQL, once a wrong diff with exit 0.
+    from auditor.errors import RunNotUsableError
+    from auditor.store.retention import plan_prune, prune
+
+    first, second = write(engine, base()), write(engine, base())
+
+    def source(before, after):
+        prune(engine, plan_prune(engine, keep=1))  # deletes the older run, `first`
+        if then == "fail":
+            raise KeyError(12345)  # what a read of its half-deleted rows ran into
+        return [], []
+
+    with pytest.raises(RunNotUsableError) as caught:
+        compute_diff(engine, first, second, findings_source=source)
+    assert caught.value.exit_code == 3
+    assert caught.value.message == f"run {first} was deleted while the diff read it (by auditor db prune?)"

@@ -12,8 +12,9 @@ request for the same run and the same rules reuses them instead of evaluating ag
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -34,9 +35,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from auditor import __version__
+from auditor.errors import RunNotUsableError, StoreError
 from auditor.gcpause import collector_paused
 from auditor.store.db import WRITE_HINT, json_text, keys_in, store_errors
 from auditor.store.schema import evaluations, findings
@@ -293,6 +295,27 @@ def earliest_sightings(connection: Connection, run_id: int, fingerprints: Sequen
     return found
 
 
+@contextlib.contextmanager
+def _run_deleted_meanwhile(engine: Engine, run_id: int) -> Iterator[None]:
+    """A store that failed because a prune deleted the run meanwhile says so (its foreign key
+    error read 'check that the database is writable and not full')."""
+    try:
+        yield
+    except StoreError:
+        from auditor.store.runs import get_run
+
+        try:
+            gone = get_run(engine, run_id) is None
+        except SQLAlchemyError:
+            gone = False
+        if gone:
+            raise RunNotUsableError(
+                f"run {run_id} was deleted while it was being checked (by auditor db prune?)",
+                hint="check a run that is kept; schedule prunes apart from checks",
+            ) from None
+        raise
+
+
 def store_evaluation(
     engine: Engine,
     run_id: int,
@@ -309,6 +332,7 @@ def store_evaluation(
     would record them afterwards (a first check then writes each row once, not twice).
     """
     with (
+        _run_deleted_meanwhile(engine, run_id),
         store_errors(f"could not store the findings of run {run_id}", WRITE_HINT),
         engine.begin() as connection,
     ):

@@ -520,3 +520,20 @@ def test_a_waiver_whose_narrowing_narrows_nothing_is_a_problem(write):
         f"{path}:13:19: column_regex is null, which narrows nothing; give a value or remove the key",
         f"{path}:12:5: {everywhere}",
     ]
+
+
+def test_findings_of_a_run_deleted_meanwhile_are_refused_as_such(engine, snapshot):
+    # A prune in another process deleted the run while it was evaluated: storing its findings
+    # failed on the foreign key, with the hint to check that the database is writable.
+    from auditor.engine.findings import store_evaluation
+    from auditor.errors import RunNotUsableError
+    from auditor.store.retention import plan_prune, prune
+
+    doomed = snapshot(engine, [{"id": "c1", "columns": [{"fullyQualifiedName": "a.b"}]}])
+    snapshot(engine, [{"id": "c1", "columns": [{"fullyQualifiedName": "a.b"}]}])
+    prune(engine, plan_prune(engine, keep=1))
+    with pytest.raises(RunNotUsableError) as caught:
+        store_evaluation(engine, doomed, "digest", ["r"], [])
+    assert caught.value.message == (
+        f"run {doomed} was deleted while it was being checked (by auditor db prune?)"
+    )

@@ -220,6 +220,9 @@ def _refuse_unknown(engine: Engine, revision: str | None) -> None:
         )
 
 
+UPGRADE_LOCK = 0x61756469746F72  # 'auditor': the advisory lock PostgreSQL upgrades take
+
+
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Upgrade the database to ``revision``; return (revision before, revision after)."""
     from alembic import command
@@ -233,13 +236,21 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
                 # CREATE/ALTER/DROP would each commit on their own and a failure halfway (Ctrl-C,
                 # a full disk) would leave a half-rebuilt schema. One explicit transaction makes
                 # the whole upgrade all or nothing, as on PostgreSQL.
-                connection.exec_driver_sql("BEGIN")
+                # IMMEDIATE: the write lock first (waiting up to the busy timeout for another
+                # process's upgrade), so that Alembic reads the revision under it. A deferred BEGIN
+                # read first, then failed at once with "database is locked" when it came to write.
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            elif connection.dialect.name == "postgresql":
+                # Two commands upgrading at once: the second waits, then finds nothing to do.
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": UPGRADE_LOCK})
             command.upgrade(_alembic_config(connection), revision)
         return before, current_revision(engine) or ""
     except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        locked = any(text in detail for text in _LOCKED)
         raise StoreError(
             f"could not migrate the database {display_url(str(engine.url))}: {type(exc).__name__}",
-            hint=str(getattr(exc, "orig", exc)).splitlines()[0][:200],
+            hint=LOCKED_HINT.format(seconds=SQLITE_BUSY_TIMEOUT_MS / 1000) if locked else detail,
         ) from None
 
 

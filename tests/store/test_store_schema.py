@@ -324,6 +324,37 @@ def test_an_upgrade_that_fails_halfway_leaves_the_database_as_it_was(tmp_path):
         assert snapshot_content(connection) == before
 
 
+def test_two_commands_upgrading_one_database_at_once_both_succeed(tmp_path):
+    # Parallel CI steps after a tool upgrade: the second failed at once with "database is locked"
+    # (its deferred transaction read, then could not write) instead of waiting for the first.
+    import threading
+
+    path = tmp_path / "old.db"
+    old = store_db.create_db_engine(store_db.database_url(path))
+    store_db.upgrade(old, "0002")
+    write_legacy_catalog(old, make_catalog(300, 10))  # 0003 then takes a moment to rebuild
+    old.dispose()
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            store_db.open_database(path).dispose()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert store_db.current_revision(store_db.create_db_engine(store_db.database_url(path))) == (
+        store_db.head_revision()
+    )
+
+
 def test_database_errors_become_one_line_store_errors_saying_what_was_being_done(tmp_path):
     """Every stage turns a driver error into the same shape: what failed, the driver's line, a hint."""
     from auditor.engine.findings import store_evaluation

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from auditor import secrets
@@ -71,7 +71,8 @@ def database_url(target: str | os.PathLike[str] | None = None) -> str:
         raise ConfigError(f"--db: cannot expand {value!r}: no such user's home folder") from None
     if path.is_dir():
         raise ConfigError(f"--db: {path} is a folder, not a database file")
-    return f"sqlite:///{path.resolve()}"
+    # Built, not formatted: a '?' or '%' in a file name is part of the name, not of the URL.
+    return URL.create("sqlite", database=str(path.resolve())).render_as_string()
 
 
 SECRET_PARAMETERS = frozenset({"password", "passwd", "pwd", "sslpassword"})

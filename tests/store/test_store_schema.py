@@ -215,6 +215,10 @@ def test_run_record_has_counts_and_no_credentials(tmp_path):
 
 def test_database_url_forms(tmp_path):
     assert store_db.database_url(tmp_path / "x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+    # A '?' or '%' in a file name opened another file ('weird' for 'weird?name.db').
+    odd = tmp_path / "weird?name%20x.db"
+    store_db.open_database(odd).dispose()
+    assert odd.is_file() and sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == [odd.name]
     assert store_db.database_url("postgresql://u:pw@h/db").startswith("postgresql+psycopg://u:pw@h/db")
     assert "pw" not in store_db.display_url("postgresql+psycopg://u:pw@h/db")
     with pytest.raises(StoreError, match="does not exist"):

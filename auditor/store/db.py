@@ -131,7 +131,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - ex
 
 
 def _postgres_settings(dbapi_connection, _record) -> None:  # pragma: no cover - exercised via engines
-    """Session settings of every PostgreSQL connection: JIT compilation off (PostgreSQL 11+).
+    """Session settings of every PostgreSQL connection: JIT compilation off (PostgreSQL 11+), and
+    lock waits bounded like SQLite's (``lock_timeout``).
 
     The planner's cost estimate of a rule or diff statement over a whole run is far above
     ``jit_above_cost``, so PostgreSQL compiles it with LLVM first: 1.27 s of compiling for a
@@ -143,6 +144,9 @@ def _postgres_settings(dbapi_connection, _record) -> None:  # pragma: no cover -
         cursor.execute("SELECT current_setting('server_version_num')::int >= 110000")
         if cursor.fetchone()[0]:
             cursor.execute("SET jit = off")
+        # A lock held elsewhere (a prune, a stuck session) is waited for as long as SQLite's busy
+        # timeout, then fails with the lock hint; PostgreSQL's default is to wait forever.
+        cursor.execute(f"SET lock_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
     finally:
         cursor.close()
     dbapi_connection.commit()  # a SET in a transaction that the pool rolls back would be undone
@@ -322,9 +326,9 @@ READ_HINT = (
 WRITE_HINT = "check that the database is writable and not full"
 LOCKED_HINT = (
     "another process held the database's write lock for longer than {seconds:g} s (a prune, a "
-    "snapshot or a check writing to the same file, or a stuck program); re-run once it has finished"
+    "snapshot or a check writing to the same database, or a stuck program); re-run once it has finished"
 )
-_LOCKED = ("database is locked", "database table is locked", "database is busy")
+_LOCKED = ("database is locked", "database table is locked", "database is busy", "lock timeout")
 
 
 @contextlib.contextmanager

@@ -39,6 +39,33 @@ def test_postgres_connections_compile_nothing_with_jit(fresh_postgres):
         engine.dispose()
 
 
+def test_postgres_lock_waits_end_like_sqlite_s_with_the_lock_hint(fresh_postgres):
+    # A snapshot waiting behind another session's lock waited forever (killed at 360 s in a probe);
+    # on SQLite the same wait ends after the 5-minute busy timeout.
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    engine = store_db.open_database(fresh_postgres)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SHOW lock_timeout")).scalar() == "5min"
+        url = make_url(fresh_postgres).set(drivername="postgresql")
+        with psycopg.connect(url.render_as_string(hide_password=False)) as holder:
+            holder.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+            with (
+                pytest.raises(store_db.StoreError) as caught,
+                store_db.store_errors("could not read the runs"),
+                engine.connect() as connection,
+            ):
+                connection.exec_driver_sql("SET lock_timeout = 200")  # the same path, sooner
+                connection.execute(text("SELECT count(*) FROM runs"))
+            holder.rollback()
+        assert caught.value.message.startswith("could not read the runs: canceling statement due to lock")
+        assert caught.value.hint.startswith("another process held the database's write lock for longer")
+    finally:
+        engine.dispose()
+
+
 def test_postgres_snapshots_share_versions_and_resolve_runs(fresh_postgres):
     engine = store_db.open_database(fresh_postgres)
     try:

@@ -423,6 +423,11 @@ def parse_rule_file(path: Path, problems: Problems, *, source: str | None = None
     if not isinstance(items, LocList):
         ctx.problem(["rules"] if "rules" in document else [], "'rules' must be a list of rules")
         return []
+    if not items:  # a gate given an empty pack would pass everything
+        ctx.problem(
+            ["rules"], "'rules' is empty; a rule file holds at least one rule (enabled: false keeps one off)"
+        )
+        return []
     rules = []
     for index, node in enumerate(items):
         rule = parse_rule(node, ctx, ["rules", index])

@@ -377,3 +377,12 @@ def test_patterns_that_are_accepted_finish_quickly_on_hostile_values(pattern):
         started = time.perf_counter()
         compiled.search(value)
         assert time.perf_counter() - started < 1.0, (pattern, value[:10])
+
+
+def test_an_empty_rules_list_is_a_problem_not_a_pack_that_passes_everything(write):
+    path = write("empty.yaml", "rules: []\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:1:8: 'rules' is empty; a rule file holds at least one rule (enabled: false keeps one off)"
+    ]

@@ -315,7 +315,9 @@ class AllOf(Condition):
         cls, items: LocList, level: Level, ctx: ParseContext, path: list[Any], key: str
     ) -> Condition | None:
         if not items:
-            ctx.problem(path, f"{key!r} takes a non-empty list of conditions")
+            # a bare list is shorthand for 'all'; under 'not' or a quantifier, say where it stands
+            where = path[-1] if path and isinstance(path[-1], str) and path[-1] != key else key
+            ctx.problem(path, f"{where!r} takes a condition, or a non-empty list of conditions (got [])")
             return None
         parts = [parse_condition(item, level, ctx, [*path, i]) for i, item in enumerate(items)]
         if any(part is None for part in parts):

@@ -386,3 +386,17 @@ def test_an_empty_rules_list_is_a_problem_not_a_pack_that_passes_everything(writ
     assert caught.value.problems == [
         f"{path}:1:8: 'rules' is empty; a rule file holds at least one rule (enabled: false keeps one off)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("condition", "column", "word"),
+    [("{tags: {any: []}}", 29, "any"), ("{not: []}", 22, "not"), ("[]", 16, "condition")],
+)
+def test_an_empty_list_is_named_by_the_key_it_stands_under(write, condition, column, word):
+    # Each said "'all' takes a non-empty list", naming a key the author never wrote.
+    path = write("r.yaml", GOOD.replace("condition: {field: columnName, eq: ssn}", f"condition: {condition}"))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:7:{column}: {word!r} takes a condition, or a non-empty list of conditions (got [])"
+    ]

@@ -179,7 +179,10 @@ def create_db_engine(url: str) -> Engine:
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"the database driver for {display_url(url)} is not installed ({exc.name})",
-            hint="for PostgreSQL: pip install 'cluster-auditor[postgres]'",
+            hint="for PostgreSQL: pip install 'cluster-auditor[postgres]'"
+            if url.startswith("postgres")
+            else f"install the driver that provides the module {exc.name!r} (SQLite and PostgreSQL are the "
+            "tested databases)",
         ) from None
     except NoSuchModuleError:
         raise ConfigError(

@@ -252,6 +252,11 @@ def test_database_url_forms(tmp_path):
         f"could not open the database sqlite:///{junk}: file is not a database (SQLite)"
     )
     assert broken.value.hint.startswith("check --db / AUDITOR_DB: it names a file that is not an auditor")
+    # A missing driver of another database was answered with the PostgreSQL install line.
+    with pytest.raises(ConfigError) as no_driver:
+        store_db.open_database("mysql://u@h/x")
+    assert no_driver.value.message == "the database driver for mysql://u@h/x is not installed (MySQLdb)"
+    assert no_driver.value.hint.startswith("install the driver that provides the module 'MySQLdb'")
     # An unknown kind of database is the user's configuration (exit 2), not an internal error.
     with pytest.raises(ConfigError) as caught:
         store_db.open_database("mysql+nodriver://u:pw@h/x")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shutil
 import signal
 import threading
 import time
@@ -109,6 +110,14 @@ def start_pool(
 
 
 WATCH_SECONDS = 1.0
+_OWNER_FILES: set[str] = set()  # in a worker: folders to remove should its owner die
+
+
+def remove_if_orphaned(path: str) -> None:
+    """In a worker: remove folder ``path`` (the owner's spool, say) if the owner dies before it
+    does (``kill -9``, an out-of-memory kill); its own cleanup never runs then, and a folder in
+    ``/dev/shm`` holds memory until the machine restarts."""
+    _OWNER_FILES.add(path)
 
 
 def _watched(owner: int, initializer: Callable[[], None]) -> None:
@@ -125,6 +134,8 @@ def _watched(owner: int, initializer: Callable[[], None]) -> None:
         while True:
             time.sleep(WATCH_SECONDS)
             if not _running(owner):
+                for path in list(_OWNER_FILES):  # nobody else is left to remove them
+                    shutil.rmtree(path, ignore_errors=True)
                 os._exit(1)
 
     threading.Thread(target=watch, name="owner-watch", daemon=True).start()

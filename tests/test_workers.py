@@ -125,12 +125,15 @@ def _alive(pid: int) -> bool:
 
 
 def test_workers_end_soon_after_their_owner_is_killed(tmp_path):
-    # After `kill -9` of the command, its workers waited on their queue forever, holding its stdout.
+    # After `kill -9` of the command, its workers waited on their queue forever, holding its stdout,
+    # and its spool folder stayed.
     script = """
 import os, sys, time
 from auditor.snapshot import _init_decoder
-from auditor.workers import start_pool
+from auditor.workers import remove_if_orphaned, start_pool
+os.mkdir("spool")
 pool = start_pool("auditor.snapshot", 2, _init_decoder, lambda p: [p.submit(time.sleep, 1) for _ in range(2)])
+pool.submit(remove_if_orphaned, os.path.abspath("spool")).result()
 print(" ".join(str(pid) for pid in pool._processes), flush=True)
 time.sleep(60)
 """
@@ -147,6 +150,7 @@ time.sleep(60)
         while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(_alive(pid) for pid in workers)
+        assert not (tmp_path / "spool").exists()  # a /dev/shm spool would have held memory
     finally:
         owner.kill()
         owner.wait(timeout=10)

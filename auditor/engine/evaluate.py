@@ -51,7 +51,7 @@ from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
 from auditor.store.db import keys_in, one_connection_only, store_errors
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
-from auditor.workers import start_pool
+from auditor.workers import remove_if_orphaned, start_pool
 
 CHUNK = 5_000  # cluster ids per placeholder-values query (SQLite allows 32,766 parameters)
 MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
@@ -323,6 +323,7 @@ def _evaluate_in_process(url: str, run_id: int, rule: Rule, spool: str) -> tuple
     """
     from auditor.store.db import create_db_engine
 
+    remove_if_orphaned(spool)
     engine = _WORKER_ENGINES.get(url)
     if engine is None:
         engine = _WORKER_ENGINES[url] = create_db_engine(url)

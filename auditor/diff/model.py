@@ -528,6 +528,8 @@ class DiffResult:
             # whether the two runs were taken alike (null when they were).
             "not_compared": [entry.to_json() for entry in self.not_compared],
             "scope_note": self.scope_note,
+            # false for --no-findings: the finding counts above are then not zeros to read
+            "findings_compared": self.findings_compared,
         }
 
 

@@ -26,6 +26,7 @@ DIFF_KEYS = [
     "findings",
     "not_compared",
     "scope_note",
+    "findings_compared",
 ]
 
 

@@ -198,6 +198,7 @@ def test_no_findings_compares_metadata_only(runner, two_runs):
         "newly_waived": 0,
         "waiver_expired": 0,
     }
+    assert data["findings_compared"] is False
     # In the text and markdown headlines the zeros read as a clean result: they say so instead.
     for fmt in ("text", "markdown"):
         shown = invoke(runner, "--db", db, "--format", fmt, "--no-findings").stdout

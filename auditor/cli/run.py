@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import click
@@ -245,19 +246,34 @@ def demo_command(settings: Settings, folder: str, clusters: int, columns: int, s
     first, second = result.runs
     lines = [
         f"cluster-auditor demo: two snapshots of the built-in sandbox (runs {first.id} and {second.id})",
-        f"  database  {result.database}",
+        f"  database  {Path(result.database).resolve()}",
         f"  findings  {summary}",
         f"  report    {result.report.resolve()}",
     ]
-    lines += [f"  export    {path}" for path in result.written if path != result.report]
+    lines += [f"  export    {path.resolve()}" for path in result.written if path != result.report]
+    me = _invoked_as()
     lines += [
         "",
         "next steps:",
-        f"  auditor check --db {result.database} --format json",
-        f"  auditor diff --db {result.database} --format text",
-        f"  auditor runs --db {result.database}",
+        f"  {me} check --db {result.database} --format json",
+        f"  {me} diff --db {result.database} --format text",
+        f"  {me} runs --db {result.database}",
     ]
     click.echo("\n".join(lines))
+
+
+def _invoked_as() -> str:
+    """The command as the user typed it (``.venv/bin/auditor`` after the README's install, where
+    ``auditor`` is not on the PATH), so that the next steps can be pasted as they are."""
+    import shlex
+    import shutil
+    import sys
+
+    typed = sys.argv[0] if sys.argv else ""
+    on_path = shutil.which("auditor")
+    if Path(typed).name != "auditor" or (on_path and Path(on_path).resolve() == Path(typed).resolve()):
+        return "auditor"
+    return shlex.quote(typed)
 
 
 def register(cli: click.Group) -> None:

@@ -319,3 +319,23 @@ def test_a_job_report_reads_the_stored_check_unless_it_has_no_baseline():
     without = SimpleNamespace(baseline=None)
     assert report_check(with_baseline) is None  # read from the database, exports streamed
     assert report_check(without) is without  # the report would otherwise compare with the previous run
+
+
+def test_the_demo_s_next_steps_name_the_command_as_it_was_typed(tmp_path, monkeypatch):
+    # After the README's install `auditor` is not on the PATH: "auditor check …" did not run as shown.
+    import sys
+
+    from auditor.cli.run import _invoked_as
+
+    script = tmp_path / ".venv" / "bin" / "auditor"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    monkeypatch.setattr(sys, "argv", [".venv/bin/auditor", "demo"])
+    monkeypatch.chdir(tmp_path)
+    assert _invoked_as() == ".venv/bin/auditor"
+    monkeypatch.setenv("PATH", str(script.parent))  # an activated venv: the bare name works
+    assert _invoked_as() == "auditor"
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/pytest"])  # not the console script
+    assert _invoked_as() == "auditor"

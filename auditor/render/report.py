@@ -17,6 +17,7 @@ Three layers, each usable on its own:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -189,11 +190,18 @@ class ReportBundle:
         written: list[Path] = []
         if export_dir is not None:
             folder = Path(export_dir)
+            created = not folder.exists()
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise DeliveryError(f"cannot create export folder {folder}: {exc.strerror}") from None
-            written += self._write_exports(folder)
+            try:
+                written += self._write_exports(folder)
+            except BaseException:  # a failure or Ctrl-C: no empty folder left looking like an export
+                if created:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only when empty: files written before stay, complete
+                raise
         written.append(_write_atomic(Path(output), self.html))
         self.written = written
         return written

@@ -313,6 +313,26 @@ def test_exports_hold_everything_and_neutralise_formulas(tmp_path: Path) -> None
     assert not list((out / "export").glob(".*.tmp"))
 
 
+def test_an_export_cut_short_leaves_no_empty_folder_behind(tmp_path: Path, monkeypatch) -> None:
+    # Ctrl-C (or a failure) before the first export file left an empty folder, looking like an
+    # export of nothing.
+    from auditor.render import report
+
+    bundle = bundle_from_input(hostile_input(tmp_path))
+
+    def interrupted(self, folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report.ReportBundle, "_write_exports", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bundle.write(tmp_path / "report.html", tmp_path / "new" / "export")
+    assert not (tmp_path / "new" / "export").exists() and not (tmp_path / "report.html").exists()
+    (tmp_path / "kept").mkdir()  # a folder the user made stays
+    with pytest.raises(KeyboardInterrupt):
+        bundle.write(tmp_path / "report.html", tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

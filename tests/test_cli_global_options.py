@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditor.cli.main import cli, hoisted
+from auditor.store.db import open_database
 
 ENV_CLEAN = {"BIGID_URL": None, "BIGID_TOKEN": None, "AUDITOR_DB": None}
 
@@ -21,10 +22,13 @@ def test_global_options_after_the_command_act_as_before_it(tmp_path, monkeypatch
     # `auditor check --debug` said "No such option '--debug'" (exit 2), `auditor runs --config F`
     # the same, though the README and docs name them without saying where they go.
     monkeypatch.chdir(tmp_path)
-    Path("other.toml").write_text('[auditor]\ndb = "from-config.db"\n')
+    Path("other.toml").write_text('[auditor]\nworkers = 1000\n')  # read only if --config is taken
     listed = invoke(["runs", "--config", "other.toml", "--quiet"])
-    assert listed.exit_code == 0, listed.output
-    assert Path("from-config.db").is_file() and not Path("auditor.db").exists()
+    assert listed.exit_code == 2, listed.output
+    assert listed.stderr.splitlines()[0] == (
+        "error: other.toml: setting workers must be from 1 to 64, not 1000"
+    )
+    open_database(tmp_path / "from-config.db").dispose()
     checked = invoke(["check", "--db", "from-config.db", "--debug"])
     assert checked.exit_code == 3
     assert "Traceback (most recent call last)" in checked.stderr  # --debug took effect

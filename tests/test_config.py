@@ -156,3 +156,25 @@ def test_a_mistyped_table_name_is_named_as_such(tmp_path):
         load_config(path, explicit=True)
     assert caught.value.message == f"{path}: unknown setting(s) audit"
     assert caught.value.hint.startswith("settings go under [auditor] (and [auditor.sandbox]), not [audit]; ")
+
+
+def test_commands_that_read_runs_create_no_database_where_a_mistyped_db_points(tmp_path, monkeypatch):
+    # `auditor check --db typo.db` (and runs, diff, report, prune) created an empty database there.
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    env = {"BIGID_URL": None, "BIGID_TOKEN": None, "AUDITOR_DB": None}
+    for args in (
+        ["check"],
+        ["diff"],
+        ["report"],
+        ["db", "prune", "--keep", "1"],
+    ):
+        result = runner.invoke(cli, [*args, "--db", "typo.db"], env=env)
+        assert result.exit_code == 3, (args, result.output)
+        assert result.stderr.splitlines() == [
+            "error: there is no database at typo.db yet",
+            "hint: take a snapshot first: auditor snapshot (or auditor demo); or check --db / AUDITOR_DB",
+        ]
+    listed = runner.invoke(cli, ["runs", "--db", "typo.db", "--format", "json"], env=env)
+    assert (listed.exit_code, listed.stdout) == (0, '{\n  "runs": []\n}\n')
+    assert list(tmp_path.iterdir()) == []

@@ -98,7 +98,7 @@ def check_command(
     ruleset = load_ruleset(settings.rules_paths(rules))
     waivers = settings.waivers_path(waivers)
     waiver_set = load_waivers(waivers) if waivers else None
-    engine = settings.engine(db)
+    engine = settings.engine(db, create=False)
     day: date | None = today.date() if today is not None else None  # type: ignore[attr-defined]
     result = check_run(
         engine,

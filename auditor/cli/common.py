@@ -41,14 +41,27 @@ class Settings:
     def db_target(self, flag: str | None = None) -> str:
         return str(self.value(flag, cfg.ENV_DB, "db", "auditor.db"))
 
-    def engine(self, flag: str | None = None) -> Engine:
-        """The database engine (created or upgraded on first use)."""
+    def engine(self, flag: str | None = None, *, create: bool = True) -> Engine:
+        """The database engine (upgraded on first use). ``create=False``: commands that read runs
+        refuse a SQLite file that does not exist (exit 3) rather than create an empty one where a
+        mistyped ``--db`` points."""
+        from auditor.errors import RunNotUsableError
         from auditor.store.db import open_database
 
         target = self.db_target(flag)
+        if not create and not self.database_exists(flag):
+            raise RunNotUsableError(
+                f"there is no database at {target} yet",
+                hint="take a snapshot first: auditor snapshot (or auditor demo); or check --db / AUDITOR_DB",
+            )
         if target not in self._engines:
             self._engines[target] = open_database(target)
         return self._engines[target]
+
+    def database_exists(self, flag: str | None = None) -> bool:
+        """False for a SQLite file that is not there (a server URL is taken to exist)."""
+        target = self.db_target(flag)
+        return "://" in target or Path(target).expanduser().exists()
 
     def bigid_url(self, flag: str | None = None) -> str | None:
         url = self.value(flag, cfg.ENV_URL, "url")

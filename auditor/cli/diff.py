@@ -88,7 +88,7 @@ def diff_command(
     from auditor.diff import compute_diff
     from auditor.diff.text import format_markdown, format_text
 
-    engine = settings.engine(db)
+    engine = settings.engine(db, create=False)
     ruleset = waiver_set = None
     rules_paths = settings.rules_paths(rules)
     waivers = settings.waivers_path(waivers)

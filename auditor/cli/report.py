@@ -88,7 +88,7 @@ def _bundle(
     from auditor.render.report import build_report_bundle
 
     return build_report_bundle(
-        settings.engine(db),
+        settings.engine(db, create=False),
         run,
         against=against,
         rules_paths=settings.rules_paths(rules),

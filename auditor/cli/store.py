@@ -89,7 +89,7 @@ def db_prune(
     from auditor.store.runs import UNKNOWN
 
     check_policy(keep, older_than, abandoned_after)  # before opening (or creating) the database
-    engine = settings.engine(db)
+    engine = settings.engine(db, create=False)
     plan = plan_prune(engine, keep=keep, older_than=older_than, abandoned_after=abandoned_after)
     try:
         result = prune(engine, plan, dry_run=dry_run, vacuum=vacuum)
@@ -173,7 +173,8 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
     """
     from auditor.store.runs import list_runs, name_ids, run_liveness, skipped_ids
 
-    runs = list_runs(settings.engine(db))
+    # No database yet: no runs, and no empty file created where a mistyped --db points.
+    runs = list_runs(settings.engine(db)) if settings.database_exists(db) else []
     liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}
     if fmt == "json":
         shapes = []

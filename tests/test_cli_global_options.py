@@ -22,7 +22,7 @@ def test_global_options_after_the_command_act_as_before_it(tmp_path, monkeypatch
     # `auditor check --debug` said "No such option '--debug'" (exit 2), `auditor runs --config F`
     # the same, though the README and docs name them without saying where they go.
     monkeypatch.chdir(tmp_path)
-    Path("other.toml").write_text('[auditor]\nworkers = 1000\n')  # read only if --config is taken
+    Path("other.toml").write_text("[auditor]\nworkers = 1000\n")  # read only if --config is taken
     listed = invoke(["runs", "--config", "other.toml", "--quiet"])
     assert listed.exit_code == 2, listed.output
     assert listed.stderr.splitlines()[0] == (

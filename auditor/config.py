@@ -25,6 +25,7 @@ never accepted as a plain command-line value (it would show in ``ps``), and neve
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -112,7 +113,7 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
     if "token" in values or "api_key" in values:  # pragma: no cover - caught by unknown keys above
         raise ConfigError(f"{candidate}: the API key does not belong in the config file")
     for key, value in values.items():
-        kind = _KINDS.get(key)
+        kind = KINDS.get(key)
         if kind is not None and not _is_kind(value, kind):
             shown = str(value).lower() if isinstance(value, bool) else repr(value)
             raise ConfigError(f"{candidate}: setting {key} must be {kind}, not {shown}")
@@ -126,7 +127,8 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
     return FileSettings(path=candidate, values=values)
 
 
-# The bounds the matching command-line options enforce (click ranges): (lowest, highest, open below).
+# The bounds of numeric settings, in the file and on the command line alike (cli.common.setting_type):
+# (lowest, highest, open below).
 RANGES: dict[str, tuple[float, float | None, bool]] = {
     "workers": (1, 64, False),
     "processes": (0, 64, False),
@@ -142,7 +144,7 @@ CHOICES = {"auth_scheme": SCHEMES, "fail_on": SEVERITIES}
 
 def _in_range(value: float, low: float, high: float | None, open_below: bool) -> bool:
     above = value > low if open_below else value >= low
-    return above and (high is None or value <= high) and value == value  # NaN is in no range
+    return above and (high is None or value <= high) and math.isfinite(value)  # no NaN, no inf
 
 
 def _describe_range(low: float, high: float | None, open_below: bool) -> str:
@@ -158,7 +160,7 @@ TEXT, BOOLEAN, WHOLE, NUMBER, TEXTS = (
     "a number",
     "text or a list of text",
 )
-_KINDS = {
+KINDS = {
     "url": TEXT,
     "db": TEXT,
     "token_file": TEXT,

@@ -133,6 +133,7 @@ def test_settings_of_the_right_type_load(tmp_path):
         ("read_timeout = -1", "setting read_timeout must be above 0, not -1"),
         ("max_answer_mib = 0", "setting max_answer_mib must be above 0, not 0"),
         ("max_minutes = nan", "setting max_minutes must be above 0, not nan"),
+        ("max_minutes = inf", "setting max_minutes must be above 0, not inf"),  # never stops
         (
             'auth_scheme = "basic"',
             "setting auth_scheme must be one of auto, bearer, raw, refresh, not 'basic'",

@@ -21,6 +21,14 @@ from auditor import config as cfg
 from auditor.errors import ConfigError
 
 
+def setting_type(key: str) -> click.ParamType:
+    """The click type of numeric setting ``key``'s flag: the bounds its file value has."""
+    low, high, open_below = cfg.RANGES[key]
+    if cfg.KINDS[key] == cfg.WHOLE:
+        return click.IntRange(int(low), None if high is None else int(high))
+    return click.FloatRange(low, high, min_open=open_below)
+
+
 @dataclass
 class Settings:
     file: cfg.FileSettings

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.bigid.auth import SCHEMES
+from auditor.cli.common import Settings, db_option, pass_settings, setting_type, write_output
 from auditor.errors import ConfigError
 from auditor.store.runs import cluster_list_note, mismatch_count, skipped_note
 from auditor.textsafe import display_width, fit, one_line
@@ -52,20 +53,20 @@ def api_options(func: F) -> F:
         click.option(
             "--auth-scheme",
             default=None,
-            type=click.Choice(["auto", "bearer", "raw", "refresh"]),
+            type=click.Choice(list(SCHEMES)),
             help="Authorization header form [default: auto: Bearer, then bare, then token exchange].",
         ),
-        click.option("--page-size", default=None, type=click.IntRange(1), help="Rows per request [1000]."),
         click.option(
-            "--connect-timeout", default=None, type=click.FloatRange(0, min_open=True), help="Seconds [10]."
+            "--page-size", default=None, type=setting_type("page_size"), help="Rows per request [1000]."
         ),
         click.option(
-            "--read-timeout", default=None, type=click.FloatRange(0, min_open=True), help="Seconds [60]."
+            "--connect-timeout", default=None, type=setting_type("connect_timeout"), help="Seconds [10]."
         ),
+        click.option("--read-timeout", default=None, type=setting_type("read_timeout"), help="Seconds [60]."),
         click.option(
             "--max-answer-mib",
             default=None,
-            type=click.FloatRange(0, min_open=True),
+            type=setting_type("max_answer_mib"),
             help="Largest answer held, decoded, in MiB [256].",
         ),
         click.option(
@@ -87,14 +88,9 @@ def api_options(func: F) -> F:
 
 
 def _number(settings: Settings, flag: Any, key: str, default: float, kind: type) -> Any:
-    value = settings.value(flag, None, key, default)
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {key} must be a number, not {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"setting {key} must be positive, not {value!r}")
-    return number
+    """A numeric setting: the flag (checked by click), else the file's (checked when it was read,
+    against the same bounds: config.RANGES), else ``default``."""
+    return kind(settings.value(flag, None, key, default))
 
 
 def client_from_settings(settings: Settings, *, workers: int | None = None, **flags: Any) -> BigIDClient:
@@ -141,15 +137,7 @@ def _workers(settings: Settings, flag: int | None) -> int:
 def _processes(settings: Settings, flag: int | None) -> int | None:
     """Decoding processes: the flag, else ``processes`` in the config, else None (the default)."""
     value = settings.value(flag, None, "processes", None)
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting processes must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"setting processes must be 0 or more, not {value!r}")
-    return number
+    return None if value is None else int(value)
 
 
 def processes_option(func: F) -> F:
@@ -157,7 +145,7 @@ def processes_option(func: F) -> F:
     return click.option(
         "--processes",
         default=None,
-        type=click.IntRange(0, 64),
+        type=setting_type("processes"),
         help="Processes decoding pages; 0 decodes in the fetching threads [2 with 2+ CPUs, else 0].",
     )(func)
 
@@ -167,7 +155,7 @@ def max_failed_option(func: F) -> F:
     return click.option(
         "--max-failed-clusters",
         default=None,
-        type=click.IntRange(0),
+        type=setting_type("max_failed_clusters"),
         metavar="N",
         help="Clusters that may fail (recorded; the run is then not complete) before the snapshot "
         "stops; 0 stops at the first [10].",
@@ -178,10 +166,7 @@ def _max_failed_clusters(settings: Settings, flag: int | None) -> int:
     """The flag, else ``max_failed_clusters`` in the config, else the default (10)."""
     from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS
 
-    value = settings.value(flag, None, "max_failed_clusters", DEFAULT_MAX_FAILED_CLUSTERS)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"setting max_failed_clusters must be a whole number, 0 or more, not {value!r}")
-    return value
+    return int(settings.value(flag, None, "max_failed_clusters", DEFAULT_MAX_FAILED_CLUSTERS))
 
 
 def skip_cluster_option(func: F) -> F:
@@ -201,7 +186,7 @@ def max_minutes_option(func: F) -> F:
     return click.option(
         "--max-minutes",
         default=None,
-        type=click.FloatRange(0, min_open=True),
+        type=setting_type("max_minutes"),
         metavar="M",
         help="Stop the snapshot if it has not finished after M minutes (the run is then not complete) "
         "[no limit].",
@@ -211,11 +196,7 @@ def max_minutes_option(func: F) -> F:
 def _max_seconds(settings: Settings, flag: float | None) -> float | None:
     """``--max-minutes``, else ``max_minutes`` in the config, in seconds; ``None``: no limit."""
     value = settings.value(flag, None, "max_minutes")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
-        raise ConfigError(f"setting max_minutes must be a number of minutes above 0, not {value!r}")
-    return float(value) * 60
+    return None if value is None else float(value) * 60
 
 
 @click.command("snapshot")
@@ -223,7 +204,7 @@ def _max_seconds(settings: Settings, flag: float | None) -> float | None:
 @click.option(
     "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
 )
-@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
+@click.option("--workers", default=None, type=setting_type("workers"), help="Clusters fetched at once [4].")
 @processes_option
 @max_failed_option
 @max_minutes_option

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from auditor.cli.check import SEVERITIES
-from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.cli.common import Settings, db_option, pass_settings, setting_type, write_output
 from auditor.cli.fetch import (
     _max_failed_clusters,
     _max_seconds,
@@ -46,7 +46,7 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 @click.option(
     "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
 )
-@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Clusters fetched at once [4].")
+@click.option("--workers", default=None, type=setting_type("workers"), help="Clusters fetched at once [4].")
 @processes_option
 @max_failed_option
 @max_minutes_option

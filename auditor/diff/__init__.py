@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.diff.catalog import diff_catalog, not_compared
 from auditor.diff.findings import ChangeIndex, FindingsSource, diff_findings
@@ -38,7 +37,7 @@ from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
 from auditor.store.runs import (
     RunInfo,
-    get_run,
+    check_not_deleted,
     previous_complete_run,
     resolve_run,
     scope_note,
@@ -146,17 +145,12 @@ def compute_diff(
 
 
 def _still_there(engine: Engine, *pair: RunInfo) -> None:
-    """Raise when a run of the diff was deleted while it was read (``auditor db prune`` in another
-    process): the diff read part of it, so its result is wrong, or it failed somewhere odd."""
-    try:
-        gone = [run.id for run in pair if get_run(engine, run.id) is None]
-    except SQLAlchemyError:  # cannot tell: the diff's own result or error stands
-        return
-    for run_id in gone:
-        raise RunNotUsableError(
-            f"run {run_id} was deleted while the diff read it (by auditor db prune?)",
-            hint="run the diff again; schedule prunes apart from diffs and reports",
-        )
+    check_not_deleted(
+        engine,
+        [run.id for run in pair],
+        "while the diff read it",
+        "run the diff again; schedule prunes apart from diffs and reports",
+    )
 
 
 def _diff_pair(

@@ -35,10 +35,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 
 from auditor import __version__
-from auditor.errors import RunNotUsableError, StoreError
+from auditor.errors import StoreError
 from auditor.gcpause import collector_paused
 from auditor.store.db import WRITE_HINT, json_text, keys_in, store_errors
 from auditor.store.schema import evaluations, findings
@@ -302,17 +302,14 @@ def _run_deleted_meanwhile(engine: Engine, run_id: int) -> Iterator[None]:
     try:
         yield
     except StoreError:
-        from auditor.store.runs import get_run
+        from auditor.store.runs import check_not_deleted
 
-        try:
-            gone = get_run(engine, run_id) is None
-        except SQLAlchemyError:
-            gone = False
-        if gone:
-            raise RunNotUsableError(
-                f"run {run_id} was deleted while it was being checked (by auditor db prune?)",
-                hint="check a run that is kept; schedule prunes apart from checks",
-            ) from None
+        check_not_deleted(
+            engine,
+            [run_id],
+            "while it was being checked",
+            "check a run that is kept; schedule prunes apart from checks",
+        )
         raise
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
@@ -226,6 +227,22 @@ def get_run(engine: Engine, run_id: int) -> RunInfo | None:
     with engine.connect() as connection:
         row = connection.execute(select(runs).where(runs.c.id == run_id)).first()
     return _row_to_run(row) if row else None
+
+
+def check_not_deleted(engine: Engine, run_ids: list[int], while_: str, hint: str) -> None:
+    """Raise :class:`RunNotUsableError` when one of ``run_ids`` no longer exists: a prune in another
+    process deleted it while it was being read or checked (``while_``: "while the diff read it").
+
+    Called after such work, and when it failed: its result would be wrong, or its error (a missing
+    key, a foreign key) would blame something else. A database error here leaves that work's own
+    result or error standing.
+    """
+    try:
+        gone = [run_id for run_id in run_ids if get_run(engine, run_id) is None]
+    except SQLAlchemyError:
+        return
+    if gone:
+        raise RunNotUsableError(f"run {gone[0]} was deleted {while_} (by auditor db prune?)", hint=hint)
 
 
 def latest_complete_runs(engine: Engine, count: int, *, before: int | None = None) -> list[RunInfo]:

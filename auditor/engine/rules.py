@@ -402,9 +402,21 @@ def plain(value: Any) -> Any:
     return value
 
 
-def parse_rule_file(path: Path, problems: Problems, *, source: str | None = None) -> list[Rule]:
-    """Validate one rule file; returns the rules that are valid (problems collected)."""
+def parse_rule_file(
+    path: Path,
+    problems: Problems,
+    *,
+    source: str | None = None,
+    seen_ids: dict[str, str] | None = None,
+) -> list[Rule]:
+    """Validate one rule file; returns the rules that are valid (problems collected).
+
+    ``seen_ids`` maps the ids met so far (in earlier files too) to where they were defined; an id
+    met again is a problem, whether or not either rule has other problems, so that every problem
+    shows at once.
+    """
     name = source or str(path)
+    seen_ids = {} if seen_ids is None else seen_ids
     document = read_yaml(path, problems, source=name)
     ctx = ParseContext(name, document, problems)
     if document is None:
@@ -430,10 +442,28 @@ def parse_rule_file(path: Path, problems: Problems, *, source: str | None = None
         return []
     rules = []
     for index, node in enumerate(items):
+        duplicate = _note_rule_id(node, ctx, ["rules", index], seen_ids)
         rule = parse_rule(node, ctx, ["rules", index])
-        if rule is not None:
+        if rule is not None and not duplicate:
             rules.append(rule)
     return rules
+
+
+def _note_rule_id(node: Any, ctx: ParseContext, path: list[Any], seen_ids: dict[str, str]) -> bool:
+    """Record the id of a rule node; report it (and return True) when an earlier rule has it."""
+    rule_id = node.get("id") if isinstance(node, LocDict) else None
+    if not isinstance(rule_id, str):
+        return False
+    mark = mark_at(ctx.document, path) or Mark(1, 1)
+    first = seen_ids.get(rule_id)
+    if first is None:
+        seen_ids[rule_id] = f"{ctx.source}:{mark.line}"
+        return False
+    ctx.problem(
+        path,
+        f"duplicate rule id {rule_id!r} (also defined at {first}); rule ids must be unique across files",
+    )
+    return True
 
 
 def parse_rule(node: Any, ctx: ParseContext, path: list[Any]) -> Rule | None:
@@ -458,7 +488,14 @@ def parse_rule(node: Any, ctx: ParseContext, path: list[Any]) -> Rule | None:
     scope = node.get("scope")
     condition: Condition | None = None
     aggregate: Aggregate | None = None
-    if scope in ("column", "cluster"):
+    if scope not in ("column", "cluster", "aggregate"):
+        # The scope's own problem is reported above; what the rule holds is still checked, so that
+        # fixing the scope does not reveal a second round of problems.
+        if "condition" in node:
+            _check_condition_any_level(node["condition"], ctx, [*path, "condition"])
+        if "aggregate" in node:
+            parse_aggregate(node["aggregate"], ctx, [*path, "aggregate"])
+    elif scope in ("column", "cluster"):
         if "aggregate" in node:
             ctx.problem([*path, "aggregate"], f"'aggregate' is for scope aggregate, not {scope}", key=True)
         if "condition" not in node:
@@ -507,27 +544,42 @@ def parse_rule(node: Any, ctx: ParseContext, path: list[Any]) -> Rule | None:
     )
 
 
+def _check_condition_any_level(node: Any, ctx: ParseContext, path: list[Any]) -> None:
+    """Report a condition's problems when the rule's scope is unknown: at the cluster level when it
+    quantifies over ``columns`` (only cluster conditions can), else at the column level, whose fields
+    include the cluster's."""
+    level = Level.CLUSTER if _mentions_key(node, "columns") else Level.COLUMN
+    parse_condition(node, level, ctx, path)
+
+
+def _mentions_key(node: Any, key: str) -> bool:
+    if isinstance(node, dict):
+        return key in node or any(_mentions_key(v, key) for v in node.values())
+    if isinstance(node, list):
+        return any(_mentions_key(v, key) for v in node)
+    return False
+
+
 def parse_aggregate(node: Any, ctx: ParseContext, path: list[Any]) -> Aggregate | None:
     if not isinstance(node, LocDict):
         ctx.problem(path, "'aggregate' takes a mapping with per, where, group_by and having")
         return None
+    spec: AggregateSpec | None = None
     try:
         spec = AggregateSpec.model_validate(node)
     except PydanticValidationError as exc:
         report_pydantic(ctx, path, exc, "'aggregate'")
-        return None
-    where = None
-    if spec.where is not None:
+    # Each part is checked even when another failed: every problem shows at once.
+    where = group_by = having = None
+    if node.get("where") is not None:
         where = parse_condition(node["where"], Level.COLUMN, ctx, [*path, "where"])
-        if where is None:
-            return None
-    group_by = None
-    if spec.group_by is not None:
-        group_by = parse_group_by(spec.group_by, Level.COLUMN, ctx, [*path, "group_by"])
-        if group_by is None:
-            return None
-    having = Having.parse(node["having"], Level.COLUMN, ctx, [*path, "having"])
-    if having is None:
+    if isinstance(node.get("group_by"), str):
+        group_by = parse_group_by(node["group_by"], Level.COLUMN, ctx, [*path, "group_by"])
+    if "having" in node:
+        having = Having.parse(node["having"], Level.COLUMN, ctx, [*path, "having"])
+    if spec is None or having is None:
+        return None
+    if (spec.where is not None and where is None) or (spec.group_by is not None and group_by is None):
         return None
     if spec.case == "exact":  # the aggregate's case applies to its distinct count too (docs/rules.md)
         having = replace(having, exact=True)
@@ -540,20 +592,9 @@ def validate_rule_files(paths: Sequence[Path] | None) -> tuple[list[Rule], Probl
     base = [rules_dir()] if paths is None else [Path(p) for p in paths]
     files = rule_files(base, problems)
     rules: list[Rule] = []
-    seen: dict[str, Rule] = {}
+    seen_ids: dict[str, str] = {}
     for path in files:
-        for rule in parse_rule_file(path, problems):
-            first = seen.get(rule.id)
-            if first is not None:
-                problems.add(
-                    rule.source,
-                    Mark(rule.line, rule.column),
-                    f"duplicate rule id {rule.id!r} (also defined at {first.source}:{first.line}); "
-                    "rule ids must be unique across files",
-                )
-                continue
-            seen[rule.id] = rule
-            rules.append(rule)
+        rules.extend(parse_rule_file(path, problems, seen_ids=seen_ids))
     return rules, problems, [str(p) for p in files]
 
 

@@ -400,3 +400,73 @@ def test_an_empty_list_is_named_by_the_key_it_stands_under(write, condition, col
     assert caught.value.problems == [
         f"{path}:7:{column}: {word!r} takes a condition, or a non-empty list of conditions (got [])"
     ]
+
+
+HIDDEN = """\
+rules:
+  - id: wrong-scope
+    title: t
+    description: d
+    severity: low
+    scope: colum
+    condition: {field: columnNam, eq: ssn}
+    message: m
+    remediation: r
+  - id: wrong-scope-cluster
+    title: t
+    description: d
+    severity: low
+    scope: clustr
+    condition: {columns: {any: {field: source, eqq: x}}}
+    message: m
+    remediation: r
+  - id: every-aggregate-part
+    title: t
+    description: d
+    severity: low
+    scope: aggregate
+    aggregate:
+      pr: cluster
+      where: {field: sorce, eq: x}
+      group_by: columnNam
+      having: {count: x, gte: 2}
+    message: m
+    remediation: r
+  - id: wrong-scope
+    title: t
+    description: d
+    severity: loud
+    scope: column
+    condition: {field: columnName, eq: ssn}
+    message: m
+    remediation: r
+"""
+
+
+def test_no_problem_hides_behind_another(write):
+    """A wrong scope, one bad part of an aggregate, an invalid rule reusing an id: what the rule
+    holds is checked all the same, so fixing one problem never reveals a second round."""
+    path = write("hidden.yaml", HIDDEN)
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    problems = [p.replace(str(path), "h.yaml") for p in caught.value.problems]
+    assert problems == [
+        "h.yaml:6:12: scope: 'colum' is not one of 'column', 'cluster' or 'aggregate'",
+        "h.yaml:7:24: unknown field 'columnNam' on a column (did you mean 'columnName'?); valid fields: "
+        "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
+        "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size",
+        "h.yaml:14:12: scope: 'clustr' is not one of 'column', 'cluster' or 'aggregate'",
+        "h.yaml:15:48: unknown operator 'eqq'; valid operators: eq, ne, in, not_in, contains, "
+        "not_contains, matches, exists, absent, empty, gt, gte, lt, lte",
+        "h.yaml:24:7: unknown key 'pr' in 'aggregate'",
+        "h.yaml:25:22: unknown field 'sorce' on a column (did you mean 'source'?); valid fields: "
+        "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
+        "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size",
+        "h.yaml:26:17: cannot group a column by 'columnNam'; valid fields: columnName, fullyQualifiedName, "
+        "source, tableName, dataType, isPrimary, businessAttribute, cluster.id, cluster.name, "
+        "cluster.severity, cluster.status, cluster.size",
+        "h.yaml:27:16: unknown key 'count' in 'having'",
+        "h.yaml:30:5: duplicate rule id 'wrong-scope' (also defined at h.yaml:2); rule ids must be "
+        "unique across files",
+        "h.yaml:33:15: severity: 'loud' is not one of 'info', 'low', 'medium', 'high' or 'critical'",
+    ]

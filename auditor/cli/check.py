@@ -91,13 +91,11 @@ def check_command(
     Exit codes: 0 nothing at or above --fail-on remains, 1 the gate failed, 2 a rule, waiver or
     usage error, 3 the run is missing or not complete (or the database failed).
     """
-    from auditor.engine import check_run, load_ruleset, load_waivers
+    from auditor.engine import check_run, load_rules_and_waivers
     from auditor.formats import render_chunks
 
     fail_on = settings.fail_on(fail_on)
-    ruleset = load_ruleset(settings.rules_paths(rules))
-    waivers = settings.waivers_path(waivers)
-    waiver_set = load_waivers(waivers) if waivers else None
+    ruleset, waiver_set = load_rules_and_waivers(settings.rules_paths(rules), settings.waivers_path(waivers))
     engine = settings.engine(db, create=False)
     day: date | None = today.date() if today is not None else None  # type: ignore[attr-defined]
     result = check_run(
@@ -142,13 +140,32 @@ def rules_group() -> None:
 
 @rules_group.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path())
-def rules_validate(paths: tuple[str, ...]) -> None:
-    """Validate rule files (default: the built-in pack), reporting every problem at once."""
-    from auditor.engine import load_ruleset
+@click.option(
+    "--waivers",
+    type=click.Path(dir_okay=False),
+    help="Validate this waiver file too, against these rules (the check's own loading, without a run).",
+)
+def rules_validate(paths: tuple[str, ...], waivers: str | None) -> None:
+    """Validate rule files (default: the built-in pack), reporting every problem at once.
 
-    ruleset = load_ruleset(_paths(paths))
+    With --waivers, the waiver file's problems are listed with the rules' (exit 2 if any), and a
+    waiver naming a rule these files do not define is pointed out (a warning: such a waiver would be
+    reported as stale by auditor check).
+    """
+    from auditor.engine import load_rules_and_waivers
+
+    ruleset, waiver_set = load_rules_and_waivers(_paths(paths), waivers)
     disabled = f", {len(ruleset.disabled)} disabled" if ruleset.disabled else ""
     click.echo(f"{len(ruleset.rules)} rules valid in {len(ruleset.sources)} file(s){disabled}")
+    if waiver_set is not None:
+        click.echo(f"{len(waiver_set.entries)} waivers valid in {waiver_set.source}")
+        for waiver in waiver_set.entries:
+            if ruleset.get(waiver.rule) is None:
+                click.echo(
+                    f"warning: {waiver.where}: no rule {waiver.rule!r} in these rule files "
+                    "(a typo, or its rule file was not given)",
+                    err=True,
+                )
 
 
 @rules_group.command("schema")

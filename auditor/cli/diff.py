@@ -94,10 +94,9 @@ def diff_command(
     waivers = settings.waivers_path(waivers)
     templates = settings.templates_dir(templates)
     if not no_findings:
-        from auditor.engine import load_ruleset, load_waivers
+        from auditor.engine import load_rules_and_waivers
 
-        ruleset = load_ruleset(rules_paths)
-        waiver_set = load_waivers(waivers) if waivers else None
+        ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers)
     result = compute_diff(
         engine,
         from_run,

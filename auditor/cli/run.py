@@ -123,7 +123,7 @@ def run_command(
     before anything is checked. The email is sent last: if it fails (exit 3), the check's output,
     the report and the gate's verdict are already out.
     """
-    from auditor.engine import load_ruleset, load_waivers
+    from auditor.engine import load_rules_and_waivers
     from auditor.formats import render_chunks
     from auditor.pipeline import EmailOptions, builtin_sandbox, email_report, run_job
     from auditor.progress import Progress
@@ -131,8 +131,8 @@ def run_command(
     rules_paths = settings.rules_paths(rules)
     waivers_path = settings.waivers_path(waivers)
     fail_on = settings.fail_on(fail_on)
-    ruleset = load_ruleset(rules_paths)  # rule errors (exit 2) before any fetching
-    waiver_set = load_waivers(waivers_path) if waivers_path else None
+    # rule and waiver errors (exit 2) before any fetching
+    ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path)
     email = None
     if settings.list_value(email_to, "email_to") or eml_path:  # checked now, not after the snapshot
         recipients, smtp = settings.email_route(

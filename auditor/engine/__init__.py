@@ -5,7 +5,8 @@ Public surface (other stages call these; keep the names):
 * :func:`load_ruleset` (``None`` = the built-in pack) → :class:`RuleSet` (``.rules``, ``.digest``);
   each :class:`Rule` has ``id, title, description, severity, remediation, references, tags`` and
   ``explain()``.
-* :func:`load_waivers` → :class:`Waivers`.
+* :func:`load_waivers` → :class:`Waivers`; :func:`load_rules_and_waivers` loads both, one error
+  listing the problems of both.
 * :func:`evaluate` (always evaluates), :func:`findings_for_run` (reuses a stored evaluation with
   the same rules digest).
 * :func:`check_run` → :class:`CheckResult` (``.findings``, ``.summary``, ``.gate()``, ``.to_json()``).
@@ -26,7 +27,7 @@ from auditor.engine.rules import (
     rules_json_schema,
     validate_rule_files,
 )
-from auditor.engine.waivers import Waiver, Waivers, apply_waivers, load_waivers
+from auditor.engine.waivers import Waiver, Waivers, apply_waivers, load_rules_and_waivers, load_waivers
 
 __all__ = [
     "SEVERITY_ORDER",
@@ -43,6 +44,7 @@ __all__ = [
     "evaluate_each",
     "findings_for_run",
     "fingerprint",
+    "load_rules_and_waivers",
     "load_ruleset",
     "load_waivers",
     "resolve_baseline",

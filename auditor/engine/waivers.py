@@ -35,6 +35,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from auditor.engine.conditions import ParseContext, report_pydantic
 from auditor.engine.findings import STATUS_WAIVED, Finding
+from auditor.engine.rules import RuleSet, load_ruleset
 from auditor.engine.sqlfuncs import check_pattern
 from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at, read_yaml
 from auditor.errors import RuleError
@@ -198,6 +199,36 @@ def load_waivers(path: Path | str) -> Waivers:
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Waivers(tuple(entries), source, digest)
+
+
+def load_rules_and_waivers(
+    rule_paths: Sequence[Path] | None, waivers_path: Path | str | None
+) -> tuple[RuleSet, Waivers | None]:
+    """:func:`~auditor.engine.rules.load_ruleset` and :func:`load_waivers` together: when both files
+    have problems, one RuleError (exit 2) lists them all, rule files first."""
+    errors: list[RuleError] = []
+    ruleset: RuleSet | None = None
+    waivers: Waivers | None = None
+    try:
+        ruleset = load_ruleset(rule_paths)
+    except RuleError as exc:
+        errors.append(exc)
+    if waivers_path is not None:
+        try:
+            waivers = load_waivers(waivers_path)
+        except RuleError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        rules_error, waivers_error = errors
+        raise RuleError(
+            f"{rules_error.message}; {waivers_error.message}",
+            hint=f"{rules_error.hint}; {waivers_error.hint}",
+            problems=rules_error.problems + (waivers_error.problems or [waivers_error.message]),
+        )
+    assert ruleset is not None
+    return ruleset, waivers
 
 
 def _parse_waiver(node: Any, ctx: ParseContext, path: list[Any]) -> Waiver | None:

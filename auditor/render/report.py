@@ -493,7 +493,13 @@ def gather_input(
     ``open_findings=False`` leaves the still-open findings out of the diff in memory (only the
     ``diff.json`` export needs them, and at 1M columns they are most of the cost).
     """
-    from auditor.engine import apply_waivers, check_run, findings_for_run, load_ruleset, load_waivers
+    from auditor.engine import (
+        apply_waivers,
+        check_run,
+        findings_for_run,
+        load_rules_and_waivers,
+        load_waivers,
+    )
     from auditor.render.stored import ReportSource, StoredFindings
     from auditor.store.db import one_connection_only
     from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
@@ -515,8 +521,11 @@ def gather_input(
         against_info = previous_complete_run(engine, run_info.id)
 
     if ruleset is None:
-        ruleset = load_ruleset([Path(p) for p in rules_paths] if rules_paths else None)
-    if waivers is None and waivers_path is not None:
+        ruleset, loaded = load_rules_and_waivers(
+            [Path(p) for p in rules_paths] if rules_paths else None, None if waivers else waivers_path
+        )
+        waivers = waivers or loaded
+    elif waivers is None and waivers_path is not None:
         waivers = load_waivers(waivers_path)
 
     baseline = against_info.id if against_info else "previous"

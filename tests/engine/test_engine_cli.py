@@ -195,6 +195,52 @@ def test_a_waiver_for_a_rule_that_is_not_in_the_rule_set_says_so(run_cli, db, en
     ]
 
 
+def test_rule_and_waiver_problems_are_reported_together(run_cli, db, engine, snapshot, write):
+    """Both files broken: one error lists the problems of both, so one round of fixes is enough."""
+    snapshot(engine, CATALOG)
+    bad = write("bad.yaml", "rules:\n  - id: x\n    title: t\n    bogus: 1\n")
+    waivers = write("w.yaml", "waivers:\n  - rule: x\n    cluster: c-1\n    owner: o\n    expires: soon\n")
+    commands = (
+        ("check", "--db", db, "--rules", str(bad)),
+        ("diff", "--db", db, "--rules", str(bad)),
+        ("report", "--db", db, "--rules", str(bad), "-o", "r.html"),
+        ("run", "--db", db, "--rules", str(bad)),
+        ("rules", "validate", str(bad)),
+    )
+    for args in commands:
+        result = run_cli(*args, "--waivers", str(waivers))
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stdout == ""
+        lines = result.stderr.splitlines()
+        assert lines[0] == f"error: 6 problems in the rule files; 2 problems in the waiver file {waivers}"
+        assert f"  {bad}:4:5: unknown key 'bogus' in rule 'x'" in lines
+        assert f"  {waivers}:2:5: a waiver is missing the required key 'reason'" in lines
+        assert sum(line.startswith(f"  {waivers}:") for line in lines) == 2
+        assert lines[-1] == (
+            "hint: fix them and check with: auditor rules validate PATH; every waiver needs rule, reason, "
+            "owner, expires (YYYY-MM-DD) and a cluster or column"
+        )
+    missing = run_cli("rules", "validate", str(bad), "--waivers", "nope.yaml")
+    assert missing.exit_code == 2
+    assert missing.stderr.splitlines()[-2] == "  waiver file nope.yaml does not exist"
+
+
+def test_rules_validate_checks_a_waiver_file_against_the_rules(run_cli, write):
+    waivers = write(
+        "w.yaml",
+        "waivers:\n  - rule: high-sensitivity-without-confidential\n    cluster: c-1\n    reason: r\n"
+        "    owner: o\n    expires: 2027-01-31\n  - rule: no-such-rule\n    cluster: c-1\n    reason: r\n"
+        "    owner: o\n    expires: 2027-01-31\n",
+    )
+    result = run_cli("rules", "validate", "--waivers", str(waivers))
+    assert result.exit_code == 0
+    assert result.stdout == f"16 rules valid in 4 file(s)\n2 waivers valid in {waivers}\n"
+    assert result.stderr == (
+        f"warning: {waivers}:7: no rule 'no-such-rule' in these rule files (a typo, or its rule file was "
+        "not given)\n"
+    )
+
+
 def test_rules_validate_schema_list(run_cli, write):
     valid = run_cli("rules", "validate")
     assert valid.exit_code == 0

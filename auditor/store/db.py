@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -224,7 +225,48 @@ def _refuse_unknown(engine: Engine, revision: str | None) -> None:
         raise StoreError(
             f"the database {display_url(str(engine.url))} was written by a newer cluster-auditor "
             f"(schema revision {revision})",
-            hint="upgrade cluster-auditor, or point --db at another database",
+            hint="upgrade cluster-auditor, or point --db at another database (if another application "
+            "that uses Alembic owns this one, give cluster-auditor a database of its own)",
+        )
+
+
+def _refuse_foreign(engine: Engine) -> None:
+    """A database without our schema revision is only set up when nothing of ours would clash.
+
+    A SQLite file holding another application's tables is refused outright: adding ours would
+    change a file the user did not mean to hand over (a mistyped ``--db``). It is looked at through a
+    plain connection before ours opens it, as ours switches the file to WAL. A server database may
+    well be shared, so there only tables named like ours are refused (the migration would fail on
+    them, or worse, read them).
+    """
+    from auditor.store.schema import metadata
+
+    where = display_url(str(engine.url))
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:" or not Path(database).is_file():
+            return
+        try:
+            with contextlib.closing(sqlite3.connect(database)) as peek:
+                rows = peek.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        except sqlite3.Error:
+            return  # not a database, or damaged: reported when ours opens it
+        found = {name for (name,) in rows if not name.startswith("sqlite_")}
+        if found and "alembic_version" not in found:
+            shown = ", ".join(sorted(found)[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+            raise StoreError(
+                f"the database {where} belongs to another application (tables: {shown}); "
+                "cluster-auditor adds its tables only to a new or empty database",
+                hint="check --db / AUDITOR_DB, or point it at a new file",
+            )
+        return
+    clash = sorted(set(inspect(engine).get_table_names()) & set(metadata.tables))
+    if clash and current_revision(engine) is None:
+        raise StoreError(
+            f"the database {where} already has tables named {', '.join(clash)} that cluster-auditor did "
+            "not create (it has no cluster-auditor schema revision)",
+            hint="give cluster-auditor a database of its own, or a schema of its own "
+            "(e.g. ?options=-csearch_path%3Dauditor after creating the schema auditor)",
         )
 
 
@@ -267,6 +309,8 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
     url = database_url(target)
     engine = create_db_engine(url)
     try:
+        if migrate:
+            _refuse_foreign(engine)
         current, head = (current_revision(engine), head_revision()) if migrate else (None, None)
         if migrate and current != head:
             _refuse_unknown(engine, current)  # before announcing an upgrade that cannot happen

@@ -103,6 +103,54 @@ def test_database_from_a_newer_version_is_refused(tmp_path, caplog):
     assert not [r for r in caplog.records if "upgrading" in r.getMessage()]
 
 
+def test_another_applications_sqlite_file_is_left_untouched(tmp_path, run_cli):
+    """A mistyped --db naming another application's database: refused, not given our tables."""
+    import sqlite3
+
+    other = tmp_path / "crm.db"
+    with sqlite3.connect(other) as connection:
+        connection.executescript("CREATE TABLE people (id INTEGER); CREATE TABLE orders (id INTEGER);")
+    before = other.read_bytes()
+    with pytest.raises(StoreError) as caught:
+        store_db.open_database(other)
+    assert caught.value.exit_code == 3
+    assert caught.value.message == (
+        f"the database sqlite:///{other} belongs to another application (tables: orders, people); "
+        "cluster-auditor adds its tables only to a new or empty database"
+    )
+    assert caught.value.hint == "check --db / AUDITOR_DB, or point it at a new file"
+    for args in (("runs",), ("check",), ("run",)):
+        result = run_cli(*args, "--db", str(other))
+        assert result.exit_code == 3, (args, result.output)
+        assert result.stderr.startswith(f"error: the database sqlite:///{other} belongs to another")
+    assert other.read_bytes() == before
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # an empty file is a new database
+    assert "runs" in store_db.table_names(store_db.open_database(empty))
+
+
+def test_tables_named_like_ours_in_a_server_database_are_refused(fresh_postgres):
+    from sqlalchemy import create_engine
+
+    other = create_engine(fresh_postgres)
+    with other.begin() as connection:
+        connection.execute(text("CREATE TABLE invoices (id integer)"))  # another app's: no clash
+    other.dispose()
+    assert "runs" in store_db.table_names(store_db.open_database(fresh_postgres))
+    with create_engine(fresh_postgres).begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            connection.execute(text(f"DROP TABLE {table.name}"))
+        connection.execute(text("DROP TABLE alembic_version"))
+        connection.execute(text("CREATE TABLE runs (id integer)"))
+    with pytest.raises(StoreError) as caught:
+        store_db.open_database(fresh_postgres)
+    assert caught.value.message.endswith(
+        "already has tables named runs that cluster-auditor did not create (it has no cluster-auditor "
+        "schema revision)"
+    )
+    assert caught.value.hint.startswith("give cluster-auditor a database of its own, or a schema of its own")
+
+
 def test_unchanged_records_are_stored_once_across_runs(tmp_path):
     engine = store_db.open_database(tmp_path / "a.db")
     first = write_catalog(engine, make_catalog(3, 4))

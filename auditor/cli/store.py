@@ -202,6 +202,8 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
             source = f"{source}  filter {one_line(repr(run.cluster_filter))}".lstrip()
         if skipped := skipped_ids(run):
             source = f"{source}  skipping {one_line(name_ids(skipped))}".lstrip()
+        if run.damaged:
+            source = f"{source}  RECORD DAMAGED: {one_line(run.damaged)}".lstrip()
         lines.append(
             f"{run.id:>5}  {status:<{width}} {started:<20} {run.clusters_stored or 0:>9} "
             f"{run.columns_stored or 0:>10}  {source}"

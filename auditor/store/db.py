@@ -118,7 +118,13 @@ def json_text(value) -> str:
 def _json_loads(text):
     import orjson
 
-    return orjson.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:  # stored by us as JSON: changed outside, or a damaged file
+        raise StoreError(
+            f"a value stored as JSON in the database is damaged ({exc})",
+            hint="the database was changed outside cluster-auditor, or is damaged: restore it from a backup",
+        ) from None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - exercised via engines

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine, Select, Text, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.errors import ConfigError, RunNotUsableError
@@ -58,6 +58,9 @@ class RunInfo:
     retries: int | None
     error: str | None
     details: dict[str, Any]
+    # Why the run's record cannot be trusted (its details are not JSON: the database was changed
+    # outside cluster-auditor, or damaged); None for a sound record.
+    damaged: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -70,6 +73,8 @@ class RunInfo:
         data["finished_at"] = _iso(self.finished_at)
         data["clusters"] = self.clusters_stored or 0
         data["columns"] = self.columns_stored or 0
+        if self.damaged is None:
+            del data["damaged"]
         return data
 
 
@@ -211,21 +216,47 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value.tzinfo else value.isoformat() + "Z"
 
 
+def _runs_query() -> Select[Any]:
+    """The runs table, with ``details`` read as text: one damaged record must not stop the rest."""
+    return select(*(c for c in runs.c if c.name != "details"), cast(runs.c.details, Text).label("details"))
+
+
 def _row_to_run(row: Any) -> RunInfo:
+    import orjson
+
     data = dict(row._mapping)
-    data["details"] = data.get("details") or {}
+    try:
+        details = orjson.loads(data["details"]) if data["details"] is not None else None
+    except orjson.JSONDecodeError as exc:
+        data["damaged"] = f"its details are not valid JSON: {exc}"
+        details = None
+    if details is not None and not isinstance(details, dict):
+        data["damaged"] = f"its details are a JSON {type(details).__name__}, not an object"
+    data["details"] = details if isinstance(details, dict) else {}
     return RunInfo(**data)
+
+
+def refuse_damaged(run: RunInfo) -> RunInfo:
+    """``run``, unless its record is damaged (RunNotUsableError, exit 3): its counts, its skipped
+    clusters and the notes a check or a diff prints would be guessed at."""
+    if run.damaged is not None:
+        raise RunNotUsableError(
+            f"run {run.id}'s record is damaged ({run.damaged}), so it is not used",
+            hint="restore the database from a backup, or leave this run aside by naming others "
+            "(--run, --baseline, --from, --against); auditor db prune deletes it once it is old enough",
+        )
+    return run
 
 
 def list_runs(engine: Engine) -> list[RunInfo]:
     """Every run, oldest first."""
     with store_errors("could not read runs"), engine.connect() as connection:
-        return [_row_to_run(row) for row in connection.execute(select(runs).order_by(runs.c.id))]
+        return [_row_to_run(row) for row in connection.execute(_runs_query().order_by(runs.c.id))]
 
 
 def get_run(engine: Engine, run_id: int) -> RunInfo | None:
     with engine.connect() as connection:
-        row = connection.execute(select(runs).where(runs.c.id == run_id)).first()
+        row = connection.execute(_runs_query().where(runs.c.id == run_id)).first()
     return _row_to_run(row) if row else None
 
 
@@ -247,7 +278,7 @@ def check_not_deleted(engine: Engine, run_ids: list[int], while_: str, hint: str
 
 def latest_complete_runs(engine: Engine, count: int, *, before: int | None = None) -> list[RunInfo]:
     """Up to ``count`` complete runs, newest first (only runs older than ``before`` if given)."""
-    query = select(runs).where(runs.c.status == RUN_COMPLETE)
+    query = _runs_query().where(runs.c.status == RUN_COMPLETE)
     if before is not None:
         query = query.where(runs.c.id < before)
     with engine.connect() as connection:
@@ -257,7 +288,7 @@ def latest_complete_runs(engine: Engine, count: int, *, before: int | None = Non
 def previous_complete_run(engine: Engine, run_id: int) -> RunInfo | None:
     """The newest complete run older than ``run_id``: the default baseline and diff base."""
     found = latest_complete_runs(engine, 1, before=run_id)
-    return found[0] if found else None
+    return refuse_damaged(found[0]) if found else None
 
 
 def resolve_run(
@@ -272,7 +303,7 @@ def resolve_run(
     if ref is None or str(ref).strip().lower() == "latest":
         if allow_incomplete:
             with engine.connect() as connection:
-                row = connection.execute(select(runs).order_by(runs.c.id.desc()).limit(1)).first()
+                row = connection.execute(_runs_query().order_by(runs.c.id.desc()).limit(1)).first()
             found = _row_to_run(row) if row else None
         else:
             newest = latest_complete_runs(engine, 1)
@@ -282,7 +313,7 @@ def resolve_run(
                 "there is no complete run in this database yet",
                 hint="take a snapshot first: auditor snapshot (or auditor demo)",
             )
-        return found
+        return refuse_damaged(found)
     try:
         run_id = int(str(ref).strip())
     except ValueError:
@@ -298,7 +329,7 @@ def resolve_run(
             f"run {run_id} is {run.status}, not complete{reason}",
             hint="take a new snapshot, or pass --allow-incomplete to use it anyway",
         )
-    return run
+    return refuse_damaged(run)
 
 
 def columns_view(run_id: int) -> Select:

@@ -188,6 +188,67 @@ def test_failed_and_running_runs_are_never_used_unless_asked(tmp_path):
         resolve_run(engine, 99)
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_run_whose_record_is_damaged_is_listed_but_never_used(kind, tmp_path, request, run_cli):
+    """A run's details edited into something that is not a JSON object: every command failed with an
+    internal error (even listing the runs); now the run is listed as damaged and refused by name."""
+    target = str(tmp_path / "a.db") if kind == "sqlite" else request.getfixturevalue("fresh_postgres")
+    engine = store_db.open_database(target)
+    first = write_catalog(engine, make_catalog(1, 2))
+    second = write_catalog(engine, make_catalog(1, 2))
+    cases = {
+        "{broken": "its details are not valid JSON: ",
+        "[1, 2]": "its details are a JSON list, not an object",
+    }
+    if kind == "postgresql":  # its json type refuses text that is not JSON
+        del cases["{broken"]
+    for damage, why in cases.items():
+        with engine.begin() as connection:
+            connection.execute(
+                runs.update().where(runs.c.id == first).values(details=text(":d")), {"d": damage}
+            )
+        listed = {run.id: run.damaged for run in list_runs(engine)}
+        assert listed[second] is None
+        assert listed[first].startswith(why)
+        for ref in (first, "latest"):  # latest: run 2, whose baseline is the damaged run 1
+            with pytest.raises(RunNotUsableError) as caught:
+                resolve_run(engine, ref) if ref != "latest" else previous_complete_run(engine, second)
+            assert (
+                caught.value.message
+                == f"run {first}'s record is damaged ({listed[first]}), so it is not used"
+            )
+            assert caught.value.hint.startswith("restore the database from a backup, or leave this run aside")
+    assert resolve_run(engine, second).id == second
+    shown = run_cli("runs", "--db", target)
+    assert shown.exit_code == 0
+    line = shown.stdout.splitlines()[1]
+    assert line.endswith("RECORD DAMAGED: its details are a JSON list, not an object")
+    assert "RECORD DAMAGED" not in shown.stdout.splitlines()[2]
+    data = json.loads(run_cli("runs", "--db", target, "--format", "json").stdout)["runs"]
+    assert [run.get("damaged") for run in data] == ["its details are a JSON list, not an object", None]
+    assert "damaged" not in data[1]
+    check = run_cli("check", "--db", target)
+    assert check.exit_code == 3
+    assert check.stderr.startswith(f"error: run {first}'s record is damaged")
+    assert run_cli("check", "--db", target, "--baseline", "none").exit_code == 0
+
+
+def test_any_other_damaged_json_value_is_a_store_error_not_an_internal_one(tmp_path, run_cli):
+    db = str(tmp_path / "a.db")
+    engine = store_db.open_database(db)
+    write_catalog(engine, make_catalog(2, 3))
+    assert run_cli("check", "--db", db).exit_code == 0  # stores the evaluation's findings
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE findings SET columns = '[broken'"))
+    result = run_cli("check", "--db", db)
+    assert result.exit_code == 3
+    assert result.stderr == (
+        "error: a value stored as JSON in the database is damaged (unexpected character, expected a JSON "
+        "value: line 1 column 2 (char 1))\n"
+        "hint: the database was changed outside cluster-auditor, or is damaged: restore it from a backup\n"
+    )
+
+
 def test_a_value_the_database_cannot_bind_fails_the_run_not_the_writer(tmp_path):
     """An integer beyond 64 bits made SQLite raise OverflowError: it escaped as an internal error,
     and ``fail`` (flushing again) raised it too, leaving the run ``running``."""

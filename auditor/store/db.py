@@ -303,6 +303,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         return before, current_revision(engine) or ""
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        if unwritable := _unwritable_error(engine, "migrate", detail):
+            raise unwritable from None
         locked = any(text in detail for text in _LOCKED)
         raise StoreError(
             f"could not migrate the database {display_url(str(engine.url))}: {type(exc).__name__}",
@@ -331,6 +333,8 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
             upgrade(engine)
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        if unwritable := _unwritable_error(engine, "open", reason):
+            raise unwritable from None
         if "file is not a database" in reason or "database disk image is malformed" in reason:
             raise StoreError(
                 f"could not open the database {display_url(url)}: {reason} (SQLite)",
@@ -384,6 +388,41 @@ LOCKED_HINT = (
 _LOCKED = ("database is locked", "database table is locked", "database is busy", "lock timeout")
 
 
+READ_ONLY_HINT = (
+    "copy the database to a folder you can write to and point --db at the copy, or mount it read-write"
+)
+
+
+def _unwritable_error(engine: Engine, doing: str, reason: str) -> StoreError | None:
+    """The error to raise when ``reason`` (a failure to open or migrate) is SQLite's file being
+    unwritable: it must write the file and the journal beside it, even to read."""
+    unwritable = _sqlite_unwritable(engine) if engine.dialect.name == "sqlite" else None
+    if unwritable is None:
+        return None
+    return StoreError(
+        f"could not {doing} the database {display_url(str(engine.url))}: {reason}: {unwritable} "
+        "(SQLite writes the file and a journal beside it, even to read it)",
+        hint=READ_ONLY_HINT,
+    )
+
+
+def _sqlite_unwritable(engine: Engine) -> str | None:
+    """Why SQLite cannot write the database file of ``engine`` or beside it, when that is the case."""
+    database = engine.url.database
+    if not database or database == ":memory:":
+        return None
+    path = Path(database)
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"this user may not write to {path if path.exists() else folder}"
+    return None
+
+
 @contextlib.contextmanager
 def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
     """Turn a database error inside the block (or the decorated function) into a one-line StoreError.
@@ -399,4 +438,6 @@ def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         if any(text in detail for text in _LOCKED):
             hint = LOCKED_HINT.format(seconds=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        elif "readonly database" in detail:  # SQLite opened the file read-only (no write permission)
+            hint = f"the database file or its folder cannot be written: {READ_ONLY_HINT}"
         raise StoreError(f"{what}: {detail}", hint=hint) from None

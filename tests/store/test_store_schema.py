@@ -249,6 +249,48 @@ def test_any_other_damaged_json_value_is_a_store_error_not_an_internal_one(tmp_p
     )
 
 
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only file system (a read-only bind mount: needs root, as in CI)."""
+    source, mounted = tmp_path / "rw", tmp_path / "ro"
+    source.mkdir()
+    mounted.mkdir()
+    (source / "keep.txt").write_text("x")
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(source), str(mounted)]).returncode:
+        pytest.skip("a read-only bind mount needs root")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(mounted)]).returncode:
+            pytest.skip("this machine refuses read-only bind mounts")
+        yield source, mounted
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+
+
+def test_a_database_on_a_read_only_file_system_is_said_to_be_so(read_only_folder, run_cli):
+    source, mounted = read_only_folder
+    engine = store_db.open_database(source / "a.db")
+    write_catalog(engine, make_catalog(1, 2))
+    engine.dispose()
+    why = (
+        f"unable to open database file: {mounted} is on a read-only file system (SQLite writes the file "
+        "and a journal beside it, even to read it)"
+    )
+    hint = (
+        "hint: copy the database to a folder you can write to and point --db at the copy, or mount it "
+        "read-write\n"
+    )
+    for args, doing in (
+        (("runs", "--db", str(mounted / "a.db")), "open"),
+        (("run", "--db", str(mounted / "new.db")), "open"),
+        (("db", "upgrade", "--db", str(mounted / "new.db")), "migrate"),
+    ):
+        result = run_cli(*args)
+        assert result.exit_code == 3, args
+        database = args[-1]
+        assert result.stderr == f"error: could not {doing} the database sqlite:///{database}: {why}\n{hint}"
+    assert sorted(p.name for p in mounted.iterdir()) == ["a.db", "keep.txt"]
+
+
 def test_a_value_the_database_cannot_bind_fails_the_run_not_the_writer(tmp_path):
     """An integer beyond 64 bits made SQLite raise OverflowError: it escaped as an internal error,
     and ``fail`` (flushing again) raised it too, leaving the run ``running``."""

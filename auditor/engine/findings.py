@@ -327,50 +327,85 @@ def store_evaluation(
 
     With ``record``, each finding's status and waiver are stored with it, as :func:`record_check`
     would record them afterwards (a first check then writes each row once, not twice).
+
+    Two processes checking one run at once (two CI jobs) both evaluate it; the one that comes to
+    store second finds the other's evaluation of the same rule set under the write lock, and keeps
+    that one (recording its statuses on it with ``record``) instead of storing a duplicate.
     """
     with (
         _run_deleted_meanwhile(engine, run_id),
         store_errors(f"could not store the findings of run {run_id}", WRITE_HINT),
         engine.begin() as connection,
     ):
-        inserted = connection.execute(
-            evaluations.insert().values(
-                run_id=run_id,
-                created_at=now(),
-                rules_digest=rules_digest,
-                waivers_digest=waivers_digest if record else None,
-                rule_ids=sorted(rule_ids),
-                tool_version=__version__,
-            )
-        ).inserted_primary_key
-        assert inserted is not None
-        evaluation_id = int(inserted[0])
-        # Sorted by fingerprint: the three indexes on fingerprints then grow in key order instead
-        # of taking ~400k inserts at random places (1M columns), and the rows of an evaluation
-        # sit in the table in primary-key order, which later key-ordered reads follow.
-        rows = sorted(
-            (
-                (
-                    evaluation_id,
-                    run_id,
-                    f.fingerprint,
-                    f.rule,
-                    f.severity,
-                    f.kind,
-                    f.cluster_id,
-                    f.column,
-                    f.key,
-                    json_text(list(f.columns)),
-                    f.message,
-                    f.first_seen_run,
-                    f.status if record else None,
-                    json_text(f.waiver if record else None),
-                )
-                for f in items
-            ),
-            key=itemgetter(2),
+        _lock_evaluations(connection, run_id, rules_digest)
+        stored_meanwhile = latest_evaluation(connection, run_id, rules_digest)
+        if stored_meanwhile is None:
+            recorded = waivers_digest if record else None
+            return _insert_evaluation(connection, run_id, rules_digest, rule_ids, items, record, recorded)
+    if record:
+        record_check(engine, stored_meanwhile, waivers_digest, items)
+    return int(stored_meanwhile)
+
+
+def _lock_evaluations(connection: Connection, run_id: int, rules_digest: str) -> None:
+    """Take the lock under which an evaluation of (run, rule set) is looked for and then stored."""
+    if connection.dialect.name == "sqlite":
+        # The write lock now (waiting up to the busy timeout), so that what is read next stays true
+        # until the commit; a deferred transaction could not write after another's commit anyway.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        digest = hashlib.blake2b(f"evaluation:{run_id}:{rules_digest}".encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "big", signed=True)  # advisory lock keys are signed 64-bit
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": key})
+
+
+def _insert_evaluation(
+    connection: Connection,
+    run_id: int,
+    rules_digest: str,
+    rule_ids: Iterable[str],
+    items: Sequence[Finding],
+    record: bool,
+    waivers_digest: str | None,
+) -> int:
+    inserted = connection.execute(
+        evaluations.insert().values(
+            run_id=run_id,
+            created_at=now(),
+            rules_digest=rules_digest,
+            waivers_digest=waivers_digest,
+            rule_ids=sorted(rule_ids),
+            tool_version=__version__,
         )
-        insert_tuples(connection, findings, FINDING_FIELDS, rows, ignore=False)
+    ).inserted_primary_key
+    assert inserted is not None
+    evaluation_id = int(inserted[0])
+    # Sorted by fingerprint: the three indexes on fingerprints then grow in key order instead
+    # of taking ~400k inserts at random places (1M columns), and the rows of an evaluation
+    # sit in the table in primary-key order, which later key-ordered reads follow.
+    rows = sorted(
+        (
+            (
+                evaluation_id,
+                run_id,
+                f.fingerprint,
+                f.rule,
+                f.severity,
+                f.kind,
+                f.cluster_id,
+                f.column,
+                f.key,
+                json_text(list(f.columns)),
+                f.message,
+                f.first_seen_run,
+                f.status if record else None,
+                json_text(f.waiver if record else None),
+            )
+            for f in items
+        ),
+        key=itemgetter(2),
+    )
+    insert_tuples(connection, findings, FINDING_FIELDS, rows, ignore=False)
     return evaluation_id
 
 

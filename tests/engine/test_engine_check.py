@@ -537,3 +537,55 @@ def test_findings_of_a_run_deleted_meanwhile_are_refused_as_such(engine, snapsho
     assert caught.value.message == (
         f"run {doomed} was deleted while it was being checked (by auditor db prune?)"
     )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_two_checks_of_one_run_at_once_store_one_evaluation(
+    kind, engine, snapshot, write, request, monkeypatch
+):
+    """Two CI jobs checking the same run at the same moment both evaluate it; the second to store
+    keeps the first's evaluation (its statuses recorded on it) instead of storing a duplicate."""
+    import threading
+
+    import auditor.engine.check as check_module
+    from auditor.store.db import open_database
+
+    if kind == "postgresql":
+        engine = open_database(request.getfixturevalue("fresh_postgres"))
+    snapshot(engine, CATALOG)
+    pack = load_ruleset()
+    waivers = load_waivers(write("w.yaml", HR_WAIVER))
+    both_evaluated = threading.Barrier(2, timeout=60)
+    real_evaluate = check_module.evaluate
+
+    def evaluate_then_wait(*args, **kwargs):
+        items = real_evaluate(*args, **kwargs)
+        both_evaluated.wait()  # neither stores before both have found no stored evaluation
+        return items
+
+    monkeypatch.setattr(check_module, "evaluate", evaluate_then_wait)
+    results, errors = [], []
+
+    def one_job() -> None:
+        own = open_database(engine.url.render_as_string(hide_password=False))
+        try:
+            results.append(check_run(own, "latest", pack, waivers=waivers, today=TODAY))
+        except Exception as exc:  # noqa: BLE001 - a thread's failure is asserted on below
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    jobs = [threading.Thread(target=one_job) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    assert errors == []
+    assert [f.to_json() for f in results[0].findings] == [f.to_json() for f in results[1].findings]
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(evaluations)).scalar() == 1
+        assert connection.execute(select(evaluations.c.waivers_digest)).scalar() == waivers.digest
+        stored = connection.execute(select(findings.c.fingerprint, findings.c.status)).all()
+    assert sorted(map(tuple, stored)) == sorted((f.fingerprint, f.status) for f in results[0].findings)
+    assert "waived" in {status for _, status in stored}
+    engine.dispose()

@@ -42,6 +42,16 @@ API_OPTION_NAMES = (
 def api_options(func: F) -> F:
     """The options that say how to reach the tenant (keyword arguments named as in
     :data:`API_OPTION_NAMES`, all ``None`` unless given, so the config file can fill them)."""
+    return _api_options(func, paging=True)
+
+
+def single_request_api_options(func: F) -> F:
+    """:func:`api_options` without ``--page-size``, for a command that makes one request with the
+    user's own ``--limit``: there the option would do nothing."""
+    return _api_options(func, paging=False)
+
+
+def _api_options(func: F, *, paging: bool) -> F:
     options = [
         click.option("--url", default=None, metavar="URL", help="BigID base URL (env BIGID_URL)."),
         click.option(
@@ -56,8 +66,17 @@ def api_options(func: F) -> F:
             type=click.Choice(list(SCHEMES)),
             help="Authorization header form [default: auto: Bearer, then bare, then token exchange].",
         ),
-        click.option(
-            "--page-size", default=None, type=setting_type("page_size"), help="Rows per request [1000]."
+        *(
+            [
+                click.option(
+                    "--page-size",
+                    default=None,
+                    type=setting_type("page_size"),
+                    help="Rows per request [1000].",
+                )
+            ]
+            if paging
+            else []
         ),
         click.option(
             "--connect-timeout", default=None, type=setting_type("connect_timeout"), help="Seconds [10]."
@@ -307,7 +326,7 @@ def clusters_command(
 
 @click.command("columns")
 @click.argument("cluster_id")
-@api_options
+@single_request_api_options
 @click.option("--limit", type=click.IntRange(0), default=None, help="Maximum rows to return.")
 @click.option("--skip", type=click.IntRange(0), default=None, help="Rows to skip.")
 @click.option("--filter", "column_filter", default=None, metavar="EXPR", help="Filter on column metadata.")

@@ -157,6 +157,11 @@ def test_columns_json_and_table(sandbox, run_cli):
     ]
     assert len(table.stdout.splitlines()) == 4
     assert table.stderr.startswith("3 column(s) returned; totalCount ")
+    # one request with the user's --limit: a --page-size would do nothing, so there is none
+    assert "--page-size" not in run_cli("columns", "--help").stdout
+    paged = run_cli("columns", cluster_id, "--page-size", "5", env=env_for(server))
+    assert paged.exit_code == 2
+    assert "No such option '--page-size'" in paged.stderr
 
 
 def test_400_malformed_cluster_id(sandbox, run_cli):

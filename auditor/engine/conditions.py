@@ -32,7 +32,7 @@ import operator
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -969,19 +969,17 @@ class Quantifier(Condition):
                 here, f"the counting form of {cls.key!r} needs 'having', e.g. {{distinct: source, gte: 2}}"
             )
             return None
-        inner = None
+        # Each part is checked even when another failed: every problem shows at once.
+        inner = group_by = None
         if "where" in body:
             inner = parse_condition(body["where"], cls.inner_level, ctx, [*here, "where"])
-            if inner is None:
-                return None
-        group_by = None
         if "group_by" in body:
             group_by = parse_group_by(body["group_by"], cls.inner_level, ctx, [*here, "group_by"])
-            if group_by is None:
-                return None
         having = Having.parse(body["having"], cls.inner_level, ctx, [*here, "having"])
-        if having is None:
+        if having is None or ("where" in body and inner is None) or ("group_by" in body and group_by is None):
             return None
+        if exact:  # as in aggregates: the quantifier's case applies to its distinct count too
+            having = replace(having, exact=True)
         return cls("count", inner, group_by, having, exact)
 
     @classmethod

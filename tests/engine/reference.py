@@ -191,9 +191,11 @@ def _quantifier(body: dict[str, Any], elements: list[Subject]) -> bool:
         return not any(holds(body["none"], e) for e in elements)
     # Counting form: "where (optional) filters them, group_by (optional) counts per value of a
     # field, and having is the threshold ... The condition holds when some group passes."
+    # "case: exact beside having makes both exact, as in aggregates"
     kept = [e for e in elements if "where" not in body or holds(body["where"], e)]
-    groups = group(kept, body.get("group_by"), exact=body.get("case") == "exact")
-    return any(passes(body["having"], members) for members in groups.values())
+    exact = body.get("case") == "exact"
+    groups = group(kept, body.get("group_by"), exact=exact)
+    return any(passes(body["having"], members, exact=exact) for members in groups.values())
 
 
 def group_key(subject: Subject, name: str, *, exact: bool) -> Any:

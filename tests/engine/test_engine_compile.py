@@ -140,6 +140,10 @@ CLUSTER_CASES: list[tuple[str, set[str]]] = [
     ("{columns: {having: {distinct: source, gte: 2}}}", {"c-hr"}),
     ("{columns: {group_by: columnName, having: {gte: 2}}}", {"c-hr"}),
     ("{columns: {group_by: columnName, case: exact, having: {gte: 2}}}", set()),
+    # SSN and ' ssn ' are one name, two when the quantifier's case (or the count's) is exact
+    ("{columns: {having: {distinct: columnName, gte: 4}}}", set()),
+    ("{columns: {case: exact, having: {distinct: columnName, gte: 4}}}", {"c-hr"}),
+    ("{columns: {having: {distinct: columnName, gte: 4, case: exact}}}", {"c-hr"}),
     (
         "{columns: {any: {tags: {any: [{field: tagName, eq: sensitivity}, {field: tagValue, eq: high}]}}}}",
         {"c-hr", "c-fin"},

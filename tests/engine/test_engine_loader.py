@@ -432,6 +432,14 @@ rules:
       having: {count: x, gte: 2}
     message: m
     remediation: r
+  - id: every-counting-part
+    title: t
+    description: d
+    severity: low
+    scope: column
+    condition: {tags: {where: {field: tagNam, eq: x}, group_by: tagVal, having: {gte: x}}}
+    message: m
+    remediation: r
   - id: wrong-scope
     title: t
     description: d
@@ -466,7 +474,12 @@ def test_no_problem_hides_behind_another(write):
         "source, tableName, dataType, isPrimary, businessAttribute, cluster.id, cluster.name, "
         "cluster.severity, cluster.status, cluster.size",
         "h.yaml:27:16: unknown key 'count' in 'having'",
-        "h.yaml:30:5: duplicate rule id 'wrong-scope' (also defined at h.yaml:2); rule ids must be "
+        "h.yaml:35:39: unknown field 'tagNam' on a tag (did you mean 'tagName'?); valid fields: tagName, "
+        "tagValue, tagId, valueId, isMutuallyExclusive, hidden, applicationType",
+        "h.yaml:35:65: cannot group a tag by 'tagVal'; valid fields: tagName, tagValue, tagId, valueId, "
+        "isMutuallyExclusive, hidden, applicationType",
+        "h.yaml:35:87: gte: expected a whole number, got text 'x'",
+        "h.yaml:38:5: duplicate rule id 'wrong-scope' (also defined at h.yaml:2); rule ids must be "
         "unique across files",
-        "h.yaml:33:15: severity: 'loud' is not one of 'info', 'low', 'medium', 'high' or 'critical'",
+        "h.yaml:41:15: severity: 'loud' is not one of 'info', 'low', 'medium', 'high' or 'critical'",
     ]

@@ -1,6 +1,6 @@
 """Replacing an output file (``--output``, ``--eml``, ``--export-dir``) the way a user expects.
 
-:func:`replacing` is the one way outputs are written: to a hidden temporary file beside the target,
+:func:`replacing` is the one way outputs are written: to a new hidden temporary file beside the target,
 moved over it once complete, and removed if anything fails first (no half-written report, export
 or message is ever left under the target's name). A rename ignores the target's permissions, so on
 its own it would replace a file the user write-protected, and leave a ``chmod 600`` findings file
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,23 @@ def _keep_mode(path: Path, tmp: Path) -> None:
         os.chmod(tmp, stat.S_IMODE(mode))
 
 
+def _create_beside(path: Path) -> tuple[Path, int]:
+    """A new, hidden temporary file beside ``path``, opened for writing: (its path, its descriptor).
+
+    Its name is random and it is created exclusively, never through an existing file or symbolic
+    link: a link planted under a predictable name in a shared workspace would otherwise have the
+    output written wherever it points. Its mode is the default one (0666 less the umask), as a file
+    written by ``open`` would have.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return tmp, os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue  # 48 random bits taken already: draw again
+
+
 @contextlib.contextmanager
 def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -> Iterator[IO[Any]]:
     """A stream whose content replaces ``path`` when the block ends without an exception.
@@ -48,9 +66,9 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
     (a missing folder, a full disk, a write-protected target) propagates for the caller to word.
     """
     _refuse_write_protected(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp, fd = _create_beside(path)
     try:
-        with tmp.open("wb") if binary else tmp.open("w", encoding="utf-8", newline=newline) as stream:
+        with os.fdopen(fd, "wb") if binary else open(fd, "w", encoding="utf-8", newline=newline) as stream:
             yield stream
         _keep_mode(path, tmp)
         tmp.replace(path)

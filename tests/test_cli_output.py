@@ -69,3 +69,34 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path):
     target.chmod(0o600)
     write_output("new", str(target))
     assert (target.read_text(), target.stat().st_mode & 0o777) == ("new", 0o600)
+
+
+def test_a_planted_symbolic_link_is_not_written_through(tmp_path):
+    """In a shared workspace, a link planted under the temporary file's name (it was always
+    '.out.json.tmp') had the output written over whatever file it pointed at."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious")
+    for planted in (".out.json.tmp", ".out.json.0.tmp"):
+        (tmp_path / planted).symlink_to(precious)
+    target = tmp_path / "out.json"
+    write_output('{"a": 1}', str(target))
+    assert precious.read_text() == "precious"
+    assert not target.is_symlink()
+    assert target.read_text() == '{"a": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".out.json.0.tmp",
+        ".out.json.tmp",
+        "out.json",
+        "precious.txt",
+    ]
+
+
+def test_a_new_file_gets_the_default_mode(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        write_output("new", str(tmp_path / "new.json"))
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644

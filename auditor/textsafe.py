@@ -44,6 +44,15 @@ def one_line(text: str) -> str:
     return _ONE_LINE.sub(_escape, text)
 
 
+def unambiguous(text: str) -> str:
+    """Like :func:`one_line`, with backslashes doubled too, so that two different texts never read
+    the same (a name holding a real backslash followed by ``x0a`` is not taken for one holding a line
+    break): for names that must stay unique, such as JUnit test case names."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return _ONE_LINE.sub(_escape, text.replace("\\", "\\\\"))
+
+
 def visible(text: str) -> str:
     """Like :func:`one_line`, but tabs and line feeds are kept (text that may span lines: an error
     with its details, a rule description in a report). A carriage return is escaped: on a terminal

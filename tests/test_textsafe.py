@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditor.textsafe import display_width, fit, one_line, visible, xml_text
+from auditor.textsafe import display_width, fit, one_line, unambiguous, visible, xml_text
 
 # What a hostile column name or server error text may carry: an ANSI colour, a screen clear, an OSC
 # window title, a carriage return that overwrites the line, a right-to-left override, a zero-width
@@ -46,6 +46,16 @@ def test_nothing_unsafe_survives(text):
     element = ET.Element("t", value=xml_text(text))
     element.text = xml_text(text)
     ET.fromstring(ET.tostring(element, encoding="unicode").encode("utf-8"))
+
+
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=())), st.text())
+def test_unambiguous_never_shows_two_texts_alike(text, other):
+    """one_line shows a real backslash before 'x0a' as it shows a line break; unambiguous does not
+    (JUnit case names, which must stay unique)."""
+    assert not any(_unsafe(ch) for ch in unambiguous(text))
+    assert (unambiguous(text) == unambiguous(other)) == (text == other)
+    assert unambiguous("dup\\x0aname") != unambiguous("dup\nname") == one_line("dup\nname")
+    assert unambiguous(r"C:\data") == r"C:\\data" and unambiguous("hr.emp.ssn") == "hr.emp.ssn"
 
 
 def _unsafe(ch: str) -> bool:

@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from auditor.textsafe import one_line, visible, xml_text
+from auditor.textsafe import one_line, unambiguous, xml_text
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
@@ -97,7 +97,7 @@ def _properties(notes: list[tuple[str, str]]) -> ET.Element:
     """The ``<properties>`` block of every suite (see :func:`_notes`)."""
     properties = ET.Element("properties")
     for name, value in notes:
-        ET.SubElement(properties, "property", name=name, value=_shown(value, one_line))
+        ET.SubElement(properties, "property", name=name, value=_shown(value))
     return properties
 
 
@@ -107,25 +107,33 @@ def _counts(items: list[Finding]) -> dict[str, int]:
 
 
 def _case(rule_id: str, f: Finding) -> ET.Element:
+    # unambiguous: names escaped alike would collapse into one case on the CI server
     case = ET.Element(
-        "testcase", classname=rule_id, name=_shown(f"{rule_id} {f.subject}", one_line), time="0"
+        "testcase", classname=rule_id, name=_shown(f"{rule_id} {f.subject}", unambiguous), time="0"
     )
     if f.waived:
         waiver = f.waiver or {}
         reason = f"waived until {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}"
-        ET.SubElement(case, "skipped", message=_shown(reason, one_line))
+        ET.SubElement(case, "skipped", message=_shown(reason))
     else:
         label = f" (waiver expired {f.waiver['expires']})" if f.waiver and f.waiver_expired else ""
-        failure = ET.SubElement(case, "failure", message=_shown(f.message + label, one_line), type=f.severity)
-        failure.text = _shown(
-            f"{f.message}{label}\nrule: {rule_id}\nseverity: {f.severity}\nstatus: {f.status}\n"
-            f"cluster: {f.cluster_id}\ncolumns: {', '.join(f.columns)}\nfingerprint: {f.fingerprint}"
+        failure = ET.SubElement(case, "failure", message=_shown(f.message + label), type=f.severity)
+        # one line per field, each field on its line: a line break in a name cannot add a field
+        lines = (
+            f.message + label,
+            f"rule: {rule_id}",
+            f"severity: {f.severity}",
+            f"status: {f.status}",
+            f"cluster: {f.cluster_id}",
+            f"columns: {', '.join(f.columns)}",
+            f"fingerprint: {f.fingerprint}",
         )
+        failure.text = "\n".join(_shown(line) for line in lines)
     return case
 
 
-def _shown(text: str, show: Callable[[str], str] = visible) -> str:
-    return xml_text(show(text))  # after one_line or visible, only U+FFFE and U+FFFF are left to escape
+def _shown(text: str, show: Callable[[str], str] = one_line) -> str:
+    return xml_text(show(text))  # after one_line, only U+FFFE and U+FFFF are left to escape
 
 
 def _cases_text(cases: list[ET.Element]) -> str:

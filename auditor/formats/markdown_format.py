@@ -21,12 +21,16 @@ MAX_ROWS = 200
 ICONS = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "info": "⬜"}
 
 
-def cell(text: object) -> str:
-    """Text safe inside a Markdown table cell (the one escaper of every Markdown output): whitespace
-    runs (line breaks included) as one space, other control and invisible characters as visible
-    escapes, inline Markdown (emphasis, code, links, HTML, entities, cell separators) escaped."""
-    value = one_line(" ".join(("" if text is None else str(text)).split()))
-    return _SPECIAL.sub(r"\\\1", value)
+def cell(text: object, *, prose: bool = False) -> str:
+    """Text safe inside a Markdown table cell (the one escaper of every Markdown output): control
+    and invisible characters, line breaks and tabs included, as visible escapes (``a\\x0ab``, so
+    that a name with a line break is not taken for one with a space), inline Markdown (emphasis,
+    code, links, HTML, entities, cell separators) escaped. ``prose`` (text the team wrote, such as a
+    waiver's reason, folded over lines in YAML): whitespace runs become one space first."""
+    value = "" if text is None else str(text)
+    if prose:
+        value = " ".join(value.split())
+    return _SPECIAL.sub(r"\\\1", one_line(value))
 
 
 def _table(findings: list[Finding], limit: int) -> list[str]:
@@ -75,7 +79,7 @@ def format(result: CheckResult) -> str:
         for f in waived[:MAX_ROWS]:
             w = f.waiver or {}
             lines.append(
-                f"| `{f.rule}` | {cell(f.subject)} | {cell(w.get('reason'))} "
+                f"| `{f.rule}` | {cell(f.subject)} | {cell(w.get('reason'), prose=True)} "
                 f"| {cell(w.get('owner'))} | {w.get('expires')} |"
             )
         lines += ["", "</details>", ""]

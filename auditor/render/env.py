@@ -26,7 +26,7 @@ from markupsafe import Markup
 from auditor.errors import ConfigError
 from auditor.paths import reports_dir
 from auditor.render.context import SEVERITIES, display_value, severity_rank
-from auditor.textsafe import visible
+from auditor.textsafe import one_line
 
 
 def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environment:
@@ -64,9 +64,17 @@ def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environm
 
 def _shown(value: Any) -> Any:
     """Every ``{{ value }}``, before escaping: control and invisible characters in plain text (catalog
-    data) show as escapes (:func:`auditor.textsafe.visible`), so that a bidi override cannot reorder
-    what a reviewer reads in the report or an email. Markup built by filters is left as it is."""
-    return visible(value) if type(value) is str else value
+    data), line breaks and tabs included, show as escapes (:func:`auditor.textsafe.one_line`), so
+    that a bidi override cannot reorder what a reviewer reads in the report or an email, nor a line
+    break in a name forge a line of the plain-text email or pass for a space. Text the team wrote
+    over several lines (a rule's description, a waiver's reason) goes through :func:`prose` first.
+    Markup built by filters is left as it is."""
+    return one_line(value) if type(value) is str else value
+
+
+def prose(value: Any) -> str:
+    """Text a person wrote, possibly folded over lines in YAML: whitespace runs as one space."""
+    return "" if value is None else " ".join(str(value).split())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,6 +125,7 @@ FILTERS: dict[str, Any] = {
     "plural": plural,
     "fixed": fixed,
     "value": display_value,
+    "prose": prose,
 }
 
 

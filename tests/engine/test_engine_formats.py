@@ -248,7 +248,8 @@ def test_markdown_escapes_table_cells_and_folds_waivers(result):
     assert "| 0 | 1 | 3 | 2 | 0 | 6 | 0 | 1 | 0 |" in text
     from auditor.formats.markdown_format import cell
 
-    assert cell("a|b\nc *d*") == "a\\|b c \\*d\\*"
+    assert cell("a|b\nc *d*") == "a\\|b\\\\x0ac \\*d\\*"  # a line break is not taken for a space
+    assert cell("moving to\n  the vault *now*", prose=True) == "moving to the vault \\*now\\*"
 
 
 # A column named to act on a terminal (colour, clear screen, window title), to forge a second row
@@ -312,6 +313,44 @@ def test_junit_with_control_characters_in_the_catalog_is_still_xml(sneaky, tmp_p
     case = cases[f"high-sensitivity-without-confidential c-hr/{SHOWN_FQN}"]
     assert case.result[0].message.startswith(f"{SHOWN_FQN} is tagged sensitivity=high but cluster HR\\x00")
     assert "\u202e" not in path.read_text()
+
+
+def test_junit_names_stay_unique_and_bodies_keep_one_field_per_line(engine, snapshot, tmp_path):
+    """Two columns whose names escape alike (a line break, and a real backslash followed by 'x0a')
+    were one case name twice; a line break in a name added a 'status: waived' line to a body."""
+    catalog = [dict(c) for c in CATALOG]
+    ssn = catalog[0]["columns"][0]
+    catalog[0] = {
+        **catalog[0],
+        "columns": [
+            *catalog[0]["columns"],
+            {**ssn, "fullyQualifiedName": "hr.dup\nname\nstatus: waived"},
+            {**ssn, "fullyQualifiedName": "hr.dup\\x0aname\\x0astatus: waived"},
+        ],
+    }
+    snapshot(engine, catalog)
+    path = tmp_path / "report.xml"
+    path.write_text(
+        render(Format.JUNIT, check_run(engine, "latest", load_ruleset(), today=date(2026, 11, 28)))
+    )
+    names = [(case.classname, case.name) for suite in JUnitXml.fromfile(str(path)) for case in suite]
+    assert len(names) == len(set(names))
+    rule = "high-sensitivity-without-confidential"
+    by_name = {case.name: case for suite in JUnitXml.fromfile(str(path)) for case in suite}
+    broken = by_name[f"{rule} c-hr/hr.dup\\x0aname\\x0astatus: waived"]
+    backslashes = by_name[f"{rule} c-hr/hr.dup\\\\x0aname\\\\x0astatus: waived"]
+    assert broken is not backslashes
+    body = broken.result[0].text.splitlines()
+    assert body[0].startswith("hr.dup\\x0aname\\x0astatus: waived is tagged sensitivity=high")
+    assert [line.split(":")[0] for line in body[1:]] == [
+        "rule",
+        "severity",
+        "status",
+        "cluster",
+        "columns",
+        "fingerprint",
+    ]
+    assert body[3] == "status: new"
 
 
 def test_data_formats_keep_catalog_text_exactly(sneaky):

@@ -31,6 +31,7 @@ HOSTILE = (
     "{{ 7*7 }}{% raw %}",
     "Ünïcødé 名前 🚀 \u202e evil",
     '=HYPERLINK("http://evil.example","x")',
+    "crm.forged\n- [critical] forged-rule: a line that is not a finding\tOpen findings: 0",
     "x" * 400,
 )
 

@@ -94,8 +94,11 @@ def test_hostile_values_are_escaped_in_the_email(tmp_path: Path) -> None:
     assert not soup.find_all(["script", "img", "iframe", "svg"])
     assert html.count("<script") == 0
     assert HOSTILE[0] in soup.get_text()
-    # the text part is plain text: shown as is
-    assert HOSTILE[0] in received.get_body(("plain",)).get_content()
+    # the text part is plain text: shown as is, but for characters that would forge a line
+    plain = received.get_body(("plain",)).get_content()
+    assert HOSTILE[0] in plain
+    assert "crm.forged\\x0a- [critical] forged-rule: a line that is not a finding\\x09Open" in plain
+    assert not [line for line in plain.splitlines() if line.startswith("- [critical] forged-rule")]
 
 
 def test_size_budget_cuts_rows_with_an_explicit_note(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from auditor.errors import ConfigError
 from auditor.render.context import build_context
 from auditor.render.env import make_environment
 from auditor.render.report import bundle_from_input, neutralise_cell
-from auditor.textsafe import visible
+from auditor.textsafe import one_line
 
 from .conftest import HOSTILE, hostile_input, scale_input
 
@@ -217,7 +217,9 @@ def test_hostile_catalog_values_render_as_text(tmp_path: Path) -> None:
     assert not [a for a in soup.find_all("a") if not a["href"].startswith("#")]
     page_text = soup.get_text()
     for value in HOSTILE:
-        assert visible(value) in page_text, value[:40]
+        assert one_line(value) in page_text, value[:40]
+    # a line break or a tab in a name is shown as an escape, not passed off as a space
+    assert "crm.forged\\x0a- [critical] forged-rule" in page_text
     # the right-to-left override is shown as an escape, so it cannot reorder what a reviewer reads
     assert "Ünïcødé 名前 🚀 \\u202e evil" in page_text and "\u202e" not in html
     # the 400-character name is shown whole (it is under the clip limit) and wraps instead of overflowing

@@ -220,17 +220,21 @@ def build_message(
     message["X-Auditor-Run"] = str(run_id)
     message.set_content(text)
     message.add_alternative(html, subtype="html")
-    # text attachments as str with an explicit charset (readers decode them right), base64 so that
-    # long lines and any byte survive every relay
+    # Attachments as bytes, base64 (long lines and any byte survive every relay) with an explicit
+    # charset (readers decode them right): given as str, the email package rewrites their line
+    # ends, turning the CSV's CRLF rows (RFC 4180) and the carriage returns inside its values into
+    # line feeds, so the attachment would differ from the file auditor report exports.
     if attach_report:
-        message.add_attachment(
-            bundle.html, subtype="html", charset="utf-8", cte="base64", filename=report_name
-        )
+        _attach_text(message, bundle.html, "html", report_name)
     if attach_csv:
-        message.add_attachment(
-            bundle.findings_csv(), subtype="csv", charset="utf-8", cte="base64", filename=csv_name
-        )
+        _attach_text(message, bundle.findings_csv(), "csv", csv_name)
     return message
+
+
+def _attach_text(message: EmailMessage, text: str, subtype: str, filename: str) -> None:
+    message.add_attachment(
+        text.encode("utf-8"), maintype="text", subtype=subtype, filename=filename, params={"charset": "utf-8"}
+    )
 
 
 def write_eml(message: EmailMessage, path: str | Path) -> Path:

@@ -64,6 +64,12 @@ def test_message_structure_and_headers(sample) -> None:
     assert received["Message-ID"].endswith("@example.org>")
     attachments = {part.get_filename(): part.get_content() for part in received.iter_attachments()}
     assert set(attachments) == {"auditor-report-run3.html", "auditor-findings-run3.csv"}
+    # byte for byte what auditor report writes: the CSV's CRLF rows were rewritten as LF
+    raw = {part.get_filename(): part.get_payload(decode=True) for part in received.iter_attachments()}
+    assert raw["auditor-report-run3.html"] == bundle.html.encode("utf-8")
+    assert raw["auditor-findings-run3.csv"] == bundle.findings_csv().encode("utf-8")
+    assert raw["auditor-findings-run3.csv"].count(b"\r\n") == 8 + 3 + 1
+    assert {part.get_content_charset() for part in received.iter_attachments()} == {"utf-8"}
     assert attachments["auditor-report-run3.html"] == bundle.html
     rows = list(csv.DictReader(io.StringIO(attachments["auditor-findings-run3.csv"])))
     assert len(rows) == 8 + 3

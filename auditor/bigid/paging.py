@@ -167,12 +167,18 @@ def paginate(
         rows = list(page.rows)
         if not rows:
             totals = [t for t in (announced, stats.total) if t is not None and not stats.total_wrong]
-            short = any(stats.fetched < t for t in totals) and (expected is None or expected > stats.fetched)
+            totals_say_more = any(stats.fetched < t for t in totals)
+            # The cluster's size, when given, decides whether the page is asked for again: it says
+            # more exist (and a total that says otherwise disagrees with it), or it agrees with what
+            # arrived (an overstated total alone does not cost a request). Without a size, the totals.
+            short = expected > stats.fetched if expected is not None else totals_say_more
             if short and not reasked:
                 reasked = True
                 stats.empty_reasked += 1
                 continue  # the same skip once more
-            stats.ended_short = short
+            # Empty twice: a shortfall when what was announced, a total or without one the size, says
+            # more (a size above a total that agrees with the rows is a stale size, noted elsewhere).
+            stats.ended_short = short and (totals_say_more or not totals)
             return
         reasked = False
         keys = [key(row) for row in rows]

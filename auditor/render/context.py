@@ -121,7 +121,7 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
     for key, sentence in (
         ("cluster_duplicates", "duplicate cluster rows received (stored once)"),
         ("duplicate_rows", "duplicate column rows received (stored once)"),
-        ("empty_pages_reasked", "empty pages before a cluster's announced total, asked for once more"),
+        ("empty_pages_reasked", "empty pages before what a cluster announced, asked for once more"),
     ):
         if count(key):
             notes.append(f"{count(key):,} {sentence}")

@@ -203,9 +203,9 @@ def shortfall_note(run: RunInfo) -> str | None:
     if count:
         clusters = "1 cluster" if count == 1 else f"{count:,} clusters"
         notes.append(
-            f"in run {run.id}, {clusters} served fewer columns than their totalCount announced; "
-            f"the columns not served were not checked (auditor runs --format json lists them under "
-            f"total_mismatches)"
+            f"in run {run.id}, {clusters} served fewer columns than announced (by their totalCount, "
+            f"or their size where no total came); the columns not served were not checked (auditor "
+            f"runs --format json lists them under total_mismatches and size_mismatches)"
         )
     return "; ".join(notes) or None
 

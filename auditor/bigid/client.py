@@ -42,10 +42,11 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from pydantic import ValidationError
-from requests.adapters import HTTPAdapter
 
 from auditor import secrets
 from auditor.bigid.auth import REFRESH_PATH, SCHEMES, Authenticator
+from auditor.bigid.deadline import AnswerCancelled as _AnswerCancelled
+from auditor.bigid.deadline import AnswerLate, DeadlineAdapter, watching
 from auditor.bigid.envelope import (
     ErrorUnder200,
     NotJson,
@@ -314,7 +315,7 @@ class BigIDClient:
         self.source = options.source_label or self.base_url  # what runs record as their source
         self.session = requests.Session()
         pool = max(options.workers * 2, 10)
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0, pool_block=False)
+        adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0, pool_block=False)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"Accept": "application/json", "User-Agent": _user_agent()})
@@ -710,23 +711,27 @@ class BigIDClient:
                 raise NetworkError(f"GET {path}: cancelled")
             retry_after: float | None = None
             t0 = time.monotonic()
+            deadline = t0 + self._answer_timeout
             try:
-                with self._slots:
-                    response = self.session.get(
-                        url,
-                        params=params,
-                        headers={"Authorization": authorization},
-                        timeout=(self.options.connect_timeout, self.options.read_timeout),
-                        verify=self._verify,
-                        stream=True,
-                        allow_redirects=False,  # see _redirected
-                    )
-                    # Large reads, not ``response.content``'s 10 KB chunks (each a GIL hand-off
-                    # among the worker threads: a third of a snapshot's CPU), bounded in total time.
-                    # Reading to the end returns the connection to the pool.
-                    content = _read_body(
-                        response, t0 + self._answer_timeout, self.options.max_answer_bytes, self._closing
-                    )
+                # The deadline covers the whole answer, headers included (a server may trickle
+                # those a byte at a time too: the read timeout alone would wait for days).
+                with self._slots, watching(deadline, self._closing):
+                    try:
+                        response = self.session.get(
+                            url,
+                            params=params,
+                            headers={"Authorization": authorization},
+                            timeout=(self.options.connect_timeout, self.options.read_timeout),
+                            verify=self._verify,
+                            stream=True,
+                            allow_redirects=False,  # see _redirected
+                        )
+                        # Large reads, not ``response.content``'s 10 KB chunks (each a GIL hand-off
+                        # among the worker threads: a third of a snapshot's CPU), bounded in total
+                        # time. Reading to the end returns the connection to the pool.
+                        content = _read_body(response, deadline, self.options.max_answer_bytes, self._closing)
+                    except AnswerLate:
+                        raise _AnswerTooSlow() from None
             except _AnswerCancelled:
                 self._count(retry=False)  # a request was made, as for every other outcome
                 raise NetworkError(f"GET {path}: cancelled") from None
@@ -859,6 +864,8 @@ class BigIDClient:
         if isinstance(exc, requests.exceptions.ChunkedEncodingError):
             return "the connection broke while reading the answer"
         text = repr(exc).lower()
+        if "got more than" in text and "headers" in text:
+            return "the answer had too many headers (more than 100)"
         if "refused" in text:
             return "connection refused"
         if "reset" in text or "aborted" in text or "remotedisconnected" in text:
@@ -1195,10 +1202,6 @@ READ_CHUNK = 1 << 20  # bytes asked for per read of a body
 
 class _AnswerTooSlow(requests.exceptions.ReadTimeout):
     """The body was still arriving at its deadline (bytes trickling in defeat the read timeout)."""
-
-
-class _AnswerCancelled(Exception):
-    """The client was cancelled (the snapshot is stopping) while an answer was arriving."""
 
 
 class _AnswerTooLarge(Exception):

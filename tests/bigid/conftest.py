@@ -41,6 +41,7 @@ class Reply:
     delay: float = 0.0
     drop: bool = False  # close the connection without answering (a reset)
     trickle: float = 0.0  # send the body one byte at a time, this many seconds apart
+    trickle_headers: float = 0.0  # the same for the status line and headers
 
 
 Handler = Callable[[Request], Reply]
@@ -73,6 +74,18 @@ class Loopback:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                if reply.trickle_headers:
+                    pad = "x" * 200  # ten seconds of headers at 50 ms a byte
+                    head = (
+                        f"HTTP/1.1 {reply.status} OK\r\nX-Pad: {pad}\r\nContent-Length: {len(body)}\r\n\r\n"
+                    )
+                    head = head.encode()
+                    for i in range(len(head)):
+                        self.wfile.write(head[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(reply.trickle_headers)
+                    self.wfile.write(body)
+                    return
                 self.send_response(reply.status)
                 headers = {"Content-Type": "application/json", **reply.headers}
                 for name, value in headers.items():

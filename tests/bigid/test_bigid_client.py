@@ -303,6 +303,26 @@ def test_an_answer_trickling_in_is_cut_at_its_deadline(loopback, make_client):
     )
 
 
+def test_headers_trickling_in_are_cut_at_the_deadline_too(loopback, make_client):
+    """The deadline covered the body only: a server sending its status line and headers a byte at
+    a time (each within the read timeout) held a request for as long as it liked."""
+    loopback.reset(lambda r: Reply(200, [], trickle_headers=0.05))
+    client = make_client(loopback.url, auth_scheme="raw", read_timeout=0.5, answer_timeout=1.0, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(NetworkError) as caught:
+        client.list_clusters()
+    assert time.monotonic() - started < 4
+    assert re.fullmatch(
+        rf"GET {CLUSTERS_PATH} failed: the answer was still arriving after 1 s \(sent too slowly\) "
+        r"\(2 attempts in \d+\.\d s\)",
+        caught.value.message,
+    )
+    loopback.reset(lambda r: Reply(200, [], trickle_headers=0.002))  # slow but in time
+    assert (
+        make_client(loopback.url, auth_scheme="raw", read_timeout=0.5, answer_timeout=5).list_clusters() == []
+    )
+
+
 def test_persistent_resets_end_in_a_network_error(loopback, make_client):
     loopback.reset(lambda r: Reply(drop=True))
     with pytest.raises(NetworkError) as caught:

@@ -68,15 +68,32 @@ class UnknownEnvelope(Exception):
         self.description = description
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def parse_body(content: bytes) -> Any:
-    """Parse JSON whatever the ``Content-Type`` says; raise :class:`NotJson` otherwise."""
+    """Parse JSON whatever the ``Content-Type`` says; raise :class:`NotJson` otherwise.
+
+    A UTF-8 byte order mark before the JSON is skipped (RFC 8259 lets parsers ignore it; some
+    servers send one).
+    """
+    if content.startswith(_BOM):
+        content = content[len(_BOM) :]
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         # a large page may be broken far from its start (a NaN, a bad byte): show that place
         position = exc.pos if isinstance(exc.pos, int) and exc.pos > 60 else 0
-        snippet = _snippet(content) if not position else _excerpt(content, position)
         problem = f"{exc.msg} at character {exc.pos:,}" if isinstance(exc.pos, int) else str(exc.msg)
+        if "not valid UTF-8" in exc.msg:  # orjson does not say where: the decoder does
+            try:
+                content.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                position = bad.start
+                problem = f"not valid UTF-8 at byte {bad.start:,}"
+        elif "depth" in exc.msg.lower():
+            problem = "nested more than 1,024 levels deep, too deep to read (a record may nest 512)"
+        snippet = _snippet(content) if position <= 60 else _excerpt(content, position)
         raise NotJson(looks_like_html(content) or not content.strip(), snippet, problem) from None
 
 

@@ -529,6 +529,27 @@ def test_malformed_json_far_into_a_page_is_shown_where_it_breaks(loopback, make_
     assert "malformed JSON" in caught.value.hint
 
 
+def test_a_byte_order_mark_is_skipped_and_bad_bytes_and_depth_are_said_where(loopback, make_client):
+    """A BOM before the JSON (RFC 8259 lets parsers ignore it) failed the listing as not JSON; a
+    byte that is not UTF-8 was placed 'at character 0'; JSON nested past the parser's limit read as
+    'depth limit exceeded'."""
+    loopback.reset(lambda r: Reply(200, b"\xef\xbb\xbf" + b'[{"id": "k1"}]'))
+    assert [c.id for c, _ in make_client(loopback.url).list_clusters()] == ["k1"]
+    for body, problem in (
+        (b'[{"id": "k1", "name": "caf\xe9 ' + b"x" * 80 + b'"}]', "not valid UTF-8 at byte 26"),
+        (
+            b"[" * 2000 + b"]" * 2000,
+            "nested more than 1,024 levels deep, too deep to read (a record may nest 512)",
+        ),
+    ):
+        loopback.reset(lambda r, body=body: Reply(200, body))
+        with pytest.raises(PayloadError) as caught:
+            make_client(loopback.url).list_clusters()
+        assert caught.value.message.startswith(
+            f"GET {CLUSTERS_PATH} answered 200 with a body that is not JSON ({problem}): "
+        )
+
+
 @pytest.mark.parametrize(
     ("body", "said"),
     [

@@ -429,11 +429,13 @@ def _fetch_columns(
     def cluster_failed(cluster_id: str, exc: BaseException) -> None:
         """Record the cluster failed; raise when the snapshot must stop (see the docstring)."""
         nonlocal remaining
+        if not cluster_scoped(exc):  # a refused key, the store, a bug: the snapshot's failure, not its
+            raise exc
         reason = _reason(exc)
         abandoned.add(cluster_id)  # before anything else: its worker stops at its next page
         writer.finish_cluster(cluster_id, ClusterStats(error=reason))
         failures.append((cluster_id, reason))
-        if max_failed_clusters == 0 or not cluster_scoped(exc):
+        if max_failed_clusters == 0:
             raise exc
         remaining -= 1
         progress.cluster_failed()

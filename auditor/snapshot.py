@@ -47,7 +47,7 @@ from sqlalchemy import Engine
 
 from auditor import secrets
 from auditor.bigid.client import BigIDClient, PageOffload, cluster_too_deep, record_too_deep
-from auditor.bigid.models import RecordTooDeep
+from auditor.bigid.models import Cluster, RecordTooDeep
 from auditor.bigid.paging import PagingStats
 from auditor.errors import (
     ApiError,
@@ -226,7 +226,10 @@ def take_snapshot(
             try:
                 writer.add_cluster(cluster, raw, position)
             except RecordTooDeep as too_deep:
-                raise cluster_too_deep(position, too_deep) from None
+                # Too deep to store, but it has an id: that cluster fails alone, as a record that
+                # does not fit the models does, kept in the run by its id alone.
+                client.last_invalid_clusters[cluster.id] = cluster_too_deep(position, too_deep)
+                writer.add_cluster(Cluster.model_construct(id=cluster.id), {"id": cluster.id}, position)
         progress.start(len(clusters))
         offload = PageOffload(pool, column_rows, _row_key) if pool is not None else None
         _fetch_columns(

@@ -1182,8 +1182,9 @@ def _first_error(exc: ValidationError) -> tuple[int | None, str, str]:
 def _field(raw: Any, names: tuple[str, ...]) -> Any:
     if isinstance(raw, dict):
         for name in names:
-            if raw.get(name) not in (None, ""):
-                return raw[name]
+            value = raw.get(name)
+            if value is not None and not (isinstance(value, str) and not value.strip()):
+                return value
     return None
 
 

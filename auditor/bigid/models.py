@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -270,7 +271,8 @@ class Cluster(_Wire):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, coerce_numbers_to_str=True)
 
-    id: str = Field(min_length=1, validation_alias=AliasChoices("id", "clusterId", "_id", "cluster_id"))
+    # Not blank: an id of spaces would be sent as clusterId=+++, which a lenient tenant answers.
+    id: str = Field(validation_alias=AliasChoices("id", "clusterId", "_id", "cluster_id"))
     name: Str = Field(default=None, validation_alias=AliasChoices("name", "clusterName", "cluster_name"))
     size: Count = None
     labels: StrList = Field(default_factory=list)
@@ -282,6 +284,14 @@ class Cluster(_Wire):
     type: Annotated[
         str | None, BeforeValidator(lambda v: ",".join(map(str, v)) if isinstance(v, list) else v)
     ] = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, value: str) -> str:
+        """An id of spaces would be sent as ``clusterId=+++``, which a lenient tenant answers."""
+        if not value.strip():
+            raise ValueError("the cluster id is empty or blank")
+        return value
 
     @model_validator(mode="before")
     @classmethod

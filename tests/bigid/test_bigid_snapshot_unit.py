@@ -247,13 +247,39 @@ def test_deeply_nested_records_are_stored_or_refused_clearly(loopback, make_clie
     assert run.status == "complete"
     assert stored(engine, run.id)[0] == {("k1", "k1.db.t.c"): column}
 
+    # A cluster record too deep to store fails that cluster alone (it stopped the whole snapshot),
+    # as any listed record with an id that does not fit the models does; the others are stored.
     deep = b"[" * 1000 + b"]" * 1000
-    loopback.reset(lambda r: Reply(200, b'[{"id": "k2", "x": ' + deep + b"}]"))
+
+    def deep_cluster(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            listing = b'[{"id": "k2", "x": ' + deep + b'}, {"id": "k1", "size": 1}]'
+            return Reply(200, listing if request.query["skip"] == "0" else b"[]")
+        return handler(request)
+
+    loopback.reset(deep_cluster)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert caught.value.problems == [
+        f"k2: PayloadError: GET {CLUSTERS_PATH}: cluster 0 (k2): (record): nested more than 512 levels deep"
+    ]
+    run = list_runs(engine)[-1]
+    assert (run.status, run.columns_stored, run.clusters_stored) == ("failed", 1, 1)
+    assert [c for c in loopback.seen if c.path != CLUSTERS_PATH and c.query["clusterId"] == "k2"] == []
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_cluster_with_a_blank_id_stops_the_snapshot_saying_which(loopback, make_client, engine, blank):
+    """An id of spaces passed (sent as clusterId=+++, which a lenient tenant answers with some
+    other columns); like a missing id, there is nothing to record it under."""
+    listing = [{"id": "k1", "size": 0}, {"id": blank, "name": "ghost", "size": 3}]
+    loopback.reset(lambda r: Reply(200, listing if r.path != CLUSTERS_PATH or r.query["skip"] == "0" else []))
     with pytest.raises(PayloadError) as caught:
         take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
     assert caught.value.message == (
-        f"GET {CLUSTERS_PATH}: cluster 0 (k2): (record): nested more than 512 levels deep"
+        f"GET {CLUSTERS_PATH}: cluster 1: id: Value error, the cluster id is empty or blank"
     )
+    assert [r for r in loopback.seen if r.path != CLUSTERS_PATH] == []
     assert list_runs(engine)[-1].status == "failed"
 
 

@@ -861,6 +861,8 @@ class BigIDClient:
             return f"timed out connecting (connect timeout {self.options.connect_timeout:g} s)"
         if isinstance(exc, requests.exceptions.ReadTimeout):
             return f"timed out waiting for the answer (read timeout {self.options.read_timeout:g} s)"
+        if isinstance(exc, _AnswerUndecodable):
+            return f"the answer could not be decoded as its Content-Encoding ({exc}) says"
         if isinstance(exc, requests.exceptions.ChunkedEncodingError):
             return "the connection broke while reading the answer"
         text = repr(exc).lower()
@@ -1205,6 +1207,10 @@ class _AnswerTooSlow(requests.exceptions.ReadTimeout):
     """The body was still arriving at its deadline (bytes trickling in defeat the read timeout)."""
 
 
+class _AnswerUndecodable(requests.exceptions.ChunkedEncodingError):
+    """The body could not be decompressed as its ``Content-Encoding`` says (retried like a cut body)."""
+
+
 class _AnswerTooLarge(Exception):
     """The body, decoded, is larger than the client holds for one answer."""
 
@@ -1254,9 +1260,9 @@ def _read_body(
     except (u3.ProtocolError, u3.IncompleteRead) as exc:
         response.close()
         raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
-    except u3.DecodeError as exc:
+    except u3.DecodeError:
         response.close()
-        raise requests.exceptions.ChunkedEncodingError(str(exc)) from None  # retried like a cut body
+        raise _AnswerUndecodable(response.headers.get("Content-Encoding", "?")) from None  # retried
     except (u3.SSLError, OSError) as exc:
         response.close()
         raise requests.exceptions.ConnectionError(str(exc)) from None

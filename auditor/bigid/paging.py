@@ -200,8 +200,8 @@ def paginate(
                     stats.stopped_on_repeat = True
                     return
                 raise NoProgress(
-                    f"the server returned the same page again at skip={skip} (it ignores skip)"
-                    + (f"; {missing}" if missing else "")
+                    f"the server returned the same page again at skip={skip} (it ignores skip, or its "
+                    "records repeat one key)" + (f"; {missing}" if missing else "")
                 )
             stale += 1
             if stale >= MAX_STALE_PAGES:

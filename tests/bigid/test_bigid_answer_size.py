@@ -125,3 +125,14 @@ def test_the_cli_takes_max_answer_mib_from_flag_and_config(loopback: Loopback, t
     assert configured.returncode == 3 and "larger than 0.5 MiB" in configured.stderr.decode()
     (tmp_path / "auditor.toml").write_text("max_answer_mib = 8\n")
     assert run_auditor("clusters", env=env, cwd=tmp_path).returncode == 0
+
+
+def test_a_body_that_does_not_decompress_is_said_so(loopback: Loopback, make_client):
+    """Garbage under Content-Encoding: gzip read as 'the connection broke while reading the answer'."""
+    loopback.reset(lambda r: Reply(200, b"not gzip at all" * 20, headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(ApiError) as caught:
+        make_client(loopback.url, max_retries=1).list_clusters()
+    assert caught.value.message.startswith(
+        f"GET {CLUSTERS_PATH} failed: the answer could not be decoded as its Content-Encoding (gzip) says "
+        "(2 attempts in "
+    )

@@ -397,7 +397,8 @@ def test_a_repeated_page_does_not_end_a_listing_that_announced_more():
             with pytest.raises(NoProgress) as caught:
                 list(pages)
             assert str(caught.value) == (
-                f"the server returned the same page again at skip=3 (it ignores skip); {said}"
+                "the server returned the same page again at skip=3 (it ignores skip, or its records "
+                f"repeat one key); {said}"
             )
     # nothing announced more, or the total was reached: the repeat ends the listing as before
     for total, expected in ((None, None), (3, None), (None, 3), (3, 10)):
@@ -420,7 +421,8 @@ def test_a_columns_listing_that_ignores_skip_below_the_clusters_size_fails_it(lo
         list(client.fetch_all_columns("c1", size=120))
     assert caught.value.message == (
         f"cluster c1: GET {COLUMNS_PATH} made no progress: the server returned the same page again at "
-        "skip=40 (it ignores skip); the cluster's size says 120, but only 40 arrived"
+        "skip=40 (it ignores skip, or its records repeat one key); the cluster's size says 120, but only "
+        "40 arrived"
     )
     loopback.reset(serve_stream(truth[:40], total=None, cap=40, ignore_skip=True))
     assert len([raw for page in client.fetch_all_columns("c1", size=None) for _, raw in page]) == 40

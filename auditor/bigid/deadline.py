@@ -66,7 +66,7 @@ class _DeadlineSocket:
         self._sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does
         return io.BufferedReader(raw, buffering or io.DEFAULT_BUFFER_SIZE)
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any, *args: Any) -> int:  # args as given: TLS sockets default differently
         if self._cancelled is not None and self._cancelled.is_set():
             raise AnswerCancelled()
         left = self._deadline - time.monotonic()
@@ -74,10 +74,10 @@ class _DeadlineSocket:
             raise AnswerLate()
         timeout = self._sock.gettimeout()
         if timeout is not None and timeout <= left:
-            return self._sock.recv_into(buffer, nbytes, flags)
+            return self._sock.recv_into(buffer, *args)
         self._sock.settimeout(left)  # the wait for these bytes ends at the deadline
         try:
-            return self._sock.recv_into(buffer, nbytes, flags)
+            return self._sock.recv_into(buffer, *args)
         except TimeoutError:
             raise AnswerLate() from None
         finally:

@@ -654,6 +654,21 @@ def test_a_private_ca_is_trusted_through_ca_bundle_only(tls_loopback, make_clien
     assert [c.id for c, _ in trusted.list_clusters()] == ["abc123def456", "ghi789jkl012"]
 
 
+def test_headers_trickling_in_over_tls_are_cut_at_the_deadline_too(tls_loopback, make_client):
+    server, bundle = tls_loopback
+    server.reset(lambda r: Reply(200, TUTORIAL_CLUSTERS, trickle_headers=0.05))
+    client = make_client(
+        server.url, ca_bundle=str(bundle), read_timeout=0.5, answer_timeout=1.0, max_retries=0
+    )
+    started = time.monotonic()
+    with pytest.raises(NetworkError, match=r"the answer was still arriving after 1 s \(sent too slowly\)"):
+        client.list_clusters()
+    assert time.monotonic() - started < 3
+    server.reset(lambda r: Reply(200, TUTORIAL_CLUSTERS, trickle_headers=0.001))  # slow but in time
+    trusted = make_client(server.url, ca_bundle=str(bundle), read_timeout=0.5, answer_timeout=5)
+    assert [c.id for c, _ in trusted.list_clusters()] == ["abc123def456", "ghi789jkl012"]
+
+
 def test_https_to_a_plain_http_server_is_not_blamed_on_the_certificate(loopback, make_client):
     # It said "the TLS certificate could not be verified" and suggested --insecure, even when given.
     url = loopback.url.replace("http://", "https://")

@@ -46,6 +46,7 @@ class EmailOptions:
     eml_path: str | Path | None = None
     attach_report: bool = True
     attach_csv: bool = True
+    cafile: str | Path | None = None  # CA certificates to trust for the SMTP server (a private CA)
 
 
 @dataclass
@@ -140,6 +141,7 @@ def email_report(result: JobResult, email: EmailOptions, *, templates_dir: str |
         attach_report=email.attach_report,
         attach_csv=email.attach_csv,
         templates_dir=templates_dir,
+        cafile=email.cafile,
     )
     if email.smtp_url:
         result.emailed_to = [*email.to, *email.cc]

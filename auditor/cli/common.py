@@ -110,15 +110,19 @@ class Settings:
         *,
         cc: tuple[str, ...] = (),
         flags: tuple[str, str] = ("--to", "--cc"),
-    ) -> tuple[list[str], str | None]:
-        """(recipients, SMTP URL or None for ``--eml``) of an email, checked before any work is done.
+        sender: str | None = None,
+        subject: str | None = None,
+        ca_bundle: str | None = None,
+    ) -> EmailRoute:
+        """Where and how an email goes, checked before any work is done.
 
         ``auditor email`` and ``auditor run`` share it, so a missing recipient or server, both
-        ``--smtp`` and ``--eml``, or a malformed address fails at once (exit 2), never after a
+        ``--smtp`` and ``--eml``, a malformed address, sender, subject or SMTP URL, credentials
+        without their pair, or a CA file that does not load fails at once (exit 2), never after a
         snapshot. ``flags`` names the command's own recipient and copy options in its errors.
         """
         from auditor.errors import ConfigError
-        from auditor.render.email import parse_addresses
+        from auditor.render.email import check_email_settings, parse_addresses
 
         to_flag, cc_flag = flags
         recipients = self.list_value(to, "email_to")
@@ -133,7 +137,23 @@ class Settings:
             raise ConfigError(
                 "no SMTP server: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the message"
             )
-        return recipients, smtp_url
+        route = EmailRoute(
+            recipients,
+            list(cc),
+            self.value(sender, cfg.ENV_EMAIL_FROM, "email_from"),
+            subject,
+            smtp_url,
+            self.value(ca_bundle, None, "smtp_ca_bundle"),
+        )
+        check_email_settings(
+            to=route.to,
+            cc=route.cc,
+            sender=route.sender,
+            subject=route.subject,
+            smtp_url=route.smtp_url,
+            cafile=route.ca_bundle,
+        )
+        return route
 
     def rules_paths(self, flag: tuple[str, ...] | None = None) -> list[Path] | None:
         """``--rules`` or the config's ``rules``; ``None`` means the built-in pack."""
@@ -162,6 +182,29 @@ class Settings:
 
 
 pass_settings = click.make_pass_decorator(Settings)
+
+
+@dataclass(frozen=True)
+class EmailRoute:
+    """An email's checked settings (:meth:`Settings.email_route`); ``smtp_url`` None: ``--eml``."""
+
+    to: list[str]
+    cc: list[str]
+    sender: str | None
+    subject: str | None
+    smtp_url: str | None
+    ca_bundle: str | None
+
+
+def smtp_ca_bundle_option(func):
+    return click.option(
+        "--smtp-ca-bundle",
+        "smtp_ca_bundle",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        metavar="FILE",
+        help="CA certificates to trust for the SMTP server's TLS certificate (config: smtp_ca_bundle).",
+    )(func)
 
 
 def db_option(func):

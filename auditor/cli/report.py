@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from auditor.cli.common import Settings, db_option, pass_settings
-from auditor.config import ENV_EMAIL_FROM
+from auditor.cli.common import Settings, db_option, pass_settings, smtp_ca_bundle_option
 
 if TYPE_CHECKING:
     from auditor.render.report import ReportBundle
@@ -176,12 +175,7 @@ def report_command(
     metavar="URL",
     help="smtp://host[:25], smtp+starttls://host[:587] or smtps://host[:465] (env AUDITOR_SMTP).",
 )
-@click.option(
-    "--smtp-ca-bundle",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="CA certificates to trust for the SMTP server's TLS certificate.",
-)
+@smtp_ca_bundle_option
 @click.option(
     "--eml",
     "eml",
@@ -227,20 +221,23 @@ def email_command(
     """
     from auditor.render.email import deliver_email
 
-    recipients, smtp_url = settings.email_route(to, smtp, eml, cc=cc)
+    route = settings.email_route(
+        to, smtp, eml, cc=cc, sender=sender, subject=subject, ca_bundle=smtp_ca_bundle
+    )
+    smtp_url = route.smtp_url
     bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, False, allow_incomplete)
     message = deliver_email(
         bundle,
-        to=recipients,
-        cc=list(cc),
-        sender=settings.value(sender, ENV_EMAIL_FROM, "email_from"),
-        subject=subject,
+        to=route.to,
+        cc=route.cc,
+        sender=route.sender,
+        subject=route.subject,
         smtp_url=smtp_url,
         eml_path=eml,
         attach_report=attach_report,
         attach_csv=attach_csv,
         templates_dir=settings.templates_dir(templates),
-        cafile=smtp_ca_bundle,
+        cafile=route.ca_bundle,
     )
     everyone = ", ".join(filter(None, (message["To"], message["Cc"])))
     if eml:

@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from auditor.cli.check import SEVERITIES
-from auditor.cli.common import Settings, db_option, pass_settings, setting_type, write_output
+from auditor.cli.common import (
+    Settings,
+    db_option,
+    pass_settings,
+    setting_type,
+    smtp_ca_bundle_option,
+    write_output,
+)
 from auditor.cli.fetch import (
     _max_failed_clusters,
     _max_seconds,
@@ -22,7 +29,6 @@ from auditor.cli.fetch import (
     processes_option,
     skip_cluster_option,
 )
-from auditor.config import ENV_EMAIL_FROM
 from auditor.errors import ConfigError
 from auditor.store.runs import skipped_note
 
@@ -83,6 +89,7 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 @click.option(
     "--smtp", "smtp_url", metavar="URL", help="smtp://host:587, smtps://host:465 (credentials from env)."
 )
+@smtp_ca_bundle_option
 @click.option(
     "--eml", "eml_path", type=click.Path(dir_okay=False), help="Write the email to a file, not SMTP."
 )
@@ -111,6 +118,7 @@ def run_command(
     email_from: str | None,
     subject: str | None,
     smtp_url: str | None,
+    smtp_ca_bundle: str | None,
     eml_path: str | None,
     db: str | None,
     **api: Any,
@@ -135,20 +143,29 @@ def run_command(
     ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path)
     email = None
     if settings.list_value(email_to, "email_to") or eml_path:  # checked now, not after the snapshot
-        recipients, smtp = settings.email_route(
-            email_to, smtp_url, eml_path, cc=email_cc, flags=("--email-to", "--email-cc")
+        route = settings.email_route(
+            email_to,
+            smtp_url,
+            eml_path,
+            cc=email_cc,
+            flags=("--email-to", "--email-cc"),
+            sender=email_from,
+            subject=subject,
+            ca_bundle=smtp_ca_bundle,
         )
         email = EmailOptions(
-            to=recipients,
-            cc=list(email_cc),
-            sender=settings.value(email_from, ENV_EMAIL_FROM, "email_from"),
-            subject=subject,
-            smtp_url=smtp,
+            to=route.to,
+            cc=route.cc,
+            sender=route.sender,
+            subject=route.subject,
+            smtp_url=route.smtp_url,
             eml_path=eml_path,
+            cafile=route.ca_bundle,
         )
-    elif smtp_url or email_cc:  # a mail option without a recipient would send nothing, silently
+    elif smtp_url or email_cc or smtp_ca_bundle:  # a mail option without a recipient sends nothing
+        given = "--smtp" if smtp_url else "--email-cc" if email_cc else "--smtp-ca-bundle"
         raise ConfigError(
-            f"{'--smtp' if smtp_url else '--email-cc'} given, but no recipient",
+            f"{given} given, but no recipient",
             hint="add --email-to ADDR (or email_to in auditor.toml)",
         )
     templates_dir = settings.templates_dir(templates)

@@ -15,10 +15,14 @@ message, and never sent over an unencrypted connection. Failures raise
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import smtplib
+import socket
 import ssl
+import threading
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -43,7 +47,8 @@ ENV_SMTP_PASSWORD = "AUDITOR_SMTP_PASSWORD"  # noqa: S105 - the name of the vari
 DEFAULT_SENDER = "cluster-auditor <cluster-auditor@localhost>"
 DEFAULT_SIZE_BUDGET = 90_000  # bytes of HTML body; Gmail clips messages whose HTML exceeds ~102 KB
 EMAIL_MAX_ROWS = 200  # per section, before the size budget cuts further
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 30.0  # seconds: each wait for the SMTP server
+DEFAULT_DEADLINE = 600.0  # seconds: the whole SMTP session, however the server paces its answers
 DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
 
@@ -100,6 +105,12 @@ def _sections(context: ReportContext, limit: int) -> tuple[EmailSection, ...]:
     return tuple(out)
 
 
+def _has_control(text: str) -> bool:
+    """Line breaks of any kind (U+0085, U+2028 too) and other control characters: a header value
+    holding one is refused by the email package, or would start another header."""
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
+
+
 def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str]:
     """Validate addresses (``a@b.c`` or ``Name <a@b.c>``, comma separated); refuse header injection."""
     if values is None:
@@ -108,17 +119,92 @@ def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str
         values = [values]
     found: list[str] = []
     for value in values:
-        if any(ch in value for ch in "\r\n\0"):
-            raise ConfigError(f"{option}: an address must not contain line breaks")
-        for name, address in getaddresses([value]):
+        if _has_control(value):
+            raise ConfigError(f"{option}: an address must not contain line breaks or control characters")
+        pairs = getaddresses([value])
+        if len(pairs) > value.count(",") + 1:  # 'a@x.org <b@y.org>' read as two: it went to both
+            raise ConfigError(
+                f"{option}: {value!r} holds more than one address",
+                hint="one address per value ('Name <name@example.org>' or name@example.org), or several "
+                "separated by commas",
+            )
+        for name, address in pairs:
             local, at, domain = address.rpartition("@")
             if not at or not local or not domain or " " in address:
                 raise ConfigError(f"{option}: {value!r} is not an email address", hint="use name@example.org")
+            if any(ch in name for ch in "@<>"):  # 'a@x.org <b@y.org>' went to both addresses
+                raise ConfigError(
+                    f"{option}: {value!r}: a display name must not hold an address",
+                    hint="one address per value: 'Name <name@example.org>' or name@example.org",
+                )
             try:
                 found.append(str(Address(display_name=name, addr_spec=address)))
             except (ValueError, IndexError) as exc:
                 raise ConfigError(f"{option}: {value!r} is not an email address ({exc})") from None
     return found
+
+
+def _envelope(
+    to: Sequence[str], cc: Sequence[str], sender: str | None, subject: str | None
+) -> tuple[list[str], list[str], str]:
+    """(recipients, copies, sender) checked, and the subject: ConfigError (exit 2) otherwise."""
+    recipients = parse_addresses(to, "--to")
+    if not recipients:
+        raise ConfigError(
+            "--to: at least one recipient is required", hint="auditor email --to team@example.org"
+        )
+    copies = parse_addresses(cc, "--cc")
+    senders = parse_addresses(sender or DEFAULT_SENDER, "--from")
+    if len(senders) != 1:
+        raise ConfigError("--from: give exactly one sender address")
+    if subject is not None and _has_control(subject):
+        raise ConfigError("--subject: must be one line, without control characters")
+    return recipients, copies, senders[0]
+
+
+def check_email_settings(
+    *,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    sender: str | None = None,
+    subject: str | None = None,
+    smtp_url: str | None = None,
+    cafile: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Everything :func:`deliver_email` would refuse as a usage error (exit 2), checked before any
+    work: a job that emails last must not find out after an hour-long snapshot that its sender,
+    subject, SMTP URL, credentials or CA file were wrong."""
+    _envelope(to, cc, sender, subject)
+    if smtp_url is not None:
+        _credentials(parse_smtp_url(smtp_url), None, None, os.environ if environ is None else environ)
+        _tls_context(cafile)
+
+
+def _credentials(
+    target: SmtpTarget, username: str | None, password: str | None, environ: Mapping[str, str]
+) -> tuple[str | None, str | None]:
+    username = username or target.username or environ.get(ENV_SMTP_USER) or None
+    password = password or environ.get(ENV_SMTP_PASSWORD) or None
+    secrets.register(password)
+    if password and not username:
+        raise ConfigError(f"{ENV_SMTP_PASSWORD} is set but no SMTP user name", hint=f"set {ENV_SMTP_USER}")
+    if username and not password:
+        raise ConfigError(f"no SMTP password for user {username}", hint=f"set {ENV_SMTP_PASSWORD}")
+    if not (username or "").isascii() or not (password or "").isascii():
+        # smtplib sends AUTH in ASCII; it failed with an internal error naming the character
+        raise ConfigError(
+            "the SMTP user name or password holds characters outside ASCII, which the login cannot send",
+            hint=f"check {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD}",
+        )
+    return username, password
+
+
+def _tls_context(cafile: str | Path | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--smtp-ca-bundle: cannot load {cafile} ({exc})") from None
 
 
 def _render_parts(env: jinja2.Environment, context: EmailContext) -> tuple[str, str]:
@@ -185,17 +271,7 @@ def build_message(
     templates_dir: str | Path | None = None,
 ) -> EmailMessage:
     """One message for the run of ``bundle``: text + HTML alternatives and the optional attachments."""
-    recipients = parse_addresses(to, "--to")
-    if not recipients:
-        raise ConfigError(
-            "--to: at least one recipient is required", hint="auditor email --to team@example.org"
-        )
-    copies = parse_addresses(cc, "--cc")
-    senders = parse_addresses(sender or DEFAULT_SENDER, "--from")
-    if len(senders) != 1:
-        raise ConfigError("--from: give exactly one sender address")
-    if subject is not None and any(ch in subject for ch in "\r\n"):
-        raise ConfigError("--subject: must be one line")
+    recipients, copies, the_sender = _envelope(to, cc, sender, subject)
 
     env = make_environment(templates_dir)
     run_id = bundle.context.run.id
@@ -210,12 +286,12 @@ def build_message(
 
     message = EmailMessage()
     message["Subject"] = subject or default_subject(bundle.context)
-    message["From"] = senders[0]
+    message["From"] = the_sender
     message["To"] = ", ".join(recipients)
     if copies:
         message["Cc"] = ", ".join(copies)
     message["Date"] = formatdate(usegmt=True)
-    domain = senders[0].rpartition("@")[2].rstrip(">") or "localhost"
+    domain = the_sender.rpartition("@")[2].rstrip(">") or "localhost"
     message["Message-ID"] = make_msgid(idstring=f"run{run_id}", domain=domain)
     message["X-Auditor-Run"] = str(run_id)
     message.set_content(text)
@@ -272,28 +348,45 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     """``smtp://host[:25]``, ``smtp+starttls://host[:587]`` or ``smtps://host[:465]``.
 
     A user name may be given in the URL; a password may not (it would show in ``ps`` and logs).
+    Errors never repeat the URL: a password holding ``#``, ``/`` or ``?`` ends the URL's authority
+    early, so a parser would read part of it as the host or the port, and print it.
     """
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"--smtp: {url!r} is not a valid URL ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in DEFAULT_PORTS:
         raise ConfigError(
-            f"--smtp: unsupported scheme {parts.scheme or '(none)'!r}",
+            f"--smtp: unsupported scheme {scheme or '(none)'!r}"
+            if sep
+            else "--smtp: not a URL (no scheme://)",
             hint="use smtp://host:25 (STARTTLS when offered), smtp+starttls://host:587 or smtps://host:465",
         )
-    if parts.password is not None:
+    # The user information ends at the last '@' (a password may hold any other character).
+    userinfo, at, hostport = rest.rpartition("@")
+    if at and ":" in userinfo:
         raise ConfigError(
             "--smtp: the URL must not contain a password",
             hint=f"put it in the {ENV_SMTP_PASSWORD} environment variable instead",
         )
+    shown = f"{scheme}://{'…@' if at else ''}{hostport}"
+    if at and any(ch in userinfo for ch in "/?#"):  # a path or query holding an '@', not a user
+        raise ConfigError("--smtp: the URL takes no path, query or fragment", hint="smtp://host:port")
+    try:
+        parts = urlsplit(f"{scheme}://{hostport.rstrip('/')}")
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"--smtp: {shown!r} is not a valid URL (check the host and the port)") from None
+    if parts.query or parts.fragment or parts.path:
+        raise ConfigError(f"--smtp: {shown!r} takes no path, query or fragment", hint="smtp://host:port")
     if not parts.hostname:
         raise ConfigError(f"--smtp: {scheme}:// needs a host name")
-    if parts.path not in ("", "/") or parts.query:
-        raise ConfigError("--smtp: the URL takes no path or query", hint="smtp://host:port")
-    username = unquote(parts.username) if parts.username else None
+    if port == 0:
+        raise ConfigError(f"--smtp: {shown!r}: the port must be 1-65535")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ConfigError(f"--smtp: {parts.hostname!r} is not a valid host name") from None
+    username = unquote(userinfo) if at and userinfo else None
     return SmtpTarget(scheme, parts.hostname, port or DEFAULT_PORTS[scheme], username)
 
 
@@ -304,84 +397,164 @@ def send(
     username: str | None = None,
     password: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
     cafile: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> None:
     """Send ``message`` to its To and Cc recipients through the server at ``smtp_url``.
 
     Credentials: ``username``/``password`` if given, else the URL's user name and the environment
-    (``AUDITOR_SMTP_USER``, ``AUDITOR_SMTP_PASSWORD``). ``cafile`` trusts a private CA.
+    (``AUDITOR_SMTP_USER``, ``AUDITOR_SMTP_PASSWORD``). ``cafile`` trusts a private CA. ``timeout``
+    bounds each wait for the server; ``deadline`` the whole session (a server answering a line at
+    a time, each within the timeout, would otherwise hold a scheduled job for ever).
     """
     target = parse_smtp_url(smtp_url)
-    environ = os.environ if environ is None else environ
-    username = username or target.username or environ.get(ENV_SMTP_USER) or None
-    password = password or environ.get(ENV_SMTP_PASSWORD) or None
-    secrets.register(password)
-    if password and not username:
-        raise ConfigError(f"{ENV_SMTP_PASSWORD} is set but no SMTP user name", hint=f"set {ENV_SMTP_USER}")
-    if username and not password:
-        raise ConfigError(f"no SMTP password for user {username}", hint=f"set {ENV_SMTP_PASSWORD}")
-    try:
-        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"--smtp-ca-bundle: cannot load {cafile} ({exc})") from None
+    username, password = _credentials(target, username, password, os.environ if environ is None else environ)
+    context = _tls_context(cafile)
 
     where = target.where
+    client: smtplib.SMTP = (
+        smtplib.SMTP_SSL(timeout=timeout, context=context)
+        if target.scheme == "smtps"
+        else smtplib.SMTP(timeout=timeout)
+    )
+    late = threading.Event()
+
+    def cut_short() -> None:  # wakes the read in progress: the server sees the connection end
+        late.set()
+        sock = client.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(deadline, cut_short)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        client: smtplib.SMTP
-        if target.scheme == "smtps":
-            client = smtplib.SMTP_SSL(target.host, target.port, timeout=timeout, context=context)
-        else:
-            client = smtplib.SMTP(target.host, target.port, timeout=timeout)
-        with client:
-            client.ehlo()
-            encrypted = target.scheme == "smtps"
+        # Connected after the watchdog starts (the greeting is read inside connect). smtplib takes
+        # the host name that TLS verifies (SNI, the certificate) from the constructor's argument,
+        # which connecting later leaves empty: it is set as the constructor would have.
+        client._host = target.host  # type: ignore[attr-defined]
+        client.connect(target.host, target.port)
+        client.ehlo_or_helo_if_needed()  # EHLO, else HELO (a server that only speaks HELO)
+        encrypted = target.scheme == "smtps"
+        if not encrypted:
+            if client.has_extn("starttls"):
+                client.starttls(context=context)
+                client.ehlo()
+                encrypted = True
+            elif target.scheme == "smtp+starttls":
+                raise DeliveryError(
+                    f"{where}: the server does not offer STARTTLS",
+                    hint="use smtps:// for implicit TLS, or smtp:// to allow an unencrypted connection",
+                )
+        if username:
             if not encrypted:
-                if client.has_extn("starttls"):
-                    client.starttls(context=context)
-                    client.ehlo()
-                    encrypted = True
-                elif target.scheme == "smtp+starttls":
-                    raise DeliveryError(
-                        f"{where}: the server does not offer STARTTLS",
-                        hint="use smtps:// for implicit TLS, or smtp:// to allow an unencrypted connection",
-                    )
-            if username:
-                if not encrypted:
-                    raise DeliveryError(
-                        f"{where}: refusing to send the SMTP password over an unencrypted connection",
-                        hint="the server offers no STARTTLS: use smtps://, or send without credentials",
-                    )
-                client.login(username, password or "")
-            log.debug("sending message %s via %s", message.get("Message-ID"), where)
-            refused = client.send_message(message)
-    except smtplib.SMTPAuthenticationError as exc:
-        raise DeliveryError(
-            f"{where}: the server refused the login of {username} ({exc.smtp_code})",
-            hint=f"check {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD}",
-        ) from None
-    except smtplib.SMTPRecipientsRefused as exc:
-        raise DeliveryError(
-            f"{where}: every recipient was refused: {', '.join(sorted(exc.recipients))}"
-        ) from None
-    except smtplib.SMTPSenderRefused as exc:
-        raise DeliveryError(f"{where}: the sender {exc.sender} was refused ({exc.smtp_code})") from None
-    except smtplib.SMTPResponseException as exc:
-        detail = secrets.scrub(_decode(exc.smtp_error))
-        raise DeliveryError(f"{where}: the server answered {exc.smtp_code} {detail}") from None
-    except smtplib.SMTPException as exc:
-        raise DeliveryError(f"{where}: {secrets.scrub(str(exc)) or type(exc).__name__}") from None
-    except ssl.SSLError as exc:
-        raise DeliveryError(
-            f"{where}: TLS failed: {exc.reason or exc}",
-            hint="if the server uses a private CA, pass it with --smtp-ca-bundle FILE",
-        ) from None
-    except TimeoutError:
-        raise DeliveryError(f"{where}: timed out after {timeout:g} s") from None
-    except OSError as exc:
-        raise DeliveryError(f"{where}: cannot connect: {exc.strerror or exc}") from None
+                raise DeliveryError(
+                    f"{where}: refusing to send the SMTP password over an unencrypted connection",
+                    hint="the server offers no STARTTLS: use smtps://, or send without credentials",
+                )
+            client.login(username, password or "")
+        log.debug("sending message %s via %s", message.get("Message-ID"), where)
+        refused = client.send_message(message)
+        # Sent: a server answering QUIT oddly (or not at all) must not turn a delivery into a failure.
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+    except DeliveryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each kind is worded by _delivery_error
+        if late.is_set():
+            raise DeliveryError(
+                f"{where}: the server did not finish within {deadline:g} s (it answers too slowly)"
+            ) from None
+        raise _delivery_error(exc, where, username, timeout, message) from None
+    finally:
+        watchdog.cancel()
+        client.close()
     if refused:
-        raise DeliveryError(f"{where}: some recipients were refused: {', '.join(sorted(refused))}")
+        raise DeliveryError(
+            f"{where}: some recipients were refused: {_refusals(refused)}; the message was delivered to "
+            f"{', '.join(_accepted(message, refused))}",
+            hint="send it again to the refused ones only: auditor email --run ID --to ADDR",
+        )
+
+
+def _delivery_error(
+    exc: Exception, where: str, username: str | None, timeout: float, message: EmailMessage
+) -> Exception:
+    """The DeliveryError (exit 3) saying what failed in the SMTP session, with the server's words."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return DeliveryError(
+            f"{where}: the server refused the login of {username} ({_said(exc.smtp_code, exc.smtp_error)})",
+            hint=f"check {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD}",
+        )
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        if any(code == 421 for code, _ in exc.recipients.values()):  # the server ended the session
+            return DeliveryError(
+                f"{where}: the server closed the session while taking the recipients "
+                f"({_refusals(exc.recipients)}); nothing was delivered"
+            )
+        return DeliveryError(f"{where}: every recipient was refused: {_refusals(exc.recipients)}")
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        said = _said(exc.smtp_code, exc.smtp_error)
+        if exc.smtp_code == 552:
+            return DeliveryError(
+                f"{where}: the message is larger than the server accepts ({said})",
+                hint="send it without the attachments, or raise the server's message size limit",
+            )
+        if exc.smtp_code == 530:
+            return DeliveryError(
+                f"{where}: the server wants a login first ({said})",
+                hint=f"set {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD}",
+            )
+        return DeliveryError(f"{where}: the sender {exc.sender} was refused ({said})")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return DeliveryError(f"{where}: the server answered {_said(exc.smtp_code, exc.smtp_error)}")
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc):
+        return DeliveryError(f"{where}: timed out after {timeout:g} s")
+    if isinstance(exc, smtplib.SMTPException):
+        return DeliveryError(f"{where}: {secrets.scrub(str(exc)) or type(exc).__name__}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if "mismatch" in str(exc.verify_message or exc).lower():
+            return DeliveryError(
+                f"{where}: TLS failed: the server's certificate is not for this host name "
+                f"({exc.verify_message})",
+                hint="connect by the host name the certificate names",
+            )
+        return DeliveryError(
+            f"{where}: TLS failed: the certificate could not be verified "
+            f"({exc.verify_message or exc.reason})",
+            hint="if the server uses a private CA, pass it with --smtp-ca-bundle FILE",
+        )
+    if isinstance(exc, ssl.SSLError):
+        if "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc).lower():
+            return DeliveryError(
+                f"{where}: the server did not answer in TLS",
+                hint="smtps:// is for implicit TLS (port 465); use smtp:// or smtp+starttls:// "
+                "(port 25 or 587)",
+            )
+        return DeliveryError(f"{where}: TLS failed: {exc.reason or exc}")
+    if isinstance(exc, TimeoutError):
+        return DeliveryError(f"{where}: timed out after {timeout:g} s")
+    if isinstance(exc, OSError):
+        return DeliveryError(f"{where}: cannot connect: {exc.strerror or exc}")
+    if isinstance(exc, UnicodeError):  # a host name the IDNA codec refuses
+        return DeliveryError(f"{where}: cannot connect: the host name is not valid")
+    return exc
+
+
+def _said(code: int, text: bytes | str) -> str:
+    """A server's answer, as it said it: code and text (secrets masked)."""
+    return f"{code} {secrets.scrub(' '.join(_decode(text).split()))}".strip()
+
+
+def _refusals(refused: Mapping[str, tuple[int, bytes | str]]) -> str:
+    return ", ".join(f"{address} ({_said(*answer)})" for address, answer in sorted(refused.items()))
+
+
+def _accepted(message: EmailMessage, refused: Mapping[str, Any]) -> list[str]:
+    headers = [*message.get_all("To", []), *message.get_all("Cc", [])]
+    return [address for _, address in getaddresses(headers) if address not in refused]
 
 
 def _decode(value: bytes | str) -> str:

@@ -299,12 +299,40 @@ def test_a_baseline_of_another_scope_is_named_in_every_output(tmp_path, monkeypa
         # sent nothing, silently (exit 0), where --eml without a recipient was refused
         (["--smtp", "smtp://h"], "error: --smtp given, but no recipient"),
         (["--email-cc", "boss@example.org"], "error: --email-cc given, but no recipient"),
+        # These were found only after the snapshot, the check and the report (exit 2 then hid the gate)
+        (["--email-to", "t@example.org", "--smtp", "http://h"], "error: --smtp: unsupported scheme 'http'"),
+        (
+            ["--email-to", "t@example.org", "--smtp", "smtp://u:Hunter#2@h"],
+            "error: --smtp: the URL must not contain a password",
+        ),
+        (["--email-to", "t@example.org", "--eml", "m.eml", "--email-from", "nobody"], "'nobody' is not an"),
+        (
+            ["--email-to", "t@example.org", "--eml", "m.eml", "--subject", "a\nb"],
+            "--subject: must be one line",
+        ),
+        (
+            ["--email-to", "t@example.org", "--smtp", "smtp://h", "--env", "AUDITOR_SMTP_USER=u"],
+            "error: no SMTP password for user u",
+        ),
+        (
+            ["--email-to", "t@example.org", "--smtp", "smtps://h", "--smtp-ca-bundle", "junk.pem"],
+            "error: --smtp-ca-bundle: cannot load junk.pem",
+        ),
     ],
 )
 def test_email_settings_are_checked_before_anything_is_fetched(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AUDITOR_SMTP", raising=False)
+    monkeypatch.delenv("AUDITOR_SMTP_USER", raising=False)
+    monkeypatch.delenv("AUDITOR_SMTP_PASSWORD", raising=False)
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    if "--env" in args:  # the environment, as a scheduler would set it
+        at = args.index("--env")
+        name, value = args[at + 1].split("=", 1)
+        monkeypatch.setenv(name, value)
+        args = args[:at] + args[at + 2 :]
     result = invoke(["run", *args])
+    assert "Hunter" not in result.output
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert not (tmp_path / "auditor.db").exists()  # no run was taken, nothing to report late

@@ -257,6 +257,24 @@ def test_email_over_smtp_with_starttls_login(database: str, smtp_server, tls_fil
     assert PASSWORD not in result.stdout + result.stderr
 
 
+def test_auditor_run_trusts_a_private_ca_for_smtp(
+    tmp_path: Path, smtp_server, tls_files, monkeypatch
+) -> None:
+    """auditor run had no --smtp-ca-bundle, while its TLS error's hint named that very option."""
+    monkeypatch.chdir(tmp_path)
+    host, port, received = smtp_server(tls="implicit", cert=tls_files)
+    args = ("run", "--db", "a.db", "--email-to", "team@example.org", "--smtp", f"smtps://{host}:{port}")
+    refused = invoke(*args)
+    assert refused.exit_code == 3
+    assert "hint: if the server uses a private CA, pass it with --smtp-ca-bundle FILE" in refused.stderr
+    result = invoke(*args, "--smtp-ca-bundle", str(tls_files[0]))
+    assert result.exit_code == 0, result.stderr
+    assert received.event.wait(5)
+    assert "emailed the report to team@example.org" in result.stderr
+    (tmp_path / "auditor.toml").write_text(f'smtp_ca_bundle = "{tls_files[0]}"\n')  # or from the config
+    assert invoke(*args).exit_code == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

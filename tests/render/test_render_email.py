@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import email
 import email.policy
 import io
 import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +138,37 @@ def test_size_budget_cuts_rows_with_an_explicit_note(tmp_path: Path) -> None:
     [
         ({"to": []}, "--to: at least one recipient is required"),
         ({"to": ["not-an-address"]}, "--to: 'not-an-address' is not an email address"),
-        ({"to": ["a@example.org\r\nBcc: evil@example.org"]}, "--to: an address must not contain line breaks"),
-        ({"to": ["a@example.org"], "subject": "x\r\nBcc: evil@example.org"}, "--subject: must be one line"),
+        (
+            {"to": ["a@example.org\r\nBcc: evil@example.org"]},
+            "--to: an address must not contain line breaks or control characters",
+        ),
+        (
+            {"to": ["a@example.org"], "subject": "x\r\nBcc: evil@example.org"},
+            "--subject: must be one line, without control characters",
+        ),
         ({"to": ["a@example.org"], "sender": "a@x.org, b@y.org"}, "--from: give exactly one sender address"),
+        # vertical tab, U+2028, NEL: internal errors from the email package before
+        (
+            {"to": ["a@example.org"], "subject": "x\x0bBcc: e@x.org"},
+            "--subject: must be one line, without control characters",
+        ),
+        (
+            {"to": ["a@example.org"], "subject": "x\u2028y"},
+            "--subject: must be one line, without control characters",
+        ),
+        (
+            {"to": ["Name\x85Bcc: e@x.org <a@example.org>"]},
+            "--to: an address must not contain line breaks or control characters",
+        ),
+        # one value, two addresses: the message went to both
+        (
+            {"to": ['"a@example.org" <b@evil.example>']},
+            "--to: '\"a@example.org\" <b@evil.example>': a display name must not hold an address",
+        ),
+        (
+            {"to": ["a@example.org <b@evil.example>"]},
+            "--to: 'a@example.org <b@evil.example>' holds more than one address",
+        ),
     ],
 )
 def test_bad_addresses_are_usage_errors(sample, kwargs: dict[str, Any], error: str) -> None:
@@ -220,7 +253,10 @@ def test_send_with_starttls_and_login_never_logs_the_password(
             cafile=tls_files[0],
             environ={**environ, "AUDITOR_SMTP_PASSWORD": wrong},
         )
-    assert raised.value.message == f"smtp://{host}:{port}: the server refused the login of mailer (535)"
+    assert raised.value.message == (
+        f"smtp://{host}:{port}: the server refused the login of mailer (535 5.7.8 Authentication credentials "
+        "invalid)"
+    )
     captured = capsys.readouterr()
     everything = caplog.text + captured.out + captured.err + raised.value.message + str(raised.value.hint)
     assert PASSWORD not in everything and wrong not in everything
@@ -241,7 +277,9 @@ def test_tls_errors_and_refusals_are_delivery_errors(sample, smtp_server, tls_fi
     # the self-signed certificate is not trusted without --smtp-ca-bundle
     with pytest.raises(DeliveryError) as raised:
         send(message, f"smtp://{host}:{port}", environ={})
-    assert raised.value.message.startswith(f"smtp://{host}:{port}: TLS failed: CERTIFICATE_VERIFY_FAILED")
+    assert raised.value.message == (
+        f"smtp://{host}:{port}: TLS failed: the certificate could not be verified (self-signed certificate)"
+    )
     assert raised.value.hint == "if the server uses a private CA, pass it with --smtp-ca-bundle FILE"
     plain_host, plain_port, _ = smtp_server()
     with pytest.raises(DeliveryError) as raised:
@@ -265,6 +303,106 @@ def test_tls_errors_and_refusals_are_delivery_errors(sample, smtp_server, tls_fi
     with pytest.raises(DeliveryError) as raised:
         send(message, f"smtp://127.0.0.1:{closed}", environ={}, timeout=5)
     assert raised.value.message == f"smtp://127.0.0.1:{closed}: cannot connect: Connection refused"
+    # implicit TLS to a plain server: not a certificate problem, and no private-CA hint
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtps://{plain_host}:{plain_port}", environ={}, timeout=5)
+    assert raised.value.message == f"smtps://{plain_host}:{plain_port}: the server did not answer in TLS"
+    assert raised.value.hint.startswith("smtps:// is for implicit TLS (port 465)")
+
+
+def _scripted_smtp(script: Callable[[socket.socket], None]) -> tuple[str, int]:
+    """A one-connection SMTP server on loopback that plays ``script`` on the accepted socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection, listener, contextlib.suppress(OSError):
+            script(connection)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()
+
+
+def _dialogue(
+    replies: dict[bytes, bytes], greeting: bytes = b"220 hi\r\n"
+) -> Callable[[socket.socket], None]:
+    """Answer each command by its first word (b"EHLO", b"RCPT:b@x.org", ...); DATA takes the message."""
+
+    def play(connection: socket.socket) -> None:
+        connection.sendall(greeting)
+        reader = connection.makefile("rb")
+        while line := reader.readline():
+            word = line.split()[0].upper() if line.split() else b""
+            key = word + b":" + line.split(b"<")[1].split(b">")[0] if word == b"RCPT" else word
+            usual = {b"DATA": b"354 go on\r\n", b"QUIT": b"221 bye\r\n"}.get(word, b"250 ok\r\n")
+            answer = replies.get(key, replies.get(word, usual))
+            connection.sendall(answer)
+            if word == b"DATA" and answer.startswith(b"354"):
+                while reader.readline() not in (b".\r\n", b""):
+                    pass
+                connection.sendall(b"250 queued\r\n")
+            if word == b"QUIT" or answer.startswith(b"421"):
+                return
+
+    return play
+
+
+def test_a_server_pacing_its_answers_is_cut_off_at_the_session_deadline(sample) -> None:
+    """A greeting continued a line at a time, each within the timeout, held the job for ever."""
+    message = build_message(bundle_from_input(sample.data), to=["team@example.org"])
+
+    def slow_greeting(connection: socket.socket) -> None:
+        while True:
+            connection.sendall(b"220-still here\r\n")
+            time.sleep(0.2)
+
+    host, port = _scripted_smtp(slow_greeting)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=1, deadline=1.5)
+    assert time.monotonic() - started < 5
+    assert raised.value.message == (
+        f"smtp://{host}:{port}: the server did not finish within 1.5 s (it answers too slowly)"
+    )
+
+
+def test_partial_acceptance_and_refusals_say_who_got_the_message(sample) -> None:
+    message = build_message(
+        bundle_from_input(sample.data), to=["ok@example.org", "bad@example.org"], cc=["cc@example.org"]
+    )
+    host, port = _scripted_smtp(_dialogue({b"RCPT:bad@example.org": b"550 5.1.1 no such user\r\n"}))
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    assert raised.value.message == (
+        f"smtp://{host}:{port}: some recipients were refused: bad@example.org (550 5.1.1 no such user); "
+        "the message was delivered to ok@example.org, cc@example.org"
+    )
+    assert raised.value.hint == "send it again to the refused ones only: auditor email --run ID --to ADDR"
+    # a 421 while taking the recipients ends the session: nothing was delivered
+    host, port = _scripted_smtp(_dialogue({b"RCPT:bad@example.org": b"421 4.3.2 shutting down\r\n"}))
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    assert raised.value.message == (
+        f"smtp://{host}:{port}: the server closed the session while taking the recipients "
+        "(bad@example.org (421 4.3.2 shutting down)); nothing was delivered"
+    )
+    # too large: the server's words, and what to do
+    host, port = _scripted_smtp(_dialogue({b"MAIL": b"552 5.3.4 message size exceeds 50000\r\n"}))
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    assert raised.value.message == (
+        f"smtp://{host}:{port}: the message is larger than the server accepts (552 5.3.4 message size "
+        "exceeds 50000)"
+    )
+
+
+def test_a_server_that_only_speaks_helo_still_gets_the_message(sample) -> None:
+    message = build_message(bundle_from_input(sample.data), to=["team@example.org"])
+    host, port = _scripted_smtp(_dialogue({b"EHLO": b"502 5.5.1 command not recognized\r\n"}))
+    send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    # delivered is delivered, however the server answers QUIT afterwards
+    host, port = _scripted_smtp(_dialogue({b"QUIT": b"250 whatever\r\n"}))
+    send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
 
 
 @pytest.mark.parametrize(
@@ -286,11 +424,27 @@ def test_parse_smtp_url(url: str, expected: tuple[Any, ...]) -> None:
         ("http://mail.example.org", "--smtp: unsupported scheme 'http'"),
         ("smtp://user:pw@mail.example.org", "--smtp: the URL must not contain a password"),
         ("smtp://", "--smtp: smtp:// needs a host name"),
-        ("smtp://mail.example.org/path", "--smtp: the URL takes no path or query"),
+        (
+            "smtp://mail.example.org/path",
+            "--smtp: 'smtp://mail.example.org/path' takes no path, query or fragment",
+        ),
         (
             "smtp://mail.example.org:99999",
-            "--smtp: 'smtp://mail.example.org:99999' is not a valid URL (Port out of range 0-65535)",
+            "--smtp: 'smtp://mail.example.org:99999' is not a valid URL (check the host and the port)",
         ),
+        # A password holding '#', '/' or '?' ended the authority early: it was printed whole (as a
+        # port that is not a number), or half of it was taken for the host and port.
+        ("smtps://mailer:Hunter#2secret@localhost:2529", "--smtp: the URL must not contain a password"),
+        ("smtp://mailer:1234#Tr0ub4dor@mail.example.org:587", "--smtp: the URL must not contain a password"),
+        ("smtp://mailer:a/b?c@mail.example.org", "--smtp: the URL must not contain a password"),
+        ("smtp://mail.example.org:0", "--smtp: 'smtp://mail.example.org:0': the port must be 1-65535"),
+        (
+            "smtp://mail.example.org:2525#x",
+            "--smtp: 'smtp://mail.example.org:2525#x' takes no path, query or fragment",
+        ),
+        ("smtp://a..b:25", "--smtp: 'a..b' is not a valid host name"),
+        ("smtp://h/p@x", "--smtp: the URL takes no path, query or fragment"),
+        ("mail.example.org:25", "--smtp: not a URL (no scheme://)"),
     ],
 )
 def test_bad_smtp_urls(url: str, error: str) -> None:

@@ -59,6 +59,10 @@ HASH = String(32)  # hex of a 16-byte BLAKE2b digest
 # A column version's surrogate key: BIGINT on PostgreSQL, and exactly INTEGER on SQLite, where
 # "INTEGER PRIMARY KEY" makes the column the table's rowid (no separate key b-tree).
 VERSION_ID = BigInteger().with_variant(Integer(), "sqlite")
+# A count the API announced (a cluster's size, a totalCount, their sums): BIGINT on PostgreSQL
+# (migration 0005), whose INTEGER stops at 2**31 - 1, where SQLite's holds any count the client
+# takes (up to 2**53 - 1): a tenant announcing three billion failed the whole snapshot there only.
+ANNOUNCED = BigInteger().with_variant(Integer(), "sqlite")
 
 RUN_RUNNING = "running"
 RUN_COMPLETE = "complete"
@@ -76,9 +80,9 @@ runs = Table(
     Column("cluster_filter", Text),  # the ``filter`` passed to GET /clusters, if any
     Column("auth_scheme", String(16)),  # bearer | raw | refresh: the scheme that worked
     Column("tool_version", String(32), nullable=False),
-    Column("clusters_announced", Integer),  # how many clusters the API listed
+    Column("clusters_announced", ANNOUNCED),  # how many clusters the API listed
     Column("clusters_stored", Integer),
-    Column("columns_announced", Integer),  # sum over clusters of the best announced count
+    Column("columns_announced", ANNOUNCED),  # sum over clusters of the best announced count
     Column("columns_stored", Integer),
     Column("requests", Integer),
     Column("retries", Integer),
@@ -93,7 +97,7 @@ cluster_versions = Table(
     Column("hash", HASH, primary_key=True),
     Column("cluster_id", Text, nullable=False),
     Column("name", Text),
-    Column("size", Integer),
+    Column("size", ANNOUNCED),
     Column("severity", Text),
     Column("status", Text),
     Column("created_at", Text),
@@ -164,8 +168,8 @@ run_clusters = Table(
     Column("cluster_id", Text, nullable=False),
     Column("cluster_hash", HASH, ForeignKey("cluster_versions.hash"), nullable=False),
     Column("position", Integer, nullable=False),  # order in which the API listed the cluster
-    Column("size_announced", Integer),  # the cluster's ``size``
-    Column("total_announced", Integer),  # ``totalCount`` of the columns endpoint, if it gave one
+    Column("size_announced", ANNOUNCED),  # the cluster's ``size``
+    Column("total_announced", ANNOUNCED),  # ``totalCount`` of the columns endpoint, if it gave one
     Column("columns_fetched", Integer),  # distinct columns stored
     Column("duplicate_rows", Integer),  # rows received again (same fqn) and not stored twice
     Column("pages", Integer),

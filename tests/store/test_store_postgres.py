@@ -240,3 +240,30 @@ def test_keys_in_binds_one_array_and_finds_what_in_finds(fresh_postgres):
             )
     finally:
         engine.dispose()
+
+
+def test_counts_past_32_bits_are_stored_on_postgresql_as_on_sqlite(fresh_postgres, tmp_path):
+    """A cluster announcing three billion columns: SQLite stored it, PostgreSQL failed the whole
+    snapshot ("integer out of range"), its INTEGER stopping at 2**31 - 1 (migration 0005)."""
+    from sqlalchemy import select
+
+    from auditor.store.schema import cluster_versions, run_clusters
+
+    catalog = make_catalog(2, 2)
+    catalog[0][0]["size"] = 3_000_000_000
+    stored = []
+    for target in (str(tmp_path / "a.db"), fresh_postgres):
+        engine = store_db.open_database(target)
+        try:
+            run_id = write_catalog(engine, catalog)
+            with engine.connect() as connection:
+                sizes = connection.execute(
+                    select(cluster_versions.c.size).order_by(cluster_versions.c.size)
+                ).scalars()
+                announced = connection.execute(
+                    select(run_clusters.c.size_announced).where(run_clusters.c.run_id == run_id)
+                ).scalars()
+                stored.append((sorted(sizes), sorted(announced), resolve_run(engine, run_id).status))
+        finally:
+            engine.dispose()
+    assert stored[0] == stored[1] == ([2, 3_000_000_000], [2, 3_000_000_000], "complete")

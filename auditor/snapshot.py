@@ -47,7 +47,7 @@ from sqlalchemy import Engine
 
 from auditor import secrets
 from auditor.bigid.client import BigIDClient, PageOffload, cluster_too_deep, record_too_deep
-from auditor.bigid.models import Cluster, RecordTooDeep
+from auditor.bigid.models import Cluster, RecordKeyTooLong, RecordTooDeep
 from auditor.bigid.paging import PagingStats
 from auditor.errors import (
     ApiError,
@@ -226,6 +226,8 @@ def take_snapshot(
             try:
                 writer.add_cluster(cluster, raw, position)
             except RecordTooDeep as too_deep:
+                if isinstance(too_deep, RecordKeyTooLong):  # no id to keep it under
+                    raise cluster_too_deep(position, too_deep) from None
                 # Too deep to store, but it has an id: that cluster fails alone, as a record that
                 # does not fit the models does, kept in the run by its id alone.
                 client.last_invalid_clusters[cluster.id] = cluster_too_deep(position, too_deep)

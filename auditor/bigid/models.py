@@ -45,6 +45,30 @@ class RecordTooDeep(ValueError):
         self.key = key
 
 
+# The longest keys the store takes, in UTF-8 bytes: a cluster id and a column's fullyQualifiedName
+# together make the membership's primary key, and PostgreSQL refuses an index entry over 2,704
+# bytes (the whole snapshot failed there, while SQLite stored it). Real keys are a few dozen bytes.
+MAX_CLUSTER_ID_BYTES = 512
+MAX_FQN_BYTES = 2048
+
+
+class RecordKeyTooLong(RecordTooDeep):
+    """A record whose key (cluster id or fqn) is longer than the store takes as a key."""
+
+    def __init__(self, key: str, limit: int) -> None:
+        ValueError.__init__(
+            self, f"its key is {len(key.encode()):,} bytes long, more than the {limit:,} stored"
+        )
+        self.key = key if len(key) <= 80 else key[:80] + "…"
+
+
+def check_key(key: str, limit: int) -> None:
+    """Raise :class:`RecordKeyTooLong` when ``key`` is more than ``limit`` UTF-8 bytes (a length
+    check first: no encoding for the usual short key)."""
+    if len(key) * 4 > limit and len(key.encode()) > limit:
+        raise RecordKeyTooLong(key, limit)
+
+
 def nesting_depth(value: Any) -> int:
     """Levels of lists and objects in ``value`` (0 for a scalar), without recursion."""
     deepest = 0

@@ -35,7 +35,16 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from auditor import __version__
-from auditor.bigid.models import MAX_DEPTH, Cluster, Column, RecordTooDeep, nesting_depth
+from auditor.bigid.models import (
+    MAX_CLUSTER_ID_BYTES,
+    MAX_DEPTH,
+    MAX_FQN_BYTES,
+    Cluster,
+    Column,
+    RecordTooDeep,
+    check_key,
+    nesting_depth,
+)
 from auditor.errors import StoreError
 from auditor.store.db import WRITE_HINT, json_text, keys_in, store_errors
 from auditor.store.runs import WRITER_KEY, writer_identity
@@ -115,6 +124,7 @@ def cluster_record(
     cluster: Cluster, raw: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """(hash, cluster_versions row, cluster_labels rows) for one cluster."""
+    check_key(cluster.id, MAX_CLUSTER_ID_BYTES)
     try:
         blob = canonical_json(raw)  # one serialisation: the hash and the stored raw (as for columns)
     except RecordTooDeep:
@@ -205,6 +215,7 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
     share = _SHARED.setdefault
     if len(_SHARED) > SHARED_VALUES_MAX:
         _SHARED.clear()
+    check_key(column.fullyQualifiedName, MAX_FQN_BYTES)
     try:
         blob = canonical_json(raw)
     except RecordTooDeep:

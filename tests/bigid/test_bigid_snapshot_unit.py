@@ -268,6 +268,43 @@ def test_deeply_nested_records_are_stored_or_refused_clearly(loopback, make_clie
     assert [c for c in loopback.seen if c.path != CLUSTERS_PATH and c.query["clusterId"] == "k2"] == []
 
 
+@pytest.mark.parametrize("processes", [0, 1])
+def test_keys_too_long_to_store_fail_their_cluster_or_stop_the_snapshot(
+    loopback, make_client, engine, processes
+):
+    """A 3,000-byte fullyQualifiedName or a 600-byte cluster id: SQLite stored them, PostgreSQL
+    failed the whole snapshot (an index entry is at most 2,704 bytes there); both now refuse the
+    column (its cluster fails alone) or, for the id, the listing (there is no id to record)."""
+    long_fqn = "s.t." + "é" * 1500  # 3,004 bytes
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            listing = [{"id": "k1", "size": 1}, {"id": "k2", "size": 1}]
+            return Reply(200, listing if request.query["skip"] == "0" else [])
+        fqn = long_fqn if request.query["clusterId"] == "k2" else "s.t.ok"
+        return Reply(
+            200, {"results": [{"fullyQualifiedName": fqn}][int(request.query["skip"]) :], "totalCount": 1}
+        )
+
+    loopback.reset(handler)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=processes)
+    (problem,) = caught.value.problems
+    assert problem.startswith(
+        f"k2: PayloadError: cluster k2: a column (s.t.{'é' * 76}…): (record): its key is "
+    )
+    assert problem.endswith("3,004 bytes long, more than the 2,048 stored")
+    assert list_runs(engine)[-1].columns_stored == 1
+
+    loopback.reset(lambda r: Reply(200, [{"id": "k" * 600, "size": 1}] if r.query.get("skip") == "0" else []))
+    with pytest.raises(PayloadError) as stopped:
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=processes)
+    assert stopped.value.message == (
+        f"GET {CLUSTERS_PATH}: cluster 0 ({'k' * 80}…): (record): its key is 600 bytes long, more than "
+        "the 512 stored"
+    )
+
+
 @pytest.mark.parametrize("blank", ["", "   "])
 def test_a_cluster_with_a_blank_id_stops_the_snapshot_saying_which(loopback, make_client, engine, blank):
     """An id of spaces passed (sent as clusterId=+++, which a lenient tenant answers with some

@@ -254,7 +254,8 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
                 share(attribute.attribute_name, attribute.attribute_name),
                 share(attribute.attribute_original_name, attribute.attribute_original_name),
                 share(attribute.rank, attribute.rank),
-                attribute.calc_confidence_level,
+                # NaN is no confidence: SQLite stored it as NULL, PostgreSQL as NaN above every number
+                confidence if (confidence := attribute.calc_confidence_level) == confidence else None,
                 share(attribute.attribute_type, attribute.attribute_type),
                 share(attribute.attribute_id, attribute.attribute_id),
             )

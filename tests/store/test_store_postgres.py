@@ -267,3 +267,33 @@ def test_counts_past_32_bits_are_stored_on_postgresql_as_on_sqlite(fresh_postgre
         finally:
             engine.dispose()
     assert stored[0] == stored[1] == ([2, 3_000_000_000], [2, 3_000_000_000], "complete")
+
+
+def test_a_confidence_of_nan_is_no_confidence_on_both_stores(fresh_postgres, tmp_path):
+    """'NaN' was NULL in SQLite but NaN in PostgreSQL, which ranks it above every number: a rule
+    'confidence >= 0.9' flagged the column there only."""
+    from sqlalchemy import select
+
+    from auditor.store.schema import column_attributes
+
+    catalog = make_catalog(1, 1)
+    catalog[0][1][0]["attributes"] = [
+        {"attribute_name": "SSN", "calc_confidence_level": "NaN"},
+        {"attribute_name": "Email", "calc_confidence_level": 0.5},
+    ]
+    stored = []
+    for target in (str(tmp_path / "a.db"), fresh_postgres):
+        engine = store_db.open_database(target)
+        try:
+            write_catalog(engine, catalog)
+            with engine.connect() as connection:
+                stored.append(
+                    connection.execute(
+                        select(column_attributes.c.attribute_name, column_attributes.c.confidence).order_by(
+                            column_attributes.c.attribute_name
+                        )
+                    ).all()
+                )
+        finally:
+            engine.dispose()
+    assert [list(map(tuple, rows)) for rows in stored] == [[("Email", 0.5), ("SSN", None)]] * 2

@@ -60,6 +60,7 @@ from auditor.engine.sqlfuncs import (
     TextContains,
     UnicodeLower,
     check_pattern,
+    portable_pattern,
 )
 from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at
 from auditor.store.schema import cluster_labels
@@ -639,7 +640,8 @@ class Compare(Condition):
             return and_(present, TextContains(norm, self._value(self.value, kind)))
         if op == "matches":
             construct = RegexSearch if self.exact else RegexSearchIgnoreCase
-            return and_(present, construct(column, bindparam(None, self.value, unique=True)))
+            pattern = portable_pattern(self.value)
+            return and_(present, construct(column, bindparam(None, pattern, unique=True)))
         return and_(present, ORDERINGS[op](column, bindparam(None, self.value, unique=True)))
 
     def _compile_list(self, row: Row) -> ColumnElement[bool]:

@@ -66,6 +66,16 @@ def check_pattern(pattern: str) -> str | None:
     return _walk(list(parsed), inside_unbounded=False) or _chained(list(parsed))
 
 
+_HEX_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\x([0-9A-Fa-f]{2})")
+
+
+def portable_pattern(pattern: str) -> str:
+    """``pattern`` as both engines read it alike: ``\\xHH`` (two hex digits in Python, every hex digit
+    that follows in PostgreSQL: ``\\x41B`` was ``AB`` on SQLite and U+041B there) spelt
+    ``\\u00HH``, which both read as the one character."""
+    return _HEX_ESCAPE.sub(r"\1\\u00\2", pattern) if "\\x" in pattern else pattern
+
+
 # Shapes Python's re reads one way and PostgreSQL another, or not at all (an error there, exit 3
 # in the middle of an evaluation). Each is matched outside an escape (an even run of backslashes).
 _UNESCAPED = r"(?<!\\)(?:\\\\)*"
@@ -461,7 +471,9 @@ def _regex_default(element: RegexSearch, compiler: Any, **kw: Any) -> str:
 def _regex_pg(element: RegexSearch, compiler: Any, **kw: Any) -> str:
     value, pattern = list(element.clauses)
     operator = "~*" if element.ignore_case else "~"
-    return f"({compiler.process(value, **kw)} {operator} {compiler.process(pattern, **kw)})"
+    # the first MAX_INPUT characters, as on SQLite (a value longer than that matched there only)
+    searched = f"substr({compiler.process(value, **kw)}, 1, {MAX_INPUT})"
+    return f"({searched} {operator} {compiler.process(pattern, **kw)})"
 
 
 SEPARATOR = "\x1f"

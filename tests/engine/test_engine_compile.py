@@ -7,6 +7,7 @@ Each case is a rule condition in YAML and the exact set of subjects it must matc
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -44,6 +45,8 @@ COLUMN_CASES: list[tuple[str, set[str]]] = [
     ("{field: fullyQualifiedName, matches: '^hr\\.emp\\.'}", {"hr.emp.ssn", "hr.emp.name", "hr.emp.notes%"}),
     ("{field: columnName, matches: '^SSN$', case: exact}", {"hr.emp.ssn"}),
     ("{field: columnName, matches: 'card|brand'}", {"fin.card.number", "fin.card.brand"}),
+    # \x63 is 'c' on both: PostgreSQL read \x63a (every hex digit that follows) as U+063A
+    ("{field: columnName, matches: '^\\x63ard'}", {"fin.card.number"}),
     # exists / absent / empty
     ("{field: businessAttribute, exists: true}", {"hr.emp.ssn", "hr.emp.name"}),
     (
@@ -345,6 +348,9 @@ def test_case_insensitive_tests_fold_in_the_database_without_copying_values(engi
     pg = postgresql.dialect()
     assert "lower(" in compiled("{field: columnName, eq: SSN}", pg)
     assert "NOCASE" not in compiled("{field: columnName, eq: SSN}", pg)
+    # values are searched in their first 2,000 characters on PostgreSQL too, as on SQLite
+    searched = compiled("{field: columnName, matches: x}", pg)
+    assert re.search(r"\(substr\(cv_\d+\.column_name, 1, 2000\) ~\* ", searched), searched
 
 
 UNICODE_CATALOG = [

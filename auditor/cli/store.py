@@ -21,10 +21,12 @@ def db_group() -> None:
 @pass_settings
 def db_upgrade(settings: Settings, db: str | None) -> None:
     """Create the database, or upgrade it to the newest schema."""
-    from auditor.store.db import create_db_engine, database_url, display_url, upgrade
+    from auditor.store.db import create_db_engine, database_url, display_url, require_tables, upgrade
 
     url = database_url(settings.db_target(db))
-    before, after = upgrade(create_db_engine(url))
+    engine = create_db_engine(url)
+    before, after = upgrade(engine)
+    require_tables(engine)
     if before == after:
         click.echo(f"{display_url(url)}: already at schema revision {after}")
     else:

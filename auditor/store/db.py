@@ -283,6 +283,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Upgrade the database to ``revision``; return (revision before, revision after)."""
     from alembic import command
 
+    _refuse_foreign(engine)
     try:
         before = current_revision(engine)
         _refuse_unknown(engine, before)
@@ -331,6 +332,8 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
                     head,
                 )
             upgrade(engine)
+        if migrate:
+            require_tables(engine)
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         if unwritable := _unwritable_error(engine, "open", reason):
@@ -345,6 +348,22 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
             f"could not open the database {display_url(url)}: {type(exc).__name__}", hint=reason
         ) from None
     return engine
+
+
+def require_tables(engine: Engine) -> None:
+    """Raise StoreError when a table of the schema is missing (dropped outside cluster-auditor): its
+    schema revision says it is there, so an upgrade would not recreate it, and every command would
+    fail on it with a database error."""
+    from auditor.store.schema import metadata
+
+    missing = sorted(set(metadata.tables) - set(table_names(engine)))
+    if missing:
+        raise StoreError(
+            f"the database {display_url(str(engine.url))} lacks the table"
+            f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} of its schema (schema revision "
+            f"{current_revision(engine)}): it was changed outside cluster-auditor",
+            hint="restore it from a backup, or start a new database (--db)",
+        )
 
 
 def table_names(engine: Engine) -> list[str]:

@@ -119,7 +119,7 @@ def test_another_applications_sqlite_file_is_left_untouched(tmp_path, run_cli):
         "cluster-auditor adds its tables only to a new or empty database"
     )
     assert caught.value.hint == "check --db / AUDITOR_DB, or point it at a new file"
-    for args in (("runs",), ("check",), ("run",)):
+    for args in (("runs",), ("check",), ("run",), ("db", "upgrade")):
         result = run_cli(*args, "--db", str(other))
         assert result.exit_code == 3, (args, result.output)
         assert result.stderr.startswith(f"error: the database sqlite:///{other} belongs to another")
@@ -127,6 +127,24 @@ def test_another_applications_sqlite_file_is_left_untouched(tmp_path, run_cli):
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()  # an empty file is a new database
     assert "runs" in store_db.table_names(store_db.open_database(empty))
+
+
+def test_a_table_dropped_by_hand_is_named_not_met_as_an_internal_error(tmp_path, run_cli):
+    """db upgrade said 'already at schema revision' and check failed with an internal error."""
+    db = str(tmp_path / "a.db")
+    engine = store_db.open_database(db)
+    write_catalog(engine, make_catalog(1, 2))
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE findings"))
+    engine.dispose()
+    message = (
+        f"error: the database sqlite:///{db} lacks the table findings of its schema (schema revision "
+        f"{store_db.head_revision()}): it was changed outside cluster-auditor\n"
+        "hint: restore it from a backup, or start a new database (--db)\n"
+    )
+    for args in (("db", "upgrade"), ("check",), ("runs",)):
+        result = run_cli(*args, "--db", db)
+        assert (result.exit_code, result.stderr) == (3, message), args
 
 
 def test_tables_named_like_ours_in_a_server_database_are_refused(fresh_postgres):

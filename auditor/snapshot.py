@@ -112,6 +112,9 @@ def _leave_out(
     return kept
 
 
+STOP_PATIENCE = 5.0  # seconds a stopped snapshot waits for a lock to mark its run failed
+
+
 def cluster_scoped(exc: BaseException) -> bool:
     """Whether ``exc``, raised while fetching one cluster's columns, concerns only that cluster.
 
@@ -274,7 +277,10 @@ def take_snapshot(
         # in flight keep none of their columns (they stay ``fetching``).
         writer.discard_unfinished()
         try:
-            writer.fail(reason, totals)
+            # Stopped by the user (Ctrl-C, SIGTERM): mark the run failed only if no other writer's
+            # lock holds it up for long; else it is left running, abandoned (auditor db prune).
+            patience = STOP_PATIENCE if isinstance(exc, KeyboardInterrupt) else None
+            writer.fail(reason, totals, patience=patience)
         except StoreError as store_exc:  # the original error matters more; say both in the log
             log.error("could not mark run %s failed: %s", writer.run_id, store_exc)
         progress.close()

@@ -350,6 +350,29 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
     return engine
 
 
+@contextlib.contextmanager
+def bounded_lock_wait(connection: Connection, seconds: float | None) -> Iterator[None]:
+    """Inside the block, statements of ``connection`` wait at most ``seconds`` for another's lock
+    (instead of :data:`SQLITE_BUSY_TIMEOUT_MS`): for work done while the command is being stopped.
+    ``None``: the usual wait. Call it inside a transaction (PostgreSQL's ``SET LOCAL``)."""
+    if seconds is None:
+        yield
+        return
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(seconds * 1000)}")
+        yield
+        return
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(SQLAlchemyError):
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+
 def require_tables(engine: Engine) -> None:
     """Raise StoreError when a table of the schema is missing (dropped outside cluster-auditor): its
     schema revision says it is there, so an upgrade would not recreate it, and every command would

@@ -46,7 +46,7 @@ from auditor.bigid.models import (
     nesting_depth,
 )
 from auditor.errors import StoreError
-from auditor.store.db import WRITE_HINT, json_text, keys_in, store_errors
+from auditor.store.db import WRITE_HINT, bounded_lock_wait, json_text, keys_in, store_errors
 from auditor.store.runs import WRITER_KEY, writer_identity
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -516,13 +516,13 @@ class SnapshotWriter:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Write everything queued, in one transaction."""
+    def flush(self, *, patience: float | None = None) -> None:
+        """Write everything queued, in one transaction (``patience``: see :meth:`fail`)."""
         if not (self._pending_run_clusters or self._pending_rows or self._pending_stats or self._discarded):
             return
         with store_errors(f"could not write run {self.run_id}", WRITE_HINT):
             try:
-                with self.engine.begin() as connection:
+                with self.engine.begin() as connection, bounded_lock_wait(connection, patience):
                     if connection.dialect.name == "sqlite":
                         # content hashes are random keys: a 2 MB default cache thrashes on big runs
                         connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
@@ -628,20 +628,29 @@ class SnapshotWriter:
         self.flush()
         self._end(RUN_COMPLETE, totals, None)
 
-    def fail(self, error: str, totals: RunTotals | None = None) -> None:
-        """Flush what can be flushed and mark the run ``failed`` with ``error``."""
+    def fail(self, error: str, totals: RunTotals | None = None, *, patience: float | None = None) -> None:
+        """Flush what can be flushed and mark the run ``failed`` with ``error``.
+
+        ``patience`` (seconds; a user stopping the command): the last flush and the marking wait at
+        most that long for another writer's lock. Otherwise Ctrl-C or SIGTERM would wait it out
+        (minutes); the run is then left ``running``, and ``auditor db prune`` marks it failed once
+        its process is gone (abandoned).
+        """
         # A flush failure of any kind must not keep the run from being marked failed (it would stay
         # ``running``); the run stays not-complete either way.
         with contextlib.suppress(Exception):
-            self.flush()
-        self._end(RUN_FAILED, totals or RunTotals(), error)
+            self.flush(patience=patience)
+        self._end(RUN_FAILED, totals or RunTotals(), error, patience=patience)
 
-    def _end(self, status: str, totals: RunTotals, error: str | None) -> None:
+    def _end(
+        self, status: str, totals: RunTotals, error: str | None, *, patience: float | None = None
+    ) -> None:
         if self._closed:
             return
         with (
             store_errors(f"could not finish run {self.run_id}", WRITE_HINT),
             self.engine.begin() as connection,
+            bounded_lock_wait(connection, patience),
         ):
             details = (
                 connection.execute(select(runs.c.details).where(runs.c.id == self.run_id)).scalar() or {}

@@ -264,3 +264,50 @@ def test_sigterm_fails_the_run_stops_the_decoders_and_exits_143(sandbox, tmp_pat
     with sqlite3.connect(db) as check:
         runs = check.execute("select status, error from runs").fetchall()
     assert runs == [("failed", "terminated (SIGTERM)")]
+
+
+def test_sigterm_while_another_writer_holds_a_lock_exits_within_seconds(sandbox, tmp_path, fresh_postgres):
+    """A snapshot into PostgreSQL blocked by another session's lock: the signal interrupted the
+    blocked write, but marking the run failed then waited out the lock (up to 5 minutes); it now
+    gives up after a few seconds and leaves the run running (abandoned), never complete."""
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    server = sandbox(clusters=80, columns=8000, latency=0.1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env |= {"BIGID_URL": server.url, "BIGID_TOKEN": server.key, "AUDITOR_DB": fresh_postgres}
+    command = [sys.executable, "-c", "from auditor.cli.main import main; main()", "snapshot"]
+    child = subprocess.Popen(
+        [*command, "--processes", "0", "--workers", "2", "--page-size", "20"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    dsn = fresh_postgres.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as holder:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the run is recorded: its first flush is to come
+            time.sleep(0.1)
+            try:
+                if holder.execute("select count(*) from runs").fetchone()[0]:
+                    break
+            except psycopg.Error:
+                holder.rollback()
+        holder.rollback()
+        holder.execute("lock table column_versions in access exclusive mode")
+        time.sleep(2)  # the writer's next flush now waits for the lock
+        started = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        _out, err = child.communicate(timeout=60)
+        stopped_in = time.monotonic() - started
+        holder.rollback()
+        status = holder.execute("select status from runs").fetchall()
+    assert child.returncode == 143, err
+    assert stopped_in < 15, stopped_in
+    assert err.splitlines()[-1] == "auditor: terminated (SIGTERM)"
+    assert status in ([("running",)], [("failed",)])  # never complete

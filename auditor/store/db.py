@@ -324,12 +324,16 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
         if migrate and current != head:
             _refuse_unknown(engine, current)  # before announcing an upgrade that cannot happen
             if current is not None:  # an existing database: say why this first command pauses
+                # only the rebuild of 0003 takes long (the README lists what each revision does)
+                slow = current < "0003" <= head
                 log.warning(
-                    "upgrading the database %s from schema revision %s to %s; on a large database "
-                    "this takes about a minute per million stored column versions",
+                    "upgrading the database %s from schema revision %s to %s%s",
                     display_url(url),
                     current,
                     head,
+                    "; on a large database this takes about a minute per million stored column versions"
+                    if slow
+                    else "",
                 )
             upgrade(engine)
         if migrate:

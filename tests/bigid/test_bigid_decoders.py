@@ -226,27 +226,33 @@ def test_the_default_starts_decoders_only_for_a_large_tenant(loopback, make_clie
     assert small.columns_stored == large.columns_stored == 50
 
 
-def test_sigterm_fails_the_run_stops_the_decoders_and_exits_143(sandbox, tmp_path):
-    # docker stop, systemd and a cancelled CI job send SIGTERM: the run stayed `running` and the
-    # decoding processes lived on, as after kill -9.
-    import sqlite3
+def _snapshot_process(server, db: str, folder, *, processes: int):
+    """``auditor snapshot`` of ``server`` into ``db`` in a process of its own (for signals)."""
     import subprocess
     import sys
-    import time
 
-    server = sandbox(clusters=80, columns=8000, latency=0.1)  # ~40 s in all: stopped long before
-    db = tmp_path / "term.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env |= {"BIGID_URL": server.url, "BIGID_TOKEN": server.key, "AUDITOR_DB": str(db)}
+    env |= {"BIGID_URL": server.url, "BIGID_TOKEN": server.key, "AUDITOR_DB": db}
     command = [sys.executable, "-c", "from auditor.cli.main import main; main()", "snapshot"]
-    child = subprocess.Popen(
-        [*command, "--processes", "2", "--workers", "2", "--page-size", "20"],
+    return subprocess.Popen(
+        [*command, "--processes", str(processes), "--workers", "2", "--page-size", "20"],
         env=env,
-        cwd=tmp_path,
+        cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_sigterm_fails_the_run_stops_the_decoders_and_exits_143(sandbox, tmp_path):
+    # docker stop, systemd and a cancelled CI job send SIGTERM: the run stayed `running` and the
+    # decoding processes lived on, as after kill -9.
+    import sqlite3
+    import time
+
+    server = sandbox(clusters=80, columns=8000, latency=0.1)  # ~40 s in all: stopped long before
+    db = tmp_path / "term.db"
+    child = _snapshot_process(server, str(db), tmp_path, processes=2)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until the run is recorded and the fetch under way
         time.sleep(0.2)
@@ -270,24 +276,12 @@ def test_sigterm_while_another_writer_holds_a_lock_exits_within_seconds(sandbox,
     """A snapshot into PostgreSQL blocked by another session's lock: the signal interrupted the
     blocked write, but marking the run failed then waited out the lock (up to 5 minutes); it now
     gives up after a few seconds and leaves the run running (abandoned), never complete."""
-    import subprocess
-    import sys
     import time
 
     import psycopg
 
     server = sandbox(clusters=80, columns=8000, latency=0.1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env |= {"BIGID_URL": server.url, "BIGID_TOKEN": server.key, "AUDITOR_DB": fresh_postgres}
-    command = [sys.executable, "-c", "from auditor.cli.main import main; main()", "snapshot"]
-    child = subprocess.Popen(
-        [*command, "--processes", "0", "--workers", "2", "--page-size", "20"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = _snapshot_process(server, fresh_postgres, tmp_path, processes=0)
     dsn = fresh_postgres.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn) as holder:
         deadline = time.monotonic() + 60

@@ -356,8 +356,28 @@ def _sqlite_regexp(pattern: str | None, value: Any, ignore_case: int | None) -> 
     return verdict
 
 
+_SIMPLE_LOWER: dict[str, str] = {}
+
+
 def _sqlite_lower(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
+    """PostgreSQL's ``lower()``: each character's own lower case, one character for one. Python's
+    ``str.lower`` differs on two counts: a capital sigma at the end of a word becomes a final ``ς``
+    (PostgreSQL: ``σ``), and ``İ`` becomes two characters, ``i`` and a combining dot (PostgreSQL:
+    ``i``), so that ``eq: İstanbul`` and ``eq: οδος`` gave other findings on each store."""
+    if not isinstance(value, str):
+        return value
+    if value.isascii():
+        return value.lower()
+    lower = _SIMPLE_LOWER
+    out = []
+    for ch in value:
+        mapped = lower.get(ch)
+        if mapped is None:
+            mapped = ch.lower()[:1] or ch  # the simple mapping: 'İ' → 'i'
+            if len(lower) < 100_000:
+                lower[ch] = mapped
+        out.append(mapped)
+    return "".join(out)
 
 
 def register_sqlite_functions(dbapi_connection: Any) -> None:
@@ -420,8 +440,8 @@ class UnicodeLower(FunctionElement[str]):
 
     SQLite's ``lower()`` and ``NOCASE`` fold ASCII letters only, so ``ÉLEVÉ`` would not equal
     ``élevé`` there; a rule whose literal is not plain ASCII compares through ``auditor_lower``
-    (Python's ``str.lower``, registered by :func:`register_sqlite_functions`), as PostgreSQL's
-    ``lower()`` does. Such rules pay a Python call per value read; ASCII literals keep the faster
+    (each character's simple lower case, registered by :func:`register_sqlite_functions`), as
+    PostgreSQL's ``lower()`` does. Such rules pay a Python call per value read; ASCII literals keep the faster
     :class:`CaseFolded` (the two foldings agree on them, but for the odd compatibility character
     such as the Kelvin sign, which ``str.lower`` turns into ``k``).
     """

@@ -381,6 +381,10 @@ UNICODE_CATALOG = [
             # Python and PostgreSQL lower-case these two differently ('İ' → 'i̇' / 'i', a final
             # sigma 'ς' / 'σ'): a value identical to the literal must still match on both.
             {"fullyQualifiedName": "tr.e", "columnName": "x", "tableName": "İstanbul", "source": "ΟΔΟΣ"},
+            # Lower-cased one letter at a time, as PostgreSQL does, on SQLite too: 'İstanbul' is
+            # 'istanbul' on both, and 'ΟΔΟΣ' ('οδοσ') is not 'οδος' (a final sigma) on either.
+            {"fullyQualifiedName": "tr.f", "columnName": "x", "tableName": "istanbul", "source": "οδος"},
+            {"fullyQualifiedName": "tr.g", "columnName": "x", "tableName": "ISTANBUL", "source": "x"},
         ],
     }
 ]
@@ -390,14 +394,18 @@ UNICODE_CASES = [
     ("{tags: {any: {field: tagValue, in: [élevé, nothing]}}}", {"fr.a", "fr.b"}),
     ("{tags: {any: {field: tagValue, contains: ÉLEV}}}", {"fr.a", "fr.b", "fr.c"}),
     ("{field: columnName, eq: GRÖSSE}", {"fr.a", "fr.b"}),
-    ("{field: columnName, ne: grösse}", {"fr.c", "fr.d", "tr.e"}),
-    ("{field: tableName, eq: İstanbul}", {"tr.e"}),
+    ("{field: columnName, ne: grösse}", {"fr.c", "fr.d", "tr.e", "tr.f", "tr.g"}),
+    ("{field: tableName, eq: İstanbul}", {"tr.e", "tr.f", "tr.g"}),
     ("{field: source, eq: ΟΔΟΣ}", {"tr.e"}),
-    ("{field: source, in: [ΟΔΟΣ, x]}", {"tr.e"}),
+    ("{field: source, eq: οδος}", {"tr.f"}),
+    ("{field: source, in: [ΟΔΟΣ, x]}", {"tr.e", "tr.g"}),
     ("{field: source, contains: ΟΣ}", {"tr.e"}),
-    ("{field: source, ne: ΟΔΟΣ}", {"fr.a", "fr.b", "fr.c", "fr.d"}),
+    ("{field: source, ne: ΟΔΟΣ}", {"fr.a", "fr.b", "fr.c", "fr.d", "tr.f", "tr.g"}),
     ("{field: columnName, contains: STRA}", {"fr.c"}),
-    ("{field: cluster.labels, contains: confidentialité}", {"fr.a", "fr.b", "fr.c", "fr.d", "tr.e"}),
+    (
+        "{field: cluster.labels, contains: confidentialité}",
+        {"fr.a", "fr.b", "fr.c", "fr.d", "tr.e", "tr.f", "tr.g"},
+    ),
     ("{field: cluster.labels, not_contains: Confidentialité}", set()),
     ("{tags: {any: {field: tagValue, eq: eleve}}}", {"fr.d"}),  # an ASCII literal: accents still count
 ]

@@ -13,10 +13,12 @@ in a response body before it is decoded (see ``BigIDClient._send``).
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import re
 import threading
+from urllib.parse import quote
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -25,10 +27,13 @@ MIN_SECRET_LENGTH = 4  # shorter strings would mask ordinary words; such keys ar
 
 
 def register(secret: str | None) -> None:
-    """Remember ``secret`` so that :func:`scrub` hides it (and its ``Bearer`` form) from now on."""
+    """Remember ``secret`` so that :func:`scrub` hides it (and its ``Bearer`` form) from now on,
+    and its base64 and percent-encoded spellings too: an SMTP login sends a password in base64, a
+    URL carries it percent-encoded, and a server echoing either in an error would print it."""
     if secret and len(secret) >= MIN_SECRET_LENGTH:
+        encoded = base64.b64encode(secret.encode("utf-8")).decode("ascii")
         with _lock:
-            _secrets.add(secret)
+            _secrets.update({secret, quote(secret, safe=""), encoded, encoded.rstrip("=")})
 
 
 def forget_all() -> None:

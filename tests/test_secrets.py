@@ -97,3 +97,18 @@ def test_scrub_cut_masks_a_cut_key_in_its_json_spellings():
     assert secrets.scrub_cut("sk-\\") == "sk-\\"  # three characters of a key are not masked
     assert secrets.scrub_cut("echo sk-AB\\/cd\\u0") == "echo ***"  # cut inside an escape
     assert secrets.scrub_cut("03def\\/gh tail") == "*** tail"
+
+
+def test_a_secret_is_masked_in_its_base64_and_percent_encoded_spellings_too():
+    """An SMTP server echoing the AUTH LOGIN exchange (the password in base64), or an error quoting
+    a URL (percent-encoded), printed the password in a form the plain one did not catch."""
+    import base64
+    from urllib.parse import quote
+
+    secrets.forget_all()
+    password = "pä55:w/rd#1"
+    secrets.register(password)
+    encoded = base64.b64encode(password.encode()).decode()
+    said = f"535 bad credentials {encoded} for {quote(password, safe='')} ({password})"
+    assert secrets.scrub(said) == "535 bad credentials *** for *** (***)"
+    secrets.forget_all()

@@ -93,6 +93,13 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 @click.option(
     "--eml", "eml_path", type=click.Path(dir_okay=False), help="Write the email to a file, not SMTP."
 )
+@click.option(
+    "--email-attachments/--no-email-attachments",
+    default=True,
+    show_default=True,
+    help="Attach the full HTML report and the findings CSV (large on big catalogs: a mail server's "
+    "size limit may refuse them).",
+)
 @db_option
 @pass_settings
 def run_command(
@@ -120,6 +127,7 @@ def run_command(
     smtp_url: str | None,
     smtp_ca_bundle: str | None,
     eml_path: str | None,
+    email_attachments: bool,
     db: str | None,
     **api: Any,
 ) -> None:
@@ -161,6 +169,8 @@ def run_command(
             smtp_url=route.smtp_url,
             eml_path=eml_path,
             cafile=route.ca_bundle,
+            attach_report=email_attachments,
+            attach_csv=email_attachments,
         )
     elif smtp_url or email_cc or smtp_ca_bundle:  # a mail option without a recipient sends nothing
         given = "--smtp" if smtp_url else "--email-cc" if email_cc else "--smtp-ca-bundle"

@@ -367,3 +367,19 @@ def test_the_demo_s_next_steps_name_the_command_as_it_was_typed(tmp_path, monkey
     assert _invoked_as() == "auditor"
     monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/pytest"])  # not the console script
     assert _invoked_as() == "auditor"
+
+
+def test_the_job_s_email_attachments_can_be_left_out(tmp_path, monkeypatch):
+    """auditor run always attached the report and the CSV (5 MB at 20,000 columns), more than some
+    mail servers take; --no-email-attachments sends the summary alone."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BIGID_URL", raising=False)
+    names = []
+    for flag in ([], ["--no-email-attachments"]):
+        eml = tmp_path / f"m{len(names)}.eml"
+        result = invoke(["run", "--email-to", "team@example.org", "--eml", str(eml), *flag])
+        assert result.exit_code == 0, result.output
+        message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+        names.append(sorted(part.get_filename() for part in message.iter_attachments()))
+    assert names[0] == ["auditor-findings-run1.csv", "auditor-report-run1.html"]
+    assert names[1] == []

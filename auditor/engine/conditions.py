@@ -866,6 +866,35 @@ def _trimmed(target: F.Field, row: Row) -> Any:
     return func.trim(column) if target.kind is Kind.TEXT else column
 
 
+@dataclass(frozen=True)
+class Counting:
+    """The parts of a counting form, a quantifier's or an aggregate's."""
+
+    where: Condition | None
+    group_by: F.Field | None
+    having: Having
+
+
+def parse_counting(
+    body: LocDict, level: Level, ctx: ParseContext, path: list[Any], *, exact: bool
+) -> Counting | None:
+    """``where`` (optional), ``group_by`` (optional) and ``having`` of a counting form, each checked
+    even when another is wrong, so that every problem shows at once. ``exact`` (the form's
+    ``case: exact``) makes the distinct count exact too, as the grouping is."""
+    where = group_by = having = None
+    if body.get("where") is not None:
+        where = parse_condition(body["where"], level, ctx, [*path, "where"])
+    if body.get("group_by") is not None:
+        group_by = parse_group_by(body["group_by"], level, ctx, [*path, "group_by"])
+    if "having" in body:
+        having = Having.parse(body["having"], level, ctx, [*path, "having"])
+    if having is None or (where is None and body.get("where") is not None):
+        return None
+    if group_by is None and body.get("group_by") is not None:
+        return None
+    return Counting(where, group_by, replace(having, exact=True) if exact else having)
+
+
 def parse_group_by(node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> F.Field | None:
     catalog = F.FIELDS_BY_LEVEL[level]
     valid = [name for name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
@@ -971,18 +1000,10 @@ class Quantifier(Condition):
                 here, f"the counting form of {cls.key!r} needs 'having', e.g. {{distinct: source, gte: 2}}"
             )
             return None
-        # Each part is checked even when another failed: every problem shows at once.
-        inner = group_by = None
-        if "where" in body:
-            inner = parse_condition(body["where"], cls.inner_level, ctx, [*here, "where"])
-        if "group_by" in body:
-            group_by = parse_group_by(body["group_by"], cls.inner_level, ctx, [*here, "group_by"])
-        having = Having.parse(body["having"], cls.inner_level, ctx, [*here, "having"])
-        if having is None or ("where" in body and inner is None) or ("group_by" in body and group_by is None):
+        counting = parse_counting(body, cls.inner_level, ctx, here, exact=exact)
+        if counting is None:
             return None
-        if exact:  # as in aggregates: the quantifier's case applies to its distinct count too
-            having = replace(having, exact=True)
-        return cls("count", inner, group_by, having, exact)
+        return cls("count", counting.where, counting.group_by, counting.having, exact)
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:

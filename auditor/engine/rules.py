@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +31,7 @@ from auditor.engine.conditions import (
     ParseContext,
     condition_schema,
     parse_condition,
-    parse_group_by,
+    parse_counting,
     report_pydantic,
 )
 from auditor.engine.fields import Level
@@ -83,7 +83,10 @@ class AggregateSpec(BaseModel):
         default="cluster", description="group the columns of each cluster, or of the whole snapshot"
     )
     where: Any = Field(default=None, description="only count columns matching this condition")
-    group_by: StrictStr | None = Field(default=None, description="a column field, e.g. columnName")
+    # Validated by parse_group_by (one report per problem); the JSON Schema says it is text.
+    group_by: Any = Field(
+        default=None, description="a column field, e.g. columnName", json_schema_extra={"type": "string"}
+    )
     case: Literal["insensitive", "exact"] = Field(
         default="insensitive", description="group and count text ignoring case unless 'exact'"
     )
@@ -571,21 +574,11 @@ def parse_aggregate(node: Any, ctx: ParseContext, path: list[Any]) -> Aggregate 
         spec = AggregateSpec.model_validate(node)
     except PydanticValidationError as exc:
         report_pydantic(ctx, path, exc, "'aggregate'")
-    # Each part is checked even when another failed: every problem shows at once.
-    where = group_by = having = None
-    if node.get("where") is not None:
-        where = parse_condition(node["where"], Level.COLUMN, ctx, [*path, "where"])
-    if isinstance(node.get("group_by"), str):
-        group_by = parse_group_by(node["group_by"], Level.COLUMN, ctx, [*path, "group_by"])
-    if "having" in node:
-        having = Having.parse(node["having"], Level.COLUMN, ctx, [*path, "having"])
-    if spec is None or having is None:
+    exact = node.get("case") == "exact"
+    counting = parse_counting(node, Level.COLUMN, ctx, path, exact=exact)  # checked even if spec is not
+    if spec is None or counting is None:
         return None
-    if (spec.where is not None and where is None) or (spec.group_by is not None and group_by is None):
-        return None
-    if spec.case == "exact":  # the aggregate's case applies to its distinct count too (docs/rules.md)
-        having = replace(having, exact=True)
-    return Aggregate(spec.per, where, group_by, spec.case == "exact", having)
+    return Aggregate(spec.per, counting.where, counting.group_by, exact, counting.having)
 
 
 def validate_rule_files(paths: Sequence[Path] | None) -> tuple[list[Rule], Problems, list[str]]:

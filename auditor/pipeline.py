@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select
 
@@ -24,6 +24,9 @@ from auditor.render.report import ReportBundle, build_report_bundle, default_rep
 from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS, take_snapshot
 from auditor.store.runs import RunInfo
 from auditor.store.schema import RUN_COMPLETE, runs
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,37 @@ class EmailOptions:
     attach_report: bool = True
     attach_csv: bool = True
     cafile: str | Path | None = None  # CA certificates to trust for the SMTP server (a private CA)
+
+    def check(self) -> None:
+        """Raise the usage errors (exit 2) delivery would meet, before any work is done."""
+        from auditor.render.email import check_email_settings
+
+        check_email_settings(
+            to=self.to,
+            cc=self.cc,
+            sender=self.sender,
+            subject=self.subject,
+            smtp_url=self.smtp_url,
+            cafile=self.cafile,
+        )
+
+    def deliver(self, bundle: ReportBundle, *, templates_dir: str | Path | None = None) -> EmailMessage:
+        """Send the message for ``bundle`` (or write it to ``eml_path``); returns the message."""
+        from auditor.render.email import deliver_email
+
+        return deliver_email(
+            bundle,
+            to=self.to,
+            cc=self.cc,
+            sender=self.sender,
+            subject=self.subject,
+            smtp_url=self.smtp_url,
+            eml_path=self.eml_path,
+            attach_report=self.attach_report,
+            attach_csv=self.attach_csv,
+            templates_dir=templates_dir,
+            cafile=self.cafile,
+        )
 
 
 @dataclass
@@ -128,21 +162,7 @@ def email_report(result: JobResult, email: EmailOptions, *, templates_dir: str |
     The last step of the job, kept apart so that a caller can save the check's output before it:
     a mail server that is down must not cost a CI job its results or its gate's verdict.
     """
-    from auditor.render.email import deliver_email
-
-    deliver_email(
-        result.report,
-        to=email.to,
-        cc=email.cc,
-        sender=email.sender,
-        subject=email.subject,
-        smtp_url=email.smtp_url,
-        eml_path=email.eml_path,
-        attach_report=email.attach_report,
-        attach_csv=email.attach_csv,
-        templates_dir=templates_dir,
-        cafile=email.cafile,
-    )
+    email.deliver(result.report, templates_dir=templates_dir)
     if email.smtp_url:
         result.emailed_to = [*email.to, *email.cc]
     else:

@@ -12,13 +12,16 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from sqlalchemy import Engine
 
 from auditor import config as cfg
 from auditor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from auditor.pipeline import EmailOptions
 
 
 def setting_type(key: str) -> click.ParamType:
@@ -113,8 +116,9 @@ class Settings:
         sender: str | None = None,
         subject: str | None = None,
         ca_bundle: str | None = None,
-    ) -> EmailRoute:
-        """Where and how an email goes, checked before any work is done.
+        attach: tuple[bool, bool] = (True, True),
+    ) -> EmailOptions:
+        """Where and how an email goes (``attach``: the report, the CSV), checked before any work.
 
         ``auditor email`` and ``auditor run`` share it, so a missing recipient or server, both
         ``--smtp`` and ``--eml``, a malformed address, sender, subject or SMTP URL, credentials
@@ -122,7 +126,8 @@ class Settings:
         snapshot. ``flags`` names the command's own recipient and copy options in its errors.
         """
         from auditor.errors import ConfigError
-        from auditor.render.email import check_email_settings, parse_addresses
+        from auditor.pipeline import EmailOptions
+        from auditor.render.email import parse_addresses
 
         to_flag, cc_flag = flags
         recipients = self.list_value(to, "email_to")
@@ -137,23 +142,19 @@ class Settings:
             raise ConfigError(
                 "no SMTP server: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the message"
             )
-        route = EmailRoute(
-            recipients,
-            list(cc),
-            self.value(sender, cfg.ENV_EMAIL_FROM, "email_from"),
-            subject,
-            smtp_url,
-            self.value(ca_bundle, None, "smtp_ca_bundle"),
+        options = EmailOptions(
+            to=recipients,
+            cc=list(cc),
+            sender=self.value(sender, cfg.ENV_EMAIL_FROM, "email_from"),
+            subject=subject,
+            smtp_url=smtp_url,
+            eml_path=eml,
+            attach_report=attach[0],
+            attach_csv=attach[1],
+            cafile=self.value(ca_bundle, None, "smtp_ca_bundle"),
         )
-        check_email_settings(
-            to=route.to,
-            cc=route.cc,
-            sender=route.sender,
-            subject=route.subject,
-            smtp_url=route.smtp_url,
-            cafile=route.ca_bundle,
-        )
-        return route
+        options.check()
+        return options
 
     def rules_paths(self, flag: tuple[str, ...] | None = None) -> list[Path] | None:
         """``--rules`` or the config's ``rules``; ``None`` means the built-in pack."""
@@ -182,18 +183,6 @@ class Settings:
 
 
 pass_settings = click.make_pass_decorator(Settings)
-
-
-@dataclass(frozen=True)
-class EmailRoute:
-    """An email's checked settings (:meth:`Settings.email_route`); ``smtp_url`` None: ``--eml``."""
-
-    to: list[str]
-    cc: list[str]
-    sender: str | None
-    subject: str | None
-    smtp_url: str | None
-    ca_bundle: str | None
 
 
 def smtp_ca_bundle_option(func):

@@ -219,26 +219,18 @@ def email_command(
     AUDITOR_SMTP_PASSWORD, never logged) or writes the message to --eml FILE. Exit 0 when sent or
     written, 2 on usage errors, 3 when the run is missing or delivery failed.
     """
-    from auditor.render.email import deliver_email
-
-    route = settings.email_route(
-        to, smtp, eml, cc=cc, sender=sender, subject=subject, ca_bundle=smtp_ca_bundle
+    email = settings.email_route(
+        to,
+        smtp,
+        eml,
+        cc=cc,
+        sender=sender,
+        subject=subject,
+        ca_bundle=smtp_ca_bundle,
+        attach=(attach_report, attach_csv),
     )
-    smtp_url = route.smtp_url
     bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, False, allow_incomplete)
-    message = deliver_email(
-        bundle,
-        to=route.to,
-        cc=route.cc,
-        sender=route.sender,
-        subject=route.subject,
-        smtp_url=smtp_url,
-        eml_path=eml,
-        attach_report=attach_report,
-        attach_csv=attach_csv,
-        templates_dir=settings.templates_dir(templates),
-        cafile=route.ca_bundle,
-    )
+    message = email.deliver(bundle, templates_dir=settings.templates_dir(templates))
     everyone = ", ".join(filter(None, (message["To"], message["Cc"])))
     if eml:
         settings.info(f"run {bundle.run_id}: message for {everyone} written")
@@ -247,7 +239,7 @@ def email_command(
         from auditor.render.email import parse_smtp_url
 
         settings.info(
-            f"run {bundle.run_id}: report sent to {everyone} via {parse_smtp_url(str(smtp_url)).where}"
+            f"run {bundle.run_id}: report sent to {everyone} via {parse_smtp_url(str(email.smtp_url)).where}"
         )
 
 

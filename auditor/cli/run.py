@@ -141,7 +141,7 @@ def run_command(
     """
     from auditor.engine import load_rules_and_waivers
     from auditor.formats import render_chunks
-    from auditor.pipeline import EmailOptions, builtin_sandbox, email_report, run_job
+    from auditor.pipeline import builtin_sandbox, email_report, run_job
     from auditor.progress import Progress
 
     rules_paths = settings.rules_paths(rules)
@@ -151,7 +151,7 @@ def run_command(
     ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path)
     email = None
     if settings.list_value(email_to, "email_to") or eml_path:  # checked now, not after the snapshot
-        route = settings.email_route(
+        email = settings.email_route(
             email_to,
             smtp_url,
             eml_path,
@@ -160,17 +160,7 @@ def run_command(
             sender=email_from,
             subject=subject,
             ca_bundle=smtp_ca_bundle,
-        )
-        email = EmailOptions(
-            to=route.to,
-            cc=route.cc,
-            sender=route.sender,
-            subject=route.subject,
-            smtp_url=route.smtp_url,
-            eml_path=eml_path,
-            cafile=route.ca_bundle,
-            attach_report=email_attachments,
-            attach_csv=email_attachments,
+            attach=(email_attachments, email_attachments),
         )
     elif smtp_url or email_cc or smtp_ca_bundle:  # a mail option without a recipient sends nothing
         given = "--smtp" if smtp_url else "--email-cc" if email_cc else "--smtp-ca-bundle"

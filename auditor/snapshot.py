@@ -46,8 +46,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from auditor import secrets
-from auditor.bigid.client import BigIDClient, PageOffload, cluster_too_deep, record_too_deep
-from auditor.bigid.models import Cluster, RecordKeyTooLong, RecordTooDeep
+from auditor.bigid.client import BigIDClient, PageOffload, cluster_not_storable, record_not_storable
+from auditor.bigid.models import Cluster, RecordKeyTooLong, RecordNotStorable
 from auditor.bigid.paging import PagingStats
 from auditor.errors import (
     ApiError,
@@ -228,12 +228,12 @@ def take_snapshot(
         for position, (cluster, raw) in enumerate(clusters):
             try:
                 writer.add_cluster(cluster, raw, position)
-            except RecordTooDeep as too_deep:
-                if isinstance(too_deep, RecordKeyTooLong):  # no id to keep it under
-                    raise cluster_too_deep(position, too_deep) from None
+            except RecordNotStorable as unstorable:
+                if isinstance(unstorable, RecordKeyTooLong):  # no id to keep it under
+                    raise cluster_not_storable(position, unstorable) from None
                 # Too deep to store, but it has an id: that cluster fails alone, as a record that
                 # does not fit the models does, kept in the run by its id alone.
-                client.last_invalid_clusters[cluster.id] = cluster_too_deep(position, too_deep)
+                client.last_invalid_clusters[cluster.id] = cluster_not_storable(position, unstorable)
                 writer.add_cluster(Cluster.model_construct(id=cluster.id), {"id": cluster.id}, position)
         progress.start(len(clusters))
         offload = PageOffload(pool, column_rows, _row_key) if pool is not None else None
@@ -477,13 +477,13 @@ def _fetch_columns(
                     if offload is not None:
                         writer.add_column_rows(cluster_id, rows)
                     else:
-                        too_deep: RecordTooDeep | None = None
+                        unstorable: RecordNotStorable | None = None
                         try:
                             writer.add_columns(cluster_id, rows)
-                        except RecordTooDeep as exc:  # as decode_columns reports it in the pool
-                            too_deep = exc
-                        if too_deep is not None:  # out of the except: raised without its context
-                            cluster_failed(cluster_id, record_too_deep(cluster_id, too_deep))
+                        except RecordNotStorable as exc:  # as decode_columns reports it in the pool
+                            unstorable = exc
+                        if unstorable is not None:  # out of the except: raised without its context
+                            cluster_failed(cluster_id, record_not_storable(cluster_id, unstorable))
                             continue
                     progress.add_columns(len(rows))
                     unflushed += len(rows)

@@ -58,7 +58,7 @@ from auditor.bigid.envelope import (
     parse_body,
     unwrap,
 )
-from auditor.bigid.models import Cluster, Column, RecordTooDeep, parse_clusters, parse_columns
+from auditor.bigid.models import Cluster, Column, RecordNotStorable, parse_clusters, parse_columns
 from auditor.bigid.paging import (
     MIN_PAGE_SIZE,
     NoProgress,
@@ -186,7 +186,7 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         return DecodedColumns(invalid=(index, fqn, field_path, message))
     try:
         out = list(map(transform, models, rows))
-    except RecordTooDeep as exc:
+    except RecordNotStorable as exc:
         return DecodedColumns(invalid=(None, exc.key, "(record)", str(exc)))
     return DecodedColumns(rows=out, total=envelope.total, shape=envelope.shape)
 
@@ -1114,13 +1114,13 @@ def _invalid_column(cluster_id: str, skip: int, problem: tuple[int | None, Any, 
     )
 
 
-def record_too_deep(cluster_id: str, exc: RecordTooDeep) -> PayloadError:
-    """The error for a column record nested too deeply to store (as :func:`decode_columns` says it)."""
+def record_not_storable(cluster_id: str, exc: RecordNotStorable) -> PayloadError:
+    """The error for a column record the store cannot take (as :func:`decode_columns` says it)."""
     return _invalid_column(cluster_id, 0, (None, exc.key, "(record)", str(exc)))
 
 
-def cluster_too_deep(position: int, exc: RecordTooDeep) -> PayloadError:
-    """The error for a cluster record nested too deeply to store (worded as the cluster checks)."""
+def cluster_not_storable(position: int, exc: RecordNotStorable) -> PayloadError:
+    """The error for a cluster record the store cannot take (worded as the cluster checks)."""
     return PayloadError(
         f"GET {CLUSTERS_PATH}: cluster {position} ({exc.key}): (record): {exc}",
         hint="the payload does not fit the Cluster model; re-run with --verbose and report it",

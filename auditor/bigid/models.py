@@ -37,12 +37,19 @@ MAX_COUNT = 2**53 - 1
 MAX_DEPTH = 512
 
 
-class RecordTooDeep(ValueError):
-    """A record nested more than :data:`MAX_DEPTH` levels deep; ``key`` names it (fqn or id)."""
+class RecordNotStorable(ValueError):
+    """A record the store cannot take as it is; ``key`` names it (fqn or id, cut at 80 characters)."""
+
+    def __init__(self, message: str, key: str | None) -> None:
+        super().__init__(message)
+        self.key = key if key is None or len(key) <= 80 else key[:80] + "…"
+
+
+class RecordTooDeep(RecordNotStorable):
+    """A record nested more than :data:`MAX_DEPTH` levels deep."""
 
     def __init__(self, key: str | None = None) -> None:
-        super().__init__(f"nested more than {MAX_DEPTH} levels deep")
-        self.key = key
+        super().__init__(f"nested more than {MAX_DEPTH} levels deep", key)
 
 
 # The longest keys the store takes, in UTF-8 bytes: a cluster id and a column's fullyQualifiedName
@@ -52,14 +59,11 @@ MAX_CLUSTER_ID_BYTES = 512
 MAX_FQN_BYTES = 2048
 
 
-class RecordKeyTooLong(RecordTooDeep):
+class RecordKeyTooLong(RecordNotStorable):
     """A record whose key (cluster id or fqn) is longer than the store takes as a key."""
 
     def __init__(self, key: str, limit: int) -> None:
-        ValueError.__init__(
-            self, f"its key is {len(key.encode()):,} bytes long, more than the {limit:,} stored"
-        )
-        self.key = key if len(key) <= 80 else key[:80] + "…"
+        super().__init__(f"its key is {len(key.encode()):,} bytes long, more than the {limit:,} stored", key)
 
 
 def check_key(key: str, limit: int) -> None:

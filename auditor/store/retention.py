@@ -71,7 +71,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text
 
 from auditor.errors import ConfigError, StoreError
 from auditor.store.db import WRITE_HINT, store_errors
-from auditor.store.runs import ABANDONED, Liveness, run_liveness
+from auditor.store.runs import ABANDONED, DETAILS_TEXT, Liveness, read_details, run_liveness
 from auditor.store.schema import (
     RUN_COMPLETE,
     RUN_FAILED,
@@ -259,11 +259,12 @@ def _running(
     Only the ``running`` rows' details are read (a few runs, whatever the history's length). With
     ``lock`` (PostgreSQL, in the prune's transaction) those rows stay locked until it ends.
     """
-    query = select(runs.c.id, runs.c.started_at, runs.c.details).where(runs.c.status == RUN_RUNNING)
+    query = select(runs.c.id, runs.c.started_at, DETAILS_TEXT).where(runs.c.status == RUN_RUNNING)
     if lock and connection.dialect.name == "postgresql":
         query = query.with_for_update()
     found: dict[int, Liveness] = {}
-    for run_id, started_at, details in connection.execute(query.order_by(runs.c.id)):
+    for run_id, started_at, stored in connection.execute(query.order_by(runs.c.id)):
+        details, _damaged = read_details(stored)  # damaged: its writer is unknown, as on another host
         liveness = run_liveness(RUN_RUNNING, started_at, details, abandoned_after=abandoned_after, now=now)
         if liveness is not None:
             found[int(run_id)] = liveness

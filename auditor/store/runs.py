@@ -216,23 +216,31 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value.tzinfo else value.isoformat() + "Z"
 
 
+# ``runs.details`` read as text, to be parsed by :func:`read_details`: one damaged record must not
+# stop every command that lists or checks runs.
+DETAILS_TEXT = cast(runs.c.details, Text).label("details")
+
+
+def read_details(text: str | None) -> tuple[dict[str, Any], str | None]:
+    """(details, why they are damaged or None) of ``runs.details`` read as :data:`DETAILS_TEXT`."""
+    import orjson
+
+    try:
+        details = orjson.loads(text) if text is not None else None
+    except orjson.JSONDecodeError as exc:
+        return {}, f"its details are not valid JSON: {exc}"
+    if details is not None and not isinstance(details, dict):
+        return {}, f"its details are a JSON {type(details).__name__}, not an object"
+    return details or {}, None
+
+
 def _runs_query() -> Select[Any]:
-    """The runs table, with ``details`` read as text: one damaged record must not stop the rest."""
-    return select(*(c for c in runs.c if c.name != "details"), cast(runs.c.details, Text).label("details"))
+    return select(*(c for c in runs.c if c.name != "details"), DETAILS_TEXT)
 
 
 def _row_to_run(row: Any) -> RunInfo:
-    import orjson
-
     data = dict(row._mapping)
-    try:
-        details = orjson.loads(data["details"]) if data["details"] is not None else None
-    except orjson.JSONDecodeError as exc:
-        data["damaged"] = f"its details are not valid JSON: {exc}"
-        details = None
-    if details is not None and not isinstance(details, dict):
-        data["damaged"] = f"its details are a JSON {type(details).__name__}, not an object"
-    data["details"] = details if isinstance(details, dict) else {}
+    data["details"], data["damaged"] = read_details(data["details"])
     return RunInfo(**data)
 
 

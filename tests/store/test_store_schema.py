@@ -249,6 +249,16 @@ def test_a_run_whose_record_is_damaged_is_listed_but_never_used(kind, tmp_path, 
     assert check.exit_code == 3
     assert check.stderr.startswith(f"error: run {first}'s record is damaged")
     assert run_cli("check", "--db", target, "--baseline", "none").exit_code == 0
+    # a damaged record of a run still running: the prune reads its writer as unknown (it failed)
+    third = write_catalog(engine, make_catalog(1, 2), complete=False)
+    with engine.begin() as connection:
+        connection.execute(
+            runs.update().where(runs.c.id == third).values(status="running", details=text(":d")),
+            {"d": max(cases)},  # '{broken' where the database takes it, else '[1, 2]'
+        )
+    pruned = run_cli("db", "prune", "--keep", "1", "--dry-run", "--format", "json", "--db", target)
+    assert pruned.exit_code == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["kept_runs"] == [second, third]
 
 
 def test_any_other_damaged_json_value_is_a_store_error_not_an_internal_one(tmp_path, run_cli):

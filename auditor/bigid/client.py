@@ -76,6 +76,7 @@ from auditor.errors import (
     NetworkError,
     NotFoundError,
     PayloadError,
+    spoke_no_tls,
 )
 
 log = logging.getLogger("auditor.bigid")
@@ -894,7 +895,7 @@ class BigIDClient:
 
     def _tls_error(self, path: str, text: str) -> NetworkError:
         """The TLS failure of a request, said as what to do about it (certificate or no TLS at all)."""
-        if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text.lower():
+        if spoke_no_tls(text):
             return NetworkError(
                 f"GET {path}: {self.base_url} did not answer in TLS (it looks like a plain-HTTP server)",
                 hint="check the URL's scheme and port: http:// if the server has no TLS, or its HTTPS port",

@@ -299,7 +299,6 @@ class Cluster(_Wire):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, coerce_numbers_to_str=True)
 
-    # Not blank: an id of spaces would be sent as clusterId=+++, which a lenient tenant answers.
     id: str = Field(validation_alias=AliasChoices("id", "clusterId", "_id", "cluster_id"))
     name: Str = Field(default=None, validation_alias=AliasChoices("name", "clusterName", "cluster_name"))
     size: Count = None

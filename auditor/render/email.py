@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 import jinja2
 
 from auditor import secrets
-from auditor.errors import ConfigError, DeliveryError
+from auditor.errors import ConfigError, DeliveryError, spoke_no_tls
 from auditor.render.context import FindingRow, FindingSection, ReportContext
 from auditor.render.env import make_environment
 from auditor.render.report import ReportBundle, default_report_name
@@ -132,7 +132,7 @@ def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str
             local, at, domain = address.rpartition("@")
             if not at or not local or not domain or " " in address:
                 raise ConfigError(f"{option}: {value!r} is not an email address", hint="use name@example.org")
-            if any(ch in name for ch in "@<>"):  # 'a@x.org <b@y.org>' went to both addresses
+            if any(ch in name for ch in "@<>"):  # '"a@x.org" <b@y.org>' reads as a@x.org, goes to b@y.org
                 raise ConfigError(
                     f"{option}: {value!r}: a display name must not hold an address",
                     hint="one address per value: 'Name <name@example.org>' or name@example.org",
@@ -467,7 +467,7 @@ def send(
             raise DeliveryError(
                 f"{where}: the server did not finish within {deadline:g} s (it answers too slowly)"
             ) from None
-        raise _delivery_error(exc, where, username, timeout, message) from None
+        raise _delivery_error(exc, where, username, timeout) from None
     finally:
         watchdog.cancel()
         client.close()
@@ -479,9 +479,7 @@ def send(
         )
 
 
-def _delivery_error(
-    exc: Exception, where: str, username: str | None, timeout: float, message: EmailMessage
-) -> Exception:
+def _delivery_error(exc: Exception, where: str, username: str | None, timeout: float) -> Exception:
     """The DeliveryError (exit 3) saying what failed in the SMTP session, with the server's words."""
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return DeliveryError(
@@ -527,7 +525,7 @@ def _delivery_error(
             hint="if the server uses a private CA, pass it with --smtp-ca-bundle FILE",
         )
     if isinstance(exc, ssl.SSLError):
-        if "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc).lower():
+        if spoke_no_tls(str(exc)):
             return DeliveryError(
                 f"{where}: the server did not answer in TLS",
                 hint="smtps:// is for implicit TLS (port 465); use smtp:// or smtp+starttls:// "
@@ -538,9 +536,7 @@ def _delivery_error(
         return DeliveryError(f"{where}: timed out after {timeout:g} s")
     if isinstance(exc, OSError):
         return DeliveryError(f"{where}: cannot connect: {exc.strerror or exc}")
-    if isinstance(exc, UnicodeError):  # a host name the IDNA codec refuses
-        return DeliveryError(f"{where}: cannot connect: the host name is not valid")
-    return exc
+    return exc  # a bug: reported as an internal error
 
 
 def _said(code: int, text: bytes | str) -> str:

@@ -236,14 +236,15 @@ def _refuse_unknown(engine: Engine, revision: str | None) -> None:
         )
 
 
-def _refuse_foreign(engine: Engine) -> None:
+def _refuse_foreign(engine: Engine) -> set[str]:
     """A database without our schema revision is only set up when nothing of ours would clash.
 
     A SQLite file holding another application's tables is refused outright: adding ours would
     change a file the user did not mean to hand over (a mistyped ``--db``). It is looked at through a
     plain connection before ours opens it, as ours switches the file to WAL. A server database may
     well be shared, so there only tables named like ours are refused (the migration would fail on
-    them, or worse, read them).
+    them, or worse, read them). Returns the tables found (what :func:`require_tables` needs when
+    no upgrade follows).
     """
     from auditor.store.schema import metadata
 
@@ -251,12 +252,12 @@ def _refuse_foreign(engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         database = engine.url.database
         if not database or database == ":memory:" or not Path(database).is_file():
-            return
+            return set()
         try:
             with contextlib.closing(sqlite3.connect(database)) as peek:
                 rows = peek.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         except sqlite3.Error:
-            return  # not a database, or damaged: reported when ours opens it
+            return set()  # not a database, or damaged: reported when ours opens it
         found = {name for (name,) in rows if not name.startswith("sqlite_")}
         if found and "alembic_version" not in found:
             shown = ", ".join(sorted(found)[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
@@ -265,8 +266,9 @@ def _refuse_foreign(engine: Engine) -> None:
                 "cluster-auditor adds its tables only to a new or empty database",
                 hint="check --db / AUDITOR_DB, or point it at a new file",
             )
-        return
-    clash = sorted(set(inspect(engine).get_table_names()) & set(metadata.tables))
+        return found
+    found = set(inspect(engine).get_table_names())
+    clash = sorted(found & set(metadata.tables))
     if clash and current_revision(engine) is None:
         raise StoreError(
             f"the database {where} already has tables named {', '.join(clash)} that cluster-auditor did "
@@ -274,6 +276,7 @@ def _refuse_foreign(engine: Engine) -> None:
             hint="give cluster-auditor a database of its own, or a schema of its own "
             "(e.g. ?options=-csearch_path%3Dauditor after creating the schema auditor)",
         )
+    return found
 
 
 UPGRADE_LOCK = 0x61756469746F72  # 'auditor': the advisory lock PostgreSQL upgrades take
@@ -318,8 +321,7 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
     url = database_url(target)
     engine = create_db_engine(url)
     try:
-        if migrate:
-            _refuse_foreign(engine)
+        found = _refuse_foreign(engine) if migrate else None
         current, head = (current_revision(engine), head_revision()) if migrate else (None, None)
         if migrate and current != head:
             _refuse_unknown(engine, current)  # before announcing an upgrade that cannot happen
@@ -336,8 +338,9 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
                     else "",
                 )
             upgrade(engine)
+            found = None  # the upgrade made tables: look again
         if migrate:
-            require_tables(engine)
+            require_tables(engine, found)
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         if unwritable := _unwritable_error(engine, "open", reason):
@@ -377,13 +380,13 @@ def bounded_lock_wait(connection: Connection, seconds: float | None) -> Iterator
             connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
-def require_tables(engine: Engine) -> None:
+def require_tables(engine: Engine, found: set[str] | None = None) -> None:
     """Raise StoreError when a table of the schema is missing (dropped outside cluster-auditor): its
     schema revision says it is there, so an upgrade would not recreate it, and every command would
-    fail on it with a database error."""
+    fail on it with a database error. ``found``: the tables, when just listed (else listed here)."""
     from auditor.store.schema import metadata
 
-    missing = sorted(set(metadata.tables) - set(table_names(engine)))
+    missing = sorted(set(metadata.tables) - (found if found else set(table_names(engine))))
     if missing:
         raise StoreError(
             f"the database {display_url(str(engine.url))} lacks the table"

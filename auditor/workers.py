@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from pathlib import Path
+from typing import Any
 
 import auditor
 
@@ -59,25 +60,31 @@ def _main_thread() -> bool:
 
 @contextlib.contextmanager
 def starting_workers() -> Iterator[None]:
-    """Hold Ctrl-C until the block (creating a pool and submitting its first tasks) is done.
+    """Hold Ctrl-C and SIGTERM until the block (creating a pool and submitting its first tasks) is
+    done: a signal inside ``submit`` could land between a worker's start and its registration in
+    the pool, and the pool's shutdown would then not wait for that worker, which failed on the
+    pool's semaphores, already gone, with a traceback on the command's stderr.
 
-    The interrupt is then raised as usual, once the pool is complete enough to be shut down.
+    The first signal held is then handled as usual, once the pool is complete enough to be shut down.
     """
-    previous = signal.getsignal(signal.SIGINT)
-    if not _main_thread() or previous in (signal.SIG_IGN, None):
+    if not _main_thread():
         yield
         return
     held: list[tuple[int, object]] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    previous: dict[int, Any] = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(number)
+        if callable(handler):  # not ignored, not the default (which ends the process outright)
+            previous[number] = handler
+            signal.signal(number, lambda signum, frame: held.append((signum, frame)))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if held:
-        if callable(previous):
-            previous(*held[0])
-        else:
-            raise KeyboardInterrupt
+        signum, frame = held[0]
+        previous[signum](signum, frame)
 
 
 def start_pool(

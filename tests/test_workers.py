@@ -72,6 +72,27 @@ def test_ctrl_c_while_a_pool_starts_is_raised_once_the_block_is_done():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_sigterm_is_held_too_and_handled_once_the_pool_exists():
+    # The same race under SIGTERM (docker stop, a cancelled CI job): a snapshot stopped as its
+    # decoders started printed a worker's FileNotFoundError traceback after "terminated (SIGTERM)".
+    from auditor.cli.main import Terminated, _terminate
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        reached = []
+        with pytest.raises(Terminated), starting_workers():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)  # a second signal while held: the first one counts
+            time.sleep(0.05)
+            reached.append(True)
+        assert reached == [True]
+        assert signal.getsignal(signal.SIGTERM) is _terminate
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_pool_that_fails_to_start_is_shut_down_with_its_processes_joined():
     """start_pool (rule workers and page decoders): an interrupt while the first tasks are submitted
     must not leave live worker processes behind."""

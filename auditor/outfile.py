@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from auditor.stopping import removed_on_hard_stop
+
 
 def _refuse_write_protected(path: Path) -> None:
     """Raise ``PermissionError`` when ``path`` is an existing file without its owner's write bit."""
@@ -67,11 +69,14 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
     """
     _refuse_write_protected(path)
     tmp, fd = _create_beside(path)
-    try:
-        with os.fdopen(fd, "wb") if binary else open(fd, "w", encoding="utf-8", newline=newline) as stream:
-            yield stream
-        _keep_mode(path, tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with removed_on_hard_stop(tmp):
+        try:
+            with (
+                os.fdopen(fd, "wb") if binary else open(fd, "w", encoding="utf-8", newline=newline) as stream
+            ):
+                yield stream
+            _keep_mode(path, tmp)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

@@ -16,7 +16,7 @@ import traceback
 
 import click
 
-from auditor import __version__
+from auditor import __version__, stopping
 from auditor.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -193,6 +193,7 @@ def _terminate(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)  # unwind as Ctrl-C does: runs marked, workers stopped
+    stopping.install()  # and stop outright when unwinding cannot finish (a wait inside SQLite)
     try:
         cli.main(args=argv, prog_name="auditor", standalone_mode=True)
     except AuditorError as exc:  # raised while loading settings, before a command ran

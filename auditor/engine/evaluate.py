@@ -49,6 +49,7 @@ from auditor.engine.rules import GROUP_VALUES, Rule, RuleSet, Scope, bind_messag
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
 from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
+from auditor.stopping import removed_on_hard_stop
 from auditor.store.db import keys_in, one_connection_only, store_errors
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 from auditor.workers import remove_if_orphaned, start_pool
@@ -196,7 +197,11 @@ def evaluate_each(
                 raise
         tasks = [submitted[i] for i in range(len(rules))]
         # The pool is shut down (its workers joined) before the spool folder is removed.
-        with spool if spool is not None else contextlib.nullcontext(), pool:
+        with (
+            spool if spool is not None else contextlib.nullcontext(),
+            removed_on_hard_stop(spool.name) if spool is not None else contextlib.nullcontext(),
+            pool,
+        ):
             try:
                 yield from _in_rule_order(rules, tasks, spooled=mode == "processes")
             except BrokenProcessPool:

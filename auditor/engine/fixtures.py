@@ -41,6 +41,7 @@ from auditor.engine.findings import KIND_COLUMN, KIND_GROUP, Finding
 from auditor.engine.rules import FIXTURE_SUFFIXES, RULE_SUFFIXES, RuleSet, load_ruleset
 from auditor.engine.yamlsource import LocDict, LocList, Problems, mark_at, read_yaml
 from auditor.errors import RuleError
+from auditor.stopping import removed_on_hard_stop
 from auditor.store.db import create_db_engine
 from auditor.store.schema import metadata
 from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
@@ -375,7 +376,7 @@ def run_fixtures(paths: Sequence[Path]) -> FixtureReport:
             hint="give each fixture file a non-empty 'cases:' list (see docs/rules.md)",
         )
     results = []
-    with tempfile.TemporaryDirectory(prefix="auditor-rules-test-") as folder:
+    with tempfile.TemporaryDirectory(prefix="auditor-rules-test-") as folder, removed_on_hard_stop(folder):
         engine = create_db_engine(f"sqlite:///{Path(folder) / 'fixtures.db'}")
         try:
             metadata.create_all(engine)

@@ -272,6 +272,52 @@ def test_sigterm_fails_the_run_stops_the_decoders_and_exits_143(sandbox, tmp_pat
     assert runs == [("failed", "terminated (SIGTERM)")]
 
 
+def test_a_second_sigterm_stops_a_snapshot_stuck_behind_a_sqlite_lock(sandbox, tmp_path):
+    """SQLite waits for another writer's lock inside its C busy handler (up to 5 minutes), where no
+    Python signal handler runs: SIGTERM did nothing until the lock was let go. A second signal (or
+    the end of the grace, tested in tests/test_stopping.py) now stops the command at once; the run
+    is left running, never complete."""
+    import sqlite3
+    import time
+
+    server = sandbox(clusters=80, columns=8000, latency=0.1)
+    db = tmp_path / "locked.db"
+    child = _snapshot_process(server, str(db), tmp_path, processes=0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the run is recorded: its next flush is to come
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(db) as check:
+                if check.execute("select count(*) from runs").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            continue
+    holder = sqlite3.connect(db, timeout=60, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        time.sleep(2)  # the writer's next flush now waits for the lock
+        child.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
+        assert child.poll() is None  # inside SQLite's wait: the first signal could not act yet
+        started = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        _out, err = child.communicate(timeout=60)
+        stopped_in = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert child.returncode == 143, err
+    assert stopped_in < 5, stopped_in
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("auditor: stopped again: exiting without finishing the cleanup")
+    )
+    with sqlite3.connect(db) as check:
+        assert check.execute("select status from runs").fetchall() == [("running",)]
+        assert check.execute("pragma integrity_check").fetchall() == [("ok",)]
+
+
 def test_sigterm_while_another_writer_holds_a_lock_exits_within_seconds(sandbox, tmp_path, fresh_postgres):
     """A snapshot into PostgreSQL blocked by another session's lock: the signal interrupted the
     blocked write, but marking the run failed then waited out the lock (up to 5 minutes); it now

@@ -1,0 +1,127 @@
+"""Stopping the command when its own cleanup cannot finish: the hard stop after Ctrl-C or SIGTERM.
+
+Ctrl-C and SIGTERM raise in the main thread, and the command unwinds: a snapshot marks its run
+failed, worker pools are shut down, half-written outputs are removed. Python runs a signal handler
+only between bytecodes, though. A SQLite statement that waits for another process's write lock
+sleeps inside SQLite's C busy handler for up to the 5-minute busy timeout, and neither the signal
+nor ``Connection.interrupt()`` ends that wait: Ctrl-C did nothing until the other writer let go.
+
+:func:`install` arms a watcher thread on the signal wakeup descriptor (written by the C-level
+handler the moment a signal arrives, whatever the main thread is doing). Once Ctrl-C or SIGTERM has
+been received, the command gets :data:`GRACE_SECONDS` to stop on its own; a second Ctrl-C or SIGTERM,
+or the end of the grace, stops the process at once with the signal's exit code, after removing the
+temporary files registered with :func:`removed_on_hard_stop`. A run it was writing is then left
+``running``: ``auditor runs`` shows it abandoned, ``auditor db prune`` marks it so, and it is never
+taken for complete. Worker processes end on their own when their owner is gone
+(:mod:`auditor.workers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+# How long a stopped command may take to unwind before it is stopped outright. A snapshot gives a
+# lock held by another writer 5 s (``snapshot.STOP_PATIENCE``) before leaving its run running;
+# ``docker stop`` sends SIGKILL after 10 s.
+GRACE_SECONDS = 10.0
+
+_STOPS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_leftovers: set[str] = set()
+_installed = False
+
+
+@contextlib.contextmanager
+def removed_on_hard_stop(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Inside the block, a hard stop removes ``path`` (a temporary file or folder) before exiting."""
+    key = os.fspath(path)
+    _leftovers.add(key)
+    try:
+        yield
+    finally:
+        _leftovers.discard(key)
+
+
+def install(grace: float = GRACE_SECONDS) -> bool:
+    """Arm the hard stop for this process (once; only from the main thread). Returns whether it is
+    armed: not when the platform has no wakeup descriptor, or another one is in place already."""
+    global _installed
+    if _installed:
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # a full pipe must never block the C signal handler
+    try:
+        previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        os.close(read_end)
+        os.close(write_end)
+        return False
+    if previous != -1:  # someone else's (an event loop's): theirs stays
+        signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)
+        return False
+    threading.Thread(target=_watch, args=(read_end, grace), name="auditor-hard-stop", daemon=True).start()
+    _installed = True
+    return True
+
+
+def _watch(read_end: int, grace: float) -> None:
+    """The watcher thread: wait for a stop signal, then for a second one or the end of the grace."""
+    first: int | None = None
+    deadline = None
+    while True:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not _readable(read_end, timeout):
+            _hard_stop(first, f"still stopping after {grace:g} s")  # the grace ended
+            return
+        try:
+            data = os.read(read_end, 64)
+        except OSError:
+            return
+        if not data:
+            return
+        for number in data:
+            if number not in _STOPS:
+                continue
+            if first is not None:
+                _hard_stop(first, "stopped again")
+                return
+            first = number
+            deadline = time.monotonic() + grace
+
+
+def _readable(fd: int, timeout: float | None) -> bool:
+    import select
+
+    while True:
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select itself
+            continue
+        return bool(ready)
+
+
+def _hard_stop(number: int | None, why: str) -> None:
+    code = _STOPS.get(number, 130) if number is not None else 130
+    for path in list(_leftovers):
+        with contextlib.suppress(OSError):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+    message = (
+        f"\nauditor: {why}: exiting without finishing the cleanup (a database write may be waiting "
+        "for another process's lock); a run being written is left running and shows as abandoned "
+        "(auditor db prune marks it so)\n"
+    )
+    with contextlib.suppress(OSError):  # not through sys.stderr: the main thread may hold its lock
+        os.write(2, message.encode())
+    os._exit(code)

@@ -1,0 +1,124 @@
+"""The hard stop: Ctrl-C or SIGTERM while the main thread is stuck inside SQLite's busy wait."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+# A process that arms the hard stop, registers a temporary file, and then waits for a write lock
+# the test holds: the wait happens inside SQLite's C busy handler, where no Python signal handler runs.
+CHILD = textwrap.dedent(
+    """
+    import signal, sqlite3, sys
+    from auditor import stopping
+    from auditor.cli.main import _terminate
+    signal.signal(signal.SIGTERM, _terminate)  # as the command's entry point does
+    assert stopping.install(grace=float(sys.argv[3]))
+    leftover = open(sys.argv[2], "w")
+    with stopping.removed_on_hard_stop(sys.argv[2]):
+        waiting = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+        print("waiting", flush=True)
+        waiting.execute("BEGIN IMMEDIATE")
+    print("got the lock", flush=True)
+    """
+)
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """A SQLite file whose write lock this test holds."""
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    yield path
+    holder.rollback()
+    holder.close()
+
+
+def _start(locked, tmp_path, grace: float) -> tuple[subprocess.Popen[str], str]:
+    leftover = tmp_path / ".report.html.0123.tmp"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(locked), str(leftover), str(grace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline() == "waiting\n"
+    time.sleep(0.5)  # inside the busy wait by now
+    return child, str(leftover)
+
+
+def test_a_stop_that_cannot_unwind_ends_after_the_grace(locked, tmp_path):
+    child, leftover = _start(locked, tmp_path, grace=1.0)
+    started = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 143
+    assert 0.9 < time.monotonic() - started < 10  # not the 60 s the lock wait had left
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "auditor: still stopping after 1 s: exiting without finishing the cleanup (a database write may be "
+        "waiting for another process's lock); a run being written is left running and shows as abandoned "
+        "(auditor db prune marks it so)"
+    ]
+    assert not os.path.exists(leftover)  # the registered temporary file went with it
+
+
+def test_a_second_ctrl_c_stops_at_once(locked, tmp_path):
+    child, leftover = _start(locked, tmp_path, grace=60.0)
+    child.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    assert child.poll() is None  # still waiting inside SQLite: the first Ctrl-C alone did nothing yet
+    started = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _out, err = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert time.monotonic() - started < 5
+    assert err.strip().startswith("auditor: stopped again: exiting without finishing the cleanup")
+    assert not os.path.exists(leftover)
+
+
+def test_a_stop_that_unwinds_in_time_is_left_alone(tmp_path):
+    # The usual case: the signal raises in the main thread, which cleans up and exits with its own
+    # message and code; the watcher never speaks.
+    script = textwrap.dedent(
+        """
+        import time
+        from auditor import stopping
+        assert stopping.install(grace=0.5)
+        print("ready", flush=True)
+        try:
+            time.sleep(30)
+        except KeyboardInterrupt:
+            print("unwound", flush=True)
+            raise SystemExit(7)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline() == "ready\n"
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert (child.returncode, out, err) == (7, "unwound\n", "")
+
+
+def test_install_is_refused_off_the_main_thread_and_kept_once_armed():
+    import threading
+
+    from auditor import stopping
+
+    answers: list[bool] = []
+    worker = threading.Thread(target=lambda: answers.append(stopping.install()))
+    worker.start()
+    worker.join()
+    assert answers == [False]

@@ -60,7 +60,7 @@ from auditor.errors import (
 )
 from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
-from auditor.store.runs import SKIP_KEY, RunInfo, get_run, name_ids
+from auditor.store.runs import LISTING_KEY, SKIP_KEY, RunInfo, get_run, name_ids
 from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
 from auditor.workers import start_pool
 
@@ -188,7 +188,7 @@ def take_snapshot(
             **({SKIP_KEY: skip} if skip else {}),
         },
     )
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = {LISTING_KEY: False}  # until every listed cluster has its row in the run
     failures: list[tuple[str, str]] = []  # (cluster id, reason) of the clusters that failed
     totals = RunTotals()
     pool: ProcessPoolExecutor | None = None
@@ -235,6 +235,7 @@ def take_snapshot(
                 # does not fit the models does, kept in the run by its id alone.
                 client.last_invalid_clusters[cluster.id] = cluster_not_storable(position, unstorable)
                 writer.add_cluster(Cluster.model_construct(id=cluster.id), {"id": cluster.id}, position)
+        details[LISTING_KEY] = True
         progress.start(len(clusters))
         offload = PageOffload(pool, column_rows, _row_key) if pool is not None else None
         _fetch_columns(

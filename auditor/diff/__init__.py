@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from auditor.diff.catalog import diff_catalog, not_compared
 from auditor.diff.findings import ChangeIndex, FindingsSource, diff_findings
@@ -43,6 +43,7 @@ from auditor.store.runs import (
     scope_note,
     skipped_ids,
 )
+from auditor.store.schema import run_clusters
 
 DEFAULT_CONFIDENCE_THRESHOLD = 0.05
 
@@ -133,6 +134,8 @@ def compute_diff(
             hint="confidence levels are between 0 and 1; the default is 0.05",
         )
     before, after = resolve_pair(engine, from_run, to_run, allow_incomplete=allow_incomplete)
+    for run in (before, after):
+        refuse_unlisted(engine, run)
     try:
         result = _diff_pair(
             engine, before, after, ruleset, waivers, confidence_threshold, today, findings, findings_source
@@ -142,6 +145,27 @@ def compute_diff(
         raise
     _still_there(engine, before, after)  # ... and it would have made the result wrong
     return result
+
+
+def refuse_unlisted(engine: Engine, run: RunInfo) -> None:
+    """Raise :class:`RunNotUsableError` (exit 3) for a run that failed before its cluster listing
+    was stored: it holds no catalog, so every cluster of the other run would read as removed (or
+    added) and every finding as resolved (or new), with nothing to say why. A run that does not
+    record it (:attr:`RunInfo.listing_stored` ``None``) counts as unlisted when it holds no cluster
+    and never learnt how many were announced."""
+    stored = run.listing_stored
+    if stored is None and run.clusters_announced is None:
+        with store_errors(f"could not read run {run.id}"), engine.connect() as connection:
+            held = connection.execute(
+                select(run_clusters.c.cluster_id).where(run_clusters.c.run_id == run.id).limit(1)
+            ).first()
+        stored = held is not None
+    if stored is False:
+        raise RunNotUsableError(
+            f"run {run.id} failed before its cluster listing was stored ({run.error or run.status}): "
+            "it holds no catalog to compare",
+            hint="compare two runs that listed their clusters (see: auditor runs)",
+        )
 
 
 def _still_there(engine: Engine, *pair: RunInfo) -> None:

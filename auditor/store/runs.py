@@ -66,6 +66,16 @@ class RunInfo:
     def complete(self) -> bool:
         return self.status == RUN_COMPLETE
 
+    @property
+    def listing_stored(self) -> bool | None:
+        """Whether the run holds a row for every cluster the API listed: true for a complete run,
+        false for a snapshot that failed before (or while) storing its listing, ``None`` when the
+        run does not say (written before cluster-auditor recorded it, or by another writer)."""
+        if self.complete:
+            return True
+        stored = self.details.get(LISTING_KEY)
+        return stored if isinstance(stored, bool) else None
+
     def to_json(self) -> dict[str, Any]:
         """The ``auditor runs --format json`` shape of this run."""
         data = asdict(self)
@@ -79,6 +89,7 @@ class RunInfo:
 
 
 SKIP_KEY = "skip_clusters"  # runs.details: the cluster ids a snapshot was asked to leave out
+LISTING_KEY = "listing_stored"  # runs.details: false until every listed cluster has its row in the run
 MAX_IDS_IN_NOTE = 5  # cluster ids a scope note names before "and N more"
 
 

@@ -369,3 +369,57 @@ def test_the_email_of_complete_runs_has_no_warning(engine, write, base, tmp_path
     assert text.splitlines()[1] == "" and text.splitlines()[2].startswith("Finished: ")  # as before
     html = message.get_body(("html",)).get_content()
     assert 'data-field="incomplete"' not in html and 'data-field="not-compared"' not in html
+
+
+def test_a_run_that_failed_before_listing_its_clusters_is_refused_by_diff_report_and_email(
+    sandbox, run_cli, tmp_path
+):
+    """A snapshot that failed at the listing holds no cluster: compared as it was, every cluster of
+    the other run read as removed and every finding as resolved (or new), with no note at all."""
+    from auditor.store.db import open_database
+    from auditor.store.runs import get_run
+
+    server = sandbox(clusters=4, columns=40)
+    db = str(tmp_path / "runs.db")
+    env = {"BIGID_URL": server.url, "BIGID_TOKEN": server.key}
+    assert run_cli("--quiet", "snapshot", "--db", db, env=env).exit_code == 0
+    server.stop()
+    failed = run_cli("--quiet", "snapshot", "--db", db, env=env)
+    assert failed.exit_code == 3, failed.stderr
+    engine = open_database(db)
+    try:
+        run = get_run(engine, 2)
+        assert (run.status, run.clusters_announced, run.listing_stored) == ("failed", None, False)
+        assert get_run(engine, 1).listing_stored is True
+    finally:
+        engine.dispose()
+    refusal = "error: run 2 failed before its cluster listing was stored (NetworkError: "
+    for args in (
+        ("diff", "--from", "1", "--to", "2", "--format", "json"),
+        ("diff", "--from", "2", "--to", "1", "--no-findings"),
+        ("report", "--run", "1", "--against", "2", "--output", str(tmp_path / "r.html")),
+        ("email", "--run", "2", "--against", "1", "--to", "a@example.com", "--eml", str(tmp_path / "r.eml")),
+    ):
+        result = run_cli(*args, "--db", db, "--allow-incomplete")
+        assert result.exit_code == 3, (args, result.stderr)
+        assert result.stdout == ""
+        first, hint = result.stderr.splitlines()[:2]
+        assert first.startswith(refusal) and first.endswith("): it holds no catalog to compare"), first
+        assert hint == "hint: compare two runs that listed their clusters (see: auditor runs)"
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "r.eml").exists()
+
+
+def test_a_run_that_stored_part_of_its_listing_says_so(engine, write, base):
+    from auditor.diff import refuse_unlisted
+    from auditor.errors import RunNotUsableError
+    from auditor.store.runs import LISTING_KEY, get_run
+    from auditor.store.writer import RunTotals, SnapshotWriter
+
+    first = write(engine, base())
+    writer = SnapshotWriter(engine, source_url="http://127.0.0.1:1", cluster_filter=None)
+    writer.fail("interrupted (Ctrl-C)", RunTotals(clusters_announced=2, details={LISTING_KEY: False}))
+    cut = get_run(engine, writer.run_id)
+    assert cut.listing_stored is False
+    with pytest.raises(RunNotUsableError, match=f"run {cut.id} failed before its cluster listing was stored"):
+        compute_diff(engine, first, cut.id, findings=False, allow_incomplete=True)
+    refuse_unlisted(engine, get_run(engine, first))  # a complete run: nothing to refuse

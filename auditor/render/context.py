@@ -470,6 +470,9 @@ class ReportContext:
     # "run 3 was taken from … and run 4 from …" when the compared runs differ in source or filter
     scope_note: str | None = None
     export_files: tuple[str, ...] = ()
+    # False for a diff taken with --no-findings: no finding card, chart or section is shown, rather
+    # than counts of zero that would read as "nothing found"
+    findings_compared: bool = True
     assets: Any = None  # set by the renderer: the inline CSS/JS and the CSP that allows only them
 
     @property
@@ -590,6 +593,9 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
             today,
         ),
     )
+    findings_compared = (data.diff or {}).get("findings_compared") is not False
+    if not findings_compared:
+        cards, finding_sections, other_sections = (), [], ()
     return ReportContext(
         title=f"Cluster audit report: run {data.run.id}",
         run=data.run,
@@ -608,6 +614,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         changes_total=sum(section.total for section in change_sections),
         diff_note=_diff_note(data.diff),
         scope_note=(data.diff or {}).get("scope_note") or None,
+        findings_compared=findings_compared,
     )
 
 

@@ -145,7 +145,7 @@ def write_partial(
                 ClusterStats(total_announced=len(columns), columns_fetched=len(columns), pages=1),
             )
     writer.discard_unfinished()
-    writer.fail("the snapshot stopped")
+    writer.fail("the snapshot stopped", RunTotals(clusters_announced=len(catalog)))  # listed, then stopped
     return writer.run_id
 
 

@@ -20,11 +20,25 @@ import re
 import unicodedata
 
 # Besides the C0 controls: DEL and the C1 controls; lone surrogates (a UTF-8 terminal cannot even
-# encode them); and the invisible format characters that change how the text around them reads:
-# Arabic letter mark, zero-width space, joiners and marks, line and paragraph separators, bidi
-# embeddings, overrides and isolates, word joiner and invisible operators, byte order mark. Every
-# one is a character ``str.isprintable`` rejects, which is what makes the fast paths below exact.
-_INVISIBLE = "\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff"
+# encode them); private-use characters (a blank, a box or some icon font's glyph); and every
+# character that is invisible or changes how the text around it reads: the Unicode format
+# characters (soft hyphen, Arabic letter mark, zero-width space, joiners and marks, bidi embeddings,
+# overrides and isolates, word joiner and invisible operators, byte order mark, interlinear
+# annotation, tag characters), line and paragraph separators, and the other default-ignorable
+# code points (combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian
+# variation selectors, variation selectors, and the reserved ranges meant to stay invisible). Two
+# names that differ only by one of them look the same unless it is shown.
+_INVISIBLE = (
+    "\x7f-\x9f\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160"
+    "\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ud800-\udfff"
+    "\ue000-\uf8ff\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
+    "\U000f0000-\U0010ffff"
+)
+# Those of them that ``str.isprintable`` accepts (it rejects the rest), looked for on the fast path.
+_PRINTABLE_INVISIBLE = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
+)
 _ONE_LINE = re.compile(f"[\x00-\x1f{_INVISIBLE}]")
 _VISIBLE = re.compile(f"[\x00-\x08\x0b-\x1f{_INVISIBLE}]")  # keeps tab and line feed
 # What XML 1.0 cannot carry at all, not even as a character reference (ElementTree escapes the rest).
@@ -33,13 +47,20 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _plain(text: str) -> bool:
+    """Whether ``text`` holds nothing to escape (checked in C: the usual case)."""
+    return text.isprintable() and not _PRINTABLE_INVISIBLE.search(text)
 
 
 def one_line(text: str) -> str:
     """``text`` for one line of terminal or table output: every unsafe character escaped, tabs and
     newlines included (``"a\\nb"`` shows as ``a\\x0ab``)."""
-    if text.isprintable():  # the usual case, checked in C
+    if _plain(text):
         return text
     return _ONE_LINE.sub(_escape, text)
 
@@ -48,7 +69,7 @@ def unambiguous(text: str) -> str:
     """Like :func:`one_line`, with backslashes doubled too, so that two different texts never read
     the same (a name holding a real backslash followed by ``x0a`` is not taken for one holding a line
     break): for names that must stay unique, such as JUnit test case names."""
-    if text.isprintable() and "\\" not in text:
+    if _plain(text) and "\\" not in text:
         return text
     return _ONE_LINE.sub(_escape, text.replace("\\", "\\\\"))
 
@@ -57,7 +78,7 @@ def visible(text: str) -> str:
     """Like :func:`one_line`, but tabs and line feeds are kept (text that may span lines: an error
     with its details, a rule description in a report). A carriage return is escaped: on a terminal
     it would let the rest of a line overwrite its beginning."""
-    if text.isprintable():
+    if _plain(text):
         return text
     return _VISIBLE.sub(_escape, text)
 

@@ -58,17 +58,44 @@ def test_unambiguous_never_shows_two_texts_alike(text, other):
     assert unambiguous(r"C:\data") == r"C:\\data" and unambiguous("hr.emp.ssn") == "hr.emp.ssn"
 
 
+# Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt) outside the categories below:
+# rendered as nothing, so that two names differing by one of them look the same.
+_DEFAULT_IGNORABLE = [
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x2065, 0x2065),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0xE0000, 0xE0FFF),
+]
+
+
 def _unsafe(ch: str) -> bool:
+    """An independent statement of what must never be shown as is."""
+    import unicodedata
+
     code = ord(ch)
-    return (
-        code < 0x20
-        or 0x7F <= code <= 0x9F
-        or code in (0x061C, 0xFEFF)
-        or 0x200B <= code <= 0x200F
-        or 0x2028 <= code <= 0x202E
-        or 0x2060 <= code <= 0x2069
-        or 0xD800 <= code <= 0xDFFF
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") or any(
+        low <= code <= high for low, high in _DEFAULT_IGNORABLE
     )
+
+
+def test_names_that_differ_only_by_an_invisible_character_never_look_alike():
+    # Seen in a report: 'em<soft hyphen>ail' and 'email' showed as the same column.
+    plain = "pg.public.t.email"
+    for hidden in ("\u00ad", "\u3164", "\u115f", "\u1160", "\uffa0", "\u180e", "\u034f", "\ufe0f", "\ue000"):
+        variant = f"pg.public.t.em{hidden}ail"
+        for show in (one_line, visible, unambiguous):
+            assert show(variant) != show(plain), (hidden, show)
+        code = ord(hidden)
+        escape = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+        assert one_line(variant) == f"pg.public.t.em{escape}ail"
+    tagged = "email\U000e0041\U000e0042"  # tag characters: invisible, 5 hex digits
+    assert one_line(tagged) == "email\\U000e0041\\U000e0042"
 
 
 def test_fit_counts_terminal_columns_not_characters():

@@ -212,6 +212,25 @@ def pick(flag: Any, env_name: str | None, file_settings: FileSettings, key: str,
     return file_settings.get(key, default)
 
 
+def check_token(token: str, origin: str) -> None:
+    """Raise ConfigError (exit 2) when the API key ``token`` (from ``origin``) holds a character an
+    HTTP header cannot carry: a line break or another control character (``BIGID_TOKEN=$(cat f)``
+    of a file of two lines), or one outside ASCII. Sent as it was, the HTTP library's error quoted
+    the header, key included, in an escaped spelling the secret scrubber did not know. The key
+    itself is never shown."""
+    for position, char in enumerate(token, 1):
+        if char < " " or char == "\x7f":
+            what = "a line break" if char in "\r\n" else f"a control character (U+{ord(char):04X})"
+        elif not char.isascii():
+            what = f"a character outside ASCII (U+{ord(char):04X})"
+        else:
+            continue
+        raise ConfigError(
+            f"{origin}: the API key holds {what} at character {position}, which an HTTP header cannot carry",
+            hint="copy the key again: it is one line of ASCII characters (a JWT or an API token)",
+        )
+
+
 def read_token_file(path: str | os.PathLike[str]) -> str:
     """The API key from a file (first line, surrounding white space removed)."""
     file = Path(path).expanduser()

@@ -79,21 +79,30 @@ class Settings:
         return str(url).rstrip("/") if url else None
 
     def token(self, token_file: str | None = None, *, prompt: bool = False) -> str:
-        """The API key: ``BIGID_TOKEN``, else ``--token-file`` / ``token_file``, else a hidden prompt."""
+        """The API key: ``--token-file``, else ``BIGID_TOKEN``, else the config file's ``token_file``,
+        else a hidden prompt (flags, then the environment, then the config file, as for every
+        setting). A key that cannot be sent in an HTTP header is refused without being shown."""
         from auditor import secrets
 
-        token = os.environ.get(cfg.ENV_TOKEN, "").strip()
-        path = token_file or self.file.get("token_file")
-        if not token and path:
-            token = cfg.read_token_file(path)
+        if token_file:
+            token = cfg.read_token_file(token_file)
+            origin = "--token-file"
+        else:
+            token = os.environ.get(cfg.ENV_TOKEN, "").strip()
+            origin = cfg.ENV_TOKEN
+            if not token and self.file.get("token_file"):
+                token = cfg.read_token_file(self.file["token_file"])
+                origin = "token_file"
         if not token and prompt and sys.stdin.isatty():
             token = getpass.getpass("BigID API key: ").strip()
+            origin = "the prompt"
         if not token:
             raise ConfigError(
                 "no BigID API key: BIGID_TOKEN is not set",
                 hint="export BIGID_TOKEN=... , or pass --token-file FILE, or set token_file in auditor.toml",
             )
         secrets.register(token)
+        cfg.check_token(token, origin)
         return token
 
     def list_value(self, flag: tuple[str, ...] | list[str] | None, key: str) -> list[str]:

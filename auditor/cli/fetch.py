@@ -58,7 +58,8 @@ def _api_options(func: F, *, paging: bool) -> F:
             "--token-file",
             default=None,
             type=click.Path(dir_okay=False),
-            help="File holding the API key (else env BIGID_TOKEN, else a hidden prompt).",
+            help="File holding the API key, on its first line (else env BIGID_TOKEN, else the config file's "
+            "token_file, else a hidden prompt).",
         ),
         click.option(
             "--auth-scheme",

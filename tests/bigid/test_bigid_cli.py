@@ -5,6 +5,7 @@ and exit code 3; missing configuration is exit 2."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -110,6 +111,46 @@ def test_token_file_and_url_flag(sandbox, run_cli, tmp_db, tmp_path):
     result = run_cli("snapshot", "--url", server.url, "--token-file", str(key_file), "--db", tmp_db)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "1\n"
+
+
+def test_the_token_file_flag_wins_over_the_environment(sandbox, run_cli, tmp_db, tmp_path):
+    # BIGID_TOKEN silently won over an explicit --token-file, against the documented order (flags,
+    # then the environment, then the config file); a missing file was not even read.
+    server = sandbox(**SMALL)
+    wrong, right = tmp_path / "wrong.txt", tmp_path / "right.txt"
+    wrong.write_text("WRONGKEY\n")
+    right.write_text(server.key + "\n")
+    env = {"BIGID_URL": server.url}
+    assert (
+        run_cli("clusters", "--token-file", str(wrong), env={**env, "BIGID_TOKEN": server.key}).exit_code == 3
+    )
+    assert run_cli("clusters", "--token-file", str(right), env={**env, "BIGID_TOKEN": "WRONG"}).exit_code == 0
+    missing = run_cli(
+        "clusters", "--token-file", str(tmp_path / "nofile"), env={**env, "BIGID_TOKEN": server.key}
+    )
+    assert missing.exit_code == 2
+    assert missing.stderr.startswith(f"error: --token-file / token_file: cannot read {tmp_path / 'nofile'}")
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("SAMPLE-SECRET-xyz\nfoo", "a line break at character 18"),
+        ("SAMPLE-SECRET-xyz\tfoo", "a control character (U+0009) at character 18"),
+        ("SAMPLE-SECRET-xyz\u20ac", "a character outside ASCII (U+20AC) at character 18"),
+    ],
+)
+def test_a_key_an_http_header_cannot_carry_is_refused_without_showing_it(sandbox, run_cli, tmp_db, key, said):
+    # A key with a line break (BIGID_TOKEN=$(cat two-line-file)) was quoted, escaped, in an internal
+    # error and stored in runs.error; one with a non-Latin-1 character was an internal error.
+    server = sandbox(**SMALL)
+    result = run_cli("snapshot", "--db", tmp_db, env={"BIGID_URL": server.url, "BIGID_TOKEN": key})
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        f"error: BIGID_TOKEN: the API key holds {said}, which an HTTP header cannot carry"
+    )
+    assert "SECRET" not in result.output and "SECRET" not in result.stderr
+    assert not Path(tmp_db).exists()  # refused before anything was written
 
 
 @pytest.mark.parametrize("spacing", [" ", "/ ", "\t/"])

@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 # How long a stopped command may take to unwind before it is stopped outright. A snapshot gives a
 # lock held by another writer 5 s (``snapshot.STOP_PATIENCE``) before leaving its run running;
@@ -45,6 +46,31 @@ def removed_on_hard_stop(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         _leftovers.discard(key)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then handle the first one held as usual:
+    for short steps that must not be cut in two (registering a started worker, printing what a
+    committed transaction did). Only in the main thread; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, object]] = []
+    previous: dict[int, Any] = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(number)
+        if callable(handler):  # not ignored, not the default (which ends the process outright)
+            previous[number] = handler
+            signal.signal(number, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if held:
+        signum, frame = held[0]
+        previous[signum](signum, frame)
 
 
 def install(grace: float = GRACE_SECONDS) -> bool:

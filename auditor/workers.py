@@ -26,13 +26,13 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
 
 import auditor
+from auditor.stopping import signals_held
 
 
 def worker_context(preload: str) -> BaseContext:
@@ -58,33 +58,13 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-@contextlib.contextmanager
-def starting_workers() -> Iterator[None]:
+def starting_workers() -> contextlib.AbstractContextManager[None]:
     """Hold Ctrl-C and SIGTERM until the block (creating a pool and submitting its first tasks) is
-    done: a signal inside ``submit`` could land between a worker's start and its registration in
-    the pool, and the pool's shutdown would then not wait for that worker, which failed on the
-    pool's semaphores, already gone, with a traceback on the command's stderr.
-
-    The first signal held is then handled as usual, once the pool is complete enough to be shut down.
-    """
-    if not _main_thread():
-        yield
-        return
-    held: list[tuple[int, object]] = []
-    previous: dict[int, Any] = {}
-    for number in (signal.SIGINT, signal.SIGTERM):
-        handler = signal.getsignal(number)
-        if callable(handler):  # not ignored, not the default (which ends the process outright)
-            previous[number] = handler
-            signal.signal(number, lambda signum, frame: held.append((signum, frame)))
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if held:
-        signum, frame = held[0]
-        previous[signum](signum, frame)
+    done (:func:`auditor.stopping.signals_held`): a signal inside ``submit`` could land between a
+    worker's start and its registration in the pool, and the pool's shutdown would then not wait
+    for that worker, which failed on the pool's semaphores, already gone, with a traceback on the
+    command's stderr. The first signal held is then handled as usual."""
+    return signals_held()
 
 
 def start_pool(

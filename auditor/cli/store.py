@@ -87,23 +87,32 @@ def db_prune(
     any failed run. One transaction: a failure or Ctrl-C changes nothing (--vacuum comes after the
     commit; if it fails or is interrupted, what was removed is printed first).
     """
+    from auditor.stopping import signals_held
     from auditor.store.retention import check_policy, committed_prune, plan_prune, prune
     from auditor.store.runs import UNKNOWN
 
     check_policy(keep, older_than, abandoned_after)  # before opening (or creating) the database
     engine = settings.engine(db, create=False)
     plan = plan_prune(engine, keep=keep, older_than=older_than, abandoned_after=abandoned_after)
+    result = None
+    shown = False
     try:
         result = prune(engine, plan, dry_run=dry_run, vacuum=vacuum)
+        with signals_held():  # what went is printed whole, even with a Ctrl-C on the way
+            _show_prune(result, fmt)
+            shown = True
     except (StoreError, KeyboardInterrupt) as exc:
-        committed = committed_prune(exc)
-        if committed is None:
+        committed = result if result is not None else committed_prune(exc)
+        if committed is None or committed.dry_run:
             raise
-        _show_prune(committed, fmt)  # what went is said before the VACUUM's error
+        if not shown:  # what went is said before the error: a Ctrl-C after the commit, or VACUUM's
+            _show_prune(committed, fmt)
         if isinstance(exc, KeyboardInterrupt):
-            settings.info("the prune was committed; VACUUM was interrupted (run --vacuum again later)")
+            if vacuum and not committed.vacuumed:
+                settings.info("the prune was committed; VACUUM was interrupted (run --vacuum again later)")
+            else:
+                settings.info("the prune was committed before the interrupt")
         raise
-    _show_prune(result, fmt)
     for run_id in result.marked_failed:
         verb = "would be marked failed" if result.dry_run else "marked failed"
         reason = result.reasons.get(run_id, "its writer is gone")

@@ -329,7 +329,8 @@ def prune(engine: Engine, plan: PrunePlan, *, dry_run: bool = False, vacuum: boo
     afterwards (SQLite ``VACUUM``; PostgreSQL ``VACUUM ANALYZE`` of the pruned tables, which makes
     the space reusable by later runs) and report the database size before and after. The
     ``VACUUM`` comes after the commit: its failure (or a Ctrl-C during it) raises with the
-    committed result attached (:func:`committed_prune`).
+    committed result attached (:func:`committed_prune`), as does a Ctrl-C landing just after the
+    commit.
     """
     if dry_run:
         with store_errors("could not count what the prune would remove"), engine.connect() as connection:
@@ -415,12 +416,14 @@ def _doomed_findings(ids: list[int]) -> tuple[Any, Any]:
 
 
 @contextlib.contextmanager
-def _writing(engine: Engine) -> Iterator[Connection]:
+def _writing(engine: Engine, outcome: _Outcome | None = None) -> Iterator[Connection]:
     """One transaction holding the write lock; on SQLite with foreign-key checks off for its duration.
 
     SQLite ignores ``PRAGMA foreign_keys`` inside a transaction, so it is set on this connection
     before ``BEGIN IMMEDIATE`` and set back before the connection returns to the pool; a connection
-    whose setting could not be restored is closed instead of being reused.
+    whose setting could not be restored is closed instead of being reused. ``outcome.committed``
+    is set once the transaction is committed (what is raised afterwards, such as a Ctrl-C while
+    the settings are restored, comes after the deletion).
     """
     with engine.connect() as connection:
         if connection.dialect.name != "sqlite":
@@ -429,6 +432,8 @@ def _writing(engine: Engine) -> Iterator[Connection]:
                 # membership to a version this transaction is about to find unreferenced
                 connection.exec_driver_sql("LOCK TABLE column_versions IN SHARE ROW EXCLUSIVE MODE")
                 yield connection
+            if outcome is not None:
+                outcome.committed = True
             return
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
         if connection.exec_driver_sql("PRAGMA foreign_keys").scalar() != 0:  # pragma: no cover
@@ -445,6 +450,8 @@ def _writing(engine: Engine) -> Iterator[Connection]:
             with connection.begin():
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
+            if outcome is not None:
+                outcome.committed = True
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
             for schema, size in caches.items():
                 connection.exec_driver_sql(f"PRAGMA {schema}.cache_size={int(size)}")
@@ -505,8 +512,28 @@ def _mark_failed(connection: Connection, plan: PrunePlan) -> dict[int, str]:
     return marked
 
 
+@dataclass
+class _Outcome:
+    """How far a prune's transaction got: committed or not, and its result once known."""
+
+    committed: bool = False
+    result: PruneResult | None = None
+
+
 def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:
-    with _writing(engine) as connection:
+    """Delete what ``plan`` says, in one transaction. Anything raised once the transaction is
+    committed (a Ctrl-C as it returns) carries the committed result (:func:`committed_prune`)."""
+    outcome = _Outcome()
+    try:
+        return _delete_in(engine, plan, outcome)
+    except BaseException as exc:
+        if outcome.committed:
+            exc.committed = outcome.result  # type: ignore[union-attr]
+        raise
+
+
+def _delete_in(engine: Engine, plan: PrunePlan, outcome: _Outcome) -> PruneResult:
+    with _writing(engine, outcome) as connection:
         marked = _mark_failed(connection, plan)
         fresh = decide(_run_rows(connection), keep=plan.keep, older_than=plan.older_than, now=plan.planned_at)
         # delete only what both the caller's plan and the plan made under the lock delete
@@ -529,17 +556,19 @@ def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:
             step.run("runs", delete(runs).where(runs.c.id.in_(_ids(ids))))
             counts["column_versions_removed"] = _collect_columns(step)
             counts["cluster_versions_removed"] = _collect_clusters(step)
-    return PruneResult(
-        False,
-        tuple(ids),
-        kept,
-        fresh.skipped_running,
-        tuple(marked),
-        **counts,
-        timings=step.timings,
-        reasons={**plan.reasons, **marked},
-        states=dict(plan.states),
-    )
+        result = PruneResult(
+            False,
+            tuple(ids),
+            kept,
+            fresh.skipped_running,
+            tuple(marked),
+            **counts,
+            timings=step.timings,
+            reasons={**plan.reasons, **marked},
+            states=dict(plan.states),
+        )
+        outcome.result = result  # known before the commit, for what is raised after it
+    return result
 
 
 def _collect_columns(step: _Statements) -> int:

@@ -12,6 +12,7 @@ The history every database test starts from (see :func:`history`), with ``--keep
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -556,6 +558,43 @@ def test_cli_a_vacuum_cut_short_still_says_what_the_committed_prune_removed(
         ]
     else:
         assert result.stderr.splitlines()[-2].startswith("error: the prune was committed, but VACUUM failed")
+
+
+@pytest.mark.parametrize("when", ["after the commit", "while printing"])
+def test_cli_a_ctrl_c_after_the_commit_still_says_what_went(run_cli, engine, db, monkeypatch, when):
+    # A Ctrl-C landing just after the commit (while the connection's settings were restored, or
+    # before the result was printed) printed only "auditor: interrupted", exit 130: the runs were
+    # gone and a JSON log never learned which.
+    import auditor.cli.store as cli_store
+
+    history(engine)
+    if when == "after the commit":
+        writing = retention._writing
+
+        @contextlib.contextmanager
+        def interrupted_after_commit(engine_, outcome=None):
+            with writing(engine_, outcome) as connection:
+                yield connection
+            raise KeyboardInterrupt  # the transaction is committed by now
+
+        monkeypatch.setattr(retention, "_writing", interrupted_after_commit)
+    else:
+        show = cli_store._show_prune
+
+        def interrupted_while_printing(result, fmt):
+            os.kill(os.getpid(), signal.SIGINT)  # held until the whole result is out
+            time.sleep(0.05)
+            show(result, fmt)
+
+        monkeypatch.setattr(cli_store, "_show_prune", interrupted_while_printing)
+    result = run_cli("db", "prune", "--db", db, "--keep", "2", "--format", "json")
+    assert result.exit_code == 130
+    assert json.loads(result.stdout)["deleted_runs"] == DELETED  # printed once, whole
+    assert [run.id for run in list_runs(engine)] == [3, *KEPT]
+    assert result.stderr.splitlines()[-2:] == [
+        "the prune was committed before the interrupt",
+        "auditor: interrupted",
+    ]
 
 
 # -- abandoned runs: a writer killed hard ----------------------------------------------------------

@@ -404,8 +404,12 @@ class SnapshotWriter:
         self._discarded: list[str] = []  # failed clusters whose written columns are to be deleted
         self._unfinished: set[str] = set()  # clusters added and not finished yet
         self._written: set[str] = set()  # unfinished clusters with columns already written
+        # What the database holds (counted when a flush commits), and what the queue will add: a
+        # failed run whose last flush could not be written (a full disk) records what it holds.
         self._clusters_stored = 0
         self._columns_stored = 0
+        self._queued_clusters = 0
+        self._queued_columns = 0
         self._columns_announced = 0
         self._any_announced = False
         self._closed = False
@@ -492,8 +496,8 @@ class SnapshotWriter:
             }
         )
         if stats.error is None:
-            self._clusters_stored += 1
-        self._columns_stored += stats.columns_fetched
+            self._queued_clusters += 1
+        self._queued_columns += stats.columns_fetched
 
     def discard_unfinished(self) -> None:
         """Keep no column of the clusters not finished yet (a snapshot stopped before them).
@@ -543,6 +547,9 @@ class SnapshotWriter:
                     hint="a value received does not fit the database; re-run with --debug and report it",
                 ) from None
         self._written.update(cid for cid, _ in self._pending_pages if cid in self._unfinished)
+        self._clusters_stored += self._queued_clusters
+        self._columns_stored += self._queued_columns
+        self._queued_clusters = self._queued_columns = 0
         self._pending_cluster_versions.clear()
         self._pending_labels.clear()
         self._pending_run_clusters.clear()

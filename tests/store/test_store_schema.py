@@ -340,6 +340,37 @@ def test_a_value_the_database_cannot_bind_fails_the_run_not_the_writer(tmp_path)
     assert run.status == "failed" and run.error == "the flush failed"
 
 
+def test_a_run_whose_last_flush_failed_records_only_what_it_holds(tmp_path, monkeypatch):
+    """A full disk failed the last flush: the failed run said 100 clusters and 10,000 columns
+    stored while the database held none of them (the counts moved before the write)."""
+    from auditor.bigid.models import parse_cluster, parse_column
+    from auditor.store.writer import ClusterStats, SnapshotWriter
+
+    from .conftest import make_catalog
+
+    engine = store_db.open_database(tmp_path / "a.db")
+    first, second = make_catalog(2, 3)
+    writer = SnapshotWriter(engine, source_url="http://127.0.0.1:1")
+    for position, (cluster, columns) in enumerate((first, second)):
+        writer.add_cluster(parse_cluster(cluster), cluster, position)
+        writer.add_columns(cluster["id"], [(parse_column(raw), raw) for raw in columns])
+        writer.finish_cluster(cluster["id"], ClusterStats(total_announced=3, columns_fetched=3, pages=1))
+        if position == 0:
+            writer.flush()  # the first cluster is in the database
+    full = store_db.StoreError("could not write run 1: database or disk is full")
+
+    def disk_full(_connection):
+        raise full
+
+    monkeypatch.setattr(writer, "_write", disk_full)
+    with pytest.raises(store_db.StoreError):
+        writer.flush()
+    writer.fail("could not write run 1: database or disk is full")  # its flush fails again
+    (run,) = list_runs(engine)
+    assert (run.status, run.clusters_stored, run.columns_stored) == ("failed", 1, 3)
+    assert count_run_rows(engine, run.id) == (1, 3)  # the first cluster and its columns
+
+
 def test_no_complete_run_says_how_to_make_one(tmp_path):
     engine = store_db.open_database(tmp_path / "a.db")
     with pytest.raises(RunNotUsableError) as info:

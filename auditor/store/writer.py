@@ -24,6 +24,7 @@ import hashlib
 import json
 import operator
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -645,9 +646,12 @@ class SnapshotWriter:
         """
         # A flush failure of any kind must not keep the run from being marked failed (it would stay
         # ``running``); the run stays not-complete either way.
+        deadline = None if patience is None else time.monotonic() + patience
         with contextlib.suppress(Exception):
             self.flush(patience=patience)
-        self._end(RUN_FAILED, totals or RunTotals(), error, patience=patience)
+        # the flush and the marking share the patience: a stop waits at most that long in all
+        left = None if deadline is None else max(0.1, deadline - time.monotonic())
+        self._end(RUN_FAILED, totals or RunTotals(), error, patience=left)
 
     def _end(
         self, status: str, totals: RunTotals, error: str | None, *, patience: float | None = None

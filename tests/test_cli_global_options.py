@@ -67,3 +67,24 @@ def test_hoisting_keeps_the_order_of_what_it_does_not_move(args):
     flags = {"-q", "--debug", "-v", "--quiet"}
     assert [a for a in out if a not in flags] == [a for a in args if a not in flags]
     assert out[: len([a for a in args if a in flags])] == [a for a in args if a in flags]
+
+
+def test_ctrl_c_while_the_commands_are_imported_is_one_line_not_a_traceback():
+    # Ctrl-C in the first fraction of a second (longer on a loaded machine) cut an import of the
+    # console script's module and printed Python's traceback.
+    import subprocess
+    import sys
+
+    script = (
+        "import builtins\n"
+        "real = builtins.__import__\n"
+        "def cut(name, *args, **kwargs):\n"
+        "    if name == 'auditor.cli.main':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = cut\n"
+        "from auditor.cli import entry\n"
+        "entry()\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script, "runs"], capture_output=True, text=True, timeout=60)
+    assert (child.returncode, child.stdout, child.stderr) == (130, "", "auditor: interrupted\n")

@@ -44,7 +44,7 @@ def test_wheel_ships_rules_reports_and_migrations(tmp_path):
         assert _repo_files(folder) <= shipped, f"{folder}: missing {sorted(_repo_files(folder) - shipped)}"
     assert "auditor/cli/main.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "auditor = auditor.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "auditor = auditor.cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_bundled_folders_resolve():

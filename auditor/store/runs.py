@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
 from auditor.store.schema import (
     RUN_COMPLETE,
+    RUN_FAILED,
     RUN_RUNNING,
     cluster_versions,
     column_versions,
@@ -36,6 +38,8 @@ from auditor.store.schema import (
     run_columns,
     runs,
 )
+
+log = logging.getLogger("auditor.store")
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,8 @@ def resolve_run(
         else:
             newest = latest_complete_runs(engine, 1)
             found = newest[0] if newest else None
+            if found is not None:
+                _warn_newer_failed(engine, found)
         if found is None:
             raise RunNotUsableError(
                 "there is no complete run in this database yet",
@@ -349,6 +355,27 @@ def resolve_run(
             hint="take a new snapshot, or pass --allow-incomplete to use it anyway",
         )
     return refuse_damaged(run)
+
+
+def _warn_newer_failed(engine: Engine, latest: RunInfo) -> None:
+    """Warn when ``latest`` (the newest complete run) is older than a failed run: a CI job whose
+    snapshot step failed would otherwise check, report and gate on stale data without a word."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(runs.c.id, runs.c.error)
+            .where(runs.c.id > latest.id, runs.c.status == RUN_FAILED)
+            .order_by(runs.c.id.desc())
+            .limit(1)
+        ).first()
+    if row is not None:
+        said = f" ({row.error})" if row.error else ""
+        log.warning(
+            "run %s, newer than run %s, failed%s: 'latest' is run %s, the newest complete run",
+            row.id,
+            latest.id,
+            said,
+            latest.id,
+        )
 
 
 def columns_view(run_id: int) -> Select:

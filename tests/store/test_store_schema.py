@@ -206,6 +206,28 @@ def test_failed_and_running_runs_are_never_used_unless_asked(tmp_path):
         resolve_run(engine, 99)
 
 
+def test_latest_says_when_a_newer_run_failed(tmp_path, run_cli, caplog):
+    # A CI job whose snapshot step failed went on to check, report and pass the gate on the last
+    # complete run, days old, without a word.
+    db = tmp_path / "a.db"
+    engine = store_db.open_database(db)
+    good = write_catalog(engine, make_catalog(1, 2))
+    write_catalog(engine, make_catalog(1, 2), complete=False)
+    bad = write_catalog(engine, make_catalog(1, 2), complete=False)
+    engine.dispose()
+    result = run_cli("check", "--db", str(db), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["run"] == good
+    warning = (
+        f"run {bad}, newer than run {good}, failed (the test stopped it): 'latest' is run {good}, "
+        "the newest complete run"
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
+    caplog.clear()
+    assert run_cli("check", "--db", str(db), "--run", str(good), "--format", "json").exit_code == 0
+    assert not [r for r in caplog.records if "newer than" in r.getMessage()]  # asked for by id
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_a_run_whose_record_is_damaged_is_listed_but_never_used(kind, tmp_path, request, run_cli):
     """A run's details edited into something that is not a JSON object: every command failed with an

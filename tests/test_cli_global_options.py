@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,3 +89,25 @@ def test_ctrl_c_while_the_commands_are_imported_is_one_line_not_a_traceback():
     )
     child = subprocess.run([sys.executable, "-c", script, "runs"], capture_output=True, text=True, timeout=60)
     assert (child.returncode, child.stdout, child.stderr) == (130, "", "auditor: interrupted\n")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("check", "-o", ""),
+        ("diff", "--output", " "),
+        ("runs", "-o", ""),
+        ("check", "--db", ""),
+        ("db", "prune", "--keep", "1", "--db", ""),
+        ("check", "--waivers", ""),
+        ("report", "--export-dir", ""),
+        ("--config", "", "runs"),
+    ],
+)
+def test_an_empty_value_is_a_usage_error_not_a_default(run_cli, tmp_path, args):
+    # An unset CI variable (--output "$OUT"): -o '' was an internal error, --db '' created an
+    # empty ./auditor.db, --export-dir '' wrote into the current folder.
+    result = run_cli(*args)
+    assert result.exit_code == 2, result.output
+    assert "(a variable left unset?)" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no database, no output

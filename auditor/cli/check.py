@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.cli.common import PathOption, Settings, db_option, pass_settings, write_output
 from auditor.config import SEVERITIES as cfg_severities
 from auditor.formats import Format
 
@@ -33,11 +33,11 @@ def _paths(values: tuple[str, ...]) -> list[Path] | None:
     "--rules",
     "rules",
     multiple=True,
-    type=click.Path(),
+    type=PathOption(),
     metavar="PATH",
     help="Rule file or folder (repeatable; default: the built-in pack).",
 )
-@click.option("--waivers", type=click.Path(), metavar="FILE", help="Waiver file (YAML).")
+@click.option("--waivers", type=PathOption(), metavar="FILE", help="Waiver file (YAML).")
 @click.option(
     "--baseline",
     default="previous",
@@ -60,7 +60,7 @@ def _paths(values: tuple[str, ...]) -> list[Path] | None:
     show_default=True,
     help="Output format.",
 )
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @click.option(
     "--allow-incomplete", is_flag=True, help="Check a run that is not complete (never as a baseline)."
 )
@@ -139,10 +139,10 @@ def rules_group() -> None:
 
 
 @rules_group.command("validate")
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=PathOption())
 @click.option(
     "--waivers",
-    type=click.Path(dir_okay=False),
+    type=PathOption(dir_okay=False),
     help="Validate this waiver file too, against these rules (the check's own loading, without a run).",
 )
 def rules_validate(paths: tuple[str, ...], waivers: str | None) -> None:
@@ -169,7 +169,7 @@ def rules_validate(paths: tuple[str, ...], waivers: str | None) -> None:
 
 
 @rules_group.command("schema")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 def rules_schema(output: str | None) -> None:
     """Print the JSON Schema of rule files (for editor completion)."""
     from auditor.engine import rules_json_schema
@@ -178,7 +178,7 @@ def rules_schema(output: str | None) -> None:
 
 
 @rules_group.command("test")
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=PathOption())
 def rules_test(paths: tuple[str, ...]) -> None:
     """Run the fixture snapshots (NAME.test.yaml) kept beside rule files; exit 1 if a case fails."""
     from auditor.engine.fixtures import run_fixtures
@@ -191,7 +191,7 @@ def rules_test(paths: tuple[str, ...]) -> None:
 
 
 @rules_group.command("list")
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=PathOption())
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def rules_list(paths: tuple[str, ...], fmt: str) -> None:
     """List the rules (default: the built-in pack) with severity, scope and what each flags."""

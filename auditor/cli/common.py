@@ -194,11 +194,32 @@ class Settings:
 pass_settings = click.make_pass_decorator(Settings)
 
 
+class PathOption(click.Path):
+    """``click.Path`` that refuses an empty value. ``--output "$OUT"`` with ``OUT`` unset in a CI
+    job was an internal error for ``-o``, and wrote to the current folder for ``--export-dir``."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("the path is empty (a variable left unset?)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class NonEmptyText(click.ParamType):
+    """Text that may not be empty: ``--db ""`` created an empty ./auditor.db, as if it were not given."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("the value is empty (a variable left unset?)", param, ctx)
+        return value
+
+
 def smtp_ca_bundle_option(func):
     return click.option(
         "--smtp-ca-bundle",
         "smtp_ca_bundle",
-        type=click.Path(exists=True, dir_okay=False),
+        type=PathOption(exists=True, dir_okay=False),
         default=None,
         metavar="FILE",
         help="CA certificates to trust for the SMTP server's TLS certificate (config: smtp_ca_bundle).",
@@ -209,6 +230,7 @@ def db_option(func):
     return click.option(
         "--db",
         "db",
+        type=NonEmptyText(),
         default=None,
         metavar="PATH|URL",
         help="Database file or SQLAlchemy URL (env AUDITOR_DB; default ./auditor.db).",

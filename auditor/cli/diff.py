@@ -11,7 +11,7 @@ from enum import StrEnum
 
 import click
 
-from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.cli.common import PathOption, Settings, db_option, pass_settings, write_output
 
 
 class DiffFormat(StrEnum):
@@ -34,11 +34,11 @@ class DiffFormat(StrEnum):
     "--rules",
     "rules",
     multiple=True,
-    type=click.Path(exists=True),
+    type=PathOption(exists=True),
     metavar="PATH",
     help="Rule files or folders (repeatable; default: the built-in pack).",
 )
-@click.option("--waivers", type=click.Path(exists=True, dir_okay=False), metavar="FILE", help="Waivers file.")
+@click.option("--waivers", type=PathOption(exists=True, dir_okay=False), metavar="FILE", help="Waivers file.")
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
@@ -53,12 +53,12 @@ class DiffFormat(StrEnum):
     default=DiffFormat.TEXT.value,
     show_default=True,
 )
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @click.option("--no-findings", is_flag=True, help="Compare catalog metadata only; do not evaluate rules.")
 @click.option("--allow-incomplete", is_flag=True, help="Accept runs that are not complete.")
 @click.option(
     "--templates",
-    type=click.Path(file_okay=False),
+    type=PathOption(file_okay=False),
     metavar="DIR",
     help="Folder of templates searched before the bundled ones (html format).",
 )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from auditor.bigid.auth import SCHEMES
-from auditor.cli.common import Settings, db_option, pass_settings, setting_type, write_output
+from auditor.cli.common import PathOption, Settings, db_option, pass_settings, setting_type, write_output
 from auditor.errors import ConfigError
 from auditor.store.runs import cluster_list_note, mismatch_count, skipped_note
 from auditor.textsafe import display_width, fit, one_line
@@ -57,7 +57,7 @@ def _api_options(func: F, *, paging: bool) -> F:
         click.option(
             "--token-file",
             default=None,
-            type=click.Path(dir_okay=False),
+            type=PathOption(dir_okay=False),
             help="File holding the API key, on its first line (else env BIGID_TOKEN, else the config file's "
             "token_file, else a hidden prompt).",
         ),
@@ -92,7 +92,7 @@ def _api_options(func: F, *, paging: bool) -> F:
         click.option(
             "--ca-bundle",
             default=None,
-            type=click.Path(dir_okay=False),
+            type=PathOption(dir_okay=False),
             help="PEM file of the CA that signed the tenant's certificate.",
         ),
         click.option(
@@ -297,7 +297,7 @@ def snapshot_command(
     "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def clusters_command(
     settings: Settings, /, cluster_filter: str | None, fmt: str, output: str | None, **api: Any
@@ -337,7 +337,7 @@ def clusters_command(
 @click.option("--sample", type=click.IntRange(1), default=None, help="Random sample of N columns.")
 @click.option("--ignore-limit", is_flag=True, default=None, help="Ask the server to ignore --limit.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def columns_command(
     settings: Settings,

@@ -17,6 +17,7 @@ import traceback
 import click
 
 from auditor import __version__, stopping
+from auditor.cli.common import PathOption
 from auditor.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -124,7 +125,7 @@ def report_error(exc: AuditorError, *, debug: bool = False) -> None:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
+    type=PathOption(dir_okay=False),
     help="Settings file (default: ./auditor.toml).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")

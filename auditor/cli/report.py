@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from auditor.cli.common import Settings, db_option, pass_settings, smtp_ca_bundle_option
+from auditor.cli.common import PathOption, Settings, db_option, pass_settings, smtp_ca_bundle_option
 
 if TYPE_CHECKING:
     from auditor.render.report import ReportBundle
@@ -40,21 +40,21 @@ def _report_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 "--rules",
                 "rules",
                 multiple=True,
-                type=click.Path(exists=True),
+                type=PathOption(exists=True),
                 metavar="PATH",
                 help="Rule files or folders (repeatable; default: the built-in pack).",
             ),
             click.option(
                 "--waivers",
                 "waivers",
-                type=click.Path(exists=True, dir_okay=False),
+                type=PathOption(exists=True, dir_okay=False),
                 metavar="FILE",
                 help="Waivers file (YAML).",
             ),
             click.option(
                 "--templates",
                 "templates",
-                type=click.Path(file_okay=False),
+                type=PathOption(file_okay=False),
                 metavar="DIR",
                 help="Folder of templates searched before the bundled reports/ folder.",
             ),
@@ -104,13 +104,13 @@ def _bundle(
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False),
+    type=PathOption(dir_okay=False),
     metavar="FILE",
     help="Where to write the HTML file (default: auditor-report-run<ID>.html).",
 )
 @click.option(
     "--export-dir",
-    type=click.Path(file_okay=False),
+    type=PathOption(file_okay=False),
     metavar="DIR",
     help="Also write the full data there: findings.csv, findings.json, diff.json.",
 )
@@ -179,7 +179,7 @@ def report_command(
 @click.option(
     "--eml",
     "eml",
-    type=click.Path(dir_okay=False),
+    type=PathOption(dir_okay=False),
     metavar="FILE",
     help="Write the message to FILE instead of sending it.",
 )

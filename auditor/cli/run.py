@@ -10,6 +10,7 @@ import click
 
 from auditor.cli.check import SEVERITIES
 from auditor.cli.common import (
+    PathOption,
     Settings,
     db_option,
     pass_settings,
@@ -58,9 +59,9 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 @max_minutes_option
 @skip_cluster_option
 @click.option(
-    "--rules", multiple=True, type=click.Path(), metavar="PATH", help="Rule file or folder (repeatable)."
+    "--rules", multiple=True, type=PathOption(), metavar="PATH", help="Rule file or folder (repeatable)."
 )
-@click.option("--waivers", type=click.Path(), metavar="FILE", help="Waiver file (YAML).")
+@click.option("--waivers", type=PathOption(), metavar="FILE", help="Waiver file (YAML).")
 @click.option("--baseline", default="previous", show_default=True, metavar="previous|ID|none")
 @click.option(
     "--fail-on", type=click.Choice(SEVERITIES), default=None, help="Gate threshold (default: never fail)."
@@ -74,13 +75,13 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
     type=click.Choice(["table", "json", "junit", "sarif", "markdown", "csv"]),
     help="Format of the check results on stdout (or --output).",
 )
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the check results to a file.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="HTML report path.")
+@click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write the check results to a file.")
+@click.option("--report", "report_path", type=PathOption(dir_okay=False), help="HTML report path.")
 @click.option(
-    "--export-dir", type=click.Path(file_okay=False), help="Also write findings.csv/json and diff.json here."
+    "--export-dir", type=PathOption(file_okay=False), help="Also write findings.csv/json and diff.json here."
 )
 @click.option(
-    "--templates", type=click.Path(file_okay=False), help="Folder of templates overriding reports/."
+    "--templates", type=PathOption(file_okay=False), help="Folder of templates overriding reports/."
 )
 @click.option("--email-to", multiple=True, metavar="ADDR", help="Email the report to ADDR (repeatable).")
 @click.option("--email-cc", multiple=True, metavar="ADDR", help="Copy recipient (repeatable).")
@@ -91,7 +92,7 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 )
 @smtp_ca_bundle_option
 @click.option(
-    "--eml", "eml_path", type=click.Path(dir_okay=False), help="Write the email to a file, not SMTP."
+    "--eml", "eml_path", type=PathOption(dir_okay=False), help="Write the email to a file, not SMTP."
 )
 @click.option(
     "--email-attachments/--no-email-attachments",
@@ -237,7 +238,7 @@ def run_command(
     "--folder",
     default="auditor-demo",
     show_default=True,
-    type=click.Path(file_okay=False),
+    type=PathOption(file_okay=False),
     help="Where the database, the report and the exports go.",
 )
 @click.option("--clusters", default=150, show_default=True, type=click.IntRange(2, 100_000))

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from auditor.cli.common import Settings, db_option, pass_settings, write_output
+from auditor.cli.common import PathOption, Settings, db_option, pass_settings, write_output
 from auditor.errors import StoreError
 from auditor.textsafe import one_line
 
@@ -173,7 +173,7 @@ def _prune_table(result) -> str:
 @click.command("runs")
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def runs_command(settings: Settings, db: str | None, fmt: str, output: str | None) -> None:
     """List the snapshot runs, oldest first.

@@ -56,6 +56,9 @@ def check_pattern(pattern: str) -> str | None:
     for shape, why in _NOT_PORTABLE:
         if shape.search(pattern):
             return why
+    misread = _misread(pattern)
+    if misread:
+        return misread
     try:
         with warnings.catch_warnings():  # "possible nested set" for [[: is refused above, not warned
             warnings.simplefilter("ignore", FutureWarning)
@@ -90,11 +93,53 @@ _NOT_PORTABLE = [
         re.compile(_UNESCAPED + r"\{,\d*\}"),
         "{,n} means 0 to n in Python but is no repetition in PostgreSQL; write {0,n}",
     ),
-    (
-        re.compile(r"\[:[a-z]+:\]"),
-        "POSIX classes such as [[:alpha:]] are not supported by Python's re; use [a-z], \\w or \\d",
-    ),
 ]
+
+_BOUND = re.compile(r"\{\d+(?:,\d*)?\}")
+_IN_BRACKETS = {
+    "[:": "POSIX classes such as [[:alpha:]] are not supported by Python's re; use [a-z], \\w or \\d",
+    "[.": "collating elements such as [[.e.]] mean a letter to PostgreSQL and a set to Python's re; "
+    "list the characters instead",
+    "[=": "equivalence classes such as [[=e=]] mean a letter to PostgreSQL and a set to Python's re; "
+    "list the characters instead",
+    "\\D": "\\D inside [...] is a different set on each database (all Unicode digits or only 0-9); "
+    "write [^0-9] or list the characters",
+}
+
+
+def _misread(pattern: str) -> str | None:
+    """Why ``pattern`` is read differently by PostgreSQL (or not at all), from its spelling: inside
+    brackets, ``[:``, ``[.``, ``[=`` (POSIX classes, collating elements, equivalence classes) and
+    ``\\D``; outside, a ``{`` and a digit that do not make a whole bound (``id{1``, ``a{1,2``,
+    ``a{1 }``: literal text to Python, an error to PostgreSQL)."""
+    i, bracket = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if bracket and pattern[i : i + 2] in _IN_BRACKETS:
+                return _IN_BRACKETS[pattern[i : i + 2]]
+            i += 2
+            continue
+        if bracket:
+            if pattern[i : i + 2] in _IN_BRACKETS:
+                return _IN_BRACKETS[pattern[i : i + 2]]
+            if char == "]":
+                bracket = False
+        elif char == "[":
+            bracket = True
+            i += 1
+            if pattern.startswith("^", i):  # a ']' first (after an optional '^') is a member
+                i += 1
+            if pattern.startswith("]", i):
+                i += 1
+            continue
+        elif char == "{" and pattern[i + 1 : i + 2].isdigit() and not _BOUND.match(pattern, i):
+            return (
+                f"'{{' at position {i} starts a repetition count it does not finish (such as a{{1,2}}): "
+                "PostgreSQL refuses it; write \\{ for a literal brace"
+            )
+        i += 1
+    return None
 
 
 def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
@@ -104,6 +149,11 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
             return _UNSUPPORTED[name]
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             low, high, sub = av
+            if any(item_op in (_c.ASSERT, _c.ASSERT_NOT) for item_op, _ in sub):
+                return (
+                    "a quantifier on a lookaround such as (?=a)* is refused by PostgreSQL; drop it "
+                    "((?=a)+ means (?=a), and (?=a)? or (?=a)* match anything)"
+                )
             if low > PG_DUPMAX or (high != _c.MAXREPEAT and high > PG_DUPMAX):
                 return f"repetition counts above {PG_DUPMAX} are not supported (PostgreSQL's limit)"
             unbounded = high == _c.MAXREPEAT or high > 100

@@ -495,3 +495,24 @@ def test_aggregate_rules_on_postgresql(pg_engine, tmp_path, catalog, bodies):
 def test_counting_quantifiers_on_postgresql(pg_engine, tmp_path, catalog, bodies, columns):
     check(pg_engine, tmp_path, catalog, "column", bodies)
     check(pg_engine, tmp_path, catalog, "cluster", columns)
+
+
+# Patterns at the edges of what validation accepts: each must run on PostgreSQL (an error there is
+# exit 3 in the middle of a check) and give the answer SQLite's Python function gives.
+EDGE_PATTERNS = ["a{", "a{x}", "{", "a{1,}", "a{1,2}", "[.]", "[a.]", "\\{1", "[{1]", "[]{1]", "x{0}y", "[:]"]
+EDGE_VALUES = ["a{", "a{x}", "{1", "x.y", "]", ":", "aa", "xy", "plain"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("pattern", EDGE_PATTERNS)
+def test_accepted_edge_patterns_run_alike_on_postgresql(pg_engine, pattern):
+    from sqlalchemy import text
+
+    from auditor.engine.sqlfuncs import _sqlite_regexp, check_pattern, portable_pattern
+
+    assert check_pattern(pattern) is None
+    compiled = portable_pattern(pattern)
+    with pg_engine.connect() as connection:
+        for value in EDGE_VALUES:
+            found = connection.execute(text("SELECT :v ~* :p"), {"v": value, "p": compiled}).scalar()
+            assert bool(found) == bool(_sqlite_regexp(compiled, value, 1)), (pattern, value)

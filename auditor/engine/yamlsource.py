@@ -86,13 +86,28 @@ class _Loader(_Base):  # type: ignore[misc,valid-type]
         self.problems = problems
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct_mapping(loader: _Loader, node: MappingNode) -> LocDict:
-    loader.flatten_mapping(node)
+    """A mapping with the position of each key and value; a key written twice is a problem.
+
+    Merge keys (``<<: *defaults``, ``<<: [*a, *b]``) follow the YAML spec: a key written in the
+    mapping itself overrides a merged one (it is no duplicate), and among merged mappings the
+    first listed wins. (PyYAML's own merging let the merged value win over a key written beside
+    it, and the last of a list over the first.)
+    """
     result = LocDict()
     result.mark = Mark.of(node)
     result.key_marks = {}
     result.value_marks = {}
+    merges: list[Node] = []
     for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            merges.append(value_node)
+            continue
+        if key_node.tag == "tag:yaml.org,2002:value":  # '=' as a key: plain text, as PyYAML reads it
+            key_node.tag = "tag:yaml.org,2002:str"
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, Hashable):
             loader.problems.add(loader.source, Mark.of(key_node), "a mapping key must be a plain value")
@@ -108,6 +123,19 @@ def _construct_mapping(loader: _Loader, node: MappingNode) -> LocDict:
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_marks[key] = Mark.of(key_node)
         result.value_marks[key] = Mark.of(value_node)
+    for merge in merges:
+        for source in merge.value if isinstance(merge, SequenceNode) else [merge]:
+            if not isinstance(source, MappingNode):
+                loader.problems.add(
+                    loader.source, Mark.of(source), "a merge key (<<) takes a mapping or a list of mappings"
+                )
+                continue
+            merged = loader.construct_object(source, deep=True)
+            for key, value in merged.items():
+                if key not in result:
+                    result[key] = value
+                    result.key_marks[key] = merged.key_marks[key]
+                    result.value_marks[key] = merged.value_marks[key]
     return result
 
 

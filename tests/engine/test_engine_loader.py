@@ -496,3 +496,25 @@ def test_no_problem_hides_behind_another(write):
         "unique across files",
         "h.yaml:41:15: severity: 'loud' is not one of 'info', 'low', 'medium', 'high' or 'critical'",
     ]
+
+
+def test_merge_keys_follow_yaml_a_key_written_overrides_a_merged_one():
+    # A key written beside `<<: *defaults` was reported as a duplicate of the merged one, and the
+    # merged value won: the opposite of YAML (and of yaml.safe_load).
+    from auditor.engine.yamlsource import Problems, load_yaml
+
+    text = (
+        "base: &base {per: cluster, group_by: columnName, note: base}\n"
+        "other: &other {per: other, extra: other, note: other}\n"
+        "one: {<<: *base, per: snapshot}\n"
+        "two: {<<: [*base, *other]}\n"
+        "three: {per: a, per: b}\n"
+    )
+    problems = Problems()
+    data = load_yaml(text, "m.yaml", problems)
+    assert data["one"] == {"per": "snapshot", "group_by": "columnName", "note": "base"}
+    # the first mapping merged wins (YAML's merge spec; PyYAML itself lets the last one win)
+    assert data["two"] == {"per": "cluster", "group_by": "columnName", "note": "base", "extra": "other"}
+    assert [str(p) for p in problems.items] == [
+        "m.yaml:5:17: duplicate key 'per' (first defined at line 5); each key may appear once"
+    ]

@@ -27,6 +27,7 @@ Examples (each is loaded by the real loader in the docs test)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import re
@@ -488,33 +489,38 @@ class Compare(Condition):
     def parse(cls, node: LocDict, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
         ok = True
         known = set(OPERATORS) | {"field", "case"}
-        for key in node:
-            if key not in known:
-                ctx.problem(
-                    [*path, key],
-                    f"unknown operator {key!r}; valid operators: {', '.join(OPERATORS)}",
-                    key=True,
-                )
-                ok = False
+        unknown = [key for key in node if key not in known]
+        for key in unknown:
+            ctx.problem(
+                [*path, key], f"unknown operator {key!r}; valid operators: {', '.join(OPERATORS)}", key=True
+            )
         # Operator values are checked below against the field's kind (one clear message each);
         # pydantic checks the rest. The full Spec still describes every key in the JSON Schema.
         clean = LocDict({k: v for k, v in node.items() if k in ("field", "case")})
+        spec: _CompareSpec | None = None
         try:
             spec = _CompareSpec.model_validate(clean)
         except PydanticValidationError as exc:
             report_pydantic(ctx, path, exc, "a field comparison")
-            return None
+            ok = False
+            with contextlib.suppress(PydanticValidationError):  # a bad 'case': the field may be fine
+                spec = _CompareSpec.model_validate(LocDict({k: v for k, v in clean.items() if k == "field"}))
         catalog = F.FIELDS_BY_LEVEL[level]
-        target = catalog.get(spec.field)
-        if target is None:
+        target = catalog.get(spec.field) if spec is not None else None
+        if spec is not None and target is None:
             hint = _closest(spec.field, catalog)
             ctx.problem(
                 [*path, "field"],
                 f"unknown field {spec.field!r} on {F.LEVEL_NOUN[level]}{hint}; "
                 f"valid fields: {', '.join(catalog)}",
             )
+        if spec is None or target is None:
+            pattern = node.get("matches")  # what can be checked without the field: a pattern
+            why = check_pattern(pattern) if isinstance(pattern, str) else None
+            if why:
+                ctx.problem([*path, "matches"], f"matches: {why}")
             return None
-        if not ok:
+        if unknown:  # which operator was meant is anyone's guess: its value is not checked
             return None
         ops = [op for op in OPERATORS if op in node]
         if len(ops) != 1:
@@ -540,15 +546,15 @@ class Compare(Condition):
         problem = _check_value(target, op, value)
         if problem:
             ctx.problem([*path, op], f"{op}: {problem}")
-            return None
-        if op == "matches":
+            ok = False
+        elif op == "matches":
             why = check_pattern(value)
             if why:
                 ctx.problem([*path, op], f"matches: {why}")
-                return None
+                ok = False
         if "case" in node and target.kind not in (Kind.TEXT, Kind.TEXT_LIST):
             ctx.problem([*path, "case"], f"'case' applies to text fields only, not {spec.field!r}", key=True)
-            return None
+            ok = False
         if not ok:
             return None
         if isinstance(value, LocList):
@@ -808,29 +814,42 @@ class Having:
             spec = HavingSpec.model_validate(node)
         except PydanticValidationError as exc:
             report_pydantic(ctx, path, exc, "'having'")
+            # the field counted is checked all the same: every problem at once
+            named = node.get("distinct")
+            if isinstance(named, str):
+                cls._distinct(named, level, ctx, path)
             return None
         ops = [op for op in _THRESHOLD_WORDS if getattr(spec, op) is not None]
+        ok = True
         if len(ops) != 1:
             ctx.problem(path, f"'having' needs exactly one of {', '.join(_THRESHOLD_WORDS)} (got {len(ops)})")
-            return None
+            ok = False
         distinct = None
         if spec.distinct is not None:
-            catalog = F.FIELDS_BY_LEVEL[level]
-            distinct = catalog.get(spec.distinct)
-            if distinct is None or distinct.kind is Kind.TEXT_LIST:
-                valid = [name for name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
-                ctx.problem(
-                    [*path, "distinct"],
-                    f"cannot count distinct {spec.distinct!r} on {F.LEVEL_NOUN[level]}; "
-                    f"valid fields: {', '.join(valid)}",
-                )
-                return None
+            distinct = cls._distinct(spec.distinct, level, ctx, path)
+            ok = ok and distinct is not None
+        if not ok:
+            return None
         threshold = int(getattr(spec, ops[0]))
         problem = _check_number(threshold)
         if problem:
             ctx.problem([*path, ops[0]], f"{ops[0]}: {problem}")
             return None
         return cls(distinct, ops[0], threshold, spec.case == "exact")
+
+    @staticmethod
+    def _distinct(name: str, level: Level, ctx: ParseContext, path: list[Any]) -> F.Field | None:
+        """The field ``distinct`` counts, or ``None`` with the problem reported."""
+        catalog = F.FIELDS_BY_LEVEL[level]
+        found = catalog.get(name)
+        if found is None or found.kind is Kind.TEXT_LIST:
+            valid = [field_name for field_name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
+            ctx.problem(
+                [*path, "distinct"],
+                f"cannot count distinct {name!r} on {F.LEVEL_NOUN[level]}; valid fields: {', '.join(valid)}",
+            )
+            return None
+        return found
 
     def compile(self, row: Row) -> ColumnElement[bool]:
         if self.distinct is None:

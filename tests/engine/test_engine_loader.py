@@ -518,3 +518,32 @@ def test_merge_keys_follow_yaml_a_key_written_overrides_a_merged_one():
     assert [str(p) for p in problems.items] == [
         "m.yaml:5:17: duplicate key 'per' (first defined at line 5); each key may appear once"
     ]
+
+
+def test_one_comparison_with_several_problems_reports_them_all(write):
+    # Found by a probe: fixing the reported problem revealed the next one (a bad 'case' hid the
+    # pattern; a non-whole threshold hid the field counted; an unknown field hid the pattern).
+    path = write(
+        "round.yaml",
+        """\
+rules:
+  - {id: one, title: t, description: d, severity: high, scope: column, message: m, remediation: r,
+     condition: {field: columnName, matches: '(a+)+', case: Exact}}
+  - {id: two, title: t, description: d, severity: high, scope: cluster, message: m, remediation: r,
+     condition: {columns: {having: {distinct: nothing, gte: 1.5}}}}
+  - {id: three, title: t, description: d, severity: high, scope: column, message: m, remediation: r,
+     condition: {field: columnNam, matches: '(a+)+'}}
+""",
+    )
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    said = [p.replace(str(path), "round.yaml").split(": ", 1)[1].split(";")[0] for p in caught.value.problems]
+    nested = "matches: nested quantifiers such as (a+)+ can take exponential time"
+    assert said == [
+        "case: 'Exact' is not one of 'insensitive' or 'exact'",
+        nested,
+        "gte: expected a whole number, got number 1.5",
+        "cannot count distinct 'nothing' on a column",
+        "unknown field 'columnNam' on a column (did you mean 'columnName'?)",
+        nested,
+    ]

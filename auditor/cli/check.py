@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from auditor.cli.common import PathOption, Settings, db_option, pass_settings, write_output
+from auditor.cli.common import IsoDate, PathOption, Settings, db_option, pass_settings, write_output
 from auditor.config import SEVERITIES as cfg_severities
 from auditor.formats import Format
 
@@ -66,7 +66,7 @@ def _paths(values: tuple[str, ...]) -> list[Path] | None:
 )
 @click.option(
     "--today",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=IsoDate(),
     metavar="YYYY-MM-DD",
     default=None,
     help="Judge waiver expiry as of this date (default: today, UTC).",
@@ -97,7 +97,7 @@ def check_command(
     fail_on = settings.fail_on(fail_on)
     ruleset, waiver_set = load_rules_and_waivers(settings.rules_paths(rules), settings.waivers_path(waivers))
     engine = settings.engine(db, create=False)
-    day: date | None = today.date() if today is not None else None  # type: ignore[attr-defined]
+    day: date | None = today  # type: ignore[assignment]
     result = check_run(
         engine,
         run_ref,

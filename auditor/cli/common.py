@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,6 +203,24 @@ class PathOption(click.Path):
         if isinstance(value, str) and not value.strip():
             self.fail("the path is empty (a variable left unset?)", param, ctx)
         return super().convert(value, param, ctx)
+
+
+class IsoDate(click.ParamType):
+    """A date written YYYY-MM-DD, as waiver files write ``expires`` (``2027-1-5`` is refused there,
+    and so here)."""
+
+    name = "date"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, date):
+            return value
+        text = str(value).strip()
+        try:
+            if len(text) != 10:
+                raise ValueError
+            return date.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a date written YYYY-MM-DD, such as 2027-03-31", param, ctx)
 
 
 class NonEmptyText(click.ParamType):

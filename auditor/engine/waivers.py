@@ -26,7 +26,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ from auditor.errors import RuleError
 
 EXPIRING_DAYS = 14
 NARROWING = ("cluster", "column", "column_regex")
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class WaiverSpec(BaseModel):
@@ -60,6 +62,19 @@ class WaiverSpec(BaseModel):
     owner: StrictStr = Field(min_length=1)
     expires: date
     ticket: StrictStr | None = None
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _a_calendar_date(cls, value: Any) -> Any:
+        """YYYY-MM-DD only: pydantic's lax reading took 1798675200 (a Unix time) and 0 for dates,
+        and a date-time with an offset for its date part, silently waiving findings."""
+        if isinstance(value, datetime):
+            raise ValueError("must be a date (YYYY-MM-DD) without a time")
+        if isinstance(value, date):
+            return value
+        if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
+            return value.strip()
+        raise ValueError("must be a date written YYYY-MM-DD, such as 2027-03-31")
 
     @field_validator("reason", "owner", "cluster", "column", "column_regex")
     @classmethod

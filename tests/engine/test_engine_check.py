@@ -393,7 +393,13 @@ def test_impossible_waiver_dates_are_problems_with_their_position(write):
         "waivers:\n"
         + entry.format(expires="2027-02-30")
         + entry.format(expires="'2027-13-01'")
-        + entry.format(expires="2027-02-03T10:00:00"),
+        + entry.format(expires="2027-02-03T10:00:00")
+        # pydantic's lax reading took a Unix time, 0 and a date-time with an offset for dates
+        + entry.format(expires="1798675200")
+        + entry.format(expires="'1798675200'")
+        + entry.format(expires="0")
+        + entry.format(expires="2027-01-11T00:00:00+14:00")
+        + entry.format(expires="'2027-1-5'"),
     )
     with pytest.raises(RuleError) as caught:
         load_waivers(path)
@@ -402,7 +408,12 @@ def test_impossible_waiver_dates_are_problems_with_their_position(write):
         f"{path}:6:14: expires: '2027-02-30' is not a valid date (day value is outside expected range)",
         f"{path}:11:14: expires: '2027-13-01' is not a valid date (month value is outside expected range "
         "of 1-12)",
-        f"{path}:16:14: expires: expected a date (YYYY-MM-DD), got datetime",
+        f"{path}:16:14: expires: must be a date (YYYY-MM-DD) without a time",
+        f"{path}:21:14: expires: must be a date written YYYY-MM-DD, such as 2027-03-31",
+        f"{path}:26:14: expires: must be a date written YYYY-MM-DD, such as 2027-03-31",
+        f"{path}:31:14: expires: must be a date written YYYY-MM-DD, such as 2027-03-31",
+        f"{path}:36:14: expires: must be a date (YYYY-MM-DD) without a time",
+        f"{path}:41:14: expires: must be a date written YYYY-MM-DD, such as 2027-03-31",
     ]
 
 

@@ -368,3 +368,11 @@ def test_every_built_in_rule_has_a_matching_and_a_non_matching_case():
     assert ids - matched == set(), "rules without a matching case"
     assert ids - quiet == set(), "rules without a non-matching case"
     assert Path(report.files[0]).name.endswith(".test.yaml")
+
+
+@pytest.mark.parametrize("day", ["2027-1-5", "05/01/2027", "2027-01-05T00:00"])
+def test_today_takes_the_date_form_waiver_files_take(run_cli, day):
+    # --today accepted 2027-1-5 while a waiver file refused the same spelling.
+    result = run_cli("check", "--today", day)
+    assert result.exit_code == 2
+    assert f"{day!r} is not a date written YYYY-MM-DD, such as 2027-03-31" in result.stderr

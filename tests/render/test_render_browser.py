@@ -218,6 +218,16 @@ def test_print_media_shows_sign_off_and_hides_controls(browser: Any, sample: Any
         assert page.locator("#signoff").is_visible()
         assert not page.locator("section#new .filter").is_visible()
         assert not page.locator("nav.toc").is_visible()
+        # A 400-digit cluster id in a change group's heading ran off the printed page.
+        overflow = page.evaluate(
+            """() => {
+                const heading = document.querySelector("section.changes h3 code");
+                heading.textContent = "9".repeat(400);
+                const h3 = heading.closest("h3");
+                return h3.scrollWidth - h3.clientWidth;
+            }"""
+        )
+        assert overflow <= 0
         pdf = page.pdf(format="A4")
         assert pdf[:5] == b"%PDF-" and len(pdf) > 10_000
     finally:

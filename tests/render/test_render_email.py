@@ -95,6 +95,17 @@ def test_html_body_is_built_for_mail_clients(sample) -> None:
     cells = [td for td in soup.find_all("td") if td.get("style")]
     assert len(cells) > 10  # inline styles, not a stylesheet
     assert "The full report: auditor report --run 3." in soup.get_text(" ")
+    # every count the text part gives beside the severities, "Waivers expired" included (it was
+    # left out of the HTML part)
+    shown = {
+        td["data-card"]: td.get_text(" ", strip=True) for td in soup.find_all("td", attrs={"data-card": True})
+    }
+    assert list(shown) == ["open", "new", "resolved", "waived", "expiring", "expired"]
+    text = received.get_body(("plain",)).get_content()
+    for card in bundle_from_input(sample.data).context.cards:
+        if card.key in shown:
+            assert shown[card.key] == f"{card.value:,} {card.label}"
+            assert f"{card.label + ':':<18} {card.value:,}" in text
 
 
 def test_hostile_values_are_escaped_in_the_email(tmp_path: Path) -> None:

@@ -166,7 +166,8 @@ def processes_option(func: F) -> F:
         "--processes",
         default=None,
         type=setting_type("processes"),
-        help="Processes decoding pages; 0 decodes in the fetching threads [2 with 2+ CPUs, else 0].",
+        help="Processes decoding pages; 0 decodes in the fetching threads [2 with 2+ CPUs for 20,000+ "
+        "columns, else 0].",
     )(func)
 
 

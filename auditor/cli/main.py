@@ -138,7 +138,8 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     """cluster-auditor: snapshot BigID clusters, check governance rules, diff runs, report and gate CI.
 
     Exit codes: 0 success, 1 the gate failed, 2 usage/configuration/rule error, 3 the API, the
-    network or the database failed (or the run is missing or incomplete).
+    network or the database failed (or the run is missing or incomplete), 130 interrupted (Ctrl-C),
+    143 terminated (SIGTERM).
     """
     from auditor.cli.common import Settings
 

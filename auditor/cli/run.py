@@ -59,10 +59,20 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 @max_minutes_option
 @skip_cluster_option
 @click.option(
-    "--rules", multiple=True, type=PathOption(), metavar="PATH", help="Rule file or folder (repeatable)."
+    "--rules",
+    multiple=True,
+    type=PathOption(),
+    metavar="PATH",
+    help="Rule file or folder (repeatable; default: the built-in pack).",
 )
 @click.option("--waivers", type=PathOption(), metavar="FILE", help="Waiver file (YAML).")
-@click.option("--baseline", default="previous", show_default=True, metavar="previous|ID|none")
+@click.option(
+    "--baseline",
+    default="previous",
+    show_default=True,
+    metavar="previous|ID|none",
+    help="Run the findings are compared with (new or existing), and the report's diff against.",
+)
 @click.option(
     "--fail-on", type=click.Choice(SEVERITIES), default=None, help="Gate threshold (default: never fail)."
 )
@@ -76,7 +86,12 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
     help="Format of the check results on stdout (or --output).",
 )
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write the check results to a file.")
-@click.option("--report", "report_path", type=PathOption(dir_okay=False), help="HTML report path.")
+@click.option(
+    "--report",
+    "report_path",
+    type=PathOption(dir_okay=False),
+    help="HTML report path (default: auditor-report-run<ID>.html).",
+)
 @click.option(
     "--export-dir", type=PathOption(file_okay=False), help="Also write findings.csv/json and diff.json here."
 )
@@ -88,7 +103,11 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 @click.option("--email-from", metavar="ADDR", help="Sender address.")
 @click.option("--subject", metavar="TEXT", help="Email subject.")
 @click.option(
-    "--smtp", "smtp_url", metavar="URL", help="smtp://host:587, smtps://host:465 (credentials from env)."
+    "--smtp",
+    "smtp_url",
+    metavar="URL",
+    help="smtp://host[:25], smtp+starttls://host[:587] or smtps://host[:465] (env AUDITOR_SMTP; "
+    "credentials from AUDITOR_SMTP_USER and AUDITOR_SMTP_PASSWORD).",
 )
 @smtp_ca_bundle_option
 @click.option(

@@ -354,6 +354,16 @@ def _parse_expect(node: Any, ctx: ParseContext, path: list[Any], rules: set[str]
 
 def run_fixtures(paths: Sequence[Path]) -> FixtureReport:
     """Validate and run every fixture named by ``paths``; RuleError (exit 2) if any is invalid."""
+    missing = Problems()
+    for path in paths:
+        if not Path(path).exists():  # said as rules validate and check --rules say it
+            missing.add(str(path), None, "no such file or folder")
+    if missing:
+        raise RuleError(
+            f"{len(missing)} problem{'s' if len(missing) != 1 else ''} in the rule files",
+            hint="fix them and check with: auditor rules validate PATH",
+            problems=missing.items,
+        )
     rule_paths, fixture_paths = fixture_files([Path(p) for p in paths])
     if not fixture_paths:
         raise RuleError(

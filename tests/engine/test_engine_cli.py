@@ -280,6 +280,15 @@ def test_rules_test_with_no_cases_at_all_is_an_error_not_a_pass(run_cli, tmp_pat
     ]
 
 
+def test_rules_test_names_a_missing_path_as_validate_does(run_cli, tmp_path):
+    # It said "no rule fixtures (*.test.yaml) found in rules" for a mistyped folder.
+    missing = tmp_path / "rulez"
+    said = [run_cli("rules", verb, str(missing)) for verb in ("test", "validate")]
+    assert [r.exit_code for r in said] == [2, 2]
+    assert said[0].stderr == said[1].stderr
+    assert said[0].stderr.splitlines()[1] == f"  {missing}:1:1: no such file or folder"
+
+
 def test_rules_test_reports_failing_cases_with_exit_1(run_cli, tmp_path):
     rules = tmp_path / "mine.yaml"
     rules.write_text((rules_dir() / "clusters.yaml").read_text())

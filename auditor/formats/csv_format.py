@@ -31,10 +31,14 @@ HEADER = [
     "waiver_expires",
     "waiver_expired",
 ]
-_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+# What a spreadsheet may run as a formula at the start of a cell (OWASP's list, plus a line feed,
+# '|' (DDE in old Excel) and '%'). The one list for every CSV this tool writes: the check's and the
+# report's export.
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
 
 
 def neutralise(value: Any) -> str:
+    """A CSV cell a spreadsheet will not run as a formula: a quote before a dangerous first character."""
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(_DANGEROUS) else text
 

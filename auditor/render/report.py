@@ -36,6 +36,7 @@ from sqlalchemy import Engine
 
 from auditor import __version__
 from auditor.errors import ConfigError, DeliveryError
+from auditor.formats.csv_format import neutralise
 from auditor.outfile import replacing
 from auditor.render.context import (
     DEFAULT_MAX_ROWS,
@@ -71,7 +72,6 @@ CSV_FIELDS = (
     "waiver_expired",
     "waiver_reason",
 )
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -105,12 +105,7 @@ def render_html(context: ReportContext, env: jinja2.Environment | None = None) -
 # --------------------------------------------------------------------------------------------------
 
 
-def neutralise_cell(value: Any) -> str:
-    """A CSV cell a spreadsheet will not run as a formula (OWASP: prefix a quote)."""
-    text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_PREFIXES):
-        return "'" + text
-    return text
+neutralise_cell = neutralise  # the check's CSV and this export neutralise alike
 
 
 def export_rows(

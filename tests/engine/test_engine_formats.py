@@ -206,13 +206,17 @@ def test_csv_neutralises_formula_injection(result):
     assert pii["message"] == "primary key hr.emp.ssn holds personal data"
     from auditor.formats.csv_format import neutralise
 
-    assert [neutralise(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "ok", None, 3)] == [
+    assert [
+        neutralise(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "|cmd", "%x", "ok", None, 3)
+    ] == [
         "'=1+1",
         "'+1",
         "'-1",
         "'@SUM(A1)",
         "'\tx",
         "'\rx",
+        "'|cmd",
+        "'%x",
         "ok",
         "",
         "3",

@@ -469,6 +469,20 @@ class DiffResult:
     # False for a catalog-only diff (--no-findings): its finding counts are not zeros to read.
     findings_compared: bool = True
 
+    @classmethod
+    def without_baseline(cls, run_id: int) -> DiffResult:
+        """The diff document of a run that has no earlier complete run to compare with: the same
+        keys as any diff (every list empty, ``from_run`` null, findings not compared), so that a
+        consumer of the contract reads a first run like any other."""
+        return cls(
+            from_run=None,  # type: ignore[arg-type]
+            to_run=run_id,
+            catalog=CatalogDiff(),
+            findings={},
+            scope_note=f"there is no earlier complete run to compare run {run_id} with",
+            findings_compared=False,
+        )
+
     def summary(self) -> dict[str, Any]:
         c = self.catalog
         return {

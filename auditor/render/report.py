@@ -35,6 +35,7 @@ import orjson
 from sqlalchemy import Engine
 
 from auditor import __version__
+from auditor.diff.model import DiffResult
 from auditor.errors import ConfigError, DeliveryError
 from auditor.formats.csv_format import neutralise
 from auditor.outfile import replacing
@@ -225,7 +226,7 @@ class ReportBundle:
             diff_doc = (
                 self.data.diff
                 if self.data.diff is not None
-                else {"from_run": None, "to_run": self.data.run.id}
+                else DiffResult.without_baseline(self.data.run.id).to_json()
             )
             paths.append(_write_atomic(diff_path, _dumps(diff_doc)))
         return paths

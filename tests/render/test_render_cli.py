@@ -317,8 +317,17 @@ def test_first_run_report_has_no_diff(tmp_path: Path) -> None:
     _write(engine, CATALOG)
     engine.dispose()
     out = tmp_path / "first.html"
-    result = invoke("report", "--db", str(path), "--output", str(out))
+    result = invoke("report", "--db", str(path), "--output", str(out), "--export-dir", str(tmp_path / "x"))
     assert result.exit_code == 0, result.stderr
+    # diff.json keeps the contract's keys (it held only from_run and to_run: a consumer broke)
+    from tests.diff.conftest import DIFF_KEYS
+
+    diff = json.loads((tmp_path / "x" / "diff.json").read_text())
+    assert list(diff) == DIFF_KEYS
+    assert (diff["from_run"], diff["to_run"], diff["findings_compared"]) == (None, 1, False)
+    assert diff["scope_note"] == "there is no earlier complete run to compare run 1 with"
+    assert diff["summary"]["clusters"] == {"added": 0, "removed": 0, "changed": 0}
+    assert diff["columns"] == {"added": [], "removed": [], "changed": [], "moved": []}
     soup = BeautifulSoup(out.read_text(encoding="utf-8"), "html.parser")
     assert (
         " ".join(soup.select_one('dd[data-field="against"]').get_text(" ").split())

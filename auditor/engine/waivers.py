@@ -74,7 +74,9 @@ class WaiverSpec(BaseModel):
             return value
         if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
             return value.strip()
-        raise ValueError("must be a date written YYYY-MM-DD, such as 2027-03-31")
+        kind = "text" if isinstance(value, str) else "number" if isinstance(value, int | float) else "a value"
+        given = f"{kind} {value!r}"
+        raise ValueError(f"expected a date written YYYY-MM-DD (such as 2027-03-31), got {given}")
 
     @field_validator("reason", "owner", "cluster", "column", "column_regex")
     @classmethod

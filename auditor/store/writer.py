@@ -562,8 +562,8 @@ class SnapshotWriter:
 
     @property
     def clusters_stored(self) -> int:
-        """Clusters recorded complete so far."""
-        return self._clusters_stored
+        """Clusters recorded complete so far (written, or queued to be with the next flush)."""
+        return self._clusters_stored + self._queued_clusters
 
     def _holder_of_nul(self) -> str | None:
         """Which queued record has a text value with a NUL character (PostgreSQL refuses them)."""

@@ -371,7 +371,8 @@ waivers:
     assert caught.value.problems == [
         f"{path}:4:13: reason: must not be empty",
         f"{path}:2:5: a waiver is missing the required key 'owner'",
-        f"{path}:5:14: expires: expected a date (YYYY-MM-DD), got text 'next week'",
+        f"{path}:5:14: expires: expected a date written YYYY-MM-DD (such as 2027-03-31), "
+        "got text 'next week'",
         f"{path}:6:5: unknown key 'color' in a waiver",
         f"{path}:3:19: column_regex: nested quantifiers such as (a+)+ can take exponential time; rewrite "
         "the pattern without a repeated group that itself repeats",
@@ -404,16 +405,17 @@ def test_impossible_waiver_dates_are_problems_with_their_position(write):
     with pytest.raises(RuleError) as caught:
         load_waivers(path)
     assert caught.value.exit_code == 2
+    expected = "expected a date written YYYY-MM-DD (such as 2027-03-31)"
     assert caught.value.problems == [
         f"{path}:6:14: expires: '2027-02-30' is not a valid date (day value is outside expected range)",
         f"{path}:11:14: expires: '2027-13-01' is not a valid date (month value is outside expected range "
         "of 1-12)",
         f"{path}:16:14: expires: must be a date (YYYY-MM-DD) without a time",
-        f"{path}:21:14: expires: must be a date written YYYY-MM-DD, such as 2027-03-31",
-        f"{path}:26:14: expires: must be a date written YYYY-MM-DD, such as 2027-03-31",
-        f"{path}:31:14: expires: must be a date written YYYY-MM-DD, such as 2027-03-31",
+        f"{path}:21:14: expires: {expected}, got number 1798675200",
+        f"{path}:26:14: expires: {expected}, got text '1798675200'",
+        f"{path}:31:14: expires: {expected}, got number 0",
         f"{path}:36:14: expires: must be a date (YYYY-MM-DD) without a time",
-        f"{path}:41:14: expires: must be a date written YYYY-MM-DD, such as 2027-03-31",
+        f"{path}:41:14: expires: {expected}, got text '2027-1-5'",
     ]
 
 

@@ -10,6 +10,7 @@ than ``max_rows`` rows per section however large the catalog change is.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 from collections import Counter
@@ -638,8 +639,16 @@ def _new_intro(against: RunView | None, has_diff: bool) -> str:
 
 
 def _clip(value: Any, limit: int = MAX_CELL_CHARS) -> str:
+    """``value`` as text of at most about ``limit`` characters. A longer one keeps its start and its
+    end around a marker giving its length and a digest, so that two long names differing anywhere
+    never show alike (``LLL…[1,402 characters, sha256:1a2b3c4d5e]…LL_A``)."""
     text = "" if value is None else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    tail = min(40, limit // 4)
+    marker = f"…[{len(text):,} characters, sha256:{digest}]…"
+    return text[: max(1, limit - tail - len(marker))] + marker + text[-tail:]
 
 
 def display_value(value: Any) -> str:

@@ -359,3 +359,24 @@ def test_context_caps_groups_with_totals(sample) -> None:
     assert context.capped
     with pytest.raises(ValueError, match="max_rows must be at least 1"):
         build_context(sample.data, max_rows=0)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("L" * 1400 + "_A", "L" * 1400 + "_B"),  # differing at the end
+        ("L" * 700 + "A" + "L" * 700, "L" * 700 + "B" + "L" * 700),  # in the middle
+    ],
+)
+def test_two_long_names_never_show_alike(first, second) -> None:
+    # Cut at 600 characters, two distinct columns read as the same on four rows of a report.
+    from auditor.render.context import MAX_CELL_CHARS, _clip
+
+    shown = [_clip(first), _clip(second)]
+    assert shown[0] != shown[1]
+    assert all(len(text) <= MAX_CELL_CHARS for text in shown)
+    assert (
+        f"…[{len(first):,} characters, sha256:{hashlib.sha256(first.encode()).hexdigest()[:10]}]…" in shown[0]
+    )
+    assert shown[0].startswith("L" * 400) and shown[0].endswith(first[-40:])
+    assert _clip("short") == "short"

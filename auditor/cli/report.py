@@ -86,7 +86,7 @@ def _bundle(
 ) -> ReportBundle:
     from auditor.render.report import build_report_bundle
 
-    return build_report_bundle(
+    bundle = build_report_bundle(
         settings.engine(db, create=False),
         run,
         against=against,
@@ -97,6 +97,9 @@ def _bundle(
         with_exports=with_exports,
         allow_incomplete=allow_incomplete,
     )
+    if bundle.context.direction_note:
+        settings.info(f"note: {bundle.context.direction_note}")
+    return bundle
 
 
 @click.command("report")

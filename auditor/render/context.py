@@ -470,6 +470,8 @@ class ReportContext:
     diff_note: str | None = None
     # "run 3 was taken from … and run 4 from …" when the compared runs differ in source or filter
     scope_note: str | None = None
+    # when the run compared with is newer than the run reported: the changes read backwards
+    direction_note: str | None = None
     export_files: tuple[str, ...] = ()
     # False for a diff taken with --no-findings: no finding card, chart or section is shown, rather
     # than counts of zero that would read as "nothing found"
@@ -615,7 +617,19 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         changes_total=sum(section.total for section in change_sections),
         diff_note=_diff_note(data.diff),
         scope_note=(data.diff or {}).get("scope_note") or None,
+        direction_note=direction_note(data.run, data.against),
         findings_compared=findings_compared,
+    )
+
+
+def direction_note(run: RunView, against: RunView | None) -> str | None:
+    """The sentence saying that a report reads backwards (its run is older than the one compared)."""
+    if against is None or not against.id > run.id:
+        return None
+    return (
+        f"run {against.id}, compared with, is newer than run {run.id}: the report reads backwards "
+        f"('new' are the findings run {run.id} has and run {against.id} no longer has, 'added' what "
+        f"run {against.id} lost)"
     )
 
 

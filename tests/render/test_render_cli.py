@@ -338,6 +338,34 @@ def test_first_run_report_has_no_diff(tmp_path: Path) -> None:
     assert new["data-total"] == soup.select_one('[data-card="open"] .value').get_text()
 
 
+def test_a_report_against_a_newer_run_says_it_reads_backwards(database: str, tmp_path: Path) -> None:
+    # auditor diff said so; the report and its email showed "New (44) since run 3" without a word.
+    import email
+    from email import policy
+
+    note = (
+        "run 2, compared with, is newer than run 1: the report reads backwards ('new' are the findings "
+        "run 1 has and run 2 no longer has, 'added' what run 2 lost)"
+    )
+    out, eml = tmp_path / "back.html", tmp_path / "back.eml"
+    result = invoke("report", "--db", database, "--run", "1", "--against", "2", "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert f"note: {note}" in result.stderr.splitlines()
+    soup = BeautifulSoup(out.read_text(encoding="utf-8"), "html.parser")
+    shown = " ".join(soup.select_one('p[data-field="backwards"]').get_text(" ").split())
+    assert shown == f"Reads backwards: {note}."
+    sent = invoke(
+        "email", "--db", database, "--run", "1", "--against", "2", "--to", "a@example.com", "--eml", str(eml)
+    )
+    assert sent.exit_code == 0, sent.stderr
+    message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert f"Reads backwards: {note}." in message.get_body(("plain",)).get_content().splitlines()
+    assert 'data-field="backwards"' in message.get_body(("html",)).get_content()
+    forward = invoke("report", "--db", database, "--run", "2", "--output", str(tmp_path / "fwd.html"))
+    assert "reads backwards" not in forward.stderr
+    assert 'data-field="backwards"' not in (tmp_path / "fwd.html").read_text(encoding="utf-8")
+
+
 def test_render_diff_report_for_a_computed_diff(database: str) -> None:
     from auditor.diff import compute_diff
     from auditor.render.report import render_diff_report

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,30 @@ class EmailOptions:
     attach_report: bool = True
     attach_csv: bool = True
     cafile: str | Path | None = None  # CA certificates to trust for the SMTP server (a private CA)
+
+    def resend_command(
+        self,
+        run_id: int,
+        against: int | None,
+        rules: Sequence[str | Path] = (),
+        waivers: str | Path | None = None,
+    ) -> str:
+        """The ``auditor email`` command that sends the same message again (the SMTP URL left out:
+        it may hold a password; the command takes it from ``--smtp``, ``AUDITOR_SMTP`` or the config)."""
+        words = ["auditor", "email", "--run", str(run_id)]
+        if against is not None:
+            words += ["--against", str(against)]
+        for flag, values in (("--to", self.to), ("--cc", self.cc), ("--rules", rules)):
+            for value in values:
+                words += [flag, str(value)]
+        if waivers:
+            words += ["--waivers", str(waivers)]
+        for flag, value in (("--from", self.sender), ("--subject", self.subject)):
+            if value:
+                words += [flag, value]
+        words += ["--attach-report"] if self.attach_report else []
+        words += ["--attach-csv"] if self.attach_csv else []
+        return shlex.join(words)
 
     def check(self) -> None:
         """Raise the usage errors (exit 2) delivery would meet, before any work is done."""

@@ -30,7 +30,7 @@ from auditor.cli.fetch import (
     processes_option,
     skip_cluster_option,
 )
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, DeliveryError
 from auditor.store.runs import skipped_note
 
 
@@ -243,7 +243,18 @@ def run_command(
     if result.exit_code:
         settings.info(f"gate failed: findings at or above {fail_on} remain")
     if email is not None:  # last: results and verdict are out even when the mail server is not
-        email_report(result, email, templates_dir=templates_dir)
+        try:
+            email_report(result, email, templates_dir=templates_dir)
+        except DeliveryError as exc:
+            against = result.baseline.id if result.baseline is not None else None
+            again = email.resend_command(
+                result.run.id, against, settings.rules_paths(rules) or (), settings.waivers_path(waivers)
+            )
+            if smtp_url:  # given as a flag: needed again (never echoed: it may hold a password)
+                again += " --smtp URL"
+            said = f"{exc.hint}; " if exc.hint else ""
+            exc.hint = f"{said}the results and the report are written; send the email again with: {again}"
+            raise
         if result.emailed_to:
             settings.info(f"emailed the report to {', '.join(result.emailed_to)}")
         if result.eml_path:

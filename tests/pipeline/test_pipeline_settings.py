@@ -102,3 +102,9 @@ def test_a_mail_server_that_is_down_costs_run_neither_its_results_nor_its_verdic
     gate = lines.index("gate failed: findings at or above low remain")
     error = next(i for i, line in enumerate(lines) if line.startswith("error: smtp://127.0.0.1:9"))
     assert gate < error
+    # what to do next: the same message again, with 'auditor email' (the URL never echoed)
+    resend = (
+        "the results and the report are written; send the email again with: auditor email --run 1 "
+        "--to team@example.com --attach-report --attach-csv --smtp URL"
+    )
+    assert lines[error + 1].startswith("hint: ") and lines[error + 1].endswith(resend)

@@ -125,7 +125,35 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
             raise ConfigError(
                 f"{candidate}: setting {key} must be one of {', '.join(CHOICES[key])}, not {value!r}"
             )
+    if "sandbox" in values:
+        _check_sandbox_table(candidate, values["sandbox"])
     return FileSettings(path=candidate, values=values)
+
+
+SANDBOX_KEYS = ("seed", "clusters", "columns")
+
+
+def _check_sandbox_table(source: Path, table: Any) -> None:
+    """``[auditor.sandbox]`` (the built-in sandbox ``auditor run`` uses without a URL), checked on
+    load like every other setting, naming the file: a typo used to pass every command but ``run``,
+    which then failed without saying where the setting was."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [auditor.sandbox] must be a table, not {table!r}")
+    unknown = sorted(set(table) - set(SANDBOX_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown setting(s) {', '.join(unknown)} in [auditor.sandbox]",
+            hint=f"[auditor.sandbox] takes {', '.join(SANDBOX_KEYS)} (whole numbers)",
+        )
+    for key, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{source}: [auditor.sandbox] {key} must be a whole number, not {value!r}")
+    from auditor.sandbox.config import SandboxConfig
+
+    try:
+        SandboxConfig(**table)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: [auditor.sandbox] {exc.message.removeprefix('sandbox: ')}") from None
 
 
 # The bounds of numeric settings, in the file and on the command line alike (cli.common.setting_type):

@@ -111,3 +111,48 @@ def test_an_empty_value_is_a_usage_error_not_a_default(run_cli, tmp_path, args):
     assert result.exit_code == 2, result.output
     assert "(a variable left unset?)" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no database, no output
+
+
+def test_new_only_without_a_gate_says_it_does_nothing(run_cli, tmp_path):
+    from auditor.store.db import open_database
+    from tests.store.conftest import make_catalog, write_catalog
+
+    engine = open_database(tmp_path / "a.db")
+    write_catalog(engine, make_catalog(1, 2))
+    engine.dispose()
+    result = run_cli("check", "--db", str(tmp_path / "a.db"), "--new-only", "--format", "json")
+    assert result.exit_code == 0
+    assert "note: --new-only has no effect without --fail-on" in result.stderr
+    gated = run_cli("check", "--db", str(tmp_path / "a.db"), "--new-only", "--fail-on", "critical")
+    assert "has no effect" not in gated.stderr
+
+
+def test_verbose_logs_carry_no_alembic_set_up_noise(tmp_path):
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from auditor.cli import entry; entry()",
+            "-v",
+            "runs",
+            "--db",
+            str(tmp_path / "v.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    assert "alembic.runtime.plugins" not in child.stderr
+
+
+def test_a_ca_bundle_that_does_not_load_is_a_usage_error_before_any_request(run_cli, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    env = {"BIGID_URL": "https://127.0.0.1:9", "BIGID_TOKEN": "x"}
+    result = run_cli("clusters", "--ca-bundle", str(bundle), env=env)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --ca-bundle / ca_bundle: cannot load {bundle} (")

@@ -29,6 +29,7 @@ import logging
 import math
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -308,6 +309,13 @@ class BigIDClient:
                     f"--ca-bundle / ca_bundle: {bundle} does not exist",
                     hint="give the PEM file of the CA that signed the tenant's certificate",
                 )
+            try:  # loaded now, as --smtp-ca-bundle is: a wrong file must not wait for the first request
+                ssl.create_default_context(cafile=str(bundle))
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"--ca-bundle / ca_bundle: cannot load {bundle} ({exc})",
+                    hint="give the PEM file of the CA that signed the tenant's certificate",
+                ) from None
             self._verify: bool | str = str(bundle)
         else:
             self._verify = options.verify

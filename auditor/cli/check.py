@@ -95,6 +95,7 @@ def check_command(
     from auditor.formats import render_chunks
 
     fail_on = settings.fail_on(fail_on)
+    settings.note_new_only(new_only, fail_on)
     ruleset, waiver_set = load_rules_and_waivers(settings.rules_paths(rules), settings.waivers_path(waivers))
     engine = settings.engine(db, create=False)
     day: date | None = today  # type: ignore[assignment]

@@ -175,6 +175,11 @@ class Settings:
         value = self.value(flag, None, "waivers")
         return str(value) if value else None
 
+    def note_new_only(self, new_only: bool, fail_on: str | None) -> None:
+        """Say that ``--new-only`` does nothing without a gate (it narrows what fails ``--fail-on``)."""
+        if new_only and fail_on is None:
+            self.info("note: --new-only has no effect without --fail-on (findings never fail the gate then)")
+
     def fail_on(self, flag: str | None = None) -> str | None:
         """``--fail-on`` or the config's ``fail_on`` (checked: a typo must not silently pass a gate)."""
         value = self.value(flag, None, "fail_on")

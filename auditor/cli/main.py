@@ -150,6 +150,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     handler = _StderrHandler(sys.stderr)
     handler.setFormatter(_StderrFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # set-up lines: noise to users
 
 
 class _StderrHandler(logging.StreamHandler):

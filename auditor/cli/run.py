@@ -159,6 +159,7 @@ def run_command(
     rules_paths = settings.rules_paths(rules)
     waivers_path = settings.waivers_path(waivers)
     fail_on = settings.fail_on(fail_on)
+    settings.note_new_only(new_only, fail_on)
     # rule and waiver errors (exit 2) before any fetching
     ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path)
     email = None

@@ -307,8 +307,8 @@ def _run_deleted_meanwhile(engine: Engine, run_id: int) -> Iterator[None]:
         check_not_deleted(
             engine,
             [run_id],
-            "while it was being checked",
-            "check a run that is kept; schedule prunes apart from checks",
+            "while its findings were being stored",  # the run checked, or its baseline
+            "check a run that is kept, against a baseline that is kept; schedule prunes apart from checks",
         )
         raise
 

@@ -548,7 +548,9 @@ def test_findings_of_a_run_deleted_meanwhile_are_refused_as_such(engine, snapsho
     with pytest.raises(RunNotUsableError) as caught:
         store_evaluation(engine, doomed, "digest", ["r"], [])
     assert caught.value.message == (
-        f"run {doomed} was deleted while it was being checked (by auditor db prune?)"
+        # said so whether it was the run checked or its baseline (a probe saw the baseline named
+        # as the run being checked)
+        f"run {doomed} was deleted while its findings were being stored (by auditor db prune?)"
     )
 
 

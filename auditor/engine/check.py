@@ -38,6 +38,7 @@ from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
 from auditor.gcpause import collector_paused
 from auditor.store.runs import (
     RunInfo,
+    check_not_deleted,
     details_count,
     get_run,
     previous_complete_run,
@@ -312,6 +313,14 @@ def check_run(
         previous: dict[str, int | None] = {}
         if base is not None:
             previous = _sightings(engine, base.id, ruleset, store=store)
+            # its evaluation and its findings are two reads: a prune between them would leave no
+            # finding to compare with, and every finding would read as new without a word
+            check_not_deleted(
+                engine,
+                [base.id],
+                "while it was read as the baseline",
+                "check against a baseline that is kept; schedule prunes apart from checks",
+            )
         for finding in items:
             finding.waiver = None
             in_baseline = finding.fingerprint in previous

@@ -604,3 +604,31 @@ def test_two_checks_of_one_run_at_once_store_one_evaluation(
     assert sorted(map(tuple, stored)) == sorted((f.fingerprint, f.status) for f in results[0].findings)
     assert "waived" in {status for _, status in stored}
     engine.dispose()
+
+
+def test_a_baseline_pruned_between_its_two_reads_is_said_not_read_as_empty(engine, snapshot, monkeypatch):
+    # Found by reasoning in a probe: the baseline's evaluation and its findings are two reads; a
+    # prune committing between them left nothing to compare with, and every finding read as new.
+    import auditor.engine.check as check_module
+    from auditor.errors import RunNotUsableError
+    from auditor.store.retention import plan_prune, prune
+
+    catalog = [{"id": "c1", "columns": [{"fullyQualifiedName": "a.b"}]}]
+    first = snapshot(engine, catalog)
+    second = snapshot(engine, catalog)
+    ruleset = load_ruleset()
+    check_run(engine, first, ruleset)
+    read = check_module._sightings
+
+    def pruned_meanwhile(engine_, run_id, ruleset_, *, store):
+        read(engine_, run_id, ruleset_, store=store)  # the first read
+        prune(engine_, plan_prune(engine_, keep=1))  # the baseline goes
+        return {}  # what the second read would have found
+
+    monkeypatch.setattr(check_module, "_sightings", pruned_meanwhile)
+    with pytest.raises(RunNotUsableError) as caught:
+        check_run(engine, second, ruleset, baseline=first)
+    assert (
+        caught.value.message
+        == f"run {first} was deleted while it was read as the baseline (by auditor db prune?)"
+    )

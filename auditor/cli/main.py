@@ -112,8 +112,10 @@ def report_error(exc: AuditorError, *, debug: bool = False) -> None:
         traceback.print_exception(exc)
     click.echo(f"error: {_scrub(exc.message)}", err=True)
     if isinstance(exc, RuleError | PartialSnapshotError):
-        for problem in exc.problems:
-            click.echo(f"  {_scrub(problem)}", err=True)
+        from auditor.textsafe import one_line
+
+        for problem in exc.problems:  # one line each: a line break in a quoted value must not forge one
+            click.echo(f"  {one_line(_scrub(problem))}", err=True)
     if exc.hint:
         click.echo(f"hint: {_scrub(exc.hint)}", err=True)
 

@@ -385,3 +385,16 @@ def test_today_takes_the_date_form_waiver_files_take(run_cli, day):
     result = run_cli("check", "--today", day)
     assert result.exit_code == 2
     assert f"{day!r} is not a date written YYYY-MM-DD, such as 2027-03-31" in result.stderr
+
+
+def test_a_problem_quoting_a_line_break_stays_on_one_line(run_cli, tmp_path):
+    rules = tmp_path / "nl.yaml"
+    rules.write_text(
+        "rules:\n  - {id: one, title: t, description: d, severity: high, scope: column, remediation: r,\n"
+        '     condition: {field: columnName, eq: x}, message: "{\\n}"}\n'
+    )
+    result = run_cli("rules", "validate", str(rules))
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3  # error, the one problem, hint
+    assert lines[1].startswith(f"  {rules}:3:") and "unknown placeholder {\\x0a} in message" in lines[1]

@@ -613,7 +613,8 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
         listed = ", ".join(columns[:MAX_LISTED])
         if len(columns) > MAX_LISTED:
             listed += f" … and {len(columns) - MAX_LISTED} more"
-        gkey = "" if gkey is None else str(gkey)
+        # as {group.value} and {column.isPrimary} show it: a boolean key read "True" in messages
+        gkey = "" if gkey is None else show_value(gkey) if gkey.__class__ is bool else str(gkey)
         cluster_id = gcluster if per_cluster else None
         fmt = formats.get(cluster_id)
         if fmt is None:

@@ -39,12 +39,14 @@ from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at,
 from auditor.errors import RuleError
 from auditor.paths import rules_dir
 
-ENGINE_VERSION = "4"  # part of every rules digest: bump when evaluation semantics change
+ENGINE_VERSION = "5"  # part of every rules digest: bump when evaluation semantics change
 # 2: cluster findings list the columns their columns quantifier matched (stored ones had none)
 # 3: counting quantifiers skip elements without a group key; case: exact also makes distinct
 #    counts exact; booleans group on PostgreSQL; in/not_in bind each value with its own type
 # 4: case: exact on a counting quantifier also makes its distinct count exact, as on aggregates;
 #    SQLite lower-cases non-ASCII text one letter at a time, as PostgreSQL does (İ, final sigma)
+# 5: a boolean group key reads true/false in {group.key} and in the group's fingerprint, as
+#    {group.value} and {column.isPrimary} read (it read True/False)
 KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 RULE_SUFFIXES = (".yaml", ".yml")
 FIXTURE_SUFFIXES = (".test.yaml", ".test.yml")

@@ -332,4 +332,6 @@ def show_key(key: Any, by: str | None) -> str:
     """The group key as a finding carries it: the normalised text, or the value printed."""
     if by is None:
         return ""
+    if isinstance(key, bool):  # as {column.isPrimary} reads
+        return "true" if key else "false"
     return str(key)

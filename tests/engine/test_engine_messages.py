@@ -95,3 +95,32 @@ def test_group_messages_fill_every_placeholder(engine, snapshot, write):
         ("names-in-sources", "c-1", 22),
         ("fqn-in-clusters", None, 1),
     }
+
+
+def test_a_boolean_group_key_reads_as_its_value_does(engine, snapshot, write):
+    # {group.key} read "True" where {group.value} and {column.isPrimary} read "true"; the same
+    # text went into the group's fingerprint.
+    from auditor.engine import evaluate, load_ruleset
+    from auditor.engine.findings import KIND_GROUP, fingerprint_prefix, fingerprint_with
+
+    rules = write(
+        "b.yaml",
+        """\
+rules:
+  - id: keys-in-sources
+    title: t
+    description: d
+    severity: low
+    scope: aggregate
+    aggregate: {per: cluster, group_by: isPrimary, having: {distinct: source, gte: 2}}
+    message: "key={group.key} value={group.value}"
+    remediation: r
+""",
+    )
+    columns = [{"fullyQualifiedName": f"s{i}.t.id", "source": f"s{i}", "isPrimary": True} for i in range(2)]
+    run_id = snapshot(engine, [{"id": "c-1", "columns": columns}])
+    (found,) = evaluate(engine, run_id, load_ruleset([rules]))
+    assert found.message == "key=true value=true"
+    assert found.fingerprint == fingerprint_with(
+        fingerprint_prefix("keys-in-sources", KIND_GROUP), "c-1", "true"
+    )

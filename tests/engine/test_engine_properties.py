@@ -450,7 +450,7 @@ def test_an_aggregate_can_group_by_a_boolean(any_engine, tmp_path):
     ]
     bodies = [{"group_by": "isPrimary", "having": {"gte": 1}}]
     assert sql_subjects(any_engine, tmp_path, catalog, "aggregate", bodies) == [
-        [("c1", "True", ("a", "b"), 2, 2)]
+        [("c1", "true", ("a", "b"), 2, 2)]
     ]
 
 

@@ -30,7 +30,24 @@ def cell(text: object, *, prose: bool = False) -> str:
     value = "" if text is None else str(text)
     if prose:
         value = " ".join(value.split())
-    return _SPECIAL.sub(r"\\\1", one_line(value))
+    return _INERT.sub(_break, _SPECIAL.sub(r"\\\1", one_line(value)))
+
+
+# What GitHub (and GitLab) turn into links or notifications in text, markup escaped or not: bare
+# URLs (``http://``, ``www.``), mentions and e-mail addresses (``@team``), issue references
+# (``#123``). A zero-width space (as the entity ``&#8203;``, the way dependency bots quote names)
+# breaks each, and the text reads the same. Catalog text's own invisible characters are escaped
+# before this (``\u200b``), so the entity is never mistaken for one of them.
+_INERT = re.compile(r"://|(?i:www)\.|@|#(?=\d)")
+
+
+def _break(match: re.Match[str]) -> str:
+    found = match.group()
+    if found == "://":
+        return "&#8203;://"
+    if found.endswith("."):
+        return found[:-1] + "&#8203;."
+    return found + "&#8203;"
 
 
 def _table(findings: list[Finding], limit: int) -> list[str]:

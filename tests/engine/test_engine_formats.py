@@ -428,3 +428,23 @@ def test_junit_is_laid_out_like_elementtree_indents_the_whole_tree(
     ET.indent(root)
     assert text == '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
     assert root.get("tests") == str(sum(int(s.get("tests")) for s in root))
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("[click](http://evil.example/x)", "\\[click\\](http&#8203;://evil.example/x)"),
+        ("see www.evil.example", "see www&#8203;.evil.example"),
+        ("ping @security-team", "ping @&#8203;security-team"),
+        ("owner@example.com", "owner@&#8203;example.com"),
+        ("fixes #123", "fixes #&#8203;123"),
+        ("C# and col_#x", "C# and col\\_#x"),  # no digit after '#': no issue reference
+    ],
+)
+def test_markdown_catalog_text_creates_no_link_mention_or_reference(name, shown):
+    # GitHub turns a bare URL, www., @team and #123 into links, notifications and issue references
+    # in a PR comment even when the markup around them is escaped; a zero-width space (as an
+    # entity, which renders as nothing) breaks each, as dependency bots quote names.
+    from auditor.formats.markdown_format import cell
+
+    assert cell(name) == shown

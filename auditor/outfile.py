@@ -17,10 +17,11 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
 
-from auditor.stopping import removed_on_hard_stop
+from auditor.stopping import removed_on_hard_stop, signals_held
 
 
 def _refuse_write_protected(path: Path) -> None:
@@ -76,7 +77,56 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
             ):
                 yield stream
             _keep_mode(path, tmp)
-            tmp.replace(path)
+            batch = _batch.get()
+            if batch is None:
+                tmp.replace(path)
+            else:
+                batch.defer(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+class _Batch:
+    """The files written inside :func:`together`: each complete under its temporary name."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.pending: list[tuple[Path, Path]] = []
+        self._stack = stack
+
+    def defer(self, tmp: Path, target: Path) -> None:
+        self._stack.enter_context(removed_on_hard_stop(tmp))
+        self.pending.append((tmp, target))
+
+
+_batch: ContextVar[_Batch | None] = ContextVar("auditor_outfile_batch", default=None)
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """Files written with :func:`replacing` inside the block replace their targets only once the
+    whole block has succeeded, one right after the other with Ctrl-C held: a report and its
+    exports are never left a mix of two runs (an interruption or failure midway replaces none,
+    and removes the new files). Nested blocks join the outer one."""
+    if _batch.get() is not None:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        batch = _Batch(stack)
+        token = _batch.set(batch)
+        try:
+            yield
+        except BaseException:
+            for tmp, _ in batch.pending:
+                tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            _batch.reset(token)
+        with signals_held():
+            for i, (tmp, target) in enumerate(batch.pending):
+                try:
+                    tmp.replace(target)
+                except BaseException:
+                    for rest, _ in batch.pending[i:]:
+                        rest.unlink(missing_ok=True)
+                    raise

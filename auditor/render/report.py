@@ -38,7 +38,7 @@ from auditor import __version__
 from auditor.diff.model import DiffResult
 from auditor.errors import ConfigError, DeliveryError
 from auditor.formats.csv_format import neutralise
-from auditor.outfile import replacing
+from auditor.outfile import replacing, together
 from auditor.render.context import (
     DEFAULT_MAX_ROWS,
     Evidence,
@@ -184,21 +184,24 @@ class ReportBundle:
     def write(self, output: str | Path, export_dir: str | Path | None = None) -> list[Path]:
         """Write the HTML (atomically) and, with ``export_dir``, the full data; return the paths."""
         written: list[Path] = []
-        if export_dir is not None:
-            folder = Path(export_dir)
-            created = not folder.exists()
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DeliveryError(f"cannot create export folder {folder}: {exc.strerror}") from None
-            try:
-                written += self._write_exports(folder)
-            except BaseException:  # a failure or Ctrl-C: no empty folder left looking like an export
-                if created:
-                    with contextlib.suppress(OSError):
-                        folder.rmdir()  # only when empty: files written before stay, complete
-                raise
-        written.append(_write_atomic(Path(output), self.html))
+        folder = Path(export_dir) if export_dir is not None else None
+        created = folder is not None and not folder.exists()
+        try:
+            # The report and its exports replace the files there all at once, or none of them: an
+            # interruption midway left findings of one run beside the diff and report of another.
+            with together():
+                if folder is not None:
+                    try:
+                        folder.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise DeliveryError(f"cannot create export folder {folder}: {exc.strerror}") from None
+                    written += self._write_exports(folder)
+                written.append(_write_atomic(Path(output), self.html))
+        except BaseException:  # a failure or Ctrl-C: no empty folder left looking like an export
+            if created and folder is not None:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
+            raise
         self.written = written
         return written
 

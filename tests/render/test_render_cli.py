@@ -574,3 +574,34 @@ def test_an_abandoned_report_does_not_wait_for_its_counting_at_exit(database: st
     )
     assert time.monotonic() - started < 20  # not the minute of counting
     assert done.returncode == -2 and done.stderr.rstrip().endswith("KeyboardInterrupt")  # by SIGINT
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
+def test_an_export_cut_short_replaces_none_of_the_files_there(
+    database: str, tmp_path: Path, monkeypatch, failure
+) -> None:
+    # Ctrl-C midway left findings.json and findings.csv of run 2 beside the diff.json and the
+    # report of run 1: a folder that looked whole and mixed two runs.
+    import auditor.render.report as report_module
+    from auditor.render.report import build_report_bundle
+
+    folder, html = tmp_path / "out", tmp_path / "out" / "r.html"
+    engine = open_database(database)
+    try:
+        build_report_bundle(engine, 1, with_exports=True).write(html, folder)
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        assert sorted(before) == ["diff.json", "findings.csv", "findings.json", "r.html"]
+        write = report_module._write_atomic
+
+        def cut(path, text):
+            if path.name in ("diff.json", "r.html"):  # after both findings files were written
+                raise failure()
+            return write(path, text)
+
+        monkeypatch.setattr(report_module, "_write_atomic", cut)
+        monkeypatch.setattr(report_module, "_write_streamed", lambda path, _write: cut(path, ""))
+        with pytest.raises((KeyboardInterrupt, OSError)):
+            build_report_bundle(engine, 2, with_exports=True).write(html, folder)
+    finally:
+        engine.dispose()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no new file, none replaced

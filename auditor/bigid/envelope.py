@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from auditor import jsonexact
 from auditor.bigid.models import coerce_count
 
 # Keys under which a list of records may sit, most specific first.
@@ -80,7 +81,7 @@ def parse_body(content: bytes) -> Any:
     if content.startswith(_BOM):
         content = content[len(_BOM) :]
     try:
-        return orjson.loads(content)
+        return jsonexact.loads(content)  # integers past 64 bits exact, 1e400 kept as text
     except orjson.JSONDecodeError as exc:
         # a large page may be broken far from its start (a NaN, a bad byte): show that place
         position = exc.pos if isinstance(exc.pos, int) and exc.pos > 60 else 0

@@ -234,15 +234,19 @@ class Attribute(_Wire):
         default=None, validation_alias=AliasChoices("attribute_original_name", "attributeOriginalName")
     )
     attribute_name: str | None = Field(
-        default=None, validation_alias=AliasChoices("attribute_name", "attributeName", "name")
+        default=None,
+        validation_alias=AliasChoices("attribute_name", "attributeName", "name", "classificationName"),
     )
-    rank: str | None = None
+    # The observed catalog shape {name, count, ranks: ["HIGH"], type} sends a list of ranks (and,
+    # on object-level details, a list of types): kept as sent here, made one value by the writer
+    # (:func:`auditor.store.writer.one_rank`, ``one_text``), in compiled validation.
+    rank: str | list[str] | None = Field(default=None, validation_alias=AliasChoices("rank", "ranks"))
     calc_confidence_level: float | None = Field(
         default=None,
         validation_alias=AliasChoices("calc_confidence_level", "calcConfidenceLevel", "confidence_level"),
     )
-    attribute_type: str | None = Field(
-        default=None, validation_alias=AliasChoices("attribute_type", "attributeType")
+    attribute_type: str | list[str] | None = Field(
+        default=None, validation_alias=AliasChoices("attribute_type", "attributeType", "type")
     )
     attribute_id: str | None = Field(
         default=None, validation_alias=AliasChoices("attribute_id", "attributeId")
@@ -323,12 +327,15 @@ class Cluster(_Wire):
     @model_validator(mode="before")
     @classmethod
     def _ids_are_strings(cls, data: Any) -> Any:
-        """``id`` may arrive as a number; identifiers are strings for us."""
+        """``id`` may arrive as a number, or as a MongoDB ObjectId in extended JSON
+        (``{"$oid": "65b2…"}``); identifiers are strings for us."""
         if isinstance(data, dict):
             for key in ("id", "clusterId", "_id", "cluster_id"):
                 value = data.get(key)
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     data = {**data, key: str(value)}
+                elif isinstance(value, dict) and len(value) == 1 and isinstance(value.get("$oid"), str):
+                    data = {**data, key: value["$oid"]}
         return data
 
 

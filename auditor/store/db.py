@@ -118,8 +118,10 @@ def json_text(value) -> str:
 def _json_loads(text):
     import orjson
 
+    from auditor import jsonexact
+
     try:
-        return orjson.loads(text)
+        return jsonexact.loads(text)  # as stored: integers past 64 bits stay exact
     except orjson.JSONDecodeError as exc:  # stored by us as JSON: changed outside, or a damaged file
         raise StoreError(
             f"a value stored as JSON in the database is damaged ({exc})",

@@ -254,16 +254,34 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
                 i,
                 share(attribute.attribute_name, attribute.attribute_name),
                 share(attribute.attribute_original_name, attribute.attribute_original_name),
-                share(attribute.rank, attribute.rank),
+                share(rank, rank) if (rank := attribute.rank).__class__ is not list else one_rank(rank),
                 # NaN is no confidence: SQLite stored it as NULL, PostgreSQL as NaN above every number
                 confidence if (confidence := attribute.calc_confidence_level) == confidence else None,
-                share(attribute.attribute_type, attribute.attribute_type),
+                share(kind, kind)
+                if (kind := attribute.attribute_type).__class__ is not list
+                else one_text(kind),
                 share(attribute.attribute_id, attribute.attribute_id),
             )
             for i, attribute in enumerate(column.attributes)
         ]
     )
     return digest, version, tuple(tags), attributes
+
+
+_RANK_ORDER = {"high": 3, "medium": 2, "low": 1}
+
+
+def one_rank(ranks: list[str]) -> str | None:
+    """The rank of an attribute sent as a list (``ranks: ["MEDIUM", "HIGH"]``): the highest one
+    (High, Medium, Low, any case), else the first; ``None`` for an empty list."""
+    if not ranks:
+        return None
+    return max(ranks, key=lambda rank: _RANK_ORDER.get(rank.strip().lower(), 0))
+
+
+def one_text(values: list[str]) -> str | None:
+    """A field sent as a list where one text is stored (an attribute's ``type``): joined by ", "."""
+    return ", ".join(values) if values else None
 
 
 def insert_dicts(connection: Connection, table: Table, rows: list[dict[str, Any]], *, ignore: bool) -> None:

@@ -213,8 +213,8 @@ def test_counts_too_large_to_store_are_not_an_internal_error(loopback, make_clie
     assert {cid: row.size_announced for cid, row in clusters.items()} == {
         f"k{i}": (2 if size == "2" else None) for i, size in enumerate(sizes)
     }
-    # as sent (an integer past 64 bits is kept as the nearest float: the JSON store's limit)
-    assert [clusters[f"k{i}"].raw["size"] for i in range(len(sizes))] == [float(huge), *sizes[1:]]
+    # as sent (an integer past 64 bits included: it was kept as the nearest float before)
+    assert [clusters[f"k{i}"].raw["size"] for i in range(len(sizes))] == sizes
     assert run.details["size_mismatches"] == []
 
     def lying_total(request: Request) -> Reply:  # a total that is no count: as if none was given
@@ -432,3 +432,36 @@ def test_a_breaker_tripped_by_odd_records_does_not_ask_whether_the_tenant_is_dow
         "auditor check --run 1 --allow-incomplete evaluates what was stored "
         "(--max-failed-clusters N allows more failed clusters)"
     )
+
+
+@MODES
+def test_integers_past_64_bits_huge_sizes_and_object_ids_are_kept_exactly(
+    loopback, make_client, engine, processes
+):
+    # Found by a probe's own server: a 20-digit cluster id was read as 9.876543210987654e+19 and
+    # asked for as such (404); a 33-digit field was stored as a float; a size of 1e400 refused the
+    # whole listing; a MongoDB ObjectId id ({"$oid": ...}) stopped the snapshot.
+    big = "98765432109876543210"
+    listing = (
+        b'[{"id": ' + big.encode() + b', "name": "big", "size": 1e400},'
+        b' {"_id": {"$oid": "65b2f0c4a91e3d0012ab77e2"}, "name": "oid", "size": 1}]'
+    )
+    column = b'{"fullyQualifiedName": "s.t.%s", "rowCount": 123456789012345678901234567890123}'
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, listing if int(request.query["skip"]) == 0 else b"[]")
+        if int(request.query["skip"]):
+            return Reply(200, b'{"results": [], "totalCount": 1}')
+        cid = request.query["clusterId"].encode()
+        return Reply(200, b'{"results": [' + column % cid + b'], "totalCount": 1}')
+
+    loopback.reset(handler)
+    run = take_snapshot(engine, make_client(loopback.url, page_size=10), processes=processes)
+    assert run.status == "complete", run.error
+    cols, clusters = stored(engine, run.id)
+    assert sorted(clusters) == ["65b2f0c4a91e3d0012ab77e2", big]
+    assert clusters[big].size_announced is None  # 1e400 is no count of anything
+    assert cols[(big, f"s.t.{big}")]["rowCount"] == 123456789012345678901234567890123
+    asked = {r.query["clusterId"] for r in loopback.seen if r.path != CLUSTERS_PATH}
+    assert asked == {"65b2f0c4a91e3d0012ab77e2", big}  # by their ids as sent

@@ -759,3 +759,34 @@ def test_scope_note_names_how_two_compared_runs_were_taken_differently(older, ne
         assert note is None
     else:
         assert note == f"{expected}: what only one of them covers reads as new or resolved, added or removed"
+
+
+def test_the_observed_attribute_details_shape_keeps_its_rank_type_and_name(tmp_path):
+    # The catalog's observed shape {name, count, ranks: [...], type} (reference §3) lost its rank
+    # and type, so rules on attribute rank silently missed those columns; fieldClassifications'
+    # classificationName lost its name.
+    engine = store_db.open_database(tmp_path / "a.db")
+    cluster = {"id": "c1", "name": "c", "size": 2}
+    columns = [
+        {
+            "fullyQualifiedName": "s.t.ssn",
+            "attributeDetails": [
+                {"name": "SSN", "count": 10, "ranks": ["MEDIUM", "HIGH"], "type": "IDSoR Attribute"},
+                {"name": "Zip", "ranks": [], "type": ["Classification", "IDSoR Attribute"]},
+            ],
+        },
+        {"fullyQualifiedName": "s.t.email", "fieldClassifications": [{"classificationName": "Email"}]},
+    ]
+    write_catalog(engine, [(cluster, columns)])
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT cv.fqn, a.attribute_name, a.rank, a.attribute_type FROM column_attributes a "
+                "JOIN column_versions cv ON cv.id = a.column_id ORDER BY cv.fqn, a.position"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("s.t.email", "Email", None, None),
+        ("s.t.ssn", "SSN", "HIGH", "IDSoR Attribute"),
+        ("s.t.ssn", "Zip", None, "Classification, IDSoR Attribute"),
+    ]

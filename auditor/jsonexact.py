@@ -1,0 +1,56 @@
+"""Reading JSON with every number as it was written: the one way the tool parses JSON it did not
+build in the same call (API answers, and the records it stored from them).
+
+orjson is fast, and reads an integer past 64 bits as a float (a 20-digit cluster id became
+``9.876543210987654e+19``) and refuses a number too large for a double (``1e400``, valid JSON).
+:func:`loads` uses orjson, and the standard library for the rare text that may hold either:
+integers of any size stay exact; a number too large for a double is kept as its text (it then
+counts as no number, and the record it is in can be stored as JSON again).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+# 19 digits in a row: the shortest integer orjson may not hold exactly (below -2^63). Long digit
+# runs inside strings only send the text the slower, exact way.
+_LONG_NUMBER = re.compile(rb"\d{19,}")
+_LONG_NUMBER_TEXT = re.compile(r"\d{19,}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_or_text(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text
+
+
+def _exactly(content: bytes | str) -> Any:
+    return json.loads(content, parse_constant=_no_constant, parse_float=_finite_or_text)
+
+
+def loads(content: bytes | str) -> Any:
+    """``content`` parsed as JSON (see the module docstring); ``orjson.JSONDecodeError`` when it is
+    not JSON, as orjson words it (NaN and Infinity, which are not JSON, included)."""
+    long = _LONG_NUMBER if isinstance(content, bytes) else _LONG_NUMBER_TEXT
+    if long.search(content):  # type: ignore[arg-type]
+        try:
+            return _exactly(content)
+        except (ValueError, RecursionError):
+            pass  # not JSON: orjson says why
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        if "infinity" not in exc.msg:
+            raise
+        try:
+            return _exactly(content)
+        except (ValueError, RecursionError):
+            raise exc from None

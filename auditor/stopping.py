@@ -6,15 +6,14 @@ only between bytecodes, though. A SQLite statement that waits for another proces
 sleeps inside SQLite's C busy handler for up to the 5-minute busy timeout, and neither the signal
 nor ``Connection.interrupt()`` ends that wait: Ctrl-C did nothing until the other writer let go.
 
-:func:`install` arms a watcher thread on the signal wakeup descriptor (written by the C-level
-handler the moment a signal arrives, whatever the main thread is doing). Once Ctrl-C or SIGTERM has
-been received, the command gets :data:`GRACE_SECONDS` to stop on its own; a second Ctrl-C or SIGTERM,
-or the end of the grace, stops the process at once with the signal's exit code, after removing the
-temporary files registered with :func:`removed_on_hard_stop`. A run it was writing is then left
-``running``: ``auditor runs`` shows it abandoned, ``auditor db prune`` marks it so, and it is never
-taken for complete. Worker processes end on their own when their owner is gone
-(:mod:`auditor.workers`).
-"""
+:func:`armed` arms, while the command runs, a watcher thread on the signal wakeup descriptor
+(written by the C-level handler the moment a signal arrives, whatever the main thread is doing).
+Once Ctrl-C or SIGTERM has been received, the command gets :data:`GRACE_SECONDS` to stop on its own;
+a second Ctrl-C or SIGTERM, or the end of the grace, stops the process at once with the signal's
+exit code, after removing the temporary files registered with :func:`removed_on_hard_stop`. A run it
+was writing is then left ``running``: ``auditor runs`` shows it abandoned, ``auditor db prune``
+marks it so, and it is never taken for complete. Worker processes end on their own when their owner
+is gone (:mod:`auditor.workers`)."""
 
 from __future__ import annotations
 
@@ -34,7 +33,6 @@ GRACE_SECONDS = 10.0
 
 _STOPS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _leftovers: set[str] = set()
-_installed = False
 
 
 @contextlib.contextmanager
@@ -73,14 +71,16 @@ def signals_held() -> Iterator[None]:
         previous[signum](signum, frame)
 
 
-def install(grace: float = GRACE_SECONDS) -> bool:
-    """Arm the hard stop for this process (once; only from the main thread). Returns whether it is
-    armed: not when the platform has no wakeup descriptor, or another one is in place already."""
-    global _installed
-    if _installed:
-        return True
+@contextlib.contextmanager
+def armed(grace: float | None = None) -> Iterator[bool]:
+    """The hard stop, armed for the block (from the main thread; yields whether it is armed: not
+    off the main thread, or when another wakeup descriptor is in place, an event loop's). Leaving
+    the block disarms it: a program that runs a command in-process and handles a later Ctrl-C
+    itself is never ended by it. ``grace``: :data:`GRACE_SECONDS` unless given."""
+    grace = GRACE_SECONDS if grace is None else grace
     if threading.current_thread() is not threading.main_thread():
-        return False
+        yield False
+        return
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)  # a full pipe must never block the C signal handler
     try:
@@ -88,40 +88,56 @@ def install(grace: float = GRACE_SECONDS) -> bool:
     except (ValueError, OSError):
         os.close(read_end)
         os.close(write_end)
-        return False
+        yield False
+        return
     if previous != -1:  # someone else's (an event loop's): theirs stays
         signal.set_wakeup_fd(previous)
         os.close(read_end)
         os.close(write_end)
-        return False
-    threading.Thread(target=_watch, args=(read_end, grace), name="auditor-hard-stop", daemon=True).start()
-    _installed = True
-    return True
+        yield False
+        return
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=_watch, args=(read_end, grace, done), name="auditor-hard-stop", daemon=True
+    )
+    watcher.start()
+    try:
+        yield True
+    finally:
+        done.set()
+        signal.set_wakeup_fd(-1)
+        os.close(write_end)  # the watcher reads the end of the pipe and returns
+        watcher.join(timeout=1)
 
 
-def _watch(read_end: int, grace: float) -> None:
-    """The watcher thread: wait for a stop signal, then for a second one or the end of the grace."""
+def _watch(read_end: int, grace: float, done: threading.Event) -> None:
+    """The watcher thread: wait for a stop signal, then for a second one or the end of the grace;
+    return when the block that armed it is left (``done``, and the pipe's end)."""
     first: int | None = None
     deadline = None
-    while True:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not _readable(read_end, timeout):
-            _hard_stop(first, f"still stopping after {grace:g} s")  # the grace ended
-            return
-        try:
-            data = os.read(read_end, 64)
-        except OSError:
-            return
-        if not data:
-            return
-        for number in data:
-            if number not in _STOPS:
-                continue
-            if first is not None:
-                _hard_stop(first, "stopped again")
+    try:
+        while not done.is_set():
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not _readable(read_end, timeout):
+                if not done.is_set():
+                    _hard_stop(first, f"still stopping after {grace:g} s")  # the grace ended
                 return
-            first = number
-            deadline = time.monotonic() + grace
+            try:
+                data = os.read(read_end, 64)
+            except OSError:
+                return
+            if not data or done.is_set():
+                return
+            for number in data:
+                if number not in _STOPS:
+                    continue
+                if first is not None:
+                    _hard_stop(first, "stopped again")
+                    return
+                first = number
+                deadline = time.monotonic() + grace
+    finally:
+        os.close(read_end)
 
 
 def _readable(fd: int, timeout: float | None) -> bool:
@@ -145,8 +161,8 @@ def _hard_stop(number: int | None, why: str) -> None:
                 os.unlink(path)
     message = (
         f"\nauditor: {why}: exiting without finishing the cleanup (a database write may be waiting "
-        "for another process's lock); a run being written is left running and shows as abandoned "
-        "(auditor db prune marks it so)\n"
+        "for another process's lock); a run being written, if any, is left running and shows as "
+        "abandoned (auditor db prune marks it so)\n"
     )
     with contextlib.suppress(OSError):  # not through sys.stderr: the main thread may hold its lock
         os.write(2, message.encode())

@@ -20,9 +20,9 @@ CHILD = textwrap.dedent(
     from auditor import stopping
     from auditor.cli.main import _terminate
     signal.signal(signal.SIGTERM, _terminate)  # as the command's entry point does
-    assert stopping.install(grace=float(sys.argv[3]))
     leftover = open(sys.argv[2], "w")
-    with stopping.removed_on_hard_stop(sys.argv[2]):
+    with stopping.armed(grace=float(sys.argv[3])) as armed, stopping.removed_on_hard_stop(sys.argv[2]):
+        assert armed
         waiting = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
         print("waiting", flush=True)
         waiting.execute("BEGIN IMMEDIATE")
@@ -67,8 +67,8 @@ def test_a_stop_that_cannot_unwind_ends_after_the_grace(locked, tmp_path):
     assert out == ""
     assert err.strip().splitlines() == [
         "auditor: still stopping after 1 s: exiting without finishing the cleanup (a database write may be "
-        "waiting for another process's lock); a run being written is left running and shows as abandoned "
-        "(auditor db prune marks it so)"
+        "waiting for another process's lock); a run being written, if any, is left running and shows as "
+        "abandoned (auditor db prune marks it so)"
     ]
     assert not os.path.exists(leftover)  # the registered temporary file went with it
 
@@ -94,13 +94,14 @@ def test_a_stop_that_unwinds_in_time_is_left_alone(tmp_path):
         """
         import time
         from auditor import stopping
-        assert stopping.install(grace=0.5)
-        try:
-            print("ready", flush=True)  # inside the try: the signal may come at once
-            time.sleep(30)
-        except KeyboardInterrupt:
-            print("unwound", flush=True)
-            raise SystemExit(7)
+        with stopping.armed(grace=0.5) as armed:
+            assert armed
+            try:
+                print("ready", flush=True)  # inside the try: the signal may come at once
+                time.sleep(30)
+            except KeyboardInterrupt:
+                print("unwound", flush=True)
+                raise SystemExit(7)
         """
     )
     child = subprocess.Popen(
@@ -112,13 +113,48 @@ def test_a_stop_that_unwinds_in_time_is_left_alone(tmp_path):
     assert (child.returncode, out, err) == (7, "unwound\n", "")
 
 
-def test_install_is_refused_off_the_main_thread_and_kept_once_armed():
+def test_the_hard_stop_is_armed_only_while_the_command_runs():
+    """Armed for the process's life, it ended a program that ran a command in-process and then
+    handled a Ctrl-C of its own 10 s later (found in review). Off the main thread it is not armed."""
     import threading
 
     from auditor import stopping
 
     answers: list[bool] = []
-    worker = threading.Thread(target=lambda: answers.append(stopping.install()))
+
+    def off_main() -> None:
+        with stopping.armed() as armed:
+            answers.append(armed)
+
+    worker = threading.Thread(target=off_main)
     worker.start()
     worker.join()
     assert answers == [False]
+    script = textwrap.dedent(
+        """
+        import os, signal, time
+        from auditor import stopping
+        from auditor.cli.main import main
+        stopping.GRACE_SECONDS = 0.5  # were it still armed, the Ctrl-C below would end the process
+        try:
+            main(["--version"])
+        except SystemExit:
+            pass
+        assert signal.set_wakeup_fd(-1) == -1  # the descriptor was given back
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            print("handled", flush=True)
+        time.sleep(1.5)
+        print("finished", flush=True)
+        """
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AUDITOR_TEST_GRACE": "1"},
+    )
+    assert (child.returncode, child.stdout.splitlines()[-2:]) == (0, ["handled", "finished"]), child.stderr

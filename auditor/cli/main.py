@@ -198,12 +198,13 @@ def _terminate(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)  # unwind as Ctrl-C does: runs marked, workers stopped
-    stopping.install()  # and stop outright when unwinding cannot finish (a wait inside SQLite)
-    try:
-        cli.main(args=argv, prog_name="auditor", standalone_mode=True)
-    except AuditorError as exc:  # raised while loading settings, before a command ran
-        report_error(exc)
-        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+    # and stop outright when unwinding cannot finish (a wait inside SQLite), while the command runs
+    with stopping.armed():
+        try:
+            cli.main(args=argv, prog_name="auditor", standalone_mode=True)
+        except AuditorError as exc:  # raised while loading settings, before a command ran
+            report_error(exc)
+            sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
 
 
 if __name__ == "__main__":  # pragma: no cover

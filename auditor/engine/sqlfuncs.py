@@ -107,17 +107,30 @@ _IN_BRACKETS = {
 }
 
 
+_LOOKAROUND = ("(?=", "(?!", "(?<=", "(?<!")
+_QUANTIFIERS = "*+?{"
+
+
 def _misread(pattern: str) -> str | None:
     """Why ``pattern`` is read differently by PostgreSQL (or not at all), from its spelling: inside
-    brackets, ``[:``, ``[.``, ``[=`` (POSIX classes, collating elements, equivalence classes) and
-    ``\\D``; outside, a ``{`` and a digit that do not make a whole bound (``id{1``, ``a{1,2``,
-    ``a{1 }``: literal text to Python, an error to PostgreSQL)."""
+    brackets, ``[:``, ``[.``, ``[=`` (POSIX classes, collating elements, equivalence classes),
+    ``\\D`` and ``\\1``…``\\7`` (octal to Python, an error to PostgreSQL); outside, a ``{`` and
+    a digit that do not make a whole bound (``id{1``, ``a{1,2``, ``a{1 }``: literal text to Python,
+    an error to PostgreSQL), and a quantifier right after a lookaround (``(?=a)*``; in a group,
+    ``(?:(?!x).)*``, it is fine). Comments ``(?#…)`` are skipped."""
     i, bracket = 0, False
+    groups: list[bool] = []  # for each open group: is it a lookaround?
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
-            if bracket and pattern[i : i + 2] in _IN_BRACKETS:
-                return _IN_BRACKETS[pattern[i : i + 2]]
+            pair = pattern[i : i + 2]
+            if bracket and pair in _IN_BRACKETS:
+                return _IN_BRACKETS[pair]
+            if bracket and pair[1:] in "1234567" and pair[1:]:
+                return (
+                    f"{pair} inside [...] is an octal escape to Python's re and an error to "
+                    "PostgreSQL; write the character as \\xHH or \\uHHHH"
+                )
             i += 2
             continue
         if bracket:
@@ -133,6 +146,18 @@ def _misread(pattern: str) -> str | None:
             if pattern.startswith("]", i):
                 i += 1
             continue
+        elif pattern.startswith("(?#", i):  # a comment, up to the first ')'
+            end = pattern.find(")", i)
+            i = len(pattern) if end < 0 else end + 1
+            continue
+        elif char == "(":
+            groups.append(pattern.startswith(_LOOKAROUND, i))
+        elif char == ")":
+            if groups and groups.pop() and pattern[i + 1 : i + 2] and pattern[i + 1] in _QUANTIFIERS:
+                return (
+                    "a quantifier on a lookaround such as (?=a)* is refused by PostgreSQL; drop it "
+                    "((?=a)+ means (?=a), and (?=a)? or (?=a)* match anything)"
+                )
         elif char == "{" and pattern[i + 1 : i + 2].isdigit() and not _BOUND.match(pattern, i):
             return (
                 f"'{{' at position {i} starts a repetition count it does not finish (such as a{{1,2}}): "
@@ -149,11 +174,6 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
             return _UNSUPPORTED[name]
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             low, high, sub = av
-            if any(item_op in (_c.ASSERT, _c.ASSERT_NOT) for item_op, _ in sub):
-                return (
-                    "a quantifier on a lookaround such as (?=a)* is refused by PostgreSQL; drop it "
-                    "((?=a)+ means (?=a), and (?=a)? or (?=a)* match anything)"
-                )
             if low > PG_DUPMAX or (high != _c.MAXREPEAT and high > PG_DUPMAX):
                 return f"repetition counts above {PG_DUPMAX} are not supported (PostgreSQL's limit)"
             unbounded = high == _c.MAXREPEAT or high > 100

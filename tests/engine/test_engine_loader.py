@@ -353,6 +353,7 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         ("(?=a)*", "a quantifier on a lookaround"),
         ("(?!a)+", "a quantifier on a lookaround"),
         ("a(?=b)?", "a quantifier on a lookaround"),
+        ("[\\1]", "\\1 inside [...] is an octal escape"),
         ("\\N{DIGIT ONE}", "named characters"),
         ("a{300}", "repetition counts above 255"),
     ],

@@ -32,7 +32,7 @@ _INVISIBLE = (
     "\x7f-\x9f\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160"
     "\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ud800-\udfff"
     "\ue000-\uf8ff\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U000110bd\U000110cd"
-    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
     "\U000f0000-\U0010ffff"
 )
 # Those of them that ``str.isprintable`` accepts (it rejects the rest), looked for on the fast path.
@@ -54,7 +54,8 @@ def _escape(match: re.Match[str]) -> str:
 
 def _plain(text: str) -> bool:
     """Whether ``text`` holds nothing to escape (checked in C: the usual case)."""
-    return text.isprintable() and not _PRINTABLE_INVISIBLE.search(text)
+    # ASCII holds none of the printable invisible characters: no search for it (most catalog text)
+    return text.isprintable() and (text.isascii() or not _PRINTABLE_INVISIBLE.search(text))
 
 
 def one_line(text: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -221,7 +222,7 @@ class IsoDate(click.ParamType):
             return value
         text = str(value).strip()
         try:
-            if len(text) != 10:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # not 2027-W01-1, 20270105, 2027-1-5
                 raise ValueError
             return date.fromisoformat(text)
         except ValueError:

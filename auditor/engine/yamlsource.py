@@ -131,6 +131,11 @@ def _construct_mapping(loader: _Loader, node: MappingNode) -> LocDict:
                 )
                 continue
             merged = loader.construct_object(source, deep=True)
+            if not isinstance(merged, LocDict):  # a tagged mapping (!!set, !!omap) is no mapping here
+                loader.problems.add(
+                    loader.source, Mark.of(source), "a merge key (<<) takes a mapping or a list of mappings"
+                )
+                continue
             for key, value in merged.items():
                 if key not in result:
                     result[key] = value

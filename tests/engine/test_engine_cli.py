@@ -379,7 +379,7 @@ def test_every_built_in_rule_has_a_matching_and_a_non_matching_case():
     assert Path(report.files[0]).name.endswith(".test.yaml")
 
 
-@pytest.mark.parametrize("day", ["2027-1-5", "05/01/2027", "2027-01-05T00:00"])
+@pytest.mark.parametrize("day", ["2027-1-5", "05/01/2027", "2027-01-05T00:00", "2027-W01-1", "20270105"])
 def test_today_takes_the_date_form_waiver_files_take(run_cli, day):
     # --today accepted 2027-1-5 while a waiver file refused the same spelling.
     result = run_cli("check", "--today", day)

@@ -510,6 +510,7 @@ def test_merge_keys_follow_yaml_a_key_written_overrides_a_merged_one():
         "one: {<<: *base, per: snapshot}\n"
         "two: {<<: [*base, *other]}\n"
         "three: {per: a, per: b}\n"
+        "four: {<<: !!set {x: null}, y: 1}\n"  # a tagged mapping is no mapping to merge
     )
     problems = Problems()
     data = load_yaml(text, "m.yaml", problems)
@@ -517,8 +518,10 @@ def test_merge_keys_follow_yaml_a_key_written_overrides_a_merged_one():
     # the first mapping merged wins (YAML's merge spec; PyYAML itself lets the last one win)
     assert data["two"] == {"per": "cluster", "group_by": "columnName", "note": "base", "extra": "other"}
     assert [str(p) for p in problems.items] == [
-        "m.yaml:5:17: duplicate key 'per' (first defined at line 5); each key may appear once"
+        "m.yaml:5:17: duplicate key 'per' (first defined at line 5); each key may appear once",
+        "m.yaml:6:12: a merge key (<<) takes a mapping or a list of mappings",
     ]
+    assert data["four"] == {"y": 1}
 
 
 def test_one_comparison_with_several_problems_reports_them_all(write):

@@ -235,6 +235,7 @@ def take_snapshot(
                 # does not fit the models does, kept in the run by its id alone.
                 client.last_invalid_clusters[cluster.id] = cluster_not_storable(position, unstorable)
                 writer.add_cluster(Cluster.model_construct(id=cluster.id), {"id": cluster.id}, position)
+        writer.flush()  # the listing is in the run before the run says so (a full disk fails here)
         details[LISTING_KEY] = True
         progress.start(len(clusters))
         offload = PageOffload(pool, column_rows, _row_key) if pool is not None else None

@@ -465,3 +465,26 @@ def test_integers_past_64_bits_huge_sizes_and_object_ids_are_kept_exactly(
     assert cols[(big, f"s.t.{big}")]["rowCount"] == 123456789012345678901234567890123
     asked = {r.query["clusterId"] for r in loopback.seen if r.path != CLUSTERS_PATH}
     assert asked == {"65b2f0c4a91e3d0012ab77e2", big}  # by their ids as sent
+
+
+def test_a_listing_that_could_not_be_written_is_not_said_to_be_stored(
+    loopback, make_client, engine, monkeypatch
+):
+    # Found in review: listing_stored was set while the listing's rows were only queued; a full
+    # disk then left a failed run with no cluster that said its listing was stored, and a diff
+    # with --allow-incomplete read every cluster of the other run as removed.
+    from auditor.errors import StoreError
+    from auditor.store.runs import get_run
+    from auditor.store.writer import SnapshotWriter
+
+    handler, _, _ = make_tenant({"a": 3, "b": 2})
+    loopback.reset(handler)
+
+    def disk_full(self, connection):
+        raise StoreError(f"could not write run {self.run_id}: database or disk is full")
+
+    monkeypatch.setattr(SnapshotWriter, "_write", disk_full)
+    with pytest.raises(StoreError):
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    (run,) = list_runs(engine)
+    assert (run.status, run.clusters_stored, get_run(engine, run.id).listing_stored) == ("failed", 0, False)

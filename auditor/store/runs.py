@@ -358,24 +358,33 @@ def resolve_run(
 
 
 def _warn_newer_failed(engine: Engine, latest: RunInfo) -> None:
-    """Warn when ``latest`` (the newest complete run) is older than a failed run: a CI job whose
-    snapshot step failed would otherwise check, report and gate on stale data without a word."""
+    """Warn when ``latest`` (the newest complete run) is older than a run that failed, or that was
+    left ``running`` by a writer that is gone (killed, stopped outright): a CI job whose snapshot
+    step failed would otherwise check, report and gate on stale data without a word. A run still
+    being written (or one whose writer cannot be checked from here) is no such news."""
     with engine.connect() as connection:
-        row = connection.execute(
-            select(runs.c.id, runs.c.error)
-            .where(runs.c.id > latest.id, runs.c.status == RUN_FAILED)
+        rows = connection.execute(
+            _runs_query()
+            .where(runs.c.id > latest.id, runs.c.status.in_((RUN_FAILED, RUN_RUNNING)))
             .order_by(runs.c.id.desc())
-            .limit(1)
-        ).first()
-    if row is not None:
-        said = f" ({row.error})" if row.error else ""
+        ).all()
+    for row in rows:
+        run = _row_to_run(row)
+        if run.status == RUN_FAILED:
+            said = f"failed ({run.error})" if run.error else "failed"
+        else:
+            liveness = run_liveness(run.status, run.started_at, run.details)
+            if liveness is None or liveness.state != ABANDONED:
+                continue
+            said = f"was abandoned by its writer ({liveness.reason})"
         log.warning(
-            "run %s, newer than run %s, failed%s: 'latest' is run %s, the newest complete run",
-            row.id,
+            "run %s, newer than run %s, %s: 'latest' is run %s, the newest complete run",
+            run.id,
             latest.id,
             said,
             latest.id,
         )
+        return
 
 
 def columns_view(run_id: int) -> Select:

@@ -161,3 +161,29 @@ def test_auditor_runs_shows_whether_a_running_run_is_still_being_written(run_cli
         "    3  running (unknown)   ",
         "    4  complete            ",
     ]
+
+
+def test_latest_says_when_a_newer_run_was_abandoned_not_when_one_is_being_written(tmp_path, caplog):
+    # Found in review: a snapshot killed (or stopped outright) leaves its run running; 'latest'
+    # then went back to an older complete run without a word, as it did for failed runs.
+    from auditor.store.runs import resolve_run
+
+    engine = open_database(tmp_path / "a.db")
+    good = write_catalog(engine, make_catalog(1, 1))
+    SnapshotWriter(engine, source_url="x")  # being written by this very process: no news
+    assert resolve_run(engine, "latest").id == good
+    assert not [r for r in caplog.records if "newer than" in r.getMessage()]
+    killed = SnapshotWriter(engine, source_url="x").run_id
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = int(exited.stdout)
+    with engine.begin() as connection:
+        connection.execute(
+            runs.update()
+            .where(runs.c.id == killed)
+            .values(details={"writer": {**writer_identity(), "pid": dead}})
+        )
+    assert resolve_run(engine, "latest").id == good
+    assert [r.getMessage() for r in caplog.records if "newer than" in r.getMessage()] == [
+        f"run {killed}, newer than run {good}, was abandoned by its writer (the process that wrote it "
+        f"(pid {dead} on host {HOST}) is gone): 'latest' is run {good}, the newest complete run"
+    ]

@@ -68,8 +68,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.errors import ConfigError, StoreError
+from auditor.stopping import signals_held
 from auditor.store.db import WRITE_HINT, store_errors
 from auditor.store.runs import ABANDONED, DETAILS_TEXT, Liveness, read_details, run_liveness
 from auditor.store.schema import (
@@ -427,13 +429,11 @@ def _writing(engine: Engine, outcome: _Outcome | None = None) -> Iterator[Connec
     """
     with engine.connect() as connection:
         if connection.dialect.name != "sqlite":
-            with connection.begin():
+            with _committing(connection, outcome):
                 # the lock the snapshot writer takes before adding versions: no writer adds
                 # membership to a version this transaction is about to find unreferenced
                 connection.exec_driver_sql("LOCK TABLE column_versions IN SHARE ROW EXCLUSIVE MODE")
                 yield connection
-            if outcome is not None:
-                outcome.committed = True
             return
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
         if connection.exec_driver_sql("PRAGMA foreign_keys").scalar() != 0:  # pragma: no cover
@@ -447,11 +447,9 @@ def _writing(engine: Engine, outcome: _Outcome | None = None) -> Iterator[Connec
         connection.commit()
         restored = False
         try:
-            with connection.begin():
+            with _committing(connection, outcome):
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
-            if outcome is not None:
-                outcome.committed = True
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
             for schema, size in caches.items():
                 connection.exec_driver_sql(f"PRAGMA {schema}.cache_size={int(size)}")
@@ -460,6 +458,23 @@ def _writing(engine: Engine, outcome: _Outcome | None = None) -> Iterator[Connec
         finally:
             if not restored:
                 connection.invalidate()  # never hand a connection without foreign keys back
+
+
+@contextlib.contextmanager
+def _committing(connection: Connection, outcome: _Outcome | None) -> Iterator[None]:
+    """A transaction of ``connection``, committed with Ctrl-C held until ``outcome`` records it: an
+    interrupt can come before the commit (nothing deleted) or after the record (the deletion is
+    reported), never in between."""
+    transaction = connection.begin()
+    try:
+        yield
+    except BaseException:
+        transaction.rollback()
+        raise
+    with signals_held():
+        transaction.commit()
+        if outcome is not None:
+            outcome.committed = True
 
 
 class _Statements:
@@ -527,8 +542,17 @@ def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:
     try:
         return _delete_in(engine, plan, outcome)
     except BaseException as exc:
-        if outcome.committed:
-            exc.committed = outcome.result  # type: ignore[union-attr]
+        if not outcome.committed:
+            raise
+        if isinstance(exc, SQLAlchemyError):  # restoring the connection's settings failed
+            error = StoreError(
+                "the prune was committed, but restoring the connection's settings failed: "
+                f"{getattr(exc, 'orig', None) or exc}",
+                hint=WRITE_HINT,
+            )
+            error.committed = outcome.result  # type: ignore[attr-defined]
+            raise error from None
+        exc.committed = outcome.result  # type: ignore[union-attr]
         raise
 
 

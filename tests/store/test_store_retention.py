@@ -560,7 +560,7 @@ def test_cli_a_vacuum_cut_short_still_says_what_the_committed_prune_removed(
         assert result.stderr.splitlines()[-2].startswith("error: the prune was committed, but VACUUM failed")
 
 
-@pytest.mark.parametrize("when", ["after the commit", "while printing"])
+@pytest.mark.parametrize("when", ["after the commit", "while printing", "restoring the settings"])
 def test_cli_a_ctrl_c_after_the_commit_still_says_what_went(run_cli, engine, db, monkeypatch, when):
     # A Ctrl-C landing just after the commit (while the connection's settings were restored, or
     # before the result was printed) printed only "auditor: interrupted", exit 130: the runs were
@@ -568,14 +568,16 @@ def test_cli_a_ctrl_c_after_the_commit_still_says_what_went(run_cli, engine, db,
     import auditor.cli.store as cli_store
 
     history(engine)
-    if when == "after the commit":
+    if when in ("after the commit", "restoring the settings"):
         writing = retention._writing
 
         @contextlib.contextmanager
         def interrupted_after_commit(engine_, outcome=None):
             with writing(engine_, outcome) as connection:
                 yield connection
-            raise KeyboardInterrupt  # the transaction is committed by now
+            if when == "after the commit":
+                raise KeyboardInterrupt  # the transaction is committed by now
+            raise Boom()  # a database error once committed: it said "nothing was deleted"
 
         monkeypatch.setattr(retention, "_writing", interrupted_after_commit)
     else:
@@ -588,9 +590,15 @@ def test_cli_a_ctrl_c_after_the_commit_still_says_what_went(run_cli, engine, db,
 
         monkeypatch.setattr(cli_store, "_show_prune", interrupted_while_printing)
     result = run_cli("db", "prune", "--db", db, "--keep", "2", "--format", "json")
-    assert result.exit_code == 130
     assert json.loads(result.stdout)["deleted_runs"] == DELETED  # printed once, whole
     assert [run.id for run in list_runs(engine)] == [3, *KEPT]
+    if when == "restoring the settings":
+        assert result.exit_code == 3
+        assert result.stderr.splitlines()[-2].startswith(
+            "error: the prune was committed, but restoring the connection's settings failed: disk I/O error"
+        )
+        return
+    assert result.exit_code == 130
     assert result.stderr.splitlines()[-2:] == [
         "the prune was committed before the interrupt",
         "auditor: interrupted",

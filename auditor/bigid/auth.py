@@ -156,6 +156,12 @@ class Authenticator:
                     self.scheme_used = self.current
                 self._last_ok = max(self._last_ok, generation)
 
+    def probing(self) -> bool:
+        """Whether ``auto`` is still looking for the form the tenant takes: no request was accepted
+        yet, and another candidate is left."""
+        with self._lock:
+            return self.scheme_used is None and self._index + 1 < len(self._candidates)
+
     def unauthorized(self, generation: int) -> bool:
         """A request sent with ``generation``'s header got a 401. True: retry with a new header.
 

@@ -665,12 +665,33 @@ class BigIDClient:
         """GET ``path`` with auth handling; the parsed (or decoded) body of a 200, or an error
         (:class:`PageTooSlow` for a ``shrinkable`` page that timed out, see :meth:`_send`)."""
         auth_retries = 0
+        refusal: ApiError | None = None  # the first form's refusal, while ``auto`` tries the others
+        asked = {FLAGS[name]: value for name, value in params.items() if name in FLAGS}
         while True:
-            header, generation = self._header()
+            try:
+                header, generation = self._header()
+            except AuthError:
+                if refusal is not None:  # the exchange, last resort, failed too: say the first refusal
+                    raise refusal from None
+                raise
             try:
                 status, body = self._send(path, params, header, decode, shrinkable=shrinkable)
             except ApiError as exc:
                 raise _about_cluster(exc, cluster_id) from None
+            if status in (400, 403) and self._refused_form(status, body):
+                # Some tenants refuse a header form they do not take with 403, or with a 400 about
+                # the header, not 401: before any form was accepted, ``auto`` tries the next one.
+                if refusal is None:
+                    refusal = _about_cluster(
+                        self._http_error(status, body, path, cluster_id, filter, asked), cluster_id
+                    )
+                if self.auth.unauthorized(generation):
+                    log.debug(
+                        "HTTP %s on %s before any request was accepted; trying the next credential form",
+                        status,
+                        path,
+                    )
+                    continue
             if status == 401:
                 # every retry needs a header that changed since (see Authenticator.unauthorized);
                 # the cap only guards against a tenant whose sessions die faster than workers use them
@@ -679,13 +700,24 @@ class BigIDClient:
                 if auth_retries <= allowed and self.auth.unauthorized(generation):
                     log.debug("HTTP 401 on %s; trying the next credential form", path)
                     continue
-                raise self._unauthorized()
+                raise refusal or self._unauthorized()
+            if refusal is not None and status in (400, 403):
+                raise refusal  # every form refused alike: the first refusal says most
             self.auth.accepted(generation)
             if status == 200:
                 return body
-            asked = {FLAGS[name]: value for name, value in params.items() if name in FLAGS}
             error = self._http_error(status, body, path, cluster_id, filter, asked)
             raise _about_cluster(error, cluster_id)
+
+    def _refused_form(self, status: int, body: Any) -> bool:
+        """Whether a 400 or 403 may refuse the header's form, while ``auto`` still looks for it: any
+        403, and a 400 whose message is about authorisation (not about a parameter)."""
+        if not self.auth.probing():
+            return False
+        if status == 403:
+            return True
+        message = (error_message(body) or "").lower()
+        return any(word in message for word in _FORM_WORDS)
 
     def _send(
         self,
@@ -1086,6 +1118,10 @@ class ColumnFetch:
                 f"cluster {self.cluster_id}: GET {COLUMNS_PATH} made no progress: {exc}",
                 hint="the server may ignore skip/limit; nothing was stored for this cluster as complete",
             ) from None
+
+
+# What a 400 about the Authorization header (not about a parameter) says.
+_FORM_WORDS = ("authoriz", "authoris", "authenticat", "bearer", "token", "api key", "apikey", "credential")
 
 
 def _about_cluster(exc: ApiError, cluster_id: str | None) -> ApiError:

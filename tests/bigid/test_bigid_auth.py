@@ -14,7 +14,7 @@ import pytest
 
 from auditor.bigid.auth import is_user_token, jwt_payload, token_expiry
 from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
-from auditor.errors import AuthError
+from auditor.errors import ApiError, AuthError
 
 from .conftest import Reply, Request
 
@@ -32,8 +32,11 @@ def jwt(payload: dict) -> str:
 USER_JWT = jwt({"type": "refresh-token", "sub": "svc"})
 
 
-def tenant(accept: str, *, key: str = "KEY-1234", sessions: list[str] | None = None):
-    """``accept``: bearer | raw | refresh. In refresh mode, the key exchanges for ``sessions`` in turn."""
+def tenant(
+    accept: str, *, key: str = "KEY-1234", sessions: list[str] | None = None, refuse: Reply | None = None
+):
+    """``accept``: bearer | raw | refresh. In refresh mode, the key exchanges for ``sessions`` in turn.
+    ``refuse``: the answer to a form it does not take (default: a 401)."""
     issued: list[str] = []
     pool = iter(sessions or (f"session-{i}" for i in itertools.count(1)))
     lock = threading.Lock()
@@ -51,7 +54,7 @@ def tenant(accept: str, *, key: str = "KEY-1234", sessions: list[str] | None = N
             "refresh": bool(issued) and request.authorization == issued[-1],
         }[accept]
         if not ok:
-            return Reply(401, b"Unauthorized", {"Content-Type": "text/plain"})
+            return refuse or Reply(401, b"Unauthorized", {"Content-Type": "text/plain"})
         if request.path == CLUSTERS_PATH:
             return Reply(200, CLUSTERS[int(request.query.get("skip", 0)) :])
         return Reply(200, {"results": [{"fullyQualifiedName": "a.b"}], "totalCount": 1})
@@ -78,6 +81,30 @@ def test_auto_finds_the_scheme_and_keeps_it(loopback, make_client, accept, expec
     loopback.seen.clear()
     client.get_columns("k1")
     assert [r.authorization for r in loopback.seen] == [expected_headers[-1]]  # no more probing
+
+
+@pytest.mark.parametrize(
+    "refuse",
+    [Reply(403, {"message": "Forbidden"}), Reply(400, {"message": "invalid authorization header"})],
+    ids=["403", "400-about-the-header"],
+)
+def test_auto_also_moves_on_when_a_form_is_refused_with_400_or_403(loopback, make_client, refuse):
+    # Found by a probe: a tenant refusing 'Bearer <key>' with 403 (or a 400 about the header) and
+    # taking the bare key ended the run with 'the API key lacks permission', raw never tried.
+    loopback.reset(tenant("raw", refuse=refuse))
+    client = make_client(loopback.url, token="KEY-1234")
+    assert len(client.list_clusters()) == 1
+    assert client.auth_scheme_used == "raw"
+    # refused in every form: the first refusal is what is said, not a 401 nobody sent
+    loopback.reset(tenant("bearer", key="OTHER", refuse=refuse))
+    with pytest.raises(ApiError) as caught:
+        make_client(loopback.url, token="KEY-1234").list_clusters()
+    assert caught.value.status == refuse.status
+    # a 400 about a parameter is no refusal of the form: said at once, nothing else tried
+    loopback.reset(lambda request: Reply(400, {"message": "invalid value for parameter limit"}))
+    with pytest.raises(ApiError) as caught:
+        make_client(loopback.url, token="KEY-1234").list_clusters()
+    assert caught.value.status == 400 and len(loopback.seen) == 1
 
 
 def test_auto_exchanges_a_user_token_first(loopback, make_client):

@@ -135,7 +135,17 @@ def test_403_says_the_key_lacks_permission(loopback, make_client):
         caught.value.message == f"the API key lacks permission for GET {CLUSTERS_PATH} (HTTP 403): Forbidden"
     )
     assert caught.value.status == 403
-    assert len(loopback.seen) == 1  # never retried
+    # auto tried the other forms of the key first (a tenant may refuse a form it does not take
+    # with 403); the first refusal is what is said. A form given explicitly is never retried.
+    assert [(r.path, r.authorization) for r in loopback.seen] == [
+        (CLUSTERS_PATH, "Bearer SAMPLE"),
+        (CLUSTERS_PATH, "SAMPLE"),
+        ("/api/v1/refresh-access-token", "SAMPLE"),
+    ]
+    loopback.seen.clear()
+    with pytest.raises(AuthError):
+        make_client(loopback.url, auth_scheme="bearer").list_clusters()
+    assert len(loopback.seen) == 1
 
 
 def test_404_names_the_cluster(loopback, make_client):

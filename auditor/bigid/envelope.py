@@ -16,6 +16,7 @@ HTTP 200 (an authentication message becomes an auth failure), and an HTML gatewa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,11 @@ from auditor.bigid.models import coerce_count
 # Keys under which a list of records may sit, most specific first.
 _LIST_KEYS = ("results", "clusters", "columns", "items", "records")
 _TOTAL_KEYS = ("totalCount", "total_count", "total")
-_AUTH_WORDS = ("token", "authenticat", "unauthori", "api key", "apikey", "credential")
+_AUTH_WORDS = ("authenticat", "unauthori", "api key", "apikey", "credential")
+# "token" alone is no auth word ("offsetKey token is stale" is about paging): with one of these it is
+_TOKEN_TROUBLE = re.compile(
+    r"\b(?:invalid|not valid|expired?|missing|required|revoked|bad|wrong|malformed|unknown)\b"
+)
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,9 @@ def error_message(body: Any) -> str | None:
 
 def is_auth_message(message: str | None) -> bool:
     lowered = (message or "").lower()
-    return any(word in lowered for word in _AUTH_WORDS)
+    if any(word in lowered for word in _AUTH_WORDS):
+        return True
+    return "token" in lowered and _TOKEN_TROUBLE.search(lowered) is not None
 
 
 def check_error_under_200(body: Any) -> None:
@@ -183,6 +190,9 @@ def unwrap(body: Any) -> Envelope:
         value = body.get(key)
         if isinstance(value, list):
             return Envelope(value, _total(body), f"{prefix}{key}")
+    for key in _LIST_KEYS:  # a null list is no records, as {"data": null} is
+        if key in body and body[key] is None and "data" not in body:
+            return Envelope([], _total(body), f"{prefix}{key}")
     if "data" in body:
         data = body["data"]
         if data is None:

@@ -241,7 +241,9 @@ class Attribute(_Wire):
     # on object-level details, a list of types): kept as sent here, made one value by the writer
     # (:func:`auditor.store.writer.one_rank`, ``one_text``), in compiled validation.
     rank: str | list[str] | None = Field(default=None, validation_alias=AliasChoices("rank", "ranks"))
-    calc_confidence_level: float | None = Field(
+    # A number, or text: "0.69", or a percentage "69.5%" (made a fraction by the writer,
+    # :func:`auditor.store.writer.confidence`): a "%" failed the whole cluster.
+    calc_confidence_level: float | str | None = Field(
         default=None,
         validation_alias=AliasChoices("calc_confidence_level", "calcConfidenceLevel", "confidence_level"),
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import operator
 import sqlite3
 import time
@@ -256,7 +257,9 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
                 share(attribute.attribute_original_name, attribute.attribute_original_name),
                 share(rank, rank) if (rank := attribute.rank).__class__ is not list else one_rank(rank),
                 # NaN is no confidence: SQLite stored it as NULL, PostgreSQL as NaN above every number
-                confidence if (confidence := attribute.calc_confidence_level) == confidence else None,
+                value
+                if (value := attribute.calc_confidence_level).__class__ is float and value == value
+                else confidence(value),
                 share(kind, kind)
                 if (kind := attribute.attribute_type).__class__ is not list
                 else one_text(kind),
@@ -266,6 +269,24 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
         ]
     )
     return digest, version, tuple(tags), attributes
+
+
+def confidence(value: Any) -> float | None:
+    """An attribute's confidence as stored: a number as it is (NaN and infinities as none), text as
+    the number it writes ("0.69"), a percentage as a fraction ("69.5%" is 0.695), anything else as
+    none (the raw record keeps it as sent)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        scale = 100.0 if text.endswith("%") else 1.0
+        try:
+            number = float(text.removesuffix("%")) / scale
+        except ValueError:
+            return None
+    return number if math.isfinite(number) else None
 
 
 _RANK_ORDER = {"high": 3, "medium": 2, "low": 1}

@@ -687,3 +687,20 @@ def test_public_url_drops_credentials_query_and_fragment():
         public_url("https://u:p@bigid.example.net:8443/base/?token=x#f")
         == "https://bigid.example.net:8443/base"
     )
+
+
+def test_a_null_list_of_records_is_no_records_and_token_alone_is_no_auth_word():
+    # Found by a probe: {"results": null, "totalCount": 7} failed its cluster though {"data": null}
+    # was read as no records; "offsetKey token is stale" under 200 ended the run as a bad API key.
+    from auditor.bigid.envelope import is_auth_message, unwrap
+
+    assert (
+        unwrap({"results": None, "totalCount": 7}).rows,
+        unwrap({"results": None, "totalCount": 7}).total,
+    ) == (
+        [],
+        7,
+    )
+    assert not is_auth_message("offsetKey token is stale")
+    for said in ("Invalid token", "Refresh token not valid", "Session token has expired", "Unauthorized"):
+        assert is_auth_message(said), said

@@ -790,3 +790,20 @@ def test_the_observed_attribute_details_shape_keeps_its_rank_type_and_name(tmp_p
         ("s.t.ssn", "SSN", "HIGH", "IDSoR Attribute"),
         ("s.t.ssn", "Zip", None, "Classification, IDSoR Attribute"),
     ]
+
+
+def test_confidences_sent_as_text_or_percentages_are_stored_as_fractions(tmp_path):
+    # Found by a probe: "69.5%" failed the whole cluster.
+    engine = store_db.open_database(tmp_path / "a.db")
+    values = [0.9, "0.69", "69.5%", "high", None]
+    attributes = [{"attribute_name": f"a{i}", "calc_confidence_level": v} for i, v in enumerate(values)]
+    write_catalog(
+        engine, [({"id": "c1", "size": 1}, [{"fullyQualifiedName": "s.t.c", "attributes": attributes}])]
+    )
+    with engine.connect() as connection:
+        stored = (
+            connection.execute(text("SELECT confidence FROM column_attributes ORDER BY position"))
+            .scalars()
+            .all()
+        )
+    assert stored == [0.9, 0.69, 0.695, None, None]

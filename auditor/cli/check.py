@@ -13,7 +13,16 @@ from pathlib import Path
 
 import click
 
-from auditor.cli.common import IsoDate, PathOption, Settings, db_option, pass_settings, write_output
+from auditor.cli.common import (
+    IsoDate,
+    PathOption,
+    Settings,
+    db_option,
+    pass_settings,
+    rules_option,
+    waivers_option,
+    write_output,
+)
 from auditor.config import SEVERITIES as cfg_severities
 from auditor.formats import Format
 
@@ -29,15 +38,8 @@ def _paths(values: tuple[str, ...]) -> list[Path] | None:
 @click.option(
     "--run", "run_ref", default="latest", show_default=True, metavar="ID|latest", help="Run to check."
 )
-@click.option(
-    "--rules",
-    "rules",
-    multiple=True,
-    type=PathOption(),
-    metavar="PATH",
-    help="Rule file or folder (repeatable; default: the built-in pack).",
-)
-@click.option("--waivers", type=PathOption(), metavar="FILE", help="Waiver file (YAML).")
+@rules_option
+@waivers_option
 @click.option(
     "--baseline",
     default="previous",

@@ -251,6 +251,23 @@ def smtp_ca_bundle_option(func):
     )(func)
 
 
+def rules_option(func):
+    """``--rules PATH`` (repeatable), as check and run take it."""
+    return click.option(
+        "--rules",
+        "rules",
+        multiple=True,
+        type=PathOption(),
+        metavar="PATH",
+        help="Rule file or folder (repeatable; default: the built-in pack).",
+    )(func)
+
+
+def waivers_option(func):
+    """``--waivers FILE``, as check and run take it."""
+    return click.option("--waivers", type=PathOption(), metavar="FILE", help="Waiver file (YAML).")(func)
+
+
 def db_option(func):
     return click.option(
         "--db",

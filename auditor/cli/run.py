@@ -14,8 +14,10 @@ from auditor.cli.common import (
     Settings,
     db_option,
     pass_settings,
+    rules_option,
     setting_type,
     smtp_ca_bundle_option,
+    waivers_option,
     write_output,
 )
 from auditor.cli.fetch import (
@@ -50,14 +52,8 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
 @max_failed_option
 @max_minutes_option
 @skip_cluster_option
-@click.option(
-    "--rules",
-    multiple=True,
-    type=PathOption(),
-    metavar="PATH",
-    help="Rule file or folder (repeatable; default: the built-in pack).",
-)
-@click.option("--waivers", type=PathOption(), metavar="FILE", help="Waiver file (YAML).")
+@rules_option
+@waivers_option
 @click.option(
     "--baseline",
     default="previous",

@@ -244,6 +244,22 @@ def _snapshot_process(server, db: str, folder, *, processes: int):
     )
 
 
+def _wait_for_the_run(db, seconds: float = 60) -> None:
+    """Until a snapshot process has recorded its run in SQLite file ``db``."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(db) as check:
+                if check.execute("select count(*) from runs").fetchone()[0]:
+                    return
+        except sqlite3.Error:
+            continue
+
+
 def test_sigterm_fails_the_run_stops_the_decoders_and_exits_143(sandbox, tmp_path):
     # docker stop, systemd and a cancelled CI job send SIGTERM: the run stayed `running` and the
     # decoding processes lived on, as after kill -9.
@@ -253,15 +269,7 @@ def test_sigterm_fails_the_run_stops_the_decoders_and_exits_143(sandbox, tmp_pat
     server = sandbox(clusters=80, columns=8000, latency=0.1)  # ~40 s in all: stopped long before
     db = tmp_path / "term.db"
     child = _snapshot_process(server, str(db), tmp_path, processes=2)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # until the run is recorded and the fetch under way
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(db) as check:
-                if check.execute("select count(*) from runs").fetchone()[0]:
-                    break
-        except sqlite3.Error:
-            continue
+    _wait_for_the_run(db)  # recorded, and the fetch under way
     time.sleep(1.5)
     child.send_signal(signal.SIGTERM)
     out, err = child.communicate(timeout=60)
@@ -283,15 +291,7 @@ def test_a_second_sigterm_stops_a_snapshot_stuck_behind_a_sqlite_lock(sandbox, t
     server = sandbox(clusters=80, columns=8000, latency=0.1)
     db = tmp_path / "locked.db"
     child = _snapshot_process(server, str(db), tmp_path, processes=0)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # until the run is recorded: its next flush is to come
-        time.sleep(0.1)
-        try:
-            with sqlite3.connect(db) as check:
-                if check.execute("select count(*) from runs").fetchone()[0]:
-                    break
-        except sqlite3.Error:
-            continue
+    _wait_for_the_run(db)  # recorded: its next flush is to come
     holder = sqlite3.connect(db, timeout=60, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")

@@ -121,9 +121,3 @@ class DeliveryError(AuditorError):
     """Writing a report or sending an email failed (exit 3)."""
 
     exit_code = EXIT_FAILURE
-
-
-def spoke_no_tls(error_text: str) -> bool:
-    """Whether a TLS error's text says the peer answered in plain text (an ``https://`` or
-    ``smtps://`` URL pointed at a port without TLS), rather than failing a certificate check."""
-    return "WRONG_VERSION_NUMBER" in error_text or "record layer failure" in error_text.lower()

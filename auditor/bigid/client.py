@@ -29,7 +29,6 @@ import logging
 import math
 import random
 import re
-import ssl
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -77,10 +76,11 @@ from auditor.errors import (
     NetworkError,
     NotFoundError,
     PayloadError,
-    spoke_no_tls,
 )
+from auditor.tls import ca_context, spoke_no_tls
 
 log = logging.getLogger("auditor.bigid")
+CA_HINT = "give the PEM file of the CA that signed the tenant's certificate"
 
 CLUSTERS_PATH = "/api/v1/clusters"
 COLUMNS_PATH = "/api/v1/data-catalog/column/cluster/similar"
@@ -307,15 +307,10 @@ class BigIDClient:
             if not bundle.exists():
                 raise ConfigError(
                     f"--ca-bundle / ca_bundle: {bundle} does not exist",
-                    hint="give the PEM file of the CA that signed the tenant's certificate",
+                    hint=CA_HINT,
                 )
-            try:  # loaded now, as --smtp-ca-bundle is: a wrong file must not wait for the first request
-                ssl.create_default_context(cafile=str(bundle))
-            except (ssl.SSLError, OSError, ValueError) as exc:
-                raise ConfigError(
-                    f"--ca-bundle / ca_bundle: cannot load {bundle} ({exc})",
-                    hint="give the PEM file of the CA that signed the tenant's certificate",
-                ) from None
+            # loaded now, as --smtp-ca-bundle is: a wrong file must not wait for the first request
+            ca_context(bundle, "--ca-bundle / ca_bundle", hint=CA_HINT)
             self._verify: bool | str = str(bundle)
         else:
             self._verify = options.verify

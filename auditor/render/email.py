@@ -35,10 +35,11 @@ from urllib.parse import unquote, urlsplit
 import jinja2
 
 from auditor import secrets
-from auditor.errors import ConfigError, DeliveryError, spoke_no_tls
+from auditor.errors import ConfigError, DeliveryError
 from auditor.render.context import FindingRow, FindingSection, ReportContext
 from auditor.render.env import make_environment
 from auditor.render.report import ReportBundle, default_report_name
+from auditor.tls import ca_context, spoke_no_tls
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def check_email_settings(
     _envelope(to, cc, sender, subject)
     if smtp_url is not None:
         _credentials(parse_smtp_url(smtp_url), None, None, os.environ if environ is None else environ)
-        _tls_context(cafile)
+        ca_context(cafile, "--smtp-ca-bundle")
 
 
 def _credentials(
@@ -198,13 +199,6 @@ def _credentials(
             hint=f"check {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD}",
         )
     return username, password
-
-
-def _tls_context(cafile: str | Path | None) -> ssl.SSLContext:
-    try:
-        return ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"--smtp-ca-bundle: cannot load {cafile} ({exc})") from None
 
 
 def _render_parts(env: jinja2.Environment, context: EmailContext) -> tuple[str, str]:
@@ -410,7 +404,7 @@ def send(
     """
     target = parse_smtp_url(smtp_url)
     username, password = _credentials(target, username, password, os.environ if environ is None else environ)
-    context = _tls_context(cafile)
+    context = ca_context(cafile, "--smtp-ca-bundle")
 
     where = target.where
     client: smtplib.SMTP = (

@@ -53,6 +53,7 @@ from auditor.bigid.envelope import (
     UnknownEnvelope,
     check_error_under_200,
     error_message,
+    is_auth_message,
     looks_like_html,
     may_report_error,
     parse_body,
@@ -709,10 +710,7 @@ class BigIDClient:
         403, and a 400 whose message is about authorisation (not about a parameter)."""
         if not self.auth.probing():
             return False
-        if status == 403:
-            return True
-        message = (error_message(body) or "").lower()
-        return any(word in message for word in _FORM_WORDS)
+        return status == 403 or is_auth_message(error_message(body))
 
     def _send(
         self,
@@ -1113,10 +1111,6 @@ class ColumnFetch:
                 f"cluster {self.cluster_id}: GET {COLUMNS_PATH} made no progress: {exc}",
                 hint="the server may ignore skip/limit; nothing was stored for this cluster as complete",
             ) from None
-
-
-# What a 400 about the Authorization header (not about a parameter) says.
-_FORM_WORDS = ("authoriz", "authoris", "authenticat", "bearer", "token", "api key", "apikey", "credential")
 
 
 def _about_cluster(exc: ApiError, cluster_id: str | None) -> ApiError:

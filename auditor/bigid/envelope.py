@@ -28,7 +28,19 @@ from auditor.bigid.models import coerce_count
 # Keys under which a list of records may sit, most specific first.
 _LIST_KEYS = ("results", "clusters", "columns", "items", "records")
 _TOTAL_KEYS = ("totalCount", "total_count", "total")
-_AUTH_WORDS = ("authenticat", "unauthori", "api key", "apikey", "credential")
+# Words of a message about the credentials (the Authorization header and what it carries), not
+# about a parameter or the data: under HTTP 200 they make the answer an auth failure, and on a 400
+# before any form of the key was accepted they make ``auto`` try the next form.
+_AUTH_WORDS = (
+    "authenticat",
+    "unauthori",
+    "authoriz",
+    "authoris",
+    "bearer",
+    "api key",
+    "apikey",
+    "credential",
+)
 # "token" alone is no auth word ("offsetKey token is stale" is about paging): with one of these it is
 _TOKEN_TROUBLE = re.compile(
     r"\b(?:invalid|not valid|expired?|missing|required|revoked|bad|wrong|malformed|unknown)\b"

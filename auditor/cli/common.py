@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -218,15 +217,14 @@ class IsoDate(click.ParamType):
     name = "date"
 
     def convert(self, value, param, ctx):
+        from auditor.engine.waivers import calendar_date
+
         if isinstance(value, date):
             return value
-        text = str(value).strip()
-        try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # not 2027-W01-1, 20270105, 2027-1-5
-                raise ValueError
-            return date.fromisoformat(text)
-        except ValueError:
+        day = calendar_date(str(value))
+        if day is None:
             self.fail(f"{value!r} is not a date written YYYY-MM-DD, such as 2027-03-31", param, ctx)
+        return day
 
 
 class NonEmptyText(click.ParamType):

@@ -126,7 +126,7 @@ def _misread(pattern: str) -> str | None:
             pair = pattern[i : i + 2]
             if bracket and pair in _IN_BRACKETS:
                 return _IN_BRACKETS[pair]
-            if bracket and pair[1:] in "1234567" and pair[1:]:
+            if bracket and len(pair) == 2 and pair[1] in "1234567":
                 return (
                     f"{pair} inside [...] is an octal escape to Python's re and an error to "
                     "PostgreSQL; write the character as \\xHH or \\uHHHH"

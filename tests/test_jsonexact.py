@@ -1,0 +1,37 @@
+"""``auditor.jsonexact``: JSON read with every number as written, fast for the usual text."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from auditor.jsonexact import loads
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(values)
+def test_every_value_reads_back_as_the_standard_library_reads_it(value):
+    # integers of any size included: orjson alone read those past 64 bits as floats
+    text = json.dumps(value)
+    assert loads(text.encode()) == json.loads(text)
+    assert loads(text) == json.loads(text)
+
+
+def test_numbers_too_large_for_a_double_stay_text_and_non_json_is_refused():
+    assert loads(b'{"size": 1e400, "id": 98765432109876543210}') == {
+        "size": "1e400",
+        "id": 98765432109876543210,
+    }
+    assert loads('["12345678901234567890123", 1]') == ["12345678901234567890123", 1]  # in a string
+    for text in (b"[NaN]", b"[1, Infinity]", b"[NaN, 12345678901234567890123]", b"{"):
+        with pytest.raises(orjson.JSONDecodeError):
+            loads(text)

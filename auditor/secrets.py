@@ -157,7 +157,8 @@ def redact_bytes(content: bytes) -> tuple[bytes, int]:
     place.
 
     Not caught: a secret split across two JSON strings, with its letters or digits escaped (no
-    encoder writes them so), or encoded (base64, URL-encoding...). A body without a backslash
+    encoder writes them so), or encoded otherwise than :func:`register` records it (its base64
+    and percent-encoded spellings are searched like the secret itself). A body without a backslash
     costs one substring search per secret; only a body with a backslash is searched with the
     spellings' regular expression. When nothing matches, ``content`` itself is returned, with a
     count of 0.

@@ -266,6 +266,11 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--token-file / token_file: cannot read {file} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:  # never quoted: the bytes around it are the key
+        raise ConfigError(
+            f"--token-file / token_file: {file} is not UTF-8 text (byte {exc.start})",
+            hint="put the API key in it, on one line of ASCII characters",
+        ) from None
     token = text.strip().splitlines()[0].strip() if text.strip() else ""
     if not token:
         raise ConfigError(

@@ -57,6 +57,11 @@ def test_token_file(tmp_path):
     path.write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
         read_token_file(path)
+    # a key saved in Latin-1 was an internal error; the message never quotes the bytes
+    path.write_bytes(b"sk-caf\xe9-secret\n")
+    with pytest.raises(ConfigError) as caught:
+        read_token_file(path)
+    assert caught.value.message == f"--token-file / token_file: {path} is not UTF-8 text (byte 6)"
 
 
 def test_registered_secrets_are_scrubbed_from_text_and_logs(caplog):

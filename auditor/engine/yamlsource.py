@@ -101,10 +101,18 @@ def _construct_mapping(loader: _Loader, node: MappingNode) -> LocDict:
     result.mark = Mark.of(node)
     result.key_marks = {}
     result.value_marks = {}
-    merges: list[Node] = []
+    merges: list[tuple[Node, Node]] = []
     for key_node, value_node in node.value:
         if key_node.tag == _MERGE_TAG:
-            merges.append(value_node)
+            if merges:  # two merge keys in one mapping: a duplicate key like any other
+                loader.problems.add(
+                    loader.source,
+                    Mark.of(key_node),
+                    f"duplicate key '<<' (first defined at line {Mark.of(merges[0][0]).line}); "
+                    "merge several mappings with one key and a list: <<: [*a, *b]",
+                )
+                continue
+            merges.append((key_node, value_node))
             continue
         if key_node.tag == "tag:yaml.org,2002:value":  # '=' as a key: plain text, as PyYAML reads it
             key_node.tag = "tag:yaml.org,2002:str"
@@ -123,14 +131,15 @@ def _construct_mapping(loader: _Loader, node: MappingNode) -> LocDict:
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_marks[key] = Mark.of(key_node)
         result.value_marks[key] = Mark.of(value_node)
-    for merge in merges:
+    for merge_key, merge in merges:
+        reported = False
         for source in merge.value if isinstance(merge, SequenceNode) else [merge]:
             # a tagged mapping (!!set, !!omap) is no mapping to merge either
             merged = loader.construct_object(source, deep=True) if isinstance(source, MappingNode) else None
             if not isinstance(merged, LocDict):
-                loader.problems.add(
-                    loader.source, Mark.of(source), "a merge key (<<) takes a mapping or a list of mappings"
-                )
+                if not reported:  # once per merge key, not once per item of a merged list
+                    reported = True
+                    _bad_merge(loader, merge_key, merge)
                 continue
             for key, value in merged.items():
                 if key not in result:
@@ -138,6 +147,17 @@ def _construct_mapping(loader: _Loader, node: MappingNode) -> LocDict:
                     result.key_marks[key] = merged.key_marks[key]
                     result.value_marks[key] = merged.value_marks[key]
     return result
+
+
+def _bad_merge(loader: _Loader, merge_key: Node, merge: Node) -> None:
+    """Report a merge of something other than mappings at its ``<<`` key.
+
+    Not at the value: an alias's node carries the position of its anchor, which may be far from
+    (or in another rule than) the mapping that merges it.
+    """
+    key, value = Mark.of(merge_key), Mark.of(merge)
+    where = "" if value.line == key.line else f" (the value merged is at line {value.line})"
+    loader.problems.add(loader.source, key, f"a merge key (<<) takes a mapping or a list of mappings{where}")
 
 
 def _construct_sequence(loader: _Loader, node: SequenceNode) -> LocList:

@@ -519,9 +519,34 @@ def test_merge_keys_follow_yaml_a_key_written_overrides_a_merged_one():
     assert data["two"] == {"per": "cluster", "group_by": "columnName", "note": "base", "extra": "other"}
     assert [str(p) for p in problems.items] == [
         "m.yaml:5:17: duplicate key 'per' (first defined at line 5); each key may appear once",
-        "m.yaml:6:12: a merge key (<<) takes a mapping or a list of mappings",
+        "m.yaml:6:8: a merge key (<<) takes a mapping or a list of mappings",
     ]
     assert data["four"] == {"y": 1}
+
+
+def test_a_second_merge_key_is_a_duplicate_and_a_bad_merge_is_reported_where_it_is_merged():
+    # Two `<<` keys in one mapping were accepted (the second silently merged too), and a merge of an
+    # alias to a list was reported at the list's anchor, lines away from the mapping at fault.
+    from auditor.engine.yamlsource import Problems, load_yaml
+
+    text = (
+        "a: &a {per: cluster}\n"
+        "b: &b {note: b}\n"
+        "names: &names [x, y]\n"
+        "one: {<<: *a, <<: *b}\n"
+        "two:\n"
+        "  <<: *names\n"
+        "  per: snapshot\n"
+    )
+    problems = Problems()
+    data = load_yaml(text, "m.yaml", problems)
+    assert [str(p) for p in problems.items] == [
+        "m.yaml:4:15: duplicate key '<<' (first defined at line 4); merge several mappings with one key "
+        "and a list: <<: [*a, *b]",
+        "m.yaml:6:3: a merge key (<<) takes a mapping or a list of mappings (the value merged is at line 3)",
+    ]
+    assert data["one"] == {"per": "cluster"}
+    assert data["two"] == {"per": "snapshot"}
 
 
 def test_one_comparison_with_several_problems_reports_them_all(write):

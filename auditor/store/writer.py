@@ -256,9 +256,10 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
                 share(attribute.attribute_name, attribute.attribute_name),
                 share(attribute.attribute_original_name, attribute.attribute_original_name),
                 share(rank, rank) if (rank := attribute.rank).__class__ is not list else one_rank(rank),
-                # NaN is no confidence: SQLite stored it as NULL, PostgreSQL as NaN above every number
+                # NaN and infinities are no confidence (SQLite stored NaN as NULL, PostgreSQL as NaN
+                # above every number): x - x is 0.0 for a finite float only
                 value
-                if (value := attribute.calc_confidence_level).__class__ is float and value == value
+                if (value := attribute.calc_confidence_level).__class__ is float and value - value == 0.0
                 else confidence(value),
                 share(kind, kind)
                 if (kind := attribute.attribute_type).__class__ is not list

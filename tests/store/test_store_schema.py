@@ -807,3 +807,30 @@ def test_confidences_sent_as_text_or_percentages_are_stored_as_fractions(tmp_pat
             .all()
         )
     assert stored == [0.9, 0.69, 0.695, None, None]
+
+
+def test_an_infinite_confidence_from_a_library_caller_is_no_confidence(tmp_path):
+    """The writer's fast path for floats let an infinity through (only NaN was caught): a rule
+    'confidence >= 0.9' would flag a column whose model was built in Python with float('inf')."""
+    from sqlalchemy import select
+
+    from auditor.store.schema import column_attributes
+
+    catalog = make_catalog(1, 1)
+    catalog[0][1][0]["attributes"] = [
+        {"attribute_name": "A", "calc_confidence_level": float("inf")},
+        {"attribute_name": "B", "calc_confidence_level": float("-inf")},
+        {"attribute_name": "C", "calc_confidence_level": 0.25},
+    ]
+    engine = store_db.open_database(str(tmp_path / "a.db"))
+    try:
+        write_catalog(engine, catalog)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(column_attributes.c.attribute_name, column_attributes.c.confidence).order_by(
+                    column_attributes.c.attribute_name
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [("A", None), ("B", None), ("C", 0.25)]

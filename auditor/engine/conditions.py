@@ -471,6 +471,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _check_loose_pattern(node: LocDict, ctx: ParseContext, path: list[Any]) -> None:
+    """Report a bad ``matches`` pattern of a comparison that cannot be checked whole (an unknown
+    field or operator, or two operators), so that fixing those never reveals it later."""
+    pattern = node.get("matches")
+    why = check_pattern(pattern) if isinstance(pattern, str) else None
+    if why:
+        ctx.problem([*path, "matches"], f"matches: {why}")
+
+
 @register
 class Compare(Condition):
     """Compare a field with a value: ``{field: NAME, OPERATOR: VALUE[, case: exact]}``."""
@@ -515,12 +524,10 @@ class Compare(Condition):
                 f"valid fields: {', '.join(catalog)}",
             )
         if spec is None or target is None:
-            pattern = node.get("matches")  # what can be checked without the field: a pattern
-            why = check_pattern(pattern) if isinstance(pattern, str) else None
-            if why:
-                ctx.problem([*path, "matches"], f"matches: {why}")
+            _check_loose_pattern(node, ctx, path)  # what can be checked without the field
             return None
         if unknown:  # which operator was meant is anyone's guess: its value is not checked
+            _check_loose_pattern(node, ctx, path)
             return None
         ops = [op for op in OPERATORS if op in node]
         if len(ops) != 1:
@@ -532,6 +539,7 @@ class Compare(Condition):
                 )
             else:
                 ctx.problem(path, f"one operator per comparison, got {', '.join(ops)}; combine with all/any")
+                _check_loose_pattern(node, ctx, path)
             return None
         op = ops[0]
         if op not in OPS_BY_KIND[target.kind]:

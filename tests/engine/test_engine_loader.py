@@ -562,6 +562,10 @@ rules:
      condition: {columns: {having: {distinct: nothing, gte: 1.5}}}}
   - {id: three, title: t, description: d, severity: high, scope: column, message: m, remediation: r,
      condition: {field: columnNam, matches: '(a+)+'}}
+  - {id: four, title: t, description: d, severity: high, scope: column, message: m, remediation: r,
+     condition: {field: columnName, matches: '(a+)+', eqq: x}}
+  - {id: five, title: t, description: d, severity: high, scope: column, message: m, remediation: r,
+     condition: {field: columnName, matches: '(a+)+', eq: x}}
 """,
     )
     with pytest.raises(RuleError) as caught:
@@ -574,5 +578,9 @@ rules:
         "gte: expected a whole number, got number 1.5",
         "cannot count distinct 'nothing' on a column",
         "unknown field 'columnNam' on a column (did you mean 'columnName'?)",
+        nested,
+        "unknown operator 'eqq'",
+        nested,
+        "one operator per comparison, got eq, matches",
         nested,
     ]

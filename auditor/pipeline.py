@@ -209,12 +209,13 @@ def check_and_report(
 ) -> tuple[CheckResult, ReportBundle, list[Path]]:
     """Check run ``run_id`` against ``baseline`` and write its report (and exports): the check, the
     rendered report, and the files written. The report's diff compares with the run the check
-    compared with (without one, with the previous complete run)."""
+    compared with, and with none when the check had none (``--baseline none``, a first run): a
+    report that compared with the previous run would call "existing" what the check called new."""
     check = check_run(engine, run_id, ruleset, waivers=waivers, baseline=baseline)
     bundle = build_report_bundle(
         engine,
         run_id,
-        against=check.baseline.id if check.baseline else None,
+        against=check.baseline.id if check.baseline else "none",
         ruleset=ruleset,
         waivers=waivers,
         rules_paths=rules_paths,
@@ -232,8 +233,8 @@ def report_check(check: CheckResult) -> CheckResult | None:
     ``check_run`` has stored the findings; with a baseline, the report reads them from the
     database as ``auditor report`` does (the page counts in SQL and the exports stream, where the
     check in memory would be turned into one JSON document per export: gigabytes at 1M columns),
-    and marks them against the same run, so it shows what the check found. Without a baseline the
-    report would compare with the previous run, so it is given the check itself.
+    and marks them against the same run, so it shows what the check found. Without a baseline it
+    is given the check itself (every finding new, as the check said).
     """
     return None if check.baseline is not None else check
 

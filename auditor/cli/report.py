@@ -33,8 +33,8 @@ def _report_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--against",
                 "against",
-                metavar="RUN",
-                help="The run to compare with (default: the previous complete run).",
+                metavar="RUN|none",
+                help="The run to compare with (default: the previous complete run; none: no comparison).",
             ),
             click.option(
                 "--rules",

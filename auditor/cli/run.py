@@ -218,7 +218,13 @@ def run_command(
     run = result.run
     settings.info(
         f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns"
-        + (f"; compared with run {result.baseline.id}" if result.baseline else "; no earlier complete run")
+        + (
+            f"; compared with run {result.baseline.id}"
+            if result.baseline
+            else "; not compared with an earlier run (--baseline none)"
+            if str(baseline).strip().lower() == "none"
+            else "; no earlier complete run"
+        )
     )
     if left_out := skipped_note(run.details or {}):
         settings.info(f"note: {left_out}")

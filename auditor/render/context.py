@@ -229,6 +229,11 @@ class TrendPoint:
         return sum(self.counts.values())
 
 
+# What the report says in place of the run compared with, when there is none.
+NO_EARLIER_RUN = "no earlier complete run"
+NOT_COMPARED = "not compared with an earlier run (none was asked for)"
+
+
 @dataclass
 class ReportInput:
     """Everything the report is made from, in the JSON shapes of the earlier stages."""
@@ -245,6 +250,9 @@ class ReportInput:
     # ``auditor.render.stored``); ``findings`` is then empty and the exports stream from the store.
     digest: FindingsDigest | None = None
     source: Any = None  # then: an ``auditor.render.stored.ReportSource`` streaming every finding
+    # True when no comparison was asked for (``--against none``, a job's ``--baseline none``): the
+    # page then says so, rather than that there is no earlier complete run
+    compared_with_none: bool = False
 
 
 @dataclass(frozen=True)
@@ -476,6 +484,8 @@ class ReportContext:
     # False for a diff taken with --no-findings: no finding card, chart or section is shown, rather
     # than counts of zero that would read as "nothing found"
     findings_compared: bool = True
+    # what the page says in place of the run compared with, when there is none
+    no_against: str = NO_EARLIER_RUN
     assets: Any = None  # set by the renderer: the inline CSS/JS and the CSP that allows only them
 
     @property
@@ -523,8 +533,8 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
     cards = (
         Card("open", "Open findings", open_total, "neutral", "not waived"),
         *(Card(f"sev-{name}", name.capitalize(), count, name) for name, count in severity_counts),
-        Card("new", "New", new.total, "high" if new.total else "good", _against_note(data.against)),
-        Card("resolved", "Resolved", resolved.total, "good", _against_note(data.against)),
+        Card("new", "New", new.total, "high" if new.total else "good", _against_note(data)),
+        Card("resolved", "Resolved", resolved.total, "good", _against_note(data)),
         Card("waived", "Waived", digest.waived.total, "neutral", "reported, not counted"),
         Card(
             "expiring",
@@ -546,7 +556,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         _finding_section(
             "new",
             "New findings",
-            _new_intro(data.against, data.diff is not None),
+            _new_intro(data),
             new,
             data.rules,
             max_rows,
@@ -619,6 +629,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         scope_note=(data.diff or {}).get("scope_note") or None,
         direction_note=direction_note(data.run, data.against),
         findings_compared=findings_compared,
+        no_against=NOT_COMPARED if data.compared_with_none else NO_EARLIER_RUN,
     )
 
 
@@ -642,14 +653,18 @@ def _diff_note(diff: Mapping[str, Any] | None) -> str | None:
     return not_compared_note(list(diff["not_compared"]), diff.get("from_run"), diff.get("to_run"))
 
 
-def _against_note(against: RunView | None) -> str:
-    return f"since run {against.id}" if against else "no earlier run"
+def _against_note(data: ReportInput) -> str:
+    if data.against:
+        return f"since run {data.against.id}"
+    return "not compared" if data.compared_with_none else "no earlier run"
 
 
-def _new_intro(against: RunView | None, has_diff: bool) -> str:
-    if against is None or not has_diff:
+def _new_intro(data: ReportInput) -> str:
+    if data.against is None or data.diff is None:
+        if data.compared_with_none:
+            return "This run was not compared with an earlier one (none was asked for): every finding is new."
         return "There is no earlier complete run to compare with: every finding of this run is new."
-    return f"Findings that were not present in run {against.id}."
+    return f"Findings that were not present in run {data.against.id}."
 
 
 def _clip(value: Any, limit: int = MAX_CELL_CHARS) -> str:

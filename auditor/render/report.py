@@ -481,7 +481,8 @@ def gather_input(
     """Read everything the report shows; return it with the check's JSON (for ``findings.json``).
 
     ``check`` and ``diff`` may be passed when the caller already computed them (``auditor run``);
-    otherwise they are computed here. ``against`` defaults to the previous complete run.
+    otherwise they are computed here. ``against`` defaults to the previous complete run; ``"none"``
+    compares with no run (the report of a first run).
 
     Without ``check``, the run's findings stay in the database: they are marked as ``check_run``
     would mark them, counted and capped in SQL (:mod:`auditor.render.stored`), and only the first
@@ -512,7 +513,10 @@ def gather_input(
             )
         if against is None:
             against = given_diff.get("from_run")
-    if against is not None:
+    compare = not (isinstance(against, str) and against.strip().lower() == "none")
+    if not compare:  # "none": a report without a comparison, as for a first run
+        against_info = None
+    elif against is not None:
         against_info = resolve_run(engine, against, option="--against", allow_incomplete=allow_incomplete)
         if against_info.id == run_info.id:
             raise ConfigError(f"--against {against_info.id} is the run being reported")
@@ -633,6 +637,7 @@ def gather_input(
         trend=trend,
         digest=digest,
         source=ReportSource(stored, diff_result) if stored is not None else None,
+        compared_with_none=not compare,
     )
     return data, check_json
 

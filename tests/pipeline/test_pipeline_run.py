@@ -388,3 +388,36 @@ def test_the_job_s_email_attachments_can_be_left_out(tmp_path, monkeypatch):
         names.append(sorted(part.get_filename() for part in message.iter_attachments()))
     assert names[0] == ["auditor-findings-run1.csv", "auditor-report-run1.html"]
     assert names[1] == []
+
+
+def test_run_with_baseline_none_reports_and_emails_what_the_check_said(tmp_path, monkeypatch, sandbox):
+    # Found by a probe: the check said "1320 new ... no baseline", while the report and the email
+    # compared with the previous run ("compared with run 7: 0 new, 1,320 open").
+    server = sandbox(clusters=6, columns=120, token="sk-fixed-epoch")
+    monkeypatch.chdir(tmp_path)
+    env = {"BIGID_TOKEN": "sk-fixed-epoch"}
+    assert invoke(["run", "--url", server.url, "--report", "r.html"], env=env).exit_code == 0
+    eml = tmp_path / "m.eml"
+    result = invoke(
+        [
+            *("run", "--url", server.url, "--baseline", "none", "--format", "json", "--report", "r2.html"),
+            *("--export-dir", "out", "--email-to", "team@example.org", "--eml", str(eml)),
+        ],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    total = payload["summary"]["total"]
+    assert payload["baseline"] is None and payload["summary"]["new"] == total > 0
+    assert "run 2 complete: 6 clusters, 120 columns; not compared with an earlier run (--baseline none)" in (
+        result.stderr
+    )
+    assert json.loads((tmp_path / "out" / "diff.json").read_text())["from_run"] is None  # compared with none
+    exported = json.loads((tmp_path / "out" / "findings.json").read_text())
+    assert exported["summary"]["new"] == total
+    page = (tmp_path / "r2.html").read_text()
+    assert f"New findings ({total})" in page and "compared with run 1" not in page
+    message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert (
+        message["Subject"] == f"[cluster-auditor] run 2: {total:,} new, 0 resolved, {total:,} open findings"
+    )

@@ -605,3 +605,17 @@ def test_an_export_cut_short_replaces_none_of_the_files_there(
     finally:
         engine.dispose()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no new file, none replaced
+
+
+def test_a_report_against_none_compares_with_no_run(database: str, tmp_path: Path) -> None:
+    out = tmp_path / "alone.html"
+    result = invoke("report", "--db", database, "--run", "2", "--against", "None", "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    soup = BeautifulSoup(out.read_text(encoding="utf-8"), "html.parser")
+    # run 1 is there: the page must not say there is no earlier run, but that none was compared
+    against = soup.select_one('dd[data-field="against"]').get_text()
+    assert against == "not compared with an earlier run (none was asked for)"
+    assert soup.select_one("#changes-none p").get_text() == (
+        "This run was not compared with an earlier one (none was asked for)."
+    )
+    assert "every finding is new" in soup.select_one("#new").get_text()

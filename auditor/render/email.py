@@ -25,6 +25,8 @@ import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email import policy as email_policy
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
@@ -112,8 +114,29 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
 
 
+def _as_read(name: str, value: str) -> str:
+    """``value`` as a reader sees header ``name``: with RFC 2047 encoded words (``=?utf-8?q?…?=``)
+    decoded, which the email package also does when the header is set."""
+    return str(email_policy.default.header_factory(name, value))
+
+
+def _ascii_domain(domain: str, option: str, value: str) -> str:
+    """An internationalised domain (``exämple.org``) in its ASCII form (``xn--exmple-cua.org``): the
+    email package cannot write it otherwise (``--eml`` failed with an internal error), and sent raw it
+    needs SMTPUTF8, which the message does not ask for."""
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ConfigError(f"{option}: {value!r}: {domain!r} is not a valid domain name") from None
+
+
 def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str]:
-    """Validate addresses (``a@b.c`` or ``Name <a@b.c>``, comma separated); refuse header injection."""
+    """Validate addresses (``a@b.c`` or ``Name <a@b.c>``, comma separated); refuse header injection.
+
+    A domain outside ASCII is given in its ASCII (IDNA) form; a local part outside ASCII is refused
+    (it needs SMTPUTF8)."""
     if values is None:
         return []
     if isinstance(values, str):
@@ -133,15 +156,35 @@ def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str
             local, at, domain = address.rpartition("@")
             if not at or not local or not domain or " " in address:
                 raise ConfigError(f"{option}: {value!r} is not an email address", hint="use name@example.org")
+            if not local.isascii():
+                raise ConfigError(
+                    f"{option}: {value!r}: the part before the @ holds characters outside ASCII, which "
+                    "mail servers only take with SMTPUTF8",
+                    hint="use an ASCII address for the same mailbox",
+                )
+            address = f"{local}@{_ascii_domain(domain, option, value)}"
             if any(ch in name for ch in "@<>"):  # '"a@x.org" <b@y.org>' reads as a@x.org, goes to b@y.org
                 raise ConfigError(
                     f"{option}: {value!r}: a display name must not hold an address",
                     hint="one address per value: 'Name <name@example.org>' or name@example.org",
                 )
             try:
-                found.append(str(Address(display_name=name, addr_spec=address)))
-            except (ValueError, IndexError) as exc:
+                written = str(Address(display_name=name, addr_spec=address))
+            except (ValueError, IndexError, HeaderParseError) as exc:  # 'x@ex..ample' is the last
                 raise ConfigError(f"{option}: {value!r} is not an email address ({exc})") from None
+            try:
+                # as the header will read it: an encoded word in the name (=?utf-8?q?x=0D=0ABcc…?=)
+                # decodes to a line break there (an internal error after the whole snapshot)
+                read = email_policy.default.header_factory("To", written).addresses
+            except (ValueError, IndexError, HeaderParseError):
+                read = ()
+            if len(read) != 1 or any(_has_control(a.display_name) for a in read):
+                raise ConfigError(
+                    f"{option}: {value!r}: the display name decodes (RFC 2047) to a line break or a control "
+                    "character",
+                    hint="write the name as plain text: it is encoded as needed",
+                )
+            found.append(written)
     return found
 
 
@@ -160,6 +203,13 @@ def _envelope(
         raise ConfigError("--from: give exactly one sender address")
     if subject is not None and _has_control(subject):
         raise ConfigError("--subject: must be one line, without control characters")
+    if subject is not None and _has_control(_as_read("Subject", subject)):
+        # the email package decodes encoded words when the header is set, and writes the line
+        # breaks they hold back out: '=?utf-8?q?x=0D=0ABcc:_evil@x?=' added a Bcc header
+        raise ConfigError(
+            "--subject: an encoded word (=?charset?…?=) in it decodes to a line break or a control character",
+            hint="write the subject as plain text: it is encoded as needed",
+        )
     return recipients, copies, senders[0]
 
 

@@ -180,12 +180,52 @@ def test_size_budget_cuts_rows_with_an_explicit_note(tmp_path: Path) -> None:
             {"to": ["a@example.org <b@evil.example>"]},
             "--to: 'a@example.org <b@evil.example>' holds more than one address",
         ),
+        # Found by a probe: RFC 2047 encoded words pass the literal check, and the email package
+        # decodes them when the header is set: the subject added a Bcc header to the message sent,
+        # the display name failed with an internal error after the whole snapshot.
+        (
+            {"to": ["a@example.org"], "subject": "=?utf-8?q?weekly=0D=0ABcc:_evil@x.example?="},
+            "--subject: an encoded word (=?charset?…?=) in it decodes to a line break or a control character",
+        ),
+        (
+            {"to": ["=?utf-8?q?x=0D=0ABcc=3A_y?= <a@example.org>"]},
+            "--to: '=?utf-8?q?x=0D=0ABcc=3A_y?= <a@example.org>': the display name decodes (RFC 2047) to a "
+            "line break or a control character",
+        ),
+        (
+            {"to": ["jörg@example.org"]},
+            "--to: 'jörg@example.org': the part before the @ holds characters outside ASCII, which mail "
+            "servers only take with SMTPUTF8",
+        ),
+        (
+            {"to": ["x@ex..ample"]},
+            "--to: 'x@ex..ample' is not an email address (expected atom but found '.ample')",
+        ),
     ],
 )
 def test_bad_addresses_are_usage_errors(sample, kwargs: dict[str, Any], error: str) -> None:
     with pytest.raises(ConfigError) as raised:
         build_message(bundle_from_input(sample.data), **kwargs)
     assert raised.value.message == error
+
+
+def test_a_domain_outside_ascii_is_written_in_its_ascii_form(sample, tmp_path: Path) -> None:
+    # Found by a probe: --from gov@exämple.org failed with an internal UnicodeEncodeError writing the
+    # .eml (after the whole snapshot), and went out over SMTP as raw UTF-8 without SMTPUTF8.
+    target = tmp_path / "idn.eml"
+    deliver_email(
+        bundle_from_input(sample.data),
+        to=["Zoë <zoe@bücher.example>"],
+        sender="gov@exämple.org",
+        subject="Café report",
+        eml_path=target,
+    )
+    received = parse(target.read_bytes())
+    assert received["From"] == "gov@xn--exmple-cua.org"
+    assert received["To"] == "Zoë <zoe@xn--bcher-kva.example>"
+    assert received["Subject"] == "Café report"
+    assert received["Message-ID"].endswith("@xn--exmple-cua.org>")
+    assert target.read_bytes().isascii()
 
 
 def test_eml_file_is_a_parseable_message(sample, tmp_path: Path) -> None:

@@ -118,6 +118,12 @@ class RunNotUsableError(StoreError):
 
 
 class DeliveryError(AuditorError):
-    """Writing a report or sending an email failed (exit 3)."""
+    """Writing a report or sending an email failed (exit 3).
+
+    ``refused`` holds the recipients the server refused when it took the message for the others
+    (send again to those only); ``too_large`` says the server refused the message for its size.
+    """
 
     exit_code = EXIT_FAILURE
+    refused: tuple[str, ...] = ()
+    too_large: bool = False

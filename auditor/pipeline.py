@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from sqlalchemy import Engine, func, select
 
@@ -58,22 +59,59 @@ class EmailOptions:
         against: int | None,
         rules: Sequence[str | Path] = (),
         waivers: str | Path | None = None,
-    ) -> str:
-        """The ``auditor email`` command that sends the same message again (the SMTP URL left out:
-        it may hold a password; the command takes it from ``--smtp``, ``AUDITOR_SMTP`` or the config)."""
+        *,
+        db: str | None = None,
+        templates: str | Path | None = None,
+        smtp_given: bool = False,
+        error: Any = None,
+    ) -> str | None:
+        """The ``auditor email`` command that sends the message again, or ``None`` when sending the
+        same message again cannot work (too large, with nothing to leave out).
+
+        Every setting the job was given on its command line goes in (``db``, the database as given
+        there, with any password hidden; ``smtp_given``: the SMTP URL, which never holds a password;
+        the CA file, the templates, ``--eml``); what came from the environment or the config file
+        comes from there again. After ``error`` (a :class:`~auditor.errors.DeliveryError`) the
+        command adapts: to the refused recipients only when the others got the message, without the
+        attachments when the message was too large.
+        """
+        refused = tuple(getattr(error, "refused", ()) or ())
+        too_large = bool(getattr(error, "too_large", False))
+        attach_report, attach_csv = self.attach_report, self.attach_csv
+        if too_large:
+            if not (attach_report or attach_csv):
+                return None
+            attach_report = attach_csv = False
         words = ["auditor", "email", "--run", str(run_id)]
         if against is not None:
             words += ["--against", str(against)]
-        for flag, values in (("--to", self.to), ("--cc", self.cc), ("--rules", rules)):
+        if db:
+            from auditor.store.db import display_url
+
+            words += ["--db", display_url(db) if "://" in db else db]
+        recipients, copies = (refused, ()) if refused else (self.to, self.cc)
+        for flag, values in (("--to", recipients), ("--cc", copies), ("--rules", rules)):
             for value in values:
                 words += [flag, str(value)]
         if waivers:
             words += ["--waivers", str(waivers)]
+        if templates:
+            words += ["--templates", str(templates)]
         for flag, value in (("--from", self.sender), ("--subject", self.subject)):
             if value:
                 words += [flag, value]
-        words += ["--attach-report"] if self.attach_report else []
-        words += ["--attach-csv"] if self.attach_csv else []
+        words += ["--attach-report"] if attach_report else []
+        words += ["--attach-csv"] if attach_csv else []
+        if self.eml_path is not None:
+            words += ["--eml", str(self.eml_path)]
+        elif smtp_given and self.smtp_url:
+            from auditor.render.email import parse_smtp_url
+
+            target = parse_smtp_url(self.smtp_url)
+            user = f"{quote(target.username, safe='')}@" if target.username else ""
+            words += ["--smtp", f"{target.scheme}://{user}{target.host}:{target.port}"]
+        if self.cafile:
+            words += ["--smtp-ca-bundle", str(self.cafile)]
         return shlex.join(words)
 
     def check(self) -> None:

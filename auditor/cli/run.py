@@ -243,12 +243,21 @@ def run_command(
         except DeliveryError as exc:
             against = result.baseline.id if result.baseline is not None else None
             again = email.resend_command(
-                result.run.id, against, settings.rules_paths(rules) or (), settings.waivers_path(waivers)
+                result.run.id,
+                against,
+                settings.rules_paths(rules) or (),
+                settings.waivers_path(waivers),
+                db=db,
+                templates=templates,
+                smtp_given=bool(smtp_url),
+                error=exc,
             )
-            if smtp_url:  # given as a flag: needed again (never echoed: it may hold a password)
-                again += " --smtp URL"
+            if exc.refused:  # the command below says it all
+                exc.hint = None
             said = f"{exc.hint}; " if exc.hint else ""
-            exc.hint = f"{said}the results and the report are written; send the email again with: {again}"
+            exc.hint = f"{said}the results and the report are written" + (
+                f"; send the email again with: {again}" if again else ""
+            )
             raise
         if result.emailed_to:
             settings.info(f"emailed the report to {', '.join(result.emailed_to)}")

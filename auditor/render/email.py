@@ -15,9 +15,11 @@ message, and never sent over an unencrypted connection. Failures raise
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
+import shlex
 import smtplib
 import socket
 import ssl
@@ -238,6 +240,11 @@ def _credentials(
     username = username or target.username or environ.get(ENV_SMTP_USER) or None
     password = password or environ.get(ENV_SMTP_PASSWORD) or None
     secrets.register(password)
+    if username and password:
+        # AUTH PLAIN sends base64("\0user\0password"): a server echoing it back in an error must not
+        # show a spelling of the password that decodes at once
+        with contextlib.suppress(UnicodeError):
+            secrets.register(base64.b64encode(f"\0{username}\0{password}".encode("ascii")).decode("ascii"))
     if password and not username:
         raise ConfigError(f"{ENV_SMTP_PASSWORD} is set but no SMTP user name", hint=f"set {ENV_SMTP_USER}")
     if username and not password:
@@ -463,6 +470,7 @@ def send(
         else smtplib.SMTP(timeout=timeout)
     )
     late = threading.Event()
+    in_data = threading.Event()
 
     def cut_short() -> None:  # wakes the read in progress: the server sees the connection end
         late.set()
@@ -500,6 +508,13 @@ def send(
                 )
             client.login(username, password or "")
         log.debug("sending message %s via %s", message.get("Message-ID"), where)
+        data = client.data
+
+        def data_noted(msg: Any) -> Any:  # from here on, the server may have taken the message
+            in_data.set()
+            return data(msg)
+
+        client.data = data_noted  # type: ignore[method-assign]
         refused = client.send_message(message)
         # Sent: a server answering QUIT oddly (or not at all) must not turn a delivery into a failure.
         with contextlib.suppress(smtplib.SMTPException, OSError):
@@ -511,19 +526,48 @@ def send(
             raise DeliveryError(
                 f"{where}: the server did not finish within {deadline:g} s (it answers too slowly)"
             ) from None
-        raise _delivery_error(exc, where, username, timeout) from None
+        # (every SMTPException is an OSError: a server's answer is not a lost connection)
+        lost = isinstance(exc, smtplib.SMTPServerDisconnected) or (
+            isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+        )
+        if in_data.is_set() and lost:
+            timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc)
+            what = (
+                f"timed out after {timeout:g} s"
+                if timed_out
+                else f"the connection ended ({secrets.scrub(str(exc)) or type(exc).__name__})"
+            )
+            raise DeliveryError(
+                f"{where}: {what} while the message was sent or just after (DATA); the server may "
+                "have delivered it",
+                hint="check with a recipient before sending it again, or it may arrive twice",
+            ) from None
+        raise _delivery_error(exc, where, username, timeout, message) from None
     finally:
         watchdog.cancel()
         client.close()
     if refused:
-        raise DeliveryError(
+        again = " ".join(f"--to {shlex.quote(address)}" for address in sorted(refused))
+        error = DeliveryError(
             f"{where}: some recipients were refused: {_refusals(refused)}; the message was delivered to "
             f"{', '.join(_accepted(message, refused))}",
-            hint="send it again to the refused ones only: auditor email --run ID --to ADDR",
+            hint=f"send it again to the refused ones only: the same command with {again} in place of "
+            "--to and --cc",
         )
+        error.refused = tuple(sorted(refused))
+        raise error
 
 
-def _delivery_error(exc: Exception, where: str, username: str | None, timeout: float) -> Exception:
+TRY_LATER = "a 4xx answer is temporary: send it again later (nothing was delivered)"
+
+
+def _megabytes(message: EmailMessage) -> str:
+    return f"{len(bytes(message)) / 1_000_000:.1f} MB"
+
+
+def _delivery_error(
+    exc: Exception, where: str, username: str | None, timeout: float, message: EmailMessage
+) -> Exception:
     """The DeliveryError (exit 3) saying what failed in the SMTP session, with the server's words."""
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return DeliveryError(
@@ -536,22 +580,40 @@ def _delivery_error(exc: Exception, where: str, username: str | None, timeout: f
                 f"{where}: the server closed the session while taking the recipients "
                 f"({_refusals(exc.recipients)}); nothing was delivered"
             )
+        if all(400 <= code < 500 for code, _ in exc.recipients.values()):  # greylisting, a full queue
+            return DeliveryError(
+                f"{where}: every recipient was refused for now (a temporary failure): "
+                f"{_refusals(exc.recipients)}",
+                hint=TRY_LATER,
+            )
         return DeliveryError(f"{where}: every recipient was refused: {_refusals(exc.recipients)}")
     if isinstance(exc, smtplib.SMTPSenderRefused):
         said = _said(exc.smtp_code, exc.smtp_error)
         if exc.smtp_code == 552:
-            return DeliveryError(
-                f"{where}: the message is larger than the server accepts ({said})",
-                hint="send it without the attachments, or raise the server's message size limit",
+            attached = any(True for _ in message.iter_attachments())
+            error = DeliveryError(
+                f"{where}: the message ({_megabytes(message)}) is larger than the server accepts ({said})",
+                hint="send it without the attachments, or raise the server's message size limit"
+                if attached
+                else "raise the server's message size limit (the message has no attachment to leave out)",
             )
+            error.too_large = True
+            return error
         if exc.smtp_code == 530:
             return DeliveryError(
                 f"{where}: the server wants a login first ({said})",
                 hint=f"set {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD}",
             )
+        if 400 <= exc.smtp_code < 500:
+            return DeliveryError(
+                f"{where}: the sender {exc.sender} was refused for now ({said})", hint=TRY_LATER
+            )
         return DeliveryError(f"{where}: the sender {exc.sender} was refused ({said})")
     if isinstance(exc, smtplib.SMTPResponseException):
-        return DeliveryError(f"{where}: the server answered {_said(exc.smtp_code, exc.smtp_error)}")
+        said = _said(exc.smtp_code, exc.smtp_error)
+        if 400 <= exc.smtp_code < 500:
+            return DeliveryError(f"{where}: the server answered {said} (a temporary failure)", hint=TRY_LATER)
+        return DeliveryError(f"{where}: the server answered {said}")
     if isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc):
         return DeliveryError(f"{where}: timed out after {timeout:g} s")
     if isinstance(exc, smtplib.SMTPException):

@@ -102,9 +102,47 @@ def test_a_mail_server_that_is_down_costs_run_neither_its_results_nor_its_verdic
     gate = lines.index("gate failed: findings at or above low remain")
     error = next(i for i, line in enumerate(lines) if line.startswith("error: smtp://127.0.0.1:9"))
     assert gate < error
-    # what to do next: the same message again, with 'auditor email' (the URL never echoed)
+    # what to do next: the same message again, with 'auditor email' (the URL holds no password)
     resend = (
         "the results and the report are written; send the email again with: auditor email --run 1 "
-        "--to team@example.com --attach-report --attach-csv --smtp URL"
+        "--to team@example.com --attach-report --attach-csv --smtp smtp://127.0.0.1:9"
     )
     assert lines[error + 1].startswith("hint: ") and lines[error + 1].endswith(resend)
+
+
+def test_the_resend_command_carries_every_setting_given_and_adapts_to_the_failure():
+    # Found by a probe: the printed command left out --db, --smtp-ca-bundle, --templates and --eml,
+    # printed '--smtp URL' literally, resent to everyone after a partial refusal and kept the
+    # attachments after the server refused the message for its size.
+    from auditor.errors import DeliveryError
+    from auditor.pipeline import EmailOptions
+
+    email = EmailOptions(
+        to=["a@example.org", "bad@example.org"],
+        cc=["c@example.org"],
+        smtp_url="smtp+starttls://mailer%40corp@mail.example.org:2587",
+        cafile="/etc/ca/private.pem",
+    )
+    command = email.resend_command(
+        7, 6, ["my rules"], "w.yaml", db="/data/audit.db", templates="tpl", smtp_given=True
+    )
+    assert command == (
+        "auditor email --run 7 --against 6 --db /data/audit.db --to a@example.org --to bad@example.org "
+        "--cc c@example.org --rules 'my rules' --waivers w.yaml --templates tpl --attach-report --attach-csv "
+        "--smtp smtp+starttls://mailer%40corp@mail.example.org:2587 --smtp-ca-bundle /etc/ca/private.pem"
+    )
+    refused = DeliveryError("some recipients were refused")
+    refused.refused = ("bad@example.org",)
+    assert email.resend_command(7, None, error=refused) == (
+        "auditor email --run 7 --to bad@example.org --attach-report --attach-csv --smtp-ca-bundle "
+        "/etc/ca/private.pem"
+    )
+    large = DeliveryError("too large")
+    large.too_large = True
+    assert email.resend_command(7, None, db="postgresql+psycopg://u:pw@db/audit", error=large) == (
+        "auditor email --run 7 --db 'postgresql+psycopg://u:***@db/audit' --to a@example.org --to "
+        "bad@example.org --cc c@example.org --smtp-ca-bundle /etc/ca/private.pem"
+    )
+    bare = EmailOptions(to=["a@example.org"], eml_path="out/m.eml", attach_report=False, attach_csv=False)
+    assert bare.resend_command(7, None) == "auditor email --run 7 --to a@example.org --eml out/m.eml"
+    assert bare.resend_command(7, None, error=large) is None  # nothing to leave out: no command helps

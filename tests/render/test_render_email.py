@@ -377,7 +377,8 @@ def _scripted_smtp(script: Callable[[socket.socket], None]) -> tuple[str, int]:
 def _dialogue(
     replies: dict[bytes, bytes], greeting: bytes = b"220 hi\r\n"
 ) -> Callable[[socket.socket], None]:
-    """Answer each command by its first word (b"EHLO", b"RCPT:b@x.org", ...); DATA takes the message."""
+    """Answer each command by its first word (b"EHLO", b"RCPT:b@x.org", ...); DATA takes the message
+    and answers b"END" (b"250 queued" by default; empty: the connection is closed instead)."""
 
     def play(connection: socket.socket) -> None:
         connection.sendall(greeting)
@@ -391,7 +392,10 @@ def _dialogue(
             if word == b"DATA" and answer.startswith(b"354"):
                 while reader.readline() not in (b".\r\n", b""):
                     pass
-                connection.sendall(b"250 queued\r\n")
+                end = replies.get(b"END", b"250 queued\r\n")
+                if not end:
+                    return
+                connection.sendall(end)
             if word == b"QUIT" or answer.startswith(b"421"):
                 return
 
@@ -428,7 +432,11 @@ def test_partial_acceptance_and_refusals_say_who_got_the_message(sample) -> None
         f"smtp://{host}:{port}: some recipients were refused: bad@example.org (550 5.1.1 no such user); "
         "the message was delivered to ok@example.org, cc@example.org"
     )
-    assert raised.value.hint == "send it again to the refused ones only: auditor email --run ID --to ADDR"
+    assert raised.value.hint == (
+        "send it again to the refused ones only: the same command with --to bad@example.org in place of --to "
+        "and --cc"
+    )
+    assert raised.value.refused == ("bad@example.org",)
     # a 421 while taking the recipients ends the session: nothing was delivered
     host, port = _scripted_smtp(_dialogue({b"RCPT:bad@example.org": b"421 4.3.2 shutting down\r\n"}))
     with pytest.raises(DeliveryError) as raised:
@@ -441,10 +449,45 @@ def test_partial_acceptance_and_refusals_say_who_got_the_message(sample) -> None
     host, port = _scripted_smtp(_dialogue({b"MAIL": b"552 5.3.4 message size exceeds 50000\r\n"}))
     with pytest.raises(DeliveryError) as raised:
         send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    size = f"{len(bytes(message)) / 1_000_000:.1f} MB"
     assert raised.value.message == (
-        f"smtp://{host}:{port}: the message is larger than the server accepts (552 5.3.4 message size "
-        "exceeds 50000)"
+        f"smtp://{host}:{port}: the message ({size}) is larger than the server accepts (552 5.3.4 message "
+        "size exceeds 50000)"
     )
+    assert (
+        raised.value.hint
+        == "raise the server's message size limit (the message has no attachment to leave out)"
+    )
+    assert raised.value.too_large
+
+
+def test_temporary_failures_and_a_connection_lost_after_data_say_what_to_do(sample) -> None:
+    # Found by a probe: a 451 read as final, with no hint; a connection dropped once the message was
+    # sent said only "Connection unexpectedly closed", and the resend hint then made a duplicate.
+    message = build_message(bundle_from_input(sample.data), to=["a@example.org"])
+    host, port = _scripted_smtp(_dialogue({b"RCPT": b"451 4.7.1 greylisted, come back later\r\n"}))
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    assert raised.value.message == (
+        f"smtp://{host}:{port}: every recipient was refused for now (a temporary failure): a@example.org "
+        "(451 4.7.1 greylisted, come back later)"
+    )
+    assert raised.value.hint == "a 4xx answer is temporary: send it again later (nothing was delivered)"
+    host, port = _scripted_smtp(_dialogue({b"END": b"451 4.3.0 try again later\r\n"}))
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    assert raised.value.message == (
+        f"smtp://{host}:{port}: the server answered 451 4.3.0 try again later (a temporary failure)"
+    )
+    assert raised.value.hint == "a 4xx answer is temporary: send it again later (nothing was delivered)"
+    host, port = _scripted_smtp(_dialogue({b"END": b""}))
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    assert raised.value.message == (
+        f"smtp://{host}:{port}: the connection ended (Connection unexpectedly closed) while the message was "
+        "sent or just after (DATA); the server may have delivered it"
+    )
+    assert raised.value.hint == "check with a recipient before sending it again, or it may arrive twice"
 
 
 def test_a_server_that_only_speaks_helo_still_gets_the_message(sample) -> None:

@@ -545,3 +545,24 @@ def test_bad_smtp_urls(url: str, error: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_smtp_url(url)
     assert raised.value.message == error
+
+
+def test_the_auth_plain_blob_is_masked_like_the_password() -> None:
+    # Found by a probe: a server echoing AUTH PLAIN's base64("\0user\0password") in its 535 answer
+    # showed a spelling of the password that decodes at once.
+    import base64
+
+    from auditor.render.email import _credentials, parse_smtp_url
+
+    blob = base64.b64encode(b"\0mailer\0smtp-PW-55e2").decode()
+    try:
+        _credentials(
+            parse_smtp_url("smtp://mailer@mail.example.org"),
+            None,
+            None,
+            {"AUDITOR_SMTP_PASSWORD": "smtp-PW-55e2"},
+        )
+        said = secrets.scrub(f"535 5.7.8 rejected b64={blob}")
+    finally:
+        secrets.forget_all()
+    assert blob not in said and said.startswith("535 5.7.8 rejected b64=")

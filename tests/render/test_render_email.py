@@ -121,6 +121,9 @@ def test_hostile_values_are_escaped_in_the_email(tmp_path: Path) -> None:
     assert HOSTILE[0] in plain
     assert "crm.forged\\x0a- [critical] forged-rule: a line that is not a finding\\x09Open" in plain
     assert not [line for line in plain.splitlines() if line.startswith("- [critical] forged-rule")]
+    # a finding's explanation too (a probe saw the line break there pass for a space, in both parts)
+    assert "because: crm.forged\\x0a- [critical] forged-rule" in plain
+    assert "Because: crm.forged\\x0a- [critical] forged-rule" in soup.get_text()
 
 
 def test_size_budget_cuts_rows_with_an_explicit_note(tmp_path: Path) -> None:

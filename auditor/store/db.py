@@ -288,8 +288,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Upgrade the database to ``revision``; return (revision before, revision after)."""
     from alembic import command
 
-    _refuse_foreign(engine)
     try:
+        _refuse_foreign(engine)  # (it connects: a server that cannot be reached is reported below)
         before = current_revision(engine)
         _refuse_unknown(engine, before)
         with engine.begin() as connection:

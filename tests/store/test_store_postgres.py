@@ -297,3 +297,21 @@ def test_a_confidence_of_nan_is_no_confidence_on_both_stores(fresh_postgres, tmp
         finally:
             engine.dispose()
     assert [list(map(tuple, rows)) for rows in stored] == [[("Email", 0.5), ("SSN", None)]] * 2
+
+
+def test_db_upgrade_of_a_server_database_that_cannot_be_opened_is_one_line(fresh_postgres):
+    # Found by a probe: 'auditor db upgrade' connected (to look for foreign tables) outside its
+    # error handling, so a database that does not exist was an "internal error ... report it".
+    from click.testing import CliRunner
+    from sqlalchemy.engine import make_url
+
+    from auditor.cli.main import cli
+
+    missing = make_url(fresh_postgres).set(database="auditor_no_such_database", password="pgPW-77c1")
+    shown = missing.render_as_string(hide_password=False)
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--db", shown], catch_exceptions=False)
+    assert result.exit_code == 3
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: could not migrate the database postgresql+psycopg://")
+    assert first.endswith("/auditor_no_such_database: OperationalError")
+    assert "internal error" not in result.stderr and "pgPW-77c1" not in result.stderr

@@ -36,6 +36,7 @@ from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, severity_rank
 from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers
 from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
 from auditor.gcpause import collector_paused
+from auditor.store.db import store_errors
 from auditor.store.runs import (
     RunInfo,
     check_not_deleted,
@@ -305,8 +306,12 @@ def check_run(
     ``store`` keeps a new evaluation for reuse; ``record`` (with ``store``) also records each
     finding's status and waiver against it, as ``auditor check`` and ``auditor run`` do.
     """
-    run = resolve_run(engine, run_ref if run_ref is not None else "latest", allow_incomplete=allow_incomplete)
-    with collector_paused():  # hundreds of thousands of findings at 1M columns
+    with store_errors("could not read the runs"):
+        run = resolve_run(
+            engine, run_ref if run_ref is not None else "latest", allow_incomplete=allow_incomplete
+        )
+    # (a database error reading a stored evaluation or a baseline was an internal error)
+    with collector_paused(), store_errors(f"could not check run {run.id}"):  # 100,000s of findings at 1M
         base = resolve_baseline(engine, run, baseline)
         # A new evaluation that will be recorded is stored below, statuses included (one write).
         items, evaluation_id = _findings_with_evaluation(engine, run.id, ruleset, store=store and not record)

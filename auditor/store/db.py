@@ -439,6 +439,19 @@ LOCKED_HINT = (
 _LOCKED = ("database is locked", "database table is locked", "database is busy", "lock timeout")
 
 
+TIMEOUT_HINT = (
+    "the server's statement_timeout ended the statement: raise it for the role the tool connects as "
+    "(ALTER ROLE … SET statement_timeout = '10min') and re-run"
+)
+CONNECTION_LOST_HINT = "the connection to the database server was lost: check the server, then re-run"
+_CONNECTION_LOST = (
+    "server closed the connection",
+    "terminating connection",
+    "the connection is lost",
+    "connection is closed",
+    "consuming input failed",
+)
+
 READ_ONLY_HINT = (
     "copy the database to a folder you can write to and point --db at the copy, or mount it read-write"
 )
@@ -491,4 +504,8 @@ def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
             hint = LOCKED_HINT.format(seconds=SQLITE_BUSY_TIMEOUT_MS / 1000)
         elif "readonly database" in detail:  # SQLite opened the file read-only (no write permission)
             hint = f"the database file or its folder cannot be written: {READ_ONLY_HINT}"
+        elif "statement timeout" in detail:  # PostgreSQL's statement_timeout (a role's or a server's)
+            hint = TIMEOUT_HINT
+        elif any(text in detail for text in _CONNECTION_LOST):
+            hint = CONNECTION_LOST_HINT
         raise StoreError(f"{what}: {detail}", hint=hint) from None

@@ -315,3 +315,28 @@ def test_db_upgrade_of_a_server_database_that_cannot_be_opened_is_one_line(fresh
     assert first.startswith("error: could not migrate the database postgresql+psycopg://")
     assert first.endswith("/auditor_no_such_database: OperationalError")
     assert "internal error" not in result.stderr and "pgPW-77c1" not in result.stderr
+
+
+def test_a_statement_timeout_while_checking_is_a_store_error_with_its_hint(fresh_postgres):
+    # Found by a probe: a role's statement_timeout cancelling the read of a stored evaluation was an
+    # "internal error ... report it" from auditor check (diff, report and prune said it in one line).
+    from sqlalchemy.engine import make_url
+
+    from auditor.engine import check_run, load_ruleset
+
+    engine = store_db.open_database(fresh_postgres)
+    try:
+        write_catalog(engine, make_catalog(3, 40))
+        check_run(engine, "latest", load_ruleset(None))  # stores the evaluation read below
+    finally:
+        engine.dispose()
+    url = make_url(fresh_postgres).update_query_dict({"options": "-c statement_timeout=1"})
+    impatient = store_db.create_db_engine(url.render_as_string(hide_password=False))
+    try:
+        with pytest.raises(store_db.StoreError) as caught:
+            for _ in range(20):  # 1 ms: some statement of the check is cancelled
+                check_run(impatient, "latest", load_ruleset(None))
+        assert "canceling statement due to statement timeout" in caught.value.message
+        assert caught.value.hint == store_db.TIMEOUT_HINT
+    finally:
+        impatient.dispose()

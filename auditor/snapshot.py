@@ -545,6 +545,7 @@ def _record_cluster(
             columns_fetched=stats.fetched,
             duplicate_rows=stats.duplicates,
             pages=stats.pages,
+            ended_short=stats.ended_short,
         ),
     )
     counts["duplicate_rows"] += stats.duplicates

@@ -173,7 +173,9 @@ run_clusters = Table(
     Column("columns_fetched", Integer),  # distinct columns stored
     Column("duplicate_rows", Integer),  # rows received again (same fqn) and not stored twice
     Column("pages", Integer),
-    Column("fetch_status", String(16), nullable=False),  # complete | failed
+    # complete | short (fewer columns than announced were served; those are stored) | failed
+    # (no column stored) | fetching (a snapshot stopped before the cluster ended)
+    Column("fetch_status", String(16), nullable=False),
     Column("error", Text),
     PrimaryKeyConstraint("run_id", "cluster_id"),
 )

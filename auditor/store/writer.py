@@ -100,6 +100,9 @@ def _insert_ignore_core(connection: Connection, table: Table, rows: list[dict[st
     connection.execute(postgresql.insert(table).on_conflict_do_nothing(), rows)
 
 
+CLUSTER_SHORT = "short"  # a cluster's fetch_status when it served fewer columns than announced
+
+
 @dataclass
 class ClusterStats:
     """What fetching one cluster's columns found, recorded in ``run_clusters``."""
@@ -109,6 +112,9 @@ class ClusterStats:
     duplicate_rows: int = 0
     pages: int = 0
     error: str | None = None  # set when the cluster could not be fetched in full
+    # the listing ended (an empty page, asked for twice) before what the API announced: the columns
+    # served are stored, and the cluster is recorded ``short`` (a diff does not compare it)
+    ended_short: bool = False
 
 
 @dataclass
@@ -532,7 +538,11 @@ class SnapshotWriter:
                 "columns_fetched": stats.columns_fetched,
                 "duplicate_rows": stats.duplicate_rows,
                 "pages": stats.pages,
-                "fetch_status": "failed" if stats.error else "complete",
+                "fetch_status": "failed"
+                if stats.error
+                else CLUSTER_SHORT
+                if stats.ended_short
+                else "complete",
                 "error": stats.error,
             }
         )

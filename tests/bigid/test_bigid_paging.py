@@ -461,3 +461,51 @@ def test_a_cluster_list_that_ends_short_of_its_total_is_noted_by_check(loopback,
     later = take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
     assert later.details["cluster_total_mismatch"] == {"announced": 2, "fetched": 3}
     assert check_run(engine, later.id, load_ruleset(None)).shortfall_note() is None
+
+
+def test_a_cluster_that_ended_short_is_recorded_so_and_not_compared_by_the_diff(loopback, tmp_path):
+    """Found by a probe: a tenant that stopped serving a cluster's columns early left a complete run
+    whose diff read the columns not served as removed and their findings as resolved, with no word
+    of it. The cluster is now recorded ``short`` and left out of the diff, as a failed one is."""
+    import sqlite3
+
+    from auditor.bigid.client import CLUSTERS_PATH
+
+    from .test_bigid_leaks import run_auditor
+
+    served = {"columns": 12}
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            clusters = [{"id": "short", "name": "one"}, {"id": "whole", "name": "two"}]
+            return Reply(200, clusters if request.query["skip"] == "0" else [])
+        skip = int(request.query["skip"])
+        if request.query["clusterId"] == "short":  # announces 12
+            rows = [column(i) for i in range(served["columns"])]
+            return Reply(200, {"results": rows[skip:], "totalCount": 12})
+        rows = [{**column(i), "fullyQualifiedName": f"w.s.t.c{i}"} for i in range(3)]
+        return Reply(200, {"results": rows[skip:], "totalCount": 3})
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    assert run_auditor("snapshot", "--db", "a.db", env=env, cwd=tmp_path).returncode == 0
+    served["columns"] = 5  # then it serves 5 of the 12 it announces
+    assert run_auditor("snapshot", "--db", "a.db", env=env, cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        rows = db.execute(
+            "select run_id, cluster_id, fetch_status, columns_fetched from run_clusters order by 1, 2"
+        ).fetchall()
+        statuses = db.execute("select id, status from runs order by id").fetchall()
+    assert rows == [
+        (1, "short", "complete", 12),
+        (1, "whole", "complete", 3),
+        (2, "short", "short", 5),
+        (2, "whole", "complete", 3),
+    ]
+    assert statuses == [(1, "complete"), (2, "complete")]  # totals are hints: the run stands
+    diff = run_auditor("diff", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    assert diff.returncode == 0, diff.stderr.decode()
+    payload = json.loads(diff.stdout)
+    assert payload["not_compared"] == [{"cluster_id": "short", "from": "complete", "to": "short"}]
+    assert payload["columns"]["removed"] == [] and payload["findings"]["resolved"] == []
+    assert "1 cluster was not compared: not fetched in full in run 2 (short)" in diff.stderr.decode()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import orjson
@@ -39,12 +40,28 @@ def _finite_or_text(text: str) -> float | str:
 
 
 def _exactly(content: bytes | str) -> Any:
-    return json.loads(content, parse_constant=_no_constant, parse_float=_finite_or_text)
+    value = json.loads(content, parse_constant=_no_constant, parse_float=_finite_or_text)
+    # The standard library takes a lone UTF-16 surrogate ("\ud800", or its bytes), which is no
+    # Unicode text: orjson refuses it, and every later step (the database, the outputs) fails on
+    # it. Refused here too, so that which decoder reads a page never decides whether it is JSON.
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        text = content if isinstance(content, str) else content.decode("utf-8", "replace")
+        where = _SURROGATE_ESCAPE.search(text)
+        position = where.start() if where else max(text.find("\ufffd"), 0)
+        raise orjson.JSONDecodeError(_SURROGATE, text, position) from None
+    return value
+
+
+_SURROGATE = "str is not valid UTF-8: surrogates not allowed"  # orjson's own words
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # where to say it is (roughly)
 
 
 def loads(content: bytes | str) -> Any:
     """``content`` parsed as JSON (see the module docstring); ``orjson.JSONDecodeError`` when it is
-    not JSON, as orjson words it (NaN and Infinity, which are not JSON, included)."""
+    not JSON, as orjson words it (NaN and Infinity, which are not JSON, and lone surrogates
+    included)."""
     if _may_hold_a_long_integer(content):
         try:
             return _exactly(content)
@@ -57,5 +74,7 @@ def loads(content: bytes | str) -> Any:
             raise
         try:
             return _exactly(content)
+        except orjson.JSONDecodeError as surrogate:
+            raise surrogate from None
         except (ValueError, RecursionError):
             raise exc from None

@@ -35,3 +35,20 @@ def test_numbers_too_large_for_a_double_stay_text_and_non_json_is_refused():
     for text in (b"[NaN]", b"[1, Infinity]", b"[NaN, 12345678901234567890123]", b"{"):
         with pytest.raises(orjson.JSONDecodeError):
             loads(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"fqn": "a.b.\\ud800c", "size": 1e400}',  # escaped, beside a number orjson refuses
+        b'{"fqn": "a.b.\\udc00c", "id": 98765432109876543210}',  # a low one, beside a long integer
+        b'{"fqn": "a.b.\xed\xa0\x80c", "size": 1e400}',  # its UTF-8-like bytes
+        '{"fqn": "a.b.\\ud800c", "size": 1e400}',
+    ],
+)
+def test_a_lone_surrogate_is_not_json_whichever_decoder_reads_the_text(text):
+    # Found by a probe: the exact decoder took what orjson refuses, and the page's surrogate then
+    # failed the write that marks the run failed (an internal error, the run left running).
+    with pytest.raises(orjson.JSONDecodeError, match="surrogate"):
+        loads(text)
+    assert loads(b'{"ok": "\\ud83d\\ude00", "size": 1e400}') == {"ok": "\U0001f600", "size": "1e400"}

@@ -100,6 +100,19 @@ def _insert_ignore_core(connection: Connection, table: Table, rows: list[dict[st
     connection.execute(postgresql.insert(table).on_conflict_do_nothing(), rows)
 
 
+def storable_text(text: str | None) -> str | None:
+    """An error message as the database can hold it: a lone UTF-16 surrogate (from a record quoted
+    in it) as its escape, NUL as ``\\x00``. Otherwise the write that marks a run failed failed too,
+    with an internal error, and left the run ``running``."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
+
+
 CLUSTER_SHORT = "short"  # a cluster's fetch_status when it served fewer columns than announced
 
 
@@ -543,7 +556,7 @@ class SnapshotWriter:
                 else CLUSTER_SHORT
                 if stats.ended_short
                 else "complete",
-                "error": stats.error,
+                "error": storable_text(stats.error),
             }
         )
         if stats.error is None:
@@ -731,7 +744,7 @@ class SnapshotWriter:
                     requests=totals.requests,
                     retries=totals.retries,
                     auth_scheme=totals.auth_scheme,
-                    error=error,
+                    error=storable_text(error),
                     details=details,
                 )
             )

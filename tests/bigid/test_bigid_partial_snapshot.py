@@ -581,3 +581,34 @@ def test_cli_snapshot_notes_a_cluster_list_shorter_than_announced(loopback, run_
     result = run_cli("snapshot", "--db", str(tmp_path / "short.db"), env=env)
     assert result.exit_code == 0, result.stderr
     assert result.stderr.splitlines()[1:] == ["note: the cluster list announced 5 clusters but 2 arrived"]
+
+
+@MODES
+def test_a_page_with_a_lone_surrogate_fails_its_cluster_alone(loopback, make_client, engine, processes):
+    # Found by a probe: beside a number orjson refuses (1e400), the exact decoder took the lone
+    # surrogate, and the write marking the run failed then failed on it: an internal error, the
+    # run left running, nothing kept. Now the page is not JSON, whichever decoder reads it.
+    handler, _, _columns = make_tenant({f"k{i}": 3 for i in range(3)})
+
+    def hostile(request: Request) -> Reply:
+        reply = handler(request)
+        if request.path == COLUMNS_PATH and request.query.get("clusterId") == "k1":
+            text = json.dumps(reply.body).replace(
+                '"fullyQualifiedName": "', '"fullyQualifiedName": "\\ud800', 1
+            )
+            return Reply(200, ('{"huge": 1e400, ' + text[1:]).encode())  # the number first
+        return reply
+
+    loopback.reset(hostile)
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url, page_size=10), workers=2, processes=processes)
+    assert caught.value.message == (
+        "run 1 is not complete: 1 of 3 clusters could not be fetched (the other 2 were stored)"
+    )
+    (problem,) = caught.value.problems
+    assert problem.startswith(
+        f"k1: PayloadError: cluster k1: GET {COLUMNS_PATH} answered 200 with a body that is not JSON "
+        "(str is not valid UTF-8: surrogates not allowed at character 52)"
+    )
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.columns_stored == 6

@@ -834,3 +834,21 @@ def test_an_infinite_confidence_from_a_library_caller_is_no_confidence(tmp_path)
     finally:
         engine.dispose()
     assert [tuple(row) for row in rows] == [("A", None), ("B", None), ("C", 0.25)]
+
+
+def test_a_run_fails_with_an_error_quoting_text_the_database_cannot_hold(tmp_path):
+    """An error quoting a record's lone surrogate (or a NUL) failed the write that marks the run
+    failed: an internal error, and the run left running."""
+    from auditor.store.runs import list_runs
+    from auditor.store.writer import ClusterStats, SnapshotWriter
+
+    engine = store_db.open_database(str(tmp_path / "a.db"))
+    try:
+        writer = SnapshotWriter(engine, source_url="x")
+        writer.finish_cluster("k1", ClusterStats(error="bad record 'a\ud800b'"))
+        writer.fail("1 of 1 clusters could not be fetched: k1: 'a\ud800b\x00'")
+        (run,) = list_runs(engine)
+    finally:
+        engine.dispose()
+    assert run.status == "failed"
+    assert run.error == "1 of 1 clusters could not be fetched: k1: 'a\\ud800b\\x00'"

@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3.exceptions
 from pydantic import ValidationError
 
 from auditor import secrets
@@ -778,6 +779,7 @@ class BigIDClient:
                 requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError,
+                *_MALFORMED_ANSWERS,
             ) as exc:
                 self._count(retry=False)
                 failure = _Failure(self._describe(exc), status=None, network=True)
@@ -899,6 +901,9 @@ class BigIDClient:
             return f"the answer could not be decoded as its Content-Encoding ({exc}) says"
         if isinstance(exc, requests.exceptions.ChunkedEncodingError):
             return "the connection broke while reading the answer"
+        if isinstance(exc, _MALFORMED_ANSWERS):
+            said = secrets.scrub_cut(" ".join(str(exc).split()))
+            return f"the answer was malformed ({type(exc).__name__}: {said})"
         text = repr(exc).lower()
         if "got more than" in text and "headers" in text:
             return "the answer had too many headers (more than 100)"
@@ -1181,6 +1186,15 @@ def _decode_json(content: bytes) -> Any:
     check_error_under_200(body)
     return body
 
+
+# Answers the HTTP stack refuses to read (two Content-Length headers that disagree, a body its
+# Content-Encoding does not decode, another protocol violation): a failure of that request, retried
+# and then recorded against its cluster, like a connection that broke. They were internal errors.
+_MALFORMED_ANSWERS: tuple[type[Exception], ...] = (
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.HTTPError,
+)
 
 CLUSTER_ID_NAMES = ("id", "clusterId", "_id", "cluster_id")
 

@@ -166,8 +166,15 @@ def test_a_payload_error_fails_the_run(loopback, make_client, engine, processes)
         ),
         (Reply(403, {}), AuthError, f"the API key lacks permission for GET {COLUMNS_PATH} (HTTP 403)"),
         (Reply(418, {}), ApiError, f"GET {COLUMNS_PATH} failed (HTTP 418 from GET {COLUMNS_PATH})"),
+        # two Content-Length headers that disagree: an internal error (InvalidHeader) before
+        (
+            Reply(200, {"results": [], "totalCount": 0}, headers={"content-length": "9999"}),
+            NetworkError,
+            f"GET {COLUMNS_PATH} failed: the answer was malformed (InvalidHeader: Content-Length contained "
+            "multiple unmatching values (",
+        ),
     ],
-    ids=["retries-exhausted", "resets", "not-json", "403", "other-status"],
+    ids=["retries-exhausted", "resets", "not-json", "403", "other-status", "two-lengths"],
 )
 def test_a_failing_columns_request_names_its_cluster(
     loopback, make_client, engine, processes, reply, error, message

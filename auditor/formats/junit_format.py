@@ -19,6 +19,7 @@ source or with another cluster filter.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,9 @@ def chunks(result: CheckResult) -> Iterator[str]:
         by_rule.setdefault(finding.rule, []).append(finding)
     root = ET.Element("testsuites", name=f"cluster-auditor run {result.run.id}")
     counts = {rule_id: _counts(items) for rule_id, items in by_rule.items()}
-    for name in ("tests", "failures", "skipped"):
+    # No 'skipped' on the root: the JUnit schema Jenkins' xunit plugin validates against allows it
+    # on <testsuite> only (each suite carries its own)
+    for name in ("tests", "failures"):
         total = sum(c[name] for c in counts.values())
         root.set(name, str(total))
         if name == "failures":
@@ -72,9 +75,10 @@ def chunks(result: CheckResult) -> Iterator[str]:
             )
         else:
             ordered = sorted(items, key=lambda f: f.subject)
+            seen = Counter(_case_name(rule_id, f) for f in ordered)
             for start in range(0, len(ordered), BATCH):
                 yield head + _cases_text(
-                    [*lead, *(_case(rule_id, f) for f in ordered[start : start + BATCH])]
+                    [*lead, *(_case(rule_id, f, seen) for f in ordered[start : start + BATCH])]
                 )
                 head, lead = "", []
         yield "  </testsuite>\n"
@@ -106,11 +110,19 @@ def _counts(items: list[Finding]) -> dict[str, int]:
     return {"tests": max(1, len(items)), "failures": len(items) - skipped, "skipped": skipped}
 
 
-def _case(rule_id: str, f: Finding) -> ET.Element:
+def _case_name(rule_id: str, f: Finding) -> str:
     # unambiguous: names escaped alike would collapse into one case on the CI server
-    case = ET.Element(
-        "testcase", classname=rule_id, name=_shown(f"{rule_id} {f.subject}", unambiguous), time="0"
-    )
+    return _shown(f"{rule_id} {f.subject}", unambiguous)
+
+
+def _case(rule_id: str, f: Finding, seen: Counter[str]) -> ET.Element:
+    name = _case_name(rule_id, f)
+    if seen[name] > 1:
+        # Two subjects that read alike: cluster 'x/y' with column 'z', and cluster 'x' with column
+        # 'y/z'. Both cases get the start of their fingerprint (unique within a rule): only names
+        # that clash change, and never with the order the findings come in.
+        name = f"{name} [{f.fingerprint[:16]}]"
+    case = ET.Element("testcase", classname=rule_id, name=name, time="0")
     if f.waived:
         waiver = f.waiver or {}
         reason = f"waived until {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}"

@@ -448,3 +448,36 @@ def test_markdown_catalog_text_creates_no_link_mention_or_reference(name, shown)
     from auditor.formats.markdown_format import cell
 
     assert cell(name) == shown
+
+
+def test_junit_subjects_that_read_alike_get_their_fingerprint_and_the_root_carries_no_skipped(
+    engine, snapshot, tmp_path
+):
+    """Found by a probe: cluster 'x/y' with column 'z' and cluster 'x' with column 'y/z' were one
+    case name twice (a CI server merges them); and the root's 'skipped' attribute failed the JUnit
+    schema of Jenkins' xunit plugin, which allows it on suites only."""
+    import xml.etree.ElementTree as ET
+
+    ssn = CATALOG[0]["columns"][0]
+    catalog = [
+        {**CATALOG[0], "id": "x/y", "columns": [{**ssn, "fullyQualifiedName": "z"}]},
+        {**CATALOG[0], "id": "x", "columns": [{**ssn, "fullyQualifiedName": "y/z"}, ssn]},
+    ]
+    snapshot(engine, catalog)
+    result = check_run(engine, "latest", load_ruleset(), today=date(2026, 11, 28))
+    text = render(Format.JUNIT, result)
+    root = ET.fromstring(text.encode())
+    assert "skipped" not in root.attrib and set(root.attrib) == {"name", "tests", "failures", "errors"}
+    assert all("skipped" in suite.attrib for suite in root)
+    rule = "high-sensitivity-without-confidential"
+    prints = {(f.cluster_id, f.column): f.fingerprint[:16] for f in result.findings if f.rule == rule}
+    names = sorted(case.get("name") for case in root.iter("testcase") if case.get("classname") == rule)
+    assert names == sorted(
+        [
+            f"{rule} x/y/z [{prints[('x/y', 'z')]}]",
+            f"{rule} x/y/z [{prints[('x', 'y/z')]}]",
+            f"{rule} x/hr.emp.ssn",  # no clash: the name as before
+        ]
+    )
+    every = [(case.get("classname"), case.get("name")) for case in root.iter("testcase")]
+    assert len(every) == len(set(every))

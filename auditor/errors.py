@@ -16,6 +16,7 @@ EXIT_FAILURE = 3
 
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM): docker stop, systemd, a cancelled CI job
+EXIT_PIPE_CLOSED = 141  # the reader of stdout went away (128 + SIGPIPE, as `yes | head` gives)
 
 
 class Terminated(KeyboardInterrupt):

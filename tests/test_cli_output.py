@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from auditor.cli.common import write_output
@@ -100,3 +104,48 @@ def test_a_new_file_gets_the_default_mode(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.fixture(scope="module")
+def demo_database(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo") / "d"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "auditor.cli.main", "demo", "--folder", str(folder)),
+            *("--clusters", "12", "--columns", "3000"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return folder / "auditor.db"
+
+
+def _check(database, **options):
+    command = [sys.executable, "-m", "auditor.cli.main", "check", "--db", str(database), "--format", "json"]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, **options)
+
+
+def test_stdout_that_cannot_take_the_results_is_never_read_as_the_gate(demo_database):
+    """Found by a probe: `auditor check --format json | head -1` exited 1, which a CI job reads as
+    "the gate failed" (without --fail-on, findings never fail it); `> /dev/full` was an internal
+    error; and with stdout closed the results went nowhere, with exit 0."""
+    # the reader goes away: 141 (128 + SIGPIPE), as other programs end there, and nothing said
+    reader = _check(demo_database, stdout=subprocess.PIPE)
+    assert reader.stdout.read(10) == b'{\n  "run":'
+    reader.stdout.close()
+    assert reader.wait(timeout=60) == 141
+    assert reader.stderr.read() == b""
+    # a full disk behind the redirection
+    with open("/dev/full", "wb") as full:
+        process = _check(demo_database, stdout=full)
+        assert process.wait(timeout=60) == 3
+    said = process.stderr.read().decode()
+    assert said.splitlines()[0] == "error: cannot write to standard output: No space left on device"
+    # started with stdout closed
+    process = _check(demo_database, stdout=None, pass_fds=(), preexec_fn=lambda: os.close(1))
+    assert process.wait(timeout=60) == 3
+    assert process.stderr.read().decode().splitlines() == [
+        "error: standard output is closed: the results cannot be written",
+        "hint: pass --output FILE",
+    ]

@@ -285,13 +285,24 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
     """
     pieces = [text] if isinstance(text, str) else text
     if output in (None, "-"):
+        from auditor.errors import DeliveryError
+
+        if sys.stdout is None:  # started with stdout closed (`>&-`): click would write nothing, silently
+            raise DeliveryError(
+                "standard output is closed: the results cannot be written", hint="pass --output FILE"
+            )
         ends_line = False
-        for piece in pieces:
-            if piece:
-                click.echo(piece, nl=False)
-                ends_line = piece.endswith("\n")
-        if not ends_line:
-            click.echo()
+        try:
+            for piece in pieces:
+                if piece:
+                    click.echo(piece, nl=False)
+                    ends_line = piece.endswith("\n")
+            if not ends_line:
+                click.echo()
+        except BrokenPipeError:
+            raise  # the reader went away: see AuditorGroup.invoke
+        except OSError as exc:  # a full disk behind a redirection (`> /dev/full`): no bug
+            raise DeliveryError(f"cannot write to standard output: {exc.strerror or exc}") from None
         return
     from auditor.outfile import replacing
 

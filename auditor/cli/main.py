@@ -21,6 +21,7 @@ from auditor.cli.common import PathOption
 from auditor.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    EXIT_PIPE_CLOSED,
     EXIT_TERMINATED,
     EXIT_USAGE,
     AuditorError,
@@ -82,10 +83,11 @@ class AuditorGroup(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             # The reader of stdout went away (`auditor diff | head`): stop quietly, and keep Python
-            # from complaining again when it flushes stdout at exit.
+            # from complaining again when it flushes stdout at exit. Not 1, which a CI job reads as
+            # "the gate failed": 141 (128 + SIGPIPE), what other programs end with there.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            ctx.exit(1)
+            ctx.exit(EXIT_PIPE_CLOSED)
         except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, never a raw traceback by default
             if _debug(ctx):
                 traceback.print_exc()

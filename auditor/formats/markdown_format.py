@@ -1,8 +1,11 @@
 """The ``markdown`` format: a pull-request comment or CI step summary.
 
-A heading with the summary line, a counts table, the open findings (capped at
-:data:`MAX_ROWS` rows so the comment stays under the 65,536-character limit of PR comments), the
-waived findings in a collapsed section, and waivers that are stale or expire soon.
+A heading with the summary line, a counts table, the open findings, the waived findings in a
+collapsed section, and waivers that are stale or expire soon. The whole text stays within
+:data:`BUDGET` characters, under the 65,536 a GitHub pull-request comment takes (a step summary
+takes 1 MiB): the tables take at most :data:`MAX_ROWS` rows each and stop earlier when the budget is
+spent (the open findings first), each saying how many more there are; a message longer than
+:data:`MAX_CELL` characters is cut, saying its length.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ if TYPE_CHECKING:
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~!&])")
 MAX_ROWS = 200
+BUDGET = 60_000  # characters of the whole text (a bot's own words around it fit in the rest)
+MAX_CELL = 400  # characters of one message shown in a table
+MAX_WAIVERS_LISTED = 50  # expiring or stale waivers listed, each
 ICONS = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "info": "⬜"}
 
 
@@ -50,18 +56,52 @@ def _break(match: re.Match[str]) -> str:
     return found + "&#8203;"
 
 
-def _table(findings: list[Finding], limit: int) -> list[str]:
-    lines = ["| Severity | Status | Rule | Subject | Message |", "|---|---|---|---|---|"]
-    for f in findings[:limit]:
-        status = "waiver expired" if f.waiver_expired else f.status
-        lines.append(
-            f"| {ICONS.get(f.severity, '')} {f.severity} | {status} | `{f.rule}` "
-            f"| {cell(f.subject)} | {cell(f.message)} |"
-        )
-    if len(findings) > limit:
-        lines.append("")
-        lines.append(f"_… and {len(findings) - limit} more; see the JSON or SARIF output for all of them._")
-    return lines
+def _clipped(text: object) -> str:
+    value = "" if text is None else str(text)
+    if len(value) <= MAX_CELL:
+        return value
+    return f"{value[:MAX_CELL]}… ({len(value):,} characters)"
+
+
+def _rows(header: list[str], rows: list[str], total: int, budget: int) -> tuple[list[str], int]:
+    """``header`` and as many of ``rows`` (the first :data:`MAX_ROWS` of ``total``) as fit in
+    ``budget`` characters, then a line saying how many more there are; and the characters left."""
+    lines = list(header)
+    spent = sum(len(line) + 1 for line in header)
+    shown = 0
+    for row in rows[:MAX_ROWS]:
+        if spent + len(row) + 1 > budget - 200:  # room for the line saying how many more
+            break
+        lines.append(row)
+        spent += len(row) + 1
+        shown += 1
+    if shown < total:
+        more = f"_… and {total - shown:,} more; see the JSON or SARIF output for all of them._"
+        lines += ["", more]
+        spent += len(more) + 2
+    return lines, budget - spent
+
+
+def _open_row(f: Finding) -> str:
+    status = "waiver expired" if f.waiver_expired else f.status
+    return (
+        f"| {ICONS.get(f.severity, '')} {f.severity} | {status} | `{f.rule}` "
+        f"| {cell(f.subject)} | {cell(_clipped(f.message))} |"
+    )
+
+
+def _waived_row(f: Finding) -> str:
+    w = f.waiver or {}
+    return (
+        f"| `{f.rule}` | {cell(f.subject)} | {cell(_clipped(w.get('reason')), prose=True)} "
+        f"| {cell(w.get('owner'))} | {w.get('expires')} |"
+    )
+
+
+def _listed(items: list[str]) -> list[str]:
+    shown = items[:MAX_WAIVERS_LISTED]
+    more = len(items) - len(shown)
+    return shown + ([f"- … and {more:,} more (the JSON output lists them all)"] if more else [])
 
 
 def format(result: CheckResult) -> str:
@@ -83,36 +123,47 @@ def format(result: CheckResult) -> str:
         f"| {s['new']} | {s['existing']} | {s['waived']} | {s['waiver_expired']} |",
         "",
     ]
+    # the waiver lists first: the findings' tables take what is left of the budget
+    tail: list[str] = []
+    report = result.waiver_report
+    if report.expiring:
+        tail += ["### Waivers expiring within 14 days", ""]
+        tail += _listed(
+            [
+                f"- {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)})"
+                for w in report.expiring
+            ]
+        )
+        tail.append("")
+    if report.stale:
+        tail += ["### Stale waivers (match nothing)", ""]
+        tail += _listed(
+            [
+                f"- {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`){cell(report.unknown_note(w))}"
+                for w in report.stale
+            ]
+        )
+        tail.append("")
+    budget = BUDGET - sum(len(line) + 1 for line in (*lines, *tail))
     order = {name: i for i, name in enumerate(("critical", "high", "medium", "low", "info"))}
     open_findings = sorted(result.open_findings(), key=lambda f: (order[f.severity], f.rule, f.subject))
     if open_findings:
-        lines += ["### Open findings", "", *_table(open_findings, MAX_ROWS), ""]
+        header = [
+            "### Open findings",
+            "",
+            "| Severity | Status | Rule | Subject | Message |",
+            "|---|---|---|---|---|",
+        ]
+        rows = [_open_row(f) for f in open_findings[:MAX_ROWS]]
+        table, budget = _rows(header, rows, len(open_findings), budget)
+        lines += [*table, ""]
     else:
         lines += ["No open findings. ✅", ""]
     waived = [f for f in result.findings if f.waived]
     if waived:
-        lines += ["<details><summary>Waived findings (" + str(len(waived)) + ")</summary>", ""]
-        lines += ["| Rule | Subject | Reason | Owner | Expires |", "|---|---|---|---|---|"]
-        for f in waived[:MAX_ROWS]:
-            w = f.waiver or {}
-            lines.append(
-                f"| `{f.rule}` | {cell(f.subject)} | {cell(w.get('reason'), prose=True)} "
-                f"| {cell(w.get('owner'))} | {w.get('expires')} |"
-            )
-        lines += ["", "</details>", ""]
-    report = result.waiver_report
-    if report.expiring:
-        lines += ["### Waivers expiring within 14 days", ""]
-        lines += [
-            f"- {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)})"
-            for w in report.expiring
-        ]
-        lines.append("")
-    if report.stale:
-        lines += ["### Stale waivers (match nothing)", ""]
-        lines += [
-            f"- {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`){cell(report.unknown_note(w))}"
-            for w in report.stale
-        ]
-        lines.append("")
+        header = [f"<details><summary>Waived findings ({len(waived)})</summary>", ""]
+        header += ["| Rule | Subject | Reason | Owner | Expires |", "|---|---|---|---|---|"]
+        table, budget = _rows(header, [_waived_row(f) for f in waived[:MAX_ROWS]], len(waived), budget - 20)
+        lines += [*table, "", "</details>", ""]
+    lines += tail
     return "\n".join(lines).rstrip("\n") + "\n"

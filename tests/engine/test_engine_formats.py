@@ -481,3 +481,48 @@ def test_junit_subjects_that_read_alike_get_their_fingerprint_and_the_root_carri
     )
     every = [(case.get("classname"), case.get("name")) for case in root.iter("testcase")]
     assert len(every) == len(set(every))
+
+
+def test_markdown_stays_within_a_pull_request_comment_and_counts_what_it_leaves_out(engine, snapshot, write):
+    """Found by a probe: the rows were capped by number, not characters, and the waived table added
+    up to 200 more: 94,025 and 225,746 characters, over the 65,536 a GitHub comment takes."""
+    from auditor.formats.markdown_format import BUDGET, MAX_CELL
+
+    ssn = CATALOG[0]["columns"][0]
+    long_name = "x" * 600
+    catalog = [
+        {
+            **CATALOG[0],
+            "id": cluster,
+            "columns": [{**ssn, "fullyQualifiedName": f"{cluster}.{i}.{long_name}"} for i in range(260)],
+        }
+        for cluster in ("c-hr", "c-open")
+    ]
+    snapshot(engine, catalog)
+    result = check_run(
+        engine,
+        "latest",
+        load_ruleset(),
+        waivers=load_waivers(write("w.yaml", WAIVER)),
+        today=date(2026, 11, 28),
+    )
+    waived = sum(1 for f in result.findings if f.waived)
+    open_count = len(result.open_findings())
+    assert waived == 260 and open_count >= 260
+    text = render(Format.MARKDOWN, result)
+    assert len(text) <= BUDGET
+    lines = text.splitlines()
+    open_rows = [line for line in lines if line.startswith("| 🟧 high |")]
+    waived_rows = [line for line in lines if line.startswith("| `high-sensitivity-without-confidential` |")]
+    mores = [line for line in lines if line.startswith("_… and ")]
+    assert (
+        mores[0]
+        == f"_… and {open_count - len(open_rows):,} more; see the JSON or SARIF output for all of them._"
+    )
+    if len(mores) > 1:
+        assert mores[1].startswith(f"_… and {waived - len(waived_rows):,} more;")
+    else:  # the open findings took the whole budget: the waived table says so
+        assert not waived_rows
+    # a long message is cut, saying its length
+    message = next(f.message for f in result.findings if f.cluster_id == "c-open")
+    assert len(message) > MAX_CELL and f"… ({len(message):,} characters)" in open_rows[0]

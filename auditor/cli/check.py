@@ -119,6 +119,11 @@ def check_command(
         if extra and not table_shown:
             settings.info(f"note: {extra}")
     write_output(render_chunks(fmt, result), output)
+    if fmt == Format.SARIF.value:
+        from auditor.formats.sarif_format import size_note
+
+        if too_many := size_note(result):
+            settings.info(f"note: {too_many}")
     if not table_shown:
         settings.info(result.summary_line())
     for waiver in result.waiver_report.expiring:

@@ -87,6 +87,20 @@ def format(result: CheckResult) -> str:
     return "".join(chunks(result))
 
 
+GITHUB_MAX_RESULTS = 25_000  # results per run GitHub code scanning takes; it rejects a file with more
+
+
+def size_note(result: CheckResult) -> str | None:
+    """What to know before uploading: more results than GitHub code scanning takes in one run."""
+    count = len(result.findings)
+    if count <= GITHUB_MAX_RESULTS:
+        return None
+    return (
+        f"the SARIF log holds {count:,} results; GitHub code scanning rejects a run of more than "
+        f"{GITHUB_MAX_RESULTS:,}: upload the results of fewer rules (--rules), or keep the JSON output"
+    )
+
+
 def chunks(result: CheckResult) -> Iterator[str]:
     """The log piece by piece, a batch of results at a time (never held whole at 1M columns).
 

@@ -398,3 +398,20 @@ def test_a_problem_quoting_a_line_break_stays_on_one_line(run_cli, tmp_path):
     lines = result.stderr.splitlines()
     assert len(lines) == 3  # error, the one problem, hint
     assert lines[1].startswith(f"  {rules}:3:") and "unknown placeholder {\\x0a} in message" in lines[1]
+
+
+def test_a_sarif_log_larger_than_github_takes_says_so(run_cli, db, engine, snapshot, monkeypatch):
+    """Found by a probe: 39,817 results went into one SARIF run with no word, where GitHub code
+    scanning rejects more than 25,000 (the limit lowered here to the 7 findings of the catalog)."""
+    from auditor.formats import sarif_format
+
+    snapshot(engine, CATALOG)
+    assert "note:" not in run_cli("check", "--db", db, "--format", "sarif").stderr
+    monkeypatch.setattr(sarif_format, "GITHUB_MAX_RESULTS", 6)
+    result = run_cli("check", "--db", db, "--format", "sarif")
+    assert result.exit_code == 0
+    assert len(json.loads(result.stdout)["runs"][0]["results"]) == 7  # all of them, still
+    assert result.stderr.splitlines()[0] == (
+        "note: the SARIF log holds 7 results; GitHub code scanning rejects a run of more than 6: upload "
+        "the results of fewer rules (--rules), or keep the JSON output"
+    )

@@ -44,6 +44,7 @@ from auditor.engine.findings import (
     Finding,
     fingerprint_prefix,
     fingerprint_with,
+    subject_payload,
 )
 from auditor.engine.rules import GROUP_VALUES, Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
@@ -467,7 +468,10 @@ def _column_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findin
             fmt = formats[cluster_id] = bound.format_for(clusters.get(cluster_id, empty))
         message = fmt.format(*((fqn,) * shown))
         # fingerprint_with(prefix, cluster_id, fqn), inlined (neither can be null here)
-        fingerprint = blake2b(prefix + f"{cluster_id}\x1f{fqn}".encode(), digest_size=16).hexdigest()
+        text = f"{cluster_id}\x1f{fqn}"
+        if text.count("\x1f") != 1 or "\x1e" in text:  # catalog text holding a separator
+            text = subject_payload(cluster_id, fqn)
+        fingerprint = blake2b(prefix + text.encode(), digest_size=16).hexdigest()
         append((KIND_COLUMN, cluster_id, fqn, [fqn], message, fqn, fingerprint))
     return out
 

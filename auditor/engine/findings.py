@@ -82,14 +82,36 @@ def fingerprint(rule_id: str, kind: str, cluster_id: str | None, key: str | None
 def fingerprint_prefix(rule_id: str, kind: str) -> bytes:
     """The fixed start of the fingerprints of one rule's findings of one kind (see :func:`fingerprint`).
 
-    Unit separators cannot occur in ids or names we hash, so the joined parts are unambiguous.
+    Rule ids and kinds hold no unit separator (rule ids are kebab-case), so these parts are
+    unambiguous; the catalog's own parts are joined by :func:`subject_payload`.
     """
     return "\x1f".join((FINGERPRINT_VERSION, rule_id, kind, "")).encode("utf-8")
 
 
+def _escaped(text: str) -> str:
+    return "\x1e" + text.replace("\x1e", "\x1e\x1e").replace("\x1f", "\x1e_")
+
+
+def subject_payload(cluster_id: str, key: str) -> str:
+    """The catalog's part of a fingerprint: ``cluster_id`` and ``key`` joined by a unit separator.
+
+    Catalog text may hold a unit separator itself: cluster 'p\\x1fq' with column 'r' and cluster
+    'p' with column 'q\\x1fr' joined alike, and the two findings' one fingerprint stopped the
+    check (a UNIQUE constraint). A part holding a unit or record separator is written escaped
+    behind a record separator, so no two subjects join alike; any other part, as it is (every
+    fingerprint of ordinary text stays what it was).
+    """
+    text = f"{cluster_id}\x1f{key}"
+    if text.count("\x1f") == 1 and "\x1e" not in text:  # the usual case, in two scans
+        return text
+    cluster_id = _escaped(cluster_id) if "\x1f" in cluster_id or "\x1e" in cluster_id else cluster_id
+    key = _escaped(key) if "\x1f" in key or "\x1e" in key else key
+    return f"{cluster_id}\x1f{key}"
+
+
 def fingerprint_with(prefix: bytes, cluster_id: str | None, key: str | None) -> str:
     """:func:`fingerprint` with the rule's part prepared by :func:`fingerprint_prefix` (hot loops)."""
-    payload = prefix + f"{cluster_id or ''}\x1f{key or ''}".encode()
+    payload = prefix + subject_payload(cluster_id or "", key or "").encode()
     return hashlib.blake2b(payload, digest_size=16).hexdigest()
 
 

@@ -7,6 +7,8 @@ import dataclasses
 from datetime import date
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from auditor.engine import check_run, evaluate, findings_for_run, fingerprint, load_ruleset, load_waivers
@@ -632,3 +634,44 @@ def test_a_baseline_pruned_between_its_two_reads_is_said_not_read_as_empty(engin
         caught.value.message
         == f"run {first} was deleted while it was read as the baseline (by auditor db prune?)"
     )
+
+
+_separated = st.text(alphabet=st.sampled_from("ab\x1e\x1f_/"), max_size=6)
+
+
+@given(st.tuples(_separated, _separated), st.tuples(_separated, _separated))
+def test_two_subjects_never_share_a_fingerprint(one, other):
+    """Found by a probe: catalog text may hold the unit separator the parts were joined with."""
+    from auditor.engine.findings import KIND_COLUMN, fingerprint
+
+    if one != other:
+        assert fingerprint("r", KIND_COLUMN, *one) != fingerprint("r", KIND_COLUMN, *other)
+
+
+@given(st.text().filter(lambda t: "\x1e" not in t and "\x1f" not in t), st.text())
+def test_fingerprints_of_ordinary_text_are_what_they_were(cluster_id, key):
+    import hashlib
+
+    from auditor.engine.findings import FINGERPRINT_VERSION, KIND_COLUMN, fingerprint
+
+    key = key.replace("\x1e", "").replace("\x1f", "")
+    before = "\x1f".join((FINGERPRINT_VERSION, "r", KIND_COLUMN, f"{cluster_id}\x1f{key}"))
+    expected = hashlib.blake2b(before.encode("utf-8"), digest_size=16).hexdigest()
+    assert fingerprint("r", KIND_COLUMN, cluster_id, key) == expected  # (text() holds no surrogate)
+
+
+def test_subjects_joined_alike_before_are_two_findings(engine, snapshot):
+    # the probe's tenant: cluster 'p\x1fq' with column 'r', and cluster 'p' with column 'q\x1fr':
+    # one fingerprint for two findings stopped the check with exit 3 (a UNIQUE constraint)
+    ssn = CATALOG[0]["columns"][0]
+    snapshot(
+        engine,
+        [
+            {**CATALOG[0], "id": "p\x1fq", "columns": [{**ssn, "fullyQualifiedName": "r"}]},
+            {**CATALOG[0], "id": "p", "columns": [{**ssn, "fullyQualifiedName": "q\x1fr"}]},
+        ],
+    )
+    result = check_run(engine, "latest", load_ruleset())
+    rule = "high-sensitivity-without-confidential"
+    prints = [f.fingerprint for f in result.findings if f.rule == rule]
+    assert len(prints) == len(set(prints)) == 2

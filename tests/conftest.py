@@ -71,8 +71,9 @@ def db_url(tmp_db: str) -> str:
 
 
 @contextlib.contextmanager
-def scratch_database(base: str, prefix: str) -> Iterator[str]:
-    """A new, empty database on the server of URL ``base``, dropped on exit; its URL."""
+def scratch_database(base: str, prefix: str, options: str = "") -> Iterator[str]:
+    """A new, empty database on the server of URL ``base``, dropped on exit; its URL. ``options``
+    follow ``CREATE DATABASE name`` (a template, a locale provider)."""
     psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg 3 (pip install psycopg)")
     from sqlalchemy.engine import make_url
 
@@ -81,7 +82,7 @@ def scratch_database(base: str, prefix: str) -> Iterator[str]:
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}" {options}')
     except psycopg.Error as exc:
         pytest.fail(f"{POSTGRES_ENV} is set but the server refused to create a test database: {exc}")
     try:

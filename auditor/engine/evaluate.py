@@ -537,7 +537,7 @@ def _involved_columns(
     return {cluster_id: sorted(fqns) for cluster_id, fqns in found.items()}
 
 
-def _aggregate_parts(row: Row, rule: Rule) -> tuple[Any, Any, Any, list[Any]]:
+def _aggregate_parts(row: Row, rule: Rule, dialect: str) -> tuple[Any, Any, Any, list[Any]]:
     """(where, group key, representative value, grouping keys) of an aggregate rule over ``row``."""
     agg = rule.aggregate
     assert agg is not None
@@ -548,7 +548,14 @@ def _aggregate_parts(row: Row, rule: Rule) -> tuple[Any, Any, Any, list[Any]]:
         grouping = group_key(agg.group_by, row, exact=agg.exact)  # equal exactly when the keys are
         raw = agg.group_by.getter(row)
         # Other kinds are grouped by the value itself (PostgreSQL has no min() of booleans).
-        value = func.min(func.trim(raw)) if agg.group_by.kind is F.Kind.TEXT else key
+        # The representative spelling is the smallest by code point on both databases: by the
+        # database's collation, an ICU one on PostgreSQL put 'firstname' before 'FirstName'.
+        trimmed = func.trim(raw)
+        value = (
+            func.min(trimmed.collate("C") if dialect == "postgresql" else trimmed)
+            if agg.group_by.kind is F.Kind.TEXT
+            else key
+        )
         key_present = raw.is_not(None)
     else:
         key = None
@@ -563,7 +570,7 @@ def _aggregate_rule(connection: Connection, run_id: int, rule: Rule) -> list[Fin
     assert agg is not None
     per_cluster = agg.per == "cluster"
     row = Row(run_id, Level.COLUMN)
-    where, key, value, keys = _aggregate_parts(row, rule)
+    where, key, value, keys = _aggregate_parts(row, rule, connection.dialect.name)
     having = agg.having.compile(row)
     distinct = (
         func.count(func.distinct(group_key(agg.having.distinct, row, exact=agg.having.exact)))

@@ -675,3 +675,47 @@ def test_subjects_joined_alike_before_are_two_findings(engine, snapshot):
     rule = "high-sensitivity-without-confidential"
     prints = [f.fingerprint for f in result.findings if f.rule == rule]
     assert len(prints) == len(set(prints)) == 2
+
+
+@pytest.mark.postgres
+def test_a_group_s_spelling_is_the_same_on_an_icu_database_as_on_sqlite(postgres_url, engine, snapshot):
+    """Found by a probe: on a PostgreSQL database with an ICU collation the duplicate rule said
+    'column firstname appears in 5 sources' where SQLite (and a C.UTF-8 database) said 'FirstName':
+    the representative spelling was the smallest by the database's collation."""
+    from auditor.store.db import open_database
+    from tests.conftest import scratch_database
+
+    ssn = CATALOG[0]["columns"][0]
+    catalog = [
+        {
+            **CATALOG[0],
+            "columns": [
+                {**ssn, "fullyQualifiedName": "a.t.FirstName", "columnName": "FirstName", "source": "a"},
+                {**ssn, "fullyQualifiedName": "b.t.firstname", "columnName": "firstname", "source": "b"},
+            ],
+        }
+    ]
+
+    def messages(target) -> list[str]:
+        found = check_run(target, "latest", load_ruleset()).findings
+        return sorted(f.message for f in found if f.rule == "duplicate-columns-across-sources")
+
+    snapshot(engine, catalog)
+    probe = open_database(postgres_url)
+    try:
+        with probe.connect() as connection:
+            icu = connection.exec_driver_sql("SELECT count(*) FROM pg_collation WHERE collprovider = 'i'")
+            if not icu.scalar():
+                pytest.skip("this PostgreSQL server is built without ICU")
+    finally:
+        probe.dispose()
+    options = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+    with scratch_database(postgres_url, "auditor_icu", options) as url:
+        server = open_database(url)
+        try:
+            snapshot(server, catalog)
+            on_server = messages(server)
+        finally:
+            server.dispose()
+    assert on_server == messages(engine)
+    assert on_server[0].startswith("column FirstName appears in 2 sources")

@@ -93,8 +93,10 @@ def default_subject(context: ReportContext) -> str:
     new = next((s.total for s in context.finding_sections if s.key == "new"), 0)
     resolved = next((s.total for s in context.finding_sections if s.key == "resolved"), 0)
     open_count = next((card.value for card in context.cards if card.key == "open"), 0)
+    # a run that is not complete says so where it is read first (its findings cover part of it)
+    state = "" if context.run.complete else f" ({context.run.status}, not complete)"
     return (
-        f"[cluster-auditor] run {context.run.id}: {new:,} new, {resolved:,} resolved, "
+        f"[cluster-auditor] run {context.run.id}{state}: {new:,} new, {resolved:,} resolved, "
         f"{open_count:,} open findings"
     )
 
@@ -355,6 +357,13 @@ def build_message(
         _attach_text(message, bundle.html, "html", report_name)
     if attach_csv:
         _attach_text(message, bundle.findings_csv(), "csv", csv_name)
+    if all(str(value).isascii() for value in message.values()):
+        # Headers are folded at 998 characters (RFC 5322's limit) rather than 78: folded there, a
+        # subject a little over 70 characters went whole to a continuation line, which readers
+        # (Python's parser too) took with a leading space. Only plain ASCII headers: an encoded word
+        # must stay within 75 characters. Last: every part is encoded
+        # by now, under the default (76-character lines).
+        message.policy = message.policy.clone(max_line_length=998)
     return message
 
 
@@ -371,7 +380,8 @@ def write_eml(message: EmailMessage, path: str | Path) -> Path:
     target = Path(path)
     try:
         with replacing(target, binary=True) as stream:
-            stream.write(bytes(message))
+            # CRLF line ends, as on the wire (RFC 5322; mail programs importing .eml expect them)
+            stream.write(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
     except OSError as exc:
         raise DeliveryError(f"cannot write {target}: {exc.strerror}") from None
     return target

@@ -569,3 +569,46 @@ def test_the_auth_plain_blob_is_masked_like_the_password() -> None:
     finally:
         secrets.forget_all()
     assert blob not in said and said.startswith("535 5.7.8 rejected b64=")
+
+
+def test_a_long_subject_reads_back_as_written_and_the_eml_has_crlf_line_ends(sample, tmp_path: Path) -> None:
+    # Found by a probe: a subject a little over 70 characters went whole to a continuation line,
+    # which readers (Python's parser too) took with a leading space; the .eml had LF line ends.
+    subject = "[cluster-auditor] run 2: 1,245 new, 1,588 resolved, 12,345 open findings on tenant A"
+    target = tmp_path / "m.eml"
+    deliver_email(
+        bundle_from_input(sample.data),
+        to=["team@example.org"],
+        subject=subject,
+        eml_path=target,
+        attach_csv=True,
+    )
+    raw = target.read_bytes()
+    assert f"\r\nSubject: {subject}\r\n".encode() in raw or raw.startswith(f"Subject: {subject}\r\n".encode())
+    assert parse(raw)["Subject"] == subject
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # every line ends with CRLF
+    lines = raw.split(b"\r\n")
+    _, _, body = raw.partition(b"\r\n\r\n")
+    payload = [line for line in body.split(b"\r\n") if not line.startswith(b"Content-")]
+    assert max(len(line) for line in payload) <= 78  # parts still encoded in short lines
+    assert max(len(line) for line in lines) <= 998
+    # non-ASCII: folded as before, in encoded words of at most 75 characters
+    message = build_message(bundle_from_input(sample.data), to=["a@example.org"], subject="Café " * 20)
+    assert all(len(line) <= 78 for line in bytes(message).split(b"\n") if line.startswith((b"Subject", b" ")))
+
+
+def test_the_subject_of_a_run_that_is_not_complete_says_so(sample) -> None:
+    import dataclasses
+
+    data = dataclasses.replace(
+        sample.data,
+        run=dataclasses.replace(
+            sample.data.run, status="failed", error="2 of 8 clusters could not be fetched"
+        ),
+    )
+    message = build_message(bundle_from_input(data), to=["a@example.org"])
+    assert message["Subject"].startswith("[cluster-auditor] run 3 (failed, not complete): ")
+    assert (
+        "run 3 is failed, not complete (2 of 8 clusters could not be fetched)"
+        in message.get_body(("plain",)).get_content()
+    )

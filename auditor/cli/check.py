@@ -49,9 +49,10 @@ def _paths(values: tuple[str, ...]) -> list[Path] | None:
 )
 @click.option(
     "--fail-on",
-    type=click.Choice(SEVERITIES),
+    type=click.Choice([*SEVERITIES, "none"]),
     default=None,
-    help="Exit 1 when an unwaived finding at or above this severity remains (default: never fail).",
+    help="Exit 1 when an unwaived finding at or above this severity remains (default: never fail; "
+    "none: never, whatever auditor.toml's fail_on says).",
 )
 @click.option("--new-only", is_flag=True, help="With --fail-on: count only findings new since the baseline.")
 @click.option(

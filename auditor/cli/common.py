@@ -181,7 +181,10 @@ class Settings:
             self.info("note: --new-only has no effect without --fail-on (findings never fail the gate then)")
 
     def fail_on(self, flag: str | None = None) -> str | None:
-        """``--fail-on`` or the config's ``fail_on`` (checked: a typo must not silently pass a gate)."""
+        """``--fail-on`` or the config's ``fail_on`` (checked: a typo must not silently pass a gate).
+        ``--fail-on none`` switches off a ``fail_on`` from the config (a report-only step)."""
+        if flag == "none":
+            return None
         value = self.value(flag, None, "fail_on")
         if value is not None and value not in cfg.SEVERITIES:
             raise ConfigError(f"setting fail_on must be one of {', '.join(cfg.SEVERITIES)}, not {value!r}")

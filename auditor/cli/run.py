@@ -62,7 +62,10 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
     help="Run the findings are compared with (new or existing), and the report's diff against.",
 )
 @click.option(
-    "--fail-on", type=click.Choice(SEVERITIES), default=None, help="Gate threshold (default: never fail)."
+    "--fail-on",
+    type=click.Choice([*SEVERITIES, "none"]),
+    default=None,
+    help="Gate threshold (default: never fail; none: never, whatever auditor.toml's fail_on says).",
 )
 @click.option("--new-only", is_flag=True, help="With --fail-on: count only findings new since the baseline.")
 @click.option(

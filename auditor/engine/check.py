@@ -168,8 +168,17 @@ class CheckResult:
     def baseline_note(self) -> str | None:
         """For a baseline taken from another source or with another cluster filter than the run:
         why findings may read as new or resolved without the catalog having changed (see
-        :func:`auditor.store.runs.scope_note`). ``None`` without a baseline or when both agree."""
-        return scope_note(self.baseline, self.run) if self.baseline is not None else None
+        :func:`auditor.store.runs.scope_note`), and for a baseline newer than the run (``--run 4
+        --baseline 8``): what "new" then means. ``None`` without a baseline or when both agree."""
+        if self.baseline is None:
+            return None
+        notes = [scope_note(self.baseline, self.run)]
+        if self.baseline.id > self.run.id:
+            notes.append(
+                f"the baseline, run {self.baseline.id}, is newer than run {self.run.id}: 'new' are the "
+                f"findings run {self.run.id} has and run {self.baseline.id} no longer has"
+            )
+        return "; ".join(note for note in notes if note) or None
 
     def incomplete_note(self) -> str | None:
         """For a run checked with ``allow_incomplete`` that is not complete: what its findings miss.

@@ -415,3 +415,18 @@ def test_a_sarif_log_larger_than_github_takes_says_so(run_cli, db, engine, snaps
         "note: the SARIF log holds 7 results; GitHub code scanning rejects a run of more than 6: upload "
         "the results of fewer rules (--rules), or keep the JSON output"
     )
+
+
+def test_a_baseline_newer_than_the_run_is_said(run_cli, db, engine, snapshot):
+    # Found by a probe: '--run 1 --baseline 2' was accepted without a word, and its 'new' findings
+    # read as if they had appeared since
+    snapshot(engine, CATALOG)
+    snapshot(engine, CATALOG[:1])
+    result = run_cli("check", "--db", db, "--run", "1", "--baseline", "2", "--format", "json")
+    assert result.exit_code == 0
+    note = (
+        "the baseline, run 2, is newer than run 1: 'new' are the findings run 1 has and run 2 no longer has"
+    )
+    assert json.loads(result.stdout)["baseline_note"] == note
+    assert f"note: {note}" in result.stderr.splitlines()
+    assert json.loads(run_cli("check", "--db", db, "--format", "json").stdout)["baseline_note"] is None

@@ -285,7 +285,12 @@ def summary_of(
         "rules_digest": result.ruleset.digest,
         "baseline_run": result.baseline.id if result.baseline else None,
         "stale_waivers": [
-            {**w.to_json(result.today), "unknown_rule": w.rule in report.unknown_rules} for w in report.stale
+            {
+                **w.to_json(result.today),
+                "unknown_rule": w.rule in report.unknown_rules,
+                "note": report.unknown_note(w).removeprefix(": ") or None,
+            }
+            for w in report.stale
         ]
         if report
         else [],
@@ -343,6 +348,7 @@ def check_run(
         report = apply_waivers(items, waivers, day)
         if waivers is not None:
             report.unknown_rules = frozenset(w.rule for w in waivers.entries) - {r.id for r in ruleset.rules}
+            report.partial_run = None if run.status == RUN_COMPLETE else run.id
         # Remember each finding's status and waiver (the diff reads them later). Read-only views
         # such as the report pass record=False: at 1M columns a check touches ~400k rows.
         waivers_digest = waivers.digest if waivers else None

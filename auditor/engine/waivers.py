@@ -314,11 +314,20 @@ class WaiverReport:
     expired: list[Waiver] = field(default_factory=list)
     # rule ids that waivers name but the rule set checked does not have (set by check_run)
     unknown_rules: frozenset[str] = frozenset()
+    # the run checked is not complete (set by check_run): a waiver may match nothing in it only
+    # because what it waives was not fetched
+    partial_run: int | None = None
 
     def unknown_note(self, waiver: Waiver) -> str:
-        """Why a stale waiver can never match, when it is because its rule is not in the rule set."""
+        """Why a stale waiver can never match, when it is because its rule is not in the rule set;
+        or why it may not be stale at all, when the run checked is not complete."""
         if waiver.rule in self.unknown_rules:
             return f": no rule '{waiver.rule}' in the rule set (a typo, or its rule file was not loaded)"
+        if self.partial_run is not None:
+            return (
+                f": run {self.partial_run} is not complete, so it may waive what the run lacks (check a "
+                "complete run before removing it)"
+            )
         return ""
 
 

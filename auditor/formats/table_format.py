@@ -1,7 +1,8 @@
 """The ``table`` format: aligned text for people, ending with the summary line.
 
-One row per finding (severity, status, rule, subject, message), then waivers that expired, that
-expire within 14 days or that matched nothing, then the summary line with counts by severity, new,
+One row per finding (severity, status, rule, subject, message; a finding whose waiver expired says
+"waiver expired" as its status), then waivers that expire within 14 days or that matched nothing,
+then the summary line with counts by severity, new,
 waived and expired. Catalog and waiver text is shown through :func:`auditor.textsafe.one_line`: a
 control character or a newline in a column name cannot act on the terminal or forge a row.
 """

@@ -430,3 +430,26 @@ def test_a_baseline_newer_than_the_run_is_said(run_cli, db, engine, snapshot):
     assert json.loads(result.stdout)["baseline_note"] == note
     assert f"note: {note}" in result.stderr.splitlines()
     assert json.loads(run_cli("check", "--db", db, "--format", "json").stdout)["baseline_note"] is None
+
+
+def test_a_stale_waiver_on_an_incomplete_run_says_it_may_not_be_stale(run_cli, db, engine, snapshot, write):
+    # Found by a probe: on a run whose clusters were not all fetched every waiver read "stale",
+    # and removing them would have dropped valid waivers.
+    snapshot(engine, CATALOG, status="failed")
+    waivers = write(
+        "w.yaml",
+        "waivers:\n  - rule: pii-cluster-low-severity\n    cluster: c-gone\n    reason: r\n    owner: o\n"
+        "    expires: 2099-01-01\n",
+    )
+    args = ("check", "--db", db, "--run", "1", "--allow-incomplete", "--waivers", str(waivers))
+    result = run_cli(*args)
+    note = (
+        ": run 1 is not complete, so it may waive what the run lacks (check a complete run before "
+        "removing it)"
+    )
+    assert (
+        f"stale waiver (matches nothing): rule pii-cluster-low-severity, cluster c-gone ({waivers}:2){note}"
+        in (result.stderr.splitlines())
+    )
+    (stale,) = json.loads(run_cli(*args, "--format", "json").stdout)["summary"]["stale_waivers"]
+    assert stale["note"] == note.removeprefix(": ") and stale["unknown_rule"] is False

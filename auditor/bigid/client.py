@@ -56,6 +56,7 @@ from auditor.bigid.envelope import (
     error_message,
     is_auth_message,
     looks_like_html,
+    looks_like_sign_in,
     may_report_error,
     parse_body,
     unwrap,
@@ -639,8 +640,17 @@ class BigIDClient:
                 raise self._unauthorized() from None
             raise
 
-    def _unauthorized(self) -> AuthError:
+    def _unauthorized(self, path: str | None = None, cluster_id: str | None = None) -> AuthError:
         tried = ", ".join(self.auth.tried) or self.auth.requested
+        if self.auth.scheme_used is not None and path is not None:
+            # It worked before: a key that expired or was revoked meanwhile, not a wrong one.
+            where = f"GET {path}" + (f" for cluster {cluster_id}" if cluster_id else "")
+            return AuthError(
+                f"the API key was refused (HTTP 401 on {where}) after the tenant had accepted it "
+                f"(auth scheme {self.auth.scheme_used}): it expired or was revoked during the snapshot",
+                hint="issue a new key (or extend its validity) and run the snapshot again",
+                status=401,
+            )
         return AuthError(
             f"the API key is missing or invalid (HTTP 401; auth scheme tried: {tried})",
             hint=KEY_HINT,
@@ -697,7 +707,7 @@ class BigIDClient:
                 if auth_retries <= allowed and self.auth.unauthorized(generation):
                     log.debug("HTTP 401 on %s; trying the next credential form", path)
                     continue
-                raise refusal or self._unauthorized()
+                raise refusal or self._unauthorized(path, cluster_id)
             if refusal is not None and status in (400, 403):
                 raise refusal  # every form refused alike: the first refusal says most
             self.auth.accepted(generation)
@@ -799,6 +809,15 @@ class BigIDClient:
                     except NotJson as exc:
                         if not exc.gateway:
                             raise _not_json(path, exc.snippet, exc.problem) from None
+                        if looks_like_sign_in(content):  # asking again, or later, gives the same page
+                            raise AuthError(
+                                f"GET {path} answered 200 with an HTML sign-in page, not the API's JSON: "
+                                "a single sign-on or proxy login stands in front of the API",
+                                hint="point --url / BIGID_URL at an address where the API takes the key "
+                                "itself (ask the BigID administrators which), or check the proxy's rules "
+                                "for API clients",
+                                status=401,
+                            ) from None
                         what = "an HTML gateway page" if content.strip() else "an empty answer"
                         failure = _Failure(f"{what} under HTTP 200", status=502, network=False)
                     except ErrorUnder200 as exc:

@@ -45,6 +45,12 @@ _AUTH_WORDS = (
 _TOKEN_TROUBLE = re.compile(
     r"\b(?:invalid|not valid|expired?|missing|required|revoked|bad|wrong|malformed|unknown)\b"
 )
+# A request to sign in again ("Session expired, please login"): about the credentials whatever else
+# the message says (a paging "session" alone is not)
+_SIGN_IN = re.compile(
+    r"\b(?:please (?:re-?)?(?:log ?in|sign ?in)|(?:log ?in|sign ?in) (?:is )?required"
+    r"|not (?:logged|signed) in)\b"
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,15 @@ def looks_like_html(content: bytes) -> bool:
     return head.startswith((b"<", b"<!doctype")) or b"<html" in head
 
 
+_PASSWORD_FIELD = re.compile(rb"""type\s*=\s*["']?password""")
+
+
+def looks_like_sign_in(content: bytes) -> bool:
+    """Whether an HTML body is a sign-in page (it has a password field): a single sign-on or proxy
+    login in front of the API, not a gateway's error page."""
+    return looks_like_html(content) and _PASSWORD_FIELD.search(content[:65536].lower()) is not None
+
+
 def may_report_error(content: bytes) -> bool:
     """False only when a body certainly holds no error under 200 (:func:`check_error_under_200`).
 
@@ -165,6 +180,8 @@ def error_message(body: Any) -> str | None:
 def is_auth_message(message: str | None) -> bool:
     lowered = (message or "").lower()
     if any(word in lowered for word in _AUTH_WORDS):
+        return True
+    if _SIGN_IN.search(lowered):
         return True
     return "token" in lowered and _TOKEN_TROUBLE.search(lowered) is not None
 

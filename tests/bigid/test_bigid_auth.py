@@ -177,9 +177,16 @@ def test_a_second_401_after_the_re_exchange_fails(loopback, make_client):
     loopback.reset(revoked)
     client = make_client(loopback.url, token=USER_JWT)
     client.list_clusters()
-    with pytest.raises(AuthError, match="missing or invalid"):
+    with pytest.raises(AuthError) as caught:
         client.get_columns("k1")
     assert handler.issued == ["session-1", "session-2"]
+    # it had worked (the listing): a key revoked or expired meanwhile, named as such (a probe saw
+    # "missing or invalid", with no word of the request or of the key having worked)
+    assert caught.value.message == (
+        f"the API key was refused (HTTP 401 on GET {COLUMNS_PATH} for cluster k1) after the tenant had "
+        "accepted it (auth scheme refresh): it expired or was revoked during the snapshot"
+    )
+    assert caught.value.hint == "issue a new key (or extend its validity) and run the snapshot again"
 
 
 def test_refresh_ahead_of_jwt_expiry(loopback, make_client):

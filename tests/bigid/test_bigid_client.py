@@ -227,6 +227,24 @@ def test_5xx_resets_and_gateway_pages_are_retried(loopback, make_client):
     assert client.retries == 7
 
 
+def test_a_sign_in_page_under_200_is_an_auth_failure_at_once(loopback, make_client):
+    # Found by a probe: a single sign-on page in front of the API was asked for six times and
+    # reported as "an HTML gateway page" with the hint that the server was overloaded.
+    page = (
+        b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><form method=post>"
+        b"<input name=user><input type='password' name=pw></form></body></html>"
+    )
+    loopback.reset(lambda r: Reply(200, page, {"Content-Type": "text/html"}))
+    client = make_client(loopback.url, max_retries=5)
+    with pytest.raises(AuthError) as caught:
+        client.list_clusters()
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH} answered 200 with an HTML sign-in page, not the API's JSON: a single "
+        "sign-on or proxy login stands in front of the API"
+    )
+    assert caught.value.exit_code == 3 and client.retries == 0
+
+
 @pytest.mark.parametrize("processes", [0, 2])
 def test_a_persistently_empty_answer_fails_after_its_retries(loopback, make_client, tmp_path, processes):
     """An empty 200 is retried like a gateway page (in the decoding pool's path too), then named."""
@@ -704,3 +722,12 @@ def test_a_null_list_of_records_is_no_records_and_token_alone_is_no_auth_word():
     assert not is_auth_message("offsetKey token is stale")
     for said in ("Invalid token", "Refresh token not valid", "Session token has expired", "Unauthorized"):
         assert is_auth_message(said), said
+    # found by a probe: an expired session under 200 was retried six times as a server error
+    for said in (
+        "Session expired, please login",
+        "Login required",
+        "You are not logged in",
+        "Please sign in",
+    ):
+        assert is_auth_message(said), said
+    assert not is_auth_message("scroll session expired, start the listing again")

@@ -120,7 +120,7 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
     if listing := cluster_list_note(details):
         notes.append(listing)
     for key, sentence in (
-        ("cluster_duplicates", "duplicate cluster rows received (stored once)"),
+        ("cluster_duplicates", "duplicate cluster rows received (the first record of each id kept)"),
         ("duplicate_rows", "duplicate column rows received (stored once)"),
         ("empty_pages_reasked", "empty pages before what a cluster announced, asked for once more"),
     ):

@@ -509,3 +509,28 @@ def test_a_cluster_that_ended_short_is_recorded_so_and_not_compared_by_the_diff(
     assert payload["not_compared"] == [{"cluster_id": "short", "from": "complete", "to": "short"}]
     assert payload["columns"]["removed"] == [] and payload["findings"]["resolved"] == []
     assert "1 cluster was not compared: not fetched in full in run 2 (short)" in diff.stderr.decode()
+
+
+def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):
+    """Found by a probe: a listing of 3 records (one id twice) with totalCount 3 left 'the cluster
+    list announced 3 clusters but 2 arrived' in the run, and check said clusters were not served."""
+    from auditor.bigid.client import CLUSTERS_PATH
+
+    from .test_bigid_leaks import run_auditor
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            listed = [{"id": "k1", "name": "one"}, {"id": "k2"}, {"id": "k1", "name": "Impostor"}]
+            return Reply(200, {"results": listed if request.query["skip"] == "0" else [], "totalCount": 3})
+        return Reply(200, {"results": [column(0)][int(request.query["skip"]) :], "totalCount": 1})
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor("snapshot", "--db", "a.db", env=env, cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr.decode()
+    assert "arrived" not in snap.stderr.decode()
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    details = json.loads(runs.stdout)["runs"][0]["details"]
+    assert details["cluster_duplicates"] == 1 and "cluster_total_mismatch" not in details
+    checked = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    assert json.loads(checked.stdout)["shortfall_note"] is None

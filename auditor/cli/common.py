@@ -62,8 +62,15 @@ class Settings:
 
         target = self.db_target(flag)
         if not create and not self.database_exists(flag):
+            from auditor.store.db import display_url
+
+            what = (
+                f"there is no auditor database at {display_url(target)} yet (it holds none of its tables)"
+                if "://" in target
+                else f"there is no database at {target} yet"
+            )
             raise RunNotUsableError(
-                f"there is no database at {target} yet",
+                what,
                 hint="take a snapshot first: auditor snapshot (or auditor demo); or check --db / AUDITOR_DB",
             )
         if target not in self._engines:
@@ -71,9 +78,14 @@ class Settings:
         return self._engines[target]
 
     def database_exists(self, flag: str | None = None) -> bool:
-        """False for a SQLite file that is not there (a server URL is taken to exist)."""
+        """False for a SQLite file that is not there, or a server database without this tool's
+        tables (see :func:`auditor.store.db.holds_a_store`)."""
+        from auditor.store.db import holds_a_store
+
         target = self.db_target(flag)
-        return "://" in target or Path(target).expanduser().exists()
+        if "://" not in target:
+            return Path(target).expanduser().exists()
+        return target in self._engines or holds_a_store(target)
 
     def bigid_url(self, flag: str | None = None) -> str | None:
         url = self.value(flag, cfg.ENV_URL, "url")

@@ -318,6 +318,27 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         ) from None
 
 
+def holds_a_store(target: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the database at ``target`` exists and holds this tool's tables (or at least its
+    schema revision): for commands that only read runs, which must not create a store where a
+    mistyped ``--db`` points, a SQLite file or a server's database alike (another application's
+    database on a shared server got our eleven tables from ``auditor runs``). A server that cannot
+    be reached counts as holding one: opening it then says what is wrong."""
+    url = database_url(target)
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        return not path or path == ":memory:" or Path(path).exists()
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as connection:
+            names = set(inspect(connection).get_table_names())
+    except SQLAlchemyError:
+        return True
+    finally:
+        engine.dispose()
+    return bool(names & {"alembic_version", "runs"})
+
+
 def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Engine:
     """Open (and by default create or upgrade) the database at ``target`` (path or URL)."""
     url = database_url(target)

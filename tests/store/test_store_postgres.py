@@ -340,3 +340,32 @@ def test_a_statement_timeout_while_checking_is_a_store_error_with_its_hint(fresh
         assert caught.value.hint == store_db.TIMEOUT_HINT
     finally:
         impatient.dispose()
+
+
+def test_commands_that_read_runs_create_nothing_in_a_server_database_without_a_store(fresh_postgres):
+    # Found by a probe: 'auditor runs' pointed at another application's database on a shared
+    # server created the tool's eleven tables there; 'check' did too, then exited 3.
+    from click.testing import CliRunner
+    from sqlalchemy import create_engine, inspect
+
+    from auditor.cli.main import cli
+
+    def tables() -> list[str]:
+        engine = create_engine(fresh_postgres)
+        try:
+            with engine.connect() as connection:
+                return inspect(connection).get_table_names()
+        finally:
+            engine.dispose()
+
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["runs", "--db", fresh_postgres], catch_exceptions=False)
+    assert listed.exit_code == 0 and "no runs yet" in listed.output
+    for command in (["check"], ["diff"], ["report"]):
+        result = runner.invoke(cli, [*command, "--db", fresh_postgres], catch_exceptions=False)
+        assert result.exit_code == 3, (command, result.output)
+        assert result.stderr.splitlines()[0].startswith("error: there is no auditor database at postgresql")
+        assert result.stderr.splitlines()[0].endswith("yet (it holds none of its tables)")
+    assert tables() == []
+    assert runner.invoke(cli, ["db", "upgrade", "--db", fresh_postgres]).exit_code == 0  # on purpose: yes
+    assert "runs" in tables()

@@ -568,6 +568,7 @@ def send(
         raise error
 
 
+LARGE_MESSAGE = 10_000_000  # bytes: the smallest size limit common among mail servers
 TRY_LATER = "a 4xx answer is temporary: send it again later (nothing was delivered)"
 
 
@@ -703,6 +704,13 @@ def deliver_email(
         size_budget=size_budget,
         templates_dir=templates_dir,
     )
+    size = len(bytes(message))
+    if size > LARGE_MESSAGE and any(True for _ in message.iter_attachments()):
+        log.warning(
+            "the message is %.1f MB with its attachments; many mail servers refuse more than 10 MB "
+            "(leave them out: --no-email-attachments for auditor run, no --attach-* for auditor email)",
+            size / 1_000_000,
+        )
     if eml_path is not None:
         write_eml(message, eml_path)
     else:

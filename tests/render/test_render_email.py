@@ -612,3 +612,19 @@ def test_the_subject_of_a_run_that_is_not_complete_says_so(sample) -> None:
         "run 3 is failed, not complete (2 of 8 clusters could not be fetched)"
         in message.get_body(("plain",)).get_content()
     )
+
+
+def test_a_message_larger_than_many_servers_take_is_warned_about(
+    sample, tmp_path: Path, caplog, monkeypatch
+) -> None:
+    # Found by a probe: a 17.8 MB message (the CSV of 50,000 columns attached) went out with no word
+    from auditor.render import email as mail
+
+    bundle = bundle_from_input(sample.data)
+    monkeypatch.setattr(mail, "LARGE_MESSAGE", 1_000)  # the sample's attachments pass it
+    with caplog.at_level(logging.WARNING, logger="auditor.render.email"):
+        deliver_email(bundle, to=["a@example.org"], eml_path=tmp_path / "a.eml", attach_report=True)
+        deliver_email(bundle, to=["a@example.org"], eml_path=tmp_path / "b.eml")  # none to leave out
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("the message is ") and "many mail servers refuse more than 10 MB" in said
+    assert (tmp_path / "a.eml").is_file()  # written all the same

@@ -143,7 +143,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
 
     Exit codes: 0 success, 1 the gate failed, 2 usage/configuration/rule error, 3 the API, the
     network or the database failed (or the run is missing or incomplete), 130 interrupted (Ctrl-C),
-    143 terminated (SIGTERM).
+    141 the reader of stdout went away, 143 terminated (SIGTERM).
     """
     from auditor.cli.common import Settings
 
@@ -155,6 +155,10 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     handler.setFormatter(_StderrFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # set-up lines: noise to users
+    # psycopg's own warnings while a connection the server ended is closed ("error ignored
+    # terminating <psycopg.Pipeline [BAD]>"): the error that ended it is reported, in one line
+    if not verbose:
+        logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
 class _StderrHandler(logging.StreamHandler):

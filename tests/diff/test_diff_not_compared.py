@@ -344,7 +344,10 @@ def test_the_email_of_a_partial_run_says_so_first(engine, partial_second, tmp_pa
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     # with why it failed (the run's error), where a paging note was quoted before
-    warning = f"run {second} is failed, not complete (the snapshot stopped): these findings cover only what it holds."
+    warning = (
+        f"run {second} is failed, not complete (the snapshot stopped): these findings cover only "
+        "what it holds."
+    )
     not_compared = (
         f"{NOTE.format(run=second)}. New and resolved findings and catalog changes leave these clusters out."
     )

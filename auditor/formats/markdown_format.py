@@ -98,10 +98,19 @@ def _waived_row(f: Finding) -> str:
     )
 
 
-def _listed(items: list[str]) -> list[str]:
+def _waiver_list(title: str, items: list[str]) -> list[str]:
+    """A titled list of waivers (none: nothing), at most :data:`MAX_WAIVERS_LISTED` of them."""
+    if not items:
+        return []
     shown = items[:MAX_WAIVERS_LISTED]
     more = len(items) - len(shown)
-    return shown + ([f"- … and {more:,} more (the JSON output lists them all)"] if more else [])
+    return [
+        title,
+        "",
+        *shown,
+        *([f"- … and {more:,} more (the JSON output lists them all)"] if more else []),
+        "",
+    ]
 
 
 def format(result: CheckResult) -> str:
@@ -124,26 +133,17 @@ def format(result: CheckResult) -> str:
         "",
     ]
     # the waiver lists first: the findings' tables take what is left of the budget
-    tail: list[str] = []
     report = result.waiver_report
-    if report.expiring:
-        tail += ["### Waivers expiring within 14 days", ""]
-        tail += _listed(
-            [
-                f"- {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)})"
-                for w in report.expiring
-            ]
-        )
-        tail.append("")
-    if report.stale:
-        tail += ["### Stale waivers (match nothing)", ""]
-        tail += _listed(
-            [
-                f"- {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`){cell(report.unknown_note(w))}"
-                for w in report.stale
-            ]
-        )
-        tail.append("")
+    tail = _waiver_list(
+        "### Waivers expiring within 14 days",
+        [f"- {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)})" for w in report.expiring],
+    ) + _waiver_list(
+        "### Stale waivers (match nothing)",
+        [
+            f"- {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`){cell(report.unknown_note(w))}"
+            for w in report.stale
+        ],
+    )
     budget = BUDGET - sum(len(line) + 1 for line in (*lines, *tail))
     order = {name: i for i, name in enumerate(("critical", "high", "medium", "low", "info"))}
     open_findings = sorted(result.open_findings(), key=lambda f: (order[f.severity], f.rule, f.subject))

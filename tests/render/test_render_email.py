@@ -464,33 +464,42 @@ def test_partial_acceptance_and_refusals_say_who_got_the_message(sample) -> None
     assert raised.value.too_large
 
 
-def test_temporary_failures_and_a_connection_lost_after_data_say_what_to_do(sample) -> None:
+LATER = "a 4xx answer is temporary: send it again later (nothing was delivered)"
+
+
+@pytest.mark.parametrize(
+    ("replies", "said", "hint"),
+    [
+        (
+            {b"RCPT": b"451 4.7.1 greylisted, come back later\r\n"},
+            "every recipient was refused for now (a temporary failure): a@example.org (451 4.7.1 greylisted, "
+            "come back later)",
+            LATER,
+        ),
+        (
+            {b"END": b"451 4.3.0 try again later\r\n"},
+            "the server answered 451 4.3.0 try again later (a temporary failure)",
+            LATER,
+        ),
+        (
+            {b"END": b""},
+            "the connection ended (Connection unexpectedly closed) while the message was sent or just after "
+            "(DATA); the server may have delivered it",
+            "check with a recipient before sending it again, or it may arrive twice",
+        ),
+    ],
+    ids=["greylisted", "451-after-data", "lost-after-data"],
+)
+def test_temporary_failures_and_a_connection_lost_after_data_say_what_to_do(
+    sample, replies, said, hint
+) -> None:
     # Found by a probe: a 451 read as final, with no hint; a connection dropped once the message was
     # sent said only "Connection unexpectedly closed", and the resend hint then made a duplicate.
     message = build_message(bundle_from_input(sample.data), to=["a@example.org"])
-    host, port = _scripted_smtp(_dialogue({b"RCPT": b"451 4.7.1 greylisted, come back later\r\n"}))
+    host, port = _scripted_smtp(_dialogue(replies))
     with pytest.raises(DeliveryError) as raised:
         send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
-    assert raised.value.message == (
-        f"smtp://{host}:{port}: every recipient was refused for now (a temporary failure): a@example.org "
-        "(451 4.7.1 greylisted, come back later)"
-    )
-    assert raised.value.hint == "a 4xx answer is temporary: send it again later (nothing was delivered)"
-    host, port = _scripted_smtp(_dialogue({b"END": b"451 4.3.0 try again later\r\n"}))
-    with pytest.raises(DeliveryError) as raised:
-        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
-    assert raised.value.message == (
-        f"smtp://{host}:{port}: the server answered 451 4.3.0 try again later (a temporary failure)"
-    )
-    assert raised.value.hint == "a 4xx answer is temporary: send it again later (nothing was delivered)"
-    host, port = _scripted_smtp(_dialogue({b"END": b""}))
-    with pytest.raises(DeliveryError) as raised:
-        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
-    assert raised.value.message == (
-        f"smtp://{host}:{port}: the connection ended (Connection unexpectedly closed) while the message was "
-        "sent or just after (DATA); the server may have delivered it"
-    )
-    assert raised.value.hint == "check with a recipient before sending it again, or it may arrive twice"
+    assert (raised.value.message, raised.value.hint) == (f"smtp://{host}:{port}: {said}", hint)
 
 
 def test_a_server_that_only_speaks_helo_still_gets_the_message(sample) -> None:

@@ -219,6 +219,8 @@ def resolve_baseline(engine: Engine, run: RunInfo, baseline: str | int | None) -
     try:
         run_id = int(ref)
     except ValueError:
+        run_id = 0
+    if run_id < 1:  # ids start at 1: '0' or '-1' is no run reference
         raise ConfigError(
             f"--baseline {baseline!r} is not 'previous', 'none' or a run id",
             hint="list runs with: auditor runs",

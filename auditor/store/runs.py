@@ -342,6 +342,8 @@ def resolve_run(
     try:
         run_id = int(str(ref).strip())
     except ValueError:
+        run_id = 0
+    if run_id < 1:  # ids start at 1: '0' or '-1' is no run reference, as 'abc' is not
         raise ConfigError(
             f"{option} {ref!r} is neither a run id nor 'latest'", hint="list runs with: auditor runs"
         ) from None

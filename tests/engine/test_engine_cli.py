@@ -102,6 +102,10 @@ def test_run_references_that_are_not_runs_are_usage_errors(run_cli, db, engine, 
         (("check", "--run", "abc"), "error: --run 'abc' is neither a run id nor 'latest'"),
         (("diff", "--from", "abc"), "error: --from 'abc' is neither a run id nor 'latest'"),
         (("diff", "--to", "x"), "error: --to 'x' is neither a run id nor 'latest'"),
+        # found by a probe: ids start at 1, so these are no run references either (they exited 3)
+        (("check", "--run", "0"), "error: --run '0' is neither a run id nor 'latest'"),
+        (("check", "--run", "-1"), "error: --run '-1' is neither a run id nor 'latest'"),
+        (("check", "--baseline", "-1"), "error: --baseline '-1' is not 'previous', 'none' or a run id"),
         # a run as its own baseline makes every finding "existing": a --new-only gate never fails
         (("check", "--baseline", str(second)), f"error: --baseline {second} is the run being checked"),
         (

@@ -374,6 +374,14 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
                 hint="check --db / AUDITOR_DB: it names a file that is not an auditor database, or a "
                 "damaged one (restore it from a backup)",
             ) from None
+        if "invalid connection option" in reason or reason.startswith("bad value for "):
+            # an option of the URL the driver refuses (?bogus=1, ?connect_timeout=abc): a setting
+            # to correct, exit 2, not a database that failed
+            engine.dispose()
+            raise ConfigError(
+                f"--db {display_url(url)}: {reason}",
+                hint="check the options after '?' in --db / AUDITOR_DB (the driver's connection options)",
+            ) from None
         raise StoreError(
             f"could not open the database {display_url(url)}: {type(exc).__name__}", hint=reason
         ) from None

@@ -369,3 +369,19 @@ def test_commands_that_read_runs_create_nothing_in_a_server_database_without_a_s
     assert tables() == []
     assert runner.invoke(cli, ["db", "upgrade", "--db", fresh_postgres]).exit_code == 0  # on purpose: yes
     assert "runs" in tables()
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("bogus=1", 'invalid connection option "bogus"'),
+        ("connect_timeout=abc", "bad value for connect_timeout"),
+    ],
+)
+def test_a_connection_option_the_driver_refuses_is_a_usage_error(fresh_postgres, query, said):
+    # Found by a probe: '?bogus=1' in --db exited 3, as if the database had failed
+    from auditor.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        store_db.open_database(f"{fresh_postgres}?{query}")
+    assert caught.value.exit_code == 2 and said in caught.value.message

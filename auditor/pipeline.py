@@ -247,13 +247,15 @@ def check_and_report(
 ) -> tuple[CheckResult, ReportBundle, list[Path]]:
     """Check run ``run_id`` against ``baseline`` and write its report (and exports): the check, the
     rendered report, and the files written. The report's diff compares with the run the check
-    compared with, and with none when the check had none (``--baseline none``, a first run): a
-    report that compared with the previous run would call "existing" what the check called new."""
+    compared with, and with none when ``--baseline none`` was asked for: a report that compared
+    with the previous run would call "existing" what the check called new. (Without a baseline
+    for want of an earlier complete run, the report finds none either, and says so.)"""
     check = check_run(engine, run_id, ruleset, waivers=waivers, baseline=baseline)
+    asked_none = str(baseline).strip().lower() == "none"
     bundle = build_report_bundle(
         engine,
         run_id,
-        against=check.baseline.id if check.baseline else "none",
+        against=check.baseline.id if check.baseline else "none" if asked_none else None,
         ruleset=ruleset,
         waivers=waivers,
         rules_paths=rules_paths,

@@ -531,7 +531,7 @@ def gather_input(
     elif waivers is None and waivers_path is not None:
         waivers = load_waivers(waivers_path)
 
-    baseline = against_info.id if against_info else "previous"
+    baseline = against_info.id if against_info else "previous" if compare else "none"
     stored: StoredFindings | None = None
     if check is None and not full:
         today = datetime.now(UTC).date()

@@ -397,6 +397,9 @@ def test_run_with_baseline_none_reports_and_emails_what_the_check_said(tmp_path,
     monkeypatch.chdir(tmp_path)
     env = {"BIGID_TOKEN": "sk-fixed-epoch"}
     assert invoke(["run", "--url", server.url, "--report", "r.html"], env=env).exit_code == 0
+    # a first run has no earlier run; it did not ask for none (a review saw "none was asked for")
+    first = (tmp_path / "r.html").read_text()
+    assert "no earlier complete run" in first and "none was asked for" not in first
     eml = tmp_path / "m.eml"
     result = invoke(
         [

@@ -619,3 +619,20 @@ def test_a_report_against_none_compares_with_no_run(database: str, tmp_path: Pat
         "This run was not compared with an earlier one (none was asked for)."
     )
     assert "every finding is new" in soup.select_one("#new").get_text()
+    # the path that checks the run in memory (full=True) marks the same findings new (a review saw
+    # it compare with the previous run all the same)
+    from auditor.render.report import gather_input
+    from auditor.store.db import open_database
+
+    engine = open_database(database)
+    try:
+        counts = []
+        for full in (False, True):
+            data, _ = gather_input(engine, 2, against="none", full=full)
+            digest = data.digest
+            counts.append(
+                digest.new.total if digest is not None else sum(f["status"] == "new" for f in data.findings)
+            )
+    finally:
+        engine.dispose()
+    assert counts[0] == counts[1] > 0

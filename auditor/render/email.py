@@ -127,13 +127,19 @@ def _as_read(name: str, value: str) -> str:
 def _ascii_domain(domain: str, option: str, value: str) -> str:
     """An internationalised domain (``exämple.org``) in its ASCII form (``xn--exmple-cua.org``): the
     email package cannot write it otherwise (``--eml`` failed with an internal error), and sent raw it
-    needs SMTPUTF8, which the message does not ask for."""
+    needs SMTPUTF8, which the message does not ask for.
+
+    By IDNA 2008 with UTS #46 mapping, not transitional: the standard library's ``idna`` codec (IDNA
+    2003) maps ``straße.de`` to ``strasse.de`` and a final sigma to a sigma, other registered
+    domains, so the report would go to someone else."""
     if domain.isascii():
         return domain
+    import idna
+
     try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise ConfigError(f"{option}: {value!r}: {domain!r} is not a valid domain name") from None
+        return idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ConfigError(f"{option}: {value!r}: {domain!r} is not a valid domain name ({exc})") from None
 
 
 def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str]:

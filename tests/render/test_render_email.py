@@ -20,7 +20,14 @@ from bs4 import BeautifulSoup
 
 from auditor import secrets
 from auditor.errors import ConfigError, DeliveryError
-from auditor.render.email import build_message, deliver_email, parse_smtp_url, send, write_eml
+from auditor.render.email import (
+    build_message,
+    deliver_email,
+    parse_addresses,
+    parse_smtp_url,
+    send,
+    write_eml,
+)
 from auditor.render.report import bundle_from_input
 
 from .conftest import HOSTILE, hostile_input, scale_input
@@ -229,6 +236,11 @@ def test_a_domain_outside_ascii_is_written_in_its_ascii_form(sample, tmp_path: P
     assert received["Subject"] == "Café report"
     assert received["Message-ID"].endswith("@xn--exmple-cua.org>")
     assert target.read_bytes().isascii()
+    # IDNA 2008, not the standard library's 2003 codec, which gave strasse.de: another domain
+    assert parse_addresses(["gov@straße.de", "a@ελληνικός.gr"], "--to") == [
+        "gov@xn--strae-oqa.de",
+        "a@xn--qxaegecap6byf.gr",
+    ]
 
 
 def test_eml_file_is_a_parseable_message(sample, tmp_path: Path) -> None:

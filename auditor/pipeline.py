@@ -39,6 +39,15 @@ DEMO_COLUMNS = 15_000
 SANDBOX_SOURCE = "sandbox://built-in"  # the source runs against the built-in sandbox record
 
 
+def url_holds_password(target: str) -> bool:
+    """Whether a ``--db`` value is a URL with a password (never to be printed back)."""
+    if "://" not in target:
+        return False
+    from auditor.store.db import display_url
+
+    return display_url(target) != target
+
+
 @dataclass
 class EmailOptions:
     """Where ``auditor run`` sends the report (``smtp_url``) or writes it (``eml_path``)."""
@@ -56,7 +65,7 @@ class EmailOptions:
     def resend_command(
         self,
         run_id: int,
-        against: int | None,
+        against: int | str | None,
         rules: Sequence[str | Path] = (),
         waivers: str | Path | None = None,
         *,
@@ -69,7 +78,9 @@ class EmailOptions:
         same message again cannot work (too large, with nothing to leave out).
 
         Every setting the job was given on its command line goes in (``db``, the database as given
-        there, with any password hidden; ``smtp_given``: the SMTP URL, which never holds a password;
+        there, left out when its URL holds a password, which is never printed: the caller says so;
+        ``smtp_given``: the SMTP URL, which never holds a password; ``against``: a run id, or
+        ``"none"`` after ``--baseline none``;
         the CA file, the templates, ``--eml``); what came from the environment or the config file
         comes from there again. After ``error`` (a :class:`~auditor.errors.DeliveryError`) the
         command adapts: to the refused recipients only when the others got the message, without the
@@ -85,10 +96,8 @@ class EmailOptions:
         words = ["auditor", "email", "--run", str(run_id)]
         if against is not None:
             words += ["--against", str(against)]
-        if db:
-            from auditor.store.db import display_url
-
-            words += ["--db", display_url(db) if "://" in db else db]
+        if db and not url_holds_password(db):
+            words += ["--db", db]
         recipients, copies = (refused, ()) if refused else (self.to, self.cc)
         for flag, values in (("--to", recipients), ("--cc", copies), ("--rules", rules)):
             for value in values:
@@ -109,7 +118,8 @@ class EmailOptions:
 
             target = parse_smtp_url(self.smtp_url)
             user = f"{quote(target.username, safe='')}@" if target.username else ""
-            words += ["--smtp", f"{target.scheme}://{user}{target.host}:{target.port}"]
+            host = f"[{target.host}]" if ":" in target.host else target.host  # IPv6, as it was given
+            words += ["--smtp", f"{target.scheme}://{user}{host}:{target.port}"]
         if self.cafile:
             words += ["--smtp-ca-bundle", str(self.cafile)]
         return shlex.join(words)

@@ -244,7 +244,9 @@ def run_command(
         try:
             email_report(result, email, templates_dir=templates_dir)
         except DeliveryError as exc:
-            against = result.baseline.id if result.baseline is not None else None
+            against: int | str | None = result.baseline.id if result.baseline is not None else None
+            if against is None and str(baseline).strip().lower() == "none":
+                against = "none"  # the email compared with none, as the check did
             again = email.resend_command(
                 result.run.id,
                 against,
@@ -258,8 +260,13 @@ def run_command(
             if exc.refused:  # the command below says it all
                 exc.hint = None
             said = f"{exc.hint}; " if exc.hint else ""
+            from auditor.pipeline import url_holds_password
+
+            with_db = " (and --db as you gave it: its URL holds a password, not printed)"
             exc.hint = f"{said}the results and the report are written" + (
-                f"; send the email again with: {again}" if again else ""
+                f"; send the email again with: {again}{with_db if db and url_holds_password(db) else ''}"
+                if again
+                else ""
             )
             raise
         if result.emailed_to:

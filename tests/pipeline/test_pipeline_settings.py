@@ -142,10 +142,20 @@ def test_the_resend_command_carries_every_setting_given_and_adapts_to_the_failur
     )
     large = DeliveryError("too large")
     large.too_large = True
-    assert email.resend_command(7, None, db="postgresql+psycopg://u:pw@db/audit", error=large) == (
-        "auditor email --run 7 --db 'postgresql+psycopg://u:***@db/audit' --to a@example.org --to "
-        "bad@example.org --cc c@example.org --smtp-ca-bundle /etc/ca/private.pem"
+    # a database URL with a password is left out (the caller says to give it again), never printed
+    assert email.resend_command(7, "none", db="postgresql+psycopg://u:pw@db/audit", error=large) == (
+        "auditor email --run 7 --against none --to a@example.org --to bad@example.org --cc c@example.org "
+        "--smtp-ca-bundle /etc/ca/private.pem"
     )
+    ipv6 = EmailOptions(to=["a@example.org"], smtp_url="smtp://user@[::1]:2525", attach_report=False)
+    command = ipv6.resend_command(7, None, smtp_given=True, db="postgresql://u@db/audit")
+    assert command == (
+        "auditor email --run 7 --db postgresql://u@db/audit --to a@example.org --attach-csv "
+        "--smtp 'smtp://user@[::1]:2525'"
+    )
+    from auditor.render.email import parse_smtp_url
+
+    assert parse_smtp_url("smtp://user@[::1]:2525").host == "::1"  # the command's URL reads back
     bare = EmailOptions(to=["a@example.org"], eml_path="out/m.eml", attach_report=False, attach_csv=False)
     assert bare.resend_command(7, None) == "auditor email --run 7 --to a@example.org --eml out/m.eml"
     assert bare.resend_command(7, None, error=large) is None  # nothing to leave out: no command helps

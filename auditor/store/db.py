@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -107,7 +108,14 @@ def _json_dumps(value) -> str:
     except (TypeError, orjson.JSONEncodeError):
         import json
 
-        return json.dumps(value, default=str)
+        # A lone UTF-16 surrogate (text quoted from a bad record) is written as the six characters
+        # of its escape, not as the escape itself: read back, an escaped lone surrogate is no JSON
+        # (auditor.jsonexact), and the run's record would read as damaged.
+        text = json.dumps(value, default=str, ensure_ascii=False)
+        return _LONE_SURROGATE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", text)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def json_text(value) -> str:

@@ -840,15 +840,20 @@ def test_a_run_fails_with_an_error_quoting_text_the_database_cannot_hold(tmp_pat
     """An error quoting a record's lone surrogate (or a NUL) failed the write that marks the run
     failed: an internal error, and the run left running."""
     from auditor.store.runs import list_runs
-    from auditor.store.writer import ClusterStats, SnapshotWriter
+    from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
 
     engine = store_db.open_database(str(tmp_path / "a.db"))
     try:
         writer = SnapshotWriter(engine, source_url="x")
         writer.finish_cluster("k1", ClusterStats(error="bad record 'a\ud800b'"))
-        writer.fail("1 of 1 clusters could not be fetched: k1: 'a\ud800b\x00'")
+        writer.fail(
+            "1 of 1 clusters could not be fetched: k1: 'a\ud800b\x00'",
+            RunTotals(details={"failed_clusters": [{"cluster_id": "k1", "error": "bad record 'a\ud800b'"}]}),
+        )
         (run,) = list_runs(engine)
     finally:
         engine.dispose()
     assert run.status == "failed"
     assert run.error == "1 of 1 clusters could not be fetched: k1: 'a\\ud800b\\x00'"
+    # the details too (a review saw the record read back as damaged, its JSON holding the escape)
+    assert run.details["failed_clusters"] == [{"cluster_id": "k1", "error": "bad record 'a\\ud800b'"}]

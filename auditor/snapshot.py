@@ -221,7 +221,10 @@ def take_snapshot(
         listing = client.last_cluster_paging or PagingStats()
         # the clusters left out are out of the run's scope, as if the tenant had not listed them
         left_out = listed - len(clusters)
-        totals.clusters_announced = (listing.total if listing.total is not None else listed) - left_out
+        announced = listing.total if listing.total is not None else listed
+        if announced == listed + listing.duplicates:  # a total counting an id listed twice, twice
+            announced = listed
+        totals.clusters_announced = announced - left_out
         details["cluster_duplicates"] = listing.duplicates
         # A total that counts the records as listed, a second record of an id included, is right:
         # no cluster is missing (a probe saw "announced 4 clusters but 3 arrived", and check then

@@ -532,5 +532,7 @@ def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):
     runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
     details = json.loads(runs.stdout)["runs"][0]["details"]
     assert details["cluster_duplicates"] == 1 and "cluster_total_mismatch" not in details
+    run = json.loads(runs.stdout)["runs"][0]
+    assert (run["clusters_announced"], run["clusters_stored"]) == (2, 2)  # not "2 of 3 clusters"
     checked = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
     assert json.loads(checked.stdout)["shortfall_note"] is None

@@ -64,10 +64,11 @@ class Settings:
         if not create and not self.database_exists(flag):
             from auditor.store.db import display_url
 
+            server = "://" in target and not target.startswith("sqlite")
             what = (
                 f"there is no auditor database at {display_url(target)} yet (it holds none of its tables)"
-                if "://" in target
-                else f"there is no database at {target} yet"
+                if server
+                else f"there is no database at {display_url(target) if '://' in target else target} yet"
             )
             raise RunNotUsableError(
                 what,

@@ -218,6 +218,11 @@ def run_command(
             templates_dir=templates_dir,
         )
     write_output(render_chunks(fmt, result.check), output)
+    if fmt == "sarif":
+        from auditor.formats.sarif_format import size_note
+
+        if too_many := size_note(result.check):
+            settings.info(f"note: {too_many}")
     run = result.run
     settings.info(
         f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns"

@@ -123,7 +123,8 @@ def compute_diff(
     expiry is judged against (default: the current UTC date).
 
     A cluster that either run holds without all its columns (``fetch_status`` ``failed`` or
-    ``fetching``, possible only with ``allow_incomplete``), or that one run was asked to leave
+    ``fetching``, possible only with ``allow_incomplete``; or ``short``, fewer columns served than
+    announced, in a complete run too), or that one run was asked to leave
     out (``--skip-cluster``) while the other holds it, is *not compared*: its catalog changes and
     the findings of it that only one run has are left out, and ``DiffResult.not_compared`` names
     it, rather than reading its columns as removed and its findings as resolved.

@@ -380,8 +380,8 @@ class NotCompared:
     """A cluster left out of the diff: a run holds it without all its columns, or left it out.
 
     ``before``/``after`` are its ``fetch_status`` in the older and the newer run (``complete``,
-    ``failed`` or ``fetching``; ``None`` when the run does not hold it), or :data:`SKIPPED` for a
-    run asked to leave it out; at least one is not ``complete``.
+    ``short``, ``failed`` or ``fetching``; ``None`` when the run does not hold it), or
+    :data:`SKIPPED` for a run asked to leave it out; at least one is not ``complete``.
     """
 
     cluster_id: str

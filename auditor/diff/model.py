@@ -470,16 +470,19 @@ class DiffResult:
     findings_compared: bool = True
 
     @classmethod
-    def without_baseline(cls, run_id: int) -> DiffResult:
-        """The diff document of a run that has no earlier complete run to compare with: the same
-        keys as any diff (every list empty, ``from_run`` null, findings not compared), so that a
-        consumer of the contract reads a first run like any other."""
+    def without_baseline(cls, run_id: int, *, asked: bool = False) -> DiffResult:
+        """The diff document of a run that has no earlier complete run to compare with (or, with
+        ``asked``, was compared with none on request): the same keys as any diff (every list
+        empty, ``from_run`` null, findings not compared), so that a consumer of the contract reads
+        a first run like any other."""
         return cls(
             from_run=None,  # type: ignore[arg-type]
             to_run=run_id,
             catalog=CatalogDiff(),
             findings={},
-            scope_note=f"there is no earlier complete run to compare run {run_id} with",
+            scope_note=f"run {run_id} was not compared with an earlier run (none was asked for)"
+            if asked
+            else f"there is no earlier complete run to compare run {run_id} with",
             findings_compared=False,
         )
 

@@ -178,6 +178,13 @@ class CheckResult:
                 f"the baseline, run {self.baseline.id}, is newer than run {self.run.id}: 'new' are the "
                 f"findings run {self.run.id} has and run {self.baseline.id} no longer has"
             )
+        if short := details_count(self.baseline, "total_shortfall_count"):
+            clusters = "1 cluster" if short == 1 else f"{short:,} clusters"
+            notes.append(
+                f"the baseline, run {self.baseline.id}, served fewer columns than announced in {clusters}: "
+                "findings about the columns it did not serve count as new here (auditor diff leaves "
+                f"{'that cluster' if short == 1 else 'those clusters'} out)"
+            )
         return "; ".join(note for note in notes if note) or None
 
     def incomplete_note(self) -> str | None:

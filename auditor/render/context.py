@@ -115,6 +115,12 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
         )
     if left_out := skipped_note(details):  # as early: the run does not hold those clusters
         notes.append(left_out)
+    if short := count("total_shortfall_count"):  # as early: those columns were not checked
+        notes.append(
+            f"{short:,} cluster{' that' if short == 1 else 's that'} served fewer columns than announced "
+            "(recorded short: the columns not served were not checked, and a diff does not compare "
+            f"{'it' if short == 1 else 'them'})"
+        )
     if details.get("pages"):
         notes.append(f"{count('pages'):,} pages of columns fetched")
     if listing := cluster_list_note(details):

@@ -229,7 +229,9 @@ class ReportBundle:
             diff_doc = (
                 self.data.diff
                 if self.data.diff is not None
-                else DiffResult.without_baseline(self.data.run.id).to_json()
+                else DiffResult.without_baseline(
+                    self.data.run.id, asked=self.data.compared_with_none
+                ).to_json()
             )
             paths.append(_write_atomic(diff_path, _dumps(diff_doc)))
         return paths

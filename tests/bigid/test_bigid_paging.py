@@ -509,6 +509,25 @@ def test_a_cluster_that_ended_short_is_recorded_so_and_not_compared_by_the_diff(
     assert payload["not_compared"] == [{"cluster_id": "short", "from": "complete", "to": "short"}]
     assert payload["columns"]["removed"] == [] and payload["findings"]["resolved"] == []
     assert "1 cluster was not compared: not fetched in full in run 2 (short)" in diff.stderr.decode()
+    # served in full again: checked against the short run, the columns it did not serve read as new,
+    # and every format says why (a probe saw a --new-only gate fail on them without a word)
+    served["columns"] = 12
+    assert run_auditor("snapshot", "--db", "a.db", env=env, cwd=tmp_path).returncode == 0
+    checked = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    assert json.loads(checked.stdout)["baseline_note"] == (
+        "the baseline, run 2, served fewer columns than announced in 1 cluster: findings about the "
+        "columns it did not serve count as new here (auditor diff leaves that cluster out)"
+    )
+    from auditor.render.context import fetch_notes
+
+    details = json.loads(
+        run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path).stdout
+    )
+    short_run = next(run for run in details["runs"] if run["id"] == 2)
+    assert fetch_notes(short_run["details"])[0] == (
+        "1 cluster that served fewer columns than announced (recorded short: the columns not served were "
+        "not checked, and a diff does not compare it)"
+    )
 
 
 def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):

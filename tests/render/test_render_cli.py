@@ -609,8 +609,16 @@ def test_an_export_cut_short_replaces_none_of_the_files_there(
 
 def test_a_report_against_none_compares_with_no_run(database: str, tmp_path: Path) -> None:
     out = tmp_path / "alone.html"
-    result = invoke("report", "--db", database, "--run", "2", "--against", "None", "--output", str(out))
+    result = invoke(
+        "report", "--db", database, "--run", "2", "--against", "None", "--output", str(out),
+        "--export-dir", str(tmp_path / "x"),
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
+    diff = json.loads((tmp_path / "x" / "diff.json").read_text())
+    assert (diff["from_run"], diff["scope_note"]) == (
+        None,
+        "run 2 was not compared with an earlier run (none was asked for)",
+    )
     soup = BeautifulSoup(out.read_text(encoding="utf-8"), "html.parser")
     # run 1 is there: the page must not say there is no earlier run, but that none was compared
     against = soup.select_one('dd[data-field="against"]').get_text()

@@ -112,7 +112,7 @@ def demo_database(tmp_path_factory):
     subprocess.run(
         [
             *(sys.executable, "-m", "auditor.cli.main", "demo", "--folder", str(folder)),
-            *("--clusters", "12", "--columns", "3000"),
+            *("--clusters", "12", "--columns", "600"),
         ],
         check=True,
         capture_output=True,
@@ -131,11 +131,15 @@ def test_stdout_that_cannot_take_the_results_is_never_read_as_the_gate(demo_data
     "the gate failed" (without --fail-on, findings never fail it); `> /dev/full` was an internal
     error; and with stdout closed the results went nowhere, with exit 0."""
     # the reader goes away: 141 (128 + SIGPIPE), as other programs end there, and nothing said
-    reader = _check(demo_database, stdout=subprocess.PIPE)
-    assert reader.stdout.read(10) == b'{\n  "run":'
-    reader.stdout.close()
-    assert reader.wait(timeout=60) == 141
-    assert reader.stderr.read() == b""
+    for unbuffered in ("", "1"):  # PYTHONUNBUFFERED=1 (containers, CI images): a write is one call
+        env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+        reader = _check(demo_database, stdout=subprocess.PIPE, env=env)
+        # as `head -1` does: read a first block, then go; the writer is blocked in a large write
+        assert reader.stdout.read1(4096).startswith(b'{\n  "run":')
+        reader.stdout.close()
+        # unbuffered, the write returned short without an error and the rest was lost: exit 0
+        assert reader.wait(timeout=60) == 141, unbuffered
+        assert reader.stderr.read() == b""
     # a full disk behind the redirection
     with open("/dev/full", "wb") as full:
         process = _check(demo_database, stdout=full)

@@ -168,7 +168,7 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "max_answer_mib": (0, None, True),
     "max_minutes": (0, None, True),
 }
-CHOICES = {"auth_scheme": SCHEMES, "fail_on": SEVERITIES}
+CHOICES = {"auth_scheme": SCHEMES, "fail_on": (*SEVERITIES, "none")}  # none: no gate, as --fail-on none
 
 
 def _in_range(value: float, low: float, high: float | None, open_below: bool) -> bool:

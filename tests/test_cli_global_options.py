@@ -122,7 +122,7 @@ def test_new_only_without_a_gate_says_it_does_nothing(run_cli, tmp_path):
     engine.dispose()
     result = run_cli("check", "--db", str(tmp_path / "a.db"), "--new-only", "--format", "json")
     assert result.exit_code == 0
-    assert "note: --new-only has no effect without --fail-on" in result.stderr
+    assert "note: --new-only has no effect without a --fail-on severity" in result.stderr
     gated = run_cli("check", "--db", str(tmp_path / "a.db"), "--new-only", "--fail-on", "critical")
     assert "has no effect" not in gated.stderr
 

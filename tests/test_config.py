@@ -143,7 +143,10 @@ def test_settings_of_the_right_type_load(tmp_path):
             'auth_scheme = "basic"',
             "setting auth_scheme must be one of auto, bearer, raw, refresh, not 'basic'",
         ),
-        ('fail_on = "hgih"', "setting fail_on must be one of info, low, medium, high, critical, not 'hgih'"),
+        (
+            'fail_on = "hgih"',
+            "setting fail_on must be one of info, low, medium, high, critical, none, not 'hgih'",
+        ),
     ],
 )
 def test_settings_out_of_the_flags_range_are_usage_errors_naming_the_file(tmp_path, line, message):

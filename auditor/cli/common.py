@@ -191,7 +191,10 @@ class Settings:
     def note_new_only(self, new_only: bool, fail_on: str | None) -> None:
         """Say that ``--new-only`` does nothing without a gate (it narrows what fails ``--fail-on``)."""
         if new_only and fail_on is None:
-            self.info("note: --new-only has no effect without --fail-on (findings never fail the gate then)")
+            self.info(
+                "note: --new-only has no effect without a --fail-on severity (findings never fail the "
+                "gate then)"
+            )
 
     def fail_on(self, flag: str | None = None) -> str | None:
         """``--fail-on`` or the config's ``fail_on`` (checked: a typo must not silently pass a gate).
@@ -199,6 +202,8 @@ class Settings:
         if flag == "none":
             return None
         value = self.value(flag, None, "fail_on")
+        if value == "none":  # as the flag takes it: no gate
+            return None
         if value is not None and value not in cfg.SEVERITIES:
             raise ConfigError(f"setting fail_on must be one of {', '.join(cfg.SEVERITIES)}, not {value!r}")
         return value

@@ -407,8 +407,9 @@ class SmtpTarget:
 
     @property
     def where(self) -> str:
-        """The server, for messages: never the credentials."""
-        return f"{self.scheme}://{self.host}:{self.port}"
+        """The server, for messages: never the credentials (an IPv6 address in brackets, as in a URL)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:

@@ -43,6 +43,16 @@ def test_configured_rules_and_fail_on_drive_check_and_diff_like_run(tmp_path, mo
     # a report-only step of the same repository switches the configured gate off (a probe found
     # no way to: --fail-on none was refused)
     assert invoke(["check", "--fail-on", "none"]).exit_code == 0
+    # and the config file takes the value the flag takes (a probe saw 'none' refused there)
+    Path("auditor.toml").write_text(
+        '[auditor]\nrules = ["mine.yaml"]\nfail_on = "none"\n'
+        "[auditor.sandbox]\nclusters = 12\ncolumns = 600\n"
+    )
+    assert invoke(["check"]).exit_code == 0
+    assert invoke(["check", "--fail-on", "low"]).exit_code == 1
+    Path("auditor.toml").write_text(
+        '[auditor]\nrules = ["mine.yaml"]\nfail_on = "low"\n[auditor.sandbox]\nclusters = 12\ncolumns = 600\n'
+    )
     from_check = json.loads(checked.stdout)
     assert sorted(f["fingerprint"] for f in from_check["findings"]) == sorted(
         f["fingerprint"] for f in from_run["findings"]

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from sqlalchemy import Engine, func, select
 
 from auditor.bigid.client import BigIDClient, ClientOptions
 from auditor.engine import CheckResult, RuleSet, Waivers, check_run
+from auditor.engine.check import asks_no_baseline
 from auditor.progress import Progress
 from auditor.render.report import ReportBundle, build_report_bundle, default_report_name
 from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS, take_snapshot
@@ -116,10 +116,7 @@ class EmailOptions:
         elif smtp_given and self.smtp_url:
             from auditor.render.email import parse_smtp_url
 
-            target = parse_smtp_url(self.smtp_url)
-            user = f"{quote(target.username, safe='')}@" if target.username else ""
-            host = f"[{target.host}]" if ":" in target.host else target.host  # IPv6, as it was given
-            words += ["--smtp", f"{target.scheme}://{user}{host}:{target.port}"]
+            words += ["--smtp", parse_smtp_url(self.smtp_url).url]
         if self.cafile:
             words += ["--smtp-ca-bundle", str(self.cafile)]
         return shlex.join(words)
@@ -261,7 +258,7 @@ def check_and_report(
     with the previous run would call "existing" what the check called new. (Without a baseline
     for want of an earlier complete run, the report finds none either, and says so.)"""
     check = check_run(engine, run_id, ruleset, waivers=waivers, baseline=baseline)
-    asked_none = str(baseline).strip().lower() == "none"
+    asked_none = asks_no_baseline(baseline)
     bundle = build_report_bundle(
         engine,
         run_id,

@@ -151,6 +151,7 @@ def run_command(
     the report and the gate's verdict are already out.
     """
     from auditor.engine import load_rules_and_waivers
+    from auditor.engine.check import asks_no_baseline
     from auditor.formats import render_chunks
     from auditor.pipeline import builtin_sandbox, email_report, run_job
     from auditor.progress import Progress
@@ -230,7 +231,7 @@ def run_command(
             f"; compared with run {result.baseline.id}"
             if result.baseline
             else "; not compared with an earlier run (--baseline none)"
-            if str(baseline).strip().lower() == "none"
+            if asks_no_baseline(baseline)
             else "; no earlier complete run"
         )
     )
@@ -250,7 +251,7 @@ def run_command(
             email_report(result, email, templates_dir=templates_dir)
         except DeliveryError as exc:
             against: int | str | None = result.baseline.id if result.baseline is not None else None
-            if against is None and str(baseline).strip().lower() == "none":
+            if against is None and asks_no_baseline(baseline):
                 against = "none"  # the email compared with none, as the check did
             again = email.resend_command(
                 result.run.id,

@@ -216,10 +216,15 @@ class CheckResult:
         )
 
 
+def asks_no_baseline(baseline: str | int | None) -> bool:
+    """Whether ``--baseline`` says ``none`` (any case, spaces around)."""
+    return baseline is not None and str(baseline).strip().lower() == "none"
+
+
 def resolve_baseline(engine: Engine, run: RunInfo, baseline: str | int | None) -> RunInfo | None:
     """``previous`` (default), ``none``, or a run id; the baseline is always a complete run."""
     ref = "previous" if baseline is None else str(baseline).strip().lower()
-    if ref == "none":
+    if asks_no_baseline(ref):
         return None
     if ref == "previous":
         return previous_complete_run(engine, run.id)

@@ -34,7 +34,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import jinja2
 
@@ -410,6 +410,14 @@ class SmtpTarget:
         """The server, for messages: never the credentials (an IPv6 address in brackets, as in a URL)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The URL again, user name included (it never holds a password): for a command to repeat."""
+        if not self.username:
+            return self.where
+        scheme, _, rest = self.where.partition("://")
+        return f"{scheme}://{quote(self.username, safe='')}@{rest}"
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:

@@ -129,10 +129,15 @@ def diff_command(
         text = format_text(result)
     write_output(text, output)
     summary = result.summary()
+    findings_part = (
+        "findings not compared (--no-findings)"
+        if no_findings
+        else f"{summary['findings']['new']} new and {summary['findings']['resolved']} resolved findings"
+    )
     settings.info(
         f"run {result.from_run} -> run {result.to_run}: "
         f"{sum(summary['clusters'].values())} cluster changes, {sum(summary['columns'].values())} column "
-        f"changes, {summary['findings']['new']} new and {summary['findings']['resolved']} resolved findings"
+        f"changes, {findings_part}"
     )
     note = result.not_compared_note()
     if note:

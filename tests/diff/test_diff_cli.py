@@ -197,7 +197,7 @@ def test_every_format_writes_the_output_file_and_nothing_to_stdout(runner, two_r
 
 
 def test_no_findings_compares_metadata_only(runner, two_runs):
-    db, _first, _second = two_runs
+    db, first, second = two_runs
     result = invoke(runner, "--db", db, "--format", "json", "--no-findings")
     data = json.loads(result.stdout)
     assert data["summary"]["findings"] == {
@@ -214,6 +214,11 @@ def test_no_findings_compares_metadata_only(runner, two_runs):
         assert "Findings: not compared (--no-findings: catalog metadata only)" in shown
         assert "still open" not in shown
     assert data["summary"]["clusters"]["changed"] == 1
+    # nor does the stderr summary line read "0 new and 0 resolved findings"
+    assert result.stderr.splitlines()[0] == (
+        f"run {first} -> run {second}: 1 cluster changes, 1 column changes, "
+        "findings not compared (--no-findings)"
+    )
 
 
 def test_rules_and_threshold_options(runner, two_runs, tmp_path):

@@ -519,7 +519,9 @@ def gather_input(
     if not compare:  # "none": a report without a comparison, as for a first run
         against_info = None
     elif against is not None:
-        against_info = resolve_run(engine, against, option="--against", allow_incomplete=allow_incomplete)
+        against_info = resolve_run(
+            engine, against, option="--against", words=("latest", "none"), allow_incomplete=allow_incomplete
+        )
         if against_info.id == run_info.id:
             raise ConfigError(f"--against {against_info.id} is the run being reported")
     else:

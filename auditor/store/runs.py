@@ -315,13 +315,19 @@ def previous_complete_run(engine: Engine, run_id: int) -> RunInfo | None:
 
 
 def resolve_run(
-    engine: Engine, ref: str | int | None = "latest", *, allow_incomplete: bool = False, option: str = "--run"
+    engine: Engine,
+    ref: str | int | None = "latest",
+    *,
+    allow_incomplete: bool = False,
+    option: str = "--run",
+    words: tuple[str, ...] = ("latest",),
 ) -> RunInfo:
     """Resolve ``--run ID|latest`` to a run, refusing runs that are not complete.
 
     ``latest`` means the newest *complete* run (or the newest run of any status when
     ``allow_incomplete``). Raises :class:`RunNotUsableError` (exit 3) with a hint otherwise, and
-    :class:`ConfigError` (exit 2, naming ``option``) when ``ref`` is not a run reference at all.
+    :class:`ConfigError` (exit 2, naming ``option`` and the ``words`` it also takes) when ``ref``
+    is not a run reference at all.
     """
     if ref is None or str(ref).strip().lower() == "latest":
         if allow_incomplete:
@@ -345,7 +351,10 @@ def resolve_run(
         run_id = 0
     if run_id < 1:  # ids start at 1: '0' or '-1' is no run reference, as 'abc' is not
         raise ConfigError(
-            f"{option} {ref!r} is neither a run id nor 'latest'", hint="list runs with: auditor runs"
+            f"{option} {ref!r} is neither a run id nor {words[0]!r}"
+            if len(words) == 1
+            else f"{option} {ref!r} is not a run id, {', '.join(map(repr, words[:-1]))} or {words[-1]!r}",
+            hint="list runs with: auditor runs",
         ) from None
     run = get_run(engine, run_id)
     if run is None:

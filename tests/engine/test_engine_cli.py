@@ -106,6 +106,8 @@ def test_run_references_that_are_not_runs_are_usage_errors(run_cli, db, engine, 
         (("check", "--run", "0"), "error: --run '0' is neither a run id nor 'latest'"),
         (("check", "--run", "-1"), "error: --run '-1' is neither a run id nor 'latest'"),
         (("check", "--baseline", "-1"), "error: --baseline '-1' is not 'previous', 'none' or a run id"),
+        # --against also takes 'none' (a report without a comparison): the message says so
+        (("report", "--against", "0"), "error: --against '0' is not a run id, 'latest' or 'none'"),
         # a run as its own baseline makes every finding "existing": a --new-only gate never fails
         (("check", "--baseline", str(second)), f"error: --baseline {second} is the run being checked"),
         (

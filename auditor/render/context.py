@@ -482,6 +482,10 @@ class ReportContext:
     changes_total: int
     # "N clusters were not compared: …" when the diff left out clusters a run holds only in part
     diff_note: str | None = None
+    # how many open findings of those clusters the "Open findings" card counts while no section
+    # lists them (the diff leaves them out of "New", and they are not "Still open"), and where to
+    # find them
+    unlisted_note: str | None = None
     # "run 3 was taken from … and run 4 from …" when the compared runs differ in source or filter
     scope_note: str | None = None
     # when the run compared with is newer than the run reported: the changes read backwards
@@ -632,10 +636,28 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         total_findings=digest.total,
         changes_total=sum(section.total for section in change_sections),
         diff_note=_diff_note(data.diff),
+        unlisted_note=(
+            unlisted_note(data.run.id, open_total - new.total - digest.still_open.total)
+            if data.diff is not None and data.diff.get("not_compared") and findings_compared
+            else None
+        ),
         scope_note=(data.diff or {}).get("scope_note") or None,
         direction_note=direction_note(data.run, data.against),
         findings_compared=findings_compared,
         no_against=NOT_COMPARED if data.compared_with_none else NO_EARLIER_RUN,
+    )
+
+
+def unlisted_note(run_id: int, count: int) -> str | None:
+    """What the "Not compared" note adds about the ``count`` open findings of those clusters that
+    no section of the report lists (``None`` for none)."""
+    if count <= 0:
+        return None
+    many = count != 1
+    return (
+        f"{count:,} open finding{'s' if many else ''} of these clusters {'count' if many else 'counts'} "
+        f"in Open findings but {'are' if many else 'is'} listed in no section: "
+        f"auditor check --run {run_id} --format csv lists every finding"
     )
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import pytest
+from bs4 import BeautifulSoup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from junitparser import JUnitXml
@@ -528,6 +530,39 @@ def test_a_cluster_that_ended_short_is_recorded_so_and_not_compared_by_the_diff(
         "1 cluster that served fewer columns than announced (recorded short: the columns not served were "
         "not checked, and a diff does not compare it)"
     )
+    # The report of run 3 against run 2: the 7 columns run 2 did not serve have findings that the
+    # "Open findings" card counts and no section lists (the diff leaves them out of "New", the check
+    # does not call them existing): the note says how many, and where they are listed.
+    rules = tmp_path / "every-column.yaml"
+    rules.write_text(
+        "rules:\n  - id: every-column\n    title: Every column\n    description: Matches every column.\n"
+        "    severity: low\n    scope: column\n    condition: {field: columnName, exists: true}\n"
+        "    message: '{column.fullyQualifiedName}'\n    remediation: None.\n",
+        encoding="utf-8",
+    )
+    statuses = Counter(
+        (f["cluster_id"], f["status"])
+        for f in json.loads(
+            run_auditor(
+                "check", "--db", "a.db", "--rules", str(rules), "--format", "json", env=env, cwd=tmp_path
+            ).stdout
+        )["findings"]
+    )
+    assert statuses == {("short", "new"): 7, ("short", "existing"): 5, ("whole", "existing"): 3}
+    report = run_auditor(
+        "report", "--db", "a.db", "--rules", str(rules), "--output", "r.html", env=env, cwd=tmp_path
+    )
+    assert report.returncode == 0, report.stderr.decode()
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert (
+        "7 open findings of these clusters count in Open findings but are listed in no section: "
+        "auditor check --run 3 --format csv lists every finding."
+    ) in page
+    soup = BeautifulSoup(page, "html.parser")
+    cards = {card["data-card"]: card.select_one(".value").get_text() for card in soup.select("[data-card]")}
+    assert (cards["open"], cards["new"]) == ("15", "0")
+    assert len(soup.select("#open tr[data-fingerprint]")) == 8  # "Still open": 5 of short, 3 of whole
+    assert soup.select_one("#new tr[data-fingerprint]") is None
 
 
 def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):

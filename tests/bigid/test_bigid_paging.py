@@ -554,15 +554,29 @@ def test_a_cluster_that_ended_short_is_recorded_so_and_not_compared_by_the_diff(
     )
     assert report.returncode == 0, report.stderr.decode()
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert (
+    note = (
         "7 open findings of these clusters count in Open findings but are listed in no section: "
         "auditor check --run 3 --format csv lists every finding."
-    ) in page
+    )
+    assert note in page
     soup = BeautifulSoup(page, "html.parser")
     cards = {card["data-card"]: card.select_one(".value").get_text() for card in soup.select("[data-card]")}
     assert (cards["open"], cards["new"]) == ("15", "0")
     assert len(soup.select("#open tr[data-fingerprint]")) == 8  # "Still open": 5 of short, 3 of whole
     assert soup.select_one("#new tr[data-fingerprint]") is None
+    import email
+    from email import policy
+
+    sent = run_auditor(
+        "email", "--db", "a.db", "--rules", str(rules), "--to", "a@example.com", "--eml", "m.eml",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr.decode()
+    message = email.message_from_bytes((tmp_path / "m.eml").read_bytes(), policy=policy.default)
+    lines = message.get_body(("plain",)).get_content().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("Not compared: "))
+    assert lines[at].endswith("leave these clusters out. " + note) and lines[at + 1] == ""
+    assert note in message.get_body(("html",)).get_content()
 
 
 def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):

@@ -28,7 +28,6 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, lite
 from auditor.diff.catalog import outside
 from auditor.diff.findings import ChangeIndex, actively_waived, waiver_expired, waiver_explanation
 from auditor.diff.model import FINDING_CATEGORIES, SEVERITY_ORDER, FindingDiff
-from auditor.errors import StoreError
 from auditor.store.db import store_errors
 from auditor.store.runs import RunInfo
 from auditor.store.schema import findings as findings_table
@@ -54,8 +53,8 @@ def stored_findings_diff(
     """
     from auditor import engine as rules_engine
 
-    older_eval = _evaluation(engine, rules_engine, before.id, ruleset)
-    newer_eval = _evaluation(engine, rules_engine, after.id, ruleset)
+    older_eval = _evaluation(engine, before.id, ruleset)
+    newer_eval = _evaluation(engine, after.id, ruleset)
     waiver_rules = waivers.rules if waivers is not None else []
     out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     a, b = findings_table.alias("a"), findings_table.alias("b")
@@ -262,19 +261,11 @@ def _recorded(connection: Connection, evaluation_id: int) -> bool:
     )
 
 
-def _evaluation(engine: Engine, rules_engine: Any, run_id: int, rules: Any) -> int:
+def _evaluation(engine: Engine, run_id: int, rules: Any) -> int:
     """The id of the stored evaluation of ``run_id`` under ``rules``, evaluating it if there is none."""
-    from auditor.engine.findings import latest_evaluation
+    from auditor.engine.check import stored_evaluation
 
-    with engine.connect() as connection:
-        found = latest_evaluation(connection, run_id, rules.digest)
-    if found is None:
-        rules_engine.findings_for_run(engine, run_id, rules, store=True)
-        with engine.connect() as connection:
-            found = latest_evaluation(connection, run_id, rules.digest)
-    if found is None:  # pragma: no cover - findings_for_run(store=True) always stores one
-        raise StoreError(f"the findings of run {run_id} could not be stored")
-    return int(found)
+    return stored_evaluation(engine, run_id, rules)
 
 
 # -- findings and their states -------------------------------------------------------------------

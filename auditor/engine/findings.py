@@ -41,7 +41,7 @@ from auditor import __version__
 from auditor.errors import StoreError
 from auditor.gcpause import collector_paused
 from auditor.store.db import WRITE_HINT, json_text, keys_in, store_errors
-from auditor.store.schema import evaluations, findings
+from auditor.store.schema import evaluations, findings, runs
 from auditor.store.writer import insert_tuples, now, sqlite_executemany
 
 FINGERPRINT_VERSION = "v1"
@@ -233,10 +233,21 @@ def sort_key(finding: Finding) -> tuple[Any, ...]:
 
 
 def latest_evaluation(connection: Connection, run_id: int, rules_digest: str) -> int | None:
-    """The newest stored evaluation of ``run_id`` under exactly this rule set, if any."""
+    """The newest stored evaluation of ``run_id`` under exactly this rule set that may be reused.
+
+    Only an evaluation stored after the run finished is: one taken while its snapshot was still
+    being written (``check --allow-incomplete`` beside a running snapshot) holds the part written
+    by then, and reused once the run was complete it passed the gate on a partial catalog. The
+    run's ``finished_at`` and the evaluation's ``created_at`` are both the writing machine's clock.
+    """
     return connection.execute(
-        select(func.max(evaluations.c.id)).where(
-            evaluations.c.run_id == run_id, evaluations.c.rules_digest == rules_digest
+        select(func.max(evaluations.c.id))
+        .select_from(evaluations.join(runs, runs.c.id == evaluations.c.run_id))
+        .where(
+            evaluations.c.run_id == run_id,
+            evaluations.c.rules_digest == rules_digest,
+            runs.c.finished_at.is_not(None),
+            evaluations.c.created_at >= runs.c.finished_at,
         )
     ).scalar()
 

@@ -719,3 +719,39 @@ def test_a_group_s_spelling_is_the_same_on_an_icu_database_as_on_sqlite(postgres
             server.dispose()
     assert on_server == messages(engine)
     assert on_server[0].startswith("column FirstName appears in 2 sources")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_an_evaluation_taken_while_the_snapshot_ran_is_not_reused_once_it_is_complete(kind, engine, request):
+    """Found by a probe: ``check --allow-incomplete`` beside a snapshot still being written stored
+    an evaluation of the part written so far (0 findings), and every later check of the finished
+    run reused it: the gate passed on a catalog with findings, and the next run, checked against
+    it, saw every finding as new."""
+    from auditor.bigid.models import parse_cluster, parse_column
+    from auditor.store.db import open_database
+    from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+
+    if kind == "postgresql":
+        engine = open_database(request.getfixturevalue("fresh_postgres"))
+    pack = load_ruleset()
+    writer = SnapshotWriter(engine, source_url="test://catalog")
+    for position, raw in enumerate(CATALOG):
+        data = {k: v for k, v in raw.items() if k != "columns"}
+        writer.add_cluster(parse_cluster(data), data, position)
+    writer.flush()  # the clusters are listed; no column has arrived yet
+    early = check_run(engine, writer.run_id, pack, today=TODAY, allow_incomplete=True)
+    assert early.run.status == "running"
+    early_total = early.summary["total"]  # cluster findings only
+    for raw in CATALOG:
+        columns = raw.get("columns", [])
+        writer.add_columns(raw["id"], [(parse_column(c), c) for c in columns])
+        writer.finish_cluster(raw["id"], ClusterStats(columns_fetched=len(columns), pages=1))
+    writer.complete(RunTotals(clusters_announced=len(CATALOG)))
+    expected = sorted(f.fingerprint for f in evaluate(engine, writer.run_id, pack))
+    assert len(expected) > early_total  # the columns bring findings of their own
+    for _ in range(2):  # evaluated once more, then that evaluation is reused
+        later = check_run(engine, "latest", pack, today=TODAY)
+        assert later.run.status == "complete"
+        assert sorted(f.fingerprint for f in later.findings) == expected
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(evaluations)).scalar() == 2

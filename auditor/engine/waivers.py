@@ -131,8 +131,10 @@ class Waiver:
             return False
         if self.column is None and self.column_regex is None:
             return True
-        names = [finding.column] if finding.column else list(finding.columns)
-        return bool(names) and all(self._column_matches(name) for name in names)
+        # A cluster finding that involves no column is matched as the empty name: by `*` and `.*`
+        # (which waive the rule's findings everywhere), and by nothing narrower.
+        names = [finding.column] if finding.column else list(finding.columns) or [""]
+        return all(self._column_matches(name) for name in names)
 
     def _column_matches(self, fqn: str) -> bool:
         lowered = fqn.lower()

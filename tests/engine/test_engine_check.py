@@ -350,6 +350,22 @@ def test_a_column_pattern_waives_group_findings_only_when_every_column_matches(e
     assert [w.column for w in result.waiver_report.stale] == ["hr.*"]
 
 
+def test_column_star_waives_cluster_findings_that_involve_no_column(engine, snapshot, write):
+    """Found by a probe: ``column: '*'`` (documented as waiving a rule's findings everywhere) waived
+    none of a cluster rule's findings that list no column, and the waiver was reported stale."""
+    snapshot(engine, CATALOG)
+    pack = load_ruleset()
+    bare = [f for f in check_run(engine, "latest", pack).findings if f.column is None and not f.columns]
+    assert bare  # cluster findings with no column involved
+    rule = bare[0].rule
+    expected = sorted(f.fingerprint for f in bare if f.rule == rule)
+    for pattern, waives in (("column: '*'", True), ("column_regex: '.*'", True), ("column: 'hr.*'", False)):
+        text = f"waivers:\n  - {{rule: {rule}, {pattern}, reason: r, owner: o, expires: 2030-01-01}}\n"
+        result = check_run(engine, "latest", pack, waivers=load_waivers(write("w.yaml", text)), today=TODAY)
+        waived = sorted(f.fingerprint for f in result.findings if f.rule == rule and f.status == "waived")
+        assert (waived, len(result.waiver_report.stale)) == ((expected, 0) if waives else ([], 1)), pattern
+
+
 def test_invalid_waiver_files_report_every_problem(write):
     path = write(
         "bad-waivers.yaml",

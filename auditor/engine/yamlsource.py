@@ -15,6 +15,7 @@ values afterwards.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,9 +197,7 @@ def load_yaml(text: str, source: str, problems: Problems) -> Any:
             return None
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        position = Mark(mark.line + 1, mark.column + 1) if mark else None
-        problems.add(source, position, f"invalid YAML: {exc.problem or exc.context}{_tab_note(text, mark)}")
+        problems.add(source, *_yaml_error(exc, text))
         return None
     except yaml.YAMLError as exc:
         problems.add(source, None, f"invalid YAML: {exc}")
@@ -216,6 +215,36 @@ def _children(node: Node) -> list[Node]:
     if isinstance(node, MappingNode):
         return [part for pair in node.value for part in pair]
     return []
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[Mark | None, str]:
+    """Where a syntax error is, and what it is, with what the parser was reading when it failed.
+
+    An unclosed quote or bracket is found at the end of the file (``found unexpected end of
+    stream``): the position given is then where the quote or bracket opened (the parser's context),
+    which is where the fix is; otherwise the position of the problem, with the context's position
+    in the message (``while parsing a flow sequence that starts at 1:4``).
+    """
+    problem, context = exc.problem_mark, exc.context_mark
+    message = exc.problem or exc.context or "not YAML"
+    if problem is not None and context is not None and exc.context and "end of stream" in message:
+        opened = re.sub(r"^while (scanning|parsing) ", "", exc.context).replace("scalar", "string")
+        message = f"{opened} that starts here is not closed before the end of the file"
+        problem = None  # reported where it opens
+    elif (
+        problem is not None
+        and context is not None
+        and exc.context
+        and (context.line, context.column)
+        != (
+            problem.line,
+            problem.column,
+        )
+    ):
+        message += f", {exc.context} that starts at {context.line + 1}:{context.column + 1}"
+    mark = problem if problem is not None else context
+    position = Mark(mark.line + 1, mark.column + 1) if mark is not None else None
+    return position, f"invalid YAML: {message}{_tab_note(text, mark)}"
 
 
 def _tab_note(text: str, mark: Any) -> str:

@@ -10,7 +10,7 @@ import yaml
 
 from auditor.engine import findings_for_run, load_ruleset, rules_json_schema
 from auditor.engine.rules import plain, rule_files
-from auditor.engine.yamlsource import Problems, read_yaml
+from auditor.engine.yamlsource import Problems, load_yaml, read_yaml
 from auditor.errors import EXIT_USAGE, RuleError
 from auditor.paths import rules_dir
 
@@ -215,6 +215,22 @@ def test_syntax_errors_and_empty_files_are_problems(write):
     assert problems[0].startswith(f"{broken}:3:")
     assert "invalid YAML" in problems[0]
     assert problems[1] == f"{empty}:1:1: the file is empty; expected a 'rules:' list"
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(write):
+    """Found by a probe: the parser finds an unclosed quote at the end of the file, and the
+    problem pointed there (``12:1: found unexpected end of stream``), far from the fix."""
+    unclosed = write("w.yaml", 'waivers:\n  - rule: x\n    column: "a.*\n    reason: r\n' + "\n" * 8)
+    flow = write("f.yaml", "rules: [1, 2\nnext: 3\n")
+    problems = Problems()
+    for path in (unclosed, flow):
+        load_yaml(path.read_text(), str(path), problems)
+    assert problems.items == [
+        f"{unclosed}:3:13: invalid YAML: a quoted string that starts here is not closed before the end of "
+        "the file",
+        f"{flow}:2:5: invalid YAML: did not find expected ',' or ']', while parsing a flow sequence that "
+        "starts at 1:8",
+    ]
 
 
 def test_a_tab_in_the_indentation_is_named(write):

@@ -27,7 +27,13 @@
       button.className = "sort";
       button.textContent = th.textContent;
       button.title = "Sort by this column";
+      // Printed, the heading is this plain text: Chromium leaves a button blank in the heading rows
+      // it repeats at the top of each page.
+      var label = document.createElement("span");
+      label.className = "print-label";
+      label.textContent = th.textContent;
       th.textContent = "";
+      th.appendChild(label);
       th.appendChild(button);
       button.addEventListener("click", function () {
         var body = table.tBodies[0];

@@ -798,10 +798,21 @@ def _finding_section(
     max_rows: int,
     today: date,
 ) -> FindingSection:
-    """Group the first ``max_rows`` findings by rule (most severe first), with the totals."""
+    """Group the first ``max_rows`` findings by rule (most severe first), with the totals.
+
+    Every rule with findings in the section gets its group, with its total, even when the first
+    ``max_rows`` rows all went to more severe rules: a capped section used to leave such rules
+    out, and a printed report named none of them.
+    """
     groups: dict[str, list[FindingRow]] = {}
     for finding in findings.first[:max_rows]:
         groups.setdefault(str(finding.get("rule", "")), []).append(_finding_row(finding, today))
+    unshown = sorted(
+        (rule_id for rule_id, count in findings.per_rule.items() if count and rule_id not in groups),
+        key=lambda rule_id: (severity_rank(rules[rule_id].severity) if rule_id in rules else 99, rule_id),
+    )
+    for rule_id in unshown:
+        groups[rule_id] = []
     return FindingSection(
         key=key,
         title=title,
@@ -809,7 +820,7 @@ def _finding_section(
         total=findings.total,
         groups=tuple(
             FindingGroup(
-                rule=rules.get(rule_id) or RuleView.unknown(rule_id, rows[0].severity),
+                rule=rules.get(rule_id) or RuleView.unknown(rule_id, rows[0].severity if rows else "unknown"),
                 total=findings.per_rule[rule_id],
                 rows=tuple(rows),
             )

@@ -15,7 +15,7 @@ from bs4 import BeautifulSoup
 from auditor.errors import ConfigError
 from auditor.render.context import build_context
 from auditor.render.env import make_environment
-from auditor.render.report import bundle_from_input, neutralise_cell
+from auditor.render.report import bundle_from_input, neutralise_cell, render_html
 from auditor.textsafe import one_line
 
 from .conftest import HOSTILE, hostile_input, scale_input
@@ -355,8 +355,22 @@ def test_context_caps_groups_with_totals(sample) -> None:
     context = build_context(sample.data, max_rows=1)
     new = context.finding_sections[0]
     assert (new.total, new.shown, new.more) == (4, 1, 3)
-    assert [(g.rule.id, g.total, len(g.rows)) for g in new.groups] == [("pii-without-sensitivity-tag", 1, 1)]
+    # every rule with new findings has its group, shown or not (a probe's printed report named only
+    # the rules its first rows went to)
+    assert [(g.rule.id, g.rule.severity, g.total, len(g.rows)) for g in new.groups] == [
+        ("pii-without-sensitivity-tag", "critical", 1, 1),
+        ("high-sensitivity-without-confidential", "high", 2, 0),
+        ("duplicate-columns-across-sources", "medium", 1, 0),
+    ]
     assert context.capped
+    soup = BeautifulSoup(render_html(context), "html.parser")
+    unshown = soup.select('section#new article[data-rule="high-sensitivity-without-confidential"]')[0]
+    assert unshown.select("table") == []
+    assert unshown.select_one('[data-field="none-shown"]').get_text() == (
+        "2 findings not shown here: the rows this section lists went to more severe rules; "
+        "the export has every one."
+    )
+    assert "2 findings, 0 shown" in unshown.select_one("h3").get_text()
     with pytest.raises(ValueError, match="max_rows must be at least 1"):
         build_context(sample.data, max_rows=0)
 

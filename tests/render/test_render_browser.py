@@ -232,3 +232,35 @@ def test_print_media_shows_sign_off_and_hides_controls(browser: Any, sample: Any
         assert pdf[:5] == b"%PDF-" and len(pdf) > 10_000
     finally:
         watched.close()
+
+
+def test_printed_tables_repeat_their_headings_with_text(browser: Any, tmp_path: Path) -> None:
+    """Found by a probe: Chromium painted the sort buttons blank in the heading rows it repeats on
+    each printed page, so most pages of a printed report had tables without column names."""
+    import shutil
+    import subprocess
+
+    from .conftest import scale_input
+
+    report = tmp_path / "report.html"
+    report.write_text(bundle_from_input(scale_input(tmp_path, changes=8, findings_count=90)).html, "utf-8")
+    watched = Watched(browser)
+    try:
+        watched.open(report)
+        page = watched.page
+        page.emulate_media(media="print")
+        heads = page.eval_on_selector_all("section#new thead th", "ths => ths.map(th => th.innerText)")
+        assert heads[:5] == ["Severity", "Cluster", "Column(s)", "Finding", "Status"]
+        assert not page.locator("section#new thead th button.sort").first.is_visible()
+        pdf = tmp_path / "report.pdf"
+        pdf.write_bytes(page.pdf(format="A4"))
+        page.emulate_media(media="screen")
+        assert page.locator("section#new thead th button.sort").first.is_visible()  # sorting still works
+    finally:
+        watched.close()
+    if shutil.which("pdftotext") is None:  # poppler-utils: the printed text is checked where it exists
+        return
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True)
+    pages = [p for p in text.stdout.split("\f") if "db.schema.table" in p]
+    assert len(pages) >= 3  # the 90 new findings run over several pages
+    assert all("Column(s)" in p and "Severity" in p for p in pages)

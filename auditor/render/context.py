@@ -548,17 +548,18 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         Card("waived", "Waived", digest.waived.total, "neutral", "reported, not counted"),
         Card(
             "expiring",
-            "Waivers expiring",
+            # findings, not waivers: one waiver may cover many (findings.json lists the waivers)
+            "Waived, expiring",
             expiring,
             "medium" if expiring else "neutral",
-            f"within {EXPIRING_WITHIN_DAYS} days",
+            f"findings whose waiver ends within {EXPIRING_WITHIN_DAYS} days",
         ),
         Card(
             "expired",
-            "Waivers expired",
+            "Waiver expired",
             expired_count,
             "high" if expired_count else "neutral",
-            "counting again",
+            "findings counting again",
         ),
     )
 

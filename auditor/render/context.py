@@ -725,19 +725,32 @@ def display_value(value: Any) -> str:
         return _clip(repr(value))
 
 
-def explanation_text(value: Any) -> str:
-    """The diff's ``explanation`` of a finding (a sentence, or a change record) as one sentence."""
+def explanation_text(value: Any, limit: int = MAX_CELL_CHARS) -> str:
+    """The diff's ``explanation`` of a finding (a sentence, or a change record) as one sentence of
+    at most about ``limit`` characters."""
     if not value:
         return ""
     if isinstance(value, str):
-        return _clip(value)
+        return _clip(value, limit)
     if isinstance(value, Mapping):
         if value.get("text") or value.get("summary"):
-            return _clip(value.get("text") or value.get("summary"))
-        return _clip("; ".join(f"{key}: {display_value(item)}" for key, item in value.items()))
+            return _clip(value.get("text") or value.get("summary"), limit)
+        return _clip("; ".join(f"{key}: {display_value(item)}" for key, item in value.items()), limit)
     if isinstance(value, Sequence):
-        return _clip("; ".join(explanation_text(item) for item in value))
-    return _clip(value)
+        # Whole entries up to the cell's budget, each clipped on its own: clipping the joined text
+        # again cut an entry in two and wrapped one clip marker in another, over a text that
+        # exists nowhere else.
+        parts = [explanation_text(item, limit // 3) for item in value]
+        kept = parts[:1]
+        used = len(kept[0]) if kept else 0
+        for part in parts[1:]:
+            if used + 2 + len(part) > limit:
+                break
+            kept.append(part)
+            used += 2 + len(part)
+        left = len(parts) - len(kept)
+        return "; ".join(kept) + (f"; {left:,} more in diff.json" if left else "")
+    return _clip(value, limit)
 
 
 def _waiver(raw: Any, today: date) -> WaiverView | None:

@@ -394,3 +394,23 @@ def test_two_long_names_never_show_alike(first, second) -> None:
     )
     assert shown[0].startswith("L" * 400) and shown[0].endswith(first[-40:])
     assert _clip("short") == "short"
+
+
+def test_a_long_explanation_keeps_whole_entries_and_counts_the_rest() -> None:
+    """Found by a probe: the joined explanation was clipped again after each entry was, so an entry
+    was cut in two and one clip marker nested in another ('ZZZ…[…[640 characters, …')."""
+    from auditor.render.context import MAX_CELL_CHARS, explanation_text
+
+    long_name = "Z" * 640
+    entries = [f"column {long_name} added to cluster 'c1'", "cluster 'new' was added"]
+    entries += [f"column db.s.t{i}.c removed from cluster 'c1'" for i in range(30)]
+    text = explanation_text(entries)
+    parts = text.split("; ")
+    assert parts[0].startswith("column ZZZ") and parts[0].count("characters, sha256:") == 1
+    digest = hashlib.sha256(entries[0].encode()).hexdigest()[:10]
+    assert f"…[{len(entries[0])} characters, sha256:{digest}]…" in parts[0]  # of the entry itself
+    assert parts[1] == "cluster 'new' was added"  # whole entries after a clipped one
+    assert all(p.startswith("column db.s.t") for p in parts[2:-1])
+    assert parts[-1] == f"{len(entries) - len(parts) + 1} more in diff.json"
+    assert len(text) <= 2 * MAX_CELL_CHARS
+    assert explanation_text(["a", "b"]) == "a; b"

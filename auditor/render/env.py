@@ -72,6 +72,25 @@ def _shown(value: Any) -> Any:
     return one_line(value) if type(value) is str else value
 
 
+EDGE_SPACE = Markup('<span class="sp" title="a space">\u2420</span>')
+
+
+def catalog_name(value: Any) -> Any:
+    """A catalog name (cluster id, column) as :func:`_shown` shows it, with its leading and
+    trailing spaces visible (``␠first name␠``): HTML collapses and hides them, so that
+    ``first name``, ``first name `` and `` first name`` read alike (the stylesheet keeps the runs
+    of spaces inside a name). The text is unchanged in the exports."""
+    if type(value) is not str:
+        return value
+    text = one_line(value)
+    core = text.strip(" ")
+    if core == text:
+        return text
+    lead = len(text) - len(text.lstrip(" "))
+    trail = len(text) - lead - len(core)
+    return EDGE_SPACE * lead + Markup.escape(core) + EDGE_SPACE * trail
+
+
 def prose(value: Any) -> str:
     """Text a person wrote, possibly folded over lines in YAML: whitespace runs as one space."""
     return "" if value is None else " ".join(str(value).split())
@@ -126,6 +145,7 @@ FILTERS: dict[str, Any] = {
     "fixed": fixed,
     "value": display_value,
     "prose": prose,
+    "name": catalog_name,
 }
 
 

@@ -264,3 +264,37 @@ def test_printed_tables_repeat_their_headings_with_text(browser: Any, tmp_path: 
     pages = [p for p in text.stdout.split("\f") if "db.schema.table" in p]
     assert len(pages) >= 3  # the 90 new findings run over several pages
     assert all("Column(s)" in p and "Severity" in p for p in pages)
+
+
+SPACED = ("first name", "first  name", "first name ", " first name")
+
+
+def test_names_that_differ_in_spaces_do_not_read_alike(browser: Any, tmp_path: Path) -> None:
+    """Found by a probe: HTML collapsed runs of spaces and hid leading and trailing ones, so four
+    different columns all read 'first name' in the report and its printed copy."""
+    from .conftest import finding
+
+    data = hostile_input(tmp_path)
+    data.findings = [finding(i, status="existing", column=name) for i, name in enumerate(SPACED)]
+    data.diff = None
+    report = tmp_path / "report.html"
+    report.write_text(bundle_from_input(data).html, encoding="utf-8")
+    watched = Watched(browser)
+    try:
+        watched.open(report)
+        page = watched.page
+        for media in ("screen", "print"):
+            page.emulate_media(media=media)
+            shown = page.eval_on_selector_all(
+                "section#open tbody tr td:nth-child(3)", "cells => cells.map(c => c.innerText)"
+            )
+            assert sorted(shown) == sorted(
+                [
+                    "first name",
+                    "first  name",
+                    "first name\u2420",
+                    "\u2420first name",
+                ]
+            ), media
+    finally:
+        watched.close()

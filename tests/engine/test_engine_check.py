@@ -141,6 +141,22 @@ def test_first_seen_survives_a_gap(engine, snapshot):
     assert ssn.first_seen_run == first  # ...but first seen in run 1
 
 
+def test_first_seen_counts_complete_runs_only(engine, snapshot):
+    """Found by a probe: a failed run checked with --allow-incomplete became the first-seen run of
+    findings that, checked against the previous complete run, were new ('new, since run 2')."""
+    pack = load_ruleset()
+    first = snapshot(engine, CATALOG)
+    changed = _with_column(CATALOG, "c-hr", NEW_HIGH)
+    failed = snapshot(engine, changed, status="failed")
+    check_run(engine, failed, pack, allow_incomplete=True)
+    third = snapshot(engine, changed)
+    result = check_run(engine, third, pack)
+    salary = next(
+        f for f in result.findings if f.column == "hr.emp.salary" and f.rule.startswith("high-sens")
+    )
+    assert (result.baseline.id, salary.status, salary.first_seen_run) == (first, "new", third)
+
+
 def test_incomplete_runs_are_refused_and_never_baselines(engine, snapshot):
     pack = load_ruleset()
     complete = snapshot(engine, CATALOG)

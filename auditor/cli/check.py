@@ -169,10 +169,17 @@ def rules_validate(paths: tuple[str, ...], waivers: str | None) -> None:
     if waiver_set is not None:
         click.echo(f"{len(waiver_set.entries)} waivers valid in {waiver_set.source}")
         for waiver in waiver_set.entries:
-            if ruleset.get(waiver.rule) is None:
+            rule = ruleset.get(waiver.rule)
+            if rule is None:
                 click.echo(
                     f"warning: {waiver.where}: no rule {waiver.rule!r} in these rule files "
                     "(a typo, or its rule file was not given)",
+                    err=True,
+                )
+            elif not rule.enabled:
+                click.echo(
+                    f"warning: {waiver.where}: rule {waiver.rule!r} is disabled (enabled: false): "
+                    "the waiver has nothing to waive",
                     err=True,
                 )
 

@@ -361,7 +361,9 @@ def check_run(
         day = today or datetime.now(UTC).date()
         report = apply_waivers(items, waivers, day)
         if waivers is not None:
-            report.unknown_rules = frozenset(w.rule for w in waivers.entries) - {r.id for r in ruleset.rules}
+            named = frozenset(w.rule for w in waivers.entries)
+            report.disabled_rules = named & {r.id for r in ruleset.disabled}
+            report.unknown_rules = named - {r.id for r in ruleset.rules} - report.disabled_rules
             report.partial_run = None if run.status == RUN_COMPLETE else run.id
         # Remember each finding's status and waiver (the diff reads them later). Read-only views
         # such as the report pass record=False: at 1M columns a check touches ~400k rows.

@@ -316,6 +316,8 @@ class WaiverReport:
     expired: list[Waiver] = field(default_factory=list)
     # rule ids that waivers name but the rule set checked does not have (set by check_run)
     unknown_rules: frozenset[str] = frozenset()
+    # rule ids of waivers whose rule is in the rule set with enabled: false (set by check_run)
+    disabled_rules: frozenset[str] = frozenset()
     # the run checked is not complete (set by check_run): a waiver may match nothing in it only
     # because what it waives was not fetched
     partial_run: int | None = None
@@ -325,6 +327,8 @@ class WaiverReport:
         or why it may not be stale at all, when the run checked is not complete."""
         if waiver.rule in self.unknown_rules:
             return f": no rule '{waiver.rule}' in the rule set (a typo, or its rule file was not loaded)"
+        if waiver.rule in self.disabled_rules:
+            return f": rule '{waiver.rule}' is disabled (enabled: false), so it has no findings to waive"
         if self.partial_run is not None:
             return (
                 f": run {self.partial_run} is not complete, so it may waive what the run lacks (check a "

@@ -201,6 +201,35 @@ def test_a_waiver_for_a_rule_that_is_not_in_the_rule_set_says_so(run_cli, db, en
     ]
 
 
+def test_a_waiver_for_a_disabled_rule_says_the_rule_is_disabled(run_cli, db, engine, snapshot, write):
+    """Found by a probe: check called such a waiver's rule a typo (``unknown_rule: true``), and
+    ``rules validate --waivers`` said nothing."""
+    snapshot(engine, CATALOG)
+    rules = write("rules.yaml", (rules_dir() / "clusters.yaml").read_text(encoding="utf-8"))
+    text = rules.read_text(encoding="utf-8").replace(
+        "  - id: cluster-spans-many-sources\n", "  - id: cluster-spans-many-sources\n    enabled: false\n"
+    )
+    rules.write_text(text, encoding="utf-8")
+    waivers = write(
+        "waivers.yaml",
+        "waivers:\n  - {rule: cluster-spans-many-sources, cluster: c-hr, reason: r, owner: o,\n"
+        "     expires: 2027-06-30}\n",
+    )
+    args = ("check", "--db", db, "--rules", str(rules), "--waivers", str(waivers), "--today", "2026-11-28")
+    why = ": rule 'cluster-spans-many-sources' is disabled (enabled: false), so it has no findings to waive"
+    assert (
+        f"stale waiver (matches nothing): rule cluster-spans-many-sources, cluster c-hr ({waivers}:2){why}"
+    ) in run_cli(*args).stderr.splitlines()
+    stale = json.loads(run_cli(*args, "--format", "json").stdout)["summary"]["stale_waivers"]
+    assert [(w["unknown_rule"], w["note"]) for w in stale] == [(False, why.removeprefix(": "))]
+    validated = run_cli("rules", "validate", str(rules), "--waivers", str(waivers))
+    assert (validated.exit_code, validated.stderr) == (
+        0,
+        f"warning: {waivers}:2: rule 'cluster-spans-many-sources' is disabled (enabled: false): "
+        "the waiver has nothing to waive\n",
+    )
+
+
 def test_rule_and_waiver_problems_are_reported_together(run_cli, db, engine, snapshot, write):
     """Both files broken: one error lists the problems of both, so one round of fixes is enough."""
     snapshot(engine, CATALOG)

@@ -2,7 +2,7 @@
 
 Each entry names a rule id and narrows it to a cluster id and/or a column pattern (``column``: a
 glob such as ``hr.*.ssn``; ``column_regex``: a regular expression matched against the whole fully
-qualified name; both ignore case). ``reason``, ``owner`` and ``expires`` (a date) are required,
+qualified name, ``.`` matching a line break too; both ignore case, and so does the cluster id). ``reason``, ``owner`` and ``expires`` (a date) are required,
 ``ticket`` is optional. A waived finding is still reported, with status ``waived``; after
 ``expires`` the waiver no longer applies and the finding is labelled "waiver expired". Waivers that
 match nothing are reported as stale, and those expiring within :data:`EXPIRING_DAYS` are listed.
@@ -127,7 +127,8 @@ class Waiver:
     def matches(self, finding: Finding) -> bool:
         if finding.rule != self.rule:
             return False
-        if self.cluster is not None and finding.cluster_id != self.cluster:
+        # Cluster ids are hexadecimal ObjectIds, copied from BigID's UI in either case.
+        if self.cluster is not None and (finding.cluster_id or "").lower() != self.cluster.lower():
             return False
         if self.column is None and self.column_regex is None:
             return True
@@ -141,7 +142,8 @@ class Waiver:
         if self.column is not None and not fnmatch.fnmatchcase(lowered, self.column.lower()):
             return False
         return not (
-            self.column_regex is not None and not re.fullmatch(self.column_regex, fqn, flags=re.IGNORECASE)
+            self.column_regex is not None
+            and not re.fullmatch(self.column_regex, fqn, flags=re.IGNORECASE | re.DOTALL)
         )
 
     def describe(self) -> str:

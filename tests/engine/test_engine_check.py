@@ -382,6 +382,33 @@ def test_column_star_waives_cluster_findings_that_involve_no_column(engine, snap
         assert (waived, len(result.waiver_report.stale)) == ((expected, 0) if waives else ([], 1)), pattern
 
 
+def test_waiver_cluster_ids_ignore_case_and_regexes_span_line_breaks(engine, snapshot, write):
+    """Found by a probe: a cluster id copied in upper case matched nothing (ObjectIds are hex, in
+    either case), and a column regex's '.' did not match a line break in a name."""
+    catalog = [
+        {"id": "abcdef0123456789abcdef01", "columns": [{"fullyQualifiedName": "db.t.line\nbreak"}]},
+    ]
+    snapshot(engine, catalog)
+    rules = write(
+        "r.yaml",
+        "rules:\n  - {id: every-column, title: t, description: d, severity: low, scope: column,\n"
+        "     condition: {field: columnName, absent: true}, message: m, remediation: r}\n",
+    )
+    ruleset = load_ruleset([rules])
+    for narrowing in (
+        "cluster: ABCDEF0123456789ABCDEF01",
+        "column_regex: 'db\\.t\\.line.break'",
+        "column: 'db.t.line*'",
+    ):
+        text = (
+            f"waivers:\n  - {{rule: every-column, {narrowing}, reason: r, owner: o, expires: 2030-01-01}}\n"
+        )
+        result = check_run(
+            engine, "latest", ruleset, waivers=load_waivers(write("w.yaml", text)), today=TODAY
+        )
+        assert [f.status for f in result.findings] == ["waived"], narrowing
+
+
 def test_invalid_waiver_files_report_every_problem(write):
     path = write(
         "bad-waivers.yaml",

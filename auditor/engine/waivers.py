@@ -2,10 +2,11 @@
 
 Each entry names a rule id and narrows it to a cluster id and/or a column pattern (``column``: a
 glob such as ``hr.*.ssn``; ``column_regex``: a regular expression matched against the whole fully
-qualified name, ``.`` matching a line break too; both ignore case, and so does the cluster id). ``reason``, ``owner`` and ``expires`` (a date) are required,
-``ticket`` is optional. A waived finding is still reported, with status ``waived``; after
-``expires`` the waiver no longer applies and the finding is labelled "waiver expired". Waivers that
-match nothing are reported as stale, and those expiring within :data:`EXPIRING_DAYS` are listed.
+qualified name, ``.`` matching a line break too; both ignore case, and so does the cluster id).
+``reason``, ``owner`` and ``expires`` (a date) are required, ``ticket`` is optional. A waived
+finding is still reported, with status ``waived``; after ``expires`` the waiver no longer applies
+and the finding is labelled "waiver expired". Waivers that match nothing are reported as stale, and
+those expiring within :data:`EXPIRING_DAYS` are listed.
 
 Example::
 

@@ -19,6 +19,8 @@ hold any of the keys below under a ``[auditor]`` table (or at top level)::
     clusters = 150
     columns = 15000
 
+Relative paths (see :data:`PATH_SETTINGS`) are relative to the config file's folder.
+
 The API key is read from ``BIGID_TOKEN``, from ``--token-file``/``token_file``, or from a prompt; it is
 never accepted as a plain command-line value (it would show in ``ps``), and never written anywhere.
 """
@@ -127,7 +129,33 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
             )
     if "sandbox" in values:
         _check_sandbox_table(candidate, values["sandbox"])
-    return FileSettings(path=candidate, values=values)
+    return FileSettings(path=candidate, values=_paths_from(candidate.parent, values))
+
+
+PATH_SETTINGS = ("db", "token_file", "ca_bundle", "waivers", "smtp_ca_bundle", "templates", "rules")
+"""Settings naming files or folders: relative ones are relative to the config file's folder."""
+
+
+def _paths_from(folder: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the relative paths of :data:`PATH_SETTINGS` made relative to ``folder`` (the
+    config file's), as a file read with ``--config elsewhere/auditor.toml`` means them: they used
+    to be taken from the working folder. A database URL (``sqlite:///x.db``), ``~/…`` and absolute
+    paths are left as they are."""
+    if folder.resolve() == Path.cwd().resolve():
+        return values  # the same place: the values stay as written (and as messages show them)
+
+    def moved(value: Any) -> Any:
+        if not isinstance(value, str) or not value or value.startswith("~") or "://" in value:
+            return value
+        if value == ":memory:" or Path(value).is_absolute():
+            return value
+        return os.path.join(folder, value)
+
+    out = dict(values)
+    for key in PATH_SETTINGS:
+        if key in out:
+            out[key] = [moved(v) for v in out[key]] if isinstance(out[key], list) else moved(out[key])
+    return out
 
 
 SANDBOX_KEYS = ("seed", "clusters", "columns")

@@ -65,6 +65,44 @@ def test_configured_rules_and_fail_on_drive_check_and_diff_like_run(tmp_path, mo
     assert rules_seen == {"every-column-in-a-pii-cluster"}
 
 
+def test_relative_paths_in_a_config_file_elsewhere_are_relative_to_it(tmp_path, monkeypatch):
+    """Found by a probe: with --config cfg/auditor.toml, waivers = "waivers.yaml" was looked for in
+    the working folder ("waiver file waivers.yaml does not exist", exit 2)."""
+    from auditor.config import load_config
+
+    config = tmp_path / "cfg"
+    (config / "rules").mkdir(parents=True)
+    (config / "rules" / "mine.yaml").write_text(ONE_RULE)
+    (config / "waivers.yaml").write_text(
+        "waivers:\n  - {rule: every-column-in-a-pii-cluster, column: '*', reason: r, owner: o, "
+        "expires: 2099-01-01}\n"
+    )
+    (config / "auditor.toml").write_text(
+        '[auditor]\ndb = "history.db"\nrules = ["rules"]\nwaivers = "waivers.yaml"\nfail_on = "low"\n'
+        'token_file = "~/token"\nca_bundle = "/etc/ssl/ca.pem"\n'
+        "[auditor.sandbox]\nclusters = 12\ncolumns = 600\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    values = load_config("../cfg/auditor.toml", explicit=True).values
+    assert (values["db"], values["rules"], values["waivers"]) == (
+        "../cfg/history.db",
+        ["../cfg/rules"],
+        "../cfg/waivers.yaml",
+    )
+    assert (values["token_file"], values["ca_bundle"]) == ("~/token", "/etc/ssl/ca.pem")  # as written
+    ran = invoke(["--config", "../cfg/auditor.toml", "run", "--format", "json"])
+    assert ran.exit_code == 0, ran.stderr  # every finding waived: the gate passes
+    assert {f["status"] for f in json.loads(ran.stdout)["findings"]} == {"waived"}
+    # the database is the config folder's; only the report goes to the working folder
+    assert (config / "history.db").exists()
+    assert [p.name for p in elsewhere.iterdir()] == ["auditor-report-run1.html"]
+    # a config file in the working folder keeps its values as written
+    monkeypatch.chdir(config)
+    assert load_config(None, explicit=False).values["waivers"] == "waivers.yaml"
+
+
 def test_a_mistyped_fail_on_in_the_config_file_is_a_usage_error_for_check(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("auditor.toml").write_text('[auditor]\nfail_on = "hgih"\n')

@@ -459,6 +459,8 @@ class Chart:
     bars: tuple[Bar, ...]
     labels: tuple[AxisLabel, ...]
     empty_text: str = ""
+    # the severities its bars stack, most severe first: the printed chart names its colours
+    legend: tuple[str, ...] = ()
 
 
 @dataclass
@@ -1011,4 +1013,6 @@ def trend_chart(points: Sequence[TrendPoint]) -> Chart:
             )
         labels.append(AxisLabel(round(x + bar_w / 2, 1), height - bottom + 16, f"#{point.run_id}"))
         labels.append(AxisLabel(round(x + bar_w / 2, 1), round(y - 9, 1), f"{point.total:,}"))
-    return Chart("Findings over the last runs", width, height, tuple(bars), tuple(labels))
+    shown = {bar.tone for bar in bars}
+    legend = tuple(name for name in SEVERITIES if name in shown)
+    return Chart("Findings over the last runs", width, height, tuple(bars), tuple(labels), legend=legend)

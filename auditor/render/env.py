@@ -167,13 +167,27 @@ def _sha256_source(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-def inline_assets(env: jinja2.Environment, css: str = "report.css", js: str = "report.js") -> InlineAssets:
+def inline_assets(
+    env: jinja2.Environment,
+    css: str = "report.css",
+    js: str = "report.js",
+    *,
+    run_id: int | None = None,
+    against_id: int | None = None,
+) -> InlineAssets:
     """Render the stylesheet and script templates and build a CSP that allows exactly them.
 
-    They are rendered without data; the result is wrapped as ``Markup`` here (the templates never use
-    ``|safe``). A closing ``</style>``/``</script>`` inside them would end the block early, so it is refused.
+    They are rendered without catalog data: the stylesheet gets only the run ids (integers), for the
+    printed pages' footer (``page_label``). The result is wrapped as ``Markup`` here (the templates
+    never use ``|safe``). A closing ``</style>``/``</script>`` inside them would end the block early,
+    so it is refused.
     """
-    css_text = env.get_template(css).render()
+    label = "cluster-auditor report"
+    if run_id is not None:
+        label += f", run {int(run_id)}" + (
+            f" against run {int(against_id)}" if against_id is not None else ""
+        )
+    css_text = env.get_template(css).render(page_label=label)
     js_text = env.get_template(js).render()
     for name, text, closing in ((css, css_text, "</style"), (js, js_text, "</script")):
         if closing in text.lower():

@@ -91,7 +91,8 @@ def render_html(context: ReportContext, env: jinja2.Environment | None = None) -
     """Render ``report.html.j2`` for ``context`` (with its inline assets and CSP)."""
     env = env or make_environment()
     if context.assets is None:
-        context.assets = inline_assets(env)
+        against = context.against.id if context.against is not None else None
+        context.assets = inline_assets(env, run_id=context.run.id, against_id=against)
     try:
         return env.get_template(REPORT_TEMPLATE).render(template_vars(context))
     except jinja2.TemplateError as exc:

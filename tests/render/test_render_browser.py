@@ -264,6 +264,12 @@ def test_printed_tables_repeat_their_headings_with_text(browser: Any, tmp_path: 
     pages = [p for p in text.stdout.split("\f") if "db.schema.table" in p]
     assert len(pages) >= 3  # the 90 new findings run over several pages
     assert all("Column(s)" in p and "Severity" in p for p in pages)
+    # every printed page says what it is a page of, and which page (a probe printed with
+    # --no-pdf-header-footer: pages 2 and later carried nothing)
+    every = [p for p in text.stdout.split("\f") if p.strip()]
+    for number, printed in enumerate(every, start=1):
+        assert "cluster-auditor report, run 3 against run 2" in printed, number
+        assert f"Page {number} of {len(every)}" in printed, number
 
 
 SPACED = ("first name", "first  name", "first name ", " first name")

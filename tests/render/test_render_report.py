@@ -13,7 +13,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from auditor.errors import ConfigError
-from auditor.render.context import build_context
+from auditor.render.context import SEVERITIES, build_context
 from auditor.render.env import make_environment
 from auditor.render.report import bundle_from_input, neutralise_cell, render_html
 from auditor.textsafe import one_line
@@ -171,6 +171,14 @@ def test_severity_and_trend_charts_are_inline_svg(sample) -> None:
     labels = [t.get_text() for t in trend.select("text")]
     assert {"#1", "#2", "#3"} <= set(labels)
     assert "6" in labels  # total of run 3 above its bar
+    # the stacked colours are named (in print the bars' tooltips are gone)
+    stacked = {rect["class"][0].removeprefix("bar-") for rect in trend.select("rect")}
+    legend = soup.select("#trend-chart figcaption.legend .key")
+    assert [key.get_text(strip=True) for key in legend] == [s for s in SEVERITIES if s in stacked]
+    assert [key.select_one("rect")["class"] for key in legend] == [
+        [f"bar-{s}"] for s in SEVERITIES if s in stacked
+    ]
+    assert soup.select("thead th") and all(th.get("scope") == "col" for th in soup.select("thead th"))
     assert not soup.select("img, link, object, embed, iframe")
 
 

@@ -188,6 +188,16 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
                     f"a group of varying length repeated {high} times (such as (a?){{60}}) can take "
                     f"exponential time; repeat such a group at most {VARIABLE_REPEATS} times"
                 )
+            if high > 1:
+                wide = _wide_repeats(list(sub))
+                if wide and not _delimited(list(sub), frozenset().union(*wide)):
+                    return (
+                        "a repeated group holding a repeat of varying count (such as (a{1,10}){1,10} or "
+                        "([a-z]{1,10}_?){1,10}) can take exponential time: there are many ways to split a "
+                        "value among the repeats; keep one repeat ([a-z_]{1,110}), or end each repetition "
+                        "of the group with a required character the inner repeat cannot match "
+                        "(([a-z]{1,10}_){1,10})"
+                    )
             # Anything repeated more than once makes an unbounded repeat inside it dangerous.
             problem = _walk(list(sub), inside_unbounded=inside_unbounded or high > 1)
             if problem:
@@ -214,6 +224,46 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
             if problem:
                 return problem
     return None
+
+
+def _wide_repeats(items: list[Any]) -> list[frozenset[str]]:
+    """The characters of each bounded repeat in ``items`` (at any depth) whose count varies by more
+    than one (``a{1,10}``; not ``a?`` or ``a{2,3}``; an unbounded one, ``a+``, is refused inside a
+    repeated group anyway)."""
+    found: list[frozenset[str]] = []
+    for op, av in items:
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            low, high, sub = av
+            if high != _c.MAXREPEAT and high <= 100 and high - low > 1:
+                found.append(_chars(sub))
+            found.extend(_wide_repeats(list(sub)))
+        elif op == _c.SUBPATTERN:
+            found.extend(_wide_repeats(list(av[-1])))
+        elif op == _c.BRANCH:
+            for branch in av[1]:
+                found.extend(_wide_repeats(list(branch)))
+    return found
+
+
+def _delimited(items: list[Any], chars: frozenset[str]) -> bool:
+    """Whether the sequence ``items`` holds a required part that matches none of ``chars``: each
+    repetition of a group made of ``items`` then ends at a character the repeats inside it cannot
+    take, so a value splits among the repetitions in one way only."""
+    for op, av in _flattened(items):
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            required = av[0] >= 1
+        elif op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+            continue
+        else:
+            required = _width(op, av)[0] >= 1
+        if required and not (_chars([(op, av)]) & chars):
+            return True
+    return False
+
+
+def _width(op: Any, av: Any) -> tuple[int, int]:
+    """The least and most characters one item of a parsed pattern matches."""
+    return _parser.SubPattern(_parser.State(), [(op, av)]).getwidth()
 
 
 # Characters tried to tell whether two parts of a pattern can match the same text.
@@ -289,41 +339,46 @@ def _chained(items: list[Any]) -> str | None:
     ``-`` of ``\\d+-\\d+-\\d+``) ends a chain.
     """
     chain: list[frozenset[str]] = []  # the parts of varying length in a row
-    unbounded: list[frozenset[str]] = []  # those of them that repeat without bound
+    unbounded: list[frozenset[str]] = []  # those of them that can match without bound
     for op, av in _flattened(items):
+        if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+            continue
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             low, high, sub = av
             problem = _chained(list(sub))
-            if problem:
-                return problem
-            if low != high:
-                chars = _chars(sub)
-                chain.append(chars)
-                if high == _c.MAXREPEAT or high > 100:
-                    unbounded.append(chars)
-                    if _share(unbounded, CHAINED_REPEATS):
-                        return (
-                            "two unbounded repeats in a row that can match the same characters (such as "
-                            ".*a.*b or a*a*) take time growing with a power of the value's length; keep one "
-                            "(a search finds the pattern anywhere, so a leading .* is not needed), or make "
-                            "them exclusive ([^.]*\\. instead of .*\\.)"
-                        )
-                if _share(chain, VARIABLE_REPEATS + 1):
-                    return (
-                        f"more than {VARIABLE_REPEATS} optional or varying parts in a row that can match the "
-                        "same characters (such as a?a?a?…) can take exponential time; use fewer"
-                    )
-                continue
         elif op == _c.BRANCH:
-            for branch in av[1]:
-                problem = _chained(list(branch))
-                if problem:
-                    return problem
-        elif op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
-            continue
+            low = high = 1
+            problem = next((p for p in (_chained(list(b)) for b in av[1]) if p), None)
+        else:
+            low = high = 1
+            problem = None
+        if problem:
+            return problem
+        least, most = _width(op, av)
         part = _chars([(op, av)])
-        if chain and not (part & chain[-1]):
+        varying = low != high or least != most  # a branch that may be empty, (x+)? …
+        if least >= 1 and chain and not (part & frozenset().union(*chain)):
+            # required, and none of its characters continues any part of the chain (an optional
+            # part between them lets any of them come right before it): a separator (the '-' of
+            # \d+-\d+, the \s+ of \w+\s+\w+) ends the chain
             chain, unbounded = [], []
+        if not varying:
+            continue
+        chain.append(part)
+        if high == _c.MAXREPEAT or high > 100 or most >= _c.MAXREPEAT:
+            if any(part & earlier for earlier in unbounded):
+                return (
+                    "two unbounded repeats in a row that can match the same characters (such as "
+                    ".*a.*b, a*a* or a+b*a+) take time growing with a power of the value's length; keep "
+                    "one (a search finds the pattern anywhere, so a leading .* is not needed), or make "
+                    "them exclusive ([^.]*\\. instead of .*\\.)"
+                )
+            unbounded.append(part)
+        if _share(chain, VARIABLE_REPEATS + 1):
+            return (
+                f"more than {VARIABLE_REPEATS} optional or varying parts in a row that can match the "
+                "same characters (such as a?a?a?…) can take exponential time; use fewer"
+            )
     return None
 
 

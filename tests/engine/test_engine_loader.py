@@ -351,6 +351,15 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         ("^(a{1,100}){1,100}$", "a group of varying length repeated 100 times"),
         ("(x?){60}y", "a group of varying length repeated 60 times"),
         ("a?" * 11 + "a{11}", "more than 10 optional or varying parts in a row"),
+        # found by a probe: accepted, then 6 s to hours on values of 30-60 characters
+        ("(a{1,10}){1,10}c", "a repeated group holding a repeat of varying count"),
+        (r"^([a-z0-9]{1,10}_?){1,10}$", "a repeated group holding a repeat of varying count"),
+        ("(a{0,9}){0,9}c", "a repeated group holding a repeat of varying count"),
+        ("a+b*a+c", "two unbounded repeats in a row"),  # the optional b* hid the two a+
+        ("(x+)?x+y", "two unbounded repeats in a row"),  # an optional group holding x+ is unbounded
+        ("(?:x+)?x+y", "two unbounded repeats in a row"),
+        ("a+(b|)a+c", "two unbounded repeats in a row"),  # a branch that may be empty is optional
+        (r"\d+-?\d+", "two unbounded repeats in a row"),
         # read differently by PostgreSQL, or an error there in the middle of a check (exit 3)
         ("(?i:ssn)", "inline flags such as (?i)"),
         ("(?s)a.b", "inline flags such as (?i)"),
@@ -392,6 +401,10 @@ def test_patterns_that_backtrack_for_ages_or_are_not_portable_are_refused(patter
         r"(crm|erp)\..*\.email",
         "a?" * 10 + "a{10}",
         r"^(classifier\.)?(ssn|social security( number)?|e-?mail( address)?|phone( number)?)$",
+        r"^([a-z]{1,8}\.){1,3}[a-z]+$",  # each repetition ends at a '.' its repeat cannot take
+        r"([a-z0-9]{1,10}_){1,10}",
+        "(ab?){3}",
+        r"[a-z]+[0-9]*_[a-z]+",
     ],
 )
 def test_patterns_that_are_accepted_finish_quickly_on_hostile_values(pattern):
@@ -403,6 +416,7 @@ def test_patterns_that_are_accepted_finish_quickly_on_hostile_values(pattern):
     assert check_pattern(pattern) is None
     compiled = re.compile(pattern, re.IGNORECASE)
     hostile = ["a" * MAX_INPUT, "1" * MAX_INPUT, "," * MAX_INPUT, "a a " * (MAX_INPUT // 4)]
+    hostile += ["a" * 60 + "!", "a_" * (MAX_INPUT // 2) + "!", "a." * (MAX_INPUT // 2)]
     for value in hostile:
         started = time.perf_counter()
         compiled.search(value)

@@ -626,4 +626,54 @@ def rules_json_schema() -> dict[str, Any]:
     defs["HavingSpec"] = HavingSpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "cluster-auditor rule file"
+    _structure(schema)
     return schema
+
+
+def _without_null(prop: dict[str, Any]) -> None:
+    """An optional key's schema as written in a file: pydantic allows ``null`` for "not given"."""
+    if "anyOf" in prop:
+        prop["anyOf"] = [option for option in prop["anyOf"] if option != {"type": "null"}]
+        if len(prop["anyOf"]) == 1:
+            prop.update(prop.pop("anyOf")[0])
+    prop.pop("default", None)
+
+
+def _exactly_one(keys: Iterable[str]) -> list[dict[str, Any]]:
+    return [{"required": [key]} for key in keys]
+
+
+def _structure(schema: dict[str, Any]) -> None:
+    """What validation requires of a file's structure, in the schema too, so that an editor flags
+    it: at least one rule; exactly one operator per comparison and one threshold per ``having``;
+    one form per quantifier; ``condition`` for column and cluster rules, ``aggregate`` for
+    aggregate ones; no ``null`` where a value is expected. (What depends on a field's kind, such
+    as ``gt`` on text, only ``auditor rules validate`` checks.)"""
+    defs = schema["$defs"]
+    schema["properties"]["rules"]["minItems"] = 1
+    schema["required"] = sorted({*schema.get("required", []), "rules"})
+    compare = defs["Condition_field"]
+    operators = [key for key in compare["properties"] if key not in ("field", "case")]
+    for key in operators:
+        _without_null(compare["properties"][key])
+    compare["oneOf"] = _exactly_one(operators)
+    having = defs["HavingSpec"]
+    thresholds = [key for key in having["properties"] if key not in ("distinct", "case")]
+    for key in (*thresholds, "distinct"):
+        _without_null(having["properties"][key])
+    having["oneOf"] = _exactly_one(thresholds)
+    for name in ("Condition_tags", "Condition_attributes", "Condition_columns"):
+        quantifier = next(iter(defs[name]["properties"].values()))
+        for key in ("group_by", "having"):
+            if key in quantifier["properties"]:
+                _without_null(quantifier["properties"][key])
+        quantifier["oneOf"] = _exactly_one(("any", "all", "none", "having"))
+        quantifier["dependentRequired"] = {"where": ["having"], "group_by": ["having"]}
+    rule = defs["RuleSpec"]
+    rule["allOf"] = [
+        {
+            "if": {"properties": {"scope": {"const": "aggregate"}}, "required": ["scope"]},
+            "then": {"required": ["aggregate"], "not": {"required": ["condition"]}},
+            "else": {"required": ["condition"], "not": {"required": ["aggregate"]}},
+        }
+    ]

@@ -286,6 +286,46 @@ def test_json_schema_accepts_the_built_in_pack_and_rejects_nonsense():
     assert list(validator.iter_errors(wrong_operator))
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # found by a probe: each accepted by the schema (an editor showed no error), refused by
+        # auditor rules validate for its structure
+        ("condition: {field: columnName, eq: ssn}", "condition: {field: columnName}"),
+        ("condition: {field: columnName, eq: ssn}", "condition: {field: columnName, eq: ssn, ne: x}"),
+        ("condition: {field: columnName, eq: ssn}", "condition: {field: columnName, eq: null}"),
+        ("condition: {field: columnName, eq: ssn}", "condition: {tags: {having: {}}}"),
+        ("condition: {field: columnName, eq: ssn}", "condition: {tags: {having: {gte: 2, lt: 5}}}"),
+        (
+            "condition: {field: columnName, eq: ssn}",
+            "condition: {tags: {any: {field: tagName, eq: x}, having: {gte: 1}}}",
+        ),
+        ("condition: {field: columnName, eq: ssn}", "condition: {tags: {group_by: tagName}}"),
+        ("condition: {field: columnName, eq: ssn}", "condition: {tags: {where: {field: tagName, eq: x}}}"),
+        (
+            "    condition: {field: columnName, eq: ssn}\n",
+            "    aggregate: {group_by: columnName, having: {gte: 2}}\n",
+        ),
+        ("scope: column", "scope: aggregate"),  # an aggregate rule with a condition, no aggregate
+    ],
+)
+def test_json_schema_refuses_what_validation_refuses_for_its_structure(old, new):
+    validator = jsonschema.Draft202012Validator(rules_json_schema())
+    assert old in GOOD
+    document = yaml.safe_load(GOOD.replace(old, new))
+    assert list(validator.iter_errors(document)), new
+    assert list(validator.iter_errors({"rules": []}))
+    # and the counting forms it refuses to mix stay accepted alone
+    for fine in (
+        "{tags: {having: {gte: 2}}}",
+        "{tags: {where: {field: tagName, eq: x}, group_by: tagValue, having: {distinct: tagName, gte: 2}}}",
+        "{tags: {all: {field: tagName, eq: x}}}",
+        "{field: columnName, in: [a, b], case: exact}",
+    ):
+        accepted = yaml.safe_load(GOOD.replace("{field: columnName, eq: ssn}", fine))
+        assert list(validator.iter_errors(accepted)) == [], fine
+
+
 def test_aliases_that_nest_the_document_too_deeply_once_expanded_are_refused(write):
     # Each anchor nests the previous one 40 levels down: no node is deeper than 64 where it is
     # written, but the last alias expands to 1,200 levels (found by measuring, not by expanding).

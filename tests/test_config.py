@@ -123,7 +123,8 @@ def test_settings_of_the_right_type_load(tmp_path):
         '[auditor]\ninsecure = false\nrules = ["a", "b"]\nemail_to = "x@example.com"\n'
         "connect_timeout = 2.5\nread_timeout = 30\nworkers = 2\nprocesses = 0\n"
     )
-    assert load_config(path, explicit=True).get("rules") == ["a", "b"]
+    # relative paths are the config file's folder's (the working folder is elsewhere here)
+    assert load_config(path, explicit=True).get("rules") == [str(tmp_path / "a"), str(tmp_path / "b")]
     assert load_config(path, explicit=True).get("processes") == 0  # documented in docs/fetch.md; was refused
 
 

@@ -379,8 +379,20 @@ def make_ruleset(rules: Sequence[Rule], disabled: Sequence[Rule], sources: Seque
 
 
 def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
-    """Expand files and folders into rule files (fixtures ``*.test.yaml`` are not rules)."""
+    """Expand files and folders into rule files (fixtures ``*.test.yaml`` are not rules).
+
+    A file named twice (``rules rules/x.yaml``, ``a.yaml ./a.yaml``) is read once: read twice, each
+    of its rules was a duplicate of itself.
+    """
     found: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(file: Path) -> None:
+        key = file.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append(file)
+
     for path in paths:
         if path.is_dir():
             inside = sorted(
@@ -390,9 +402,10 @@ def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
             )
             if not inside:
                 problems.add(str(path), None, "no rule files (*.yaml, *.yml) in this folder")
-            found.extend(inside)
+            for file in inside:
+                add(file)
         elif path.is_file():
-            found.append(path)
+            add(path)
         else:
             problems.add(str(path), None, "no such file or folder")
     return found

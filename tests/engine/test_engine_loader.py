@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -654,3 +655,13 @@ rules:
         "one operator per comparison, got eq, matches",
         nested,
     ]
+
+
+def test_a_rule_file_named_twice_is_read_once(write, monkeypatch):
+    """Found by a probe: `rules validate rules rules/clusters.yaml` reported every rule of
+    clusters.yaml as a duplicate of itself (exit 2)."""
+    good = write("pack/good.yaml", GOOD)
+    monkeypatch.chdir(good.parent.parent)
+    twice = load_ruleset([good.parent, good, Path("pack/../pack/good.yaml"), Path("pack/good.yaml")])
+    assert [rule.id for rule in twice.rules] == ["good-rule"]
+    assert twice.sources == load_ruleset([good]).sources

@@ -843,7 +843,19 @@ class Having:
         if problem:
             ctx.problem([*path, ops[0]], f"{ops[0]}: {problem}")
             return None
-        return cls(distinct, ops[0], threshold, spec.case == "exact")
+        op = ops[0]
+        never = {"eq": threshold < 1, "lt": threshold <= 1, "lte": threshold < 1}.get(op, False)
+        if distinct is None and never:
+            # Only what exists is counted: a column with no tags has no group of tags, so a count
+            # below one never holds, and the rule would silently find nothing.
+            ctx.problem(
+                [*path, op],
+                f"{op}: {threshold} never holds: a group counted has at least one element (a column with no "
+                "tags, say, is not counted at all); to find those with none, write none: {…} or "
+                "not: {tags: {any: …}}",
+            )
+            return None
+        return cls(distinct, op, threshold, spec.case == "exact")
 
     @staticmethod
     def _distinct(name: str, level: Level, ctx: ParseContext, path: list[Any]) -> F.Field | None:

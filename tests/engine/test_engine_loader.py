@@ -665,3 +665,26 @@ def test_a_rule_file_named_twice_is_read_once(write, monkeypatch):
     twice = load_ruleset([good.parent, good, Path("pack/../pack/good.yaml"), Path("pack/good.yaml")])
     assert [rule.id for rule in twice.rules] == ["good-rule"]
     assert twice.sources == load_ruleset([good]).sources
+
+
+@pytest.mark.parametrize("threshold", ["eq: 0", "lt: 1", "lte: 0", "eq: -2"])
+def test_a_count_that_can_never_hold_is_a_problem(write, threshold):
+    """Found by a probe: tags: {having: {eq: 0}} passed validation and never fired (a column with no
+    tags is not counted), and `rules list` explained it as 'exactly 0 tags (and at least one)'."""
+    path = write(
+        "r.yaml", GOOD.replace("{field: columnName, eq: ssn}", f"{{tags: {{having: {{{threshold}}}}}}}")
+    )
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    (problem,) = caught.value.problems
+    op, value = threshold.split(": ")
+    assert problem.endswith(
+        f"{op}: {value} never holds: a group counted has at least one element (a column with no tags, say, "
+        "is not counted at all); to find those with none, write none: {…} or not: {tags: {any: …}}"
+    )
+    # a distinct count can be 0 (every value counted is missing), so it stays accepted
+    fine = write(
+        "d.yaml",
+        GOOD.replace("{field: columnName, eq: ssn}", "{tags: {having: {distinct: tagValue, eq: 0}}}"),
+    )
+    assert [rule.id for rule in load_ruleset([fine]).rules] == ["good-rule"]

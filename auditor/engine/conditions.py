@@ -466,8 +466,14 @@ class _CompareSpec(BaseModel):
 
 
 def _fmt(value: Any) -> str:
+    """A rule's value in a sentence: as written, quoted when it would not read as itself (empty,
+    spaces at an end, a comma that reads as a list's, a quote)."""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, str) and (
+        not value or value != value.strip() or any(c in value for c in ",'\"") or not value.isprintable()
+    ):
+        return repr(value)
     return str(value)
 
 
@@ -681,7 +687,9 @@ class Compare(Condition):
             if truth is None:
                 known = self.value if self.op == "exists" else not self.value
                 return f"whether {label} is {'known' if known else 'unknown'}"
-            return label if truth else label.replace(" is ", " is not ", 1)
+            said = label if truth else label.replace(" is ", " is not ", 1)
+            # ne also holds where the value is missing (eq false does not): say so
+            return f"{said}, or that is not known" if self.op == "ne" else said
         if self.target.kind is Kind.TEXT_LIST:
             values = ", ".join(_fmt(v) for v in self.value) if isinstance(self.value, list) else None
             phrase = {
@@ -885,7 +893,8 @@ class Having:
 
     def explain(self, noun: str) -> str:
         what = f"distinct {self.distinct.label.removeprefix('the ')}s" if self.distinct else noun
-        return f"{_THRESHOLD_WORDS[self.op]} {self.threshold} {what}"
+        exact = " (exact case)" if self.distinct and self.exact else ""
+        return f"{_THRESHOLD_WORDS[self.op]} {self.threshold} {what}{exact}"
 
 
 def group_value(target: F.Field, row: Row, *, exact: bool) -> Any:
@@ -1140,7 +1149,10 @@ class Quantifier(Condition):
             return f"{self.owner} has {article} {self.element} where {text}"
         if self.mode == "none":
             return f"{self.owner} has no {self.element} where {text}"
-        return f"every {self.element} of {self.owner} is such that {text}"
+        # vacuously true for an owner with none, which readers do not expect: said
+        return (
+            f"every {self.element} of {self.owner} is such that {text} (true when it has no {self.element}s)"
+        )
 
 
 @register

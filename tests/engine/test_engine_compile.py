@@ -278,6 +278,31 @@ def test_explanations_read_as_sentences(tmp_path):
     assert (
         few.explain() == "Flags each column where the column has fewer than 2 attributes (and at least one)."
     )
+
+
+@pytest.mark.parametrize(
+    ("condition", "sentence"),
+    [
+        # found by a probe: two conditions finding different columns read alike, values that did
+        # not read as themselves, and missing caveats
+        ("{field: isPrimary, eq: false}", "the column is not a primary key"),
+        ("{field: isPrimary, ne: true}", "the column is not a primary key, or that is not known"),
+        ("{field: businessAttribute, eq: ''}", "the business attribute is ''"),
+        ("{field: columnName, in: [' ssn ', '']}", "the column name is one of ' ssn ', ''"),
+        ("{field: columnName, in: ['a, b', c]}", "the column name is one of 'a, b', c"),
+        ("{field: columnName, eq: social security}", "the column name is social security"),
+        (
+            "{tags: {all: {field: tagName, eq: owner}}}",
+            "every tag of the column is such that tag name is owner (true when it has no tags)",
+        ),
+        (
+            "{tags: {having: {distinct: tagValue, gte: 2, case: exact}}}",
+            "the column has tags with at least 2 distinct tag values (exact case)",
+        ),
+    ],
+)
+def test_explanations_say_what_the_condition_does(tmp_path, condition, sentence):
+    assert _rule(tmp_path, "column", condition).explain() == f"Flags each column where {sentence}."
     many = _rule(tmp_path, "cluster", "{columns: {where: {field: source, eq: crm}, having: {gte: 3}}}")
     assert (
         many.explain()

@@ -32,7 +32,7 @@ import math
 import operator
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
@@ -247,11 +247,19 @@ def _parse_condition(node: Any, level: Level, ctx: ParseContext, path: list[Any]
     keys = [key for key in node if key in CONDITIONS]
     if not keys:
         first = next(iter(node))
+        meant = _close_match(first, valid_keys(level))
+        guess = f" (did you mean {meant!r}?)" if meant else ""
         ctx.problem(
             [*path, first],
-            f"unknown condition {first!r}; valid here: {', '.join(valid_keys(level))}",
+            f"unknown condition {first!r}{guess}; valid here: {', '.join(valid_keys(level))}",
             key=True,
         )
+        if meant is not None and len(node) == 1:
+
+            def as_meant(shadow: LocDict, sub: ParseContext) -> Any:
+                return parse_condition(shadow, level, sub, [])
+
+            _parse_misspelt(node, first, meant, ctx, as_meant)
         return None
     if len(keys) > 1:
         ctx.problem(path, f"a condition has exactly one of {', '.join(keys)}; split it with all/any")
@@ -506,8 +514,11 @@ class Compare(Condition):
         known = set(OPERATORS) | {"field", "case"}
         unknown = [key for key in node if key not in known]
         for key in unknown:
+            guess = _closest(key, known)
             ctx.problem(
-                [*path, key], f"unknown operator {key!r}; valid operators: {', '.join(OPERATORS)}", key=True
+                [*path, key],
+                f"unknown operator {key!r}{guess}; valid operators: {', '.join(OPERATORS)} (and case)",
+                key=True,
             )
         # Operator values are checked below against the field's kind (one clear message each);
         # pydantic checks the rest. The full Spec still describes every key in the JSON Schema.
@@ -767,15 +778,40 @@ def _check_number(value: int | float) -> str | None:
     return None
 
 
-def _closest(name: str, catalog: dict[str, Any]) -> str:
+def _closest(name: str, catalog: Iterable[str]) -> str:
+    match = _close_match(name, catalog)
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+def _close_match(name: Any, catalog: Iterable[str]) -> str | None:
+    """The name of ``catalog`` that ``name`` most likely misspells, if any."""
     import difflib
 
-    match = difflib.get_close_matches(name, list(catalog), n=1)
-    if not match:
-        lowered = {key.lower(): key for key in catalog}
-        if name.lower() in lowered:
-            match = [lowered[name.lower()]]
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    if not isinstance(name, str):
+        return None
+    names = list(catalog)
+    match = difflib.get_close_matches(name, names, n=1)
+    if match:
+        return match[0]
+    lowered = {key.lower(): key for key in names}
+    return lowered.get(name.lower())
+
+
+def _parse_misspelt(
+    node: LocDict,
+    written: str,
+    meant: str,
+    ctx: ParseContext,
+    parse: Callable[[LocDict, ParseContext], Any],
+) -> None:
+    """Check what a misspelt key holds as if it were spelt ``meant`` (the misspelling itself is
+    reported by the caller): a typo in ``any`` used to hide every problem beneath it until it was
+    fixed. The problems found keep their own positions."""
+    shadow = LocDict({meant: node[written]})
+    shadow.mark = node.mark
+    shadow.key_marks = {meant: node.key_marks[written]} if written in node.key_marks else {}
+    shadow.value_marks = {meant: node.value_marks[written]} if written in node.value_marks else {}
+    parse(shadow, ParseContext(ctx.source, shadow, ctx.problems, ctx.depth))
 
 
 _alias_counter = iter(range(1, 1 << 62))
@@ -1019,12 +1055,17 @@ class Quantifier(Condition):
         bad = False
         for key in body:
             if key not in allowed:
+                meant = _close_match(key, ("any", "all", "none", "where"))
+                guess = f" (did you mean {meant!r}?)" if meant else ""
                 ctx.problem(
                     [*here, key],
-                    f"unknown key {key!r} in {cls.key!r}; valid: any, all, none, where, group_by, having",
+                    f"unknown key {key!r} in {cls.key!r}{guess}; "
+                    "valid: any, all, none, where, group_by, having",
                     key=True,
                 )
                 bad = True
+                if meant is not None:
+                    _parse_misspelt(body, key, meant, ctx, cls._nested_as(meant))
         modes = [key for key in ("any", "all", "none") if key in body]
         counting = [key for key in ("where", "group_by", "having") if key in body]
         if bad or extra:
@@ -1052,6 +1093,15 @@ class Quantifier(Condition):
         if counting is None:
             return None
         return cls("count", counting.where, counting.group_by, counting.having, exact)
+
+    @classmethod
+    def _nested_as(cls, meant: str) -> Callable[[LocDict, ParseContext], Any]:
+        """How to check what a misspelt key of this quantifier holds, read as ``meant``."""
+
+        def check(shadow: LocDict, sub: ParseContext) -> Any:
+            return parse_condition(shadow[meant], cls.inner_level, sub, [meant])
+
+        return check
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def test_every_problem_is_reported_at_once_with_file_line_and_column(write):
         "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
         "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size",
         "bad.yaml:11:31: unknown operator 'equals'; valid operators: eq, ne, in, not_in, contains, "
-        "not_contains, matches, exists, absent, empty, gt, gte, lt, lte",
+        "not_contains, matches, exists, absent, empty, gt, gte, lt, lte (and case)",
         "bad.yaml:12:37: gt: expected a number, got text '10'",
         "bad.yaml:13:40: matches: nested quantifiers such as (a+)+ can take exponential time; rewrite the "
         "pattern without a repeated group that itself repeats",
@@ -549,8 +549,8 @@ def test_no_problem_hides_behind_another(write):
         "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
         "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size",
         "h.yaml:14:12: scope: 'clustr' is not one of 'column', 'cluster' or 'aggregate'",
-        "h.yaml:15:48: unknown operator 'eqq'; valid operators: eq, ne, in, not_in, contains, "
-        "not_contains, matches, exists, absent, empty, gt, gte, lt, lte",
+        "h.yaml:15:48: unknown operator 'eqq' (did you mean 'eq'?); valid operators: eq, ne, in, not_in, "
+        "contains, not_contains, matches, exists, absent, empty, gt, gte, lt, lte (and case)",
         "h.yaml:24:7: unknown key 'pr' in 'aggregate'",
         "h.yaml:25:22: unknown field 'sorce' on a column (did you mean 'source'?); valid fields: "
         "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
@@ -650,7 +650,7 @@ rules:
         "cannot count distinct 'nothing' on a column",
         "unknown field 'columnNam' on a column (did you mean 'columnName'?)",
         nested,
-        "unknown operator 'eqq'",
+        "unknown operator 'eqq' (did you mean 'eq'?)",
         nested,
         "one operator per comparison, got eq, matches",
         nested,
@@ -688,3 +688,35 @@ def test_a_count_that_can_never_hold_is_a_problem(write, threshold):
         GOOD.replace("{field: columnName, eq: ssn}", "{tags: {having: {distinct: tagValue, eq: 0}}}"),
     )
     assert [rule.id for rule in load_ruleset([fine]).rules] == ["good-rule"]
+
+
+def test_a_misspelt_key_does_not_hide_the_problems_beneath_it(write):
+    """Found by a probe: a typo in 'any' (or in a quantifier's 'any') was the only problem reported;
+    the ones beneath it showed up one fixing round later."""
+    path = write(
+        "typo.yaml",
+        GOOD.replace(
+            "    condition: {field: columnName, eq: ssn}\n",
+            "    condition:\n      anyy:\n        - {field: columnNam, eq: x}\n"
+            "        - {tags: {anny: {field: tagNme, eq: x}}}\n        - {field: columnName, exist: true}\n",
+        ),
+    )
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    valid = "eq, ne, in, not_in, contains, not_contains, matches, exists, absent, empty, gt, gte, lt, lte"
+    valid += " (and case)"
+    fields = (
+        "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
+        "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size"
+    )
+    assert caught.value.problems == [
+        f"{path}:8:7: unknown condition 'anyy' (did you mean 'any'?); valid here: all, any, not, field, "
+        "tags, attributes",
+        f"{path}:9:19: unknown field 'columnNam' on a column (did you mean 'columnName'?); "
+        f"valid fields: {fields}",
+        f"{path}:10:19: unknown key 'anny' in 'tags' (did you mean 'any'?); valid: any, all, none, where, "
+        "group_by, having",
+        f"{path}:10:33: unknown field 'tagNme' on a tag (did you mean 'tagName'?); valid fields: tagName, "
+        "tagValue, tagId, valueId, isMutuallyExclusive, hidden, applicationType",
+        f"{path}:11:31: unknown operator 'exist' (did you mean 'exists'?); valid operators: {valid}",
+    ]

@@ -378,7 +378,7 @@ def run_fixtures(paths: Sequence[Path]) -> FixtureReport:
     if problems:
         raise RuleError(
             f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the rule fixtures",
-            problems=problems.items,
+            problems=problems.in_order(),
         )
     if not cases:  # a CI step that "passed" without testing anything would hide a broken fixture file
         raise RuleError(

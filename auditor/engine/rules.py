@@ -616,7 +616,7 @@ def load_ruleset(paths: Sequence[Path] | None = None) -> RuleSet:
         raise RuleError(
             f"{count} problem{'s' if count != 1 else ''} in the rule files",
             hint="fix them and check with: auditor rules validate PATH",
-            problems=problems.items,
+            problems=problems.in_order(),
         )
     enabled = [r for r in rules if r.enabled]
     disabled = [r for r in rules if not r.enabled]

@@ -230,7 +230,7 @@ def load_waivers(path: Path | str) -> Waivers:
         raise RuleError(
             f"{count} problem{'s' if count != 1 else ''} in the waiver file {path}",
             hint="every waiver needs rule, reason, owner, expires (YYYY-MM-DD) and a cluster or column",
-            problems=problems.items,
+            problems=problems.in_order(),
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Waivers(tuple(entries), source, digest)

@@ -63,10 +63,24 @@ class Problems:
     """Every problem found in a set of files, each formatted ``file:line:column: message``."""
 
     items: list[str] = field(default_factory=list)
+    _places: list[tuple[str, int, int]] = field(default_factory=list, repr=False)
 
     def add(self, source: str, mark: Mark | None, message: str) -> None:
         where = f"{source}:{mark.line}:{mark.column}" if mark else f"{source}:1:1"
         self.items.append(f"{where}: {message}")
+        self._places.append((source, mark.line if mark else 1, mark.column if mark else 1))
+
+    def in_order(self) -> list[str]:
+        """The problems file by file (in the order the files were read), each file's top to bottom:
+        checks run rule part by rule part, so they are found out of order."""
+        files: dict[str, int] = {}
+        for source, _line, _column in self._places:
+            files.setdefault(source, len(files))
+        order = sorted(
+            range(len(self.items)),
+            key=lambda i: (files[self._places[i][0]], self._places[i][1], self._places[i][2]),
+        )
+        return [self.items[i] for i in order]
 
     def __bool__(self) -> bool:
         return bool(self.items)

@@ -430,13 +430,13 @@ waivers:
         load_waivers(path)
     assert caught.value.message == f"6 problems in the waiver file {path}"
     assert caught.value.problems == [
-        f"{path}:4:13: reason: must not be empty",
         f"{path}:2:5: a waiver is missing the required key 'owner'",
+        f"{path}:3:19: column_regex: nested quantifiers such as (a+)+ can take exponential time; rewrite "
+        "the pattern without a repeated group that itself repeats",
+        f"{path}:4:13: reason: must not be empty",
         f"{path}:5:14: expires: expected a date written YYYY-MM-DD (such as 2027-03-31), "
         "got text 'next week'",
         f"{path}:6:5: unknown key 'color' in a waiver",
-        f"{path}:3:19: column_regex: nested quantifiers such as (a+)+ can take exponential time; rewrite "
-        "the pattern without a repeated group that itself repeats",
         f"{path}:8:14: cluster: expected text, got number 12345 (quote it)",
     ]
 
@@ -588,11 +588,11 @@ def test_a_waiver_whose_narrowing_narrows_nothing_is_a_problem(write):
         "(to switch a rule off everywhere, set enabled: false on the rule)"
     )
     assert caught.value.problems == [
-        f"{path}:3:14: cluster is null, which narrows nothing; give a value or remove the key",
         f"{path}:2:5: {everywhere}",
+        f"{path}:3:14: cluster is null, which narrows nothing; give a value or remove the key",
         f"{path}:8:13: column: must not be blank",
-        f"{path}:13:19: column_regex is null, which narrows nothing; give a value or remove the key",
         f"{path}:12:5: {everywhere}",
+        f"{path}:13:19: column_regex is null, which narrows nothing; give a value or remove the key",
     ]
 
 

@@ -392,8 +392,8 @@ cases:
         f"  {fixture}:8:39: unknown key 'columName' in a column (did you mean 'columnName'?)",
         f"  {fixture}:8:83: unknown key 'hidden' in a tag (it goes under properties: {{hidden: …}})",
         f"  {fixture}:9:13: column 'a.b' appears twice in cluster 'c1'",
-        f"  {fixture}:10:18: unknown key 'colums' in a cluster (did you mean 'columns'?)",
         f"  {fixture}:10:9: cluster 'c1' appears twice in this case",
+        f"  {fixture}:10:18: unknown key 'colums' in a cluster (did you mean 'columns'?)",
     ]
 
 

@@ -84,11 +84,10 @@ def test_every_problem_is_reported_at_once_with_file_line_and_column(write):
     assert error.hint == "fix them and check with: auditor rules validate PATH"
     problems = [p.replace(str(bad), "bad.yaml").replace(str(good), "good.yaml") for p in error.problems]
     assert problems == [
-        "bad.yaml:24:5: duplicate key 'severity' (first defined at line 23); each key may appear once",
-        "bad.yaml:5:15: severity: 'urgent' is not one of 'info', 'low', 'medium', 'high' or 'critical'",
-        "bad.yaml:7:5: unknown key 'colour' in rule 'Bad_Rule'",
         "bad.yaml:2:9: rule id 'Bad_Rule' is not kebab-case (lowercase letters and digits joined by single "
         "hyphens, e.g. 'pii-without-sensitivity-tag')",
+        "bad.yaml:5:15: severity: 'urgent' is not one of 'info', 'low', 'medium', 'high' or 'critical'",
+        "bad.yaml:7:5: unknown key 'colour' in rule 'Bad_Rule'",
         "bad.yaml:10:19: unknown field 'columnNam' on a column (did you mean 'columnName'?); valid fields: "
         "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
         "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size",
@@ -110,6 +109,7 @@ def test_every_problem_is_reported_at_once_with_file_line_and_column(write):
         "bad.yaml:18:14: unbalanced '{' in message; write {{ for a literal brace",
         "bad.yaml:20:5: duplicate rule id 'good-rule' (also defined at good.yaml:2); rule ids must be "
         "unique across files",
+        "bad.yaml:24:5: duplicate key 'severity' (first defined at line 23); each key may appear once",
     ]
 
 
@@ -643,15 +643,15 @@ rules:
         load_ruleset([path])
     said = [p.replace(str(path), "round.yaml").split(": ", 1)[1].split(";")[0] for p in caught.value.problems]
     nested = "matches: nested quantifiers such as (a+)+ can take exponential time"
-    assert said == [
-        "case: 'Exact' is not one of 'insensitive' or 'exact'",
+    assert said == [  # in file order, each line left to right
         nested,
-        "gte: expected a whole number, got number 1.5",
+        "case: 'Exact' is not one of 'insensitive' or 'exact'",
         "cannot count distinct 'nothing' on a column",
+        "gte: expected a whole number, got number 1.5",
         "unknown field 'columnNam' on a column (did you mean 'columnName'?)",
         nested,
-        "unknown operator 'eqq' (did you mean 'eq'?)",
         nested,
+        "unknown operator 'eqq' (did you mean 'eq'?)",
         "one operator per comparison, got eq, matches",
         nested,
     ]

@@ -167,7 +167,18 @@ def load_cases(path: Path, ruleset: RuleSet, problems: Problems) -> list[Case]:
     sibling = _sibling_rule_file(path)
     default_rules = sorted(r.id for r in ruleset.rules if sibling is not None and Path(r.source) == sibling)
     cases = []
+    named: dict[str, int] = {}
     for index, node in enumerate(document["cases"]):
+        name = node.get("name") if isinstance(node, LocDict) else None
+        if isinstance(name, str) and name.strip():
+            if name in named:
+                first = mark_at(ctx.document, ["cases", named[name]])
+                ctx.problem(
+                    ["cases", index, "name"],
+                    f"case name {name!r} is used twice (also at line {first.line if first else '?'}); "
+                    "a report names its cases, so each needs its own",
+                )
+            named.setdefault(name, index)
         case = _parse_case(node, ctx, ["cases", index], ruleset, default_rules)
         if case is not None:
             cases.append(case)
@@ -198,6 +209,8 @@ def _parse_case(
         if rule_id not in known:
             ctx.problem([*path, "rules", index], f"unknown (or disabled) rule {rule_id!r}")
     clusters = _parse_clusters(node.get("clusters"), ctx, [*path, "clusters"])
+    if "expect" not in node:  # read as "no findings", a case that forgot its expectations passed
+        ctx.problem(path, "a case needs 'expect': the findings expected ([] for none)")
     expect = _parse_expect(node.get("expect"), ctx, [*path, "expect"], set(rules))
     if len(ctx.problems) > before:
         return None
@@ -341,6 +354,13 @@ def _parse_expect(node: Any, ctx: ParseContext, path: list[Any], rules: set[str]
             ctx.problem([*here, "cluster"], "'cluster' must be text (quote numeric ids)")
             continue
         columns = item.get("columns")
+        if columns is not None and item.get("column") is not None:
+            ctx.problem(
+                here,
+                "an expected finding names 'column' (a column finding) or 'columns' (a group finding), "
+                "not both",
+            )
+            continue
         if columns is not None:
             if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
                 ctx.problem([*here, "columns"], "'columns' must be a list of fully qualified names")

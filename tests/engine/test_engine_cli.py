@@ -397,6 +397,40 @@ cases:
     ]
 
 
+def test_rules_test_refuses_ambiguous_cases(run_cli, tmp_path):
+    """Found by a probe: a case without 'expect' passed as if it expected nothing, an expected
+    finding with both 'column' and 'columns' was silently a group finding, and two cases could share
+    a name."""
+    (tmp_path / "r.yaml").write_text((rules_dir() / "sensitivity.yaml").read_text())
+    fixture = tmp_path / "r.test.yaml"
+    fixture.write_text(
+        """\
+cases:
+  - name: forgot
+    rules: [hidden-sensitivity-tag]
+    clusters: [{id: c1, columns: [{fullyQualifiedName: a.b}]}]
+  - name: both
+    rules: [hidden-sensitivity-tag]
+    clusters: [{id: c1, columns: [{fullyQualifiedName: a.b}]}]
+    expect: [{rule: hidden-sensitivity-tag, cluster: c1, column: a.b, columns: [a.b]}]
+  - name: forgot
+    rules: [hidden-sensitivity-tag]
+    clusters: []
+    expect: []
+"""
+    )
+    result = run_cli("rules", "test", str(tmp_path))
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "error: 3 problems in the rule fixtures",
+        f"  {fixture}:2:5: a case needs 'expect': the findings expected ([] for none)",
+        f"  {fixture}:8:14: an expected finding names 'column' (a column finding) or 'columns' (a group "
+        "finding), not both",
+        f"  {fixture}:9:11: case name 'forgot' is used twice (also at line 2); a report names its cases, so "
+        "each needs its own",
+    ]
+
+
 def test_every_built_in_rule_has_a_matching_and_a_non_matching_case():
     from auditor.engine.fixtures import run_fixtures
 

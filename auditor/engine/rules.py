@@ -29,6 +29,7 @@ from auditor.engine.conditions import (
     Having,
     HavingSpec,
     ParseContext,
+    _type_name,
     condition_schema,
     parse_condition,
     parse_counting,
@@ -453,7 +454,10 @@ def parse_rule_file(
             )
     items = document.get("rules")
     if not isinstance(items, LocList):
-        ctx.problem(["rules"] if "rules" in document else [], "'rules' must be a list of rules")
+        if "rules" in document:
+            ctx.problem(["rules"], f"'rules' must be a list of rules, got {_type_name(items)}")
+        else:
+            ctx.problem([], "the file has no 'rules:' list (a rule file is 'rules:' followed by its rules)")
         return []
     if not items:  # a gate given an empty pack would pass everything
         ctx.problem(

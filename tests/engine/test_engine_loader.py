@@ -720,3 +720,16 @@ def test_a_misspelt_key_does_not_hide_the_problems_beneath_it(write):
         "tagValue, tagId, valueId, isMutuallyExclusive, hidden, applicationType",
         f"{path}:11:31: unknown operator 'exist' (did you mean 'exists'?); valid operators: {valid}",
     ]
+
+
+def test_a_file_without_a_rules_list_says_so(write):
+    """Found by a probe: a file with no 'rules' key was told "'rules' must be a list of rules"."""
+    missing = write("m.yaml", "rulez:\n  - id: x\n")
+    text = write("t.yaml", "rules: hello\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([missing, text])
+    assert caught.value.problems == [
+        f"{missing}:1:1: unknown key 'rulez' at the top of a rule file; expected only 'rules'",
+        f"{missing}:1:1: the file has no 'rules:' list (a rule file is 'rules:' followed by its rules)",
+        f"{text}:1:8: 'rules' must be a list of rules, got text 'hello'",
+    ]

@@ -335,8 +335,15 @@ def read_yaml(path: Path, problems: Problems, *, source: str | None = None) -> A
     name = source or str(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        problems.add(name, None, "the file is not UTF-8 text")
+    except UnicodeDecodeError as exc:
+        data = exc.object
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        problems.add(
+            name,
+            Mark(line, column),
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} here; save it as UTF-8)",
+        )
         return None
     except OSError as exc:
         problems.add(name, None, f"cannot read the file: {exc.strerror}")

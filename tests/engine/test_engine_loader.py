@@ -733,3 +733,13 @@ def test_a_file_without_a_rules_list_says_so(write):
         f"{missing}:1:1: the file has no 'rules:' list (a rule file is 'rules:' followed by its rules)",
         f"{text}:1:8: 'rules' must be a list of rules, got text 'hello'",
     ]
+
+
+def test_a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte(write, tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("rules:\n  - id: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:2:12: the file is not UTF-8 text (byte 0xe9 here; save it as UTF-8)"
+    ]

@@ -31,6 +31,7 @@ from auditor.engine.findings import (
     load_findings,
     record_check,
     store_evaluation,
+    while_running,
 )
 from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, severity_rank
 from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers
@@ -47,7 +48,7 @@ from auditor.store.runs import (
     scope_note,
     shortfall_note,
 )
-from auditor.store.schema import RUN_COMPLETE
+from auditor.store.schema import RUN_COMPLETE, RUN_RUNNING, runs
 from auditor.store.schema import findings as findings_table
 
 
@@ -58,11 +59,19 @@ def findings_for_run(engine: Engine, run_id: int, ruleset: RuleSet, *, store: bo
 
 def _findings_with_evaluation(
     engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool
-) -> tuple[list[Finding], int | None]:
+) -> tuple[list[Finding], int | None, str]:
+    """(findings, stored evaluation id or None, the digest they are stored under).
+
+    The run's status is read before anything is evaluated: a run still being written is evaluated
+    afresh each time and stored under :func:`while_running`'s digest, never reused for the run.
+    """
     with engine.connect() as connection:
-        evaluation_id = latest_evaluation(connection, run_id, ruleset.digest)
-        if evaluation_id is not None:
-            return load_findings(connection, evaluation_id), evaluation_id
+        status = connection.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
+        digest = ruleset.digest if status != RUN_RUNNING else while_running(ruleset.digest)
+        if status != RUN_RUNNING:
+            evaluation_id = latest_evaluation(connection, run_id, digest)
+            if evaluation_id is not None:
+                return load_findings(connection, evaluation_id), evaluation_id, digest
     items = evaluate(engine, run_id, ruleset)
     with engine.connect() as connection:
         earliest = earliest_sightings(connection, run_id, [f.fingerprint for f in items])
@@ -70,17 +79,14 @@ def _findings_with_evaluation(
         finding.first_seen_run = min(earliest.get(finding.fingerprint, run_id), run_id)
     evaluation_id = None
     if store:
-        evaluation_id = store_evaluation(engine, run_id, ruleset.digest, [r.id for r in ruleset.rules], items)
-    return items, evaluation_id
+        evaluation_id = store_evaluation(engine, run_id, digest, [r.id for r in ruleset.rules], items)
+    return items, evaluation_id, digest
 
 
 def stored_evaluation(engine: Engine, run_id: int, ruleset: RuleSet) -> int:
     """The id of the stored evaluation of ``run_id`` under ``ruleset``, evaluating (and storing) it if
     there is none: for readers that then work on the stored findings in SQL (the report)."""
-    with engine.connect() as connection:
-        evaluation_id = latest_evaluation(connection, run_id, ruleset.digest)
-    if evaluation_id is None:
-        evaluation_id = _findings_with_evaluation(engine, run_id, ruleset, store=True)[1]
+    evaluation_id = _findings_with_evaluation(engine, run_id, ruleset, store=True)[1]
     assert evaluation_id is not None  # store=True always stores one
     return int(evaluation_id)
 
@@ -342,7 +348,9 @@ def check_run(
     with collector_paused(), store_errors(f"could not check run {run.id}"):  # 100,000s of findings at 1M
         base = resolve_baseline(engine, run, baseline)
         # A new evaluation that will be recorded is stored below, statuses included (one write).
-        items, evaluation_id = _findings_with_evaluation(engine, run.id, ruleset, store=store and not record)
+        items, evaluation_id, digest = _findings_with_evaluation(
+            engine, run.id, ruleset, store=store and not record
+        )
         previous: dict[str, int | None] = {}
         if base is not None:
             previous = _sightings(engine, base.id, ruleset, store=store)
@@ -371,7 +379,7 @@ def check_run(
         if store and record and evaluation_id is None:
             rule_ids = [r.id for r in ruleset.rules]
             store_evaluation(
-                engine, run.id, ruleset.digest, rule_ids, items, record=True, waivers_digest=waivers_digest
+                engine, run.id, digest, rule_ids, items, record=True, waivers_digest=waivers_digest
             )
         elif store and record:
             record_check(engine, evaluation_id, waivers_digest, items)

@@ -233,23 +233,26 @@ def sort_key(finding: Finding) -> tuple[Any, ...]:
 
 
 def latest_evaluation(connection: Connection, run_id: int, rules_digest: str) -> int | None:
-    """The newest stored evaluation of ``run_id`` under exactly this rule set that may be reused.
-
-    Only an evaluation stored after the run finished is: one taken while its snapshot was still
-    being written (``check --allow-incomplete`` beside a running snapshot) holds the part written
-    by then, and reused once the run was complete it passed the gate on a partial catalog. The
-    run's ``finished_at`` and the evaluation's ``created_at`` are both the writing machine's clock.
-    """
+    """The newest stored evaluation of ``run_id`` under exactly this rule set, if any (an
+    evaluation of a run still being written is stored under :func:`while_running`'s digest, which
+    no rule set has, so it is never found here)."""
     return connection.execute(
-        select(func.max(evaluations.c.id))
-        .select_from(evaluations.join(runs, runs.c.id == evaluations.c.run_id))
-        .where(
-            evaluations.c.run_id == run_id,
-            evaluations.c.rules_digest == rules_digest,
-            runs.c.finished_at.is_not(None),
-            evaluations.c.created_at >= runs.c.finished_at,
+        select(func.max(evaluations.c.id)).where(
+            evaluations.c.run_id == run_id, evaluations.c.rules_digest == rules_digest
         )
     ).scalar()
+
+
+def while_running(rules_digest: str) -> str:
+    """The digest an evaluation of a run that was still being written is stored under.
+
+    Such an evaluation holds what had been written when it started (``check --allow-incomplete``
+    beside a running snapshot); reused once the run was complete, it passed the gate on a partial
+    catalog. Stored under this digest (64 hex digits, as a rule set's), it stays readable by the
+    command that made it and is never taken for the run's evaluation. Deciding by the run's status
+    read before evaluating, rather than by timestamps, holds whatever the machines' clocks say.
+    """
+    return hashlib.sha256(f"while-running:{rules_digest}".encode()).hexdigest()
 
 
 def load_findings(connection: Connection, evaluation_id: int) -> list[Finding]:

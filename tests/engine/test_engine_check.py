@@ -814,3 +814,55 @@ def test_an_evaluation_taken_while_the_snapshot_ran_is_not_reused_once_it_is_com
         assert sorted(f.fingerprint for f in later.findings) == expected
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(evaluations)).scalar() == 2
+
+
+def test_a_snapshot_that_finishes_while_its_run_is_evaluated_is_evaluated_again(engine, monkeypatch):
+    """Found by a review: the first fix compared the evaluation's storing time with the run's end,
+    so a snapshot that finished between the evaluation's reading and its storing left a partial
+    evaluation that every later check reused (and machines' clocks decided the rest)."""
+    import auditor.engine.check as check_module
+    from auditor.bigid.models import parse_cluster, parse_column
+    from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+
+    pack = load_ruleset()
+    writer = SnapshotWriter(engine, source_url="test://catalog")
+    for position, raw in enumerate(CATALOG):
+        data = {k: v for k, v in raw.items() if k != "columns"}
+        writer.add_cluster(parse_cluster(data), data, position)
+    writer.flush()
+    real_evaluate = check_module.evaluate
+
+    def evaluate_then_the_snapshot_finishes(*args, **kwargs):
+        items = real_evaluate(*args, **kwargs)  # what was written so far: no column yet
+        for raw in CATALOG:
+            columns = raw.get("columns", [])
+            writer.add_columns(raw["id"], [(parse_column(c), c) for c in columns])
+            writer.finish_cluster(raw["id"], ClusterStats(columns_fetched=len(columns), pages=1))
+        writer.complete(RunTotals(clusters_announced=len(CATALOG)))
+        return items
+
+    monkeypatch.setattr(check_module, "evaluate", evaluate_then_the_snapshot_finishes)
+    early = check_run(engine, writer.run_id, pack, today=TODAY, allow_incomplete=True)
+    monkeypatch.setattr(check_module, "evaluate", real_evaluate)
+    later = check_run(engine, "latest", pack, today=TODAY)
+    assert later.run.status == "complete"
+    expected = sorted(f.fingerprint for f in evaluate(engine, writer.run_id, pack))
+    assert len(expected) > early.summary["total"]
+    assert sorted(f.fingerprint for f in later.findings) == expected
+
+
+def test_evaluations_are_reused_whatever_the_checking_machines_clock_says(engine, snapshot, monkeypatch):
+    """Found by a review: reuse decided by comparing timestamps of two machines (the snapshot's and
+    the checker's) stored a new evaluation on every check when the checker's clock was behind."""
+    from datetime import timedelta
+
+    import auditor.engine.findings as findings_module
+
+    snapshot(engine, CATALOG)
+    real_now = findings_module.now
+    monkeypatch.setattr(findings_module, "now", lambda: real_now() - timedelta(hours=1))
+    pack = load_ruleset()
+    for _ in range(3):
+        check_run(engine, "latest", pack, today=TODAY)
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(evaluations)).scalar() == 1

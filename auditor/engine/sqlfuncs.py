@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
 import warnings
@@ -36,7 +37,12 @@ MAX_PATTERN = 300
 PG_DUPMAX = 255  # PostgreSQL's largest repetition count
 MAX_INPUT = 2_000
 VARIABLE_REPEATS = 10  # a group of varying length may repeat this often
-CHAINED_REPEATS = 2  # unbounded repeats in a row that can match the same characters
+# Ways a repeated group of varying length may split a value among its repetitions ((spread + 1) to
+# the power of its count): (\d{1,3}\.?){4} makes 256, (a{1,10}){1,10} ten billion.
+SPLITS = 10_000
+CHAIN_SPLITS = 1_024  # ways varying parts in a row may split a value among them (a?a?…a? ten times)
+UNBOUNDED_SPREAD = 100
+WIDE_SPREAD = 20  # a bounded repeat varying this much is chained like an unbounded one (a{0,100}a{0,100})
 
 _UNSUPPORTED = {
     "GROUPREF": "backreferences (\\1) are not supported",
@@ -66,7 +72,11 @@ def check_pattern(pattern: str) -> str | None:
             parsed = _parser.parse(pattern)
     except re.error as exc:
         return f"invalid regular expression: {exc.msg} at position {exc.pos}"
-    return _walk(list(parsed), inside_unbounded=False) or _chained(list(parsed))
+    token = _OWN.set("".join(sorted(_own_characters(list(parsed)))))
+    try:
+        return _walk(list(parsed), inside_unbounded=False) or _chained(list(parsed))
+    finally:
+        _OWN.reset(token)
 
 
 _HEX_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\x([0-9A-Fa-f]{2})")
@@ -188,9 +198,11 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
                     f"a group of varying length repeated {high} times (such as (a?){{60}}) can take "
                     f"exponential time; repeat such a group at most {VARIABLE_REPEATS} times"
                 )
-            if high > 1:
-                wide = _wide_repeats(list(sub))
-                if wide and not _delimited(list(sub), frozenset().union(*wide)):
+            spread = high_width - low_width if high_width < _c.MAXREPEAT else 0
+            many = spread and (spread + 1) ** min(high, 64) > SPLITS
+            if high > 1 and (many or (spread and _repeated_varying_group(list(sub)))):
+                varying = _varying_parts(list(sub))
+                if varying and not _delimited(list(sub), frozenset().union(*varying)):
                     return (
                         "a repeated group holding a repeat of varying count (such as (a{1,10}){1,10} or "
                         "([a-z]{1,10}_?){1,10}) can take exponential time: there are many ways to split a "
@@ -226,22 +238,44 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
     return None
 
 
-def _wide_repeats(items: list[Any]) -> list[frozenset[str]]:
-    """The characters of each bounded repeat in ``items`` (at any depth) whose count varies by more
-    than one (``a{1,10}``; not ``a?`` or ``a{2,3}``; an unbounded one, ``a+``, is refused inside a
-    repeated group anyway)."""
+def _repeated_varying_group(items: list[Any]) -> bool:
+    """Whether ``items`` hold (at any depth) a group repeated more than once whose length varies,
+    such as the (\\w?){1,3} of ((\\w?){1,3}){0,5}: nested in another repeat, the ways to split
+    a value multiply level by level."""
+    for op, av in items:
+        inner: list[Any] = []
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            low_width, high_width = av[2].getwidth()
+            if av[1] > 1 and low_width != high_width:
+                return True
+            inner = [av[2]]
+        elif op == _c.SUBPATTERN:
+            inner = [av[-1]]
+        elif op == _c.BRANCH:
+            inner = list(av[1])
+        if any(_repeated_varying_group(list(sequence)) for sequence in inner):
+            return True
+    return False
+
+
+def _varying_parts(items: list[Any]) -> list[frozenset[str]]:
+    """The characters of each part of ``items`` (at any depth) whose length varies: repeats of
+    varying count, optional parts, branches of different lengths."""
     found: list[frozenset[str]] = []
     for op, av in items:
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             low, high, sub = av
-            if high != _c.MAXREPEAT and high <= 100 and high - low > 1:
+            if low != high:
                 found.append(_chars(sub))
-            found.extend(_wide_repeats(list(sub)))
+            found.extend(_varying_parts(list(sub)))
         elif op == _c.SUBPATTERN:
-            found.extend(_wide_repeats(list(av[-1])))
+            found.extend(_varying_parts(list(av[-1])))
         elif op == _c.BRANCH:
+            least, most = _width(op, av)
+            if least != most:
+                found.append(_chars([(op, av)]))
             for branch in av[1]:
-                found.extend(_wide_repeats(list(branch)))
+                found.extend(_varying_parts(list(branch)))
     return found
 
 
@@ -256,7 +290,8 @@ def _delimited(items: list[Any], chars: frozenset[str]) -> bool:
             continue
         else:
             required = _width(op, av)[0] >= 1
-        if required and not (_chars([(op, av)]) & chars):
+        part = _chars([(op, av)])
+        if required and part and not (part & chars):  # an empty set proves nothing
             return True
     return False
 
@@ -268,6 +303,33 @@ def _width(op: Any, av: Any) -> tuple[int, int]:
 
 # Characters tried to tell whether two parts of a pattern can match the same text.
 _SAMPLE = "".join(chr(c) for c in (*range(9, 14), *range(0x20, 0x7F), *range(0xA0, 0x250), 0x2028, 0x660))
+# The characters a pattern names itself (its literals, and its ranges' ends and middles), tried
+# beside the sample while it is checked: without them, [а-я]+[а-я]+ or (ж{1,10}){1,10} matched no
+# sample character, and parts that share every Cyrillic letter read as sharing none.
+_OWN: contextvars.ContextVar[str] = contextvars.ContextVar("_OWN", default="")
+
+
+def _own_characters(items: Any) -> set[str]:
+    found: set[str] = set()
+    for op, av in items:
+        if op in (_c.LITERAL, _c.NOT_LITERAL):
+            found.add(chr(av))
+        elif op == _c.RANGE:
+            found.update(chr(c) for c in (av[0], (av[0] + av[1]) // 2, av[1]))
+        elif op == _c.IN:
+            found |= _own_characters(av)
+        elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            found |= _own_characters(av[2])
+        elif op == _c.SUBPATTERN:
+            found |= _own_characters(av[-1])
+        elif op == _c.BRANCH:
+            for branch in av[1]:
+                found |= _own_characters(branch)
+        elif op in (_c.ASSERT, _c.ASSERT_NOT):
+            found |= _own_characters(av[1])
+    return {ch for ch in found if ch not in _SAMPLE}
+
+
 _CATEGORIES = {
     _c.CATEGORY_DIGIT: str.isdecimal,
     _c.CATEGORY_SPACE: str.isspace,
@@ -313,7 +375,7 @@ def _chars(items: Any) -> frozenset[str]:
         elif op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
             continue
         else:
-            found.update(ch for ch in _SAMPLE if _char_matches(op, av, ch))
+            found.update(ch for ch in _SAMPLE + _OWN.get() if _char_matches(op, av, ch))
     return frozenset(found)
 
 
@@ -336,12 +398,53 @@ def _chained(items: list[Any]) -> str | None:
     number plus one (``.*a.*b`` in 1,000 ``a``: 1 s; in 10,000: about 1,000 s). Two unbounded
     repeats are refused, and more than :data:`VARIABLE_REPEATS` optional parts (``a?a?a?…``,
     exponential). A part that is required and shares no character with the repeats around it (the
-    ``-`` of ``\\d+-\\d+-\\d+``) ends a chain.
+    ``-`` of ``\\d+-\\d+-\\d+``) ends a chain, and a group taken at most once is followed part by
+    part (the ``.`` of ``\\d+(\\.\\d+)?`` ends the first ``\\d+``).
     """
-    chain: list[frozenset[str]] = []  # the parts of varying length in a row
-    unbounded: list[frozenset[str]] = []  # those of them that can match without bound
+    return _extend_chain(items, [], [])
+
+
+_UNBOUNDED = (
+    "two unbounded repeats in a row that can match the same characters (such as "
+    ".*a.*b, a*a* or a+b*a+) take time growing with a power of the value's length; keep "
+    "one (a search finds the pattern anywhere, so a leading .* is not needed), or make "
+    "them exclusive ([^.]*\\. instead of .*\\.)"
+)
+
+# What a part of a chain can match, for telling whether two parts can take the same text: the
+# characters of each of its required items, and all its characters. A plain repeat is one item;
+# a repeated group such as ([a-z]{1,8}\.) needs a '.' in every repetition, so [a-z]+ next to it
+# cannot take one of them, while (ab)+ next to (ab)+ can.
+Sig = tuple[tuple[frozenset[str], ...], frozenset[str]]
+
+
+def _meet(x: Sig, y: Sig) -> bool:
+    """Whether parts ``x`` and ``y`` can match one same piece of text."""
+    return all(r & y[1] for r in x[0]) and all(r & x[1] for r in y[0])
+
+
+def _signature(op: Any, av: Any) -> Sig:
+    everything = _chars([(op, av)])
+    if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+        required = tuple(_chars([item]) for item in _parts(list(av[2])) if _width(*item)[0] >= 1)
+        if len(required) > 1:
+            return required, everything
+    return (everything,), everything
+
+
+def _extend_chain(
+    items: list[Any], chain: list[tuple[frozenset[str], int]], unbounded: list[Sig]
+) -> str | None:
+    """:func:`_chained` over ``items``, continuing the chain given (``chain``: the parts of varying
+    length in a row, with how much each varies; ``unbounded``: those of them that can match
+    without bound), which it updates."""
     for op, av in _flattened(items):
-        if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
+        if op == _c.AT:
+            continue
+        if op in (_c.ASSERT, _c.ASSERT_NOT):
+            problem = _chained(list(av[1]))  # a lookahead is searched like the rest
+            if problem:
+                return problem
             continue
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             low, high, sub = av
@@ -356,30 +459,64 @@ def _chained(items: list[Any]) -> str | None:
             return problem
         least, most = _width(op, av)
         part = _chars([(op, av)])
+        grouped = op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and len(_parts(list(av[2]))) > 1
+        if grouped and high != _c.MAXREPEAT and high <= VARIABLE_REPEATS:
+            # A group repeated a few times ((\w+\.)?, (\.\d+)?, (\d{1,3}\.?){4}) is followed part
+            # by part through its first repetitions: taken, its parts continue the chain one by one;
+            # skipped (low 0), it adds nothing; what follows may meet the parts of either way.
+            # (Read as one part holding all its characters, \d+(\.\d+)? was refused, although
+            # its '.' ends the \d+ before it.)
+            taken_chain, taken_unbounded = list(chain), list(unbounded)
+            for _ in range(min(high, 3)):
+                problem = _extend_chain(list(av[2]), taken_chain, taken_unbounded)
+                if problem:
+                    return problem
+            if low == 0:
+                chain.extend(p for p in taken_chain if not any(p is q for q in chain))
+                unbounded.extend(p for p in taken_unbounded if not any(p is q for q in unbounded))
+            else:
+                chain[:], unbounded[:] = taken_chain, taken_unbounded
+            continue
         varying = low != high or least != most  # a branch that may be empty, (x+)? …
-        if least >= 1 and chain and not (part & frozenset().union(*chain)):
+        reached = frozenset().union(*(chars for chars, _spread in chain)) if chain else frozenset()
+        if least >= 1 and part and chain and not (part & reached):
             # required, and none of its characters continues any part of the chain (an optional
             # part between them lets any of them come right before it): a separator (the '-' of
             # \d+-\d+, the \s+ of \w+\s+\w+) ends the chain
-            chain, unbounded = [], []
+            chain.clear()
+            unbounded.clear()
         if not varying:
             continue
-        chain.append(part)
-        if high == _c.MAXREPEAT or high > 100 or most >= _c.MAXREPEAT:
-            if any(part & earlier for earlier in unbounded):
-                return (
-                    "two unbounded repeats in a row that can match the same characters (such as "
-                    ".*a.*b, a*a* or a+b*a+) take time growing with a power of the value's length; keep "
-                    "one (a search finds the pattern anywhere, so a leading .* is not needed), or make "
-                    "them exclusive ([^.]*\\. instead of .*\\.)"
-                )
-            unbounded.append(part)
-        if _share(chain, VARIABLE_REPEATS + 1):
+        # an unbounded part counts as varying by 100 here (two of them that meet are refused above)
+        spread = min(most - least, UNBOUNDED_SPREAD) if most < _c.MAXREPEAT else UNBOUNDED_SPREAD
+        ways = spread + 1
+        for chars, earlier in chain:
+            if chars & part:
+                ways *= earlier + 1
+        chain.append((part, spread))
+        if high == _c.MAXREPEAT or high - low >= WIDE_SPREAD or most - least >= WIDE_SPREAD:
+            signature = _signature(op, av)
+            if any(_meet(signature, earlier) for earlier in unbounded):
+                return _UNBOUNDED
+            unbounded.append(signature)
+        if _share([chars for chars, _spread in chain], VARIABLE_REPEATS + 1):
             return (
                 f"more than {VARIABLE_REPEATS} optional or varying parts in a row that can match the "
                 "same characters (such as a?a?a?…) can take exponential time; use fewer"
             )
+        if ways > CHAIN_SPLITS:
+            return (
+                f"varying parts in a row that can match the same characters (such as "
+                f"a{{0,30}}[a-z]{{1,10}}\\w{{1,10}}) can split a value in {ways:,} ways, which takes "
+                f"exponential time; use fewer, or separate them with a required character none of "
+                f"them matches"
+            )
     return None
+
+
+def _parts(items: list[Any]) -> list[Any]:
+    """A sequence's items with its plain groups opened, lookarounds and anchors left out."""
+    return [(op, av) for op, av in _flattened(items) if op not in (_c.AT, _c.ASSERT, _c.ASSERT_NOT)]
 
 
 def _share(parts: list[frozenset[str]], count: int) -> bool:

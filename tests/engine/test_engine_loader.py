@@ -8,6 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from auditor.engine import findings_for_run, load_ruleset, rules_json_schema
 from auditor.engine.rules import plain, rule_files
@@ -401,6 +403,18 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         ("(?:x+)?x+y", "two unbounded repeats in a row"),
         ("a+(b|)a+c", "two unbounded repeats in a row"),  # a branch that may be empty is optional
         (r"\d+-?\d+", "two unbounded repeats in a row"),
+        # found by a review: letters outside the sample the checker tried were not seen as shared
+        ("(ж{1,10}){1,10}!", "a repeated group holding a repeat of varying count"),
+        ("[а-я]+[а-я]+[а-я]+z", "two unbounded repeats in a row"),
+        ("[一-龥]*[一-龥]*x", "two unbounded repeats in a row"),
+        # ...and shapes it missed: counts varying by one, lookaheads, long bounded chains
+        (r"(\d\d?\d?\.?){1,10}x", "a repeated group holding a repeat of varying count"),
+        (r"(a\w?\w?){1,10}$", "a repeated group holding a repeat of varying count"),
+        ("(?=.*a.*b)", "two unbounded repeats in a row"),
+        ("a{0,100}a{0,100}a{0,100}b", "two unbounded repeats in a row"),
+        ("(a?a?a?a?a?){10}b", "a repeated group holding a repeat of varying count"),
+        ("((\\w?){1,3}){0,5}$", "a repeated group holding a repeat of varying count"),
+        (r"a{0,30}[a-z]{1,10}\w{1,10}", "can split a value in 3,100 ways"),
         # read differently by PostgreSQL, or an error there in the middle of a check (exit 3)
         ("(?i:ssn)", "inline flags such as (?i)"),
         ("(?s)a.b", "inline flags such as (?i)"),
@@ -446,6 +460,15 @@ def test_patterns_that_backtrack_for_ages_or_are_not_portable_are_refused(patter
         r"([a-z0-9]{1,10}_){1,10}",
         "(ab?){3}",
         r"[a-z]+[0-9]*_[a-z]+",
+        # found by a review: refused by the first version of these checks, all quick
+        r"\d+(\.\d+)?",
+        r"^\d+(\.\d+)?%?$",
+        r"^[0-9]{1,3}(,[0-9]{3})*(\.[0-9]+)?$",
+        r"^[a-z]+(_[a-z]+)?$",
+        r"\w+(\s\w+)?",
+        r"^(\w+\.)?(\w+\.)?\w+$",
+        r"(\d{1,3}\.?){4}",
+        r"^[а-я]+-[а-я]+$",
     ],
 )
 def test_patterns_that_are_accepted_finish_quickly_on_hostile_values(pattern):
@@ -457,7 +480,8 @@ def test_patterns_that_are_accepted_finish_quickly_on_hostile_values(pattern):
     assert check_pattern(pattern) is None
     compiled = re.compile(pattern, re.IGNORECASE)
     hostile = ["a" * MAX_INPUT, "1" * MAX_INPUT, "," * MAX_INPUT, "a a " * (MAX_INPUT // 4)]
-    hostile += ["a" * 60 + "!", "a_" * (MAX_INPUT // 2) + "!", "a." * (MAX_INPUT // 2)]
+    hostile += ["a" * 60 + "!", "a_" * (MAX_INPUT // 2) + "!", "a." * (MAX_INPUT // 2), "ж" * MAX_INPUT]
+    hostile += ["1" * MAX_INPUT + "x", "1." * (MAX_INPUT // 2) + "x"]
     for value in hostile:
         started = time.perf_counter()
         compiled.search(value)
@@ -743,3 +767,50 @@ def test_a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte(write, tmp_pa
     assert caught.value.problems == [
         f"{path}:2:12: the file is not UTF-8 text (byte 0xe9 here; save it as UTF-8)"
     ]
+
+
+_ATOMS = ["a", "b", "[ab]", "[a-z]", r"\w", r"\d", "1", ".", r"\.", "_", "x", "[^x]"]
+_COUNTS = ["", "", "?", "*", "+", "{1,3}", "{0,5}", "{2}", "{1,10}", "{0,30}"]
+
+
+@st.composite
+def _patterns(draw, depth=0):
+    out = ""
+    for _ in range(draw(st.integers(1, 4))):
+        if depth < 2 and draw(st.booleans()):
+            inner = draw(_patterns(depth + 1))
+            if draw(st.integers(0, 4)) == 0:
+                inner += "|" + draw(_patterns(depth + 1))
+            out += f"({inner}){draw(st.sampled_from(_COUNTS))}"
+        else:
+            out += draw(st.sampled_from(_ATOMS)) + draw(st.sampled_from(_COUNTS))
+    return out + draw(st.sampled_from(["", "$", "x", "!"]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_patterns())
+def test_every_pattern_accepted_finishes_quickly(pattern):
+    """Random patterns built from atoms and counts: each one the checker accepts finishes a search
+    of hostile values in well under a second (a review's fuzzing found accepted ones taking
+    minutes; with these values, 300 characters long, a pattern that blows up does so at once)."""
+    import signal
+
+    from auditor.engine.sqlfuncs import _compiled, check_pattern
+
+    if check_pattern(pattern) is not None:
+        return
+    compiled = _compiled(pattern, True)
+
+    def too_long(*_args):
+        raise TimeoutError(pattern)
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    try:
+        for value in ("a" * 300 + "!", "1" * 300 + "!", "ab" * 150 + "!", "a." * 150 + "!", "x" * 300):
+            signal.setitimer(signal.ITIMER_REAL, 1.0)
+            try:
+                compiled.search(value)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)

@@ -1055,7 +1055,7 @@ class Quantifier(Condition):
         bad = False
         for key in body:
             if key not in allowed:
-                meant = _close_match(key, ("any", "all", "none", "where"))
+                meant = _close_match(key, ("any", "all", "none", "where", "group_by", "having", "case"))
                 guess = f" (did you mean {meant!r}?)" if meant else ""
                 ctx.problem(
                     [*here, key],
@@ -1064,7 +1064,7 @@ class Quantifier(Condition):
                     key=True,
                 )
                 bad = True
-                if meant is not None:
+                if meant in ("any", "all", "none", "where"):  # a condition: checked as spelt right
                     _parse_misspelt(body, key, meant, ctx, cls._nested_as(meant))
         modes = [key for key in ("any", "all", "none") if key in body]
         counting = [key for key in ("where", "group_by", "having") if key in body]

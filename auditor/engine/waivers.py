@@ -134,7 +134,7 @@ class Waiver:
         if self.column is None and self.column_regex is None:
             return True
         # A cluster finding that involves no column is matched as the empty name: by `*` and `.*`
-        # (which waive the rule's findings everywhere), and by nothing narrower.
+        # (which waive the rule's findings everywhere), and by any pattern matching an empty name.
         names = [finding.column] if finding.column else list(finding.columns) or [""]
         return all(self._column_matches(name) for name in names)
 

@@ -338,7 +338,8 @@ def read_yaml(path: Path, problems: Problems, *, source: str | None = None) -> A
     except UnicodeDecodeError as exc:
         data = exc.object
         line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[start : exc.start].decode("utf-8", "replace")) + 1  # characters, as editors count
         problems.add(
             name,
             Mark(line, column),

@@ -82,7 +82,7 @@ def catalog_name(value: Any) -> Any:
     of spaces inside a name). The text is unchanged in the exports."""
     if type(value) is not str:
         return value
-    text = one_line(value)
+    text = one_line(value).replace("\u2420", "\\u2420")  # a name's own ␠ never reads as a space
     core = text.strip(" ")
     if core == text:
         return text

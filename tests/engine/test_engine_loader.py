@@ -814,3 +814,20 @@ def test_every_pattern_accepted_finishes_quickly(pattern):
                 signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_bad_byte_after_multibyte_characters_is_reported_at_its_character_column(tmp_path):
+    path = tmp_path / "mixed.yaml"
+    path.write_bytes(b"rules:\n  - id: \xc3\xa9\xc3\xa9\xff\n")  # two UTF-8 letters, then a stray byte
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:2:11: the file is not UTF-8 text (byte 0xff here; save it as UTF-8)"
+    ]
+
+
+def test_a_misspelt_counting_key_gets_a_suggestion(write):
+    path = write("h.yaml", GOOD.replace("{field: columnName, eq: ssn}", "{tags: {havng: {gte: 2}}}"))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert "unknown key 'havng' in 'tags' (did you mean 'having'?)" in caught.value.problems[0]

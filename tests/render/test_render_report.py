@@ -375,7 +375,7 @@ def test_context_caps_groups_with_totals(sample) -> None:
     unshown = soup.select('section#new article[data-rule="high-sensitivity-without-confidential"]')[0]
     assert unshown.select("table") == []
     assert unshown.select_one('[data-field="none-shown"]').get_text() == (
-        "2 findings not shown here: the rows this section lists went to more severe rules; "
+        "2 findings not shown here: the rows this section lists went to the rules before it; "
         "the export has every one."
     )
     assert "2 findings, 0 shown" in unshown.select_one("h3").get_text()
@@ -422,3 +422,12 @@ def test_a_long_explanation_keeps_whole_entries_and_counts_the_rest() -> None:
     assert parts[-1] == f"{len(entries) - len(parts) + 1} more in diff.json"
     assert len(text) <= 2 * MAX_CELL_CHARS
     assert explanation_text(["a", "b"]) == "a; b"
+
+
+def test_a_names_own_space_symbol_does_not_read_as_an_edge_space() -> None:
+    """Found by a review: a name holding U+2420 itself read like one that starts with a space."""
+    from auditor.render.env import catalog_name
+
+    assert str(catalog_name(" ssn")) == '<span class="sp" title="a space">\u2420</span>ssn'
+    assert catalog_name("\u2420ssn") == "\\u2420ssn"
+    assert str(catalog_name(" <b>x</b>")).endswith("&lt;b&gt;x&lt;/b&gt;")

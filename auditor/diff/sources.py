@@ -52,9 +52,10 @@ def stored_findings_diff(
     cluster was not fetched in full, so their absence from the other run says nothing.
     """
     from auditor import engine as rules_engine
+    from auditor.engine.check import stored_evaluation
 
-    older_eval = _evaluation(engine, before.id, ruleset)
-    newer_eval = _evaluation(engine, after.id, ruleset)
+    older_eval = stored_evaluation(engine, before.id, ruleset)
+    newer_eval = stored_evaluation(engine, after.id, ruleset)
     waiver_rules = waivers.rules if waivers is not None else []
     out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     a, b = findings_table.alias("a"), findings_table.alias("b")
@@ -259,13 +260,6 @@ def _recorded(connection: Connection, evaluation_id: int) -> bool:
         ).first()
         is not None
     )
-
-
-def _evaluation(engine: Engine, run_id: int, rules: Any) -> int:
-    """The id of the stored evaluation of ``run_id`` under ``rules``, evaluating it if there is none."""
-    from auditor.engine.check import stored_evaluation
-
-    return stored_evaluation(engine, run_id, rules)
 
 
 # -- findings and their states -------------------------------------------------------------------

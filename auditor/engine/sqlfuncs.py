@@ -243,17 +243,13 @@ def _repeated_varying_group(items: list[Any]) -> bool:
     such as the (\\w?){1,3} of ((\\w?){1,3}){0,5}: nested in another repeat, the ways to split
     a value multiply level by level."""
     for op, av in items:
-        inner: list[Any] = []
         if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             low_width, high_width = av[2].getwidth()
             if av[1] > 1 and low_width != high_width:
                 return True
-            inner = [av[2]]
-        elif op == _c.SUBPATTERN:
-            inner = [av[-1]]
-        elif op == _c.BRANCH:
-            inner = list(av[1])
-        if any(_repeated_varying_group(list(sequence)) for sequence in inner):
+        if op not in (_c.ASSERT, _c.ASSERT_NOT) and any(
+            _repeated_varying_group(list(sequence)) for sequence in _inner(op, av)
+        ):
             return True
     return False
 
@@ -309,6 +305,20 @@ _SAMPLE = "".join(chr(c) for c in (*range(9, 14), *range(0x20, 0x7F), *range(0xA
 _OWN: contextvars.ContextVar[str] = contextvars.ContextVar("_OWN", default="")
 
 
+def _inner(op: Any, av: Any) -> list[Any]:
+    """The sequences one item of a parsed pattern holds: a repeat's or a group's body, a branch's
+    alternatives, a lookaround's pattern (none for a single character)."""
+    if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+        return [av[2]]
+    if op == _c.SUBPATTERN:
+        return [av[-1]]
+    if op == _c.BRANCH:
+        return list(av[1])
+    if op in (_c.ASSERT, _c.ASSERT_NOT):
+        return [av[1]]
+    return []
+
+
 def _own_characters(items: Any) -> set[str]:
     found: set[str] = set()
     for op, av in items:
@@ -318,15 +328,8 @@ def _own_characters(items: Any) -> set[str]:
             found.update(chr(c) for c in (av[0], (av[0] + av[1]) // 2, av[1]))
         elif op == _c.IN:
             found |= _own_characters(av)
-        elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
-            found |= _own_characters(av[2])
-        elif op == _c.SUBPATTERN:
-            found |= _own_characters(av[-1])
-        elif op == _c.BRANCH:
-            for branch in av[1]:
-                found |= _own_characters(branch)
-        elif op in (_c.ASSERT, _c.ASSERT_NOT):
-            found |= _own_characters(av[1])
+        for sequence in _inner(op, av):
+            found |= _own_characters(sequence)
     return {ch for ch in found if ch not in _SAMPLE}
 
 

@@ -364,12 +364,19 @@ def test_rules_test_rejects_invalid_fixtures_with_exit_2(run_cli, tmp_path):
     ]
 
 
+def _fixture_beside_the_sensitivity_pack(folder, text):
+    """A copy of the built-in sensitivity rules in ``folder`` with ``text`` as its fixture file."""
+    (folder / "r.yaml").write_text((rules_dir() / "sensitivity.yaml").read_text())
+    fixture = folder / "r.test.yaml"
+    fixture.write_text(text)
+    return fixture
+
+
 def test_rules_test_names_misspelt_keys_and_duplicates_in_fixtures(run_cli, tmp_path):
     # Misspelt keys were ignored like BigID's extra fields, so the case passed without testing what
     # its author meant; duplicates failed later with a database error (exit 3, no position).
-    (tmp_path / "r.yaml").write_text((rules_dir() / "sensitivity.yaml").read_text())
-    fixture = tmp_path / "r.test.yaml"
-    fixture.write_text(
+    fixture = _fixture_beside_the_sensitivity_pack(
+        tmp_path,
         """\
 cases:
   - name: typos
@@ -382,7 +389,7 @@ cases:
           - {fullyQualifiedName: a.b}
       - {id: c1, colums: []}
     expect: []
-"""
+""",
     )
     result = run_cli("rules", "test", str(tmp_path))
     assert result.exit_code == 2
@@ -401,9 +408,8 @@ def test_rules_test_refuses_ambiguous_cases(run_cli, tmp_path):
     """Found by a probe: a case without 'expect' passed as if it expected nothing, an expected
     finding with both 'column' and 'columns' was silently a group finding, and two cases could share
     a name."""
-    (tmp_path / "r.yaml").write_text((rules_dir() / "sensitivity.yaml").read_text())
-    fixture = tmp_path / "r.test.yaml"
-    fixture.write_text(
+    fixture = _fixture_beside_the_sensitivity_pack(
+        tmp_path,
         """\
 cases:
   - name: forgot
@@ -417,7 +423,7 @@ cases:
     rules: [hidden-sensitivity-tag]
     clusters: []
     expect: []
-"""
+""",
     )
     result = run_cli("rules", "test", str(tmp_path))
     assert (result.exit_code, result.stdout) == (2, "")

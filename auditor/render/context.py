@@ -578,8 +578,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         _finding_section(
             "resolved",
             "Resolved findings",
-            "Findings of the earlier run that no longer appear: the catalog change that explains each is "
-            "shown where there is one.",
+            _resolved_intro(data),
             resolved,
             data.rules,
             max_rows,
@@ -603,7 +602,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         _finding_section(
             "open",
             "Still open",
-            "Findings already present before this run and not waived.",
+            _open_intro(data),
             digest.still_open,
             data.rules,
             max_rows,
@@ -696,6 +695,20 @@ def _new_intro(data: ReportInput) -> str:
             return "This run was not compared with an earlier one (none was asked for): every finding is new."
         return "There is no earlier complete run to compare with: every finding of this run is new."
     return f"Findings that were not present in run {data.against.id}."
+
+
+def _resolved_intro(data: ReportInput) -> str:
+    """Named by run ids, so that it reads right when the run compared with is the newer one."""
+    explained = "the catalog change that explains each is shown where there is one."
+    if data.against is None:
+        return f"Findings of the run compared with that no longer appear: {explained}"
+    return f"Findings of run {data.against.id} that run {data.run.id} does not have: {explained}"
+
+
+def _open_intro(data: ReportInput) -> str:
+    if data.against is None:
+        return "Findings already present before this run and not waived."
+    return f"Findings run {data.run.id} shares with run {data.against.id}, not waived."
 
 
 def _clip(value: Any, limit: int = MAX_CELL_CHARS) -> str:

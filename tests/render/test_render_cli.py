@@ -354,6 +354,16 @@ def test_a_report_against_a_newer_run_says_it_reads_backwards(database: str, tmp
     soup = BeautifulSoup(out.read_text(encoding="utf-8"), "html.parser")
     shown = " ".join(soup.select_one('p[data-field="backwards"]').get_text(" ").split())
     assert shown == f"Reads backwards: {note}."
+    # the sections' intros name the runs rather than "the earlier run" (a probe read them wrong)
+    intros = {
+        key: soup.select_one(f"section#{key} p.intro").get_text() for key in ("new", "resolved", "open")
+    }
+    assert intros == {
+        "new": "Findings that were not present in run 2.",
+        "resolved": "Findings of run 2 that run 1 does not have: the catalog change that explains each is "
+        "shown where there is one.",
+        "open": "Findings run 1 shares with run 2, not waived.",
+    }
     sent = invoke(
         "email", "--db", database, "--run", "1", "--against", "2", "--to", "a@example.com", "--eml", str(eml)
     )

@@ -26,6 +26,11 @@ from sqlalchemy import Boolean, ColumnElement, Text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+try:  # the letters re.IGNORECASE folds alike beyond lower() (Python 3.11+)
+    from re._casefix import _EXTRA_CASES
+except ImportError:  # pragma: no cover
+    _EXTRA_CASES = {}
+
 try:  # Python 3.11+: the parser moved to a private module; sre_parse is deprecated.
     import re._constants as _c
     import re._parser as _parser
@@ -323,9 +328,10 @@ def _own_characters(items: Any) -> set[str]:
     found: set[str] = set()
     for op, av in items:
         if op in (_c.LITERAL, _c.NOT_LITERAL):
-            found.add(chr(av))
+            found |= _variants(chr(av))
         elif op == _c.RANGE:
-            found.update(chr(c) for c in (av[0], (av[0] + av[1]) // 2, av[1]))
+            for c in (av[0], (av[0] + av[1]) // 2, av[1]):
+                found |= _variants(chr(c))
         elif op == _c.IN:
             found |= _own_characters(av)
         for sequence in _inner(op, av):
@@ -340,16 +346,29 @@ _CATEGORIES = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
+def _variants(ch: str) -> frozenset[str]:
+    """``ch`` and the characters ``re.IGNORECASE`` takes for it: its other cases, and the letters
+    Unicode folds alike (ı and i, ſ and s, ς and σ, µ and μ…), which re knows and lower() does not."""
+    found = {ch, ch.lower(), ch.upper()}
+    for one in list(found):
+        lowered = one.lower()
+        if len(lowered) == 1:
+            found.update(chr(c) for c in _EXTRA_CASES.get(ord(lowered), ()))
+    found |= {c.upper() for c in found} | {c.lower() for c in found}
+    return frozenset(c for c in found if len(c) == 1)
+
+
 def _char_matches(op: Any, av: Any, ch: str) -> bool:
     """Whether one-character item ``(op, av)`` matches ``ch`` (ignoring case, as rules do)."""
     if op == _c.LITERAL:
-        return chr(av).lower() == ch.lower()
+        return chr(av) in _variants(ch)
     if op == _c.NOT_LITERAL:
-        return chr(av).lower() != ch.lower()
+        return chr(av) not in _variants(ch)
     if op == _c.ANY:
         return True
     if op == _c.RANGE:
-        return any(av[0] <= ord(c) <= av[1] for c in {ch, ch.lower(), ch.upper()} if len(c) == 1)
+        return any(av[0] <= ord(c) <= av[1] for c in _variants(ch))
     if op == _c.CATEGORY:
         name = str(av)
         positive = name.replace("CATEGORY_NOT_", "CATEGORY_")
@@ -419,6 +438,7 @@ _UNBOUNDED = (
 # a repeated group such as ([a-z]{1,8}\.) needs a '.' in every repetition, so [a-z]+ next to it
 # cannot take one of them, while (ab)+ next to (ab)+ can.
 Sig = tuple[tuple[frozenset[str], ...], frozenset[str]]
+Link = tuple[frozenset[str], int, Sig]  # a part of a chain: its characters, how much it varies, its Sig
 
 
 def _meet(x: Sig, y: Sig) -> bool:
@@ -435,9 +455,7 @@ def _signature(op: Any, av: Any) -> Sig:
     return (everything,), everything
 
 
-def _extend_chain(
-    items: list[Any], chain: list[tuple[frozenset[str], int]], unbounded: list[Sig]
-) -> str | None:
+def _extend_chain(items: list[Any], chain: list[Link], unbounded: list[Sig]) -> str | None:
     """:func:`_chained` over ``items``, continuing the chain given (``chain``: the parts of varying
     length in a row, with how much each varies; ``unbounded``: those of them that can match
     without bound), which it updates."""
@@ -462,15 +480,19 @@ def _extend_chain(
             return problem
         least, most = _width(op, av)
         part = _chars([(op, av)])
-        grouped = op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and len(_parts(list(av[2]))) > 1
-        if grouped and high != _c.MAXREPEAT and high <= VARIABLE_REPEATS:
-            # A group repeated a few times ((\w+\.)?, (\.\d+)?, (\d{1,3}\.?){4}) is followed part
-            # by part through its first repetitions: taken, its parts continue the chain one by one;
-            # skipped (low 0), it adds nothing; what follows may meet the parts of either way.
-            # (Read as one part holding all its characters, \d+(\.\d+)? was refused, although
-            # its '.' ends the \d+ before it.)
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and high != _c.MAXREPEAT and high <= VARIABLE_REPEATS:
+            body_least, body_most = av[2].getwidth()
+            grouped = len(_parts(list(av[2]))) > 1 or (high > 1 and body_least != body_most)
+        else:
+            grouped = False
+        if grouped:
+            # A group repeated a few times ((\w+\.)?, (\.\d+)?, (\d{1,3}\.?){4}, (\w?){10}) is
+            # followed part by part through its repetitions: taken, its parts continue the chain one
+            # by one; skipped (low 0), it adds nothing; what follows may meet the parts of either
+            # way. (Read as one part holding all its characters, \d+(\.\d+)? was refused, although
+            # its '.' ends the \d+ before it, and (\w?){10}(\w?){10} counted 121 ways, not 2^20.)
             taken_chain, taken_unbounded = list(chain), list(unbounded)
-            for _ in range(min(high, 3)):
+            for _ in range(high):
                 problem = _extend_chain(list(av[2]), taken_chain, taken_unbounded)
                 if problem:
                     return problem
@@ -480,8 +502,9 @@ def _extend_chain(
             else:
                 chain[:], unbounded[:] = taken_chain, taken_unbounded
             continue
-        varying = low != high or least != most  # a branch that may be empty, (x+)? …
-        reached = frozenset().union(*(chars for chars, _spread in chain)) if chain else frozenset()
+        choices = len(av[1]) - 1 if op == _c.BRANCH and _branches_overlap([list(b) for b in av[1]]) else 0
+        varying = low != high or least != most or choices > 0  # (a|a) twenty times: 2^20 ways
+        reached = frozenset().union(*(link[0] for link in chain)) if chain else frozenset()
         if least >= 1 and part and chain and not (part & reached):
             # required, and none of its characters continues any part of the chain (an optional
             # part between them lets any of them come right before it): a separator (the '-' of
@@ -490,19 +513,21 @@ def _extend_chain(
             unbounded.clear()
         if not varying:
             continue
-        # an unbounded part counts as varying by 100 here (two of them that meet are refused above)
+        # an unbounded part counts as varying by 100 here (two of them that meet are refused below)
         spread = min(most - least, UNBOUNDED_SPREAD) if most < _c.MAXREPEAT else UNBOUNDED_SPREAD
+        if op == _c.BRANCH:
+            spread = min(spread, len(av[1]) - 1) if least != most else choices  # a branch: one of a few
+        signature = _signature(op, av)
         ways = spread + 1
-        for chars, earlier in chain:
-            if chars & part:
+        for _part, earlier, earlier_signature in chain:
+            if _meet(signature, earlier_signature):
                 ways *= earlier + 1
-        chain.append((part, spread))
+        chain.append((part, spread, signature))
         if high == _c.MAXREPEAT or high - low >= WIDE_SPREAD or most - least >= WIDE_SPREAD:
-            signature = _signature(op, av)
             if any(_meet(signature, earlier) for earlier in unbounded):
                 return _UNBOUNDED
             unbounded.append(signature)
-        if _share([chars for chars, _spread in chain], VARIABLE_REPEATS + 1):
+        if _share([link[0] for link in chain], VARIABLE_REPEATS + 1):
             return (
                 f"more than {VARIABLE_REPEATS} optional or varying parts in a row that can match the "
                 "same characters (such as a?a?a?…) can take exponential time; use fewer"

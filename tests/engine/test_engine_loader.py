@@ -415,6 +415,13 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         ("(a?a?a?a?a?){10}b", "a repeated group holding a repeat of varying count"),
         ("((\\w?){1,3}){0,5}$", "a repeated group holding a repeat of varying count"),
         (r"a{0,30}[a-z]{1,10}\w{1,10}", "can split a value in 3,100 ways"),
+        # found by a second probe: optional groups in a row, letters re folds alike beyond lower()
+        (r"(\w?){10}(\w?){10}\.", "more than 10 optional or varying parts in a row"),
+        ("(.?){10}(.?){10}x", "more than 10 optional or varying parts in a row"),
+        ("[a-z]+ı[a-z]+!", "two unbounded repeats in a row"),
+        ("[a-z]+ſ[a-z]+!", "two unbounded repeats in a row"),
+        ("σ+ςσ+!", "two unbounded repeats in a row"),
+        ("(ab|a.)" * 16 + "!", "more than 10 optional or varying parts in a row"),
         # read differently by PostgreSQL, or an error there in the middle of a check (exit 3)
         ("(?i:ssn)", "inline flags such as (?i)"),
         ("(?s)a.b", "inline flags such as (?i)"),
@@ -469,6 +476,10 @@ def test_patterns_that_backtrack_for_ages_or_are_not_portable_are_refused(patter
         r"^(\w+\.)?(\w+\.)?\w+$",
         r"(\d{1,3}\.?){4}",
         r"^[а-я]+-[а-я]+$",
+        # refused by this session's second version of the checks (a second probe)
+        r"(ssn|social).*(number|no)",
+        r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$",
+        "(a?){10}",
     ],
 )
 def test_patterns_that_are_accepted_finish_quickly_on_hostile_values(pattern):

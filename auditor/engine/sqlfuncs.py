@@ -182,7 +182,13 @@ def _misread(pattern: str) -> str | None:
     return None
 
 
-def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
+def _walk(items: list[Any], *, inside_unbounded: bool, repeated: bool = False) -> str | None:
+    """Why ``items`` are refused (the shapes of :func:`check_pattern`), or ``None``.
+
+    ``inside_unbounded``: inside a group repeated more than once whose repetitions are not
+    separated (an unbounded repeat there is nested); ``repeated``: inside any group repeated more
+    than once (an alternation there must not have branches that start alike).
+    """
     for op, av in items:
         name = str(op)
         if name in _UNSUPPORTED:
@@ -215,29 +221,37 @@ def _walk(items: list[Any], *, inside_unbounded: bool) -> str | None:
                         "of the group with a required character the inner repeat cannot match "
                         "(([a-z]{1,10}_){1,10})"
                     )
-            # Anything repeated more than once makes an unbounded repeat inside it dangerous.
-            problem = _walk(list(sub), inside_unbounded=inside_unbounded or high > 1)
+            # Anything repeated more than once makes an unbounded repeat inside it dangerous, unless
+            # each repetition holds a required character none of its varying parts can take (the
+            # '_' of ^[a-z]+(_[a-z]+)*$, the '.' of ^([^.]+\.){2}): a value then splits among the
+            # repetitions in one way only.
+            separated = high > 1 and _delimited(list(sub), frozenset().union(*_varying_parts(list(sub))))
+            problem = _walk(
+                list(sub),
+                inside_unbounded=inside_unbounded or (high > 1 and not separated),
+                repeated=repeated or high > 1,
+            )
             if problem:
                 return problem
         elif op == _c.SUBPATTERN:
-            problem = _walk(list(av[-1]), inside_unbounded=inside_unbounded)
+            problem = _walk(list(av[-1]), inside_unbounded=inside_unbounded, repeated=repeated)
             if problem:
                 return problem
         elif op == _c.BRANCH:
             branches = [list(b) for b in av[1]]
-            if inside_unbounded and _branches_overlap(branches):
+            if (inside_unbounded or repeated) and _branches_overlap(branches):
                 return (
                     "a repeated alternation whose branches can start with the same character "
                     "(such as (a|ab)*) can take exponential time; make the branches distinct"
                 )
             for branch in branches:
-                problem = _walk(branch, inside_unbounded=inside_unbounded)
+                problem = _walk(branch, inside_unbounded=inside_unbounded, repeated=repeated)
                 if problem:
                     return problem
         elif op == _c.AT and av in (_c.AT_BOUNDARY, _c.AT_NON_BOUNDARY):
             return "word boundaries (\\b, \\B) mean different things in PostgreSQL; use ([^a-z]|$) instead"
         elif op in (_c.ASSERT, _c.ASSERT_NOT):
-            problem = _walk(list(av[1]), inside_unbounded=inside_unbounded)
+            problem = _walk(list(av[1]), inside_unbounded=inside_unbounded, repeated=repeated)
             if problem:
                 return problem
     return None

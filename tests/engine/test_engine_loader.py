@@ -422,6 +422,8 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         ("[a-z]+ſ[a-z]+!", "two unbounded repeats in a row"),
         ("σ+ςσ+!", "two unbounded repeats in a row"),
         ("(ab|a.)" * 16 + "!", "more than 10 optional or varying parts in a row"),
+        ("(_?[a-z]+)*!", "nested quantifiers such as (a+)+"),  # the '_' is optional: no separator
+        ("(a|ab)*c", "a repeated alternation whose branches can start with the same character"),
         # read differently by PostgreSQL, or an error there in the middle of a check (exit 3)
         ("(?i:ssn)", "inline flags such as (?i)"),
         ("(?s)a.b", "inline flags such as (?i)"),
@@ -480,6 +482,13 @@ def test_patterns_that_backtrack_for_ages_or_are_not_portable_are_refused(patter
         r"(ssn|social).*(number|no)",
         r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$",
         "(a?){10}",
+        # refused since earlier sessions as nested quantifiers, though each repetition is separated
+        r"^[a-z]+(_[a-z]+)*$",
+        r"^[a-z0-9]+([._-][a-z0-9]+)*$",
+        r"^\w+( \w+)*$",
+        r"^(\w+\.)*\w+$",
+        r"^v?\d+(\.\d+){0,2}$",
+        r"^([^.]+\.){2}[^.]+$",
     ],
 )
 def test_patterns_that_are_accepted_finish_quickly_on_hostile_values(pattern):

@@ -468,10 +468,7 @@ def _column_rule(connection: Connection, run_id: int, rule: Rule) -> list[Findin
             fmt = formats[cluster_id] = bound.format_for(clusters.get(cluster_id, empty))
         message = fmt.format(*((fqn,) * shown))
         # fingerprint_with(prefix, cluster_id, fqn), inlined (neither can be null here)
-        text = f"{cluster_id}\x1f{fqn}"
-        if text.count("\x1f") != 1 or "\x1e" in text:  # catalog text holding a separator
-            text = subject_payload(cluster_id, fqn)
-        fingerprint = blake2b(prefix + text.encode(), digest_size=16).hexdigest()
+        fingerprint = blake2b(prefix + subject_payload(cluster_id, fqn).encode(), digest_size=16).hexdigest()
         append((KIND_COLUMN, cluster_id, fqn, [fqn], message, fqn, fingerprint))
     return out
 

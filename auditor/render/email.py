@@ -719,8 +719,9 @@ def deliver_email(
         size_budget=size_budget,
         templates_dir=templates_dir,
     )
-    size = len(bytes(message))
-    if size > LARGE_MESSAGE and any(True for _ in message.iter_attachments()):
+    # measured only when something is attached (the body alone is kept small by size_budget)
+    size = len(bytes(message)) if any(True for _ in message.iter_attachments()) else 0
+    if size > LARGE_MESSAGE:
         log.warning(
             "the message is %.1f MB with its attachments; many mail servers refuse more than 10 MB "
             "(leave them out: --no-email-attachments for auditor run, no --attach-* for auditor email)",

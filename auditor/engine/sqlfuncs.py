@@ -209,23 +209,23 @@ def _walk(items: list[Any], *, inside_unbounded: bool, repeated: bool = False) -
                     f"a group of varying length repeated {high} times (such as (a?){{60}}) can take "
                     f"exponential time; repeat such a group at most {VARIABLE_REPEATS} times"
                 )
+            # Each repetition holding a required character none of its varying parts can take
+            # (the '_' of ^[a-z]+(_[a-z]+)*$, the '.' of ^([^.]+\.){2}) splits a value among the
+            # repetitions one way only.
+            varying = _varying_parts(list(sub)) if high > 1 else []
+            separated = not varying or _delimited(list(sub), frozenset().union(*varying))
             spread = high_width - low_width if high_width < _c.MAXREPEAT else 0
             many = spread and (spread + 1) ** min(high, 64) > SPLITS
-            if high > 1 and (many or (spread and _repeated_varying_group(list(sub)))):
-                varying = _varying_parts(list(sub))
-                if varying and not _delimited(list(sub), frozenset().union(*varying)):
-                    return (
-                        "a repeated group holding a repeat of varying count (such as (a{1,10}){1,10} or "
-                        "([a-z]{1,10}_?){1,10}) can take exponential time: there are many ways to split a "
-                        "value among the repeats; keep one repeat ([a-z_]{1,110}), or end each repetition "
-                        "of the group with a required character the inner repeat cannot match "
-                        "(([a-z]{1,10}_){1,10})"
-                    )
+            if not separated and (many or (spread and _repeated_varying_group(list(sub)))):
+                return (
+                    "a repeated group holding a repeat of varying count (such as (a{1,10}){1,10} or "
+                    "([a-z]{1,10}_?){1,10}) can take exponential time: there are many ways to split a "
+                    "value among the repeats; keep one repeat ([a-z_]{1,110}), or end each repetition "
+                    "of the group with a required character the inner repeat cannot match "
+                    "(([a-z]{1,10}_){1,10})"
+                )
             # Anything repeated more than once makes an unbounded repeat inside it dangerous, unless
-            # each repetition holds a required character none of its varying parts can take (the
-            # '_' of ^[a-z]+(_[a-z]+)*$, the '.' of ^([^.]+\.){2}): a value then splits among the
-            # repetitions in one way only.
-            separated = high > 1 and _delimited(list(sub), frozenset().union(*_varying_parts(list(sub))))
+            # its repetitions are separated.
             problem = _walk(
                 list(sub),
                 inside_unbounded=inside_unbounded or (high > 1 and not separated),

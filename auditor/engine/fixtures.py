@@ -382,7 +382,7 @@ def run_fixtures(paths: Sequence[Path]) -> FixtureReport:
         raise RuleError(
             f"{len(missing)} problem{'s' if len(missing) != 1 else ''} in the rule files",
             hint="fix them and check with: auditor rules validate PATH",
-            problems=missing.items,
+            problems=missing.in_order(),
         )
     rule_paths, fixture_paths = fixture_files([Path(p) for p in paths])
     if not fixture_paths:

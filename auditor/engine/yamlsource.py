@@ -62,31 +62,32 @@ class LocList(list[Any]):
 class Problems:
     """Every problem found in a set of files, each formatted ``file:line:column: message``."""
 
-    items: list[str] = field(default_factory=list)
-    _places: list[tuple[str, int, int]] = field(default_factory=list, repr=False)
+    # (file, line, column, the formatted problem), in the order found
+    _found: list[tuple[str, int, int, str]] = field(default_factory=list, repr=False)
 
     def add(self, source: str, mark: Mark | None, message: str) -> None:
-        where = f"{source}:{mark.line}:{mark.column}" if mark else f"{source}:1:1"
-        self.items.append(f"{where}: {message}")
-        self._places.append((source, mark.line if mark else 1, mark.column if mark else 1))
+        line, column = (mark.line, mark.column) if mark else (1, 1)
+        self._found.append((source, line, column, f"{source}:{line}:{column}: {message}"))
+
+    @property
+    def items(self) -> list[str]:
+        """The problems in the order they were found."""
+        return [text for _source, _line, _column, text in self._found]
 
     def in_order(self) -> list[str]:
         """The problems file by file (in the order the files were read), each file's top to bottom:
         checks run rule part by rule part, so they are found out of order."""
         files: dict[str, int] = {}
-        for source, _line, _column in self._places:
+        for source, _line, _column, _text in self._found:
             files.setdefault(source, len(files))
-        order = sorted(
-            range(len(self.items)),
-            key=lambda i: (files[self._places[i][0]], self._places[i][1], self._places[i][2]),
-        )
-        return [self.items[i] for i in order]
+        ordered = sorted(self._found, key=lambda found: (files[found[0]], found[1], found[2]))
+        return [text for _source, _line, _column, text in ordered]
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        return bool(self._found)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._found)
 
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser, when PyYAML has it
@@ -241,20 +242,12 @@ def _yaml_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[Mark | None, str]
     """
     problem, context = exc.problem_mark, exc.context_mark
     message = exc.problem or exc.context or "not YAML"
-    if problem is not None and context is not None and exc.context and "end of stream" in message:
+    both = problem is not None and context is not None and bool(exc.context)
+    if both and "end of stream" in message:
         opened = re.sub(r"^while (scanning|parsing) ", "", exc.context).replace("scalar", "string")
         message = f"{opened} that starts here is not closed before the end of the file"
         problem = None  # reported where it opens
-    elif (
-        problem is not None
-        and context is not None
-        and exc.context
-        and (context.line, context.column)
-        != (
-            problem.line,
-            problem.column,
-        )
-    ):
+    elif both and (context.line, context.column) != (problem.line, problem.column):
         message += f", {exc.context} that starts at {context.line + 1}:{context.column + 1}"
     mark = problem if problem is not None else context
     position = Mark(mark.line + 1, mark.column + 1) if mark is not None else None

@@ -141,7 +141,11 @@ def _paths_from(folder: Path, values: dict[str, Any]) -> dict[str, Any]:
     config file's), as a file read with ``--config elsewhere/auditor.toml`` means them: they used
     to be taken from the working folder. A database URL (``sqlite:///x.db``), ``~/…`` and absolute
     paths are left as they are."""
-    if folder.resolve() == Path.cwd().resolve():
+    try:
+        here = folder.resolve() == Path.cwd().resolve()
+    except OSError:  # the working folder was removed under us: the file's folder is elsewhere
+        here = False
+    if here:
         return values  # the same place: the values stay as written (and as messages show them)
 
     def moved(value: Any) -> Any:

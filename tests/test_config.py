@@ -188,3 +188,16 @@ def test_commands_that_read_runs_create_no_database_where_a_mistyped_db_points(t
     listed = runner.invoke(cli, ["runs", "--db", "typo.db", "--format", "json"], env=env)
     assert (listed.exit_code, listed.stdout) == (0, '{\n  "runs": []\n}\n')
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_file_is_read_when_the_working_folder_was_removed(tmp_path, monkeypatch):
+    """Its relative paths are its folder's; finding out whether that is the working folder must
+    not fail (an internal error) when the working folder no longer exists."""
+    path = tmp_path / "cfg" / "auditor.toml"
+    path.parent.mkdir()
+    path.write_text('[auditor]\nwaivers = "w.yaml"\n')
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert load_config(path, explicit=True).get("waivers") == str(tmp_path / "cfg" / "w.yaml")

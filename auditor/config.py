@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.bigid.auth import SCHEMES
+from auditor.bigid.auth import SCHEMES, check_token  # noqa: F401 - the CLI reads it from here
 from auditor.errors import ConfigError
 
 CONFIG_FILE = "auditor.toml"
@@ -270,25 +270,6 @@ def pick(flag: Any, env_name: str | None, file_settings: FileSettings, key: str,
     if env_name and os.environ.get(env_name):
         return os.environ[env_name]
     return file_settings.get(key, default)
-
-
-def check_token(token: str, origin: str) -> None:
-    """Raise ConfigError (exit 2) when the API key ``token`` (from ``origin``) holds a character an
-    HTTP header cannot carry: a line break or another control character (``BIGID_TOKEN=$(cat f)``
-    of a file of two lines), or one outside ASCII. Sent as it was, the HTTP library's error quoted
-    the header, key included, in an escaped spelling the secret scrubber did not know. The key
-    itself is never shown."""
-    for position, char in enumerate(token, 1):
-        if char < " " or char == "\x7f":
-            what = "a line break" if char in "\r\n" else f"a control character (U+{ord(char):04X})"
-        elif not char.isascii():
-            what = f"a character outside ASCII (U+{ord(char):04X})"
-        else:
-            continue
-        raise ConfigError(
-            f"{origin}: the API key holds {what} at character {position}, which an HTTP header cannot carry",
-            hint="copy the key again: it is one line of ASCII characters (a JWT or an API token)",
-        )
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:

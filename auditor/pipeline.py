@@ -9,7 +9,6 @@ epochs, checked, diffed and reported into one folder. The CLI only parses and pr
 from __future__ import annotations
 
 import contextlib
-import logging
 import shlex
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select
 
+from auditor import secrets
 from auditor.bigid.client import BigIDClient, ClientOptions
 from auditor.engine import CheckResult, RuleSet, Waivers, check_run
 from auditor.engine.check import asks_no_baseline
@@ -30,7 +30,7 @@ from auditor.store.schema import RUN_COMPLETE, runs
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
-log = logging.getLogger(__name__)
+log = secrets.scrubbed_logger(__name__)
 
 DEMO_FOLDER = "auditor-demo"
 DEMO_SEED = 7

@@ -7,8 +7,10 @@ exception text cannot carry a secret out even by accident. Code should still nev
 message: this is the second line of defence, not the first.
 
 Data is the other way out: a server that reflects the key (or a session token) inside the records it
-serves would get it stored, then reported and emailed. :func:`redact_bytes` masks registered secrets
-in a response body before it is decoded (see ``BigIDClient._send``).
+serves would get it stored, then reported and emailed. :func:`redact_bytes` masks a client's own key
+and session tokens in a response body before it is decoded (see ``BigIDClient._send``); other
+registered secrets (a database or SMTP password) are not searched in data, where they would rewrite
+catalog values that merely contain them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import functools
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from urllib.parse import quote
 
 _lock = threading.Lock()
@@ -26,14 +29,28 @@ MASK = "***"
 MIN_SECRET_LENGTH = 4  # shorter strings would mask ordinary words; such keys are refused anyway
 
 
+def forms(secret: str | None) -> frozenset[str]:
+    """``secret`` and its base64 and percent-encoded spellings (none for a secret shorter than
+    :data:`MIN_SECRET_LENGTH`): an SMTP login sends a password in base64, a URL carries it
+    percent-encoded, and a server echoing either in an error would print it."""
+    if not secret or len(secret) < MIN_SECRET_LENGTH:
+        return frozenset()
+    encoded = base64.b64encode(secret.encode("utf-8")).decode("ascii")
+    return frozenset({secret, quote(secret, safe=""), encoded, encoded.rstrip("=")})
+
+
 def register(secret: str | None) -> None:
-    """Remember ``secret`` so that :func:`scrub` hides it (and its ``Bearer`` form) from now on,
-    and its base64 and percent-encoded spellings too: an SMTP login sends a password in base64, a
-    URL carries it percent-encoded, and a server echoing either in an error would print it."""
-    if secret and len(secret) >= MIN_SECRET_LENGTH:
-        encoded = base64.b64encode(secret.encode("utf-8")).decode("ascii")
+    """Remember ``secret`` (in all its :func:`forms`) so that :func:`scrub` hides it from texts,
+    messages and log records from now on, in this process.
+
+    Registered secrets are masked in *messages* only. Data is masked by :func:`redact_bytes` for
+    the secrets its caller names (a client masks its own key and session tokens): a database or
+    SMTP password registered here must not rewrite catalog values that happen to contain it.
+    """
+    found = forms(secret)
+    if found:
         with _lock:
-            _secrets.update({secret, quote(secret, safe=""), encoded, encoded.rstrip("=")})
+            _secrets.update(found)
 
 
 def forget_all() -> None:
@@ -145,8 +162,9 @@ def _spellings(secret: str) -> re.Pattern[bytes]:
     return re.compile("".join(_spelled(char) for char in secret).encode())
 
 
-def redact_bytes(content: bytes) -> tuple[bytes, int]:
-    """``content`` with every registered secret replaced by ``***``, and how many were replaced.
+def redact_bytes(content: bytes, among: Iterable[str] | None = None) -> tuple[bytes, int]:
+    """``content`` with every secret of ``among`` (by default, every registered one) replaced by
+    ``***``, and how many were replaced.
 
     Meant for a JSON body before it is decoded. Each secret is searched (longest first, so a secret
     that contains another is masked whole) in every spelling a JSON encoder may give it inside a
@@ -163,10 +181,12 @@ def redact_bytes(content: bytes) -> tuple[bytes, int]:
     spellings' regular expression. When nothing matches, ``content`` itself is returned, with a
     count of 0.
     """
-    if not _secrets or not content:
+    if among is None:
+        with _lock:
+            among = set(_secrets)
+    if not among or not content:
         return content, 0
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
+    secrets = sorted(among, key=len, reverse=True)
     mask = MASK.encode()
     replaced = 0
     escapes = b"\\" in content
@@ -192,6 +212,22 @@ class ScrubFilter(logging.Filter):
             if record.exc_text:
                 record.exc_text = scrub(record.exc_text)
         return True
+
+
+_OWN_FILTER = ScrubFilter()
+
+
+def scrubbed_logger(name: str) -> logging.Logger:
+    """The logger ``name`` (one of the package's own), its records scrubbed as they are made.
+
+    A filter on a logger applies to the records logged through that very logger, whatever
+    handlers the application installed: a program using the library without the CLI (which also
+    installs :func:`install_log_filter`) gets the package's log records scrubbed too.
+    """
+    logger = logging.getLogger(name)
+    if _OWN_FILTER not in logger.filters:
+        logger.addFilter(_OWN_FILTER)
+    return logger
 
 
 _installed = False

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 import os
 import queue
 import signal
@@ -64,7 +63,7 @@ from auditor.store.runs import LISTING_KEY, SKIP_KEY, RunInfo, get_run, name_ids
 from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
 from auditor.workers import start_pool
 
-log = logging.getLogger("auditor.snapshot")
+log = secrets.scrubbed_logger("auditor.snapshot")
 
 THREADS_PER_WORKER = 2  # fetch threads per request slot (see _fetch_columns)
 QUEUE_PAGES_PER_WORKER = 12  # pages waiting for the writer, per worker: bounds memory (~1 MB a page),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -112,3 +113,17 @@ def test_a_secret_is_masked_in_its_base64_and_percent_encoded_spellings_too():
     said = f"535 bad credentials {encoded} for {quote(password, safe='')} ({password})"
     assert secrets.scrub(said) == "535 bad credentials *** for *** (***)"
     secrets.forget_all()
+
+
+@pytest.mark.parametrize("name", ["auditor.bigid", "auditor.store", "auditor.snapshot", "auditor.pipeline"])
+def test_the_packages_own_log_records_are_scrubbed_without_the_cli(name: str, caplog):
+    """A program using the library installs its own handlers (here pytest's, on the root logger),
+    never :func:`secrets.install_log_filter`: the package's loggers scrub their records themselves."""
+    import importlib
+
+    for module in ("auditor.bigid.client", "auditor.store.db", "auditor.snapshot", "auditor.pipeline"):
+        importlib.import_module(module)
+    secrets.register("sk-LOGGED-key-1")
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger(name).debug("sent %s", "Bearer sk-LOGGED-key-1")
+    assert [r.getMessage() for r in caplog.records] == ["sent Bearer ***"]

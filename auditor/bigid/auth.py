@@ -28,11 +28,31 @@ from typing import Any
 import orjson
 
 from auditor import secrets
+from auditor.errors import ConfigError
 
 SCHEMES = ("auto", "bearer", "raw", "refresh")
 REFRESH_PATH = "/api/v1/refresh-access-token"
 NO_EXP_LIFETIME = 3600.0  # a session token without ``exp`` is renewed at least hourly (§9.3)
 REFRESH_MARGIN = 120.0  # renew this long before ``exp`` (less for very short-lived tokens)
+
+
+def check_token(token: str, origin: str) -> None:
+    """Raise ConfigError (exit 2) when the API key ``token`` (from ``origin``) holds a character an
+    HTTP header cannot carry: a line break or another control character (``BIGID_TOKEN=$(cat f)``
+    of a file of two lines), or one outside ASCII. Sent as it was, the HTTP library's error quoted
+    the header, key included, in an escaped spelling the secret scrubber did not know. The key
+    itself is never shown."""
+    for position, char in enumerate(token, 1):
+        if char < " " or char == "\x7f":
+            what = "a line break" if char in "\r\n" else f"a control character (U+{ord(char):04X})"
+        elif not char.isascii():
+            what = f"a character outside ASCII (U+{ord(char):04X})"
+        else:
+            continue
+        raise ConfigError(
+            f"{origin}: the API key holds {what} at character {position}, which an HTTP header cannot carry",
+            hint="copy the key again: it is one line of ASCII characters (a JWT or an API token)",
+        )
 
 
 def jwt_payload(token: str) -> dict[str, Any] | None:

@@ -25,7 +25,6 @@ A client is safe to share between the worker threads of one snapshot.
 from __future__ import annotations
 
 import email.utils
-import logging
 import math
 import random
 import re
@@ -45,7 +44,7 @@ import urllib3.exceptions
 from pydantic import ValidationError
 
 from auditor import secrets
-from auditor.bigid.auth import REFRESH_PATH, SCHEMES, Authenticator
+from auditor.bigid.auth import REFRESH_PATH, SCHEMES, Authenticator, check_token
 from auditor.bigid.deadline import AnswerCancelled as _AnswerCancelled
 from auditor.bigid.deadline import AnswerLate, DeadlineAdapter, watching
 from auditor.bigid.envelope import (
@@ -82,7 +81,7 @@ from auditor.errors import (
 )
 from auditor.tls import ca_context, spoke_no_tls
 
-log = logging.getLogger("auditor.bigid")
+log = secrets.scrubbed_logger("auditor.bigid")
 CA_HINT = "give the PEM file of the CA that signed the tenant's certificate"
 
 CLUSTERS_PATH = "/api/v1/clusters"
@@ -302,9 +301,13 @@ class BigIDClient:
             )
         if not options.token:
             raise ConfigError("no BigID API key", hint=KEY_HINT)
+        check_token(options.token, "the BigID API key")  # before anything could quote it
         if options.page_size < 1:
             raise ConfigError("--page-size must be at least 1")
         secrets.register(options.token)
+        # what _redact masks in data: this client's key and session tokens, never another secret
+        # of the process (a database password would rewrite the catalog values holding it)
+        self._own_secrets: set[str] = set(secrets.forms(options.token))
         if options.ca_bundle:
             bundle = Path(options.ca_bundle).expanduser()
             if not bundle.exists():
@@ -615,6 +618,16 @@ class BigIDClient:
             token = _session_token(body)
             if token:
                 secrets.register(token)
+                with self._lock:
+                    self._own_secrets.update(secrets.forms(token))
+                try:
+                    check_token(token, f"GET {REFRESH_PATH}")
+                except ConfigError:  # never shown: the token is a secret too
+                    raise PayloadError(
+                        f"GET {REFRESH_PATH} answered a session token that an HTTP header cannot carry "
+                        "(a line break, a control character or a character outside ASCII)",
+                        hint="the tenant's token exchange is not the documented one; try --auth-scheme raw",
+                    ) from None
                 return token
             raise PayloadError(
                 f"GET {REFRESH_PATH} answered 200 without a systemToken",
@@ -856,12 +869,15 @@ class BigIDClient:
                 raise NetworkError(f"GET {path}: cancelled")
 
     def _redact(self, path: str, content: bytes) -> bytes:
-        """``content`` with every registered secret masked (:func:`auditor.secrets.redact_bytes`).
+        """``content`` with this client's key and session tokens masked (in every spelling
+        :func:`auditor.secrets.redact_bytes` knows).
 
         Done on the bytes, before anything is decoded (here or in a decoding process), so a server
         reflecting the key in its data cannot get it into a record, the store, a report or an email.
         """
-        content, found = secrets.redact_bytes(content)
+        with self._lock:
+            own = tuple(self._own_secrets)
+        content, found = secrets.redact_bytes(content, own)
         if found:
             with self._lock:
                 first = self._secrets_redacted == 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import logging
 import os
 import shlex
 import smtplib
@@ -45,7 +44,7 @@ from auditor.render.env import make_environment
 from auditor.render.report import ReportBundle, default_report_name
 from auditor.tls import ca_context, spoke_no_tls
 
-log = logging.getLogger(__name__)
+log = secrets.scrubbed_logger(__name__)
 
 ENV_SMTP_USER = "AUDITOR_SMTP_USER"
 ENV_SMTP_PASSWORD = "AUDITOR_SMTP_PASSWORD"  # noqa: S105 - the name of the variable, not a secret

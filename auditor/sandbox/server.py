@@ -17,7 +17,6 @@ import base64
 import binascii
 import contextlib
 import itertools
-import logging
 import random
 import re
 import socket
@@ -32,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from auditor import secrets
 from auditor.errors import ConfigError
 from auditor.sandbox.auth import Authenticator, Verdict
 from auditor.sandbox.config import SandboxConfig
@@ -44,7 +44,7 @@ from auditor.sandbox.filters import (
     compile_filter,
 )
 
-log = logging.getLogger("auditor.sandbox")
+log = secrets.scrubbed_logger("auditor.sandbox")
 
 CLUSTERS_PATH = "/api/v1/clusters"
 SIMILAR_PATH = "/api/v1/data-catalog/column/cluster/similar"

@@ -9,7 +9,6 @@ database written by a newer cluster-auditor is refused rather than guessed at.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import sqlite3
@@ -25,7 +24,7 @@ from auditor import secrets
 from auditor.errors import ConfigError, StoreError
 from auditor.paths import migrations_dir
 
-log = logging.getLogger("auditor.store")
+log = secrets.scrubbed_logger("auditor.store")
 
 DEFAULT_DB = "auditor.db"
 # How long a SQLite statement waits for another connection's write lock before it fails. The longest

@@ -59,7 +59,6 @@ Why the statements look the way they do (measured at 200k columns, see ``bench/R
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -70,6 +69,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from auditor import secrets
 from auditor.errors import ConfigError, StoreError
 from auditor.stopping import signals_held
 from auditor.store.db import WRITE_HINT, store_errors
@@ -90,7 +90,7 @@ from auditor.store.schema import (
     runs,
 )
 
-log = logging.getLogger("auditor.store")
+log = secrets.scrubbed_logger("auditor.store")
 
 # Page cache of the prune's SQLite connection (and of its temporary tables), for the transaction
 # only. Deleting versions dirties pages all over the version table and its hash index; with the

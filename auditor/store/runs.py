@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine, Select, Text, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from auditor import secrets
 from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
 from auditor.store.schema import (
@@ -39,7 +39,7 @@ from auditor.store.schema import (
     runs,
 )
 
-log = logging.getLogger("auditor.store")
+log = secrets.scrubbed_logger("auditor.store")
 
 
 @dataclass(frozen=True)

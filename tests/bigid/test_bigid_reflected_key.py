@@ -226,3 +226,50 @@ def test_an_answer_cut_inside_the_key_shows_none_of_it(
     for needle in (token[:12], token[-12:], escaped(token)[:16], escaped(token)[-16:]):
         assert needle not in text
         assert needle.encode() not in stored
+
+
+def test_only_the_clients_own_key_is_masked_in_data(loopback: Loopback, make_client, tmp_path: Path):
+    """Other secrets of the process (a database or SMTP password, an earlier client's key) are
+    masked in messages but never in data: a password "Marketing" must not rewrite the catalog's
+    "Marketing Metrics" cluster, nor be blamed on the BigID key."""
+    from auditor import secrets
+
+    def clean(request: Request) -> Reply:
+        return reflecting_handler(Request(request.method, request.path, request.query, "Bearer people"))
+
+    loopback.reset(clean)
+    secrets.register("Marketing")  # e.g. open_database("postgresql://auditor:Marketing@…")
+    make_client(loopback.url, token="sk-an-earlier-clients-key")
+    secrets.register("ssn people")  # the key of that earlier client, say
+    engine = open_database(tmp_path / "own.db")
+    client = make_client(loopback.url, token=reflected_token())
+    run = take_snapshot(engine, client, workers=1, processes=0)
+    assert run.status == "complete" and run.details["secrets_redacted"] == 0 == client.secrets_redacted
+    with engine.connect() as connection:
+        names = sorted(connection.execute(select(cluster_versions.c.name)).scalars())
+        columns = set(connection.execute(select(column_versions.c.column_name)).scalars())
+    engine.dispose()
+    assert names == ["HR people", "Marketing Metrics"] and columns == {"ssn people"}
+    assert secrets.scrub("Marketing Metrics") == "*** Metrics"  # still kept out of messages
+
+
+@pytest.mark.parametrize(
+    ("token", "what"),
+    [
+        ("sk-TOP\nSECRET-tail", "a line break at character 7"),
+        ("sk-TOP\rSECRET-tail", "a line break at character 7"),
+        ("sk-TOP\x07SECRET-tail", "a control character (U+0007) at character 7"),
+        ("sk-TOP\U0001f600SECRET", "a character outside ASCII (U+1F600) at character 7"),
+    ],
+)
+def test_a_client_refuses_a_key_no_header_can_carry(loopback: Loopback, make_client, token: str, what: str):
+    """From Python as from the CLI: refused before any request (no retries), the key never quoted."""
+    from auditor.errors import ConfigError
+
+    loopback.reset(reflecting_handler)
+    with pytest.raises(ConfigError) as caught:
+        make_client(loopback.url, token=token)
+    assert str(caught.value) == (
+        f"the BigID API key: the API key holds {what}, which an HTTP header cannot carry"
+    )
+    assert "SECRET" not in f"{caught.value} {caught.value.hint}" and loopback.seen == []

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,11 @@ def _refuse_foreign(engine: Engine) -> set[str]:
 
 
 UPGRADE_LOCK = 0x61756469746F72  # 'auditor': the advisory lock PostgreSQL upgrades take
+# Alembic runs a migration through module-level proxies (``alembic.context``, ``alembic.op``) bound
+# to the running migration: two threads upgrading two databases at once ran each other's operations
+# on the wrong connection (half a schema in one file, KeyError/SystemError in the other). One
+# upgrade at a time per process; other processes are kept apart by the database's own locks.
+_upgrading = threading.Lock()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
@@ -299,7 +305,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         _refuse_foreign(engine)  # (it connects: a server that cannot be reached is reported below)
         before = current_revision(engine)
         _refuse_unknown(engine, before)
-        with engine.begin() as connection:
+        with _upgrading, engine.begin() as connection:
             if connection.dialect.name == "sqlite":
                 # pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so a migration's
                 # CREATE/ALTER/DROP would each commit on their own and a failure halfway (Ctrl-C,

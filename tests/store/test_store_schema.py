@@ -596,6 +596,38 @@ def test_two_commands_upgrading_one_database_at_once_both_succeed(tmp_path):
     )
 
 
+def test_threads_creating_different_databases_at_once_each_get_a_whole_schema(tmp_path):
+    """A service opening a database per tenant from a thread pool: Alembic's module-level context
+    ran one thread's migration on another's connection (half a schema in one file, the other file
+    refused for good as "another application's"). Each file ends at head with every table."""
+    import threading
+
+    for attempt in range(3):
+        paths = [tmp_path / f"tenant{attempt}-{i}.db" for i in range(4)]
+        start = threading.Barrier(len(paths))
+        errors: list[BaseException] = []
+
+        def open_it(path, start=start, errors=errors) -> None:
+            start.wait()
+            try:
+                store_db.open_database(path).dispose()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it, args=(path,)) for path in paths]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert errors == []
+        for path in paths:
+            engine = store_db.open_database(path)
+            assert store_db.current_revision(engine) == store_db.head_revision()
+            with engine.connect() as connection:
+                assert schema_drift(connection) == []
+            engine.dispose()
+
+
 def test_database_errors_become_one_line_store_errors_saying_what_was_being_done(tmp_path):
     """Every stage turns a driver error into the same shape: what failed, the driver's line, a hint."""
     from auditor.engine.findings import store_evaluation

@@ -11,6 +11,7 @@ findings with ``new_only``; never waived ones), 1 otherwise; without ``fail_on``
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from auditor.engine.findings import (
     while_running,
 )
 from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, severity_rank
-from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers
+from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers, load_waivers
 from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
 from auditor.gcpause import collector_paused
 from auditor.store.db import store_errors
@@ -52,9 +53,20 @@ from auditor.store.schema import RUN_COMPLETE, RUN_RUNNING, runs
 from auditor.store.schema import findings as findings_table
 
 
-def findings_for_run(engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool = True) -> list[Finding]:
-    """The findings of ``run_id`` under ``ruleset`` (stored evaluation reused when the digest matches)."""
-    return _findings_with_evaluation(engine, run_id, ruleset, store=store)[0]
+def findings_for_run(
+    engine: Engine,
+    run_ref: int | str | RunInfo | None,
+    ruleset: RuleSet,
+    *,
+    store: bool = True,
+    allow_incomplete: bool = False,
+) -> list[Finding]:
+    """The findings of a run (an id, ``latest`` or a :class:`RunInfo`) under ``ruleset`` (stored
+    evaluation reused when the digest matches). Raises :class:`RunNotUsableError` for a run that
+    does not exist or, unless ``allow_incomplete``, is not complete, as :func:`check_run` does."""
+    with store_errors("could not read the runs"):
+        run = resolve_run(engine, run_ref, allow_incomplete=allow_incomplete)
+    return _findings_with_evaluation(engine, run.id, ruleset, store=store)[0]
 
 
 def _findings_with_evaluation(
@@ -67,6 +79,8 @@ def _findings_with_evaluation(
     """
     with engine.connect() as connection:
         status = connection.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
+        if status is None:  # deleted since it was resolved (a prune), or never was
+            raise RunNotUsableError(f"run {run_id} does not exist", hint="list runs with: auditor runs")
         digest = ruleset.digest if status != RUN_RUNNING else while_running(ruleset.digest)
         if status != RUN_RUNNING:
             evaluation_id = latest_evaluation(connection, run_id, digest)
@@ -107,7 +121,8 @@ def _sightings(engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool) ->
             )
             # pairs by position (a row's fields read by name cost ~0.5 us each)
             return dict(rows.all())
-    return {f.fingerprint: f.first_seen_run for f in findings_for_run(engine, run_id, ruleset, store=store)}
+    found = _findings_with_evaluation(engine, run_id, ruleset, store=store)[0]
+    return {f.fingerprint: f.first_seen_run for f in found}
 
 
 @dataclass
@@ -140,9 +155,14 @@ class CheckResult:
         return summary_of(self, statuses, by_severity, expired)
 
     def failing(self, fail_on: str | None, new_only: bool = False) -> list[Finding]:
-        """The findings that fail the gate at ``fail_on`` (never waived ones)."""
-        if fail_on is None:
+        """The findings that fail the gate at ``fail_on`` (a severity; ``None`` or ``"none"``: no
+        gate), never waived ones. Another value raises :class:`ConfigError` naming the valid ones."""
+        if fail_on is None or fail_on == "none":
             return []
+        if fail_on not in SEVERITY_ORDER:
+            raise ConfigError(
+                f"fail_on {fail_on!r} is not a severity: use one of {', '.join(SEVERITY_ORDER)}, or none"
+            )
         threshold = severity_rank(fail_on)
         return [
             f
@@ -325,21 +345,24 @@ def severity_counts() -> dict[str, int]:
 
 def check_run(
     engine: Engine,
-    run_ref: str | int | None,
+    run_ref: str | int | RunInfo | None,
     ruleset: RuleSet,
     *,
-    waivers: Waivers | None = None,
+    waivers: Waivers | str | os.PathLike[str] | None = None,
     baseline: str | int | None = "previous",
     today: date | None = None,
     allow_incomplete: bool = False,
     store: bool = True,
     record: bool = True,
 ) -> CheckResult:
-    """Check one run (``latest`` or an id) and return findings with status, waivers and summary.
+    """Check one run (``latest``, an id or a :class:`RunInfo`) and return findings with status,
+    waivers (what :func:`load_waivers` returns, or the path of a waiver file) and summary.
 
     ``store`` keeps a new evaluation for reuse; ``record`` (with ``store``) also records each
     finding's status and waiver against it, as ``auditor check`` and ``auditor run`` do.
     """
+    if isinstance(waivers, str | os.PathLike):
+        waivers = load_waivers(waivers)
     with store_errors("could not read the runs"):
         run = resolve_run(
             engine, run_ref if run_ref is not None else "latest", allow_incomplete=allow_incomplete

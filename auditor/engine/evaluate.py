@@ -48,7 +48,7 @@ from auditor.engine.findings import (
 )
 from auditor.engine.rules import GROUP_VALUES, Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, RunNotUsableError
 from auditor.gcpause import collector_paused
 from auditor.stopping import removed_on_hard_stop
 from auditor.store.db import keys_in, one_connection_only, store_errors
@@ -106,8 +106,20 @@ def refresh_statistics(engine: Engine) -> None:
                 connection.exec_driver_sql(f'ANALYZE "{name}"')
 
 
+def require_run(engine: Engine, run_id: int) -> None:
+    """Raise :class:`RunNotUsableError` when run ``run_id`` does not exist: evaluated, it would
+    give no findings, which reads as a clean catalog."""
+    with engine.connect() as connection:
+        if connection.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
+            raise RunNotUsableError(f"run {run_id} does not exist", hint="list runs with: auditor runs")
+
+
 def evaluate(engine: Engine, run_id: int, ruleset: RuleSet, *, workers: int | None = None) -> list[Finding]:
-    """Evaluate every enabled rule of ``ruleset`` on run ``run_id``; findings sorted by rule and subject."""
+    """Evaluate every enabled rule of ``ruleset`` on run ``run_id``; findings sorted by rule and subject.
+
+    The rows the run holds are evaluated whatever its status (nothing is stored); a run that does
+    not exist raises :class:`RunNotUsableError`. :func:`findings_for_run` and :func:`check_run`
+    refuse runs that are not complete unless asked."""
     found: list[Finding] = []
     for _rule, items, _seconds in evaluate_each(engine, run_id, ruleset, workers=workers):
         found.extend(items)
@@ -156,6 +168,7 @@ def evaluate_each(
     rules = list(ruleset.rules)
     workers = default_workers(engine) if workers is None else max(1, workers)
     with store_errors(f"could not evaluate run {run_id}"):
+        require_run(engine, run_id)
         refresh_statistics(engine)
         mode = parallel_mode(engine, run_id, workers) if len(rules) > 1 else "serial"
         if mode == "serial":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -379,6 +380,10 @@ def make_ruleset(rules: Sequence[Rule], disabled: Sequence[Rule], sources: Seque
 # -- loading -------------------------------------------------------------------------------------
 
 
+def _is_rule_file(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(RULE_SUFFIXES) and not path.name.endswith(FIXTURE_SUFFIXES)
+
+
 def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
     """Expand files and folders into rule files (fixtures ``*.test.yaml`` are not rules).
 
@@ -396,11 +401,11 @@ def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
 
     for path in paths:
         if path.is_dir():
-            inside = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.name.endswith(RULE_SUFFIXES) and not p.name.endswith(FIXTURE_SUFFIXES)
-            )
+            try:
+                inside = sorted(p for p in path.rglob("*") if _is_rule_file(p))
+            except OSError as exc:  # a folder inside that cannot be listed
+                problems.add(str(exc.filename or path), None, f"cannot read this folder ({exc.strerror})")
+                continue
             if not inside:
                 problems.add(str(path), None, "no rule files (*.yaml, *.yml) in this folder")
             for file in inside:
@@ -600,9 +605,17 @@ def parse_aggregate(node: Any, ctx: ParseContext, path: list[Any]) -> Aggregate 
     return Aggregate(spec.per, counting.where, counting.group_by, exact, counting.having)
 
 
-def validate_rule_files(paths: Sequence[Path] | None) -> tuple[list[Rule], Problems, list[str]]:
-    """Validate every file; return (valid rules, problems, sources). Duplicate ids are problems."""
+RulePaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+
+
+def validate_rule_files(paths: RulePaths) -> tuple[list[Rule], Problems, list[str]]:
+    """Validate every file; return (valid rules, problems, sources). Duplicate ids are problems.
+
+    ``paths``: rule files and folders (a single one may be given alone), or ``None`` for the
+    built-in pack."""
     problems = Problems()
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]  # one path, not a sequence of one-character ones
     base = [rules_dir()] if paths is None else [Path(p) for p in paths]
     files = rule_files(base, problems)
     rules: list[Rule] = []
@@ -612,8 +625,9 @@ def validate_rule_files(paths: Sequence[Path] | None) -> tuple[list[Rule], Probl
     return rules, problems, [str(p) for p in files]
 
 
-def load_ruleset(paths: Sequence[Path] | None = None) -> RuleSet:
-    """Load and validate rule files (``None``: the built-in pack). Raises RuleError listing every problem."""
+def load_ruleset(paths: RulePaths = None) -> RuleSet:
+    """Load and validate rule files and folders (one path, a sequence of them, or ``None``: the
+    built-in pack). Raises RuleError listing every problem."""
     rules, problems, sources = validate_rule_files(paths)
     if problems:
         count = len(problems)

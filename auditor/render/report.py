@@ -347,7 +347,14 @@ def _rule_files(paths: Sequence[str | Path] | None, ruleset: Any) -> tuple[str, 
             evidence.append(FileEvidence("rules", shown, sha256_file(file)))
         except OSError as exc:
             raise ConfigError(f"--rules: cannot read {file} ({exc.strerror})") from None
-    source = "built-in pack" if not paths else ", ".join(str(p) for p in paths)
+    # named after the files read (a ruleset given from Python has no paths beside it)
+    whole_pack = {f.resolve() for f in _expand(builtin)}
+    if paths:
+        source = ", ".join(str(p) for p in paths)
+    elif {f.resolve() for f in sources} == whole_pack:
+        source = "built-in pack"
+    else:
+        source = ", ".join(item.path for item in evidence)
     return source, evidence
 
 
@@ -528,6 +535,11 @@ def gather_input(
     else:
         against_info = previous_complete_run(engine, run_info.id)
 
+    checked_with = getattr(check, "ruleset", None)  # a CheckResult knows the rules behind it
+    if checked_with is not None:
+        if ruleset is not None and getattr(ruleset, "digest", None) != checked_with.digest:
+            raise ConfigError("the check result given was made with other rules than the ruleset given")
+        ruleset = checked_with
     if ruleset is None:
         ruleset, loaded = load_rules_and_waivers(
             [Path(p) for p in rules_paths] if rules_paths else None, None if waivers else waivers_path

@@ -316,7 +316,7 @@ def previous_complete_run(engine: Engine, run_id: int) -> RunInfo | None:
 
 def resolve_run(
     engine: Engine,
-    ref: str | int | None = "latest",
+    ref: str | int | RunInfo | None = "latest",
     *,
     allow_incomplete: bool = False,
     option: str = "--run",
@@ -327,8 +327,11 @@ def resolve_run(
     ``latest`` means the newest *complete* run (or the newest run of any status when
     ``allow_incomplete``). Raises :class:`RunNotUsableError` (exit 3) with a hint otherwise, and
     :class:`ConfigError` (exit 2, naming ``option`` and the ``words`` it also takes) when ``ref``
-    is not a run reference at all.
+    is not a run reference at all. A :class:`RunInfo` is read again by its id (its status may have
+    changed since).
     """
+    if isinstance(ref, RunInfo):
+        ref = ref.id
     if ref is None or str(ref).strip().lower() == "latest":
         if allow_incomplete:
             with engine.connect() as connection:

@@ -186,6 +186,65 @@ def test_incomplete_runs_are_refused_and_never_baselines(engine, snapshot):
         check_run(engine, later, pack, baseline="last")
 
 
+def test_the_library_refuses_missing_and_incomplete_runs_as_check_run_does(engine, snapshot):
+    """From Python, ``findings_for_run`` and ``evaluate`` of a run that does not exist returned
+    ``[]`` (read as a clean catalog), and a failed run was evaluated without being asked."""
+    pack = load_ruleset()
+    complete = snapshot(engine, CATALOG)
+    failed = snapshot(engine, CATALOG, status="failed")
+    for call in (
+        lambda: findings_for_run(engine, 999, pack, store=False),
+        lambda: findings_for_run(engine, 999, pack),
+        lambda: evaluate(engine, 999, pack),
+    ):
+        with pytest.raises(RunNotUsableError) as caught:
+            call()
+        assert (caught.value.message, caught.value.hint) == (
+            "run 999 does not exist",
+            "list runs with: auditor runs",
+        )
+    with pytest.raises(RunNotUsableError, match=f"run {failed} is failed, not complete"):
+        findings_for_run(engine, failed, pack)
+    allowed = findings_for_run(engine, failed, pack, allow_incomplete=True, store=False)
+    latest = findings_for_run(engine, "latest", pack, store=False)
+    assert latest and [f.fingerprint for f in allowed] == [f.fingerprint for f in latest]
+    assert {f.first_seen_run for f in latest} == {complete}
+
+
+def test_check_run_takes_a_run_info_and_a_waiver_path_as_compute_diff_does(engine, snapshot, write):
+    from auditor.store.runs import resolve_run
+
+    pack = load_ruleset()
+    snapshot(engine, CATALOG)
+    waivers = write(
+        "w.yaml",
+        """
+        waivers:
+          - rule: high-sensitivity-without-confidential
+            column: "*"
+            reason: moving to the warehouse
+            owner: gov@example.com
+            expires: 2027-03-31
+        """,
+    )
+    info = resolve_run(engine, "latest")
+    by_path = check_run(engine, info, pack, waivers=str(waivers), today=TODAY)
+    by_object = check_run(engine, info.id, pack, waivers=load_waivers(waivers), today=TODAY)
+    assert by_path.run.id == info.id and by_path.summary == by_object.summary
+    assert by_path.summary["waived"] > 0
+
+
+def test_the_gate_takes_none_and_names_the_valid_severities(engine, snapshot):
+    snapshot(engine, CATALOG)
+    result = check_run(engine, "latest", load_ruleset())
+    assert result.gate("none") == 0 == result.gate(None) and result.failing("none") == []
+    with pytest.raises(ConfigError) as caught:
+        result.gate("urgent")
+    assert caught.value.message == (
+        "fail_on 'urgent' is not a severity: use one of info, low, medium, high, critical, or none"
+    )
+
+
 def test_empty_database_has_no_run_to_check(engine):
     with pytest.raises(RunNotUsableError, match="there is no complete run in this database yet"):
         check_run(engine, "latest", load_ruleset())

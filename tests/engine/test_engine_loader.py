@@ -256,6 +256,38 @@ def test_missing_paths_and_empty_folders_are_problems(tmp_path):
     ]
 
 
+def test_one_path_may_be_given_alone_as_text_or_path(tmp_path, monkeypatch):
+    """From Python, ``load_ruleset("my-rules.yaml")`` read each character as a path (and "/" as
+    the whole file system)."""
+    monkeypatch.chdir(rules_dir().parent)
+    whole = load_ruleset()
+    assert [r.id for r in load_ruleset("rules").rules] == [r.id for r in whole.rules]
+    assert sorted(r.id for r in load_ruleset(Path("rules/duplicates.yaml")).rules) == [
+        "column-in-several-clusters",
+        "duplicate-columns-across-sources",
+    ]
+    with pytest.raises(RuleError) as caught:
+        load_ruleset(str(tmp_path / "nope.yaml"))
+    assert caught.value.problems == [f"{tmp_path / 'nope.yaml'}:1:1: no such file or folder"]
+
+
+def test_a_folder_that_cannot_be_listed_is_a_problem(tmp_path, monkeypatch):
+    """A folder inside that cannot be listed (no permission; the tests run as root here, who reads
+    every folder, so the walk's error is raised as the operating system would) is a problem
+    naming it, not a raw PermissionError."""
+    locked = tmp_path / "rules" / "locked"
+    locked.mkdir(parents=True)
+    (tmp_path / "rules" / "a.yaml").write_text("rules: []\n")
+
+    def refused(self, pattern):
+        raise PermissionError(13, "Permission denied", str(locked))
+
+    monkeypatch.setattr(Path, "rglob", refused)
+    with pytest.raises(RuleError) as caught:
+        load_ruleset(tmp_path / "rules")
+    assert caught.value.problems == [f"{locked}:1:1: cannot read this folder (Permission denied)"]
+
+
 def test_fixture_files_are_not_rule_files():
     problems = Problems()
     files = rule_files([rules_dir()], problems)

@@ -90,6 +90,7 @@ def test_rules_are_submitted_heaviest_first_and_yielded_in_rule_order():
         return [], 0.0
 
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate_module, "require_run", lambda engine, run_id: None)
         patch.setattr(evaluate_module, "refresh_statistics", lambda engine: None)
         patch.setattr(evaluate_module, "parallel_mode", lambda *a: "threads")
         patch.setattr(evaluate_module, "_evaluate_alone", fake_alone)

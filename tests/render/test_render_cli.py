@@ -412,6 +412,36 @@ def test_bundle_reuses_a_given_diff_and_check_and_refuses_mismatches(database: s
         engine.dispose()
 
 
+def test_the_evidence_names_the_rules_behind_a_given_check_or_ruleset(database: str, tmp_path: Path) -> None:
+    """From Python: a check made with a one-rule custom set, passed as ``check=``, was reported as
+    made by the built-in pack (its 16 rules and digest), and ``ruleset=custom`` read "built-in pack"."""
+    from auditor.engine import check_run, load_ruleset
+    from auditor.errors import ConfigError
+    from auditor.paths import rules_dir
+    from auditor.render.report import build_report_bundle
+
+    custom_file = tmp_path / "custom.yaml"
+    custom_file.write_text((rules_dir() / "duplicates.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    custom = load_ruleset(custom_file)
+    engine = open_database(database)
+    try:
+        check = check_run(engine, 2, custom, baseline=1, record=False)
+        for bundle in (
+            build_report_bundle(engine, 2, check=check),
+            build_report_bundle(engine, 2, ruleset=custom),
+        ):
+            evidence = bundle.data.evidence
+            assert (evidence.rules_source, evidence.rule_count) == (str(custom_file), 2)
+            assert evidence.rules_digest == custom.digest
+            assert [f.path for f in evidence.rule_files] == [str(custom_file)]
+        whole = build_report_bundle(engine, 2, ruleset=load_ruleset(None)).data.evidence
+        assert (whole.rules_source, whole.rule_count) == ("built-in pack", 16)
+        with pytest.raises(ConfigError, match="the check result given was made with other rules"):
+            build_report_bundle(engine, 2, ruleset=load_ruleset(None), check=check)
+    finally:
+        engine.dispose()
+
+
 def test_incomplete_run_is_refused(database: str, tmp_path: Path) -> None:
     engine = open_database(database)
     writer = SnapshotWriter(engine, source_url="https://bigid.example.net/api/v1", cluster_filter=None)

@@ -7,8 +7,10 @@ worker starts with it loaded.
 CPython 3.11's fork server starts as ``python -c …``, which puts the current directory first on its
 ``sys.path``, and it ignores the parent's path. Run from a folder holding another ``auditor``
 package (a different checkout, someone's own project), every worker would import that one instead
-of this one. In that case the fork server is started with ``PYTHONSAFEPATH=1`` (Python 3.11+: do not
-prepend the current directory), so it imports the same package as the process that started it.
+of this one. In that case the fork server is started at once with ``PYTHONSAFEPATH=1`` (Python
+3.11+: do not prepend the current directory), so it imports the same package as the process that
+started it, and the variable is then put back as it was: a program using the library starts its own
+subprocesses with its own environment.
 
 Ctrl-C while a pool starts must not print a traceback from a process the user never asked for: the
 fork server is started with SIGINT ignored (a disposition that survives ``exec``, so its own import
@@ -39,18 +41,34 @@ def worker_context(preload: str) -> BaseContext:
     """A multiprocessing context for a pool of this package's workers, importing ``preload`` once."""
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if context.get_start_method() == "forkserver":
+    forking = context.get_start_method() == "forkserver"
+    if forking:
         context.set_forkserver_preload([preload])
-    if shadowed_by_current_directory():
-        os.environ["PYTHONSAFEPATH"] = "1"  # read once, when the fork server starts
-    if context.get_start_method() == "forkserver" and _main_thread():
-        from multiprocessing import forkserver
+    shadowed = shadowed_by_current_directory()
+    if not forking:
+        if shadowed:  # read by every spawned child (no fork server on this platform)
+            os.environ["PYTHONSAFEPATH"] = "1"
+        return context
+    from multiprocessing import forkserver
 
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            forkserver.ensure_running()  # a fork and an exec: the ignored Ctrl-C is a moment's
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    before = os.environ.get("PYTHONSAFEPATH")
+    if shadowed:
+        os.environ["PYTHONSAFEPATH"] = "1"  # read once, when the fork server starts (just below)
+    try:
+        if _main_thread():
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                forkserver.ensure_running()  # a fork and an exec: the ignored Ctrl-C is a moment's
+            finally:
+                signal.signal(signal.SIGINT, previous)
+        else:  # (signal dispositions can only be changed from the main thread)
+            forkserver.ensure_running()
+    finally:
+        if shadowed:  # the caller's environment as it was: its own subprocesses are not ours
+            if before is None:
+                os.environ.pop("PYTHONSAFEPATH", None)
+            else:
+                os.environ["PYTHONSAFEPATH"] = before
     return context
 
 

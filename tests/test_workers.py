@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from auditor.snapshot import _init_decoder
-from auditor.workers import shadowed_by_current_directory, start_pool, starting_workers, worker_context
+from auditor.workers import shadowed_by_current_directory, start_pool, starting_workers
 
 
 def fake_package(folder: Path) -> None:
@@ -27,9 +28,47 @@ def test_a_foreign_auditor_folder_in_the_current_directory_is_detected(tmp_path,
     assert not shadowed_by_current_directory()
     fake_package(tmp_path)
     assert shadowed_by_current_directory()
-    monkeypatch.delenv("PYTHONSAFEPATH", raising=False)
-    worker_context("auditor.snapshot")
-    assert os.environ["PYTHONSAFEPATH"] == "1"  # the fork server will not look in ./
+
+
+def test_the_fork_server_ignores_the_folder_and_the_callers_environment_is_left_as_it_was(tmp_path):
+    """A program using the library from a folder holding another ``auditor``: the workers import
+    this package, and ``PYTHONSAFEPATH`` is not left set for the program's own subprocesses."""
+    fake_package(tmp_path)
+    script = tmp_path / "elsewhere" / "job.py"
+    script.parent.mkdir()
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            from auditor.workers import start_pool
+
+            def where():
+                import auditor
+                return auditor.__file__
+
+            def nothing():
+                pass
+
+            if __name__ == "__main__":
+                print(os.environ.get("PYTHONSAFEPATH"))
+                futures = []
+                pool = start_pool("auditor.workers", 1, nothing, lambda p: futures.append(p.submit(where)))
+                print(futures[0].result(timeout=60))
+                pool.shutdown()
+                print(os.environ.get("PYTHONSAFEPATH"))
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    before, imported, after = done.stdout.splitlines()
+    import auditor
+
+    assert (before, after) == ("None", "None")
+    assert Path(imported).resolve() == Path(auditor.__file__).resolve()
 
 
 def test_this_package_s_own_folder_is_not_a_shadow(monkeypatch):

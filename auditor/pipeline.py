@@ -194,7 +194,9 @@ def run_job(
 
     The report is always written, as ``auditor run`` writes it: to ``report_path``, or without one
     to ``auditor-report-run<ID>.html`` in the current working folder (:func:`default_report_name`);
-    a caller that keeps its working folder clean passes a path. The exit code is the gate's (:meth:`CheckResult.gate`). A failed snapshot raises (the run is
+    a caller that keeps its working folder clean passes a path.
+
+    The exit code is the gate's (:meth:`CheckResult.gate`). A failed snapshot raises (the run is
     recorded ``failed``) before anything is checked, so a partial catalog never reads as clean; one
     with clusters that could not be fetched raises :class:`auditor.errors.PartialSnapshotError`.
     """

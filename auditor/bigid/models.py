@@ -173,13 +173,52 @@ def _to_str_list(value: Any) -> Any:
 
 
 def _created_at(value: Any) -> Any:
-    """Timestamps may be ISO strings or epoch milliseconds; keep the ISO text as given."""
+    """Timestamps may be ISO strings or epoch milliseconds; keep the ISO text as given. A number
+    no calendar date stands for (1e308, a year past 9999) is kept as its text: the field only
+    informs, and it failed the whole listing as an internal error (OverflowError, OSError)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         from datetime import UTC, datetime
 
         seconds = value / 1000 if value > 10_000_000_000 else value
-        return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
+        except (OverflowError, OSError, ValueError):
+            return str(value)
     return value
+
+
+# The keys that make an object a tag or an attribute (the models' fields and their aliases): an
+# object with none of them is another shape ({"key": …, "val": …}, or a map of names to values),
+# which validated as an empty tag and silently changed every finding about tags.
+TAG_KEYS = frozenset(
+    {"tagId", "tag_id", "valueId", "value_id", "tagName", "tag_name", "name"}
+    | {"tagValue", "tag_value", "value"}
+)
+ATTRIBUTE_KEYS = frozenset(
+    {"attribute_original_name", "attributeOriginalName", "attribute_name", "attributeName", "name"}
+    | {"classificationName", "attribute_id", "attributeId"}
+)
+
+
+def _named_items(items: list[Any], keys: frozenset[str], what: str, fields: str) -> list[Any]:
+    """``items`` without empty objects (no item, as ``null`` is); raises ValueError for an object
+    with none of ``keys``."""
+    for position, item in enumerate(items):
+        if isinstance(item, dict) and keys.isdisjoint(item) and item:
+            got = ", ".join(sorted(str(k)[:40] for k in item)[:5])
+            raise ValueError(f"{what} {position} has none of the fields {fields} (its keys: {got})")
+    return [item for item in items if item != {}]
+
+
+def _empty_map(value: Any) -> Any:
+    return None if value == [] else value
+
+
+def _tags(value: Any) -> Any:
+    items = _to_list(value)
+    if isinstance(items, list):
+        return _named_items(items, TAG_KEYS, "tag", "tagName, tagValue, tagId, valueId")
+    return items
 
 
 Bool = Annotated[bool | None, BeforeValidator(_to_bool)]
@@ -220,7 +259,8 @@ class Tag(_Wire):
     isMutuallyExclusive: bool | None = Field(
         default=None, validation_alias=AliasChoices("isMutuallyExclusive", "is_mutually_exclusive")
     )
-    properties: TagProperties | None = None
+    # [] is how PHP and some JavaScript encoders write an empty map
+    properties: Annotated[TagProperties | None, BeforeValidator(_empty_map)] = None
     tagName: str | None = Field(default=None, validation_alias=AliasChoices("tagName", "tag_name", "name"))
     tagValue: str | None = Field(
         default=None, validation_alias=AliasChoices("tagValue", "tag_value", "value")
@@ -259,9 +299,12 @@ def _attributes(value: Any) -> Any:
     """Attributes may be objects or bare names (``["classifier.Email"]``)."""
     items = _to_list(value)
     if isinstance(items, list):
-        return [
+        items = [
             {"attribute_name": item} if isinstance(item, str) else item for item in items if item is not None
         ]
+        return _named_items(
+            items, ATTRIBUTE_KEYS, "attribute", "attribute_name, attribute_original_name, attribute_id"
+        )
     return items
 
 
@@ -294,7 +337,7 @@ class Column(_Wire):
             "attributes", "attributeDetails", "attribute_details", "fieldClassifications"
         ),
     )
-    tags: Annotated[list[Tag], BeforeValidator(_to_list)] = Field(default_factory=list)
+    tags: Annotated[list[Tag], BeforeValidator(_tags)] = Field(default_factory=list)
 
 
 class Cluster(_Wire):

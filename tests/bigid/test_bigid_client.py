@@ -498,6 +498,71 @@ def test_payload_errors_name_cluster_column_field_and_problem(loopback, make_cli
     )
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        (
+            "tags",
+            {"sensitivity": "high"},
+            "tags: Value error, tag 0 has none of the fields tagName, tagValue, "
+            "tagId, valueId (its keys: sensitivity)",
+        ),
+        (
+            "tags",
+            [{"tagName": "pii", "tagValue": "yes"}, {"key": "sensitivity", "val": "high"}],
+            "tags: Value "
+            "error, tag 1 has none of the fields tagName, tagValue, tagId, valueId (its keys: key, val)",
+        ),
+        (
+            "attributes",
+            [{"classification": "SSN", "confidence": 0.99}],
+            "attributes: Value error, attribute 0 "
+            "has none of the fields attribute_name, attribute_original_name, attribute_id (its keys: "
+            "classification, confidence)",
+        ),
+    ],
+)
+def test_tags_and_attributes_of_another_shape_are_refused_not_stored_empty(
+    loopback, make_client, field, value, said
+):
+    """A tenant sending tags as a map or as {key, val} objects had them stored as empty tags: every
+    finding about tags changed silently (the high-sensitivity ones lost, false missing-tag ones)."""
+    rows = [{"fullyQualifiedName": "x.y.z", field: value}]
+    loopback.reset(lambda r: Reply(200, {"results": rows, "totalCount": 1}))
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url).get_columns("k1")
+    assert caught.value.message == f"cluster k1: column 0 (x.y.z): {said}"
+
+
+def test_empty_tag_objects_are_no_tags_and_an_empty_list_is_an_empty_map(loopback, make_client):
+    rows = [
+        {
+            "fullyQualifiedName": "x.y.z",
+            "tags": [{}, {"tagName": "pii", "tagValue": "yes", "properties": []}],
+            "attributes": [{}, {"attributeId": "a1"}],
+        }
+    ]
+    loopback.reset(lambda r: Reply(200, {"results": rows, "totalCount": 1}))
+    ((column, _raw),) = make_client(loopback.url).get_columns("k1").rows
+    assert [(t.tagName, t.tagValue, t.properties) for t in column.tags] == [("pii", "yes", None)]
+    assert [a.attribute_id for a in column.attributes] == ["a1"]
+
+
+def test_a_creation_time_no_date_stands_for_is_kept_as_its_text(loopback, make_client):
+    """1e308 or a year past 9999 failed the whole listing as an internal error (OverflowError)."""
+    stamps = [1e308, 99999999999999999999999, 253402300800000, 1.5e20, 1752589350000]
+    clusters = [{"id": f"k{i}", "name": "n", "size": 1, "createdAt": stamp} for i, stamp in enumerate(stamps)]
+    loopback.reset(lambda r: Reply(200, clusters if r.query.get("skip", "0") == "0" else []))
+    listed = make_client(loopback.url).list_clusters()
+    assert [c.createdAt for c, _raw in listed] == [
+        "1e+308",
+        "99999999999999999999999",
+        "253402300800000",
+        "1.5e+20",
+        "2025-07-15T14:22:30+00:00".replace("+00:00", "Z"),
+    ]
+
+
 def test_unknown_envelope_and_non_json_are_payload_errors(loopback, make_client):
     loopback.reset(lambda r: Reply(200, {"weird": 1}))
     with pytest.raises(

@@ -307,7 +307,7 @@ class BigIDClient:
         secrets.register(options.token)
         # what _redact masks in data: this client's key and session tokens, never another secret
         # of the process (a database password would rewrite the catalog values holding it)
-        self._own_secrets: set[str] = set(secrets.forms(options.token))
+        self._own_secrets: set[str] = set(_data_forms(options.token))
         if options.ca_bundle:
             bundle = Path(options.ca_bundle).expanduser()
             if not bundle.exists():
@@ -619,7 +619,7 @@ class BigIDClient:
             if token:
                 secrets.register(token)
                 with self._lock:
-                    self._own_secrets.update(secrets.forms(token))
+                    self._own_secrets.update(_data_forms(token))
                 try:
                     check_token(token, f"GET {REFRESH_PATH}")
                 except ConfigError:  # never shown: the token is a secret too
@@ -1284,6 +1284,15 @@ def _session_token(body: dict[str, Any]) -> str | None:
 
 
 READ_CHUNK = 1 << 20  # bytes asked for per read of a body
+# A key searched in data answers is at least this long. A shorter one (the tutorial's and the
+# sandbox's SAMPLE) matches ordinary catalog words: SAMPLE_DATA was stored as ***_DATA and the
+# warning blamed the tenant. Real API keys and session tokens (JWTs) are far longer.
+DATA_MIN_SECRET_LENGTH = 12
+
+
+def _data_forms(secret: str) -> frozenset[str]:
+    """The spellings of ``secret`` that data answers are searched for (none for a short key)."""
+    return secrets.forms(secret) if len(secret) >= DATA_MIN_SECRET_LENGTH else frozenset()
 
 
 class _AnswerTooSlow(requests.exceptions.ReadTimeout):

@@ -273,3 +273,23 @@ def test_a_client_refuses_a_key_no_header_can_carry(loopback: Loopback, make_cli
         f"the BigID API key: the API key holds {what}, which an HTTP header cannot carry"
     )
     assert "SECRET" not in f"{caught.value} {caught.value.hint}" and loopback.seen == []
+
+
+def test_a_short_key_is_not_searched_in_data(loopback: Loopback, make_client, tmp_path: Path):
+    """The tutorial's key SAMPLE in a catalog holding SAMPLE_DATA: the data is stored as served and
+    the tenant is not blamed; the key is still kept out of messages."""
+    from auditor import secrets
+
+    def clean(request: Request) -> Reply:
+        return reflecting_handler(Request(request.method, request.path, request.query, "Bearer SAMPLE"))
+
+    loopback.reset(clean)
+    engine = open_database(tmp_path / "short.db")
+    client = make_client(loopback.url, token="SAMPLE")
+    run = take_snapshot(engine, client, workers=1, processes=0)
+    assert run.status == "complete" and run.details["secrets_redacted"] == 0
+    with engine.connect() as connection:
+        names = sorted(connection.execute(select(cluster_versions.c.name)).scalars())
+    engine.dispose()
+    assert names == ["HR SAMPLE", "Marketing Metrics"]
+    assert secrets.scrub("a message with SAMPLE") == "a message with ***"

@@ -60,3 +60,33 @@ def test_nothing_is_erased_on_another_stream_or_when_no_progress_is_shown():
     with cleared(quiet):
         quiet.write("line\n")
     assert quiet.getvalue() == "line\n"
+
+
+def test_a_log_record_is_one_line_whatever_the_tenant_put_in_it():
+    """A cluster id holding a line feed forged a second, dated ERROR line on stderr at the default
+    verbosity; a traceback appended under --debug keeps its lines."""
+    from auditor.cli.main import _StderrFormatter
+
+    formatter = _StderrFormatter("%(levelname)s %(name)s: %(message)s")
+    logger = logging.getLogger("auditor.test-one-line")
+    record = logger.makeRecord(
+        logger.name,
+        logging.WARNING,
+        __file__,
+        1,
+        "cluster %s: a page failed",
+        ("evil\n2026-12-06 ERROR forged",),
+        None,
+    )
+    assert formatter.format(record) == (
+        "WARNING auditor.test-one-line: cluster evil\\x0a2026-12-06 ERROR forged: a page failed"
+    )
+    try:
+        raise ValueError("inner")
+    except ValueError:
+        import sys
+
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    shown = formatter.format(record)
+    assert shown.splitlines()[0] == "ERROR auditor.test-one-line: failed"
+    assert shown.splitlines()[1] == "Traceback (most recent call last):"

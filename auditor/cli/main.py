@@ -173,7 +173,14 @@ class _StderrHandler(logging.StreamHandler):
 
 
 class _StderrFormatter(logging.Formatter):
-    """Log lines as :func:`_scrub` makes errors: a server's text cannot act on the terminal."""
+    """Log lines as :func:`_scrub` makes errors: a server's text cannot act on the terminal, and a
+    record is one line (a cluster id holding a line feed forged a second log line); a traceback
+    appended under ``--debug`` keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from auditor.textsafe import one_line
+
+        return one_line(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         from auditor.textsafe import visible

@@ -78,10 +78,11 @@ class NotJson(Exception):
 class ErrorUnder200(Exception):
     """A body that reports an error although the HTTP status was 200."""
 
-    def __init__(self, message: str, *, auth: bool) -> None:
+    def __init__(self, message: str, *, auth: bool, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.auth = auth
+        self.status = status  # the wrapper's statusCode, when it gives an HTTP error status
 
 
 class UnknownEnvelope(Exception):
@@ -196,7 +197,17 @@ def check_error_under_200(body: Any) -> None:
         failed = True
     if failed:
         message = error_message(body) or "the server reported an error"
-        raise ErrorUnder200(message, auth=is_auth_message(message))
+        raise ErrorUnder200(message, auth=is_auth_message(message), status=_error_status(body))
+
+
+def _error_status(body: dict[str, Any]) -> int | None:
+    """The HTTP error status a ``{status: "error", statusCode: 403, …}`` wrapper gives, if any."""
+    code = body.get("statusCode")
+    if isinstance(code, str) and code.strip().isdigit():
+        code = int(code)
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return code
+    return None
 
 
 def _total(container: dict[str, Any]) -> int | None:

@@ -148,6 +148,32 @@ def test_403_says_the_key_lacks_permission(loopback, make_client):
     assert len(loopback.seen) == 1
 
 
+def test_an_error_wrapper_under_200_is_handled_as_the_status_it_names(loopback, make_client):
+    """{"status": "error", "statusCode": 403, …} under HTTP 200 was retried five times as an outage,
+    with the hint "the server is overloaded"; it is a missing role, said at once as a 403 is."""
+    denied = {"status": "error", "statusCode": 403, "message": "Access denied: user lacks role Viewer"}
+    loopback.reset(lambda r: Reply(200, denied))
+    with pytest.raises(AuthError) as caught:
+        make_client(loopback.url, auth_scheme="bearer").list_clusters()
+    assert caught.value.message == (
+        f"the API key lacks permission for GET {CLUSTERS_PATH} (HTTP 403): "
+        "Access denied: user lacks role Viewer"
+    )
+    assert len(loopback.seen) == 1  # not retried
+    loopback.seen.clear()
+    missing = {"status": "error", "statusCode": "404", "message": "Cluster k1 was not found"}
+    loopback.reset(lambda r: Reply(200, missing))
+    with pytest.raises(NotFoundError):
+        make_client(loopback.url, auth_scheme="bearer").get_columns("k1")
+    assert len(loopback.seen) == 1
+    loopback.seen.clear()
+    busy = {"status": "error", "statusCode": 503, "message": "try later"}  # still retried
+    loopback.reset(lambda r: Reply(200, busy))
+    with pytest.raises(ApiError, match="HTTP 200 with an error body"):
+        make_client(loopback.url, auth_scheme="bearer", max_retries=2).list_clusters()
+    assert len(loopback.seen) == 3
+
+
 def test_404_names_the_cluster(loopback, make_client):
     loopback.reset(lambda r: Reply(404, {"error": "Cluster 65b2f0c4a91e3d0012ab77e1 was not found"}))
     with pytest.raises(NotFoundError) as caught:

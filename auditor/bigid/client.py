@@ -322,7 +322,8 @@ class BigIDClient:
             self._verify = options.verify
         self.options = options
         self.base_url = public_url(options.url)
-        self.source = options.source_label or self.base_url  # what runs record as their source
+        # what runs record as their source: a key pasted into the URL's path is not stored with it
+        self.source = options.source_label or secrets.scrub(self.base_url)
         self.session = requests.Session()
         pool = max(options.workers * 2, 10)
         adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0, pool_block=False)

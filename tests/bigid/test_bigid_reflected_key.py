@@ -293,3 +293,25 @@ def test_a_short_key_is_not_searched_in_data(loopback: Loopback, make_client, tm
     engine.dispose()
     assert names == ["HR SAMPLE", "Marketing Metrics"]
     assert secrets.scrub("a message with SAMPLE") == "a message with ***"
+
+
+def test_a_key_pasted_into_the_urls_path_is_not_recorded_as_the_source(
+    loopback: Loopback, make_client, tmp_path
+):
+    """BIGID_URL=https://tenant/<key>: requests still go where the URL says; the run's source, the
+    reports and `auditor runs` show *** in its place."""
+    token = reflected_token().replace("/", "-")
+
+    def clean(request: Request) -> Reply:
+        return reflecting_handler(
+            Request(request.method, request.path.replace(f"/{token}", ""), request.query, "x")
+        )
+
+    loopback.reset(clean)
+    engine = open_database(tmp_path / "url.db")
+    client = make_client(f"{loopback.url}/{token}", token=token)
+    run = take_snapshot(engine, client, workers=1, processes=0)
+    engine.dispose()
+    assert run.status == "complete" and run.source_url == f"{loopback.url}/***"
+    assert all(r.path.startswith(f"/{token}/api/v1/") for r in loopback.seen)
+    assert token.encode() not in database_bytes(tmp_path / "url.db")

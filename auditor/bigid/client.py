@@ -552,8 +552,11 @@ class BigIDClient:
                 )
             except ApiError:
                 raise first from None
-            log.warning("the tenant wants the cluster id as 'cluster_id'; using it from now on")
-            self.cluster_id_param = "cluster_id"
+            with self._lock:  # every worker may have met the 400 at once: said once
+                first_to_switch = self.cluster_id_param != "cluster_id"
+                self.cluster_id_param = "cluster_id"
+            if first_to_switch:
+                log.warning("the tenant wants the cluster id as 'cluster_id'; using it from now on")
             return body
 
     # -- validation ----------------------------------------------------------------------------

@@ -226,10 +226,12 @@ def unwrap(body: Any) -> Envelope:
     check_error_under_200(body)
     wrapped = "statusCode" in body or ("status" in body and "data" in body)
     prefix = "status+" if wrapped else ""
-    for key in _LIST_KEYS:
-        value = body.get(key)
-        if isinstance(value, list):
-            return Envelope(value, _total(body), f"{prefix}{key}")
+    lists = [(key, body[key]) for key in (*_LIST_KEYS, "data") if isinstance(body.get(key), list)]
+    if lists:
+        # {"data": [25 rows], "results": []}: the records are where records are, not in the
+        # first (empty) list named like them; read as an empty page, they were silently lost
+        key, value = next(((key, value) for key, value in lists if value), lists[0])
+        return Envelope(value, _total(body), f"{prefix}{key}")
     for key in _LIST_KEYS:  # a null list is no records, as {"data": null} is
         if key in body and body[key] is None and "data" not in body:
             return Envelope([], _total(body), f"{prefix}{key}")

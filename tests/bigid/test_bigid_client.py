@@ -108,6 +108,29 @@ def test_cluster_id_parameter_falls_back_once_and_sticks(loopback, make_client):
     assert [sorted(r.query)[0] for r in loopback.seen] == ["clusterId", "cluster_id", "cluster_id"]
 
 
+def test_the_switch_to_cluster_id_is_said_once_when_every_worker_meets_it(loopback, make_client, caplog):
+    import threading
+
+    arrived = threading.Barrier(3)
+
+    def handler(request: Request) -> Reply:
+        if "cluster_id" in request.query:
+            return Reply(200, {"results": cols(1), "totalCount": 1})
+        arrived.wait(timeout=10)  # the three workers' first requests all fail before any switch
+        return Reply(400, {"error": "clusterId is not allowed"})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, auth_scheme="raw")
+    with caplog.at_level("WARNING", logger="auditor.bigid"):
+        threads = [threading.Thread(target=client.get_columns, args=(f"k{i}",)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    said = [r.getMessage() for r in caplog.records if "cluster_id" in r.getMessage()]
+    assert said == ["the tenant wants the cluster id as 'cluster_id'; using it from now on"]
+
+
 def test_401_says_the_key_is_missing_or_invalid(loopback, make_client):
     loopback.reset(lambda r: Reply(401, b"Unauthorized", {"Content-Type": "text/plain"}))
     client = make_client(loopback.url, token="wrong-key-123")
@@ -430,6 +453,9 @@ def test_redirects_are_not_followed(loopback, make_client):
             None,
         ),
         ({"clusters": TUTORIAL_CLUSTERS}, "clusters", None),
+        # an empty list named like records beside the records: read as an empty page, they were lost
+        ({"data": TUTORIAL_CLUSTERS, "results": [], "totalCount": 2}, "data", 2),
+        ({"results": [], "clusters": TUTORIAL_CLUSTERS}, "clusters", None),
     ],
 )
 def test_cluster_envelopes(loopback, make_client, body, shape, total):

@@ -105,7 +105,7 @@ class Settings:
             token = os.environ.get(cfg.ENV_TOKEN, "").strip()
             origin = cfg.ENV_TOKEN
             if not token and self.file.get("token_file"):
-                token = cfg.read_token_file(self.file["token_file"])
+                token = cfg.read_token_file(self.file.get("token_file"))
                 origin = "token_file"
         if not token and prompt and sys.stdin.isatty():
             token = getpass.getpass("BigID API key: ").strip()

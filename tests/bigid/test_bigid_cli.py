@@ -132,6 +132,29 @@ def test_the_token_file_flag_wins_over_the_environment(sandbox, run_cli, tmp_db,
     assert missing.stderr.startswith(f"error: --token-file / token_file: cannot read {tmp_path / 'nofile'}")
 
 
+def test_the_config_files_token_file_is_read_when_nothing_else_gives_a_key(sandbox, run_cli, tmp_path):
+    """The README's scheduled set-up: no BIGID_TOKEN, `token_file` in the config file (relative to
+    the file's folder). It failed every command with an internal TypeError."""
+    server = sandbox(**SMALL)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "token").write_text(server.key + "\n")
+    (etc / "auditor.toml").write_text(
+        f'[auditor]\nurl = "{server.url}"\ndb = "history.db"\ntoken_file = "token"\n', encoding="utf-8"
+    )
+    result = run_cli("--config", str(etc / "auditor.toml"), "snapshot")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "1\n" and (etc / "history.db").exists()
+    listed = run_cli("--config", str(etc / "auditor.toml"), "clusters", "--format", "json")
+    assert listed.exit_code == 0, listed.stderr
+    (etc / "token").write_text("")
+    empty = run_cli("--config", str(etc / "auditor.toml"), "clusters")
+    assert (empty.exit_code, empty.stderr.splitlines()[0]) == (
+        2,
+        f"error: --token-file / token_file: {etc / 'token'} is empty",
+    )
+
+
 @pytest.mark.parametrize(
     ("key", "said"),
     [

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,8 @@ def when(value: Any) -> str:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return str(value)
+    if parsed.tzinfo is not None:  # a time with another offset is shown as the UTC time it is
+        parsed = parsed.astimezone(UTC)
     return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

@@ -148,8 +148,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - ex
 
 
 def _postgres_settings(dbapi_connection, _record) -> None:  # pragma: no cover - exercised via engines
-    """Session settings of every PostgreSQL connection: JIT compilation off (PostgreSQL 11+), and
-    lock waits bounded like SQLite's (``lock_timeout``).
+    """Session settings of every PostgreSQL connection: JIT compilation off (PostgreSQL 11+), lock
+    waits bounded like SQLite's (``lock_timeout``), and times in UTC.
 
     The planner's cost estimate of a rule or diff statement over a whole run is far above
     ``jit_above_cost``, so PostgreSQL compiles it with LLVM first: 1.27 s of compiling for a
@@ -164,6 +164,9 @@ def _postgres_settings(dbapi_connection, _record) -> None:  # pragma: no cover -
         # A lock held elsewhere (a prune, a stuck session) is waited for as long as SQLite's busy
         # timeout, then fails with the lock hint; PostgreSQL's default is to wait forever.
         cursor.execute(f"SET lock_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
+        # Times come back in UTC whatever the server's or PGTZ's zone: the report and the email
+        # print them as UTC, and a session in New York showed 09:22 "UTC" for 14:22.
+        cursor.execute("SET TIME ZONE 'UTC'")
     finally:
         cursor.close()
     dbapi_connection.commit()  # a SET in a transaction that the pool rolls back would be undone

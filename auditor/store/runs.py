@@ -228,7 +228,9 @@ def shortfall_note(run: RunInfo) -> str | None:
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.isoformat().replace("+00:00", "Z") if value.tzinfo else value.isoformat() + "Z"
+    if value.tzinfo is None:  # stored in UTC (SQLite keeps no zone)
+        return value.isoformat() + "Z"
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # ``runs.details`` read as text, to be parsed by :func:`read_details`: one damaged record must not

@@ -431,3 +431,11 @@ def test_a_names_own_space_symbol_does_not_read_as_an_edge_space() -> None:
     assert str(catalog_name(" ssn")) == '<span class="sp" title="a space">\u2420</span>ssn'
     assert catalog_name("\u2420ssn") == "\\u2420ssn"
     assert str(catalog_name(" <b>x</b>")).endswith("&lt;b&gt;x&lt;/b&gt;")
+
+
+def test_times_with_another_offset_are_shown_as_the_utc_time_they_are():
+    from auditor.render.env import when
+
+    assert when("2026-12-06T09:22:33-05:00") == "2026-12-06 14:22:33 UTC"
+    assert when("2026-12-06T23:36:24.9+09:00") == "2026-12-06 14:36:24 UTC"
+    assert when("2026-12-06T14:22:33Z") == when("2026-12-06T14:22:33") == "2026-12-06 14:22:33 UTC"

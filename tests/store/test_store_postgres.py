@@ -39,6 +39,30 @@ def test_postgres_connections_compile_nothing_with_jit(fresh_postgres):
         engine.dispose()
 
 
+def test_postgres_times_are_utc_whatever_the_session_zone(fresh_postgres, monkeypatch):
+    """A server (or PGTZ) in New York: the report and the email printed 09:22 "UTC" for 14:22, and
+    `auditor runs` the local time under STARTED (UTC)."""
+    from datetime import UTC, datetime, timedelta
+
+    from auditor.render.env import when
+
+    monkeypatch.setenv("PGTZ", "America/New_York")
+    engine = store_db.open_database(fresh_postgres)
+    try:
+        before = datetime.now(UTC)
+        write_catalog(engine, make_catalog(1, 1))
+        with engine.connect() as connection:
+            assert connection.execute(text("SHOW TIME ZONE")).scalar() == "UTC"
+        (run,) = list_runs(engine)
+        started = run.to_json()["started_at"]
+        assert started.endswith("Z")
+        parsed = datetime.fromisoformat(started.replace("Z", "+00:00"))
+        assert abs(parsed - before) < timedelta(minutes=1)
+        assert when(started) == parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
+    finally:
+        engine.dispose()
+
+
 def test_postgres_lock_waits_end_like_sqlite_s_with_the_lock_hint(fresh_postgres):
     # A snapshot waiting behind another session's lock waited forever (killed at 360 s in a probe);
     # on SQLite the same wait ends after the 5-minute busy timeout.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -72,6 +73,7 @@ class AuditorGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AuditorError as exc:
+            exc.hint = with_config(exc.hint, ctx.find_root().params.get("config_path"))
             report_error(exc, debug=_debug(ctx))
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -108,6 +110,25 @@ def _scrub(text: str) -> str:
     from auditor.textsafe import visible
 
     return visible(scrub(text))
+
+
+# "auditor <command>" in a hint: a command the user is told to run next
+_HINTED_COMMAND = re.compile(
+    r"\bauditor (?=(?:check|clusters|columns|db|diff|email|report|rules|run|runs|snapshot)\b)"
+)
+
+
+def with_config(hint: str | None, config_path: str | None) -> str | None:
+    """``hint`` with ``--config FILE`` in every auditor command it gives, when the command that
+    failed was given one: run as printed from a scheduler's folder, ``auditor email --run 3 …``
+    read no settings ("no database at auditor.db", "no SMTP server")."""
+    if not hint or not config_path:
+        return hint
+    import shlex
+    from pathlib import Path
+
+    option = f"auditor --config {shlex.quote(str(Path(config_path).expanduser().absolute()))} "
+    return _HINTED_COMMAND.sub(lambda _match: option, hint)
 
 
 def report_error(exc: AuditorError, *, debug: bool = False) -> None:

@@ -257,6 +257,39 @@ def test_email_over_smtp_with_starttls_login(database: str, smtp_server, tls_fil
     assert PASSWORD not in result.stdout + result.stderr
 
 
+def test_the_resend_command_runs_as_printed_from_another_folder_with_the_config_file(
+    tmp_path: Path, smtp_server, monkeypatch
+) -> None:
+    """A scheduled job with `--config etc/auditor.toml` (database and mail server set there): the
+    printed `auditor email --run …` read no settings when run as printed ("no database at
+    auditor.db", "no SMTP server"). Hints now carry the --config the command was given."""
+    import shlex
+
+    etc, job = tmp_path / "etc", tmp_path / "job"
+    etc.mkdir()
+    job.mkdir()
+    config = etc / "auditor.toml"
+    settings = '[auditor]\ndb = "history.db"\nemail_to = ["team@example.org"]\nsmtp = "{}"\n'
+    sandbox = "[auditor.sandbox]\nclusters = 4\ncolumns = 120\n"
+    config.write_text(settings.format("smtp://127.0.0.1:9") + sandbox)  # nothing listens there
+    monkeypatch.chdir(job)
+    failed = invoke("--config", str(config), "run", "--report", "r.html")
+    assert failed.exit_code == 3
+    hint = next(line for line in failed.stderr.splitlines() if line.startswith("hint: "))
+    printed = hint.split("send the email again with: ", 1)[1]
+    assert printed == (
+        f"auditor --config {config} email --run 1 --to team@example.org --attach-report --attach-csv"
+    )
+    host, port, received = smtp_server()  # the mail server is back (here: at another address)
+    config.write_text(settings.format(f"smtp://{host}:{port}") + sandbox)
+    again = invoke(*shlex.split(printed)[1:])
+    assert again.exit_code == 0, again.stderr
+    assert received.event.wait(5) and received.envelopes[0].rcpt_tos == ["team@example.org"]
+    missing = invoke("--config", str(config), "check", "--run", "99")
+    assert missing.exit_code == 3
+    assert f"hint: list runs with: auditor --config {config} runs" in missing.stderr
+
+
 def test_auditor_run_trusts_a_private_ca_for_smtp(
     tmp_path: Path, smtp_server, tls_files, monkeypatch
 ) -> None:

@@ -590,6 +590,19 @@ def _megabytes(message: EmailMessage) -> str:
     return f"{len(bytes(message)) / 1_000_000:.1f} MB"
 
 
+def _too_large(where: str, message: EmailMessage, said: str) -> DeliveryError:
+    """The error for a message refused for its size (``too_large``: a resend leaves the attachments out)."""
+    attached = any(True for _ in message.iter_attachments())
+    error = DeliveryError(
+        f"{where}: the message ({_megabytes(message)}) is larger than the server accepts ({said})",
+        hint="send it without the attachments, or raise the server's message size limit"
+        if attached
+        else "raise the server's message size limit (the message has no attachment to leave out)",
+    )
+    error.too_large = True
+    return error
+
+
 def _delivery_error(
     exc: Exception, where: str, username: str | None, timeout: float, message: EmailMessage
 ) -> Exception:
@@ -614,16 +627,8 @@ def _delivery_error(
         return DeliveryError(f"{where}: every recipient was refused: {_refusals(exc.recipients)}")
     if isinstance(exc, smtplib.SMTPSenderRefused):
         said = _said(exc.smtp_code, exc.smtp_error)
-        if exc.smtp_code == 552:
-            attached = any(True for _ in message.iter_attachments())
-            error = DeliveryError(
-                f"{where}: the message ({_megabytes(message)}) is larger than the server accepts ({said})",
-                hint="send it without the attachments, or raise the server's message size limit"
-                if attached
-                else "raise the server's message size limit (the message has no attachment to leave out)",
-            )
-            error.too_large = True
-            return error
+        if exc.smtp_code == 552:  # the SIZE the MAIL command announced
+            return _too_large(where, message, said)
         if exc.smtp_code == 530:
             return DeliveryError(
                 f"{where}: the server wants a login first ({said})",
@@ -636,6 +641,9 @@ def _delivery_error(
         return DeliveryError(f"{where}: the sender {exc.sender} was refused ({said})")
     if isinstance(exc, smtplib.SMTPResponseException):
         said = _said(exc.smtp_code, exc.smtp_error)
+        if isinstance(exc, smtplib.SMTPDataError) and (exc.smtp_code == 552 or "5.3.4" in said):
+            # a server that announces no SIZE refuses an oversized message at the end of DATA
+            return _too_large(where, message, said)
         if 400 <= exc.smtp_code < 500:
             return DeliveryError(f"{where}: the server answered {said} (a temporary failure)", hint=TRY_LATER)
         return DeliveryError(f"{where}: the server answered {said}")

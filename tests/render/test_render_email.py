@@ -474,6 +474,16 @@ def test_partial_acceptance_and_refusals_say_who_got_the_message(sample) -> None
         == "raise the server's message size limit (the message has no attachment to leave out)"
     )
     assert raised.value.too_large
+    # a server that announces no SIZE refuses at the end of DATA: the same error, the same resend
+    for answer in (b"552 5.3.4 Message size exceeds fixed limit\r\n", b"554 5.3.4 Message too big\r\n"):
+        host, port = _scripted_smtp(_dialogue({b"END": answer}))
+        with pytest.raises(DeliveryError) as raised:
+            send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+        said = answer.decode().strip()
+        assert raised.value.message == (
+            f"smtp://{host}:{port}: the message ({size}) is larger than the server accepts ({said})"
+        )
+        assert raised.value.too_large
 
 
 LATER = "a 4xx answer is temporary: send it again later (nothing was delivered)"

@@ -153,3 +153,23 @@ def test_stdout_that_cannot_take_the_results_is_never_read_as_the_gate(demo_data
         "error: standard output is closed: the results cannot be written",
         "hint: pass --output FILE",
     ]
+
+
+@pytest.mark.parametrize(
+    "words",
+    [("check",), ("runs",), ("rules", "list"), ("--version",), ("clusters", "--help"), ("--help",)],
+    ids=lambda words: " ".join(words),
+)
+def test_a_full_disk_behind_stdout_is_one_line_and_exit_3_for_every_output(demo_database, words):
+    """The short outputs (a table, help, the version) stay in stdout's buffer: the error was said,
+    then Python's flush at exit failed again ("Exception ignored … OSError") and the exit was 120;
+    help and --version were internal errors."""
+    command = [sys.executable, "-m", "auditor.cli.main", *words]
+    if words[0] in ("check", "runs"):
+        command += ["--db", str(demo_database)]
+    with open("/dev/full", "wb") as full:
+        process = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert (process.returncode, process.stderr.decode().splitlines()) == (
+        3,
+        ["error: cannot write to standard output: No space left on device"],
+    )

@@ -323,7 +323,11 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
         except BrokenPipeError:
             raise  # the reader went away: see AuditorGroup.invoke
         except OSError as exc:  # a full disk behind a redirection (`> /dev/full`): no bug
-            raise DeliveryError(f"cannot write to standard output: {exc.strerror or exc}") from None
+            from auditor.cli.main import stdout_unwritable
+
+            # what is still buffered would fail again at exit (exit 120): stdout is let go first
+            why = stdout_unwritable() or exc.strerror or str(exc)
+            raise DeliveryError(f"cannot write to standard output: {why}") from None
         return
     from auditor.outfile import replacing
 

@@ -27,6 +27,7 @@ from auditor.errors import (
     EXIT_TERMINATED,
     EXIT_USAGE,
     AuditorError,
+    DeliveryError,
     PartialSnapshotError,
     RuleError,
     Terminated,
@@ -92,11 +93,28 @@ class AuditorGroup(click.Group):
             os.dup2(devnull, sys.stdout.fileno())
             ctx.exit(EXIT_PIPE_CLOSED)
         except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, never a raw traceback by default
+            if isinstance(exc, OSError) and (why := stdout_unwritable()):  # `--help > /dev/full`: no bug
+                report_error(DeliveryError(f"cannot write to standard output: {why}"))
+                ctx.exit(DeliveryError.exit_code)
             if _debug(ctx):
                 traceback.print_exc()
             click.echo(f"error: internal error: {type(exc).__name__}: {_scrub(str(exc))}", err=True)
             click.echo("hint: re-run with --debug for the traceback, and report it", err=True)
             ctx.exit(EXIT_FAILURE)
+
+
+def stdout_unwritable() -> str | None:
+    """Why standard output cannot be written (its buffer fails to flush), or ``None``. When it
+    cannot, it is pointed at the null device: the buffered rest would fail again when Python
+    flushes it at exit (``Exception ignored … OSError``, exit 120)."""
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return exc.strerror or str(exc)
+    return None
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -262,6 +280,11 @@ def main(argv: list[str] | None = None) -> None:
         except AuditorError as exc:  # raised while loading settings, before a command ran
             report_error(exc)
             sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+        except OSError:  # `auditor --version > /dev/full`
+            if (why := stdout_unwritable()) is None:
+                raise
+            report_error(DeliveryError(f"cannot write to standard output: {why}"))
+            sys.exit(DeliveryError.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -225,6 +225,18 @@ class CheckResult:
         why = ""
         if count:
             why = f" ({count} cluster{' was' if count == 1 else 's were'} not fetched)"
+        announced, stored = self.run.clusters_announced, self.run.clusters_stored or 0
+        if announced:  # a snapshot stopped early: "3 were not fetched" hid the 147 never reached
+            rest = max(announced - stored - count, 0)
+            parts = [f"{count:,} could not be fetched"] if count else []
+            parts += (
+                [f"the other {rest:,} were not fetched" if count else f"{rest:,} were not fetched"]
+                if rest
+                else []
+            )
+            why = f" ({stored:,} of {announced:,} clusters were stored in full" + (
+                f": {', '.join(parts)})" if parts else ")"
+            )
         return (
             f"run {self.run.id} is {self.run.status}, not complete{why}: these findings cover only the "
             "clusters and columns it holds; what it lacks was not checked"

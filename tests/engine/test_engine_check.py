@@ -245,6 +245,26 @@ def test_the_gate_takes_none_and_names_the_valid_severities(engine, snapshot):
     )
 
 
+def test_the_incomplete_note_counts_the_clusters_never_reached_too(engine, snapshot):
+    """A snapshot stopped after 3 failures of 150 clusters said "(3 clusters were not fetched)",
+    as if the other 147 had been checked."""
+    from auditor.store.writer import RunTotals, SnapshotWriter
+
+    pack = load_ruleset()
+    snapshot(engine, CATALOG)
+    writer = SnapshotWriter(engine, source_url="test://catalog")
+    details = {"failed_cluster_count": 3}
+    writer.fail(
+        "the snapshot stopped after 3 clusters failed", RunTotals(clusters_announced=150, details=details)
+    )
+    result = check_run(engine, writer.run_id, pack, allow_incomplete=True)
+    assert result.incomplete_note() == (
+        f"run {writer.run_id} is failed, not complete (0 of 150 clusters were stored in full: 3 could not "
+        "be fetched, the other 147 were not fetched): these findings cover only the clusters and columns "
+        "it holds; what it lacks was not checked"
+    )
+
+
 def test_empty_database_has_no_run_to_check(engine):
     with pytest.raises(RunNotUsableError, match="there is no complete run in this database yet"):
         check_run(engine, "latest", load_ruleset())

@@ -6,6 +6,7 @@ and opens the database lazily (creating or upgrading it on first use).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import sys
@@ -298,6 +299,23 @@ def db_option(func):
     )(func)
 
 
+def stdout_unwritable() -> str | None:
+    """Why standard output cannot be written (its buffer fails to flush), or ``None``. When it
+    cannot, it is pointed at the null device: the buffered rest would fail again when Python
+    flushes it at exit (``Exception ignored … OSError``, exit 120)."""
+    if sys.stdout is None:
+        return None
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError, ValueError):  # (a stream with no file: nothing to let go)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return exc.strerror or str(exc)
+    return None
+
+
 def write_output(text: str | Iterable[str], output: str | None) -> None:
     """Write the chosen format to ``--output`` (atomically, after the work succeeded) or stdout.
 
@@ -323,8 +341,6 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
         except BrokenPipeError:
             raise  # the reader went away: see AuditorGroup.invoke
         except OSError as exc:  # a full disk behind a redirection (`> /dev/full`): no bug
-            from auditor.cli.main import stdout_unwritable
-
             # what is still buffered would fail again at exit (exit 120): stdout is let go first
             why = stdout_unwritable() or exc.strerror or str(exc)
             raise DeliveryError(f"cannot write to standard output: {why}") from None

@@ -19,7 +19,7 @@ import traceback
 import click
 
 from auditor import __version__, stopping
-from auditor.cli.common import PathOption
+from auditor.cli.common import PathOption, stdout_unwritable
 from auditor.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -101,20 +101,6 @@ class AuditorGroup(click.Group):
             click.echo(f"error: internal error: {type(exc).__name__}: {_scrub(str(exc))}", err=True)
             click.echo("hint: re-run with --debug for the traceback, and report it", err=True)
             ctx.exit(EXIT_FAILURE)
-
-
-def stdout_unwritable() -> str | None:
-    """Why standard output cannot be written (its buffer fails to flush), or ``None``. When it
-    cannot, it is pointed at the null device: the buffered rest would fail again when Python
-    flushes it at exit (``Exception ignored … OSError``, exit 120)."""
-    try:
-        sys.stdout.flush()
-    except OSError as exc:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return exc.strerror or str(exc)
-    return None
 
 
 def _debug(ctx: click.Context) -> bool:

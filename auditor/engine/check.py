@@ -229,14 +229,10 @@ class CheckResult:
         if announced:  # a snapshot stopped early: "3 were not fetched" hid the 147 never reached
             rest = max(announced - stored - count, 0)
             parts = [f"{count:,} could not be fetched"] if count else []
-            parts += (
-                [f"the other {rest:,} were not fetched" if count else f"{rest:,} were not fetched"]
-                if rest
-                else []
-            )
-            why = f" ({stored:,} of {announced:,} clusters were stored in full" + (
-                f": {', '.join(parts)})" if parts else ")"
-            )
+            if rest:
+                parts.append(f"the other {rest:,} were not fetched" if count else f"{rest:,} were not fetched")
+            said = f": {', '.join(parts)}" if parts else ""
+            why = f" ({stored:,} of {announced:,} clusters were stored in full{said})"
         return (
             f"run {self.run.id} is {self.run.status}, not complete{why}: these findings cover only the "
             "clusters and columns it holds; what it lacks was not checked"

@@ -230,7 +230,7 @@ class CheckResult:
             rest = max(announced - stored - count, 0)
             parts = [f"{count:,} could not be fetched"] if count else []
             if rest:
-                parts.append(f"the other {rest:,} were not fetched" if count else f"{rest:,} were not fetched")
+                parts.append(f"{'the other ' if count else ''}{rest:,} were not fetched")
             said = f": {', '.join(parts)}" if parts else ""
             why = f" ({stored:,} of {announced:,} clusters were stored in full{said})"
         return (

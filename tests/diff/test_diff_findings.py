@@ -316,11 +316,11 @@ def python_reference_source(engine, rules, waivers, today):
     from auditor.engine import apply_waivers, findings_for_run
 
     def source(before, after):
-        older = findings_for_run(engine, before.id, rules)
+        older = findings_for_run(engine, before, rules, allow_incomplete=True)  # as the diff accepted it
         for f in older:
             f.status = "new" if (f.first_seen_run or before.id) >= before.id else "existing"
         apply_waivers(older, waivers, before.started_at.date())
-        newer = findings_for_run(engine, after.id, rules)
+        newer = findings_for_run(engine, after, rules, allow_incomplete=True)
         seen = {f.fingerprint: f for f in older}
         for f in newer:
             previous = seen.get(f.fingerprint)

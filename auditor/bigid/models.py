@@ -12,6 +12,7 @@ These models are the wire format and nothing else: no HTTP, no storage.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Any
 
@@ -187,27 +188,37 @@ def _created_at(value: Any) -> Any:
     return value
 
 
-# The keys that make an object a tag or an attribute (the models' fields and their aliases): an
-# object with none of them is another shape ({"key": …, "val": …}, or a map of names to values),
-# which validated as an empty tag and silently changed every finding about tags.
-TAG_KEYS = frozenset(
-    {"tagId", "tag_id", "valueId", "value_id", "tagName", "tag_name", "name"}
-    | {"tagValue", "tag_value", "value"}
-)
-ATTRIBUTE_KEYS = frozenset(
-    {"attribute_original_name", "attributeOriginalName", "attribute_name", "attributeName", "name"}
-    | {"classificationName", "attribute_id", "attributeId"}
-)
-
-
-def _named_items(items: list[Any], keys: frozenset[str], what: str, fields: str) -> list[Any]:
+def _named_items(items: list[Any], model: type[BaseModel], what: str) -> list[Any]:
     """``items`` without empty objects (no item, as ``null`` is); raises ValueError for an object
-    with none of ``keys``."""
+    with none of ``model``'s fields, in any of their spellings: another shape (``{"key": …,
+    "val": …}``, a map of names to values) validated as an empty tag, every field being optional,
+    and silently changed every finding about tags."""
+    keys = _spellings(model)
     for position, item in enumerate(items):
-        if isinstance(item, dict) and keys.isdisjoint(item) and item:
+        if isinstance(item, dict) and item and keys.isdisjoint(item):
             got = ", ".join(sorted(str(k)[:40] for k in item)[:5])
-            raise ValueError(f"{what} {position} has none of the fields {fields} (its keys: {got})")
+            raise ValueError(f"{what} {position} has none of the fields of {_FIELDS[what]}; its keys: {got})")
     return [item for item in items if item != {}]
+
+
+_FIELDS = {
+    "tag": "a tag (tagName, tagValue, tagId, valueId, …",
+    "attribute": "an attribute (attribute_name, rank, …",
+}
+
+
+@functools.cache
+def _spellings(model: type[BaseModel]) -> frozenset[str]:
+    """Every key that fills a field of ``model``: the field names and their validation aliases."""
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        keys.add(name)
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            keys.update(choice for choice in alias.choices if isinstance(choice, str))
+        elif isinstance(alias, str):
+            keys.add(alias)
+    return frozenset(keys)
 
 
 def _empty_map(value: Any) -> Any:
@@ -217,7 +228,7 @@ def _empty_map(value: Any) -> Any:
 def _tags(value: Any) -> Any:
     items = _to_list(value)
     if isinstance(items, list):
-        return _named_items(items, TAG_KEYS, "tag", "tagName, tagValue, tagId, valueId")
+        return _named_items(items, Tag, "tag")
     return items
 
 
@@ -302,9 +313,7 @@ def _attributes(value: Any) -> Any:
         items = [
             {"attribute_name": item} if isinstance(item, str) else item for item in items if item is not None
         ]
-        return _named_items(
-            items, ATTRIBUTE_KEYS, "attribute", "attribute_name, attribute_original_name, attribute_id"
-        )
+        return _named_items(items, Attribute, "attribute")
     return items
 
 

@@ -550,27 +550,23 @@ def test_payload_errors_name_cluster_column_field_and_problem(loopback, make_cli
     )
 
 
+TAG_SAID = "has none of the fields of a tag (tagName, tagValue, tagId, valueId, …; its keys: {})"
+ATTRIBUTE_SAID = "has none of the fields of an attribute (attribute_name, rank, …; its keys: {})"
+
+
 @pytest.mark.parametrize(
     ("field", "value", "said"),
     [
-        (
-            "tags",
-            {"sensitivity": "high"},
-            "tags: Value error, tag 0 has none of the fields tagName, tagValue, "
-            "tagId, valueId (its keys: sensitivity)",
-        ),
+        ("tags", {"sensitivity": "high"}, "tags: Value error, tag 0 " + TAG_SAID.format("sensitivity")),
         (
             "tags",
             [{"tagName": "pii", "tagValue": "yes"}, {"key": "sensitivity", "val": "high"}],
-            "tags: Value "
-            "error, tag 1 has none of the fields tagName, tagValue, tagId, valueId (its keys: key, val)",
+            "tags: Value error, tag 1 " + TAG_SAID.format("key, val"),
         ),
         (
             "attributes",
             [{"classification": "SSN", "confidence": 0.99}],
-            "attributes: Value error, attribute 0 "
-            "has none of the fields attribute_name, attribute_original_name, attribute_id (its keys: "
-            "classification, confidence)",
+            "attributes: Value error, attribute 0 " + ATTRIBUTE_SAID.format("classification, confidence"),
         ),
     ],
 )

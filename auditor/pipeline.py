@@ -73,6 +73,7 @@ class EmailOptions:
         templates: str | Path | None = None,
         smtp_given: bool = False,
         error: Any = None,
+        config: str | Path | None = None,
     ) -> str | None:
         """The ``auditor email`` command that sends the message again, or ``None`` when sending the
         same message again cannot work (too large, with nothing to leave out).
@@ -81,10 +82,11 @@ class EmailOptions:
         there, left out when its URL holds a password, which is never printed: the caller says so;
         ``smtp_given``: the SMTP URL, which never holds a password; ``against``: a run id, or
         ``"none"`` after ``--baseline none``;
-        the CA file, the templates, ``--eml``); what came from the environment or the config file
-        comes from there again. After ``error`` (a :class:`~auditor.errors.DeliveryError`) the
-        command adapts: to the refused recipients only when the others got the message, without the
-        attachments when the message was too large.
+        the CA file, the templates, ``--eml``; ``config``: the ``--config`` file, by its absolute
+        path, so that the command works as printed from any folder); what came from the environment
+        or the config file comes from there again. After ``error`` (a
+        :class:`~auditor.errors.DeliveryError`) the command adapts: to the refused recipients only
+        when the others got the message, without the attachments when the message was too large.
         """
         refused = tuple(getattr(error, "refused", ()) or ())
         too_large = bool(getattr(error, "too_large", False))
@@ -93,7 +95,10 @@ class EmailOptions:
             if not (attach_report or attach_csv):
                 return None
             attach_report = attach_csv = False
-        words = ["auditor", "email", "--run", str(run_id)]
+        words = ["auditor"]
+        if config:
+            words += ["--config", str(Path(config).expanduser().absolute())]
+        words += ["email", "--run", str(run_id)]
         if against is not None:
             words += ["--against", str(against)]
         if db and not url_holds_password(db):

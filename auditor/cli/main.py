@@ -116,23 +116,32 @@ def _scrub(text: str) -> str:
     return visible(scrub(text))
 
 
-# "auditor <command>" in a hint: a command the user is told to run next
+# "auditor <command>" where a hint gives a command to run: at its start, or after ": ", "; " or "("
+# (never inside a quoted argument, a path or a word such as cluster-auditor)
 _HINTED_COMMAND = re.compile(
-    r"\bauditor (?=(?:check|clusters|columns|db|diff|email|report|rules|run|runs|snapshot)\b)"
+    r"(?:^|(?<=: )|(?<=; )|(?<=\())auditor "
+    r"(?=(?:check|clusters|columns|db|diff|email|report|rules|run|runs|snapshot)\b)"
 )
 
 
 def with_config(hint: str | None, config_path: str | None) -> str | None:
     """``hint`` with ``--config FILE`` in every auditor command it gives, when the command that
-    failed was given one: run as printed from a scheduler's folder, ``auditor email --run 3 …``
-    read no settings ("no database at auditor.db", "no SMTP server")."""
+    failed was given one: run as printed from a scheduler's folder, ``auditor check --run 3 …``
+    read no settings ("no database at auditor.db"). A command already naming ``--config`` (the
+    email resend command builds its own) is left as it is."""
     if not hint or not config_path:
         return hint
     import shlex
     from pathlib import Path
 
     option = f"auditor --config {shlex.quote(str(Path(config_path).expanduser().absolute()))} "
-    return _HINTED_COMMAND.sub(lambda _match: option, hint)
+    out, start = [], 0
+    for match in _HINTED_COMMAND.finditer(hint):
+        if hint.count("'", 0, match.start()) % 2:  # inside a quoted argument of an earlier command
+            continue
+        out += [hint[start : match.start()], option]
+        start = match.end()
+    return "".join([*out, hint[start:]])
 
 
 def report_error(exc: AuditorError, *, debug: bool = False) -> None:

@@ -262,6 +262,7 @@ def run_command(
                 templates=templates,
                 smtp_given=bool(smtp_url),
                 error=exc,
+                config=click.get_current_context().find_root().params.get("config_path"),
             )
             if exc.refused:  # the command below says it all
                 exc.hint = None

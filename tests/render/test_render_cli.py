@@ -265,7 +265,7 @@ def test_the_resend_command_runs_as_printed_from_another_folder_with_the_config_
     auditor.db", "no SMTP server"). Hints now carry the --config the command was given."""
     import shlex
 
-    etc, job = tmp_path / "etc", tmp_path / "job"
+    etc, job = tmp_path / "my etc", tmp_path / "job"  # a space in the path: quoted in the command
     etc.mkdir()
     job.mkdir()
     config = etc / "auditor.toml"
@@ -273,21 +273,25 @@ def test_the_resend_command_runs_as_printed_from_another_folder_with_the_config_
     sandbox = "[auditor.sandbox]\nclusters = 4\ncolumns = 120\n"
     config.write_text(settings.format("smtp://127.0.0.1:9") + sandbox)  # nothing listens there
     monkeypatch.chdir(job)
-    failed = invoke("--config", str(config), "run", "--report", "r.html")
+    subject = "Weekly auditor report"  # a hint's command inside an argument is left as it is
+    failed = invoke("--config", str(config), "run", "--report", "r.html", "--subject", subject)
     assert failed.exit_code == 3
     hint = next(line for line in failed.stderr.splitlines() if line.startswith("hint: "))
     printed = hint.split("send the email again with: ", 1)[1]
     assert printed == (
-        f"auditor --config {config} email --run 1 --to team@example.org --attach-report --attach-csv"
+        f"auditor --config '{config}' email --run 1 --to team@example.org --subject '{subject}' "
+        "--attach-report --attach-csv"
     )
     host, port, received = smtp_server()  # the mail server is back (here: at another address)
     config.write_text(settings.format(f"smtp://{host}:{port}") + sandbox)
     again = invoke(*shlex.split(printed)[1:])
     assert again.exit_code == 0, again.stderr
     assert received.event.wait(5) and received.envelopes[0].rcpt_tos == ["team@example.org"]
+    sent = email.message_from_bytes(received.envelopes[0].original_content, policy=email.policy.default)
+    assert sent["Subject"] == subject
     missing = invoke("--config", str(config), "check", "--run", "99")
     assert missing.exit_code == 3
-    assert f"hint: list runs with: auditor --config {config} runs" in missing.stderr
+    assert f"hint: list runs with: auditor --config '{config}' runs" in missing.stderr
 
 
 def test_auditor_run_trusts_a_private_ca_for_smtp(

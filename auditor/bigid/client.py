@@ -838,11 +838,12 @@ class BigIDClient:
                         what = "an HTML gateway page" if content.strip() else "an empty answer"
                         failure = _Failure(f"{what} under HTTP 200", status=502, network=False)
                     except ErrorUnder200 as exc:
-                        if exc.auth or exc.status == 401:
+                        # the wrapper's statusCode says what the error is (403: a missing role,
+                        # 404, 400), handled as that status is, not retried as an outage; its
+                        # wording decides only without one ("not authorized" is a 403's wording too)
+                        if exc.status == 401 or (exc.status is None and exc.auth):
                             return 401, None
                         if exc.status is not None and exc.status not in RETRY_STATUSES:
-                            # the wrapper names the error (403: a missing role, 404, 400): handled as
-                            # that status is, not retried as an outage
                             return exc.status, _lenient_body(content)
                         failure = _Failure(
                             f"HTTP 200 with an error body ({secrets.scrub_cut(exc.message)})",

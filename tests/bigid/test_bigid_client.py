@@ -184,6 +184,13 @@ def test_an_error_wrapper_under_200_is_handled_as_the_status_it_names(loopback, 
     )
     assert len(loopback.seen) == 1  # not retried
     loopback.seen.clear()
+    # a permission denial worded like an authentication failure is still the 403 it says it is
+    worded = {"status": "error", "statusCode": 403, "message": "User is not authorized to view clusters"}
+    loopback.reset(lambda r: Reply(200, worded))
+    with pytest.raises(AuthError) as caught:
+        make_client(loopback.url, auth_scheme="bearer").list_clusters()
+    assert caught.value.status == 403 and "lacks permission" in caught.value.message
+    loopback.seen.clear()
     missing = {"status": "error", "statusCode": "404", "message": "Cluster k1 was not found"}
     loopback.reset(lambda r: Reply(200, missing))
     with pytest.raises(NotFoundError):

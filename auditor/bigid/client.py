@@ -323,7 +323,11 @@ class BigIDClient:
         self.options = options
         self.base_url = public_url(options.url)
         # what runs record as their source: a key pasted into the URL's path is not stored with it
-        self.source = options.source_label or secrets.scrub(self.base_url)
+        # (this client's key only: another secret of the process, "prod" say, is no part of it)
+        source = self.base_url
+        for form in sorted(secrets.forms(options.token), key=len, reverse=True):
+            source = source.replace(form, secrets.MASK)
+        self.source = options.source_label or source
         self.session = requests.Session()
         pool = max(options.workers * 2, 10)
         adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0, pool_block=False)

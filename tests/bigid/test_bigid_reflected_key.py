@@ -315,3 +315,11 @@ def test_a_key_pasted_into_the_urls_path_is_not_recorded_as_the_source(
     assert run.status == "complete" and run.source_url == f"{loopback.url}/***"
     assert all(r.path.startswith(f"/{token}/api/v1/") for r in loopback.seen)
     assert token.encode() not in database_bytes(tmp_path / "url.db")
+
+
+def test_other_secrets_of_the_process_are_not_masked_in_the_recorded_source(loopback: Loopback, make_client):
+    from auditor import secrets
+
+    secrets.register("127.0")  # a database password that happens to be part of the URL
+    client = make_client(loopback.url, token=reflected_token())
+    assert client.source == loopback.url

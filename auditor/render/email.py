@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import shlex
 import smtplib
 import socket
@@ -590,6 +591,19 @@ def _megabytes(message: EmailMessage) -> str:
     return f"{len(bytes(message)) / 1_000_000:.1f} MB"
 
 
+def _refused_for_size(code: int, said: str) -> bool:
+    """Whether an answer to DATA refuses the message for its size: ``5.3.4`` (message too big for
+    the system), or a 552 that says so. A 552 is also "exceeded storage allocation": ``552 5.2.2
+    Mailbox full`` is no reason to leave the attachments out."""
+    if "5.3.4" in said:
+        return True
+    return (
+        code == 552
+        and "5.2.2" not in said
+        and re.search(r"size|too (big|large)|exceed", said, re.I) is not None
+    )
+
+
 def _too_large(where: str, message: EmailMessage, said: str) -> DeliveryError:
     """The error for a message refused for its size (``too_large``: a resend leaves the attachments out)."""
     attached = any(True for _ in message.iter_attachments())
@@ -641,7 +655,7 @@ def _delivery_error(
         return DeliveryError(f"{where}: the sender {exc.sender} was refused ({said})")
     if isinstance(exc, smtplib.SMTPResponseException):
         said = _said(exc.smtp_code, exc.smtp_error)
-        if isinstance(exc, smtplib.SMTPDataError) and (exc.smtp_code == 552 or "5.3.4" in said):
+        if isinstance(exc, smtplib.SMTPDataError) and _refused_for_size(exc.smtp_code, said):
             # a server that announces no SIZE refuses an oversized message at the end of DATA
             return _too_large(where, message, said)
         if 400 <= exc.smtp_code < 500:

@@ -484,6 +484,12 @@ def test_partial_acceptance_and_refusals_say_who_got_the_message(sample) -> None
             f"smtp://{host}:{port}: the message ({size}) is larger than the server accepts ({said})"
         )
         assert raised.value.too_large
+    # 552 is also "exceeded storage allocation": a full mailbox is not a message too large
+    host, port = _scripted_smtp(_dialogue({b"END": b"552 5.2.2 Mailbox full\r\n"}))
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    assert raised.value.message == f"smtp://{host}:{port}: the server answered 552 5.2.2 Mailbox full"
+    assert not getattr(raised.value, "too_large", False)
 
 
 LATER = "a 4xx answer is temporary: send it again later (nothing was delivered)"

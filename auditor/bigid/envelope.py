@@ -228,10 +228,14 @@ def unwrap(body: Any) -> Envelope:
     prefix = "status+" if wrapped else ""
     lists = [(key, body[key]) for key in (*_LIST_KEYS, "data") if isinstance(body.get(key), list)]
     if lists:
-        # {"data": [25 rows], "results": []}: the records are where records are, not in the
-        # first (empty) list named like them; read as an empty page, they were silently lost
-        key, value = next(((key, value) for key, value in lists if value), lists[0])
-        return Envelope(value, _total(body), f"{prefix}{key}")
+        # The records are the first non-empty list of objects: {"data": [25 rows], "results": []}
+        # read as an empty page lost them silently; a list of names is no records. An empty list
+        # stands only when "data" holds no records either ({"results": [], "data": {"clusters": …}}).
+        chosen = next(((key, value) for key, value in lists if value and isinstance(value[0], dict)), None)
+        if chosen is None and not _holds_records(body.get("data")):
+            chosen = lists[0]
+        if chosen is not None:
+            return Envelope(chosen[1], _total(body), f"{prefix}{chosen[0]}")
     for key in _LIST_KEYS:  # a null list is no records, as {"data": null} is
         if key in body and body[key] is None and "data" not in body:
             return Envelope([], _total(body), f"{prefix}{key}")
@@ -257,6 +261,13 @@ def unwrap(body: Any) -> Envelope:
                 )
     keys = ", ".join(sorted(map(str, body))[:8]) or "none"
     raise UnknownEnvelope(f"an object without a list of records (keys: {keys})")
+
+
+def _holds_records(data: Any) -> bool:
+    """Whether ``data`` is an object with a non-empty list of objects among its values."""
+    return isinstance(data, dict) and any(
+        isinstance(value, list) and value and isinstance(value[0], dict) for value in data.values()
+    )
 
 
 def _json_kind(value: Any) -> str:

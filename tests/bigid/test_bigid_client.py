@@ -463,6 +463,8 @@ def test_redirects_are_not_followed(loopback, make_client):
         # an empty list named like records beside the records: read as an empty page, they were lost
         ({"data": TUTORIAL_CLUSTERS, "results": [], "totalCount": 2}, "data", 2),
         ({"results": [], "clusters": TUTORIAL_CLUSTERS}, "clusters", None),
+        ({"results": [], "data": {"clusters": TUTORIAL_CLUSTERS, "totalCount": 2}}, "data.clusters", 2),
+        ({"clusters": TUTORIAL_CLUSTERS, "columns": ["name", "size"]}, "clusters", None),  # names: no records
     ],
 )
 def test_cluster_envelopes(loopback, make_client, body, shape, total):
@@ -851,3 +853,10 @@ def test_a_null_list_of_records_is_no_records_and_token_alone_is_no_auth_word():
     ):
         assert is_auth_message(said), said
     assert not is_auth_message("scroll session expired, start the listing again")
+
+
+def test_a_list_of_names_beside_an_empty_list_of_records_is_no_records():
+    from auditor.bigid.envelope import unwrap
+
+    envelope = unwrap({"results": [], "columns": ["name", "size"], "totalCount": 0})
+    assert (envelope.rows, envelope.shape) == ([], "results")

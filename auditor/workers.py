@@ -10,7 +10,8 @@ package (a different checkout, someone's own project), every worker would import
 of this one. In that case the fork server is started at once with ``PYTHONSAFEPATH=1`` (Python
 3.11+: do not prepend the current directory), so it imports the same package as the process that
 started it, and the variable is then put back as it was: a program using the library starts its own
-subprocesses with its own environment.
+subprocesses with its own environment. (Where there is no fork server, on Windows, each spawned
+worker reads the environment as it starts, so the variable stays set there.)
 
 Ctrl-C while a pool starts must not print a traceback from a process the user never asked for: the
 fork server is started with SIGINT ignored (a disposition that survives ``exec``, so its own import
@@ -36,6 +37,9 @@ from pathlib import Path
 import auditor
 from auditor.stopping import signals_held
 
+# Held while os.environ is changed for the fork server's start and put back.
+_environment_changing = threading.Lock()
+
 
 def worker_context(preload: str) -> BaseContext:
     """A multiprocessing context for a pool of this package's workers, importing ``preload`` once."""
@@ -46,11 +50,21 @@ def worker_context(preload: str) -> BaseContext:
         context.set_forkserver_preload([preload])
     shadowed = shadowed_by_current_directory()
     if not forking:
-        if shadowed:  # read by every spawned child (no fork server on this platform)
+        # No fork server on this platform (Windows): every spawned child reads the environment
+        # when it starts, so the variable is left set for the rest of the process there.
+        if shadowed:
             os.environ["PYTHONSAFEPATH"] = "1"
         return context
     from multiprocessing import forkserver
 
+    with _environment_changing:  # two threads starting pools: neither restores the other's value
+        _start_fork_server(forkserver, shadowed)
+    return context
+
+
+def _start_fork_server(forkserver, shadowed: bool) -> None:
+    """Start the fork server now, with ``PYTHONSAFEPATH=1`` when ``shadowed``, then put the
+    variable back as it was (under :data:`_environment_changing`)."""
     before = os.environ.get("PYTHONSAFEPATH")
     if shadowed:
         os.environ["PYTHONSAFEPATH"] = "1"  # read once, when the fork server starts (just below)
@@ -69,7 +83,6 @@ def worker_context(preload: str) -> BaseContext:
                 os.environ.pop("PYTHONSAFEPATH", None)
             else:
                 os.environ["PYTHONSAFEPATH"] = before
-    return context
 
 
 def _main_thread() -> bool:

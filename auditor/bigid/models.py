@@ -188,17 +188,16 @@ def _created_at(value: Any) -> Any:
     return value
 
 
-def _named_items(items: list[Any], model: type[BaseModel], what: str) -> list[Any]:
-    """``items`` without empty objects (no item, as ``null`` is); raises ValueError for an object
-    with none of ``model``'s fields, in any of their spellings: another shape (``{"key": …,
-    "val": …}``, a map of names to values) validated as an empty tag, every field being optional,
-    and silently changed every finding about tags."""
+def _check_shapes(value: Any, model: type[BaseModel], what: str) -> None:
+    """Raise ValueError for an object of ``value`` (a list as sent, or a lone item) with none of
+    ``model``'s fields, in any of their spellings: another shape (``{"key": …, "val": …}``, a map
+    of names to values) validated as an empty tag, every field being optional, and silently
+    changed every finding about tags. Positions are those of the list as sent."""
     keys = _spellings(model)
-    for position, item in enumerate(items):
+    for position, item in enumerate(value if isinstance(value, list | tuple) else [value]):
         if isinstance(item, dict) and item and keys.isdisjoint(item):
             got = ", ".join(sorted(str(k)[:40] for k in item)[:5])
             raise ValueError(f"{what} {position} has none of the fields of {_FIELDS[what]}; its keys: {got})")
-    return [item for item in items if item != {}]
 
 
 _FIELDS = {
@@ -226,10 +225,9 @@ def _empty_map(value: Any) -> Any:
 
 
 def _tags(value: Any) -> Any:
+    _check_shapes(value, Tag, "tag")
     items = _to_list(value)
-    if isinstance(items, list):
-        return _named_items(items, Tag, "tag")
-    return items
+    return [item for item in items if item != {}] if isinstance(items, list) else items  # {}: no tag
 
 
 Bool = Annotated[bool | None, BeforeValidator(_to_bool)]
@@ -308,12 +306,14 @@ class Attribute(_Wire):
 
 def _attributes(value: Any) -> Any:
     """Attributes may be objects or bare names (``["classifier.Email"]``)."""
+    _check_shapes(value, Attribute, "attribute")
     items = _to_list(value)
     if isinstance(items, list):
-        items = [
-            {"attribute_name": item} if isinstance(item, str) else item for item in items if item is not None
+        return [
+            {"attribute_name": item} if isinstance(item, str) else item
+            for item in items
+            if item is not None and item != {}
         ]
-        return _named_items(items, Attribute, "attribute")
     return items
 
 

@@ -569,8 +569,8 @@ ATTRIBUTE_SAID = "has none of the fields of an attribute (attribute_name, rank, 
         ("tags", {"sensitivity": "high"}, "tags: Value error, tag 0 " + TAG_SAID.format("sensitivity")),
         (
             "tags",
-            [{"tagName": "pii", "tagValue": "yes"}, {"key": "sensitivity", "val": "high"}],
-            "tags: Value error, tag 1 " + TAG_SAID.format("key, val"),
+            [None, {"tagName": "pii", "tagValue": "yes"}, {"key": "sensitivity", "val": "high"}],
+            "tags: Value error, tag 2 " + TAG_SAID.format("key, val"),  # its place in the list as sent
         ),
         (
             "attributes",

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.bigid.auth import SCHEMES, check_token  # noqa: F401 - the CLI reads it from here
+from auditor.bigid.auth import SCHEMES
 from auditor.errors import ConfigError
 
 CONFIG_FILE = "auditor.toml"

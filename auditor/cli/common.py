@@ -20,6 +20,7 @@ import click
 from sqlalchemy import Engine
 
 from auditor import config as cfg
+from auditor.bigid.auth import check_token
 from auditor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class Settings:
                 hint="export BIGID_TOKEN=... , or pass --token-file FILE, or set token_file in auditor.toml",
             )
         secrets.register(token)
-        cfg.check_token(token, origin)
+        check_token(token, origin)
         return token
 
     def list_value(self, flag: tuple[str, ...] | list[str] | None, key: str) -> list[str]:
@@ -309,9 +310,12 @@ def stdout_unwritable() -> str | None:
         sys.stdout.flush()
     except OSError as exc:
         with contextlib.suppress(OSError, ValueError):  # (a stream with no file: nothing to let go)
+            target = sys.stdout.fileno()
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+            try:
+                os.dup2(devnull, target)
+            finally:
+                os.close(devnull)
         return exc.strerror or str(exc)
     return None
 

@@ -223,10 +223,10 @@ class CheckResult:
             return None
         count = details_count(self.run, "failed_cluster_count")
         why = ""
-        if count:
-            why = f" ({count} cluster{' was' if count == 1 else 's were'} not fetched)"
         announced, stored = self.run.clusters_announced, self.run.clusters_stored or 0
-        if announced:  # a snapshot stopped early: "3 were not fetched" hid the 147 never reached
+        if not announced and count:  # the listing itself was not complete: no count to compare with
+            why = f" ({count} cluster{' was' if count == 1 else 's were'} not fetched)"
+        elif announced:  # a snapshot stopped early: "3 were not fetched" hid the 147 never reached
             rest = max(announced - stored - count, 0)
             parts = [f"{count:,} could not be fetched"] if count else []
             if rest:

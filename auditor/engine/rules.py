@@ -380,7 +380,8 @@ def make_ruleset(rules: Sequence[Rule], disabled: Sequence[Rule], sources: Seque
 # -- loading -------------------------------------------------------------------------------------
 
 
-def _is_rule_file(path: Path) -> bool:
+def is_rule_file(path: Path) -> bool:
+    """Whether ``path`` is a rule file (``*.yaml``, ``*.yml``; fixtures ``*.test.yaml`` are not)."""
     return path.is_file() and path.name.endswith(RULE_SUFFIXES) and not path.name.endswith(FIXTURE_SUFFIXES)
 
 
@@ -402,7 +403,7 @@ def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
     for path in paths:
         if path.is_dir():
             try:
-                inside = sorted(p for p in path.rglob("*") if _is_rule_file(p))
+                inside = sorted(p for p in path.rglob("*") if is_rule_file(p))
             except OSError as exc:  # a folder inside that cannot be listed
                 problems.add(str(exc.filename or path), None, f"cannot read this folder ({exc.strerror})")
                 continue

@@ -315,18 +315,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-_RULE_SUFFIXES = (".yaml", ".yml")
-_FIXTURE_SUFFIXES = (".test.yaml", ".test.yml")  # rule fixtures beside the rules are not rules
-
-
 def _expand(path: Path) -> list[Path]:
+    from auditor.engine.rules import is_rule_file
+
     if not path.is_dir():
         return [path]
-    return sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and p.name.endswith(_RULE_SUFFIXES) and not p.name.endswith(_FIXTURE_SUFFIXES)
-    )
+    return sorted(p for p in path.rglob("*") if is_rule_file(p))
 
 
 def _rule_files(paths: Sequence[str | Path] | None, ruleset: Any) -> tuple[str, list[FileEvidence]]:

@@ -308,7 +308,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         _refuse_foreign(engine)  # (it connects: a server that cannot be reached is reported below)
         before = current_revision(engine)
         _refuse_unknown(engine, before)
-        with _upgrading, engine.begin() as connection:
+        with engine.begin() as connection:
             if connection.dialect.name == "sqlite":
                 # pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so a migration's
                 # CREATE/ALTER/DROP would each commit on their own and a failure halfway (Ctrl-C,
@@ -321,7 +321,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
             elif connection.dialect.name == "postgresql":
                 # Two commands upgrading at once: the second waits, then finds nothing to do.
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": UPGRADE_LOCK})
-            command.upgrade(_alembic_config(connection), revision)
+            # the database's own lock first: a wait for another process's upgrade of this database
+            # (up to the busy timeout) does not hold up other threads' upgrades of other databases
+            with _upgrading:
+                command.upgrade(_alembic_config(connection), revision)
         return before, current_revision(engine) or ""
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]

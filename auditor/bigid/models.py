@@ -188,16 +188,30 @@ def _created_at(value: Any) -> Any:
     return value
 
 
-def _check_shapes(value: Any, model: type[BaseModel], what: str) -> None:
-    """Raise ValueError for an object of ``value`` (a list as sent, or a lone item) with none of
-    ``model``'s fields, in any of their spellings: another shape (``{"key": …, "val": …}``, a map
-    of names to values) validated as an empty tag, every field being optional, and silently
-    changed every finding about tags. Positions are those of the list as sent."""
+def _items(value: Any, model: type[BaseModel], what: str) -> Any:
+    """The items of a list field as :func:`_to_list` gives them, without empty objects (no item,
+    as ``null`` is). Raises ValueError for an object with none of ``model``'s fields, in any of
+    their spellings: another shape (``{"key": …, "val": …}``, a map of names to values) validated
+    as an empty tag, every field being optional, and silently changed every finding about tags.
+    Positions are those of the list as sent. (One pass: it runs for every column of a snapshot.)"""
+    items = value if value.__class__ is list else _to_list(value)
+    if not isinstance(items, list):
+        return items
     keys = _spellings(model)
-    for position, item in enumerate(value if isinstance(value, list | tuple) else [value]):
-        if isinstance(item, dict) and item and keys.isdisjoint(item):
-            got = ", ".join(sorted(str(k)[:40] for k in item)[:5])
-            raise ValueError(f"{what} {position} has none of the fields of {_FIELDS[what]}; its keys: {got})")
+    out = []
+    for position, item in enumerate(items):
+        if item is None:
+            continue
+        if item.__class__ is dict:
+            if not item:
+                continue
+            if keys.isdisjoint(item):
+                got = ", ".join(sorted(str(k)[:40] for k in item)[:5])
+                raise ValueError(
+                    f"{what} {position} has none of the fields of {_FIELDS[what]}; its keys: {got})"
+                )
+        out.append(item)
+    return out
 
 
 _FIELDS = {
@@ -225,9 +239,7 @@ def _empty_map(value: Any) -> Any:
 
 
 def _tags(value: Any) -> Any:
-    _check_shapes(value, Tag, "tag")
-    items = _to_list(value)
-    return [item for item in items if item != {}] if isinstance(items, list) else items  # {}: no tag
+    return _items(value, Tag, "tag")
 
 
 Bool = Annotated[bool | None, BeforeValidator(_to_bool)]
@@ -306,14 +318,9 @@ class Attribute(_Wire):
 
 def _attributes(value: Any) -> Any:
     """Attributes may be objects or bare names (``["classifier.Email"]``)."""
-    _check_shapes(value, Attribute, "attribute")
-    items = _to_list(value)
+    items = _items(value, Attribute, "attribute")
     if isinstance(items, list):
-        return [
-            {"attribute_name": item} if isinstance(item, str) else item
-            for item in items
-            if item is not None and item != {}
-        ]
+        return [{"attribute_name": item} if isinstance(item, str) else item for item in items]
     return items
 
 

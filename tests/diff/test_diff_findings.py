@@ -425,3 +425,23 @@ def test_a_run_deleted_while_the_diff_reads_it_is_the_error_reported(engine, wri
         compute_diff(engine, first, second, findings_source=source)
     assert caught.value.exit_code == 3
     assert caught.value.message == f"run {first} was deleted while the diff read it (by auditor db prune?)"
+
+
+def test_a_whole_snapshot_finding_involving_a_cluster_not_compared_is_left_out_the_others_not():
+    """Only those ``spanning`` names (they list a column of a cluster not compared) are left out of
+    resolved and new; another whole-snapshot finding, and a cluster's own, are sorted as usual."""
+    gone = {**finding("gone", cluster=None, column=None), "columns": ["a.b.x"]}
+    kept = {**finding("kept", cluster=None, column=None), "columns": ["a.b.y"]}
+    appeared = {**finding("appeared", cluster=None, column=None, status="new"), "columns": ["a.b.z"]}
+    asked: list[dict[str, list[str]]] = []
+
+    def spanning(candidates: dict[str, list[str]]) -> set[str]:
+        asked.append(candidates)
+        return {"gone", "appeared"}
+
+    result = diff_findings(
+        [gone, kept, finding("c1-own")], [appeared], ChangeIndex(CatalogDiff()), {"k5"}, spanning
+    )
+    assert asked == [{"gone": ["a.b.x"], "kept": ["a.b.y"], "appeared": ["a.b.z"]}]
+    assert sorted(f.finding["fingerprint"] for f in result["resolved"]) == ["c1-own", "kept"]
+    assert result["new"] == []

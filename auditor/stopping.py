@@ -35,6 +35,24 @@ _STOPS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _leftovers: set[str] = set()
 
 
+# A Ctrl-C or SIGTERM raised inside a Python function that SQLite called (auditor_regexp,
+# auditor_lower): SQLite reports it as "user-defined function raised exception", which read as a
+# database failure (exit 3) instead of the stop it was (130, 143).
+_raised_inside_database: list[KeyboardInterrupt] = []
+
+
+def raised_inside_database(exc: KeyboardInterrupt) -> None:
+    """Remember a stop raised inside a function SQLite called, for :func:`stop_inside_database`."""
+    _raised_inside_database.append(exc)
+
+
+def stop_inside_database() -> KeyboardInterrupt | None:
+    """The stop raised inside a function SQLite called since the last call, if any (then forgotten)."""
+    found = _raised_inside_database[-1] if _raised_inside_database else None
+    _raised_inside_database.clear()
+    return found
+
+
 @contextlib.contextmanager
 def removed_on_hard_stop(path: str | os.PathLike[str]) -> Iterator[None]:
     """Inside the block, a hard stop removes ``path`` (a temporary file or folder) before exiting."""

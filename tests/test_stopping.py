@@ -158,3 +158,39 @@ def test_the_hard_stop_is_armed_only_while_the_command_runs():
         env={**os.environ, "AUDITOR_TEST_GRACE": "1"},
     )
     assert (child.returncode, child.stdout.splitlines()[-2:]) == (0, ["handled", "finished"]), child.stderr
+
+
+def test_a_stop_raised_inside_a_function_sqlite_called_is_the_stop_not_a_database_error(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C or SIGTERM landing inside auditor_lower or auditor_regexp: SQLite reported
+    "user-defined function raised exception" and the command exited 3 as if the database had failed."""
+    from sqlalchemy import create_engine, event, text
+
+    from auditor.engine import sqlfuncs
+    from auditor.errors import StoreError, Terminated
+    from auditor.store.db import store_errors
+
+    class Interrupting(dict):
+        def get(self, key, default=None):
+            raise Terminated
+
+        def setdefault(self, key, default=None):
+            raise Terminated
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'udf.db'}")
+    event.listen(engine, "connect", lambda dbapi, _record: sqlfuncs.register_sqlite_functions(dbapi))
+    monkeypatch.setattr(sqlfuncs, "_SIMPLE_LOWER", Interrupting())
+    with pytest.raises(Terminated), store_errors("could not evaluate run 1"), engine.connect() as connection:
+        connection.execute(text("SELECT auditor_lower('Ärger')"))
+    monkeypatch.setattr(sqlfuncs, "_MEMO", Interrupting())
+    with pytest.raises(Terminated), store_errors("could not evaluate run 1"), engine.connect() as connection:
+        connection.execute(text("SELECT auditor_regexp('a', 'b', 1)"))
+    # a function failing for another reason is still the database error it was
+    with (
+        pytest.raises(StoreError, match="could not evaluate run 1: no such function"),
+        store_errors("could not evaluate run 1"),
+        engine.connect() as connection,
+    ):
+        connection.execute(text("SELECT auditor_nothing('x')"))
+    engine.dispose()

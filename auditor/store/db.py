@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, creat
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from auditor import secrets
+from auditor import secrets, stopping
 from auditor.errors import ConfigError, StoreError
 from auditor.paths import migrations_dir
 
@@ -547,6 +547,8 @@ def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as exc:
+        if (stop := stopping.stop_inside_database()) is not None:  # Ctrl-C inside auditor_regexp…
+            raise stop from None
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         if any(text in detail for text in _LOCKED):
             hint = LOCKED_HINT.format(seconds=SQLITE_BUSY_TIMEOUT_MS / 1000)

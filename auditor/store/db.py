@@ -401,6 +401,10 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
                 f"--db {display_url(url)}: {reason}",
                 hint="check the options after '?' in --db / AUDITOR_DB (the driver's connection options)",
             ) from None
+        if _disk_failed(reason):
+            raise StoreError(
+                f"could not open the database {display_url(url)}: {reason}", hint=DISK_HINT
+            ) from None
         raise StoreError(
             f"could not open the database {display_url(url)}: {type(exc).__name__}", hint=reason
         ) from None
@@ -480,6 +484,18 @@ READ_HINT = (
     "(auditor db upgrade)"
 )
 WRITE_HINT = "check that the database is writable and not full"
+DISK_HINT = (
+    "check that the disk holding the database is not full (nor the file over a size limit, ulimit -f) "
+    "and that the file can be read and written"
+)
+
+
+def _disk_failed(detail: str) -> bool:
+    """Whether SQLite's ``detail`` is its word for a full disk or a failed read or write."""
+    lowered = detail.lower()
+    return "disk i/o error" in lowered or "database or disk is full" in lowered
+
+
 LOCKED_HINT = (
     "another process held the database's write lock for longer than {seconds:g} s (a prune, a "
     "snapshot or a check writing to the same database, or a stuck program); re-run once it has finished"
@@ -554,6 +570,8 @@ def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
             hint = LOCKED_HINT.format(seconds=SQLITE_BUSY_TIMEOUT_MS / 1000)
         elif "readonly database" in detail:  # SQLite opened the file read-only (no write permission)
             hint = f"the database file or its folder cannot be written: {READ_ONLY_HINT}"
+        elif _disk_failed(detail) and hint == READ_HINT:  # (a writer's own hint already says so)
+            hint = DISK_HINT
         elif "statement timeout" in detail:  # PostgreSQL's statement_timeout (a role's or a server's)
             hint = TIMEOUT_HINT
         elif any(text in detail for text in _CONNECTION_LOST):

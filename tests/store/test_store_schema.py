@@ -650,6 +650,40 @@ def test_database_errors_become_one_line_store_errors_saying_what_was_being_done
     assert caught.value.hint == READ_HINT
 
 
+def test_a_full_disk_or_a_file_size_limit_is_named_as_such(tmp_path):
+    """`ulimit -f` or a full disk under a check said "disk I/O error" with the hint about a locked
+    or old database; opening said only "OperationalError"."""
+    import subprocess
+    import sys
+
+    from sqlalchemy.exc import OperationalError
+
+    from auditor.store.db import DISK_HINT, store_errors
+
+    with pytest.raises(StoreError) as caught, store_errors("could not evaluate run 1"):
+        raise OperationalError("SELECT 1", {}, Exception("disk I/O error"))
+    assert (caught.value.message, caught.value.hint) == (
+        "could not evaluate run 1: disk I/O error",
+        DISK_HINT,
+    )
+    # a new database over a 4 KB file size limit, opened by a real process
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096));"
+        "import signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        "from auditor.store.db import open_database;"
+        "from auditor.errors import StoreError\n"
+        "try:\n open_database(sys.argv[1])\n"
+        "except StoreError as exc:\n print(exc.message); print(exc.hint)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "small.db")], capture_output=True, text=True, timeout=60
+    )
+    shown = store_db.display_url(store_db.database_url(tmp_path / "small.db"))
+    assert done.stdout.splitlines() == [f"could not open the database {shown}: disk I/O error", DISK_HINT], (
+        done
+    )
+
+
 def test_mismatch_counts_read_the_count_or_an_older_runs_list():
     from auditor.store.runs import mismatch_count
 

@@ -169,9 +169,21 @@ def _readable(fd: int, timeout: float | None) -> bool:
         return bool(ready)
 
 
+def _multiprocessing_folder() -> list[str]:
+    """The ``pymp-…`` folder multiprocessing made for its fork server's socket, if any: its own
+    cleanup runs at a normal exit, not at :func:`os._exit`, and it was left in $TMPDIR."""
+    with contextlib.suppress(Exception):  # (a private attribute of multiprocessing, kept for years)
+        from multiprocessing import process
+
+        folder = process.current_process()._config.get("tempdir")  # type: ignore[attr-defined]
+        if isinstance(folder, str) and os.path.basename(folder).startswith("pymp-"):
+            return [folder]
+    return []
+
+
 def _hard_stop(number: int | None, why: str) -> None:
     code = _STOPS.get(number, 130) if number is not None else 130
-    for path in list(_leftovers):
+    for path in [*_leftovers, *_multiprocessing_folder()]:
         with contextlib.suppress(OSError):
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)

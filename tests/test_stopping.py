@@ -20,6 +20,8 @@ CHILD = textwrap.dedent(
     from auditor import stopping
     from auditor.cli.main import _terminate
     signal.signal(signal.SIGTERM, _terminate)  # as the command's entry point does
+    from multiprocessing import util
+    print(util.get_temp_dir(), flush=True)  # the pymp-… folder worker pools make
     leftover = open(sys.argv[2], "w")
     with stopping.armed(grace=float(sys.argv[3])) as armed, stopping.removed_on_hard_stop(sys.argv[2]):
         assert armed
@@ -51,7 +53,9 @@ def _start(locked, tmp_path, grace: float) -> tuple[subprocess.Popen[str], str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
+    assert os.path.basename(child.stdout.readline()).startswith("pymp-")
     assert child.stdout.readline() == "waiting\n"
     time.sleep(0.5)  # inside the busy wait by now
     return child, str(leftover)
@@ -85,6 +89,8 @@ def test_a_second_ctrl_c_stops_at_once(locked, tmp_path):
     assert time.monotonic() - started < 5
     assert err.strip().startswith("auditor: stopped again: exiting without finishing the cleanup")
     assert not os.path.exists(leftover)
+    # multiprocessing's own pymp-… folder too: its cleanup runs at a normal exit only
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("pymp-")]
 
 
 def test_a_stop_that_unwinds_in_time_is_left_alone(tmp_path):

@@ -200,3 +200,25 @@ def test_a_stop_raised_inside_a_function_sqlite_called_is_the_stop_not_a_databas
     ):
         connection.execute(text("SELECT auditor_nothing('x')"))
     engine.dispose()
+
+
+def test_a_signal_once_the_console_command_has_ended_does_not_replace_its_exit_code():
+    """A SIGTERM in the moments between a snapshot's last output and the process's end made a
+    complete run exit 143 (a scheduler read it as interrupted)."""
+    script = textwrap.dedent(
+        """
+        import atexit, os, signal, sys, time
+        atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.3)))
+        sys.argv = ["auditor", "--version"]
+        from auditor.cli import entry
+        entry()
+        """
+    )
+    from auditor import __version__
+
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (child.returncode, child.stdout, child.stderr) == (
+        0,
+        f"cluster-auditor, version {__version__}\n",
+        "",
+    )

@@ -17,4 +17,13 @@ def entry() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("auditor: interrupted\n")
         raise SystemExit(130) from None
-    main()
+    try:
+        main()
+    finally:
+        # The command has ended and its exit code is decided (its work committed, its output
+        # written): a Ctrl-C or SIGTERM while Python shuts down would only replace that code with
+        # 130 or 143, and a scheduler would read a complete snapshot as interrupted.
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

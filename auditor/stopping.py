@@ -35,21 +35,27 @@ _STOPS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _leftovers: set[str] = set()
 
 
-# A Ctrl-C or SIGTERM raised inside a Python function that SQLite called (auditor_regexp,
-# auditor_lower): SQLite reports it as "user-defined function raised exception", which read as a
-# database failure (exit 3) instead of the stop it was (130, 143).
-_raised_inside_database: list[KeyboardInterrupt] = []
+# The stops the command's signal handlers raised (Ctrl-C, SIGTERM). Python raises a pending
+# signal's exception at the next function call, often the first line of a function SQLite calls
+# (auditor_regexp, auditor_lower), where nothing can catch it: SQLite reports it as "user-defined
+# function raised exception", which read as a database failure (exit 3) instead of the stop it
+# was (130, 143).
+_stops_raised: list[KeyboardInterrupt] = []
 
 
-def raised_inside_database(exc: KeyboardInterrupt) -> None:
-    """Remember a stop raised inside a function SQLite called, for :func:`stop_inside_database`."""
-    _raised_inside_database.append(exc)
+def stop_raised(exc: KeyboardInterrupt) -> KeyboardInterrupt:
+    """Remember a stop a signal handler raises (returns it, for ``raise stop_raised(…)``)."""
+    _stops_raised.append(exc)
+    return exc
 
 
-def stop_inside_database() -> KeyboardInterrupt | None:
-    """The stop raised inside a function SQLite called since the last call, if any (then forgotten)."""
-    found = _raised_inside_database[-1] if _raised_inside_database else None
-    _raised_inside_database.clear()
+def stop_inside_database(detail: str) -> KeyboardInterrupt | None:
+    """The stop behind a database error saying ``detail``, when it is SQLite's word for an
+    exception raised inside a function it called and a stop was raised (then forgotten)."""
+    if "user-defined function raised exception" not in detail or not _stops_raised:
+        return None
+    found = _stops_raised[-1]
+    _stops_raised.clear()
     return found
 
 

@@ -240,7 +240,18 @@ _register()
 
 
 def _terminate(_signum: int, _frame: object) -> None:
-    raise Terminated
+    raise stopping.stop_raised(Terminated())
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise stopping.stop_raised(KeyboardInterrupt())
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM unwinds as Ctrl-C does (runs marked, workers stopped); both are remembered as they
+    are raised (:func:`auditor.stopping.stop_raised`)."""
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
 
 
 def _buffered_stdout() -> None:
@@ -267,7 +278,7 @@ def _buffered_stdout() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     _buffered_stdout()
-    signal.signal(signal.SIGTERM, _terminate)  # unwind as Ctrl-C does: runs marked, workers stopped
+    install_stop_handlers()  # SIGTERM unwinds as Ctrl-C does: runs marked, workers stopped
     # and stop outright when unwinding cannot finish (a wait inside SQLite), while the command runs
     with stopping.armed():
         try:

@@ -26,8 +26,6 @@ from sqlalchemy import Boolean, ColumnElement, Text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from auditor import stopping
-
 try:  # the letters re.IGNORECASE folds alike beyond lower() (Python 3.11+)
     from re._casefix import _EXTRA_CASES
 except ImportError:  # pragma: no cover
@@ -651,19 +649,15 @@ def _sqlite_regexp(pattern: str | None, value: Any, ignore_case: int | None) -> 
     # Catalog values repeat a lot (attribute names, tag values): remember each verdict per pattern.
     if pattern is None or value is None:
         return 0
-    try:
-        text = value if isinstance(value, str) else str(value)
-        memo = _MEMO.setdefault((pattern, bool(ignore_case)), {})
-        verdict = memo.get(text)
-        if verdict is None:
-            verdict = 1 if _compiled(pattern, bool(ignore_case)).search(text[:MAX_INPUT]) else 0
-            if len(memo) >= MEMO_SIZE:
-                memo.clear()
-            memo[text] = verdict
-        return verdict
-    except KeyboardInterrupt as exc:  # SQLite turns it into an error: remember what it was
-        stopping.raised_inside_database(exc)
-        raise
+    text = value if isinstance(value, str) else str(value)
+    memo = _MEMO.setdefault((pattern, bool(ignore_case)), {})
+    verdict = memo.get(text)
+    if verdict is None:
+        verdict = 1 if _compiled(pattern, bool(ignore_case)).search(text[:MAX_INPUT]) else 0
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[text] = verdict
+    return verdict
 
 
 _SIMPLE_LOWER: dict[str, str] = {}
@@ -678,20 +672,16 @@ def _sqlite_lower(value: Any) -> Any:
         return value
     if value.isascii():
         return value.lower()
-    try:
-        lower = _SIMPLE_LOWER
-        out = []
-        for ch in value:
-            mapped = lower.get(ch)
-            if mapped is None:
-                mapped = ch.lower()[:1] or ch  # the simple mapping: 'İ' → 'i'
-                if len(lower) < 100_000:
-                    lower[ch] = mapped
-            out.append(mapped)
-        return "".join(out)
-    except KeyboardInterrupt as exc:  # SQLite turns it into an error: remember what it was
-        stopping.raised_inside_database(exc)
-        raise
+    lower = _SIMPLE_LOWER
+    out = []
+    for ch in value:
+        mapped = lower.get(ch)
+        if mapped is None:
+            mapped = ch.lower()[:1] or ch  # the simple mapping: 'İ' → 'i'
+            if len(lower) < 100_000:
+                lower[ch] = mapped
+        out.append(mapped)
+    return "".join(out)
 
 
 def register_sqlite_functions(dbapi_connection: Any) -> None:

@@ -563,9 +563,9 @@ def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as exc:
-        if (stop := stopping.stop_inside_database()) is not None:  # Ctrl-C inside auditor_regexp…
-            raise stop from None
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        if (stop := stopping.stop_inside_database(detail)) is not None:  # Ctrl-C in auditor_regexp…
+            raise stop from None
         if any(text in detail for text in _LOCKED):
             hint = LOCKED_HINT.format(seconds=SQLITE_BUSY_TIMEOUT_MS / 1000)
         elif "readonly database" in detail:  # SQLite opened the file read-only (no write permission)

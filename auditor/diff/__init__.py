@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from auditor.diff.catalog import diff_catalog, not_compared, spanning_left_out
+from auditor.diff.catalog import diff_catalog, not_compared
 from auditor.diff.findings import ChangeIndex, FindingsSource, diff_findings
 from auditor.diff.model import (
     FINDING_CATEGORIES,
@@ -203,15 +203,7 @@ def _diff_pair(
         index = ChangeIndex(catalog)
         if findings_source is not None:
             older, newer = findings_source(before, after)
-
-            def spanning(candidates: dict[str, list[str]]) -> set[str]:
-                with (
-                    store_errors(f"could not diff run {before.id} against run {after.id}"),
-                    engine.connect() as connection,
-                ):
-                    return spanning_left_out(connection, (before.id, after.id), skip, candidates)
-
-            categories = dict(diff_findings(older, newer, index, skip, spanning))
+            categories = dict(diff_findings(older, newer, index, skip))
         else:
             from auditor import engine as rules_engine
 

@@ -132,29 +132,6 @@ def not_compared(
     ]
 
 
-def spanning_left_out(
-    connection: Connection, run_ids: Collection[int], skip: Collection[str], candidates: dict[str, list[str]]
-) -> set[str]:
-    """The fingerprints among ``candidates`` (fingerprint → the fqns a finding about the whole
-    snapshot lists) of findings that involve a column of a cluster in ``skip`` in either run.
-
-    A finding that spans clusters (the same column in several clusters) carries no cluster id,
-    so leaving out the findings of the clusters not compared missed it: a cluster cut short in
-    the newer run turned "in 2 clusters" into a "resolved" finding that the run could not show.
-    """
-    if not skip or not candidates:
-        return set()
-    fqns = sorted({fqn for columns in candidates.values() for fqn in columns})
-    held: set[str] = set()
-    for run_id in sorted(run_ids):
-        for chunk in _chunks(fqns):
-            query = select(run_columns.c.fqn, run_columns.c.cluster_id).where(
-                run_columns.c.run_id == run_id, keys_in(connection, run_columns.c.fqn, chunk)
-            )
-            held.update(fqn for fqn, cluster_id in connection.execute(query) if cluster_id in skip)
-    return {fingerprint for fingerprint, columns in candidates.items() if not held.isdisjoint(columns)}
-
-
 def outside(column: Any, skip: Collection[str]) -> list[ColumnElement[bool]]:
     """WHERE clauses keeping the rows whose ``column`` (a cluster id) is not in ``skip``.
 

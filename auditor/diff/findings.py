@@ -123,7 +123,6 @@ def diff_findings(
     after: Iterable[dict[str, Any]],
     index: ChangeIndex,
     skip: Collection[str] = (),
-    spanning: Callable[[dict[str, list[str]]], set[str]] | None = None,
 ) -> dict[str, list[FindingDiff]]:
     """Sort the findings of two runs into the five categories, each with its explanation.
 
@@ -132,33 +131,24 @@ def diff_findings(
     finding dicts are kept as they are (not copied): the result refers to them.
 
     A finding of a cluster in ``skip`` (one that a run holds without all its columns) that only one
-    run has is left out: its absence from the other run says nothing. So is a finding about the
-    whole snapshot that only one run has and that ``spanning`` (given the candidates' fingerprints
-    and columns, see :func:`auditor.diff.catalog.spanning_left_out`) says involves such a cluster.
-    One both runs have is sorted as usual.
+    run has is left out: its absence from the other run says nothing. So is, when any cluster is
+    left out, a finding about the whole snapshot (no cluster id) that only one run has: its group
+    may span the clusters left out, whose absence can make a group pass or fail. One both runs
+    have is sorted as usual.
     """
     skip = frozenset(skip)
     new = {str(f["fingerprint"]): f for f in after}
     out: dict[str, list[FindingDiff]] = {name: [] for name in FINDING_CATEGORIES}
     waived_before: dict[str, bool] = {}  # fingerprint in both runs -> actively waived in the older
-    gone: list[dict[str, Any]] = []
     for finding in before:
         fingerprint = str(finding["fingerprint"])
         if fingerprint in new:
             waived_before[fingerprint] = actively_waived(finding)
-        elif not skip or finding.get("cluster_id") not in skip:
-            gone.append(finding)
-    dropped: set[str] = set()
-    if skip and spanning is not None:
-        whole = [f for f in gone if f.get("cluster_id") is None]
-        whole += [f for p, f in new.items() if p not in waived_before and f.get("cluster_id") is None]
-        dropped = spanning({str(f["fingerprint"]): list(f.get("columns") or []) for f in whole})
-    for finding in gone:
-        if str(finding["fingerprint"]) not in dropped:
+        elif not _left_out(finding, skip):
             out["resolved"].append(FindingDiff("resolved", finding, index.explain(finding)))
     for fingerprint, finding in new.items():
         previous = waived_before.get(fingerprint)  # None: not in the older run
-        if previous is None and skip and (finding.get("cluster_id") in skip or fingerprint in dropped):
+        if previous is None and _left_out(finding, skip):
             continue
         if actively_waived(finding) and not previous:
             explained = index.explain(finding) if previous is None else []
@@ -178,6 +168,14 @@ def diff_findings(
     for items in out.values():
         items.sort(key=FindingDiff.sort_key)
     return out
+
+
+def _left_out(finding: Mapping[str, Any], skip: frozenset[str]) -> bool:
+    """Whether a finding that only one run has is left out of a diff that leaves ``skip`` out."""
+    if not skip:
+        return False
+    cluster_id = finding.get("cluster_id")
+    return cluster_id is None or cluster_id in skip
 
 
 def waiver_explanation(finding: Mapping[str, Any], kind: str) -> Explanation:

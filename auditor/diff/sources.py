@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal, or_, select
 
-from auditor.diff.catalog import outside, spanning_left_out
+from auditor.diff.catalog import outside
 from auditor.diff.findings import ChangeIndex, actively_waived, waiver_expired, waiver_explanation
 from auditor.diff.model import FINDING_CATEGORIES, SEVERITY_ORDER, FindingDiff
 from auditor.store.db import store_errors
@@ -72,7 +72,6 @@ def stored_findings_diff(
             if recorded:
                 finding.waiver = row.waiver or None
             gone.append(finding)
-        gone = _without_spanning(connection, (before.id, after.id), skip, gone)
         _older_states(rules_engine, gone, recorded, waivers, before)
         for finding in gone:
             data = finding.to_json()
@@ -87,11 +86,12 @@ def stored_findings_diff(
         # per evaluation), counted from its key index rather than by joining the two.
         common = connection.execute(
             select(func.count()).select_from(b).where(b.c.evaluation_id == newer_eval)
-        ).scalar_one() - len(fresh)
-        if skip:  # less, too, those that appeared in the clusters left out
-            left_out = _only_in(b, newer_eval, a, older_eval).where(~and_(*outside(b.c.cluster_id, skip)))
-            common -= connection.execute(select(func.count()).select_from(left_out.subquery())).scalar_one()
-        fresh = _without_spanning(connection, (before.id, after.id), skip, fresh)  # neither new nor open
+        ).scalar_one()
+        if skip:  # less every one that appeared, those left out included (they are neither new nor open)
+            appeared = _only_in(b, newer_eval, a, older_eval)
+            common -= connection.execute(select(func.count()).select_from(appeared.subquery())).scalar_one()
+        else:
+            common -= len(fresh)
         rules_engine.apply_waivers(fresh, waivers, today)
         for finding in fresh:
             data = finding.to_json()
@@ -118,16 +118,6 @@ def stored_findings_diff(
         engine, rules_engine, older_eval, newer_eval, after.id, out["open"], eager, int(common) - len(eager)
     )
     return result
-
-
-def _without_spanning(
-    connection: Connection, run_ids: tuple[int, int], skip: Collection[str], found: list
-) -> list:
-    """``found`` less the findings about the whole snapshot that involve a column of a cluster not
-    compared (:func:`auditor.diff.catalog.spanning_left_out`)."""
-    candidates = {f.fingerprint: list(f.columns) for f in found if f.cluster_id is None}
-    dropped = spanning_left_out(connection, run_ids, skip, candidates)
-    return [f for f in found if f.fingerprint not in dropped] if dropped else found
 
 
 class OpenFindings(Sequence[FindingDiff]):
@@ -198,8 +188,9 @@ class OpenFindings(Sequence[FindingDiff]):
 
 
 def _only_in(this: Any, this_eval: int, other: Any, other_eval: int, skip: Collection[str] = ()) -> Any:
-    """Rows of evaluation ``this_eval`` whose fingerprint is not in ``other_eval`` (and whose
-    cluster is not in ``skip``)."""
+    """Rows of evaluation ``this_eval`` whose fingerprint is not in ``other_eval`` (and, when
+    ``skip`` leaves clusters out, whose cluster is one of the others: not one left out, and not
+    none, a finding about the whole snapshot whose group may span the clusters left out)."""
     return (
         select(this)
         .select_from(
@@ -211,6 +202,7 @@ def _only_in(this: Any, this_eval: int, other: Any, other_eval: int, skip: Colle
             this.c.evaluation_id == this_eval,
             other.c.fingerprint.is_(None),
             *outside(this.c.cluster_id, skip),
+            *([this.c.cluster_id.is_not(None)] if skip else []),
         )
     )
 

@@ -219,3 +219,27 @@ def test_a_signal_once_the_console_command_has_ended_does_not_replace_its_exit_c
         f"cluster-auditor, version {__version__}\n",
         "",
     )
+
+
+def test_a_shutdown_that_hangs_after_the_command_ends_with_its_code_not_only_on_sigkill():
+    """Signals are ignored once the command has returned; a shutdown waiting for a thread that
+    never ends must still end, with the command's own code."""
+    script = textwrap.dedent(
+        """
+        import sys, threading, time
+        import auditor.cli
+        import auditor.cli.main
+
+        def stuck_command():
+            threading.Thread(target=time.sleep, args=(60,)).start()  # not a daemon: joined at exit
+            sys.exit(3)
+
+        auditor.cli.EXIT_GRACE = 0.5
+        auditor.cli.main.main = stuck_command
+        auditor.cli.entry()
+        """
+    )
+    started = time.monotonic()
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 3, child.stderr
+    assert time.monotonic() - started < 20

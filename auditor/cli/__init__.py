@@ -17,13 +17,36 @@ def entry() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("auditor: interrupted\n")
         raise SystemExit(130) from None
+    code = 0
     try:
         main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        raise
     finally:
         # The command has ended and its exit code is decided (its work committed, its output
         # written): a Ctrl-C or SIGTERM while Python shuts down would only replace that code with
-        # 130 or 143, and a scheduler would read a complete snapshot as interrupted.
+        # 130 or 143, and a scheduler would read a complete snapshot as interrupted. Ignored from
+        # here; and should the shutdown hang (a thread or a process it waits for), the process
+        # ends with that code after EXIT_GRACE seconds rather than only on SIGKILL.
         import signal
+        import threading
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        threading.Thread(target=_end_after, args=(EXIT_GRACE, code), name="auditor-exit", daemon=True).start()
+
+
+EXIT_GRACE = 10.0  # seconds the process may take to end once its command has returned
+
+
+def _end_after(seconds: float, code: int) -> None:
+    import contextlib
+    import os
+    import time
+
+    time.sleep(seconds)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # ending regardless
+            stream.flush()
+    os._exit(code)

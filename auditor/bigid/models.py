@@ -194,7 +194,7 @@ def _items(value: Any, model: type[BaseModel], what: str) -> Any:
     their spellings: another shape (``{"key": …, "val": …}``, a map of names to values) validated
     as an empty tag, every field being optional, and silently changed every finding about tags.
     Positions are those of the list as sent. (One pass: it runs for every column of a snapshot.)"""
-    items = value if value.__class__ is list else _to_list(value)
+    items = value if value.__class__ is list else list(value) if isinstance(value, tuple) else _to_list(value)
     if not isinstance(items, list):
         return items
     keys = _spellings(model)
@@ -202,7 +202,7 @@ def _items(value: Any, model: type[BaseModel], what: str) -> Any:
     for position, item in enumerate(items):
         if item is None:
             continue
-        if item.__class__ is dict:
+        if isinstance(item, dict):
             if not item:
                 continue
             if keys.isdisjoint(item):

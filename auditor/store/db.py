@@ -330,6 +330,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         if unwritable := _unwritable_error(engine, "migrate", detail):
             raise unwritable from None
+        if _disk_failed(detail):
+            raise StoreError(
+                f"could not migrate the database {display_url(str(engine.url))}: {detail}", hint=DISK_HINT
+            ) from None
         locked = any(text in detail for text in _LOCKED)
         raise StoreError(
             f"could not migrate the database {display_url(str(engine.url))}: {type(exc).__name__}",
@@ -493,7 +497,10 @@ DISK_HINT = (
 def _disk_failed(detail: str) -> bool:
     """Whether SQLite's ``detail`` is its word for a full disk or a failed read or write."""
     lowered = detail.lower()
-    return "disk i/o error" in lowered or "database or disk is full" in lowered
+    return any(
+        words in lowered
+        for words in ("disk i/o error", "database or disk is full", "no space left on device")
+    )
 
 
 LOCKED_HINT = (

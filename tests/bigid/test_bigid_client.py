@@ -860,3 +860,16 @@ def test_a_list_of_names_beside_an_empty_list_of_records_is_no_records():
 
     envelope = unwrap({"results": [], "columns": ["name", "size"], "totalCount": 0})
     assert (envelope.rows, envelope.shape) == ([], "results")
+
+
+def test_tag_objects_of_any_mapping_type_are_checked_and_positions_are_those_sent():
+    from collections import OrderedDict
+
+    from pydantic import ValidationError
+
+    from auditor.bigid.models import parse_columns
+
+    assert parse_columns([{"fullyQualifiedName": "a", "tags": [OrderedDict()]}])[0].tags == []
+    for tags, position in (([OrderedDict(key=1)], 0), ((None, {"key": 1}), 1)):
+        with pytest.raises(ValidationError, match=f"tag {position} has none of the fields of a tag"):
+            parse_columns([{"fullyQualifiedName": "a", "tags": tags}])

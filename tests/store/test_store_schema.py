@@ -682,6 +682,20 @@ def test_a_full_disk_or_a_file_size_limit_is_named_as_such(tmp_path):
     assert done.stdout.splitlines() == [f"could not open the database {shown}: disk I/O error", DISK_HINT], (
         done
     )
+    # `auditor db upgrade`, the documented way to create one, says the same
+    upgrade = script.replace(
+        "open_database(sys.argv[1])", "upgrade(create_db_engine(database_url(sys.argv[1])))"
+    )
+    upgrade = upgrade.replace("import open_database;", "import create_db_engine, database_url, upgrade;")
+    done = subprocess.run(
+        [sys.executable, "-c", upgrade, str(tmp_path / "other.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    shown = store_db.display_url(store_db.database_url(tmp_path / "other.db"))
+    migrate = f"could not migrate the database {shown}: disk I/O error"
+    assert done.stdout.splitlines() == [migrate, DISK_HINT], done
 
 
 def test_mismatch_counts_read_the_count_or_an_older_runs_list():

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from auditor import config as cfg
 from auditor.bigid.auth import check_token
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, DeliveryError
 
 if TYPE_CHECKING:
     from auditor.pipeline import EmailOptions
@@ -300,24 +300,35 @@ def db_option(func):
     )(func)
 
 
-def stdout_unwritable() -> str | None:
-    """Why standard output cannot be written (its buffer fails to flush), or ``None``. When it
-    cannot, it is pointed at the null device: the buffered rest would fail again when Python
-    flushes it at exit (``Exception ignored … OSError``, exit 120)."""
+def let_go_of_stdout() -> None:
+    """Point standard output at the null device: what is still buffered in it would fail again
+    when Python flushes it at exit (``Exception ignored … OSError``, exit 120; a closed pipe's
+    complaint after exit 141)."""
+    with contextlib.suppress(OSError, ValueError):  # (a stream with no file: nothing to let go)
+        target = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, target)
+        finally:
+            os.close(devnull)
+
+
+def stdout_error(cause: OSError | None = None) -> DeliveryError | None:
+    """The error to report when standard output cannot be written (its buffer fails to flush, or
+    ``cause`` says why a write failed), standard output then let go of; else ``None``."""
     if sys.stdout is None:
         return None
+    why = None
     try:
         sys.stdout.flush()
     except OSError as exc:
-        with contextlib.suppress(OSError, ValueError):  # (a stream with no file: nothing to let go)
-            target = sys.stdout.fileno()
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, target)
-            finally:
-                os.close(devnull)
-        return exc.strerror or str(exc)
-    return None
+        why = exc.strerror or str(exc)
+    if why is None and cause is not None:
+        why = cause.strerror or str(cause)
+    if why is None:
+        return None
+    let_go_of_stdout()
+    return DeliveryError(f"cannot write to standard output: {why}")
 
 
 def write_output(text: str | Iterable[str], output: str | None) -> None:
@@ -328,8 +339,6 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
     """
     pieces = [text] if isinstance(text, str) else text
     if output in (None, "-"):
-        from auditor.errors import DeliveryError
-
         if sys.stdout is None:  # started with stdout closed (`>&-`): click would write nothing, silently
             raise DeliveryError(
                 "standard output is closed: the results cannot be written", hint="pass --output FILE"
@@ -345,9 +354,7 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
         except BrokenPipeError:
             raise  # the reader went away: see AuditorGroup.invoke
         except OSError as exc:  # a full disk behind a redirection (`> /dev/full`): no bug
-            # what is still buffered would fail again at exit (exit 120): stdout is let go first
-            why = stdout_unwritable() or exc.strerror or str(exc)
-            raise DeliveryError(f"cannot write to standard output: {why}") from None
+            raise stdout_error(exc) from None
         return
     from auditor.outfile import replacing
 
@@ -357,6 +364,4 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
             for piece in pieces:
                 handle.write(piece)
     except OSError as exc:
-        from auditor.errors import DeliveryError
-
         raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import signal
 import sys
@@ -19,7 +18,7 @@ import traceback
 import click
 
 from auditor import __version__, stopping
-from auditor.cli.common import PathOption, stdout_unwritable
+from auditor.cli.common import PathOption, let_go_of_stdout, stdout_error
 from auditor.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -27,7 +26,6 @@ from auditor.errors import (
     EXIT_TERMINATED,
     EXIT_USAGE,
     AuditorError,
-    DeliveryError,
     PartialSnapshotError,
     RuleError,
     Terminated,
@@ -89,13 +87,12 @@ class AuditorGroup(click.Group):
             # The reader of stdout went away (`auditor diff | head`): stop quietly, and keep Python
             # from complaining again when it flushes stdout at exit. Not 1, which a CI job reads as
             # "the gate failed": 141 (128 + SIGPIPE), what other programs end with there.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            let_go_of_stdout()
             ctx.exit(EXIT_PIPE_CLOSED)
         except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, never a raw traceback by default
-            if isinstance(exc, OSError) and (why := stdout_unwritable()):  # `--help > /dev/full`: no bug
-                report_error(DeliveryError(f"cannot write to standard output: {why}"))
-                ctx.exit(DeliveryError.exit_code)
+            if isinstance(exc, OSError) and (failed := stdout_error()):  # `--help > /dev/full`: no bug
+                report_error(failed)
+                ctx.exit(failed.exit_code)
             if _debug(ctx):
                 traceback.print_exc()
             click.echo(f"error: internal error: {type(exc).__name__}: {_scrub(str(exc))}", err=True)
@@ -287,10 +284,10 @@ def main(argv: list[str] | None = None) -> None:
             report_error(exc)
             sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
         except OSError:  # `auditor --version > /dev/full`
-            if (why := stdout_unwritable()) is None:
+            if (failed := stdout_error()) is None:
                 raise
-            report_error(DeliveryError(f"cannot write to standard output: {why}"))
-            sys.exit(DeliveryError.exit_code)
+            report_error(failed)
+            sys.exit(failed.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,6 +44,7 @@ from auditor.store.runs import (
     check_not_deleted,
     details_count,
     get_run,
+    missing_run,
     previous_complete_run,
     resolve_run,
     scope_note,
@@ -80,7 +81,7 @@ def _findings_with_evaluation(
     with engine.connect() as connection:
         status = connection.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
         if status is None:  # deleted since it was resolved (a prune), or never was
-            raise RunNotUsableError(f"run {run_id} does not exist", hint="list runs with: auditor runs")
+            raise missing_run(run_id)
         digest = ruleset.digest if status != RUN_RUNNING else while_running(ruleset.digest)
         if status != RUN_RUNNING:
             evaluation_id = latest_evaluation(connection, run_id, digest)

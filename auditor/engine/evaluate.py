@@ -48,10 +48,11 @@ from auditor.engine.findings import (
 )
 from auditor.engine.rules import GROUP_VALUES, Rule, RuleSet, Scope, bind_message, render_message, show_value
 from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
-from auditor.errors import AuditorError, RunNotUsableError
+from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
 from auditor.stopping import removed_on_hard_stop
 from auditor.store.db import keys_in, one_connection_only, store_errors
+from auditor.store.runs import missing_run
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 from auditor.workers import remove_if_orphaned, start_pool
 
@@ -111,7 +112,7 @@ def require_run(engine: Engine, run_id: int) -> None:
     give no findings, which reads as a clean catalog."""
     with engine.connect() as connection:
         if connection.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
-            raise RunNotUsableError(f"run {run_id} does not exist", hint="list runs with: auditor runs")
+            raise missing_run(run_id)
 
 
 def evaluate(engine: Engine, run_id: int, ruleset: RuleSet, *, workers: int | None = None) -> list[Finding]:

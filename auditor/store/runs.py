@@ -279,6 +279,11 @@ def list_runs(engine: Engine) -> list[RunInfo]:
         return [_row_to_run(row) for row in connection.execute(_runs_query().order_by(runs.c.id))]
 
 
+def missing_run(run_id: int) -> RunNotUsableError:
+    """The error for a run that does not exist (never did, or a prune deleted it)."""
+    return RunNotUsableError(f"run {run_id} does not exist", hint="list runs with: auditor runs")
+
+
 def get_run(engine: Engine, run_id: int) -> RunInfo | None:
     with engine.connect() as connection:
         row = connection.execute(_runs_query().where(runs.c.id == run_id)).first()
@@ -363,7 +368,7 @@ def resolve_run(
         ) from None
     run = get_run(engine, run_id)
     if run is None:
-        raise RunNotUsableError(f"run {run_id} does not exist", hint="list runs with: auditor runs")
+        raise missing_run(run_id)
     if not run.complete and not allow_incomplete:
         reason = f": {run.error}" if run.error else ""
         raise RunNotUsableError(

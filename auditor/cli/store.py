@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC
 
 import click
 
@@ -183,7 +182,7 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
     running (abandoned) when that process is gone (auditor db prune marks it failed), and
     running (unknown) when it cannot be checked from here (another host, or an older auditor).
     """
-    from auditor.store.runs import list_runs, name_ids, run_liveness, skipped_ids
+    from auditor.store.runs import in_utc, list_runs, name_ids, run_liveness, skipped_ids
 
     # No database yet: no runs, and no empty file created where a mistyped --db points.
     runs = list_runs(settings.engine(db)) if settings.database_exists(db) else []
@@ -205,9 +204,7 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
     header = f"{'ID':>5}  {'STATUS':<{width}} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"
     lines = [header]
     for run in runs:
-        started = (run.started_at.astimezone(UTC) if run.started_at.tzinfo else run.started_at).strftime(
-            "%Y-%m-%d %H:%M:%S"
-        )
+        started = in_utc(run.started_at).strftime("%Y-%m-%d %H:%M:%S")
         found = liveness[run.id]
         status = f"{run.status} ({found.state})" if found else run.status
         # the filter beside the source: runs of one tenant taken with other filters do not compare

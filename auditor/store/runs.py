@@ -225,12 +225,16 @@ def shortfall_note(run: RunInfo) -> str | None:
     return "; ".join(notes) or None
 
 
+def in_utc(value: datetime) -> datetime:
+    """``value`` as a UTC time: stored times are UTC (SQLite keeps them without a zone), and an
+    aware one with another offset is converted, not relabelled."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is None:  # stored in UTC (SQLite keeps no zone)
-        return value.isoformat() + "Z"
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return in_utc(value).isoformat().replace("+00:00", "Z")
 
 
 # ``runs.details`` read as text, to be parsed by :func:`read_details`: one damaged record must not

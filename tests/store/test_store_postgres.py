@@ -59,6 +59,12 @@ def test_postgres_times_are_utc_whatever_the_session_zone(fresh_postgres, monkey
         parsed = datetime.fromisoformat(started.replace("Z", "+00:00"))
         assert abs(parsed - before) < timedelta(minutes=1)
         assert when(started) == parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
+        from click.testing import CliRunner
+
+        from auditor.cli.main import cli
+
+        table = CliRunner().invoke(cli, ["runs", "--db", fresh_postgres], catch_exceptions=False)
+        assert parsed.strftime("%Y-%m-%d %H:%M:%S") in table.stdout.splitlines()[1], table.stdout
     finally:
         engine.dispose()
 

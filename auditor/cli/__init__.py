@@ -17,9 +17,10 @@ def entry() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("auditor: interrupted\n")
         raise SystemExit(130) from None
-    code = 0
+    code = 1  # what Python exits with after any other exception
     try:
         main()
+        code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
         raise

@@ -56,6 +56,8 @@ from auditor.engine.fields import Kind, Level, Row
 from auditor.engine.sqlfuncs import (
     CaseFolded,
     DialectChoice,
+    GroupFolded,
+    GroupLowered,
     RegexSearch,
     RegexSearchIgnoreCase,
     TextContains,
@@ -934,15 +936,16 @@ class Having:
 
 
 def group_value(target: F.Field, row: Row, *, exact: bool) -> Any:
-    """The value a group is known by (its key in findings): text trimmed, lower-cased unless exact."""
+    """The value a group is known by (its key in findings): text trimmed, lower-cased in all of
+    Unicode unless exact."""
     value = _trimmed(target, row)
-    return func.lower(value) if target.kind is Kind.TEXT and not exact else value
+    return GroupLowered(value, target.getter(row)) if target.kind is Kind.TEXT and not exact else value
 
 
 def group_key(target: F.Field, row: Row, *, exact: bool) -> Any:
     """What a field is grouped or counted distinct by: equal exactly when :func:`group_value` is."""
     value = _trimmed(target, row)
-    return CaseFolded(value) if target.kind is Kind.TEXT and not exact else value
+    return GroupFolded(value, target.getter(row)) if target.kind is Kind.TEXT and not exact else value
 
 
 def _trimmed(target: F.Field, row: Row) -> Any:

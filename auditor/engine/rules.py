@@ -41,7 +41,7 @@ from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at,
 from auditor.errors import RuleError
 from auditor.paths import rules_dir
 
-ENGINE_VERSION = "6"  # part of every rules digest: bump when evaluation semantics change
+ENGINE_VERSION = "7"  # part of every rules digest: bump when evaluation semantics change
 # 2: cluster findings list the columns their columns quantifier matched (stored ones had none)
 # 3: counting quantifiers skip elements without a group key; case: exact also makes distinct
 #    counts exact; booleans group on PostgreSQL; in/not_in bind each value with its own type

@@ -528,3 +528,72 @@ def test_whole_snapshot_groups_are_the_same_however_they_are_listed(engine, tmp_
     with engine.connect() as connection:
         prepare_connection(connection)
         assert evaluate_rule(connection, run_id, none) == []
+
+
+# Oracle upper-cases identifiers and PostgreSQL lower-cases them: the same column, two spellings.
+UNICODE_GROUP_CATALOG = [
+    {
+        "id": "c-de",
+        "columns": [
+            {"fullyQualifiedName": "ora.T.ÄNDERUNGSDATUM", "columnName": "ÄNDERUNGSDATUM", "source": "ora"},
+            {"fullyQualifiedName": "pg.t.änderungsdatum", "columnName": " änderungsdatum", "source": "pg"},
+            # lower-casing, not case folding: STRASSE and straße are two names
+            {"fullyQualifiedName": "ora.T.STRASSE", "columnName": "STRASSE", "source": "ora"},
+            {"fullyQualifiedName": "pg.t.straße", "columnName": "straße", "source": "pg"},
+            # one source spelt two ways is one source
+            {"fullyQualifiedName": "x.t.größe", "columnName": "größe", "source": "Mü-DB"},
+            {"fullyQualifiedName": "y.t.GRÖSSE", "columnName": "GRÖßE", "source": "MÜ-db"},
+            {
+                "fullyQualifiedName": "pg.t.kunde",
+                "columnName": "kunde",
+                "source": "pg",
+                "tags": [
+                    {
+                        "tagName": "Vertraulichkeit",
+                        "tagValue": "HÖCH",
+                        "properties": {"isMutuallyExclusive": True},
+                    },
+                    {
+                        "tagName": "VERTRAULICHKEIT",
+                        "tagValue": "höch",
+                        "properties": {"isMutuallyExclusive": True},
+                    },
+                ],
+            },
+        ],
+    }
+]
+
+
+def _unicode_groups(engine) -> dict[str, list[tuple]]:
+    run_id = write_snapshot(engine, UNICODE_GROUP_CATALOG)
+    pack = {rule.id: rule for rule in load_ruleset(None).rules}
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        return {
+            rule_id: [(f.key, f.columns) for f in evaluate_rule(connection, run_id, pack[rule_id])]
+            for rule_id in ("duplicate-columns-across-sources", "conflicting-exclusive-tag-values")
+        }
+
+
+UNICODE_GROUPS = {
+    "duplicate-columns-across-sources": [
+        ("änderungsdatum", ["ora.T.ÄNDERUNGSDATUM", "pg.t.änderungsdatum"]),
+    ],
+    "conflicting-exclusive-tag-values": [],
+}
+
+
+def test_groups_and_distinct_counts_lower_case_all_of_unicode_on_sqlite(engine):
+    """The built-in duplicate rule found nothing for ``ÄNDERUNGSDATUM`` and ``änderungsdatum`` on
+    SQLite (whose NOCASE folds ASCII letters only), and counted ``Mü-DB`` and ``MÜ-db`` as two sources."""
+    assert _unicode_groups(engine) == UNICODE_GROUPS
+
+
+@pytest.mark.postgres
+def test_groups_and_distinct_counts_lower_case_all_of_unicode_on_postgresql(postgres_url):
+    pg = open_database(postgres_url)
+    try:
+        assert _unicode_groups(pg) == UNICODE_GROUPS
+    finally:
+        pg.dispose()

@@ -303,8 +303,9 @@ class Attribute(_Wire):
     # (:func:`auditor.store.writer.one_rank`, ``one_text``), in compiled validation.
     rank: str | list[str] | None = Field(default=None, validation_alias=AliasChoices("rank", "ranks"))
     # A number, or text: "0.69", or a percentage "69.5%" (made a fraction by the writer,
-    # :func:`auditor.store.writer.confidence`): a "%" failed the whole cluster.
-    calc_confidence_level: float | str | None = Field(
+    # :func:`auditor.store.writer.confidence`): a "%" failed the whole cluster. A yes/no value is
+    # kept as one (the writer stores it as no confidence): as a float, true became 1.0.
+    calc_confidence_level: bool | float | str | None = Field(
         default=None,
         validation_alias=AliasChoices("calc_confidence_level", "calcConfidenceLevel", "confidence_level"),
     )

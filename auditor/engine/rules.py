@@ -26,6 +26,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from auditor.engine import fields as F
 from auditor.engine.conditions import (
+    CONDITIONS,
     Condition,
     Having,
     HavingSpec,
@@ -659,6 +660,7 @@ def rules_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "cluster-auditor rule file"
     _structure(schema)
+    _by_level(schema)
     return schema
 
 
@@ -709,3 +711,86 @@ def _structure(schema: dict[str, Any]) -> None:
             "else": {"required": ["condition"], "not": {"required": ["aggregate"]}},
         }
     ]
+
+
+# The prefix of each level's condition definitions in the schema: ColumnCondition, TagHaving, ...
+_SCHEMA_LEVELS = {
+    Level.COLUMN: "Column",
+    Level.CLUSTER: "Cluster",
+    Level.TAG: "Tag",
+    Level.ATTRIBUTE: "Attribute",
+}
+
+
+def _retarget(node: Any, refs: dict[str, str]) -> Any:
+    """``node`` with each ``$ref`` named in ``refs`` replaced by its new target."""
+    if isinstance(node, dict):
+        return {
+            key: refs.get(value, value) if key == "$ref" else _retarget(value, refs)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_retarget(item, refs) for item in node]
+    return node
+
+
+def _by_level(schema: dict[str, Any]) -> None:
+    """One set of condition definitions per level, each naming the fields valid there, so that an
+    editor completes field names and flags what ``rules validate`` refuses as out of place: a
+    misspelt field, ``columnName`` inside ``tags``, ``tags`` in a cluster rule or ``columns`` in a
+    column rule. A quantifier's parts are conditions of its elements' level, a column rule's and an
+    aggregate's ``where`` of the column's, a cluster rule's of the cluster's."""
+    defs = schema["$defs"]
+    generic = {key: defs.pop(f"Condition_{key}") for key in CONDITIONS}
+    defs.pop("Condition")
+    having = defs.pop("HavingSpec")
+
+    def countable(level: Level) -> list[str]:
+        return [name for name, f in F.FIELDS_BY_LEVEL[level].items() if f.kind is not F.Kind.TEXT_LIST]
+
+    for level, prefix in _SCHEMA_LEVELS.items():
+        threshold = _retarget(having, {})
+        threshold["properties"]["distinct"]["enum"] = countable(level)
+        # Without distinct, a count below one never holds (validation refuses it).
+        threshold["if"] = {"not": {"required": ["distinct"]}}
+        threshold["then"] = {
+            "properties": {"eq": {"minimum": 1}, "lt": {"minimum": 2}, "lte": {"minimum": 1}}
+        }
+        defs[f"{prefix}Having"] = threshold
+        variants = []
+        for key, cls in CONDITIONS.items():
+            if level not in cls.levels:
+                continue
+            inner = _SCHEMA_LEVELS[getattr(cls, "inner_level", level)]
+            body = _retarget(
+                generic[key],
+                {
+                    "#/$defs/Condition": f"#/$defs/{inner}Condition",
+                    "#/$defs/HavingSpec": f"#/$defs/{inner}Having",
+                },
+            )
+            if key == "field":
+                body["properties"]["field"]["enum"] = list(F.FIELDS_BY_LEVEL[level])
+            elif hasattr(cls, "inner_level"):
+                body["properties"][key]["properties"]["group_by"]["enum"] = countable(cls.inner_level)
+            defs[f"{prefix}Condition_{key}"] = body
+            variants.append({"$ref": f"#/$defs/{prefix}Condition_{key}"})
+        defs[f"{prefix}Condition"] = {
+            "anyOf": [
+                *variants,
+                {"type": "array", "items": {"$ref": f"#/$defs/{prefix}Condition"}, "minItems": 1},
+            ]
+        }
+    aggregate = defs["AggregateSpec"]["properties"]
+    aggregate["where"] = {"$ref": "#/$defs/ColumnCondition"}
+    aggregate["having"] = {"$ref": "#/$defs/ColumnHaving"}
+    aggregate["group_by"]["enum"] = countable(Level.COLUMN)
+    rule = defs["RuleSpec"]
+    rule["properties"]["condition"] = {"description": rule["properties"]["condition"]["description"]}
+    for scope, level in (("column", Level.COLUMN), ("cluster", Level.CLUSTER)):
+        rule["allOf"].append(
+            {
+                "if": {"properties": {"scope": {"const": scope}}, "required": ["scope"]},
+                "then": {"properties": {"condition": {"$ref": f"#/$defs/{_SCHEMA_LEVELS[level]}Condition"}}},
+            }
+        )

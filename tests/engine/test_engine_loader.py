@@ -361,6 +361,90 @@ def test_json_schema_refuses_what_validation_refuses_for_its_structure(old, new)
         assert list(validator.iter_errors(accepted)) == [], fine
 
 
+COLUMN_CONDITION = "condition: {field: columnName, eq: ssn}"
+
+
+@pytest.mark.parametrize(
+    ("replacements", "valid"),
+    [
+        # found by a probe: the schema named no field, so an editor completed none and flagged nothing
+        ({COLUMN_CONDITION: "condition: {field: columnNam, eq: ssn}"}, False),
+        ({COLUMN_CONDITION: "condition: {tags: {any: {field: columnName, eq: x}}}"}, False),
+        ({COLUMN_CONDITION: "condition: {attributes: {any: {field: tagName, eq: x}}}"}, False),
+        ({COLUMN_CONDITION: "condition: {columns: {any: {field: columnName, eq: x}}}"}, False),
+        (
+            {
+                "scope: column": "scope: cluster",
+                COLUMN_CONDITION: "condition: {tags: {any: {field: tagName, eq: x}}}",
+            },
+            False,
+        ),
+        (
+            {"scope: column": "scope: cluster", COLUMN_CONDITION: "condition: {field: columnName, eq: x}"},
+            False,
+        ),
+        ({COLUMN_CONDITION: "condition: {tags: {having: {eq: 0}}}"}, False),
+        ({COLUMN_CONDITION: "condition: {tags: {having: {lt: 1}}}"}, False),
+        ({COLUMN_CONDITION: "condition: {tags: {group_by: tagNam, having: {gte: 2}}}"}, False),
+        ({COLUMN_CONDITION: "condition: {tags: {having: {distinct: columnName, gte: 2}}}"}, False),
+        (
+            {
+                "scope: column": "scope: aggregate",
+                COLUMN_CONDITION: "aggregate: {group_by: cluster.labels, having: {gte: 2}}",
+            },
+            False,
+        ),
+        (
+            {
+                "scope: column": "scope: aggregate",
+                COLUMN_CONDITION: "aggregate: {group_by: source, having: {distinct: tagName, gte: 2}}",
+            },
+            False,
+        ),
+        # and what each level does allow
+        ({COLUMN_CONDITION: "condition: {field: cluster.labels, contains: Confidential}"}, True),
+        ({COLUMN_CONDITION: "condition: {attributes: {any: {field: rank, eq: high}}}"}, True),
+        ({COLUMN_CONDITION: "condition: {tags: {having: {distinct: tagValue, eq: 0}}}"}, True),
+        ({COLUMN_CONDITION: "condition: {tags: {group_by: tagName, having: {lt: 2}}}"}, True),
+        (
+            {
+                "scope: column": "scope: cluster",
+                COLUMN_CONDITION: "condition: {columns: {any: {tags: {any: {field: hidden, eq: true}}}}}",
+            },
+            True,
+        ),
+        (
+            {
+                "scope: column": "scope: cluster",
+                COLUMN_CONDITION: "condition: {field: cluster.size, gte: 10}",
+            },
+            True,
+        ),
+        (
+            {
+                "scope: column": "scope: aggregate",
+                COLUMN_CONDITION: "aggregate: {per: snapshot, where: {field: source, exists: true}, "
+                "group_by: fullyQualifiedName, having: {distinct: cluster.id, gte: 2}}",
+            },
+            True,
+        ),
+    ],
+)
+def test_json_schema_knows_the_fields_and_quantifiers_of_each_level(write, replacements, valid):
+    """The schema agrees with validation on where each field and quantifier may stand."""
+    text = GOOD.replace("{column.fullyQualifiedName} in {cluster.name}", "{rule.title}")
+    for old, new in replacements.items():
+        assert old in text
+        text = text.replace(old, new)
+    errors = list(jsonschema.Draft202012Validator(rules_json_schema()).iter_errors(yaml.safe_load(text)))
+    assert (errors == []) is valid, [e.message for e in errors]
+    if valid:
+        load_ruleset([write("rule.yaml", text)])
+    else:
+        with pytest.raises(RuleError):
+            load_ruleset([write("rule.yaml", text)])
+
+
 def test_aliases_that_nest_the_document_too_deeply_once_expanded_are_refused(write):
     # Each anchor nests the previous one 40 levels down: no node is deeper than 64 where it is
     # written, but the last alias expands to 1,200 levels (found by measuring, not by expanding).

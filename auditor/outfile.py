@@ -1,5 +1,8 @@
 """Replacing an output file (``--output``, ``--eml``, ``--export-dir``) the way a user expects.
 
+A symbolic link is written through (the file it leads to is replaced, the link kept), and a target
+that is not a regular file (``/dev/null``, ``/dev/stdout``, a named pipe) is written into directly.
+
 :func:`replacing` is the one way outputs are written: to a new hidden temporary file beside the target,
 moved over it once complete, and removed if anything fails first (no half-written report, export
 or message is ever left under the target's name). A rename ignores the target's permissions, so on
@@ -61,6 +64,25 @@ def _create_beside(path: Path) -> tuple[Path, int]:
             continue  # 48 random bits taken already: draw again
 
 
+def _final_target(path: Path) -> Path:
+    """The file a symbolic link ``path`` leads to (through every link), else ``path``: the new
+    content replaces that file and the link stays, as writing through the link would do (a rename
+    over the link replaced the link itself with a regular file, and left its target as it was)."""
+    if not path.is_symlink():
+        return path
+    return Path(os.path.realpath(path))
+
+
+def _not_a_file(path: Path) -> bool:
+    """``path`` exists and is something other than a regular file or a folder (links followed:
+    ``/dev/stdout`` leads to ``pipe:[…]``, which has no path of its own)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 @contextlib.contextmanager
 def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -> Iterator[IO[Any]]:
     """A stream whose content replaces ``path`` when the block ends without an exception.
@@ -68,6 +90,13 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
     Text is UTF-8 (``newline`` as for :func:`open`); ``binary`` gives a bytes stream. ``OSError``
     (a missing folder, a full disk, a write-protected target) propagates for the caller to word.
     """
+    if _not_a_file(path):
+        # A device, a pipe or a socket (/dev/null, /dev/stdout, a FIFO a reader waits on) is written
+        # into, as a shell redirection would: a rename would replace the node with a regular file.
+        with open(path, "wb") if binary else open(path, "w", encoding="utf-8", newline=newline) as stream:
+            yield stream
+        return
+    path = _final_target(path)
     _refuse_write_protected(path)
     tmp, fd = _create_beside(path)
     with removed_on_hard_stop(tmp):

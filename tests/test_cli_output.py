@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 
@@ -93,6 +94,55 @@ def test_a_planted_symbolic_link_is_not_written_through(tmp_path):
         "out.json",
         "precious.txt",
     ]
+
+
+def test_an_output_named_through_a_symbolic_link_replaces_the_file_it_leads_to(tmp_path):
+    """Found by a CI probe: the rename replaced the link itself with a regular file, and the file
+    it leads to (where the user's pipeline reads) kept the old findings."""
+    (tmp_path / "reports").mkdir()
+    real = tmp_path / "reports" / "findings.json"
+    real.write_text("old")
+    real.chmod(0o600)
+    (tmp_path / "latest.json").symlink_to(real)
+    (tmp_path / "via.json").symlink_to(tmp_path / "latest.json")  # a chain of two
+    write_output("new", str(tmp_path / "via.json"))
+    assert (tmp_path / "via.json").is_symlink() and (tmp_path / "latest.json").is_symlink()
+    assert (real.read_text(), real.stat().st_mode & 0o777) == ("new", 0o600)
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["findings.json"]
+    # a link to a file not made yet creates it, as writing through the link does
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "reports" / "first.json")
+    write_output("first", str(tmp_path / "dangling.json"))
+    assert (tmp_path / "dangling.json").is_symlink()
+    assert (tmp_path / "reports" / "first.json").read_text() == "first"
+
+
+def test_a_named_pipe_is_written_into_not_replaced(tmp_path):
+    """Found by a CI probe: the command exited at once, leaving a regular file in the pipe's place
+    and its reader waiting forever (so did /dev/null and /dev/full, as root)."""
+    import threading
+
+    fifo = tmp_path / "findings.fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_output(iter(["{", '"a": 1}']), str(fifo))
+    reader.join(timeout=10)
+    assert received == ['{"a": 1}']
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["findings.fifo"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_full_device_is_a_delivery_error_and_stays_a_device():
+    before = os.stat("/dev/full")
+    assert stat.S_ISCHR(before.st_mode)
+    with pytest.raises(DeliveryError, match="cannot write /dev/full"):
+        write_output("x" * 100_000, "/dev/full")
+    after = os.stat("/dev/full")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+    write_output("discarded", os.devnull)
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
 
 
 def test_a_new_file_gets_the_default_mode(tmp_path):

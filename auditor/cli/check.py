@@ -99,7 +99,9 @@ def check_command(
 
     fail_on = settings.fail_on(fail_on)
     settings.note_new_only(new_only, fail_on)
-    ruleset, waiver_set = load_rules_and_waivers(settings.rules_paths(rules), settings.waivers_path(waivers))
+    rule_paths, waivers_path = settings.rules_paths(rules), settings.waivers_path(waivers)
+    settings.guard_outputs(db, {"--output": output}, {"--rules": rule_paths, "--waivers": waivers_path})
+    ruleset, waiver_set = load_rules_and_waivers(rule_paths, waivers_path)
     engine = settings.engine(db, create=False)
     day: date | None = today  # type: ignore[assignment]
     result = check_run(

@@ -80,6 +80,42 @@ class Settings:
             self._engines[target] = open_database(target)
         return self._engines[target]
 
+    def guard_outputs(
+        self, db_flag: str | None, outputs: dict[str, str | None], inputs: dict[str, Any]
+    ) -> None:
+        """Refuse (exit 2, before any work) an output file that is this command's database or one of
+        its input files: ``check --db a.db -o a.db`` replaced the whole history with the results.
+        ``outputs`` and ``inputs`` map an option's name to the path it was given (inputs: a path or
+        a list of paths; folders and missing files are never written over, so they are skipped)."""
+        readers: list[tuple[str, Path]] = []
+        target = self.db_target(db_flag)
+        if "://" not in target:
+            readers.append(("--db", Path(target)))
+        elif target.startswith("sqlite"):
+            from sqlalchemy.engine import make_url
+
+            with contextlib.suppress(Exception):  # an invalid URL is reported where it is opened
+                if database := make_url(target).database:
+                    readers.append(("--db", Path(database)))
+        for option, given in inputs.items():
+            for path in given if isinstance(given, list | tuple) else [given]:
+                if path:
+                    readers.append((option, Path(path)))
+        for option, given in outputs.items():
+            if not given or given == "-":
+                continue
+            for reader, path in readers:
+                try:
+                    same = os.path.samefile(Path(given).expanduser(), path.expanduser())
+                except (OSError, ValueError):
+                    continue  # either is missing (or no file): nothing to destroy
+                if same:
+                    raise ConfigError(
+                        f"{option} {given} is the file this command reads as {reader}: "
+                        "writing it would destroy it",
+                        hint=f"give {option} another file",
+                    )
+
     def database_exists(self, flag: str | None = None) -> bool:
         """False for a SQLite file that is not there, or a server database without this tool's
         tables (see :func:`auditor.store.db.holds_a_store`)."""

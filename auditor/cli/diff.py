@@ -88,10 +88,11 @@ def diff_command(
     from auditor.diff import compute_diff
     from auditor.diff.text import format_markdown, format_text
 
-    engine = settings.engine(db, create=False)
     ruleset = waiver_set = None
     rules_paths = settings.rules_paths(rules)
     waivers = settings.waivers_path(waivers)
+    settings.guard_outputs(db, {"--output": output}, {"--rules": rules_paths, "--waivers": waivers})
+    engine = settings.engine(db, create=False)
     templates = settings.templates_dir(templates)
     if not no_findings:
         from auditor.engine import load_rules_and_waivers

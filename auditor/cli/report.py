@@ -147,6 +147,8 @@ def report_command(
     from auditor.render.report import default_report_name
 
     full = export_dir is not None
+    inputs = {"--rules": settings.rules_paths(rules), "--waivers": settings.waivers_path(waivers)}
+    settings.guard_outputs(db, {"--output": output}, inputs)
     bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, full, allow_incomplete)
     target = Path(output) if output else Path(default_report_name(bundle.run_id))
     written = bundle.write(target, export_dir)

@@ -160,6 +160,11 @@ def run_command(
     waivers_path = settings.waivers_path(waivers)
     fail_on = settings.fail_on(fail_on)
     settings.note_new_only(new_only, fail_on)
+    settings.guard_outputs(
+        db,
+        {"--output": output, "--report": report_path, "--eml": eml_path},
+        {"--rules": rules_paths, "--waivers": waivers_path},
+    )
     # rule and waiver errors (exit 2) before any fetching
     ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path)
     email = None

@@ -184,6 +184,7 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
     """
     from auditor.store.runs import in_utc, list_runs, name_ids, run_liveness, skipped_ids
 
+    settings.guard_outputs(db, {"--output": output}, {})
     # No database yet: no runs, and no empty file created where a mistyped --db points.
     runs = list_runs(settings.engine(db)) if settings.database_exists(db) else []
     liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}

@@ -141,6 +141,50 @@ def test_check_exit_2_for_rule_and_waiver_errors(run_cli, db, engine, snapshot, 
     assert usage.exit_code == 2
 
 
+def test_an_output_over_the_database_or_an_input_is_refused_before_any_work(
+    run_cli, db, engine, snapshot, write, tmp_path
+):
+    """Found by a CI probe: check --db victim.db -o victim.db exited 0 and the history was gone."""
+    snapshot(engine, CATALOG)
+    waivers = write("waivers.yaml", "waivers: []\n")
+    rules = write("rules/mine.yaml", (rules_dir() / "clusters.yaml").read_text(encoding="utf-8"))
+    (tmp_path / "link.db").symlink_to(db)
+    cases = [
+        (("check", "--db", db, "-o", db), f"--output {db} is the file this command reads as --db"),
+        (
+            ("check", "--db", f"sqlite:///{db}", "-o", "link.db"),
+            "--output link.db is the file this command reads as --db",
+        ),
+        (("check", "--db", db, "--waivers", str(waivers), "-o", str(waivers)), "reads as --waivers"),
+        (
+            (
+                "check",
+                "--db",
+                db,
+                "--rules",
+                str(tmp_path / "rules"),
+                "--rules",
+                str(rules),
+                "-o",
+                str(rules),
+            ),
+            "reads as --rules",
+        ),
+        (("diff", "--db", db, "-o", db), "reads as --db"),
+        (("runs", "--db", db, "-o", db), "reads as --db"),
+        (("report", "--db", db, "-o", db), "reads as --db"),
+    ]
+    before = Path(db).read_bytes()
+    for args, said in cases:
+        result = run_cli(*args)
+        assert result.exit_code == 2, args
+        assert said in result.stderr.splitlines()[0], result.stderr
+        assert result.stderr.splitlines()[0].endswith(": writing it would destroy it")
+    assert Path(db).read_bytes() == before
+    assert waivers.read_text() == "waivers: []\n"
+    assert run_cli("runs", "--db", db).exit_code == 0
+
+
 def test_check_writes_output_files_and_waiver_notices(run_cli, db, engine, snapshot, write, tmp_path):
     snapshot(engine, CATALOG)
     waivers = write(

@@ -6,7 +6,8 @@ with the same rules digest or evaluating (and storing) on demand. :func:`check_r
 run (a complete run: the previous one, a given id, or none), marks each finding ``new`` or
 ``existing``, applies waivers, and returns a :class:`CheckResult` whose :meth:`~CheckResult.gate`
 implements the exit-code contract: 0 when nothing at or above ``--fail-on`` remains (only new
-findings with ``new_only``; never waived ones), 1 otherwise; without ``fail_on`` findings never fail.
+findings with ``new_only``, and those whose waiver expired; never waived ones), 1 otherwise; without
+``fail_on`` findings never fail.
 """
 
 from __future__ import annotations
@@ -168,7 +169,10 @@ class CheckResult:
         return [
             f
             for f in self.open_findings()
-            if severity_rank(f.severity) >= threshold and (not new_only or f.status == STATUS_NEW)
+            # An expired waiver's finding counts again with new_only too: otherwise the expiry of a
+            # finding waived before the baseline never failed the gate most CI jobs run.
+            if severity_rank(f.severity) >= threshold
+            and (not new_only or f.status == STATUS_NEW or f.waiver_expired)
         ]
 
     def gate(self, fail_on: str | None, new_only: bool = False) -> int:

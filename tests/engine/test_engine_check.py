@@ -410,6 +410,24 @@ def test_waivers_waive_expire_and_go_stale(engine, snapshot, write):
     assert "high-sensitivity-without-confidential" in {f.rule for f in later.failing("high")}
 
 
+def test_an_expired_waiver_fails_a_new_only_gate(engine, snapshot, write):
+    """Found by a CI probe: with --new-only (the README's CI gate), a finding whose waiver expired
+    was 'existing' and never failed the gate, so the expiry never reached anyone."""
+    pack = load_ruleset()
+    snapshot(engine, CATALOG)
+    snapshot(engine, CATALOG)
+    waivers = load_waivers(write("waivers.yaml", WAIVERS))
+    result = check_run(engine, "latest", pack, waivers=waivers, today=date(2026, 12, 6))
+    expired = {f.rule for f in result.findings if f.waiver_expired}
+    assert expired == {"high-sensitivity-without-confidential", "duplicate-columns-across-sources"}
+    assert {f.status for f in result.findings} == {"existing"}
+    assert {f.rule for f in result.failing("medium", new_only=True)} == expired
+    assert result.gate("high", new_only=True) == 1
+    # before the expiry, nothing new: the gate passes
+    waived = check_run(engine, "latest", pack, waivers=waivers, today=date(2026, 11, 20))
+    assert waived.failing("low", new_only=True) == []
+
+
 def test_gate_thresholds_and_new_only(engine, snapshot):
     pack = load_ruleset()
     snapshot(engine, CATALOG)

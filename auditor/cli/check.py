@@ -165,11 +165,14 @@ def rules_validate(paths: tuple[str, ...], waivers: str | None) -> None:
     """
     from auditor.engine import load_rules_and_waivers
 
-    ruleset, waiver_set = load_rules_and_waivers(_paths(paths), waivers)
-    disabled = f", {len(ruleset.disabled)} disabled" if ruleset.disabled else ""
-    click.echo(f"{len(ruleset.rules)} rules valid in {len(ruleset.sources)} file(s){disabled}")
+    ruleset, waiver_set = load_rules_and_waivers(_paths(paths), waivers, to_evaluate=False)
+    from auditor.render.env import plural
+
+    total = len(ruleset.rules) + len(ruleset.disabled)
+    disabled = f" ({len(ruleset.disabled):,} of them disabled)" if ruleset.disabled else ""
+    click.echo(f"{plural(total, 'rule')} valid in {plural(len(ruleset.sources), 'file')}{disabled}")
     if waiver_set is not None:
-        click.echo(f"{len(waiver_set.entries)} waivers valid in {waiver_set.source}")
+        click.echo(f"{plural(len(waiver_set.entries), 'waiver')} valid in {waiver_set.source}")
         for waiver in waiver_set.entries:
             rule = ruleset.get(waiver.rule)
             if rule is None:

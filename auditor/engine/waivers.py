@@ -237,10 +237,11 @@ def load_waivers(path: Path | str) -> Waivers:
 
 
 def load_rules_and_waivers(
-    rule_paths: Sequence[Path] | None, waivers_path: Path | str | None
+    rule_paths: Sequence[Path] | None, waivers_path: Path | str | None, *, to_evaluate: bool = True
 ) -> tuple[RuleSet, Waivers | None]:
     """:func:`~auditor.engine.rules.load_ruleset` and :func:`load_waivers` together: when both files
-    have problems, one RuleError (exit 2) lists them all, rule files first."""
+    have problems, one RuleError (exit 2) lists them all, rule files first. ``to_evaluate``: a rule
+    set whose every rule is disabled is a RuleError too (``rules validate`` passes False)."""
     errors: list[RuleError] = []
     ruleset: RuleSet | None = None
     waivers: Waivers | None = None
@@ -263,6 +264,14 @@ def load_rules_and_waivers(
             problems=rules_error.problems + (waivers_error.problems or [waivers_error.message]),
         )
     assert ruleset is not None
+    if to_evaluate and not ruleset.rules:
+        # As for an empty 'rules:' list: a gate given no rule would pass everything, silently.
+        off = len(ruleset.disabled)
+        raise RuleError(
+            f"every rule in the given files is disabled "
+            f"({off} rule{'s' if off != 1 else ''} with enabled: false)",
+            hint="enable at least one rule, or leave --rules out for the built-in pack",
+        )
     return ruleset, waivers
 
 

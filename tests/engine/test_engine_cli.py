@@ -141,6 +141,24 @@ def test_check_exit_2_for_rule_and_waiver_errors(run_cli, db, engine, snapshot, 
     assert usage.exit_code == 2
 
 
+def test_a_rule_set_whose_every_rule_is_disabled_is_refused(run_cli, db, engine, snapshot, write):
+    """Found by a CI probe: --fail-on info exited 0 with '0 rules', and JUnit held no test case."""
+    snapshot(engine, CATALOG)
+    text = (
+        (rules_dir() / "clusters.yaml")
+        .read_text(encoding="utf-8")
+        .replace("    severity:", "    enabled: false\n    severity:")
+    )
+    off = write("off/clusters.yaml", text)
+    validated = run_cli("rules", "validate", str(off))  # a valid file all the same
+    assert (validated.exit_code, validated.stdout) == (0, "5 rules valid in 1 file (5 of them disabled)\n")
+    for command in (("check", "--fail-on", "info"), ("diff",), ("report",)):
+        result = run_cli(*command, "--db", db, "--rules", str(off))
+        assert result.exit_code == 2, command
+        assert result.stderr.splitlines()[0].startswith("error: every rule in the given files is disabled (")
+        assert result.stdout == ""
+
+
 def test_an_output_over_the_database_or_an_input_is_refused_before_any_work(
     run_cli, db, engine, snapshot, write, tmp_path
 ):
@@ -313,7 +331,7 @@ def test_rules_validate_checks_a_waiver_file_against_the_rules(run_cli, write):
     )
     result = run_cli("rules", "validate", "--waivers", str(waivers))
     assert result.exit_code == 0
-    assert result.stdout == f"16 rules valid in 4 file(s)\n2 waivers valid in {waivers}\n"
+    assert result.stdout == f"16 rules valid in 4 files\n2 waivers valid in {waivers}\n"
     assert result.stderr == (
         f"warning: {waivers}:7: no rule 'no-such-rule' in these rule files (a typo, or its rule file was "
         "not given)\n"
@@ -323,7 +341,7 @@ def test_rules_validate_checks_a_waiver_file_against_the_rules(run_cli, write):
 def test_rules_validate_schema_list(run_cli, write):
     valid = run_cli("rules", "validate")
     assert valid.exit_code == 0
-    assert valid.stdout == "16 rules valid in 4 file(s)\n"
+    assert valid.stdout == "16 rules valid in 4 files\n"
     bad = write("bad.yaml", "rules:\n  - id: x\n    title: t\n    bogus: 1\n")
     invalid = run_cli("rules", "validate", str(bad))
     assert invalid.exit_code == 2

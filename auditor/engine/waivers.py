@@ -373,7 +373,12 @@ def apply_waivers(findings: Sequence[Finding], waivers: Waivers | None, today: d
             chosen = max((w for _, w in candidates), key=lambda w: w.expires)
             finding.waiver = chosen.state(today)
             report.expired_matches += 1
-    horizon = today + timedelta(days=EXPIRING_DAYS)
+    # (the last days of the calendar: every waiver that has not expired is within the horizon)
+    horizon = (
+        today + timedelta(days=EXPIRING_DAYS)
+        if today < date.max - timedelta(days=EXPIRING_DAYS)
+        else date.max
+    )
     for index, waiver in enumerate(waivers.entries):
         if index not in used:
             report.stale.append(waiver)

@@ -524,6 +524,21 @@ def test_today_takes_the_date_form_waiver_files_take(run_cli, day):
     assert f"{day!r} is not a date written YYYY-MM-DD, such as 2027-03-31" in result.stderr
 
 
+def test_the_last_days_of_the_calendar_are_a_day_like_another(run_cli, db, engine, snapshot, write):
+    """Found by a CI probe: --today 9999-12-31 with waivers was an internal OverflowError, exit 3."""
+    snapshot(engine, CATALOG)
+    waivers = write(
+        "w.yaml",
+        "waivers:\n  - {rule: pii-cluster-low-severity, cluster: c-x, reason: r, owner: o,\n"
+        "     expires: 9999-12-31}\n",
+    )
+    for day, left in (("9999-12-20", [11]), ("9999-12-31", [0])):
+        result = run_cli("check", "--db", db, "--waivers", str(waivers), "--today", day, "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        summary = json.loads(result.stdout)["summary"]
+        assert [w["days_left"] for w in summary["expiring_waivers"]] == left
+
+
 def test_a_problem_quoting_a_line_break_stays_on_one_line(run_cli, tmp_path):
     rules = tmp_path / "nl.yaml"
     rules.write_text(

@@ -221,10 +221,26 @@ def load_waivers(path: Path | str) -> Waivers:
             for key in document:
                 if key != "waivers":
                     ctx.problem([key], f"unknown key {key!r}; a waiver file holds only 'waivers'", key=True)
+            first: dict[tuple[Any, ...], Waiver] = {}
             for index, node in enumerate(document["waivers"]):
                 waiver = _parse_waiver(node, ctx, ["waivers", index])
-                if waiver is not None:
-                    entries.append(waiver)
+                if waiver is None:
+                    continue
+                # The same findings waived twice: the review would see one reason, owner and expiry,
+                # and the gate apply the later expiry (neither entry is ever stale).
+                scope = (
+                    waiver.rule,
+                    (waiver.cluster or "").lower() or None,
+                    waiver.column,
+                    waiver.column_regex,
+                )
+                if (earlier := first.setdefault(scope, waiver)) is not waiver:
+                    ctx.problem(
+                        ["waivers", index],
+                        f"this waiver covers exactly what the waiver at line {earlier.line} covers "
+                        "(same rule, cluster and column); keep one, and renew it by changing its expires",
+                    )
+                entries.append(waiver)
     if problems:
         count = len(problems)
         raise RuleError(

@@ -693,6 +693,27 @@ def test_a_waiver_whose_narrowing_narrows_nothing_is_a_problem(write):
     ]
 
 
+def test_two_waivers_covering_the_same_findings_are_a_problem(write):
+    """Found by a CI probe: two identical entries were accepted, neither ever reported stale."""
+    entry = "  - {{rule: r, {narrowing}, reason: r, owner: o, expires: {expires}}}\n"
+    path = write(
+        "twice.yaml",
+        "waivers:\n"
+        + entry.format(narrowing="cluster: ABC, column: 'hr.*'", expires="2099-01-01")
+        + entry.format(narrowing="cluster: abc, column: 'hr.*'", expires="2099-06-01")  # ids ignore case
+        + entry.format(narrowing="cluster: abc, column: 'crm.*'", expires="2099-01-01")  # another column
+        + entry.format(narrowing="column_regex: 'hr\\..*'", expires="2099-01-01")
+        + entry.format(narrowing="column_regex: 'hr\\..*'", expires="2099-01-01"),
+    )
+    with pytest.raises(RuleError) as caught:
+        load_waivers(path)
+    said = (
+        "{}: this waiver covers exactly what the waiver at line {} covers (same rule, cluster and column); "
+        "keep one, and renew it by changing its expires"
+    )
+    assert caught.value.problems == [said.format(f"{path}:3:5", 2), said.format(f"{path}:6:5", 5)]
+
+
 def test_findings_of_a_run_deleted_meanwhile_are_refused_as_such(engine, snapshot):
     # A prune in another process deleted the run while it was evaluated: storing its findings
     # failed on the foreign key, with the hint to check that the database is writable.

@@ -67,6 +67,13 @@ def one_line(text: str) -> str:
     return _ONE_LINE.sub(_escape, text)
 
 
+def prose(text: str) -> str:
+    """Text the team wrote (a waiver's reason, folded over lines in YAML) for one line: runs of
+    whitespace, line breaks included, become one space; what else is unsafe is escaped as by
+    :func:`one_line`."""
+    return one_line(" ".join(text.split()))
+
+
 def unambiguous(text: str) -> str:
     """Like :func:`one_line`, with backslashes doubled too, so that two different texts never read
     the same (a name holding a real backslash followed by ``x0a`` is not taken for one holding a line

@@ -251,7 +251,8 @@ class CheckResult:
         return (
             f"run {self.run.id}: {s['total']} finding{'s' if s['total'] != 1 else ''} "
             f"({severities}); {s['new']} new, {s['existing']} existing, {s['waived']} waived, "
-            f"{s['waiver_expired']} waiver expired; {s['rules']} rules, {baseline}"
+            f"{s['waiver_expired']} waiver expired; "
+            f"{s['rules']} rule{'s' if s['rules'] != 1 else ''}, {baseline}"
         )
 
 

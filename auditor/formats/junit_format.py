@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from auditor.textsafe import one_line, unambiguous, xml_text
+from auditor.textsafe import one_line, prose, unambiguous, xml_text
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
@@ -126,7 +126,7 @@ def _case(rule_id: str, f: Finding, seen: Counter[str]) -> ET.Element:
     if f.waived:
         waiver = f.waiver or {}
         reason = f"waived until {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}"
-        ET.SubElement(case, "skipped", message=_shown(reason))
+        ET.SubElement(case, "skipped", message=_shown(reason, prose))
     else:
         label = f" (waiver expired {f.waiver['expires']})" if f.waiver and f.waiver_expired else ""
         failure = ET.SubElement(case, "failure", message=_shown(f.message + label), type=f.severity)

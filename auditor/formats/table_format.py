@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from auditor.textsafe import fit, one_line
+from auditor.textsafe import fit, one_line, prose
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
@@ -49,8 +49,8 @@ def chunks(result: CheckResult) -> Iterator[str]:
             if f.waiver and not f.waiver_expired:
                 waiver = f.waiver
                 lines.append(
-                    f"{'':<26}waived by {one_line(str(waiver['owner']))} until {waiver['expires']}: "
-                    f"{one_line(str(waiver['reason']))}\n"
+                    f"{'':<26}waived by {prose(str(waiver['owner']))} until {waiver['expires']}: "
+                    f"{prose(str(waiver['reason']))}\n"
                 )
             if len(lines) >= BATCH:
                 yield "".join(lines)

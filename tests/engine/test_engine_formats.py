@@ -256,6 +256,30 @@ def test_markdown_escapes_table_cells_and_folds_waivers(result):
     assert cell("moving to\n  the vault *now*", prose=True) == "moving to the vault \\*now\\*"
 
 
+def test_a_waivers_reason_written_over_lines_is_one_line_in_every_format_for_people(engine, snapshot, write):
+    """Found by a CI probe: the table and JUnit showed a reason's line break as \\x0a, where the docs
+    say text the team wrote is folded into spaces (markdown did fold it)."""
+    snapshot(engine, CATALOG)
+    folded = WAIVER.replace(
+        "reason: Moving to the confidential warehouse",
+        'reason: "Moving to the\\n  confidential warehouse\\tin Q1"',
+    )
+    checked = check_run(
+        engine,
+        "latest",
+        load_ruleset(),
+        waivers=load_waivers(write("w.yaml", folded)),
+        today=date(2026, 11, 28),
+    )
+    shown = "Moving to the confidential warehouse in Q1"
+    assert f"until 2026-12-31: {shown}\n" in render(Format.TABLE, checked)
+    assert f'by governance@example.com: {shown}" />' in render(Format.JUNIT, checked)
+    assert shown in render(Format.MARKDOWN, checked)
+    document = json.loads(render(Format.JSON, checked))  # data: as stored
+    reasons = {f["waiver"]["reason"] for f in document["findings"] if f.get("waiver")}
+    assert reasons == {"Moving to the\n  confidential warehouse\tin Q1"}
+
+
 # A column named to act on a terminal (colour, clear screen, window title), to forge a second row
 # of the table, and to read backwards; a cluster name XML cannot carry.
 SNEAKY_FQN = "hr.emp.ssn\x1b[2J\x1b]0;pwned\x07\nhigh     new  fake-rule \u202eevil"

@@ -97,13 +97,16 @@ def report_pydantic(ctx: ParseContext, path: Sequence[Any], exc: PydanticValidat
         where = [*path, *loc]
         kind = error["type"]
         name = str(loc[-1]) if loc else what
+        if loc and isinstance(loc[-1], int):  # an item of a list: tags[0], not 0
+            name = f"{loc[-2] if len(loc) > 1 else what.strip(chr(39))}[{loc[-1]}]"
         if kind == "extra_forbidden":
             ctx.problem(where, f"unknown key {name!r} in {what}", key=True)
         elif kind == "missing":
             ctx.problem(path, f"{what} is missing the required key {name!r}")
         elif kind == "literal_error":
             expected = error.get("ctx", {}).get("expected", "")
-            ctx.problem(where, f"{name}: {error['input']!r} is not one of {expected}")
+            given = "nothing (null)" if error["input"] is None else repr(error["input"])
+            ctx.problem(where, f"{name}: {given} is not one of {expected}")
         else:
             ctx.problem(where, f"{name}: {_describe_type_error(error)}")
 
@@ -896,9 +899,9 @@ class Having:
             # below one never holds, and the rule would silently find nothing.
             ctx.problem(
                 [*path, op],
-                f"{op}: {threshold} never holds: a group counted has at least one element (a column with no "
-                "tags, say, is not counted at all); to find those with none, write none: {…} or "
-                "not: {tags: {any: …}}",
+                f"{op}: {threshold} never holds: every group counted has at least one element, and what is "
+                "not there forms no group (a column with no tags has no group of tags); to find what has "
+                "none, write a quantifier's none: {…}, or not: {…}",
             )
             return None
         return cls(distinct, op, threshold, spec.case == "exact")
@@ -930,9 +933,14 @@ class Having:
         return bool(ORDERINGS[self.op](count, self.threshold))
 
     def explain(self, noun: str) -> str:
-        what = f"distinct {self.distinct.label.removeprefix('the ')}s" if self.distinct else noun
+        """The threshold in words, counting ``noun`` (singular: ``column``, ``tag``) or distinct
+        values: ``at least 2 distinct sources``, ``exactly 1 column``."""
+        what = f"distinct {self.distinct.label.removeprefix('the ')}" if self.distinct else noun
         exact = " (exact case)" if self.distinct and self.exact else ""
-        return f"{_THRESHOLD_WORDS[self.op]} {self.threshold} {what}{exact}"
+        if self.op == "ne":
+            return f"a number of {what}s other than {self.threshold}{exact}"
+        counted = what if self.threshold == 1 else f"{what}s"
+        return f"{_THRESHOLD_WORDS[self.op]} {self.threshold} {counted}{exact}"
 
 
 def group_value(target: F.Field, row: Row, *, exact: bool) -> Any:
@@ -1183,10 +1191,13 @@ class Quantifier(Condition):
         if self.mode == "count":
             assert self.having is not None
             where = f" where {self.inner.explain()}" if self.inner is not None else ""
-            threshold = self.having.explain(f"{self.element}s")
+            threshold = self.having.explain(self.element)
             if self.group_by is not None:
-                group = self.group_by.label.removeprefix("the ")
-                return f"{self.owner} has {self.element}s{where} sharing one {group} with {threshold}"
+                if self.group_by.kind is Kind.BOOLEAN:
+                    shared = f"alike in whether {self.group_by.label}"
+                else:
+                    shared = f"sharing one {self.group_by.label.removeprefix('the ')}"
+                return f"{self.owner} has {self.element}s{where} {shared} with {threshold}"
             if self.having.distinct:
                 return f"{self.owner} has {self.element}s{where} with {threshold}"
             # Some group must pass, so an owner with nothing to count never does: say so where a

@@ -304,11 +304,19 @@ class Aggregate:
         where = f" matching: {self.where.explain()}" if self.where is not None else ""
         if self.group_by is not None:
             how = "ignoring case and surrounding spaces" if not self.exact else "exactly, trimming spaces"
-            group = f"grouped by {self.group_by.label.removeprefix('the ')} ({how})"
+            kind = self.group_by.kind
+            by = (
+                f"whether {self.group_by.label}"
+                if kind is F.Kind.BOOLEAN
+                else self.group_by.label.removeprefix("the ")
+            )
+            group = (
+                f"grouped by {by}{f' ({how})' if kind is F.Kind.TEXT else ''}"  # a flag or a number: no case
+            )
         else:
             group = "taken together"
         whose = "of each cluster" if self.per == "cluster" else "of the whole snapshot"
-        return f"the columns {whose}{where}, {group}, form a group with {self.having.explain('columns')}"
+        return f"the columns {whose}{where}, {group}, form a group with {self.having.explain('column')}"
 
 
 @dataclass(frozen=True)
@@ -414,6 +422,8 @@ def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
                 add(file)
         elif path.is_file():
             add(path)
+        elif path.exists():  # /dev/null, a pipe: nothing a rule file can be read from twice
+            problems.add(str(path), None, "not a file or a folder (a rule file is a regular file)")
         else:
             problems.add(str(path), None, "no such file or folder")
     return found

@@ -207,6 +207,8 @@ def load_waivers(path: Path | str) -> Waivers:
     source = str(path)
     if path.is_dir():
         raise RuleError(f"waiver file {path} is a folder, not a file", hint="check the --waivers path")
+    if path.exists() and not path.is_file():
+        raise RuleError(f"waiver file {path} is not a regular file", hint="check the --waivers path")
     if not path.is_file():
         raise RuleError(f"waiver file {path} does not exist", hint="check the --waivers path")
     document = read_yaml(path, problems)

@@ -137,6 +137,13 @@ def test_check_exit_2_for_rule_and_waiver_errors(run_cli, db, engine, snapshot, 
     folder = run_cli("check", "--db", db, "--waivers", str(bad.parent))
     assert folder.exit_code == 2
     assert folder.stderr.startswith(f"error: waiver file {bad.parent} is a folder, not a file")
+    # found by a probe: /dev/null, which exists, was said not to exist
+    device = run_cli("check", "--db", db, "--waivers", "/dev/null", "--rules", "/dev/null")
+    assert device.exit_code == 2
+    assert device.stderr.splitlines()[1:3] == [
+        "  /dev/null:1:1: not a file or a folder (a rule file is a regular file)",
+        "  waiver file /dev/null is not a regular file",
+    ]
     usage = run_cli("check", "--db", db, "--fail-on", "urgent")
     assert usage.exit_code == 2
 

@@ -304,10 +304,41 @@ def test_explanations_read_as_sentences(tmp_path):
             "{tags: {having: {distinct: tagValue, gte: 2, case: exact}}}",
             "the column has tags with at least 2 distinct tag values (exact case)",
         ),
+        # found by a rule author's probe: 'at least 1 columns', 'other than 1 tags', and 'sharing
+        # one the tag is hidden'
+        ("{tags: {having: {gte: 1}}}", "the column has at least 1 tag"),
+        ("{tags: {having: {ne: 1}}}", "the column has a number of tags other than 1 (and at least one)"),
+        (
+            "{tags: {group_by: hidden, having: {distinct: tagName, eq: 1}}}",
+            "the column has tags alike in whether the tag is hidden with exactly 1 distinct tag name",
+        ),
     ],
 )
 def test_explanations_say_what_the_condition_does(tmp_path, condition, sentence):
     assert _rule(tmp_path, "column", condition).explain() == f"Flags each column where {sentence}."
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "sentence"),
+    [
+        (
+            "{group_by: isPrimary, having: {gte: 1}}",
+            "grouped by whether the column is a primary key, form a group with at least 1 column",
+        ),
+        (
+            "{group_by: cluster.size, having: {eq: 2}}",
+            "grouped by cluster size, form a group with exactly 2 columns",
+        ),
+        (
+            "{group_by: columnName, having: {distinct: dataType, gte: 1}}",
+            "grouped by column name (ignoring case and surrounding spaces), form a group with at least 1 "
+            "distinct data type",
+        ),
+    ],
+)
+def test_aggregates_explain_their_grouping_by_the_fields_kind(tmp_path, aggregate, sentence):
+    explained = _rule(tmp_path, "aggregate", aggregate).explain()
+    assert explained == f"Flags each group where the columns of each cluster, {sentence}."
 
 
 def test_regular_expressions_are_tested_after_cheaper_parts_and_explained_as_written(engine, tmp_path):

@@ -827,6 +827,19 @@ def test_a_rule_file_named_twice_is_read_once(write, monkeypatch):
     assert twice.sources == load_ruleset([good]).sources
 
 
+def test_problems_name_list_items_and_show_null_as_nothing(write):
+    """Found by a rule author's probe: 'case: None is not one of …' (Python's None), and a list
+    item's problem labelled '0:' rather than 'tags[0]:'."""
+    text = GOOD.replace("{field: columnName, eq: ssn}", "{field: columnName, eq: ssn, case: null}")
+    path = write("r.yaml", text + "    tags: [pii, 2]\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:7:51: case: nothing (null) is not one of 'insensitive' or 'exact'",
+        f"{path}:10:17: tags[1]: expected text, got number 2 (quote it)",
+    ]
+
+
 @pytest.mark.parametrize("threshold", ["eq: 0", "lt: 1", "lte: 0", "eq: -2"])
 def test_a_count_that_can_never_hold_is_a_problem(write, threshold):
     """Found by a probe: tags: {having: {eq: 0}} passed validation and never fired (a column with no
@@ -839,8 +852,9 @@ def test_a_count_that_can_never_hold_is_a_problem(write, threshold):
     (problem,) = caught.value.problems
     op, value = threshold.split(": ")
     assert problem.endswith(
-        f"{op}: {value} never holds: a group counted has at least one element (a column with no tags, say, "
-        "is not counted at all); to find those with none, write none: {…} or not: {tags: {any: …}}"
+        f"{op}: {value} never holds: every group counted has at least one element, and what is not there "
+        "forms no group (a column with no tags has no group of tags); to find what has none, write a "
+        "quantifier's none: {…}, or not: {…}"
     )
     # a distinct count can be 0 (every value counted is missing), so it stays accepted
     fine = write(

@@ -28,12 +28,14 @@ from auditor.stopping import removed_on_hard_stop, signals_held
 
 
 def _refuse_write_protected(path: Path) -> None:
-    """Raise ``PermissionError`` when ``path`` is an existing file without its owner's write bit."""
+    """Raise ``PermissionError`` when ``path`` is an existing file without its owner's write bit, or
+    one this process may not write (another user's file in a folder it may write: a rename would
+    replace it all the same)."""
     try:
         mode = path.stat().st_mode
     except OSError:
         return  # missing (or unreadable): the write itself reports what is wrong
-    if stat.S_ISREG(mode) and not mode & stat.S_IWUSR:
+    if stat.S_ISREG(mode) and not (mode & stat.S_IWUSR and os.access(path, os.W_OK)):
         raise PermissionError(errno.EACCES, "Permission denied (the file is write-protected)", str(path))
 
 
@@ -62,6 +64,8 @@ def _create_beside(path: Path) -> tuple[Path, int]:
             return tmp, os.open(tmp, flags, 0o666)
         except FileExistsError:
             continue  # 48 random bits taken already: draw again
+        except OSError as exc:  # named after the target, not the temporary file nobody asked for
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def _final_target(path: Path) -> Path:
@@ -70,7 +74,11 @@ def _final_target(path: Path) -> Path:
     over the link replaced the link itself with a regular file, and left its target as it was)."""
     if not path.is_symlink():
         return path
-    return Path(os.path.realpath(path))
+    try:
+        return Path(os.path.realpath(path, strict=True))
+    except FileNotFoundError:  # the link leads to a file not made yet: create it, as a write would
+        return Path(os.path.realpath(path))
+    # a loop of links raises (ELOOP), as a write through it would
 
 
 def _not_a_file(path: Path) -> bool:
@@ -98,6 +106,12 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
         return
     path = _final_target(path)
     _refuse_write_protected(path)
+    if path.is_file() and not os.access(path.parent, os.W_OK | os.X_OK):
+        # A writable file in a folder this process may not write (reached through a link): no
+        # temporary file can be made beside it, so it is written in place, as a redirection would.
+        with open(path, "wb") if binary else open(path, "w", encoding="utf-8", newline=newline) as stream:
+            yield stream
+        return
     tmp, fd = _create_beside(path)
     with removed_on_hard_stop(tmp):
         try:

@@ -116,6 +116,54 @@ def test_an_output_named_through_a_symbolic_link_replaces_the_file_it_leads_to(t
     assert (tmp_path / "reports" / "first.json").read_text() == "first"
 
 
+def test_links_that_loop_or_lead_nowhere_are_errors_naming_what_was_asked(tmp_path):
+    """Found by the session's review: a loop of links was replaced by a regular file, and a link
+    into a missing folder named the internal temporary file."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(DeliveryError, match="cannot write") as caught:
+        write_output("x", str(tmp_path / "a"))
+    assert "symbolic links" in caught.value.message
+    assert (tmp_path / "a").is_symlink() and (tmp_path / "b").is_symlink()
+    (tmp_path / "away").symlink_to(tmp_path / "missing" / "out.json")
+    with pytest.raises(DeliveryError) as caught:
+        write_output("x", str(tmp_path / "away"))
+    assert caught.value.message.startswith(f"cannot write {tmp_path / 'away'}")
+    assert ".tmp" not in caught.value.message
+
+
+def test_a_file_reached_through_a_link_is_written_as_this_user_may_write_it(tmp_path, monkeypatch):
+    """Found by the session's review (as another user than root): a rename replaced a file that
+    user could not write, in a folder it could; and a writable file in a folder it could not write
+    was refused, where a redirection writes it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    theirs = shared / "theirs.txt"
+    theirs.write_text("theirs")
+    (tmp_path / "to-theirs").symlink_to(theirs)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    mine = locked / "mine.txt"
+    mine.write_text("old")
+    (tmp_path / "to-mine").symlink_to(mine)
+    real_access = os.access
+
+    def access(path, mode, **kw):  # the tests run as root, for whom every access succeeds
+        if os.fspath(path) == str(theirs) and mode & os.W_OK:
+            return False
+        if os.fspath(path) == str(locked) and mode & os.W_OK:
+            return False
+        return real_access(path, mode, **kw)
+
+    monkeypatch.setattr(os, "access", access)
+    with pytest.raises(DeliveryError, match="write-protected"):
+        write_output("mine now", str(tmp_path / "to-theirs"))
+    assert theirs.read_text() == "theirs"
+    write_output("new", str(tmp_path / "to-mine"))
+    assert mine.read_text() == "new"
+    assert sorted(p.name for p in locked.iterdir()) == ["mine.txt"]
+
+
 def test_a_named_pipe_is_written_into_not_replaced(tmp_path):
     """Found by a CI probe: the command exited at once, leaving a regular file in the pipe's place
     and its reader waiting forever (so did /dev/null and /dev/full, as root)."""

@@ -54,7 +54,11 @@ def _paths(values: tuple[str, ...]) -> list[Path] | None:
     help="Exit 1 when an unwaived finding at or above this severity remains (default: never fail; "
     "none: never, whatever auditor.toml's fail_on says).",
 )
-@click.option("--new-only", is_flag=True, help="With --fail-on: count only findings new since the baseline.")
+@click.option(
+    "--new-only",
+    is_flag=True,
+    help="With --fail-on: count only findings new since the baseline (and those whose waiver expired).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -101,7 +105,7 @@ def check_command(
     settings.note_new_only(new_only, fail_on)
     rule_paths, waivers_path = settings.rules_paths(rules), settings.waivers_path(waivers)
     settings.guard_outputs(db, {"--output": output}, {"--rules": rule_paths, "--waivers": waivers_path})
-    ruleset, waiver_set = load_rules_and_waivers(rule_paths, waivers_path)
+    ruleset, waiver_set = load_rules_and_waivers(rule_paths, waivers_path, to_evaluate=True)
     engine = settings.engine(db, create=False)
     day: date | None = today  # type: ignore[assignment]
     result = check_run(
@@ -138,9 +142,13 @@ def check_command(
         settings.info(f"stale waiver (matches nothing): {waiver.describe()} ({waiver.where}){note}")
     code = result.gate(fail_on, new_only)
     if code:
-        failing = len(result.failing(fail_on, new_only))
-        scope = "new " if new_only else ""
-        settings.info(f"gate failed: {failing} {scope}finding(s) at or above {fail_on}")
+        failing = result.failing(fail_on, new_only)
+        if new_only:
+            expired = sum(1 for f in failing if f.status != "new")  # counted for their expired waiver
+            also = f" and {expired} whose waiver expired" if expired else ""
+            settings.info(f"gate failed: {len(failing) - expired} new finding(s){also} at or above {fail_on}")
+        else:
+            settings.info(f"gate failed: {len(failing)} finding(s) at or above {fail_on}")
         click.get_current_context().exit(code)
 
 
@@ -165,7 +173,7 @@ def rules_validate(paths: tuple[str, ...], waivers: str | None) -> None:
     """
     from auditor.engine import load_rules_and_waivers
 
-    ruleset, waiver_set = load_rules_and_waivers(_paths(paths), waivers, to_evaluate=False)
+    ruleset, waiver_set = load_rules_and_waivers(_paths(paths), waivers)
     from auditor.render.env import plural
 
     total = len(ruleset.rules) + len(ruleset.disabled)

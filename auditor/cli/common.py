@@ -89,24 +89,51 @@ class Settings:
         a list of paths; folders and missing files are never written over, so they are skipped)."""
         readers: list[tuple[str, Path]] = []
         target = self.db_target(db_flag)
+        database = None
         if "://" not in target:
-            readers.append(("--db", Path(target)))
+            database = target
         elif target.startswith("sqlite"):
             from sqlalchemy.engine import make_url
 
             with contextlib.suppress(Exception):  # an invalid URL is reported where it is opened
-                if database := make_url(target).database:
-                    readers.append(("--db", Path(database)))
+                database = make_url(target).database
+        sides: set[str] = set()
+        if database:
+            readers.append(("--db", Path(database)))
+            # SQLite's files beside it, which it creates, rewrites and deletes by name: compared by
+            # name, as they come and go
+            sides = {
+                os.path.realpath(Path(database + side).expanduser()) for side in ("-wal", "-shm", "-journal")
+            }
+        folders: list[tuple[str, Path]] = []
         for option, given in inputs.items():
             for path in given if isinstance(given, list | tuple) else [given]:
                 if path:
                     readers.append((option, Path(path)))
+                    if Path(path).is_dir():
+                        folders.append((option, Path(path)))
         for option, given in outputs.items():
             if not given or given == "-":
                 continue
+            written = Path(given).expanduser()
+            if os.path.realpath(written) in sides:
+                raise ConfigError(
+                    f"{option} {given} is a file SQLite keeps beside the database (--db): "
+                    "writing it would lose the output, or damage the database",
+                    hint=f"give {option} another file",
+                )
+            for reader, folder in folders:  # a rule file (or a fixture) inside a --rules folder
+                with contextlib.suppress(OSError, ValueError):
+                    inside = Path(os.path.realpath(written)).is_relative_to(os.path.realpath(folder))
+                    if inside and written.suffix.lower() in (".yaml", ".yml") and written.exists():
+                        raise ConfigError(
+                            f"{option} {given} is a file inside the folder this command reads as {reader}: "
+                            "writing it would destroy it",
+                            hint=f"give {option} another file",
+                        )
             for reader, path in readers:
                 try:
-                    same = os.path.samefile(Path(given).expanduser(), path.expanduser())
+                    same = os.path.samefile(written, path.expanduser())
                 except (OSError, ValueError):
                     continue  # either is missing (or no file): nothing to destroy
                 if same:

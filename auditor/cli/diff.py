@@ -97,7 +97,7 @@ def diff_command(
     if not no_findings:
         from auditor.engine import load_rules_and_waivers
 
-        ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers)
+        ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers, to_evaluate=True)
     result = compute_diff(
         engine,
         from_run,

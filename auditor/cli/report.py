@@ -84,14 +84,19 @@ def _bundle(
     with_exports: bool,
     allow_incomplete: bool = False,
 ) -> ReportBundle:
+    from auditor.engine import load_rules_and_waivers
     from auditor.render.report import build_report_bundle
 
+    rules_paths, waivers_path = settings.rules_paths(rules), settings.waivers_path(waivers)
+    ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path, to_evaluate=True)
     bundle = build_report_bundle(
         settings.engine(db, create=False),
         run,
         against=against,
-        rules_paths=settings.rules_paths(rules),
-        waivers_path=settings.waivers_path(waivers),
+        ruleset=ruleset,
+        waivers=waiver_set,
+        rules_paths=rules_paths,  # named in the report's evidence
+        waivers_path=waivers_path,
         templates_dir=settings.templates_dir(templates),
         max_rows=max_rows,
         with_exports=with_exports,
@@ -224,6 +229,8 @@ def email_command(
     AUDITOR_SMTP_PASSWORD, never logged) or writes the message to --eml FILE. Exit 0 when sent or
     written, 2 on usage errors, 3 when the run is missing or delivery failed.
     """
+    inputs = {"--rules": settings.rules_paths(rules), "--waivers": settings.waivers_path(waivers)}
+    settings.guard_outputs(db, {"--eml": eml}, inputs)
     email = settings.email_route(
         to,
         smtp,

@@ -67,7 +67,11 @@ def _sandbox_size(settings: Settings) -> dict[str, int]:
     default=None,
     help="Gate threshold (default: never fail; none: never, whatever auditor.toml's fail_on says).",
 )
-@click.option("--new-only", is_flag=True, help="With --fail-on: count only findings new since the baseline.")
+@click.option(
+    "--new-only",
+    is_flag=True,
+    help="With --fail-on: count only findings new since the baseline (and those whose waiver expired).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -166,7 +170,7 @@ def run_command(
         {"--rules": rules_paths, "--waivers": waivers_path},
     )
     # rule and waiver errors (exit 2) before any fetching
-    ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path)
+    ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path, to_evaluate=True)
     email = None
     if settings.list_value(email_to, "email_to") or eml_path:  # checked now, not after the snapshot
         email = settings.email_route(

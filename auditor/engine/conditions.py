@@ -935,12 +935,26 @@ class Having:
     def explain(self, noun: str) -> str:
         """The threshold in words, counting ``noun`` (singular: ``column``, ``tag``) or distinct
         values: ``at least 2 distinct sources``, ``exactly 1 column``."""
-        what = f"distinct {self.distinct.label.removeprefix('the ')}" if self.distinct else noun
+        if self.distinct is None:
+            one, many = noun, _plural(noun)
+        elif self.distinct.kind is Kind.BOOLEAN:  # "the column is a primary key"
+            one, many = (f"distinct {word} of whether {self.distinct.label}" for word in ("value", "values"))
+        else:
+            one = f"distinct {self.distinct.label.removeprefix('the ')}"
+            many = f"distinct {_plural(self.distinct.label.removeprefix('the '))}"
         exact = " (exact case)" if self.distinct and self.exact else ""
         if self.op == "ne":
-            return f"a number of {what}s other than {self.threshold}{exact}"
-        counted = what if self.threshold == 1 else f"{what}s"
-        return f"{_THRESHOLD_WORDS[self.op]} {self.threshold} {counted}{exact}"
+            return f"a number of {many} other than {self.threshold}{exact}"
+        return f"{_THRESHOLD_WORDS[self.op]} {self.threshold} {one if self.threshold == 1 else many}{exact}"
+
+
+def _plural(noun: str) -> str:
+    """``noun`` (English, regular) in the plural: columns, statuses, severities."""
+    if noun.endswith(("s", "x", "sh", "ch")):
+        return f"{noun}es"
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u", ""):
+        return f"{noun[:-1]}ies"
+    return f"{noun}s"
 
 
 def group_value(target: F.Field, row: Row, *, exact: bool) -> Any:

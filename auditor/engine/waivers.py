@@ -228,19 +228,26 @@ def load_waivers(path: Path | str) -> Waivers:
                 waiver = _parse_waiver(node, ctx, ["waivers", index])
                 if waiver is None:
                     continue
-                # The same findings waived twice: the review would see one reason, owner and expiry,
-                # and the gate apply the later expiry (neither entry is ever stale).
-                scope = (
+                # A copy of an entry (a merge gone wrong): it is never stale, as the first covers
+                # the same findings, so nothing else would point it out. Entries that differ in
+                # reason, owner or expiry may overlap (the one expiring last applies). Cluster ids
+                # and column globs match ignoring case (regular expressions too, but lower-casing
+                # one can change what it means: \\S is not \\s).
+                same = (
                     waiver.rule,
                     (waiver.cluster or "").lower() or None,
-                    waiver.column,
+                    waiver.column.lower() if waiver.column is not None else None,
                     waiver.column_regex,
+                    waiver.reason,
+                    waiver.owner,
+                    waiver.expires,
+                    waiver.ticket,
                 )
-                if (earlier := first.setdefault(scope, waiver)) is not waiver:
+                if (earlier := first.setdefault(same, waiver)) is not waiver:
                     ctx.problem(
                         ["waivers", index],
-                        f"this waiver covers exactly what the waiver at line {earlier.line} covers "
-                        "(same rule, cluster and column); keep one, and renew it by changing its expires",
+                        f"this waiver repeats the waiver at line {earlier.line} (same rule, cluster, column, "
+                        "reason, owner and expiry); keep one",
                     )
                 entries.append(waiver)
     if problems:
@@ -255,11 +262,12 @@ def load_waivers(path: Path | str) -> Waivers:
 
 
 def load_rules_and_waivers(
-    rule_paths: Sequence[Path] | None, waivers_path: Path | str | None, *, to_evaluate: bool = True
+    rule_paths: Sequence[Path] | None, waivers_path: Path | str | None, *, to_evaluate: bool = False
 ) -> tuple[RuleSet, Waivers | None]:
     """:func:`~auditor.engine.rules.load_ruleset` and :func:`load_waivers` together: when both files
     have problems, one RuleError (exit 2) lists them all, rule files first. ``to_evaluate``: a rule
-    set whose every rule is disabled is a RuleError too (``rules validate`` passes False)."""
+    set whose every rule is disabled is a RuleError too (a gate given it would pass everything; the
+    commands that evaluate rules ask for this)."""
     errors: list[RuleError] = []
     ruleset: RuleSet | None = None
     waivers: Waivers | None = None

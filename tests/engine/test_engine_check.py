@@ -693,14 +693,15 @@ def test_a_waiver_whose_narrowing_narrows_nothing_is_a_problem(write):
     ]
 
 
-def test_two_waivers_covering_the_same_findings_are_a_problem(write):
+def test_a_waiver_repeated_is_a_problem_and_overlapping_ones_are_not(write):
     """Found by a CI probe: two identical entries were accepted, neither ever reported stale."""
     entry = "  - {{rule: r, {narrowing}, reason: r, owner: o, expires: {expires}}}\n"
     path = write(
         "twice.yaml",
         "waivers:\n"
         + entry.format(narrowing="cluster: ABC, column: 'hr.*'", expires="2099-01-01")
-        + entry.format(narrowing="cluster: abc, column: 'hr.*'", expires="2099-06-01")  # ids ignore case
+        + entry.format(narrowing="cluster: abc, column: 'HR.*'", expires="2099-01-01")  # ids, globs: any case
+        + entry.format(narrowing="cluster: abc, column: 'hr.*'", expires="2099-06-01")  # renewed: overlaps
         + entry.format(narrowing="cluster: abc, column: 'crm.*'", expires="2099-01-01")  # another column
         + entry.format(narrowing="column_regex: 'hr\\..*'", expires="2099-01-01")
         + entry.format(narrowing="column_regex: 'hr\\..*'", expires="2099-01-01"),
@@ -708,10 +709,10 @@ def test_two_waivers_covering_the_same_findings_are_a_problem(write):
     with pytest.raises(RuleError) as caught:
         load_waivers(path)
     said = (
-        "{}: this waiver covers exactly what the waiver at line {} covers (same rule, cluster and column); "
-        "keep one, and renew it by changing its expires"
+        "{}: this waiver repeats the waiver at line {} "
+        "(same rule, cluster, column, reason, owner and expiry); keep one"
     )
-    assert caught.value.problems == [said.format(f"{path}:3:5", 2), said.format(f"{path}:6:5", 5)]
+    assert caught.value.problems == [said.format(f"{path}:3:5", 2), said.format(f"{path}:7:5", 6)]
 
 
 def test_findings_of_a_run_deleted_meanwhile_are_refused_as_such(engine, snapshot):

@@ -41,6 +41,26 @@ def test_check_new_only_against_the_previous_run(run_cli, db, engine, snapshot):
     assert run_cli("check", "--db", db, "--fail-on", "low", "--new-only", "--baseline", "none").exit_code == 1
 
 
+def test_a_new_only_gate_failed_by_an_expired_waiver_says_so(run_cli, db, engine, snapshot, write):
+    """Found by the session's review: the line said '1 new finding(s)' for a finding that was not
+    new but whose waiver had expired."""
+    snapshot(engine, CATALOG)
+    snapshot(engine, CATALOG)
+    waivers = write(
+        "w.yaml",
+        "waivers:\n  - {rule: high-sensitivity-without-confidential, cluster: c-hr, reason: r, owner: o,\n"
+        "     expires: 2026-11-01}\n",
+    )
+    args = ("check", "--db", db, "--waivers", str(waivers), "--today", "2026-11-28", "--new-only")
+    result = run_cli(*args, "--fail-on", "high", "--format", "json")
+    assert result.exit_code == 1
+    assert (
+        result.stderr.splitlines()[-1]
+        == "gate failed: 0 new finding(s) and 1 whose waiver expired at or above high"
+    )
+    assert "(and those whose waiver expired)" in run_cli("check", "--help").stdout
+
+
 def test_check_exit_3_for_missing_or_incomplete_runs(run_cli, db, engine, snapshot):
     empty = run_cli("check", "--db", db)
     assert empty.exit_code == 3
@@ -198,13 +218,21 @@ def test_an_output_over_the_database_or_an_input_is_refused_before_any_work(
         (("diff", "--db", db, "-o", db), "reads as --db"),
         (("runs", "--db", db, "-o", db), "reads as --db"),
         (("report", "--db", db, "-o", db), "reads as --db"),
+        # found by the session's review: email --eml, a rule file inside a --rules folder, and the
+        # files SQLite keeps beside the database (it deletes the -wal file by name on closing)
+        (("email", "--db", db, "--to", "x@example.com", "--eml", db), "--eml"),
+        (
+            ("check", "--db", db, "--rules", str(tmp_path / "rules"), "-o", str(rules)),
+            "is a file inside the folder this command reads as --rules",
+        ),
+        (("check", "--db", db, "-o", f"{db}-wal"), "is a file SQLite keeps beside the database (--db)"),
     ]
     before = Path(db).read_bytes()
     for args, said in cases:
         result = run_cli(*args)
         assert result.exit_code == 2, args
         assert said in result.stderr.splitlines()[0], result.stderr
-        assert result.stderr.splitlines()[0].endswith(": writing it would destroy it")
+        assert "writing it would" in result.stderr.splitlines()[0]
     assert Path(db).read_bytes() == before
     assert waivers.read_text() == "waivers: []\n"
     assert run_cli("runs", "--db", db).exit_code == 0

@@ -312,6 +312,10 @@ def test_explanations_read_as_sentences(tmp_path):
             "{tags: {group_by: hidden, having: {distinct: tagName, eq: 1}}}",
             "the column has tags alike in whether the tag is hidden with exactly 1 distinct tag name",
         ),
+        (
+            "{tags: {having: {distinct: hidden, gte: 2}}}",
+            "the column has tags with at least 2 distinct values of whether the tag is hidden",
+        ),
     ],
 )
 def test_explanations_say_what_the_condition_does(tmp_path, condition, sentence):
@@ -324,6 +328,11 @@ def test_explanations_say_what_the_condition_does(tmp_path, condition, sentence)
         (
             "{group_by: isPrimary, having: {gte: 1}}",
             "grouped by whether the column is a primary key, form a group with at least 1 column",
+        ),
+        (
+            "{group_by: source, having: {distinct: cluster.status, gte: 2}}",
+            "grouped by source (ignoring case and surrounding spaces), form a group with at least 2 distinct "
+            "cluster statuses",
         ),
         (
             "{group_by: cluster.size, having: {eq: 2}}",

@@ -209,7 +209,10 @@ def rules_schema(output: str | None) -> None:
 @rules_group.command("test")
 @click.argument("paths", nargs=-1, type=PathOption())
 def rules_test(paths: tuple[str, ...]) -> None:
-    """Run the fixture snapshots (NAME.test.yaml) kept beside rule files; exit 1 if a case fails."""
+    """Run the fixture snapshots (NAME.test.yaml) kept beside rule files (default: the built-in pack's).
+
+    Exit 0 when every case passes, 1 when a case fails, 2 when a rule or fixture file is invalid.
+    """
     from auditor.engine.fixtures import run_fixtures
     from auditor.paths import rules_dir
 

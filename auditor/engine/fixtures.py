@@ -34,7 +34,19 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from auditor.bigid.models import Attribute, Cluster, Column, Tag, TagProperties, parse_cluster, parse_column
+from auditor.bigid.models import (
+    MAX_CLUSTER_ID_BYTES,
+    MAX_FQN_BYTES,
+    Attribute,
+    Cluster,
+    Column,
+    RecordKeyTooLong,
+    Tag,
+    TagProperties,
+    check_key,
+    parse_cluster,
+    parse_column,
+)
 from auditor.engine.conditions import ParseContext
 from auditor.engine.evaluate import evaluate
 from auditor.engine.findings import KIND_COLUMN, KIND_GROUP, Finding
@@ -45,6 +57,7 @@ from auditor.stopping import removed_on_hard_stop
 from auditor.store.db import create_db_engine
 from auditor.store.schema import metadata
 from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+from auditor.textsafe import one_line
 
 Identity = tuple[str, str | None, str | None, tuple[str, ...] | None]
 
@@ -86,11 +99,13 @@ class FixtureReport:
         for result in self.results:
             case = result.case
             status = "PASS" if result.passed else "FAIL"
-            out.append(f"{status} {case.source}:{case.line}: {case.name}")
+            out.append(f"{status} {one_line(case.source)}:{case.line}: {one_line(case.name)}")
             for identity in result.missing:
                 out.append(f"     missing:    {describe(identity)}")
+            messages = {identity_of(f): f.message for f in result.findings}
             for identity in result.unexpected:
                 out.append(f"     unexpected: {describe(identity)}")
+                out.append(f"                 message: {one_line(messages.get(identity, ''))}")
         failed = sum(1 for r in self.results if not r.passed)
         out.append(
             f"{len(self.results)} case{'s' if len(self.results) != 1 else ''} in {len(self.files)} "
@@ -101,12 +116,13 @@ class FixtureReport:
 
 def describe(identity: Identity) -> str:
     rule, cluster, column, columns = identity
+    shown = one_line(cluster) if cluster is not None else None
     if column is not None:
-        return f"{rule} on column {column} (cluster {cluster})"
+        return f"{rule} on column {one_line(column)}" + (f" (cluster {shown})" if shown else " (any cluster)")
     if columns is not None:
-        where = f"cluster {cluster}" if cluster else "the snapshot"
-        return f"{rule} on group [{', '.join(columns)}] ({where})"
-    return f"{rule} on cluster {cluster}"
+        where = f"cluster {shown}" if shown else "the snapshot"
+        return f"{rule} on group [{', '.join(one_line(c) for c in columns)}] ({where})"
+    return f"{rule} on cluster {shown}" if shown else f"{rule} on no cluster"
 
 
 def identity_of(finding: Finding) -> Identity:
@@ -139,13 +155,23 @@ def fixture_files(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
                 candidate = path.with_name(path.name.rsplit(".", 1)[0] + suffix)
                 if candidate.is_file():
                     fixtures.append(candidate)
-    return list(dict.fromkeys(rules)), list(dict.fromkeys(fixtures))
+    # one file named twice (a folder and a path inside it, relative and absolute) is read once
+    return _once(rules), _once(fixtures)
+
+
+def _once(paths: list[Path]) -> list[Path]:
+    seen: set[Path] = set()
+    kept = []
+    for path in paths:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            kept.append(path)
+    return kept
 
 
 def _sibling_rule_file(fixture: Path) -> Path | None:
-    stem = fixture.name
-    for suffix in FIXTURE_SUFFIXES:
-        stem = stem.removesuffix(suffix)
+    stem = _stem(fixture)
     for suffix in RULE_SUFFIXES:
         candidate = fixture.with_name(stem + suffix)
         if candidate.is_file():
@@ -165,9 +191,12 @@ def load_cases(path: Path, ruleset: RuleSet, problems: Problems) -> list[Case]:
         if key != "cases":
             ctx.problem([key], f"unknown key {key!r}; a fixture file holds only 'cases'", key=True)
     sibling = _sibling_rule_file(path)
-    default_rules = sorted(r.id for r in ruleset.rules if sibling is not None and Path(r.source) == sibling)
+    default_rules = sorted(
+        r.id for r in ruleset.rules if sibling is not None and Path(r.source).resolve() == sibling.resolve()
+    )
     cases = []
     named: dict[str, int] = {}
+    no_sibling = None if sibling is not None else _stem(path)
     for index, node in enumerate(document["cases"]):
         name = node.get("name") if isinstance(node, LocDict) else None
         if isinstance(name, str) and name.strip():
@@ -179,14 +208,19 @@ def load_cases(path: Path, ruleset: RuleSet, problems: Problems) -> list[Case]:
                     "a report names its cases, so each needs its own",
                 )
             named.setdefault(name, index)
-        case = _parse_case(node, ctx, ["cases", index], ruleset, default_rules)
+        case = _parse_case(node, ctx, ["cases", index], ruleset, default_rules, no_sibling)
         if case is not None:
             cases.append(case)
     return cases
 
 
 def _parse_case(
-    node: Any, ctx: ParseContext, path: list[Any], ruleset: RuleSet, default_rules: list[str]
+    node: Any,
+    ctx: ParseContext,
+    path: list[Any],
+    ruleset: RuleSet,
+    default_rules: list[str],
+    no_sibling: str | None = None,
 ) -> Case | None:
     if not isinstance(node, LocDict):
         ctx.problem(path, "a case is a mapping with name, clusters and expect")
@@ -201,17 +235,31 @@ def _parse_case(
         ctx.problem([*path, "name"] if "name" in node else path, "a case needs a 'name' (text)")
     rules = node.get("rules", default_rules)
     known = {r.id for r in ruleset.rules}
-    if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules) or not rules:
+    disabled = {r.id for r in ruleset.disabled}
+    if "rules" not in node and no_sibling is not None:
+        ctx.problem(
+            path,
+            f"no rule file beside this fixture ({no_sibling}.yaml): "
+            "name the rules the case tests with 'rules:'",
+        )
+        rules = []
+    elif not isinstance(rules, list) or not all(isinstance(r, str) for r in rules) or not rules:
         where = [*path, "rules"] if "rules" in node else path
         ctx.problem(where, "'rules' must be a non-empty list of rule ids")
         rules = []
     for index, rule_id in enumerate(rules):
-        if rule_id not in known:
-            ctx.problem([*path, "rules", index], f"unknown (or disabled) rule {rule_id!r}")
+        if rule_id in disabled:
+            ctx.problem([*path, "rules", index], f"rule {rule_id!r} is disabled (enabled: false)")
+        elif rule_id not in known:
+            ctx.problem([*path, "rules", index], f"unknown rule {rule_id!r}")
+        elif rules.index(rule_id) != index:
+            ctx.problem([*path, "rules", index], f"rule {rule_id!r} is named twice")
     clusters = _parse_clusters(node.get("clusters"), ctx, [*path, "clusters"])
     if "expect" not in node:  # read as "no findings", a case that forgot its expectations passed
         ctx.problem(path, "a case needs 'expect': the findings expected ([] for none)")
-    expect = _parse_expect(node.get("expect"), ctx, [*path, "expect"], set(rules))
+        expect: set[Identity] = set()
+    else:
+        expect = _parse_expect(node.get("expect"), ctx, [*path, "expect"], set(rules))
     if len(ctx.problems) > before:
         return None
     mark = mark_at(ctx.document, path)
@@ -235,30 +283,56 @@ def _parse_clusters(
 
         data = plain(raw)
         columns = data.pop("columns", [])
+        _unknown_keys(raw, _CLUSTER_KEYS | {"columns"}, "a cluster", ctx, here)
+        cluster_id = None
         try:
             cluster_id = parse_cluster(data).id
-        except PydanticValidationError as exc:
-            ctx.problem(here, f"invalid cluster: {_first_error(exc)}")
-            continue
+            check_key(cluster_id, MAX_CLUSTER_ID_BYTES)
+        except PydanticValidationError as exc:  # its columns are checked all the same
+            for problem in _errors(exc):
+                ctx.problem(here, f"invalid cluster: {problem}")
+        except RecordKeyTooLong:
+            size = len(str(cluster_id).encode())
+            ctx.problem(
+                [*here, "id"] if "id" in raw else here,
+                f"invalid cluster: the id is {size:,} bytes long, more than the {MAX_CLUSTER_ID_BYTES:,} "
+                "the store takes",
+            )
+            cluster_id = None
         if not isinstance(columns, list):
             ctx.problem([*here, "columns"], "'columns' must be a list")
             continue
-        _unknown_keys(raw, _CLUSTER_KEYS | {"columns"}, "a cluster", ctx, here)
-        if cluster_id in seen_clusters:
+        if cluster_id is not None and cluster_id in seen_clusters:
             ctx.problem(here, f"cluster {cluster_id!r} appears twice in this case")
-        seen_clusters.add(cluster_id)
+        if cluster_id is not None:
+            seen_clusters.add(cluster_id)
         good = []
         seen_columns: set[str] = set()
         for position, column in enumerate(columns):
             at = [*here, "columns", position]
-            try:
-                parsed = parse_column(column)
-            except PydanticValidationError as exc:
-                ctx.problem(at, f"invalid column: {_first_error(exc)}")
-                continue
             node = raw["columns"][position] if isinstance(raw.get("columns"), LocList) else None
             if isinstance(node, LocDict):
                 _check_column_keys(node, ctx, at)
+            try:
+                parsed = parse_column(column)
+                check_key(parsed.fullyQualifiedName, MAX_FQN_BYTES)
+            except PydanticValidationError as exc:
+                for problem in _errors(exc):
+                    ctx.problem(at, f"invalid column: {problem}")
+                fqn = column.get("fullyQualifiedName") if isinstance(column, dict) else None
+                if isinstance(fqn, str) and fqn in seen_columns:
+                    ctx.problem(at, f"column {fqn!r} appears twice in cluster {cluster_id!r}")
+                if isinstance(fqn, str):
+                    seen_columns.add(fqn)
+                continue
+            except RecordKeyTooLong:
+                size = len(parsed.fullyQualifiedName.encode())
+                ctx.problem(
+                    at,
+                    f"invalid column: the fullyQualifiedName is {size:,} bytes long, more than the "
+                    f"{MAX_FQN_BYTES:,} the store takes",
+                )
+                continue
             if parsed.fullyQualifiedName in seen_columns:
                 ctx.problem(
                     at, f"column {parsed.fullyQualifiedName!r} appears twice in cluster {cluster_id!r}"
@@ -266,7 +340,8 @@ def _parse_clusters(
                 continue
             seen_columns.add(parsed.fullyQualifiedName)
             good.append(column)
-        out.append((data, good))
+        if cluster_id is not None:
+            out.append((data, good))
     return out
 
 
@@ -322,19 +397,28 @@ def _unknown_keys(
         ctx.problem([*path, key], f"unknown key {key!r} in {what}{hint}", key=True)
 
 
-def _first_error(exc: PydanticValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{where}: {error['msg']}" if where else error["msg"]
+def _errors(exc: PydanticValidationError) -> list[str]:
+    """Every problem pydantic found in a record, each with the field it is about."""
+    out = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        out.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return list(dict.fromkeys(out))
+
+
+def _stem(fixture: Path) -> str:
+    stem = fixture.name
+    for suffix in FIXTURE_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    return stem
 
 
 def _parse_expect(node: Any, ctx: ParseContext, path: list[Any], rules: set[str]) -> set[Identity]:
-    if node is None:
-        return set()
-    if not isinstance(node, LocList):
+    if not isinstance(node, LocList):  # a blank 'expect:' too: it read as "no findings"
         ctx.problem(path, "'expect' must be a list of findings ([] for none)")
         return set()
     out: set[Identity] = set()
+    first: dict[Identity, int] = {}
     for index, item in enumerate(node):
         here = [*path, index]
         if not isinstance(item, LocDict):
@@ -347,7 +431,8 @@ def _parse_expect(node: Any, ctx: ParseContext, path: list[Any], rules: set[str]
         rule = item.get("rule")
         if not isinstance(rule, str) or rule not in rules:
             where = [*here, "rule"] if "rule" in item else here
-            ctx.problem(where, f"'rule' must be one of the case's rules: {', '.join(sorted(rules))}")
+            if rules:
+                ctx.problem(where, f"'rule' must be one of the case's rules: {', '.join(sorted(rules))}")
             continue
         cluster = item.get("cluster")
         if cluster is not None and not isinstance(cluster, str):
@@ -362,13 +447,28 @@ def _parse_expect(node: Any, ctx: ParseContext, path: list[Any], rules: set[str]
             )
             continue
         if columns is not None:
-            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-                ctx.problem([*here, "columns"], "'columns' must be a list of fully qualified names")
+            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) or not columns:
+                ctx.problem([*here, "columns"], "'columns' must be a non-empty list of fully qualified names")
                 continue
-            out.add((rule, cluster, None, tuple(sorted(columns))))
+            if len(set(columns)) != len(columns):
+                ctx.problem([*here, "columns"], "'columns' names a column twice")
+                continue
+            identity: Identity = (rule, cluster, None, tuple(sorted(columns)))
         else:
             column = item.get("column")
-            out.add((rule, cluster, column if isinstance(column, str) else None, None))
+            if "column" in item and not isinstance(column, str):
+                # a list here read as a cluster finding: the case passed testing something else
+                ctx.problem(
+                    [*here, "column"],
+                    "'column' must be text (a fully qualified name); a group finding lists 'columns'",
+                )
+                continue
+            identity = (rule, cluster, column, None)
+        if identity in first:
+            ctx.problem(here, f"this finding is expected twice (also at expect[{first[identity]}])")
+            continue
+        first[identity] = index
+        out.add(identity)
     return out
 
 

@@ -443,6 +443,7 @@ cases:
         f"FAIL {fixture}:2: wrong expectation",
         "     missing:    cluster-missing-severity on cluster c1",
         "     unexpected: cluster-missing-severity on cluster c2",
+        "                 message: cluster (none) (c2) has no severity",
         "1 case in 1 file: 0 passed, 1 failed",
     ]
 
@@ -457,8 +458,70 @@ def test_rules_test_rejects_invalid_fixtures_with_exit_2(run_cli, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "error: 1 problem in the rule fixtures",
-        f"  {fixture}:3:13: unknown (or disabled) rule 'nope'",
+        f"  {fixture}:3:13: unknown rule 'nope'",
     ]
+
+
+def test_rules_test_refuses_what_would_let_a_case_pass_untested(run_cli, tmp_path):
+    """Found by a fixture author's probe: each of these passed (or crashed with exit 3)."""
+    (tmp_path / "r.yaml").write_text((rules_dir() / "clusters.yaml").read_text())
+    fixture = tmp_path / "r.test.yaml"
+    case = (
+        "  - name: {name}\n    rules: [cluster-missing-severity]\n    clusters: [{clusters}]\n"
+        "    expect: {expect}\n"
+    )
+    fixture.write_text(
+        "cases:\n"
+        + case.format(
+            name="a list as column",
+            clusters="{id: c1}",
+            expect="[{rule: cluster-missing-severity, cluster: c1, column: [c1.t.a]}]",
+        )
+        + case.format(name="blank expect", clusters="{id: c1, severity: Low}", expect="")
+        + case.format(
+            name="twice",
+            clusters="{id: c1}",
+            expect="[{rule: cluster-missing-severity, cluster: c1},\n"
+            "      {rule: cluster-missing-severity, cluster: c1}]",
+        )
+        + case.format(name="long id", clusters="{id: " + "x" * 600 + "}", expect="[]")
+        + case.format(name="bad cluster", clusters="{id: c1, severity: [High], colums: []}", expect="[]")
+    )
+    result = run_cli("rules", "test", str(fixture))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: 6 problems in the rule fixtures",
+        f"  {fixture}:5:68: 'column' must be text (a fully qualified name); a group finding lists 'columns'",
+        f"  {fixture}:9:12: 'expect' must be a list of findings ([] for none)",
+        f"  {fixture}:14:7: this finding is expected twice (also at expect[0])",
+        f"  {fixture}:17:21: invalid cluster: the id is 600 bytes long, more than the 512 the store takes",
+        f"  {fixture}:21:16: invalid cluster: severity: Input should be a valid string",
+        f"  {fixture}:21:43: unknown key 'colums' in a cluster (did you mean 'columns'?)",
+    ]
+
+
+def test_rules_test_reads_a_fixture_once_however_it_is_named(run_cli, tmp_path, monkeypatch):
+    """Found by a fixture author's probe: relative and absolute paths mixed made the sibling rule
+    file's rules unknown (exit 2), and a folder named twice ran every case twice."""
+    (tmp_path / "r.yaml").write_text((rules_dir() / "clusters.yaml").read_text())
+    (tmp_path / "r.test.yaml").write_text(
+        "cases:\n  - name: c\n    clusters: [{id: c1, severity: Low}]\n    expect: []\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    mixed = run_cli("rules", "test", "r.yaml", str(tmp_path / "r.test.yaml"))
+    assert (mixed.exit_code, mixed.stdout.splitlines()[-1]) == (0, "1 case in 1 file: 1 passed, 0 failed")
+    twice = run_cli("rules", "test", ".", str(tmp_path))
+    assert (twice.exit_code, twice.stdout.splitlines()[-1]) == (0, "1 case in 1 file: 1 passed, 0 failed")
+    # a fixture without its rule file names the rules it tests
+    (tmp_path / "orphan.test.yaml").write_text(
+        "cases:\n  - name: o\n    clusters: [{id: c1, severity: Low}]\n    expect: []\n"
+    )
+    orphan = run_cli("rules", "test", "orphan.test.yaml")
+    assert orphan.exit_code == 2
+    assert orphan.stderr.splitlines()[1] == (
+        "  orphan.test.yaml:2:5: no rule file beside this fixture (orphan.yaml): "
+        "name the rules the case tests with 'rules:'"
+    )
 
 
 def _fixture_beside_the_sensitivity_pack(folder, text):

@@ -190,6 +190,8 @@ def load_cases(path: Path, ruleset: RuleSet, problems: Problems) -> list[Case]:
     for key in document:
         if key != "cases":
             ctx.problem([key], f"unknown key {key!r}; a fixture file holds only 'cases'", key=True)
+    if not document["cases"]:  # beside other files, it passed without testing anything
+        ctx.problem(["cases"], "'cases' is empty; a fixture file holds at least one case")
     sibling = _sibling_rule_file(path)
     default_rules = sorted(
         r.id for r in ruleset.rules if sibling is not None and Path(r.source).resolve() == sibling.resolve()

@@ -407,9 +407,17 @@ def test_rules_test_with_no_cases_at_all_is_an_error_not_a_pass(run_cli, tmp_pat
     result = run_cli("rules", "test", str(rules))
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        f"error: no test cases in {tmp_path / 'mine.test.yaml'}",
-        "hint: give each fixture file a non-empty 'cases:' list (see docs/rules.md)",
+        "error: 1 problem in the rule fixtures",
+        f"  {tmp_path / 'mine.test.yaml'}:1:8: 'cases' is empty; a fixture file holds at least one case",
     ]
+    # found by a fixture author's probe: beside a file with cases, an empty one passed silently
+    (tmp_path / "more.yaml").write_text((rules_dir() / "duplicates.yaml").read_text())
+    (tmp_path / "more.test.yaml").write_text(
+        "cases:\n  - name: c\n    clusters: [{id: c1}]\n    expect: []\n"
+    )
+    both = run_cli("rules", "test", str(tmp_path))
+    assert both.exit_code == 2
+    assert "'cases' is empty" in both.stderr
 
 
 def test_rules_test_names_a_missing_path_as_validate_does(run_cli, tmp_path):

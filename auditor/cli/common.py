@@ -410,7 +410,10 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
         try:
             for piece in pieces:
                 if piece:
-                    click.echo(piece, nl=False)
+                    # color=True: written as is. click removes what looks like a terminal escape
+                    # when stdout is not a terminal, so `--format csv > file` lost characters of
+                    # catalog text the data formats keep exactly (those for people escape them).
+                    click.echo(piece, nl=False, color=True)
                     ends_line = piece.endswith("\n")
             if not ends_line:
                 click.echo()

@@ -1210,7 +1210,8 @@ class Quantifier(Condition):
                 if self.group_by.kind is Kind.BOOLEAN:
                     shared = f"alike in whether {self.group_by.label}"
                 else:
-                    shared = f"sharing one {self.group_by.label.removeprefix('the ')}"
+                    exact = " (exact case)" if self.exact and self.group_by.kind is Kind.TEXT else ""
+                    shared = f"sharing one {self.group_by.label.removeprefix('the ')}{exact}"
                 return f"{self.owner} has {self.element}s{where} {shared} with {threshold}"
             if self.having.distinct:
                 return f"{self.owner} has {self.element}s{where} with {threshold}"

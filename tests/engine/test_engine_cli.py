@@ -33,6 +33,23 @@ def test_check_exit_codes(run_cli, db, engine, snapshot):
     assert run_cli("check", "--db", db, "--fail-on", "critical").exit_code == 0
 
 
+def test_data_formats_on_stdout_keep_catalog_text_as_a_file_does(run_cli, db, engine, snapshot, tmp_path):
+    """Found by a docs walkthrough: click removed what looked like a terminal escape from stdout
+    when it was not a terminal, so `--format csv > file` lost characters `-o file` kept."""
+    catalog = [dict(c) for c in CATALOG]
+    columns = [dict(c) for c in catalog[0]["columns"]]
+    columns[0] = {**columns[0], "fullyQualifiedName": "hr.emp.ssn\x1b[2J"}
+    catalog[0] = {**catalog[0], "columns": columns}
+    snapshot(engine, catalog)
+    for fmt in ("csv", "json", "sarif"):
+        printed = run_cli("check", "--db", db, "--format", fmt)
+        written = run_cli("check", "--db", db, "--format", fmt, "-o", str(tmp_path / f"out.{fmt}"))
+        assert (printed.exit_code, written.exit_code) == (0, 0)
+        kept = (tmp_path / f"out.{fmt}").read_bytes()
+        assert printed.stdout_bytes.rstrip(b"\r\n") == kept.rstrip(b"\r\n"), fmt
+    assert "hr.emp.ssn\x1b[2J" in (tmp_path / "out.csv").read_text(encoding="utf-8")
+
+
 def test_check_new_only_against_the_previous_run(run_cli, db, engine, snapshot):
     snapshot(engine, CATALOG)
     snapshot(engine, CATALOG)

@@ -312,6 +312,16 @@ def test_explanations_read_as_sentences(tmp_path):
             "{tags: {group_by: hidden, having: {distinct: tagName, eq: 1}}}",
             "the column has tags alike in whether the tag is hidden with exactly 1 distinct tag name",
         ),
+        # found by a docs walkthrough: case: exact beside having and inside it read alike
+        (
+            "{tags: {group_by: tagName, case: exact, having: {distinct: tagValue, gte: 2}}}",
+            "the column has tags sharing one tag name (exact case) with at least 2 distinct tag values "
+            "(exact case)",
+        ),
+        (
+            "{tags: {group_by: tagName, having: {distinct: tagValue, gte: 2, case: exact}}}",
+            "the column has tags sharing one tag name with at least 2 distinct tag values (exact case)",
+        ),
         (
             "{tags: {having: {distinct: hidden, gte: 2}}}",
             "the column has tags with at least 2 distinct values of whether the tag is hidden",

@@ -107,11 +107,14 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
     path = _final_target(path)
     _refuse_write_protected(path)
     if path.is_file() and not os.access(path.parent, os.W_OK | os.X_OK):
-        # A writable file in a folder this process may not write (reached through a link): no
-        # temporary file can be made beside it, so it is written in place, as a redirection would.
-        with open(path, "wb") if binary else open(path, "w", encoding="utf-8", newline=newline) as stream:
-            yield stream
-        return
+        # A writable file in a folder this process may not write: no new file can be made beside
+        # it, and writing into it would leave it half-written on a failure (and out of step with
+        # the files written together with it), so it is refused.
+        raise PermissionError(
+            errno.EACCES,
+            "Permission denied (its folder is not writable: the file is replaced, not edited)",
+            str(path),
+        )
     tmp, fd = _create_beside(path)
     with removed_on_hard_stop(tmp):
         try:

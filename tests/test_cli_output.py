@@ -134,8 +134,8 @@ def test_links_that_loop_or_lead_nowhere_are_errors_naming_what_was_asked(tmp_pa
 
 def test_a_file_reached_through_a_link_is_written_as_this_user_may_write_it(tmp_path, monkeypatch):
     """Found by the session's review (as another user than root): a rename replaced a file that
-    user could not write, in a folder it could; and a writable file in a folder it could not write
-    was refused, where a redirection writes it."""
+    user could not write, in a folder it could; a writable file in a folder it cannot write is
+    refused too, with the reason (written in place, a failure would leave it half-written)."""
     shared = tmp_path / "shared"
     shared.mkdir()
     theirs = shared / "theirs.txt"
@@ -159,8 +159,9 @@ def test_a_file_reached_through_a_link_is_written_as_this_user_may_write_it(tmp_
     with pytest.raises(DeliveryError, match="write-protected"):
         write_output("mine now", str(tmp_path / "to-theirs"))
     assert theirs.read_text() == "theirs"
-    write_output("new", str(tmp_path / "to-mine"))
-    assert mine.read_text() == "new"
+    with pytest.raises(DeliveryError, match="its folder is not writable"):
+        write_output("new", str(tmp_path / "to-mine"))
+    assert mine.read_text() == "old"
     assert sorted(p.name for p in locked.iterdir()) == ["mine.txt"]
 
 

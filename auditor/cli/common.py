@@ -102,8 +102,12 @@ class Settings:
             readers.append(("--db", Path(database)))
             # SQLite's files beside it, which it creates, rewrites and deletes by name: compared by
             # name, as they come and go
+            # (beside the file itself when --db is a link: SQLite opens what the link leads to)
+            real = os.path.realpath(Path(database).expanduser())
             sides = {
-                os.path.realpath(Path(database + side).expanduser()) for side in ("-wal", "-shm", "-journal")
+                os.path.realpath(Path(base + side).expanduser())
+                for base in (database, real)
+                for side in ("-wal", "-shm", "-journal")
             }
         folders: list[tuple[str, Path]] = []
         for option, given in inputs.items():

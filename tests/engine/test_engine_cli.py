@@ -243,6 +243,10 @@ def test_an_output_over_the_database_or_an_input_is_refused_before_any_work(
             "is a file inside the folder this command reads as --rules",
         ),
         (("check", "--db", db, "-o", f"{db}-wal"), "is a file SQLite keeps beside the database (--db)"),
+        (
+            ("check", "--db", "link.db", "-o", f"{db}-wal"),
+            "is a file SQLite keeps beside the database (--db)",
+        ),
     ]
     before = Path(db).read_bytes()
     for args, said in cases:

@@ -71,14 +71,14 @@ def _create_beside(path: Path) -> tuple[Path, int]:
 def _final_target(path: Path) -> Path:
     """The file a symbolic link ``path`` leads to (through every link), else ``path``: the new
     content replaces that file and the link stays, as writing through the link would do (a rename
-    over the link replaced the link itself with a regular file, and left its target as it was)."""
+    over the link replaced the link itself with a regular file, and left its target as it was).
+    A loop of links raises ``OSError`` (ELOOP), as a write through it would."""
     if not path.is_symlink():
         return path
     try:
         return Path(os.path.realpath(path, strict=True))
     except FileNotFoundError:  # the link leads to a file not made yet: create it, as a write would
         return Path(os.path.realpath(path))
-    # a loop of links raises (ELOOP), as a write through it would
 
 
 def _not_a_file(path: Path) -> bool:

@@ -83,69 +83,30 @@ class Settings:
     def guard_outputs(
         self, db_flag: str | None, outputs: dict[str, str | None], inputs: dict[str, Any]
     ) -> None:
-        """Refuse (exit 2, before any work) an output file that is this command's database or one of
-        its input files: ``check --db a.db -o a.db`` replaced the whole history with the results.
-        ``outputs`` and ``inputs`` map an option's name to the path it was given (inputs: a path or
-        a list of paths; folders and missing files are never written over, so they are skipped)."""
-        readers: list[tuple[str, Path]] = []
-        target = self.db_target(db_flag)
-        database = None
-        if "://" not in target:
-            database = target
-        elif target.startswith("sqlite"):
-            from sqlalchemy.engine import make_url
+        """Refuse (exit 2, before any work) an output file that is this command's database, a file
+        SQLite keeps beside it, one of its input files, or a rule file inside a ``--rules`` folder:
+        ``check --db a.db -o a.db`` replaced the whole history with the results. ``outputs`` and
+        ``inputs`` map an option's name to the path it was given (inputs: a path or a list)."""
+        from sqlalchemy.engine import make_url
 
-            with contextlib.suppress(Exception):  # an invalid URL is reported where it is opened
-                database = make_url(target).database
-        sides: set[str] = set()
-        if database:
-            readers.append(("--db", Path(database)))
-            # SQLite's files beside it, which it creates, rewrites and deletes by name: compared by
-            # name, as they come and go
-            # (beside the file itself when --db is a link: SQLite opens what the link leads to)
-            real = os.path.realpath(Path(database).expanduser())
-            sides = {
-                os.path.realpath(Path(base + side).expanduser())
-                for base in (database, real)
-                for side in ("-wal", "-shm", "-journal")
-            }
-        folders: list[tuple[str, Path]] = []
+        from auditor.store.db import database_url
+
+        url = make_url(database_url(self.db_target(db_flag)))
+        sqlite_file = url.get_backend_name() == "sqlite" and url.database
+        # resolved, links too: SQLite keeps its side files beside the file a link leads to
+        database = os.path.realpath(Path(url.database).expanduser()) if sqlite_file else None
+        # SQLite creates, rewrites and deletes these by name: compared by name, as they come and go
+        sides = {f"{database}{side}" for side in ("-wal", "-shm", "-journal")} if database else set()
+        readers = [("--db", Path(database))] if database else []
         for option, given in inputs.items():
-            for path in given if isinstance(given, list | tuple) else [given]:
-                if path:
-                    readers.append((option, Path(path)))
-                    if Path(path).is_dir():
-                        folders.append((option, Path(path)))
+            readers += [
+                (option, Path(path))
+                for path in (given if isinstance(given, list | tuple) else [given])
+                if path
+            ]
         for option, given in outputs.items():
-            if not given or given == "-":
-                continue
-            written = Path(given).expanduser()
-            if os.path.realpath(written) in sides:
-                raise ConfigError(
-                    f"{option} {given} is a file SQLite keeps beside the database (--db): "
-                    "writing it would lose the output, or damage the database",
-                    hint=f"give {option} another file",
-                )
-            for reader, folder in folders:  # a rule file (or a fixture) inside a --rules folder
-                with contextlib.suppress(OSError, ValueError):
-                    inside = Path(os.path.realpath(written)).is_relative_to(os.path.realpath(folder))
-                    if inside and written.suffix.lower() in (".yaml", ".yml") and written.exists():
-                        raise ConfigError(
-                            f"{option} {given} is a file inside the folder this command reads as {reader}: "
-                            "writing it would destroy it",
-                            hint=f"give {option} another file",
-                        )
-            for reader, path in readers:
-                try:
-                    same = os.path.samefile(written, path.expanduser())
-                except (OSError, ValueError):
-                    continue  # either is missing (or no file): nothing to destroy
-                if same:
-                    raise ConfigError(
-                        f"{option} {given} is the file this command reads as {reader}: "
-                        "writing it would destroy it",
-                        hint=f"give {option} another file",
-                    )
+            if given and given != "-" and (why := _overwrites(Path(given).expanduser(), sides, readers)):
+                raise ConfigError(f"{option} {given} is {why}", hint=f"give {option} another file")
 
     def database_exists(self, flag: str | None = None) -> bool:
         """False for a SQLite file that is not there, or a server database without this tool's
@@ -349,6 +310,25 @@ def rules_option(func):
         metavar="PATH",
         help="Rule file or folder (repeatable; default: the built-in pack).",
     )(func)
+
+
+def _overwrites(written: Path, sides: set[str], readers: list[tuple[str, Path]]) -> str | None:
+    """Why writing ``written`` would destroy what the command reads (see :meth:`Settings.guard_outputs`)."""
+    real = os.path.realpath(written)
+    if real in sides:
+        return (
+            "a file SQLite keeps beside the database (--db): writing it would lose the output, or damage it"
+        )
+    for reader, path in readers:
+        if path.is_dir():  # a rule file (or a fixture) inside a --rules folder
+            yaml = written.suffix.lower() in (".yaml", ".yml") and written.exists()
+            if yaml and Path(real).is_relative_to(os.path.realpath(path)):
+                return f"a file inside the folder this command reads as {reader}: writing it would destroy it"
+            continue
+        with contextlib.suppress(OSError, ValueError):  # either missing: nothing to destroy
+            if os.path.samefile(written, path.expanduser()):
+                return f"the file this command reads as {reader}: writing it would destroy it"
+    return None
 
 
 def waivers_option(func):

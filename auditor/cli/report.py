@@ -83,11 +83,16 @@ def _bundle(
     max_rows: int,
     with_exports: bool,
     allow_incomplete: bool = False,
+    *,
+    outputs: dict[str, str | None],
 ) -> ReportBundle:
+    """The report bundle of ``run``, once ``outputs`` (option → path) are known not to name the
+    database or an input file, and the rule files hold a rule to evaluate."""
     from auditor.engine import load_rules_and_waivers
     from auditor.render.report import build_report_bundle
 
     rules_paths, waivers_path = settings.rules_paths(rules), settings.waivers_path(waivers)
+    settings.guard_outputs(db, outputs, {"--rules": rules_paths, "--waivers": waivers_path})
     ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path, to_evaluate=True)
     bundle = build_report_bundle(
         settings.engine(db, create=False),
@@ -152,9 +157,10 @@ def report_command(
     from auditor.render.report import default_report_name
 
     full = export_dir is not None
-    inputs = {"--rules": settings.rules_paths(rules), "--waivers": settings.waivers_path(waivers)}
-    settings.guard_outputs(db, {"--output": output}, inputs)
-    bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, full, allow_incomplete)
+    bundle = _bundle(
+        settings, db, run, against, rules, waivers, templates, max_rows, full, allow_incomplete,
+        outputs={"--output": output},
+    )  # fmt: skip
     target = Path(output) if output else Path(default_report_name(bundle.run_id))
     written = bundle.write(target, export_dir)
     for path in written[:-1]:
@@ -229,8 +235,6 @@ def email_command(
     AUDITOR_SMTP_PASSWORD, never logged) or writes the message to --eml FILE. Exit 0 when sent or
     written, 2 on usage errors, 3 when the run is missing or delivery failed.
     """
-    inputs = {"--rules": settings.rules_paths(rules), "--waivers": settings.waivers_path(waivers)}
-    settings.guard_outputs(db, {"--eml": eml}, inputs)
     email = settings.email_route(
         to,
         smtp,
@@ -241,7 +245,10 @@ def email_command(
         ca_bundle=smtp_ca_bundle,
         attach=(attach_report, attach_csv),
     )
-    bundle = _bundle(settings, db, run, against, rules, waivers, templates, max_rows, False, allow_incomplete)
+    bundle = _bundle(
+        settings, db, run, against, rules, waivers, templates, max_rows, False, allow_incomplete,
+        outputs={"--eml": eml},
+    )  # fmt: skip
     message = email.deliver(bundle, templates_dir=settings.templates_dir(templates))
     everyone = ", ".join(filter(None, (message["To"], message["Cc"])))
     if eml:

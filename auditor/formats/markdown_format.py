@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from auditor.textsafe import one_line
+from auditor.textsafe import prose as folded
 
 if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
@@ -34,9 +35,7 @@ def cell(text: object, *, prose: bool = False) -> str:
     code, links, HTML, entities, cell separators) escaped. ``prose`` (text the team wrote, such as a
     waiver's reason, folded over lines in YAML): whitespace runs become one space first."""
     value = "" if text is None else str(text)
-    if prose:
-        value = " ".join(value.split())
-    return _INERT.sub(_break, _SPECIAL.sub(r"\\\1", one_line(value)))
+    return _INERT.sub(_break, _SPECIAL.sub(r"\\\1", folded(value) if prose else one_line(value)))
 
 
 # What GitHub (and GitLab) turn into links or notifications in text, markup escaped or not: bare

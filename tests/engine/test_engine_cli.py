@@ -247,6 +247,7 @@ def test_an_output_over_the_database_or_an_input_is_refused_before_any_work(
             ("check", "--db", "link.db", "-o", f"{db}-wal"),
             "is a file SQLite keeps beside the database (--db)",
         ),
+        (("check", "--db", "sqlite:///auditor.db", "-o", "auditor.db-wal"), "is a file SQLite keeps beside"),
     ]
     before = Path(db).read_bytes()
     for args, said in cases:

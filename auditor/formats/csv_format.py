@@ -2,6 +2,9 @@
 
 A cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is prefixed with an
 apostrophe, so that a spreadsheet shows catalog text instead of executing it (OWASP CSV injection).
+So is one where such a character (or its full-width form, ``＝`` ``＋`` ``－`` ``＠``, which Excel
+with an East Asian input method takes as a formula too) follows leading spaces: LibreOffice and
+Google Sheets strip them on import and then run the rest.
 Rows end with CRLF (RFC 4180, as the report's ``findings.csv``): with a bare ``\n`` terminator the
 csv module leaves a cell holding a carriage return unquoted, and readers split the row there.
 """
@@ -34,13 +37,14 @@ HEADER = [
 # What a spreadsheet may run as a formula at the start of a cell (OWASP's list, plus a line feed,
 # '|' (DDE in old Excel) and '%'). The one list for every CSV this tool writes: the check's and the
 # report's export.
-_DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def neutralise(value: Any) -> str:
-    """A CSV cell a spreadsheet will not run as a formula: a quote before a dangerous first character."""
+    """A CSV cell a spreadsheet will not run as a formula: a quote before a dangerous first character,
+    leading whitespace (spaces, no-break and full-width spaces, line breaks) looked past."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_DANGEROUS) else text
+    return "'" + text if text.startswith(_DANGEROUS) or text.lstrip().startswith(_DANGEROUS) else text
 
 
 BATCH = 1_000  # findings per piece

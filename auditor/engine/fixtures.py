@@ -18,8 +18,9 @@ from the rules it names (default: every rule of the sibling rule file)::
           - {rule: high-sensitivity-without-confidential, cluster: c1, column: hr.emp.ssn}
 
 Expected entries name a column finding (``column``), a group finding (``columns``: every column
-involved, in any order) or a cluster finding (neither). A case passes when the findings of its rules
-are exactly the expected ones. Every case is written through the real :class:`SnapshotWriter`
+involved, in any order) or a cluster finding (neither), and may give the finding's exact
+``message``. A case passes when the findings of its rules are exactly the expected ones, with the
+messages given. Every case is written through the real :class:`SnapshotWriter`
 into a temporary SQLite database (one run per case) and evaluated by the real compiler.
 """
 
@@ -70,6 +71,8 @@ class Case:
     rules: list[str]
     clusters: list[tuple[dict[str, Any], list[dict[str, Any]]]]
     expect: set[Identity]
+    # the exact message expected of a finding, where its entry gives one (`message:`)
+    messages: dict[Identity, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,10 +81,12 @@ class CaseResult:
     missing: list[Identity] = field(default_factory=list)
     unexpected: list[Identity] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # (finding, message expected, message given) for each expected message that differs
+    wrong_messages: list[tuple[Identity, str, str]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return not self.missing and not self.unexpected
+        return not self.missing and not self.unexpected and not self.wrong_messages
 
 
 @dataclass
@@ -102,6 +107,10 @@ class FixtureReport:
             out.append(f"{status} {one_line(case.source)}:{case.line}: {one_line(case.name)}")
             for identity in result.missing:
                 out.append(f"     missing:    {describe(identity)}")
+            for identity, expected, given in result.wrong_messages:
+                out.append(f"     message of: {describe(identity)}")
+                out.append(f"                 expected: {one_line(expected)}")
+                out.append(f"                 given:    {one_line(given)}")
             messages = {identity_of(f): f.message for f in result.findings}
             for identity in result.unexpected:
                 out.append(f"     unexpected: {describe(identity)}")
@@ -260,12 +269,13 @@ def _parse_case(
     if "expect" not in node:  # read as "no findings", a case that forgot its expectations passed
         ctx.problem(path, "a case needs 'expect': the findings expected ([] for none)")
         expect: set[Identity] = set()
+        messages: dict[Identity, str] = {}
     else:
-        expect = _parse_expect(node.get("expect"), ctx, [*path, "expect"], set(rules))
+        expect, messages = _parse_expect(node.get("expect"), ctx, [*path, "expect"], set(rules))
     if len(ctx.problems) > before:
         return None
     mark = mark_at(ctx.document, path)
-    return Case(ctx.source, mark.line if mark else 1, str(name), list(rules), clusters, expect)
+    return Case(ctx.source, mark.line if mark else 1, str(name), list(rules), clusters, expect, messages)
 
 
 def _parse_clusters(
@@ -415,20 +425,23 @@ def _stem(fixture: Path) -> str:
     return stem
 
 
-def _parse_expect(node: Any, ctx: ParseContext, path: list[Any], rules: set[str]) -> set[Identity]:
+def _parse_expect(
+    node: Any, ctx: ParseContext, path: list[Any], rules: set[str]
+) -> tuple[set[Identity], dict[Identity, str]]:
     if not isinstance(node, LocList):  # a blank 'expect:' too: it read as "no findings"
         ctx.problem(path, "'expect' must be a list of findings ([] for none)")
-        return set()
+        return set(), {}
     out: set[Identity] = set()
+    messages: dict[Identity, str] = {}
     first: dict[Identity, int] = {}
     for index, item in enumerate(node):
         here = [*path, index]
         if not isinstance(item, LocDict):
-            ctx.problem(here, "an expected finding is a mapping: {rule, cluster, column|columns}")
+            ctx.problem(here, "an expected finding is a mapping: {rule, cluster, column|columns, message}")
             continue
         for key in item:
-            if key not in ("rule", "cluster", "column", "columns"):
-                valid = "rule, cluster, column, columns"
+            if key not in ("rule", "cluster", "column", "columns", "message"):
+                valid = "rule, cluster, column, columns, message"
                 ctx.problem([*here, key], f"unknown key {key!r}; valid: {valid}", key=True)
         rule = item.get("rule")
         if not isinstance(rule, str) or rule not in rules:
@@ -439,6 +452,11 @@ def _parse_expect(node: Any, ctx: ParseContext, path: list[Any], rules: set[str]
         cluster = item.get("cluster")
         if cluster is not None and not isinstance(cluster, str):
             ctx.problem([*here, "cluster"], "'cluster' must be text (quote numeric ids)")
+            continue
+        message = item.get("message")
+        if "message" in item and (not isinstance(message, str) or not message.strip()):
+            # a blank 'message:' would read as "any message": the check the author asked for lost
+            ctx.problem([*here, "message"], "'message' must be the finding's exact message text")
             continue
         columns = item.get("columns")
         if columns is not None and item.get("column") is not None:
@@ -471,7 +489,9 @@ def _parse_expect(node: Any, ctx: ParseContext, path: list[Any], rules: set[str]
             continue
         first[identity] = index
         out.add(identity)
-    return out
+        if isinstance(message, str):
+            messages[identity] = message
+    return out, messages
 
 
 def run_fixtures(paths: Sequence[Path]) -> FixtureReport:
@@ -528,10 +548,19 @@ def _run_case(engine: Any, case: Case, ruleset: RuleSet) -> CaseResult:
         writer.finish_cluster(parsed.id, ClusterStats(columns_fetched=len(columns), pages=1))
     writer.complete(RunTotals(clusters_announced=len(case.clusters)))
     found = evaluate(engine, writer.run_id, ruleset.only(case.rules))
-    actual = {identity_of(f) for f in found}
+    given = {identity_of(f): f.message for f in found}
+    actual = set(given)
     return CaseResult(
         case,
         missing=sorted(case.expect - actual, key=str),
         unexpected=sorted(actual - case.expect, key=str),
         findings=found,
+        wrong_messages=sorted(
+            (
+                (identity, expected, given[identity])
+                for identity, expected in case.messages.items()
+                if identity in given and given[identity] != expected
+            ),
+            key=str,
+        ),
     )

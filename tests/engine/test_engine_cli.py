@@ -478,6 +478,38 @@ cases:
     ]
 
 
+def test_rules_test_checks_the_messages_an_expectation_gives(run_cli, tmp_path):
+    (tmp_path / "mine.yaml").write_text((rules_dir() / "clusters.yaml").read_text())
+    fixture = tmp_path / "mine.test.yaml"
+    case = (
+        "  - name: {name}\n    rules: [cluster-missing-severity]\n    clusters: [{{id: c2, name: Leads}}]\n"
+        "    expect: [{{rule: cluster-missing-severity, cluster: c2, message: {message}}}]\n"
+    )
+    fixture.write_text(
+        "cases:\n"
+        + case.format(name="right message", message="'cluster Leads (c2) has no severity'")
+        + case.format(name="wrong message", message="'cluster c2 lacks a severity'")
+    )
+    result = run_cli("rules", "test", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"PASS {fixture}:2: right message",
+        f"FAIL {fixture}:6: wrong message",
+        "     message of: cluster-missing-severity on cluster c2",
+        "                 expected: cluster c2 lacks a severity",
+        "                 given:    cluster Leads (c2) has no severity",
+        "2 cases in 1 file: 1 passed, 1 failed",
+    ]
+    # a blank message would read as "any message": refused, not a check quietly dropped
+    fixture.write_text("cases:\n" + case.format(name="blank", message="''"))
+    refused = run_cli("rules", "test", str(tmp_path))
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines() == [
+        "error: 1 problem in the rule fixtures",
+        f"  {fixture}:5:69: 'message' must be the finding's exact message text",
+    ]
+
+
 def test_rules_test_rejects_invalid_fixtures_with_exit_2(run_cli, tmp_path):
     (tmp_path / "r.yaml").write_text((rules_dir() / "clusters.yaml").read_text())
     fixture = tmp_path / "r.test.yaml"

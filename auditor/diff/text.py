@@ -20,7 +20,7 @@ from auditor.diff.model import (
     DiffResult,
     FindingDiff,
 )
-from auditor.formats.markdown_format import cell
+from auditor.formats.markdown_format import BUDGET, cell, clipped
 from auditor.textsafe import one_line
 
 CATEGORY_TITLES = {
@@ -137,12 +137,16 @@ def _finding_lines(item: FindingDiff) -> list[str]:
 
 
 def md(value: Any) -> str:
-    """A catalog value as inert markdown table-cell text (``—`` when missing)."""
-    return "—" if value is None else cell(value)
+    """A catalog value as inert markdown table-cell text (``—`` when missing), cut after
+    :data:`~auditor.formats.markdown_format.MAX_CELL` characters, saying its length."""
+    return "—" if value is None else cell(clipped(value))
 
 
 def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) -> str:
-    """A markdown summary table and capped sections, for pull-request comments and CI summaries."""
+    """A markdown summary table and capped sections, for pull-request comments and CI summaries:
+    at most ``max_rows`` rows a section, and at most :data:`~auditor.formats.markdown_format.BUDGET`
+    characters in all (a GitHub comment takes 65,536), each section taking what the ones before it
+    left; a section cut short says how many more rows the JSON holds."""
     s = diff.summary()
     out = [
         f"## Catalog diff: run {diff.from_run} → run {diff.to_run}",
@@ -169,6 +173,7 @@ def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) 
     if diff.empty:
         out += ["", _no_changes(diff)]
         return "\n".join(out) + "\n"
+    budget = BUDGET - sum(len(line) + 1 for line in out)
     for category in ("new", "resolved", "newly_waived", "waiver_expired"):
         items = diff.findings.get(category, [])
         if not items:
@@ -184,12 +189,14 @@ def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) 
             )
             for i in items
         ]
-        out += _md_table(
+        table, budget = _md_table(
             f"{CATEGORY_TITLES[category]} ({len(items)})",
             ("Severity", "Rule", "Cluster", "Column", "Message", "Explained by"),
             rows,
             max_rows,
+            budget,
         )
+        out += table
     c = diff.catalog
     cluster_rows = [
         *(("added", md(e.cluster_id), md(e.name), "—") for e in c.clusters_added),
@@ -200,12 +207,14 @@ def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) 
         ),
     ]
     if cluster_rows:
-        out += _md_table(
+        table, budget = _md_table(
             f"Cluster changes ({len(cluster_rows)})",
             ("Change", "Cluster", "Name", "Details"),
             cluster_rows,
             max_rows,
+            budget,
         )
+        out += table
     column_rows = [
         *(("added", md(e.cluster_id), md(e.column), "—") for e in c.columns_added),
         *(("removed", md(e.cluster_id), md(e.column), "—") for e in c.columns_removed),
@@ -219,21 +228,35 @@ def format_markdown(diff: DiffResult, *, max_rows: int = DEFAULT_MARKDOWN_ROWS) 
         ),
     ]
     if column_rows:
-        out += _md_table(
+        table, budget = _md_table(
             f"Column changes ({len(column_rows)})",
             ("Change", "Cluster", "Column", "Details"),
             column_rows,
             max_rows,
+            budget,
         )
+        out += table
     return "\n".join(out) + "\n"
 
 
 def _md_table(
-    title: str, header: tuple[str, ...], rows: Iterable[tuple[str, ...]], max_rows: int
-) -> list[str]:
+    title: str, header: tuple[str, ...], rows: Iterable[tuple[str, ...]], max_rows: int, budget: int
+) -> tuple[list[str], int]:
+    """The section's lines, with as many of the first ``max_rows`` rows as fit in ``budget``
+    characters (room kept for the line saying how many more); and the characters left."""
     rows = list(rows)
     out = ["", f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out.extend("| " + " | ".join(row) + " |" for row in rows[:max_rows])
-    if len(rows) > max_rows:
-        out += ["", f"… and {len(rows) - max_rows} more (the JSON format lists everything)."]
-    return out
+    spent = sum(len(line) + 1 for line in out)
+    shown = 0
+    for row in rows[:max_rows]:
+        line = "| " + " | ".join(row) + " |"
+        if spent + len(line) + 1 > budget - 200:
+            break
+        out.append(line)
+        spent += len(line) + 1
+        shown += 1
+    if shown < len(rows):
+        more = f"… and {len(rows) - shown} more (the JSON format lists everything)."
+        out += ["", more]
+        spent += len(more) + 2
+    return out, budget - spent

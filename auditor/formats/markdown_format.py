@@ -55,7 +55,8 @@ def _break(match: re.Match[str]) -> str:
     return found + "&#8203;"
 
 
-def _clipped(text: object) -> str:
+def clipped(text: object) -> str:
+    """``text`` cut after :data:`MAX_CELL` characters, saying its length (before escaping)."""
     value = "" if text is None else str(text)
     if len(value) <= MAX_CELL:
         return value
@@ -85,14 +86,14 @@ def _open_row(f: Finding) -> str:
     status = "waiver expired" if f.waiver_expired else f.status
     return (
         f"| {ICONS.get(f.severity, '')} {f.severity} | {status} | `{f.rule}` "
-        f"| {cell(f.subject)} | {cell(_clipped(f.message))} |"
+        f"| {cell(f.subject)} | {cell(clipped(f.message))} |"
     )
 
 
 def _waived_row(f: Finding) -> str:
     w = f.waiver or {}
     return (
-        f"| `{f.rule}` | {cell(f.subject)} | {cell(_clipped(w.get('reason')), prose=True)} "
+        f"| `{f.rule}` | {cell(f.subject)} | {cell(clipped(w.get('reason')), prose=True)} "
         f"| {cell(w.get('owner'))} | {w.get('expires')} |"
     )
 

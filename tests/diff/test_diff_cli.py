@@ -138,6 +138,40 @@ def test_text_and_markdown_show_control_characters_as_escapes(runner, engine, wr
     assert "dwh.sales.x\\\\x1b\\[2J\\\\x0a  + forged line" in markdown
 
 
+def test_markdown_cuts_long_values_and_stays_within_a_comment(runner, engine, write, base, kit):
+    """Found by a report probe: a 100,000-character cluster name made a 6 MB summary, past what a
+    pull-request comment (65,536) or a step summary (1 MiB) takes."""
+    from auditor.formats.markdown_format import BUDGET, MAX_CELL
+
+    after = base()
+    after[0][0]["name"] = "L" * 100_000
+    long = [f"dwh.sales.{'c' * 1_500}{i:02}" for i in range(90)]
+    after[1][1].extend(kit.column(fqn, tags={"sensitivity": "high"}) for fqn in long)
+    write(engine, base())
+    write(engine, after)
+    db = str(engine.url.database)
+    markdown = invoke(runner, "--db", db, "--format", "markdown").stdout
+    assert len(markdown) <= BUDGET
+    assert f"{'L' * MAX_CELL}… (100,000 characters)" in markdown
+    assert "L" * (MAX_CELL + 1) not in markdown
+    assert "c" * 1_500 not in markdown
+    # the new findings take the budget first: some shown, the rest counted; the column changes
+    # after them say how many rows the JSON holds
+    # (each long column raises two findings: high-sensitivity and no business attribute)
+    sections = markdown.split("\n### ")
+    assert [s.splitlines()[0] for s in sections[1:]] == [
+        "New findings (180)",
+        "Cluster changes (1)",
+        "Column changes (90)",
+    ]
+    shown = sum(1 for line in sections[1].splitlines()[4:] if line.startswith("| "))
+    assert 0 < shown < 100
+    assert f"… and {180 - shown} more (the JSON format lists everything)." in sections[1]
+    assert "… and 90 more (the JSON format lists everything)." in markdown
+    full = invoke(runner, "--db", db, "--format", "json").stdout
+    assert all(fqn in full for fqn in long)  # the JSON keeps every value whole
+
+
 class _Collect(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

@@ -9,7 +9,9 @@ or message is ever left under the target's name). A rename ignores the target's 
 its own it would replace a file the user write-protected, and leave a ``chmod 600`` findings file
 readable by everyone (the new file gets the default mode). :func:`_refuse_write_protected` (before
 the work) and :func:`_keep_mode` (before the move) make the replacement behave like writing into the
-file.
+file. A folder is refused before the work too, and so is a SQLite database or one of its journals
+(:func:`_refuse_database`): a report or message written from Python over the snapshot history it
+was read from destroyed it (the CLI also refuses its own database and inputs by name, exit 2).
 """
 
 from __future__ import annotations
@@ -37,6 +39,37 @@ def _refuse_write_protected(path: Path) -> None:
         return  # missing (or unreadable): the write itself reports what is wrong
     if stat.S_ISREG(mode) and not (mode & stat.S_IWUSR and os.access(path, os.W_OK)):
         raise PermissionError(errno.EACCES, "Permission denied (the file is write-protected)", str(path))
+
+
+# The first bytes of a SQLite database, of its write-ahead log (either byte order of checksums) and
+# of its rollback journal (https://www.sqlite.org/fileformat.html)
+_SQLITE_MAGIC = (
+    b"SQLite format 3\x00",
+    b"\x37\x7f\x06\x82",
+    b"\x37\x7f\x06\x83",
+    b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7",
+)
+
+
+def _sqlite_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(16)
+    except OSError:
+        return False
+    return head.startswith(_SQLITE_MAGIC)
+
+
+def _refuse_database(path: Path) -> None:
+    """Raise ``OSError`` when ``path`` is a folder, or a SQLite database, its write-ahead log, its
+    shared-memory index or its rollback journal (an output written there destroys the history)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    if not path.is_file():
+        return
+    shm = path.name.endswith("-shm") and _sqlite_file(path.with_name(path.name.removesuffix("-shm")))
+    if shm or _sqlite_file(path):
+        raise OSError(errno.EEXIST, "it is a SQLite database (writing it would destroy it)", str(path))
 
 
 def _keep_mode(path: Path, tmp: Path) -> None:
@@ -105,6 +138,7 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
             yield stream
         return
     path = _final_target(path)
+    _refuse_database(path)
     _refuse_write_protected(path)
     if path.is_file() and not os.access(path.parent, os.W_OK | os.X_OK):
         # A writable file in a folder this process may not write: no new file can be made beside

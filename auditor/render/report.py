@@ -198,10 +198,13 @@ class ReportBundle:
                         raise DeliveryError(f"cannot create export folder {folder}: {exc.strerror}") from None
                     written += self._write_exports(folder)
                 written.append(_write_atomic(Path(output), self.html))
-        except BaseException:  # a failure or Ctrl-C: no empty folder left looking like an export
+        except BaseException as exc:  # a failure or Ctrl-C: no empty folder left looking like an export
             if created and folder is not None:
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # only when empty
+            if isinstance(exc, OSError):  # moving the files into place at the end of the block
+                why = exc.strerror or str(exc) or type(exc).__name__
+                raise DeliveryError(f"cannot write {exc.filename or output}: {why}") from None
             raise
         self.written = written
         return written

@@ -660,6 +660,7 @@ def test_an_export_cut_short_replaces_none_of_the_files_there(
     # Ctrl-C midway left findings.json and findings.csv of run 2 beside the diff.json and the
     # report of run 1: a folder that looked whole and mixed two runs.
     import auditor.render.report as report_module
+    from auditor.errors import DeliveryError
     from auditor.render.report import build_report_bundle
 
     folder, html = tmp_path / "out", tmp_path / "out" / "r.html"
@@ -677,7 +678,7 @@ def test_an_export_cut_short_replaces_none_of_the_files_there(
 
         monkeypatch.setattr(report_module, "_write_atomic", cut)
         monkeypatch.setattr(report_module, "_write_streamed", lambda path, _write: cut(path, ""))
-        with pytest.raises((KeyboardInterrupt, OSError)):
+        with pytest.raises((KeyboardInterrupt, DeliveryError)):  # an OSError, said as a delivery error
             build_report_bundle(engine, 2, with_exports=True).write(html, folder)
     finally:
         engine.dispose()

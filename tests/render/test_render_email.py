@@ -268,6 +268,32 @@ def test_eml_file_is_a_parseable_message(sample, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_message_is_never_written_over_a_database_or_a_folder(sample, tmp_path: Path) -> None:
+    """Found by a library probe: from Python (no CLI guard), eml_path='history.db' replaced the
+    snapshot history with the message."""
+    import sqlite3
+
+    history = tmp_path / "history.db"
+    with sqlite3.connect(history) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE runs (id INTEGER)")
+        kept = sqlite3.connect(history)  # held open: its -wal and -shm stay beside it
+        kept.execute("INSERT INTO runs VALUES (1)")
+        kept.commit()
+    before = history.read_bytes()
+    bundle = bundle_from_input(sample.data)
+    for target in (history, tmp_path / "history.db-wal", tmp_path / "history.db-shm"):
+        assert target.exists()
+        with pytest.raises(DeliveryError, match=f"cannot write {target}: it is a SQLite database"):
+            deliver_email(bundle, to=["team@example.org"], eml_path=target)
+    with pytest.raises(DeliveryError, match=f"cannot write {tmp_path}: Is a directory"):
+        deliver_email(bundle, to=["team@example.org"], eml_path=tmp_path)
+    kept.close()
+    assert history.read_bytes()[:16] == before[:16] == b"SQLite format 3\x00"
+    assert sqlite3.connect(history).execute("SELECT id FROM runs").fetchall() == [(1,)]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_send_over_plain_smtp(sample, smtp_server) -> None:
     host, port, received = smtp_server()
     message = build_message(

@@ -262,6 +262,27 @@ def test_scale_100k_changes_is_capped_small_and_fast(tmp_path: Path) -> None:
     assert soup.select_one('[data-card="new"] .value').get_text() == "20,000"
 
 
+def test_a_report_is_never_written_over_a_database_or_a_folder(sample, tmp_path: Path) -> None:
+    """Found by a library probe: ReportBundle.write('history.db') replaced the snapshot history with
+    the report (the CLI refused it; the library did not), and a folder gave a raw IsADirectoryError."""
+    import sqlite3
+
+    from auditor.errors import DeliveryError
+
+    history = tmp_path / "history.db"
+    with sqlite3.connect(history) as connection:
+        connection.execute("CREATE TABLE runs (id INTEGER)")
+    bundle = bundle_from_input(sample.data)
+    with pytest.raises(DeliveryError, match=f"cannot write {history}: it is a SQLite database"):
+        bundle.write(history)
+    exports = tmp_path / "exports"
+    with pytest.raises(DeliveryError, match="Is a directory"):
+        bundle.write(exports.parent, export_dir=exports)
+    assert not exports.exists()  # made for the export, removed with it
+    assert sqlite3.connect(history).execute("SELECT count(*) FROM runs").fetchall() == [(0,)]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_template_folder_overrides_the_bundled_one(sample, tmp_path: Path) -> None:
     folder = tmp_path / "templates"
     folder.mkdir()

@@ -628,6 +628,12 @@ def validate_rule_files(paths: RulePaths) -> tuple[list[Rule], Problems, list[st
     problems = Problems()
     if isinstance(paths, str | os.PathLike):
         paths = [paths]  # one path, not a sequence of one-character ones
+    if paths is not None and not paths:
+        # an empty list loaded no rule, and a gate given no rule passes everything, silently
+        raise RuleError(
+            "no rule files given (an empty list of paths)",
+            hint="give rule files or folders, or None for the built-in pack",
+        )
     base = [rules_dir()] if paths is None else [Path(p) for p in paths]
     files = rule_files(base, problems)
     rules: list[Rule] = []
@@ -639,7 +645,7 @@ def validate_rule_files(paths: RulePaths) -> tuple[list[Rule], Problems, list[st
 
 def load_ruleset(paths: RulePaths = None) -> RuleSet:
     """Load and validate rule files and folders (one path, a sequence of them, or ``None``: the
-    built-in pack). Raises RuleError listing every problem."""
+    built-in pack). Raises RuleError listing every problem (an empty sequence is one)."""
     rules, problems, sources = validate_rule_files(paths)
     if problems:
         count = len(problems)

@@ -75,6 +75,18 @@ def test_the_built_in_pack_loads_with_the_two_design_rules():
     assert len(pack.digest) == 64
 
 
+@pytest.mark.parametrize("empty", [[], (), set()])
+def test_an_empty_list_of_rule_paths_is_an_error_not_an_empty_rule_set(empty):
+    """Found by a library probe: load_ruleset([]) gave a rule set of no rules, whose gate passed
+    everything (None is the built-in pack)."""
+    with pytest.raises(RuleError) as caught:
+        load_ruleset(empty)
+    assert caught.value.message == "no rule files given (an empty list of paths)"
+    assert caught.value.hint == "give rule files or folders, or None for the built-in pack"
+    assert caught.value.exit_code == EXIT_USAGE
+    assert len(load_ruleset(None).rules) == 16
+
+
 def test_every_problem_is_reported_at_once_with_file_line_and_column(write):
     good = write("a/good.yaml", GOOD)
     bad = write("b/bad.yaml", BAD)

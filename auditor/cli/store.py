@@ -187,20 +187,11 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
     settings.guard_outputs(db, {"--output": output}, {})
     # No database yet: no runs, and no empty file created where a mistyped --db points.
     runs = list_runs(settings.engine(db)) if settings.database_exists(db) else []
-    liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}
     if fmt == "json":
-        shapes = []
-        for run in runs:
-            found = liveness[run.id]
-            shapes.append(
-                {
-                    **run.to_json(),
-                    "liveness": found.state if found else None,
-                    "liveness_reason": found.reason if found else None,
-                }
-            )
+        shapes = [run.to_json() for run in runs]
         write_output(json.dumps({"runs": shapes}, indent=2) + "\n", output)
         return
+    liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}
     width = max([9, *(len(f"running ({found.state})") for found in liveness.values() if found)])
     header = f"{'ID':>5}  {'STATUS':<{width}} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"
     lines = [header]

@@ -89,6 +89,9 @@ class RunInfo:
         data["columns"] = self.columns_stored or 0
         if self.damaged is None:
             del data["damaged"]
+        found = run_liveness(self.status, self.started_at, self.details)
+        data["liveness"] = found.state if found else None
+        data["liveness_reason"] = found.reason if found else None
         return data
 
 

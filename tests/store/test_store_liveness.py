@@ -151,6 +151,10 @@ def test_auditor_runs_shows_whether_a_running_run_is_still_being_written(run_cli
         ("complete", None, None),
     ]
     assert listed[0]["details"]["writer"] == writer_identity()
+    # the library's shape is the command's (found by a library probe: liveness was CLI-only)
+    from auditor.store.runs import list_runs
+
+    assert [run.to_json() for run in list_runs(engine)] == listed
     table = run_cli("runs", "--db", db)
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()

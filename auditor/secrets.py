@@ -27,13 +27,18 @@ _lock = threading.Lock()
 _secrets: set[str] = set()
 MASK = "***"
 MIN_SECRET_LENGTH = 4  # shorter strings would mask ordinary words; such keys are refused anyway
+# Keys published as examples, never secrets: BigID's tutorial's (and the built-in sandbox's) SAMPLE.
+# Registered, it masked the word in every later message of the process: after one sandbox run, a
+# report path 'SAMPLE-report.html' was shown as '***-report.html'.
+PUBLIC_KEYS = frozenset({"SAMPLE"})
 
 
 def forms(secret: str | None) -> frozenset[str]:
     """``secret`` and its base64 and percent-encoded spellings (none for a secret shorter than
-    :data:`MIN_SECRET_LENGTH`): an SMTP login sends a password in base64, a URL carries it
-    percent-encoded, and a server echoing either in an error would print it."""
-    if not secret or len(secret) < MIN_SECRET_LENGTH:
+    :data:`MIN_SECRET_LENGTH`, nor for one of the :data:`PUBLIC_KEYS`): an SMTP login sends a
+    password in base64, a URL carries it percent-encoded, and a server echoing either in an error
+    would print it."""
+    if not secret or len(secret) < MIN_SECRET_LENGTH or secret in PUBLIC_KEYS:
         return frozenset()
     encoded = base64.b64encode(secret.encode("utf-8")).decode("ascii")
     return frozenset({secret, quote(secret, safe=""), encoded, encoded.rstrip("=")})
@@ -234,7 +239,9 @@ _installed = False
 
 
 def install_log_filter() -> None:
-    """Attach :class:`ScrubFilter` to the root, ``auditor``, urllib3 and requests loggers."""
+    """Attach :class:`ScrubFilter` to the root, ``auditor``, urllib3 and requests loggers (for the
+    records logged on each of them: a logger's filters do not see its children's records, so a
+    handler printing them carries a :class:`ScrubFilter` of its own, as the CLI's does)."""
     global _installed
     if _installed:
         return

@@ -127,3 +127,15 @@ def test_the_packages_own_log_records_are_scrubbed_without_the_cli(name: str, ca
     with caplog.at_level(logging.DEBUG):
         logging.getLogger(name).debug("sent %s", "Bearer sk-LOGGED-key-1")
     assert [r.getMessage() for r in caplog.records] == ["sent Bearer ***"]
+
+
+def test_the_tutorial_s_public_sample_key_masks_nothing_in_later_messages():
+    """Found by a library probe: after one run on the built-in sandbox (key SAMPLE), the process
+    showed 'cannot write /x/SAMPLE-report.html' as 'cannot write /x/***-report.html'."""
+    from auditor.bigid.client import BigIDClient, ClientOptions
+    from auditor.sandbox.config import DEFAULT_TOKEN
+
+    BigIDClient(ClientOptions(url="http://127.0.0.1:9", token=DEFAULT_TOKEN)).close()
+    assert secrets.scrub("cannot write /x/SAMPLE-report.html") == "cannot write /x/SAMPLE-report.html"
+    secrets.register("SAMPLE-but-a-real-key")  # a real key is masked as ever
+    assert secrets.scrub("key SAMPLE-but-a-real-key here") == "key *** here"

@@ -180,10 +180,14 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     from auditor.cli.common import Settings
 
     ctx.obj = Settings.load(config_path, debug=debug, verbose=verbose, quiet=quiet)
-    from auditor.secrets import install_log_filter
+    from auditor.secrets import ScrubFilter, install_log_filter
 
     install_log_filter()
     handler = _StderrHandler(sys.stderr)
+    # A logger's filter sees only the records logged on that very logger, not those of its children
+    # ('urllib3.connectionpool' traced "GET /<key>/api/…" for a key pasted into the URL): every
+    # record printed is scrubbed here, whichever logger made it.
+    handler.addFilter(ScrubFilter())
     handler.setFormatter(_StderrFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # set-up lines: noise to users

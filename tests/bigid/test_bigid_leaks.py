@@ -142,3 +142,27 @@ def test_exception_texts_never_carry_the_key(sandbox, tmp_db, make_client):
     text = "".join(traceback.format_exception(exc)) + repr(exc) + str(exc) + (exc.hint or "")
     text += repr(client) + repr(client.options)
     assert token not in text
+
+
+def test_a_key_pasted_into_the_url_stays_out_of_the_verbose_trace(loopback, tmp_path):
+    """Found by a probe with its own server: with BIGID_URL=https://tenant/<key>/, urllib3's own
+    DEBUG lines ("GET /<key>/api/v1/clusters?…") reached stderr unscrubbed: the filter sat on the
+    'urllib3' logger, which does not filter the records of its child 'urllib3.connectionpool'."""
+    from .conftest import Request
+    from .test_bigid_snapshot_unit import make_tenant
+
+    token = leak_token()
+    handler, _, _ = make_tenant({"k1": 3, "k2": 2})
+    loopback.reset(lambda r: handler(Request(r.method, r.path.replace(f"/{token}", ""), r.query, None)))
+    done = run_auditor(
+        "--verbose",
+        "snapshot",
+        "--db",
+        str(tmp_path / "url.db"),
+        env={"BIGID_URL": f"{loopback.url}/{token}/", "BIGID_TOKEN": token},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b'"GET /***/api/v1/clusters?' in done.stderr  # urllib3's trace is there, masked
+    assert token.encode() not in done.stderr + done.stdout
+    assert token.encode() not in database_bytes(tmp_path / "url.db")

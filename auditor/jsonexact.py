@@ -78,3 +78,30 @@ def loads(content: bytes | str) -> Any:
             raise surrogate from None
         except (ValueError, RecursionError):
             raise exc from None
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def loads_replacing_lone_surrogates(content: bytes | str) -> Any:
+    """:func:`loads` for a text whose only fault is a lone UTF-16 surrogate *escape* (``"\\ud83d"``):
+    each is read as U+FFFD, the replacement character, as a browser decodes it. JavaScript's
+    ``JSON.stringify`` writes one for a string cut inside an emoji (a Node.js server truncating a
+    name), which RFC 8259's grammar allows but no Unicode text holds. Raw surrogate bytes are still
+    invalid UTF-8; any other fault raises as :func:`loads` does."""
+    try:
+        text = content.decode("utf-8") if isinstance(content, bytes) else content  # strict: no raw surrogates
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_or_text)
+    except (ValueError, RecursionError):
+        return loads(content)  # raises, worded as orjson words it
+    return _without_lone_surrogates(value)

@@ -124,6 +124,10 @@ class Authenticator:
             self._candidates = [scheme]
         self._index = 0
         self.scheme_used: str | None = None  # set once a request was accepted
+        self.first_accepted: str | None = None  # the first form any request was accepted with
+        # the endpoints (paths) that accepted the current form: a 401 from another one, under
+        # ``auto``, moves on to the next form rather than being taken for a revoked key
+        self._accepted_paths: set[str] = set()
         self.tried: list[str] = []
 
     def __repr__(self) -> str:
@@ -168,12 +172,15 @@ class Authenticator:
 
     # -- reacting ------------------------------------------------------------------------------
 
-    def accepted(self, generation: int) -> None:
-        """A request sent with ``generation``'s header was not refused: keep that scheme."""
-        if self.scheme_used is None or generation > self._last_ok:
+    def accepted(self, generation: int, path: str | None = None) -> None:
+        """A request (to ``path``) sent with ``generation``'s header was not refused: keep that scheme."""
+        if self.scheme_used is None or generation > self._last_ok or path not in self._accepted_paths:
             with self._lock:
                 if self.scheme_used is None and generation == self._generation:
                     self.scheme_used = self.current
+                    self.first_accepted = self.first_accepted or self.current
+                if path is not None and generation == self._generation:
+                    self._accepted_paths.add(path)
                 self._last_ok = max(self._last_ok, generation)
 
     def probing(self) -> bool:
@@ -182,10 +189,13 @@ class Authenticator:
         with self._lock:
             return self.scheme_used is None and self._index + 1 < len(self._candidates)
 
-    def unauthorized(self, generation: int) -> bool:
-        """A request sent with ``generation``'s header got a 401. True: retry with a new header.
+    def unauthorized(self, generation: int, path: str | None = None) -> bool:
+        """A request (to ``path``) sent with ``generation``'s header got a 401. True: retry with a
+        new header.
 
-        Before any scheme was accepted, ``auto`` moves to the next candidate. Once the session scheme
+        Before any scheme was accepted, ``auto`` moves to the next candidate; so it does when the
+        refusing endpoint never accepted the current form (a gateway that lets any header through
+        to the cluster list but wants the bare key for the columns). Once the session scheme
         was accepted, an expired session is exchanged again (once for all workers that saw the same
         401) -- but a fresh session refused before any request succeeded with it means the tenant
         no longer accepts the key: False. A bearer or raw key that was accepted and is now refused
@@ -200,5 +210,19 @@ class Authenticator:
                 return True
             if self.current == "refresh" and self.scheme_used == "refresh" and self._last_ok == generation:
                 self._renew_locked()
+                return True
+            if (
+                path is not None
+                and path not in self._accepted_paths
+                and self._index + 1 < len(self._candidates)
+                and {self.current, self._candidates[self._index + 1]} == {"bearer", "raw"}
+            ):
+                # accepted elsewhere, refused here before this endpoint ever took it: the other
+                # header form, as when probing (never an exchange: that is the key's own kind)
+                self._index += 1
+                self._candidates = self._candidates[: self._index + 1]  # and no probing past it
+                self._generation += 1
+                self.scheme_used = None  # set again by the next form's first accepted request
+                self._accepted_paths.clear()
                 return True
             return False

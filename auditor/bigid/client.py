@@ -433,7 +433,20 @@ class BigIDClient:
             params: dict[str, Any] = {"limit": limit, "skip": skip}
             if filter:
                 params["filter"] = filter
-            body = self._request(CLUSTERS_PATH, params, filter=filter)
+            try:
+                body = self._request(CLUSTERS_PATH, params, filter=filter)
+            except NotFoundError as exc:
+                if not skip:
+                    raise
+                # the first page answered at this address: the URL is right, the paging is not
+                said = exc.message.partition("): ")[2]  # the server's own words, if it gave some
+                raise NotFoundError(
+                    f"GET {CLUSTERS_PATH} with skip={skip} was not found (HTTP 404) after the first "
+                    f"{skip:,} clusters had been listed" + (f": {said}" if said else ""),
+                    hint="the tenant may not page its cluster list past the first page: run again; if it "
+                    "persists, raise --page-size above the number of clusters or narrow --filter",
+                    status=404,
+                ) from None
             envelope = self._unwrap(body, "clusters", CLUSTERS_PATH, None)
             rows = self._validate_clusters(envelope.rows, skip, invalid)
             return RawPage(rows, envelope.total, envelope.shape)
@@ -547,6 +560,8 @@ class BigIDClient:
             ):
                 raise
             try:
+                if not self._honours_cluster_id(cluster_id):
+                    raise first
                 body = self._request(
                     COLUMNS_PATH,
                     {"cluster_id": cluster_id, **params},
@@ -562,6 +577,28 @@ class BigIDClient:
             if first_to_switch:
                 log.warning("the tenant wants the cluster id as 'cluster_id'; using it from now on")
             return body
+
+    def _honours_cluster_id(self, cluster_id: str) -> bool:
+        """Whether the tenant filters columns by ``cluster_id``, checked before the spelling is
+        adopted. A server that ignores a parameter it does not know answers 200 with the columns of
+        every cluster (or none): taken for this cluster's, they were stored under it and the run
+        ended complete. So the spelling must give this cluster some columns, and a cluster id that
+        cannot exist none (an error for it is fine: the parameter was read)."""
+        if self.cluster_id_param == "cluster_id":
+            return True  # checked when it was adopted
+        own = self._request(
+            COLUMNS_PATH, {"cluster_id": cluster_id, "limit": 1, "skip": 0}, cluster_id=cluster_id
+        )
+        if not self._unwrap(own, "columns", COLUMNS_PATH, cluster_id).rows:
+            return False
+        nowhere = f"auditor-no-such-cluster-{random.getrandbits(64):016x}"
+        try:
+            other = self._request(
+                COLUMNS_PATH, {"cluster_id": nowhere, "limit": 1, "skip": 0}, cluster_id=cluster_id
+            )
+        except ApiError:
+            return True
+        return not self._unwrap(other, "columns", COLUMNS_PATH, cluster_id).rows
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -663,12 +700,14 @@ class BigIDClient:
 
     def _unauthorized(self, path: str | None = None, cluster_id: str | None = None) -> AuthError:
         tried = ", ".join(self.auth.tried) or self.auth.requested
-        if self.auth.scheme_used is not None and path is not None:
+        worked = self.auth.scheme_used or self.auth.first_accepted
+        if worked is not None and path is not None:
             # It worked before: a key that expired or was revoked meanwhile, not a wrong one.
             where = f"GET {path}" + (f" for cluster {cluster_id}" if cluster_id else "")
+            also = f"; refused here as {tried} alike" if self.auth.scheme_used is None else ""
             return AuthError(
                 f"the API key was refused (HTTP 401 on {where}) after the tenant had accepted it "
-                f"(auth scheme {self.auth.scheme_used}): it expired or was revoked during the snapshot",
+                f"(auth scheme {worked}{also}): it expired or was revoked during the snapshot",
                 hint="issue a new key (or extend its validity) and run the snapshot again",
                 status=401,
             )
@@ -698,8 +737,10 @@ class BigIDClient:
         while True:
             try:
                 header, generation = self._header()
-            except AuthError:
-                if refusal is not None:  # the exchange, last resort, failed too: say the first refusal
+            except ApiError:
+                # the exchange, last resort, failed too (refused, or answered without a session
+                # token): say the first refusal, as for every other form
+                if refusal is not None:
                     raise refusal from None
                 raise
             try:
@@ -725,13 +766,13 @@ class BigIDClient:
                 # the cap only guards against a tenant whose sessions die faster than workers use them
                 allowed = MAX_AUTH_RETRIES
                 auth_retries += 1
-                if auth_retries <= allowed and self.auth.unauthorized(generation):
+                if auth_retries <= allowed and self.auth.unauthorized(generation, path):
                     log.debug("HTTP 401 on %s; trying the next credential form", path)
                     continue
                 raise refusal or self._unauthorized(path, cluster_id)
             if refusal is not None and status in (400, 403):
                 raise refusal  # every form refused alike: the first refusal says most
-            self.auth.accepted(generation)
+            self.auth.accepted(generation, path)
             if status == 200:
                 return body
             error = self._http_error(status, body, path, cluster_id, filter, asked)
@@ -1081,6 +1122,13 @@ class BigIDClient:
                 f"the API could not process the request ({where}){said}",
                 hint="simplify the --filter expression (quote values, avoid double quotes inside them)",
                 status=422,
+            )
+        if status == 407:  # answered by a proxy between us and the tenant, not by BigID
+            return ApiError(
+                f"a proxy in front of the tenant requires its own authentication ({where}){said}",
+                hint="give the proxy's credentials in HTTPS_PROXY (https://user:password@proxy:port), "
+                "or set NO_PROXY for the tenant's host if it needs no proxy",
+                status=407,
             )
         return ApiError(f"GET {path} failed ({where}){said}", status=status)
 

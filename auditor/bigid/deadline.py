@@ -33,6 +33,7 @@ class AnswerCancelled(Exception):
 
 
 _watch = threading.local()
+CANCEL_POLL = 0.25  # seconds between two looks at the cancellation while an answer is awaited
 
 
 @contextlib.contextmanager
@@ -67,19 +68,36 @@ class _DeadlineSocket:
         return io.BufferedReader(raw, buffering or io.DEFAULT_BUFFER_SIZE)
 
     def recv_into(self, buffer: Any, *args: Any) -> int:  # args as given: TLS sockets default differently
-        if self._cancelled is not None and self._cancelled.is_set():
-            raise AnswerCancelled()
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise AnswerLate()
+        """Read what has arrived, waiting no longer than the read timeout (the socket's own, raised as
+        the socket raises it), nor past the deadline (:class:`AnswerLate`); and, while waiting,
+        look at the cancellation every :data:`CANCEL_POLL` seconds (:class:`AnswerCancelled`): a
+        server that went silent held a stopping snapshot for the whole read timeout (60 s), past
+        the grace a stop is given, and its run was left running."""
         timeout = self._sock.gettimeout()
-        if timeout is not None and timeout <= left:
-            return self._sock.recv_into(buffer, *args)
-        self._sock.settimeout(left)  # the wait for these bytes ends at the deadline
+        read_by = None if timeout is None else time.monotonic() + timeout
         try:
-            return self._sock.recv_into(buffer, *args)
-        except TimeoutError:
-            raise AnswerLate() from None
+            while True:
+                if self._cancelled is not None and self._cancelled.is_set():
+                    raise AnswerCancelled()
+                now = time.monotonic()
+                wait, limit = self._deadline - now, "deadline"
+                if wait <= 0:
+                    raise AnswerLate()
+                if read_by is not None and read_by - now <= wait:
+                    wait, limit = read_by - now, "read"
+                    if wait <= 0:
+                        raise TimeoutError("timed out")
+                if self._cancelled is not None and wait > CANCEL_POLL:
+                    wait, limit = CANCEL_POLL, "poll"
+                self._sock.settimeout(wait)
+                try:
+                    return self._sock.recv_into(buffer, *args)
+                except TimeoutError:
+                    if limit == "deadline":
+                        raise AnswerLate() from None
+                    if limit == "read":
+                        raise
+                    # only the poll's slice ended: look at the cancellation, and wait on
         finally:
             self._sock.settimeout(timeout)
 

@@ -100,13 +100,20 @@ def parse_body(content: bytes) -> Any:
     """Parse JSON whatever the ``Content-Type`` says; raise :class:`NotJson` otherwise.
 
     A UTF-8 byte order mark before the JSON is skipped (RFC 8259 lets parsers ignore it; some
-    servers send one).
+    servers send one), and a lone UTF-16 surrogate escape is read as U+FFFD
+    (:func:`auditor.jsonexact.loads_replacing_lone_surrogates`).
     """
     if content.startswith(_BOM):
         content = content[len(_BOM) :]
     try:
         return jsonexact.loads(content)  # integers past 64 bits exact, 1e400 kept as text
-    except orjson.JSONDecodeError as exc:
+    except orjson.JSONDecodeError as first:
+        exc = first
+        if "surrogate" in exc.msg:  # a lone "\ud83d" (a Node.js server cut a name inside an emoji)
+            try:
+                return jsonexact.loads_replacing_lone_surrogates(content)
+            except orjson.JSONDecodeError as other:
+                exc = other
         # a large page may be broken far from its start (a NaN, a bad byte): show that place
         position = exc.pos if isinstance(exc.pos, int) and exc.pos > 60 else 0
         problem = f"{exc.msg} at character {exc.pos:,}" if isinstance(exc.pos, int) else str(exc.msg)
@@ -140,10 +147,10 @@ def looks_like_sign_in(content: bytes) -> bool:
 def may_report_error(content: bytes) -> bool:
     """False only when a body certainly holds no error under 200 (:func:`check_error_under_200`).
 
-    That needs a top-level ``success`` or ``status`` key, whose name appears in the bytes as is, or
-    written with ``\\u`` escapes. A cheap screen (a substring search) for callers that parse later.
+    That needs a top-level ``success``, ``status`` or ``error`` key, whose name appears in the bytes
+    as is, or written with ``\\u`` escapes. A cheap screen (a substring search) for callers that parse later.
     """
-    return b'"success"' in content or b'"status"' in content or b"\\u" in content
+    return b'"success"' in content or b'"status"' in content or b'"error"' in content or b"\\u" in content
 
 
 def _excerpt(content: bytes, position: int) -> str:
@@ -188,12 +195,21 @@ def is_auth_message(message: str | None) -> bool:
 
 
 def check_error_under_200(body: Any) -> None:
-    """Raise :class:`ErrorUnder200` for ``success: false`` or ``status: "error"`` bodies."""
+    """Raise :class:`ErrorUnder200` for ``success: false`` or ``status: "error"`` bodies, and for an
+    ``error`` given with no record (``{"results": [], "totalCount": 0, "error": "query failed:
+    timeout"}`` read as an empty cluster, stored complete)."""
     if not isinstance(body, dict):
         return
     failed = body.get("success") is False or str(body.get("success")).lower() == "false"
     status = body.get("status")
     if isinstance(status, str) and status.lower() in ("error", "fail", "failure"):
+        failed = True
+    error = body.get("error")
+    if (
+        ((isinstance(error, str) and error.strip()) or (isinstance(error, dict) and error_message(error)))
+        and not any(isinstance(value, list) and value for value in body.values())
+        and not _holds_records(body.get("data"))
+    ):
         failed = True
     if failed:
         message = error_message(body) or "the server reported an error"

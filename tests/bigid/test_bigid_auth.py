@@ -100,6 +100,13 @@ def test_auto_also_moves_on_when_a_form_is_refused_with_400_or_403(loopback, mak
     with pytest.raises(ApiError) as caught:
         make_client(loopback.url, token="KEY-1234").list_clusters()
     assert caught.value.status == refuse.status
+    # found by a probe: an exchange answering 200 without a systemToken was said instead (with the
+    # hint "try --auth-scheme raw", tried already)
+    refusing = tenant("bearer", key="OTHER", refuse=refuse)
+    loopback.reset(lambda r: Reply(200, {"success": True}) if r.path == REFRESH else refusing(r))
+    with pytest.raises(ApiError) as caught:
+        make_client(loopback.url, token="KEY-1234").list_clusters()
+    assert caught.value.status == refuse.status and "systemToken" not in caught.value.message
     # a 400 about a parameter is no refusal of the form: said at once, nothing else tried
     loopback.reset(lambda request: Reply(400, {"message": "invalid value for parameter limit"}))
     with pytest.raises(ApiError) as caught:
@@ -164,6 +171,51 @@ def test_session_expiry_mid_run_is_one_shared_re_exchange(loopback, make_client)
     assert expired.is_set()
     assert handler.issued == ["session-1", "session-2"]  # exactly one re-exchange
     assert client.auth.exchanges == 2
+
+
+def test_auto_tries_the_bare_key_where_only_the_columns_endpoint_wants_it(loopback, make_client):
+    """Found by a probe with its own server: a gateway let any header through to the cluster list
+    but wanted the bare key for the columns; auto kept Bearer, and the first columns 401 stopped
+    the snapshot as a key "revoked during the snapshot"."""
+    raw_only = tenant("raw")
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, CLUSTERS[int(request.query.get("skip", 0)) :])
+        return raw_only(request)
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, token="KEY-1234")
+    client.list_clusters()
+    assert client.auth.scheme_used == "bearer"
+    assert [c.fullyQualifiedName for c, _ in client.iter_columns("k1")] == ["a.b"]
+    assert client.auth.scheme_used == "raw"
+    client.list_clusters()  # the bare key from now on, everywhere
+    seen = [(r.path, r.authorization) for r in loopback.seen]
+    assert [a for path, a in seen if path == COLUMNS_PATH] == ["Bearer KEY-1234", "KEY-1234"]
+    assert seen[-1] == (CLUSTERS_PATH, "KEY-1234")  # the last listing's
+
+
+def test_a_key_refused_by_the_columns_endpoint_in_both_forms_is_named_revoked(loopback, make_client):
+    handler = tenant("bearer")
+
+    def revoked(request: Request) -> Reply:
+        if request.path == COLUMNS_PATH:
+            return Reply(401, {"message": "Unauthorized"})
+        return handler(request)
+
+    loopback.reset(revoked)
+    client = make_client(loopback.url, token="KEY-1234")
+    client.list_clusters()
+    with pytest.raises(AuthError) as caught:
+        client.get_columns("k1")
+    seen = [(r.path, r.authorization) for r in loopback.seen if r.path != CLUSTERS_PATH]
+    assert seen == [(COLUMNS_PATH, "Bearer KEY-1234"), (COLUMNS_PATH, "KEY-1234")]  # no exchange
+    assert caught.value.message == (
+        f"the API key was refused (HTTP 401 on GET {COLUMNS_PATH} for cluster k1) after the tenant had "
+        "accepted it (auth scheme bearer; refused here as bearer, raw alike): it expired or was revoked "
+        "during the snapshot"
+    )
 
 
 def test_a_second_401_after_the_re_exchange_fails(loopback, make_client):

@@ -76,7 +76,7 @@ def test_400_names_the_malformed_cluster_id(loopback, make_client):
     )
     assert exc.hint == "check the cluster id; list the valid ids with: auditor clusters"
     # one retry with the other parameter name (reference §9.21), then the first error
-    assert [sorted(r.query) for r in loopback.seen] == [["clusterId"], ["cluster_id"]]
+    assert [sorted(r.query) for r in loopback.seen] == [["clusterId"], ["cluster_id", "limit", "skip"]]
 
 
 def test_a_400_to_a_request_with_options_names_the_options_too(loopback, make_client):
@@ -97,7 +97,10 @@ def test_a_400_to_a_request_with_options_names_the_options_too(loopback, make_cl
 def test_cluster_id_parameter_falls_back_once_and_sticks(loopback, make_client):
     def handler(request: Request) -> Reply:
         if "cluster_id" in request.query:
-            return Reply(200, {"results": cols(2), "totalCount": 2})
+            known = request.query["cluster_id"] in ("k1", "k2")
+            return Reply(
+                200, {"results": cols(2), "totalCount": 2} if known else {"results": [], "totalCount": 0}
+            )
         return Reply(400, {"error": "clusterId is not allowed"})
 
     loopback.reset(handler)
@@ -105,7 +108,38 @@ def test_cluster_id_parameter_falls_back_once_and_sticks(loopback, make_client):
     assert [raw for _, raw in client.iter_columns("k1")] == cols(2)
     assert client.cluster_id_param == "cluster_id"
     client.get_columns("k2")
-    assert [sorted(r.query)[0] for r in loopback.seen] == ["clusterId", "cluster_id", "cluster_id"]
+    # before the switch: one row of k1 by the new spelling, and none of a cluster that cannot exist
+    asked = [
+        (sorted(r.query)[0], r.query.get("cluster_id", "")[:24], r.query.get("limit")) for r in loopback.seen
+    ]
+    assert asked == [
+        ("clusterId", "", None),
+        ("cluster_id", "k1", "1"),
+        ("cluster_id", "auditor-no-such-cluster-", "1"),
+        ("cluster_id", "k1", None),
+        ("cluster_id", "k2", None),
+    ]
+
+
+@pytest.mark.parametrize("ignored", ["every cluster's columns", "no column"])
+def test_a_cluster_id_spelling_the_tenant_ignores_is_not_adopted(loopback, make_client, ignored):
+    """Found by a probe with its own server: 400 for clusterId, and a server ignoring the unknown
+    cluster_id answered with the whole catalog (or nothing), stored as the cluster's columns of a
+    complete run. The first error stands."""
+    rows = cols(25) if ignored == "every cluster's columns" else []
+
+    def handler(request: Request) -> Reply:
+        if "clusterId" in request.query:
+            return Reply(400, {"message": "Invalid cluster id"})
+        return Reply(200, {"results": rows[: int(request.query["limit"])], "totalCount": len(rows)})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, auth_scheme="raw")
+    with pytest.raises(ApiError) as caught:
+        client.get_columns("k1")
+    assert caught.value.status == 400
+    assert caught.value.message.startswith("the API says cluster id 'k1' is malformed (HTTP 400")
+    assert client.cluster_id_param == "clusterId"
 
 
 def test_the_switch_to_cluster_id_is_said_once_when_every_worker_meets_it(loopback, make_client, caplog):
@@ -115,7 +149,8 @@ def test_the_switch_to_cluster_id_is_said_once_when_every_worker_meets_it(loopba
 
     def handler(request: Request) -> Reply:
         if "cluster_id" in request.query:
-            return Reply(200, {"results": cols(1), "totalCount": 1})
+            known = request.query["cluster_id"].startswith("k")
+            return Reply(200, {"results": cols(1) if known else [], "totalCount": int(known)})
         arrived.wait(timeout=10)  # the three workers' first requests all fail before any switch
         return Reply(400, {"error": "clusterId is not allowed"})
 
@@ -169,6 +204,38 @@ def test_403_says_the_key_lacks_permission(loopback, make_client):
     with pytest.raises(AuthError):
         make_client(loopback.url, auth_scheme="bearer").list_clusters()
     assert len(loopback.seen) == 1
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+def test_an_error_given_with_no_record_is_not_an_empty_cluster(loopback, make_client, tmp_path, processes):
+    """Found by a probe with its own server: {"results": [], "totalCount": 0, "error": "query failed:
+    timeout"} under 200 stored the cluster complete with no column. An error beside records is
+    not read so (the records are the answer)."""
+    from auditor.errors import PartialSnapshotError
+    from auditor.snapshot import take_snapshot
+    from auditor.store.db import open_database
+    from auditor.store.runs import list_runs
+
+    from .test_bigid_snapshot_unit import make_tenant
+
+    handler, _, _ = make_tenant({"k1": 3, "k2": 5, "k3": 2})
+
+    def failing(request: Request) -> Reply:
+        reply = handler(request)
+        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k2":
+            return Reply(200, {"results": [], "totalCount": 0, "error": "query failed: timeout"})
+        if request.path == COLUMNS_PATH and request.query["clusterId"] == "k3":
+            reply.body = {**reply.body, "error": "partial results"}  # records beside it: data
+        return reply
+
+    loopback.reset(failing)
+    engine = open_database(tmp_path / "e.db")
+    with pytest.raises(PartialSnapshotError) as caught:
+        take_snapshot(engine, make_client(loopback.url, max_retries=1), workers=2, processes=processes)
+    (problem,) = caught.value.problems
+    assert problem.startswith("k2: ") and "query failed: timeout" in problem
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.columns_stored == 5  # k1's 3 and k3's 2
 
 
 def test_an_error_wrapper_under_200_is_handled_as_the_status_it_names(loopback, make_client):
@@ -873,3 +940,36 @@ def test_tag_objects_of_any_mapping_type_are_checked_and_positions_are_those_sen
     for tags, position in (([OrderedDict(key=1)], 0), ((None, {"key": 1}), 1)):
         with pytest.raises(ValidationError, match=f"tag {position} has none of the fields of a tag"):
             parse_columns([{"fullyQualifiedName": "a", "tags": tags}])
+
+
+def test_a_proxy_asking_for_its_own_credentials_says_so(loopback, make_client):
+    """Found by a probe: HTTP 407 read "GET /api/v1/clusters failed (HTTP 407 from GET
+    /api/v1/clusters)", with no word of the proxy."""
+    loopback.reset(lambda r: Reply(407, b"Proxy Authentication Required", {"Content-Type": "text/plain"}))
+    with pytest.raises(ApiError) as caught:
+        make_client(loopback.url, auth_scheme="raw").list_clusters()
+    assert caught.value.status == 407
+    assert caught.value.message.startswith(
+        f"a proxy in front of the tenant requires its own authentication (HTTP 407 from GET {CLUSTERS_PATH})"
+    )
+    assert caught.value.hint.startswith("give the proxy's credentials in HTTPS_PROXY")
+    assert len(loopback.seen) == 1
+
+
+def test_a_404_past_the_first_page_of_the_cluster_list_does_not_blame_the_url(loopback, make_client):
+    """Found by a probe: a 404 for the second page of the listing said "check that --url is the
+    base URL", although the first page had answered at that very URL."""
+
+    def handler(request: Request) -> Reply:
+        if int(request.query["skip"]) == 0:
+            return Reply(200, [{"id": f"k{i}", "name": "n", "size": 1} for i in range(2)])
+        return Reply(404, {"message": "Not Found"})
+
+    loopback.reset(handler)
+    with pytest.raises(NotFoundError) as caught:
+        make_client(loopback.url, auth_scheme="raw", page_size=2).list_clusters()
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH} with skip=2 was not found (HTTP 404) after the first 2 clusters had been "
+        "listed: Not Found"
+    )
+    assert caught.value.hint.startswith("the tenant may not page its cluster list past the first page")

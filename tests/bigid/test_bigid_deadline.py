@@ -143,3 +143,28 @@ def test_an_answer_trickling_in_does_not_hold_a_stopping_snapshot(loopback, make
     with pytest.raises(PartialSnapshotError, match="1 of 2 clusters were stored"):
         take_snapshot(engine, client, workers=2, processes=0, max_seconds=0.5)
     assert time.monotonic() - started < 2.5
+
+
+def test_ctrl_c_while_a_server_is_silent_marks_the_run_failed_at_once(loopback, make_client, tmp_path):
+    """Found by a probe with its own server: Ctrl-C while a request waited on a silent server (no
+    byte yet) waited out the 60 s read timeout, so the 10 s grace of a stop ended first: exit 130
+    with the run left running and a database lock blamed. Cancelled reads give up within
+    CANCEL_POLL."""
+    import _thread
+
+    from auditor.bigid.deadline import CANCEL_POLL
+
+    handler, _clusters, _columns = make_tenant({"a": 5, "silent": 5})
+    loopback.reset(slow_cluster(handler, "silent", 6.0))
+    engine = open_database(tmp_path / "s.db")
+    client = make_client(loopback.url, read_timeout=60)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        take_snapshot(engine, client, workers=2, processes=0)
+    took = time.monotonic() - started
+    assert took < 0.5 + CANCEL_POLL + 1.5, took
+    (run,) = list_runs(engine)
+    assert run.status == "failed" and run.error == "interrupted (Ctrl-C)"
+    assert run.columns_stored == 5  # cluster a, fetched in full before the stop, is kept

@@ -18,7 +18,7 @@ from auditor.render.context import fetch_notes
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
 from auditor.store.runs import list_runs
-from auditor.store.schema import run_clusters, run_columns
+from auditor.store.schema import cluster_versions, column_versions, run_clusters, run_columns
 from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
 
 from .conftest import Reply, Request
@@ -587,16 +587,18 @@ def test_cli_snapshot_notes_a_cluster_list_shorter_than_announced(loopback, run_
 def test_a_page_with_a_lone_surrogate_fails_its_cluster_alone(loopback, make_client, engine, processes):
     # Found by a probe: beside a number orjson refuses (1e400), the exact decoder took the lone
     # surrogate, and the write marking the run failed then failed on it: an internal error, the
-    # run left running, nothing kept. Now the page is not JSON, whichever decoder reads it.
+    # run left running, nothing kept. Now the page is not JSON, whichever decoder reads it. (A
+    # surrogate's *escape* is read as U+FFFD: see the next test; its raw bytes are not UTF-8.)
     handler, _, _columns = make_tenant({f"k{i}": 3 for i in range(3)})
 
     def hostile(request: Request) -> Reply:
         reply = handler(request)
         if request.path == COLUMNS_PATH and request.query.get("clusterId") == "k1":
             text = json.dumps(reply.body).replace(
-                '"fullyQualifiedName": "', '"fullyQualifiedName": "\\ud800', 1
+                '"fullyQualifiedName": "', '"fullyQualifiedName": "\udcff', 1
             )
-            return Reply(200, ('{"huge": 1e400, ' + text[1:]).encode())  # the number first
+            # the number first; the surrogate as the bytes a careless encoder writes for it
+            return Reply(200, ('{"huge": 1e400, ' + text[1:]).encode("utf-8", "surrogatepass"))
         return reply
 
     loopback.reset(hostile)
@@ -608,7 +610,37 @@ def test_a_page_with_a_lone_surrogate_fails_its_cluster_alone(loopback, make_cli
     (problem,) = caught.value.problems
     assert problem.startswith(
         f"k1: PayloadError: cluster k1: GET {COLUMNS_PATH} answered 200 with a body that is not JSON "
-        "(str is not valid UTF-8: surrogates not allowed at character 52)"
+        "(not valid UTF-8 at byte 52)"
     )
     (run,) = list_runs(engine)
     assert run.status == "failed" and run.columns_stored == 6
+
+
+@MODES
+def test_a_lone_surrogate_escape_is_read_as_the_replacement_character(
+    loopback, make_client, engine, processes
+):
+    """Found by a probe with its own server: Node's JSON.stringify writes "\\ud83d" for a name cut
+    inside an emoji; the page, valid JSON by RFC 8259's grammar, failed its cluster on every run
+    (in the cluster list, every snapshot). It is read as U+FFFD, as a browser decodes it."""
+    handler, _, _columns = make_tenant({f"k{i}": 3 for i in range(3)})
+
+    def cut(request: Request) -> Reply:
+        reply = handler(request)
+        if request.path == COLUMNS_PATH and request.query.get("clusterId") == "k1":
+            text = json.dumps(reply.body).replace(
+                '"fullyQualifiedName": "', '"fullyQualifiedName": "Emoji \\ud83d', 1
+            )
+            return Reply(200, ('{"huge": 1e400, ' + text[1:]).encode())
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, json.dumps(reply.body).replace('"name": "', '"name": "\\ude00', 1).encode())
+        return reply
+
+    loopback.reset(cut)
+    run = take_snapshot(engine, make_client(loopback.url, page_size=10), workers=2, processes=processes)
+    assert run.status == "complete" and run.columns_stored == 9
+    with engine.connect() as connection:
+        fqns = [fqn for (fqn,) in connection.execute(select(column_versions.c.fqn)) if "Emoji" in fqn]
+        names = [n for (n,) in connection.execute(select(cluster_versions.c.name)) if n and "\ufffd" in n]
+    assert len(fqns) == 1 and fqns[0].startswith("Emoji \ufffd")
+    assert len(names) == 1 and names[0].startswith("\ufffd")

@@ -229,6 +229,7 @@ class TrendPoint:
     run_id: int
     started_at: str | None
     counts: Mapping[str, int]
+    status: str = "complete"  # the reported run's own, when it is drawn though not complete
 
     @property
     def total(self) -> int:
@@ -461,6 +462,7 @@ class Chart:
     empty_text: str = ""
     # the severities its bars stack, most severe first: the printed chart names its colours
     legend: tuple[str, ...] = ()
+    note: str = ""  # what a reader must know to read it (printed under it)
 
 
 @dataclass
@@ -1024,8 +1026,20 @@ def trend_chart(points: Sequence[TrendPoint]) -> Chart:
                     f"run {point.run_id}: {count:,} {name}",
                 )
             )
-        labels.append(AxisLabel(round(x + bar_w / 2, 1), height - bottom + 16, f"#{point.run_id}"))
+        # a bar of a run that is not complete counts only what it stored: said under the bar
+        mark = "" if point.status == "complete" else f" {point.status}"
+        labels.append(AxisLabel(round(x + bar_w / 2, 1), height - bottom + 16, f"#{point.run_id}{mark}"))
         labels.append(AxisLabel(round(x + bar_w / 2, 1), round(y - 9, 1), f"{point.total:,}"))
     shown = {bar.tone for bar in bars}
     legend = tuple(name for name in SEVERITIES if name in shown)
-    return Chart("Findings over the last runs", width, height, tuple(bars), tuple(labels), legend=legend)
+    note = (
+        "Open findings of the last complete runs, each with the waivers as they stood on the day it "
+        "ran (so an earlier run's count may differ from its own report's)."
+    )
+    if any(point.status != "complete" for point in points):
+        note += (
+            " A bar marked failed or running is of a run that is not complete: it counts only what it stored."
+        )
+    return Chart(
+        "Findings over the last runs", width, height, tuple(bars), tuple(labels), legend=legend, note=note
+    )

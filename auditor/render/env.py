@@ -176,19 +176,24 @@ def inline_assets(
     *,
     run_id: int | None = None,
     against_id: int | None = None,
+    run_status: str | None = None,
 ) -> InlineAssets:
     """Render the stylesheet and script templates and build a CSP that allows exactly them.
 
-    They are rendered without catalog data: the stylesheet gets only the run ids (integers), for the
-    printed pages' footer (``page_label``). The result is wrapped as ``Markup`` here (the templates
-    never use ``|safe``). A closing ``</style>``/``</script>`` inside them would end the block early,
-    so it is refused.
+    They are rendered without catalog data: the stylesheet gets only the run ids (integers) and, for
+    a run that is not complete, the words saying so, for the printed pages' footer (``page_label``:
+    a loose page of a failed run's report must not read as a complete one's). The result is wrapped
+    as ``Markup`` here (the templates never use ``|safe``). A closing ``</style>``/``</script>``
+    inside them would end the block early, so it is refused.
     """
     label = "cluster-auditor report"
     if run_id is not None:
         label += f", run {int(run_id)}" + (
             f" against run {int(against_id)}" if against_id is not None else ""
         )
+        if run_status is not None and run_status != "complete":
+            word = run_status if run_status.isascii() and run_status.isalpha() else "incomplete"  # CSS text
+            label += f" (run {int(run_id)} {word}, not complete)"
     css_text = env.get_template(css).render(page_label=label)
     js_text = env.get_template(js).render()
     for name, text, closing in ((css, css_text, "</style"), (js, js_text, "</script")):

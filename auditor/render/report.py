@@ -92,7 +92,9 @@ def render_html(context: ReportContext, env: jinja2.Environment | None = None) -
     env = env or make_environment()
     if context.assets is None:
         against = context.against.id if context.against is not None else None
-        context.assets = inline_assets(env, run_id=context.run.id, against_id=against)
+        context.assets = inline_assets(
+            env, run_id=context.run.id, against_id=against, run_status=context.run.status
+        )
     try:
         return env.get_template(REPORT_TEMPLATE).render(template_vars(context))
     except jinja2.TemplateError as exc:
@@ -620,7 +622,7 @@ def gather_input(
                 counts = count_open_findings(past_findings)
             trend.append(TrendPoint(info.id, RunView.from_info(info).started_at, counts))
         counts = dict(digest.open_by_severity) if digest is not None else count_open_findings(findings)
-        trend.append(TrendPoint(run_info.id, RunView.from_info(run_info).started_at, counts))
+        trend.append(TrendPoint(run_info.id, RunView.from_info(run_info).started_at, counts, run_info.status))
 
     rules_source, rule_files = _rule_files(rules_paths, ruleset)
     waiver_file = None

@@ -83,8 +83,23 @@ def test_incomplete_run_is_flagged(sample) -> None:
     soup = soup_of(bundle_from_input(sample.data).html)
     dd = soup.select_one('dd[data-field="completeness"]')
     assert dd.select_one(".status-incomplete").get_text() == "failed"
-    assert "900 of 1,200 columns stored" in text_of(dd)
+    assert "900 of 1,200 columns stored (announced by the clusters fetched: those never fetched are not" in (
+        text_of(dd)
+    )
     assert "error: cluster c9 failed: HTTP 500" in text_of(dd)
+    # found by a reviewer's probe: the sign-off and every printed page's footer read as for a
+    # complete run
+    assert text_of(soup.select_one('[data-field="signoff-incomplete"]')) == (
+        "Run 3 is failed, not complete: its findings cover only the clusters it stored."
+    )
+    assert 'content: "cluster-auditor report, run 3 against run 2 (run 3 failed, not complete)"' in str(
+        soup.select_one("style")
+    )
+    complete = soup_of(
+        bundle_from_input(sample.data.__class__(**{**vars(sample.data), "run": run_view(3)})).html
+    )
+    assert complete.select_one('[data-field="signoff-incomplete"]') is None
+    assert 'content: "cluster-auditor report, run 3 against run 2";' in str(complete.select_one("style"))
 
 
 def test_cards_count_exactly(sample) -> None:
@@ -146,6 +161,12 @@ def test_sections_come_in_order_grouped_and_explained(sample) -> None:
         "web.c.email",
     ]
     assert len(soup.select("section#resolved tbody tr")) == 3
+    # found by a reviewer's probe: a printed page of resolved findings read "existing since run 1",
+    # exactly like a page of open ones
+    status = soup.select_one("section#resolved tbody tr").select("td")[-1]
+    assert text_of(status) == "resolved was existing since run 1"
+    open_status = soup.select_one("section#new tbody tr").select("td")[-1]
+    assert "resolved" not in text_of(open_status)
     columns = soup.select_one("section#changes-columns")
     assert text_of(columns.select_one(".intro")) == "1 added, 1 removed, 1 changed, 1 moved."
     kinds = sorted(tr["data-kind"] for tr in columns.select("tbody tr"))
@@ -466,3 +487,19 @@ def test_times_with_another_offset_are_shown_as_the_utc_time_they_are():
     assert when("2026-12-06T09:22:33-05:00") == "2026-12-06 14:22:33 UTC"
     assert when("2026-12-06T23:36:24.9+09:00") == "2026-12-06 14:36:24 UTC"
     assert when("2026-12-06T14:22:33Z") == when("2026-12-06T14:22:33") == "2026-12-06 14:22:33 UTC"
+
+
+def test_the_trend_chart_marks_a_run_that_is_not_complete_and_says_how_to_read_it() -> None:
+    """Found by a reviewer's probe: reporting a failed run, its bar (1,185 → 546) read as
+    remediation; and the bars of earlier runs, with the waivers of their own day, differed from
+    those runs' reports with no word why."""
+    from auditor.render.context import TrendPoint, trend_chart
+
+    points = [TrendPoint(4, None, {"high": 1185}), TrendPoint(5, None, {"high": 546}, "failed")]
+    chart = trend_chart(points)
+    assert [label.text for label in chart.labels if label.text.startswith("#")] == ["#4", "#5 failed"]
+    assert chart.note.endswith(
+        "A bar marked failed or running is of a run that is not complete: it counts only what it stored."
+    )
+    assert "waivers as they stood on the day it ran" in trend_chart(points[:1]).note
+    assert "failed" not in trend_chart(points[:1]).note

@@ -220,6 +220,8 @@ class Evidence:
     rule_files: tuple[FileEvidence, ...] = ()
     waiver_file: FileEvidence | None = None
     baseline: str = "previous complete run"
+    # the files of a --templates folder that replaced bundled ones (none: the bundled templates)
+    templates: tuple[FileEvidence, ...] = ()
 
 
 @dataclass(frozen=True)

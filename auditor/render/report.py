@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import threading
@@ -39,6 +40,7 @@ from auditor.diff.model import DiffResult
 from auditor.errors import ConfigError, DeliveryError
 from auditor.formats.csv_format import neutralise
 from auditor.outfile import replacing, together
+from auditor.paths import reports_dir
 from auditor.render.context import (
     DEFAULT_MAX_ROWS,
     Evidence,
@@ -302,6 +304,8 @@ def bundle_from_input(
     env = make_environment(templates_dir)
     context = build_context(data, max_rows=max_rows)
     context.export_files = tuple(export_files)
+    if templates_dir is not None:  # the evidence says which templates rendered it, with their digests
+        context.evidence = dataclasses.replace(context.evidence, templates=template_evidence(templates_dir))
     return ReportBundle(
         data=data, context=context, html=render_html(context, env), check_json=check_json or {}
     )
@@ -310,6 +314,17 @@ def bundle_from_input(
 # --------------------------------------------------------------------------------------------------
 # Gathering from the database
 # --------------------------------------------------------------------------------------------------
+
+
+def template_evidence(templates_dir: str | Path) -> tuple[FileEvidence, ...]:
+    """The files of ``templates_dir`` that replace bundled templates, each with its SHA-256."""
+    folder = Path(templates_dir)
+    names = sorted(p.name for p in reports_dir().iterdir() if p.is_file())
+    return tuple(
+        FileEvidence("template", str(folder / name), sha256_file(folder / name))
+        for name in names
+        if (folder / name).is_file()
+    )
 
 
 def sha256_file(path: Path) -> str:

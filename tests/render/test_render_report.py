@@ -33,7 +33,17 @@ def test_header_shows_the_evidence(sample) -> None:
     html = bundle_from_input(sample.data).html
     soup = soup_of(html)
     fields = {dd["data-field"]: text_of(dd) for dd in soup.select("dl#evidence dd")}
-    assert list(fields) == ["run", "completeness", "fetch", "against", "source", "rules", "waivers", "tool"]
+    assert list(fields) == [
+        "run",
+        "completeness",
+        "fetch",
+        "against",
+        "source",
+        "rules",
+        "waivers",
+        "templates",
+        "tool",
+    ]
     assert fields["run"] == "3 : started 2026-11-23 10:00:00 UTC, finished 2026-11-23 10:04:30 UTC"
     assert fields["completeness"] == (
         "complete : 40 of 40 clusters, 1,200 of 1,200 columns stored; 57 requests, 2 retries"
@@ -322,6 +332,22 @@ def test_template_folder_overrides_the_bundled_one(sample, tmp_path: Path) -> No
     assert soup.select_one("section#new h2")["class"] == ["custom"]
     # templates not overridden still come from reports/
     assert soup.select_one("dl#evidence") is not None
+    # found by a reviewer's probe: a report rendered with altered templates (waiver reasons left
+    # out) presented itself as the standard one; the evidence names the files and their digests
+    (folder / "notes.txt").write_text("not a template of the report")
+    shown = soup_of(bundle_from_input(sample.data, templates_dir=folder).html).select_one(
+        'dd[data-field="templates"]'
+    )
+    assert [li.select_one(".mono").get_text() for li in shown.select("li")] == [
+        str(folder / "_macros.html.j2"),
+        str(folder / "report.css"),
+    ]
+    assert (
+        shown.select("li .hash")[1]["data-sha256"]
+        == hashlib.sha256(b"body { color: rebeccapurple; }\n").hexdigest()
+    )
+    plain = soup_of(bundle_from_input(sample.data).html).select_one('dd[data-field="templates"]')
+    assert text_of(plain) == "the bundled ones"
 
 
 def test_template_errors_are_config_errors(sample, tmp_path: Path) -> None:

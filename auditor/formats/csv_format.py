@@ -33,6 +33,7 @@ HEADER = [
     "waiver_owner",
     "waiver_expires",
     "waiver_expired",
+    "waiver_ticket",
 ]
 # What a spreadsheet may run as a formula at the start of a cell (OWASP's list, plus a line feed,
 # '|' (DDE in old Excel) and '%'). The one list for every CSV this tool writes: the check's and the
@@ -75,6 +76,7 @@ def chunks(result: CheckResult) -> Iterator[str]:
             waiver.get("owner"),
             waiver.get("expires"),
             "" if not waiver else str(bool(waiver.get("expired"))).lower(),
+            waiver.get("ticket"),
         ]
         writer.writerow([neutralise(cell) for cell in row])
         if number % BATCH == 0:

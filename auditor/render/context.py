@@ -342,6 +342,7 @@ class WaiverView:
     expires: str
     expired: bool
     expiring: bool
+    ticket: str | None = None  # the change or approval ticket the waiver cites, if any
 
 
 @dataclass(frozen=True)
@@ -790,6 +791,7 @@ def _waiver(raw: Any, today: date) -> WaiverView | None:
         expires=expires,
         expired=expired,
         expiring=expiring,
+        ticket=_clip(raw.get("ticket")) if raw.get("ticket") else None,
     )
 
 

@@ -74,6 +74,7 @@ CSV_FIELDS = (
     "waiver_expires",
     "waiver_expired",
     "waiver_reason",
+    "waiver_ticket",
 )
 
 
@@ -144,6 +145,7 @@ def export_row(finding: Mapping[str, Any], status: str | None = None) -> dict[st
         "waiver_expires": waiver.get("expires"),
         "waiver_expired": "" if not waiver else ("yes" if waiver.get("expired") else "no"),
         "waiver_reason": waiver.get("reason"),
+        "waiver_ticket": waiver.get("ticket"),
     }
 
 

@@ -201,6 +201,23 @@ def test_csv_neutralises_formula_injection(result):
     assert len(rows) == 7
     high = next(r for r in rows if r["rule"] == "high-sensitivity-without-confidential")
     assert high["status"] == "waived" and high["waiver_owner"] == "governance@example.com"
+    assert list(rows[0]) == [
+        "rule",
+        "severity",
+        "status",
+        "cluster_id",
+        "column",
+        "columns",
+        "message",
+        "fingerprint",
+        "first_seen_run",
+        "waiver_reason",
+        "waiver_owner",
+        "waiver_expires",
+        "waiver_expired",
+        "waiver_ticket",
+    ]
+    assert high["waiver_ticket"] == ""  # the waiver cites none
     assert high["message"].startswith("hr.emp.ssn is tagged")
     pii = next(r for r in rows if r["rule"] == "primary-key-holds-pii")
     assert pii["message"] == "primary key hr.emp.ssn holds personal data"
@@ -242,7 +259,7 @@ def test_csv_rows_survive_line_breaks_in_catalog_text(engine, snapshot):
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     flagged = [r["column"] for r in rows if r["rule"] == "high-sensitivity-without-confidential"]
     assert sorted(flagged) == sorted(["a\rb", "c\nd", "e\r\nf", "'\rg", "ok"])
-    assert all(None not in row and len(row) == 13 for row in rows)
+    assert all(None not in row and len(row) == 14 for row in rows)
 
 
 def test_markdown_escapes_table_cells_and_folds_waivers(result):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import io
 import json
 import time
 from pathlib import Path
@@ -529,3 +530,16 @@ def test_the_trend_chart_marks_a_run_that_is_not_complete_and_says_how_to_read_i
     )
     assert "waivers as they stood on the day it ran" in trend_chart(points[:1]).note
     assert "failed" not in trend_chart(points[:1]).note
+
+
+def test_a_waiver_s_ticket_is_shown_and_exported(sample, tmp_path: Path) -> None:
+    """Found by a reviewer's probe: the ticket a waiver cites (its approval) was in neither the
+    report nor its CSV export."""
+    waived = next(f for f in sample.data.findings if (f.get("waiver") or {}).get("owner") == "ciso")
+    waived["waiver"] = {**waived["waiver"], "ticket": "GOV-1"}
+    bundle = bundle_from_input(sample.data)
+    shown = [text_of(w) for w in soup_of(bundle.html).select(".waiver") if "ciso" in text_of(w)]
+    assert shown == ["waived by ciso until 2027-06-30, ticket GOV-1: accepted risk"]
+    rows = list(csv.DictReader(io.StringIO(bundle.findings_csv())))
+    assert [r["waiver_ticket"] for r in rows if r["waiver_owner"] == "ciso"] == ["GOV-1"]
+    assert {r["waiver_ticket"] for r in rows if r["waiver_owner"] == "data-team"} == {""}

@@ -204,6 +204,8 @@ class ReportBundle:
                         raise DeliveryError(f"cannot create export folder {folder}: {exc.strerror}") from None
                     written += self._write_exports(folder)
                 written.append(_write_atomic(Path(output), self.html))
+                if self.data.source is not None:  # still whole: no prune deleted what was read
+                    self.data.source.check_still_there()
         except BaseException as exc:  # a failure or Ctrl-C: no empty folder left looking like an export
             if created and folder is not None:
                 with contextlib.suppress(OSError):

@@ -431,6 +431,25 @@ class ReportSource:
     def write_check_json(self, stream: TextIO, dumps: Any, items: Iterable[Any] | None = None) -> None:
         self.findings.write_check_json(stream, dumps, items)
 
+    def check_still_there(self) -> None:
+        """Raise :class:`~auditor.errors.RunNotUsableError` when a prune in another process deleted
+        a run this report read (the run, its baseline, the runs of its diff) meanwhile: its findings
+        and diff were then read part before, part after the delete (exports of no finding, a diff
+        with no still-open finding), and must not be written as if whole."""
+        from auditor.store.runs import check_not_deleted
+
+        ids = [self.findings.run.id]
+        if self.findings.baseline is not None:
+            ids.append(self.findings.baseline.id)
+        if self.diff is not None:
+            ids += [run_id for run_id in (self.diff.from_run, self.diff.to_run) if run_id is not None]
+        check_not_deleted(
+            self.findings.engine,
+            list(dict.fromkeys(ids)),
+            "while the report read it",
+            "nothing was written; run the report again, and schedule prunes apart from reports",
+        )
+
     def write_diff_json(self, stream: TextIO, dumps: Any) -> None:
         """``DiffResult.to_json()`` with the still-open findings streamed."""
         document = self.diff.to_json(open_findings=False)

@@ -722,3 +722,31 @@ def test_a_report_against_none_compares_with_no_run(database: str, tmp_path: Pat
     finally:
         engine.dispose()
     assert counts[0] == counts[1] > 0
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_a_report_whose_runs_a_prune_deleted_meanwhile_writes_and_sends_nothing(
+    database: str, tmp_path: Path, run: int
+) -> None:
+    """Found by an operations probe: `auditor report --export-dir` with `auditor db prune --keep 1`
+    committing meanwhile exited 0 with findings.json holding no finding (its summary said 14,282)
+    and a diff.json with no still-open finding. The run (1) or the one it is compared with (for
+    run 2, run 1) was deleted while the report read it: exit 3, and no file is written."""
+    from auditor.errors import RunNotUsableError
+    from auditor.render.email import deliver_email
+    from auditor.render.report import build_report_bundle
+    from auditor.store.retention import plan_prune, prune
+
+    engine = open_database(database)
+    try:
+        bundle = build_report_bundle(engine, run, with_exports=True)
+        prune(engine, plan_prune(engine, keep=1))  # deletes run 1
+        with pytest.raises(RunNotUsableError) as caught:
+            bundle.write(tmp_path / "r.html", tmp_path / "out")
+        assert caught.value.exit_code == 3
+        assert caught.value.message == "run 1 was deleted while the report read it (by auditor db prune?)"
+        with pytest.raises(RunNotUsableError):
+            deliver_email(bundle, to=["team@example.org"], eml_path=tmp_path / "r.eml")
+    finally:
+        engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auditor.db"]

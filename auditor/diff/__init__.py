@@ -137,6 +137,13 @@ def compute_diff(
     before, after = resolve_pair(engine, from_run, to_run, allow_incomplete=allow_incomplete)
     for run in (before, after):
         refuse_unlisted(engine, run)
+    # PostgreSQL: a run just bulk-loaded (or still being written) has no statistics until autovacuum
+    # gets to it, and the membership anti-joins planned from empty ones ran for minutes, spilling
+    # to disk (found by an operations probe); analyzed first, as an evaluation does
+    from auditor.engine.evaluate import refresh_statistics
+
+    with store_errors("could not refresh the database's statistics"):
+        refresh_statistics(engine)
     try:
         result = _diff_pair(
             engine, before, after, ruleset, waivers, confidence_threshold, today, findings, findings_source

@@ -427,3 +427,39 @@ def test_a_run_that_stored_part_of_its_listing_says_so(engine, write, base):
     with pytest.raises(RunNotUsableError, match=f"run {cut.id} failed before its cluster listing was stored"):
         compute_diff(engine, first, cut.id, findings=False, allow_incomplete=True)
     refuse_unlisted(engine, get_run(engine, first))  # a complete run: nothing to refuse
+
+
+@pytest.mark.postgres
+def test_postgres_analyzes_a_freshly_loaded_run_before_diffing_it(own_pg_engine, kit):
+    """Found by an operations probe: a diff of a run just bulk-loaded (autovacuum not there yet)
+    was planned from empty statistics, and its membership anti-join spilled to disk for minutes."""
+    import time
+
+    from sqlalchemy import text
+
+    from auditor.diff import compute_diff
+
+    from .conftest import cluster, write_catalog
+
+    engine = own_pg_engine
+    with engine.begin() as connection:  # only the diff may analyze it here
+        connection.execute(text("ALTER TABLE run_columns SET (autovacuum_enabled = false)"))
+
+    def catalog(n: int):
+        return [(cluster("c1"), [kit.column(f"crm.public.t.col{i}") for i in range(n)])]
+
+    first, second = write_catalog(engine, catalog(1_100)), write_catalog(engine, catalog(1_150))
+
+    def stats():
+        with engine.connect() as connection:
+            return connection.execute(
+                text("SELECT n_live_tup, last_analyze FROM pg_stat_user_tables WHERE relname = 'run_columns'")
+            ).one()
+
+    deadline = time.monotonic() + 15  # the counts reach the statistics within about a second
+    while stats()[0] <= 1000 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stats()[1] is None
+    data = compute_diff(engine, first, second, findings=False).to_json()
+    assert data["summary"]["columns"]["added"] == 50
+    assert stats()[1] is not None

@@ -326,7 +326,7 @@ def summary_of(
     ``statuses`` counts new, existing and waived findings; ``by_severity`` the open ones (seeded
     with every severity, most severe first, by :func:`severity_counts`).
     """
-    report = result.waiver_report
+    stale, expiring = waiver_lists(result.waiver_report, result.today)
     return {
         "total": statuses["new"] + statuses["existing"] + statuses["waived"],
         "open": statuses["new"] + statuses["existing"],
@@ -338,18 +338,26 @@ def summary_of(
         "rules": len(result.ruleset.rules),
         "rules_digest": result.ruleset.digest,
         "baseline_run": result.baseline.id if result.baseline else None,
-        "stale_waivers": [
-            {
-                **w.to_json(result.today),
-                "unknown_rule": w.rule in report.unknown_rules,
-                "note": report.unknown_note(w).removeprefix(": ") or None,
-            }
-            for w in report.stale
-        ]
-        if report
-        else [],
-        "expiring_waivers": [w.to_json(result.today) for w in report.expiring] if report else [],
+        "stale_waivers": stale,
+        "expiring_waivers": expiring,
     }
+
+
+def waiver_lists(
+    report: WaiverReport | None, today: date
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The stale waivers and those expiring within 14 days, as the check's JSON lists them."""
+    if not report:
+        return [], []
+    stale = [
+        {
+            **w.to_json(today),
+            "unknown_rule": w.rule in report.unknown_rules,
+            "note": report.unknown_note(w).removeprefix(": ") or None,
+        }
+        for w in report.stale
+    ]
+    return stale, [w.to_json(today) for w in report.expiring]
 
 
 def severity_counts() -> dict[str, int]:

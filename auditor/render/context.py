@@ -262,6 +262,9 @@ class ReportInput:
     # True when no comparison was asked for (``--against none``, a job's ``--baseline none``): the
     # page then says so, rather than that there is no earlier complete run
     compared_with_none: bool = False
+    # the waivers to review, as the check's JSON lists them (summary.stale_waivers, .expiring_waivers)
+    stale_waivers: list[dict[str, Any]] = field(default_factory=list)
+    expiring_waivers: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,55 @@ class WaiverView:
     expired: bool
     expiring: bool
     ticket: str | None = None  # the change or approval ticket the waiver cites, if any
+
+
+@dataclass(frozen=True)
+class WaiverReviewRow:
+    """A waiver the reviewer should look at: one that matches nothing, or that expires soon."""
+
+    state: str  # "matches nothing" | "expires in N days"
+    what: str  # rule, cluster, column it names
+    owner: str
+    expires: str
+    ticket: str | None
+    where: str  # file:line of the entry
+    note: str | None
+
+
+def waiver_review_rows(data: ReportInput) -> tuple[WaiverReviewRow, ...]:
+    """The stale waivers, then those expiring within 14 days (soonest first)."""
+
+    def what(w: Mapping[str, Any]) -> str:
+        parts = [f"rule {w.get('rule')}"]
+        for key, label in (("cluster", "cluster"), ("column", "column")):
+            if w.get(key):
+                parts.append(f"{label} {w.get(key)}")
+        if w.get("column_regex"):
+            parts.append(f"column ~ /{w.get('column_regex')}/")
+        return _clip(", ".join(parts))
+
+    def row(w: Mapping[str, Any], state: str) -> WaiverReviewRow:
+        return WaiverReviewRow(
+            state,
+            what(w),
+            _clip(w.get("owner")),
+            str(w.get("expires") or ""),
+            _clip(w.get("ticket")) if w.get("ticket") else None,
+            _clip(w.get("where")),
+            _clip(w.get("note")) if w.get("note") else None,
+        )
+
+    def expiring_state(w: Mapping[str, Any]) -> str:
+        days = w.get("days_left")
+        if days == 0:
+            return "expires today"
+        return f"expires in {days} day{'' if days == 1 else 's'}" if isinstance(days, int) else "expires soon"
+
+    expiring = sorted(data.expiring_waivers, key=lambda w: str(w.get("expires") or ""))
+    return (
+        *(row(w, "matches nothing (stale)") for w in data.stale_waivers),
+        *(row(w, expiring_state(w)) for w in expiring),
+    )
 
 
 @dataclass(frozen=True)
@@ -503,6 +555,8 @@ class ReportContext:
     findings_compared: bool = True
     # what the page says in place of the run compared with, when there is none
     no_against: str = NO_EARLIER_RUN
+    # stale waivers and those expiring within 14 days: what a reviewer should follow up
+    waivers_to_review: tuple[WaiverReviewRow, ...] = ()
     assets: Any = None  # set by the renderer: the inline CSS/JS and the CSP that allows only them
 
     @property
@@ -652,6 +706,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         direction_note=direction_note(data.run, data.against),
         findings_compared=findings_compared,
         no_against=NOT_COMPARED if data.compared_with_none else NO_EARLIER_RUN,
+        waivers_to_review=waiver_review_rows(data),
     )
 
 

@@ -528,6 +528,7 @@ def gather_input(
         load_rules_and_waivers,
         load_waivers,
     )
+    from auditor.engine.check import waiver_lists
     from auditor.render.stored import ReportSource, StoredFindings
     from auditor.store.db import one_connection_only
     from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
@@ -674,6 +675,12 @@ def gather_input(
         source=ReportSource(stored, diff_result) if stored is not None else None,
         compared_with_none=not compare,
     )
+    if stored is not None:
+        data.stale_waivers, data.expiring_waivers = waiver_lists(stored.waiver_report, stored.today)
+    else:
+        summary = check_json.get("summary") or {}
+        data.stale_waivers = list(summary.get("stale_waivers") or [])
+        data.expiring_waivers = list(summary.get("expiring_waivers") or [])
     return data, check_json
 
 

@@ -750,3 +750,58 @@ def test_a_report_whose_runs_a_prune_deleted_meanwhile_writes_and_sends_nothing(
     finally:
         engine.dispose()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auditor.db"]
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["stored", "in-memory"])
+def test_the_report_lists_the_waivers_to_review(database: str, tmp_path: Path, full: bool) -> None:
+    """Found by a reviewer's probe: a stale waiver (one matching nothing) was listed by the check's
+    table and JSON, never by the report the reviewer signs; nor were the waivers about to expire."""
+    from datetime import UTC, datetime, timedelta
+
+    from bs4 import BeautifulSoup
+
+    from auditor.render.report import bundle_from_input, gather_input
+
+    soon = (datetime.now(UTC).date() + timedelta(days=5)).isoformat()
+    waivers = tmp_path / "waivers.yaml"
+    waivers.write_text(
+        "waivers:\n"
+        "  - rule: high-sensitivity-without-confidential\n"
+        "    cluster: c1\n"
+        "    reason: label being restored\n"
+        "    owner: hr-data\n"
+        f"    expires: {soon}\n"
+        "    ticket: GOV-7\n"
+        "  - rule: high-sensitivity-without-confidential\n"
+        "    cluster: nope\n"
+        "    reason: an old one\n"
+        "    owner: <b>gone</b>\n"
+        "    expires: 2099-01-01\n"
+    )
+    engine = open_database(database)
+    try:
+        data, _ = gather_input(engine, 2, waivers_path=waivers, full=full)
+        html = bundle_from_input(data).html
+    finally:
+        engine.dispose()
+    section = BeautifulSoup(html, "html.parser").select_one("section#waivers-to-review")
+    cells = [tr.select("td") for tr in section.select("tbody tr")]
+    rows = [[" ".join(td.get_text(" ").split()) for td in row] for row in cells]
+    assert rows == [
+        [
+            "matches nothing (stale)",
+            "rule high-sensitivity-without-confidential, cluster nope",
+            "<b>gone</b>",
+            "2099-01-01",
+            "—",
+            f"{waivers}:8",
+        ],
+        [
+            "expires in 5 days",
+            "rule high-sensitivity-without-confidential, cluster c1",
+            "hr-data",
+            soon,
+            "GOV-7",
+            f"{waivers}:2",
+        ],
+    ]

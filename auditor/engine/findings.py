@@ -40,7 +40,7 @@ from sqlalchemy.exc import OperationalError
 from auditor import __version__
 from auditor.errors import StoreError
 from auditor.gcpause import collector_paused
-from auditor.store.db import WRITE_HINT, json_text, keys_in, store_errors
+from auditor.store.db import WRITE_HINT, json_text, keys_in, lock_wait_notice, store_errors
 from auditor.store.schema import RUN_COMPLETE, evaluations, findings, runs
 from auditor.store.writer import insert_tuples, now, sqlite_executemany
 
@@ -394,7 +394,8 @@ def _lock_evaluations(connection: Connection, run_id: int, rules_digest: str) ->
     if connection.dialect.name == "sqlite":
         # The write lock now (waiting up to the busy timeout), so that what is read next stays true
         # until the commit; a deferred transaction could not write after another's commit anyway.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        with lock_wait_notice():
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
     elif connection.dialect.name == "postgresql":
         digest = hashlib.blake2b(f"evaluation:{run_id}:{rules_digest}".encode(), digest_size=8).digest()
         key = int.from_bytes(digest, "big", signed=True)  # advisory lock keys are signed 64-bit

@@ -34,6 +34,9 @@ DEFAULT_DB = "auditor.db"
 # a prune then waits for it rather than failing; a lock held longer than this is someone's stuck
 # transaction, reported as such (LOCKED_HINT).
 SQLITE_BUSY_TIMEOUT_MS = 300_000
+# After this long waiting for the write lock, a command says so once (then waits on, up to the busy
+# timeout): an operations probe took five silent minutes for a hang.
+LOCK_NOTICE_SECONDS = 5.0
 # Read the database file through a memory map (up to SQLite's default compile-time ceiling of
 # 2 GiB; a larger file is read through the map up to there and by read() beyond). Without it,
 # every page a connection reads is copied out of the OS cache by a system call into a 2 MB page
@@ -135,6 +138,31 @@ def _json_loads(text):
             f"a value stored as JSON in the database is damaged ({exc})",
             hint="the database was changed outside cluster-auditor, or is damaged: restore it from a backup",
         ) from None
+
+
+@contextlib.contextmanager
+def lock_wait_notice(after: float | None = None) -> Iterator[None]:
+    """Around a statement that only takes SQLite's write lock (``BEGIN IMMEDIATE``, a no-op
+    update): a warning, once, if it is still waiting after ``after`` seconds. SQLite waits for
+    another process's lock inside its C busy handler, saying nothing, for up to the busy timeout.
+    ``after``: :data:`LOCK_NOTICE_SECONDS` unless given."""
+    after = LOCK_NOTICE_SECONDS if after is None else after
+    left = max(0.0, SQLITE_BUSY_TIMEOUT_MS / 1000 - after)
+    timer = threading.Timer(
+        after,
+        log.warning,
+        (
+            "waiting for the database's write lock, which another process holds (a snapshot, check or "
+            "prune running meanwhile?); waiting up to %.0f s more",
+            left,
+        ),
+    )
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - exercised via engines
@@ -317,7 +345,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
                 # IMMEDIATE: the write lock first (waiting up to the busy timeout for another
                 # process's upgrade), so that Alembic reads the revision under it. A deferred BEGIN
                 # read first, then failed at once with "database is locked" when it came to write.
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                with lock_wait_notice():
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
             elif connection.dialect.name == "postgresql":
                 # Two commands upgrading at once: the second waits, then finds nothing to do.
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": UPGRADE_LOCK})

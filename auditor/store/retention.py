@@ -72,7 +72,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from auditor import secrets
 from auditor.errors import ConfigError, StoreError
 from auditor.stopping import signals_held
-from auditor.store.db import WRITE_HINT, store_errors
+from auditor.store.db import WRITE_HINT, lock_wait_notice, store_errors
 from auditor.store.runs import ABANDONED, DETAILS_TEXT, Liveness, read_details, run_liveness
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -448,7 +448,8 @@ def _writing(engine: Engine, outcome: _Outcome | None = None) -> Iterator[Connec
         restored = False
         try:
             with _committing(connection, outcome):
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                with lock_wait_notice():
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
             for schema, size in caches.items():

@@ -48,7 +48,7 @@ from auditor.bigid.models import (
     nesting_depth,
 )
 from auditor.errors import StoreError
-from auditor.store.db import WRITE_HINT, bounded_lock_wait, json_text, keys_in, store_errors
+from auditor.store.db import WRITE_HINT, bounded_lock_wait, json_text, keys_in, lock_wait_notice, store_errors
 from auditor.store.runs import WRITER_KEY, writer_identity
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -813,7 +813,8 @@ def _lock_versions(connection: Connection, run_id: int) -> None:
     concurrent writers of versions (readers are not blocked); ids come from the sequence.
     """
     if connection.dialect.name == "sqlite":
-        connection.execute(update(runs).where(runs.c.id == run_id).values(status=runs.c.status))
+        with lock_wait_notice():
+            connection.execute(update(runs).where(runs.c.id == run_id).values(status=runs.c.status))
     elif connection.dialect.name == "postgresql":
         connection.exec_driver_sql("LOCK TABLE column_versions IN SHARE ROW EXCLUSIVE MODE")
 

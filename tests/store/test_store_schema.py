@@ -750,6 +750,27 @@ def test_a_writer_waits_for_another_processs_write_lock_instead_of_failing(tmp_p
         assert connection.execute(text("SELECT count(*) FROM evaluations")).scalar() == 1
 
 
+def test_a_wait_for_another_process_s_lock_is_said_once_while_it_lasts(tmp_path, monkeypatch, caplog):
+    """Found by an operations probe: a snapshot, check or prune waiting for another process's
+    write lock said nothing for up to five minutes, which reads as a hang."""
+    from auditor.engine.findings import store_evaluation
+
+    monkeypatch.setattr(store_db, "LOCK_NOTICE_SECONDS", 0.2)
+    engine = store_db.open_database(tmp_path / "a.db")
+    run_id = write_catalog(engine, make_catalog(1, 1))
+    store_evaluation(engine, run_id, "quick", ["rule-a"], [])  # no wait, nothing said
+    assert not [r for r in caplog.records if "write lock" in r.getMessage()]
+    thread, _release = _hold_write_lock(tmp_path / "a.db", 1.0)
+    with caplog.at_level("WARNING", logger="auditor.store"):
+        store_evaluation(engine, run_id, "digest", ["rule-a"], [])
+    thread.join()
+    said = [r.getMessage() for r in caplog.records if "write lock" in r.getMessage()]
+    assert said == [
+        "waiting for the database's write lock, which another process holds (a snapshot, check or "
+        "prune running meanwhile?); waiting up to 300 s more"
+    ]
+
+
 def test_a_lock_held_past_the_busy_timeout_is_named_with_what_to_do(tmp_path, monkeypatch, run_cli):
     from auditor.engine.findings import store_evaluation
     from auditor.store.db import LOCKED_HINT

@@ -27,12 +27,16 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
+    from auditor.store.db import version_table_schema
+
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         include_object=include_object(connection.dialect.name),
+        # PostgreSQL: the revision beside the tables, never another application's through the path
+        version_table_schema=version_table_schema(connection),
     )
     with context.begin_transaction():
         context.run_migrations()

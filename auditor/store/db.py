@@ -227,7 +227,12 @@ def create_db_engine(url: str) -> Engine:
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"the database driver for {display_url(url)} is not installed ({exc.name})",
-            hint="for PostgreSQL: pip install 'cluster-auditor[postgres]'"
+            hint=(
+                "the [postgres] extra installs psycopg 3: use postgresql+psycopg:// (or postgresql://), "
+                f"or install {exc.name} yourself"
+                if exc.name != "psycopg"
+                else "for PostgreSQL: pip install 'cluster-auditor[postgres]'"
+            )
             if url.startswith("postgres")
             else f"install the driver that provides the module {exc.name!r} (SQLite and PostgreSQL are the "
             "tested databases)",
@@ -256,11 +261,22 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
+def version_table_schema(connection: Connection) -> str | None:
+    """Where the schema revision is kept: on PostgreSQL the schema the store's tables are made in
+    (``current_schema()``), named explicitly. Left to the search path, Alembic read another
+    application's ``public.alembic_version`` beside a schema of the tool's own (found by a probe:
+    "written by a newer cluster-auditor (schema revision a1b2c3d4e5f6)")."""
+    if connection.dialect.name != "postgresql":
+        return None
+    return connection.exec_driver_sql("SELECT current_schema()").scalar()
+
+
 def current_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        opts = {"version_table_schema": version_table_schema(connection)}
+        return MigrationContext.configure(connection, opts=opts).get_current_revision()
 
 
 def _refuse_unknown(engine: Engine, revision: str | None) -> None:
@@ -308,6 +324,15 @@ def _refuse_foreign(engine: Engine) -> set[str]:
                 hint="check --db / AUDITOR_DB, or point it at a new file",
             )
         return found
+    with engine.connect() as connection:
+        schema = version_table_schema(connection)
+    if schema is None:  # no schema of the search path exists, or the role may not use it
+        raise StoreError(
+            f"the database {where} offers this role no schema to use: none of its search path "
+            "exists or may be used, so its runs could not be read nor tables be created",
+            hint="grant the role USAGE (and CREATE, to create the tables) on the store's schema, or "
+            "name the schema: ?options=-csearch_path%3DSCHEMA",
+        )
     found = set(inspect(engine).get_table_names())
     clash = sorted(found & set(metadata.tables))
     if clash and current_revision(engine) is None:
@@ -383,6 +408,8 @@ def holds_a_store(target: str | os.PathLike[str] | None = None) -> bool:
     engine = create_db_engine(url)
     try:
         with engine.connect() as connection:
+            if connection.dialect.name == "postgresql" and version_table_schema(connection) is None:
+                return True  # no schema this role may use: opening it says so
             names = set(inspect(connection).get_table_names())
     except SQLAlchemyError:
         return True
@@ -552,6 +579,20 @@ _CONNECTION_LOST = (
     "consuming input failed",
 )
 
+# PostgreSQL roles: what the error names is a privilege missing, not a full or read-only disk
+TEMP_HINT = (
+    "the database role may not create temporary tables, which checks and prunes use: "
+    "GRANT TEMP ON DATABASE <database> TO <role>"
+)
+PRIVILEGE_HINT = (
+    "the database role lacks a privilege on the store's schema or tables (it needs USAGE and CREATE on "
+    "the schema, and to own the tables to migrate them): see the README's PostgreSQL paragraph"
+)
+SERIALIZATION_HINT = (
+    "another transaction changed the same rows at the same time under SERIALIZABLE isolation; "
+    "nothing was written: re-run"
+)
+
 READ_ONLY_HINT = (
     "copy the database to a folder you can write to and point --db at the copy, or mount it read-write"
 )
@@ -612,4 +653,10 @@ def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
             hint = TIMEOUT_HINT
         elif any(text in detail for text in _CONNECTION_LOST):
             hint = CONNECTION_LOST_HINT
+        elif "permission denied to create temporary tables" in detail:
+            hint = TEMP_HINT
+        elif "permission denied" in detail or "must be owner of" in detail:
+            hint = PRIVILEGE_HINT
+        elif "could not serialize access" in detail:
+            hint = SERIALIZATION_HINT
         raise StoreError(f"{what}: {detail}", hint=hint) from None

@@ -677,5 +677,23 @@ def vacuum_database(engine: Engine) -> None:
             connection.exec_driver_sql("VACUUM")
             connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         else:
+            # PostgreSQL skips a table the role does not own with a mere WARNING, and the prune
+            # then said "vacuumed" with nothing vacuumed (found by a PostgreSQL probe)
+            foreign = (
+                connection.exec_driver_sql(
+                    "SELECT c.relname FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
+                    "AND c.relname = ANY(%(names)s) AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1",
+                    {"names": list(PRUNED_TABLES)},
+                )
+                .scalars()
+                .all()
+            )
+            if foreign:
+                raise StoreError(
+                    f"the prune was committed, but VACUUM was not run: only the owner of a table may "
+                    f"vacuum it, and this role does not own {', '.join(foreign)}",
+                    hint="run auditor db prune --vacuum (or VACUUM) as the role that owns the tables "
+                    "(the one that created them)",
+                )
             for table in PRUNED_TABLES:
                 connection.exec_driver_sql(f"VACUUM (ANALYZE) {table}")

@@ -415,3 +415,86 @@ def test_a_connection_option_the_driver_refuses_is_a_usage_error(fresh_postgres,
     with pytest.raises(ConfigError) as caught:
         store_db.open_database(f"{fresh_postgres}?{query}")
     assert caught.value.exit_code == 2 and said in caught.value.message
+
+
+def test_postgres_keeps_its_revision_beside_its_tables_not_another_app_s(fresh_postgres):
+    """Found by a PostgreSQL probe: with a schema of the tool's own first in the search path and
+    another Alembic application's alembic_version in public, the tool read that application's
+    revision ("written by a newer cluster-auditor (schema revision a1b2c3d4e5f6)"), or tried to
+    migrate it."""
+    from sqlalchemy.engine import make_url
+
+    setup = store_db.create_db_engine(fresh_postgres)
+    with setup.begin() as connection:
+        connection.execute(text("CREATE TABLE public.alembic_version (version_num varchar(32) PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO public.alembic_version VALUES ('a1b2c3d4e5f6')"))
+        connection.execute(text("CREATE SCHEMA aud"))
+    setup.dispose()
+    url = make_url(fresh_postgres).update_query_dict({"options": "-csearch_path=aud,public"})
+    engine = store_db.open_database(url.render_as_string(hide_password=False))
+    try:
+        assert store_db.current_revision(engine) == store_db.head_revision()
+        write_catalog(engine, make_catalog(2, 3))
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM aud.alembic_version")).scalar() == (
+                store_db.head_revision()
+            )
+            assert connection.execute(text("SELECT version_num FROM public.alembic_version")).scalar() == (
+                "a1b2c3d4e5f6"
+            )
+            assert connection.execute(text("SELECT count(*) FROM aud.run_columns")).scalar() == 6
+            assert schema_drift(connection) == []
+    finally:
+        engine.dispose()
+
+
+def test_postgres_a_first_day_database_gets_the_fingerprint_index(fresh_postgres):
+    """Found by an upgrade probe: a database made before 0002 gained ix_findings_fingerprint_run
+    upgraded to head without it (migration 0006 adds it)."""
+    engine = store_db.create_db_engine(fresh_postgres)
+    store_db.upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(text("DROP INDEX ix_findings_fingerprint_run"))
+    engine.dispose()
+    upgraded = store_db.open_database(fresh_postgres)
+    try:
+        with upgraded.connect() as connection:
+            assert schema_drift(connection) == []
+            assert (
+                connection.execute(
+                    text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_findings_fingerprint_run'")
+                ).scalar()
+                == 1
+            )
+    finally:
+        upgraded.dispose()
+
+
+def test_postgres_a_role_without_usage_on_the_schema_is_told_so_not_shown_an_empty_history(
+    fresh_postgres, run_cli
+):
+    """Found by a PostgreSQL probe: `auditor runs` listed no runs (and check said "take a snapshot
+    first") for a role that may not use the schema holding the history."""
+    import secrets as std_secrets
+
+    from sqlalchemy.engine import make_url
+
+    role = f"auditor_nousage_{std_secrets.token_hex(4)}"
+    owner = store_db.open_database(fresh_postgres)
+    write_catalog(owner, make_catalog(1, 2))
+    with owner.begin() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        connection.exec_driver_sql(f"REVOKE ALL ON SCHEMA public FROM PUBLIC, {role}")
+    url = make_url(fresh_postgres).set(username=role).render_as_string(hide_password=False)
+    try:
+        result = run_cli("runs", "--db", url, "--format", "json")
+        assert result.exit_code == 3, result.output
+        assert "offers this role no schema to use" in result.stderr
+        assert "hint: grant the role USAGE (and CREATE, to create the tables)" in result.stderr
+        assert result.stdout == ""
+    finally:
+        with owner.begin() as connection:
+            connection.exec_driver_sql("GRANT ALL ON SCHEMA public TO PUBLIC")
+            connection.exec_driver_sql(f"DROP OWNED BY {role}")
+            connection.exec_driver_sql(f"DROP ROLE {role}")
+        owner.dispose()

@@ -446,6 +446,42 @@ def test_vacuum_reports_the_size_before_and_after(engine):
     assert orphans(engine) == {}
 
 
+@pytest.mark.postgres
+def test_postgres_vacuum_by_a_role_that_does_not_own_the_tables_says_it_was_not_run(fresh_postgres):
+    """Found by a PostgreSQL probe: PostgreSQL skips a table the role does not own with a WARNING,
+    and the prune said "pruned, then vacuumed" with nothing vacuumed."""
+    import secrets as std_secrets
+
+    from sqlalchemy.engine import make_url
+
+    from auditor.store.retention import committed_prune
+
+    owner = open_database(fresh_postgres)
+    history(owner)
+    role = f"auditor_notowner_{std_secrets.token_hex(4)}"
+    with owner.begin() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        connection.exec_driver_sql(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+        connection.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    user = open_database(make_url(fresh_postgres).set(username=role).render_as_string(hide_password=False))
+    try:
+        with pytest.raises(StoreError) as caught:
+            prune(user, plan_prune(user, keep=1, now=NOW), vacuum=True)
+        assert caught.value.message.startswith(
+            "the prune was committed, but VACUUM was not run: only the owner of a table may vacuum it, "
+            "and this role does not own cluster_labels, cluster_versions, column_attributes"
+        )
+        assert committed_prune(caught.value).deleted_runs == (1, 2, 4, 5)  # what went is still said
+    finally:
+        user.dispose()
+        with owner.begin() as connection:
+            connection.exec_driver_sql(f"DROP OWNED BY {role}")
+            connection.exec_driver_sql(f"DROP ROLE {role}")
+        owner.dispose()
+
+
 # -- the command -----------------------------------------------------------------------------------
 
 

@@ -71,6 +71,50 @@ def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path, c
         assert connection.execute(text("PRAGMA foreign_key_check")).all() == []
 
 
+def test_a_first_day_database_upgrades_to_exactly_the_new_schema(tmp_path, caplog):
+    """Found by an upgrade probe: 0001 and 0002 were amended after databases were made with them
+    (the index ix_findings_fingerprint_run; cluster_labels WITHOUT ROWID on SQLite), and such a
+    database, stamped 0002, upgraded to head without either. It is made here as it was: revision
+    0002, then the index dropped and cluster_labels rebuilt with a rowid."""
+    url = store_db.database_url(tmp_path / "old.db")
+    engine = store_db.create_db_engine(url)
+    store_db.upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX ix_findings_fingerprint_run")
+        connection.exec_driver_sql("ALTER TABLE cluster_labels RENAME TO cluster_labels_old")
+        connection.exec_driver_sql(
+            "CREATE TABLE cluster_labels (cluster_hash VARCHAR(32) NOT NULL "
+            "REFERENCES cluster_versions (hash) ON DELETE CASCADE, position INTEGER NOT NULL, "
+            "label TEXT NOT NULL, PRIMARY KEY (cluster_hash, position))"
+        )
+        connection.exec_driver_sql("DROP TABLE cluster_labels_old")
+    write_legacy_catalog(engine, make_catalog(3, 5))
+    labels_query = text("SELECT cluster_hash, position, label FROM cluster_labels ORDER BY 1, 2")
+    with engine.connect() as connection:
+        before = snapshot_content(connection)
+        labels = connection.execute(labels_query).all()
+        assert labels
+    engine.dispose()
+
+    upgraded = store_db.open_database(tmp_path / "old.db")
+    assert store_db.current_revision(upgraded) == store_db.head_revision()
+    with upgraded.connect() as connection:
+        assert snapshot_content(connection) == before
+        assert connection.execute(labels_query).all() == labels
+        assert schema_drift(connection) == []
+        created = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'cluster_labels'"
+        ).scalar()
+        assert "WITHOUT ROWID" in created
+        assert connection.execute(text("PRAGMA foreign_key_check")).all() == []
+    # a database already in shape is left as it is
+    fresh = store_db.open_database(tmp_path / "new.db")
+    with fresh.connect() as connection:
+        assert schema_drift(connection) == []
+    fresh.dispose()
+    upgraded.dispose()
+
+
 def test_integer_version_keys_migrate_down_and_up_again_with_nothing_lost(tmp_path):
     engine = store_db.open_database(tmp_path / "a.db")
     write_catalog(engine, make_catalog(2, 4))
@@ -489,6 +533,16 @@ def test_database_url_forms(tmp_path):
         store_db.open_database("mysql://u@h/x")
     assert no_driver.value.message == "the database driver for mysql://u@h/x is not installed (MySQLdb)"
     assert no_driver.value.hint.startswith("install the driver that provides the module 'MySQLdb'")
+    # psycopg2 named in the URL: the [postgres] extra (psycopg 3) would not have helped
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None:  # (the project installs psycopg 3 only)
+        with pytest.raises(ConfigError) as no_psycopg2:
+            store_db.open_database("postgresql+psycopg2://u@h/x")
+        assert no_psycopg2.value.hint == (
+            "the [postgres] extra installs psycopg 3: use postgresql+psycopg:// (or postgresql://), "
+            "or install psycopg2 yourself"
+        )
     # An unknown kind of database is the user's configuration (exit 2), not an internal error.
     with pytest.raises(ConfigError) as caught:
         store_db.open_database("mysql+nodriver://u:pw@h/x")
@@ -960,3 +1014,24 @@ def test_a_run_fails_with_an_error_quoting_text_the_database_cannot_hold(tmp_pat
     assert run.error == "1 of 1 clusters could not be fetched: k1: 'a\\ud800b\\x00'"
     # the details too (a review saw the record read back as damaged, its JSON holding the escape)
     assert run.details["failed_clusters"] == [{"cluster_id": "k1", "error": "bad record 'a\\ud800b'"}]
+
+
+@pytest.mark.parametrize(
+    ("said", "hint"),
+    [
+        ('permission denied to create temporary tables in database "audit"', "TEMP_HINT"),
+        ("permission denied for schema aud", "PRIVILEGE_HINT"),
+        ("must be owner of table column_tags", "PRIVILEGE_HINT"),
+        ("could not serialize access due to concurrent update", "SERIALIZATION_HINT"),
+    ],
+)
+def test_a_privilege_missing_on_postgresql_is_named_not_taken_for_a_full_disk(said, hint):
+    """Found by a PostgreSQL probe: a role without TEMP failed its second check (and every prune)
+    with the hint "check that the database is writable and not full"."""
+    from sqlalchemy.exc import OperationalError
+
+    recording = store_db.store_errors("could not record the check", store_db.WRITE_HINT)
+    with pytest.raises(StoreError) as caught, recording:
+        raise OperationalError("SELECT 1", {}, Exception(said))
+    assert caught.value.message == f"could not record the check: {said}"
+    assert caught.value.hint == getattr(store_db, hint)

@@ -103,18 +103,33 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
     values = data.get("auditor", data)
     if not isinstance(values, dict):
         raise ConfigError(f"{candidate}: [auditor] must be a table")
+    above = sorted(key for key in data if key != "auditor") if "auditor" in data else []
+    if above:
+        # TOML: keys before the first [table] header are top-level; with an [auditor] table (one
+        # made by [auditor.sandbox] too) they were silently not read, a fail_on among them too
+        raise ConfigError(
+            f"{candidate}: setting(s) {', '.join(above)} sit outside the [auditor] table, where they "
+            "are not read",
+            hint="move them under [auditor] (a key before the first [table] header is outside every table)",
+        )
+    if "token" in values or "api_key" in values:  # before the unknown keys: the reason matters
+        raise ConfigError(
+            f"{candidate}: the API key does not belong in the config file",
+            hint="put it in a file of its own and name it with token_file (or set BIGID_TOKEN)",
+        )
     unknown = sorted(set(values) - KNOWN_KEYS)
     if unknown:
         tables = [name for name in unknown if isinstance(values[name], dict)]
         raise ConfigError(
             f"{candidate}: unknown setting(s) {', '.join(unknown)}",
             hint=(
-                f"settings go under [auditor] (and [auditor.sandbox]), not [{tables[0]}]; " if tables else ""
+                f"settings go under [auditor] (and [auditor.sandbox]), not "
+                f"[{'auditor.' if 'auditor' in data else ''}{tables[0]}]; "
+                if tables
+                else ""
             )
             + f"known settings: {', '.join(sorted(KNOWN_KEYS))}",
         )
-    if "token" in values or "api_key" in values:  # pragma: no cover - caught by unknown keys above
-        raise ConfigError(f"{candidate}: the API key does not belong in the config file")
     for key, value in values.items():
         kind = KINDS.get(key)
         if kind is not None and not _is_kind(value, kind):
@@ -126,6 +141,13 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(
                 f"{candidate}: setting {key} must be one of {', '.join(CHOICES[key])}, not {value!r}"
+            )
+    for key in PATH_SETTINGS:
+        given = values.get(key)
+        if given == "" or (isinstance(given, list) and "" in given):
+            # read as "not set", the default ./auditor.db was created by commands that only read
+            raise ConfigError(
+                f"{candidate}: setting {key} is empty", hint=f"name a {key} or leave the setting out"
             )
     if "sandbox" in values:
         _check_sandbox_table(candidate, values["sandbox"])
@@ -139,8 +161,14 @@ PATH_SETTINGS = ("db", "token_file", "ca_bundle", "waivers", "smtp_ca_bundle", "
 def _paths_from(folder: Path, values: dict[str, Any]) -> dict[str, Any]:
     """``values`` with the relative paths of :data:`PATH_SETTINGS` made relative to ``folder`` (the
     config file's), as a file read with ``--config elsewhere/auditor.toml`` means them: they used
-    to be taken from the working folder. A database URL (``sqlite:///x.db``), ``~/…`` and absolute
-    paths are left as they are."""
+    to be taken from the working folder. ``~/…`` is the user's home folder, for every path setting
+    (``rules`` and ``waivers`` were read literally); a database URL (``sqlite:///x.db``) and
+    absolute paths are left as they are."""
+    values = dict(values)
+    for key in PATH_SETTINGS:
+        if key in values:
+            given = values[key]
+            values[key] = [_home(v) for v in given] if isinstance(given, list) else _home(given)
     try:
         here = folder.resolve() == Path.cwd().resolve()
     except OSError:  # the working folder was removed under us: the file's folder is elsewhere
@@ -160,6 +188,10 @@ def _paths_from(folder: Path, values: dict[str, Any]) -> dict[str, Any]:
         if key in out:
             out[key] = [moved(v) for v in out[key]] if isinstance(out[key], list) else moved(out[key])
     return out
+
+
+def _home(value: Any) -> Any:
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
 
 
 SANDBOX_KEYS = ("seed", "clusters", "columns")
@@ -190,15 +222,17 @@ def _check_sandbox_table(source: Path, table: Any) -> None:
 
 # The bounds of numeric settings, in the file and on the command line alike (cli.common.setting_type):
 # (lowest, highest, open below).
+# Upper bounds too: a value past what the clock or an integer holds (1e308 seconds) passed the check
+# and then failed deep inside as an internal error (found by a configuration probe).
 RANGES: dict[str, tuple[float, float | None, bool]] = {
     "workers": (1, 64, False),
     "processes": (0, 64, False),
-    "page_size": (1, None, False),
+    "page_size": (1, 1_000_000, False),
     "max_failed_clusters": (0, None, False),
-    "connect_timeout": (0, None, True),
-    "read_timeout": (0, None, True),
-    "max_answer_mib": (0, None, True),
-    "max_minutes": (0, None, True),
+    "connect_timeout": (0, 3_600, True),  # an hour
+    "read_timeout": (0, 86_400, True),  # a day
+    "max_answer_mib": (0, 1_048_576, True),  # a TiB
+    "max_minutes": (0, 527_040, True),  # a year
 }
 CHOICES = {"auth_scheme": SCHEMES, "fail_on": (*SEVERITIES, "none")}  # none: no gate, as --fail-on none
 
@@ -209,9 +243,10 @@ def _in_range(value: float, low: float, high: float | None, open_below: bool) ->
 
 
 def _describe_range(low: float, high: float | None, open_below: bool) -> str:
-    if high is not None:
-        return f"from {low:g} to {high:g}"
-    return f"above {low:g}" if open_below else f"{low:g} or more"
+    if high is None:
+        return f"above {low:g}" if open_below else f"{low:g} or more"
+    most = f"{int(high):,}" if float(high).is_integer() else f"{high:g}"
+    return f"above {low:g} and at most {most}" if open_below else f"from {low:g} to {most}"
 
 
 TEXT, BOOLEAN, WHOLE, NUMBER, TEXTS = (

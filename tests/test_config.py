@@ -34,6 +34,11 @@ def test_config_file_is_read_from_the_working_folder(tmp_path, monkeypatch):
 def test_unknown_setting_and_bad_toml_are_usage_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[auditor]\ntoken = "sk-secret"\n')
+    with pytest.raises(ConfigError) as caught:  # said why, the key never echoed
+        load_config(bad, explicit=True)
+    assert caught.value.message == f"{bad}: the API key does not belong in the config file"
+    assert "sk-secret" not in caught.value.message + str(caught.value.hint)
+    bad.write_text('[auditor]\ntokn = "x"\n')
     with pytest.raises(ConfigError, match="unknown setting"):
         load_config(bad, explicit=True)
     bad.write_text("[auditor\n")
@@ -134,12 +139,19 @@ def test_settings_of_the_right_type_load(tmp_path):
         # The command line refuses these values; the file used to pass them on (workers = 1000 ran).
         ("workers = 1000", "setting workers must be from 1 to 64, not 1000"),
         ("processes = 100", "setting processes must be from 0 to 64, not 100"),
-        ("page_size = 0", "setting page_size must be 1 or more, not 0"),
+        ("page_size = 0", "setting page_size must be from 1 to 1,000,000, not 0"),
         ("max_failed_clusters = -1", "setting max_failed_clusters must be 0 or more, not -1"),
-        ("read_timeout = -1", "setting read_timeout must be above 0, not -1"),
-        ("max_answer_mib = 0", "setting max_answer_mib must be above 0, not 0"),
-        ("max_minutes = nan", "setting max_minutes must be above 0, not nan"),
-        ("max_minutes = inf", "setting max_minutes must be above 0, not inf"),  # never stops
+        ("read_timeout = -1", "setting read_timeout must be above 0 and at most 86,400, not -1"),
+        ("max_answer_mib = 0", "setting max_answer_mib must be above 0 and at most 1,048,576, not 0"),
+        ("max_minutes = nan", "setting max_minutes must be above 0 and at most 527,040, not nan"),
+        (
+            "max_minutes = inf",
+            "setting max_minutes must be above 0 and at most 527,040, not inf",
+        ),  # never stops
+        # found by a configuration probe: past what the clock holds, an internal error deep inside
+        ("read_timeout = 1e10", "setting read_timeout must be above 0 and at most 86,400, not 10000000000.0"),
+        ("connect_timeout = 1e308", "setting connect_timeout must be above 0 and at most 3,600, not 1e+308"),
+        ("max_minutes = 1e308", "setting max_minutes must be above 0 and at most 527,040, not 1e+308"),
         (
             'auth_scheme = "basic"',
             "setting auth_scheme must be one of auto, bearer, raw, refresh, not 'basic'",
@@ -201,3 +213,55 @@ def test_a_config_file_is_read_when_the_working_folder_was_removed(tmp_path, mon
     monkeypatch.chdir(gone)
     gone.rmdir()
     assert load_config(path, explicit=True).get("waivers") == str(tmp_path / "cfg" / "w.yaml")
+
+
+def test_settings_outside_the_auditor_table_are_refused_not_ignored(tmp_path):
+    """Found by a configuration probe: with an [auditor] table (one that [auditor.sandbox] makes
+    too), keys written above it were silently not read: `fail_on = "info"` there left the gate
+    off, and a rules path that did not exist was never reported."""
+    path = tmp_path / "auditor.toml"
+    path.write_text('fail_on = "info"\nrules = ["nonexistent"]\n[auditor.sandbox]\nclusters = 20\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, explicit=True)
+    assert caught.value.message == (
+        f"{path}: setting(s) fail_on, rules sit outside the [auditor] table, where they are not read"
+    )
+    assert caught.value.exit_code == 2
+    path.write_text('fail_on = "info"\n')  # no [auditor] table at all: top-level keys are the settings
+    assert load_config(path, explicit=True).get("fail_on") == "info"
+    path.write_text("[auditor.sandboxx]\nclusters = 20\n")
+    with pytest.raises(ConfigError) as misspelt:
+        load_config(path, explicit=True)
+    assert misspelt.value.hint.startswith(
+        "settings go under [auditor] (and [auditor.sandbox]), not [auditor.sandboxx]"
+    )
+
+
+def test_path_settings_expand_home_and_refuse_empty_values(tmp_path, monkeypatch):
+    """Found by a configuration probe: rules, waivers and smtp_ca_bundle kept a leading ~ (read as
+    a folder named ~), and db = "" was read as not set, so `auditor runs` made ./auditor.db."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "conf" / "auditor.toml"
+    path.parent.mkdir()
+    path.write_text(
+        '[auditor]\nrules = ["~/myrules"]\nwaivers = "~/w.yaml"\nsmtp_ca_bundle = "~/ca.pem"\ndb = "~/h.db"\n'
+    )
+    settings = load_config(path, explicit=True)
+    home = tmp_path / "home"
+    assert settings.get("rules") == [str(home / "myrules")]
+    assert (settings.get("waivers"), settings.get("smtp_ca_bundle"), settings.get("db")) == (
+        str(home / "w.yaml"),
+        str(home / "ca.pem"),
+        str(home / "h.db"),
+    )
+    for written in ('db = ""', 'rules = ["a", ""]', 'waivers = ""'):
+        path.write_text(f"[auditor]\n{written}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, explicit=True)
+        key = written.split(" ")[0]
+        assert caught.value.message == f"{path}: setting {key} is empty"
+    monkeypatch.chdir(tmp_path / "conf")
+    path.write_text('[auditor]\ndb = ""\n')
+    result = CliRunner().invoke(cli, ["runs"])
+    assert result.exit_code == 2
+    assert not (tmp_path / "conf" / "auditor.db").exists()

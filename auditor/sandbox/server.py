@@ -50,6 +50,7 @@ CLUSTERS_PATH = "/api/v1/clusters"
 SIMILAR_PATH = "/api/v1/data-catalog/column/cluster/similar"
 REFRESH_PATH = "/api/v1/refresh-access-token"
 DEFAULT_COLUMN_LIMIT = 10_000
+MAX_QUERY_INT = 2**31 - 1  # the largest skip or limit answered (a larger one is a 400, not a 500)
 CLUSTER_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 
 JSON = "application/json; charset=utf-8"
@@ -275,6 +276,8 @@ class SandboxApp:
             raise BadRequest(f"{name} must be an integer, not {raw!r}") from None
         if value < minimum:
             raise BadRequest(f"{name} must be at least {minimum}, not {value}")
+        if value > MAX_QUERY_INT:  # islice and the data set's arithmetic stop at sys.maxsize
+            raise BadRequest(f"{name} must be at most {MAX_QUERY_INT}, not {value}")
         return value
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -91,7 +92,10 @@ def test_relative_paths_in_a_config_file_elsewhere_are_relative_to_it(tmp_path, 
         ["../cfg/rules"],
         "../cfg/waivers.yaml",
     )
-    assert (values["token_file"], values["ca_bundle"]) == ("~/token", "/etc/ssl/ca.pem")  # as written
+    assert (values["token_file"], values["ca_bundle"]) == (  # the home folder; absolute as written
+        os.path.expanduser("~/token"),
+        "/etc/ssl/ca.pem",
+    )
     ran = invoke(["--config", "../cfg/auditor.toml", "run", "--format", "json"])
     assert ran.exit_code == 0, ran.stderr  # every finding waived: the gate passes
     assert {f["status"] for f in json.loads(ran.stdout)["findings"]} == {"waived"}

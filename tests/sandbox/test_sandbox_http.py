@@ -48,6 +48,10 @@ def test_paging_with_limit_and_skip_matches_the_truth(sandbox, api_for):
         "results": [],
         "totalCount": clusters[0]["size"],
     }
+    # found by a probe: a limit past sys.maxsize was an internal error (500) of the server
+    huge = api.get(CLUSTERS, limit=9223372036854775807)
+    assert huge.status_code == 400
+    assert "limit must be at most 2147483647" in huge.text
 
 
 def test_default_limit_is_ten_thousand_and_ignore_limit_lifts_it(sandbox, api_for):

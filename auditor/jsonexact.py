@@ -85,7 +85,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _without_lone_surrogates(value: Any) -> Any:
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+        return _LONE_SURROGATE.sub("\ufffd", value)
     if isinstance(value, list):
         return [_without_lone_surrogates(item) for item in value]
     if isinstance(value, dict):
@@ -102,6 +102,7 @@ def loads_replacing_lone_surrogates(content: bytes | str) -> Any:
     try:
         text = content.decode("utf-8") if isinstance(content, bytes) else content  # strict: no raw surrogates
         value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_or_text)
+        # (inside: the walk recurses once per level, as the decoder did; too deep, it is refused)
+        return _without_lone_surrogates(value)
     except (ValueError, RecursionError):
         return loads(content)  # raises, worded as orjson words it
-    return _without_lone_surrogates(value)

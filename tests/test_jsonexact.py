@@ -52,3 +52,17 @@ def test_a_lone_surrogate_is_not_json_whichever_decoder_reads_the_text(text):
     with pytest.raises(orjson.JSONDecodeError, match="surrogate"):
         loads(text)
     assert loads(b'{"ok": "\\ud83d\\ude00", "size": 1e400}') == {"ok": "\U0001f600", "size": "1e400"}
+
+
+def test_lone_surrogate_escapes_read_as_the_replacement_character_however_deep():
+    from auditor.jsonexact import loads_replacing_lone_surrogates
+
+    assert loads_replacing_lone_surrogates(b'{"a": ["x\\ud83d", {"\\udc00k": 98765432109876543210}]}') == {
+        "a": ["x\ufffd", {"\ufffdk": 98765432109876543210}]
+    }
+    # nested deeper than the walk can follow (though the decoder could): refused as JSON in
+    # orjson's words, not a RecursionError escaping as an internal error
+    for depth in (950, 5000):
+        deep = b"[" * depth + b'"\\ud83d"' + b"]" * depth
+        with pytest.raises(orjson.JSONDecodeError):
+            loads_replacing_lone_surrogates(deep)

@@ -148,9 +148,17 @@ def may_report_error(content: bytes) -> bool:
     """False only when a body certainly holds no error under 200 (:func:`check_error_under_200`).
 
     That needs a top-level ``success``, ``status`` or ``error`` key, whose name appears in the bytes
-    as is, or written with ``\\u`` escapes. A cheap screen (a substring search) for callers that parse later.
+    as is, or written with ``\\u`` escapes. A cheap screen (a substring search) for callers that parse
+    later. ``error`` is looked for as a key (followed by a colon): a catalog value "error" (a column
+    so named) would otherwise send every page holding it through a second, in-thread decoding.
     """
-    return b'"success"' in content or b'"status"' in content or b'"error"' in content or b"\\u" in content
+    return (
+        b'"success"' in content
+        or b'"status"' in content
+        or b'"error":' in content
+        or b'"error" :' in content
+        or b"\\u" in content
+    )
 
 
 def _excerpt(content: bytes, position: int) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -148,14 +148,7 @@ class Waiver:
         )
 
     def describe(self) -> str:
-        parts = [f"rule {self.rule}"]
-        if self.cluster:
-            parts.append(f"cluster {self.cluster}")
-        if self.column:
-            parts.append(f"column {self.column}")
-        if self.column_regex:
-            parts.append(f"column ~ /{self.column_regex}/")
-        return ", ".join(parts)
+        return describe_waiver(self.to_json(date.min))
 
     def state(self, today: date) -> dict[str, Any]:
         """The ``waiver`` object attached to a finding."""
@@ -183,6 +176,17 @@ class Waiver:
             "where": self.where,
             "days_left": (self.expires - today).days,
         }
+
+
+def describe_waiver(entry: Mapping[str, Any]) -> str:
+    """What a waiver names (``rule r, cluster c, column ~ /x/``), from its JSON form (``to_json``)."""
+    parts = [f"rule {entry.get('rule')}"]
+    for key in ("cluster", "column"):
+        if entry.get(key):
+            parts.append(f"{key} {entry.get(key)}")
+    if entry.get("column_regex"):
+        parts.append(f"column ~ /{entry.get('column_regex')}/")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

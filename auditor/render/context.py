@@ -364,19 +364,12 @@ class WaiverReviewRow:
 def waiver_review_rows(data: ReportInput) -> tuple[WaiverReviewRow, ...]:
     """The stale waivers, then those expiring within 14 days (soonest first)."""
 
-    def what(w: Mapping[str, Any]) -> str:
-        parts = [f"rule {w.get('rule')}"]
-        for key, label in (("cluster", "cluster"), ("column", "column")):
-            if w.get(key):
-                parts.append(f"{label} {w.get(key)}")
-        if w.get("column_regex"):
-            parts.append(f"column ~ /{w.get('column_regex')}/")
-        return _clip(", ".join(parts))
+    from auditor.engine.waivers import describe_waiver
 
     def row(w: Mapping[str, Any], state: str) -> WaiverReviewRow:
         return WaiverReviewRow(
             state,
-            what(w),
+            _clip(describe_waiver(w)),
             _clip(w.get("owner")),
             str(w.get("expires") or ""),
             _clip(w.get("ticket")) if w.get("ticket") else None,

@@ -748,9 +748,8 @@ def deliver_email(
             "(leave them out: --no-email-attachments for auditor run, no --attach-* for auditor email)",
             size / 1_000_000,
         )
-    source = getattr(getattr(bundle, "data", None), "source", None)
-    if source is not None:  # a prune deleted what the report read: nothing half-read is sent
-        source.check_still_there()
+    if bundle.data.source is not None:  # a prune deleted what the report read: nothing half-read is sent
+        bundle.data.source.check_still_there()
     if eml_path is not None:
         write_eml(message, eml_path)
     else:

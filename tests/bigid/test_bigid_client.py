@@ -973,3 +973,14 @@ def test_a_404_past_the_first_page_of_the_cluster_list_does_not_blame_the_url(lo
         "listed: Not Found"
     )
     assert caught.value.hint.startswith("the tenant may not page its cluster list past the first page")
+
+
+def test_the_error_screen_looks_for_a_key_not_for_a_catalog_value():
+    """A page holding a column named "error" was decoded twice (in the fetching thread, then by
+    the pool) once the screen looked for "error" at all; only a key is an error under 200."""
+    from auditor.bigid.envelope import may_report_error
+
+    assert not may_report_error(b'{"results": [{"columnName": "error", "tags": ["error"]}], "totalCount": 1}')
+    assert may_report_error(b'{"results": [], "totalCount": 0, "error": "query failed"}')
+    assert may_report_error(b'{"results":[],"error" : "x"}')
+    assert may_report_error(b'{"status": "error"}')

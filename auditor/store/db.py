@@ -570,6 +570,14 @@ TIMEOUT_HINT = (
     "the server's statement_timeout ended the statement: raise it for the role the tool connects as "
     "(ALTER ROLE … SET statement_timeout = '10min') and re-run"
 )
+# PostgreSQL says "due to user request" for a pg_cancel_backend, and also for a statement_timeout
+# that fires just as the statement before ends (the cancel lands on the next one): seen in CI with a
+# 1 ms timeout
+CANCELLED_HINT = (
+    "the server cancelled the statement (an administrator's pg_cancel_backend, or a statement_timeout "
+    "of the role's that fired between two statements): re-run; if it recurs, raise the role's "
+    "statement_timeout (ALTER ROLE … SET statement_timeout = '10min')"
+)
 CONNECTION_LOST_HINT = "the connection to the database server was lost: check the server, then re-run"
 _CONNECTION_LOST = (
     "server closed the connection",
@@ -651,6 +659,8 @@ def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
             hint = DISK_HINT
         elif "statement timeout" in detail:  # PostgreSQL's statement_timeout (a role's or a server's)
             hint = TIMEOUT_HINT
+        elif "canceling statement due to user request" in detail:
+            hint = CANCELLED_HINT
         elif any(text in detail for text in _CONNECTION_LOST):
             hint = CONNECTION_LOST_HINT
         elif "permission denied to create temporary tables" in detail:

@@ -366,8 +366,14 @@ def test_a_statement_timeout_while_checking_is_a_store_error_with_its_hint(fresh
         with pytest.raises(store_db.StoreError) as caught:
             for _ in range(20):  # 1 ms: some statement of the check is cancelled
                 check_run(impatient, "latest", load_ruleset(None))
-        assert "canceling statement due to statement timeout" in caught.value.message
-        assert caught.value.hint == store_db.TIMEOUT_HINT
+        # (PostgreSQL words a timeout that fires as one statement ends and lands on the next as a
+        # "user request": seen once in CI; either way the hint says what to do)
+        said = caught.value.message
+        if "canceling statement due to user request" in said:
+            assert caught.value.hint == store_db.CANCELLED_HINT
+        else:
+            assert "canceling statement due to statement timeout" in said
+            assert caught.value.hint == store_db.TIMEOUT_HINT
     finally:
         impatient.dispose()
 

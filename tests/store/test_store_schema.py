@@ -1023,6 +1023,7 @@ def test_a_run_fails_with_an_error_quoting_text_the_database_cannot_hold(tmp_pat
         ("permission denied for schema aud", "PRIVILEGE_HINT"),
         ("must be owner of table column_tags", "PRIVILEGE_HINT"),
         ("could not serialize access due to concurrent update", "SERIALIZATION_HINT"),
+        ("canceling statement due to user request", "CANCELLED_HINT"),
     ],
 )
 def test_a_privilege_missing_on_postgresql_is_named_not_taken_for_a_full_disk(said, hint):

@@ -48,6 +48,20 @@ def test_unknown_setting_and_bad_toml_are_usage_errors(tmp_path):
         load_config(tmp_path / "missing.toml", explicit=True)
 
 
+def test_a_broken_config_file_does_not_hide_a_commands_help(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "auditor.toml").write_text("[auditor\nurl = 1\n")
+    shown = CliRunner().invoke(cli, ["check", "--help"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0].endswith(" check [OPTIONS]")
+    assert CliRunner().invoke(cli, ["--config", "nope.toml", "report", "-h"]).exit_code == 0
+    # anything else still stops on the broken file, `--help` after `--` included
+    for args in (["check"], ["check", "--", "--help"]):
+        refused = CliRunner().invoke(cli, args)
+        assert refused.exit_code == 2, args
+        assert "auditor.toml: invalid TOML" in refused.output
+
+
 def test_missing_config_file_exits_2_with_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["--config", str(tmp_path / "nope.toml"), "runs"])
     assert result.exit_code == 2

@@ -26,6 +26,7 @@ from auditor.errors import (
     EXIT_TERMINATED,
     EXIT_USAGE,
     AuditorError,
+    ConfigError,
     PartialSnapshotError,
     RuleError,
     Terminated,
@@ -60,6 +61,20 @@ def hoisted(args: list[str]) -> list[str]:
     return front + rest
 
 
+HELP_ASKED = "auditor.help_asked"
+HELP_WORDS = frozenset({"-h", "--help"})
+
+
+def asks_help(args: list[str]) -> bool:
+    """Whether a command's ``--help`` is asked for (before any ``--``)."""
+    for word in args:
+        if word == "--":
+            return False
+        if word in HELP_WORDS:
+            return True
+    return False
+
+
 class AuditorGroup(click.Group):
     """A click group that translates errors once, for every command."""
 
@@ -69,6 +84,8 @@ class AuditorGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
+        if ctx.parent is None:
+            ctx.meta[HELP_ASKED] = asks_help([*ctx._protected_args, *ctx.args])
         try:
             return super().invoke(ctx)
         except AuditorError as exc:
@@ -179,7 +196,16 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     """
     from auditor.cli.common import Settings
 
-    ctx.obj = Settings.load(config_path, debug=debug, verbose=verbose, quiet=quiet)
+    try:
+        ctx.obj = Settings.load(config_path, debug=debug, verbose=verbose, quiet=quiet)
+    except ConfigError:
+        if not ctx.meta.get(HELP_ASKED):
+            raise
+        # `auditor check --help` in a folder whose auditor.toml is broken: the help needs no
+        # settings (and is how one finds out how to mend them)
+        from auditor.config import FileSettings
+
+        ctx.obj = Settings(FileSettings(), debug, verbose, quiet)
     from auditor.secrets import ScrubFilter, install_log_filter
 
     install_log_filter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,19 @@ def test_arguments_after_a_double_dash_stay_where_they_are():
         "runs",
     ]
     assert hoisted(["runs", "--config"]) == ["runs", "--config"]
+
+
+def test_short_global_flags_written_together_are_taken_apart(tmp_path, monkeypatch):
+    # `auditor check -qv` said "No such option: -q" (exit 2): only single words were moved.
+    assert hoisted(["check", "-qv"]) == ["-q", "-v", "check"]
+    assert hoisted(["check", "-qo", "out.json"]) == ["-q", "check", "-o", "out.json"]
+    assert hoisted(["check", "-vqoout.json"]) == ["-v", "-q", "check", "-oout.json"]
+    assert hoisted(["check", "-oq"]) == ["check", "-oq"]  # -o's value "q" stays the command's
+    assert hoisted(["check", "--", "-qv"]) == ["check", "--", "-qv"]
+    monkeypatch.chdir(tmp_path)
+    listed = invoke(["runs", "-qv", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == {"runs": []}
 
 
 WORDS = ["check", "--db", "x.db", "-q", "--debug", "--config", "c.toml", "-v", "--"]

@@ -201,7 +201,9 @@ class Condition(ABC):
         for name, shape in cls.nested.items():
             ref = {"$ref": "#/$defs/Condition"}
             schema["properties"][name] = (
-                {"anyOf": [ref, {"type": "array", "items": ref}]} if shape == "one-or-list" else ref
+                {"anyOf": [ref, {"type": "array", "items": ref, "minItems": 1}]}
+                if shape == "one-or-list"
+                else ref
             )
             if shape == "list":
                 schema["properties"][name] = {"type": "array", "items": ref, "minItems": 1}

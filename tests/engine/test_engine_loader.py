@@ -354,6 +354,10 @@ def test_json_schema_accepts_the_built_in_pack_and_rejects_nonsense():
             "    aggregate: {group_by: columnName, having: {gte: 2}}\n",
         ),
         ("scope: column", "scope: aggregate"),  # an aggregate rule with a condition, no aggregate
+        # an empty list under a quantifier or 'not' (never or always true)
+        ("condition: {field: columnName, eq: ssn}", "condition: {tags: {any: []}}"),
+        ("condition: {field: columnName, eq: ssn}", "condition: {not: []}"),
+        ("condition: {field: columnName, eq: ssn}", "condition: {attributes: {none: []}}"),
     ],
 )
 def test_json_schema_refuses_what_validation_refuses_for_its_structure(old, new):

@@ -186,8 +186,14 @@ class Settings:
         recipients = self.list_value(to, "email_to")
         if not recipients:
             raise ConfigError(f"no recipient: pass {to_flag} ADDR (or set email_to in auditor.toml)")
-        parse_addresses(recipients, to_flag)
+        # a malformed address is named where it was written: the flag, or the config file's setting
+        parse_addresses(recipients, to_flag if to else f"{self.file.path}: email_to")
         parse_addresses(list(cc), cc_flag)
+        if sender is None:
+            if os.environ.get(cfg.ENV_EMAIL_FROM):
+                parse_addresses(os.environ[cfg.ENV_EMAIL_FROM], cfg.ENV_EMAIL_FROM)
+            elif self.file.get("email_from") is not None:
+                parse_addresses(str(self.file.get("email_from")), f"{self.file.path}: email_from")
         if eml and smtp:
             raise ConfigError("give either --smtp URL or --eml FILE, not both")
         smtp_url = None if eml else self.value(smtp, cfg.ENV_SMTP, "smtp")

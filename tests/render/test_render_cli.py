@@ -219,6 +219,33 @@ def test_report_errors_exit_with_their_code(
     assert not (tmp_path / "x.html").exists()
 
 
+def test_a_bad_address_from_the_config_or_environment_is_named_there(
+    database: str, tmp_path: Path, monkeypatch
+) -> None:
+    # email_to = "not an address" in auditor.toml was reported as "--to: ...", a flag never given
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "auditor.toml"
+    config.write_text('[auditor]\nemail_to = ["ok@example.org", "not an address"]\n')
+    args = ("email", "--db", database, "--eml", "m.eml")
+    refused = invoke(*args)
+    assert (refused.exit_code, refused.stderr.splitlines()[0]) == (
+        2,
+        f"error: {config}: email_to: 'not an address' is not an email address",
+    )
+    config.write_text('[auditor]\nemail_to = "ok@example.org"\nemail_from = "x y"\n')
+    assert (
+        invoke(*args).stderr.splitlines()[0] == f"error: {config}: email_from: 'x y' is not an email address"
+    )
+    monkeypatch.setenv("AUDITOR_EMAIL_FROM", "nobody")
+    assert (
+        invoke(*args).stderr.splitlines()[0] == "error: AUDITOR_EMAIL_FROM: 'nobody' is not an email address"
+    )
+    assert invoke(*args, "--from", "me@example.org", "--to", "zz").stderr.splitlines()[0] == (
+        "error: --to: 'zz' is not an email address"
+    )
+    assert not (tmp_path / "m.eml").exists()
+
+
 def test_email_to_eml_file(database: str, tmp_path: Path) -> None:
     target = tmp_path / "m.eml"
     result = invoke(

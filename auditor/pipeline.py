@@ -48,6 +48,22 @@ def url_holds_password(target: str) -> bool:
     return display_url(target) != target
 
 
+def _absolute_path(path: str | Path) -> str:
+    return str(Path(path).expanduser().absolute())
+
+
+def _absolute_db(db: str) -> str:
+    """A ``--db`` value that names the same database from any folder: a file path made absolute
+    (in a ``sqlite:///`` URL too); a server's URL as it is."""
+    if "://" not in db:
+        return _absolute_path(db)
+    head, _, rest = db.partition(":///")
+    if head.startswith("sqlite") and rest and not rest.startswith(("/", ":memory:", "file:")):
+        path, query = rest.partition("?")[::2]
+        return f"{head}:///{_absolute_path(path)}" + (f"?{query}" if query else "")
+    return db
+
+
 @dataclass
 class EmailOptions:
     """Where ``auditor run`` sends the report (``smtp_url``) or writes it (``eml_path``)."""
@@ -82,12 +98,13 @@ class EmailOptions:
         there, left out when its URL holds a password, which is never printed: the caller says so;
         ``smtp_given``: the SMTP URL, which never holds a password; ``against``: a run id, or
         ``"none"`` after ``--baseline none``;
-        the CA file, the templates, ``--eml``; ``config``: the ``--config`` file, by its absolute
-        path, so that the command works as printed from any folder); what came from the environment
+        the CA file, the templates, ``--eml``; ``config``: the ``--config`` file; every file by its
+        absolute path, so that the command works as printed from any folder); what came from the environment
         or the config file comes from there again. After ``error`` (a
         :class:`~auditor.errors.DeliveryError`) the command adapts: to the refused recipients only
         when the others got the message, without the attachments when the message was too large.
         """
+        absolute = _absolute_path
         refused = tuple(getattr(error, "refused", ()) or ())
         too_large = bool(getattr(error, "too_large", False))
         attach_report, attach_csv = self.attach_report, self.attach_csv
@@ -97,33 +114,35 @@ class EmailOptions:
             attach_report = attach_csv = False
         words = ["auditor"]
         if config:
-            words += ["--config", str(Path(config).expanduser().absolute())]
+            words += ["--config", absolute(config)]
         words += ["email", "--run", str(run_id)]
         if against is not None:
             words += ["--against", str(against)]
         if db and not url_holds_password(db):
-            words += ["--db", db]
+            words += ["--db", _absolute_db(db)]
         recipients, copies = (refused, ()) if refused else (self.to, self.cc)
-        for flag, values in (("--to", recipients), ("--cc", copies), ("--rules", rules)):
+        for flag, values in (("--to", recipients), ("--cc", copies)):
             for value in values:
                 words += [flag, str(value)]
+        for value in rules:
+            words += ["--rules", absolute(value)]
         if waivers:
-            words += ["--waivers", str(waivers)]
+            words += ["--waivers", absolute(waivers)]
         if templates:
-            words += ["--templates", str(templates)]
+            words += ["--templates", absolute(templates)]
         for flag, value in (("--from", self.sender), ("--subject", self.subject)):
             if value:
                 words += [flag, value]
         words += ["--attach-report"] if attach_report else []
         words += ["--attach-csv"] if attach_csv else []
         if self.eml_path is not None:
-            words += ["--eml", str(self.eml_path)]
+            words += ["--eml", absolute(self.eml_path)]
         elif smtp_given and self.smtp_url:
             from auditor.render.email import parse_smtp_url
 
             words += ["--smtp", parse_smtp_url(self.smtp_url).url]
         if self.cafile:
-            words += ["--smtp-ca-bundle", str(self.cafile)]
+            words += ["--smtp-ca-bundle", absolute(self.cafile)]
         return shlex.join(words)
 
     def check(self) -> None:

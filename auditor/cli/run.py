@@ -275,6 +275,9 @@ def run_command(
             )
             if exc.refused:  # the command below says it all
                 exc.hint = None
+            if exc.too_large and (email.attach_report or email.attach_csv):
+                # the scheduled job would meet the same limit next time
+                exc.hint = f"{exc.hint}; for this job's next runs add --no-email-attachments"
             said = f"{exc.hint}; " if exc.hint else ""
             from auditor.pipeline import url_holds_password
 

@@ -317,6 +317,9 @@ def _fit_budget(
     return best
 
 
+FOLD_AT = 997  # header lines stay within RFC 5322's 998 characters
+
+
 def build_message(
     bundle: ReportBundle,
     *,
@@ -369,7 +372,8 @@ def build_message(
         # (Python's parser too) took with a leading space. Only plain ASCII headers: an encoded word
         # must stay within 75 characters. Last: every part is encoded
         # by now, under the default (76-character lines).
-        message.policy = message.policy.clone(max_line_length=998)
+        # 997: folded at 998, the email package let lines of 999 characters through.
+        message.policy = message.policy.clone(max_line_length=FOLD_AT)
     return message
 
 
@@ -512,7 +516,9 @@ def send(
         # the host name that TLS verifies (SNI, the certificate) from the constructor's argument,
         # which connecting later leaves empty: it is set as the constructor would have.
         client._host = target.host  # type: ignore[attr-defined]
-        client.connect(target.host, target.port)
+        greeted, greeting = client.connect(target.host, target.port)
+        if greeted != 220:  # 421 "busy, try later" (then the server hangs up), 554 "no service"
+            raise smtplib.SMTPConnectError(greeted, greeting)
         client.ehlo_or_helo_if_needed()  # EHLO, else HELO (a server that only speaks HELO)
         encrypted = target.scheme == "smtps"
         if not encrypted:

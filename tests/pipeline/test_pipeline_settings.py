@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -165,13 +166,53 @@ def test_a_mail_server_that_is_down_costs_run_neither_its_results_nor_its_verdic
     assert lines[error + 1].startswith("hint: ") and lines[error + 1].endswith(resend)
 
 
-def test_the_resend_command_carries_every_setting_given_and_adapts_to_the_failure():
+def test_a_message_too_large_for_the_server_names_the_jobs_option_to_leave_attachments_out(
+    tmp_path, monkeypatch
+):
+    # Found by a probe: the hint said "send it without the attachments" and gave the one-off
+    # command, but the scheduled job itself would meet the same limit next week.
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection, listener:
+            connection.sendall(b"220 hi\r\n")
+            for line in connection.makefile("rb"):
+                word = line.split()[0].upper() if line.split() else b""
+                connection.sendall(
+                    {b"MAIL": b"552 5.3.4 message size exceeds 1000\r\n"}.get(word, b"250 ok\r\n")
+                )
+                if word == b"QUIT":
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    host, port = listener.getsockname()
+    monkeypatch.chdir(tmp_path)
+    Path("auditor.toml").write_text("[auditor.sandbox]\nclusters = 6\ncolumns = 200\n")
+    result = invoke(
+        ["run", "--report", "r.html", "--email-to", "team@example.com", "--smtp", f"smtp://{host}:{port}"]
+    )
+    assert result.exit_code == 3
+    hint = next(line for line in result.stderr.splitlines() if line.startswith("hint: "))
+    assert hint.startswith(
+        "hint: send it without the attachments, or raise the server's message size limit; for this job's "
+        "next runs add --no-email-attachments; the results and the report are written; send the email "
+        "again with: auditor email --run 1 --to team@example.com --smtp "
+    )
+    assert "--attach" not in hint
+
+
+def test_the_resend_command_carries_every_setting_given_and_adapts_to_the_failure(tmp_path, monkeypatch):
     # Found by a probe: the printed command left out --db, --smtp-ca-bundle, --templates and --eml,
     # printed '--smtp URL' literally, resent to everyone after a partial refusal and kept the
     # attachments after the server refused the message for its size.
     from auditor.errors import DeliveryError
     from auditor.pipeline import EmailOptions
 
+    monkeypatch.chdir(tmp_path)  # files named relative to it are printed by their absolute paths
     email = EmailOptions(
         to=["a@example.org", "bad@example.org"],
         cc=["c@example.org"],
@@ -183,7 +224,8 @@ def test_the_resend_command_carries_every_setting_given_and_adapts_to_the_failur
     )
     assert command == (
         "auditor email --run 7 --against 6 --db /data/audit.db --to a@example.org --to bad@example.org "
-        "--cc c@example.org --rules 'my rules' --waivers w.yaml --templates tpl --attach-report --attach-csv "
+        f"--cc c@example.org --rules '{tmp_path}/my rules' --waivers {tmp_path}/w.yaml "
+        f"--templates {tmp_path}/tpl --attach-report --attach-csv "
         "--smtp smtp+starttls://mailer%40corp@mail.example.org:2587 --smtp-ca-bundle /etc/ca/private.pem"
     )
     refused = DeliveryError("some recipients were refused")
@@ -209,5 +251,15 @@ def test_the_resend_command_carries_every_setting_given_and_adapts_to_the_failur
 
     assert parse_smtp_url("smtp://user@[::1]:2525").host == "::1"  # the command's URL reads back
     bare = EmailOptions(to=["a@example.org"], eml_path="out/m.eml", attach_report=False, attach_csv=False)
-    assert bare.resend_command(7, None) == "auditor email --run 7 --to a@example.org --eml out/m.eml"
+    assert (
+        bare.resend_command(7, None) == f"auditor email --run 7 --to a@example.org --eml {tmp_path}/out/m.eml"
+    )
+    for given, printed in (
+        ("h.db", f"{tmp_path}/h.db"),
+        ("sqlite:///h.db?timeout=3", f"sqlite:///{tmp_path}/h.db?timeout=3"),
+        ("sqlite:////data/h.db", "sqlite:////data/h.db"),
+        ("postgresql://auditor@db/audit", "postgresql://auditor@db/audit"),
+    ):
+        words = shlex.split(bare.resend_command(7, None, db=given))
+        assert words[words.index("--db") + 1] == printed
     assert bare.resend_command(7, None, error=large) is None  # nothing to leave out: no command helps

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -443,6 +444,23 @@ def _dialogue(
     return play
 
 
+def test_a_greeting_that_refuses_the_session_is_reported_in_the_servers_words(sample) -> None:
+    # Found by a probe: "421 busy" at connect, then the server hung up, was reported as
+    # "Connection unexpectedly closed": neither the server's words nor that it is temporary.
+    message = build_message(bundle_from_input(sample.data), to=["team@example.org"])
+    host, port = _scripted_smtp(lambda connection: connection.sendall(b"421 4.3.2 too busy, try later\r\n"))
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    assert (raised.value.message, raised.value.hint) == (
+        f"smtp://{host}:{port}: the server answered 421 4.3.2 too busy, try later (a temporary failure)",
+        "a 4xx answer is temporary: send it again later (nothing was delivered)",
+    )
+    host, port = _scripted_smtp(_dialogue({}, greeting=b"554 5.7.1 no service for you\r\n"))
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+    assert raised.value.message == f"smtp://{host}:{port}: the server answered 554 5.7.1 no service for you"
+
+
 def test_a_server_pacing_its_answers_is_cut_off_at_the_session_deadline(sample) -> None:
     """A greeting continued a line at a time, each within the timeout, held the job for ever."""
     message = build_message(bundle_from_input(sample.data), to=["team@example.org"])
@@ -655,6 +673,11 @@ def test_a_long_subject_reads_back_as_written_and_the_eml_has_crlf_line_ends(sam
     payload = [line for line in body.split(b"\r\n") if not line.startswith(b"Content-")]
     assert max(len(line) for line in payload) <= 78  # parts still encoded in short lines
     assert max(len(line) for line in lines) <= 998
+    # a probe's 300 named recipients: folded at 998, two To lines had 999 characters
+    crowd = [f"User Number {i} <user{i}@example.org>" for i in range(1, 301)]
+    folded = bytes(build_message(bundle_from_input(sample.data), to=crowd)).split(b"\n")
+    assert max(len(line) for line in folded) <= 998
+    assert len(getaddresses([parse(b"\r\n".join(folded))["To"]])) == 300
     # non-ASCII: folded as before, in encoded words of at most 75 characters
     message = build_message(bundle_from_input(sample.data), to=["a@example.org"], subject="Café " * 20)
     assert all(len(line) <= 78 for line in bytes(message).split(b"\n") if line.startswith((b"Subject", b" ")))

@@ -8,6 +8,8 @@ anything else is a bug: one line, exit 3, and the traceback only with ``--debug`
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import io
 import logging
 import re
@@ -286,30 +288,52 @@ def install_stop_handlers() -> None:
     signal.signal(signal.SIGINT, _interrupt)
 
 
-def _buffered_stdout() -> None:
-    """Give stdout a buffer when Python runs unbuffered (``python -u``, ``PYTHONUNBUFFERED=1``, usual
-    in containers and CI images).
+def _is_utf8(encoding: str | None) -> bool:
+    try:
+        return codecs.lookup(encoding or "ascii").name == "utf-8"
+    except LookupError:
+        return False
 
-    Unbuffered, a text write is one system call on the raw file: to a pipe whose reader goes away
-    midway it returns a short count without error, and the rest of the output was lost silently
-    (``auditor check --format json | head -1`` exited 0 having written 73 KB of 252 KB). A buffered
-    writer writes all or raises BrokenPipeError (exit 141). Line-buffered, as a terminal expects.
+
+def _prepare_stdio() -> None:
+    """Give stdout a buffer when Python runs unbuffered, and an encoding that cannot fail.
+
+    Unbuffered (``python -u``, ``PYTHONUNBUFFERED=1``, usual in containers and CI images), a text
+    write is one system call on the raw file: to a pipe whose reader goes away midway it returns a
+    short count without error, and the rest of the output was lost silently (``auditor check
+    --format json | head -1`` exited 0 having written 73 KB of 252 KB). A buffered writer writes all
+    or raises BrokenPipeError (exit 141). Line-buffered, as a terminal expects.
+
+    Under a locale whose encoding is not UTF-8 (``de_DE.ISO-8859-1``), the first character it lacks
+    (the table's ``…``, a cluster name in Japanese) failed the command after its work was done: a
+    snapshot stored, its check never printed. Standard output written to a file or a pipe is then
+    UTF-8, as every file the tool writes (the data formats are UTF-8 by their definitions); on a
+    terminal it keeps the terminal's encoding, and a character it lacks is shown as an escape
+    (``\u2026``), as on standard error.
     """
     stream = sys.stdout
-    raw = getattr(stream, "buffer", None)
-    if isinstance(stream, io.TextIOWrapper) and isinstance(raw, io.FileIO):
-        stream.flush()
-        sys.stdout = io.TextIOWrapper(
-            io.BufferedWriter(raw),
-            encoding=stream.encoding,
-            errors=stream.errors,
-            line_buffering=True,
-        )
+    if isinstance(stream, io.TextIOWrapper):
+        encoding, errors = stream.encoding, stream.errors
+        if not _is_utf8(encoding):
+            errors = "backslashreplace"
+            with contextlib.suppress(OSError, ValueError):
+                if not stream.isatty():
+                    encoding = "utf-8"
+        raw = getattr(stream, "buffer", None)
+        if isinstance(raw, io.FileIO):
+            stream.flush()
+            sys.stdout = io.TextIOWrapper(
+                io.BufferedWriter(raw), encoding=encoding, errors=errors, line_buffering=True
+            )
+        elif (encoding, errors) != (stream.encoding, stream.errors):
+            stream.reconfigure(encoding=encoding, errors=errors)
+    if isinstance(sys.stderr, io.TextIOWrapper) and not _is_utf8(sys.stderr.encoding):
+        sys.stderr.reconfigure(errors="backslashreplace")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    _buffered_stdout()
+    _prepare_stdio()
     install_stop_handlers()  # SIGTERM unwinds as Ctrl-C does: runs marked, workers stopped
     # and stop outright when unwinding cannot finish (a wait inside SQLite), while the command runs
     with stopping.armed():

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -76,6 +77,14 @@ def database_url(target: str | os.PathLike[str] | None = None) -> str:
         raise ConfigError(f"--db: cannot expand {value!r}: no such user's home folder") from None
     if path.is_dir():
         raise ConfigError(f"--db: {path} is a folder, not a database file")
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file name encoding could not decode: SQLite takes UTF-8
+        raise ConfigError(
+            f"--db: {str(path)!a} holds characters that are not valid in the locale's file name "
+            f"encoding ({sys.getfilesystemencoding()})",
+            hint="run under a UTF-8 locale (LC_ALL=C.UTF-8, or PYTHONUTF8=1), or name a file in ASCII",
+        ) from None
     # Built, not formatted: a '?' or '%' in a file name is part of the name, not of the URL.
     return URL.create("sqlite", database=str(path.resolve())).render_as_string()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -272,3 +273,35 @@ def test_a_full_disk_behind_stdout_is_one_line_and_exit_3_for_every_output(demo_
         3,
         ["error: cannot write to standard output: No space left on device"],
     )
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_prune_whose_outcome_cannot_be_written_says_on_stderr_what_it_deleted(demo_database, tmp_path):
+    # Found by a probe: `auditor db prune --keep 1 >> /dev/full` (a cron job's full log disk)
+    # deleted run 1 for good, then said only "cannot write to standard output" (exit 3), and
+    # with stdout closed its hint was "pass --output FILE", an option prune did not have.
+    import shutil
+
+    database = tmp_path / "a.db"
+    shutil.copy(demo_database, database)
+    prune = [sys.executable, "-m", "auditor.cli.main", "db", "prune", "--keep", "1", "--db", str(database)]
+    with open("/dev/full", "w") as full:
+        failed = subprocess.run(prune, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert failed.returncode == 3
+    lines = failed.stderr.splitlines()
+    assert lines[0] == "pruned: removed"
+    assert "  runs deleted      1" in lines and "  runs kept         2" in lines
+    assert lines[-1] == (
+        "error: the prune was committed (above), but its outcome could not be written: cannot write to "
+        "standard output: No space left on device"
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "auditor.cli.main", "runs", "--db", str(database), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert [run["id"] for run in json.loads(listed.stdout)["runs"]] == [2]
+    again = subprocess.run([*prune, "--format", "json", "-o", str(tmp_path / "p.json")], capture_output=True)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["deleted_runs"] == []

@@ -7,7 +7,7 @@ import json
 import click
 
 from auditor.cli.common import PathOption, Settings, db_option, pass_settings, write_output
-from auditor.errors import StoreError
+from auditor.errors import DeliveryError, StoreError
 from auditor.textsafe import one_line
 
 
@@ -66,6 +66,7 @@ def db_upgrade(settings: Settings, db: str | None) -> None:
     help="Reclaim the freed space afterwards (SQLite VACUUM; PostgreSQL VACUUM ANALYZE).",
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @db_option
 @pass_settings
 def db_prune(
@@ -76,6 +77,7 @@ def db_prune(
     dry_run: bool,
     vacuum: bool,
     fmt: str,
+    output: str | None,
     db: str | None,
 ) -> None:
     """Delete old runs and the stored versions no remaining run refers to.
@@ -92,6 +94,7 @@ def db_prune(
     from auditor.store.runs import UNKNOWN
 
     check_policy(keep, older_than, abandoned_after)  # before opening (or creating) the database
+    settings.guard_outputs(db, {"--output": output}, {})
     engine = settings.engine(db, create=False)
     plan = plan_prune(engine, keep=keep, older_than=older_than, abandoned_after=abandoned_after)
     result = None
@@ -99,14 +102,22 @@ def db_prune(
     try:
         result = prune(engine, plan, dry_run=dry_run, vacuum=vacuum)
         with signals_held():  # what went is printed whole, even with a Ctrl-C on the way
-            _show_prune(result, fmt)
+            _show_prune(result, fmt, output)
             shown = True
+    except DeliveryError as exc:  # the outcome could not be written (a full disk, stdout closed)
+        if result is None or result.dry_run:
+            raise
+        # the deletion is committed: what went is said where it can be, and the error says so
+        click.echo(_prune_table(result), err=True, nl=False)
+        exc.message = f"the prune was committed (above), but its outcome could not be written: {exc.message}"
+        exc.hint = None
+        raise
     except (StoreError, KeyboardInterrupt) as exc:
         committed = result if result is not None else committed_prune(exc)
         if committed is None or committed.dry_run:
             raise
         if not shown:  # what went is said before the error: a Ctrl-C after the commit, or VACUUM's
-            _show_prune(committed, fmt)
+            _show_prune(committed, fmt, output)
         if isinstance(exc, KeyboardInterrupt):
             if vacuum and not committed.vacuumed:
                 settings.info("the prune was committed; VACUUM was interrupted (run --vacuum again later)")
@@ -127,11 +138,11 @@ def db_prune(
         settings.info(f"run {run_id} is old enough to go but still running: skipped ({why}){hint}")
 
 
-def _show_prune(result, fmt: str) -> None:
+def _show_prune(result, fmt: str, output: str | None) -> None:
     if fmt == "json":
-        write_output(json.dumps(result.to_json(), indent=2) + "\n", None)
+        write_output(json.dumps(result.to_json(), indent=2) + "\n", output)
     else:
-        write_output(_prune_table(result), None)
+        write_output(_prune_table(result), output)
 
 
 def _prune_table(result) -> str:

@@ -619,10 +619,10 @@ def test_cli_a_ctrl_c_after_the_commit_still_says_what_went(run_cli, engine, db,
     else:
         show = cli_store._show_prune
 
-        def interrupted_while_printing(result, fmt):
+        def interrupted_while_printing(result, fmt, output):
             os.kill(os.getpid(), signal.SIGINT)  # held until the whole result is out
             time.sleep(0.05)
-            show(result, fmt)
+            show(result, fmt, output)
 
         monkeypatch.setattr(cli_store, "_show_prune", interrupted_while_printing)
     result = run_cli("db", "prune", "--db", db, "--keep", "2", "--format", "json")

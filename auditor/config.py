@@ -84,12 +84,24 @@ class FileSettings:
         return self.values.get(key, default)
 
 
+def working_folder() -> Path:
+    """The current folder, or a usage error when it no longer exists (removed while a shell was
+    in it): relative paths would name nothing, and Python's own error says no more than ENOENT."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise ConfigError(
+            "the current folder no longer exists (it was removed or renamed after the shell went into it)",
+            hint="cd to an existing folder and run the command again",
+        ) from None
+
+
 def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileSettings:
     """Read ``path`` (or ``./auditor.toml``).
 
     A missing default file is fine; a missing ``--config`` file is an error.
     """
-    candidate = Path(path) if path else Path.cwd() / CONFIG_FILE
+    candidate = Path(path) if path else working_folder() / CONFIG_FILE
     if not candidate.exists():
         if explicit:
             raise ConfigError(f"--config: {candidate} does not exist")

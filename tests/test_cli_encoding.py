@@ -62,3 +62,51 @@ def test_a_database_path_the_file_name_encoding_cannot_hold_is_a_usage_error(tmp
         "file name encoding (ascii)",
         "hint: run under a UTF-8 locale (LC_ALL=C.UTF-8, or PYTHONUTF8=1), or name a file in ASCII",
     ]
+
+
+def _bare(*args: str, cwd: Path, preexec) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIGID_", "AUDITOR_"))}
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=preexec,
+        stdin=None,
+    )
+
+
+def test_stdin_closed_where_the_key_would_be_asked_for_is_the_usual_error(tmp_path: Path) -> None:
+    # Found by a probe: `auditor snapshot --url … <&-` was an internal error (AttributeError:
+    # 'NoneType' object has no attribute 'isatty'), and `auditor run` created its database first.
+    for command in ("snapshot", "run"):
+        ran = _bare(
+            command, "--url", "http://127.0.0.1:9", "--db", "h.db", cwd=tmp_path, preexec=lambda: os.close(0)
+        )
+        assert (ran.returncode, ran.stderr.splitlines()[0]) == (
+            2,
+            "error: no BigID API key: BIGID_TOKEN is not set",
+        )
+    assert not (tmp_path / "h.db").exists()
+
+
+def test_a_working_folder_removed_under_the_shell_is_one_clear_line(tmp_path: Path) -> None:
+    # Found by a probe: every command was "internal error: FileNotFoundError" (Path.cwd()).
+    gone = tmp_path / "gone"
+    gone.mkdir()
+
+    def remove_it() -> None:
+        os.chdir(gone)
+        os.rmdir(gone)
+
+    listed = _bare("runs", "--db", str(tmp_path / "h.db"), cwd=tmp_path, preexec=remove_it)
+    assert (listed.returncode, listed.stderr.splitlines()) == (
+        2,
+        [
+            "error: the current folder no longer exists (it was removed or renamed after the shell went "
+            "into it)",
+            "hint: cd to an existing folder and run the command again",
+        ],
+    )

@@ -137,7 +137,7 @@ class Settings:
             if not token and self.file.get("token_file"):
                 token = cfg.read_token_file(self.file.get("token_file"))
                 origin = "token_file"
-        if not token and prompt and sys.stdin.isatty():
+        if not token and prompt and sys.stdin is not None and sys.stdin.isatty():  # `<&-`: no stdin
             token = getpass.getpass("BigID API key: ").strip()
             origin = "the prompt"
         if not token:

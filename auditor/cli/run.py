@@ -191,14 +191,16 @@ def run_command(
             hint="add --email-to ADDR (or email_to in auditor.toml)",
         )
     templates_dir = settings.templates_dir(templates)
-    engine = settings.engine(db)
     count = _workers(settings, workers)
     limit = _max_failed_clusters(settings, max_failed_clusters)
     max_seconds = _max_seconds(settings, max_minutes)
     with contextlib.ExitStack() as stack:
+        client = None
         if settings.bigid_url(api.get("url")):
+            # the key (or its prompt) before the database: a job without one leaves no empty file
             client = stack.enter_context(client_from_settings(settings, workers=count, **api))
-        else:
+        engine = settings.engine(db)
+        if client is None:
             client, epoch = stack.enter_context(
                 builtin_sandbox(engine, workers=count, **_sandbox_size(settings))
             )

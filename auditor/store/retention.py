@@ -196,6 +196,9 @@ def _cutoff(now: datetime, older_than: float | None) -> datetime | None:
     return None if older_than is None else _utc(now) - timedelta(days=older_than)
 
 
+MAX_DAYS = 36_500  # a century: more reaches past what a date can hold (and means "never" anyway)
+
+
 def check_policy(keep: int | None, older_than: float | None, abandoned_after: float | None = None) -> None:
     """Refuse a policy that would mean nothing or everything (:class:`ConfigError`, exit 2)."""
     if keep is None and older_than is None:
@@ -207,11 +210,12 @@ def check_policy(keep: int | None, older_than: float | None, abandoned_after: fl
         raise ConfigError(
             f"--keep must be at least 1, not {keep}", hint="the newest complete run is always kept"
         )
-    if older_than is not None and older_than < 0:
-        raise ConfigError(f"--older-than must be 0 days or more, not {older_than:g}")
-    if abandoned_after is not None and not abandoned_after > 0:
+    if older_than is not None and not 0 <= older_than <= MAX_DAYS:  # NaN too
+        raise ConfigError(f"--older-than must be from 0 to {MAX_DAYS:,} days, not {older_than:g}")
+    if abandoned_after is not None and not 0 < abandoned_after <= MAX_DAYS * 24:
         raise ConfigError(
-            f"--abandoned-after must be more than 0 hours, not {abandoned_after:g}",
+            f"--abandoned-after must be more than 0 hours (and at most {MAX_DAYS * 24:,}), not "
+            f"{abandoned_after:g}",
             hint="give it more hours than the longest snapshot takes, e.g. --abandoned-after 24",
         )
 

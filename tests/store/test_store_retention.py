@@ -124,7 +124,11 @@ def test_without_a_complete_run_nothing_is_deleted():
     [
         (None, None, "prune needs --keep N or --older-than DAYS (or both)"),
         (0, None, "--keep must be at least 1, not 0"),
-        (None, -1, "--older-than must be 0 days or more, not -1"),
+        (None, -1, "--older-than must be from 0 to 36,500 days, not -1"),
+        # found by a probe: each an internal error (OverflowError, ValueError), exit 3
+        (None, 740_000, "--older-than must be from 0 to 36,500 days, not 740000"),
+        (None, float("nan"), "--older-than must be from 0 to 36,500 days, not nan"),
+        (None, float("inf"), "--older-than must be from 0 to 36,500 days, not inf"),
     ],
 )
 def test_a_policy_that_means_nothing_is_a_usage_error(keep, older_than, message):
@@ -489,7 +493,12 @@ def test_cli_usage_errors_exit_2_with_the_message(run_cli, tmp_path):
     for args, message in [
         ((), "error: prune needs --keep N or --older-than DAYS (or both)"),
         (("--keep", "0"), "error: --keep must be at least 1, not 0"),
-        (("--older-than", "-2"), "error: --older-than must be 0 days or more, not -2"),
+        (("--older-than", "-2"), "error: --older-than must be from 0 to 36,500 days, not -2"),
+        (("--older-than", "1e9"), "error: --older-than must be from 0 to 36,500 days, not 1e+09"),
+        (
+            ("--keep", "1", "--abandoned-after", "nan"),
+            "error: --abandoned-after must be more than 0 hours (and at most 876,000), not nan",
+        ),
     ]:
         result = run_cli("db", "prune", "--db", str(tmp_path / "never.db"), *args)
         assert result.exit_code == 2, result.output
@@ -916,7 +925,9 @@ def test_abandoned_after_must_be_positive(run_cli, tmp_path):
     never = str(tmp_path / "never.db")
     result = run_cli("db", "prune", "--db", never, "--keep", "1", "--abandoned-after", "0")
     assert result.exit_code == 2
-    assert result.stderr.splitlines()[0] == "error: --abandoned-after must be more than 0 hours, not 0"
+    assert result.stderr.splitlines()[0] == (
+        "error: --abandoned-after must be more than 0 hours (and at most 876,000), not 0"
+    )
     assert not (tmp_path / "never.db").exists()
 
 

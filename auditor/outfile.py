@@ -124,6 +124,41 @@ def _not_a_file(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def _refuse_locked_folder(path: Path) -> None:
+    if path.is_file() and not os.access(path.parent, os.W_OK | os.X_OK):
+        # A writable file in a folder this process may not write: no new file can be made beside
+        # it, and writing into it would leave it half-written on a failure (and out of step with
+        # the files written together with it), so it is refused.
+        raise PermissionError(
+            errno.EACCES,
+            "Permission denied (its folder is not writable: the file is replaced, not edited)",
+            str(path),
+        )
+
+
+def check_writable(path: Path, creates: Path | None = None) -> None:
+    """Raise ``OSError`` now where :func:`replacing` would fail on ``path`` later for reasons known
+    beforehand: its folder missing or not writable, the file write-protected. A command checks its
+    outputs so before an hour of fetching, not after (a full disk can only be found by writing).
+    ``creates``: a folder the command makes (with its parents) before writing ``path``."""
+    if _not_a_file(path):
+        return
+    target = _final_target(path)
+    if target.is_dir():
+        return  # refused by name (exit 2) by the caller's options
+    _refuse_write_protected(target)
+    _refuse_locked_folder(target)
+    folder = target.parent
+    if not folder.is_dir():
+        made = creates is not None and (folder == creates or folder in creates.parents)
+        if not made:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+        while not folder.exists():  # the first folder that exists must let the new ones be made
+            folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+
 @contextlib.contextmanager
 def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -> Iterator[IO[Any]]:
     """A stream whose content replaces ``path`` when the block ends without an exception.
@@ -140,15 +175,7 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
     path = _final_target(path)
     _refuse_database(path)
     _refuse_write_protected(path)
-    if path.is_file() and not os.access(path.parent, os.W_OK | os.X_OK):
-        # A writable file in a folder this process may not write: no new file can be made beside
-        # it, and writing into it would leave it half-written on a failure (and out of step with
-        # the files written together with it), so it is refused.
-        raise PermissionError(
-            errno.EACCES,
-            "Permission denied (its folder is not writable: the file is replaced, not edited)",
-            str(path),
-        )
+    _refuse_locked_folder(path)
     tmp, fd = _create_beside(path)
     with removed_on_hard_stop(tmp):
         try:

@@ -81,11 +81,18 @@ class Settings:
         return self._engines[target]
 
     def guard_outputs(
-        self, db_flag: str | None, outputs: dict[str, str | None], inputs: dict[str, Any]
+        self,
+        db_flag: str | None,
+        outputs: dict[str, str | None],
+        inputs: dict[str, Any],
+        creates: str | None = None,
     ) -> None:
         """Refuse (exit 2, before any work) an output file that is this command's database, a file
         SQLite keeps beside it, one of its input files, or a rule file inside a ``--rules`` folder:
-        ``check --db a.db -o a.db`` replaced the whole history with the results. ``outputs`` and
+        ``check --db a.db -o a.db`` replaced the whole history with the results; and (exit 3) one
+        that cannot be written (a missing or locked folder, a write-protected file), found before
+        the work, not after an hour of fetching (``creates``: the folder the command makes, its
+        ``--export-dir``). ``outputs`` and
         ``inputs`` map an option's name to the path it was given (inputs: a path or a list)."""
         from sqlalchemy.engine import make_url
 
@@ -107,6 +114,21 @@ class Settings:
         for option, given in outputs.items():
             if given and given != "-" and (why := _overwrites(Path(given).expanduser(), sides, readers)):
                 raise ConfigError(f"{option} {given} is {why}", hint=f"give {option} another file")
+        from auditor.errors import DeliveryError
+        from auditor.outfile import check_writable
+
+        for option, given in outputs.items():  # and writable, before the work rather than after it
+            if given and given != "-":
+                try:
+                    check_writable(
+                        Path(given).expanduser().absolute(),
+                        Path(creates).expanduser().absolute() if creates else None,
+                    )
+                except OSError as exc:
+                    raise DeliveryError(
+                        f"cannot write {given}: {exc.strerror}",
+                        hint=f"nothing was done yet: give {option} a file you can write",
+                    ) from None
 
     def database_exists(self, flag: str | None = None) -> bool:
         """False for a SQLite file that is not there, or a server database without this tool's

@@ -85,6 +85,7 @@ def _bundle(
     allow_incomplete: bool = False,
     *,
     outputs: dict[str, str | None],
+    creates: str | None = None,
 ) -> ReportBundle:
     """The report bundle of ``run``, once ``outputs`` (option → path) are known not to name the
     database or an input file, and the rule files hold a rule to evaluate."""
@@ -92,7 +93,7 @@ def _bundle(
     from auditor.render.report import build_report_bundle
 
     rules_paths, waivers_path = settings.rules_paths(rules), settings.waivers_path(waivers)
-    settings.guard_outputs(db, outputs, {"--rules": rules_paths, "--waivers": waivers_path})
+    settings.guard_outputs(db, outputs, {"--rules": rules_paths, "--waivers": waivers_path}, creates)
     ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path, to_evaluate=True)
     bundle = build_report_bundle(
         settings.engine(db, create=False),
@@ -159,7 +160,7 @@ def report_command(
     full = export_dir is not None
     bundle = _bundle(
         settings, db, run, against, rules, waivers, templates, max_rows, full, allow_incomplete,
-        outputs={"--output": output},
+        outputs={"--output": output}, creates=export_dir,
     )  # fmt: skip
     target = Path(output) if output else Path(default_report_name(bundle.run_id))
     written = bundle.write(target, export_dir)

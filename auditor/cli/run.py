@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,14 @@ def run_command(
         db,
         {"--output": output, "--report": report_path, "--eml": eml_path},
         {"--rules": rules_paths, "--waivers": waivers_path},
+        creates=export_dir,
     )
+    if report_path is None and not os.access(".", os.W_OK | os.X_OK):
+        # the report goes to the working folder by default: found out now, not after the snapshot
+        raise DeliveryError(
+            f"cannot write the report into the current folder {Path.cwd()}: Permission denied",
+            hint="nothing was done yet: give --report FILE in a folder you can write",
+        )
     # rule and waiver errors (exit 2) before any fetching
     ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path, to_evaluate=True)
     email = None

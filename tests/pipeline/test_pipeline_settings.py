@@ -263,3 +263,41 @@ def test_the_resend_command_carries_every_setting_given_and_adapts_to_the_failur
         words = shlex.split(bare.resend_command(7, None, db=given))
         assert words[words.index("--db") + 1] == printed
     assert bare.resend_command(7, None, error=large) is None  # nothing to leave out: no command helps
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_snapshot(tmp_path, monkeypatch):
+    # Found by a probe: `auditor run -o missing/out.json` (or --report there, or the default report
+    # in a read-only working folder) fetched and stored the whole snapshot first, then failed with
+    # no check output and no verdict, the run stored complete and used as the next baseline.
+    monkeypatch.chdir(tmp_path)
+    Path("auditor.toml").write_text("[auditor.sandbox]\nclusters = 6\ncolumns = 200\n")
+    for option in ("-o", "--report", "--eml"):
+        extra = ("--email-to", "a@example.org") if option == "--eml" else ()
+        result = invoke(["run", "--db", "h.db", option, "missing/out", *extra])
+        assert result.exit_code == 3, result.output
+        assert result.stderr.splitlines() == [
+            "error: cannot write missing/out: No such file or directory",
+            f"hint: nothing was done yet: give {'--output' if option == '-o' else option} a file you can "
+            "write",
+        ]
+    assert not Path("h.db").exists()
+    # a report inside the --export-dir the run makes is fine: the folder is made first
+    made = invoke(["run", "--db", "h.db", "-q", "--export-dir", "out/x", "--report", "out/x/r.html"])
+    assert made.exit_code == 0, made.output
+    assert Path("out/x/r.html").is_file()
+    Path("h.db").unlink()
+    real_access = os.access
+    here = os.path.realpath(".")
+
+    def access(path, mode, **kw):  # the tests run as root, for whom every folder is writable
+        if os.path.realpath(path) == here and mode & os.W_OK:
+            return False
+        return real_access(path, mode, **kw)
+
+    monkeypatch.setattr(os, "access", access)
+    result = invoke(["run", "--db", str(tmp_path / "elsewhere.db")])
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[0] == (
+        f"error: cannot write the report into the current folder {here}: Permission denied"
+    )
+    assert not (tmp_path / "elsewhere.db").exists()

@@ -640,7 +640,10 @@ def test_report_refuses_to_replace_a_write_protected_file(database: str, tmp_pat
     out.chmod(0o444)
     result = invoke("report", "--db", database, "--run", "2", "--output", str(out))
     assert result.exit_code == 3
-    assert result.stderr == f"error: cannot write {out}: Permission denied (the file is write-protected)\n"
+    assert result.stderr == (
+        f"error: cannot write {out}: Permission denied (the file is write-protected)\n"
+        "hint: nothing was done yet: give --output a file you can write\n"
+    )
     assert out.read_text(encoding="utf-8") == "signed copy"
 
 

@@ -48,7 +48,16 @@ from auditor.bigid.models import (
     nesting_depth,
 )
 from auditor.errors import StoreError
-from auditor.store.db import WRITE_HINT, bounded_lock_wait, json_text, keys_in, lock_wait_notice, store_errors
+from auditor.store.db import (
+    WRITE_HINT,
+    bounded_lock_wait,
+    file_identity,
+    json_text,
+    keys_in,
+    lock_wait_notice,
+    require_same_file,
+    store_errors,
+)
 from auditor.store.runs import WRITER_KEY, writer_identity
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -485,6 +494,7 @@ class SnapshotWriter:
                 )
             )
             self.run_id: int = int(result.inserted_primary_key[0])
+        self._file = file_identity(engine)  # checked before every write: see require_same_file
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -588,6 +598,7 @@ class SnapshotWriter:
         """Write everything queued, in one transaction (``patience``: see :meth:`fail`)."""
         if not (self._pending_run_clusters or self._pending_rows or self._pending_stats or self._discarded):
             return
+        require_same_file(self.engine, self._file, f"run {self.run_id} was written")
         with store_errors(f"could not write run {self.run_id}", WRITE_HINT):
             try:
                 with self.engine.begin() as connection, bounded_lock_wait(connection, patience):
@@ -721,6 +732,7 @@ class SnapshotWriter:
     ) -> None:
         if self._closed:
             return
+        require_same_file(self.engine, self._file, f"run {self.run_id} was written")
         with (
             store_errors(f"could not finish run {self.run_id}", WRITE_HINT),
             self.engine.begin() as connection,

@@ -170,3 +170,54 @@ def test_a_ca_bundle_that_does_not_load_is_a_usage_error_before_any_request(run_
     result = run_cli("clusters", "--ca-bundle", str(bundle), env=env)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: --ca-bundle / ca_bundle: cannot load {bundle} (")
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (MemoryError(), ["error: out of memory", "hint: give the command more memory"]),
+        (
+            OSError(24, "Too many open files"),
+            ["error: too many open files", "hint: raise the limit (ulimit -n 4096), or use fewer"],
+        ),
+        (
+            RuntimeError("can't start new thread"),
+            [
+                "error: cannot start a thread: the process or memory limit is reached",
+                "hint: raise the limits",
+            ],
+        ),
+    ],
+)
+def test_a_machine_limit_is_named_not_reported_as_a_bug(tmp_path, monkeypatch, raised, said):
+    # Found by a probe: under `ulimit -v` or `ulimit -n`, "internal error: MemoryError: " (an empty
+    # reason) and "report it", as if the tool had a bug.
+    import auditor.store.runs
+
+    def exhausted(*args, **kwargs):
+        raise raised
+
+    monkeypatch.chdir(tmp_path)
+    open_database(tmp_path / "h.db").dispose()
+    monkeypatch.setattr(auditor.store.runs, "list_runs", exhausted)
+    result = invoke(["runs", "--db", "h.db"])
+    assert result.exit_code == 3
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and "internal error" not in result.stderr
+    assert [line[: len(start)] for line, start in zip(lines, said, strict=True)] == said
+
+
+def test_a_background_thread_that_fails_says_one_line_not_a_traceback(capsys):
+    import threading
+
+    from auditor.cli.main import _thread_failed
+
+    previous = threading.excepthook
+    threading.excepthook = _thread_failed
+    try:
+        thread = threading.Thread(target=lambda: 1 / 0, name="feeder")
+        thread.start()
+        thread.join()
+    finally:
+        threading.excepthook = previous
+    assert capsys.readouterr().err == "warning: feeder failed: ZeroDivisionError: division by zero\n"

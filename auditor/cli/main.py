@@ -15,6 +15,7 @@ import logging
 import re
 import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -117,11 +118,68 @@ class AuditorGroup(click.Group):
             if isinstance(exc, OSError) and (failed := stdout_error()):  # `--help > /dev/full`: no bug
                 report_error(failed)
                 ctx.exit(failed.exit_code)
+            if (exhausted := resource_error(exc)) is not None:  # a limit of the machine, not a bug
+                if _debug(ctx):
+                    traceback.print_exc()
+                report_error(exhausted)
+                ctx.exit(exhausted.exit_code)
             if _debug(ctx):
                 traceback.print_exc()
             click.echo(f"error: internal error: {type(exc).__name__}: {_scrub(str(exc))}", err=True)
             click.echo("hint: re-run with --debug for the traceback, and report it", err=True)
             ctx.exit(EXIT_FAILURE)
+
+
+def resource_error(exc: BaseException) -> AuditorError | None:
+    """The error (exit 3) for ``exc`` when it says that the machine ran out of something (memory,
+    open files, threads or processes) rather than that the tool has a bug; else ``None``."""
+    import errno
+
+    def limit(kind: str) -> str:
+        try:
+            import resource  # (not on Windows)
+
+            soft = resource.getrlimit(getattr(resource, kind))[0]
+        except (ImportError, OSError, ValueError):
+            return ""
+        return "" if soft == resource.RLIM_INFINITY else f" (the limit is {soft:,})"
+
+    if isinstance(exc, MemoryError):
+        return AuditorError(
+            "out of memory" + (f" ({exc})" if str(exc) else ""),
+            hint="give the command more memory (ulimit -v, the container's or the job's limit), or "
+            "fewer --workers / --processes",
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        return AuditorError(
+            f"too many open files{limit('RLIMIT_NOFILE') if exc.errno == errno.EMFILE else ''}",
+            hint="raise the limit (ulimit -n 4096), or use fewer --workers / --processes",
+        )
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return AuditorError(
+            "cannot start a thread: the process or memory limit is reached",
+            hint="raise the limits (ulimit -u, ulimit -v, the container's), or use fewer --workers",
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN and "fork" in str(exc):
+        return AuditorError(
+            "cannot start a process: the process limit is reached" + limit("RLIMIT_NPROC"),
+            hint="raise the limit (ulimit -u), or use --processes 0",
+        )
+    return None
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """One line, not Python's traceback, for an exception that ends a background thread (one of
+    multiprocessing's own, that could not start a thread of its own under a memory limit, say):
+    the command then fails with its own error; ``--debug`` shows the traceback."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    with contextlib.suppress(Exception):
+        said = _scrub(str(args.exc_value)) if args.exc_value is not None else ""
+        click.echo(
+            f"warning: {name} failed: {args.exc_type.__name__}" + (f": {said}" if said else ""), err=True
+        )
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -216,6 +274,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     from auditor.secrets import ScrubFilter, install_log_filter
 
     install_log_filter()
+    threading.excepthook = _thread_failed if not debug else threading.__excepthook__
     handler = _StderrHandler(sys.stderr)
     # A logger's filter sees only the records logged on that very logger, not those of its children
     # ('urllib3.connectionpool' traced "GET /<key>/api/…" for a key pasted into the URL): every

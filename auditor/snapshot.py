@@ -290,6 +290,7 @@ def take_snapshot(
             writer.fail(reason, totals, patience=patience)
         except StoreError as store_exc:  # the original error matters more; say both in the log
             log.error("could not mark run %s failed: %s", writer.run_id, store_exc)
+            _say_left_running(exc, writer.run_id)
         progress.close()
         if late:
             raise _deadline_error(writer, failures, total, max_seconds) from None
@@ -312,14 +313,24 @@ def take_snapshot(
     try:
         writer.complete(totals)
     except BaseException as exc:  # the last flush failed: the run must not stay "running"
-        with contextlib.suppress(StoreError):
+        try:
             writer.fail(_reason(exc), totals)
+        except StoreError:  # (a full disk fails this write too)
+            _say_left_running(exc, writer.run_id)
         raise
     finally:
         progress.close()
     run = get_run(engine, writer.run_id)
     assert run is not None
     return run
+
+
+def _say_left_running(exc: BaseException, run_id: int) -> None:
+    """Add to ``exc``'s hint that run ``run_id`` could not be marked failed either (the disk that
+    filled up refuses that write too): it stays ``running`` until a prune marks it abandoned."""
+    if isinstance(exc, AuditorError):
+        note = f"run {run_id} is left running (it could not be marked failed); auditor db prune marks it so"
+        exc.hint = f"{exc.hint}; {note}" if exc.hint else note
 
 
 def _processes_for(clusters: list[tuple[Any, dict[str, Any]]]) -> int:

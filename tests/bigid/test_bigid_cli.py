@@ -377,3 +377,30 @@ def test_runs_lists_the_filter_beside_the_source(sandbox, run_cli, tmp_db):
     lines = run_cli("runs", "--db", tmp_db).stdout.splitlines()
     assert lines[1].endswith(f"  {server.url}")
     assert lines[2].endswith(f"  {server.url}  filter " + repr('name="x\ny"'))  # the newline escaped
+
+
+def test_a_full_disk_that_refuses_marking_the_run_failed_says_it_stays_running(
+    sandbox, run_cli, tmp_db, monkeypatch
+):
+    # Found by a probe: a database disk that filled up refused the last flush and then the
+    # marking of the run failed too; the run stayed `running` and nothing said so.
+    from auditor.errors import StoreError
+    from auditor.store.writer import SnapshotWriter
+
+    full = "database or disk is full"
+
+    def refuse(self, *args, **kwargs):
+        raise StoreError(
+            f"could not finish run {self.run_id}: {full}", hint="check that the database is writable"
+        )
+
+    monkeypatch.setattr(SnapshotWriter, "complete", refuse)
+    monkeypatch.setattr(SnapshotWriter, "fail", refuse)
+    result = run_cli("snapshot", "--db", tmp_db, env=env_for(sandbox(**SMALL)))
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[-2:] == [
+        f"error: could not finish run 1: {full}",
+        "hint: check that the database is writable; run 1 is left running (it could not be marked failed); "
+        "auditor db prune marks it so",
+    ]
+    assert [run.status for run in list_runs(open_database(tmp_db))] == ["running"]

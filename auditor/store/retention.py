@@ -347,13 +347,21 @@ def prune(engine: Engine, plan: PrunePlan, *, dry_run: bool = False, vacuum: boo
     if not vacuum:
         return result
     try:
-        with store_errors("the prune was committed, but VACUUM failed", WRITE_HINT):
+        with store_errors("the prune was committed, but VACUUM failed", VACUUM_HINT):
             vacuum_database(engine)
     except (StoreError, KeyboardInterrupt) as exc:
         # The deletion is committed: whoever reads the error must still learn what went.
         exc.committed = result  # type: ignore[union-attr]
         raise
     return replace(result, vacuumed=True, size_before=size_before, size_after=database_size(engine))
+
+
+# VACUUM rebuilds the database through a temporary copy: SQLite writes it in its temporary folder
+# (SQLITE_TMPDIR, else TMPDIR, else /var/tmp or /tmp), which fills up before the database's disk does.
+VACUUM_HINT = (
+    "VACUUM needs free space about the database's size, on the database's disk and in the temporary "
+    "folder ($SQLITE_TMPDIR, else $TMPDIR, else /var/tmp or /tmp); the database is as the prune left it"
+)
 
 
 def committed_prune(exc: BaseException) -> PruneResult | None:

@@ -603,6 +603,9 @@ def test_cli_a_vacuum_cut_short_still_says_what_the_committed_prune_removed(
         ]
     else:
         assert result.stderr.splitlines()[-2].startswith("error: the prune was committed, but VACUUM failed")
+        # a probe's full temporary folder (where VACUUM builds its copy) was blamed on the database
+        assert result.stderr.splitlines()[-1] == f"hint: {retention.VACUUM_HINT}"
+        assert "temporary folder ($SQLITE_TMPDIR, else $TMPDIR" in retention.VACUUM_HINT
 
 
 @pytest.mark.parametrize("when", ["after the commit", "while printing", "restoring the settings"])

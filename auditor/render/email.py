@@ -537,7 +537,7 @@ def send(
                     f"{where}: refusing to send the SMTP password over an unencrypted connection",
                     hint="the server offers no STARTTLS: use smtps://, or send without credentials",
                 )
-            client.login(username, password or "")
+            _log_in(client, where, username, password or "")
         log.debug("sending message %s via %s", message.get("Message-ID"), where)
         data = client.data
 
@@ -587,6 +587,42 @@ def send(
         )
         error.refused = tuple(sorted(refused))
         raise error
+
+
+def _log_in(client: smtplib.SMTP, where: str, username: str, password: str) -> None:
+    """Log in with the first mechanism both sides know (smtplib's order: CRAM-MD5, PLAIN, LOGIN).
+
+    ``SMTP.login`` tries every mechanism the server offers until one succeeds: a wrong password
+    was two or three failed logins per run against the account's lockout policy. A refusal of the
+    credentials themselves (535) ends it; another answer (a mechanism the server offers but does
+    not take) tries the next.
+    """
+    offered = client.esmtp_features.get("auth", "").upper().split() if client.has_extn("auth") else []
+    if not offered:
+        raise DeliveryError(
+            f"{where}: the server offers no login (no AUTH), but credentials were given",
+            hint=f"send without them: unset {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD} (and the user "
+            "name in the SMTP URL)",
+        )
+    known = [mechanism for mechanism in ("CRAM-MD5", "PLAIN", "LOGIN") if mechanism in offered]
+    if not known:
+        raise DeliveryError(
+            f"{where}: the server offers no login method this tool knows ({' '.join(offered)}); "
+            "it knows CRAM-MD5, PLAIN and LOGIN"
+        )
+    client.user, client.password = username, password  # read by smtplib's auth_* callbacks
+    refused: smtplib.SMTPAuthenticationError | None = None
+    for mechanism in known:
+        answer = getattr(client, "auth_" + mechanism.lower().replace("-", "_"))
+        try:
+            client.auth(mechanism, answer, initial_response_ok=True)
+            return
+        except smtplib.SMTPAuthenticationError as exc:
+            if exc.smtp_code == 535:  # the credentials: another mechanism would only fail again
+                raise
+            refused = exc
+    assert refused is not None
+    raise refused
 
 
 LARGE_MESSAGE = 10_000_000  # bytes: the smallest size limit common among mail servers

@@ -418,9 +418,10 @@ def smtp_server() -> Iterator[Any]:
         tls: str | None = None,
         cert: tuple[Path, Path] | None = None,
         credentials: tuple[str, str] | None = None,
+        offer_login: bool = True,
     ) -> tuple[str, int, Received]:
         received = Received()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {} if offer_login else {"auth_exclude_mechanism": ["LOGIN", "PLAIN"]}
         if tls:
             assert cert is not None
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -350,10 +350,26 @@ def test_send_with_starttls_and_login_never_logs_the_password(
         f"smtp://{host}:{port}: the server refused the login of mailer (535 5.7.8 Authentication credentials "
         "invalid)"
     )
+    # one failed login per attempt (SMTP.login tried PLAIN, then LOGIN: two against a lockout policy)
+    assert received.logins == [("mailer", PASSWORD), ("mailer", wrong)]
     captured = capsys.readouterr()
     everything = caplog.text + captured.out + captured.err + raised.value.message + str(raised.value.hint)
     assert PASSWORD not in everything and wrong not in everything
     assert secrets.scrub(f"x {PASSWORD} y") == "x *** y"  # registered
+
+
+def test_credentials_for_a_server_that_offers_no_login_say_so(sample, smtp_server, tls_files) -> None:
+    # Found by a probe: smtplib's own "SMTP AUTH extension not supported by server." with no hint
+    host, port, _ = smtp_server(tls="starttls", cert=tls_files, offer_login=False)
+    message = build_message(bundle_from_input(sample.data), to=["team@example.org"])
+    environ = {"AUDITOR_SMTP_USER": "mailer", "AUDITOR_SMTP_PASSWORD": PASSWORD}
+    with pytest.raises(DeliveryError) as raised:
+        send(message, f"smtp+starttls://{host}:{port}", cafile=tls_files[0], environ=environ)
+    assert (raised.value.message, raised.value.hint) == (
+        f"smtp+starttls://{host}:{port}: the server offers no login (no AUTH), but credentials were given",
+        "send without them: unset AUDITOR_SMTP_USER and AUDITOR_SMTP_PASSWORD (and the user name in the "
+        "SMTP URL)",
+    )
 
 
 def test_send_over_implicit_tls(sample, smtp_server, tls_files) -> None:

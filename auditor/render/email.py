@@ -579,11 +579,12 @@ def send(
         client.close()
     if refused:
         again = " ".join(f"--to {shlex.quote(address)}" for address in sorted(refused))
+        temporary = all(400 <= code < 500 for code, _ in refused.values())  # greylisting, a full box
         error = DeliveryError(
-            f"{where}: some recipients were refused: {_refusals(refused)}; the message was delivered to "
-            f"{', '.join(_accepted(message, refused))}",
-            hint=f"send it again to the refused ones only: the same command with {again} in place of "
-            "--to and --cc",
+            f"{where}: some recipients were refused{' for now (a temporary failure)' if temporary else ''}: "
+            f"{_refusals(refused)}; the message was delivered to {', '.join(_accepted(message, refused))}",
+            hint=f"send it again{' later' if temporary else ''} to the refused ones only: the same command "
+            f"with {again} in place of --to and --cc",
         )
         error.refused = tuple(sorted(refused))
         raise error

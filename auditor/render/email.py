@@ -356,8 +356,10 @@ def build_message(
     domain = the_sender.rpartition("@")[2].rstrip(">") or "localhost"
     message["Message-ID"] = make_msgid(idstring=f"run{run_id}", domain=domain)
     message["X-Auditor-Run"] = str(run_id)
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
+    # quoted-printable whatever the text: left to choose, the email package sent a custom
+    # template's short non-ASCII lines as raw 8-bit bytes, which a server without 8BITMIME may mangle
+    message.set_content(text, cte="quoted-printable")
+    message.add_alternative(html, subtype="html", cte="quoted-printable")
     # Attachments as bytes, base64 (long lines and any byte survive every relay) with an explicit
     # charset (readers decode them right): given as str, the email package rewrites their line
     # ends, turning the CSV's CRLF rows (RFC 4180) and the carriage returns inside its values into

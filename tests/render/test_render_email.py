@@ -740,3 +740,19 @@ def test_a_message_larger_than_many_servers_take_is_warned_about(
     (said,) = [r.getMessage() for r in caplog.records]
     assert said.startswith("the message is ") and "many mail servers refuse more than 10 MB" in said
     assert (tmp_path / "a.eml").is_file()  # written all the same
+
+
+def test_a_custom_text_template_with_short_non_ascii_lines_goes_out_in_seven_bits(
+    sample, tmp_path: Path
+) -> None:
+    # Found by a probe: such a template went out as 8-bit bytes (Content-Transfer-Encoding: 8bit),
+    # also to a server that did not offer 8BITMIME
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "email.txt").write_text("Résumé des constats\nÀ revoir : {{ 1 + 1 }}\n", encoding="utf-8")
+    message = build_message(bundle_from_input(sample.data), to=["a@example.org"], templates_dir=folder)
+    raw = bytes(message)
+    assert raw.isascii()
+    encodings = {part.get_content_type(): part["Content-Transfer-Encoding"] for part in message.walk()}
+    assert encodings["text/plain"] == encodings["text/html"] == "quoted-printable"
+    assert parse(raw).get_body(("plain",)).get_content().startswith("Résumé des constats\nÀ revoir : ")

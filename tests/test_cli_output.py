@@ -253,6 +253,19 @@ def test_stdout_that_cannot_take_the_results_is_never_read_as_the_gate(demo_data
         "error: standard output is closed: the results cannot be written",
         "hint: pass --output FILE",
     ]
+    # the same for a command without --output (found by a probe: `rules list >&-` exited 0)
+    for words in (("rules", "list"), ("rules", "test")):
+        closed = subprocess.run(
+            [sys.executable, "-m", "auditor.cli.main", *words],
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: os.close(1),
+            timeout=120,
+        )
+        assert closed.returncode == 3, words
+        assert closed.stderr.decode().splitlines() == [
+            "error: standard output is closed: the results cannot be written",
+            "hint: redirect standard output to a file or a pipe",
+        ]
 
 
 @pytest.mark.parametrize(

@@ -217,7 +217,7 @@ def rules_test(paths: tuple[str, ...]) -> None:
     from auditor.paths import rules_dir
 
     report = run_fixtures([Path(p) for p in paths] if paths else [rules_dir()])
-    click.echo("\n".join(report.lines()))
+    write_output("\n".join(report.lines()) + "\n", None)  # stdout closed: exit 3, not a silent pass
     if not report.passed:
         click.get_current_context().exit(1)
 
@@ -245,13 +245,11 @@ def rules_list(paths: tuple[str, ...], fmt: str) -> None:
             }
             for r in (*ruleset.rules, *ruleset.disabled)
         ]
-        click.echo(json.dumps({"rules": data, "digest": ruleset.digest}, indent=2))
+        write_output(json.dumps({"rules": data, "digest": ruleset.digest}, indent=2) + "\n", None)
         return
-    for r in ruleset.rules:
-        click.echo(f"{r.id}  [{r.severity}, {r.scope}]  {r.title}")
-        click.echo(f"    {r.explain()}")
-    for r in ruleset.disabled:
-        click.echo(f"{r.id}  [disabled]  {r.title}")
+    lines = [f"{r.id}  [{r.severity}, {r.scope}]  {r.title}\n    {r.explain()}\n" for r in ruleset.rules]
+    lines += [f"{r.id}  [disabled]  {r.title}\n" for r in ruleset.disabled]
+    write_output("".join(lines), None)  # stdout closed: exit 3, as for every command's data
 
 
 def register(cli: click.Group) -> None:

@@ -415,8 +415,11 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
     pieces = [text] if isinstance(text, str) else text
     if output in (None, "-"):
         if sys.stdout is None:  # started with stdout closed (`>&-`): click would write nothing, silently
+            context = click.get_current_context(silent=True)
+            has_output = context is not None and any(p.name == "output" for p in context.command.params)
             raise DeliveryError(
-                "standard output is closed: the results cannot be written", hint="pass --output FILE"
+                "standard output is closed: the results cannot be written",
+                hint="pass --output FILE" if has_output else "redirect standard output to a file or a pipe",
             )
         ends_line = False
         try:

@@ -124,6 +124,9 @@ def _as_read(name: str, value: str) -> str:
     return str(email_policy.default.header_factory(name, value))
 
 
+_LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
 def _ascii_domain(domain: str, option: str, value: str) -> str:
     """An internationalised domain (``exämple.org``) in its ASCII form (``xn--exmple-cua.org``): the
     email package cannot write it otherwise (``--eml`` failed with an internal error), and sent raw it
@@ -132,9 +135,28 @@ def _ascii_domain(domain: str, option: str, value: str) -> str:
     By IDNA 2008 with UTS #46 mapping, not transitional: the standard library's ``idna`` codec (IDNA
     2003) maps ``straße.de`` to ``strasse.de`` and a final sigma to a sigma, other registered
     domains, so the report would go to someone else."""
-    if domain.isascii():
-        return domain
     import idna
+
+    if domain.isascii():
+        if domain.startswith("[") and domain.endswith("]"):  # an address literal: user@[192.0.2.1]
+            return domain
+        labels = domain.rstrip(".").split(".")
+        bad = next((label for label in labels if not _LDH_LABEL.fullmatch(label)), None)
+        if bad is not None:
+            why = (
+                f"label {bad!r}: letters, digits and inner hyphens, up to 63"
+                if bad
+                else "an empty label: two dots in a row, or a dot first"
+            )
+            raise ConfigError(f"{option}: {value!r}: {domain!r} is not a valid domain name ({why})")
+        if any(label.lower().startswith("xn--") for label in labels):
+            try:  # an A-label must decode: xn--zz does not
+                idna.decode(domain)
+            except (idna.IDNAError, UnicodeError) as exc:
+                raise ConfigError(
+                    f"{option}: {value!r}: {domain!r} is not a valid domain name ({exc})"
+                ) from None
+        return domain
 
     try:
         return idna.encode(domain, uts46=True, transitional=False).decode("ascii")
@@ -198,6 +220,14 @@ def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str
     return found
 
 
+def _first_time(address: str, seen: set[str]) -> bool:
+    key = getaddresses([address])[0][1].lower()
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
 def _envelope(
     to: Sequence[str], cc: Sequence[str], sender: str | None, subject: str | None
 ) -> tuple[list[str], list[str], str]:
@@ -208,6 +238,9 @@ def _envelope(
             "--to: at least one recipient is required", hint="auditor email --to team@example.org"
         )
     copies = parse_addresses(cc, "--cc")
+    # each mailbox once: `--to ops@x.org --cc OPS@X.org` had the server deliver it twice
+    seen: set[str] = set()
+    recipients, copies = ([a for a in group if _first_time(a, seen)] for group in (recipients, copies))
     senders = parse_addresses(sender or DEFAULT_SENDER, "--from")
     if len(senders) != 1:
         raise ConfigError("--from: give exactly one sender address")

@@ -210,7 +210,18 @@ def test_size_budget_cuts_rows_with_an_explicit_note(tmp_path: Path) -> None:
         ),
         (
             {"to": ["x@ex..ample"]},
-            "--to: 'x@ex..ample' is not an email address (expected atom but found '.ample')",
+            "--to: 'x@ex..ample': 'ex..ample' is not a valid domain name (an empty label: two dots in a row, "
+            "or a dot first)",
+        ),
+        # found by a probe: ASCII domains were not checked as the IDNA ones were
+        (
+            {"to": ["a@-bad-.org"]},
+            "--to: 'a@-bad-.org': '-bad-.org' is not a valid domain name (label '-bad-': letters, digits "
+            "and inner hyphens, up to 63)",
+        ),
+        (
+            {"to": ["a@xn--zz.org"]},
+            "--to: 'a@xn--zz.org': 'xn--zz.org' is not a valid domain name (Invalid A-label)",
         ),
     ],
 )
@@ -218,6 +229,17 @@ def test_bad_addresses_are_usage_errors(sample, kwargs: dict[str, Any], error: s
     with pytest.raises(ConfigError) as raised:
         build_message(bundle_from_input(sample.data), **kwargs)
     assert raised.value.message == error
+
+
+def test_each_mailbox_is_sent_the_message_once(sample) -> None:
+    # found by a probe: `--to ops@x --cc ops@x --to OPS@X` was three RCPT commands, three copies
+    message = build_message(
+        bundle_from_input(sample.data),
+        to=["ops@example.org", "OPS@Example.org", "dev@example.org", "user@[192.0.2.1]"],
+        cc=["Ops <ops@example.org>", "lead@example.org"],
+    )
+    assert message["To"] == "ops@example.org, dev@example.org, user@[192.0.2.1]"
+    assert message["Cc"] == "lead@example.org"
 
 
 def test_a_domain_outside_ascii_is_written_in_its_ascii_form(sample, tmp_path: Path) -> None:

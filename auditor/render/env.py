@@ -91,6 +91,17 @@ def catalog_name(value: Any) -> Any:
     return EDGE_SPACE * lead + Markup.escape(core) + EDGE_SPACE * trail
 
 
+def catalog_name_text(value: Any) -> Any:
+    """:func:`catalog_name` for plain text (the email's text part): edge spaces as ``␠``, which a
+    mail client or a relay would otherwise trim or hide."""
+    if type(value) is not str:
+        return value
+    text = one_line(value).replace("\u2420", "\\u2420")
+    core = text.strip(" ")
+    lead = len(text) - len(text.lstrip(" "))
+    return "\u2420" * lead + core + "\u2420" * (len(text) - lead - len(core))
+
+
 def prose(value: Any) -> str:
     """Text a person wrote, possibly folded over lines in YAML: whitespace runs as one space."""
     return "" if value is None else " ".join(str(value).split())
@@ -148,6 +159,7 @@ FILTERS: dict[str, Any] = {
     "value": display_value,
     "prose": prose,
     "name": catalog_name,
+    "name_text": catalog_name_text,
 }
 
 

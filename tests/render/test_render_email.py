@@ -778,3 +778,21 @@ def test_a_custom_text_template_with_short_non_ascii_lines_goes_out_in_seven_bit
     encodings = {part.get_content_type(): part["Content-Transfer-Encoding"] for part in message.walk()}
     assert encodings["text/plain"] == encodings["text/html"] == "quoted-printable"
     assert parse(raw).get_body(("plain",)).get_content().startswith("Résumé des constats\nÀ revoir : ")
+
+
+def test_names_with_edge_spaces_show_them_in_both_parts(sample) -> None:
+    # Found by a probe: `cc_num ` went into the email bare, where HTML hides a trailing space and a
+    # relay may strip it; the report marks it ␠
+    for found in sample.data.findings:
+        if found["fingerprint"].endswith("00000001"):
+            found["cluster_id"], found["column"] = " c1", "db.t.cc_num "
+    for found in (sample.data.diff or {}).get("findings", {}).get("new", []):
+        if found["fingerprint"].endswith("00000001"):
+            found["cluster_id"], found["column"] = " c1", "db.t.cc_num "
+    received = parse(bytes(build_message(bundle_from_input(sample.data), to=["a@example.org"])))
+    plain = received.get_body(("plain",)).get_content()
+    assert "cluster \u2420c1, column db.t.cc_num\u2420" in plain
+    html = BeautifulSoup(received.get_body(("html",)).get_content(), "html.parser")
+    cell = next(td for td in html.select('table[data-section="new"] td') if "cc_num" in td.get_text())
+    assert cell.get_text() == "\u2420c1db.t.cc_num\u2420"
+    assert [span["title"] for span in cell.select("span.sp")] == ["a space", "a space"]

@@ -225,6 +225,8 @@ def take_snapshot(
             announced = listed
         totals.clusters_announced = announced - left_out
         details["cluster_duplicates"] = listing.duplicates
+        if listing.regrown is not None:  # the tenant ignores skip: the list was asked for in one page
+            details["cluster_listing_limit"] = listing.regrown
         # A total that counts the records as listed, a second record of an id included, is right:
         # no cluster is missing (a probe saw "announced 4 clusters but 3 arrived", and check then
         # said clusters were not served, for a tenant that listed one id twice).

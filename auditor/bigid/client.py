@@ -87,6 +87,9 @@ CA_HINT = "give the PEM file of the CA that signed the tenant's certificate"
 CLUSTERS_PATH = "/api/v1/clusters"
 COLUMNS_PATH = "/api/v1/data-catalog/column/cluster/similar"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# The largest limit asked for when a cluster listing must be fetched in one page (see
+# BigIDClient._regrow_listing): --page-size's own bound.
+MAX_LISTING_LIMIT = 1_000_000
 MAX_AUTH_RETRIES = 6  # per request: the auto probes, then re-exchanges of expired sessions
 KEY_HINT = (
     "set BIGID_TOKEN (or --token-file FILE) to a valid BigID API key; if the tenant wants another "
@@ -467,7 +470,42 @@ class BigIDClient:
                 f"GET {CLUSTERS_PATH}: paging made no progress: {exc}",
                 hint="the server may ignore limit/skip; try a narrower --filter or a larger --page-size",
             ) from None
+        if stats.stopped_on_repeat and stats.repeated_full_page:
+            out = self._regrow_listing(fetch, out, stats)
         return out
+
+    def _regrow_listing(
+        self, fetch: Callable[[int, int], RawPage[ClusterRow]], out: list[ClusterRow], stats: PagingStats
+    ) -> list[ClusterRow]:
+        """The whole cluster list from a server that served a full page again for the next skip.
+
+        It either ignores ``limit`` and ``skip`` (every cluster came at once, and the page was full
+        by chance) or honours ``limit`` and ignores ``skip``: the clusters past the first page were
+        then never listed, and the run ended complete without them (the tutorial's bare array has
+        no total to tell). Asked again from the start with ten times the limit, until a page comes
+        back not full, it lists them all either way.
+        """
+        known = {row[0].id for row in out}
+        size = self.options.page_size
+        while True:
+            if size >= MAX_LISTING_LIMIT:
+                raise ApiError(
+                    f"GET {CLUSTERS_PATH}: the server serves the same {size:,} clusters whatever skip "
+                    "says, so the clusters past them cannot be listed",
+                    hint="narrow the listing with --filter, so that it fits in one page",
+                )
+            size = min(size * 10, MAX_LISTING_LIMIT)
+            page = fetch(0, size)
+            stats.pages += 1
+            stats.requests += 1
+            stats.regrown = size
+            for row in page.rows:
+                if row[0].id not in known:
+                    known.add(row[0].id)
+                    out.append(row)
+                    stats.fetched += 1
+            if len(page.rows) < size:
+                return out
 
     # -- columns -------------------------------------------------------------------------------
 

@@ -71,6 +71,10 @@ class PagingStats:
     total_wrong: bool = False  # the server returned more distinct records than it announced
     shapes: set[str] = field(default_factory=set)
     stopped_on_repeat: bool = False
+    # with stopped_on_repeat: the repeated page held as many records as were asked for, so the
+    # server may have honoured the limit and ignored skip (then more records exist than it gave)
+    repeated_full_page: bool = False
+    regrown: int | None = None  # the limit asked for at skip 0 to list such a server's records whole
     empty_reasked: int = 0  # empty pages before the total, asked for once more
     shrunk: int = 0  # pages that timed out and were asked for again with half the limit
     ended_short: bool = False  # ended on such a page, empty again: fewer records than announced
@@ -136,7 +140,7 @@ def paginate(
     skip = 0
     page_size = limit  # what a full page holds: ``limit``, or the cap the server showed us
     previous_keys: list[Hashable] | None = None
-    stale = same = 0
+    stale = same = echoed = 0
     confirming = False  # the total was reached; this page only checks that nothing follows
     reasked = False  # this skip's empty page was asked for a second time
     unconfirmed: int | None = None  # no total: the length of a short page not yet known to be the end
@@ -193,11 +197,15 @@ def paginate(
         stats.fetched += len(new)
         if not new:
             same = same + 1 if keys == previous_keys else 0
+            echoed = echoed + len(keys) if same else 0
             if same >= (SAME_PAGE_LIMIT if len(keys) > 1 else SAME_PAGE_LIMIT_SINGLE_ROW):
                 missing = _announced_more(stats, expected)
                 if (confirming or on_repeat == "stop") and not missing:
-                    # the server ignores skip; past the total (or for clusters) that is the end
+                    # the server ignores skip; past the total (or for clusters) that is the end, and
+                    # the same page served again is paging's echo, not records listed twice
                     stats.stopped_on_repeat = True
+                    stats.repeated_full_page = len(keys) >= limit
+                    stats.duplicates -= echoed
                     return
                 raise NoProgress(
                     f"the server returned the same page again at skip={skip} (it ignores skip, or its "

@@ -377,6 +377,43 @@ def test_a_listing_capped_below_limit_without_a_total_loses_nothing(loopback, ma
     assert [int(r.query["skip"]) for r in loopback.seen] == [0, 20]  # the end, confirmed by an empty page
 
 
+def test_a_clusters_listing_that_honours_limit_and_ignores_skip_is_asked_for_whole(
+    loopback, make_client, monkeypatch
+):
+    """Found by a probe: a tenant that serves `limit` clusters and ignores `skip` (the tutorial's
+    bare array, no total) gave the first page twice; the repeat ended the listing, and the run held
+    1,000 of 1,200 clusters, complete, exit 0. A full page served again is now asked for again from
+    the start with ten times the limit, until a page comes back not full."""
+    clusters = [{"id": f"k{i:02d}", "size": 0} for i in range(12)]
+
+    def limit_only(request: Request) -> Reply:
+        return Reply(200, clusters[: int(request.query["limit"])])
+
+    loopback.reset(limit_only)
+    client = make_client(loopback.url, page_size=5)
+    assert [c.id for c, _ in client.list_clusters()] == [c["id"] for c in clusters]
+    asked = [(int(r.query["skip"]), int(r.query["limit"])) for r in loopback.seen]
+    assert asked == [(0, 5), (5, 5), (0, 50)]
+    stats = client.last_cluster_paging
+    assert (stats.regrown, stats.duplicates, stats.fetched) == (50, 0, 12)
+    # a server that ignores both gives everything each time: the same list, one request more, and
+    # the repeated page is no longer counted as clusters listed twice
+    loopback.reset(lambda request: Reply(200, clusters[:5]))
+    client = make_client(loopback.url, page_size=5)
+    assert len(client.list_clusters()) == 5
+    assert (client.last_cluster_paging.duplicates, client.last_cluster_paging.regrown) == (0, 50)
+    # a list that never fits: said, not cut short
+    monkeypatch.setattr("auditor.bigid.client.MAX_LISTING_LIMIT", 10)
+    loopback.reset(limit_only)
+    client = make_client(loopback.url, page_size=5)
+    with pytest.raises(ApiError) as caught:
+        client.list_clusters()
+    assert caught.value.message == (
+        "GET /api/v1/clusters: the server serves the same 10 clusters whatever skip says, so the "
+        "clusters past them cannot be listed"
+    )
+
+
 def test_a_repeated_page_does_not_end_a_listing_that_announced_more():
     """A server that ignores skip *and* caps its pages: the repeat used to end the listing, and the
     snapshot held 3 of 10 clusters, or 40 of a cluster's 120 columns, as complete."""

@@ -479,7 +479,8 @@ _NESTED_OTHERS = tuple((keys, groups, _other_spellings(groups)) for keys, groups
 
 
 def _without_null_aliases(record: dict[str, Any], groups: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
-    """``record`` without the spellings of a field that are null while another spelling has a value.
+    """``record`` without the spellings of a field that are null (or an empty list) while another
+    spelling has a value.
 
     pydantic takes the first spelling present, so ``{"tableName": null, "objectName": "T"}`` would
     read as no table at all. Returns ``record`` itself when there is nothing to drop.
@@ -487,13 +488,19 @@ def _without_null_aliases(record: dict[str, Any], groups: tuple[tuple[str, ...],
     out = record
     for names in groups:
         present = [name for name in names if name in record]
-        if len(present) > 1 and any(record[name] is not None for name in present):
+        if len(present) > 1 and any(not _blank(record[name]) for name in present):
             for name in present:
-                if record[name] is None:
+                if _blank(record[name]):
                     if out is record:
                         out = dict(record)
                     del out[name]
     return out
+
+
+def _blank(value: Any) -> bool:
+    """No value: null, or an empty list (``attributes: []`` beside ``attributeDetails: [{…}]`` hid
+    the attributes the other spelling held)."""
+    return value is None or (type(value) is list and not value)
 
 
 def _column_for_model(row: Any) -> Any:

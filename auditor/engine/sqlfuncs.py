@@ -317,7 +317,22 @@ def _width(op: Any, av: Any) -> tuple[int, int]:
 
 
 # Characters tried to tell whether two parts of a pattern can match the same text.
-_SAMPLE = "".join(chr(c) for c in (*range(9, 14), *range(0x20, 0x7F), *range(0xA0, 0x250), 0x2028, 0x660))
+# Beyond Latin, a few letters, digits, marks and symbols of the scripts catalogs hold (Greek,
+# Cyrillic, Armenian, Hebrew, Arabic, Devanagari, Thai, CJK, kana, Hangul, full-width forms, an emoji,
+# private use, the replacement character): a class whose members all lay outside the sample read as
+# matching nothing, so its repeats were never found to overlap ([^\x00-\u0300]* four times passed,
+# and took hours on a name in Cyrillic).
+_SCRIPTS = (
+    0x0301, 0x0391, 0x03B1, 0x03C9, 0x0416, 0x0430, 0x044F, 0x0531, 0x0561, 0x05D0, 0x0628, 0x0663,
+    0x0915, 0x0966, 0x0E01, 0x1E9E, 0x2003, 0x20AC, 0x2160, 0x3000, 0x3042, 0x30A2, 0x4E2D, 0x65E5,
+    0xAC00, 0xE000, 0xFF10, 0xFF21, 0xFFFD, 0x1F600, 0x10FFFD,
+)  # fmt: skip
+_SAMPLE = "".join(
+    chr(c) for c in (*range(9, 14), *range(0x20, 0x7F), *range(0xA0, 0x250), 0x2028, 0x660, *_SCRIPTS)
+)
+# What a one-character part matching none of the characters tried stands for: some character
+# outside them, which such parts are taken to share (so their repeats count as overlapping).
+_UNSEEN = "\U000f0000"
 # The characters a pattern names itself (its literals, and its ranges' ends and middles), tried
 # beside the sample while it is checked: without them, [а-я]+[а-я]+ or (ж{1,10}){1,10} matched no
 # sample character, and parts that share every Cyrillic letter read as sharing none.
@@ -346,6 +361,11 @@ def _own_characters(items: Any) -> set[str]:
         elif op == _c.RANGE:
             for c in (av[0], (av[0] + av[1]) // 2, av[1]):
                 found |= _variants(chr(c))
+        if op in (_c.LITERAL, _c.NOT_LITERAL, _c.RANGE):
+            # and the characters just outside what it names: where a negated class's members begin
+            # ([^\x00-\u0300] from U+0301)
+            for c in av if op == _c.RANGE else (av,):
+                found.update(chr(n) for n in (c - 1, c + 1) if 0 <= n <= 0x10FFFF)
         elif op == _c.IN:
             found |= _own_characters(av)
         for sequence in _inner(op, av):
@@ -411,7 +431,8 @@ def _chars(items: Any) -> frozenset[str]:
         elif op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
             continue
         else:
-            found.update(ch for ch in _SAMPLE + _OWN.get() if _char_matches(op, av, ch))
+            matched = {ch for ch in _SAMPLE + _OWN.get() if _char_matches(op, av, ch)}
+            found |= matched or {_UNSEEN}
     return frozenset(found)
 
 

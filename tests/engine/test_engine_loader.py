@@ -577,6 +577,11 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         ("[\\1]", "\\1 inside [...] is an octal escape"),
         ("\\N{DIGIT ONE}", "named characters"),
         ("a{300}", "repetition counts above 255"),
+        # found by a security probe: classes whose members all lay outside the characters tried
+        # read as matching nothing, so their repeats never overlapped (hours on a Cyrillic name)
+        ("[^\\x00-\u0300\u0660\u2028]*" * 4, "two unbounded repeats in a row"),
+        ("\\w*[^\\x00-\u0300\u0660]*[^\\x00-\u0300\u0660\u2028]*#", "two unbounded repeats in a row"),
+        ("[\u0400-\u04ff]*[^\\x00-\u0300]*x", "two unbounded repeats in a row"),
     ],
 )
 def test_patterns_that_backtrack_for_ages_or_are_not_portable_are_refused(pattern, why):

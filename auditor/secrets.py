@@ -98,6 +98,44 @@ def scrub_cut(text: str) -> str:
         found = starts_with_end.match(text)
         if found:
             text = MASK + text[found.end() :]
+    return _mask_fragments(text, secrets)
+
+
+FRAGMENT = 8  # a run of this many characters of a secret, found inside someone else's text, is masked
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _mask_fragments(text: str, secrets: list[str]) -> str:
+    """``text`` with every run of :data:`FRAGMENT` or more characters of a secret masked, wherever
+    it stands and in either case: a server quoting the key cut short in the middle of its message
+    (``token 'SuperSecretKey-123...'``), or escaping one of its characters (``\\u002d``), showed most
+    of it, which the start-and-end checks above do not see. Only for text a server wrote: in a
+    random key, eight characters in a row do not occur in ordinary words."""
+    if len(text) < FRAGMENT:
+        return text
+    folded = text.translate(_ASCII_LOWER)  # ASCII only: the same length, so the same positions
+    spans: list[tuple[int, int]] = []
+    for secret in secrets:
+        if len(secret) < 2 * FRAGMENT - 4:  # (a short secret's whole form is what scrub masks)
+            continue
+        key = secret.translate(_ASCII_LOWER)
+        for start in range(len(key) - FRAGMENT + 1):
+            window = key[start : start + FRAGMENT]
+            at = folded.find(window)
+            while at != -1:
+                spans.append((at, at + FRAGMENT))
+                at = folded.find(window, at + 1)
+    if not spans:
+        return text
+    spans.sort()
+    merged = [list(spans[0])]
+    for begin, end in spans[1:]:
+        if begin <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([begin, end])
+    for begin, end in reversed(merged):
+        text = text[:begin] + MASK + text[end:]
     return text
 
 

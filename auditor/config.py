@@ -112,6 +112,10 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
         raise ConfigError(f"{candidate}: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{candidate}: invalid TOML: {exc}") from None
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        raise ConfigError(
+            f"{candidate}: invalid TOML: a number with more digits than a setting can hold"
+        ) from None
     values = data.get("auditor", data)
     if not isinstance(values, dict):
         raise ConfigError(f"{candidate}: [auditor] must be a table")

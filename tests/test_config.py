@@ -44,6 +44,9 @@ def test_unknown_setting_and_bad_toml_are_usage_errors(tmp_path):
     bad.write_text("[auditor\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(bad, explicit=True)
+    bad.write_text("[auditor]\nworkers = " + "9" * 5000 + "\n")  # a probe's: an internal ValueError
+    with pytest.raises(ConfigError, match="invalid TOML: a number with more digits than a setting can hold"):
+        load_config(bad, explicit=True)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml", explicit=True)
 

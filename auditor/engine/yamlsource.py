@@ -194,6 +194,16 @@ def _construct_timestamp(loader: _Loader, node: Node) -> Any:
         return loader.construct_scalar(node)
 
 
+def _construct_int(loader: _Loader, node: Node) -> Any:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    except ValueError:  # more digits than Python converts (4,300): "internal error" before
+        raise yaml.constructor.ConstructorError(
+            None, None, "an integer with more digits than any count or threshold can hold", node.start_mark
+        ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)

@@ -153,6 +153,19 @@ def test_yaml_is_loaded_safely(write):
     assert caught.value.problems[0].startswith(f"{path}:1:8: invalid YAML: could not determine a constructor")
 
 
+def test_an_integer_longer_than_python_converts_is_a_problem_at_its_place(write):
+    # Found by a security probe: `gt: 999…` of 5,000 digits was "internal error: ValueError", exit 3
+    huge = "{field: cluster.size, gt: " + "9" * 5000 + "}"
+    path = write("big.yaml", GOOD.replace("{field: columnName, eq: ssn}", huge))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    lines = path.read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if "gt: " in text)
+    column = lines[line - 1].index("gt: ") + 5
+    said = "invalid YAML: an integer with more digits than any count or threshold can hold"
+    assert caught.value.problems == [f"{path}:{line}:{column}: {said}"]
+
+
 @pytest.mark.timeout(20)
 def test_alias_expansion_bombs_are_refused_without_expanding_them(write):
     # Nine aliases per level, twelve levels: 9**11 conditions once expanded. Walking them hung.

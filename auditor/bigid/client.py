@@ -25,6 +25,7 @@ A client is safe to share between the worker threads of one snapshot.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import math
 import random
 import re
@@ -349,6 +350,12 @@ class BigIDClient:
             import urllib3
 
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        if _in_clear(self.base_url):
+            log.warning(
+                "the BigID URL %s is http://: the API key travels unencrypted to it (and to any proxy on "
+                "the way); use https://",
+                self.base_url,
+            )
         self.auth = Authenticator(options.token, options.auth_scheme, self._exchange)
         self._lock = threading.Lock()
         # At most ``workers`` requests in flight, however many threads call: a snapshot runs more
@@ -1480,6 +1487,21 @@ def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
 
 def _ms(t0: float) -> float:
     return (time.monotonic() - t0) * 1000
+
+
+def _in_clear(url: str) -> bool:
+    """Whether ``url`` sends the key unencrypted over a network: ``http://`` to a host other than
+    this machine (the sandbox on loopback is fine)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _user_agent() -> str:

@@ -989,3 +989,25 @@ def test_the_error_screen_looks_for_a_key_not_for_a_catalog_value():
     assert may_report_error(b'{"results": [], "totalCount": 0, "error": "query failed"}')
     assert may_report_error(b'{"results":[],"error" : "x"}')
     assert may_report_error(b'{"status": "error"}')
+
+
+def test_a_plain_http_url_to_another_host_is_warned_about(make_client, caplog):
+    # Found by a security probe: --insecure warned, a plain http:// tenant (the key in clear text
+    # on the network, and to any HTTP_PROXY) said nothing
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="auditor.bigid")
+    make_client("http://bigid.example.net", token="k" * 20)
+    assert [r.getMessage() for r in caplog.records] == [
+        "the BigID URL http://bigid.example.net is http://: the API key travels unencrypted to it (and to "
+        "any proxy on the way); use https://"
+    ]
+    caplog.clear()
+    for url in (
+        "https://bigid.example.net",
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://[::1]:80",
+    ):
+        make_client(url, token="k" * 20)
+    assert caplog.records == []

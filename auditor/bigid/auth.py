@@ -96,6 +96,11 @@ class _Session:
     expires_at: float | None
 
 
+# 401s of a key already accepted that a run asks again (each once): a gateway's passing refusal
+# costs one request, a revoked key a few before the run stops
+MAX_REFUSALS_RETRIED = 3
+
+
 class Authenticator:
     """Produces the header for each request and reacts to 401s. Thread-safe.
 
@@ -129,6 +134,7 @@ class Authenticator:
         # ``auto``, moves on to the next form rather than being taken for a revoked key
         self._accepted_paths: set[str] = set()
         self.tried: list[str] = []
+        self.refusals_retried = 0  # 401s of an accepted key, asked again (see unauthorized)
 
     def __repr__(self) -> str:
         return f"Authenticator(requested={self.requested!r}, used={self.scheme_used!r})"
@@ -198,8 +204,9 @@ class Authenticator:
         to the cluster list but wants the bare key for the columns). Once the session scheme
         was accepted, an expired session is exchanged again (once for all workers that saw the same
         401) -- but a fresh session refused before any request succeeded with it means the tenant
-        no longer accepts the key: False. A bearer or raw key that was accepted and is now refused
-        cannot be fixed either: False.
+        no longer accepts the key: False. A bearer or raw key that an endpoint accepted and now
+        refuses is asked again (the same header), up to :data:`MAX_REFUSALS_RETRIED` times a run;
+        then False.
         """
         with self._lock:
             if generation != self._generation:
@@ -224,5 +231,15 @@ class Authenticator:
                 self._generation += 1
                 self.scheme_used = None  # set again by the next form's first accepted request
                 self._accepted_paths.clear()
+                return True
+            if (
+                self.current in ("bearer", "raw")
+                and self.scheme_used == self.current
+                and path in self._accepted_paths
+                and self.refusals_retried < MAX_REFUSALS_RETRIED
+            ):
+                # a key this endpoint took and now refuses: asked once more before the run stops (a
+                # gateway's passing 401 stopped a whole snapshot); revoked, it is refused again
+                self.refusals_retried += 1
                 return True
             return False

@@ -791,7 +791,15 @@ class BigIDClient:
             try:
                 status, body = self._send(path, params, header, decode, shrinkable=shrinkable)
             except ApiError as exc:
-                raise _about_cluster(exc, cluster_id) from None
+                if refusal is None and exc.status == 500 and type(exc) is ApiError and self.auth.probing():
+                    # a tenant that fails on a header form it does not take (a "jwt malformed" 500
+                    # for the Bearer form, retried as an outage): the next form, once, before the
+                    # outage is reported; if that one is refused too, the outage is what is said
+                    refusal = _about_cluster(exc, cluster_id)
+                    if self.auth.unauthorized(generation):
+                        log.debug("HTTP 500 on %s before any form was accepted; trying the next one", path)
+                        continue
+                raise refusal or _about_cluster(exc, cluster_id) from None
             if status in (400, 403) and self._refused_form(status, body):
                 # Some tenants refuse a header form they do not take with 403, or with a 400 about
                 # the header, not 401: before any form was accepted, ``auto`` tries the next one.

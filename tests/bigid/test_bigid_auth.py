@@ -306,3 +306,29 @@ def test_a_passing_401_of_an_accepted_key_is_asked_again_once(loopback, make_cli
         client.get_columns("k1")
     assert "after the tenant had accepted it" in caught.value.message
     assert client.auth.refusals_retried == 3
+
+
+def test_auto_tries_the_next_form_when_the_first_fails_with_a_500(loopback, make_client):
+    """Found by a probe: a tenant answering the Bearer form with HTTP 500 ("jwt malformed") and
+    taking the bare key failed the run as an outage ("the BigID server is overloaded"), the bare
+    key never tried."""
+    loopback.reset(tenant("raw", refuse=Reply(500, {"message": "jwt malformed"})))
+    client = make_client(loopback.url, token="KEY-1234", max_retries=1)
+    assert len(client.list_clusters()) == 1 and client.auth_scheme_used == "raw"
+    forms = [r.authorization for r in loopback.seen]
+    assert forms == ["Bearer KEY-1234", "Bearer KEY-1234", "KEY-1234", "KEY-1234"]  # 2 tries, 2 pages
+    # a real outage, whatever the form: the outage is what is said
+    loopback.reset(lambda request: Reply(500, {"message": "internal error"}))
+    with pytest.raises(ApiError) as caught:
+        make_client(loopback.url, token="KEY-1234", max_retries=1).list_clusters()
+    assert caught.value.status == 500 and caught.value.message.startswith(
+        "GET /api/v1/clusters failed: HTTP 500"
+    )
+    # once a form was accepted, a 500 is an outage again: no other form is tried
+    loopback.reset(tenant("bearer"))
+    client = make_client(loopback.url, token="KEY-1234", max_retries=1)
+    client.list_clusters()
+    loopback.reset(lambda request: Reply(500, {"message": "internal error"}))
+    with pytest.raises(ApiError):
+        client.list_clusters()
+    assert {r.authorization for r in loopback.seen} == {"Bearer KEY-1234"}

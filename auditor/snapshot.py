@@ -592,6 +592,7 @@ def _fill_totals(totals: RunTotals, client: BigIDClient, details: dict[str, Any]
         **details,
         "envelopes": {kind: sorted(shapes) for kind, shapes in client.envelopes.items()},
         "cluster_id_param": client.cluster_id_param,
+        "offset_param": client.offset_param,
         # the page size the snapshot ended with, after pages that timed out were halved (or None)
         "page_size_shrunk_to": client.page_ceiling,
         "token_exchanges": client.auth.exchanges,

@@ -369,6 +369,9 @@ class BigIDClient:
         self.envelopes: dict[str, set[str]] = {"clusters": set(), "columns": set()}
         self._answer_timeout = max(options.answer_timeout, options.read_timeout)
         self.cluster_id_param = options.cluster_id_param
+        # how a columns page's offset is sent: ``skip`` (the tutorial's), or ``offset``, adopted
+        # once a tenant is seen to ignore ``skip`` and honour ``offset`` (see ColumnFetch)
+        self.offset_param = "skip"
         self.last_cluster_paging: PagingStats | None = None
         self.last_invalid_clusters: dict[str, PayloadError] = {}  # see list_clusters(lenient=True)
         # Set when a page of columns timed out: later listings start at this size rather than time
@@ -622,6 +625,15 @@ class BigIDClient:
             if first_to_switch:
                 log.warning("the tenant wants the cluster id as 'cluster_id'; using it from now on")
             return body
+
+    def adopt_offset(self) -> None:
+        """Send columns offsets as ``offset`` from now on (a listing advanced with it after the
+        tenant had ignored ``skip``)."""
+        with self._lock:  # several listings may find it at once: said once
+            first = self.offset_param != "offset"
+            self.offset_param = "offset"
+        if first:
+            log.warning("the tenant ignores 'skip' and pages by 'offset'; using it from now on")
 
     def _honours_cluster_id(self, cluster_id: str) -> bool:
         """Whether the tenant filters columns by ``cluster_id``, checked before the spelling is
@@ -1207,12 +1219,27 @@ class ColumnFetch:
         self.size = size
         self.offload = offload
         self.stats = PagingStats()
+        self.offset_param = client.offset_param  # this listing's; "offset" once switched
+        self.switched = False
+
+    def _ignores_skip(self) -> bool:
+        """The server served the same page for the next ``skip``: ask with ``offset`` instead, once
+        per listing (reference §9.21: some catalog endpoints page by ``offset``). A listing that
+        then advances makes ``offset`` the client's for every later cluster."""
+        if self.switched or self.offset_param != "skip":
+            return False
+        self.switched = True
+        self.offset_param = "offset"
+        return True
 
     def _request(self, skip: int, limit: int, decode: Callable[[bytes], Any] | None = None) -> Any:
         """One page's request; a page that timed out and can still shrink raises PageTooSlow."""
         try:
             return self.client._columns_request(
-                self.cluster_id, {"limit": limit, "skip": skip}, decode, shrinkable=limit > MIN_PAGE_SIZE
+                self.cluster_id,
+                {"limit": limit, self.offset_param: skip},
+                decode,
+                shrinkable=limit > MIN_PAGE_SIZE,
             )
         except PageTooSlow as exc:
             self.client._count(retry=True)  # the page is asked for again, smaller
@@ -1250,7 +1277,7 @@ class ColumnFetch:
         else:
             fetch, key = self._fetch, _column_key
         try:
-            yield from paginate(
+            for page in paginate(
                 fetch,
                 limit=self.page_size,
                 key=key,
@@ -1259,10 +1286,15 @@ class ColumnFetch:
                 on_repeat="fail",
                 expected=self.size,
                 ceiling=lambda: self.client.page_ceiling,
-            )
+                ignores_skip=self._ignores_skip,
+            ):
+                if self.switched and self.client.offset_param != "offset":
+                    self.client.adopt_offset()  # new rows at an offset skip could not reach
+                yield page
         except NoProgress as exc:
+            both = " (with skip, and with offset)" if self.switched else ""
             raise ApiError(
-                f"cluster {self.cluster_id}: GET {COLUMNS_PATH} made no progress: {exc}",
+                f"cluster {self.cluster_id}: GET {COLUMNS_PATH} made no progress{both}: {exc}",
                 hint="the server may ignore skip/limit; nothing was stored for this cluster as complete",
             ) from None
 

@@ -127,12 +127,16 @@ def paginate(
     on_repeat: Literal["stop", "fail"] = "fail",
     expected: int | None = None,
     ceiling: Callable[[], int | None] | None = None,
+    ignores_skip: Callable[[], bool] | None = None,
 ) -> Iterator[list[T]]:
     """Yield the new records of each page (pages that add nothing new are not yielded).
 
     ``expected`` is an independent announcement of the number of records (a cluster's ``size``).
     ``ceiling``, asked before each page, may lower the limit: a page size that other listings of
-    the same tenant found too slow (see :class:`PageTooSlow`).
+    the same tenant found too slow (see :class:`PageTooSlow`). ``ignores_skip``, called when the
+    same page comes back for the next offset where that cannot be the end: True when the caller
+    will ask for offsets another way from now on (``offset`` for ``skip``); the page is then asked
+    for again.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
@@ -207,6 +211,10 @@ def paginate(
                     stats.repeated_full_page = len(keys) >= limit
                     stats.duplicates -= echoed
                     return
+                if ignores_skip is not None and ignores_skip():
+                    stats.duplicates -= echoed  # paging's echo, not records listed twice
+                    same = echoed = 0
+                    continue  # the same offset, asked the other way (the same page again: the end)
                 raise NoProgress(
                     f"the server returned the same page again at skip={skip} (it ignores skip, or its "
                     "records repeat one key)" + (f"; {missing}" if missing else "")

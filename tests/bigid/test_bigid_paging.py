@@ -25,12 +25,17 @@ def column(i: int) -> dict:
     return {"fullyQualifiedName": f"src.schema.table.col{i}", "columnName": f"col{i}", "isPrimary": "false"}
 
 
-def serve_stream(stream: list[dict], *, total: int | None, cap: int | None, ignore_skip: bool = False):
+def serve_stream(
+    stream: list[dict], *, total: int | None, cap: int | None, ignore_skip: bool = False, offset: str = "skip"
+):
+    """Columns as a tenant serves them: ``offset`` names the parameter it pages by (another one
+    is ignored, as an unknown parameter is), ``ignore_skip`` ignores every offset."""
+
     def handler(request: Request) -> Reply:
         assert request.path == COLUMNS_PATH
         assert "ignoreLimit" not in request.query and "sample" not in request.query
         limit = int(request.query["limit"])
-        skip = 0 if ignore_skip else int(request.query["skip"])
+        skip = 0 if ignore_skip else int(request.query.get(offset, 0))
         size = min(limit, cap) if cap else limit
         body: dict = {"results": stream[skip : skip + size]}
         if total is not None:
@@ -125,7 +130,8 @@ def test_a_server_that_ignores_skip_fails_clearly_or_is_complete(
     else:
         assert got == truth
         assert not (size == "more" and not with_total)  # the size said more exist: never complete
-    assert len(loopback.seen) <= (3 if min(n, limit) > 1 else 1 + SAME_PAGE_LIMIT_SINGLE_ROW)
+    # the same page once more (twice for single rows) with `offset` for `skip`, before it gives up
+    assert len(loopback.seen) <= (4 if min(n, limit) > 1 else 2 + 2 * SAME_PAGE_LIMIT_SINGLE_ROW)
 
 
 def test_the_page_cap_stops_an_endless_server(loopback, make_client):
@@ -452,6 +458,23 @@ def test_a_repeated_page_does_not_end_a_listing_that_announced_more():
         assert got == [0, 1, 2]
 
 
+def test_a_tenant_that_pages_by_offset_is_listed_whole_after_one_repeat(loopback, make_client):
+    """Found by a probe: a tenant paging by ``offset`` (reference §9.21) ignored ``skip``; every
+    cluster larger than a page failed. The repeat is asked again with ``offset``, which the client
+    then keeps for every later cluster."""
+    truth = [column(i) for i in range(12)]
+    loopback.reset(serve_stream(truth, total=None, cap=None, offset="offset"))
+    client = make_client(loopback.url, page_size=5)
+    first = [raw for page in client.fetch_all_columns("c1", size=12) for _, raw in page]
+    assert first == truth and client.offset_param == "offset"
+    asked = [{k: v for k, v in r.query.items() if k in ("skip", "offset")} for r in loopback.seen]
+    assert asked == [{"skip": "0"}, {"skip": "5"}, {"offset": "5"}, {"offset": "10"}]
+    loopback.seen.clear()
+    again = client.fetch_all_columns("c2", size=12)
+    assert [raw for page in again for _, raw in page] == truth and again.stats.duplicates == 0
+    assert [r.query.get("offset") for r in loopback.seen] == ["0", "5", "10"]  # no skip tried again
+
+
 def test_a_columns_listing_that_ignores_skip_below_the_clusters_size_fails_it(loopback, make_client):
     truth = [column(i) for i in range(120)]
     loopback.reset(serve_stream(truth, total=None, cap=40, ignore_skip=True))
@@ -459,9 +482,9 @@ def test_a_columns_listing_that_ignores_skip_below_the_clusters_size_fails_it(lo
     with pytest.raises(ApiError) as caught:
         list(client.fetch_all_columns("c1", size=120))
     assert caught.value.message == (
-        f"cluster c1: GET {COLUMNS_PATH} made no progress: the server returned the same page again at "
-        "skip=40 (it ignores skip, or its records repeat one key); the cluster's size says 120, but only "
-        "40 arrived"
+        f"cluster c1: GET {COLUMNS_PATH} made no progress (with skip, and with offset): the server returned "
+        "the same page again at skip=40 (it ignores skip, or its records repeat one key); the cluster's "
+        "size says 120, but only 40 arrived"
     )
     loopback.reset(serve_stream(truth[:40], total=None, cap=40, ignore_skip=True))
     assert len([raw for page in client.fetch_all_columns("c1", size=None) for _, raw in page]) == 40

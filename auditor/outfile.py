@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
+import re
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -82,6 +85,26 @@ def _keep_mode(path: Path, tmp: Path) -> None:
         os.chmod(tmp, stat.S_IMODE(mode))
 
 
+LEFTOVER_AGE = 24 * 3600  # seconds: a temporary file of ours this old was left by a killed writer
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove this output's temporary files left by writers killed outright (``kill -9``, an
+    out-of-memory kill, a power cut) more than a day ago: hidden, nothing else would ever remove
+    them, and each may be as large as the output. A writer still at work has a younger one."""
+    cutoff = time.time() - LEFTOVER_AGE
+    with contextlib.suppress(OSError):
+        for found in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            match = _LEFTOVER.fullmatch(found.name)
+            if match is None or match["name"] != path.name:
+                continue
+            with contextlib.suppress(OSError):
+                info = found.lstat()
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                    found.unlink()
+
+
 def _create_beside(path: Path) -> tuple[Path, int]:
     """A new, hidden temporary file beside ``path``, opened for writing: (its path, its descriptor).
 
@@ -91,6 +114,7 @@ def _create_beside(path: Path) -> tuple[Path, int]:
     written by ``open`` would have.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    _remove_leftovers(path)
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -318,3 +319,19 @@ def test_a_prune_whose_outcome_cannot_be_written_says_on_stderr_what_it_deleted(
     again = subprocess.run([*prune, "--format", "json", "-o", str(tmp_path / "p.json")], capture_output=True)
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "p.json").read_text())["deleted_runs"] == []
+
+
+def test_a_killed_writers_day_old_temporary_file_is_removed_by_the_next_write(tmp_path):
+    # Found by a probe: `kill -9` of `check -o out/c.json` left a hidden `.c.json.<hex>.tmp` (4 MB)
+    # that nothing ever removed
+    old = tmp_path / ".c.json.0123456789ab.tmp"
+    young = tmp_path / ".c.json.ba9876543210.tmp"  # a writer at work right now
+    other = tmp_path / ".d.json.0123456789ab.tmp"  # another output's
+    mine = tmp_path / ".c.json.notours.tmp"  # not a name this tool makes
+    for leftover in (old, young, other, mine):
+        leftover.write_text("partial")
+    day_ago = time.time() - 25 * 3600
+    for aged in (old, other, mine):
+        os.utime(aged, (day_ago, day_ago))
+    write_output('{"a": 1}', str(tmp_path / "c.json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["c.json", young.name, other.name, mine.name])

@@ -498,9 +498,11 @@ def _without_null_aliases(record: dict[str, Any], groups: tuple[tuple[str, ...],
 
 
 def _blank(value: Any) -> bool:
-    """No value: null, or an empty list (``attributes: []`` beside ``attributeDetails: [{…}]`` hid
-    the attributes the other spelling held)."""
-    return value is None or (type(value) is list and not value)
+    """No value: null, an empty object, or a list of nothing but such (``attributes: []``, ``[{}]``
+    or ``[null]`` beside ``attributeDetails: [{…}]`` hid the attributes the other spelling held)."""
+    if value is None or (type(value) is dict and not value):
+        return True
+    return type(value) is list and all(item is None or (type(item) is dict and not item) for item in value)
 
 
 def _column_for_model(row: Any) -> Any:

@@ -96,9 +96,9 @@ class _Session:
     expires_at: float | None
 
 
-# 401s of a key already accepted that a run asks again (each once): a gateway's passing refusal
-# costs one request, a revoked key a few before the run stops
-MAX_REFUSALS_RETRIED = 3
+# 401s of a key already accepted that a run asks again (each request once): a gateway's passing
+# refusal costs a request for each request in flight, a revoked key one before the run stops
+MAX_REFUSALS_RETRIED = 20
 
 
 class Authenticator:
@@ -195,7 +195,7 @@ class Authenticator:
         with self._lock:
             return self.scheme_used is None and self._index + 1 < len(self._candidates)
 
-    def unauthorized(self, generation: int, path: str | None = None) -> bool:
+    def unauthorized(self, generation: int, path: str | None = None, *, again: bool = False) -> bool:
         """A request (to ``path``) sent with ``generation``'s header got a 401. True: retry with a
         new header.
 
@@ -205,8 +205,8 @@ class Authenticator:
         was accepted, an expired session is exchanged again (once for all workers that saw the same
         401) -- but a fresh session refused before any request succeeded with it means the tenant
         no longer accepts the key: False. A bearer or raw key that an endpoint accepted and now
-        refuses is asked again (the same header), up to :data:`MAX_REFUSALS_RETRIED` times a run;
-        then False.
+        refuses is asked again (the same header) once per request (``again``: this request's 401
+        came after such a re-ask), up to :data:`MAX_REFUSALS_RETRIED` times a run; then False.
         """
         with self._lock:
             if generation != self._generation:
@@ -233,13 +233,15 @@ class Authenticator:
                 self._accepted_paths.clear()
                 return True
             if (
-                self.current in ("bearer", "raw")
+                not again
+                and self.current in ("bearer", "raw")
                 and self.scheme_used == self.current
                 and path in self._accepted_paths
                 and self.refusals_retried < MAX_REFUSALS_RETRIED
             ):
-                # a key this endpoint took and now refuses: asked once more before the run stops (a
-                # gateway's passing 401 stopped a whole snapshot); revoked, it is refused again
+                # a key this endpoint took and now refuses: each request asks once more before the
+                # run stops (a gateway's passing 401, on every request in flight at that moment,
+                # stopped a whole snapshot); revoked, the key is refused again
                 self.refusals_retried += 1
                 return True
             return False

@@ -831,7 +831,9 @@ class BigIDClient:
                 # the cap only guards against a tenant whose sessions die faster than workers use them
                 allowed = MAX_AUTH_RETRIES
                 auth_retries += 1
-                if auth_retries <= allowed and self.auth.unauthorized(generation, path):
+                if auth_retries <= allowed and self.auth.unauthorized(
+                    generation, path, again=auth_retries > 1
+                ):
                     log.debug("HTTP 401 on %s; trying the next credential form", path)
                     continue
                 raise refusal or self._unauthorized(path, cluster_id)

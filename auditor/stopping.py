@@ -87,9 +87,18 @@ def signals_held() -> Iterator[None]:
             signal.signal(number, lambda signum, frame: held.append((signum, frame)))
     try:
         yield
-    finally:
+    except BaseException:
+        # the block failed: a stop held meanwhile still wins (a SIGTERM sent to the whole process
+        # group also ends the fork server a pool was starting from: its EOFError is the stop's
+        # doing, not an internal error)
         for number, handler in previous.items():
             signal.signal(number, handler)
+        if held:
+            signum, frame = held[0]
+            previous[signum](signum, frame)  # raises the stop, chained to the failure
+        raise
+    for number, handler in previous.items():
+        signal.signal(number, handler)
     if held:
         signum, frame = held[0]
         previous[signum](signum, frame)

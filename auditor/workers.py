@@ -70,19 +70,11 @@ def _start_fork_server(forkserver, shadowed: bool) -> None:
         os.environ["PYTHONSAFEPATH"] = "1"  # read once, when the fork server starts (just below)
     try:
         if _main_thread():
-            # Ignored signals stay ignored across exec: the fork server, and every worker it
-            # forks until the worker decides (_stop_only_for_owner), ignore Ctrl-C and SIGTERM
-            # sent to the whole process group; the command handles them and stops its pools.
-            # SIGTERM is blocked here meanwhile, so that one sent to this process during the
-            # moment it is ignored stays pending and is handled once the handler is back.
-            with _term_blocked():
-                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-                previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                try:
-                    forkserver.ensure_running()  # a fork and an exec: a moment
-                finally:
-                    signal.signal(signal.SIGTERM, previous_term)
-                    signal.signal(signal.SIGINT, previous)
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                forkserver.ensure_running()  # a fork and an exec: the ignored Ctrl-C is a moment's
+            finally:
+                signal.signal(signal.SIGINT, previous)
         else:  # (signal dispositions can only be changed from the main thread)
             forkserver.ensure_running()
     finally:
@@ -91,18 +83,6 @@ def _start_fork_server(forkserver, shadowed: bool) -> None:
                 os.environ.pop("PYTHONSAFEPATH", None)
             else:
                 os.environ["PYTHONSAFEPATH"] = before
-
-
-@contextlib.contextmanager
-def _term_blocked():
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks (and no fork server)
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _stop_only_for_owner(owner: int) -> None:
@@ -115,14 +95,13 @@ def _stop_only_for_owner(owner: int) -> None:
     or waited for pages the dead workers would never decode (exit only after the 10 s grace, the
     run left ``running``). Ctrl-C already reaches only the command (workers ignore SIGINT, as
     multiprocessing's own processes do); SIGTERM is now the command's to handle too: it stops the
-    pool itself. The signal is blocked and one thread waits for it, reading who sent it (a worker
-    starts with it ignored, see :func:`_start_fork_server`).
+    pool itself. The signal is blocked and one thread waits for it, reading who sent it. (The
+    fork server itself is left as it is, shared with any pool the program makes: a group's SIGTERM
+    ending it while a pool starts is the stop, see :func:`auditor.stopping.signals_held`.)
     """
     if not hasattr(signal, "sigwaitinfo"):  # macOS: the signal's default action, as before
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # before SIG_DFL: none slips through
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
     def wait() -> None:
         while True:

@@ -476,24 +476,34 @@ class BigIDClient:
             ):
                 out.extend(page)
         except NoProgress as exc:
-            raise ApiError(
+            # a server that sends everything at once in a new order each time: pages of nothing
+            # new; asked in one page, it is listed whole (or the error stands)
+            stuck = ApiError(
                 f"GET {CLUSTERS_PATH}: paging made no progress: {exc}",
                 hint="the server may ignore limit/skip; try a narrower --filter or a larger --page-size",
-            ) from None
-        if stats.stopped_on_repeat and stats.repeated_full_page:
+            )
+            try:
+                return self._regrow_listing(fetch, out, stats)
+            except ApiError:
+                raise stuck from None
+        if (stats.stopped_on_repeat and stats.repeated_full_page) or stats.duplicates:
+            # the same full page again (skip ignored), or ids listed twice across pages (an order
+            # that changes between requests: as many others were skipped): asked in one page
             out = self._regrow_listing(fetch, out, stats)
         return out
 
     def _regrow_listing(
         self, fetch: Callable[[int, int], RawPage[ClusterRow]], out: list[ClusterRow], stats: PagingStats
     ) -> list[ClusterRow]:
-        """The whole cluster list from a server that served a full page again for the next skip.
+        """The whole cluster list from a server whose pages cannot be trusted to add up.
 
-        It either ignores ``limit`` and ``skip`` (every cluster came at once, and the page was full
-        by chance) or honours ``limit`` and ignores ``skip``: the clusters past the first page were
-        then never listed, and the run ended complete without them (the tutorial's bare array has
-        no total to tell). Asked again from the start with ten times the limit, until a page comes
-        back not full, it lists them all either way.
+        One that served a full page again for the next skip either ignores ``limit`` and ``skip``
+        (every cluster came at once, and the page was full by chance) or honours ``limit`` and
+        ignores ``skip``: the clusters past the first page were then never listed, and the run ended
+        complete without them (the tutorial's bare array has no total to tell). One that lists ids
+        again on later pages orders them differently each time, and skipped as many others. Asked
+        again from the start with ten times the limit, until a page comes back not full, it lists
+        them all either way.
         """
         known = {row[0].id for row in out}
         size = self.options.page_size

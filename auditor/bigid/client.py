@@ -507,6 +507,8 @@ class BigIDClient:
         """
         known = {row[0].id for row in out}
         size = self.options.page_size
+        grew = False  # a larger limit gave more clusters: the server honours limit
+        previous = size  # what the last request gave: the full page served again
         while True:
             if size >= MAX_LISTING_LIMIT:
                 raise ApiError(
@@ -514,7 +516,7 @@ class BigIDClient:
                     "says, so the clusters past them cannot be listed",
                     hint="narrow the listing with --filter, so that it fits in one page",
                 )
-            size = min(size * 10, MAX_LISTING_LIMIT)
+            asked, size = size, min(size * 10, MAX_LISTING_LIMIT)
             page = fetch(0, size)
             stats.pages += 1
             stats.requests += 1
@@ -524,8 +526,19 @@ class BigIDClient:
                     known.add(row[0].id)
                     out.append(row)
                     stats.fetched += 1
-            if len(page.rows) < size:
+            got = len(page.rows)
+            if got < size:
+                if grew and got == previous == asked:
+                    # it honoured the limit up to here, then gave no more for ten times as much:
+                    # a cap on its answers, with skip ignored; the rest cannot be listed
+                    raise ApiError(
+                        f"GET {CLUSTERS_PATH}: the server answers at most {got:,} clusters a request and "
+                        "ignores skip, so the clusters past them cannot be listed",
+                        hint="narrow the listing with --filter, so that it fits in one answer",
+                    )
                 return out
+            grew = grew or got > previous
+            previous = got
 
     # -- columns -------------------------------------------------------------------------------
 

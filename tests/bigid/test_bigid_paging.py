@@ -408,6 +408,33 @@ def test_a_clusters_listing_that_honours_limit_and_ignores_skip_is_asked_for_who
     client = make_client(loopback.url, page_size=5)
     assert len(client.list_clusters()) == 5
     assert (client.last_cluster_paging.duplicates, client.last_cluster_paging.regrown) == (0, 50)
+    # a server that caps its answers and ignores skip (a review): 5, 5 again, 50 for 50, then 50
+    # for 500: the rest cannot be listed, and that is said, not a complete run of 50
+    many = [{"id": f"m{i:03d}", "size": 0} for i in range(120)]
+    loopback.reset(lambda request: Reply(200, many[: min(int(request.query["limit"]), 50)]))
+    with pytest.raises(ApiError) as caught:
+        make_client(loopback.url, page_size=5).list_clusters()
+    assert caught.value.message == (
+        "GET /api/v1/clusters: the server answers at most 50 clusters a request and ignores skip, so the "
+        "clusters past them cannot be listed"
+    )
+    # an order that changes between requests (a re-probe: 22 of 30 stored, complete): ids listed
+    # again on later pages mean as many were skipped; asked in one page, all are listed
+    import random
+
+    def shuffled(request: Request) -> Reply:
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        order = random.Random(len(loopback.seen)).sample(clusters, len(clusters))
+        return Reply(200, order[skip : skip + limit])
+
+    loopback.reset(shuffled)
+    client = make_client(loopback.url, page_size=5)
+    assert sorted(c.id for c, _ in client.list_clusters()) == [c["id"] for c in clusters]
+    # everything at once in a new order each time (a re-probe: "paging made no progress", nothing
+    # stored): the first answer held all
+    loopback.reset(lambda request: Reply(200, random.sample(clusters, len(clusters))))
+    client = make_client(loopback.url, page_size=5)
+    assert sorted(c.id for c, _ in client.list_clusters()) == [c["id"] for c in clusters]
     # a list that never fits: said, not cut short
     monkeypatch.setattr("auditor.bigid.client.MAX_LISTING_LIMIT", 10)
     loopback.reset(limit_only)

@@ -53,11 +53,10 @@ def hoisted(args: list[str]) -> list[str]:
             rest.extend(words)
         elif word in GLOBAL_FLAGS or word.startswith("--config="):
             front.append(word)
-        elif (cluster := re.fullmatch(r"-([qv]+)([^-].*)?", word)) and len(word) > 2:
-            # `check -qv`, `check -qo out.json`: short flags written together, the command's own too
-            front += [f"-{letter}" for letter in cluster[1]]
-            if cluster[2]:
-                rest.append(f"-{cluster[2]}")
+        elif re.fullmatch(r"-[qv]{2,}", word):
+            # `check -qv`: only the global flags written together (a word going on with other
+            # letters may be an option's value: `--subject -quarterly`, `--sort -volume`)
+            front += [f"-{letter}" for letter in word[1:]]
         elif word == "--config":
             value = next(words, None)
             if value is None:  # no value: left where it is, for click to refuse

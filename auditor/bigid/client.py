@@ -826,16 +826,8 @@ class BigIDClient:
             try:
                 status, body = self._send(path, params, header, decode, shrinkable=shrinkable)
             except ApiError as exc:
-                if refusal is None and exc.status == 500 and type(exc) is ApiError and self.auth.probing():
-                    # a tenant that fails on a header form it does not take (a "jwt malformed" 500
-                    # for the Bearer form, retried as an outage): the next form, once, before the
-                    # outage is reported; if that one is refused too, the outage is what is said
-                    refusal = _about_cluster(exc, cluster_id)
-                    if self.auth.unauthorized(generation):
-                        log.debug("HTTP 500 on %s before any form was accepted; trying the next one", path)
-                        continue
-                raise refusal or _about_cluster(exc, cluster_id) from None
-            if status in (400, 403) and self._refused_form(status, body):
+                raise _about_cluster(exc, cluster_id) from None
+            if status in (400, 403, 500) and self._refused_form(status, body):
                 # Some tenants refuse a header form they do not take with 403, or with a 400 about
                 # the header, not 401: before any form was accepted, ``auto`` tries the next one.
                 if refusal is None:
@@ -860,7 +852,7 @@ class BigIDClient:
                     log.debug("HTTP 401 on %s; trying the next credential form", path)
                     continue
                 raise refusal or self._unauthorized(path, cluster_id)
-            if refusal is not None and status in (400, 403):
+            if refusal is not None and status in (400, 403, 500):
                 raise refusal  # every form refused alike: the first refusal says most
             self.auth.accepted(generation, path)
             if status == 200:
@@ -869,11 +861,12 @@ class BigIDClient:
             raise _about_cluster(error, cluster_id)
 
     def _refused_form(self, status: int, body: Any) -> bool:
-        """Whether a 400 or 403 may refuse the header's form, while ``auto`` still looks for it: any
-        403, and a 400 whose message is about authorisation (not about a parameter)."""
+        """Whether a 400, 403 or 500 may refuse the header's form, while ``auto`` still looks for
+        it: any 403, and a 400 or 500 whose message is about authorisation (not about a parameter;
+        a tenant failing on a header it cannot parse: ``500 jwt malformed`` for the Bearer form)."""
         if not self.auth.probing():
             return False
-        return status == 403 or is_auth_message(error_message(body))
+        return status == 403 or _about_credentials(error_message(body))
 
     def _send(
         self,
@@ -989,6 +982,12 @@ class BigIDClient:
                         return 200, body
                 elif 300 <= status < 400:
                     raise self._redirected(path, status, response.headers.get("Location"))
+                elif (
+                    status == 500
+                    and self.auth.probing()
+                    and _about_credentials(error_message(_lenient_body(content)))
+                ):
+                    return status, _lenient_body(content)  # about the header's form: see _request
                 elif status in RETRY_STATUSES:
                     failure = _Failure(f"HTTP {status}", status=status, network=False)
                     if status == 504:  # the gateway gave up waiting for the page
@@ -1552,6 +1551,11 @@ def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
 
 def _ms(t0: float) -> float:
     return (time.monotonic() - t0) * 1000
+
+
+def _about_credentials(message: str | None) -> bool:
+    """Whether a server's error message is about the credentials (``jwt malformed`` too)."""
+    return is_auth_message(message) or "jwt" in (message or "").lower()
 
 
 def _in_clear(url: str) -> bool:

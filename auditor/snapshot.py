@@ -330,7 +330,9 @@ def take_snapshot(
 def _say_left_running(exc: BaseException, run_id: int) -> None:
     """Add to ``exc``'s hint that run ``run_id`` could not be marked failed either (the disk that
     filled up refuses that write too): it stays ``running`` until a prune marks it abandoned."""
-    if isinstance(exc, AuditorError):
+    from auditor.store.db import DatabaseFileGone
+
+    if isinstance(exc, AuditorError) and not isinstance(exc, DatabaseFileGone):  # (no file to prune)
         note = f"run {run_id} is left running (it could not be marked failed); auditor db prune marks it so"
         exc.hint = f"{exc.hint}; {note}" if exc.hint else note
 

@@ -626,7 +626,7 @@ def send(
 
 
 def _log_in(client: smtplib.SMTP, where: str, username: str, password: str) -> None:
-    """Log in with the first mechanism both sides know (smtplib's order: CRAM-MD5, PLAIN, LOGIN).
+    """Log in with the first mechanism both sides know (PLAIN, LOGIN, CRAM-MD5).
 
     ``SMTP.login`` tries every mechanism the server offers until one succeeds: a wrong password
     was two or three failed logins per run against the account's lockout policy. A refusal of the
@@ -640,7 +640,9 @@ def _log_in(client: smtplib.SMTP, where: str, username: str, password: str) -> N
             hint=f"send without them: unset {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD} (and the user "
             "name in the SMTP URL)",
         )
-    known = [mechanism for mechanism in ("CRAM-MD5", "PLAIN", "LOGIN") if mechanism in offered]
+    # PLAIN first (the channel is encrypted: CRAM-MD5 adds nothing, and a server keeping hashed
+    # passwords refuses it with 535 while PLAIN works), then LOGIN, then CRAM-MD5
+    known = [mechanism for mechanism in ("PLAIN", "LOGIN", "CRAM-MD5") if mechanism in offered]
     if not known:
         raise DeliveryError(
             f"{where}: the server offers no login method this tool knows ({' '.join(offered)}); "

@@ -427,33 +427,43 @@ def holds_a_store(target: str | os.PathLike[str] | None = None) -> bool:
     return bool(names & {"alembic_version", "runs"})
 
 
-def file_identity(engine: Engine) -> tuple[int, int] | None:
-    """The SQLite file of ``engine`` as (device, inode), ``(0, 0)`` when no file is at its path
-    any more; ``None`` for a server's database (or an in-memory one)."""
+FILE_GONE = "gone"
+
+
+def file_identity(engine: Engine) -> tuple[int, int] | str | None:
+    """The SQLite file of ``engine`` as (device, inode), :data:`FILE_GONE` when no file can be
+    found at its path any more (deleted, its folder replaced or out of reach); ``None`` for a
+    server's database, an in-memory one, or a file system that numbers no file (inode 0)."""
     path = engine.url.database if engine.dialect.name == "sqlite" else None
     if not path or path == ":memory:" or path.startswith("file:"):
         return None
     try:
         found = os.stat(path)
-    except FileNotFoundError:
-        return (0, 0)
+    except OSError:  # ENOENT, ENOTDIR (its folder replaced by a file), ESTALE, EACCES
+        return FILE_GONE
+    if not found.st_ino:
+        return None
     return (found.st_dev, found.st_ino)
 
 
-def require_same_file(engine: Engine, identity: tuple[int, int] | None, what: str) -> None:
+class DatabaseFileGone(StoreError):
+    """The SQLite file a command was writing was deleted or replaced meanwhile (exit 3)."""
+
+
+def require_same_file(engine: Engine, identity: tuple[int, int] | str | None, what: str) -> None:
     """Raise :class:`StoreError` when the SQLite file of ``engine`` is no longer the one that had
     ``identity`` (:func:`file_identity`): deleted, or replaced by another file, while ``what``.
 
     Its connections would go on writing into the deleted file (a snapshot then ended "complete",
     exit 0, with nothing left on disk), or into the file put in its place with the old one's
     write-ahead log (which damaged it)."""
-    if identity is None:
+    if identity is None or identity == FILE_GONE:
         return
     now = file_identity(engine)
-    if now == identity:
+    if now == identity or now is None:
         return
-    how = "deleted" if now == (0, 0) else "replaced by another file"
-    raise StoreError(
+    how = "deleted (or can no longer be reached)" if now == FILE_GONE else "replaced by another file"
+    raise DatabaseFileGone(
         f"the database file {engine.url.database} was {how} while {what}",
         hint="nothing more is written to it; restore the file (or remove what replaced it) and run the "
         "command again",

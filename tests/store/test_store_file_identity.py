@@ -23,7 +23,7 @@ def _feed(writer: SnapshotWriter) -> None:
     writer.finish_cluster("c1", ClusterStats(total_announced=1, columns_fetched=1, pages=1))
 
 
-@pytest.mark.parametrize("how", ["deleted", "replaced by another file"])
+@pytest.mark.parametrize("how", ["deleted (or can no longer be reached)", "replaced by another file"])
 def test_a_database_file_gone_from_under_a_snapshot_fails_it(tmp_path: Path, how: str) -> None:
     # Found by a probe: `rm audit.db*` (or a restore copied over it) during a snapshot, and the
     # snapshot still ended "complete", exit 0, the run written into a file nobody could open
@@ -38,7 +38,7 @@ def test_a_database_file_gone_from_under_a_snapshot_fails_it(tmp_path: Path, how
         writer.flush()  # the first rows are written while the file is still there
         for side in ("", "-wal", "-shm"):
             Path(f"{path}{side}").unlink(missing_ok=True)
-        if how != "deleted":
+        if how.startswith("replaced"):
             shutil.copy(other, path)
         with pytest.raises(StoreError) as raised:
             writer.complete(RunTotals(clusters_announced=1, requests=2))
@@ -46,7 +46,7 @@ def test_a_database_file_gone_from_under_a_snapshot_fails_it(tmp_path: Path, how
         assert raised.value.hint.startswith("nothing more is written to it")
     finally:
         engine.dispose()
-    if how != "deleted":
+    if how.startswith("replaced"):
         check = open_database(path)
         try:
             assert list_runs(check) == []  # nothing of run 1 went into the file put there
@@ -61,5 +61,22 @@ def test_a_database_file_left_alone_completes_as_before(tmp_path: Path) -> None:
         _feed(writer)
         writer.complete(RunTotals(clusters_announced=1, requests=2))
         assert [(run.id, run.status) for run in list_runs(engine)] == [(1, "complete")]
+    finally:
+        engine.dispose()
+
+
+def test_a_database_folder_replaced_by_a_file_is_a_store_error_not_an_internal_one(tmp_path: Path) -> None:
+    # a review: only "not found" was caught; a folder replaced by a file (ENOTDIR), a stale NFS
+    # handle or a folder made unreadable escaped as internal errors
+    folder = tmp_path / "d"
+    folder.mkdir()
+    engine = open_database(folder / "audit.db")
+    try:
+        writer = SnapshotWriter(engine, source_url="https://bigid.example.net", cluster_filter=None)
+        _feed(writer)
+        shutil.move(folder, tmp_path / "moved")
+        folder.write_text("not a folder")
+        with pytest.raises(StoreError, match="was deleted \\(or can no longer be reached\\) while run 1"):
+            writer.complete(RunTotals(clusters_announced=1, requests=2))
     finally:
         engine.dispose()

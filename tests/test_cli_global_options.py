@@ -209,6 +209,22 @@ def test_a_machine_limit_is_named_not_reported_as_a_bug(tmp_path, monkeypatch, r
     assert [line[: len(start)] for line, start in zip(lines, said, strict=True)] == said
 
 
+def test_a_process_limit_met_while_starting_workers_is_named():
+    # a review: fork failing with EAGAIN says "Resource temporarily unavailable", without "fork"
+    from auditor.cli.main import resource_error
+
+    raising = "raise BlockingIOError(11, 'Resource temporarily unavailable')"
+    where = "/x/multiprocessing/popen_fork.py"  # raised where multiprocessing starts a process
+
+    with pytest.raises(BlockingIOError) as caught:
+        exec(compile(raising, where, "exec"))
+    named = resource_error(caught.value)
+    assert named is not None
+    assert named.message.startswith("cannot start a process: the process limit is reached")
+    elsewhere = BlockingIOError(11, "Resource temporarily unavailable")
+    assert resource_error(elsewhere) is None  # not while starting a process: not named so
+
+
 def test_a_background_thread_that_fails_says_one_line_not_a_traceback(capsys):
     import threading
 

@@ -159,12 +159,24 @@ def resource_error(exc: BaseException) -> AuditorError | None:
             "cannot start a thread: the process or memory limit is reached",
             hint="raise the limits (ulimit -u, ulimit -v, the container's), or use fewer --workers",
         )
-    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN and "fork" in str(exc):
+    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN and _starting_a_process(exc):
         return AuditorError(
             "cannot start a process: the process limit is reached" + limit("RLIMIT_NPROC"),
             hint="raise the limit (ulimit -u), or use --processes 0",
         )
     return None
+
+
+def _starting_a_process(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a process was being started (``fork`` failing with EAGAIN
+    says only "Resource temporarily unavailable")."""
+    frame = exc.__traceback__
+    while frame is not None:
+        name = frame.tb_frame.f_code.co_filename.replace("\\", "/")
+        if "/multiprocessing/" in name or name.endswith("/subprocess.py"):
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _thread_failed(args: threading.ExceptHookArgs) -> None:

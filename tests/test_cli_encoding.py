@@ -58,8 +58,8 @@ def test_a_database_path_the_file_name_encoding_cannot_hold_is_a_usage_error(tmp
     )
     assert listed.returncode == 2
     assert listed.stderr.decode("ascii").splitlines() == [
-        "error: --db: 'dossier \\udcc3\\udca9/h.db' holds characters that are not valid in the locale's "
-        "file name encoding (ascii)",
+        "error: --db: 'dossier \\udcc3\\udca9/h.db' holds bytes that are not valid in the file name "
+        "encoding (ascii)",
         "hint: run under a UTF-8 locale (LC_ALL=C.UTF-8, or PYTHONUTF8=1), or name a file in ASCII",
     ]
 

@@ -488,12 +488,18 @@ def _without_null_aliases(record: dict[str, Any], groups: tuple[tuple[str, ...],
     out = record
     for names in groups:
         present = [name for name in names if name in record]
-        if len(present) > 1 and any(not _blank(record[name]) for name in present):
-            for name in present:
-                if _blank(record[name]):
-                    if out is record:
-                        out = dict(record)
-                    del out[name]
+        if len(present) < 2:
+            continue
+        # a null gives way to any value; an empty list (or object) only to a list that holds
+        # something (not to "n/a" in another spelling, read as an attribute named so)
+        filled = [name for name in present if not _blank(record[name])]
+        listed = any(type(record[name]) is list for name in filled)
+        for name in present:
+            value = record[name]
+            if filled and (value is None or (listed and _blank(value))):
+                if out is record:
+                    out = dict(record)
+                del out[name]
     return out
 
 

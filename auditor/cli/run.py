@@ -33,6 +33,7 @@ from auditor.cli.fetch import (
     processes_option,
     skip_cluster_option,
 )
+from auditor.config import working_folder
 from auditor.errors import ConfigError, DeliveryError
 from auditor.store.runs import skipped_note
 
@@ -171,8 +172,9 @@ def run_command(
         {"--rules": rules_paths, "--waivers": waivers_path},
         creates=export_dir,
     )
-    if report_path is None and not os.access(".", os.W_OK | os.X_OK):
+    if report_path is None and not os.access(working_folder(), os.W_OK | os.X_OK):
         # the report goes to the working folder by default: found out now, not after the snapshot
+        # (working_folder: a folder removed under the shell passes os.access(".") all the same)
         raise DeliveryError(
             f"cannot write the report into the current folder {Path.cwd()}: Permission denied",
             hint="nothing was done yet: give --report FILE in a folder you can write",

@@ -80,10 +80,13 @@ def database_url(target: str | os.PathLike[str] | None = None) -> str:
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:  # bytes the file name encoding could not decode: SQLite takes UTF-8
+        utf8 = sys.getfilesystemencoding().lower().replace("-", "") == "utf8"
         raise ConfigError(
-            f"--db: {str(path)!a} holds characters that are not valid in the locale's file name "
-            f"encoding ({sys.getfilesystemencoding()})",
-            hint="run under a UTF-8 locale (LC_ALL=C.UTF-8, or PYTHONUTF8=1), or name a file in ASCII",
+            f"--db: {str(path)!a} holds bytes that are not valid in the file name encoding "
+            f"({sys.getfilesystemencoding()})",
+            hint="rename the file or folder so that its name is UTF-8 text"
+            if utf8
+            else "run under a UTF-8 locale (LC_ALL=C.UTF-8, or PYTHONUTF8=1), or name a file in ASCII",
         ) from None
     # Built, not formatted: a '?' or '%' in a file name is part of the name, not of the URL.
     return URL.create("sqlite", database=str(path.resolve())).render_as_string()

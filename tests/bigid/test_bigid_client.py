@@ -602,6 +602,11 @@ def test_a_null_spelling_does_not_hide_the_value_of_another(loopback, make_clien
     assert (parsed.tags[0].tagName, parsed.attributes[0].attribute_name) == ("sensitivity", "SSN")
     # an empty list gives way as a null does (found by a probe: `attributes: []` beside a filled
     # `attributeDetails` stored no attribute for any column, the run complete)
+    from auditor.bigid.models import _column_for_model
+
+    # an empty list gives way to a list only: not to "n/a" read as an attribute so named (a review)
+    odd = {"fullyQualifiedName": "x", "attributes": [], "attributeDetails": "n/a"}
+    assert _column_for_model(odd) is odd
     for blank in ([], [{}], [None], {}):  # nothing in it once empty items are dropped (a re-probe)
         column["attributes"] = blank
         ((parsed, raw),) = client.get_columns("k9").rows

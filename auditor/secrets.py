@@ -25,6 +25,9 @@ from urllib.parse import quote
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
+# The API key and session tokens (``register(..., credential=True)``): the secrets a server is sent,
+# and so may quote in part; their runs of FRAGMENT characters are masked in its texts (scrub_cut)
+_credentials: set[str] = set()
 MASK = "***"
 MIN_SECRET_LENGTH = 4  # shorter strings would mask ordinary words; such keys are refused anyway
 # Keys published as examples, never secrets: BigID's tutorial's (and the built-in sandbox's) SAMPLE.
@@ -44,7 +47,7 @@ def forms(secret: str | None) -> frozenset[str]:
     return frozenset({secret, quote(secret, safe=""), encoded, encoded.rstrip("=")})
 
 
-def register(secret: str | None) -> None:
+def register(secret: str | None, *, credential: bool = False) -> None:
     """Remember ``secret`` (in all its :func:`forms`) so that :func:`scrub` hides it from texts,
     messages and log records from now on, in this process.
 
@@ -56,12 +59,15 @@ def register(secret: str | None) -> None:
     if found:
         with _lock:
             _secrets.update(found)
+            if credential and secret is not None:
+                _credentials.add(secret)
 
 
 def forget_all() -> None:
     """Forget every registered secret (tests use this between cases)."""
     with _lock:
         _secrets.clear()
+        _credentials.clear()
 
 
 def scrub(text: str) -> str:
@@ -98,7 +104,9 @@ def scrub_cut(text: str) -> str:
         found = starts_with_end.match(text)
         if found:
             text = MASK + text[found.end() :]
-    return _mask_fragments(text, secrets)
+    with _lock:
+        credentials = sorted(_credentials, key=len, reverse=True)
+    return _mask_fragments(text, credentials)
 
 
 FRAGMENT = 8  # a run of this many characters of a secret, found inside someone else's text, is masked
@@ -106,7 +114,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 
 def _mask_fragments(text: str, secrets: list[str]) -> str:
-    """``text`` with every run of :data:`FRAGMENT` or more characters of a secret masked, wherever
+    """``text`` with every run of :data:`FRAGMENT` or more characters of a credential (the API key,
+    a session token; not a database or SMTP password, whose words may be ordinary) masked, wherever
     it stands and in either case: a server quoting the key cut short in the middle of its message
     (``token 'SuperSecretKey-123...'``), or escaping one of its characters (``\\u002d``), showed most
     of it, which the start-and-end checks above do not see. Only for text a server wrote: in a

@@ -103,13 +103,15 @@ def test_scrub_cut_masks_a_cut_key_in_its_json_spellings():
 def test_scrub_cut_masks_a_run_of_a_key_anywhere_in_a_servers_text():
     # Found by a security probe: a 404 body quoting the key cut short mid-message, or with one
     # character JSON-escaped in a body that is not JSON, was stored in the run's error and shown
-    secrets.register("Kf8QzLw2pVx7NmR4tYb1")
+    secrets.register("Kf8QzLw2pVx7NmR4tYb1", credential=True)
+    secrets.register("my-database-password-2026")  # a password's words are ordinary: not in runs
     assert secrets.scrub_cut("token 'Kf8QzLw2pVx7NmR...' may not read c3") == "token '***...' may not read c3"
     assert secrets.scrub_cut("auth=Kf8QzLw2pV\\u0078x7NmR4tYb1 refused") == "auth=***\\u0078*** refused"
     assert secrets.scrub_cut("as typed: kf8qzlw2pvx7nmr4 (lower case)") == "as typed: *** (lower case)"
     # seven characters of it, or none: left as they are
     assert secrets.scrub_cut("see Kf8QzLw for details") == "see Kf8QzLw for details"
     assert secrets.scrub_cut("cluster c3 is not readable") == "cluster c3 is not readable"
+    assert secrets.scrub_cut("the database-password policy") == "the database-password policy"
 
 
 def test_a_secret_is_masked_in_its_base64_and_percent_encoded_spellings_too():

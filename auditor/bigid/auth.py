@@ -112,7 +112,7 @@ class Authenticator:
     def __init__(self, key: str, scheme: str, exchange: Callable[[str], str]) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown auth scheme {scheme!r}")
-        secrets.register(key)
+        secrets.register(key, credential=True)
         self._key = key
         self._exchange_call = exchange
         self._lock = threading.Lock()
@@ -171,7 +171,7 @@ class Authenticator:
 
     def _renew_locked(self) -> None:
         token = self._exchange_call(self._key)
-        secrets.register(token)
+        secrets.register(token, credential=True)
         self.exchanges += 1
         self._session = _Session(token, time.time(), token_expiry(token))
         self._generation += 1

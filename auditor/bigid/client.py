@@ -308,7 +308,7 @@ class BigIDClient:
         check_token(options.token, "the BigID API key")  # before anything could quote it
         if options.page_size < 1:
             raise ConfigError("--page-size must be at least 1")
-        secrets.register(options.token)
+        secrets.register(options.token, credential=True)
         # what _redact masks in data: this client's key and session tokens, never another secret
         # of the process (a database password would rewrite the catalog values holding it)
         self._own_secrets: set[str] = set(_data_forms(options.token))
@@ -742,7 +742,7 @@ class BigIDClient:
         if status == 200 and isinstance(body, dict):
             token = _session_token(body)
             if token:
-                secrets.register(token)
+                secrets.register(token, credential=True)
                 with self._lock:
                     self._own_secrets.update(_data_forms(token))
                 try:

@@ -167,7 +167,7 @@ class Settings:
                 "no BigID API key: BIGID_TOKEN is not set",
                 hint="export BIGID_TOKEN=... , or pass --token-file FILE, or set token_file in auditor.toml",
             )
-        secrets.register(token)
+        secrets.register(token, credential=True)
         check_token(token, origin)
         return token
 

@@ -82,13 +82,19 @@ def catalog_name(value: Any) -> Any:
     of spaces inside a name). The text is unchanged in the exports."""
     if type(value) is not str:
         return value
-    text = one_line(value).replace("\u2420", "\\u2420")  # a name's own ␠ never reads as a space
-    core = text.strip(" ")
-    if core == text:
-        return text
-    lead = len(text) - len(text.lstrip(" "))
-    trail = len(text) - lead - len(core)
+    lead, core, trail = _edge_spaces(value)
+    if not (lead or trail):
+        return core
     return EDGE_SPACE * lead + Markup.escape(core) + EDGE_SPACE * trail
+
+
+def _edge_spaces(value: str) -> tuple[int, str, int]:
+    """A name as shown (:func:`one_line`, its own ␠ escaped so that it never reads as a space):
+    its leading spaces, what is between, its trailing spaces."""
+    text = one_line(value).replace("\u2420", "\\u2420")
+    core = text.strip(" ")
+    lead = len(text) - len(text.lstrip(" "))
+    return lead, core, len(text) - lead - len(core)
 
 
 def catalog_name_text(value: Any) -> Any:
@@ -96,10 +102,8 @@ def catalog_name_text(value: Any) -> Any:
     mail client or a relay would otherwise trim or hide."""
     if type(value) is not str:
         return value
-    text = one_line(value).replace("\u2420", "\\u2420")
-    core = text.strip(" ")
-    lead = len(text) - len(text.lstrip(" "))
-    return "\u2420" * lead + core + "\u2420" * (len(text) - lead - len(core))
+    lead, core, trail = _edge_spaces(value)
+    return "\u2420" * lead + core + "\u2420" * trail
 
 
 def prose(value: Any) -> str:

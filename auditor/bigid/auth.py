@@ -224,8 +224,13 @@ class Authenticator:
                 and self._index + 1 < len(self._candidates)
                 and {self.current, self._candidates[self._index + 1]} == {"bearer", "raw"}
             ):
-                # accepted elsewhere, refused here before this endpoint ever took it: the other
-                # header form, as when probing (never an exchange: that is the key's own kind)
+                if not again and self.refusals_retried < MAX_REFUSALS_RETRIED:
+                    # the same form once more first: a passing 401 on this endpoint's first request
+                    # switched forms for good, and the other form's refusal ended the run
+                    self.refusals_retried += 1
+                    return True
+                # accepted elsewhere, refused here again before this endpoint ever took it: the
+                # other header form, as when probing (never an exchange: that is the key's own kind)
                 self._index += 1
                 self._candidates = self._candidates[: self._index + 1]  # and no probing past it
                 self._generation += 1

@@ -192,7 +192,12 @@ def test_auto_tries_the_bare_key_where_only_the_columns_endpoint_wants_it(loopba
     assert client.auth.scheme_used == "raw"
     client.list_clusters()  # the bare key from now on, everywhere
     seen = [(r.path, r.authorization) for r in loopback.seen]
-    assert [a for path, a in seen if path == COLUMNS_PATH] == ["Bearer KEY-1234", "KEY-1234"]
+    # Bearer asked twice (a passing 401 is not taken for a form refused: a re-probe), then the bare key
+    assert [a for path, a in seen if path == COLUMNS_PATH] == [
+        "Bearer KEY-1234",
+        "Bearer KEY-1234",
+        "KEY-1234",
+    ]
     assert seen[-1] == (CLUSTERS_PATH, "KEY-1234")  # the last listing's
 
 
@@ -210,7 +215,7 @@ def test_a_key_refused_by_the_columns_endpoint_in_both_forms_is_named_revoked(lo
     with pytest.raises(AuthError) as caught:
         client.get_columns("k1")
     seen = [(r.path, r.authorization) for r in loopback.seen if r.path != CLUSTERS_PATH]
-    assert seen == [(COLUMNS_PATH, "Bearer KEY-1234"), (COLUMNS_PATH, "KEY-1234")]  # no exchange
+    assert seen == [(COLUMNS_PATH, "Bearer KEY-1234")] * 2 + [(COLUMNS_PATH, "KEY-1234")]  # no exchange
     assert caught.value.message == (
         f"the API key was refused (HTTP 401 on GET {COLUMNS_PATH} for cluster k1) after the tenant had "
         "accepted it (auth scheme bearer; refused here as bearer, raw alike): it expired or was revoked "
@@ -339,4 +344,26 @@ def test_auto_tries_the_next_form_when_the_first_fails_with_a_500(loopback, make
     loopback.reset(lambda request: Reply(500, {"message": "internal error"}))
     with pytest.raises(ApiError):
         client.list_clusters()
+    assert {r.authorization for r in loopback.seen} == {"Bearer KEY-1234"}
+
+
+def test_a_passing_401_on_an_endpoints_first_request_is_asked_again_in_the_same_form(loopback, make_client):
+    """Found by a re-probe: the first columns request of each cluster met one 401; the client took
+    it for Bearer refused there, switched to the bare key, was refused, and the run failed with 0
+    columns although Bearer worked."""
+    handler = tenant("bearer")
+    refused = set()
+
+    def blip(request: Request) -> Reply:
+        cluster = request.query.get("clusterId")
+        if request.path == COLUMNS_PATH and cluster not in refused:
+            refused.add(cluster)
+            return Reply(401, {"message": "Unauthorized"})
+        return handler(request)
+
+    loopback.reset(blip)
+    client = make_client(loopback.url, token="KEY-1234")
+    client.list_clusters()
+    assert [c.fullyQualifiedName for c, _ in client.iter_columns("k1")] == ["a.b"]
+    assert client.auth.scheme_used == "bearer"
     assert {r.authorization for r in loopback.seen} == {"Bearer KEY-1234"}

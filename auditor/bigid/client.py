@@ -1077,6 +1077,8 @@ class BigIDClient:
             return f"timed out waiting for the answer (read timeout {self.options.read_timeout:g} s)"
         if isinstance(exc, _AnswerUndecodable):
             return f"the answer could not be decoded as its Content-Encoding ({exc}) says"
+        if isinstance(exc, _CompressedCut):
+            return "the compressed answer stopped before its stream's end (cut short)"
         if isinstance(exc, requests.exceptions.ChunkedEncodingError):
             return "the connection broke while reading the answer"
         if isinstance(exc, _MALFORMED_ANSWERS):
@@ -1531,10 +1533,30 @@ def _read_body(
     if late:
         response.close()
         raise _AnswerTooSlow()
+    if decode and _compressed_stream_cut(raw):
+        # the bytes announced all came, but the gzip or deflate stream inside stops short: decoded,
+        # it is the start of the JSON, read as a tenant's malformed JSON and never asked again
+        response.close()
+        raise _CompressedCut()
     content = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     response._content = content  # later readers of ``response.content`` see the same bytes
     response._content_consumed = True
     return content
+
+
+class _CompressedCut(requests.exceptions.ChunkedEncodingError):
+    """A gzip or deflate answer whose stream stopped short: retried as a body cut in transit."""
+
+
+def _compressed_stream_cut(raw: Any) -> bool:
+    """Whether urllib3's gzip or deflate decoder of ``raw`` stopped before its stream's end (read
+    from the zlib object urllib3 keeps; a decoder without one, brotli or zstd, is not judged)."""
+    decoder = getattr(raw, "_decoder", None)
+    for one in getattr(decoder, "_decoders", None) or [decoder]:
+        eof = getattr(getattr(one, "_obj", None), "eof", None)
+        if eof is False:
+            return True
+    return False
 
 
 def _lenient_body(content: bytes) -> Any:

@@ -136,3 +136,32 @@ def test_a_body_that_does_not_decompress_is_said_so(loopback: Loopback, make_cli
         f"GET {CLUSTERS_PATH} failed: the answer could not be decoded as its Content-Encoding (gzip) says "
         "(2 attempts in "
     )
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_body_cut_short_is_asked_again_not_taken_for_bad_json(
+    loopback: Loopback, make_client, encoding
+):
+    # Found by a probe: a gzip body whose stream stopped short (all its announced bytes there)
+    # decoded to the start of the JSON: "the tenant sent malformed JSON", after one request
+    page = json.dumps([{"id": f"c-{i}", "name": "x" * 40, "size": 1} for i in range(200)]).encode()
+
+    def packed(data: bytes, *, whole: bool = True) -> bytes:
+        packer = zlib.compressobj(6, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+        # cut at a flush point: every byte decodes, without an error, and the stream never ends
+        return packer.compress(data) + packer.flush(zlib.Z_FINISH if whole else zlib.Z_SYNC_FLUSH)
+
+    whole = packed(page)
+    cut = packed(page[: len(page) // 2], whole=False)
+    answers = iter([cut, whole, packed(b"[]")])
+    loopback.reset(lambda request: Reply(200, next(answers), headers={"Content-Encoding": encoding}))
+    client = make_client(loopback.url)
+    assert len(client.list_clusters()) == 200
+    assert client.retries == 1
+    loopback.reset(lambda request: Reply(200, cut, headers={"Content-Encoding": encoding}))
+    with pytest.raises(ApiError) as caught:
+        make_client(loopback.url, max_retries=2).list_clusters()
+    assert caught.value.message.startswith(
+        f"GET {CLUSTERS_PATH} failed: the compressed answer stopped before its stream's end (cut short) "
+        "(3 attempts in "
+    )

@@ -486,9 +486,11 @@ class BigIDClient:
                 return self._regrow_listing(fetch, out, stats)
             except ApiError:
                 raise stuck from None
-        if (stats.stopped_on_repeat and stats.repeated_full_page) or stats.duplicates:
+        reordered = stats.duplicates and stats.fetched < 10 * self.options.page_size
+        if (stats.stopped_on_repeat and stats.repeated_full_page) or reordered:
             # the same full page again (skip ignored), or ids listed twice across pages (an order
-            # that changes between requests: as many others were skipped): asked in one page
+            # that changes between requests: as many others were skipped), when the list fits in
+            # one answer of ten pages: asked in one page
             out = self._regrow_listing(fetch, out, stats)
         return out
 

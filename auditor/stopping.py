@@ -32,6 +32,23 @@ from typing import Any
 GRACE_SECONDS = 10.0
 
 _STOPS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# A SIGTERM this soon after the first is the same stop, sent twice: GNU timeout signals the command,
+# then its whole process group (the command again), and systemd may do alike. Taken for a second
+# stop, it ended the command at once, its run left running. (A second Ctrl-C still stops at once.)
+ECHO_SECONDS = 1.0
+_last_term = [0.0]
+
+
+def repeated_term() -> bool:
+    """In the SIGTERM handler: whether this SIGTERM repeats one handled less than
+    :data:`ECHO_SECONDS` ago (then it is ignored, not raised again into the cleanup)."""
+    now = time.monotonic()
+    echo = now - _last_term[0] < ECHO_SECONDS
+    if not echo:
+        _last_term[0] = now
+    return echo
+
+
 _leftovers: set[str] = set()
 
 
@@ -148,6 +165,7 @@ def _watch(read_end: int, grace: float, done: threading.Event) -> None:
     return when the block that armed it is left (``done``, and the pipe's end)."""
     first: int | None = None
     deadline = None
+    echo_until = 0.0
     try:
         while not done.is_set():
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -165,10 +183,13 @@ def _watch(read_end: int, grace: float, done: threading.Event) -> None:
                 if number not in _STOPS:
                     continue
                 if first is not None:
+                    if number == first == signal.SIGTERM and time.monotonic() < echo_until:
+                        continue  # the same stop sent twice (see ECHO_SECONDS)
                     _hard_stop(first, "stopped again")
                     return
                 first = number
                 deadline = time.monotonic() + grace
+                echo_until = time.monotonic() + ECHO_SECONDS
     finally:
         os.close(read_end)
 

@@ -93,6 +93,26 @@ def test_a_second_ctrl_c_stops_at_once(locked, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith("pymp-")]
 
 
+def test_a_sigterm_sent_twice_at_once_is_one_stop(locked, tmp_path):
+    # Found by a probe: GNU timeout signals the command, then its whole process group: the command
+    # got two SIGTERMs a moment apart, took the second for "stopped again" and ended at once,
+    # leaving its run running. A SIGTERM within a second of the first is the same stop.
+    child, _leftover = _start(locked, tmp_path, grace=2.0)
+    child.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    child.send_signal(signal.SIGTERM)
+    _out, err = child.communicate(timeout=30)
+    assert child.returncode == 143
+    assert err.strip().startswith("auditor: still stopping after 2 s")  # the grace, not "stopped again"
+    # a SIGTERM once the second is past is a second stop, as a second Ctrl-C is
+    child, _leftover = _start(locked, tmp_path, grace=60.0)
+    child.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    child.send_signal(signal.SIGTERM)
+    _out, err = child.communicate(timeout=30)
+    assert err.strip().startswith("auditor: stopped again")
+
+
 def test_a_stop_that_unwinds_in_time_is_left_alone(tmp_path):
     # The usual case: the signal raises in the main thread, which cleans up and exits with its own
     # message and code; the watcher never speaks.

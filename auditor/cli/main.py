@@ -344,6 +344,8 @@ _register()
 
 
 def _terminate(_signum: int, _frame: object) -> None:
+    if stopping.repeated_term():  # the same stop sent twice (GNU timeout: the command, then its group)
+        return
     raise stopping.stop_raised(Terminated())
 
 

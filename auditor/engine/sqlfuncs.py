@@ -374,7 +374,9 @@ def _own_characters(items: Any) -> set[str]:
 
 
 _CATEGORIES = {
-    _c.CATEGORY_DIGIT: str.isdecimal,
+    # \d is matched as [0-9] (see _as_postgresql), and \D as [^0-9]: not str.isdecimal, which
+    # took other scripts' digits for \d's and refused [\u0900-\u097f]+\d* as overlapping
+    _c.CATEGORY_DIGIT: lambda ch: "0" <= ch <= "9",
     _c.CATEGORY_SPACE: str.isspace,
     _c.CATEGORY_WORD: lambda ch: ch.isalnum() or ch == "_",
 }
@@ -432,8 +434,25 @@ def _chars(items: Any) -> frozenset[str]:
             continue
         else:
             matched = {ch for ch in _SAMPLE + _OWN.get() if _char_matches(op, av, ch)}
-            found |= matched or {_UNSEEN}
+            if not matched or _broad(op, av):
+                # a class of only characters not tried stands for them; a broad one (., \w, \S,
+                # [^…]) can match those too (a review: \w+N+\w+$ passed, N such a class)
+                matched.add(_UNSEEN)
+            found |= matched
     return frozenset(found)
+
+
+def _broad(op: Any, av: Any) -> bool:
+    r"""Whether a one-character item may match characters beyond any list tried: any character, a
+    negation, or a category but \s (whose characters are tried) and \d (which is [0-9])."""
+    if op in (_c.ANY, _c.NOT_LITERAL):
+        return True
+    if op == _c.CATEGORY:
+        return str(av) not in (str(_c.CATEGORY_DIGIT), str(_c.CATEGORY_SPACE))
+    if op == _c.IN:
+        negated = bool(av) and av[0][0] == _c.NEGATE
+        return negated or any(_broad(o, a) for o, a in av)
+    return False
 
 
 def _flattened(items: list[Any]) -> list[Any]:
@@ -593,7 +612,8 @@ def _first_chars(items: list[Any]) -> set[int] | None:
         return None
     op, av = items[0]
     if op == _c.LITERAL:
-        return {av, ord(chr(av).lower()), ord(chr(av).upper())}
+        # (ß upper-cases to SS, İ lower-cases to two characters: _variants keeps single ones)
+        return {av, *(ord(ch) for ch in _variants(chr(av)))}
     if op == _c.SUBPATTERN:
         return _first_chars(list(av[-1]))
     return None

@@ -117,6 +117,16 @@ class Settings:
         from auditor.errors import DeliveryError
         from auditor.outfile import check_writable
 
+        if creates:  # the folder the command makes: where it begins must be a folder it may write in
+            made = Path(creates).expanduser().absolute()
+            start = next((p for p in (made, *made.parents) if p.exists()), None)
+            if start is not None and (not start.is_dir() or not os.access(start, os.W_OK | os.X_OK)):
+                why = "Not a directory" if not start.is_dir() else "Permission denied"
+                raise DeliveryError(
+                    f"cannot create the folder {creates}: {why} ({start})",
+                    hint="nothing was done yet: give --export-dir a folder you can create",
+                )
+
         for option, given in outputs.items():  # and writable, before the work rather than after it
             if given and given != "-":
                 try:
@@ -356,6 +366,8 @@ def _overwrites(written: Path, sides: set[str], readers: list[tuple[str, Path]])
         with contextlib.suppress(OSError, ValueError):  # either missing: nothing to destroy
             if os.path.samefile(written, path.expanduser()):
                 return f"the file this command reads as {reader}: writing it would destroy it"
+        if reader == "--db" and real == os.path.realpath(path):  # a database `run` is about to create
+            return f"the file this command reads as {reader}: writing it would destroy it"
     return None
 
 

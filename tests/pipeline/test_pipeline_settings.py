@@ -281,6 +281,20 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_snapshot(tmp_path
             "write",
         ]
     assert not Path("h.db").exists()
+    # found by a regression probe: the database run is about to create, named as -o (exit 3 after
+    # the work), and an --export-dir under a file (the snapshot taken, then "Not a directory")
+    same = invoke(["run", "--db", "h.db", "-o", "h.db"])
+    assert (same.exit_code, same.stderr.splitlines()[0]) == (
+        2,
+        "error: --output h.db is the file this command reads as --db: writing it would destroy it",
+    )
+    Path("afile").write_text("")
+    under = invoke(["run", "--db", "h.db", "--export-dir", "afile/deep/exp"])
+    assert under.exit_code == 3
+    assert under.stderr.splitlines()[0] == (
+        f"error: cannot create the folder afile/deep/exp: Not a directory ({tmp_path / 'afile'})"
+    )
+    assert not Path("h.db").exists()
     # a report inside the --export-dir the run makes is fine: the folder is made first
     made = invoke(["run", "--db", "h.db", "-q", "--export-dir", "out/x", "--report", "out/x/r.html"])
     assert made.exit_code == 0, made.output

@@ -132,7 +132,8 @@ class EmailOptions:
             words += ["--templates", absolute(templates)]
         for flag, value in (("--from", self.sender), ("--subject", self.subject)):
             if value:
-                words += [flag, value]
+                # --subject=-q: a value starting with '-' would be read as an option of its own
+                words += [f"{flag}={value}"] if value.startswith("-") else [flag, value]
         words += ["--attach-report"] if attach_report else []
         words += ["--attach-csv"] if attach_csv else []
         if self.eml_path is not None:

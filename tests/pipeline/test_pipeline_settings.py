@@ -250,6 +250,9 @@ def test_the_resend_command_carries_every_setting_given_and_adapts_to_the_failur
     from auditor.render.email import parse_smtp_url
 
     assert parse_smtp_url("smtp://user@[::1]:2525").host == "::1"  # the command's URL reads back
+    dashed = EmailOptions(to=["a@example.org"], subject="-q weekly", eml_path="m.eml", attach_report=False)
+    words = shlex.split(dashed.resend_command(7, None))  # a subject like an option stays the subject's
+    assert "--subject=-q weekly" in words and "--subject" not in words
     bare = EmailOptions(to=["a@example.org"], eml_path="out/m.eml", attach_report=False, attach_csv=False)
     assert (
         bare.resend_command(7, None) == f"auditor email --run 7 --to a@example.org --eml {tmp_path}/out/m.eml"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -26,11 +27,25 @@ from auditor.cli.common import (
 from auditor.config import SEVERITIES as cfg_severities
 from auditor.formats import Format
 
+if TYPE_CHECKING:
+    from auditor.engine.check import CheckResult
+
 SEVERITIES = list(cfg_severities)
 
 
 def _paths(values: tuple[str, ...]) -> list[Path] | None:
     return [Path(v) for v in values] if values else None
+
+
+def say_waivers_to_review(settings: Settings, result: CheckResult) -> None:
+    """On stderr: the waivers expiring within 14 days and the stale ones (``check`` and ``run``)."""
+    for waiver in result.waiver_report.expiring:
+        settings.info(
+            f"waiver expiring on {waiver.expires.isoformat()}: {waiver.describe()} ({waiver.where})"
+        )
+    for waiver in result.waiver_report.stale:
+        note = result.waiver_report.unknown_note(waiver)
+        settings.info(f"stale waiver (matches nothing): {waiver.describe()} ({waiver.where}){note}")
 
 
 @click.command("check")
@@ -133,13 +148,7 @@ def check_command(
             settings.info(f"note: {too_many}")
     if not table_shown:
         settings.info(result.summary_line())
-    for waiver in result.waiver_report.expiring:
-        settings.info(
-            f"waiver expiring on {waiver.expires.isoformat()}: {waiver.describe()} ({waiver.where})"
-        )
-    for waiver in result.waiver_report.stale:
-        note = result.waiver_report.unknown_note(waiver)
-        settings.info(f"stale waiver (matches nothing): {waiver.describe()} ({waiver.where}){note}")
+    say_waivers_to_review(settings, result)
     code = result.gate(fail_on, new_only)
     if code:
         failing = result.failing(fail_on, new_only)

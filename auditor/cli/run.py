@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from auditor.cli.check import SEVERITIES
+from auditor.cli.check import SEVERITIES, say_waivers_to_review
 from auditor.cli.common import (
     PathOption,
     Settings,
@@ -263,6 +263,7 @@ def run_command(
         for extra in (result.check.shortfall_note(), result.check.baseline_note()):
             if extra:
                 settings.info(f"note: {extra}")
+    say_waivers_to_review(settings, result.check)  # as check says them (a probe: run with -o did not)
     for path in result.written:
         settings.info(f"wrote {path}")
     if result.exit_code:

@@ -318,3 +318,30 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_snapshot(tmp_path
         f"error: cannot write the report into the current folder {here}: Permission denied"
     )
     assert not (tmp_path / "elsewhere.db").exists()
+
+
+def test_run_lists_stale_and_expiring_waivers_as_check_does(tmp_path, monkeypatch):
+    # Found by a regression probe: `run --format sarif -o F` never said which waivers were stale
+    # or about to expire (check did), so a CI job using run never saw them
+    from datetime import date, timedelta
+
+    monkeypatch.chdir(tmp_path)
+    Path("auditor.toml").write_text("[auditor.sandbox]\nclusters = 6\ncolumns = 200\n")
+    soon = (date.today() + timedelta(days=3)).isoformat()
+    Path("w.yaml").write_text(
+        "waivers:\n  - {rule: pii-cluster-low-severity, cluster: no-such-cluster, reason: r, owner: o,\n"
+        f"     expires: {soon}}}\n"
+    )
+    result = invoke(["run", "--db", "h.db", "--waivers", "w.yaml", "--format", "sarif", "-o", "out.sarif"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert (
+        f"waiver expiring on {soon}: rule pii-cluster-low-severity, cluster no-such-cluster (w.yaml:2)"
+        in lines
+    )
+    assert any(
+        line.startswith(
+            "stale waiver (matches nothing): rule pii-cluster-low-severity, cluster no-such-cluster"
+        )
+        for line in lines
+    )

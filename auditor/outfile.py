@@ -20,7 +20,6 @@ import contextlib
 import errno
 import glob
 import os
-import re
 import secrets
 import stat
 import time
@@ -86,7 +85,11 @@ def _keep_mode(path: Path, tmp: Path) -> None:
 
 
 LEFTOVER_AGE = 24 * 3600  # seconds: a temporary file of ours this old was left by a killed writer
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
+
+
+def _temporary_name(name: str, tag: str) -> str:
+    """The hidden name of a temporary file for output ``name`` (``tag``: 12 hex digits)."""
+    return f".{name}.{tag}.tmp"
 
 
 def _remove_leftovers(path: Path) -> None:
@@ -95,10 +98,7 @@ def _remove_leftovers(path: Path) -> None:
     them, and each may be as large as the output. A writer still at work has a younger one."""
     cutoff = time.time() - LEFTOVER_AGE
     with contextlib.suppress(OSError):
-        for found in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            match = _LEFTOVER.fullmatch(found.name)
-            if match is None or match["name"] != path.name:
-                continue
+        for found in path.parent.glob(_temporary_name(glob.escape(path.name), "[0-9a-f]" * 12)):
             with contextlib.suppress(OSError):
                 info = found.lstat()
                 if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
@@ -116,7 +116,7 @@ def _create_beside(path: Path) -> tuple[Path, int]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     _remove_leftovers(path)
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        tmp = path.with_name(_temporary_name(path.name, secrets.token_hex(6)))
         try:
             return tmp, os.open(tmp, flags, 0o666)
         except FileExistsError:
@@ -173,14 +173,22 @@ def check_writable(path: Path, creates: Path | None = None) -> None:
     _refuse_write_protected(target)
     _refuse_locked_folder(target)
     folder = target.parent
-    if not folder.is_dir():
-        made = creates is not None and (folder == creates or folder in creates.parents)
-        if not made:
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
-        while not folder.exists():  # the first folder that exists must let the new ones be made
-            folder = folder.parent
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    made = creates is not None and (folder == creates or folder in creates.parents)
+    if not folder.is_dir() and not made:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+    check_creatable(folder)
+
+
+def check_creatable(folder: Path) -> None:
+    """Raise ``OSError`` where writing into ``folder``, made first with its parents if missing,
+    must fail: the first of them that exists is not a folder, or not one this process may write in."""
+    start = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if start is None:
+        return
+    if not start.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(start))
+    if not os.access(start, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", str(start))
 
 
 @contextlib.contextmanager

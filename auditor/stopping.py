@@ -104,21 +104,15 @@ def signals_held() -> Iterator[None]:
             signal.signal(number, lambda signum, frame: held.append((signum, frame)))
     try:
         yield
-    except BaseException:
-        # the block failed: a stop held meanwhile still wins (a SIGTERM sent to the whole process
-        # group also ends the fork server a pool was starting from: its EOFError is the stop's
-        # doing, not an internal error)
+    finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
         if held:
+            # raised here also when the block failed: the stop wins, chained to the failure (a
+            # SIGTERM sent to the whole process group also ends the fork server a pool was starting
+            # from: its EOFError is the stop's doing, not an internal error)
             signum, frame = held[0]
-            previous[signum](signum, frame)  # raises the stop, chained to the failure
-        raise
-    for number, handler in previous.items():
-        signal.signal(number, handler)
-    if held:
-        signum, frame = held[0]
-        previous[signum](signum, frame)
+            previous[signum](signum, frame)
 
 
 @contextlib.contextmanager

@@ -987,9 +987,9 @@ class BigIDClient:
                 elif (
                     status == 500
                     and self.auth.probing()
-                    and _about_credentials(error_message(_lenient_body(content)))
+                    and _about_credentials(error_message(said := _lenient_body(content)))
                 ):
-                    return status, _lenient_body(content)  # about the header's form: see _request
+                    return status, said  # about the header's form: see _request
                 elif status in RETRY_STATUSES:
                     failure = _Failure(f"HTTP {status}", status=status, network=False)
                     if status == 504:  # the gateway gave up waiting for the page

@@ -115,17 +115,16 @@ class Settings:
             if given and given != "-" and (why := _overwrites(Path(given).expanduser(), sides, readers)):
                 raise ConfigError(f"{option} {given} is {why}", hint=f"give {option} another file")
         from auditor.errors import DeliveryError
-        from auditor.outfile import check_writable
+        from auditor.outfile import check_creatable, check_writable
 
         if creates:  # the folder the command makes: where it begins must be a folder it may write in
-            made = Path(creates).expanduser().absolute()
-            start = next((p for p in (made, *made.parents) if p.exists()), None)
-            if start is not None and (not start.is_dir() or not os.access(start, os.W_OK | os.X_OK)):
-                why = "Not a directory" if not start.is_dir() else "Permission denied"
+            try:
+                check_creatable(Path(creates).expanduser().absolute())
+            except OSError as exc:
                 raise DeliveryError(
-                    f"cannot create the folder {creates}: {why} ({start})",
+                    f"cannot create the folder {creates}: {exc.strerror} ({exc.filename})",
                     hint="nothing was done yet: give --export-dir a folder you can create",
-                )
+                ) from None
 
         for option, given in outputs.items():  # and writable, before the work rather than after it
             if given and given != "-":

@@ -113,7 +113,7 @@ FRAGMENT = 8  # a run of this many characters of a secret, found inside someone 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def _mask_fragments(text: str, secrets: list[str]) -> str:
+def _mask_fragments(text: str, credentials: list[str]) -> str:
     """``text`` with every run of :data:`FRAGMENT` or more characters of a credential (the API key,
     a session token; not a database or SMTP password, whose words may be ordinary) masked, wherever
     it stands and in either case: a server quoting the key cut short in the middle of its message
@@ -124,7 +124,7 @@ def _mask_fragments(text: str, secrets: list[str]) -> str:
         return text
     folded = text.translate(_ASCII_LOWER)  # ASCII only: the same length, so the same positions
     spans: list[tuple[int, int]] = []
-    for secret in secrets:
+    for secret in credentials:
         if len(secret) < 2 * FRAGMENT - 4:  # (a short secret's whole form is what scrub masks)
             continue
         key = secret.translate(_ASCII_LOWER)

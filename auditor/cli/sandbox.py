@@ -32,7 +32,11 @@ def sandbox_group() -> None:
     "--clusters", default=50, show_default=True, type=click.IntRange(1), help="Clusters at epoch 0."
 )
 @click.option(
-    "--columns", default=2000, show_default=True, type=click.IntRange(1), help="Columns over all clusters."
+    "--columns",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Columns over all clusters (at least --clusters: each cluster holds one or more).",
 )
 @click.option(
     "--auth",

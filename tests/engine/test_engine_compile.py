@@ -44,6 +44,11 @@ COLUMN_CASES: list[tuple[str, set[str]]] = [
     # matches: a regular expression searched anywhere
     ("{field: fullyQualifiedName, matches: '^hr\\.emp\\.'}", {"hr.emp.ssn", "hr.emp.name", "hr.emp.notes%"}),
     ("{field: columnName, matches: '^SSN$', case: exact}", {"hr.emp.ssn"}),
+    # not over a missing value: true (PostgreSQL's NULL ~ pattern is NULL, and NOT NULL is NULL)
+    (
+        "{not: {field: businessAttribute, matches: social}}",
+        {"crm.contact.ssn", "hr.emp.name", "hr.emp.notes%", "fin.card.number", "fin.card.brand"},
+    ),
     ("{field: columnName, matches: 'card|brand'}", {"fin.card.number", "fin.card.brand"}),
     # \x63 is 'c' on both: PostgreSQL read \x63a (every hex digit that follows) as U+063A
     ("{field: columnName, matches: '^\\x63ard'}", {"fin.card.number"}),

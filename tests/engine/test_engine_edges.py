@@ -245,6 +245,7 @@ def test_of_several_waivers_on_one_finding_the_one_lasting_longest_applies(engin
     assert [(f.status, f.waiver["reason"], f.waiver["expires"]) for f in result.findings] == [
         ("waived", "long", "2027-06-01")
     ]
+    assert (result.waiver_report.applied, result.waiver_report.expired_matches) == (1, 0)
 
 
 def test_when_every_waiver_has_expired_the_finding_names_the_last_to_expire(engine, snapshot, write):
@@ -263,3 +264,4 @@ def test_when_every_waiver_has_expired_the_finding_names_the_last_to_expire(engi
         "last",
         "2026-12-10",
     )
+    assert (result.waiver_report.applied, result.waiver_report.expired_matches) == (0, 1)

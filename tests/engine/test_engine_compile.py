@@ -31,6 +31,10 @@ COLUMN_CASES: list[tuple[str, set[str]]] = [
     # in / not_in
     ("{field: source, in: [CRM, payments]}", {"crm.contact.ssn", "fin.card.number", "fin.card.brand"}),
     ("{field: source, not_in: [hr-db, payments]}", {"crm.contact.ssn"}),
+    (
+        "{not: {field: businessAttribute, in: ['social security number']}}",
+        {"crm.contact.ssn", "hr.emp.name", "hr.emp.notes%", "fin.card.number", "fin.card.brand"},
+    ),
     # contains / not_contains: plain substrings, % and _ are not wildcards
     ("{field: columnName, contains: '100%'}", {"hr.emp.notes%"}),
     ("{field: columnName, contains: 'o''brien'}", {"hr.emp.name"}),
@@ -148,6 +152,8 @@ CLUSTER_CASES: list[tuple[str, set[str]]] = [
     ("{columns: {having: {distinct: source, gte: 2}}}", {"c-hr"}),
     ("{columns: {group_by: columnName, having: {gte: 2}}}", {"c-hr"}),
     ("{columns: {group_by: columnName, case: exact, having: {gte: 2}}}", set()),
+    # columns without the grouped field are in no group (c-fin's two would otherwise count)
+    ("{columns: {group_by: businessAttribute, having: {gte: 2}}}", set()),
     # SSN and ' ssn ' are one name, two when the quantifier's case (or the count's) is exact
     ("{columns: {having: {distinct: columnName, gte: 4}}}", set()),
     ("{columns: {case: exact, having: {distinct: columnName, gte: 4}}}", {"c-hr"}),
@@ -171,6 +177,24 @@ AGGREGATE_CASES: list[tuple[str, set[tuple[str | None, tuple[str, ...]]]]] = [
     (
         "{per: snapshot, where: {field: source, eq: payments}, group_by: source, having: {gte: 2}}",
         {(None, ("fin.card.brand", "fin.card.number"))},
+    ),
+    # exact case keeps SSN and ' ssn ' (trimmed) apart in the groups listed
+    (
+        "{per: snapshot, where: {field: columnName, contains: ssn}, group_by: columnName, case: exact, "
+        "having: {gte: 1}}",
+        {(None, ("hr.emp.ssn",)), (None, ("crm.contact.ssn",))},
+    ),
+    # a distinct count can be 0 (no column has the field), unlike a count of a group's columns
+    (
+        "{per: cluster, having: {distinct: businessAttribute, lt: 1}}",
+        {("c-fin", ("fin.card.brand", "fin.card.number"))},
+    ),
+    (
+        "{per: cluster, group_by: source, having: {ne: 1}}",
+        {
+            ("c-hr", ("hr.emp.name", "hr.emp.notes%", "hr.emp.ssn")),
+            ("c-fin", ("fin.card.brand", "fin.card.number")),
+        },
     ),
     (
         "{per: snapshot, group_by: dataType, having: {gte: 3}}",

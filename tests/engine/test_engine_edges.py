@@ -265,3 +265,44 @@ def test_when_every_waiver_has_expired_the_finding_names_the_last_to_expire(engi
         "2026-12-10",
     )
     assert (result.waiver_report.applied, result.waiver_report.expired_matches) == (0, 1)
+
+
+def test_empty_counts_a_value_of_spaces_as_empty(engine, snapshot, write):
+    snapshot(
+        engine,
+        [
+            {
+                "id": "c1",
+                "columns": [
+                    {"fullyQualifiedName": "a.b.spaces", "businessAttribute": "   "},
+                    {"fullyQualifiedName": "a.b.named", "businessAttribute": " SSN "},
+                ],
+            }
+        ],
+    )
+    ruleset = _rules(write, "column", "{field: businessAttribute, empty: true}")
+    assert [f.column for f in check_run(engine, "latest", ruleset).findings] == ["a.b.spaces"]
+
+
+def test_a_group_kept_apart_by_exact_case_is_known_by_its_own_spelling(engine, snapshot, write):
+    snapshot(
+        engine,
+        [
+            {
+                "id": "c1",
+                "columns": [
+                    {"fullyQualifiedName": "a.b.upper", "columnName": "SSN"},
+                    {"fullyQualifiedName": "a.c.lower", "columnName": " ssn "},
+                ],
+            }
+        ],
+    )
+    exact = _rules(write, "aggregate", "{per: snapshot, group_by: columnName, case: exact, having: {gte: 1}}")
+    result = check_run(engine, "latest", exact)
+    assert sorted((f.subject, tuple(f.columns)) for f in result.findings) == [
+        ("*/group:SSN", ("a.b.upper",)),
+        ("*/group:ssn", ("a.c.lower",)),
+    ]
+    folded = _rules(write, "aggregate", "{per: snapshot, group_by: columnName, having: {gte: 1}}", "folded")
+    result = check_run(engine, "latest", folded)
+    assert [(f.subject, f.columns) for f in result.findings] == [("*/group:ssn", ["a.b.upper", "a.c.lower"])]

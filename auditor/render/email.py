@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import inspect
 import os
 import re
 import shlex
@@ -164,6 +165,17 @@ def _ascii_domain(domain: str, option: str, value: str) -> str:
         raise ConfigError(f"{option}: {value!r}: {domain!r} is not a valid domain name ({exc})") from None
 
 
+# Python 3.13 (and 3.12.6, 3.11.10) parse strictly by default (CVE-2023-27043): an address literal
+# (user@[192.0.2.1]) or a value holding two addresses comes back as ('', ''), said to be "not an
+# email address" instead of what is wrong. The checks below are this module's own.
+_LENIENT = {"strict": False} if "strict" in inspect.signature(getaddresses).parameters else {}
+
+
+def _address_pairs(value: str) -> list[tuple[str, str]]:
+    """(display name, address) pairs of ``value``, read as Python 3.11.0-3.11.9 read them."""
+    return getaddresses([value], **_LENIENT)
+
+
 def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str]:
     """Validate addresses (``a@b.c`` or ``Name <a@b.c>``, comma separated); refuse header injection.
 
@@ -177,7 +189,7 @@ def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str
     for value in values:
         if _has_control(value):
             raise ConfigError(f"{option}: an address must not contain line breaks or control characters")
-        pairs = getaddresses([value])
+        pairs = _address_pairs(value)
         if len(pairs) > value.count(",") + 1:  # 'a@x.org <b@y.org>' read as two: it went to both
             raise ConfigError(
                 f"{option}: {value!r} holds more than one address",
@@ -221,7 +233,7 @@ def parse_addresses(values: Sequence[str] | str | None, option: str) -> list[str
 
 
 def _first_time(address: str, seen: set[str]) -> bool:
-    key = getaddresses([address])[0][1].lower()
+    key = _address_pairs(address)[0][1].lower()
     if key in seen:
         return False
     seen.add(key)

@@ -81,15 +81,21 @@ def loads(content: bytes | str) -> Any:
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# How deeply a text with lone surrogate escapes may nest: as deep as orjson writes (a value nested
+# 255 levels cannot be stored). A fixed number: the interpreter's recursion limit, which refused it
+# before, counts differently from one Python to the next (3.12 inlines comprehensions).
+MAX_SURROGATE_DEPTH = 254
 
 
-def _without_lone_surrogates(value: Any) -> Any:
+def _without_lone_surrogates(value: Any, depth: int = 1) -> Any:
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list | dict) and depth > MAX_SURROGATE_DEPTH:
+        raise RecursionError(f"nested more than {MAX_SURROGATE_DEPTH} levels deep")
     if isinstance(value, list):
-        return [_without_lone_surrogates(item) for item in value]
+        return [_without_lone_surrogates(item, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v, depth + 1) for k, v in value.items()}
     return value
 
 
@@ -102,7 +108,7 @@ def loads_replacing_lone_surrogates(content: bytes | str) -> Any:
     try:
         text = content.decode("utf-8") if isinstance(content, bytes) else content  # strict: no raw surrogates
         value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_or_text)
-        # (inside: the walk recurses once per level, as the decoder did; too deep, it is refused)
+        # (too deep for the walk, MAX_SURROGATE_DEPTH: refused as orjson words it)
         return _without_lone_surrogates(value)
     except (ValueError, RecursionError):
         return loads(content)  # raises, worded as orjson words it

@@ -55,14 +55,18 @@ def test_a_lone_surrogate_is_not_json_whichever_decoder_reads_the_text(text):
 
 
 def test_lone_surrogate_escapes_read_as_the_replacement_character_however_deep():
-    from auditor.jsonexact import loads_replacing_lone_surrogates
+    from auditor.jsonexact import MAX_SURROGATE_DEPTH, loads_replacing_lone_surrogates
 
     assert loads_replacing_lone_surrogates(b'{"a": ["x\\ud83d", {"\\udc00k": 98765432109876543210}]}') == {
         "a": ["x\ufffd", {"\ufffdk": 98765432109876543210}]
     }
-    # nested deeper than the walk can follow (though the decoder could): refused as JSON in
-    # orjson's words, not a RecursionError escaping as an internal error
-    for depth in (950, 5000):
+    # as deep as orjson can write it back, read; deeper, refused as JSON in orjson's words (not a
+    # RecursionError escaping as an internal error), whatever the interpreter's recursion limit
+    arrays = MAX_SURROGATE_DEPTH - 1  # and an object inside the last
+    kept = b"[" * arrays + b'{"k": "\\ud83d"}' + b"]" * arrays
+    value = loads_replacing_lone_surrogates(kept)
+    assert orjson.loads(orjson.dumps(value)) == value
+    for depth in (MAX_SURROGATE_DEPTH + 1, 950, 5000):
         deep = b"[" * depth + b'"\\ud83d"' + b"]" * depth
         with pytest.raises(orjson.JSONDecodeError):
             loads_replacing_lone_surrogates(deep)

@@ -67,7 +67,9 @@ def test_a_database_path_the_file_name_encoding_cannot_hold_is_a_usage_error(tmp
 def _bare(*args: str, cwd: Path, preexec) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BIGID_", "AUDITOR_"))}
     return subprocess.run(
-        [sys.executable, "-c", ENTRY, *args],
+        # -P: no working folder on sys.path, as the installed `auditor` script (CPython 3.13.0 fails
+        # to import socket from a removed one: "SystemError: error return without exception set")
+        [sys.executable, "-P", "-c", ENTRY, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

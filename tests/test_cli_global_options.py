@@ -239,3 +239,27 @@ def test_a_background_thread_that_fails_says_one_line_not_a_traceback(capsys):
     finally:
         threading.excepthook = previous
     assert capsys.readouterr().err == "warning: feeder failed: ZeroDivisionError: division by zero\n"
+
+
+def test_a_command_closes_the_database_it_opened(tmp_path: Path, monkeypatch):
+    # Python 3.13 warns at exit of every SQLite connection left open (ResourceWarning): each
+    # command's engines are disposed when the command ends, successful or not.
+    from sqlalchemy import event
+
+    import auditor.store.db as db
+
+    closed: list[str] = []
+    real = db.open_database
+
+    def tracked(target, *args, **kwargs):
+        engine = real(target, *args, **kwargs)
+        event.listen(engine, "close", lambda *_: closed.append(str(target)))
+        return engine
+
+    monkeypatch.setattr(db, "open_database", tracked)
+    real(tmp_path / "a.db").dispose()
+    assert invoke(["runs", "--db", str(tmp_path / "a.db")]).exit_code == 0
+    assert closed and set(closed) == {str(tmp_path / "a.db")}
+    closed.clear()
+    assert invoke(["check", "--db", str(tmp_path / "a.db")]).exit_code == 3  # no run to check
+    assert closed

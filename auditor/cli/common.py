@@ -80,6 +80,16 @@ class Settings:
             self._engines[target] = open_database(target)
         return self._engines[target]
 
+    def close(self) -> None:
+        """Close the databases the command opened (when it ends: Python 3.13 warns of a SQLite
+        connection left open at exit)."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            with contextlib.suppress(SQLAlchemyError, OSError):  # the command's outcome is already said
+                engine.dispose()
+
     def guard_outputs(
         self,
         db_flag: str | None,

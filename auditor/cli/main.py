@@ -282,6 +282,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
         from auditor.config import FileSettings
 
         ctx.obj = Settings(FileSettings(), debug, verbose, quiet)
+    ctx.call_on_close(ctx.obj.close)
     from auditor.secrets import ScrubFilter, install_log_filter
 
     install_log_filter()

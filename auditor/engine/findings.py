@@ -509,13 +509,17 @@ def record_check(
         if ordered and connection.dialect.name == "sqlite":
             # A repeated check (the same baseline and waivers) changes nothing: rows already
             # holding their state are not rewritten (~400k rows at 1M columns).
+            # Plain '?' with the values repeated: CPython 3.12.0-3.12.3 warn of numbered ones ('?1')
+            # bound from a sequence, as of a named placeholder.
             sqlite_executemany(
                 connection,
-                "UPDATE findings SET status = ?1, waiver = ?2, first_seen_run = ?3 "
-                "WHERE evaluation_id = ?4 AND fingerprint = ?5 "
-                "AND (status IS NOT ?1 OR waiver IS NOT ?2 OR first_seen_run IS NOT ?3)",
+                "UPDATE findings SET status = ?, waiver = ?, first_seen_run = ? "
+                "WHERE evaluation_id = ? AND fingerprint = ? "
+                "AND (status IS NOT ? OR waiver IS NOT ? OR first_seen_run IS NOT ?)",
                 (
-                    (f.status, json_text(f.waiver), f.first_seen_run, evaluation_id, f.fingerprint)
+                    (state := (f.status, json_text(f.waiver), f.first_seen_run))
+                    + (evaluation_id, f.fingerprint)
+                    + state
                     for f in ordered
                 ),
             )

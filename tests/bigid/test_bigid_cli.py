@@ -5,6 +5,7 @@ and exit code 3; missing configuration is exit 2."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,8 @@ def test_an_empty_cluster_id_is_a_usage_error(sandbox, run_cli, cluster_id):
 
 def test_the_key_is_never_a_command_line_value(run_cli):
     result = run_cli("snapshot", "--token", "SAMPLE")
-    assert result.exit_code == 2 and "No such option '--token'" in result.stderr
+    # click 8.4 quotes the option; 8.2 and 8.3 said "No such option: --token"
+    assert result.exit_code == 2 and re.search(r"No such option:? '?--token'?", result.stderr)
 
 
 def test_token_file_and_url_flag(sandbox, run_cli, tmp_db, tmp_path):
@@ -225,7 +227,7 @@ def test_columns_json_and_table(sandbox, run_cli):
     assert "--page-size" not in run_cli("columns", "--help").stdout
     paged = run_cli("columns", cluster_id, "--page-size", "5", env=env_for(server))
     assert paged.exit_code == 2
-    assert "No such option '--page-size'" in paged.stderr
+    assert re.search(r"No such option:? '?--page-size'?", paged.stderr)
 
 
 def test_400_malformed_cluster_id(sandbox, run_cli):

@@ -76,3 +76,25 @@ def test_ci_tests_the_installed_non_editable_build():
     installed = Path(auditor.__file__).resolve()
     assert "site-packages" in installed.parts, installed
     assert (installed.parent / "_bundled" / "migrations" / "env.py").is_file()
+
+
+def test_the_floors_file_pins_every_runtime_dependency_at_its_declared_floor():
+    """tests/floors.txt (README: the suite at the lowest versions accepted) follows pyproject.toml."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {}
+    for spec in [*project["dependencies"], *project["optional-dependencies"]["postgres"]]:
+        name, floor = re.fullmatch(r"([A-Za-z0-9_-]+)(?:\[[a-z]+\])?>=([0-9.]+)(?:,<[0-9.]+)?", spec).groups()
+        declared[name.lower()] = floor
+    pinned = {}
+    for line in (ROOT / "tests" / "floors.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[name.lower()] = version
+    assert set(pinned) == set(declared)
+    for name, floor in declared.items():
+        parts = floor.split(".")
+        assert pinned[name].split(".")[: len(parts)] == parts, (name, floor, pinned[name])
+        assert pinned[name].split(".")[len(parts) :] in ([], ["0"]), (name, floor, pinned[name])

@@ -149,7 +149,7 @@ def write_legacy_catalog(engine, catalog) -> int:
             sa.text(
                 "INSERT INTO runs (started_at, finished_at, status, tool_version, clusters_stored, "
                 "columns_stored, details) VALUES (:t, :t, 'complete', 'legacy', :n, :m, '{}') RETURNING id"
-            ),
+            ).bindparams(sa.bindparam("t", type_=sa.DateTime(timezone=True))),  # as the schema stores it
             {"t": now(), "n": len(catalog), "m": sum(len(columns) for _, columns in catalog)},
         ).scalar_one()
         for position, (cluster, columns) in enumerate(catalog):

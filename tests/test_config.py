@@ -282,3 +282,63 @@ def test_path_settings_expand_home_and_refuse_empty_values(tmp_path, monkeypatch
     result = CliRunner().invoke(cli, ["runs"])
     assert result.exit_code == 2
     assert not (tmp_path / "conf" / "auditor.db").exists()
+
+
+# -- edges a hand-mutated loader got past ------------------------------------------------------------
+
+
+def _loaded(tmp_path: Path, text: str):
+    path = tmp_path / "auditor.toml"
+    path.write_text(text)
+    return load_config(path, explicit=True)
+
+
+def test_an_empty_environment_variable_counts_as_not_set(monkeypatch):
+    monkeypatch.setenv("BIGID_URL", "")
+    assert pick(None, "BIGID_URL", FileSettings(values={"url": "https://file"}), "url") == "https://file"
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["workers = 64", "processes = 64", "page_size = 1000000", "read_timeout = 86400", "max_minutes = 527040"],
+)
+def test_a_range_takes_its_upper_bound(tmp_path, line):
+    name, _, value = line.partition(" = ")
+    assert _loaded(tmp_path, f"[auditor]\n{line}\n").values[name] == int(value)
+
+
+@pytest.mark.parametrize(
+    "line", ["email_to = 5", "smtp = 25", "max_failed_clusters = 2.5", "smtp_port = 25", "api_key = 'sk-1'"]
+)
+def test_wrong_kinds_unknown_keys_and_key_spellings_are_refused(tmp_path, line):
+    with pytest.raises(ConfigError):
+        _loaded(tmp_path, f"[auditor]\n{line}\n")
+
+
+def test_a_key_under_its_other_name_gets_the_token_hint(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        _loaded(tmp_path, "[auditor]\napi_key = 'sk-secret'\n")
+    assert "unknown setting" not in raised.value.message and "sk-secret" not in raised.value.message
+    assert "token_file" in (raised.value.hint or "") or "BIGID_TOKEN" in (raised.value.hint or "")
+
+
+def test_a_misspelt_sandbox_key_is_named(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        _loaded(tmp_path, "[auditor.sandbox]\nsede = 7\n")
+    assert "unknown setting(s) sede in [auditor.sandbox]" in raised.value.message
+
+
+@pytest.mark.parametrize("key", ["db", "token_file", "ca_bundle", "waivers", "smtp_ca_bundle", "templates"])
+def test_relative_paths_are_read_from_the_config_files_folder(tmp_path, key):
+    assert _loaded(tmp_path, f"[auditor]\n{key} = 'x.file'\n").values[key] == str(tmp_path / "x.file")
+
+
+@pytest.mark.parametrize("url", [":memory:", "postgresql://u@h/db", "sqlite:///x.db"])
+def test_a_database_url_in_the_config_file_is_kept_as_written(tmp_path, url):
+    assert _loaded(tmp_path, f"[auditor]\ndb = '{url}'\n").values["db"] == url
+
+
+def test_only_the_token_files_first_line_is_the_key(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("sk-abc\n# rotated on 2026-12-01\n")
+    assert read_token_file(token) == "sk-abc"

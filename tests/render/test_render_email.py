@@ -796,3 +796,22 @@ def test_names_with_edge_spaces_show_them_in_both_parts(sample) -> None:
     cell = next(td for td in html.select('table[data-section="new"] td') if "cc_num" in td.get_text())
     assert cell.get_text() == "\u2420c1db.t.cc_num\u2420"
     assert [span["title"] for span in cell.select("span.sp")] == ["a space", "a space"]
+
+
+def test_the_subject_counts_with_thousands_separators_and_the_message_is_dated(tmp_path):
+    from email.utils import parsedate_to_datetime
+
+    bundle = bundle_from_input(scale_input(tmp_path, changes=8, findings_count=1200))
+    message = build_message(bundle, to=["team@example.org"])
+    assert message["Subject"].endswith("1,200 open findings")
+    assert parsedate_to_datetime(message["Date"]).tzinfo is not None
+
+
+def test_an_smtp_password_without_a_user_is_a_usage_error():
+    from auditor.render.email import check_email_settings
+
+    with pytest.raises(ConfigError) as raised:
+        check_email_settings(
+            to=["a@example.org"], smtp_url="smtp://mail.example.org", environ={"AUDITOR_SMTP_PASSWORD": "pw"}
+        )
+    assert raised.value.message == "AUDITOR_SMTP_PASSWORD is set but no SMTP user name"

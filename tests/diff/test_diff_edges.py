@@ -46,8 +46,12 @@ def _finding(fingerprint, *, column=None, columns=(), status="new", waiver=None,
     return found
 
 
+def _texts(finding):
+    return [item["text"] for item in finding["explanation"]]
+
+
 def _explained(result, category, index=0):
-    return [item["text"] for item in result.to_json()["findings"][category][index]["explanation"]]
+    return _texts(result.to_json()["findings"][category][index])
 
 
 def _one(fqn="crm.t.x", **fields):
@@ -262,10 +266,6 @@ def test_a_move_explains_the_findings_it_resolves_in_the_cluster_left(engine):
         (rule, "c2", ["column crm.public.users.email moved from cluster c2 to cluster c1"])
         for rule in ("high-sensitivity-without-confidential", "sensitive-column-without-business-attribute")
     ]
-
-
-def _texts(finding):
-    return [item["text"] for item in finding["explanation"]]
 
 
 # -- findings from stored evaluations (the SQL path) --------------------------------------------------

@@ -17,7 +17,14 @@ from auditor.errors import RuleError
 from auditor.store.retention import plan_prune, prune
 
 TODAY = date(2026, 11, 28)
-ONE_COLUMN = [{"id": "c1", "columns": [{"fullyQualifiedName": "hr.emp.ssn"}]}]
+
+
+def _cluster(*columns: dict) -> list[dict]:
+    """A catalog of one cluster, c1, holding ``columns`` (raw records)."""
+    return [{"id": "c1", "columns": list(columns)}]
+
+
+ONE_COLUMN = _cluster({"fullyQualifiedName": "hr.emp.ssn"})
 
 
 def _rules(write, scope: str, condition: str, rule_id: str = "case-under-test"):
@@ -49,15 +56,10 @@ def _waivers(write, *entries: str):
 def test_matches_with_exact_case_leaves_the_other_spellings_alone(engine, snapshot, write):
     snapshot(
         engine,
-        [
-            {
-                "id": "c1",
-                "columns": [
-                    {"fullyQualifiedName": "a.b.lower", "columnName": "ssn"},
-                    {"fullyQualifiedName": "a.b.upper", "columnName": "SSN"},
-                ],
-            }
-        ],
+        _cluster(
+            {"fullyQualifiedName": "a.b.lower", "columnName": "ssn"},
+            {"fullyQualifiedName": "a.b.upper", "columnName": "SSN"},
+        ),
     )
     exact = _rules(write, "column", "{field: columnName, matches: '^SSN$', case: exact}")
     assert [f.column for f in check_run(engine, "latest", exact).findings] == ["a.b.upper"]
@@ -123,7 +125,7 @@ def test_the_smallest_and_largest_64_bit_integers_are_accepted_and_one_past_is_n
 def test_an_aggregate_without_group_by_has_the_cluster_as_its_subject(engine, snapshot, write):
     snapshot(
         engine,
-        [{"id": "c1", "columns": [{"fullyQualifiedName": "a.b.c"}, {"fullyQualifiedName": "a.b.d"}]}],
+        _cluster({"fullyQualifiedName": "a.b.c"}, {"fullyQualifiedName": "a.b.d"}),
     )
     ruleset = _rules(write, "aggregate", "{having: {gte: 2}}")
     assert [f.subject for f in check_run(engine, "latest", ruleset).findings] == ["c1/group"]
@@ -192,15 +194,10 @@ def test_other_baselines_are_not_none(other):
 def test_a_column_regex_waiver_must_match_the_whole_name(engine, snapshot, write):
     snapshot(
         engine,
-        [
-            {
-                "id": "c1",
-                "columns": [
-                    {"fullyQualifiedName": "hr.emp.ssn"},
-                    {"fullyQualifiedName": "hr.emp.ssn_backup"},
-                ],
-            }
-        ],
+        _cluster(
+            {"fullyQualifiedName": "hr.emp.ssn"},
+            {"fullyQualifiedName": "hr.emp.ssn_backup"},
+        ),
     )
     waivers = _waivers(write, r"column_regex: 'hr\.emp\.ssn', reason: r, expires: 2030-01-01")
     result = check_run(engine, "latest", _every_column(write), waivers=waivers, today=TODAY)
@@ -270,15 +267,10 @@ def test_when_every_waiver_has_expired_the_finding_names_the_last_to_expire(engi
 def test_empty_counts_a_value_of_spaces_as_empty(engine, snapshot, write):
     snapshot(
         engine,
-        [
-            {
-                "id": "c1",
-                "columns": [
-                    {"fullyQualifiedName": "a.b.spaces", "businessAttribute": "   "},
-                    {"fullyQualifiedName": "a.b.named", "businessAttribute": " SSN "},
-                ],
-            }
-        ],
+        _cluster(
+            {"fullyQualifiedName": "a.b.spaces", "businessAttribute": "   "},
+            {"fullyQualifiedName": "a.b.named", "businessAttribute": " SSN "},
+        ),
     )
     ruleset = _rules(write, "column", "{field: businessAttribute, empty: true}")
     assert [f.column for f in check_run(engine, "latest", ruleset).findings] == ["a.b.spaces"]
@@ -287,15 +279,10 @@ def test_empty_counts_a_value_of_spaces_as_empty(engine, snapshot, write):
 def test_a_group_kept_apart_by_exact_case_is_known_by_its_own_spelling(engine, snapshot, write):
     snapshot(
         engine,
-        [
-            {
-                "id": "c1",
-                "columns": [
-                    {"fullyQualifiedName": "a.b.upper", "columnName": "SSN"},
-                    {"fullyQualifiedName": "a.c.lower", "columnName": " ssn "},
-                ],
-            }
-        ],
+        _cluster(
+            {"fullyQualifiedName": "a.b.upper", "columnName": "SSN"},
+            {"fullyQualifiedName": "a.c.lower", "columnName": " ssn "},
+        ),
     )
     exact = _rules(write, "aggregate", "{per: snapshot, group_by: columnName, case: exact, having: {gte: 1}}")
     result = check_run(engine, "latest", exact)

@@ -651,6 +651,16 @@ PRIVILEGE_HINT = (
     "the database role lacks a privilege on the store's schema or tables (it needs USAGE and CREATE on "
     "the schema, and to own the tables to migrate them): see the README's PostgreSQL paragraph"
 )
+# SQLSTATEs of a transaction PostgreSQL rolled back for a conflict with a concurrent one: trying it
+# again is the documented remedy (serialization_failure, deadlock_detected)
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def transaction_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transaction rolled back for a conflict with a concurrent transaction."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in CONFLICT_SQLSTATES
+
+
 SERIALIZATION_HINT = (
     "another transaction changed the same rows at the same time under SERIALIZABLE isolation; "
     "nothing was written: re-run"

@@ -54,6 +54,9 @@ Why the statements look the way they do (measured at 200k columns, see ``bench/R
   runs failed, locks the ``running`` rows it reads (``FOR UPDATE``): a writer ending such a run
   waits for the prune, then finds its run no longer ``running`` and says so. The plan is made
   again under the lock, and a run is marked failed or deleted only if both plans agree.
+* PostgreSQL under REPEATABLE READ or SERIALIZABLE isolation rolls the transaction back when a
+  concurrent one changed a row it deletes (or on a deadlock): it is tried again, planned afresh,
+  up to :data:`CONFLICT_ATTEMPTS` times.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from auditor import secrets
 from auditor.errors import ConfigError, StoreError
 from auditor.stopping import signals_held
-from auditor.store.db import WRITE_HINT, lock_wait_notice, store_errors
+from auditor.store.db import WRITE_HINT, lock_wait_notice, store_errors, transaction_conflict
 from auditor.store.runs import ABANDONED, DETAILS_TEXT, Liveness, read_details, run_liveness
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -343,7 +346,7 @@ def prune(engine: Engine, plan: PrunePlan, *, dry_run: bool = False, vacuum: boo
             return _count(connection, plan)
     size_before = database_size(engine) if vacuum else None
     with store_errors("could not prune the database; nothing was deleted", WRITE_HINT):
-        result = _delete(engine, plan)
+        result = _delete_retrying(engine, plan)
     if not vacuum:
         return result
     try:
@@ -546,6 +549,32 @@ class _Outcome:
 
     committed: bool = False
     result: PruneResult | None = None
+
+
+CONFLICT_ATTEMPTS = 5  # a prune's transaction, tried again while it meets concurrent writers
+CONFLICT_PAUSE = 0.2  # seconds before the second attempt, doubled for each later one
+
+
+def _delete_retrying(engine: Engine, plan: PrunePlan) -> PruneResult:
+    """:func:`_delete`, tried again when PostgreSQL rolled it back for a conflict with a concurrent
+    transaction (a serialization failure under REPEATABLE READ or SERIALIZABLE isolation, or a
+    deadlock): nothing was deleted, and the next attempt plans again under the lock from what the
+    other transaction committed. After :data:`CONFLICT_ATTEMPTS` attempts the conflict is the error."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return _delete(engine, plan)
+        except SQLAlchemyError as exc:
+            if attempt == CONFLICT_ATTEMPTS or committed_prune(exc) or not transaction_conflict(exc):
+                raise
+            log.info(
+                "the prune met a concurrent transaction (%s) and was rolled back; "
+                "trying again (attempt %d of %d)",
+                getattr(exc.orig, "sqlstate", None),
+                attempt + 1,
+                CONFLICT_ATTEMPTS,
+            )
+            time.sleep(CONFLICT_PAUSE * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _delete(engine: Engine, plan: PrunePlan) -> PruneResult:

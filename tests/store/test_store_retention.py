@@ -486,6 +486,93 @@ def test_postgres_vacuum_by_a_role_that_does_not_own_the_tables_says_it_was_not_
         owner.dispose()
 
 
+def _conflicting_update(url: str, run_id: int, database: sa.Engine) -> Callable[[], None]:
+    """Start a transaction (on a connection of its own) that updates run ``run_id``'s row, and
+    return what commits it once a prune is waiting for that row's lock: the prune, under
+    SERIALIZABLE isolation, is then rolled back by the server (could not serialize access)."""
+    other = sa.create_engine(url)
+    connection = other.connect()
+    transaction = connection.begin()
+    connection.execute(runs.update().where(runs.c.id == run_id).values(error=runs.c.error))
+
+    def commit_when_blocked() -> None:
+        deadline = time.monotonic() + 30
+        try:
+            with database.connect() as watcher:
+                while time.monotonic() < deadline:
+                    waiting = watcher.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND query LIKE :deleting"
+                        ),
+                        {"deleting": "DELETE FROM runs %"},
+                    ).scalar()
+                    watcher.rollback()
+                    if waiting:
+                        break
+                    time.sleep(0.02)
+        finally:  # (committed whatever happens: the prune must not wait for ever)
+            transaction.commit()
+            connection.close()
+            other.dispose()
+
+    return commit_when_blocked
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("attempts", [5, 1])
+def test_postgres_a_serializable_prune_meeting_a_concurrent_update_is_tried_again(
+    fresh_postgres, monkeypatch, caplog, attempts
+):
+    """A server (or a role) running every transaction SERIALIZABLE rolls the prune back when a
+    concurrent transaction updated a run it deletes; it failed with "re-run". It is tried again now
+    (planned afresh), and only the last attempt's conflict is the error, with nothing deleted."""
+    import logging
+    import threading
+
+    from sqlalchemy.engine import make_url
+
+    from auditor.store.db import SERIALIZATION_HINT
+
+    serializable = (
+        make_url(fresh_postgres)
+        .update_query_dict({"options": "-c default_transaction_isolation=serializable"})
+        .render_as_string(hide_password=False)
+    )
+    database = open_database(serializable)
+    try:
+        history(database)
+        with database.connect() as connection:
+            assert connection.exec_driver_sql("SHOW transaction_isolation").scalar() == "serializable"
+        monkeypatch.setattr(retention, "CONFLICT_ATTEMPTS", attempts)
+        plan = plan_prune(database, keep=1, now=NOW)
+        assert plan.deleted_runs == (1, 2, 4, 5)
+        committer = threading.Thread(target=_conflicting_update(fresh_postgres, 1, database))
+        committer.start()
+        caplog.set_level(logging.INFO, logger="auditor.store")
+        try:
+            if attempts == 1:
+                with pytest.raises(StoreError) as caught:
+                    prune(database, plan)
+                assert caught.value.message.startswith(
+                    "could not prune the database; nothing was deleted: could not serialize access due to "
+                    "concurrent update"
+                )
+                assert caught.value.hint == SERIALIZATION_HINT
+                assert sorted(run.id for run in list_runs(database)) == [1, 2, 3, 4, 5, 6]
+                assert "trying again" not in caplog.text
+            else:
+                result = prune(database, plan)
+                assert result.deleted_runs == (1, 2, 4, 5)
+                assert sorted(run.id for run in list_runs(database)) == [3, 6]
+                assert orphans(database) == {}
+                assert "was rolled back; trying again (attempt 2 of 5)" in caplog.text
+        finally:
+            committer.join(30)
+    finally:
+        database.dispose()
+
+
 # -- the command -----------------------------------------------------------------------------------
 
 

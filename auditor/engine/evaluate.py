@@ -47,7 +47,7 @@ from auditor.engine.findings import (
     subject_payload,
 )
 from auditor.engine.rules import GROUP_VALUES, Rule, RuleSet, Scope, bind_message, render_message, show_value
-from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions
+from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_functions, search_watch
 from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
 from auditor.stopping import removed_on_hard_stop
@@ -408,7 +408,7 @@ FindingRow = tuple[str, str | None, str | None, list[str], str, str | None, str]
 
 def finding_rows(connection: Connection, run_id: int, rule: Rule) -> list[FindingRow]:
     """``rule``'s findings as :data:`FindingRow` tuples, sorted by subject (cluster id, then key)."""
-    with collector_paused():
+    with collector_paused(), search_watch(rule):
         if rule.scope == Scope.COLUMN:
             rows = _column_rule(connection, run_id, rule)
         elif rule.scope == Scope.CLUSTER:

@@ -12,19 +12,31 @@
   can match the same characters (:func:`_chained`). Input longer than :data:`MAX_INPUT`
   characters is searched only in its first :data:`MAX_INPUT` characters, a second guard on the
   SQLite side.
+* :func:`search_watch` is the last guard, for the shapes the checks above do not know: on SQLite, a
+  search of one value that runs longer than :data:`SEARCH_SECONDS` stops the rule's evaluation with
+  a :class:`~auditor.errors.RuleError` naming the rule and its pattern, instead of holding a check
+  for hours (one such value took 11-30 s; a run holds a million).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import re
+import signal
+import threading
+import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Boolean, ColumnElement, Text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
+
+from auditor.errors import RuleError
+from auditor.textsafe import one_line
 
 try:  # the letters re.IGNORECASE folds alike beyond lower() (Python 3.11+)
     from re._casefix import _EXTRA_CASES
@@ -694,11 +706,90 @@ def _sqlite_regexp(pattern: str | None, value: Any, ignore_case: int | None) -> 
     memo = _MEMO.setdefault((pattern, bool(ignore_case)), {})
     verdict = memo.get(text)
     if verdict is None:
-        verdict = 1 if _compiled(pattern, bool(ignore_case)).search(text[:MAX_INPUT]) else 0
+        watch = _WATCH
+        if watch.thread == threading.get_ident():  # timed (see search_watch)
+            watch.pattern = pattern
+            watch.since = time.monotonic()
+            verdict = 1 if _compiled(pattern, bool(ignore_case)).search(text[:MAX_INPUT]) else 0
+            watch.since = 0.0
+        else:
+            verdict = 1 if _compiled(pattern, bool(ignore_case)).search(text[:MAX_INPUT]) else 0
         if len(memo) >= MEMO_SIZE:
             memo.clear()
         memo[text] = verdict
     return verdict
+
+
+SEARCH_SECONDS = 5.0  # one value's search may take this long (legitimate ones take microseconds)
+WATCH_TICK = 0.25  # seconds of CPU time between two looks at the search in progress
+
+
+class _SearchTooSlow(Exception):
+    """Raised inside a search that outlasted :data:`SEARCH_SECONDS` (by :func:`search_watch`'s handler)."""
+
+
+class _Watch:
+    """The main thread's search in progress (``since`` 0.0: none), and the one found too slow."""
+
+    def __init__(self) -> None:
+        self.since = 0.0
+        self.pattern = ""
+        self.fired: tuple[float, str] | None = None
+        self.stopped = False  # the handler raised inside that search
+        self.thread = 0  # the thread watched (searches of other threads are not timed)
+
+
+_WATCH = _Watch()
+
+
+@contextlib.contextmanager
+def search_watch(rule: Any) -> Iterator[None]:
+    """Within the block, a regular-expression search on SQLite that runs longer than
+    :data:`SEARCH_SECONDS` on one value is stopped, and the block raises a :class:`RuleError` (exit 2)
+    naming ``rule`` (its file and line) and the pattern.
+
+    Python's ``re`` runs Python's signal handlers while it backtracks (it holds the GIL throughout:
+    no other thread can look at it meanwhile), so a virtual interval timer (``SIGVTALRM``, every
+    :data:`WATCH_TICK` s of the process's CPU time: it does not tick while the process waits) calls
+    a handler that raises inside a search older than the limit. Signals are handled in the main
+    thread, so the block is watched there only, on platforms with ``setitimer``; elsewhere it runs
+    unwatched, guarded by :func:`check_pattern` alone. The handler and timer it replaces are put
+    back at the end. The searches themselves pay two assignments.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGVTALRM"):
+        yield
+        return
+    watch = _WATCH
+    watch.since, watch.fired, watch.stopped, watch.thread = 0.0, None, False, threading.get_ident()
+
+    def tick(signum: int, frame: Any) -> None:
+        since = watch.since  # (set only inside a search of this thread, the one running handlers)
+        if since and time.monotonic() - since > SEARCH_SECONDS and not watch.stopped:
+            watch.fired, watch.stopped = (since, watch.pattern), True
+            raise _SearchTooSlow
+        if callable(previous):  # a timer of the caller's own
+            previous(signum, frame)
+
+    previous = signal.signal(signal.SIGVTALRM, tick)
+    left, interval = signal.setitimer(signal.ITIMER_VIRTUAL, WATCH_TICK, WATCH_TICK)
+    try:
+        yield
+    except Exception:
+        fired = watch.fired
+        if fired is None:
+            raise
+        raise RuleError(
+            f"{rule.source}:{rule.line}: rule {rule.id}: its pattern '{one_line(fired[1])}' searched one "
+            f"value for more than {SEARCH_SECONDS:g} s (it backtracks catastrophically on some values); "
+            "the check was stopped",
+            hint="rewrite the pattern so that no two parts can match the same characters (anchor it, "
+            "make repeats end at a character they cannot take, avoid repeats inside lookarounds "
+            "inside repeats); `auditor rules validate` refuses the shapes it knows",
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, left, interval)
+        signal.signal(signal.SIGVTALRM, previous)
+        watch.since, watch.fired, watch.stopped, watch.thread = 0.0, None, False, 0
 
 
 _SIMPLE_LOWER: dict[str, str] = {}

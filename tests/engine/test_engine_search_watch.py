@@ -1,0 +1,121 @@
+"""The last guard of ``matches`` on SQLite: a search of one value that runs too long stops the check.
+
+``check_pattern`` refuses the backtracking shapes it knows; this pattern is one it does not (a
+lookahead holding an unbounded repeat, inside an unbounded repeat): on a 2,000-character value it
+searched for 11-30 s, and a run holds a million values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from auditor.engine import check_run, load_ruleset, sqlfuncs
+from auditor.engine.evaluate import evaluate_each
+from auditor.errors import RuleError
+from auditor.store.runs import resolve_run
+from auditor.store.schema import evaluations
+
+evaluate_module = importlib.import_module("auditor.engine.evaluate")  # (auditor.engine.evaluate: a function)
+
+SLOW = r"(?:(?![a-z_]*_bak)(?![a-z_]*_old)[a-z_])+\."
+
+CATALOG = [
+    {
+        "id": "c1",
+        "columns": [
+            {"fullyQualifiedName": "a.b.short", "columnName": "x."},
+            {"fullyQualifiedName": "a.b.long", "columnName": "a" * 2_000},
+        ],
+    }
+]
+
+
+def _rule_file(write, pattern: str = SLOW):
+    return write(
+        "slow.yaml",
+        "rules:\n"
+        "  - {id: slow-pattern, title: t, description: d, severity: high, scope: column,\n"
+        f"     remediation: r, message: m, condition: {{field: columnName, matches: '{pattern}'}}}}\n"
+        "  - {id: every-column, title: t, description: d, severity: low, scope: column,\n"
+        "     remediation: r, message: m, condition: {field: businessAttribute, absent: true}}\n",
+    )
+
+
+def _message(path, seconds: str) -> str:
+    return (
+        f"{path}:2: rule slow-pattern: its pattern '{SLOW}' searched one value for more than {seconds} s "
+        "(it backtracks catastrophically on some values); the check was stopped"
+    )
+
+
+def test_the_pattern_passes_validation(write):
+    assert sqlfuncs.check_pattern(SLOW) is None  # the shape this guard exists for
+    rules = load_ruleset([_rule_file(write)]).rules
+    assert sorted(rule.id for rule in rules) == ["every-column", "slow-pattern"]
+
+
+def test_a_search_running_too_long_stops_the_check_naming_the_rule_and_pattern(
+    engine, snapshot, write, monkeypatch
+):
+    monkeypatch.setattr(sqlfuncs, "SEARCH_SECONDS", 0.5)
+    snapshot(engine, CATALOG)
+    path = _rule_file(write)
+    before = signal.getsignal(signal.SIGVTALRM)
+    started = time.monotonic()
+    with pytest.raises(RuleError) as raised:
+        check_run(engine, "latest", load_ruleset([path]))
+    assert time.monotonic() - started < 5  # not the 11-30 s of the search
+    assert raised.value.message == _message(path, "0.5")
+    assert raised.value.hint.startswith("rewrite the pattern so that no two parts can match the same")
+    assert signal.getsignal(signal.SIGVTALRM) is before  # the handler it replaced, back
+    with engine.connect() as connection:  # nothing recorded for the run
+        assert connection.execute(select(func.count()).select_from(evaluations)).scalar() == 0
+
+
+def test_quick_searches_are_not_stopped_and_the_watch_leaves_no_trace(engine, snapshot, write, monkeypatch):
+    monkeypatch.setattr(sqlfuncs, "SEARCH_SECONDS", 0.5)
+    snapshot(engine, CATALOG)
+    result = check_run(engine, "latest", load_ruleset([_rule_file(write, r"^[a-z]+\.$")]))
+    assert sorted((f.rule, f.column) for f in result.findings) == [
+        ("every-column", "a.b.long"),
+        ("every-column", "a.b.short"),
+        ("slow-pattern", "a.b.short"),
+    ]
+    assert signal.getsignal(signal.SIGVTALRM) is signal.SIG_DFL
+    assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)  # the timer stopped
+
+
+def test_the_cli_exits_2_with_the_rule_its_file_and_line(run_cli, engine, snapshot, write, monkeypatch):
+    monkeypatch.setattr(sqlfuncs, "SEARCH_SECONDS", 0.5)
+    snapshot(engine, CATALOG)
+    path = _rule_file(write)
+    result = run_cli("check", "--db", str(engine.url.database), "--rules", str(path))
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: {_message(path, '0.5')}",
+        "hint: rewrite the pattern so that no two parts can match the same characters (anchor it, make "
+        "repeats end at a character they cannot take, avoid repeats inside lookarounds inside repeats); "
+        "`auditor rules validate` refuses the shapes it knows",
+    ]  # and no traceback
+
+
+def test_worker_processes_stop_the_same_way(engine, snapshot, write, monkeypatch):
+    """Large SQLite runs are evaluated by worker processes: the rule stops there, at the default limit,
+    and the error reaches the caller whole (rule, file, line, hint)."""
+    snapshot(engine, CATALOG)
+    monkeypatch.setattr(evaluate_module, "PROCESS_MIN_COLUMNS", 1)
+    run_id = resolve_run(engine, "latest").id
+    assert evaluate_module.parallel_mode(engine, run_id, 2) == "processes"
+    path = _rule_file(write)
+    started = time.monotonic()
+    with pytest.raises(RuleError) as raised:
+        list(evaluate_each(engine, run_id, load_ruleset([path]), workers=2))
+    assert time.monotonic() - started < sqlfuncs.SEARCH_SECONDS + 10
+    assert raised.value.message == _message(path, f"{sqlfuncs.SEARCH_SECONDS:g}")
+    assert raised.value.hint.startswith("rewrite the pattern")

@@ -43,9 +43,9 @@ def url_holds_password(target: str) -> bool:
     """Whether a ``--db`` value is a URL with a password (never to be printed back)."""
     if "://" not in target:
         return False
-    from auditor.store.db import display_url
+    from auditor.store.db import holds_secret
 
-    return display_url(target) != target
+    return holds_secret(target)
 
 
 def _absolute_path(path: str | Path) -> str:

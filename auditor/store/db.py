@@ -115,6 +115,21 @@ def display_url(url: str) -> str:
     return _redact(url)
 
 
+def holds_secret(url: str) -> bool:
+    """Whether ``url`` carries a password (or a secret query parameter, or cannot be parsed to
+    tell): what :func:`display_url` would mask. Not a comparison with :func:`display_url`, which
+    also sorts query parameters and escapes ``:`` in a ``file:`` name."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return True
+    return (
+        parsed.password is not None
+        or "@" in (parsed.host or "")
+        or any(name.lower() in SECRET_PARAMETERS for name in parsed.query)
+    )
+
+
 def _json_dumps(value) -> str:
     import orjson
 

@@ -1,0 +1,372 @@
+"""Edges of the CLI layer a user sees: defaults, exact messages, exit codes, files written or not.
+
+Written from a mutation probe of ``auditor/cli``: each test pins a behaviour no other test held.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from auditor.store.db import open_database
+from tests.engine.conftest import CATALOG, write_snapshot
+
+MISSING_HINT = "hint: take a snapshot first: auditor snapshot (or auditor demo); or check --db / AUDITOR_DB"
+
+
+def snapshots(path: Path, count: int) -> None:
+    """``count`` complete runs of the engine tests' catalog in the SQLite file ``path``."""
+    engine = open_database(path)
+    try:
+        for _ in range(count):
+            write_snapshot(engine, CATALOG)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    path = tmp_path / "history.db"
+    snapshots(path, 1)
+    return str(path)
+
+
+def test_the_default_database_is_auditor_db_in_the_working_folder(run_cli, tmp_path):
+    snapshots(tmp_path / "auditor.db", 1)
+    result = run_cli("check", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run"] == 1
+
+
+def test_a_missing_database_is_refused_with_a_hint_and_not_created(run_cli, tmp_path):
+    result = run_cli("check", "--db", "nope.db")
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr == f"error: there is no database at nope.db yet\n{MISSING_HINT}\n"
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_a_missing_sqlite_url_is_named_as_a_database_not_a_store(run_cli, tmp_path):
+    url = f"sqlite:///{tmp_path}/nope.db"
+    result = run_cli("diff", "--db", url)
+    assert result.exit_code == 3
+    assert result.stderr == f"error: there is no database at {url} yet\n{MISSING_HINT}\n"
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_fail_on_none_switches_off_the_config_files_gate(run_cli, db, tmp_path):
+    (tmp_path / "auditor.toml").write_text('fail_on = "low"\n', encoding="utf-8")
+    assert run_cli("check", "--db", db, "--format", "json").exit_code == 1
+    assert run_cli("check", "--db", db, "--format", "json", "--fail-on", "none").exit_code == 0
+    (tmp_path / "auditor.toml").write_text('fail_on = "none"\n', encoding="utf-8")
+    assert run_cli("check", "--db", db, "--format", "json").exit_code == 0
+
+
+def test_quiet_silences_the_summary_but_not_the_exit_code(run_cli, db):
+    result = run_cli("--quiet", "check", "--db", db, "--format", "json", "--fail-on", "high")
+    assert result.exit_code == 1
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["run"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-o", "  "), "Invalid value for '--output' / '-o': the path is empty (a variable left unset?)"),
+        (("--db", " "), "Invalid value for '--db': the value is empty (a variable left unset?)"),
+    ],
+)
+def test_a_blank_path_or_database_is_refused(run_cli, tmp_path, args, message):
+    result = run_cli("check", *args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == f"Error: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_dash_is_standard_output(run_cli, db, tmp_path):
+    result = run_cli("check", "--db", db, "--format", "json", "-o", "-")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["run"] == 1
+    assert not (tmp_path / "-").exists()
+    assert result.stderr.startswith("run 1: 7 findings (2 high, 3 medium, 2 low)")
+
+
+def test_runs_in_an_empty_folder_lists_none_and_creates_no_database(run_cli, tmp_path):
+    result = run_cli("runs")
+    assert result.exit_code == 0
+    assert result.stdout == (
+        "   ID  STATUS    STARTED (UTC)         CLUSTERS    COLUMNS  SOURCE\n"
+        "(no runs yet: take one with `auditor snapshot` or try `auditor demo`)\n"
+    )
+    assert not (tmp_path / "auditor.db").exists()
+
+
+def test_db_upgrade_creates_the_default_database_then_says_it_is_current(run_cli, tmp_path):
+    url = f"sqlite:///{tmp_path / 'auditor.db'}"
+    first = run_cli("db", "upgrade")
+    assert first.exit_code == 0
+    assert first.stdout.startswith(f"{url}: upgraded from revision empty to ")
+    revision = first.stdout.strip().rsplit(" ", 1)[1]
+    again = run_cli("db", "upgrade")
+    assert (again.exit_code, again.stdout) == (0, f"{url}: already at schema revision {revision}\n")
+
+
+def test_prune_lists_runs_as_spans_and_pairs(run_cli, tmp_path):
+    path = tmp_path / "history.db"
+    snapshots(path, 5)
+    pair = run_cli("db", "prune", "--db", str(path), "--keep", "3", "--dry-run")
+    assert pair.exit_code == 0, pair.output
+    assert pair.stdout.splitlines()[:3] == [
+        "dry run, nothing was changed: a prune would remove",
+        "  runs deleted      1, 2",
+        "  runs kept         3-5",
+    ]
+    done = run_cli("db", "prune", "--db", str(path), "--keep", "1")
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[:5] == [
+        "pruned: removed",
+        "  runs deleted      1-4",
+        "  runs kept         5",
+        "  running, skipped  none",
+        "  marked failed     none",
+    ]
+    assert "database size" not in done.stdout
+    again = run_cli("db", "prune", "--db", str(path), "--keep", "1", "--vacuum")
+    assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines()[:2] == [
+        "nothing to prune (vacuumed): no run matched",
+        "  runs deleted      none",
+    ]
+
+
+def test_check_help_shows_the_run_and_baseline_defaults(run_cli):
+    help_text = " ".join(run_cli("check", "--help").stdout.split())
+    assert "Run to check. [default: latest]" in help_text
+    assert "Complete run that decides which findings are new. [default: previous]" in help_text
+
+
+def test_report_writes_the_default_file_says_each_export_and_prints_the_path(run_cli, tmp_path):
+    snapshots(tmp_path / "history.db", 2)
+    result = run_cli("report", "--db", "history.db", "--export-dir", "ex")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "auditor-report-run2.html\n"
+    size = (tmp_path / "auditor-report-run2.html").stat().st_size
+    assert result.stderr.splitlines() == [
+        "exported ex/findings.csv",
+        "exported ex/findings.json",
+        "exported ex/diff.json",
+        f"run 2: 7 findings (0 new), 0 catalog changes, {size:,} bytes",
+    ]
+
+
+def test_report_max_rows_defaults_to_500_and_refuses_0(run_cli, tmp_path):
+    help_text = " ".join(run_cli("report", "--help").stdout.split())
+    assert "[default: 500; x>=1]" in help_text
+    result = run_cli("report", "--max-rows", "0")
+    assert result.exit_code == 2
+    assert (
+        result.stderr.splitlines()[-1] == "Error: Invalid value for '--max-rows': 0 is not in the range x>=1."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_diff_threshold_defaults_to_0_05_and_must_be_a_fraction(run_cli, db):
+    help_text = " ".join(run_cli("diff", "--help").stdout.split())
+    assert "Report attribute confidence changes only beyond this. [default: 0.05; 0<=x<=1]" in help_text
+    result = run_cli("diff", "--db", db, "--threshold", "1.5")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--threshold': 1.5 is not in the range 0<=x<=1."
+    )
+
+
+def test_a_run_diffed_with_itself_is_not_said_to_read_backwards(run_cli, db):
+    result = run_cli("diff", "--db", db, "--from", "1", "--to", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Diff of run 1 -> run 1 (confidence threshold 0.05)\n")
+    assert result.stderr == (
+        "run 1 -> run 1: 0 cluster changes, 0 column changes, 0 new and 0 resolved findings\n"
+    )
+
+
+INCOMPLETE = (
+    "run 2 is running, not complete: these findings cover only the clusters and columns it holds; "
+    "what it lacks was not checked"
+)
+SUMMARY_2 = (
+    "run 2: 4 findings (1 high, 3 medium); 0 new, 4 existing, 0 waived, 0 waiver expired; "
+    "16 rules, baseline run 1"
+)
+
+
+def test_a_table_written_to_a_file_leaves_its_notes_and_summary_on_stderr(run_cli, tmp_path):
+    engine = open_database(tmp_path / "history.db")
+    write_snapshot(engine, CATALOG)
+    write_snapshot(engine, CATALOG[:1], status="running")
+    engine.dispose()
+    args = ("check", "--db", "history.db", "--allow-incomplete")
+    shown = run_cli(*args)
+    assert shown.exit_code == 0
+    assert shown.stdout.splitlines()[-2:] == [f"warning: {INCOMPLETE}", SUMMARY_2]
+    assert shown.stderr == ""
+    written = run_cli(*args, "-o", "out.txt")
+    assert (written.exit_code, written.stdout) == (0, "")
+    assert written.stderr == f"warning: {INCOMPLETE}\n{SUMMARY_2}\n"
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()[-1] == SUMMARY_2
+
+
+@pytest.fixture
+def one_disabled(tmp_path) -> Path:
+    """A rule folder: the built-in clusters.yaml with pii-cluster-low-severity disabled."""
+    from auditor.paths import rules_dir
+
+    text = (rules_dir() / "clusters.yaml").read_text(encoding="utf-8")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "clusters.yaml").write_text(
+        text.replace(
+            "    severity: medium\n    scope: cluster\n",
+            "    enabled: false\n    severity: medium\n    scope: cluster\n",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    return folder
+
+
+def test_validate_warns_of_a_waiver_for_a_disabled_rule(run_cli, one_disabled, tmp_path):
+    (tmp_path / "w.yaml").write_text(
+        "waivers:\n  - {rule: pii-cluster-low-severity, cluster: c-x, reason: r, owner: o,\n"
+        "     expires: 2099-01-01}\n",
+        encoding="utf-8",
+    )
+    result = run_cli("rules", "validate", "mine", "--waivers", "w.yaml")
+    assert result.exit_code == 0
+    assert result.stdout == "5 rules valid in 1 file (1 of them disabled)\n1 waiver valid in w.yaml\n"
+    assert result.stderr == (
+        "warning: w.yaml:2: rule 'pii-cluster-low-severity' is disabled (enabled: false): "
+        "the waiver has nothing to waive\n"
+    )
+
+
+def test_rules_list_shows_disabled_rules_last(run_cli, one_disabled):
+    text = run_cli("rules", "list", "mine")
+    assert text.exit_code == 0
+    assert (
+        text.stdout.splitlines()[-1]
+        == "pii-cluster-low-severity  [disabled]  Cluster labelled PII has Low severity"
+    )
+    assert text.stdout.count("pii-cluster-low-severity") == 1
+    listed = json.loads(run_cli("rules", "list", "mine", "--format", "json").stdout)["rules"]
+    assert len(listed) == 5
+    assert (listed[-1]["id"], listed[-1]["enabled"]) == ("pii-cluster-low-severity", False)
+
+
+def test_rules_test_exits_1_when_a_case_fails(run_cli, tmp_path):
+    from auditor.paths import rules_dir
+
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "clusters.yaml").write_text((rules_dir() / "clusters.yaml").read_text(encoding="utf-8"))
+    (folder / "clusters.test.yaml").write_text(
+        "cases:\n  - name: wrong\n    rules: [pii-cluster-low-severity]\n    clusters:\n"
+        "      - {id: c1, name: Metrics, labels: [Analytics], severity: Low}\n"
+        "    expect:\n      - {rule: pii-cluster-low-severity, cluster: c1}\n",
+        encoding="utf-8",
+    )
+    result = run_cli("rules", "test", "t")
+    assert result.exit_code == 1
+    assert result.stdout == (
+        "FAIL t/clusters.test.yaml:2: wrong\n"
+        "     missing:    pii-cluster-low-severity on cluster c1\n"
+        "1 case in 1 file: 0 passed, 1 failed\n"
+    )
+
+
+def test_the_rollback_journal_beside_the_database_is_not_an_output(run_cli, db):
+    result = run_cli("check", "--db", db, "-o", f"{db}-journal")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"error: --output {db}-journal is a file SQLite keeps beside the database (--db): writing it "
+        "would lose the output, or damage it\nhint: give --output another file\n"
+    )
+    assert not Path(f"{db}-journal").exists()
+
+
+def test_an_output_in_a_missing_folder_is_refused_before_the_check(run_cli, db, tmp_path):
+    result = run_cli("check", "--db", db, "-o", "nodir/x.json")
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: cannot write nodir/x.json: No such file or directory\n"
+        "hint: nothing was done yet: give --output a file you can write\n"
+    )
+
+
+def test_a_new_only_gate_says_nothing_about_new_only_having_no_effect(run_cli, db):
+    result = run_cli(
+        "check", "--db", db, "--fail-on", "low", "--new-only", "--baseline", "none", "--format", "json"
+    )
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "run 1: 7 findings (2 high, 3 medium, 2 low); 7 new, 0 existing, 0 waived, 0 waiver expired; "
+        "16 rules, no baseline",
+        "gate failed: 7 new finding(s) at or above low",
+    ]
+
+
+def test_a_yml_rule_file_inside_a_rules_folder_is_not_an_output(run_cli, db, tmp_path):
+    from auditor.paths import rules_dir
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    text = (rules_dir() / "clusters.yaml").read_text(encoding="utf-8")
+    (folder / "clusters.yml").write_text(text, encoding="utf-8")
+    result = run_cli("check", "--db", db, "--rules", "mine", "-o", "mine/clusters.yml")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --output mine/clusters.yml is a file inside the folder this command reads as --rules: "
+        "writing it would destroy it\nhint: give --output another file\n"
+    )
+    assert (folder / "clusters.yml").read_text(encoding="utf-8") == text
+
+
+def test_email_to_an_eml_file_prints_its_path(run_cli, db, tmp_path):
+    result = run_cli("email", "--db", db, "--to", "a@example.com", "--eml", "out.eml")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "out.eml\n"
+    assert result.stderr == "run 1: message for a@example.com written\n"
+    assert "a@example.com" in (tmp_path / "out.eml").read_text(encoding="utf-8")
+
+
+def test_diff_json_keeps_non_ascii_catalog_text_as_is(run_cli, tmp_path):
+    engine = open_database(tmp_path / "history.db")
+    write_snapshot(engine, CATALOG)
+    renamed = [dict(c) for c in CATALOG]
+    renamed[0] = {**renamed[0], "name": "Paie Café"}
+    write_snapshot(engine, renamed)
+    engine.dispose()
+    result = run_cli("diff", "--db", "history.db", "--format", "json", "--no-findings")
+    assert result.exit_code == 0, result.output
+    assert "Paie Café" in result.stdout
+    assert "\\u00e9" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--to", "a@example.com", "--eml", "x.eml", "--smtp", "smtp://127.0.0.1"),
+            "error: give either --smtp URL or --eml FILE, not both\n",
+        ),
+        (("--eml", "x.eml"), "error: no recipient: pass --to ADDR (or set email_to in auditor.toml)\n"),
+    ],
+)
+def test_email_route_errors_exit_2_before_any_work(run_cli, db, tmp_path, args, message):
+    result = run_cli("email", "--db", db, *args)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", message)
+    assert not (tmp_path / "x.eml").exists()
+

@@ -370,3 +370,46 @@ def test_email_route_errors_exit_2_before_any_work(run_cli, db, tmp_path, args, 
     assert (result.exit_code, result.stdout, result.stderr) == (2, "", message)
     assert not (tmp_path / "x.eml").exists()
 
+
+# -- "-" is standard output for the files report and email write (a file named "-" was written) ---------
+
+
+def test_report_output_dash_writes_the_html_to_standard_output(run_cli, tmp_path):
+    snapshots(tmp_path / "history.db", 2)
+    result = run_cli("report", "--db", "history.db", "-o", "-", "--export-dir", "ex")
+    assert result.exit_code == 0, result.output
+    html = result.stdout_bytes  # the file's bytes, as -o FILE writes them
+    assert html.startswith(b"<!DOCTYPE html>") and html.endswith(b"</html>\n")
+    assert result.stderr.splitlines() == [
+        "exported ex/findings.csv",
+        "exported ex/findings.json",
+        "exported ex/diff.json",
+        f"run 2: 7 findings (0 new), 0 catalog changes, {len(html):,} bytes",
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ex", "history.db"]  # no "-", no default
+
+
+def test_email_eml_dash_writes_the_message_to_standard_output(run_cli, db, tmp_path):
+    import email
+    import email.policy
+
+    result = run_cli("email", "--db", db, "--to", "a@example.com", "--eml", "-")
+    assert result.exit_code == 0, result.output
+    message = email.message_from_bytes(result.stdout_bytes, policy=email.policy.default)
+    assert message["To"] == "a@example.com"
+    assert message.get_content_type() == "multipart/alternative"  # (no attachment asked for)
+    assert b"\r\n" in result.stdout_bytes  # as on the wire, as in a file
+    assert result.stderr == "run 1: message for a@example.com written\n"
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("option", ["--report", "--eml"])
+def test_run_refuses_dash_for_its_report_and_email(run_cli, tmp_path, option):
+    result = run_cli("run", option, "-", "--email-to", "a@example.com")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: {option} -: auditor run prints its results on standard output",
+        f"hint: give {option} a file name (auditor report -o - and auditor email --eml - write to standard "
+        "output)",
+    ]
+    assert list(tmp_path.iterdir()) == []  # refused before any work

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from auditor.cli.common import PathOption, Settings, db_option, pass_settings, smtp_ca_bundle_option
+from auditor.cli.common import (
+    PathOption,
+    Settings,
+    db_option,
+    pass_settings,
+    smtp_ca_bundle_option,
+    write_output,
+)
 
 if TYPE_CHECKING:
     from auditor.render.report import ReportBundle
@@ -120,7 +127,7 @@ def _bundle(
     "-o",
     type=PathOption(dir_okay=False),
     metavar="FILE",
-    help="Where to write the HTML file (default: auditor-report-run<ID>.html).",
+    help="Where to write the HTML file (default: auditor-report-run<ID>.html; - for standard output).",
 )
 @click.option(
     "--export-dir",
@@ -162,17 +169,22 @@ def report_command(
         settings, db, run, against, rules, waivers, templates, max_rows, full, allow_incomplete,
         outputs={"--output": output}, creates=export_dir,
     )  # fmt: skip
-    target = Path(output) if output else Path(default_report_name(bundle.run_id))
+    shown = output == "-"  # the HTML on standard output (for a pipe), not a file
+    target = None if shown else Path(output) if output else Path(default_report_name(bundle.run_id))
     written = bundle.write(target, export_dir)
-    for path in written[:-1]:
+    for path in written if shown else written[:-1]:
         settings.info(f"exported {path}")
+    if shown:
+        write_output(bundle.html, "-")
     context = bundle.context
     new = next(s.total for s in context.finding_sections if s.key == "new")
+    size = len(bundle.html.encode("utf-8")) if target is None else target.stat().st_size
     settings.info(
         f"run {bundle.run_id}: {plural(context.total_findings, 'finding')} ({new:,} new), "
-        f"{plural(context.changes_total, 'catalog change')}, {target.stat().st_size:,} bytes"
+        f"{plural(context.changes_total, 'catalog change')}, {size:,} bytes"
     )
-    click.echo(str(target))
+    if target is not None:
+        click.echo(str(target))
 
 
 @click.command("email")
@@ -198,7 +210,7 @@ def report_command(
     "eml",
     type=PathOption(dir_okay=False),
     metavar="FILE",
-    help="Write the message to FILE instead of sending it.",
+    help="Write the message to FILE instead of sending it (- for standard output).",
 )
 @click.option("--attach-report", is_flag=True, help="Attach the full HTML report.")
 @click.option("--attach-csv", is_flag=True, help="Attach the findings as CSV.")
@@ -254,7 +266,8 @@ def email_command(
     everyone = ", ".join(filter(None, (message["To"], message["Cc"])))
     if eml:
         settings.info(f"run {bundle.run_id}: message for {everyone} written")
-        click.echo(eml)
+        if eml != "-":  # (the message itself went to standard output)
+            click.echo(eml)
     else:
         from auditor.render.email import parse_smtp_url
 

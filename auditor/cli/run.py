@@ -166,6 +166,13 @@ def run_command(
     waivers_path = settings.waivers_path(waivers)
     fail_on = settings.fail_on(fail_on)
     settings.note_new_only(new_only, fail_on)
+    for option, given in (("--report", report_path), ("--eml", eml_path)):
+        if given == "-":  # standard output carries the run's results
+            raise ConfigError(
+                f"{option} -: auditor run prints its results on standard output",
+                hint=f"give {option} a file name (auditor report -o - and auditor email --eml - write to "
+                "standard output)",
+            )
     settings.guard_outputs(
         db,
         {"--output": output, "--report": report_path, "--eml": eml_path},

@@ -24,6 +24,7 @@ import shlex
 import smtplib
 import socket
 import ssl
+import sys
 import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -431,14 +432,30 @@ def _attach_text(message: EmailMessage, text: str, subtype: str, filename: str) 
 
 
 def write_eml(message: EmailMessage, path: str | Path) -> Path:
-    """Write ``message`` as an RFC 5322 file (what ``--eml FILE`` does instead of sending)."""
+    """Write ``message`` as an RFC 5322 file (what ``--eml FILE`` does instead of sending); ``"-"``
+    writes it to standard output (``auditor email --eml - | sendmail -t``)."""
     from auditor.outfile import replacing
 
     target = Path(path)
+    # CRLF line ends, as on the wire (RFC 5322; mail programs importing .eml expect them)
+    data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    if str(path) == "-":
+        if sys.stdout is None:
+            raise DeliveryError(
+                "standard output is closed: the message cannot be written", hint="pass --eml FILE"
+            )
+        try:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise DeliveryError(f"cannot write the message to standard output: {exc.strerror}") from None
+        return target
     try:
         with replacing(target, binary=True) as stream:
-            # CRLF line ends, as on the wire (RFC 5322; mail programs importing .eml expect them)
-            stream.write(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
+            stream.write(data)
     except OSError as exc:
         raise DeliveryError(f"cannot write {target}: {exc.strerror}") from None
     return target

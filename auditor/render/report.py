@@ -188,8 +188,9 @@ class ReportBundle:
     def findings_csv(self) -> str:
         return findings_csv(self.data)
 
-    def write(self, output: str | Path, export_dir: str | Path | None = None) -> list[Path]:
-        """Write the HTML (atomically) and, with ``export_dir``, the full data; return the paths."""
+    def write(self, output: str | Path | None, export_dir: str | Path | None = None) -> list[Path]:
+        """Write the HTML (atomically; not with ``output`` None, for a caller that shows it) and,
+        with ``export_dir``, the full data; return the paths."""
         written: list[Path] = []
         folder = Path(export_dir) if export_dir is not None else None
         created = folder is not None and not folder.exists()
@@ -203,7 +204,8 @@ class ReportBundle:
                     except OSError as exc:
                         raise DeliveryError(f"cannot create export folder {folder}: {exc.strerror}") from None
                     written += self._write_exports(folder)
-                written.append(_write_atomic(Path(output), self.html))
+                if output is not None:
+                    written.append(_write_atomic(Path(output), self.html))
                 if self.data.source is not None:  # still whole: no prune deleted what was read
                     self.data.source.check_still_there()
         except BaseException as exc:  # a failure or Ctrl-C: no empty folder left looking like an export

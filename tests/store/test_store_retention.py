@@ -986,6 +986,8 @@ def test_runs_of_other_hosts_or_without_a_writer_are_unknown_until_abandoned_aft
         "  running, skipped  2",
         "  marked failed     3",
     ]
+    # --abandoned-after given: the hint suggesting it is not repeated
+    assert f"run 2 is old enough to go but still running: skipped ({elsewhere})" in aged.stderr.splitlines()
     assert table_dump(engine) == before
 
     # 30 h > 24 h: run 2 too; --older-than 1.5 days keeps it (started 1.25 days ago), marked failed

@@ -194,12 +194,16 @@ def _misread(pattern: str) -> str | None:
     return None
 
 
-def _walk(items: list[Any], *, inside_unbounded: bool, repeated: bool = False) -> str | None:
+def _walk(
+    items: list[Any], *, inside_unbounded: bool, repeated: bool = False, scanning: bool = False
+) -> str | None:
     """Why ``items`` are refused (the shapes of :func:`check_pattern`), or ``None``.
 
     ``inside_unbounded``: inside a group repeated more than once whose repetitions are not
     separated (an unbounded repeat there is nested); ``repeated``: inside any group repeated more
-    than once (an alternation there must not have branches that start alike).
+    than once (an alternation there must not have branches that start alike); ``scanning``: inside
+    an unbounded repeat, separated or not (a lookaround there holding an unbounded repeat scans the
+    rest of the value at every repetition).
     """
     for op, av in items:
         name = str(op)
@@ -242,11 +246,14 @@ def _walk(items: list[Any], *, inside_unbounded: bool, repeated: bool = False) -
                 list(sub),
                 inside_unbounded=inside_unbounded or (high > 1 and not separated),
                 repeated=repeated or high > 1,
+                scanning=scanning or unbounded,
             )
             if problem:
                 return problem
         elif op == _c.SUBPATTERN:
-            problem = _walk(list(av[-1]), inside_unbounded=inside_unbounded, repeated=repeated)
+            problem = _walk(
+                list(av[-1]), inside_unbounded=inside_unbounded, repeated=repeated, scanning=scanning
+            )
             if problem:
                 return problem
         elif op == _c.BRANCH:
@@ -257,16 +264,38 @@ def _walk(items: list[Any], *, inside_unbounded: bool, repeated: bool = False) -
                     "(such as (a|ab)*) can take exponential time; make the branches distinct"
                 )
             for branch in branches:
-                problem = _walk(branch, inside_unbounded=inside_unbounded, repeated=repeated)
+                problem = _walk(
+                    branch, inside_unbounded=inside_unbounded, repeated=repeated, scanning=scanning
+                )
                 if problem:
                     return problem
         elif op == _c.AT and av in (_c.AT_BOUNDARY, _c.AT_NON_BOUNDARY):
             return "word boundaries (\\b, \\B) mean different things in PostgreSQL; use ([^a-z]|$) instead"
         elif op in (_c.ASSERT, _c.ASSERT_NOT):
-            problem = _walk(list(av[1]), inside_unbounded=inside_unbounded, repeated=repeated)
+            if scanning and _holds_unbounded(list(av[1])):
+                return (
+                    "a lookaround holding an unbounded repeat inside an unbounded repeat (such as "
+                    "(?:(?![a-z_]*_bak)[a-z_])+) scans the rest of the value at every repetition and "
+                    "can take minutes; test it once, outside the repeat (^(?![a-z_]*_bak)[a-z_]+), or "
+                    "give its repeat a small bound ({0,10})"
+                )
+            problem = _walk(
+                list(av[1]), inside_unbounded=inside_unbounded, repeated=repeated, scanning=scanning
+            )
             if problem:
                 return problem
     return None
+
+
+def _holds_unbounded(items: list[Any]) -> bool:
+    """Whether ``items`` hold (at any depth) a repeat without bound, or varying by
+    :data:`WIDE_SPREAD` or more (counted as unbounded, as in :func:`_chained`)."""
+    for op, av in items:
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and (av[1] == _c.MAXREPEAT or av[1] - av[0] >= WIDE_SPREAD):
+            return True
+        if any(_holds_unbounded(list(inner)) for inner in _inner(op, av)):
+            return True
+    return False
 
 
 def _repeated_varying_group(items: list[Any]) -> bool:
@@ -783,8 +812,8 @@ def search_watch(rule: Any) -> Iterator[None]:
             f"value for more than {SEARCH_SECONDS:g} s (it backtracks catastrophically on some values); "
             "the check was stopped",
             hint="rewrite the pattern so that no two parts can match the same characters (anchor it, "
-            "make repeats end at a character they cannot take, avoid repeats inside lookarounds "
-            "inside repeats); `auditor rules validate` refuses the shapes it knows",
+            "end each repeat at a character it cannot take, merge repeats in a row: [a-z]{0,38} for "
+            "[a-z]{0,19}[a-z]{0,19}); `auditor rules validate` refuses the shapes it knows",
         ) from None
     finally:
         signal.setitimer(signal.ITIMER_VIRTUAL, left, interval)

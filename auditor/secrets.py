@@ -255,15 +255,28 @@ def redact_bytes(content: bytes, among: Iterable[str] | None = None) -> tuple[by
 
 
 class ScrubFilter(logging.Filter):
-    """A logging filter that scrubs the formatted message of every record."""
+    """A logging filter that scrubs every record: its message, the traceback of the exception it
+    carries, and its stack.
+
+    A filter runs before any formatter, and a formatter writes the traceback only when the record
+    has no ``exc_text`` yet: so the traceback is formatted here, as a formatter would, and scrubbed
+    (it repeats the exception's text, and the source lines that raised it).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if _secrets:
             message = scrub(record.getMessage())
             record.msg, record.args = message, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = _FORMATTER.formatException(record.exc_info)
             if record.exc_text:
                 record.exc_text = scrub(record.exc_text)
+            if record.stack_info:
+                record.stack_info = scrub(record.stack_info)
         return True
+
+
+_FORMATTER = logging.Formatter()
 
 
 _OWN_FILTER = ScrubFilter()

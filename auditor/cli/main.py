@@ -119,11 +119,11 @@ class AuditorGroup(click.Group):
                 ctx.exit(failed.exit_code)
             if (exhausted := resource_error(exc)) is not None:  # a limit of the machine, not a bug
                 if _debug(ctx):
-                    traceback.print_exc()
+                    _print_traceback()
                 report_error(exhausted)
                 ctx.exit(exhausted.exit_code)
             if _debug(ctx):
-                traceback.print_exc()
+                _print_traceback()
             click.echo(f"error: internal error: {type(exc).__name__}: {_scrub(str(exc))}", err=True)
             click.echo("hint: re-run with --debug for the traceback, and report it", err=True)
             ctx.exit(EXIT_FAILURE)
@@ -198,6 +198,16 @@ def _debug(ctx: click.Context) -> bool:
     return bool(root.params.get("debug")) if root.params else False
 
 
+def _print_traceback(exc: BaseException | None = None) -> None:
+    """The traceback of ``exc`` (default: the exception being handled) on stderr (``--debug``),
+    secrets masked: it repeats the exception's text and the source lines that raised it."""
+    from auditor.secrets import scrub
+
+    text = "".join(traceback.format_exception(exc)) if exc is not None else traceback.format_exc()
+    sys.stderr.write(scrub(text))
+    sys.stderr.flush()
+
+
 def _scrub(text: str) -> str:
     """``text`` fit for stderr: no secret, and no control character from a server's error text."""
     from auditor.secrets import scrub
@@ -236,7 +246,7 @@ def with_config(hint: str | None, config_path: str | None) -> str | None:
 
 def report_error(exc: AuditorError, *, debug: bool = False) -> None:
     if debug:
-        traceback.print_exception(exc)
+        _print_traceback(exc)
     click.echo(f"error: {_scrub(exc.message)}", err=True)
     if isinstance(exc, RuleError | PartialSnapshotError):
         from auditor.textsafe import one_line

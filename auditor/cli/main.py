@@ -38,11 +38,12 @@ from auditor.errors import (
 GLOBAL_FLAGS = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
 
 
-def hoisted(args: list[str]) -> list[str]:
+def hoisted(args: list[str], takes_value: frozenset[str] = frozenset()) -> list[str]:
     """``args`` with the global options written after the command moved before it.
 
     ``auditor check --debug`` reads as naturally as ``auditor --debug check``; click only knows the
-    second. Nothing after ``--`` is moved.
+    second. Nothing after ``--`` is moved, nor the value of an option of the command's that takes
+    one (``takes_value``: ``--filter -v`` filters on ``-v``).
     """
     front: list[str] = []
     rest: list[str] = []
@@ -51,6 +52,11 @@ def hoisted(args: list[str]) -> list[str]:
         if word == "--":
             rest.append(word)
             rest.extend(words)
+        elif word in takes_value:
+            rest.append(word)
+            value = next(words, None)
+            if value is not None:
+                rest.append(value)
         elif word in GLOBAL_FLAGS or word.startswith("--config="):
             front.append(word)
         elif re.fullmatch(r"-[qv]{2,}", word):
@@ -59,7 +65,7 @@ def hoisted(args: list[str]) -> list[str]:
             front += [f"-{letter}" for letter in word[1:]]
         elif word == "--config":
             value = next(words, None)
-            if value is None:  # no value: left where it is, for click to refuse
+            if value is None:  # no value: left where it is (parse_args refuses it)
                 rest.append(word)
             else:
                 front += [word, value]
@@ -87,8 +93,33 @@ class AuditorGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if ctx.parent is None:  # the top group: accept its options after the command too
-            args = hoisted(args)
+            args = hoisted(args, self._value_options(ctx, args))
+            if args[-1:] == ["--config"] and "--" not in args:  # (the command would say it has none)
+                raise click.BadOptionUsage("--config", "Option '--config' requires an argument.", ctx)
         return super().parse_args(ctx, args)
+
+    def _value_options(self, ctx: click.Context, args: list[str]) -> frozenset[str]:
+        """The option names of the command ``args`` name that take a value (nested groups'
+        commands included, such as ``db prune``'s)."""
+        command: click.Command | None = self
+        words = iter(args)
+        for word in words:
+            if word == "--config":
+                next(words, None)
+            elif word == "--":
+                break
+            elif not word.startswith("-") and isinstance(command, click.Group):
+                command = command.get_command(ctx, word)
+                if not isinstance(command, click.Group):
+                    break
+        if command is None or isinstance(command, click.Group):
+            return frozenset()
+        return frozenset(
+            name
+            for param in command.params
+            if isinstance(param, click.Option) and not param.is_flag and not param.count
+            for name in param.opts
+        )
 
     def invoke(self, ctx: click.Context):
         if ctx.parent is None:

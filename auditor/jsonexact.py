@@ -40,7 +40,11 @@ def _finite_or_text(text: str) -> float | str:
 
 
 def _exactly(content: bytes | str) -> Any:
-    value = json.loads(content, parse_constant=_no_constant, parse_float=_finite_or_text)
+    # Bytes as orjson reads them, strict UTF-8: the standard library also takes a byte order mark
+    # and UTF-16 or UTF-32 text, so a page holding a long integer (or ten CJK digits in UTF-16)
+    # was JSON here and no JSON to orjson (a ValueError here: orjson then says why).
+    text = content.decode("utf-8") if isinstance(content, bytes) else content
+    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_or_text)
     # The standard library takes a lone UTF-16 surrogate ("\ud800", or its bytes), which is no
     # Unicode text: orjson refuses it, and every later step (the database, the outputs) fails on
     # it. Refused here too, so that which decoder reads a page never decides whether it is JSON.

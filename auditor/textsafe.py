@@ -97,12 +97,20 @@ def xml_text(text: str) -> str:
     return _NOT_XML.sub(_escape, text)
 
 
+_ZERO_WIDTH_CATEGORIES = frozenset({"Mn", "Me"})  # nonspacing and enclosing marks
+
+
 def display_width(text: str) -> int:
-    """Terminal columns ``text`` takes: East Asian wide characters two, combining marks none."""
+    """Terminal columns ``text`` takes: East Asian wide characters two, nonspacing and enclosing
+    marks none (by category: 813 of them, Thai's vowel signs among them, have no combining class)."""
     if text.isascii():  # the usual case, known without looking at the characters
         return len(text)
     return sum(
-        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        0
+        if unicodedata.category(ch) in _ZERO_WIDTH_CATEGORIES
+        else 2
+        if unicodedata.east_asian_width(ch) in "WF"
+        else 1
         for ch in text
     )
 

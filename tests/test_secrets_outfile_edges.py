@@ -379,6 +379,18 @@ def test_the_hard_stop_is_not_armed_over_an_event_loop_s_wakeup_descriptor():
         os.close(write_end)
 
 
+def _ready(script: str, *args: str) -> subprocess.Popen[str]:
+    """A Python child running ``script`` (dedented) with ``args``, once it has printed ``ready``."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    return child
+
+
 def test_a_hard_stop_keeps_a_file_whose_block_has_ended(tmp_path):
     """Only temporary files still being written are removed by a hard stop, not a finished output."""
     kept, temporary = tmp_path / "report.html", tmp_path / ".report.html.0123456789ab.tmp"
@@ -403,13 +415,7 @@ def test_a_hard_stop_keeps_a_file_whose_block_has_ended(tmp_path):
                     except KeyboardInterrupt:
                         pass
         """
-    child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script), str(kept), str(temporary)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout.readline() == "ready\n"
+    child = _ready(script, str(kept), str(temporary))
     child.send_signal(signal.SIGINT)
 
     time.sleep(0.5)
@@ -439,13 +445,7 @@ def test_the_hard_stop_comes_when_the_grace_ends_not_later(tmp_path):
                 except BaseException:
                     pass
         """
-    child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout.readline() == "ready\n"
+    child = _ready(script)
     started = time.monotonic()
     child.send_signal(signal.SIGTERM)
     _out, err = child.communicate(timeout=30)

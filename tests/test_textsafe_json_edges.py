@@ -20,20 +20,7 @@ import pytest
 from auditor.jsonexact import loads, loads_replacing_lone_surrogates
 from auditor.progress import Progress
 from auditor.textsafe import display_width, fit, one_line, prose, unambiguous, visible, xml_text
-
-# Default_Ignorable_Code_Point outside the categories below (Unicode's DerivedCoreProperties.txt)
-_DEFAULT_IGNORABLE = [
-    (0x034F, 0x034F),
-    (0x115F, 0x1160),
-    (0x17B4, 0x17B5),
-    (0x180B, 0x180F),
-    (0x2065, 0x2065),
-    (0x3164, 0x3164),
-    (0xFE00, 0xFE0F),
-    (0xFFA0, 0xFFA0),
-    (0xFFF0, 0xFFF8),
-    (0xE0000, 0xE0FFF),
-]
+from tests.test_textsafe import _DEFAULT_IGNORABLE  # (Unicode's Default_Ignorable_Code_Point)
 
 
 def _must_be_escaped(code: int) -> bool:

@@ -41,6 +41,20 @@ def connect():
         client.close()
 
 
+@pytest.fixture
+def job(engine, connect, tmp_path):
+    """``job(server, report="r.html", retries=None, **options)``: ``run_job`` with the built-in pack,
+    no decoding processes, its report in ``tmp_path``."""
+
+    def run(server, report: str = "r.html", retries: int | None = None, **options):
+        client = connect(server) if retries is None else connect(server, max_retries=retries)
+        return run_job(
+            engine, client, ruleset=load_ruleset(None), processes=0, report_path=tmp_path / report, **options
+        )
+
+    return run
+
+
 @pytest.mark.parametrize(
     ("limits", "message"),
     [
@@ -66,17 +80,10 @@ def test_the_smallest_limits_allowed_give_a_complete_run(sandbox, connect, engin
     assert run.details["deadline_seconds"] == 60 and run.details["processes"] == 0
 
 
-def test_a_partial_job_says_the_other_one_was_stored(sandbox, connect, engine, tmp_path):
+def test_a_partial_job_says_the_other_one_was_stored(sandbox, job, engine, tmp_path):
     server = sandbox(**FLAKY)
     with pytest.raises(PartialSnapshotError) as caught:
-        run_job(
-            engine,
-            connect(server, max_retries=0),
-            ruleset=load_ruleset(None),
-            workers=1,
-            processes=0,
-            report_path=tmp_path / "r.html",
-        )
+        job(server, retries=0, workers=1)
     assert caught.value.message == (
         "run 1 is not complete: 3 of 4 clusters could not be fetched (the other one was stored)"
     )
@@ -89,72 +96,33 @@ def test_a_partial_job_says_the_other_one_was_stored(sandbox, connect, engine, t
     assert not (tmp_path / "r.html").exists()
 
 
-def test_the_job_passes_max_failed_clusters_to_the_snapshot(sandbox, connect, engine, tmp_path):
+def test_the_job_passes_max_failed_clusters_to_the_snapshot(sandbox, job, engine):
     server = sandbox(**FLAKY)
     with pytest.raises(ApiError) as caught:
-        run_job(
-            engine,
-            connect(server, max_retries=0),
-            ruleset=load_ruleset(None),
-            workers=1,
-            processes=0,
-            max_failed_clusters=0,
-            report_path=tmp_path / "r.html",
-        )
+        job(server, retries=0, workers=1, max_failed_clusters=0)
     assert type(caught.value) is ApiError  # raised as it is, not a PartialSnapshotError
     (run,) = list_runs(engine)
     assert run.status == "failed" and run.details["failed_cluster_count"] == 1
 
     with pytest.raises(PartialSnapshotError) as tripped:
-        run_job(
-            engine,
-            connect(server, max_retries=0),
-            ruleset=load_ruleset(None),
-            workers=1,
-            processes=0,
-            max_failed_clusters=1,
-            report_path=tmp_path / "r.html",
-        )
+        job(server, retries=0, workers=1, max_failed_clusters=1)
     assert tripped.value.tripped
     assert tripped.value.message.startswith(
         "run 2 is not complete: the snapshot stopped after 2 clusters failed (more than 1 allowed); "
     )
 
 
-def test_the_job_passes_its_scope_and_baseline_on(sandbox, connect, engine, tmp_path):
+def test_the_job_passes_its_scope_and_baseline_on(sandbox, job):
     server = sandbox(clusters=4, columns=40)
     skipped = next(iter(server.dataset.cluster_ids()))
-    ruleset = load_ruleset(None)
-    first = run_job(
-        engine,
-        connect(server),
-        ruleset=ruleset,
-        processes=0,
-        skip_clusters=[skipped],
-        report_path=tmp_path / "1.html",
-    )
+    first = job(server, "1.html", skip_clusters=[skipped])
     assert first.run.details["skip_clusters"] == [skipped]
     assert first.run.details["skipped_clusters"] == [skipped]
     assert "skip_clusters_not_listed" not in first.run.details
     assert (first.run.clusters_stored, first.run.clusters_announced) == (3, 3)
-    second = run_job(
-        engine,
-        connect(server),
-        ruleset=ruleset,
-        processes=0,
-        skip_clusters=[skipped],
-        baseline="none",
-        report_path=tmp_path / "2.html",
-    )
+    second = job(server, "2.html", skip_clusters=[skipped], baseline="none")
     assert second.baseline is None and second.check.baseline is None
-    third = run_job(
-        engine,
-        connect(server),
-        ruleset=ruleset,
-        processes=0,
-        skip_clusters=[skipped],
-        report_path=tmp_path / "3.html",
-    )
+    third = job(server, "3.html", skip_clusters=[skipped])
     assert third.baseline is not None and third.baseline.id == 2
 
 
@@ -346,17 +314,10 @@ def test_the_clusters_skipped_are_listed_up_to_the_limit(sandbox, connect, engin
     assert (run.details["skipped_cluster_count"], run.details["skipped_clusters"]) == (2, [first])
 
 
-def test_the_job_passes_its_cluster_filter_to_the_snapshot(sandbox, connect, engine, tmp_path):
+def test_the_job_passes_its_cluster_filter_to_the_snapshot(sandbox, job):
     server = sandbox(clusters=3, columns=30)
     wanted = sorted(server.dataset.cluster_ids())[0]
-    result = run_job(
-        engine,
-        connect(server),
-        ruleset=load_ruleset(None),
-        processes=0,
-        cluster_filter=f'id="{wanted}"',
-        report_path=tmp_path / "r.html",
-    )
+    result = job(server, cluster_filter=f'id="{wanted}"')
     assert result.run.cluster_filter == f'id="{wanted}"'
     assert (result.run.status, result.run.clusters_stored) == ("complete", 1)
 

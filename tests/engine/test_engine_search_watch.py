@@ -92,6 +92,24 @@ def test_quick_searches_are_not_stopped_and_the_watch_leaves_no_trace(engine, sn
     assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)  # the timer stopped
 
 
+def test_a_caller_s_own_virtual_timer_and_handler_are_put_back(engine, snapshot, write):
+    snapshot(engine, CATALOG)
+
+    def own(signum, frame):  # pragma: no cover - it must not fire during the test
+        raise AssertionError("the caller's timer fired")
+
+    previous = signal.signal(signal.SIGVTALRM, own)
+    signal.setitimer(signal.ITIMER_VIRTUAL, 1000.0, 500.0)
+    try:
+        check_run(engine, "latest", load_ruleset([_rule_file(write, r"^([a-z]_){6}$")]))
+        assert signal.getsignal(signal.SIGVTALRM) is own
+        left, interval = signal.getitimer(signal.ITIMER_VIRTUAL)
+        assert 900 < left <= 1000 and interval == 500.0
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
+
+
 def test_the_cli_exits_2_with_the_rule_its_file_and_line(run_cli, engine, snapshot, write, monkeypatch):
     monkeypatch.setattr(sqlfuncs, "SEARCH_SECONDS", 0.5)
     snapshot(engine, CATALOG)

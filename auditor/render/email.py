@@ -444,10 +444,15 @@ def write_eml(message: EmailMessage, path: str | Path) -> Path:
             raise DeliveryError(
                 "standard output is closed: the message cannot be written", hint="pass --eml FILE"
             )
+        binary = getattr(sys.stdout, "buffer", None)  # (a text-only stream in place of stdout: as text)
         try:
             sys.stdout.flush()
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+            if binary is not None:
+                binary.write(data)
+                binary.flush()
+            else:
+                sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+                sys.stdout.flush()
         except BrokenPipeError:
             raise
         except OSError as exc:

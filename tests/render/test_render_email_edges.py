@@ -325,3 +325,21 @@ def test_whose_credentials_are_sent(sample, tls_files, argument, url_user, envir
         timeout=5,
     )
     assert _plain_credentials(server) == (expected, password or PASSWORD)
+
+
+def test_an_eml_to_a_text_only_standard_output_is_written_as_text(sample) -> None:
+    """``--eml -`` writes bytes to standard output's buffer; a program that put a text stream in
+    its place (``contextlib.redirect_stdout``) gets the same message as text."""
+    import contextlib
+    import io
+
+    from auditor.render.email import write_eml
+
+    message = build_message(bundle_from_input(sample.data), to=["a@example.org"])
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        write_eml(message, "-")
+    text = out.getvalue()
+    assert text.encode("utf-8", "surrogateescape") == message.as_bytes(
+        policy=message.policy.clone(linesep="\r\n")
+    )
+    assert "To: a@example.org\r\n" in text

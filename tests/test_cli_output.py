@@ -269,6 +269,47 @@ def test_stdout_that_cannot_take_the_results_is_never_read_as_the_gate(demo_data
         ]
 
 
+def test_a_report_to_standard_output_that_cannot_take_it_leaves_the_export_folder_alone(
+    demo_database, tmp_path
+):
+    """Found by a docs probe: `report -o - --export-dir DIR` wrote the exports, then failed on a
+    closed or full standard output (exit 3 with the folder written: "nothing is written when
+    anything fails")."""
+    report = [sys.executable, "-m", "auditor.cli.main", "report", "--db", str(demo_database), "-o", "-"]
+    closed = subprocess.run(
+        [*report, "--export-dir", str(tmp_path / "closed")],
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(1),
+        timeout=120,
+    )
+    assert closed.returncode == 3
+    assert closed.stderr.decode().splitlines() == [
+        "error: standard output is closed: the results cannot be written",
+        "hint: pass --output FILE",
+    ]
+    with open("/dev/full", "wb") as full:
+        filled = subprocess.run(
+            [*report, "--export-dir", str(tmp_path / "full")],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    assert filled.returncode == 3
+    assert (
+        filled.stderr.decode().splitlines()[0]
+        == "error: cannot write to standard output: No space left on device"
+    )
+    assert list(tmp_path.iterdir()) == []  # no export folder made
+    # and when it can: the HTML, then the exports
+    shown = subprocess.run([*report, "--export-dir", str(tmp_path / "ex")], capture_output=True, timeout=120)
+    assert shown.returncode == 0 and shown.stdout.startswith(b"<!DOCTYPE html>")
+    assert sorted(path.name for path in (tmp_path / "ex").iterdir()) == [
+        "diff.json",
+        "findings.csv",
+        "findings.json",
+    ]
+
+
 @pytest.mark.parametrize(
     "words",
     [("check",), ("runs",), ("rules", "list"), ("--version",), ("clusters", "--help"), ("--help",)],

@@ -171,11 +171,14 @@ def report_command(
     )  # fmt: skip
     shown = output == "-"  # the HTML on standard output (for a pipe), not a file
     target = None if shown else Path(output) if output else Path(default_report_name(bundle.run_id))
-    written = bundle.write(target, export_dir)
+    if shown:
+        # what was read still whole (no prune deleted it meanwhile), then the HTML, then the exports:
+        # a closed, full or broken standard output leaves an export folder as it was
+        bundle.write(None)
+        write_output(bundle.html, "-")
+    written = bundle.write(target, export_dir) if target is not None or export_dir else []
     for path in written if shown else written[:-1]:
         settings.info(f"exported {path}")
-    if shown:
-        write_output(bundle.html, "-")
     context = bundle.context
     new = next(s.total for s in context.finding_sections if s.key == "new")
     size = len(bundle.html.encode("utf-8")) if target is None else target.stat().st_size

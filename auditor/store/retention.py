@@ -563,8 +563,8 @@ def _delete_retrying(engine: Engine, plan: PrunePlan) -> PruneResult:
     for attempt in range(1, CONFLICT_ATTEMPTS + 1):
         try:
             return _delete(engine, plan)
-        except SQLAlchemyError as exc:
-            if attempt == CONFLICT_ATTEMPTS or committed_prune(exc) or not transaction_conflict(exc):
+        except SQLAlchemyError as exc:  # (raised before the commit: _delete wraps what comes after)
+            if attempt == CONFLICT_ATTEMPTS or not transaction_conflict(exc):
                 raise
             log.info(
                 "the prune met a concurrent transaction (%s) and was rolled back; "

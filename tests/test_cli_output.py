@@ -310,6 +310,45 @@ def test_a_report_to_standard_output_that_cannot_take_it_leaves_the_export_folde
     ]
 
 
+def test_a_report_or_message_written_to_dev_stdout_is_not_followed_by_its_path(demo_database, tmp_path):
+    """`report -o /dev/stdout` printed "/dev/stdout" after the HTML, into the same pipe or file
+    (and counted 0 bytes when standard output was a file); so did `email --eml /dev/stdout`. The
+    path is printed only for a file other than standard output."""
+    base = [sys.executable, "-m", "auditor.cli.main"]
+    piped = subprocess.run(
+        [*base, "report", "--db", str(demo_database), "-o", "/dev/stdout"], capture_output=True, timeout=120
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith(b"<!DOCTYPE html>") and piped.stdout.endswith(b"</html>\n")
+    assert piped.stderr.decode().endswith(f" catalog changes, {len(piped.stdout):,} bytes\n")
+    redirected = tmp_path / "report.html"
+    with redirected.open("wb") as out:  # `> report.html`: the file is replaced, not written through
+        to_file = subprocess.run(
+            [*base, "report", "--db", str(demo_database), "-o", "/dev/stdout"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    assert to_file.returncode == 0, to_file.stderr
+    html = redirected.read_bytes()  # (generated a moment later: its timestamp may differ)
+    assert html.startswith(b"<!DOCTYPE html>") and html.endswith(b"</html>\n")
+    assert to_file.stderr.decode().endswith(f" catalog changes, {len(html):,} bytes\n")
+    message = subprocess.run(
+        [*base, "email", "--db", str(demo_database), "--to", "a@example.com", "--eml", "/dev/stdout"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert message.returncode == 0, message.stderr
+    assert message.stdout.rstrip(b"\r\n").endswith(b"--")  # the MIME message's last boundary, nothing after
+    assert b"/dev/stdout" not in message.stdout
+    elsewhere = subprocess.run(
+        [*base, "report", "--db", str(demo_database), "-o", str(tmp_path / "r.html")],
+        capture_output=True,
+        timeout=120,
+    )
+    assert elsewhere.stdout.decode() == f"{tmp_path / 'r.html'}\n"  # a file: its path, as before
+
+
 @pytest.mark.parametrize(
     "words",
     [("check",), ("runs",), ("rules", "list"), ("--version",), ("clusters", "--help"), ("--help",)],

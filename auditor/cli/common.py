@@ -409,6 +409,16 @@ def let_go_of_stdout() -> None:
             os.close(devnull)
 
 
+def is_standard_output(path: str | os.PathLike[str]) -> bool:
+    """``path`` names the file standard output already writes to (``/dev/stdout``, ``/dev/fd/1``,
+    or the very file stdout is redirected to): a command then does not print the path it wrote
+    after what it wrote there (the path would end up inside the HTML or the message)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file, or a stdout with no file behind it
+        return False
+
+
 def stdout_error(cause: OSError | None = None) -> DeliveryError | None:
     """The error to report when standard output cannot be written (its buffer fails to flush, or
     ``cause`` says why a write failed), standard output then let go of; else ``None``."""

@@ -16,6 +16,7 @@ from auditor.cli.common import (
     PathOption,
     Settings,
     db_option,
+    is_standard_output,
     pass_settings,
     smtp_ca_bundle_option,
     write_output,
@@ -181,12 +182,16 @@ def report_command(
         settings.info(f"exported {path}")
     context = bundle.context
     new = next(s.total for s in context.finding_sections if s.key == "new")
-    size = len(bundle.html.encode("utf-8")) if target is None else target.stat().st_size
+    # -o /dev/stdout (a pipe, a terminal or the file stdout is redirected to): the HTML went where the
+    # path would go, so the path is not printed after it, and what was written is counted (a pipe
+    # or a device has no size; a file stdout was redirected to was replaced, not written through)
+    to_stdout = target is None or is_standard_output(target)
+    size = len(bundle.html.encode("utf-8")) if to_stdout or not target.is_file() else target.stat().st_size
     settings.info(
         f"run {bundle.run_id}: {plural(context.total_findings, 'finding')} ({new:,} new), "
         f"{plural(context.changes_total, 'catalog change')}, {size:,} bytes"
     )
-    if target is not None:
+    if not to_stdout:
         click.echo(str(target))
 
 
@@ -269,7 +274,7 @@ def email_command(
     everyone = ", ".join(filter(None, (message["To"], message["Cc"])))
     if eml:
         settings.info(f"run {bundle.run_id}: message for {everyone} written")
-        if eml != "-":  # (the message itself went to standard output)
+        if eml != "-" and not is_standard_output(eml):  # (the message itself went to standard output)
             click.echo(eml)
     else:
         from auditor.render.email import parse_smtp_url

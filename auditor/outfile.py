@@ -1,7 +1,9 @@
 """Replacing an output file (``--output``, ``--eml``, ``--export-dir``) the way a user expects.
 
 A symbolic link is written through (the file it leads to is replaced, the link kept), and a target
-that is not a regular file (``/dev/null``, ``/dev/stdout``, a named pipe) is written into directly.
+that is not a regular file (``/dev/null``, ``/dev/stdout``, a named pipe) is written into directly;
+so is the file standard output or error already writes to (``-o /dev/stdout >> log``), through
+that stream's own descriptor.
 
 :func:`replacing` is the one way outputs are written: to a new hidden temporary file beside the target,
 moved over it once complete, and removed if anything fails first (no half-written report, export
@@ -22,6 +24,7 @@ import glob
 import os
 import secrets
 import stat
+import sys
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -138,6 +141,22 @@ def _final_target(path: Path) -> Path:
         return Path(os.path.realpath(path))
 
 
+def standard_stream(path: str | os.PathLike[str]) -> int | None:
+    """1 or 2 when ``path`` names the very file this process's standard output or error writes to
+    (``/dev/stdout``, ``/dev/fd/2``, or the file a shell redirected it to, named again); else None."""
+    try:
+        target = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    for fd in (1, 2):
+        try:
+            if os.path.samestat(target, os.fstat(fd)):
+                return fd
+        except OSError:  # (closed)
+            continue
+    return None
+
+
 def _not_a_file(path: Path) -> bool:
     """``path`` exists and is something other than a regular file or a folder (links followed:
     ``/dev/stdout`` leads to ``pipe:[…]``, which has no path of its own)."""
@@ -165,7 +184,7 @@ def check_writable(path: Path, creates: Path | None = None) -> None:
     beforehand: its folder missing or not writable, the file write-protected. A command checks its
     outputs so before an hour of fetching, not after (a full disk can only be found by writing).
     ``creates``: a folder the command makes (with its parents) before writing ``path``."""
-    if _not_a_file(path):
+    if _not_a_file(path) or standard_stream(path) is not None:
         return
     target = _final_target(path)
     if target.is_dir():
@@ -198,6 +217,22 @@ def replacing(path: Path, *, binary: bool = False, newline: str | None = None) -
     Text is UTF-8 (``newline`` as for :func:`open`); ``binary`` gives a bytes stream. ``OSError``
     (a missing folder, a full disk, a write-protected target) propagates for the caller to word.
     """
+    stream_fd = standard_stream(path)
+    if stream_fd is not None:
+        # The file standard output (or error) already writes to, a regular file behind `> FILE` or
+        # `>> FILE`: written through that descriptor. Opening the path again would truncate what a
+        # `>>` kept, and a rename would leave the stream writing into a file no longer there.
+        for std in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                std.flush()
+        duplicate = os.dup(stream_fd)
+        with (
+            os.fdopen(duplicate, "wb")
+            if binary
+            else open(duplicate, "w", encoding="utf-8", newline=newline) as stream
+        ):
+            yield stream
+        return
     if _not_a_file(path):
         # A device, a pipe or a socket (/dev/null, /dev/stdout, a FIFO a reader waits on) is written
         # into, as a shell redirection would: a rename would replace the node with a regular file.

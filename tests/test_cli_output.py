@@ -313,7 +313,8 @@ def test_a_report_to_standard_output_that_cannot_take_it_leaves_the_export_folde
 def test_a_report_or_message_written_to_dev_stdout_is_not_followed_by_its_path(demo_database, tmp_path):
     """`report -o /dev/stdout` printed "/dev/stdout" after the HTML, into the same pipe or file
     (and counted 0 bytes when standard output was a file); so did `email --eml /dev/stdout`. The
-    path is printed only for a file other than standard output."""
+    path is printed only for a file other than standard output. A file stdout was redirected to
+    is written through stdout (`>> log` replaced the log with the report)."""
     base = [sys.executable, "-m", "auditor.cli.main"]
     piped = subprocess.run(
         [*base, "report", "--db", str(demo_database), "-o", "/dev/stdout"], capture_output=True, timeout=120
@@ -333,6 +334,15 @@ def test_a_report_or_message_written_to_dev_stdout_is_not_followed_by_its_path(d
     html = redirected.read_bytes()  # (generated a moment later: its timestamp may differ)
     assert html.startswith(b"<!DOCTYPE html>") and html.endswith(b"</html>\n")
     assert to_file.stderr.decode().endswith(f" catalog changes, {len(html):,} bytes\n")
+    log = tmp_path / "log.html"
+    log.write_bytes(b"kept\n")
+    with log.open("ab") as out:  # `>> log.html`: appended to, what it held kept (a rename replaced it)
+        appended = subprocess.run(
+            [*base, "report", "--db", str(demo_database), "-o", "/dev/stdout"], stdout=out, timeout=120
+        )
+    assert appended.returncode == 0
+    held = log.read_bytes()
+    assert held.startswith(b"kept\n<!DOCTYPE html>") and held.endswith(b"</html>\n")
     message = subprocess.run(
         [*base, "email", "--db", str(demo_database), "--to", "a@example.com", "--eml", "/dev/stdout"],
         capture_output=True,

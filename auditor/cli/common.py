@@ -413,10 +413,9 @@ def is_standard_output(path: str | os.PathLike[str]) -> bool:
     """``path`` names the file standard output already writes to (``/dev/stdout``, ``/dev/fd/1``,
     or the very file stdout is redirected to): a command then does not print the path it wrote
     after what it wrote there (the path would end up inside the HTML or the message)."""
-    try:
-        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
-    except (OSError, ValueError, AttributeError):  # no such file, or a stdout with no file behind it
-        return False
+    from auditor.outfile import standard_stream
+
+    return standard_stream(path) == 1
 
 
 def stdout_error(cause: OSError | None = None) -> DeliveryError | None:

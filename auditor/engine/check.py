@@ -72,12 +72,14 @@ def findings_for_run(
 
 
 def _findings_with_evaluation(
-    engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool
+    engine: Engine, run_id: int, ruleset: RuleSet, *, store: bool, load: bool = True
 ) -> tuple[list[Finding], int | None, str]:
     """(findings, stored evaluation id or None, the digest they are stored under).
 
     The run's status is read before anything is evaluated: a run still being written is evaluated
     afresh each time and stored under :func:`while_running`'s digest, never reused for the run.
+    ``load=False``: an evaluation already stored is not read (no findings are returned for it), for
+    callers that need its id only.
     """
     with engine.connect() as connection:
         status = connection.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
@@ -87,7 +89,7 @@ def _findings_with_evaluation(
         if status != RUN_RUNNING:
             evaluation_id = latest_evaluation(connection, run_id, digest)
             if evaluation_id is not None:
-                return load_findings(connection, evaluation_id), evaluation_id, digest
+                return (load_findings(connection, evaluation_id) if load else []), evaluation_id, digest
     items = evaluate(engine, run_id, ruleset)
     with engine.connect() as connection:
         earliest = earliest_sightings(connection, run_id, [f.fingerprint for f in items])
@@ -101,8 +103,11 @@ def _findings_with_evaluation(
 
 def stored_evaluation(engine: Engine, run_id: int, ruleset: RuleSet) -> int:
     """The id of the stored evaluation of ``run_id`` under ``ruleset``, evaluating (and storing) it if
-    there is none: for readers that then work on the stored findings in SQL (the report)."""
-    evaluation_id = _findings_with_evaluation(engine, run_id, ruleset, store=True)[1]
+    there is none: for readers that then work on the stored findings in SQL (the report).
+
+    A stored evaluation is not read: at 1M columns that is ~390k findings turned into objects, and
+    the report asks for two evaluations twice (4.4 -> 18.6 s when it did, bench/RESULTS.md)."""
+    evaluation_id = _findings_with_evaluation(engine, run_id, ruleset, store=True, load=False)[1]
     assert evaluation_id is not None  # store=True always stores one
     return int(evaluation_id)
 

@@ -68,6 +68,7 @@ from auditor.bigid.paging import (
     PageTooSlow,
     PagingStats,
     RawPage,
+    announced_more,
     paginate,
     shrink,
 )
@@ -483,9 +484,20 @@ class BigIDClient:
                 hint="the server may ignore limit/skip; try a narrower --filter or a larger --page-size",
             )
             try:
-                return self._regrow_listing(fetch, out, stats)
+                listed = self._regrow_listing(fetch, out, stats)
             except ApiError:
                 raise stuck from None
+            missing = announced_more(stats, None)
+            if missing:
+                # asked in one answer, still fewer than the totalCount: the server caps its answers
+                # and ignores skip, and the clusters past them cannot be reached (a run stored with
+                # the ones that came was complete, and the rest never checked, without a word)
+                raise ApiError(
+                    f"GET {CLUSTERS_PATH}: the server serves the same clusters whatever skip says, and "
+                    f"no more when asked for {stats.regrown:,} at once: {missing}",
+                    hint="narrow the listing with --filter, so that it fits in one answer",
+                ) from None
+            return listed
         reordered = stats.duplicates and stats.fetched < 10 * self.options.page_size
         if (stats.stopped_on_repeat and stats.repeated_full_page) or reordered:
             # the same full page again (skip ignored), or ids listed twice across pages (an order

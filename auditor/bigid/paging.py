@@ -103,7 +103,7 @@ class NoProgress(Exception):
     """The server keeps answering without advancing (ignores ``skip``), or the page cap was hit."""
 
 
-def _announced_more(stats: PagingStats, expected: int | None) -> str | None:
+def announced_more(stats: PagingStats, expected: int | None) -> str | None:
     """What says more records exist than were fetched: the total (unless it proved wrong), else the
     independent announcement (``expected``); None when nothing does."""
     if stats.total is not None and not stats.total_wrong:
@@ -203,7 +203,7 @@ def paginate(
             same = same + 1 if keys == previous_keys else 0
             echoed = echoed + len(keys) if same else 0
             if same >= (SAME_PAGE_LIMIT if len(keys) > 1 else SAME_PAGE_LIMIT_SINGLE_ROW):
-                missing = _announced_more(stats, expected)
+                missing = announced_more(stats, expected)
                 if (confirming or on_repeat == "stop") and not missing:
                     # the server ignores skip; past the total (or for clusters) that is the end, and
                     # the same page served again is paging's echo, not records listed twice
@@ -215,6 +215,7 @@ def paginate(
                     stats.duplicates -= echoed  # paging's echo, not records listed twice
                     same = echoed = 0
                     continue  # the same offset, asked the other way (the same page again: the end)
+                stats.duplicates -= echoed  # paging's echo, not records listed twice
                 raise NoProgress(
                     f"the server returned the same page again at skip={skip} (it ignores skip, or its "
                     "records repeat one key)" + (f"; {missing}" if missing else "")
@@ -253,6 +254,6 @@ def paginate(
                 # Shorter than asked, with nothing announced: the end, or a server that caps its
                 # pages below ``limit`` (and would lose every row past the first page). One more
                 # request tells: an empty page ends the listing, and so does the same one again
-                # unless the cluster's size says more exist (see _announced_more).
+                # unless the cluster's size says more exist (see announced_more).
                 unconfirmed = len(rows)
                 confirming = True

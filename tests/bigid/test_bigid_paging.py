@@ -447,6 +447,31 @@ def test_a_clusters_listing_that_honours_limit_and_ignores_skip_is_asked_for_who
     )
 
 
+def test_a_clusters_listing_whose_total_one_answer_cannot_reach_stops_the_snapshot(loopback, make_client):
+    """Found by a probe: a tenant that serves at most 2 clusters an answer, ignores skip and says
+    "totalCount": 4 gave the same page again; the client asked for 10,000 at once, got the same 2,
+    and stored a complete run of 2 clusters, exit 0, saying nothing of the other two. The total says
+    more exist than any answer holds: the snapshot stops, saying so (docs/fetch.md)."""
+    clusters = [{"id": f"k{i}", "size": 0} for i in range(4)]
+    for envelope in (
+        lambda rows: {"results": rows, "totalCount": 4},
+        lambda rows: {"data": {"clusters": rows, "totalCount": 4}},
+    ):
+        loopback.reset(lambda request, envelope=envelope: Reply(200, envelope(clusters[:2])))
+        with pytest.raises(ApiError) as caught:
+            make_client(loopback.url, page_size=1000).list_clusters()
+        assert caught.value.message == (
+            "GET /api/v1/clusters: the server serves the same clusters whatever skip says, and no more "
+            "when asked for 10,000 at once: totalCount says 4, but only 2 arrived"
+        )
+        assert caught.value.hint == "narrow the listing with --filter, so that it fits in one answer"
+        asked = [(int(r.query["skip"]), int(r.query["limit"])) for r in loopback.seen]
+        assert asked == [(0, 1000), (2, 1000), (0, 10000)]
+    # the same server announcing what it serves: a complete listing of 2, as before
+    loopback.reset(lambda request: Reply(200, {"results": clusters[:2], "totalCount": 2}))
+    assert [c.id for c, _ in make_client(loopback.url, page_size=1000).list_clusters()] == ["k0", "k1"]
+
+
 def test_a_repeated_page_does_not_end_a_listing_that_announced_more():
     """A server that ignores skip *and* caps its pages: the repeat used to end the listing, and the
     snapshot held 3 of 10 clusters, or 40 of a cluster's 120 columns, as complete."""
@@ -472,6 +497,7 @@ def test_a_repeated_page_does_not_end_a_listing_that_announced_more():
                 "the server returned the same page again at skip=3 (it ignores skip, or its records "
                 f"repeat one key); {said}"
             )
+            assert stats.duplicates == 0  # the page served again is paging's echo (a probe: 3 counted)
     # nothing announced more, or the total was reached: the repeat ends the listing as before
     for total, expected in ((None, None), (3, None), (None, 3), (3, 10)):
         stats = PagingStats()

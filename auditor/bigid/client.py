@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
-import math
 import random
 import re
 import threading
@@ -89,6 +88,8 @@ CA_HINT = "give the PEM file of the CA that signed the tenant's certificate"
 CLUSTERS_PATH = "/api/v1/clusters"
 COLUMNS_PATH = "/api/v1/data-catalog/column/cluster/similar"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Retry-After as a number: whole seconds (RFC 9110), a decimal fraction tolerated; no sign, no exponent
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # The largest limit asked for when a cluster listing must be fetched in one page (see
 # BigIDClient._regrow_listing): --page-size's own bound.
 MAX_LISTING_LIMIT = 1_000_000
@@ -1063,15 +1064,18 @@ class BigIDClient:
                 self.requests += 1
 
     def _retry_after(self, value: str | None) -> float | None:
-        """``Retry-After`` in seconds (a number or an HTTP date), capped; None when absent or bad."""
+        """``Retry-After`` in seconds (a number or an HTTP date), capped; None when absent or bad.
+
+        A number is digits, with a decimal fraction tolerated (``0.5``; RFC 9110 has whole seconds):
+        ``-5`` was read as no delay at all (retrying at once a server that asked for less), and
+        ``1e3`` as 1,000 s (capped at a minute, a wait that used up the request's time budget).
+        """
         if not value:
             return None
         value = value.strip()
-        try:
+        if _DELAY_SECONDS.fullmatch(value):
             seconds = float(value)
-            if not math.isfinite(seconds):  # "inf", "1e400", "nan": no delay at all, not the cap
-                return None
-        except ValueError:
+        else:  # an HTTP date, or nothing we read ("-5", "1e3", "inf" are no dates either)
             try:
                 when = email.utils.parsedate_to_datetime(value)
             except (TypeError, ValueError):

@@ -146,6 +146,16 @@ def test_retry_after_is_capped_at_a_minute_and_read_as_a_date_in_any_zone_spelli
         assert client._retry_after("120") == 60.0
         soon = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S -0000")
         assert 25 < client._retry_after(soon) <= 30
+        assert (client._retry_after(" 7 "), client._retry_after("0"), client._retry_after("1.5")) == (
+            7,
+            0,
+            1.5,
+        )
+        # no seconds and no date (an outside probe): "-5" meant retrying at once, twelve times, a
+        # server asking to slow down, and "1e3" a minute's wait each time, past the request's budget;
+        # both now leave the usual backoff to apply, as the docs say
+        for bad in ("-5", "+5", "1e3", "0x10", ".5", "5.", "inf", "nan", "1e400", "5 s", "soon", ""):
+            assert client._retry_after(bad) is None, bad
     finally:
         client.close()
 

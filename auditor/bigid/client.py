@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
@@ -264,6 +264,24 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _masked_source(url: str, token: str | None) -> str:
+    """``url`` (a :func:`public_url`) with ``token`` masked wherever it is spelt, percent-encoded
+    characters included: ``…/SECRET%2DKEY`` was recorded as the run's source as it was (a probe)."""
+    forms = sorted(secrets.forms(token), key=len, reverse=True)
+    if not forms or token is None:
+        return url
+    for form in forms:
+        url = url.replace(form, secrets.MASK)
+    parts = urlsplit(url)
+    segments = []
+    for segment in parts.path.split("/"):
+        decoded = unquote(segment)
+        if token in decoded:  # spelt with other characters percent-encoded
+            segment = quote(decoded.replace(token, secrets.MASK), safe="*")
+        segments.append(segment)
+    return urlunsplit((parts.scheme, parts.netloc, "/".join(segments), "", ""))
+
+
 class _Failure:
     """Why one attempt failed in a retryable way (for the final message)."""
 
@@ -330,10 +348,7 @@ class BigIDClient:
         self.base_url = public_url(options.url)
         # what runs record as their source: a key pasted into the URL's path is not stored with it
         # (this client's key only: another secret of the process, "prod" say, is no part of it)
-        source = self.base_url
-        for form in sorted(secrets.forms(options.token), key=len, reverse=True):
-            source = source.replace(form, secrets.MASK)
-        self.source = options.source_label or source
+        self.source = options.source_label or _masked_source(self.base_url, options.token)
         self.session = requests.Session()
         pool = max(options.workers * 2, 10)
         adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=pool, max_retries=0, pool_block=False)

@@ -320,6 +320,23 @@ def test_a_key_pasted_into_the_urls_path_is_not_recorded_as_the_source(
     assert token.encode() not in database_bytes(tmp_path / "url.db")
 
 
+def test_a_key_pasted_into_the_url_percent_encoded_is_masked_in_the_source(make_client):
+    """Found by an outside probe: with BIGID_URL=…/x/SECRET%2DKEY-PROBE-123/, the key (its dash
+    percent-encoded, as no encoder of ours spells it) was recorded as the run's source unmasked."""
+    token = "SECRET-KEY-PROBE-123"
+    for path, shown in (
+        ("/x/SECRET%2DKEY-PROBE-123/", "/x/***"),
+        ("/x/%53ECRET-KEY-PROBE-123", "/x/***"),
+        ("/api/pre-SECRET%2dKEY%2DPROBE-123-post/", "/api/pre-***-post"),
+        ("/x/SECRET-KEY", "/x/SECRET-KEY"),  # a part of it is not it
+    ):
+        client = make_client(f"http://127.0.0.1:9{path}", token=token)
+        try:
+            assert client.source == f"http://127.0.0.1:9{shown}", path
+        finally:
+            client.close()
+
+
 def test_other_secrets_of_the_process_are_not_masked_in_the_recorded_source(loopback: Loopback, make_client):
     from auditor import secrets
 

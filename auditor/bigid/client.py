@@ -1019,7 +1019,12 @@ class BigIDClient:
                 ):
                     return status, said  # about the header's form: see _request
                 elif status in RETRY_STATUSES:
-                    failure = _Failure(f"HTTP {status}", status=status, network=False)
+                    # the server's own words, when it gave some in JSON: "HTTP 500: jwt malformed"
+                    # says what six attempts of "HTTP 500" did not (an outside probe)
+                    body = _lenient_body(content)
+                    detail = error_message(body) if isinstance(body, dict) else None
+                    said = f": {secrets.scrub_cut(detail)}" if detail else ""
+                    failure = _Failure(f"HTTP {status}{said}", status=status, network=False)
                     if status == 504:  # the gateway gave up waiting for the page
                         gateway_timeouts += 1
                         if shrinkable and gateway_timeouts >= 2:  # twice: not a passing hiccup

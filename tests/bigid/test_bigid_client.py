@@ -402,7 +402,7 @@ def test_persistent_5xx_fails_after_a_bounded_number_of_attempts(loopback, make_
     client = make_client(loopback.url, max_retries=3)
     with pytest.raises(ApiError) as caught:
         client.list_clusters()
-    assert caught.value.message.startswith(f"GET {CLUSTERS_PATH} failed: HTTP 503 (4 attempts in ")
+    assert caught.value.message.startswith(f"GET {CLUSTERS_PATH} failed: HTTP 503: down (4 attempts in ")
     assert caught.value.status == 503
     assert len(loopback.seen) == 4
 

@@ -99,6 +99,25 @@ def test_a_300_is_a_redirect_not_followed(loopback, make_client):
 # -- retries ------------------------------------------------------------------------------------------
 
 
+def test_a_failing_server_s_own_words_are_in_the_final_error_and_its_html_is_not(loopback, make_client):
+    """Found by an outside probe: a gateway answering one endpoint with `500 {"message": "jwt
+    malformed"}` failed every cluster with "HTTP 500 (6 attempts …)", the cause nowhere. The JSON
+    answer's message now follows the status (masked where it quotes the key); an HTML page's
+    text does not."""
+    key = "Tk-9f3a2b7c1d"
+    for reply, said in (
+        (Reply(500, {"status": "error", "message": "jwt malformed"}), "HTTP 500: jwt malformed"),
+        (Reply(502, {"error": {"detail": f"refused key {key}"}}), "HTTP 502: refused key ***"),
+        (Reply(503, b"<html><body><h1>503 Service Unavailable</h1></body></html>"), "HTTP 503"),
+        (Reply(504, {}), "HTTP 504"),
+    ):
+        loopback.reset(lambda request, reply=reply: reply)
+        client = make_client(loopback.url, token=key, auth_scheme="bearer", max_retries=1)
+        with pytest.raises(ApiError) as caught:
+            client.list_clusters()
+        assert caught.value.message.startswith(f"GET {CLUSTERS_PATH} failed: {said} (2 attempts in "), reply
+
+
 def test_by_default_a_request_is_tried_six_times_with_a_doubling_backoff(loopback, monkeypatch):
     """fetch.md: at most 5 retries, waits of up to 0.5 s, 1 s, 2 s ... (full jitter)."""
     waits: list[float] = []
@@ -107,7 +126,7 @@ def test_by_default_a_request_is_tried_six_times_with_a_doubling_backoff(loopbac
     client = BigIDClient(ClientOptions(url=loopback.url, token="SAMPLE", auth_scheme="bearer"))
     monkeypatch.setattr(client._closing, "wait", lambda delay: waits.append(delay) or False)
     try:
-        with pytest.raises(ApiError, match=r"HTTP 503 \(6 attempts"):
+        with pytest.raises(ApiError, match=r"HTTP 503: down \(6 attempts"):
             client.list_clusters()
     finally:
         client.close()

@@ -100,7 +100,8 @@ def test_an_invalid_record_and_a_persistent_500_are_recorded_the_rest_stored(
         take_snapshot(engine, client, workers=2, processes=processes)
     payload = "PayloadError: cluster k2: column 10: fullyQualifiedName: Field required"
     server = re.compile(
-        rf"ApiError: cluster k6: GET {re.escape(COLUMNS_PATH)} failed: HTTP 500 \(2 attempts in [0-9.]+ s\)"
+        rf"ApiError: cluster k6: GET {re.escape(COLUMNS_PATH)} failed: HTTP 500: boom "
+        r"\(2 attempts in [0-9.]+ s\)"
     )
     assert caught.value.message == (
         "run 1 is not complete: 2 of 8 clusters could not be fetched (the other 6 were stored)"

@@ -161,4 +161,5 @@ def test_tutorial_error_bodies(loopback, make_client):
     loopback.reset(lambda r: Reply(500, TUTORIAL_500.encode()))
     with pytest.raises(ApiError) as caught:
         make_client(loopback.url, max_retries=1).get_columns("1234")
-    assert caught.value.message.startswith(f"cluster 1234: GET {SIMILAR} failed: HTTP 500 (2 attempts in ")
+    said = "HTTP 500: Server error"  # the tutorial's error body's message
+    assert caught.value.message.startswith(f"cluster 1234: GET {SIMILAR} failed: {said} (2 attempts in ")

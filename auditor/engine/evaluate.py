@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, literal, select, true
+from sqlalchemy.exc import SQLAlchemyError
 
 from auditor.engine import fields as F
 from auditor.engine.conditions import (
@@ -51,7 +52,7 @@ from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_funct
 from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
 from auditor.stopping import removed_on_hard_stop
-from auditor.store.db import keys_in, one_connection_only, store_errors
+from auditor.store.db import SQLITE_MMAP_BYTES, keys_in, one_connection_only, store_errors
 from auditor.store.runs import missing_run
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 from auditor.workers import remove_if_orphaned, start_pool
@@ -76,15 +77,35 @@ RULE_TABLES = (
 
 
 def prepare_connection(connection: Connection) -> None:
-    """Make the functions and planner settings the compiled SQL relies on available here."""
+    """Make the functions and planner settings the compiled SQL relies on available here.
+
+    On SQLite the connection also reads the file through a memory map from now on
+    (:data:`~auditor.store.db.SQLITE_MMAP_BYTES`); :func:`evaluation_connection` takes it back.
+    """
     if connection.dialect.name == "sqlite":
         register_sqlite_functions(connection.connection.driver_connection)
+        connection.exec_driver_sql(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     elif connection.dialect.name == "postgresql":
         # Rules scan whole runs: hash joins are right, and the planner cannot estimate predicates
         # such as lower(tag_name) = 'x' (no statistics on expressions), so a nested loop it
         # believes cheap can run for minutes. SET LOCAL ends with the evaluation's transaction.
         connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
         connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+
+
+@contextlib.contextmanager
+def evaluation_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection of ``engine`` prepared for evaluating rules (:func:`prepare_connection`), given
+    back to the pool without its memory map: the next reader of a pooled connection (a report,
+    a diff) would otherwise go on mapping every page it reads into this process."""
+    with engine.connect() as connection:
+        prepare_connection(connection)
+        try:
+            yield connection
+        finally:
+            if connection.dialect.name == "sqlite":
+                with contextlib.suppress(SQLAlchemyError):  # (a connection an error left unusable)
+                    connection.exec_driver_sql("PRAGMA mmap_size=0")
 
 
 def refresh_statistics(engine: Engine) -> None:
@@ -173,8 +194,7 @@ def evaluate_each(
         refresh_statistics(engine)
         mode = parallel_mode(engine, run_id, workers) if len(rules) > 1 else "serial"
         if mode == "serial":
-            with engine.connect() as connection:
-                prepare_connection(connection)
+            with evaluation_connection(engine) as connection:
                 for rule in rules:
                     started = time.perf_counter()
                     items = evaluate_rule(connection, run_id, rule)
@@ -291,8 +311,7 @@ def _evaluate_alone(
 ) -> tuple[Any, float]:
     """One rule on a connection of its own (a worker's unit of work): what ``produce`` returns
     (:func:`evaluate_rule`'s findings by default), and the seconds it took."""
-    with engine.connect() as connection:
-        prepare_connection(connection)
+    with evaluation_connection(engine) as connection:
         started = time.perf_counter()
         items = (produce or evaluate_rule)(connection, run_id, rule)
         return items, time.perf_counter() - started

@@ -38,12 +38,16 @@ SQLITE_BUSY_TIMEOUT_MS = 300_000
 # After this long waiting for the write lock, a command says so once (then waits on, up to the busy
 # timeout): an operations probe took five silent minutes for a hang.
 LOCK_NOTICE_SECONDS = 5.0
-# Read the database file through a memory map (up to SQLite's default compile-time ceiling of
-# 2 GiB; a larger file is read through the map up to there and by read() beyond). Without it,
-# every page a connection reads is copied out of the OS cache by a system call into a 2 MB page
-# cache: each rule, diff and report scan of a 1M-column run re-reads ~1 GB that way. Measured at
-# 1M columns: the membership-to-version join 2.1 -> 0.94 s, the built-in pack ~10% less CPU.
-# SQLite only reads through the map (writes still use write()), so durability is unchanged.
+# Rule evaluation reads the database file through a memory map (up to SQLite's default
+# compile-time ceiling of 2 GiB; a larger file is read through the map up to there and by read()
+# beyond): without it, every page a connection reads is copied out of the OS cache by a system call
+# into a 2 MB page cache, and each rule re-reads ~1 GB of a 1M-column run that way. Measured at 1M
+# columns: the membership-to-version join 2.1 -> 0.94 s, the built-in pack ~10% less CPU. Only the
+# evaluation's connections map the file (auditor.engine.evaluate.prepare_connection): the diff and
+# the report gained nothing from it (1.5-1.8 s either way at 1M), and every page they touched was
+# counted in the process's resident memory (the report's peak 206 MiB -> 2.3 GiB, the diff's
+# 164 MiB -> 2.7 GiB, all of it the file's pages). SQLite only reads through the map (writes still
+# use write()), so durability is unchanged.
 SQLITE_MMAP_BYTES = 2_147_418_112
 
 
@@ -198,7 +202,6 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - ex
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor.close()
 
 

@@ -29,13 +29,21 @@ def test_new_database_is_created_at_head_and_matches_models(tmp_path):
 
 
 def test_sqlite_runs_in_wal_with_busy_timeout_foreign_keys_and_memory_mapped_reads(tmp_path):
+    from auditor.engine.evaluate import evaluation_connection
+
     engine = store_db.open_database(tmp_path / "a.db")
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() == store_db.SQLITE_BUSY_TIMEOUT_MS
-        # memory-mapped reads (the figure SQLite reports is capped by how it was compiled)
+        # no memory map for readers in general: a report's or a diff's pages counted as its memory
+        assert connection.execute(text("PRAGMA mmap_size")).scalar() == 0
+    with evaluation_connection(engine) as connection:
+        # memory-mapped reads for rules (the figure SQLite reports is capped by how it was compiled)
         assert connection.execute(text("PRAGMA mmap_size")).scalar() > 0
+    with engine.connect() as connection:  # the same pooled connection, given back without its map
+        assert connection.execute(text("PRAGMA mmap_size")).scalar() == 0
+    engine.dispose()
 
 
 def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path, caplog):

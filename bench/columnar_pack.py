@@ -39,7 +39,7 @@ from sandbox_throughput import cpu_model  # bench/ is the script's folder, first
 from sqlalchemy import Boolean, Float, Integer, create_engine
 from sqlalchemy.ext.compiler import compiles
 
-from auditor.engine import evaluate_each, load_ruleset
+from auditor.engine import evaluate_each, load_ruleset, sqlfuncs
 from auditor.engine.evaluate import evaluate_rule, rule_weight
 from auditor.engine.sqlfuncs import (
     CaseFolded,
@@ -77,21 +77,15 @@ def duckdb_spellings() -> None:
     for cls in (CaseFolded, UnicodeLower, GroupFolded, GroupLowered):
         compiles(cls, "duckdb")(lowered)
 
-    @compiles(TextContains, "duckdb")
-    def _contains(element: Any, compiler: Any, **kw: Any) -> str:
-        haystack, needle = list(element.clauses)
-        return f"(strpos({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)}) > 0)"
+    # PostgreSQL's own spellings where DuckDB reads them alike (strpos, string_agg)
+    compiles(TextContains, "duckdb")(sqlfuncs._contains_pg)
+    compiles(JoinedText, "duckdb")(sqlfuncs._joined_pg)
 
     @compiles(RegexSearch, "duckdb")
     def _regex(element: Any, compiler: Any, **kw: Any) -> str:
         value, pattern = list(element.clauses)
         flags = ", 'i'" if element.ignore_case else ""
         return f"regexp_matches({compiler.process(value, **kw)}, {compiler.process(pattern, **kw)}{flags})"
-
-    @compiles(JoinedText, "duckdb")
-    def _joined(element: Any, compiler: Any, **kw: Any) -> str:
-        (value,) = list(element.clauses)
-        return f"string_agg({compiler.process(value, **kw)}, chr(31))"
 
 
 def arrow_type(column: Any) -> Any:

@@ -94,16 +94,17 @@ def prepare_connection(connection: Connection) -> None:
 
 
 @contextlib.contextmanager
-def evaluation_connection(engine: Engine) -> Iterator[Connection]:
+def evaluation_connection(engine: Engine, *, keep_map: bool = False) -> Iterator[Connection]:
     """A connection of ``engine`` prepared for evaluating rules (:func:`prepare_connection`), given
     back to the pool without its memory map: the next reader of a pooled connection (a report,
-    a diff) would otherwise go on mapping every page it reads into this process."""
+    a diff) would otherwise go on mapping every page it reads into this process. ``keep_map``: a
+    worker process that only evaluates keeps it, so that its next rule finds the pages mapped."""
     with engine.connect() as connection:
         prepare_connection(connection)
         try:
             yield connection
         finally:
-            if connection.dialect.name == "sqlite":
+            if connection.dialect.name == "sqlite" and not keep_map:
                 with contextlib.suppress(SQLAlchemyError):  # (a connection an error left unusable)
                     connection.exec_driver_sql("PRAGMA mmap_size=0")
 
@@ -307,11 +308,16 @@ def _condition_weight(condition: Any) -> float:
 
 
 def _evaluate_alone(
-    engine: Engine, run_id: int, rule: Rule, produce: Callable[[Connection, int, Rule], Any] | None = None
+    engine: Engine,
+    run_id: int,
+    rule: Rule,
+    produce: Callable[[Connection, int, Rule], Any] | None = None,
+    *,
+    keep_map: bool = False,
 ) -> tuple[Any, float]:
     """One rule on a connection of its own (a worker's unit of work): what ``produce`` returns
     (:func:`evaluate_rule`'s findings by default), and the seconds it took."""
-    with evaluation_connection(engine) as connection:
+    with evaluation_connection(engine, keep_map=keep_map) as connection:
         started = time.perf_counter()
         items = (produce or evaluate_rule)(connection, run_id, rule)
         return items, time.perf_counter() - started
@@ -367,7 +373,7 @@ def _evaluate_in_process(url: str, run_id: int, rule: Rule, spool: str) -> tuple
     if engine is None:
         engine = _WORKER_ENGINES[url] = create_db_engine(url)
     with collector_paused():
-        rows, seconds = _evaluate_alone(engine, run_id, rule, finding_rows)
+        rows, seconds = _evaluate_alone(engine, run_id, rule, finding_rows, keep_map=True)
         chunks = [
             pickle.dumps(rows[start : start + SPOOL_CHUNK], protocol=pickle.HIGHEST_PROTOCOL)
             for start in range(0, len(rows), SPOOL_CHUNK)

@@ -43,6 +43,10 @@ def test_sqlite_runs_in_wal_with_busy_timeout_foreign_keys_and_memory_mapped_rea
         assert connection.execute(text("PRAGMA mmap_size")).scalar() > 0
     with engine.connect() as connection:  # the same pooled connection, given back without its map
         assert connection.execute(text("PRAGMA mmap_size")).scalar() == 0
+    with evaluation_connection(engine, keep_map=True):  # a worker process's: its next rule reuses it
+        pass
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA mmap_size")).scalar() > 0
     engine.dispose()
 
 

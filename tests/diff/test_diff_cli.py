@@ -172,6 +172,32 @@ def test_markdown_cuts_long_values_and_stays_within_a_comment(runner, engine, wr
     assert all(fqn in full for fqn in long)  # the JSON keeps every value whole
 
 
+def test_json_streams_the_open_findings_as_the_whole_document_prints_them(runner, engine, write, base, kit):
+    """`diff --format json` built the whole document (every open finding a dict, then one string):
+    3.2 GB at 1M columns. It now streams the open findings; the bytes are those of the document
+    dumped whole (non-ASCII kept, two-space indents, a final newline), with and without open
+    findings."""
+    from auditor.diff import compute_diff
+    from auditor.engine import load_ruleset
+
+    db = str(engine.url.database)
+    before, after = base(), base()
+    for catalog in (before, after):  # open in both runs: more than one open finding to stream
+        catalog[1][1].append(kit.column("dwh.sales.nom ✓", tags={"sensitivity": "high"}))
+    after[1][1].append(kit.column("dwh.sales.prénom ✓", tags={"sensitivity": "high"}))
+    first, second = write(engine, before), write(engine, after)
+    result = compute_diff(engine, first, second, ruleset=load_ruleset())
+    assert len(result.findings["open"]) > 1 and result.findings["new"]
+    streamed = invoke(runner, "--db", db, "--format", "json")
+    assert streamed.exit_code == 0, streamed.stderr
+    assert streamed.stdout == json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+    assert "prénom ✓" in streamed.stdout
+    bare = invoke(runner, "--db", db, "--format", "json", "--no-findings")
+    catalog_only = compute_diff(engine, first, second, findings=False)
+    assert catalog_only.findings.get("open", []) == []
+    assert bare.stdout == json.dumps(catalog_only.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
 class _Collect(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

@@ -104,7 +104,8 @@ def test_a_caller_s_own_virtual_timer_and_handler_are_put_back(engine, snapshot,
         check_run(engine, "latest", load_ruleset([_rule_file(write, r"^([a-z]_){6}$")]))
         assert signal.getsignal(signal.SIGVTALRM) is own
         left, interval = signal.getitimer(signal.ITIMER_VIRTUAL)
-        assert 900 < left <= 1000 and interval == 500.0
+        # (the kernel rounds a timer it is given to its own granularity: 1000.004 s was seen)
+        assert 900 < left <= 1001 and interval == 500.0
     finally:
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
         signal.signal(signal.SIGVTALRM, previous)

@@ -172,12 +172,15 @@ def test_markdown_cuts_long_values_and_stays_within_a_comment(runner, engine, wr
     assert all(fqn in full for fqn in long)  # the JSON keeps every value whole
 
 
-def test_json_streams_the_open_findings_as_the_whole_document_prints_them(runner, engine, write, base, kit):
+def test_json_streams_the_open_findings_as_the_whole_document_prints_them(
+    runner, engine, write, base, kit, monkeypatch
+):
     """`diff --format json` built the whole document (every open finding a dict, then one string):
-    3.2 GB at 1M columns. It now streams the open findings; the bytes are those of the document
-    dumped whole (non-ASCII kept, two-space indents, a final newline), with and without open
-    findings."""
+    3.2 GB at 1M columns. It now streams the open findings (the document is never built with them);
+    the bytes are those of the document dumped whole (non-ASCII kept, two-space indents, a final
+    newline), with and without open findings."""
     from auditor.diff import compute_diff
+    from auditor.diff.model import DiffResult
     from auditor.engine import load_ruleset
 
     db = str(engine.url.database)
@@ -188,14 +191,22 @@ def test_json_streams_the_open_findings_as_the_whole_document_prints_them(runner
     first, second = write(engine, before), write(engine, after)
     result = compute_diff(engine, first, second, ruleset=load_ruleset())
     assert len(result.findings["open"]) > 1 and result.findings["new"]
+    expected = json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+    whole = DiffResult.to_json
+
+    def without_open(self, *, open_findings=True):
+        assert not open_findings, "the document was built with every open finding in it"
+        return whole(self, open_findings=open_findings)
+
+    monkeypatch.setattr(DiffResult, "to_json", without_open)
     streamed = invoke(runner, "--db", db, "--format", "json")
     assert streamed.exit_code == 0, streamed.stderr
-    assert streamed.stdout == json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+    assert streamed.stdout == expected
     assert "prénom ✓" in streamed.stdout
     bare = invoke(runner, "--db", db, "--format", "json", "--no-findings")
     catalog_only = compute_diff(engine, first, second, findings=False)
     assert catalog_only.findings.get("open", []) == []
-    assert bare.stdout == json.dumps(catalog_only.to_json(), indent=2, ensure_ascii=False) + "\n"
+    assert bare.stdout == json.dumps(whole(catalog_only), indent=2, ensure_ascii=False) + "\n"
 
 
 class _Collect(HTMLParser):

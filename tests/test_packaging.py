@@ -69,6 +69,30 @@ def test_console_script_runs_from_any_folder(tmp_path):
     assert result.returncode == 0 and '"runs": []' in result.stdout
 
 
+def test_python_dash_m_runs_the_same_command(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("BIGID_URL", "BIGID_TOKEN", "AUDITOR_DB")}
+    result = subprocess.run(
+        [sys.executable, "-m", "auditor", "runs", "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"runs": []' in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "auditor", "check", "--run", "7"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: there is no database at auditor.db yet")
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.skipif(
     os.environ.get("CI") != "true", reason="CI installs the project non-editable; dev venvs are editable"
 )

@@ -27,14 +27,17 @@ import unicodedata
 # annotation, tag characters), line and paragraph separators, and the other default-ignorable
 # code points (combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian
 # variation selectors, variation selectors, and the reserved ranges meant to stay invisible); and
-# the spaces other than the ASCII one (no-break, en, em, thin, ideographic...), which read as it.
+# the spaces other than the ASCII one (no-break, en, em, thin, ideographic...), which read as it;
+# and the noncharacters (U+FDD0-U+FDEF and the last two code points of every plane: U+FFFE, U+FFFF,
+# U+1FFFE...), which XML cannot carry and a terminal shows as nothing or a box.
 # Two names that differ only by one of them look the same unless it is shown.
 _INVISIBLE = (
     "\x7f-\xa0\u1680\u2000-\u200a\u202f\u205f\u3000\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160"
     "\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ud800-\udfff"
-    "\ue000-\uf8ff\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U000110bd\U000110cd"
+    "\ue000-\uf8ff\ufdd0-\ufdef\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\ufffe\uffff\U000110bd\U000110cd"
     "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
     "\U000f0000-\U0010ffff"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(1, 15))
 )
 # Those of them that ``str.isprintable`` accepts (it rejects the rest), looked for on the fast path.
 _PRINTABLE_INVISIBLE = re.compile(

@@ -86,9 +86,22 @@ def _unsafe(ch: str) -> bool:
     import unicodedata
 
     code = ord(ch)
-    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") or any(
-        low <= code <= high for low, high in _DEFAULT_IGNORABLE
+    noncharacter = 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
+    return (
+        unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+        or noncharacter
+        or any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
     )
+
+
+def test_noncharacters_show_as_escapes_as_they_do_in_junit():
+    # Found by a probe: U+FFFE and U+FFFF were escaped in JUnit (XML cannot carry them) and written
+    # raw into the table, Markdown, diff text, report and email.
+    name = "ctl\ufffe\uffff\ufdd0\ufdef\U0001fffe\U000effff end"
+    shown = "ctl\\ufffe\\uffff\\ufdd0\\ufdef\\U0001fffe\\U000effff end"
+    assert one_line(name) == visible(name) == shown
+    assert xml_text("a\ufffe") == "a\\ufffe"
+    assert one_line("\ufdcf\ufdf0\ufffd") == "\ufdcf\ufdf0\ufffd"  # neighbours, replacement char: kept
 
 
 def test_names_that_differ_only_by_an_invisible_character_never_look_alike():

@@ -40,10 +40,13 @@ def cell(text: object, *, prose: bool = False) -> str:
 
 # What GitHub (and GitLab) turn into links or notifications in text, markup escaped or not: bare
 # URLs (``http://``, ``www.``), mentions and e-mail addresses (``@team``), issue references
-# (``#123``). A zero-width space (as the entity ``&#8203;``, the way dependency bots quote names)
-# breaks each, and the text reads the same. Catalog text's own invisible characters are escaped
-# before this (``\u200b``), so the entity is never mistaken for one of them.
-_INERT = re.compile(r"://|(?i:www)\.|@|#(?=\d)")
+# (``#123``, GitHub's ``GH-123``; GitLab's ``!123`` merge requests, ``%123`` milestones, ``$123``
+# snippets, ``&123`` epics). A zero-width space (as the entity ``&#8203;``, the way dependency bots
+# quote names) breaks each, and the text reads the same. Catalog text's own invisible characters are
+# escaped before this (``\u200b``), so the entity is never mistaken for one of them. Commit hashes
+# are left alone: GitHub links one only when that commit exists in the repository, and catalog ids
+# are often hexadecimal (``63b4f05c23602cc5d30008df``), which a break would spoil for copying.
+_INERT = re.compile(r"://|(?i:www)\.|@|(?:[#!%$&]|(?i:gh)-)(?=\d)")
 
 
 def _break(match: re.Match[str]) -> str:

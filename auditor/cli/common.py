@@ -103,7 +103,9 @@ class Settings:
         that cannot be written (a missing or locked folder, a write-protected file), found before
         the work, not after an hour of fetching (``creates``: the folder the command makes, its
         ``--export-dir``). ``outputs`` and
-        ``inputs`` map an option's name to the path it was given (inputs: a path or a list)."""
+        ``inputs`` map an option's name to the path it was given (inputs: a path or a list); the
+        settings file and the files it names (``token_file``, ``templates``, the CA bundles) are
+        inputs of every command: ``-o auditor.toml`` or ``--report`` over the key's file lost them."""
         from sqlalchemy.engine import make_url
 
         from auditor.store.db import database_url
@@ -115,6 +117,12 @@ class Settings:
         # SQLite creates, rewrites and deletes these by name: compared by name, as they come and go
         sides = {f"{database}{side}" for side in ("-wal", "-shm", "-journal")} if database else set()
         readers = [("--db", Path(database))] if database else []
+        # whatever the command: the settings file and the files it names (the API key's file above all)
+        if (settings_file := self.file.path) is not None:
+            readers.append(("the settings file", settings_file))
+            for key in ("token_file", "templates", "smtp_ca_bundle", "ca_bundle"):
+                if named := self.file.get(key):
+                    readers.append((f"{key} ({settings_file.name})", Path(str(named))))
         for option, given in inputs.items():
             readers += [
                 (option, Path(path))
@@ -359,6 +367,17 @@ def rules_option(func):
     )(func)
 
 
+def _is_rule_file(path: Path) -> bool:
+    return path.suffix.lower() in (".yaml", ".yml")
+
+
+def _is_template_file(path: Path) -> bool:
+    """A file a templates folder overrides the bundled ``reports/`` with (or a partial of one)."""
+    from auditor import paths
+
+    return path.suffix == ".j2" or (paths.reports_dir() / path.name).is_file()
+
+
 def _overwrites(written: Path, sides: set[str], readers: list[tuple[str, Path]]) -> str | None:
     """Why writing ``written`` would destroy what the command reads (see :meth:`Settings.guard_outputs`)."""
     real = os.path.realpath(written)
@@ -367,9 +386,15 @@ def _overwrites(written: Path, sides: set[str], readers: list[tuple[str, Path]])
             "a file SQLite keeps beside the database (--db): writing it would lose the output, or damage it"
         )
     for reader, path in readers:
-        if path.is_dir():  # a rule file (or a fixture) inside a --rules folder
-            yaml = written.suffix.lower() in (".yaml", ".yml") and written.exists()
-            if yaml and Path(real).is_relative_to(os.path.realpath(path)):
+        if path.is_dir():  # a rule file (or a fixture) inside a --rules folder, a template in --templates
+            if reader.startswith(("--templates", "templates")):  # read by name: a new one too, next time
+                if os.path.dirname(real) == os.path.realpath(path) and _is_template_file(written):
+                    return f"a template in the folder this command reads as {reader}"
+            elif (
+                _is_rule_file(written)
+                and written.exists()
+                and Path(real).is_relative_to(os.path.realpath(path))
+            ):
                 return f"a file inside the folder this command reads as {reader}: writing it would destroy it"
             continue
         with contextlib.suppress(OSError, ValueError):  # either missing: nothing to destroy

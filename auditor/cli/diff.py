@@ -93,7 +93,8 @@ def diff_command(
     ruleset = waiver_set = None
     rules_paths = settings.rules_paths(rules)
     waivers = settings.waivers_path(waivers)
-    settings.guard_outputs(db, {"--output": output}, {"--rules": rules_paths, "--waivers": waivers})
+    inputs = {"--rules": rules_paths, "--waivers": waivers, "--templates": templates}
+    settings.guard_outputs(db, {"--output": output}, inputs)
     engine = settings.engine(db, create=False)
     templates = settings.templates_dir(templates)
     if not no_findings:

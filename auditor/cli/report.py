@@ -94,6 +94,7 @@ def _bundle(
     *,
     outputs: dict[str, str | None],
     creates: str | None = None,
+    reads: dict[str, str | None] | None = None,
 ) -> ReportBundle:
     """The report bundle of ``run``, once ``outputs`` (option → path) are known not to name the
     database or an input file, and the rule files hold a rule to evaluate."""
@@ -101,7 +102,8 @@ def _bundle(
     from auditor.render.report import build_report_bundle
 
     rules_paths, waivers_path = settings.rules_paths(rules), settings.waivers_path(waivers)
-    settings.guard_outputs(db, outputs, {"--rules": rules_paths, "--waivers": waivers_path}, creates)
+    inputs = {"--rules": rules_paths, "--waivers": waivers_path, "--templates": templates, **(reads or {})}
+    settings.guard_outputs(db, outputs, inputs, creates)
     ruleset, waiver_set = load_rules_and_waivers(rules_paths, waivers_path, to_evaluate=True)
     bundle = build_report_bundle(
         settings.engine(db, create=False),
@@ -268,7 +270,7 @@ def email_command(
     )
     bundle = _bundle(
         settings, db, run, against, rules, waivers, templates, max_rows, False, allow_incomplete,
-        outputs={"--eml": eml},
+        outputs={"--eml": eml}, reads={"--smtp-ca-bundle": smtp_ca_bundle},
     )  # fmt: skip
     message = email.deliver(bundle, templates_dir=settings.templates_dir(templates))
     everyone = ", ".join(filter(None, (message["To"], message["Cc"])))

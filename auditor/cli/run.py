@@ -176,7 +176,14 @@ def run_command(
     settings.guard_outputs(
         db,
         {"--output": output, "--report": report_path, "--eml": eml_path},
-        {"--rules": rules_paths, "--waivers": waivers_path},
+        {
+            "--rules": rules_paths,
+            "--waivers": waivers_path,
+            "--templates": templates,
+            "--token-file": api.get("token_file"),
+            "--ca-bundle": api.get("ca_bundle"),
+            "--smtp-ca-bundle": smtp_ca_bundle,
+        },
         creates=export_dir,
     )
     if report_path is None and not os.access(working_folder(), os.W_OK | os.X_OK):

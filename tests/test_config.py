@@ -119,6 +119,28 @@ def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("args", "code"),
+    [(["check", "--db", "missing.db"], 3), (["rules", "validate", "bad.yaml"], 2)],
+)
+def test_an_error_keeps_its_exit_code_when_standard_error_is_gone(tmp_path, args, code):
+    """Found by a probe: `auditor check 2>&1 | head -1` exited 1 (a failed gate, to CI) instead of 3,
+    because writing the error's second line failed."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.yaml").write_text("rules:\n  - id: X\n", encoding="utf-8")
+    script = Path(sys.executable).with_name("auditor")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes a byte
+    try:
+        process = subprocess.run([str(script), *args], stdout=write, stderr=write, cwd=tmp_path, timeout=60)
+    finally:
+        os.close(write)
+    assert process.returncode == code
+
+
+@pytest.mark.parametrize(
     ("line", "message"),
     [
         # a quoted "false" was truthy: it switched TLS certificate verification off

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 from sqlalchemy import Engine
@@ -421,12 +421,12 @@ def db_option(func):
     )(func)
 
 
-def let_go_of_stdout() -> None:
-    """Point standard output at the null device: what is still buffered in it would fail again
-    when Python flushes it at exit (``Exception ignored … OSError``, exit 120; a closed pipe's
-    complaint after exit 141)."""
+def let_go_of_stdout(stream: TextIO | None = None) -> None:
+    """Point standard output (or ``stream``) at the null device: what is still buffered in it would
+    fail again when Python flushes it at exit (``Exception ignored … OSError``, exit 120; a closed
+    pipe's complaint after exit 141)."""
     with contextlib.suppress(OSError, ValueError):  # (a stream with no file: nothing to let go)
-        target = sys.stdout.fileno()
+        target = (stream or sys.stdout).fileno()
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, target)

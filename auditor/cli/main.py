@@ -276,16 +276,22 @@ def with_config(hint: str | None, config_path: str | None) -> str | None:
 
 
 def report_error(exc: AuditorError, *, debug: bool = False) -> None:
-    if debug:
-        _print_traceback(exc)
-    click.echo(f"error: {_scrub(exc.message)}", err=True)
-    if isinstance(exc, RuleError | PartialSnapshotError):
-        from auditor.textsafe import one_line
+    """``exc`` on standard error. Should that be gone too (``auditor check 2>&1 | head -1``), the
+    rest is dropped: the exit code still tells the error (2 or 3), where a failed write would have
+    ended the command with 1, which a CI job reads as a failed gate."""
+    try:
+        if debug:
+            _print_traceback(exc)
+        click.echo(f"error: {_scrub(exc.message)}", err=True)
+        if isinstance(exc, RuleError | PartialSnapshotError):
+            from auditor.textsafe import one_line
 
-        for problem in exc.problems:  # one line each: a line break in a quoted value must not forge one
-            click.echo(f"  {one_line(_scrub(problem))}", err=True)
-    if exc.hint:
-        click.echo(f"hint: {_scrub(exc.hint)}", err=True)
+            for problem in exc.problems:  # one line each: a line break in a quoted value must not forge one
+                click.echo(f"  {one_line(_scrub(problem))}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {_scrub(exc.hint)}", err=True)
+    except OSError:
+        let_go_of_stdout(sys.stderr)
 
 
 @click.group(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -31,10 +30,6 @@ if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
 
 SEVERITIES = list(cfg_severities)
-
-
-def _paths(values: tuple[str, ...]) -> list[Path] | None:
-    return [Path(v) for v in values] if values else None
 
 
 def say_waivers_to_review(settings: Settings, result: CheckResult) -> None:
@@ -173,8 +168,10 @@ def rules_group() -> None:
     type=PathOption(dir_okay=False),
     help="Validate this waiver file too, against these rules (the check's own loading, without a run).",
 )
-def rules_validate(paths: tuple[str, ...], waivers: str | None) -> None:
-    """Validate rule files (default: the built-in pack), reporting every problem at once.
+@pass_settings
+def rules_validate(settings: Settings, paths: tuple[str, ...], waivers: str | None) -> None:
+    """Validate rule files (default: the settings file's rules, else the built-in pack), reporting
+    every problem at once (with no path, the settings file's waivers too, as check loads them).
 
     With --waivers, the waiver file's problems are listed with the rules' (exit 2 if any), and a
     waiver naming a rule these files do not define is pointed out (a warning: such a waiver would be
@@ -182,7 +179,9 @@ def rules_validate(paths: tuple[str, ...], waivers: str | None) -> None:
     """
     from auditor.engine import load_rules_and_waivers
 
-    ruleset, waiver_set = load_rules_and_waivers(_paths(paths), waivers)
+    if not paths and waivers is None:
+        waivers = settings.waivers_path()
+    ruleset, waiver_set = load_rules_and_waivers(settings.rules_paths(paths), waivers)
     from auditor.render.env import plural
 
     total = len(ruleset.rules) + len(ruleset.disabled)
@@ -217,15 +216,17 @@ def rules_schema(output: str | None) -> None:
 
 @rules_group.command("test")
 @click.argument("paths", nargs=-1, type=PathOption())
-def rules_test(paths: tuple[str, ...]) -> None:
-    """Run the fixture snapshots (NAME.test.yaml) kept beside rule files (default: the built-in pack's).
+@pass_settings
+def rules_test(settings: Settings, paths: tuple[str, ...]) -> None:
+    """Run the fixture snapshots (NAME.test.yaml) kept beside rule files (default: those of the
+    settings file's rules, else the built-in pack's).
 
     Exit 0 when every case passes, 1 when a case fails, 2 when a rule or fixture file is invalid.
     """
     from auditor.engine.fixtures import run_fixtures
     from auditor.paths import rules_dir
 
-    report = run_fixtures([Path(p) for p in paths] if paths else [rules_dir()])
+    report = run_fixtures(settings.rules_paths(paths) or [rules_dir()])
     write_output("\n".join(report.lines()) + "\n", None)  # stdout closed: exit 3, not a silent pass
     if not report.passed:
         click.get_current_context().exit(1)
@@ -234,11 +235,13 @@ def rules_test(paths: tuple[str, ...]) -> None:
 @rules_group.command("list")
 @click.argument("paths", nargs=-1, type=PathOption())
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def rules_list(paths: tuple[str, ...], fmt: str) -> None:
-    """List the rules (default: the built-in pack) with severity, scope and what each flags."""
+@pass_settings
+def rules_list(settings: Settings, paths: tuple[str, ...], fmt: str) -> None:
+    """List the rules (default: the settings file's rules, else the built-in pack) with severity,
+    scope and what each flags."""
     from auditor.engine import load_ruleset
 
-    ruleset = load_ruleset(_paths(paths))
+    ruleset = load_ruleset(settings.rules_paths(paths))
     if fmt == "json":
         data = [
             {

@@ -413,6 +413,39 @@ def test_rules_validate_schema_list(run_cli, write):
     assert "high-sensitivity-without-confidential  [high, column]" in text
 
 
+def test_rules_commands_read_the_rules_and_waivers_the_settings_file_names(run_cli, tmp_path):
+    """Found by a new-user probe: with rules = ["broken"] in auditor.toml, `rules validate` passed
+    (it validated the built-in pack) while `check` refused the same rules: a lint step that lies."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "dups.yaml").write_text((rules_dir() / "duplicates.yaml").read_text(), encoding="utf-8")
+    (mine / "dups.test.yaml").write_text((rules_dir() / "duplicates.test.yaml").read_text(), encoding="utf-8")
+    waivers = (
+        "waivers:\n  - rule: column-in-several-clusters\n    cluster: c-1\n    reason: r\n    owner: o\n"
+    )
+    (tmp_path / "w.yaml").write_text(waivers + "    expires: 2027-01-31\n", encoding="utf-8")
+    (tmp_path / "auditor.toml").write_text(
+        '[auditor]\nrules = ["mine"]\nwaivers = "w.yaml"\n', encoding="utf-8"
+    )
+    valid = run_cli("rules", "validate")
+    assert (valid.exit_code, valid.stdout) == (0, "2 rules valid in 1 file\n1 waiver valid in w.yaml\n")
+    listed = run_cli("rules", "list", "--format", "json")
+    assert [r["id"] for r in json.loads(listed.stdout)["rules"]] == [
+        "column-in-several-clusters",
+        "duplicate-columns-across-sources",
+    ]
+    tested = run_cli("rules", "test")
+    assert tested.stdout.splitlines()[-1] == "4 cases in 1 file: 4 passed, 0 failed"
+    # a path on the command line wins, as --rules does for check
+    assert run_cli("rules", "validate", str(rules_dir())).stdout == "16 rules valid in 4 files\n"
+    (tmp_path / "w.yaml").write_text(waivers + "    expires: someday\n", encoding="utf-8")
+    (mine / "broken.yaml").write_text("rules:\n  - id: X\n", encoding="utf-8")
+    broken = [run_cli("rules", verb) for verb in ("validate", "list")]
+    assert [r.exit_code for r in broken] == [2, 2]
+    assert "mine/broken.yaml:2:5: rule 'X' is missing the required key 'title'" in broken[0].stderr
+    assert "  w.yaml:6:14: expires: expected a date written YYYY-MM-DD" in broken[0].stderr
+
+
 def test_rules_test_runs_the_built_in_fixtures(run_cli):
     result = run_cli("rules", "test")
     assert result.exit_code == 0

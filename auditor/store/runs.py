@@ -357,10 +357,7 @@ def resolve_run(
             if found is not None:
                 _warn_newer_failed(engine, found)
         if found is None:
-            raise RunNotUsableError(
-                "there is no complete run in this database yet",
-                hint="take a snapshot first: auditor snapshot (or auditor demo)",
-            )
+            raise _no_complete_run(engine)
         return refuse_damaged(found)
     try:
         run_id = int(str(ref).strip())
@@ -383,6 +380,30 @@ def resolve_run(
             hint="take a new snapshot, or pass --allow-incomplete to use it anyway",
         )
     return refuse_damaged(run)
+
+
+def _no_complete_run(engine: Engine) -> RunNotUsableError:
+    """The error for ``latest`` when no run is complete, naming the newest run there is (failed, or
+    still running or abandoned): "take a snapshot first" alone misled after a failed one."""
+    with engine.connect() as connection:
+        row = connection.execute(_runs_query().order_by(runs.c.id.desc()).limit(1)).first()
+    if row is None:
+        return RunNotUsableError(
+            "there is no complete run in this database yet",
+            hint="take a snapshot first: auditor snapshot (or auditor demo)",
+        )
+    newest = _row_to_run(row)
+    if newest.status == RUN_RUNNING:
+        liveness = run_liveness(newest.status, newest.started_at, newest.details)
+        abandoned = liveness is not None and liveness.state == ABANDONED
+        said = f"was abandoned by its writer ({liveness.reason})" if abandoned else "is still being written"
+    else:
+        said = f"is {newest.status}" + (f" ({newest.error})" if newest.error else "")
+    return RunNotUsableError(
+        f"there is no complete run in this database yet: the newest, run {newest.id}, {said}",
+        hint=f"take a new snapshot (auditor snapshot), or pass --run {newest.id} --allow-incomplete "
+        "to use that run as it is",
+    )
 
 
 def _warn_newer_failed(engine: Engine, latest: RunInfo) -> None:

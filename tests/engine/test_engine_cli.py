@@ -90,6 +90,15 @@ def test_check_exit_3_for_missing_or_incomplete_runs(run_cli, db, engine, snapsh
         f"error: run {failed} is failed, not complete: page 3 of cluster c-hr answered 500 five times",
         "hint: take a new snapshot, or pass --allow-incomplete to use it anyway",
     ]
+    # found by a new-user probe: "take a snapshot first" alone, as if there were no run at all
+    latest = run_cli("check", "--db", db)
+    assert latest.exit_code == 3
+    assert latest.stderr.splitlines() == [
+        f"error: there is no complete run in this database yet: the newest, run {failed}, is failed (page 3 "
+        "of cluster c-hr answered 500 five times)",
+        f"hint: take a new snapshot (auditor snapshot), or pass --run {failed} --allow-incomplete "
+        "to use that run as it is",
+    ]
     allowed = run_cli("check", "--db", db, "--run", str(failed), "--allow-incomplete", "--format", "json")
     assert allowed.exit_code == 0
     assert json.loads(allowed.stdout)["run_status"] == "failed"

@@ -191,3 +191,36 @@ def test_latest_says_when_a_newer_run_was_abandoned_not_when_one_is_being_writte
         f"run {killed}, newer than run {good}, was abandoned by its writer (the process that wrote it "
         f"(pid {dead} on host {HOST}) is gone): 'latest' is run {good}, the newest complete run"
     ]
+
+
+def test_latest_with_no_complete_run_names_the_newest_run_and_what_became_of_it(tmp_path):
+    # Found by a new-user probe: a database holding only a killed snapshot's run said "take a
+    # snapshot first", naming neither that run nor --allow-incomplete.
+    from auditor.errors import RunNotUsableError
+    from auditor.store.runs import resolve_run
+
+    engine = open_database(tmp_path / "a.db")
+    written = SnapshotWriter(engine, source_url="x").run_id  # by this very process
+    with pytest.raises(RunNotUsableError) as being_written:
+        resolve_run(engine, "latest")
+    assert being_written.value.message == (
+        f"there is no complete run in this database yet: the newest, run {written}, is still being written"
+    )
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = int(exited.stdout)
+    with engine.begin() as connection:
+        connection.execute(
+            runs.update()
+            .where(runs.c.id == written)
+            .values(details={"writer": {**writer_identity(), "pid": dead}})
+        )
+    with pytest.raises(RunNotUsableError) as abandoned:
+        resolve_run(engine, "latest")
+    assert abandoned.value.message == (
+        f"there is no complete run in this database yet: the newest, run {written}, was abandoned by its "
+        f"writer (the process that wrote it (pid {dead} on host {HOST}) is gone)"
+    )
+    assert abandoned.value.hint == (
+        f"take a new snapshot (auditor snapshot), or pass --run {written} --allow-incomplete "
+        "to use that run as it is"
+    )

@@ -261,7 +261,8 @@ def create_db_engine(url: str) -> Engine:
                 "the [postgres] extra installs psycopg 3: use postgresql+psycopg:// (or postgresql://), "
                 f"or install {exc.name} yourself"
                 if exc.name != "psycopg"
-                else "for PostgreSQL: pip install 'cluster-auditor[postgres]'"
+                else "for PostgreSQL, install the project with its [postgres] extra, which brings psycopg 3 "
+                "(as the README shows: pip install '.[postgres]' in the project's folder)"
             )
             if url.startswith("postgres")
             else f"install the driver that provides the module {exc.name!r} (SQLite and PostgreSQL are the "

@@ -501,7 +501,7 @@ def test_run_record_has_counts_and_no_credentials(tmp_path):
     assert '"clusters": 2' in payload and '"columns": 6' in payload
 
 
-def test_database_url_forms(tmp_path):
+def test_database_url_forms(tmp_path, monkeypatch):
     assert store_db.database_url(tmp_path / "x.db") == f"sqlite:///{tmp_path / 'x.db'}"
     # A '?' or '%' in a file name opened another file ('weird' for 'weird?name.db').
     odd = tmp_path / "weird?name%20x.db"
@@ -555,6 +555,15 @@ def test_database_url_forms(tmp_path):
             "the [postgres] extra installs psycopg 3: use postgresql+psycopg:// (or postgresql://), "
             "or install psycopg2 yourself"
         )
+    # psycopg missing: the README's install line, not a package name PyPI may hold for someone else
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "psycopg", None)  # (import psycopg: ModuleNotFoundError)
+        with pytest.raises(ConfigError) as no_psycopg:
+            store_db.open_database("postgresql://u@h/x")
+    assert no_psycopg.value.hint == (
+        "for PostgreSQL, install the project with its [postgres] extra, which brings psycopg 3 "
+        "(as the README shows: pip install '.[postgres]' in the project's folder)"
+    )
     # An unknown kind of database is the user's configuration (exit 2), not an internal error.
     with pytest.raises(ConfigError) as caught:
         store_db.open_database("mysql+nodriver://u:pw@h/x")

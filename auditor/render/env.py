@@ -185,6 +185,32 @@ def _sha256_source(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
+def template_error(exc: jinja2.TemplateError | RecursionError, kind: str) -> ConfigError:
+    """The usage error (exit 2) for a template that does not parse or render, naming the file and line
+    (``report template error in t/report.html.j2:3: UndefinedError: 'nothing' is undefined``)."""
+    if isinstance(exc, RecursionError):  # {% extends "report.html.j2" %} in report.html.j2 itself
+        return ConfigError(
+            f"{kind} template error: a template extends, includes or imports itself (a template in the "
+            "--templates folder replaces the bundled one of its name, which it can then no longer reach)",
+            hint="copy the bundled template into the folder and edit the copy "
+            "(docs/report.md, Your own templates)",
+        )
+    where = ""
+    if isinstance(exc, jinja2.TemplateSyntaxError) and (exc.filename or exc.name):
+        where = f" in {exc.filename or exc.name}:{exc.lineno}"
+    else:  # a render error: Jinja2 rewrites the traceback so that template frames carry file and line
+        tb = exc.__traceback__
+        while tb is not None:
+            name = tb.tb_frame.f_code.co_filename
+            if name.endswith((".j2", ".css", ".js", ".txt")):
+                where = f" in {name}:{tb.tb_lineno}"
+            tb = tb.tb_next
+    return ConfigError(
+        f"{kind} template error{where}: {type(exc).__name__}: {exc}",
+        hint="check the templates in the --templates folder against those in reports/",
+    )
+
+
 def inline_assets(
     env: jinja2.Environment,
     css: str = "report.css",
@@ -210,8 +236,11 @@ def inline_assets(
         if run_status is not None and run_status != "complete":
             word = run_status if run_status.isascii() and run_status.isalpha() else "incomplete"  # CSS text
             label += f" (run {int(run_id)} {word}, not complete)"
-    css_text = env.get_template(css).render(page_label=label)
-    js_text = env.get_template(js).render()
+    try:
+        css_text = env.get_template(css).render(page_label=label)
+        js_text = env.get_template(js).render()
+    except (jinja2.TemplateError, RecursionError) as exc:
+        raise template_error(exc, "report") from None
     for name, text, closing in ((css, css_text, "</style"), (js, js_text, "</script")):
         if closing in text.lower():
             raise ConfigError(f"template {name} contains {closing}>, which would end its inline block early")

@@ -53,7 +53,7 @@ from auditor.render.context import (
     TrendPoint,
     build_context,
 )
-from auditor.render.env import inline_assets, make_environment
+from auditor.render.env import inline_assets, make_environment, template_error
 from auditor.store.db import store_errors
 
 DEFAULT_TREND_RUNS = 10
@@ -100,11 +100,8 @@ def render_html(context: ReportContext, env: jinja2.Environment | None = None) -
         )
     try:
         return env.get_template(REPORT_TEMPLATE).render(template_vars(context))
-    except jinja2.TemplateError as exc:
-        raise ConfigError(
-            f"report template error: {type(exc).__name__}: {exc}",
-            hint="check the templates in the --templates folder against those in reports/",
-        ) from None
+    except (jinja2.TemplateError, RecursionError) as exc:
+        raise template_error(exc, "report") from None
 
 
 # --------------------------------------------------------------------------------------------------

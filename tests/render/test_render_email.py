@@ -815,3 +815,16 @@ def test_an_smtp_password_without_a_user_is_a_usage_error():
             to=["a@example.org"], smtp_url="smtp://mail.example.org", environ={"AUDITOR_SMTP_PASSWORD": "pw"}
         )
     assert raised.value.message == "AUDITOR_SMTP_PASSWORD is set but no SMTP user name"
+
+
+def test_an_email_template_error_names_the_file_and_line(sample, tmp_path: Path) -> None:
+    # Found by a new-user probe: "email template error: UndefinedError: ..." named neither.
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "email.txt").write_text("Findings\n\n{{ report.nope }}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        build_message(bundle_from_input(sample.data), to=["a@example.org"], templates_dir=folder)
+    assert caught.value.exit_code == 2
+    assert caught.value.message.startswith(
+        f"email template error in {folder / 'email.txt'}:3: UndefinedError: "
+    )

@@ -139,7 +139,10 @@ def format(result: CheckResult) -> str:
     report = result.waiver_report
     tail = _waiver_list(
         "### Waivers expiring within 14 days",
-        [f"- {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)})" for w in report.expiring],
+        [
+            f"- {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`)"
+            for w in report.expiring
+        ],
     ) + _waiver_list(
         "### Stale waivers (match nothing)",
         [

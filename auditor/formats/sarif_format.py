@@ -60,15 +60,17 @@ def catalog_uri(cluster_id: str | None, column: str | None, key: str | None) -> 
 
 
 def _descriptor(rule: Rule) -> dict[str, Any]:
+    cited = ", ".join(rule.references)  # (a rule may cite none: no dangling "References:" then)
     return {
         "id": rule.id,
         "name": "".join(part.capitalize() for part in rule.id.split("-")),
         "shortDescription": {"text": rule.title},
         "fullDescription": {"text": rule.description.strip()},
         "help": {
-            "text": f"{rule.remediation.strip()}\nReferences: {', '.join(rule.references)}",
-            "markdown": f"{rule.remediation.strip()}\n\n**References:** {', '.join(rule.references)}\n\n"
-            f"_{rule.explain()}_",
+            "text": rule.remediation.strip() + (f"\nReferences: {cited}" if cited else ""),
+            "markdown": rule.remediation.strip()
+            + (f"\n\n**References:** {cited}" if cited else "")
+            + f"\n\n_{rule.explain()}_",
         },
         "defaultConfiguration": {"level": LEVELS[rule.severity]},
         "properties": {

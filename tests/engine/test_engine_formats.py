@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import date
 from pathlib import Path
 
@@ -271,6 +272,41 @@ def test_markdown_escapes_table_cells_and_folds_waivers(result):
 
     assert cell("a|b\nc *d*") == "a\\|b\\\\x0ac \\*d\\*"  # a line break is not taken for a space
     assert cell("moving to\n  the vault *now*", prose=True) == "moving to the vault \\*now\\*"
+
+
+def test_markdown_lists_an_expiring_waiver_with_its_location_as_it_lists_a_stale_one(engine, snapshot, write):
+    # Found by a new-user probe: the expiring list alone left out where the waiver is written.
+    snapshot(engine, CATALOG)
+    waivers = write("w.yaml", WAIVER)
+    result = check_run(
+        engine, "latest", load_ruleset(), waivers=load_waivers(waivers), today=date(2026, 12, 20)
+    )
+    text = render(Format.MARKDOWN, result)
+    section = text.split("### Waivers expiring within 14 days\n", 1)[1].split("\n\n", 1)[0].strip()
+    assert section == (
+        "- 2026-12-31: rule high-sensitivity-without-confidential, cluster c-hr "
+        f"(owner governance@&#8203;example.com, `{waivers}:2`)"
+    )
+
+
+def test_sarif_help_of_a_rule_without_references_has_no_empty_references_line(engine, snapshot, write):
+    # Found by a new-user probe: "References: " ended the help text of a rule that cites none.
+    from auditor.paths import rules_dir
+
+    text = (rules_dir() / "clusters.yaml").read_text(encoding="utf-8")
+    uncited = re.sub(r"\n    references:\n(      - .*\n)+", "\n", text)
+    assert uncited.count("references:") == 0
+    snapshot(engine, CATALOG)
+    rules = load_ruleset([write("uncited.yaml", uncited)])
+    (descriptor, *_) = json.loads(render(Format.SARIF, check_run(engine, "latest", rules)))["runs"][0][
+        "tool"
+    ]["driver"]["rules"]
+    assert descriptor["help"] == {
+        "text": rules.rules[0].remediation.strip(),
+        "markdown": f"{rules.rules[0].remediation.strip()}\n\n_{rules.rules[0].explain()}_",
+    }
+    cited = json.loads(render(Format.SARIF, check_run(engine, "latest", load_ruleset())))["runs"][0]["tool"]
+    assert cited["driver"]["rules"][0]["help"]["text"].splitlines()[-1].startswith("References: ")
 
 
 def test_a_waivers_reason_written_over_lines_is_one_line_in_every_format_for_people(engine, snapshot, write):

@@ -108,18 +108,21 @@ def report_pydantic(ctx: ParseContext, path: Sequence[Any], exc: PydanticValidat
             given = "nothing (null)" if error["input"] is None else repr(error["input"])
             ctx.problem(where, f"{name}: {given} is not one of {expected}")
         else:
-            ctx.problem(where, f"{name}: {_describe_type_error(error)}")
+            ctx.problem(where, f"{name}: {describe_type_error(error)}")
 
 
-def _describe_type_error(error: Any) -> str:
+def describe_type_error(error: Any) -> str:
     value = error.get("input")
-    got = _type_name(value)
+    got = type_name(value)
     kind = error["type"]
     expected = {
         "string_type": "text",
         "int_type": "a whole number",
         "float_type": "a number",
         "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "int_parsing": "a whole number",
+        "float_parsing": "a number",
         "list_type": "a list",
         "dict_type": "a mapping",
         "model_type": "a mapping",
@@ -142,7 +145,7 @@ def _describe_type_error(error: Any) -> str:
     return f"{error['msg']} (got {got})"
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
@@ -248,7 +251,7 @@ def _parse_condition(node: Any, level: Level, ctx: ParseContext, path: list[Any]
         ctx.problem(
             path,
             f"a condition must be a mapping with one of: {', '.join(valid_keys(level))} "
-            f"(got {_type_name(node if node != {} else None)})",
+            f"(got {type_name(node if node != {} else None)})",
         )
         return None
     keys = [key for key in node if key in CONDITIONS]
@@ -745,10 +748,10 @@ class Compare(Condition):
 def _check_value(target: F.Field, op: str, value: Any) -> str | None:
     """Why ``value`` does not fit ``op`` on ``target``, or ``None``."""
     if op in ("exists", "absent", "empty"):
-        return None if isinstance(value, bool) else f"expected true or false, got {_type_name(value)}"
+        return None if isinstance(value, bool) else f"expected true or false, got {type_name(value)}"
     if op in ("in", "not_in"):
         if not isinstance(value, list):  # a string would be read as its characters
-            return f"expected a list such as [a, b], got {_type_name(value)}"
+            return f"expected a list such as [a, b], got {type_name(value)}"
         if not value:
             return "expected a non-empty list (an empty one is never or always true)"
         for item in value:
@@ -763,13 +766,13 @@ def _check_scalar(kind: Kind, value: Any) -> str | None:
     if kind in (Kind.TEXT, Kind.TEXT_LIST):
         if not isinstance(value, str):
             quote = " (quote it to compare as text)" if isinstance(value, bool | int | float) else ""
-            return f"expected text, got {_type_name(value)}{quote}"
+            return f"expected text, got {type_name(value)}{quote}"
     elif kind is Kind.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"expected a number, got {_type_name(value)}"
+            return f"expected a number, got {type_name(value)}"
         return _check_number(value)
     elif kind is Kind.BOOLEAN and not isinstance(value, bool):
-        return f"expected true or false, got {_type_name(value)}"
+        return f"expected true or false, got {type_name(value)}"
     return None
 
 
@@ -866,7 +869,7 @@ class Having:
     def parse(cls, node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> Having | None:
         if not isinstance(node, LocDict):
             ctx.problem(
-                path, f"'having' takes a mapping such as {{distinct: source, gte: 2}}, got {_type_name(node)}"
+                path, f"'having' takes a mapping such as {{distinct: source, gte: 2}}, got {type_name(node)}"
             )
             return None
         try:
@@ -1010,7 +1013,7 @@ def parse_group_by(node: Any, level: Level, ctx: ParseContext, path: list[Any]) 
     catalog = F.FIELDS_BY_LEVEL[level]
     valid = [name for name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
     if not isinstance(node, str) or node not in catalog or catalog[node].kind is Kind.TEXT_LIST:
-        shown = repr(node) if isinstance(node, str) else _type_name(node)
+        shown = repr(node) if isinstance(node, str) else type_name(node)
         ctx.problem(path, f"cannot group {F.LEVEL_NOUN[level]} by {shown}; valid fields: {', '.join(valid)}")
         return None
     return catalog[node]
@@ -1075,7 +1078,7 @@ class Quantifier(Condition):
             ctx.problem(
                 here,
                 f"{cls.key!r} takes a mapping with any/all/none (or where/group_by/having), "
-                f"got {_type_name(body)}",
+                f"got {type_name(body)}",
             )
             return None
         allowed = {"any", "all", "none", "where", "group_by", "having", "case"}

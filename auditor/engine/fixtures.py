@@ -48,7 +48,7 @@ from auditor.bigid.models import (
     parse_cluster,
     parse_column,
 )
-from auditor.engine.conditions import ParseContext
+from auditor.engine.conditions import ParseContext, describe_type_error, type_name
 from auditor.engine.evaluate import evaluate
 from auditor.engine.findings import KIND_COLUMN, KIND_GROUP, Finding
 from auditor.engine.rules import FIXTURE_SUFFIXES, RULE_SUFFIXES, RuleSet, load_ruleset
@@ -300,9 +300,9 @@ def _parse_clusters(
         try:
             cluster_id = parse_cluster(data).id
             check_key(cluster_id, MAX_CLUSTER_ID_BYTES)
+            _lost_cluster_values(raw, ctx, here)
         except PydanticValidationError as exc:  # its columns are checked all the same
-            for problem in _errors(exc):
-                ctx.problem(here, f"invalid cluster: {problem}")
+            _record_problems(exc, "cluster", ctx, here)
         except RecordKeyTooLong:
             size = len(str(cluster_id).encode())
             ctx.problem(
@@ -325,12 +325,12 @@ def _parse_clusters(
             node = raw["columns"][position] if isinstance(raw.get("columns"), LocList) else None
             if isinstance(node, LocDict):
                 _check_column_keys(node, ctx, at)
+                _lost_confidences(node, ctx, at)
             try:
                 parsed = parse_column(column)
                 check_key(parsed.fullyQualifiedName, MAX_FQN_BYTES)
             except PydanticValidationError as exc:
-                for problem in _errors(exc):
-                    ctx.problem(at, f"invalid column: {problem}")
+                _record_problems(exc, "column", ctx, at)
                 fqn = column.get("fullyQualifiedName") if isinstance(column, dict) else None
                 if isinstance(fqn, str) and fqn in seen_columns:
                     ctx.problem(at, f"column {fqn!r} appears twice in cluster {cluster_id!r}")
@@ -409,13 +409,54 @@ def _unknown_keys(
         ctx.problem([*path, key], f"unknown key {key!r} in {what}{hint}", key=True)
 
 
-def _errors(exc: PydanticValidationError) -> list[str]:
-    """Every problem pydantic found in a record, each with the field it is about."""
-    out = []
+def _record_problems(exc: PydanticValidationError, what: str, ctx: ParseContext, at: list[Any]) -> None:
+    """Every problem pydantic found in a cluster or column, each where its field is written
+    (``tags.0.properties.hidden: expected true or false, got text 'sometimes'``)."""
+    said = set()
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        out.append(f"{where}: {error['msg']}" if where else error["msg"])
-    return list(dict.fromkeys(out))
+        loc = list(error["loc"])
+        if what == "column" and loc and isinstance(loc[0], int):  # (parse_column validates a list of one)
+            loc = loc[1:]
+        field = ".".join(str(step) for step in loc)
+        message = f"invalid {what}: " + (f"{field}: " if field else "") + describe_type_error(error)
+        if message not in said:
+            said.add(message)
+            ctx.problem([*at, *loc], message)
+
+
+# A BigID server's value that means nothing (a size of 'lots', a confidence of 'high') is read as
+# unknown, so that one odd record does not refuse a tenant's listing. In a fixture it would quietly
+# test less than its author wrote: refused.
+_COUNTED = {"size": "a whole number from 0"}
+
+
+def _lost_cluster_values(raw: LocDict, ctx: ParseContext, at: list[Any]) -> None:
+    from auditor.bigid.models import coerce_count
+
+    for key, expected in _COUNTED.items():
+        value = raw.get(key)
+        if value is not None and coerce_count(value) is None:
+            ctx.problem([*at, key], f"invalid cluster: {key}: expected {expected}, got {type_name(value)}")
+
+
+def _lost_confidences(column: LocDict, ctx: ParseContext, at: list[Any]) -> None:
+    from auditor.store.writer import confidence
+
+    for key in ("attributes", "attributeDetails", "attribute_details", "fieldClassifications"):
+        items = column.get(key)
+        if not isinstance(items, LocList):
+            continue
+        for position, item in enumerate(items):
+            if not isinstance(item, LocDict):
+                continue
+            for name in ("calc_confidence_level", "calcConfidenceLevel", "confidence_level"):
+                value = item.get(name)
+                if value is not None and confidence(value) is None:
+                    ctx.problem(
+                        [*at, key, position, name],
+                        f"invalid column: {key}.{position}.{name}: expected a number (0.9) or a percentage "
+                        f"('90%'), got {type_name(value)}",
+                    )
 
 
 def _stem(fixture: Path) -> str:

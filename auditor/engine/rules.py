@@ -31,11 +31,11 @@ from auditor.engine.conditions import (
     Having,
     HavingSpec,
     ParseContext,
-    _type_name,
     condition_schema,
     parse_condition,
     parse_counting,
     report_pydantic,
+    type_name,
 )
 from auditor.engine.fields import Level
 from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at, read_yaml
@@ -472,7 +472,7 @@ def parse_rule_file(
     items = document.get("rules")
     if not isinstance(items, LocList):
         if "rules" in document:
-            ctx.problem(["rules"], f"'rules' must be a list of rules, got {_type_name(items)}")
+            ctx.problem(["rules"], f"'rules' must be a list of rules, got {type_name(items)}")
         else:
             ctx.problem([], "the file has no 'rules:' list (a rule file is 'rules:' followed by its rules)")
         return []

@@ -599,8 +599,46 @@ def test_rules_test_refuses_what_would_let_a_case_pass_untested(run_cli, tmp_pat
         f"  {fixture}:9:12: 'expect' must be a list of findings ([] for none)",
         f"  {fixture}:14:7: this finding is expected twice (also at expect[0])",
         f"  {fixture}:17:21: invalid cluster: the id is 600 bytes long, more than the 512 the store takes",
-        f"  {fixture}:21:16: invalid cluster: severity: Input should be a valid string",
+        f"  {fixture}:21:35: invalid cluster: severity: expected text, got a list",
         f"  {fixture}:21:43: unknown key 'colums' in a cluster (did you mean 'columns'?)",
+    ]
+
+
+def test_rules_test_refuses_values_a_lenient_reader_would_take_for_nothing(run_cli, tmp_path):
+    """Found by a new-user probe: size: lots and calc_confidence_level: high were read as unknown (as
+    from a BigID server), so the case quietly tested less; a bad boolean was named '0.isPrimary' with
+    pydantic's words, at the column rather than the value."""
+    (tmp_path / "r.yaml").write_text((rules_dir() / "duplicates.yaml").read_text(), encoding="utf-8")
+    fixture = tmp_path / "r.test.yaml"
+    fixture.write_text(
+        """\
+cases:
+  - name: bad types
+    clusters:
+      - id: c1
+        size: lots
+        columns:
+          - fullyQualifiedName: a.b.c
+            isPrimary: maybe
+            attributes:
+              - {attribute_name: SSN, calc_confidence_level: high}
+              - {attribute_name: Email, calc_confidence_level: "95%"}
+            tags: [{tagName: sensitivity, properties: {hidden: sometimes}}]
+      - {id: c2, size: "12", columns: [{fullyQualifiedName: a.b.d, isPrimary: "yes"}]}
+    expect: []
+""",
+        encoding="utf-8",
+    )
+    result = run_cli("rules", "test", str(tmp_path / "r.yaml"))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[:5] == [
+        "error: 4 problems in the rule fixtures",
+        f"  {fixture}:5:15: invalid cluster: size: expected a whole number from 0, got text 'lots'",
+        f"  {fixture}:8:24: invalid column: isPrimary: expected true or false, got text 'maybe'",
+        f"  {fixture}:10:62: invalid column: attributes.0.calc_confidence_level: expected a number (0.9) "
+        "or a percentage ('90%'), got text 'high'",
+        f"  {fixture}:12:64: invalid column: tags.0.properties.hidden: expected true or false, got text "
+        "'sometimes'",
     ]
 
 

@@ -90,8 +90,16 @@ class ParseContext:
         return mark_at(self.document, path)
 
 
-def report_pydantic(ctx: ParseContext, path: Sequence[Any], exc: PydanticValidationError, what: str) -> None:
-    """Translate pydantic errors into positioned, readable problems."""
+def report_pydantic(
+    ctx: ParseContext,
+    path: Sequence[Any],
+    exc: PydanticValidationError,
+    what: str,
+    model: type[BaseModel] | None = None,
+) -> None:
+    """Translate pydantic errors into positioned, readable problems (an unknown key with the
+    ``model`` key it most likely misspells, and, for a small ``model``, every key it takes)."""
+    keys = [info.alias or name for name, info in model.model_fields.items()] if model is not None else []
     for error in exc.errors():
         loc = list(error["loc"])
         where = [*path, *loc]
@@ -100,7 +108,10 @@ def report_pydantic(ctx: ParseContext, path: Sequence[Any], exc: PydanticValidat
         if loc and isinstance(loc[-1], int):  # an item of a list: tags[0], not 0
             name = f"{loc[-2] if len(loc) > 1 else what.strip(chr(39))}[{loc[-1]}]"
         if kind == "extra_forbidden":
-            ctx.problem(where, f"unknown key {name!r} in {what}", key=True)
+            meant = _close_match(name, keys)
+            guess = f" (did you mean {meant!r}?)" if meant else ""
+            valid = f"; valid: {', '.join(keys)}" if 0 < len(keys) <= 8 else ""
+            ctx.problem(where, f"unknown key {name!r} in {what}{guess}{valid}", key=True)
         elif kind == "missing":
             ctx.problem(path, f"{what} is missing the required key {name!r}")
         elif kind == "literal_error":
@@ -537,7 +548,7 @@ class Compare(Condition):
         try:
             spec = _CompareSpec.model_validate(clean)
         except PydanticValidationError as exc:
-            report_pydantic(ctx, path, exc, "a field comparison")
+            report_pydantic(ctx, path, exc, "a field comparison", _CompareSpec)
             ok = False
             with contextlib.suppress(PydanticValidationError):  # a bad 'case': the field may be fine
                 spec = _CompareSpec.model_validate(LocDict({k: v for k, v in clean.items() if k == "field"}))
@@ -875,7 +886,7 @@ class Having:
         try:
             spec = HavingSpec.model_validate(node)
         except PydanticValidationError as exc:
-            report_pydantic(ctx, path, exc, "'having'")
+            report_pydantic(ctx, path, exc, "'having'", HavingSpec)
             # the field counted is checked all the same: every problem at once
             named = node.get("distinct")
             if isinstance(named, str):
@@ -918,9 +929,12 @@ class Having:
         found = catalog.get(name)
         if found is None or found.kind is Kind.TEXT_LIST:
             valid = [field_name for field_name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
+            meant = _close_match(name, valid) if found is None else None
+            guess = f" (did you mean {meant!r}?)" if meant else ""
             ctx.problem(
                 [*path, "distinct"],
-                f"cannot count distinct {name!r} on {F.LEVEL_NOUN[level]}; valid fields: {', '.join(valid)}",
+                f"cannot count distinct {name!r} on {F.LEVEL_NOUN[level]}{guess}; "
+                f"valid fields: {', '.join(valid)}",
             )
             return None
         return found
@@ -1014,7 +1028,11 @@ def parse_group_by(node: Any, level: Level, ctx: ParseContext, path: list[Any]) 
     valid = [name for name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
     if not isinstance(node, str) or node not in catalog or catalog[node].kind is Kind.TEXT_LIST:
         shown = repr(node) if isinstance(node, str) else type_name(node)
-        ctx.problem(path, f"cannot group {F.LEVEL_NOUN[level]} by {shown}; valid fields: {', '.join(valid)}")
+        meant = _close_match(node, valid) if node not in catalog else None
+        guess = f" (did you mean {meant!r}?)" if meant else ""
+        ctx.problem(
+            path, f"cannot group {F.LEVEL_NOUN[level]} by {shown}{guess}; valid fields: {', '.join(valid)}"
+        )
         return None
     return catalog[node]
 

@@ -466,9 +466,9 @@ def parse_rule_file(
         return []
     for key in document:
         if key != "rules":
-            ctx.problem(
-                [key], f"unknown key {key!r} at the top of a rule file; expected only 'rules'", key=True
-            )
+            waivers = " (a waiver file? give it with --waivers)" if key == "waivers" else ""
+            message = f"unknown key {key!r} at the top of a rule file; expected only 'rules'{waivers}"
+            ctx.problem([key], message, key=True)
     items = document.get("rules")
     if not isinstance(items, LocList):
         if "rules" in document:
@@ -518,7 +518,9 @@ def parse_rule(node: Any, ctx: ParseContext, path: list[Any]) -> Rule | None:
         spec = RuleSpec.model_validate({k: v for k, v in node.items() if k != "aggregate"})
     except PydanticValidationError as exc:
         rule_id = node.get("id")
-        report_pydantic(ctx, path, exc, f"rule {rule_id!r}" if isinstance(rule_id, str) else "a rule")
+        report_pydantic(
+            ctx, path, exc, f"rule {rule_id!r}" if isinstance(rule_id, str) else "a rule", RuleSpec
+        )
     rule_id = node.get("id")
     if isinstance(rule_id, str) and not KEBAB.fullmatch(rule_id):
         ctx.problem(
@@ -609,7 +611,7 @@ def parse_aggregate(node: Any, ctx: ParseContext, path: list[Any]) -> Aggregate 
     try:
         spec = AggregateSpec.model_validate(node)
     except PydanticValidationError as exc:
-        report_pydantic(ctx, path, exc, "'aggregate'")
+        report_pydantic(ctx, path, exc, "'aggregate'", AggregateSpec)
     exact = node.get("case") == "exact"
     counting = parse_counting(node, Level.COLUMN, ctx, path, exact=exact)  # checked even if spec is not
     if spec is None or counting is None:

@@ -314,7 +314,7 @@ def _parse_waiver(node: Any, ctx: ParseContext, path: list[Any]) -> Waiver | Non
     try:
         spec = WaiverSpec.model_validate(node)
     except PydanticValidationError as exc:
-        report_pydantic(ctx, path, exc, "a waiver")
+        report_pydantic(ctx, path, exc, "a waiver", WaiverSpec)
     # A narrowing key set to null would waive the rule everywhere, unnoticed (a '*' glob is explicit).
     for key in NARROWING:
         if key in node and node[key] is None:

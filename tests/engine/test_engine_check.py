@@ -554,7 +554,8 @@ waivers:
         f"{path}:4:13: reason: must not be empty",
         f"{path}:5:14: expires: expected a date written YYYY-MM-DD (such as 2027-03-31), "
         "got text 'next week'",
-        f"{path}:6:5: unknown key 'color' in a waiver",
+        f"{path}:6:5: unknown key 'color' in a waiver; valid: rule, cluster, column, column_regex, reason, "
+        "owner, expires, ticket",
         f"{path}:8:14: cluster: expected text, got number 12345 (quote it)",
     ]
 

@@ -773,23 +773,53 @@ def test_no_problem_hides_behind_another(write):
         "h.yaml:14:12: scope: 'clustr' is not one of 'column', 'cluster' or 'aggregate'",
         "h.yaml:15:48: unknown operator 'eqq' (did you mean 'eq'?); valid operators: eq, ne, in, not_in, "
         "contains, not_contains, matches, exists, absent, empty, gt, gte, lt, lte (and case)",
-        "h.yaml:24:7: unknown key 'pr' in 'aggregate'",
+        "h.yaml:24:7: unknown key 'pr' in 'aggregate' (did you mean 'per'?); valid: per, where, group_by, "
+        "case, having",
         "h.yaml:25:22: unknown field 'sorce' on a column (did you mean 'source'?); valid fields: "
         "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
         "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size",
-        "h.yaml:26:17: cannot group a column by 'columnNam'; valid fields: columnName, fullyQualifiedName, "
+        "h.yaml:26:17: cannot group a column by 'columnNam' (did you mean 'columnName'?); valid fields: "
+        "columnName, fullyQualifiedName, "
         "source, tableName, dataType, isPrimary, businessAttribute, cluster.id, cluster.name, "
         "cluster.severity, cluster.status, cluster.size",
-        "h.yaml:27:16: unknown key 'count' in 'having'",
+        "h.yaml:27:16: unknown key 'count' in 'having'; valid: distinct, eq, ne, gt, gte, lt, lte, case",
         "h.yaml:35:39: unknown field 'tagNam' on a tag (did you mean 'tagName'?); valid fields: tagName, "
         "tagValue, tagId, valueId, isMutuallyExclusive, hidden, applicationType",
-        "h.yaml:35:65: cannot group a tag by 'tagVal'; valid fields: tagName, tagValue, tagId, valueId, "
+        "h.yaml:35:65: cannot group a tag by 'tagVal' (did you mean 'tagValue'?); valid fields: tagName, "
+        "tagValue, tagId, valueId, "
         "isMutuallyExclusive, hidden, applicationType",
         "h.yaml:35:87: gte: expected a whole number, got text 'x'",
         "h.yaml:38:5: duplicate rule id 'wrong-scope' (also defined at h.yaml:2); rule ids must be "
         "unique across files",
         "h.yaml:41:15: severity: 'loud' is not one of 'info', 'low', 'medium', 'high' or 'critical'",
     ]
+
+
+def test_misspelt_keys_and_fields_get_a_suggestion(write):
+    # Found by a new-user probe: these named the mistake but not the key or field meant, and a
+    # waiver file given as rules did not say where it goes.
+    path = write(
+        "r.yaml",
+        "rules:\n"
+        "  - id: agg\n    title: t\n    description: d\n    severity: low\n    scope: aggregate\n"
+        "    aggregate: {per: cluster, group_by: columnName, having: {distinct: cluster.nam, gte: 2}}\n"
+        "    message: m\n    remediaton: r\n",
+    )
+    waivers = write("w.yaml", "waivers: []\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path, waivers])
+    problems = [p.replace(str(path), "r.yaml").replace(str(waivers), "w.yaml") for p in caught.value.problems]
+    assert problems[:3] == [
+        "r.yaml:2:5: rule 'agg' is missing the required key 'remediation'",
+        "r.yaml:7:72: cannot count distinct 'cluster.nam' on a column (did you mean 'cluster.name'?); valid "
+        "fields: columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
+        "cluster.id, cluster.name, cluster.severity, cluster.status, cluster.size",
+        "r.yaml:9:5: unknown key 'remediaton' in rule 'agg' (did you mean 'remediation'?)",
+    ]
+    assert problems[3] == (
+        "w.yaml:1:1: unknown key 'waivers' at the top of a rule file; expected only 'rules' "
+        "(a waiver file? give it with --waivers)"
+    )
 
 
 def test_merge_keys_follow_yaml_a_key_written_overrides_a_merged_one():

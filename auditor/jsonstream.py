@@ -8,6 +8,7 @@ the list in it (``json.dumps(..., indent=N)``, or orjson's two-space indent). Us
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator
@@ -44,16 +45,34 @@ def pieces(dumps: Callable[[Any], str], document: Any, items: Iterable[Any]) -> 
 def batches(dumps: Callable[[Any], str], document: Any, items: Iterable[Any], size: int) -> Iterator[str]:
     """:func:`pieces` joined ``size`` at a time (fewer, larger writes)."""
     batch: list[str] = []
-    for piece in pieces(dumps, document, items):
-        batch.append(piece)
-        if len(batch) >= size:
-            yield "".join(batch)
-            batch.clear()
+    with closed_after(items):  # (when this generator is closed too)
+        for piece in pieces(dumps, document, items):
+            batch.append(piece)
+            if len(batch) >= size:
+                yield "".join(batch)
+                batch.clear()
     if batch:
         yield "".join(batch)
 
 
 def write(stream: TextIO, dumps: Callable[[Any], str], document: Any, items: Iterable[Any]) -> None:
-    """:func:`pieces` written to ``stream``."""
-    for piece in pieces(dumps, document, items):
-        stream.write(piece)
+    """:func:`pieces` written to ``stream``; ``items`` closed (a generator) when done or stopped."""
+    with closed_after(items):
+        for piece in pieces(dumps, document, items):
+            stream.write(piece)
+
+
+@contextlib.contextmanager
+def closed_after(items: Iterable[Any]) -> Iterator[None]:
+    """Close ``items`` after the block, however it ends, when it can be closed (a generator).
+
+    A stream of rows read from the database holds a connection while it is suspended. Stopped
+    midway (Ctrl-C, SIGTERM), it stayed suspended for as long as the stop's traceback was kept (to
+    the interpreter's exit, where closing it failed with "Exception ignored ... TypeError"); closed
+    here, it lets go of its connection at once."""
+    try:
+        yield
+    finally:
+        close = getattr(items, "close", None)
+        if callable(close):
+            close()

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from auditor import config as cfg
 from auditor.bigid.auth import check_token
 from auditor.errors import ConfigError, DeliveryError
+from auditor.jsonstream import closed_after
 
 if TYPE_CHECKING:
     from auditor.pipeline import EmailOptions
@@ -478,13 +479,14 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
             )
         ends_line = False
         try:
-            for piece in pieces:
-                if piece:
-                    # color=True: written as is. click removes what looks like a terminal escape
-                    # when stdout is not a terminal, so `--format csv > file` lost characters of
-                    # catalog text the data formats keep exactly (those for people escape them).
-                    click.echo(piece, nl=False, color=True)
-                    ends_line = piece.endswith("\n")
+            with closed_after(pieces):  # a stop midway lets go of a stream's connection at once
+                for piece in pieces:
+                    if piece:
+                        # color=True: written as is. click removes what looks like a terminal escape
+                        # when stdout is not a terminal, so `--format csv > file` lost characters of
+                        # catalog text the data formats keep exactly (those for people escape them).
+                        click.echo(piece, nl=False, color=True)
+                        ends_line = piece.endswith("\n")
             if not ends_line:
                 click.echo()
         except BrokenPipeError:
@@ -496,7 +498,8 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
 
     path = Path(output)
     try:
-        with replacing(path) as handle:  # a failure while producing the pieces: no half-written file
+        # a failure while producing the pieces: no half-written file
+        with closed_after(pieces), replacing(path) as handle:
             for piece in pieces:
                 handle.write(piece)
     except OSError as exc:

@@ -35,7 +35,7 @@ import jinja2
 import orjson
 from sqlalchemy import Engine
 
-from auditor import __version__
+from auditor import __version__, jsonstream
 from auditor.diff.model import DiffResult
 from auditor.errors import ConfigError, DeliveryError
 from auditor.formats.csv_format import neutralise
@@ -147,10 +147,12 @@ def export_row(finding: Mapping[str, Any], status: str | None = None) -> dict[st
 
 
 def write_findings_csv(rows: Iterable[Mapping[str, Any]], stream: io.TextIOBase | Any) -> None:
+    """The findings CSV of ``rows``; ``rows`` closed when done or stopped (see ``closed_after``)."""
     writer = csv.writer(stream, lineterminator="\r\n")
     writer.writerow(CSV_FIELDS)
-    for row in rows:
-        writer.writerow(_csv_cells(row))
+    with jsonstream.closed_after(rows):
+        for row in rows:
+            writer.writerow(_csv_cells(row))
 
 
 def _csv_cells(row: Mapping[str, Any]) -> list[str]:

@@ -279,3 +279,36 @@ def test_new_rows_are_listed_only_for_a_run_without_a_baseline(
         assert alone.new.total == len(everything.findings) > 0
     finally:
         engine.dispose()
+
+
+def test_a_stop_while_the_exports_are_written_lets_go_of_the_database_at_once(
+    pristine: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: SIGTERM while `auditor run` wrote its exports printed "Exception ignored in
+    <generator StoredFindings.stream>" with a traceback at exit: the stop, remembered with its
+    traceback, kept the suspended stream (and its connection) alive until the interpreter was torn
+    down. Whoever consumes a stream now closes it when stopped."""
+    from auditor.render import report as report_module
+
+    copy = tmp_path / "runs.db"
+    shutil.copyfile(pristine[0], copy)
+    engine = open_database(copy)
+    try:
+        data, check_json = gather_input(engine, 3, full=False, max_rows=50)
+        bundle = bundle_from_input(data, max_rows=50, export_files=EXPORT_FILES, check_json=check_json)
+        real_dumps, written = report_module._dumps, []
+
+        def stopping_dumps(value):
+            written.append(value)
+            if len(written) == 5:  # the head and four findings: the stream is suspended mid-way
+                raise KeyboardInterrupt
+            return real_dumps(value)
+
+        monkeypatch.setattr(report_module, "_dumps", stopping_dumps)
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            bundle.write(tmp_path / "report.html", tmp_path / "export")
+        assert stopped.value.__traceback__ is not None  # held, as the remembered stop holds it
+        assert engine.pool.checkedout() == 0
+        assert not (tmp_path / "export" / "findings.json").exists()
+    finally:
+        engine.dispose()

@@ -139,7 +139,7 @@ def test_a_stop_that_unwinds_in_time_is_left_alone(tmp_path):
     assert (child.returncode, out, err) == (7, "unwound\n", "")
 
 
-def test_the_hard_stop_is_armed_only_while_the_command_runs():
+def test_the_hard_stop_is_armed_only_while_the_command_runs(tmp_path):
     """Armed for the process's life, it ended a program that ran a command in-process and then
     handled a Ctrl-C of its own 10 s later (found in review). Off the main thread it is not armed."""
     import threading
@@ -162,10 +162,11 @@ def test_the_hard_stop_is_armed_only_while_the_command_runs():
         from auditor import stopping
         from auditor.cli.main import main
         stopping.GRACE_SECONDS = 0.5  # were it still armed, the Ctrl-C below would end the process
-        try:
-            main(["--version"])
-        except SystemExit:
-            pass
+        for argv in (["--version"], ["runs", "--format", "json"]):  # (a command that ends and closes)
+            try:
+                main(argv)
+            except SystemExit:
+                pass
         assert signal.set_wakeup_fd(-1) == -1  # the descriptor was given back
         try:
             os.kill(os.getpid(), signal.SIGINT)
@@ -181,7 +182,7 @@ def test_the_hard_stop_is_armed_only_while_the_command_runs():
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "AUDITOR_TEST_GRACE": "1"},
+        env={**os.environ, "AUDITOR_TEST_GRACE": "1", "AUDITOR_DB": str(tmp_path / "a.db")},
     )
     assert (child.returncode, child.stdout.splitlines()[-2:]) == (0, ["handled", "finished"]), child.stderr
 
@@ -250,7 +251,7 @@ def test_a_shutdown_that_hangs_after_the_command_ends_with_its_code_not_only_on_
         import auditor.cli
         import auditor.cli.main
 
-        def stuck_command():
+        def stuck_command(**_options):
             threading.Thread(target=time.sleep, args=(60,)).start()  # not a daemon: joined at exit
             sys.exit(3)
 
@@ -263,3 +264,38 @@ def test_a_shutdown_that_hangs_after_the_command_ends_with_its_code_not_only_on_
     child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert child.returncode == 3, child.stderr
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_stop_after_the_command_has_ended_keeps_its_exit_code(tmp_path, name):
+    """Found by a probe: a SIGTERM or Ctrl-C arriving while `auditor run` closed its database, after
+    every output was written, printed the connection pool's traceback and "Aborted!", and exited 1
+    (a failed gate, to a scheduler)."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        from auditor.cli.common import Settings
+
+        real_close = Settings.close
+
+        def close(self):
+            os.kill(os.getpid(), signal.{name})
+            time.sleep(0.3)  # the handler runs here, as it would inside the pool's close
+            real_close(self)
+            print("closed", file=sys.stderr, flush=True)
+
+        Settings.close = close
+        import auditor.cli
+        sys.argv = ["auditor", "runs", "--format", "json"]
+        auditor.cli.entry()
+        """
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AUDITOR_DB": str(tmp_path / "a.db")},
+    )
+    assert (child.returncode, child.stderr) == (0, "closed\n")
+    assert '"runs": []' in child.stdout

@@ -19,7 +19,7 @@ def entry() -> None:
         raise SystemExit(130) from None
     code = 1  # what Python exits with after any other exception
     try:
-        main()
+        main(console=True)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import io
 import logging
 import re
@@ -21,7 +22,7 @@ import traceback
 import click
 
 from auditor import __version__, stopping
-from auditor.cli.common import PathOption, let_go_of_stdout, stdout_error
+from auditor.cli.common import PathOption, Settings, let_go_of_stdout, stdout_error
 from auditor.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -317,7 +318,6 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     network or the database failed (or the run is missing or incomplete), 130 interrupted (Ctrl-C),
     141 the reader of stdout went away, 143 terminated (SIGTERM).
     """
-    from auditor.cli.common import Settings
 
     try:
         ctx.obj = Settings.load(config_path, debug=debug, verbose=verbose, quiet=quiet)
@@ -329,7 +329,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
         from auditor.config import FileSettings
 
         ctx.obj = Settings(FileSettings(), debug, verbose, quiet)
-    ctx.call_on_close(ctx.obj.close)
+    ctx.call_on_close(functools.partial(_end_command, ctx.obj))
     from auditor.secrets import ScrubFilter, install_log_filter
 
     install_log_filter()
@@ -391,14 +391,34 @@ def _register() -> None:
 _register()
 
 
+# Set once the command's outcome is decided (see _end_command); the stop handlers then let a signal
+# pass. Reset when main() begins, and when it returns to a program that called it in-process.
+_command_ended = False
+
+
 def _terminate(_signum: int, _frame: object) -> None:
+    if _command_ended:
+        return
     if stopping.repeated_term():  # the same stop sent twice (GNU timeout: the command, then its group)
         return
     raise stopping.stop_raised(Terminated())
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
+    if _command_ended:
+        return
     raise stopping.stop_raised(KeyboardInterrupt())
+
+
+def _end_command(settings: Settings) -> None:
+    """Close what the command opened, once its outcome is decided (its work committed, its output
+    written, or its error said). A Ctrl-C or SIGTERM from here on no longer stops it, as
+    :func:`auditor.cli.entry` ignores one afterwards: raised inside the connection pool's close, it
+    printed the pool's traceback, and click made it "Aborted!" and exit 1, which a scheduler reads as
+    a failed gate, for a job that had done everything. (The hard stop still ends a close that hangs.)"""
+    global _command_ended
+    _command_ended = True
+    settings.close()
 
 
 def install_stop_handlers() -> None:
@@ -451,22 +471,29 @@ def _prepare_stdio() -> None:
         sys.stderr.reconfigure(errors="backslashreplace")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None, *, console: bool = False) -> None:
+    """Console-script entry point (``console``: called by :func:`auditor.cli.entry`, which ignores
+    stops once it returns; a program calling it in-process gets the stop handlers back working)."""
+    global _command_ended
+    _command_ended = False
     _prepare_stdio()
     install_stop_handlers()  # SIGTERM unwinds as Ctrl-C does: runs marked, workers stopped
     # and stop outright when unwinding cannot finish (a wait inside SQLite), while the command runs
-    with stopping.armed():
-        try:
-            cli.main(args=argv, prog_name="auditor", standalone_mode=True)
-        except AuditorError as exc:  # raised while loading settings, before a command ran
-            report_error(exc)
-            sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
-        except OSError:  # `auditor --version > /dev/full`
-            if (failed := stdout_error()) is None:
-                raise
-            report_error(failed)
-            sys.exit(failed.exit_code)
+    try:
+        with stopping.armed():
+            try:
+                cli.main(args=argv, prog_name="auditor", standalone_mode=True)
+            except AuditorError as exc:  # raised while loading settings, before a command ran
+                report_error(exc)
+                sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+            except OSError:  # `auditor --version > /dev/full`
+                if (failed := stdout_error()) is None:
+                    raise
+                report_error(failed)
+                sys.exit(failed.exit_code)
+    finally:
+        if not console:
+            _command_ended = False
 
 
 if __name__ == "__main__":  # pragma: no cover

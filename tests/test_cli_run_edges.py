@@ -139,6 +139,16 @@ def test_run_names_the_first_mail_option_given_without_a_recipient(run_cli, tmp_
     assert not (tmp_path / "auditor.db").exists()
 
 
+def test_run_says_that_a_settings_file_set_up_to_email_names_no_recipient(run_cli, small):
+    # Found by a probe: smtp and an empty email_to in auditor.toml: exit 0, and not a word
+    (small / "auditor.toml").write_text('[auditor]\nsmtp = "smtp://127.0.0.1:2525"\nemail_to = ""\n' + SMALL)
+    result = run_cli("run", "--report", "r.html", "-o", "out.txt")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"note: {small / 'auditor.toml'} names no recipient (email_to): no email is sent"
+    )
+
+
 def test_demo_refuses_a_single_cluster_and_shows_its_defaults(run_cli):
     refused = run_cli("demo", "--clusters", "1")
     assert refused.exit_code == 2

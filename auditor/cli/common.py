@@ -215,7 +215,7 @@ class Settings:
         eml: str | None,
         *,
         cc: tuple[str, ...] = (),
-        flags: tuple[str, str] = ("--to", "--cc"),
+        flags: tuple[str, str, str] = ("--to", "--cc", "--from"),
         sender: str | None = None,
         subject: str | None = None,
         ca_bundle: str | None = None,
@@ -226,30 +226,40 @@ class Settings:
         ``auditor email`` and ``auditor run`` share it, so a missing recipient or server, both
         ``--smtp`` and ``--eml``, a malformed address, sender, subject or SMTP URL, credentials
         without their pair, or a CA file that does not load fails at once (exit 2), never after a
-        snapshot. ``flags`` names the command's own recipient and copy options in its errors.
+        snapshot. ``flags`` names the command's own recipient, copy and sender options in its
+        errors; a value from the environment or the settings file is named by its variable or key.
         """
         from auditor.errors import ConfigError
         from auditor.pipeline import EmailOptions
-        from auditor.render.email import parse_addresses
+        from auditor.render.email import parse_addresses, parse_smtp_url
+        from auditor.tls import ca_context
 
-        to_flag, cc_flag = flags
+        to_flag, cc_flag, from_flag = flags
         recipients = self.list_value(to, "email_to")
         if not recipients:
             raise ConfigError(f"no recipient: pass {to_flag} ADDR (or set email_to in auditor.toml)")
-        # a malformed address is named where it was written: the flag, or the config file's setting
-        parse_addresses(recipients, to_flag if to else f"{self.file.path}: email_to")
+        # a malformed value is named where it was written: the flag, its variable, or the setting
+        parse_addresses(recipients, to_flag if to else self._setting("email_to"))
         parse_addresses(list(cc), cc_flag)
-        if sender is None:
-            if os.environ.get(cfg.ENV_EMAIL_FROM):
-                parse_addresses(os.environ[cfg.ENV_EMAIL_FROM], cfg.ENV_EMAIL_FROM)
-            elif self.file.get("email_from") is not None:
-                parse_addresses(str(self.file.get("email_from")), f"{self.file.path}: email_from")
+        sender_value = self.value(sender, cfg.ENV_EMAIL_FROM, "email_from")
+        if sender_value is not None:
+            where = self._origin(sender, from_flag, cfg.ENV_EMAIL_FROM, "email_from")
+            if len(parse_addresses(str(sender_value), where)) != 1:
+                raise ConfigError(f"{where}: give exactly one sender address")
         if eml and smtp:
             raise ConfigError("give either --smtp URL or --eml FILE, not both")
         smtp_url = None if eml else self.value(smtp, cfg.ENV_SMTP, "smtp")
         if not eml and not smtp_url:
+            empty = "" if self.file.get("smtp") is None else f" ({self._setting('smtp')} is empty)"
             raise ConfigError(
-                "no SMTP server: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the message"
+                f"no SMTP server{empty}: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the "
+                "message"
+            )
+        if smtp_url:
+            parse_smtp_url(str(smtp_url), self._origin(smtp, "--smtp", cfg.ENV_SMTP, "smtp"))
+            ca_context(
+                self.value(ca_bundle, None, "smtp_ca_bundle"),
+                self._origin(ca_bundle, "--smtp-ca-bundle", None, "smtp_ca_bundle"),
             )
         options = EmailOptions(
             to=recipients,
@@ -264,6 +274,19 @@ class Settings:
         )
         options.check()
         return options
+
+    def _setting(self, key: str) -> str:
+        """How an error names a setting of the settings file: ``/path/auditor.toml: smtp``."""
+        return f"{self.file.path}: {key}"
+
+    def _origin(self, flag: Any, option: str, env: str | None, key: str) -> str:
+        """Where the value :meth:`value` picks for ``key`` was given: ``option``, ``env``, or the
+        settings file's key."""
+        if flag is not None:
+            return option
+        if env is not None and os.environ.get(env):
+            return env
+        return self._setting(key)
 
     def rules_paths(self, flag: tuple[str, ...] | None = None) -> list[Path] | None:
         """``--rules`` or the config's ``rules``; ``None`` means the built-in pack."""

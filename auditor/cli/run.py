@@ -202,7 +202,7 @@ def run_command(
             smtp_url,
             eml_path,
             cc=email_cc,
-            flags=("--email-to", "--email-cc"),
+            flags=("--email-to", "--email-cc", "--email-from"),
             sender=email_from,
             subject=subject,
             ca_bundle=smtp_ca_bundle,
@@ -214,6 +214,9 @@ def run_command(
             f"{given} given, but no recipient",
             hint="add --email-to ADDR (or email_to in auditor.toml)",
         )
+    elif settings.file.get("smtp") or "email_to" in settings.file.values:
+        # a scheduled job set up to email, with no recipient: said, not silently sent to no one
+        settings.info(f"note: {settings.file.path} names no recipient (email_to): no email is sent")
     templates_dir = settings.templates_dir(templates)
     count = _workers(settings, workers)
     limit = _max_failed_clusters(settings, max_failed_clusters)

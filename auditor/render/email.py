@@ -493,48 +493,49 @@ class SmtpTarget:
         return f"{scheme}://{quote(self.username, safe='')}@{rest}"
 
 
-def parse_smtp_url(url: str) -> SmtpTarget:
+def parse_smtp_url(url: str, name: str = "--smtp") -> SmtpTarget:
     """``smtp://host[:25]``, ``smtp+starttls://host[:587]`` or ``smtps://host[:465]``.
 
     A user name may be given in the URL; a password may not (it would show in ``ps`` and logs).
     Errors never repeat the URL: a password holding ``#``, ``/`` or ``?`` ends the URL's authority
-    early, so a parser would read part of it as the host or the port, and print it.
+    early, so a parser would read part of it as the host or the port, and print it. ``name`` says
+    where the URL was given, in the errors (the option, its variable, or the settings file's key).
     """
     text = url.strip()
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in DEFAULT_PORTS:
         raise ConfigError(
-            f"--smtp: unsupported scheme {scheme or '(none)'!r}"
+            f"{name}: unsupported scheme {scheme or '(none)'!r}"
             if sep
-            else "--smtp: not a URL (no scheme://)",
+            else f"{name}: not a URL (no scheme://)",
             hint="use smtp://host:25 (STARTTLS when offered), smtp+starttls://host:587 or smtps://host:465",
         )
     # The user information ends at the last '@' (a password may hold any other character).
     userinfo, at, hostport = rest.rpartition("@")
     if at and ":" in userinfo:
         raise ConfigError(
-            "--smtp: the URL must not contain a password",
+            f"{name}: the URL must not contain a password",
             hint=f"put it in the {ENV_SMTP_PASSWORD} environment variable instead",
         )
     shown = f"{scheme}://{'…@' if at else ''}{hostport}"
     if at and any(ch in userinfo for ch in "/?#"):  # a path or query holding an '@', not a user
-        raise ConfigError("--smtp: the URL takes no path, query or fragment", hint="smtp://host:port")
+        raise ConfigError(f"{name}: the URL takes no path, query or fragment", hint="smtp://host:port")
     try:
         parts = urlsplit(f"{scheme}://{hostport.rstrip('/')}")
         port = parts.port
     except ValueError:
-        raise ConfigError(f"--smtp: {shown!r} is not a valid URL (check the host and the port)") from None
+        raise ConfigError(f"{name}: {shown!r} is not a valid URL (check the host and the port)") from None
     if parts.query or parts.fragment or parts.path:
-        raise ConfigError(f"--smtp: {shown!r} takes no path, query or fragment", hint="smtp://host:port")
+        raise ConfigError(f"{name}: {shown!r} takes no path, query or fragment", hint="smtp://host:port")
     if not parts.hostname:
-        raise ConfigError(f"--smtp: {scheme}:// needs a host name")
+        raise ConfigError(f"{name}: {scheme}:// needs a host name")
     if port == 0:
-        raise ConfigError(f"--smtp: {shown!r}: the port must be 1-65535")
+        raise ConfigError(f"{name}: {shown!r}: the port must be 1-65535")
     try:
         parts.hostname.encode("idna")
     except UnicodeError:
-        raise ConfigError(f"--smtp: {parts.hostname!r} is not a valid host name") from None
+        raise ConfigError(f"{name}: {parts.hostname!r} is not a valid host name") from None
     username = unquote(userinfo) if at and userinfo else None
     return SmtpTarget(scheme, parts.hostname, port or DEFAULT_PORTS[scheme], username)
 

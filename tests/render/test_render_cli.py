@@ -244,6 +244,47 @@ def test_a_bad_address_from_the_config_or_environment_is_named_there(
         "error: --to: 'zz' is not an email address"
     )
     assert not (tmp_path / "m.eml").exists()
+    # found by a probe: the server, the sender count and the CA file were named by flags never given
+    monkeypatch.delenv("AUDITOR_EMAIL_FROM")
+    smtp = ("email", "--db", database)
+    said = {}
+    for line in (
+        'smtp = "smtp://127.0.0.1:99999"',
+        'smtp = "http://mail.example.org"',
+        'smtp = ""',
+        'smtp = "smtp://127.0.0.1:2525"\nsmtp_ca_bundle = "nope.pem"',
+        'smtp = "smtp://127.0.0.1:2525"\nemail_from = "a@example.org, b@example.org"',
+    ):
+        config.write_text(f'[auditor]\nemail_to = "ok@example.org"\n{line}\n')
+        result = invoke(*smtp)
+        said[line.split("\n")[-1]] = (result.exit_code, result.stderr.splitlines()[0])
+    assert said == {
+        'smtp = "smtp://127.0.0.1:99999"': (
+            2,
+            f"error: {config}: smtp: 'smtp://127.0.0.1:99999' is not a valid URL (check the host and "
+            "the port)",
+        ),
+        'smtp = "http://mail.example.org"': (2, f"error: {config}: smtp: unsupported scheme 'http'"),
+        'smtp = ""': (
+            2,
+            f"error: no SMTP server ({config}: smtp is empty): pass --smtp URL (or set AUDITOR_SMTP), or "
+            "--eml FILE to write the message",
+        ),
+        'smtp_ca_bundle = "nope.pem"': (
+            2,
+            f"error: {config}: smtp_ca_bundle: cannot load nope.pem ([Errno 2] No such file or directory)",
+        ),
+        'email_from = "a@example.org, b@example.org"': (
+            2,
+            f"error: {config}: email_from: give exactly one sender address",
+        ),
+    }
+    # and auditor run names its own flag
+    ran = invoke("run", "--db", database, "--email-from", "a@example.org, b@example.org", "--eml", "m.eml")
+    assert (ran.exit_code, ran.stderr.splitlines()[0]) == (
+        2,
+        "error: --email-from: give exactly one sender address",
+    )
 
 
 def test_email_to_eml_file(database: str, tmp_path: Path) -> None:

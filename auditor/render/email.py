@@ -745,7 +745,8 @@ def _delivery_error(
         if any(code == 421 for code, _ in exc.recipients.values()):  # the server ended the session
             return DeliveryError(
                 f"{where}: the server closed the session while taking the recipients "
-                f"({_refusals(exc.recipients)}); nothing was delivered"
+                f"({_refusals(exc.recipients)}); nothing was delivered",
+                hint=TRY_LATER,  # 421: the service is not available now
             )
         if all(400 <= code < 500 for code, _ in exc.recipients.values()):  # greylisting, a full queue
             return DeliveryError(
@@ -768,6 +769,15 @@ def _delivery_error(
                 f"{where}: the sender {exc.sender} was refused for now ({said})", hint=TRY_LATER
             )
         return DeliveryError(f"{where}: the sender {exc.sender} was refused ({said})")
+    if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code == -1:
+        # smtplib's code for a reply line that does not start with one (it drops the line's first
+        # four characters): an HTTP server, a database, a proxy's banner on the mail port
+        text = secrets.scrub(" ".join(_decode(exc.smtp_error).split()))[:120]
+        quoted = f": …{text!r}" if text else ""
+        return DeliveryError(
+            f"{where}: the server's answer is not SMTP (no reply code{quoted})",
+            hint="check the host and port: is a mail server listening there?",
+        )
     if isinstance(exc, smtplib.SMTPResponseException):
         said = _said(exc.smtp_code, exc.smtp_error)
         if isinstance(exc, smtplib.SMTPDataError) and _refused_for_size(exc.smtp_code, said):

@@ -552,6 +552,19 @@ def test_partial_acceptance_and_refusals_say_who_got_the_message(sample) -> None
         f"smtp://{host}:{port}: the server closed the session while taking the recipients "
         "(bad@example.org (421 4.3.2 shutting down)); nothing was delivered"
     )
+    assert raised.value.hint == "a 4xx answer is temporary: send it again later (nothing was delivered)"
+    # found by a probe: an HTTP server on the mail port was "the server answered -1 /1.1 400 Bad Request"
+    for greeting, quoted in (
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", ": …'/1.1 400 Bad Request'"),
+        (b"ok\r\n", ""),
+    ):
+        host, port = _scripted_smtp(_dialogue({}, greeting=greeting))
+        with pytest.raises(DeliveryError) as raised:
+            send(message, f"smtp://{host}:{port}", environ={}, timeout=5)
+        assert (raised.value.message, raised.value.hint) == (
+            f"smtp://{host}:{port}: the server's answer is not SMTP (no reply code{quoted})",
+            "check the host and port: is a mail server listening there?",
+        )
     # too large: the server's words, and what to do
     host, port = _scripted_smtp(_dialogue({b"MAIL": b"552 5.3.4 message size exceeds 50000\r\n"}))
     with pytest.raises(DeliveryError) as raised:

@@ -137,12 +137,17 @@ class Settings:
         from auditor.outfile import check_creatable, check_writable
 
         if creates:  # the folder the command makes: where it begins must be a folder it may write in
+            folder = Path(creates).expanduser().absolute()
             try:
-                check_creatable(Path(creates).expanduser().absolute())
+                check_creatable(folder)
             except OSError as exc:
+                there = folder.is_dir()  # found by a probe: an existing folder was "cannot create"
+                verb, reason = (
+                    ("write", exc.strerror) if there else ("create", f"{exc.strerror} ({exc.filename})")
+                )
                 raise DeliveryError(
-                    f"cannot create the folder {creates}: {exc.strerror} ({exc.filename})",
-                    hint="nothing was done yet: give --export-dir a folder you can create",
+                    f"cannot {'write into' if there else 'create'} the folder {creates}: {reason}",
+                    hint=f"nothing was done yet: give --export-dir a folder you can {verb}",
                 ) from None
 
         for option, given in outputs.items():  # and writable, before the work rather than after it

@@ -318,6 +318,15 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_snapshot(tmp_path
         f"error: cannot write the report into the current folder {here}: Permission denied"
     )
     assert not (tmp_path / "elsewhere.db").exists()
+    # an --export-dir that exists but cannot be written was "cannot create the folder" (a probe)
+    exports = invoke(
+        ["run", "--db", str(tmp_path / "elsewhere.db"), "--report", "/dev/null", "--export-dir", "."]
+    )
+    assert exports.exit_code == 3
+    assert exports.stderr.splitlines() == [
+        "error: cannot write into the folder .: Permission denied",
+        "hint: nothing was done yet: give --export-dir a folder you can write",
+    ]
 
 
 def test_run_lists_stale_and_expiring_waivers_as_check_does(tmp_path, monkeypatch):

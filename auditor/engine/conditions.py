@@ -384,9 +384,13 @@ class AnyOf(AllOf):
         return or_(*(part.compile(row) for part in self.ordered_parts()))
 
 
-def _wrap(part: Condition, parent: Condition) -> str:
+def _wrap(part: Condition, parent: AllOf) -> str:
     text = part.explain()
     if isinstance(part, AllOf) and type(part) is not type(parent):
+        return f"({text})"
+    if parent.joiner == "and" and ", or " in text:
+        # "…the column is not a primary key, or that is not known and the name…" read as another
+        # condition (found by a new-user probe)
         return f"({text})"
     return text
 

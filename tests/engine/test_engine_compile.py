@@ -321,6 +321,16 @@ def test_explanations_read_as_sentences(tmp_path):
         # not read as themselves, and missing caveats
         ("{field: isPrimary, eq: false}", "the column is not a primary key"),
         ("{field: isPrimary, ne: true}", "the column is not a primary key, or that is not known"),
+        # found by a new-user probe: beside another condition it read as a different one
+        (
+            "{all: [{field: isPrimary, ne: true}, {field: fullyQualifiedName, not_contains: .archive.}]}",
+            "(the column is not a primary key, or that is not known) and the fully qualified name does not "
+            "contain '.archive.'",
+        ),
+        (
+            "{any: [{field: isPrimary, ne: true}, {field: dataType, eq: int}]}",
+            "the column is not a primary key, or that is not known or the data type is int",
+        ),
         ("{field: businessAttribute, eq: ''}", "the business attribute is ''"),
         ("{field: columnName, in: [' ssn ', '']}", "the column name is one of ' ssn ', ''"),
         ("{field: columnName, in: ['a, b', c]}", "the column name is one of 'a, b', c"),

@@ -28,6 +28,7 @@ Examples (each is loaded by the real loader in the docs test)::
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import operator
 import re
@@ -780,15 +781,33 @@ def _check_value(target: F.Field, op: str, value: Any) -> str | None:
 def _check_scalar(kind: Kind, value: Any) -> str | None:
     if kind in (Kind.TEXT, Kind.TEXT_LIST):
         if not isinstance(value, str):
-            quote = " (quote it to compare as text)" if isinstance(value, bool | int | float) else ""
+            quotable = isinstance(value, bool | int | float | datetime.date)
+            quote = " (quote it to compare as text)" if quotable else ""
             return f"expected text, got {type_name(value)}{quote}"
     elif kind is Kind.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"expected a number, got {type_name(value)}"
+            return f"expected a number, got {type_name(value)}{_number_as_text(value)}"
         return _check_number(value)
     elif kind is Kind.BOOLEAN and not isinstance(value, bool):
         return f"expected true or false, got {type_name(value)}"
     return None
+
+
+def _number_as_text(value: Any) -> str:
+    """Why text that reads as a number was not taken for one: YAML 1.1 (PyYAML) reads ``1e3`` as
+    text (its exponent form needs a dot: ``1.0e+3``), and quotes make any number text."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    text = value.strip()
+    if re.fullmatch(r"[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+", text):
+        return f" (YAML reads {value} as text: write it with a dot, as 1.0e+3, or in full, as 1000)"
+    if re.fullmatch(r"[-+]?0[0-9_]+", text):  # kept as text by the loader (YAML 1.1 would read octal)
+        return f" (write it without the leading zero, as {int(text.replace('_', ''))})"
+    return " (written as text: leave out the quotes)"
 
 
 BIGGEST = 2**63 - 1  # what both databases compare as an integer

@@ -194,7 +194,16 @@ def _construct_timestamp(loader: _Loader, node: Node) -> Any:
         return loader.construct_scalar(node)
 
 
+# YAML 1.1 integers that do not read as what they look like: 0123 is octal (83), 1:30 base 60 (90).
+# A rule or fixture value written so means the text ('0123', a column name of zip codes) or the
+# decimal number, never those: kept as text, so that a text field compares it as written and a
+# number field names it as text, where 83 in an error did not read as anything the author wrote.
+_SURPRISING_INT = re.compile(r"[-+]?(0[0-7_]+|[1-9][0-9_]*(:[0-5]?[0-9])+)")
+
+
 def _construct_int(loader: _Loader, node: Node) -> Any:
+    if isinstance(node.value, str) and _SURPRISING_INT.fullmatch(node.value):
+        return node.value
     try:
         return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
     except ValueError:  # more digits than Python converts (4,300): "internal error" before

@@ -107,7 +107,7 @@ def test_every_problem_is_reported_at_once_with_file_line_and_column(write):
         "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size",
         "bad.yaml:11:31: unknown operator 'equals'; valid operators: eq, ne, in, not_in, contains, "
         "not_contains, matches, exists, absent, empty, gt, gte, lt, lte (and case)",
-        "bad.yaml:12:37: gt: expected a number, got text '10'",
+        "bad.yaml:12:37: gt: expected a number, got text '10' (written as text: leave out the quotes)",
         "bad.yaml:13:40: matches: nested quantifiers such as (a+)+ can take exponential time; rewrite the "
         "pattern without a repeated group that itself repeats",
         "bad.yaml:14:40: matches: invalid regular expression: unterminated character set at position 0",
@@ -793,6 +793,38 @@ def test_no_problem_hides_behind_another(write):
         "unique across files",
         "h.yaml:41:15: severity: 'loud' is not one of 'info', 'low', 'medium', 'high' or 'critical'",
     ]
+
+
+def test_yaml_1_1_numbers_that_do_not_read_as_written_get_a_hint_or_stay_text(write):
+    # Found by a new-user probe: 'gte: 1e3' was "expected a number, got text" (PyYAML needs a dot in
+    # an exponent), 'eq: 0123' was "expected text, got number 83" (octal), a date had no quote hint.
+    path = write(
+        "q.yaml",
+        "rules:\n  - id: q\n    title: t\n    description: d\n    severity: low\n    scope: column\n"
+        "    condition:\n      all:\n"
+        "        - {field: cluster.size, gte: 1e3}\n"
+        "        - {field: cluster.size, lt: 010}\n"
+        "        - {field: columnName, eq: 2024-01-01}\n"
+        "    message: m\n    remediation: r\n",
+    )
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert [p.replace(str(path), "q.yaml") for p in caught.value.problems] == [
+        "q.yaml:9:38: gte: expected a number, got text '1e3' (YAML reads 1e3 as text: write it with a dot, "
+        "as 1.0e+3, or in full, as 1000)",
+        "q.yaml:10:37: lt: expected a number, got text '010' (write it without the leading zero, as 10)",
+        "q.yaml:11:35: eq: expected text, got date (quote it to compare as text)",
+    ]
+    # a zip code or a time written bare is the text written, not octal 83 or 90 seconds
+    fine = write(
+        "z.yaml",
+        "rules:\n  - id: z\n    title: t\n    description: d\n    severity: low\n    scope: column\n"
+        "    condition: {any: [{field: tableName, eq: 0123}, {field: columnName, in: [1:30, '0']}]}\n"
+        "    message: m\n    remediation: r\n",
+    )
+    assert load_ruleset([fine]).rules[0].explain() == (
+        "Flags each column where the table name is 0123 or the column name is one of 1:30, 0."
+    )
 
 
 def test_misspelt_keys_and_fields_get_a_suggestion(write):

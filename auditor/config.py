@@ -27,8 +27,10 @@ never accepted as a plain command-line value (it would show in ``ps``), and neve
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,46 +130,88 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
             "are not read",
             hint="move them under [auditor] (a key before the first [table] header is outside every table)",
         )
-    if "token" in values or "api_key" in values:  # before the unknown keys: the reason matters
-        raise ConfigError(
-            f"{candidate}: the API key does not belong in the config file",
-            hint="put it in a file of its own and name it with token_file (or set BIGID_TOKEN)",
-        )
-    unknown = sorted(set(values) - KNOWN_KEYS)
-    if unknown:
-        tables = [name for name in unknown if isinstance(values[name], dict)]
-        raise ConfigError(
-            f"{candidate}: unknown setting(s) {', '.join(unknown)}",
-            hint=(
-                f"settings go under [auditor] (and [auditor.sandbox]), not "
-                f"[{'auditor.' if 'auditor' in data else ''}{tables[0]}]; "
-                if tables
-                else ""
+    problems = _problems(values, prefix="auditor." if "auditor" in data else "")
+    if problems:
+        raise _settings_error(candidate, problems)
+    if "sandbox" in values:
+        _check_sandbox_table(candidate, values["sandbox"])
+    return FileSettings(path=candidate, values=_paths_from(candidate.parent, values))
+
+
+def _problems(values: dict[str, Any], *, prefix: str) -> list[tuple[str, str, str | None]]:
+    """Every problem of the [auditor] table's settings, as (setting, text, hint): all at once, not
+    the first only (found by a new-user probe: five mistakes were reported one run at a time)."""
+    problems: list[tuple[str, str, str | None]] = []
+    for key in ("token", "api_key"):  # the reason matters more than the key being unknown
+        if key in values:
+            hint = "put it in a file of its own and name it with token_file, or set BIGID_TOKEN"
+            problems.append((key, "the API key does not belong in the config file", hint))
+    for key in sorted(set(values) - KNOWN_KEYS - {"token", "api_key"}):
+        if isinstance(values[key], dict):
+            hint = f"settings go under [auditor] and [auditor.sandbox], not [{prefix}{key}]"
+            problems.append((key, f"unknown setting {key}", hint))
+        else:
+            meant = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1)
+            problems.append(
+                (key, f"unknown setting {key}" + (f" (did you mean {meant[0]}?)" if meant else ""), None)
             )
-            + f"known settings: {', '.join(sorted(KNOWN_KEYS))}",
-        )
     for key, value in values.items():
         kind = KINDS.get(key)
         if kind is not None and not _is_kind(value, kind):
             shown = str(value).lower() if isinstance(value, bool) else repr(value)
-            raise ConfigError(f"{candidate}: setting {key} must be {kind}, not {shown}")
-        if key in RANGES and not _in_range(value, *RANGES[key]):
+            problems.append((key, f"setting {key} must be {kind}, not {shown}", None))
+        elif key in RANGES and not _in_range(value, *RANGES[key]):
             allowed = _describe_range(*RANGES[key])
-            raise ConfigError(f"{candidate}: setting {key} must be {allowed}, not {value!r}")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(
-                f"{candidate}: setting {key} must be one of {', '.join(CHOICES[key])}, not {value!r}"
-            )
+            problems.append((key, f"setting {key} must be {allowed}, not {value!r}", None))
+        elif key in CHOICES and value not in CHOICES[key]:
+            choices = ", ".join(CHOICES[key])
+            problems.append((key, f"setting {key} must be one of {choices}, not {value!r}", None))
     for key in PATH_SETTINGS:
         given = values.get(key)
         if given == "" or (isinstance(given, list) and "" in given):
             # read as "not set", the default ./auditor.db was created by commands that only read
-            raise ConfigError(
-                f"{candidate}: setting {key} is empty", hint=f"name a {key} or leave the setting out"
-            )
-    if "sandbox" in values:
-        _check_sandbox_table(candidate, values["sandbox"])
-    return FileSettings(path=candidate, values=_paths_from(candidate.parent, values))
+            hint = "name the file or folder it is for, or leave the setting out"
+            problems.append((key, f"setting {key} is empty", hint))
+    return problems
+
+
+def _settings_error(source: Path, problems: list[tuple[str, str, str | None]]) -> ConfigError:
+    """One error for every problem, each at the line of its setting in the [auditor] table."""
+    try:
+        lines = _setting_lines(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        lines = {}
+    problems = sorted(problems, key=lambda problem: lines.get(problem[0], 0))  # stable: in file order
+    where = {key: f"{source}:{lines[key]}" if key in lines else str(source) for key, _, _ in problems}
+    unknown = any(text.startswith("unknown setting") for _, text, _ in problems)
+    known = f"known settings: {', '.join(sorted(KNOWN_KEYS))}" if unknown else None
+    if len(problems) == 1:
+        key, text, hint = problems[0]
+        return ConfigError(f"{where[key]}: {text}", hint="; ".join(filter(None, (hint, known))) or None)
+    located = [f"{where[key]}: {text}" + (f" ({hint})" if hint else "") for key, text, hint in problems]
+    return ConfigError(f"{source}: {len(problems)} problems in the settings", hint=known, problems=located)
+
+
+def _setting_lines(text: str, wanted: str = "auditor") -> dict[str, int]:
+    """The line of each key of the ``wanted`` table (for [auditor]: of the top level, in a file
+    without one, and of the header of each table below it)."""
+    lines: dict[str, int] = {}
+    has_table = re.search(rf"^\s*\[\s*{re.escape(wanted)}\s*\]", text, re.MULTILINE) is not None
+    table = None if has_table or wanted != "auditor" else ""
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[+\s*([^\]]*?)\s*\]", line)
+        if header:
+            name = header.group(1)
+            table = "" if name == wanted else None
+            if wanted != "auditor":
+                continue
+            if name.startswith("auditor.") or not has_table:  # [auditor.sandbox], or a misplaced table
+                lines.setdefault(name.removeprefix("auditor.").split(".")[0], number)
+            continue
+        found = re.match(r"""\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=""", line)
+        if found and table == "":
+            lines.setdefault(next(g for g in found.groups() if g is not None), number)
+    return lines
 
 
 PATH_SETTINGS = ("db", "token_file", "ca_bundle", "waivers", "smtp_ca_bundle", "templates", "rules")
@@ -215,25 +259,35 @@ SANDBOX_KEYS = ("seed", "clusters", "columns")
 
 def _check_sandbox_table(source: Path, table: Any) -> None:
     """``[auditor.sandbox]`` (the built-in sandbox ``auditor run`` uses without a URL), checked on
-    load like every other setting, naming the file: a typo used to pass every command but ``run``,
-    which then failed without saying where the setting was."""
+    load like every other setting, naming the file and line: a typo used to pass every command but
+    ``run``, which then failed without saying where the setting was."""
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: [auditor.sandbox] must be a table, not {table!r}")
+    try:
+        lines = _setting_lines(source.read_text(encoding="utf-8"), "auditor.sandbox")
+    except (OSError, UnicodeDecodeError):
+        lines = {}
+
+    def at(key: str) -> str:
+        return f"{source}:{lines[key]}" if key in lines else str(source)
+
     unknown = sorted(set(table) - set(SANDBOX_KEYS))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown setting(s) {', '.join(unknown)} in [auditor.sandbox]",
+            f"{at(unknown[0])}: unknown setting(s) {', '.join(unknown)} in [auditor.sandbox]",
             hint=f"[auditor.sandbox] takes {', '.join(SANDBOX_KEYS)} (whole numbers)",
         )
     for key, value in table.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{source}: [auditor.sandbox] {key} must be a whole number, not {value!r}")
+            raise ConfigError(f"{at(key)}: [auditor.sandbox] {key} must be a whole number, not {value!r}")
     from auditor.sandbox.config import SandboxConfig
 
     try:
         SandboxConfig(**table)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: [auditor.sandbox] {exc.message.removeprefix('sandbox: ')}") from None
+        said = exc.message.removeprefix("sandbox: ")
+        key = next((k for k in table if said.startswith(f"{k} ")), "")
+        raise ConfigError(f"{at(key)}: [auditor.sandbox] {said}") from None
 
 
 # The bounds of numeric settings, in the file and on the command line alike (cli.common.setting_type):

@@ -39,9 +39,14 @@ class AuditorError(Exception):
 
 
 class ConfigError(AuditorError):
-    """Bad settings, options or configuration file (exit 2)."""
+    """Bad settings, options or configuration file (exit 2); ``problems``, when a settings file holds
+    several, lists each as ``file:line: text``."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None, problems: list[str] | None = None) -> None:
+        super().__init__(message, hint)
+        self.problems = list(problems or [])
 
 
 class RuleError(AuditorError):

@@ -28,7 +28,7 @@ def test_global_options_after_the_command_act_as_before_it(tmp_path, monkeypatch
     listed = invoke(["runs", "--config", "other.toml", "--quiet"])
     assert listed.exit_code == 2, listed.output
     assert listed.stderr.splitlines()[0] == (
-        "error: other.toml: setting workers must be from 1 to 64, not 1000"
+        "error: other.toml:2: setting workers must be from 1 to 64, not 1000"
     )
     open_database(tmp_path / "from-config.db").dispose()
     checked = invoke(["check", "--db", "from-config.db", "--debug"])

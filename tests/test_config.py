@@ -36,7 +36,7 @@ def test_unknown_setting_and_bad_toml_are_usage_errors(tmp_path):
     bad.write_text('[auditor]\ntoken = "sk-secret"\n')
     with pytest.raises(ConfigError) as caught:  # said why, the key never echoed
         load_config(bad, explicit=True)
-    assert caught.value.message == f"{bad}: the API key does not belong in the config file"
+    assert caught.value.message == f"{bad}:2: the API key does not belong in the config file"
     assert "sk-secret" not in caught.value.message + str(caught.value.hint)
     bad.write_text('[auditor]\ntokn = "x"\n')
     with pytest.raises(ConfigError, match="unknown setting"):
@@ -158,7 +158,7 @@ def test_settings_of_the_wrong_type_are_usage_errors(tmp_path, line, message):
     path.write_text(f"[auditor]\n{line}\n")
     result = CliRunner().invoke(cli, ["--config", str(path), "runs", "--db", str(tmp_path / "a.db")])
     assert result.exit_code == 2
-    assert result.output.splitlines() == [f"error: {path}: {message}"]
+    assert result.output.splitlines() == [f"error: {path}:2: {message}"]
 
 
 def test_settings_of_the_right_type_load(tmp_path):
@@ -207,7 +207,7 @@ def test_settings_out_of_the_flags_range_are_usage_errors_naming_the_file(tmp_pa
     with pytest.raises(ConfigError) as caught:
         load_config(path, explicit=True)
     assert caught.value.exit_code == 2
-    assert caught.value.message == f"{path}: {message}"
+    assert caught.value.message == f"{path}:2: {message}"
 
 
 def test_a_mistyped_table_name_is_named_as_such(tmp_path):
@@ -215,8 +215,8 @@ def test_a_mistyped_table_name_is_named_as_such(tmp_path):
     path.write_text("[audit]\nworkers = 3\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path, explicit=True)
-    assert caught.value.message == f"{path}: unknown setting(s) audit"
-    assert caught.value.hint.startswith("settings go under [auditor] (and [auditor.sandbox]), not [audit]; ")
+    assert caught.value.message == f"{path}:1: unknown setting audit"
+    assert caught.value.hint.startswith("settings go under [auditor] and [auditor.sandbox], not [audit]; ")
 
 
 def test_commands_that_read_runs_create_no_database_where_a_mistyped_db_points(tmp_path, monkeypatch):
@@ -272,7 +272,7 @@ def test_settings_outside_the_auditor_table_are_refused_not_ignored(tmp_path):
     with pytest.raises(ConfigError) as misspelt:
         load_config(path, explicit=True)
     assert misspelt.value.hint.startswith(
-        "settings go under [auditor] (and [auditor.sandbox]), not [auditor.sandboxx]"
+        "settings go under [auditor] and [auditor.sandbox], not [auditor.sandboxx]"
     )
 
 
@@ -298,7 +298,8 @@ def test_path_settings_expand_home_and_refuse_empty_values(tmp_path, monkeypatch
         with pytest.raises(ConfigError) as caught:
             load_config(path, explicit=True)
         key = written.split(" ")[0]
-        assert caught.value.message == f"{path}: setting {key} is empty"
+        assert caught.value.message == f"{path}:2: setting {key} is empty"
+        assert caught.value.hint == "name the file or folder it is for, or leave the setting out"
     monkeypatch.chdir(tmp_path / "conf")
     path.write_text('[auditor]\ndb = ""\n')
     result = CliRunner().invoke(cli, ["runs"])
@@ -341,9 +342,10 @@ def test_a_key_under_its_other_name_gets_the_token_hint(tmp_path):
     with pytest.raises(ConfigError) as raised:
         _loaded(tmp_path, "[auditor]\napi_key = 'sk-secret'\n")
     assert (
-        raised.value.message == f"{tmp_path / 'auditor.toml'}: the API key does not belong in the config file"
+        raised.value.message
+        == f"{tmp_path / 'auditor.toml'}:2: the API key does not belong in the config file"
     )
-    assert raised.value.hint == "put it in a file of its own and name it with token_file (or set BIGID_TOKEN)"
+    assert raised.value.hint == "put it in a file of its own and name it with token_file, or set BIGID_TOKEN"
 
 
 def test_a_misspelt_sandbox_key_is_named(tmp_path):
@@ -366,3 +368,39 @@ def test_only_the_token_files_first_line_is_the_key(tmp_path):
     token = tmp_path / "token"
     token.write_text("sk-abc\n# rotated on 2026-12-01\n")
     assert read_token_file(token) == "sk-abc"
+
+
+def test_every_problem_of_a_settings_file_is_said_at_once_at_its_line(tmp_path):
+    """Found by a new-user probe: settings problems came one run at a time, with no line and no
+    suggestion, and a token beside four other mistakes hid them."""
+    path = tmp_path / "auditor.toml"
+    path.write_text(
+        '[auditor]\ndb = "a.db"\nworkres = 4\ntoken = "sk-secret"\nwaivers = ""\ninsecure = "false"\n\n'
+        "[auditor.rulez]\nx = 1\n\n[auditor.sandbox]\nclusters = 3\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, explicit=True)
+    assert caught.value.message == f"{path}: 5 problems in the settings"
+    assert caught.value.problems == [
+        f"{path}:3: unknown setting workres (did you mean workers?)",
+        f"{path}:4: the API key does not belong in the config file (put it in a file of its own and name it "
+        "with token_file, or set BIGID_TOKEN)",
+        f"{path}:5: setting waivers is empty (name the file or folder it is for, or leave the setting out)",
+        f"{path}:6: setting insecure must be true or false (unquoted), not 'false'",
+        f"{path}:8: unknown setting rulez (settings go under [auditor] and [auditor.sandbox], not "
+        "[auditor.rulez])",
+    ]
+    assert caught.value.hint.startswith("known settings: auth_scheme, ca_bundle, ")
+    assert "sk-secret" not in caught.value.message + "".join(caught.value.problems) + caught.value.hint
+    result = CliRunner().invoke(cli, ["--config", str(path), "runs"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[:3] == [
+        f"error: {path}: 5 problems in the settings",
+        f"  {path}:3: unknown setting workres (did you mean workers?)",
+        f"  {path}:4: the API key does not belong in the config file (put it in a file of its own and "
+        "name it with token_file, or set BIGID_TOKEN)",
+    ]
+    path.write_text("[auditor]\n\n[auditor.sandbox]\nclusters = 3\ncolumns = -1\n")
+    with pytest.raises(ConfigError) as sandbox:
+        load_config(path, explicit=True)
+    assert sandbox.value.message == f"{path}:5: [auditor.sandbox] columns must be a whole number, not -1"

@@ -299,3 +299,22 @@ def test_a_stop_after_the_command_has_ended_keeps_its_exit_code(tmp_path, name):
     )
     assert (child.returncode, child.stderr) == (0, "closed\n")
     assert '"runs": []' in child.stdout
+
+
+def test_a_command_run_by_a_click_runner_leaves_the_stop_handlers_working(tmp_path, monkeypatch):
+    """Found by the suite: once any in-process command (CliRunner) had ended, SIGTERM's handler let
+    every later stop pass, as if the process were a console script past its command."""
+    from click.testing import CliRunner
+
+    from auditor import stopping
+    from auditor.cli import main as main_module
+
+    monkeypatch.setattr(stopping, "_last_term", [0.0])  # (the handlers' own state, not the suite's)
+    monkeypatch.setattr(stopping, "_stops_raised", [])
+
+    result = CliRunner().invoke(main_module.cli, ["runs", "--db", str(tmp_path / "a.db")])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(KeyboardInterrupt):
+        main_module._terminate(signal.SIGTERM, None)
+    with pytest.raises(KeyboardInterrupt):
+        main_module._interrupt(signal.SIGINT, None)

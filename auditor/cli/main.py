@@ -284,7 +284,7 @@ def report_error(exc: AuditorError, *, debug: bool = False) -> None:
         if debug:
             _print_traceback(exc)
         click.echo(f"error: {_scrub(exc.message)}", err=True)
-        if isinstance(exc, RuleError | PartialSnapshotError):
+        if isinstance(exc, RuleError | PartialSnapshotError | ConfigError):
             from auditor.textsafe import one_line
 
             for problem in exc.problems:  # one line each: a line break in a quoted value must not forge one
@@ -391,9 +391,11 @@ def _register() -> None:
 _register()
 
 
-# Set once the command's outcome is decided (see _end_command); the stop handlers then let a signal
-# pass. Reset when main() begins, and when it returns to a program that called it in-process.
+# Set once the command's outcome is decided (see _end_command), inside main() only; the stop
+# handlers then let a signal pass. Reset when main() begins, and when it returns to a program that
+# called it in-process.
 _command_ended = False
+_in_main = False
 
 
 def _terminate(_signum: int, _frame: object) -> None:
@@ -417,7 +419,7 @@ def _end_command(settings: Settings) -> None:
     printed the pool's traceback, and click made it "Aborted!" and exit 1, which a scheduler reads as
     a failed gate, for a job that had done everything. (The hard stop still ends a close that hangs.)"""
     global _command_ended
-    _command_ended = True
+    _command_ended = _in_main  # (a click runner's in-process command leaves the handlers as they are)
     settings.close()
 
 
@@ -474,8 +476,8 @@ def _prepare_stdio() -> None:
 def main(argv: list[str] | None = None, *, console: bool = False) -> None:
     """Console-script entry point (``console``: called by :func:`auditor.cli.entry`, which ignores
     stops once it returns; a program calling it in-process gets the stop handlers back working)."""
-    global _command_ended
-    _command_ended = False
+    global _command_ended, _in_main
+    _command_ended, _in_main = False, True
     _prepare_stdio()
     install_stop_handlers()  # SIGTERM unwinds as Ctrl-C does: runs marked, workers stopped
     # and stop outright when unwinding cannot finish (a wait inside SQLite), while the command runs
@@ -492,6 +494,7 @@ def main(argv: list[str] | None = None, *, console: bool = False) -> None:
                 report_error(failed)
                 sys.exit(failed.exit_code)
     finally:
+        _in_main = False
         if not console:
             _command_ended = False
 

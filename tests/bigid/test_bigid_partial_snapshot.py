@@ -445,7 +445,7 @@ def test_cli_max_failed_clusters_flag_and_setting(loopback, run_cli, tmp_path):
     bad = run_cli("snapshot", "--db", db, env=env)
     assert bad.exit_code == 2
     assert bad.stderr.splitlines()[0] == (
-        f"error: {tmp_path / 'auditor.toml'}: setting max_failed_clusters must be 0 or more, not -3"
+        f"error: {tmp_path / 'auditor.toml'}:2: setting max_failed_clusters must be 0 or more, not -3"
     )
 
 

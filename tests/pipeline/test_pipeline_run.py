@@ -221,7 +221,8 @@ def test_bad_settings_in_the_config_file_are_usage_errors(tmp_path, monkeypatch,
     result = invoke([command])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"error: {tmp_path / 'auditor.toml'}: ")
+    line = setting.count("\n") + 2  # the line of the setting itself
+    assert result.stderr.startswith(f"error: {tmp_path / 'auditor.toml'}:{line}: ")
     assert said in result.stderr.splitlines()[0]
 
 

@@ -335,55 +335,48 @@ def test_a_yml_rule_file_inside_a_rules_folder_is_not_an_output(run_cli, db, tmp
 
 
 @pytest.mark.parametrize(
-    ("settings", "args", "written", "why"),
+    ("settings", "args", "why"),
     [
         (
             None,
             ["report", "--templates", "t", "-o", "t/report.html.j2"],
-            "t/report.html.j2",
             "is a template in the folder this command reads as --templates",
         ),
         # a new file named like a template would be read as one by the next report
         (
             None,
             ["diff", "--format", "html", "--templates", "t", "-o", "t/report.css"],
-            "t/report.css",
             "is a template in the folder this command reads as --templates",
         ),
         (
             'templates = "t"',
             ["email", "--to", "a@example.com", "--eml", "t/_macros.html.j2"],
-            "t/_macros.html.j2",
             "is a template in the folder this command reads as templates (auditor.toml)",
         ),
         (
             "",
             ["check", "--format", "json", "-o", "auditor.toml"],
-            "auditor.toml",
             "is the file this command reads as the settings file: writing it would destroy it",
         ),
         (
             'token_file = "key.txt"',
             ["check", "-o", "key.txt"],
-            "key.txt",
             "is the file this command reads as token_file (auditor.toml): writing it would destroy it",
         ),
         (
             None,
             ["run", "--token-file", "key.txt", "--report", "key.txt"],
-            "key.txt",
             "is the file this command reads as --token-file: writing it would destroy it",
         ),
         (
             None,
             ["email", "--to", "a@example.com", "--smtp-ca-bundle", "ca.pem", "--eml", "ca.pem"],
-            "ca.pem",
             "is the file this command reads as --smtp-ca-bundle: writing it would destroy it",
         ),
     ],
 )
 def test_outputs_over_the_settings_templates_or_key_file_are_refused(
-    run_cli, db, tmp_path, settings, args, written, why
+    run_cli, db, tmp_path, settings, args, why
 ):
     """Found by a probe: -o auditor.toml, --report over the API key's file, and -o over a template
     replaced them (exit 0)."""
@@ -394,7 +387,7 @@ def test_outputs_over_the_settings_templates_or_key_file_are_refused(
     if settings is not None:
         (tmp_path / "auditor.toml").write_text(f"[auditor]\n{settings}\n", encoding="utf-8")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"}
-    option = args[-2]
+    option, written = args[-2:]
     result = run_cli(*args[:-2], "--db", db, option, written)
     assert result.exit_code == 2, result.output
     shown = "--output" if option == "-o" else option

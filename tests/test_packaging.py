@@ -53,44 +53,32 @@ def test_bundled_folders_resolve():
     assert paths.reports_dir().is_dir()
 
 
-def test_console_script_runs_from_any_folder(tmp_path):
+def _entry(kind: str) -> list[str]:
+    if kind == "python -m":  # for a Python whose scripts folder is not on PATH
+        return [sys.executable, "-m", "auditor"]
     script = Path(sys.executable).with_name("auditor")
     exe = str(script) if script.exists() else shutil.which("auditor")
     assert exe, "the auditor console script is not installed"
+    return [exe]
+
+
+@pytest.mark.parametrize("kind", ["console script", "python -m"])
+def test_the_command_runs_from_any_folder(tmp_path, kind):
     env = {k: v for k, v in os.environ.items() if k not in ("BIGID_URL", "BIGID_TOKEN", "AUDITOR_DB")}
-    result = subprocess.run(
-        [exe, "db", "upgrade"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
+
+    def auditor(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [*_entry(kind), *args]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+
+    missing = auditor("check", "--run", "7")
+    assert missing.returncode == 3
+    assert missing.stderr.startswith("error: there is no database at auditor.db yet")
+    assert "Traceback" not in missing.stderr
+    upgraded = auditor("db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
     assert (tmp_path / "auditor.db").is_file()
-    result = subprocess.run(
-        [exe, "runs", "--format", "json"], cwd=tmp_path, capture_output=True, text=True, env=env
-    )
-    assert result.returncode == 0 and '"runs": []' in result.stdout
-
-
-def test_python_dash_m_runs_the_same_command(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("BIGID_URL", "BIGID_TOKEN", "AUDITOR_DB")}
-    result = subprocess.run(
-        [sys.executable, "-m", "auditor", "runs", "--format", "json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert '"runs": []' in result.stdout
-    result = subprocess.run(
-        [sys.executable, "-m", "auditor", "check", "--run", "7"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result.returncode == 3
-    assert result.stderr.startswith("error: there is no database at auditor.db yet")
-    assert "Traceback" not in result.stderr
+    listed = auditor("runs", "--format", "json")
+    assert listed.returncode == 0 and '"runs": []' in listed.stdout
 
 
 @pytest.mark.skipif(

@@ -356,31 +356,39 @@ def test_template_errors_are_config_errors(sample, tmp_path: Path) -> None:
         make_environment(tmp_path / "missing")
     folder = tmp_path / "templates"
     folder.mkdir()
-    (folder / "report.html.j2").write_text("<p>\n{{ no_such_thing }}</p>", encoding="utf-8")
-    with pytest.raises(ConfigError) as undefined:
-        bundle_from_input(sample.data, templates_dir=folder)
-    assert undefined.value.message == (
-        f"report template error in {folder / 'report.html.j2'}:2: UndefinedError: "
-        "'no_such_thing' is undefined"
-    )
     # found by a new-user probe: errors named no file or line, and those of the stylesheet and the
-    # script, a template too, were internal errors (exit 1)
-    (folder / "report.css").write_text("a {}\n\n{% if %}\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as syntax:
-        bundle_from_input(sample.data, templates_dir=folder)
-    assert syntax.value.message == (
-        f"report template error in {folder / 'report.css'}:3: TemplateSyntaxError: Expected an expression, "
-        "got 'end of statement block'"
-    )
-    (folder / "report.css").write_text("a { color: {{ colour }} }\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"report.css:1: UndefinedError: 'colour' is undefined$"):
-        bundle_from_input(sample.data, templates_dir=folder)
-    (folder / "report.css").unlink()
-    (folder / "report.html.j2").write_text('{% extends "report.html.j2" %}', encoding="utf-8")
-    with pytest.raises(ConfigError) as itself:  # was an internal error: RecursionError
-        bundle_from_input(sample.data, templates_dir=folder)
-    assert itself.value.message.startswith("report template error: a template extends, includes or imports")
-    assert itself.value.hint == (
+    # script, a template too, were internal errors (exit 1), as was a template extending itself
+    error = "report template error"
+    for name, text, said in (
+        (
+            "report.html.j2",
+            "<p>\n{{ no_such_thing }}</p>",
+            error + " in {}:2: UndefinedError: 'no_such_thing' is undefined",
+        ),
+        (
+            "report.css",
+            "a {}\n\n{% if %}\n",
+            error + " in {}:3: TemplateSyntaxError: Expected an expression, got 'end of statement block'",
+        ),
+        (
+            "report.css",
+            "a { color: {{ colour }} }\n",
+            error + " in {}:1: UndefinedError: 'colour' is undefined",
+        ),
+        (
+            "report.html.j2",
+            '{% extends "report.html.j2" %}',
+            error + ": a template extends, includes or imports itself (a template in the --templates folder "
+            "replaces the bundled one of its name, which it can then no longer reach)",
+        ),
+    ):
+        for leftover in folder.iterdir():
+            leftover.unlink()
+        (folder / name).write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError) as caught:
+            bundle_from_input(sample.data, templates_dir=folder)
+        assert caught.value.message == said.format(folder / name)
+    assert caught.value.hint == (  # (the last: a template extending itself)
         "copy the bundled template into the folder and edit the copy (docs/report.md, Your own templates)"
     )
     (folder / "report.html.j2").write_text("<p>{{ run.id }} {{ run.source_url }}</p>", encoding="utf-8")

@@ -126,6 +126,19 @@ def test_a_writer_whose_run_was_marked_failed_or_deleted_does_not_end_it(tmp_pat
     )
 
 
+def abandon(engine, run_id: int) -> int:
+    """Mark run ``run_id`` as written by a process that has exited (its writer gone); its pid."""
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = int(exited.stdout)
+    with engine.begin() as connection:
+        connection.execute(
+            runs.update()
+            .where(runs.c.id == run_id)
+            .values(details={"writer": {**writer_identity(), "pid": dead}})
+        )
+    return dead
+
+
 def test_auditor_runs_shows_whether_a_running_run_is_still_being_written(run_cli, tmp_path):
     """Run 1 written by this process (alive), 2 by a process that exited, 3 from an older auditor,
     4 complete."""
@@ -134,12 +147,8 @@ def test_auditor_runs_shows_whether_a_running_run_is_still_being_written(run_cli
     for _ in range(3):
         SnapshotWriter(engine, source_url="x")
     write_catalog(engine, make_catalog(1, 1))
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
-    dead = int(exited.stdout)
+    dead = abandon(engine, 2)
     with engine.begin() as connection:
-        connection.execute(
-            runs.update().where(runs.c.id == 2).values(details={"writer": {**writer_identity(), "pid": dead}})
-        )
         connection.execute(runs.update().where(runs.c.id == 3).values(details={}))
     result = run_cli("runs", "--db", db, "--format", "json")
     assert result.exit_code == 0, result.output
@@ -178,14 +187,7 @@ def test_latest_says_when_a_newer_run_was_abandoned_not_when_one_is_being_writte
     assert resolve_run(engine, "latest").id == good
     assert not [r for r in caplog.records if "newer than" in r.getMessage()]
     killed = SnapshotWriter(engine, source_url="x").run_id
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
-    dead = int(exited.stdout)
-    with engine.begin() as connection:
-        connection.execute(
-            runs.update()
-            .where(runs.c.id == killed)
-            .values(details={"writer": {**writer_identity(), "pid": dead}})
-        )
+    dead = abandon(engine, killed)
     assert resolve_run(engine, "latest").id == good
     assert [r.getMessage() for r in caplog.records if "newer than" in r.getMessage()] == [
         f"run {killed}, newer than run {good}, was abandoned by its writer (the process that wrote it "
@@ -206,14 +208,7 @@ def test_latest_with_no_complete_run_names_the_newest_run_and_what_became_of_it(
     assert being_written.value.message == (
         f"there is no complete run in this database yet: the newest, run {written}, is still being written"
     )
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
-    dead = int(exited.stdout)
-    with engine.begin() as connection:
-        connection.execute(
-            runs.update()
-            .where(runs.c.id == written)
-            .values(details={"writer": {**writer_identity(), "pid": dead}})
-        )
+    dead = abandon(engine, written)
     with pytest.raises(RunNotUsableError) as abandoned:
         resolve_run(engine, "latest")
     assert abandoned.value.message == (

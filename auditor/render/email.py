@@ -622,6 +622,16 @@ def send(
             client.quit()
     except DeliveryError:
         raise
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the session: say what became of the message
+        if in_data.is_set():
+            log.warning(
+                "stopped while the message was sent to %s (DATA): the server may have delivered it; "
+                "check with a recipient before sending it again",
+                where,
+            )
+        else:
+            log.warning("stopped before the message was sent to %s: nothing was delivered", where)
+        raise
     except Exception as exc:  # noqa: BLE001 - each kind is worded by _delivery_error
         if late.is_set():
             raise DeliveryError(

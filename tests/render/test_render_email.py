@@ -841,3 +841,52 @@ def test_an_email_template_error_names_the_file_and_line(sample, tmp_path: Path)
     assert caught.value.message.startswith(
         f"email template error in {folder / 'email.txt'}:3: UndefinedError: "
     )
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "said"),
+    [
+        (
+            b"DATA",
+            "stopped while the message was sent to {} (DATA): the server may have delivered it; check with a "
+            "recipient before sending it again",
+        ),
+        (b"MAIL", "stopped before the message was sent to {}: nothing was delivered"),
+    ],
+)
+def test_a_stop_during_the_smtp_session_says_what_became_of_the_message(
+    sample, caplog, stop_at, said
+) -> None:
+    """Found by a probe: Ctrl-C or SIGTERM while the message went out said only "terminated", not
+    whether it may have been delivered (as a connection lost at the same point does)."""
+    import os
+    import signal
+
+    message = build_message(bundle_from_input(sample.data), to=["a@example.org"])
+    reached = threading.Event()
+
+    def play(connection: socket.socket) -> None:
+        connection.sendall(b"220 hi\r\n")
+        reader = connection.makefile("rb")
+        while line := reader.readline():
+            word = line.split()[0].upper() if line.split() else b""
+            if word == stop_at and stop_at == b"MAIL":
+                reached.set()  # and never answer
+                time.sleep(10)
+                return
+            connection.sendall(b"354 go on\r\n" if word == b"DATA" else b"250 ok\r\n")
+            if word == b"DATA":
+                while reader.readline() not in (b".\r\n", b""):
+                    pass
+                reached.set()  # the message is in: the answer never comes
+                time.sleep(10)
+                return
+
+    host, port = _scripted_smtp(play)
+    threading.Thread(
+        target=lambda: reached.wait(10) and os.kill(os.getpid(), signal.SIGINT), daemon=True
+    ).start()
+    with caplog.at_level(logging.WARNING, logger="auditor.render.email"), pytest.raises(KeyboardInterrupt):
+        send(message, f"smtp://{host}:{port}", environ={}, timeout=20)
+    (warned,) = [r.getMessage() for r in caplog.records if r.name == "auditor.render.email"]
+    assert warned == said.format(f"smtp://{host}:{port}")

@@ -131,10 +131,12 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
             hint="move them under [auditor] (a key before the first [table] header is outside every table)",
         )
     problems = _problems(values, prefix="auditor." if "auditor" in data else "")
+    if isinstance(values.get("sandbox"), dict):
+        problems += _sandbox_problems(values["sandbox"])
+    elif "sandbox" in values:
+        problems.append(("sandbox", f"[auditor.sandbox] must be a table, not {values['sandbox']!r}", None))
     if problems:
         raise _settings_error(candidate, problems)
-    if "sandbox" in values:
-        _check_sandbox_table(candidate, values["sandbox"])
     return FileSettings(path=candidate, values=_paths_from(candidate.parent, values))
 
 
@@ -178,12 +180,16 @@ def _problems(values: dict[str, Any], *, prefix: str) -> list[tuple[str, str, st
 def _settings_error(source: Path, problems: list[tuple[str, str, str | None]]) -> ConfigError:
     """One error for every problem, each at the line of its setting in the [auditor] table."""
     try:
-        lines = _setting_lines(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        lines = {}
+        text = ""
+    lines = _setting_lines(text)
+    lines.update({f"sandbox.{key}": line for key, line in _setting_lines(text, "auditor.sandbox").items()})
     problems = sorted(problems, key=lambda problem: lines.get(problem[0], 0))  # stable: in file order
     where = {key: f"{source}:{lines[key]}" if key in lines else str(source) for key, _, _ in problems}
-    unknown = any(text.startswith("unknown setting") for _, text, _ in problems)
+    unknown = any(
+        text.startswith("unknown setting") and not key.startswith("sandbox.") for key, text, _ in problems
+    )
     known = f"known settings: {', '.join(sorted(KNOWN_KEYS))}" if unknown else None
     if len(problems) == 1:
         key, text, hint = problems[0]
@@ -257,29 +263,31 @@ def _home(value: Any) -> Any:
 SANDBOX_KEYS = ("seed", "clusters", "columns")
 
 
-def _check_sandbox_table(source: Path, table: Any) -> None:
-    """``[auditor.sandbox]`` (the built-in sandbox ``auditor run`` uses without a URL), checked on
-    load like every other setting, naming the file and line: a typo used to pass every command but
-    ``run``, which then failed without saying where the setting was."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: [auditor.sandbox] must be a table, not {table!r}")
-    try:
-        lines = _setting_lines(source.read_text(encoding="utf-8"), "auditor.sandbox")
-    except (OSError, UnicodeDecodeError):
-        lines = {}
-
-    def at(key: str) -> str:
-        return f"{source}:{lines[key]}" if key in lines else str(source)
-
-    unknown = sorted(set(table) - set(SANDBOX_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{at(unknown[0])}: unknown setting(s) {', '.join(unknown)} in [auditor.sandbox]",
-            hint=f"[auditor.sandbox] takes {', '.join(SANDBOX_KEYS)} (whole numbers)",
-        )
+def _sandbox_problems(table: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """The problems of ``[auditor.sandbox]`` (the built-in sandbox ``auditor run`` uses without a
+    URL), checked on load like every other setting: a typo used to pass every command but ``run``,
+    which then failed without saying where the setting was. Each is located as ``sandbox.KEY``."""
+    problems: list[tuple[str, str, str | None]] = []
+    takes = f"[auditor.sandbox] takes {', '.join(SANDBOX_KEYS)} (whole numbers)"
+    for key in sorted(set(table) - set(SANDBOX_KEYS)):
+        meant = difflib.get_close_matches(key, SANDBOX_KEYS, n=1)
+        if meant:
+            problems.append(
+                (
+                    f"sandbox.{key}",
+                    f"unknown setting {key} in [auditor.sandbox] (did you mean {meant[0]}?)",
+                    None,
+                )
+            )
+        else:
+            problems.append((f"sandbox.{key}", f"unknown setting {key} in [auditor.sandbox]", takes))
     for key, value in table.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{at(key)}: [auditor.sandbox] {key} must be a whole number, not {value!r}")
+        if key in SANDBOX_KEYS and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            problems.append(
+                (f"sandbox.{key}", f"[auditor.sandbox] {key} must be a whole number, not {value!r}", None)
+            )
+    if problems:
+        return problems
     from auditor.sandbox.config import SandboxConfig
 
     try:
@@ -287,7 +295,8 @@ def _check_sandbox_table(source: Path, table: Any) -> None:
     except ConfigError as exc:
         said = exc.message.removeprefix("sandbox: ")
         key = next((k for k in table if said.startswith(f"{k} ")), "")
-        raise ConfigError(f"{at(key)}: [auditor.sandbox] {said}") from None
+        problems.append((f"sandbox.{key}", f"[auditor.sandbox] {said}", None))
+    return problems
 
 
 # The bounds of numeric settings, in the file and on the command line alike (cli.common.setting_type):

@@ -351,7 +351,20 @@ def test_a_key_under_its_other_name_gets_the_token_hint(tmp_path):
 def test_a_misspelt_sandbox_key_is_named(tmp_path):
     with pytest.raises(ConfigError) as raised:
         _loaded(tmp_path, "[auditor.sandbox]\nsede = 7\n")
-    assert "unknown setting(s) sede in [auditor.sandbox]" in raised.value.message
+    assert raised.value.message == (
+        f"{tmp_path / 'auditor.toml'}:2: unknown setting sede in [auditor.sandbox] (did you mean seed?)"
+    )
+    with pytest.raises(ConfigError) as several:  # every problem at once, as in [auditor]
+        _loaded(tmp_path, "[auditor.sandbox]\nx = 7\nclusters = -1\n")
+    assert several.value.problems == [
+        f"{tmp_path / 'auditor.toml'}:2: unknown setting x in [auditor.sandbox] ([auditor.sandbox] takes "
+        "seed, clusters, columns (whole numbers))",
+        f"{tmp_path / 'auditor.toml'}:3: [auditor.sandbox] clusters must be a whole number, not -1",
+    ]
+    assert several.value.hint is None  # (not the [auditor] table's settings)
+    with pytest.raises(ConfigError) as scalar:
+        _loaded(tmp_path, "sandbox = 5\n")
+    assert scalar.value.message.endswith(": [auditor.sandbox] must be a table, not 5")
 
 
 @pytest.mark.parametrize("key", ["db", "token_file", "ca_bundle", "waivers", "smtp_ca_bundle", "templates"])

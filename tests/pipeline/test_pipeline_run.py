@@ -209,7 +209,7 @@ def test_the_api_key_never_reaches_any_output(tmp_path, monkeypatch, sandbox):
         ('fail_on = "extreme"', "fail_on must be one of"),
         ('workers = "many"', "setting workers must be"),
         ("[auditor.sandbox]\ncolumns = -1", "[auditor.sandbox] columns must be a whole number, not -1"),
-        ("[auditor.sandbox]\nx = 1", "unknown setting(s) x in [auditor.sandbox]"),
+        ("[auditor.sandbox]\nx = 1", "unknown setting x in [auditor.sandbox]"),
         ("[auditor.sandbox]\nclusters = 0", "[auditor.sandbox] clusters must be at least 1"),
     ],
 )

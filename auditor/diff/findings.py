@@ -42,6 +42,7 @@ class ChangeIndex:
 
     def __init__(self, catalog: CatalogDiff) -> None:
         self.by_column: dict[tuple[str, str], list[Explanation]] = defaultdict(list)
+        self.by_fqn: dict[str, list[Explanation]] = defaultdict(list)  # in any cluster
         self.by_cluster: dict[str, list[Explanation]] = defaultdict(list)
         self.columns_in_cluster: dict[str, list[Explanation]] = defaultdict(list)
         for change in catalog.columns_changed:
@@ -67,6 +68,7 @@ class ChangeIndex:
         self, cluster_id: str, fqn: str, explained: list[Explanation], *, structural: bool = False
     ) -> None:
         self.by_column[(cluster_id, fqn)].extend(explained)
+        self.by_fqn[fqn].extend(explained)
         if structural:
             self.columns_in_cluster[cluster_id].extend(explained)
 
@@ -80,7 +82,13 @@ class ChangeIndex:
         out: list[Explanation] = []
         seen: set[tuple[Any, ...]] = set()
         for fqn in subjects:
-            _extend(out, seen, self.by_column.get((cluster_id, fqn), ()))
+            # a finding about the whole snapshot (no cluster: column-in-several-clusters) is explained
+            # by its columns' changes in any cluster (found by a probe: it was never explained)
+            _extend(
+                out,
+                seen,
+                self.by_column.get((cluster_id, fqn), ()) if cluster_id else self.by_fqn.get(fqn, ()),
+            )
         cluster_changes = self.by_cluster.get(cluster_id, ())
         if finding.get("column"):  # a column finding: its cluster's size says nothing about it
             cluster_changes = [e for e in cluster_changes if e.field != "size"]

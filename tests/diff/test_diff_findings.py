@@ -133,6 +133,24 @@ def test_column_added_and_removed_explain_new_and_resolved(engine, write, base, 
     ]
 
 
+def test_a_finding_about_the_whole_snapshot_is_explained_by_its_columns_in_any_cluster(
+    engine, write, base, kit
+):
+    # Found by a probe: column-in-several-clusters (no cluster) always had an empty explanation
+    after = base()
+    after[1][1].append(kit.column("crm.public.users.email", tags={"sensitivity": "high"}))  # also in c2
+    first, second = write(engine, base()), write(engine, after)
+    data = compute_diff(engine, first, second).to_json()
+    (new,) = by_rule(data["findings"]["new"], "column-in-several-clusters")
+    assert new["cluster_id"] is None
+    assert [(e["kind"], e["text"]) for e in new["explanation"]] == [
+        ("column_added", "column crm.public.users.email added to cluster c2")
+    ]
+    back = compute_diff(engine, second, write(engine, base())).to_json()
+    (resolved,) = by_rule(back["findings"]["resolved"], "column-in-several-clusters")
+    assert [(e["kind"], e["cluster_id"]) for e in resolved["explanation"]] == [("column_removed", "c2")]
+
+
 def test_cluster_severity_change_explains_a_cluster_finding(engine, write, base):
     after = base()
     after[0][0]["severity"] = "Low"  # c1 is labelled PII

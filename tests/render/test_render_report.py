@@ -573,3 +573,20 @@ def test_a_waiver_s_ticket_is_shown_and_exported(sample, tmp_path: Path) -> None
     rows = list(csv.DictReader(io.StringIO(bundle.findings_csv())))
     assert [r["waiver_ticket"] for r in rows if r["waiver_owner"] == "ciso"] == ["GOV-1"]
     assert {r["waiver_ticket"] for r in rows if r["waiver_owner"] == "data-team"} == {""}
+
+
+def test_a_finding_whose_waiver_expired_is_listed_once_not_also_as_still_open(sample) -> None:
+    """Found by a probe: the page counted and listed it under "Waivers expired" and "Still open"
+    (6 still open against the diff's 5): each finding lands in one section, as the diff counts."""
+    expired = sample.data.findings[4]  # existing in both runs, its waiver ended since run 2
+    expired["waiver"] = {"reason": "r", "owner": "o", "expires": "2026-01-01", "expired": True}
+    sample.data.diff["findings"]["open"].remove(expired)
+    sample.data.diff["findings"]["waiver_expired"] = [expired]
+    context = build_context(sample.data)
+    sections = {s.key: s for s in (*context.finding_sections, *context.other_sections)}
+    assert sections["waiver_expired"].total == 1
+    assert sections["open"].total == len(sample.data.diff["findings"]["open"]) == 1
+    shown = [row.fingerprint for group in sections["open"].groups for row in group.rows]
+    assert expired["fingerprint"] not in shown and len(shown) == 1
+    html = soup_of(bundle_from_input(sample.data).html)
+    assert "Still open (1)" in html.get_text(" ", strip=True)

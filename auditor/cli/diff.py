@@ -148,6 +148,12 @@ def diff_command(
         from auditor.textsafe import one_line
 
         settings.info(f"note: {one_line(note)}")
+    if result.from_run == result.to_run:  # `--from 2` alone, when run 2 is also the latest (a probe)
+        why = " (--to is the latest complete run)" if to_run is None else ""
+        settings.info(
+            f"note: run {result.from_run} is compared with itself{why}: nothing can differ; give --to "
+            "another run"
+        )
     if result.from_run > result.to_run:  # allowed (what would undoing the newer run change?), but say so
         settings.info(
             f"note: --from run {result.from_run} is newer than --to run {result.to_run}: the diff reads "

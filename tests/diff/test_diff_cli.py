@@ -324,7 +324,14 @@ def test_a_reversed_diff_is_computed_and_says_it_reads_backwards(runner, two_run
         "('added' is what the older run has and the newer one lost)"
     )
     forward = invoke(runner, "--db", db)
-    assert "reads backwards" not in forward.stderr
+    assert "reads backwards" not in forward.stderr and "compared with itself" not in forward.stderr
+    # found by a probe: --from the latest run alone compared it with itself without a word
+    itself = invoke(runner, "--db", db, "--from", str(second))
+    assert itself.exit_code == 0, itself.stderr
+    assert itself.stderr.splitlines()[-1] == (
+        f"note: run {second} is compared with itself (--to is the latest complete run): nothing can "
+        "differ; give --to another run"
+    )
 
 
 def test_a_missing_run_exits_3(runner, two_runs):

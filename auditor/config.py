@@ -180,11 +180,11 @@ def _problems(values: dict[str, Any], *, prefix: str) -> list[tuple[str, str, st
 def _settings_error(source: Path, problems: list[tuple[str, str, str | None]]) -> ConfigError:
     """One error for every problem, each at the line of its setting in the [auditor] table."""
     try:
-        text = source.read_text(encoding="utf-8")
+        written = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        text = ""
-    lines = _setting_lines(text)
-    lines.update({f"sandbox.{key}": line for key, line in _setting_lines(text, "auditor.sandbox").items()})
+        written = ""
+    lines = _setting_lines(written)
+    lines.update({f"sandbox.{key}": line for key, line in _setting_lines(written, "auditor.sandbox").items()})
     problems = sorted(problems, key=lambda problem: lines.get(problem[0], 0))  # stable: in file order
     where = {key: f"{source}:{lines[key]}" if key in lines else str(source) for key, _, _ in problems}
     unknown = any(

@@ -148,11 +148,10 @@ def diff_command(
         from auditor.textsafe import one_line
 
         settings.info(f"note: {one_line(note)}")
-    if result.from_run == result.to_run:  # `--from 2` alone, when run 2 is also the latest (a probe)
-        why = " (--to is the latest complete run)" if to_run is None else ""
+    if result.from_run == result.to_run and to_run is None:  # `--from 2` alone, 2 the latest (a probe)
         settings.info(
-            f"note: run {result.from_run} is compared with itself{why}: nothing can differ; give --to "
-            "another run"
+            f"note: run {result.from_run} is compared with itself (--to is the latest complete run): "
+            "nothing can differ; give --to another run"
         )
     if result.from_run > result.to_run:  # allowed (what would undoing the newer run change?), but say so
         settings.info(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,8 @@ class EmailOptions:
     attach_report: bool = True
     attach_csv: bool = True
     cafile: str | Path | None = None  # CA certificates to trust for the SMTP server (a private CA)
+    # where each setting was given, for the errors of check() (see check_email_settings)
+    names: Mapping[str, str] = field(default_factory=dict)
 
     def resend_command(
         self,
@@ -157,6 +159,7 @@ class EmailOptions:
             subject=self.subject,
             smtp_url=self.smtp_url,
             cafile=self.cafile,
+            names=self.names,
         )
 
     def deliver(self, bundle: ReportBundle, *, templates_dir: str | Path | None = None) -> EmailMessage:

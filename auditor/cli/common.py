@@ -236,21 +236,11 @@ class Settings:
         """
         from auditor.errors import ConfigError
         from auditor.pipeline import EmailOptions
-        from auditor.render.email import parse_addresses, parse_smtp_url
-        from auditor.tls import ca_context
 
         to_flag, cc_flag, from_flag = flags
         recipients = self.list_value(to, "email_to")
         if not recipients:
             raise ConfigError(f"no recipient: pass {to_flag} ADDR (or set email_to in auditor.toml)")
-        # a malformed value is named where it was written: the flag, its variable, or the setting
-        parse_addresses(recipients, to_flag if to else self._setting("email_to"))
-        parse_addresses(list(cc), cc_flag)
-        sender_value = self.value(sender, cfg.ENV_EMAIL_FROM, "email_from")
-        if sender_value is not None:
-            where = self._origin(sender, from_flag, cfg.ENV_EMAIL_FROM, "email_from")
-            if len(parse_addresses(str(sender_value), where)) != 1:
-                raise ConfigError(f"{where}: give exactly one sender address")
         if eml and smtp:
             raise ConfigError("give either --smtp URL or --eml FILE, not both")
         smtp_url = None if eml else self.value(smtp, cfg.ENV_SMTP, "smtp")
@@ -259,12 +249,6 @@ class Settings:
             raise ConfigError(
                 f"no SMTP server{empty}: pass --smtp URL (or set AUDITOR_SMTP), or --eml FILE to write the "
                 "message"
-            )
-        if smtp_url:
-            parse_smtp_url(str(smtp_url), self._origin(smtp, "--smtp", cfg.ENV_SMTP, "smtp"))
-            ca_context(
-                self.value(ca_bundle, None, "smtp_ca_bundle"),
-                self._origin(ca_bundle, "--smtp-ca-bundle", None, "smtp_ca_bundle"),
             )
         options = EmailOptions(
             to=recipients,
@@ -276,6 +260,14 @@ class Settings:
             attach_report=attach[0],
             attach_csv=attach[1],
             cafile=self.value(ca_bundle, None, "smtp_ca_bundle"),
+            # a malformed value is named where it was written: the flag, its variable, or the setting
+            names={
+                "to": to_flag if to else self._setting("email_to"),
+                "cc": cc_flag,
+                "from": self._origin(sender, from_flag, cfg.ENV_EMAIL_FROM, "email_from"),
+                "smtp": self._origin(smtp, "--smtp", cfg.ENV_SMTP, "smtp"),
+                "smtp_ca_bundle": self._origin(ca_bundle, "--smtp-ca-bundle", None, "smtp_ca_bundle"),
+            },
         )
         options.check()
         return options

@@ -242,21 +242,28 @@ def _first_time(address: str, seen: set[str]) -> bool:
 
 
 def _envelope(
-    to: Sequence[str], cc: Sequence[str], sender: str | None, subject: str | None
+    to: Sequence[str],
+    cc: Sequence[str],
+    sender: str | None,
+    subject: str | None,
+    names: Mapping[str, str] | None = None,
 ) -> tuple[list[str], list[str], str]:
-    """(recipients, copies, sender) checked, and the subject: ConfigError (exit 2) otherwise."""
-    recipients = parse_addresses(to, "--to")
+    """(recipients, copies, sender) checked, and the subject: ConfigError (exit 2) otherwise.
+    ``names`` says where ``to``, ``cc`` and ``from`` were given, for the errors (default: the flags
+    of ``auditor email``)."""
+    names = {"to": "--to", "cc": "--cc", "from": "--from", **(names or {})}
+    recipients = parse_addresses(to, names["to"])
     if not recipients:
         raise ConfigError(
-            "--to: at least one recipient is required", hint="auditor email --to team@example.org"
+            f"{names['to']}: at least one recipient is required", hint="auditor email --to team@example.org"
         )
-    copies = parse_addresses(cc, "--cc")
+    copies = parse_addresses(cc, names["cc"])
     # each mailbox once: `--to ops@x.org --cc OPS@X.org` had the server deliver it twice
     seen: set[str] = set()
     recipients, copies = ([a for a in group if _first_time(a, seen)] for group in (recipients, copies))
-    senders = parse_addresses(sender or DEFAULT_SENDER, "--from")
+    senders = parse_addresses(sender or DEFAULT_SENDER, names["from"])
     if len(senders) != 1:
-        raise ConfigError("--from: give exactly one sender address")
+        raise ConfigError(f"{names['from']}: give exactly one sender address")
     if subject is not None and _has_control(subject):
         raise ConfigError("--subject: must be one line, without control characters")
     if subject is not None and _has_control(_as_read("Subject", subject)):
@@ -278,14 +285,19 @@ def check_email_settings(
     smtp_url: str | None = None,
     cafile: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> None:
     """Everything :func:`deliver_email` would refuse as a usage error (exit 2), checked before any
     work: a job that emails last must not find out after an hour-long snapshot that its sender,
-    subject, SMTP URL, credentials or CA file were wrong."""
-    _envelope(to, cc, sender, subject)
+    subject, SMTP URL, credentials or CA file were wrong. ``names`` says where each was given
+    (keys ``to``, ``cc``, ``from``, ``smtp``, ``smtp_ca_bundle``; default: ``auditor email``'s flags),
+    so that an error names the flag, the variable or the settings file's key that holds it."""
+    names = names or {}
+    _envelope(to, cc, sender, subject, names)
     if smtp_url is not None:
-        _credentials(parse_smtp_url(smtp_url), None, None, os.environ if environ is None else environ)
-        ca_context(cafile, "--smtp-ca-bundle")
+        target = parse_smtp_url(smtp_url, names.get("smtp", "--smtp"))
+        _credentials(target, None, None, os.environ if environ is None else environ)
+        ca_context(cafile, names.get("smtp_ca_bundle", "--smtp-ca-bundle"))
 
 
 def _credentials(

@@ -43,7 +43,7 @@ import jinja2
 from auditor import secrets
 from auditor.errors import ConfigError, DeliveryError
 from auditor.render.context import FindingRow, FindingSection, ReportContext
-from auditor.render.env import make_environment, template_error
+from auditor.render.env import make_environment, template_errors
 from auditor.render.report import ReportBundle, default_report_name
 from auditor.tls import ca_context, spoke_no_tls
 
@@ -325,11 +325,9 @@ def _credentials(
 
 
 def _render_parts(env: jinja2.Environment, context: EmailContext) -> tuple[str, str]:
-    try:
+    with template_errors("email"):
         html = env.get_template("email.html.j2").render(mail=context, report=context.report)
         text = env.get_template("email.txt").render(mail=context, report=context.report)
-    except (jinja2.TemplateError, RecursionError) as exc:
-        raise template_error(exc, "email") from None
     return text, html
 
 

@@ -14,7 +14,9 @@ that even an escaping bug could not run a script injected through catalog data.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,6 +187,16 @@ def _sha256_source(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
+@contextlib.contextmanager
+def template_errors(kind: str) -> Iterator[None]:
+    """Rendering ``kind`` ("report", "email") templates: a template that does not parse or render is
+    a usage error (exit 2) naming the file and line (see :func:`template_error`)."""
+    try:
+        yield
+    except (jinja2.TemplateError, RecursionError) as exc:
+        raise template_error(exc, kind) from None
+
+
 def template_error(exc: jinja2.TemplateError | RecursionError, kind: str) -> ConfigError:
     """The usage error (exit 2) for a template that does not parse or render, naming the file and line
     (``report template error in t/report.html.j2:3: UndefinedError: 'nothing' is undefined``)."""
@@ -236,11 +248,9 @@ def inline_assets(
         if run_status is not None and run_status != "complete":
             word = run_status if run_status.isascii() and run_status.isalpha() else "incomplete"  # CSS text
             label += f" (run {int(run_id)} {word}, not complete)"
-    try:
+    with template_errors("report"):
         css_text = env.get_template(css).render(page_label=label)
         js_text = env.get_template(js).render()
-    except (jinja2.TemplateError, RecursionError) as exc:
-        raise template_error(exc, "report") from None
     for name, text, closing in ((css, css_text, "</style"), (js, js_text, "</script")):
         if closing in text.lower():
             raise ConfigError(f"template {name} contains {closing}>, which would end its inline block early")

@@ -53,7 +53,7 @@ from auditor.render.context import (
     TrendPoint,
     build_context,
 )
-from auditor.render.env import inline_assets, make_environment, template_error
+from auditor.render.env import inline_assets, make_environment, template_errors
 from auditor.store.db import store_errors
 
 DEFAULT_TREND_RUNS = 10
@@ -98,10 +98,8 @@ def render_html(context: ReportContext, env: jinja2.Environment | None = None) -
         context.assets = inline_assets(
             env, run_id=context.run.id, against_id=against, run_status=context.run.status
         )
-    try:
+    with template_errors("report"):
         return env.get_template(REPORT_TEMPLATE).render(template_vars(context))
-    except (jinja2.TemplateError, RecursionError) as exc:
-        raise template_error(exc, "report") from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -393,17 +393,23 @@ def _no_complete_run(engine: Engine) -> RunNotUsableError:
             hint="take a snapshot first: auditor snapshot (or auditor demo)",
         )
     newest = _row_to_run(row)
-    if newest.status == RUN_RUNNING:
-        liveness = run_liveness(newest.status, newest.started_at, newest.details)
-        abandoned = liveness is not None and liveness.state == ABANDONED
-        said = f"was abandoned by its writer ({liveness.reason})" if abandoned else "is still being written"
-    else:
-        said = f"is {newest.status}" + (f" ({newest.error})" if newest.error else "")
+    said = _what_became_of(newest) or "is still being written"
     return RunNotUsableError(
         f"there is no complete run in this database yet: the newest, run {newest.id}, {said}",
         hint=f"take a new snapshot (auditor snapshot), or pass --run {newest.id} --allow-incomplete "
         "to use that run as it is",
     )
+
+
+def _what_became_of(run: RunInfo) -> str | None:
+    """``failed (its error)``, or ``was abandoned by its writer (why it is known)``, for a run that
+    did not complete; ``None`` for one still being written (or whose writer cannot be checked)."""
+    if run.status == RUN_FAILED:
+        return f"failed ({run.error})" if run.error else "failed"
+    liveness = run_liveness(run.status, run.started_at, run.details)
+    if liveness is None or liveness.state != ABANDONED:
+        return None
+    return f"was abandoned by its writer ({liveness.reason})"
 
 
 def _warn_newer_failed(engine: Engine, latest: RunInfo) -> None:
@@ -419,13 +425,8 @@ def _warn_newer_failed(engine: Engine, latest: RunInfo) -> None:
         ).all()
     for row in rows:
         run = _row_to_run(row)
-        if run.status == RUN_FAILED:
-            said = f"failed ({run.error})" if run.error else "failed"
-        else:
-            liveness = run_liveness(run.status, run.started_at, run.details)
-            if liveness is None or liveness.state != ABANDONED:
-                continue
-            said = f"was abandoned by its writer ({liveness.reason})"
+        if (said := _what_became_of(run)) is None:
+            continue
         log.warning(
             "run %s, newer than run %s, %s: 'latest' is run %s, the newest complete run",
             run.id,

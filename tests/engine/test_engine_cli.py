@@ -94,7 +94,7 @@ def test_check_exit_3_for_missing_or_incomplete_runs(run_cli, db, engine, snapsh
     latest = run_cli("check", "--db", db)
     assert latest.exit_code == 3
     assert latest.stderr.splitlines() == [
-        f"error: there is no complete run in this database yet: the newest, run {failed}, is failed (page 3 "
+        f"error: there is no complete run in this database yet: the newest, run {failed}, failed (page 3 "
         "of cluster c-hr answered 500 five times)",
         f"hint: take a new snapshot (auditor snapshot), or pass --run {failed} --allow-incomplete "
         "to use that run as it is",

@@ -223,15 +223,17 @@ _FIELDS = {
 @functools.cache
 def _spellings(model: type[BaseModel]) -> frozenset[str]:
     """Every key that fills a field of ``model``: the field names and their validation aliases."""
-    keys: set[str] = set()
-    for name, info in model.model_fields.items():
-        keys.add(name)
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            keys.update(choice for choice in alias.choices if isinstance(choice, str))
-        elif isinstance(alias, str):
-            keys.add(alias)
-    return frozenset(keys)
+    return frozenset(key for name in model.model_fields for key in field_spellings(model, name))
+
+
+def field_spellings(model: type[BaseModel], name: str) -> tuple[str, ...]:
+    """The keys that fill the field ``name`` of ``model``: its name, then its validation aliases."""
+    alias = model.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        aliases = [choice for choice in alias.choices if isinstance(choice, str)]
+    else:
+        aliases = [alias] if isinstance(alias, str) else []
+    return tuple(dict.fromkeys([name, *aliases]))
 
 
 def _empty_map(value: Any) -> Any:

@@ -426,30 +426,29 @@ def _record_problems(exc: PydanticValidationError, what: str, ctx: ParseContext,
 
 # A BigID server's value that means nothing (a size of 'lots', a confidence of 'high') is read as
 # unknown, so that one odd record does not refuse a tenant's listing. In a fixture it would quietly
-# test less than its author wrote: refused.
-_COUNTED = {"size": "a whole number from 0"}
-
-
+# test less than its author wrote: refused (the two functions below).
 def _lost_cluster_values(raw: LocDict, ctx: ParseContext, at: list[Any]) -> None:
     from auditor.bigid.models import coerce_count
 
-    for key, expected in _COUNTED.items():
-        value = raw.get(key)
-        if value is not None and coerce_count(value) is None:
-            ctx.problem([*at, key], f"invalid cluster: {key}: expected {expected}, got {type_name(value)}")
+    size = raw.get("size")
+    if size is not None and coerce_count(size) is None:
+        ctx.problem(
+            [*at, "size"], f"invalid cluster: size: expected a whole number from 0, got {type_name(size)}"
+        )
 
 
 def _lost_confidences(column: LocDict, ctx: ParseContext, at: list[Any]) -> None:
+    from auditor.bigid.models import Attribute, Column, field_spellings
     from auditor.store.writer import confidence
 
-    for key in ("attributes", "attributeDetails", "attribute_details", "fieldClassifications"):
+    for key in field_spellings(Column, "attributes"):
         items = column.get(key)
         if not isinstance(items, LocList):
             continue
         for position, item in enumerate(items):
             if not isinstance(item, LocDict):
                 continue
-            for name in ("calc_confidence_level", "calcConfidenceLevel", "confidence_level"):
+            for name in field_spellings(Attribute, "calc_confidence_level"):
                 value = item.get(name)
                 if value is not None and confidence(value) is None:
                     ctx.problem(

@@ -114,24 +114,12 @@ class EmailOptions:
             if not (attach_report or attach_csv):
                 return None
             attach_report = attach_csv = False
-        words = ["auditor"]
-        if config:
-            words += ["--config", absolute(config)]
-        words += ["email", "--run", str(run_id)]
-        if against is not None:
-            words += ["--against", str(against)]
-        if db and not url_holds_password(db):
-            words += ["--db", _absolute_db(db)]
+        words = _command_words("email", run_id, against, db=db, config=config)
         recipients, copies = (refused, ()) if refused else (self.to, self.cc)
         for flag, values in (("--to", recipients), ("--cc", copies)):
             for value in values:
                 words += [flag, str(value)]
-        for value in rules:
-            words += ["--rules", absolute(value)]
-        if waivers:
-            words += ["--waivers", absolute(waivers)]
-        if templates:
-            words += ["--templates", absolute(templates)]
+        words += _input_words(rules, waivers, templates)
         for flag, value in (("--from", self.sender), ("--subject", self.subject)):
             if value:
                 # --subject=-q: a value starting with '-' would be read as an option of its own
@@ -195,6 +183,58 @@ class JobResult:
     exit_code: int = 0
 
 
+def _command_words(
+    command: str, run_id: int, against: int | str | None, *, db: str | None, config: str | Path | None
+) -> list[str]:
+    """``auditor [--config F] COMMAND --run ID [--against RUN] [--db DB]``, as a job's follow-up
+    command begins (the database left out when its URL holds a password: the caller says so)."""
+    words = ["auditor"]
+    if config:
+        words += ["--config", _absolute_path(config)]
+    words += [command, "--run", str(run_id)]
+    if against is not None:
+        words += ["--against", str(against)]
+    if db and not url_holds_password(db):
+        words += ["--db", _absolute_db(db)]
+    return words
+
+
+def _input_words(
+    rules: Sequence[str | Path], waivers: str | Path | None, templates: str | Path | None
+) -> list[str]:
+    """The rules, waivers and templates a job's follow-up command reads, by absolute path."""
+    words: list[str] = []
+    for value in rules:
+        words += ["--rules", _absolute_path(value)]
+    if waivers:
+        words += ["--waivers", _absolute_path(waivers)]
+    if templates:
+        words += ["--templates", _absolute_path(templates)]
+    return words
+
+
+def report_command(
+    run_id: int,
+    against: int | str | None,
+    rules: Sequence[str | Path] = (),
+    waivers: str | Path | None = None,
+    *,
+    output: str | Path,
+    export_dir: str | Path | None = None,
+    db: str | None = None,
+    templates: str | Path | None = None,
+    config: str | Path | None = None,
+) -> str:
+    """The ``auditor report`` command that writes a job's report (and exports) again, from the run
+    and check it stored, with the settings it was given (as :meth:`EmailOptions.resend_command`)."""
+    words = _command_words("report", run_id, against, db=db, config=config)
+    words += _input_words(rules, waivers, templates)
+    words += ["--output", _absolute_path(output)]
+    if export_dir is not None:
+        words += ["--export-dir", _absolute_path(export_dir)]
+    return shlex.join(words)
+
+
 def run_job(
     engine: Engine,
     client: BigIDClient,
@@ -217,6 +257,7 @@ def run_job(
     export_dir: str | Path | None = None,
     templates_dir: str | Path | None = None,
     email: EmailOptions | None = None,
+    checked: Callable[[RunInfo, CheckResult, int], Any] | None = None,
 ) -> JobResult:
     """Snapshot, check against ``baseline``, diff against it too, write the report, email it.
 
@@ -227,6 +268,10 @@ def run_job(
     The exit code is the gate's (:meth:`CheckResult.gate`). A failed snapshot raises (the run is
     recorded ``failed``) before anything is checked, so a partial catalog never reads as clean; one
     with clusters that could not be fetched raises :class:`auditor.errors.PartialSnapshotError`.
+
+    ``checked(run, check, exit_code)`` is called once the check is done and stored, before the
+    report is built: a caller prints the check's results there, so that they are out even when
+    writing the report then fails (a full disk, a stop).
     """
     run = take_snapshot(
         engine,
@@ -239,9 +284,13 @@ def run_job(
         max_seconds=max_seconds,
         skip_clusters=skip_clusters,
     )
-    check, bundle, written = check_and_report(
+    check = check_run(engine, run.id, ruleset, waivers=waivers, baseline=baseline)
+    exit_code = check.gate(fail_on, new_only)
+    if checked is not None:
+        checked(run, check, exit_code)
+    bundle, written = report_on_check(
         engine,
-        run.id,
+        check,
         ruleset=ruleset,
         waivers=waivers,
         rules_paths=rules_paths,
@@ -252,7 +301,7 @@ def run_job(
         templates_dir=templates_dir,
     )
     result = JobResult(run=run, check=check, baseline=check.baseline, report=bundle, written=written)
-    result.exit_code = check.gate(fail_on, new_only)
+    result.exit_code = exit_code
     if email is not None:
         email_report(result, email, templates_dir=templates_dir)
     return result
@@ -290,10 +339,40 @@ def check_and_report(
     with the previous run would call "existing" what the check called new. (Without a baseline
     for want of an earlier complete run, the report finds none either, and says so.)"""
     check = check_run(engine, run_id, ruleset, waivers=waivers, baseline=baseline)
+    bundle, written = report_on_check(
+        engine,
+        check,
+        ruleset=ruleset,
+        report_path=report_path,
+        waivers=waivers,
+        rules_paths=rules_paths,
+        waivers_path=waivers_path,
+        baseline=baseline,
+        export_dir=export_dir,
+        templates_dir=templates_dir,
+    )
+    return check, bundle, written
+
+
+def report_on_check(
+    engine: Engine,
+    check: CheckResult,
+    *,
+    ruleset: RuleSet,
+    report_path: str | Path,
+    waivers: Waivers | None = None,
+    rules_paths: Sequence[str | Path] | None = None,
+    waivers_path: str | Path | None = None,
+    baseline: str | int | None = "previous",
+    export_dir: str | Path | None = None,
+    templates_dir: str | Path | None = None,
+) -> tuple[ReportBundle, list[Path]]:
+    """The report (and exports) of a check that :func:`~auditor.engine.check_run` made with
+    ``baseline``: the rendered report and the files written (see :func:`check_and_report`)."""
     asked_none = asks_no_baseline(baseline)
     bundle = build_report_bundle(
         engine,
-        run_id,
+        check.run.id,
         against=check.baseline.id if check.baseline else "none" if asked_none else None,
         ruleset=ruleset,
         waivers=waivers,
@@ -303,7 +382,7 @@ def check_and_report(
         templates_dir=templates_dir,
         with_exports=export_dir is not None,
     )
-    return check, bundle, bundle.write(Path(report_path), export_dir)
+    return bundle, bundle.write(Path(report_path), export_dir)
 
 
 def report_check(check: CheckResult) -> CheckResult | None:

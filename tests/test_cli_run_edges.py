@@ -80,6 +80,36 @@ def test_run_json_on_stdout_still_says_the_summary_on_stderr(run_cli, small):
     ) in result.stderr.splitlines()
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_report_that_cannot_be_written_leaves_the_results_out_and_says_how_to_write_it(run_cli, small):
+    # Found by a probe: run printed its results only after the report was written, so a report
+    # that failed (a full disk, exit 3) took the check's output and notes along with it.
+    import json
+    import shlex
+
+    result = run_cli("run", "--format", "json", "--report", "/dev/full", "--export-dir", "ex")
+    assert result.exit_code == 3
+    payload = json.loads(result.stdout)
+    assert payload["run"] == 1 and len(payload["findings"]) == 44
+    lines = result.stderr.splitlines()
+    assert lines[1:4] == [
+        "run 1 complete: 6 clusters, 120 columns; no earlier complete run",
+        "run 1: 44 findings (23 high, 20 medium, 1 low); 44 new, 0 existing, 0 waived, 0 waiver expired; "
+        "16 rules, no baseline",
+        "error: cannot write /dev/full: No space left on device",
+    ]
+    again = f"auditor report --run 1 --output /dev/full --export-dir {small / 'ex'}"
+    assert lines[4] == (
+        f"hint: run 1 is stored and checked, and its results are out; write the report again with: {again}"
+    )
+    # the command works as printed, once given somewhere to write
+    words = shlex.split(again)[1:]
+    words[words.index("/dev/full")] = "again.html"
+    assert run_cli(*words).exit_code == 0
+    assert (small / "again.html").is_file()
+    assert len(json.loads((small / "ex" / "findings.json").read_text(encoding="utf-8"))["findings"]) == 44
+
+
 def test_run_names_the_clusters_it_left_out(run_cli, small, sandbox):
     server = sandbox(clusters=6, columns=120, token="sk-edge")
     skipped = sorted(server.dataset.cluster_ids())[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -36,6 +36,10 @@ from auditor.cli.fetch import (
 from auditor.config import working_folder
 from auditor.errors import ConfigError, DeliveryError
 from auditor.store.runs import skipped_note
+
+if TYPE_CHECKING:
+    from auditor.engine import CheckResult
+    from auditor.store.runs import RunInfo
 
 
 def _sandbox_size(settings: Settings) -> dict[str, int]:
@@ -153,14 +157,15 @@ def run_command(
     Exits with the gate's code (0 clean, 1 findings at or above --fail-on). With no BigID URL
     configured it runs against the built-in sandbox, and says so. A snapshot that is not complete
     (clusters that could not be fetched, see auditor snapshot --help) stops the job with exit 3,
-    before anything is checked. The email is sent last: if it fails (exit 3), the check's output,
-    the report and the gate's verdict are already out.
+    before anything is checked. The check's output is printed before the report is written, and the
+    email is sent last: if either fails (exit 3), what came before it is already out.
     """
     from auditor.engine import load_rules_and_waivers
     from auditor.engine.check import asks_no_baseline
     from auditor.formats import render_chunks
-    from auditor.pipeline import builtin_sandbox, email_report, run_job
+    from auditor.pipeline import builtin_sandbox, email_report, report_command, run_job
     from auditor.progress import Progress
+    from auditor.render.report import default_report_name
 
     rules_paths = settings.rules_paths(rules)
     waivers_path = settings.waivers_path(waivers)
@@ -221,6 +226,39 @@ def run_command(
     count = _workers(settings, workers)
     limit = _max_failed_clusters(settings, max_failed_clusters)
     max_seconds = _max_seconds(settings, max_minutes)
+
+    said: list[tuple[RunInfo, CheckResult]] = []
+
+    def say_results(run: RunInfo, check: CheckResult, _exit_code: int) -> None:
+        """The check's output and notes, printed before the report is written: a report that then
+        cannot be written (a full disk, exit 3) or a stop during it does not take them along. The
+        files written and the gate's verdict follow the report."""
+        said.append((run, check))
+        write_output(render_chunks(fmt, check), output)
+        if fmt == "sarif":
+            from auditor.formats.sarif_format import size_note
+
+            if too_many := size_note(check):
+                settings.info(f"note: {too_many}")
+        settings.info(
+            f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns"
+            + (
+                f"; compared with run {check.baseline.id}"
+                if check.baseline
+                else "; not compared with an earlier run (--baseline none)"
+                if asks_no_baseline(baseline)
+                else "; no earlier complete run"
+            )
+        )
+        if left_out := skipped_note(run.details or {}):
+            settings.info(f"note: {left_out}")
+        if fmt != "table" or output:  # the table on stdout ends with the notes and the summary line
+            settings.info(check.summary_line())
+            for extra in (check.shortfall_note(), check.baseline_note()):
+                if extra:
+                    settings.info(f"note: {extra}")
+        say_waivers_to_review(settings, check)  # as check says them (a probe: run with -o did not)
+
     with contextlib.ExitStack() as stack:
         client = None
         if settings.bigid_url(api.get("url")):
@@ -235,52 +273,49 @@ def run_command(
                 f"no BigID URL configured (--url, BIGID_URL or auditor.toml): using the built-in sandbox, "
                 f"epoch {epoch}"
             )
-        result = run_job(
-            engine,
-            client,
-            ruleset=ruleset,
-            waivers=waiver_set,
-            rules_paths=rules_paths,
-            waivers_path=waivers_path,
-            cluster_filter=cluster_filter,
-            workers=count,
-            max_failed_clusters=limit,
-            max_seconds=max_seconds,
-            skip_clusters=settings.list_value(skip_clusters, "skip_clusters"),
-            processes=_processes(settings, processes),
-            progress=Progress(enabled=False if settings.quiet else None),
-            baseline=baseline,
-            fail_on=fail_on,
-            new_only=new_only,
-            report_path=report_path,
-            export_dir=export_dir,
-            templates_dir=templates_dir,
-        )
-    write_output(render_chunks(fmt, result.check), output)
-    if fmt == "sarif":
-        from auditor.formats.sarif_format import size_note
-
-        if too_many := size_note(result.check):
-            settings.info(f"note: {too_many}")
-    run = result.run
-    settings.info(
-        f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns"
-        + (
-            f"; compared with run {result.baseline.id}"
-            if result.baseline
-            else "; not compared with an earlier run (--baseline none)"
-            if asks_no_baseline(baseline)
-            else "; no earlier complete run"
-        )
-    )
-    if left_out := skipped_note(run.details or {}):
-        settings.info(f"note: {left_out}")
-    if fmt != "table" or output:  # the table on stdout ends with the notes and the summary line
-        settings.info(result.check.summary_line())
-        for extra in (result.check.shortfall_note(), result.check.baseline_note()):
-            if extra:
-                settings.info(f"note: {extra}")
-    say_waivers_to_review(settings, result.check)  # as check says them (a probe: run with -o did not)
+        try:
+            result = run_job(
+                engine,
+                client,
+                ruleset=ruleset,
+                waivers=waiver_set,
+                rules_paths=rules_paths,
+                waivers_path=waivers_path,
+                cluster_filter=cluster_filter,
+                workers=count,
+                max_failed_clusters=limit,
+                max_seconds=max_seconds,
+                skip_clusters=settings.list_value(skip_clusters, "skip_clusters"),
+                processes=_processes(settings, processes),
+                progress=Progress(enabled=False if settings.quiet else None),
+                baseline=baseline,
+                fail_on=fail_on,
+                new_only=new_only,
+                report_path=report_path,
+                export_dir=export_dir,
+                templates_dir=templates_dir,
+                checked=say_results,
+            )
+        except DeliveryError as exc:
+            if said:  # the report or an export could not be written: the rest is done and said
+                run, check = said[0]
+                again = report_command(
+                    run.id,
+                    _compared_with(check, baseline),
+                    rules_paths or (),
+                    waivers_path,
+                    output=report_path or default_report_name(run.id),
+                    export_dir=export_dir,
+                    db=db,
+                    templates=templates,
+                    config=click.get_current_context().find_root().params.get("config_path"),
+                )
+                said_hint = f"{exc.hint}; " if exc.hint else ""
+                exc.hint = (
+                    f"{said_hint}run {run.id} is stored and checked, and its results are out; "
+                    f"write the report again with: {again}"
+                )
+            raise
     for path in result.written:
         settings.info(f"wrote {path}")
     if result.exit_code:
@@ -289,12 +324,9 @@ def run_command(
         try:
             email_report(result, email, templates_dir=templates_dir)
         except DeliveryError as exc:
-            against: int | str | None = result.baseline.id if result.baseline is not None else None
-            if against is None and asks_no_baseline(baseline):
-                against = "none"  # the email compared with none, as the check did
             again = email.resend_command(
                 result.run.id,
-                against,
+                _compared_with(result.check, baseline),
                 settings.rules_paths(rules) or (),
                 settings.waivers_path(waivers),
                 db=db,
@@ -324,6 +356,16 @@ def run_command(
             settings.info(f"wrote the email to {result.eml_path}")
     if result.exit_code:
         click.get_current_context().exit(result.exit_code)
+
+
+def _compared_with(check: CheckResult, baseline: str | int | None) -> int | str | None:
+    """What a job's follow-up command compares with: the check's baseline run, ``"none"`` after
+    ``--baseline none``, or nothing (no earlier complete run)."""
+    from auditor.engine.check import asks_no_baseline
+
+    if check.baseline is not None:
+        return check.baseline.id
+    return "none" if asks_no_baseline(baseline) else None
 
 
 @click.command("demo")

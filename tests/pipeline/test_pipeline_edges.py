@@ -356,3 +356,22 @@ def test_the_job_says_it_emailed_the_copies_too(sandbox, connect, engine, tmp_pa
     assert result.emailed_to == ["a@example.org", "c@example.org"]
     assert result.eml_path is None
     assert envelopes == [["a@example.org", "c@example.org"]]
+
+
+def test_the_checked_hook_gets_the_check_and_its_verdict_before_the_report_is_written(sandbox, job, tmp_path):
+    from auditor.errors import DeliveryError
+
+    server = sandbox(clusters=3, columns=30)
+    seen: list[tuple[int, int, int, bool]] = []
+
+    def checked(run, check, exit_code):
+        seen.append((run.id, len(check.findings), exit_code, (tmp_path / "r.html").exists()))
+
+    result = job(server, fail_on="low", checked=checked)
+    assert seen == [(1, len(result.check.findings), 1, False)] and result.exit_code == 1
+    assert result.check.findings and (tmp_path / "r.html").is_file()
+    # a report that cannot be written still leaves the check said (and stored)
+    seen.clear()
+    with pytest.raises(DeliveryError):
+        job(server, report="missing/r.html", checked=checked)
+    assert [entry[:3] for entry in seen] == [(2, len(result.check.findings), 0)]

@@ -320,40 +320,6 @@ def email_report(result: JobResult, email: EmailOptions, *, templates_dir: str |
         result.eml_path = Path(str(email.eml_path))
 
 
-def check_and_report(
-    engine: Engine,
-    run_id: int,
-    *,
-    ruleset: RuleSet,
-    report_path: str | Path,
-    waivers: Waivers | None = None,
-    rules_paths: Sequence[str | Path] | None = None,
-    waivers_path: str | Path | None = None,
-    baseline: str | int | None = "previous",
-    export_dir: str | Path | None = None,
-    templates_dir: str | Path | None = None,
-) -> tuple[CheckResult, ReportBundle, list[Path]]:
-    """Check run ``run_id`` against ``baseline`` and write its report (and exports): the check, the
-    rendered report, and the files written. The report's diff compares with the run the check
-    compared with, and with none when ``--baseline none`` was asked for: a report that compared
-    with the previous run would call "existing" what the check called new. (Without a baseline
-    for want of an earlier complete run, the report finds none either, and says so.)"""
-    check = check_run(engine, run_id, ruleset, waivers=waivers, baseline=baseline)
-    bundle, written = report_on_check(
-        engine,
-        check,
-        ruleset=ruleset,
-        report_path=report_path,
-        waivers=waivers,
-        rules_paths=rules_paths,
-        waivers_path=waivers_path,
-        baseline=baseline,
-        export_dir=export_dir,
-        templates_dir=templates_dir,
-    )
-    return check, bundle, written
-
-
 def report_on_check(
     engine: Engine,
     check: CheckResult,
@@ -367,8 +333,11 @@ def report_on_check(
     export_dir: str | Path | None = None,
     templates_dir: str | Path | None = None,
 ) -> tuple[ReportBundle, list[Path]]:
-    """The report (and exports) of a check that :func:`~auditor.engine.check_run` made with
-    ``baseline``: the rendered report and the files written (see :func:`check_and_report`)."""
+    """Write the report (and exports) of a check that :func:`~auditor.engine.check_run` made with
+    ``baseline``: the rendered report and the files written. The report's diff compares with the
+    run the check compared with, and with none when ``--baseline none`` was asked for: a report
+    that compared with the previous run would call "existing" what the check called new. (Without
+    a baseline for want of an earlier complete run, the report finds none either, and says so.)"""
     asked_none = asks_no_baseline(baseline)
     bundle = build_report_bundle(
         engine,
@@ -478,8 +447,9 @@ def run_demo(
                 progress = progress_factory() if progress_factory else None
                 taken.append(take_snapshot(engine, client, workers=workers, progress=progress))
         report = target / "report.html"
-        check, _bundle, written = check_and_report(
-            engine, taken[-1].id, ruleset=ruleset, report_path=report, export_dir=target / "export"
+        check = check_run(engine, taken[-1].id, ruleset)
+        _bundle, written = report_on_check(
+            engine, check, ruleset=ruleset, report_path=report, export_dir=target / "export"
         )
         return DemoResult(
             folder=target,

@@ -61,6 +61,11 @@ class RuleError(AuditorError):
         super().__init__(message, hint)
         self.problems = list(problems or [])
 
+    def __str__(self) -> str:
+        # the problems too, for a caller from Python (a traceback said "1 problem in the rule
+        # files" and no more); the CLI prints ``message`` and each problem on its own line
+        return "\n".join([self.message, *(f"  {problem}" for problem in self.problems)])
+
 
 class ApiError(AuditorError):
     """The BigID API answered with an error or an unusable payload (exit 3)."""

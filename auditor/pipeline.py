@@ -20,7 +20,7 @@ from sqlalchemy import Engine, func, select
 from auditor import secrets
 from auditor.bigid.client import BigIDClient, ClientOptions
 from auditor.engine import CheckResult, RuleSet, Waivers, check_run
-from auditor.engine.check import asks_no_baseline
+from auditor.engine.check import asks_no_baseline, baseline_run, check_fail_on, parse_baseline
 from auditor.progress import Progress
 from auditor.render.report import ReportBundle, build_report_bundle, default_report_name
 from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS, take_snapshot
@@ -272,7 +272,12 @@ def run_job(
     ``checked(run, check, exit_code)`` is called once the check is done and stored, before the
     report is built: a caller prints the check's results there, so that they are out even when
     writing the report then fails (a full disk, a stop).
+
+    ``fail_on`` and ``baseline`` (a run id must name a complete run) are checked before the snapshot.
     """
+    check_fail_on(fail_on)
+    if isinstance(ref := parse_baseline(baseline), int):
+        baseline_run(engine, ref)
     run = take_snapshot(
         engine,
         client,

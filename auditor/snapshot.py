@@ -165,6 +165,8 @@ def take_snapshot(
     (``details.skip_clusters``, compared by :func:`auditor.store.runs.scope_note`); the run records
     which were listed and left out (``details.skipped_clusters``) and which were not listed at all.
     """
+    if isinstance(skip_clusters, str):  # its characters were taken as ids: 'abc' skipped a, b and c
+        raise TypeError("skip_clusters takes a collection of cluster ids, not one string")
     skip = sorted({str(cluster_id).strip() for cluster_id in skip_clusters} - {""})
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError("max_seconds must be more than 0")

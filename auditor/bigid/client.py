@@ -141,6 +141,38 @@ class ClientOptions:
         return f"ClientOptions({shown}, token='***')"
 
 
+# ClientOptions' numbers and the least each may be: (name, least, whether the least is allowed).
+_LIMITS = (
+    ("connect_timeout", 0, False),
+    ("read_timeout", 0, False),
+    ("answer_timeout", 0, False),
+    ("max_retry_time", 0, True),
+    ("backoff_base", 0, True),
+    ("backoff_cap", 0, True),
+    ("retry_after_cap", 0, True),
+    ("max_retries", 0, True),
+    ("workers", 1, True),
+    ("max_pages", 1, True),
+    ("max_answer_bytes", 1, True),
+)
+
+
+def _check_limits(options: ClientOptions) -> None:
+    """Refuse a number the client cannot work with (from Python: the CLI checks its own settings),
+    before any request: a negative timeout failed the snapshot it had started, with requests'
+    "Invalid timeout", and a negative retry count or worker count was taken as it was."""
+    for name, least, allowed in _LIMITS:
+        value = getattr(options, name)
+        # ``not (value > least)`` also refuses NaN, which passes every comparison as False
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (value >= least if allowed else value > least)
+        ):
+            bound = f"at least {least}" if allowed else f"more than {least}"
+            raise ConfigError(f"ClientOptions.{name} must be {bound}, got {value!r}")
+
+
 @dataclass
 class ColumnsPage:
     """One answer of the similar-columns endpoint (``auditor columns``)."""
@@ -328,6 +360,7 @@ class BigIDClient:
         check_token(options.token, "the BigID API key")  # before anything could quote it
         if options.page_size < 1:
             raise ConfigError("--page-size must be at least 1")
+        _check_limits(options)
         secrets.register(options.token, credential=True)
         # what _redact masks in data: this client's key and session tokens, never another secret
         # of the process (a database password would rewrite the catalog values holding it)

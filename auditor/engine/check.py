@@ -35,7 +35,7 @@ from auditor.engine.findings import (
     store_evaluation,
     while_running,
 )
-from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, severity_rank
+from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, load_ruleset, severity_rank
 from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers, load_waivers
 from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
 from auditor.gcpause import collector_paused
@@ -164,12 +164,8 @@ class CheckResult:
     def failing(self, fail_on: str | None, new_only: bool = False) -> list[Finding]:
         """The findings that fail the gate at ``fail_on`` (a severity; ``None`` or ``"none"``: no
         gate), never waived ones. Another value raises :class:`ConfigError` naming the valid ones."""
-        if fail_on is None or fail_on == "none":
+        if not check_fail_on(fail_on):
             return []
-        if fail_on not in SEVERITY_ORDER:
-            raise ConfigError(
-                f"fail_on {fail_on!r} is not a severity: use one of {', '.join(SEVERITY_ORDER)}, or none"
-            )
         threshold = severity_rank(fail_on)
         return [
             f
@@ -266,13 +262,26 @@ def asks_no_baseline(baseline: str | int | None) -> bool:
     return baseline is not None and str(baseline).strip().lower() == "none"
 
 
-def resolve_baseline(engine: Engine, run: RunInfo, baseline: str | int | None) -> RunInfo | None:
-    """``previous`` (default), ``none``, or a run id; the baseline is always a complete run."""
+def check_fail_on(fail_on: str | None) -> bool:
+    """Whether ``fail_on`` gates (a severity) or not (``None`` or ``"none"``); another value raises
+    :class:`ConfigError` naming the valid ones."""
+    if fail_on is None or fail_on == "none":
+        return False
+    if fail_on not in SEVERITY_ORDER:
+        raise ConfigError(
+            f"fail_on {fail_on!r} is not a severity: use one of {', '.join(SEVERITY_ORDER)}, or none"
+        )
+    return True
+
+
+def parse_baseline(baseline: str | int | None) -> str | int:
+    """``"previous"`` (also for None), ``"none"``, or a run id; anything else raises
+    :class:`ConfigError` (before any work: ``run_job`` checks it before taking its snapshot)."""
     ref = "previous" if baseline is None else str(baseline).strip().lower()
     if asks_no_baseline(ref):
-        return None
+        return "none"
     if ref == "previous":
-        return previous_complete_run(engine, run.id)
+        return ref
     try:
         run_id = int(ref)
     except ValueError:
@@ -282,12 +291,11 @@ def resolve_baseline(engine: Engine, run: RunInfo, baseline: str | int | None) -
             f"--baseline {baseline!r} is not 'previous', 'none' or a run id",
             hint="list runs with: auditor runs",
         ) from None
-    if run_id == run.id:
-        # Every finding would be "existing": a --new-only gate that can never fail.
-        raise ConfigError(
-            f"--baseline {run_id} is the run being checked",
-            hint="pick an earlier run (auditor runs), or use --baseline previous",
-        )
+    return run_id
+
+
+def baseline_run(engine: Engine, run_id: int) -> RunInfo:
+    """Run ``run_id`` as a baseline: it exists and is complete, or :class:`RunNotUsableError`."""
     found = get_run(engine, run_id)
     if found is None:
         raise RunNotUsableError(f"baseline run {run_id} does not exist", hint="list runs with: auditor runs")
@@ -297,6 +305,23 @@ def resolve_baseline(engine: Engine, run: RunInfo, baseline: str | int | None) -
             hint="pick a complete run (auditor runs) or use --baseline previous",
         )
     return found
+
+
+def resolve_baseline(engine: Engine, run: RunInfo, baseline: str | int | None) -> RunInfo | None:
+    """``previous`` (default), ``none``, or a run id; the baseline is always a complete run."""
+    ref = parse_baseline(baseline)
+    if ref == "none":
+        return None
+    if ref == "previous":
+        return previous_complete_run(engine, run.id)
+    assert isinstance(ref, int)
+    if ref == run.id:
+        # Every finding would be "existing": a --new-only gate that can never fail.
+        raise ConfigError(
+            f"--baseline {ref} is the run being checked",
+            hint="pick an earlier run (auditor runs), or use --baseline previous",
+        )
+    return baseline_run(engine, ref)
 
 
 def mark_against_baseline(
@@ -373,7 +398,7 @@ def severity_counts() -> dict[str, int]:
 def check_run(
     engine: Engine,
     run_ref: str | int | RunInfo | None,
-    ruleset: RuleSet,
+    ruleset: RuleSet | None,
     *,
     waivers: Waivers | str | os.PathLike[str] | None = None,
     baseline: str | int | None = "previous",
@@ -382,12 +407,15 @@ def check_run(
     store: bool = True,
     record: bool = True,
 ) -> CheckResult:
-    """Check one run (``latest``, an id or a :class:`RunInfo`) and return findings with status,
-    waivers (what :func:`load_waivers` returns, or the path of a waiver file) and summary.
+    """Check one run (``latest``, an id or a :class:`RunInfo`) against ``ruleset`` (``None``: the
+    built-in pack) and return findings with status, waivers (what :func:`load_waivers` returns, or
+    the path of a waiver file) and summary.
 
     ``store`` keeps a new evaluation for reuse; ``record`` (with ``store``) also records each
     finding's status and waiver against it, as ``auditor check`` and ``auditor run`` do.
     """
+    if ruleset is None:
+        ruleset = load_ruleset(None)
     if isinstance(waivers, str | os.PathLike):
         waivers = load_waivers(waivers)
     with store_errors("could not read the runs"):

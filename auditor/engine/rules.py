@@ -636,6 +636,11 @@ def validate_rule_files(paths: RulePaths) -> tuple[list[Rule], Problems, list[st
             "no rule files given (an empty list of paths)",
             hint="give rule files or folders, or None for the built-in pack",
         )
+    if paths is not None and any(not str(p).strip() for p in paths):
+        # Path("") is the current folder: its every YAML file was loaded as rules
+        raise RuleError(
+            "an empty rule path", hint="give rule files or folders, or None for the built-in pack"
+        )
     base = [rules_dir()] if paths is None else [Path(p) for p in paths]
     files = rule_files(base, problems)
     rules: list[Rule] = []

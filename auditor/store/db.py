@@ -52,8 +52,13 @@ SQLITE_MMAP_BYTES = 2_147_418_112
 
 
 def database_url(target: str | os.PathLike[str] | None = None) -> str:
-    """Turn ``--db`` / ``AUDITOR_DB`` (a path or a URL) into a SQLAlchemy URL."""
-    value = str(target) if target else DEFAULT_DB
+    """Turn ``--db`` / ``AUDITOR_DB`` (a path or a URL; ``None``: ``./auditor.db``) into a
+    SQLAlchemy URL. An empty one is refused, as ``--db ""`` is: it opened ``./auditor.db``."""
+    if target is not None and not str(target).strip():
+        raise ConfigError(
+            "--db: the database path or URL is empty", hint=f"give a path, or None for {DEFAULT_DB}"
+        )
+    value = str(target) if target is not None else DEFAULT_DB
     if "://" in value:
         try:
             url = make_url(value)

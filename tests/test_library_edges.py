@@ -1,0 +1,145 @@
+"""The library called from Python, without the CLI's own checks in front of it.
+
+Written from a probe that followed the docs' "From Python" sections: each test pins an argument the
+library took as it was (and failed on later, or not at all), or an error that said too little.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from auditor.bigid.client import BigIDClient, ClientOptions
+from auditor.engine import check_run, load_ruleset
+from auditor.errors import ConfigError, RuleError
+from auditor.pipeline import run_job
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
+from auditor.store.runs import list_runs
+
+
+@pytest.fixture
+def engine(tmp_db):
+    engine = open_database(tmp_db)
+    yield engine
+    engine.dispose()
+
+
+def client_for(server, **options) -> BigIDClient:
+    return BigIDClient(ClientOptions(url=server.url, token=server.key, **options))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"connect_timeout": -1}, "ClientOptions.connect_timeout must be more than 0, got -1"),
+        ({"read_timeout": 0}, "ClientOptions.read_timeout must be more than 0, got 0"),
+        ({"read_timeout": float("nan")}, "ClientOptions.read_timeout must be more than 0, got nan"),
+        ({"answer_timeout": 0}, "ClientOptions.answer_timeout must be more than 0, got 0"),
+        ({"workers": 0}, "ClientOptions.workers must be at least 1, got 0"),
+        ({"max_retries": -1}, "ClientOptions.max_retries must be at least 0, got -1"),
+        ({"max_pages": 0}, "ClientOptions.max_pages must be at least 1, got 0"),
+        ({"max_answer_bytes": 0}, "ClientOptions.max_answer_bytes must be at least 1, got 0"),
+        ({"backoff_cap": -0.5}, "ClientOptions.backoff_cap must be at least 0, got -0.5"),
+    ],
+)
+def test_client_options_out_of_range_are_refused_before_any_request(sandbox, options, message):
+    # A negative timeout started a snapshot that failed with requests' "Invalid timeout", leaving a
+    # failed run; a negative retry or worker count was taken as it was.
+    server = sandbox(clusters=2, columns=10)
+    with pytest.raises(ConfigError) as caught:
+        client_for(server, **options)
+    assert caught.value.message == message
+    assert server.stats.total == 0
+
+
+def test_the_smallest_client_options_allowed_still_fetch(sandbox, engine):
+    server = sandbox(clusters=2, columns=10)
+    with client_for(server, max_retries=0, workers=1, backoff_base=0, max_retry_time=0) as client:
+        run = take_snapshot(engine, client, processes=0)
+    assert (run.status, run.columns_stored) == ("complete", 10)
+
+
+def test_skip_clusters_given_one_string_is_refused_not_read_as_its_characters(sandbox, engine):
+    server = sandbox(clusters=2, columns=10)
+    with client_for(server) as client, pytest.raises(TypeError) as caught:
+        take_snapshot(engine, client, skip_clusters="abc")
+    assert str(caught.value) == "skip_clusters takes a collection of cluster ids, not one string"
+    assert list_runs(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"fail_on": "severe"}, ConfigError, "fail_on 'severe' is not a severity"),
+        ({"baseline": "prev"}, ConfigError, "--baseline 'prev' is not 'previous', 'none' or a run id"),
+        ({"baseline": 9}, Exception, "baseline run 9 does not exist"),
+    ],
+)
+def test_run_job_checks_its_gate_and_baseline_before_the_snapshot(
+    sandbox, engine, tmp_path, arguments, error, message
+):
+    # The snapshot (an hour on a large tenant) was taken, stored and reported before these failed.
+    server = sandbox(clusters=2, columns=10)
+    with client_for(server) as client, pytest.raises(error) as caught:
+        run_job(
+            engine,
+            client,
+            ruleset=load_ruleset(None),
+            processes=0,
+            report_path=tmp_path / "r.html",
+            **arguments,
+        )
+    assert caught.value.message.startswith(message)
+    assert list_runs(engine) == [] and server.stats.total == 0
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_the_cli_run_refuses_a_misspelt_baseline_before_fetching(run_cli, tmp_path):
+    (tmp_path / "auditor.toml").write_text(
+        "[auditor.sandbox]\nclusters = 3\ncolumns = 30\n", encoding="utf-8"
+    )
+    result = run_cli("run", "--baseline", "prev", "-q")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == "error: --baseline 'prev' is not 'previous', 'none' or a run id"
+    assert not (tmp_path / "auditor.db").exists() or list_runs(open_database(tmp_path / "auditor.db")) == []
+
+
+def test_check_run_takes_none_for_the_builtin_pack(sandbox, engine):
+    server = sandbox(clusters=3, columns=30)
+    with client_for(server) as client:
+        take_snapshot(engine, client, processes=0)
+    by_none = check_run(engine, "latest", None, store=False)
+    by_pack = check_run(engine, "latest", load_ruleset(None), store=False)
+    assert by_none.findings and [f.fingerprint for f in by_none.findings] == [
+        f.fingerprint for f in by_pack.findings
+    ]
+    assert len(by_none.rules) == 16
+
+
+def test_a_rule_error_shows_its_problems_as_text(tmp_path):
+    # str() said "1 problem in the rule files" and no more: a traceback from Python hid the cause.
+    with pytest.raises(RuleError) as caught:
+        load_ruleset(tmp_path / "missing.yaml")
+    assert caught.value.message == "1 problem in the rule files"
+    assert (
+        str(caught.value)
+        == f"1 problem in the rule files\n  {tmp_path / 'missing.yaml'}:1:1: no such file or folder"
+    )
+
+
+@pytest.mark.parametrize("paths", ["", "  ", ["rules", ""]])
+def test_an_empty_rule_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, paths):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "unrelated.yaml").write_text("name: not a rule file\n", encoding="utf-8")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset(paths)
+    assert caught.value.message == "an empty rule path"
+
+
+@pytest.mark.parametrize("target", ["", "   "])
+def test_an_empty_database_target_is_refused_not_opened_as_the_default(tmp_path, monkeypatch, target):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        open_database(target)
+    assert caught.value.message == "--db: the database path or URL is empty"
+    assert not (tmp_path / "auditor.db").exists()

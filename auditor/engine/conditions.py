@@ -263,7 +263,7 @@ def _parse_condition(node: Any, level: Level, ctx: ParseContext, path: list[Any]
         ctx.problem(
             path,
             f"a condition must be a mapping with one of: {', '.join(valid_keys(level))} "
-            f"(got {type_name(node if node != {} else None)})",
+            f"(got {'an empty mapping' if isinstance(node, dict) else type_name(node)})",
         )
         return None
     keys = [key for key in node if key in CONDITIONS]
@@ -332,9 +332,7 @@ class AllOf(Condition):
 
     @classmethod
     def parse(cls, node: LocDict, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
-        extra = [key for key in node if key != cls.key]
-        for key in extra:
-            ctx.problem([*path, key], f"unknown key {key!r} next to {cls.key!r}", key=True)
+        extra = _extra_keys(node, cls.key, level, ctx, path)
         items = node[cls.key]
         if not isinstance(items, LocList) or not items:
             ctx.problem([*path, cls.key], f"{cls.key!r} takes a non-empty list of conditions")
@@ -560,7 +558,7 @@ class Compare(Condition):
         catalog = F.FIELDS_BY_LEVEL[level]
         target = catalog.get(spec.field) if spec is not None else None
         if spec is not None and target is None:
-            hint = _closest(spec.field, catalog)
+            hint = F.elsewhere(spec.field, level) or _closest(spec.field, catalog)
             ctx.problem(
                 [*path, "field"],
                 f"unknown field {spec.field!r} on {F.LEVEL_NOUN[level]}{hint}; "
@@ -841,6 +839,25 @@ def _close_match(name: Any, catalog: Iterable[str]) -> str | None:
     return lowered.get(name.lower())
 
 
+def _extra_keys(node: LocDict, key: str, level: Level, ctx: ParseContext, path: list[Any]) -> list[Any]:
+    """Report the keys written beside ``key`` in one condition (``{tags: …, colums: …}``); return them."""
+    extra = [other for other in node if other != key]
+    for other in extra:
+        meant = _close_match(other, valid_keys(level))
+        if other in CONDITIONS:
+            said = f"{other!r} next to {key!r}"
+        elif meant:
+            said = f"unknown condition {other!r} (did you mean {meant!r}?) next to {key!r}"
+        else:
+            said = f"unknown key {other!r} next to {key!r}"
+        ctx.problem(
+            [*path, other],
+            f"{said}: a condition has one key; combine conditions with all: [...] or any: [...]",
+            key=True,
+        )
+    return extra
+
+
 def _parse_misspelt(
     node: LocDict,
     written: str,
@@ -892,6 +909,13 @@ _THRESHOLD_WORDS = {
 }
 
 
+# What forms no group, by the level of the elements counted (an aggregate's columns: none).
+_EMPTY_GROUP = {
+    Level.TAG: "a column with no tags has no group of tags",
+    Level.ATTRIBUTE: "a column with no attributes has no group of attributes",
+}
+
+
 @dataclass
 class Having:
     distinct: F.Field | None
@@ -906,14 +930,21 @@ class Having:
                 path, f"'having' takes a mapping such as {{distinct: source, gte: 2}}, got {type_name(node)}"
             )
             return None
+        null = "distinct" in node and node["distinct"] is None
+        if null:  # read as absent, where the schema refuses it
+            ctx.problem(
+                [*path, "distinct"], "distinct: nothing (null) given; leave the key out, or name a field"
+            )
         try:
             spec = HavingSpec.model_validate(node)
         except PydanticValidationError as exc:
             report_pydantic(ctx, path, exc, "'having'", HavingSpec)
-            # the field counted is checked all the same: every problem at once
-            named = node.get("distinct")
-            if isinstance(named, str):
-                cls._distinct(named, level, ctx, path)
+            # the field counted is checked all the same (under a misspelt key too): every problem at once
+            for key, named in node.items():
+                if isinstance(named, str) and (key == "distinct" or _close_match(key, ["distinct"])):
+                    cls._distinct(named, level, ctx, path, key=key)
+            return None
+        if null:
             return None
         ops = [op for op in _THRESHOLD_WORDS if getattr(spec, op) is not None]
         ok = True
@@ -932,30 +963,41 @@ class Having:
             ctx.problem([*path, ops[0]], f"{ops[0]}: {problem}")
             return None
         op = ops[0]
-        never = {"eq": threshold < 1, "lt": threshold <= 1, "lte": threshold < 1}.get(op, False)
-        if distinct is None and never:
+        least = 1 if distinct is None else 0  # a distinct count of only missing values is 0
+        never = {"eq": threshold < least, "lt": threshold <= least, "lte": threshold < least}.get(op, False)
+        if never:
             # Only what exists is counted: a column with no tags has no group of tags, so a count
             # below one never holds, and the rule would silently find nothing.
-            ctx.problem(
-                [*path, op],
-                f"{op}: {threshold} never holds: every group counted has at least one element, and what is "
-                "not there forms no group (a column with no tags has no group of tags); to find what has "
-                "none, write a quantifier's none: {…}, or not: {…}",
+            what = (
+                "every group counted has at least one element, and what is not there forms no group"
+                + (f" ({_EMPTY_GROUP[level]})" if level in _EMPTY_GROUP else "")
+                if distinct is None
+                else "a count of distinct values is never below 0"
             )
+            advice = (
+                "; to find what has none, write a quantifier's none: {…}, or not: {…}"
+                if distinct is None
+                else ""
+            )
+            ctx.problem([*path, op], f"{op}: {threshold} never holds: {what}{advice}")
             return None
         return cls(distinct, op, threshold, spec.case == "exact")
 
     @staticmethod
-    def _distinct(name: str, level: Level, ctx: ParseContext, path: list[Any]) -> F.Field | None:
-        """The field ``distinct`` counts, or ``None`` with the problem reported."""
+    def _distinct(
+        name: str, level: Level, ctx: ParseContext, path: list[Any], *, key: str = "distinct"
+    ) -> F.Field | None:
+        """The field ``distinct`` counts, or ``None`` with the problem reported (at ``key``)."""
         catalog = F.FIELDS_BY_LEVEL[level]
         found = catalog.get(name)
         if found is None or found.kind is Kind.TEXT_LIST:
             valid = [field_name for field_name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
             meant = _close_match(name, valid) if found is None else None
-            guess = f" (did you mean {meant!r}?)" if meant else ""
+            guess = (F.elsewhere(name, level) if found is None else "") or (
+                f" (did you mean {meant!r}?)" if meant else ""
+            )
             ctx.problem(
-                [*path, "distinct"],
+                [*path, key],
                 f"cannot count distinct {name!r} on {F.LEVEL_NOUN[level]}{guess}; "
                 f"valid fields: {', '.join(valid)}",
             )
@@ -1026,6 +1068,36 @@ class Counting:
     having: Having
 
 
+def check_counting_part(shadow: LocDict, meant: str, level: Level, ctx: ParseContext) -> Any:
+    """Check ``shadow[meant]`` (a misspelt key's value, see :func:`_parse_misspelt`) as the part of a
+    quantifier or counting form ``meant`` names: a condition, a ``group_by`` field or a ``having``."""
+    if meant == "group_by":
+        return parse_group_by(shadow[meant], level, ctx, [meant])
+    if meant == "having":
+        return Having.parse(shadow[meant], level, ctx, [meant])
+    if meant in ("any", "all", "none", "where"):
+        return parse_condition(shadow[meant], level, ctx, [meant])
+    return None
+
+
+def check_misspelt_parts(node: LocDict, known: Iterable[str], level: Level, ctx: ParseContext) -> None:
+    """Check what each key of ``node`` outside ``known`` that misspells a part of a counting form
+    (``havin``) holds, as if spelt right; the misspelling itself is reported by the caller."""
+    for key in list(node):
+        meant = _close_match(key, ("where", "group_by", "having"))
+        if key not in known and meant is not None and meant not in node:
+            _parse_misspelt(
+                node,
+                key,
+                meant,
+                ctx,
+                lambda shadow, sub, meant=meant: check_counting_part(shadow, meant, level, sub),
+            )
+
+
+_COUNTING_PART = {"where": "condition", "group_by": "field", "having": "threshold such as {gte: 2}"}
+
+
 def parse_counting(
     body: LocDict, level: Level, ctx: ParseContext, path: list[Any], *, exact: bool
 ) -> Counting | None:
@@ -1033,13 +1105,18 @@ def parse_counting(
     even when another is wrong, so that every problem shows at once. ``exact`` (the form's
     ``case: exact``) makes the distinct count exact too, as the grouping is."""
     where = group_by = having = None
+    nulls = [key for key in ("where", "group_by") if key in body and body[key] is None]
+    for key in nulls:  # read as absent, where the schema (and 'case: null') refuse it
+        ctx.problem(
+            [*path, key], f"{key}: nothing (null) given; leave the key out, or give a {_COUNTING_PART[key]}"
+        )
     if body.get("where") is not None:
         where = parse_condition(body["where"], level, ctx, [*path, "where"])
     if body.get("group_by") is not None:
         group_by = parse_group_by(body["group_by"], level, ctx, [*path, "group_by"])
     if "having" in body:
         having = Having.parse(body["having"], level, ctx, [*path, "having"])
-    if having is None or (where is None and body.get("where") is not None):
+    if having is None or nulls or (where is None and body.get("where") is not None):
         return None
     if group_by is None and body.get("group_by") is not None:
         return None
@@ -1051,8 +1128,9 @@ def parse_group_by(node: Any, level: Level, ctx: ParseContext, path: list[Any]) 
     valid = [name for name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
     if not isinstance(node, str) or node not in catalog or catalog[node].kind is Kind.TEXT_LIST:
         shown = repr(node) if isinstance(node, str) else type_name(node)
-        meant = _close_match(node, valid) if node not in catalog else None
-        guess = f" (did you mean {meant!r}?)" if meant else ""
+        # a list or a mapping is unhashable: 'node not in catalog' raised TypeError (exit 3)
+        meant = _close_match(node, valid) if isinstance(node, str) and node not in catalog else None
+        guess = F.elsewhere(node, level) or (f" (did you mean {meant!r}?)" if meant else "")
         ctx.problem(
             path, f"cannot group {F.LEVEL_NOUN[level]} by {shown}{guess}; valid fields: {', '.join(valid)}"
         )
@@ -1110,9 +1188,7 @@ class Quantifier(Condition):
 
     @classmethod
     def parse(cls, node: LocDict, level: Level, ctx: ParseContext, path: list[Any]) -> Condition | None:
-        extra = [key for key in node if key != cls.key]
-        for key in extra:
-            ctx.problem([*path, key], f"unknown key {key!r} next to {cls.key!r}", key=True)
+        extra = _extra_keys(node, cls.key, level, ctx, path)
         body = node[cls.key]
         here = [*path, cls.key]
         if not isinstance(body, LocDict):
@@ -1135,13 +1211,20 @@ class Quantifier(Condition):
                     key=True,
                 )
                 bad = True
-                if meant in ("any", "all", "none", "where"):  # a condition: checked as spelt right
+                if meant is not None:  # what it holds is checked as if spelt right
                     _parse_misspelt(body, key, meant, ctx, cls._nested_as(meant))
         modes = [key for key in ("any", "all", "none") if key in body]
         counting = [key for key in ("where", "group_by", "having") if key in body]
         if bad or extra:
             return None
-        if (modes and counting) or len(modes) > 1 or not (modes or counting):
+        if modes and counting:
+            ctx.problem(
+                here,
+                f"{cls.key!r} takes any/all/none or a counting form (where/group_by/having), not both: "
+                f"found {' and '.join([*modes, *counting])}",
+            )
+            return None
+        if len(modes) > 1 or not (modes or counting):
             ctx.problem(
                 here,
                 f"{cls.key!r} needs exactly one of any/all/none, or a counting form with 'having' "
@@ -1170,7 +1253,7 @@ class Quantifier(Condition):
         """How to check what a misspelt key of this quantifier holds, read as ``meant``."""
 
         def check(shadow: LocDict, sub: ParseContext) -> Any:
-            return parse_condition(shadow[meant], cls.inner_level, sub, [meant])
+            return check_counting_part(shadow, meant, cls.inner_level, sub)
 
         return check
 

@@ -180,3 +180,31 @@ LEVEL_NOUN = {
     Level.TAG: "a tag",
     Level.ATTRIBUTE: "an attribute",
 }
+
+
+# Where a field of another level is tested from this one: (its level, this level) -> how.
+_REACH = {
+    (Level.TAG, Level.COLUMN): "inside tags: {any: {field: NAME, …}}",
+    (Level.ATTRIBUTE, Level.COLUMN): "inside attributes: {any: {field: NAME, …}}",
+    (Level.COLUMN, Level.CLUSTER): "inside columns: {any: {field: NAME, …}} (or in a column rule)",
+    (Level.TAG, Level.CLUSTER): "inside columns: {any: {tags: {any: {field: NAME, …}}}}",
+    (Level.ATTRIBUTE, Level.CLUSTER): "inside columns: {any: {attributes: {any: {field: NAME, …}}}}",
+    (Level.COLUMN, Level.TAG): "beside the tags: quantifier, e.g. all: [{tags: …}, {field: NAME, …}]",
+    (
+        Level.COLUMN,
+        Level.ATTRIBUTE,
+    ): "beside the attributes: quantifier, e.g. all: [{attributes: …}, {field: NAME, …}]",
+}
+
+
+def elsewhere(name: object, level: Level) -> str:
+    """For a field name unknown at ``level`` that another level has: ``" (NAME is a field of a tag:
+    test it inside tags: {…})"``; ``""`` otherwise. A tag field in a column rule was offered its
+    nearest column field (``tagName``: did you mean ``tableName``?)."""
+    if not isinstance(name, str) or name in FIELDS_BY_LEVEL[level]:
+        return ""
+    for other in (Level.TAG, Level.ATTRIBUTE, Level.COLUMN, Level.CLUSTER):
+        how = _REACH.get((other, level))
+        if how and name in FIELDS_BY_LEVEL[other]:
+            return f" ({name} is a field of {LEVEL_NOUN[other]}: test it {how.replace('NAME', name)})"
+    return ""

@@ -31,6 +31,7 @@ from auditor.engine.conditions import (
     Having,
     HavingSpec,
     ParseContext,
+    check_misspelt_parts,
     condition_schema,
     parse_condition,
     parse_counting,
@@ -614,6 +615,7 @@ def parse_aggregate(node: Any, ctx: ParseContext, path: list[Any]) -> Aggregate 
         report_pydantic(ctx, path, exc, "'aggregate'", AggregateSpec)
     exact = node.get("case") == "exact"
     counting = parse_counting(node, Level.COLUMN, ctx, path, exact=exact)  # checked even if spec is not
+    check_misspelt_parts(node, AggregateSpec.model_fields, Level.COLUMN, ctx)
     if spec is None or counting is None:
         return None
     return Aggregate(spec.per, counting.where, counting.group_by, exact, counting.having)

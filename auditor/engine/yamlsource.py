@@ -233,6 +233,11 @@ def load_yaml(text: str, source: str, problems: Problems) -> Any:
     except yaml.MarkedYAMLError as exc:
         problems.add(source, *_yaml_error(exc, text))
         return None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: where it is, in our words
+        before = text[: exc.position]
+        where = Mark(before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1)
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        problems.add(source, where, f"invalid YAML: character U+{character:04X}: {exc.reason}")
     except yaml.YAMLError as exc:
         problems.add(source, None, f"invalid YAML: {exc}")
         return None

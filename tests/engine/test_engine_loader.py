@@ -1105,3 +1105,153 @@ def test_a_misspelt_counting_key_gets_a_suggestion(write):
     with pytest.raises(RuleError) as caught:
         load_ruleset([path])
     assert "unknown key 'havng' in 'tags' (did you mean 'having'?)" in caught.value.problems[0]
+
+
+AGGREGATE = "scope: column\n    condition: {field: columnName, eq: ssn}"
+COLUMNS = "columnName, fullyQualifiedName, source, tableName, dataType, isPrimary, businessAttribute, "
+
+
+@pytest.mark.parametrize(
+    ("new", "expected"),
+    [
+        # Found by a rule-language probe. A list or mapping given to group_by was an internal error
+        # (exit 3: "unhashable type: 'LocList'"), which hid every other problem.
+        (
+            "scope: aggregate\n    aggregate: {group_by: [columnName], having: {gte: 2}}",
+            [
+                "7:27: cannot group a column by a list; valid fields: "
+                + COLUMNS
+                + "cluster.id, cluster.name, "
+                "cluster.severity, cluster.status, cluster.size"
+            ],
+        ),
+        (
+            "scope: column\n    condition: {tags: {group_by: {a: b}, having: {gte: 2}}}",
+            [
+                "7:34: cannot group a tag by a mapping; valid fields: tagName, tagValue, tagId, valueId, "
+                "isMutuallyExclusive, hidden, applicationType"
+            ],
+        ),
+        # A null part of a counting form was read as absent (the schema refuses it)
+        (
+            "scope: column\n    condition: {tags: {having: {gte: 2}, group_by: null}}",
+            ["7:52: group_by: nothing (null) given; leave the key out, or give a field"],
+        ),
+        (
+            "scope: aggregate\n"
+            "    aggregate: {per: snapshot, group_by: columnName, having: {gte: 2}, where: null}",
+            ["7:79: where: nothing (null) given; leave the key out, or give a condition"],
+        ),
+        (
+            "scope: column\n    condition: {tags: {having: {distinct: null, gte: 2}}}",
+            ["7:43: distinct: nothing (null) given; leave the key out, or name a field"],
+        ),
+        # A misspelt part of a counting form: what it holds is checked too
+        (
+            "scope: column\n    condition: {attributes: {havin: {distinct: rankk, gte: 2}}}",
+            [
+                "7:30: unknown key 'havin' in 'attributes' (did you mean 'having'?); valid: any, all, none, "
+                "where, group_by, having",
+                "7:48: cannot count distinct 'rankk' on an attribute (did you mean 'rank'?); valid fields: "
+                "attribute_name, attribute_original_name, rank, calc_confidence_level, attribute_type, "
+                "attribute_id",
+            ],
+        ),
+        (
+            "scope: column\n    condition: {tags: {having: {distinc: tagVal, gte: 2}}}",
+            [
+                "7:33: unknown key 'distinc' in 'having' (did you mean 'distinct'?); valid: distinct, eq, "
+                "ne, gt, gte, lt, lte, case",
+                "7:42: cannot count distinct 'tagVal' on a tag (did you mean 'tagValue'?); valid fields: "
+                "tagName, tagValue, tagId, valueId, isMutuallyExclusive, hidden, applicationType",
+            ],
+        ),
+        (
+            "scope: aggregate\n    aggregate: {group_by: columnName, havin: {distinct: sorce, gte: 2}}",
+            [
+                "7:16: 'aggregate' is missing the required key 'having'",
+                "7:39: unknown key 'havin' in 'aggregate' (did you mean 'having'?); valid: per, where, "
+                "group_by, case, having",
+                "7:57: cannot count distinct 'sorce' on a column (did you mean 'source'?); valid fields: "
+                + COLUMNS
+                + "cluster.id, cluster.name, cluster.severity, cluster.status, cluster.size",
+            ],
+        ),
+        # Mixing a mode with a counting form said "needs exactly one of any/all/none"
+        (
+            "scope: column\n    condition: {tags: {group_by: tagName, any: {field: tagName, eq: x}}}",
+            [
+                "7:23: 'tags' takes any/all/none or a counting form (where/group_by/having), not both: "
+                "found any and group_by"
+            ],
+        ),
+        # A key beside a quantifier, and a field of another level
+        (
+            "scope: column\n    condition: {tags: {any: {field: tagName, eq: x}}, atributes: {}}",
+            [
+                "7:55: unknown condition 'atributes' (did you mean 'attributes'?) next to 'tags': a "
+                "condition has one key; combine conditions with all: [...] or any: [...]"
+            ],
+        ),
+        (
+            "scope: column\n    condition: {field: calc_confidence_level, gte: 0.9}",
+            [
+                "7:24: unknown field 'calc_confidence_level' on a column (calc_confidence_level is a field "
+                "of an attribute: test it inside attributes: {any: {field: calc_confidence_level, …}}); "
+                "valid fields: "
+                + COLUMNS
+                + "cluster.id, cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size"
+            ],
+        ),
+        (
+            "scope: cluster\n    condition: {field: source, eq: x}",
+            [
+                "7:24: unknown field 'source' on a cluster (source is a field of a column: test it inside "
+                "columns: {any: {field: source, …}} (or in a column rule)); valid fields: cluster.id, "
+                "cluster.name, cluster.labels, cluster.severity, cluster.status, cluster.size"
+            ],
+        ),
+        # A distinct count below zero never holds; an empty mapping is not null
+        (
+            "scope: column\n    condition: {tags: {having: {distinct: tagValue, lt: 0}}}",
+            ["7:57: lt: 0 never holds: a count of distinct values is never below 0"],
+        ),
+        (
+            "scope: column\n    condition: {}",
+            [
+                "7:16: a condition must be a mapping with one of: all, any, not, field, tags, attributes "
+                "(got an empty mapping)"
+            ],
+        ),
+    ],
+)
+def test_counting_forms_and_misplaced_fields_are_named_as_written(write, new, expected):
+    text = GOOD.replace(AGGREGATE, new).replace('"{column.fullyQualifiedName} in {cluster.name}"', "m")
+    path = write("r.yaml", text)
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert [p.removeprefix(f"{path}:") for p in caught.value.problems] == expected
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "{tags: {having: {gte: 2}, group_by: null}}",
+        "{tags: {having: {gte: 2}, where: null}}",
+        "{tags: {having: {distinct: null, gte: 2}}}",
+    ],
+)
+def test_the_schema_and_validation_agree_on_a_null_part_of_a_counting_form(write, condition):
+    text = GOOD.replace("{field: columnName, eq: ssn}", condition)
+    assert list(jsonschema.Draft202012Validator(rules_json_schema()).iter_errors(yaml.safe_load(text)))
+    with pytest.raises(RuleError):
+        load_ruleset([write("r.yaml", text)])
+
+
+def test_a_character_yaml_does_not_allow_is_named_where_it_is(write):
+    path = write("r.yaml", GOOD.replace("title: Good", "title: Go\x07od"))
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:3:14: invalid YAML: character U+0007: control characters are not allowed"
+    ]

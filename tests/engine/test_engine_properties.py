@@ -207,8 +207,9 @@ def havings(draw, level: str) -> dict[str, Any]:
         if draw(st.integers(0, 3)) == 0:
             having["case"] = "exact"
     op = draw(st.sampled_from(("eq", "ne", "gt", "gte", "lt", "lte")))
-    # a plain count is at least 1: thresholds it can never meet are refused by validation
-    least = {"eq": 1, "lt": 2, "lte": 1}.get(op, 0) if "distinct" not in having else 0
+    # a plain count is at least 1, a distinct one at least 0: thresholds it can never meet are
+    # refused by validation
+    least = {"eq": 1, "lt": 2, "lte": 1}.get(op, 0) if "distinct" not in having else {"lt": 1}.get(op, 0)
     having[op] = draw(st.integers(least, 3))
     return having
 

@@ -61,7 +61,7 @@ from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
 from auditor.store.runs import LISTING_KEY, SKIP_KEY, RunInfo, get_run, name_ids
 from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
-from auditor.workers import start_pool
+from auditor.workers import main_unimportable, start_pool
 
 log = secrets.scrubbed_logger("auditor.snapshot")
 
@@ -207,6 +207,7 @@ def take_snapshot(
         timer.daemon = True
         timer.start()
     try:
+        processes = _startable(processes)
         if processes:
             pool = start_decoders(processes)  # they start while the clusters are listed
         # A cluster record that does not fit the models, but has an id, fails that cluster alone.
@@ -215,7 +216,7 @@ def take_snapshot(
         if skip:
             clusters = _leave_out(clusters, skip, details)
         if processes is None:
-            processes = _processes_for(clusters)
+            processes = _startable(_processes_for(clusters))
             if processes:
                 pool = start_decoders(processes)
         details["processes"] = processes
@@ -345,6 +346,15 @@ def _processes_for(clusters: list[tuple[Any, dict[str, Any]]]) -> int:
     if None not in sizes and sum(size or 0 for size in sizes) < POOL_MIN_COLUMNS:
         return 0
     return default_processes()
+
+
+def _startable(processes: int | None) -> int | None:
+    """``processes``, or 0 (decoding in the threads, said in a warning) where this program cannot
+    start worker processes (:func:`auditor.workers.main_unimportable`)."""
+    if processes and (why := main_unimportable()):
+        log.warning("pages are decoded in this process's threads, not in %d processes: %s", processes, why)
+        return 0
+    return processes
 
 
 def default_processes() -> int:

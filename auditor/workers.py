@@ -205,6 +205,30 @@ def _running(pid: int) -> bool:
         return True
 
 
+def main_unimportable() -> str | None:
+    """Why worker processes cannot start from this program, or ``None`` when they can.
+
+    A fork server's (or spawn's) child imports the caller's main module again, by its path when it
+    was run as a script; a program read from standard input (``python - < job.py``) names
+    ``<stdin>``, which no child can import, and every worker died as it started (the snapshot
+    failed with "a page-decoding process died unexpectedly"). Callers then work in this process.
+    """
+    import sys
+    from multiprocessing import process
+
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:  # -m module: imported by name
+        return None
+    path = getattr(main, "__file__", None)
+    if path is None:  # the interactive interpreter, python -c: nothing for a child to import
+        return None
+    if not os.path.isabs(path) and process.ORIGINAL_DIR is not None:
+        path = os.path.join(process.ORIGINAL_DIR, path)
+    if os.path.isfile(path):
+        return None
+    return f"the main program ({main.__file__}) is not a file that worker processes could import"
+
+
 def shadowed_by_current_directory() -> bool:
     """True when ``./auditor`` is a package other than the one this process imported."""
     try:

@@ -273,3 +273,54 @@ def test_a_held_stop_wins_over_the_failure_it_caused():
         assert isinstance(caught.value.__context__, EOFError)
     finally:
         signals.signal(signals.SIGTERM, previous)
+
+
+def test_a_program_read_from_standard_input_decodes_in_its_threads_and_says_so(sandbox, tmp_path):
+    # Found by a library probe: 'python - < job.py' names its main program '<stdin>', which the
+    # workers import again by path: every one died as it started, and the snapshot failed with "a
+    # page-decoding process died unexpectedly".
+    server = sandbox(clusters=4, columns=200, seed=3)
+    job = textwrap.dedent(
+        f"""
+        import logging
+        from auditor.bigid.client import BigIDClient, ClientOptions
+        from auditor.snapshot import take_snapshot
+        from auditor.store.db import open_database
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        engine = open_database({str(tmp_path / "s.db")!r})
+        with BigIDClient(ClientOptions(url={server.url!r}, token={server.key!r})) as client:
+            run = take_snapshot(engine, client, processes=2)
+        print(run.status, run.columns_stored, run.details["processes"])
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIGID_", "AUDITOR_"))}
+    done = subprocess.run(
+        [sys.executable, "-"], input=job, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["complete", "200", "0"]
+    assert done.stderr.splitlines() == [
+        "WARNING pages are decoded in this process's threads, not in 2 processes: the main program "
+        "(<stdin>) is not a file that worker processes could import"
+    ]
+
+
+def test_a_script_run_from_a_file_or_as_a_module_can_start_workers(monkeypatch, tmp_path):
+    import types
+
+    from auditor.workers import main_unimportable
+
+    script = tmp_path / "job.py"
+    script.write_text("pass\n")
+    for main, expected in (
+        (types.SimpleNamespace(__spec__=None, __file__=str(script)), None),
+        (types.SimpleNamespace(__spec__=types.SimpleNamespace(name="job"), __file__="<stdin>"), None),
+        (types.SimpleNamespace(__spec__=None), None),  # python -c, the interactive interpreter
+        (
+            types.SimpleNamespace(__spec__=None, __file__=str(tmp_path / "gone.py")),
+            f"the main program ({tmp_path / 'gone.py'}) is not a file that worker processes could import",
+        ),
+    ):
+        monkeypatch.setitem(sys.modules, "__main__", main)
+        assert main_unimportable() == expected

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, literal, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
+from auditor import secrets
 from auditor.engine import fields as F
 from auditor.engine.conditions import (
     AllOf,
@@ -55,7 +56,9 @@ from auditor.stopping import removed_on_hard_stop
 from auditor.store.db import SQLITE_MMAP_BYTES, keys_in, one_connection_only, store_errors
 from auditor.store.runs import missing_run
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
-from auditor.workers import remove_if_orphaned, start_pool
+from auditor.workers import main_unimportable, remove_if_orphaned, start_pool
+
+log = secrets.scrubbed_logger(__name__)
 
 CHUNK = 5_000  # cluster ids per placeholder-values query (SQLite allows 32,766 parameters)
 MAX_WORKERS = 2  # rules evaluated at once (see default_workers)
@@ -177,7 +180,12 @@ def parallel_mode(engine: Engine, run_id: int, workers: int) -> str:
         return "serial"
     with engine.connect() as connection:
         stored = connection.execute(select(runs.c.columns_stored).where(runs.c.id == run_id)).scalar()
-    return "processes" if (stored or 0) >= PROCESS_MIN_COLUMNS else "serial"
+    if (stored or 0) < PROCESS_MIN_COLUMNS:
+        return "serial"
+    if why := main_unimportable():
+        log.warning("rules are evaluated one at a time in this process: %s", why)
+        return "serial"
+    return "processes"
 
 
 def evaluate_each(

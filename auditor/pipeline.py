@@ -257,6 +257,7 @@ def run_job(
     export_dir: str | Path | None = None,
     templates_dir: str | Path | None = None,
     email: EmailOptions | None = None,
+    taken: Callable[[RunInfo], Any] | None = None,
     checked: Callable[[RunInfo, CheckResult, int], Any] | None = None,
 ) -> JobResult:
     """Snapshot, check against ``baseline``, diff against it too, write the report, email it.
@@ -269,7 +270,9 @@ def run_job(
     recorded ``failed``) before anything is checked, so a partial catalog never reads as clean; one
     with clusters that could not be fetched raises :class:`auditor.errors.PartialSnapshotError`.
 
-    ``checked(run, check, exit_code)`` is called once the check is done and stored, before the
+    ``taken(run)`` is called once the snapshot is complete, before the check (a caller that meets
+    an error after it can say the run is stored), and ``checked(run, check, exit_code)`` once the
+    check is done and stored, before the
     report is built: a caller prints the check's results there, so that they are out even when
     writing the report then fails (a full disk, a stop).
 
@@ -289,6 +292,8 @@ def run_job(
         max_seconds=max_seconds,
         skip_clusters=skip_clusters,
     )
+    if taken is not None:
+        taken(run)
     check = check_run(engine, run.id, ruleset, waivers=waivers, baseline=baseline)
     exit_code = check.gate(fail_on, new_only)
     if checked is not None:

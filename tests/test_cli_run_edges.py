@@ -479,3 +479,27 @@ def test_help_is_shown_in_a_folder_whose_settings_file_is_broken(run_cli, tmp_pa
     assert result.exit_code == 0
     assert result.stdout.startswith("Usage: cli check [OPTIONS]\n")  # (CliRunner names the group cli)
     assert result.stderr == ""
+
+
+def test_a_check_that_fails_after_the_snapshot_says_the_run_is_stored(run_cli, small):
+    # Found by a fault probe: the findings did not fit the disk, and nothing said that the run just
+    # taken was stored and complete; re-running the job took yet another snapshot.
+    import sqlite3
+
+    assert run_cli("run", "-q", "--report", "r1.html").exit_code == 0
+    with sqlite3.connect(small / "auditor.db") as connection:  # the findings' store fails as a full disk does
+        connection.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON evaluations "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    result = run_cli("run", "--report", "r2.html")
+    assert result.exit_code == 3
+    lines = result.stderr.splitlines()
+    assert lines[-2] == "error: could not store the findings of run 2: database or disk is full"
+    assert lines[-1].startswith("hint: check that the disk holding the database is not full")
+    assert lines[-1].endswith(
+        "; run 2 is stored and complete: once that is fixed, check it with 'auditor check --run 2' and "
+        "report it with 'auditor report --run 2' (with the options given here) rather than taking another "
+        "snapshot"
+    )
+    assert not (small / "r2.html").exists()

@@ -34,7 +34,7 @@ from auditor.cli.fetch import (
     skip_cluster_option,
 )
 from auditor.config import working_folder
-from auditor.errors import ConfigError, DeliveryError
+from auditor.errors import AuditorError, ConfigError, DeliveryError
 from auditor.store.runs import skipped_note
 
 if TYPE_CHECKING:
@@ -228,6 +228,7 @@ def run_command(
     max_seconds = _max_seconds(settings, max_minutes)
 
     said: list[tuple[RunInfo, CheckResult]] = []
+    taken: list[RunInfo] = []
 
     def say_results(run: RunInfo, check: CheckResult, _exit_code: int) -> None:
         """The check's output and notes, printed before the report is written: a report that then
@@ -294,6 +295,7 @@ def run_command(
                 report_path=report_path,
                 export_dir=export_dir,
                 templates_dir=templates_dir,
+                taken=taken.append,
                 checked=say_results,
             )
         except DeliveryError as exc:
@@ -314,6 +316,16 @@ def run_command(
                 exc.hint = (
                     f"{said_hint}run {run.id} is stored and checked, and its results are out; "
                     f"write the report again with: {again}"
+                )
+            raise
+        except AuditorError as exc:
+            if taken and not said:  # the check failed (a full disk): no need for another snapshot
+                run_id = taken[0].id
+                said_hint = f"{exc.hint}; " if exc.hint else ""
+                exc.hint = (
+                    f"{said_hint}run {run_id} is stored and complete: once that is fixed, check it with "
+                    f"'auditor check --run {run_id}' and report it with 'auditor report --run {run_id}' "
+                    "(with the options given here) rather than taking another snapshot"
                 )
             raise
     for path in result.written:

@@ -477,23 +477,69 @@ class DatabaseFileGone(StoreError):
     """The SQLite file a command was writing was deleted or replaced meanwhile (exit 3)."""
 
 
-def require_same_file(engine: Engine, identity: tuple[int, int] | str | None, what: str) -> None:
+SIDECARS = ("-wal", "-shm")  # the write-ahead log of a SQLite file, beside it
+
+
+def sidecar_identities(engine: Engine) -> dict[str, tuple[int, int]]:
+    """The write-ahead log files of the SQLite file of ``engine`` that exist, by path, as
+    (device, inode); empty for a server's database."""
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    found: dict[str, tuple[int, int]] = {}
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return found
+    for suffix in SIDECARS:
+        with contextlib.suppress(OSError):
+            stat = os.stat(path + suffix)
+            if stat.st_ino:
+                found[path + suffix] = (stat.st_dev, stat.st_ino)
+    return found
+
+
+def require_same_file(
+    engine: Engine,
+    identity: tuple[int, int] | str | None,
+    what: str,
+    sidecars: dict[str, tuple[int, int]] | None = None,
+) -> None:
     """Raise :class:`StoreError` when the SQLite file of ``engine`` is no longer the one that had
     ``identity`` (:func:`file_identity`): deleted, or replaced by another file, while ``what``.
 
     Its connections would go on writing into the deleted file (a snapshot then ended "complete",
     exit 0, with nothing left on disk), or into the file put in its place with the old one's
-    write-ahead log (which damaged it)."""
+    write-ahead log (which damaged it).
+
+    ``sidecars`` (:func:`sidecar_identities`, kept up to date here while the file is the same): the
+    write-ahead log the command's connections use. SQLite leaves it beside the path when the file
+    under it has moved, and the next command to open the file now there (or a backup restored
+    there) replayed the old file's pages into it: a malformed database, for good. Those of its
+    files that are still the ones the command used are removed when the file is found gone.
+    """
     if identity is None or identity == FILE_GONE:
         return
     now = file_identity(engine)
     if now == identity or now is None:
+        if sidecars is not None:
+            sidecars.clear()
+            sidecars.update(sidecar_identities(engine))
         return
+    removed = []
+    for path, seen in sorted((sidecars or {}).items()):
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            if (stat.st_dev, stat.st_ino) == seen:
+                os.unlink(path)
+                removed.append(Path(path).name)
     how = "deleted (or can no longer be reached)" if now == FILE_GONE else "replaced by another file"
+    cleared = (
+        f"; its write-ahead log ({', '.join(removed)}) was removed, so that no command applies it to "
+        "the file there now"
+        if removed
+        else ""
+    )
     raise DatabaseFileGone(
         f"the database file {engine.url.database} was {how} while {what}",
-        hint="nothing more is written to it; restore the file (or remove what replaced it) and run the "
-        "command again",
+        hint=f"nothing more is written to it{cleared}; restore the file (or remove what replaced it) and "
+        "run the command again",
     )
 
 
@@ -624,8 +670,13 @@ READ_HINT = (
 )
 WRITE_HINT = "check that the database is writable and not full"
 DISK_HINT = (
-    "check that the disk holding the database is not full (nor the file over a size limit, ulimit -f) "
-    "and that the file can be read and written"
+    "check that the disk holding the database is not full (nor the file over a size limit, ulimit -f), "
+    "nor SQLite's temporary folder ($SQLITE_TMPDIR, else $TMPDIR, else /var/tmp or /tmp: large "
+    "sorts and findings go there), and that the file can be read and written"
+)
+MALFORMED_HINT = (
+    "the database file is damaged: restore it from a backup, or salvage what it holds with "
+    "'sqlite3 FILE .recover | sqlite3 NEW.db' and point --db at the new file"
 )
 
 
@@ -744,8 +795,10 @@ def store_errors(what: str, hint: str = READ_HINT) -> Iterator[None]:
             hint = LOCKED_HINT.format(seconds=SQLITE_BUSY_TIMEOUT_MS / 1000)
         elif "readonly database" in detail:  # SQLite opened the file read-only (no write permission)
             hint = f"the database file or its folder cannot be written: {READ_ONLY_HINT}"
-        elif _disk_failed(detail) and hint == READ_HINT:  # (a writer's own hint already says so)
+        elif _disk_failed(detail) and hint in (READ_HINT, WRITE_HINT):  # (a writer's own hint may say more)
             hint = DISK_HINT
+        elif "malformed" in detail or "file is not a database" in detail:
+            hint = MALFORMED_HINT
         elif "statement timeout" in detail:  # PostgreSQL's statement_timeout (a role's or a server's)
             hint = TIMEOUT_HINT
         elif "canceling statement due to user request" in detail:

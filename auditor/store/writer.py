@@ -56,6 +56,7 @@ from auditor.store.db import (
     keys_in,
     lock_wait_notice,
     require_same_file,
+    sidecar_identities,
     store_errors,
 )
 from auditor.store.runs import WRITER_KEY, writer_identity
@@ -495,6 +496,7 @@ class SnapshotWriter:
             )
             self.run_id: int = int(result.inserted_primary_key[0])
         self._file = file_identity(engine)  # checked before every write: see require_same_file
+        self._sidecars = sidecar_identities(engine)
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -598,7 +600,7 @@ class SnapshotWriter:
         """Write everything queued, in one transaction (``patience``: see :meth:`fail`)."""
         if not (self._pending_run_clusters or self._pending_rows or self._pending_stats or self._discarded):
             return
-        require_same_file(self.engine, self._file, f"run {self.run_id} was written")
+        require_same_file(self.engine, self._file, f"run {self.run_id} was written", self._sidecars)
         with store_errors(f"could not write run {self.run_id}", WRITE_HINT):
             try:
                 with self.engine.begin() as connection, bounded_lock_wait(connection, patience):
@@ -732,7 +734,7 @@ class SnapshotWriter:
     ) -> None:
         if self._closed:
             return
-        require_same_file(self.engine, self._file, f"run {self.run_id} was written")
+        require_same_file(self.engine, self._file, f"run {self.run_id} was written", self._sidecars)
         with (
             store_errors(f"could not finish run {self.run_id}", WRITE_HINT),
             self.engine.begin() as connection,

@@ -80,3 +80,53 @@ def test_a_database_folder_replaced_by_a_file_is_a_store_error_not_an_internal_o
             writer.complete(RunTotals(clusters_announced=1, requests=2))
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("how", ["moved over it", "deleted, then a backup restored"])
+def test_the_write_ahead_log_of_a_file_gone_is_not_applied_to_the_file_put_there(
+    tmp_path: Path, how: str
+) -> None:
+    # Found by a fault probe: `mv other.db audit.db` (or `rm audit.db` and a backup copied back)
+    # during a snapshot left audit.db-wal and -shm beside the path, SQLite does not remove them
+    # once the file has moved, and the next command (even `auditor runs`) replayed the old file's
+    # pages into the file there now: "database disk image is malformed", for good.
+    path = tmp_path / "audit.db"
+    other = tmp_path / "other.db"
+    engine = open_database(other)
+    try:
+        writer = SnapshotWriter(engine, source_url="https://other.example.net", cluster_filter=None)
+        _feed(writer)
+        writer.complete(RunTotals(clusters_announced=1, requests=2))
+    finally:
+        engine.dispose()
+    engine = open_database(path)
+    try:
+        writer = SnapshotWriter(engine, source_url="https://bigid.example.net", cluster_filter=None)
+        _feed(writer)
+        writer.flush()
+        for n in range(40):  # pages in the write-ahead log that the file put there does not have
+            column = {**COLUMN, "fullyQualifiedName": f"hr.people.c{n}", "columnName": "x" * 2000}
+            writer.add_columns("c1", [(parse_column(column), column)])
+        writer.flush()
+        assert Path(f"{path}-wal").exists()
+        if how == "moved over it":
+            other.replace(path)
+        else:
+            path.unlink()
+            shutil.copy(other, path)
+        with pytest.raises(StoreError) as raised:
+            writer.complete(RunTotals(clusters_announced=1, requests=2))
+        assert raised.value.hint.startswith(
+            "nothing more is written to it; its write-ahead log (audit.db-shm, audit.db-wal) was removed, "
+            "so that no command applies it to the file there now"
+        )
+        assert not Path(f"{path}-wal").exists() and not Path(f"{path}-shm").exists()
+    finally:
+        engine.dispose()
+    check = open_database(path)
+    try:
+        with check.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        assert [(run.id, run.source_url) for run in list_runs(check)] == [(1, "https://other.example.net")]
+    finally:
+        check.dispose()

@@ -1057,3 +1057,27 @@ def test_a_privilege_missing_on_postgresql_is_named_not_taken_for_a_full_disk(sa
         raise OperationalError("SELECT 1", {}, Exception(said))
     assert caught.value.message == f"could not record the check: {said}"
     assert caught.value.hint == getattr(store_db, hint)
+
+
+@pytest.mark.parametrize(
+    ("detail", "given", "expected"),
+    [
+        # found by a fault probe: a writer's own hint ("writable and not full") hid which disk, and a
+        # full $TMPDIR was blamed on the database's disk
+        ("database or disk is full", "WRITE_HINT", "DISK_HINT"),
+        ("disk I/O error", "WRITE_HINT", "DISK_HINT"),
+        ("database or disk is full", "READ_HINT", "DISK_HINT"),
+        # a damaged file was told to check that it is readable and at the newest schema
+        ("database disk image is malformed", "READ_HINT", "MALFORMED_HINT"),
+        ("database disk image is malformed", "WRITE_HINT", "MALFORMED_HINT"),
+    ],
+)
+def test_a_full_disk_or_a_damaged_file_gets_the_hint_that_says_so(detail, given, expected):
+    from sqlalchemy.exc import OperationalError
+
+    from auditor.store import db
+
+    with pytest.raises(StoreError) as caught, db.store_errors("could not write run 3", getattr(db, given)):
+        raise OperationalError("INSERT", {}, Exception(detail))
+    assert caught.value.hint == getattr(db, expected)
+    assert "$TMPDIR" in db.DISK_HINT and ".recover" in db.MALFORMED_HINT

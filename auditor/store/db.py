@@ -771,8 +771,10 @@ def _sqlite_unwritable(engine: Engine) -> str | None:
             return f"{folder} is on a read-only file system"
     except OSError:
         return None
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return f"this user may not write to {path if path.exists() else folder}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"this user may not write to {path}"
+    if not os.access(folder, os.W_OK):  # the journal beside the file: the folder, not the file (a probe)
+        return f"this user may not write to the folder {folder}"
     return None
 
 

@@ -1081,3 +1081,20 @@ def test_a_full_disk_or_a_damaged_file_gets_the_hint_that_says_so(detail, given,
         raise OperationalError("INSERT", {}, Exception(detail))
     assert caught.value.hint == getattr(db, expected)
     assert "$TMPDIR" in db.DISK_HINT and ".recover" in db.MALFORMED_HINT
+
+
+def test_an_unwritable_folder_is_named_as_the_folder_not_as_the_file(tmp_path, monkeypatch):
+    # found by a fault probe (as a user without root's override): a 555 folder holding a writable
+    # file was reported as "this user may not write to …/a.db"
+    from auditor.store import db
+
+    path = tmp_path / "a.db"
+    path.write_bytes(b"")
+    engine = db.create_db_engine(db.database_url(path))
+    try:
+        monkeypatch.setattr(db.os, "access", lambda target, mode: str(target) != str(tmp_path))
+        assert db._sqlite_unwritable(engine) == f"this user may not write to the folder {tmp_path}"
+        monkeypatch.setattr(db.os, "access", lambda target, mode: str(target) != str(path))
+        assert db._sqlite_unwritable(engine) == f"this user may not write to {path}"
+    finally:
+        engine.dispose()

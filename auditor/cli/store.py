@@ -193,7 +193,7 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
     running (abandoned) when that process is gone (auditor db prune marks it failed), and
     running (unknown) when it cannot be checked from here (another host, or an older auditor).
     """
-    from auditor.store.runs import in_utc, list_runs, name_ids, run_liveness, skipped_ids
+    from auditor.store.runs import in_utc, list_runs, name_ids, run_liveness, skipped_ids, stored_so_far
 
     settings.guard_outputs(db, {"--output": output}, {})
     # No database yet: no runs, and no empty file created where a mistyped --db points.
@@ -203,6 +203,8 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
         write_output(json.dumps({"runs": shapes}, indent=2) + "\n", output)
         return
     liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}
+    # a run's counters are written when it ends: a running one shows what it has stored so far
+    so_far = stored_so_far(settings.engine(db), [run.id for run in runs if run.status == "running"])
     width = max([9, *(len(f"running ({found.state})") for found in liveness.values() if found)])
     header = f"{'ID':>5}  {'STATUS':<{width}} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"
     lines = [header]
@@ -218,10 +220,8 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
             source = f"{source}  skipping {one_line(name_ids(skipped))}".lstrip()
         if run.damaged:
             source = f"{source}  RECORD DAMAGED: {one_line(run.damaged)}".lstrip()
-        lines.append(
-            f"{run.id:>5}  {status:<{width}} {started:<20} {run.clusters_stored or 0:>9} "
-            f"{run.columns_stored or 0:>10}  {source}"
-        )
+        clusters, columns = so_far.get(run.id, (run.clusters_stored or 0, run.columns_stored or 0))
+        lines.append(f"{run.id:>5}  {status:<{width}} {started:<20} {clusters:>9} {columns:>10}  {source}")
     if not runs:
         lines.append("(no runs yet: take one with `auditor snapshot` or try `auditor demo`)")
     write_output("\n".join(lines) + "\n", output)

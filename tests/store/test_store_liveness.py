@@ -219,3 +219,31 @@ def test_latest_with_no_complete_run_names_the_newest_run_and_what_became_of_it(
         f"take a new snapshot (auditor snapshot), or pass --run {written} --allow-incomplete "
         "to use that run as it is"
     )
+
+
+def test_auditor_runs_shows_what_a_running_run_has_stored_so_far(run_cli, tmp_path):
+    # Found by a PostgreSQL probe: a snapshot killed after storing 40 clusters and 11,431 columns
+    # was listed as "running (abandoned) … 0 0"; its counters are written only when a run ends.
+    from auditor.bigid.models import parse_cluster, parse_column
+    from auditor.store.writer import ClusterStats
+
+    db = str(tmp_path / "a.db")
+    engine = open_database(db)
+    writer = SnapshotWriter(engine, source_url="x")
+    for n in range(2):
+        cluster = {"id": f"c{n}", "name": f"C{n}"}
+        writer.add_cluster(parse_cluster(cluster), cluster, n)
+        columns = [{"fullyQualifiedName": f"s.t.c{n}{i}", "columnName": f"c{i}"} for i in range(3)]
+        writer.add_columns(f"c{n}", [(parse_column(column), column) for column in columns])
+        if n == 0:
+            writer.finish_cluster("c0", ClusterStats(total_announced=3, columns_fetched=3, pages=1))
+    writer.flush()  # c0 done, c1 still being fetched: its columns are stored, the cluster not yet
+    abandon(engine, writer.run_id)
+    table = run_cli("runs", "--db", db)
+    assert table.exit_code == 0, table.output
+    fields = table.stdout.splitlines()[1].split()  # ID, STATUS (two words), STARTED (two), CLUSTERS, COLUMNS
+    assert fields[:3] == ["1", "running", "(abandoned)"] and fields[5:7] == ["1", "6"]
+    assert (
+        json.loads(run_cli("runs", "--db", db, "--format", "json").stdout)["runs"][0]["columns_stored"]
+        is None
+    )

@@ -38,6 +38,8 @@ from auditor.errors import AuditorError, ConfigError, DeliveryError
 from auditor.store.runs import skipped_note
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from auditor.engine import CheckResult
     from auditor.store.runs import RunInfo
 
@@ -227,14 +229,14 @@ def run_command(
     limit = _max_failed_clusters(settings, max_failed_clusters)
     max_seconds = _max_seconds(settings, max_minutes)
 
-    said: list[tuple[RunInfo, CheckResult]] = []
+    said: list[CheckResult] = []
     taken: list[RunInfo] = []
 
     def say_results(run: RunInfo, check: CheckResult, _exit_code: int) -> None:
         """The check's output and notes, printed before the report is written: a report that then
         cannot be written (a full disk, exit 3) or a stop during it does not take them along. The
         files written and the gate's verdict follow the report."""
-        said.append((run, check))
+        said.append(check)
         write_output(render_chunks(fmt, check), output)
         if fmt == "sarif":
             from auditor.formats.sarif_format import size_note
@@ -298,34 +300,23 @@ def run_command(
                 taken=taken.append,
                 checked=say_results,
             )
-        except DeliveryError as exc:
-            if said:  # the report or an export could not be written: the rest is done and said
-                run, check = said[0]
-                again = report_command(
-                    run.id,
-                    _compared_with(check, baseline),
-                    rules_paths or (),
-                    waivers_path,
-                    output=report_path or default_report_name(run.id),
-                    export_dir=export_dir,
-                    db=db,
-                    templates=templates,
-                    config=click.get_current_context().find_root().params.get("config_path"),
-                )
-                said_hint = f"{exc.hint}; " if exc.hint else ""
-                exc.hint = (
-                    f"{said_hint}run {run.id} is stored and checked, and its results are out; "
-                    f"write the report again with: {again}"
-                )
-            raise
         except AuditorError as exc:
-            if taken and not said:  # the check failed (a full disk): no need for another snapshot
-                run_id = taken[0].id
-                said_hint = f"{exc.hint}; " if exc.hint else ""
-                exc.hint = (
-                    f"{said_hint}run {run_id} is stored and complete: once that is fixed, check it with "
-                    f"'auditor check --run {run_id}' and report it with 'auditor report --run {run_id}' "
-                    "(with the options given here) rather than taking another snapshot"
+            if taken:  # the snapshot is stored: say what is left to do, not to take another one
+                exc.hint = _what_is_left(
+                    exc,
+                    taken[0],
+                    said[0] if said else None,
+                    report_command_for=lambda run, check: report_command(
+                        run.id,
+                        _compared_with(check, baseline),
+                        rules_paths or (),
+                        waivers_path,
+                        output=report_path or default_report_name(run.id),
+                        export_dir=export_dir,
+                        db=db,
+                        templates=templates,
+                        config=click.get_current_context().find_root().params.get("config_path"),
+                    ),
                 )
             raise
     for path in result.written:
@@ -368,6 +359,31 @@ def run_command(
             settings.info(f"wrote the email to {result.eml_path}")
     if result.exit_code:
         click.get_current_context().exit(result.exit_code)
+
+
+def _what_is_left(
+    exc: AuditorError,
+    run: RunInfo,
+    check: CheckResult | None,
+    *,
+    report_command_for: Callable[[RunInfo, CheckResult], str],
+) -> str | None:
+    """The hint of an error that ended ``auditor run`` after its snapshot ``run`` was stored (and,
+    with ``check``, checked and its results printed): what is left to do."""
+    said = f"{exc.hint}; " if exc.hint else ""
+    if check is not None and isinstance(exc, DeliveryError):  # the report or an export
+        again = report_command_for(run, check)
+        return (
+            f"{said}run {run.id} is stored and checked, and its results are out; "
+            f"write the report again with: {again}"
+        )
+    if check is None:  # the check failed (a full disk)
+        return (
+            f"{said}run {run.id} is stored and complete: once that is fixed, check it with "
+            f"'auditor check --run {run.id}' and report it with 'auditor report --run {run.id}' "
+            "(with the options given here) rather than taking another snapshot"
+        )
+    return exc.hint
 
 
 def _compared_with(check: CheckResult, baseline: str | int | None) -> int | str | None:

@@ -204,7 +204,8 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
         return
     liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}
     # a run's counters are written when it ends: a running one shows what it has stored so far
-    so_far = stored_so_far(settings.engine(db), [run.id for run in runs if run.status == "running"])
+    running = [run.id for run in runs if run.status == "running"]
+    so_far = stored_so_far(settings.engine(db), running) if running else {}  # no database made
     width = max([9, *(len(f"running ({found.state})") for found in liveness.values() if found)])
     header = f"{'ID':>5}  {'STATUS':<{width}} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"
     lines = [header]

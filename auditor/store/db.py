@@ -544,9 +544,21 @@ def require_same_file(
 
 
 def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Engine:
-    """Open (and by default create or upgrade) the database at ``target`` (path or URL)."""
+    """Open (and by default create or upgrade) the database at ``target`` (path or URL).
+
+    A SQLite file this user may not write is refused (exit 3), as one in a folder it may not write
+    is: SQLite opened it read-only and left its write-ahead log files beside it with the file's
+    read-only mode, owned by this user, and the next command that writes (the file's owner's
+    scheduled snapshot) then failed with "attempt to write a readonly database".
+    """
     url = database_url(target)
     engine = create_db_engine(url)
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if path and os.path.isfile(path) and not os.access(path, os.W_OK):
+        refused = _unwritable_error(engine, "open")
+        engine.dispose()
+        if refused is not None:
+            raise refused
     try:
         found = _refuse_foreign(engine) if migrate else None
         current, head = (current_revision(engine), head_revision()) if migrate else (None, None)
@@ -746,15 +758,16 @@ READ_ONLY_HINT = (
 )
 
 
-def _unwritable_error(engine: Engine, doing: str, reason: str) -> StoreError | None:
-    """The error to raise when ``reason`` (a failure to open or migrate) is SQLite's file being
-    unwritable: it must write the file and the journal beside it, even to read."""
+def _unwritable_error(engine: Engine, doing: str, reason: str | None = None) -> StoreError | None:
+    """The error to raise when ``reason`` (a failure to open or migrate; none: found before trying)
+    is SQLite's file being unwritable: it must write the file and the journal beside it, even to
+    read."""
     unwritable = _sqlite_unwritable(engine) if engine.dialect.name == "sqlite" else None
     if unwritable is None:
         return None
     return StoreError(
-        f"could not {doing} the database {display_url(str(engine.url))}: {reason}: {unwritable} "
-        "(SQLite writes the file and a journal beside it, even to read it)",
+        f"could not {doing} the database {display_url(str(engine.url))}: {f'{reason}: ' if reason else ''}"
+        f"{unwritable} (SQLite writes the file and a journal beside it, even to read it)",
         hint=READ_ONLY_HINT,
     )
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, inspect, select, text
@@ -378,8 +379,8 @@ def test_a_database_on_a_read_only_file_system_is_said_to_be_so(read_only_folder
     write_catalog(engine, make_catalog(1, 2))
     engine.dispose()
     why = (
-        f"unable to open database file: {mounted} is on a read-only file system (SQLite writes the file "
-        "and a journal beside it, even to read it)"
+        f"{mounted} is on a read-only file system (SQLite writes the file and a journal beside it, even to "
+        "read it)"
     )
     hint = (
         "hint: copy the database to a folder you can write to and point --db at the copy, or mount it "
@@ -393,7 +394,9 @@ def test_a_database_on_a_read_only_file_system_is_said_to_be_so(read_only_folder
         result = run_cli(*args)
         assert result.exit_code == 3, args
         database = args[-1]
-        assert result.stderr == f"error: could not {doing} the database sqlite:///{database}: {why}\n{hint}"
+        # an existing file is refused before SQLite opens it; a new one when SQLite cannot create it
+        said = why if database.endswith("a.db") else f"unable to open database file: {why}"
+        assert result.stderr == f"error: could not {doing} the database sqlite:///{database}: {said}\n{hint}"
     assert sorted(p.name for p in mounted.iterdir()) == ["a.db", "keep.txt"]
 
 
@@ -1098,3 +1101,27 @@ def test_an_unwritable_folder_is_named_as_the_folder_not_as_the_file(tmp_path, m
         assert db._sqlite_unwritable(engine) == f"this user may not write to {path}"
     finally:
         engine.dispose()
+
+
+def test_a_database_file_this_user_may_not_write_is_refused_before_sqlite_opens_it(tmp_path, monkeypatch):
+    # Found by a fault probe (as a user without root's override): `auditor runs` on a chmod 444
+    # file opened it read-only and left -wal and -shm files beside it with mode 444, owned by that
+    # user; the owner's next snapshot then failed with "attempt to write a readonly database".
+    from auditor.store import db
+
+    path = tmp_path / "a.db"
+    db.open_database(path).dispose()
+    for side in ("-wal", "-shm"):
+        Path(f"{path}{side}").unlink(missing_ok=True)
+    real_access = os.access
+    monkeypatch.setattr(
+        db.os, "access", lambda target, mode: str(target) != str(path) and real_access(target, mode)
+    )
+    with pytest.raises(StoreError) as caught:
+        db.open_database(path)
+    assert caught.value.message == (
+        f"could not open the database {db.display_url(db.database_url(path))}: this user may not write to "
+        f"{path} (SQLite writes the file and a journal beside it, even to read it)"
+    )
+    assert caught.value.hint == db.READ_ONLY_HINT
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db"]

@@ -568,7 +568,9 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
                 # only the rebuild of 0003 takes long (the README lists what each revision does)
                 slow = current < "0003" <= head
                 log.warning(
-                    "upgrading the database %s from schema revision %s to %s%s",
+                    # one way (a probe: nothing said so, and even 'auditor runs' upgrades)
+                    "upgrading the database %s from schema revision %s to %s%s; older versions of "
+                    "cluster-auditor cannot open it afterwards",
                     display_url(url),
                     current,
                     head,

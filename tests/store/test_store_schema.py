@@ -65,6 +65,8 @@ def test_first_revision_with_data_upgrades_to_head_with_nothing_lost(tmp_path, c
     upgraded = store_db.open_database(tmp_path / "old.db")
     assert store_db.current_revision(upgraded) == store_db.head_revision()
     assert f"from schema revision 0001 to {store_db.head_revision()}" in caplog.text
+    # one way: said (found by an upgrade probe: 'auditor runs' upgraded and nothing said so)
+    assert caplog.text.rstrip().endswith("older versions of cluster-auditor cannot open it afterwards")
     caplog.clear()
     store_db.open_database(tmp_path / "old.db").dispose()  # at head: nothing to say
     store_db.open_database(tmp_path / "new.db").dispose()  # a new database is created silently

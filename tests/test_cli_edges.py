@@ -475,3 +475,76 @@ def test_run_refuses_dash_for_its_report_and_email(run_cli, tmp_path, option):
         "output)",
     ]
     assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        # Found by a path probe: an output that is a link to a rule file or a template replaced the
+        # file the link leads to (exit 0): only the written name was looked at
+        (
+            ["check", "--rules", "myr", "--format", "csv", "-o", "rl.csv"],
+            "is a file inside the folder this command reads as --rules: writing it would destroy it",
+        ),
+        (
+            ["report", "--templates", "tpl", "-o", "tl.html"],
+            "is a template in the folder this command reads as --templates",
+        ),
+        # a template in the folder that is itself a link (here to a template elsewhere)
+        (
+            ["report", "--templates", "tpl", "-o", "tpl/report.html.j2"],
+            "is a template in the folder this command reads as --templates",
+        ),
+    ],
+)
+def test_an_output_reaching_a_rule_file_or_a_template_through_a_link_is_refused(
+    run_cli, db, tmp_path, args, why
+):
+    from auditor.paths import reports_dir, rules_dir
+
+    (tmp_path / "myr").mkdir()
+    (tmp_path / "myr" / "clusters.yaml").write_text(
+        (rules_dir() / "clusters.yaml").read_text(encoding="utf-8")
+    )
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "report.css").write_text("body {}\n", encoding="utf-8")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "report.html.j2").write_text(
+        (reports_dir() / "report.html.j2").read_text(encoding="utf-8")
+    )
+    (tmp_path / "tpl" / "report.html.j2").symlink_to(tmp_path / "elsewhere" / "report.html.j2")
+    (tmp_path / "rl.csv").symlink_to(tmp_path / "myr" / "clusters.yaml")
+    (tmp_path / "tl.html").symlink_to(tmp_path / "tpl" / "report.css")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"}
+    option, written = args[-2:]
+    result = run_cli(*args[:-2], "--db", db, option, written)
+    assert result.exit_code == 2, result.output
+    shown = "--output" if option == "-o" else option
+    assert result.stderr == f"error: {shown} {written} {why}\nhint: give {shown} another file\n"
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"} == before
+
+
+def test_the_built_in_rules_and_templates_are_inputs_of_every_command(tmp_path, monkeypatch):
+    # Found by a path probe: 'report -o …/reports/report.html.j2' (and check -o over a built-in rule
+    # file) replaced the installed pack's own file, exit 0; every later report rendered the page.
+    # Checked through the guard itself: a failure here must not damage the installed package.
+    from auditor.cli.common import Settings
+    from auditor.errors import ConfigError
+    from auditor.paths import reports_dir, rules_dir
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.load(None, debug=False, verbose=False, quiet=True)
+    for written, why in (
+        (
+            reports_dir() / "report.html.j2",
+            "is a template in the folder this command reads as templates (built in)",
+        ),
+        (
+            rules_dir() / "clusters.yaml",
+            "is a file inside the folder this command reads as the built-in rules: writing it would "
+            "destroy it",
+        ),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            settings.guard_outputs(None, {"--output": str(written)}, {})
+        assert caught.value.message == f"--output {written} {why}"

@@ -20,6 +20,7 @@ import click
 from sqlalchemy import Engine
 
 from auditor import config as cfg
+from auditor import paths
 from auditor.bigid.auth import check_token
 from auditor.errors import ConfigError, DeliveryError
 from auditor.jsonstream import closed_after
@@ -130,6 +131,8 @@ class Settings:
                 for path in (given if isinstance(given, list | tuple) else [given])
                 if path
             ]
+        # the bundled pack and templates: read whenever no --rules is given, and behind --templates
+        readers += [("the built-in rules", paths.rules_dir()), ("templates (built in)", paths.reports_dir())]
         for option, given in outputs.items():
             if given and given != "-" and (why := _overwrites(Path(given).expanduser(), sides, readers)):
                 raise ConfigError(f"{option} {given} is {why}", hint=f"give {option} another file")
@@ -406,15 +409,18 @@ def _overwrites(written: Path, sides: set[str], readers: list[tuple[str, Path]])
         return (
             "a file SQLite keeps beside the database (--db): writing it would lose the output, or damage it"
         )
+    # Where the name is looked up, and the file a link there leads to: either may be what a folder
+    # read by name holds (a probe: -o LINK to a rule file or a template replaced it, exit 0)
+    named = Path(os.path.realpath(written.parent)) / written.name
+    places = {named, Path(real)}
     for reader, path in readers:
         if path.is_dir():  # a rule file (or a fixture) inside a --rules folder, a template in --templates
+            folder = os.path.realpath(path)
             if reader.startswith(("--templates", "templates")):  # read by name: a new one too, next time
-                if os.path.dirname(real) == os.path.realpath(path) and _is_template_file(written):
+                if any(str(place.parent) == folder and _is_template_file(place) for place in places):
                     return f"a template in the folder this command reads as {reader}"
-            elif (
-                _is_rule_file(written)
-                and written.exists()
-                and Path(real).is_relative_to(os.path.realpath(path))
+            elif any(
+                _is_rule_file(place) and place.exists() and place.is_relative_to(folder) for place in places
             ):
                 return f"a file inside the folder this command reads as {reader}: writing it would destroy it"
             continue

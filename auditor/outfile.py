@@ -90,9 +90,23 @@ def _keep_mode(path: Path, tmp: Path) -> None:
 LEFTOVER_AGE = 24 * 3600  # seconds: a temporary file of ours this old was left by a killed writer
 
 
-def _temporary_name(name: str, tag: str) -> str:
-    """The hidden name of a temporary file for output ``name`` (``tag``: 12 hex digits)."""
-    return f".{name}.{tag}.tmp"
+NAME_MAX = 255  # bytes in one file name (Linux, macOS, and most file systems)
+
+
+def _temporary_stem(name: str) -> str:
+    """``name``, cut at a character so that its temporary file's name (18 bytes more) still fits
+    in :data:`NAME_MAX`: a legal output name of 238-255 bytes could not be written at all."""
+    room = NAME_MAX - len(".." + "0" * 12 + ".tmp")
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) <= room:
+        return name
+    return encoded[:room].decode("utf-8", "ignore")
+
+
+def _temporary_name(stem: str, tag: str) -> str:
+    """The hidden name of a temporary file for an output whose :func:`_temporary_stem` is ``stem``
+    (``tag``: 12 hex digits)."""
+    return f".{stem}.{tag}.tmp"
 
 
 def _remove_leftovers(path: Path) -> None:
@@ -101,7 +115,9 @@ def _remove_leftovers(path: Path) -> None:
     them, and each may be as large as the output. A writer still at work has a younger one."""
     cutoff = time.time() - LEFTOVER_AGE
     with contextlib.suppress(OSError):
-        for found in path.parent.glob(_temporary_name(glob.escape(path.name), "[0-9a-f]" * 12)):
+        for found in path.parent.glob(
+            _temporary_name(glob.escape(_temporary_stem(path.name)), "[0-9a-f]" * 12)
+        ):
             with contextlib.suppress(OSError):
                 info = found.lstat()
                 if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
@@ -119,7 +135,7 @@ def _create_beside(path: Path) -> tuple[Path, int]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     _remove_leftovers(path)
     while True:
-        tmp = path.with_name(_temporary_name(path.name, secrets.token_hex(6)))
+        tmp = path.with_name(_temporary_name(_temporary_stem(path.name), secrets.token_hex(6)))
         try:
             return tmp, os.open(tmp, flags, 0o666)
         except FileExistsError:

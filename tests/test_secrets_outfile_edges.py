@@ -289,8 +289,8 @@ def test_an_output_in_the_very_folder_the_command_creates_is_writable(tmp_path):
         outfile.check_writable(folder / "c.csv")
 
 
-def test_a_name_too_long_for_its_temporary_file_is_an_error_naming_the_target(tmp_path):
-    target = tmp_path / ("r" * 240)  # a valid name; the temporary '.<name>.<12 hex>.tmp' is not
+def test_a_name_too_long_for_the_file_system_is_an_error_naming_the_target(tmp_path):
+    target = tmp_path / ("r" * 256)  # over 255 bytes: no file can have it (the temporary one is cut)
     with pytest.raises(OSError) as caught, outfile.replacing(target) as stream:
         stream.write("x")
     assert (caught.value.errno, caught.value.filename) == (36, str(target))
@@ -453,3 +453,25 @@ def test_the_hard_stop_comes_when_the_grace_ends_not_later(tmp_path):
     assert child.returncode == 143
     assert err.strip().startswith("auditor: still stopping after 3 s")
     assert 2.9 < elapsed < 5.5  # the grace, not twice it (6 s)
+
+
+@pytest.mark.parametrize("name", ["L" * 250 + ".html", "é" * 125 + ".csv", "r" * 237])
+def test_an_output_whose_name_uses_most_of_255_bytes_is_written(tmp_path, name):
+    # Found by a path probe: the temporary file's name adds 18 bytes, so a legal name of 238-255
+    # bytes failed with "File name too long" (and under 'run', after the snapshot).
+    import os
+    import time
+
+    target = tmp_path / name
+    assert len(name.encode()) <= 255
+    with outfile.replacing(target) as stream:
+        stream.write("done")
+    assert target.read_text() == "done"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    # a day-old temporary file of a killed writer is still found and removed, its name cut the same way
+    stale = tmp_path / outfile._temporary_name(outfile._temporary_stem(name), "0" * 12)
+    stale.write_text("half")
+    os.utime(stale, (time.time() - 2 * outfile.LEFTOVER_AGE,) * 2)
+    with outfile.replacing(target) as stream:
+        stream.write("again")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -548,3 +548,22 @@ def test_the_built_in_rules_and_templates_are_inputs_of_every_command(tmp_path, 
         with pytest.raises(ConfigError) as caught:
             settings.guard_outputs(None, {"--output": str(written)}, {})
         assert caught.value.message == f"--output {written} {why}"
+
+
+def test_a_loop_of_links_or_an_unknown_home_folder_is_a_usage_error_not_an_internal_one(
+    run_cli, db, tmp_path
+):
+    # Found by a path probe: Path.resolve's "Symlink loop" and expanduser's "Could not determine
+    # home directory" were internal errors (exit 3, "report it")
+    (tmp_path / "loopA").symlink_to(tmp_path / "loopB")
+    (tmp_path / "loopB").symlink_to(tmp_path / "loopA")
+    result = run_cli("check", "--db", "loopA")
+    assert result.exit_code == 2
+    assert result.stderr.endswith("' leads into a loop of symbolic links\nhint: fix or remove the link\n")
+    assert result.stderr.startswith(f"error: the path '{tmp_path / 'loop'}")  # (which of the two: Python's)
+    result = run_cli("check", "--db", db, "-o", "~no-such-user-here/c.csv")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: a path given starts with ~ or ~user, and that home folder is not known here\n"
+        "hint: write the path in full (or set HOME)\n"
+    )

@@ -149,7 +149,7 @@ class AuditorGroup(click.Group):
             if isinstance(exc, OSError) and (failed := stdout_error()):  # `--help > /dev/full`: no bug
                 report_error(failed)
                 ctx.exit(failed.exit_code)
-            if (exhausted := resource_error(exc)) is not None:  # a limit of the machine, not a bug
+            if (exhausted := resource_error(exc) or path_error(exc)) is not None:  # not a bug either
                 if _debug(ctx):
                     _print_traceback()
                 report_error(exhausted)
@@ -159,6 +159,26 @@ class AuditorGroup(click.Group):
             click.echo(f"error: internal error: {type(exc).__name__}: {_scrub(str(exc))}", err=True)
             click.echo("hint: re-run with --debug for the traceback, and report it", err=True)
             ctx.exit(EXIT_FAILURE)
+
+
+def path_error(exc: BaseException) -> AuditorError | None:
+    """The usage error (exit 2) for what ``pathlib`` raises as a RuntimeError about a path given:
+    a loop of symbolic links (``Path.resolve``, Python 3.11-3.12) or ``~user`` for no known user
+    (``Path.expanduser``); a path probe met both as internal errors. Else ``None``."""
+    from auditor.errors import ConfigError
+
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and text.startswith("Symlink loop from "):
+        where = text.removeprefix("Symlink loop from ")
+        return ConfigError(
+            f"the path {where} leads into a loop of symbolic links", hint="fix or remove the link"
+        )
+    if isinstance(exc, RuntimeError) and text == "Could not determine home directory.":
+        return ConfigError(
+            "a path given starts with ~ or ~user, and that home folder is not known here",
+            hint="write the path in full (or set HOME)",
+        )
+    return None
 
 
 def resource_error(exc: BaseException) -> AuditorError | None:

@@ -567,3 +567,23 @@ def test_a_loop_of_links_or_an_unknown_home_folder_is_a_usage_error_not_an_inter
         "error: a path given starts with ~ or ~user, and that home folder is not known here\n"
         "hint: write the path in full (or set HOME)\n"
     )
+
+
+def test_a_tilde_in_any_path_option_is_the_home_folder_and_a_trailing_slash_names_a_folder(
+    run_cli, db, tmp_path
+):
+    # Found by a path probe: '--export-dir=~/e' (no shell expands a ~ after '=') made a folder
+    # named '~' in the working folder, and '-o newdir/' wrote the file 'newdir', exit 0 both
+    home = tmp_path / "home"
+    home.mkdir()
+    result = run_cli("report", "--db", db, "--export-dir=~/e", "-o", "~/r.html", env={"HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in home.iterdir()) == ["e", "r.html"]
+    assert not (tmp_path / "~").exists()
+    result = run_cli("report", "--db", db, "-o", "newdir/")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--output' / '-o': 'newdir/' names a folder (it ends with '/'); give a "
+        "file name"
+    )
+    assert not (tmp_path / "newdir").exists()

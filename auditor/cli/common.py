@@ -337,6 +337,13 @@ class PathOption(click.Path):
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
             self.fail("the path is empty (a variable left unset?)", param, ctx)
+        if isinstance(value, str) and value.startswith("~"):
+            # '--export-dir=~/reports' (no shell expands a ~ after '=') made a folder named '~' here;
+            # --db and --templates already expanded it (a path probe): every path option does now
+            value = os.path.expanduser(value)
+        if isinstance(value, str) and not self.dir_okay and value.endswith(("/", os.sep)) and value != "-":
+            # 'newdir/' was read as the file 'newdir' (pathlib drops the slash): a folder was meant
+            self.fail(f"{value!r} names a folder (it ends with '/'); give a file name", param, ctx)
         return super().convert(value, param, ctx)
 
 

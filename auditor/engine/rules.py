@@ -413,10 +413,21 @@ def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
     for path in paths:
         if path.is_dir():
             try:
-                inside = sorted(p for p in path.rglob("*") if is_rule_file(p))
+                found_here = sorted(path.rglob("*"))
             except OSError as exc:  # a folder inside that cannot be listed
                 problems.add(str(exc.filename or path), None, f"cannot read this folder ({exc.strerror})")
                 continue
+            inside = [p for p in found_here if is_rule_file(p)]
+            for link in found_here:  # a rule file's name on a link to nothing: it dropped out silently
+                if (
+                    link.name.endswith(RULE_SUFFIXES)
+                    and not link.name.endswith(FIXTURE_SUFFIXES)
+                    and link.is_symlink()
+                    and not link.exists()
+                ):
+                    problems.add(
+                        str(link), None, "a link to nothing (or a loop of links): no rule file to read"
+                    )
             if not inside:
                 problems.add(str(path), None, "no rule files (*.yaml, *.yml) in this folder")
             for file in inside:

@@ -1253,3 +1253,19 @@ def test_the_schema_and_validation_agree_on_a_null_part_of_a_counting_form(write
     assert list(jsonschema.Draft202012Validator(rules_json_schema()).iter_errors(yaml.safe_load(text)))
     with pytest.raises(RuleError):
         load_ruleset([write("r.yaml", text)])
+
+
+def test_a_rule_file_named_on_a_link_to_nothing_is_a_problem_not_left_out(write, tmp_path):
+    # Found by a path probe: a dangling (or looping) *.yaml link in a rules folder was skipped in
+    # silence, so a rule meant to be read dropped out of the gate ("7 rules valid in 2 files")
+    folder = tmp_path / "mine"
+    write("mine/good.yaml", GOOD)
+    (folder / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    (folder / "loop.yml").symlink_to(folder / "loop.yml")
+    (folder / "cases.test.yaml").symlink_to(tmp_path / "nowhere.test.yaml")  # a fixture: not a rule
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([folder])
+    assert caught.value.problems == [
+        f"{folder / 'gone.yaml'}:1:1: a link to nothing (or a loop of links): no rule file to read",
+        f"{folder / 'loop.yml'}:1:1: a link to nothing (or a loop of links): no rule file to read",
+    ]

@@ -334,6 +334,18 @@ def test_a_yml_rule_file_inside_a_rules_folder_is_not_an_output(run_cli, db, tmp
     assert (folder / "clusters.yml").read_text(encoding="utf-8") == text
 
 
+def assert_output_refused(run_cli, db, folder: Path, args: list[str], why: str) -> None:
+    """``args`` (the output option and its file last) exits 2 saying ``why``, and changes no file
+    in ``folder``."""
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.suffix != ".db"}
+    option, written = args[-2:]
+    result = run_cli(*args[:-2], "--db", db, option, written)
+    assert result.exit_code == 2, result.output
+    shown = "--output" if option == "-o" else option
+    assert result.stderr == f"error: {shown} {written} {why}\nhint: give {shown} another file\n"
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.suffix != ".db"} == before
+
+
 @pytest.mark.parametrize(
     ("settings", "args", "why"),
     [
@@ -386,13 +398,7 @@ def test_outputs_over_the_settings_templates_or_key_file_are_refused(
     (tmp_path / "ca.pem").write_text("not a certificate\n", encoding="utf-8")
     if settings is not None:
         (tmp_path / "auditor.toml").write_text(f"[auditor]\n{settings}\n", encoding="utf-8")
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"}
-    option, written = args[-2:]
-    result = run_cli(*args[:-2], "--db", db, option, written)
-    assert result.exit_code == 2, result.output
-    shown = "--output" if option == "-o" else option
-    assert result.stderr == f"error: {shown} {written} {why}\nhint: give {shown} another file\n"
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"} == before
+    assert_output_refused(run_cli, db, tmp_path, args, why)
 
 
 def test_email_to_an_eml_file_prints_its_path(run_cli, db, tmp_path):
@@ -515,13 +521,7 @@ def test_an_output_reaching_a_rule_file_or_a_template_through_a_link_is_refused(
     (tmp_path / "tpl" / "report.html.j2").symlink_to(tmp_path / "elsewhere" / "report.html.j2")
     (tmp_path / "rl.csv").symlink_to(tmp_path / "myr" / "clusters.yaml")
     (tmp_path / "tl.html").symlink_to(tmp_path / "tpl" / "report.css")
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"}
-    option, written = args[-2:]
-    result = run_cli(*args[:-2], "--db", db, option, written)
-    assert result.exit_code == 2, result.output
-    shown = "--output" if option == "-o" else option
-    assert result.stderr == f"error: {shown} {written} {why}\nhint: give {shown} another file\n"
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"} == before
+    assert_output_refused(run_cli, db, tmp_path, args, why)
 
 
 def test_the_built_in_rules_and_templates_are_inputs_of_every_command(tmp_path, monkeypatch):

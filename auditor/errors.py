@@ -38,22 +38,11 @@ class AuditorError(Exception):
         return self.message
 
 
-class ConfigError(AuditorError):
-    """Bad settings, options or configuration file (exit 2); ``problems``, when a settings file holds
-    several, lists each as ``file:line: text``."""
-
-    exit_code = EXIT_USAGE
-
-    def __init__(self, message: str, hint: str | None = None, problems: list[str] | None = None) -> None:
-        super().__init__(message, hint)
-        self.problems = list(problems or [])
-
-
-class RuleError(AuditorError):
-    """A rule file, waiver file or rule fixture is invalid (exit 2).
-
-    ``problems`` lists every problem found, each already formatted as ``file:line:col: text``.
-    """
+class ProblemsError(AuditorError):
+    """An error over a file that can hold many problems: ``problems`` lists each, already formatted
+    as ``file:line[:col]: text`` (exit 2). ``str()`` shows them too, for a caller from Python (a
+    traceback said "1 problem in the rule files" and no more); the CLI prints ``message`` and each
+    problem on its own line."""
 
     exit_code = EXIT_USAGE
 
@@ -62,9 +51,17 @@ class RuleError(AuditorError):
         self.problems = list(problems or [])
 
     def __str__(self) -> str:
-        # the problems too, for a caller from Python (a traceback said "1 problem in the rule
-        # files" and no more); the CLI prints ``message`` and each problem on its own line
         return "\n".join([self.message, *(f"  {problem}" for problem in self.problems)])
+
+
+class ConfigError(ProblemsError):
+    """Bad settings, options or configuration file (exit 2); ``problems``, when a settings file holds
+    several, lists each as ``file:line: text``."""
+
+
+class RuleError(ProblemsError):
+    """A rule file, waiver file or rule fixture is invalid (exit 2); ``problems`` lists every problem
+    found, each as ``file:line:col: text``."""
 
 
 class ApiError(AuditorError):

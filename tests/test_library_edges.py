@@ -143,3 +143,16 @@ def test_an_empty_database_target_is_refused_not_opened_as_the_default(tmp_path,
         open_database(target)
     assert caught.value.message == "--db: the database path or URL is empty"
     assert not (tmp_path / "auditor.db").exists()
+
+
+def test_a_settings_error_shows_its_problems_as_text_too(tmp_path):
+    from auditor.config import load_config
+
+    path = tmp_path / "auditor.toml"
+    path.write_text("[auditor]\nworkres = 4\nfail_onn = 'high'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, explicit=True)
+    assert str(caught.value) == (
+        f"{path}: 2 problems in the settings\n  {path}:2: unknown setting workres (did you mean workers?)\n"
+        f"  {path}:3: unknown setting fail_onn (did you mean fail_on?)"
+    )

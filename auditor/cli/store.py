@@ -194,6 +194,7 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
     running (unknown) when it cannot be checked from here (another host, or an older auditor).
     """
     from auditor.store.runs import in_utc, list_runs, name_ids, run_liveness, skipped_ids, stored_so_far
+    from auditor.store.schema import RUN_RUNNING
 
     settings.guard_outputs(db, {"--output": output}, {})
     # No database yet: no runs, and no empty file created where a mistyped --db points.
@@ -204,7 +205,7 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
         return
     liveness = {run.id: run_liveness(run.status, run.started_at, run.details) for run in runs}
     # a run's counters are written when it ends: a running one shows what it has stored so far
-    running = [run.id for run in runs if run.status == "running"]
+    running = [run.id for run in runs if run.status == RUN_RUNNING]
     so_far = stored_so_far(settings.engine(db), running) if running else {}  # no database made
     width = max([9, *(len(f"running ({found.state})") for found in liveness.values() if found)])
     header = f"{'ID':>5}  {'STATUS':<{width}} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"

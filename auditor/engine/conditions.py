@@ -930,11 +930,7 @@ class Having:
                 path, f"'having' takes a mapping such as {{distinct: source, gte: 2}}, got {type_name(node)}"
             )
             return None
-        null = "distinct" in node and node["distinct"] is None
-        if null:  # read as absent, where the schema refuses it
-            ctx.problem(
-                [*path, "distinct"], "distinct: nothing (null) given; leave the key out, or name a field"
-            )
+        null = _refuse_nulls(node, ("distinct",), ctx, path)
         try:
             spec = HavingSpec.model_validate(node)
         except PydanticValidationError as exc:
@@ -1095,7 +1091,19 @@ def check_misspelt_parts(node: LocDict, known: Iterable[str], level: Level, ctx:
             )
 
 
-_COUNTING_PART = {"where": "condition", "group_by": "field", "having": "threshold such as {gte: 2}"}
+# What an optional part of a counting form holds, for the problem of one written as null.
+_COUNTING_PART = {"where": "a condition", "group_by": "a field", "distinct": "a field"}
+
+
+def _refuse_nulls(node: LocDict, keys: Iterable[str], ctx: ParseContext, path: list[Any]) -> bool:
+    """Report each of ``keys`` written as null in ``node`` (it read as absent, where the schema and
+    ``case: null`` refuse it); whether there was one."""
+    nulls = [key for key in keys if key in node and node[key] is None]
+    for key in nulls:
+        ctx.problem(
+            [*path, key], f"{key}: nothing (null) given; leave the key out, or give {_COUNTING_PART[key]}"
+        )
+    return bool(nulls)
 
 
 def parse_counting(
@@ -1105,11 +1113,7 @@ def parse_counting(
     even when another is wrong, so that every problem shows at once. ``exact`` (the form's
     ``case: exact``) makes the distinct count exact too, as the grouping is."""
     where = group_by = having = None
-    nulls = [key for key in ("where", "group_by") if key in body and body[key] is None]
-    for key in nulls:  # read as absent, where the schema (and 'case: null') refuse it
-        ctx.problem(
-            [*path, key], f"{key}: nothing (null) given; leave the key out, or give a {_COUNTING_PART[key]}"
-        )
+    nulls = _refuse_nulls(body, ("where", "group_by"), ctx, path)
     if body.get("where") is not None:
         where = parse_condition(body["where"], level, ctx, [*path, "where"])
     if body.get("group_by") is not None:

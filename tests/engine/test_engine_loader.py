@@ -1151,7 +1151,7 @@ COLUMNS = "columnName, fullyQualifiedName, source, tableName, dataType, isPrimar
         ),
         (
             "scope: column\n    condition: {tags: {having: {distinct: null, gte: 2}}}",
-            ["7:43: distinct: nothing (null) given; leave the key out, or name a field"],
+            ["7:43: distinct: nothing (null) given; leave the key out, or give a field"],
         ),
         # A misspelt part of a counting form: what it holds is checked too
         (

@@ -258,7 +258,7 @@ def run_job(
     templates_dir: str | Path | None = None,
     email: EmailOptions | None = None,
     taken: Callable[[RunInfo], Any] | None = None,
-    checked: Callable[[RunInfo, CheckResult, int], Any] | None = None,
+    checked: Callable[[CheckResult, int], Any] | None = None,
 ) -> JobResult:
     """Snapshot, check against ``baseline``, diff against it too, write the report, email it.
 
@@ -271,7 +271,7 @@ def run_job(
     with clusters that could not be fetched raises :class:`auditor.errors.PartialSnapshotError`.
 
     ``taken(run)`` is called once the snapshot is complete, before the check (a caller that meets
-    an error after it can say the run is stored), and ``checked(run, check, exit_code)`` once the
+    an error after it can say the run is stored), and ``checked(check, exit_code)`` once the
     check is done and stored, before the
     report is built: a caller prints the check's results there, so that they are out even when
     writing the report then fails (a full disk, a stop).
@@ -297,7 +297,7 @@ def run_job(
     check = check_run(engine, run.id, ruleset, waivers=waivers, baseline=baseline)
     exit_code = check.gate(fail_on, new_only)
     if checked is not None:
-        checked(run, check, exit_code)
+        checked(check, exit_code)
     bundle, written = report_on_check(
         engine,
         check,

@@ -232,11 +232,12 @@ def run_command(
     said: list[CheckResult] = []
     taken: list[RunInfo] = []
 
-    def say_results(run: RunInfo, check: CheckResult, _exit_code: int) -> None:
+    def say_results(check: CheckResult, _exit_code: int) -> None:
         """The check's output and notes, printed before the report is written: a report that then
         cannot be written (a full disk, exit 3) or a stop during it does not take them along. The
         files written and the gate's verdict follow the report."""
         said.append(check)
+        run = check.run
         write_output(render_chunks(fmt, check), output)
         if fmt == "sarif":
             from auditor.formats.sarif_format import size_note

@@ -364,8 +364,8 @@ def test_the_checked_hook_gets_the_check_and_its_verdict_before_the_report_is_wr
     server = sandbox(clusters=3, columns=30)
     seen: list[tuple[int, int, int, bool]] = []
 
-    def checked(run, check, exit_code):
-        seen.append((run.id, len(check.findings), exit_code, (tmp_path / "r.html").exists()))
+    def checked(check, exit_code):
+        seen.append((check.run.id, len(check.findings), exit_code, (tmp_path / "r.html").exists()))
 
     result = job(server, fail_on="low", checked=checked)
     assert seen == [(1, len(result.check.findings), 1, False)] and result.exit_code == 1

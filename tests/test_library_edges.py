@@ -10,7 +10,7 @@ import pytest
 
 from auditor.bigid.client import BigIDClient, ClientOptions
 from auditor.engine import check_run, load_ruleset
-from auditor.errors import ConfigError, RuleError
+from auditor.errors import ConfigError, RuleError, RunNotUsableError
 from auditor.pipeline import run_job
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
@@ -72,7 +72,7 @@ def test_skip_clusters_given_one_string_is_refused_not_read_as_its_characters(sa
     [
         ({"fail_on": "severe"}, ConfigError, "fail_on 'severe' is not a severity"),
         ({"baseline": "prev"}, ConfigError, "--baseline 'prev' is not 'previous', 'none' or a run id"),
-        ({"baseline": 9}, Exception, "baseline run 9 does not exist"),
+        ({"baseline": 9}, RunNotUsableError, "baseline run 9 does not exist"),
     ],
 )
 def test_run_job_checks_its_gate_and_baseline_before_the_snapshot(

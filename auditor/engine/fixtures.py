@@ -51,7 +51,7 @@ from auditor.bigid.models import (
 from auditor.engine.conditions import ParseContext, describe_type_error, type_name
 from auditor.engine.evaluate import evaluate
 from auditor.engine.findings import KIND_COLUMN, KIND_GROUP, Finding
-from auditor.engine.rules import FIXTURE_SUFFIXES, RULE_SUFFIXES, RuleSet, load_ruleset
+from auditor.engine.rules import FIXTURE_SUFFIXES, RULE_SUFFIXES, RuleSet, folder_entries, load_ruleset
 from auditor.engine.yamlsource import LocDict, LocList, Problems, mark_at, read_yaml
 from auditor.errors import RuleError
 from auditor.stopping import removed_on_hard_stop
@@ -148,7 +148,7 @@ def fixture_files(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     fixtures: list[Path] = []
     for path in paths:
         if path.is_dir():
-            for item in sorted(path.rglob("*")):
+            for item in folder_entries(path):
                 if item.name.endswith(FIXTURE_SUFFIXES):
                     fixtures.append(item)
                 elif item.name.endswith(RULE_SUFFIXES):

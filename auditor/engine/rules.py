@@ -395,6 +395,33 @@ def is_rule_file(path: Path) -> bool:
     return path.is_file() and path.name.endswith(RULE_SUFFIXES) and not path.name.endswith(FIXTURE_SUFFIXES)
 
 
+def folder_entries(folder: Path) -> list[Path]:
+    """Everything under ``folder``, sorted: files and folders, named through ``folder`` as given.
+
+    Links to folders are followed, as "searched recursively" promises (a shared pack linked into
+    a repository's rules folder is part of it; ``Path.rglob`` skipped it in silence). Each real
+    folder is listed once, so a link back to an ancestor ends the walk instead of looping. A folder
+    that cannot be listed raises ``OSError`` naming it.
+    """
+    found: list[Path] = []
+    listed: set[Path] = set()
+
+    def visit(directory: Path) -> None:
+        real = directory.resolve()
+        if real in listed:
+            return
+        listed.add(real)
+        with os.scandir(directory) as entries:
+            inside = sorted(Path(entry.path) for entry in entries)  # the same walk every time
+        for entry in inside:
+            found.append(entry)
+            if entry.is_dir():
+                visit(entry)
+
+    visit(folder)
+    return sorted(found)
+
+
 def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
     """Expand files and folders into rule files (fixtures ``*.test.yaml`` are not rules).
 
@@ -413,7 +440,7 @@ def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
     for path in paths:
         if path.is_dir():
             try:
-                found_here = sorted(path.rglob("*"))
+                found_here = folder_entries(path)
             except OSError as exc:  # a folder inside that cannot be listed
                 problems.add(str(exc.filename or path), None, f"cannot read this folder ({exc.strerror})")
                 continue

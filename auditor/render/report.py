@@ -339,11 +339,11 @@ def sha256_file(path: Path) -> str:
 
 
 def _expand(path: Path) -> list[Path]:
-    from auditor.engine.rules import is_rule_file
+    from auditor.engine.rules import folder_entries, is_rule_file
 
     if not path.is_dir():
         return [path]
-    return sorted(p for p in path.rglob("*") if is_rule_file(p))
+    return [p for p in folder_entries(path) if is_rule_file(p)]
 
 
 def _rule_files(paths: Sequence[str | Path] | None, ruleset: Any) -> tuple[str, list[FileEvidence]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -299,6 +300,28 @@ def test_one_path_may_be_given_alone_as_text_or_path(tmp_path, monkeypatch):
     assert caught.value.problems == [f"{tmp_path / 'nope.yaml'}:1:1: no such file or folder"]
 
 
+def test_a_linked_folder_inside_a_rules_folder_is_searched_and_a_loop_of_links_ends(write, tmp_path):
+    # Found by a path probe: Path.rglob does not follow links to folders, so a shared pack linked
+    # into a repository's rules folder dropped out of the gate, its fixtures out of `rules test`
+    # and its files out of a report's evidence, in silence, though docs/rules.md says "recursively"
+    from auditor.engine.fixtures import fixture_files
+    from auditor.render.report import _expand
+
+    shared = write("shared/shared.yaml", GOOD.replace("good-rule", "shared-rule")).parent
+    (shared / "shared.test.yaml").write_text("cases: []\n")
+    folder = write("mine/own.yaml", GOOD).parent
+    (folder / "linked").symlink_to(shared, target_is_directory=True)
+    (shared / "back").symlink_to(tmp_path, target_is_directory=True)  # back above both: a loop
+    ruleset = load_ruleset([folder])
+    assert sorted(rule.id for rule in ruleset.rules) == ["good-rule", "shared-rule"]
+    assert ruleset.sources == (str(folder / "linked" / "shared.yaml"), str(folder / "own.yaml"))
+    assert fixture_files([folder]) == (
+        [folder / "linked" / "shared.yaml", folder / "own.yaml"],
+        [folder / "linked" / "shared.test.yaml"],
+    )
+    assert _expand(folder) == [folder / "linked" / "shared.yaml", folder / "own.yaml"]
+
+
 def test_a_folder_that_cannot_be_listed_is_a_problem(tmp_path, monkeypatch):
     """A folder inside that cannot be listed (no permission; the tests run as root here, who reads
     every folder, so the walk's error is raised as the operating system would) is a problem
@@ -307,10 +330,14 @@ def test_a_folder_that_cannot_be_listed_is_a_problem(tmp_path, monkeypatch):
     locked.mkdir(parents=True)
     (tmp_path / "rules" / "a.yaml").write_text("rules: []\n")
 
-    def refused(self, pattern):
-        raise PermissionError(13, "Permission denied", str(locked))
+    listed = os.scandir
 
-    monkeypatch.setattr(Path, "rglob", refused)
+    def refused(path):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(locked))
+        return listed(path)
+
+    monkeypatch.setattr(os, "scandir", refused)
     with pytest.raises(RuleError) as caught:
         load_ruleset(tmp_path / "rules")
     assert caught.value.problems == [f"{locked}:1:1: cannot read this folder (Permission denied)"]

@@ -108,14 +108,11 @@ class Settings:
         ``inputs`` map an option's name to the path it was given (inputs: a path or a list); the
         settings file and the files it names (``token_file``, ``templates``, the CA bundles) are
         inputs of every command: ``-o auditor.toml`` or ``--report`` over the key's file lost them."""
-        from sqlalchemy.engine import make_url
+        from auditor.store.db import database_url, sqlite_file
 
-        from auditor.store.db import database_url
-
-        url = make_url(database_url(self.db_target(db_flag)))
-        sqlite_file = url.get_backend_name() == "sqlite" and url.database
+        path = sqlite_file(database_url(self.db_target(db_flag)))
         # resolved, links too: SQLite keeps its side files beside the file a link leads to
-        database = os.path.realpath(Path(url.database).expanduser()) if sqlite_file else None
+        database = os.path.realpath(Path(path).expanduser()) if path else None
         # SQLite creates, rewrites and deletes these by name: compared by name, as they come and go
         sides = {f"{database}{side}" for side in ("-wal", "-shm", "-journal")} if database else set()
         readers = [("--db", Path(database))] if database else []

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
@@ -99,6 +100,30 @@ def database_url(target: str | os.PathLike[str] | None = None) -> str:
         ) from None
     # Built, not formatted: a '?' or '%' in a file name is part of the name, not of the URL.
     return URL.create("sqlite", database=str(path.resolve())).render_as_string()
+
+
+def sqlite_file(url: str | URL) -> str | None:
+    """The file a SQLite URL opens; ``None`` for an in-memory database or another dialect.
+
+    ``sqlite:///file:x.db?mode=ro&uri=true`` (SQLite's own URI form, which SQLAlchemy passes on
+    as it is) opens ``x.db``: every check of the file (does it exist, may it be written, was it
+    replaced) must look there, not for a file named ``file:x.db`` (a probe: ``check`` and ``runs``
+    said no database existed while ``run`` used it).
+    """
+    url = make_url(url) if isinstance(url, str) else url
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    uri = str(url.query.get("uri", "")).strip().lower() in ("true", "yes", "on", "y", "t", "1")
+    if not (uri and database.startswith("file:")):
+        return database
+    if str(url.query.get("mode", "")).lower() == "memory":
+        return None
+    path = database[len("file:") :].partition("#")[0]
+    if path.startswith("//"):  # file://host/path: SQLite takes an empty host or localhost only
+        path = "/" + path[2:].partition("/")[2]
+    path = unquote(path)
+    return path if path and path != ":memory:" else None
 
 
 SECRET_PARAMETERS = frozenset({"password", "passwd", "pwd", "sslpassword"})
@@ -239,8 +264,8 @@ def create_db_engine(url: str) -> Engine:
     """An engine for ``url`` with this project's connection settings (no migration)."""
     try:
         if url.startswith("sqlite"):
-            path = make_url(url).database
-            if path and path != ":memory:":
+            path = sqlite_file(url)
+            if path:
                 parent = Path(path).parent
                 if not parent.exists():
                     raise StoreError(
@@ -343,8 +368,8 @@ def _refuse_foreign(engine: Engine) -> set[str]:
 
     where = display_url(str(engine.url))
     if engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if not database or database == ":memory:" or not Path(database).is_file():
+        database = sqlite_file(engine.url)
+        if not database or not Path(database).is_file():
             return set()
         try:
             with contextlib.closing(sqlite3.connect(database)) as peek:
@@ -439,8 +464,8 @@ def holds_a_store(target: str | os.PathLike[str] | None = None) -> bool:
     be reached counts as holding one: opening it then says what is wrong."""
     url = database_url(target)
     if url.startswith("sqlite"):
-        path = make_url(url).database
-        return not path or path == ":memory:" or Path(path).exists()
+        path = sqlite_file(url)
+        return not path or Path(path).exists()
     engine = create_db_engine(url)
     try:
         with engine.connect() as connection:
@@ -461,8 +486,8 @@ def file_identity(engine: Engine) -> tuple[int, int] | str | None:
     """The SQLite file of ``engine`` as (device, inode), :data:`FILE_GONE` when no file can be
     found at its path any more (deleted, its folder replaced or out of reach); ``None`` for a
     server's database, an in-memory one, or a file system that numbers no file (inode 0)."""
-    path = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not path or path == ":memory:" or path.startswith("file:"):
+    path = sqlite_file(engine.url)
+    if not path:
         return None
     try:
         found = os.stat(path)
@@ -483,9 +508,9 @@ SIDECARS = ("-wal", "-shm")  # the write-ahead log of a SQLite file, beside it
 def sidecar_identities(engine: Engine) -> dict[str, tuple[int, int]]:
     """The write-ahead log files of the SQLite file of ``engine`` that exist, by path, as
     (device, inode); empty for a server's database."""
-    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    path = sqlite_file(engine.url)
     found: dict[str, tuple[int, int]] = {}
-    if not path or path == ":memory:" or path.startswith("file:"):
+    if not path:
         return found
     for suffix in SIDECARS:
         with contextlib.suppress(OSError):
@@ -537,7 +562,7 @@ def require_same_file(
         else ""
     )
     raise DatabaseFileGone(
-        f"the database file {engine.url.database} was {how} while {what}",
+        f"the database file {sqlite_file(engine.url)} was {how} while {what}",
         hint=f"nothing more is written to it{cleared}; restore the file (or remove what replaced it) and "
         "run the command again",
     )
@@ -553,7 +578,7 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
     """
     url = database_url(target)
     engine = create_db_engine(url)
-    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    path = sqlite_file(engine.url)
     if path and os.path.isfile(path) and not os.access(path, os.W_OK):
         refused = _unwritable_error(engine, "open")
         engine.dispose()
@@ -659,8 +684,7 @@ def one_connection_only(engine: Engine) -> bool:
     Work spread over several connections (rules, the two halves of a diff) must stay on one
     connection there.
     """
-    url = engine.url
-    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    return engine.dialect.name == "sqlite" and sqlite_file(engine.url) is None
 
 
 def keys_in(connection: Connection, column: Any, keys: Sequence[Any]) -> ColumnElement[bool]:
@@ -776,8 +800,8 @@ def _unwritable_error(engine: Engine, doing: str, reason: str | None = None) -> 
 
 def _sqlite_unwritable(engine: Engine) -> str | None:
     """Why SQLite cannot write the database file of ``engine`` or beside it, when that is the case."""
-    database = engine.url.database
-    if not database or database == ":memory:":
+    database = sqlite_file(engine.url)
+    if not database:
         return None
     path = Path(database)
     folder = path.parent

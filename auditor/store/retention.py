@@ -75,7 +75,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from auditor import secrets
 from auditor.errors import ConfigError, StoreError
 from auditor.stopping import signals_held
-from auditor.store.db import WRITE_HINT, lock_wait_notice, store_errors, transaction_conflict
+from auditor.store.db import WRITE_HINT, lock_wait_notice, sqlite_file, store_errors, transaction_conflict
 from auditor.store.runs import ABANDONED, DETAILS_TEXT, Liveness, read_details, run_liveness
 from auditor.store.schema import (
     RUN_COMPLETE,
@@ -687,8 +687,8 @@ def _collect_clusters(step: _Statements) -> int:
 def database_size(engine: Engine) -> int | None:
     """The database's size in bytes: the SQLite file with its WAL, or ``pg_database_size``."""
     if engine.dialect.name == "sqlite":
-        path = engine.url.database
-        if not path or path == ":memory:":
+        path = sqlite_file(engine.url)
+        if not path:
             return None
         return sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
     if engine.dialect.name == "postgresql":

@@ -579,6 +579,49 @@ def test_database_url_forms(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("sqlite:////data/a.db", "/data/a.db"),
+        ("sqlite:///a.db", "a.db"),
+        ("sqlite:///file:a.db?mode=ro&uri=true", "a.db"),
+        ("sqlite:///file:/data/my%20a.db?mode=ro&uri=true", "/data/my a.db"),
+        ("sqlite:///file:///data/a.db?uri=true", "/data/a.db"),
+        ("sqlite:///file://localhost/data/a.db?uri=true", "/data/a.db"),
+        ("sqlite:///file:a.db?uri=false", "file:a.db"),  # not a URI: a file named so
+        ("sqlite:///file:a.db", "file:a.db"),
+        ("sqlite:///a.db?uri=true", "a.db"),  # SQLite takes a name without file: as a plain name
+        ("sqlite:///file:a.db?mode=memory&uri=true", None),
+        ("sqlite:///file::memory:?cache=shared&uri=true", None),
+        ("sqlite:///:memory:", None),
+        ("sqlite://", None),
+        ("postgresql+psycopg://u@h/a.db", None),
+    ],
+)
+def test_the_file_a_sqlite_url_opens(url, expected):
+    assert store_db.sqlite_file(url) == expected
+
+
+def test_sqlite_s_own_uri_form_names_the_same_file_for_every_command(tmp_path, run_cli):
+    # Found by a path probe: `runs` and `check` looked for a file named 'file:x.db', so they said
+    # there was no database (`runs`: "no runs yet", exit 0) while `run` used x.db
+    engine = store_db.open_database(tmp_path / "x.db")
+    run_id = write_catalog(engine, make_catalog(2, 3))
+    engine.dispose()
+    uri = "sqlite:///file:x.db?uri=true"
+    listed = run_cli("runs", "--db", uri, "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert [run["id"] for run in json.loads(listed.stdout)["runs"]] == [run_id]
+    checked = run_cli("check", "--db", uri, "--format", "json")
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout)["run"] == run_id
+    assert not (tmp_path / "file:x.db").exists()
+    # the file the URL opens is an input: an output over it is refused, as one over --db x.db is
+    refused = run_cli("report", "--db", uri, "-o", "x.db")
+    assert refused.exit_code == 2 and "x.db" in refused.output
+    assert store_db.holds_a_store(uri) and not store_db.holds_a_store("sqlite:///file:y.db?uri=true")
+
+
 def test_two_writers_at_once_share_versions_and_number_them_consistently(tmp_path):
     """Two snapshots into one SQLite file at the same time: ids are taken under the write lock."""
     import threading

@@ -460,5 +460,5 @@ def check_run(
                 engine, run.id, digest, rule_ids, items, record=True, waivers_digest=waivers_digest
             )
         elif store and record:
-            record_check(engine, evaluation_id, waivers_digest, items)
+            record_check(engine, run.id, evaluation_id, waivers_digest, items)
     return CheckResult(run, base, ruleset, items, waivers, report, day)

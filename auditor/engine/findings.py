@@ -385,7 +385,7 @@ def store_evaluation(
             recorded = waivers_digest if record else None
             return _insert_evaluation(connection, run_id, rules_digest, rule_ids, items, record, recorded)
     if record:
-        record_check(engine, stored_meanwhile, waivers_digest, items)
+        record_check(engine, run_id, stored_meanwhile, waivers_digest, items)
     return int(stored_meanwhile)
 
 
@@ -493,13 +493,14 @@ def _record_states_postgresql(connection: Connection, evaluation_id: int, ordere
 
 
 def record_check(
-    engine: Engine, evaluation_id: int, waivers_digest: str | None, items: Sequence[Finding]
+    engine: Engine, run_id: int, evaluation_id: int, waivers_digest: str | None, items: Sequence[Finding]
 ) -> None:
-    """Record the statuses and waiver states of the latest check of a stored evaluation."""
+    """Record the statuses and waiver states of the latest check of run ``run_id``'s stored
+    evaluation ``evaluation_id`` (errors name the run: the evaluation's id is nowhere to be seen)."""
     from sqlalchemy import bindparam
 
     with (
-        store_errors(f"could not record the check of evaluation {evaluation_id}", WRITE_HINT),
+        store_errors(f"could not record the check of run {run_id}", WRITE_HINT),
         engine.begin() as connection,
     ):
         connection.execute(

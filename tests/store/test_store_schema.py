@@ -622,6 +622,20 @@ def test_sqlite_s_own_uri_form_names_the_same_file_for_every_command(tmp_path, r
     assert store_db.holds_a_store(uri) and not store_db.holds_a_store("sqlite:///file:y.db?uri=true")
 
 
+def test_a_check_that_cannot_be_recorded_names_the_run_not_an_internal_id(tmp_path, run_cli):
+    # "could not record the check of evaluation 1" named an id no command shows or takes
+    engine = store_db.open_database(tmp_path / "x.db")
+    write_catalog(engine, make_catalog(1, 2))
+    run_id = write_catalog(engine, make_catalog(2, 3))
+    engine.dispose()
+    assert run_cli("check", "--db", "x.db").exit_code == 0  # evaluation 1, of run 2
+    read_only = run_cli("check", "--db", "sqlite:///file:x.db?mode=ro&uri=true")
+    assert read_only.exit_code == 3
+    assert read_only.stderr.splitlines()[0] == (
+        f"error: could not record the check of run {run_id}: attempt to write a readonly database"
+    )
+
+
 def test_two_writers_at_once_share_versions_and_number_them_consistently(tmp_path):
     """Two snapshots into one SQLite file at the same time: ids are taken under the write lock."""
     import threading

@@ -210,7 +210,11 @@ def check_writable(path: Path, creates: Path | None = None) -> None:
     folder = target.parent
     made = creates is not None and (folder == creates or folder in creates.parents)
     if not folder.is_dir() and not made:
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+        # said as what to fix ("No such file or directory" named neither the folder nor a file in its way)
+        start = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if start is not None and not start.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{start} is a file, not a folder", str(path))
+        raise FileNotFoundError(errno.ENOENT, f"the folder {folder} does not exist", str(path))
     check_creatable(folder)
 
 

@@ -301,9 +301,17 @@ def test_an_output_in_a_missing_folder_is_refused_before_the_check(run_cli, db, 
     assert result.exit_code == 3
     assert result.stdout == ""
     assert result.stderr == (
-        "error: cannot write nodir/x.json: No such file or directory\n"
+        f"error: cannot write nodir/x.json: the folder {tmp_path / 'nodir'} does not exist\n"
         "hint: nothing was done yet: give --output a file you can write\n"
     )
+    # a file where a folder should be: named (both said "No such file or directory")
+    (tmp_path / "afile").write_text("")
+    for given in ("afile/x.json", "afile/deeper/x.json"):
+        result = run_cli("check", "--db", db, "-o", given)
+        assert (result.exit_code, result.stderr.splitlines()[0]) == (
+            3,
+            f"error: cannot write {given}: {tmp_path / 'afile'} is a file, not a folder",
+        )
 
 
 def test_a_new_only_gate_says_nothing_about_new_only_having_no_effect(run_cli, db):

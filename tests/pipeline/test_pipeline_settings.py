@@ -279,7 +279,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_snapshot(tmp_path
         result = invoke(["run", "--db", "h.db", option, "missing/out", *extra])
         assert result.exit_code == 3, result.output
         assert result.stderr.splitlines() == [
-            "error: cannot write missing/out: No such file or directory",
+            f"error: cannot write missing/out: the folder {tmp_path / 'missing'} does not exist",
             f"hint: nothing was done yet: give {'--output' if option == '-o' else option} a file you can "
             "write",
         ]

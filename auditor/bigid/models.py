@@ -13,6 +13,7 @@ These models are the wire format and nothing else: no HTTP, no storage.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from typing import Annotated, Any
 
@@ -176,16 +177,30 @@ def _to_str_list(value: Any) -> Any:
 def _created_at(value: Any) -> Any:
     """Timestamps may be ISO strings or epoch milliseconds; keep the ISO text as given. A number
     no calendar date stands for (1e308, a year past 9999) is kept as its text: the field only
-    informs, and it failed the whole listing as an internal error (OverflowError, OSError)."""
+    informs, and it failed the whole listing as an internal error (OverflowError, OSError).
+
+    MongoDB's extended JSON (``{"$date": "2026-01-01T00:00:00Z"}``, ``{"$date": 1700000000000}``,
+    ``{"$date": {"$numberLong": "…"}}``: milliseconds) is unwrapped; any other value (``true``, an
+    object, a list) is kept as its JSON text. It is shown nowhere and read by no rule, and one such
+    value refused the whole cluster listing (a probe).
+    """
+    millis = False
+    if isinstance(value, dict) and len(value) == 1 and "$date" in value:
+        value, millis = value["$date"], True
+        if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("$numberLong"), str):
+            value = value["$numberLong"]
+            value = int(value) if value.lstrip("-").isdigit() else value
     if isinstance(value, int | float) and not isinstance(value, bool):
         from datetime import UTC, datetime
 
-        seconds = value / 1000 if value > 10_000_000_000 else value
+        seconds = value / 1000 if millis or value > 10_000_000_000 else value
         try:
             return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
         except (OverflowError, OSError, ValueError):
             return str(value)
-    return value
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _items(value: Any, model: type[BaseModel], what: str) -> Any:

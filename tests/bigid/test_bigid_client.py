@@ -698,6 +698,35 @@ def test_a_creation_time_no_date_stands_for_is_kept_as_its_text(loopback, make_c
     ]
 
 
+def test_a_creation_time_of_another_shape_is_kept_and_never_refuses_the_listing(loopback, make_client):
+    """A probe: `"createdAt": true` (or MongoDB's `{"$date": …}`) refused the whole cluster listing,
+    exit 3, for a field shown nowhere and read by no rule."""
+    stamps = [
+        {"$date": "2026-01-01T00:00:00Z"},
+        {"$date": 1700000000000},
+        {"$date": 86400000},  # extended JSON counts milliseconds, however small the number
+        {"$date": {"$numberLong": "1700000000000"}},
+        True,
+        {"when": [2026, 1, 1]},
+        ["2026-01-01"],
+        None,
+    ]
+    clusters = [{"id": f"k{i}", "name": "n", "size": 1, "createdAt": stamp} for i, stamp in enumerate(stamps)]
+    loopback.reset(lambda r: Reply(200, clusters if r.query.get("skip", "0") == "0" else []))
+    listed = make_client(loopback.url).list_clusters()
+    assert [c.createdAt for c, _raw in listed] == [
+        "2026-01-01T00:00:00Z",
+        "2023-11-14T22:13:20Z",
+        "1970-01-02T00:00:00Z",
+        "2023-11-14T22:13:20Z",
+        "true",
+        '{"when": [2026, 1, 1]}',
+        '["2026-01-01"]',
+        None,
+    ]
+    assert [raw["createdAt"] for _c, raw in listed] == stamps  # the record as sent is kept whole
+
+
 def test_unknown_envelope_and_non_json_are_payload_errors(loopback, make_client):
     loopback.reset(lambda r: Reply(200, {"weird": 1}))
     with pytest.raises(

@@ -8,7 +8,7 @@ complete). The chosen format goes to stdout or ``--output``; the summary goes to
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import click
@@ -86,7 +86,8 @@ def say_waivers_to_review(settings: Settings, result: CheckResult) -> None:
     type=IsoDate(),
     metavar="YYYY-MM-DD",
     default=None,
-    help="Judge waiver expiry as of this date (default: today, UTC).",
+    help="Judge waiver expiry as of this date (default: today, UTC); another day is a what-if, not "
+    "recorded for diff and report.",
 )
 @pass_settings
 def check_command(
@@ -118,6 +119,9 @@ def check_command(
     ruleset, waiver_set = load_rules_and_waivers(rule_paths, waivers_path, to_evaluate=True)
     engine = settings.engine(db, create=False)
     day: date | None = today  # type: ignore[assignment]
+    # Another day is a what-if (a probe): recorded, its statuses became the run's history, and a
+    # later diff or report showed waivers that had expired as still open, or the other way round.
+    what_if = day is not None and day != datetime.now(UTC).date()
     result = check_run(
         engine,
         run_ref,
@@ -126,7 +130,13 @@ def check_command(
         baseline=baseline,
         today=day,
         allow_incomplete=allow_incomplete,
+        record=not what_if,
     )
+    if what_if and day is not None:
+        settings.info(
+            f"note: waivers judged as of {day.isoformat()} (--today), not today: a what-if, not "
+            f"recorded as run {result.run.id}'s check for diff and report"
+        )
     # The table on stdout ends with these notes and the summary line: stderr carries them otherwise.
     table_shown = fmt == Format.TABLE.value and not output
     note = result.incomplete_note()

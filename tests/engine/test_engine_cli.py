@@ -78,6 +78,49 @@ def test_a_new_only_gate_failed_by_an_expired_waiver_says_so(run_cli, db, engine
     assert "(and those whose waiver expired)" in run_cli("check", "--help").stdout
 
 
+def test_a_check_judged_as_of_another_day_is_a_what_if_never_recorded(run_cli, db, engine, snapshot, write):
+    """A probe: `check --run 1 --today 2030-01-01` recorded its statuses as run 1's check, and a
+    later diff read that waiver as already expired (or, the other way round, as still valid)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from auditor.store.schema import findings
+
+    first = snapshot(engine, CATALOG)
+    snapshot(engine, CATALOG)
+    today = datetime.now(UTC).date()
+    waivers = write(
+        "w.yaml",
+        "waivers:\n  - {rule: high-sensitivity-without-confidential, cluster: c-hr, reason: r, owner: o,\n"
+        f"     expires: {today + timedelta(days=3)}}}\n",
+    )
+
+    def recorded() -> list[str]:
+        with engine.connect() as connection:
+            query = select(findings.c.status).where(
+                findings.c.run_id == first, findings.c.rule_id == "high-sensitivity-without-confidential"
+            )
+            return sorted(connection.execute(query).scalars())
+
+    args = ("check", "--db", db, "--run", str(first), "--waivers", str(waivers), "--format", "json")
+    assert run_cli(*args).exit_code == 0
+    assert recorded() == ["waived"]
+    day = today + timedelta(days=30)
+    what_if = run_cli(*args, "--today", day.isoformat())
+    assert what_if.exit_code == 0
+    judged = json.loads(what_if.stdout)["findings"]
+    assert [f["status"] for f in judged if f["rule"] == "high-sensitivity-without-confidential"] == ["new"]
+    assert recorded() == ["waived"]  # the run's history as its own day judged it
+    assert (
+        f"note: waivers judged as of {day} (--today), not today: a what-if, not recorded as run "
+        f"{first}'s check for diff and report"
+    ) in what_if.stderr.splitlines()
+    same_day = run_cli(*args, "--today", today.isoformat())  # today, named: recorded, no note
+    assert same_day.exit_code == 0 and "what-if" not in same_day.stderr
+    assert recorded() == ["waived"]
+
+
 def test_check_exit_3_for_missing_or_incomplete_runs(run_cli, db, engine, snapshot):
     empty = run_cli("check", "--db", db)
     assert empty.exit_code == 3

@@ -36,7 +36,8 @@ def say_waivers_to_review(settings: Settings, result: CheckResult) -> None:
     """On stderr: the waivers expiring within 14 days and the stale ones (``check`` and ``run``)."""
     for waiver in result.waiver_report.expiring:
         settings.info(
-            f"waiver expiring on {waiver.expires.isoformat()}: {waiver.describe()} ({waiver.where})"
+            f"waiver expiring soon (valid through {waiver.expires.isoformat()}): {waiver.describe()} "
+            f"({waiver.where})"
         )
     for waiver in result.waiver_report.stale:
         note = result.waiver_report.unknown_note(waiver)

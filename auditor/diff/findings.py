@@ -193,10 +193,11 @@ def waiver_explanation(finding: Mapping[str, Any], kind: str) -> Explanation:
     owner, expires, reason = waiver.get("owner"), waiver.get("expires"), waiver.get("reason")
     if kind == "waiver_added":
         text = (
-            f"waived by {owner or 'an unnamed owner'} until {expires or 'no date'}: {reason or 'no reason'}"
+            f"waived by {owner or 'an unnamed owner'} through {expires or 'no date'}: {reason or 'no reason'}"
         )
     else:
-        text = f"the waiver by {owner or 'an unnamed owner'} expired on {expires or 'an unknown date'}"
+        through = expires or "an unknown date"
+        text = f"the waiver by {owner or 'an unnamed owner'}, valid through {through}, expired"
     return Explanation(
         kind,
         finding.get("cluster_id"),

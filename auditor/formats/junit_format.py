@@ -125,10 +125,11 @@ def _case(rule_id: str, f: Finding, seen: Counter[str]) -> ET.Element:
     case = ET.Element("testcase", classname=rule_id, name=name, time="0")
     if f.waived:
         waiver = f.waiver or {}
-        reason = f"waived until {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}"
+        reason = f"waived through {waiver.get('expires')} by {waiver.get('owner')}: {waiver.get('reason')}"
         ET.SubElement(case, "skipped", message=_shown(reason, prose))
     else:
-        label = f" (waiver expired {f.waiver['expires']})" if f.waiver and f.waiver_expired else ""
+        lapsed = f.waiver and f.waiver_expired
+        label = f" (waiver expired: valid through {f.waiver['expires']})" if lapsed else ""
         failure = ET.SubElement(case, "failure", message=_shown(f.message + label), type=f.severity)
         # one line per field, each field on its line: a line break in a name cannot add a field
         lines = (

@@ -1,7 +1,9 @@
 """The ``table`` format: aligned text for people, ending with the summary line.
 
 One row per finding (severity, status, rule, subject, message; a finding whose waiver expired says
-"waiver expired" as its status), then waivers that expire within 14 days or that matched nothing,
+"waiver expired" as its status), a waived one followed by its waiver ("waived by OWNER through DATE:
+REASON", an expired one "was waived by …": a waiver applies through its date), then waivers that
+expire within 14 days or that matched nothing,
 then the summary line with counts by severity, new,
 waived and expired. Catalog and waiver text is shown through :func:`auditor.textsafe.one_line`: a
 control character or a newline in a column name cannot act on the terminal or forge a row.
@@ -46,10 +48,11 @@ def chunks(result: CheckResult) -> Iterator[str]:
                 f"{f.severity:<9} {_status(f):<15} {f.rule:<{rule_width}} "
                 f"{fit(one_line(f.subject), WIDTH_SUBJECT)} {one_line(f.message)}\n"
             )
-            if f.waiver and not f.waiver_expired:
+            if f.waiver:  # an expired one too: whose it was and when it lapsed (a probe)
                 waiver = f.waiver
+                said = "was waived" if f.waiver_expired else "waived"
                 lines.append(
-                    f"{'':<26}waived by {prose(str(waiver['owner']))} until {waiver['expires']}: "
+                    f"{'':<26}{said} by {prose(str(waiver['owner']))} through {waiver['expires']}: "
                     f"{prose(str(waiver['reason']))}\n"
                 )
             if len(lines) >= BATCH:

@@ -231,7 +231,7 @@ def test_a_finding_waived_since_is_explained_by_its_waiver_alone(engine):
             [_finding("k", column="crm.t.x", status="waived", waiver=WAIVER)],
         ),
     )
-    assert _explained(result, "newly_waived") == ["waived by o until 2099-01-01: r"]
+    assert _explained(result, "newly_waived") == ["waived by o through 2099-01-01: r"]
 
 
 def test_a_diff_whose_only_change_is_a_new_waiver_is_not_empty(engine):
@@ -299,7 +299,7 @@ def test_a_newly_waived_finding_keeps_the_change_that_made_it_with_its_waiver(en
             "sensitive-column-without-business-attribute",
             [
                 ("column_changed", "tag sensitivity='high' added to column crm.public.users.email"),
-                ("waiver_added", "waived by o until 2099-01-01: r"),
+                ("waiver_added", "waived by o through 2099-01-01: r"),
             ],
         )
     ]

@@ -227,7 +227,7 @@ def test_a_waiver_added_since_the_older_check_is_newly_waived(engine, write, bas
             "field": "waiver",
             "before": None,
             "after": expires,
-            "text": f"waived by data-governance@example.com until {expires}: classification under review",
+            "text": f"waived by data-governance@example.com through {expires}: classification under review",
         }
     ]
     assert data["findings"]["new"] == data["findings"]["resolved"] == []
@@ -247,7 +247,8 @@ def test_a_waiver_that_lapsed_between_the_runs_is_waiver_expired(engine, write, 
     assert item["waiver"]["expired"] is True
     assert [e["kind"] for e in item["explanation"]] == ["waiver_expired"]
     assert item["explanation"][0]["text"] == (
-        f"the waiver by data-governance@example.com expired on {(today + timedelta(days=3)).isoformat()}"
+        "the waiver by data-governance@example.com, valid through "
+        f"{(today + timedelta(days=3)).isoformat()}, expired"
     )
     assert data["findings"]["newly_waived"] == []
 

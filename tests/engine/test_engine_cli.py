@@ -336,8 +336,8 @@ def test_check_writes_output_files_and_waiver_notices(run_cli, db, engine, snaps
     assert result.stdout == ""
     assert json.loads((tmp_path / "out.sarif").read_text())["version"] == "2.1.0"
     assert (
-        f"waiver expiring on 2026-12-01: rule pii-cluster-low-severity, cluster c-x ({waivers}:2)"
-        in result.stderr
+        "waiver expiring soon (valid through 2026-12-01): rule pii-cluster-low-severity, cluster c-x "
+        f"({waivers}:2)" in result.stderr
     )
     assert f"stale waiver (matches nothing): rule pii-cluster-low-severity, cluster c-x ({waivers}:2)" in (
         result.stderr

@@ -54,7 +54,7 @@ def test_table_ends_with_the_summary_line(result):
         "run 1: 7 findings (1 high, 3 medium, 2 low); 6 new, 0 existing, 1 waived, 0 waiver expired; "
         "16 rules, no baseline"
     )
-    assert "waived by governance@example.com until 2026-12-31: Moving to the confidential warehouse" in text
+    assert "waived by governance@example.com through 2026-12-31: Moving to the confidential warehouse" in text
 
 
 def test_json_has_the_documented_shape(result):
@@ -325,7 +325,7 @@ def test_a_waivers_reason_written_over_lines_is_one_line_in_every_format_for_peo
         today=date(2026, 11, 28),
     )
     shown = "Moving to the confidential warehouse in Q1"
-    assert f"until 2026-12-31: {shown}\n" in render(Format.TABLE, checked)
+    assert f"through 2026-12-31: {shown}\n" in render(Format.TABLE, checked)
     assert f'by governance@example.com: {shown}" />' in render(Format.JUNIT, checked)
     assert shown in render(Format.MARKDOWN, checked)
     document = json.loads(render(Format.JSON, checked))  # data: as stored

@@ -80,12 +80,12 @@ def test_junit_counts_waived_findings_as_skipped_and_passing_rules_as_one_test(r
     }
     assert suites["card-data-outside-pci-cluster"].get("tests") == "1"
     skipped = suites["high-sensitivity-without-confidential"].find("testcase/skipped")
-    assert skipped.get("message") == "waived until 2026-12-31 by o@x: R1"
+    assert skipped.get("message") == "waived through 2026-12-31 by o@x: R1"
     failure = suites["duplicate-columns-across-sources"].find("testcase/failure")
     assert (failure.get("type"), failure.get("message")) == (
         "medium",
         "column SSN appears in 2 sources in cluster HR People: crm.contact.ssn, hr.emp.ssn "
-        "(waiver expired 2026-11-01)",
+        "(waiver expired: valid through 2026-11-01)",
     )
     (finding,) = [f for f in result.findings if f.rule == "duplicate-columns-across-sources"]
     assert failure.text.splitlines()[-1] == f"fingerprint: {finding.fingerprint}"

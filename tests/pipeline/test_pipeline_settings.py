@@ -345,8 +345,8 @@ def test_run_lists_stale_and_expiring_waivers_as_check_does(tmp_path, monkeypatc
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
     assert (
-        f"waiver expiring on {soon}: rule pii-cluster-low-severity, cluster no-such-cluster (w.yaml:2)"
-        in lines
+        f"waiver expiring soon (valid through {soon}): rule pii-cluster-low-severity, cluster "
+        "no-such-cluster (w.yaml:2)" in lines
     )
     assert any(
         line.startswith(

@@ -184,7 +184,7 @@ def test_report_with_exports_waivers_and_rules(database: str, tmp_path: Path) ->
     )
     assert soup.select_one('[data-card="waived"] .value').get_text() == "1"
     waived = soup.select_one("section#waived")
-    assert "waived by governance@example.org until 2099-01-31" in waived.get_text(" ")
+    assert "waived by governance@example.org through 2099-01-31" in waived.get_text(" ")
     with (tmp_path / "export" / "findings.csv").open(encoding="utf-8", newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert sorted(r["status"] for r in rows if r["rule"] == "high-sensitivity-without-confidential") == [

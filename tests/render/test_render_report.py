@@ -188,7 +188,7 @@ def test_sections_come_in_order_grouped_and_explained(sample) -> None:
         'changed labels : ["Confidential", "PII"] → ["PII"] (removed ["Confidential"])'
     )
     waived = soup.select_one("section#waived")
-    assert "waived by data-team until 2026-12-05 (expires soon): migration under way" in text_of(waived)
+    assert "waived by data-team through 2026-12-05 (expires soon): migration under way" in text_of(waived)
 
 
 def test_severity_and_trend_charts_are_inline_svg(sample) -> None:
@@ -569,7 +569,7 @@ def test_a_waiver_s_ticket_is_shown_and_exported(sample, tmp_path: Path) -> None
     waived["waiver"] = {**waived["waiver"], "ticket": "GOV-1"}
     bundle = bundle_from_input(sample.data)
     shown = [text_of(w) for w in soup_of(bundle.html).select(".waiver") if "ciso" in text_of(w)]
-    assert shown == ["waived by ciso until 2027-06-30, ticket GOV-1: accepted risk"]
+    assert shown == ["waived by ciso through 2027-06-30, ticket GOV-1: accepted risk"]
     rows = list(csv.DictReader(io.StringIO(bundle.findings_csv())))
     assert [r["waiver_ticket"] for r in rows if r["waiver_owner"] == "ciso"] == ["GOV-1"]
     assert {r["waiver_ticket"] for r in rows if r["waiver_owner"] == "data-team"} == {""}

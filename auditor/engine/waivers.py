@@ -23,13 +23,14 @@ Example::
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -105,6 +106,15 @@ class WaiverFileSpec(BaseModel):
     waivers: list[WaiverSpec]
 
 
+class Subject(Protocol):
+    """What a waiver is matched on: a :class:`Finding`, or a stand-in read from stored rows."""
+
+    rule: str
+    cluster_id: str | None
+    column: str | None
+    columns: list[str]
+
+
 @dataclass(frozen=True)
 class Waiver:
     rule: str
@@ -125,27 +135,49 @@ class Waiver:
     def expired(self, today: date) -> bool:
         return today > self.expires
 
-    def matches(self, finding: Finding) -> bool:
+    def matches(self, finding: Subject) -> bool:
         if finding.rule != self.rule:
             return False
         # Cluster ids are hexadecimal ObjectIds, copied from BigID's UI in either case.
         if self.cluster is not None and (finding.cluster_id or "").lower() != self.cluster.lower():
             return False
+        return self.matches_columns(column_names(finding))
+
+    def matches_columns(self, names: Sequence[str]) -> bool:
+        """Whether every one of a finding's column names (:func:`column_names`) is covered."""
         if self.column is None and self.column_regex is None:
             return True
-        # A cluster finding that involves no column is matched as the empty name: by `*` and `.*`
-        # (which waive the rule's findings everywhere), and by any pattern matching an empty name.
-        names = [finding.column] if finding.column else list(finding.columns) or [""]
-        return all(self._column_matches(name) for name in names)
-
-    def _column_matches(self, fqn: str) -> bool:
-        lowered = fqn.lower()
-        if self.column is not None and not fnmatch.fnmatchcase(lowered, self.column.lower()):
-            return False
-        return not (
-            self.column_regex is not None
-            and not re.fullmatch(self.column_regex, fqn, flags=re.IGNORECASE | re.DOTALL)
+        glob, regex = self._patterns
+        return all(
+            (glob is None or glob(name.lower()) is not None) and (regex is None or regex(name) is not None)
+            for name in names
         )
+
+    @functools.cached_property
+    def _patterns(self) -> tuple[Callable[[str], Any] | None, Callable[[str], Any] | None]:
+        """The glob (over the lowered name) and the regular expression, compiled once: matched per
+        waiver and finding, they cost a cache lookup and a lowering of the pattern each time."""
+        glob = re.compile(fnmatch.translate(self.column.lower())).match if self.column is not None else None
+        regex = (
+            re.compile(self.column_regex, re.IGNORECASE | re.DOTALL).fullmatch
+            if self.column_regex is not None
+            else None
+        )
+        return glob, regex
+
+    @property
+    def regex_only(self) -> Callable[[str], Any]:
+        """The compiled ``column_regex``'s ``fullmatch``, for a waiver that has no glob beside it."""
+        _, regex = self._patterns
+        assert regex is not None and self.column is None
+        return regex
+
+    @property
+    def literal_prefix(self) -> str | None:
+        """What every name its glob matches starts with (lowered), ``None`` when it has no glob."""
+        if self.column is None:
+            return None
+        return re.split(r"[*?\[]", self.column.lower(), maxsplit=1)[0]
 
     def describe(self) -> str:
         return describe_waiver(self.to_json(date.min))
@@ -379,17 +411,82 @@ class WaiverReport:
         return ""
 
 
+def column_names(finding: Subject) -> list[str]:
+    """The names a waiver's column patterns must all cover: the column, else every column involved;
+    a cluster finding that involves no column is the empty name, matched by `*` and `.*` (which
+    waive the rule's findings everywhere) and by any pattern matching an empty name."""
+    return [finding.column] if finding.column else list(finding.columns) or [""]
+
+
+class WaiverIndex:
+    """The waivers of one file by rule, cluster and the literal start of their column glob.
+
+    Trying every waiver of a rule on every finding cost findings x waivers pattern matches: a scale
+    probe's 10,000 waivers took 204 s over 18,600 findings. A finding now looks up its rule and
+    cluster (and the any-cluster waivers), then only the globs whose literal start its first name
+    begins with; waivers with a regular expression alone are still tried one by one.
+    """
+
+    def __init__(self, entries: Sequence[Waiver]) -> None:
+        # (rule, cluster lowered or None) -> (every finding's, by literal glob start, regex only)
+        self.buckets: dict[
+            tuple[str, str | None],
+            tuple[
+                list[tuple[int, Waiver]],
+                dict[str, list[tuple[int, Waiver]]],
+                list[tuple[int, Waiver, Callable[[str], Any]]],
+            ],
+        ] = {}
+        for index, waiver in enumerate(entries):
+            cluster = waiver.cluster.lower() if waiver.cluster is not None else None
+            everything, by_prefix, regexes = self.buckets.setdefault((waiver.rule, cluster), ([], {}, []))
+            prefix = waiver.literal_prefix
+            if prefix is not None:
+                by_prefix.setdefault(prefix, []).append((index, waiver))
+            elif waiver.column_regex is not None:
+                regexes.append((index, waiver, waiver.regex_only))
+            else:
+                everything.append((index, waiver))
+        self.prefix_lengths = {
+            key: sorted({len(prefix) for prefix in bucket[1]}) for key, bucket in self.buckets.items()
+        }
+
+    def candidates(self, finding: Subject) -> list[tuple[int, Waiver]]:
+        """The (file position, waiver) pairs that match ``finding``, in file order."""
+        names = column_names(finding)
+        first = names[0].lower()
+        found: list[tuple[int, Waiver]] = []
+        cluster = (finding.cluster_id or "").lower()
+        for key in ((finding.rule, cluster), (finding.rule, None)):
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                continue
+            everything, by_prefix, regexes = bucket
+            found += everything
+            for length in self.prefix_lengths[key]:
+                if length > len(first):
+                    break
+                for item in by_prefix.get(first[:length], ()):
+                    if item[1].matches_columns(names):
+                        found.append(item)
+            if len(names) == 1:  # most findings: one name, each pattern called straight (~10x fewer calls)
+                name = names[0]
+                found += [(i, w) for i, w, fullmatch in regexes if fullmatch(name) is not None]
+            else:
+                found += [(i, w) for i, w, _ in regexes if w.matches_columns(names)]
+        found.sort(key=lambda item: item[0])
+        return found
+
+
 def apply_waivers(findings: Sequence[Finding], waivers: Waivers | None, today: date) -> WaiverReport:
     """Mark findings waived (active waiver) or labelled "waiver expired"; report stale/expiring ones."""
     report = WaiverReport()
     if waivers is None:
         return report
     used: set[int] = set()
-    by_rule: dict[str, list[tuple[int, Waiver]]] = {}
-    for index, waiver in enumerate(waivers.entries):
-        by_rule.setdefault(waiver.rule, []).append((index, waiver))
+    index = WaiverIndex(waivers.entries)
     for finding in findings:
-        candidates = [(i, w) for i, w in by_rule.get(finding.rule, []) if w.matches(finding)]
+        candidates = index.candidates(finding)
         if not candidates:
             continue
         used.update(i for i, _ in candidates)

@@ -447,10 +447,9 @@ def stored_open_counts(engine: Engine, run: Any, ruleset: Any, waivers: Any) -> 
         for severity, count in connection.execute(grouped):
             counts[str(severity).lower()] += int(count)
         if waived_rules:
-            by_rule: dict[str, list[Any]] = {}
-            for waiver in entries:
-                if not waiver.expired(day):
-                    by_rule.setdefault(str(waiver.rule), []).append(waiver)
+            from auditor.engine.waivers import WaiverIndex
+
+            active = WaiverIndex([waiver for waiver in entries if not waiver.expired(day)])
             rows = connection.execute(
                 select(
                     findings.c.severity,
@@ -462,7 +461,7 @@ def stored_open_counts(engine: Engine, run: Any, ruleset: Any, waivers: Any) -> 
             )
             for severity, rule_id, cluster_id, column, columns in rows:
                 subject = _Subject(rule_id, cluster_id, column, list(columns or []))
-                if not any(waiver.matches(subject) for waiver in by_rule.get(rule_id, ())):
+                if not active.candidates(subject):
                     counts[str(severity).lower()] += 1
     return dict(counts)
 

@@ -452,7 +452,7 @@ def test_the_hard_stop_comes_when_the_grace_ends_not_later(tmp_path):
     elapsed = time.monotonic() - started
     assert child.returncode == 143
     assert err.strip().startswith("auditor: still stopping after 3 s")
-    assert 2.9 < elapsed < 5.5  # the grace, not twice it (6 s)
+    assert 2.9 < elapsed < 5.9  # the grace, not twice it (6 s)
 
 
 @pytest.mark.parametrize("name", ["L" * 250 + ".html", "é" * 125 + ".csv", "r" * 237])

@@ -308,7 +308,7 @@ def test_429_honours_retry_after_seconds_and_dates(loopback, make_client):
     started = time.monotonic()
     assert [c.id for c, _ in client.list_clusters()] == ["abc123def456", "ghi789jkl012"]
     elapsed = time.monotonic() - started
-    assert 0.45 <= elapsed < 2.0  # 0.2 s, then the 30 s date capped at 0.3 s
+    assert 0.45 <= elapsed < 5.0  # 0.2 s, then the 30 s date capped at 0.3 s (not 30 s)
     # three attempts at the first page, then one more page confirms that the short one was the end
     assert client.retries == 2 and client.requests == 4
 
@@ -413,7 +413,8 @@ def test_retry_time_budget_is_enforced(loopback, make_client):
     started = time.monotonic()
     with pytest.raises(ApiError, match="HTTP 429"):
         client.list_clusters()
-    assert time.monotonic() - started < 3.0
+    # about 2 s; the bound leaves room for a loaded CI machine (the three requests pin the budget)
+    assert time.monotonic() - started < 5.0
     assert len(loopback.seen) == 3
 
 
@@ -905,7 +906,7 @@ def test_headers_trickling_in_over_tls_are_cut_at_the_deadline_too(tls_loopback,
     started = time.monotonic()
     with pytest.raises(NetworkError, match=r"the answer was still arriving after 1 s \(sent too slowly\)"):
         client.list_clusters()
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 6  # the 1 s deadline, not the ~10 s of trickling
     server.reset(lambda r: Reply(200, TUTORIAL_CLUSTERS, trickle_headers=0.001))  # slow but in time
     trusted = make_client(server.url, ca_bundle=str(bundle), read_timeout=0.5, answer_timeout=5)
     assert [c.id for c, _ in trusted.list_clusters()] == ["abc123def456", "ghi789jkl012"]

@@ -142,7 +142,7 @@ def test_an_answer_trickling_in_does_not_hold_a_stopping_snapshot(loopback, make
     started = time.monotonic()
     with pytest.raises(PartialSnapshotError, match="1 of 2 clusters were stored"):
         take_snapshot(engine, client, workers=2, processes=0, max_seconds=0.5)
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 5
 
 
 def test_ctrl_c_while_a_server_is_silent_marks_the_run_failed_at_once(loopback, make_client, tmp_path):
@@ -164,7 +164,7 @@ def test_ctrl_c_while_a_server_is_silent_marks_the_run_failed_at_once(loopback, 
     with pytest.raises(KeyboardInterrupt):
         take_snapshot(engine, client, workers=2, processes=0)
     took = time.monotonic() - started
-    assert took < 0.5 + CANCEL_POLL + 1.5, took
+    assert took < 0.5 + CANCEL_POLL + 4, took  # not the 60 s read timeout
     (run,) = list_runs(engine)
     assert run.status == "failed" and run.error == "interrupted (Ctrl-C)"
     assert run.columns_stored == 5  # cluster a, fetched in full before the stop, is kept

@@ -349,6 +349,6 @@ def test_sigterm_while_another_writer_holds_a_lock_exits_within_seconds(sandbox,
         holder.rollback()
         status = holder.execute("select status from runs").fetchall()
     assert child.returncode == 143, err
-    assert stopped_in < 9, stopped_in  # 5 s for the last flush and the marking together
+    assert stopped_in < 15, stopped_in  # 5 s for the last flush and the marking; not the 5-min lock wait
     assert err.splitlines()[-1] == "auditor: terminated (SIGTERM)"
     assert status in ([("running",)], [("failed",)])  # never complete

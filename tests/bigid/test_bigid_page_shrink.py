@@ -145,7 +145,7 @@ def test_a_slow_page_costs_one_timeout_not_the_whole_retry_budget(loopback, make
     assert run.status == "complete" and run.columns_stored == 120
     asked = [int(r.query["limit"]) for r in loopback.seen if r.path == COLUMNS_PATH]
     assert asked == [200, 100, 100]  # one timeout, not six attempts at 200
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3  # (the sizes asked above pin the one timeout)
 
 
 @settings(max_examples=150, deadline=None)

@@ -443,14 +443,21 @@ def smtp_server() -> Iterator[Any]:
 
             kwargs["authenticator"] = authenticator
             kwargs["auth_require_tls"] = True
-        port = free_port()
-        controller = Controller(_Handler(received), hostname="127.0.0.1", port=port, **kwargs)
-        if tls == "implicit":
-            # the readiness probe must speak TLS too: trust our own certificate for it
-            controller.ssl_context = kwargs["ssl_context"]
-        controller.start()
-        controllers.append(controller)
-        return "127.0.0.1", port, received
+        for attempt in range(5):  # the free port may be taken before the server binds it (parallel workers)
+            port = free_port()
+            controller = Controller(_Handler(received), hostname="127.0.0.1", port=port, **kwargs)
+            if tls == "implicit":
+                # the readiness probe must speak TLS too: trust our own certificate for it
+                controller.ssl_context = kwargs["ssl_context"]
+            try:
+                controller.start()
+            except (OSError, RuntimeError):
+                if attempt == 4:
+                    raise
+                continue
+            controllers.append(controller)
+            return "127.0.0.1", port, received
+        raise AssertionError("unreachable")
 
     yield start
     for controller in controllers:

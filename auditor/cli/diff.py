@@ -6,7 +6,6 @@ of the newer run with this diff, rendered by :mod:`auditor.render.report`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
@@ -173,9 +172,5 @@ def _json_pieces(result: Any) -> Iterator[str]:
     document = result.to_json(open_findings=False)
     document["findings"]["open"] = [jsonstream.MARK]
     items = (finding.to_json() for finding in result.findings.get("open", []))
-    yield from jsonstream.batches(_dumps, document, items, 1000)
+    yield from jsonstream.batches(jsonstream.INDENTED, document, items, 1000)
     yield "\n"
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)

@@ -186,7 +186,7 @@ def rules_validate(settings: Settings, paths: tuple[str, ...], waivers: str | No
 
     With --waivers, the waiver file's problems are listed with the rules' (exit 2 if any), and a
     waiver naming a rule these files do not define is pointed out (a warning: such a waiver would be
-    reported as stale by auditor check).
+    reported as stale by auditor check), as is one that has already expired.
     """
     from auditor.engine import load_rules_and_waivers
 
@@ -200,7 +200,14 @@ def rules_validate(settings: Settings, paths: tuple[str, ...], waivers: str | No
     click.echo(f"{plural(total, 'rule')} valid in {plural(len(ruleset.sources), 'file')}{disabled}")
     if waiver_set is not None:
         click.echo(f"{plural(len(waiver_set.entries), 'waiver')} valid in {waiver_set.source}")
+        today = datetime.now(UTC).date()
         for waiver in waiver_set.entries:
+            if waiver.expired(today):  # a reviewer approving the file should see it waives nothing now
+                click.echo(
+                    f"warning: {waiver.where}: the waiver was valid through {waiver.expires.isoformat()} "
+                    f"and has expired (today is {today.isoformat()}, UTC): its findings count again",
+                    err=True,
+                )
             rule = ruleset.get(waiver.rule)
             if rule is None:
                 click.echo(

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from auditor.engine.conditions import ParseContext, report_pydantic
+from auditor.engine.conditions import ParseContext, report_pydantic, type_name
 from auditor.engine.findings import STATUS_WAIVED, Finding
 from auditor.engine.rules import RuleSet, load_ruleset
 from auditor.engine.sqlfuncs import check_pattern
@@ -89,9 +89,8 @@ class WaiverSpec(BaseModel):
             return value
         if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
             return value.strip()
-        kind = "text" if isinstance(value, str) else "number" if isinstance(value, int | float) else "a value"
-        given = f"{kind} {value!r}"
-        raise ValueError(f"expected a date written YYYY-MM-DD (such as 2027-03-31), got {given}")
+        # as the rule files' errors name a value (a probe: "number True", "[datetime.date(…)]")
+        raise ValueError(f"expected a date written YYYY-MM-DD (such as 2027-03-31), got {type_name(value)}")
 
     @field_validator("reason", "owner", "cluster", "column", "column_regex")
     @classmethod

@@ -580,7 +580,11 @@ def test_impossible_waiver_dates_are_problems_with_their_position(write):
         + entry.format(expires="'1798675200'")
         + entry.format(expires="0")
         + entry.format(expires="2027-01-11T00:00:00+14:00")
-        + entry.format(expires="'2027-1-5'"),
+        + entry.format(expires="'2027-1-5'")
+        # named as the rule files name a value (a probe: "number True", "[datetime.date(…)]")
+        + entry.format(expires="true")
+        + entry.format(expires="[2027-12-31]")
+        + entry.format(expires="{a: 1}"),
     )
     with pytest.raises(RuleError) as caught:
         load_waivers(path)
@@ -596,6 +600,9 @@ def test_impossible_waiver_dates_are_problems_with_their_position(write):
         f"{path}:31:14: expires: {expected}, got number 0",
         f"{path}:36:14: expires: must be a date (YYYY-MM-DD) without a time",
         f"{path}:41:14: expires: {expected}, got text '2027-1-5'",
+        f"{path}:46:14: expires: {expected}, got boolean true",
+        f"{path}:51:14: expires: {expected}, got a list",
+        f"{path}:56:14: expires: {expected}, got a mapping",
     ]
 
 

@@ -384,7 +384,7 @@ def test_a_waiver_for_a_disabled_rule_says_the_rule_is_disabled(run_cli, db, eng
     waivers = write(
         "waivers.yaml",
         "waivers:\n  - {rule: cluster-spans-many-sources, cluster: c-hr, reason: r, owner: o,\n"
-        "     expires: 2027-06-30}\n",
+        "     expires: 2099-06-30}\n",
     )
     args = ("check", "--db", db, "--rules", str(rules), "--waivers", str(waivers), "--today", "2026-11-28")
     why = ": rule 'cluster-spans-many-sources' is disabled (enabled: false), so it has no findings to waive"
@@ -432,18 +432,26 @@ def test_rule_and_waiver_problems_are_reported_together(run_cli, db, engine, sna
 
 
 def test_rules_validate_checks_a_waiver_file_against_the_rules(run_cli, write):
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
     waivers = write(
         "w.yaml",
         "waivers:\n  - rule: high-sensitivity-without-confidential\n    cluster: c-1\n    reason: r\n"
-        "    owner: o\n    expires: 2027-01-31\n  - rule: no-such-rule\n    cluster: c-1\n    reason: r\n"
-        "    owner: o\n    expires: 2027-01-31\n",
+        "    owner: o\n    expires: 2099-01-31\n  - rule: no-such-rule\n    cluster: c-1\n    reason: r\n"
+        "    owner: o\n    expires: 2099-01-31\n"
+        # a probe: a waiver that has already expired was accepted without a word
+        f"  - {{rule: cluster-missing-severity, cluster: c-1, reason: r, owner: o, expires: {yesterday}}}\n"
+        f"  - {{rule: cluster-missing-severity, cluster: c-2, reason: r, owner: o, expires: {today}}}\n",
     )
     result = run_cli("rules", "validate", "--waivers", str(waivers))
     assert result.exit_code == 0
-    assert result.stdout == f"16 rules valid in 4 files\n2 waivers valid in {waivers}\n"
+    assert result.stdout == f"16 rules valid in 4 files\n4 waivers valid in {waivers}\n"
     assert result.stderr == (
         f"warning: {waivers}:7: no rule 'no-such-rule' in these rule files (a typo, or its rule file was "
-        "not given)\n"
+        f"not given)\nwarning: {waivers}:12: the waiver was valid through {yesterday} and has expired "
+        f"(today is {today}, UTC): its findings count again\n"
     )
 
 

@@ -483,7 +483,7 @@ def test_rules_commands_read_the_rules_and_waivers_the_settings_file_names(run_c
     waivers = (
         "waivers:\n  - rule: column-in-several-clusters\n    cluster: c-1\n    reason: r\n    owner: o\n"
     )
-    (tmp_path / "w.yaml").write_text(waivers + "    expires: 2027-01-31\n", encoding="utf-8")
+    (tmp_path / "w.yaml").write_text(waivers + "    expires: 2099-01-31\n", encoding="utf-8")
     (tmp_path / "auditor.toml").write_text(
         '[auditor]\nrules = ["mine"]\nwaivers = "w.yaml"\n', encoding="utf-8"
     )

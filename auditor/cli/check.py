@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import click
 
 from auditor.cli.common import (
-    IsoDate,
     PathOption,
     Settings,
     db_option,
     pass_settings,
     rules_option,
+    today_option,
     waivers_option,
     write_output,
 )
@@ -82,13 +82,9 @@ def say_waivers_to_review(settings: Settings, result: CheckResult) -> None:
 @click.option(
     "--allow-incomplete", is_flag=True, help="Check a run that is not complete (never as a baseline)."
 )
-@click.option(
-    "--today",
-    type=IsoDate(),
-    metavar="YYYY-MM-DD",
-    default=None,
-    help="Judge waiver expiry as of this date (default: today, UTC); another day is a what-if, not "
-    "recorded for diff and report.",
+@today_option(
+    "Judge waiver expiry as of this date (default: today, UTC); another day is a what-if, not "
+    "recorded for diff and report."
 )
 @pass_settings
 def check_command(

@@ -10,7 +10,7 @@ import contextlib
 import getpass
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -359,6 +359,12 @@ class IsoDate(click.ParamType):
         if day is None:
             self.fail(f"{value!r} is not a date written YYYY-MM-DD, such as 2027-03-31", param, ctx)
         return day
+
+
+def today_option(help_text: str) -> Callable[[Any], Any]:
+    """``--today YYYY-MM-DD``: the date waivers are judged as of (``check``, ``diff``, ``report``,
+    ``email``)."""
+    return click.option("--today", type=IsoDate(), metavar="YYYY-MM-DD", default=None, help=help_text)
 
 
 class NonEmptyText(click.ParamType):

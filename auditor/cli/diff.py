@@ -7,12 +7,13 @@ of the newer run with this diff, rendered by :mod:`auditor.render.report`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
 import click
 
-from auditor.cli.common import PathOption, Settings, db_option, pass_settings, write_output
+from auditor.cli.common import PathOption, Settings, db_option, pass_settings, today_option, write_output
 
 
 class DiffFormat(StrEnum):
@@ -63,6 +64,7 @@ class DiffFormat(StrEnum):
     metavar="DIR",
     help="Folder of templates searched before the bundled ones (html format).",
 )
+@today_option("Judge waivers as of this date (default: today, UTC), to make a diff again as it was.")
 @db_option
 @pass_settings
 def diff_command(
@@ -77,6 +79,7 @@ def diff_command(
     no_findings: bool,
     allow_incomplete: bool,
     templates: str | None,
+    today: date | None,
     db: str | None,
 ) -> None:
     """Show what changed between two runs: clusters, columns, moves and findings.
@@ -109,6 +112,7 @@ def diff_command(
         confidence_threshold=threshold,
         allow_incomplete=allow_incomplete,
         findings=not no_findings,
+        today=today,
     )
     chosen = DiffFormat(fmt)
     if chosen is DiffFormat.JSON:
@@ -127,6 +131,7 @@ def diff_command(
             waivers_path=waivers,
             templates_dir=templates,
             allow_incomplete=allow_incomplete,
+            today=today,
         )
     else:
         text = format_text(result)

@@ -19,10 +19,13 @@ from auditor.cli.common import (
     is_standard_output,
     pass_settings,
     smtp_ca_bundle_option,
+    today_option,
     write_output,
 )
 
 if TYPE_CHECKING:
+    from datetime import date
+
     from auditor.render.report import ReportBundle
 
 
@@ -74,6 +77,9 @@ def _report_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 show_default=True,
                 help="Rows shown per report section; the rest are counted and exported.",
             ),
+            today_option(
+                "Judge waivers as of this date (default: today, UTC), to make a signed report again."
+            ),
         )
     ):
         func = option(func)
@@ -95,6 +101,7 @@ def _bundle(
     outputs: dict[str, str | None],
     creates: str | None = None,
     reads: dict[str, str | None] | None = None,
+    today: date | None = None,
 ) -> ReportBundle:
     """The report bundle of ``run``, once ``outputs`` (option → path) are known not to name the
     database or an input file, and the rule files hold a rule to evaluate."""
@@ -117,6 +124,7 @@ def _bundle(
         max_rows=max_rows,
         with_exports=with_exports,
         allow_incomplete=allow_incomplete,
+        today=today,
     )
     if bundle.context.direction_note:
         settings.info(f"note: {bundle.context.direction_note}")
@@ -157,6 +165,7 @@ def report_command(
     export_dir: str | None,
     allow_incomplete: bool,
     db: str | None,
+    today: date | None,
 ) -> None:
     """Write the HTML report of a run: its findings and what changed since the previous complete run.
 
@@ -170,7 +179,7 @@ def report_command(
     full = export_dir is not None
     bundle = _bundle(
         settings, db, run, against, rules, waivers, templates, max_rows, full, allow_incomplete,
-        outputs={"--output": output}, creates=export_dir,
+        outputs={"--output": output}, creates=export_dir, today=today,
     )  # fmt: skip
     shown = output == "-"  # the HTML on standard output (for a pipe), not a file
     target = None if shown else Path(output) if output else Path(default_report_name(bundle.run_id))
@@ -251,6 +260,7 @@ def email_command(
     templates: str | None,
     max_rows: int,
     db: str | None,
+    today: date | None,
 ) -> None:
     """Email a run's report: a summary (text and HTML) with the report and CSV optionally attached.
 
@@ -270,7 +280,7 @@ def email_command(
     )
     bundle = _bundle(
         settings, db, run, against, rules, waivers, templates, max_rows, False, allow_incomplete,
-        outputs={"--eml": eml}, reads={"--smtp-ca-bundle": smtp_ca_bundle},
+        outputs={"--eml": eml}, reads={"--smtp-ca-bundle": smtp_ca_bundle}, today=today,
     )  # fmt: skip
     message = email.deliver(bundle, templates_dir=settings.templates_dir(templates))
     everyone = ", ".join(filter(None, (message["To"], message["Cc"])))

@@ -9,7 +9,7 @@ the catalog changes alone.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ def render_diff_html(
     templates_dir: str | Path | None = None,
     allow_incomplete: bool = False,
     max_rows: int | None = None,
+    today: date | None = None,
 ) -> str:
     """One self-contained HTML document showing ``result`` (and the newer run's findings)."""
     from auditor.render.context import DEFAULT_MAX_ROWS, Evidence, ReportInput, RunView
@@ -50,6 +51,7 @@ def render_diff_html(
             templates_dir=templates_dir,
             max_rows=rows,
             allow_incomplete=allow_incomplete,
+            today=today,
         ).html
     before, after = get_run(engine, result.from_run), get_run(engine, result.to_run)
     assert before is not None and after is not None  # compute_diff resolved both
@@ -67,5 +69,6 @@ def render_diff_html(
         ),
         against=RunView.from_info(before),
         diff=result.to_json(open_findings=False),
+        today=today,
     )
     return bundle_from_input(data, templates_dir=templates_dir, max_rows=rows).html

@@ -220,6 +220,8 @@ class Evidence:
     rule_files: tuple[FileEvidence, ...] = ()
     waiver_file: FileEvidence | None = None
     baseline: str = "previous complete run"
+    # the date the waivers were judged as of (YYYY-MM-DD, UTC): `report --today` makes it again
+    waivers_judged_on: str | None = None
     # the files of a --templates folder that replaced bundled ones (none: the bundled templates)
     templates: tuple[FileEvidence, ...] = ()
 

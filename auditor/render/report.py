@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -503,6 +503,7 @@ def gather_input(
     open_findings: bool = True,
     max_rows: int = DEFAULT_MAX_ROWS,
     full: bool = False,
+    today: date | None = None,
 ) -> tuple[ReportInput, dict[str, Any]]:
     """Read everything the report shows; return it with the check's JSON (for ``findings.json``).
 
@@ -517,7 +518,8 @@ def gather_input(
     ones) to the exports, and the check's JSON returned is empty. ``full=True`` checks the run in
     memory instead (``check_run``), as the page did before; the two give the same page.
     ``open_findings=False`` leaves the still-open findings out of the diff in memory (only the
-    ``diff.json`` export needs them, and at 1M columns they are most of the cost).
+    ``diff.json`` export needs them, and at 1M columns they are most of the cost). ``today`` is the
+    date waivers are judged as of (default: today in UTC), so that a signed report can be made again.
     """
     from auditor.engine import (
         apply_waivers,
@@ -567,8 +569,8 @@ def gather_input(
 
     baseline = against_info.id if against_info else "previous" if compare else "none"
     stored: StoredFindings | None = None
+    today = today or datetime.now(UTC).date()
     if check is None and not full:
-        today = datetime.now(UTC).date()
         # The baseline is the run diffed against (resolve_baseline would find the same run again).
         stored = StoredFindings.load(engine, run_info, against_info, ruleset, waivers, today)
     elif check is None:
@@ -578,6 +580,7 @@ def gather_input(
             ruleset,
             waivers=waivers,
             baseline=baseline,
+            today=today,
             record=False,  # a report is a view: it does not rewrite the run's recorded check
         )
     check_json = _to_json(check)
@@ -622,6 +625,7 @@ def gather_input(
             waivers=waivers,
             confidence_threshold=confidence_threshold,
             allow_incomplete=allow_incomplete,  # the run was accepted above; the diff names what it left out
+            today=today,
         )
         # The stored path streams the still-open findings to diff.json from the result itself.
         diff_json = diff_result.to_json(open_findings=open_findings and stored is None)
@@ -660,6 +664,7 @@ def gather_input(
         rule_files=tuple(rule_files),
         waiver_file=waiver_file,
         baseline=f"run {against_info.id}" if against_info else "none",
+        waivers_judged_on=today.isoformat() if waivers is not None else None,
     )
     data = ReportInput(
         run=RunView.from_info(run_info),
@@ -672,6 +677,7 @@ def gather_input(
         digest=digest,
         source=ReportSource(stored, diff_result) if stored is not None else None,
         compared_with_none=not compare,
+        today=today,
     )
     if stored is not None:
         data.stale_waivers, data.expiring_waivers = waiver_lists(stored.waiver_report, stored.today)
@@ -698,6 +704,7 @@ def build_report_bundle(
     trend_runs: int = DEFAULT_TREND_RUNS,
     with_exports: bool = False,
     allow_incomplete: bool = False,
+    today: date | None = None,
 ) -> ReportBundle:
     """Gather and render a run's report; ``with_exports`` makes the "N more" notes name the export files."""
     make_environment(templates_dir)  # a bad --templates folder fails before any database work
@@ -715,6 +722,7 @@ def build_report_bundle(
         allow_incomplete=allow_incomplete,
         open_findings=with_exports,
         max_rows=max_rows,
+        today=today,
     )
     return bundle_from_input(
         data,

@@ -389,3 +389,44 @@ def test_an_invalid_rule_file_exits_2(runner, two_runs, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ")
     assert result.stdout == ""
+
+
+def test_diff_report_and_email_judge_waivers_as_of_the_day_given(runner, two_runs, tmp_path):
+    """A time-zone probe: diff, report and email judged waivers as of the day they ran, so a signed
+    report could not be made again once a waiver had lapsed; only check took --today."""
+    from datetime import UTC, datetime, timedelta
+
+    from bs4 import BeautifulSoup
+
+    db, _first, _second = two_runs
+    through = datetime.now(UTC).date() + timedelta(days=3)
+    waivers = tmp_path / "w.yaml"
+    waivers.write_text(
+        "waivers:\n  - {rule: high-sensitivity-without-confidential, column: '*', reason: r, owner: o,\n"
+        f"     expires: {through}}}\n",
+        encoding="utf-8",
+    )
+    lapsed = through + timedelta(days=1)
+    counted = {}
+    for day in (through, lapsed):
+        result = invoke(
+            runner, "--db", db, "--waivers", str(waivers), "--format", "json", "--today", str(day)
+        )
+        assert result.exit_code == 0, result.stderr
+        counts = json.loads(result.stdout)["summary"]["findings"]
+        counted[day] = (counts["new"], counts["newly_waived"])
+    assert counted == {through: (1, 2), lapsed: (3, 0)}  # the two new findings waived, then not
+    waived = {}
+    for day in (through, lapsed):
+        out = tmp_path / f"r-{day}.html"
+        args = ["report", "--db", db, "--waivers", str(waivers), "--today", str(day), "-o", str(out)]
+        assert runner.invoke(cli, args, catch_exceptions=False).exit_code == 0
+        soup = BeautifulSoup(out.read_text(encoding="utf-8"), "html.parser")
+        waived[day] = int(soup.select_one('[data-card="waived"] .value').get_text())
+        assert f"judged as of {day} (UTC)" in soup.select_one('dd[data-field="waivers"]').get_text()
+    assert waived[through] > 0 and waived[lapsed] == 0
+    args = ["email", "--db", db, "--waivers", str(waivers), "--to", "a@example.org", "--eml", "-"]
+    messages = [
+        runner.invoke(cli, [*args, "--today", str(day)], catch_exceptions=False) for day in (through, lapsed)
+    ]
+    assert [m.exit_code for m in messages] == [0, 0] and messages[0].stdout != messages[1].stdout

@@ -8,6 +8,7 @@ import email
 import email.policy
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +180,8 @@ def test_report_with_exports_waivers_and_rules(database: str, tmp_path: Path) ->
     soup = BeautifulSoup(out.read_text(encoding="utf-8"), "html.parser")
     sha = hashlib.sha256(waivers.read_bytes()).hexdigest()
     assert (
-        " ".join(soup.select_one('dd[data-field="waivers"]').get_text(" ").split())
-        == f"{waivers} sha256:{sha}"
+        " ".join(soup.select_one('dd[data-field="waivers"]').get_text(" ").split()).replace(" ,", ",")
+        == f"{waivers} sha256:{sha}, judged as of {datetime.now(UTC).date()} (UTC)"
     )
     assert soup.select_one('[data-card="waived"] .value').get_text() == "1"
     waived = soup.select_one("section#waived")

@@ -344,6 +344,32 @@ def test_check_writes_output_files_and_waiver_notices(run_cli, db, engine, snaps
     )
 
 
+def test_stderr_names_the_first_twenty_waivers_of_each_list_and_counts_the_rest(
+    run_cli, db, engine, snapshot, write
+):
+    """A scale probe: 10,000 waivers wrote 18,853 lines to stderr; the outputs list every one."""
+    snapshot(engine, CATALOG)
+    entry = "  - {{rule: pii-cluster-low-severity, cluster: c-{n}, reason: r, owner: o, expires: 2026-12-01}}"
+    entry += "\n"
+    waivers = write("w.yaml", "waivers:\n" + "".join(entry.format(n=n) for n in range(25)))
+    args = ("check", "--db", db, "--waivers", str(waivers), "--today", "2026-11-28")
+    result = run_cli(*args, "--format", "json")
+    assert result.exit_code == 0
+    lines = result.stderr.splitlines()
+    expiring = [line for line in lines if line.startswith("waiver expiring soon")]
+    stale = [line for line in lines if line.startswith("stale waiver")]
+    assert (len(expiring), len(stale)) == (20, 20)
+    assert expiring[0].endswith(f"cluster c-0 ({waivers}:2)")
+    assert expiring[-1].endswith(f"cluster c-19 ({waivers}:21)")
+    assert (
+        "... and 5 more waivers expiring soon (25 in all: every one is listed by --format table and json)"
+        in lines
+    )
+    assert "... and 5 more stale waivers (25 in all: every one is listed by --format table and json)" in lines
+    summary = json.loads(result.stdout)["summary"]
+    assert (len(summary["expiring_waivers"]), len(summary["stale_waivers"])) == (25, 25)
+
+
 def test_a_waiver_for_a_rule_that_is_not_in_the_rule_set_says_so(run_cli, db, engine, snapshot, write):
     """A typo in a waiver's rule id can never match: say why it is stale, everywhere it is listed."""
     snapshot(engine, CATALOG)

@@ -3,7 +3,9 @@
 The document is dumped with ``[MARK]`` standing for the list; each item is then dumped alone and
 indented as deep as the list sits, so the pieces joined are the bytes of dumping the document with
 the list in it (``json.dumps(..., indent=N)``, or orjson's two-space indent). Used by
-``auditor check --format json`` and the report's exports (``findings.json``, ``diff.json``).
+``auditor check --format json``, ``auditor diff --format json`` (whose document is also encoded a
+piece at a time, :data:`INDENTED`) and the report's exports (``findings.json``, ``diff.json``, the
+rest of whose document orjson encodes whole, in C).
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def pieces(dumps: Callable[[Any], str], document: Any, items: Iterable[Any]) -> 
     buffer = ""
     for chunk in source:
         buffer += chunk
-        if marker in buffer:
+        # only where this chunk could complete a marker: the whole buffer, searched after each of
+        # the encoder's small chunks, made the head of a large document quadratic (a review)
+        if marker in buffer[-(len(chunk) + len(marker)) :]:
             break
         if len(buffer) > FLUSH:
             yield buffer[:-HELD]
@@ -79,7 +83,7 @@ def pieces(dumps: Callable[[Any], str], document: Any, items: Iterable[Any]) -> 
             yield separator + dumps(item).rstrip("\n").replace("\n", "\n" + indent)
     overlap = ""  # the end of what was given out: a second marker may straddle two pieces
     for chunk in source:
-        tail += chunk
+        tail += chunk  # (searched once per piece given out, below)
         if len(tail) > FLUSH:
             if marker in overlap + tail:
                 raise ValueError("the document must hold exactly one [MARK] list")
@@ -90,15 +94,22 @@ def pieces(dumps: Callable[[Any], str], document: Any, items: Iterable[Any]) -> 
     yield tail
 
 
+BATCH_CHARACTERS = 1 << 20  # a batch is given out at this many characters, however few its pieces
+
+
 def batches(dumps: Callable[[Any], str], document: Any, items: Iterable[Any], size: int) -> Iterator[str]:
-    """:func:`pieces` joined ``size`` at a time (fewer, larger writes)."""
+    """:func:`pieces` joined ``size`` at a time, or fewer once they hold :data:`BATCH_CHARACTERS`
+    (fewer, larger writes; a document's own pieces are 64 KB each, and 1,000 of them held 64 MB)."""
     batch: list[str] = []
+    held = 0
     with closed_after(items):  # (when this generator is closed too)
         for piece in pieces(dumps, document, items):
             batch.append(piece)
-            if len(batch) >= size:
+            held += len(piece)
+            if len(batch) >= size or held >= BATCH_CHARACTERS:
                 yield "".join(batch)
                 batch.clear()
+                held = 0
     if batch:
         yield "".join(batch)
 

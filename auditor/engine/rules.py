@@ -400,11 +400,14 @@ def folder_entries(folder: Path) -> list[Path]:
 
     Links to folders are followed, as "searched recursively" promises (a shared pack linked into
     a repository's rules folder is part of it; ``Path.rglob`` skipped it in silence). Each real
-    folder is listed once, so a link back to an ancestor ends the walk instead of looping. A folder
-    that cannot be listed raises ``OSError`` naming it.
+    folder is listed once, and a link to ``folder`` itself or to a folder holding it is not
+    followed: it would loop, or read every YAML file around the rules folder (a review:
+    ``rules/up -> ..`` read the repository's docker-compose.yml as a rule file). A folder that cannot
+    be listed raises ``OSError`` naming it.
     """
     found: list[Path] = []
-    listed: set[Path] = set()
+    root = folder.resolve()
+    listed: set[Path] = {*root.parents}  # (a link up to one of them is listed, not followed)
 
     def visit(directory: Path) -> None:
         real = directory.resolve()

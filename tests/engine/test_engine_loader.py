@@ -311,7 +311,12 @@ def test_a_linked_folder_inside_a_rules_folder_is_searched_and_a_loop_of_links_e
     (shared / "shared.test.yaml").write_text("cases: []\n")
     folder = write("mine/own.yaml", GOOD).parent
     (folder / "linked").symlink_to(shared, target_is_directory=True)
-    (shared / "back").symlink_to(tmp_path, target_is_directory=True)  # back above both: a loop
+    # links up (to the rules folder, to the folder holding it, to /) are not followed: they would
+    # loop, or read every YAML file around the rules folder (a review)
+    write("docker-compose.yml", "version: 2\nservices: {}\n")
+    (shared / "back").symlink_to(tmp_path, target_is_directory=True)
+    (folder / "self").symlink_to(folder, target_is_directory=True)
+    (folder / "root").symlink_to("/", target_is_directory=True)
     ruleset = load_ruleset([folder])
     assert sorted(rule.id for rule in ruleset.rules) == ["good-rule", "shared-rule"]
     assert ruleset.sources == (str(folder / "linked" / "shared.yaml"), str(folder / "own.yaml"))

@@ -12,6 +12,7 @@ These models are the wire format and nothing else: no HTTP, no storage.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -189,7 +190,8 @@ def _created_at(value: Any) -> Any:
         value, millis = value["$date"], True
         if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("$numberLong"), str):
             value = value["$numberLong"]
-            value = int(value) if value.lstrip("-").isdigit() else value
+            with contextlib.suppress(ValueError):  # not a number ("--5", "²"): kept as its text
+                value = int(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         from datetime import UTC, datetime
 

@@ -140,7 +140,8 @@ def format(result: CheckResult) -> str:
     tail = _waiver_list(
         "### Waivers expiring within 14 days",
         [
-            f"- {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`)"
+            f"- valid through {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)}, "
+            f"`{w.where}`)"
             for w in report.expiring
         ],
     ) + _waiver_list(

@@ -198,7 +198,7 @@ def _results(result: CheckResult, rules: list[Rule]) -> Iterator[dict[str, Any]]
                     "kind": "external",
                     "status": "accepted",
                     "justification": f"{f.waiver['reason']} (owner {f.waiver['owner']}, "
-                    f"expires {f.waiver['expires']})",
+                    f"valid through {f.waiver['expires']})",
                 }
             ]
         yield entry

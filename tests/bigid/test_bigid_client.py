@@ -707,6 +707,7 @@ def test_a_creation_time_of_another_shape_is_kept_and_never_refuses_the_listing(
         {"$date": 1700000000000},
         {"$date": 86400000},  # extended JSON counts milliseconds, however small the number
         {"$date": {"$numberLong": "1700000000000"}},
+        {"$date": {"$numberLong": "--5"}},  # no number: its text, not a refused listing (a review)
         True,
         {"when": [2026, 1, 1]},
         ["2026-01-01"],
@@ -720,6 +721,7 @@ def test_a_creation_time_of_another_shape_is_kept_and_never_refuses_the_listing(
         "2023-11-14T22:13:20Z",
         "1970-01-02T00:00:00Z",
         "2023-11-14T22:13:20Z",
+        "--5",
         "true",
         '{"when": [2026, 1, 1]}',
         '["2026-01-01"]',

@@ -116,7 +116,10 @@ def test_a_check_judged_as_of_another_day_is_a_what_if_never_recorded(run_cli, d
         f"note: waivers judged as of {day} (--today), not today: a what-if, not recorded as run "
         f"{first}'s check for diff and report"
     ) in what_if.stderr.splitlines()
-    same_day = run_cli(*args, "--today", today.isoformat())  # today, named: recorded, no note
+    # today, named: recorded, no note (checked without the waivers first, so that it shows)
+    assert run_cli("check", "--db", db, "--run", str(first)).exit_code == 0
+    assert recorded() == ["new"]
+    same_day = run_cli(*args, "--today", today.isoformat())
     assert same_day.exit_code == 0 and "what-if" not in same_day.stderr
     assert recorded() == ["waived"]
 

@@ -107,7 +107,7 @@ def test_sarif_validates_against_the_official_schema_with_locations_and_suppress
                     "kind": "external",
                     "status": "accepted",
                     "justification": "Moving to the confidential warehouse (owner governance@example.com, "
-                    "expires 2026-12-31)",
+                    "valid through 2026-12-31)",
                 }
             ],
         )
@@ -284,7 +284,7 @@ def test_markdown_lists_an_expiring_waiver_with_its_location_as_it_lists_a_stale
     text = render(Format.MARKDOWN, result)
     section = text.split("### Waivers expiring within 14 days\n", 1)[1].split("\n\n", 1)[0].strip()
     assert section == (
-        "- 2026-12-31: rule high-sensitivity-without-confidential, cluster c-hr "
+        "- valid through 2026-12-31: rule high-sensitivity-without-confidential, cluster c-hr "
         f"(owner governance@&#8203;example.com, `{waivers}:2`)"
     )
 

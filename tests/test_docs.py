@@ -34,6 +34,24 @@ def test_every_command_has_help_and_is_in_the_readme():
         assert f"auditor {' '.join(path)}" in README, f"`auditor {' '.join(path)}` is not in README.md"
 
 
+def test_every_option_of_every_command_is_documented():
+    """Each long option appears in README.md or docs/ (the sandbox's knobs as their settings' names,
+    ``fail_rate`` for ``--fail-rate``): an option added without a word about it is found here."""
+    docs = README + "".join(path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs").glob("*.md")))
+    undocumented = [
+        f"auditor {' '.join(path)} {opt}"
+        for path, command in _commands(cli)
+        for param in command.params
+        if isinstance(param, click.Option)
+        for opt in (*param.opts, *param.secondary_opts)
+        if opt.startswith("--")
+        and opt != "--help"
+        and not re.search(rf"{re.escape(opt)}(?![\w-])", docs)
+        and not (path[0] == "sandbox" and f"`{opt[2:].replace('-', '_')}`" in docs)
+    ]
+    assert undocumented == []
+
+
 def _fenced_commands(text: str) -> list[str]:
     return [
         line.strip() for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines()

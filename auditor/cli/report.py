@@ -203,7 +203,8 @@ def report_command(
         f"{plural(context.changes_total, 'catalog change')}, {size:,} bytes"
     )
     if not to_stdout:
-        click.echo(str(target))
+        # as given: Path('./-r.html') prints as '-r.html', which a script then passes as an option
+        click.echo(output or str(target))
 
 
 @click.command("email")

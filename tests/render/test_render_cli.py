@@ -113,6 +113,8 @@ def test_report_writes_the_file_and_prints_its_path(database: str, tmp_path: Pat
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "auditor-report-run2.html\n"
     assert "run 2: " in result.stderr and "catalog changes" in result.stderr
+    # the path as given: './-r.html' printed as '-r.html' reads as an option to the next command
+    assert invoke("report", "--db", database, "-o", "./-r.html").stdout == "./-r.html\n"
     soup = BeautifulSoup((tmp_path / "auditor-report-run2.html").read_text(encoding="utf-8"), "html.parser")
     fields = {dd["data-field"]: " ".join(dd.get_text(" ").split()) for dd in soup.select("dl#evidence dd")}
     assert fields["run"].startswith("2 : started ")

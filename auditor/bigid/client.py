@@ -836,9 +836,11 @@ class BigIDClient:
             return self.auth.header()
         except ApiError as exc:
             # ``auto`` reaches the exchange only as the last resort: a refusal there (or a tenant
-            # without the endpoint) means the key itself is wrong.
+            # without the endpoint) means the key itself is wrong -- unless a session from it was
+            # accepted before: then the renewal was refused, the key revoked or expired meanwhile.
             if self.auth.requested == "auto" and (isinstance(exc, AuthError) or exc.status == 404):
-                raise self._unauthorized() from None
+                renewing = self.auth.first_accepted is not None
+                raise self._unauthorized(REFRESH_PATH if renewing else None) from None
             raise
 
     def _unauthorized(self, path: str | None = None, cluster_id: str | None = None) -> AuthError:

@@ -20,7 +20,7 @@ from auditor.bigid import client as client_module
 from auditor.bigid import models
 from auditor.bigid.client import CLUSTERS_PATH, BigIDClient, ClientOptions
 from auditor.bigid.paging import PagingStats, RawPage, paginate
-from auditor.errors import ApiError
+from auditor.errors import ApiError, AuthError
 
 from .conftest import Reply, Request
 
@@ -223,6 +223,30 @@ def test_a_session_token_without_expiry_is_renewed_after_an_hour(loopback, make_
     client.list_clusters()
     assert issued == ["session-token-1", "session-token-2"]
     assert loopback.seen[-1].authorization == "session-token-2"
+
+
+def test_a_session_renewal_refused_mid_run_says_the_key_was_accepted_before(loopback, make_client):
+    """A user token under ``auto``: its session worked, then the renewal was refused (the token was
+    revoked). That was worded "the API key is missing or invalid", as for a key never accepted."""
+    issued = _exchanging(loopback, lambda n: f"session-token-{n}")
+    handler = loopback.handler
+
+    def revoked_after_one(request: Request) -> Reply:
+        if request.path == "/api/v1/refresh-access-token" and issued:
+            return Reply(401, {"status": "error", "message": "Unauthorized"})
+        return handler(request)
+
+    loopback.reset(revoked_after_one)
+    user_token = _jwt({"type": "refresh-token", "n": 0})
+    client = make_client(loopback.url, token=user_token, max_retries=0)
+    client.list_clusters()
+    client.auth._session.obtained_at -= auth_module.NO_EXP_LIFETIME + 1  # due for renewal
+    with pytest.raises(AuthError) as refused:
+        client.list_clusters()
+    assert refused.value.message == (
+        "the API key was refused (HTTP 401 on GET /api/v1/refresh-access-token) after the tenant had "
+        "accepted it (auth scheme refresh): it expired or was revoked during the snapshot"
+    )
 
 
 # -- payload spellings --------------------------------------------------------------------------------

@@ -422,6 +422,7 @@ def _fetch_columns(
     sizes = {cluster.id: cluster.size for cluster, _ in clusters}
     size_mismatches: list[dict[str, Any]] = []
     total_mismatches: list[dict[str, Any]] = []
+    changed_while_listed: list[dict[str, Any]] = []
     # the mismatches are all counted (``*_count``) and the first MAX_LISTED_MISMATCHES listed
     counts = {
         "size_mismatch_count": 0,
@@ -431,6 +432,7 @@ def _fetch_columns(
         "empty_pages_reasked": 0,
         "pages_shrunk": 0,
         "total_shortfall_count": 0,
+        "changed_while_listed_count": 0,
     }
 
     def put(item: tuple[str, str, Any]) -> None:
@@ -534,6 +536,7 @@ def _fetch_columns(
                     counts,
                     size_mismatches,
                     total_mismatches,
+                    changed_while_listed,
                 )
                 progress.cluster_done()
             else:
@@ -554,6 +557,7 @@ def _fetch_columns(
         details.update(counts)
         details["size_mismatches"] = size_mismatches
         details["total_mismatches"] = total_mismatches
+        details["changed_while_listed"] = changed_while_listed
         details["failed_cluster_count"] = len(failures)
         details["failed_clusters"] = [
             {"cluster_id": cluster_id, "error": error} for cluster_id, error in failures[:MAX_LISTED_FAILURES]
@@ -569,6 +573,7 @@ def _record_cluster(
     counts: dict[str, int],
     size_mismatches: list[dict[str, Any]],
     total_mismatches: list[dict[str, Any]],
+    changed_while_listed: list[dict[str, Any]],
 ) -> None:
     writer.finish_cluster(
         cluster_id,
@@ -577,7 +582,8 @@ def _record_cluster(
             columns_fetched=stats.fetched,
             duplicate_rows=stats.duplicates,
             pages=stats.pages,
-            ended_short=stats.ended_short,
+            # changed while listed: stored as served, but short (a diff leaves it out)
+            ended_short=stats.ended_short or stats.total_changed is not None,
         ),
     )
     counts["duplicate_rows"] += stats.duplicates
@@ -588,7 +594,14 @@ def _record_cluster(
         counts["size_mismatch_count"] += 1
         if len(size_mismatches) < MAX_LISTED_MISMATCHES:
             size_mismatches.append({"cluster_id": cluster_id, "size": size, "fetched": stats.fetched})
-    if stats.ended_short:  # an empty page, asked for twice, before what was announced
+    if stats.total_changed is not None:  # its totalCount moved between pages (a hostile-server probe)
+        counts["changed_while_listed_count"] += 1
+        if len(changed_while_listed) < MAX_LISTED_MISMATCHES:
+            first, last = stats.total_changed
+            changed_while_listed.append(
+                {"cluster_id": cluster_id, "total_first": first, "total_last": last, "fetched": stats.fetched}
+            )
+    elif stats.ended_short:  # an empty page, asked for twice, before what was announced
         counts["total_shortfall_count"] += 1
     if stats.total is not None and stats.total != stats.fetched:
         counts["total_mismatch_count"] += 1

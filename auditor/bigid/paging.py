@@ -20,6 +20,9 @@ reference §9 items 13-16):
   agrees, or once the server's cap is known; otherwise one more page is asked for (a server that
   caps its pages below ``limit`` without saying how many records exist would otherwise lose every
   record past its first page). A non-empty answer shows the cap; an empty one ends the listing.
+* A total that moves between pages (200, then 199 or 201) means the catalog changed while it was
+  listed: ``skip`` then steps over a record or serves one twice. It is recorded
+  (``stats.total_changed``), for the caller to keep the listing but not call it complete.
 * A page that timed out (``fetch`` raises :class:`PageTooSlow`) is asked for again at the same
   ``skip`` with half the ``limit`` (reference §9 item 17), down to :data:`MIN_PAGE_SIZE`; the
   smaller size holds for the rest of the listing. ``fetch`` raises it only while the limit can
@@ -78,6 +81,10 @@ class PagingStats:
     empty_reasked: int = 0  # empty pages before the total, asked for once more
     shrunk: int = 0  # pages that timed out and were asked for again with half the limit
     ended_short: bool = False  # ended on such a page, empty again: fewer records than announced
+    first_total: int | None = None  # the first total a page announced beside records other than it
+    # (the first total, a later different one): the catalog changed while it was listed, so records
+    # added or removed meanwhile may be missing or stale (a total that echoes its page is no total)
+    total_changed: tuple[int, int] | None = None
 
     @property
     def total_mismatch(self) -> bool:
@@ -189,6 +196,11 @@ def paginate(
             stats.ended_short = short and (totals_say_more or not totals)
             return
         reasked = False
+        if page.total is not None and page.total != len(rows):  # (a total echoing its page is none)
+            if stats.first_total is None:
+                stats.first_total = page.total
+            elif page.total != stats.first_total:
+                stats.total_changed = (stats.first_total, page.total)
         keys = [key(row) for row in rows]
         new: list[T] = []
         for row_key, row in zip(keys, rows, strict=True):

@@ -18,7 +18,7 @@ import click
 from auditor.bigid.auth import SCHEMES
 from auditor.cli.common import PathOption, Settings, db_option, pass_settings, setting_type, write_output
 from auditor.errors import ConfigError
-from auditor.store.runs import cluster_list_note, mismatch_count, skipped_note
+from auditor.store.runs import cluster_list_note, details_count, mismatch_count, skipped_note
 from auditor.textsafe import display_width, fit, one_line
 
 if TYPE_CHECKING:
@@ -284,6 +284,11 @@ def snapshot_command(
     details = run.details or {}
     if left_out := skipped_note(details):
         settings.info(f"note: {left_out}")
+    if changed := details_count(run, "changed_while_listed_count"):  # recorded short (a probe)
+        settings.info(
+            f"note: {changed} cluster(s) changed while listed (their totalCount moved between pages): "
+            "recorded short; snapshot again for a consistent copy"
+        )
     if listing := cluster_list_note(details):
         settings.info(f"note: {listing}")
     for kind, what in (("size", "cluster size"), ("total", "totalCount")):

@@ -115,6 +115,12 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
         )
     if left_out := skipped_note(details):  # as early: the run does not hold those clusters
         notes.append(left_out)
+    if changed := count("changed_while_listed_count"):  # as early: those clusters are not whole
+        notes.append(
+            f"{changed:,} cluster{' that' if changed == 1 else 's that'} changed while listed (the "
+            "totalCount moved between pages; recorded short: columns added or removed meanwhile may "
+            f"be missing or stale, and a diff does not compare {'it' if changed == 1 else 'them'})"
+        )
     if short := count("total_shortfall_count"):  # as early: those columns were not checked
         notes.append(
             f"{short:,} cluster{' that' if short == 1 else 's that'} served fewer columns than announced "

@@ -217,6 +217,16 @@ def shortfall_note(run: RunInfo) -> str | None:
     listing = cluster_list_note(details)
     if listing and isinstance(announced, int) and isinstance(fetched, int) and announced > fetched:
         notes.append(f"in run {run.id}, {listing}; clusters not served, if they exist, were not checked")
+    changed = details_count(run, "changed_while_listed_count")
+    if changed:
+        clusters = "1 cluster" if changed == 1 else f"{changed:,} clusters"
+        notes.append(
+            f"in run {run.id}, {clusters} changed while {'it was' if changed == 1 else 'they were'} listed "
+            "(the totalCount moved between pages): columns added or removed meanwhile may be missing "
+            "or stale, and auditor diff leaves "
+            f"{'that cluster' if changed == 1 else 'those clusters'} out; snapshot again for a consistent "
+            "copy (auditor runs --format json lists them under changed_while_listed)"
+        )
     count = details_count(run, "total_shortfall_count")
     if count:
         clusters = "1 cluster" if count == 1 else f"{count:,} clusters"

@@ -717,3 +717,65 @@ def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):
     assert (run["clusters_announced"], run["clusters_stored"]) == (2, 2)  # not "2 of 3 clusters"
     checked = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
     assert json.loads(checked.stdout)["shortfall_note"] is None
+
+
+@pytest.mark.parametrize("change", ["deleted", "inserted"])
+def test_a_cluster_whose_columns_change_while_it_is_listed_is_recorded_short(loopback, tmp_path, change):
+    """A hostile-server probe: a column deleted (or inserted) at the front of a cluster after its
+    first page shifts every later one, so ``skip`` steps over a column that still exists (or serves
+    one twice and never reaches the new one); the run was ``complete`` with a column missing. The
+    totalCount moving between pages (200, then 199 or 201) tells: the cluster is recorded short,
+    the snapshot and check say why, and a diff leaves it out."""
+    from auditor.bigid.client import CLUSTERS_PATH
+
+    from .test_bigid_leaks import run_auditor
+
+    names = [f"s.t.c.col{i}" for i in range(200)]
+    pages_served = Counter()
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "c", "name": "c", "size": 200}] if request.query["skip"] == "0" else [])
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        pages_served["c"] += 1
+        if pages_served["c"] == 2:  # after the first page, the catalog changes
+            if change == "deleted":
+                del names[0]
+            else:
+                names.insert(0, "s.t.c.new")
+        rows = [{**column(0), "fullyQualifiedName": name} for name in names[skip : skip + limit]]
+        return Reply(200, {"results": rows, "totalCount": len(names)})
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor(
+        "snapshot", "--db", "a.db", "--page-size", "100", "--workers", "1", env=env, cwd=tmp_path
+    )
+    assert snap.returncode == 0, snap.stderr.decode()
+    assert (
+        "note: 1 cluster(s) changed while listed (their totalCount moved between pages): recorded short; "
+        "snapshot again for a consistent copy"
+    ) in snap.stderr.decode().splitlines()
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    details = json.loads(runs.stdout)["runs"][0]["details"]
+    last = 199 if change == "deleted" else 201
+    assert details["changed_while_listed"] == [
+        {
+            "cluster_id": "c",
+            "total_first": 200,
+            "total_last": last,
+            "fetched": 199 if change == "deleted" else 200,
+        }
+    ]
+    assert (details["changed_while_listed_count"], details["total_shortfall_count"]) == (1, 0)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        assert db.execute("SELECT fetch_status FROM run_clusters").fetchall() == [("short",)]
+    check = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    assert json.loads(check.stdout)["shortfall_note"] == (
+        "in run 1, 1 cluster changed while it was listed (the totalCount moved between pages): columns "
+        "added or removed meanwhile may be missing or stale, and auditor diff leaves that cluster out; "
+        "snapshot again for a consistent copy (auditor runs --format json lists them under "
+        "changed_while_listed)"
+    )

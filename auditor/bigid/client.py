@@ -850,10 +850,17 @@ class BigIDClient:
             # It worked before: a key that expired or was revoked meanwhile, not a wrong one.
             where = f"GET {path}" + (f" for cluster {cluster_id}" if cluster_id else "")
             also = f"; refused here as {tried} alike" if self.auth.scheme_used is None else ""
+            # refused for one cluster only, the key still reads the others (a hostile-server probe)
+            scoped = ", or it may not read that cluster" if cluster_id else ""
             return AuthError(
                 f"the API key was refused (HTTP 401 on {where}) after the tenant had accepted it "
-                f"(auth scheme {worked}{also}): it expired or was revoked during the snapshot",
-                hint="issue a new key (or extend its validity) and run the snapshot again",
+                f"(auth scheme {worked}{also}): it expired or was revoked during the snapshot{scoped}",
+                hint="issue a new key (or extend its validity) and run the snapshot again"
+                + (
+                    f"; a cluster the key may not read is left out with --skip-cluster {cluster_id}"
+                    if scoped
+                    else ""
+                ),
                 status=401,
             )
         return AuthError(

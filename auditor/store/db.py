@@ -22,6 +22,7 @@ from urllib.parse import unquote
 from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.util import asbool
 
 from auditor import secrets, stopping
 from auditor.errors import ConfigError, StoreError
@@ -80,6 +81,17 @@ def database_url(target: str | os.PathLike[str] | None = None) -> str:
                     secrets.register(secret)
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")
+        if url.get_backend_name() == "sqlite":
+            try:  # the driver's options read as SQLAlchemy reads them ('?uri=maybe' was an internal error)
+                url.get_dialect()().create_connect_args(url)
+            except (ArgumentError, ValueError) as exc:
+                raise ConfigError(
+                    f"--db {_redact(value)}: {str(exc).splitlines()[0]}",
+                    hint="a SQLite URL is sqlite:///relative/path.db or sqlite:////absolute/path.db (or give "
+                    "the path alone)"
+                    if isinstance(exc, ArgumentError)
+                    else "check the options after '?' in --db / AUDITOR_DB (the driver's connection options)",
+                ) from None
         return url.render_as_string(hide_password=False)
     try:
         path = Path(value).expanduser()
@@ -114,8 +126,7 @@ def sqlite_file(url: str | URL) -> str | None:
     database = url.database
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
-    uri = str(url.query.get("uri", "")).strip().lower() in ("true", "yes", "on", "y", "t", "1")
-    if not (uri and database.startswith("file:")):
+    if not (asbool(url.query.get("uri", False)) and database.startswith("file:")):  # as the driver reads it
         return database
     if str(url.query.get("mode", "")).lower() == "memory":
         return None

@@ -602,6 +602,25 @@ def test_the_file_a_sqlite_url_opens(url, expected):
     assert store_db.sqlite_file(url) == expected
 
 
+@pytest.mark.parametrize(
+    "url, message, hint",
+    [
+        # an internal error (ValueError from the driver's options)
+        ("sqlite:///x.db?uri=maybe", "String is not true/false: 'maybe'", "check the options after '?'"),
+        ("sqlite:///x.db?timeout=abc", "could not convert string to float: 'abc'", "check the options"),
+        # 'runs' said "no runs yet" (exit 0) of a URL no SQLite file can be opened by
+        ("sqlite://user@host/x.db", "Invalid SQLite URL: sqlite://user@host/x.db", "a SQLite URL is"),
+    ],
+)
+def test_a_sqlite_url_the_driver_refuses_is_a_usage_error(url, message, hint, run_cli):
+    with pytest.raises(ConfigError) as caught:
+        store_db.database_url(url)
+    assert (caught.value.exit_code, caught.value.message) == (2, f"--db {url}: {message}")
+    assert caught.value.hint.startswith(hint)
+    listed = run_cli("runs", "--db", url)
+    assert (listed.exit_code, listed.stderr.splitlines()[0]) == (2, f"error: --db {url}: {message}")
+
+
 def test_sqlite_s_own_uri_form_names_the_same_file_for_every_command(tmp_path, run_cli):
     # Found by a path probe: `runs` and `check` looked for a file named 'file:x.db', so they said
     # there was no database (`runs`: "no runs yet", exit 0) while `run` used x.db

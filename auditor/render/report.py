@@ -569,7 +569,8 @@ def gather_input(
 
     baseline = against_info.id if against_info else "previous" if compare else "none"
     stored: StoredFindings | None = None
-    today = today or datetime.now(UTC).date()
+    # a check given was judged as of its own day: the page and its evidence say that day
+    today = today or getattr(check, "today", None) or datetime.now(UTC).date()
     if check is None and not full:
         # The baseline is the run diffed against (resolve_baseline would find the same run again).
         stored = StoredFindings.load(engine, run_info, against_info, ruleset, waivers, today)

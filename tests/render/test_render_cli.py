@@ -882,3 +882,24 @@ def test_the_report_lists_the_waivers_to_review(database: str, tmp_path: Path, f
             f"{waivers}:2",
         ],
     ]
+
+
+def test_a_report_of_a_check_given_says_the_day_that_check_judged_waivers_on(database: str, tmp_path: Path):
+    """Reading the change again: a check made as of another day, handed to the report from Python
+    (as ``auditor run`` hands its own), was shown with today's date in the evidence."""
+    from datetime import date
+
+    from auditor.engine import check_run, load_ruleset
+    from auditor.render.report import build_report_bundle
+
+    waivers = tmp_path / "w.yaml"
+    waivers.write_text(
+        "waivers:\n  - {rule: high-sensitivity-without-confidential, cluster: c1, reason: r, owner: o,\n"
+        "     expires: 2099-01-31}\n",
+        encoding="utf-8",
+    )
+    engine = open_database(database)
+    check = check_run(engine, "latest", load_ruleset(), waivers=waivers, today=date(2030, 1, 1), record=False)
+    bundle = build_report_bundle(engine, check=check, waivers_path=waivers)
+    soup = BeautifulSoup(bundle.html, "html.parser")
+    assert "judged as of 2030-01-01 (UTC)" in soup.select_one('dd[data-field="waivers"]').get_text()

@@ -113,7 +113,7 @@ def test_the_pieces_cost_about_what_dumping_the_document_whole_costs():
 
     streamed = timed(lambda: "".join(jsonstream.pieces(jsonstream.INDENTED, document, iter([1]))))
     whole_text = timed(lambda: json.dumps(document, indent=2, ensure_ascii=False))
-    assert streamed < 3 * whole_text, (streamed, whole_text)
+    assert streamed < 5 * whole_text, (streamed, whole_text)  # ~1.3-1.8x; the search in full was 8-13x
 
 
 def test_batches_hold_a_bounded_number_of_characters():

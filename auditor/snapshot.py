@@ -27,6 +27,8 @@ API announced, the distinct columns stored, duplicates received and pages; per r
 retries, the auth scheme that worked, the envelope shapes seen, how many times the API key was
 found (and masked) in the data served, every mismatch between a cluster's ``size``, its
 ``totalCount`` and the columns actually fetched, and the clusters that failed (``runs.details``).
+A cluster whose ``totalCount`` moves between pages (its columns changed while it was paged) is
+listed once more from its first page, its rows so far dropped (:data:`RELISTINGS`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ MAX_FAILURES_IN_REASON = 5  # failed clusters named in the run's one-line error
 DEFAULT_MAX_FAILED_CLUSTERS = 10
 FORBIDDEN_HINT = "ask a BigID administrator to grant the API key's user access to"
 _PUT_WAIT = 0.2
+# A cluster whose totalCount moves between pages is listed again from its first page this many
+# times; if it moves again, its columns are kept as served and it is recorded ``short``.
+RELISTINGS = 1
 POOL_MIN_COLUMNS = 20_000  # columns announced below which processes=None decodes in the threads
 # Environment variables a decoding process must not inherit (it gets page bytes, nothing else).
 _SECRET_ENV = ("BIGID_TOKEN",)
@@ -423,6 +428,7 @@ def _fetch_columns(
     size_mismatches: list[dict[str, Any]] = []
     total_mismatches: list[dict[str, Any]] = []
     changed_while_listed: list[dict[str, Any]] = []
+    relisted: list[dict[str, Any]] = []  # clusters listed again from the start (see work)
     # the mismatches are all counted (``*_count``) and the first MAX_LISTED_MISMATCHES listed
     counts = {
         "size_mismatch_count": 0,
@@ -433,6 +439,7 @@ def _fetch_columns(
         "pages_shrunk": 0,
         "total_shortfall_count": 0,
         "changed_while_listed_count": 0,
+        "relisted_count": 0,
     }
 
     def put(item: tuple[str, str, Any]) -> None:
@@ -453,9 +460,16 @@ def _fetch_columns(
         try:
             if stop.is_set() or handed_errors > max_failed_clusters:
                 return  # the writer stops the snapshot once it reads those errors
-            fetch = client.fetch_all_columns(cluster_id, size=size, offload=offload)
-            for page in fetch:
-                put(("page", cluster_id, page))
+            for attempt in range(RELISTINGS + 1):
+                fetch = client.fetch_all_columns(cluster_id, size=size, offload=offload)
+                again = attempt < RELISTINGS
+                for page in fetch:
+                    put(("page", cluster_id, page))
+                    if again and fetch.stats.total_changed is not None:
+                        break  # its totalCount moved: what came so far may skip or repeat columns
+                if not (again and fetch.stats.total_changed is not None):
+                    break
+                put(("restart", cluster_id, fetch.stats))  # from its first page, once more
             put(("done", cluster_id, fetch.stats))
         except _Cancelled:
             return
@@ -525,6 +539,25 @@ def _fetch_columns(
                     unflushed += len(rows)
                     if unflushed >= writer.batch_rows:
                         unflushed = 0  # the writer flushed on its own
+            elif kind == "restart":  # its listing changed while it was paged: listed again
+                first: PagingStats = payload
+                writer.restart_cluster(cluster_id)
+                for key, value in (
+                    ("pages", first.pages),
+                    ("empty_pages_reasked", first.empty_reasked),
+                    ("pages_shrunk", first.shrunk),
+                    ("relisted_count", 1),
+                ):
+                    counts[key] += value
+                if len(relisted) < MAX_LISTED_MISMATCHES:
+                    assert first.total_changed is not None
+                    relisted.append(
+                        {
+                            "cluster_id": cluster_id,
+                            "total_first": first.total_changed[0],
+                            "total_then": first.total_changed[1],
+                        }
+                    )
             elif kind == "done":
                 stats: PagingStats = payload
                 remaining -= 1
@@ -558,6 +591,7 @@ def _fetch_columns(
         details["size_mismatches"] = size_mismatches
         details["total_mismatches"] = total_mismatches
         details["changed_while_listed"] = changed_while_listed
+        details["relisted"] = relisted
         details["failed_cluster_count"] = len(failures)
         details["failed_clusters"] = [
             {"cluster_id": cluster_id, "error": error} for cluster_id, error in failures[:MAX_LISTED_FAILURES]

@@ -22,7 +22,8 @@ reference §9 items 13-16):
   record past its first page). A non-empty answer shows the cap; an empty one ends the listing.
 * A total that moves between pages (200, then 199 or 201) means the catalog changed while it was
   listed: ``skip`` then steps over a record or serves one twice. It is recorded
-  (``stats.total_changed``), for the caller to keep the listing but not call it complete.
+  (``stats.total_changed``, set once the page that shows it is yielded), for the caller to list it
+  again (the snapshot does, once) or keep it but not call it complete.
 * A page that timed out (``fetch`` raises :class:`PageTooSlow`) is asked for again at the same
   ``skip`` with half the ``limit`` (reference §9 item 17), down to :data:`MIN_PAGE_SIZE`; the
   smaller size holds for the rest of the listing. ``fetch`` raises it only while the limit can

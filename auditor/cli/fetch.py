@@ -284,10 +284,15 @@ def snapshot_command(
     details = run.details or {}
     if left_out := skipped_note(details):
         settings.info(f"note: {left_out}")
-    if changed := details_count(run, "changed_while_listed_count"):  # recorded short (a probe)
+    if relisted := details_count(run, "relisted_count"):  # a hostile-server probe
         settings.info(
-            f"note: {changed} cluster(s) changed while listed (their totalCount moved between pages): "
-            "recorded short; snapshot again for a consistent copy"
+            f"note: {relisted} cluster(s) changed while listed (their totalCount moved between pages) "
+            "and were listed again from their first page"
+        )
+    if changed := details_count(run, "changed_while_listed_count"):  # recorded short
+        settings.info(
+            f"note: {changed} cluster(s) changed while listed (their totalCount moved between pages), "
+            "and again when listed once more: recorded short; snapshot again for a consistent copy"
         )
     if listing := cluster_list_note(details):
         settings.info(f"note: {listing}")

@@ -575,6 +575,14 @@ class SnapshotWriter:
             self._queued_clusters += 1
         self._queued_columns += stats.columns_fetched
 
+    def restart_cluster(self, cluster_id: str) -> None:
+        """Drop the columns fed so far for unfinished ``cluster_id``: it is listed again from its first
+        page (its listing changed while it was paged). Those already written are deleted with the
+        next flush, before any page fed after this call is written."""
+        if cluster_id not in self._unfinished:
+            raise ValueError(f"cluster {cluster_id!r} is not being fetched in run {self.run_id}")
+        self._discard_columns({cluster_id})
+
     def discard_unfinished(self) -> None:
         """Keep no column of the clusters not finished yet (a snapshot stopped before them).
 
@@ -669,6 +677,14 @@ class SnapshotWriter:
             )
         if self._pending_run_clusters:
             connection.execute(run_clusters.insert(), self._pending_run_clusters)
+        # Columns earlier flushes wrote of a cluster that failed or is listed again: deleted before
+        # the pages fed since are written (a cluster listed again has some among them).
+        for cluster_id in self._discarded:
+            connection.execute(
+                delete(run_columns)
+                .where(run_columns.c.run_id == self.run_id)
+                .where(run_columns.c.cluster_id == cluster_id)
+            )
         if self._pending_rows:
             ids = _store_versions(connection, self._pending_column_versions)
             run_id = self.run_id
@@ -678,12 +694,6 @@ class SnapshotWriter:
                 for row in page
             )
             insert_tuples(connection, run_columns, MEMBER_FIELDS, members, ignore=False)
-        for cluster_id in self._discarded:  # a failed cluster's columns written by earlier flushes
-            connection.execute(
-                delete(run_columns)
-                .where(run_columns.c.run_id == self.run_id)
-                .where(run_columns.c.cluster_id == cluster_id)
-            )
         if self._pending_stats:
             connection.execute(
                 update(run_clusters)

@@ -719,59 +719,111 @@ def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):
     assert json.loads(checked.stdout)["shortfall_note"] is None
 
 
-@pytest.mark.parametrize("change", ["deleted", "inserted"])
-def test_a_cluster_whose_columns_change_while_it_is_listed_is_recorded_short(loopback, tmp_path, change):
-    """A hostile-server probe: a column deleted (or inserted) at the front of a cluster after its
-    first page shifts every later one, so ``skip`` steps over a column that still exists (or serves
-    one twice and never reaches the new one); the run was ``complete`` with a column missing. The
-    totalCount moving between pages (200, then 199 or 201) tells: the cluster is recorded short,
-    the snapshot and check say why, and a diff leaves it out."""
+def _changing_cluster(names: list[str], change: str, every_pass: bool):
+    """A cluster ``c`` of ``names`` whose catalog changes after the first page of its first listing
+    (of every listing, ``every_pass``): a column deleted, or inserted, at its front."""
     from auditor.bigid.client import CLUSTERS_PATH
 
-    from .test_bigid_leaks import run_auditor
-
-    names = [f"s.t.c.col{i}" for i in range(200)]
-    pages_served = Counter()
+    served = Counter()
 
     def handler(request: Request) -> Reply:
         if request.path == CLUSTERS_PATH:
             return Reply(200, [{"id": "c", "name": "c", "size": 200}] if request.query["skip"] == "0" else [])
         skip, limit = int(request.query["skip"]), int(request.query["limit"])
-        pages_served["c"] += 1
-        if pages_served["c"] == 2:  # after the first page, the catalog changes
+        served["passes"] += skip == 0
+        if skip == limit and (every_pass or served["passes"] == 1):  # after the first page
             if change == "deleted":
                 del names[0]
             else:
-                names.insert(0, "s.t.c.new")
+                names.insert(0, f"s.t.c.new{served['passes']}")
         rows = [{**column(0), "fullyQualifiedName": name} for name in names[skip : skip + limit]]
         return Reply(200, {"results": rows, "totalCount": len(names)})
 
+    return handler, served
+
+
+@pytest.mark.parametrize("change", ["deleted", "inserted"])
+def test_a_cluster_whose_columns_change_while_it_is_listed_is_listed_again(loopback, tmp_path, change):
+    """A hostile-server probe: a column deleted (or inserted) at the front of a cluster after its
+    first page shifts every later one, so ``skip`` steps over a column that still exists (or serves
+    one twice and never reaches the new one); the run was ``complete`` with a column missing. The
+    totalCount moving between pages (200, then 199 or 201) tells: the cluster is listed again from
+    its first page, and the run holds exactly the columns of the catalog as it then stands."""
+    import sqlite3
+
+    from .test_bigid_leaks import run_auditor
+
+    names = [f"s.t.c.col{i}" for i in range(200)]
+    handler, served = _changing_cluster(names, change, every_pass=False)
     loopback.reset(handler)
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
     snap = run_auditor(
         "snapshot", "--db", "a.db", "--page-size", "100", "--workers", "1", env=env, cwd=tmp_path
     )
     assert snap.returncode == 0, snap.stderr.decode()
+    assert served["passes"] == 2
     assert (
-        "note: 1 cluster(s) changed while listed (their totalCount moved between pages): recorded short; "
-        "snapshot again for a consistent copy"
+        "note: 1 cluster(s) changed while listed (their totalCount moved between pages) and were "
+        "listed again from their first page"
     ) in snap.stderr.decode().splitlines()
     runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
     details = json.loads(runs.stdout)["runs"][0]["details"]
-    last = 199 if change == "deleted" else 201
+    then = 199 if change == "deleted" else 201
+    assert details["relisted"] == [{"cluster_id": "c", "total_first": 200, "total_then": then}]
+    assert (details["relisted_count"], details["changed_while_listed_count"]) == (1, 0)
+    assert details["changed_while_listed"] == [] and details["total_mismatches"] == []
+    # the first listing's pages 1 and 2 (cut short there), then the whole cluster: two pages, and
+    # two more to its end (201: a page of 1 and an empty one; 199: an empty page, below the cluster's
+    # size of 200, asked for twice)
+    assert details["pages"] == 2 + 4
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        assert db.execute("SELECT fetch_status, columns_fetched FROM run_clusters").fetchall() == [
+            ("complete", then)
+        ]
+        stored = [fqn for (fqn,) in db.execute("SELECT fqn FROM run_columns ORDER BY fqn")]
+    assert stored == sorted(names) and len(stored) == then
+    check = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    assert json.loads(check.stdout)["shortfall_note"] is None
+
+
+@pytest.mark.parametrize("change", ["deleted", "inserted"])
+def test_a_cluster_that_changes_again_when_listed_again_is_recorded_short(loopback, tmp_path, change):
+    """The same, with the catalog changing during the second listing too: the columns of that
+    listing are kept, the cluster is recorded short, and the snapshot and check say why."""
+    import sqlite3
+
+    from .test_bigid_leaks import run_auditor
+
+    names = [f"s.t.c.col{i}" for i in range(200)]
+    handler, served = _changing_cluster(names, change, every_pass=True)
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor(
+        "snapshot", "--db", "a.db", "--page-size", "100", "--workers", "1", env=env, cwd=tmp_path
+    )
+    assert snap.returncode == 0, snap.stderr.decode()
+    assert served["passes"] == 2  # listed again once, not for ever
+    assert (
+        "note: 1 cluster(s) changed while listed (their totalCount moved between pages), and again "
+        "when listed once more: recorded short; snapshot again for a consistent copy"
+    ) in snap.stderr.decode().splitlines()
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    details = json.loads(runs.stdout)["runs"][0]["details"]
+    totals = (200, 199, 198) if change == "deleted" else (200, 201, 202)  # each change moves it by 1
+    assert details["relisted"] == [{"cluster_id": "c", "total_first": 200, "total_then": totals[1]}]
     assert details["changed_while_listed"] == [
         {
             "cluster_id": "c",
-            "total_first": 200,
-            "total_last": last,
-            "fetched": 199 if change == "deleted" else 200,
+            "total_first": totals[1],
+            "total_last": totals[2],
+            "fetched": 198 if change == "deleted" else 201,
         }
     ]
     assert (details["changed_while_listed_count"], details["total_shortfall_count"]) == (1, 0)
-    import sqlite3
-
     with sqlite3.connect(tmp_path / "a.db") as db:
         assert db.execute("SELECT fetch_status FROM run_clusters").fetchall() == [("short",)]
+        (stored,) = db.execute("SELECT count(*) FROM run_columns").fetchone()
+    assert stored == (198 if change == "deleted" else 201)  # the second listing's, nothing twice
     check = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
     assert json.loads(check.stdout)["shortfall_note"] == (
         "in run 1, 1 cluster changed while it was listed (the totalCount moved between pages): columns "

@@ -504,3 +504,21 @@ def test_postgres_a_role_without_usage_on_the_schema_is_told_so_not_shown_an_emp
             connection.exec_driver_sql(f"DROP OWNED BY {role}")
             connection.exec_driver_sql(f"DROP ROLE {role}")
         owner.dispose()
+
+
+def test_postgres_a_cluster_restarted_after_a_flush_holds_only_what_was_fed_since(fresh_postgres):
+    from .test_store_schema import restart_mid_cluster
+
+    engine = store_db.open_database(fresh_postgres)
+    try:
+        run_id, rows = restart_mid_cluster(engine)
+        assert [fqn for fqn, _ in rows] == [
+            "src0.db.t0.col0",
+            "src0.db.t0.col2",
+            "src1.db.t0.col1",
+            "src1.db.t0.col3",
+        ]
+        assert dict(rows)["src1.db.t0.col1"] == "int"
+        assert count_run_rows(engine, run_id) == (1, 4)
+    finally:
+        engine.dispose()

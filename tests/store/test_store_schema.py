@@ -1203,3 +1203,53 @@ def test_a_database_file_this_user_may_not_write_is_refused_before_sqlite_opens_
     )
     assert caught.value.hint == db.READ_ONLY_HINT
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db"]
+
+
+def restart_mid_cluster(engine) -> tuple[int, list[tuple[str, str]]]:
+    """A cluster fed 6 columns (flushed in batches of 5), restarted, then fed 4 of the same names
+    again (one changed) and finished: what the run holds."""
+    from auditor.bigid.models import parse_cluster, parse_column
+    from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
+
+    ((cluster, columns),) = make_catalog(1, 6)
+    writer = SnapshotWriter(engine, source_url="http://x", batch_rows=5)
+    writer.add_cluster(parse_cluster(cluster), cluster, 0)
+    writer.add_columns(cluster["id"], [(parse_column(c), c) for c in columns])  # 6 >= 5: written
+    writer.restart_cluster(cluster["id"])
+    again = [{**c, "dataType": "int"} if i == 1 else c for i, c in enumerate(columns[:4])]
+    writer.add_columns(cluster["id"], [(parse_column(c), c) for c in again])  # same names: no conflict
+    writer.finish_cluster(cluster["id"], ClusterStats(total_announced=4, columns_fetched=4, pages=1))
+    writer.complete(RunTotals(clusters_announced=1))
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(run_columns.c.fqn, column_versions.c.data_type)
+            .join(column_versions, column_versions.c.id == run_columns.c.column_id)
+            .where(run_columns.c.run_id == writer.run_id)
+            .order_by(run_columns.c.fqn)
+        ).all()
+    return writer.run_id, [tuple(row) for row in rows]
+
+
+def test_a_cluster_restarted_after_a_flush_holds_only_what_was_fed_since(tmp_path):
+    """A cluster listed again from its first page (its totalCount moved while it was paged): the
+    columns an earlier flush wrote are deleted before the new pages' rows, which repeat their names,
+    are written; the run holds the second listing alone."""
+    engine = store_db.open_database(tmp_path / "a.db")
+    run_id, rows = restart_mid_cluster(engine)
+    assert rows == [
+        ("src0.db.t0.col0", "varchar"),
+        ("src0.db.t0.col2", "varchar"),
+        ("src1.db.t0.col1", "int"),
+        ("src1.db.t0.col3", "varchar"),
+    ]
+    (run,) = list_runs(engine)
+    assert (run.status, run.columns_stored) == ("complete", 4)
+    assert count_run_rows(engine, run_id)[1] == 4
+
+
+def test_only_a_cluster_being_fetched_can_be_restarted(tmp_path):
+    from auditor.store.writer import SnapshotWriter
+
+    writer = SnapshotWriter(store_db.open_database(tmp_path / "a.db"), source_url="http://x")
+    with pytest.raises(ValueError, match="cluster 'nope' is not being fetched in run 1"):
+        writer.restart_cluster("nope")

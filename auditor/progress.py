@@ -53,6 +53,11 @@ class Progress:
         self._started = time.monotonic()
         self._draw(force=True)
 
+    def add_clusters(self, count: int) -> None:
+        """More clusters to fetch than :meth:`start` said (found by listing them again)."""
+        self.total_clusters = (self.total_clusters or 0) + count
+        self._draw(force=True)
+
     def add_columns(self, count: int) -> None:
         self.columns += count
         self._draw()

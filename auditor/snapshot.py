@@ -34,6 +34,7 @@ listed once more from its first page, its rows so far dropped (:data:`RELISTINGS
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import queue
@@ -61,7 +62,7 @@ from auditor.errors import (
 )
 from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
-from auditor.store.runs import LISTING_KEY, SKIP_KEY, RunInfo, get_run, name_ids
+from auditor.store.runs import LISTING_KEY, RELISTING_KEY, SKIP_KEY, RunInfo, get_run, name_ids
 from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
 from auditor.workers import main_unimportable, start_pool
 
@@ -218,6 +219,7 @@ def take_snapshot(
         # A cluster record that does not fit the models, but has an id, fails that cluster alone.
         clusters = client.list_clusters(cluster_filter, lenient=True)
         listed = len(clusters)
+        listed_ids = {cluster.id for cluster, _ in clusters}
         if skip:
             clusters = _leave_out(clusters, skip, details)
         if processes is None:
@@ -240,33 +242,37 @@ def take_snapshot(
         # said clusters were not served, for a tenant that listed one id twice).
         if listing.total is not None and listing.total not in (listed, listed + listing.duplicates):
             details["cluster_total_mismatch"] = {"announced": listing.total, "fetched": listed}
-        for position, (cluster, raw) in enumerate(clusters):
-            try:
-                writer.add_cluster(cluster, raw, position)
-            except RecordNotStorable as unstorable:
-                if isinstance(unstorable, RecordKeyTooLong):  # no id to keep it under
-                    raise cluster_not_storable(position, unstorable) from None
-                # Too deep to store, but it has an id: that cluster fails alone, as a record that
-                # does not fit the models does, kept in the run by its id alone.
-                client.last_invalid_clusters[cluster.id] = cluster_not_storable(position, unstorable)
-                writer.add_cluster(Cluster.model_construct(id=cluster.id), {"id": cluster.id}, position)
+        invalid = client.last_invalid_clusters
+        _add_clusters(writer, clusters, 0, invalid)
         writer.flush()  # the listing is in the run before the run says so (a full disk fails here)
         details[LISTING_KEY] = True
         progress.start(len(clusters))
         offload = PageOffload(pool, column_rows, _row_key) if pool is not None else None
-        _fetch_columns(
+        fetch = functools.partial(
+            _fetch_columns,
             client,
             writer,
-            clusters,
-            workers,
-            progress,
-            details,
-            offload,
-            max_failed_clusters,
-            failures,
-            expired,
-            client.last_invalid_clusters,
+            workers=workers,
+            progress=progress,
+            details=details,
+            offload=offload,
+            max_failed_clusters=max_failed_clusters,
+            failures=failures,
+            expired=expired,
         )
+        fetch(clusters, invalid=invalid)
+        if listing.pages_with_records > 1 and listing.regrown is None:
+            # Paged, the list may have changed meanwhile: a cluster removed from a page already
+            # served makes skip step over another one, never listed. Listed once more, the clusters
+            # it holds that the first listing did not are fetched too (or created since: as well).
+            found = _list_again(client, cluster_filter, listed_ids, skip, clusters, details, expired)
+            if found:
+                _add_clusters(writer, found, len(clusters), client.last_invalid_clusters)
+                writer.flush()
+                clusters = clusters + found
+                totals.clusters_announced += len(found)
+                progress.add_clusters(len(found))
+                fetch(found, invalid=client.last_invalid_clusters)
     except BaseException as exc:
         if timer is not None:
             timer.cancel()
@@ -333,6 +339,59 @@ def take_snapshot(
     run = get_run(engine, writer.run_id)
     assert run is not None
     return run
+
+
+def _add_clusters(
+    writer: SnapshotWriter,
+    clusters: list[tuple[Any, dict[str, Any]]],
+    start: int,
+    invalid: dict[str, ApiError],
+) -> None:
+    """Give the writer each cluster's row, at positions from ``start`` on."""
+    for position, (cluster, raw) in enumerate(clusters, start):
+        try:
+            writer.add_cluster(cluster, raw, position)
+        except RecordNotStorable as unstorable:
+            if isinstance(unstorable, RecordKeyTooLong):  # no id to keep it under
+                raise cluster_not_storable(position, unstorable) from None
+            # Too deep to store, but it has an id: that cluster fails alone, as a record that
+            # does not fit the models does, kept in the run by its id alone.
+            invalid[cluster.id] = cluster_not_storable(position, unstorable)
+            writer.add_cluster(Cluster.model_construct(id=cluster.id), {"id": cluster.id}, position)
+
+
+def _list_again(
+    client: BigIDClient,
+    cluster_filter: str | None,
+    listed_ids: set[str],
+    skip: list[str],
+    clusters: list[tuple[Any, dict[str, Any]]],
+    details: dict[str, Any],
+    expired: threading.Event,
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The clusters a second listing holds that the first did not (those asked to be left out
+    aside), recorded in ``details[RELISTING_KEY]`` with those it no longer holds. A second listing
+    that fails is recorded and said, and the run is what the first listing gave."""
+    try:
+        again = client.list_clusters(cluster_filter, lenient=True)
+    except AuditorError as exc:
+        if expired.is_set():
+            raise
+        said = secrets.scrub(exc.message)
+        details[RELISTING_KEY] = {"error": said}
+        log.warning("the cluster list could not be listed again: %s", said)
+        return []
+    now = {cluster.id for cluster, _ in again}
+    left_out = set(skip)
+    found = [item for item in again if item[0].id not in listed_ids and item[0].id not in left_out]
+    gone = [cluster.id for cluster, _ in clusters if cluster.id not in now]
+    details[RELISTING_KEY] = {
+        "found_count": len(found),
+        "found": [cluster.id for cluster, _ in found[:MAX_LISTED_MISMATCHES]],
+        "gone_count": len(gone),
+        "gone": gone[:MAX_LISTED_MISMATCHES],
+    }
+    return found
 
 
 def _say_left_running(exc: BaseException, run_id: int) -> None:
@@ -587,11 +646,16 @@ def _fetch_columns(
         client.resume()
         raise
     finally:
-        details.update(counts)
-        details["size_mismatches"] = size_mismatches
-        details["total_mismatches"] = total_mismatches
-        details["changed_while_listed"] = changed_while_listed
-        details["relisted"] = relisted
+        # added to what an earlier call for the same run recorded (the clusters a second listing found)
+        for key, value in counts.items():
+            details[key] = details.get(key, 0) + value
+        for key, items in (
+            ("size_mismatches", size_mismatches),
+            ("total_mismatches", total_mismatches),
+            ("changed_while_listed", changed_while_listed),
+            ("relisted", relisted),
+        ):
+            details[key] = [*details.get(key, ()), *items][:MAX_LISTED_MISMATCHES]
         details["failed_cluster_count"] = len(failures)
         details["failed_clusters"] = [
             {"cluster_id": cluster_id, "error": error} for cluster_id, error in failures[:MAX_LISTED_FAILURES]

@@ -90,3 +90,11 @@ def test_a_log_record_is_one_line_whatever_the_tenant_put_in_it():
     shown = formatter.format(record)
     assert shown.splitlines()[0] == "ERROR auditor.test-one-line: failed"
     assert shown.splitlines()[1] == "Traceback (most recent call last):"
+
+
+def test_clusters_found_by_a_second_listing_raise_the_total_shown():
+    progress = Progress(stream=io.StringIO(), enabled=True)
+    progress.start(3)
+    progress.cluster_done()
+    progress.add_clusters(2)
+    assert progress.line().startswith("snapshot: clusters 1/5, columns 0, ")

@@ -67,6 +67,7 @@ class PagingStats:
     """What paging one listing found."""
 
     pages: int = 0
+    pages_with_records: int = 0  # pages that gave new records (yielded)
     requests: int = 0
     rows_received: int = 0
     fetched: int = 0  # distinct records yielded
@@ -240,6 +241,7 @@ def paginate(
             skip += len(rows)
             continue  # repeats only: still confirming if we were
         stale = same = 0
+        stats.pages_with_records += 1
         yield new
         previous_keys = keys
         skip += len(rows)

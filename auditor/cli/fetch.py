@@ -18,7 +18,13 @@ import click
 from auditor.bigid.auth import SCHEMES
 from auditor.cli.common import PathOption, Settings, db_option, pass_settings, setting_type, write_output
 from auditor.errors import ConfigError
-from auditor.store.runs import cluster_list_note, details_count, mismatch_count, skipped_note
+from auditor.store.runs import (
+    RELISTING_KEY,
+    cluster_list_note,
+    details_count,
+    mismatch_count,
+    skipped_note,
+)
 from auditor.textsafe import display_width, fit, one_line
 
 if TYPE_CHECKING:
@@ -293,6 +299,17 @@ def snapshot_command(
         settings.info(
             f"note: {changed} cluster(s) changed while listed (their totalCount moved between pages), "
             "and again when listed once more: recorded short; snapshot again for a consistent copy"
+        )
+    relisting = details.get(RELISTING_KEY) or {}
+    if found := relisting.get("found_count"):
+        settings.info(
+            f"note: the cluster list changed while it was paged: listed again, it held {found} "
+            "cluster(s) the first listing did not, fetched too"
+        )
+    if "error" in relisting:
+        settings.info(
+            "note: the cluster list could not be listed a second time, to find clusters a change while "
+            f"it was paged would have hidden: {relisting['error']}"
         )
     if listing := cluster_list_note(details):
         settings.info(f"note: {listing}")

@@ -97,6 +97,7 @@ class RunInfo:
 
 SKIP_KEY = "skip_clusters"  # runs.details: the cluster ids a snapshot was asked to leave out
 LISTING_KEY = "listing_stored"  # runs.details: false until every listed cluster has its row in the run
+RELISTING_KEY = "cluster_relisting"  # runs.details: what listing the clusters a second time found
 MAX_IDS_IN_NOTE = 5  # cluster ids a scope note names before "and N more"
 
 

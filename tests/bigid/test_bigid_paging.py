@@ -831,3 +831,123 @@ def test_a_cluster_that_changes_again_when_listed_again_is_recorded_short(loopba
         "snapshot again for a consistent copy (auditor runs --format json lists them under "
         "changed_while_listed)"
     )
+
+
+def _shifting_cluster_list(ids: list[str], listings: Counter, *, drop: str | None, add: str | None):
+    """A bare array of clusters capped at ``limit`` with no total (the tutorial's shape): after its
+    first page was served, ``drop`` leaves the list and ``add`` joins it. Columns: one per cluster."""
+    from auditor.bigid.client import CLUSTERS_PATH
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            skip, limit = int(request.query["skip"]), int(request.query["limit"])
+            listings["pages"] += 1
+            listings["listings"] += skip == 0
+            page = [{"id": cid, "name": cid} for cid in ids[skip : skip + limit]]
+            if skip == 0 and listings["listings"] == 1:  # the catalog changes once this page is out
+                if drop:
+                    ids.remove(drop)
+                if add:
+                    ids.insert(0, add)
+            return Reply(200, page)
+        cluster = request.query["clusterId"]
+        rows = [{**column(0), "fullyQualifiedName": f"s.t.{cluster}.c"}][int(request.query["skip"]) :]
+        return Reply(200, {"results": rows, "totalCount": 1})
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("drop", "add", "found", "gone"),
+    # (a cluster added at the front alone serves k09 twice: the listing is then asked for in one
+    # page, which holds it: the duplicate defence, tested above)
+    [("k03", None, ["k10"], ["k03"]), ("k03", "k99", ["k99"], ["k03"])],
+)
+def test_a_cluster_hidden_by_a_change_to_the_cluster_list_while_it_is_paged_is_fetched(
+    loopback, tmp_path, drop, add, found, gone
+):
+    """A hostile-server probe: a cluster deleted from the list's first page after that page was
+    served made skip=10 step over another one (the 11th), never listed; the run was complete without
+    it, and the next diff would have called it removed. One created at the front as another left
+    was never listed either. The list is listed once more at the end: the clusters it holds that the first
+    listing did not are fetched too."""
+    import sqlite3
+
+    from .test_bigid_leaks import run_auditor
+
+    ids = [f"k{i:02d}" for i in range(25)]
+    listings = Counter()
+    loopback.reset(_shifting_cluster_list(ids, listings, drop=drop, add=add))
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr.decode()
+    assert listings["listings"] == 2
+    assert (
+        "note: the cluster list changed while it was paged: listed again, it held "
+        f"{len(found)} cluster(s) the first listing did not, fetched too"
+    ) in snap.stderr.decode().splitlines()
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    run = json.loads(runs.stdout)["runs"][0]
+    assert run["status"] == "complete"
+    assert run["details"]["cluster_relisting"] == {
+        "found_count": len(found),
+        "found": found,
+        "gone_count": len(gone),
+        "gone": gone,  # served before it left: kept, as it was then
+    }
+    expected = sorted({f"k{i:02d}" for i in range(25)} | set(found))
+    assert (run["clusters_announced"], run["clusters_stored"], run["columns_stored"]) == (
+        len(expected),
+        len(expected),
+        len(expected),
+    )
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        rows = db.execute("SELECT cluster_id, position, fetch_status FROM run_clusters ORDER BY position")
+        stored = rows.fetchall()
+    assert sorted(cid for cid, _, _ in stored) == expected
+    assert [cid for cid, _, _ in stored[-len(found) :]] == found  # after the first listing's
+    assert [position for _, position, _ in stored] == list(range(len(expected)))
+    assert {status for _, _, status in stored} == {"complete"}
+
+
+def test_a_cluster_list_served_in_one_page_is_not_listed_again(loopback, tmp_path):
+    from .test_bigid_leaks import run_auditor
+
+    listings = Counter()
+    loopback.reset(_shifting_cluster_list([f"k{i}" for i in range(5)], listings, drop=None, add=None))
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr.decode()
+    # one page of 5 and the empty page that confirms a short page without a total: one listing
+    assert (listings["listings"], listings["pages"]) == (1, 2)
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    assert "cluster_relisting" not in json.loads(runs.stdout)["runs"][0]["details"]
+
+
+def test_a_cluster_list_that_cannot_be_listed_again_keeps_the_first_listing(loopback, tmp_path):
+    from auditor.bigid.client import CLUSTERS_PATH
+
+    from .test_bigid_leaks import run_auditor
+
+    listings = Counter()
+    serve = _shifting_cluster_list([f"k{i:02d}" for i in range(15)], listings, drop=None, add=None)
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH and listings["listings"] >= 1 and request.query["skip"] == "0":
+            return Reply(400, {"message": "listing disabled"})  # the second listing: refused
+        return serve(request)
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr.decode()
+    said = [line for line in snap.stderr.decode().splitlines() if "listed a second time" in line]
+    assert said == [
+        "note: the cluster list could not be listed a second time, to find clusters a change while it "
+        "was paged would have hidden: the API rejected the request (HTTP 400 from GET /api/v1/clusters): "
+        "listing disabled"
+    ]
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    run = json.loads(runs.stdout)["runs"][0]
+    assert (run["status"], run["clusters_stored"]) == ("complete", 15)
+    assert set(run["details"]["cluster_relisting"]) == {"error"}

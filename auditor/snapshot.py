@@ -63,7 +63,14 @@ from auditor.errors import (
 from auditor.gcpause import tune_for_throwaway_objects
 from auditor.progress import Progress
 from auditor.store.runs import LISTING_KEY, RELISTING_KEY, SKIP_KEY, RunInfo, get_run, name_ids
-from auditor.store.writer import ClusterStats, ColumnRows, RunTotals, SnapshotWriter, column_rows
+from auditor.store.writer import (
+    ClusterStats,
+    ColumnRows,
+    RunTotals,
+    SnapshotWriter,
+    canonical_json,
+    column_rows,
+)
 from auditor.workers import main_unimportable, start_pool
 
 log = secrets.scrubbed_logger("auditor.snapshot")
@@ -73,6 +80,8 @@ QUEUE_PAGES_PER_WORKER = 12  # pages waiting for the writer, per worker: bounds 
 # deep enough that fetching goes on while the writer commits a 25,000-row batch
 IDLE_FLUSH_ROWS = 10_000  # rows worth a transaction when the writer would otherwise wait
 MAX_LISTED_MISMATCHES = 1000  # mismatches listed in runs.details (all are counted)
+# runs.details keys listing clusters (and columns) a snapshot found something to say about
+LISTED_KEYS = ("size_mismatches", "total_mismatches", "changed_while_listed", "relisted", "fqn_conflicts")
 MAX_LISTED_FAILURES = 1000  # failed clusters listed in runs.details (all are counted)
 MAX_FAILURE_PROBLEMS = 20  # failed clusters listed in the error the snapshot raises
 MAX_FAILURES_IN_REASON = 5  # failed clusters named in the run's one-line error
@@ -455,6 +464,20 @@ def _row_key(row: ColumnRows) -> Hashable:
     return row[1][1]
 
 
+def _row_digest(row: ColumnRows) -> Hashable:
+    """A :func:`column_rows` row's content hash (two records of one fqn: see ``paginate``)."""
+    return row[0]
+
+
+def _raw_content(row: tuple[Any, dict[str, Any]]) -> Hashable:
+    """A ``(Column, raw)`` row's content, as a hash of its canonical JSON (None when too deep to
+    encode: the writer fails that record's cluster)."""
+    try:
+        return hash(canonical_json(row[1]))
+    except RecordNotStorable:
+        return None
+
+
 def _fetch_columns(
     client: BigIDClient,
     writer: SnapshotWriter,
@@ -484,10 +507,8 @@ def _fetch_columns(
     pages: queue.Queue[tuple[str, str, Any]] = queue.Queue(maxsize=max(workers * QUEUE_PAGES_PER_WORKER, 2))
     stop = threading.Event()
     sizes = {cluster.id: cluster.size for cluster, _ in clusters}
-    size_mismatches: list[dict[str, Any]] = []
-    total_mismatches: list[dict[str, Any]] = []
-    changed_while_listed: list[dict[str, Any]] = []
-    relisted: list[dict[str, Any]] = []  # clusters listed again from the start (see work)
+    # what is listed in runs.details under each key (the first MAX_LISTED_MISMATCHES of each)
+    listed: dict[str, list[dict[str, Any]]] = {key: [] for key in LISTED_KEYS}
     # the mismatches are all counted (``*_count``) and the first MAX_LISTED_MISMATCHES listed
     counts = {
         "size_mismatch_count": 0,
@@ -499,6 +520,7 @@ def _fetch_columns(
         "total_shortfall_count": 0,
         "changed_while_listed_count": 0,
         "relisted_count": 0,
+        "fqn_conflict_count": 0,
     }
 
     def put(item: tuple[str, str, Any]) -> None:
@@ -519,8 +541,9 @@ def _fetch_columns(
         try:
             if stop.is_set() or handed_errors > max_failed_clusters:
                 return  # the writer stops the snapshot once it reads those errors
+            content = _row_digest if offload is not None else _raw_content
             for attempt in range(RELISTINGS + 1):
-                fetch = client.fetch_all_columns(cluster_id, size=size, offload=offload)
+                fetch = client.fetch_all_columns(cluster_id, size=size, offload=offload, content=content)
                 again = attempt < RELISTINGS
                 for page in fetch:
                     put(("page", cluster_id, page))
@@ -608,15 +631,14 @@ def _fetch_columns(
                     ("relisted_count", 1),
                 ):
                     counts[key] += value
-                if len(relisted) < MAX_LISTED_MISMATCHES:
-                    assert first.total_changed is not None
-                    relisted.append(
-                        {
-                            "cluster_id": cluster_id,
-                            "total_first": first.total_changed[0],
-                            "total_then": first.total_changed[1],
-                        }
-                    )
+                assert first.total_changed is not None
+                _list(
+                    listed,
+                    "relisted",
+                    cluster_id=cluster_id,
+                    total_first=first.total_changed[0],
+                    total_then=first.total_changed[1],
+                )
             elif kind == "done":
                 stats: PagingStats = payload
                 remaining -= 1
@@ -626,9 +648,7 @@ def _fetch_columns(
                     stats,
                     sizes.get(cluster_id),
                     counts,
-                    size_mismatches,
-                    total_mismatches,
-                    changed_while_listed,
+                    listed,
                 )
                 progress.cluster_done()
             else:
@@ -649,12 +669,7 @@ def _fetch_columns(
         # added to what an earlier call for the same run recorded (the clusters a second listing found)
         for key, value in counts.items():
             details[key] = details.get(key, 0) + value
-        for key, items in (
-            ("size_mismatches", size_mismatches),
-            ("total_mismatches", total_mismatches),
-            ("changed_while_listed", changed_while_listed),
-            ("relisted", relisted),
-        ):
+        for key, items in listed.items():
             details[key] = [*details.get(key, ()), *items][:MAX_LISTED_MISMATCHES]
         details["failed_cluster_count"] = len(failures)
         details["failed_clusters"] = [
@@ -669,9 +684,7 @@ def _record_cluster(
     stats: PagingStats,
     size: int | None,
     counts: dict[str, int],
-    size_mismatches: list[dict[str, Any]],
-    total_mismatches: list[dict[str, Any]],
-    changed_while_listed: list[dict[str, Any]],
+    listed: dict[str, list[dict[str, Any]]],
 ) -> None:
     writer.finish_cluster(
         cluster_id,
@@ -690,23 +703,35 @@ def _record_cluster(
     counts["pages_shrunk"] += stats.shrunk
     if size is not None and size != stats.fetched:
         counts["size_mismatch_count"] += 1
-        if len(size_mismatches) < MAX_LISTED_MISMATCHES:
-            size_mismatches.append({"cluster_id": cluster_id, "size": size, "fetched": stats.fetched})
+        _list(listed, "size_mismatches", cluster_id=cluster_id, size=size, fetched=stats.fetched)
     if stats.total_changed is not None:  # its totalCount moved between pages (a hostile-server probe)
         counts["changed_while_listed_count"] += 1
-        if len(changed_while_listed) < MAX_LISTED_MISMATCHES:
-            first, last = stats.total_changed
-            changed_while_listed.append(
-                {"cluster_id": cluster_id, "total_first": first, "total_last": last, "fetched": stats.fetched}
-            )
+        first, last = stats.total_changed
+        _list(
+            listed,
+            "changed_while_listed",
+            cluster_id=cluster_id,
+            total_first=first,
+            total_last=last,
+            fetched=stats.fetched,
+        )
     elif stats.ended_short:  # an empty page, asked for twice, before what was announced
         counts["total_shortfall_count"] += 1
     if stats.total is not None and stats.total != stats.fetched:
         counts["total_mismatch_count"] += 1
-        if len(total_mismatches) < MAX_LISTED_MISMATCHES:
-            total_mismatches.append(
-                {"cluster_id": cluster_id, "total_count": stats.total, "fetched": stats.fetched}
-            )
+        _list(
+            listed, "total_mismatches", cluster_id=cluster_id, total_count=stats.total, fetched=stats.fetched
+        )
+    if stats.conflicts:  # two records of one fqn, with different content: the first is stored
+        counts["fqn_conflict_count"] += stats.conflicts
+        for fqn in stats.conflict_keys:
+            _list(listed, "fqn_conflicts", cluster_id=cluster_id, fqn=fqn)
+
+
+def _list(listed: dict[str, list[dict[str, Any]]], key: str, **entry: Any) -> None:
+    """Add ``entry`` to what runs.details lists under ``key``, unless it holds enough already."""
+    if len(listed[key]) < MAX_LISTED_MISMATCHES:
+        listed[key].append(entry)
 
 
 def _fill_totals(totals: RunTotals, client: BigIDClient, details: dict[str, Any]) -> None:

@@ -653,18 +653,21 @@ class BigIDClient:
         size: int | None = None,
         page_size: int | None = None,
         offload: PageOffload | None = None,
+        content: Callable[[Any], Hashable] | None = None,
     ) -> ColumnFetch:
         """Every column of a cluster, page after page; iterate it, then read ``.stats``.
 
         ``size`` is the cluster's announced size: when it agrees with ``totalCount`` the listing can
         end without a confirming request. With ``offload``, pages are decoded in its pool and the
-        rows yielded are its ``transform``'s results instead of ``(Column, raw)``.
+        rows yielded are its ``transform``'s results instead of ``(Column, raw)``. ``content(row)``
+        of a row yielded tells a column served twice from two records sharing a fully qualified
+        name (see :func:`auditor.bigid.paging.paginate`); without it, both are repeats.
         """
         page_size = page_size or self.options.page_size
         ceiling = self.page_ceiling
         if ceiling is not None:
             page_size = min(page_size, ceiling)
-        return ColumnFetch(self, cluster_id, page_size, size, offload)
+        return ColumnFetch(self, cluster_id, page_size, size, offload, content)
 
     def _columns_request(
         self,
@@ -1318,12 +1321,14 @@ class ColumnFetch:
         page_size: int,
         size: int | None,
         offload: PageOffload | None = None,
+        content: Callable[[Any], Hashable] | None = None,
     ) -> None:
         self.client = client
         self.cluster_id = cluster_id
         self.page_size = page_size
         self.size = size
         self.offload = offload
+        self.content = content
         self.stats = PagingStats()
         self.offset_param = client.offset_param  # this listing's; "offset" once switched
         self.switched = False
@@ -1393,6 +1398,7 @@ class ColumnFetch:
                 expected=self.size,
                 ceiling=lambda: self.client.page_ceiling,
                 ignores_skip=self._ignores_skip,
+                content=self.content,
             ):
                 if self.switched and self.client.offset_param != "offset":
                     self.client.adopt_offset()  # new rows at an offset skip could not reach

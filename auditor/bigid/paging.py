@@ -62,6 +62,9 @@ class RawPage(Generic[T]):
     shape: str | None = None
 
 
+MAX_CONFLICT_KEYS = 20  # keys sharing records named per listing (all are counted)
+
+
 @dataclass
 class PagingStats:
     """What paging one listing found."""
@@ -71,7 +74,11 @@ class PagingStats:
     requests: int = 0
     rows_received: int = 0
     fetched: int = 0  # distinct records yielded
-    duplicates: int = 0  # records received again (same key), not yielded twice
+    duplicates: int = 0  # records received again (same key, same content), not yielded twice
+    # records whose key an earlier one of the listing had, with other content: distinct records
+    # sharing a key (two catalog entries of one fullyQualifiedName); the first is kept
+    conflicts: int = 0
+    conflict_keys: list[Hashable] = field(default_factory=list)  # the first MAX_CONFLICT_KEYS of them
     total: int | None = None  # the last total announced
     total_wrong: bool = False  # the server returned more distinct records than it announced
     shapes: set[str] = field(default_factory=set)
@@ -89,8 +96,13 @@ class PagingStats:
     total_changed: tuple[int, int] | None = None
 
     @property
+    def received(self) -> int:
+        """Distinct records received: those yielded, and those that shared a key with one of them."""
+        return self.fetched + self.conflicts
+
+    @property
     def total_mismatch(self) -> bool:
-        return self.total is not None and self.total != self.fetched
+        return self.total is not None and self.total != self.received
 
 
 class PageTooSlow(Exception):
@@ -121,9 +133,9 @@ def announced_more(stats: PagingStats, expected: int | None) -> str | None:
         announced, what = expected, "the cluster's size"
     else:
         return None
-    if stats.fetched >= announced:
+    if stats.received >= announced:
         return None
-    return f"{what} says {announced:,}, but only {stats.fetched:,} arrived"
+    return f"{what} says {announced:,}, but only {stats.received:,} arrived"
 
 
 def paginate(
@@ -137,6 +149,7 @@ def paginate(
     expected: int | None = None,
     ceiling: Callable[[], int | None] | None = None,
     ignores_skip: Callable[[], bool] | None = None,
+    content: Callable[[T], Hashable] | None = None,
 ) -> Iterator[list[T]]:
     """Yield the new records of each page (pages that add nothing new are not yielded).
 
@@ -145,11 +158,15 @@ def paginate(
     the same tenant found too slow (see :class:`PageTooSlow`). ``ignores_skip``, called when the
     same page comes back for the next offset where that cannot be the end: True when the caller
     will ask for offsets another way from now on (``offset`` for ``skip``); the page is then asked
-    for again.
+    for again. ``content(row)``, when given, tells a record received again (the same content: paging's
+    overlap, counted in ``duplicates``) from another record sharing its key (``conflicts``): both are
+    left out, but a conflict counts as received against the totals, so a listing that served every
+    record is not taken for one that ended short.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    seen: set[Hashable] = set()
+    seen: dict[Hashable, Hashable] = {}  # key -> content (None without ``content``)
+    others: set[tuple[Hashable, Hashable]] = set()  # (key, content) of the records sharing a key
     skip = 0
     page_size = limit  # what a full page holds: ``limit``, or the cap the server showed us
     previous_keys: list[Hashable] | None = None
@@ -184,11 +201,11 @@ def paginate(
         rows = list(page.rows)
         if not rows:
             totals = [t for t in (announced, stats.total) if t is not None and not stats.total_wrong]
-            totals_say_more = any(stats.fetched < t for t in totals)
+            totals_say_more = any(stats.received < t for t in totals)
             # The cluster's size, when given, decides whether the page is asked for again: it says
             # more exist (and a total that says otherwise disagrees with it), or it agrees with what
             # arrived (an overstated total alone does not cost a request). Without a size, the totals.
-            short = expected > stats.fetched if expected is not None else totals_say_more
+            short = expected > stats.received if expected is not None else totals_say_more
             if short and not reasked:
                 reasked = True
                 stats.empty_reasked += 1
@@ -207,9 +224,16 @@ def paginate(
         new: list[T] = []
         for row_key, row in zip(keys, rows, strict=True):
             if row_key in seen:
-                stats.duplicates += 1
+                # served before: the key's first record again, or one of its other records again
+                if content is None or (found := content(row)) == seen[row_key] or (row_key, found) in others:
+                    stats.duplicates += 1
+                else:  # another record under the key: not yielded, but counted as received
+                    others.add((row_key, found))
+                    stats.conflicts += 1
+                    if len(stats.conflict_keys) < MAX_CONFLICT_KEYS:
+                        stats.conflict_keys.append(row_key)
                 continue
-            seen.add(row_key)
+            seen[row_key] = content(row) if content is not None else None
             new.append(row)
         stats.rows_received += len(rows)
         stats.fetched += len(new)
@@ -251,7 +275,7 @@ def paginate(
             stats.total_wrong = True  # the total lied: from now on only an empty page ends the listing
             continue
         if total is not None:
-            if stats.fetched < total:
+            if stats.received < total:
                 if len(rows) < page_size:
                     page_size = len(rows)  # the server caps pages below ``limit``
                 continue
@@ -264,7 +288,7 @@ def paginate(
                 page_size = min(page_size, unconfirmed)
                 unconfirmed = None
             if len(rows) < page_size:
-                if stats.fetched == expected or page_size < limit:
+                if stats.received == expected or page_size < limit:
                     return  # short, and the size agrees or the server's cap is known: the end
                 # Shorter than asked, with nothing announced: the end, or a server that caps its
                 # pages below ``limit`` (and would lose every row past the first page). One more

@@ -300,6 +300,11 @@ def snapshot_command(
             f"note: {changed} cluster(s) changed while listed (their totalCount moved between pages), "
             "and again when listed once more: recorded short; snapshot again for a consistent copy"
         )
+    if conflicts := details_count(run, "fqn_conflict_count"):
+        settings.info(
+            f"note: {conflicts} column record(s) shared a fullyQualifiedName with another record of "
+            "their cluster and differed from it: the first of each was stored (fqn_conflicts)"
+        )
     relisting = details.get(RELISTING_KEY) or {}
     if found := relisting.get("found_count"):
         settings.info(

@@ -228,6 +228,13 @@ def shortfall_note(run: RunInfo) -> str | None:
             f"{'that cluster' if changed == 1 else 'those clusters'} out; snapshot again for a consistent "
             "copy (auditor runs --format json lists them under changed_while_listed)"
         )
+    if conflicts := details_count(run, "fqn_conflict_count"):
+        records = "1 column record" if conflicts == 1 else f"{conflicts:,} column records"
+        notes.append(
+            f"in run {run.id}, {records} shared a fullyQualifiedName with another record of "
+            f"{'its' if conflicts == 1 else 'their'} cluster and differed from it: only the first of "
+            "each was stored and checked (auditor runs --format json lists them under fqn_conflicts)"
+        )
     count = details_count(run, "total_shortfall_count")
     if count:
         clusters = "1 cluster" if count == 1 else f"{count:,} clusters"

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 from bs4 import BeautifulSoup
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from junitparser import JUnitXml
 
@@ -772,6 +772,11 @@ def test_a_cluster_whose_columns_change_while_it_is_listed_is_listed_again(loopb
     assert details["relisted"] == [{"cluster_id": "c", "total_first": 200, "total_then": then}]
     assert (details["relisted_count"], details["changed_while_listed_count"]) == (1, 0)
     assert details["changed_while_listed"] == [] and details["total_mismatches"] == []
+    from auditor.render.context import fetch_notes
+
+    assert "1 clusters listed again from their first page (their totalCount moved meanwhile)" in fetch_notes(
+        details
+    )
     # the first listing's pages 1 and 2 (cut short there), then the whole cluster: two pages, and
     # two more to its end (201: a page of 1 and an empty one; 199: an empty page, below the cluster's
     # size of 200, asked for twice)
@@ -895,6 +900,10 @@ def test_a_cluster_hidden_by_a_change_to_the_cluster_list_while_it_is_paged_is_f
         "gone_count": len(gone),
         "gone": gone,  # served before it left: kept, as it was then
     }
+    from auditor.render.context import fetch_notes
+
+    said = "the cluster list held only when listed a second time (it changed while it was paged), fetched too"
+    assert f"{len(found)} cluster{'' if len(found) == 1 else 's'} that {said}" in fetch_notes(run["details"])
     expected = sorted({f"k{i:02d}" for i in range(25)} | set(found))
     assert (run["clusters_announced"], run["clusters_stored"], run["columns_stored"]) == (
         len(expected),
@@ -951,3 +960,123 @@ def test_a_cluster_list_that_cannot_be_listed_again_keeps_the_first_listing(loop
     run = json.loads(runs.stdout)["runs"][0]
     assert (run["status"], run["clusters_stored"]) == ("complete", 15)
     assert set(run["details"]["cluster_relisting"]) == {"error"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 2)), max_size=30),
+    limit=st.integers(1, 7),
+    with_total=st.booleans(),
+)
+def test_records_sharing_a_key_count_as_received_and_repeats_do_not(records, limit, with_total):
+    """Records (key, content) served in order: one served before (the same key and content) is a
+    repeat (``duplicates``); one of a key fetched with other content is another record
+    (``conflicts``). The first of each key is yielded either way, and a listing that served every
+    record never ends short of its (true) total."""
+    distinct = list(dict.fromkeys(records))
+    total = len(distinct) if with_total else None
+
+    def fetch(skip: int, limit_: int) -> RawPage[tuple[int, int]]:
+        return RawPage(records[skip : skip + limit_], total=total)
+
+    stats = PagingStats()
+    pages = paginate(fetch, limit=limit, key=lambda r: r[0], content=lambda r: r[1], stats=stats)
+    try:
+        got = [row for page in pages for row in page]
+    except NoProgress:  # the same page served again and again: paging's echo rules, tested above
+        assume(False)
+    assume(not stats.stopped_on_repeat)
+    firsts: dict[int, int] = {}  # key -> the content it came with first
+    for key, content in distinct:
+        firsts.setdefault(key, content)
+    assert got == [(key, content) for key, content in distinct if firsts[key] == content]
+    others = [record for record in distinct if firsts[record[0]] != record[1]]
+    assert (stats.fetched, stats.conflicts) == (len(firsts), len(others))
+    assert stats.duplicates == len(records) - len(distinct)
+    assert stats.received == len(distinct)
+    assert not stats.ended_short and not stats.total_mismatch
+    assert stats.conflict_keys == [key for key, _ in others][:20]
+
+
+def test_a_repeat_that_displaced_a_record_still_ends_short():
+    """An order that shifts between pages serves one record twice (the same content) and never
+    another: the listing is short of its total, whatever ``content`` says."""
+    served = [(1, "a"), (2, "b"), (2, "b")]  # record 3 never served
+
+    def fetch(skip: int, limit: int) -> RawPage[tuple[int, str]]:
+        return RawPage(served[skip : skip + limit], total=3)
+
+    stats = PagingStats()
+    got = [
+        r
+        for page in paginate(fetch, limit=2, key=lambda r: r[0], content=lambda r: r[1], stats=stats)
+        for r in page
+    ]
+    assert got == [(1, "a"), (2, "b")]
+    assert (stats.duplicates, stats.conflicts, stats.ended_short) == (1, 0, True)
+
+
+@pytest.mark.parametrize("processes", ["0", "1"])
+def test_two_records_of_one_fqn_are_no_shortfall_and_are_named(loopback, tmp_path, processes):
+    """A hostile-server probe: two different records sharing a fullyQualifiedName in one cluster
+    (totalCount counting both). The second was taken for a repeat, the listing for one that ended
+    short of its total: the cluster was recorded short, check said columns were not served, and a
+    diff left it out. It now holds the first record, complete, and says which fqn was shared."""
+    import sqlite3
+
+    from auditor.bigid.client import CLUSTERS_PATH
+
+    from .test_bigid_leaks import run_auditor
+
+    rows = [
+        {**column(0), "dataType": "varchar"},
+        column(1),
+        {**column(0), "dataType": "int"},  # another record under col0's fqn
+        column(2),
+        column(1),  # a repeat of col1: no record of its own
+    ]
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "c", "name": "c", "size": 4}] if request.query["skip"] == "0" else [])
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        return Reply(200, {"results": rows[skip : skip + limit], "totalCount": 4})
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor(
+        "snapshot", "--db", "a.db", "--page-size", "2", "--processes", processes, env=env, cwd=tmp_path
+    )
+    assert snap.returncode == 0, snap.stderr.decode()
+    assert (
+        "note: 1 column record(s) shared a fullyQualifiedName with another record of their cluster and "
+        "differed from it: the first of each was stored (fqn_conflicts)"
+    ) in snap.stderr.decode().splitlines()
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    details = json.loads(runs.stdout)["runs"][0]["details"]
+    assert details["fqn_conflicts"] == [{"cluster_id": "c", "fqn": "src.schema.table.col0"}]
+    assert (details["fqn_conflict_count"], details["duplicate_rows"], details["total_shortfall_count"]) == (
+        1,
+        1,
+        0,
+    )
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        assert db.execute("SELECT fetch_status, columns_fetched FROM run_clusters").fetchall() == [
+            ("complete", 3)
+        ]
+        assert db.execute(
+            "SELECT v.data_type FROM run_columns m JOIN column_versions v ON v.id = m.column_id "
+            "WHERE m.fqn = 'src.schema.table.col0'"
+        ).fetchall() == [("varchar",)]
+    from auditor.render.context import fetch_notes
+
+    assert (
+        "1 column records that shared a fullyQualifiedName with another record of their cluster and "
+        "differed from it (the first of each stored and checked)"
+    ) in fetch_notes(details)
+    check = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    assert json.loads(check.stdout)["shortfall_note"] == (
+        "in run 1, 1 column record shared a fullyQualifiedName with another record of its cluster and "
+        "differed from it: only the first of each was stored and checked (auditor runs --format json "
+        "lists them under fqn_conflicts)"
+    )

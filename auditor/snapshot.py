@@ -49,7 +49,13 @@ from sqlalchemy import Engine
 
 from auditor import secrets
 from auditor.bigid.client import BigIDClient, PageOffload, cluster_not_storable, record_not_storable
-from auditor.bigid.models import Cluster, RecordKeyTooLong, RecordNotStorable
+from auditor.bigid.models import (
+    MAX_CLUSTER_ID_BYTES,
+    Cluster,
+    RecordKeyTooLong,
+    RecordNotStorable,
+    check_key,
+)
 from auditor.bigid.paging import PagingStats
 from auditor.errors import (
     ApiError,
@@ -270,16 +276,24 @@ def take_snapshot(
             expired=expired,
         )
         fetch(clusters, invalid=invalid)
-        if listing.pages_with_records > 1 and listing.regrown is None:
-            # Paged, the list may have changed meanwhile: a cluster removed from a page already
-            # served makes skip step over another one, never listed. Listed once more, the clusters
+        full = (listing.first_page_rows or 0) >= client.options.page_size
+        if (listing.pages_with_records > 1 or full) and listing.regrown is None:
+            # Paged, the list may have changed between its pages: a cluster removed from a page
+            # already served makes skip step over another one, never listed (and the next page may
+            # then come back empty: hence a full first page counts). Listed once more, the clusters
             # it holds that the first listing did not are fetched too (or created since: as well).
             found = _list_again(client, cluster_filter, listed_ids, skip, clusters, details, expired)
             if found:
                 _add_clusters(writer, found, len(clusters), client.last_invalid_clusters)
                 writer.flush()
                 clusters = clusters + found
-                totals.clusters_announced += len(found)
+                # what the tenant announced counted them, or the first listing was all it counted
+                totals.clusters_announced = max(totals.clusters_announced or 0, len(clusters))
+                mismatch = details.get("cluster_total_mismatch")
+                if mismatch is not None:  # the clusters that did not arrive may be those found
+                    mismatch["fetched"] += len(found)
+                    if mismatch["fetched"] >= mismatch["announced"]:
+                        del details["cluster_total_mismatch"]
                 progress.add_clusters(len(found))
                 fetch(found, invalid=client.last_invalid_clusters)
     except BaseException as exc:
@@ -393,14 +407,36 @@ def _list_again(
     now = {cluster.id for cluster, _ in again}
     left_out = set(skip)
     found = [item for item in again if item[0].id not in listed_ids and item[0].id not in left_out]
+    # an id too long to store, new in the second listing: left out (in the first, it stops the run)
+    storable = [item for item in found if _storable_id(item[0].id)]
     gone = [cluster.id for cluster, _ in clusters if cluster.id not in now]
     details[RELISTING_KEY] = {
-        "found_count": len(found),
-        "found": [cluster.id for cluster, _ in found[:MAX_LISTED_MISMATCHES]],
+        "found_count": len(storable),
+        "found": [cluster.id for cluster, _ in storable[:MAX_LISTED_MISMATCHES]],
         "gone_count": len(gone),
         "gone": gone[:MAX_LISTED_MISMATCHES],
+        **({"ids_too_long": len(found) - len(storable)} if len(storable) < len(found) else {}),
     }
-    return found
+    # ids to leave out that only the second listing held: listed after all (see _leave_out)
+    newly_skipped = sorted((now - listed_ids) & left_out)
+    if newly_skipped:
+        skipped = sorted({*details.get("skipped_clusters", ()), *newly_skipped})
+        details["skipped_clusters"] = skipped[:MAX_LISTED_FAILURES]
+        details["skipped_cluster_count"] = details.get("skipped_cluster_count", 0) + len(newly_skipped)
+        not_listed = [i for i in details.get("skip_clusters_not_listed", ()) if i not in newly_skipped]
+        if not_listed:
+            details["skip_clusters_not_listed"] = not_listed
+        else:
+            details.pop("skip_clusters_not_listed", None)
+    return storable
+
+
+def _storable_id(cluster_id: str) -> bool:
+    try:
+        check_key(cluster_id, MAX_CLUSTER_ID_BYTES)
+    except RecordKeyTooLong:
+        return False
+    return True
 
 
 def _say_left_running(exc: BaseException, run_id: int) -> None:

@@ -71,6 +71,7 @@ class PagingStats:
 
     pages: int = 0
     pages_with_records: int = 0  # pages that gave new records (yielded)
+    first_page_rows: int | None = None  # the records of the first page that held any
     requests: int = 0
     rows_received: int = 0
     fetched: int = 0  # distinct records yielded
@@ -237,6 +238,8 @@ def paginate(
             new.append(row)
         stats.rows_received += len(rows)
         stats.fetched += len(new)
+        if stats.first_page_rows is None:
+            stats.first_page_rows = len(rows)
         if not new:
             same = same + 1 if keys == previous_keys else 0
             echoed = echoed + len(keys) if same else 0

@@ -311,6 +311,11 @@ def snapshot_command(
             f"note: the cluster list changed while it was paged: listed again, it held {found} "
             "cluster(s) the first listing did not, fetched too"
         )
+    if too_long := relisting.get("ids_too_long"):
+        settings.info(
+            f"note: listed a second time, the cluster list held {too_long} new cluster id(s) too long "
+            "to store: left out"
+        )
     if "error" in relisting:
         settings.info(
             "note: the cluster list could not be listed a second time, to find clusters a change while "

@@ -838,9 +838,18 @@ def test_a_cluster_that_changes_again_when_listed_again_is_recorded_short(loopba
     )
 
 
-def _shifting_cluster_list(ids: list[str], listings: Counter, *, drop: str | None, add: str | None):
-    """A bare array of clusters capped at ``limit`` with no total (the tutorial's shape): after its
-    first page was served, ``drop`` leaves the list and ``add`` joins it. Columns: one per cluster."""
+def _shifting_cluster_list(
+    ids: list[str],
+    listings: Counter,
+    *,
+    drop: str | None,
+    add: str | None,
+    total: int | None = None,
+    later: list[str] = (),
+):
+    """A bare array of clusters capped at ``limit`` (the tutorial's shape; ``{results, totalCount}``
+    with ``total``): after its first page was served, ``drop`` leaves the list and ``add`` joins it
+    at the front; the second listing puts ``later`` ids at its front. Columns: one per cluster."""
     from auditor.bigid.client import CLUSTERS_PATH
 
     def handler(request: Request) -> Reply:
@@ -848,13 +857,14 @@ def _shifting_cluster_list(ids: list[str], listings: Counter, *, drop: str | Non
             skip, limit = int(request.query["skip"]), int(request.query["limit"])
             listings["pages"] += 1
             listings["listings"] += skip == 0
-            page = [{"id": cid, "name": cid} for cid in ids[skip : skip + limit]]
+            served = [*later, *ids] if listings["listings"] > 1 else ids
+            page = [{"id": cid, "name": cid[:20]} for cid in served[skip : skip + limit]]
             if skip == 0 and listings["listings"] == 1:  # the catalog changes once this page is out
                 if drop:
                     ids.remove(drop)
                 if add:
                     ids.insert(0, add)
-            return Reply(200, page)
+            return Reply(200, page if total is None else {"results": page, "totalCount": total})
         cluster = request.query["clusterId"]
         rows = [{**column(0), "fullyQualifiedName": f"s.t.{cluster}.c"}][int(request.query["skip"]) :]
         return Reply(200, {"results": rows, "totalCount": 1})
@@ -919,15 +929,16 @@ def test_a_cluster_hidden_by_a_change_to_the_cluster_list_while_it_is_paged_is_f
     assert {status for _, _, status in stored} == {"complete"}
 
 
-def test_a_cluster_list_served_in_one_page_is_not_listed_again(loopback, tmp_path):
+def test_a_cluster_list_served_in_one_answer_is_not_listed_again(loopback, tmp_path):
     from .test_bigid_leaks import run_auditor
 
     listings = Counter()
-    loopback.reset(_shifting_cluster_list([f"k{i}" for i in range(5)], listings, drop=None, add=None))
+    ids = [f"k{i}" for i in range(5)]
+    loopback.reset(_shifting_cluster_list(ids, listings, drop=None, add=None, total=5))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
     snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
     assert snap.returncode == 0, snap.stderr.decode()
-    # one page of 5 and the empty page that confirms a short page without a total: one listing
+    # a page of 5 and the empty page that confirms it: one page of records, not full
     assert (listings["listings"], listings["pages"]) == (1, 2)
     runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
     assert "cluster_relisting" not in json.loads(runs.stdout)["runs"][0]["details"]
@@ -1080,3 +1091,81 @@ def test_two_records_of_one_fqn_are_no_shortfall_and_are_named(loopback, tmp_pat
         "differed from it: only the first of each was stored and checked (auditor runs --format json "
         "lists them under fqn_conflicts)"
     )
+
+
+def test_a_cluster_list_left_with_one_full_page_is_listed_again(loopback, tmp_path):
+    """Found by a probe of the above: 11 clusters in pages of 10, the 4th deleted once the first page
+    was out: the second page came back empty, so the listing had records on one page only, and the
+    11th cluster was never listed (the first version listed again only after two pages of records).
+    A full first page is listed again too."""
+    from .test_bigid_leaks import run_auditor
+
+    listings = Counter()
+    ids = [f"k{i:02d}" for i in range(11)]
+    loopback.reset(_shifting_cluster_list(ids, listings, drop="k03", add=None))
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr.decode()
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    run = json.loads(runs.stdout)["runs"][0]
+    assert run["details"]["cluster_relisting"]["found"] == ["k10"]
+    assert (run["clusters_announced"], run["clusters_stored"]) == (11, 11)
+
+
+def test_clusters_found_by_the_second_listing_end_the_total_s_shortfall(loopback, tmp_path):
+    """With a totalCount of 15 throughout and a cluster stepped over, the first listing held 14: the
+    run said 'announced 15 clusters but 14 arrived', and, once the second listing had found the
+    15th, announced 16 (a probe). Found, it is no shortfall, and 15 were announced."""
+    from .test_bigid_leaks import run_auditor
+
+    listings = Counter()
+    ids = [f"k{i:02d}" for i in range(15)]
+    loopback.reset(_shifting_cluster_list(ids, listings, drop="k03", add=None, total=15))
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr.decode()
+    assert "arrived" not in snap.stderr.decode()
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    run = json.loads(runs.stdout)["runs"][0]
+    assert run["details"]["cluster_relisting"]["found"] == ["k10"]
+    assert "cluster_total_mismatch" not in run["details"]
+    assert (run["clusters_announced"], run["clusters_stored"]) == (15, 15)
+    check = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    assert json.loads(check.stdout)["shortfall_note"] is None
+
+
+def test_a_second_listing_s_new_ids_too_long_or_to_leave_out_are_left_out(loopback, tmp_path):
+    """A probe: an id too long to store, new in the second listing, failed a run whose clusters were
+    all stored (exit 3); and an id to leave out that only the second listing held was called 'not
+    listed'. The first is left out and counted, the second recorded as listed and left out."""
+    import sqlite3
+
+    from .test_bigid_leaks import run_auditor
+
+    listings = Counter()
+    ids = [f"k{i:02d}" for i in range(15)]
+    later = ["L" * 5000, "skipme", "newok"]
+    loopback.reset(_shifting_cluster_list(ids, listings, drop=None, add=None, later=later))
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    snap = run_auditor(
+        "snapshot", "--db", "a.db", "--page-size", "10", "--skip-cluster", "skipme", env=env, cwd=tmp_path
+    )
+    assert snap.returncode == 0, snap.stderr.decode()
+    assert (
+        "note: listed a second time, the cluster list held 1 new cluster id(s) too long to store: left out"
+    ) in snap.stderr.decode().splitlines()
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    run = json.loads(runs.stdout)["runs"][0]
+    assert run["status"] == "complete"
+    assert run["details"]["cluster_relisting"] == {
+        "found_count": 1,
+        "found": ["newok"],
+        "gone_count": 0,
+        "gone": [],
+        "ids_too_long": 1,
+    }
+    assert (run["details"]["skipped_clusters"], run["details"]["skipped_cluster_count"]) == (["skipme"], 1)
+    assert "skip_clusters_not_listed" not in run["details"]
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        stored = {cid for (cid,) in db.execute("SELECT cluster_id FROM run_clusters")}
+    assert stored == {*ids, "newok"}

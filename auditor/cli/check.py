@@ -200,6 +200,7 @@ def rules_validate(settings: Settings, paths: tuple[str, ...], waivers: str | No
     reported as stale by auditor check), as is one that has already expired.
     """
     from auditor.engine import load_rules_and_waivers
+    from auditor.engine.waivers import rule_typo
 
     if not paths and waivers is None:
         waivers = settings.waivers_path()
@@ -223,7 +224,7 @@ def rules_validate(settings: Settings, paths: tuple[str, ...], waivers: str | No
             if rule is None:
                 click.echo(
                     f"warning: {waiver.where}: no rule {waiver.rule!r} in these rule files "
-                    "(a typo, or its rule file was not given)",
+                    f"({rule_typo(waiver.rule, (r.id for r in ruleset.rules)).replace('loaded', 'given')})",
                     err=True,
                 )
             elif not rule.enabled:

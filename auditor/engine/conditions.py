@@ -109,7 +109,7 @@ def report_pydantic(
         if loc and isinstance(loc[-1], int):  # an item of a list: tags[0], not 0
             name = f"{loc[-2] if len(loc) > 1 else what.strip(chr(39))}[{loc[-1]}]"
         if kind == "extra_forbidden":
-            meant = _close_match(name, keys)
+            meant = close_match(name, keys)
             guess = f" (did you mean {meant!r}?)" if meant else ""
             valid = f"; valid: {', '.join(keys)}" if 0 < len(keys) <= 8 else ""
             ctx.problem(where, f"unknown key {name!r} in {what}{guess}{valid}", key=True)
@@ -269,7 +269,7 @@ def _parse_condition(node: Any, level: Level, ctx: ParseContext, path: list[Any]
     keys = [key for key in node if key in CONDITIONS]
     if not keys:
         first = next(iter(node))
-        meant = _close_match(first, valid_keys(level))
+        meant = close_match(first, valid_keys(level))
         guess = f" (did you mean {meant!r}?)" if meant else ""
         ctx.problem(
             [*path, first],
@@ -821,11 +821,11 @@ def _check_number(value: int | float) -> str | None:
 
 
 def _closest(name: str, catalog: Iterable[str]) -> str:
-    match = _close_match(name, catalog)
+    match = close_match(name, catalog)
     return f" (did you mean {match!r}?)" if match else ""
 
 
-def _close_match(name: Any, catalog: Iterable[str]) -> str | None:
+def close_match(name: Any, catalog: Iterable[str]) -> str | None:
     """The name of ``catalog`` that ``name`` most likely misspells, if any."""
     import difflib
 
@@ -843,7 +843,7 @@ def _extra_keys(node: LocDict, key: str, level: Level, ctx: ParseContext, path: 
     """Report the keys written beside ``key`` in one condition (``{tags: …, colums: …}``); return them."""
     extra = [other for other in node if other != key]
     for other in extra:
-        meant = _close_match(other, valid_keys(level))
+        meant = close_match(other, valid_keys(level))
         if other in CONDITIONS:
             said = f"{other!r} next to {key!r}"
         elif meant:
@@ -937,7 +937,7 @@ class Having:
             report_pydantic(ctx, path, exc, "'having'", HavingSpec)
             # the field counted is checked all the same (under a misspelt key too): every problem at once
             for key, named in node.items():
-                if isinstance(named, str) and (key == "distinct" or _close_match(key, ["distinct"])):
+                if isinstance(named, str) and (key == "distinct" or close_match(key, ["distinct"])):
                     cls._distinct(named, level, ctx, path, key=key)
             return None
         if null:
@@ -988,7 +988,7 @@ class Having:
         found = catalog.get(name)
         if found is None or found.kind is Kind.TEXT_LIST:
             valid = [field_name for field_name, f in catalog.items() if f.kind is not Kind.TEXT_LIST]
-            meant = _close_match(name, valid) if found is None else None
+            meant = close_match(name, valid) if found is None else None
             guess = (F.elsewhere(name, level) if found is None else "") or (
                 f" (did you mean {meant!r}?)" if meant else ""
             )
@@ -1080,7 +1080,7 @@ def check_misspelt_parts(node: LocDict, known: Iterable[str], level: Level, ctx:
     """Check what each key of ``node`` outside ``known`` that misspells a part of a counting form
     (``havin``) holds, as if spelt right; the misspelling itself is reported by the caller."""
     for key in list(node):
-        meant = _close_match(key, ("where", "group_by", "having"))
+        meant = close_match(key, ("where", "group_by", "having"))
         if key not in known and meant is not None and meant not in node:
             _parse_misspelt(
                 node,
@@ -1133,7 +1133,7 @@ def parse_group_by(node: Any, level: Level, ctx: ParseContext, path: list[Any]) 
     if not isinstance(node, str) or node not in catalog or catalog[node].kind is Kind.TEXT_LIST:
         shown = repr(node) if isinstance(node, str) else type_name(node)
         # a list or a mapping is unhashable: 'node not in catalog' raised TypeError (exit 3)
-        meant = _close_match(node, valid) if isinstance(node, str) and node not in catalog else None
+        meant = close_match(node, valid) if isinstance(node, str) and node not in catalog else None
         guess = F.elsewhere(node, level) or (f" (did you mean {meant!r}?)" if meant else "")
         ctx.problem(
             path, f"cannot group {F.LEVEL_NOUN[level]} by {shown}{guess}; valid fields: {', '.join(valid)}"
@@ -1206,7 +1206,7 @@ class Quantifier(Condition):
         bad = False
         for key in body:
             if key not in allowed:
-                meant = _close_match(key, ("any", "all", "none", "where", "group_by", "having", "case"))
+                meant = close_match(key, ("any", "all", "none", "where", "group_by", "having", "case"))
                 guess = f" (did you mean {meant!r}?)" if meant else ""
                 ctx.problem(
                     [*here, key],

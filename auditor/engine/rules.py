@@ -580,6 +580,12 @@ def parse_rule(node: Any, ctx: ParseContext, path: list[Any]) -> Rule | None:
             _check_condition_any_level(node["condition"], ctx, [*path, "condition"])
         if "aggregate" in node:
             parse_aggregate(node["aggregate"], ctx, [*path, "aggregate"])
+        if "condition" not in node and "aggregate" not in node:
+            ctx.problem(
+                path,
+                "a rule needs a 'condition' (scope column or cluster) or 'aggregate: {group_by: ..., "
+                "having: ...}' (scope aggregate)",
+            )
     elif scope in ("column", "cluster"):
         if "aggregate" in node:
             ctx.problem([*path, "aggregate"], f"'aggregate' is for scope aggregate, not {scope}", key=True)
@@ -600,11 +606,15 @@ def parse_rule(node: Any, ctx: ParseContext, path: list[Any]) -> Rule | None:
         else:
             aggregate = parse_aggregate(node["aggregate"], ctx, [*path, "aggregate"])
     message = node.get("message")
-    if isinstance(message, str) and scope in ("column", "cluster", "aggregate"):
+    if isinstance(message, str):
         per = (
             node.get("aggregate", {}).get("per", "cluster") if isinstance(node.get("aggregate"), dict) else ""
         )
-        for problem in template_problems(message, allowed_placeholders(scope, per)):
+        if scope in ("column", "cluster", "aggregate"):
+            allowed = allowed_placeholders(scope, per)
+        else:  # an unknown scope: what no scope allows is wrong whichever it becomes
+            allowed = sorted({name for each in Scope for name in allowed_placeholders(each, "cluster")})
+        for problem in template_problems(message, allowed):
             ctx.problem([*path, "message"], problem)
     if spec is None or len(ctx.problems) > before:
         return None

@@ -26,7 +26,7 @@ import fnmatch
 import functools
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from auditor.engine.conditions import ParseContext, report_pydantic, type_name
+from auditor.engine.conditions import ParseContext, close_match, report_pydantic, type_name
 from auditor.engine.findings import STATUS_WAIVED, Finding
 from auditor.engine.rules import RuleSet, load_ruleset
 from auditor.engine.sqlfuncs import check_pattern
@@ -112,6 +112,15 @@ class Subject(Protocol):
     cluster_id: str | None
     column: str | None
     columns: list[str]
+
+
+def rule_typo(rule: str, known: Iterable[str]) -> str:
+    """Why a waiver's rule id is not in the rule set, as said after it: the id it most likely
+    misspells, if any."""
+    meant = close_match(rule, known)
+    if meant:
+        return f"did you mean {meant!r}? or its rule file was not loaded"
+    return "a typo, or its rule file was not loaded"
 
 
 @dataclass(frozen=True)
@@ -389,6 +398,7 @@ class WaiverReport:
     expired: list[Waiver] = field(default_factory=list)
     # rule ids that waivers name but the rule set checked does not have (set by check_run)
     unknown_rules: frozenset[str] = frozenset()
+    rule_ids: frozenset[str] = frozenset()  # the rule set's (set by check_run), for "did you mean"
     # rule ids of waivers whose rule is in the rule set with enabled: false (set by check_run)
     disabled_rules: frozenset[str] = frozenset()
     # the run checked is not complete (set by check_run): a waiver may match nothing in it only
@@ -399,7 +409,7 @@ class WaiverReport:
         """Why a stale waiver can never match, when it is because its rule is not in the rule set;
         or why it may not be stale at all, when the run checked is not complete."""
         if waiver.rule in self.unknown_rules:
-            return f": no rule '{waiver.rule}' in the rule set (a typo, or its rule file was not loaded)"
+            return f": no rule '{waiver.rule}' in the rule set ({rule_typo(waiver.rule, self.rule_ids)})"
         if waiver.rule in self.disabled_rules:
             return f": rule '{waiver.rule}' is disabled (enabled: false), so it has no findings to waive"
         if self.partial_run is not None:

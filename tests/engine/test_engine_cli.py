@@ -220,7 +220,7 @@ def test_check_exit_2_for_rule_and_waiver_errors(run_cli, db, engine, snapshot, 
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert lines[0] == "error: 6 problems in the rule files"
+    assert lines[0] == "error: 7 problems in the rule files"
     assert lines[1] == f"  {bad}:2:5: rule 'x' is missing the required key 'title'"
     assert lines[-1] == "hint: fix them and check with: auditor rules validate PATH"
     missing = run_cli("check", "--db", db, "--waivers", "nope.yaml")
@@ -386,7 +386,7 @@ def test_a_waiver_for_a_rule_that_is_not_in_the_rule_set_says_so(run_cli, db, en
     assert table.exit_code == 0
     why = (
         ": no rule 'high-sensitivity-without-confidentail' in the rule set "
-        "(a typo, or its rule file was not loaded)"
+        "(did you mean 'high-sensitivity-without-confidential'? or its rule file was not loaded)"
     )
     assert (
         f"stale waiver (matches nothing): rule high-sensitivity-without-confidentail, cluster c-hr "
@@ -447,7 +447,7 @@ def test_rule_and_waiver_problems_are_reported_together(run_cli, db, engine, sna
         assert result.exit_code == 2, (args, result.output)
         assert result.stdout == ""
         lines = result.stderr.splitlines()
-        assert lines[0] == f"error: 6 problems in the rule files; 2 problems in the waiver file {waivers}"
+        assert lines[0] == f"error: 7 problems in the rule files; 2 problems in the waiver file {waivers}"
         assert f"  {bad}:4:5: unknown key 'bogus' in rule 'x'" in lines
         assert f"  {waivers}:2:5: a waiver is missing the required key 'reason'" in lines
         assert sum(line.startswith(f"  {waivers}:") for line in lines) == 2
@@ -470,16 +470,20 @@ def test_rules_validate_checks_a_waiver_file_against_the_rules(run_cli, write):
         "waivers:\n  - rule: high-sensitivity-without-confidential\n    cluster: c-1\n    reason: r\n"
         "    owner: o\n    expires: 2099-01-31\n  - rule: no-such-rule\n    cluster: c-1\n    reason: r\n"
         "    owner: o\n    expires: 2099-01-31\n"
+        # a new user's typo: the id it misspells is named (as unknown keys and fields are)
+        "  - {rule: cluster-missing-severty, cluster: c-1, reason: r, owner: o, expires: 2099-01-31}\n"
         # a probe: a waiver that has already expired was accepted without a word
         f"  - {{rule: cluster-missing-severity, cluster: c-1, reason: r, owner: o, expires: {yesterday}}}\n"
         f"  - {{rule: cluster-missing-severity, cluster: c-2, reason: r, owner: o, expires: {today}}}\n",
     )
     result = run_cli("rules", "validate", "--waivers", str(waivers))
     assert result.exit_code == 0
-    assert result.stdout == f"16 rules valid in 4 files\n4 waivers valid in {waivers}\n"
+    assert result.stdout == f"16 rules valid in 4 files\n5 waivers valid in {waivers}\n"
     assert result.stderr == (
         f"warning: {waivers}:7: no rule 'no-such-rule' in these rule files (a typo, or its rule file was "
-        f"not given)\nwarning: {waivers}:12: the waiver was valid through {yesterday} and has expired "
+        f"not given)\nwarning: {waivers}:12: no rule 'cluster-missing-severty' in these rule files (did "
+        "you mean 'cluster-missing-severity'? or its rule file was not given)\n"
+        f"warning: {waivers}:13: the waiver was valid through {yesterday} and has expired "
         f"(today is {today}, UTC): its findings count again\n"
     )
 

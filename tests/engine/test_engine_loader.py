@@ -128,6 +128,32 @@ def test_every_problem_is_reported_at_once_with_file_line_and_column(write):
     ]
 
 
+def test_a_rule_without_a_valid_scope_still_has_its_other_problems_reported(write):
+    """A new user's probe: a rule missing 'scope' was not told it lacks a 'condition' too, and one
+    with an unknown scope had its message's bad placeholder left for the next round."""
+    path = write(
+        "r.yaml",
+        "rules:\n"
+        "  - {id: no-scope, title: t, description: d, severity: high, remediation: r,\n"
+        "     message: 'm {column.columnName}'}\n"
+        "  - {id: bad-scope, title: t, description: d, severity: high, remediation: r, scope: galaxy,\n"
+        "     condition: {field: columnName, eq: x}, message: 'm {column.nope} {group.count}'}\n",
+    )
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    problems = [p.replace(str(path), "r.yaml") for p in caught.value.problems]
+    assert problems[:3] == [
+        "r.yaml:2:5: rule 'no-scope' is missing the required key 'scope'",
+        "r.yaml:2:5: a rule needs a 'condition' (scope column or cluster) or 'aggregate: {group_by: ..., "
+        "having: ...}' (scope aggregate)",
+        "r.yaml:4:86: scope: 'galaxy' is not one of 'column', 'cluster' or 'aggregate'",
+    ]
+    # a placeholder no scope allows is wrong whichever scope it gets; {group.count} may be right
+    assert len(problems) == 4 and problems[3].startswith(
+        "r.yaml:5:54: unknown placeholder {column.nope} in message; valid: cluster.id, "
+    )
+
+
 def test_problems_name_file_line_and_column(write):
     path = write("r.yaml", GOOD.replace("eq: ssn", "eq: [ssn]"))
     with pytest.raises(RuleError) as caught:

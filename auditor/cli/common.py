@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from auditor.pipeline import EmailOptions
 
 
+DEMO_FOLDER = "auditor-demo"  # where auditor demo writes, by default
+
+
 def setting_type(key: str) -> click.ParamType:
     """The click type of numeric setting ``key``'s flag: the bounds its file value has."""
     low, high, open_below = cfg.RANGES[key]
@@ -74,13 +77,23 @@ class Settings:
                 if server
                 else f"there is no database at {display_url(target) if '://' in target else target} yet"
             )
+            demo = self.demo_database(target)
             raise RunNotUsableError(
                 what,
-                hint="take a snapshot first: auditor snapshot (or auditor demo); or check --db / AUDITOR_DB",
+                hint=f"the demo's runs are in {demo}: give --db {demo}"
+                if demo
+                else "take a snapshot first: auditor snapshot (or auditor demo); or check --db / AUDITOR_DB",
             )
         if target not in self._engines:
             self._engines[target] = open_database(target)
         return self._engines[target]
+
+    @staticmethod
+    def demo_database(target: str) -> str | None:
+        """The demo's database, when ``target`` is the default one and ``auditor demo`` left one here:
+        a new user's next command after the demo reads ./auditor.db, which the demo did not write."""
+        demo = Path(DEMO_FOLDER, "auditor.db")
+        return str(demo) if target == "auditor.db" and demo.is_file() else None
 
     def close(self) -> None:
         """Close the databases the command opened (when it ends: Python 3.13 warns of a SQLite

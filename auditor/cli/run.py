@@ -11,6 +11,7 @@ import click
 
 from auditor.cli.check import SEVERITIES, say_waivers_to_review
 from auditor.cli.common import (
+    DEMO_FOLDER,
     PathOption,
     Settings,
     db_option,
@@ -400,7 +401,7 @@ def _compared_with(check: CheckResult, baseline: str | int | None) -> int | str 
 @click.command("demo")
 @click.option(
     "--folder",
-    default="auditor-demo",
+    default=DEMO_FOLDER,
     show_default=True,
     type=PathOption(file_okay=False),
     help="Where the database, the report and the exports go.",

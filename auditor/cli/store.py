@@ -225,7 +225,12 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
         clusters, columns = so_far.get(run.id, (run.clusters_stored or 0, run.columns_stored or 0))
         lines.append(f"{run.id:>5}  {status:<{width}} {started:<20} {clusters:>9} {columns:>10}  {source}")
     if not runs:
-        lines.append("(no runs yet: take one with `auditor snapshot` or try `auditor demo`)")
+        demo = settings.demo_database(settings.db_target(db))
+        lines.append(
+            f"(no runs yet here: the demo's runs are in {demo}, listed by `auditor runs --db {demo}`)"
+            if demo
+            else "(no runs yet: take one with `auditor snapshot` or try `auditor demo`)"
+        )
     write_output("\n".join(lines) + "\n", output)
 
 

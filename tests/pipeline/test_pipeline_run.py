@@ -55,6 +55,22 @@ def test_demo_needs_no_configuration_and_says_where_everything_is(tmp_path, monk
     assert again.exit_code == 0
     assert "(runs 3 and 4)" in again.stdout  # nothing is deleted; the sandbox drifts on
 
+    # A new user's walkthrough: the next command, without --db, read ./auditor.db and said to take a
+    # snapshot or run the demo, which had just run: it names the demo's database instead.
+    check = invoke(["check"])
+    assert (check.exit_code, check.stdout) == (3, "")
+    assert check.stderr == (
+        "error: there is no database at auditor.db yet\n"
+        "hint: the demo's runs are in auditor-demo/auditor.db: give --db auditor-demo/auditor.db\n"
+    )
+    runs = invoke(["runs"])
+    assert runs.exit_code == 0
+    assert runs.stdout.splitlines()[1] == (
+        "(no runs yet here: the demo's runs are in auditor-demo/auditor.db, listed by "
+        "`auditor runs --db auditor-demo/auditor.db`)"
+    )
+    assert not (tmp_path / "auditor.db").exists()
+
 
 SMALL_SANDBOX = "[auditor.sandbox]\nclusters = 20\ncolumns = 1500\n"
 

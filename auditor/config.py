@@ -122,15 +122,18 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
     if not isinstance(values, dict):
         raise ConfigError(f"{candidate}: [auditor] must be a table")
     above = sorted(key for key in data if key != "auditor") if "auditor" in data else []
-    if above:
-        # TOML: keys before the first [table] header are top-level; with an [auditor] table (one
-        # made by [auditor.sandbox] too) they were silently not read, a fail_on among them too
-        raise ConfigError(
-            f"{candidate}: setting(s) {', '.join(above)} sit outside the [auditor] table, where they "
-            "are not read",
-            hint="move them under [auditor] (a key before the first [table] header is outside every table)",
+    # TOML: keys before the first [table] header are top-level; with an [auditor] table (one made
+    # by [auditor.sandbox] too) they were silently not read, a fail_on among them too. Listed with
+    # the table's own problems (a new user's walkthrough: this one alone hid five others).
+    problems: list[tuple[str, str, str | None]] = [
+        (
+            f"{OUTSIDE}{key}",
+            f"setting {key} sits outside the [auditor] table, where it is not read",
+            "move it under [auditor]: a key before the first [table] header is outside every table",
         )
-    problems = _problems(values, prefix="auditor." if "auditor" in data else "")
+        for key in above
+    ]
+    problems += _problems(values, prefix="auditor." if "auditor" in data else "")
     if isinstance(values.get("sandbox"), dict):
         problems += _sandbox_problems(values["sandbox"])
     elif "sandbox" in values:
@@ -185,6 +188,7 @@ def _settings_error(source: Path, problems: list[tuple[str, str, str | None]]) -
         written = ""
     lines = _setting_lines(written)
     lines.update({f"sandbox.{key}": line for key, line in _setting_lines(written, "auditor.sandbox").items()})
+    lines.update({f"{OUTSIDE}{key}": line for key, line in _outside_lines(written).items()})
     problems = sorted(problems, key=lambda problem: lines.get(problem[0], 0))  # stable: in file order
     where = {key: f"{source}:{lines[key]}" if key in lines else str(source) for key, _, _ in problems}
     unknown = any(
@@ -196,6 +200,28 @@ def _settings_error(source: Path, problems: list[tuple[str, str, str | None]]) -
         return ConfigError(f"{where[key]}: {text}", hint="; ".join(filter(None, (hint, known))) or None)
     located = [f"{where[key]}: {text}" + (f" ({hint})" if hint else "") for key, text, hint in problems]
     return ConfigError(f"{source}: {len(problems)} problems in the settings", hint=known, problems=located)
+
+
+OUTSIDE = "^"  # the prefix of a problem's key for a setting outside the [auditor] table
+
+
+def _outside_lines(text: str) -> dict[str, int]:
+    """The line of each top-level key (before the first table header) and of each table header
+    that is not [auditor] or below it."""
+    lines: dict[str, int] = {}
+    in_top = True
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[+\s*([^\]]*?)\s*\]", line)
+        if header:
+            in_top = False
+            name = header.group(1).split(".")[0].strip("\"' ")
+            if name != "auditor":
+                lines.setdefault(name, number)
+            continue
+        found = re.match(r"""\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=""", line)
+        if found and in_top:
+            lines.setdefault(next(g for g in found.groups() if g is not None), number)
+    return lines
 
 
 def _setting_lines(text: str, wanted: str = "auditor") -> dict[str, int]:
@@ -281,17 +307,18 @@ def _sandbox_problems(table: dict[str, Any]) -> list[tuple[str, str, str | None]
             )
         else:
             problems.append((f"sandbox.{key}", f"unknown setting {key} in [auditor.sandbox]", takes))
+    usable: dict[str, Any] = {}
     for key, value in table.items():
         if key in SANDBOX_KEYS and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             problems.append(
                 (f"sandbox.{key}", f"[auditor.sandbox] {key} must be a whole number, not {value!r}", None)
             )
-    if problems:
-        return problems
+        elif key in SANDBOX_KEYS:
+            usable[key] = value
     from auditor.sandbox.config import SandboxConfig
 
-    try:
-        SandboxConfig(**table)
+    try:  # the settings that are well formed, checked together (a typo beside them hid clusters = 0)
+        SandboxConfig(**usable)
     except ConfigError as exc:
         said = exc.message.removeprefix("sandbox: ")
         key = next((k for k in table if said.startswith(f"{k} ")), "")

@@ -262,10 +262,38 @@ def test_settings_outside_the_auditor_table_are_refused_not_ignored(tmp_path):
     path.write_text('fail_on = "info"\nrules = ["nonexistent"]\n[auditor.sandbox]\nclusters = 20\n')
     with pytest.raises(ConfigError) as caught:
         load_config(path, explicit=True)
-    assert caught.value.message == (
-        f"{path}: setting(s) fail_on, rules sit outside the [auditor] table, where they are not read"
-    )
+    assert caught.value.message == f"{path}: 2 problems in the settings"
+    assert caught.value.problems == [
+        f"{path}:1: setting fail_on sits outside the [auditor] table, where it is not read (move it under "
+        "[auditor]: a key before the first [table] header is outside every table)",
+        f"{path}:2: setting rules sits outside the [auditor] table, where it is not read (move it under "
+        "[auditor]: a key before the first [table] header is outside every table)",
+    ]
     assert caught.value.exit_code == 2
+    # a new user's walkthrough: that problem alone was reported, hiding the table's own, and a
+    # typo in [auditor.sandbox] hid a value the sandbox refuses
+    path.write_text(
+        'workres = 4\n[auditor]\nworkers = "x"\npage_sise = 3\n[other]\nx = 1\n'
+        "[auditor.sandbox]\nsed = 7\nclusters = 0\n"
+    )
+    with pytest.raises(ConfigError) as many:
+        load_config(path, explicit=True)
+    assert [problem.split(": ", 1) for problem in many.value.problems] == [
+        [
+            f"{path}:1",
+            "setting workres sits outside the [auditor] table, where it is not read (move it "
+            "under [auditor]: a key before the first [table] header is outside every table)",
+        ],
+        [f"{path}:3", "setting workers must be a whole number, not 'x'"],
+        [f"{path}:4", "unknown setting page_sise (did you mean page_size?)"],
+        [
+            f"{path}:5",
+            "setting other sits outside the [auditor] table, where it is not read (move it "
+            "under [auditor]: a key before the first [table] header is outside every table)",
+        ],
+        [f"{path}:8", "unknown setting sed in [auditor.sandbox] (did you mean seed?)"],
+        [f"{path}:9", "[auditor.sandbox] clusters must be at least 1"],
+    ]
     path.write_text('fail_on = "info"\n')  # no [auditor] table at all: top-level keys are the settings
     assert load_config(path, explicit=True).get("fail_on") == "info"
     path.write_text("[auditor.sandboxx]\nclusters = 20\n")

@@ -854,7 +854,10 @@ def explanation_text(value: Any, limit: int = MAX_CELL_CHARS) -> str:
             kept.append(part)
             used += 2 + len(part)
         left = len(parts) - len(kept)
-        return "; ".join(kept) + (f"; {left:,} more in diff.json" if left else "")
+        # (diff.json exists only with --export-dir: auditor diff lists them whatever was written)
+        return "; ".join(kept) + (
+            f"; {left:,} more (auditor diff --format json lists them all)" if left else ""
+        )
     return _clip(value, limit)
 
 

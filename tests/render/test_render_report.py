@@ -524,7 +524,8 @@ def test_a_long_explanation_keeps_whole_entries_and_counts_the_rest() -> None:
     assert f"…[{len(entries[0])} characters, sha256:{digest}]…" in parts[0]  # of the entry itself
     assert parts[1] == "cluster 'new' was added"  # whole entries after a clipped one
     assert all(p.startswith("column db.s.t") for p in parts[2:-1])
-    assert parts[-1] == f"{len(entries) - len(parts) + 1} more in diff.json"
+    # a new user's walkthrough: "more in diff.json" named a file written only with --export-dir
+    assert parts[-1] == f"{len(entries) - len(parts) + 1} more (auditor diff --format json lists them all)"
     assert len(text) <= 2 * MAX_CELL_CHARS
     assert explanation_text(["a", "b"]) == "a; b"
 

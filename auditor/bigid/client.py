@@ -1227,9 +1227,7 @@ class BigIDClient:
         spent = f"{attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f} s"
         if failure.network:
             return NetworkError(
-                f"GET {path} failed: {failure.reason} ({spent})",
-                hint="check --url / BIGID_URL and the network; a slow tenant may need a larger "
-                "--read-timeout",
+                f"GET {path} failed: {failure.reason} ({spent})", hint=_network_hint(failure.reason)
             )
         return ApiError(
             f"GET {path} failed: {failure.reason} ({spent})",
@@ -1409,6 +1407,23 @@ class ColumnFetch:
                 f"cluster {self.cluster_id}: GET {COLUMNS_PATH} made no progress{both}: {exc}",
                 hint="the server may ignore skip/limit; nothing was stored for this cluster as complete",
             ) from None
+
+
+def _network_hint(reason: str) -> str:
+    """What to do about a request that failed on the network, by how it failed (a read timeout's
+    advice, a larger --read-timeout, does nothing for a host name that does not resolve)."""
+    if reason.startswith("cannot resolve the host"):
+        return "check the host name in --url / BIGID_URL, and that this machine's DNS can resolve it"
+    if reason == "connection refused":
+        return "nothing accepts connections there: check the host and port in --url / BIGID_URL"
+    if reason.startswith("timed out connecting"):
+        return (
+            "check the host and port in --url / BIGID_URL, and any firewall or proxy on the way; a slow "
+            "network may need a larger --connect-timeout"
+        )
+    if "timed out" in reason or "too slow" in reason:
+        return "check --url / BIGID_URL and the network; a slow tenant may need a larger --read-timeout"
+    return "check --url / BIGID_URL and the network"
 
 
 def _about_cluster(exc: ApiError, cluster_id: str | None) -> ApiError:

@@ -430,9 +430,28 @@ def test_read_timeout_and_connection_refused_are_network_errors(loopback, make_c
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
+    assert caught.value.hint == (
+        "check --url / BIGID_URL and the network; a slow tenant may need a larger --read-timeout"
+    )
     closed = make_client(f"http://127.0.0.1:{port}", max_retries=1)
-    with pytest.raises(NetworkError, match=r"failed: connection refused \(2 attempts"):
+    with pytest.raises(NetworkError, match=r"failed: connection refused \(2 attempts") as refused:
         closed.list_clusters()
+    # a new user's walkthrough: every network failure suggested a larger --read-timeout
+    assert refused.value.hint == (
+        "nothing accepts connections there: check the host and port in --url / BIGID_URL"
+    )
+
+
+def test_a_host_name_that_does_not_resolve_is_told_to_check_the_name(make_client):
+    unknown = make_client("http://no-such-host.invalid", max_retries=0)
+    with pytest.raises(NetworkError) as caught:
+        unknown.list_clusters()
+    assert caught.value.message.startswith(
+        f"GET {CLUSTERS_PATH} failed: cannot resolve the host of http://no-such-host.invalid (1 attempt in "
+    )
+    assert caught.value.hint == (
+        "check the host name in --url / BIGID_URL, and that this machine's DNS can resolve it"
+    )
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,7 @@ def test_db_upgrade_creates_the_default_database_then_says_it_is_current(run_cli
     url = f"sqlite:///{tmp_path / 'auditor.db'}"
     first = run_cli("db", "upgrade")
     assert first.exit_code == 0
-    assert first.stdout.startswith(f"{url}: upgraded from revision empty to ")
+    assert first.stdout.startswith(f"{url}: created at schema revision ")  # not "from revision empty"
     revision = first.stdout.strip().rsplit(" ", 1)[1]
     again = run_cli("db", "upgrade")
     assert (again.exit_code, again.stdout) == (0, f"{url}: already at schema revision {revision}\n")

@@ -29,8 +29,10 @@ def db_upgrade(settings: Settings, db: str | None) -> None:
     require_tables(engine)
     if before == after:
         click.echo(f"{display_url(url)}: already at schema revision {after}")
+    elif before is None:  # a database without the store's tables: they were created
+        click.echo(f"{display_url(url)}: created at schema revision {after}")
     else:
-        click.echo(f"{display_url(url)}: upgraded from revision {before or 'empty'} to {after}")
+        click.echo(f"{display_url(url)}: upgraded from revision {before} to {after}")
 
 
 @db_group.command("prune")

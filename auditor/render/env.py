@@ -219,7 +219,7 @@ def template_error(exc: jinja2.TemplateError | RecursionError, kind: str) -> Con
             tb = tb.tb_next
     return ConfigError(
         f"{kind} template error{where}: {type(exc).__name__}: {exc}",
-        hint="check the templates in the --templates folder against those in reports/",
+        hint=f"check the templates in the --templates folder against the bundled ones in {reports_dir()}",
     )
 
 

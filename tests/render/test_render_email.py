@@ -841,6 +841,13 @@ def test_an_email_template_error_names_the_file_and_line(sample, tmp_path: Path)
     assert caught.value.message.startswith(
         f"email template error in {folder / 'email.txt'}:3: UndefinedError: "
     )
+    # a new user's walkthrough: "against those in reports/", a folder a pip install does not have
+    from auditor.paths import reports_dir
+
+    assert caught.value.hint == (
+        f"check the templates in the --templates folder against the bundled ones in {reports_dir()}"
+    )
+    assert (reports_dir() / "email.txt").is_file()
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,36 @@ def test_global_options_after_the_command_act_as_before_it(tmp_path, monkeypatch
     assert "error: there is no complete run in this database yet" in checked.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["--fail-on", "high", "check"],
+            "'--fail-on' before the command: it is an option of 'auditor check'; "
+            "write it after the command (auditor check --fail-on ...)",
+        ),
+        (
+            ["--format=json", "runs"],
+            "'--format' before the command: it is an option of 'auditor runs'; "
+            "write it after the command (auditor runs --format ...)",
+        ),
+        (
+            ["--keep", "2", "db", "prune"],
+            "'--keep' before the command: it is an option of 'auditor db "
+            "prune'; write it after the command (auditor db prune --keep ...)",
+        ),
+        (["--nope", "check"], "'--nope'."),
+    ],
+)
+def test_a_command_s_option_written_before_it_is_told_where_it_goes(args, said):
+    """A new user's walkthrough: 'auditor --fail-on high check' said only "No such option
+    '--fail-on'" (and '--keep' got "Did you mean '--help'?")."""
+    result = invoke(args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == f"Error: No such option {said}"
+    assert "Did you mean" not in result.stderr
+
+
 def test_arguments_after_a_double_dash_stay_where_they_are():
     assert hoisted(["rules", "validate", "-q", "--", "--debug", "-v"]) == [
         "-q",

@@ -89,6 +89,10 @@ def asks_help(args: list[str]) -> bool:
     return False
 
 
+def _option_names(command: click.Command) -> set[str]:
+    return {name for param in command.params if isinstance(param, click.Option) for name in param.opts}
+
+
 class AuditorGroup(click.Group):
     """A click group that translates errors once, for every command."""
 
@@ -97,12 +101,28 @@ class AuditorGroup(click.Group):
             args = hoisted(args, self._value_options(ctx, args))
             if args[-1:] == ["--config"] and "--" not in args:  # (the command would say it has none)
                 raise click.BadOptionUsage("--config", "Option '--config' requires an argument.", ctx)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            # 'auditor --fail-on high check': the option is the command's, written before it
+            name = exc.option_name.partition("=")[0]
+            # (the words before the command may be the option's value: 'high' is no command)
+            path, command = self._named_command(ctx, args, skip_unknown=True)
+            if ctx.parent is None and command is not None and name in _option_names(command):
+                exc.message = (
+                    f"No such option '{name}' before the command: it is an option of 'auditor {path}'; "
+                    f"write it after the command (auditor {path} {name} ...)"
+                )
+                exc.possibilities = None  # (click's guess among the top options: '--help')
+            raise
 
-    def _value_options(self, ctx: click.Context, args: list[str]) -> frozenset[str]:
-        """The option names of the command ``args`` name that take a value (nested groups'
-        commands included, such as ``db prune``'s)."""
+    def _named_command(
+        self, ctx: click.Context, args: list[str], *, skip_unknown: bool = False
+    ) -> tuple[str, click.Command | None]:
+        """The command ``args`` name (nested groups' commands included, such as ``db prune``),
+        with the words that name it; ``skip_unknown``: words that name no command are passed over."""
         command: click.Command | None = self
+        names: list[str] = []
         words = iter(args)
         for word in words:
             if word == "--config":
@@ -110,9 +130,19 @@ class AuditorGroup(click.Group):
             elif word == "--":
                 break
             elif not word.startswith("-") and isinstance(command, click.Group):
-                command = command.get_command(ctx, word)
+                found = command.get_command(ctx, word)
+                if found is None and skip_unknown:
+                    continue
+                command = found
+                names.append(word)
                 if not isinstance(command, click.Group):
                     break
+        return " ".join(names), command
+
+    def _value_options(self, ctx: click.Context, args: list[str]) -> frozenset[str]:
+        """The option names of the command ``args`` name that take a value (nested groups'
+        commands included, such as ``db prune``'s)."""
+        _path, command = self._named_command(ctx, args)
         if command is None or isinstance(command, click.Group):
             return frozenset()
         return frozenset(

@@ -282,18 +282,21 @@ def take_snapshot(
             # already served makes skip step over another one, never listed (and the next page may
             # then come back empty: hence a full first page counts). Listed once more, the clusters
             # it holds that the first listing did not are fetched too (or created since: as well).
-            found = _list_again(client, cluster_filter, listed_ids, skip, clusters, details, expired)
+            found, skipped = _list_again(client, cluster_filter, listed_ids, skip, clusters, details, expired)
+            # The clusters a total said would come and did not may be those found (or left out):
+            # what the first listing lacked is made up, and so is the run's count of those announced.
+            mismatch = details.get("cluster_total_mismatch")
+            if mismatch is not None and mismatch["announced"] > mismatch["fetched"]:  # (not a total
+                mismatch["fetched"] += len(found) + skipped  # that was understated: kept as it was)
+                if mismatch["fetched"] >= mismatch["announced"]:
+                    del details["cluster_total_mismatch"]
+            if listing.total is None or listing.total >= listed:
+                in_scope = len(clusters) + len(found)
+                totals.clusters_announced = max((totals.clusters_announced or 0) - skipped, in_scope)
             if found:
                 _add_clusters(writer, found, len(clusters), client.last_invalid_clusters)
                 writer.flush()
                 clusters = clusters + found
-                # what the tenant announced counted them, or the first listing was all it counted
-                totals.clusters_announced = max(totals.clusters_announced or 0, len(clusters))
-                mismatch = details.get("cluster_total_mismatch")
-                if mismatch is not None:  # the clusters that did not arrive may be those found
-                    mismatch["fetched"] += len(found)
-                    if mismatch["fetched"] >= mismatch["announced"]:
-                        del details["cluster_total_mismatch"]
                 progress.add_clusters(len(found))
                 fetch(found, invalid=client.last_invalid_clusters)
     except BaseException as exc:
@@ -391,19 +394,24 @@ def _list_again(
     clusters: list[tuple[Any, dict[str, Any]]],
     details: dict[str, Any],
     expired: threading.Event,
-) -> list[tuple[Any, dict[str, Any]]]:
+) -> tuple[list[tuple[Any, dict[str, Any]]], int]:
     """The clusters a second listing holds that the first did not (those asked to be left out
-    aside), recorded in ``details[RELISTING_KEY]`` with those it no longer holds. A second listing
-    that fails is recorded and said, and the run is what the first listing gave."""
+    aside), recorded in ``details[RELISTING_KEY]`` with those it no longer holds, and how many ids
+    to leave out it held that the first did not. A second listing that fails, or that the
+    snapshot's time limit cuts short, is recorded and said: the run is what the first listing
+    gave."""
     try:
         again = client.list_clusters(cluster_filter, lenient=True)
-    except AuditorError as exc:
-        if expired.is_set():
+    except Exception as exc:  # a request the time limit cancelled may raise anything
+        if expired.is_set():  # every cluster of the first listing is stored: the run is complete
+            said = "the snapshot's time limit (--max-minutes) passed while the clusters were listed"
+        elif isinstance(exc, AuditorError):
+            said = secrets.scrub(exc.message)
+        else:
             raise
-        said = secrets.scrub(exc.message)
         details[RELISTING_KEY] = {"error": said}
         log.warning("the cluster list could not be listed again: %s", said)
-        return []
+        return [], 0
     now = {cluster.id for cluster, _ in again}
     left_out = set(skip)
     found = [item for item in again if item[0].id not in listed_ids and item[0].id not in left_out]
@@ -428,7 +436,7 @@ def _list_again(
             details["skip_clusters_not_listed"] = not_listed
         else:
             details.pop("skip_clusters_not_listed", None)
-    return storable
+    return storable, len(newly_skipped)
 
 
 def _storable_id(cluster_id: str) -> bool:
@@ -737,7 +745,8 @@ def _record_cluster(
     counts["pages"] += stats.pages
     counts["empty_pages_reasked"] += stats.empty_reasked
     counts["pages_shrunk"] += stats.shrunk
-    if size is not None and size != stats.fetched:
+    # (records that shared an fqn on one page were served: they count, as against the total)
+    if size is not None and size != stats.received:
         counts["size_mismatch_count"] += 1
         _list(listed, "size_mismatches", cluster_id=cluster_id, size=size, fetched=stats.fetched)
     if stats.total_changed is not None:  # its totalCount moved between pages (a hostile-server probe)
@@ -753,7 +762,7 @@ def _record_cluster(
         )
     elif stats.ended_short:  # an empty page, asked for twice, before what was announced
         counts["total_shortfall_count"] += 1
-    if stats.total is not None and stats.total != stats.fetched:
+    if stats.total_mismatch:
         counts["total_mismatch_count"] += 1
         _list(
             listed, "total_mismatches", cluster_id=cluster_id, total_count=stats.total, fetched=stats.fetched

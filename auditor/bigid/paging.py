@@ -75,9 +75,9 @@ class PagingStats:
     requests: int = 0
     rows_received: int = 0
     fetched: int = 0  # distinct records yielded
-    duplicates: int = 0  # records received again (same key, same content), not yielded twice
-    # records whose key an earlier one of the listing had, with other content: distinct records
-    # sharing a key (two catalog entries of one fullyQualifiedName); the first is kept
+    duplicates: int = 0  # records received again (same key), not yielded twice
+    # records sharing the key of one first seen on the same page, with other content: distinct
+    # records (two catalog entries of one fullyQualifiedName); the first is kept
     conflicts: int = 0
     conflict_keys: list[Hashable] = field(default_factory=list)  # the first MAX_CONFLICT_KEYS of them
     total: int | None = None  # the last total announced
@@ -159,14 +159,16 @@ def paginate(
     the same tenant found too slow (see :class:`PageTooSlow`). ``ignores_skip``, called when the
     same page comes back for the next offset where that cannot be the end: True when the caller
     will ask for offsets another way from now on (``offset`` for ``skip``); the page is then asked
-    for again. ``content(row)``, when given, tells a record received again (the same content: paging's
-    overlap, counted in ``duplicates``) from another record sharing its key (``conflicts``): both are
-    left out, but a conflict counts as received against the totals, so a listing that served every
-    record is not taken for one that ended short.
+    for again. ``content(row)``, when given, tells a record received again from another record that
+    shares its key on the same page (``conflicts``): both are left out, but a conflict counts as
+    received against the totals, so a listing that served every record is not taken for one that
+    ended short. A key already fetched on an earlier page is a repeat whatever it holds: paging's
+    overlap may serve a record twice, updated in between, in place of one it skipped (a review
+    found that counting those as received let a short listing pass for a complete one).
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    seen: dict[Hashable, Hashable] = {}  # key -> content (None without ``content``)
+    seen: set[Hashable] = set()
     others: set[tuple[Hashable, Hashable]] = set()  # (key, content) of the records sharing a key
     skip = 0
     page_size = limit  # what a full page holds: ``limit``, or the cap the server showed us
@@ -223,18 +225,22 @@ def paginate(
                 stats.total_changed = (stats.first_total, page.total)
         keys = [key(row) for row in rows]
         new: list[T] = []
+        firsts: dict[Hashable, T] = {}  # the records first seen on this page, by key
         for row_key, row in zip(keys, rows, strict=True):
             if row_key in seen:
-                # served before: the key's first record again, or one of its other records again
-                if content is None or (found := content(row)) == seen[row_key] or (row_key, found) in others:
+                first = firsts.get(row_key) if content is not None else None
+                if first is None:  # first seen on an earlier page: a repeat, whatever it holds now
                     stats.duplicates += 1
-                else:  # another record under the key: not yielded, but counted as received
+                elif (found := content(row)) == content(first) or (row_key, found) in others:
+                    stats.duplicates += 1  # this page's record of the key again, or its other one
+                else:  # another record under the key, on the same page: counted as received
                     others.add((row_key, found))
                     stats.conflicts += 1
                     if len(stats.conflict_keys) < MAX_CONFLICT_KEYS:
                         stats.conflict_keys.append(row_key)
                 continue
-            seen[row_key] = content(row) if content is not None else None
+            seen.add(row_key)
+            firsts[row_key] = row
             new.append(row)
         stats.rows_received += len(rows)
         stats.fetched += len(new)

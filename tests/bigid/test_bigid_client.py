@@ -442,7 +442,9 @@ def test_read_timeout_and_connection_refused_are_network_errors(loopback, make_c
     )
 
 
-def test_a_host_name_that_does_not_resolve_is_told_to_check_the_name(make_client):
+def test_a_host_name_that_does_not_resolve_is_told_to_check_the_name(make_client, monkeypatch):
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)  # (through a proxy, the proxy resolves the name)
     unknown = make_client("http://no-such-host.invalid", max_retries=0)
     with pytest.raises(NetworkError) as caught:
         unknown.list_clusters()

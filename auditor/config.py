@@ -40,6 +40,7 @@ from auditor.bigid.auth import SCHEMES
 from auditor.errors import ConfigError
 
 CONFIG_FILE = "auditor.toml"
+DEMO_FOLDER = "auditor-demo"  # where auditor demo writes, by default
 ENV_URL = "BIGID_URL"
 ENV_TOKEN = "BIGID_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 ENV_DB = "AUDITOR_DB"
@@ -128,6 +129,12 @@ def load_config(path: str | os.PathLike[str] | None, *, explicit: bool) -> FileS
     problems: list[tuple[str, str, str | None]] = [
         (
             f"{OUTSIDE}{key}",
+            f"[{key}] is a table outside [auditor], where nothing is read",
+            "settings go under [auditor] and [auditor.sandbox]",
+        )
+        if isinstance(data[key], dict)
+        else (
+            f"{OUTSIDE}{key}",
             f"setting {key} sits outside the [auditor] table, where it is not read",
             "move it under [auditor]: a key before the first [table] header is outside every table",
         )
@@ -211,14 +218,16 @@ def _outside_lines(text: str) -> dict[str, int]:
     lines: dict[str, int] = {}
     in_top = True
     for number, line in enumerate(text.splitlines(), 1):
-        header = re.match(r"\s*\[+\s*([^\]]*?)\s*\]", line)
+        # a header alone on its line ('["a"],' in a multi-line array is none)
+        header = re.match(r"\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$", line)
         if header:
             in_top = False
             name = header.group(1).split(".")[0].strip("\"' ")
             if name != "auditor":
                 lines.setdefault(name, number)
             continue
-        found = re.match(r"""\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=""", line)
+        # a key, or the first part of a dotted one ('a.b = 2' is the table a)
+        found = re.match(r"""\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*[=.]""", line)
         if found and in_top:
             lines.setdefault(next(g for g in found.groups() if g is not None), number)
     return lines
@@ -307,18 +316,17 @@ def _sandbox_problems(table: dict[str, Any]) -> list[tuple[str, str, str | None]
             )
         else:
             problems.append((f"sandbox.{key}", f"unknown setting {key} in [auditor.sandbox]", takes))
-    usable: dict[str, Any] = {}
     for key, value in table.items():
         if key in SANDBOX_KEYS and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             problems.append(
                 (f"sandbox.{key}", f"[auditor.sandbox] {key} must be a whole number, not {value!r}", None)
             )
-        elif key in SANDBOX_KEYS:
-            usable[key] = value
+    if problems:  # the sandbox's own checks compare settings: a misspelt one would read as its default
+        return problems
     from auditor.sandbox.config import SandboxConfig
 
-    try:  # the settings that are well formed, checked together (a typo beside them hid clusters = 0)
-        SandboxConfig(**usable)
+    try:
+        SandboxConfig(**table)
     except ConfigError as exc:
         said = exc.message.removeprefix("sandbox: ")
         key = next((k for k in table if said.startswith(f"{k} ")), "")

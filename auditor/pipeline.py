@@ -19,6 +19,7 @@ from sqlalchemy import Engine, func, select
 
 from auditor import secrets
 from auditor.bigid.client import BigIDClient, ClientOptions
+from auditor.config import DEMO_FOLDER
 from auditor.engine import CheckResult, RuleSet, Waivers, check_run
 from auditor.engine.check import asks_no_baseline, baseline_run, check_fail_on, parse_baseline
 from auditor.progress import Progress
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = secrets.scrubbed_logger(__name__)
 
-DEMO_FOLDER = "auditor-demo"
 DEMO_SEED = 7
 DEMO_CLUSTERS = 150
 DEMO_COLUMNS = 15_000

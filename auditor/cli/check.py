@@ -213,6 +213,7 @@ def rules_validate(settings: Settings, paths: tuple[str, ...], waivers: str | No
     if waiver_set is not None:
         click.echo(f"{plural(len(waiver_set.entries), 'waiver')} valid in {waiver_set.source}")
         today = datetime.now(UTC).date()
+        every_id = [rule.id for rule in (*ruleset.rules, *ruleset.disabled)]  # ("did you mean")
         for waiver in waiver_set.entries:
             if waiver.expired(today):  # a reviewer approving the file should see it waives nothing now
                 click.echo(
@@ -224,7 +225,7 @@ def rules_validate(settings: Settings, paths: tuple[str, ...], waivers: str | No
             if rule is None:
                 click.echo(
                     f"warning: {waiver.where}: no rule {waiver.rule!r} in these rule files "
-                    f"({rule_typo(waiver.rule, (r.id for r in ruleset.rules)).replace('loaded', 'given')})",
+                    f"({rule_typo(waiver.rule, every_id, loaded='given')})",
                     err=True,
                 )
             elif not rule.enabled:

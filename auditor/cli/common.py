@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from auditor.pipeline import EmailOptions
 
 
-DEMO_FOLDER = "auditor-demo"  # where auditor demo writes, by default
-
-
 def setting_type(key: str) -> click.ParamType:
     """The click type of numeric setting ``key``'s flag: the bounds its file value has."""
     low, high, open_below = cfg.RANGES[key]
@@ -92,7 +89,7 @@ class Settings:
     def demo_database(target: str) -> str | None:
         """The demo's database, when ``target`` is the default one and ``auditor demo`` left one here:
         a new user's next command after the demo reads ./auditor.db, which the demo did not write."""
-        demo = Path(DEMO_FOLDER, "auditor.db")
+        demo = Path(cfg.DEMO_FOLDER, "auditor.db")
         return str(demo) if target == "auditor.db" and demo.is_file() else None
 
     def close(self) -> None:

@@ -101,13 +101,13 @@ class AuditorGroup(click.Group):
             args = hoisted(args, self._value_options(ctx, args))
             if args[-1:] == ["--config"] and "--" not in args:  # (the command would say it has none)
                 raise click.BadOptionUsage("--config", "Option '--config' requires an argument.", ctx)
+        given = list(args)  # (click's parser consumes the list it parses)
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as exc:
             # 'auditor --fail-on high check': the option is the command's, written before it
             name = exc.option_name.partition("=")[0]
-            # (the words before the command may be the option's value: 'high' is no command)
-            path, command = self._named_command(ctx, args, skip_unknown=True)
+            path, command = self._command_after_options(ctx, given)
             if ctx.parent is None and command is not None and name in _option_names(command):
                 exc.message = (
                     f"No such option '{name}' before the command: it is an option of 'auditor {path}'; "
@@ -116,11 +116,9 @@ class AuditorGroup(click.Group):
                 exc.possibilities = None  # (click's guess among the top options: '--help')
             raise
 
-    def _named_command(
-        self, ctx: click.Context, args: list[str], *, skip_unknown: bool = False
-    ) -> tuple[str, click.Command | None]:
+    def _named_command(self, ctx: click.Context, args: list[str]) -> tuple[str, click.Command | None]:
         """The command ``args`` name (nested groups' commands included, such as ``db prune``),
-        with the words that name it; ``skip_unknown``: words that name no command are passed over."""
+        with the words that name it."""
         command: click.Command | None = self
         names: list[str] = []
         words = iter(args)
@@ -130,14 +128,26 @@ class AuditorGroup(click.Group):
             elif word == "--":
                 break
             elif not word.startswith("-") and isinstance(command, click.Group):
-                found = command.get_command(ctx, word)
-                if found is None and skip_unknown:
-                    continue
-                command = found
+                command = command.get_command(ctx, word)
                 names.append(word)
                 if not isinstance(command, click.Group):
                     break
         return " ".join(names), command
+
+    def _command_after_options(self, ctx: click.Context, args: list[str]) -> tuple[str, click.Command | None]:
+        """The command named after options that are not the top group's: the first word naming
+        one that is not the value of the option before it (``--fail-on high check``: 'high' names
+        none; ``--output report check``: 'report' is the value of check's --output)."""
+        for at, word in enumerate(args):
+            if word == "--":
+                break
+            if word.startswith("-") or self.get_command(ctx, word) is None:
+                continue
+            path, command = self._named_command(ctx, args[at:])
+            before = args[at - 1] if at else ""
+            if command is not None and before not in self._value_options(ctx, args[at:]):
+                return path, command
+        return "", None
 
     def _value_options(self, ctx: click.Context, args: list[str]) -> frozenset[str]:
         """The option names of the command ``args`` name that take a value (nested groups'

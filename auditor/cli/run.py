@@ -11,7 +11,6 @@ import click
 
 from auditor.cli.check import SEVERITIES, say_waivers_to_review
 from auditor.cli.common import (
-    DEMO_FOLDER,
     PathOption,
     Settings,
     db_option,
@@ -34,7 +33,7 @@ from auditor.cli.fetch import (
     processes_option,
     skip_cluster_option,
 )
-from auditor.config import working_folder
+from auditor.config import DEMO_FOLDER, working_folder
 from auditor.errors import AuditorError, ConfigError, DeliveryError
 from auditor.store.runs import skipped_note
 

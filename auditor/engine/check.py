@@ -450,7 +450,7 @@ def check_run(
             named = frozenset(w.rule for w in waivers.entries)
             report.disabled_rules = named & {r.id for r in ruleset.disabled}
             report.unknown_rules = named - {r.id for r in ruleset.rules} - report.disabled_rules
-            report.rule_ids = frozenset(r.id for r in ruleset.rules)
+            report.rule_ids = frozenset(r.id for r in (*ruleset.rules, *ruleset.disabled))
             report.partial_run = None if run.status == RUN_COMPLETE else run.id
         # Remember each finding's status and waiver (the diff reads them later). Read-only views
         # such as the report pass record=False: at 1M columns a check touches ~400k rows.

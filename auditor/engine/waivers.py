@@ -114,13 +114,13 @@ class Subject(Protocol):
     columns: list[str]
 
 
-def rule_typo(rule: str, known: Iterable[str]) -> str:
+def rule_typo(rule: str, known: Iterable[str], *, loaded: str = "loaded") -> str:
     """Why a waiver's rule id is not in the rule set, as said after it: the id it most likely
-    misspells, if any."""
+    misspells, if any (``loaded``: how the rule files came, 'loaded' or 'given')."""
     meant = close_match(rule, known)
     if meant:
-        return f"did you mean {meant!r}? or its rule file was not loaded"
-    return "a typo, or its rule file was not loaded"
+        return f"did you mean {meant!r}? or its rule file was not {loaded}"
+    return f"a typo, or its rule file was not {loaded}"
 
 
 @dataclass(frozen=True)

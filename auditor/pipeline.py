@@ -453,7 +453,11 @@ def run_demo(
                 client,
                 epoch,
             ):
-                info(f"snapshot of the sandbox at epoch {epoch} ({clusters} clusters, {columns} columns)…")
+                # (the sandbox drifts from epoch to epoch: it holds those counts at epoch 0 only)
+                info(
+                    f"snapshot of the sandbox at epoch {epoch} (its epoch 0 held {clusters:,} clusters "
+                    f"and {columns:,} columns)…"
+                )
                 progress = progress_factory() if progress_factory else None
                 taken.append(take_snapshot(engine, client, workers=workers, progress=progress))
         report = target / "report.html"

@@ -719,6 +719,17 @@ def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):
     assert json.loads(checked.stdout)["shortfall_note"] is None
 
 
+def snapshot_run(tmp_path, env, *args: str) -> tuple[list[str], dict]:
+    """``auditor snapshot ARGS`` into ``tmp_path``'s a.db (asserted to succeed): its stderr lines, and
+    the run as ``auditor runs --format json`` shows it."""
+    from .test_bigid_leaks import run_auditor
+
+    snap = run_auditor(*args, env=env, cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr.decode()
+    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    return snap.stderr.decode().splitlines(), json.loads(runs.stdout)["runs"][0]
+
+
 def _changing_cluster(names: list[str], change: str, every_pass: bool):
     """A cluster ``c`` of ``names`` whose catalog changes after the first page of its first listing
     (of every listing, ``every_pass``): a column deleted, or inserted, at its front."""
@@ -759,7 +770,9 @@ def test_a_cluster_whose_columns_change_while_it_is_listed_is_listed_again(
     handler, served = _changing_cluster(names, change, every_pass=False)
     loopback.reset(handler)
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor(
+    said, run = snapshot_run(
+        tmp_path,
+        env,
         "snapshot",
         "--db",
         "a.db",
@@ -769,17 +782,13 @@ def test_a_cluster_whose_columns_change_while_it_is_listed_is_listed_again(
         "1",
         "--processes",
         processes,
-        env=env,
-        cwd=tmp_path,
     )
-    assert snap.returncode == 0, snap.stderr.decode()
     assert served["passes"] == 2
     assert (
         "note: 1 cluster(s) changed while listed (their totalCount moved between pages) and were "
         "listed again from their first page"
-    ) in snap.stderr.decode().splitlines()
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    details = json.loads(runs.stdout)["runs"][0]["details"]
+    ) in said
+    details = run["details"]
     then = 199 if change == "deleted" else 201
     assert details["relisted"] == [{"cluster_id": "c", "total_first": 200, "total_then": then}]
     assert (details["relisted_count"], details["changed_while_listed_count"]) == (1, 0)
@@ -815,17 +824,15 @@ def test_a_cluster_that_changes_again_when_listed_again_is_recorded_short(loopba
     handler, served = _changing_cluster(names, change, every_pass=True)
     loopback.reset(handler)
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor(
-        "snapshot", "--db", "a.db", "--page-size", "100", "--workers", "1", env=env, cwd=tmp_path
+    said, run = snapshot_run(
+        tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "100", "--workers", "1"
     )
-    assert snap.returncode == 0, snap.stderr.decode()
     assert served["passes"] == 2  # listed again once, not for ever
     assert (
         "note: 1 cluster(s) changed while listed (their totalCount moved between pages), and again "
         "when listed once more: recorded short; snapshot again for a consistent copy"
-    ) in snap.stderr.decode().splitlines()
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    details = json.loads(runs.stdout)["runs"][0]["details"]
+    ) in said
+    details = run["details"]
     totals = (200, 199, 198) if change == "deleted" else (200, 201, 202)  # each change moves it by 1
     assert details["relisted"] == [{"cluster_id": "c", "total_first": 200, "total_then": totals[1]}]
     assert details["changed_while_listed"] == [
@@ -900,21 +907,16 @@ def test_a_cluster_hidden_by_a_change_to_the_cluster_list_while_it_is_paged_is_f
     listing did not are fetched too."""
     import sqlite3
 
-    from .test_bigid_leaks import run_auditor
-
     ids = [f"k{i:02d}" for i in range(25)]
     listings = Counter()
     loopback.reset(_shifting_cluster_list(ids, listings, drop=drop, add=add))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
-    assert snap.returncode == 0, snap.stderr.decode()
+    said, run = snapshot_run(tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "10")
     assert listings["listings"] == 2
     assert (
         "note: the cluster list changed while it was paged: listed again, it held "
         f"{len(found)} cluster(s) the first listing did not, fetched too"
-    ) in snap.stderr.decode().splitlines()
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    run = json.loads(runs.stdout)["runs"][0]
+    ) in said
     assert run["status"] == "complete"
     assert run["details"]["cluster_relisting"] == {
         "found_count": len(found),
@@ -942,24 +944,19 @@ def test_a_cluster_hidden_by_a_change_to_the_cluster_list_while_it_is_paged_is_f
 
 
 def test_a_cluster_list_served_in_one_answer_is_not_listed_again(loopback, tmp_path):
-    from .test_bigid_leaks import run_auditor
 
     listings = Counter()
     ids = [f"k{i}" for i in range(5)]
     loopback.reset(_shifting_cluster_list(ids, listings, drop=None, add=None, total=5))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
-    assert snap.returncode == 0, snap.stderr.decode()
+    _said, run = snapshot_run(tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "10")
     # a page of 5 and the empty page that confirms it: one page of records, not full
     assert (listings["listings"], listings["pages"]) == (1, 2)
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    assert "cluster_relisting" not in json.loads(runs.stdout)["runs"][0]["details"]
+    assert "cluster_relisting" not in run["details"]
 
 
 def test_a_cluster_list_that_cannot_be_listed_again_keeps_the_first_listing(loopback, tmp_path):
     from auditor.bigid.client import CLUSTERS_PATH
-
-    from .test_bigid_leaks import run_auditor
 
     listings = Counter()
     serve = _shifting_cluster_list([f"k{i:02d}" for i in range(15)], listings, drop=None, add=None)
@@ -971,16 +968,13 @@ def test_a_cluster_list_that_cannot_be_listed_again_keeps_the_first_listing(loop
 
     loopback.reset(handler)
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
-    assert snap.returncode == 0, snap.stderr.decode()
-    said = [line for line in snap.stderr.decode().splitlines() if "listed a second time" in line]
+    said, run = snapshot_run(tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "10")
+    said = [line for line in said if "listed a second time" in line]
     assert said == [
         "note: the cluster list could not be listed a second time, to find clusters a change while it "
         "was paged would have hidden: the API rejected the request (HTTP 400 from GET /api/v1/clusters): "
         "listing disabled"
     ]
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    run = json.loads(runs.stdout)["runs"][0]
     assert (run["status"], run["clusters_stored"]) == ("complete", 15)
     assert set(run["details"]["cluster_relisting"]) == {"error"}
 
@@ -1094,17 +1088,15 @@ def test_two_records_of_one_fqn_are_no_shortfall_and_are_named(loopback, tmp_pat
 
     loopback.reset(handler)
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor(
-        "snapshot", "--db", "a.db", "--page-size", "3", "--processes", processes, env=env, cwd=tmp_path
+    said, run = snapshot_run(
+        tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "3", "--processes", processes
     )
-    assert snap.returncode == 0, snap.stderr.decode()
-    assert "differs from the columns fetched" not in snap.stderr.decode()  # 4 records were served
+    assert not any("differs from the columns fetched" in line for line in said)  # 4 records were served
     assert (
         "note: 1 column record(s) shared a fullyQualifiedName with another record of their cluster and "
         "differed from it: the first of each was stored (fqn_conflicts)"
-    ) in snap.stderr.decode().splitlines()
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    details = json.loads(runs.stdout)["runs"][0]["details"]
+    ) in said
+    details = run["details"]
     assert details["fqn_conflicts"] == [{"cluster_id": "c", "fqn": "src.schema.table.col0"}]
     assert (details["fqn_conflict_count"], details["duplicate_rows"], details["total_shortfall_count"]) == (
         1,
@@ -1138,16 +1130,12 @@ def test_a_cluster_list_left_with_one_full_page_is_listed_again(loopback, tmp_pa
     was out: the second page came back empty, so the listing had records on one page only, and the
     11th cluster was never listed (the first version listed again only after two pages of records).
     A full first page is listed again too."""
-    from .test_bigid_leaks import run_auditor
 
     listings = Counter()
     ids = [f"k{i:02d}" for i in range(11)]
     loopback.reset(_shifting_cluster_list(ids, listings, drop="k03", add=None))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
-    assert snap.returncode == 0, snap.stderr.decode()
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    run = json.loads(runs.stdout)["runs"][0]
+    _said, run = snapshot_run(tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "10")
     assert run["details"]["cluster_relisting"]["found"] == ["k10"]
     assert (run["clusters_announced"], run["clusters_stored"]) == (11, 11)
 
@@ -1162,11 +1150,8 @@ def test_clusters_found_by_the_second_listing_end_the_total_s_shortfall(loopback
     ids = [f"k{i:02d}" for i in range(15)]
     loopback.reset(_shifting_cluster_list(ids, listings, drop="k03", add=None, total=15))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
-    assert snap.returncode == 0, snap.stderr.decode()
-    assert "arrived" not in snap.stderr.decode()
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    run = json.loads(runs.stdout)["runs"][0]
+    said, run = snapshot_run(tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "10")
+    assert not any("arrived" in line for line in said)
     assert run["details"]["cluster_relisting"]["found"] == ["k10"]
     assert "cluster_total_mismatch" not in run["details"]
     assert (run["clusters_announced"], run["clusters_stored"]) == (15, 15)
@@ -1180,22 +1165,17 @@ def test_a_second_listing_s_new_ids_too_long_or_to_leave_out_are_left_out(loopba
     listed'. The first is left out and counted, the second recorded as listed and left out."""
     import sqlite3
 
-    from .test_bigid_leaks import run_auditor
-
     listings = Counter()
     ids = [f"k{i:02d}" for i in range(15)]
     later = ["L" * 5000, "skipme", "newok"]
     loopback.reset(_shifting_cluster_list(ids, listings, drop=None, add=None, later=later))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor(
-        "snapshot", "--db", "a.db", "--page-size", "10", "--skip-cluster", "skipme", env=env, cwd=tmp_path
+    said, run = snapshot_run(
+        tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "10", "--skip-cluster", "skipme"
     )
-    assert snap.returncode == 0, snap.stderr.decode()
     assert (
         "note: listed a second time, the cluster list held 1 new cluster id(s) too long to store: left out"
-    ) in snap.stderr.decode().splitlines()
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    run = json.loads(runs.stdout)["runs"][0]
+    ) in said
     assert run["status"] == "complete"
     assert run["details"]["cluster_relisting"] == {
         "found_count": 1,
@@ -1220,12 +1200,9 @@ def test_an_id_to_leave_out_found_by_the_second_listing_makes_up_the_total(loopb
     ids = [f"k{i:02d}" for i in range(10)] + ["skipme"] + [f"k{i:02d}" for i in range(10, 15)]
     loopback.reset(_shifting_cluster_list(ids, listings, drop="k03", add=None, total=16))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor(
-        "snapshot", "--db", "a.db", "--page-size", "10", "--skip-cluster", "skipme", env=env, cwd=tmp_path
+    _said, run = snapshot_run(
+        tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "10", "--skip-cluster", "skipme"
     )
-    assert snap.returncode == 0, snap.stderr.decode()
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    run = json.loads(runs.stdout)["runs"][0]
     assert run["details"]["cluster_relisting"]["found"] == []
     assert (run["details"]["skipped_clusters"], "cluster_total_mismatch" in run["details"]) == (
         ["skipme"],
@@ -1239,16 +1216,12 @@ def test_an_id_to_leave_out_found_by_the_second_listing_makes_up_the_total(loopb
 def test_an_understated_cluster_total_stays_recorded_when_the_second_listing_finds_more(loopback, tmp_path):
     """A review: a total below the clusters listed (wrong) was erased, and replaced by the count,
     as soon as the second listing found a cluster."""
-    from .test_bigid_leaks import run_auditor
 
     listings = Counter()
     ids = [f"k{i:02d}" for i in range(15)]
     loopback.reset(_shifting_cluster_list(ids, listings, drop="k03", add=None, total=12))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
-    snap = run_auditor("snapshot", "--db", "a.db", "--page-size", "10", env=env, cwd=tmp_path)
-    assert snap.returncode == 0, snap.stderr.decode()
-    runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    run = json.loads(runs.stdout)["runs"][0]
+    _said, run = snapshot_run(tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "10")
     assert run["details"]["cluster_relisting"]["found"] == ["k10"]
     assert run["details"]["cluster_total_mismatch"] == {"announced": 12, "fetched": 14}
     assert (run["clusters_announced"], run["clusters_stored"]) == (12, 15)

@@ -126,10 +126,16 @@ def _leave_out(
     missing = sorted(wanted - seen)
     details["skipped_cluster_count"] = len(skipped)
     details["skipped_clusters"] = skipped[:MAX_LISTED_FAILURES]
-    if missing:
+    if missing:  # (said once the clusters are listed for the last time: see _say_not_listed)
         details["skip_clusters_not_listed"] = missing[:MAX_LISTED_FAILURES]
-        log.warning("the tenant did not list these clusters to skip: %s", name_ids(missing))
     return kept
+
+
+def _say_not_listed(details: dict[str, Any]) -> None:
+    """Warn of the ids to leave out that no listing of the clusters held (a stale id in the
+    settings)."""
+    if missing := details.get("skip_clusters_not_listed"):
+        log.warning("the tenant did not list these clusters to skip: %s", name_ids(missing))
 
 
 STOP_PATIENCE = 5.0  # seconds a stopped snapshot waits for a lock to mark its run failed
@@ -286,9 +292,9 @@ def take_snapshot(
             # The clusters a total said would come and did not may be those found (or left out):
             # what the first listing lacked is made up, and so is the run's count of those announced.
             mismatch = details.get("cluster_total_mismatch")
-            if mismatch is not None and mismatch["announced"] > mismatch["fetched"]:  # (not a total
-                mismatch["fetched"] += len(found) + skipped  # that was understated: kept as it was)
-                if mismatch["fetched"] >= mismatch["announced"]:
+            if mismatch is not None:  # (an understated total stays a mismatch, counting them too)
+                mismatch["fetched"] += len(found) + skipped
+                if mismatch["fetched"] == mismatch["announced"]:
                     del details["cluster_total_mismatch"]
             if listing.total is None or listing.total >= listed:
                 in_scope = len(clusters) + len(found)
@@ -299,6 +305,7 @@ def take_snapshot(
                 clusters = clusters + found
                 progress.add_clusters(len(found))
                 fetch(found, invalid=client.last_invalid_clusters)
+        _say_not_listed(details)
     except BaseException as exc:
         if timer is not None:
             timer.cancel()
@@ -745,8 +752,9 @@ def _record_cluster(
     counts["pages"] += stats.pages
     counts["empty_pages_reasked"] += stats.empty_reasked
     counts["pages_shrunk"] += stats.shrunk
-    # (records that shared an fqn on one page were served: they count, as against the total)
-    if size is not None and size != stats.received:
+    # (records that shared an fqn on one page were served: a size or total counting them, or only
+    # the names, agrees)
+    if size is not None and size not in (stats.fetched, stats.received):
         counts["size_mismatch_count"] += 1
         _list(listed, "size_mismatches", cluster_id=cluster_id, size=size, fetched=stats.fetched)
     if stats.total_changed is not None:  # its totalCount moved between pages (a hostile-server probe)
@@ -762,7 +770,7 @@ def _record_cluster(
         )
     elif stats.ended_short:  # an empty page, asked for twice, before what was announced
         counts["total_shortfall_count"] += 1
-    if stats.total_mismatch:
+    if stats.total is not None and stats.total not in (stats.fetched, stats.received):
         counts["total_mismatch_count"] += 1
         _list(
             listed, "total_mismatches", cluster_id=cluster_id, total_count=stats.total, fetched=stats.fetched

@@ -203,6 +203,10 @@ def paginate(
             stats.total = page.total
         rows = list(page.rows)
         if not rows:
+            if page.total and stats.first_total is not None and page.total != stats.first_total:
+                # the last, empty page announcing another total: a column deleted meanwhile moved
+                # another one into a page already served (an empty page's total of 0 is an echo)
+                stats.total_changed = (stats.first_total, page.total)
             totals = [t for t in (announced, stats.total) if t is not None and not stats.total_wrong]
             totals_say_more = any(stats.received < t for t in totals)
             # The cluster's size, when given, decides whether the page is asked for again: it says

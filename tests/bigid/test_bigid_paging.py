@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from bs4 import BeautifulSoup
@@ -719,6 +720,24 @@ def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):
     assert json.loads(checked.stdout)["shortfall_note"] is None
 
 
+def _one_cluster(
+    rows: list[dict] | Callable[[int, int], tuple[list[dict], int]], *, size: int, total: int = 0
+):
+    """A tenant of one cluster ``c`` (announcing ``size``) whose columns are ``rows``, each page
+    announcing ``total``; or ``rows(skip, limit)`` gives a page's columns and its total."""
+    from auditor.bigid.client import CLUSTERS_PATH
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            listed = [{"id": "c", "name": "c", "size": size}]
+            return Reply(200, listed if request.query["skip"] == "0" else [])
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        page, announced = rows(skip, limit) if callable(rows) else (rows[skip : skip + limit], total)
+        return Reply(200, {"results": page, "totalCount": announced})
+
+    return handler
+
+
 def snapshot_run(tmp_path, env, *args: str) -> tuple[list[str], dict]:
     """``auditor snapshot ARGS`` into ``tmp_path``'s a.db (asserted to succeed): its stderr lines, and
     the run as ``auditor runs --format json`` shows it."""
@@ -733,24 +752,18 @@ def snapshot_run(tmp_path, env, *args: str) -> tuple[list[str], dict]:
 def _changing_cluster(names: list[str], change: str, every_pass: bool):
     """A cluster ``c`` of ``names`` whose catalog changes after the first page of its first listing
     (of every listing, ``every_pass``): a column deleted, or inserted, at its front."""
-    from auditor.bigid.client import CLUSTERS_PATH
-
     served = Counter()
 
-    def handler(request: Request) -> Reply:
-        if request.path == CLUSTERS_PATH:
-            return Reply(200, [{"id": "c", "name": "c", "size": 200}] if request.query["skip"] == "0" else [])
-        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+    def pages(skip: int, limit: int) -> tuple[list[dict], int]:
         served["passes"] += skip == 0
         if skip == limit and (every_pass or served["passes"] == 1):  # after the first page
             if change == "deleted":
                 del names[0]
             else:
                 names.insert(0, f"s.t.c.new{served['passes']}")
-        rows = [{**column(0), "fullyQualifiedName": name} for name in names[skip : skip + limit]]
-        return Reply(200, {"results": rows, "totalCount": len(names)})
+        return [{**column(0), "fullyQualifiedName": name} for name in names[skip : skip + limit]], len(names)
 
-    return handler, served
+    return _one_cluster(pages, size=200), served
 
 
 @pytest.mark.parametrize(("change", "processes"), [("deleted", "0"), ("inserted", "0"), ("deleted", "1")])
@@ -1068,8 +1081,6 @@ def test_two_records_of_one_fqn_are_no_shortfall_and_are_named(loopback, tmp_pat
     diff left it out. It now holds the first record, complete, and says which fqn was shared."""
     import sqlite3
 
-    from auditor.bigid.client import CLUSTERS_PATH
-
     from .test_bigid_leaks import run_auditor
 
     rows = [  # pages of 3
@@ -1080,13 +1091,7 @@ def test_two_records_of_one_fqn_are_no_shortfall_and_are_named(loopback, tmp_pat
         column(1),  # a repeat of col1 on a later page: no record of its own
     ]
 
-    def handler(request: Request) -> Reply:
-        if request.path == CLUSTERS_PATH:
-            return Reply(200, [{"id": "c", "name": "c", "size": 4}] if request.query["skip"] == "0" else [])
-        skip, limit = int(request.query["skip"]), int(request.query["limit"])
-        return Reply(200, {"results": rows[skip : skip + limit], "totalCount": 4})
-
-    loopback.reset(handler)
+    loopback.reset(_one_cluster(rows, size=4, total=4))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
     said, run = snapshot_run(
         tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "3", "--processes", processes
@@ -1262,22 +1267,16 @@ def test_a_total_that_moves_on_the_last_empty_page_lists_the_cluster_again(loopb
     """A probe: a column deleted once the last page was asked for shifted the last one into a page
     already served; the empty page's totalCount (6, after 7) went unread, and the cluster was
     complete without a column that still existed. It is listed again."""
-    from auditor.bigid.client import CLUSTERS_PATH
-
     names = [f"s.t.c.col{i}" for i in range(7)]
     served = Counter()
 
-    def handler(request: Request) -> Reply:
-        if request.path == CLUSTERS_PATH:
-            return Reply(200, [{"id": "c", "name": "c", "size": 7}] if request.query["skip"] == "0" else [])
-        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+    def pages(skip: int, limit: int) -> tuple[list[dict], int]:
         served["passes"] += skip == 0
         if skip >= 6 and "s.t.c.col1" in names:
             names.remove("s.t.c.col1")
-        rows = [{**column(0), "fullyQualifiedName": name} for name in names[skip : skip + limit]]
-        return Reply(200, {"results": rows, "totalCount": len(names)})
+        return [{**column(0), "fullyQualifiedName": name} for name in names[skip : skip + limit]], len(names)
 
-    loopback.reset(handler)
+    loopback.reset(_one_cluster(pages, size=7))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
     args = ("snapshot", "--db", "a.db", "--page-size", "2", "--workers", "1", "--processes", processes)
     _said, run = snapshot_run(tmp_path, env, *args)
@@ -1296,17 +1295,10 @@ def test_records_sharing_names_counted_by_the_size_are_no_size_mismatch(loopback
     (12 records, totalCount 12, size 6), was noted as 'size differs from the columns fetched' with an
     entry saying size 6, fetched 6. A size or total that counts either the names or the records
     agrees."""
-    from auditor.bigid.client import CLUSTERS_PATH
 
     rows = [record for i in range(6) for record in (column(i), {**column(i), "dataType": "other"})]
 
-    def handler(request: Request) -> Reply:
-        if request.path == CLUSTERS_PATH:
-            return Reply(200, [{"id": "c", "name": "c", "size": 6}] if request.query["skip"] == "0" else [])
-        skip, limit = int(request.query["skip"]), int(request.query["limit"])
-        return Reply(200, {"results": rows[skip : skip + limit], "totalCount": 12})
-
-    loopback.reset(handler)
+    loopback.reset(_one_cluster(rows, size=6, total=12))
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
     said, run = snapshot_run(tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "4")
     assert not any("differs from the columns fetched" in line for line in said)

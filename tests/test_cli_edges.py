@@ -113,6 +113,24 @@ def test_db_upgrade_creates_the_default_database_then_says_it_is_current(run_cli
     assert (again.exit_code, again.stdout) == (0, f"{url}: already at schema revision {revision}\n")
 
 
+def test_verbose_db_upgrade_shows_the_migrations_not_alembic_s_set_up(tmp_path):
+    """A new user's walkthrough: -v printed "Context impl SQLiteImpl." and "Will assume
+    non-transactional DDL." at every database opened."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "auditor.cli.main", "-v", "db", "upgrade", "--db", str(tmp_path / "v.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert "INFO alembic.runtime.migration: Running upgrade  -> 0001, snapshot tables" in lines
+    assert not [line for line in lines if "Context impl" in line or "Will assume" in line]
+
+
 def test_prune_lists_runs_as_spans_and_pairs(run_cli, tmp_path):
     path = tmp_path / "history.db"
     snapshots(path, 5)

@@ -402,10 +402,17 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, verbose: bool,
     handler.setFormatter(_StderrFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # set-up lines: noise to users
+    # and the migration context's own set-up lines, said at every open ("Context impl SQLiteImpl.");
+    # "Running upgrade 0005 -> 0006" stays
+    logging.getLogger("alembic.runtime.migration").addFilter(_alembic_setup_filter)
     # psycopg's own warnings while a connection the server ended is closed ("error ignored
     # terminating <psycopg.Pipeline [BAD]>"): the error that ended it is reported, in one line
     if not verbose:
         logging.getLogger("psycopg").setLevel(logging.ERROR)
+
+
+def _alembic_setup_filter(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(("Context impl", "Will assume"))
 
 
 class _StderrHandler(logging.StreamHandler):

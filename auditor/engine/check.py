@@ -236,9 +236,12 @@ class CheckResult:
             rest = max(announced - stored - count, 0)
             parts = [f"{count:,} could not be fetched"] if count else []
             if rest:
-                parts.append(f"{'the other ' if count else ''}{rest:,} were not fetched")
+                parts.append(
+                    f"{'the other ' if count else ''}{rest:,} {'was' if rest == 1 else 'were'} not fetched"
+                )
             said = f": {', '.join(parts)}" if parts else ""
-            why = f" ({stored:,} of {announced:,} clusters were stored in full{said})"
+            stored_were = "was" if stored == 1 else "were"
+            why = f" ({stored:,} of {announced:,} clusters {stored_were} stored in full{said})"
         return (
             f"run {self.run.id} is {self.run.status}, not complete{why}: these findings cover only the "
             "clusters and columns it holds; what it lacks was not checked"

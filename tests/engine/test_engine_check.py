@@ -263,6 +263,15 @@ def test_the_incomplete_note_counts_the_clusters_never_reached_too(engine, snaps
         "be fetched, the other 147 were not fetched): these findings cover only the clusters and columns "
         "it holds; what it lacks was not checked"
     )
+    # a probe: "(1 of 2 clusters were stored in full: 1 were not fetched)"
+    writer = SnapshotWriter(engine, source_url="test://catalog")
+    writer.fail("stopped", RunTotals(clusters_announced=2, details={"failed_cluster_count": 0}))
+    with engine.begin() as connection:  # one cluster stored, as the note reads it
+        from auditor.store.schema import runs
+
+        connection.execute(runs.update().where(runs.c.id == writer.run_id).values(clusters_stored=1))
+    result = check_run(engine, writer.run_id, pack, allow_incomplete=True)
+    assert "(1 of 2 clusters was stored in full: 1 was not fetched)" in result.incomplete_note()
 
 
 def test_empty_database_has_no_run_to_check(engine):

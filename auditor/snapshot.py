@@ -872,10 +872,11 @@ def _partial_error(
     """What a snapshot with failed clusters raises: the run, how many failed, one line each."""
     run_id, stored = writer.run_id, writer.clusters_stored
     if tripped_at is not None:
+        remaining = total - stored - len(failures)
         message = (
             f"run {run_id} is not complete: the snapshot stopped after {len(failures)} clusters failed "
             f"(more than {tripped_at} allowed); {stored} of {total} clusters were stored, "
-            f"the remaining {total - stored - len(failures)} were not fetched"
+            f"the remaining {remaining} {'was' if remaining == 1 else 'were'} not fetched"
         )
         check = f"auditor check --run {run_id} --allow-incomplete evaluates what was stored"
         more = "(--max-failed-clusters N allows more failed clusters)"

@@ -98,7 +98,8 @@ class PagingStats:
 
     @property
     def received(self) -> int:
-        """Distinct records received: those yielded, and those that shared a key with one of them."""
+        """Distinct records received: those yielded, and those that shared a key with one of them
+        on its page (``conflicts``)."""
         return self.fetched + self.conflicts
 
     @property

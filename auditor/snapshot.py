@@ -752,9 +752,7 @@ def _record_cluster(
     counts["pages"] += stats.pages
     counts["empty_pages_reasked"] += stats.empty_reasked
     counts["pages_shrunk"] += stats.shrunk
-    # (records that shared an fqn on one page were served: a size or total counting them, or only
-    # the names, agrees)
-    if size is not None and size not in (stats.fetched, stats.received):
+    if stats.disagrees(size):
         counts["size_mismatch_count"] += 1
         _list(listed, "size_mismatches", cluster_id=cluster_id, size=size, fetched=stats.fetched)
     if stats.total_changed is not None:  # its totalCount moved between pages (a hostile-server probe)
@@ -770,7 +768,7 @@ def _record_cluster(
         )
     elif stats.ended_short:  # an empty page, asked for twice, before what was announced
         counts["total_shortfall_count"] += 1
-    if stats.total is not None and stats.total not in (stats.fetched, stats.received):
+    if stats.total_mismatch:
         counts["total_mismatch_count"] += 1
         _list(
             listed, "total_mismatches", cluster_id=cluster_id, total_count=stats.total, fetched=stats.fetched

@@ -102,9 +102,15 @@ class PagingStats:
         on its page (``conflicts``)."""
         return self.fetched + self.conflicts
 
+    def disagrees(self, announced: int | None) -> bool:
+        """Whether a count announced (the total, the cluster's size) differs from what came: from
+        the records fetched and from those received (records that shared a key on a page were
+        served, so a count of either agrees)."""
+        return announced is not None and announced not in (self.fetched, self.received)
+
     @property
     def total_mismatch(self) -> bool:
-        return self.total is not None and self.total != self.received
+        return self.disagrees(self.total)
 
 
 class PageTooSlow(Exception):

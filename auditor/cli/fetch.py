@@ -18,13 +18,7 @@ import click
 from auditor.bigid.auth import SCHEMES
 from auditor.cli.common import PathOption, Settings, db_option, pass_settings, setting_type, write_output
 from auditor.errors import ConfigError
-from auditor.store.runs import (
-    RELISTING_KEY,
-    cluster_list_note,
-    details_count,
-    mismatch_count,
-    skipped_note,
-)
+from auditor.store.runs import cluster_list_note, listing_notes, mismatch_count, skipped_note
 from auditor.textsafe import display_width, fit, one_line
 
 if TYPE_CHECKING:
@@ -290,37 +284,8 @@ def snapshot_command(
     details = run.details or {}
     if left_out := skipped_note(details):
         settings.info(f"note: {left_out}")
-    if relisted := details_count(run, "relisted_count"):  # a hostile-server probe
-        settings.info(
-            f"note: {relisted} cluster(s) changed while listed (their totalCount moved between pages) "
-            "and were listed again from their first page"
-        )
-    if changed := details_count(run, "changed_while_listed_count"):  # recorded short
-        settings.info(
-            f"note: {changed} cluster(s) changed while listed (their totalCount moved between pages), "
-            "and again when listed once more: recorded short; snapshot again for a consistent copy"
-        )
-    if conflicts := details_count(run, "fqn_conflict_count"):
-        settings.info(
-            f"note: {conflicts} column record(s) shared a fullyQualifiedName with another record of "
-            "their cluster and differed from it: the first of each was stored (fqn_conflicts)"
-        )
-    relisting = details.get(RELISTING_KEY) or {}
-    if found := relisting.get("found_count"):
-        settings.info(
-            f"note: the cluster list changed while it was paged: listed again, it held {found} "
-            "cluster(s) the first listing did not, fetched too"
-        )
-    if too_long := relisting.get("ids_too_long"):
-        settings.info(
-            f"note: listed a second time, the cluster list held {too_long} new cluster id(s) too long "
-            "to store: left out"
-        )
-    if "error" in relisting:
-        settings.info(
-            "note: the cluster list could not be listed a second time, to find clusters a change while "
-            f"it was paged would have hidden: {relisting['error']}"
-        )
+    for said in listing_notes(details):
+        settings.info(f"note: {said}")
     if listing := cluster_list_note(details):
         settings.info(f"note: {listing}")
     for kind, what in (("size", "cluster size"), ("total", "totalCount")):

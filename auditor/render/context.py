@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from auditor.store.runs import RELISTING_KEY, cluster_list_note, mismatch_count, skipped_note
+from auditor.store.runs import cluster_list_note, listing_notes, mismatch_count, skipped_note
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -115,12 +115,7 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
         )
     if left_out := skipped_note(details):  # as early: the run does not hold those clusters
         notes.append(left_out)
-    if changed := count("changed_while_listed_count"):  # as early: those clusters are not whole
-        notes.append(
-            f"{changed:,} cluster{' that' if changed == 1 else 's that'} changed while listed (the "
-            "totalCount moved between pages; recorded short: columns added or removed meanwhile may "
-            f"be missing or stale, and a diff does not compare {'it' if changed == 1 else 'them'})"
-        )
+    notes += listing_notes(details)  # as early: clusters recorded short are not whole
     if short := count("total_shortfall_count"):  # as early: those columns were not checked
         notes.append(
             f"{short:,} cluster{' that' if short == 1 else 's that'} served fewer columns than announced "
@@ -131,21 +126,9 @@ def fetch_notes(details: Mapping[str, Any]) -> tuple[str, ...]:
         notes.append(f"{count('pages'):,} pages of columns fetched")
     if listing := cluster_list_note(details):
         notes.append(listing)
-    relisting = details.get(RELISTING_KEY)
-    if isinstance(relisting, Mapping) and isinstance(found := relisting.get("found_count"), int) and found:
-        notes.append(
-            f"{found:,} cluster{' that' if found == 1 else 's that'} the cluster list held only when "
-            "listed a second time (it changed while it was paged), fetched too"
-        )
     for key, sentence in (
         ("cluster_duplicates", "duplicate cluster rows received (the first record of each id kept)"),
         ("duplicate_rows", "duplicate column rows received (stored once)"),
-        (
-            "fqn_conflict_count",
-            "column records that shared a fullyQualifiedName with another record of their cluster and "
-            "differed from it (the first of each stored and checked)",
-        ),
-        ("relisted_count", "clusters listed again from their first page (their totalCount moved meanwhile)"),
         ("empty_pages_reasked", "empty pages before what a cluster announced, asked for once more"),
     ):
         if count(key):

@@ -195,6 +195,60 @@ def scope_note(base: RunInfo, run: RunInfo, *, skips: bool = True) -> str | None
     )
 
 
+def listing_notes(details: Mapping[str, Any]) -> list[str]:
+    """Sentences on what changed in the catalog while a snapshot paged it, and what it did about
+    it (the snapshot's notes and the report's evidence say the same)."""
+
+    def count(key: str) -> int:
+        value = details.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    def clusters(n: int) -> str:
+        return "1 cluster" if n == 1 else f"{n:,} clusters"
+
+    notes = []
+    if changed := count("changed_while_listed_count"):  # first: those clusters are not whole
+        notes.append(
+            f"{clusters(changed)} changed while listed (the totalCount moved between pages), and again "
+            "when listed once more: recorded short (columns added or removed meanwhile may be missing "
+            f"or stale, and a diff does not compare {'it' if changed == 1 else 'them'}); snapshot again "
+            "for a consistent copy"
+        )
+    if relisted := count("relisted_count"):
+        notes.append(
+            f"{clusters(relisted)} changed while listed (the totalCount moved between pages) and "
+            f"{'was' if relisted == 1 else 'were'} listed again from the first page"
+        )
+    if conflicts := count("fqn_conflict_count"):
+        notes.append(_conflicts_note(conflicts))
+    relisting = details.get(RELISTING_KEY)
+    if isinstance(relisting, Mapping):
+        if isinstance(found := relisting.get("found_count"), int) and found:
+            notes.append(
+                f"the cluster list changed while it was paged: listed a second time, it held "
+                f"{clusters(found)} the first listing did not, fetched too"
+            )
+        if isinstance(too_long := relisting.get("ids_too_long"), int) and too_long:
+            ids = "1 new cluster id" if too_long == 1 else f"{too_long:,} new cluster ids"
+            notes.append(f"listed a second time, the cluster list held {ids} too long to store: left out")
+        if "error" in relisting:
+            notes.append(
+                "the cluster list could not be listed a second time, to find clusters a change while it "
+                f"was paged would have hidden: {relisting['error']}"
+            )
+    return notes
+
+
+def _conflicts_note(records: int) -> str:
+    """Records that shared a name with another of their cluster's on one page (``fqn_conflicts``)."""
+    its = "1 column record" if records == 1 else f"{records:,} column records"
+    return (
+        f"{its} shared a fullyQualifiedName with another record of {'its' if records == 1 else 'their'} "
+        "cluster and differed from it: only the first of each was stored and checked (auditor runs "
+        "--format json lists them under fqn_conflicts)"
+    )
+
+
 def details_count(run: RunInfo, key: str) -> int:
     """A count ``run`` recorded in its details; 0 when absent or not a count (older runs)."""
     details = run.details if isinstance(run.details, dict) else {}
@@ -229,12 +283,7 @@ def shortfall_note(run: RunInfo) -> str | None:
             "copy (auditor runs --format json lists them under changed_while_listed)"
         )
     if conflicts := details_count(run, "fqn_conflict_count"):
-        records = "1 column record" if conflicts == 1 else f"{conflicts:,} column records"
-        notes.append(
-            f"in run {run.id}, {records} shared a fullyQualifiedName with another record of "
-            f"{'its' if conflicts == 1 else 'their'} cluster and differed from it: only the first of "
-            "each was stored and checked (auditor runs --format json lists them under fqn_conflicts)"
-        )
+        notes.append(f"in run {run.id}, {_conflicts_note(conflicts)}")
     count = details_count(run, "total_shortfall_count")
     if count:
         clusters = "1 cluster" if count == 1 else f"{count:,} clusters"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import io
 import os
 import pickle
@@ -53,7 +54,13 @@ from auditor.engine.sqlfuncs import SEPARATOR, JoinedText, register_sqlite_funct
 from auditor.errors import AuditorError
 from auditor.gcpause import collector_paused
 from auditor.stopping import removed_on_hard_stop
-from auditor.store.db import SQLITE_MMAP_BYTES, keys_in, one_connection_only, store_errors
+from auditor.store.db import (
+    SQLITE_MMAP_BYTES,
+    keys_in,
+    one_connection_only,
+    rules_sqlite_module,
+    store_errors,
+)
 from auditor.store.runs import missing_run
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 from auditor.workers import main_unimportable, remove_if_orphaned, start_pool
@@ -220,6 +227,8 @@ def evaluate_each(
                 submitted[i] = pool.submit(_evaluate_alone, engine, run_id, rules[i])
         else:
             url = engine.url.render_as_string(hide_password=False)  # SQLite: a file path, no secret
+            # decided here, where AUDITOR_RULES_SQLITE is read (and a wrong one said once)
+            driver = rules_sqlite_module().__name__
             spool = tempfile.TemporaryDirectory(
                 prefix="auditor-findings-", dir=_spool_parent(), ignore_cleanup_errors=True
             )
@@ -231,7 +240,7 @@ def evaluate_each(
                     _init_worker,
                     lambda processes: submitted.update(
                         {
-                            i: processes.submit(_evaluate_in_process, url, run_id, rules[i], folder)
+                            i: processes.submit(_evaluate_in_process, url, run_id, rules[i], folder, driver)
                             for i in heaviest_first
                         }
                     ),
@@ -333,7 +342,7 @@ def _evaluate_alone(
 
 # -- worker processes (large SQLite runs) ----------------------------------------------------------
 
-_WORKER_ENGINES: dict[str, Engine] = {}
+_WORKER_ENGINES: dict[tuple[str, str], Engine] = {}
 
 
 def _init_worker() -> None:
@@ -362,8 +371,13 @@ def _spool_parent() -> str | None:
     return shm if usable and stats.f_bavail * stats.f_frsize >= SHM_MIN_FREE else None
 
 
-def _evaluate_in_process(url: str, run_id: int, rule: Rule, spool: str) -> tuple[str | list[bytes], float]:
+def _evaluate_in_process(
+    url: str, run_id: int, rule: Rule, spool: str, driver: str = "sqlite3"
+) -> tuple[str | list[bytes], float]:
     """``rule`` in a worker process; its findings, as plain tuples, written to a file in ``spool``.
+
+    ``driver``: the SQLite DB-API module the worker opens the file with (pysqlite3's current SQLite
+    where installed: see ``auditor.store.db.SQLITE_MODULES``), by its module name.
 
     Returned through the pool's pipe, hundreds of thousands of findings (60 MB at 1M columns)
     kept the worker blocked until the parent had read them all, and the parent, unpickling a
@@ -377,9 +391,10 @@ def _evaluate_in_process(url: str, run_id: int, rule: Rule, spool: str) -> tuple
     from auditor.store.db import create_db_engine
 
     remove_if_orphaned(spool)
-    engine = _WORKER_ENGINES.get(url)
+    engine = _WORKER_ENGINES.get((url, driver))
     if engine is None:
-        engine = _WORKER_ENGINES[url] = create_db_engine(url)
+        module = importlib.import_module(driver)
+        engine = _WORKER_ENGINES[url, driver] = create_db_engine(url, sqlite_module=module)
     with collector_paused():
         rows, seconds = _evaluate_alone(engine, run_id, rule, finding_rows, keep_map=True)
         chunks = [

@@ -9,13 +9,15 @@ database written by a newer cluster-auditor is refused rather than guessed at.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import os
 import re
-import sqlite3
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import unquote
 
@@ -51,6 +53,51 @@ LOCK_NOTICE_SECONDS = 5.0
 # 164 MiB -> 2.7 GiB, all of it the file's pages). SQLite only reads through the map (writes still
 # use write()), so durability is unchanged.
 SQLITE_MMAP_BYTES = 2_147_418_112
+# The DB-API module of the processes that evaluate rules on a large SQLite run
+# (auditor.engine.evaluate): pysqlite3 where it is installed (a dependency on Linux x86-64, the
+# platform its wheels exist for), else Python's own sqlite3. pysqlite3-binary bundles a current
+# SQLite (3.51 in 0.5.4.post2) built with SQLite's per-connection lookaside allocator, which
+# Debian's libsqlite3 (3.40, the one Python links there) leaves out. Measured at 1M columns
+# (bench/RESULTS.md): the built-in pack's CPU 14.4 -> 11.9 s one rule after another, its wall
+# 8.6-9.0 -> 7.5-7.7 s. Only there, for two reasons:
+# * two copies of SQLite in one process do not see each other's locks on a file (SQLite's POSIX
+#   locks are the process's, and each copy keeps its own table of them), so a program using
+#   Python's sqlite3 on the database beside this library could corrupt it. Rule workers are
+#   processes of their own that open the file only through pysqlite3, and only read it;
+# * pysqlite3's SQLite keeps temporary tables in memory whatever PRAGMA temp_store says: VACUUM
+#   of a 1.7 GB database took 1.8 GB of memory (72 MB with Python's sqlite3, which writes it to a
+#   temporary file).
+# AUDITOR_RULES_SQLITE names the module (``sqlite3`` or ``pysqlite3``) instead.
+SQLITE_MODULES = ("pysqlite3", "sqlite3")
+SQLITE_MODULE_VARIABLE = "AUDITOR_RULES_SQLITE"
+
+
+@functools.cache
+def _sqlite_module(name: str | None) -> ModuleType:
+    if name is None:
+        try:
+            return importlib.import_module("pysqlite3.dbapi2")
+        except ImportError:
+            return importlib.import_module("sqlite3.dbapi2")
+    if name not in SQLITE_MODULES:
+        raise ConfigError(
+            f"{SQLITE_MODULE_VARIABLE}={name!r} is not a SQLite module this tool can evaluate rules with",
+            hint=f"set it to {' or '.join(SQLITE_MODULES)}, or unset it (pysqlite3 where installed)",
+        )
+    try:
+        return importlib.import_module(f"{name}.dbapi2")
+    except ImportError:
+        raise ConfigError(
+            f"{SQLITE_MODULE_VARIABLE}=pysqlite3, but pysqlite3 is not installed",
+            hint="pip install pysqlite3-binary (wheels for Linux x86-64), or unset the variable",
+        ) from None
+
+
+def rules_sqlite_module() -> ModuleType:
+    """The DB-API module rule-evaluating worker processes open SQLite with (see
+    :data:`SQLITE_MODULES`); a :class:`ConfigError` when :data:`SQLITE_MODULE_VARIABLE` names
+    another, or one not installed."""
+    return _sqlite_module(os.environ.get(SQLITE_MODULE_VARIABLE, "").strip() or None)
 
 
 def database_url(target: str | os.PathLike[str] | None = None) -> str:
@@ -271,8 +318,11 @@ def _postgres_settings(dbapi_connection, _record) -> None:  # pragma: no cover -
     dbapi_connection.commit()  # a SET in a transaction that the pool rolls back would be undone
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine for ``url`` with this project's connection settings (no migration)."""
+def create_db_engine(url: str, *, sqlite_module: ModuleType | None = None) -> Engine:
+    """An engine for ``url`` with this project's connection settings (no migration).
+
+    ``sqlite_module``: the DB-API module for a SQLite URL of SQLAlchemy's default driver instead of
+    Python's sqlite3 (:func:`rules_sqlite_module`, in a process that opens the file only so)."""
     try:
         if url.startswith("sqlite"):
             path = sqlite_file(url)
@@ -282,8 +332,11 @@ def create_db_engine(url: str) -> Engine:
                     raise StoreError(
                         f"database folder {parent} does not exist", hint="create it or choose another --db"
                     )
+            # another module only for SQLAlchemy's default SQLite driver (not pysqlcipher and such)
+            own = sqlite_module is not None and make_url(url).get_driver_name() == "pysqlite"
             engine = create_engine(
                 url,
+                **({"module": sqlite_module} if own else {}),
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
                 json_serializer=_json_dumps,
                 json_deserializer=_json_loads,
@@ -383,9 +436,9 @@ def _refuse_foreign(engine: Engine) -> set[str]:
         if not database or not Path(database).is_file():
             return set()
         try:
-            with contextlib.closing(sqlite3.connect(database)) as peek:
+            with contextlib.closing(engine.dialect.dbapi.connect(database)) as peek:
                 rows = peek.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        except sqlite3.Error:
+        except engine.dialect.dbapi.Error:
             return set()  # not a database, or damaged: reported when ours opens it
         found = {name for (name,) in rows if not name.startswith("sqlite_")}
         if found and "alembic_version" not in found:

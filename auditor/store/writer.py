@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import operator
-import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
@@ -350,10 +349,11 @@ def sqlite_executemany(connection: Connection, statement: str, rows: Iterable[Se
     ``DBAPIError``, which callers already turn into a one-line ``StoreError``.
     """
     cursor = connection.connection.cursor()
+    driver_error = connection.dialect.dbapi.Error  # pysqlite3's or sqlite3's (auditor.store.db)
     try:
         cursor.executemany(statement, rows)
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from None
+    except driver_error as exc:
+        raise DBAPIError.instance(statement, None, exc, driver_error) from None
     finally:
         cursor.close()
 

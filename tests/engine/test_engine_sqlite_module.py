@@ -1,0 +1,140 @@
+"""Rule-evaluating worker processes open SQLite with pysqlite3's current SQLite where installed.
+
+Only they do (auditor.store.db.SQLITE_MODULES says why): they find what Python's sqlite3 finds, the
+parent decides the module (AUDITOR_RULES_SQLITE, said once when wrong), and the writer turns either
+module's errors into SQLAlchemy's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sqlite3.dbapi2
+import sys
+
+import pytest
+from sqlalchemy.exc import DBAPIError
+
+from auditor.engine import evaluate_each, load_ruleset
+from auditor.errors import ConfigError
+from auditor.store.db import (
+    SQLITE_MODULE_VARIABLE,
+    create_db_engine,
+    database_url,
+    open_database,
+    rules_sqlite_module,
+)
+from auditor.store.writer import sqlite_executemany
+from tests.engine.test_engine_parallel import _sandbox_run
+
+evaluate_module = importlib.import_module("auditor.engine.evaluate")
+
+# pyproject.toml installs pysqlite3-binary where its wheels exist
+WHEELS_EXIST = sys.platform == "linux" and platform.machine() == "x86_64"
+needs_wheels = pytest.mark.skipif(
+    not WHEELS_EXIST, reason="pysqlite3-binary has wheels for Linux x86-64 only"
+)
+
+
+@needs_wheels
+def test_rule_workers_use_pysqlite3_and_its_current_sqlite_by_default(monkeypatch):
+    monkeypatch.delenv(SQLITE_MODULE_VARIABLE, raising=False)
+    module = rules_sqlite_module()
+    assert module.__name__ == "pysqlite3.dbapi2"
+    assert module.sqlite_version_info >= (3, 46)
+    assert (
+        module.sqlite_version_info > sqlite3.sqlite_version_info
+        or module.sqlite_version == sqlite3.sqlite_version
+    )
+
+
+@needs_wheels
+def test_a_worker_opens_the_file_with_the_module_it_is_handed_and_finds_what_sqlite3_finds(tmp_path):
+    engine = open_database(tmp_path / "p.db")
+    assert engine.dialect.dbapi is sqlite3.dbapi2  # the rest of the program keeps Python's module
+    run_id = _sandbox_run(engine)
+    rule = load_ruleset().get("high-sensitivity-without-confidential")
+    with engine.connect() as connection:
+        evaluate_module.prepare_connection(connection)
+        serial = [f.to_json() for f in evaluate_module.evaluate_rule(connection, run_id, rule)]
+    url = engine.url.render_as_string(hide_password=False)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    handed, _seconds = evaluate_module._evaluate_in_process(url, run_id, rule, str(spool), "pysqlite3.dbapi2")
+    worker_engine = evaluate_module._WORKER_ENGINES.pop((url, "pysqlite3.dbapi2"))
+    try:
+        assert worker_engine.dialect.dbapi.__name__ == "pysqlite3.dbapi2"
+        with worker_engine.connect() as connection:
+            version = connection.exec_driver_sql("SELECT sqlite_version()").scalar()
+        assert version == worker_engine.dialect.dbapi.sqlite_version
+    finally:
+        worker_engine.dispose()
+    assert [f.to_json() for f in evaluate_module._read_spooled(rule, handed)] == serial
+    assert len(serial) > 100
+
+
+@pytest.mark.parametrize("module", ["sqlite3", "pysqlite3"])
+def test_worker_processes_with_either_module_find_what_one_connection_finds(tmp_path, monkeypatch, module):
+    if module == "pysqlite3" and not WHEELS_EXIST:
+        pytest.skip("pysqlite3-binary has wheels for Linux x86-64 only")
+    engine = open_database(tmp_path / "p.db")
+    run_id = _sandbox_run(engine)
+    ruleset = load_ruleset()
+    serial = [
+        (rule.id, [f.to_json() for f in items])
+        for rule, items, _ in evaluate_each(engine, run_id, ruleset, workers=1)
+    ]
+    monkeypatch.setattr(evaluate_module, "PROCESS_MIN_COLUMNS", 3000)
+    monkeypatch.setenv(SQLITE_MODULE_VARIABLE, module)
+    assert evaluate_module.parallel_mode(engine, run_id, 2) == "processes"
+    parallel = [
+        (rule.id, [f.to_json() for f in items])
+        for rule, items, _ in evaluate_each(engine, run_id, ruleset, workers=2)
+    ]
+    assert parallel == serial
+
+
+def test_python_s_own_sqlite3_is_used_when_asked(monkeypatch):
+    monkeypatch.setenv(SQLITE_MODULE_VARIABLE, " sqlite3 ")
+    assert rules_sqlite_module() is sqlite3.dbapi2
+
+
+def test_a_wrong_module_is_a_configuration_error_said_once_before_any_worker_starts(
+    tmp_path, monkeypatch, run_cli
+):
+    engine = open_database(tmp_path / "p.db")
+    _sandbox_run(engine)
+    engine.dispose()
+    monkeypatch.setenv(SQLITE_MODULE_VARIABLE, "apsw")
+    with pytest.raises(ConfigError) as raised:
+        rules_sqlite_module()
+    assert (
+        str(raised.value)
+        == "AUDITOR_RULES_SQLITE='apsw' is not a SQLite module this tool can evaluate rules with"
+    )
+    assert raised.value.hint == "set it to pysqlite3 or sqlite3, or unset it (pysqlite3 where installed)"
+
+    monkeypatch.setattr(evaluate_module, "PROCESS_MIN_COLUMNS", 3000)  # evaluated by worker processes
+    result = run_cli("check", "--db", str(tmp_path / "p.db"))
+    assert result.exit_code == 2
+    assert result.stderr.count("AUDITOR_RULES_SQLITE='apsw' is not a SQLite module") == 1
+    assert "hint: set it to pysqlite3 or sqlite3" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("module", ["sqlite3", "pysqlite3"])
+def test_a_bulk_write_error_of_either_module_is_raised_as_sqlalchemys(tmp_path, module):
+    if module == "pysqlite3" and not WHEELS_EXIST:
+        pytest.skip("pysqlite3-binary has wheels for Linux x86-64 only")
+    driver = importlib.import_module(f"{module}.dbapi2")
+    engine = create_db_engine(database_url(tmp_path / "a.db"), sqlite_module=driver)
+    try:
+        assert engine.dialect.dbapi is driver
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            with pytest.raises(DBAPIError) as raised:
+                sqlite_executemany(connection, "INSERT INTO t VALUES (?)", [(1,), (1,)])
+        assert isinstance(raised.value.orig, driver.IntegrityError)
+        assert "UNIQUE constraint failed: t.x" in str(raised.value.orig)
+    finally:
+        engine.dispose()

@@ -309,6 +309,7 @@ def take_snapshot(
     except BaseException as exc:
         if timer is not None:
             timer.cancel()
+            timer.join()  # gone with the snapshot, not a moment later
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         # The traceback's frames may hold the cursor of a write that was interrupted mid-flush
@@ -349,6 +350,7 @@ def take_snapshot(
         raise
     if timer is not None:
         timer.cancel()
+        timer.join()  # a cancelled timer's thread ends when it next wakes: gone with the snapshot
         client.resume()  # in case the limit passed as the last cluster arrived: nothing was cut short
     if pool is not None:
         pool.shutdown(wait=True)

@@ -282,6 +282,7 @@ def lock_wait_notice(after: float | None = None) -> Iterator[None]:
         yield
     finally:
         timer.cancel()
+        timer.join()  # its thread ends when it wakes: none is left behind the statement
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - exercised via engines

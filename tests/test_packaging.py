@@ -98,7 +98,9 @@ def test_the_floors_file_pins_every_runtime_dependency_at_its_declared_floor():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     declared = {}
     for spec in [*project["dependencies"], *project["optional-dependencies"]["postgres"]]:
-        name, floor = re.fullmatch(r"([A-Za-z0-9_-]+)(?:\[[a-z]+\])?>=([0-9.]+)(?:,<[0-9.]+)?(?:; .+)?", spec).groups()
+        # name[extra]>=floor, an optional upper bound, an optional environment marker
+        pattern = r"([A-Za-z0-9_-]+)(?:\[[a-z]+\])?>=([0-9.]+)(?:,<[0-9.]+)?(?:; .+)?"
+        name, floor = re.fullmatch(pattern, spec).groups()
         declared[name.lower()] = floor
     pinned = {}
     for line in (ROOT / "tests" / "floors.txt").read_text(encoding="utf-8").splitlines():

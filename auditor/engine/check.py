@@ -42,6 +42,7 @@ from auditor.gcpause import collector_paused
 from auditor.store.db import store_errors
 from auditor.store.runs import (
     RunInfo,
+    can_be_run_id,
     check_not_deleted,
     details_count,
     get_run,
@@ -81,6 +82,8 @@ def _findings_with_evaluation(
     ``load=False``: an evaluation already stored is not read (no findings are returned for it), for
     callers that need its id only.
     """
+    if not can_be_run_id(run_id):
+        raise missing_run(run_id)
     with engine.connect() as connection:
         status = connection.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
         if status is None:  # deleted since it was resolved (a prune), or never was

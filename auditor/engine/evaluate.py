@@ -61,7 +61,7 @@ from auditor.store.db import (
     rules_sqlite_module,
     store_errors,
 )
-from auditor.store.runs import missing_run
+from auditor.store.runs import can_be_run_id, missing_run
 from auditor.store.schema import cluster_labels, cluster_versions, run_clusters, runs
 from auditor.workers import main_unimportable, remove_if_orphaned, start_pool
 
@@ -142,6 +142,8 @@ def refresh_statistics(engine: Engine) -> None:
 def require_run(engine: Engine, run_id: int) -> None:
     """Raise :class:`RunNotUsableError` when run ``run_id`` does not exist: evaluated, it would
     give no findings, which reads as a clean catalog."""
+    if not can_be_run_id(run_id):
+        raise missing_run(run_id)
     with engine.connect() as connection:
         if connection.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
             raise missing_run(run_id)

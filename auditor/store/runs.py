@@ -29,6 +29,7 @@ from auditor import secrets
 from auditor.errors import ConfigError, RunNotUsableError
 from auditor.store.db import store_errors
 from auditor.store.schema import (
+    MAX_RUN_ID,
     RUN_COMPLETE,
     RUN_FAILED,
     RUN_RUNNING,
@@ -384,7 +385,15 @@ def missing_run(run_id: int) -> RunNotUsableError:
     return RunNotUsableError(f"run {run_id} does not exist", hint="list runs with: auditor runs")
 
 
+def can_be_run_id(run_id: int) -> bool:
+    """Whether ``run_id`` is in the range of run ids (1 to :data:`MAX_RUN_ID`): one outside it names
+    no run, on any database (PostgreSQL would refuse the query: "integer out of range")."""
+    return 1 <= run_id <= MAX_RUN_ID
+
+
 def get_run(engine: Engine, run_id: int) -> RunInfo | None:
+    if not can_be_run_id(run_id):
+        return None
     with engine.connect() as connection:
         row = connection.execute(_runs_query().where(runs.c.id == run_id)).first()
     return _row_to_run(row) if row else None

@@ -64,6 +64,10 @@ VERSION_ID = BigInteger().with_variant(Integer(), "sqlite")
 # takes (up to 2**53 - 1): a tenant announcing three billion failed the whole snapshot there only.
 ANNOUNCED = BigInteger().with_variant(Integer(), "sqlite")
 
+# The largest run id: ``runs.id`` is an INTEGER, 32 bits on PostgreSQL. A larger id given by a
+# user names no run (and would overflow PostgreSQL's parameter: "integer out of range").
+MAX_RUN_ID = 2**31 - 1
+
 RUN_RUNNING = "running"
 RUN_COMPLETE = "complete"
 RUN_FAILED = "failed"

@@ -1023,3 +1023,54 @@ def test_evaluations_are_reused_whatever_the_checking_machines_clock_says(engine
         check_run(engine, "latest", pack, today=TODAY)
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(evaluations)).scalar() == 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_run_id_beyond_any_run_is_said_not_to_exist_on_either_database(
+    kind, tmp_path, snapshot, request, run_cli
+):
+    """A PostgreSQL probe: ``--run 2147483648`` overflowed ``runs.id`` there ("integer out of range",
+    blamed on a locked or old database, or an internal error with the SQL for ``diff``), and an id
+    of 2**63 or more was an internal error on SQLite. Such an id names no run, on both."""
+    from auditor.diff import compute_diff
+    from auditor.store.db import open_database
+
+    url = (
+        request.getfixturevalue("fresh_postgres")
+        if kind == "postgresql"
+        else f"sqlite:///{tmp_path / 'a.db'}"
+    )
+    engine = open_database(url)
+    first = snapshot(engine, CATALOG)
+    pack = load_ruleset()
+    for too_big in (2**31, 2**63, 10**20):
+        for call in (
+            lambda too_big=too_big: check_run(engine, too_big, pack),
+            lambda too_big=too_big: findings_for_run(engine, too_big, pack, store=False),
+            lambda too_big=too_big: evaluate(engine, too_big, pack),
+            lambda too_big=too_big: compute_diff(engine, first, too_big),
+        ):
+            with pytest.raises(RunNotUsableError) as caught:
+                call()
+            assert (caught.value.message, caught.value.hint) == (
+                f"run {too_big} does not exist",
+                "list runs with: auditor runs",
+            )
+        with pytest.raises(RunNotUsableError, match=f"^baseline run {too_big} does not exist$"):
+            check_run(engine, first, pack, baseline=too_big)
+    engine.dispose()
+    for args, said in (
+        (["check", "--run", "2147483648"], "run 2147483648 does not exist"),
+        (["check", "--run", "99999999999999999999"], "run 99999999999999999999 does not exist"),
+        (["check", "--baseline", "2147483648"], "baseline run 2147483648 does not exist"),
+        (["diff", "--from", "1", "--to", "9223372036854775808"], "run 9223372036854775808 does not exist"),
+        (["diff", "--from", "2147483648"], "run 2147483648 does not exist"),
+        (
+            ["report", "--run", "9223372036854775807", "-o", "r.html"],
+            "run 9223372036854775807 does not exist",
+        ),
+        (["report", "--against", "2147483648", "-o", "r.html"], "run 2147483648 does not exist"),
+    ):
+        result = run_cli(*args, "--db", url)
+        assert result.exit_code == 3, (args, result.output)
+        assert result.stderr == f"error: {said}\nhint: list runs with: auditor runs\n", args

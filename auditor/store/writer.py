@@ -285,8 +285,9 @@ def column_rows(column: Column, raw: Mapping[str, Any]) -> ColumnRows:
                 share(attribute.attribute_original_name, attribute.attribute_original_name),
                 share(rank, rank) if (rank := attribute.rank).__class__ is not list else one_rank(rank),
                 # NaN and infinities are no confidence (SQLite stored NaN as NULL, PostgreSQL as NaN
-                # above every number): x - x is 0.0 for a finite float only
-                value
+                # above every number): x - x is 0.0 for a finite float only. + 0.0 turns -0.0 into
+                # 0.0, as SQLite stores it (PostgreSQL kept the sign: the diff showed "-0.0" there)
+                value + 0.0
                 if (value := attribute.calc_confidence_level).__class__ is float and value - value == 0.0
                 else confidence(value),
                 share(kind, kind)
@@ -315,7 +316,7 @@ def confidence(value: Any) -> float | None:
             number = float(text.removesuffix("%")) / scale
         except ValueError:
             return None
-    return number if math.isfinite(number) else None
+    return number + 0.0 if math.isfinite(number) else None  # -0.0 as 0.0, on every database
 
 
 _RANK_ORDER = {"high": 3, "medium": 2, "low": 1}

@@ -329,6 +329,34 @@ def test_a_confidence_of_nan_is_no_confidence_on_both_stores(fresh_postgres, tmp
     assert [list(map(tuple, rows)) for rows in stored] == [[("Email", 0.5), ("SSN", None)]] * 2
 
 
+def test_a_confidence_of_minus_zero_is_stored_as_zero_on_both_stores(fresh_postgres, tmp_path):
+    """A parity probe: SQLite stores -0.0 as 0.0 and PostgreSQL kept the sign, so the diff, the
+    report and their JSON showed "(High, 0.0)" on one and "(High, -0.0)" on the other."""
+    import math
+
+    from sqlalchemy import select
+
+    from auditor.store.schema import column_attributes
+
+    catalog = make_catalog(1, 1)
+    catalog[0][1][0]["attributes"] = [
+        {"attribute_name": "A", "calc_confidence_level": -0.0},
+        {"attribute_name": "B", "calc_confidence_level": "-0"},
+        {"attribute_name": "C", "calc_confidence_level": "-0.0%"},
+    ]
+    for target in (str(tmp_path / "a.db"), fresh_postgres):
+        engine = store_db.open_database(target)
+        try:
+            write_catalog(engine, catalog)
+            with engine.connect() as connection:
+                values = connection.execute(
+                    select(column_attributes.c.confidence).order_by(column_attributes.c.attribute_name)
+                ).scalars()
+                assert [(value, math.copysign(1.0, value)) for value in values] == [(0.0, 1.0)] * 3, target
+        finally:
+            engine.dispose()
+
+
 def test_db_upgrade_of_a_server_database_that_cannot_be_opened_is_one_line(fresh_postgres):
     # Found by a probe: 'auditor db upgrade' connected (to look for foreign tables) outside its
     # error handling, so a database that does not exist was an "internal error ... report it".

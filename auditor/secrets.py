@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -79,7 +79,27 @@ def scrub(text: str) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    if "%" in text:
+        text = _PERCENT_RUN.sub(lambda run: _unquoted_if_secret(run.group(0), secrets), text)
     return text
+
+
+# A run of URL characters holding percent escapes. A server quoting the key from a URL may encode
+# more than quote() does (``KEY%2D7f3a9`` for ``KEY-7f3a9``, lower-case hex): such a run is decoded,
+# and shown decoded and masked when it holds a secret (a base64 key's + / = are always encoded).
+# (Runs without an escape are left as they are; one pass over the text, no backtracking.)
+_PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~!*'()+-])+")
+
+
+def _unquoted_if_secret(run: str, secrets: list[str]) -> str:
+    if "%" not in run:
+        return run
+    decoded = unquote(run)
+    if not any(secret in decoded for secret in secrets):
+        return run
+    for secret in secrets:
+        decoded = decoded.replace(secret, MASK)
+    return decoded
 
 
 def scrub_cut(text: str) -> str:

@@ -129,6 +129,23 @@ def test_a_secret_is_masked_in_its_base64_and_percent_encoded_spellings_too():
     secrets.forget_all()
 
 
+def test_a_secret_percent_encoded_more_than_quote_writes_is_masked_and_other_escapes_stay():
+    """A server quoting the key from a URL may escape unreserved characters too (%2D for '-'), in
+    either case of hex; such a run is shown decoded and masked. Escapes without a secret are kept,
+    and a long text with a stray '%' is scanned in one pass."""
+    import time
+
+    secrets.forget_all()
+    secrets.register("KEY-7f3a9-SECRET", credential=True)
+    assert secrets.scrub("auth=KEY%2D7f3a9%2DSECRET, id=K%45Y%2d7f3a9%2dSECRET!") == "auth=***, id=***!"
+    assert secrets.scrub("see /a%20b?q=100%25 and 100% done %zz") == "see /a%20b?q=100%25 and 100% done %zz"
+    assert secrets.scrub("user=bob%40x&auth=KEY%2D7f3a9%2DSECRET%26more") == "user=bob%40x&auth=***&more"
+    started = time.perf_counter()
+    assert secrets.scrub("a" * 200_000 + "%" + "b" * 200_000) == "a" * 200_000 + "%" + "b" * 200_000
+    assert time.perf_counter() - started < 1.0
+    secrets.forget_all()
+
+
 @pytest.mark.parametrize("name", ["auditor.bigid", "auditor.store", "auditor.snapshot", "auditor.pipeline"])
 def test_the_packages_own_log_records_are_scrubbed_without_the_cli(name: str, caplog):
     """A program using the library installs its own handlers (here pytest's, on the root logger),

@@ -343,3 +343,45 @@ def test_other_secrets_of_the_process_are_not_masked_in_the_recorded_source(loop
     secrets.register("127.0")  # a database password that happens to be part of the URL
     client = make_client(loopback.url, token=reflected_token())
     assert client.source == loopback.url
+
+
+def test_a_key_echoed_percent_encoded_beyond_what_quote_writes_is_masked_in_errors(
+    loopback: Loopback, tmp_path: Path
+):
+    """A hostile-server probe: a 404 whose message quoted the key from a URL with every '-' written
+    %2D (quote() leaves '-' as it is, so the registered percent-encoded form did not match) reached
+    stderr, the run's error, its details and check's output."""
+    token = f"KEY-{std_secrets.token_hex(6)}-SECRET"
+    over_encoded = "".join(f"%{ord(c):02X}" if c == "-" else c for c in token)
+    lower_hex = over_encoded.replace("%2D", "%2d")
+
+    def echoing(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            if request.query["skip"] != "0":
+                return Reply(200, [])
+            return Reply(
+                200, [{"id": "abc123def456", "name": "HR", "size": 1}, {"id": "x2", "name": "B", "size": 1}]
+            )
+        if request.query["clusterId"] == "x2":
+            return Reply(404, {"message": f"bad clusterId; auth={over_encoded} or {lower_hex}"})
+        if request.query["skip"] != "0":
+            return Reply(200, {"results": [], "totalCount": 1})
+        return Reply(200, {"results": [{"fullyQualifiedName": "a.b.c", "columnName": "c"}], "totalCount": 1})
+
+    loopback.reset(echoing)
+    db = tmp_path / "echo.db"
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": token}
+    snapshot = run_auditor("snapshot", "--db", str(db), env=env, cwd=tmp_path)
+    assert snapshot.returncode == 3, snapshot.stderr.decode()
+    assert b"bad clusterId; auth=*** or ***" in snapshot.stderr
+    runs = run_auditor("runs", "--db", str(db), "--format", "json", env=env, cwd=tmp_path)
+    check = run_auditor("check", "--db", str(db), "--allow-incomplete", env=env, cwd=tmp_path)
+    assert runs.returncode == 0 and b"auth=*** or ***" in runs.stdout
+    for name, blob in (
+        ("snapshot", snapshot.stdout + snapshot.stderr),
+        ("runs", runs.stdout + runs.stderr),
+        ("check", check.stdout + check.stderr),
+        ("database", database_bytes(db)),
+    ):
+        for needle in (token, over_encoded, lower_hex, token.removeprefix("KEY-").removesuffix("-SECRET")):
+            assert needle.encode() not in blob, f"the key reached the {name}"

@@ -53,6 +53,7 @@ KNOWN_KEYS = {
     "db",
     "token_file",
     "auth_scheme",
+    "cluster_id_param",
     "workers",
     "processes",
     "max_failed_clusters",
@@ -348,7 +349,13 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "max_answer_mib": (0, 1_048_576, True),  # a TiB
     "max_minutes": (0, 527_040, True),  # a year
 }
-CHOICES = {"auth_scheme": SCHEMES, "fail_on": (*SEVERITIES, "none")}  # none: no gate, as --fail-on none
+# the similar-columns endpoint's cluster id parameter: the tutorial's, or the spelling some deployments read
+CLUSTER_ID_PARAMS = ("clusterId", "cluster_id")
+CHOICES = {
+    "auth_scheme": SCHEMES,
+    "cluster_id_param": CLUSTER_ID_PARAMS,
+    "fail_on": (*SEVERITIES, "none"),
+}  # none: no gate, as --fail-on none
 
 
 def _in_range(value: float, low: float, high: float | None, open_below: bool) -> bool:
@@ -375,6 +382,7 @@ KINDS = {
     "db": TEXT,
     "token_file": TEXT,
     "auth_scheme": TEXT,
+    "cluster_id_param": TEXT,
     "ca_bundle": TEXT,
     "waivers": TEXT,
     "fail_on": TEXT,

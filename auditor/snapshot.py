@@ -48,7 +48,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from auditor import secrets
-from auditor.bigid.client import BigIDClient, PageOffload, cluster_not_storable, record_not_storable
+from auditor.bigid.client import (
+    BigIDClient,
+    PageOffload,
+    cluster_not_storable,
+    record_not_storable,
+)
 from auditor.bigid.models import (
     MAX_CLUSTER_ID_BYTES,
     Cluster,
@@ -795,6 +800,7 @@ def _fill_totals(totals: RunTotals, client: BigIDClient, details: dict[str, Any]
         **details,
         "envelopes": {kind: sorted(shapes) for kind, shapes in client.envelopes.items()},
         "cluster_id_param": client.cluster_id_param,
+        **({"cluster_param_ignored": client.cluster_param_ignored} if client.cluster_param_ignored else {}),
         "offset_param": client.offset_param,
         # the page size the snapshot ended with, after pages that timed out were halved (or None)
         "page_size_shrunk_to": client.page_ceiling,

@@ -30,7 +30,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -419,6 +419,12 @@ class BigIDClient:
         self.envelopes: dict[str, set[str]] = {"clusters": set(), "columns": set()}
         self._answer_timeout = max(options.answer_timeout, options.read_timeout)
         self.cluster_id_param = options.cluster_id_param
+        # note_first_page: first pages seen (their keys -> the cluster served it), and the verdict
+        # on the cluster id parameter once checked (read; or the error saying it is ignored)
+        self._first_pages: dict[tuple[int, int], str] = {}
+        self._cluster_param_checked = False
+        self._param_check_lock = threading.Lock()
+        self.cluster_param_ignored: dict[str, Any] | None = None
         # how a columns page's offset is sent: ``skip`` (the tutorial's), or ``offset``, adopted
         # once a tenant is seen to ignore ``skip`` and honour ``offset`` (see ColumnFetch)
         self.offset_param = "skip"
@@ -714,6 +720,57 @@ class BigIDClient:
             if first_to_switch:
                 log.warning("the tenant wants the cluster id as 'cluster_id'; using it from now on")
             return body
+
+    def note_first_page(self, cluster_id: str, keys: tuple[Hashable, ...]) -> None:
+        """A cluster's first page of columns arrived, holding ``keys`` (fullyQualifiedNames, in
+        order): a second cluster served the very same first page means the tenant may ignore the
+        cluster id parameter, which is checked then (once per run, :meth:`_check_cluster_param`).
+
+        A tenant that ignores a parameter it does not read (one that wants ``cluster_id``) answers
+        with the columns of every cluster: each cluster was stored holding all of them, and check
+        blamed every cluster for every column, without a word (a hostile-server probe).
+        """
+        if not keys or self._cluster_param_checked:
+            return
+        seen = (hash(keys), len(keys))  # not the keys: thousands of clusters of 1,000-row pages
+        with self._lock:
+            other = self._first_pages.setdefault(seen, cluster_id)
+        if other != cluster_id:
+            self._check_cluster_param(other, cluster_id)
+
+    def _check_cluster_param(self, first: str, second: str) -> None:
+        """Two clusters got the same first page: ask for a cluster id that cannot exist. Columns for
+        it mean the parameter is ignored: :attr:`cluster_param_ignored` records it, and whether the
+        tenant reads ``cluster_id`` instead (the snapshot's notes and the report say so). The run
+        goes on as the tenant serves it: a test double answering every cluster alike must not fail
+        every snapshot. An error, or no columns: the parameter was read."""
+        with self._param_check_lock:  # one check for every worker that saw a repeat
+            if self._cluster_param_checked:
+                return
+            self._cluster_param_checked = True
+            name = self.cluster_id_param
+            nowhere = f"auditor-no-such-cluster-{random.getrandbits(64):016x}"
+            try:
+                body = self._request(COLUMNS_PATH, {name: nowhere, "limit": 1, "skip": 0}, cluster_id=None)
+                served = bool(self._unwrap(body, "columns", COLUMNS_PATH, None).rows)
+            except (AuthError, NetworkError):
+                raise
+            except ApiError:
+                served = False
+            if not served:
+                return
+            other_name = "cluster_id" if name == "clusterId" else None
+            try:
+                reads_other = other_name is not None and self._honours_cluster_id(second)
+            except (AuthError, NetworkError):
+                raise
+            except ApiError:
+                reads_other = False
+            self.cluster_param_ignored = {
+                "param": name,
+                "clusters": [first, second],
+                "reads": other_name if reads_other else None,
+            }
 
     def adopt_offset(self) -> None:
         """Send columns offsets as ``offset`` from now on (a listing advanced with it after the
@@ -1385,6 +1442,7 @@ class ColumnFetch:
             key: Callable[[Any], Hashable] = self.offload.key
         else:
             fetch, key = self._fetch, _column_key
+        first = True
         try:
             for page in paginate(
                 fetch,
@@ -1398,6 +1456,9 @@ class ColumnFetch:
                 ignores_skip=self._ignores_skip,
                 content=self.content,
             ):
+                if first:  # before any of it is stored: another cluster's very page stops the run
+                    first = False
+                    self.client.note_first_page(self.cluster_id, tuple(key(row) for row in page))
                 if self.switched and self.client.offset_param != "offset":
                     self.client.adopt_offset()  # new rows at an offset skip could not reach
                 yield page
@@ -1566,6 +1627,25 @@ DATA_MIN_SECRET_LENGTH = 12
 def _data_forms(secret: str) -> frozenset[str]:
     """The spellings of ``secret`` that data answers are searched for (none for a short key)."""
     return secrets.forms(secret) if len(secret) >= DATA_MIN_SECRET_LENGTH else frozenset()
+
+
+def cluster_param_note(found: Mapping[str, Any]) -> str:
+    """The sentence for :attr:`BigIDClient.cluster_param_ignored` (also read back from a run's
+    details by the snapshot's notes and the report)."""
+    name = found.get("param", "clusterId")
+    first, second = [*(found.get("clusters") or []), "?", "?"][:2]
+    reads = found.get("reads")
+    what = (
+        f'pass --cluster-id-param {reads} (or set cluster_id_param = "{reads}" in auditor.toml): the '
+        f"tenant reads that"
+        if reads
+        else "the tenant's similar-columns endpoint is not the documented one: report it to BigID support"
+    )
+    return (
+        f"GET {COLUMNS_PATH} seems to ignore the cluster id parameter {name!r}: clusters {first} and "
+        f"{second} were served the same columns, and so was a cluster id that cannot exist; every "
+        f"cluster may hold the columns of all of them, and findings may name the wrong cluster; {what}"
+    )
 
 
 class _AnswerTooSlow(requests.exceptions.ReadTimeout):

@@ -17,6 +17,7 @@ import click
 
 from auditor.bigid.auth import SCHEMES
 from auditor.cli.common import PathOption, Settings, db_option, pass_settings, setting_type, write_output
+from auditor.config import CLUSTER_ID_PARAMS
 from auditor.errors import ConfigError
 from auditor.store.runs import cluster_list_note, listing_notes, mismatch_count, skipped_note
 from auditor.textsafe import display_width, fit, one_line
@@ -30,6 +31,7 @@ API_OPTION_NAMES = (
     "url",
     "token_file",
     "auth_scheme",
+    "cluster_id_param",
     "page_size",
     "connect_timeout",
     "read_timeout",
@@ -66,6 +68,13 @@ def _api_options(func: F, *, paging: bool) -> F:
             default=None,
             type=click.Choice(list(SCHEMES)),
             help="Authorization header form [default: auto: Bearer, then bare, then token exchange].",
+        ),
+        click.option(
+            "--cluster-id-param",
+            default=None,
+            type=click.Choice(list(CLUSTER_ID_PARAMS)),
+            help="Name of the similar-columns endpoint's cluster id parameter [clusterId, the tutorial's; "
+            "cluster_id is tried on a 400].",
         ),
         *(
             [
@@ -132,11 +141,13 @@ def client_from_settings(settings: Settings, *, workers: int | None = None, **fl
         )
     token = settings.token(flags.get("token_file"), prompt=True)
     scheme = str(settings.value(flags.get("auth_scheme"), None, "auth_scheme", "auto"))
+    cluster_param = str(settings.value(flags.get("cluster_id_param"), None, "cluster_id_param", "clusterId"))
     insecure = settings.value(flags.get("insecure"), None, "insecure", False)
     options = ClientOptions(
         url=url,
         token=token,
         auth_scheme=scheme,
+        cluster_id_param=cluster_param,
         connect_timeout=_number(settings, flags.get("connect_timeout"), "connect_timeout", 10.0, float),
         read_timeout=_number(settings, flags.get("read_timeout"), "read_timeout", 60.0, float),
         ca_bundle=settings.value(flags.get("ca_bundle"), None, "ca_bundle"),

@@ -208,6 +208,10 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
         return "1 cluster" if n == 1 else f"{n:,} clusters"
 
     notes = []
+    if isinstance(ignored := details.get("cluster_param_ignored"), Mapping):  # first: every cluster
+        from auditor.bigid.client import cluster_param_note  # (the client is not the store's import)
+
+        notes.append(cluster_param_note(ignored))
     if changed := count("changed_while_listed_count"):  # first: those clusters are not whole
         notes.append(
             f"{clusters(changed)} changed while listed (the totalCount moved between pages), and again "

@@ -257,16 +257,20 @@ def take_snapshot(
         # the clusters left out are out of the run's scope, as if the tenant had not listed them
         left_out = listed - len(clusters)
         announced = listing.total if listing.total is not None else listed
-        if announced == listed + listing.duplicates:  # a total counting an id listed twice, twice
+        # a total counting an id listed twice, twice, or the null items served in place of clusters
+        served = listing.received  # the records, those sharing an id on a page, and nulls
+        counted = {listed, listed + listing.duplicates, served, served + listing.duplicates}
+        if announced in counted:
             announced = listed
         totals.clusters_announced = announced - left_out
         details["cluster_duplicates"] = listing.duplicates
+        details["null_clusters"] = listing.nulls  # dropped: nothing to store or check
         if listing.regrown is not None:  # the tenant ignores skip: the list was asked for in one page
             details["cluster_listing_limit"] = listing.regrown
         # A total that counts the records as listed, a second record of an id included, is right:
         # no cluster is missing (a probe saw "announced 4 clusters but 3 arrived", and check then
         # said clusters were not served, for a tenant that listed one id twice).
-        if listing.total is not None and listing.total not in (listed, listed + listing.duplicates):
+        if listing.total is not None and listing.total not in counted:
             details["cluster_total_mismatch"] = {"announced": listing.total, "fetched": listed}
         invalid = client.last_invalid_clusters
         _add_clusters(writer, clusters, 0, invalid)
@@ -579,6 +583,7 @@ def _fetch_columns(
         "changed_while_listed_count": 0,
         "relisted_count": 0,
         "fqn_conflict_count": 0,
+        "null_rows": 0,
     }
 
     def put(item: tuple[str, str, Any]) -> None:
@@ -756,6 +761,7 @@ def _record_cluster(
         ),
     )
     counts["duplicate_rows"] += stats.duplicates
+    counts["null_rows"] += stats.nulls
     counts["pages"] += stats.pages
     counts["empty_pages_reasked"] += stats.empty_reasked
     counts["pages_shrunk"] += stats.shrunk

@@ -198,6 +198,7 @@ class DecodedColumns:
     error_under_200: tuple[str, bool] | None = None
     unknown_envelope: str | None = None
     invalid: tuple[int | None, Any, str, str] | None = None
+    nulls: int = 0  # ``null`` items dropped from the page (see :func:`drop_nulls`)
 
 
 def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]], Any]) -> DecodedColumns:
@@ -218,7 +219,7 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         envelope = unwrap(body)
     except UnknownEnvelope as exc:
         return DecodedColumns(unknown_envelope=exc.description)
-    rows = envelope.rows
+    rows, nulls = drop_nulls(envelope.rows)
     try:
         models = parse_columns(rows)
     except ValidationError as exc:
@@ -230,7 +231,15 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         out = list(map(transform, models, rows))
     except RecordNotStorable as exc:
         return DecodedColumns(invalid=(None, exc.key, "(record)", str(exc)))
-    return DecodedColumns(rows=out, total=envelope.total, shape=envelope.shape)
+    return DecodedColumns(rows=out, total=envelope.total, shape=envelope.shape, nulls=nulls)
+
+
+def drop_nulls(rows: list[Any]) -> tuple[list[Any], int]:
+    """``rows`` without their ``null`` items, and how many there were. A ``null`` in a list of
+    records is no record (docs/fetch.md: dropped), not one that does not fit the models: it failed
+    its cluster, or in the cluster list the whole snapshot. Paging still counts it as served."""
+    records = [row for row in rows if row is not None]
+    return records, len(rows) - len(records)
 
 
 class PageOffload:
@@ -517,8 +526,9 @@ class BigIDClient:
                     status=404,
                 ) from None
             envelope = self._unwrap(body, "clusters", CLUSTERS_PATH, None)
-            rows = self._validate_clusters(envelope.rows, skip, invalid)
-            return RawPage(rows, envelope.total, envelope.shape)
+            records, nulls = drop_nulls(envelope.rows)
+            rows = self._validate_clusters(records, skip, invalid)
+            return RawPage(rows, envelope.total, envelope.shape, nulls)
 
         out: list[ClusterRow] = []
         try:
@@ -595,7 +605,7 @@ class BigIDClient:
                     known.add(row[0].id)
                     out.append(row)
                     stats.fetched += 1
-            got = len(page.rows)
+            got = len(page.rows) + page.nulls
             if got < size:
                 if grew and got == previous == asked:
                     # it honoured the limit up to here, then gave no more for ten times as much:
@@ -645,7 +655,7 @@ class BigIDClient:
             params["ignoreLimit"] = "true" if ignore_limit else "false"
         body = self._columns_request(cluster_id, params)
         envelope = self._unwrap(body, "columns", COLUMNS_PATH, cluster_id)
-        rows = self._validate_columns(envelope.rows, cluster_id, skip or 0)
+        rows = self._validate_columns(drop_nulls(envelope.rows)[0], cluster_id, skip or 0)
         return ColumnsPage(rows, envelope.total, envelope.shape)
 
     def iter_columns(self, cluster_id: str, **params: Any) -> Iterator[ColumnRow]:
@@ -1416,8 +1426,9 @@ class ColumnFetch:
         client = self.client
         body = self._request(skip, limit)
         envelope = client._unwrap(body, "columns", COLUMNS_PATH, self.cluster_id)
-        rows = client._validate_columns(envelope.rows, self.cluster_id, skip)
-        return RawPage(rows, envelope.total, envelope.shape)
+        records, nulls = drop_nulls(envelope.rows)
+        rows = client._validate_columns(records, self.cluster_id, skip)
+        return RawPage(rows, envelope.total, envelope.shape, nulls)
 
     def _fetch_offloaded(self, skip: int, limit: int) -> RawPage[Any]:
         """:meth:`_fetch` with the decoding done by the offload's pool; the same errors, in order."""
@@ -1434,7 +1445,7 @@ class ColumnFetch:
         if decoded.invalid is not None:
             raise _invalid_column(self.cluster_id, skip, decoded.invalid)
         client._record_envelope("columns", decoded.shape)
-        return RawPage(decoded.rows, decoded.total, decoded.shape)
+        return RawPage(decoded.rows, decoded.total, decoded.shape, decoded.nulls)
 
     def __iter__(self) -> Iterator[list[Any]]:
         if self.offload is not None:

@@ -35,6 +35,9 @@ reference §9 items 13-16):
   says more records exist than arrived: a server that ignores ``skip`` *and* caps its pages would
   otherwise end a listing short, silently. Several pages in a row that add nothing new fail as
   well, and so does reaching ``max_pages``.
+* ``null`` items of a page (``RawPage.nulls``, dropped by the caller) were served all the same: they
+  count among the page's rows (``skip``, whether the page was full) and as received against the
+  totals (a total that counts them is no shortfall), never as records.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class RawPage(Generic[T]):
     rows: Sequence[T]
     total: int | None = None
     shape: str | None = None
+    nulls: int = 0  # ``null`` items the page held in place of records, dropped from ``rows``
 
 
 MAX_CONFLICT_KEYS = 20  # keys sharing records named per listing (all are counted)
@@ -80,6 +84,7 @@ class PagingStats:
     # records (two catalog entries of one fullyQualifiedName); the first is kept
     conflicts: int = 0
     conflict_keys: list[Hashable] = field(default_factory=list)  # the first MAX_CONFLICT_KEYS of them
+    nulls: int = 0  # ``null`` items served in place of records (dropped), on pages that were no repeat
     total: int | None = None  # the last total announced
     total_wrong: bool = False  # the server returned more distinct records than it announced
     shapes: set[str] = field(default_factory=set)
@@ -98,9 +103,10 @@ class PagingStats:
 
     @property
     def received(self) -> int:
-        """Distinct records received: those yielded, and those that shared a key with one of them
-        on its page (``conflicts``)."""
-        return self.fetched + self.conflicts
+        """Distinct records received: those yielded, those that shared a key with one of them on
+        its page (``conflicts``), and the ``null`` items served in their place (``nulls``): the
+        server counted them, so a total counting them is met; nothing of them is stored."""
+        return self.fetched + self.conflicts + self.nulls
 
     def disagrees(self, announced: int | None) -> bool:
         """Whether a count announced (the total, the cluster's size) differs from what came: from
@@ -209,7 +215,8 @@ def paginate(
         if page.total is not None:
             stats.total = page.total
         rows = list(page.rows)
-        if not rows:
+        served = len(rows) + page.nulls  # where the server's cursor is, and how full the page was
+        if not served:
             if page.total and stats.first_total is not None and page.total != stats.first_total:
                 # the last, empty page announcing another total: a column deleted meanwhile moved
                 # another one into a page already served (an empty page's total of 0 is an echo)
@@ -229,7 +236,7 @@ def paginate(
             stats.ended_short = short and (totals_say_more or not totals)
             return
         reasked = False
-        if page.total is not None and page.total != len(rows):  # (a total echoing its page is none)
+        if page.total is not None and page.total not in (len(rows), served):  # (one echoing its page is none)
             if stats.first_total is None:
                 stats.first_total = page.total
             elif page.total != stats.first_total:
@@ -253,10 +260,12 @@ def paginate(
             seen.add(row_key)
             firsts[row_key] = row
             new.append(row)
-        stats.rows_received += len(rows)
+        stats.rows_received += served
         stats.fetched += len(new)
+        if new or keys != previous_keys:  # (the nulls of a page served again are not counted twice)
+            stats.nulls += page.nulls
         if stats.first_page_rows is None:
-            stats.first_page_rows = len(rows)
+            stats.first_page_rows = served
         if not new:
             same = same + 1 if keys == previous_keys else 0
             echoed = echoed + len(keys) if same else 0
@@ -266,7 +275,7 @@ def paginate(
                     # the server ignores skip; past the total (or for clusters) that is the end, and
                     # the same page served again is paging's echo, not records listed twice
                     stats.stopped_on_repeat = True
-                    stats.repeated_full_page = len(keys) >= limit
+                    stats.repeated_full_page = served >= limit
                     stats.duplicates -= echoed
                     return
                 if ignores_skip is not None and ignores_skip():
@@ -282,13 +291,13 @@ def paginate(
             if stale >= MAX_STALE_PAGES:
                 raise NoProgress(f"{stale} pages in a row added no new record (last at skip={skip})")
             previous_keys = keys
-            skip += len(rows)
+            skip += served
             continue  # repeats only: still confirming if we were
         stale = same = 0
         stats.pages_with_records += 1
         yield new
         previous_keys = keys
-        skip += len(rows)
+        skip += served
         confirming = False
         total = None if stats.total_wrong else stats.total
         if total is not None and stats.fetched > total:
@@ -296,10 +305,10 @@ def paginate(
             continue
         if total is not None:
             if stats.received < total:
-                if len(rows) < page_size:
-                    page_size = len(rows)  # the server caps pages below ``limit``
+                if served < page_size:
+                    page_size = served  # the server caps pages below ``limit``
                 continue
-            if len(rows) < page_size and expected == total:
+            if served < page_size and expected == total:
                 return  # total reached on a short page, and the size agrees: the end
             confirming = True  # one more request: an understated total must not lose rows
             continue
@@ -307,12 +316,12 @@ def paginate(
             if unconfirmed is not None:  # the page after a short one came back: the server caps pages
                 page_size = min(page_size, unconfirmed)
                 unconfirmed = None
-            if len(rows) < page_size:
+            if served < page_size:
                 if stats.received == expected or page_size < limit:
                     return  # short, and the size agrees or the server's cap is known: the end
                 # Shorter than asked, with nothing announced: the end, or a server that caps its
                 # pages below ``limit`` (and would lose every row past the first page). One more
                 # request tells: an empty page ends the listing, and so does the same one again
                 # unless the cluster's size says more exist (see announced_more).
-                unconfirmed = len(rows)
+                unconfirmed = served
                 confirming = True

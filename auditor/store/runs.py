@@ -226,6 +226,13 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
         )
     if conflicts := count("fqn_conflict_count"):
         notes.append(_conflicts_note(conflicts))
+    for key, where in (("null_clusters", "the cluster list"), ("null_rows", "the column pages")):
+        if nulls := count(key):  # counted as served against the totals, but nothing to store or check
+            items = "1 null item" if nulls == 1 else f"{nulls:,} null items"
+            notes.append(
+                f"{where} held {items} in place of records: dropped, nothing stored or checked for "
+                f"{'it' if nulls == 1 else 'them'} (auditor runs --format json counts them under {key})"
+            )
     relisting = details.get(RELISTING_KEY)
     if isinstance(relisting, Mapping):
         if isinstance(found := relisting.get("found_count"), int) and found:

@@ -1331,3 +1331,68 @@ def test_an_id_to_leave_out_that_only_the_second_listing_held_is_not_said_to_be_
     assert [r.getMessage() for r in caplog.records if "to skip" in r.getMessage()] == [
         "the tenant did not list these clusters to skip: 'k97'"
     ]
+
+
+def test_a_null_item_counts_as_served_for_paging_but_is_no_record():
+    """A page of ``limit`` items one of which is ``null`` (dropped by the client) is a full page, so
+    the next is asked for; a total that counts the null is met (no shortfall)."""
+    served = {0: ([1, 2], 1), 3: ([3, 4], 0), 5: ([], 0)}  # skip: (records, nulls); 5 items in all
+    asked: list[int] = []
+
+    def fetch(skip: int, limit: int) -> RawPage[int]:
+        asked.append(skip)
+        records, nulls = served[skip]
+        return RawPage(records, total=5, nulls=nulls)
+
+    stats = PagingStats()
+    pages = paginate(fetch, limit=3, key=lambda r: r, stats=stats)
+    assert [r for page in pages for r in page] == [1, 2, 3, 4]
+    assert asked[:2] == [0, 3]
+    assert (stats.fetched, stats.nulls, stats.received, stats.rows_received) == (4, 1, 5, 5)
+    assert not stats.ended_short and not stats.total_mismatch
+
+
+@pytest.mark.parametrize("processes", ["0", "1"])
+def test_null_items_in_the_cluster_list_and_in_a_columns_page_are_dropped(loopback, tmp_path, processes):
+    """A hostile-server probe: ``[k1, null, k2]`` as the cluster list stopped the snapshot (exit 3,
+    'cluster 1: (record): Input should be a valid dictionary'), and a ``null`` among a cluster's
+    columns failed that cluster. docs/fetch.md says null items in lists are dropped: they are, and
+    counted, as served (a total or size counting them is no shortfall), and the run says so."""
+    import sqlite3
+
+    from auditor.bigid.client import CLUSTERS_PATH
+    from auditor.render.context import fetch_notes
+
+    columns = [column(0), None, column(1), column(2)]
+
+    def handler(request: Request) -> Reply:
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        if request.path == CLUSTERS_PATH:
+            listed = [{"id": "k1", "size": 4}, None, {"id": "k2", "size": 1}]
+            return Reply(200, {"results": listed[skip : skip + limit], "totalCount": 3})
+        rows = columns if request.query["clusterId"] == "k1" else [column(9)]
+        return Reply(200, {"results": rows[skip : skip + limit], "totalCount": len(rows)})
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    said, run = snapshot_run(
+        tmp_path, env, "snapshot", "--db", "a.db", "--page-size", "2", "--processes", processes
+    )
+    notes = [
+        "the cluster list held 1 null item in place of records: dropped, nothing stored or checked for it "
+        "(auditor runs --format json counts them under null_clusters)",
+        "the column pages held 1 null item in place of records: dropped, nothing stored or checked for it "
+        "(auditor runs --format json counts them under null_rows)",
+    ]
+    assert [line for line in said if line.startswith("note: ")] == [f"note: {note}" for note in notes]
+    assert run["status"] == "complete" and (run["clusters_announced"], run["clusters_stored"]) == (2, 2)
+    details = run["details"]
+    assert (details["null_clusters"], details["null_rows"]) == (1, 1)
+    assert (details["size_mismatch_count"], details["total_mismatch_count"]) == (0, 0)
+    assert details["total_shortfall_count"] == 0 and "cluster_total_mismatch" not in details
+    assert details["failed_clusters"] == []
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        assert db.execute(
+            "SELECT cluster_id, fetch_status, columns_fetched FROM run_clusters ORDER BY cluster_id"
+        ).fetchall() == [("k1", "complete", 3), ("k2", "complete", 1)]
+    assert all(note in fetch_notes(details) for note in notes)

@@ -243,7 +243,8 @@ def take_snapshot(
         if processes:
             pool = start_decoders(processes)  # they start while the clusters are listed
         # A cluster record that does not fit the models, but has an id, fails that cluster alone.
-        clusters = client.list_clusters(cluster_filter, lenient=True)
+        # Labels decide findings: two different records of one id must not pass for a repeat.
+        clusters = client.list_clusters(cluster_filter, lenient=True, content=_raw_content)
         listed = len(clusters)
         listed_ids = {cluster.id for cluster, _ in clusters}
         if skip:
@@ -265,6 +266,9 @@ def take_snapshot(
         totals.clusters_announced = announced - left_out
         details["cluster_duplicates"] = listing.duplicates
         details["null_clusters"] = listing.nulls  # dropped: nothing to store or check
+        # records sharing an id with a different one on their page: the first is stored and checked
+        details["cluster_conflict_count"] = listing.conflicts
+        details["cluster_conflicts"] = [str(key) for key in listing.conflict_keys]
         if listing.regrown is not None:  # the tenant ignores skip: the list was asked for in one page
             details["cluster_listing_limit"] = listing.regrown
         # A total that counts the records as listed, a second record of an id included, is right:
@@ -532,8 +536,8 @@ def _row_digest(row: ColumnRows) -> Hashable:
 
 
 def _raw_content(row: tuple[Any, dict[str, Any]]) -> Hashable:
-    """A ``(Column, raw)`` row's content, as a hash of its canonical JSON (None when too deep to
-    encode: the writer fails that record's cluster)."""
+    """A ``(Column, raw)`` or ``(Cluster, raw)`` row's content, as a hash of its canonical JSON
+    (None when too deep to encode: the writer fails that record's cluster)."""
     try:
         return hash(canonical_json(row[1]))
     except RecordNotStorable:

@@ -495,12 +495,21 @@ class BigIDClient:
 
     # -- clusters ------------------------------------------------------------------------------
 
-    def list_clusters(self, filter: str | None = None, *, lenient: bool = False) -> list[ClusterRow]:
+    def list_clusters(
+        self,
+        filter: str | None = None,
+        *,
+        lenient: bool = False,
+        content: Callable[[ClusterRow], Hashable] | None = None,
+    ) -> list[ClusterRow]:
         """Every cluster (de-duplicated by id) as ``(Cluster, raw dict)``, in the API's order.
 
         A record that does not fit the models raises :class:`PayloadError`, unless ``lenient``
         and it still has an id: it is then listed with that id alone (and the raw record), and its
         error is in :attr:`last_invalid_clusters`, for the snapshot to record that cluster failed.
+        ``content(row)``, when given, tells two different records of one id on a page (the first is
+        listed; :attr:`last_cluster_paging` counts and names the others, ``conflicts``) from a
+        repeat, as for columns (see :func:`auditor.bigid.paging.paginate`).
         """
         stats = PagingStats()
         self.last_cluster_paging = stats
@@ -539,6 +548,7 @@ class BigIDClient:
                 stats=stats,
                 max_pages=self.options.max_pages,
                 on_repeat="stop",
+                content=content,
             ):
                 out.extend(page)
         except NoProgress as exc:

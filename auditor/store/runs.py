@@ -226,6 +226,8 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
         )
     if conflicts := count("fqn_conflict_count"):
         notes.append(_conflicts_note(conflicts))
+    if conflicts := count("cluster_conflict_count"):
+        notes.append(_cluster_conflicts_note(conflicts))
     for key, where in (("null_clusters", "the cluster list"), ("null_rows", "the column pages")):
         if nulls := count(key):  # counted as served against the totals, but nothing to store or check
             items = "1 null item" if nulls == 1 else f"{nulls:,} null items"
@@ -258,6 +260,17 @@ def _conflicts_note(records: int) -> str:
         f"{its} shared a fullyQualifiedName with another record of {'its' if records == 1 else 'their'} "
         "cluster and differed from it: only the first of each was stored and checked (auditor runs "
         "--format json lists them under fqn_conflicts)"
+    )
+
+
+def _cluster_conflicts_note(records: int) -> str:
+    """Cluster records that shared an id with another of the list's on one page
+    (``cluster_conflicts``): labels decide rule outcomes, so which record was kept matters."""
+    its = "1 cluster record" if records == 1 else f"{records:,} cluster records"
+    return (
+        f"{its} shared {'its' if records == 1 else 'their'} id with another record of the cluster list "
+        "and differed from it: only the first of each was stored and checked (auditor runs --format json "
+        "lists them under cluster_conflicts)"
     )
 
 
@@ -296,6 +309,8 @@ def shortfall_note(run: RunInfo) -> str | None:
         )
     if conflicts := details_count(run, "fqn_conflict_count"):
         notes.append(f"in run {run.id}, {_conflicts_note(conflicts)}")
+    if conflicts := details_count(run, "cluster_conflict_count"):
+        notes.append(f"in run {run.id}, {_cluster_conflicts_note(conflicts)}")
     count = details_count(run, "total_shortfall_count")
     if count:
         clusters = "1 cluster" if count == 1 else f"{count:,} clusters"

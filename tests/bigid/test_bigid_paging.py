@@ -716,11 +716,13 @@ def test_a_cluster_listed_twice_is_no_cluster_missing(loopback, tmp_path):
     assert "arrived" not in snap.stderr.decode()
     runs = run_auditor("runs", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
     details = json.loads(runs.stdout)["runs"][0]["details"]
-    assert details["cluster_duplicates"] == 1 and "cluster_total_mismatch" not in details
+    # the second k1 differs from the first: a conflict (see below), not a repeat; no cluster missing
+    assert (details["cluster_duplicates"], details["cluster_conflict_count"]) == (0, 1)
+    assert "cluster_total_mismatch" not in details
     run = json.loads(runs.stdout)["runs"][0]
     assert (run["clusters_announced"], run["clusters_stored"]) == (2, 2)  # not "2 of 3 clusters"
     checked = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
-    assert json.loads(checked.stdout)["shortfall_note"] is None
+    assert "not served" not in json.loads(checked.stdout)["shortfall_note"]
 
 
 def _one_cluster(
@@ -1396,3 +1398,85 @@ def test_null_items_in_the_cluster_list_and_in_a_columns_page_are_dropped(loopba
             "SELECT cluster_id, fetch_status, columns_fetched FROM run_clusters ORDER BY cluster_id"
         ).fetchall() == [("k1", "complete", 3), ("k2", "complete", 1)]
     assert all(note in fetch_notes(details) for note in notes)
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        {"id": "k1", "name": "One v2", "labels": []},  # the probe's: the same id, other labels
+        {"id": 1, "name": "One", "labels": ["Confidential"]},  # 1 and "1" are one cluster id
+    ],
+)
+def test_two_different_records_of_one_cluster_id_are_a_conflict_said_everywhere(loopback, tmp_path, second):
+    """A hostile-server probe: the cluster list held k1 labelled Confidential, k2, then k1 again with
+    no labels. The first was stored, the run was complete and nothing was said (only
+    cluster_duplicates: 1), though labels decide rule outcomes. Two different records of one id on
+    a page are now a conflict, as two records of one fqn are: the first is stored and checked, and
+    the snapshot, the report and check say so."""
+    import sqlite3
+
+    from auditor.bigid.client import CLUSTERS_PATH
+    from auditor.render.context import fetch_notes
+
+    from .test_bigid_leaks import run_auditor
+
+    first = {"id": "k1" if second["id"] == "k1" else "1", "name": "One", "labels": ["Confidential"]}
+    ident = first["id"]
+
+    def handler(request: Request) -> Reply:
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [first, {"id": "k2"}, second][skip : skip + limit])
+        return Reply(200, {"results": [column(0)][skip:], "totalCount": 1})
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    said, run = snapshot_run(tmp_path, env, "snapshot", "--db", "a.db")
+    conflict = (
+        "1 cluster record shared its id with another record of the cluster list and differed from it: "
+        "only the first of each was stored and checked (auditor runs --format json lists them under "
+        "cluster_conflicts)"
+    )
+    assert [line for line in said if line.startswith("note: ")] == [f"note: {conflict}"]
+    details = run["details"]
+    assert (details["cluster_conflicts"], details["cluster_conflict_count"]) == ([ident], 1)
+    assert details["cluster_duplicates"] == 0 and "cluster_total_mismatch" not in details
+    assert run["status"] == "complete" and (run["clusters_announced"], run["clusters_stored"]) == (2, 2)
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        assert db.execute(
+            "SELECT v.name, l.label FROM run_clusters r JOIN cluster_versions v ON v.hash = r.cluster_hash "
+            "LEFT JOIN cluster_labels l ON l.cluster_hash = v.hash WHERE r.cluster_id = ?",
+            (ident,),
+        ).fetchall() == [("One", "Confidential")]
+    assert conflict in fetch_notes(details)
+    check = run_auditor("check", "--db", "a.db", "--format", "json", env=env, cwd=tmp_path)
+    assert check.returncode == 0, check.stderr.decode()
+    assert json.loads(check.stdout)["shortfall_note"] == f"in run 1, {conflict}"
+
+
+def test_an_identical_cluster_record_listed_twice_stays_a_silent_duplicate(loopback, tmp_path):
+    """The same record of an id twice is a repeat: counted in cluster_duplicates, no conflict."""
+    from auditor.bigid.client import CLUSTERS_PATH
+
+    def handler(request: Request) -> Reply:
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        if request.path == CLUSTERS_PATH:
+            listed = [{"id": "k1", "labels": ["Confidential"]}, {"id": "k2"}]
+            return Reply(200, [*listed, listed[0]][skip : skip + limit])
+        return Reply(200, {"results": [column(0)][skip:], "totalCount": 1})
+
+    loopback.reset(handler)
+    said, run = snapshot_run(
+        tmp_path, {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}, "snapshot", "--db", "a.db"
+    )
+    assert not any(line.startswith("note: ") for line in said)
+    details = run["details"]
+    assert (
+        details["cluster_duplicates"],
+        details["cluster_conflict_count"],
+        details["cluster_conflicts"],
+    ) == (
+        1,
+        0,
+        [],
+    )

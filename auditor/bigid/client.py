@@ -52,6 +52,7 @@ from auditor.bigid.envelope import (
     NotJson,
     UnknownEnvelope,
     check_error_under_200,
+    ends_early,
     error_message,
     is_auth_message,
     looks_like_html,
@@ -1239,6 +1240,8 @@ class BigIDClient:
             return f"the answer could not be decoded as its Content-Encoding ({exc}) says"
         if isinstance(exc, _CompressedCut):
             return "the compressed answer stopped before its stream's end (cut short)"
+        if isinstance(exc, _ClosedCut):
+            return "the connection closed before the answer's JSON ended (cut short)"
         if isinstance(exc, requests.exceptions.ChunkedEncodingError):
             return "the connection broke while reading the answer"
         if isinstance(exc, _MALFORMED_ANSWERS):
@@ -1741,6 +1744,12 @@ def _read_body(
         response.close()
         raise _CompressedCut()
     content = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    if not decode and response.status_code == 200 and _close_delimited(response) and ends_early(content):
+        # no Content-Length and no chunks: the body ends where the connection does, so one closed
+        # early leaves no trace but JSON that stops short, read as the tenant's malformed JSON and
+        # never asked again (a probe). Such answers are rare: parsing them once more here is cheap.
+        response.close()
+        raise _ClosedCut()
     response._content = content  # later readers of ``response.content`` see the same bytes
     response._content_consumed = True
     return content
@@ -1748,6 +1757,16 @@ def _read_body(
 
 class _CompressedCut(requests.exceptions.ChunkedEncodingError):
     """A gzip or deflate answer whose stream stopped short: retried as a body cut in transit."""
+
+
+class _ClosedCut(requests.exceptions.ChunkedEncodingError):
+    """An answer delimited by the connection's end whose JSON stops short: retried as a cut body."""
+
+
+def _close_delimited(response: requests.Response) -> bool:
+    """Whether the body of ``response`` ends where its connection does (no length, no chunks)."""
+    headers = response.headers
+    return "Content-Length" not in headers and "chunked" not in headers.get("Transfer-Encoding", "").lower()
 
 
 def _compressed_stream_cut(raw: Any) -> bool:

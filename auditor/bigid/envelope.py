@@ -129,6 +129,25 @@ def parse_body(content: bytes) -> Any:
         raise NotJson(looks_like_html(content) or not content.strip(), snippet, problem) from None
 
 
+def ends_early(content: bytes) -> bool:
+    """Whether ``content`` is the start of a JSON text that stops before its end (``[{"id": "c-1"},
+    {"na``), a character's bytes cut included: what a body cut short in transit decodes to."""
+    if content.startswith(_BOM):
+        content = content[len(_BOM) :]
+    if not content.strip():
+        return False  # no JSON begun: an empty answer, said as one
+    try:
+        orjson.loads(content)  # orjson says this only when the data ran out
+    except orjson.JSONDecodeError as exc:
+        if exc.msg == "unexpected end of data":
+            return True
+        try:
+            content.decode("utf-8")
+        except UnicodeDecodeError as bad:  # cut inside a character: orjson calls it bad UTF-8
+            return bad.reason == "unexpected end of data" and ends_early(content[: bad.start])
+    return False
+
+
 def looks_like_html(content: bytes) -> bool:
     """Whether a body starts like an HTML (gateway/error) page."""
     head = content[:512].lstrip().lower()

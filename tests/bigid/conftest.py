@@ -42,6 +42,7 @@ class Reply:
     drop: bool = False  # close the connection without answering (a reset)
     trickle: float = 0.0  # send the body one byte at a time, this many seconds apart
     trickle_headers: float = 0.0  # the same for the status line and headers
+    close_delimited: bool = False  # no Content-Length, no chunks: the body ends where the connection does
 
 
 Handler = Callable[[Request], Reply]
@@ -90,7 +91,11 @@ class Loopback:
                 headers = {"Content-Type": "application/json", **reply.headers}
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
+                if reply.close_delimited:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if reply.trickle:
                     for i in range(len(body)):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
-from auditor.errors import ApiError, PartialSnapshotError
+from auditor.errors import ApiError, NetworkError, PartialSnapshotError, PayloadError
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
 from auditor.store.runs import list_runs
@@ -165,3 +165,72 @@ def test_a_compressed_body_cut_short_is_asked_again_not_taken_for_bad_json(
         f"GET {CLUSTERS_PATH} failed: the compressed answer stopped before its stream's end (cut short) "
         "(3 attempts in "
     )
+
+
+def test_a_body_cut_where_the_connection_closes_is_asked_again_not_taken_for_bad_json(
+    loopback: Loopback, make_client, tmp_path: Path
+):
+    # Found by a probe: an answer without Content-Length or chunks (it ends where the connection
+    # does) closed halfway was "answered 200 with a body that is not JSON (unexpected end of data
+    # at character 40)", the tenant's malformed JSON, after one request
+    page = json.dumps([{"id": f"c-{i}", "name": "x" * 40, "size": 1} for i in range(200)]).encode()
+    cut = page[: len(page) // 2]
+    answers = iter([cut, page])
+    loopback.reset(lambda request: Reply(200, next(answers, b"[]"), close_delimited=True))
+    client = make_client(loopback.url)
+    assert len(client.list_clusters()) == 200
+    assert client.retries == 1
+    loopback.reset(lambda request: Reply(200, cut, close_delimited=True))
+    with pytest.raises(NetworkError) as caught:
+        make_client(loopback.url, max_retries=2).list_clusters()
+    assert caught.value.message.startswith(
+        f"GET {CLUSTERS_PATH} failed: the connection closed before the answer's JSON ended (cut short) "
+        "(3 attempts in "
+    )
+    # cut inside a character's bytes, too
+    accented = json.dumps([{"id": "c-1", "name": "é" * 40}], ensure_ascii=False).encode()
+    answers = iter([accented[:20], accented])
+    loopback.reset(lambda request: Reply(200, next(answers, b"[]"), close_delimited=True))
+    assert [cluster.name for cluster, _ in make_client(loopback.url).list_clusters()] == ["é" * 40]
+    # every byte its Content-Length announced came: what it holds is what the tenant sent
+    loopback.reset(lambda request: Reply(200, cut[:40]))
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url).list_clusters()
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH} answered 200 with a body that is not JSON (unexpected end of data at "
+        f"character 40): {cut[:40].decode()!r}"
+    )
+    assert len(loopback.seen) == 1
+    # the command: asked again, and the clusters listed
+    answers = iter([cut, page])
+    loopback.reset(lambda request: Reply(200, next(answers, b"[]"), close_delimited=True))
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE-KEY-123"}
+    listed = run_auditor("clusters", "--format", "json", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr.decode()
+    assert len(json.loads(listed.stdout)["clusters"]) == 200
+
+
+def test_a_columns_page_cut_where_the_connection_closes_is_asked_again(
+    loopback: Loopback, make_client, tmp_path: Path
+):
+    page = json.dumps({"results": [{"fullyQualifiedName": f"s.t.c{i}"} for i in range(3)], "totalCount": 3})
+    cut = page.encode()[:40]
+    columns = iter([cut, page.encode()])
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "k1", "name": "one", "size": 3}])
+        return Reply(200, next(columns, cut), close_delimited=True)
+
+    loopback.reset(handler)
+    engine = open_database(tmp_path / "cut.db")
+    client = make_client(loopback.url)
+    run = take_snapshot(engine, client, workers=1, processes=0)
+    assert (run.status, run.columns_stored, client.retries) == ("complete", 3, 1)
+    with pytest.raises(PartialSnapshotError) as caught:  # cut every time: the cluster fails, said so
+        take_snapshot(engine, make_client(loopback.url, max_retries=1), workers=1, processes=0)
+    assert caught.value.problems[0].startswith(
+        f"k1: NetworkError: cluster k1: GET {COLUMNS_PATH} failed: the connection closed before the "
+        "answer's JSON ended (cut short) (2 attempts in "
+    )
+    engine.dispose()

@@ -41,6 +41,7 @@ from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit, urlunspli
 
 import requests
 import urllib3.exceptions
+import urllib3.response
 from pydantic import ValidationError
 
 from auditor import secrets
@@ -1100,6 +1101,9 @@ class BigIDClient:
                 status = response.status_code
                 log.debug("GET %s?%s -> %s in %.0f ms", path, query, status, _ms(t0))
                 if status == 200:
+                    undecoded = _undecoded(path, response.headers.get("Content-Encoding"), content)
+                    if undecoded is not None:  # the same bytes on every attempt: not retried
+                        raise undecoded
                     if path != REFRESH_PATH:  # the exchange's body is a session token, by design
                         content = self._redact(path, content)
                     try:
@@ -1567,6 +1571,40 @@ def _not_json(path: str, snippet: str, problem: str = "") -> PayloadError:
         hint="check that --url is the base URL of a BigID tenant; if it is, the tenant sent malformed "
         "JSON: re-run with --verbose and report it",
     )
+
+
+# Content-Encodings urllib3 decodes (brotli and zstd too when their packages are installed)
+_DECODABLE = frozenset(urllib3.response.HTTPResponse.CONTENT_DECODERS) | {"identity"}
+_GZIP_MAGIC = b"\x1f\x8b"  # no JSON text starts so
+
+
+def _undecoded(path: str, encoding: str | None, content: bytes) -> PayloadError | None:
+    """The error for a 200 body still compressed as it reaches the JSON parser, or None.
+
+    An encoding urllib3 cannot decode (``br`` without brotli) passes the compressed bytes through,
+    and a body compressed twice (a proxy compressing again) is gzip once decoded: both were "not
+    valid UTF-8 at byte 1", with binary in the message and in the run's recorded error.
+    """
+    codings = [part.strip().lower() for part in (encoding or "").split(",") if part.strip()]
+    unknown = [coding for coding in codings if coding not in _DECODABLE]
+    hint = (
+        f"this client asks for {requests.utils.DEFAULT_ACCEPT_ENCODING}; a proxy in front of the tenant may "
+        "compress answers itself: check its settings, and if there is none, re-run with --verbose and "
+        "report it"
+    )
+    if unknown:
+        shown = secrets.scrub_cut(", ".join(codings))
+        return PayloadError(
+            f"GET {path} answered 200 compressed as {shown!r}, which this client cannot decode", hint=hint
+        )
+    if content.startswith(_GZIP_MAGIC):
+        how = (
+            f"compressed twice (still gzip once decoded as its Content-Encoding {', '.join(codings)!r} says)"
+            if codings
+            else "compressed as gzip without a Content-Encoding saying so"
+        )
+        return PayloadError(f"GET {path} answered 200 {how}", hint=hint)
+    return None
 
 
 def _error_under_200(path: str, message: str) -> ApiError:

@@ -4,6 +4,7 @@ retrying, and the rest of the snapshot goes on (a cluster's columns fail that cl
 
 from __future__ import annotations
 
+import gzip
 import json
 import tracemalloc
 import zlib
@@ -233,4 +234,69 @@ def test_a_columns_page_cut_where_the_connection_closes_is_asked_again(
         f"k1: NetworkError: cluster k1: GET {COLUMNS_PATH} failed: the connection closed before the "
         "answer's JSON ended (cut short) (2 attempts in "
     )
+    engine.dispose()
+
+
+COMPRESSION_HINT = (
+    "this client asks for gzip, deflate; a proxy in front of the tenant may compress answers itself: "
+    "check its settings, and if there is none, re-run with --verbose and report it"
+)
+
+
+def test_an_answer_compressed_in_a_way_the_client_cannot_decode_is_said_so(
+    loopback: Loopback, make_client, tmp_path: Path
+):
+    # Found by a probe: "answered 200 with a body that is not JSON (not valid UTF-8 at byte 1):
+    # '\x08\x00…'", the binary recorded as the cluster's error too
+    page = json.dumps([{"id": "c-1", "name": "one", "size": 1}]).encode()
+    loopback.reset(lambda request: Reply(200, gzip.compress(page), headers={"Content-Encoding": "br"}))
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url).list_clusters()
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH} answered 200 compressed as 'br', which this client cannot decode"
+    )
+    assert caught.value.hint == COMPRESSION_HINT
+    assert len(loopback.seen) == 1  # the same bytes every time: not asked again
+    twice = gzip.compress(gzip.compress(page))
+    loopback.reset(lambda request: Reply(200, twice, headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url).list_clusters()
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH} answered 200 compressed twice (still gzip once decoded as its "
+        "Content-Encoding 'gzip' says)"
+    )
+    loopback.reset(lambda request: Reply(200, gzip.compress(page)))
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url).list_clusters()
+    assert caught.value.message == (
+        f"GET {CLUSTERS_PATH} answered 200 compressed as gzip without a Content-Encoding saying so"
+    )
+    # the command, and a cluster's columns: the encoding named, no binary recorded
+    columns = gzip.compress(json.dumps({"results": [{"fullyQualifiedName": "s.t.c"}]}).encode())
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, page)
+        return Reply(200, columns, headers={"Content-Encoding": "br"})
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE-KEY-123"}
+    failed = run_auditor("columns", "c-1", env=env, cwd=tmp_path)
+    assert failed.returncode == 3
+    assert failed.stderr.decode().splitlines() == [
+        f"error: cluster c-1: GET {COLUMNS_PATH} answered 200 compressed as 'br', which this client "
+        "cannot decode",
+        f"hint: {COMPRESSION_HINT}",
+    ]
+    engine = open_database(tmp_path / "br.db")
+    with pytest.raises(PartialSnapshotError):
+        take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    (run,) = list_runs(engine)
+    assert run.details["failed_clusters"] == [
+        {
+            "cluster_id": "c-1",
+            "error": f"PayloadError: cluster c-1: GET {COLUMNS_PATH} answered 200 compressed as 'br', "
+            "which this client cannot decode",
+        }
+    ]
     engine.dispose()

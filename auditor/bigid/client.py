@@ -1259,6 +1259,8 @@ class BigIDClient:
         if "reset" in text or "aborted" in text or "remotedisconnected" in text:
             return "connection reset"
         if "name or service not known" in text or "nodename nor servname" in text or "resolve" in text:
+            if isinstance(exc, requests.exceptions.ProxyError):  # the proxy resolves the tenant's name
+                return "cannot resolve the host of the proxy"
             return f"cannot resolve the host of {self.base_url}"
         return "connection failed"
 
@@ -1307,11 +1309,28 @@ class BigIDClient:
             "tenant's pages really are that large",
         )
 
+    def _proxy(self) -> tuple[str, str] | None:
+        """The proxy the requests go through (without its credentials) and the environment variable
+        that sets it, or None. requests reads HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY on
+        every request: a proxy that refused was blamed on --url, and its user:password never shown."""
+        proxies = self.session.merge_environment_settings(self.base_url, {}, None, None, None)["proxies"]
+        proxy = requests.utils.select_proxy(self.base_url, proxies)
+        if not proxy:
+            return None
+        key = next((name for name, value in proxies.items() if value == proxy), "")
+        variable = f"{(key.partition('://')[0] or urlsplit(self.base_url).scheme).upper()}_PROXY"
+        try:
+            shown = public_url(requests.utils.prepend_scheme_if_needed(proxy, "http"))
+        except ValueError:  # a port that is no number: named by the variable alone
+            shown = f"that {variable} names"
+        return shown, variable
+
     def _exhausted(self, path: str, failure: _Failure, attempts: int, elapsed: float) -> ApiError:
         spent = f"{attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f} s"
         if failure.network:
             return NetworkError(
-                f"GET {path} failed: {failure.reason} ({spent})", hint=_network_hint(failure.reason)
+                f"GET {path} failed: {failure.reason} ({spent})",
+                hint=_network_hint(failure.reason, self._proxy()),
             )
         return ApiError(
             f"GET {path} failed: {failure.reason} ({spent})",
@@ -1498,9 +1517,19 @@ class ColumnFetch:
             ) from None
 
 
-def _network_hint(reason: str) -> str:
+def _network_hint(reason: str, proxy: tuple[str, str] | None = None) -> str:
     """What to do about a request that failed on the network, by how it failed (a read timeout's
-    advice, a larger --read-timeout, does nothing for a host name that does not resolve)."""
+    advice, a larger --read-timeout, does nothing for a host name that does not resolve); through
+    a ``proxy`` (its public URL, its variable), a connection that could not be made was the proxy's."""
+    if proxy is not None and (
+        reason == "connection refused"
+        or reason.startswith(("cannot resolve the host", "timed out connecting"))
+    ):
+        shown, variable = proxy
+        return (
+            f"the request went through the proxy {shown} (from {variable}): check that it runs there and "
+            f"that {variable} names it, or set NO_PROXY to the tenant's host if it needs no proxy"
+        )
     if reason.startswith("cannot resolve the host"):
         return "check the host name in --url / BIGID_URL, and that this machine's DNS can resolve it"
     if reason == "connection refused":

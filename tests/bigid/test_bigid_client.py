@@ -20,6 +20,7 @@ from auditor.store.db import open_database
 from auditor.store.schema import column_versions
 
 from .conftest import Loopback, Reply, Request
+from .test_bigid_leaks import run_auditor
 
 TUTORIAL_CLUSTERS = [
     {
@@ -454,6 +455,78 @@ def test_a_host_name_that_does_not_resolve_is_told_to_check_the_name(make_client
     assert caught.value.hint == (
         "check the host name in --url / BIGID_URL, and that this machine's DNS can resolve it"
     )
+
+
+OTHER_PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "http_proxy",
+)
+
+
+def test_a_proxy_that_refuses_is_named_not_the_url(loopback, make_client, monkeypatch):
+    # Found by a probe: HTTP_PROXY pointing at a closed port said "nothing accepts connections
+    # there: check the host and port in --url / BIGID_URL", with the tenant answering fine
+    for proxy in OTHER_PROXY_VARIABLES:
+        monkeypatch.delenv(proxy, raising=False)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    monkeypatch.setenv("HTTP_PROXY", f"http://proxy-user:proxy-pass@127.0.0.1:{port}")
+    loopback.reset(lambda request: Reply(200, []))
+    hint = (
+        f"the request went through the proxy http://127.0.0.1:{port} (from HTTP_PROXY): check that it runs "
+        "there and that HTTP_PROXY names it, or set NO_PROXY to the tenant's host if it needs no proxy"
+    )
+    with pytest.raises(NetworkError) as caught:
+        make_client(loopback.url, max_retries=0).list_clusters()
+    assert caught.value.message.startswith(f"GET {CLUSTERS_PATH} failed: connection refused (1 attempt in ")
+    assert caught.value.hint == hint
+    assert loopback.seen == []
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy-user:proxy-pass@no-such-host.invalid:3128")
+    with pytest.raises(NetworkError) as caught:
+        make_client(loopback.url, max_retries=0).list_clusters()
+    assert caught.value.message.startswith(
+        f"GET {CLUSTERS_PATH} failed: cannot resolve the host of the proxy (1 attempt in "
+    )
+    assert caught.value.hint == hint.replace(f"127.0.0.1:{port}", "no-such-host.invalid:3128")
+    # NO_PROXY for the tenant's host: straight to it, and answered
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert make_client(loopback.url).list_clusters() == []
+
+
+@pytest.mark.slow
+def test_the_command_names_a_refusing_proxy_without_its_credentials(loopback, monkeypatch, tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    loopback.reset(lambda request: Reply(200, []))
+    env = {
+        "BIGID_URL": loopback.url,
+        "BIGID_TOKEN": "SAMPLE-KEY-123",
+        "HTTP_PROXY": f"http://proxy-user:proxy-pass@127.0.0.1:{port}",
+    }
+    for proxy in OTHER_PROXY_VARIABLES:
+        monkeypatch.delenv(proxy, raising=False)
+    failed = run_auditor("clusters", env=env, cwd=tmp_path)  # six attempts: about 8 s of backoff
+    stderr = failed.stderr.decode()
+    assert failed.returncode == 3, stderr
+    lines = stderr.splitlines()
+    assert re.fullmatch(
+        rf"error: GET {CLUSTERS_PATH} failed: connection refused \(6 attempts in [0-9.]+ s\)", lines[-2]
+    )
+    assert lines[-1] == (
+        f"hint: the request went through the proxy http://127.0.0.1:{port} (from HTTP_PROXY): check that it "
+        "runs there and that HTTP_PROXY names it, or set NO_PROXY to the tenant's host if it needs no proxy"
+    )
+    assert "proxy-pass" not in stderr and "proxy-user" not in stderr
+    assert loopback.seen == []
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,14 @@ from auditor.bigid.envelope import (
     parse_body,
     unwrap,
 )
-from auditor.bigid.models import Cluster, Column, RecordNotStorable, parse_clusters, parse_columns
+from auditor.bigid.models import (
+    UNION_ACCEPTS,
+    Cluster,
+    Column,
+    RecordNotStorable,
+    parse_clusters,
+    parse_columns,
+)
 from auditor.bigid.paging import (
     MIN_PAGE_SIZE,
     NoProgress,
@@ -1685,8 +1692,13 @@ def _first_error(exc: ValidationError) -> tuple[int | None, str, str]:
     if isinstance(first, int):
         index = first
         loc.pop(0)
+    message = str(error.get("msg", "invalid"))
+    if len(loc) >= 2 and isinstance(loc[-1], str) and loc[-2] in UNION_ACCEPTS:
+        # none of the field's types took the value: pydantic names the first it tried, by its tag
+        loc.pop()
+        message = f"Input should be {UNION_ACCEPTS[loc[-1]]}"
     path = ".".join(str(part) for part in loc) or "(record)"
-    return index, path, str(error.get("msg", "invalid"))
+    return index, path, message
 
 
 def _field(raw: Any, names: tuple[str, ...]) -> Any:

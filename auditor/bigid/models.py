@@ -336,6 +336,21 @@ class Attribute(_Wire):
     )
 
 
+# What a field of several types accepts, in words, by every spelling of its name. A value none of
+# them takes is reported by pydantic once per type, located at the type's tag: the message was
+# "calc_confidence_level.bool: Input should be a valid boolean" for a confidence sent as [0.5].
+_ACCEPTS = {
+    "calc_confidence_level": 'a number, a numeric string or a percentage (0.69, "0.69" or "69%")',
+    "rank": "a string or a list of strings",
+    "attribute_type": "a string or a list of strings",
+}
+UNION_ACCEPTS: dict[str, str] = {
+    str(spelling): words
+    for name, words in _ACCEPTS.items()
+    for spelling in (name, *getattr(Attribute.model_fields[name].validation_alias, "choices", ()))
+}
+
+
 def _attributes(value: Any) -> Any:
     """Attributes may be objects or bare names (``["classifier.Email"]``)."""
     items = _items(value, Attribute, "attribute")

@@ -732,6 +732,41 @@ def test_payload_errors_name_cluster_column_field_and_problem(loopback, make_cli
     )
 
 
+@pytest.mark.parametrize(
+    ("attribute", "said"),
+    [
+        (
+            {"name": "SSN", "calc_confidence_level": [0.5]},
+            "attributes.0.calc_confidence_level: Input should be a number, a numeric string or a percentage "
+            '(0.69, "0.69" or "69%")',
+        ),
+        (
+            {"name": "SSN", "calcConfidenceLevel": {"value": 0.5}},
+            "attributes.0.calcConfidenceLevel: Input should be a number, a numeric string or a percentage "
+            '(0.69, "0.69" or "69%")',
+        ),
+        (
+            {"name": "SSN", "ranks": {"HIGH": 1}},
+            "attributes.0.ranks: Input should be a string or a list of strings",
+        ),
+    ],
+)
+def test_a_field_of_several_types_is_named_with_what_it_accepts(
+    loopback, make_client, tmp_path, attribute, said
+):
+    # Found by a probe: "attributes.0.calc_confidence_level.bool: Input should be a valid boolean",
+    # the ".bool" pydantic's tag for the first type it tried, and a boolean not what it wants
+    rows = [{"fullyQualifiedName": "x.y.z", "attributes": [attribute]}]
+    loopback.reset(lambda r: Reply(200, {"results": rows, "totalCount": 1}))
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url).get_columns("k1")
+    assert caught.value.message == f"cluster k1: column 0 (x.y.z): {said}"
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE-KEY-123"}
+    failed = run_auditor("columns", "k1", env=env, cwd=tmp_path)
+    assert failed.returncode == 3
+    assert failed.stderr.decode().splitlines()[0] == f"error: cluster k1: column 0 (x.y.z): {said}"
+
+
 TAG_SAID = "has none of the fields of a tag (tagName, tagValue, tagId, valueId, …; its keys: {})"
 ATTRIBUTE_SAID = "has none of the fields of an attribute (attribute_name, rank, …; its keys: {})"
 

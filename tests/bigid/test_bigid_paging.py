@@ -1427,7 +1427,8 @@ def test_two_different_records_of_one_cluster_id_are_a_conflict_said_everywhere(
         skip, limit = int(request.query["skip"]), int(request.query["limit"])
         if request.path == CLUSTERS_PATH:
             return Reply(200, [first, {"id": "k2"}, second][skip : skip + limit])
-        return Reply(200, {"results": [column(0)][skip:], "totalCount": 1})
+        own = {**column(0), "fullyQualifiedName": f"{request.query['clusterId']}.c0"}  # each its own
+        return Reply(200, {"results": [own][skip:], "totalCount": 1})
 
     loopback.reset(handler)
     env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
@@ -1463,7 +1464,8 @@ def test_an_identical_cluster_record_listed_twice_stays_a_silent_duplicate(loopb
         if request.path == CLUSTERS_PATH:
             listed = [{"id": "k1", "labels": ["Confidential"]}, {"id": "k2"}]
             return Reply(200, [*listed, listed[0]][skip : skip + limit])
-        return Reply(200, {"results": [column(0)][skip:], "totalCount": 1})
+        own = {**column(0), "fullyQualifiedName": f"{request.query['clusterId']}.c0"}  # each its own
+        return Reply(200, {"results": [own][skip:], "totalCount": 1})
 
     loopback.reset(handler)
     said, run = snapshot_run(

@@ -247,6 +247,8 @@ def take_snapshot(
         clusters = client.list_clusters(cluster_filter, lenient=True, content=_raw_content)
         listed = len(clusters)
         listed_ids = {cluster.id for cluster, _ in clusters}
+        if not listed:  # said by the snapshot, the report and check: nothing to check is no clean bill
+            details["listed_no_clusters"] = True
         if skip:
             clusters = _leave_out(clusters, skip, details)
         if processes is None:

@@ -133,3 +133,8 @@ def fit(text: str, width: int) -> str:
                 break
         used = display_width(text)
     return text + " " * (width - used)
+
+
+def counted(count: int, word: str, many: str | None = None) -> str:
+    """``counted(1, "cluster")`` → ``1 cluster``; ``counted(1200, "cluster")`` → ``1,200 clusters``."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"

@@ -20,7 +20,7 @@ from auditor.cli.common import PathOption, Settings, db_option, pass_settings, s
 from auditor.config import CLUSTER_ID_PARAMS
 from auditor.errors import ConfigError
 from auditor.store.runs import cluster_list_note, listing_notes, mismatch_count, skipped_note
-from auditor.textsafe import display_width, fit, one_line
+from auditor.textsafe import counted, display_width, fit, one_line
 
 if TYPE_CHECKING:
     from auditor.bigid.client import BigIDClient
@@ -287,10 +287,14 @@ def snapshot_command(
         )
     click.echo(str(run.id))
     seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0.0
+    counts = ", ".join(
+        counted(getattr(run, field) or 0, word, many)
+        for field, word, many in (("requests", "request", None), ("retries", "retry", "retries"))
+    )
     settings.info(
-        f"run {run.id} complete: {run.clusters_stored or 0} clusters, {run.columns_stored or 0} columns "
-        f"in {seconds:.1f} s ({run.requests or 0} requests, {run.retries or 0} retries, "
-        f"auth scheme {run.auth_scheme})"
+        f"run {run.id} complete: {counted(run.clusters_stored or 0, 'cluster')}, "
+        f"{counted(run.columns_stored or 0, 'column')} in {seconds:.1f} s "
+        f"({counts}, auth scheme {run.auth_scheme})"
     )
     details = run.details or {}
     if left_out := skipped_note(details):

@@ -28,7 +28,7 @@ from markupsafe import Markup
 from auditor.errors import ConfigError
 from auditor.paths import reports_dir
 from auditor.render.context import SEVERITIES, display_value, severity_rank
-from auditor.textsafe import one_line
+from auditor.textsafe import counted, one_line
 
 
 def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environment:
@@ -143,7 +143,9 @@ def when(value: Any) -> str:
 
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``plural(1, "finding")`` → ``1 finding``; ``plural(3, "finding")`` → ``3 findings``."""
-    return f"{number(count)} {word if count == 1 else (many or word + 's')}"
+    if count is None:  # (as number() shows it)
+        return f"{number(count)} {many or word + 's'}"
+    return counted(int(count), word, many)
 
 
 def fixed(value: float, digits: int = 1) -> str:

@@ -196,6 +196,14 @@ def scope_note(base: RunInfo, run: RunInfo, *, skips: bool = True) -> str | None
     )
 
 
+# A tenant (or a --filter) that lists no cluster: a complete run holding nothing, which check passes.
+NO_CLUSTERS_NOTE = (
+    "the tenant listed no clusters (with the run's --filter, if it had one): there is nothing to check; "
+    "if the tenant has clusters, check --url and the key's permissions (a tenant that answers a header "
+    "form it does not recognise as an anonymous user's lists nothing: try --auth-scheme raw)"
+)
+
+
 def listing_notes(details: Mapping[str, Any]) -> list[str]:
     """Sentences on what changed in the catalog while a snapshot paged it, and what it did about
     it (the snapshot's notes and the report's evidence say the same)."""
@@ -208,6 +216,8 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
         return "1 cluster" if n == 1 else f"{n:,} clusters"
 
     notes = []
+    if details.get("listed_no_clusters") is True:
+        notes.append(NO_CLUSTERS_NOTE)
     if isinstance(ignored := details.get("cluster_param_ignored"), Mapping):  # first: every cluster
         from auditor.bigid.client import cluster_param_note  # (the client is not the store's import)
 
@@ -307,6 +317,8 @@ def shortfall_note(run: RunInfo) -> str | None:
             f"{'that cluster' if changed == 1 else 'those clusters'} out; snapshot again for a consistent "
             "copy (auditor runs --format json lists them under changed_while_listed)"
         )
+    if details.get("listed_no_clusters") is True:
+        notes.append(f"in run {run.id}, {NO_CLUSTERS_NOTE}")
     if conflicts := details_count(run, "fqn_conflict_count"):
         notes.append(f"in run {run.id}, {_conflicts_note(conflicts)}")
     if conflicts := details_count(run, "cluster_conflict_count"):

@@ -1482,3 +1482,32 @@ def test_an_identical_cluster_record_listed_twice_stays_a_silent_duplicate(loopb
         0,
         [],
     )
+
+
+def test_a_tenant_listing_no_clusters_is_said_by_the_snapshot_the_report_and_check(loopback, tmp_path):
+    """A hostile-server probe: a tenant answering ``[]`` (as one that reads an unknown header form
+    as an anonymous user's may) gave a complete run of nothing, without a word, and check passed it."""
+    from auditor.bigid.client import CLUSTERS_PATH
+    from auditor.store.runs import NO_CLUSTERS_NOTE
+
+    from .test_bigid_leaks import run_auditor
+
+    def handler(request: Request) -> Reply:
+        assert request.path == CLUSTERS_PATH
+        return Reply(200, [])
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "SAMPLE"}
+    said, run = snapshot_run(tmp_path, env, "snapshot", "--db", "a.db")
+    assert said[0].startswith("run 1 complete: 0 clusters, 0 columns in ")
+    assert said[0].endswith(" s (1 request, 0 retries, auth scheme bearer)")
+    assert said[1:] == [f"note: {NO_CLUSTERS_NOTE}"]
+    assert run["details"]["listed_no_clusters"] is True
+    check = run_auditor(
+        "check", "--db", "a.db", "--fail-on", "high", "--format", "json", env=env, cwd=tmp_path
+    )
+    assert check.returncode == 0
+    assert json.loads(check.stdout)["shortfall_note"] == f"in run 1, {NO_CLUSTERS_NOTE}"
+    report = run_auditor("report", "--db", "a.db", "-o", "r.html", env=env, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr.decode()
+    assert "the tenant listed no clusters" in (tmp_path / "r.html").read_text(encoding="utf-8")

@@ -259,7 +259,7 @@ def take_snapshot(
         listing = client.last_cluster_paging or PagingStats()
         # the clusters left out are out of the run's scope, as if the tenant had not listed them
         left_out = listed - len(clusters)
-        announced = listing.total if listing.total is not None else listed
+        announced = listing.announced_total if listing.announced_total is not None else listed
         # a total counting an id listed twice, twice, or the null items served in place of clusters
         served = listing.received  # the records, those sharing an id on a page, and nulls
         counted = {listed, listed + listing.duplicates, served, served + listing.duplicates}
@@ -276,8 +276,8 @@ def take_snapshot(
         # A total that counts the records as listed, a second record of an id included, is right:
         # no cluster is missing (a probe saw "announced 4 clusters but 3 arrived", and check then
         # said clusters were not served, for a tenant that listed one id twice).
-        if listing.total is not None and listing.total not in counted:
-            details["cluster_total_mismatch"] = {"announced": listing.total, "fetched": listed}
+        if listing.announced_total is not None and listing.announced_total not in counted:
+            details["cluster_total_mismatch"] = {"announced": listing.announced_total, "fetched": listed}
         invalid = client.last_invalid_clusters
         _add_clusters(writer, clusters, 0, invalid)
         writer.flush()  # the listing is in the run before the run says so (a full disk fails here)
@@ -311,7 +311,7 @@ def take_snapshot(
                 mismatch["fetched"] += len(found) + skipped
                 if mismatch["fetched"] == mismatch["announced"]:
                     del details["cluster_total_mismatch"]
-            if listing.total is None or listing.total >= listed:
+            if listing.announced_total is None or listing.announced_total >= listed:
                 in_scope = len(clusters) + len(found)
                 totals.clusters_announced = max((totals.clusters_announced or 0) - skipped, in_scope)
             if found:
@@ -758,7 +758,7 @@ def _record_cluster(
     writer.finish_cluster(
         cluster_id,
         ClusterStats(
-            total_announced=stats.total,
+            total_announced=stats.announced_total,
             columns_fetched=stats.fetched,
             duplicate_rows=stats.duplicates,
             pages=stats.pages,
@@ -790,7 +790,11 @@ def _record_cluster(
     if stats.total_mismatch:
         counts["total_mismatch_count"] += 1
         _list(
-            listed, "total_mismatches", cluster_id=cluster_id, total_count=stats.total, fetched=stats.fetched
+            listed,
+            "total_mismatches",
+            cluster_id=cluster_id,
+            total_count=stats.announced_total,
+            fetched=stats.fetched,
         )
     if stats.conflicts:  # two records of one fqn, with different content: the first is stored
         counts["fqn_conflict_count"] += stats.conflicts

@@ -85,7 +85,8 @@ class PagingStats:
     conflicts: int = 0
     conflict_keys: list[Hashable] = field(default_factory=list)  # the first MAX_CONFLICT_KEYS of them
     nulls: int = 0  # ``null`` items served in place of records (dropped), on pages that were no repeat
-    total: int | None = None  # the last total announced
+    total: int | None = None  # the last total announced (see announced_total)
+    echoed_totals_only: bool = True  # every total announced was its own page's count of rows
     total_wrong: bool = False  # the server returned more distinct records than it announced
     shapes: set[str] = field(default_factory=set)
     stopped_on_repeat: bool = False
@@ -115,8 +116,14 @@ class PagingStats:
         return announced is not None and announced not in (self.fetched, self.received)
 
     @property
+    def announced_total(self) -> int | None:
+        """The total to record: none when the listing took pages of records and every total only
+        counted its own page's rows (a server echoing ``totalRowsCounter``: no total at all)."""
+        return None if self.echoed_totals_only and self.pages_with_records > 1 else self.total
+
+    @property
     def total_mismatch(self) -> bool:
-        return self.disagrees(self.total)
+        return self.disagrees(self.announced_total)
 
 
 class PageTooSlow(Exception):
@@ -212,10 +219,15 @@ def paginate(
         if page.shape:
             stats.shapes.add(page.shape)
         announced = stats.total  # before this page: an empty answer may also say "0 in all"
-        if page.total is not None:
-            stats.total = page.total
         rows = list(page.rows)
         served = len(rows) + page.nulls  # where the server's cursor is, and how full the page was
+        if page.total is not None:
+            echo = page.total in (len(rows), served)
+            stats.echoed_totals_only = stats.echoed_totals_only and echo
+            # A total that only echoes its page (an empty page's 0, a page once the total proved
+            # wrong) replaces no total already announced: a probe recorded 0 for 7 columns served.
+            if not (echo and stats.total is not None and (stats.total_wrong or not served)):
+                stats.total = page.total
         if not served:
             if page.total and stats.first_total is not None and page.total != stats.first_total:
                 # the last, empty page announcing another total: a column deleted meanwhile moved

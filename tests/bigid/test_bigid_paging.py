@@ -1511,3 +1511,41 @@ def test_a_tenant_listing_no_clusters_is_said_by_the_snapshot_the_report_and_che
     report = run_auditor("report", "--db", "a.db", "-o", "r.html", env=env, cwd=tmp_path)
     assert report.returncode == 0, report.stderr.decode()
     assert "the tenant listed no clusters" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("n", "page"), [(7, 3), (6, 3), (2, 3)])
+def test_a_total_that_only_counts_its_own_page_is_no_total(loopback, make_client, tmp_path, n, page):
+    """A hostile-server probe: a tenant whose totalCount is each page's own row count (as
+    ``totalRowsCounter`` echoes it) had its last, empty page's 0 recorded as the total of 7 columns
+    served, with a mismatch said. An echo on every page of several is no total; one page's count
+    stays its total (it may be the whole cluster)."""
+    from sqlalchemy import select
+
+    from auditor.snapshot import take_snapshot
+    from auditor.store.db import open_database
+    from auditor.store.schema import run_clusters
+
+    truth = [column(i) for i in range(n)]
+
+    def handler(request: Request) -> Reply:
+        if request.path != COLUMNS_PATH:
+            return Reply(200, [{"id": "k1", "name": "K"}] if request.query.get("skip", "0") == "0" else [])
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        rows = truth[skip : skip + limit]
+        return Reply(200, {"results": rows, "totalCount": len(rows)})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, page_size=page)
+    fetched = client.fetch_all_columns("k1", size=None)
+    assert [raw for rows in fetched for _, raw in rows] == truth
+    several = n > page
+    assert fetched.stats.announced_total == (None if several else n)
+    assert not fetched.stats.total_mismatch and fetched.stats.total_changed is None
+    engine = open_database(tmp_path / "a.db")
+    run = take_snapshot(engine, make_client(loopback.url, page_size=page), workers=1, processes=0)
+    assert run.status == "complete"
+    with engine.connect() as connection:
+        row = connection.execute(select(run_clusters.c.total_announced, run_clusters.c.fetch_status)).one()
+    assert tuple(row) == (None if several else n, "complete")
+    assert "total_mismatch_count" not in run.details or run.details["total_mismatch_count"] == 0
+    engine.dispose()

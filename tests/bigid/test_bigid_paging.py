@@ -160,7 +160,7 @@ def test_pages_that_only_repeat_fail_after_a_bounded_number():
         for page in paginate(fetch, limit=2, key=lambda x: x, stats=stats):
             got.extend(page)
     assert got == [1, 2]
-    assert stats.pages == 2
+    assert stats.pages == 3  # the page served again is asked for once more
 
 
 def test_clusters_listing_stops_when_a_page_repeats():
@@ -171,7 +171,7 @@ def test_clusters_listing_stops_when_a_page_repeats():
     pages = paginate(fetch, limit=3, key=lambda x: x, stats=stats, on_repeat="stop")
     got = [x for page in pages for x in page]
     assert got == [1, 2, 3]
-    assert stats.stopped_on_repeat and stats.pages == 2
+    assert stats.stopped_on_repeat and stats.pages == 3  # the repeat asked for once more
 
 
 def test_short_page_with_agreeing_size_ends_without_a_confirming_request(loopback, make_client):
@@ -400,7 +400,7 @@ def test_a_clusters_listing_that_honours_limit_and_ignores_skip_is_asked_for_who
     client = make_client(loopback.url, page_size=5)
     assert [c.id for c, _ in client.list_clusters()] == [c["id"] for c in clusters]
     asked = [(int(r.query["skip"]), int(r.query["limit"])) for r in loopback.seen]
-    assert asked == [(0, 5), (5, 5), (0, 50)]
+    assert asked == [(0, 5), (5, 5), (5, 5), (0, 50)]  # the repeat asked for once more, then whole
     stats = client.last_cluster_paging
     assert (stats.regrown, stats.duplicates, stats.fetched) == (50, 0, 12)
     # a server that ignores both gives everything each time: the same list, one request more, and
@@ -467,7 +467,7 @@ def test_a_clusters_listing_whose_total_one_answer_cannot_reach_stops_the_snapsh
         )
         assert caught.value.hint == "narrow the listing with --filter, so that it fits in one answer"
         asked = [(int(r.query["skip"]), int(r.query["limit"])) for r in loopback.seen]
-        assert asked == [(0, 1000), (2, 1000), (0, 10000)]
+        assert asked == [(0, 1000), (2, 1000), (2, 1000), (0, 10000)]
     # the same server announcing what it serves: a complete listing of 2, as before
     loopback.reset(lambda request: Reply(200, {"results": clusters[:2], "totalCount": 2}))
     assert [c.id for c, _ in make_client(loopback.url, page_size=1000).list_clusters()] == ["k0", "k1"]
@@ -522,7 +522,7 @@ def test_a_tenant_that_pages_by_offset_is_listed_whole_after_one_repeat(loopback
     first = [raw for page in client.fetch_all_columns("c1", size=12) for _, raw in page]
     assert first == truth and client.offset_param == "offset"
     asked = [{k: v for k, v in r.query.items() if k in ("skip", "offset")} for r in loopback.seen]
-    assert asked == [{"skip": "0"}, {"skip": "5"}, {"offset": "5"}, {"offset": "10"}]
+    assert asked == [{"skip": "0"}, {"skip": "5"}, {"skip": "5"}, {"offset": "5"}, {"offset": "10"}]
     loopback.seen.clear()
     again = client.fetch_all_columns("c2", size=12)
     assert [raw for page in again for _, raw in page] == truth and again.stats.duplicates == 0
@@ -1549,3 +1549,27 @@ def test_a_total_that_only_counts_its_own_page_is_no_total(loopback, make_client
     assert tuple(row) == (None if several else n, "complete")
     assert "total_mismatch_count" not in run.details or run.details["total_mismatch_count"] == 0
     engine.dispose()
+
+
+def test_one_page_served_again_is_asked_for_once_more_before_skip_is_said_to_be_ignored(
+    loopback, make_client
+):
+    """A hostile-server probe: a tenant (a lagging replica) served the first page again once, for
+    skip=3; the next request went by ``offset``, which it reads as 0, and the cluster failed with
+    "it ignores skip". The same skip is now asked for once more, and the listing goes on."""
+    truth = [column(i) for i in range(7)]
+    glitched = []
+
+    def handler(request: Request) -> Reply:
+        skip, limit = int(request.query.get("skip", 0)), int(request.query["limit"])
+        if skip == 3 and not glitched:
+            glitched.append(skip)
+            skip = 0
+        return Reply(200, {"results": truth[skip : skip + limit], "totalCount": 7})
+
+    loopback.reset(handler)
+    client = make_client(loopback.url, page_size=3)
+    fetched = client.fetch_all_columns("k1", size=7)
+    assert [raw for rows in fetched for _, raw in rows] == truth
+    assert fetched.stats.duplicates == 0 and client.offset_param == "skip"
+    assert [r.query.get("skip") for r in loopback.seen] == ["0", "3", "3", "6"]

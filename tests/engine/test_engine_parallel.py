@@ -13,7 +13,7 @@ from auditor.engine import evaluate_each, load_ruleset
 from auditor.engine.evaluate import default_workers, parallel_mode
 from auditor.sandbox.config import SandboxConfig
 from auditor.sandbox.data import Dataset
-from auditor.store.db import open_database
+from auditor.store.db import SQLITE_MODULE_VARIABLE, open_database
 from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
 
 # the module (auditor.engine re-exports a function of the same name)
@@ -33,7 +33,8 @@ def _sandbox_run(engine) -> int:
     return writer.run_id
 
 
-def test_worker_processes_find_exactly_what_one_connection_finds_in_rule_order(tmp_path, monkeypatch):
+@pytest.mark.parametrize("module", [None, "sqlite3"])  # the workers' SQLite: pysqlite3's where installed
+def test_worker_processes_find_exactly_what_one_connection_finds_in_rule_order(tmp_path, monkeypatch, module):
     engine = open_database(tmp_path / "p.db")
     run_id = _sandbox_run(engine)
     ruleset = load_ruleset()
@@ -45,6 +46,8 @@ def test_worker_processes_find_exactly_what_one_connection_finds_in_rule_order(t
         parallel_mode(engine, run_id, 2) == "serial"
     )  # a small run: processes would cost more than they save
     monkeypatch.setattr(evaluate_module, "PROCESS_MIN_COLUMNS", 3000)
+    if module is not None:
+        monkeypatch.setenv(SQLITE_MODULE_VARIABLE, module)
     assert parallel_mode(engine, run_id, 2) == "processes"
     parallel = [
         (rule.id, [f.to_json() for f in items])
@@ -105,6 +108,12 @@ def test_worker_processes_hand_findings_over_in_files_that_never_outlive_the_eva
 ):
     """Worker processes leave each rule's findings in a private spool folder ($TMPDIR here), which
     is gone once the evaluation ends: when it completes, and when the caller stops reading early."""
+    from multiprocessing import util
+
+    # multiprocessing's own folder (the fork server's socket) is made in $TMPDIR the first time a
+    # process needs it: made now, before TMPDIR points at the spool parent, it is not counted there
+    # (the test failed when it was the first of its process to start workers)
+    util.get_temp_dir()
     engine = open_database(tmp_path / "p.db")
     run_id = _sandbox_run(engine)
     ruleset = load_ruleset()
@@ -130,16 +139,22 @@ def test_worker_processes_hand_findings_over_in_files_that_never_outlive_the_eva
     assert list(spool_parent.iterdir()) == []
 
 
-def test_findings_go_through_the_pipe_when_the_spool_cannot_take_them(tmp_path, monkeypatch):
-    """A full (or vanished) spool folder costs speed, never findings: the worker function hands its
-    chunks over directly, and they read back as the serial evaluation's findings."""
+def serial_findings(tmp_path, rule_id: str = "high-sensitivity-without-confidential"):
+    """A sandbox run's database, its id, one built-in rule, that rule's findings (as JSON) from one
+    connection in this process, and the URL a worker process is handed."""
     engine = open_database(tmp_path / "p.db")
     run_id = _sandbox_run(engine)
-    rule = load_ruleset().get("high-sensitivity-without-confidential")
+    rule = load_ruleset().get(rule_id)
     with engine.connect() as connection:
         evaluate_module.prepare_connection(connection)
         serial = [f.to_json() for f in evaluate_module.evaluate_rule(connection, run_id, rule)]
-    url = engine.url.render_as_string(hide_password=False)
+    return engine, run_id, rule, serial, engine.url.render_as_string(hide_password=False)
+
+
+def test_findings_go_through_the_pipe_when_the_spool_cannot_take_them(tmp_path, monkeypatch):
+    """A full (or vanished) spool folder costs speed, never findings: the worker function hands its
+    chunks over directly, and they read back as the serial evaluation's findings."""
+    _engine, run_id, rule, serial, url = serial_findings(tmp_path)
     handed, _seconds = evaluate_module._evaluate_in_process(url, run_id, rule, str(tmp_path / "gone"))
     assert isinstance(handed, list) and handed  # pickled chunks, not a path
     assert [f.to_json() for f in evaluate_module._read_spooled(rule, handed)] == serial

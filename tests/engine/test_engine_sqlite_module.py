@@ -1,8 +1,9 @@
 """Rule-evaluating worker processes open SQLite with pysqlite3's current SQLite where installed.
 
-Only they do (auditor.store.db.SQLITE_MODULES says why): they find what Python's sqlite3 finds, the
-parent decides the module (AUDITOR_RULES_SQLITE, said once when wrong), and the writer turns either
-module's errors into SQLAlchemy's.
+Only they do (auditor.store.db.SQLITE_MODULES says why): they find what Python's sqlite3 finds (the
+whole pack, with either module: tests/engine/test_engine_parallel.py), the parent decides the
+module (AUDITOR_RULES_SQLITE, said once when wrong), and the writer turns either module's errors
+into SQLAlchemy's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import sys
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from auditor.engine import evaluate_each, load_ruleset
 from auditor.errors import ConfigError
 from auditor.store.db import (
     SQLITE_MODULE_VARIABLE,
@@ -25,7 +25,7 @@ from auditor.store.db import (
     rules_sqlite_module,
 )
 from auditor.store.writer import sqlite_executemany
-from tests.engine.test_engine_parallel import _sandbox_run
+from tests.engine.test_engine_parallel import _sandbox_run, serial_findings
 
 evaluate_module = importlib.import_module("auditor.engine.evaluate")
 
@@ -50,14 +50,8 @@ def test_rule_workers_use_pysqlite3_and_its_current_sqlite_by_default(monkeypatc
 
 @needs_wheels
 def test_a_worker_opens_the_file_with_the_module_it_is_handed_and_finds_what_sqlite3_finds(tmp_path):
-    engine = open_database(tmp_path / "p.db")
+    engine, run_id, rule, serial, url = serial_findings(tmp_path)
     assert engine.dialect.dbapi is sqlite3.dbapi2  # the rest of the program keeps Python's module
-    run_id = _sandbox_run(engine)
-    rule = load_ruleset().get("high-sensitivity-without-confidential")
-    with engine.connect() as connection:
-        evaluate_module.prepare_connection(connection)
-        serial = [f.to_json() for f in evaluate_module.evaluate_rule(connection, run_id, rule)]
-    url = engine.url.render_as_string(hide_password=False)
     spool = tmp_path / "spool"
     spool.mkdir()
     handed, _seconds = evaluate_module._evaluate_in_process(url, run_id, rule, str(spool), "pysqlite3.dbapi2")
@@ -71,27 +65,6 @@ def test_a_worker_opens_the_file_with_the_module_it_is_handed_and_finds_what_sql
         worker_engine.dispose()
     assert [f.to_json() for f in evaluate_module._read_spooled(rule, handed)] == serial
     assert len(serial) > 100
-
-
-@pytest.mark.parametrize("module", ["sqlite3", "pysqlite3"])
-def test_worker_processes_with_either_module_find_what_one_connection_finds(tmp_path, monkeypatch, module):
-    if module == "pysqlite3" and not WHEELS_EXIST:
-        pytest.skip("pysqlite3-binary has wheels for Linux x86-64 only")
-    engine = open_database(tmp_path / "p.db")
-    run_id = _sandbox_run(engine)
-    ruleset = load_ruleset()
-    serial = [
-        (rule.id, [f.to_json() for f in items])
-        for rule, items, _ in evaluate_each(engine, run_id, ruleset, workers=1)
-    ]
-    monkeypatch.setattr(evaluate_module, "PROCESS_MIN_COLUMNS", 3000)
-    monkeypatch.setenv(SQLITE_MODULE_VARIABLE, module)
-    assert evaluate_module.parallel_mode(engine, run_id, 2) == "processes"
-    parallel = [
-        (rule.id, [f.to_json() for f in items])
-        for rule, items, _ in evaluate_each(engine, run_id, ruleset, workers=2)
-    ]
-    assert parallel == serial
 
 
 def test_python_s_own_sqlite3_is_used_when_asked(monkeypatch):

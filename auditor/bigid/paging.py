@@ -275,17 +275,19 @@ def paginate(
             new.append(row)
         stats.rows_received += served
         stats.fetched += len(new)
-        if new or keys != previous_keys:  # (the nulls of a page served again are not counted twice)
+        # (the nulls of a page served again are not counted twice; a page of nulls only is no repeat)
+        if new or not keys or keys != previous_keys:
             stats.nulls += page.nulls
         if stats.first_page_rows is None:
             stats.first_page_rows = served
         if not new:
-            same = same + 1 if keys == previous_keys else 0
+            same = same + 1 if keys and keys == previous_keys else 0
             echoed = echoed + len(keys) if same else 0
-            if same == 1 and len(keys) > 1 and not repeat_reasked:
+            if same == 1 and len(keys) > 1 and not repeat_reasked and not confirming:
                 # The page before, served again: asked for once more at the same skip before skip is
                 # said to be ignored (a probe: one page a lagging replica served twice made the next
-                # request go by offset, which that tenant read as 0, and the cluster failed).
+                # request go by offset, which that tenant read as 0, and the cluster failed). Not
+                # where only the end was being confirmed: a repeat there ends the listing.
                 repeat_reasked = True
                 stats.duplicates -= len(keys)  # paging's echo, not records listed twice
                 echoed = 0
@@ -315,6 +317,7 @@ def paginate(
             skip += served
             continue  # repeats only: still confirming if we were
         stale = same = 0
+        repeat_reasked = False  # progress: a later page served again is asked for once more too
         stats.pages_with_records += 1
         yield new
         previous_keys = keys

@@ -30,7 +30,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -781,18 +781,15 @@ class BigIDClient:
             nowhere = f"auditor-no-such-cluster-{random.getrandbits(64):016x}"
             try:
                 body = self._request(COLUMNS_PATH, {name: nowhere, "limit": 1, "skip": 0}, cluster_id=None)
-                served = bool(self._unwrap(body, "columns", COLUMNS_PATH, None).rows)
-            except (AuthError, NetworkError):
-                raise
-            except ApiError:
-                served = False
+                rows = self._unwrap(body, "columns", COLUMNS_PATH, None).rows
+                served = any(row is not None for row in rows)
+            except ApiError:  # refused, failed, timed out: an answer about that id, or none; never
+                served = False  # charged to the cluster whose page led here (a probe of this check)
             if not served:
                 return
             other_name = "cluster_id" if name == "clusterId" else None
             try:
                 reads_other = other_name is not None and self._honours_cluster_id(second)
-            except (AuthError, NetworkError):
-                raise
             except ApiError:
                 reads_other = False
             self.cluster_param_ignored = {
@@ -1510,7 +1507,7 @@ class ColumnFetch:
                 ignores_skip=self._ignores_skip,
                 content=self.content,
             ):
-                if first:  # before any of it is stored: another cluster's very page stops the run
+                if first:  # another cluster's very page: is the cluster id read? (see note_first_page)
                     first = False
                     self.client.note_first_page(self.cluster_id, tuple(key(row) for row in page))
                 if self.switched and self.client.offset_param != "offset":
@@ -1612,6 +1609,8 @@ def _not_json(path: str, snippet: str, problem: str = "") -> PayloadError:
 # Content-Encodings urllib3 decodes (brotli and zstd too when their packages are installed)
 _DECODABLE = frozenset(urllib3.response.HTTPResponse.CONTENT_DECODERS) | {"identity"}
 _GZIP_MAGIC = b"\x1f\x8b"  # no JSON text starts so
+# what a JSON text starts with, after a byte order mark and white space (an empty body too)
+_JSON_START = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*(?:[\[{\"\-0-9tfn]|\Z)")
 
 
 def _undecoded(path: str, encoding: str | None, content: bytes) -> PayloadError | None:
@@ -1621,13 +1620,15 @@ def _undecoded(path: str, encoding: str | None, content: bytes) -> PayloadError 
     and a body compressed twice (a proxy compressing again) is gzip once decoded: both were "not
     valid UTF-8 at byte 1", with binary in the message and in the run's recorded error.
     """
+    if _JSON_START.match(content):  # JSON as it stands (a harmless 'Content-Encoding: none'): read it
+        return None
     codings = [part.strip().lower() for part in (encoding or "").split(",") if part.strip()]
     unknown = [coding for coding in codings if coding not in _DECODABLE]
     hint = (
         f"this client asks for {requests.utils.DEFAULT_ACCEPT_ENCODING}; a proxy in front of the tenant may "
         "compress answers itself: check its settings, and if there is none, re-run with --verbose and "
         "report it"
-    )
+    )  # (built only for a body that is no JSON as it stands: see above)
     if unknown:
         shown = secrets.scrub_cut(", ".join(codings))
         return PayloadError(
@@ -1730,25 +1731,6 @@ DATA_MIN_SECRET_LENGTH = 12
 def _data_forms(secret: str) -> frozenset[str]:
     """The spellings of ``secret`` that data answers are searched for (none for a short key)."""
     return secrets.forms(secret) if len(secret) >= DATA_MIN_SECRET_LENGTH else frozenset()
-
-
-def cluster_param_note(found: Mapping[str, Any]) -> str:
-    """The sentence for :attr:`BigIDClient.cluster_param_ignored` (also read back from a run's
-    details by the snapshot's notes and the report)."""
-    name = found.get("param", "clusterId")
-    first, second = [*(found.get("clusters") or []), "?", "?"][:2]
-    reads = found.get("reads")
-    what = (
-        f'pass --cluster-id-param {reads} (or set cluster_id_param = "{reads}" in auditor.toml): the '
-        f"tenant reads that"
-        if reads
-        else "the tenant's similar-columns endpoint is not the documented one: report it to BigID support"
-    )
-    return (
-        f"GET {COLUMNS_PATH} seems to ignore the cluster id parameter {name!r}: clusters {first} and "
-        f"{second} were served the same columns, and so was a cluster id that cannot exist; every "
-        f"cluster may hold the columns of all of them, and findings may name the wrong cluster; {what}"
-    )
 
 
 class _AnswerTooSlow(requests.exceptions.ReadTimeout):

@@ -196,6 +196,26 @@ def scope_note(base: RunInfo, run: RunInfo, *, skips: bool = True) -> str | None
     )
 
 
+def cluster_param_note(found: Mapping[str, Any]) -> str:
+    """The sentence for a tenant that seems to ignore the cluster id parameter (the run's
+    ``details.cluster_param_ignored``, recorded by :class:`auditor.bigid.client.BigIDClient`)."""
+    name = found.get("param", "clusterId")
+    first, second = [*(found.get("clusters") or []), "?", "?"][:2]
+    reads = found.get("reads")
+    what = (
+        f'pass --cluster-id-param {reads} (or set cluster_id_param = "{reads}" in auditor.toml): the '
+        f"tenant reads that"
+        if reads
+        else "the tenant's similar-columns endpoint is not the documented one: report it to BigID support"
+    )
+    return (
+        "GET /api/v1/data-catalog/column/cluster/similar seems to ignore the cluster id parameter "
+        f"{name!r}: clusters {first} and {second} were served the same columns, and so was a cluster "
+        "id that cannot exist; every cluster may hold the columns of all of them, and findings may name "
+        f"the wrong cluster; {what}"
+    )
+
+
 # A tenant (or a --filter) that lists no cluster: a complete run holding nothing, which check passes.
 NO_CLUSTERS_NOTE = (
     "the tenant listed no clusters (with the run's --filter, if it had one): there is nothing to check; "
@@ -219,8 +239,6 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
     if details.get("listed_no_clusters") is True:
         notes.append(NO_CLUSTERS_NOTE)
     if isinstance(ignored := details.get("cluster_param_ignored"), Mapping):  # first: every cluster
-        from auditor.bigid.client import cluster_param_note  # (the client is not the store's import)
-
         notes.append(cluster_param_note(ignored))
     if changed := count("changed_while_listed_count"):  # first: those clusters are not whole
         notes.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from auditor.bigid.client import CLUSTERS_PATH
@@ -133,3 +134,31 @@ def test_two_clusters_sharing_their_only_column_cost_one_request_and_stay_comple
     assert result.exit_code == 0, result.output
     assert _stored(tmp_path / "a.db") == ("complete", {f"k{i}": ["s.d.shared"] for i in range(4)})
     assert sum(q["clusterId"].startswith("auditor-no-such-cluster-") for q in asked) == 1
+
+
+@pytest.mark.parametrize(("status", "probe_rows"), [(403, None), (401, None), (500, None), (200, [None])])
+def test_an_error_or_nulls_for_the_id_that_cannot_exist_mean_the_parameter_was_read(
+    loopback: Loopback, tmp_path: Path, run_cli, status: int, probe_rows
+):
+    """A probe of this check: a 403 or 401 for the id that cannot exist failed the cluster whose page
+    led to it, or stopped the snapshot; a null item counted as a column served for it."""
+    shared = [{"fullyQualifiedName": f"s.d.shared.c{i}", "columnName": f"c{i}"} for i in range(2)]
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            listed = [{"id": "k1", "name": "One", "size": 2}, {"id": "k2", "name": "Two", "size": 2}]
+            return Reply(200, listed if request.query.get("skip", "0") == "0" else [])
+        if request.query["clusterId"].startswith("auditor-no-such-cluster-"):
+            if status != 200:
+                return Reply(status, {"message": "Access denied"})
+            return Reply(200, {"results": probe_rows, "totalCount": 1})
+        skip = int(request.query.get("skip", 0))
+        return Reply(200, {"results": shared[skip:], "totalCount": 2})
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "KEY-0123456789abcdef"}
+    result = run_cli("snapshot", "--db", str(tmp_path / "a.db"), "--workers", "1", env=env)
+    assert result.exit_code == 0, result.output
+    assert "cluster id parameter" not in result.stderr
+    fqns = sorted(c["fullyQualifiedName"] for c in shared)
+    assert _stored(tmp_path / "a.db") == ("complete", {"k1": fqns, "k2": fqns})

@@ -134,8 +134,14 @@ def ends_early(content: bytes) -> bool:
     {"na``), a character's bytes cut included: what a body cut short in transit decodes to."""
     if content.startswith(_BOM):
         content = content[len(_BOM) :]
-    if not content.strip():
+    text = content.strip()
+    if not text:
         return False  # no JSON begun: an empty answer, said as one
+    if text[:1] + text[-1:] in (b"{}", b"[]"):
+        # Closed as it was opened: taken as whole, unparsed (a tenant behind an HTTP/1.0 proxy sends
+        # every page so, and the page is parsed anyway). A cut right after an inner object of an
+        # object reads, as before, as malformed JSON.
+        return False
     try:
         orjson.loads(content)  # orjson says this only when the data ran out
     except orjson.JSONDecodeError as exc:

@@ -44,7 +44,7 @@ def forms(secret: str | None) -> frozenset[str]:
     if not secret or len(secret) < MIN_SECRET_LENGTH or secret in PUBLIC_KEYS:
         return frozenset()
     encoded = base64.b64encode(secret.encode("utf-8")).decode("ascii")
-    return frozenset({secret, quote(secret, safe=""), encoded, encoded.rstrip("=")})
+    return frozenset({secret, quote(secret, safe=""), quote(secret), encoded, encoded.rstrip("=")})
 
 
 def register(secret: str | None, *, credential: bool = False) -> None:
@@ -87,8 +87,10 @@ def scrub(text: str) -> str:
 # A run of URL characters holding percent escapes. A server quoting the key from a URL may encode
 # more than quote() does (``KEY%2D7f3a9`` for ``KEY-7f3a9``, lower-case hex): such a run is decoded,
 # and shown decoded and masked when it holds a secret (a base64 key's + / = are always encoded).
-# (Runs without an escape are left as they are; one pass over the text, no backtracking.)
-_PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~!*'()+-])+")
+# (Runs without an escape are left as they are; one pass over the text, no backtracking.) A run is
+# everything between white space and quotes: quote() keeps '/' by default, so a base64 key quoted
+# that way is split by none of its own characters.
+_PERCENT_RUN = re.compile(r"""(?:%[0-9A-Fa-f]{2}|[^\s%"'<>])+""")
 
 
 def _unquoted_if_secret(run: str, secrets: list[str]) -> str:

@@ -139,7 +139,12 @@ def test_a_secret_percent_encoded_more_than_quote_writes_is_masked_and_other_esc
     secrets.register("KEY-7f3a9-SECRET", credential=True)
     assert secrets.scrub("auth=KEY%2D7f3a9%2DSECRET, id=K%45Y%2d7f3a9%2dSECRET!") == "auth=***, id=***!"
     assert secrets.scrub("see /a%20b?q=100%25 and 100% done %zz") == "see /a%20b?q=100%25 and 100% done %zz"
-    assert secrets.scrub("user=bob%40x&auth=KEY%2D7f3a9%2DSECRET%26more") == "user=bob%40x&auth=***&more"
+    # the whole run between spaces and quotes is shown decoded once it holds the key
+    assert secrets.scrub("user=bob%40x&auth=KEY%2D7f3a9%2DSECRET%26more") == "user=bob@x&auth=***&more"
+    # a base64 key quoted as quote() does by default ('/' kept), and with every character escaped
+    secrets.register("Kf8QzLw2+pVx7/NmRabc", credential=True)
+    said = "GET /x?key=Kf8QzLw2%2BpVx7/NmRabc failed; retried as 'q=Kf8QzLw2%2bpVx7%2fNmRabc'"
+    assert secrets.scrub(said) == "GET /x?key=*** failed; retried as 'q=***'"
     started = time.perf_counter()
     assert secrets.scrub("a" * 200_000 + "%" + "b" * 200_000) == "a" * 200_000 + "%" + "b" * 200_000
     assert time.perf_counter() - started < 1.0

@@ -16,6 +16,7 @@ import sys
 import pytest
 from sqlalchemy.exc import DBAPIError
 
+from auditor.engine import evaluate_each, load_ruleset
 from auditor.errors import ConfigError
 from auditor.store.db import (
     SQLITE_MODULE_VARIABLE,
@@ -111,3 +112,43 @@ def test_a_bulk_write_error_of_either_module_is_raised_as_sqlalchemys(tmp_path, 
         assert "UNIQUE constraint failed: t.x" in str(raised.value.orig)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("asked", [None, "sqlite3"])
+def test_the_pool_hands_each_worker_the_module_the_parent_decided(tmp_path, monkeypatch, asked):
+    """A review: the parity test passes whichever module the workers use, so it could not tell the
+    parent from forgetting to hand it over. The pool's tasks are recorded here and run in-process."""
+    from concurrent.futures import Future
+
+    engine = open_database(tmp_path / "p.db")
+    run_id = _sandbox_run(engine)
+    if asked is not None:
+        monkeypatch.setenv(SQLITE_MODULE_VARIABLE, asked)
+    monkeypatch.setattr(evaluate_module, "PROCESS_MIN_COLUMNS", 3000)
+    handed: list[str] = []
+
+    class InProcess:  # a pool that runs each task where it is submitted
+        def submit(self, function, *args):
+            handed.append(args[-1])
+            future: Future = Future()
+            future.set_result(function(*args))
+            return future
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def start_pool(preload, workers, initializer, submit_first):
+        pool = InProcess()
+        submit_first(pool)
+        return pool
+
+    monkeypatch.setattr(evaluate_module, "start_pool", start_pool)
+    found = list(evaluate_each(engine, run_id, load_ruleset(), workers=2))
+    assert len(found) == len(load_ruleset().rules) and len(handed) == len(found)
+    expected = "sqlite3.dbapi2" if asked == "sqlite3" or not WHEELS_EXIST else "pysqlite3.dbapi2"
+    assert set(handed) == {expected}
+    for key in [key for key in evaluate_module._WORKER_ENGINES if key[1] == expected]:
+        evaluate_module._WORKER_ENGINES.pop(key).dispose()

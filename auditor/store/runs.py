@@ -39,6 +39,7 @@ from auditor.store.schema import (
     run_columns,
     runs,
 )
+from auditor.textsafe import counted
 
 log = secrets.scrubbed_logger("auditor.store")
 
@@ -233,7 +234,7 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
     def clusters(n: int) -> str:
-        return "1 cluster" if n == 1 else f"{n:,} clusters"
+        return counted(n, "cluster")
 
     notes = []
     if details.get("listed_no_clusters") is True:
@@ -258,7 +259,7 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
         notes.append(_cluster_conflicts_note(conflicts))
     for key, where in (("null_clusters", "the cluster list"), ("null_rows", "the column pages")):
         if nulls := count(key):  # counted as served against the totals, but nothing to store or check
-            items = "1 null item" if nulls == 1 else f"{nulls:,} null items"
+            items = counted(nulls, "null item")
             notes.append(
                 f"{where} held {items} in place of records: dropped, nothing stored or checked for "
                 f"{'it' if nulls == 1 else 'them'} (auditor runs --format json counts them under {key})"
@@ -271,7 +272,7 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
                 f"{clusters(found)} the first listing did not, fetched too"
             )
         if isinstance(too_long := relisting.get("ids_too_long"), int) and too_long:
-            ids = "1 new cluster id" if too_long == 1 else f"{too_long:,} new cluster ids"
+            ids = counted(too_long, "new cluster id")
             notes.append(f"listed a second time, the cluster list held {ids} too long to store: left out")
         if "error" in relisting:
             notes.append(
@@ -283,7 +284,7 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
 
 def _conflicts_note(records: int) -> str:
     """Records that shared a name with another of their cluster's on one page (``fqn_conflicts``)."""
-    its = "1 column record" if records == 1 else f"{records:,} column records"
+    its = counted(records, "column record")
     return (
         f"{its} shared a fullyQualifiedName with another record of {'its' if records == 1 else 'their'} "
         "cluster and differed from it: only the first of each was stored and checked (auditor runs "
@@ -294,7 +295,7 @@ def _conflicts_note(records: int) -> str:
 def _cluster_conflicts_note(records: int) -> str:
     """Cluster records that shared an id with another of the list's on one page
     (``cluster_conflicts``): labels decide rule outcomes, so which record was kept matters."""
-    its = "1 cluster record" if records == 1 else f"{records:,} cluster records"
+    its = counted(records, "cluster record")
     return (
         f"{its} shared {'its' if records == 1 else 'their'} id with another record of the cluster list "
         "and differed from it: only the first of each was stored and checked (auditor runs --format json "
@@ -327,7 +328,7 @@ def shortfall_note(run: RunInfo) -> str | None:
         notes.append(f"in run {run.id}, {listing}; clusters not served, if they exist, were not checked")
     changed = details_count(run, "changed_while_listed_count")
     if changed:
-        clusters = "1 cluster" if changed == 1 else f"{changed:,} clusters"
+        clusters = counted(changed, "cluster")
         notes.append(
             f"in run {run.id}, {clusters} changed while {'it was' if changed == 1 else 'they were'} listed "
             "(the totalCount moved between pages): columns added or removed meanwhile may be missing "
@@ -343,7 +344,7 @@ def shortfall_note(run: RunInfo) -> str | None:
         notes.append(f"in run {run.id}, {_cluster_conflicts_note(conflicts)}")
     count = details_count(run, "total_shortfall_count")
     if count:
-        clusters = "1 cluster" if count == 1 else f"{count:,} clusters"
+        clusters = counted(count, "cluster")
         notes.append(
             f"in run {run.id}, {clusters} served fewer columns than announced (by their totalCount, "
             f"or their size where no total came); the columns not served were not checked (auditor "

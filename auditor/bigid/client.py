@@ -1763,6 +1763,10 @@ def _read_body(
     from urllib3 import exceptions as u3
 
     raw = response.raw
+    coding = raw.headers.get("Content-Encoding", "")
+    if "," in coding:  # urllib3 decodes 'identity' in a list as deflate: 'gzip, identity' failed (a probe)
+        kept = [part.strip() for part in coding.split(",") if part.strip().lower() not in ("", "identity")]
+        raw.headers["Content-Encoding"] = ", ".join(kept)
     decode = "Content-Encoding" in response.headers  # urllib3's decoding buffers cost a copy
     declared = response.headers.get("Content-Length", "")
     if not decode and declared.isdigit() and int(declared) > limit:

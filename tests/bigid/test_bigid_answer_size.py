@@ -271,6 +271,12 @@ def test_an_answer_compressed_in_a_way_the_client_cannot_decode_is_said_so(
     assert caught.value.message == (
         f"GET {CLUSTERS_PATH} answered 200 compressed as gzip without a Content-Encoding saying so"
     )
+    # 'identity' in a list of encodings is no encoding (urllib3 read it as deflate: a probe)
+    for listed in ("gzip, identity", "identity, gzip", "GZIP , Identity"):
+        loopback.reset(
+            lambda request, e=listed: Reply(200, gzip.compress(page), headers={"Content-Encoding": e})
+        )
+        assert [c.id for c, _ in make_client(loopback.url).list_clusters()] == ["c-1"]
     # JSON as it stands under an encoding no one decodes ('none', 'utf-8'): read as it is (a probe)
     for harmless in ("none", "utf-8"):
         loopback.reset(lambda request, e=harmless: Reply(200, page, headers={"Content-Encoding": e}))

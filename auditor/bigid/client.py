@@ -235,7 +235,8 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         index, field_path, message = _first_error(exc)
         raw = rows[index] if index is not None and index < len(rows) else None
         fqn = _field(raw, _FQN_NAMES)
-        return DecodedColumns(invalid=(index, fqn, field_path, message))
+        at = None if index is None or not nulls else served_at(envelope.rows, index)
+        return DecodedColumns(invalid=(index if at is None else at, fqn, field_path, message))
     try:
         out = list(map(transform, models, rows))
     except RecordNotStorable as exc:
@@ -249,6 +250,19 @@ def drop_nulls(rows: list[Any]) -> tuple[list[Any], int]:
     its cluster, or in the cluster list the whole snapshot. Paging still counts it as served."""
     records = [row for row in rows if row is not None]
     return records, len(rows) - len(records)
+
+
+def served_at(served: list[Any] | None, index: int) -> int:
+    """Where the ``index``-th record left by :func:`drop_nulls` stood in the page as ``served``
+    (nulls included): the position an error names (``column 17``), as the server counts it."""
+    if not served:
+        return index
+    for position, row in enumerate(served):
+        if row is not None:
+            if index == 0:
+                return position
+            index -= 1
+    return index
 
 
 class PageOffload:
@@ -545,7 +559,7 @@ class BigIDClient:
                 ) from None
             envelope = self._unwrap(body, "clusters", CLUSTERS_PATH, None)
             records, nulls = drop_nulls(envelope.rows)
-            rows = self._validate_clusters(records, skip, invalid)
+            rows = self._validate_clusters(records, skip, invalid, envelope.rows if nulls else None)
             return RawPage(rows, envelope.total, envelope.shape, nulls)
 
         out: list[ClusterRow] = []
@@ -674,7 +688,8 @@ class BigIDClient:
             params["ignoreLimit"] = "true" if ignore_limit else "false"
         body = self._columns_request(cluster_id, params)
         envelope = self._unwrap(body, "columns", COLUMNS_PATH, cluster_id)
-        rows = self._validate_columns(drop_nulls(envelope.rows)[0], cluster_id, skip or 0)
+        records, nulls = drop_nulls(envelope.rows)
+        rows = self._validate_columns(records, cluster_id, skip or 0, envelope.rows if nulls else None)
         return ColumnsPage(rows, envelope.total, envelope.shape)
 
     def iter_columns(self, cluster_id: str, **params: Any) -> Iterator[ColumnRow]:
@@ -847,14 +862,19 @@ class BigIDClient:
 
     @staticmethod
     def _validate_clusters(
-        rows: list[Any], skip: int, invalid: dict[str, PayloadError] | None = None
+        rows: list[Any],
+        skip: int,
+        invalid: dict[str, PayloadError] | None = None,
+        served: list[Any] | None = None,
     ) -> list[ClusterRow]:
-        """A page of cluster records validated; see :meth:`list_clusters` for ``invalid``."""
+        """A page of cluster records validated; see :meth:`list_clusters` for ``invalid``.
+        ``served``: the page as served, when :func:`drop_nulls` took nulls out of ``rows`` (errors
+        name a record by its position there)."""
         try:
             models = parse_clusters(rows)
         except ValidationError as exc:
             if invalid is None:
-                raise _invalid_cluster(exc, rows, skip) from None
+                raise _invalid_cluster(exc, rows, skip, served) from None
         else:
             return list(zip(models, rows, strict=True))
         assert invalid is not None
@@ -863,7 +883,7 @@ class BigIDClient:
             try:
                 (model,) = parse_clusters([raw])
             except ValidationError as exc:
-                error = _invalid_cluster(exc, [raw], skip + position)
+                error = _invalid_cluster(exc, [raw], skip + served_at(served, position))
                 ident = _field(raw, CLUSTER_ID_NAMES)
                 if isinstance(ident, bool) or not isinstance(ident, str | int) or not str(ident).strip():
                     raise error from None  # nothing to record it under
@@ -873,14 +893,18 @@ class BigIDClient:
         return out
 
     @staticmethod
-    def _validate_columns(rows: list[Any], cluster_id: str, skip: int) -> list[ColumnRow]:
+    def _validate_columns(
+        rows: list[Any], cluster_id: str, skip: int, served: list[Any] | None = None
+    ) -> list[ColumnRow]:
+        """A page of column records validated (``served``: as for :meth:`_validate_clusters`)."""
         try:
             models = parse_columns(rows)
         except ValidationError as exc:
             index, field_path, message = _first_error(exc)
             raw = rows[index] if index is not None and index < len(rows) else None
             fqn = _field(raw, _FQN_NAMES)
-            raise _invalid_column(cluster_id, skip, (index, fqn, field_path, message)) from None
+            at = None if index is None else served_at(served, index)
+            raise _invalid_column(cluster_id, skip, (at, fqn, field_path, message)) from None
         return list(zip(models, rows, strict=True))
 
     # -- auth ----------------------------------------------------------------------------------
@@ -1467,7 +1491,7 @@ class ColumnFetch:
         body = self._request(skip, limit)
         envelope = client._unwrap(body, "columns", COLUMNS_PATH, self.cluster_id)
         records, nulls = drop_nulls(envelope.rows)
-        rows = client._validate_columns(records, self.cluster_id, skip)
+        rows = client._validate_columns(records, self.cluster_id, skip, envelope.rows if nulls else None)
         return RawPage(rows, envelope.total, envelope.shape, nulls)
 
     def _fetch_offloaded(self, skip: int, limit: int) -> RawPage[Any]:
@@ -1667,11 +1691,14 @@ _MALFORMED_ANSWERS: tuple[type[Exception], ...] = (
 CLUSTER_ID_NAMES = ("id", "clusterId", "_id", "cluster_id")
 
 
-def _invalid_cluster(exc: ValidationError, rows: list[Any], skip: int) -> PayloadError:
+def _invalid_cluster(
+    exc: ValidationError, rows: list[Any], skip: int, served: list[Any] | None = None
+) -> PayloadError:
     """The error for a page of cluster records (at ``skip``) that does not fit the models."""
     index, field_path, message = _first_error(exc)
     raw = rows[index] if index is not None and index < len(rows) else None
-    label = _record_label("cluster", None if index is None else skip + index, _field(raw, CLUSTER_ID_NAMES))
+    position = None if index is None else skip + served_at(served, index)
+    label = _record_label("cluster", position, _field(raw, CLUSTER_ID_NAMES))
     return PayloadError(
         f"GET {CLUSTERS_PATH}: {label}: {field_path}: {message}",
         hint="the payload does not fit the Cluster model; re-run with --verbose and report it",

@@ -17,7 +17,7 @@ from junitparser import JUnitXml
 
 from auditor.bigid.client import COLUMNS_PATH
 from auditor.bigid.paging import SAME_PAGE_LIMIT_SINGLE_ROW, NoProgress, PagingStats, RawPage, paginate
-from auditor.errors import ApiError
+from auditor.errors import ApiError, PayloadError
 
 from .conftest import Reply, Request
 
@@ -1614,3 +1614,46 @@ def test_pages_of_nulls_only_are_served_records_not_repeats(total):
         stats.nulls == 14 and stats.received == 18 and not stats.ended_short and not stats.stopped_on_repeat
     )
     assert not stats.total_mismatch
+
+
+@pytest.mark.parametrize("processes", [0, 1])
+def test_a_record_that_does_not_fit_is_named_by_its_place_among_the_nulls_served(
+    loopback, make_client, tmp_path, processes
+):
+    """A helper's remark on dropping nulls: errors named a record by its place in the page without
+    its nulls ("cluster 1" for the fourth item served). They count as the server does."""
+    from auditor.bigid.client import CLUSTERS_PATH
+    from auditor.errors import PartialSnapshotError
+    from auditor.snapshot import take_snapshot
+    from auditor.store.db import open_database
+    from auditor.store.runs import get_run
+
+    bad_cluster = [None, {"id": "k1"}, None, {"name": "no id"}]
+    bad_columns = [None, None, column(0), {"fullyQualifiedName": [5]}]
+
+    def handler(request: Request) -> Reply:
+        skip = int(request.query.get("skip", 0))
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, listed[skip:])
+        return Reply(200, {"results": bad_columns[skip:], "totalCount": 4})
+
+    listed = bad_cluster
+    loopback.reset(handler)
+    with pytest.raises(PayloadError) as caught:
+        make_client(loopback.url).list_clusters()
+    assert caught.value.message == f"GET {CLUSTERS_PATH}: cluster 3: id: Field required"
+    with pytest.raises(PayloadError) as caught:
+        list(make_client(loopback.url).fetch_all_columns("k1", size=4))
+    assert caught.value.message.startswith("cluster k1: column 3 ([5]): fullyQualifiedName: ")
+    listed = [None, {"id": "k1", "size": 4}]
+    engine = open_database(tmp_path / "a.db")
+    with pytest.raises(PartialSnapshotError):  # (the decoding pool reports it the same way)
+        take_snapshot(
+            engine, make_client(loopback.url), workers=1, processes=processes, max_failed_clusters=1
+        )
+    assert (
+        get_run(engine, 1)
+        .details["failed_clusters"][0]["error"]
+        .startswith("PayloadError: cluster k1: column 3 ([5]): fullyQualifiedName: ")
+    )
+    engine.dispose()

@@ -809,7 +809,7 @@ class BigIDClient:
                 reads_other = False
             self.cluster_param_ignored = {
                 "param": name,
-                "clusters": [first, second],
+                "clusters": sorted([first, second]),  # (whichever worker got there first)
                 "reads": other_name if reads_other else None,
             }
 

@@ -235,8 +235,8 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         index, field_path, message = _first_error(exc)
         raw = rows[index] if index is not None and index < len(rows) else None
         fqn = _field(raw, _FQN_NAMES)
-        at = None if index is None or not nulls else served_at(envelope.rows, index)
-        return DecodedColumns(invalid=(index if at is None else at, fqn, field_path, message))
+        at = None if index is None else served_at(envelope.rows, index)
+        return DecodedColumns(invalid=(at, fqn, field_path, message))
     try:
         out = list(map(transform, models, rows))
     except RecordNotStorable as exc:
@@ -252,11 +252,9 @@ def drop_nulls(rows: list[Any]) -> tuple[list[Any], int]:
     return records, len(rows) - len(records)
 
 
-def served_at(served: list[Any] | None, index: int) -> int:
+def served_at(served: list[Any], index: int) -> int:
     """Where the ``index``-th record left by :func:`drop_nulls` stood in the page as ``served``
     (nulls included): the position an error names (``column 17``), as the server counts it."""
-    if not served:
-        return index
     for position, row in enumerate(served):
         if row is not None:
             if index == 0:
@@ -558,8 +556,7 @@ class BigIDClient:
                     status=404,
                 ) from None
             envelope = self._unwrap(body, "clusters", CLUSTERS_PATH, None)
-            records, nulls = drop_nulls(envelope.rows)
-            rows = self._validate_clusters(records, skip, invalid, envelope.rows if nulls else None)
+            rows, nulls = self._validate_clusters(envelope.rows, skip, invalid)
             return RawPage(rows, envelope.total, envelope.shape, nulls)
 
         out: list[ClusterRow] = []
@@ -688,8 +685,7 @@ class BigIDClient:
             params["ignoreLimit"] = "true" if ignore_limit else "false"
         body = self._columns_request(cluster_id, params)
         envelope = self._unwrap(body, "columns", COLUMNS_PATH, cluster_id)
-        records, nulls = drop_nulls(envelope.rows)
-        rows = self._validate_columns(records, cluster_id, skip or 0, envelope.rows if nulls else None)
+        rows, _nulls = self._validate_columns(envelope.rows, cluster_id, skip or 0)
         return ColumnsPage(rows, envelope.total, envelope.shape)
 
     def iter_columns(self, cluster_id: str, **params: Any) -> Iterator[ColumnRow]:
@@ -862,41 +858,38 @@ class BigIDClient:
 
     @staticmethod
     def _validate_clusters(
-        rows: list[Any],
-        skip: int,
-        invalid: dict[str, PayloadError] | None = None,
-        served: list[Any] | None = None,
-    ) -> list[ClusterRow]:
-        """A page of cluster records validated; see :meth:`list_clusters` for ``invalid``.
-        ``served``: the page as served, when :func:`drop_nulls` took nulls out of ``rows`` (errors
-        name a record by its position there)."""
+        served: list[Any], skip: int, invalid: dict[str, PayloadError] | None = None
+    ) -> tuple[list[ClusterRow], int]:
+        """A page of cluster records as ``served`` validated, without its nulls (:func:`drop_nulls`),
+        and how many there were; see :meth:`list_clusters` for ``invalid``. Errors name a record by
+        its place in the page as served."""
+        rows, nulls = drop_nulls(served)
         try:
             models = parse_clusters(rows)
         except ValidationError as exc:
             if invalid is None:
                 raise _invalid_cluster(exc, rows, skip, served) from None
         else:
-            return list(zip(models, rows, strict=True))
+            return list(zip(models, rows, strict=True)), nulls
         assert invalid is not None
         out: list[ClusterRow] = []
         for position, raw in enumerate(rows):  # one at a time, to tell the bad records apart
             try:
                 (model,) = parse_clusters([raw])
             except ValidationError as exc:
-                error = _invalid_cluster(exc, [raw], skip + served_at(served, position))
+                error = _invalid_cluster(exc, [raw], skip + served_at(served, position), [raw])
                 ident = _field(raw, CLUSTER_ID_NAMES)
                 if isinstance(ident, bool) or not isinstance(ident, str | int) or not str(ident).strip():
                     raise error from None  # nothing to record it under
                 model = Cluster.model_construct(id=str(ident).strip())
                 invalid.setdefault(model.id, error)
             out.append((model, raw))
-        return out
+        return out, nulls
 
     @staticmethod
-    def _validate_columns(
-        rows: list[Any], cluster_id: str, skip: int, served: list[Any] | None = None
-    ) -> list[ColumnRow]:
-        """A page of column records validated (``served``: as for :meth:`_validate_clusters`)."""
+    def _validate_columns(served: list[Any], cluster_id: str, skip: int) -> tuple[list[ColumnRow], int]:
+        """A page of column records as ``served`` validated, as :meth:`_validate_clusters` does."""
+        rows, nulls = drop_nulls(served)
         try:
             models = parse_columns(rows)
         except ValidationError as exc:
@@ -905,7 +898,7 @@ class BigIDClient:
             fqn = _field(raw, _FQN_NAMES)
             at = None if index is None else served_at(served, index)
             raise _invalid_column(cluster_id, skip, (at, fqn, field_path, message)) from None
-        return list(zip(models, rows, strict=True))
+        return list(zip(models, rows, strict=True)), nulls
 
     # -- auth ----------------------------------------------------------------------------------
 
@@ -1490,8 +1483,7 @@ class ColumnFetch:
         client = self.client
         body = self._request(skip, limit)
         envelope = client._unwrap(body, "columns", COLUMNS_PATH, self.cluster_id)
-        records, nulls = drop_nulls(envelope.rows)
-        rows = client._validate_columns(records, self.cluster_id, skip, envelope.rows if nulls else None)
+        rows, nulls = client._validate_columns(envelope.rows, self.cluster_id, skip)
         return RawPage(rows, envelope.total, envelope.shape, nulls)
 
     def _fetch_offloaded(self, skip: int, limit: int) -> RawPage[Any]:
@@ -1691,10 +1683,9 @@ _MALFORMED_ANSWERS: tuple[type[Exception], ...] = (
 CLUSTER_ID_NAMES = ("id", "clusterId", "_id", "cluster_id")
 
 
-def _invalid_cluster(
-    exc: ValidationError, rows: list[Any], skip: int, served: list[Any] | None = None
-) -> PayloadError:
-    """The error for a page of cluster records (at ``skip``) that does not fit the models."""
+def _invalid_cluster(exc: ValidationError, rows: list[Any], skip: int, served: list[Any]) -> PayloadError:
+    """The error for a page of cluster records (at ``skip``; ``rows``: ``served`` without its
+    nulls) that does not fit the models."""
     index, field_path, message = _first_error(exc)
     raw = rows[index] if index is not None and index < len(rows) else None
     position = None if index is None else skip + served_at(served, index)
@@ -1839,7 +1830,7 @@ def _read_body(
     if not decode and response.status_code == 200 and _close_delimited(response) and ends_early(content):
         # no Content-Length and no chunks: the body ends where the connection does, so one closed
         # early leaves no trace but JSON that stops short, read as the tenant's malformed JSON and
-        # never asked again (a probe). Such answers are rare: parsing them once more here is cheap.
+        # never asked again (a probe). ends_early parses only a body that does not close as it opened.
         response.close()
         raise _ClosedCut()
     response._content = content  # later readers of ``response.content`` see the same bytes

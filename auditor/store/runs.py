@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -253,10 +253,7 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
             f"{clusters(relisted)} changed while listed (the totalCount moved between pages) and "
             f"{'was' if relisted == 1 else 'were'} listed again from the first page"
         )
-    if conflicts := count("fqn_conflict_count"):
-        notes.append(_conflicts_note(conflicts))
-    if conflicts := count("cluster_conflict_count"):
-        notes.append(_cluster_conflicts_note(conflicts))
+    notes += _conflict_notes(count)
     for key, where in (("null_clusters", "the cluster list"), ("null_rows", "the column pages")):
         if nulls := count(key):  # counted as served against the totals, but nothing to store or check
             items = counted(nulls, "null item")
@@ -282,25 +279,29 @@ def listing_notes(details: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def _conflicts_note(records: int) -> str:
-    """Records that shared a name with another of their cluster's on one page (``fqn_conflicts``)."""
-    its = counted(records, "column record")
-    return (
-        f"{its} shared a fullyQualifiedName with another record of {'its' if records == 1 else 'their'} "
-        "cluster and differed from it: only the first of each was stored and checked (auditor runs "
-        "--format json lists them under fqn_conflicts)"
-    )
+# The records that shared their key with another, different one on a page (the first is kept):
+# details key -> (the record counted, the key it shared, whose key).
+_CONFLICTS = {
+    "fqn_conflict_count": ("column record", "a fullyQualifiedName", "{its} cluster", "fqn_conflicts"),
+    "cluster_conflict_count": ("cluster record", "{its} id", "the cluster list", "cluster_conflicts"),
+}
 
 
-def _cluster_conflicts_note(records: int) -> str:
-    """Cluster records that shared an id with another of the list's on one page
-    (``cluster_conflicts``): labels decide rule outcomes, so which record was kept matters."""
-    its = counted(records, "cluster record")
-    return (
-        f"{its} shared {'its' if records == 1 else 'their'} id with another record of the cluster list "
-        "and differed from it: only the first of each was stored and checked (auditor runs --format json "
-        "lists them under cluster_conflicts)"
-    )
+def _conflict_notes(count: Callable[[str], int]) -> list[str]:
+    """For the records that shared a key with another, different one on their page (column records
+    a fullyQualifiedName, cluster records an id: labels decide rule outcomes, so which record was
+    kept matters): that only the first of each was stored and checked. ``count(key)``: a count of
+    the run's details."""
+    notes = []
+    for key, (record, shared, whose, listed) in _CONFLICTS.items():
+        if records := count(key):
+            its = "its" if records == 1 else "their"
+            notes.append(
+                f"{counted(records, record)} shared {shared.format(its=its)} with another record of "
+                f"{whose.format(its=its)} and differed from it: only the first of each was stored and "
+                f"checked (auditor runs --format json lists them under {listed})"
+            )
+    return notes
 
 
 def details_count(run: RunInfo, key: str) -> int:
@@ -338,10 +339,7 @@ def shortfall_note(run: RunInfo) -> str | None:
         )
     if details.get("listed_no_clusters") is True:
         notes.append(f"in run {run.id}, {NO_CLUSTERS_NOTE}")
-    if conflicts := details_count(run, "fqn_conflict_count"):
-        notes.append(f"in run {run.id}, {_conflicts_note(conflicts)}")
-    if conflicts := details_count(run, "cluster_conflict_count"):
-        notes.append(f"in run {run.id}, {_cluster_conflicts_note(conflicts)}")
+    notes += [f"in run {run.id}, {note}" for note in _conflict_notes(lambda key: details_count(run, key))]
     count = details_count(run, "total_shortfall_count")
     if count:
         clusters = counted(count, "cluster")

@@ -97,7 +97,8 @@ def test_the_floors_file_pins_every_runtime_dependency_at_its_declared_floor():
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     declared = {}
-    for spec in [*project["dependencies"], *project["optional-dependencies"]["postgres"]]:
+    extras = project["optional-dependencies"]
+    for spec in [*project["dependencies"], *extras["postgres"], *extras["fast"]]:
         # name[extra]>=floor, an optional upper bound, an optional environment marker
         pattern = r"([A-Za-z0-9_-]+)(?:\[[a-z]+\])?>=([0-9.]+)(?:,<[0-9.]+)?(?:; .+)?"
         name, floor = re.fullmatch(pattern, spec).groups()

@@ -54,10 +54,11 @@ LOCK_NOTICE_SECONDS = 5.0
 # use write()), so durability is unchanged.
 SQLITE_MMAP_BYTES = 2_147_418_112
 # The DB-API module of the processes that evaluate rules on a large SQLite run
-# (auditor.engine.evaluate): pysqlite3 where it is installed (a dependency on Linux x86-64, the
-# platform its wheels exist for), else Python's own sqlite3. pysqlite3-binary bundles a current
-# SQLite (3.51 in 0.5.4.post2) built with SQLite's per-connection lookaside allocator, which
-# Debian's libsqlite3 (3.40, the one Python links there) leaves out. Measured at 1M columns
+# (auditor.engine.evaluate): pysqlite3 where it is installed (the ``fast`` extra, on CPython for
+# glibc Linux x86-64, the platform its wheels exist for), else Python's own sqlite3.
+# pysqlite3-binary bundles a current SQLite (3.51 in 0.5.4.post2) built with SQLite's
+# per-connection lookaside allocator, which Debian's libsqlite3 (3.40, the one Python links
+# there) leaves out. Measured at 1M columns
 # (bench/RESULTS.md): the built-in pack's CPU 14.4 -> 11.9 s one rule after another, its wall
 # 8.6-9.0 -> 7.5-7.7 s. Only there, for two reasons:
 # * two copies of SQLite in one process do not see each other's locks on a file (SQLite's POSIX
@@ -89,7 +90,8 @@ def _sqlite_module(name: str | None) -> ModuleType:
     except ImportError:
         raise ConfigError(
             f"{SQLITE_MODULE_VARIABLE}=pysqlite3, but pysqlite3 is not installed",
-            hint="pip install pysqlite3-binary (wheels for Linux x86-64), or unset the variable",
+            hint="install the fast extra (pip install 'cluster-auditor[fast]': CPython on Linux x86-64),"
+            " or unset the variable",
         ) from None
 
 

@@ -9,6 +9,7 @@ into SQLAlchemy's.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import platform
 import sqlite3.dbapi2
 import sys
@@ -29,9 +30,14 @@ from auditor.store.writer import sqlite_executemany
 from tests.engine.test_engine_parallel import _sandbox_run, serial_findings
 
 evaluate_module = importlib.import_module("auditor.engine.evaluate")
+db_module = importlib.import_module("auditor.store.db")
 
-# pyproject.toml installs pysqlite3-binary where its wheels exist
-WHEELS_EXIST = sys.platform == "linux" and platform.machine() == "x86_64"
+# the [test] extra installs pysqlite3-binary where its wheels exist (as [fast] does)
+WHEELS_EXIST = (
+    sys.platform == "linux"
+    and platform.machine() == "x86_64"
+    and platform.python_implementation() == "CPython"
+)
 needs_wheels = pytest.mark.skipif(
     not WHEELS_EXIST, reason="pysqlite3-binary has wheels for Linux x86-64 only"
 )
@@ -66,6 +72,35 @@ def test_a_worker_opens_the_file_with_the_module_it_is_handed_and_finds_what_sql
         worker_engine.dispose()
     assert [f.to_json() for f in evaluate_module._read_spooled(rule, handed)] == serial
     assert len(serial) > 100
+
+
+def test_the_plain_install_does_not_require_pysqlite3():
+    # wheels only, for CPython on glibc Linux x86-64: as a dependency it failed the whole install on
+    # Alpine (musl), ARM, PyPy or a CPython newer than its wheels, where no marker can tell
+    requirements = importlib.metadata.requires("cluster-auditor")
+    pysqlite3 = [r for r in requirements if r.startswith("pysqlite3-binary")]
+    assert len(pysqlite3) == 2
+    extras = {r.split(";")[-1].split("extra ==")[-1].strip(" '\"") for r in pysqlite3}
+    assert extras == {"fast", "test"}
+
+
+def test_without_pysqlite3_the_workers_use_python_s_sqlite3(monkeypatch):
+    monkeypatch.delenv(SQLITE_MODULE_VARIABLE, raising=False)
+    monkeypatch.setitem(sys.modules, "pysqlite3", None)  # import pysqlite3 raises ImportError
+    monkeypatch.setitem(sys.modules, "pysqlite3.dbapi2", None)
+    db_module._sqlite_module.cache_clear()
+    try:
+        assert rules_sqlite_module() is sqlite3.dbapi2
+        monkeypatch.setenv(SQLITE_MODULE_VARIABLE, "pysqlite3")
+        with pytest.raises(ConfigError) as raised:
+            rules_sqlite_module()
+        assert str(raised.value) == "AUDITOR_RULES_SQLITE=pysqlite3, but pysqlite3 is not installed"
+        assert raised.value.hint == (
+            "install the fast extra (pip install 'cluster-auditor[fast]': CPython on Linux x86-64),"
+            " or unset the variable"
+        )
+    finally:
+        db_module._sqlite_module.cache_clear()
 
 
 def test_python_s_own_sqlite3_is_used_when_asked(monkeypatch):

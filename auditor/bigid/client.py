@@ -791,7 +791,11 @@ class BigIDClient:
             name = self.cluster_id_param
             nowhere = f"auditor-no-such-cluster-{random.getrandbits(64):016x}"
             try:
-                body = self._request(COLUMNS_PATH, {name: nowhere, "limit": 1, "skip": 0}, cluster_id=None)
+                # asked once: a failure means "read" whatever it is, so retries would only cost
+                # time (a tenant answering 500 for an unknown id: ~7 s of backoff per run)
+                body = self._request(
+                    COLUMNS_PATH, {name: nowhere, "limit": 1, "skip": 0}, cluster_id=None, retry=False
+                )
                 rows = self._unwrap(body, "columns", COLUMNS_PATH, None).rows
                 served = any(row is not None for row in rows)
             except ApiError:  # refused, failed, timed out: an answer about that id, or none; never
@@ -983,9 +987,11 @@ class BigIDClient:
         filter: str | None = None,
         decode: Callable[[bytes], Any] | None = None,
         shrinkable: bool = False,
+        retry: bool = True,
     ) -> Any:
         """GET ``path`` with auth handling; the parsed (or decoded) body of a 200, or an error
-        (:class:`PageTooSlow` for a ``shrinkable`` page that timed out, see :meth:`_send`)."""
+        (:class:`PageTooSlow` for a ``shrinkable`` page that timed out, see :meth:`_send`).
+        ``retry=False``: one attempt, for a question whose every failure has the same answer."""
         auth_retries = 0
         refusal: ApiError | None = None  # the first form's refusal, while ``auto`` tries the others
         asked = {FLAGS[name]: value for name, value in params.items() if name in FLAGS}
@@ -999,7 +1005,7 @@ class BigIDClient:
                     raise refusal from None
                 raise
             try:
-                status, body = self._send(path, params, header, decode, shrinkable=shrinkable)
+                status, body = self._send(path, params, header, decode, shrinkable=shrinkable, retry=retry)
             except ApiError as exc:
                 raise _about_cluster(exc, cluster_id) from None
             if status in (400, 403, 500) and self._refused_form(status, body):
@@ -1051,6 +1057,7 @@ class BigIDClient:
         decode: Callable[[bytes], Any] | None = None,
         *,
         shrinkable: bool = False,
+        retry: bool = True,
     ) -> tuple[int, Any]:
         """One logical request with retries: ``(status, body)`` of the first non-retryable answer.
 
@@ -1187,7 +1194,11 @@ class BigIDClient:
             else:
                 ceiling = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
                 delay = random.uniform(0, ceiling)
-            if attempt > self.options.max_retries or elapsed + delay > self.options.max_retry_time:
+            if (
+                not retry
+                or attempt > self.options.max_retries
+                or elapsed + delay > self.options.max_retry_time
+            ):
                 raise self._exhausted(path, failure, attempt, elapsed)
             self._count(retry=True)
             log.debug("retrying GET %s in %.2f s (%s, attempt %d)", path, delay, failure.reason, attempt)

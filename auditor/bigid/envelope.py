@@ -280,7 +280,7 @@ def unwrap(body: Any) -> Envelope:
         # The records are the first non-empty list of objects: {"data": [25 rows], "results": []}
         # read as an empty page lost them silently; a list of names is no records. An empty list
         # stands only when "data" holds no records either ({"results": [], "data": {"clusters": …}}).
-        chosen = next(((key, value) for key, value in lists if value and isinstance(value[0], dict)), None)
+        chosen = next(((key, value) for key, value in lists if _records(value)), None)
         if chosen is None and not _holds_records(body.get("data")):
             chosen = lists[0]
         if chosen is not None:
@@ -315,8 +315,14 @@ def unwrap(body: Any) -> Envelope:
 def _holds_records(data: Any) -> bool:
     """Whether ``data`` is an object with a non-empty list of objects among its values."""
     return isinstance(data, dict) and any(
-        isinstance(value, list) and value and isinstance(value[0], dict) for value in data.values()
+        isinstance(value, list) and _records(value) for value in data.values()
     )
+
+
+def _records(items: list[Any]) -> bool:
+    """Whether ``items`` is a non-empty list of records: its first item that is not null (null
+    records are dropped and counted later) is an object."""
+    return isinstance(next((item for item in items if item is not None), None), dict)
 
 
 def _json_kind(value: Any) -> str:
@@ -332,5 +338,7 @@ def _json_kind(value: Any) -> str:
 
 def _single_list_key(data: dict[str, Any]) -> str:
     """The one key of ``data`` holding a list of objects (``ds_connections``-style plurals), or ''."""
-    found = [k for k, v in data.items() if isinstance(v, list) and all(isinstance(i, dict) for i in v)]
+    found = [
+        k for k, v in data.items() if isinstance(v, list) and all(i is None or isinstance(i, dict) for i in v)
+    ]
     return found[0] if len(found) == 1 else ""

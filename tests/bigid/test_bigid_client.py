@@ -1086,6 +1086,21 @@ def test_a_list_of_names_beside_an_empty_list_of_records_is_no_records():
     assert (envelope.rows, envelope.shape) == ([], "results")
 
 
+def test_records_led_by_a_null_are_still_the_records():
+    """A page's null records are dropped and counted; one at the head of the list made the shape
+    detection pass the list over for another one, or for the records under "data"."""
+    from auditor.bigid.envelope import unwrap
+
+    rows = [None, {"id": "k1"}, None, {"id": "k2"}]
+    beside_empty = unwrap({"results": [], "clusters": rows, "totalCount": 2})
+    assert (beside_empty.rows, beside_empty.shape) == (rows, "clusters")
+    beside_data = unwrap({"results": rows, "data": {"clusters": [{"id": "other"}]}})
+    assert (beside_data.rows, beside_data.shape) == (rows, "results")
+    nested = unwrap({"data": {"page": rows, "names": ["a"]}, "totalCount": 2})
+    assert (nested.rows, nested.shape, nested.total) == (rows, "data.page", 2)
+    assert unwrap({"results": [None, "k1"], "clusters": rows}).shape == "clusters"
+
+
 def test_tag_objects_of_any_mapping_type_are_checked_and_positions_are_those_sent():
     from collections import OrderedDict
 

@@ -22,6 +22,7 @@ from auditor.bigid.client import BigIDClient, ClientOptions
 from auditor.config import DEMO_FOLDER
 from auditor.engine import CheckResult, RuleSet, Waivers, check_run
 from auditor.engine.check import asks_no_baseline, baseline_run, check_fail_on, parse_baseline
+from auditor.engine.rules import RulePaths, ruleset_to_evaluate
 from auditor.progress import Progress
 from auditor.render.report import ReportBundle, build_report_bundle, default_report_name
 from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS, take_snapshot
@@ -138,8 +139,9 @@ class EmailOptions:
 
     def check(self) -> None:
         """Raise the usage errors (exit 2) delivery would meet, before any work is done."""
-        from auditor.render.email import check_email_settings
+        from auditor.render.email import check_email_settings, check_one_destination
 
+        check_one_destination(self.smtp_url, self.eml_path)
         check_email_settings(
             to=self.to,
             cc=self.cc,
@@ -239,7 +241,7 @@ def run_job(
     engine: Engine,
     client: BigIDClient,
     *,
-    ruleset: RuleSet,
+    ruleset: RuleSet | RulePaths,
     waivers: Waivers | None = None,
     rules_paths: Sequence[str | Path] | None = None,
     waivers_path: str | Path | None = None,
@@ -276,9 +278,14 @@ def run_job(
     report is built: a caller prints the check's results there, so that they are out even when
     writing the report then fails (a full disk, a stop).
 
-    ``fail_on`` and ``baseline`` (a run id must name a complete run) are checked before the snapshot.
+    ``fail_on``, ``baseline`` (a run id must name a complete run), ``ruleset`` (as
+    :func:`~auditor.engine.check_run` takes it; every rule disabled is a RuleError) and ``email``
+    (:meth:`EmailOptions.check`) are checked before the snapshot.
     """
     check_fail_on(fail_on)
+    ruleset = ruleset_to_evaluate(ruleset)  # a set whose every rule is off: refused before the snapshot
+    if email is not None:
+        email.check()
     if isinstance(ref := parse_baseline(baseline), int):
         baseline_run(engine, ref)
     run = take_snapshot(

@@ -156,3 +156,141 @@ def test_a_settings_error_shows_its_problems_as_text_too(tmp_path):
         f"{path}: 2 problems in the settings\n  {path}:2: unknown setting workres (did you mean workers?)\n"
         f"  {path}:3: unknown setting fail_onn (did you mean fail_on?)"
     )
+
+
+DISABLED_RULE = """\
+rules:
+  - id: off-rule
+    title: A rule switched off
+    description: A rule switched off.
+    severity: high
+    scope: column
+    enabled: false
+    condition: {field: columnName, eq: x}
+    message: "{column.fullyQualifiedName}"
+    remediation: none
+"""
+
+
+@pytest.fixture
+def checked_run(sandbox, engine):
+    server = sandbox(clusters=3, columns=30)
+    with client_for(server) as client:
+        take_snapshot(engine, client, processes=0)
+        take_snapshot(engine, client, processes=0)
+    return engine
+
+
+def test_every_library_entry_point_refuses_a_rule_set_whose_every_rule_is_disabled(checked_run, tmp_path):
+    # Found by a probe: only the CLI refused it; check_run(...).gate("low") passed with 0 findings.
+    from auditor.diff import compute_diff
+    from auditor.render.report import build_report_bundle
+
+    (tmp_path / "off.yaml").write_text(DISABLED_RULE, encoding="utf-8")
+    off = load_ruleset(tmp_path / "off.yaml")
+    assert (off.rules, [r.id for r in off.disabled]) == ((), ["off-rule"])
+    calls = {
+        "check_run": lambda rs: check_run(checked_run, "latest", rs, store=False),
+        "compute_diff": lambda rs: compute_diff(checked_run, ruleset=rs),
+        "build_report_bundle": lambda rs: build_report_bundle(checked_run, "latest", ruleset=rs),
+    }
+    for name, call in calls.items():
+        for given in (off, tmp_path / "off.yaml", [str(tmp_path / "off.yaml")]):
+            with pytest.raises(RuleError) as caught:
+                call(given)
+            assert caught.value.message == (
+                "every rule in the given files is disabled (1 rule with enabled: false)"
+            ), name
+
+
+def test_check_run_and_compute_diff_load_rule_paths_as_load_ruleset_does(checked_run):
+    from auditor.diff import compute_diff
+    from auditor.paths import rules_dir
+
+    by_path = check_run(checked_run, "latest", rules_dir(), store=False)
+    by_set = check_run(checked_run, "latest", load_ruleset(None), store=False)
+    assert by_path.findings and [f.fingerprint for f in by_path.findings] == [
+        f.fingerprint for f in by_set.findings
+    ]
+    assert compute_diff(checked_run, ruleset=str(rules_dir())).to_json()["from_run"] == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda e: check_run(e, "latest", 42, store=False),
+            "ruleset: expected a RuleSet (what auditor.engine.load_ruleset returns), rule files or "
+            "folders, or None for the built-in pack, not int",
+        ),
+        (
+            lambda e: __import__("auditor.engine", fromlist=["evaluate"]).evaluate(e, 2, None),
+            "ruleset: expected a RuleSet (what auditor.engine.load_ruleset returns), not NoneType",
+        ),
+        (
+            lambda e: __import__("auditor.render.report", fromlist=["x"]).build_report_bundle(e, 2, diff="x"),
+            "diff: expected a DiffResult or its JSON, not str",
+        ),
+        (
+            lambda e: __import__("auditor.render.report", fromlist=["x"]).build_report_bundle(e, 2, check=7),
+            "check: expected a CheckResult (what auditor.engine.check_run returns) or its JSON, not int",
+        ),
+    ],
+)
+def test_a_wrong_kind_of_argument_is_a_type_error_naming_what_is_expected(checked_run, call, message):
+    # They were AttributeErrors from deep inside ('str' object has no attribute 'digest').
+    with pytest.raises(TypeError) as caught:
+        call(checked_run)
+    assert str(caught.value) == message
+
+
+def test_a_check_given_to_the_report_must_be_a_check(checked_run):
+    # {'a': 1} was taken for a check without findings: the report said the run had none.
+    from auditor.render.report import build_report_bundle
+
+    with pytest.raises(ConfigError) as caught:
+        build_report_bundle(checked_run, 2, check={"a": 1})
+    assert (
+        caught.value.message == "the check result given holds no list of findings: it is not a check's JSON"
+    )
+
+
+@pytest.mark.parametrize(
+    ("email", "message"),
+    [
+        ({"to": [], "eml_path": "x.eml"}, "--to: at least one recipient is required"),
+        ({"to": ["audit@example.org"]}, "give exactly one of --smtp URL or --eml FILE"),
+        (
+            {"to": ["audit@example.org"], "eml_path": "x.eml", "smtp_url": "smtp://127.0.0.1:1"},
+            "give exactly one of --smtp URL or --eml FILE",
+        ),
+    ],
+)
+def test_run_job_checks_its_rules_and_email_before_the_snapshot(sandbox, engine, tmp_path, email, message):
+    # The snapshot, the check and the report were done (and stored) before the email settings failed.
+    from auditor.pipeline import EmailOptions
+
+    server = sandbox(clusters=2, columns=10)
+    (tmp_path / "off.yaml").write_text(DISABLED_RULE, encoding="utf-8")
+    with client_for(server) as client:
+        for ruleset, options, error, said in (
+            (load_ruleset(None), EmailOptions(**email), ConfigError, message),
+            (
+                tmp_path / "off.yaml",
+                None,
+                RuleError,
+                "every rule in the given files is disabled (1 rule with enabled: false)",
+            ),
+        ):
+            with pytest.raises(error) as caught:
+                run_job(
+                    engine,
+                    client,
+                    ruleset=ruleset,
+                    email=options,
+                    processes=0,
+                    report_path=tmp_path / "r.html",
+                )
+            assert caught.value.message.startswith(said)
+    assert list_runs(engine) == [] and server.stats.total == 0
+    assert not (tmp_path / "r.html").exists()

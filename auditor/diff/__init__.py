@@ -116,10 +116,11 @@ def compute_diff(
     """Diff two runs (default: the two newest complete runs).
 
     ``ruleset``/``waivers`` are what :func:`auditor.engine.load_ruleset` and
-    :func:`auditor.engine.load_waivers` return (``ruleset=None``: the built-in pack; ``waivers`` may
-    also be a path). Findings of a run that was never checked with these rules are evaluated on
-    demand and stored. ``findings_source`` replaces the rules engine (a callable returning a run's
-    findings as dicts); ``findings=False`` skips findings altogether. ``today`` is the date waiver
+    :func:`auditor.engine.load_waivers` return (``ruleset=None``: the built-in pack; either may
+    also be a path; a rule set whose every rule is disabled is a RuleError). Findings of a run that
+    was never checked with these rules are evaluated on demand and stored. ``findings_source``
+    replaces the rules engine (a callable returning a run's findings as dicts); ``findings=False``
+    skips findings altogether. ``today`` is the date waiver
     expiry is judged against (default: the current UTC date).
 
     A cluster that either run holds without all its columns (``fetch_status`` ``failed`` or
@@ -134,6 +135,10 @@ def compute_diff(
             f"--threshold {confidence_threshold} is outside 0..1",
             hint="confidence levels are between 0 and 1; the default is 0.05",
         )
+    if findings and findings_source is None:
+        from auditor.engine.rules import ruleset_to_evaluate
+
+        ruleset = ruleset_to_evaluate(ruleset)  # paths loaded; every rule disabled: a RuleError
     before, after = resolve_pair(engine, from_run, to_run, allow_incomplete=allow_incomplete)
     for run in (before, after):
         refuse_unlisted(engine, run)
@@ -214,8 +219,6 @@ def _diff_pair(
         else:
             from auditor import engine as rules_engine
 
-            if ruleset is None:
-                ruleset = rules_engine.load_ruleset(None)
             if isinstance(waivers, (str, Path)):
                 waivers = rules_engine.load_waivers(waivers)
             categories = stored_findings_diff(

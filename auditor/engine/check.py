@@ -35,7 +35,7 @@ from auditor.engine.findings import (
     store_evaluation,
     while_running,
 )
-from auditor.engine.rules import SEVERITY_ORDER, Rule, RuleSet, load_ruleset, severity_rank
+from auditor.engine.rules import SEVERITY_ORDER, Rule, RulePaths, RuleSet, ruleset_to_evaluate, severity_rank
 from auditor.engine.waivers import WaiverReport, Waivers, apply_waivers, load_waivers
 from auditor.errors import EXIT_GATE, EXIT_OK, ConfigError, RunNotUsableError
 from auditor.gcpause import collector_paused
@@ -404,7 +404,7 @@ def severity_counts() -> dict[str, int]:
 def check_run(
     engine: Engine,
     run_ref: str | int | RunInfo | None,
-    ruleset: RuleSet | None,
+    ruleset: RuleSet | RulePaths,
     *,
     waivers: Waivers | str | os.PathLike[str] | None = None,
     baseline: str | int | None = "previous",
@@ -414,14 +414,14 @@ def check_run(
     record: bool = True,
 ) -> CheckResult:
     """Check one run (``latest``, an id or a :class:`RunInfo`) against ``ruleset`` (``None``: the
-    built-in pack) and return findings with status, waivers (what :func:`load_waivers` returns, or
+    built-in pack; rule files or folders are loaded; a set whose every rule is disabled is a
+    :class:`RuleError`) and return findings with status, waivers (what :func:`load_waivers` returns, or
     the path of a waiver file) and summary.
 
     ``store`` keeps a new evaluation for reuse; ``record`` (with ``store``) also records each
     finding's status and waiver against it, as ``auditor check`` and ``auditor run`` do.
     """
-    if ruleset is None:
-        ruleset = load_ruleset(None)
+    ruleset = ruleset_to_evaluate(ruleset)  # (paths loaded; every rule disabled: a RuleError)
     if isinstance(waivers, str | os.PathLike):
         waivers = load_waivers(waivers)
     with store_errors("could not read the runs"):

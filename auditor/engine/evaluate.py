@@ -205,6 +205,11 @@ def evaluate_each(
     Up to ``workers`` rules run at once (default :func:`default_workers`), as
     :func:`parallel_mode` decides; ``seconds`` is the time one rule took where it ran.
     """
+    if not isinstance(ruleset, RuleSet):  # (check_run and compute_diff take paths and None too)
+        raise TypeError(
+            "ruleset: expected a RuleSet (what auditor.engine.load_ruleset returns), "
+            f"not {type(ruleset).__name__}"
+        )
     rules = list(ruleset.rules)
     workers = default_workers(engine) if workers is None else max(1, workers)
     with store_errors(f"could not evaluate run {run_id}"):

@@ -719,6 +719,30 @@ def load_ruleset(paths: RulePaths = None) -> RuleSet:
     return make_ruleset(enabled, disabled, sources)
 
 
+def ruleset_to_evaluate(ruleset: RuleSet | RulePaths) -> RuleSet:
+    """The rule set a library entry point that evaluates rules was given: a :class:`RuleSet`, or
+    what :func:`load_ruleset` takes (``None``: the built-in pack; rule files or folders), loaded.
+    A set whose every rule is disabled is a :class:`RuleError` (a gate given it would pass
+    everything, silently); anything else a ``TypeError`` saying what is expected."""
+    paths = ruleset if isinstance(ruleset, list | tuple) else [ruleset]
+    if ruleset is None or all(isinstance(p, str | os.PathLike) for p in paths):
+        ruleset = load_ruleset(ruleset)
+    elif not isinstance(ruleset, RuleSet):
+        raise TypeError(
+            "ruleset: expected a RuleSet (what auditor.engine.load_ruleset returns), rule files or "
+            f"folders, or None for the built-in pack, not {type(ruleset).__name__}"
+        )
+    if not ruleset.rules:
+        # As for an empty 'rules:' list: a gate given no rule would pass everything, silently.
+        off = len(ruleset.disabled)
+        raise RuleError(
+            f"every rule in the given files is disabled "
+            f"({off} rule{'s' if off != 1 else ''} with enabled: false)",
+            hint="enable at least one rule, or leave --rules out for the built-in pack",
+        )
+    return ruleset
+
+
 def rules_json_schema() -> dict[str, Any]:
     """JSON Schema of a rule file, for editor completion (generated from the models)."""
     schema = RuleFileSpec.model_json_schema(ref_template="#/$defs/{model}")

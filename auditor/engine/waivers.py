@@ -37,7 +37,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from auditor.engine.conditions import ParseContext, close_match, report_pydantic, type_name
 from auditor.engine.findings import STATUS_WAIVED, Finding
-from auditor.engine.rules import RuleSet, load_ruleset
+from auditor.engine.rules import RuleSet, load_ruleset, ruleset_to_evaluate
 from auditor.engine.sqlfuncs import check_pattern
 from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at, read_yaml
 from auditor.errors import RuleError
@@ -334,14 +334,8 @@ def load_rules_and_waivers(
             problems=rules_error.problems + (waivers_error.problems or [waivers_error.message]),
         )
     assert ruleset is not None
-    if to_evaluate and not ruleset.rules:
-        # As for an empty 'rules:' list: a gate given no rule would pass everything, silently.
-        off = len(ruleset.disabled)
-        raise RuleError(
-            f"every rule in the given files is disabled "
-            f"({off} rule{'s' if off != 1 else ''} with enabled: false)",
-            hint="enable at least one rule, or leave --rules out for the built-in pack",
-        )
+    if to_evaluate:
+        ruleset = ruleset_to_evaluate(ruleset)  # a set whose every rule is off is refused
     return ruleset, waivers
 
 

@@ -855,6 +855,12 @@ def _decode(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def check_one_destination(smtp_url: str | None, eml_path: str | Path | None) -> None:
+    """A message goes to a server or into a file: exactly one of the two (a ConfigError, exit 2)."""
+    if (smtp_url is None) == (eml_path is None):
+        raise ConfigError("give exactly one of --smtp URL or --eml FILE")
+
+
 def deliver_email(
     bundle: ReportBundle,
     *,
@@ -872,8 +878,7 @@ def deliver_email(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> EmailMessage:
     """Build the message for ``bundle`` and send it (``smtp_url``) or write it (``eml_path``)."""
-    if (smtp_url is None) == (eml_path is None):
-        raise ConfigError("give exactly one of --smtp URL or --eml FILE")
+    check_one_destination(smtp_url, eml_path)
     message = build_message(
         bundle,
         to=to,

@@ -375,11 +375,15 @@ def _rule_files(paths: Sequence[str | Path] | None, ruleset: Any) -> tuple[str, 
     return source, evidence
 
 
-def _to_json(value: Any) -> dict[str, Any]:
+def _to_json(value: Any, what: str = "check") -> dict[str, Any]:
+    """A check or diff given to the report (a result object, or its JSON as a mapping) as JSON."""
     if value is None:
         return {}
     if isinstance(value, Mapping):
         return dict(value)
+    if not callable(getattr(value, "to_json", None)):
+        kind = "CheckResult (what auditor.engine.check_run returns)" if what == "check" else "DiffResult"
+        raise TypeError(f"{what}: expected a {kind} or its JSON, not {type(value).__name__}")
     return dict(value.to_json())
 
 
@@ -529,12 +533,13 @@ def gather_input(
         load_waivers,
     )
     from auditor.engine.check import waiver_lists
+    from auditor.engine.rules import ruleset_to_evaluate
     from auditor.render.stored import ReportSource, StoredFindings
     from auditor.store.db import one_connection_only
     from auditor.store.runs import latest_complete_runs, previous_complete_run, resolve_run
 
     run_info = resolve_run(engine, run, allow_incomplete=allow_incomplete)
-    given_diff = _to_json(diff) if diff is not None else None
+    given_diff = _to_json(diff, "diff") if diff is not None else None
     if given_diff is not None:
         if given_diff.get("to_run") != run_info.id:
             raise ConfigError(
@@ -554,6 +559,12 @@ def gather_input(
     else:
         against_info = previous_complete_run(engine, run_info.id)
 
+    if isinstance(check, Mapping) and not isinstance(check.get("findings"), list):
+        # (the JSON of a check, as `auditor check --format json` writes it; anything else would
+        # read as a run without findings)
+        raise ConfigError("the check result given holds no list of findings: it is not a check's JSON")
+    if ruleset is not None:
+        ruleset = ruleset_to_evaluate(ruleset)  # paths loaded; every rule disabled: a RuleError
     checked_with = getattr(check, "ruleset", None)  # a CheckResult knows the rules behind it
     if checked_with is not None:
         if ruleset is not None and getattr(ruleset, "digest", None) != checked_with.digest:
@@ -561,7 +572,9 @@ def gather_input(
         ruleset = checked_with
     if ruleset is None:
         ruleset, loaded = load_rules_and_waivers(
-            [Path(p) for p in rules_paths] if rules_paths else None, None if waivers else waivers_path
+            [Path(p) for p in rules_paths] if rules_paths else None,
+            None if waivers else waivers_path,
+            to_evaluate=True,
         )
         waivers = waivers or loaded
     elif waivers is None and waivers_path is not None:

@@ -213,7 +213,7 @@ def runs_command(settings: Settings, db: str | None, fmt: str, output: str | Non
     header = f"{'ID':>5}  {'STATUS':<{width}} {'STARTED (UTC)':<20} {'CLUSTERS':>9} {'COLUMNS':>10}  SOURCE"
     lines = [header]
     for run in runs:
-        started = in_utc(run.started_at).strftime("%Y-%m-%d %H:%M:%S")
+        started = in_utc(run.started_at).strftime("%Y-%m-%d %H:%M:%S") if run.started_at else "?"
         found = liveness[run.id]
         status = f"{run.status} ({found.state})" if found else run.status
         # the filter beside the source: runs of one tenant taken with other filters do not compare

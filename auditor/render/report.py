@@ -610,7 +610,8 @@ def gather_input(
     past: list[Any] = []
     if trend_runs > 1:
         past = list(reversed(latest_complete_runs(engine, trend_runs, before=run_info.id)))
-        past = past[-(trend_runs - 1) :]
+        # a damaged record is not used (store.runs.refuse_damaged): not in the trend either
+        past = [info for info in past if info.damaged is None][-(trend_runs - 1) :]
     pending: Future[tuple[FindingsDigest, list[dict[str, int] | None]]] | None = None
     if stored is not None:
         # Count the page's findings and the trend's (of runs evaluated before) while the diff is

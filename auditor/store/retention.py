@@ -76,7 +76,15 @@ from auditor import secrets
 from auditor.errors import ConfigError, StoreError
 from auditor.stopping import signals_held
 from auditor.store.db import WRITE_HINT, lock_wait_notice, sqlite_file, store_errors, transaction_conflict
-from auditor.store.runs import ABANDONED, DETAILS_TEXT, Liveness, read_details, run_liveness
+from auditor.store.runs import (
+    ABANDONED,
+    DETAILS_TEXT,
+    Liveness,
+    NotATime,
+    read_details,
+    run_liveness,
+    stored_time,
+)
 from auditor.store.schema import (
     RUN_COMPLETE,
     RUN_FAILED,
@@ -110,7 +118,7 @@ class RunRow:
 
     id: int
     status: str
-    started_at: datetime
+    started_at: datetime | None  # None: a damaged record's time that is not a time
 
 
 @dataclass(frozen=True)
@@ -230,7 +238,9 @@ def decide(rows: Iterable[RunRow], *, keep: int | None, older_than: float | None
     cutoff = _cutoff(now, older_than)
 
     def recent(row: RunRow) -> bool:
-        return cutoff is not None and _utc(row.started_at) >= cutoff
+        # (a start time that is not a time, in a damaged record no command uses: as old as any,
+        # so that --older-than removes it, as the error refusing the run says)
+        return cutoff is not None and row.started_at is not None and _utc(row.started_at) >= cutoff
 
     complete = [row for row in reversed(ordered) if row.status == RUN_COMPLETE]  # newest first
     if not complete:
@@ -255,9 +265,13 @@ def decide(rows: Iterable[RunRow], *, keep: int | None, older_than: float | None
 
 def _run_rows(connection: Connection) -> list[RunRow]:
     return [
-        RunRow(int(i), str(s), t)
-        for i, s, t in connection.execute(select(runs.c.id, runs.c.status, runs.c.started_at))
+        RunRow(int(i), str(s), _time(t))
+        for i, s, t in connection.execute(select(runs.c.id, runs.c.status, stored_time(runs.c.started_at)))
     ]
+
+
+def _time(value: datetime | NotATime | None) -> datetime | None:
+    return None if isinstance(value, NotATime) else value
 
 
 def _running(
@@ -268,13 +282,17 @@ def _running(
     Only the ``running`` rows' details are read (a few runs, whatever the history's length). With
     ``lock`` (PostgreSQL, in the prune's transaction) those rows stay locked until it ends.
     """
-    query = select(runs.c.id, runs.c.started_at, DETAILS_TEXT).where(runs.c.status == RUN_RUNNING)
+    query = select(runs.c.id, stored_time(runs.c.started_at), DETAILS_TEXT).where(
+        runs.c.status == RUN_RUNNING
+    )
     if lock and connection.dialect.name == "postgresql":
         query = query.with_for_update()
     found: dict[int, Liveness] = {}
     for run_id, started_at, stored in connection.execute(query.order_by(runs.c.id)):
         details, _damaged = read_details(stored)  # damaged: its writer is unknown, as on another host
-        liveness = run_liveness(RUN_RUNNING, started_at, details, abandoned_after=abandoned_after, now=now)
+        liveness = run_liveness(
+            RUN_RUNNING, _time(started_at), details, abandoned_after=abandoned_after, now=now
+        )
         if liveness is not None:
             found[int(run_id)] = liveness
     return found

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine, Select, Text, cast, func, select
+from sqlalchemy import Engine, Select, Text, TypeDecorator, cast, func, select, type_coerce
 from sqlalchemy.exc import SQLAlchemyError
 
 from auditor import secrets
@@ -33,6 +33,7 @@ from auditor.store.schema import (
     RUN_COMPLETE,
     RUN_FAILED,
     RUN_RUNNING,
+    RUN_STATUSES,
     cluster_versions,
     column_versions,
     run_clusters,
@@ -50,7 +51,7 @@ class RunInfo:
 
     id: int
     status: str
-    started_at: datetime
+    started_at: datetime | None  # None only in a damaged record (see ``damaged``)
     finished_at: datetime | None
     source_url: str | None
     cluster_filter: str | None
@@ -64,8 +65,8 @@ class RunInfo:
     retries: int | None
     error: str | None
     details: dict[str, Any]
-    # Why the run's record cannot be trusted (its details are not JSON: the database was changed
-    # outside cluster-auditor, or damaged); None for a sound record.
+    # Why the run's record cannot be trusted (its details are not JSON, or a time is not a time:
+    # the database was changed outside cluster-auditor, or damaged); None for a sound record.
     damaged: str | None = None
 
     @property
@@ -381,13 +382,49 @@ def read_details(text: str | None) -> tuple[dict[str, Any], str | None]:
     return details or {}, None
 
 
+class NotATime(str):
+    """A stored run time that does not read as one (see :class:`StoredTime`): the text found."""
+
+
+class StoredTime(TypeDecorator[Any]):
+    """``runs.started_at``/``finished_at`` read leniently: a value that is not a time (written
+    into a SQLite file outside the tool; SQLite keeps any value in any column) comes back as
+    :class:`NotATime` instead of raising ``ValueError`` out of SQLAlchemy's row processing, which
+    stopped every command that lists or checks runs with an internal error."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None or isinstance(value, datetime):  # (PostgreSQL's driver gives datetimes)
+            return value
+        try:
+            return datetime.fromisoformat(value)  # SQLite: '2026-12-07 21:00:00.123456', as written
+        except (TypeError, ValueError):
+            return NotATime(value)
+
+
+def stored_time(column: Any) -> Any:
+    """``column`` (a run time) read through :class:`StoredTime`, labelled as itself."""
+    return type_coerce(column, StoredTime()).label(column.name)
+
+
 def _runs_query() -> Select[Any]:
-    return select(*(c for c in runs.c if c.name != "details"), DETAILS_TEXT)
+    times = ("started_at", "finished_at")
+    return select(
+        *(stored_time(c) if c.name in times else c for c in runs.c if c.name != "details"), DETAILS_TEXT
+    )
 
 
 def _row_to_run(row: Any) -> RunInfo:
     data = dict(row._mapping)
     data["details"], data["damaged"] = read_details(data["details"])
+    for key, what in (("finished_at", "end"), ("started_at", "start")):
+        if isinstance(data[key], NotATime):
+            data["damaged"] = f"its {what} time is not a time: {str(data[key])[:40]!r}"
+            data[key] = None
+    if data["status"] not in RUN_STATUSES:  # read as none of them, it would be listed as it is
+        data["damaged"] = f"its status {str(data['status'])[:40]!r} is not one this tool writes"
     return RunInfo(**data)
 
 
@@ -530,13 +567,14 @@ def resolve_run(
     run = get_run(engine, run_id)
     if run is None:
         raise missing_run(run_id)
+    refuse_damaged(run)  # (first: a damaged status would be named as if it were one)
     if not run.complete and not allow_incomplete:
         reason = f": {run.error}" if run.error else ""
         raise RunNotUsableError(
             f"run {run_id} is {run.status}, not complete{reason}",
             hint="take a new snapshot, or pass --allow-incomplete to use it anyway",
         )
-    return refuse_damaged(run)
+    return run
 
 
 def _no_complete_run(engine: Engine) -> RunNotUsableError:
@@ -791,7 +829,7 @@ def _utc(value: datetime) -> datetime:
 
 def run_liveness(
     status: str,
-    started_at: datetime,
+    started_at: datetime | None,
     details: Any,
     *,
     abandoned_after: float | None = None,
@@ -809,8 +847,8 @@ def run_liveness(
         return None
     writer = details.get(WRITER_KEY) if isinstance(details, Mapping) else None
     found = writer_liveness(writer, here)
-    if found.state != UNKNOWN or abandoned_after is None:
-        return found
+    if found.state != UNKNOWN or abandoned_after is None or started_at is None:
+        return found  # (no start time, in a damaged record: no age to judge by)
     hours = ((now or datetime.now(UTC)) - _utc(started_at)).total_seconds() / 3600
     if hours <= abandoned_after:
         return found

@@ -342,6 +342,52 @@ def test_a_run_whose_record_is_damaged_is_listed_but_never_used(kind, tmp_path, 
     assert json.loads(pruned.stdout)["kept_runs"] == [second, third]
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "why"),
+    [
+        ("started_at", "garbage", "its start time is not a time: 'garbage'"),
+        ("finished_at", 5, "its end time is not a time: '5'"),
+        ("status", "weird", "its status 'weird' is not one this tool writes"),
+    ],
+)
+def test_a_run_whose_time_or_status_is_damaged_is_listed_but_never_used(
+    tmp_path, run_cli, column, value, why
+):
+    """Found by a probe of the library: a start time that is not a time (SQLite keeps any value in
+    any column) raised ValueError out of SQLAlchemy's row processing: list_runs, resolve_run and
+    plan_prune failed, and `auditor runs` said "internal error"; an unknown status was listed as it
+    was."""
+    from auditor.store.retention import plan_prune
+
+    db = str(tmp_path / "a.db")
+    engine = store_db.open_database(db)
+    first = write_catalog(engine, make_catalog(1, 2))
+    second = write_catalog(engine, make_catalog(1, 2))
+    with engine.begin() as connection:
+        connection.execute(runs.update().where(runs.c.id == first).values({column: text(":v")}), {"v": value})
+    assert [(run.id, run.damaged) for run in list_runs(engine)] == [(first, why), (second, None)]
+    with pytest.raises(RunNotUsableError) as caught:
+        resolve_run(engine, first, allow_incomplete=True)
+    assert caught.value.message == f"run {first}'s record is damaged ({why}), so it is not used"
+    shown = run_cli("runs", "--db", db)
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.stdout.splitlines()[1].endswith(f"RECORD DAMAGED: {why}")
+    data = json.loads(run_cli("runs", "--db", db, "--format", "json").stdout)["runs"]
+    assert [run.get("damaged") for run in data] == [why, None]
+    assert data[0][column] == (None if column != "status" else "weird")
+    check = run_cli("check", "--db", db, "--run", str(first))
+    assert (check.exit_code, check.stderr.splitlines()[0]) == (
+        3,
+        f"error: run {first}'s record is damaged ({why}), so it is not used",
+    )
+    # the damaged run is the baseline of the newest, unless its status is no longer "complete"
+    assert run_cli("check", "--db", db).exit_code == (3 if column != "status" else 0)
+    report = run_cli("report", "--db", db, "--against", "none", "-o", str(tmp_path / "r.html"))
+    assert report.exit_code == 0, report.stderr  # (the damaged run left out of the trend)
+    plan = plan_prune(engine, older_than=30)  # a time that is not one does not keep the run
+    assert plan.deleted_runs == ((first,) if column == "started_at" else ())
+
+
 def test_any_other_damaged_json_value_is_a_store_error_not_an_internal_one(tmp_path, run_cli):
     db = str(tmp_path / "a.db")
     engine = store_db.open_database(db)

@@ -304,3 +304,33 @@ def test_names_that_differ_in_spaces_do_not_read_alike(browser: Any, tmp_path: P
             ), media
     finally:
         watched.close()
+
+
+def test_the_email_body_keeps_its_width_whatever_the_catalog_names(browser: Any, tmp_path: Path) -> None:
+    """Found by a probe: a finding's message naming a 300-character column (the demo's own catalog
+    has such names) stretched the 680 px message body to 2,051 px; only the cluster / column
+    cell could break its words."""
+    from auditor.render.email import build_message
+
+    data = hostile_input(tmp_path)
+    long_name = "s3-exports.archive/" + "y" * 300  # one word, as a long fqn is
+    for item in data.findings:
+        item["message"] = f"{long_name} is tagged sensitivity=high: {item['message']}"
+    message = build_message(bundle_from_input(data), to=["team@example.org"])
+    body = message.get_body(("html",))
+    assert body is not None
+    page_file = tmp_path / "mail.html"
+    page_file.write_text(body.get_content(), encoding="utf-8")
+    watched = Watched(browser)  # 1280 px wide
+    try:
+        watched.open(page_file)
+        page = watched.page
+        assert page.evaluate("document.documentElement.scrollWidth") == 1280
+        widest = page.evaluate(
+            "Math.max(...[...document.querySelectorAll('table[data-section]')]"
+            ".map(t => t.getBoundingClientRect().width))"
+        )
+        assert widest <= 680 - 2 * 20  # the body's 680 px, less its cells' padding
+        assert long_name in page.inner_text("body").replace("\n", "")  # broken, not cut
+    finally:
+        watched.close()

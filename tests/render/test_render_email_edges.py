@@ -13,6 +13,8 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -38,15 +40,23 @@ class Scripted:
     ``replies`` maps a command's first word (``b"MAIL"``, ``b"RCPT:a@x.org"`` for one recipient,
     ``b"AUTH:PLAIN"`` for one mechanism) to the answer; ``b"CHALLENGE"`` answers the line sent after
     a ``334`` challenge; ``b"END"`` answers the message's final dot (empty: hang up instead). With
-    ``tls`` (a certificate and its key) the session is implicit TLS.
-    Every command line heard is kept in ``heard``.
+    ``tls`` (a certificate and its key) the session is implicit TLS. ``sip`` (seconds): the message
+    is read 16 KB at a time with that pause between reads, through a small receive buffer, as over a
+    slow link. Every command line heard is kept in ``heard``.
     """
 
-    def __init__(self, replies: dict[bytes, bytes], tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, replies: dict[bytes, bytes], tls: tuple[Path, Path] | None = None, sip: float | None = None
+    ) -> None:
         self.replies = replies
         self.heard: list[bytes] = []
         self.done = threading.Event()
-        listener = socket.create_server(("127.0.0.1", 0))
+        self.sip = sip
+        listener = socket.socket()
+        if sip is not None:  # (inherited by the accepted connection)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
         context = None
         if tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -86,8 +96,14 @@ class Scripted:
             answer = self.replies.get(key, self.replies.get(word, usual))
             connection.sendall(answer)
             if word == b"DATA" and answer.startswith(b"354"):
-                while reader.readline() not in (b".\r\n", b""):
-                    pass
+                if self.sip is None:
+                    while reader.readline() not in (b".\r\n", b""):
+                        pass
+                else:
+                    tail = b""
+                    while not tail.endswith(b"\r\n.\r\n") and (piece := reader.read1(16 * 1024)):
+                        tail = (tail + piece)[-5:]
+                        time.sleep(self.sip)
                 end = self.replies.get(b"END", b"250 queued\r\n")
                 if not end:
                     return
@@ -325,6 +341,22 @@ def test_whose_credentials_are_sent(sample, tls_files, argument, url_user, envir
         timeout=5,
     )
     assert _plain_credentials(server) == (expected, password or PASSWORD)
+
+
+def test_a_message_longer_to_send_than_the_timeout_is_sent_while_the_server_reads(sample) -> None:
+    """Found by a probe: the timeout meant for each wait bounded the sending of the whole message
+    (one sendall), so a 5 MB report over a 120 KB/s link failed after 30 s, called a lost
+    connection, while the server read steadily."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.org", "b@example.org", "large"
+    message.set_content(("y" * 76 + "\n") * 400_000)  # 31 MB
+    # read at ~10 MB/s at most: 2-3 s in all, never a pause near the 1 s timeout, and the 4 MB the
+    # client's socket may still hold at the end read within it
+    server = Scripted({}, sip=0.0015)
+    started = time.monotonic()
+    send(message, server.url(), environ={}, timeout=1)
+    assert time.monotonic() - started > 1
+    assert [line.upper() for line in server.commands(b"QUIT")] == [b"QUIT"]  # delivered, then quit
 
 
 def test_an_eml_to_a_text_only_standard_output_is_written_as_text(sample) -> None:

@@ -146,7 +146,12 @@ class ClientOptions:
         self.url = (self.url or "").strip()
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={value!r}" for name, value in vars(self).items() if name != "token")
+        # the key pasted into the URL (a path segment, a query parameter) is masked there too
+        shown = ", ".join(
+            f"{name}={_masked_text(value, self.token) if isinstance(value, str) else repr(value)}"
+            for name, value in vars(self).items()
+            if name != "token"
+        )
         return f"ClientOptions({shown}, token='***')"
 
 
@@ -326,6 +331,17 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _masked_text(text: str, token: str | None) -> str:
+    """``repr(text)`` with ``token`` masked in every spelling :func:`auditor.secrets.forms` knows,
+    and where percent-encoding spells it otherwise (then shown decoded)."""
+    if token:
+        for form in sorted(secrets.forms(token), key=len, reverse=True):
+            text = text.replace(form, secrets.MASK)
+        if "%" in text and token in unquote(text):
+            text = unquote(text).replace(token, secrets.MASK)
+    return repr(text)
+
+
 def _masked_source(url: str, token: str | None) -> str:
     """``url`` (a :func:`public_url`) with ``token`` masked wherever it is spelt, percent-encoded
     characters included: ``…/SECRET%2DKEY`` was recorded as the run's source as it was (a probe)."""
@@ -480,7 +496,7 @@ class BigIDClient:
                 )
 
     def __repr__(self) -> str:
-        return f"BigIDClient(url={self.base_url!r}, auth={self.auth!r})"
+        return f"BigIDClient(url={_masked_text(self.base_url, self.options.token)}, auth={self.auth!r})"
 
     def limit_requests(self, in_flight: int) -> None:
         """Allow at most ``in_flight`` requests at once (call before the requests start)."""

@@ -987,6 +987,20 @@ def test_reprs_hide_the_key(loopback):
     client = BigIDClient(options)
     assert "sk-REPR" not in repr(client)
     client.close()
+    # ... also where it was pasted into the URL (a probe of the library: the URL was shown as given)
+    key = "sk-live-ABCDEFGHIJKLMNOP1234"
+    for url in (
+        f"{loopback.url}/?apikey={key}",
+        f"{loopback.url}/{key}",
+        f"{loopback.url}/sk%2Dlive-ABCDEFGHIJKLMNOP1234",
+    ):
+        options = ClientOptions(url=url, token=key)
+        assert key not in repr(options) and "ABCDEFGHIJKLMNOP" not in repr(options), repr(options)
+        client = BigIDClient(options)
+        try:
+            assert "ABCDEFGHIJKLMNOP" not in repr(client), repr(client)
+        finally:
+            client.close()
 
 
 def test_bad_settings_are_config_errors(tmp_path):

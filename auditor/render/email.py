@@ -717,8 +717,9 @@ def _log_in(client: smtplib.SMTP, where: str, username: str, password: str) -> N
 
     ``SMTP.login`` tries every mechanism the server offers until one succeeds: a wrong password
     was two or three failed logins per run against the account's lockout policy. A refusal of the
-    credentials themselves (535) ends it; another answer (a mechanism the server offers but does
-    not take) tries the next.
+    credentials themselves (535) ends it, and so does a temporary failure (4xx, such as 454: the
+    server cannot check them now); another answer (a mechanism the server offers but does not
+    take) tries the next.
     """
     offered = client.esmtp_features.get("auth", "").upper().split() if client.has_extn("auth") else []
     if not offered:
@@ -743,7 +744,9 @@ def _log_in(client: smtplib.SMTP, where: str, username: str, password: str) -> N
             client.auth(mechanism, answer, initial_response_ok=True)
             return
         except smtplib.SMTPAuthenticationError as exc:
-            if exc.smtp_code == 535:  # the credentials: another mechanism would only fail again
+            if exc.smtp_code == 535 or 400 <= exc.smtp_code < 500:
+                # the credentials (another mechanism would only fail again), or a temporary failure
+                # (454: the server cannot check them now): one login attempt
                 raise
             refused = exc
     assert refused is not None
@@ -755,7 +758,9 @@ TRY_LATER = "a 4xx answer is temporary: send it again later (nothing was deliver
 
 
 def _megabytes(message: EmailMessage) -> str:
-    return f"{len(bytes(message)) / 1_000_000:.1f} MB"
+    """The message's size for people: "4.8 MB", or "63 KB" under 0.1 MB (not "0.0 MB")."""
+    size = len(bytes(message))
+    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{max(1, round(size / 1000))} KB"
 
 
 def _refused_for_size(code: int, said: str) -> bool:
@@ -788,6 +793,12 @@ def _delivery_error(
     exc: Exception, where: str, username: str | None, timeout: float, message: EmailMessage
 ) -> Exception:
     """The DeliveryError (exit 3) saying what failed in the SMTP session, with the server's words."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError) and 400 <= exc.smtp_code < 500:
+        return DeliveryError(  # 454: the server could not check the credentials now
+            f"{where}: the login of {username} failed for now, a temporary failure "
+            f"({_said(exc.smtp_code, exc.smtp_error)})",
+            hint=TRY_LATER,
+        )
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return DeliveryError(
             f"{where}: the server refused the login of {username} ({_said(exc.smtp_code, exc.smtp_error)})",

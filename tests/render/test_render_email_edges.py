@@ -315,6 +315,33 @@ def test_refused_credentials_are_tried_once(sample, tls_files) -> None:
     assert _auth_mechanisms(server) == ["PLAIN"]
 
 
+def test_a_temporary_login_failure_is_tried_once_and_called_temporary(sample, tls_files) -> None:
+    # Found by a probe: a 454 was "the server refused the login" with the hint to check a correct
+    # password, after a second login attempt with another mechanism
+    message = build_message(bundle_from_input(sample.data), to=["a@example.org"])
+    server = Scripted(
+        {b"EHLO": OFFERS_LOGIN, b"AUTH": b"454 4.7.0 Temporary authentication failure\r\n"}, tls=tls_files
+    )
+    environ = {"AUDITOR_SMTP_USER": "mailer", "AUDITOR_SMTP_PASSWORD": PASSWORD}
+    with pytest.raises(DeliveryError) as raised:
+        send(message, server.url("smtps"), cafile=tls_files[0], environ=environ, timeout=5)
+    assert raised.value.message == (
+        f"smtps://{server.host}:{server.port}: the login of mailer failed for now, a temporary failure "
+        "(454 4.7.0 Temporary authentication failure)"
+    )
+    assert raised.value.hint == LATER
+    assert _auth_mechanisms(server) == ["PLAIN"]
+
+
+def test_a_small_message_refused_for_its_size_says_its_size_in_kilobytes(message) -> None:
+    # "the message (0.0 MB) is larger than the server accepts"
+    server = Scripted({b"END": b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"})
+    error = _refused(server, message)
+    size = len(bytes(message))
+    assert size < 100_000
+    assert f"the message ({round(size / 1000)} KB) is larger than the server accepts" in error.message
+
+
 @pytest.mark.parametrize(
     ("argument", "url_user", "environ", "expected"),
     [

@@ -622,6 +622,7 @@ def send(
     watchdog = threading.Timer(deadline, cut_short)
     watchdog.daemon = True
     watchdog.start()
+    encrypted = target.scheme == "smtps"
     try:
         # Connected after the watchdog starts (the greeting is read inside connect). smtplib takes
         # the host name that TLS verifies (SNI, the certificate) from the constructor's argument,
@@ -631,7 +632,6 @@ def send(
         if greeted != 220:  # 421 "busy, try later" (then the server hangs up), 554 "no service"
             raise smtplib.SMTPConnectError(greeted, greeting)
         client.ehlo_or_helo_if_needed()  # EHLO, else HELO (a server that only speaks HELO)
-        encrypted = target.scheme == "smtps"
         if not encrypted:
             if client.has_extn("starttls"):
                 client.starttls(context=context)
@@ -695,7 +695,7 @@ def send(
                 "have delivered it",
                 hint="check with a recipient before sending it again, or it may arrive twice",
             ) from None
-        raise _delivery_error(exc, where, username, timeout, message) from None
+        raise _delivery_error(exc, where, username, timeout, message, encrypted=encrypted) from None
     finally:
         watchdog.cancel()
         client.close()
@@ -790,9 +790,16 @@ def _too_large(where: str, message: EmailMessage, said: str) -> DeliveryError:
 
 
 def _delivery_error(
-    exc: Exception, where: str, username: str | None, timeout: float, message: EmailMessage
+    exc: Exception,
+    where: str,
+    username: str | None,
+    timeout: float,
+    message: EmailMessage,
+    *,
+    encrypted: bool = True,
 ) -> Exception:
-    """The DeliveryError (exit 3) saying what failed in the SMTP session, with the server's words."""
+    """The DeliveryError (exit 3) saying what failed in the SMTP session, with the server's words
+    (``encrypted``: whether the session was, when it failed)."""
     if isinstance(exc, smtplib.SMTPAuthenticationError) and 400 <= exc.smtp_code < 500:
         return DeliveryError(  # 454: the server could not check the credentials now
             f"{where}: the login of {username} failed for now, a temporary failure "
@@ -825,7 +832,12 @@ def _delivery_error(
         if exc.smtp_code == 530:
             return DeliveryError(
                 f"{where}: the server wants a login first ({said})",
-                hint=f"set {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD}",
+                hint=f"set {ENV_SMTP_USER} and {ENV_SMTP_PASSWORD}"
+                if encrypted
+                # (a password is never sent unencrypted: setting them would only be refused)
+                else f"it offers no STARTTLS here, and a password is never sent unencrypted: use "
+                f"smtps:// (port 465) or smtp+starttls:// on its submission port (587), with "
+                f"{ENV_SMTP_USER} and {ENV_SMTP_PASSWORD} set",
             )
         if 400 <= exc.smtp_code < 500:
             return DeliveryError(

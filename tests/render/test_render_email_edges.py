@@ -198,7 +198,11 @@ def test_the_edges_of_the_temporary_range_for_every_recipient(message, code) -> 
         (
             b"530 5.7.0 Authentication required\r\n",
             "the server wants a login first (530 5.7.0 Authentication required)",
-            "set AUDITOR_SMTP_USER and AUDITOR_SMTP_PASSWORD",
+            # (a probe: "set AUDITOR_SMTP_USER and AUDITOR_SMTP_PASSWORD" led to another refusal,
+            # "refusing to send the SMTP password over an unencrypted connection")
+            "it offers no STARTTLS here, and a password is never sent unencrypted: use smtps:// (port 465) "
+            "or smtp+starttls:// on its submission port (587), with AUDITOR_SMTP_USER and "
+            "AUDITOR_SMTP_PASSWORD set",
         ),
         (
             b"451 4.3.0 queue full\r\n",
@@ -234,6 +238,14 @@ def test_a_refused_sender_is_worded_by_its_answer(sample, answer, said, hint) ->
         hint,
     )
     assert server.commands(b"RCPT") == []
+
+
+def test_a_login_asked_for_on_an_encrypted_session_says_which_settings(sample, tls_files) -> None:
+    message = build_message(bundle_from_input(sample.data), to=["a@example.org"])
+    server = Scripted({b"MAIL": b"530 5.7.0 Authentication required\r\n"}, tls=tls_files)
+    with pytest.raises(DeliveryError) as raised:
+        send(message, server.url("smtps"), cafile=tls_files[0], environ={}, timeout=5)
+    assert raised.value.hint == "set AUDITOR_SMTP_USER and AUDITOR_SMTP_PASSWORD"
 
 
 # --------------------------------------------------------------------------------------------------

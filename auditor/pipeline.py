@@ -23,6 +23,7 @@ from auditor.config import DEMO_FOLDER
 from auditor.engine import CheckResult, RuleSet, Waivers, check_run
 from auditor.engine.check import asks_no_baseline, baseline_run, check_fail_on, parse_baseline
 from auditor.engine.rules import RulePaths, ruleset_to_evaluate
+from auditor.errors import ConfigError
 from auditor.progress import Progress
 from auditor.render.report import ReportBundle, build_report_bundle, default_report_name
 from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS, take_snapshot
@@ -450,7 +451,10 @@ def run_demo(
     from auditor.store.db import open_database
 
     target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name (FileExistsError), a folder it may not write in
+        raise ConfigError(f"cannot create the demo's folder {target}: {exc.strerror or exc}") from None
     database = target / "auditor.db"
     engine = open_database(database)
     taken: list[RunInfo] = []

@@ -294,3 +294,66 @@ def test_run_job_checks_its_rules_and_email_before_the_snapshot(sandbox, engine,
             assert caught.value.message.startswith(said)
     assert list_runs(engine) == [] and server.stats.total == 0
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [({"limit": -1}, "limit must be at least 0, not -1"), ({"skip": -5}, "skip must be at least 0, not -5")],
+)
+def test_a_negative_page_of_columns_is_refused_before_any_request(sandbox, arguments, message):
+    # The tenant's 400 about the limit was said as "the API says cluster id ... is malformed".
+    server = sandbox(clusters=2, columns=10)
+    with client_for(server) as client, pytest.raises(ValueError) as caught:
+        client.get_columns("any", **arguments)
+    assert str(caught.value) == message
+    assert server.stats.total == 0
+
+
+def test_a_closed_client_says_it_was_closed(sandbox, engine):
+    # "GET /api/v1/clusters: cancelled" with no hint: nothing had been cancelled
+    from auditor.errors import NetworkError
+
+    server = sandbox(clusters=2, columns=10)
+    client = client_for(server)
+    client.close()
+    with pytest.raises(NetworkError) as caught:
+        client.list_clusters()
+    assert caught.value.message == "GET /api/v1/clusters: this BigIDClient was closed"
+    assert caught.value.hint.startswith("make a new one for more requests")
+    assert server.stats.total == 0
+
+
+def test_open_database_refuses_what_is_no_database(tmp_path, monkeypatch):
+    from auditor.errors import StoreError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError) as caught:
+        open_database(5)  # made a file named '5'
+    assert str(caught.value) == "the database: expected a path or a URL, not int"
+    # migrate=False on a missing file: SQLite created an empty one, and the first query failed on
+    # a missing table with the hint to check that the database is writable
+    with pytest.raises(StoreError) as missing:
+        open_database(tmp_path / "missing.db", migrate=False)
+    assert missing.value.message == f"there is no database at {tmp_path / 'missing.db'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_run_demo_into_a_file_is_a_configuration_error(tmp_path):
+    from auditor.pipeline import run_demo
+
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        run_demo(tmp_path / "a-file", ruleset=load_ruleset(None))
+    assert caught.value.message == f"cannot create the demo's folder {tmp_path / 'a-file'}: File exists"
+
+
+def test_a_report_that_cannot_be_written_leaves_no_export_folders_behind(checked_run, tmp_path):
+    # Only the deepest of the export folders it had created was removed again.
+    from auditor.errors import DeliveryError
+    from auditor.render.report import write_report
+
+    with pytest.raises(DeliveryError):
+        write_report(
+            checked_run, 2, output=tmp_path / "missing" / "r.html", export_dir=tmp_path / "new" / "a" / "b"
+        )
+    assert not (tmp_path / "new").exists()

@@ -685,6 +685,9 @@ class BigIDClient:
             raise ConfigError(
                 "the cluster id is empty", hint="list the valid cluster ids with: auditor clusters"
             )
+        for name, value in (("limit", limit), ("skip", skip)):  # (as `auditor columns` takes them)
+            if value is not None and value < 0:  # the tenant's 400 read as about the cluster id
+                raise ValueError(f"{name} must be at least 0, not {value}")
         params: dict[str, Any] = {}
         for name, value in (
             ("limit", limit),
@@ -1095,6 +1098,12 @@ class BigIDClient:
         query = urlencode(params)
         while True:
             attempt += 1
+            if self._closed and attempt == 1:  # (not "cancelled": nothing was, it was closed before)
+                raise NetworkError(
+                    f"GET {path}: this BigIDClient was closed",
+                    hint="make a new one for more requests (a client used as a context manager is "
+                    "closed when its block ends)",
+                )
             if self._closing.is_set():
                 raise NetworkError(f"GET {path}: cancelled")
             retry_after: float | None = None

@@ -17,7 +17,6 @@ Three layers, each usable on its own:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -190,7 +189,8 @@ class ReportBundle:
         with ``export_dir``, the full data; return the paths."""
         written: list[Path] = []
         folder = Path(export_dir) if export_dir is not None else None
-        created = folder is not None and not folder.exists()
+        # the folders this write creates, deepest first: removed again (when empty) on a failure
+        created = [] if folder is None else [p for p in (folder, *folder.parents) if not p.exists()]
         try:
             # The report and its exports replace the files there all at once, or none of them: an
             # interruption midway left findings of one run beside the diff and report of another.
@@ -206,9 +206,11 @@ class ReportBundle:
                 if self.data.source is not None:  # still whole: no prune deleted what was read
                     self.data.source.check_still_there()
         except BaseException as exc:  # a failure or Ctrl-C: no empty folder left looking like an export
-            if created and folder is not None:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()  # only when empty
+            for made in created:
+                try:
+                    made.rmdir()  # only when empty
+                except OSError:
+                    break
             if isinstance(exc, OSError):  # moving the files into place at the end of the block
                 why = exc.strerror or str(exc) or type(exc).__name__
                 raise DeliveryError(f"cannot write {exc.filename or output}: {why}") from None

@@ -105,6 +105,8 @@ def rules_sqlite_module() -> ModuleType:
 def database_url(target: str | os.PathLike[str] | None = None) -> str:
     """Turn ``--db`` / ``AUDITOR_DB`` (a path or a URL; ``None``: ``./auditor.db``) into a
     SQLAlchemy URL. An empty one is refused, as ``--db ""`` is: it opened ``./auditor.db``."""
+    if target is not None and not isinstance(target, str | os.PathLike):  # 5 made a file named '5'
+        raise TypeError(f"the database: expected a path or a URL, not {type(target).__name__}")
     if target is not None and not str(target).strip():
         raise ConfigError(
             "--db: the database path or URL is empty", hint=f"give a path, or None for {DEFAULT_DB}"
@@ -646,6 +648,13 @@ def open_database(target: str | os.PathLike[str] | None = None, *, migrate: bool
     url = database_url(target)
     engine = create_db_engine(url)
     path = sqlite_file(engine.url)
+    if not migrate and path and not os.path.exists(path):
+        # (SQLite would create an empty file, and the first query fail on a missing table)
+        engine.dispose()
+        raise StoreError(
+            f"there is no database at {path}",
+            hint="open it with migrate=True to create it (as every command does), or check the path",
+        )
     if path and os.path.isfile(path) and not os.access(path, os.W_OK):
         refused = _unwritable_error(engine, "open")
         engine.dispose()

@@ -357,3 +357,17 @@ def test_a_report_that_cannot_be_written_leaves_no_export_folders_behind(checked
             checked_run, 2, output=tmp_path / "missing" / "r.html", export_dir=tmp_path / "new" / "a" / "b"
         )
     assert not (tmp_path / "new").exists()
+
+
+def test_parse_column_names_the_record_s_own_field_not_a_list_of_one():
+    # "1 validation error for list[Column] / 0.fullyQualifiedName": a page of one, as validated
+    from pydantic import ValidationError
+
+    from auditor.bigid.models import parse_column
+
+    with pytest.raises(ValidationError) as caught:
+        parse_column({"columnName": "ssn"})
+    assert caught.value.title == "Column"
+    assert [error["loc"] for error in caught.value.errors()] == [("fullyQualifiedName",)]
+    # the same tolerance as a page's records: an empty string is an absent boolean
+    assert parse_column({"fullyQualifiedName": "a.b", "isPrimary": ""}).isPrimary is None

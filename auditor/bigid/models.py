@@ -441,10 +441,16 @@ def parse_cluster(raw: Any) -> Cluster:
 
 
 def parse_column(raw: Any) -> Column:
-    """Validate one column record."""
-    return parse_columns([raw])[0]
+    """Validate one column record, as :func:`parse_columns` validates each of a page (raises
+    pydantic's ``ValidationError``, titled ``Column`` and located from the record's own fields)."""
+    row = _column_for_model(raw)
+    try:
+        return _column_adapter.validate_python(row)
+    except ValidationError:
+        return _column_adapter.validate_python(_tolerant([row])[0])
 
 
+_column_adapter: TypeAdapter[Column] = TypeAdapter(Column)
 _columns_adapter: TypeAdapter[list[Column]] = TypeAdapter(list[Column])
 _clusters_adapter: TypeAdapter[list[Cluster]] = TypeAdapter(list[Cluster])
 

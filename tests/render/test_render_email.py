@@ -223,6 +223,13 @@ def test_size_budget_cuts_rows_with_an_explicit_note(tmp_path: Path) -> None:
             {"to": ["a@xn--zz.org"]},
             "--to: 'a@xn--zz.org': 'xn--zz.org' is not a valid domain name (Invalid A-label)",
         ),
+        # a probe: each label was checked alone, and a 1,223-character domain written in a To line
+        # longer than RFC 5322's 998
+        (
+            {"to": ["x@" + ".".join(["a" * 60] * 20) + ".org"]},
+            f"--to: {('x@' + 'a' * 60 + '.' + 'a' * 17)!r}…: the domain is 1,223 characters long, more than "
+            "the 253 a domain name holds",
+        ),
     ],
 )
 def test_bad_addresses_are_usage_errors(sample, kwargs: dict[str, Any], error: str) -> None:

@@ -222,9 +222,12 @@ def demo_database(tmp_path_factory):
     return folder / "auditor.db"
 
 
+def _check_command(database) -> list[str]:
+    return [sys.executable, "-m", "auditor.cli.main", "check", "--db", str(database), "--format", "json"]
+
+
 def _check(database, **options):
-    command = [sys.executable, "-m", "auditor.cli.main", "check", "--db", str(database), "--format", "json"]
-    return subprocess.Popen(command, stderr=subprocess.PIPE, **options)
+    return subprocess.Popen(_check_command(database), stderr=subprocess.PIPE, **options)
 
 
 def test_stdout_that_cannot_take_the_results_is_never_read_as_the_gate(demo_database):
@@ -267,6 +270,43 @@ def test_stdout_that_cannot_take_the_results_is_never_read_as_the_gate(demo_data
             "error: standard output is closed: the results cannot be written",
             "hint: redirect standard output to a file or a pipe",
         ]
+
+
+def test_a_reader_of_standard_error_that_went_away_changes_no_exit_code(demo_database, tmp_path):
+    """Found by a probe of the CI gate: a usage error whose message met a closed pipe exited 1 (a
+    failed gate, to a CI job) instead of 2, and with only the reader of stderr gone (`2>&1
+    >/dev/null | true`) a check exited 141 whatever its gate said; `-o /dev/stdout | head -1`
+    exited 3 with an error instead of 141 as without -o."""
+    closed_stderr = {"stderr": subprocess.DEVNULL}
+    for unbuffered in ("", "1"):
+        env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+        read, write = os.pipe()
+        os.close(read)  # a reader already gone: the first write to stderr fails
+        try:
+            for words, expected in (
+                (("--fail-on", "bogus"), 2),  # click's usage error
+                (("--bogus-flag",), 2),
+                (("--fail-on", "info", "-o", str(tmp_path / "r.json")), 1),  # written, then said
+                (("-o", str(tmp_path / "r.json")), 0),
+                (("--run", "99"), 3),
+            ):
+                command = _check_command(demo_database)
+                done = subprocess.run(
+                    [*command, *words], stdout=subprocess.DEVNULL, stderr=write, env=env, timeout=120
+                )
+                assert done.returncode == expected, (unbuffered, words)
+        finally:
+            os.close(write)
+        assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["run"] == 2
+        reader = subprocess.Popen(
+            [*_check_command(demo_database), "-o", "/dev/stdout"],
+            stdout=subprocess.PIPE,
+            env=env,
+            **closed_stderr,
+        )
+        assert reader.stdout.read1(4096).startswith(b'{\n  "run":')
+        reader.stdout.close()
+        assert reader.wait(timeout=60) == 141, unbuffered
 
 
 def test_a_report_to_standard_output_that_cannot_take_it_leaves_the_export_folder_alone(

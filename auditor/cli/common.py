@@ -548,5 +548,9 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
         with closed_after(pieces), replacing(path) as handle:
             for piece in pieces:
                 handle.write(piece)
+    except BrokenPipeError:
+        if is_standard_output(path):  # `-o /dev/stdout | head -1`: as without -o (141, see main)
+            raise
+        raise DeliveryError(f"cannot write {path}: the reader of the pipe went away") from None
     except OSError as exc:
         raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None

@@ -538,6 +538,38 @@ def _prepare_stdio() -> None:
             stream.reconfigure(encoding=encoding, errors=errors)
     if isinstance(sys.stderr, io.TextIOWrapper) and not _is_utf8(sys.stderr.encoding):
         sys.stderr.reconfigure(errors="backslashreplace")
+    stream = sys.stderr
+    if type(stream) is io.TextIOWrapper and isinstance(stream.buffer, io.BufferedWriter | io.FileIO):
+        # (over the same buffer, written to as the original is: sys.__stderr__ keeps that open)
+        stream.flush()
+        sys.stderr = _StderrToTheEnd(
+            stream.buffer,
+            encoding=stream.encoding,
+            errors=stream.errors,
+            line_buffering=stream.line_buffering,
+            write_through=stream.write_through,
+        )
+
+
+class _StderrToTheEnd(io.TextIOWrapper):
+    """Standard error whose reader may go away (``auditor check 2>&1 | head -1``, or a log
+    collector that stops): from then on it writes to the null device, so that nothing printed there
+    changes the command's exit code. A click usage error whose message met a closed pipe exited 1
+    (a failed gate, to a CI job) instead of 2, and a check whose gate passed exited 141, as if its
+    results had not all been written, when only the reader of its messages had gone (a probe)."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            let_go_of_stdout(self)  # (its file descriptor now points at the null device)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BrokenPipeError:
+            let_go_of_stdout(self)
 
 
 def main(argv: list[str] | None = None, *, console: bool = False) -> None:

@@ -427,6 +427,10 @@ class Not(Condition):
 
 # -- field comparisons ---------------------------------------------------------------------------
 
+# The problem of a 'case' given where nothing compares text with it (accepted and ignored, a rule
+# author's intent was lost silently: a probe).
+CASE_DOES_NOTHING = "'case' does nothing here"
+
 OPERATORS: dict[str, str] = {
     "eq": "equal to the value",
     "ne": "not equal to the value (true when the field is missing)",
@@ -603,6 +607,9 @@ class Compare(Condition):
                 ok = False
         if "case" in node and target.kind not in (Kind.TEXT, Kind.TEXT_LIST):
             ctx.problem([*path, "case"], f"'case' applies to text fields only, not {spec.field!r}", key=True)
+            ok = False
+        elif "case" in node and op in ("exists", "absent", "empty"):
+            ctx.problem([*path, "case"], f"{CASE_DOES_NOTHING} with {op} (it compares no text)", key=True)
             ok = False
         if not ok:
             return None
@@ -951,6 +958,11 @@ class Having:
         if spec.distinct is not None:
             distinct = cls._distinct(spec.distinct, level, ctx, path)
             ok = ok and distinct is not None
+        elif "case" in node:  # (accepted, it changed nothing: a rule author's intent lost silently)
+            ctx.problem(
+                [*path, "case"], CASE_DOES_NOTHING + " (a count of rows); give it with distinct", key=True
+            )
+            ok = False
         if not ok:
             return None
         threshold = int(getattr(spec, ops[0]))
@@ -1124,6 +1136,13 @@ def parse_counting(
         return None
     if group_by is None and body.get("group_by") is not None:
         return None
+    if "case" in body and group_by is None and having.distinct is None:
+        ctx.problem(
+            [*path, "case"],
+            CASE_DOES_NOTHING + " (no group_by, and a count of rows); give it with group_by or distinct",
+            key=True,
+        )
+        return None
     return Counting(where, group_by, replace(having, exact=True) if exact else having)
 
 
@@ -1241,6 +1260,14 @@ class Quantifier(Condition):
         exact = body.get("case") == "exact"
         if modes:
             inner = parse_condition(body[modes[0]], cls.inner_level, ctx, [*here, modes[0]])
+            if "case" in body:  # (accepted, it was ignored: comparisons take their own)
+                ctx.problem(
+                    [*here, "case"],
+                    f"{CASE_DOES_NOTHING} beside {modes[0]}: give it to each comparison inside, "
+                    "e.g. {field: tagName, eq: PII, case: exact}",
+                    key=True,
+                )
+                return None
             return cls(modes[0], inner) if inner is not None else None
         if "having" not in body:
             ctx.problem(

@@ -114,6 +114,52 @@ def test_case_on_a_number_is_refused_where_it_is_written(write, tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    ("scope", "condition", "said"),
+    [
+        (
+            "column",
+            "{tags: {any: {field: tagName, eq: PII}, case: exact}}",
+            "'case' does nothing here beside any: give it to each comparison inside, "
+            "e.g. {field: tagName, eq: PII, case: exact}",
+        ),
+        (
+            "column",
+            "{attributes: {none: {field: rank, eq: High}, case: exact}}",
+            "'case' does nothing here beside none: give it to each comparison inside, "
+            "e.g. {field: tagName, eq: PII, case: exact}",
+        ),
+        (
+            "column",
+            "{tags: {having: {gte: 2, case: exact}}}",
+            "'case' does nothing here (a count of rows); give it with distinct",
+        ),
+        (
+            "aggregate",
+            "{per: cluster, case: exact, having: {gte: 2}}",
+            "'case' does nothing here (no group_by, and a count of rows); give it with group_by or distinct",
+        ),
+        (
+            "column",
+            "{field: columnName, exists: true, case: exact}",
+            "'case' does nothing here with exists (it compares no text)",
+        ),
+    ],
+)
+def test_case_where_it_would_change_nothing_is_refused(write, scope, condition, said):
+    # Found by a probe of rule writing: accepted, then ignored (the comparison inside a quantifier
+    # stayed case-insensitive), and `rules list` said "(exact case)" of an exists test.
+    with pytest.raises(RuleError) as raised:
+        _rules(write, scope, condition)
+    assert [str(problem).split(": ", 1)[1] for problem in raised.value.problems] == [said]
+
+
+def test_case_where_it_changes_something_is_taken(write):
+    _rules(write, "column", "{tags: {group_by: tagName, having: {distinct: tagValue, gte: 2}, case: exact}}")
+    _rules(write, "column", "{tags: {having: {distinct: tagValue, gte: 2, case: exact}}}")
+    _rules(write, "aggregate", "{per: cluster, group_by: columnName, case: exact, having: {gte: 2}}")
+
+
 def test_the_smallest_and_largest_64_bit_integers_are_accepted_and_one_past_is_not(write):
     for value in (-(2**63), 2**63 - 1):
         _rules(write, "cluster", f"{{field: cluster.size, gte: {value}}}")

@@ -190,7 +190,12 @@ def comparisons(draw, level: str) -> dict[str, Any]:
     else:
         value = draw(st.lists(texts, min_size=1, max_size=3)) if listed else draw(texts)
     node = {"field": name, op: value}
-    if kind in (ref.TEXT, ref.LIST) and draw(st.integers(0, 3)) == 0:
+    # (beside exists/absent/empty, which compare no text, 'case' is refused: it would do nothing)
+    if (
+        kind in (ref.TEXT, ref.LIST)
+        and op not in ("exists", "absent", "empty")
+        and draw(st.integers(0, 3)) == 0
+    ):
         node["case"] = "exact"
     return node
 
@@ -256,9 +261,10 @@ def aggregates(draw) -> dict[str, Any]:
         aggregate["where"] = draw(conditions("column", 2))
     if draw(st.integers(0, 3)) > 0:
         aggregate["group_by"] = draw(st.sampled_from(groupable("column")))
-    if draw(st.booleans()):
-        aggregate["case"] = "exact"
     aggregate["having"] = draw(havings("column"))
+    # (with neither a grouping nor a distinct count, 'case' is refused: it would do nothing)
+    if draw(st.booleans()) and ("group_by" in aggregate or "distinct" in aggregate["having"]):
+        aggregate["case"] = "exact"
     return aggregate
 
 

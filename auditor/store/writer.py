@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -311,10 +312,13 @@ def confidence(value: Any) -> float | None:
         number = float(value)
     else:
         text = str(value).strip()
-        scale = 100.0 if text.endswith("%") else 1.0
+        if "_" in text:  # (float() reads "1_0" as 10: a Python literal's digit separator)
+            return None
         try:
-            number = float(text.removesuffix("%")) / scale
-        except ValueError:
+            # a percentage divided in decimal: "33.3%" is the double nearest 0.333, which a rule's
+            # threshold of 0.333 is too (float("33.3") / 100 is 0.33299999999999996: a probe)
+            number = float(Decimal(text[:-1]) / 100) if text.endswith("%") else float(text)
+        except (ValueError, ArithmeticError):  # (decimal.InvalidOperation is an ArithmeticError)
             return None
     return number + 0.0 if math.isfinite(number) else None  # -0.0 as 0.0, on every database
 

@@ -1098,7 +1098,9 @@ def test_the_observed_attribute_details_shape_keeps_its_rank_type_and_name(tmp_p
 def test_confidences_sent_as_text_or_percentages_are_stored_as_fractions(tmp_path):
     # Found by a probe: "69.5%" failed the whole cluster.
     engine = store_db.open_database(tmp_path / "a.db")
-    values = [0.9, "0.69", "69.5%", "high", None, True, False, 1]
+    # "33.3%" and "0.7%": divided in decimal, the doubles a rule's 0.333 and 0.007 are (divided as
+    # floats they were one step off, and `gte: 0.333` missed "33.3%": a probe); "1_0" is no number
+    values = [0.9, "0.69", "69.5%", "high", None, True, False, 1, "33.3%", "0.7%", "1_0"]
     attributes = [{"attribute_name": f"a{i}", "calc_confidence_level": v} for i, v in enumerate(values)]
     write_catalog(
         engine, [({"id": "c1", "size": 1}, [{"fullyQualifiedName": "s.t.c", "attributes": attributes}])]
@@ -1111,7 +1113,7 @@ def test_confidences_sent_as_text_or_percentages_are_stored_as_fractions(tmp_pat
         )
     # A yes/no confidence is no confidence: pydantic made true 1.0 and false 0.0 (a probe: "gte: 0.9"
     # flagged the column), where the writer already refused booleans.
-    assert stored == [0.9, 0.69, 0.695, None, None, None, None, 1.0]
+    assert stored == [0.9, 0.69, 0.695, None, None, None, None, 1.0, 0.333, 0.007, None]
 
 
 def test_an_infinite_confidence_from_a_library_caller_is_no_confidence(tmp_path):

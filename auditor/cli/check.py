@@ -290,8 +290,14 @@ def rules_list(settings: Settings, paths: tuple[str, ...], fmt: str) -> None:
         ]
         write_output(json.dumps({"rules": data, "digest": ruleset.digest}, indent=2) + "\n", None)
         return
-    lines = [f"{r.id}  [{r.severity}, {r.scope}]  {r.title}\n    {r.explain()}\n" for r in ruleset.rules]
-    lines += [f"{r.id}  [disabled]  {r.title}\n" for r in ruleset.disabled]
+    from auditor.textsafe import one_line, prose
+
+    # (a title is the team's text: a line break in it forged a line, an escape reached the terminal)
+    lines = [
+        f"{r.id}  [{r.severity}, {r.scope}]  {prose(r.title)}\n    {one_line(r.explain())}\n"
+        for r in ruleset.rules
+    ]
+    lines += [f"{r.id}  [disabled]  {prose(r.title)}\n" for r in ruleset.disabled]
     write_output("".join(lines), None)  # stdout closed: exit 3, as for every command's data
 
 

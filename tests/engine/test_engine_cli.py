@@ -504,6 +504,17 @@ def test_rules_validate_schema_list(run_cli, write):
     assert len(data["rules"]) == 16 and len(data["digest"]) == 64
     text = run_cli("rules", "list").stdout
     assert "high-sensitivity-without-confidential  [high, column]" in text
+    # a title with a line break, a terminal escape and a bidi override: one line, escaped (a probe)
+    forged = write(
+        "forged.yaml",
+        'rules:\n  - id: e-esc\n    title: "line1\\nFAKE-RULE  [critical, column]  forged\\u202e \\x1b[2J"\n'
+        "    description: d\n    severity: low\n    scope: column\n"
+        "    condition: {field: columnName, eq: x}\n    message: m\n    remediation: r\n",
+    )
+    listed = run_cli("rules", "list", str(forged)).stdout
+    assert listed.splitlines()[0] == (
+        "e-esc  [low, column]  line1 FAKE-RULE [critical, column] forged\\u202e \\x1b[2J"
+    )
 
 
 def test_rules_commands_read_the_rules_and_waivers_the_settings_file_names(run_cli, tmp_path):

@@ -536,6 +536,40 @@ def test_waiver_cluster_ids_ignore_case_and_regexes_span_line_breaks(engine, sna
         assert [f.status for f in result.findings] == ["waived"], narrowing
 
 
+def test_a_slow_column_regex_gets_advice_for_a_whole_name_match(engine, snapshot, write):
+    """Found by a probe of the gate: '.*CC_NUM.*' was refused with the rules' advice (a search finds
+    the pattern anywhere, so a leading .* is not needed); a column_regex matches the whole name, so
+    'CC_NUM' then matched nothing and the finding stayed open. The glob it now names waives it."""
+    path = write(
+        "w.yaml",
+        "waivers:\n  - {rule: every-column, cluster: c1, column_regex: '.*CC_NUM.*', reason: r, owner: o, "
+        "expires: 2099-01-01}\n",
+    )
+    with pytest.raises(RuleError) as caught:
+        load_waivers(path)
+    (problem,) = caught.value.problems
+    assert problem.endswith(
+        "it must match the whole name: for names holding a part, write column: '*PART*' (a glob) "
+        "instead, or make the repeats exclusive ([^.]*\\. instead of .*\\.)"
+    )
+    assert "a leading .* is not needed" not in problem
+    snapshot(engine, [{"id": "c1", "columns": [{"fullyQualifiedName": "db.t.MY_CC_NUM_1"}]}])
+    ruleset = load_ruleset(
+        write(
+            "every.yaml",
+            "rules:\n  - {id: every-column, title: t, description: d, severity: high, scope: column, "
+            "remediation: r, message: m, condition: {field: businessAttribute, absent: true}}\n",
+        )
+    )
+    glob = write(
+        "g.yaml",
+        "waivers:\n  - {rule: every-column, cluster: c1, column: '*CC_NUM*', reason: r, owner: o, "
+        "expires: 2099-01-01}\n",
+    )
+    result = check_run(engine, "latest", ruleset, waivers=load_waivers(glob), store=False)
+    assert [f.status for f in result.findings] == ["waived"]
+
+
 def test_invalid_waiver_files_report_every_problem(write):
     path = write(
         "bad-waivers.yaml",

@@ -25,6 +25,7 @@ MAX_ROWS = 200
 BUDGET = 60_000  # characters of the whole text (a bot's own words around it fit in the rest)
 MAX_CELL = 400  # characters of one message shown in a table
 MAX_WAIVERS_LISTED = 50  # expiring or stale waivers listed, each
+WAIVERS_BUDGET = BUDGET // 3  # characters the two waiver lists take at most, together
 ICONS = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "info": "⬜"}
 
 
@@ -101,11 +102,19 @@ def _waived_row(f: Finding) -> str:
     )
 
 
-def _waiver_list(title: str, items: list[str]) -> list[str]:
-    """A titled list of waivers (none: nothing), at most :data:`MAX_WAIVERS_LISTED` of them."""
+def _waiver_list(title: str, items: list[str], room: int) -> list[str]:
+    """A titled list of waivers (none: nothing), at most :data:`MAX_WAIVERS_LISTED` of them and
+    as many as fit in ``room`` characters, then a line saying how many more there are. (Each item
+    is clipped, but 100 of them ran the output to 111,000 characters, past its budget: a probe.)"""
     if not items:
         return []
-    shown = items[:MAX_WAIVERS_LISTED]
+    spent = len(title) + 100  # the title, blank lines and the line saying how many more
+    shown = []
+    for item in items[:MAX_WAIVERS_LISTED]:
+        if spent + len(item) + 1 > room:
+            break
+        shown.append(item)
+        spent += len(item) + 1
     more = len(items) - len(shown)
     return [
         title,
@@ -137,20 +146,25 @@ def format(result: CheckResult) -> str:
     ]
     # the waiver lists first: the findings' tables take what is left of the budget
     report = result.waiver_report
-    tail = _waiver_list(
+    expiring = _waiver_list(
         "### Waivers expiring within 14 days",
         [
-            f"- valid through {w.expires.isoformat()}: {cell(w.describe())} (owner {cell(w.owner)}, "
-            f"`{w.where}`)"
+            f"- valid through {w.expires.isoformat()}: {cell(clipped(w.describe()))} "
+            f"(owner {cell(clipped(w.owner))}, `{one_line(clipped(w.where))}`)"
             for w in report.expiring
         ],
-    ) + _waiver_list(
+        WAIVERS_BUDGET,
+    )
+    stale = _waiver_list(
         "### Stale waivers (match nothing)",
         [
-            f"- {cell(w.describe())} (owner {cell(w.owner)}, `{w.where}`){cell(report.unknown_note(w))}"
+            f"- {cell(clipped(w.describe()))} (owner {cell(clipped(w.owner))}, "
+            f"`{one_line(clipped(w.where))}`){cell(clipped(report.unknown_note(w)))}"
             for w in report.stale
         ],
+        WAIVERS_BUDGET - sum(len(line) + 1 for line in expiring),
     )
+    tail = expiring + stale
     budget = BUDGET - sum(len(line) + 1 for line in (*lines, *tail))
     order = {name: i for i, name in enumerate(("critical", "high", "medium", "low", "info"))}
     open_findings = sorted(result.open_findings(), key=lambda f: (order[f.severity], f.rule, f.subject))

@@ -609,3 +609,32 @@ def test_markdown_stays_within_a_pull_request_comment_and_counts_what_it_leaves_
     # a long message is cut, saying its length
     message = next(f.message for f in result.findings if f.cluster_id == "c-open")
     assert len(message) > MAX_CELL and f"… ({len(message):,} characters)" in open_rows[0]
+
+
+def test_markdown_waiver_lists_stay_within_their_share_of_the_budget(engine, snapshot, write):
+    """Found by a probe of the gate: 120 stale and expiring waivers with ~900-character globs and
+    100-character owners made a 111,127-character comment (the lists were capped at 50 items
+    each, never by characters, and their items were not clipped)."""
+    from auditor.formats.markdown_format import BUDGET, MAX_CELL, WAIVERS_BUDGET
+
+    snapshot(engine, [dict(c) for c in CATALOG])
+    entries = "".join(
+        f"  - {{rule: high-sensitivity-without-confidential, cluster: c-{i}, column: '{'g' * 900}{i}', "
+        f"reason: r, owner: '{'o' * 100}', expires: 2026-12-{10 + i % 9:02d}}}\n"
+        for i in range(120)
+    )
+    result = check_run(
+        engine,
+        "latest",
+        load_ruleset(),
+        waivers=load_waivers(write("w.yaml", "waivers:\n" + entries)),
+        today=date(2026, 12, 7),
+    )
+    assert len(result.waiver_report.stale) == 120
+    text = render(Format.MARKDOWN, result)
+    assert len(text) <= BUDGET
+    start = text.index("### Waivers expiring within 14 days")
+    assert len(text) - start <= WAIVERS_BUDGET
+    listed = [line for line in text[start:].splitlines() if line.startswith("- valid through")]
+    assert listed and all(len(line) < 3 * MAX_CELL for line in listed)  # each part clipped
+    assert f"- … and {120 - len(listed):,} more (the JSON output lists them all)" in text

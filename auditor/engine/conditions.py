@@ -146,6 +146,8 @@ def describe_type_error(error: Any) -> str:
             return f"{value!r} is not a valid date ({reason})"
     if kind == "string_too_short" and error.get("ctx", {}).get("min_length") == 1:
         return "must not be empty"
+    if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NOT_BLANK:
+        return "must not be blank (it holds only spaces)"
     if kind.startswith("string_") and kind != "string_type":
         return str(error["msg"])
     if kind == "value_error":  # our own validators' sentences, without pydantic's "Value error, "
@@ -430,6 +432,7 @@ class Not(Condition):
 # The problem of a 'case' given where nothing compares text with it (accepted and ignored, a rule
 # author's intent was lost silently: a probe).
 CASE_DOES_NOTHING = "'case' does nothing here"
+NOT_BLANK = r"\S"  # the pattern of a text field that must hold more than spaces
 
 OPERATORS: dict[str, str] = {
     "eq": "equal to the value",
@@ -597,6 +600,13 @@ class Compare(Condition):
             return None
         value = node[op]
         problem = _check_value(target, op, value)
+        if problem is None and op in ("in", "not_in"):
+            # every item that does not fit, each where it is written (only the first was said)
+            wrong = [(i, why) for i, item in enumerate(value) if (why := _check_scalar(target.kind, item))]
+            for i, why in wrong:
+                ctx.problem([*path, op, i], f"{op}: {why} (item {i + 1} of the list)")
+            if wrong:
+                return None
         if problem:
             ctx.problem([*path, op], f"{op}: {problem}")
             ok = False
@@ -775,11 +785,7 @@ def _check_value(target: F.Field, op: str, value: Any) -> str | None:
             return f"expected a list such as [a, b], got {type_name(value)}"
         if not value:
             return "expected a non-empty list (an empty one is never or always true)"
-        for item in value:
-            problem = _check_scalar(target.kind, item)
-            if problem:
-                return f"{problem} (in the list)"
-        return None
+        return None  # (each item is checked by the caller, where it is written)
     return _check_scalar(target.kind, value)
 
 

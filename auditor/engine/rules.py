@@ -27,6 +27,7 @@ from pydantic import ValidationError as PydanticValidationError
 from auditor.engine import fields as F
 from auditor.engine.conditions import (
     CONDITIONS,
+    NOT_BLANK,
     Condition,
     Having,
     HavingSpec,
@@ -105,16 +106,19 @@ class RuleSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: StrictStr = Field(description="unique, kebab-case", json_schema_extra={"pattern": KEBAB.pattern})
-    title: StrictStr = Field(min_length=1)
-    description: StrictStr = Field(min_length=1)
+    # NOT_BLANK: text of spaces only was taken, as empty text is not (findings with a blank message)
+    title: StrictStr = Field(min_length=1, pattern=NOT_BLANK)
+    description: StrictStr = Field(min_length=1, pattern=NOT_BLANK)
     severity: Literal["info", "low", "medium", "high", "critical"]
     scope: Literal["column", "cluster", "aggregate"]
     condition: Any = Field(default=None, description="for column and cluster rules")
     aggregate: AggregateSpec | None = Field(default=None, description="for aggregate rules")
     message: StrictStr = Field(
-        min_length=1, description="plain placeholders such as {column.columnName} or {cluster.name}"
+        min_length=1,
+        pattern=NOT_BLANK,
+        description="plain placeholders such as {column.columnName} or {cluster.name}",
     )
-    remediation: StrictStr = Field(min_length=1)
+    remediation: StrictStr = Field(min_length=1, pattern=NOT_BLANK)
     references: list[StrictStr] = Field(default_factory=list, description="e.g. GDPR Art. 32, PCI DSS 3.4")
     tags: list[StrictStr] = Field(default_factory=list)
     enabled: StrictBool = True

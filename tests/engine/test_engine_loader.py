@@ -573,7 +573,8 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         - {field: cluster.size, ne: .nan}
         - {field: cluster.size, lt: -.inf}
         - {tags: {group_by: tagName, having: {lt: 99999999999999999999999}}}
-        - {field: cluster.size, lte: 9223372036854775807}""",
+        - {field: cluster.size, lte: 9223372036854775807}
+        - {field: columnName, not_in: [a, 1, true]}""",
         ),
     )
     with pytest.raises(RuleError) as caught:
@@ -581,11 +582,16 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
     assert caught.value.problems == [
         f"{path}:9:35: in: expected a list such as [a, b], got text 'ssn'",
         f"{path}:10:39: not_in: expected a non-empty list (an empty one is never or always true)",
-        f"{path}:11:37: in: 99999999999999999999999 is out of range (at most 9223372036854775807 either way) "
-        "(in the list)",
+        f"{path}:11:41: in: 99999999999999999999999 is out of range (at most 9223372036854775807 either way) "
+        "(item 2 of the list)",
         f"{path}:12:37: ne: expected a finite number, got nan",
         f"{path}:13:37: lt: expected a finite number, got -inf",
         f"{path}:14:51: lt: 99999999999999999999999 is out of range (at most 9223372036854775807 either way)",
+        # every item that does not fit, each where it is written (a probe: only the first was said)
+        f"{path}:16:43: not_in: expected text, got number 1 (quote it to compare as text) "
+        "(item 2 of the list)",
+        f"{path}:16:46: not_in: expected text, got boolean true (quote it to compare as text) "
+        "(item 3 of the list)",
     ]
 
 
@@ -1326,4 +1332,21 @@ def test_a_rule_file_named_on_a_link_to_nothing_is_a_problem_not_left_out(write,
     assert caught.value.problems == [
         f"{folder / 'gone.yaml'}:1:1: a link to nothing (or a loop of links): no rule file to read",
         f"{folder / 'loop.yml'}:1:1: a link to nothing (or a loop of links): no rule file to read",
+    ]
+
+
+def test_text_of_spaces_only_is_refused_as_empty_text_is(write):
+    # Found by a probe of rule writing: title "  " was taken (findings with a blank message)
+    text = (
+        GOOD.replace("title: Good", 'title: "  "')
+        .replace("description: A valid rule.", 'description: "\\t"')
+        .replace('message: "{column.fullyQualifiedName} in {cluster.name}"', 'message: " "')
+        .replace("remediation: Fix it.", 'remediation: "\\u00a0 "')
+    )
+    path = write("blank.yaml", text)
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert [problem.split(": ", 1)[1] for problem in caught.value.problems] == [
+        f"{field}: must not be blank (it holds only spaces)"
+        for field in ("title", "description", "message", "remediation")
     ]

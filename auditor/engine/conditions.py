@@ -35,6 +35,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -809,11 +810,17 @@ def _number_as_text(value: Any) -> str:
     text (its exponent form needs a dot: ``1.0e+3``), and quotes make any number text."""
     if not isinstance(value, str):
         return ""
+    text = value.strip()
+    if text.endswith("%"):  # (confidences are stored as fractions: "90%" from a tenant is 0.9)
+        try:
+            fraction = float(Decimal(text[:-1].strip()) / 100)
+        except ArithmeticError:
+            return ""
+        return f" (a percentage: write it as the fraction {fraction:g}, as confidences are stored)"
     try:
         float(value)
     except ValueError:
         return ""
-    text = value.strip()
     if re.fullmatch(r"[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+", text):
         return f" (YAML reads {value} as text: write it with a dot, as 1.0e+3, or in full, as 1000)"
     if re.fullmatch(r"[-+]?0[0-9_]+", text):  # kept as text by the loader (YAML 1.1 would read octal)

@@ -1350,3 +1350,21 @@ def test_text_of_spaces_only_is_refused_as_empty_text_is(write):
         f"{field}: must not be blank (it holds only spaces)"
         for field in ("title", "description", "message", "remediation")
     ]
+
+
+def test_a_percentage_threshold_is_refused_with_the_fraction_to_write(write):
+    # Found by a probe: 'gte: 90%' was "expected a number, got text '90%'" with nothing more, while
+    # a tenant's "90%" is stored as 0.9
+    path = write(
+        "pct.yaml",
+        GOOD.replace(
+            "condition: {field: columnName, eq: ssn}",
+            "condition: {attributes: {any: {field: calc_confidence_level, gte: 33.5%}}}",
+        ),
+    )
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert [problem.split(": ", 1)[1] for problem in caught.value.problems] == [
+        "gte: expected a number, got text '33.5%' (a percentage: write it as the fraction 0.335, as "
+        "confidences are stored)"
+    ]

@@ -466,6 +466,11 @@ def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
                 problems.add(str(path), None, "no rule files (*.yaml, *.yml) in this folder")
             for file in inside:
                 add(file)
+        elif path.is_file() and path.name.endswith(FIXTURE_SUFFIXES):
+            # (read as rules: "unknown key 'cases' at the top of a rule file", and no hint: a probe)
+            problems.add(
+                str(path), None, "a fixture file (NAME.test.yaml), not rules: run it with auditor rules test"
+            )
         elif path.is_file():
             add(path)
         elif path.exists():  # /dev/null, a pipe: nothing a rule file can be read from twice

@@ -1368,3 +1368,13 @@ def test_a_percentage_threshold_is_refused_with_the_fraction_to_write(write):
         "gte: expected a number, got text '33.5%' (a percentage: write it as the fraction 0.335, as "
         "confidences are stored)"
     ]
+
+
+def test_a_fixture_file_named_as_rules_says_what_it_is(write):
+    # Found by a probe: read as rules, "unknown key 'cases' at the top of a rule file"
+    path = write("mine.test.yaml", "cases:\n  - name: x\n")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert caught.value.problems == [
+        f"{path}:1:1: a fixture file (NAME.test.yaml), not rules: run it with auditor rules test"
+    ]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from auditor.engine.check import CheckResult
     from auditor.engine.findings import Finding
 
-_SPECIAL = re.compile(r"([\\`*_\[\]<>|~!&])")
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|~!&$])")  # ($: GitHub renders $…$ and $$…$$ as math)
 MAX_ROWS = 200
 BUDGET = 60_000  # characters of the whole text (a bot's own words around it fit in the rest)
 MAX_CELL = 400  # characters of one message shown in a table

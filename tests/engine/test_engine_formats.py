@@ -520,8 +520,8 @@ def test_junit_is_laid_out_like_elementtree_indents_the_whole_tree(
         ("fixes GH-123 and gh-7", "fixes GH-&#8203;123 and gh-&#8203;7"),
         ("GH-x", "GH-x"),
         # GitLab: merge request, milestone, snippet, epic
-        ("see !42 %3 $9 &5", "see \\!&#8203;42 %&#8203;3 $&#8203;9 \\&&#8203;5"),
-        ("100% done, $ and & alone", "100% done, $ and \\& alone"),
+        ("see !42 %3 $9 &5", "see \\!&#8203;42 %&#8203;3 \\$&#8203;9 \\&&#8203;5"),
+        ("100% done, $ and & alone", "100% done, \\$ and \\& alone"),
     ],
 )
 def test_markdown_catalog_text_creates_no_link_mention_or_reference(name, shown):

@@ -149,6 +149,11 @@ def test_markdown_escapes_strikethrough():
     assert cell("~~x~~") == "\\~\\~x\\~\\~"
 
 
+def test_markdown_escapes_math():
+    # Found by a probe: GitHub renders $$…$$ and $…$ in catalog text as math
+    assert cell("$$x^2$$ costs $5") == "\\$\\$x^2\\$\\$ costs \\$&#8203;5"
+
+
 def test_the_summary_line_counts_one_rule_in_the_singular(engine, snapshot, write):
     snapshot(engine, CATALOG)
     one = load_ruleset(

@@ -173,6 +173,13 @@ def standard_stream(path: str | os.PathLike[str]) -> int | None:
     return None
 
 
+def reader_of_stdout_gone(exc: BaseException, path: str | os.PathLike[str]) -> bool:
+    """Whether ``exc``, raised writing ``path``, is standard output's reader going away: ``-o
+    /dev/stdout | head -1`` then ends as the same command without ``-o`` (exit 141), not with an
+    error (exit 3)."""
+    return isinstance(exc, BrokenPipeError) and standard_stream(path) == 1
+
+
 def _not_a_file(path: Path) -> bool:
     """``path`` exists and is something other than a regular file or a folder (links followed:
     ``/dev/stdout`` leads to ``pipe:[…]``, which has no path of its own)."""

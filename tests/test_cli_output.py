@@ -278,8 +278,9 @@ def test_a_reader_of_standard_error_that_went_away_changes_no_exit_code(demo_dat
     >/dev/null | true`) a check exited 141 whatever its gate said; `-o /dev/stdout | head -1`
     exited 3 with an error instead of 141 as without -o."""
     closed_stderr = {"stderr": subprocess.DEVNULL}
-    for unbuffered in ("", "1"):
-        env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    # (with an ASCII stderr click writes through a text layer of its own: a review found it exiting 1)
+    for unbuffered, encoding in (("", "utf-8"), ("1", "utf-8"), ("", "ascii")):
+        env = {**os.environ, "PYTHONUNBUFFERED": unbuffered, "PYTHONIOENCODING": encoding}
         read, write = os.pipe()
         os.close(read)  # a reader already gone: the first write to stderr fails
         try:
@@ -298,15 +299,16 @@ def test_a_reader_of_standard_error_that_went_away_changes_no_exit_code(demo_dat
         finally:
             os.close(write)
         assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["run"] == 2
-        reader = subprocess.Popen(
+        main = [sys.executable, "-m", "auditor.cli.main"]
+        for command in (
             [*_check_command(demo_database), "-o", "/dev/stdout"],
-            stdout=subprocess.PIPE,
-            env=env,
-            **closed_stderr,
-        )
-        assert reader.stdout.read1(4096).startswith(b'{\n  "run":')
-        reader.stdout.close()
-        assert reader.wait(timeout=60) == 141, unbuffered
+            [*main, "report", "--db", str(demo_database), "-o", "/dev/stdout"],  # (a review: exit 3)
+            [*main, "email", "--db", str(demo_database), "--to", "a@example.org", "--eml", "/dev/stdout"],
+        ):
+            reader = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, **closed_stderr)
+            assert reader.stdout.read1(10)
+            reader.stdout.close()
+            assert reader.wait(timeout=60) == 141, (unbuffered, command)
 
 
 def test_a_report_to_standard_output_that_cannot_take_it_leaves_the_export_folder_alone(
@@ -514,3 +516,35 @@ def test_a_stop_while_output_streams_closes_the_stream_at_once(monkeypatch, tmp_
     assert stopped.value.__traceback__ is not None  # still held, as a remembered stop holds it
     assert closed == [True]
     assert not (tmp_path / "out.json").exists()
+
+
+def test_standard_error_is_left_open_for_python_after_a_command(tmp_path):
+    """A review found the first form of the stderr that outlives its reader closing standard error
+    when it was freed: Python's own messages at exit ("Exception ignored in ...") were lost."""
+    script = tmp_path / "after.py"
+    script.write_text(
+        "import sys\n"
+        "class Boom:\n"
+        "    def __del__(self):\n"
+        "        raise RuntimeError('said at exit')\n"
+        "keep = Boom()\n"
+        "from auditor.cli.main import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr = sys.__stderr__\n"
+        "import gc; gc.collect()\n"
+        "sys.__stderr__.write('still open\\n')\n",
+        encoding="utf-8",
+    )
+    for unbuffered in ("", "1"):
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
+            timeout=60,
+        )
+        assert done.returncode == 0
+        assert "still open" in done.stderr and "RuntimeError: said at exit" in done.stderr, done.stderr

@@ -540,7 +540,7 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
         except OSError as exc:  # a full disk behind a redirection (`> /dev/full`): no bug
             raise stdout_error(exc) from None
         return
-    from auditor.outfile import replacing
+    from auditor.outfile import reader_of_stdout_gone, replacing
 
     path = Path(output)
     try:
@@ -548,9 +548,7 @@ def write_output(text: str | Iterable[str], output: str | None) -> None:
         with closed_after(pieces), replacing(path) as handle:
             for piece in pieces:
                 handle.write(piece)
-    except BrokenPipeError:
-        if is_standard_output(path):  # `-o /dev/stdout | head -1`: as without -o (141, see main)
-            raise
-        raise DeliveryError(f"cannot write {path}: the reader of the pipe went away") from None
     except OSError as exc:
+        if reader_of_stdout_gone(exc, path):
+            raise
         raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None

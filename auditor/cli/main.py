@@ -13,11 +13,13 @@ import contextlib
 import functools
 import io
 import logging
+import os
 import re
 import signal
 import sys
 import threading
 import traceback
+from typing import Any
 
 import click
 
@@ -540,36 +542,54 @@ def _prepare_stdio() -> None:
         sys.stderr.reconfigure(errors="backslashreplace")
     stream = sys.stderr
     if type(stream) is io.TextIOWrapper and isinstance(stream.buffer, io.BufferedWriter | io.FileIO):
-        # (over the same buffer, written to as the original is: sys.__stderr__ keeps that open)
-        stream.flush()
-        sys.stderr = _StderrToTheEnd(
-            stream.buffer,
-            encoding=stream.encoding,
-            errors=stream.errors,
-            line_buffering=stream.line_buffering,
-            write_through=stream.write_through,
-        )
+        with contextlib.suppress(OSError, ValueError):  # (no file descriptor: left as it is)
+            raw = _StderrToTheEnd(stream.fileno())
+            stream.flush()
+            unbuffered = isinstance(stream.buffer, io.FileIO)  # (python -u, PYTHONUNBUFFERED=1)
+            sys.stderr = io.TextIOWrapper(
+                raw if unbuffered else io.BufferedWriter(raw),
+                encoding=stream.encoding,
+                errors=stream.errors,
+                line_buffering=stream.line_buffering,
+                write_through=stream.write_through,
+            )
 
 
-class _StderrToTheEnd(io.TextIOWrapper):
-    """Standard error whose reader may go away (``auditor check 2>&1 | head -1``, or a log
-    collector that stops): from then on it writes to the null device, so that nothing printed there
-    changes the command's exit code. A click usage error whose message met a closed pipe exited 1
-    (a failed gate, to a CI job) instead of 2, and a check whose gate passed exited 141, as if its
-    results had not all been written, when only the reader of its messages had gone (a probe)."""
+class _StderrToTheEnd(io.RawIOBase):
+    """Standard error's file descriptor, written to until its reader goes away (``auditor check
+    2>&1 | head -1``, a log collector that stops), and to the null device from then on, so that
+    nothing printed there changes the command's exit code. A click usage error whose message met a
+    closed pipe exited 1 (a failed gate, to a CI job) instead of 2, and a check whose gate passed
+    exited 141, as if its results had not all been written, when only the reader of its messages
+    had gone (a probe). At the raw layer, so that a text layer click puts over the buffer (for a
+    stream it finds misconfigured, such as ASCII) has it too; closing it leaves the descriptor open
+    (``sys.__stderr__`` writes to it still), and every write writes all it is given."""
 
-    def write(self, text: str) -> int:
-        try:
-            return super().write(text)
-        except BrokenPipeError:
-            let_go_of_stdout(self)  # (its file descriptor now points at the null device)
-            return len(text)
+    name = "<stderr>"
 
-    def flush(self) -> None:
-        try:
-            super().flush()
-        except BrokenPipeError:
-            let_go_of_stdout(self)
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except BrokenPipeError:
+                let_go_of_stdout(self)  # (the descriptor now points at the null device)
+                break
+        return size
 
 
 def main(argv: list[str] | None = None, *, console: bool = False) -> None:

@@ -449,7 +449,7 @@ def _attach_text(message: EmailMessage, text: str, subtype: str, filename: str) 
 def write_eml(message: EmailMessage, path: str | Path) -> Path:
     """Write ``message`` as an RFC 5322 file (what ``--eml FILE`` does instead of sending); ``"-"``
     writes it to standard output (``auditor email --eml - | sendmail -t``)."""
-    from auditor.outfile import replacing
+    from auditor.outfile import reader_of_stdout_gone, replacing
 
     target = Path(path)
     # CRLF line ends, as on the wire (RFC 5322; mail programs importing .eml expect them)
@@ -477,6 +477,8 @@ def write_eml(message: EmailMessage, path: str | Path) -> Path:
         with replacing(target, binary=True) as stream:
             stream.write(data)
     except OSError as exc:
+        if reader_of_stdout_gone(exc, target):
+            raise
         raise DeliveryError(f"cannot write {target}: {exc.strerror}") from None
     return target
 

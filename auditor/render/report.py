@@ -38,7 +38,7 @@ from auditor import __version__, jsonstream
 from auditor.diff.model import DiffResult
 from auditor.errors import ConfigError, DeliveryError
 from auditor.formats.csv_format import neutralise
-from auditor.outfile import replacing, together
+from auditor.outfile import reader_of_stdout_gone, replacing, together
 from auditor.paths import reports_dir
 from auditor.render.context import (
     DEFAULT_MAX_ROWS,
@@ -211,6 +211,8 @@ class ReportBundle:
                     made.rmdir()  # only when empty
                 except OSError:
                     break
+            if output is not None and reader_of_stdout_gone(exc, output):
+                raise
             if isinstance(exc, OSError):  # moving the files into place at the end of the block
                 why = exc.strerror or str(exc) or type(exc).__name__
                 raise DeliveryError(f"cannot write {exc.filename or output}: {why}") from None
@@ -293,6 +295,8 @@ def _write_atomic(path: Path, text: str) -> Path:
         with replacing(path, newline="") as stream:
             stream.write(text)
     except OSError as exc:
+        if reader_of_stdout_gone(exc, path):
+            raise
         raise DeliveryError(f"cannot write {path}: {exc.strerror}") from None
     return path
 

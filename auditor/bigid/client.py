@@ -369,6 +369,8 @@ class _Failure:
 
 # The columns endpoint's optional parameters, by the ``auditor columns`` option that sets them: a
 # 400 to a request carrying any of them may be about them rather than about the cluster id.
+CLUSTER_PARAM_TRIES = 3  # checks of the cluster id parameter in a run, when they meet passing failures
+
 FLAGS = {
     "filter": "--filter",
     "searchText": "--search-text",
@@ -469,6 +471,7 @@ class BigIDClient:
         # on the cluster id parameter once checked (read; or the error saying it is ignored)
         self._first_pages: dict[tuple[int, int], str] = {}
         self._cluster_param_checked = False
+        self._cluster_param_tries = 0  # checks that met a passing failure (see _check_cluster_param)
         self._param_check_lock = threading.Lock()
         self.cluster_param_ignored: dict[str, Any] | None = None
         # how a columns page's offset is sent: ``skip`` (the tutorial's), or ``offset``, adopted
@@ -810,15 +813,21 @@ class BigIDClient:
             name = self.cluster_id_param
             nowhere = f"auditor-no-such-cluster-{random.getrandbits(64):016x}"
             try:
-                # asked once: a failure means "read" whatever it is, so retries would only cost
-                # time (a tenant answering 500 for an unknown id: ~7 s of backoff per run)
+                # Asked without retries: an answer about that id (a 404, a 400, a 500 for an id it
+                # cannot find) means the parameter was read, and retrying it cost ~7 s of backoff per
+                # run. A passing failure (rate limit, gateway, network) says nothing: the check is
+                # left to the next two clusters served alike, three times in a run at most.
                 body = self._request(
                     COLUMNS_PATH, {name: nowhere, "limit": 1, "skip": 0}, cluster_id=None, retry=False
                 )
                 rows = self._unwrap(body, "columns", COLUMNS_PATH, None).rows
                 served = any(row is not None for row in rows)
-            except ApiError:  # refused, failed, timed out: an answer about that id, or none; never
-                served = False  # charged to the cluster whose page led here (a probe of this check)
+            except ApiError as exc:  # never charged to the cluster whose page led here (a probe)
+                passing = isinstance(exc, NetworkError) or exc.status in (429, 502, 503, 504)
+                self._cluster_param_tries += 1
+                if passing and self._cluster_param_tries < CLUSTER_PARAM_TRIES:
+                    self._cluster_param_checked = False
+                served = False
             if not served:
                 return
             other_name = "cluster_id" if name == "clusterId" else None

@@ -166,3 +166,31 @@ def test_an_error_or_nulls_for_the_id_that_cannot_exist_mean_the_parameter_was_r
         assert len(probes) == 1  # a 500 is not retried: any failure means the same (~7 s of backoff)
     fqns = sorted(c["fullyQualifiedName"] for c in shared)
     assert _stored(tmp_path / "a.db") == ("complete", {"k1": fqns, "k2": fqns})
+
+
+def test_a_passing_failure_of_the_check_leaves_it_to_the_next_clusters_served_alike(
+    loopback: Loopback, tmp_path: Path, run_cli
+):
+    """A review: asked once without retries, one 503 for the id that cannot exist turned the check
+    off for the run, read as the parameter being read. A passing failure (rate limit, gateway,
+    network) leaves the check to the next two clusters served alike, three times a run at most."""
+    probes: list[str] = []
+    clusters = [{"id": f"k{i}", "name": f"C{i}", "size": 2} for i in range(5)]
+    rows = [{"fullyQualifiedName": f"s.d.all.c{i}", "columnName": f"c{i}"} for i in range(2)]
+
+    def handler(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, clusters if request.query.get("skip", "0") == "0" else [])
+        if request.query["clusterId"].startswith("auditor-no-such-cluster-"):
+            probes.append(request.query["clusterId"])
+            if len(probes) == 1:
+                return Reply(503, {"message": "Service Unavailable"})
+        skip = int(request.query.get("skip", 0))
+        return Reply(200, {"results": rows[skip:], "totalCount": 2})  # every cluster alike
+
+    loopback.reset(handler)
+    env = {"BIGID_URL": loopback.url, "BIGID_TOKEN": "KEY-0123456789abcdef"}
+    result = run_cli("snapshot", "--db", str(tmp_path / "a.db"), "--workers", "1", env=env)
+    assert result.exit_code == 0, result.output
+    assert len(probes) == 2
+    assert any(line.startswith(NOTE[:60]) for line in result.stderr.splitlines()), result.stderr

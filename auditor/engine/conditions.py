@@ -606,8 +606,7 @@ class Compare(Condition):
             wrong = [(i, why) for i, item in enumerate(value) if (why := _check_scalar(target.kind, item))]
             for i, why in wrong:
                 ctx.problem([*path, op, i], f"{op}: {why} (item {i + 1} of the list)")
-            if wrong:
-                return None
+            ok = ok and not wrong  # (the comparison's other problems are said too)
         if problem:
             ctx.problem([*path, op], f"{op}: {problem}")
             ok = False

@@ -603,6 +603,15 @@ def _extend_chain(items: list[Any], chain: list[Link], unbounded: list[Sig]) -> 
             grouped = len(_parts(list(av[2]))) > 1 or (high > 1 and body_least != body_most)
         else:
             grouped = False
+        if not grouped and op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and len(_parts(list(av[2]))) > 1:
+            # A group repeated without bound (or many times) is one part below, whose every
+            # repetition needs all its required characters; but an attempt at a repetition that
+            # then fails has taken its first parts already, in as many ways as they meet the chain
+            # ((aa*)(a*ax)* on a run of a's with no x: minutes, a fuzzing test). Its first
+            # repetition is followed part by part too, for those ways alone.
+            problem = _extend_chain(list(av[2]), list(chain), list(unbounded))
+            if problem:
+                return problem
         if grouped:
             # A group repeated a few times ((\w+\.)?, (\.\d+)?, (\d{1,3}\.?){4}, (\w?){10}) is
             # followed part by part through its repetitions: taken, its parts continue the chain one

@@ -574,7 +574,8 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         - {field: cluster.size, lt: -.inf}
         - {tags: {group_by: tagName, having: {lt: 99999999999999999999999}}}
         - {field: cluster.size, lte: 9223372036854775807}
-        - {field: columnName, not_in: [a, 1, true]}""",
+        - {field: columnName, not_in: [a, 1, true]}
+        - {field: cluster.size, in: [1, "x"], case: exact}""",
         ),
     )
     with pytest.raises(RuleError) as caught:
@@ -592,6 +593,9 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         "(item 2 of the list)",
         f"{path}:16:46: not_in: expected text, got boolean true (quote it to compare as text) "
         "(item 3 of the list)",
+        # ... and the comparison's other problems (a review: the list's hid them)
+        f"{path}:17:41: in: expected a number, got text 'x' (item 2 of the list)",
+        f"{path}:17:47: 'case' applies to text fields only, not 'cluster.size'",
     ]
 
 
@@ -611,6 +615,9 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         (r"^([a-z0-9]{1,10}_?){1,10}$", "a repeated group holding a repeat of varying count"),
         ("(a{0,9}){0,9}c", "a repeated group holding a repeat of varying count"),
         ("a+b*a+c", "two unbounded repeats in a row"),  # the optional b* hid the two a+
+        # found by the fuzzing test below: a repetition that fails (no x) after its a* took a's
+        ("((aa*a{1,3}))((a*a?a?ax)*)x", "two unbounded repeats in a row"),
+        ("a*(a*bx)*y", "two unbounded repeats in a row"),
         ("(x+)?x+y", "two unbounded repeats in a row"),  # an optional group holding x+ is unbounded
         ("(?:x+)?x+y", "two unbounded repeats in a row"),
         ("a+(b|)a+c", "two unbounded repeats in a row"),  # a branch that may be empty is optional

@@ -607,6 +607,8 @@ class Compare(Condition):
             for i, why in wrong:
                 ctx.problem([*path, op, i], f"{op}: {why} (item {i + 1} of the list)")
             ok = ok and not wrong  # (the comparison's other problems are said too)
+        if problem and target.name == "calc_confidence_level":
+            problem += _as_fraction(value)
         if problem:
             ctx.problem([*path, op], f"{op}: {problem}")
             ok = False
@@ -804,18 +806,27 @@ def _check_scalar(kind: Kind, value: Any) -> str | None:
     return None
 
 
+def _as_fraction(value: Any) -> str:
+    """For a confidence threshold written as a percentage ("90%"): the fraction to write, as
+    confidences are stored ("90%" from a tenant is 0.9); else nothing."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.endswith("%"):
+        return ""
+    try:
+        fraction = float(Decimal(text[:-1].strip()) / 100)
+    except ArithmeticError:
+        return ""
+    if not math.isfinite(fraction):
+        return ""
+    return f" (a percentage: write it as the fraction {fraction:g}, as confidences are stored)"
+
+
 def _number_as_text(value: Any) -> str:
     """Why text that reads as a number was not taken for one: YAML 1.1 (PyYAML) reads ``1e3`` as
     text (its exponent form needs a dot: ``1.0e+3``), and quotes make any number text."""
     if not isinstance(value, str):
         return ""
     text = value.strip()
-    if text.endswith("%"):  # (confidences are stored as fractions: "90%" from a tenant is 0.9)
-        try:
-            fraction = float(Decimal(text[:-1].strip()) / 100)
-        except ArithmeticError:
-            return ""
-        return f" (a percentage: write it as the fraction {fraction:g}, as confidences are stored)"
     try:
         float(value)
     except ValueError:
@@ -943,7 +954,10 @@ class Having:
     exact: bool
 
     @classmethod
-    def parse(cls, node: Any, level: Level, ctx: ParseContext, path: list[Any]) -> Having | None:
+    def parse(
+        cls, node: Any, level: Level, ctx: ParseContext, path: list[Any], *, grouped: bool = False
+    ) -> Having | None:
+        """``grouped``: the counting form has a ``group_by`` (for the advice on a ``case`` here)."""
         if not isinstance(node, LocDict):
             ctx.problem(
                 path, f"'having' takes a mapping such as {{distinct: source, gte: 2}}, got {type_name(node)}"
@@ -971,9 +985,12 @@ class Having:
             distinct = cls._distinct(spec.distinct, level, ctx, path)
             ok = ok and distinct is not None
         elif "case" in node:  # (accepted, it changed nothing: a rule author's intent lost silently)
-            ctx.problem(
-                [*path, "case"], CASE_DOES_NOTHING + " (a count of rows); give it with distinct", key=True
+            advice = (
+                "for exact grouping, write it beside having and group_by"
+                if grouped
+                else "give it with distinct"
             )
+            ctx.problem([*path, "case"], f"{CASE_DOES_NOTHING} (a count of rows); {advice}", key=True)
             ok = False
         if not ok:
             return None
@@ -1143,7 +1160,9 @@ def parse_counting(
     if body.get("group_by") is not None:
         group_by = parse_group_by(body["group_by"], level, ctx, [*path, "group_by"])
     if "having" in body:
-        having = Having.parse(body["having"], level, ctx, [*path, "having"])
+        having = Having.parse(
+            body["having"], level, ctx, [*path, "having"], grouped=body.get("group_by") is not None
+        )
     if having is None or nulls or (where is None and body.get("where") is not None):
         return None
     if group_by is None and body.get("group_by") is not None:

@@ -151,9 +151,9 @@ def _ascii_domain(domain: str, option: str, value: str) -> str:
                 else "an empty label: two dots in a row, or a dot first"
             )
             raise ConfigError(f"{option}: {value!r}: {domain!r} is not a valid domain name ({why})")
-        if len(domain.rstrip(".")) > 253:  # (each label's 63 checked alone let 1,200 through)
+        if (length := len(domain.rstrip("."))) > 253:  # (each label's 63 checked alone let 1,200 through)
             raise ConfigError(
-                f"{option}: {value[:80]!r}…: the domain is {len(domain):,} characters long, more than "
+                f"{option}: {value[:80]!r}…: the domain is {length:,} characters long, more than "
                 "the 253 a domain name holds"
             )
         if any(label.lower().startswith("xn--") for label in labels):

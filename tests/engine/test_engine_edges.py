@@ -134,6 +134,12 @@ def test_case_on_a_number_is_refused_where_it_is_written(write, tmp_path):
             "{tags: {having: {gte: 2, case: exact}}}",
             "'case' does nothing here (a count of rows); give it with distinct",
         ),
+        (  # (a review: the advice above misled an author who wanted exact grouping)
+            "column",
+            "{tags: {group_by: tagName, having: {gte: 2, case: exact}}}",
+            "'case' does nothing here (a count of rows); for exact grouping, write it beside having "
+            "and group_by",
+        ),
         (
             "aggregate",
             "{per: cluster, case: exact, having: {gte: 2}}",

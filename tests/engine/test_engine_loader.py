@@ -1375,6 +1375,18 @@ def test_a_percentage_threshold_is_refused_with_the_fraction_to_write(write):
         "gte: expected a number, got text '33.5%' (a percentage: write it as the fraction 0.335, as "
         "confidences are stored)"
     ]
+    # ... only for a confidence, and only a finite one (a review: a size got that advice too)
+    for condition in (
+        "{field: cluster.size, gt: 50%}",
+        "{attributes: {any: {field: calc_confidence_level, gte: 1e999%}}}",
+    ):
+        path = write(
+            "pct.yaml", GOOD.replace("condition: {field: columnName, eq: ssn}", f"condition: {condition}")
+        )
+        with pytest.raises(RuleError) as caught:
+            load_ruleset([path])
+        (problem,) = caught.value.problems
+        assert problem.endswith("%'"), problem
 
 
 def test_a_fixture_file_named_as_rules_says_what_it_is(write):

@@ -393,8 +393,8 @@ def test_a_message_longer_to_send_than_the_timeout_is_sent_while_the_server_read
     # client's socket may still hold at the end read within it
     server = Scripted({}, sip=0.0015)
     started = time.monotonic()
-    send(message, server.url(), environ={}, timeout=1)
-    assert time.monotonic() - started > 1
+    send(message, server.url(), environ={}, timeout=2)  # (2 s: no stall of a loaded machine fails it)
+    assert time.monotonic() - started > 2
     assert [line.upper() for line in server.commands(b"QUIT")] == [b"QUIT"]  # delivered, then quit
 
 

@@ -70,12 +70,20 @@ def forget_all() -> None:
         _credentials.clear()
 
 
-def scrub(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
+def scrub(text: str, among: Iterable[str] | None = None) -> str:
+    """``text`` with every registered secret (or each of ``among``: a secret's :func:`forms`)
+    replaced by ``***``, also where a run of percent escapes spells one."""
+    if among is not None:
+        secrets = sorted(among, key=len, reverse=True)
+        return _scrubbed(text, secrets) if text and secrets else text
     if not text or not _secrets:
         return text
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
+    return _scrubbed(text, secrets)
+
+
+def _scrubbed(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)

@@ -332,14 +332,9 @@ def public_url(url: str) -> str:
 
 
 def _masked_text(text: str, token: str | None) -> str:
-    """``repr(text)`` with ``token`` masked in every spelling :func:`auditor.secrets.forms` knows,
-    and where percent-encoding spells it otherwise (then shown decoded)."""
-    if token:
-        for form in sorted(secrets.forms(token), key=len, reverse=True):
-            text = text.replace(form, secrets.MASK)
-        if "%" in text and token in unquote(text):
-            text = unquote(text).replace(token, secrets.MASK)
-    return repr(text)
+    """``repr(text)`` with ``token`` masked as :func:`auditor.secrets.scrub` masks a secret (the
+    client's key need not be registered for a repr of its settings)."""
+    return repr(secrets.scrub(text, among=secrets.forms(token)))
 
 
 def _masked_source(url: str, token: str | None) -> str:

@@ -70,12 +70,20 @@ _UNSUPPORTED = {
 }
 
 
-@functools.lru_cache(maxsize=1024)
-def check_pattern(pattern: str) -> str | None:
-    """Return why ``pattern`` is refused, or ``None`` when it is safe to run.
+def check_pattern(pattern: str, *, whole: bool = False) -> str | None:
+    """Return why ``pattern`` is refused, or ``None`` when it is safe to run. ``whole``: the
+    pattern must match a whole value (a waiver's ``column_regex``), not be searched in it, and the
+    advice says what does that instead.
 
     Remembered per pattern: a realistic alternation takes 25-90 ms to analyse, and a large pack
     repeats patterns across rules and waivers (a probe: 1,000 rules took 20 s to validate)."""
+    why = _pattern_problem(pattern)
+    # the search's advice (drop the leading .*) made a waiver's pattern that matched nothing (a probe)
+    return _UNBOUNDED_WHOLE if whole and why == _UNBOUNDED else why
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern_problem(pattern: str) -> str | None:
     if len(pattern) > MAX_PATTERN:
         return f"the pattern is longer than {MAX_PATTERN} characters"
     if "(?P" in pattern or ("(?<" in pattern and "(?<=" not in pattern and "(?<!" not in pattern):
@@ -542,13 +550,17 @@ def _chained(items: list[Any]) -> str | None:
     return _extend_chain(items, [], [])
 
 
-UNBOUNDED_REPEATS = (
+_UNBOUNDED_REPEATS = (
     "two unbounded repeats in a row that can match the same characters (such as "
     ".*a.*b, a*a* or a+b*a+) take time growing with a power of the value's length; "
 )
 _UNBOUNDED = (
-    UNBOUNDED_REPEATS + "keep one (a search finds the pattern anywhere, so a leading .* is not "
+    _UNBOUNDED_REPEATS + "keep one (a search finds the pattern anywhere, so a leading .* is not "
     "needed), or make them exclusive ([^.]*\\. instead of .*\\.)"
+)
+_UNBOUNDED_WHOLE = (  # (check_pattern(whole=True))
+    _UNBOUNDED_REPEATS + "it must match the whole name: for names holding a part, write column: "
+    "'*PART*' (a glob) instead, or make the repeats exclusive ([^.]*\\. instead of .*\\.)"
 )
 
 # What a part of a chain can match, for telling whether two parts can take the same text: the
@@ -652,7 +664,7 @@ def _extend_chain(items: list[Any], chain: list[Link], unbounded: list[Sig]) -> 
         chain.append((part, spread, signature))
         if high == _c.MAXREPEAT or high - low >= WIDE_SPREAD or most - least >= WIDE_SPREAD:
             if any(_meet(signature, earlier) for earlier in unbounded):
-                return _UNBOUNDED  # (a waiver's column_regex says it otherwise: see waivers.py)
+                return _UNBOUNDED
             unbounded.append(signature)
         if _share([link[0] for link in chain], VARIABLE_REPEATS + 1):
             return (

@@ -38,7 +38,7 @@ from pydantic import ValidationError as PydanticValidationError
 from auditor.engine.conditions import ParseContext, close_match, report_pydantic, type_name
 from auditor.engine.findings import STATUS_WAIVED, Finding
 from auditor.engine.rules import RuleSet, load_ruleset, ruleset_to_evaluate
-from auditor.engine.sqlfuncs import UNBOUNDED_REPEATS, check_pattern
+from auditor.engine.sqlfuncs import check_pattern
 from auditor.engine.yamlsource import LocDict, LocList, Mark, Problems, mark_at, read_yaml
 from auditor.errors import RuleError
 
@@ -361,15 +361,7 @@ def _parse_waiver(node: Any, ctx: ParseContext, path: list[Any]) -> Waiver | Non
         )
     pattern = node.get("column_regex")
     if isinstance(pattern, str):
-        why = check_pattern(pattern)
-        if why and why.startswith(UNBOUNDED_REPEATS):
-            # column_regex matches the whole name: the rules' advice (a search finds the pattern
-            # anywhere, drop the leading .*) made a waiver that matched nothing (a probe)
-            why = (
-                f"{UNBOUNDED_REPEATS}it must match the whole name: for names holding a part, write "
-                "column: '*PART*' (a glob) instead, or make the repeats exclusive ([^.]*\\. instead "
-                "of .*\\.)"
-            )
+        why = check_pattern(pattern, whole=True)  # (it matches the whole name)
         if why:
             ctx.problem([*path, "column_regex"], f"column_regex: {why}")
     if spec is None or len(ctx.problems) > before:

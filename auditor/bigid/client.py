@@ -237,11 +237,7 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
     try:
         models = parse_columns(rows)
     except ValidationError as exc:
-        index, field_path, message = _first_error(exc)
-        raw = rows[index] if index is not None and index < len(rows) else None
-        fqn = _field(raw, _FQN_NAMES)
-        at = None if index is None else served_at(envelope.rows, index)
-        return DecodedColumns(invalid=(at, fqn, field_path, message))
+        return DecodedColumns(invalid=_column_problem(exc, rows, envelope.rows))
     try:
         out = list(map(transform, models, rows))
     except RecordNotStorable as exc:
@@ -362,10 +358,10 @@ class _Failure:
         self.reason, self.status, self.network = reason, status, network
 
 
-# The columns endpoint's optional parameters, by the ``auditor columns`` option that sets them: a
-# 400 to a request carrying any of them may be about them rather than about the cluster id.
 CLUSTER_PARAM_TRIES = 3  # checks of the cluster id parameter in a run, when they meet passing failures
 
+# The columns endpoint's optional parameters, by the ``auditor columns`` option that sets them: a
+# 400 to a request carrying any of them may be about them rather than about the cluster id.
 FLAGS = {
     "filter": "--filter",
     "searchText": "--search-text",
@@ -920,11 +916,7 @@ class BigIDClient:
         try:
             models = parse_columns(rows)
         except ValidationError as exc:
-            index, field_path, message = _first_error(exc)
-            raw = rows[index] if index is not None and index < len(rows) else None
-            fqn = _field(raw, _FQN_NAMES)
-            at = None if index is None else served_at(served, index)
-            raise _invalid_column(cluster_id, skip, (at, fqn, field_path, message)) from None
+            raise _invalid_column(cluster_id, skip, _column_problem(exc, rows, served)) from None
         return list(zip(models, rows, strict=True)), nulls
 
     # -- auth ----------------------------------------------------------------------------------
@@ -1014,7 +1006,7 @@ class BigIDClient:
     ) -> Any:
         """GET ``path`` with auth handling; the parsed (or decoded) body of a 200, or an error
         (:class:`PageTooSlow` for a ``shrinkable`` page that timed out, see :meth:`_send`).
-        ``retry=False``: one attempt, for a question whose every failure has the same answer."""
+        ``retry=False``: one attempt; the caller decides what a failure means."""
         auth_retries = 0
         refusal: ApiError | None = None  # the first form's refusal, while ``auto`` tries the others
         asked = {FLAGS[name]: value for name, value in params.items() if name in FLAGS}
@@ -1627,6 +1619,17 @@ def _unknown_envelope(path: str, cluster_id: str | None, description: str) -> Pa
         f"{where}GET {path} answered {description}",
         hint="this response shape is not supported yet; re-run with --verbose and report it",
     )
+
+
+def _column_problem(
+    exc: ValidationError, rows: list[Any], served: list[Any]
+) -> tuple[int | None, Any, str, str]:
+    """(place in the page as ``served``, fullyQualifiedName, field, problem) of the first column
+    record of ``rows`` (``served`` without its nulls) that does not fit the model."""
+    index, field_path, message = _first_error(exc)
+    raw = rows[index] if index is not None and index < len(rows) else None
+    at = None if index is None else served_at(served, index)
+    return at, _field(raw, _FQN_NAMES), field_path, message
 
 
 def _invalid_column(cluster_id: str, skip: int, problem: tuple[int | None, Any, str, str]) -> PayloadError:

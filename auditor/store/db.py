@@ -58,9 +58,8 @@ SQLITE_MMAP_BYTES = 2_147_418_112
 # glibc Linux x86-64, the platform its wheels exist for), else Python's own sqlite3.
 # pysqlite3-binary bundles a current SQLite (3.51 in 0.5.4.post2) built with SQLite's
 # per-connection lookaside allocator, which Debian's libsqlite3 (3.40, the one Python links
-# there) leaves out. Measured at 1M columns
-# (bench/RESULTS.md): the built-in pack's CPU 14.4 -> 11.9 s one rule after another, its wall
-# 8.6-9.0 -> 7.5-7.7 s. Only there, for two reasons:
+# there) leaves out. Measured at 1M columns (bench/RESULTS.md): the built-in pack's CPU
+# 14.4 -> 11.9 s one rule after another, its wall 8.6-9.0 -> 7.5-7.7 s. Only there, for two reasons:
 # * two copies of SQLite in one process do not see each other's locks on a file (SQLite's POSIX
 #   locks are the process's, and each copy keeps its own table of them), so a program using
 #   Python's sqlite3 on the database beside this library could corrupt it. Rule workers are

@@ -205,6 +205,18 @@ def load_cases(path: Path, ruleset: RuleSet, problems: Problems) -> list[Case]:
     default_rules = sorted(
         r.id for r in ruleset.rules if sibling is not None and Path(r.source).resolve() == sibling.resolve()
     )
+    if sibling is not None and not default_rules:
+        # Said where a case relies on the default, instead of "'rules' must be a non-empty list"
+        # about a key the case does not have.
+        off = any(Path(r.source).resolve() == sibling.resolve() for r in ruleset.disabled)
+        no_default = (
+            f"every rule of {sibling.name} is disabled (enabled: false), so the case would test nothing: "
+            "enable the rules it tests"
+            if off
+            else f"{sibling.name} holds no rule the case could test: name the rules it tests with 'rules:'"
+        )
+    else:
+        no_default = None
     cases = []
     named: dict[str, int] = {}
     no_sibling = None if sibling is not None else _stem(path)
@@ -219,7 +231,7 @@ def load_cases(path: Path, ruleset: RuleSet, problems: Problems) -> list[Case]:
                     "a report names its cases, so each needs its own",
                 )
             named.setdefault(name, index)
-        case = _parse_case(node, ctx, ["cases", index], ruleset, default_rules, no_sibling)
+        case = _parse_case(node, ctx, ["cases", index], ruleset, default_rules, no_sibling, no_default)
         if case is not None:
             cases.append(case)
     return cases
@@ -232,6 +244,7 @@ def _parse_case(
     ruleset: RuleSet,
     default_rules: list[str],
     no_sibling: str | None = None,
+    no_default: str | None = None,
 ) -> Case | None:
     if not isinstance(node, LocDict):
         ctx.problem(path, "a case is a mapping with name, clusters and expect")
@@ -253,6 +266,9 @@ def _parse_case(
             f"no rule file beside this fixture ({no_sibling}.yaml): "
             "name the rules the case tests with 'rules:'",
         )
+        rules = []
+    elif "rules" not in node and no_default is not None:
+        ctx.problem(path, no_default)
         rules = []
     elif not isinstance(rules, list) or not all(isinstance(r, str) for r in rules) or not rules:
         where = [*path, "rules"] if "rules" in node else path

@@ -761,6 +761,23 @@ def test_rules_test_reads_a_fixture_once_however_it_is_named(run_cli, tmp_path, 
     )
 
 
+def test_rules_test_says_the_sibling_rules_are_all_disabled(run_cli, tmp_path):
+    """A case relying on its sibling file's rules when all of them are off was told "'rules' must be
+    a non-empty list of rule ids", about a key it did not have."""
+    rules = (rules_dir() / "clusters.yaml").read_text()
+    (tmp_path / "r.yaml").write_text(rules.replace("    severity:", "    enabled: false\n    severity:"))
+    (tmp_path / "r.test.yaml").write_text(
+        "cases:\n  - name: c\n    clusters: [{id: c1, severity: Low}]\n    expect: []\n"
+    )
+    result = run_cli("rules", "test", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: 1 problem in the rule fixtures",
+        f"  {tmp_path / 'r.test.yaml'}:2:5: every rule of r.yaml is disabled (enabled: false), so the case "
+        "would test nothing: enable the rules it tests",
+    ]
+
+
 def _fixture_beside_the_sensitivity_pack(folder, text):
     """A copy of the built-in sensitivity rules in ``folder`` with ``text`` as its fixture file."""
     (folder / "r.yaml").write_text((rules_dir() / "sensitivity.yaml").read_text())

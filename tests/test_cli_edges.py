@@ -427,6 +427,64 @@ def test_outputs_over_the_settings_templates_or_key_file_are_refused(
     assert_output_refused(run_cli, db, tmp_path, args, why)
 
 
+@pytest.mark.parametrize(
+    ("settings", "args", "why"),
+    [
+        (
+            None,
+            ["clusters", "--url", "http://127.0.0.1:9", "--token-file", "key.txt", "-o", "key.txt"],
+            "is the file this command reads as --token-file: writing it would destroy it",
+        ),
+        (
+            'token_file = "key.txt"',
+            ["columns", "c1", "--url", "http://127.0.0.1:9", "--format", "json", "-o", "key.txt"],
+            "is the file this command reads as token_file (auditor.toml): writing it would destroy it",
+        ),
+        (
+            None,
+            ["clusters", "--url", "http://127.0.0.1:9", "--ca-bundle", "ca.pem", "-o", "ca.pem"],
+            "is the file this command reads as --ca-bundle: writing it would destroy it",
+        ),
+        (
+            "",
+            ["clusters", "--url", "http://127.0.0.1:9", "--token-file", "key.txt", "-o", "auditor.toml"],
+            "is the file this command reads as the settings file: writing it would destroy it",
+        ),
+        (
+            "",
+            ["rules", "schema", "-o", "auditor.toml"],
+            "is the file this command reads as the settings file: writing it would destroy it",
+        ),
+        (
+            None,
+            ["clusters", "--url", "http://127.0.0.1:9", "--token-file", "key.txt", "-o", "auditor.db"],
+            "is the database (--db, AUDITOR_DB or the settings file's db): writing it would destroy the runs "
+            "it holds",
+        ),
+    ],
+)
+def test_commands_without_a_database_keep_off_their_inputs_too(run_cli, tmp_path, settings, args, why):
+    """Found by a README walkthrough: ``clusters --token-file key -o key`` replaced the API key with
+    the cluster table (exit 0), as did ``columns`` and ``--ca-bundle``, and ``rules schema -o`` the
+    settings file. Refused before the key is read or the tenant (here, nothing listens) is asked."""
+    (tmp_path / "key.txt").write_text("SAMPLE-KEY\n", encoding="utf-8")
+    (tmp_path / "ca.pem").write_text("not a certificate\n", encoding="utf-8")
+    (tmp_path / "auditor.db").write_bytes(b"SQLite format 3\0")
+    if settings is not None:
+        (tmp_path / "auditor.toml").write_text(f"[auditor]\n{settings}\n", encoding="utf-8")
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    result = run_cli(*args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: --output {args[-1]} {why}\nhint: give --output another file\n"
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_a_command_without_a_database_is_not_stopped_by_a_bad_database_url(run_cli, tmp_path):
+    result = run_cli("rules", "schema", "-o", "s.json", env={"AUDITOR_DB": "postgresql://u@h:port/d"})
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))["type"] == "object"
+
+
 def test_email_to_an_eml_file_prints_its_path(run_cli, db, tmp_path):
     result = run_cli("email", "--db", db, "--to", "a@example.com", "--eml", "out.eml")
     assert result.exit_code == 0, result.output

@@ -238,9 +238,13 @@ def rules_validate(settings: Settings, paths: tuple[str, ...], waivers: str | No
 
 @rules_group.command("schema")
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
-def rules_schema(output: str | None) -> None:
+@pass_settings
+def rules_schema(settings: Settings, /, output: str | None) -> None:
     """Print the JSON Schema of rule files (for editor completion)."""
     from auditor.engine import rules_json_schema
+
+    # -o over the settings file, or over a rule file of the built-in pack, destroyed it (a probe)
+    settings.guard_outputs(None, {"--output": output}, {}, uses_database=False)
 
     write_output(json.dumps(rules_json_schema(), indent=2) + "\n", output)
 

@@ -108,6 +108,8 @@ class Settings:
         outputs: dict[str, str | None],
         inputs: dict[str, Any],
         creates: str | None = None,
+        *,
+        uses_database: bool = True,
     ) -> None:
         """Refuse (exit 2, before any work) an output file that is this command's database, a file
         SQLite keeps beside it, one of its input files, or a rule file inside a ``--rules`` folder:
@@ -117,15 +119,23 @@ class Settings:
         ``--export-dir``). ``outputs`` and
         ``inputs`` map an option's name to the path it was given (inputs: a path or a list); the
         settings file and the files it names (``token_file``, ``templates``, the CA bundles) are
-        inputs of every command: ``-o auditor.toml`` or ``--report`` over the key's file lost them."""
+        inputs of every command: ``-o auditor.toml`` or ``--report`` over the key's file lost them.
+        ``uses_database=False``: a command that opens no database (``clusters``, ``rules schema``)
+        still keeps off the one configured, but a configured URL it cannot read is not its error."""
         from auditor.store.db import database_url, sqlite_file
 
-        path = sqlite_file(database_url(self.db_target(db_flag)))
+        try:
+            path = sqlite_file(database_url(self.db_target(db_flag)))
+        except ConfigError:
+            if uses_database:
+                raise
+            path = None
         # resolved, links too: SQLite keeps its side files beside the file a link leads to
         database = os.path.realpath(Path(path).expanduser()) if path else None
         # SQLite creates, rewrites and deletes these by name: compared by name, as they come and go
         sides = {f"{database}{side}" for side in ("-wal", "-shm", "-journal")} if database else set()
-        readers = [("--db", Path(database))] if database else []
+        label = "--db" if uses_database else "the database (--db, AUDITOR_DB or the settings file's db)"
+        readers = [(label, Path(database))] if database else []
         # whatever the command: the settings file and the files it names (the API key's file above all)
         if (settings_file := self.file.path) is not None:
             readers.append(("the settings file", settings_file))
@@ -446,6 +456,8 @@ def _overwrites(written: Path, sides: set[str], readers: list[tuple[str, Path]])
             continue
         with contextlib.suppress(OSError, ValueError):  # either missing: nothing to destroy
             if os.path.samefile(written, path.expanduser()):
+                if reader.startswith("the database"):  # a command that does not open it
+                    return f"{reader}: writing it would destroy the runs it holds"
                 return f"the file this command reads as {reader}: writing it would destroy it"
         if reader == "--db" and real == os.path.realpath(path):  # a database `run` is about to create
             return f"the file this command reads as {reader}: writing it would destroy it"

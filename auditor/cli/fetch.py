@@ -321,6 +321,7 @@ def clusters_command(
     settings: Settings, /, cluster_filter: str | None, fmt: str, output: str | None, **api: Any
 ) -> None:
     """List the tenant's clusters (GET /api/v1/clusters, every page)."""
+    _guard_output(settings, output, api)
     with client_from_settings(settings, **api) as client:
         rows = client.list_clusters(cluster_filter)
     if fmt == "json":
@@ -374,6 +375,7 @@ def columns_command(
     **api: Any,
 ) -> None:
     """One request to the similar-columns endpoint for CLUSTER_ID, with exactly the given parameters."""
+    _guard_output(settings, output, api)
     with client_from_settings(settings, **api) as client:
         page = client.get_columns(
             cluster_id,
@@ -413,6 +415,14 @@ def columns_command(
     write_output(_table(header, table), output)
     total = "not given" if page.total is None else str(page.total)
     settings.info(f"{len(page.rows)} column(s) returned; totalCount {total}")
+
+
+def _guard_output(settings: Settings, output: str | None, api: dict[str, Any]) -> None:
+    """Refuse an ``--output`` that is a file the command reads (a probe: ``clusters --token-file
+    key -o key`` replaced the API key with the cluster table, exit 0; so did the CA bundle and the
+    settings file), before the key is read or the tenant asked."""
+    inputs = {"--token-file": api.get("token_file"), "--ca-bundle": api.get("ca_bundle")}
+    settings.guard_outputs(None, {"--output": output}, inputs, uses_database=False)
 
 
 def _table(header: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:

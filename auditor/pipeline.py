@@ -22,6 +22,7 @@ from auditor.bigid.client import BigIDClient, ClientOptions
 from auditor.config import DEMO_FOLDER
 from auditor.engine import CheckResult, RuleSet, Waivers, check_run
 from auditor.engine.check import asks_no_baseline, baseline_run, check_fail_on, parse_baseline
+from auditor.engine.evaluate import check_evaluation_settings
 from auditor.engine.rules import RulePaths, ruleset_to_evaluate
 from auditor.errors import ConfigError
 from auditor.progress import Progress
@@ -281,12 +282,13 @@ def run_job(
 
     ``fail_on``, ``baseline`` (a run id must name a complete run), ``ruleset`` (as
     :func:`~auditor.engine.check_run` takes it; every rule disabled is a RuleError) and ``email``
-    (:meth:`EmailOptions.check`) are checked before the snapshot.
+    (:meth:`EmailOptions.check`) are checked before the snapshot, and so is ``AUDITOR_RULES_SQLITE``.
     """
     check_fail_on(fail_on)
     ruleset = ruleset_to_evaluate(ruleset)  # a set whose every rule is off: refused before the snapshot
     if email is not None:
         email.check()
+    check_evaluation_settings(engine)
     if isinstance(ref := parse_baseline(baseline), int):
         baseline_run(engine, ref)
     run = take_snapshot(

@@ -94,6 +94,18 @@ def test_run_job_checks_its_gate_and_baseline_before_the_snapshot(
     assert not (tmp_path / "r.html").exists()
 
 
+def test_run_job_checks_the_rules_sqlite_module_before_the_snapshot(sandbox, engine, tmp_path, monkeypatch):
+    # A wrong AUDITOR_RULES_SQLITE was said where worker processes start: after the snapshot.
+    monkeypatch.setenv("AUDITOR_RULES_SQLITE", "apsw")
+    server = sandbox(clusters=2, columns=10)
+    with client_for(server) as client, pytest.raises(ConfigError) as caught:
+        run_job(engine, client, ruleset=load_ruleset(None), processes=0, report_path=tmp_path / "r.html")
+    assert caught.value.message == (
+        "AUDITOR_RULES_SQLITE='apsw' is not a SQLite module this tool can evaluate rules with"
+    )
+    assert list_runs(engine) == [] and server.stats.total == 0
+
+
 def test_the_cli_run_refuses_a_misspelt_baseline_before_fetching(run_cli, tmp_path):
     (tmp_path / "auditor.toml").write_text(
         "[auditor.sandbox]\nclusters = 3\ncolumns = 30\n", encoding="utf-8"

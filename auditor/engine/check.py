@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from auditor.engine.evaluate import evaluate
+from auditor.engine.evaluate import check_evaluation_settings, evaluate
 from auditor.engine.findings import (
     STATUS_EXISTING,
     STATUS_NEW,
@@ -422,6 +422,7 @@ def check_run(
     finding's status and waiver against it, as ``auditor check`` and ``auditor run`` do.
     """
     ruleset = ruleset_to_evaluate(ruleset)  # (paths loaded; every rule disabled: a RuleError)
+    check_evaluation_settings(engine)  # said whether or not a stored evaluation is reused
     if isinstance(waivers, str | os.PathLike):
         waivers = load_waivers(waivers)
     with store_errors("could not read the runs"):

@@ -197,6 +197,14 @@ def parallel_mode(engine: Engine, run_id: int, workers: int) -> str:
     return "processes"
 
 
+def check_evaluation_settings(engine: Engine) -> None:
+    """Raise the :class:`~auditor.errors.ConfigError` (exit 2) a wrong ``AUDITOR_RULES_SQLITE``
+    meets on a SQLite database, whatever the run's size (it was said only where worker processes
+    start, at 200,000 columns, so a small run passed with it), and before a job's snapshot."""
+    if engine.dialect.name == "sqlite":
+        rules_sqlite_module()
+
+
 def evaluate_each(
     engine: Engine, run_id: int, ruleset: RuleSet, *, workers: int | None = None
 ) -> Iterable[tuple[Rule, list[Finding], float]]:
@@ -210,6 +218,7 @@ def evaluate_each(
             "ruleset: expected a RuleSet (what auditor.engine.load_ruleset returns), "
             f"not {type(ruleset).__name__}"
         )
+    check_evaluation_settings(engine)
     rules = list(ruleset.rules)
     workers = default_workers(engine) if workers is None else max(1, workers)
     with store_errors(f"could not evaluate run {run_id}"):

@@ -132,6 +132,25 @@ def test_a_wrong_module_is_a_configuration_error_said_once_before_any_worker_sta
     assert "Traceback" not in result.output
 
 
+def test_a_wrong_module_is_refused_on_a_small_run_and_on_a_stored_evaluation_too(
+    tmp_path, monkeypatch, run_cli
+):
+    """A README walkthrough: docs/rules.md says any other value is a usage error, but a run under
+    200,000 columns (one process, Python's sqlite3) checked with it exit 0."""
+    engine = open_database(tmp_path / "p.db")
+    _sandbox_run(engine)
+    engine.dispose()
+    database = str(tmp_path / "p.db")
+    for stored in (False, True):  # evaluated now, then the evaluation stored by the check between
+        monkeypatch.setenv(SQLITE_MODULE_VARIABLE, "apsw")
+        result = run_cli("check", "--db", database, "--format", "json")
+        assert (result.exit_code, result.stdout) == (2, ""), stored
+        assert result.stderr.startswith("error: AUDITOR_RULES_SQLITE='apsw' is not a SQLite module")
+        if not stored:
+            monkeypatch.delenv(SQLITE_MODULE_VARIABLE)
+            assert run_cli("check", "--db", database, "--format", "json").exit_code == 0
+
+
 @pytest.mark.parametrize("module", ["sqlite3", "pysqlite3"])
 def test_a_bulk_write_error_of_either_module_is_raised_as_sqlalchemys(tmp_path, module):
     if module == "pysqlite3" and not WHEELS_EXIST:

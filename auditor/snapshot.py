@@ -40,6 +40,7 @@ import os
 import queue
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Collection, Hashable, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -90,6 +91,10 @@ THREADS_PER_WORKER = 2  # fetch threads per request slot (see _fetch_columns)
 QUEUE_PAGES_PER_WORKER = 12  # pages waiting for the writer, per worker: bounds memory (~1 MB a page),
 # deep enough that fetching goes on while the writer commits a 25,000-row batch
 IDLE_FLUSH_ROWS = 10_000  # rows worth a transaction when the writer would otherwise wait
+# Seconds after which what is queued is written when the writer would otherwise wait, however
+# little it is: a snapshot of a few thousand columns (or a slow tenant) otherwise showed `auditor
+# runs` nothing stored until it ended, and a kill -9 lost every cluster it had finished.
+IDLE_FLUSH_SECONDS = 5.0
 MAX_LISTED_MISMATCHES = 1000  # mismatches listed in runs.details (all are counted)
 # runs.details keys listing clusters (and columns) a snapshot found something to say about
 LISTED_KEYS = ("size_mismatches", "total_mismatches", "changed_while_listed", "relisted", "fqn_conflicts")
@@ -667,6 +672,9 @@ def _fetch_columns(
             except queue.Empty:
                 if expired is not None and expired.is_set():
                     raise _Expired from None
+                if writer.pending and time.monotonic() - writer.flushed_at >= IDLE_FLUSH_SECONDS:
+                    writer.flush()  # waiting on the network: what was fetched is written meanwhile
+                    unflushed = 0
                 continue
             if expired is not None and expired.is_set():
                 raise _Expired
@@ -722,7 +730,10 @@ def _fetch_columns(
                 progress.cluster_done()
             else:
                 cluster_failed(cluster_id, payload)
-            if unflushed >= IDLE_FLUSH_ROWS and pages.empty():
+            if pages.empty() and (
+                unflushed >= IDLE_FLUSH_ROWS
+                or (writer.pending and time.monotonic() - writer.flushed_at >= IDLE_FLUSH_SECONDS)
+            ):
                 # nothing to do until the network answers: write now rather than after the fetch
                 writer.flush()
                 unflushed = 0

@@ -488,6 +488,7 @@ class SnapshotWriter:
         self._columns_announced = 0
         self._any_announced = False
         self._closed = False
+        self.flushed_at = time.monotonic()  # when the last flush committed (or the run began)
         with store_errors("could not start a run", WRITE_HINT), engine.begin() as connection:
             result = connection.execute(
                 runs.insert().values(
@@ -609,9 +610,15 @@ class SnapshotWriter:
 
     # -- writing -------------------------------------------------------------------------------
 
+    @property
+    def pending(self) -> bool:
+        """Whether anything is queued that :meth:`flush` would write."""
+        queued = (self._pending_run_clusters, self._pending_rows, self._pending_stats, self._discarded)
+        return any(queued)
+
     def flush(self, *, patience: float | None = None) -> None:
         """Write everything queued, in one transaction (``patience``: see :meth:`fail`)."""
-        if not (self._pending_run_clusters or self._pending_rows or self._pending_stats or self._discarded):
+        if not self.pending:
             return
         require_same_file(self.engine, self._file, f"run {self.run_id} was written", self._sidecars)
         with store_errors(f"could not write run {self.run_id}", WRITE_HINT):
@@ -648,6 +655,7 @@ class SnapshotWriter:
         self._pending_rows = 0
         self._pending_stats.clear()
         self._discarded.clear()
+        self.flushed_at = time.monotonic()
 
     @property
     def clusters_stored(self) -> int:

@@ -170,3 +170,39 @@ def test_ctrl_c_while_a_server_is_silent_marks_the_run_failed_at_once(loopback, 
     (run,) = list_runs(engine)
     assert run.status == "failed" and run.error == "interrupted (Ctrl-C)"
     assert run.columns_stored == 5  # cluster a, fetched in full before the stop, is kept
+
+
+def test_what_a_running_snapshot_fetched_is_written_while_it_waits_on_the_network(
+    loopback, make_client, tmp_path, monkeypatch
+):
+    """A README walkthrough: `auditor runs` showed a running snapshot of a few thousand columns as 0
+    clusters and 0 columns until it ended (the writer commits 25,000 rows at a time), and a kill -9
+    lost every cluster it had finished. Waiting on the network, what is queued is written once
+    IDLE_FLUSH_SECONDS have passed since the last write."""
+    from auditor import snapshot
+    from auditor.store.runs import stored_so_far
+
+    monkeypatch.setattr(snapshot, "IDLE_FLUSH_SECONDS", 0.2)
+    handler, _clusters, _columns = make_tenant({"a": 5, "slow": 5})
+    loopback.reset(slow_cluster(handler, "slow", 3.0))
+    engine = open_database(tmp_path / "s.db")
+    client = make_client(loopback.url, read_timeout=10)
+    done = threading.Event()
+
+    def snapshot_in_background() -> None:
+        try:
+            take_snapshot(engine, client, workers=2, processes=0)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=snapshot_in_background)
+    worker.start()
+    seen: set[tuple[int, int]] = set()
+    while not done.wait(0.05):
+        runs = list_runs(engine)
+        if runs and runs[0].status == "running":
+            seen.add(stored_so_far(engine, [runs[0].id])[runs[0].id])
+    worker.join()
+    assert (1, 5) in seen  # cluster a, written while the slow one was still being fetched
+    (run,) = list_runs(engine)
+    assert (run.status, run.clusters_stored, run.columns_stored) == ("complete", 2, 10)

@@ -48,7 +48,7 @@ def test_run_to_a_file_says_each_step_and_the_gate_on_stderr(run_cli, small):
         "run 1: 44 findings (23 high, 20 medium, 1 low); 44 new, 0 existing, 0 waived, 0 waiver expired; "
         "16 rules, no baseline",
         "wrote auditor-report-run1.html",
-        "gate failed: findings at or above high remain",
+        "gate failed: 23 finding(s) at or above high",  # the words and count of check's
     ]
     assert (small / "out.json").is_file() and (small / "auditor-report-run1.html").is_file()
 

@@ -168,13 +168,7 @@ def check_command(
     say_waivers_to_review(settings, result)
     code = result.gate(fail_on, new_only)
     if code:
-        failing = result.failing(fail_on, new_only)
-        if new_only:
-            expired = sum(1 for f in failing if f.status != "new")  # counted for their expired waiver
-            also = f" and {expired} whose waiver expired" if expired else ""
-            settings.info(f"gate failed: {len(failing) - expired} new finding(s){also} at or above {fail_on}")
-        else:
-            settings.info(f"gate failed: {len(failing)} finding(s) at or above {fail_on}")
+        settings.info(result.gate_note(fail_on, new_only) or "")
         click.get_current_context().exit(code)
 
 

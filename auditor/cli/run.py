@@ -322,8 +322,8 @@ def run_command(
             raise
     for path in result.written:
         settings.info(f"wrote {path}")
-    if result.exit_code:
-        settings.info(f"gate failed: findings at or above {fail_on} remain")
+    if result.exit_code and (verdict := result.check.gate_note(fail_on, new_only)):
+        settings.info(verdict)
     if email is not None:  # last: results and verdict are out even when the mail server is not
         try:
             email_report(result, email, templates_dir=templates_dir)

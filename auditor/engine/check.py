@@ -183,6 +183,18 @@ class CheckResult:
         """0 when nothing at or above ``fail_on`` remains, else 1 (the exit-code contract)."""
         return EXIT_GATE if self.failing(fail_on, new_only) else EXIT_OK
 
+    def gate_note(self, fail_on: str | None, new_only: bool = False) -> str | None:
+        """What a failed gate says (``gate failed: 3 finding(s) at or above high``), as ``check``
+        and ``run`` print it; ``None`` when the gate passes."""
+        failing = self.failing(fail_on, new_only)
+        if not failing:
+            return None
+        if new_only:
+            expired = sum(1 for f in failing if f.status != STATUS_NEW)  # counted for their expired waiver
+            also = f" and {expired} whose waiver expired" if expired else ""
+            return f"gate failed: {len(failing) - expired} new finding(s){also} at or above {fail_on}"
+        return f"gate failed: {len(failing)} finding(s) at or above {fail_on}"
+
     def to_json(self, *, findings: bool = True) -> dict[str, Any]:
         """The ``auditor check --format json`` document (``findings=False``: an empty findings list)."""
         return {

@@ -34,6 +34,17 @@ def test_every_command_has_help_and_is_in_the_readme():
         assert f"auditor {' '.join(path)}" in README, f"`auditor {' '.join(path)}` is not in README.md"
 
 
+def test_every_option_of_every_command_has_a_help_text():
+    """``auditor demo --help`` listed --clusters and --columns with no word (a README walkthrough)."""
+    silent = [
+        f"auditor {' '.join(path)} {param.opts[0]}"
+        for path, command in _commands(cli)
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden and not (param.help or "").strip()
+    ]
+    assert silent == []
+
+
 def test_every_option_of_every_command_is_documented():
     """Each long option appears in README.md or docs/ (the sandbox's knobs as their settings' names,
     ``fail_rate`` for ``--fail-rate``): an option added without a word about it is found here."""

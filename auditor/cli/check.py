@@ -263,7 +263,14 @@ def rules_test(settings: Settings, paths: tuple[str, ...]) -> None:
 
 @rules_group.command("list")
 @click.argument("paths", nargs=-1, type=PathOption())
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for programs.",
+)
 @pass_settings
 def rules_list(settings: Settings, paths: tuple[str, ...], fmt: str) -> None:
     """List the rules (default: the settings file's rules, else the built-in pack) with severity,

@@ -54,6 +54,7 @@ class DiffFormat(StrEnum):
     type=click.Choice([f.value for f in DiffFormat]),
     default=DiffFormat.TEXT.value,
     show_default=True,
+    help="text for people, json for programs, markdown for a pull request, html for a page.",
 )
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @click.option("--no-findings", is_flag=True, help="Compare catalog metadata only; do not evaluate rules.")

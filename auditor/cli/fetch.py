@@ -314,7 +314,14 @@ def snapshot_command(
 @click.option(
     "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
 )
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for programs.",
+)
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def clusters_command(
@@ -355,7 +362,14 @@ def clusters_command(
 @click.option("--offset-key", default=None, help="Continuation key for advanced paging.")
 @click.option("--sample", type=click.IntRange(1), default=None, help="Random sample of N columns.")
 @click.option("--ignore-limit", is_flag=True, default=None, help="Ask the server to ignore --limit.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for programs.",
+)
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def columns_command(

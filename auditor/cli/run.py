@@ -405,8 +405,20 @@ def _compared_with(check: CheckResult, baseline: str | int | None) -> int | str 
     type=PathOption(file_okay=False),
     help="Where the database, the report and the exports go.",
 )
-@click.option("--clusters", default=150, show_default=True, type=click.IntRange(2, 100_000))
-@click.option("--columns", default=15_000, show_default=True, type=click.IntRange(10, 5_000_000))
+@click.option(
+    "--clusters",
+    default=150,
+    show_default=True,
+    type=click.IntRange(2, 100_000),
+    help="Clusters the sandbox serves.",
+)
+@click.option(
+    "--columns",
+    default=15_000,
+    show_default=True,
+    type=click.IntRange(10, 5_000_000),
+    help="Columns the sandbox serves, spread over its clusters.",
+)
 @click.option("--seed", default=7, show_default=True, type=int, help="Sandbox data seed.")
 @pass_settings
 def demo_command(settings: Settings, folder: str, clusters: int, columns: int, seed: int) -> None:

@@ -129,7 +129,11 @@ def sandbox_group() -> None:
     help="Fraction of clusters whose totalCount is off.",
 )
 @click.option(
-    "--totals-direction", type=click.Choice(["over", "under", "both"]), default="over", show_default=True
+    "--totals-direction",
+    type=click.Choice(["over", "under", "both"]),
+    default="over",
+    show_default=True,
+    help="Whether --wrong-totals announces more columns than served, fewer, or either (per cluster).",
 )
 @click.option(
     "--envelope",

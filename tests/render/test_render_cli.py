@@ -588,7 +588,7 @@ def test_library_write_and_render_report(database: str, tmp_path: Path) -> None:
     rendered = BeautifulSoup(html, "html.parser")
     assert " ".join(rendered.select_one("section#new .more").get_text().split()) == (
         "Showing the first 1 of 3: 2 more in the JSON/CSV export "
-        "(write it with auditor report --export-dir DIR)."
+        f"(write it with auditor report --run 2 --db {database} --export-dir DIR)."
     )
 
 
@@ -903,3 +903,43 @@ def test_a_report_of_a_check_given_says_the_day_that_check_judged_waivers_on(dat
     bundle = build_report_bundle(engine, check=check, waivers_path=waivers)
     soup = BeautifulSoup(bundle.html, "html.parser")
     assert "judged as of 2030-01-01 (UTC)" in soup.select_one('dd[data-field="waivers"]').get_text()
+
+
+def test_the_email_s_full_report_command_names_the_database_and_the_rules(
+    database: str, tmp_path: Path, monkeypatch
+) -> None:
+    """The message said "The full report: auditor report --run 2.", which reads ./auditor.db and the
+    built-in pack wherever its reader stands: not the job's database, nor its rules."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rules = rules_dir() / "sensitivity.yaml"
+    out = tmp_path / "m.eml"
+    result = invoke(
+        "email", "--db", database, "--rules", str(rules), "--to", "a@example.org", "--eml", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    message = email.message_from_bytes(out.read_bytes(), policy=email.policy.default)
+    text = " ".join(
+        BeautifulSoup(message.get_body(("html",)).get_content(), "html.parser").get_text(" ").split()
+    )
+    assert (
+        f"The full report: auditor report --run 2 --db {Path(database).absolute()} --rules {rules}." in text
+    )
+
+
+def test_follow_up_options_name_what_reads_the_run_again_and_never_a_password(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from auditor.render.report import follow_up_options
+
+    spaced = tmp_path / "my db.db"
+    engine = create_engine(f"sqlite:///{spaced}")
+    assert follow_up_options(engine, [tmp_path / "r"], tmp_path / "w.yaml") == (
+        f" --db '{spaced}' --rules {tmp_path / 'r'} --waivers {tmp_path / 'w.yaml'}"
+    )
+    assert follow_up_options(create_engine("sqlite://")) == ""  # in memory: nothing to name
+    url = "postgresql+psycopg://auditor:s3cret@db.example.net/audit"
+    assert follow_up_options(create_engine(url)) == ""
+    keyless = "postgresql+psycopg://auditor@db.example.net/audit"
+    assert follow_up_options(create_engine(keyless)) == f" --db {keyless}"

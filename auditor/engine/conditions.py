@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import math
 import operator
 import re
@@ -60,6 +61,7 @@ from auditor.engine.sqlfuncs import (
     DialectChoice,
     GroupFolded,
     GroupLowered,
+    Parenthesised,
     RegexSearch,
     RegexSearchIgnoreCase,
     TextContains,
@@ -366,7 +368,7 @@ class AllOf(Condition):
         return sorted(self.parts, key=lambda part: part.cost)  # stable: equal costs keep their order
 
     def compile(self, row: Row) -> ColumnElement[bool]:
-        return and_(*(part.compile(row) for part in self.ordered_parts()))
+        return _balanced(and_, [part.compile(row) for part in self.ordered_parts()])
 
     def explain(self) -> str:
         texts = [_wrap(part, self) for part in self.parts]
@@ -383,7 +385,26 @@ class AnyOf(AllOf):
     joiner = "or"
 
     def compile(self, row: Row) -> ColumnElement[bool]:
-        return or_(*(part.compile(row) for part in self.ordered_parts()))
+        return _balanced(or_, [part.compile(row) for part in self.ordered_parts()])
+
+
+FLAT_PARTS = 64  # parts of an all/any joined in one flat list; longer lists are split in halves
+
+
+def _balanced(
+    join: Callable[..., ColumnElement[bool]], parts: list[ColumnElement[bool]]
+) -> ColumnElement[bool]:
+    """``join(*parts)``, split in parenthesised halves beyond :data:`FLAT_PARTS` parts. SQLite
+    parses ``a OR b OR c …`` into a tree as deep as the list is long and refuses one deeper than
+    1,000 ("Expression tree is too large"): an ``any`` of 996 comparisons validated, then failed
+    the check with exit 3 blaming the database (a probe). Halves keep the depth logarithmic; the
+    order of the parts (cheapest first) is kept."""
+    if len(parts) <= FLAT_PARTS:
+        return join(*parts)
+    middle = len(parts) // 2
+    return join(
+        Parenthesised(_balanced(join, parts[:middle])), Parenthesised(_balanced(join, parts[middle:]))
+    )
 
 
 def _wrap(part: Condition, parent: AllOf) -> str:
@@ -686,6 +707,12 @@ class Compare(Condition):
         return bindparam(None, value, unique=True)
 
     def _ascii(self) -> bool:
+        return self._all_ascii
+
+    @functools.cached_property
+    def _all_ascii(self) -> bool:
+        # Once per condition: asked for each value of an `in` list, it scanned the whole list each
+        # time (20,000 values: 53 s to compile, a probe).
         values = self.value if isinstance(self.value, (list, tuple)) else [self.value]
         return all(value.isascii() for value in values if isinstance(value, str))
 

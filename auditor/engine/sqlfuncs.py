@@ -915,6 +915,23 @@ def _contains_pg(element: TextContains, compiler: Any, **kw: Any) -> str:
     return f"(strpos({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)}) > 0)"
 
 
+class Parenthesised(FunctionElement[bool]):
+    """``(condition)``: a boolean part SQLAlchemy keeps apart. ``or_(or_(a, b), c)`` is flattened
+    to ``a OR b OR c`` whatever grouping is asked for, and SQLite refuses a flat list of more than
+    ~1,000 terms (its expression tree is as deep as the list is long): see
+    ``auditor.engine.conditions._balanced``."""
+
+    type = Boolean()
+    name = "parenthesised"
+    inherit_cache = True
+
+
+@compiles(Parenthesised)
+def _parenthesised(element: Parenthesised, compiler: Any, **kw: Any) -> str:
+    (condition,) = list(element.clauses)
+    return f"({compiler.process(condition, **kw)})"
+
+
 class CaseFolded(FunctionElement[str]):
     """``value`` for case-insensitive equality, IN, grouping and DISTINCT (not for output or substrings).
 

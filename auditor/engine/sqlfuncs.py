@@ -95,12 +95,21 @@ def _pattern_problem(pattern: str) -> str | None:
     if misread:
         return misread
     try:
-        with warnings.catch_warnings():  # "possible nested set" for [[: is refused above, not warned
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always", FutureWarning)
             re.compile(pattern)
             parsed = _parser.parse(pattern)
     except re.error as exc:
         return f"invalid regular expression: {exc.msg} at position {exc.pos}"
+    for warning in warned:
+        if issubclass(warning.category, FutureWarning):
+            # "Possible nested set" ([[a]]), set difference ([a--b], [a&&b]), union ([a||b]) or
+            # symmetric difference ([a~~b]): Python reads them as plain characters today and says it
+            # will not, and the check printed its FutureWarning to the user (a probe)
+            return (
+                f"{str(warning.message).replace('Possible', 'a possible')}: Python's re will read it as "
+                "set syntax in a future version; escape the character (\\[, \\-, \\&, \\|, \\~) to mean it"
+            )
     token = _OWN.set("".join(sorted(_own_characters(list(parsed)))))
     try:
         return _walk(list(parsed), inside_unbounded=False) or _chained(list(parsed))

@@ -653,6 +653,11 @@ def test_lists_and_numbers_that_sql_would_misread_are_problems(write):
         ("[[:alpha_x:]]", "POSIX classes such as [[:alpha:]]"),
         ("[[.e.]]mail", "collating elements such as [[.e.]]"),
         ("[[=e=]]", "equivalence classes such as [[=e=]]"),
+        # found by a rule-author probe: valid, then a FutureWarning printed by the check
+        ("[[a]]", "a possible nested set at position 1: Python's re will read it as set syntax"),
+        ("[a-z&&[^b]]", "a possible set intersection at position 4"),
+        ("[a||b]", "a possible set union at position 2"),
+        ("[a~~b]", "a possible set symmetric difference at position 2"),
         ("[^\\D]", "\\D inside [...] is a different set on each database"),
         ("id{1", "'{' at position 2 starts a repetition count it does not finish"),
         ("a{1,", "'{' at position 1 starts a repetition count"),
@@ -698,6 +703,7 @@ def test_patterns_that_backtrack_for_ages_or_are_not_portable_are_refused(patter
     "pattern",
     [
         r"\d+-\d+-\d+",  # the separators end each repeat
+        r"[\[a]\|\|[a\&\&b]",  # the characters a future re reads as set syntax, escaped
         r"\w+\s+\w+",
         "[^,]*,[^,]*,[^,]*x",
         "(ab)+(cd)+(ef)+",

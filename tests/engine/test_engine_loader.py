@@ -220,6 +220,27 @@ def test_modest_aliases_still_work(write):
     assert [r.id for r in load_ruleset([write("aliases.yaml", text)]).rules] == ["good-rule", "other-rule"]
 
 
+def test_a_problem_reached_through_several_aliases_is_reported_once(write):
+    """Found by a probe: an anchored condition merged into two more rules and used twice in an
+    `all` was the same line five times in "6 problems"."""
+    text = (
+        "rules:\n"
+        "  - &base\n"
+        "    id: r1\n    title: t\n    description: d\n    severity: low\n    scope: column\n"
+        "    condition: &cond {field: columnNam, eq: x}\n"
+        "    message: m\n    remediation: r\n"
+        "  - <<: *base\n    id: r2\n"
+        "  - <<: *base\n    id: r3\n    condition: {all: [*cond, *cond], any: []}\n"
+    )
+    path = write("anchors.yaml", text)
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert [problem.split(": ", 1)[0].removeprefix(f"{path}:") for problem in caught.value.problems] == [
+        "8:30",
+        "15:16",
+    ]
+
+
 def test_deeply_nested_yaml_is_a_problem_not_a_crash(write):
     deep = write("deep.yaml", "rules: " + "[" * 300 + "]" * 300 + "\n")
     deeper = write("deeper.yaml", "rules: " + "[" * 5000 + "]" * 5000 + "\n")

@@ -858,8 +858,13 @@ def _number_as_text(value: Any) -> str:
         float(value)
     except ValueError:
         return ""
-    if re.fullmatch(r"[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+", text):
-        return f" (YAML reads {value} as text: write it with a dot, as 1.0e+3, or in full, as 1000)"
+    if shape := re.fullmatch(r"([-+]?[0-9][0-9_]*)[eE]([-+]?)([0-9]+)", text):
+        mantissa, sign, exponent = shape.groups()
+        dotted = f"{mantissa.replace('_', '')}.0e{sign or '+'}{exponent}"
+        if len(exponent.lstrip("0")) > 2:  # (1e999999 in full is a million digits)
+            return f" (YAML reads {value[:40]} as text: write it with a dot, as {dotted[:40]})"
+        whole = format(Decimal(text.replace("_", "")), "f")
+        return f" (YAML reads {value} as text: write it with a dot, as {dotted}, or in full, as {whole})"
     if re.fullmatch(r"[-+]?0[0-9_]+", text):  # kept as text by the loader (YAML 1.1 would read octal)
         return f" (write it without the leading zero, as {int(text.replace('_', ''))})"
     return " (written as text: leave out the quotes)"

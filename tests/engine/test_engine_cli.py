@@ -761,6 +761,33 @@ def test_rules_test_reads_a_fixture_once_however_it_is_named(run_cli, tmp_path, 
     )
 
 
+def test_rules_test_refuses_numbers_in_forms_yaml_keeps_as_text(run_cli, tmp_path):
+    """Found by a probe: `size: 01000` and `size: 1e3` were stored as 1000 without a word, where
+    docs/rules.md says fixtures refuse them as rule files do; quoted plain numbers stay accepted."""
+    (tmp_path / "r.yaml").write_text((rules_dir() / "clusters.yaml").read_text())
+    fixture = tmp_path / "r.test.yaml"
+    fixture.write_text(
+        "cases:\n  - name: c\n    clusters:\n"
+        "      - {id: c1, severity: Low, size: 01000}\n"
+        "      - {id: c2, severity: Low, size: 1e3}\n"
+        "      - id: c3\n        size: '12'\n        columns:\n          - fullyQualifiedName: a.b.c\n"
+        "            attributes: [{attribute_name: SSN, calc_confidence_level: 1e0}]\n"
+        "    expect: []\n"
+    )
+    result = run_cli("rules", "test", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: 3 problems in the rule fixtures",
+        f"  {fixture}:4:39: invalid cluster: size: expected a whole number from 0, got text '01000' "
+        "(write it without the leading zero, as 1000)",
+        f"  {fixture}:5:39: invalid cluster: size: expected a whole number from 0, got text '1e3' "
+        "(YAML reads 1e3 as text: write it with a dot, as 1.0e+3, or in full, as 1000)",
+        f"  {fixture}:10:71: invalid column: attributes.0.calc_confidence_level: expected a number (0.9) or "
+        "a percentage ('90%'), got text '1e0' (YAML reads 1e0 as text: write it with a dot, as 1.0e+0, or in "
+        "full, as 1)",
+    ]
+
+
 def test_rules_test_says_the_sibling_rules_are_all_disabled(run_cli, tmp_path):
     """A case relying on its sibling file's rules when all of them are off was told "'rules' must be
     a non-empty list of rule ids", about a key it did not have."""

@@ -52,7 +52,14 @@ from auditor.bigid.models import (
 from auditor.engine.conditions import ParseContext, describe_type_error, type_name
 from auditor.engine.evaluate import evaluate
 from auditor.engine.findings import KIND_COLUMN, KIND_GROUP, Finding
-from auditor.engine.rules import FIXTURE_SUFFIXES, RULE_SUFFIXES, RuleSet, folder_entries, load_ruleset
+from auditor.engine.rules import (
+    FIXTURE_SUFFIXES,
+    RULE_SUFFIXES,
+    RuleSet,
+    folder_entries,
+    load_ruleset,
+    named_as,
+)
 from auditor.engine.yamlsource import LocDict, LocList, Problems, mark_at, read_yaml
 from auditor.errors import RuleError
 from auditor.stopping import removed_on_hard_stop
@@ -150,19 +157,20 @@ def fixture_files(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     for path in paths:
         if path.is_dir():
             for item in folder_entries(path):
-                if item.name.endswith(FIXTURE_SUFFIXES):
+                if named_as(item.name, FIXTURE_SUFFIXES):
                     fixtures.append(item)
-                elif item.name.endswith(RULE_SUFFIXES):
+                elif named_as(item.name, RULE_SUFFIXES):
                     rules.append(item)
-        elif path.name.endswith(FIXTURE_SUFFIXES):
+        elif named_as(path.name, FIXTURE_SUFFIXES):
             fixtures.append(path)
             sibling = _sibling_rule_file(path)
             if sibling is not None:
                 rules.append(sibling)
         else:
             rules.append(path)
-            for suffix in FIXTURE_SUFFIXES:
-                candidate = path.with_name(path.name.rsplit(".", 1)[0] + suffix)
+            base, _, own = path.name.rpartition(".")
+            for suffix in dict.fromkeys([*FIXTURE_SUFFIXES, f".test.{own}", f".TEST.{own}"]):
+                candidate = path.with_name(base + suffix)
                 if candidate.is_file():
                     fixtures.append(candidate)
     # one file named twice (a folder and a path inside it, relative and absolute) is read once
@@ -182,7 +190,8 @@ def _once(paths: list[Path]) -> list[Path]:
 
 def _sibling_rule_file(fixture: Path) -> Path | None:
     stem = _stem(fixture)
-    for suffix in RULE_SUFFIXES:
+    own = fixture.name[len(stem) + len(".test") :]  # the rule file's suffix as the fixture writes it
+    for suffix in dict.fromkeys([*RULE_SUFFIXES, own]):
         candidate = fixture.with_name(stem + suffix)
         if candidate.is_file():
             return candidate
@@ -490,10 +499,11 @@ def _yaml_number_form(value: Any) -> str:
 
 
 def _stem(fixture: Path) -> str:
-    stem = fixture.name
+    name = fixture.name
     for suffix in FIXTURE_SUFFIXES:
-        stem = stem.removesuffix(suffix)
-    return stem
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _parse_expect(

@@ -394,9 +394,16 @@ def make_ruleset(rules: Sequence[Rule], disabled: Sequence[Rule], sources: Seque
 # -- loading -------------------------------------------------------------------------------------
 
 
+def named_as(name: str, suffixes: tuple[str, ...]) -> bool:
+    """Whether a file ``name`` ends in one of ``suffixes``, in any case: ``PII.YAML`` in a rules
+    folder was skipped without a word, and with it every rule it held (a probe)."""
+    return name.lower().endswith(suffixes)
+
+
 def is_rule_file(path: Path) -> bool:
-    """Whether ``path`` is a rule file (``*.yaml``, ``*.yml``; fixtures ``*.test.yaml`` are not)."""
-    return path.is_file() and path.name.endswith(RULE_SUFFIXES) and not path.name.endswith(FIXTURE_SUFFIXES)
+    """Whether ``path`` is a rule file (``*.yaml``, ``*.yml`` in any case; fixtures ``*.test.yaml``
+    are not)."""
+    return path.is_file() and named_as(path.name, RULE_SUFFIXES) and not named_as(path.name, FIXTURE_SUFFIXES)
 
 
 def folder_entries(folder: Path) -> list[Path]:
@@ -454,8 +461,8 @@ def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
             inside = [p for p in found_here if is_rule_file(p)]
             for link in found_here:  # a rule file's name on a link to nothing: it dropped out silently
                 if (
-                    link.name.endswith(RULE_SUFFIXES)
-                    and not link.name.endswith(FIXTURE_SUFFIXES)
+                    named_as(link.name, RULE_SUFFIXES)
+                    and not named_as(link.name, FIXTURE_SUFFIXES)
                     and link.is_symlink()
                     and not link.exists()
                 ):
@@ -466,7 +473,7 @@ def rule_files(paths: Sequence[Path], problems: Problems) -> list[Path]:
                 problems.add(str(path), None, "no rule files (*.yaml, *.yml) in this folder")
             for file in inside:
                 add(file)
-        elif path.is_file() and path.name.endswith(FIXTURE_SUFFIXES):
+        elif path.is_file() and named_as(path.name, FIXTURE_SUFFIXES):
             # (read as rules: "unknown key 'cases' at the top of a rule file", and no hint: a probe)
             problems.add(
                 str(path), None, "a fixture file (NAME.test.yaml), not rules: run it with auditor rules test"

@@ -788,6 +788,26 @@ def test_rules_test_refuses_numbers_in_forms_yaml_keeps_as_text(run_cli, tmp_pat
     ]
 
 
+def test_rule_and_fixture_files_are_found_whatever_the_case_of_their_suffix(run_cli, tmp_path):
+    """Found by a probe: a folder's PII.YAML was skipped without a word, and every rule in it with it
+    (a duplicate id there went unreported too)."""
+    (tmp_path / "R.YAML").write_text((rules_dir() / "clusters.yaml").read_text())
+    (tmp_path / "R.TEST.YAML").write_text((rules_dir() / "clusters.test.yaml").read_text())
+    (tmp_path / "other.yml").write_text((rules_dir() / "duplicates.yaml").read_text())
+    listed = run_cli("rules", "validate", str(tmp_path))
+    assert (listed.exit_code, listed.stdout) == (0, "7 rules valid in 2 files\n")
+    tested = run_cli("rules", "test", str(tmp_path))
+    assert tested.exit_code == 0, tested.output
+    assert tested.stdout.splitlines()[-1].endswith("passed, 0 failed")
+    alone = run_cli("rules", "test", str(tmp_path / "R.TEST.YAML"))  # its sibling found by its own suffix
+    assert alone.exit_code == 0, alone.output
+    (tmp_path / "DUP.Yml").write_text((rules_dir() / "duplicates.yaml").read_text())
+    duplicated = run_cli("rules", "validate", str(tmp_path))
+    assert (
+        duplicated.exit_code == 2 and "DUP.Yml:24); rule ids must be unique across files" in duplicated.stderr
+    )
+
+
 def test_rules_test_says_the_sibling_rules_are_all_disabled(run_cli, tmp_path):
     """A case relying on its sibling file's rules when all of them are off was told "'rules' must be
     a non-empty list of rule ids", about a key it did not have."""

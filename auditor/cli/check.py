@@ -19,6 +19,7 @@ from auditor.cli.common import (
     db_option,
     pass_settings,
     rules_option,
+    table_or_json_option,
     today_option,
     waivers_option,
     write_output,
@@ -263,14 +264,7 @@ def rules_test(settings: Settings, paths: tuple[str, ...]) -> None:
 
 @rules_group.command("list")
 @click.argument("paths", nargs=-1, type=PathOption())
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for programs.",
-)
+@table_or_json_option
 @pass_settings
 def rules_list(settings: Settings, paths: tuple[str, ...], fmt: str) -> None:
     """List the rules (default: the settings file's rules, else the built-in pack) with severity,

@@ -464,6 +464,18 @@ def _overwrites(written: Path, sides: set[str], readers: list[tuple[str, Path]])
     return None
 
 
+def table_or_json_option(func):
+    """``--format table|json``: the listing commands' choice between people and programs."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="table for people, json for programs.",
+    )(func)
+
+
 def waivers_option(func):
     """``--waivers FILE``, as check and run take it."""
     return click.option("--waivers", type=PathOption(), metavar="FILE", help="Waiver file (YAML).")(func)

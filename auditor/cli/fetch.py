@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from auditor.bigid.auth import SCHEMES
-from auditor.cli.common import PathOption, Settings, db_option, pass_settings, setting_type, write_output
+from auditor.cli.common import (
+    PathOption,
+    Settings,
+    db_option,
+    pass_settings,
+    setting_type,
+    table_or_json_option,
+    write_output,
+)
 from auditor.config import CLUSTER_ID_PARAMS
 from auditor.errors import ConfigError
 from auditor.store.runs import cluster_list_note, listing_notes, mismatch_count, skipped_note
@@ -314,14 +322,7 @@ def snapshot_command(
 @click.option(
     "--filter", "cluster_filter", default=None, metavar="EXPR", help="Clusters filter, e.g. size=20."
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for programs.",
-)
+@table_or_json_option
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def clusters_command(
@@ -362,14 +363,7 @@ def clusters_command(
 @click.option("--offset-key", default=None, help="Continuation key for advanced paging.")
 @click.option("--sample", type=click.IntRange(1), default=None, help="Random sample of N columns.")
 @click.option("--ignore-limit", is_flag=True, default=None, help="Ask the server to ignore --limit.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for programs.",
-)
+@table_or_json_option
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def columns_command(

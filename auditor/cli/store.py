@@ -6,7 +6,14 @@ import json
 
 import click
 
-from auditor.cli.common import PathOption, Settings, db_option, pass_settings, write_output
+from auditor.cli.common import (
+    PathOption,
+    Settings,
+    db_option,
+    pass_settings,
+    table_or_json_option,
+    write_output,
+)
 from auditor.errors import DeliveryError, StoreError
 from auditor.textsafe import one_line
 
@@ -67,14 +74,7 @@ def db_upgrade(settings: Settings, db: str | None) -> None:
     is_flag=True,
     help="Reclaim the freed space afterwards (SQLite VACUUM; PostgreSQL VACUUM ANALYZE).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for programs.",
-)
+@table_or_json_option
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @db_option
 @pass_settings
@@ -192,14 +192,7 @@ def _prune_table(result) -> str:
 
 @click.command("runs")
 @db_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for programs.",
-)
+@table_or_json_option
 @click.option("--output", "-o", type=PathOption(dir_okay=False), help="Write to a file instead of stdout.")
 @pass_settings
 def runs_command(settings: Settings, db: str | None, fmt: str, output: str | None) -> None:

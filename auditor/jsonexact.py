@@ -116,3 +116,30 @@ def loads_replacing_lone_surrogates(content: bytes | str) -> Any:
         return _without_lone_surrogates(value)
     except (ValueError, RecursionError):
         return loads(content)  # raises, worded as orjson words it
+
+
+_CONSTANTS = (b"NaN", b"Infinity")  # -Infinity included
+
+
+def may_hold_constants(content: bytes) -> bool:
+    """Whether ``content`` may hold JavaScript's ``NaN``/``Infinity`` outside strings (a cheap test:
+    the words anywhere)."""
+    return any(word in content for word in _CONSTANTS)
+
+
+def _null_constant(_name: str) -> None:
+    return None
+
+
+def loads_constants_as_null(content: bytes | str) -> Any:
+    """:func:`loads` for a text whose fault is ``NaN``, ``Infinity`` or ``-Infinity`` used as a
+    value, each read as ``null`` (a value not known). They are not JSON, but Python's ``json.dumps``
+    writes them by default (a float confidence that is NaN): every page of such a server failed
+    its cluster. Any other fault raises as :func:`loads` does, worded as orjson words it."""
+    try:
+        text = content.decode("utf-8") if isinstance(content, bytes) else content
+        value = json.loads(text, parse_constant=_null_constant, parse_float=_finite_or_text)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate: refused as loads does
+        return value
+    except (ValueError, RecursionError, UnicodeEncodeError):
+        return loads(content)

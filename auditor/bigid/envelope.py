@@ -100,8 +100,9 @@ def parse_body(content: bytes) -> Any:
     """Parse JSON whatever the ``Content-Type`` says; raise :class:`NotJson` otherwise.
 
     A UTF-8 byte order mark before the JSON is skipped (RFC 8259 lets parsers ignore it; some
-    servers send one), and a lone UTF-16 surrogate escape is read as U+FFFD
-    (:func:`auditor.jsonexact.loads_replacing_lone_surrogates`).
+    servers send one), a lone UTF-16 surrogate escape is read as U+FFFD
+    (:func:`auditor.jsonexact.loads_replacing_lone_surrogates`), and ``NaN``/``Infinity`` as a
+    value as ``null`` (:func:`auditor.jsonexact.loads_constants_as_null`).
     """
     if content.startswith(_BOM):
         content = content[len(_BOM) :]
@@ -112,6 +113,11 @@ def parse_body(content: bytes) -> Any:
         if "surrogate" in exc.msg:  # a lone "\ud83d" (a Node.js server cut a name inside an emoji)
             try:
                 return jsonexact.loads_replacing_lone_surrogates(content)
+            except orjson.JSONDecodeError as other:
+                exc = other
+        elif exc.msg.startswith("unexpected character") and jsonexact.may_hold_constants(content):
+            try:  # NaN or Infinity as a value (Python's json.dumps writes them): read as null
+                return jsonexact.loads_constants_as_null(content)
             except orjson.JSONDecodeError as other:
                 exc = other
         # a large page may be broken far from its start (a NaN, a bad byte): show that place

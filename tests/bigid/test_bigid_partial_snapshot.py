@@ -18,7 +18,13 @@ from auditor.render.context import fetch_notes
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
 from auditor.store.runs import list_runs
-from auditor.store.schema import cluster_versions, column_versions, run_clusters, run_columns
+from auditor.store.schema import (
+    cluster_versions,
+    column_attributes,
+    column_versions,
+    run_clusters,
+    run_columns,
+)
 from auditor.store.writer import ClusterStats, RunTotals, SnapshotWriter
 
 from .conftest import Reply, Request
@@ -645,3 +651,31 @@ def test_a_lone_surrogate_escape_is_read_as_the_replacement_character(
         names = [n for (n,) in connection.execute(select(cluster_versions.c.name)) if n and "\ufffd" in n]
     assert len(fqns) == 1 and fqns[0].startswith("Emoji \ufffd")
     assert len(names) == 1 and names[0].startswith("\ufffd")
+
+
+@MODES
+def test_nan_and_infinity_as_values_are_read_as_unknown(loopback, make_client, engine, processes):
+    """Found by a probe with its own server: Python's json.dumps writes a float confidence that is
+    NaN as `NaN` (not JSON); every page holding one failed its cluster, every run. Such a value
+    (and Infinity) is read as null, a value not known; the text "NaN" in a string stays text."""
+    handler, _, _columns = make_tenant({f"k{i}": 3 for i in range(3)})
+
+    def python_server(request: Request) -> Reply:
+        reply = handler(request)
+        if request.path == COLUMNS_PATH and request.query.get("clusterId") == "k1":
+            for column in reply.body["results"]:
+                column["attributes"] = [
+                    {"attribute_name": "NaN", "calc_confidence_level": float("nan"), "rank": "High"},
+                    {"attribute_name": "SSN", "calc_confidence_level": float("-inf")},
+                ]
+            return Reply(200, json.dumps(reply.body).encode())  # allow_nan: Python's default
+        return reply
+
+    loopback.reset(python_server)
+    run = take_snapshot(engine, make_client(loopback.url, page_size=10), workers=2, processes=processes)
+    assert run.status == "complete" and run.columns_stored == 9
+    with engine.connect() as connection:
+        read = connection.execute(
+            select(column_attributes.c.attribute_name, column_attributes.c.confidence).distinct()
+        ).all()
+    assert sorted(read) == [("NaN", None), ("SSN", None)]

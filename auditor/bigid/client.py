@@ -24,6 +24,8 @@ A client is safe to share between the worker threads of one snapshot.
 
 from __future__ import annotations
 
+import codecs
+import email.message
 import email.utils
 import ipaddress
 import random
@@ -1876,8 +1878,33 @@ def _read_body(
         # never asked again (a probe). ends_early parses only a body that does not close as it opened.
         response.close()
         raise _ClosedCut()
+    content = _as_utf8(content, response.headers.get("Content-Type", ""))
     response._content = content  # later readers of ``response.content`` see the same bytes
     response._content_consumed = True
+    return content
+
+
+def _as_utf8(content: bytes, content_type: str) -> bytes:
+    """``content`` in UTF-8, when it is not and ``content_type`` declares another charset it is
+    written in (``application/json; charset=ISO-8859-1``: every page failed as "not valid UTF-8",
+    a probe). JSON is UTF-8 (RFC 8259), and servers often declare a charset they do not use: a body
+    that is valid UTF-8 is kept as it is whatever the header says."""
+    if "charset" not in content_type.lower():
+        return content
+    header = email.message.Message()
+    header["Content-Type"] = content_type
+    charset = header.get_content_charset()
+    try:
+        if charset is None or codecs.lookup(charset).name in ("utf-8", "utf-8-sig", "ascii"):
+            return content
+        content.decode("utf-8")
+    except LookupError:  # a charset Python does not know: read as UTF-8, as JSON is
+        return content
+    except UnicodeDecodeError:
+        try:
+            return content.decode(charset).encode("utf-8")
+        except (UnicodeDecodeError, LookupError):
+            return content  # neither: said as not valid UTF-8, where it is not
     return content
 
 

@@ -679,3 +679,28 @@ def test_nan_and_infinity_as_values_are_read_as_unknown(loopback, make_client, e
             select(column_attributes.c.attribute_name, column_attributes.c.confidence).distinct()
         ).all()
     assert sorted(read) == [("NaN", None), ("SSN", None)]
+
+
+def test_a_page_in_the_charset_its_content_type_declares_is_read(loopback, make_client, engine):
+    """Found by a probe: `application/json; charset=ISO-8859-1` with a Latin-1 body failed every
+    cluster as "not valid UTF-8". A declared charset is used when the body is not UTF-8; a UTF-8
+    body under a wrong declaration (a common server default) is kept as it is."""
+    handler, _, _columns = make_tenant({"k0": 2, "k1": 2})
+
+    def declared(request: Request) -> Reply:
+        reply = handler(request)
+        if request.path == COLUMNS_PATH:
+            for column in reply.body["results"]:
+                column["columnName"] = "prénom"
+            text = json.dumps(reply.body, ensure_ascii=False)
+            latin = request.query.get("clusterId") == "k0"
+            body = text.encode("latin-1") if latin else text.encode("utf-8")
+            return Reply(200, body, headers={"Content-Type": "application/json; charset=ISO-8859-1"})
+        return reply
+
+    loopback.reset(declared)
+    run = take_snapshot(engine, make_client(loopback.url, page_size=10), workers=2, processes=0)
+    assert run.status == "complete" and run.columns_stored == 4
+    with engine.connect() as connection:
+        names = {name for (name,) in connection.execute(select(column_versions.c.column_name))}
+    assert names == {"prénom"}

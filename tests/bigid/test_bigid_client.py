@@ -882,8 +882,8 @@ def test_malformed_json_far_into_a_page_is_shown_where_it_breaks(loopback, make_
             max_failed_clusters=0,
         )
     assert caught.value.message == (
-        f"cluster k1: GET {COLUMNS_PATH} answered 200 with a body that is not JSON (unexpected character, "
-        f"expected a JSON value at character {position:,}): "
+        f"cluster k1: GET {COLUMNS_PATH} answered 200 with a body that is not JSON (invalid literal, "
+        f"expected 'null' at character {position:,}): "
         '\'e": "s.t.c19999"}, {"fullyQualifiedName": "s.t.x", "score": nan}], "totalCount": 1}\''
     )
     assert "malformed JSON" in caught.value.hint

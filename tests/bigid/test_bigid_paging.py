@@ -384,6 +384,29 @@ def test_a_listing_capped_below_limit_without_a_total_loses_nothing(loopback, ma
     assert [int(r.query["skip"]) for r in loopback.seen] == [0, 20]  # the end, confirmed by an empty page
 
 
+def test_pages_cut_to_varying_lengths_without_a_total_lose_nothing_the_size_announces(loopback, make_client):
+    """Found by a probe with its own server: pages cut to a varying length (by bytes, say: 12
+    rows, then 6, then the rest) and no total. The 6-row page under the 12-row cap the first one
+    showed was taken for the end, while the cluster's size said 25: 18 of every 25 columns were
+    stored, the run complete. A short page ends the listing only when the size does not say more."""
+    truth = [column(i) for i in range(25)]
+
+    def byte_budget(request: Request) -> Reply:
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        cap = 12 if skip == 0 else 6 if skip == 12 else 100
+        return Reply(200, truth[skip : skip + min(limit, cap)])
+
+    loopback.reset(byte_budget)
+    listing = make_client(loopback.url, page_size=1000).fetch_all_columns("c1", size=25)
+    assert [raw for page in listing for _, raw in page] == truth
+    assert not listing.stats.ended_short
+    # the same server with no size announced: the cap is taken for the end, as before (nothing says
+    # more exist; the alternative is a request more for every cluster of every tenant)
+    loopback.reset(byte_budget)
+    unsized = make_client(loopback.url, page_size=1000).fetch_all_columns("c1", size=None)
+    assert len([raw for page in unsized for _, raw in page]) == 18
+
+
 def test_a_clusters_listing_that_honours_limit_and_ignores_skip_is_asked_for_whole(
     loopback, make_client, monkeypatch
 ):

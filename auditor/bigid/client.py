@@ -737,9 +737,11 @@ class BigIDClient:
         decode: Callable[[bytes], Any] | None = None,
         *,
         shrinkable: bool = False,
+        spent: tuple[int, float] | None = None,
     ) -> Any:
         """One columns request; ``shrinkable``: a page that times out raises :class:`PageTooSlow`
-        at once (the caller asks for fewer rows) instead of being retried as it is."""
+        at once (the caller asks for fewer rows) instead of being retried as it is; ``spent``:
+        see :meth:`_send`."""
         name = self.cluster_id_param
         try:
             return self._request(
@@ -748,6 +750,7 @@ class BigIDClient:
                 cluster_id=cluster_id,
                 decode=decode,
                 shrinkable=shrinkable,
+                spent=spent,
             )
         except ApiError as first:
             if not (
@@ -1005,6 +1008,7 @@ class BigIDClient:
         decode: Callable[[bytes], Any] | None = None,
         shrinkable: bool = False,
         retry: bool = True,
+        spent: tuple[int, float] | None = None,
     ) -> Any:
         """GET ``path`` with auth handling; the parsed (or decoded) body of a 200, or an error
         (:class:`PageTooSlow` for a ``shrinkable`` page that timed out, see :meth:`_send`).
@@ -1022,7 +1026,9 @@ class BigIDClient:
                     raise refusal from None
                 raise
             try:
-                status, body = self._send(path, params, header, decode, shrinkable=shrinkable, retry=retry)
+                status, body = self._send(
+                    path, params, header, decode, shrinkable=shrinkable, retry=retry, spent=spent
+                )
             except ApiError as exc:
                 raise _about_cluster(exc, cluster_id) from None
             if status in (400, 403, 500) and self._refused_form(status, body):
@@ -1075,8 +1081,13 @@ class BigIDClient:
         *,
         shrinkable: bool = False,
         retry: bool = True,
+        spent: tuple[int, float] | None = None,
     ) -> tuple[int, Any]:
         """One logical request with retries: ``(status, body)`` of the first non-retryable answer.
+
+        ``spent`` (attempts, when the first began): what earlier requests for the same page (asked
+        with more rows, see ``shrinkable``) cost: their time counts against ``max_retry_time``, and
+        their attempts are counted in the error (each request still has its own ``max_retries``).
 
         ``shrinkable`` (a page whose size can still be halved): a read timeout or an answer still
         arriving at its deadline raises :class:`PageTooSlow` at once, and so does HTTP 504 the
@@ -1090,7 +1101,7 @@ class BigIDClient:
         """
         decode = decode or _decode_json
         url = self.base_url + path
-        started = time.monotonic()
+        prior, started = spent if spent is not None else (0, time.monotonic())
         attempt = 0
         gateway_timeouts = 0
         query = urlencode(params)
@@ -1146,7 +1157,7 @@ class BigIDClient:
                 log.debug("GET %s?%s -> %s after %.0f ms", path, query, failure.reason, _ms(t0))
                 slow = isinstance(exc, requests.exceptions.ReadTimeout)  # _AnswerTooSlow included
                 if shrinkable and slow:
-                    raise PageTooSlow(failure.reason) from None
+                    raise PageTooSlow(failure.reason, prior + attempt) from None
             else:
                 self._count(retry=False)
                 status = response.status_code
@@ -1206,7 +1217,7 @@ class BigIDClient:
                     if status == 504:  # the gateway gave up waiting for the page
                         gateway_timeouts += 1
                         if shrinkable and gateway_timeouts >= 2:  # twice: not a passing hiccup
-                            raise PageTooSlow(f"{failure.reason}, twice")
+                            raise PageTooSlow(f"{failure.reason}, twice", prior + attempt)
                     if status in (429, 503):
                         retry_after = self._retry_after(response.headers.get("Retry-After"))
                 else:
@@ -1222,7 +1233,7 @@ class BigIDClient:
                 or attempt > self.options.max_retries
                 or elapsed + delay > self.options.max_retry_time
             ):
-                raise self._exhausted(path, failure, attempt, elapsed)
+                raise self._exhausted(path, failure, prior + attempt, elapsed)
             self._count(retry=True)
             log.debug("retrying GET %s in %.2f s (%s, attempt %d)", path, delay, failure.reason, attempt)
             if self._closing.wait(delay):
@@ -1488,6 +1499,10 @@ class ColumnFetch:
         self.stats = PagingStats()
         self.offset_param = client.offset_param  # this listing's; "offset" once switched
         self.switched = False
+        # (skip, attempts, since): what asking for the page at ``skip`` has cost so far, halvings
+        # included, so that they count against the request's retries and its 120 s (a server
+        # silent on one cluster held a snapshot ~11 read timeouts for it: a probe)
+        self._spent: tuple[int, int, float] | None = None
 
     def _ignores_skip(self) -> bool:
         """The server served the same page for the next ``skip``: ask with ``offset`` instead, once
@@ -1500,15 +1515,26 @@ class ColumnFetch:
         return True
 
     def _request(self, skip: int, limit: int, decode: Callable[[bytes], Any] | None = None) -> Any:
-        """One page's request; a page that timed out and can still shrink raises PageTooSlow."""
+        """One page's request; a page that timed out and can still shrink raises PageTooSlow.
+
+        A page can shrink while its attempts so far (its halvings) leave time in the request's
+        budget (``max_retry_time``, 120 s); it is then retried as it is within what is left, and
+        an error counts every attempt and second the page took."""
+        if self._spent is None or self._spent[0] != skip:
+            self._spent = (skip, 0, time.monotonic())
+        _, attempts, since = self._spent
+        # (a gateway's quick 504s halve a page down to the floor; read timeouts spend the time)
+        budget_left = time.monotonic() - since < self.client.options.max_retry_time
         try:
             return self.client._columns_request(
                 self.cluster_id,
                 {"limit": limit, self.offset_param: skip},
                 decode,
-                shrinkable=limit > MIN_PAGE_SIZE,
+                shrinkable=limit > MIN_PAGE_SIZE and budget_left,
+                spent=(attempts, since),
             )
         except PageTooSlow as exc:
+            self._spent = (skip, exc.attempts, since)
             self.client._count(retry=True)  # the page is asked for again, smaller
             self.client.shrank_page(self.cluster_id, limit, exc.reason)
             raise

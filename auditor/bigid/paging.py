@@ -133,9 +133,10 @@ class PageTooSlow(Exception):
     from a gateway in front of the tenant): ask for fewer rows. Raised by a ``fetch`` whose limit
     is above :data:`MIN_PAGE_SIZE`, on the first such attempt, instead of retrying it as it is."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, attempts: int = 1) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.attempts = attempts  # the page's attempts so far, halvings before it included
 
 
 def shrink(limit: int) -> int:

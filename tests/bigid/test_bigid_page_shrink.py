@@ -4,6 +4,7 @@ page, down to ``MIN_PAGE_SIZE``, for the rest of the snapshot; the run records i
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -92,6 +93,23 @@ def test_at_the_floor_a_timeout_is_retried_and_fails_the_cluster_as_before(loopb
         take_snapshot(engine, client, workers=1, processes=0, max_failed_clusters=0)
     limits = [int(r.query["limit"]) for r in loopback.seen if r.path == COLUMNS_PATH]
     assert limits == [200, 100, MIN_PAGE_SIZE, MIN_PAGE_SIZE]  # halved twice, then retried once
+
+
+def test_a_silent_server_costs_a_page_its_retry_time_halvings_included(loopback, make_client, tmp_path):
+    """Found by a probe: a server that never answered one cluster held the snapshot ~11 read
+    timeouts for it (every halving a fresh attempt with its own budget, then the retries at the
+    floor), and the error counted only the last request's attempts. Halvings now spend the page's
+    `max_retry_time`: once it is gone, the page is retried as it is within what is left."""
+    handler, _clusters, _columns = make_tenant({"a": 10})
+    loopback.reset(slow_above(handler, 0, how="read-timeout"))  # the cluster never answers in time
+    client = make_client(loopback.url, page_size=1000, read_timeout=0.5, max_retries=5, max_retry_time=0.8)
+    engine = open_database(tmp_path / "s.db")
+    with pytest.raises(ApiError) as caught:
+        take_snapshot(engine, client, workers=1, processes=0, max_failed_clusters=0)
+    limits = [int(r.query["limit"]) for r in loopback.seen if r.path == COLUMNS_PATH]
+    assert limits == [1000, 500, 250]  # two halvings begun in the page's 0.8 s, then its last attempt
+    said = r"timed out waiting for the answer \(read timeout 0.5 s\) \(3 attempts in \d\.\d s\)$"
+    assert re.search(said, caught.value.message), caught.value.message
 
 
 def test_the_cluster_listing_is_not_shrunk(loopback, make_client):

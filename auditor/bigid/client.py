@@ -905,10 +905,14 @@ class BigIDClient:
             try:
                 (model,) = parse_clusters([raw])
             except ValidationError as exc:
-                error = _invalid_cluster(exc, [raw], skip + served_at(served, position), [raw])
+                listed_at = skip + served_at(served, position)
+                error = _invalid_cluster(exc, [raw], listed_at, [raw])
                 ident = _field(raw, CLUSTER_ID_NAMES)
                 if isinstance(ident, bool) or not isinstance(ident, str | int) or not str(ident).strip():
-                    raise error from None  # nothing to record it under
+                    # No id to fetch its columns by, nor to record it under: recorded under its place
+                    # in the listing (no real id holds a space), failed, and the others fetched. It
+                    # stopped every snapshot of the tenant, with no way round it (a probe).
+                    ident = missing_id_name(listed_at)
                 model = Cluster.model_construct(id=str(ident).strip())
                 invalid.setdefault(model.id, error)
             out.append((model, raw))
@@ -1752,6 +1756,11 @@ _MALFORMED_ANSWERS: tuple[type[Exception], ...] = (
 )
 
 CLUSTER_ID_NAMES = ("id", "clusterId", "_id", "cluster_id")
+
+
+def missing_id_name(position: int) -> str:
+    """What a listed cluster record without an id is recorded under: its place in the listing."""
+    return f"(no id, listed at {position})"
 
 
 def _invalid_cluster(exc: ValidationError, rows: list[Any], skip: int, served: list[Any]) -> PayloadError:

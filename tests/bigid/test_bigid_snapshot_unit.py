@@ -312,19 +312,37 @@ def test_keys_too_long_to_store_fail_their_cluster_or_stop_the_snapshot(
     )
 
 
-@pytest.mark.parametrize("blank", ["", "   "])
-def test_a_cluster_with_a_blank_id_stops_the_snapshot_saying_which(loopback, make_client, engine, blank):
-    """An id of spaces passed (sent as clusterId=+++, which a lenient tenant answers with some
-    other columns); like a missing id, there is nothing to record it under."""
-    listing = [{"id": "k1", "size": 0}, {"id": blank, "name": "ghost", "size": 3}]
-    loopback.reset(lambda r: Reply(200, listing if r.path != CLUSTERS_PATH or r.query["skip"] == "0" else []))
-    with pytest.raises(PayloadError) as caught:
+@pytest.mark.parametrize("blank", ["", "   ", None])
+def test_a_cluster_with_a_blank_id_fails_alone_under_its_place_in_the_listing(
+    loopback, make_client, engine, blank
+):
+    """An id of spaces passed once (sent as clusterId=+++, which a lenient tenant answers with some
+    other columns); then such a record stopped every snapshot of the tenant, with nothing to skip
+    it by (a probe). It is recorded under its place in the listing, failed, and the others are
+    fetched; --skip-cluster leaves it out by that name."""
+    ghost = {"name": "ghost", "size": 3} if blank is None else {"id": blank, "name": "ghost", "size": 3}
+    listing = [{"id": "k1", "size": 1}, ghost]
+
+    def handler(r: Request) -> Reply:
+        if r.path == CLUSTERS_PATH:
+            return Reply(200, listing if r.query["skip"] == "0" else [])
+        rows = [{"fullyQualifiedName": "s.t.c"}][int(r.query["skip"]) :]
+        return Reply(200, {"results": rows, "totalCount": 1})
+
+    loopback.reset(handler)
+    with pytest.raises(PartialSnapshotError) as caught:
         take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
-    assert caught.value.message == (
-        f"GET {CLUSTERS_PATH}: cluster 1: id: Value error, the cluster id is empty or blank"
+    assert caught.value.problems == [
+        f"(no id, listed at 1): PayloadError: GET {CLUSTERS_PATH}: cluster 1: id: "
+        + ("Field required" if blank is None else "Value error, the cluster id is empty or blank")
+    ]
+    assert {r.query["clusterId"] for r in loopback.seen if r.path != CLUSTERS_PATH} == {"k1"}
+    run = list_runs(engine)[-1]
+    assert (run.status, run.clusters_stored, run.columns_stored) == ("failed", 1, 1)
+    skipped = take_snapshot(
+        engine, make_client(loopback.url), workers=1, processes=0, skip_clusters=["(no id, listed at 1)"]
     )
-    assert [r for r in loopback.seen if r.path != CLUSTERS_PATH] == []
-    assert list_runs(engine)[-1].status == "failed"
+    assert (skipped.status, skipped.clusters_stored, skipped.columns_stored) == ("complete", 1, 1)
 
 
 class InterruptingProgress(Progress):

@@ -434,10 +434,15 @@ def test_with_no_failed_cluster_allowed_an_odd_record_stops_the_snapshot_as_befo
     assert run.status == "failed"
 
 
-def test_a_listed_cluster_without_an_id_still_stops_the_snapshot(loopback, make_client, engine):
+def test_a_listed_cluster_without_an_id_fails_alone_and_the_listing_alone_is_strict(
+    loopback, make_client, engine
+):
     loopback.reset(_odd_listing([{"id": "k1"}, {"name": "no id", "size": 3}]))
-    with pytest.raises(PayloadError, match=r"cluster 1: id: Field required"):
+    with pytest.raises(PartialSnapshotError, match=r"1 of 2 clusters could not be fetched") as caught:
         take_snapshot(engine, make_client(loopback.url), workers=1, processes=0)
+    assert caught.value.problems == [
+        f"(no id, listed at 1): PayloadError: GET {CLUSTERS_PATH}: cluster 1: id: Field required"
+    ]
     client = make_client(loopback.url)
     loopback.reset(_odd_listing(ODD))
     with pytest.raises(PayloadError, match=r"cluster 1 \(k2\): status"):  # listing alone: strict

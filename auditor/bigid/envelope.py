@@ -115,8 +115,10 @@ def parse_body(content: bytes) -> Any:
                 return jsonexact.loads_replacing_lone_surrogates(content)
             except orjson.JSONDecodeError as other:
                 exc = other
-        elif exc.msg.startswith("unexpected character") and jsonexact.may_hold_constants(content):
-            try:  # NaN or Infinity as a value (Python's json.dumps writes them): read as null
+        elif jsonexact.may_hold_constants(content):
+            # NaN or Infinity as a value (Python's json.dumps writes them): read as null. (orjson
+            # words each differently: "unexpected character", "no digit after sign" for -Infinity)
+            try:
                 return jsonexact.loads_constants_as_null(content)
             except orjson.JSONDecodeError as other:
                 exc = other
@@ -244,8 +246,9 @@ def check_error_under_200(body: Any) -> None:
     if isinstance(status, str) and status.lower() in ("error", "fail", "failure"):
         failed = True
     error = body.get("error")
-    no_records = not any(isinstance(value, list) and value for value in body.values()) and not _holds_records(
-        body.get("data")
+    # (a list of records: an "errors": ["Internal error"] list, or [null], holds none)
+    no_records = not any(isinstance(value, list) and _records(value) for value in body.values()) and not (
+        _holds_records(body.get("data"))
     )
     if no_records and (
         (isinstance(error, str) and error.strip())

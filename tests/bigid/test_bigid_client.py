@@ -344,14 +344,15 @@ def test_5xx_resets_and_gateway_pages_are_retried(loopback, make_client):
             Reply(200, {"status": "error", "statusCode": 500, "message": "temporary"}),
             # found by a probe: an error code under "success", with no records, was an empty list
             Reply(200, {"status": "success", "statusCode": 500, "data": None, "message": "Internal error"}),
+            Reply(200, {"statusCode": 503, "data": [None], "errors": ["Service unavailable"]}),
             Reply(200, b""),  # a proxy that lost its upstream
             Reply(200, b"  \r\n"),
             then=Reply(200, TUTORIAL_CLUSTERS, {"Content-Type": "text/html; charset=utf-8"}),
         )
     )
-    client = make_client(loopback.url, max_retries=8)
+    client = make_client(loopback.url, max_retries=9)
     assert len(client.list_clusters()) == 2
-    assert client.retries == 8
+    assert client.retries == 9
 
 
 def test_a_sign_in_page_under_200_is_an_auth_failure_at_once(loopback, make_client):

@@ -664,9 +664,9 @@ def test_nan_and_infinity_as_values_are_read_as_unknown(loopback, make_client, e
         reply = handler(request)
         if request.path == COLUMNS_PATH and request.query.get("clusterId") == "k1":
             for column in reply.body["results"]:
-                column["attributes"] = [
-                    {"attribute_name": "NaN", "calc_confidence_level": float("nan"), "rank": "High"},
+                column["attributes"] = [  # -Infinity first: orjson words it otherwise (a review)
                     {"attribute_name": "SSN", "calc_confidence_level": float("-inf")},
+                    {"attribute_name": "NaN", "calc_confidence_level": float("nan"), "rank": "High"},
                 ]
             return Reply(200, json.dumps(reply.body).encode())  # allow_nan: Python's default
         return reply

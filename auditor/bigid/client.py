@@ -1914,6 +1914,9 @@ def _read_body(
         response.close()
         raise _ClosedCut()
     content = _as_utf8(content, response.headers.get("Content-Type", ""))
+    if len(content) > limit:  # (Latin-1 outside ASCII takes two bytes in UTF-8)
+        response.close()
+        raise _AnswerTooLarge()
     response._content = content  # later readers of ``response.content`` see the same bytes
     response._content_consumed = True
     return content
@@ -1924,8 +1927,8 @@ def _as_utf8(content: bytes, content_type: str) -> bytes:
     written in (``application/json; charset=ISO-8859-1``: every page failed as "not valid UTF-8",
     a probe). JSON is UTF-8 (RFC 8259), and servers often declare a charset they do not use: a body
     that is valid UTF-8 is kept as it is whatever the header says."""
-    if "charset" not in content_type.lower():
-        return content
+    if "charset" not in content_type.lower() or content.startswith(_GZIP_MAGIC):
+        return content  # (a body still compressed is said so by _undecoded, not recoded)
     header = email.message.Message()
     header["Content-Type"] = content_type
     charset = header.get_content_charset()

@@ -704,3 +704,15 @@ def test_a_page_in_the_charset_its_content_type_declares_is_read(loopback, make_
     with engine.connect() as connection:
         names = {name for (name,) in connection.execute(select(column_versions.c.column_name))}
     assert names == {"prénom"}
+
+
+def test_a_compressed_body_under_a_charset_is_not_recoded():
+    """A review: a gzip body under `charset=ISO-8859-1` was recoded byte by byte, so the "compressed
+    without a Content-Encoding" check no longer saw gzip's magic and the error was binary garbage."""
+    import gzip
+
+    from auditor.bigid.client import _as_utf8, _undecoded
+
+    body = gzip.compress(b'{"results": []}')
+    assert _as_utf8(body, "application/json; charset=ISO-8859-1") == body
+    assert "compressed as gzip without a Content-Encoding" in _undecoded(COLUMNS_PATH, "", body).message

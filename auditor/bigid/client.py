@@ -769,6 +769,7 @@ class BigIDClient:
                     cluster_id=cluster_id,
                     decode=decode,
                     shrinkable=shrinkable,
+                    spent=spent,
                 )
             except ApiError:
                 raise first from None
@@ -1530,13 +1531,15 @@ class ColumnFetch:
         # (a gateway's quick 504s halve a page down to the floor; read timeouts spend the time)
         budget_left = time.monotonic() - since < self.client.options.max_retry_time
         try:
-            return self.client._columns_request(
+            answer = self.client._columns_request(
                 self.cluster_id,
                 {"limit": limit, self.offset_param: skip},
                 decode,
                 shrinkable=limit > MIN_PAGE_SIZE and budget_left,
                 spent=(attempts, since),
             )
+            self._spent = None  # answered: a page asked for again at this skip starts afresh
+            return answer
         except PageTooSlow as exc:
             self._spent = (skip, exc.attempts, since)
             self.client._count(retry=True)  # the page is asked for again, smaller

@@ -107,8 +107,12 @@ def test_a_silent_server_costs_a_page_its_retry_time_halvings_included(loopback,
     with pytest.raises(ApiError) as caught:
         take_snapshot(engine, client, workers=1, processes=0, max_failed_clusters=0)
     limits = [int(r.query["limit"]) for r in loopback.seen if r.path == COLUMNS_PATH]
-    assert limits == [1000, 500, 250]  # two halvings begun in the page's 0.8 s, then its last attempt
-    said = r"timed out waiting for the answer \(read timeout 0.5 s\) \(3 attempts in \d\.\d s\)$"
+    # two halvings begun in the page's 0.8 s, then its last attempt (one halving on a machine so
+    # loaded that the first timeout ends past 0.8 s); before, down to 50 rows and retries there
+    assert len(limits) in (2, 3) and limits == [1000, 500, 250][: len(limits)], limits
+    said = (
+        rf"timed out waiting for the answer \(read timeout 0.5 s\) \({len(limits)} attempts in \d+\.\d s\)$"
+    )
     assert re.search(said, caught.value.message), caught.value.message
 
 

@@ -91,12 +91,15 @@ def test_an_any_or_all_of_thousands_of_parts_is_evaluated(engine, snapshot, writ
 def test_a_long_in_list_compiles_in_time_linear_in_its_length(engine, snapshot, write):
     """Found by a probe: each value of an `in` list scanned the whole list to tell whether it is all
     ASCII: 20,000 values took 53 s to compile (0.4 s now)."""
+    from auditor.engine.fields import Level, Row
+
     snapshot(engine, _cluster({"fullyQualifiedName": "a.b.c", "columnName": "C19999"}))
     values = ", ".join(f"c{i}" for i in range(20_000))
     listed = _rules(write, "column", f"{{field: columnName, in: [{values}]}}")
-    started = time.perf_counter()
-    assert [f.column for f in check_run(engine, "latest", listed).findings] == ["a.b.c"]
+    started = time.perf_counter()  # the compiling alone (25 s before; a review: not the YAML)
+    listed.rules[0].condition.compile(Row(1, Level.COLUMN)).compile(dialect=engine.dialect)
     assert time.perf_counter() - started < 5
+    assert [f.column for f in check_run(engine, "latest", listed).findings] == ["a.b.c"]
 
 
 def test_contains_on_labels_asks_for_a_label_equal_to_the_value_not_a_substring(engine, snapshot, write):

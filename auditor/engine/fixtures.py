@@ -168,7 +168,9 @@ def fixture_files(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
                 rules.append(sibling)
         else:
             rules.append(path)
-            base, _, own = path.name.rpartition(".")
+            base, dot, own = path.name.rpartition(".")
+            if not dot:  # (no suffix: "myrules" would look for ".test.yaml")
+                base = own
             for suffix in dict.fromkeys([*FIXTURE_SUFFIXES, f".test.{own}", f".TEST.{own}"]):
                 candidate = path.with_name(base + suffix)
                 if candidate.is_file():

@@ -808,6 +808,16 @@ def test_rule_and_fixture_files_are_found_whatever_the_case_of_their_suffix(run_
     )
 
 
+def test_a_rule_file_without_a_suffix_takes_no_hidden_fixture(tmp_path):
+    """A review: "myrules" (no dot) picked up a hidden ".test.yaml" beside it as its fixture."""
+    from auditor.engine.fixtures import fixture_files
+
+    (tmp_path / "myrules").write_text("rules: []\n")
+    (tmp_path / ".test.yaml").write_text("cases: []\n")
+    (tmp_path / "myrules.test.yaml").write_text("cases: []\n")
+    assert fixture_files([tmp_path / "myrules"]) == ([tmp_path / "myrules"], [tmp_path / "myrules.test.yaml"])
+
+
 def test_rules_test_says_the_sibling_rules_are_all_disabled(run_cli, tmp_path):
     """A case relying on its sibling file's rules when all of them are off was told "'rules' must be
     a non-empty list of rule ids", about a key it did not have."""

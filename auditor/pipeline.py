@@ -28,6 +28,7 @@ from auditor.errors import ConfigError
 from auditor.progress import Progress
 from auditor.render.report import ReportBundle, build_report_bundle, default_report_name
 from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS, take_snapshot
+from auditor.store.db import absolute_db, absolute_path, url_holds_password
 from auditor.store.runs import RunInfo
 from auditor.store.schema import RUN_COMPLETE, runs
 
@@ -40,31 +41,6 @@ DEMO_SEED = 7
 DEMO_CLUSTERS = 150
 DEMO_COLUMNS = 15_000
 SANDBOX_SOURCE = "sandbox://built-in"  # the source runs against the built-in sandbox record
-
-
-def url_holds_password(target: str) -> bool:
-    """Whether a ``--db`` value is a URL with a password (never to be printed back)."""
-    if "://" not in target:
-        return False
-    from auditor.store.db import holds_secret
-
-    return holds_secret(target)
-
-
-def _absolute_path(path: str | Path) -> str:
-    return str(Path(path).expanduser().absolute())
-
-
-def _absolute_db(db: str) -> str:
-    """A ``--db`` value that names the same database from any folder: a file path made absolute
-    (in a ``sqlite:///`` URL too); a server's URL as it is."""
-    if "://" not in db:
-        return _absolute_path(db)
-    head, _, rest = db.partition(":///")
-    if head.startswith("sqlite") and rest and not rest.startswith(("/", ":memory:", "file:")):
-        path, query = rest.partition("?")[::2]
-        return f"{head}:///{_absolute_path(path)}" + (f"?{query}" if query else "")
-    return db
 
 
 @dataclass
@@ -109,7 +85,7 @@ class EmailOptions:
         :class:`~auditor.errors.DeliveryError`) the command adapts: to the refused recipients only
         when the others got the message, without the attachments when the message was too large.
         """
-        absolute = _absolute_path
+        absolute = absolute_path
         refused = tuple(getattr(error, "refused", ()) or ())
         too_large = bool(getattr(error, "too_large", False))
         attach_report, attach_csv = self.attach_report, self.attach_csv
@@ -194,12 +170,12 @@ def _command_words(
     command begins (the database left out when its URL holds a password: the caller says so)."""
     words = ["auditor"]
     if config:
-        words += ["--config", _absolute_path(config)]
+        words += ["--config", absolute_path(config)]
     words += [command, "--run", str(run_id)]
     if against is not None:
         words += ["--against", str(against)]
     if db and not url_holds_password(db):
-        words += ["--db", _absolute_db(db)]
+        words += ["--db", absolute_db(db)]
     return words
 
 
@@ -209,11 +185,11 @@ def _input_words(
     """The rules, waivers and templates a job's follow-up command reads, by absolute path."""
     words: list[str] = []
     for value in rules:
-        words += ["--rules", _absolute_path(value)]
+        words += ["--rules", absolute_path(value)]
     if waivers:
-        words += ["--waivers", _absolute_path(waivers)]
+        words += ["--waivers", absolute_path(waivers)]
     if templates:
-        words += ["--templates", _absolute_path(templates)]
+        words += ["--templates", absolute_path(templates)]
     return words
 
 
@@ -233,9 +209,9 @@ def report_command(
     and check it stored, with the settings it was given (as :meth:`EmailOptions.resend_command`)."""
     words = _command_words("report", run_id, against, db=db, config=config)
     words += _input_words(rules, waivers, templates)
-    words += ["--output", _absolute_path(output)]
+    words += ["--output", absolute_path(output)]
     if export_dir is not None:
-        words += ["--export-dir", _absolute_path(export_dir)]
+        words += ["--export-dir", absolute_path(export_dir)]
     return shlex.join(words)
 
 

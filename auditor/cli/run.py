@@ -345,7 +345,7 @@ def run_command(
                 # the scheduled job would meet the same limit next time
                 exc.hint = f"{exc.hint}; for this job's next runs add --no-email-attachments"
             said = f"{exc.hint}; " if exc.hint else ""
-            from auditor.pipeline import url_holds_password
+            from auditor.store.db import url_holds_password
 
             with_db = " (and --db as you gave it: its URL holds a password, not printed)"
             exc.hint = f"{said}the results and the report are written" + (

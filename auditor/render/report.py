@@ -500,28 +500,20 @@ def follow_up_options(
     engine: Engine, rules_paths: Sequence[str | Path] | None = None, waivers_path: str | Path | None = None
 ) -> str:
     """The options a command that reads this report's run again needs, as a shell takes them, each
-    file by its absolute path: ``--db`` (the database the report was read from: the hints said
-    ``auditor report --run 5``, which reads ``./auditor.db``, to the reader of a job's email sent
-    from another one; left out for an in-memory database and for a URL that holds a password),
-    then ``--rules`` and ``--waivers`` as given. ``""`` when there is none."""
+    file by its absolute path: ``--db`` (the database the report was read from, see
+    :func:`auditor.store.db.follow_up_db`: the hints said ``auditor report --run 5``, which reads
+    ``./auditor.db``, to the reader of a job's email sent from another one), then ``--rules`` and
+    ``--waivers`` as given. ``""`` when there is none."""
     import shlex
 
-    from auditor.store.db import holds_secret
+    from auditor.store.db import absolute_path, follow_up_db
 
-    words: list[str] = []
-    url = engine.url
-    if url.get_backend_name() == "sqlite":
-        name = url.database or ""
-        if name and name != ":memory:" and not name.startswith("file:"):
-            words += ["--db", str(Path(name).expanduser().absolute())]
-    else:
-        rendered = url.render_as_string(hide_password=False)
-        if not holds_secret(rendered):
-            words += ["--db", rendered]
+    db = follow_up_db(engine)
+    words = ["--db", db] if db else []
     for path in rules_paths or ():
-        words += ["--rules", str(Path(path).expanduser().absolute())]
+        words += ["--rules", absolute_path(path)]
     if waivers_path is not None:
-        words += ["--waivers", str(Path(waivers_path).expanduser().absolute())]
+        words += ["--waivers", absolute_path(waivers_path)]
     return " " + shlex.join(words) if words else ""
 
 

@@ -210,6 +210,49 @@ def display_url(url: str) -> str:
     return _redact(url)
 
 
+def url_holds_password(target: str) -> bool:
+    """Whether a ``--db`` value is a URL with a password (never to be printed back)."""
+    return "://" in target and holds_secret(target)
+
+
+def absolute_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a command printed for later names it from any folder."""
+    return str(Path(path).expanduser().absolute())
+
+
+def absolute_db(db: str) -> str:
+    """A ``--db`` value that names the same database from any folder: a file path made absolute
+    (in a ``sqlite:///`` URL too); a server's URL as it is."""
+    if "://" not in db:
+        return absolute_path(db)
+    head, _, rest = db.partition(":///")
+    if head.startswith("sqlite") and rest and not rest.startswith(("/", ":memory:", "file:")):
+        path, query = rest.partition("?")[::2]
+        return f"{head}:///{absolute_path(path)}" + (f"?{query}" if query else "")
+    return db
+
+
+def follow_up_db(engine: Engine) -> str | None:
+    """The ``--db`` value that names ``engine``'s database in a command printed for later, from any
+    folder: its file's absolute path (its URL when it has options), a server's URL; ``None`` for an
+    in-memory database and for a URL that holds a password (never printed)."""
+    url = engine.url
+    rendered = url.render_as_string(hide_password=False)
+    if url.get_backend_name() == "sqlite":
+        name = url.database or ""
+        if not name or name == ":memory:" or "mode=memory" in rendered:
+            return None
+        if not url.query and not name.startswith("file:"):
+            return absolute_path(name)
+        if name.startswith("file:"):  # (rendered, its ':' is escaped: %3A)
+            from urllib.parse import urlencode
+
+            rendered = f"{url.drivername}:///{name}" + (
+                f"?{urlencode(url.query, doseq=True)}" if url.query else ""
+            )
+    return None if url_holds_password(rendered) else absolute_db(rendered)
+
+
 def holds_secret(url: str) -> bool:
     """Whether ``url`` carries a password (or a secret query parameter, or cannot be parsed to
     tell): what :func:`display_url` would mask. Not a comparison with :func:`display_url`, which

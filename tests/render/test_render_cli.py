@@ -939,6 +939,11 @@ def test_follow_up_options_name_what_reads_the_run_again_and_never_a_password(tm
         f" --db '{spaced}' --rules {tmp_path / 'r'} --waivers {tmp_path / 'w.yaml'}"
     )
     assert follow_up_options(create_engine("sqlite://")) == ""  # in memory: nothing to name
+    # a URL with options keeps them, its file made absolute (a review: --db was left out)
+    relative = create_engine("sqlite:///rel.db?timeout=30")
+    assert follow_up_options(relative) == f" --db 'sqlite:///{Path('rel.db').absolute()}?timeout=30'"
+    uri = "sqlite:///file:/srv/a.db?mode=ro&uri=true"
+    assert follow_up_options(create_engine(uri)) == f" --db '{uri}'"
     url = "postgresql+psycopg://auditor:s3cret@db.example.net/audit"
     assert follow_up_options(create_engine(url)) == ""
     keyless = "postgresql+psycopg://auditor@db.example.net/audit"

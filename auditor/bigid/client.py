@@ -55,6 +55,7 @@ from auditor.bigid.envelope import (
     NotJson,
     UnknownEnvelope,
     check_error_under_200,
+    continuation_key,
     ends_early,
     error_message,
     is_auth_message,
@@ -215,6 +216,7 @@ class DecodedColumns:
     unknown_envelope: str | None = None
     invalid: tuple[int | None, Any, str, str] | None = None
     nulls: int = 0  # ``null`` items dropped from the page (see :func:`drop_nulls`)
+    next_key: Any = None  # the page's ``offset.offsetKey`` continuation (see continuation_key)
 
 
 def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]], Any]) -> DecodedColumns:
@@ -244,7 +246,9 @@ def decode_columns(content: bytes, transform: Callable[[Column, dict[str, Any]],
         out = list(map(transform, models, rows))
     except RecordNotStorable as exc:
         return DecodedColumns(invalid=(None, exc.key, "(record)", str(exc)))
-    return DecodedColumns(rows=out, total=envelope.total, shape=envelope.shape, nulls=nulls)
+    return DecodedColumns(
+        rows=out, total=envelope.total, shape=envelope.shape, nulls=nulls, next_key=continuation_key(body)
+    )
 
 
 def drop_nulls(rows: list[Any]) -> tuple[list[Any], int]:
@@ -1504,16 +1508,25 @@ class ColumnFetch:
         self.stats = PagingStats()
         self.offset_param = client.offset_param  # this listing's; "offset" once switched
         self.switched = False
+        # A tenant that ignores skip (and offset) but offers an ``offset.offsetKey`` continuation
+        # with its pages is listed by that key (``keyed``): the cluster failed, "made no progress",
+        # the key it offered never used (a probe). ``next_key``: the last page's.
+        self.keyed = False
+        self.next_key: Any = None
         # (skip, attempts, since): what asking for the page at ``skip`` has cost so far, halvings
         # included, so that they count against the request's retries and its 120 s (a server
         # silent on one cluster held a snapshot ~11 read timeouts for it: a probe)
         self._spent: tuple[int, int, float] | None = None
 
     def _ignores_skip(self) -> bool:
-        """The server served the same page for the next ``skip``: ask with ``offset`` instead, once
-        per listing (reference §9.21: some catalog endpoints page by ``offset``). A listing that
-        then advances makes ``offset`` the client's for every later cluster."""
-        if self.switched or self.offset_param != "skip":
+        """The server served the same page for the next ``skip``: ask with the ``offsetKey`` its
+        pages offer, when they offer one, else with ``offset`` instead, once per listing (reference
+        §9.21: some catalog endpoints page by ``offset``; §5.1: ``offsetKey`` continues a listing).
+        A listing that then advances by ``offset`` makes it the client's for every later cluster."""
+        if not self.keyed and self.next_key is not None:
+            self.keyed = True
+            return True
+        if self.keyed or self.switched or self.offset_param != "skip":
             return False
         self.switched = True
         self.offset_param = "offset"
@@ -1531,9 +1544,10 @@ class ColumnFetch:
         # (a gateway's quick 504s halve a page down to the floor; read timeouts spend the time)
         budget_left = time.monotonic() - since < self.client.options.max_retry_time
         try:
+            where = {"offsetKey": self.next_key} if self.keyed else {self.offset_param: skip}
             answer = self.client._columns_request(
                 self.cluster_id,
-                {"limit": limit, self.offset_param: skip},
+                {"limit": limit, **where},
                 decode,
                 shrinkable=limit > MIN_PAGE_SIZE and budget_left,
                 spent=(attempts, since),
@@ -1548,7 +1562,10 @@ class ColumnFetch:
 
     def _fetch(self, skip: int, limit: int) -> RawPage[ColumnRow]:
         client = self.client
+        if self.keyed and self.next_key is None:
+            return RawPage([])  # listed by key, and the last page offered none: the end
         body = self._request(skip, limit)
+        self.next_key = continuation_key(body)
         envelope = client._unwrap(body, "columns", COLUMNS_PATH, self.cluster_id)
         rows, nulls = client._validate_columns(envelope.rows, self.cluster_id, skip)
         return RawPage(rows, envelope.total, envelope.shape, nulls)
@@ -1557,8 +1574,11 @@ class ColumnFetch:
         """:meth:`_fetch` with the decoding done by the offload's pool; the same errors, in order."""
         assert self.offload is not None
         client = self.client
+        if self.keyed and self.next_key is None:
+            return RawPage([])  # listed by key, and the last page offered none: the end
         pending = self._request(skip, limit, self.offload.submit)
         decoded = self.offload.result(pending)
+        self.next_key = decoded.next_key
         if decoded.not_json is not None:  # not HTML (screened by submit): not retried, as in _send
             raise _about_cluster(_not_json(COLUMNS_PATH, *decoded.not_json[1:]), self.cluster_id)
         if decoded.error_under_200 is not None:  # screened by submit; kept for safety, as in _unwrap
@@ -1597,7 +1617,13 @@ class ColumnFetch:
                     self.client.adopt_offset()  # new rows at an offset skip could not reach
                 yield page
         except NoProgress as exc:
-            both = " (with skip, and with offset)" if self.switched else ""
+            both = (
+                " (with skip, and with the offsetKey its pages offered)"
+                if self.keyed
+                else " (with skip, and with offset)"
+                if self.switched
+                else ""
+            )
             raise ApiError(
                 f"cluster {self.cluster_id}: GET {COLUMNS_PATH} made no progress{both}: {exc}",
                 hint="the server may ignore skip/limit; nothing was stored for this cluster as complete",

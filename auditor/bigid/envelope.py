@@ -326,6 +326,24 @@ def unwrap(body: Any) -> Envelope:
     raise UnknownEnvelope(f"an object without a list of records (keys: {keys})")
 
 
+def continuation_key(body: Any) -> Any:
+    """The continuation a page offers for the next one, as the data-catalog family gives it
+    (reference §5.1: ``{"results": [...], "offset": {"offsetKey": ["…"]}}``; at the top, or under
+    ``data``): a non-blank string or a list of strings, sent back as the ``offsetKey`` parameter;
+    ``None`` when the page offers none."""
+    containers = [body, body.get("data")] if isinstance(body, dict) else []
+    for container in containers:
+        if not isinstance(container, dict):
+            continue
+        offset = container.get("offset")
+        key = offset.get("offsetKey") if isinstance(offset, dict) else container.get("offsetKey")
+        if isinstance(key, str) and key.strip():
+            return key
+        if isinstance(key, list) and key and all(isinstance(item, str) for item in key):
+            return key
+    return None
+
+
 def _holds_records(data: Any) -> bool:
     """Whether ``data`` is an object with a non-empty list of objects among its values."""
     return isinstance(data, dict) and any(

@@ -15,9 +15,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from junitparser import JUnitXml
 
-from auditor.bigid.client import COLUMNS_PATH
+from auditor.bigid.client import CLUSTERS_PATH, COLUMNS_PATH
 from auditor.bigid.paging import SAME_PAGE_LIMIT_SINGLE_ROW, NoProgress, PagingStats, RawPage, paginate
 from auditor.errors import ApiError, PayloadError
+from auditor.snapshot import take_snapshot
+from auditor.store.db import open_database
 
 from .conftest import Reply, Request
 
@@ -533,6 +535,40 @@ def test_a_repeated_page_does_not_end_a_listing_that_announced_more():
             for x in page
         ]
         assert got == [0, 1, 2]
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "pool"])
+@pytest.mark.parametrize("as_list", [True, False], ids=["key-list", "key-text"])
+def test_a_tenant_that_pages_only_by_its_offset_key_is_listed_whole(
+    loopback, make_client, tmp_path, processes, as_list
+):
+    """Found by a probe with its own server: a tenant that ignores skip and offset and continues a
+    listing only by the `offset.offsetKey` its pages offer (reference §5.1) failed every cluster
+    larger than a page, "made no progress", the key never used. After the repeat, the listing goes
+    on by the key each page offers, and ends on a page offering none."""
+    truth = [column(i) for i in range(25)]
+
+    def keyed(request: Request) -> Reply:
+        if request.path == CLUSTERS_PATH:
+            return Reply(200, [{"id": "c1", "size": 25}] if request.query["skip"] == "0" else [])
+        start = int(request.query.get("offsetKey", 0))  # skip and offset: ignored
+        rows = truth[start : start + min(int(request.query["limit"]), 10)]
+        body: dict = {"results": rows}
+        if start + len(rows) < len(truth):
+            following = str(start + len(rows))
+            body["offset"] = {"offsetKey": [following] if as_list else following, "keepAlive": "1m"}
+        return Reply(200, body)
+
+    loopback.reset(keyed)
+    engine = open_database(tmp_path / "k.db")
+    run = take_snapshot(engine, make_client(loopback.url, page_size=10), workers=1, processes=processes)
+    assert (run.status, run.columns_stored) == ("complete", 25)
+    asked = [
+        {k: v for k, v in r.query.items() if k in ("skip", "offset", "offsetKey")}
+        for r in loopback.seen
+        if r.path == COLUMNS_PATH and r.query.get("clusterId") == "c1"
+    ]
+    assert asked == [{"skip": "0"}, {"skip": "10"}, {"skip": "10"}, {"offsetKey": "10"}, {"offsetKey": "20"}]
 
 
 def test_a_tenant_that_pages_by_offset_is_listed_whole_after_one_repeat(loopback, make_client):

@@ -923,9 +923,9 @@ def test_the_email_s_full_report_command_names_the_database_and_the_rules(
     text = " ".join(
         BeautifulSoup(message.get_body(("html",)).get_content(), "html.parser").get_text(" ").split()
     )
-    assert (
-        f"The full report: auditor report --run 2 --db {Path(database).absolute()} --rules {rules}." in text
-    )
+    said = f"The full report: auditor report --run 2 --db {Path(database).absolute()} --rules {rules}"
+    assert f"{said}." in text
+    assert said in message.get_body(("plain",)).get_content()  # the text part says it too
 
 
 def test_follow_up_options_name_what_reads_the_run_again_and_never_a_password(tmp_path: Path) -> None:

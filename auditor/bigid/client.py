@@ -1523,13 +1523,19 @@ class ColumnFetch:
         pages offer, when they offer one, else with ``offset`` instead, once per listing (reference
         §9.21: some catalog endpoints page by ``offset``; §5.1: ``offsetKey`` continues a listing).
         A listing that then advances by ``offset`` makes it the client's for every later cluster."""
-        if not self.keyed and self.next_key is not None:
-            self.keyed = True
+        if self._follows_key():
             return True
         if self.keyed or self.switched or self.offset_param != "skip":
             return False
         self.switched = True
         self.offset_param = "offset"
+        return True
+
+    def _follows_key(self) -> bool:
+        """Whether the listing goes on by the key the last page offered (once per listing)."""
+        if self.keyed or self.next_key is None:
+            return False
+        self.keyed = True
         return True
 
     def _request(self, skip: int, limit: int, decode: Callable[[bytes], Any] | None = None) -> Any:
@@ -1609,6 +1615,7 @@ class ColumnFetch:
                 ceiling=lambda: self.client.page_ceiling,
                 ignores_skip=self._ignores_skip,
                 content=self.content,
+                follows_key=self._follows_key,
             ):
                 if first:  # another cluster's very page: is the cluster id read? (see note_first_page)
                     first = False

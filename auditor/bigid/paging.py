@@ -174,6 +174,7 @@ def paginate(
     ceiling: Callable[[], int | None] | None = None,
     ignores_skip: Callable[[], bool] | None = None,
     content: Callable[[T], Hashable] | None = None,
+    follows_key: Callable[[], bool] | None = None,
 ) -> Iterator[list[T]]:
     """Yield the new records of each page (pages that add nothing new are not yielded).
 
@@ -182,7 +183,9 @@ def paginate(
     the same tenant found too slow (see :class:`PageTooSlow`). ``ignores_skip``, called when the
     same page comes back for the next offset where that cannot be the end: True when the caller
     will ask for offsets another way from now on (``offset`` for ``skip``); the page is then asked
-    for again. ``content(row)``, when given, tells a record received again from another record that
+    for again. ``follows_key``, called where the same page again would end the listing: True when
+    the caller will continue by a key the pages offer (the page is then asked for again).
+    ``content(row)``, when given, tells a record received again from another record that
     shares its key on the same page (``conflicts``): both are left out, but a conflict counts as
     received against the totals, so a listing that served every record is not taken for one that
     ended short. A key already fetched on an earlier page is a repeat whatever it holds: paging's
@@ -297,7 +300,15 @@ def paginate(
                 continue
             if same >= (SAME_PAGE_LIMIT if len(keys) > 1 else SAME_PAGE_LIMIT_SINGLE_ROW):
                 missing = announced_more(stats, expected)
-                if (confirming or on_repeat == "stop") and not missing:
+                ends = (confirming or on_repeat == "stop") and not missing
+                if ends and follows_key is not None and follows_key():
+                    # where the repeat would end the listing, its pages offer a key to continue by: a
+                    # server that sends everything at once offers none; one that pages by its key
+                    # alone lost all but its first page, complete and without a word (a probe)
+                    stats.duplicates -= echoed  # paging's echo, not records listed twice
+                    same = echoed = 0
+                    continue  # the same offset, asked by the key
+                if ends:
                     # the server ignores skip; past the total (or for clusters) that is the end, and
                     # the same page served again is paging's echo, not records listed twice
                     stats.stopped_on_repeat = True

@@ -612,12 +612,14 @@ def _fetch_columns(
 
     def work(cluster_id: str, size: int | None) -> None:
         nonlocal handed_errors
+        halved: list[PagingStats] = []  # this cluster's listings' stats, the last one last
         try:
             if stop.is_set() or handed_errors > max_failed_clusters:
                 return  # the writer stops the snapshot once it reads those errors
             content = _row_digest if offload is not None else _raw_content
             for attempt in range(RELISTINGS + 1):
                 fetch = client.fetch_all_columns(cluster_id, size=size, offload=offload, content=content)
+                halved.append(fetch.stats)
                 again = attempt < RELISTINGS
                 for page in fetch:
                     put(("page", cluster_id, page))
@@ -631,6 +633,8 @@ def _fetch_columns(
             return
         except BaseException as exc:  # noqa: BLE001 - handed to the writer thread, which decides
             with contextlib.suppress(_Cancelled):
+                if halved and halved[-1].shrunk:  # (a failed cluster's halvings count in the run's)
+                    put(("halved", cluster_id, halved[-1].shrunk))
                 put(("error", cluster_id, exc))
                 with errors_lock:
                     handed_errors += 1
@@ -728,6 +732,8 @@ def _fetch_columns(
                     listed,
                 )
                 progress.cluster_done()
+            elif kind == "halved":  # the pages a cluster that then failed asked for again, halved
+                counts["pages_shrunk"] += payload
             else:
                 cluster_failed(cluster_id, payload)
             if pages.empty() and (

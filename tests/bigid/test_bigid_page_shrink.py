@@ -17,6 +17,7 @@ from auditor.errors import ApiError
 from auditor.render.context import fetch_notes
 from auditor.snapshot import take_snapshot
 from auditor.store.db import open_database
+from auditor.store.runs import list_runs
 
 from .conftest import Reply, Request
 from .test_bigid_snapshot_unit import make_tenant, stored
@@ -114,6 +115,10 @@ def test_a_silent_server_costs_a_page_its_retry_time_halvings_included(loopback,
         rf"timed out waiting for the answer \(read timeout 0.5 s\) \({len(limits)} attempts in \d+\.\d s\)$"
     )
     assert re.search(said, caught.value.message), caught.value.message
+    # the halvings of a cluster that then failed count in the run's (a probe saw 0 beside
+    # page_size_shrunk_to 50)
+    details = list_runs(engine)[-1].details
+    assert (details["pages_shrunk"], details["page_size_shrunk_to"]) == (len(limits) - 1, limits[-1])
 
 
 def test_the_cluster_listing_is_not_shrunk(loopback, make_client):

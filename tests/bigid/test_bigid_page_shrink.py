@@ -121,6 +121,37 @@ def test_a_silent_server_costs_a_page_its_retry_time_halvings_included(loopback,
     assert (details["pages_shrunk"], details["page_size_shrunk_to"]) == (len(limits) - 1, limits[-1])
 
 
+def test_a_page_asked_for_again_after_an_answer_has_its_own_retry_time(loopback, make_client, tmp_path):
+    """A review: a page's retry time ran from its first attempt at that skip, even after it was
+    answered, so asking the same skip again (an empty page before the total) had none left: one
+    timeout failed the cluster. An answer clears it; the page asked again can be halved again."""
+    handler, _clusters, columns = make_tenant({"a": 20})
+    asked_250 = 0
+
+    def tenant(request: Request) -> Reply:
+        nonlocal asked_250
+        if request.path != COLUMNS_PATH:
+            return handler(request)
+        skip, limit = int(request.query["skip"]), int(request.query["limit"])
+        rows = columns["a"][skip : skip + min(limit, 10)]  # at most 10 a page
+        if skip == 0:
+            return Reply(200, {"results": rows, "totalCount": 20})
+        if limit == 250:
+            asked_250 += 1
+            if asked_250 == 1:  # answered empty (a lagging replica) before the total: asked again
+                return Reply(200, {"results": [], "totalCount": 20})
+        return Reply(200, {"results": rows, "totalCount": 20}, delay=3.0 if limit >= 250 else 0.0)
+
+    loopback.reset(tenant)
+    client = make_client(loopback.url, page_size=1000, read_timeout=1.0, max_retry_time=1.5)
+    run = take_snapshot(open_database(tmp_path / "s.db"), client, workers=1, processes=0)
+    assert (run.status, run.columns_stored) == ("complete", 20)
+    limits = [int(r.query["limit"]) for r in loopback.seen if r.path == COLUMNS_PATH]
+    # skip 0; then at skip 10: two halvings spend the page's 1.5 s, 250 answers empty, and asked
+    # again it has its own time: halved once more, answered
+    assert limits == [1000, 1000, 500, 250, 250, 125, 125], limits  # (the last: the end confirmed)
+
+
 def test_the_cluster_listing_is_not_shrunk(loopback, make_client):
     # Clusters are few and small: a timeout there is retried as it is.
     calls: list[int] = []

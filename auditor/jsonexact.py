@@ -39,12 +39,13 @@ def _finite_or_text(text: str) -> float | str:
     return value if math.isfinite(value) else text
 
 
-def _exactly(content: bytes | str) -> Any:
+def _exactly(content: bytes | str, constant: Any = _no_constant) -> Any:
+    # ``constant``: what NaN, Infinity and -Infinity read as (by default, not JSON: ValueError).
     # Bytes as orjson reads them, strict UTF-8: the standard library also takes a byte order mark
     # and UTF-16 or UTF-32 text, so a page holding a long integer (or ten CJK digits in UTF-16)
     # was JSON here and no JSON to orjson (a ValueError here: orjson then says why).
     text = content.decode("utf-8") if isinstance(content, bytes) else content
-    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_or_text)
+    value = json.loads(text, parse_constant=constant, parse_float=_finite_or_text)
     # The standard library takes a lone UTF-16 surrogate ("\ud800", or its bytes), which is no
     # Unicode text: orjson refuses it, and every later step (the database, the outputs) fails on
     # it. Refused here too, so that which decoder reads a page never decides whether it is JSON.
@@ -137,9 +138,6 @@ def loads_constants_as_null(content: bytes | str) -> Any:
     writes them by default (a float confidence that is NaN): every page of such a server failed
     its cluster. Any other fault raises as :func:`loads` does, worded as orjson words it."""
     try:
-        text = content.decode("utf-8") if isinstance(content, bytes) else content
-        value = json.loads(text, parse_constant=_null_constant, parse_float=_finite_or_text)
-        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate: refused as loads does
-        return value
-    except (ValueError, RecursionError, UnicodeEncodeError):
+        return _exactly(content, constant=_null_constant)
+    except (ValueError, RecursionError):  # (orjson's JSONDecodeError for a lone surrogate included)
         return loads(content)

@@ -25,7 +25,6 @@ A client is safe to share between the worker threads of one snapshot.
 from __future__ import annotations
 
 import codecs
-import email.message
 import email.utils
 import ipaddress
 import random
@@ -1949,7 +1948,8 @@ def _read_body(
         # never asked again (a probe). ends_early parses only a body that does not close as it opened.
         response.close()
         raise _ClosedCut()
-    content = _as_utf8(content, response.headers.get("Content-Type", ""))
+    if "charset" in response.headers.get("Content-Type", "").lower():  # (else requests' default)
+        content = _as_utf8(content, requests.utils.get_encoding_from_headers(response.headers))
     if len(content) > limit:  # (Latin-1 outside ASCII takes two bytes in UTF-8)
         response.close()
         raise _AnswerTooLarge()
@@ -1958,18 +1958,15 @@ def _read_body(
     return content
 
 
-def _as_utf8(content: bytes, content_type: str) -> bytes:
-    """``content`` in UTF-8, when it is not and ``content_type`` declares another charset it is
-    written in (``application/json; charset=ISO-8859-1``: every page failed as "not valid UTF-8",
-    a probe). JSON is UTF-8 (RFC 8259), and servers often declare a charset they do not use: a body
-    that is valid UTF-8 is kept as it is whatever the header says."""
-    if "charset" not in content_type.lower() or content.startswith(_GZIP_MAGIC):
+def _as_utf8(content: bytes, charset: str | None) -> bytes:
+    """``content`` in UTF-8, when it is not and the ``charset`` its Content-Type declares is another
+    (``application/json; charset=ISO-8859-1``: every page failed as "not valid UTF-8", a probe).
+    JSON is UTF-8 (RFC 8259), and servers often declare a charset they do not use: a body that is
+    valid UTF-8 is kept as it is whatever the header says."""
+    if charset is None or content.startswith(_GZIP_MAGIC):
         return content  # (a body still compressed is said so by _undecoded, not recoded)
-    header = email.message.Message()
-    header["Content-Type"] = content_type
-    charset = header.get_content_charset()
     try:
-        if charset is None or codecs.lookup(charset).name in ("utf-8", "utf-8-sig", "ascii"):
+        if codecs.lookup(charset).name in ("utf-8", "utf-8-sig", "ascii"):
             return content
         content.decode("utf-8")
     except LookupError:  # a charset Python does not know: read as UTF-8, as JSON is

@@ -40,7 +40,6 @@ import os
 import queue
 import signal
 import threading
-import time
 import traceback
 from collections.abc import Collection, Hashable, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -612,14 +611,14 @@ def _fetch_columns(
 
     def work(cluster_id: str, size: int | None) -> None:
         nonlocal handed_errors
-        halved: list[PagingStats] = []  # this cluster's listings' stats, the last one last
+        last: PagingStats | None = None  # the stats of this cluster's last listing
         try:
             if stop.is_set() or handed_errors > max_failed_clusters:
                 return  # the writer stops the snapshot once it reads those errors
             content = _row_digest if offload is not None else _raw_content
             for attempt in range(RELISTINGS + 1):
                 fetch = client.fetch_all_columns(cluster_id, size=size, offload=offload, content=content)
-                halved.append(fetch.stats)
+                last = fetch.stats
                 again = attempt < RELISTINGS
                 for page in fetch:
                     put(("page", cluster_id, page))
@@ -633,8 +632,8 @@ def _fetch_columns(
             return
         except BaseException as exc:  # noqa: BLE001 - handed to the writer thread, which decides
             with contextlib.suppress(_Cancelled):
-                if halved and halved[-1].shrunk:  # (a failed cluster's halvings count in the run's)
-                    put(("halved", cluster_id, halved[-1].shrunk))
+                if last is not None and last.shrunk:  # (a failed cluster's halvings count in the run's)
+                    put(("halved", cluster_id, last.shrunk))
                 put(("error", cluster_id, exc))
                 with errors_lock:
                     handed_errors += 1
@@ -676,7 +675,7 @@ def _fetch_columns(
             except queue.Empty:
                 if expired is not None and expired.is_set():
                     raise _Expired from None
-                if writer.pending and time.monotonic() - writer.flushed_at >= IDLE_FLUSH_SECONDS:
+                if writer.waited(IDLE_FLUSH_SECONDS):
                     writer.flush()  # waiting on the network: what was fetched is written meanwhile
                     unflushed = 0
                 continue
@@ -736,10 +735,7 @@ def _fetch_columns(
                 counts["pages_shrunk"] += payload
             else:
                 cluster_failed(cluster_id, payload)
-            if pages.empty() and (
-                unflushed >= IDLE_FLUSH_ROWS
-                or (writer.pending and time.monotonic() - writer.flushed_at >= IDLE_FLUSH_SECONDS)
-            ):
+            if pages.empty() and (unflushed >= IDLE_FLUSH_ROWS or writer.waited(IDLE_FLUSH_SECONDS)):
                 # nothing to do until the network answers: write now rather than after the fetch
                 writer.flush()
                 unflushed = 0

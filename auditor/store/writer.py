@@ -616,6 +616,10 @@ class SnapshotWriter:
         queued = (self._pending_run_clusters, self._pending_rows, self._pending_stats, self._discarded)
         return any(queued)
 
+    def waited(self, seconds: float) -> bool:
+        """Whether something is queued and the last flush (or the run's start) is ``seconds`` old."""
+        return self.pending and time.monotonic() - self.flushed_at >= seconds
+
     def flush(self, *, patience: float | None = None) -> None:
         """Write everything queued, in one transaction (``patience``: see :meth:`fail`)."""
         if not self.pending:

@@ -688,7 +688,7 @@ class Compare(Condition):
         Unicode when a value compared with is not plain ASCII, see :class:`UnicodeLower`)."""
         if kind not in (Kind.TEXT, Kind.TEXT_LIST) or self.exact:
             return column
-        if not self._ascii():
+        if not self._all_ascii:
             return UnicodeLower(column)
         return func.lower(column) if substring else CaseFolded(column)
 
@@ -701,13 +701,10 @@ class Compare(Condition):
         gives ``'i'`` and ``'οδοσ'``, so a value identical to the literal did not match there.
         """
         if kind in (Kind.TEXT, Kind.TEXT_LIST) and not self.exact and isinstance(value, str):
-            if not self._ascii():
+            if not self._all_ascii:
                 return UnicodeLower(bindparam(None, value, unique=True))
             return bindparam(None, value.lower(), unique=True)
         return bindparam(None, value, unique=True)
-
-    def _ascii(self) -> bool:
-        return self._all_ascii
 
     @functools.cached_property
     def _all_ascii(self) -> bool:
@@ -826,7 +823,7 @@ def _check_scalar(kind: Kind, value: Any) -> str | None:
             return f"expected text, got {type_name(value)}{quote}"
     elif kind is Kind.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"expected a number, got {type_name(value)}{_number_as_text(value)}"
+            return f"expected a number, got {type_name(value)}{number_as_text(value)}"
         return _check_number(value)
     elif kind is Kind.BOOLEAN and not isinstance(value, bool):
         return f"expected true or false, got {type_name(value)}"
@@ -848,7 +845,7 @@ def _as_fraction(value: Any) -> str:
     return f" (a percentage: write it as the fraction {fraction:g}, as confidences are stored)"
 
 
-def _number_as_text(value: Any) -> str:
+def number_as_text(value: Any) -> str:
     """Why text that reads as a number was not taken for one: YAML 1.1 (PyYAML) reads ``1e3`` as
     text (its exponent form needs a dot: ``1.0e+3``), and quotes make any number text."""
     if not isinstance(value, str):

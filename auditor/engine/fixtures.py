@@ -26,7 +26,6 @@ into a temporary SQLite database (one run per case) and evaluated by the real co
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -459,11 +458,11 @@ def _lost_cluster_values(raw: LocDict, ctx: ParseContext, at: list[Any]) -> None
     from auditor.bigid.models import coerce_count
 
     size = raw.get("size")
-    if size is not None and (coerce_count(size) is None or _yaml_number_form(size)):
+    hint = _yaml_number_form(size)
+    if size is not None and (coerce_count(size) is None or hint):
         ctx.problem(
             [*at, "size"],
-            f"invalid cluster: size: expected a whole number from 0, got {type_name(size)}"
-            f"{_yaml_number_form(size)}",
+            f"invalid cluster: size: expected a whole number from 0, got {type_name(size)}{hint}",
         )
 
 
@@ -480,11 +479,12 @@ def _lost_confidences(column: LocDict, ctx: ParseContext, at: list[Any]) -> None
                 continue
             for name in field_spellings(Attribute, "calc_confidence_level"):
                 value = item.get(name)
-                if value is not None and (confidence(value) is None or _yaml_number_form(value)):
+                hint = _yaml_number_form(value)
+                if value is not None and (confidence(value) is None or hint):
                     ctx.problem(
                         [*at, key, position, name],
                         f"invalid column: {key}.{position}.{name}: expected a number (0.9) or a percentage "
-                        f"('90%'), got {type_name(value)}{_yaml_number_form(value)}",
+                        f"('90%'), got {type_name(value)}{hint}",
                     )
 
 
@@ -492,11 +492,9 @@ def _yaml_number_form(value: Any) -> str:
     """The hint for a number written in a form YAML 1.1 keeps as text (``01000``, ``1e3``), which
     the client then reads as a number (a BigID server may send numbers as text): the fixture
     stored 1000 without a word, where rule files refuse the same forms (docs/rules.md)."""
-    from auditor.engine.conditions import _number_as_text
+    from auditor.engine.conditions import number_as_text
 
-    if not isinstance(value, str) or not re.fullmatch(r"\s*[-+]?[0-9][0-9_]*([eE][-+]?[0-9]+)?\s*", value):
-        return ""
-    hint = _number_as_text(value)
+    hint = number_as_text(value)  # ("" for no number; a plain number quoted is text the client reads)
     return "" if hint.startswith(" (written as text") else hint
 
 

@@ -62,18 +62,14 @@ class LocList(list[Any]):
 class Problems:
     """Every problem found in a set of files, each formatted ``file:line:column: message``."""
 
-    # (file, line, column, the formatted problem), in the order found
-    _found: list[tuple[str, int, int, str]] = field(default_factory=list, repr=False)
-    _seen: set[tuple[str, int, int, str]] = field(default_factory=set, repr=False)
+    # (file, line, column, the formatted problem), in the order found, each once: a YAML anchor's
+    # node reached through each of its aliases (a merge key, *cond used twice) was the same problem
+    # at the same place five times in "6 problems" (a probe)
+    _found: dict[tuple[str, int, int, str], None] = field(default_factory=dict, repr=False)
 
     def add(self, source: str, mark: Mark | None, message: str) -> None:
         line, column = (mark.line, mark.column) if mark else (1, 1)
-        found = (source, line, column, f"{source}:{line}:{column}: {message}")
-        # Once: a YAML anchor's node reached through each of its aliases (a merge key, *cond used
-        # twice) was the same problem at the same place five times in "6 problems" (a probe).
-        if found not in self._seen:
-            self._seen.add(found)
-            self._found.append(found)
+        self._found[(source, line, column, f"{source}:{line}:{column}: {message}")] = None
 
     @property
     def items(self) -> list[str]:

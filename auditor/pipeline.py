@@ -25,10 +25,11 @@ from auditor.engine.check import asks_no_baseline, baseline_run, check_fail_on, 
 from auditor.engine.evaluate import check_evaluation_settings
 from auditor.engine.rules import RulePaths, ruleset_to_evaluate
 from auditor.errors import ConfigError
+from auditor.paths import absolute_path, input_words
 from auditor.progress import Progress
 from auditor.render.report import ReportBundle, build_report_bundle, default_report_name
 from auditor.snapshot import DEFAULT_MAX_FAILED_CLUSTERS, take_snapshot
-from auditor.store.db import absolute_db, absolute_path, url_holds_password
+from auditor.store.db import absolute_db, url_holds_password
 from auditor.store.runs import RunInfo
 from auditor.store.schema import RUN_COMPLETE, runs
 
@@ -98,7 +99,7 @@ class EmailOptions:
         for flag, values in (("--to", recipients), ("--cc", copies)):
             for value in values:
                 words += [flag, str(value)]
-        words += _input_words(rules, waivers, templates)
+        words += input_words(rules, waivers, templates)
         for flag, value in (("--from", self.sender), ("--subject", self.subject)):
             if value:
                 # --subject=-q: a value starting with '-' would be read as an option of its own
@@ -179,20 +180,6 @@ def _command_words(
     return words
 
 
-def _input_words(
-    rules: Sequence[str | Path], waivers: str | Path | None, templates: str | Path | None
-) -> list[str]:
-    """The rules, waivers and templates a job's follow-up command reads, by absolute path."""
-    words: list[str] = []
-    for value in rules:
-        words += ["--rules", absolute_path(value)]
-    if waivers:
-        words += ["--waivers", absolute_path(waivers)]
-    if templates:
-        words += ["--templates", absolute_path(templates)]
-    return words
-
-
 def report_command(
     run_id: int,
     against: int | str | None,
@@ -208,7 +195,7 @@ def report_command(
     """The ``auditor report`` command that writes a job's report (and exports) again, from the run
     and check it stored, with the settings it was given (as :meth:`EmailOptions.resend_command`)."""
     words = _command_words("report", run_id, against, db=db, config=config)
-    words += _input_words(rules, waivers, templates)
+    words += input_words(rules, waivers, templates)
     words += ["--output", absolute_path(output)]
     if export_dir is not None:
         words += ["--export-dir", absolute_path(export_dir)]

@@ -573,9 +573,14 @@ class ReportContext:
     assets: Any = None  # set by the renderer: the inline CSS/JS and the CSP that allows only them
 
     @property
+    def report_command(self) -> str:
+        """The command that writes this report again, from anywhere (the email's "full report")."""
+        return f"auditor report --run {self.run.id}{self.follow_up}"
+
+    @property
     def export_command(self) -> str:
         """The command that writes this report's exports (every row of a capped section)."""
-        return f"auditor report --run {self.run.id}{self.follow_up} --export-dir DIR"
+        return f"{self.report_command} --export-dir DIR"
 
     @property
     def capped(self) -> bool:

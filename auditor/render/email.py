@@ -345,10 +345,7 @@ def _fit_budget(
     size_budget: int,
 ) -> tuple[str, str, EmailContext]:
     """The most rows per section whose HTML body fits ``size_budget`` bytes (binary search)."""
-    if attach_report:
-        hint = "see the attached report"
-    else:
-        hint = f"see the full report (auditor report --run {report.run.id}{report.follow_up})"
+    hint = "see the attached report" if attach_report else f"see the full report ({report.report_command})"
 
     def render(limit: int) -> tuple[str, str, EmailContext]:
         sections = _sections(report, limit)

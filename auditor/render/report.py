@@ -506,14 +506,11 @@ def follow_up_options(
     ``--waivers`` as given. ``""`` when there is none."""
     import shlex
 
-    from auditor.store.db import absolute_path, follow_up_db
+    from auditor.paths import input_words
+    from auditor.store.db import follow_up_db
 
     db = follow_up_db(engine)
-    words = ["--db", db] if db else []
-    for path in rules_paths or ():
-        words += ["--rules", absolute_path(path)]
-    if waivers_path is not None:
-        words += ["--waivers", absolute_path(waivers_path)]
+    words = [*(["--db", db] if db else []), *input_words(rules_paths, waivers_path)]
     return " " + shlex.join(words) if words else ""
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.util import asbool
 
 from auditor import secrets, stopping
 from auditor.errors import ConfigError, StoreError
-from auditor.paths import migrations_dir
+from auditor.paths import absolute_path, migrations_dir
 
 log = secrets.scrubbed_logger("auditor.store")
 
@@ -213,11 +213,6 @@ def display_url(url: str) -> str:
 def url_holds_password(target: str) -> bool:
     """Whether a ``--db`` value is a URL with a password (never to be printed back)."""
     return "://" in target and holds_secret(target)
-
-
-def absolute_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as a command printed for later names it from any folder."""
-    return str(Path(path).expanduser().absolute())
 
 
 def absolute_db(db: str) -> str:

@@ -167,10 +167,9 @@ def check_command(
     if not table_shown:
         settings.info(result.summary_line())
     say_waivers_to_review(settings, result)
-    code = result.gate(fail_on, new_only)
-    if code:
-        settings.info(result.gate_note(fail_on, new_only) or "")
-        click.get_current_context().exit(code)
+    if verdict := result.gate_note(fail_on, new_only):  # (what fails the gate, counted)
+        settings.info(verdict)
+        click.get_current_context().exit(result.gate(fail_on, new_only))
 
 
 @click.group("rules")
